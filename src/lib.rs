@@ -1,0 +1,5 @@
+//! paddock: runs a directory of TOML workload manifests in user-namespace
+//! sandboxes, validated by JSON Schema policies.
+
+pub mod model;
+pub mod validate;

@@ -1,0 +1,39 @@
+//! The data paddock works on. Depends on nothing else of paddock's.
+
+mod manifest;
+mod name;
+mod named;
+mod units;
+
+pub use manifest::{
+    Manifest, Mount, Namespaces, Resources, Restart, RestartPolicy, Rootfs, Seccomp, Security, SharedOrPrivate, Stop,
+    UserNamespace,
+};
+pub use name::{MAX_NAME_LEN, NameError, WorkloadName, is_ignored_file_name};
+pub use named::{Capability, Signal, UnknownName};
+pub use units::{DURATION_PATTERN, Duration, SIZE_PATTERN, Size, UnitError};
+
+/// The workload JSON Schema, generated from the types above.
+pub fn workload_schema() -> serde_json::Value {
+    let schema = schemars::generate::SchemaSettings::draft2020_12().into_generator().into_root_schema_for::<Manifest>();
+    let mut value = schema.to_value();
+    tidy(&mut value);
+    value
+}
+
+/// Doc comments arrive with their line breaks; editors show descriptions as
+/// flowing text, so join the lines. Rust-only `format`s (`uint32`) mean
+/// nothing to other tools and are dropped; the ranges say the same.
+fn tidy(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove("format");
+            if let Some(serde_json::Value::String(d)) = map.get_mut("description") {
+                *d = d.split("\n\n").map(|p| p.replace('\n', " ")).collect::<Vec<_>>().join("\n\n");
+            }
+            map.values_mut().for_each(tidy);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(tidy),
+        _ => {}
+    }
+}

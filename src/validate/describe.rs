@@ -1,0 +1,272 @@
+//! Turns a JSON Schema error into a problem an operator can act on: the
+//! key in TOML spelling, what was found, what is expected, where.
+
+use jsonschema::ValidationError;
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use serde_json::Value;
+
+use super::problem::Problem;
+use super::source::{SpanIndex, push_pointer};
+use crate::model::{DURATION_PATTERN, SIZE_PATTERN};
+
+/// The key a JSON pointer names, as an operator writes it: `mounts[0].source`.
+pub fn key_name(pointer: &str) -> String {
+    let mut out = String::new();
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        if segment.bytes().all(|b| b.is_ascii_digit()) && !segment.is_empty() {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            if segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                out.push_str(&segment);
+            } else {
+                out.push_str(&format!("{segment:?}"));
+            }
+        }
+    }
+    out
+}
+
+/// How a value is written in TOML, shortened for a message.
+pub fn toml_value(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Object(_) => "a table".to_owned(),
+        other => other.to_string(),
+    };
+    if s.chars().count() > 60 { format!("{}…", s.chars().take(57).collect::<String>()) } else { s }
+}
+
+fn toml_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a float",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "a table",
+    }
+}
+
+fn json_type_name(t: &str) -> &'static str {
+    match t {
+        "array" => "an array",
+        "boolean" => "a boolean (true or false)",
+        "integer" => "an integer",
+        "number" => "a number",
+        "object" => "a table",
+        "string" => "a string",
+        _ => "nothing",
+    }
+}
+
+/// The table a pointer's key lives in, for messages: `[security]`, or "the top level".
+fn table_name(pointer: &str) -> String {
+    let parent = &pointer[..pointer.rfind('/').unwrap_or(0)];
+    if parent.is_empty() { "at the top level".to_owned() } else { format!("in [{}]", key_name(parent)) }
+}
+
+/// Readable words for the patterns our own schema uses.
+fn pattern_meaning(pattern: &str) -> Option<&'static str> {
+    Some(match pattern {
+        DURATION_PATTERN => "a duration: a number and one unit of ms, s, m or h, e.g. \"100ms\", \"1.5s\", \"2m\"",
+        SIZE_PATTERN => "a size: a whole number and one unit of KiB, MiB, GiB or TiB, e.g. \"256MiB\"",
+        "^/" => "an absolute path (starting with /)",
+        "^[^=]+$" => "a variable name without `=`",
+        p if p.starts_with("^[A-Za-z0-9]([A-Za-z0-9.-]") => {
+            "a hostname: letters, digits, `-` and `.`, at most 64 characters, starting and ending with a letter or digit"
+        }
+        _ => return None,
+    })
+}
+
+/// The closest of `candidates` to `word`, if it is close enough to be a typo.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let word_lower = word.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&word_lower, &c.to_ascii_lowercase()), c))
+        .filter(|(d, c)| *d <= (c.len() / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Known keys at an instance location, read from the schema that refused it.
+pub fn known_keys<'s>(schema: &'s Value, pointer: &str) -> Vec<&'s str> {
+    let resolve = |mut node: &'s Value| {
+        // Follow local `$ref`s (schemars puts tables under `$defs`).
+        for _ in 0..8 {
+            match node.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix('#')) {
+                Some(target) => match schema.pointer(target) {
+                    Some(n) => node = n,
+                    None => break,
+                },
+                None => break,
+            }
+        }
+        node
+    };
+    let mut node = resolve(schema);
+    for segment in pointer.split('/').skip(1) {
+        let next = node
+            .get("properties")
+            .and_then(|p| p.get(segment))
+            .or_else(|| node.get("items").filter(|_| segment.parse::<usize>().is_ok()));
+        match next {
+            Some(n) => node = resolve(n),
+            None => return Vec::new(),
+        }
+    }
+    node.get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.keys().map(String::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// One JSON Schema error as problems (an unknown-keys error yields one per key).
+pub fn describe(error: &ValidationError<'_>, spans: &SpanIndex, schema: &Value) -> Vec<Problem> {
+    let pointer = error.instance_path().as_str();
+    let key = key_name(pointer);
+    let instance = error.instance();
+    let at_value = || spans.value_span(pointer).or_else(|| spans.locate(pointer));
+    let single = |message: String| vec![Problem::error(at_value(), message)];
+    match error.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected }
+        | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+            let known = known_keys(schema, pointer);
+            unexpected
+                .iter()
+                .map(|name| {
+                    let child = push_pointer(pointer, name);
+                    let mut p = Problem::error(
+                        spans.key_span(&child).or_else(|| spans.locate(&child)),
+                        format!("unknown key `{name}` {}", table_name(&child)),
+                    );
+                    if let Some(best) = did_you_mean(name, known.iter().copied()) {
+                        p = p.with_help(format!("did you mean `{best}`?"));
+                    } else if !known.is_empty() {
+                        p = p.with_help(format!("known keys here: {}", known.join(", ")));
+                    }
+                    p
+                })
+                .collect()
+        }
+        ValidationErrorKind::Required { property } => {
+            let name = property.as_str().unwrap_or_default();
+            let child = push_pointer(pointer, name);
+            vec![Problem::error(spans.locate(pointer), format!("missing required key `{}`", key_name(&child)))]
+        }
+        ValidationErrorKind::Type { kind } => {
+            let expected: Vec<&str> = match kind {
+                TypeKind::Single(t) => vec![json_type_name(&t.to_string())],
+                TypeKind::Multiple(set) => set.iter().map(|t| json_type_name(&t.to_string())).collect(),
+            };
+            single(format!("`{key}` must be {}, not {}", expected.join(" or "), toml_type(instance)))
+        }
+        ValidationErrorKind::Enum { options } => {
+            let choices: Vec<&str> = options.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let shown: Vec<String> = options.as_array().into_iter().flatten().map(toml_value).collect();
+            let mut p = Problem::error(at_value(), format!("`{key}` cannot be {}", toml_value(instance)));
+            let found = instance.as_str().unwrap_or_default();
+            p = match did_you_mean(found.strip_prefix("CAP_").unwrap_or(found), choices) {
+                Some(best) => p.with_help(format!("did you mean {best:?}?")),
+                None if shown.len() <= 12 => p.with_help(format!("expected one of {}", shown.join(", "))),
+                None => p.with_help("see `paddock schema` for the accepted names"),
+            };
+            vec![p]
+        }
+        ValidationErrorKind::Constant { expected_value } => {
+            single(format!("`{key}` must be {}, not {}", toml_value(expected_value), toml_value(instance)))
+        }
+        ValidationErrorKind::Pattern { pattern } => match pattern_meaning(pattern) {
+            Some(meaning) => single(format!("`{key}` must be {meaning}, not {}", toml_value(instance))),
+            None => single(format!("`{key}` = {} does not match the pattern {pattern:?}", toml_value(instance))),
+        },
+        ValidationErrorKind::PropertyNames { error: inner } => {
+            let name = inner.instance().as_str().unwrap_or_default().to_owned();
+            let child = push_pointer(pointer, &name);
+            let meaning = match inner.kind() {
+                ValidationErrorKind::Pattern { pattern } => pattern_meaning(pattern).unwrap_or("an allowed name"),
+                _ => "an allowed name",
+            };
+            vec![Problem::error(
+                spans.key_span(&child).or_else(|| spans.locate(pointer)),
+                format!("key {name:?} {} must be {meaning}", table_name(&child)),
+            )]
+        }
+        ValidationErrorKind::MinItems { limit: 1 } => single(format!("`{key}` cannot be empty")),
+        ValidationErrorKind::MinLength { limit: 1 } => single(format!("`{key}` cannot be an empty string")),
+        ValidationErrorKind::MinItems { limit } => single(format!("`{key}` needs at least {limit} items")),
+        ValidationErrorKind::MaxItems { limit } => single(format!("`{key}` takes at most {limit} items")),
+        ValidationErrorKind::MinLength { limit } => single(format!("`{key}` needs at least {limit} characters")),
+        ValidationErrorKind::MaxLength { limit } => single(format!("`{key}` takes at most {limit} characters")),
+        ValidationErrorKind::Minimum { limit } => {
+            single(format!("`{key}` must be at least {limit}, not {}", toml_value(instance)))
+        }
+        ValidationErrorKind::Maximum { limit } => {
+            single(format!("`{key}` must be at most {limit}, not {}", toml_value(instance)))
+        }
+        ValidationErrorKind::ExclusiveMinimum { limit } => {
+            single(format!("`{key}` must be more than {limit}, not {}", toml_value(instance)))
+        }
+        ValidationErrorKind::ExclusiveMaximum { limit } => {
+            single(format!("`{key}` must be less than {limit}, not {}", toml_value(instance)))
+        }
+        ValidationErrorKind::Not { .. } => single(format!("`{key} = {}` is not allowed", toml_value(instance))),
+        ValidationErrorKind::FalseSchema => single(format!("`{key}` is not allowed")),
+        ValidationErrorKind::UniqueItems => single(format!("`{key}` lists the same item twice")),
+        _ => {
+            let where_ = if key.is_empty() { "the manifest".to_owned() } else { format!("`{key}`") };
+            single(format!("{where_}: {error}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_spelled_as_in_toml() {
+        assert_eq!(key_name(""), "");
+        assert_eq!(key_name("/security/privileged"), "security.privileged");
+        assert_eq!(key_name("/mounts/0/source"), "mounts[0].source");
+        assert_eq!(key_name("/env/a~1b c"), "env.\"a/b c\"");
+    }
+
+    #[test]
+    fn suggestions_catch_typos_only() {
+        let keys = ["privileged", "capabilities", "seccomp"];
+        assert_eq!(did_you_mean("privileges", keys), Some("privileged"));
+        assert_eq!(did_you_mean("capabilites", keys), Some("capabilities"));
+        assert_eq!(did_you_mean("network", keys), None);
+    }
+
+    #[test]
+    fn known_keys_follow_refs() {
+        let schema = crate::model::workload_schema();
+        let keys = known_keys(&schema, "/security");
+        assert!(keys.contains(&"privileged") && keys.contains(&"seccomp"), "{keys:?}");
+        assert!(known_keys(&schema, "/mounts/0").contains(&"idmap"));
+        assert!(known_keys(&schema, "").contains(&"command"));
+    }
+}

@@ -1,0 +1,109 @@
+//! Reading manifest files safely: only regular files, at most 1 MiB, UTF-8,
+//! never blocking on a FIFO or a device.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::problem::Problem;
+use crate::model::WorkloadName;
+
+/// Manifests larger than this are refused unread.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read at all (missing, permission): an I/O error.
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// It was read, and it cannot be a manifest: the file is invalid.
+    #[error("{0}")]
+    Invalid(InvalidFile),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidFile {
+    #[error("{kind} is not a manifest: only regular files are read")]
+    NotRegular { kind: &'static str },
+    #[error("the file is {size} bytes; manifests are limited to {MAX_MANIFEST_BYTES} bytes (1 MiB)")]
+    TooLarge { size: u64 },
+    /// `lossy` is the text with bad bytes replaced, to show the line.
+    #[error("the file is not valid UTF-8 (at byte {offset})")]
+    NotUtf8 { offset: usize, lossy: String },
+}
+
+impl InvalidFile {
+    /// The text to show problems against (only bad UTF-8 has any).
+    pub fn text(&self) -> &str {
+        match self {
+            InvalidFile::NotUtf8 { lossy, .. } => lossy,
+            _ => "",
+        }
+    }
+
+    /// As a problem of the file. For bad UTF-8, the span is the bad byte.
+    pub fn problem(&self) -> Problem {
+        let span = match self {
+            InvalidFile::NotUtf8 { offset, .. } => Some(*offset..*offset + 1),
+            _ => None,
+        };
+        Problem::error(span, self.to_string())
+    }
+}
+
+fn kind_of(ft: std::fs::FileType) -> &'static str {
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "a device"
+    } else {
+        "this kind of file"
+    }
+}
+
+/// Reads a manifest. The file is opened non-blocking so that a FIFO named
+/// `x.toml` cannot hang the reader, and checked on the open descriptor
+/// (not the path) so it cannot be swapped in between.
+pub fn read_manifest(path: &Path) -> Result<String, LoadError> {
+    let io = |source| LoadError::Io { path: path.to_owned(), source };
+    let mut file =
+        File::options().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.file_type().is_file() {
+        return Err(LoadError::Invalid(InvalidFile::NotRegular { kind: kind_of(meta.file_type()) }));
+    }
+    if meta.len() > MAX_MANIFEST_BYTES {
+        return Err(LoadError::Invalid(InvalidFile::TooLarge { size: meta.len() }));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // The size can change under us; never read past the limit.
+    (&mut file).take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(LoadError::Invalid(InvalidFile::TooLarge { size: bytes.len() as u64 }));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        LoadError::Invalid(InvalidFile::NotUtf8 { offset, lossy: String::from_utf8_lossy(e.as_bytes()).into_owned() })
+    })
+}
+
+/// The manifest files in a directory, sorted: every `*.toml` entry whose
+/// name the daemon does not ignore, whatever its type (a directory named
+/// `x.toml` is listed, so that it is reported rather than skipped).
+pub fn list_manifests(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_str().and_then(WorkloadName::stem_of_manifest_file).is_some() {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}

@@ -1,0 +1,254 @@
+//! Policies: JSON Schemas applied to the effective manifest. Each rule is one
+//! entry of the policy's top-level `allOf`, named by its `title` and
+//! explained by its `description`, which errors show.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::describe::describe;
+use super::problem::Problem;
+use super::source::SpanIndex;
+use crate::model::WorkloadName;
+
+/// The policies compiled into the binary, by name.
+pub const BUILT_IN: &[(&str, &str)] = &[
+    ("baseline", include_str!("../../policies/baseline.json")),
+    ("restricted", include_str!("../../policies/restricted.json")),
+    ("privileged", include_str!("../../policies/privileged.json")),
+];
+
+/// The placeholder that policies use for the daemon's `volumes_root`, as a
+/// regular expression (for `pattern`), without a trailing slash.
+pub const VOLUMES_ROOT_PLACEHOLDER: &str = "{{volumes_root}}";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    BuiltIn,
+    File(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read the policy directory {path}: {source}")]
+    ReadDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot read policy {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: error: not valid JSON: {message}")]
+    Json { path: String, line: usize, column: usize, message: String },
+    #[error("{path}: error: not a valid JSON Schema: {message}")]
+    Schema { path: String, message: String },
+    #[error("{path}: error: `{stem}` cannot name a policy: {reason}")]
+    Name { path: PathBuf, stem: String, reason: crate::model::NameError },
+    #[error("{path}: error: `{name}` is the name of a built-in policy; rename the file")]
+    ShadowsBuiltIn { path: PathBuf, name: String },
+    #[error("unknown policy `{name}`; known policies: {known}")]
+    Unknown { name: String, known: String },
+}
+
+/// A compiled policy.
+#[derive(Debug)]
+pub struct Policy {
+    pub name: String,
+    pub source: PolicySource,
+    pub description: Option<String>,
+    document: Value,
+    validator: jsonschema::Validator,
+}
+
+impl Policy {
+    /// Compiles a policy from its JSON text. `origin` names it in errors.
+    pub fn compile(name: &str, source: PolicySource, text: &str, volumes_root: &Path) -> Result<Self, PolicyError> {
+        let origin = match &source {
+            PolicySource::BuiltIn => format!("built-in policy {name}"),
+            PolicySource::File(p) => p.display().to_string(),
+        };
+        let mut document: Value = serde_json::from_str(text).map_err(|e| PolicyError::Json {
+            path: origin.clone(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        let root = volumes_root.to_string_lossy();
+        let root = root.trim_end_matches('/');
+        substitute(&mut document, root, &regex_escape(root), false);
+        if !document.is_object() {
+            return Err(PolicyError::Schema { path: origin, message: "a policy must be a JSON object".to_owned() });
+        }
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&document)
+            .map_err(|e| PolicyError::Schema { path: origin, message: e.to_string() })?;
+        let description = document.get("description").and_then(Value::as_str).map(str::to_owned);
+        Ok(Self { name: name.to_owned(), source, description, document, validator })
+    }
+
+    /// The rule an error came from: the `allOf` entry its evaluation path starts in.
+    fn rule(&self, evaluation_path: &str) -> (Option<String>, Option<String>) {
+        let mut segments = evaluation_path.split('/').skip(1);
+        let rule = match (segments.next(), segments.next().and_then(|i| i.parse::<usize>().ok())) {
+            (Some("allOf"), Some(i)) => self.document.pointer(&format!("/allOf/{i}")),
+            _ => None,
+        };
+        let field = |k: &str| rule.and_then(|r| r.get(k)).and_then(Value::as_str).map(str::to_owned);
+        (field("title"), field("description"))
+    }
+
+    /// Every refusal of this policy, located in the source.
+    pub fn check(&self, effective: &Value, spans: &SpanIndex) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for error in self.validator.iter_errors(effective) {
+            let (rule, help) = self.rule(error.evaluation_path().as_str());
+            let from_default = spans.get(error.instance_path().as_str()).is_none();
+            for mut p in describe(&error, spans, &self.document) {
+                if from_default && !p.message.starts_with("missing") {
+                    p.message.push_str(" (the default)");
+                }
+                p.message = format!("policy {} refuses this: {}", self.name, p.message);
+                p.policy = Some(self.name.clone());
+                p.rule = rule.clone();
+                if help.is_some() {
+                    p.help = help.clone();
+                }
+                problems.push(p);
+            }
+        }
+        problems
+    }
+}
+
+/// Replaces the placeholder: as a regular expression inside `pattern`s, as
+/// the plain path elsewhere (descriptions are read by people).
+fn substitute(value: &mut Value, plain: &str, escaped: &str, in_pattern: bool) {
+    match value {
+        Value::String(s) if s.contains(VOLUMES_ROOT_PLACEHOLDER) => {
+            *s = s.replace(VOLUMES_ROOT_PLACEHOLDER, if in_pattern { escaped } else { plain });
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| substitute(v, plain, escaped, false)),
+        Value::Object(map) => map.iter_mut().for_each(|(k, v)| substitute(v, plain, escaped, k == "pattern")),
+        _ => {}
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Every policy that can be chosen: the built-in ones and the operator's.
+#[derive(Debug)]
+pub struct PolicyCatalog {
+    policies: Vec<Policy>,
+}
+
+impl PolicyCatalog {
+    /// The built-in policies plus every `*.json` in `dir` (when it exists).
+    /// A directory that does not exist holds no policies; any file in it
+    /// that is not a valid policy is an error, chosen or not, so that a
+    /// broken policy is found by `check` before the daemon meets it.
+    pub fn load(dir: Option<&Path>, volumes_root: &Path) -> Result<Self, PolicyError> {
+        let mut policies = BUILT_IN
+            .iter()
+            .map(|(name, text)| Policy::compile(name, PolicySource::BuiltIn, text, volumes_root))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(dir) = dir {
+            for path in policy_files(dir)? {
+                let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+                WorkloadName::try_from(stem.as_str()).map_err(|reason| PolicyError::Name {
+                    path: path.clone(),
+                    stem: stem.clone(),
+                    reason,
+                })?;
+                if BUILT_IN.iter().any(|(n, _)| *n == stem) {
+                    return Err(PolicyError::ShadowsBuiltIn { path, name: stem });
+                }
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| PolicyError::Read { path: path.clone(), source })?;
+                policies.push(Policy::compile(&stem, PolicySource::File(path), &text, volumes_root)?);
+            }
+        }
+        Ok(Self { policies })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.policies.iter().map(|p| p.name.as_str())
+    }
+
+    /// The chosen policies, in the order asked for; an unknown name is an error.
+    pub fn select(self, names: &[String]) -> Result<Vec<Policy>, PolicyError> {
+        let known = self.names().collect::<Vec<_>>().join(", ");
+        let mut all = self.policies;
+        let mut chosen = Vec::with_capacity(names.len());
+        for name in names {
+            if chosen.iter().any(|p: &Policy| &p.name == name) {
+                continue;
+            }
+            let i = all
+                .iter()
+                .position(|p| &p.name == name)
+                .ok_or_else(|| PolicyError::Unknown { name: name.clone(), known: known.clone() })?;
+            chosen.push(all.swap_remove(i));
+        }
+        Ok(chosen)
+    }
+}
+
+fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(PolicyError::ReadDir { path: dir.to_owned(), source }),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| PolicyError::ReadDir { path: dir.to_owned(), source })?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".json") && !crate::model::is_ignored_file_name(&name) {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_policies_compile_and_describe_themselves() {
+        let catalog = PolicyCatalog::load(None, Path::new("/var/lib/paddock/volumes")).unwrap();
+        assert_eq!(catalog.names().collect::<Vec<_>>(), ["baseline", "restricted", "privileged"]);
+        for (name, text) in BUILT_IN {
+            let doc: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(doc["title"], *name);
+            assert!(doc["description"].as_str().is_some_and(|d| d.len() > 20), "{name} needs a description");
+            for rule in doc["allOf"].as_array().into_iter().flatten() {
+                assert!(rule["title"].is_string() && rule["description"].is_string(), "{name}: {rule}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_volumes_root_is_escaped_for_patterns() {
+        assert_eq!(regex_escape("/var/lib/x.y"), "/var/lib/x\\.y");
+        let mut v = serde_json::json!({"pattern": "^{{volumes_root}}/", "description": "under {{volumes_root}}"});
+        substitute(&mut v, "/v.r", "/v\\.r", false);
+        assert_eq!(v["pattern"], "^/v\\.r/");
+        assert_eq!(v["description"], "under /v.r");
+    }
+
+    #[test]
+    fn unknown_names_list_the_known_ones() {
+        let catalog = PolicyCatalog::load(None, Path::new("/v")).unwrap();
+        let err = catalog.select(&["nope".to_owned()]).unwrap_err();
+        assert_eq!(err.to_string(), "unknown policy `nope`; known policies: baseline, restricted, privileged");
+    }
+}

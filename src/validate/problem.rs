@@ -1,0 +1,185 @@
+//! A problem found in a file, and how it is shown: rustc style on a
+//! terminal or in a log, JSON objects for CI tools.
+
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem. `span` is a byte range in the file's text; `None` means the
+/// file as a whole (its first line is shown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    pub span: Option<Range<usize>>,
+    pub message: String,
+    /// For a policy refusal: the policy and the rule (its `title`).
+    pub policy: Option<String>,
+    pub rule: Option<String>,
+    /// What to do about it.
+    pub help: Option<String>,
+}
+
+impl Problem {
+    pub fn error(span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+        Self { severity: Severity::Error, span, message: message.into(), policy: None, rule: None, help: None }
+    }
+
+    pub fn warning(span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+        Self { severity: Severity::Warning, ..Self::error(span, message) }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+/// Line and column (both from 1; the column counts characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = floor_char_boundary(text, offset.min(text.len()));
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
+}
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// A problem with its position resolved, as `--format json` prints it.
+#[derive(Debug, Serialize)]
+pub struct Located<'a> {
+    pub file: &'a str,
+    pub line: usize,
+    pub column: usize,
+    pub severity: Severity,
+    pub message: &'a str,
+    pub policy: Option<&'a str>,
+    pub rule: Option<&'a str>,
+    pub help: Option<&'a str>,
+}
+
+impl Problem {
+    pub fn locate<'a>(&'a self, file: &'a str, text: &str) -> Located<'a> {
+        let (line, column) = self.span.as_ref().map_or((1, 1), |s| line_col(text, s.start));
+        Located {
+            file,
+            line,
+            column,
+            severity: self.severity,
+            message: &self.message,
+            policy: self.policy.as_deref(),
+            rule: self.rule.as_deref(),
+            help: self.help.as_deref(),
+        }
+    }
+}
+
+/// ANSI colour, used only when the output is a terminal and NO_COLOR is unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Color {
+    Never,
+    Always,
+}
+
+impl Color {
+    fn paint(self, code: &str, s: &str) -> String {
+        match self {
+            Color::Never => s.to_owned(),
+            Color::Always => format!("\x1b[{code}m{s}\x1b[0m"),
+        }
+    }
+}
+
+/// `FILE:LINE:COL: error: MESSAGE`, the source line with a caret under the
+/// span, then the policy, rule and help lines.
+pub fn render(problem: &Problem, file: &str, text: &str, color: Color) -> String {
+    let at = problem.locate(file, text);
+    let (label, code) = match problem.severity {
+        Severity::Error => ("error", "1;31"),
+        Severity::Warning => ("warning", "1;33"),
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{}:{}:{}: {}: {}", file, at.line, at.column, color.paint(code, label), problem.message);
+    if let Some(source_line) = text.lines().nth(at.line - 1) {
+        let number = at.line.to_string();
+        let pad = " ".repeat(number.len());
+        let bar = color.paint("1;34", "|");
+        let width = problem
+            .span
+            .as_ref()
+            .map(|s| {
+                let s = floor_char_boundary(text, s.start.min(text.len()))
+                    ..floor_char_boundary(text, s.end.min(text.len()));
+                text[s].split('\n').next().unwrap_or("").chars().count()
+            })
+            .unwrap_or(0)
+            .max(1);
+        let source_line = source_line.replace('\t', " ");
+        let _ = writeln!(out, "{pad} {bar}");
+        let _ = writeln!(out, "{} {bar} {source_line}", color.paint("1;34", &number));
+        let caret = " ".repeat(at.column - 1) + &"^".repeat(width);
+        let _ = writeln!(out, "{pad} {bar} {}", color.paint(code, &caret));
+    }
+    let pad = " ".repeat(at.line.to_string().len());
+    if let Some(policy) = &problem.policy {
+        let rule = problem.rule.as_deref().map(|r| format!(", rule: {r}")).unwrap_or_default();
+        let _ = writeln!(out, "{pad} = policy: {policy}{rule}");
+    }
+    if let Some(help) = &problem.help {
+        let _ = writeln!(out, "{pad} = help: {help}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_count_lines_and_characters() {
+        let text = "a = 1\nbé = \"x\"\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 6), (2, 1));
+        // 'é' is two bytes but one column.
+        assert_eq!(line_col(text, text.find('=').unwrap()), (1, 3));
+        let second_eq = text.rfind('=').unwrap();
+        assert_eq!(line_col(text, second_eq), (2, 4));
+        assert_eq!(line_col(text, 999), (3, 1));
+    }
+
+    #[test]
+    fn renders_like_rustc() {
+        let text = "command = [\"x\"]\n[security]\nprivileged = true\n";
+        let start = text.find("true").unwrap();
+        let mut p = Problem::error(Some(start..start + 4), "refused").with_help("set it to false");
+        p.policy = Some("baseline".into());
+        p.rule = Some("no-privileged".into());
+        let shown = render(&p, "web.toml", text, Color::Never);
+        assert_eq!(
+            shown,
+            "web.toml:3:14: error: refused\n  |\n3 | privileged = true\n  |              ^^^^\n  = policy: baseline, rule: no-privileged\n  = help: set it to false\n"
+        );
+    }
+
+    #[test]
+    fn a_whole_file_problem_shows_the_first_line() {
+        let shown = render(&Problem::error(None, "bad name"), "Web.toml", "command = []\n", Color::Never);
+        assert!(shown.starts_with("Web.toml:1:1: error: bad name\n"), "{shown}");
+    }
+}

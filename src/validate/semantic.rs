@@ -1,0 +1,126 @@
+//! Checks no JSON Schema can express, on the typed manifest. Pure: the
+//! host's filesystem is consulted separately (`host_checks`).
+
+use std::path::{Component, Path, PathBuf};
+
+use super::problem::Problem;
+use super::source::SpanIndex;
+use crate::model::Manifest;
+
+fn has_parent_dir(path: &Path) -> bool {
+    path.components().any(|c| c == Component::ParentDir)
+}
+
+/// `/a//b/./c/` and `/a/b/c` name the same place.
+fn normalized(path: &Path) -> PathBuf {
+    path.components().filter(|c| *c != Component::CurDir).collect()
+}
+
+pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let at = |pointer: &str| spans.value_span(pointer).or_else(|| spans.locate(pointer));
+
+    for (i, arg) in m.command.iter().enumerate() {
+        if arg.contains('\0') {
+            problems.push(Problem::error(at(&format!("/command/{i}")), "a command argument cannot contain a NUL byte"));
+        }
+    }
+    for (key, value) in &m.env {
+        if key.contains('\0') || value.contains('\0') {
+            let pointer = super::source::push_pointer("/env", key);
+            problems.push(Problem::error(at(&pointer), "environment variables cannot contain a NUL byte"));
+        }
+    }
+
+    let no_dotdot = "write the path without `..`: policies match paths by prefix, and `..` would step out of it";
+    for (pointer, path) in [("/rootfs/path", &m.rootfs.path), ("/workdir", &m.workdir)] {
+        if has_parent_dir(path) {
+            problems.push(
+                Problem::error(at(pointer), format!("{} contains a `..` component", path.display()))
+                    .with_help(no_dotdot),
+            );
+        }
+    }
+
+    let mut targets: Vec<(PathBuf, usize)> = Vec::new();
+    for (i, mount) in m.mounts.iter().enumerate() {
+        for (field, path) in [("source", &mount.source), ("target", &mount.target)] {
+            if has_parent_dir(path) {
+                problems.push(
+                    Problem::error(
+                        at(&format!("/mounts/{i}/{field}")),
+                        format!("mount {field} {} contains a `..` component", path.display()),
+                    )
+                    .with_help(no_dotdot),
+                );
+            }
+        }
+        let target = normalized(&mount.target);
+        if target == Path::new("/") {
+            problems.push(
+                Problem::error(at(&format!("/mounts/{i}/target")), "a mount cannot replace the sandbox's `/`")
+                    .with_help("set [rootfs] path instead"),
+            );
+        }
+        if let Some((_, first)) = targets.iter().find(|(t, _)| *t == target) {
+            problems.push(
+                Problem::error(
+                    at(&format!("/mounts/{i}/target")),
+                    format!("{} is already the target of mounts[{first}]", mount.target.display()),
+                )
+                .with_help("mount each target once; the second mount would hide the first"),
+            );
+        } else {
+            targets.push((target, i));
+        }
+    }
+
+    if m.restart.backoff > m.restart.backoff_max {
+        problems.push(
+            Problem::error(
+                at("/restart/backoff"),
+                format!("backoff ({}) is longer than backoff_max ({})", m.restart.backoff, m.restart.backoff_max),
+            )
+            .with_help("make backoff at most backoff_max, which caps the doubling delay"),
+        );
+    }
+    problems
+}
+
+/// What to do when the manifest names host paths that are not there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostChecks {
+    /// Do not look at the host (checking files for another machine).
+    Skip,
+    /// `paddock check`: a warning, since the file may be meant for another host.
+    Warn,
+    /// Starting a workload: an error.
+    Require,
+}
+
+/// Checks against this host's filesystem: mount sources and the rootfs exist.
+pub fn host_checks(m: &Manifest, spans: &SpanIndex, mode: HostChecks) -> Vec<Problem> {
+    let make = match mode {
+        HostChecks::Skip => return Vec::new(),
+        HostChecks::Warn => Problem::warning,
+        HostChecks::Require => Problem::error,
+    };
+    let at = |pointer: &str| spans.value_span(pointer).or_else(|| spans.locate(pointer));
+    let mut problems = Vec::new();
+    match std::fs::metadata(&m.rootfs.path) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            problems.push(make(at("/rootfs/path"), format!("rootfs {} is not a directory", m.rootfs.path.display())))
+        }
+        Err(e) => problems.push(make(at("/rootfs/path"), format!("rootfs {}: {e}", m.rootfs.path.display()))),
+    }
+    for (i, mount) in m.mounts.iter().enumerate() {
+        if let Err(e) = std::fs::metadata(&mount.source) {
+            problems.push(
+                make(at(&format!("/mounts/{i}/source")), format!("mount source {}: {e}", mount.source.display()))
+                    .with_help("create it on this host before the workload starts"),
+            );
+        }
+    }
+    problems
+}

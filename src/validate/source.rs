@@ -1,0 +1,203 @@
+//! A manifest's text, parsed once into the JSON that schemas see, with the
+//! byte span of every key and value kept, so that a problem found at a JSON
+//! pointer can be shown at its line and column.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use serde_json::{Map, Number, Value};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::problem::Problem;
+
+/// Deeper than any manifest needs; refusing deeper input keeps every walk
+/// over the tree (here and in the validators) far from the stack's end.
+const MAX_DEPTH: usize = 32;
+
+/// Where a node sits in the source: the key that names it (absent for the
+/// root and array items) and the value itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub key: Option<Range<usize>>,
+    pub value: Range<usize>,
+}
+
+/// JSON pointer (RFC 6901, as jsonschema reports instance locations) to node.
+#[derive(Debug, Default)]
+pub struct SpanIndex(HashMap<String, Node>);
+
+impl SpanIndex {
+    pub fn get(&self, pointer: &str) -> Option<&Node> {
+        self.0.get(pointer)
+    }
+
+    /// The span to show for a problem at `pointer`: the value when it is in
+    /// the file, else the nearest enclosing table that is (a missing key
+    /// points at the table it belongs in), else `None` (the file as a whole).
+    pub fn locate(&self, pointer: &str) -> Option<Range<usize>> {
+        let mut p = pointer;
+        loop {
+            if let Some(node) = self.0.get(p) {
+                return (!p.is_empty()).then(|| node.key.clone().unwrap_or_else(|| node.value.clone()));
+            }
+            p = &p[..p.rfind('/')?];
+        }
+    }
+
+    /// The span of a key's name, for problems about the key itself (unknown keys).
+    pub fn key_span(&self, pointer: &str) -> Option<Range<usize>> {
+        self.0.get(pointer).and_then(|n| n.key.clone())
+    }
+
+    /// The span of a value, for problems about what was written.
+    pub fn value_span(&self, pointer: &str) -> Option<Range<usize>> {
+        self.0.get(pointer).map(|n| n.value.clone())
+    }
+}
+
+pub fn push_pointer(base: &str, segment: &str) -> String {
+    let mut p = String::with_capacity(base.len() + segment.len() + 1);
+    p.push_str(base);
+    p.push('/');
+    for c in segment.chars() {
+        match c {
+            '~' => p.push_str("~0"),
+            '/' => p.push_str("~1"),
+            c => p.push(c),
+        }
+    }
+    p
+}
+
+/// A parsed document: the JSON for the schema, the spans, and the TOML tree
+/// kept for typed deserialization (whose errors carry spans too).
+pub struct Parsed<'i> {
+    pub json: Value,
+    pub spans: SpanIndex,
+    pub table: Spanned<DeTable<'i>>,
+}
+
+/// Parses TOML, reporting every syntax error the parser can recover from.
+pub fn parse(text: &str) -> Result<Parsed<'_>, Vec<Problem>> {
+    let (table, errors) = DeTable::parse_recoverable(text);
+    if !errors.is_empty() {
+        return Err(errors
+            .into_iter()
+            .map(|e| Problem::error(e.span(), format!("TOML syntax: {}", e.message().trim_end())))
+            .collect());
+    }
+    let mut spans = SpanIndex::default();
+    let mut problems = Vec::new();
+    let json = {
+        let mut walk = Walk { spans: &mut spans, problems: &mut problems };
+        let root = Spanned::new(0..text.len(), table.get_ref());
+        walk.table(&root, String::new(), None, 0)
+    };
+    if problems.is_empty() { Ok(Parsed { json, spans, table }) } else { Err(problems) }
+}
+
+struct Walk<'a> {
+    spans: &'a mut SpanIndex,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Walk<'_> {
+    fn table(&mut self, t: &Spanned<&DeTable<'_>>, pointer: String, key: Option<Range<usize>>, depth: usize) -> Value {
+        let mut map = Map::with_capacity(t.get_ref().len());
+        for (k, v) in t.get_ref().iter() {
+            let child = push_pointer(&pointer, k.get_ref());
+            let value = self.value(v, child, Some(k.span()), depth + 1);
+            map.insert(k.get_ref().to_string(), value);
+        }
+        self.spans.0.insert(pointer, Node { key, value: t.span() });
+        Value::Object(map)
+    }
+
+    fn value(&mut self, v: &Spanned<DeValue<'_>>, pointer: String, key: Option<Range<usize>>, depth: usize) -> Value {
+        if depth > MAX_DEPTH {
+            self.problems.push(Problem::error(Some(v.span()), format!("nested more than {MAX_DEPTH} levels deep")));
+            return Value::Null;
+        }
+        let json = match v.get_ref() {
+            DeValue::String(s) => Value::String(s.to_string()),
+            DeValue::Boolean(b) => Value::Bool(*b),
+            DeValue::Datetime(d) => Value::String(d.to_string()),
+            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) => Value::Number(n.into()),
+                Err(_) => {
+                    self.problems.push(Problem::error(Some(v.span()), "integer does not fit in 64 bits"));
+                    Value::Null
+                }
+            },
+            DeValue::Float(f) => match f.as_str().parse::<f64>().ok().and_then(Number::from_f64) {
+                Some(n) => Value::Number(n),
+                None => {
+                    self.problems.push(Problem::error(Some(v.span()), "inf and nan are not allowed here"));
+                    Value::Null
+                }
+            },
+            DeValue::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.value(item, push_pointer(&pointer, &i.to_string()), None, depth + 1))
+                    .collect(),
+            ),
+            DeValue::Table(t) => return self.table(&Spanned::new(v.span(), t), pointer, key, depth),
+        };
+        self.spans.0.insert(pointer, Node { key, value: v.span() });
+        json
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at<'a>(text: &'a str, span: &Range<usize>) -> &'a str {
+        &text[span.clone()]
+    }
+
+    #[test]
+    fn spans_point_at_keys_and_values() {
+        let text = "command = [\"/bin/true\"]\n[security]\nprivileged = true\n[[mounts]]\nsource = \"/a\"\n";
+        let parsed = parse(text).unwrap();
+        let node = parsed.spans.get("/security/privileged").unwrap();
+        assert_eq!(at(text, node.key.as_ref().unwrap()), "privileged");
+        assert_eq!(at(text, &node.value), "true");
+        assert_eq!(at(text, &parsed.spans.value_span("/command/0").unwrap()), "\"/bin/true\"");
+        assert_eq!(at(text, &parsed.spans.value_span("/mounts/0/source").unwrap()), "\"/a\"");
+        assert_eq!(parsed.json["security"]["privileged"], Value::Bool(true));
+    }
+
+    #[test]
+    fn a_missing_key_points_at_its_table() {
+        let text = "command = [\"x\"]\n[resources]\ncpu = 1\n";
+        let parsed = parse(text).unwrap();
+        let span = parsed.spans.locate("/resources/memory").unwrap();
+        assert!(at(text, &span).contains("resources"), "{:?}", at(text, &span));
+        assert_eq!(parsed.spans.locate("/restart/policy"), None);
+    }
+
+    #[test]
+    fn pointers_escape_slash_and_tilde() {
+        let text = "[env]\n\"a/b~c\" = \"x\"\n";
+        let parsed = parse(text).unwrap();
+        assert!(parsed.spans.get("/env/a~1b~0c").is_some());
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_span() {
+        let problems = parse("command = [\"x\"\nuser = \n").err().unwrap();
+        assert!(!problems.is_empty());
+        assert!(problems.iter().all(|p| p.span.is_some()));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflow() {
+        let text = format!("x = {}1{}", "[".repeat(200), "]".repeat(200));
+        let problems = parse(&text).err().unwrap();
+        assert!(problems[0].message.contains("nested") || problems[0].message.contains("TOML"), "{:?}", problems[0]);
+    }
+}
