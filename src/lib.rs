@@ -1,5 +1,6 @@
 //! paddock: runs a directory of TOML workload manifests in user-namespace
 //! sandboxes, validated by JSON Schema policies.
 
+pub mod cli;
 pub mod model;
 pub mod validate;

@@ -84,6 +84,21 @@ fn pattern_meaning(pattern: &str) -> Option<&'static str> {
     })
 }
 
+/// `^/var/lib/x\\.y/` means "starts with /var/lib/x.y/": the shape policies
+/// use for path prefixes. `None` for any other pattern.
+fn literal_prefix(pattern: &str) -> Option<String> {
+    let mut chars = pattern.strip_prefix('^')?.chars();
+    let mut out = String::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next().filter(|n| !n.is_ascii_alphanumeric())?),
+            c if ".+*?()|[]{}^$".contains(c) => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
 /// The closest of `candidates` to `word`, if it is close enough to be a typo.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let word_lower = word.to_ascii_lowercase();
@@ -197,9 +212,12 @@ pub fn describe(error: &ValidationError<'_>, spans: &SpanIndex, schema: &Value) 
         ValidationErrorKind::Constant { expected_value } => {
             single(format!("`{key}` must be {}, not {}", toml_value(expected_value), toml_value(instance)))
         }
-        ValidationErrorKind::Pattern { pattern } => match pattern_meaning(pattern) {
-            Some(meaning) => single(format!("`{key}` must be {meaning}, not {}", toml_value(instance))),
-            None => single(format!("`{key}` = {} does not match the pattern {pattern:?}", toml_value(instance))),
+        ValidationErrorKind::Pattern { pattern } => match (pattern_meaning(pattern), literal_prefix(pattern)) {
+            (Some(meaning), _) => single(format!("`{key}` must be {meaning}, not {}", toml_value(instance))),
+            (None, Some(prefix)) => single(format!("`{key}` must start with {prefix:?}, not {}", toml_value(instance))),
+            (None, None) => {
+                single(format!("`{key}` = {} does not match the pattern {pattern:?}", toml_value(instance)))
+            }
         },
         ValidationErrorKind::PropertyNames { error: inner } => {
             let name = inner.instance().as_str().unwrap_or_default().to_owned();
@@ -251,6 +269,14 @@ mod tests {
         assert_eq!(key_name("/security/privileged"), "security.privileged");
         assert_eq!(key_name("/mounts/0/source"), "mounts[0].source");
         assert_eq!(key_name("/env/a~1b c"), "env.\"a/b c\"");
+    }
+
+    #[test]
+    fn prefix_patterns_read_as_words() {
+        assert_eq!(literal_prefix("^/var/lib/x\\.y/").as_deref(), Some("/var/lib/x.y/"));
+        assert_eq!(literal_prefix("^/a.*"), None);
+        assert_eq!(literal_prefix("^\\d"), None);
+        assert_eq!(literal_prefix("/a"), None);
     }
 
     #[test]

@@ -94,6 +94,7 @@ impl Validator {
         }
         if problems.len() > before {
             // Typed checks and policies need a well-formed manifest.
+            sort(&mut problems);
             return Checked { spec: None, problems };
         }
         let manifest = match Manifest::deserialize(toml::de::Deserializer::from(parsed.table)) {
@@ -102,6 +103,7 @@ impl Validator {
                 // The schema and the types agree (a property test checks it),
                 // so this is a value the schema cannot bound, such as 2^40 for a u32.
                 problems.push(Problem::error(e.span(), e.message().trim_end().to_owned()));
+                sort(&mut problems);
                 return Checked { spec: None, problems };
             }
         };
@@ -116,6 +118,7 @@ impl Validator {
             Err(e) => problems.push(Problem::error(None, format!("cannot apply policies: {e}"))),
         }
         problems.extend(semantic::host_checks(&effective, &parsed.spans, host));
+        sort(&mut problems);
         let spec = match name {
             Some(name) if !problems.iter().any(Problem::is_error) => Some(WorkloadSpec { name, manifest: effective }),
             _ => None,
@@ -138,6 +141,12 @@ impl Validator {
             Err(e) => Err(e),
         }
     }
+}
+
+/// In the order of the file, whole-file problems first; once each.
+fn sort(problems: &mut Vec<Problem>) {
+    problems.sort_by_key(|p| p.span.as_ref().map(|s| (s.start, s.end)));
+    problems.dedup();
 }
 
 /// Compiles the policies named, from the built-in ones and those in `dir`.

@@ -1,0 +1,161 @@
+//! `paddock check`: validates manifests as the daemon would, and says
+//! exactly what is wrong and where.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::validate::{self, Color, HostChecks, Located, Validator, load};
+
+/// Exit statuses of `check`.
+pub const VALID: u8 = 0;
+pub const INVALID: u8 = 1;
+pub const USAGE_OR_IO: u8 = 2;
+
+/// Validate manifests against the schema and policies.
+///
+/// Every problem is printed as FILE:LINE:COL: error: MESSAGE with the source
+/// line, then a summary. Exit status: 0 when every file is valid, 1 when any
+/// is invalid, 2 for a usage or I/O error.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Manifest files, or directories whose *.toml files are checked (names
+    /// the daemon ignores, such as dotfiles and editor temporaries, are skipped).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// A policy to apply, by name; repeat for several. Built in: baseline,
+    /// restricted, privileged. Default: baseline.
+    #[arg(long = "policy", value_name = "NAME")]
+    pub policies: Vec<String>,
+
+    /// Where operators' policies (NAME.json) are found.
+    #[arg(long, value_name = "DIR", default_value = super::DEFAULT_POLICY_DIR)]
+    pub policy_dir: PathBuf,
+
+    /// The daemon's volumes_root: idmapped mounts must come from under it.
+    #[arg(long, value_name = "DIR", default_value = super::DEFAULT_VOLUMES_ROOT)]
+    pub volumes_root: PathBuf,
+
+    /// Do not look for mount sources and the rootfs on this host (for files
+    /// meant for another machine). By default a missing one is a warning.
+    #[arg(long)]
+    pub no_host_checks: bool,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    files: usize,
+    valid: usize,
+    invalid: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct JsonReport<'a> {
+    #[serde(flatten)]
+    summary: &'a Summary,
+    problems: &'a [Located<'a>],
+    /// Files that could not be read, and other failures that are not the file's fault.
+    errors: &'a [String],
+}
+
+pub fn run(args: CheckArgs) -> std::io::Result<super::ExitCode> {
+    let names = if args.policies.is_empty() { vec!["baseline".to_owned()] } else { args.policies.clone() };
+    let validator = match validate::load_policies(&names, Some(&args.policy_dir), &args.volumes_root)
+        .map_err(|e| e.to_string())
+        .and_then(|policies| Validator::new(policies).map_err(|e| e.to_string()))
+    {
+        Ok(v) => v,
+        Err(message) => {
+            eprintln!("paddock check: {message}");
+            return Ok(USAGE_OR_IO);
+        }
+    };
+    let host = if args.no_host_checks { HostChecks::Skip } else { HostChecks::Warn };
+    let color = if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) {
+        Color::Always
+    } else {
+        Color::Never
+    };
+
+    let mut errors = Vec::new();
+    let mut files = Vec::new();
+    for path in &args.paths {
+        match expand(path) {
+            Ok(found) => files.extend(found),
+            Err(e) => errors.push(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    let mut summary = Summary::default();
+    let mut checked = Vec::with_capacity(files.len());
+    for path in &files {
+        match validator.validate_file(path, host) {
+            Ok((text, result)) => {
+                summary.files += 1;
+                if result.spec.is_some() {
+                    summary.valid += 1;
+                } else {
+                    summary.invalid += 1;
+                }
+                checked.push((path.display().to_string(), text, result.problems));
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Text => {
+            for (file, text, problems) in &checked {
+                for p in problems {
+                    writeln!(out, "{}", validate::render(p, file, text, color))?;
+                }
+            }
+            for e in &errors {
+                eprintln!("paddock check: {e}");
+            }
+            writeln!(out, "{} files, {} valid, {} invalid", summary.files, summary.valid, summary.invalid)?;
+        }
+        Format::Json => {
+            let located: Vec<Located<'_>> = checked
+                .iter()
+                .flat_map(|(file, text, problems)| problems.iter().map(|p| p.locate(file, text)))
+                .collect();
+            let report = JsonReport { summary: &summary, problems: &located, errors: &errors };
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        }
+    }
+    Ok(if !errors.is_empty() {
+        USAGE_OR_IO
+    } else if summary.invalid > 0 {
+        INVALID
+    } else {
+        VALID
+    })
+}
+
+/// A path on the command line: a directory stands for its manifests, and
+/// anything else for itself (so a FIFO or a directory named `x.toml`, given
+/// by name, is reported as what it is).
+fn expand(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() && path.extension().is_none_or(|e| e != "toml") {
+        load::list_manifests(path)
+    } else {
+        Ok(vec![path.to_owned()])
+    }
+}
