@@ -1,0 +1,256 @@
+//! `paddock check` through the real binary: exit codes, the summary line,
+//! JSON output, directories, ignore rules, and input of every bad kind.
+
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::time::Duration;
+
+use assert_cmd::Command;
+
+const VALID: &str = "command = [\"/bin/true\"]\n";
+
+fn paddock() -> Command {
+    let mut cmd = Command::cargo_bin("paddock").unwrap();
+    cmd.env("NO_COLOR", "1").timeout(Duration::from_secs(20));
+    cmd
+}
+
+fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn check(args: &[&str], paths: &[&Path]) -> Run {
+    let out = paddock().arg("check").args(args).args(paths).output().unwrap();
+    Run {
+        code: out.status.code().expect("paddock check was killed by a signal"),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+#[test]
+fn valid_files_exit_0_with_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.toml", VALID);
+    let b = write(dir.path(), "b.toml", VALID);
+    let run = check(&[], &[&a, &b]);
+    assert_eq!((run.code, run.stdout.as_str()), (0, "2 files, 2 valid, 0 invalid\n"), "{}", run.stderr);
+}
+
+#[test]
+fn an_invalid_file_exits_1_and_is_shown_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "good.toml", VALID);
+    let bad = write(dir.path(), "bad.toml", "command = [\"x\"]\n[namespaces]\nnetwork = \"host\"\n");
+    let run = check(&[], &[&good, &bad]);
+    assert_eq!(run.code, 1);
+    let expected = format!(
+        "{}:3:11: error: policy baseline refuses this: `namespaces.network = \"host\"` is not allowed\n  |\n3 | network = \"host\"\n  |           ^^^^^^\n  = policy: baseline, rule: no-host-network-with-remap\n",
+        bad.display()
+    );
+    assert!(run.stdout.starts_with(&expected), "{}", run.stdout);
+    assert!(run.stdout.ends_with("2 files, 1 valid, 1 invalid\n"), "{}", run.stdout);
+    assert!(!run.stdout.contains('\x1b'), "no colour when stdout is not a terminal");
+}
+
+#[test]
+fn json_output_has_every_problem_and_the_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(dir.path(), "bad.toml", "comand = 1\n[security]\nprivileged = true\n");
+    let run = check(&["--format", "json"], &[&bad]);
+    assert_eq!(run.code, 1);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        (report["files"].as_u64(), report["valid"].as_u64(), report["invalid"].as_u64()),
+        (Some(1), Some(0), Some(1))
+    );
+    let problems = report["problems"].as_array().unwrap();
+    let summary: Vec<(u64, u64, &str)> = problems
+        .iter()
+        .map(|p| (p["line"].as_u64().unwrap(), p["column"].as_u64().unwrap(), p["message"].as_str().unwrap()))
+        .collect();
+    assert_eq!(summary, [(1, 1, "missing required key `command`"), (1, 1, "unknown key `comand` at the top level")]);
+    assert_eq!(problems[0]["file"], bad.display().to_string());
+    assert_eq!(problems[0]["severity"], "error");
+    assert!(problems[0]["policy"].is_null() && problems[0]["rule"].is_null());
+
+    let policy = write(dir.path(), "p.toml", "command = [\"x\"]\n[security]\nprivileged = true\n");
+    let report: serde_json::Value = serde_json::from_str(&check(&["--format", "json"], &[&policy]).stdout).unwrap();
+    assert_eq!(report["problems"][0]["policy"], "baseline");
+    assert_eq!(report["problems"][0]["rule"], "no-privileged-with-remap");
+    assert_eq!((report["problems"][0]["line"].as_u64(), report["problems"][0]["column"].as_u64()), (Some(3), Some(14)));
+}
+
+#[test]
+fn a_directory_means_its_manifests_with_the_daemons_ignore_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "web.toml", VALID);
+    write(dir.path(), "worker.toml", VALID);
+    // Each of these would be invalid if it were read.
+    for ignored in
+        [".hidden.toml", "web.toml~", "web.toml.swp", "web.toml.tmp", "web.toml.dpkg-new", "notes.txt", "README"]
+    {
+        write(dir.path(), ignored, "not = [valid");
+    }
+    let run = check(&[], &[dir.path()]);
+    assert_eq!((run.code, run.stdout.as_str()), (0, "2 files, 2 valid, 0 invalid\n"));
+}
+
+#[test]
+fn policies_are_chosen_by_name_and_from_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "w.toml", VALID);
+    let run = check(&["--policy", "restricted"], &[&file]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("rule: memory-limit-required"), "{}", run.stdout);
+
+    let policies = tempfile::tempdir().unwrap();
+    write(
+        policies.path(),
+        "no-root.json",
+        r#"{"allOf": [{"title": "not-root", "description": "run as a user", "properties": {"user": {"minimum": 1}}}]}"#,
+    );
+    let dir_arg = policies.path().to_str().unwrap();
+    let run = check(&["--policy-dir", dir_arg, "--policy", "baseline", "--policy", "no-root"], &[&file]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains("policy no-root refuses this: `user` must be at least 1, not 0 (the default)"),
+        "{}",
+        run.stdout
+    );
+
+    let run = check(&["--policy", "nope"], &[&file]);
+    assert_eq!(run.code, 2);
+    assert_eq!(run.stderr, "paddock check: unknown policy `nope`; known policies: baseline, restricted, privileged\n");
+}
+
+#[test]
+fn usage_and_io_errors_exit_2() {
+    let run = check(&[], &[]);
+    assert_eq!(run.code, 2, "no path is a usage error");
+    assert!(run.stderr.contains("PATH"), "{}", run.stderr);
+
+    let run = check(&["--format", "yaml"], &[Path::new("x.toml")]);
+    assert_eq!(run.code, 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let good = write(dir.path(), "good.toml", VALID);
+    let run = check(&[], &[&good, &missing]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains(&format!("cannot read {}: No such file or directory", missing.display())),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.ends_with("1 files, 1 valid, 0 invalid\n"),
+        "the readable file is still checked: {}",
+        run.stdout
+    );
+
+    let broken_policy = tempfile::tempdir().unwrap();
+    write(broken_policy.path(), "bad.json", "{");
+    let run = check(&["--policy-dir", broken_policy.path().to_str().unwrap()], &[&good]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("bad.json:1:1: error: not valid JSON"), "{}", run.stderr);
+}
+
+#[test]
+fn an_unreadable_file_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write(dir.path(), "secret.toml", VALID);
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // As root every file is readable, so read it as `nobody`.
+    let bin = assert_cmd::cargo::cargo_bin("paddock");
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(["check", "--policy-dir", "/nonexistent"]).arg(&secret).env("NO_COLOR", "1");
+    let out = cmd.uid(65534).gid(65534).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn hostile_input_gives_an_error_never_a_panic_or_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let cases: Vec<(std::path::PathBuf, &str)> = vec![
+        (write(d, "garbage.toml", &garbage), "not valid UTF-8"),
+        (
+            write(d, "latin1.toml", b"command = [\"caf\xe9\"]\n"),
+            "1:16: error: the file is not valid UTF-8 (at byte 15)",
+        ),
+        (write(d, "big.toml", vec![b'#'; 10 << 20]), "manifests are limited to 1048576 bytes (1 MiB)"),
+        (write(d, "deep.toml", format!("command = {}\"x\"{}\n", "[".repeat(5000), "]".repeat(5000))), "error:"),
+        (
+            write(
+                d,
+                "deep-tables.toml",
+                format!("command = [\"x\"]\nx = {}1{}\n", "{a = ".repeat(3000), "}".repeat(3000)),
+            ),
+            "error:",
+        ),
+        (write(d, "dup.toml", "command = [\"x\"]\ncommand = [\"y\"]\n"), "2:1: error: TOML syntax: duplicate key"),
+        (write(d, "nul.toml", "command = [\"x\"]\0\n"), "error:"),
+        (write(d, "empty.toml", ""), "missing required key `command`"),
+    ];
+    std::fs::create_dir(d.join("dir.toml")).unwrap();
+    nix_mkfifo(&d.join("fifo.toml"));
+    for (path, expected) in &cases {
+        let run = check(&["--policy-dir", "/nonexistent"], &[path]);
+        assert_eq!(run.code, 1, "{}: {}{}", path.display(), run.stdout, run.stderr);
+        assert!(run.stdout.contains(expected), "{}: expected {expected:?} in\n{}", path.display(), run.stdout);
+    }
+    let run = check(&[], &[d]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("dir.toml:1:1: error: a directory is not a manifest"), "{}", run.stdout);
+    assert!(run.stdout.contains("fifo.toml:1:1: error: a FIFO is not a manifest"), "{}", run.stdout);
+    assert!(
+        run.stdout.ends_with(&format!("{} files, 0 valid, {} invalid\n", cases.len() + 2, cases.len() + 2)),
+        "{}",
+        run.stdout
+    );
+}
+
+fn nix_mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
+    assert_eq!(rc, 0, "mkfifo {}: {}", path.display(), std::io::Error::last_os_error());
+}
+
+#[test]
+fn schema_prints_the_committed_schema() {
+    let out = paddock().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let committed = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/workload.schema.json")).unwrap();
+    assert_eq!(out.stdout, committed);
+}
+
+#[test]
+fn help_explains_the_command() {
+    let out = paddock().args(["check", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap().split_whitespace().collect::<Vec<_>>().join(" ");
+    for words in [
+        "Exit status: 0 when every file is valid, 1 when any is invalid, 2",
+        "--policy <NAME>",
+        "--policy-dir <DIR>",
+        "--format <FORMAT>",
+    ] {
+        assert!(help.contains(words), "--help lacks {words:?}:\n{help}");
+    }
+}

@@ -1,0 +1,44 @@
+//! Helpers shared by the validation tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use paddock::validate::{self, Checked, HostChecks, Validator};
+
+pub const VOLUMES_ROOT: &str = "/var/lib/paddock/volumes";
+
+pub fn validator(policies: &[&str]) -> Validator {
+    let names: Vec<String> = policies.iter().map(|s| s.to_string()).collect();
+    let policies = validate::load_policies(&names, None, Path::new(VOLUMES_ROOT)).expect("built-in policies load");
+    Validator::new(policies).expect("the workload schema compiles")
+}
+
+pub fn check(policies: &[&str], file_name: &str, text: &str) -> Checked {
+    validator(policies).validate(file_name, text, HostChecks::Skip)
+}
+
+/// A problem as a test compares it: `LINE:COL: severity: message [policy/rule]`.
+pub fn lines(file_name: &str, text: &str, checked: &Checked) -> Vec<String> {
+    checked
+        .problems
+        .iter()
+        .map(|p| {
+            let at = p.locate(file_name, text);
+            let rule = match (at.policy, at.rule) {
+                (Some(policy), Some(rule)) => format!(" [{policy}/{rule}]"),
+                _ => String::new(),
+            };
+            let severity = match at.severity {
+                validate::Severity::Error => "error",
+                validate::Severity::Warning => "warning",
+            };
+            format!("{}:{}: {severity}: {}{rule}", at.line, at.column, at.message)
+        })
+        .collect()
+}
+
+/// Validates with `baseline` and returns the problem lines.
+pub fn baseline_problems(text: &str) -> Vec<String> {
+    let checked = check(&["baseline"], "t.toml", text);
+    lines("t.toml", text, &checked)
+}

@@ -1,0 +1,147 @@
+//! A table of manifests and the exact problems each produces: position,
+//! message, policy and rule. These are the messages operators read.
+
+mod common;
+
+use common::baseline_problems;
+
+#[track_caller]
+fn expect(text: &str, expected: &[&str]) {
+    let got = baseline_problems(text);
+    assert_eq!(got, expected, "\n--- manifest ---\n{text}");
+}
+
+#[test]
+fn a_minimal_manifest_is_valid() {
+    expect("command = [\"/bin/true\"]\n", &[]);
+}
+
+#[test]
+fn toml_syntax_errors_point_at_the_byte_where_parsing_stopped() {
+    expect("command = [\"/bin/true\"\n", &["1:23: error: TOML syntax: unclosed array, expected `]`"]);
+    expect("command = [\"x\"]\ncommand = [\"y\"]\n", &["2:1: error: TOML syntax: duplicate key"]);
+}
+
+#[test]
+fn missing_keys_point_at_their_table() {
+    expect("user = 0\n", &["1:1: error: missing required key `command`"]);
+    expect(
+        "command = [\"x\"]\n\n[[mounts]]\ntarget = \"/data\"\n",
+        &["3:1: error: missing required key `mounts[0].source`"],
+    );
+}
+
+#[test]
+fn unknown_keys_point_at_the_key_with_a_suggestion() {
+    let got = baseline_problems("command = [\"x\"]\n[security]\nprivilege = false\n");
+    assert_eq!(got, ["3:1: error: unknown key `privilege` in [security]"]);
+    let checked = common::check(&["baseline"], "t.toml", "command = [\"x\"]\n[security]\nprivilege = false\n");
+    assert_eq!(checked.problems[0].help.as_deref(), Some("did you mean `privileged`?"));
+    expect("command = [\"x\"]\n[resource]\n", &["2:2: error: unknown key `resource` at the top level"]);
+}
+
+#[test]
+fn every_problem_of_a_file_is_reported() {
+    expect(
+        "command = []\nuser = -1\nworkdir = \"tmp\"\n[namespaces]\nuser = \"rmap\"\n",
+        &[
+            "1:11: error: `command` cannot be empty",
+            "2:8: error: `user` must be at least 0, not -1",
+            "3:11: error: `workdir` must be an absolute path (starting with /), not \"tmp\"",
+            "5:8: error: `namespaces.user` cannot be \"rmap\"",
+        ],
+    );
+}
+
+#[test]
+fn wrong_types_say_what_was_expected() {
+    expect("command = \"/bin/true\"\n", &["1:11: error: `command` must be an array, not a string"]);
+    expect(
+        "command = [\"x\"]\n[rootfs]\nreadonly = \"yes\"\n",
+        &["3:12: error: `rootfs.readonly` must be a boolean (true or false), not a string"],
+    );
+    expect("command = [\"x\"]\nuser = 1.5\n", &["2:8: error: `user` must be an integer, not a float"]);
+}
+
+#[test]
+fn units_explain_their_format() {
+    expect(
+        "command = [\"x\"]\n[resources]\nmemory = \"1GB\"\n",
+        &[
+            "3:10: error: `resources.memory` must be a size: a whole number and one unit of KiB, MiB, GiB or TiB, e.g. \"256MiB\", not \"1GB\"",
+        ],
+    );
+    expect(
+        "command = [\"x\"]\n[stop]\ntimeout = \"10 s\"\nsignal = \"TERM\"\n",
+        &[
+            "3:11: error: `stop.timeout` must be a duration: a number and one unit of ms, s, m or h, e.g. \"100ms\", \"1.5s\", \"2m\", not \"10 s\"",
+            "4:10: error: `stop.signal` cannot be \"TERM\"",
+        ],
+    );
+}
+
+#[test]
+fn values_the_schema_cannot_bound_are_still_caught_with_a_position() {
+    expect("command = [\"x\"]\n[restart]\nbackoff = \"99999999999h\"\n", &["3:11: error: `99999999999h` is too large"]);
+}
+
+#[test]
+fn semantic_checks_point_at_the_value() {
+    expect(
+        "command = [\"x\"]\n[[mounts]]\nsource = \"/a\"\ntarget = \"/data/../etc\"\n[[mounts]]\nsource = \"/b\"\ntarget = \"/x\"\n[[mounts]]\nsource = \"/c\"\ntarget = \"/x/\"\n",
+        &[
+            "4:10: error: mount target /data/../etc contains a `..` component",
+            "10:10: error: /x/ is already the target of mounts[1]",
+        ],
+    );
+    expect(
+        "command = [\"x\"]\n[restart]\nbackoff = \"1m\"\nbackoff_max = \"10s\"\n",
+        &["3:11: error: backoff (1m) is longer than backoff_max (10s)"],
+    );
+    expect(
+        "command = [\"x\"]\n[[mounts]]\nsource = \"/a\"\ntarget = \"/\"\n",
+        &["4:10: error: a mount cannot replace the sandbox's `/`"],
+    );
+    expect("command = [\"a\\u0000b\"]\n", &["1:12: error: a command argument cannot contain a NUL byte"]);
+}
+
+#[test]
+fn policy_errors_name_policy_and_rule() {
+    expect(
+        "command = [\"x\"]\n[namespaces]\npid = \"host\"\n",
+        &[
+            "3:7: error: policy baseline refuses this: `namespaces.pid = \"host\"` is not allowed [baseline/no-host-pid-with-remap]",
+        ],
+    );
+    let text = "command = [\"x\"]\n[[mounts]]\nsource = \"/srv/data\"\ntarget = \"/data\"\nidmap = true\n";
+    expect(
+        text,
+        &[
+            "3:10: error: policy baseline refuses this: `mounts[0].source` must start with \"/var/lib/paddock/volumes/\", not \"/srv/data\" [baseline/idmap-only-under-volumes-root]",
+        ],
+    );
+    let checked = common::check(&["baseline"], "t.toml", text);
+    assert!(checked.problems[0].help.as_deref().unwrap().contains("Move the data there, or set idmap = false"));
+}
+
+#[test]
+fn a_policy_refusing_a_default_says_so() {
+    let text = "command = [\"x\"]\n";
+    let checked = common::check(&["restricted"], "t.toml", text);
+    assert_eq!(
+        common::lines("t.toml", text, &checked),
+        [
+            "1:1: error: policy restricted refuses this: missing required key `resources.memory` [restricted/memory-limit-required]",
+            "1:1: error: policy restricted refuses this: missing required key `resources.pids` [restricted/pids-limit-required]",
+        ]
+    );
+}
+
+#[test]
+fn a_bad_file_name_is_reported_with_the_contents_problems() {
+    let checked = common::check(&["baseline"], "My_App.toml", "user = 0\n");
+    let lines = common::lines("My_App.toml", "user = 0\n", &checked);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("1:1: error: the file name gives the workload name: `My_App` may only contain"));
+    assert_eq!(lines[1], "1:1: error: missing required key `command`");
+}
