@@ -1,0 +1,185 @@
+//! Per-workload slices of the remap ranges: a workload keeps its slice for
+//! as long as its manifest exists, across restarts of the workload and of
+//! the daemon, because the allocation is persisted in the state directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::subid::IdRange;
+use crate::fsutil::write_atomic;
+
+/// How workloads share the ranges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// Each workload its own slice: no two workloads share a host id.
+    #[default]
+    PerWorkload,
+    /// Every workload the first range, as Docker's userns-remap does.
+    Shared,
+}
+
+/// The host ids a sandbox's ids 0..size map to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slice {
+    pub uid: IdRange,
+    pub gid: IdRange,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AllocError {
+    #[error(
+        "no id slice is free: the ranges hold {total} slices of {size} ids and all are in use; free some, or add ranges to /etc/subuid and /etc/subgid"
+    )]
+    Exhausted { total: usize, size: u32 },
+    #[error("cannot read the id allocations {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write the id allocations {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Cuts ranges into slices of `size` ids; a range smaller than `size` is one
+/// slice of its own size.
+fn cut(ranges: &[IdRange], size: u32) -> Vec<IdRange> {
+    let mut out = Vec::new();
+    for r in ranges {
+        if r.count < size {
+            out.push(*r);
+            continue;
+        }
+        for i in 0..r.count / size {
+            out.push(IdRange { start: r.start + i * size, count: size });
+        }
+    }
+    out
+}
+
+/// The persisted table: workload name to slice.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocations {
+    slices: BTreeMap<String, Slice>,
+}
+
+impl Allocations {
+    pub const FILE: &str = "idmap.json";
+
+    /// Loads `state_dir/idmap.json`; a missing file is an empty table. A
+    /// corrupt one is an error: guessing would risk giving two workloads
+    /// one slice.
+    pub fn load(state_dir: &Path) -> Result<Self, AllocError> {
+        let path = state_dir.join(Self::FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| AllocError::Read {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(AllocError::Read { path, source }),
+        }
+    }
+
+    pub fn save(&self, state_dir: &Path) -> Result<(), AllocError> {
+        let path = state_dir.join(Self::FILE);
+        let write = |source| AllocError::Write { path: path.clone(), source };
+        std::fs::create_dir_all(state_dir).map_err(write)?;
+        let json = serde_json::to_vec_pretty(self).map_err(|e| write(std::io::Error::other(e)))?;
+        write_atomic(&path, &json, 0o600).map_err(write)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Slice> {
+        self.slices.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Slice)> {
+        self.slices.iter().map(|(n, s)| (n.as_str(), s))
+    }
+
+    /// The workload's slice: the one it had if that is still inside the
+    /// ranges, else the first free one. uids and gids are allocated
+    /// together (slice i of the uid ranges with slice i of the gid ranges).
+    pub fn allocate(
+        &mut self,
+        name: &str,
+        uids: &[IdRange],
+        gids: &[IdRange],
+        size: u32,
+        isolation: Isolation,
+    ) -> Result<Slice, AllocError> {
+        let (uid_slices, gid_slices) = (cut(uids, size), cut(gids, size));
+        let candidates: Vec<Slice> =
+            uid_slices.iter().zip(&gid_slices).map(|(u, g)| Slice { uid: *u, gid: *g }).collect();
+        if isolation == Isolation::Shared {
+            let first = *candidates.first().ok_or(AllocError::Exhausted { total: 0, size })?;
+            self.slices.insert(name.to_owned(), first);
+            return Ok(first);
+        }
+        if let Some(existing) = self.slices.get(name).filter(|s| candidates.contains(s)) {
+            return Ok(*existing);
+        }
+        let used = |c: &Slice| {
+            self.slices.iter().any(|(n, s)| n != name && (s.uid.overlaps(&c.uid) || s.gid.overlaps(&c.gid)))
+        };
+        let free = candidates
+            .iter()
+            .find(|c| !used(c))
+            .copied()
+            .ok_or(AllocError::Exhausted { total: candidates.len(), size })?;
+        self.slices.insert(name.to_owned(), free);
+        Ok(free)
+    }
+
+    /// Frees a workload's slice (its manifest was deleted).
+    pub fn free(&mut self, name: &str) -> Option<Slice> {
+        self.slices.remove(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: IdRange = IdRange { start: 100000, count: 65536 * 3 };
+
+    #[test]
+    fn slices_are_disjoint_stable_and_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Allocations::default();
+        let web = a.allocate("web", &[R], &[R], 65536, Isolation::PerWorkload).unwrap();
+        let db = a.allocate("db", &[R], &[R], 65536, Isolation::PerWorkload).unwrap();
+        assert_eq!(web.uid, IdRange { start: 100000, count: 65536 });
+        assert_eq!(db.uid, IdRange { start: 165536, count: 65536 });
+        a.save(dir.path()).unwrap();
+        let mut b = Allocations::load(dir.path()).unwrap();
+        assert_eq!(b.allocate("db", &[R], &[R], 65536, Isolation::PerWorkload).unwrap(), db);
+        b.allocate("x", &[R], &[R], 65536, Isolation::PerWorkload).unwrap();
+        let err = b.allocate("y", &[R], &[R], 65536, Isolation::PerWorkload).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no id slice is free: the ranges hold 3 slices of 65536 ids and all are in use; free some, or add ranges to /etc/subuid and /etc/subgid"
+        );
+        b.free("web");
+        assert_eq!(b.allocate("y", &[R], &[R], 65536, Isolation::PerWorkload).unwrap(), web);
+    }
+
+    #[test]
+    fn shared_isolation_maps_everyone_to_the_first_range() {
+        let mut a = Allocations::default();
+        let one = a.allocate("a", &[R], &[R], 65536, Isolation::Shared).unwrap();
+        assert_eq!(a.allocate("b", &[R], &[R], 65536, Isolation::Shared).unwrap(), one);
+    }
+
+    #[test]
+    fn a_small_range_is_one_slice_of_its_size() {
+        let small = IdRange { start: 500000, count: 1000 };
+        assert_eq!(cut(&[small, R], 65536).len(), 4);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_not_an_empty_table() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(Allocations::FILE), "{not json").unwrap();
+        assert!(matches!(Allocations::load(dir.path()), Err(AllocError::Read { .. })));
+    }
+}

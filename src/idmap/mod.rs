@@ -1,0 +1,10 @@
+//! Identity mapping: the remap user's subordinate ranges, and the slice
+//! of them that each workload's root is mapped to.
+
+mod alloc;
+mod subid;
+mod users;
+
+pub use alloc::{AllocError, Allocations, Isolation, Slice};
+pub use subid::{IdRange, SubIdEntry, SubIdParseError, free_start, parse as parse_subid, ranges_of};
+pub use users::{AccountError, AccountFiles, DEFAULT_REMAP_USER, NEW_RANGE_SIZE, RemapRanges, remap_ranges};

@@ -1,0 +1,131 @@
+//! `/etc/subuid` and `/etc/subgid`: `owner:start:count` lines, where the
+//! owner is a user name or a numeric uid, as the shadow tools write them.
+
+use std::fmt;
+
+/// A range of host ids: `start .. start + count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct IdRange {
+    pub start: u32,
+    pub count: u32,
+}
+
+impl IdRange {
+    /// One past the last id (as u64: a range may end at 2^32).
+    pub fn end(&self) -> u64 {
+        u64::from(self.start) + u64::from(self.count)
+    }
+
+    pub fn overlaps(&self, other: &IdRange) -> bool {
+        u64::from(self.start) < other.end() && u64::from(other.start) < self.end()
+    }
+}
+
+impl fmt::Display for IdRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.start, self.end() - 1)
+    }
+}
+
+/// One line of a subid file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubIdEntry {
+    pub owner: String,
+    pub range: IdRange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct SubIdParseError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Parses a subid file. Blank lines and `#` comments are allowed.
+pub fn parse(text: &str) -> Result<Vec<SubIdEntry>, SubIdParseError> {
+    let mut entries = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |message: String| SubIdParseError { line: i + 1, message };
+        let fields: Vec<&str> = line.split(':').collect();
+        let [owner, start, count] = fields[..] else {
+            return Err(bad(format!("expected `name:start:count`, found {line:?}")));
+        };
+        if owner.is_empty() {
+            return Err(bad("the owner (a user name or uid) is empty".to_owned()));
+        }
+        let start: u32 =
+            start.parse().map_err(|_| bad(format!("start {start:?} is not a number from 0 to 4294967295")))?;
+        let count: u32 =
+            count.parse().map_err(|_| bad(format!("count {count:?} is not a number from 1 to 4294967295")))?;
+        let range = IdRange { start, count };
+        if count == 0 || range.end() > 1 << 32 {
+            return Err(bad(format!("the range {start}:{count} is empty or runs past 4294967295")));
+        }
+        entries.push(SubIdEntry { owner: owner.to_owned(), range });
+    }
+    Ok(entries)
+}
+
+/// The ranges of a user, named either way, in file order.
+pub fn ranges_of(entries: &[SubIdEntry], name: &str, uid: u32) -> Vec<IdRange> {
+    let uid = uid.to_string();
+    entries.iter().filter(|e| e.owner == name || e.owner == uid).map(|e| e.range).collect()
+}
+
+/// The first 65536-aligned start at or above 100000 (as Docker and
+/// useradd choose) where `count` ids overlap no entry of any file given.
+pub fn free_start(files: &[&[SubIdEntry]], count: u32) -> Option<u32> {
+    const ALIGN: u64 = 65536;
+    let mut start: u64 = 100_000_u64.div_ceil(ALIGN) * ALIGN;
+    let taken: Vec<IdRange> = files.iter().flat_map(|f| f.iter().map(|e| e.range)).collect();
+    loop {
+        let candidate = IdRange { start: u32::try_from(start).ok()?, count };
+        if candidate.end() > 1 << 32 {
+            return None;
+        }
+        match taken.iter().filter(|t| t.overlaps(&candidate)).map(IdRange::end).max() {
+            None => return Some(candidate.start),
+            Some(end) => start = end.div_ceil(ALIGN) * ALIGN,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form_the_shadow_tools_write() {
+        let text = "# comment\n\nalice:100000:65536\n1001:165536:65536\n  alice:300000:1000  \n";
+        let entries = parse(text).unwrap();
+        assert_eq!(entries.len(), 3);
+        assert_eq!(
+            ranges_of(&entries, "alice", 1000),
+            [IdRange { start: 100000, count: 65536 }, IdRange { start: 300000, count: 1000 }]
+        );
+        assert_eq!(ranges_of(&entries, "bob", 1001), [IdRange { start: 165536, count: 65536 }]);
+    }
+
+    #[test]
+    fn reports_the_bad_line() {
+        for (text, line) in
+            [("a:1:2\nb:1\n", 2), ("a:x:2\n", 1), ("\n\na:1:0\n", 3), (":1:2", 1), ("a:4294967295:2", 1)]
+        {
+            assert_eq!(parse(text).unwrap_err().line, line, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn free_start_skips_every_existing_range() {
+        let a = parse("x:100000:65536\n").unwrap();
+        let b = parse("y:131072:10\n").unwrap();
+        assert_eq!(free_start(&[], 65536), Some(131072));
+        assert_eq!(free_start(&[&a, &b], 65536), Some(196608));
+        let full = parse("x:0:4294967295\n").unwrap();
+        assert_eq!(free_start(&[&full], 65536), None);
+    }
+}

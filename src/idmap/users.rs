@@ -1,0 +1,246 @@
+//! The remap user (`paddock` by default): found in passwd, or created as a
+//! system user with ranges in /etc/subuid and /etc/subgid, as Docker does
+//! for `dockremap`. Every path is injectable so tests use temp copies.
+
+use std::path::{Path, PathBuf};
+
+use super::subid::{self, IdRange, SubIdEntry};
+use crate::fsutil::write_atomic;
+
+/// The user that `remap.user = "default"` means.
+pub const DEFAULT_REMAP_USER: &str = "paddock";
+/// The size of the range given to a user paddock creates.
+pub const NEW_RANGE_SIZE: u32 = 65536;
+
+/// Where the account files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountFiles {
+    pub passwd: PathBuf,
+    pub group: PathBuf,
+    pub subuid: PathBuf,
+    pub subgid: PathBuf,
+}
+
+impl Default for AccountFiles {
+    fn default() -> Self {
+        Self {
+            passwd: "/etc/passwd".into(),
+            group: "/etc/group".into(),
+            subuid: "/etc/subuid".into(),
+            subgid: "/etc/subgid".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: subid::SubIdParseError },
+    #[error("{path}:{line}: malformed line")]
+    Passwd { path: PathBuf, line: usize },
+    #[error("remap user `{user}` does not exist in {path}; create it, or set remap.user = \"default\"")]
+    NoSuchUser { user: String, path: PathBuf },
+    #[error("user `{user}` has no range in {path}; add a line `{user}:START:65536`")]
+    NoRanges { user: String, path: PathBuf },
+    #[error("no free system uid/gid below 1000 in {passwd} and {group} for user `{user}`")]
+    NoSystemId { user: String, passwd: PathBuf, group: PathBuf },
+    #[error("no free range of {count} ids is left in {subuid} and {subgid}")]
+    NoFreeRange { count: u32, subuid: PathBuf, subgid: PathBuf },
+}
+
+/// The remap user's ranges: uids and gids, each in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemapRanges {
+    pub user: String,
+    pub uids: Vec<IdRange>,
+    pub gids: Vec<IdRange>,
+}
+
+fn read_optional(path: &Path) -> Result<String, AccountError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(source) => Err(AccountError::Read { path: path.to_owned(), source }),
+    }
+}
+
+/// `name:x:uid:gid:...` lines: the (name, id, primary gid) of each.
+fn parse_accounts(path: &Path, text: &str) -> Result<Vec<(String, u32, u32)>, AccountError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.split(':').collect();
+        let bad = || AccountError::Passwd { path: path.to_owned(), line: i + 1 };
+        let id: u32 = f.get(2).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let gid: u32 = f.get(3).and_then(|s| s.parse().ok()).unwrap_or(id);
+        out.push((f[0].to_owned(), id, gid));
+    }
+    Ok(out)
+}
+
+fn append_line(path: &Path, text: &str, line: &str, mode: u32) -> Result<(), AccountError> {
+    let mut new = text.to_owned();
+    if !new.is_empty() && !new.ends_with('\n') {
+        new.push('\n');
+    }
+    new.push_str(line);
+    new.push('\n');
+    write_atomic(path, new.as_bytes(), mode).map_err(|source| AccountError::Write { path: path.to_owned(), source })
+}
+
+/// Finds the remap user's ranges. For the default user, creates the user
+/// and its ranges when they are missing; for any other user, missing ones
+/// are an error (paddock does not change other accounts).
+pub fn remap_ranges(files: &AccountFiles, configured: &str) -> Result<RemapRanges, AccountError> {
+    let create = configured == "default";
+    let user = if create { DEFAULT_REMAP_USER } else { configured };
+
+    let passwd_text = read_optional(&files.passwd)?;
+    let accounts = parse_accounts(&files.passwd, &passwd_text)?;
+    let uid = match accounts.iter().find(|(n, _, _)| n == user) {
+        Some((_, uid, _)) => *uid,
+        None if create => create_system_user(files, user, &passwd_text, &accounts)?,
+        None => return Err(AccountError::NoSuchUser { user: user.to_owned(), path: files.passwd.clone() }),
+    };
+
+    let parse = |path: &Path| -> Result<(String, Vec<SubIdEntry>), AccountError> {
+        let text = read_optional(path)?;
+        let entries = subid::parse(&text).map_err(|source| AccountError::Parse { path: path.to_owned(), source })?;
+        Ok((text, entries))
+    };
+    let (uid_text, uid_entries) = parse(&files.subuid)?;
+    let (gid_text, gid_entries) = parse(&files.subgid)?;
+    let mut uids = subid::ranges_of(&uid_entries, user, uid);
+    let mut gids = subid::ranges_of(&gid_entries, user, uid);
+    if create && (uids.is_empty() || gids.is_empty()) {
+        let start = subid::free_start(&[&uid_entries, &gid_entries], NEW_RANGE_SIZE).ok_or_else(|| {
+            AccountError::NoFreeRange {
+                count: NEW_RANGE_SIZE,
+                subuid: files.subuid.clone(),
+                subgid: files.subgid.clone(),
+            }
+        })?;
+        let range = IdRange { start, count: NEW_RANGE_SIZE };
+        let line = format!("{user}:{start}:{NEW_RANGE_SIZE}");
+        if uids.is_empty() {
+            append_line(&files.subuid, &uid_text, &line, 0o644)?;
+            uids.push(range);
+        }
+        if gids.is_empty() {
+            append_line(&files.subgid, &gid_text, &line, 0o644)?;
+            gids.push(range);
+        }
+    }
+    if uids.is_empty() {
+        return Err(AccountError::NoRanges { user: user.to_owned(), path: files.subuid.clone() });
+    }
+    if gids.is_empty() {
+        return Err(AccountError::NoRanges { user: user.to_owned(), path: files.subgid.clone() });
+    }
+    Ok(RemapRanges { user: user.to_owned(), uids, gids })
+}
+
+/// Adds a system user and its group (no home, no login shell, no password),
+/// with the highest free id below 1000, as `useradd --system` picks.
+fn create_system_user(
+    files: &AccountFiles,
+    user: &str,
+    passwd_text: &str,
+    accounts: &[(String, u32, u32)],
+) -> Result<u32, AccountError> {
+    let group_text = read_optional(&files.group)?;
+    let groups = parse_accounts(&files.group, &group_text)?;
+    let existing_group = groups.iter().find(|(n, _, _)| n == user).map(|(_, gid, _)| *gid);
+    let free = |id: &u32| !accounts.iter().any(|(_, u, _)| u == id) && !groups.iter().any(|(_, g, _)| g == id);
+    let id = (100..1000).rev().find(free).ok_or_else(|| AccountError::NoSystemId {
+        user: user.to_owned(),
+        passwd: files.passwd.clone(),
+        group: files.group.clone(),
+    })?;
+    let gid = match existing_group {
+        Some(gid) => gid,
+        None => {
+            append_line(&files.group, &group_text, &format!("{user}:x:{id}:"), 0o644)?;
+            id
+        }
+    };
+    // `*` in the password field: no password can match, and no shadow entry is needed.
+    let line = format!("{user}:*:{id}:{gid}:paddock user-namespace remap:/nonexistent:/usr/sbin/nologin");
+    append_line(&files.passwd, passwd_text, &line, 0o644)?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path) -> AccountFiles {
+        AccountFiles {
+            passwd: dir.join("passwd"),
+            group: dir.join("group"),
+            subuid: dir.join("subuid"),
+            subgid: dir.join("subgid"),
+        }
+    }
+
+    #[test]
+    fn creates_the_default_user_and_a_non_overlapping_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        std::fs::write(&f.passwd, "root:x:0:0:root:/root:/bin/bash\nsys:x:999:999::/:/bin/false\n").unwrap();
+        std::fs::write(&f.group, "root:x:0:\n").unwrap();
+        std::fs::write(&f.subuid, "alice:100000:65536\n").unwrap();
+        std::fs::write(&f.subgid, "# keep me\nalice:100000:65536\nbob:165536:65536").unwrap();
+        let ranges = remap_ranges(&f, "default").unwrap();
+        assert_eq!(ranges.user, "paddock");
+        assert_eq!(ranges.uids, [IdRange { start: 262144, count: 65536 }]);
+        assert_eq!(ranges.gids, ranges.uids);
+        let passwd = std::fs::read_to_string(&f.passwd).unwrap();
+        assert!(
+            passwd.ends_with("paddock:*:998:998:paddock user-namespace remap:/nonexistent:/usr/sbin/nologin\n"),
+            "{passwd}"
+        );
+        assert!(std::fs::read_to_string(&f.group).unwrap().ends_with("paddock:x:998:\n"));
+        assert_eq!(
+            std::fs::read_to_string(&f.subgid).unwrap(),
+            "# keep me\nalice:100000:65536\nbob:165536:65536\npaddock:262144:65536\n"
+        );
+        // The second time, nothing changes.
+        let before = std::fs::read_to_string(&f.passwd).unwrap();
+        assert_eq!(remap_ranges(&f, "default").unwrap(), ranges);
+        assert_eq!(std::fs::read_to_string(&f.passwd).unwrap(), before);
+    }
+
+    #[test]
+    fn honours_every_range_line_of_a_named_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        std::fs::write(&f.passwd, "ops:x:1000:1000::/home/ops:/bin/sh\n").unwrap();
+        std::fs::write(&f.subuid, "ops:200000:65536\n1000:400000:131072\n").unwrap();
+        std::fs::write(&f.subgid, "ops:200000:65536\n").unwrap();
+        let r = remap_ranges(&f, "ops").unwrap();
+        assert_eq!(r.uids.len(), 2);
+        assert_eq!(r.gids.len(), 1);
+        let err = remap_ranges(&f, "nobody-here").unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_subuid_line_is_reported_with_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        std::fs::write(&f.passwd, "paddock:*:998:998::/:/x\n").unwrap();
+        std::fs::write(&f.subuid, "paddock:100000:65536\npaddock:oops:1\n").unwrap();
+        let err = remap_ranges(&f, "default").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{}: line 2: start \"oops\" is not a number from 0 to 4294967295", f.subuid.display())
+        );
+    }
+}
