@@ -5,4 +5,5 @@ pub mod cli;
 pub mod fsutil;
 pub mod idmap;
 pub mod model;
+pub mod sandbox;
 pub mod validate;

@@ -7,9 +7,16 @@ use paddock::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Init { fd } = cli.command {
+        // PID 1 of a sandbox: no logging set-up, no stdout of its own.
+        let code = paddock::sandbox::init::main(fd);
+        return ExitCode::from(u8::try_from(code).unwrap_or(125));
+    }
     init_logging();
     let result = match cli.command {
+        Command::Init { .. } => unreachable!("handled above"),
         Command::Check(args) => cli::check::run(args),
+        Command::Run(args) => cli::run::run(args),
         Command::Schema(args) => cli::schema::run(args),
     };
     match result {

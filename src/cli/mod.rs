@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand.
 
 pub mod check;
+pub mod run;
 pub mod schema;
 
 use std::path::PathBuf;
@@ -28,12 +29,19 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Check(check::CheckArgs),
+    Run(run::RunArgs),
     Schema(schema::SchemaArgs),
+    /// The sandbox's init (internal: paddock executes itself as PID 1 of a sandbox).
+    #[command(name = "__init", hide = true)]
+    Init {
+        fd: i32,
+    },
 }
 
 /// Defaults shared by the commands that read policies.
 pub const DEFAULT_POLICY_DIR: &str = "/etc/paddock/policies";
 pub const DEFAULT_VOLUMES_ROOT: &str = "/var/lib/paddock/volumes";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/paddock";
 
 pub fn default_policy_dir() -> PathBuf {
     PathBuf::from(DEFAULT_POLICY_DIR)

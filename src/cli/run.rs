@@ -1,0 +1,190 @@
+//! `paddock run FILE [-- CMD ARGS...]`: one manifest, once, in the
+//! foreground, like `docker run --rm`.
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use clap::Args;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::idmap::{AccountFiles, Allocations, Isolation, remap_ranges};
+use crate::sandbox::{self, Exit, SpawnRequest, cgroup::Layout};
+use crate::validate::{self, Color, HostChecks, Validator, render};
+
+/// paddock itself failed (bad manifest, sandbox setup), as docker run's 125.
+pub const PADDOCK_FAILED: u8 = 125;
+
+/// Run one manifest once in the foreground, in its sandbox.
+///
+/// stdin, stdout and stderr are attached; Ctrl-C, SIGTERM and SIGHUP are
+/// forwarded to the workload; everything is torn down when it exits. Exit
+/// status: the workload's (128+N when killed by signal N, 137 when
+/// OOM-killed), 126/127 when the command cannot be executed or is not
+/// found, 125 when paddock itself failed.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The manifest; its file name (without .toml) is the workload's name.
+    pub file: PathBuf,
+
+    /// A command to run instead of the manifest's `command`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+
+    /// A policy to apply, by name; repeat for several. Default: baseline.
+    #[arg(long = "policy", value_name = "NAME")]
+    pub policies: Vec<String>,
+
+    /// Where operators' policies (NAME.json) are found.
+    #[arg(long, value_name = "DIR", default_value = super::DEFAULT_POLICY_DIR)]
+    pub policy_dir: PathBuf,
+
+    /// Idmapped mounts must come from under this directory.
+    #[arg(long, value_name = "DIR", default_value = super::DEFAULT_VOLUMES_ROOT)]
+    pub volumes_root: PathBuf,
+
+    /// Where id allocations are kept (idmap.json).
+    #[arg(long, value_name = "DIR", default_value = super::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+
+    /// Whose /etc/subuid and /etc/subgid ranges to use; "default" means the
+    /// user `paddock`, created with a 65536-id range when missing.
+    #[arg(long, value_name = "USER", default_value = "default")]
+    pub remap_user: String,
+
+    /// "per-workload": a slice of its own for each workload; "shared": the first range for all.
+    #[arg(long, value_name = "MODE", default_value = "per-workload", value_parser = parse_isolation)]
+    pub isolation: Isolation,
+
+    /// Ids per workload slice.
+    #[arg(long, value_name = "N", default_value_t = 65536)]
+    pub slice_size: u32,
+
+    /// The cgroup filesystem root: v2 when it is a cgroup2 mount, else v1 hierarchies under it.
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/cgroup")]
+    pub cgroup_root: PathBuf,
+
+    /// The account files (for tests and unusual hosts).
+    #[arg(long, value_name = "FILE", default_value = "/etc/subuid")]
+    pub subuid: PathBuf,
+    #[arg(long, value_name = "FILE", default_value = "/etc/subgid")]
+    pub subgid: PathBuf,
+    #[arg(long, value_name = "FILE", default_value = "/etc/passwd")]
+    pub passwd: PathBuf,
+    #[arg(long = "group-file", value_name = "FILE", default_value = "/etc/group")]
+    pub group_file: PathBuf,
+}
+
+fn parse_isolation(s: &str) -> Result<Isolation, String> {
+    match s {
+        "per-workload" => Ok(Isolation::PerWorkload),
+        "shared" => Ok(Isolation::Shared),
+        _ => Err("expected per-workload or shared".to_owned()),
+    }
+}
+
+pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
+    let fail = |message: String| {
+        eprintln!("paddock run: {message}");
+        Ok(PADDOCK_FAILED)
+    };
+    let names = if args.policies.is_empty() { vec!["baseline".to_owned()] } else { args.policies.clone() };
+    let validator = match validate::load_policies(&names, Some(&args.policy_dir), &args.volumes_root) {
+        Ok(p) => match Validator::new(p) {
+            Ok(v) => v,
+            Err(e) => return fail(e.to_string()),
+        },
+        Err(e) => return fail(e.to_string()),
+    };
+    let (text, checked) = match validator.validate_file(&args.file, HostChecks::Require) {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    let file = args.file.display().to_string();
+    for p in &checked.problems {
+        eprint!("{}", render(p, &file, &text, Color::Never));
+    }
+    let Some(mut spec) = checked.spec else {
+        return fail(format!("{file} is invalid; nothing was started"));
+    };
+    if !args.command.is_empty() {
+        spec.manifest.command = args.command.clone();
+    }
+
+    let accounts =
+        AccountFiles { passwd: args.passwd, group: args.group_file, subuid: args.subuid, subgid: args.subgid };
+    let ranges = match remap_ranges(&accounts, &args.remap_user) {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    let slice = match Allocations::load(&args.state_dir).and_then(|mut table| {
+        let slice = table.allocate(spec.name.as_str(), &ranges.uids, &ranges.gids, args.slice_size, args.isolation)?;
+        table.save(&args.state_dir)?;
+        Ok(slice)
+    }) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+
+    // Blocked before the sandbox starts, so none is lost; read from a signalfd below.
+    let mut forwarded = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+        forwarded.add(s);
+    }
+    let mut previous = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), Some(&mut previous)).map_err(std::io::Error::from)?;
+    let layout = Layout::detect(&args.cgroup_root);
+    let request = SpawnRequest {
+        name: &spec.name,
+        manifest: &spec.manifest,
+        slice,
+        cgroups: &layout,
+        volumes_root: &args.volumes_root,
+        die_with_parent: true,
+    };
+    let sandbox = match sandbox::spawn(&request) {
+        Ok(s) => s,
+        Err(sandbox::SpawnError::Exec { command, errno }) => {
+            eprintln!("paddock run: cannot execute {command}: {}", nix::errno::Errno::from_raw(errno).desc());
+            return Ok(if errno == libc::ENOENT { 127 } else { 126 });
+        }
+        Err(e) => return fail(e.to_string()),
+    };
+    let signals = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC).map_err(std::io::Error::from)?;
+    loop {
+        let mut fds =
+            [PollFd::new(signals.as_fd(), PollFlags::POLLIN), PollFd::new(sandbox.pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        if fds[1].any().unwrap_or(false) {
+            break;
+        }
+        if let Ok(Some(info)) = signals.read_signal()
+            && let Ok(sig) = Signal::try_from(info.ssi_signo as i32)
+        {
+            let _ = sandbox.signal(sig);
+        }
+    }
+    let limit = spec.manifest.resources.memory;
+    let exit = sandbox.wait();
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
+    match exit {
+        Exit::OomKilled => {
+            let limit = limit.map(|l| format!(" (memory limit {l})")).unwrap_or_default();
+            eprintln!(
+                "paddock run: {} was oom-killed: the kernel's OOM killer ended it at its memory limit{limit}",
+                spec.name
+            );
+        }
+        Exit::Signal(s) => {
+            let name = crate::model::Signal::from_number(s).map_or_else(|| s.to_string(), |s| s.to_string());
+            eprintln!("paddock run: {} was killed by {name}", spec.name);
+        }
+        Exit::Code(_) => {}
+    }
+    Ok(u8::try_from(exit.code()).unwrap_or(PADDOCK_FAILED))
+}

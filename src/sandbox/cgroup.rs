@@ -1,0 +1,325 @@
+//! A cgroup per workload, under a `paddock` subtree, on either cgroup v1
+//! (one hierarchy per controller, as on this hybrid host) or v2 (one
+//! unified tree, as on most production hosts). The root is injectable, so
+//! the v2 backend is tested against a fake tree in a temp dir.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// CPU quota period: 100ms, the kernel's default.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// The limits a workload asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    pub memory: Option<u64>,
+    pub pids: Option<u32>,
+    pub cpu: Option<f64>,
+}
+
+/// Which cgroup layout the host has, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// `root/<controller>/...` for memory, pids and cpu.
+    V1 { root: PathBuf },
+    /// One tree at `root`.
+    V2 { root: PathBuf },
+}
+
+impl Layout {
+    /// The host's layout: v2 when `root` is a cgroup2 mount (it has
+    /// `cgroup.controllers`), else v1 hierarchies under it.
+    pub fn detect(root: &Path) -> Self {
+        if root.join("cgroup.controllers").exists() {
+            Layout::V2 { root: root.to_owned() }
+        } else {
+            Layout::V1 { root: root.to_owned() }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("{what} limit needs the {controller} cgroup controller, which this host does not have ({path} is missing)")]
+    MissingController { what: &'static str, controller: &'static str, path: PathBuf },
+    #[error("{what} limit needs the {controller} controller enabled in {path}: {source}")]
+    EnableController { what: &'static str, controller: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("creating cgroup {path}: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("writing {value:?} to {path}: {source}")]
+    Write { path: PathBuf, value: String, source: std::io::Error },
+}
+
+/// A workload's cgroup: one directory on v2, one per controller on v1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup {
+    layout: Layout,
+    dirs: Vec<PathBuf>,
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    std::fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.to_owned(),
+        value: value.to_owned(),
+        source,
+    })
+}
+
+fn mkdir(path: &Path) -> Result<(), CgroupError> {
+    std::fs::create_dir_all(path).map_err(|source| CgroupError::Create { path: path.to_owned(), source })
+}
+
+impl Cgroup {
+    /// Creates `paddock/<name>` and writes the limits. Any failure removes
+    /// what was created.
+    pub fn create(layout: &Layout, name: &str, limits: Limits) -> Result<Self, CgroupError> {
+        let mut cgroup = Cgroup { layout: layout.clone(), dirs: Vec::new() };
+        let result = match layout {
+            Layout::V1 { root } => cgroup.create_v1(root, name, limits),
+            Layout::V2 { root } => cgroup.create_v2(root, name, limits),
+        };
+        if result.is_err() {
+            cgroup.remove();
+        }
+        result.map(|()| cgroup)
+    }
+
+    fn create_v1(&mut self, root: &Path, name: &str, limits: Limits) -> Result<(), CgroupError> {
+        let wanted = [
+            ("memory", "memory", limits.memory.is_some()),
+            ("pids", "pids", limits.pids.is_some()),
+            ("cpu", "cpu", limits.cpu.is_some()),
+        ];
+        for (controller, what, needed) in wanted {
+            let hierarchy = root.join(controller);
+            if !hierarchy.join("cgroup.procs").exists() {
+                if needed {
+                    return Err(CgroupError::MissingController { what, controller, path: hierarchy });
+                }
+                continue;
+            }
+            let dir = hierarchy.join("paddock").join(name);
+            mkdir(&dir)?;
+            self.dirs.push(dir.clone());
+            match controller {
+                "memory" => {
+                    if let Some(bytes) = limits.memory {
+                        write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
+                    }
+                }
+                "pids" => {
+                    if let Some(max) = limits.pids {
+                        write(&dir.join("pids.max"), &max.to_string())?;
+                    }
+                }
+                _ => {
+                    if let Some(cores) = limits.cpu {
+                        write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                        write(&dir.join("cpu.cfs_quota_us"), &quota(cores).to_string())?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn create_v2(&mut self, root: &Path, name: &str, limits: Limits) -> Result<(), CgroupError> {
+        let parent = root.join("paddock");
+        mkdir(&parent)?;
+        // Controllers must be enabled on every level above the workload's cgroup.
+        let needed = [
+            ("memory", "memory", limits.memory.is_some()),
+            ("pids", "pids", limits.pids.is_some()),
+            ("cpu", "cpu", limits.cpu.is_some()),
+        ];
+        let available = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        for (controller, what, needed) in needed {
+            if !available.split_whitespace().any(|c| c == controller) {
+                if needed {
+                    return Err(CgroupError::MissingController {
+                        what,
+                        controller,
+                        path: root.join("cgroup.controllers"),
+                    });
+                }
+                continue;
+            }
+            for level in [root, parent.as_path()] {
+                let path = level.join("cgroup.subtree_control");
+                if let Err(source) = enable(&path, controller)
+                    && needed
+                {
+                    return Err(CgroupError::EnableController { what, controller, path, source });
+                }
+            }
+        }
+        let dir = parent.join(name);
+        mkdir(&dir)?;
+        self.dirs.push(dir.clone());
+        if let Some(bytes) = limits.memory {
+            write(&dir.join("memory.max"), &bytes.to_string())?;
+            // Without this the limit would only move the excess to swap.
+            if dir.join("memory.swap.max").exists() {
+                write(&dir.join("memory.swap.max"), "0")?;
+            }
+        }
+        if let Some(max) = limits.pids {
+            write(&dir.join("pids.max"), &max.to_string())?;
+        }
+        if let Some(cores) = limits.cpu {
+            write(&dir.join("cpu.max"), &format!("{} {CPU_PERIOD_US}", quota(cores)))?;
+        }
+        Ok(())
+    }
+
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Moves a process into the cgroup (every hierarchy on v1).
+    pub fn attach(&self, pid: Pid) -> Result<(), CgroupError> {
+        self.dirs.iter().try_for_each(|d| write(&d.join("cgroup.procs"), &pid.to_string()))
+    }
+
+    /// Whether the kernel's OOM killer has killed a process of this cgroup.
+    pub fn oom_killed(&self) -> bool {
+        let file = match self.layout {
+            Layout::V1 { .. } => "memory.oom_control",
+            Layout::V2 { .. } => "memory.events",
+        };
+        self.dirs.iter().filter_map(|d| std::fs::read_to_string(d.join(file)).ok()).any(|text| {
+            text.lines()
+                .any(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0))
+        })
+    }
+
+    fn pids(&self) -> Vec<Pid> {
+        let mut pids: Vec<Pid> = self
+            .dirs
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).map(Pid::from_raw).collect::<Vec<_>>())
+            .collect();
+        pids.sort();
+        pids.dedup();
+        pids
+    }
+
+    /// SIGKILLs every process in the cgroup and waits (up to `timeout`)
+    /// until none is left. Returns whether it emptied.
+    pub fn kill_all(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() {
+                return true;
+            }
+            if let Some(dir) = self.dirs.iter().find(|d| d.join("cgroup.kill").exists()) {
+                let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+            }
+            for pid in pids {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Removes the cgroup's directories (they must be empty of processes).
+    pub fn remove(&self) {
+        for dir in &self.dirs {
+            for _ in 0..50 {
+                match std::fs::remove_dir(dir) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(Duration::from_millis(2)),
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+fn quota(cores: f64) -> u64 {
+    ((cores * CPU_PERIOD_US as f64).round() as u64).max(1000)
+}
+
+fn enable(subtree_control: &Path, controller: &str) -> std::io::Result<()> {
+    let current = std::fs::read_to_string(subtree_control).unwrap_or_default();
+    if current.split_whitespace().any(|c| c == controller) {
+        return Ok(());
+    }
+    std::fs::write(subtree_control, format!("+{controller}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v2_writes_limits_and_enables_controllers_in_a_fake_tree() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        let layout = Layout::detect(root.path());
+        assert_eq!(layout, Layout::V2 { root: root.path().to_owned() });
+        let limits = Limits { memory: Some(256 << 20), pids: Some(512), cpu: Some(0.5) };
+        let cg = Cgroup::create(&layout, "web", limits).unwrap();
+        let dir = root.path().join("paddock/web");
+        assert_eq!(cg.dirs(), [dir.clone()]);
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(&dir.join("memory.max")), "268435456");
+        assert_eq!(read(&dir.join("pids.max")), "512");
+        assert_eq!(read(&dir.join("cpu.max")), "50000 100000");
+        // A real cgroupfs accumulates "+ctl" writes; the fake file keeps the last.
+        assert_eq!(read(&root.path().join("paddock/cgroup.subtree_control")), "+cpu");
+        assert!(!cg.oom_killed());
+        std::fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+        assert!(cg.oom_killed());
+        cg.attach(Pid::from_raw(4242)).unwrap();
+        assert_eq!(read(&dir.join("cgroup.procs")), "4242");
+    }
+
+    #[test]
+    fn a_missing_controller_is_named_in_the_error() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "cpu pids\n").unwrap();
+        let err =
+            Cgroup::create(&Layout::detect(root.path()), "web", Limits { memory: Some(1 << 20), ..Limits::default() })
+                .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("memory limit needs the memory cgroup controller, which this host does not have"),
+            "{err}"
+        );
+        assert!(!root.path().join("paddock/web").exists(), "nothing is left behind");
+    }
+
+    #[test]
+    fn v1_writes_one_directory_per_controller() {
+        let root = tempfile::tempdir().unwrap();
+        for c in ["memory", "pids", "cpu"] {
+            std::fs::create_dir(root.path().join(c)).unwrap();
+            std::fs::write(root.path().join(c).join("cgroup.procs"), "").unwrap();
+        }
+        let cg = Cgroup::create(
+            &Layout::detect(root.path()),
+            "job",
+            Limits { memory: Some(32 << 20), pids: Some(5), cpu: Some(1.5) },
+        )
+        .unwrap();
+        assert_eq!(cg.dirs().len(), 3);
+        let read = |p: &str| std::fs::read_to_string(root.path().join(p)).unwrap();
+        assert_eq!(read("memory/paddock/job/memory.limit_in_bytes"), "33554432");
+        assert_eq!(read("pids/paddock/job/pids.max"), "5");
+        assert_eq!(read("cpu/paddock/job/cpu.cfs_quota_us"), "150000");
+        std::fs::write(
+            root.path().join("memory/paddock/job/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert!(cg.oom_killed());
+    }
+}

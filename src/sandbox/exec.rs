@@ -1,0 +1,116 @@
+//! The workload's own process: forked by the init after the root is built,
+//! it drops to the manifest's identity and privileges and executes the
+//! command. The order matters and each step says why it is where it is.
+
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::unistd::{Gid, Uid, chdir, setresgid, setresuid};
+use seccompiler::BpfProgram;
+
+use super::config::InitConfig;
+use super::sys;
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything `exec` needs, prepared in the init before it forks.
+pub struct Prepared {
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    workdir: PathBuf,
+    uid: u32,
+    gid: u32,
+    capabilities: u64,
+    no_new_privileges: bool,
+    seccomp: Vec<BpfProgram>,
+}
+
+/// The command's path: as given when it has a `/`, else searched in PATH
+/// (the workload's own, or the default) inside the new root.
+fn resolve(command: &str, path_var: &str) -> Option<PathBuf> {
+    if command.contains('/') {
+        return Some(PathBuf::from(command));
+    }
+    path_var.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(command)).find(|p| {
+        std::fs::metadata(p)
+            .is_ok_and(|m| m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0)
+    })
+}
+
+fn cstring(s: impl AsRef<OsStr>) -> Result<CString, Errno> {
+    CString::new(s.as_ref().as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// Builds argv, envp and the seccomp programs. Runs in the init, after the
+/// pivot, so PATH is searched in the sandbox's root.
+pub fn prepare(cfg: &InitConfig, seccomp: Vec<BpfProgram>) -> Result<Prepared, (String, Errno)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("HOSTNAME".into(), cfg.hostname.clone()),
+        ("HOME".into(), if cfg.user == 0 { "/root".into() } else { "/".into() }),
+    ];
+    for (k, v) in &cfg.env {
+        env.retain(|(existing, _)| existing != k);
+        env.push((k.clone(), v.clone()));
+    }
+    let path_var = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or(DEFAULT_PATH);
+    let command = cfg.command.first().ok_or_else(|| (String::new(), Errno::EINVAL))?;
+    let program = resolve(command, path_var).ok_or_else(|| (command.clone(), Errno::ENOENT))?;
+    let bad = |_| (command.clone(), Errno::EINVAL);
+    Ok(Prepared {
+        program: cstring(&program).map_err(bad)?,
+        argv: cfg.command.iter().map(cstring).collect::<Result<_, _>>().map_err(bad)?,
+        envp: env.iter().map(|(k, v)| cstring(format!("{k}={v}"))).collect::<Result<_, _>>().map_err(bad)?,
+        workdir: cfg.workdir.clone(),
+        uid: cfg.user,
+        gid: cfg.group,
+        capabilities: cfg.capabilities,
+        no_new_privileges: cfg.no_new_privileges,
+        seccomp,
+    })
+}
+
+/// In the forked child: become the workload and execute it. Returns only
+/// on failure, with the errno to report.
+pub fn exec(p: &Prepared) -> Errno {
+    match setup(p) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn setup(p: &Prepared) -> Result<std::convert::Infallible, Errno> {
+    chdir(&p.workdir)?;
+    // Supplementary groups would carry the init's; the workload has none.
+    nix::unistd::setgroups(&[])?;
+    // Seccomp before dropping capabilities: loading a filter without
+    // no_new_privs needs CAP_SYS_ADMIN (in this user namespace), which the
+    // workload may not keep. The filter allows every call that follows.
+    for program in &p.seccomp {
+        sys::seccomp_load(program)?;
+    }
+    // The bounding set first: after setuid the capability to drop it is gone.
+    for cap in 0..64 {
+        if p.capabilities & (1 << cap) == 0 {
+            // SAFETY: prctl with integer arguments only.
+            let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+            if rc != 0 && Errno::last() != Errno::EINVAL {
+                return Err(Errno::last());
+            }
+        }
+    }
+    setresgid(Gid::from_raw(p.gid), Gid::from_raw(p.gid), Gid::from_raw(p.gid))?;
+    setresuid(Uid::from_raw(p.uid), Uid::from_raw(p.uid), Uid::from_raw(p.uid))?;
+    // A non-root user lost every capability in setresuid (no KEEPCAPS), as in Docker.
+    sys::capset(if p.uid == 0 { p.capabilities } else { 0 })?;
+    // SAFETY: prctl with integer arguments only.
+    Errno::result(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) })?;
+    if p.no_new_privileges {
+        // SAFETY: prctl with integer arguments only.
+        Errno::result(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
+    }
+    nix::unistd::execve(&p.program, &p.argv, &p.envp)
+}

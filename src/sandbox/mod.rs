@@ -1,0 +1,16 @@
+//! The sandbox, built by paddock itself with clone(2), mount(2) and the
+//! new mount API: user, mount, pid, uts, ipc, cgroup and network
+//! namespaces; a pivot_root'ed root; dropped capabilities; seccomp;
+//! rlimits and cgroup limits; and a small init as PID 1.
+
+pub mod cgroup;
+mod channel;
+mod config;
+mod exec;
+pub mod init;
+mod rootfs;
+mod seccomp;
+mod spawn;
+mod sys;
+
+pub use spawn::{Exit, Sandbox, SpawnError, SpawnRequest, spawn};

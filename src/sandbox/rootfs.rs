@@ -1,0 +1,239 @@
+//! Building the sandbox's root inside its mount namespace, as a linear
+//! recipe. Runs in the init (root of the new user namespace), after
+//! paddock has written the id maps. Every source arrives as a detached
+//! mount created by paddock, so no host path is resolved in here with the
+//! sandbox's credentials except /dev's device nodes and /sys.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open, openat};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::{Mode, mkdirat};
+use nix::unistd::{chdir, pivot_root, sethostname};
+
+use super::config::InitConfig;
+use super::sys;
+
+/// A failed step: which one, on what, and the kernel's answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{step} {target}: {errno}")]
+pub struct StepError {
+    pub step: &'static str,
+    pub target: String,
+    pub errno: Errno,
+}
+
+trait Step<T> {
+    fn step(self, step: &'static str, target: impl AsRef<Path>) -> Result<T, StepError>;
+}
+
+impl<T> Step<T> for Result<T, Errno> {
+    fn step(self, step: &'static str, target: impl AsRef<Path>) -> Result<T, StepError> {
+        self.map_err(|errno| StepError { step, target: target.as_ref().display().to_string(), errno })
+    }
+}
+
+/// Where the new root is assembled: a tmpfs mounted over `/tmp` in the
+/// sandbox's private mount namespace (the host's `/tmp` is untouched).
+const STAGING: &str = "/tmp";
+
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Builds the root and enters it. On return, `/` is the sandbox's root.
+pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<(), StepError> {
+    // Nothing we mount may propagate back to the host.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .step("make / private", "/")?;
+    mount(Some("tmpfs"), STAGING, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0700"))
+        .step("mount staging tmpfs", STAGING)?;
+    let staging = Path::new(STAGING);
+    let lower = staging.join("lower");
+    std::fs::create_dir(&lower).map_err(errno).step("mkdir", &lower)?;
+    sys::move_mount_onto(rootfs.as_fd(), open_path(&lower)?.as_fd()).step("attach rootfs", &lower)?;
+
+    // A read-only root gets an overlay with a tmpfs upper layer, so that
+    // mount points missing from the rootfs can be made without writing to
+    // the host; the overlay itself is made read-only before pivot_root.
+    let root = if cfg.rootfs_readonly {
+        let (upper, work, merged) = (staging.join("upper"), staging.join("work"), staging.join("root"));
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir(d).map_err(errno).step("mkdir", d)?;
+        }
+        let options =
+            format!("lowerdir={},upperdir={},workdir={},userxattr", lower.display(), upper.display(), work.display());
+        mount(Some("overlay"), &merged, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+            .step("mount overlay", &merged)?;
+        merged
+    } else {
+        lower
+    };
+    let root_fd =
+        open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).step("open root", &root)?;
+
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let proc_dir = make_dir(&root_fd, &root, Path::new("/proc"))?;
+    if cfg.private_pid {
+        mount(Some("proc"), &proc_dir, Some("proc"), nosuid_nodev | MsFlags::MS_NOEXEC, None::<&str>)
+            .step("mount proc", &proc_dir)?;
+    } else {
+        // A user namespace that does not own the pid namespace cannot mount proc.
+        attach_host_tree("/proc", &proc_dir, false)?;
+    }
+
+    let dev = make_dir(&root_fd, &root, Path::new("/dev"))?;
+    mount(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0755,size=64k"))
+        .step("mount /dev", &dev)?;
+    for name in DEVICES {
+        let node = dev.join(name);
+        std::fs::File::create(&node).map_err(errno).step("create", &node)?;
+        let host = Path::new("/dev").join(name);
+        mount(Some(&host), &node, None::<&str>, MsFlags::MS_BIND, None::<&str>).step("bind device", &host)?;
+    }
+    let pts = dev.join("pts");
+    std::fs::create_dir(&pts).map_err(errno).step("mkdir", &pts)?;
+    mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .step("mount devpts", &pts)?;
+    let shm = dev.join("shm");
+    std::fs::create_dir(&shm).map_err(errno).step("mkdir", &shm)?;
+    mount(Some("shm"), &shm, Some("tmpfs"), nosuid_nodev | MsFlags::MS_NOEXEC, Some("mode=1777,size=65536k"))
+        .step("mount /dev/shm", &shm)?;
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(to, dev.join(link)).map_err(errno).step("symlink", dev.join(link))?;
+    }
+
+    let tmp = make_dir(&root_fd, &root, Path::new("/tmp"))?;
+    mount(Some("tmpfs"), &tmp, Some("tmpfs"), nosuid_nodev, Some("mode=1777")).step("mount /tmp", &tmp)?;
+
+    let sys_dir = make_dir(&root_fd, &root, Path::new("/sys"))?;
+    if cfg.private_network {
+        let ro = nosuid_nodev | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY;
+        mount(Some("sysfs"), &sys_dir, Some("sysfs"), ro, None::<&str>).step("mount sysfs", &sys_dir)?;
+    } else {
+        // sysfs can only be mounted by a user namespace that owns the network namespace.
+        attach_host_tree("/sys", &sys_dir, true)?;
+    }
+
+    for (m, fd) in cfg.mounts.iter().zip(mounts) {
+        let target =
+            if m.is_dir { make_dir(&root_fd, &root, &m.target)? } else { make_file(&root_fd, &root, &m.target)? };
+        sys::move_mount_onto(fd.as_fd(), open_path(&target)?.as_fd()).step("attach mount", &m.target)?;
+    }
+
+    sethostname(&cfg.hostname).step("sethostname", &cfg.hostname)?;
+    if cfg.private_network {
+        sys::loopback_up().step("bring up", "lo")?;
+    }
+
+    if cfg.rootfs_readonly {
+        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+        mount(None::<&str>, &root, None::<&str>, flags, None::<&str>).step("make the rootfs read-only", &root)?;
+    }
+
+    // pivot_root(".", ".") stacks the old root on the new one; detaching it
+    // leaves only the new root, with no path back to the host's.
+    chdir(&root).step("chdir", &root)?;
+    pivot_root(".", ".").step("pivot_root", &root)?;
+    umount2(".", MntFlags::MNT_DETACH).step("detach the old root", "/")?;
+    chdir("/").step("chdir", "/")
+}
+
+fn errno(e: std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn open_path(path: &Path) -> Result<OwnedFd, StepError> {
+    open(path, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).step("open", path)
+}
+
+/// Clones a tree of the host's (visible in our mount namespace until the
+/// pivot) onto `target`, read-only when asked, keeping its submounts.
+fn attach_host_tree(source: &str, target: &Path, readonly: bool) -> Result<(), StepError> {
+    let c = CString::new(source).map_err(|_| Errno::EINVAL).step("open_tree", source)?;
+    let tree = sys::open_tree_clone(None, &c, true).step("open_tree", source)?;
+    if readonly {
+        sys::mount_setattr(tree.as_fd(), sys::MOUNT_ATTR_RDONLY, None, true).step("make read-only", source)?;
+    }
+    sys::move_mount_onto(tree.as_fd(), open_path(target)?.as_fd()).step("attach", target)
+}
+
+/// Walks `inside` (an absolute path in the sandbox) from the root one
+/// component at a time, creating missing directories. A component that is
+/// a symlink is refused: followed, it could lead out of the root.
+fn walk_parents(root_fd: &OwnedFd, inside: &Path) -> Result<(OwnedFd, Option<CString>), StepError> {
+    let mut dir = openat(root_fd, ".", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .step("open root", "/")?;
+    let parts: Vec<_> = inside.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    let Some((last, parents)) = parts.split_last() else { return Ok((dir, None)) };
+    for part in parents {
+        let name =
+            CString::new(part.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL).step("mkdir", inside)?;
+        match mkdirat(&dir, name.as_c_str(), Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e).step("mkdir", inside),
+        }
+        dir = openat(
+            &dir,
+            name.as_c_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| if e == Errno::ENOTDIR || e == Errno::ELOOP { Errno::ELOOP } else { e })
+        .step("a directory (not a symlink) on the way to", inside)?;
+    }
+    let last = CString::new(last.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL).step("open", inside)?;
+    Ok((dir, Some(last)))
+}
+
+/// A directory at `inside`, created if missing; returns its host-side path.
+fn make_dir(root_fd: &OwnedFd, root: &Path, inside: &Path) -> Result<PathBuf, StepError> {
+    let (parent, last) = walk_parents(root_fd, inside)?;
+    if let Some(last) = &last {
+        match mkdirat(&parent, last.as_c_str(), Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e).step("mkdir", inside),
+        }
+        let fd = openat(
+            &parent,
+            last.as_c_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .step("a directory (not a symlink) at", inside)?;
+        drop(fd);
+    }
+    Ok(join_inside(root, inside))
+}
+
+/// A file at `inside` (the mount point of a file mount), created if missing.
+fn make_file(root_fd: &OwnedFd, root: &Path, inside: &Path) -> Result<PathBuf, StepError> {
+    let (parent, last) = walk_parents(root_fd, inside)?;
+    let last = last.ok_or(Errno::EISDIR).step("mount a file on", inside)?;
+    let fd = openat(
+        &parent,
+        last.as_c_str(),
+        OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .step("create the mount point", inside)?;
+    drop(fd);
+    Ok(join_inside(root, inside))
+}
+
+fn join_inside(root: &Path, inside: &Path) -> PathBuf {
+    root.join(inside.strip_prefix("/").unwrap_or(inside))
+}

@@ -1,0 +1,351 @@
+//! The parent's side: prepares everything, clones the sandbox's first
+//! process into new namespaces, maps its ids, places it in its cgroup,
+//! hands it its mounts and configuration, and waits for its report.
+//!
+//! The clone child runs only async-signal-safe code (one read(2), one
+//! fcntl(2), execveat(2) on pointers prepared before the clone), so this
+//! is safe to call from a multi-threaded process such as the daemon: the
+//! child re-executes paddock as `__init`, a fresh single-threaded process,
+//! before doing any real work.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::cgroup::{Cgroup, CgroupError, Layout, Limits};
+use super::channel::{Channel, ChannelError};
+use super::config::{InitConfig, InitMount, InitReport};
+use super::sys;
+use crate::idmap::Slice;
+use crate::model::{Capability, Manifest, Seccomp, SharedOrPrivate, WorkloadName};
+
+/// What to start.
+pub struct SpawnRequest<'a> {
+    pub name: &'a WorkloadName,
+    /// The effective manifest (defaults filled in).
+    pub manifest: &'a Manifest,
+    pub slice: Slice,
+    pub cgroups: &'a Layout,
+    /// Idmapped mounts whose source is under this directory must still be
+    /// under it once symlinks are resolved.
+    pub volumes_root: &'a Path,
+    /// Kill the sandbox if the thread that spawned it dies (for `paddock run`).
+    pub die_with_parent: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("opening /proc/self/exe to re-execute paddock: {0}")]
+    OpenSelf(Errno),
+    #[error("socketpair: {0}")]
+    SocketPair(Errno),
+    #[error("mount source {path}: {errno}")]
+    MountSource { path: PathBuf, errno: Errno },
+    #[error("idmapped mount source {path} resolves to {resolved}, outside volumes_root {root}")]
+    IdmapEscapes { path: PathBuf, resolved: PathBuf, root: PathBuf },
+    #[error("idmapping {path}: {errno} (the filesystem may not support idmapped mounts)")]
+    Idmap { path: PathBuf, errno: Errno },
+    #[error("clone: {0} (are user namespaces enabled? see /proc/sys/user/max_user_namespaces)")]
+    Clone(Errno),
+    #[error("writing {path}: {source}")]
+    WriteMap { path: String, source: std::io::Error },
+    #[error("setting RLIMIT_NOFILE: {0}")]
+    Rlimit(Errno),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error("sandbox setup failed at {step}: {error}")]
+    Setup { step: String, error: String },
+    #[error("cannot execute {command}: {}", Errno::from_raw(*.errno).desc())]
+    Exec { command: String, errno: i32 },
+    #[error("the sandbox's init exited before reporting ({0:?})")]
+    InitDied(WaitStatus),
+}
+
+/// A running sandbox: its init's host pid, a pidfd, and its cgroup.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub pid: Pid,
+    pub pidfd: OwnedFd,
+    pub cgroup: Cgroup,
+}
+
+/// How a sandbox ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    OomKilled,
+}
+
+impl Exit {
+    /// As a shell reports it: the code, or 128 + the signal.
+    pub fn code(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => 128 + s,
+            Exit::OomKilled => 128 + libc::SIGKILL,
+        }
+    }
+}
+
+impl Sandbox {
+    /// Blocks until the init exits, then kills whatever is left in the
+    /// cgroup and removes it: nothing of the sandbox remains.
+    pub fn wait(self) -> Exit {
+        let status = loop {
+            match waitpid(self.pid, None) {
+                Err(Errno::EINTR) => continue,
+                other => break other,
+            }
+        };
+        let exit = match status {
+            Ok(WaitStatus::Exited(_, code)) => Exit::Code(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Exit::Signal(sig as i32),
+            _ => Exit::Code(125),
+        };
+        let exit = if exit.code() == 137 && self.cgroup.oom_killed() { Exit::OomKilled } else { exit };
+        self.cgroup.kill_all(Duration::from_secs(5));
+        self.cgroup.remove();
+        exit
+    }
+
+    pub fn signal(&self, signal: Signal) -> nix::Result<()> {
+        kill(self.pid, signal)
+    }
+}
+
+fn capability_mask(manifest: &Manifest) -> u64 {
+    if manifest.security.privileged {
+        return Capability::ALL.iter().fold(0, |m, c| m | 1 << c.number());
+    }
+    Capability::DEFAULT_SET.iter().chain(&manifest.security.capabilities).fold(0, |m, c| m | 1 << c.number())
+}
+
+/// A detached copy of a host path, made by paddock (real root) so the
+/// sandbox never resolves host paths with its own credentials.
+fn detached(path: &Path, recursive: bool) -> Result<OwnedFd, SpawnError> {
+    let err = |errno| SpawnError::MountSource { path: path.to_owned(), errno };
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| err(Errno::EINVAL))?;
+    sys::open_tree_clone(None, &c, recursive).map_err(err)
+}
+
+fn init_config(req: &SpawnRequest<'_>) -> InitConfig {
+    let m = req.manifest;
+    InitConfig {
+        hostname: m.hostname.clone().unwrap_or_else(|| req.name.to_string()),
+        command: m.command.clone(),
+        env: m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        workdir: m.workdir.clone(),
+        user: m.user,
+        group: m.group,
+        rootfs_readonly: m.rootfs.readonly,
+        mounts: m.mounts.iter().map(|mt| InitMount { target: mt.target.clone(), is_dir: mt.source.is_dir() }).collect(),
+        private_network: m.namespaces.network == SharedOrPrivate::Private,
+        private_pid: m.namespaces.pid == SharedOrPrivate::Private,
+        capabilities: capability_mask(m),
+        no_new_privileges: m.security.no_new_privileges,
+        seccomp: m.security.seccomp == Seccomp::Default && !m.security.privileged,
+        nofile: m.resources.nofile.map(u64::from),
+    }
+}
+
+/// Starts a sandbox. On error nothing is left behind: no process, no cgroup.
+pub fn spawn(req: &SpawnRequest<'_>) -> Result<Sandbox, SpawnError> {
+    let m = req.manifest;
+    let limits = Limits { memory: m.resources.memory.map(|s| s.bytes()), pids: m.resources.pids, cpu: m.resources.cpu };
+    let cgroup = Cgroup::create(req.cgroups, req.name.as_str(), limits)?;
+    match spawn_in(req, &cgroup) {
+        Ok((pid, pidfd)) => Ok(Sandbox { pid, pidfd, cgroup }),
+        Err(e) => {
+            cgroup.kill_all(Duration::from_secs(5));
+            cgroup.remove();
+            Err(e)
+        }
+    }
+}
+
+fn spawn_in(req: &SpawnRequest<'_>, cgroup: &Cgroup) -> Result<(Pid, OwnedFd), SpawnError> {
+    let m = req.manifest;
+    // Everything the clone child touches is prepared here, before the clone.
+    let exe =
+        open("/proc/self/exe", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(SpawnError::OpenSelf)?;
+    let (parent_sock, child_sock) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(SpawnError::SocketPair)?;
+    let argv_owned = [
+        c"paddock-init".to_owned(),
+        c"__init".to_owned(),
+        CString::new(child_sock.as_raw_fd().to_string()).expect("digits have no NUL"),
+    ];
+    let argv: Vec<*const libc::c_char> = argv_owned.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+    // The init gets an empty environment: nothing of paddock's (NOTIFY_SOCKET, ...) leaks in.
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+
+    let rootfs = detached(&m.rootfs.path, false)?;
+    let mut mounts = Vec::with_capacity(m.mounts.len());
+    for mount in &m.mounts {
+        if mount.idmap && mount.source.starts_with(req.volumes_root) {
+            let resolved = std::fs::canonicalize(&mount.source).map_err(|e| SpawnError::MountSource {
+                path: mount.source.clone(),
+                errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+            let root = std::fs::canonicalize(req.volumes_root).unwrap_or_else(|_| req.volumes_root.to_owned());
+            if !resolved.starts_with(&root) {
+                return Err(SpawnError::IdmapEscapes { path: mount.source.clone(), resolved, root });
+            }
+        }
+        let tree = detached(&mount.source, true)?;
+        if mount.readonly && !mount.idmap {
+            sys::mount_setattr(tree.as_fd(), sys::MOUNT_ATTR_RDONLY, None, true)
+                .map_err(|errno| SpawnError::MountSource { path: mount.source.clone(), errno })?;
+        }
+        mounts.push(tree);
+    }
+
+    let mut flags =
+        libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_PIDFD;
+    if m.namespaces.pid == SharedOrPrivate::Private {
+        flags |= libc::CLONE_NEWPID;
+    }
+    if m.namespaces.network == SharedOrPrivate::Private {
+        flags |= libc::CLONE_NEWNET;
+    }
+    let (exe_fd, child_fd) = (exe.as_raw_fd(), child_sock.as_raw_fd());
+    let die_with_parent = req.die_with_parent;
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: clone without CLONE_VM behaves like fork: the child gets a
+    // copy of this address space. It runs only the async-signal-safe calls
+    // in `child_after_clone`, on memory prepared above, then execs.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            &mut pidfd as *mut libc::c_int,
+            0usize,
+            0usize,
+        )
+    };
+    if ret == 0 {
+        // SAFETY: see `child_after_clone`; it never returns.
+        unsafe { child_after_clone(child_fd, exe_fd, argv.as_ptr(), envp.as_ptr(), die_with_parent) }
+    }
+    let pid = Pid::from_raw(Errno::result(ret).map_err(SpawnError::Clone)? as i32);
+    // SAFETY: CLONE_PIDFD stored a new descriptor in `pidfd`, which we now own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    // Our copy must go, so that the init's death reads as end-of-file below.
+    drop(child_sock);
+    let channel = Channel::new(parent_sock);
+    let result = release(req, cgroup, pid, &channel, rootfs, mounts);
+    match result {
+        Ok(()) => Ok((pid, pidfd)),
+        Err(e) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            Err(e)
+        }
+    }
+}
+
+/// In the clone child. Async-signal-safe only: no allocation, no locks.
+///
+/// # Safety
+/// `argv` and `envp` must be NULL-terminated arrays of valid C strings, and
+/// the descriptors open; the caller must be the child of a fork-like clone.
+unsafe fn child_after_clone(
+    sock: RawFd,
+    exe: RawFd,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    die_with_parent: bool,
+) -> ! {
+    // SAFETY: raw system calls with valid arguments; see the function's contract.
+    unsafe {
+        if die_with_parent {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        }
+        // Wait until the parent has written our id maps and placed us in our cgroup.
+        let mut go = 0u8;
+        if libc::read(sock, &mut go as *mut u8 as *mut libc::c_void, 1) != 1 {
+            libc::_exit(125);
+        }
+        // Until now we are still the host's root (kuid 0), which the new
+        // namespace does not map; becoming its uid/gid 0 (host slice start)
+        // is what makes execve grant us full capabilities in it. Raw
+        // syscalls: glibc's wrappers would try to signal the parent's threads.
+        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+            || libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
+            || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
+        {
+            libc::_exit(125);
+        }
+        // The init reads its configuration from this socket after exec.
+        libc::fcntl(sock, libc::F_SETFD, 0);
+        libc::syscall(libc::SYS_execveat, exe, c"".as_ptr(), argv, envp, libc::AT_EMPTY_PATH);
+        libc::_exit(125)
+    }
+}
+
+fn write_map(pid: Pid, file: &str, range: crate::idmap::IdRange) -> Result<(), SpawnError> {
+    let path = format!("/proc/{pid}/{file}");
+    std::fs::write(&path, format!("0 {} {}\n", range.start, range.count))
+        .map_err(|source| SpawnError::WriteMap { path, source })
+}
+
+/// Maps ids, joins the cgroup, sets rlimits and idmaps, then releases the
+/// child and sends it its configuration; waits for the init's report.
+fn release(
+    req: &SpawnRequest<'_>,
+    cgroup: &Cgroup,
+    pid: Pid,
+    channel: &Channel,
+    rootfs: OwnedFd,
+    mounts: Vec<OwnedFd>,
+) -> Result<(), SpawnError> {
+    write_map(pid, "uid_map", req.slice.uid)?;
+    write_map(pid, "gid_map", req.slice.gid)?;
+    // Before the child runs anything of the workload's, so nothing escapes the limits.
+    cgroup.attach(pid)?;
+    if let Some(nofile) = req.manifest.resources.nofile {
+        // From outside: inside its user namespace the child could not raise a hard limit.
+        let limit = libc::rlimit { rlim_cur: u64::from(nofile), rlim_max: u64::from(nofile) };
+        // SAFETY: `limit` is a valid rlimit; the old value is not requested.
+        Errno::result(unsafe { libc::prlimit(pid.as_raw(), libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) })
+            .map_err(SpawnError::Rlimit)?;
+    }
+    if req.manifest.mounts.iter().any(|m| m.idmap) {
+        let userns = open(format!("/proc/{pid}/ns/user").as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|errno| SpawnError::Idmap { path: PathBuf::from("/proc/PID/ns/user"), errno })?;
+        for (mount, tree) in req.manifest.mounts.iter().zip(&mounts) {
+            if mount.idmap {
+                let attrs = sys::MOUNT_ATTR_IDMAP | if mount.readonly { sys::MOUNT_ATTR_RDONLY } else { 0 };
+                sys::mount_setattr(tree.as_fd(), attrs, Some(userns.as_fd()), true)
+                    .map_err(|errno| SpawnError::Idmap { path: mount.source.clone(), errno })?;
+            }
+        }
+    }
+    nix::unistd::write(channel.fd(), &[1u8]).map_err(ChannelError::Io)?;
+    let fds: Vec<RawFd> = std::iter::once(&rootfs).chain(&mounts).map(|f| f.as_raw_fd()).collect();
+    channel.send(&init_config(req), &fds)?;
+    drop((rootfs, mounts));
+    match channel.recv::<InitReport>() {
+        Ok((InitReport::Started { .. }, _)) => Ok(()),
+        Ok((InitReport::SetupFailed { step, error }, _)) => Err(SpawnError::Setup { step, error }),
+        Ok((InitReport::ExecFailed { command, errno }, _)) => Err(SpawnError::Exec { command, errno }),
+        Err(ChannelError::Closed) => {
+            let status = waitpid(pid, None).unwrap_or(WaitStatus::StillAlive);
+            Err(SpawnError::InitDied(status))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
