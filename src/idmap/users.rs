@@ -9,8 +9,10 @@ use crate::fsutil::write_atomic;
 
 /// The user that `remap.user = "default"` means.
 pub const DEFAULT_REMAP_USER: &str = "paddock";
-/// The size of the range given to a user paddock creates.
-pub const NEW_RANGE_SIZE: u32 = 65536;
+/// The size of the range given to the user paddock creates: 256 slices of
+/// 65536. (Docker gives `dockremap` one slice, but it maps every container
+/// to the same range; per-workload isolation needs one slice per workload.)
+pub const NEW_RANGE_SIZE: u32 = 65536 * 256;
 
 /// Where the account files are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +46,7 @@ pub enum AccountError {
     Passwd { path: PathBuf, line: usize },
     #[error("remap user `{user}` does not exist in {path}; create it, or set remap.user = \"default\"")]
     NoSuchUser { user: String, path: PathBuf },
-    #[error("user `{user}` has no range in {path}; add a line `{user}:START:65536`")]
+    #[error("user `{user}` has no range in {path}; add a line `{user}:START:COUNT` (65536 ids per workload)")]
     NoRanges { user: String, path: PathBuf },
     #[error("no free system uid/gid below 1000 in {passwd} and {group} for user `{user}`")]
     NoSystemId { user: String, passwd: PathBuf, group: PathBuf },
@@ -199,7 +201,7 @@ mod tests {
         std::fs::write(&f.subgid, "# keep me\nalice:100000:65536\nbob:165536:65536").unwrap();
         let ranges = remap_ranges(&f, "default").unwrap();
         assert_eq!(ranges.user, "paddock");
-        assert_eq!(ranges.uids, [IdRange { start: 262144, count: 65536 }]);
+        assert_eq!(ranges.uids, [IdRange { start: 262144, count: NEW_RANGE_SIZE }]);
         assert_eq!(ranges.gids, ranges.uids);
         let passwd = std::fs::read_to_string(&f.passwd).unwrap();
         assert!(
@@ -209,7 +211,7 @@ mod tests {
         assert!(std::fs::read_to_string(&f.group).unwrap().ends_with("paddock:x:998:\n"));
         assert_eq!(
             std::fs::read_to_string(&f.subgid).unwrap(),
-            "# keep me\nalice:100000:65536\nbob:165536:65536\npaddock:262144:65536\n"
+            "# keep me\nalice:100000:65536\nbob:165536:65536\npaddock:262144:16777216\n"
         );
         // The second time, nothing changes.
         let before = std::fs::read_to_string(&f.passwd).unwrap();

@@ -1,6 +1,8 @@
 //! Helpers shared by the validation tests.
 #![allow(dead_code)]
 
+pub mod sandbox;
+
 use std::path::Path;
 
 use paddock::validate::{self, Checked, HostChecks, Validator};

@@ -1,0 +1,145 @@
+//! Helpers for tests that start real sandboxes. They need root and user
+//! namespaces; without them they fail saying so (CI runs as root).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// Fails the test, loudly, when it cannot run here.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this test starts real sandboxes and must run as root (CI does); run `sudo cargo test`");
+    let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+    assert!(max.trim() != "0", "user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)");
+}
+
+/// A busybox-static root filesystem, built once per test binary.
+pub fn busybox_rootfs() -> &'static Path {
+    static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .expect("busybox is needed for the test rootfs: apt-get install busybox-static (.ci/run does)");
+        let dir = tempfile::Builder::new().prefix("paddock-rootfs").tempdir().unwrap();
+        for d in ["bin", "proc", "dev", "tmp", "sys", "etc", "root", "data"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        std::fs::copy(busybox, dir.path().join("bin/busybox")).unwrap();
+        let list = Command::new(busybox).arg("--list").output().unwrap();
+        for applet in String::from_utf8(list.stdout).unwrap().lines() {
+            let _ = std::os::unix::fs::symlink("busybox", dir.path().join("bin").join(applet));
+        }
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+        // Readable by the remapped root, which is not the host's root.
+        Command::new("chmod").args(["-R", "a+rX"]).arg(dir.path()).status().unwrap();
+        dir
+    })
+    .path()
+}
+
+/// One test's private world: state directory, account files, volumes root.
+pub struct World {
+    pub dir: tempfile::TempDir,
+}
+
+impl World {
+    pub fn new() -> Self {
+        require_root();
+        let dir = tempfile::Builder::new().prefix("paddock-test").tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        for f in ["subuid", "subgid"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        std::fs::copy("/etc/passwd", dir.path().join("passwd")).unwrap();
+        std::fs::copy("/etc/group", dir.path().join("group")).unwrap();
+        std::fs::create_dir_all(dir.path().join("volumes")).unwrap();
+        std::fs::set_permissions(dir.path().join("volumes"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        World { dir }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Writes `name.toml` and returns its path.
+    pub fn manifest(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(&format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn run_args(&self) -> Vec<String> {
+        let p = |f: &str| self.path(f).display().to_string();
+        vec![
+            "run".into(),
+            "--policy-dir".into(),
+            "/nonexistent".into(),
+            "--state-dir".into(),
+            p("state"),
+            "--subuid".into(),
+            p("subuid"),
+            "--subgid".into(),
+            p("subgid"),
+            "--passwd".into(),
+            p("passwd"),
+            "--group-file".into(),
+            p("group"),
+            "--volumes-root".into(),
+            p("volumes"),
+        ]
+    }
+
+    /// `paddock run` with this world's paths, extra flags, the manifest,
+    /// then an optional command after `--`.
+    pub fn run(&self, extra: &[&str], manifest: &Path, command: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
+        cmd.args(self.run_args()).args(extra).arg(manifest);
+        if !command.is_empty() {
+            cmd.arg("--").args(command);
+        }
+        cmd.stdin(std::process::Stdio::null());
+        cmd.output().unwrap()
+    }
+
+    /// The slice's first host uid, from the allocation file.
+    pub fn slice_start(&self, name: &str) -> u64 {
+        let text = std::fs::read_to_string(self.path("state/idmap.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["slices"][name]["uid"]["start"].as_u64().unwrap()
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A manifest with the busybox rootfs and the given extra TOML.
+pub fn busybox_manifest(command: &str, extra: &str) -> String {
+    format!(
+        "command = [\"/bin/sh\", \"-c\", {command:?}]\nrootfs = {{ path = {:?} }}\n{extra}",
+        busybox_rootfs().display().to_string()
+    )
+}
+
+/// The host's cgroup directories for a workload (v1 here, v2 elsewhere).
+pub fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    ["memory", "pids", "cpu", "unified", ""]
+        .iter()
+        .map(|c| Path::new("/sys/fs/cgroup").join(c).join("paddock").join(name))
+        .filter(|p| p.exists())
+        .collect()
+}

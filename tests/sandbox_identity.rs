@@ -1,0 +1,133 @@
+//! `[namespaces] user = "remap"` and `[[mounts]]`: root inside is an
+//! unprivileged host uid, host files keep their real owners, idmapped
+//! volumes keep natural ownership. (Root and user namespaces required.)
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+
+use common::sandbox::{World, busybox_manifest, stderr, stdout};
+
+#[test]
+fn root_inside_is_the_slices_first_id_on_the_host() {
+    let w = World::new();
+    // The host's own / as a read-only rootfs (the default).
+    let m = w.manifest("whoami", "command = [\"/bin/sh\", \"-c\", \"id -u; id -g; sleep 2\"]\n");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(w.run_args())
+        .arg(&m)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While it runs, look at it from the host: every process of its cgroup.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let pids = loop {
+        let pids: Vec<String> = common::sandbox::cgroup_dirs("whoami")
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
+        if pids.len() >= 2 || std::time::Instant::now() > deadline {
+            break pids;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let start = w.slice_start("whoami");
+    assert!(start >= 65536, "the slice starts at {start}");
+    assert!(!pids.is_empty(), "no process found in the workload's cgroup");
+    for pid in &pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("Uid: gone");
+        let uids: Vec<u64> = uid_line.split_whitespace().skip(1).filter_map(|s| s.parse().ok()).collect();
+        assert!(uids.iter().all(|u| *u == start), "pid {pid}: {uid_line}, expected {start} for every id");
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "0\n0\n", "{}", stderr(&out));
+    assert!(out.status.success());
+}
+
+#[test]
+fn host_roots_files_stay_out_of_reach_of_root_inside() {
+    let w = World::new();
+    let shared = w.path("root-owned");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("precious"), "keep").unwrap();
+    let text = busybox_manifest(
+        "stat -c '%u:%g' /data/precious; rm /data/precious; touch /data/new; echo done",
+        &format!("[[mounts]]\nsource = {:?}\ntarget = \"/data\"\nreadonly = false\n", shared.display().to_string()),
+    );
+    let out = w.run(&[], &w.manifest("reach", &text), &[]);
+    let (o, e) = (stdout(&out), stderr(&out));
+    assert!(o.starts_with("65534:65534\n"), "host root's file must show as nobody: {o}{e}");
+    assert!(e.contains("rm: can't remove '/data/precious': Permission denied"), "{e}");
+    assert!(e.contains("touch: /data/new: Permission denied"), "{e}");
+    assert!(shared.join("precious").exists() && !shared.join("new").exists());
+}
+
+#[test]
+fn idmapped_volumes_keep_natural_ownership() {
+    let w = World::new();
+    let vol = w.path("volumes/db");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("owned-by-1000"), "x").unwrap();
+    std::os::unix::fs::chown(&vol, Some(1000), Some(1000)).unwrap();
+    std::os::unix::fs::chown(vol.join("owned-by-1000"), Some(1000), Some(1000)).unwrap();
+    let text = busybox_manifest(
+        "stat -c '%u:%g' /db/owned-by-1000; touch /db/created-inside && echo created",
+        &format!(
+            "user = 1000\ngroup = 1000\n[[mounts]]\nsource = {:?}\ntarget = \"/db\"\nreadonly = false\nidmap = true\n",
+            vol.display().to_string()
+        ),
+    );
+    let out = w.run(&[], &w.manifest("idmapped", &text), &[]);
+    assert_eq!(stdout(&out), "1000:1000\ncreated\n", "{}", stderr(&out));
+    let meta = std::fs::metadata(vol.join("created-inside")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1000, 1000), "a file made inside as 1000 is 1000's on the host");
+}
+
+#[test]
+fn an_idmap_source_that_escapes_the_volumes_root_through_a_symlink_is_refused() {
+    let w = World::new();
+    std::os::unix::fs::symlink("/etc", w.path("volumes/sneaky")).unwrap();
+    let text = busybox_manifest(
+        "true",
+        &format!(
+            "[[mounts]]\nsource = {:?}\ntarget = \"/e\"\nidmap = true\n",
+            w.path("volumes/sneaky").display().to_string()
+        ),
+    );
+    let out = w.run(&[], &w.manifest("sneaky", &text), &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("resolves to /etc, outside volumes_root"), "{}", stderr(&out));
+}
+
+#[test]
+fn two_workloads_get_disjoint_slices_and_keep_them() {
+    let w = World::new();
+    for name in ["one", "two"] {
+        let out = w.run(&[], &w.manifest(name, &busybox_manifest("true", "")), &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let (one, two) = (w.slice_start("one"), w.slice_start("two"));
+    assert!(one.abs_diff(two) >= 65536, "slices overlap: {one} and {two}");
+    let out = w.run(&[], &w.path("one.toml"), &[]);
+    assert!(out.status.success());
+    assert_eq!(w.slice_start("one"), one, "the same workload gets the same slice after the state is reloaded");
+}
+
+#[test]
+fn exhausted_ranges_are_a_clear_error() {
+    let w = World::new();
+    // Room for exactly one workload.
+    std::fs::write(w.path("subuid"), "paddock:300000:65536\n").unwrap();
+    std::fs::write(w.path("subgid"), "paddock:300000:65536\n").unwrap();
+    let out = w.run(&["--slice-size", "65536"], &w.manifest("first", &busybox_manifest("true", "")), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = w.run(&["--slice-size", "65536"], &w.manifest("second", &busybox_manifest("true", "")), &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("no id slice is free: the ranges hold 1 slices of 65536 ids and all are in use"),
+        "{}",
+        stderr(&out)
+    );
+}
