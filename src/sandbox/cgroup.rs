@@ -268,7 +268,7 @@ mod tests {
         let limits = Limits { memory: Some(256 << 20), pids: Some(512), cpu: Some(0.5) };
         let cg = Cgroup::create(&layout, "web", limits).unwrap();
         let dir = root.path().join("paddock/web");
-        assert_eq!(cg.dirs(), [dir.clone()]);
+        assert_eq!(cg.dirs(), std::slice::from_ref(&dir));
         let read = |p: &Path| std::fs::read_to_string(p).unwrap();
         assert_eq!(read(&dir.join("memory.max")), "268435456");
         assert_eq!(read(&dir.join("pids.max")), "512");

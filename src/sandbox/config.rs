@@ -42,4 +42,6 @@ pub enum InitReport {
     SetupFailed { step: String, error: String },
     /// Everything was set up but the command could not be executed.
     ExecFailed { command: String, errno: i32 },
+    /// The workload ended: with an exit code, or killed by a signal.
+    Exited { code: Option<i32>, signal: Option<i32> },
 }

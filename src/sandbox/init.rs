@@ -112,17 +112,22 @@ pub fn main(channel_fd: RawFd) -> i32 {
     };
     let exec_failed = matches!(report, InitReport::ExecFailed { .. });
     let _ = channel.send(&report, &[]);
-    drop(channel);
-    let status = supervise(workload, &watched);
-    if exec_failed && status == 127 {
+    let end = supervise(workload, &watched);
+    if exec_failed {
         return if i32::from_ne_bytes(buf) == libc::ENOENT { 127 } else { 126 };
     }
-    status
+    // An exit status alone cannot tell `exit 143` from death by SIGTERM.
+    let _ = channel.send(&end, &[]);
+    match end {
+        InitReport::Exited { signal: Some(sig), .. } => 128 + sig,
+        InitReport::Exited { code: Some(code), .. } => code,
+        _ => 125,
+    }
 }
 
-/// Reaps every child, forwards signals to the workload, and returns the
-/// workload's exit status (128 + signal when it was killed).
-fn supervise(workload: Pid, watched: &SigSet) -> i32 {
+/// Reaps every child, forwards signals to the workload, and returns how
+/// the workload ended.
+fn supervise(workload: Pid, watched: &SigSet) -> InitReport {
     loop {
         let Ok(signal) = watched.wait() else { continue };
         if signal != Signal::SIGCHLD {
@@ -131,8 +136,12 @@ fn supervise(workload: Pid, watched: &SigSet) -> i32 {
         }
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == workload => return code,
-                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == workload => return 128 + sig as i32,
+                Ok(WaitStatus::Exited(pid, code)) if pid == workload => {
+                    return InitReport::Exited { code: Some(code), signal: None };
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == workload => {
+                    return InitReport::Exited { code: None, signal: Some(sig as i32) };
+                }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => {}
             }

@@ -72,12 +72,14 @@ pub enum SpawnError {
     InitDied(WaitStatus),
 }
 
-/// A running sandbox: its init's host pid, a pidfd, and its cgroup.
+/// A running sandbox: its init's host pid, a pidfd, its cgroup, and the
+/// channel on which the init reports how the workload ended.
 #[derive(Debug)]
 pub struct Sandbox {
     pub pid: Pid,
     pub pidfd: OwnedFd,
     pub cgroup: Cgroup,
+    channel: Channel,
 }
 
 /// How a sandbox ended.
@@ -109,12 +111,16 @@ impl Sandbox {
                 other => break other,
             }
         };
-        let exit = match status {
-            Ok(WaitStatus::Exited(_, code)) => Exit::Code(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => Exit::Signal(sig as i32),
+        // The init's own report says how the workload ended; without one
+        // (the init itself was killed), its wait status is all there is.
+        let exit = match (self.channel.recv::<InitReport>(), status) {
+            (Ok((InitReport::Exited { signal: Some(sig), .. }, _)), _) => Exit::Signal(sig),
+            (Ok((InitReport::Exited { code: Some(code), .. }, _)), _) => Exit::Code(code),
+            (_, Ok(WaitStatus::Exited(_, code))) => Exit::Code(code),
+            (_, Ok(WaitStatus::Signaled(_, sig, _))) => Exit::Signal(sig as i32),
             _ => Exit::Code(125),
         };
-        let exit = if exit.code() == 137 && self.cgroup.oom_killed() { Exit::OomKilled } else { exit };
+        let exit = if exit == Exit::Signal(libc::SIGKILL) && self.cgroup.oom_killed() { Exit::OomKilled } else { exit };
         self.cgroup.kill_all(Duration::from_secs(5));
         self.cgroup.remove();
         exit
@@ -166,7 +172,7 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<Sandbox, SpawnError> {
     let limits = Limits { memory: m.resources.memory.map(|s| s.bytes()), pids: m.resources.pids, cpu: m.resources.cpu };
     let cgroup = Cgroup::create(req.cgroups, req.name.as_str(), limits)?;
     match spawn_in(req, &cgroup) {
-        Ok((pid, pidfd)) => Ok(Sandbox { pid, pidfd, cgroup }),
+        Ok((pid, pidfd, channel)) => Ok(Sandbox { pid, pidfd, cgroup, channel }),
         Err(e) => {
             cgroup.kill_all(Duration::from_secs(5));
             cgroup.remove();
@@ -175,7 +181,7 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<Sandbox, SpawnError> {
     }
 }
 
-fn spawn_in(req: &SpawnRequest<'_>, cgroup: &Cgroup) -> Result<(Pid, OwnedFd), SpawnError> {
+fn spawn_in(req: &SpawnRequest<'_>, cgroup: &Cgroup) -> Result<(Pid, OwnedFd, Channel), SpawnError> {
     let m = req.manifest;
     // Everything the clone child touches is prepared here, before the clone.
     let exe =
@@ -248,7 +254,7 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: &Cgroup) -> Result<(Pid, OwnedFd), S
     let channel = Channel::new(parent_sock);
     let result = release(req, cgroup, pid, &channel, rootfs, mounts);
     match result {
-        Ok(()) => Ok((pid, pidfd)),
+        Ok(()) => Ok((pid, pidfd, channel)),
         Err(e) => {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
@@ -342,6 +348,10 @@ fn release(
         Ok((InitReport::Started { .. }, _)) => Ok(()),
         Ok((InitReport::SetupFailed { step, error }, _)) => Err(SpawnError::Setup { step, error }),
         Ok((InitReport::ExecFailed { command, errno }, _)) => Err(SpawnError::Exec { command, errno }),
+        // The init always reports Started before Exited.
+        Ok((report @ InitReport::Exited { .. }, _)) => {
+            Err(SpawnError::Setup { step: "report".to_owned(), error: format!("out of order: {report:?}") })
+        }
         Err(ChannelError::Closed) => {
             let status = waitpid(pid, None).unwrap_or(WaitStatus::StillAlive);
             Err(SpawnError::InitDied(status))

@@ -1,0 +1,126 @@
+//! `[namespaces]` and `[security]`: what a workload can see and do.
+//! (Root and user namespaces required.)
+
+mod common;
+
+use common::sandbox::{World, busybox_manifest, stderr, stdout};
+use paddock::model::Capability;
+
+fn run(w: &World, name: &str, command: &str, extra: &str) -> (Option<i32>, String, String) {
+    let out = w.run(&[], &w.manifest(name, &busybox_manifest(command, extra)), &[]);
+    (out.status.code(), stdout(&out), stderr(&out))
+}
+
+#[test]
+fn private_namespaces_show_only_the_workload() {
+    let w = World::new();
+    let (code, out, err) = run(&w, "seer", "ls /proc | grep -c '^[0-9]'; ls /sys/class/net; hostname", "");
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let pids: usize = lines[0].parse().unwrap();
+    assert!((1..=5).contains(&pids), "only a few pids are visible inside, saw {pids}: {out}");
+    assert_eq!(&lines[1..], ["lo", "seer"], "only lo, and the workload's name as hostname");
+}
+
+#[test]
+fn loopback_is_up_in_a_private_network() {
+    let w = World::new();
+    let (code, out, err) = run(&w, "net", "cat /sys/class/net/lo/operstate /sys/class/net/lo/flags", "");
+    assert_eq!(code, Some(0), "{err}");
+    let flags = u32::from_str_radix(out.lines().nth(1).unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "IFF_UP is set on lo: {out}");
+}
+
+#[test]
+fn security_defaults_show_in_proc_status() {
+    let w = World::new();
+    let (code, out, err) =
+        run(&w, "sec", "grep -E '^(NoNewPrivs|Seccomp|CapEff|CapBnd):' /proc/self/status", "hostname = \"custom\"\n");
+    assert_eq!(code, Some(0), "{err}");
+    let expected = Capability::DEFAULT_SET.iter().fold(0u64, |m, c| m | 1 << c.number());
+    assert!(out.contains("NoNewPrivs:\t1\n"), "{out}");
+    assert!(out.contains("Seccomp:\t2\n"), "{out}");
+    assert!(out.contains(&format!("CapEff:\t{expected:016x}\n")), "expected {expected:016x}: {out}");
+    assert!(out.contains(&format!("CapBnd:\t{expected:016x}\n")), "{out}");
+}
+
+#[test]
+fn added_capabilities_and_a_non_root_user() {
+    let w = World::new();
+    // Every capability baseline allows is already in the default set; the
+    // privileged policy lets a manifest add one that is not.
+    let text = busybox_manifest("grep CapEff /proc/self/status", "[security]\ncapabilities = [\"SYS_PTRACE\"]\n");
+    let out = w.run(&["--policy", "privileged"], &w.manifest("caps", &text), &[]);
+    let expected =
+        Capability::DEFAULT_SET.iter().fold(0u64, |m, c| m | 1 << c.number()) | 1 << Capability::SysPtrace.number();
+    assert_eq!(stdout(&out), format!("CapEff:\t{expected:016x}\n"), "{}", stderr(&out));
+    let (code, out, err) =
+        run(&w, "user", "id -u; id -g; grep CapEff /proc/self/status", "user = 1000\ngroup = 1001\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "1000\n1001\nCapEff:\t0000000000000000\n", "a non-root user has no capabilities, as in Docker");
+}
+
+#[test]
+fn a_readonly_root_refuses_writes_and_tmp_is_writable() {
+    let w = World::new();
+    let (code, out, err) = run(&w, "ro", "touch /etc/x 2>&1; echo ok > /tmp/y && cat /tmp/y", "");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.ends_with("ok\n"), "{out}");
+    // The host's / as rootfs, read-only too.
+    let out = w.run(&[], &w.manifest("hostroot", "command = [\"/bin/sh\", \"-c\", \"touch /usr/x\"]\n"), &[]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("Read-only file system"), "{}", stderr(&out));
+}
+
+#[test]
+fn mount_unshare_and_module_loading_fail_inside() {
+    let w = World::new();
+    let script = "mount -t tmpfs none /tmp 2>&1 && echo MOUNTED; unshare --user true 2>&1 && echo UNSHARED; \
+                  insmod /nonexistent.ko 2>&1; echo; cat /proc/self/status | grep Seccomp";
+    let (_, out, _) = run(&w, "escape", script, "");
+    assert!(!out.contains("MOUNTED") && !out.contains("UNSHARED"), "{out}");
+    assert!(out.contains("mount: permission denied") || out.contains("Operation not permitted"), "{out}");
+    assert!(out.contains("unshare: unshare(0x10000000): Operation not permitted"), "{out}");
+    // busybox insmod reads the file first; the seccomp filter refuses init_module itself.
+    let module = w.path("fake.ko");
+    std::fs::write(&module, b"\x7fELF not really a module").unwrap();
+    let text = busybox_manifest(
+        "insmod /m/fake.ko 2>&1; echo rc=$?",
+        &format!("[[mounts]]\nsource = {:?}\ntarget = \"/m/fake.ko\"\n", module.display().to_string()),
+    );
+    let out = w.run(&[], &w.manifest("insmod", &text), &[]);
+    assert!(stdout(&out).contains("Operation not permitted"), "{}{}", stdout(&out), stderr(&out));
+}
+
+#[test]
+fn seccomp_unconfined_turns_the_filter_off() {
+    let w = World::new();
+    let out = w.run(
+        &["--policy", "privileged"],
+        &w.manifest(
+            "unconfined",
+            &busybox_manifest("grep Seccomp: /proc/self/status", "[security]\nseccomp = \"unconfined\"\n"),
+        ),
+        &[],
+    );
+    assert_eq!(stdout(&out), "Seccomp:\t0\n", "{}", stderr(&out));
+}
+
+#[test]
+fn host_network_and_pid_namespaces_when_a_policy_allows_them() {
+    let w = World::new();
+    let text = busybox_manifest(
+        "ls /sys/class/net | grep -vc '^lo$'; ls /proc | grep -c '^[0-9]'",
+        "[namespaces]\nnetwork = \"host\"\npid = \"host\"\n",
+    );
+    let out = w.run(&["--policy", "privileged"], &w.manifest("hostns", &text), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let counts: Vec<usize> = stdout(&out).lines().map(|l| l.parse().unwrap()).collect();
+    assert!(counts[0] >= 1, "the host's interfaces are visible: {counts:?}");
+    assert!(counts[1] > 10, "the host's processes are visible: {counts:?}");
+    // The baseline policy refuses this manifest before anything starts.
+    let out = w.run(&[], &w.path("hostns.toml"), &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("rule: no-host-network-with-remap"), "{}", stderr(&out));
+}

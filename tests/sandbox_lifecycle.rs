@@ -1,0 +1,105 @@
+//! Exit statuses, signals, the init, and teardown: after `paddock run`
+//! returns, nothing of the sandbox remains. (Root and user namespaces
+//! required.)
+
+mod common;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use common::sandbox::{World, busybox_manifest, cgroup_dirs, stderr, stdout};
+
+#[test]
+fn exit_codes_propagate() {
+    let w = World::new();
+    let m = w.manifest("codes", &busybox_manifest("exit 42", ""));
+    assert_eq!(w.run(&[], &m, &[]).status.code(), Some(42));
+    assert_eq!(w.run(&[], &m, &["/bin/sh", "-c", "exit 3"]).status.code(), Some(3), "-- CMD replaces the command");
+}
+
+#[test]
+fn death_by_signal_is_128_plus_the_signal() {
+    let w = World::new();
+    let out = w.run(&[], &w.manifest("killed", &busybox_manifest("kill -TERM $$; sleep 5", "")), &[]);
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(stderr(&out).contains("killed was killed by SIGTERM"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_missing_command_is_127_and_a_bad_manifest_is_125() {
+    let w = World::new();
+    let out = w.run(&[], &w.manifest("nocmd", &busybox_manifest("true", "")), &["/no/such/program"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(stderr(&out).contains("cannot execute /no/such/program: No such file or directory"), "{}", stderr(&out));
+    let out = w.run(&[], &w.manifest("bad", "command = []\n"), &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("bad.toml:1:11: error: `command` cannot be empty"), "{}", stderr(&out));
+    let out = w.run(&[], &w.manifest("rootless", "command = [\"true\"]\n[rootfs]\npath = \"/nonexistent\"\n"), &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("error: rootfs /nonexistent: No such file or directory"), "{}", stderr(&out));
+}
+
+#[test]
+fn orphans_are_reaped_by_the_init() {
+    let w = World::new();
+    // Each inner shell exits at once, orphaning its sleep; when the sleeps
+    // exit, only the init can reap them.
+    let script =
+        "for i in 1 2 3; do sh -c 'sleep 0.1 &'; done; sleep 0.5; grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l";
+    let out = w.run(&[], &w.manifest("zombies", &busybox_manifest(script, "")), &[]);
+    assert_eq!(stdout(&out).trim(), "0", "no zombie is left: {}{}", stdout(&out), stderr(&out));
+}
+
+#[test]
+fn sigterm_to_paddock_is_forwarded_and_everything_is_torn_down() {
+    let w = World::new();
+    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
+    let script = "trap 'echo got TERM; exit 7' TERM; sleep 30 & sleep 30 & echo ready; wait";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(w.run_args())
+        .arg(w.manifest("teardown", &busybox_manifest(script, "")))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout_pipe = child.stdout.take().unwrap();
+    let mut seen = [0u8; 6];
+    stdout_pipe.read_exact(&mut seen).unwrap();
+    assert_eq!(&seen, b"ready\n");
+    let pids: Vec<String> = cgroup_dirs("teardown")
+        .iter()
+        .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+        .flat_map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    assert!(pids.len() >= 4, "init, shell and two sleeps are running: {pids:?}");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    stdout_pipe.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "got TERM\n");
+    assert_eq!(status.code(), Some(7));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    for pid in &pids {
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} survived");
+    }
+    assert!(cgroup_dirs("teardown").is_empty(), "the cgroup is removed");
+    let mounts_after = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
+    assert_eq!(mounts_before, mounts_after, "no mount leaked into the host's namespace");
+}
+
+#[test]
+fn stdin_is_attached() {
+    let w = World::new();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(w.run_args())
+        .arg(w.manifest("cat", &busybox_manifest("tr a-z A-Z", "")))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\n");
+}

@@ -1,0 +1,93 @@
+//! `[resources]`: limits hold inside, and the host and paddock are
+//! unaffected. (Root, user namespaces and the memory/pids cgroup
+//! controllers required.)
+
+mod common;
+
+use common::sandbox::{World, busybox_manifest, cgroup_dirs, stderr, stdout};
+
+#[test]
+fn a_fork_bomb_stops_at_the_pids_limit() {
+    let w = World::new();
+    let started = std::time::Instant::now();
+    // busybox sh gives up (status 2) when fork fails; a shell that kept going would still be capped.
+    let script = "i=0; while [ $i -lt 200 ]; do sleep 2 & i=$((i+1)); done; echo unreachable";
+    let out = w.run(&[], &w.manifest("bomb", &busybox_manifest(script, "[resources]\npids = 10\n")), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("can't fork: Resource temporarily unavailable"), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("unreachable"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the sleeps left behind were killed with the sandbox"
+    );
+    assert!(cgroup_dirs("bomb").is_empty(), "the cgroup is removed");
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed_at_the_memory_limit() {
+    let w = World::new();
+    // The workload's own process is the hog (a child killed by the OOM killer
+    // would just be a failed command to the shell).
+    let text =
+        busybox_manifest("exec dd if=/dev/zero of=/dev/null bs=64M count=1", "[resources]\nmemory = \"32MiB\"\n");
+    let out = w.run(&[], &w.manifest("hog", &text), &[]);
+    assert_eq!(out.status.code(), Some(137), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("hog was oom-killed"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("(memory limit 32MiB)"), "{}", stderr(&out));
+}
+
+#[test]
+fn nofile_sets_the_open_files_limit() {
+    let w = World::new();
+    let out = w.run(
+        &[],
+        &w.manifest("files", &busybox_manifest("ulimit -n; ulimit -Hn", "[resources]\nnofile = 256\n")),
+        &[],
+    );
+    assert_eq!(stdout(&out), "256\n256\n", "{}", stderr(&out));
+}
+
+#[test]
+fn cpu_limit_is_written_to_the_cgroup() {
+    let w = World::new();
+    let script = "cat /proc/self/cgroup >/dev/null; sleep 1";
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(w.run_args())
+        .arg(w.manifest("cpu", &busybox_manifest(script, "[resources]\ncpu = 0.25\n")))
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let quota = loop {
+        let q = cgroup_dirs("cpu").iter().find_map(|d| {
+            std::fs::read_to_string(d.join("cpu.cfs_quota_us"))
+                .or_else(|_| std::fs::read_to_string(d.join("cpu.max")))
+                .ok()
+        });
+        if q.is_some() || std::time::Instant::now() > deadline {
+            break q;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(child.wait_with_output().unwrap().status.success());
+    let quota = quota.expect("the workload's cpu cgroup exists while it runs");
+    assert!(quota.starts_with("25000"), "0.25 cores is 25ms per 100ms: {quota}");
+}
+
+#[test]
+fn a_limit_the_host_cannot_enforce_is_a_clear_start_error() {
+    let w = World::new();
+    // An empty directory as the cgroup root: no controllers at all.
+    let fake = w.path("no-cgroups");
+    std::fs::create_dir(&fake).unwrap();
+    let out = w.run(
+        &["--cgroup-root", fake.to_str().unwrap()],
+        &w.manifest("limited", &busybox_manifest("true", "[resources]\nmemory = \"64MiB\"\n")),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("memory limit needs the memory cgroup controller, which this host does not have"),
+        "{}",
+        stderr(&out)
+    );
+}
