@@ -118,10 +118,8 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
     };
-    let slice = match Allocations::load(&args.state_dir).and_then(|mut table| {
-        let slice = table.allocate(spec.name.as_str(), &ranges.uids, &ranges.gids, args.slice_size, args.isolation)?;
-        table.save(&args.state_dir)?;
-        Ok(slice)
+    let slice = match Allocations::update(&args.state_dir, |table| {
+        table.allocate(spec.name.as_str(), &ranges.uids, &ranges.gids, args.slice_size, args.isolation)
     }) {
         Ok(s) => s,
         Err(e) => return fail(e.to_string()),

@@ -88,6 +88,21 @@ impl Allocations {
         write_atomic(&path, &json, 0o600).map_err(write)
     }
 
+    /// Loads the table under an exclusive lock (`idmap.lock`), lets `f`
+    /// change it, and saves it before the lock is released, so two paddock
+    /// processes never hand out one slice twice.
+    pub fn update<T>(state_dir: &Path, f: impl FnOnce(&mut Self) -> Result<T, AllocError>) -> Result<T, AllocError> {
+        let lock_path = state_dir.join("idmap.lock");
+        let io = |source| AllocError::Write { path: lock_path.clone(), source };
+        std::fs::create_dir_all(state_dir).map_err(io)?;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io)?;
+        let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io(e.into()))?;
+        let mut table = Self::load(state_dir)?;
+        let out = f(&mut table)?;
+        table.save(state_dir)?;
+        Ok(out)
+    }
+
     pub fn get(&self, name: &str) -> Option<&Slice> {
         self.slices.get(name)
     }
