@@ -6,15 +6,20 @@ use clap::Parser;
 use paddock::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Command::Init { fd } = cli.command {
-        // PID 1 of a sandbox: no logging set-up, no stdout of its own.
+    // PID 1 of a sandbox starts here on every workload start: skip building
+    // the command line parser and logging (it has neither a user nor a log).
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "__init")
+        && let Some(fd) = args.next().and_then(|a| a.to_str()?.parse().ok())
+    {
         let code = paddock::sandbox::init::main(fd);
         return ExitCode::from(u8::try_from(code).unwrap_or(125));
     }
+    let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Init { .. } => unreachable!("handled above"),
+        // Reached only when the fast path above could not parse the descriptor.
+        Command::Init { fd } => Ok(u8::try_from(paddock::sandbox::init::main(fd)).unwrap_or(125)),
         Command::Check(args) => cli::check::run(args),
         Command::Run(args) => cli::run::run(args),
         Command::Schema(args) => cli::schema::run(args),

@@ -204,16 +204,19 @@ fn a_policy_that_is_not_a_json_schema_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.json");
     std::fs::write(&path, r#"{"type": "no-such-type"}"#).unwrap();
-    let err = paddock::validate::load_policies(&["baseline".into()], Some(dir.path()), std::path::Path::new("/v"))
-        .unwrap_err();
+    let err =
+        paddock::validate::load_policies_strict(&["baseline".into()], Some(dir.path()), std::path::Path::new("/v"))
+            .unwrap_err();
     assert!(err.to_string().starts_with(&format!("{}: error: not a valid JSON Schema", path.display())), "{err}");
     std::fs::write(&path, "{\n  \"type\": \n}").unwrap();
-    let err = paddock::validate::load_policies(&["baseline".into()], Some(dir.path()), std::path::Path::new("/v"))
-        .unwrap_err();
+    let err =
+        paddock::validate::load_policies_strict(&["baseline".into()], Some(dir.path()), std::path::Path::new("/v"))
+            .unwrap_err();
     assert!(err.to_string().starts_with(&format!("{}:3:1: error: not valid JSON", path.display())), "{err}");
     std::fs::write(&path, "{}").unwrap();
     std::fs::rename(&path, dir.path().join("baseline.json")).unwrap();
-    let err = paddock::validate::load_policies(&["baseline".into()], Some(dir.path()), std::path::Path::new("/v"))
-        .unwrap_err();
+    let err =
+        paddock::validate::load_policies_strict(&["baseline".into()], Some(dir.path()), std::path::Path::new("/v"))
+            .unwrap_err();
     assert!(err.to_string().contains("is the name of a built-in policy"), "{err}");
 }

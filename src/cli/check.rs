@@ -73,7 +73,7 @@ struct JsonReport<'a> {
 
 pub fn run(args: CheckArgs) -> std::io::Result<super::ExitCode> {
     let names = if args.policies.is_empty() { vec!["baseline".to_owned()] } else { args.policies.clone() };
-    let validator = match validate::load_policies(&names, Some(&args.policy_dir), &args.volumes_root)
+    let validator = match validate::load_policies_strict(&names, Some(&args.policy_dir), &args.volumes_root)
         .map_err(|e| e.to_string())
         .and_then(|policies| Validator::new(policies).map_err(|e| e.to_string()))
     {

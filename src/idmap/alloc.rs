@@ -96,10 +96,15 @@ impl Allocations {
         let io = |source| AllocError::Write { path: lock_path.clone(), source };
         std::fs::create_dir_all(state_dir).map_err(io)?;
         let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io)?;
-        let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io(e.into()))?;
+        let _lock =
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io(e.into()))?;
         let mut table = Self::load(state_dir)?;
+        let before = table.clone();
         let out = f(&mut table)?;
-        table.save(state_dir)?;
+        // Most starts reuse a slice: no write, no fsync.
+        if table != before {
+            table.save(state_dir)?;
+        }
         Ok(out)
     }
 

@@ -29,6 +29,12 @@ pub enum Layout {
     V2 { root: PathBuf },
 }
 
+impl Limits {
+    pub fn any(&self) -> bool {
+        self.memory.is_some() || self.pids.is_some() || self.cpu.is_some()
+    }
+}
+
 impl Layout {
     /// The host's layout: v2 when `root` is a cgroup2 mount (it has
     /// `cgroup.controllers`), else v1 hierarchies under it.
@@ -177,6 +183,15 @@ impl Cgroup {
 
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
+    }
+
+    /// On cgroup v2, the directory a child can be created in directly
+    /// (clone3 with CLONE_INTO_CGROUP), which spares the kernel a migration.
+    pub fn v2_dir(&self) -> Option<&Path> {
+        match self.layout {
+            Layout::V2 { .. } => self.dirs.first().map(PathBuf::as_path),
+            Layout::V1 { .. } => None,
+        }
     }
 
     /// Moves a process into the cgroup (every hierarchy on v1).

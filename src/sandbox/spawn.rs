@@ -78,7 +78,8 @@ pub enum SpawnError {
 pub struct Sandbox {
     pub pid: Pid,
     pub pidfd: OwnedFd,
-    pub cgroup: Cgroup,
+    /// None when nothing needs one (see `needs_cgroup`).
+    pub cgroup: Option<Cgroup>,
     channel: Channel,
 }
 
@@ -120,9 +121,12 @@ impl Sandbox {
             (_, Ok(WaitStatus::Signaled(_, sig, _))) => Exit::Signal(sig as i32),
             _ => Exit::Code(125),
         };
-        let exit = if exit == Exit::Signal(libc::SIGKILL) && self.cgroup.oom_killed() { Exit::OomKilled } else { exit };
-        self.cgroup.kill_all(Duration::from_secs(5));
-        self.cgroup.remove();
+        let oom = self.cgroup.as_ref().is_some_and(Cgroup::oom_killed);
+        let exit = if exit == Exit::Signal(libc::SIGKILL) && oom { Exit::OomKilled } else { exit };
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill_all(Duration::from_secs(5));
+            cgroup.remove();
+        }
         exit
     }
 
@@ -166,22 +170,38 @@ fn init_config(req: &SpawnRequest<'_>) -> InitConfig {
     }
 }
 
+/// Whether a sandbox gets a cgroup. On v2 always: the child is created in
+/// it (CLONE_INTO_CGROUP), which costs nothing. On v1 a process must be
+/// migrated, and the first migration waits for an RCU grace period (5-16 ms
+/// measured here), so only when a limit needs it or when the sandbox shares
+/// the host's pid namespace: a private pid namespace already holds every
+/// process of the sandbox, and the kernel kills them all when its init exits.
+fn needs_cgroup(layout: &Layout, limits: &Limits, manifest: &Manifest) -> bool {
+    matches!(layout, Layout::V2 { .. }) || limits.any() || manifest.namespaces.pid == SharedOrPrivate::Host
+}
+
 /// Starts a sandbox. On error nothing is left behind: no process, no cgroup.
 pub fn spawn(req: &SpawnRequest<'_>) -> Result<Sandbox, SpawnError> {
     let m = req.manifest;
     let limits = Limits { memory: m.resources.memory.map(|s| s.bytes()), pids: m.resources.pids, cpu: m.resources.cpu };
-    let cgroup = Cgroup::create(req.cgroups, req.name.as_str(), limits)?;
-    match spawn_in(req, &cgroup) {
+    let cgroup = if needs_cgroup(req.cgroups, &limits, m) {
+        Some(Cgroup::create(req.cgroups, req.name.as_str(), limits)?)
+    } else {
+        None
+    };
+    match spawn_in(req, cgroup.as_ref()) {
         Ok((pid, pidfd, channel)) => Ok(Sandbox { pid, pidfd, cgroup, channel }),
         Err(e) => {
-            cgroup.kill_all(Duration::from_secs(5));
-            cgroup.remove();
+            if let Some(cgroup) = &cgroup {
+                cgroup.kill_all(Duration::from_secs(5));
+                cgroup.remove();
+            }
             Err(e)
         }
     }
 }
 
-fn spawn_in(req: &SpawnRequest<'_>, cgroup: &Cgroup) -> Result<(Pid, OwnedFd, Channel), SpawnError> {
+fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, OwnedFd, Channel), SpawnError> {
     let m = req.manifest;
     // Everything the clone child touches is prepared here, before the clone.
     let exe =
@@ -228,20 +248,18 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: &Cgroup) -> Result<(Pid, OwnedFd, Ch
     }
     let (exe_fd, child_fd) = (exe.as_raw_fd(), child_sock.as_raw_fd());
     let die_with_parent = req.die_with_parent;
-    let mut pidfd: libc::c_int = -1;
-    // SAFETY: clone without CLONE_VM behaves like fork: the child gets a
-    // copy of this address space. It runs only the async-signal-safe calls
-    // in `child_after_clone`, on memory prepared above, then execs.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            &mut pidfd as *mut libc::c_int,
-            0usize,
-            0usize,
-        )
+    let cgroup_dir = match cgroup.and_then(Cgroup::v2_dir) {
+        Some(dir) => Some(
+            open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(SpawnError::Clone)?,
+        ),
+        None => None,
     };
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: a fork-like clone (no CLONE_VM): the child gets a copy of this
+    // address space. It runs only the async-signal-safe calls in
+    // `child_after_clone`, on memory prepared above, then execs.
+    let (ret, placed) = unsafe { clone_sandbox(flags as u64, cgroup_dir.as_ref(), &mut pidfd) };
     if ret == 0 {
         // SAFETY: see `child_after_clone`; it never returns.
         unsafe { child_after_clone(child_fd, exe_fd, argv.as_ptr(), envp.as_ptr(), die_with_parent) }
@@ -252,7 +270,8 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: &Cgroup) -> Result<(Pid, OwnedFd, Ch
     // Our copy must go, so that the init's death reads as end-of-file below.
     drop(child_sock);
     let channel = Channel::new(parent_sock);
-    let result = release(req, cgroup, pid, &channel, rootfs, mounts);
+    let attach = if placed { None } else { cgroup };
+    let result = release(req, attach, pid, &channel, rootfs, mounts);
     match result {
         Ok(()) => Ok((pid, pidfd, channel)),
         Err(e) => {
@@ -261,6 +280,63 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: &Cgroup) -> Result<(Pid, OwnedFd, Ch
             Err(e)
         }
     }
+}
+
+/// struct clone_args, as of Linux 5.7 (with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Clones, into `cgroup_dir` when given and the kernel can (clone3 with
+/// CLONE_INTO_CGROUP), else with plain clone. Returns clone's result (0 in
+/// the child) and whether the child was born in the cgroup.
+///
+/// # Safety
+/// As fork: the caller's child side must only run async-signal-safe code.
+unsafe fn clone_sandbox(flags: u64, cgroup_dir: Option<&OwnedFd>, pidfd: &mut libc::c_int) -> (libc::c_long, bool) {
+    if let Some(dir) = cgroup_dir {
+        let args = CloneArgs {
+            flags: flags | CLONE_INTO_CGROUP,
+            pidfd: pidfd as *mut libc::c_int as u64,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: dir.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: `args` is a valid clone_args of the size passed; with no
+        // stack given, clone3 continues the child on a copy of ours, as fork.
+        let ret =
+            unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+        // Kernels before 5.7 lack clone3's cgroup field: fall back below.
+        if ret >= 0 || !matches!(Errno::last(), Errno::ENOSYS | Errno::E2BIG) {
+            return (ret, ret > 0);
+        }
+    }
+    // SAFETY: clone with a null stack behaves as fork; `pidfd` receives the pidfd (CLONE_PIDFD).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD as u64) as libc::c_ulong,
+            0usize,
+            pidfd as *mut libc::c_int,
+            0usize,
+            0usize,
+        )
+    };
+    (ret, false)
 }
 
 /// In the clone child. Async-signal-safe only: no allocation, no locks.
@@ -312,7 +388,7 @@ fn write_map(pid: Pid, file: &str, range: crate::idmap::IdRange) -> Result<(), S
 /// child and sends it its configuration; waits for the init's report.
 fn release(
     req: &SpawnRequest<'_>,
-    cgroup: &Cgroup,
+    attach: Option<&Cgroup>,
     pid: Pid,
     channel: &Channel,
     rootfs: OwnedFd,
@@ -321,7 +397,9 @@ fn release(
     write_map(pid, "uid_map", req.slice.uid)?;
     write_map(pid, "gid_map", req.slice.gid)?;
     // Before the child runs anything of the workload's, so nothing escapes the limits.
-    cgroup.attach(pid)?;
+    if let Some(cgroup) = attach {
+        cgroup.attach(pid)?;
+    }
     if let Some(nofile) = req.manifest.resources.nofile {
         // From outside: inside its user namespace the child could not raise a hard limit.
         let limit = libc::rlimit { rlim_cur: u64::from(nofile), rlim_max: u64::from(nofile) };

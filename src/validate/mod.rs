@@ -153,3 +153,15 @@ fn sort(problems: &mut Vec<Problem>) {
 pub fn load_policies(names: &[String], dir: Option<&Path>, volumes_root: &Path) -> Result<Vec<Policy>, PolicyError> {
     PolicyCatalog::load(dir, volumes_root)?.select(names)
 }
+
+/// As `load_policies`, but first compiles every policy in `dir`, chosen or
+/// not, so a broken policy file is an error (what `check` wants).
+pub fn load_policies_strict(
+    names: &[String],
+    dir: Option<&Path>,
+    volumes_root: &Path,
+) -> Result<Vec<Policy>, PolicyError> {
+    let catalog = PolicyCatalog::load(dir, volumes_root)?;
+    catalog.compile_all()?;
+    catalog.select(names)
+}

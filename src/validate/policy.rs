@@ -141,22 +141,31 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
+/// A policy found but not yet compiled: compiling a JSON Schema costs
+/// about a millisecond, so only the chosen ones are compiled.
+#[derive(Debug)]
+struct Found {
+    name: String,
+    source: PolicySource,
+    text: std::borrow::Cow<'static, str>,
+}
+
 /// Every policy that can be chosen: the built-in ones and the operator's.
 #[derive(Debug)]
 pub struct PolicyCatalog {
-    policies: Vec<Policy>,
+    found: Vec<Found>,
+    volumes_root: PathBuf,
 }
 
 impl PolicyCatalog {
     /// The built-in policies plus every `*.json` in `dir` (when it exists).
-    /// A directory that does not exist holds no policies; any file in it
-    /// that is not a valid policy is an error, chosen or not, so that a
-    /// broken policy is found by `check` before the daemon meets it.
+    /// A directory that does not exist holds no policies. Names are checked
+    /// here; schemas when compiled (`select`, `compile_all`).
     pub fn load(dir: Option<&Path>, volumes_root: &Path) -> Result<Self, PolicyError> {
-        let mut policies = BUILT_IN
+        let mut found: Vec<Found> = BUILT_IN
             .iter()
-            .map(|(name, text)| Policy::compile(name, PolicySource::BuiltIn, text, volumes_root))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(name, text)| Found { name: (*name).to_owned(), source: PolicySource::BuiltIn, text: (*text).into() })
+            .collect();
         if let Some(dir) = dir {
             for path in policy_files(dir)? {
                 let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
@@ -170,30 +179,39 @@ impl PolicyCatalog {
                 }
                 let text = std::fs::read_to_string(&path)
                     .map_err(|source| PolicyError::Read { path: path.clone(), source })?;
-                policies.push(Policy::compile(&stem, PolicySource::File(path), &text, volumes_root)?);
+                found.push(Found { name: stem, source: PolicySource::File(path), text: text.into() });
             }
         }
-        Ok(Self { policies })
+        Ok(Self { found, volumes_root: volumes_root.to_owned() })
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.policies.iter().map(|p| p.name.as_str())
+        self.found.iter().map(|p| p.name.as_str())
     }
 
-    /// The chosen policies, in the order asked for; an unknown name is an error.
-    pub fn select(self, names: &[String]) -> Result<Vec<Policy>, PolicyError> {
-        let known = self.names().collect::<Vec<_>>().join(", ");
-        let mut all = self.policies;
-        let mut chosen = Vec::with_capacity(names.len());
+    fn compile(&self, f: &Found) -> Result<Policy, PolicyError> {
+        Policy::compile(&f.name, f.source.clone(), &f.text, &self.volumes_root)
+    }
+
+    /// Compiles every policy, chosen or not, so that `check` reports a
+    /// broken policy file before the daemon meets it.
+    pub fn compile_all(&self) -> Result<(), PolicyError> {
+        self.found.iter().try_for_each(|f| self.compile(f).map(drop))
+    }
+
+    /// The chosen policies, compiled, in the order asked for; an unknown
+    /// name is an error.
+    pub fn select(&self, names: &[String]) -> Result<Vec<Policy>, PolicyError> {
+        let mut chosen: Vec<Policy> = Vec::with_capacity(names.len());
         for name in names {
-            if chosen.iter().any(|p: &Policy| &p.name == name) {
+            if chosen.iter().any(|p| &p.name == name) {
                 continue;
             }
-            let i = all
-                .iter()
-                .position(|p| &p.name == name)
-                .ok_or_else(|| PolicyError::Unknown { name: name.clone(), known: known.clone() })?;
-            chosen.push(all.swap_remove(i));
+            let found = self.found.iter().find(|p| &p.name == name).ok_or_else(|| PolicyError::Unknown {
+                name: name.clone(),
+                known: self.names().collect::<Vec<_>>().join(", "),
+            })?;
+            chosen.push(self.compile(found)?);
         }
         Ok(chosen)
     }
@@ -226,6 +244,7 @@ mod tests {
     fn built_in_policies_compile_and_describe_themselves() {
         let catalog = PolicyCatalog::load(None, Path::new("/var/lib/paddock/volumes")).unwrap();
         assert_eq!(catalog.names().collect::<Vec<_>>(), ["baseline", "restricted", "privileged"]);
+        catalog.compile_all().unwrap();
         for (name, text) in BUILT_IN {
             let doc: Value = serde_json::from_str(text).unwrap();
             assert_eq!(doc["title"], *name);
