@@ -65,11 +65,7 @@ fn sigterm_to_paddock_is_forwarded_and_everything_is_torn_down() {
     let mut seen = [0u8; 6];
     stdout_pipe.read_exact(&mut seen).unwrap();
     assert_eq!(&seen, b"ready\n");
-    let pids: Vec<String> = cgroup_dirs("teardown")
-        .iter()
-        .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
-        .flat_map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>())
-        .collect();
+    let pids = common::sandbox::wait_for_descendants(child.id(), 4);
     assert!(pids.len() >= 4, "init, shell and two sleeps are running: {pids:?}");
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -91,3 +91,29 @@ fn a_limit_the_host_cannot_enforce_is_a_clear_start_error() {
         stderr(&out)
     );
 }
+
+/// The real cgroup v2 path: the sandbox is born in its cgroup (clone3 with
+/// CLONE_INTO_CGROUP). Uses the host's cgroup2 mount: /sys/fs/cgroup on a
+/// pure-v2 host, /sys/fs/cgroup/unified on a hybrid one like this.
+#[test]
+fn on_cgroup_v2_the_sandbox_is_born_in_its_cgroup() {
+    let w = World::new();
+    let root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .find(|r| std::path::Path::new(r).join("cgroup.controllers").exists())
+        .expect("this test needs a cgroup2 mount at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(w.run_args())
+        .args(["--cgroup-root", root])
+        .arg(w.manifest("born-in", &busybox_manifest("sleep 1", "")))
+        .spawn()
+        .unwrap();
+    let pids = common::sandbox::wait_for_descendants(child.id(), 2);
+    assert!(!pids.is_empty());
+    for pid in &pids {
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        assert!(cgroups.lines().any(|l| l == "0::/paddock/born-in"), "pid {pid} is in {cgroups}");
+    }
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert!(!std::path::Path::new(root).join("paddock/born-in").exists(), "the cgroup is removed");
+}
