@@ -134,13 +134,17 @@ a user namespace mapping 0 -> 100000:65536 plus pid, mount, uts and ipc
 namespaces; {runs} runs each after 10 warm-ups (`hyperfine -N`), all tools in
 one hyperfine run per variant. A ratio above 1 is slower than paddock.
 
-paddock does more than the others that are faster: a cgroup, a fresh /proc,
-/dev and /tmp, an overlay so a read-only root can take mount points,
-seccomp, capabilities, and its own init. `unshare` and `floor` do none of it;
-bwrap maps only uid 0 (not a 65536-id range).
+paddock does more than the tools that are faster: it validates the manifest
+against the schema and policy, looks up and persists the id slice, mounts a fresh /proc,
+/dev, /tmp and /sys, an overlay so a read-only root can take mount points,
+loads seccomp, cuts capabilities, and runs its own init (a re-exec of
+itself). `unshare` and `floor` do none of it; bwrap maps only uid 0 (not a
+65536-id range). This manifest asks for no limits, so on this cgroup-v1 host
+no cgroup is made (see "Where the time goes").
 """)
 print(table("net", "With a network namespace (lo only)"))
 print(table("nonet", "Without a network namespace"))
+print(open("bench/PROFILE.md").read())
 n = open(notes).read().strip()
 if n:
     print("### Tools that could not be timed as asked\n\n" + n + "\n")

@@ -120,3 +120,29 @@ fn exhausted_ranges_are_a_clear_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_mount_target_through_a_symlink_in_the_rootfs_is_refused() {
+    let w = World::new();
+    // A rootfs whose /data is a symlink to the host-looking /etc.
+    let root = w.path("evil-root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy(common::sandbox::busybox_rootfs().join("bin/busybox"), root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    std::os::unix::fs::symlink("/etc", root.join("data")).unwrap();
+    let source = w.path("payload");
+    std::fs::create_dir(&source).unwrap();
+    let text = format!(
+        "command = [\"/bin/sh\", \"-c\", \"true\"]\nrootfs = {{ path = {:?} }}\n[[mounts]]\nsource = {:?}\ntarget = \"/data/passwd.d\"\n",
+        root.display().to_string(),
+        source.display().to_string()
+    );
+    let out = w.run(&[], &w.manifest("evil", &text), &[]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("sandbox setup failed at resolve mount target (symlinks are not followed): /data/passwd.d"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!std::path::Path::new("/etc/passwd.d").exists(), "nothing was created on the host");
+}

@@ -193,7 +193,7 @@ fn walk_parents(root_fd: &OwnedFd, inside: &Path) -> Result<(OwnedFd, Option<CSt
             Mode::empty(),
         )
         .map_err(|e| if e == Errno::ENOTDIR || e == Errno::ELOOP { Errno::ELOOP } else { e })
-        .step("a directory (not a symlink) on the way to", inside)?;
+        .step("resolve mount target (symlinks are not followed)", inside)?;
     }
     let last = CString::new(last.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL).step("open", inside)?;
     Ok((dir, Some(last)))
@@ -213,7 +213,7 @@ fn make_dir(root_fd: &OwnedFd, root: &Path, inside: &Path) -> Result<PathBuf, St
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .step("a directory (not a symlink) at", inside)?;
+        .step("resolve mount target (symlinks are not followed)", inside)?;
         drop(fd);
     }
     Ok(join_inside(root, inside))
