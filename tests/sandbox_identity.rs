@@ -140,7 +140,8 @@ fn a_mount_target_through_a_symlink_in_the_rootfs_is_refused() {
     let out = w.run(&[], &w.manifest("evil", &text), &[]);
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("sandbox setup failed at resolve mount target (symlinks are not followed): /data/passwd.d"),
+        stderr(&out)
+            .contains("sandbox setup failed at resolve mount target (symlinks are not followed): /data/passwd.d"),
         "{}",
         stderr(&out)
     );

@@ -124,3 +124,17 @@ fn host_network_and_pid_namespaces_when_a_policy_allows_them() {
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("rule: no-host-network-with-remap"), "{}", stderr(&out));
 }
+
+#[test]
+fn the_daemons_exec_init_gives_the_same_sandbox_as_the_in_place_one() {
+    // `paddock run` runs the init in its clone child; the daemon (which has
+    // threads) re-executes paddock instead. Both must build the same sandbox.
+    let w = World::new();
+    let script = "id; hostname; grep -E '^(NoNewPrivs|Seccomp|CapEff|CapBnd):' /proc/self/status; ls /proc | grep -c '^[0-9]'; ls /sys/class/net; touch /etc/x 2>&1; echo ok > /tmp/y && cat /tmp/y";
+    let m = w.manifest("modes", &busybox_manifest(script, ""));
+    let in_place = w.run(&[], &m, &[]);
+    let exec = w.run(&["--init-exec"], &m, &[]);
+    assert_eq!(in_place.status.code(), exec.status.code());
+    assert_eq!(stdout(&in_place), stdout(&exec), "{}{}", stderr(&in_place), stderr(&exec));
+    assert!(stdout(&exec).starts_with("uid=0(root) gid=0(root)"), "{}", stdout(&exec));
+}

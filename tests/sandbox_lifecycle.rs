@@ -99,3 +99,19 @@ fn stdin_is_attached() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\n");
 }
+
+#[test]
+fn the_workload_starts_with_no_signal_ignored_or_blocked() {
+    let w = World::new();
+    // No shell in between: a shell sets dispositions of its own.
+    let m = w.manifest("signals", &busybox_manifest("true", ""));
+    for mode in [&[][..], &["--init-exec"][..]] {
+        let out = w.run(mode, &m, &["/bin/grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status"]);
+        assert_eq!(
+            stdout(&out),
+            "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+            "{mode:?}: {}",
+            stderr(&out)
+        );
+    }
+}

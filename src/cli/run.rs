@@ -10,7 +10,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::idmap::{AccountFiles, Allocations, Isolation, remap_ranges};
-use crate::sandbox::{self, Exit, SpawnRequest, cgroup::Layout};
+use crate::sandbox::{self, Exit, InitMode, SpawnRequest, cgroup::Layout};
 use crate::validate::{self, Color, HostChecks, Validator, render};
 
 /// paddock itself failed (bad manifest, sandbox setup), as docker run's 125.
@@ -74,6 +74,10 @@ pub struct RunArgs {
     pub passwd: PathBuf,
     #[arg(long = "group-file", value_name = "FILE", default_value = "/etc/group")]
     pub group_file: PathBuf,
+
+    /// Start the init by re-executing paddock, as the daemon does (for tests).
+    #[arg(long, hide = true)]
+    pub init_exec: bool,
 }
 
 fn parse_isolation(s: &str) -> Result<Isolation, String> {
@@ -140,6 +144,9 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
         cgroups: &layout,
         volumes_root: &args.volumes_root,
         die_with_parent: true,
+        // This process has no other thread, so the clone child can be the
+        // init without re-executing paddock (the daemon's path, --init-exec).
+        init: if args.init_exec { InitMode::Exec } else { InitMode::InPlace },
     };
     let sandbox = match sandbox::spawn(&request) {
         Ok(s) => s,

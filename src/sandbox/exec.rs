@@ -83,6 +83,9 @@ pub fn exec(p: &Prepared) -> Errno {
 }
 
 fn setup(p: &Prepared) -> Result<std::convert::Infallible, Errno> {
+    // Ignored signals stay ignored across execve, and Rust's runtime ignores
+    // SIGPIPE in the init: give the workload every default back.
+    sys::reset_signal_dispositions();
     chdir(&p.workdir)?;
     // Supplementary groups would carry the init's; the workload has none.
     nix::unistd::setgroups(&[])?;

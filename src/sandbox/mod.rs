@@ -13,4 +13,4 @@ mod seccomp;
 mod spawn;
 mod sys;
 
-pub use spawn::{Exit, Sandbox, SpawnError, SpawnRequest, spawn};
+pub use spawn::{Exit, InitMode, Sandbox, SpawnError, SpawnRequest, spawn};

@@ -40,6 +40,21 @@ pub struct SpawnRequest<'a> {
     pub volumes_root: &'a Path,
     /// Kill the sandbox if the thread that spawned it dies (for `paddock run`).
     pub die_with_parent: bool,
+    /// How the sandbox's init starts; see `InitMode`.
+    pub init: InitMode,
+}
+
+/// How the clone child becomes the sandbox's init.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitMode {
+    /// Re-execute paddock (`/proc/self/exe __init`): safe from any process,
+    /// including a multi-threaded one such as the daemon, because the child
+    /// runs only async-signal-safe calls before exec. Costs a process start.
+    Exec,
+    /// Run the init in the clone child itself. Only for a caller that is
+    /// single-threaded when it spawns (`paddock run`): with no other thread,
+    /// no lock or allocator state can be held, so the child may run any code.
+    InPlace,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +276,10 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
     // `child_after_clone`, on memory prepared above, then execs.
     let (ret, placed) = unsafe { clone_sandbox(flags as u64, cgroup_dir.as_ref(), &mut pidfd) };
     if ret == 0 {
+        if req.init == InitMode::InPlace {
+            // SAFETY: the caller promised a single-threaded process (see `InitMode::InPlace`).
+            unsafe { child_in_place(child_fd, die_with_parent) }
+        }
         // SAFETY: see `child_after_clone`; it never returns.
         unsafe { child_after_clone(child_fd, exe_fd, argv.as_ptr(), envp.as_ptr(), die_with_parent) }
     }
@@ -376,6 +395,38 @@ unsafe fn child_after_clone(
         libc::syscall(libc::SYS_execveat, exe, c"".as_ptr(), argv, envp, libc::AT_EMPTY_PATH);
         libc::_exit(125)
     }
+}
+
+/// In the clone child of a single-threaded parent: become the namespace's
+/// root keeping the capabilities it has in the new namespace, then run the
+/// init here, with no exec.
+///
+/// # Safety
+/// The process must have been single-threaded at the clone.
+unsafe fn child_in_place(sock: RawFd, die_with_parent: bool) -> ! {
+    // SAFETY: raw system calls with valid arguments, in a single-threaded process.
+    let switched = unsafe {
+        if die_with_parent {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        }
+        let mut go = 0u8;
+        if libc::read(sock, &mut go as *mut u8 as *mut libc::c_void, 1) != 1 {
+            libc::_exit(125);
+        }
+        // Moving from the host's uid 0 to the namespace's (the slice start)
+        // would drop every capability; KEEPCAPS keeps the permitted set, and
+        // the effective set is raised from it below. (With exec, the kernel
+        // grants the namespace's root its capabilities instead.)
+        libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) == 0
+            && libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0
+            && libc::syscall(libc::SYS_setresgid, 0, 0, 0) == 0
+            && libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0
+            && libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) == 0
+    };
+    let raised = switched && sys::cap_permitted().and_then(sys::capset).is_ok();
+    let code = if raised { super::init::main(sock) } else { 125 };
+    // SAFETY: _exit ends this child without running the parent's exit handlers.
+    unsafe { libc::_exit(code) }
 }
 
 fn write_map(pid: Pid, file: &str, range: crate::idmap::IdRange) -> Result<(), SpawnError> {

@@ -115,6 +115,46 @@ pub fn capset(set: u64) -> Result<(), Errno> {
     Errno::result(rc).map(drop)
 }
 
+/// Sets every signal, real-time ones included, to its default action.
+/// Raw rt_sigaction: glibc's wrapper refuses the two real-time signals it
+/// keeps for itself, which a parent may nevertheless have left ignored.
+pub fn reset_signal_dispositions() {
+    /// The kernel's struct sigaction on x86_64 and aarch64.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL (handler 0) installs no code; the struct outlives the call.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8,
+            )
+        };
+    }
+}
+
+/// The permitted set of this thread, as a bit mask.
+pub fn cap_permitted() -> Result<u64, Errno> {
+    let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: header and room for two data structs of the v3 layout.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &header as *const CapHeader, data.as_mut_ptr()) };
+    Errno::result(rc)?;
+    Ok(u64::from(data[0].permitted) | u64::from(data[1].permitted) << 32)
+}
+
 /// Loads a seccomp program. Unlike `seccompiler::apply_filter`, this does
 /// not set no_new_privs: the manifest decides that separately, and the
 /// caller still holds CAP_SYS_ADMIN in its user namespace.
