@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use crate::validate::{self, Color, HostChecks, Located, Validator, load};
+use crate::validate::{self, Color, HostChecks, Located, load};
 
 /// Exit statuses of `check`.
 pub const VALID: u8 = 0;
@@ -26,18 +26,8 @@ pub struct CheckArgs {
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 
-    /// A policy to apply, by name; repeat for several. Built in: baseline,
-    /// restricted, privileged. Default: baseline.
-    #[arg(long = "policy", value_name = "NAME")]
-    pub policies: Vec<String>,
-
-    /// Where operators' policies (NAME.json) are found.
-    #[arg(long, value_name = "DIR", default_value = super::DEFAULT_POLICY_DIR)]
-    pub policy_dir: PathBuf,
-
-    /// The daemon's volumes_root: idmapped mounts must come from under it.
-    #[arg(long, value_name = "DIR", default_value = super::DEFAULT_VOLUMES_ROOT)]
-    pub volumes_root: PathBuf,
+    #[command(flatten)]
+    pub policy: super::PolicyArgs,
 
     /// Do not look for mount sources and the rootfs on this host (for files
     /// meant for another machine). By default a missing one is a warning.
@@ -72,11 +62,7 @@ struct JsonReport<'a> {
 }
 
 pub fn run(args: CheckArgs) -> std::io::Result<super::ExitCode> {
-    let names = if args.policies.is_empty() { vec!["baseline".to_owned()] } else { args.policies.clone() };
-    let validator = match validate::load_policies_strict(&names, Some(&args.policy_dir), &args.volumes_root)
-        .map_err(|e| e.to_string())
-        .and_then(|policies| Validator::new(policies).map_err(|e| e.to_string()))
-    {
+    let validator = match args.policy.validator(true) {
         Ok(v) => v,
         Err(message) => {
             eprintln!("paddock check: {message}");

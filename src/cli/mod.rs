@@ -43,6 +43,30 @@ pub const DEFAULT_POLICY_DIR: &str = "/etc/paddock/policies";
 pub const DEFAULT_VOLUMES_ROOT: &str = "/var/lib/paddock/volumes";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/paddock";
 
-pub fn default_policy_dir() -> PathBuf {
-    PathBuf::from(DEFAULT_POLICY_DIR)
+/// Which policies apply, shared by every command that validates manifests.
+#[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
+    /// A policy to apply, by name; repeat for several. Built in: baseline,
+    /// restricted, privileged. Default: baseline.
+    #[arg(long = "policy", value_name = "NAME")]
+    pub policies: Vec<String>,
+
+    /// Where operators' policies (NAME.json) are found.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_POLICY_DIR)]
+    pub policy_dir: PathBuf,
+
+    /// The daemon's volumes_root: idmapped mounts must come from under it.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_VOLUMES_ROOT)]
+    pub volumes_root: PathBuf,
+}
+
+impl PolicyArgs {
+    /// The validator for these policies. `strict` also compiles the
+    /// policies not chosen, so a broken policy file is an error.
+    pub fn validator(&self, strict: bool) -> Result<crate::validate::Validator, String> {
+        let names = if self.policies.is_empty() { vec!["baseline".to_owned()] } else { self.policies.clone() };
+        let load = if strict { crate::validate::load_policies_strict } else { crate::validate::load_policies };
+        let policies = load(&names, Some(&self.policy_dir), &self.volumes_root).map_err(|e| e.to_string())?;
+        crate::validate::Validator::new(policies).map_err(|e| e.to_string())
+    }
 }

@@ -11,7 +11,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::idmap::{AccountFiles, Allocations, Isolation, remap_ranges};
 use crate::sandbox::{self, Exit, InitMode, SpawnRequest, cgroup::Layout};
-use crate::validate::{self, Color, HostChecks, Validator, render};
+use crate::validate::{Color, HostChecks, render};
 
 /// paddock itself failed (bad manifest, sandbox setup), as docker run's 125.
 pub const PADDOCK_FAILED: u8 = 125;
@@ -32,17 +32,8 @@ pub struct RunArgs {
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 
-    /// A policy to apply, by name; repeat for several. Default: baseline.
-    #[arg(long = "policy", value_name = "NAME")]
-    pub policies: Vec<String>,
-
-    /// Where operators' policies (NAME.json) are found.
-    #[arg(long, value_name = "DIR", default_value = super::DEFAULT_POLICY_DIR)]
-    pub policy_dir: PathBuf,
-
-    /// Idmapped mounts must come from under this directory.
-    #[arg(long, value_name = "DIR", default_value = super::DEFAULT_VOLUMES_ROOT)]
-    pub volumes_root: PathBuf,
+    #[command(flatten)]
+    pub policy: super::PolicyArgs,
 
     /// Where id allocations are kept (idmap.json).
     #[arg(long, value_name = "DIR", default_value = super::DEFAULT_STATE_DIR)]
@@ -93,13 +84,9 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
         eprintln!("paddock run: {message}");
         Ok(PADDOCK_FAILED)
     };
-    let names = if args.policies.is_empty() { vec!["baseline".to_owned()] } else { args.policies.clone() };
-    let validator = match validate::load_policies(&names, Some(&args.policy_dir), &args.volumes_root) {
-        Ok(p) => match Validator::new(p) {
-            Ok(v) => v,
-            Err(e) => return fail(e.to_string()),
-        },
-        Err(e) => return fail(e.to_string()),
+    let validator = match args.policy.validator(false) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
     };
     let (text, checked) = match validator.validate_file(&args.file, HostChecks::Require) {
         Ok(r) => r,
@@ -142,7 +129,7 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
         manifest: &spec.manifest,
         slice,
         cgroups: &layout,
-        volumes_root: &args.volumes_root,
+        volumes_root: &args.policy.volumes_root,
         die_with_parent: true,
         // This process has no other thread, so the clone child can be the
         // init without re-executing paddock (the daemon's path, --init-exec).

@@ -1,5 +1,24 @@
 //! The data paddock works on. Depends on nothing else of paddock's.
 
+/// Serde for a type written as a string: `Display` out, `FromStr` in, so
+/// the string is parsed once, where it is read.
+macro_rules! serde_as_string {
+    ($ty:ty) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = std::borrow::Cow::<str>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 mod manifest;
 mod name;
 mod named;

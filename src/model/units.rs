@@ -5,7 +5,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Serialize};
 
 /// The schema pattern for durations; validation maps it back to a readable message.
 pub const DURATION_PATTERN: &str = r"^[0-9]+(\.[0-9]{1,9})?(ms|s|m|h)$";
@@ -142,18 +141,7 @@ impl fmt::Display for Size {
 
 macro_rules! string_newtype_serde {
     ($ty:ident, $pattern:expr, $description:expr) => {
-        impl Serialize for $ty {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = Cow::<str>::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
-            }
-        }
+        serde_as_string!($ty);
 
         impl JsonSchema for $ty {
             fn schema_name() -> Cow<'static, str> {
