@@ -178,6 +178,16 @@ mod tests {
     }
 
     #[test]
+    fn colour_marks_the_label_and_caret_only_when_asked() {
+        let text = "user = -1\n";
+        let p = Problem::error(Some(7..9), "bad");
+        let coloured = render(&p, "f.toml", text, Color::Always);
+        assert!(coloured.starts_with("f.toml:1:8: \x1b[1;31merror\x1b[0m: bad\n"), "{coloured:?}");
+        assert!(coloured.contains("\x1b[1;31m       ^^\x1b[0m"), "{coloured:?}");
+        assert!(!render(&p, "f.toml", text, Color::Never).contains('\x1b'));
+    }
+
+    #[test]
     fn a_whole_file_problem_shows_the_first_line() {
         let shown = render(&Problem::error(None, "bad name"), "Web.toml", "command = []\n", Color::Never);
         assert!(shown.starts_with("Web.toml:1:1: error: bad name\n"), "{shown}");
