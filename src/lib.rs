@@ -5,5 +5,6 @@ pub mod cli;
 pub mod fsutil;
 pub mod idmap;
 pub mod model;
+pub mod reconcile;
 pub mod sandbox;
 pub mod validate;
