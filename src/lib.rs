@@ -2,6 +2,7 @@
 //! sandboxes, validated by JSON Schema policies.
 
 pub mod cli;
+pub mod config;
 pub mod fsutil;
 pub mod idmap;
 pub mod model;

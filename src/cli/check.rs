@@ -62,7 +62,7 @@ struct JsonReport<'a> {
 }
 
 pub fn run(args: CheckArgs) -> std::io::Result<super::ExitCode> {
-    let validator = match args.policy.validator(true) {
+    let validator = match args.policy.validator(&crate::config::Config::default(), true) {
         Ok(v) => v,
         Err(message) => {
             eprintln!("paddock check: {message}");

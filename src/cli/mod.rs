@@ -38,35 +38,41 @@ pub enum Command {
     },
 }
 
-/// Defaults shared by the commands that read policies.
-pub const DEFAULT_POLICY_DIR: &str = "/etc/paddock/policies";
-pub const DEFAULT_VOLUMES_ROOT: &str = "/var/lib/paddock/volumes";
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/paddock";
-
 /// Which policies apply, shared by every command that validates manifests.
 #[derive(Debug, clap::Args)]
 pub struct PolicyArgs {
     /// A policy to apply, by name; repeat for several. Built in: baseline,
-    /// restricted, privileged. Default: baseline.
+    /// restricted, privileged. Default: baseline (or the configuration's).
     #[arg(long = "policy", value_name = "NAME")]
     pub policies: Vec<String>,
 
-    /// Where operators' policies (NAME.json) are found.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_POLICY_DIR)]
-    pub policy_dir: PathBuf,
+    /// Where operators' policies (NAME.json) are found [default: /etc/paddock/policies].
+    #[arg(long, value_name = "DIR")]
+    pub policy_dir: Option<PathBuf>,
 
-    /// The daemon's volumes_root: idmapped mounts must come from under it.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_VOLUMES_ROOT)]
-    pub volumes_root: PathBuf,
+    /// The daemon's volumes_root: idmapped mounts must come from under it
+    /// [default: /var/lib/paddock/volumes].
+    #[arg(long, value_name = "DIR")]
+    pub volumes_root: Option<PathBuf>,
 }
 
 impl PolicyArgs {
+    /// Flags beat the configuration, which beats the defaults.
+    pub fn volumes_root(&self, config: &crate::config::Config) -> PathBuf {
+        self.volumes_root.clone().unwrap_or_else(|| config.volumes_root.clone())
+    }
+
     /// The validator for these policies. `strict` also compiles the
     /// policies not chosen, so a broken policy file is an error.
-    pub fn validator(&self, strict: bool) -> Result<crate::validate::Validator, String> {
-        let names = if self.policies.is_empty() { vec!["baseline".to_owned()] } else { self.policies.clone() };
+    pub fn validator(
+        &self,
+        config: &crate::config::Config,
+        strict: bool,
+    ) -> Result<crate::validate::Validator, String> {
+        let names = if self.policies.is_empty() { config.policies.clone() } else { self.policies.clone() };
+        let dir = self.policy_dir.clone().unwrap_or_else(|| config.policy_dir.clone());
         let load = if strict { crate::validate::load_policies_strict } else { crate::validate::load_policies };
-        let policies = load(&names, Some(&self.policy_dir), &self.volumes_root).map_err(|e| e.to_string())?;
+        let policies = load(&names, Some(&dir), &self.volumes_root(config)).map_err(|e| e.to_string())?;
         crate::validate::Validator::new(policies).map_err(|e| e.to_string())
     }
 }

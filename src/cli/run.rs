@@ -9,6 +9,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use crate::config::{Config, ConfigError};
 use crate::idmap::{AccountFiles, Allocations, Isolation, remap_ranges};
 use crate::sandbox::{self, Exit, InitMode, SpawnRequest, cgroup::Layout};
 use crate::validate::{Color, HostChecks, render};
@@ -35,36 +36,42 @@ pub struct RunArgs {
     #[command(flatten)]
     pub policy: super::PolicyArgs,
 
-    /// Where id allocations are kept (idmap.json).
-    #[arg(long, value_name = "DIR", default_value = super::DEFAULT_STATE_DIR)]
-    pub state_dir: PathBuf,
+    /// The daemon's configuration file, for its policies, volumes_root,
+    /// state_dir, cgroup_root and [remap] settings [default: /etc/paddock/paddock.toml, if it exists].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Where id allocations are kept (idmap.json) [default: /var/lib/paddock].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 
     /// Whose /etc/subuid and /etc/subgid ranges to use; "default" means the
-    /// user `paddock`, created with a 65536-id range when missing.
-    #[arg(long, value_name = "USER", default_value = "default")]
-    pub remap_user: String,
+    /// user `paddock`, created with a range when missing.
+    #[arg(long, value_name = "USER")]
+    pub remap_user: Option<String>,
 
     /// "per-workload": a slice of its own for each workload; "shared": the first range for all.
-    #[arg(long, value_name = "MODE", default_value = "per-workload", value_parser = parse_isolation)]
-    pub isolation: Isolation,
+    #[arg(long, value_name = "MODE", value_parser = parse_isolation)]
+    pub isolation: Option<Isolation>,
 
-    /// Ids per workload slice.
-    #[arg(long, value_name = "N", default_value_t = 65536)]
-    pub slice_size: u32,
+    /// Ids per workload slice [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub slice_size: Option<u32>,
 
-    /// The cgroup filesystem root: v2 when it is a cgroup2 mount, else v1 hierarchies under it.
-    #[arg(long, value_name = "DIR", default_value = "/sys/fs/cgroup")]
-    pub cgroup_root: PathBuf,
+    /// The cgroup filesystem root: v2 when it is a cgroup2 mount, else v1
+    /// hierarchies under it [default: /sys/fs/cgroup].
+    #[arg(long, value_name = "DIR")]
+    pub cgroup_root: Option<PathBuf>,
 
     /// The account files (for tests and unusual hosts).
-    #[arg(long, value_name = "FILE", default_value = "/etc/subuid")]
-    pub subuid: PathBuf,
-    #[arg(long, value_name = "FILE", default_value = "/etc/subgid")]
-    pub subgid: PathBuf,
-    #[arg(long, value_name = "FILE", default_value = "/etc/passwd")]
-    pub passwd: PathBuf,
-    #[arg(long = "group-file", value_name = "FILE", default_value = "/etc/group")]
-    pub group_file: PathBuf,
+    #[arg(long, value_name = "FILE")]
+    pub subuid: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub subgid: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub passwd: Option<PathBuf>,
+    #[arg(long = "group-file", value_name = "FILE")]
+    pub group_file: Option<PathBuf>,
 
     /// Start the init by re-executing paddock, as the daemon does (for tests).
     #[arg(long, hide = true)]
@@ -84,7 +91,26 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
         eprintln!("paddock run: {message}");
         Ok(PADDOCK_FAILED)
     };
-    let validator = match args.policy.validator(false) {
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(ConfigError::Invalid { path, text, problems }) => {
+            let path = path.display().to_string();
+            for p in &problems {
+                eprint!("{}", render(p, &path, &text, Color::Never));
+            }
+            return fail(format!("{path} is not a valid configuration"));
+        }
+        Err(e) => return fail(e.to_string()),
+    };
+    // Flags beat the configuration file, which beats the defaults.
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| config.state_dir.clone());
+    let remap = &config.remap;
+    let remap_user = args.remap_user.clone().unwrap_or_else(|| remap.user.clone());
+    let isolation = args.isolation.unwrap_or(remap.isolation);
+    let slice_size = args.slice_size.unwrap_or(remap.slice_size);
+    let cgroup_root = args.cgroup_root.clone().unwrap_or_else(|| config.cgroup_root.clone());
+    let volumes_root = args.policy.volumes_root(&config);
+    let validator = match args.policy.validator(&config, false) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -103,14 +129,18 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
         spec.manifest.command = args.command.clone();
     }
 
-    let accounts =
-        AccountFiles { passwd: args.passwd, group: args.group_file, subuid: args.subuid, subgid: args.subgid };
-    let ranges = match remap_ranges(&accounts, &args.remap_user) {
+    let accounts = AccountFiles {
+        passwd: args.passwd.unwrap_or_else(|| remap.passwd.clone()),
+        group: args.group_file.unwrap_or_else(|| remap.group.clone()),
+        subuid: args.subuid.unwrap_or_else(|| remap.subuid.clone()),
+        subgid: args.subgid.unwrap_or_else(|| remap.subgid.clone()),
+    };
+    let ranges = match remap_ranges(&accounts, &remap_user) {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
     };
-    let slice = match Allocations::update(&args.state_dir, |table| {
-        table.allocate(spec.name.as_str(), &ranges.uids, &ranges.gids, args.slice_size, args.isolation)
+    let slice = match Allocations::update(&state_dir, |table| {
+        table.allocate(spec.name.as_str(), &ranges.uids, &ranges.gids, slice_size, isolation)
     }) {
         Ok(s) => s,
         Err(e) => return fail(e.to_string()),
@@ -123,13 +153,13 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
     }
     let mut previous = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), Some(&mut previous)).map_err(std::io::Error::from)?;
-    let layout = Layout::detect(&args.cgroup_root);
+    let layout = Layout::detect(&cgroup_root);
     let request = SpawnRequest {
         name: &spec.name,
         manifest: &spec.manifest,
         slice,
         cgroups: &layout,
-        volumes_root: &args.policy.volumes_root,
+        volumes_root: &volumes_root,
         die_with_parent: true,
         // This process has no other thread, so the clone child can be the
         // init without re-executing paddock (the daemon's path, --init-exec).

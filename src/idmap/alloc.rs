@@ -11,13 +11,15 @@ use super::subid::IdRange;
 use crate::fsutil::write_atomic;
 
 /// How workloads share the ranges.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Isolation {
-    /// Each workload its own slice: no two workloads share a host id.
+    // Plain comments, not doc comments: documented variants would make the
+    // schema a `oneOf`, whose errors read worse than an `enum`'s.
+    // Each workload its own slice: no two workloads share a host id.
     #[default]
     PerWorkload,
-    /// Every workload the first range, as Docker's userns-remap does.
+    // Every workload the first range, as Docker's userns-remap does.
     Shared,
 }
 

@@ -11,14 +11,13 @@ mod source;
 
 use std::path::Path;
 
-use serde::Deserialize;
-
 use crate::model::{Manifest, WorkloadName};
 
 pub use describe::{did_you_mean, key_name};
 pub use policy::{BUILT_IN, Policy, PolicyCatalog, PolicyError, PolicySource, VOLUMES_ROOT_PLACEHOLDER};
 pub use problem::{Color, Located, Problem, Severity, line_col, render};
 pub use semantic::HostChecks;
+pub use source::SpanIndex;
 
 /// The workload JSON Schema, as committed in `schemas/` (a test keeps it
 /// equal to what the Rust types generate).
@@ -44,23 +43,56 @@ pub struct Checked {
 #[error("the built-in workload schema does not compile: {0}")]
 pub struct SchemaError(String);
 
+/// A compiled JSON Schema for a TOML document type: text in, the typed
+/// value (and where each key is) or every problem out. Shared by manifests
+/// and the daemon's configuration, so both get the same errors.
+#[derive(Debug)]
+pub struct Schema {
+    doc: serde_json::Value,
+    compiled: jsonschema::Validator,
+}
+
+impl Schema {
+    pub fn new(doc: serde_json::Value) -> Result<Self, SchemaError> {
+        let compiled = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&doc)
+            .map_err(|e| SchemaError(e.to_string()))?;
+        Ok(Self { doc, compiled })
+    }
+
+    /// TOML syntax, then the schema (every problem), then the typed value.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self, text: &str) -> Result<(T, source::SpanIndex), Vec<Problem>> {
+        let parsed = source::parse(text)?;
+        let mut problems: Vec<Problem> = self
+            .compiled
+            .iter_errors(&parsed.json)
+            .flat_map(|e| describe::describe(&e, &parsed.spans, &self.doc))
+            .collect();
+        if !problems.is_empty() {
+            sort(&mut problems);
+            return Err(problems);
+        }
+        match T::deserialize(toml::de::Deserializer::from(parsed.table)) {
+            Ok(value) => Ok((value, parsed.spans)),
+            // The schema and the types agree (a property test checks it), so
+            // this is a value the schema cannot bound, such as 2^40 for a u32.
+            Err(e) => Err(vec![Problem::error(e.span(), e.message().trim_end().to_owned())]),
+        }
+    }
+}
+
 /// The compiled schema and policies, built once and used for every file.
 #[derive(Debug)]
 pub struct Validator {
-    schema_doc: serde_json::Value,
-    schema: jsonschema::Validator,
+    schema: Schema,
     policies: Vec<Policy>,
 }
 
 impl Validator {
     pub fn new(policies: Vec<Policy>) -> Result<Self, SchemaError> {
-        let schema_doc: serde_json::Value =
-            serde_json::from_str(WORKLOAD_SCHEMA).map_err(|e| SchemaError(e.to_string()))?;
-        let schema = jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .build(&schema_doc)
-            .map_err(|e| SchemaError(e.to_string()))?;
-        Ok(Self { schema_doc, schema, policies })
+        let doc = serde_json::from_str(WORKLOAD_SCHEMA).map_err(|e| SchemaError(e.to_string()))?;
+        Ok(Self { schema: Schema::new(doc)?, policies })
     }
 
     pub fn policies(&self) -> &[Policy] {
@@ -80,44 +112,26 @@ impl Validator {
                 )
             })
             .ok();
-
-        let parsed = match source::parse(text) {
+        let (manifest, spans) = match self.schema.parse::<Manifest>(text) {
             Ok(parsed) => parsed,
-            Err(mut syntax) => {
-                problems.append(&mut syntax);
-                return Checked { spec: None, problems };
-            }
-        };
-        let before = problems.len();
-        for error in self.schema.iter_errors(&parsed.json) {
-            problems.extend(describe::describe(&error, &parsed.spans, &self.schema_doc));
-        }
-        if problems.len() > before {
-            // Typed checks and policies need a well-formed manifest.
-            sort(&mut problems);
-            return Checked { spec: None, problems };
-        }
-        let manifest = match Manifest::deserialize(toml::de::Deserializer::from(parsed.table)) {
-            Ok(m) => m,
-            Err(e) => {
-                // The schema and the types agree (a property test checks it),
-                // so this is a value the schema cannot bound, such as 2^40 for a u32.
-                problems.push(Problem::error(e.span(), e.message().trim_end().to_owned()));
+            Err(mut found) => {
+                // Typed checks and policies need a well-formed manifest.
+                problems.append(&mut found);
                 sort(&mut problems);
                 return Checked { spec: None, problems };
             }
         };
-        problems.extend(semantic::check(&manifest, &parsed.spans));
+        problems.extend(semantic::check(&manifest, &spans));
         let effective = manifest.effective(stem);
         match serde_json::to_value(&effective) {
             Ok(json) => {
                 for policy in &self.policies {
-                    problems.extend(policy.check(&json, &parsed.spans));
+                    problems.extend(policy.check(&json, &spans));
                 }
             }
             Err(e) => problems.push(Problem::error(None, format!("cannot apply policies: {e}"))),
         }
-        problems.extend(semantic::host_checks(&effective, &parsed.spans, host));
+        problems.extend(semantic::host_checks(&effective, &spans, host));
         sort(&mut problems);
         let spec = match name {
             Some(name) if !problems.iter().any(Problem::is_error) => Some(WorkloadSpec { name, manifest: effective }),

@@ -1,0 +1,232 @@
+//! The daemon's configuration, `/etc/paddock/paddock.toml` (all optional),
+//! validated like manifests: a JSON Schema from these types, errors with
+//! file, line and column. Command-line flags beat the file, which beats
+//! these defaults.
+
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::idmap::Isolation;
+use crate::model::Duration;
+use crate::validate::{Problem, Schema, SchemaError};
+
+pub const DEFAULT_CONFIG: &str = "/etc/paddock/paddock.toml";
+
+/// paddock's daemon configuration. Every key is optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "paddock daemon configuration")]
+pub struct Config {
+    /// The directory of workload manifests (*.toml).
+    #[serde(default = "defaults::workloads")]
+    pub workloads: PathBuf,
+    /// Where id allocations, workload state and logs are kept.
+    #[serde(default = "defaults::state_dir")]
+    pub state_dir: PathBuf,
+    /// The control socket (mode 0600, root only).
+    #[serde(default = "defaults::socket")]
+    pub socket: PathBuf,
+    /// The active policies, by name: built-in (baseline, restricted,
+    /// privileged) or from policy_dir.
+    #[serde(default = "defaults::policies")]
+    #[schemars(length(min = 1))]
+    pub policies: Vec<String>,
+    /// Where operators' policies (NAME.json) are found.
+    #[serde(default = "defaults::policy_dir")]
+    pub policy_dir: PathBuf,
+    /// The only place idmapped mounts may come from (baseline policy).
+    #[serde(default = "defaults::volumes_root")]
+    pub volumes_root: PathBuf,
+    /// A full rescan of the workloads directory at least this often, in
+    /// case a change was missed.
+    #[serde(default = "defaults::resync_interval")]
+    pub resync_interval: Duration,
+    /// Where to serve Prometheus metrics, e.g. "127.0.0.1:9464"; empty: off.
+    #[serde(default)]
+    pub metrics_listen: String,
+    /// The cgroup filesystem: v2 when it is a cgroup2 mount, else v1
+    /// hierarchies under it.
+    #[serde(default = "defaults::cgroup_root")]
+    pub cgroup_root: PathBuf,
+    /// Identity mapping.
+    #[serde(default)]
+    pub remap: Remap,
+}
+
+/// Whose subordinate ids workloads get, and how they are shared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Remap {
+    /// "default": the user paddock, created with a range when missing.
+    /// Any other name: that user's ranges in /etc/subuid and /etc/subgid.
+    #[serde(default = "defaults::remap_user")]
+    pub user: String,
+    /// "per-workload": a slice of its own for each workload. "shared": the
+    /// first range for every workload, as Docker does.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// Ids per workload slice.
+    #[serde(default = "defaults::slice_size")]
+    #[schemars(range(min = 1))]
+    pub slice_size: u32,
+    /// The account files (for tests and unusual hosts).
+    #[serde(default = "defaults::subuid")]
+    pub subuid: PathBuf,
+    #[serde(default = "defaults::subgid")]
+    pub subgid: PathBuf,
+    #[serde(default = "defaults::passwd")]
+    pub passwd: PathBuf,
+    #[serde(default = "defaults::group")]
+    pub group: PathBuf,
+}
+
+mod defaults {
+    use std::path::PathBuf;
+
+    pub fn workloads() -> PathBuf {
+        "/etc/paddock/workloads".into()
+    }
+    pub fn state_dir() -> PathBuf {
+        "/var/lib/paddock".into()
+    }
+    pub fn socket() -> PathBuf {
+        "/run/paddock/paddock.sock".into()
+    }
+    pub fn policies() -> Vec<String> {
+        vec!["baseline".into()]
+    }
+    pub fn policy_dir() -> PathBuf {
+        "/etc/paddock/policies".into()
+    }
+    pub fn volumes_root() -> PathBuf {
+        "/var/lib/paddock/volumes".into()
+    }
+    pub fn resync_interval() -> crate::model::Duration {
+        crate::model::Duration::from_secs(30)
+    }
+    pub fn cgroup_root() -> PathBuf {
+        "/sys/fs/cgroup".into()
+    }
+    pub fn remap_user() -> String {
+        "default".into()
+    }
+    pub fn slice_size() -> u32 {
+        65536
+    }
+    pub fn subuid() -> PathBuf {
+        "/etc/subuid".into()
+    }
+    pub fn subgid() -> PathBuf {
+        "/etc/subgid".into()
+    }
+    pub fn passwd() -> PathBuf {
+        "/etc/passwd".into()
+    }
+    pub fn group() -> PathBuf {
+        "/etc/group".into()
+    }
+}
+
+impl Default for Remap {
+    fn default() -> Self {
+        toml::from_str("").expect("every key has a default")
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str("").expect("every key has a default")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The file's problems, to be shown with `validate::render` against `text`.
+    #[error("{path} is not a valid configuration ({} problems)", problems.len())]
+    Invalid { path: PathBuf, text: String, problems: Vec<Problem> },
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+}
+
+/// The JSON Schema of the configuration file.
+pub fn schema() -> serde_json::Value {
+    schemars::generate::SchemaSettings::draft2020_12().into_generator().into_root_schema_for::<Config>().to_value()
+}
+
+impl Config {
+    /// Reads the configuration. With `path` given, the file must exist;
+    /// without, `/etc/paddock/paddock.toml` is read when it exists and the
+    /// defaults apply when it does not.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_owned(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(Self::default()),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Self::parse(&path, text)
+    }
+
+    pub fn parse(path: &Path, text: String) -> Result<Self, ConfigError> {
+        match Schema::new(schema())?.parse::<Config>(&text) {
+            Ok((config, _)) => Ok(config),
+            Err(problems) => Err(ConfigError::Invalid { path: path.to_owned(), text, problems }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_design_mds() {
+        let c = Config::default();
+        assert_eq!(c.workloads, Path::new("/etc/paddock/workloads"));
+        assert_eq!(c.state_dir, Path::new("/var/lib/paddock"));
+        assert_eq!(c.socket, Path::new("/run/paddock/paddock.sock"));
+        assert_eq!(c.policies, ["baseline"]);
+        assert_eq!(c.policy_dir, Path::new("/etc/paddock/policies"));
+        assert_eq!(c.volumes_root, Path::new("/var/lib/paddock/volumes"));
+        assert_eq!(c.resync_interval, Duration::from_secs(30));
+        assert_eq!(c.metrics_listen, "");
+        assert_eq!(c.remap.user, "default");
+        assert_eq!(c.remap.isolation, Isolation::PerWorkload);
+        assert_eq!(c.remap.slice_size, 65536);
+    }
+
+    #[test]
+    fn errors_point_like_manifest_errors() {
+        let text =
+            "state_dir = \"/srv/paddock\"\nresync_interval = \"30\"\n[remap]\nisolation = \"per-host\"\nslice = 1\n";
+        let Err(ConfigError::Invalid { problems, text, .. }) = Config::parse(Path::new("p.toml"), text.to_owned())
+        else {
+            panic!("invalid config accepted")
+        };
+        let shown: Vec<String> = problems
+            .iter()
+            .map(|p| crate::validate::render(p, "p.toml", &text, crate::validate::Color::Never))
+            .collect();
+        let firsts: Vec<&str> = shown.iter().map(|s| s.lines().next().unwrap()).collect();
+        assert_eq!(
+            firsts,
+            [
+                "p.toml:2:19: error: `resync_interval` must be a duration: a number and one unit of ms, s, m or h, e.g. \"100ms\", \"1.5s\", \"2m\", not \"30\"",
+                "p.toml:4:13: error: `remap.isolation` cannot be \"per-host\"",
+                "p.toml:5:1: error: unknown key `slice` in [remap]",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_named_file_must_exist_the_default_one_need_not() {
+        assert!(matches!(Config::load(Some(Path::new("/nonexistent/paddock.toml"))), Err(ConfigError::Read { .. })));
+    }
+}
