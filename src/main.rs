@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         // Reached only when the fast path above could not parse the descriptor.
         Command::Init { fd } => Ok(u8::try_from(paddock::sandbox::init::main(fd)).unwrap_or(125)),
         Command::Check(args) => cli::check::run(args),
-        Command::Run(args) => cli::run::run(args),
+        Command::Run(args) => cli::run::run(*args),
         Command::Schema(args) => cli::schema::run(args),
     };
     match result {

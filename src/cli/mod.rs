@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Check(check::CheckArgs),
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     Schema(schema::SchemaArgs),
     /// The sandbox's init (internal: paddock executes itself as PID 1 of a sandbox).
     #[command(name = "__init", hide = true)]
