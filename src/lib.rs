@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod fsutil;
 pub mod idmap;
 pub mod model;

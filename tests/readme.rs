@@ -41,7 +41,8 @@ fn the_example_policy_in_the_readme_works() {
 
 #[test]
 fn the_configuration_in_the_readme_is_valid_and_is_the_defaults() {
-    let text = blocks("toml").into_iter().find(|b| b.contains("resync_interval")).expect("README shows the configuration");
+    let text =
+        blocks("toml").into_iter().find(|b| b.contains("resync_interval")).expect("README shows the configuration");
     let parsed = paddock::config::Config::parse(std::path::Path::new("paddock.toml"), text).unwrap();
     assert_eq!(parsed, paddock::config::Config::default());
 }

@@ -115,3 +115,22 @@ fn the_workload_starts_with_no_signal_ignored_or_blocked() {
         );
     }
 }
+
+#[test]
+fn systemds_variables_never_reach_the_workload() {
+    let w = World::new();
+    let m = w.manifest("envcheck", &busybox_manifest("env | sort", "env = { MINE = \"yes\" }\n"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(w.run_args())
+        .arg(&m)
+        .env("NOTIFY_SOCKET", "/run/systemd/notify")
+        .env("WATCHDOG_USEC", "1000000")
+        .env("LEAKY", "1")
+        .output()
+        .unwrap();
+    let env = stdout(&out);
+    assert!(env.contains("MINE=yes\n") && env.contains("HOSTNAME=envcheck\n"), "{env}{}", stderr(&out));
+    for leaked in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "LEAKY"] {
+        assert!(!env.contains(leaked), "{leaked} leaked into the workload: {env}");
+    }
+}

@@ -1,0 +1,6 @@
+//! The daemon's effects at the edge: scanning the workloads directory,
+//! telling systemd how it is, keeping workloads' logs.
+
+pub mod logs;
+pub mod notify;
+pub mod scan;

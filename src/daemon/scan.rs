@@ -1,0 +1,202 @@
+//! A scan of the workloads directory: which manifests exist and a hash of
+//! each one's content, so that a rescan re-validates only files that really
+//! changed (an event or a resync tick for an untouched file changes
+//! nothing). Also the checks on the inputs that decide what runs as root:
+//! the directory must be root's and not writable by others (as sshd's
+//! StrictModes), and a manifest that is a symlink out of the directory is
+//! followed only when its target is root's.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::reconcile::Version;
+use crate::validate::load::{self, LoadError, list_manifests};
+
+/// What a scan found for one manifest file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// Read: its text and the version (content hash) it stands for.
+    Read { text: String, version: Version },
+    /// Present but not usable; the message says why (too large, not UTF-8,
+    /// not a regular file, an unsafe symlink, unreadable).
+    Refused { message: String },
+}
+
+/// The manifests of the directory, by file name.
+pub type Snapshot = BTreeMap<String, Found>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnsafeInput {
+    #[error("{path}: {source}")]
+    Stat { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a directory")]
+    NotADirectory { path: PathBuf },
+    #[error(
+        "{path} is owned by uid {uid}, not root: whoever owns it chooses what paddock runs as root; run `chown root {path}`"
+    )]
+    NotRootOwned { path: PathBuf, uid: u32 },
+    #[error(
+        "{path} is writable by {who} (mode {mode:04o}): anyone who can write it chooses what paddock runs as root; run `chmod go-w {path}`"
+    )]
+    Writable { path: PathBuf, who: &'static str, mode: u32 },
+}
+
+/// Refuses a directory (the workloads or the policies directory) that is
+/// not root's or that group or others may write. A symlink is followed: a
+/// ConfigMap-style link is checked at its target.
+pub fn check_directory(path: &Path) -> Result<(), UnsafeInput> {
+    let meta = std::fs::metadata(path).map_err(|source| UnsafeInput::Stat { path: path.to_owned(), source })?;
+    if !meta.is_dir() {
+        return Err(UnsafeInput::NotADirectory { path: path.to_owned() });
+    }
+    if meta.uid() != 0 {
+        return Err(UnsafeInput::NotRootOwned { path: path.to_owned(), uid: meta.uid() });
+    }
+    let mode = meta.mode() & 0o7777;
+    let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => Some("group and others"),
+        (true, false) => Some("its group"),
+        (false, true) => Some("others"),
+        (false, false) => None,
+    };
+    match who {
+        Some(who) => Err(UnsafeInput::Writable { path: path.to_owned(), who, mode }),
+        None => Ok(()),
+    }
+}
+
+fn version_of(text: &str) -> Version {
+    let mut h = std::hash::DefaultHasher::new();
+    text.hash(&mut h);
+    Version(h.finish())
+}
+
+/// A manifest that is a symlink leading out of the directory is followed
+/// only when the file it leads to is root's.
+fn symlink_refusal(dir: &Path, path: &Path) -> Option<String> {
+    let link = std::fs::symlink_metadata(path).ok()?;
+    if !link.file_type().is_symlink() {
+        return None;
+    }
+    let target = std::fs::canonicalize(path).ok()?;
+    let inside = std::fs::canonicalize(dir).is_ok_and(|d| target.starts_with(d));
+    let owner = std::fs::metadata(&target).map(|m| m.uid()).unwrap_or(u32::MAX);
+    (!inside && owner != 0).then(|| {
+        format!(
+            "a symlink to {}, outside the workloads directory and owned by uid {owner}: only root's files outside it are followed",
+            target.display()
+        )
+    })
+}
+
+/// Scans `dir`. `Err` only when the directory itself cannot be listed.
+pub fn scan(dir: &Path) -> std::io::Result<Snapshot> {
+    let mut snapshot = Snapshot::new();
+    for path in list_manifests(dir)? {
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let found = match symlink_refusal(dir, &path) {
+            Some(message) => Found::Refused { message },
+            None => match load::read_manifest(&path) {
+                Ok(text) => Found::Read { version: version_of(&text), text },
+                Err(LoadError::Invalid(e)) => Found::Refused { message: e.to_string() },
+                // Gone between listing and reading (an editor's rename): as if
+                // it had not been listed; the event that follows rescans.
+                Err(LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => Found::Refused { message: e.to_string() },
+            },
+        };
+        snapshot.insert(name, found);
+    }
+    Ok(snapshot)
+}
+
+/// The files whose content differs between two scans (added, changed or
+/// removed), by name: the only ones worth validating again.
+pub fn changed<'a>(before: &'a Snapshot, after: &'a Snapshot) -> Vec<&'a str> {
+    let mut names: Vec<&str> =
+        before.keys().chain(after.keys()).map(String::as_str).filter(|n| before.get(*n) != after.get(*n)).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn dir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        d
+    }
+
+    #[test]
+    fn only_changed_files_differ_between_scans() {
+        let d = dir();
+        std::fs::write(d.path().join("a.toml"), "command = [\"a\"]\n").unwrap();
+        std::fs::write(d.path().join("b.toml"), "command = [\"b\"]\n").unwrap();
+        std::fs::write(d.path().join(".a.toml.swp"), "junk").unwrap();
+        let first = scan(d.path()).unwrap();
+        assert_eq!(first.keys().collect::<Vec<_>>(), ["a.toml", "b.toml"]);
+        assert!(changed(&first, &scan(d.path()).unwrap()).is_empty(), "a rescan of untouched files changes nothing");
+        // An editor's atomic save of the same bytes is no change either.
+        std::fs::write(d.path().join("a.toml.tmp"), "command = [\"a\"]\n").unwrap();
+        std::fs::rename(d.path().join("a.toml.tmp"), d.path().join("a.toml")).unwrap();
+        assert!(changed(&first, &scan(d.path()).unwrap()).is_empty());
+        std::fs::write(d.path().join("b.toml"), "command = [\"b2\"]\n").unwrap();
+        std::fs::write(d.path().join("c.toml"), "command = [\"c\"]\n").unwrap();
+        std::fs::remove_file(d.path().join("a.toml")).unwrap();
+        assert_eq!(changed(&first, &scan(d.path()).unwrap()), ["a.toml", "b.toml", "c.toml"]);
+    }
+
+    #[test]
+    fn unusable_files_are_refused_with_a_reason() {
+        let d = dir();
+        std::fs::write(d.path().join("big.toml"), vec![b'#'; 2 << 20]).unwrap();
+        std::fs::create_dir(d.path().join("dir.toml")).unwrap();
+        let s = scan(d.path()).unwrap();
+        assert!(matches!(&s["big.toml"], Found::Refused { message } if message.contains("limited to 1048576 bytes")));
+        assert!(
+            matches!(&s["dir.toml"], Found::Refused { message } if message.contains("a directory is not a manifest"))
+        );
+    }
+
+    #[test]
+    fn a_symlink_out_of_the_directory_is_followed_only_to_roots_files() {
+        let d = dir();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("web.toml");
+        std::fs::write(&target, "command = [\"x\"]\n").unwrap();
+        std::os::unix::fs::symlink(&target, d.path().join("web.toml")).unwrap();
+        assert!(matches!(scan(d.path()).unwrap()["web.toml"], Found::Read { .. }), "root's file is followed");
+        std::os::unix::fs::chown(&target, Some(1000), None).unwrap();
+        let s = scan(d.path()).unwrap();
+        assert!(matches!(&s["web.toml"], Found::Refused { message } if message.contains("owned by uid 1000")), "{s:?}");
+        // Inside the directory (ConfigMap's ..data links), any owner is fine.
+        std::fs::create_dir(d.path().join("..data")).unwrap();
+        std::fs::write(d.path().join("..data/api.toml"), "command = [\"x\"]\n").unwrap();
+        std::os::unix::fs::chown(d.path().join("..data/api.toml"), Some(1000), None).unwrap();
+        std::os::unix::fs::symlink("..data/api.toml", d.path().join("api.toml")).unwrap();
+        assert!(matches!(scan(d.path()).unwrap()["api.toml"], Found::Read { .. }));
+    }
+
+    #[test]
+    fn unsafe_directories_are_refused_with_the_fix() {
+        let d = dir();
+        assert!(check_directory(d.path()).is_ok());
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_directory(d.path()).unwrap_err().to_string();
+        assert!(err.contains("is writable by group and others (mode 0777)") && err.contains("chmod go-w"), "{err}");
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o775)).unwrap();
+        assert!(check_directory(d.path()).unwrap_err().to_string().contains("writable by its group"));
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(d.path(), Some(1000), None).unwrap();
+        let err = check_directory(d.path()).unwrap_err().to_string();
+        assert!(err.contains("is owned by uid 1000, not root") && err.contains("chown root"), "{err}");
+        assert!(matches!(check_directory(&d.path().join("missing")), Err(UnsafeInput::Stat { .. })));
+    }
+}
