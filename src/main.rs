@@ -16,12 +16,15 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code).unwrap_or(125));
     }
     let cli = Cli::parse();
-    init_logging();
+    // The daemon tells its story at info; the other commands speak for themselves.
+    init_logging(if matches!(cli.command, Command::Daemon(_)) { "info" } else { "warn" });
     let result = match cli.command {
         // Reached only when the fast path above could not parse the descriptor.
         Command::Init { fd } => Ok(u8::try_from(paddock::sandbox::init::main(fd)).unwrap_or(125)),
         Command::Check(args) => cli::check::run(args),
         Command::Run(args) => cli::run::run(*args),
+        Command::Daemon(args) => cli::daemon::run(args),
+        Command::Status(args) => cli::status::run(args),
         Command::Schema(args) => cli::schema::run(args),
     };
     match result {
@@ -35,12 +38,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `PADDOCK_LOG` (or `RUST_LOG`) sets the filter.
-fn init_logging() {
+/// Logs go to stderr (journald takes them from there under systemd);
+/// `PADDOCK_LOG` (or `RUST_LOG`) sets the filter.
+fn init_logging(default: &str) {
     let filter =
-        std::env::var("PADDOCK_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "warn".to_owned());
+        std::env::var("PADDOCK_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| default.to_owned());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

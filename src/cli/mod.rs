@@ -1,8 +1,10 @@
 //! The command line: one file per subcommand.
 
 pub mod check;
+pub mod daemon;
 pub mod run;
 pub mod schema;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -28,8 +30,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    Check(check::CheckArgs),
+    Daemon(daemon::DaemonArgs),
     Run(Box<run::RunArgs>),
+    Status(status::StatusArgs),
+    Check(check::CheckArgs),
     Schema(schema::SchemaArgs),
     /// The sandbox's init (internal: paddock executes itself as PID 1 of a sandbox).
     #[command(name = "__init", hide = true)]

@@ -372,9 +372,6 @@ unsafe fn child_after_clone(
 ) -> ! {
     // SAFETY: raw system calls with valid arguments; see the function's contract.
     unsafe {
-        if die_with_parent {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        }
         // Wait until the parent has written our id maps and placed us in our cgroup.
         let mut go = 0u8;
         if libc::read(sock, &mut go as *mut u8 as *mut libc::c_void, 1) != 1 {
@@ -389,6 +386,10 @@ unsafe fn child_after_clone(
             || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
         {
             libc::_exit(125);
+        }
+        // Only now: a change of credentials clears the parent-death signal.
+        if die_with_parent {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         }
         // The init reads its configuration from this socket after exec.
         libc::fcntl(sock, libc::F_SETFD, 0);
@@ -406,9 +407,6 @@ unsafe fn child_after_clone(
 unsafe fn child_in_place(sock: RawFd, die_with_parent: bool) -> ! {
     // SAFETY: raw system calls with valid arguments, in a single-threaded process.
     let switched = unsafe {
-        if die_with_parent {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        }
         let mut go = 0u8;
         if libc::read(sock, &mut go as *mut u8 as *mut libc::c_void, 1) != 1 {
             libc::_exit(125);
@@ -422,6 +420,8 @@ unsafe fn child_in_place(sock: RawFd, die_with_parent: bool) -> ! {
             && libc::syscall(libc::SYS_setresgid, 0, 0, 0) == 0
             && libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0
             && libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) == 0
+            // After the uid change, which clears the parent-death signal.
+            && (!die_with_parent || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == 0)
     };
     let raised = switched && sys::cap_permitted().and_then(sys::capset).is_ok();
     let code = if raised { super::init::main(sock) } else { 125 };

@@ -1,0 +1,113 @@
+//! `paddock daemon`: the supervisor, in the foreground (systemd runs this).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::config::{Config, ConfigError};
+use crate::daemon::{
+    event_loop, notify::Notifier, scan::check_directory, supervisor::Settings, supervisor::Supervisor,
+};
+use crate::idmap::{AccountFiles, remap_ranges};
+use crate::sandbox::cgroup::Layout;
+use crate::validate::{Color, render};
+
+/// Run the supervisor in the foreground: keep the workloads directory true.
+///
+/// Every valid manifest runs in its sandbox; changes apply as files are
+/// saved; SIGHUP rescans; SIGTERM or SIGINT stops every workload and exits 0.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The configuration file [default: /etc/paddock/paddock.toml, if it exists].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The workloads directory (beats the configuration's `workloads`).
+    #[arg(long, value_name = "DIR")]
+    pub workloads: Option<PathBuf>,
+    /// The state directory (beats `state_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The control socket (beats `socket`).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+pub fn run(args: DaemonArgs) -> std::io::Result<super::ExitCode> {
+    let fail = |message: String| {
+        eprintln!("paddock daemon: {message}");
+        Ok(1)
+    };
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(ConfigError::Invalid { path, text, problems }) => {
+            let shown = path.display().to_string();
+            for p in &problems {
+                eprint!("{}", render(p, &shown, &text, Color::Never));
+            }
+            return fail(format!("{shown} is not a valid configuration"));
+        }
+        Err(e) => return fail(e.to_string()),
+    };
+    let workloads = args.workloads.unwrap_or_else(|| config.workloads.clone());
+    let state_dir = args.state_dir.unwrap_or_else(|| config.state_dir.clone());
+    let socket = args.socket.unwrap_or_else(|| config.socket.clone());
+    // Whoever can write these chooses what runs as root: refuse as sshd's StrictModes does.
+    if let Err(e) = check_directory(&workloads) {
+        return fail(e.to_string());
+    }
+    if config.policy_dir.exists()
+        && let Err(e) = check_directory(&config.policy_dir)
+    {
+        return fail(e.to_string());
+    }
+    let policies =
+        crate::validate::load_policies_strict(&config.policies, Some(&config.policy_dir), &config.volumes_root);
+    let validator = match policies
+        .map_err(|e| e.to_string())
+        .and_then(|p| crate::validate::Validator::new(p).map_err(|e| e.to_string()))
+    {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let remap = &config.remap;
+    let accounts = AccountFiles {
+        passwd: remap.passwd.clone(),
+        group: remap.group.clone(),
+        subuid: remap.subuid.clone(),
+        subgid: remap.subgid.clone(),
+    };
+    let ranges = match remap_ranges(&accounts, &remap.user) {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    let notifier = match Notifier::from_env() {
+        Ok(n) => n,
+        Err(e) => return fail(e.to_string()),
+    };
+    let watchdog = notifier.watchdog_interval();
+    let settings = Settings {
+        workloads: workloads.clone(),
+        state_dir,
+        volumes_root: config.volumes_root.clone(),
+        cgroups: Layout::detect(&config.cgroup_root),
+        ranges,
+        isolation: remap.isolation,
+        slice_size: remap.slice_size,
+        resync_interval: config.resync_interval.as_std(),
+    };
+    tracing::info!(workloads = %workloads.display(), socket = %socket.display(), "paddock daemon starting");
+    let resync = settings.resync_interval;
+    match event_loop::run(
+        |tx| Supervisor::new(settings, validator, notifier, tx),
+        &workloads,
+        &socket,
+        resync,
+        watchdog,
+    ) {
+        Ok(()) => {
+            tracing::info!("every workload stopped; exiting");
+            Ok(0)
+        }
+        Err(e) => fail(e.to_string()),
+    }
+}

@@ -1,0 +1,171 @@
+//! The daemon's event loop on a single-threaded tokio runtime: file
+//! events (debounced inotify, plus a periodic resync), signals, exits,
+//! timers and control requests all arrive on one channel or select arm,
+//! and each ends in a rescan and/or a reconcile.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::{EventKind, RecursiveMode};
+use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+
+use super::status::{Request, Response};
+use super::supervisor::{Event, Supervisor};
+
+/// Tens of milliseconds: an editor's write-then-rename lands as one change.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("starting the event loop: {0}")]
+    Runtime(std::io::Error),
+    #[error("watching {path}: {source}")]
+    Watch { path: PathBuf, source: notify::Error },
+    #[error("control socket {path}: {source}")]
+    Socket { path: PathBuf, source: std::io::Error },
+    #[error("another paddock daemon is listening on {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("signals: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs until SIGTERM or SIGINT, then stops every workload and returns.
+pub fn run(
+    supervisor: impl FnOnce(mpsc::UnboundedSender<Event>) -> Supervisor,
+    workloads: &Path,
+    socket: &Path,
+    resync: Duration,
+    watchdog: Option<Duration>,
+) -> Result<(), LoopError> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(LoopError::Runtime)?;
+    runtime.block_on(async {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut sup = supervisor(tx.clone());
+        let _watcher = watch(workloads, tx.clone())?;
+        let listener = bind(socket)?;
+        tokio::spawn(serve(listener, tx.clone()));
+        let (mut hup, mut term, mut int) = (
+            signal(SignalKind::hangup()).map_err(LoopError::Signals)?,
+            signal(SignalKind::terminate()).map_err(LoopError::Signals)?,
+            signal(SignalKind::interrupt()).map_err(LoopError::Signals)?,
+        );
+        sup.rescan("start");
+        sup.reconcile();
+        sup.ready();
+        let mut resync = tokio::time::interval(resync);
+        resync.tick().await;
+        let mut watchdog = watchdog.map(tokio::time::interval);
+        let mut shutting_down = false;
+        loop {
+            let wake = sup.wake_at();
+            tokio::select! {
+                Some(event) = rx.recv() => match event {
+                    Event::Rescan(why) if !shutting_down => { sup.rescan(why); sup.reconcile(); }
+                    Event::Rescan(_) => {}
+                    Event::Exited { name, pid } => { sup.exited(&name, pid); if !shutting_down { sup.reconcile(); } }
+                    Event::StopTimeout { name, pid } => sup.stop_timeout(&name, pid),
+                    Event::Control(request, reply) => { let _ = reply.send(sup.answer(request)); }
+                    Event::Shutdown => { shutting_down = true; sup.begin_shutdown(); }
+                },
+                _ = hup.recv(), if !shutting_down => {
+                    tracing::info!("SIGHUP: rescanning");
+                    sup.notify("RELOADING=1");
+                    sup.rescan("SIGHUP");
+                    sup.reconcile();
+                    sup.ready();
+                }
+                _ = term.recv(), if !shutting_down => { tracing::info!("SIGTERM: stopping every workload"); shutting_down = true; sup.begin_shutdown(); }
+                _ = int.recv(), if !shutting_down => { tracing::info!("SIGINT: stopping every workload"); shutting_down = true; sup.begin_shutdown(); }
+                _ = resync.tick(), if !shutting_down => { sup.rescan("resync"); sup.reconcile(); }
+                _ = async { tokio::time::sleep_until(wake.unwrap().into()).await }, if wake.is_some() && !shutting_down => sup.reconcile(),
+                _ = async { watchdog.as_mut().unwrap().tick().await }, if watchdog.is_some() => sup.notify("WATCHDOG=1"),
+            }
+            if shutting_down && sup.all_stopped() {
+                break;
+            }
+        }
+        let _ = std::fs::remove_file(socket);
+        Ok(())
+    })
+}
+
+/// inotify on the directory, and on its parent: a directory that is a
+/// symlink swapped to a new target (as Kubernetes ConfigMaps do) changes
+/// nothing in the old target, only in the parent.
+fn watch(dir: &Path, tx: mpsc::UnboundedSender<Event>) -> Result<impl Drop, LoopError> {
+    let err = |source| LoopError::Watch { path: dir.to_owned(), source };
+    let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+        let relevant = match &result {
+            // Our own reads of manifests are Access events: reacting to them would loop.
+            Ok(events) => events.iter().any(|e| e.need_rescan() || !matches!(e.kind, EventKind::Access(_))),
+            // An overflowed queue or a watch error: rescan everything.
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = tx.send(Event::Rescan("inotify"));
+        }
+    })
+    .map_err(err)?;
+    debouncer.watch(dir, RecursiveMode::NonRecursive).map_err(err)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        debouncer.watch(parent, RecursiveMode::NonRecursive).map_err(err)?;
+    }
+    Ok(debouncer)
+}
+
+/// The control socket: mode 0600 in a directory paddock creates. A stale
+/// socket from a daemon that died is replaced; a live one is an error.
+fn bind(path: &Path) -> Result<UnixListener, LoopError> {
+    let err = |source| LoopError::Socket { path: path.to_owned(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(LoopError::AlreadyRunning(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+async fn serve(listener: UnixListener, tx: mpsc::UnboundedSender<Event>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(answer(stream, tx.clone()));
+    }
+}
+
+/// One JSON request line, one JSON response line. Only root may ask
+/// (checked on the peer's credentials, beside the socket's mode).
+async fn answer(stream: UnixStream, tx: mpsc::UnboundedSender<Event>) {
+    let root = stream.peer_cred().is_ok_and(|c| c.uid() == 0);
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let response = if !root {
+        Response::Error("permission denied: the control socket is root's".to_owned())
+    } else if BufReader::new(read).read_line(&mut line).await.is_err() {
+        return;
+    } else {
+        match serde_json::from_str::<Request>(&line) {
+            Ok(request) => {
+                let (reply, receive) = oneshot::channel();
+                if tx.send(Event::Control(request, reply)).is_err() {
+                    return;
+                }
+                receive.await.unwrap_or_else(|_| Response::Error("the daemon is shutting down".to_owned()))
+            }
+            Err(e) => Response::Error(format!("bad request: {e}")),
+        }
+    };
+    if let Ok(mut bytes) = serde_json::to_vec(&response) {
+        bytes.push(b'\n');
+        let _ = write.write_all(&bytes).await;
+    }
+}

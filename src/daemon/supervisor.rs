@@ -1,0 +1,433 @@
+//! The supervisor: keeps the workloads directory true. Events (file
+//! changes, exits, timers, signals, control requests) arrive on one
+//! channel; each ends in a rescan and/or a reconcile, where the pure
+//! `plan` decides and `execute` only carries its actions out.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal as NixSignal;
+use nix::unistd::Pid;
+use tokio::sync::{mpsc, oneshot};
+
+use super::notify::Notifier;
+use super::scan::{self, Found, Snapshot};
+use super::status::{IdMap, Request, Response, WorkloadStatus};
+use crate::idmap::{Allocations, Isolation, RemapRanges, Slice};
+use crate::model::{Restart, Signal, Stop, WorkloadName};
+use crate::reconcile::{Action, ExitKind, Observed, Version, plan};
+use crate::sandbox::{self, Exit, InitMode, Sandbox, SpawnRequest, cgroup::Layout};
+use crate::validate::{Color, HostChecks, Validator, WorkloadSpec, render};
+
+/// Everything the supervisor is told at start.
+pub struct Settings {
+    pub workloads: PathBuf,
+    pub state_dir: PathBuf,
+    pub volumes_root: PathBuf,
+    pub cgroups: Layout,
+    pub ranges: RemapRanges,
+    pub isolation: Isolation,
+    pub slice_size: u32,
+    pub resync_interval: Duration,
+}
+
+#[derive(Debug)]
+pub enum Event {
+    Rescan(&'static str),
+    Exited { name: WorkloadName, pid: Pid },
+    StopTimeout { name: WorkloadName, pid: Pid },
+    Control(Request, oneshot::Sender<Response>),
+    Shutdown,
+}
+
+/// The last valid version of a manifest (it keeps running while a newer
+/// version of the file is invalid).
+struct Desired {
+    version: Version,
+    spec: WorkloadSpec,
+}
+
+/// A sandbox that exists, with what it was started from.
+struct Live {
+    sandbox: Sandbox,
+    restart: Restart,
+    stop: Stop,
+    started: Instant,
+}
+
+#[derive(Default)]
+struct History {
+    restarts: u32,
+    last_exit: Option<ExitKind>,
+    start_error: Option<String>,
+}
+
+pub struct Supervisor {
+    settings: Settings,
+    validator: Validator,
+    notifier: Notifier,
+    events: mpsc::UnboundedSender<Event>,
+    snapshot: Snapshot,
+    desired: BTreeMap<WorkloadName, Desired>,
+    /// Validation problems by file name (shown as the workload's error).
+    invalid: BTreeMap<String, String>,
+    observed: BTreeMap<WorkloadName, Observed>,
+    live: BTreeMap<WorkloadName, Live>,
+    history: BTreeMap<WorkloadName, History>,
+    wake_at: Option<Instant>,
+    seed: u64,
+}
+
+fn exit_kind(exit: Exit) -> ExitKind {
+    match exit {
+        Exit::Code(c) => ExitKind::Code(c),
+        Exit::Signal(s) => ExitKind::Signal(s),
+        Exit::OomKilled => ExitKind::OomKilled,
+    }
+}
+
+impl Supervisor {
+    pub fn new(
+        settings: Settings,
+        validator: Validator,
+        notifier: Notifier,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
+        let seed = Instant::now().elapsed().as_nanos() as u64 ^ u64::from(std::process::id()) | 1;
+        Self {
+            settings,
+            validator,
+            notifier,
+            events,
+            snapshot: Snapshot::new(),
+            desired: BTreeMap::new(),
+            invalid: BTreeMap::new(),
+            observed: BTreeMap::new(),
+            live: BTreeMap::new(),
+            history: BTreeMap::new(),
+            wake_at: None,
+            seed,
+        }
+    }
+
+    pub fn wake_at(&self) -> Option<Instant> {
+        self.wake_at
+    }
+
+    /// xorshift: a little jitter for restart delays, no dependency.
+    fn jitter(&mut self) -> f64 {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        (self.seed % 1_000_000) as f64 / 1_000_000.0
+    }
+
+    /// Scans the directory and re-validates the files whose content changed.
+    pub fn rescan(&mut self, why: &str) {
+        let snapshot = match scan::scan(&self.settings.workloads) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(dir = %self.settings.workloads.display(), error = %e, "cannot scan the workloads directory");
+                return;
+            }
+        };
+        let changed: Vec<String> = scan::changed(&self.snapshot, &snapshot).into_iter().map(str::to_owned).collect();
+        tracing::debug!(why, changed = changed.len(), "rescan");
+        for file in changed {
+            self.apply_file(&file, snapshot.get(&file));
+        }
+        self.snapshot = snapshot;
+    }
+
+    fn apply_file(&mut self, file: &str, found: Option<&Found>) {
+        let stem = file.strip_suffix(".toml").unwrap_or(file);
+        let name = WorkloadName::try_from(stem).ok();
+        let path = self.settings.workloads.join(file);
+        match found {
+            None => {
+                tracing::info!(file, "manifest removed");
+                self.invalid.remove(file);
+                if let Some(name) = name {
+                    self.desired.remove(&name);
+                }
+            }
+            Some(Found::Refused { message }) => {
+                tracing::error!(file, error = %message, "manifest refused; the last valid version keeps running");
+                self.invalid.insert(file.to_owned(), message.clone());
+            }
+            Some(Found::Read { text, version }) => {
+                let checked = self.validator.validate(file, text, HostChecks::Require);
+                match checked.spec {
+                    Some(spec) => {
+                        self.invalid.remove(file);
+                        let name = spec.name.clone();
+                        let changed = self.desired.get(&name).is_none_or(|d| d.version != *version);
+                        if changed {
+                            let history = self.history.entry(name.clone()).or_default();
+                            history.restarts = 0;
+                            history.start_error = None;
+                        }
+                        self.desired.insert(name, Desired { version: *version, spec });
+                    }
+                    None => {
+                        let shown = path.display().to_string();
+                        let text: String =
+                            checked.problems.iter().map(|p| render(p, &shown, text, Color::Never)).collect();
+                        tracing::error!(file, "invalid manifest; the last valid version keeps running\n{text}");
+                        self.invalid.insert(file.to_owned(), text.trim_end().to_owned());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Plans and carries the plan out.
+    pub fn reconcile(&mut self) {
+        let now = Instant::now();
+        let desired: BTreeMap<WorkloadName, Version> =
+            self.desired.iter().map(|(n, d)| (n.clone(), d.version)).collect();
+        let p = plan(&desired, &self.observed, now);
+        for action in p.actions {
+            self.execute(action, now);
+        }
+        // A start that failed at once is in backoff now: plan once more for its timer.
+        let desired: BTreeMap<WorkloadName, Version> =
+            self.desired.iter().map(|(n, d)| (n.clone(), d.version)).collect();
+        self.wake_at = plan(&desired, &self.observed, now).wake_at;
+        let _ = self.notifier.notify(&format!("STATUS={}", self.summary()));
+    }
+
+    fn execute(&mut self, action: Action, now: Instant) {
+        let name = action.name().clone();
+        let span = tracing::info_span!("reconcile", workload = %name, action = ?std::mem::discriminant(&action));
+        let _enter = span.enter();
+        match action {
+            Action::Start { version, reason, .. } => {
+                tracing::info!(?reason, "start");
+                if matches!(self.observed.get(&name), Some(Observed::Backoff { .. })) {
+                    self.history.entry(name.clone()).or_default().restarts += 1;
+                }
+                self.start(&name, version, now);
+            }
+            Action::Restart { reason, .. } | Action::Stop { reason, .. } => {
+                tracing::info!(?reason, "stop");
+                self.stop(&name);
+            }
+            Action::Forget { .. } => {
+                tracing::info!("forget");
+                self.observed.remove(&name);
+                self.history.remove(&name);
+                self.free_slice(&name);
+            }
+        }
+    }
+
+    fn slice(&self, name: &WorkloadName) -> Result<Slice, crate::idmap::AllocError> {
+        let s = &self.settings;
+        Allocations::update(&s.state_dir, |t| {
+            t.allocate(name.as_str(), &s.ranges.uids, &s.ranges.gids, s.slice_size, s.isolation)
+        })
+    }
+
+    fn free_slice(&self, name: &WorkloadName) {
+        if let Err(e) = Allocations::update(&self.settings.state_dir, |t| Ok(t.free(name.as_str()))) {
+            tracing::error!(workload = %name, error = %e, "cannot free the id slice");
+        }
+    }
+
+    fn start(&mut self, name: &WorkloadName, version: Version, now: Instant) {
+        let failures = match self.observed.get(name) {
+            Some(Observed::Backoff { failures, version: v, .. }) if *v == version => *failures,
+            _ => 0,
+        };
+        let Some(desired) = self.desired.get(name) else { return };
+        let manifest = desired.spec.manifest.clone();
+        let started = self.slice(name).map_err(|e| e.to_string()).and_then(|slice| {
+            let request = SpawnRequest {
+                name,
+                manifest: &manifest,
+                slice,
+                cgroups: &self.settings.cgroups,
+                volumes_root: &self.settings.volumes_root,
+                // A daemon that dies takes its sandboxes with it: no orphans.
+                die_with_parent: true,
+                // The daemon has threads (the watcher's): re-execute for the init.
+                init: InitMode::Exec,
+            };
+            sandbox::spawn(&request).map_err(|e| e.to_string())
+        });
+        match started {
+            Ok(sandbox) => {
+                self.watch_exit(name.clone(), &sandbox);
+                self.history.entry(name.clone()).or_default().start_error = None;
+                self.observed.insert(name.clone(), Observed::Running { version, since: now, failures });
+                self.live.insert(
+                    name.clone(),
+                    Live { sandbox, restart: manifest.restart.clone(), stop: manifest.stop.clone(), started: now },
+                );
+            }
+            Err(error) => {
+                tracing::error!(%error, "start failed");
+                self.history.entry(name.clone()).or_default().start_error = Some(error);
+                let jitter = self.jitter();
+                let state = Observed::Starting { version, failures }
+                    .exited(ExitKind::Code(125), now, &manifest.restart, jitter)
+                    .expect("a starting workload can exit");
+                self.observed.insert(name.clone(), state);
+            }
+        }
+    }
+
+    /// A task that waits on the sandbox's pidfd and reports its exit.
+    fn watch_exit(&self, name: WorkloadName, sandbox: &Sandbox) {
+        let pid = sandbox.pid;
+        let events = self.events.clone();
+        let fd = match sandbox.pidfd.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::error!(workload = %name, error = %e, "cannot watch the sandbox");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            // SAFETY: `fd` is an OwnedFd moved into the AsyncFd, so it stays open
+            // and refers to the same pidfd for the AsyncFd's whole life.
+            if let Ok(afd) =
+                unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+            {
+                let _ = afd.readable().await;
+            }
+            let _ = events.send(Event::Exited { name, pid });
+        });
+    }
+
+    fn stop(&mut self, name: &WorkloadName) {
+        let Some(live) = self.live.get(name) else {
+            self.observed.remove(name);
+            return;
+        };
+        let version = self.observed.get(name).map(Observed::version).unwrap_or(Version(0));
+        self.observed.insert(name.clone(), Observed::Stopping { version });
+        let signal = NixSignal::try_from(live.stop.signal.number()).unwrap_or(NixSignal::SIGTERM);
+        let _ = live.sandbox.signal(signal);
+        let (events, name, pid, timeout) =
+            (self.events.clone(), name.clone(), live.sandbox.pid, live.stop.timeout.as_std());
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let _ = events.send(Event::StopTimeout { name, pid });
+        });
+    }
+
+    pub fn stop_timeout(&mut self, name: &WorkloadName, pid: Pid) {
+        if let Some(live) = self.live.get(name).filter(|l| l.sandbox.pid == pid) {
+            tracing::warn!(workload = %name, "stop timeout: killing every process of the sandbox");
+            // The init is PID 1 of the sandbox's pid namespace: its death kills the rest.
+            let _ = live.sandbox.signal(NixSignal::SIGKILL);
+        }
+    }
+
+    pub fn exited(&mut self, name: &WorkloadName, pid: Pid) {
+        let Some(live) = self.live.remove(name) else { return };
+        if live.sandbox.pid != pid {
+            self.live.insert(name.clone(), live);
+            return;
+        }
+        let (restart, started) = (live.restart.clone(), live.started);
+        let exit = exit_kind(live.sandbox.wait());
+        tracing::info!(workload = %name, ?exit, ran_for = ?started.elapsed(), "exited");
+        self.history.entry(name.clone()).or_default().last_exit = Some(exit);
+        let now = Instant::now();
+        match self.observed.remove(name) {
+            // Stopped because its manifest is gone: its ids go back to the pool.
+            Some(Observed::Stopping { .. }) if !self.desired.contains_key(name) => {
+                self.history.remove(name);
+                self.free_slice(name);
+            }
+            // Stopped to be replaced: the next plan starts the new version.
+            Some(Observed::Stopping { .. }) => {}
+            Some(state) => {
+                let jitter = self.jitter();
+                match state.exited(exit, now, &restart, jitter) {
+                    Ok(next) => {
+                        self.observed.insert(name.clone(), next);
+                    }
+                    Err(e) => tracing::error!(workload = %name, error = %e, "unexpected exit"),
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Stops every sandbox (stop signal, timeout, kill) and waits for them.
+    pub fn begin_shutdown(&mut self) {
+        let _ = self.notifier.notify("STOPPING=1");
+        self.desired.clear();
+        let names: Vec<WorkloadName> = self.live.keys().cloned().collect();
+        for name in names {
+            self.stop(&name);
+        }
+    }
+
+    pub fn all_stopped(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    fn summary(&self) -> String {
+        let count = |state: &str| self.observed.values().filter(|o| o.name() == state).count();
+        format!("{} running, {} failed, {} invalid", count("running"), count("failed"), self.invalid.len())
+    }
+
+    pub fn ready(&self) {
+        let _ = self.notifier.notify(&format!("READY=1\nSTATUS={}", self.summary()));
+    }
+
+    pub fn notify(&self, message: &str) {
+        let _ = self.notifier.notify(message);
+    }
+
+    pub fn answer(&self, request: Request) -> Response {
+        match request {
+            Request::Status => Response::Status(self.status()),
+        }
+    }
+
+    fn status(&self) -> Vec<WorkloadStatus> {
+        let slices = Allocations::load(&self.settings.state_dir).unwrap_or_default();
+        let mut names: Vec<WorkloadName> = self.desired.keys().chain(self.observed.keys()).cloned().collect();
+        names.extend(
+            self.invalid.keys().filter_map(|f| WorkloadName::try_from(f.strip_suffix(".toml").unwrap_or(f)).ok()),
+        );
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| {
+                let file = format!("{name}.toml");
+                let history = self.history.get(&name);
+                let slice = slices.get(name.as_str());
+                let live = self.live.get(&name);
+                WorkloadStatus {
+                    state: self.observed.get(&name).map_or("stopped", Observed::name).to_owned(),
+                    pid: live.map(|l| l.sandbox.pid.as_raw()),
+                    uid_map: slice.map(|s| IdMap { host_start: s.uid.start, size: s.uid.count }),
+                    gid_map: slice.map(|s| IdMap { host_start: s.gid.start, size: s.gid.count }),
+                    restarts: history.map_or(0, |h| h.restarts),
+                    last_exit: history.and_then(|h| h.last_exit).map(|e| match e {
+                        ExitKind::Code(c) => serde_json::Value::from(c),
+                        ExitKind::Signal(s) => serde_json::Value::from(
+                            Signal::from_number(s).map_or_else(|| s.to_string(), |s| s.to_string()),
+                        ),
+                        ExitKind::OomKilled => serde_json::Value::from("oom-killed"),
+                    }),
+                    error: self.invalid.get(&file).cloned().or_else(|| history.and_then(|h| h.start_error.clone())),
+                    uptime_seconds: live
+                        .filter(|_| matches!(self.observed.get(&name), Some(Observed::Running { .. })))
+                        .map(|l| l.started.elapsed().as_secs()),
+                    manifest: self.settings.workloads.join(&file).display().to_string(),
+                    name: name.to_string(),
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,284 @@
+//! A real `paddock daemon` in temp directories, driven through its files,
+//! its signals and its socket. (Root and user namespaces required.)
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::sandbox::require_root;
+use serde_json::Value;
+
+struct Daemon {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn setup() -> Self {
+        require_root();
+        let dir = tempfile::Builder::new().prefix("paddock-daemon").tempdir().unwrap();
+        let d = Daemon { dir, child: None };
+        std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir(d.path("wl")).unwrap();
+        std::fs::set_permissions(d.path("wl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::copy("/etc/passwd", d.path("passwd")).unwrap();
+        std::fs::copy("/etc/group", d.path("group")).unwrap();
+        std::fs::write(d.path("subuid"), "").unwrap();
+        std::fs::write(d.path("subgid"), "").unwrap();
+        let p = |f: &str| d.path(f).display().to_string();
+        let config = format!(
+            "workloads = {:?}\nstate_dir = {:?}\nsocket = {:?}\npolicy_dir = \"/nonexistent\"\nvolumes_root = {:?}\n[remap]\nsubuid = {:?}\nsubgid = {:?}\npasswd = {:?}\ngroup = {:?}\n",
+            p("wl"),
+            p("state"),
+            p("paddock.sock"),
+            p("volumes"),
+            p("subuid"),
+            p("subgid"),
+            p("passwd"),
+            p("group")
+        );
+        std::fs::write(d.path("paddock.toml"), config).unwrap();
+        d
+    }
+
+    fn start(mut self, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
+        cmd.args(["daemon", "--config"])
+            .arg(self.path("paddock.toml"))
+            .stderr(Stdio::from(std::fs::File::create(self.path("daemon.log")).unwrap()));
+        cmd.envs(env.iter().copied());
+        self.child = Some(cmd.spawn().unwrap());
+        self.wait_for("the control socket", |d| d.path("paddock.sock").exists());
+        self
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        // As an editor saves: a temporary file renamed over the manifest.
+        let tmp = self.path(&format!("wl/.{name}.swp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, self.path(&format!("wl/{name}"))).unwrap();
+    }
+
+    fn status(&self) -> Vec<Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(["status", "--json", "--socket"])
+            .arg(self.path("paddock.sock"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn workload(&self, name: &str) -> Option<Value> {
+        self.status().into_iter().find(|w| w["name"] == name)
+    }
+
+    fn wait_for(&self, what: &str, ok: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !ok(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n{}",
+                std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn running_pid(&self, name: &str) -> i64 {
+        self.wait_for(&format!("{name} running"), |d| d.workload(name).is_some_and(|w| w["state"] == "running"));
+        self.workload(name).unwrap()["pid"].as_i64().unwrap()
+    }
+
+    fn terminate(&mut self) -> i32 {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().unwrap().code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn alive(pid: i64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+const SLEEPER: &str = "command = [\"/bin/sleep\", \"1000\"]\n";
+
+#[test]
+fn manifests_start_in_their_own_slices_and_a_removed_one_stops() {
+    let d = Daemon::setup().start(&[]);
+    d.write("web.toml", SLEEPER);
+    d.write("db.toml", SLEEPER);
+    let (web, db) = (d.running_pid("web"), d.running_pid("db"));
+    let s = d.status();
+    assert_ne!(s[0]["uid_map"]["host_start"], s[1]["uid_map"]["host_start"], "{s:?}");
+    assert_eq!(s[0]["uid_map"]["size"], 65536);
+    std::fs::remove_file(d.path("wl/web.toml")).unwrap();
+    d.wait_for("web gone", |d| d.workload("web").is_none());
+    d.wait_for("web's processes gone", |_| !alive(web));
+    assert!(alive(db), "db was not touched");
+    assert_eq!(d.running_pid("db"), db);
+}
+
+#[test]
+fn a_killed_workload_restarts_and_a_crash_loop_ends_in_failed() {
+    let d = Daemon::setup().start(&[]);
+    d.write("svc.toml", &format!("{SLEEPER}[restart]\nbackoff = \"50ms\"\n"));
+    let first = d.running_pid("svc");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    d.wait_for("a new sandbox", |d| {
+        d.workload("svc").is_some_and(|w| w["state"] == "running" && w["pid"].as_i64() != Some(first))
+    });
+    let w = d.workload("svc").unwrap();
+    assert_eq!((w["restarts"].as_u64(), w["last_exit"].as_str()), (Some(1), Some("SIGKILL")), "{w}");
+
+    d.write(
+        "crash.toml",
+        "command = [\"/bin/sh\", \"-c\", \"exit 3\"]\n[restart]\nmax_retries = 2\nbackoff = \"10ms\"\n",
+    );
+    d.wait_for("crash failed", |d| d.workload("crash").is_some_and(|w| w["state"] == "failed"));
+    let w = d.workload("crash").unwrap();
+    assert_eq!((w["restarts"].as_u64(), w["last_exit"].as_i64(), w["pid"].is_null()), (Some(2), Some(3), true), "{w}");
+}
+
+#[test]
+fn an_invalid_edit_keeps_the_old_version_running_and_the_fix_applies() {
+    let d = Daemon::setup().start(&[]);
+    d.write("app.toml", SLEEPER);
+    let pid = d.running_pid("app");
+    d.write("app.toml", "command = [\"/bin/sleep\", \"1000\"]\n[namespaces]\nnetwork = \"host\"\n");
+    d.wait_for("the error shown", |d| d.workload("app").is_some_and(|w| w["error"].is_string()));
+    let w = d.workload("app").unwrap();
+    assert!(w["error"].as_str().unwrap().contains("app.toml:3:11: error: policy baseline refuses this"), "{w}");
+    assert_eq!(
+        (w["state"].as_str(), w["pid"].as_i64()),
+        (Some("running"), Some(pid)),
+        "the last valid version keeps running"
+    );
+    d.write("app.toml", "command = [\"/bin/sleep\", \"999\"]\n");
+    d.wait_for("the fix applied", |d| {
+        d.workload("app")
+            .is_some_and(|w| w["error"].is_null() && w["state"] == "running" && w["pid"].as_i64() != Some(pid))
+    });
+    assert!(!alive(pid), "the old version was stopped");
+    // A new file that is invalid starts nothing and shows its error.
+    d.write("bad.toml", "command = []\n");
+    d.wait_for("bad shown", |d| d.workload("bad").is_some_and(|w| w["error"].is_string() && w["pid"].is_null()));
+}
+
+#[test]
+fn an_untouched_workload_keeps_its_pid_through_edits_of_others() {
+    let d = Daemon::setup().start(&[]);
+    d.write("steady.toml", SLEEPER);
+    d.write("busy.toml", SLEEPER);
+    let steady = d.running_pid("steady");
+    for i in 0..100 {
+        d.write("busy.toml", &format!("command = [\"/bin/sleep\", \"{}\"]\n", 1000 + i));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    d.wait_for("busy settled", |d| d.workload("busy").is_some_and(|w| w["state"] == "running"));
+    assert_eq!(d.running_pid("steady"), steady);
+    assert_eq!(d.workload("steady").unwrap()["restarts"], 0);
+}
+
+#[test]
+fn sigterm_stops_every_workload_and_exits_0() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("a.toml", SLEEPER);
+    d.write("b.toml", "command = [\"/bin/sh\", \"-c\", \"trap '' TERM; sleep 1000\"]\n[stop]\ntimeout = \"200ms\"\n");
+    let (a, b) = (d.running_pid("a"), d.running_pid("b"));
+    assert_eq!(d.terminate(), 0);
+    assert!(!alive(a) && !alive(b), "every sandbox is gone (b ignored SIGTERM and was killed)");
+    assert!(!d.path("paddock.sock").exists());
+}
+
+#[test]
+fn a_world_writable_workloads_directory_is_refused() {
+    let d = Daemon::setup();
+    std::fs::set_permissions(d.path("wl"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["daemon", "--config"])
+        .arg(d.path("paddock.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is writable by group and others (mode 0777)") && err.contains("chmod go-w"), "{err}");
+}
+
+#[test]
+fn sd_notify_messages_arrive_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let d = Daemon::setup();
+    d.write("one.toml", SLEEPER);
+    let mut d = d.start(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = sock.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut first = next();
+    while first.starts_with("STATUS=") {
+        first = next();
+    }
+    assert_eq!(first, "READY=1\nSTATUS=1 running, 0 failed, 0 invalid");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(d.child.as_ref().unwrap().id() as i32, libc::SIGHUP) };
+    let mut seen = Vec::new();
+    while !seen.contains(&"READY=1\nSTATUS=1 running, 0 failed, 0 invalid".to_owned()) {
+        seen.push(next());
+    }
+    assert_eq!(seen.first().map(String::as_str), Some("RELOADING=1"), "{seen:?}");
+    assert_eq!(d.terminate(), 0);
+    let mut last = next();
+    while last.starts_with("STATUS=") {
+        last = next();
+    }
+    assert_eq!(last, "STOPPING=1");
+}
+
+#[test]
+fn status_says_when_the_daemon_is_not_running() {
+    let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["status", "--socket", "/nonexistent/paddock.sock"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the daemon at /nonexistent/paddock.sock"));
+}
+
+#[test]
+fn a_daemon_killed_with_sigkill_leaves_no_orphan() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("orphan.toml", SLEEPER);
+    let pid = d.running_pid("orphan");
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The sandbox's init has a parent-death signal: it dies with the daemon,
+    // and with it every process of its pid namespace.
+    d.wait_for("the sandbox to die with its daemon", |_| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+    });
+}
