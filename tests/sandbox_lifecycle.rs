@@ -134,3 +134,26 @@ fn systemds_variables_never_reach_the_workload() {
         assert!(!env.contains(leaked), "{leaked} leaked into the workload: {env}");
     }
 }
+
+#[test]
+fn a_paddock_run_killed_with_sigkill_takes_its_sandbox_with_it() {
+    let w = World::new();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(w.run_args())
+        .arg(w.manifest("abandoned", &busybox_manifest("sleep 30", "")))
+        .spawn()
+        .unwrap();
+    let pids = common::sandbox::wait_for_descendants(child.id(), 2);
+    assert!(pids.len() >= 2, "{pids:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let gone = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pids.iter().all(gone) {
+        assert!(Instant::now() < deadline, "the sandbox outlived paddock run: {pids:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
