@@ -282,3 +282,16 @@ fn a_daemon_killed_with_sigkill_leaves_no_orphan() {
             .map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
     });
 }
+
+#[test]
+fn a_workloads_output_is_kept_in_its_log_across_restarts() {
+    let d = Daemon::setup().start(&[]);
+    d.write(
+        "talker.toml",
+        "command = [\"/bin/sh\", \"-c\", \"echo out; echo err >&2; sleep 0.2; exit 1\"]\n[restart]\nbackoff = \"10ms\"\nmax_retries = 1\n",
+    );
+    d.wait_for("talker failed", |d| d.workload("talker").is_some_and(|w| w["state"] == "failed"));
+    let log = d.path("state/logs/talker.log");
+    d.wait_for("both runs logged", |_| std::fs::read_to_string(&log).is_ok_and(|t| t.matches("err\n").count() == 2));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "out\nerr\nout\nerr\n");
+}

@@ -164,6 +164,8 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
         // This process has no other thread, so the clone child can be the
         // init without re-executing paddock (the daemon's path, --init-exec).
         init: if args.init_exec { InitMode::Exec } else { InitMode::InPlace },
+        // Attached: the sandbox shares this terminal's stdin, stdout and stderr.
+        output: None,
     };
     let sandbox = match sandbox::spawn(&request) {
         Ok(s) => s,

@@ -4,6 +4,8 @@
 //! `plan` decides and `execute` only carries its actions out.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,7 @@ use nix::sys::signal::Signal as NixSignal;
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot};
 
+use super::logs::RotatingLog;
 use super::notify::Notifier;
 use super::scan::{self, Found, Snapshot};
 use super::status::{IdMap, Request, Response, WorkloadStatus};
@@ -77,6 +80,40 @@ pub struct Supervisor {
     history: BTreeMap<WorkloadName, History>,
     wake_at: Option<Instant>,
     seed: u64,
+}
+
+/// Largest log file before it is rotated, and how many old ones are kept.
+const LOG_MAX_BYTES: u64 = 10 << 20;
+const LOG_KEEP: usize = 3;
+
+/// Copies a sandbox's output into its log until the sandbox closes it.
+async fn copy_to_log(read: OwnedFd, path: PathBuf) {
+    use tokio::io::AsyncReadExt;
+    let (mut pipe, mut log) = match (
+        tokio::net::unix::pipe::Receiver::from_owned_fd(read),
+        RotatingLog::open(&path, LOG_MAX_BYTES, LOG_KEEP),
+    ) {
+        (Ok(pipe), Ok(log)) => (pipe, log),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(log = %path.display(), error = %e, "cannot capture the output");
+            return;
+        }
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) => return,
+            Ok(n) => {
+                if let Err(e) = log.write(&buf[..n]) {
+                    tracing::error!(log = %path.display(), error = %e, "cannot write the log");
+                }
+            }
+            Err(e) => {
+                tracing::error!(log = %path.display(), error = %e, "reading the output");
+                return;
+            }
+        }
+    }
 }
 
 fn exit_kind(exit: Exit) -> ExitKind {
@@ -243,6 +280,9 @@ impl Supervisor {
         };
         let Some(desired) = self.desired.get(name) else { return };
         let manifest = desired.spec.manifest.clone();
+        // Its output, across runs, in STATE_DIR/logs/NAME.log.
+        let pipe = self.log_pipe(name);
+        let output = pipe.as_ref().map(|(_, write)| write.as_fd());
         let started = self.slice(name).map_err(|e| e.to_string()).and_then(|slice| {
             let request = SpawnRequest {
                 name,
@@ -254,11 +294,20 @@ impl Supervisor {
                 die_with_parent: true,
                 // The daemon has threads (the watcher's): re-execute for the init.
                 init: InitMode::Exec,
+                output,
             };
             sandbox::spawn(&request).map_err(|e| e.to_string())
         });
+        // Our copy of the write end must go, so the log copier sees the end.
+        let pipe = pipe.map(|(read, write)| {
+            drop(write);
+            read
+        });
         match started {
             Ok(sandbox) => {
+                if let Some(read) = pipe {
+                    tokio::spawn(copy_to_log(read, self.log_path(name)));
+                }
                 self.watch_exit(name.clone(), &sandbox);
                 self.history.entry(name.clone()).or_default().start_error = None;
                 self.observed.insert(name.clone(), Observed::Running { version, since: now, failures });
@@ -275,6 +324,22 @@ impl Supervisor {
                     .exited(ExitKind::Code(125), now, &manifest.restart, jitter)
                     .expect("a starting workload can exit");
                 self.observed.insert(name.clone(), state);
+            }
+        }
+    }
+
+    fn log_path(&self, name: &WorkloadName) -> PathBuf {
+        self.settings.state_dir.join("logs").join(format!("{name}.log"))
+    }
+
+    fn log_pipe(&self, name: &WorkloadName) -> Option<(OwnedFd, OwnedFd)> {
+        let dir = self.settings.state_dir.join("logs");
+        let made = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir);
+        match made.and_then(|()| nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)) {
+            Ok(pipe) => Some(pipe),
+            Err(e) => {
+                tracing::error!(workload = %name, error = %e, "cannot capture the output; it goes to the daemon's stderr");
+                None
             }
         }
     }

@@ -9,7 +9,7 @@
 //! before doing any real work.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -42,6 +42,9 @@ pub struct SpawnRequest<'a> {
     pub die_with_parent: bool,
     /// How the sandbox's init starts; see `InitMode`.
     pub init: InitMode,
+    /// Where the sandbox's stdout and stderr go (stdin is then /dev/null);
+    /// `None` inherits paddock's own.
+    pub output: Option<BorrowedFd<'a>>,
 }
 
 /// How the clone child becomes the sandbox's init.
@@ -263,6 +266,17 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
     }
     let (exe_fd, child_fd) = (exe.as_raw_fd(), child_sock.as_raw_fd());
     let die_with_parent = req.die_with_parent;
+    // Opened before the clone: the child may only dup2 what exists.
+    let devnull = match req.output {
+        Some(_) => {
+            Some(open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(SpawnError::OpenSelf)?)
+        }
+        None => None,
+    };
+    let stdio = Stdio {
+        input: devnull.as_ref().map_or(-1, |f| f.as_raw_fd()),
+        output: req.output.map_or(-1, |f| f.as_raw_fd()),
+    };
     let cgroup_dir = match cgroup.and_then(Cgroup::v2_dir) {
         Some(dir) => Some(
             open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
@@ -278,10 +292,10 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
     if ret == 0 {
         if req.init == InitMode::InPlace {
             // SAFETY: the caller promised a single-threaded process (see `InitMode::InPlace`).
-            unsafe { child_in_place(child_fd, die_with_parent) }
+            unsafe { child_in_place(child_fd, die_with_parent, stdio) }
         }
         // SAFETY: see `child_after_clone`; it never returns.
-        unsafe { child_after_clone(child_fd, exe_fd, argv.as_ptr(), envp.as_ptr(), die_with_parent) }
+        unsafe { child_after_clone(child_fd, exe_fd, argv.as_ptr(), envp.as_ptr(), die_with_parent, stdio) }
     }
     let pid = Pid::from_raw(Errno::result(ret).map_err(SpawnError::Clone)? as i32);
     // SAFETY: CLONE_PIDFD stored a new descriptor in `pidfd`, which we now own.
@@ -358,6 +372,27 @@ unsafe fn clone_sandbox(flags: u64, cgroup_dir: Option<&OwnedFd>, pidfd: &mut li
     (ret, false)
 }
 
+/// Descriptors the clone child puts on 0, 1 and 2 (-1: leave as is).
+#[derive(Clone, Copy)]
+struct Stdio {
+    input: RawFd,
+    output: RawFd,
+}
+
+impl Stdio {
+    /// dup2 only: async-signal-safe. dup2 clears close-on-exec on the copy.
+    ///
+    /// # Safety
+    /// The descriptors, when not -1, must be open.
+    unsafe fn install(self) -> bool {
+        // SAFETY: dup2 on open descriptors (the caller's contract).
+        unsafe {
+            (self.input < 0 || libc::dup2(self.input, 0) == 0)
+                && (self.output < 0 || (libc::dup2(self.output, 1) == 1 && libc::dup2(self.output, 2) == 2))
+        }
+    }
+}
+
 /// In the clone child. Async-signal-safe only: no allocation, no locks.
 ///
 /// # Safety
@@ -369,6 +404,7 @@ unsafe fn child_after_clone(
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     die_with_parent: bool,
+    stdio: Stdio,
 ) -> ! {
     // SAFETY: raw system calls with valid arguments; see the function's contract.
     unsafe {
@@ -385,6 +421,9 @@ unsafe fn child_after_clone(
             || libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
             || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
         {
+            libc::_exit(125);
+        }
+        if !stdio.install() {
             libc::_exit(125);
         }
         // Only now: a change of credentials clears the parent-death signal.
@@ -404,7 +443,7 @@ unsafe fn child_after_clone(
 ///
 /// # Safety
 /// The process must have been single-threaded at the clone.
-unsafe fn child_in_place(sock: RawFd, die_with_parent: bool) -> ! {
+unsafe fn child_in_place(sock: RawFd, die_with_parent: bool, stdio: Stdio) -> ! {
     // SAFETY: raw system calls with valid arguments, in a single-threaded process.
     let switched = unsafe {
         let mut go = 0u8;
@@ -420,6 +459,7 @@ unsafe fn child_in_place(sock: RawFd, die_with_parent: bool) -> ! {
             && libc::syscall(libc::SYS_setresgid, 0, 0, 0) == 0
             && libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0
             && libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) == 0
+            && stdio.install()
             // After the uid change, which clears the parent-death signal.
             && (!die_with_parent || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == 0)
     };
