@@ -48,6 +48,14 @@ impl Daemon {
         d
     }
 
+    /// Replaces a line of the configuration (for tests that need another setting).
+    fn configure(&self, from: &str, to: &str) {
+        let path = self.path("paddock.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from} is not in the configuration");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    }
+
     fn start(mut self, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
         cmd.args(["daemon", "--config"])
@@ -294,4 +302,63 @@ fn a_workloads_output_is_kept_in_its_log_across_restarts() {
     let log = d.path("state/logs/talker.log");
     d.wait_for("both runs logged", |_| std::fs::read_to_string(&log).is_ok_and(|t| t.matches("err\n").count() == 2));
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "out\nerr\nout\nerr\n");
+}
+
+#[test]
+fn a_configmap_style_symlink_swap_converges() {
+    let d = Daemon::setup();
+    for v in ["v1", "v2"] {
+        std::fs::create_dir(d.path(v)).unwrap();
+        std::fs::set_permissions(d.path(v), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(d.path("v1/old.toml"), SLEEPER).unwrap();
+    std::fs::write(d.path("v2/new.toml"), SLEEPER).unwrap();
+    std::os::unix::fs::symlink("v1", d.path("current")).unwrap();
+    let wl = d.path("wl").display().to_string();
+    d.configure(&format!("workloads = {wl:?}"), &format!("workloads = {:?}", d.path("current").display().to_string()));
+    let d = d.start(&[]);
+    let old = d.running_pid("old");
+    // Kubernetes' swap: a new link renamed over the old one.
+    std::os::unix::fs::symlink("v2", d.path("current.new")).unwrap();
+    std::fs::rename(d.path("current.new"), d.path("current")).unwrap();
+    d.wait_for("new running and old gone", |d| {
+        d.workload("new").is_some_and(|w| w["state"] == "running") && d.workload("old").is_none()
+    });
+    assert!(!alive(old));
+}
+
+#[test]
+fn a_burst_of_a_thousand_files_converges() {
+    let d = Daemon::setup();
+    // One shared slice: a thousand workloads need no thousand slices.
+    d.configure("[remap]", "[remap]\nisolation = \"shared\"");
+    let d = d.start(&[]);
+    let staging = d.path("staging");
+    std::fs::create_dir(&staging).unwrap();
+    for i in 0..1000 {
+        std::fs::write(
+            staging.join(format!("job-{i:04}.toml")),
+            "command = [\"/bin/true\"]\n[restart]\npolicy = \"never\"\n",
+        )
+        .unwrap();
+    }
+    for i in 0..1000 {
+        let f = format!("job-{i:04}.toml");
+        std::fs::rename(staging.join(&f), d.path("wl").join(&f)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut slowest = Duration::ZERO;
+    loop {
+        let asked = Instant::now();
+        let s = d.status();
+        slowest = slowest.max(asked.elapsed());
+
+        let done = s.iter().filter(|w| w["state"] == "exited" && w["last_exit"] == 0).count();
+        if done == 1000 {
+            break;
+        }
+        assert!(slowest < Duration::from_secs(5), "status waited {slowest:?} behind the burst");
+        assert!(Instant::now() < deadline, "{done} of 1000 ran to completion");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -45,10 +45,13 @@ pub fn run(
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(LoopError::Runtime)?;
     runtime.block_on(async {
         let (tx, mut rx) = mpsc::unbounded_channel();
+        // Requests have a channel of their own, heard first: a status answer
+        // never waits behind a thousand exits.
+        let (control_tx, mut control) = mpsc::unbounded_channel();
         let mut sup = supervisor(tx.clone());
         let _watcher = watch(workloads, tx.clone())?;
         let listener = bind(socket)?;
-        tokio::spawn(serve(listener, tx.clone()));
+        tokio::spawn(serve(listener, control_tx));
         let (mut hup, mut term, mut int) = (
             signal(SignalKind::hangup()).map_err(LoopError::Signals)?,
             signal(SignalKind::terminate()).map_err(LoopError::Signals)?,
@@ -61,16 +64,19 @@ pub fn run(
         resync.tick().await;
         let mut watchdog = watchdog.map(tokio::time::interval);
         let mut shutting_down = false;
+        // Events only mark the plan stale; one reconcile runs once the queue
+        // is drained (level-triggered: it looks at everything anyway).
+        let mut stale = false;
         loop {
             let wake = sup.wake_at();
             tokio::select! {
+                biased;
+                Some((request, reply)) = control.recv() => { let _: Result<(), Response> = reply.send(sup.answer(request)); }
                 Some(event) = rx.recv() => match event {
-                    Event::Rescan(why) if !shutting_down => { sup.rescan(why); sup.reconcile(); }
-                    Event::Rescan(_) => {}
-                    Event::Exited { name, pid } => { sup.exited(&name, pid); if !shutting_down { sup.reconcile(); } }
+                    Event::Rescan(why) if !shutting_down => { sup.rescan(why); stale = true; }
+                    Event::Rescan(_) | Event::Reconcile => stale = !shutting_down,
+                    Event::Exited { name, pid } => { sup.exited(&name, pid); stale = !shutting_down; }
                     Event::StopTimeout { name, pid } => sup.stop_timeout(&name, pid),
-                    Event::Control(request, reply) => { let _ = reply.send(sup.answer(request)); }
-                    Event::Shutdown => { shutting_down = true; sup.begin_shutdown(); }
                 },
                 _ = hup.recv(), if !shutting_down => {
                     tracing::info!("SIGHUP: rescanning");
@@ -81,9 +87,16 @@ pub fn run(
                 }
                 _ = term.recv(), if !shutting_down => { tracing::info!("SIGTERM: stopping every workload"); shutting_down = true; sup.begin_shutdown(); }
                 _ = int.recv(), if !shutting_down => { tracing::info!("SIGINT: stopping every workload"); shutting_down = true; sup.begin_shutdown(); }
-                _ = resync.tick(), if !shutting_down => { sup.rescan("resync"); sup.reconcile(); }
-                _ = async { tokio::time::sleep_until(wake.unwrap().into()).await }, if wake.is_some() && !shutting_down => sup.reconcile(),
+                _ = resync.tick(), if !shutting_down => { sup.rescan("resync"); stale = true; }
+                _ = async { tokio::time::sleep_until(wake.unwrap().into()).await }, if wake.is_some() && !shutting_down => stale = true,
                 _ = async { watchdog.as_mut().unwrap().tick().await }, if watchdog.is_some() => sup.notify("WATCHDOG=1"),
+            }
+            if stale && rx.is_empty() && control.is_empty() {
+                stale = false;
+                sup.reconcile();
+                // A pass cut short queues the next at once; without a yield the
+                // tasks that read the control socket would never run meanwhile.
+                tokio::task::yield_now().await;
             }
             if shutting_down && sup.all_stopped() {
                 break;
@@ -136,7 +149,9 @@ fn bind(path: &Path) -> Result<UnixListener, LoopError> {
     Ok(listener)
 }
 
-async fn serve(listener: UnixListener, tx: mpsc::UnboundedSender<Event>) {
+type Control = (Request, oneshot::Sender<Response>);
+
+async fn serve(listener: UnixListener, tx: mpsc::UnboundedSender<Control>) {
     while let Ok((stream, _)) = listener.accept().await {
         tokio::spawn(answer(stream, tx.clone()));
     }
@@ -144,7 +159,7 @@ async fn serve(listener: UnixListener, tx: mpsc::UnboundedSender<Event>) {
 
 /// One JSON request line, one JSON response line. Only root may ask
 /// (checked on the peer's credentials, beside the socket's mode).
-async fn answer(stream: UnixStream, tx: mpsc::UnboundedSender<Event>) {
+async fn answer(stream: UnixStream, tx: mpsc::UnboundedSender<Control>) {
     let root = stream.peer_cred().is_ok_and(|c| c.uid() == 0);
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -156,7 +171,7 @@ async fn answer(stream: UnixStream, tx: mpsc::UnboundedSender<Event>) {
         match serde_json::from_str::<Request>(&line) {
             Ok(request) => {
                 let (reply, receive) = oneshot::channel();
-                if tx.send(Event::Control(request, reply)).is_err() {
+                if tx.send((request, reply)).is_err() {
                     return;
                 }
                 receive.await.unwrap_or_else(|_| Response::Error("the daemon is shutting down".to_owned()))

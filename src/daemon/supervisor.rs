@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal as NixSignal;
 use nix::unistd::Pid;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::logs::RotatingLog;
 use super::notify::Notifier;
@@ -38,10 +38,16 @@ pub struct Settings {
 #[derive(Debug)]
 pub enum Event {
     Rescan(&'static str),
-    Exited { name: WorkloadName, pid: Pid },
-    StopTimeout { name: WorkloadName, pid: Pid },
-    Control(Request, oneshot::Sender<Response>),
-    Shutdown,
+    /// Carry on with a plan that was cut short (see `STARTS_PER_PASS`).
+    Reconcile,
+    Exited {
+        name: WorkloadName,
+        pid: Pid,
+    },
+    StopTimeout {
+        name: WorkloadName,
+        pid: Pid,
+    },
 }
 
 /// The last valid version of a manifest (it keeps running while a newer
@@ -81,6 +87,9 @@ pub struct Supervisor {
     wake_at: Option<Instant>,
     seed: u64,
 }
+
+/// Sandboxes started in one reconcile pass before other events are heard.
+const STARTS_PER_PASS: usize = 16;
 
 /// Largest log file before it is rotated, and how many old ones are kept.
 const LOG_MAX_BYTES: u64 = 10 << 20;
@@ -219,14 +228,29 @@ impl Supervisor {
         }
     }
 
-    /// Plans and carries the plan out.
+    /// Plans and carries the plan out. A start takes milliseconds, so at
+    /// most `STARTS_PER_PASS` are made before the loop answers other events
+    /// (status requests, exits); the rest follow in the next pass.
     pub fn reconcile(&mut self) {
         let now = Instant::now();
         let desired: BTreeMap<WorkloadName, Version> =
             self.desired.iter().map(|(n, d)| (n.clone(), d.version)).collect();
         let p = plan(&desired, &self.observed, now);
-        for action in p.actions {
-            self.execute(action, now);
+        let (starts, others): (Vec<Action>, Vec<Action>) =
+            p.actions.into_iter().partition(|a| matches!(a, Action::Start { .. }));
+        for action in others {
+            self.execute(action, now, None);
+        }
+        if starts.len() > STARTS_PER_PASS {
+            let _ = self.events.send(Event::Reconcile);
+        }
+        let starts: Vec<Action> = starts.into_iter().take(STARTS_PER_PASS).collect();
+        // One locked, fsynced write of the id table for the whole pass.
+        let names: Vec<&WorkloadName> = starts.iter().map(Action::name).collect();
+        let mut slices = self.slices(&names);
+        for action in starts {
+            let slice = slices.remove(action.name());
+            self.execute(action, now, slice);
         }
         // A start that failed at once is in backoff now: plan once more for its timer.
         let desired: BTreeMap<WorkloadName, Version> =
@@ -235,7 +259,7 @@ impl Supervisor {
         let _ = self.notifier.notify(&format!("STATUS={}", self.summary()));
     }
 
-    fn execute(&mut self, action: Action, now: Instant) {
+    fn execute(&mut self, action: Action, now: Instant, slice: Option<Result<Slice, String>>) {
         let name = action.name().clone();
         let span = tracing::info_span!("reconcile", workload = %name, action = ?std::mem::discriminant(&action));
         let _enter = span.enter();
@@ -245,7 +269,8 @@ impl Supervisor {
                 if matches!(self.observed.get(&name), Some(Observed::Backoff { .. })) {
                     self.history.entry(name.clone()).or_default().restarts += 1;
                 }
-                self.start(&name, version, now);
+                let slice = slice.unwrap_or_else(|| Err("no id slice was allocated".to_owned()));
+                self.start(&name, version, now, slice);
             }
             Action::Restart { reason, .. } | Action::Stop { reason, .. } => {
                 tracing::info!(?reason, "stop");
@@ -260,11 +285,26 @@ impl Supervisor {
         }
     }
 
-    fn slice(&self, name: &WorkloadName) -> Result<Slice, crate::idmap::AllocError> {
+    /// The slices of the workloads about to start, in one update of the table.
+    fn slices(&self, names: &[&WorkloadName]) -> BTreeMap<WorkloadName, Result<Slice, String>> {
         let s = &self.settings;
-        Allocations::update(&s.state_dir, |t| {
-            t.allocate(name.as_str(), &s.ranges.uids, &s.ranges.gids, s.slice_size, s.isolation)
-        })
+        let mut out = BTreeMap::new();
+        if names.is_empty() {
+            return out;
+        }
+        let result = Allocations::update(&s.state_dir, |t| {
+            for name in names {
+                let slice = t.allocate(name.as_str(), &s.ranges.uids, &s.ranges.gids, s.slice_size, s.isolation);
+                out.insert((*name).clone(), slice.map_err(|e| e.to_string()));
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            for name in names {
+                out.insert((*name).clone(), Err(e.to_string()));
+            }
+        }
+        out
     }
 
     fn free_slice(&self, name: &WorkloadName) {
@@ -273,7 +313,7 @@ impl Supervisor {
         }
     }
 
-    fn start(&mut self, name: &WorkloadName, version: Version, now: Instant) {
+    fn start(&mut self, name: &WorkloadName, version: Version, now: Instant, slice: Result<Slice, String>) {
         let failures = match self.observed.get(name) {
             Some(Observed::Backoff { failures, version: v, .. }) if *v == version => *failures,
             _ => 0,
@@ -283,7 +323,7 @@ impl Supervisor {
         // Its output, across runs, in STATE_DIR/logs/NAME.log.
         let pipe = self.log_pipe(name);
         let output = pipe.as_ref().map(|(_, write)| write.as_fd());
-        let started = self.slice(name).map_err(|e| e.to_string()).and_then(|slice| {
+        let started = slice.and_then(|slice| {
             let request = SpawnRequest {
                 name,
                 manifest: &manifest,
