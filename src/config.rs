@@ -129,6 +129,18 @@ mod defaults {
     }
 }
 
+impl Remap {
+    /// The account files this configuration names.
+    pub fn accounts(&self) -> crate::idmap::AccountFiles {
+        crate::idmap::AccountFiles {
+            passwd: self.passwd.clone(),
+            group: self.group.clone(),
+            subuid: self.subuid.clone(),
+            subgid: self.subgid.clone(),
+        }
+    }
+}
+
 impl Default for Remap {
     fn default() -> Self {
         toml::from_str("").expect("every key has a default")

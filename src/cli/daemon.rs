@@ -4,13 +4,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config::{Config, ConfigError};
 use crate::daemon::{
     event_loop, notify::Notifier, scan::check_directory, supervisor::Settings, supervisor::Supervisor,
 };
-use crate::idmap::{AccountFiles, remap_ranges};
+use crate::idmap::remap_ranges;
 use crate::sandbox::cgroup::Layout;
-use crate::validate::{Color, render};
 
 /// Run the supervisor in the foreground: keep the workloads directory true.
 ///
@@ -37,16 +35,9 @@ pub fn run(args: DaemonArgs) -> std::io::Result<super::ExitCode> {
         eprintln!("paddock daemon: {message}");
         Ok(1)
     };
-    let config = match Config::load(args.config.as_deref()) {
+    let config = match super::load_config(args.config.as_deref()) {
         Ok(c) => c,
-        Err(ConfigError::Invalid { path, text, problems }) => {
-            let shown = path.display().to_string();
-            for p in &problems {
-                eprint!("{}", render(p, &shown, &text, Color::Never));
-            }
-            return fail(format!("{shown} is not a valid configuration"));
-        }
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail(e),
     };
     let workloads = args.workloads.unwrap_or_else(|| config.workloads.clone());
     let state_dir = args.state_dir.unwrap_or_else(|| config.state_dir.clone());
@@ -70,12 +61,7 @@ pub fn run(args: DaemonArgs) -> std::io::Result<super::ExitCode> {
         Err(e) => return fail(e),
     };
     let remap = &config.remap;
-    let accounts = AccountFiles {
-        passwd: remap.passwd.clone(),
-        group: remap.group.clone(),
-        subuid: remap.subuid.clone(),
-        subgid: remap.subgid.clone(),
-    };
+    let accounts = remap.accounts();
     let ranges = match remap_ranges(&accounts, &remap.user) {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),

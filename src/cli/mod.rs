@@ -80,3 +80,20 @@ impl PolicyArgs {
         crate::validate::Validator::new(policies).map_err(|e| e.to_string())
     }
 }
+
+/// Loads the daemon's configuration for a command; an invalid file's
+/// problems are printed (as `check` prints a manifest's) before the error.
+pub fn load_config(path: Option<&std::path::Path>) -> Result<crate::config::Config, String> {
+    use crate::config::{Config, ConfigError};
+    match Config::load(path) {
+        Ok(c) => Ok(c),
+        Err(ConfigError::Invalid { path, text, problems }) => {
+            let shown = path.display().to_string();
+            for p in &problems {
+                eprint!("{}", crate::validate::render(p, &shown, &text, crate::validate::Color::Never));
+            }
+            Err(format!("{shown} is not a valid configuration"))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -9,7 +9,6 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::config::{Config, ConfigError};
 use crate::idmap::{AccountFiles, Allocations, Isolation, remap_ranges};
 use crate::sandbox::{self, Exit, InitMode, SpawnRequest, cgroup::Layout};
 use crate::validate::{Color, HostChecks, render};
@@ -91,16 +90,9 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
         eprintln!("paddock run: {message}");
         Ok(PADDOCK_FAILED)
     };
-    let config = match Config::load(args.config.as_deref()) {
+    let config = match super::load_config(args.config.as_deref()) {
         Ok(c) => c,
-        Err(ConfigError::Invalid { path, text, problems }) => {
-            let path = path.display().to_string();
-            for p in &problems {
-                eprint!("{}", render(p, &path, &text, Color::Never));
-            }
-            return fail(format!("{path} is not a valid configuration"));
-        }
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail(e),
     };
     // Flags beat the configuration file, which beats the defaults.
     let state_dir = args.state_dir.clone().unwrap_or_else(|| config.state_dir.clone());
@@ -129,11 +121,13 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
         spec.manifest.command = args.command.clone();
     }
 
+    // Each account file: the flag, else the configuration's.
+    let defaults = remap.accounts();
     let accounts = AccountFiles {
-        passwd: args.passwd.unwrap_or_else(|| remap.passwd.clone()),
-        group: args.group_file.unwrap_or_else(|| remap.group.clone()),
-        subuid: args.subuid.unwrap_or_else(|| remap.subuid.clone()),
-        subgid: args.subgid.unwrap_or_else(|| remap.subgid.clone()),
+        passwd: args.passwd.unwrap_or(defaults.passwd),
+        group: args.group_file.unwrap_or(defaults.group),
+        subuid: args.subuid.unwrap_or(defaults.subuid),
+        subgid: args.subgid.unwrap_or(defaults.subgid),
     };
     let ranges = match remap_ranges(&accounts, &remap_user) {
         Ok(r) => r,
