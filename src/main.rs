@@ -17,7 +17,10 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     // The daemon tells its story at info; the other commands speak for themselves.
-    init_logging(if matches!(cli.command, Command::Daemon(_)) { "info" } else { "warn" });
+    match &cli.command {
+        Command::Daemon(args) => init_logging("info", args.log_format == cli::daemon::LogFormat::Json),
+        _ => init_logging("warn", false),
+    }
     let result = match cli.command {
         // Reached only when the fast path above could not parse the descriptor.
         Command::Init { fd } => Ok(u8::try_from(paddock::sandbox::init::main(fd)).unwrap_or(125)),
@@ -40,12 +43,15 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr (journald takes them from there under systemd);
 /// `PADDOCK_LOG` (or `RUST_LOG`) sets the filter.
-fn init_logging(default: &str) {
+fn init_logging(default: &str, json: bool) {
     let filter =
         std::env::var("PADDOCK_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| default.to_owned());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
 }

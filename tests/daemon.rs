@@ -56,9 +56,15 @@ impl Daemon {
         std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
     }
 
-    fn start(mut self, env: &[(&str, &str)]) -> Self {
+    fn start(self, env: &[(&str, &str)]) -> Self {
+        self.start_with(&[], env)
+    }
+
+    fn start_with(mut self, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
-        cmd.args(["daemon", "--config"])
+        cmd.args(["daemon"])
+            .args(args)
+            .arg("--config")
             .arg(self.path("paddock.toml"))
             .stderr(Stdio::from(std::fs::File::create(self.path("daemon.log")).unwrap()));
         cmd.envs(env.iter().copied());
@@ -361,4 +367,18 @@ fn a_burst_of_a_thousand_files_converges() {
         assert!(Instant::now() < deadline, "{done} of 1000 ran to completion");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_workload_named() {
+    let mut d = Daemon::setup().start_with(&["--log-format", "json"], &[]);
+    d.write("logged.toml", "command = [\"/bin/sh\", \"-c\", \"exit 4\"]\n[restart]\npolicy = \"never\"\n");
+    d.wait_for("logged exited", |d| d.workload("logged").is_some_and(|w| w["state"] == "exited"));
+    assert_eq!(d.terminate(), 0);
+    let log = std::fs::read_to_string(d.path("daemon.log")).unwrap();
+    let lines: Vec<Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()), "{log}");
+    let exited = lines.iter().find(|l| l["fields"]["message"] == "exited").expect("an exit is logged");
+    assert_eq!(exited["fields"]["workload"], "logged", "{exited}");
 }

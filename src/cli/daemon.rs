@@ -28,6 +28,15 @@ pub struct DaemonArgs {
     /// The control socket (beats `socket`).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Log lines as text (colour on a terminal) or as JSON objects, one per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 pub fn run(args: DaemonArgs) -> std::io::Result<super::ExitCode> {
