@@ -57,7 +57,8 @@ fn sigterm_to_paddock_is_forwarded_and_everything_is_torn_down() {
     let script = "trap 'echo got TERM; exit 7' TERM; sleep 30 & sleep 30 & echo ready; wait";
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
         .args(w.run_args())
-        .arg(w.manifest("teardown", &busybox_manifest(script, "")))
+        // A limit, so that the sandbox has a cgroup to remove (on v1 only limits make one).
+        .arg(w.manifest("teardown", &busybox_manifest(script, "[resources]\npids = 64\n")))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -67,6 +68,7 @@ fn sigterm_to_paddock_is_forwarded_and_everything_is_torn_down() {
     assert_eq!(&seen, b"ready\n");
     let pids = common::sandbox::wait_for_descendants(child.id(), 4);
     assert!(pids.len() >= 4, "init, shell and two sleeps are running: {pids:?}");
+    assert!(!cgroup_dirs("teardown").is_empty(), "the sandbox has a cgroup while it runs");
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let started = Instant::now();

@@ -67,6 +67,8 @@ struct Live {
 
 #[derive(Default)]
 struct History {
+    /// The id slice it was given (kept here so `status` reads no file).
+    slice: Option<Slice>,
     restarts: u32,
     last_exit: Option<ExitKind>,
     start_error: Option<String>,
@@ -140,7 +142,10 @@ impl Supervisor {
         notifier: Notifier,
         events: mpsc::UnboundedSender<Event>,
     ) -> Self {
-        let seed = Instant::now().elapsed().as_nanos() as u64 ^ u64::from(std::process::id()) | 1;
+        // Different daemons (and restarts) must not jitter alike: seed from the wall clock.
+        let clock =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        let seed = clock ^ u64::from(std::process::id()) | 1;
         Self {
             settings,
             validator,
@@ -323,6 +328,9 @@ impl Supervisor {
         // Its output, across runs, in STATE_DIR/logs/NAME.log.
         let pipe = self.log_pipe(name);
         let output = pipe.as_ref().map(|(_, write)| write.as_fd());
+        if let Ok(slice) = &slice {
+            self.history.entry(name.clone()).or_default().slice = Some(*slice);
+        }
         let started = slice.and_then(|slice| {
             let request = SpawnRequest {
                 name,
@@ -360,10 +368,13 @@ impl Supervisor {
                 tracing::error!(%error, "start failed");
                 self.history.entry(name.clone()).or_default().start_error = Some(error);
                 let jitter = self.jitter();
-                let state = Observed::Starting { version, failures }
-                    .exited(ExitKind::Code(125), now, &manifest.restart, jitter)
-                    .expect("a starting workload can exit");
-                self.observed.insert(name.clone(), state);
+                let starting = Observed::Starting { version, failures };
+                match starting.exited(ExitKind::Code(125), now, &manifest.restart, jitter) {
+                    Ok(state) => {
+                        self.observed.insert(name.clone(), state);
+                    }
+                    Err(e) => tracing::error!(error = %e, "unexpected state after a failed start"),
+                }
             }
         }
     }
@@ -498,7 +509,6 @@ impl Supervisor {
     }
 
     fn status(&self) -> Vec<WorkloadStatus> {
-        let slices = Allocations::load(&self.settings.state_dir).unwrap_or_default();
         let mut names: Vec<WorkloadName> = self.desired.keys().chain(self.observed.keys()).cloned().collect();
         names.extend(
             self.invalid.keys().filter_map(|f| WorkloadName::try_from(f.strip_suffix(".toml").unwrap_or(f)).ok()),
@@ -510,7 +520,7 @@ impl Supervisor {
             .map(|name| {
                 let file = format!("{name}.toml");
                 let history = self.history.get(&name);
-                let slice = slices.get(name.as_str());
+                let slice = history.and_then(|h| h.slice.as_ref());
                 let live = self.live.get(&name);
                 WorkloadStatus {
                     state: self.observed.get(&name).map_or("stopped", Observed::name).to_owned(),

@@ -7,4 +7,4 @@ mod state;
 
 pub use plan::{Action, Plan, Reason, plan};
 pub use restart::{Decision, ExitKind, decide};
-pub use state::{Observed, TransitionError, Version, remaining};
+pub use state::{Observed, TransitionError, Version};

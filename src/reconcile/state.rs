@@ -2,7 +2,7 @@
 //! from state to state. Transitions are an exhaustive match returning a
 //! Result: an event that cannot happen in a state is an error, not a panic.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::restart::{Decision, ExitKind, decide};
 use crate::model::Restart;
@@ -135,9 +135,4 @@ impl Observed {
             other => Err(TransitionError { event: "stopped", state: other.name() }),
         }
     }
-}
-
-/// How long until `until`, for a timer.
-pub fn remaining(until: Instant, now: Instant) -> Duration {
-    until.saturating_duration_since(now)
 }

@@ -36,7 +36,8 @@ pub struct InitMount {
 /// What the init reports back, once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InitReport {
-    /// The workload's command is running; `pid` is its pid in the host's view.
+    /// The workload's command is running; `pid` is its pid in the sandbox's
+    /// pid namespace (the init's host pid is what paddock reports).
     Started { pid: i32 },
     /// A setup step failed; nothing was started.
     SetupFailed { step: String, error: String },

@@ -66,6 +66,8 @@ pub enum SpawnError {
     Cgroup(#[from] CgroupError),
     #[error("opening /proc/self/exe to re-execute paddock: {0}")]
     OpenSelf(Errno),
+    #[error("opening /dev/null for the sandbox's stdin: {0}")]
+    DevNull(Errno),
     #[error("socketpair: {0}")]
     SocketPair(Errno),
     #[error("mount source {path}: {errno}")]
@@ -269,7 +271,7 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
     // Opened before the clone: the child may only dup2 what exists.
     let devnull = match req.output {
         Some(_) => {
-            Some(open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(SpawnError::OpenSelf)?)
+            Some(open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(SpawnError::DevNull)?)
         }
         None => None,
     };
