@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::idmap::Isolation;
-use crate::model::Duration;
+use crate::model::{Duration, RestartDefaults};
 use crate::validate::{Problem, Schema, SchemaError};
 
 pub const DEFAULT_CONFIG: &str = "/etc/paddock/paddock.toml";
@@ -53,6 +53,9 @@ pub struct Config {
     /// Identity mapping.
     #[serde(default)]
     pub remap: Remap,
+    /// Defaults for the restart keys a manifest leaves out.
+    #[serde(default)]
+    pub restart: RestartDefaults,
 }
 
 /// Whose subordinate ids workloads get, and how they are shared.

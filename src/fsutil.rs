@@ -9,6 +9,17 @@ use std::path::Path;
 /// contents, never a mix; a crash leaves one of them. The mode and owner of
 /// an existing file are kept (`default_mode` is for a new one).
 pub fn write_atomic(path: &Path, contents: &[u8], default_mode: u32) -> std::io::Result<()> {
+    replace(path, contents, default_mode, true)
+}
+
+/// As `write_atomic`, without the fsyncs: for records that only matter
+/// while the machine stays up (what a crash of the machine loses, it also
+/// made moot, such as the processes a record describes).
+pub fn write_replace(path: &Path, contents: &[u8], default_mode: u32) -> std::io::Result<()> {
+    replace(path, contents, default_mode, false)
+}
+
+fn replace(path: &Path, contents: &[u8], default_mode: u32, sync: bool) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| std::io::Error::other("no file name"))?;
     let existing = std::fs::metadata(path).ok();
@@ -21,9 +32,14 @@ pub fn write_atomic(path: &Path, contents: &[u8], default_mode: u32) -> std::io:
         if let Some(m) = &existing {
             std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))?;
         }
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        if sync {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

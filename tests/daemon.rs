@@ -69,7 +69,10 @@ impl Daemon {
             .stderr(Stdio::from(std::fs::File::create(self.path("daemon.log")).unwrap()));
         cmd.envs(env.iter().copied());
         self.child = Some(cmd.spawn().unwrap());
-        self.wait_for("the control socket", |d| d.path("paddock.sock").exists());
+        // A killed predecessor leaves its socket file: wait for one that answers.
+        self.wait_for("the control socket", |d| {
+            std::os::unix::net::UnixStream::connect(d.path("paddock.sock")).is_ok()
+        });
         self
     }
 
@@ -132,6 +135,13 @@ fn alive(pid: i64) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Ended: no such process, or a zombie (whose reaping is its parent's
+/// business; a process adopted by the host's PID 1 may stay one a while).
+fn gone(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+}
+
 const SLEEPER: &str = "command = [\"/bin/sleep\", \"1000\"]\n";
 
 #[test]
@@ -170,6 +180,24 @@ fn a_killed_workload_restarts_and_a_crash_loop_ends_in_failed() {
     d.wait_for("crash failed", |d| d.workload("crash").is_some_and(|w| w["state"] == "failed"));
     let w = d.workload("crash").unwrap();
     assert_eq!((w["restarts"].as_u64(), w["last_exit"].as_i64(), w["pid"].is_null()), (Some(2), Some(3), true), "{w}");
+}
+
+#[test]
+fn the_configurations_restart_defaults_fill_what_a_manifest_leaves_out() {
+    let d = Daemon::setup();
+    // A table of its own, after [remap] (the last one).
+    let mut text = std::fs::read_to_string(d.path("paddock.toml")).unwrap();
+    text.push_str("[restart]\nmax_retries = 1\nbackoff = \"10ms\"\n");
+    std::fs::write(d.path("paddock.toml"), text).unwrap();
+    let d = d.start(&[]);
+    // No [restart] in the manifest: the daemon's max_retries (1) ends the loop.
+    d.write("brief.toml", "command = [\"/bin/sh\", \"-c\", \"exit 5\"]\n");
+    // Its own max_retries beats the daemon's.
+    d.write("stubborn.toml", "command = [\"/bin/sh\", \"-c\", \"exit 6\"]\n[restart]\nmax_retries = 3\n");
+    for (name, restarts) in [("brief", 1), ("stubborn", 3)] {
+        d.wait_for(&format!("{name} failed"), |d| d.workload(name).is_some_and(|w| w["state"] == "failed"));
+        assert_eq!(d.workload(name).unwrap()["restarts"].as_u64(), Some(restarts), "{name}");
+    }
 }
 
 #[test]
@@ -293,10 +321,7 @@ fn a_daemon_killed_with_sigkill_leaves_no_orphan() {
     child.wait().unwrap();
     // The sandbox's init has a parent-death signal: it dies with the daemon,
     // and with it every process of its pid namespace.
-    d.wait_for("the sandbox to die with its daemon", |_| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
-    });
+    d.wait_for("the sandbox to die with its daemon", |_| gone(pid));
 }
 
 #[test]
@@ -315,24 +340,33 @@ fn a_workloads_output_is_kept_in_its_log_across_restarts() {
 #[test]
 fn a_configmap_style_symlink_swap_converges() {
     let d = Daemon::setup();
-    for v in ["v1", "v2"] {
-        std::fs::create_dir(d.path(v)).unwrap();
+    // Its own directory: the daemon watches the link's parent, where nothing else may stir.
+    std::fs::create_dir(d.path("cm")).unwrap();
+    for v in ["cm", "cm/v1", "cm/v2"] {
+        std::fs::create_dir_all(d.path(v)).unwrap();
         std::fs::set_permissions(d.path(v), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    std::fs::write(d.path("v1/old.toml"), SLEEPER).unwrap();
-    std::fs::write(d.path("v2/new.toml"), SLEEPER).unwrap();
-    std::os::unix::fs::symlink("v1", d.path("current")).unwrap();
+    std::fs::write(d.path("cm/v1/old.toml"), SLEEPER).unwrap();
+    std::fs::write(d.path("cm/v2/new.toml"), SLEEPER).unwrap();
+    std::os::unix::fs::symlink("v1", d.path("cm/current")).unwrap();
     let wl = d.path("wl").display().to_string();
-    d.configure(&format!("workloads = {wl:?}"), &format!("workloads = {:?}", d.path("current").display().to_string()));
+    d.configure(
+        &format!("workloads = {wl:?}"),
+        &format!("workloads = {:?}", d.path("cm/current").display().to_string()),
+    );
     let d = d.start(&[]);
     let old = d.running_pid("old");
     // Kubernetes' swap: a new link renamed over the old one.
-    std::os::unix::fs::symlink("v2", d.path("current.new")).unwrap();
-    std::fs::rename(d.path("current.new"), d.path("current")).unwrap();
+    std::os::unix::fs::symlink("v2", d.path("cm/current.new")).unwrap();
+    std::fs::rename(d.path("cm/current.new"), d.path("cm/current")).unwrap();
     d.wait_for("new running and old gone", |d| {
         d.workload("new").is_some_and(|w| w["state"] == "running") && d.workload("old").is_none()
     });
     assert!(!alive(old));
+    // The watch follows the link to its new target: an edit made in place
+    // there is seen at once, not at the next periodic resync (30 s).
+    std::fs::write(d.path("cm/v2/third.toml"), SLEEPER).unwrap();
+    d.running_pid("third");
 }
 
 #[test]
@@ -383,4 +417,97 @@ fn json_logs_are_one_object_per_line_with_the_workload_named() {
     assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()), "{log}");
     let exited = lines.iter().find(|l| l["fields"]["message"] == "exited").expect("an exit is logged");
     assert_eq!(exited["fields"]["workload"], "logged", "{exited}");
+}
+
+/// Host pids of the processes whose command line is exactly `argv`.
+fn processes(argv: &[&str]) -> Vec<i64> {
+    let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == wanted))
+        .collect()
+}
+
+#[test]
+fn a_new_daemon_stops_what_a_killed_one_left_and_keeps_the_slices() {
+    let d = Daemon::setup();
+    // "privileged": a sandbox in the host's pid namespace, whose processes
+    // outlive their init; only the records and the cgroup can find them.
+    d.configure("policy_dir", "policies = [\"privileged\"]\npolicy_dir");
+    let mut d = d.start(&[]);
+    d.write("heir.toml", "command = [\"/bin/sleep\", \"1002\"]\n");
+    d.write("stray.toml", "command = [\"/bin/sleep\", \"1003\"]\n[namespaces]\npid = \"host\"\n");
+    d.running_pid("heir");
+    let stray_init = d.running_pid("stray");
+    let slices: Vec<Value> = ["heir", "stray"].iter().map(|n| d.workload(n).unwrap()["uid_map"].clone()).collect();
+    let left = processes(&["/bin/sleep", "1003"]);
+    assert_eq!(left.len(), 1, "one stray sleep runs");
+
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    d.wait_for("the stray's init to die with its daemon", |_| gone(stray_init));
+    assert!(!gone(left[0]), "the stray's workload outlived its init (the case recovery is for)");
+    // State damaged as a crash might leave it: the id table and one record unreadable.
+    std::fs::write(d.path("state/idmap.json"), "{\"slices\": {\"heir\"").unwrap();
+    std::fs::write(d.path("state/sandboxes/ghost.json"), "garbage").unwrap();
+
+    let d = d.start(&[]);
+    d.running_pid("heir");
+    d.running_pid("stray");
+    assert!(gone(left[0]), "the new daemon stopped the stray before starting its own");
+    assert_eq!(processes(&["/bin/sleep", "1002"]).len(), 1, "exactly one sandbox of heir");
+    assert_eq!(processes(&["/bin/sleep", "1003"]).len(), 1, "exactly one sandbox of stray");
+    let now: Vec<Value> = ["heir", "stray"].iter().map(|n| d.workload(n).unwrap()["uid_map"].clone()).collect();
+    assert_eq!(now, slices, "the slices survive, rebuilt from the sandbox records");
+    let log = std::fs::read_to_string(d.path("daemon.log")).unwrap();
+    assert!(log.contains("left by a daemon that died"), "{log}");
+    assert!(log.contains("the id table is unreadable"), "{log}");
+    assert!(log.contains("corrupt sandbox record"), "{log}");
+    assert!(d.path("state/idmap.json.corrupt").exists(), "the bad table is kept for a post-mortem");
+    assert!(!d.path("state/sandboxes/ghost.json").exists());
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_directory_is_refused() {
+    let d = Daemon::setup().start(&[]);
+    d.write("held.toml", "command = [\"/bin/sleep\", \"1004\"]\n");
+    let pid = d.running_pid("held");
+    let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["daemon", "--config"])
+        .arg(d.path("paddock.toml"))
+        .arg("--socket")
+        .arg(d.path("other.sock"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another paddock daemon uses the state directory"), "{stderr}");
+    assert_eq!(d.running_pid("held"), pid, "the first daemon's sandbox is untouched");
+}
+
+#[test]
+fn an_inotify_overflow_converges() {
+    let d = Daemon::setup().start(&[]);
+    let pid = d.child.as_ref().unwrap().id() as i32;
+    let queue: usize =
+        std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events").unwrap().trim().parse().unwrap();
+    // A stopped daemon reads no events: more files than the kernel queues
+    // (ignored names, so only the overflow matters), then the one that counts.
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    for i in 0..queue + 100 {
+        std::fs::write(d.path(&format!("wl/.filler-{i}")), "").unwrap();
+    }
+    std::fs::write(d.path("wl/late.toml"), "command = [\"/bin/sleep\", \"1005\"]\n").unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    // The file's own events were lost with the overflow; the rescan it
+    // causes finds the file (after the queued events, so wait for it).
+    d.wait_for("the overflow to be reported", |d| {
+        std::fs::read_to_string(d.path("daemon.log")).unwrap().contains("the inotify queue overflowed")
+    });
+    d.running_pid("late");
+    assert_eq!(d.status().len(), 1, "ignored names stay ignored");
 }

@@ -13,7 +13,10 @@ fn blocks(lang: &str) -> Vec<String> {
 
 #[test]
 fn the_full_manifest_in_the_readme_is_valid() {
-    let manifest = blocks("toml").into_iter().find(|b| b.contains("[restart]")).expect("README shows a full manifest");
+    let manifest = blocks("toml")
+        .into_iter()
+        .find(|b| b.contains("command =") && b.contains("[restart]"))
+        .expect("README shows a full manifest");
     let checked = common::check(&["baseline"], "web.toml", &manifest);
     assert!(checked.spec.is_some(), "{:?}", checked.problems);
 }

@@ -65,6 +65,7 @@ pub fn run(args: DaemonArgs) -> std::io::Result<super::ExitCode> {
     let validator = match policies
         .map_err(|e| e.to_string())
         .and_then(|p| crate::validate::Validator::new(p).map_err(|e| e.to_string()))
+        .map(|v| v.with_restart_defaults(config.restart.clone()))
     {
         Ok(v) => v,
         Err(e) => return fail(e),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use notify_debouncer_full::{DebounceEventResult, Debouncer, new_debouncer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
@@ -31,6 +31,8 @@ pub enum LoopError {
     Socket { path: PathBuf, source: std::io::Error },
     #[error("another paddock daemon is listening on {0}")]
     AlreadyRunning(PathBuf),
+    #[error("state directory: {0}")]
+    State(std::io::Error),
     #[error("signals: {0}")]
     Signals(std::io::Error),
 }
@@ -50,7 +52,9 @@ pub fn run(
         // never waits behind a thousand exits.
         let (control_tx, mut control) = mpsc::unbounded_channel();
         let mut sup = supervisor(tx.clone());
-        let _watcher = watch(workloads, tx.clone())?;
+        // Before anything starts, and before the socket says a daemon is here.
+        sup.recover().map_err(LoopError::State)?;
+        let mut watch = Watch::new(workloads, tx.clone())?;
         let listener = bind(socket)?;
         tokio::spawn(serve(listener, control_tx));
         let (mut hup, mut term, mut int) = (
@@ -74,7 +78,7 @@ pub fn run(
                 biased;
                 Some((request, reply)) = control.recv() => { let _: Result<(), Response> = reply.send(sup.answer(request)); }
                 Some(event) = rx.recv() => match event {
-                    Event::Rescan(why) if !shutting_down => { sup.rescan(why); stale = true; }
+                    Event::Rescan(why) if !shutting_down => { sup.rescan(why); watch.rearm(); stale = true; }
                     Event::Rescan(_) | Event::Reconcile => stale = !shutting_down,
                     Event::Exited { name, pid } => { sup.exited(&name, pid); stale = !shutting_down; }
                     Event::StopTimeout { name, pid } => sup.stop_timeout(&name, pid),
@@ -83,12 +87,13 @@ pub fn run(
                     tracing::info!("SIGHUP: rescanning");
                     sup.notify("RELOADING=1");
                     sup.rescan("SIGHUP");
+                    watch.rearm();
                     sup.reconcile();
                     sup.ready();
                 }
                 _ = term.recv(), if !shutting_down => { tracing::info!("SIGTERM: stopping every workload"); shutting_down = true; sup.begin_shutdown(); }
                 _ = int.recv(), if !shutting_down => { tracing::info!("SIGINT: stopping every workload"); shutting_down = true; sup.begin_shutdown(); }
-                _ = resync.tick(), if !shutting_down => { sup.rescan("resync"); stale = true; }
+                _ = resync.tick(), if !shutting_down => { sup.rescan("resync"); watch.rearm(); stale = true; }
                 _ = async { tokio::time::sleep_until(wake.unwrap().into()).await }, if wake.is_some() && !shutting_down => stale = true,
                 _ = async { watchdog.as_mut().unwrap().tick().await }, if watchdog.is_some() => sup.notify("WATCHDOG=1"),
             }
@@ -108,28 +113,65 @@ pub fn run(
     })
 }
 
-/// inotify on the directory, and on its parent: a directory that is a
-/// symlink swapped to a new target (as Kubernetes ConfigMaps do) changes
-/// nothing in the old target, only in the parent.
-fn watch(dir: &Path, tx: mpsc::UnboundedSender<Event>) -> Result<impl Drop, LoopError> {
-    let err = |source| LoopError::Watch { path: dir.to_owned(), source };
-    let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
-        let relevant = match &result {
-            // Our own reads of manifests are Access events: reacting to them would loop.
-            Ok(events) => events.iter().any(|e| e.need_rescan() || !matches!(e.kind, EventKind::Access(_))),
-            // An overflowed queue or a watch error: rescan everything.
-            Err(_) => true,
-        };
-        if relevant {
-            let _ = tx.send(Event::Rescan("inotify"));
+/// inotify on the directory's target and on the directory's parent. A
+/// directory that is a symlink swapped to a new target (as Kubernetes
+/// ConfigMaps do) changes nothing in the old target, only in the parent;
+/// `rearm` then moves the first watch to the new target.
+struct Watch {
+    debouncer: Debouncer<notify::RecommendedWatcher, notify_debouncer_full::RecommendedCache>,
+    dir: PathBuf,
+    /// The resolved directory being watched.
+    target: PathBuf,
+}
+
+impl Watch {
+    fn new(dir: &Path, tx: mpsc::UnboundedSender<Event>) -> Result<Self, LoopError> {
+        let err = |source| LoopError::Watch { path: dir.to_owned(), source };
+        let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+            let why = match &result {
+                // The kernel's queue overflowed and events were lost: rescan everything.
+                Ok(events) if events.iter().any(|e| e.need_rescan()) => Some("inotify overflow"),
+                // Our own reads of manifests are Access events: reacting to them would loop.
+                Ok(events) => events.iter().any(|e| !matches!(e.kind, EventKind::Access(_))).then_some("inotify"),
+                Err(errors) => {
+                    tracing::warn!(?errors, "watch errors; rescanning everything");
+                    Some("inotify error")
+                }
+            };
+            if why == Some("inotify overflow") {
+                tracing::warn!("the inotify queue overflowed (fs.inotify.max_queued_events); rescanning everything");
+            }
+            if let Some(why) = why {
+                let _ = tx.send(Event::Rescan(why));
+            }
+        })
+        .map_err(err)?;
+        let target = std::fs::canonicalize(dir).map_err(|e| err(notify::Error::io(e)))?;
+        debouncer.watch(&target, RecursiveMode::NonRecursive).map_err(err)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            debouncer.watch(parent, RecursiveMode::NonRecursive).map_err(err)?;
         }
-    })
-    .map_err(err)?;
-    debouncer.watch(dir, RecursiveMode::NonRecursive).map_err(err)?;
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        debouncer.watch(parent, RecursiveMode::NonRecursive).map_err(err)?;
+        Ok(Watch { debouncer, dir: dir.to_owned(), target })
     }
-    Ok(debouncer)
+
+    /// After a rescan: if the directory now resolves elsewhere, watch there.
+    fn rearm(&mut self) {
+        let Ok(target) = std::fs::canonicalize(&self.dir) else { return };
+        if target == self.target {
+            return;
+        }
+        // The old target may be gone already; its watch went with it.
+        let _ = self.debouncer.unwatch(&self.target);
+        match self.debouncer.watch(&target, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                tracing::info!(dir = %self.dir.display(), target = %target.display(), "the workloads directory moved; watching its new target")
+            }
+            Err(e) => {
+                tracing::error!(dir = %target.display(), error = %e, "cannot watch the new target; only the periodic resync will see its changes")
+            }
+        }
+        self.target = target;
+    }
 }
 
 /// The control socket: mode 0600 in a directory paddock creates. A stale

@@ -4,6 +4,7 @@
 pub mod event_loop;
 pub mod logs;
 pub mod notify;
+pub mod records;
 pub mod scan;
 pub mod status;
 pub mod supervisor;

@@ -15,12 +15,14 @@ use tokio::sync::mpsc;
 
 use super::logs::RotatingLog;
 use super::notify::Notifier;
+use super::records::{self, Record};
 use super::scan::{self, Found, Snapshot};
 use super::status::{IdMap, Request, Response, WorkloadStatus};
 use crate::idmap::{Allocations, Isolation, RemapRanges, Slice};
 use crate::model::{Restart, Signal, Stop, WorkloadName};
 use crate::reconcile::{Action, ExitKind, Observed, Version, plan};
-use crate::sandbox::{self, Exit, InitMode, Sandbox, SpawnRequest, cgroup::Layout};
+use crate::sandbox::cgroup::{Cgroup, Layout};
+use crate::sandbox::{self, Exit, InitMode, Sandbox, SpawnRequest, process};
 use crate::validate::{Color, HostChecks, Validator, WorkloadSpec, render};
 
 /// Everything the supervisor is told at start.
@@ -88,6 +90,8 @@ pub struct Supervisor {
     history: BTreeMap<WorkloadName, History>,
     wake_at: Option<Instant>,
     seed: u64,
+    /// One daemon per state directory (see `records::lock`).
+    _lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
 
 /// Sandboxes started in one reconcile pass before other events are heard.
@@ -159,6 +163,7 @@ impl Supervisor {
             history: BTreeMap::new(),
             wake_at: None,
             seed,
+            _lock: None,
         }
     }
 
@@ -172,6 +177,18 @@ impl Supervisor {
         self.seed ^= self.seed >> 7;
         self.seed ^= self.seed << 17;
         (self.seed % 1_000_000) as f64 / 1_000_000.0
+    }
+
+    /// Before anything starts: stops what a daemon that died left running
+    /// (from the sandbox records), and repairs a lost id table.
+    pub fn recover(&mut self) -> std::io::Result<()> {
+        self._lock = Some(records::lock(&self.settings.state_dir)?);
+        let found = records::recover(&self.settings.state_dir, &self.settings.cgroups);
+        records::repair_allocations(&self.settings.state_dir, &found.slices);
+        if !found.stopped.is_empty() {
+            tracing::warn!(workloads = ?found.stopped, "stopped the sandboxes of a daemon that died; they start anew");
+        }
+        Ok(())
     }
 
     /// Scans the directory and re-validates the files whose content changed.
@@ -331,6 +348,12 @@ impl Supervisor {
         if let Ok(slice) = &slice {
             self.history.entry(name.clone()).or_default().slice = Some(*slice);
         }
+        // Never two sandboxes of one workload: a cgroup of its name that still
+        // holds processes (left by a daemon that died without a record) is emptied.
+        if let Some(cgroup) = Cgroup::existing(&self.settings.cgroups, name.as_str()).filter(Cgroup::occupied) {
+            tracing::warn!("its cgroup still holds processes of an earlier sandbox: killing them");
+            cgroup.kill_all(Duration::from_secs(5));
+        }
         let started = slice.and_then(|slice| {
             let request = SpawnRequest {
                 name,
@@ -353,6 +376,7 @@ impl Supervisor {
         });
         match started {
             Ok(sandbox) => {
+                self.record(name, &sandbox);
                 if let Some(read) = pipe {
                     tokio::spawn(copy_to_log(read, self.log_path(name)));
                 }
@@ -376,6 +400,20 @@ impl Supervisor {
                     Err(e) => tracing::error!(error = %e, "unexpected state after a failed start"),
                 }
             }
+        }
+    }
+
+    /// Writes the sandbox's record, which a successor daemon reads if this one dies.
+    fn record(&self, name: &WorkloadName, sandbox: &Sandbox) {
+        let Some(slice) = self.history.get(name).and_then(|h| h.slice) else { return };
+        let record = Record {
+            pid: sandbox.pid.as_raw(),
+            start_time: process::start_time(sandbox.pid.as_raw()).unwrap_or(0),
+            cgroup: sandbox.cgroup.as_ref().map(|c| c.dirs().to_vec()).unwrap_or_default(),
+            slice,
+        };
+        if let Err(e) = records::write(&self.settings.state_dir, name, &record) {
+            tracing::error!(error = %e, "cannot write the sandbox record; a successor daemon would rely on its cgroup alone");
         }
     }
 
@@ -438,8 +476,12 @@ impl Supervisor {
     pub fn stop_timeout(&mut self, name: &WorkloadName, pid: Pid) {
         if let Some(live) = self.live.get(name).filter(|l| l.sandbox.pid == pid) {
             tracing::warn!(workload = %name, "stop timeout: killing every process of the sandbox");
-            // The init is PID 1 of the sandbox's pid namespace: its death kills the rest.
+            // The init is PID 1 of the sandbox's pid namespace: its death kills
+            // the rest. A sandbox in the host's pid namespace is killed through its cgroup.
             let _ = live.sandbox.signal(NixSignal::SIGKILL);
+            if let Some(cgroup) = &live.sandbox.cgroup {
+                cgroup.kill_all(Duration::ZERO);
+            }
         }
     }
 
@@ -451,6 +493,7 @@ impl Supervisor {
         }
         let (restart, started) = (live.restart.clone(), live.started);
         let exit = exit_kind(live.sandbox.wait());
+        records::remove(&self.settings.state_dir, name);
         tracing::info!(workload = %name, ?exit, ran_for = ?started.elapsed(), "exited");
         self.history.entry(name.clone()).or_default().last_exit = Some(exit);
         let now = Instant::now();

@@ -152,6 +152,12 @@ impl Allocations {
         Ok(free)
     }
 
+    /// Puts back a slice known from elsewhere (a sandbox record), when the
+    /// table itself was lost.
+    pub fn restore(&mut self, name: &str, slice: Slice) {
+        self.slices.insert(name.to_owned(), slice);
+    }
+
     /// Frees a workload's slice (its manifest was deleted).
     pub fn free(&mut self, name: &str) -> Option<Slice> {
         self.slices.remove(name)

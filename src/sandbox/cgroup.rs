@@ -181,6 +181,30 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The cgroup `paddock/<name>` as it exists now (a sandbox left by an
+    /// earlier process), or None when no hierarchy has it.
+    pub fn existing(layout: &Layout, name: &str) -> Option<Self> {
+        let hierarchies: Vec<PathBuf> = match layout {
+            Layout::V1 { root } => ["memory", "pids", "cpu"].iter().map(|c| root.join(c)).collect(),
+            Layout::V2 { root } => vec![root.clone()],
+        };
+        let dirs: Vec<PathBuf> =
+            hierarchies.into_iter().map(|h| h.join("paddock").join(name)).filter(|d| d.is_dir()).collect();
+        (!dirs.is_empty()).then(|| Cgroup { layout: layout.clone(), dirs })
+    }
+
+    /// A cgroup known by its directories (from a record); those that no
+    /// longer exist are left out.
+    pub fn from_dirs(layout: &Layout, dirs: &[PathBuf]) -> Option<Self> {
+        let dirs: Vec<PathBuf> = dirs.iter().filter(|d| d.is_dir()).cloned().collect();
+        (!dirs.is_empty()).then(|| Cgroup { layout: layout.clone(), dirs })
+    }
+
+    /// Whether any process is in the cgroup.
+    pub fn occupied(&self) -> bool {
+        !self.pids().is_empty()
+    }
+
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
     }

@@ -8,6 +8,7 @@ mod channel;
 mod config;
 mod exec;
 pub mod init;
+pub mod process;
 mod rootfs;
 mod seccomp;
 mod spawn;

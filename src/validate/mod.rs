@@ -11,7 +11,7 @@ mod source;
 
 use std::path::Path;
 
-use crate::model::{Manifest, WorkloadName};
+use crate::model::{Manifest, RestartDefaults, WorkloadName};
 
 pub use describe::{did_you_mean, key_name};
 pub use policy::{BUILT_IN, Policy, PolicyCatalog, PolicyError, PolicySource, VOLUMES_ROOT_PLACEHOLDER};
@@ -87,12 +87,20 @@ impl Schema {
 pub struct Validator {
     schema: Schema,
     policies: Vec<Policy>,
+    restart_defaults: RestartDefaults,
 }
 
 impl Validator {
     pub fn new(policies: Vec<Policy>) -> Result<Self, SchemaError> {
         let doc = serde_json::from_str(WORKLOAD_SCHEMA).map_err(|e| SchemaError(e.to_string()))?;
-        Ok(Self { schema: Schema::new(doc)?, policies })
+        Ok(Self { schema: Schema::new(doc)?, policies, restart_defaults: RestartDefaults::default() })
+    }
+
+    /// The daemon's defaults for restart keys a manifest leaves out; the
+    /// policies see them as the manifest's values.
+    pub fn with_restart_defaults(mut self, defaults: RestartDefaults) -> Self {
+        self.restart_defaults = defaults;
+        self
     }
 
     pub fn policies(&self) -> &[Policy] {
@@ -112,7 +120,7 @@ impl Validator {
                 )
             })
             .ok();
-        let (manifest, spans) = match self.schema.parse::<Manifest>(text) {
+        let (mut manifest, spans) = match self.schema.parse::<Manifest>(text) {
             Ok(parsed) => parsed,
             Err(mut found) => {
                 // Typed checks and policies need a well-formed manifest.
@@ -121,6 +129,7 @@ impl Validator {
                 return Checked { spec: None, problems };
             }
         };
+        self.restart_defaults.fill(&mut manifest.restart, |key| spans.get(&format!("/restart/{key}")).is_some());
         problems.extend(semantic::check(&manifest, &spans));
         let effective = manifest.effective(stem);
         match serde_json::to_value(&effective) {

@@ -1,0 +1,170 @@
+//! What the daemon records of each sandbox it runs, in
+//! `STATE_DIR/sandboxes/NAME.json`: the init's pid and start time, its
+//! cgroup and its id slice. A daemon that starts after its predecessor
+//! died (a crash, `kill -9`) reads them and stops what is left before it
+//! starts anything: never two sandboxes of one workload, never an orphan.
+//!
+//! The sandbox's init also has a parent-death signal, so usually nothing is
+//! left; the records cover what that signal cannot reach: processes of a
+//! sandbox that shares the host's pid namespace, which outlive their init.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::write_replace;
+use crate::idmap::{Allocations, Slice};
+use crate::model::WorkloadName;
+use crate::sandbox::cgroup::{Cgroup, Layout};
+use crate::sandbox::process::{self, Killed};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The host pid of the sandbox's init.
+    pub pid: i32,
+    /// Its start time (clock ticks after boot): pid and start time together
+    /// name one process, even after the pid is recycled.
+    pub start_time: u64,
+    /// The cgroup's directories (one per hierarchy on v1), empty for none.
+    pub cgroup: Vec<PathBuf>,
+    pub slice: Slice,
+}
+
+fn dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("sandboxes")
+}
+
+fn path(state_dir: &Path, name: &WorkloadName) -> PathBuf {
+    dir(state_dir).join(format!("{name}.json"))
+}
+
+/// Held for the daemon's life: one daemon per state directory, so a
+/// second one can never take the first one's sandboxes for a dead
+/// predecessor's.
+pub fn lock(state_dir: &Path) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
+    std::fs::create_dir_all(state_dir)?;
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(state_dir.join("daemon.lock"))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
+        nix::errno::Errno::EWOULDBLOCK => std::io::Error::other(format!(
+            "another paddock daemon uses the state directory {}; stop it first, or give this one its own --state-dir",
+            state_dir.display()
+        )),
+        e => e.into(),
+    })
+}
+
+/// Records a sandbox that just started. Not fsynced: a crash of the
+/// machine also ends the process the record describes.
+pub fn write(state_dir: &Path, name: &WorkloadName, record: &Record) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir(state_dir))?;
+    let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+    write_replace(&path(state_dir, name), &json, 0o600)
+}
+
+/// Forgets a sandbox that ended.
+pub fn remove(state_dir: &Path, name: &WorkloadName) {
+    match std::fs::remove_file(path(state_dir, name)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::error!(workload = %name, error = %e, "cannot remove the sandbox record");
+        }
+        _ => {}
+    }
+}
+
+/// What `recover` found and did, for the log and the tests.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Workloads whose sandbox (or part of it) was still there and was stopped.
+    pub stopped: Vec<String>,
+    /// Records that could not be read (removed after their cgroup was emptied).
+    pub corrupt: Vec<PathBuf>,
+    /// Slices the records held, to rebuild a lost id table with.
+    pub slices: Vec<(String, Slice)>,
+}
+
+/// Stops every sandbox a dead predecessor recorded, empties and removes
+/// its cgroup, and removes the record. Runs before the first start.
+pub fn recover(state_dir: &Path, layout: &Layout) -> Recovery {
+    let mut out = Recovery::default();
+    let entries = match std::fs::read_dir(dir(state_dir)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
+        Err(e) => {
+            tracing::error!(dir = %dir(state_dir).display(), error = %e, "cannot read the sandbox records");
+            return out;
+        }
+    };
+    for entry in entries.flatten() {
+        let file = entry.path();
+        let Some(stem) = file.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else {
+            // Not a record (a temporary file of an interrupted write).
+            let _ = std::fs::remove_file(&file);
+            continue;
+        };
+        let record = std::fs::read(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|e| e.to_string()));
+        let mut found = false;
+        let mut cgroup_dirs = Vec::new();
+        match record {
+            Ok(record) => {
+                match process::kill(record.pid, record.start_time, Duration::from_secs(5)) {
+                    Killed::Gone => {}
+                    Killed::Killed => found = true,
+                    Killed::Stuck => {
+                        found = true;
+                        tracing::error!(workload = stem, pid = record.pid, "a predecessor's sandbox does not die");
+                    }
+                }
+                cgroup_dirs = record.cgroup;
+                out.slices.push((stem.to_owned(), record.slice));
+            }
+            Err(e) => {
+                tracing::warn!(record = %file.display(), error = %e, "corrupt sandbox record; its cgroup is still searched");
+                out.corrupt.push(file.clone());
+            }
+        }
+        // The cgroup holds what outlived the init; look under the record's
+        // directories and where this daemon would put the workload's.
+        let cgroups = [Cgroup::from_dirs(layout, &cgroup_dirs), Cgroup::existing(layout, stem)];
+        for cgroup in cgroups.into_iter().flatten() {
+            if cgroup.occupied() {
+                found = true;
+                if !cgroup.kill_all(Duration::from_secs(5)) {
+                    tracing::error!(workload = stem, "processes of a predecessor's sandbox do not die");
+                }
+            }
+            cgroup.remove();
+        }
+        if found {
+            tracing::warn!(workload = stem, action = "recover", "stopped a sandbox left by a daemon that died");
+            out.stopped.push(stem.to_owned());
+        }
+        let _ = std::fs::remove_file(&file);
+    }
+    out
+}
+
+/// The id table, rebuilt from the records' slices when the file is
+/// corrupt: reported, the bad file kept beside it for a post-mortem.
+pub fn repair_allocations(state_dir: &Path, slices: &[(String, Slice)]) {
+    let Err(e) = Allocations::load(state_dir) else { return };
+    let path = state_dir.join(Allocations::FILE);
+    let aside = state_dir.join(format!("{}.corrupt", Allocations::FILE));
+    tracing::error!(file = %path.display(), error = %e, kept = %aside.display(), "the id table is unreadable; rebuilding it from the sandbox records");
+    if let Err(e) = std::fs::rename(&path, &aside) {
+        tracing::error!(file = %path.display(), error = %e, "cannot move the unreadable id table aside");
+        return;
+    }
+    let result = Allocations::update(state_dir, |t| {
+        for (name, slice) in slices {
+            t.restore(name, *slice);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        tracing::error!(error = %e, "cannot rebuild the id table");
+    }
+}
