@@ -14,6 +14,8 @@ use serde_json::Value;
 struct Daemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// A soft open-files limit to start the daemon with.
+    nofile_soft: Option<u64>,
 }
 
 impl Daemon {
@@ -24,7 +26,7 @@ impl Daemon {
     fn setup() -> Self {
         require_root();
         let dir = tempfile::Builder::new().prefix("paddock-daemon").tempdir().unwrap();
-        let d = Daemon { dir, child: None };
+        let d = Daemon { dir, child: None, nofile_soft: None };
         std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::create_dir(d.path("wl")).unwrap();
         std::fs::set_permissions(d.path("wl"), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -68,6 +70,19 @@ impl Daemon {
             .arg(self.path("paddock.toml"))
             .stderr(Stdio::from(std::fs::File::create(self.path("daemon.log")).unwrap()));
         cmd.envs(env.iter().copied());
+        if let Some(soft) = self.nofile_soft {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: getrlimit and setrlimit are async-signal-safe, as pre_exec requires.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+                    l.rlim_cur = soft.min(l.rlim_max);
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+                    Ok(())
+                })
+            };
+        }
         self.child = Some(cmd.spawn().unwrap());
         // A killed predecessor leaves its socket file: wait for one that answers.
         self.wait_for("the control socket", |d| {
@@ -322,6 +337,31 @@ fn a_daemon_killed_with_sigkill_leaves_no_orphan() {
     // The sandbox's init has a parent-death signal: it dies with the daemon,
     // and with it every process of its pid namespace.
     d.wait_for("the sandbox to die with its daemon", |_| gone(pid));
+}
+
+#[test]
+fn the_daemon_raises_its_open_files_limit_but_workloads_keep_the_usual_one() {
+    let mut ours = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the rlimit we pass.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut ours) }, 0);
+    assert!(ours.rlim_max > 256, "the hard open-files limit is too low for this test: {}", ours.rlim_max);
+    let mut d = Daemon::setup();
+    d.nofile_soft = Some(256);
+    let d = d.start(&[]);
+    let daemon = d.child.as_ref().unwrap().id();
+    let limits = std::fs::read_to_string(format!("/proc/{daemon}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_owned();
+    let soft: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(soft, ours.rlim_max, "the daemon's soft limit is its hard one: {line}");
+    d.write("limits.toml", "command = [\"/bin/sh\", \"-c\", \"ulimit -Sn; sleep 1000\"]\n");
+    d.running_pid("limits");
+    let log = d.path("state/logs/limits.log");
+    d.wait_for("the limit printed", |_| std::fs::read_to_string(&log).is_ok_and(|t| t.ends_with('\n')));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap().trim(),
+        "256",
+        "the workload has the limit the daemon started with"
+    );
 }
 
 #[test]

@@ -91,6 +91,10 @@ pub fn run(args: DaemonArgs) -> std::io::Result<super::ExitCode> {
         slice_size: remap.slice_size,
         resync_interval: config.resync_interval.as_std(),
     };
+    match crate::sandbox::raise_nofile_limit() {
+        Ok(n) => tracing::debug!(nofile = n, "raised the open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit; many workloads may not start"),
+    }
     tracing::info!(workloads = %workloads.display(), socket = %socket.display(), "paddock daemon starting");
     let resync = settings.resync_interval;
     match event_loop::run(

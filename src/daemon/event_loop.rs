@@ -5,10 +5,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, Debouncer, new_debouncer};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
@@ -72,14 +73,16 @@ pub fn run(
         // Events only mark the plan stale; one reconcile runs once the queue
         // is drained (level-triggered: it looks at everything anyway).
         let mut stale = false;
+        let mut debounce: Option<tokio::time::Instant> = None;
         loop {
             let wake = sup.wake_at();
             tokio::select! {
                 biased;
                 Some((request, reply)) = control.recv() => { let _: Result<(), Response> = reply.send(sup.answer(request)); }
                 Some(event) = rx.recv() => match event {
-                    Event::Rescan(why) if !shutting_down => { sup.rescan(why); watch.rearm(); stale = true; }
-                    Event::Rescan(_) | Event::Reconcile => stale = !shutting_down,
+                    // The first change of a burst: rescan once it has settled.
+                    Event::Changed => { if debounce.is_none() { debounce = Some(tokio::time::Instant::now() + DEBOUNCE); } }
+                    Event::Reconcile => stale = !shutting_down,
                     Event::Exited { name, pid } => { sup.exited(&name, pid); stale = !shutting_down; }
                     Event::StopTimeout { name, pid } => sup.stop_timeout(&name, pid),
                 },
@@ -93,6 +96,14 @@ pub fn run(
                 }
                 _ = term.recv(), if !shutting_down => { tracing::info!("SIGTERM: stopping every workload"); shutting_down = true; sup.begin_shutdown(); }
                 _ = int.recv(), if !shutting_down => { tracing::info!("SIGINT: stopping every workload"); shutting_down = true; sup.begin_shutdown(); }
+                _ = async { tokio::time::sleep_until(debounce.unwrap()).await }, if debounce.is_some() && !shutting_down => {
+                    debounce = None;
+                    // Taken before the scan: a change during it makes another round.
+                    watch.take();
+                    sup.rescan("inotify");
+                    watch.rearm();
+                    stale = true;
+                }
                 _ = resync.tick(), if !shutting_down => { sup.rescan("resync"); watch.rearm(); stale = true; }
                 _ = async { tokio::time::sleep_until(wake.unwrap().into()).await }, if wake.is_some() && !shutting_down => stale = true,
                 _ = async { watchdog.as_mut().unwrap().tick().await }, if watchdog.is_some() => sup.notify("WATCHDOG=1"),
@@ -117,41 +128,53 @@ pub fn run(
 /// directory that is a symlink swapped to a new target (as Kubernetes
 /// ConfigMaps do) changes nothing in the old target, only in the parent;
 /// `rearm` then moves the first watch to the new target.
+///
+/// No debouncer crate: a rescan compares whole files by content, so all
+/// the loop needs is "something changed" once per burst. The watcher's
+/// thread sends `Changed` once until the loop takes it (`pending`), and
+/// the loop rescans `DEBOUNCE` later. Nothing wakes while nothing happens.
 struct Watch {
-    debouncer: Debouncer<notify::RecommendedWatcher, notify_debouncer_full::RecommendedCache>,
+    watcher: notify::RecommendedWatcher,
     dir: PathBuf,
     /// The resolved directory being watched.
     target: PathBuf,
+    pending: Arc<AtomicBool>,
 }
 
 impl Watch {
     fn new(dir: &Path, tx: mpsc::UnboundedSender<Event>) -> Result<Self, LoopError> {
         let err = |source| LoopError::Watch { path: dir.to_owned(), source };
-        let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
-            let why = match &result {
+        let pending = Arc::new(AtomicBool::new(false));
+        let flag = pending.clone();
+        let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
+            match &result {
                 // The kernel's queue overflowed and events were lost: rescan everything.
-                Ok(events) if events.iter().any(|e| e.need_rescan()) => Some("inotify overflow"),
-                // Our own reads of manifests are Access events: reacting to them would loop.
-                Ok(events) => events.iter().any(|e| !matches!(e.kind, EventKind::Access(_))).then_some("inotify"),
-                Err(errors) => {
-                    tracing::warn!(?errors, "watch errors; rescanning everything");
-                    Some("inotify error")
+                Ok(event) if event.need_rescan() => {
+                    tracing::warn!(
+                        "the inotify queue overflowed (fs.inotify.max_queued_events); rescanning everything"
+                    );
                 }
-            };
-            if why == Some("inotify overflow") {
-                tracing::warn!("the inotify queue overflowed (fs.inotify.max_queued_events); rescanning everything");
+                // Our own reads of manifests are Access events: reacting to them would loop.
+                Ok(event) if matches!(event.kind, EventKind::Access(_)) => return,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "watch error; rescanning everything"),
             }
-            if let Some(why) = why {
-                let _ = tx.send(Event::Rescan(why));
+            if !flag.swap(true, Ordering::AcqRel) {
+                let _ = tx.send(Event::Changed);
             }
         })
         .map_err(err)?;
         let target = std::fs::canonicalize(dir).map_err(|e| err(notify::Error::io(e)))?;
-        debouncer.watch(&target, RecursiveMode::NonRecursive).map_err(err)?;
+        watcher.watch(&target, RecursiveMode::NonRecursive).map_err(err)?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            debouncer.watch(parent, RecursiveMode::NonRecursive).map_err(err)?;
+            watcher.watch(parent, RecursiveMode::NonRecursive).map_err(err)?;
         }
-        Ok(Watch { debouncer, dir: dir.to_owned(), target })
+        Ok(Watch { watcher, dir: dir.to_owned(), target, pending })
+    }
+
+    /// The loop takes the change: events from now on send `Changed` again.
+    fn take(&self) {
+        self.pending.store(false, Ordering::Release);
     }
 
     /// After a rescan: if the directory now resolves elsewhere, watch there.
@@ -161,8 +184,8 @@ impl Watch {
             return;
         }
         // The old target may be gone already; its watch went with it.
-        let _ = self.debouncer.unwatch(&self.target);
-        match self.debouncer.watch(&target, RecursiveMode::NonRecursive) {
+        let _ = self.watcher.unwatch(&self.target);
+        match self.watcher.watch(&target, RecursiveMode::NonRecursive) {
             Ok(()) => {
                 tracing::info!(dir = %self.dir.display(), target = %target.display(), "the workloads directory moved; watching its new target")
             }

@@ -39,7 +39,8 @@ pub struct Settings {
 
 #[derive(Debug)]
 pub enum Event {
-    Rescan(&'static str),
+    /// Something changed in the workloads directory (or its parent).
+    Changed,
     /// Carry on with a plan that was cut short (see `STARTS_PER_PASS`).
     Reconcile,
     Exited {

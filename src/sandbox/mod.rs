@@ -14,4 +14,4 @@ mod seccomp;
 mod spawn;
 mod sys;
 
-pub use spawn::{Exit, InitMode, Sandbox, SpawnError, SpawnRequest, spawn};
+pub use spawn::{Exit, InitMode, Sandbox, SpawnError, SpawnRequest, raise_nofile_limit, spawn};

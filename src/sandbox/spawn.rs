@@ -200,6 +200,27 @@ fn needs_cgroup(layout: &Layout, limits: &Limits, manifest: &Manifest) -> bool {
     matches!(layout, Layout::V2 { .. }) || limits.any() || manifest.namespaces.pid == SharedOrPrivate::Host
 }
 
+/// The open-files limit this process was started with, when
+/// `raise_nofile_limit` raised it: what sandboxes get unless their manifest
+/// sets `resources.nofile`.
+static INHERITED_NOFILE: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit. A
+/// supervisor holds a few descriptors per sandbox (pidfd, report channel,
+/// log pipe), so 1000 workloads outgrow the usual soft 1024. Sandboxes
+/// still start with the original soft limit (as systemd advises: select(2)
+/// breaks above 1024). Returns the new soft limit.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the rlimit we pass.
+    Errno::result(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    let _ = INHERITED_NOFILE.set(limit);
+    let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+    // SAFETY: a valid rlimit, read just above.
+    Errno::result(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) })?;
+    Ok(raised.rlim_cur)
+}
+
 /// Starts a sandbox. On error nothing is left behind: no process, no cgroup.
 pub fn spawn(req: &SpawnRequest<'_>) -> Result<Sandbox, SpawnError> {
     let m = req.manifest;
@@ -493,9 +514,14 @@ fn release(
     if let Some(cgroup) = attach {
         cgroup.attach(pid)?;
     }
-    if let Some(nofile) = req.manifest.resources.nofile {
-        // From outside: inside its user namespace the child could not raise a hard limit.
-        let limit = libc::rlimit { rlim_cur: u64::from(nofile), rlim_max: u64::from(nofile) };
+    // From outside: inside its user namespace the child could not raise a hard limit.
+    let nofile = match (req.manifest.resources.nofile, INHERITED_NOFILE.get()) {
+        (Some(n), _) => Some(libc::rlimit { rlim_cur: u64::from(n), rlim_max: u64::from(n) }),
+        // The daemon raised its own soft limit: the workload gets the one it would have had.
+        (None, Some(inherited)) => Some(*inherited),
+        (None, None) => None,
+    };
+    if let Some(limit) = nofile {
         // SAFETY: `limit` is a valid rlimit; the old value is not requested.
         Errno::result(unsafe { libc::prlimit(pid.as_raw(), libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) })
             .map_err(SpawnError::Rlimit)?;
