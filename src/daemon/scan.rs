@@ -17,11 +17,45 @@ use crate::validate::load::{self, LoadError, list_manifests};
 /// What a scan found for one manifest file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
-    /// Read: its text and the version (content hash) it stands for.
-    Read { text: String, version: Version },
+    /// Read: its text, the version (content hash) it stands for, and the
+    /// file's stamp when it was read (None for a symlink: always read).
+    Read { text: String, version: Version, stamp: Option<Stamp> },
     /// Present but not usable; the message says why (too large, not UTF-8,
     /// not a regular file, an unsafe symlink, unreadable).
     Refused { message: String },
+}
+
+impl Found {
+    /// What a change is judged by: the content, or why it is refused.
+    fn content(&self) -> (Option<Version>, Option<&str>) {
+        match self {
+            Found::Read { version, .. } => (Some(*version), None),
+            Found::Refused { message } => (None, Some(message)),
+        }
+    }
+}
+
+/// A file's identity and times: while none of them changes, neither did
+/// its content (any write moves ctime), so a rescan need not read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
 }
 
 /// The manifests of the directory, by file name.
@@ -92,14 +126,25 @@ fn symlink_refusal(dir: &Path, path: &Path) -> Option<String> {
 }
 
 /// Scans `dir`. `Err` only when the directory itself cannot be listed.
-pub fn scan(dir: &Path) -> std::io::Result<Snapshot> {
+/// A regular file whose stamp is the one it had in `previous` is not read
+/// again (one edit among a thousand files reads one file); pass None to
+/// read everything (the periodic resync does, as a safety net).
+pub fn scan(dir: &Path, previous: Option<&Snapshot>) -> std::io::Result<Snapshot> {
     let mut snapshot = Snapshot::new();
     for path in list_manifests(dir)? {
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        // Taken before the read: a write after it moves the stamp, and the next scan reads again.
+        let stamp = std::fs::symlink_metadata(&path).ok().filter(|m| m.is_file()).map(|m| Stamp::of(&m));
+        if let Some(found @ Found::Read { stamp: Some(before), .. }) = previous.and_then(|p| p.get(&name))
+            && Some(*before) == stamp
+        {
+            snapshot.insert(name, found.clone());
+            continue;
+        }
         let found = match symlink_refusal(dir, &path) {
             Some(message) => Found::Refused { message },
             None => match load::read_manifest(&path) {
-                Ok(text) => Found::Read { version: version_of(&text), text },
+                Ok(text) => Found::Read { version: version_of(&text), text, stamp },
                 Err(LoadError::Invalid(e)) => Found::Refused { message: e.to_string() },
                 // Gone between listing and reading (an editor's rename): as if
                 // it had not been listed; the event that follows rescans.
@@ -112,11 +157,19 @@ pub fn scan(dir: &Path) -> std::io::Result<Snapshot> {
     Ok(snapshot)
 }
 
+fn content<'a>(s: &'a Snapshot, name: &str) -> Option<(Option<Version>, Option<&'a str>)> {
+    s.get(name).map(Found::content)
+}
+
 /// The files whose content differs between two scans (added, changed or
 /// removed), by name: the only ones worth validating again.
 pub fn changed<'a>(before: &'a Snapshot, after: &'a Snapshot) -> Vec<&'a str> {
-    let mut names: Vec<&str> =
-        before.keys().chain(after.keys()).map(String::as_str).filter(|n| before.get(*n) != after.get(*n)).collect();
+    let mut names: Vec<&str> = before
+        .keys()
+        .chain(after.keys())
+        .map(String::as_str)
+        .filter(|n| content(before, n) != content(after, n))
+        .collect();
     names.sort_unstable();
     names.dedup();
     names
@@ -140,17 +193,41 @@ mod tests {
         std::fs::write(d.path().join("a.toml"), "command = [\"a\"]\n").unwrap();
         std::fs::write(d.path().join("b.toml"), "command = [\"b\"]\n").unwrap();
         std::fs::write(d.path().join(".a.toml.swp"), "junk").unwrap();
-        let first = scan(d.path()).unwrap();
+        let first = scan(d.path(), None).unwrap();
         assert_eq!(first.keys().collect::<Vec<_>>(), ["a.toml", "b.toml"]);
-        assert!(changed(&first, &scan(d.path()).unwrap()).is_empty(), "a rescan of untouched files changes nothing");
+        assert!(
+            changed(&first, &scan(d.path(), None).unwrap()).is_empty(),
+            "a rescan of untouched files changes nothing"
+        );
         // An editor's atomic save of the same bytes is no change either.
         std::fs::write(d.path().join("a.toml.tmp"), "command = [\"a\"]\n").unwrap();
         std::fs::rename(d.path().join("a.toml.tmp"), d.path().join("a.toml")).unwrap();
-        assert!(changed(&first, &scan(d.path()).unwrap()).is_empty());
+        assert!(changed(&first, &scan(d.path(), None).unwrap()).is_empty());
         std::fs::write(d.path().join("b.toml"), "command = [\"b2\"]\n").unwrap();
         std::fs::write(d.path().join("c.toml"), "command = [\"c\"]\n").unwrap();
         std::fs::remove_file(d.path().join("a.toml")).unwrap();
-        assert_eq!(changed(&first, &scan(d.path()).unwrap()), ["a.toml", "b.toml", "c.toml"]);
+        assert_eq!(changed(&first, &scan(d.path(), None).unwrap()), ["a.toml", "b.toml", "c.toml"]);
+    }
+
+    #[test]
+    fn a_rescan_reads_only_files_whose_stamp_moved() {
+        let d = dir();
+        std::fs::write(d.path().join("a.toml"), "command = [\"a\"]\n").unwrap();
+        std::fs::write(d.path().join("b.toml"), "command = [\"b\"]\n").unwrap();
+        let mut first = scan(d.path(), None).unwrap();
+        // Doctor what the first scan remembers: a rescan that reuses it did not read.
+        for found in first.values_mut() {
+            if let Found::Read { text, version, .. } = found {
+                *text = "remembered".into();
+                *version = Version(7);
+            }
+        }
+        std::fs::write(d.path().join("b.toml"), "command = [\"B\"]\n").unwrap();
+        let second = scan(d.path(), Some(&first)).unwrap();
+        assert!(matches!(&second["a.toml"], Found::Read { text, .. } if text == "remembered"), "a.toml was not read");
+        assert!(matches!(&second["b.toml"], Found::Read { text, .. } if text.contains("\"B\"")), "b.toml was");
+        // Without a previous scan (the periodic resync), everything is read.
+        assert!(matches!(&scan(d.path(), None).unwrap()["a.toml"], Found::Read { text, .. } if text.contains("\"a\"")));
     }
 
     #[test]
@@ -158,7 +235,7 @@ mod tests {
         let d = dir();
         std::fs::write(d.path().join("big.toml"), vec![b'#'; 2 << 20]).unwrap();
         std::fs::create_dir(d.path().join("dir.toml")).unwrap();
-        let s = scan(d.path()).unwrap();
+        let s = scan(d.path(), None).unwrap();
         assert!(matches!(&s["big.toml"], Found::Refused { message } if message.contains("limited to 1048576 bytes")));
         assert!(
             matches!(&s["dir.toml"], Found::Refused { message } if message.contains("a directory is not a manifest"))
@@ -172,16 +249,16 @@ mod tests {
         let target = outside.path().join("web.toml");
         std::fs::write(&target, "command = [\"x\"]\n").unwrap();
         std::os::unix::fs::symlink(&target, d.path().join("web.toml")).unwrap();
-        assert!(matches!(scan(d.path()).unwrap()["web.toml"], Found::Read { .. }), "root's file is followed");
+        assert!(matches!(scan(d.path(), None).unwrap()["web.toml"], Found::Read { .. }), "root's file is followed");
         std::os::unix::fs::chown(&target, Some(1000), None).unwrap();
-        let s = scan(d.path()).unwrap();
+        let s = scan(d.path(), None).unwrap();
         assert!(matches!(&s["web.toml"], Found::Refused { message } if message.contains("owned by uid 1000")), "{s:?}");
         // Inside the directory (ConfigMap's ..data links), any owner is fine.
         std::fs::create_dir(d.path().join("..data")).unwrap();
         std::fs::write(d.path().join("..data/api.toml"), "command = [\"x\"]\n").unwrap();
         std::os::unix::fs::chown(d.path().join("..data/api.toml"), Some(1000), None).unwrap();
         std::os::unix::fs::symlink("..data/api.toml", d.path().join("api.toml")).unwrap();
-        assert!(matches!(scan(d.path()).unwrap()["api.toml"], Found::Read { .. }));
+        assert!(matches!(scan(d.path(), None).unwrap()["api.toml"], Found::Read { .. }));
     }
 
     #[test]
