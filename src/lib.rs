@@ -9,4 +9,5 @@ pub mod idmap;
 pub mod model;
 pub mod reconcile;
 pub mod sandbox;
+pub mod timefmt;
 pub mod validate;

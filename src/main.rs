@@ -28,6 +28,12 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(*args),
         Command::Daemon(args) => cli::daemon::run(args),
         Command::Status(args) => cli::status::run(args),
+        Command::Logs(args) => cli::logs::run(args),
+        Command::Start(args) => cli::control::act("start", args),
+        Command::Stop(args) => cli::control::act("stop", args),
+        Command::Restart(args) => cli::control::act("restart", args),
+        Command::Reload(args) => cli::control::reload(args),
+        Command::Plan(args) => cli::control::plan(args),
         Command::Schema(args) => cli::schema::run(args),
     };
     match result {

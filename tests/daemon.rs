@@ -4,160 +4,11 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::sandbox::require_root;
+use common::daemon::{Daemon, SLEEPER, alive, gone, processes};
 use serde_json::Value;
-
-struct Daemon {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    /// A soft open-files limit to start the daemon with.
-    nofile_soft: Option<u64>,
-}
-
-impl Daemon {
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn setup() -> Self {
-        require_root();
-        let dir = tempfile::Builder::new().prefix("paddock-daemon").tempdir().unwrap();
-        let d = Daemon { dir, child: None, nofile_soft: None };
-        std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::create_dir(d.path("wl")).unwrap();
-        std::fs::set_permissions(d.path("wl"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::copy("/etc/passwd", d.path("passwd")).unwrap();
-        std::fs::copy("/etc/group", d.path("group")).unwrap();
-        std::fs::write(d.path("subuid"), "").unwrap();
-        std::fs::write(d.path("subgid"), "").unwrap();
-        let p = |f: &str| d.path(f).display().to_string();
-        let config = format!(
-            "workloads = {:?}\nstate_dir = {:?}\nsocket = {:?}\npolicy_dir = \"/nonexistent\"\nvolumes_root = {:?}\n[remap]\nsubuid = {:?}\nsubgid = {:?}\npasswd = {:?}\ngroup = {:?}\n",
-            p("wl"),
-            p("state"),
-            p("paddock.sock"),
-            p("volumes"),
-            p("subuid"),
-            p("subgid"),
-            p("passwd"),
-            p("group")
-        );
-        std::fs::write(d.path("paddock.toml"), config).unwrap();
-        d
-    }
-
-    /// Replaces a line of the configuration (for tests that need another setting).
-    fn configure(&self, from: &str, to: &str) {
-        let path = self.path("paddock.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains(from), "{from} is not in the configuration");
-        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
-    }
-
-    fn start(self, env: &[(&str, &str)]) -> Self {
-        self.start_with(&[], env)
-    }
-
-    fn start_with(mut self, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
-        cmd.args(["daemon"])
-            .args(args)
-            .arg("--config")
-            .arg(self.path("paddock.toml"))
-            .stderr(Stdio::from(std::fs::File::create(self.path("daemon.log")).unwrap()));
-        cmd.envs(env.iter().copied());
-        if let Some(soft) = self.nofile_soft {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: getrlimit and setrlimit are async-signal-safe, as pre_exec requires.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
-                    l.rlim_cur = soft.min(l.rlim_max);
-                    libc::setrlimit(libc::RLIMIT_NOFILE, &l);
-                    Ok(())
-                })
-            };
-        }
-        self.child = Some(cmd.spawn().unwrap());
-        // A killed predecessor leaves its socket file: wait for one that answers.
-        self.wait_for("the control socket", |d| {
-            std::os::unix::net::UnixStream::connect(d.path("paddock.sock")).is_ok()
-        });
-        self
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        // As an editor saves: a temporary file renamed over the manifest.
-        let tmp = self.path(&format!("wl/.{name}.swp"));
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(tmp, self.path(&format!("wl/{name}"))).unwrap();
-    }
-
-    fn status(&self) -> Vec<Value> {
-        let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
-            .args(["status", "--json", "--socket"])
-            .arg(self.path("paddock.sock"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn workload(&self, name: &str) -> Option<Value> {
-        self.status().into_iter().find(|w| w["name"] == name)
-    }
-
-    fn wait_for(&self, what: &str, ok: impl Fn(&Self) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !ok(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}\n{}",
-                std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn running_pid(&self, name: &str) -> i64 {
-        self.wait_for(&format!("{name} running"), |d| d.workload(name).is_some_and(|w| w["state"] == "running"));
-        self.workload(name).unwrap()["pid"].as_i64().unwrap()
-    }
-
-    fn terminate(&mut self) -> i32 {
-        let mut child = self.child.take().unwrap();
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        child.wait().unwrap().code().unwrap_or(-1)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn alive(pid: i64) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Ended: no such process, or a zombie (whose reaping is its parent's
-/// business; a process adopted by the host's PID 1 may stay one a while).
-fn gone(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
-}
-
-const SLEEPER: &str = "command = [\"/bin/sleep\", \"1000\"]\n";
 
 #[test]
 fn manifests_start_in_their_own_slices_and_a_removed_one_stops() {
@@ -357,11 +208,8 @@ fn the_daemon_raises_its_open_files_limit_but_workloads_keep_the_usual_one() {
     d.running_pid("limits");
     let log = d.path("state/logs/limits.log");
     d.wait_for("the limit printed", |_| std::fs::read_to_string(&log).is_ok_and(|t| t.ends_with('\n')));
-    assert_eq!(
-        std::fs::read_to_string(&log).unwrap().trim(),
-        "256",
-        "the workload has the limit the daemon started with"
-    );
+    let out = d.paddock(&["logs", "limits"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "256\n", "the workload has the limit the daemon started with");
 }
 
 #[test]
@@ -374,7 +222,13 @@ fn a_workloads_output_is_kept_in_its_log_across_restarts() {
     d.wait_for("talker failed", |d| d.workload("talker").is_some_and(|w| w["state"] == "failed"));
     let log = d.path("state/logs/talker.log");
     d.wait_for("both runs logged", |_| std::fs::read_to_string(&log).is_ok_and(|t| t.matches("err\n").count() == 2));
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "out\nerr\nout\nerr\n");
+    let text = std::fs::read_to_string(&log).unwrap();
+    // Each line is stamped with the time it arrived (what `paddock logs -t` shows).
+    let lines: Vec<(&str, &str)> = text.lines().map(|l| l.split_once(' ').unwrap()).collect();
+    assert_eq!(lines.iter().map(|(_, l)| *l).collect::<Vec<_>>(), ["out", "err", "out", "err"], "{text}");
+    for (stamp, _) in lines {
+        assert!(paddock::timefmt::parse_rfc3339(stamp).is_some(), "{stamp} is a time");
+    }
 }
 
 #[test]
@@ -451,22 +305,12 @@ fn json_logs_are_one_object_per_line_with_the_workload_named() {
     d.write("logged.toml", "command = [\"/bin/sh\", \"-c\", \"exit 4\"]\n[restart]\npolicy = \"never\"\n");
     d.wait_for("logged exited", |d| d.workload("logged").is_some_and(|w| w["state"] == "exited"));
     assert_eq!(d.terminate(), 0);
-    let log = std::fs::read_to_string(d.path("daemon.log")).unwrap();
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
     let lines: Vec<Value> =
         log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
     assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()), "{log}");
     let exited = lines.iter().find(|l| l["fields"]["message"] == "exited").expect("an exit is logged");
     assert_eq!(exited["fields"]["workload"], "logged", "{exited}");
-}
-
-/// Host pids of the processes whose command line is exactly `argv`.
-fn processes(argv: &[&str]) -> Vec<i64> {
-    let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok())
-        .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == wanted))
-        .collect()
 }
 
 #[test]
@@ -501,7 +345,7 @@ fn a_new_daemon_stops_what_a_killed_one_left_and_keeps_the_slices() {
     assert_eq!(processes(&["/bin/sleep", "1003"]).len(), 1, "exactly one sandbox of stray");
     let now: Vec<Value> = ["heir", "stray"].iter().map(|n| d.workload(n).unwrap()["uid_map"].clone()).collect();
     assert_eq!(now, slices, "the slices survive, rebuilt from the sandbox records");
-    let log = std::fs::read_to_string(d.path("daemon.log")).unwrap();
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
     assert!(log.contains("left by a daemon that died"), "{log}");
     assert!(log.contains("the id table is unreadable"), "{log}");
     assert!(log.contains("corrupt sandbox record"), "{log}");
@@ -546,7 +390,7 @@ fn an_inotify_overflow_converges() {
     // The file's own events were lost with the overflow; the rescan it
     // causes finds the file (after the queued events, so wait for it).
     d.wait_for("the overflow to be reported", |d| {
-        std::fs::read_to_string(d.path("daemon.log")).unwrap().contains("the inotify queue overflowed")
+        std::fs::read_to_string(d.path("out/daemon.log")).unwrap().contains("the inotify queue overflowed")
     });
     d.running_pid("late");
     assert_eq!(d.status().len(), 1, "ignored names stay ignored");

@@ -1,7 +1,7 @@
 //! `paddock check`: validates manifests as the daemon would, and says
 //! exactly what is wrong and where.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
@@ -70,11 +70,7 @@ pub fn run(args: CheckArgs) -> std::io::Result<super::ExitCode> {
         }
     };
     let host = if args.no_host_checks { HostChecks::Skip } else { HostChecks::Warn };
-    let color = if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) {
-        Color::Always
-    } else {
-        Color::Never
-    };
+    let color = Color::for_stdout();
 
     let mut errors = Vec::new();
     let mut files = Vec::new();

@@ -76,6 +76,10 @@ pub fn run(args: DaemonArgs) -> std::io::Result<super::ExitCode> {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
     };
+    let metrics = match metrics_address(&config.metrics_listen) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
     let notifier = match Notifier::from_env() {
         Ok(n) => n,
         Err(e) => return fail(e.to_string()),
@@ -103,11 +107,39 @@ pub fn run(args: DaemonArgs) -> std::io::Result<super::ExitCode> {
         &socket,
         resync,
         watchdog,
+        metrics,
     ) {
         Ok(()) => {
             tracing::info!("every workload stopped; exiting");
             Ok(0)
         }
         Err(e) => fail(e.to_string()),
+    }
+}
+
+/// `metrics_listen`: "" is off; a bare port listens on loopback only;
+/// otherwise an address and port, e.g. "127.0.0.1:9464" or "[::1]:9464".
+pub fn metrics_address(text: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))));
+    }
+    text.parse().map(Some).map_err(|_| {
+        format!("metrics_listen = {text:?} is not an address and port; write it as \"127.0.0.1:9464\" (or \"\" for no metrics)")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metrics_addresses() {
+        use super::metrics_address as m;
+        assert_eq!(m(""), Ok(None));
+        assert_eq!(m("9464").unwrap().unwrap().to_string(), "127.0.0.1:9464");
+        assert_eq!(m("[::1]:9464").unwrap().unwrap().to_string(), "[::1]:9464");
+        assert!(m("localhost:9464").unwrap_err().contains("write it as \"127.0.0.1:9464\""));
     }
 }

@@ -1,7 +1,10 @@
 //! The command line: one file per subcommand.
 
 pub mod check;
+pub mod client;
+pub mod control;
 pub mod daemon;
+pub mod logs;
 pub mod run;
 pub mod schema;
 pub mod status;
@@ -33,6 +36,15 @@ pub enum Command {
     Daemon(daemon::DaemonArgs),
     Run(Box<run::RunArgs>),
     Status(status::StatusArgs),
+    Logs(logs::LogsArgs),
+    /// Start a workload held by `stop`, or one that ended or failed.
+    Start(control::NameArgs),
+    /// Stop a workload and hold it stopped until `start` or a change to its manifest.
+    Stop(control::NameArgs),
+    /// Stop a workload and start it again; also revives a failed one.
+    Restart(control::NameArgs),
+    Reload(control::ReloadArgs),
+    Plan(control::PlanArgs),
     Check(check::CheckArgs),
     Schema(schema::SchemaArgs),
     /// The sandbox's init (internal: paddock executes itself as PID 1 of a sandbox).

@@ -1,41 +1,30 @@
-//! `paddock status`: the running daemon's workloads, as a table or JSON.
+//! `paddock status [NAME]`: the running daemon's workloads, as a table or
+//! JSON; with a NAME, everything about that one.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::io::Write;
 
 use clap::Args;
 
-use crate::daemon::status::{Request, Response, WorkloadStatus};
+use super::client::{ClientArgs, terminal_width};
+use crate::daemon::status::{Request, Response, WorkloadDetail, WorkloadStatus};
+use crate::validate::Color;
 
 /// Show the workloads of the running daemon: name, state, pid, host uid
 /// range, restarts, uptime, last exit, and the current error.
 ///
-/// Exit status 1 when the daemon cannot be reached.
+/// With NAME, everything about that workload: its effective manifest (the
+/// defaults filled in, as the policies saw it), its log file and its recent
+/// state changes. Exit status 1 when the daemon cannot be reached or does
+/// not know NAME.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// One JSON array, an object per workload.
+    /// One workload.
+    pub name: Option<String>,
+    /// JSON: an array with an object per workload, or one object for NAME.
     #[arg(long)]
     pub json: bool,
-    /// The daemon's control socket.
-    #[arg(long, value_name = "PATH", default_value = "/run/paddock/paddock.sock")]
-    pub socket: PathBuf,
-}
-
-/// Sends one request to the daemon and reads its answer.
-pub fn ask(socket: &std::path::Path, request: &Request) -> Result<Response, String> {
-    let unreachable = |e: std::io::Error| {
-        format!("cannot reach the daemon at {}: {e} (is `paddock daemon` running?)", socket.display())
-    };
-    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(unreachable)?;
-    let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
-    line.push(b'\n');
-    stream.write_all(&line).map_err(unreachable)?;
-    let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer).map_err(unreachable)?;
-    serde_json::from_str(&answer).map_err(|e| format!("the daemon's answer is not understood: {e}"))
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 fn uptime(seconds: u64) -> String {
@@ -47,60 +36,190 @@ fn uptime(seconds: u64) -> String {
     }
 }
 
-fn table(workloads: &[WorkloadStatus]) -> String {
+fn state_text(w: &WorkloadStatus) -> String {
+    if w.held { format!("{} (held)", w.state) } else { w.state.clone() }
+}
+
+fn paint_state(color: Color, state: &str, padded: String) -> String {
+    let code = match state.split(' ').next().unwrap_or("") {
+        "running" => "32",
+        "failed" => "1;31",
+        "backoff" | "starting" | "stopping" => "33",
+        _ => "2",
+    };
+    color.paint(code, &padded)
+}
+
+fn range(m: &Option<crate::daemon::status::IdMap>) -> String {
+    m.as_ref().map_or("-".into(), |m| format!("{}-{}", m.host_start, u64::from(m.host_start) + u64::from(m.size) - 1))
+}
+
+fn last_exit(w: &WorkloadStatus) -> String {
+    w.last_exit.as_ref().map_or("-".into(), |e| e.to_string().trim_matches('"').to_owned())
+}
+
+const HEADER: [&str; 7] = ["NAME", "STATE", "PID", "HOST UIDS", "RESTARTS", "UPTIME", "LAST EXIT"];
+/// The columns given up first when the terminal is narrow.
+const DROP_ORDER: [usize; 4] = [5, 4, 3, 2];
+
+/// The table, at most `width` columns wide when given: columns are dropped
+/// (uptime first) and error lines cut until it fits.
+pub fn table(workloads: &[WorkloadStatus], width: Option<usize>, color: Color) -> String {
     let rows: Vec<[String; 7]> = workloads
         .iter()
         .map(|w| {
             [
                 w.name.clone(),
-                w.state.clone(),
+                state_text(w),
                 w.pid.map_or("-".into(), |p| p.to_string()),
-                w.uid_map.as_ref().map_or("-".into(), |m| {
-                    format!("{}-{}", m.host_start, u64::from(m.host_start) + u64::from(m.size) - 1)
-                }),
+                range(&w.uid_map),
                 w.restarts.to_string(),
                 w.uptime_seconds.map_or("-".into(), uptime),
-                w.last_exit.as_ref().map_or("-".into(), |e| e.to_string().trim_matches('"').to_owned()),
+                last_exit(w),
             ]
         })
         .collect();
-    let header = ["NAME", "STATE", "PID", "HOST UIDS", "RESTARTS", "UPTIME", "LAST EXIT"];
     let widths: Vec<usize> =
-        (0..7).map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
-    let line = |cells: &[String]| {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
+        (0..7).map(|i| rows.iter().map(|r| r[i].len()).chain([HEADER[i].len()]).max().unwrap_or(0)).collect();
+    let mut shown: Vec<usize> = (0..7).collect();
+    let total = |shown: &[usize]| shown.iter().map(|&i| widths[i]).sum::<usize>() + 2 * shown.len().saturating_sub(1);
+    if let Some(width) = width {
+        for drop in DROP_ORDER {
+            if total(&shown) <= width {
+                break;
+            }
+            shown.retain(|&i| i != drop);
+        }
+    }
+    let line = |cells: &[String], paint: bool| {
+        let mut out = Vec::new();
+        for &i in &shown {
+            let padded = format!("{:<w$}", cells[i], w = widths[i]);
+            out.push(if paint && i == 1 { paint_state(color, &cells[1], padded) } else { padded });
+        }
+        out.join("  ").trim_end().to_owned()
     };
-    let mut out = line(&header.map(String::from)) + "\n";
+    let cut = |s: &str| match width {
+        Some(w) if s.chars().count() > w => s.chars().take(w.saturating_sub(1)).collect::<String>() + "…",
+        _ => s.to_owned(),
+    };
+    let mut out = line(&HEADER.map(String::from), false) + "\n";
     for (row, w) in rows.iter().zip(workloads) {
-        out += &(line(row) + "\n");
+        out += &(line(row, true) + "\n");
         if let Some(error) = &w.error {
             for l in error.lines() {
-                out += &format!("    {l}\n");
+                out += &cut(&format!("    {l}"));
+                out.push('\n');
             }
         }
     }
     out
 }
 
-pub fn run(args: StatusArgs) -> std::io::Result<super::ExitCode> {
-    match ask(&args.socket, &Request::Status) {
-        Ok(Response::Status(workloads)) => {
-            let mut out = std::io::stdout().lock();
-            if args.json {
-                serde_json::to_writer_pretty(&mut out, &workloads)?;
-                writeln!(out)?;
-            } else {
-                out.write_all(table(&workloads).as_bytes())?;
-            }
-            Ok(0)
+fn detail(d: &WorkloadDetail, color: Color) -> String {
+    let w = &d.status;
+    let mut out = format!("{}: {}\n", w.name, paint_state(color, &state_text(w), state_text(w)));
+    let mut field = |k: &str, v: String| out.push_str(&format!("  {k:<12}{v}\n"));
+    field("manifest", w.manifest.clone());
+    field("pid", w.pid.map_or("-".into(), |p| p.to_string()));
+    field("host uids", range(&w.uid_map));
+    field("host gids", range(&w.gid_map));
+    field("restarts", w.restarts.to_string());
+    field("uptime", w.uptime_seconds.map_or("-".into(), uptime));
+    field("last exit", last_exit(w));
+    field("start took", d.start_latency_ms.map_or("-".into(), |ms| format!("{ms:.1} ms")));
+    field("log", d.log.clone());
+    if let Some(error) = &w.error {
+        out.push_str("  error:\n");
+        for l in error.lines() {
+            out.push_str(&format!("    {l}\n"));
         }
-        Ok(Response::Error(e)) => {
-            eprintln!("paddock status: {e}");
-            Ok(1)
+    }
+    if let Some(m) = &d.effective_manifest {
+        out.push_str("\neffective manifest:\n");
+        for l in m.lines() {
+            out.push_str(&format!("  {l}\n"));
+        }
+    }
+    if !d.changes.is_empty() {
+        out.push_str("\nrecent changes:\n");
+        for c in &d.changes {
+            out.push_str(&format!("  {}  {}\n", c.time, c.event));
+        }
+    }
+    out
+}
+
+pub fn run(args: StatusArgs) -> std::io::Result<super::ExitCode> {
+    let request = Request::Status { name: args.name.clone() };
+    let mut out = std::io::stdout().lock();
+    match args.client.ask(&request) {
+        Ok(Response::Status(workloads)) if args.json => {
+            serde_json::to_writer_pretty(&mut out, &workloads)?;
+            writeln!(out)?;
+        }
+        Ok(Response::Status(workloads)) => {
+            out.write_all(table(&workloads, terminal_width(), Color::for_stdout()).as_bytes())?;
+        }
+        Ok(Response::Detail(d)) if args.json => {
+            serde_json::to_writer_pretty(&mut out, &d)?;
+            writeln!(out)?;
+        }
+        Ok(Response::Detail(d)) => out.write_all(detail(&d, Color::for_stdout()).as_bytes())?,
+        Ok(other) => {
+            eprintln!("paddock status: unexpected answer from the daemon: {other:?}");
+            return Ok(1);
         }
         Err(e) => {
             eprintln!("paddock status: {e}");
-            Ok(1)
+            return Ok(1);
         }
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(name: &str, error: Option<&str>) -> WorkloadStatus {
+        WorkloadStatus {
+            name: name.into(),
+            state: "running".into(),
+            pid: Some(4242),
+            uid_map: Some(crate::daemon::status::IdMap { host_start: 165536, size: 65536 }),
+            gid_map: None,
+            restarts: 3,
+            last_exit: Some(serde_json::Value::from("SIGKILL")),
+            error: error.map(str::to_owned),
+            uptime_seconds: Some(3725),
+            manifest: format!("/etc/paddock/workloads/{name}.toml"),
+            held: false,
+        }
+    }
+
+    #[test]
+    fn the_table_fits_the_terminal_by_dropping_columns_and_cutting_errors() {
+        let ws = [w("web", Some("/etc/paddock/workloads/web.toml:1:12: error: TOML syntax: unclosed array"))];
+        let wide = table(&ws, None, Color::Never);
+        assert_eq!(
+            wide,
+            "NAME  STATE    PID   HOST UIDS      RESTARTS  UPTIME  LAST EXIT\n\
+             web   running  4242  165536-231071  3         1h2m    SIGKILL\n    \
+             /etc/paddock/workloads/web.toml:1:12: error: TOML syntax: unclosed array\n"
+        );
+        let narrow = table(&ws, Some(40), Color::Never);
+        for l in narrow.lines() {
+            assert!(l.chars().count() <= 40, "{l:?} is wider than 40");
+        }
+        assert!(narrow.starts_with("NAME  STATE    PID   LAST EXIT\n"), "{narrow}");
+        assert!(narrow.lines().nth(2).unwrap().ends_with('…'));
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let ws = [w("web", None)];
+        assert!(!table(&ws, None, Color::Never).contains('\x1b'));
+        assert!(table(&ws, None, Color::Always).contains("\x1b[32mrunning"));
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
@@ -32,6 +32,8 @@ pub enum LoopError {
     Socket { path: PathBuf, source: std::io::Error },
     #[error("another paddock daemon is listening on {0}")]
     AlreadyRunning(PathBuf),
+    #[error("metrics_listen {addr}: {source}")]
+    Metrics { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("state directory: {0}")]
     State(std::io::Error),
     #[error("signals: {0}")]
@@ -45,6 +47,7 @@ pub fn run(
     socket: &Path,
     resync: Duration,
     watchdog: Option<Duration>,
+    metrics: Option<std::net::SocketAddr>,
 ) -> Result<(), LoopError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(LoopError::Runtime)?;
     runtime.block_on(async {
@@ -57,6 +60,13 @@ pub fn run(
         sup.recover().map_err(LoopError::State)?;
         let mut watch = Watch::new(workloads, tx.clone())?;
         let listener = bind(socket)?;
+        if let Some(addr) = metrics {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| LoopError::Metrics { addr, source })?;
+            tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+            tokio::spawn(serve_metrics(listener, control_tx.clone()));
+        }
         tokio::spawn(serve(listener, control_tx));
         let (mut hup, mut term, mut int) = (
             signal(SignalKind::hangup()).map_err(LoopError::Signals)?,
@@ -78,7 +88,27 @@ pub fn run(
             let wake = sup.wake_at();
             tokio::select! {
                 biased;
-                Some((request, reply)) = control.recv() => { let _: Result<(), Response> = reply.send(sup.answer(request)); }
+                Some(control) = control.recv() => match control {
+                    Control::Metrics(reply) => { let _ = reply.send(sup.metrics()); }
+                    Control::Ask(_, reply) if shutting_down => {
+                        let _ = reply.send(Response::Error("the daemon is shutting down".to_owned()));
+                    }
+                    Control::Ask(Request::Reload, reply) => {
+                        tracing::info!("reload asked on the control socket: rescanning");
+                        sup.notify("RELOADING=1");
+                        let invalid = sup.rescan("reload");
+                        watch.rearm();
+                        let mut report = sup.reconcile();
+                        report.invalid = invalid;
+                        sup.ready();
+                        let _ = reply.send(Response::Reloaded(report));
+                    }
+                    Control::Ask(request, reply) => {
+                        let (response, changed) = sup.answer(request);
+                        stale |= changed;
+                        let _ = reply.send(response);
+                    }
+                },
                 Some(event) = rx.recv() => match event {
                     // The first change of a burst: rescan once it has settled.
                     Event::Changed => { if debounce.is_none() { debounce = Some(tokio::time::Instant::now() + DEBOUNCE); } }
@@ -215,7 +245,12 @@ fn bind(path: &Path) -> Result<UnixListener, LoopError> {
     Ok(listener)
 }
 
-type Control = (Request, oneshot::Sender<Response>);
+/// What reaches the loop from its tasks: a request from the control
+/// socket, or the metrics listener asking for the current figures.
+enum Control {
+    Ask(Request, oneshot::Sender<Response>),
+    Metrics(oneshot::Sender<String>),
+}
 
 async fn serve(listener: UnixListener, tx: mpsc::UnboundedSender<Control>) {
     while let Ok((stream, _)) = listener.accept().await {
@@ -237,7 +272,7 @@ async fn answer(stream: UnixStream, tx: mpsc::UnboundedSender<Control>) {
         match serde_json::from_str::<Request>(&line) {
             Ok(request) => {
                 let (reply, receive) = oneshot::channel();
-                if tx.send((request, reply)).is_err() {
+                if tx.send(Control::Ask(request, reply)).is_err() {
                     return;
                 }
                 receive.await.unwrap_or_else(|_| Response::Error("the daemon is shutting down".to_owned()))
@@ -249,4 +284,58 @@ async fn answer(stream: UnixStream, tx: mpsc::UnboundedSender<Control>) {
         bytes.push(b'\n');
         let _ = write.write_all(&bytes).await;
     }
+}
+
+/// A minimal HTTP/1.1 server for one resource: `GET /metrics` answers the
+/// Prometheus text format; anything else is 404 (or 405 for other methods).
+async fn serve_metrics(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSender<Control>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(answer_metrics(stream, tx.clone()));
+    }
+}
+
+async fn answer_metrics(stream: tokio::net::TcpStream, tx: mpsc::UnboundedSender<Control>) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read.take(8192));
+    let mut request_line = String::new();
+    let read_head = async {
+        reader.read_line(&mut request_line).await?;
+        // The headers are read and ignored, up to the blank line.
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).await? == 0 || line == "\r\n" || line == "\n" {
+                return Ok::<(), std::io::Error>(());
+            }
+        }
+    };
+    if !matches!(tokio::time::timeout(Duration::from_secs(5), read_head).await, Ok(Ok(()))) {
+        return;
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, body) = match (method, path) {
+        ("GET" | "HEAD", "/metrics") => {
+            let (reply, receive) = oneshot::channel();
+            if tx.send(Control::Metrics(reply)).is_err() {
+                return;
+            }
+            match receive.await {
+                Ok(text) => ("200 OK", text),
+                Err(_) => ("503 Service Unavailable", "the daemon is shutting down\n".to_owned()),
+            }
+        }
+        (_, "/metrics") => ("405 Method Not Allowed", "GET /metrics\n".to_owned()),
+        _ => ("404 Not Found", "paddock serves /metrics only\n".to_owned()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = write.write_all(head.as_bytes()).await;
+    if method != "HEAD" {
+        let _ = write.write_all(body.as_bytes()).await;
+    }
+    let _ = write.shutdown().await;
 }

@@ -6,6 +6,56 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::timefmt::{parse_rfc3339, rfc3339};
+
+/// Each line of a log file starts with the time its first byte arrived and
+/// a space: `2026-11-23T05:20:00.123456Z hello`. `paddock logs` strips it
+/// unless asked (`--timestamps`) and filters on it (`--since`).
+#[derive(Debug, Default)]
+pub struct Stamper {
+    mid_line: bool,
+}
+
+impl Stamper {
+    /// Appends `chunk` to `out`, each new line prefixed with `now`.
+    pub fn stamp(&mut self, chunk: &[u8], now: SystemTime, out: &mut Vec<u8>) {
+        let prefix = rfc3339(now);
+        for piece in chunk.split_inclusive(|b| *b == b'\n') {
+            if !self.mid_line {
+                out.extend_from_slice(prefix.as_bytes());
+                out.push(b' ');
+            }
+            out.extend_from_slice(piece);
+            self.mid_line = !piece.ends_with(b"\n");
+        }
+    }
+
+    /// At the end of a run: a last line without its newline gets one, so
+    /// the next run's first line starts a line of its own.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if std::mem::take(&mut self.mid_line) {
+            out.push(b'\n');
+        }
+    }
+}
+
+/// A log line's time and text (None for a line without a time).
+pub fn split_line(line: &str) -> (Option<SystemTime>, &str) {
+    match line.split_once(' ') {
+        Some((stamp, text)) => match parse_rfc3339(stamp) {
+            Some(t) => (Some(t), text),
+            None => (None, line),
+        },
+        None => (None, line),
+    }
+}
+
+/// A workload's log files, oldest first: `NAME.log.KEEP` ... `NAME.log.1`, `NAME.log`.
+pub fn files_oldest_first(path: &Path, keep: usize) -> Vec<PathBuf> {
+    (1..=keep).rev().map(|n| numbered(path, n)).chain([path.to_owned()]).filter(|p| p.exists()).collect()
+}
 
 #[derive(Debug)]
 pub struct RotatingLog {
@@ -62,6 +112,24 @@ impl RotatingLog {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lines_are_stamped_once_even_across_chunks() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(86_400);
+        let mut s = Stamper::default();
+        let mut out = Vec::new();
+        s.stamp(b"one\ntw", t, &mut out);
+        s.stamp(b"o\nthree", t, &mut out);
+        s.finish(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "1970-01-02T00:00:00.000000Z one\n1970-01-02T00:00:00.000000Z two\n1970-01-02T00:00:00.000000Z three\n"
+        );
+        let lines: Vec<_> = text.lines().map(split_line).collect();
+        assert_eq!(lines, [(Some(t), "one"), (Some(t), "two"), (Some(t), "three")]);
+        assert_eq!(split_line("no stamp here"), (None, "no stamp here"));
+    }
+
     use super::*;
 
     #[test]

@@ -7,7 +7,6 @@
 //! followed only when its target is root's.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -101,10 +100,16 @@ pub fn check_directory(path: &Path) -> Result<(), UnsafeInput> {
     }
 }
 
+/// FNV-1a, 64 bits: stable across builds and Rust releases, since a
+/// version is persisted (a workload held by `paddock stop` stays held
+/// until its manifest's version changes, across daemon restarts).
 fn version_of(text: &str) -> Version {
-    let mut h = std::hash::DefaultHasher::new();
-    text.hash(&mut h);
-    Version(h.finish())
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    Version(h)
 }
 
 /// A manifest that is a symlink leading out of the directory is followed

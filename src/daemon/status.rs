@@ -1,5 +1,10 @@
-//! What `paddock status --json` prints: one object per workload known from
-//! a manifest, with the fields DESIGN.md lists.
+//! The control socket's protocol: one JSON request line, one JSON answer
+//! line. `{"cmd": "status"}`, `{"cmd": "stop", "name": "web"}`, ... New
+//! commands are new `cmd` values; new fields are optional, so an older
+//! client and a newer daemon still understand each other.
+//!
+//! Also what `paddock status --json` prints: one object per workload known
+//! from a manifest, with the fields DESIGN.md lists.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,19 +32,84 @@ pub struct WorkloadStatus {
     /// Seconds since the sandbox started, while it runs.
     pub uptime_seconds: Option<u64>,
     pub manifest: String,
+    /// Held stopped by `paddock stop` until `paddock start` or a manifest change.
+    #[serde(default)]
+    pub held: bool,
+}
+
+/// One state change, for `paddock status NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub event: String,
+}
+
+/// Everything about one workload (`paddock status NAME`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadDetail {
+    #[serde(flatten)]
+    pub status: WorkloadStatus,
+    /// The manifest in force (defaults filled in, as the policies saw it), as TOML.
+    pub effective_manifest: Option<String>,
+    /// Its recent state changes, oldest first.
+    pub changes: Vec<Change>,
+    /// Where its output is kept.
+    pub log: String,
+    /// The sandbox's start (spawn to the workload's exec), milliseconds.
+    pub start_latency_ms: Option<f64>,
+}
+
+/// What a rescan did (`paddock reload`) or would do (`paddock plan`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// One line per action: "start web", "restart worker (command changed)", "stop old-job".
+    pub actions: Vec<String>,
+    /// Files that are not valid, each with its problems as `check` prints them.
+    pub invalid: Vec<String>,
+    /// Starts left for the next passes (a burst is started 16 at a time).
+    #[serde(default)]
+    pub queued: usize,
 }
 
 /// A request on the control socket: one JSON line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum Request {
-    Status,
+    /// Every workload, or everything about one.
+    Status {
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Where a workload's output is kept.
+    Logs { name: String },
+    /// Release a workload held by `stop` (and revive it if it ended or failed).
+    Start { name: String },
+    /// Stop a workload and hold it stopped.
+    Stop { name: String },
+    /// Stop and start again; revives a failed workload.
+    Restart { name: String },
+    /// Rescan now (as SIGHUP) and report what changed.
+    Reload,
+    /// What the daemon would do if the workloads directory looked like `dir`.
+    Plan {
+        #[serde(default)]
+        dir: Option<String>,
+    },
 }
 
 /// The answer: one JSON line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Response {
     Status(Vec<WorkloadStatus>),
+    Detail(Box<WorkloadDetail>),
+    Logs {
+        path: String,
+    },
+    /// An action was taken; the text says which.
+    Done(String),
+    Reloaded(Report),
+    Plan(Report),
     Error(String),
 }

@@ -3,24 +3,24 @@
 //! channel; each ends in a rescan and/or a reconcile, where the pure
 //! `plan` decides and `execute` only carries its actions out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal as NixSignal;
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
-use super::logs::RotatingLog;
+use super::logs::{RotatingLog, Stamper};
 use super::notify::Notifier;
 use super::records::{self, Record};
 use super::scan::{self, Found, Snapshot};
-use super::status::{IdMap, Request, Response, WorkloadStatus};
+use super::status::{Change, IdMap, Report, Request, Response, WorkloadDetail, WorkloadStatus};
 use crate::idmap::{Allocations, Isolation, RemapRanges, Slice};
-use crate::model::{Restart, Signal, Stop, WorkloadName};
-use crate::reconcile::{Action, ExitKind, Observed, Version, plan};
+use crate::model::{Manifest, Restart, Signal, Stop, WorkloadName};
+use crate::reconcile::{Action, ExitKind, Observed, Reason, Version, plan};
 use crate::sandbox::cgroup::{Cgroup, Layout};
 use crate::sandbox::{self, Exit, InitMode, Sandbox, SpawnRequest, process};
 use crate::validate::{Color, HostChecks, Validator, WorkloadSpec, render};
@@ -75,6 +75,21 @@ struct History {
     restarts: u32,
     last_exit: Option<ExitKind>,
     start_error: Option<String>,
+    /// Its recent state changes, newest last (at most `CHANGES_KEPT`).
+    changes: VecDeque<Change>,
+    /// How long its last start took (spawn to the workload's exec).
+    start_latency: Option<Duration>,
+}
+
+/// State changes kept per workload for `paddock status NAME`.
+const CHANGES_KEPT: usize = 20;
+
+/// The daemon's own figures, for the metrics.
+#[derive(Default)]
+struct Stats {
+    reconciles: u64,
+    reconcile_seconds: f64,
+    last_reconcile_seconds: f64,
 }
 
 pub struct Supervisor {
@@ -91,6 +106,13 @@ pub struct Supervisor {
     history: BTreeMap<WorkloadName, History>,
     wake_at: Option<Instant>,
     seed: u64,
+    /// Held stopped by `paddock stop`, with the manifest version it was
+    /// held at: another version releases it (persisted in STATE_DIR/held.json).
+    held: BTreeMap<WorkloadName, Version>,
+    /// Why a workload's next start or restart happens ("command changed"),
+    /// set when its manifest changes and taken by the action.
+    why: BTreeMap<WorkloadName, String>,
+    stats: Stats,
     /// One daemon per state directory (see `records::lock`).
     _lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
@@ -117,6 +139,12 @@ async fn copy_to_log(read: OwnedFd, path: PathBuf) {
             return;
         }
     };
+    let mut stamper = Stamper::default();
+    let write = |log: &mut RotatingLog, bytes: &[u8]| {
+        if let Err(e) = log.write(bytes) {
+            tracing::error!(log = %path.display(), error = %e, "cannot write the log");
+        }
+    };
     loop {
         if let Err(e) = pipe.readable().await {
             tracing::error!(log = %path.display(), error = %e, "reading the output");
@@ -124,11 +152,16 @@ async fn copy_to_log(read: OwnedFd, path: PathBuf) {
         }
         let mut buf = [0u8; 16 << 10];
         match pipe.try_read(&mut buf) {
-            Ok(0) => return,
+            Ok(0) => {
+                let mut out = Vec::new();
+                stamper.finish(&mut out);
+                write(&mut log, &out);
+                return;
+            }
             Ok(n) => {
-                if let Err(e) = log.write(&buf[..n]) {
-                    tracing::error!(log = %path.display(), error = %e, "cannot write the log");
-                }
+                let mut out = Vec::with_capacity(n + 64);
+                stamper.stamp(&buf[..n], std::time::SystemTime::now(), &mut out);
+                write(&mut log, &out);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => {
@@ -136,6 +169,32 @@ async fn copy_to_log(read: OwnedFd, path: PathBuf) {
                 return;
             }
         }
+    }
+}
+
+/// An exit as a person reads it: "3", "SIGKILL", "oom-killed".
+fn exit_text(exit: ExitKind) -> String {
+    match exit {
+        ExitKind::Code(c) => format!("code {c}"),
+        ExitKind::Signal(s) => Signal::from_number(s).map_or_else(|| format!("signal {s}"), |s| s.to_string()),
+        ExitKind::OomKilled => "oom-killed".to_owned(),
+    }
+}
+
+/// The top-level manifest keys that differ: "command changed",
+/// "command and env changed", "env, mounts and resources changed".
+fn changed_keys(old: &Manifest, new: &Manifest) -> String {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return "manifest changed".to_owned();
+    };
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let differ: Vec<&str> = keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).map(String::as_str).collect();
+    match differ.as_slice() {
+        [] => "manifest changed (formatting or comments only)".to_owned(),
+        [one] => format!("{one} changed"),
+        [rest @ .., last] => format!("{} and {last} changed", rest.join(", ")),
     }
 }
 
@@ -171,6 +230,9 @@ impl Supervisor {
             history: BTreeMap::new(),
             wake_at: None,
             seed,
+            held: BTreeMap::new(),
+            why: BTreeMap::new(),
+            stats: Stats::default(),
             _lock: None,
         }
     }
@@ -196,26 +258,73 @@ impl Supervisor {
         if !found.stopped.is_empty() {
             tracing::warn!(workloads = ?found.stopped, "stopped the sandboxes of a daemon that died; they start anew");
         }
+        self.held = self.load_held();
         Ok(())
     }
 
+    fn held_path(&self) -> PathBuf {
+        self.settings.state_dir.join("held.json")
+    }
+
+    /// Workloads an operator stopped stay stopped across daemon restarts.
+    fn load_held(&self) -> BTreeMap<WorkloadName, Version> {
+        let path = self.held_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<BTreeMap<String, u64>>(&bytes)
+                .map(|held| {
+                    held.into_iter().filter_map(|(n, v)| Some((WorkloadName::try_from(n.as_str()).ok()?, Version(v)))).collect()
+                })
+                .unwrap_or_else(|e| {
+                    tracing::error!(file = %path.display(), error = %e, "unreadable list of held workloads; none is held");
+                    BTreeMap::new()
+                }),
+            Err(_) => BTreeMap::new(),
+        }
+    }
+
+    fn save_held(&self) {
+        let held: BTreeMap<&str, u64> = self.held.iter().map(|(n, v)| (n.as_str(), v.0)).collect();
+        let result = serde_json::to_vec(&held)
+            .map_err(std::io::Error::other)
+            .and_then(|json| crate::fsutil::write_atomic(&self.held_path(), &json, 0o600));
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot save the list of held workloads");
+        }
+    }
+
+    /// Records a state change for `paddock status NAME`.
+    fn note(&mut self, name: &WorkloadName, event: impl Into<String>) {
+        let changes = &mut self.history.entry(name.clone()).or_default().changes;
+        if changes.len() == CHANGES_KEPT {
+            changes.pop_front();
+        }
+        changes.push_back(Change { time: crate::timefmt::rfc3339(SystemTime::now()), event: event.into() });
+    }
+
+    /// What the plan works toward: the valid manifests, less the held ones.
+    fn desired_versions(&self) -> BTreeMap<WorkloadName, Version> {
+        self.desired.iter().filter(|(n, _)| !self.held.contains_key(*n)).map(|(n, d)| (n.clone(), d.version)).collect()
+    }
+
     /// Scans the directory and re-validates the files whose content changed.
-    pub fn rescan(&mut self, why: &str) {
+    /// Returns the problems of the files found invalid in this rescan.
+    pub fn rescan(&mut self, why: &str) -> Vec<String> {
         // The periodic resync reads every file; other rescans trust unchanged stamps.
         let previous = (why != "resync").then_some(&self.snapshot);
         let snapshot = match scan::scan(&self.settings.workloads, previous) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(dir = %self.settings.workloads.display(), error = %e, "cannot scan the workloads directory");
-                return;
+                return Vec::new();
             }
         };
         let changed: Vec<String> = scan::changed(&self.snapshot, &snapshot).into_iter().map(str::to_owned).collect();
         tracing::debug!(why, changed = changed.len(), "rescan");
-        for file in changed {
-            self.apply_file(&file, snapshot.get(&file));
+        for file in &changed {
+            self.apply_file(file, snapshot.get(file));
         }
         self.snapshot = snapshot;
+        changed.iter().filter_map(|f| self.invalid.get(f).cloned()).collect()
     }
 
     fn apply_file(&mut self, file: &str, found: Option<&Found>) {
@@ -232,7 +341,10 @@ impl Supervisor {
             }
             Some(Found::Refused { message }) => {
                 tracing::error!(file, error = %message, "manifest refused; the last valid version keeps running");
-                self.invalid.insert(file.to_owned(), message.clone());
+                self.invalid.insert(file.to_owned(), format!("{}: {message}", path.display()));
+                if let Some(name) = &name {
+                    self.note(name, "manifest refused; the last valid version stays");
+                }
             }
             Some(Found::Read { text, version, .. }) => {
                 let checked = self.validator.validate(file, text, HostChecks::Require);
@@ -240,11 +352,22 @@ impl Supervisor {
                     Some(spec) => {
                         self.invalid.remove(file);
                         let name = spec.name.clone();
-                        let changed = self.desired.get(&name).is_none_or(|d| d.version != *version);
+                        let before = self.desired.get(&name);
+                        let changed = before.is_none_or(|d| d.version != *version);
                         if changed {
+                            if let Some(before) = before {
+                                let why = changed_keys(&before.spec.manifest, &spec.manifest);
+                                self.why.insert(name.clone(), why);
+                            }
                             let history = self.history.entry(name.clone()).or_default();
                             history.restarts = 0;
                             history.start_error = None;
+                            // Another manifest releases a workload held by `paddock stop`.
+                            if self.held.get(&name).is_some_and(|v| v != version) {
+                                self.held.remove(&name);
+                                self.save_held();
+                            }
+                            self.note(&name, if before.is_some() { "manifest changed" } else { "manifest added" });
                         }
                         self.desired.insert(name, Desired { version: *version, spec });
                     }
@@ -254,6 +377,9 @@ impl Supervisor {
                             checked.problems.iter().map(|p| render(p, &shown, text, Color::Never)).collect();
                         tracing::error!(file, "invalid manifest; the last valid version keeps running\n{text}");
                         self.invalid.insert(file.to_owned(), text.trim_end().to_owned());
+                        if let Some(name) = &name {
+                            self.note(name, "manifest invalid; the last valid version stays");
+                        }
                     }
                 }
             }
@@ -263,17 +389,19 @@ impl Supervisor {
     /// Plans and carries the plan out. A start takes milliseconds, so at
     /// most `STARTS_PER_PASS` are made before the loop answers other events
     /// (status requests, exits); the rest follow in the next pass.
-    pub fn reconcile(&mut self) {
-        let now = Instant::now();
-        let desired: BTreeMap<WorkloadName, Version> =
-            self.desired.iter().map(|(n, d)| (n.clone(), d.version)).collect();
-        let p = plan(&desired, &self.observed, now);
+    pub fn reconcile(&mut self) -> Report {
+        let clock = Instant::now();
+        let now = clock;
+        let p = plan(&self.desired_versions(), &self.observed, now);
         let (starts, others): (Vec<Action>, Vec<Action>) =
             p.actions.into_iter().partition(|a| matches!(a, Action::Start { .. }));
+        let mut report = Report::default();
         for action in others {
+            report.actions.extend(self.describe(&action));
             self.execute(action, now, None);
         }
-        if starts.len() > STARTS_PER_PASS {
+        report.queued = starts.len().saturating_sub(STARTS_PER_PASS);
+        if report.queued > 0 {
             let _ = self.events.send(Event::Reconcile);
         }
         let starts: Vec<Action> = starts.into_iter().take(STARTS_PER_PASS).collect();
@@ -281,14 +409,37 @@ impl Supervisor {
         let names: Vec<&WorkloadName> = starts.iter().map(Action::name).collect();
         let mut slices = self.slices(&names);
         for action in starts {
+            report.actions.extend(self.describe(&action));
             let slice = slices.remove(action.name());
             self.execute(action, now, slice);
         }
         // A start that failed at once is in backoff now: plan once more for its timer.
-        let desired: BTreeMap<WorkloadName, Version> =
-            self.desired.iter().map(|(n, d)| (n.clone(), d.version)).collect();
-        self.wake_at = plan(&desired, &self.observed, now).wake_at;
+        self.wake_at = plan(&self.desired_versions(), &self.observed, now).wake_at;
         let _ = self.notifier.notify(&format!("STATUS={}", self.summary()));
+        let took = clock.elapsed().as_secs_f64();
+        self.stats.reconciles += 1;
+        self.stats.reconcile_seconds += took;
+        self.stats.last_reconcile_seconds = took;
+        report
+    }
+
+    /// An action as `reload` and `plan` show it: "start web",
+    /// "restart worker (command changed)". None for internal bookkeeping.
+    fn describe(&self, action: &Action) -> Option<String> {
+        let why = |name: &WorkloadName| self.why.get(name).map_or("manifest changed".to_owned(), Clone::clone);
+        Some(match action {
+            Action::Start { name, reason: Reason::New, .. } => format!("start {name}"),
+            Action::Start { name, reason: Reason::BackoffElapsed, .. } => {
+                format!("retry {name} (its restart delay is over)")
+            }
+            Action::Start { name, .. } => format!("start {name} ({})", why(name)),
+            Action::Restart { name, .. } => format!("restart {name} ({})", why(name)),
+            Action::Stop { name, reason: Reason::Removed, .. } if self.desired.contains_key(name) => {
+                format!("stop {name} (held by paddock stop)")
+            }
+            Action::Stop { name, .. } => format!("stop {name} (manifest removed)"),
+            Action::Forget { .. } => return None,
+        })
     }
 
     fn execute(&mut self, action: Action, now: Instant, slice: Option<Result<Slice, String>>) {
@@ -298,6 +449,7 @@ impl Supervisor {
         match action {
             Action::Start { version, reason, .. } => {
                 tracing::info!(?reason, "start");
+                self.why.remove(&name);
                 if matches!(self.observed.get(&name), Some(Observed::Backoff { .. })) {
                     self.history.entry(name.clone()).or_default().restarts += 1;
                 }
@@ -307,6 +459,10 @@ impl Supervisor {
             Action::Restart { reason, .. } | Action::Stop { reason, .. } => {
                 tracing::info!(?reason, "stop");
                 self.stop(&name);
+            }
+            // Held by an operator: it keeps its slice and its history.
+            Action::Forget { .. } if self.held.contains_key(&name) && self.desired.contains_key(&name) => {
+                self.observed.remove(&name);
             }
             Action::Forget { .. } => {
                 tracing::info!("forget");
@@ -379,6 +535,7 @@ impl Supervisor {
             };
             sandbox::spawn(&request).map_err(|e| e.to_string())
         });
+        let latency = now.elapsed();
         // Our copy of the write end must go, so the log copier sees the end.
         let pipe = pipe.map(|(read, write)| {
             drop(write);
@@ -387,6 +544,8 @@ impl Supervisor {
         match started {
             Ok(sandbox) => {
                 self.record(name, &sandbox);
+                self.history.entry(name.clone()).or_default().start_latency = Some(latency);
+                self.note(name, format!("started (pid {})", sandbox.pid));
                 if let Some(read) = pipe {
                     tokio::spawn(copy_to_log(read, self.log_path(name)));
                 }
@@ -400,6 +559,7 @@ impl Supervisor {
             }
             Err(error) => {
                 tracing::error!(%error, "start failed");
+                self.note(name, format!("start failed: {error}"));
                 self.history.entry(name.clone()).or_default().start_error = Some(error);
                 let jitter = self.jitter();
                 let starting = Observed::Starting { version, failures };
@@ -477,6 +637,8 @@ impl Supervisor {
         let _ = live.sandbox.signal(signal);
         let (events, name, pid, timeout) =
             (self.events.clone(), name.clone(), live.sandbox.pid, live.stop.timeout.as_std());
+        let shown = live.stop.signal.to_string();
+        self.note(&name, format!("stopping ({shown})"));
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
             let _ = events.send(Event::StopTimeout { name, pid });
@@ -505,6 +667,7 @@ impl Supervisor {
         let exit = exit_kind(live.sandbox.wait());
         records::remove(&self.settings.state_dir, name);
         tracing::info!(workload = %name, ?exit, ran_for = ?started.elapsed(), "exited");
+        self.note(name, format!("exited: {}", exit_text(exit)));
         self.history.entry(name.clone()).or_default().last_exit = Some(exit);
         let now = Instant::now();
         match self.observed.remove(name) {
@@ -519,6 +682,22 @@ impl Supervisor {
                 let jitter = self.jitter();
                 match state.exited(exit, now, &restart, jitter) {
                     Ok(next) => {
+                        match &next {
+                            Observed::Backoff { until, .. } => {
+                                let delay = until.saturating_duration_since(now);
+                                self.note(
+                                    name,
+                                    format!(
+                                        "restart in {}",
+                                        crate::model::Duration::from_millis(delay.as_millis() as u64)
+                                    ),
+                                );
+                            }
+                            Observed::Failed { failures, .. } => {
+                                self.note(name, format!("failed: gave up after {failures} consecutive failures"));
+                            }
+                            _ => {}
+                        }
                         self.observed.insert(name.clone(), next);
                     }
                     Err(e) => tracing::error!(workload = %name, error = %e, "unexpected exit"),
@@ -555,10 +734,260 @@ impl Supervisor {
         let _ = self.notifier.notify(message);
     }
 
-    pub fn answer(&self, request: Request) -> Response {
+    /// Answers a control request. The second value says whether the
+    /// request changed what should run (the loop then reconciles).
+    pub fn answer(&mut self, request: Request) -> (Response, bool) {
+        let known = |sup: &Self, name: &str| -> Result<WorkloadName, Response> {
+            WorkloadName::try_from(name).ok().filter(|n| sup.desired.contains_key(n)).ok_or_else(|| {
+                Response::Error(format!(
+                    "no workload {name:?}: there is no valid manifest {} (see `paddock status`)",
+                    sup.settings.workloads.join(format!("{name}.toml")).display()
+                ))
+            })
+        };
         match request {
-            Request::Status => Response::Status(self.status()),
+            Request::Status { name: None } => (Response::Status(self.status()), false),
+            Request::Status { name: Some(name) } => {
+                let found = WorkloadName::try_from(name.as_str())
+                    .ok()
+                    .and_then(|n| self.status().into_iter().find(|s| s.name == n.as_str()).map(|s| (n, s)));
+                match found {
+                    Some((n, status)) => (Response::Detail(Box::new(self.detail(&n, status))), false),
+                    None => (Response::Error(format!("no workload {name:?} (see `paddock status`)")), false),
+                }
+            }
+            Request::Logs { name } => match WorkloadName::try_from(name.as_str()) {
+                Ok(n) if self.log_path(&n).exists() || self.desired.contains_key(&n) => {
+                    (Response::Logs { path: self.log_path(&n).display().to_string() }, false)
+                }
+                _ => (Response::Error(format!("no workload {name:?} and no log of one (see `paddock status`)")), false),
+            },
+            Request::Stop { name } => match known(self, &name) {
+                Err(e) => (e, false),
+                Ok(n) => {
+                    let version = self.desired.get(&n).map_or(Version(0), |d| d.version);
+                    let newly = self.held.insert(n.clone(), version).is_none();
+                    self.save_held();
+                    self.note(&n, "held stopped by paddock stop");
+                    let running = self.live.contains_key(&n);
+                    let text = match (newly, running) {
+                        (_, true) => format!(
+                            "stopping {n}; it stays stopped until `paddock start {n}` or a change to its manifest"
+                        ),
+                        (true, false) => {
+                            format!("{n} is held stopped until `paddock start {n}` or a change to its manifest")
+                        }
+                        (false, false) => format!("{n} is already held stopped"),
+                    };
+                    (Response::Done(text), true)
+                }
+            },
+            Request::Start { name } => match known(self, &name) {
+                Err(e) => (e, false),
+                Ok(n) => {
+                    let was_held = self.held.remove(&n).is_some();
+                    if was_held {
+                        self.save_held();
+                        self.note(&n, "released by paddock start");
+                    }
+                    let ended =
+                        matches!(self.observed.get(&n), Some(Observed::Failed { .. } | Observed::Exited { .. }));
+                    if ended {
+                        self.observed.remove(&n);
+                        self.history.entry(n.clone()).or_default().restarts = 0;
+                        self.note(&n, "started again by paddock start");
+                    }
+                    let text = if was_held || ended {
+                        format!("starting {n}")
+                    } else {
+                        format!("{n} is not stopped (state {})", self.state_name(&n))
+                    };
+                    (Response::Done(text), true)
+                }
+            },
+            Request::Restart { name } => match known(self, &name) {
+                Err(e) => (e, false),
+                Ok(n) => {
+                    if self.held.remove(&n).is_some() {
+                        self.save_held();
+                    }
+                    self.history.entry(n.clone()).or_default().restarts = 0;
+                    self.note(&n, "restart asked by paddock restart");
+                    self.why.insert(n.clone(), "paddock restart".to_owned());
+                    if self.live.contains_key(&n) {
+                        if !matches!(self.observed.get(&n), Some(Observed::Stopping { .. })) {
+                            self.stop(&n);
+                        }
+                    } else {
+                        // Ended, failed or waiting: start at once.
+                        self.observed.remove(&n);
+                    }
+                    (Response::Done(format!("restarting {n}")), true)
+                }
+            },
+            // The loop itself rescans and reconciles for these.
+            Request::Reload => (Response::Error("reload is the event loop's".to_owned()), false),
+            Request::Plan { dir } => {
+                let dir = dir.map_or_else(|| self.settings.workloads.clone(), PathBuf::from);
+                match self.preview(&dir) {
+                    Ok(report) => (Response::Plan(report), false),
+                    Err(e) => (Response::Error(e), false),
+                }
+            }
         }
+    }
+
+    fn state_name(&self, name: &WorkloadName) -> &'static str {
+        self.observed.get(name).map_or("stopped", Observed::name)
+    }
+
+    /// `paddock plan DIR`: the actions the pure planner would take if the
+    /// workloads directory looked like `dir`, without taking them. Invalid
+    /// files keep their last valid version, as in a real rescan.
+    fn preview(&self, dir: &std::path::Path) -> Result<Report, String> {
+        let snapshot = scan::scan(dir, None).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let mut manifests: BTreeMap<WorkloadName, (Version, Manifest)> =
+            self.desired.iter().map(|(n, d)| (n.clone(), (d.version, d.spec.manifest.clone()))).collect();
+        let mut report = Report::default();
+        let listed: BTreeSet<WorkloadName> =
+            snapshot.keys().filter_map(|f| WorkloadName::try_from(f.strip_suffix(".toml").unwrap_or(f)).ok()).collect();
+        manifests.retain(|n, _| listed.contains(n));
+        for (file, found) in &snapshot {
+            let shown = dir.join(file).display().to_string();
+            match found {
+                Found::Refused { message } => report.invalid.push(format!("{shown}: {message}")),
+                Found::Read { text, version, .. } => {
+                    let checked = self.validator.validate(file, text, HostChecks::Require);
+                    match checked.spec {
+                        Some(spec) => {
+                            manifests.insert(spec.name.clone(), (*version, spec.manifest));
+                        }
+                        None => report.invalid.push(
+                            checked
+                                .problems
+                                .iter()
+                                .map(|p| render(p, &shown, text, Color::Never))
+                                .collect::<String>()
+                                .trim_end()
+                                .to_owned(),
+                        ),
+                    }
+                }
+            }
+        }
+        let versions: BTreeMap<WorkloadName, Version> = manifests
+            .iter()
+            .filter(|(n, (v, _))| self.held.get(*n) != Some(v))
+            .map(|(n, (v, _))| (n.clone(), *v))
+            .collect();
+        let why = |name: &WorkloadName| match (self.desired.get(name), manifests.get(name)) {
+            (Some(old), Some((_, new))) => changed_keys(&old.spec.manifest, new),
+            _ => "manifest changed".to_owned(),
+        };
+        for action in plan(&versions, &self.observed, Instant::now()).actions {
+            report.actions.push(match &action {
+                Action::Start { name, reason: Reason::New, .. } => format!("start {name}"),
+                Action::Start { name, reason: Reason::BackoffElapsed, .. } => {
+                    format!("retry {name} (its restart delay is over)")
+                }
+                Action::Start { name, .. } => format!("start {name} ({})", why(name)),
+                Action::Restart { name, .. } => format!("restart {name} ({})", why(name)),
+                Action::Stop { name, .. } if manifests.contains_key(name) => {
+                    format!("stop {name} (held by paddock stop)")
+                }
+                Action::Stop { name, .. } => format!("stop {name} (manifest removed)"),
+                Action::Forget { .. } => continue,
+            });
+        }
+        Ok(report)
+    }
+
+    fn detail(&self, name: &WorkloadName, status: WorkloadStatus) -> WorkloadDetail {
+        let history = self.history.get(name);
+        WorkloadDetail {
+            status,
+            effective_manifest: self.desired.get(name).and_then(|d| toml::to_string(&d.spec.manifest).ok()),
+            changes: history.map(|h| h.changes.iter().cloned().collect()).unwrap_or_default(),
+            log: self.log_path(name).display().to_string(),
+            start_latency_ms: history.and_then(|h| h.start_latency).map(|d| d.as_secs_f64() * 1000.0),
+        }
+    }
+
+    /// Prometheus text format (version 0.0.4).
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let status = self.status();
+        let states = ["starting", "running", "backoff", "stopping", "stopped", "exited", "failed"];
+        let _ = writeln!(out, "# HELP paddock_workload_state 1 for the workload's current state, 0 for the others.");
+        let _ = writeln!(out, "# TYPE paddock_workload_state gauge");
+        for w in &status {
+            for state in states {
+                let _ = writeln!(
+                    out,
+                    "paddock_workload_state{{workload=\"{}\",state=\"{state}\"}} {}",
+                    w.name,
+                    u8::from(w.state == state)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP paddock_workload_restarts Restarts since the manifest last changed.");
+        let _ = writeln!(out, "# TYPE paddock_workload_restarts gauge");
+        for w in &status {
+            let _ = writeln!(out, "paddock_workload_restarts{{workload=\"{}\"}} {}", w.name, w.restarts);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP paddock_workload_last_exit_code The last run's exit code (128 + signal when killed)."
+        );
+        let _ = writeln!(out, "# TYPE paddock_workload_last_exit_code gauge");
+        for (name, h) in &self.history {
+            if let Some(exit) = h.last_exit {
+                let code = match exit {
+                    ExitKind::Code(c) => c,
+                    ExitKind::Signal(s) => 128 + s,
+                    ExitKind::OomKilled => 128 + libc::SIGKILL,
+                };
+                let _ = writeln!(out, "paddock_workload_last_exit_code{{workload=\"{name}\"}} {code}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP paddock_workload_start_latency_seconds The last start, from spawn to the workload's exec."
+        );
+        let _ = writeln!(out, "# TYPE paddock_workload_start_latency_seconds gauge");
+        for (name, h) in &self.history {
+            if let Some(d) = h.start_latency {
+                let _ = writeln!(
+                    out,
+                    "paddock_workload_start_latency_seconds{{workload=\"{name}\"}} {:.6}",
+                    d.as_secs_f64()
+                );
+            }
+        }
+        let _ =
+            writeln!(out, "# HELP paddock_reconcile_duration_seconds Time spent planning and acting, per reconcile.");
+        let _ = writeln!(out, "# TYPE paddock_reconcile_duration_seconds summary");
+        let _ = writeln!(out, "paddock_reconcile_duration_seconds_sum {:.6}", self.stats.reconcile_seconds);
+        let _ = writeln!(out, "paddock_reconcile_duration_seconds_count {}", self.stats.reconciles);
+        let _ = writeln!(out, "# HELP paddock_last_reconcile_duration_seconds The last reconcile's duration.");
+        let _ = writeln!(out, "# TYPE paddock_last_reconcile_duration_seconds gauge");
+        let _ = writeln!(out, "paddock_last_reconcile_duration_seconds {:.6}", self.stats.last_reconcile_seconds);
+        let files = self.snapshot.len();
+        let invalid = self.snapshot.keys().filter(|f| self.invalid.contains_key(*f)).count();
+        let _ = writeln!(out, "# HELP paddock_manifests Manifest files in the workloads directory, by validity.");
+        let _ = writeln!(out, "# TYPE paddock_manifests gauge");
+        let _ = writeln!(out, "paddock_manifests{{validity=\"valid\"}} {}", files - invalid);
+        let _ = writeln!(out, "paddock_manifests{{validity=\"invalid\"}} {invalid}");
+        let s = &self.settings;
+        let used: BTreeSet<(u32, u32)> =
+            self.history.values().filter_map(|h| h.slice).map(|sl| (sl.uid.start, sl.gid.start)).collect();
+        let _ = writeln!(out, "# HELP paddock_id_slices Id slices of the remap ranges, used and in all.");
+        let _ = writeln!(out, "# TYPE paddock_id_slices gauge");
+        let _ = writeln!(out, "paddock_id_slices{{kind=\"used\"}} {}", used.len());
+        let total = crate::idmap::slice_count(&s.ranges.uids, &s.ranges.gids, s.slice_size);
+        let _ = writeln!(out, "paddock_id_slices{{kind=\"total\"}} {total}");
+        out
     }
 
     fn status(&self) -> Vec<WorkloadStatus> {
@@ -593,6 +1022,7 @@ impl Supervisor {
                         .filter(|_| matches!(self.observed.get(&name), Some(Observed::Running { .. })))
                         .map(|l| l.started.elapsed().as_secs()),
                     manifest: self.settings.workloads.join(&file).display().to_string(),
+                    held: self.held.contains_key(&name),
                     name: name.to_string(),
                 }
             })

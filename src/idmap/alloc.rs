@@ -58,6 +58,11 @@ fn cut(ranges: &[IdRange], size: u32) -> Vec<IdRange> {
     out
 }
 
+/// How many slices the ranges hold (uids and gids are cut alike).
+pub fn slice_count(uids: &[IdRange], gids: &[IdRange], size: u32) -> usize {
+    cut(uids, size).len().min(cut(gids, size).len())
+}
+
 /// The persisted table: workload name to slice.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Allocations {

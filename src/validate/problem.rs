@@ -98,7 +98,17 @@ pub enum Color {
 }
 
 impl Color {
-    fn paint(self, code: &str, s: &str) -> String {
+    /// Colour only on a terminal, and never with `NO_COLOR` set (no-color.org).
+    pub fn for_stdout() -> Self {
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) {
+            Color::Always
+        } else {
+            Color::Never
+        }
+    }
+
+    pub fn paint(self, code: &str, s: &str) -> String {
         match self {
             Color::Never => s.to_owned(),
             Color::Always => format!("\x1b[{code}m{s}\x1b[0m"),

@@ -1,6 +1,7 @@
 //! Helpers shared by the validation tests.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod sandbox;
 
 use std::path::Path;

@@ -1,0 +1,75 @@
+//! What every command that talks to the running daemon shares: where its
+//! socket is, and one request/answer exchange on it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::daemon::status::{Request, Response};
+
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The daemon's control socket [default: the configuration's `socket`,
+    /// /run/paddock/paddock.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// The daemon's configuration, read for its `socket` [default:
+    /// /etc/paddock/paddock.toml, if it exists].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The flag, else the configuration's socket, else the default.
+    pub fn socket(&self) -> Result<PathBuf, String> {
+        match &self.socket {
+            Some(s) => Ok(s.clone()),
+            None => super::load_config(self.config.as_deref()).map(|c| c.socket),
+        }
+    }
+
+    /// Asks the daemon; an error says how to reach it or what it refused.
+    pub fn ask(&self, request: &Request) -> Result<Response, String> {
+        let socket = self.socket()?;
+        match ask(&socket, request, Duration::from_secs(60))? {
+            Response::Error(e) => Err(e),
+            answer => Ok(answer),
+        }
+    }
+}
+
+/// Sends one request to the daemon and reads its answer.
+pub fn ask(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, String> {
+    let unreachable = |e: std::io::Error| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                " (is the daemon running? `systemctl status paddock`; or give its socket with --socket)"
+            }
+            std::io::ErrorKind::PermissionDenied => " (the control socket is root's: use sudo)",
+            _ => "",
+        };
+        format!("cannot reach the daemon at {}: {e}{hint}", socket.display())
+    };
+    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+    stream.set_read_timeout(Some(timeout)).map_err(unreachable)?;
+    let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(unreachable)?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).map_err(unreachable)?;
+    if answer.is_empty() {
+        return Err(format!("the daemon at {} closed the connection without an answer", socket.display()));
+    }
+    serde_json::from_str(&answer).map_err(|e| format!("the daemon's answer is not understood: {e}"))
+}
+
+/// The width of the terminal on stdout, or None when it is not one.
+pub fn terminal_width() -> Option<usize> {
+    let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes a winsize into `size`; fd 1 is only queried.
+    let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) };
+    (rc == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
+}

@@ -1,0 +1,168 @@
+//! `paddock logs NAME`: a workload's captured stdout and stderr, from the
+//! files the daemon keeps (`STATE_DIR/logs/NAME.log` and its rotations).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+
+use super::client::ClientArgs;
+use crate::daemon::logs::{files_oldest_first, split_line};
+use crate::daemon::status::{Request, Response};
+
+/// Show a workload's captured stdout and stderr (both go to one log,
+/// across its runs, rotated at 10 MiB).
+///
+/// Each line was stamped with the time it arrived; `--timestamps` shows it.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The workload.
+    pub name: String,
+    /// Keep printing what the workload writes, across its restarts (until Ctrl-C).
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines [default: all].
+    #[arg(short = 'n', long = "lines", value_name = "N")]
+    pub lines: Option<usize>,
+    /// Only lines written in the last DURATION, e.g. "10m", "1h", "30s".
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<crate::model::Duration>,
+    /// Start each line with the time it arrived (RFC 3339, UTC).
+    #[arg(short, long)]
+    pub timestamps: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// How many rotated files the daemon keeps (see the supervisor).
+const KEEP: usize = 3;
+
+struct Printer {
+    since: Option<SystemTime>,
+    timestamps: bool,
+    /// A line without a time (from before stamping) goes with the one before it.
+    keep_unstamped: bool,
+}
+
+impl Printer {
+    /// The line as it is shown, or None when `--since` leaves it out.
+    fn show(&mut self, line: &str) -> Option<String> {
+        let (time, text) = split_line(line);
+        let keep = match (self.since, time) {
+            (Some(since), Some(t)) => t >= since,
+            (Some(_), None) => self.keep_unstamped,
+            (None, _) => true,
+        };
+        self.keep_unstamped = keep;
+        keep.then(|| if self.timestamps { line.to_owned() } else { text.to_owned() })
+    }
+}
+
+fn read_lines(path: &Path, printer: &mut Printer, out: &mut std::collections::VecDeque<String>, limit: usize) {
+    let Ok(file) = File::open(path) else { return };
+    for line in BufReader::new(file).split(b'\n').map_while(Result::ok) {
+        if let Some(shown) = printer.show(&String::from_utf8_lossy(&line)) {
+            if out.len() == limit {
+                out.pop_front();
+            }
+            out.push_back(shown);
+        }
+    }
+}
+
+pub fn run(args: LogsArgs) -> std::io::Result<super::ExitCode> {
+    let path = match args.client.ask(&Request::Logs { name: args.name.clone() }) {
+        Ok(Response::Logs { path }) => PathBuf::from(path),
+        Ok(other) => {
+            eprintln!("paddock logs: unexpected answer from the daemon: {other:?}");
+            return Ok(1);
+        }
+        Err(e) => {
+            eprintln!("paddock logs: {e}");
+            return Ok(1);
+        }
+    };
+    let since = args.since.map(|d| SystemTime::now() - d.as_std());
+    let mut printer = Printer { since, timestamps: args.timestamps, keep_unstamped: true };
+    let limit = args.lines.unwrap_or(usize::MAX);
+    let mut lines = std::collections::VecDeque::new();
+    if limit > 0 {
+        for file in files_oldest_first(&path, KEEP).iter().filter(|f| **f != path) {
+            read_lines(file, &mut printer, &mut lines, limit);
+        }
+    }
+    // The current file through one handle, which -f then follows.
+    let mut current = File::open(&path).ok();
+    let mut pending = Vec::new();
+    if let Some(f) = &mut current {
+        f.read_to_end(&mut pending)?;
+    }
+    // Without -f a last line still being written is shown too; -f waits for its end.
+    let shown_now = if args.follow { complete_len(&pending) } else { pending.len() };
+    if limit > 0 {
+        for line in pending[..shown_now].split_inclusive(|b| *b == b'\n') {
+            if let Some(shown) = printer.show(&String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(line))) {
+                if lines.len() == limit {
+                    lines.pop_front();
+                }
+                lines.push_back(shown);
+            }
+        }
+    }
+    pending.drain(..shown_now);
+    let mut out = std::io::stdout().lock();
+    let quiet_on_pipe = |e: std::io::Error| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(0) } else { Err(e) };
+    for line in &lines {
+        if let Err(e) = writeln!(out, "{line}") {
+            return quiet_on_pipe(e);
+        }
+    }
+    if let Err(e) = out.flush() {
+        return quiet_on_pipe(e);
+    }
+    if !args.follow {
+        return Ok(0);
+    }
+    drop(out);
+    follow(&path, current, pending, printer).or_else(quiet_on_pipe)
+}
+
+/// The length of the complete lines at the start of `buf`.
+fn complete_len(buf: &[u8]) -> usize {
+    buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)
+}
+
+/// Prints what is appended to the log, reopening it when it is rotated
+/// (or created, for a workload that has not written yet).
+fn follow(path: &Path, mut current: Option<File>, mut pending: Vec<u8>, mut printer: Printer) -> std::io::Result<u8> {
+    loop {
+        if let Some(f) = &mut current {
+            f.read_to_end(&mut pending)?;
+        }
+        let complete = complete_len(&pending);
+        if complete > 0 {
+            let mut out = std::io::stdout().lock();
+            for line in pending[..complete - 1].split(|b| *b == b'\n') {
+                if let Some(shown) = printer.show(&String::from_utf8_lossy(line)) {
+                    writeln!(out, "{shown}")?;
+                }
+            }
+            out.flush()?;
+            pending.drain(..complete);
+        }
+        // Rotated: the name now holds a new file. What the old one still had was read above.
+        let now = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        let held = current.as_ref().and_then(|f| f.metadata().ok()).map(|m| (m.dev(), m.ino()));
+        if now.is_some() && now != held {
+            current = File::open(path).ok();
+            if let Some(f) = &mut current {
+                f.rewind()?;
+            }
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

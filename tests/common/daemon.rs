@@ -1,0 +1,184 @@
+//! A real `paddock daemon` in temp directories, driven through its files,
+//! its signals and its socket. (Root and user namespaces required.)
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::sandbox::require_root;
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    /// A soft open-files limit to start the daemon with.
+    pub nofile_soft: Option<u64>,
+}
+
+impl Daemon {
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn setup() -> Self {
+        require_root();
+        let dir = tempfile::Builder::new().prefix("paddock-daemon").tempdir().unwrap();
+        let d = Daemon { dir, child: None, nofile_soft: None };
+        std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir(d.path("wl")).unwrap();
+        // Not beside wl/: the daemon watches wl's parent, and its own log
+        // lines would each wake it.
+        std::fs::create_dir(d.path("out")).unwrap();
+        std::fs::set_permissions(d.path("wl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::copy("/etc/passwd", d.path("passwd")).unwrap();
+        std::fs::copy("/etc/group", d.path("group")).unwrap();
+        std::fs::write(d.path("subuid"), "").unwrap();
+        std::fs::write(d.path("subgid"), "").unwrap();
+        let p = |f: &str| d.path(f).display().to_string();
+        let config = format!(
+            "workloads = {:?}\nstate_dir = {:?}\nsocket = {:?}\npolicy_dir = \"/nonexistent\"\nvolumes_root = {:?}\n[remap]\nsubuid = {:?}\nsubgid = {:?}\npasswd = {:?}\ngroup = {:?}\n",
+            p("wl"),
+            p("state"),
+            p("paddock.sock"),
+            p("volumes"),
+            p("subuid"),
+            p("subgid"),
+            p("passwd"),
+            p("group")
+        );
+        std::fs::write(d.path("paddock.toml"), config).unwrap();
+        d
+    }
+
+    /// Replaces a line of the configuration (for tests that need another setting).
+    pub fn configure(&self, from: &str, to: &str) {
+        let path = self.path("paddock.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from} is not in the configuration");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    }
+
+    pub fn start(self, env: &[(&str, &str)]) -> Self {
+        self.start_with(&[], env)
+    }
+
+    pub fn start_with(mut self, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
+        cmd.args(["daemon"])
+            .args(args)
+            .arg("--config")
+            .arg(self.path("paddock.toml"))
+            .stderr(Stdio::from(std::fs::File::create(self.path("out/daemon.log")).unwrap()));
+        cmd.envs(env.iter().copied());
+        if let Some(soft) = self.nofile_soft {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: getrlimit and setrlimit are async-signal-safe, as pre_exec requires.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+                    l.rlim_cur = soft.min(l.rlim_max);
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+                    Ok(())
+                })
+            };
+        }
+        self.child = Some(cmd.spawn().unwrap());
+        // A killed predecessor leaves its socket file: wait for one that answers.
+        self.wait_for("the control socket", |d| {
+            std::os::unix::net::UnixStream::connect(d.path("paddock.sock")).is_ok()
+        });
+        self
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        // As an editor saves: a temporary file renamed over the manifest.
+        let tmp = self.path(&format!("wl/.{name}.swp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, self.path(&format!("wl/{name}"))).unwrap();
+    }
+
+    pub fn status(&self) -> Vec<Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(["status", "--json", "--socket"])
+            .arg(self.path("paddock.sock"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Runs `paddock ARGS --socket SOCKET` (a client command) to its end.
+    pub fn paddock(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(args)
+            .arg("--socket")
+            .arg(self.path("paddock.sock"))
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    }
+
+    pub fn workload(&self, name: &str) -> Option<Value> {
+        self.status().into_iter().find(|w| w["name"] == name)
+    }
+
+    pub fn wait_for(&self, what: &str, ok: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !ok(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n{}",
+                std::fs::read_to_string(self.path("out/daemon.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn running_pid(&self, name: &str) -> i64 {
+        self.wait_for(&format!("{name} running"), |d| d.workload(name).is_some_and(|w| w["state"] == "running"));
+        self.workload(name).unwrap()["pid"].as_i64().unwrap()
+    }
+
+    pub fn terminate(&mut self) -> i32 {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().unwrap().code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn alive(pid: i64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Ended: no such process, or a zombie (whose reaping is its parent's
+/// business; a process adopted by the host's PID 1 may stay one a while).
+pub fn gone(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+}
+
+pub const SLEEPER: &str = "command = [\"/bin/sleep\", \"1000\"]\n";
+
+/// Host pids of the processes whose command line is exactly `argv`.
+pub fn processes(argv: &[&str]) -> Vec<i64> {
+    let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == wanted))
+        .collect()
+}

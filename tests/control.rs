@@ -1,0 +1,339 @@
+//! The operator's commands against a real daemon: `status [NAME]`, `logs`,
+//! `start`/`stop`/`restart`, `reload`, `plan`, the metrics endpoint, and
+//! what each says when the daemon is down. (Root and user namespaces
+//! required.)
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::daemon::{Daemon, SLEEPER, alive};
+use serde_json::Value;
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn status_shows_a_table_json_and_everything_about_one_workload() {
+    let d = Daemon::setup().start(&[]);
+    d.write("alpha.toml", SLEEPER);
+    d.write("beta.toml", "command = [\"/bin/sleep\", \"1001\"]\nenv = { MODE = \"x\" }\n");
+    let pid = d.running_pid("alpha");
+    d.running_pid("beta");
+
+    let table = d.paddock(&["status"]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = stdout(&table);
+    assert!(text.starts_with("NAME   STATE    PID"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("alpha  running  ") && l.contains(&pid.to_string())), "{text}");
+    assert!(!text.contains('\x1b'), "no colour off a terminal");
+
+    let json: Vec<Value> = serde_json::from_slice(&d.paddock(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(json.len(), 2);
+    for key in ["name", "state", "pid", "uid_map", "gid_map", "restarts", "last_exit", "error", "manifest", "held"] {
+        assert!(json[0].get(key).is_some(), "{key} in {}", json[0]);
+    }
+
+    let one = stdout(&d.paddock(&["status", "beta"]));
+    assert!(one.starts_with("beta: running\n"), "{one}");
+    assert!(one.contains("effective manifest:\n") && one.contains("MODE = \"x\""), "{one}");
+    assert!(one.contains("hostname = \"beta\""), "the defaults are filled in:\n{one}");
+    assert!(
+        one.contains("recent changes:\n") && one.contains("manifest added") && one.contains("started (pid"),
+        "{one}"
+    );
+    let one: Value = serde_json::from_slice(&d.paddock(&["status", "beta", "--json"]).stdout).unwrap();
+    assert_eq!(one["name"], "beta");
+    assert!(one["effective_manifest"].as_str().unwrap().contains("command = [\"/bin/sleep\", \"1001\"]"), "{one}");
+    assert!(one["changes"].as_array().unwrap().len() >= 2);
+    assert!(one["log"].as_str().unwrap().ends_with("logs/beta.log"));
+
+    let unknown = d.paddock(&["status", "gamma"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("no workload \"gamma\""), "{}", stderr(&unknown));
+}
+
+#[test]
+fn logs_prints_the_last_lines_and_follows_across_a_restart() {
+    let d = Daemon::setup().start(&[]);
+    d.write(
+        "chatty.toml",
+        "command = [\"/bin/sh\", \"-c\", \"echo one; echo two >&2; echo three; exec sleep 1000\"]\n[restart]\nbackoff = \"10ms\"\n",
+    );
+    let first = d.running_pid("chatty");
+    let log = d.path("state/logs/chatty.log");
+    d.wait_for("three lines", |_| std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 3));
+
+    assert_eq!(stdout(&d.paddock(&["logs", "chatty"])), "one\ntwo\nthree\n");
+    assert_eq!(stdout(&d.paddock(&["logs", "chatty", "-n", "2"])), "two\nthree\n");
+    assert_eq!(stdout(&d.paddock(&["logs", "chatty", "-n", "0"])), "");
+    let stamped = stdout(&d.paddock(&["logs", "chatty", "--timestamps", "-n", "1"]));
+    let (stamp, text) = stamped.trim_end().split_once(' ').unwrap();
+    assert!(paddock::timefmt::parse_rfc3339(stamp).is_some() && text == "three", "{stamped}");
+    assert_eq!(stdout(&d.paddock(&["logs", "chatty", "--since", "1h"])), "one\ntwo\nthree\n");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(stdout(&d.paddock(&["logs", "chatty", "--since", "1s"])), "", "older lines are left out");
+
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["logs", "chatty", "-f", "-n", "1", "--socket"])
+        .arg(d.path("paddock.sock"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    d.wait_for("a second run", |d| d.workload("chatty").is_some_and(|w| w["restarts"] == 1 && w["state"] == "running"));
+    d.wait_for("the second run's lines", |_| std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 6));
+    std::thread::sleep(Duration::from_millis(300));
+    follower.kill().unwrap();
+    let mut followed = String::new();
+    follower.stdout.take().unwrap().read_to_string(&mut followed).unwrap();
+    follower.wait().unwrap();
+    assert_eq!(followed, "three\none\ntwo\nthree\n", "the last line, then the next run's");
+
+    let none = d.paddock(&["logs", "nobody"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(stderr(&none).contains("no workload \"nobody\""), "{}", stderr(&none));
+}
+
+#[test]
+fn stop_holds_a_workload_until_start_or_a_manifest_change() {
+    let d = Daemon::setup().start(&[]);
+    d.write("held.toml", SLEEPER);
+    let pid = d.running_pid("held");
+    let out = d.paddock(&["stop", "held"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("stays stopped until `paddock start held`"), "{}", stdout(&out));
+    d.wait_for("held stopped", |d| d.workload("held").is_some_and(|w| w["state"] == "stopped" && w["held"] == true));
+    assert!(!alive(pid));
+    assert!(stdout(&d.paddock(&["status"])).contains("stopped (held)"));
+    // A rescan with no change to the manifest keeps it stopped.
+    assert_eq!(stdout(&d.paddock(&["reload"])), "nothing changed\n");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(d.workload("held").unwrap()["state"], "stopped");
+    // So does a daemon restart: the hold is kept in the state directory.
+    let mut d = d;
+    assert_eq!(d.terminate(), 0);
+    let d = d.start(&[]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(d.workload("held").unwrap()["held"], true);
+    let out = d.paddock(&["start", "held"]);
+    assert_eq!(stdout(&out), "starting held\n", "{}", stderr(&out));
+    let again = d.running_pid("held");
+    // A manifest change releases a hold too.
+    d.paddock(&["stop", "held"]);
+    d.wait_for("held again", |d| d.workload("held").is_some_and(|w| w["state"] == "stopped"));
+    d.write("held.toml", "command = [\"/bin/sleep\", \"1001\"]\n");
+    let third = d.running_pid("held");
+    assert!(third != again && d.workload("held").unwrap()["held"] == false);
+
+    let unknown = d.paddock(&["stop", "ghost"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("no workload \"ghost\": there is no valid manifest"), "{}", stderr(&unknown));
+}
+
+#[test]
+fn restart_revives_a_failed_workload() {
+    let d = Daemon::setup();
+    let flag = d.path("flag");
+    std::fs::create_dir(&flag).unwrap();
+    std::fs::set_permissions(&flag, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = d.start(&[]);
+    d.write(
+        "phoenix.toml",
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", \"[ -e /flag/ok ] && exec sleep 1000; exit 3\"]\n[restart]\nmax_retries = 1\nbackoff = \"10ms\"\n[[mounts]]\nsource = {:?}\ntarget = \"/flag\"\n",
+            flag.display().to_string()
+        ),
+    );
+    d.wait_for("phoenix failed", |d| d.workload("phoenix").is_some_and(|w| w["state"] == "failed"));
+    std::fs::write(flag.join("ok"), "").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(d.workload("phoenix").unwrap()["state"], "failed", "failed stays failed by itself");
+    let out = d.paddock(&["restart", "phoenix"]);
+    assert_eq!(stdout(&out), "restarting phoenix\n", "{}", stderr(&out));
+    d.running_pid("phoenix");
+    assert_eq!(d.workload("phoenix").unwrap()["restarts"], 0, "the count starts over");
+    // Restart of a running workload: a new sandbox.
+    let before = d.running_pid("phoenix");
+    d.paddock(&["restart", "phoenix"]);
+    d.wait_for("a new sandbox", |d| {
+        d.workload("phoenix").is_some_and(|w| w["state"] == "running" && w["pid"].as_i64() != Some(before))
+    });
+    assert!(!alive(before));
+}
+
+/// Mounts `from` over `onto` for the guard's life: changes that inotify
+/// on `onto` cannot see, as on NFS, where `paddock reload` is the way.
+struct BindMount(std::path::PathBuf);
+
+impl BindMount {
+    fn new(from: &std::path::Path, onto: &std::path::Path) -> Self {
+        nix::mount::mount(Some(from), onto, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).unwrap();
+        BindMount(onto.to_owned())
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn reload_rescans_and_reports_what_changed() {
+    let d = Daemon::setup();
+    let hidden = d.path("nfs");
+    std::fs::create_dir(&hidden).unwrap();
+    std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = d.start(&[]);
+    // The daemon's socket appeared beside wl/, in the watched parent: let that rescan pass.
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(hidden.join("one.toml"), SLEEPER).unwrap();
+    std::fs::write(hidden.join("two.toml"), SLEEPER).unwrap();
+    let _mount = BindMount::new(&hidden, &d.path("wl"));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        d.status().is_empty(),
+        "inotify saw nothing: {}",
+        std::fs::read_to_string(d.path("out/daemon.log")).unwrap()
+    );
+    assert_eq!(stdout(&d.paddock(&["reload"])), "started one\nstarted two\n");
+    d.running_pid("one");
+    std::fs::write(hidden.join("one.toml"), "command = [\"/bin/sleep\", \"1001\"]\n").unwrap();
+    std::fs::remove_file(hidden.join("two.toml")).unwrap();
+    std::fs::write(hidden.join("bad.toml"), "command = \"not a list\"\n").unwrap();
+    let out = stdout(&d.paddock(&["reload"]));
+    let expected_bad = format!("invalid: {}/bad.toml:1:11: error: `command` must be an array", d.path("wl").display());
+    assert!(out.starts_with("restarted one (command changed)\nstopped two (manifest removed)\n"), "{out}");
+    assert!(out.contains(&expected_bad), "{out}");
+    assert_eq!(stdout(&d.paddock(&["reload"])), "nothing changed\n");
+}
+
+#[test]
+fn plan_shows_what_a_directory_would_do_and_does_nothing() {
+    let d = Daemon::setup().start(&[]);
+    d.write("keep.toml", SLEEPER);
+    d.write("edit.toml", SLEEPER);
+    d.write("drop.toml", SLEEPER);
+    let pids: Vec<i64> = ["keep", "edit", "drop"].iter().map(|n| d.running_pid(n)).collect();
+
+    let now = d.paddock(&["plan"]);
+    assert_eq!((now.status.code(), stdout(&now)), (Some(0), "nothing to do\n".to_owned()), "{}", stderr(&now));
+
+    let next = d.path("next");
+    std::fs::create_dir(&next).unwrap();
+    std::fs::write(next.join("keep.toml"), SLEEPER).unwrap();
+    std::fs::write(next.join("edit.toml"), "command = [\"/bin/sleep\", \"5\"]\nhostname = \"e\"\n").unwrap();
+    std::fs::write(next.join("add.toml"), SLEEPER).unwrap();
+    std::fs::write(next.join("bad.toml"), "command = [\"/bin/sleep\"]\nrestart = { polcy = \"always\" }\n").unwrap();
+    let out = d.paddock(&["plan", next.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "an invalid file: exit 1");
+    let text = stdout(&out);
+    let want =
+        "would start add\nwould stop drop (manifest removed)\nwould restart edit (command and hostname changed)\n";
+    assert!(text.starts_with(want), "{text}");
+    assert!(
+        text.contains(&format!("invalid: {}/bad.toml:2:13: error: unknown key `polcy` in [restart]", next.display())),
+        "{text}"
+    );
+    let after: Vec<i64> = ["keep", "edit", "drop"].iter().map(|n| d.running_pid(n)).collect();
+    assert_eq!(after, pids, "plan changes nothing");
+    assert!(d.workload("add").is_none());
+}
+
+#[test]
+fn every_client_command_says_when_the_daemon_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("none.sock");
+    for args in [
+        &["status"][..],
+        &["logs", "web"],
+        &["start", "web"],
+        &["stop", "web"],
+        &["restart", "web"],
+        &["reload"],
+        &["plan"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_paddock")).args(args).arg("--socket").arg(&socket).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.starts_with(&format!("paddock {}: cannot reach the daemon at {}", args[0], socket.display()))
+                && err.contains("is the daemon running?"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn get(port: u16, path: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_match_status() {
+    let d = Daemon::setup();
+    let port = free_port();
+    d.configure("policy_dir", &format!("metrics_listen = \"{port}\"\npolicy_dir"));
+    let d = d.start(&[]);
+    d.write("up.toml", SLEEPER);
+    d.write(
+        "down.toml",
+        "command = [\"/bin/sh\", \"-c\", \"exit 4\"]\n[restart]\nmax_retries = 1\nbackoff = \"10ms\"\n",
+    );
+    d.write("broken.toml", "command = 1\n");
+    d.running_pid("up");
+    d.wait_for("down failed", |d| d.workload("down").is_some_and(|w| w["state"] == "failed"));
+
+    let (head, body) = get(port, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200 OK") && head.contains("text/plain; version=0.0.4"), "{head}");
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("{name} {labels:?} in\n{body}"));
+        match sample.value {
+            prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{name} is not a plain value"),
+        }
+    };
+    for w in d.status() {
+        let name = w["name"].as_str().unwrap();
+        assert_eq!(
+            value("paddock_workload_state", &[("workload", name), ("state", w["state"].as_str().unwrap())]),
+            1.0
+        );
+        assert_eq!(value("paddock_workload_restarts", &[("workload", name)]), w["restarts"].as_f64().unwrap());
+    }
+    assert_eq!(value("paddock_workload_last_exit_code", &[("workload", "down")]), 4.0);
+    assert!(value("paddock_workload_start_latency_seconds", &[("workload", "up")]) > 0.0);
+    assert_eq!(value("paddock_manifests", &[("validity", "valid")]), 2.0);
+    assert_eq!(value("paddock_manifests", &[("validity", "invalid")]), 1.0);
+    assert_eq!(value("paddock_id_slices", &[("kind", "used")]), 2.0);
+    assert_eq!(value("paddock_id_slices", &[("kind", "total")]), 256.0, "the default range: 256 slices");
+    assert!(body.contains("paddock_reconcile_duration_seconds_count "), "{body}");
+    assert!(get(port, "/").0.starts_with("HTTP/1.1 404"));
+    // Loopback only for a bare port.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+}
