@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Command::Reload(args) => cli::control::reload(args),
         Command::Plan(args) => cli::control::plan(args),
         Command::Schema(args) => cli::schema::run(args),
+        Command::Generate { dir } => cli::generate::run(&dir),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -49,3 +49,117 @@ fn the_configuration_in_the_readme_is_valid_and_is_the_defaults() {
     let parsed = paddock::config::Config::parse(std::path::Path::new("paddock.toml"), text).unwrap();
     assert_eq!(parsed, paddock::config::Config::default());
 }
+
+/// README's manifest reference, rendered from the schema's descriptions.
+fn manifest_reference(schema: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let defs = &schema["$defs"];
+    let resolve = |v: &Value| -> Value {
+        match v.get("$ref").and_then(Value::as_str) {
+            Some(r) => defs[r.trim_start_matches("#/$defs/")].clone(),
+            None => v.clone(),
+        }
+    };
+    let kind = |v: &Value| -> String {
+        let target = resolve(v);
+        let name = v.get("$ref").and_then(Value::as_str).map(|r| r.trim_start_matches("#/$defs/"));
+        match (name, target.get("enum")) {
+            (Some("Signal"), _) => "signal name".to_owned(),
+            (Some("Capability"), _) => "capability".to_owned(),
+            (Some("Duration"), _) => "duration".to_owned(),
+            (Some("Size"), _) => "size".to_owned(),
+            (_, Some(values)) => {
+                values.as_array().unwrap().iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(" \\| ")
+            }
+            _ => match target["type"].as_str() {
+                Some("array") => format!("array of {}", {
+                    let item = &v["items"];
+                    let inner = resolve(item);
+                    match item.get("$ref").and_then(Value::as_str) {
+                        Some(r) if r.ends_with("Capability") => "capabilities".to_owned(),
+                        Some(_) if inner["type"] == "object" => "tables".to_owned(),
+                        _ => format!("{}s", inner["type"].as_str().unwrap_or("value")),
+                    }
+                }),
+                Some("object") if target.get("properties").is_none() => "table of strings".to_owned(),
+                Some(t) => t.to_owned(),
+                None => "value".to_owned(),
+            },
+        }
+    };
+    let default = |v: &Value, required: bool| -> String {
+        match v.get("default") {
+            _ if required => "required".to_owned(),
+            Some(Value::Object(_)) | None => "—".to_owned(),
+            Some(d) => format!("`{d}`"),
+        }
+    };
+    let table = |object: &Value, prefix: &str| -> String {
+        let required: Vec<&str> =
+            object["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let mut out = String::from("| key | type | default | meaning |\n|---|---|---|---|\n");
+        for (key, v) in object["properties"].as_object().unwrap() {
+            let target = resolve(v);
+            if target["type"] == "object" && target.get("properties").is_some() {
+                continue;
+            }
+            if v["type"] == "array" && resolve(&v["items"])["type"] == "object" {
+                continue;
+            }
+            let description = v["description"].as_str().or(target["description"].as_str()).unwrap_or("");
+            let description = description.replace('|', "\\|").replace('\n', " ");
+            out += &format!(
+                "| `{prefix}{key}` | {} | {} | {description} |\n",
+                kind(v),
+                default(v, required.contains(&key.as_str()))
+            );
+        }
+        out
+    };
+    let mut out = String::from("Top-level keys:\n\n");
+    out += &table(schema, "");
+    for (key, v) in schema["properties"].as_object().unwrap() {
+        let (section, target) = if v["type"] == "array" {
+            (format!("[[{key}]]"), resolve(&v["items"]))
+        } else {
+            (format!("[{key}]"), resolve(v))
+        };
+        if target["type"] != "object" || target.get("properties").is_none() {
+            continue;
+        }
+        let description = v["description"].as_str().unwrap_or("");
+        out += &format!("\n`{section}`: {description}\n\n");
+        out += &table(&target, "");
+    }
+    out
+}
+
+#[test]
+fn the_manifest_reference_in_the_readme_is_the_schemas() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("schemas/workload.schema.json")).unwrap()).unwrap();
+    let generated = manifest_reference(&schema);
+    let (begin, end) = (
+        "<!-- manifest reference: generated from the schema by tests/readme.rs -->\n",
+        "<!-- end of manifest reference -->",
+    );
+    let path = root.join("README.md");
+    let region = |readme: &str| {
+        let start = readme.find(begin).expect("README has the manifest reference's begin marker") + begin.len();
+        let stop = readme[start..].find(end).expect("and its end marker") + start;
+        (start, stop)
+    };
+    if std::env::var_os("PADDOCK_UPDATE_README").is_some() {
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let (start, stop) = region(&readme);
+        std::fs::write(&path, format!("{}{generated}{}", &readme[..start], &readme[stop..])).unwrap();
+    }
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let (start, stop) = region(&readme);
+    assert!(
+        readme[start..stop] == generated,
+        "README's manifest reference differs from the schema's descriptions; regenerate it with \
+         `PADDOCK_UPDATE_README=1 cargo test --test readme` and commit it"
+    );
+}

@@ -85,11 +85,17 @@ pub fn run(args: DaemonArgs) -> std::io::Result<super::ExitCode> {
         Err(e) => return fail(e.to_string()),
     };
     let watchdog = notifier.watchdog_interval();
+    // Under systemd with Delegate=yes, workloads live in the unit's own cgroup.
+    let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let cgroups = match Layout::detect(&config.cgroup_root).for_daemon(&self_cgroup) {
+        Ok(layout) => layout,
+        Err(e) => return fail(format!("cannot use the cgroup systemd delegated to paddock: {e}")),
+    };
     let settings = Settings {
         workloads: workloads.clone(),
         state_dir,
         volumes_root: config.volumes_root.clone(),
-        cgroups: Layout::detect(&config.cgroup_root),
+        cgroups,
         ranges,
         isolation: remap.isolation,
         slice_size: remap.slice_size,

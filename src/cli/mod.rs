@@ -4,6 +4,7 @@ pub mod check;
 pub mod client;
 pub mod control;
 pub mod daemon;
+pub mod generate;
 pub mod logs;
 pub mod run;
 pub mod schema;
@@ -47,6 +48,11 @@ pub enum Command {
     Plan(control::PlanArgs),
     Check(check::CheckArgs),
     Schema(schema::SchemaArgs),
+    /// Write the man pages and shell completions under DIR (internal: install.sh and packaging use it).
+    #[command(name = "__generate", hide = true)]
+    Generate {
+        dir: PathBuf,
+    },
     /// The sandbox's init (internal: paddock executes itself as PID 1 of a sandbox).
     #[command(name = "__init", hide = true)]
     Init {

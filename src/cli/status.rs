@@ -138,7 +138,8 @@ fn detail(d: &WorkloadDetail, color: Color) -> String {
     if let Some(m) = &d.effective_manifest {
         out.push_str("\neffective manifest:\n");
         for l in m.lines() {
-            out.push_str(&format!("  {l}\n"));
+            // No trailing spaces on the blank lines between tables.
+            if l.is_empty() { out.push('\n') } else { out.push_str(&format!("  {l}\n")) }
         }
     }
     if !d.changes.is_empty() {

@@ -47,6 +47,49 @@ impl Layout {
     }
 }
 
+/// systemd marks a cgroup it delegates (`Delegate=yes`) with this extended
+/// attribute (`user.delegate` for user services).
+const DELEGATE_XATTRS: [&str; 2] = ["trusted.delegate", "user.delegate"];
+
+/// The leaf the daemon moves itself into, so that its delegated cgroup has
+/// no processes of its own and may enable controllers for the workloads
+/// (cgroup v2's "no internal processes" rule).
+pub const SUPERVISOR_LEAF: &str = "supervisor";
+
+impl Layout {
+    /// Where the daemon puts `paddock/<name>`. On cgroup v2, when the
+    /// daemon's own cgroup was delegated to it (systemd's `Delegate=yes`),
+    /// that cgroup: the daemon moves itself into `<own>/supervisor` and
+    /// workloads live beside it in `<own>/paddock/<name>`, inside the
+    /// unit, where systemd accounts for them and never touches them.
+    /// Otherwise (v1, or not delegated), `root/paddock/<name>` as before.
+    /// `self_cgroup` is the text of /proc/self/cgroup.
+    pub fn for_daemon(self, self_cgroup: &str) -> Result<Self, CgroupError> {
+        let Layout::V2 { root } = &self else { return Ok(self) };
+        let Some(own) = self_cgroup.lines().find_map(|l| l.strip_prefix("0::")) else { return Ok(self) };
+        let own = root.join(own.trim_start_matches('/'));
+        if own == *root || !delegated(&own) {
+            return Ok(self);
+        }
+        let leaf = own.join(SUPERVISOR_LEAF);
+        mkdir(&leaf)?;
+        write(&leaf.join("cgroup.procs"), &std::process::id().to_string())?;
+        Ok(Layout::V2 { root: own })
+    }
+}
+
+fn delegated(dir: &Path) -> bool {
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else { return false };
+    DELEGATE_XATTRS.iter().any(|name| {
+        let name = std::ffi::CString::new(*name).expect("no NUL in a constant");
+        let mut value = [0u8; 8];
+        // SAFETY: both strings are NUL-terminated and live across the call;
+        // the buffer is writable for its whole length.
+        let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+        n > 0 && value[..n as usize] == *b"1"
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error("{what} limit needs the {controller} cgroup controller, which this host does not have ({path} is missing)")]
@@ -319,6 +362,48 @@ mod tests {
         assert!(cg.oom_killed());
         cg.attach(Pid::from_raw(4242)).unwrap();
         assert_eq!(read(&dir.join("cgroup.procs")), "4242");
+    }
+
+    #[test]
+    fn a_delegated_v2_cgroup_holds_the_daemon_in_a_leaf_and_the_workloads_beside_it() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "cpu memory pids").unwrap();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let own = root.path().join("system.slice/paddock.service");
+        std::fs::create_dir_all(&own).unwrap();
+        std::fs::write(own.join("cgroup.controllers"), "cpu memory pids").unwrap();
+        std::fs::write(own.join("cgroup.subtree_control"), "").unwrap();
+        let layout = || Layout::V2 { root: root.path().to_owned() };
+        let line = "0::/system.slice/paddock.service\n";
+
+        // Not delegated: the root, as for `paddock run`; nothing moved.
+        assert_eq!(layout().for_daemon(line).unwrap(), layout());
+        assert!(!own.join(SUPERVISOR_LEAF).exists());
+        // Delegated, as systemd marks it.
+        let c = |s: &str| std::ffi::CString::new(s).unwrap();
+        // SAFETY: NUL-terminated strings and a one-byte value that outlive the call.
+        let set = unsafe {
+            libc::setxattr(
+                c(own.to_str().unwrap()).as_ptr(),
+                c("trusted.delegate").as_ptr(),
+                b"1".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        assert_eq!(set, 0, "setting trusted.delegate needs root: {}", std::io::Error::last_os_error());
+        let delegated = layout().for_daemon(line).unwrap();
+        assert_eq!(delegated, Layout::V2 { root: own.clone() });
+        assert_eq!(read(&own.join("supervisor/cgroup.procs")), std::process::id().to_string());
+        let cg = Cgroup::create(&delegated, "web", Limits { memory: Some(1 << 20), ..Limits::default() }).unwrap();
+        assert_eq!(cg.dirs(), [own.join("paddock/web")]);
+        // Controllers are enabled from the delegated cgroup down, never above it.
+        assert_eq!(read(&own.join("cgroup.subtree_control")), "+cpu", "the fake keeps the last write");
+        assert!(!root.path().join("cgroup.subtree_control").exists());
+        // At the root, or on v1, nothing changes.
+        assert_eq!(layout().for_daemon("0::/\n").unwrap(), layout());
+        let v1 = Layout::V1 { root: root.path().to_owned() };
+        assert_eq!(v1.clone().for_daemon(line).unwrap(), v1);
     }
 
     #[test]

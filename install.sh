@@ -1,0 +1,78 @@
+#!/bin/sh
+# Installs paddock from this checkout: the binary, the systemd unit, the
+# tmpfiles.d entry, a default configuration, the policies, the schema, the
+# examples, man pages, shell completions, and the directories the daemon
+# needs. The layout is the Debian package's (packaging/build-deb); README.md
+# lists it with owners and modes.
+#
+#   ./install.sh                      # builds target/release/paddock if needed
+#   DESTDIR=/tmp/root ./install.sh    # stage into a directory instead of /
+#   PADDOCK_BIN=path/to/paddock ./install.sh
+#
+# An existing /etc/paddock/paddock.toml is kept (the new default is put
+# beside it as paddock.toml.new); existing manifests and policies are kept.
+# Installs and enables nothing in systemd: run
+#   systemctl daemon-reload && systemctl enable --now paddock
+set -eu
+cd "$(dirname "$0")"
+
+destdir=${DESTDIR:-}
+bin=${PADDOCK_BIN:-${CARGO_TARGET_DIR:-target}/release/paddock}
+
+if [ "$(id -u)" != 0 ]; then
+	echo "install.sh: run as root: everything is installed owned by root (the daemon refuses a workloads directory that is not)" >&2
+	exit 1
+fi
+if [ ! -x "$bin" ]; then
+	echo "install.sh: $bin is missing; building it (cargo build --release --locked)" >&2
+	cargo build --release --locked
+fi
+
+generated=$(mktemp -d)
+trap 'rm -rf "$generated"' EXIT
+"$bin" __generate "$generated" >/dev/null
+
+# file SRC DEST MODE: a root-owned file (DEST is a path, not a directory).
+file() {
+	install -D -o root -g root -m "$3" "$1" "$destdir$2"
+}
+# dir DEST MODE: a root-owned directory; an existing one keeps its contents.
+dir() {
+	install -d -o root -g root -m "$2" "$destdir$1"
+}
+
+file "$bin" /usr/bin/paddock 0755
+file packaging/paddock.service /usr/lib/systemd/system/paddock.service 0644
+file packaging/tmpfiles.d/paddock.conf /usr/lib/tmpfiles.d/paddock.conf 0644
+
+dir /etc/paddock 0755
+if [ -e "$destdir/etc/paddock/paddock.toml" ]; then
+	file packaging/paddock.toml /etc/paddock/paddock.toml.new 0644
+	echo "install.sh: kept /etc/paddock/paddock.toml; the new default is /etc/paddock/paddock.toml.new" >&2
+else
+	file packaging/paddock.toml /etc/paddock/paddock.toml 0644
+fi
+dir /etc/paddock/workloads 0755
+dir /etc/paddock/policies 0755
+dir /var/lib/paddock 0700
+
+for f in policies/*.json; do
+	file "$f" "/usr/share/paddock/policies/$(basename "$f")" 0644
+done
+file schemas/workload.schema.json /usr/share/paddock/schemas/workload.schema.json 0644
+for f in examples/workloads/*.toml; do
+	file "$f" "/usr/share/paddock/examples/workloads/$(basename "$f")" 0644
+done
+file README.md /usr/share/doc/paddock/README.md 0644
+
+for f in "$generated"/man/man1/*.1; do
+	file "$f" "/usr/share/man/man1/$(basename "$f")" 0644
+done
+file "$generated/bash-completion/completions/paddock" /usr/share/bash-completion/completions/paddock 0644
+file "$generated/zsh/vendor-completions/_paddock" /usr/share/zsh/vendor-completions/_paddock 0644
+file "$generated/fish/vendor_completions.d/paddock.fish" /usr/share/fish/vendor_completions.d/paddock.fish 0644
+
+echo "paddock installed${destdir:+ into $destdir}. Next:"
+echo "  systemd-tmpfiles --create paddock.conf"
+echo "  systemctl daemon-reload && systemctl enable --now paddock"
+echo "  cp /usr/share/paddock/examples/workloads/nightly-report.toml /etc/paddock/workloads/ && paddock status"

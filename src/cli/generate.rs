@@ -1,0 +1,93 @@
+//! `paddock __generate DIR`: the man pages and shell completions, written
+//! from the same clap definition the binary parses with, so they cannot
+//! drift from it. install.sh and packaging/build-deb run it on the binary
+//! they install (as ripgrep's `--generate` does): cargo's build scripts may
+//! write only to an opaque `OUT_DIR` that packaging cannot name.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use clap::CommandFactory;
+use clap_complete::Shell;
+
+use super::Cli;
+
+/// Where each file goes under DIR, as install.sh and the Debian package
+/// lay them out below `/usr/share`.
+pub const MAN_DIR: &str = "man/man1";
+pub const COMPLETIONS: [(Shell, &str); 3] = [
+    (Shell::Bash, "bash-completion/completions/paddock"),
+    (Shell::Zsh, "zsh/vendor-completions/_paddock"),
+    (Shell::Fish, "fish/vendor_completions.d/paddock.fish"),
+];
+
+/// The main page's FILES section (DESIGN.md's "Files").
+const FILES: &str = r#".SH FILES
+.TP
+/etc/paddock/paddock.toml
+The daemon's configuration (optional).
+.TP
+/etc/paddock/workloads/*.toml
+One manifest per workload; the file name is the workload's name.
+The directory must be owned by root and not writable by group or others.
+.TP
+/etc/paddock/policies/*.json
+Operators' policies, beside the built-in baseline, restricted and privileged.
+.TP
+/var/lib/paddock/
+State: id allocations (idmap.json), sandbox records, held workloads, logs/NAME.log.
+.TP
+/run/paddock/paddock.sock
+The control socket (mode 0600, root only) that status, logs, start, stop, restart, reload and plan use.
+.SH SEE ALSO
+.BR systemctl (1),
+.BR subuid (5),
+.BR user_namespaces (7)
+"#;
+
+/// Writes `paddock.1`, one `paddock-COMMAND.1` per visible command, and
+/// the completions; returns the paths written.
+pub fn write(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let man = dir.join(MAN_DIR);
+    std::fs::create_dir_all(&man)?;
+    let mut cli = Cli::command();
+    cli.build();
+    let mut pages = vec![("paddock".to_owned(), cli.clone())];
+    for sub in cli.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("paddock-{}", sub.get_name());
+        // The page's title and its usage line name the full command.
+        let sub = sub.clone().display_name(name.clone()).bin_name(format!("paddock {}", sub.get_name()));
+        pages.push((name, sub));
+    }
+    for (name, command) in pages {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command)
+            .title(name.to_uppercase())
+            .source(concat!("paddock ", env!("CARGO_PKG_VERSION")))
+            .manual("paddock manual")
+            .render(&mut page)?;
+        if name == "paddock" {
+            page.extend_from_slice(FILES.as_bytes());
+        }
+        let path = man.join(format!("{name}.1"));
+        std::fs::write(&path, page)?;
+        written.push(path);
+    }
+    for (shell, relative) in COMPLETIONS {
+        let path = dir.join(relative);
+        std::fs::create_dir_all(path.parent().expect("a relative path with a directory"))?;
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "paddock", &mut script);
+        std::fs::write(&path, script)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+pub fn run(dir: &Path) -> io::Result<super::ExitCode> {
+    for path in write(dir)? {
+        println!("{}", path.display());
+    }
+    Ok(0)
+}

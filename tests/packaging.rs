@@ -1,0 +1,305 @@
+//! What an operator installs: the man pages and completions the binary
+//! writes, install.sh's layout (as README.md documents it, owners and
+//! modes), the Debian package's assets (the same layout), the systemd unit
+//! (`systemd-analyze verify`), the tmpfiles.d entry and the default
+//! configuration. (Root required: everything is installed owned by root.)
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_paddock");
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "install.sh installs files owned by root: run the tests as root (CI does)");
+}
+
+fn require(tool: &str) {
+    let found =
+        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    assert!(found, "{tool} is needed for this test: apt-get install systemd (.ci/run does)");
+}
+
+fn generate() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN).arg("__generate").arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+/// The visible commands, from `paddock --help`.
+fn commands() -> Vec<String> {
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let list = help.split("Commands:\n").nth(1).expect("a command list").split("\n\n").next().unwrap();
+    // A command's line starts with two spaces; its wrapped description, with more.
+    list.lines()
+        .filter_map(|l| l.strip_prefix("  ").filter(|rest| !rest.starts_with(' ')))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_man_pages_and_completions_are_generated_and_not_empty() {
+    let dir = generate();
+    let commands = commands();
+    assert!(commands.len() >= 11 && commands.iter().any(|c| c == "plan"), "{commands:?}");
+    let main = read(&dir.path().join("man/man1/paddock.1"));
+    assert!(main.starts_with(".ie") || main.contains(".TH PADDOCK 1"), "{main}");
+    assert!(main.contains("/etc/paddock/workloads/*.toml"), "the FILES section");
+    for command in &commands {
+        let page = read(&dir.path().join(format!("man/man1/paddock-{command}.1")));
+        assert!(page.contains(&format!(".TH PADDOCK-{} 1", command.to_uppercase())), "{command}: {page}");
+        assert!(main.contains(&format!("paddock\\-{command}")), "paddock.1 lists {command}");
+    }
+    let status = read(&dir.path().join("man/man1/paddock-status.1"));
+    assert!(status.contains("\\-\\-json") && status.contains("effective manifest"), "{status}");
+    for (shell, file) in [
+        ("bash", "bash-completion/completions/paddock"),
+        ("zsh", "zsh/vendor-completions/_paddock"),
+        ("fish", "fish/vendor_completions.d/paddock.fish"),
+    ] {
+        let script = read(&dir.path().join(file));
+        for command in &commands {
+            assert!(script.contains(command.as_str()), "{shell} completes {command}");
+        }
+        assert!(script.contains("timestamps"), "{shell} completes the options of `logs`");
+    }
+    let bash = Command::new("bash").arg("-n").arg(dir.path().join("bash-completion/completions/paddock")).output();
+    assert!(bash.unwrap().status.success(), "the bash completion parses");
+}
+
+/// An installed entry: owner and mode, as `ls -l` would say them.
+#[derive(Debug, PartialEq, Eq)]
+struct Entry {
+    owner: String,
+    mode: String,
+}
+
+fn install(destdir: &Path) -> String {
+    let out =
+        Command::new("sh").arg(repo("install.sh")).env("DESTDIR", destdir).env("PADDOCK_BIN", BIN).output().unwrap();
+    assert!(out.status.success(), "install.sh: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn tree(root: &Path) -> BTreeMap<String, (bool, Entry)> {
+    let mut found = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let owner = format!("{}:{}", name(meta.uid(), "/etc/passwd"), name(meta.gid(), "/etc/group"));
+            let entry = Entry { owner, mode: format!("{:04o}", meta.permissions().mode() & 0o7777) };
+            let shown = format!("/{}", path.strip_prefix(root).unwrap().display());
+            if meta.is_dir() {
+                stack.push(path);
+            }
+            found.insert(shown, (meta.is_dir(), entry));
+        }
+    }
+    found
+}
+
+fn name(id: u32, file: &str) -> String {
+    if id == 0 { "root".to_owned() } else { format!("{id} ({file})") }
+}
+
+/// README's "Installed files" table: `| `PATH` | OWNER | MODE | what |`.
+fn documented_layout() -> Vec<(String, Entry)> {
+    let readme = read(&repo("README.md"));
+    let section = readme.split("### Installed files").nth(1).expect("README has ### Installed files");
+    let section = section.split("\n#").next().unwrap();
+    let rows: Vec<(String, Entry)> = section
+        .lines()
+        .filter(|l| l.starts_with("| `/"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].trim_matches('`').to_owned(), Entry { owner: cells[2].to_owned(), mode: cells[3].to_owned() })
+        })
+        .collect();
+    assert!(rows.len() > 10, "the table parses: {rows:?}");
+    rows
+}
+
+fn matches(pattern: &str, path: &str) -> bool {
+    match pattern.split_once('*') {
+        Some((head, tail)) => path.starts_with(head) && path.ends_with(tail) && !path[head.len()..].contains('/'),
+        None => pattern == path,
+    }
+}
+
+#[test]
+fn install_sh_produces_the_documented_layout_owners_and_modes() {
+    require_root();
+    let dest = tempfile::tempdir().unwrap();
+    install(dest.path());
+    let installed = tree(dest.path());
+    let documented = documented_layout();
+    for (pattern, want) in &documented {
+        let hits: Vec<_> = installed.iter().filter(|(p, _)| matches(pattern, p)).collect();
+        assert!(!hits.is_empty(), "README lists {pattern}, which install.sh did not install");
+        for (path, (_, got)) in hits {
+            assert_eq!(got, want, "{path}");
+        }
+    }
+    for (path, (is_dir, _)) in &installed {
+        if !is_dir {
+            assert!(documented.iter().any(|(p, _)| matches(p, path)), "{path} is installed but not in README's table");
+        }
+    }
+    assert_eq!(std::fs::read_dir(dest.path().join("etc/paddock/workloads")).unwrap().count(), 0);
+    let config = dest.path().join("etc/paddock/paddock.toml");
+    assert_eq!(read(&config), read(&repo("packaging/paddock.toml")));
+
+    // Again over an installed host: the operator's files stay.
+    std::fs::write(&config, "resync_interval = \"10s\"\n").unwrap();
+    std::fs::write(dest.path().join("etc/paddock/workloads/web.toml"), "command = [\"/bin/true\"]\n").unwrap();
+    let said = install(dest.path());
+    assert_eq!(read(&config), "resync_interval = \"10s\"\n");
+    assert!(dest.path().join("etc/paddock/workloads/web.toml").exists());
+    assert!(dest.path().join("etc/paddock/paddock.toml.new").exists());
+    assert!(said.contains("kept /etc/paddock/paddock.toml"), "{said}");
+}
+
+#[test]
+fn the_debian_package_installs_what_install_sh_does() {
+    require_root();
+    let dest = tempfile::tempdir().unwrap();
+    install(dest.path());
+    let installed: BTreeMap<String, String> =
+        tree(dest.path()).into_iter().filter(|(_, (is_dir, _))| !is_dir).map(|(p, (_, e))| (p, e.mode)).collect();
+
+    let cargo: toml::Table = toml::from_str(&read(&repo("Cargo.toml"))).unwrap();
+    let deb = &cargo["package"]["metadata"]["deb"];
+    let generated = generate();
+    let mut packaged = BTreeMap::new();
+    for asset in deb["assets"].as_array().unwrap() {
+        let [source, dest, mode] = asset.as_array().unwrap().as_slice() else { panic!("{asset}") };
+        let (source, dest, mode) = (source.as_str().unwrap(), dest.as_str().unwrap(), mode.as_str().unwrap());
+        // `target/release/generated/` is what packaging/build-deb writes with `paddock __generate`.
+        let base = match source.strip_prefix("target/release/generated/") {
+            Some(rest) => generated.path().join(rest),
+            None if source == "target/release/paddock" => PathBuf::from(BIN),
+            None => repo(source),
+        };
+        let sources: Vec<PathBuf> = match base.file_name().unwrap().to_str().unwrap().split_once('*') {
+            Some((head, tail)) => std::fs::read_dir(base.parent().unwrap())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| {
+                    let n = p.file_name().unwrap().to_str().unwrap();
+                    n.starts_with(head) && n.ends_with(tail)
+                })
+                .collect(),
+            None => vec![base],
+        };
+        assert!(!sources.is_empty(), "{source} matches nothing");
+        for s in sources {
+            let to = if dest.ends_with('/') {
+                format!("/{dest}{}", s.file_name().unwrap().to_str().unwrap())
+            } else {
+                format!("/{dest}")
+            };
+            let to = if source == "target/release/paddock" { "/usr/bin/paddock".to_owned() } else { to };
+            packaged.insert(to, format!("0{mode}"));
+        }
+    }
+    // cargo-deb installs the unit named by systemd-units from its unit-scripts directory.
+    let units = deb["systemd-units"].as_table().unwrap();
+    assert!(repo(units["unit-scripts"].as_str().unwrap()).join("paddock.service").is_file());
+    packaged.insert("/usr/lib/systemd/system/paddock.service".to_owned(), "0644".to_owned());
+    assert_eq!(packaged, installed, "Cargo.toml's [package.metadata.deb] assets against install.sh");
+
+    // The directories a package cannot ship empty, made by its postinst as install.sh makes them.
+    let postinst = read(&repo(&format!("{}/postinst", deb["maintainer-scripts"].as_str().unwrap())));
+    assert!(postinst.contains("install -d -m 0755 -o root -g root /etc/paddock/workloads /etc/paddock/policies"));
+    assert!(postinst.contains("install -d -m 0700 -o root -g root /var/lib/paddock"));
+    assert!(postinst.contains("#DEBHELPER#"));
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    require("systemd-analyze");
+    let dir = tempfile::tempdir().unwrap();
+    let unit = read(&repo("packaging/paddock.service"));
+    for key in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "WatchdogSec=",
+        "Delegate=yes",
+        "KillMode=mixed",
+    ] {
+        assert!(unit.lines().any(|l| l.starts_with(key)), "the unit sets {key}");
+    }
+    // The binary as built, and the man pages its Documentation= names.
+    std::fs::write(dir.path().join("paddock.service"), unit.replace("/usr/bin/paddock", BIN)).unwrap();
+    let generated = generate();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.path().join("paddock.service"))
+        .env("MANPATH", generated.path().join("man"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+}
+
+#[test]
+fn the_tmpfiles_entry_makes_the_socket_and_state_directories() {
+    require_root();
+    require("systemd-tmpfiles");
+    let root = tempfile::tempdir().unwrap();
+    let out = Command::new("systemd-tmpfiles")
+        .arg(format!("--root={}", root.path().display()))
+        .arg("--create")
+        .arg(repo("packaging/tmpfiles.d/paddock.conf"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for dir in ["run/paddock", "var/lib/paddock"] {
+        let meta = std::fs::metadata(root.path().join(dir)).unwrap();
+        assert!(meta.is_dir() && meta.uid() == 0 && meta.permissions().mode() & 0o7777 == 0o700, "{dir}");
+    }
+}
+
+#[test]
+fn the_default_configuration_file_states_the_built_in_defaults() {
+    let text = read(&repo("packaging/paddock.toml"));
+    let defaults = paddock::config::Config::default();
+    let as_shipped = paddock::config::Config::parse(Path::new("paddock.toml"), text.clone()).unwrap();
+    assert_eq!(as_shipped, defaults, "everything commented out");
+    // Uncommented, every value it shows is the default, and every key is there.
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let shown = paddock::config::Config::parse(Path::new("paddock.toml"), uncommented.clone()).unwrap();
+    assert_eq!(shown, defaults, "{uncommented}");
+    let table: toml::Table = toml::from_str(&uncommented).unwrap();
+    for key in ["workloads", "state_dir", "socket", "policies", "policy_dir", "volumes_root", "resync_interval"] {
+        assert!(table.contains_key(key), "{key} is shown");
+    }
+    for (section, key) in [("remap", "user"), ("remap", "isolation"), ("restart", "max_retries")] {
+        assert!(table[section].as_table().unwrap().contains_key(key), "{section}.{key} is shown");
+    }
+}
