@@ -395,3 +395,46 @@ fn an_inotify_overflow_converges() {
     d.running_pid("late");
     assert_eq!(d.status().len(), 1, "ignored names stay ignored");
 }
+
+/// The host's cgroup2 mount: /sys/fs/cgroup on v2 hosts, /sys/fs/cgroup/unified on hybrid ones.
+fn cgroup2_mount() -> std::path::PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let found = mounts.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|f| f.get(2) == Some(&"cgroup2"));
+    let dir = found.expect("this test needs a cgroup2 mount (v2 or hybrid hosts have one)")[1];
+    std::path::PathBuf::from(dir)
+}
+
+fn own_cgroup(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    text.lines().find_map(|l| l.strip_prefix("0::")).expect("a cgroup2 line").to_owned()
+}
+
+#[test]
+fn a_daemon_in_a_delegated_cgroup_keeps_its_workloads_inside_it() {
+    let root = cgroup2_mount();
+    let unit_name = format!("paddock-test-{}.service", std::process::id());
+    let unit = root.join(&unit_name);
+    std::fs::create_dir(&unit).unwrap();
+    let c = |s: &str| std::ffi::CString::new(s).unwrap();
+    // SAFETY: NUL-terminated strings and a one-byte value that outlive the call.
+    let set = unsafe {
+        libc::setxattr(c(unit.to_str().unwrap()).as_ptr(), c("trusted.delegate").as_ptr(), b"1".as_ptr().cast(), 1, 0)
+    };
+    assert_eq!(set, 0, "marking {} delegated, as systemd does: {}", unit.display(), std::io::Error::last_os_error());
+
+    let mut d = Daemon::setup();
+    d.configure("policy_dir", &format!("cgroup_root = {:?}\npolicy_dir", root.display().to_string()));
+    d.cgroup_procs = Some(std::fs::OpenOptions::new().write(true).open(unit.join("cgroup.procs")).unwrap());
+    let mut d = d.start(&[]);
+    d.write("inside.toml", SLEEPER);
+    let pid = d.running_pid("inside");
+    let daemon = d.child.as_ref().unwrap().id();
+    assert_eq!(own_cgroup(daemon), format!("/{unit_name}/supervisor"), "the daemon moved into a leaf");
+    assert_eq!(own_cgroup(pid as u32), format!("/{unit_name}/paddock/inside"), "the workload is inside the unit");
+    assert_eq!(d.terminate(), 0);
+    assert!(!unit.join("paddock/inside").exists(), "the workload's cgroup is removed");
+
+    for dir in [unit.join("supervisor"), unit.join("paddock"), unit] {
+        let _ = std::fs::remove_dir(dir);
+    }
+}

@@ -16,6 +16,9 @@ pub struct Daemon {
     pub child: Option<Child>,
     /// A soft open-files limit to start the daemon with.
     pub nofile_soft: Option<u64>,
+    /// A cgroup's `cgroup.procs`, opened for writing: the daemon starts in
+    /// that cgroup (as systemd starts a service in its unit's).
+    pub cgroup_procs: Option<std::fs::File>,
 }
 
 impl Daemon {
@@ -26,7 +29,7 @@ impl Daemon {
     pub fn setup() -> Self {
         require_root();
         let dir = tempfile::Builder::new().prefix("paddock-daemon").tempdir().unwrap();
-        let d = Daemon { dir, child: None, nofile_soft: None };
+        let d = Daemon { dir, child: None, nofile_soft: None, cgroup_procs: None };
         std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::create_dir(d.path("wl")).unwrap();
         // Not beside wl/: the daemon watches wl's parent, and its own log
@@ -83,6 +86,19 @@ impl Daemon {
                     l.rlim_cur = soft.min(l.rlim_max);
                     libc::setrlimit(libc::RLIMIT_NOFILE, &l);
                     Ok(())
+                })
+            };
+        }
+        if let Some(procs) = &self.cgroup_procs {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = procs.as_raw_fd();
+            // SAFETY: write(2) is async-signal-safe, as pre_exec requires; "0"
+            // in cgroup.procs moves the writing process itself.
+            unsafe {
+                cmd.pre_exec(move || match libc::write(fd, b"0".as_ptr().cast(), 1) {
+                    1 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
                 })
             };
         }
