@@ -148,5 +148,7 @@ print(open("bench/PROFILE.md").read())
 n = open(notes).read().strip()
 if n:
     print("### Tools that could not be timed as asked\n\n" + n + "\n")
+print("## The supervisor\n\nReload and restart latency, and 1000 workloads: `bench/daemon.py`, "
+      "in [RESULTS-daemon.md](RESULTS-daemon.md).")
 PY
 cat bench/RESULTS.md

@@ -60,6 +60,19 @@ struct Desired {
     spec: WorkloadSpec,
 }
 
+/// A start that was begun and awaits its init's report.
+struct Starting {
+    name: WorkloadName,
+    version: Version,
+    /// The reconcile that decided it.
+    now: Instant,
+    begun: Instant,
+    failures: u32,
+    manifest: Manifest,
+    log: Option<OwnedFd>,
+    pending: Result<sandbox::Pending, String>,
+}
+
 /// A sandbox that exists, with what it was started from.
 struct Live {
     sandbox: Sandbox,
@@ -398,7 +411,8 @@ impl Supervisor {
         let mut report = Report::default();
         for action in others {
             report.actions.extend(self.describe(&action));
-            self.execute(action, now, None);
+            let none = self.execute(action, now, None);
+            debug_assert!(none.is_none(), "only starts begin a start");
         }
         report.queued = starts.len().saturating_sub(STARTS_PER_PASS);
         if report.queued > 0 {
@@ -408,10 +422,15 @@ impl Supervisor {
         // One locked, fsynced write of the id table for the whole pass.
         let names: Vec<&WorkloadName> = starts.iter().map(Action::name).collect();
         let mut slices = self.slices(&names);
+        // Begun together, finished together: the inits set up in parallel.
+        let mut begun = Vec::with_capacity(starts.len());
         for action in starts {
             report.actions.extend(self.describe(&action));
             let slice = slices.remove(action.name());
-            self.execute(action, now, slice);
+            begun.extend(self.execute(action, now, slice));
+        }
+        for starting in begun {
+            self.finish_start(starting);
         }
         // A start that failed at once is in backoff now: plan once more for its timer.
         self.wake_at = plan(&self.desired_versions(), &self.observed, now).wake_at;
@@ -442,9 +461,10 @@ impl Supervisor {
         })
     }
 
-    fn execute(&mut self, action: Action, now: Instant, slice: Option<Result<Slice, String>>) {
+    /// Carries out one action; a start is only begun, and returned to be finished.
+    fn execute(&mut self, action: Action, now: Instant, slice: Option<Result<Slice, String>>) -> Option<Starting> {
         let name = action.name().clone();
-        let span = tracing::info_span!("reconcile", workload = %name, action = ?std::mem::discriminant(&action));
+        let span = tracing::info_span!("reconcile", workload = %name, action = action.kind());
         let _enter = span.enter();
         match action {
             Action::Start { version, reason, .. } => {
@@ -454,7 +474,7 @@ impl Supervisor {
                     self.history.entry(name.clone()).or_default().restarts += 1;
                 }
                 let slice = slice.unwrap_or_else(|| Err("no id slice was allocated".to_owned()));
-                self.start(&name, version, now, slice);
+                return self.begin_start(&name, version, now, slice);
             }
             Action::Restart { reason, .. } | Action::Stop { reason, .. } => {
                 tracing::info!(?reason, "stop");
@@ -471,6 +491,7 @@ impl Supervisor {
                 self.free_slice(&name);
             }
         }
+        None
     }
 
     /// The slices of the workloads about to start, in one update of the table.
@@ -501,12 +522,20 @@ impl Supervisor {
         }
     }
 
-    fn start(&mut self, name: &WorkloadName, version: Version, now: Instant, slice: Result<Slice, String>) {
+    /// Begins a start: the sandbox is cloned and configured, and its init
+    /// builds the root while the daemon begins the next (see `finish_start`).
+    fn begin_start(
+        &mut self,
+        name: &WorkloadName,
+        version: Version,
+        now: Instant,
+        slice: Result<Slice, String>,
+    ) -> Option<Starting> {
         let failures = match self.observed.get(name) {
             Some(Observed::Backoff { failures, version: v, .. }) if *v == version => *failures,
             _ => 0,
         };
-        let Some(desired) = self.desired.get(name) else { return };
+        let desired = self.desired.get(name)?;
         let manifest = desired.spec.manifest.clone();
         // Its output, across runs, in STATE_DIR/logs/NAME.log.
         let pipe = self.log_pipe(name);
@@ -520,7 +549,8 @@ impl Supervisor {
             tracing::warn!("its cgroup still holds processes of an earlier sandbox: killing them");
             cgroup.kill_all(Duration::from_secs(5));
         }
-        let started = slice.and_then(|slice| {
+        let begun = Instant::now();
+        let pending = slice.and_then(|slice| {
             let request = SpawnRequest {
                 name,
                 manifest: &manifest,
@@ -533,20 +563,31 @@ impl Supervisor {
                 init: InitMode::Exec,
                 output,
             };
-            sandbox::spawn(&request).map_err(|e| e.to_string())
+            sandbox::begin(&request).map_err(|e| e.to_string())
         });
-        let latency = now.elapsed();
         // Our copy of the write end must go, so the log copier sees the end.
-        let pipe = pipe.map(|(read, write)| {
+        let log = pipe.map(|(read, write)| {
             drop(write);
             read
         });
+        Some(Starting { name: name.clone(), version, now, begun, failures, manifest, log, pending })
+    }
+
+    /// Waits for a begun start's report and records the outcome.
+    fn finish_start(&mut self, s: Starting) {
+        let Starting { name, version, now, begun, failures, manifest, log, pending } = s;
+        let span = tracing::info_span!("reconcile", workload = %name, action = "start");
+        let _enter = span.enter();
+        let started = pending.and_then(|p| p.finish().map_err(|e| e.to_string()));
+        let name = &name;
         match started {
             Ok(sandbox) => {
+                let latency = begun.elapsed();
+                tracing::info!(pid = sandbox.pid.as_raw(), latency = ?latency, "started");
                 self.record(name, &sandbox);
                 self.history.entry(name.clone()).or_default().start_latency = Some(latency);
                 self.note(name, format!("started (pid {})", sandbox.pid));
-                if let Some(read) = pipe {
+                if let Some(read) = log {
                     tokio::spawn(copy_to_log(read, self.log_path(name)));
                 }
                 self.watch_exit(name.clone(), &sandbox);
@@ -647,7 +688,7 @@ impl Supervisor {
 
     pub fn stop_timeout(&mut self, name: &WorkloadName, pid: Pid) {
         if let Some(live) = self.live.get(name).filter(|l| l.sandbox.pid == pid) {
-            tracing::warn!(workload = %name, "stop timeout: killing every process of the sandbox");
+            tracing::warn!(workload = %name, action = "kill", "stop timeout: killing every process of the sandbox");
             // The init is PID 1 of the sandbox's pid namespace: its death kills
             // the rest. A sandbox in the host's pid namespace is killed through its cgroup.
             let _ = live.sandbox.signal(NixSignal::SIGKILL);
@@ -666,7 +707,7 @@ impl Supervisor {
         let (restart, started) = (live.restart.clone(), live.started);
         let exit = exit_kind(live.sandbox.wait());
         records::remove(&self.settings.state_dir, name);
-        tracing::info!(workload = %name, ?exit, ran_for = ?started.elapsed(), "exited");
+        tracing::info!(workload = %name, action = "exit", ?exit, ran_for = ?started.elapsed(), "exited");
         self.note(name, format!("exited: {}", exit_text(exit)));
         self.history.entry(name.clone()).or_default().last_exit = Some(exit);
         let now = Instant::now();

@@ -35,6 +35,16 @@ pub enum Action {
 }
 
 impl Action {
+    /// The action's name in log lines (`action=start`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Start { .. } => "start",
+            Action::Restart { .. } => "restart",
+            Action::Stop { .. } => "stop",
+            Action::Forget { .. } => "forget",
+        }
+    }
+
     pub fn name(&self) -> &WorkloadName {
         match self {
             Action::Start { name, .. }

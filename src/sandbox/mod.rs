@@ -14,4 +14,4 @@ mod seccomp;
 mod spawn;
 mod sys;
 
-pub use spawn::{Exit, InitMode, Sandbox, SpawnError, SpawnRequest, raise_nofile_limit, spawn};
+pub use spawn::{Exit, InitMode, Pending, Sandbox, SpawnError, SpawnRequest, begin, raise_nofile_limit, spawn};

@@ -223,6 +223,22 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
 
 /// Starts a sandbox. On error nothing is left behind: no process, no cgroup.
 pub fn spawn(req: &SpawnRequest<'_>) -> Result<Sandbox, SpawnError> {
+    begin(req)?.finish()
+}
+
+/// A sandbox whose init has its configuration and is building the root:
+/// `finish` waits for its report. Starting many sandboxes, the daemon
+/// begins them all and then finishes them, so their inits set up in
+/// parallel instead of one after the other.
+#[derive(Debug)]
+#[must_use = "a pending sandbox must be finished (or dropped, which kills it)"]
+pub struct Pending {
+    sandbox: Option<Sandbox>,
+}
+
+/// Clones the sandbox and sends its init the configuration, without
+/// waiting for the init's report (see `Pending`).
+pub fn begin(req: &SpawnRequest<'_>) -> Result<Pending, SpawnError> {
     let m = req.manifest;
     let limits = Limits { memory: m.resources.memory.map(|s| s.bytes()), pids: m.resources.pids, cpu: m.resources.cpu };
     let cgroup = if needs_cgroup(req.cgroups, &limits, m) {
@@ -231,15 +247,50 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<Sandbox, SpawnError> {
         None
     };
     match spawn_in(req, cgroup.as_ref()) {
-        Ok((pid, pidfd, channel)) => Ok(Sandbox { pid, pidfd, cgroup, channel }),
+        Ok((pid, pidfd, channel)) => Ok(Pending { sandbox: Some(Sandbox { pid, pidfd, cgroup, channel }) }),
         Err(e) => {
-            if let Some(cgroup) = &cgroup {
-                cgroup.kill_all(Duration::from_secs(5));
-                cgroup.remove();
-            }
+            discard_cgroup(cgroup.as_ref());
             Err(e)
         }
     }
+}
+
+fn discard_cgroup(cgroup: Option<&Cgroup>) {
+    if let Some(cgroup) = cgroup {
+        cgroup.kill_all(Duration::from_secs(5));
+        cgroup.remove();
+    }
+}
+
+impl Pending {
+    /// Waits for the init's report: the sandbox runs its workload, or it
+    /// failed and nothing of it is left.
+    pub fn finish(mut self) -> Result<Sandbox, SpawnError> {
+        let sandbox = self.sandbox.take().expect("finished once");
+        match report(sandbox.pid, &sandbox.channel) {
+            Ok(()) => Ok(sandbox),
+            Err(e) => {
+                abandon(&sandbox);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Pending {
+    /// Never finished (a panic between begin and finish): nothing is left behind.
+    fn drop(&mut self) {
+        if let Some(sandbox) = &self.sandbox {
+            abandon(sandbox);
+        }
+    }
+}
+
+/// Kills a sandbox that did not start, reaps its init and removes its cgroup.
+fn abandon(sandbox: &Sandbox) {
+    let _ = kill(sandbox.pid, Signal::SIGKILL);
+    let _ = waitpid(sandbox.pid, None);
+    discard_cgroup(sandbox.cgroup.as_ref());
 }
 
 fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, OwnedFd, Channel), SpawnError> {
@@ -499,7 +550,7 @@ fn write_map(pid: Pid, file: &str, range: crate::idmap::IdRange) -> Result<(), S
 }
 
 /// Maps ids, joins the cgroup, sets rlimits and idmaps, then releases the
-/// child and sends it its configuration; waits for the init's report.
+/// child and sends it its configuration.
 fn release(
     req: &SpawnRequest<'_>,
     attach: Option<&Cgroup>,
@@ -540,7 +591,11 @@ fn release(
     nix::unistd::write(channel.fd(), &[1u8]).map_err(ChannelError::Io)?;
     let fds: Vec<RawFd> = std::iter::once(&rootfs).chain(&mounts).map(|f| f.as_raw_fd()).collect();
     channel.send(&init_config(req), &fds)?;
-    drop((rootfs, mounts));
+    Ok(())
+}
+
+/// The init's report on its setup: Ok once the workload runs.
+fn report(pid: Pid, channel: &Channel) -> Result<(), SpawnError> {
     match channel.recv::<InitReport>() {
         Ok((InitReport::Started { .. }, _)) => Ok(()),
         Ok((InitReport::SetupFailed { step, error }, _)) => Err(SpawnError::Setup { step, error }),
