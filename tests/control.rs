@@ -337,3 +337,47 @@ fn metrics_parse_as_prometheus_text_and_match_status() {
     // Loopback only for a bare port.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 }
+
+/// Runs `paddock status` with its stdout on a terminal COLUMNS wide.
+fn status_on_a_terminal(d: &Daemon, columns: u16, no_color: bool) -> String {
+    let size = nix::pty::Winsize { ws_row: 24, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0 };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
+    cmd.args(["status", "--socket"]).arg(d.path("paddock.sock")).stdout(Stdio::from(pty.slave)).env_remove("NO_COLOR");
+    if no_color {
+        cmd.env("NO_COLOR", "1");
+    }
+    let status = cmd.status().unwrap();
+    assert!(status.success());
+    // The Command held our copy of the slave: with it gone, reading ends in EIO.
+    drop(cmd);
+    let mut master = std::fs::File::from(pty.master);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(out).unwrap().replace("\r\n", "\n")
+}
+
+#[test]
+fn status_on_a_terminal_is_coloured_fits_its_width_and_honours_no_color() {
+    let d = Daemon::setup().start(&[]);
+    d.write("terminal-width-check.toml", SLEEPER);
+    d.running_pid("terminal-width-check");
+
+    let wide = status_on_a_terminal(&d, 200, false);
+    assert!(wide.contains("\x1b["), "colour on a terminal: {wide:?}");
+    assert!(wide.contains("LAST EXIT"), "{wide}");
+
+    let plain = status_on_a_terminal(&d, 200, true);
+    assert!(!plain.contains('\x1b'), "NO_COLOR: {plain:?}");
+
+    let narrow = status_on_a_terminal(&d, 50, true);
+    assert!(narrow.lines().all(|l| l.chars().count() <= 50), "fits 50 columns:\n{narrow}");
+    assert!(narrow.starts_with("NAME") && narrow.contains("running"), "{narrow}");
+    assert!(!narrow.contains("UPTIME") && narrow.contains("LAST EXIT"), "uptime is dropped first:\n{narrow}");
+}
