@@ -68,6 +68,12 @@ impl Layout {
         let Layout::V2 { root } = &self else { return Ok(self) };
         let Some(own) = self_cgroup.lines().find_map(|l| l.strip_prefix("0::")) else { return Ok(self) };
         let own = root.join(own.trim_start_matches('/'));
+        // systemd 254's DelegateSubgroup=supervisor already put us in the leaf.
+        if own.file_name().is_some_and(|n| n == SUPERVISOR_LEAF)
+            && let Some(parent) = own.parent().filter(|p| *p != root.as_path() && delegated(p))
+        {
+            return Ok(Layout::V2 { root: parent.to_owned() });
+        }
         if own == *root || !delegated(&own) {
             return Ok(self);
         }
@@ -400,6 +406,8 @@ mod tests {
         // Controllers are enabled from the delegated cgroup down, never above it.
         assert_eq!(read(&own.join("cgroup.subtree_control")), "+cpu", "the fake keeps the last write");
         assert!(!root.path().join("cgroup.subtree_control").exists());
+        // Already in the leaf (systemd's DelegateSubgroup=supervisor): the same layout.
+        assert_eq!(layout().for_daemon("0::/system.slice/paddock.service/supervisor\n").unwrap(), delegated);
         // At the root, or on v1, nothing changes.
         assert_eq!(layout().for_daemon("0::/\n").unwrap(), layout());
         let v1 = Layout::V1 { root: root.path().to_owned() };
