@@ -138,3 +138,27 @@ fn the_daemons_exec_init_gives_the_same_sandbox_as_the_in_place_one() {
     assert_eq!(stdout(&in_place), stdout(&exec), "{}{}", stderr(&in_place), stderr(&exec));
     assert!(stdout(&exec).starts_with("uid=0(root) gid=0(root)"), "{}", stdout(&exec));
 }
+
+#[test]
+fn only_stdin_stdout_and_stderr_reach_the_workload_in_both_init_modes() {
+    // Neither the init's channel to paddock (a workload could forge reports
+    // on it) nor a descriptor paddock inherited without O_CLOEXEC.
+    use std::os::unix::process::CommandExt;
+    let w = World::new();
+    let m = w.manifest("fds", &busybox_manifest("ls /proc/$$/fd; exit 0", ""));
+    for mode in [&[][..], &["--init-exec"]] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"));
+        cmd.args(w.run_args()).args(mode).arg(&m).stdin(std::process::Stdio::null());
+        // SAFETY: dup2 is async-signal-safe, as pre_exec requires; fd 7 is left
+        // without FD_CLOEXEC, as a careless parent would leave it.
+        unsafe {
+            cmd.pre_exec(|| match libc::dup2(2, 7) {
+                7 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            })
+        };
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{mode:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "0\n1\n2\n", "{mode:?}: the workload's descriptors");
+    }
+}

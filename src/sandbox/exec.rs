@@ -83,6 +83,10 @@ pub fn exec(p: &Prepared) -> Errno {
 }
 
 fn setup(p: &Prepared) -> Result<std::convert::Infallible, Errno> {
+    // Only stdin, stdout and stderr go on: not the init's channel to the
+    // daemon (a workload could forge reports on it), nor anything the
+    // daemon inherited without O_CLOEXEC.
+    sys::cloexec_from(3)?;
     // Ignored signals stay ignored across execve, and Rust's runtime ignores
     // SIGPIPE in the init: give the workload every default back.
     sys::reset_signal_dispositions();

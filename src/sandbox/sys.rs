@@ -201,3 +201,12 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> Result<(
     };
     Errno::result(rc).map(drop)
 }
+
+/// Marks every descriptor from `first` up close-on-exec (close_range(2)
+/// with CLOSE_RANGE_CLOEXEC, Linux 5.11): whatever the init or the daemon
+/// held, even without O_CLOEXEC, does not reach the workload, while a
+/// descriptor that reports a failed exec still works until the exec.
+pub fn cloexec_from(first: u32) -> Result<(), Errno> {
+    // SAFETY: close_range with integer arguments only; it changes descriptor flags, not memory.
+    Errno::result(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) }).map(drop)
+}
