@@ -3,13 +3,13 @@
 //! timers and control requests all arrive on one channel or select arm,
 //! and each ends in a rescan and/or a reconcile.
 
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use notify::{EventKind, RecursiveMode, Watcher};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
@@ -27,7 +27,7 @@ pub enum LoopError {
     #[error("starting the event loop: {0}")]
     Runtime(std::io::Error),
     #[error("watching {path}: {source}")]
-    Watch { path: PathBuf, source: notify::Error },
+    Watch { path: PathBuf, source: std::io::Error },
     #[error("control socket {path}: {source}")]
     Socket { path: PathBuf, source: std::io::Error },
     #[error("another paddock daemon is listening on {0}")]
@@ -58,7 +58,7 @@ pub fn run(
         let mut sup = supervisor(tx.clone());
         // Before anything starts, and before the socket says a daemon is here.
         sup.recover().map_err(LoopError::State)?;
-        let mut watch = Watch::new(workloads, tx.clone())?;
+        let mut watch = Watch::new(workloads)?;
         let listener = bind(socket)?;
         if let Some(addr) = metrics {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -109,9 +109,11 @@ pub fn run(
                         let _ = reply.send(response);
                     }
                 },
+                // The first change of a burst: rescan once it has settled.
+                true = watch.changed(), if !shutting_down => {
+                    if debounce.is_none() { debounce = Some(tokio::time::Instant::now() + DEBOUNCE); }
+                }
                 Some(event) = rx.recv() => match event {
-                    // The first change of a burst: rescan once it has settled.
-                    Event::Changed => { if debounce.is_none() { debounce = Some(tokio::time::Instant::now() + DEBOUNCE); } }
                     Event::Reconcile => stale = !shutting_down,
                     Event::Exited { name, pid } => { sup.exited(&name, pid); stale = !shutting_down; }
                     Event::StopTimeout { name, pid } => sup.stop_timeout(&name, pid),
@@ -128,8 +130,7 @@ pub fn run(
                 _ = int.recv(), if !shutting_down => { tracing::info!("SIGINT: stopping every workload"); shutting_down = true; sup.begin_shutdown(); }
                 _ = async { tokio::time::sleep_until(debounce.unwrap()).await }, if debounce.is_some() && !shutting_down => {
                     debounce = None;
-                    // Taken before the scan: a change during it makes another round.
-                    watch.take();
+                    // A change during the scan is read after it and makes another round.
                     sup.rescan("inotify");
                     watch.rearm();
                     stale = true;
@@ -159,52 +160,87 @@ pub fn run(
 /// ConfigMaps do) changes nothing in the old target, only in the parent;
 /// `rearm` then moves the first watch to the new target.
 ///
-/// No debouncer crate: a rescan compares whole files by content, so all
-/// the loop needs is "something changed" once per burst. The watcher's
-/// thread sends `Changed` once until the loop takes it (`pending`), and
-/// the loop rescans `DEBOUNCE` later. Nothing wakes while nothing happens.
+/// The inotify descriptor is read on the event loop itself: no watcher
+/// thread, so the daemon stays single-threaded and a sandbox's init can
+/// run in the clone child instead of re-executing paddock. No debouncer
+/// either: a rescan compares whole files, so all the loop needs is
+/// "something changed", once per burst, and it rescans `DEBOUNCE` later.
+/// Nothing wakes while nothing happens.
 struct Watch {
-    watcher: notify::RecommendedWatcher,
+    inotify: AsyncFd<InotifyFd>,
     dir: PathBuf,
-    /// The resolved directory being watched.
+    /// The resolved directory being watched, and its watch.
     target: PathBuf,
-    pending: Arc<AtomicBool>,
+    target_watch: Option<WatchDescriptor>,
+}
+
+struct InotifyFd(Inotify);
+
+impl std::os::fd::AsRawFd for InotifyFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0.as_fd())
+    }
+}
+
+/// What changes a directory's entries or a file's content. Not IN_ACCESS,
+/// IN_OPEN or IN_CLOSE_NOWRITE: the daemon's own reads of manifests would
+/// wake it forever.
+fn watch_mask() -> AddWatchFlags {
+    AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_MODIFY
+        | AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_ATTRIB
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF
+        | AddWatchFlags::IN_ONLYDIR
 }
 
 impl Watch {
-    fn new(dir: &Path, tx: mpsc::UnboundedSender<Event>) -> Result<Self, LoopError> {
-        let err = |source| LoopError::Watch { path: dir.to_owned(), source };
-        let pending = Arc::new(AtomicBool::new(false));
-        let flag = pending.clone();
-        let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
-            match &result {
-                // The kernel's queue overflowed and events were lost: rescan everything.
-                Ok(event) if event.need_rescan() => {
-                    tracing::warn!(
-                        "the inotify queue overflowed (fs.inotify.max_queued_events); rescanning everything"
-                    );
-                }
-                // Our own reads of manifests are Access events: reacting to them would loop.
-                Ok(event) if matches!(event.kind, EventKind::Access(_)) => return,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "watch error; rescanning everything"),
-            }
-            if !flag.swap(true, Ordering::AcqRel) {
-                let _ = tx.send(Event::Changed);
-            }
-        })
-        .map_err(err)?;
-        let target = std::fs::canonicalize(dir).map_err(|e| err(notify::Error::io(e)))?;
-        watcher.watch(&target, RecursiveMode::NonRecursive).map_err(err)?;
+    fn new(dir: &Path) -> Result<Self, LoopError> {
+        let err = |source: std::io::Error| LoopError::Watch { path: dir.to_owned(), source };
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(|e| err(e.into()))?;
+        let target = std::fs::canonicalize(dir).map_err(err)?;
+        let target_watch = Some(inotify.add_watch(&target, watch_mask()).map_err(|e| err(e.into()))?);
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            watcher.watch(parent, RecursiveMode::NonRecursive).map_err(err)?;
+            inotify.add_watch(parent, watch_mask()).map_err(|e| err(e.into()))?;
         }
-        Ok(Watch { watcher, dir: dir.to_owned(), target, pending })
+        // SAFETY: InotifyFd owns the descriptor and always returns the same
+        // one; it is closed only when the AsyncFd that owns it is dropped.
+        let registered = unsafe { AsyncFd::register_with_interest(InotifyFd(inotify), tokio::io::Interest::READABLE) };
+        let inotify = registered.map_err(|e| err(e.into()))?;
+        Ok(Watch { inotify, dir: dir.to_owned(), target, target_watch })
     }
 
-    /// The loop takes the change: events from now on send `Changed` again.
-    fn take(&self) {
-        self.pending.store(false, Ordering::Release);
+    /// Waits for the next batch of events; true when it holds a change.
+    async fn changed(&self) -> bool {
+        loop {
+            let mut ready = match self.inotify.readable().await {
+                Ok(ready) => ready,
+                Err(error) => {
+                    tracing::warn!(%error, "watch error; rescanning everything");
+                    return true;
+                }
+            };
+            match ready.try_io(|fd| fd.get_ref().0.read_events().map_err(std::io::Error::from)) {
+                Ok(Ok(events)) => {
+                    if events.iter().any(|e| e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW)) {
+                        tracing::warn!(
+                            "the inotify queue overflowed (fs.inotify.max_queued_events); rescanning everything"
+                        );
+                    }
+                    return !events.is_empty();
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "watch error; rescanning everything");
+                    return true;
+                }
+                // Spurious readiness: wait again.
+                Err(_would_block) => continue,
+            }
+        }
     }
 
     /// After a rescan: if the directory now resolves elsewhere, watch there.
@@ -213,10 +249,14 @@ impl Watch {
         if target == self.target {
             return;
         }
+        let inotify = &self.inotify.get_ref().0;
         // The old target may be gone already; its watch went with it.
-        let _ = self.watcher.unwatch(&self.target);
-        match self.watcher.watch(&target, RecursiveMode::NonRecursive) {
-            Ok(()) => {
+        if let Some(wd) = self.target_watch.take() {
+            let _ = inotify.rm_watch(wd);
+        }
+        match inotify.add_watch(&target, watch_mask()) {
+            Ok(wd) => {
+                self.target_watch = Some(wd);
                 tracing::info!(dir = %self.dir.display(), target = %target.display(), "the workloads directory moved; watching its new target")
             }
             Err(e) => {

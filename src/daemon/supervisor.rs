@@ -39,8 +39,6 @@ pub struct Settings {
 
 #[derive(Debug)]
 pub enum Event {
-    /// Something changed in the workloads directory (or its parent).
-    Changed,
     /// Carry on with a plan that was cut short (see `STARTS_PER_PASS`).
     Reconcile,
     Exited {
