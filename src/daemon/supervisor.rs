@@ -557,9 +557,8 @@ impl Supervisor {
                 volumes_root: &self.settings.volumes_root,
                 // A daemon that dies takes its sandboxes with it: no orphans.
                 die_with_parent: true,
-                // The event loop is the daemon's only thread: the init runs in
-                // the clone child. Should a thread ever appear, re-execute.
-                init: if sandbox::single_threaded() { InitMode::InPlace } else { InitMode::Exec },
+                // The daemon has threads (the watcher's): re-execute for the init.
+                init: InitMode::Exec,
                 output,
             };
             sandbox::begin(&request).map_err(|e| e.to_string())

@@ -14,6 +14,4 @@ mod seccomp;
 mod spawn;
 mod sys;
 
-pub use spawn::{
-    Exit, InitMode, Pending, Sandbox, SpawnError, SpawnRequest, begin, raise_nofile_limit, single_threaded, spawn,
-};
+pub use spawn::{Exit, InitMode, Pending, Sandbox, SpawnError, SpawnRequest, begin, raise_nofile_limit, spawn};

@@ -55,10 +55,8 @@ pub enum InitMode {
     /// runs only async-signal-safe calls before exec. Costs a process start.
     Exec,
     /// Run the init in the clone child itself. Only for a caller that is
-    /// single-threaded when it spawns (`paddock run`, and the daemon, whose
-    /// event loop is one thread; see `single_threaded`): with no other
-    /// thread, no lock or allocator state can be held, so the child may run
-    /// any code. Saves the re-execution (about 1.6 ms a start).
+    /// single-threaded when it spawns (`paddock run`): with no other thread,
+    /// no lock or allocator state can be held, so the child may run any code.
     InPlace,
 }
 
@@ -212,13 +210,6 @@ static INHERITED_NOFILE: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock
 /// log pipe), so 1000 workloads outgrow the usual soft 1024. Sandboxes
 /// still start with the original soft limit (as systemd advises: select(2)
 /// breaks above 1024). Returns the new soft limit.
-/// Whether this process has one thread now (from /proc/self/status), so
-/// that `InitMode::InPlace` is safe. False when it cannot tell.
-pub fn single_threaded() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|status| status.lines().any(|l| l.split_whitespace().eq(["Threads:", "1"])))
-}
-
 pub fn raise_nofile_limit() -> std::io::Result<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the rlimit we pass.
@@ -546,23 +537,8 @@ unsafe fn child_in_place(sock: RawFd, die_with_parent: bool, stdio: Stdio) -> ! 
             // After the uid change, which clears the parent-death signal.
             && (!die_with_parent || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == 0)
     };
-    // The caller's descriptors are not the sandbox's (the daemon's socket
-    // and lock, other sandboxes' channels and pidfds): keep stdio and the
-    // channel, moved to 3, and close the rest. The caller's signal handlers
-    // (tokio's, in the daemon) are not the init's either.
-    // SAFETY: dup2 and close_range on descriptors only; rt_sigaction to SIG_DFL.
-    let isolated = switched
-        && unsafe {
-            (sock == 3 || libc::dup2(sock, 3) == 3) && libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) == 0
-        };
-    if isolated {
-        sys::reset_signal_dispositions();
-        // As `ps -e` and top show it (its command line stays the caller's).
-        // SAFETY: prctl with a NUL-terminated name that outlives the call.
-        unsafe { libc::prctl(libc::PR_SET_NAME, c"paddock-init".as_ptr(), 0, 0, 0) };
-    }
-    let raised = isolated && sys::cap_permitted().and_then(sys::capset).is_ok();
-    let code = if raised { super::init::main(3) } else { 125 };
+    let raised = switched && sys::cap_permitted().and_then(sys::capset).is_ok();
+    let code = if raised { super::init::main(sock) } else { 125 };
     // SAFETY: _exit ends this child without running the parent's exit handlers.
     unsafe { libc::_exit(code) }
 }
