@@ -438,3 +438,37 @@ fn a_daemon_in_a_delegated_cgroup_keeps_its_workloads_inside_it() {
         let _ = std::fs::remove_dir(dir);
     }
 }
+
+#[test]
+fn a_sandbox_holds_nothing_of_the_daemon() {
+    let mut d = Daemon::setup();
+    d.stray_fd = true;
+    let d = d.start(&[]);
+    d.write("quiet.toml", "command = [\"/bin/sh\", \"-c\", \"ls /proc/$$/fd; exec sleep 1000\"]\n");
+    let init = d.running_pid("quiet");
+    let held: Vec<String> = std::fs::read_dir(format!("/proc/{init}/fd"))
+        .unwrap()
+        .map(|e| std::fs::read_link(e.unwrap().path()).unwrap().display().to_string())
+        .collect();
+    let daemon = d.child.as_ref().unwrap().id();
+    let daemons: Vec<String> = std::fs::read_dir(format!("/proc/{daemon}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .map(|l| l.display().to_string())
+        .filter(|l| l.starts_with('/') || l.starts_with("anon_inode"))
+        .collect();
+    for theirs in &daemons {
+        assert!(!held.contains(theirs) || theirs == "/dev/null", "the init holds the daemon's {theirs}: {held:?}");
+    }
+    assert!(daemons.iter().any(|f| f.ends_with("out/daemon.log")), "the stray descriptor: {daemons:?}");
+    assert!(held.len() <= 5, "stdio, its channel and its exec-error pipe: {held:?}");
+    // The workload: stdin, stdout and stderr only.
+    let log = d.path("state/logs/quiet.log");
+    d.wait_for("the listing", |_| std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 3));
+    let listed: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| l.split_once(' ').map_or(l, |(_, text)| text).to_owned())
+        .collect();
+    assert_eq!(listed, ["0", "1", "2"]);
+}

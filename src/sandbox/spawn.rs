@@ -504,7 +504,10 @@ unsafe fn child_after_clone(
         if die_with_parent {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         }
-        // The init reads its configuration from this socket after exec.
+        // Nothing the caller holds goes through the exec, even what it got
+        // without O_CLOEXEC, but the socket on which the init reads its
+        // configuration after exec.
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
         libc::fcntl(sock, libc::F_SETFD, 0);
         libc::syscall(libc::SYS_execveat, exe, c"".as_ptr(), argv, envp, libc::AT_EMPTY_PATH);
         libc::_exit(125)

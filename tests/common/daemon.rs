@@ -19,6 +19,9 @@ pub struct Daemon {
     /// A cgroup's `cgroup.procs`, opened for writing: the daemon starts in
     /// that cgroup (as systemd starts a service in its unit's).
     pub cgroup_procs: Option<std::fs::File>,
+    /// Start the daemon with a descriptor (7, its stderr) without
+    /// FD_CLOEXEC, as a careless parent would leave one.
+    pub stray_fd: bool,
 }
 
 impl Daemon {
@@ -29,7 +32,7 @@ impl Daemon {
     pub fn setup() -> Self {
         require_root();
         let dir = tempfile::Builder::new().prefix("paddock-daemon").tempdir().unwrap();
-        let d = Daemon { dir, child: None, nofile_soft: None, cgroup_procs: None };
+        let d = Daemon { dir, child: None, nofile_soft: None, cgroup_procs: None, stray_fd: false };
         std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::create_dir(d.path("wl")).unwrap();
         // Not beside wl/: the daemon watches wl's parent, and its own log
@@ -98,6 +101,16 @@ impl Daemon {
             unsafe {
                 cmd.pre_exec(move || match libc::write(fd, b"0".as_ptr().cast(), 1) {
                     1 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                })
+            };
+        }
+        if self.stray_fd {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: dup2 is async-signal-safe, as pre_exec requires.
+            unsafe {
+                cmd.pre_exec(|| match libc::dup2(2, 7) {
+                    7 => Ok(()),
                     _ => Err(std::io::Error::last_os_error()),
                 })
             };
