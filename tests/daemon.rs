@@ -472,3 +472,24 @@ fn a_sandbox_holds_nothing_of_the_daemon() {
         .collect();
     assert_eq!(listed, ["0", "1", "2"]);
 }
+
+#[test]
+fn a_daemon_restart_keeps_every_workloads_slice() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("first.toml", SLEEPER);
+    d.running_pid("first");
+    d.write("second.toml", SLEEPER);
+    d.running_pid("second");
+    let slice = |d: &Daemon, name: &str| d.workload(name).unwrap()["uid_map"]["host_start"].as_u64().unwrap();
+    let second = slice(&d, "second");
+    // Removing `first` frees the lower slice; a SIGTERM must not free `second`'s,
+    // or the next daemon would hand it the lower one and its files' owner would change.
+    std::fs::remove_file(d.path("wl/first.toml")).unwrap();
+    d.wait_for("first gone", |d| d.workload("first").is_none());
+    assert_eq!(d.terminate(), 0);
+    let idmap = std::fs::read_to_string(d.path("state/idmap.json")).unwrap();
+    assert!(idmap.contains("\"second\""), "the slice is still allocated after SIGTERM: {idmap}");
+    let d = d.start(&[]);
+    d.running_pid("second");
+    assert_eq!(slice(&d, "second"), second);
+}

@@ -750,9 +750,10 @@ impl Supervisor {
     }
 
     /// Stops every sandbox (stop signal, timeout, kill) and waits for them.
+    /// The manifests stay desired: a workload stopped at shutdown keeps its
+    /// id slice for the next daemon (only a removed manifest frees one).
     pub fn begin_shutdown(&mut self) {
         let _ = self.notifier.notify("STOPPING=1");
-        self.desired.clear();
         let names: Vec<WorkloadName> = self.live.keys().cloned().collect();
         for name in names {
             self.stop(&name);
