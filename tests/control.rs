@@ -134,6 +134,13 @@ fn stop_holds_a_workload_until_start_or_a_manifest_change() {
     d.write("held.toml", "command = [\"/bin/sleep\", \"1001\"]\n");
     let third = d.running_pid("held");
     assert!(third != again && d.workload("held").unwrap()["held"] == false);
+    // Removing the manifest ends a hold too: the same file, written again, runs.
+    d.paddock(&["stop", "held"]);
+    d.wait_for("held once more", |d| d.workload("held").is_some_and(|w| w["state"] == "stopped" && w["held"] == true));
+    std::fs::remove_file(d.path("wl/held.toml")).unwrap();
+    d.wait_for("held forgotten", |d| d.workload("held").is_none());
+    d.write("held.toml", "command = [\"/bin/sleep\", \"1001\"]\n");
+    d.running_pid("held");
 
     let unknown = d.paddock(&["stop", "ghost"]);
     assert_eq!(unknown.status.code(), Some(1));

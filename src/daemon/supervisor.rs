@@ -270,6 +270,10 @@ impl Supervisor {
             tracing::warn!(workloads = ?found.stopped, "stopped the sandboxes of a daemon that died; they start anew");
         }
         self.held = self.load_held();
+        // The planner leaves a held workload alone until its manifest changes.
+        for (name, version) in &self.held {
+            self.observed.insert(name.clone(), Observed::Held { version: *version });
+        }
         Ok(())
     }
 
@@ -312,9 +316,9 @@ impl Supervisor {
         changes.push_back(Change { time: crate::timefmt::rfc3339(SystemTime::now()), event: event.into() });
     }
 
-    /// What the plan works toward: the valid manifests, less the held ones.
+    /// What the plan works toward: the valid manifests.
     fn desired_versions(&self) -> BTreeMap<WorkloadName, Version> {
-        self.desired.iter().filter(|(n, _)| !self.held.contains_key(*n)).map(|(n, d)| (n.clone(), d.version)).collect()
+        self.desired.iter().map(|(n, d)| (n.clone(), d.version)).collect()
     }
 
     /// Scans the directory and re-validates the files whose content changed.
@@ -451,9 +455,6 @@ impl Supervisor {
             }
             Action::Start { name, .. } => format!("start {name} ({})", why(name)),
             Action::Restart { name, .. } => format!("restart {name} ({})", why(name)),
-            Action::Stop { name, reason: Reason::Removed, .. } if self.desired.contains_key(name) => {
-                format!("stop {name} (held by paddock stop)")
-            }
             Action::Stop { name, .. } => format!("stop {name} (manifest removed)"),
             Action::Forget { .. } => return None,
         })
@@ -478,13 +479,13 @@ impl Supervisor {
                 tracing::info!(?reason, "stop");
                 self.stop(&name);
             }
-            // Held by an operator: it keeps its slice and its history.
-            Action::Forget { .. } if self.held.contains_key(&name) && self.desired.contains_key(&name) => {
-                self.observed.remove(&name);
-            }
             Action::Forget { .. } => {
                 tracing::info!("forget");
                 self.observed.remove(&name);
+                // Its manifest is gone, and with it any hold.
+                if self.held.remove(&name).is_some() {
+                    self.save_held();
+                }
                 self.history.remove(&name);
                 self.free_slice(&name);
             }
@@ -718,6 +719,11 @@ impl Supervisor {
                 self.history.remove(name);
                 self.free_slice(name);
             }
+            // Stopped by `paddock stop`: held at the version the operator held.
+            Some(Observed::Stopping { .. }) if self.held.contains_key(name) => {
+                let version = self.held[name];
+                self.observed.insert(name.clone(), Observed::Held { version });
+            }
             // Stopped to be replaced: the next plan starts the new version.
             Some(Observed::Stopping { .. }) => {}
             Some(state) => {
@@ -813,6 +819,12 @@ impl Supervisor {
                     self.save_held();
                     self.note(&n, "held stopped by paddock stop");
                     let running = self.live.contains_key(&n);
+                    // A sandbox is stopped and, once it has exited, held; anything else is held at once.
+                    if !running {
+                        self.observed.insert(n.clone(), Observed::Held { version });
+                    } else if !matches!(self.observed.get(&n), Some(Observed::Stopping { .. })) {
+                        self.stop(&n);
+                    }
                     let text = match (newly, running) {
                         (_, true) => format!(
                             "stopping {n}; it stays stopped until `paddock start {n}` or a change to its manifest"
@@ -822,7 +834,7 @@ impl Supervisor {
                         }
                         (false, false) => format!("{n} is already held stopped"),
                     };
-                    (Response::Done(text), true)
+                    (Response::Done(text), false)
                 }
             },
             Request::Start { name } => match known(self, &name) {
@@ -833,8 +845,10 @@ impl Supervisor {
                         self.save_held();
                         self.note(&n, "released by paddock start");
                     }
-                    let ended =
-                        matches!(self.observed.get(&n), Some(Observed::Failed { .. } | Observed::Exited { .. }));
+                    let ended = matches!(
+                        self.observed.get(&n),
+                        Some(Observed::Failed { .. } | Observed::Exited { .. } | Observed::Held { .. })
+                    );
                     if ended {
                         self.observed.remove(&n);
                         self.history.entry(n.clone()).or_default().restarts = 0;
@@ -918,11 +932,7 @@ impl Supervisor {
                 }
             }
         }
-        let versions: BTreeMap<WorkloadName, Version> = manifests
-            .iter()
-            .filter(|(n, (v, _))| self.held.get(*n) != Some(v))
-            .map(|(n, (v, _))| (n.clone(), *v))
-            .collect();
+        let versions: BTreeMap<WorkloadName, Version> = manifests.iter().map(|(n, (v, _))| (n.clone(), *v)).collect();
         let why = |name: &WorkloadName| match (self.desired.get(name), manifests.get(name)) {
             (Some(old), Some((_, new))) => changed_keys(&old.spec.manifest, new),
             _ => "manifest changed".to_owned(),
@@ -935,9 +945,6 @@ impl Supervisor {
                 }
                 Action::Start { name, .. } => format!("start {name} ({})", why(name)),
                 Action::Restart { name, .. } => format!("restart {name} ({})", why(name)),
-                Action::Stop { name, .. } if manifests.contains_key(name) => {
-                    format!("stop {name} (held by paddock stop)")
-                }
                 Action::Stop { name, .. } => format!("stop {name} (manifest removed)"),
                 Action::Forget { .. } => continue,
             });
