@@ -35,9 +35,6 @@ Notes:
   (the daemon is single-threaded) was tried and measured no faster: the
   copy-on-write of the daemon's pages costs what the exec saves, and it
   would put a copy of the daemon's memory in each sandbox's PID 1.
-- The daemon's own log is kept out of the watched directories here, as
-  under systemd (journald): a log file beside the workloads directory
-  would wake the watcher with every line.
 - Starts in one reconcile pass (up to 16) are begun together and finished
   together, so their inits build their roots in parallel.
 """
@@ -67,7 +64,7 @@ def world(paddock, subuid=""):
     return work, p, wl, out
 
 def start_daemon(paddock, p):
-    # Not beside wl/: the daemon watches wl's parent, and its own log lines would wake it.
+    # In logs/, apart from the workloads' files.
     log = open(p("logs/daemon.log"), "w")
     daemon = subprocess.Popen([paddock, "daemon", "--config", p("paddock.toml"), "--log-format", "json"], stderr=log)
     while not os.path.exists(p("sock")):

@@ -172,6 +172,11 @@ struct Watch {
     /// The resolved directory being watched, and its watch.
     target: PathBuf,
     target_watch: Option<WatchDescriptor>,
+    /// The parent's watch, which matters only for the directory's own
+    /// entry (`entry`): other files beside it (a log, a socket, the
+    /// configuration) are none of the watcher's business.
+    parent_watch: Option<WatchDescriptor>,
+    entry: Option<std::ffi::OsString>,
 }
 
 struct InotifyFd(Inotify);
@@ -204,14 +209,16 @@ impl Watch {
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(|e| err(e.into()))?;
         let target = std::fs::canonicalize(dir).map_err(err)?;
         let target_watch = Some(inotify.add_watch(&target, watch_mask()).map_err(|e| err(e.into()))?);
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            inotify.add_watch(parent, watch_mask()).map_err(|e| err(e.into()))?;
-        }
+        let parent_watch = match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) => Some(inotify.add_watch(parent, watch_mask()).map_err(|e| err(e.into()))?),
+            None => None,
+        };
         // SAFETY: InotifyFd owns the descriptor and always returns the same
         // one; it is closed only when the AsyncFd that owns it is dropped.
         let registered = unsafe { AsyncFd::register_with_interest(InotifyFd(inotify), tokio::io::Interest::READABLE) };
         let inotify = registered.map_err(|e| err(e.into()))?;
-        Ok(Watch { inotify, dir: dir.to_owned(), target, target_watch })
+        let entry = dir.file_name().map(ToOwned::to_owned);
+        Ok(Watch { inotify, dir: dir.to_owned(), target, target_watch, parent_watch, entry })
     }
 
     /// Waits for the next batch of events; true when it holds a change.
@@ -231,7 +238,10 @@ impl Watch {
                             "the inotify queue overflowed (fs.inotify.max_queued_events); rescanning everything"
                         );
                     }
-                    return !events.is_empty();
+                    let ours = |e: &nix::sys::inotify::InotifyEvent| {
+                        Some(e.wd) != self.parent_watch || e.name.is_some() && e.name == self.entry
+                    };
+                    return events.iter().any(ours);
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "watch error; rescanning everything");

@@ -35,8 +35,7 @@ impl Daemon {
         let d = Daemon { dir, child: None, nofile_soft: None, cgroup_procs: None, stray_fd: false };
         std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::create_dir(d.path("wl")).unwrap();
-        // Not beside wl/: the daemon watches wl's parent, and its own log
-        // lines would each wake it.
+        // The daemon's log and the tests' files go in out/, not beside wl/.
         std::fs::create_dir(d.path("out")).unwrap();
         std::fs::set_permissions(d.path("wl"), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::copy("/etc/passwd", d.path("passwd")).unwrap();
