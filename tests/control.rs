@@ -342,8 +342,19 @@ fn metrics_parse_as_prometheus_text_and_match_status() {
     assert_eq!(value("paddock_id_slices", &[("kind", "total")]), 256.0, "the default range: 256 slices");
     assert!(body.contains("paddock_reconcile_duration_seconds_count "), "{body}");
     assert!(get(port, "/").0.starts_with("HTTP/1.1 404"));
-    // Loopback only for a bare port.
+    // Loopback only for a bare port: the kernel's table of listening sockets says where.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let listening: Vec<String> = std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let (addr, state) = (fields[1], fields[3]);
+            (state == "0A" && addr.ends_with(&format!(":{port:04X}"))).then(|| addr.to_owned())
+        })
+        .collect();
+    assert_eq!(listening, [format!("0100007F:{port:04X}")], "bound to 127.0.0.1 only");
 }
 
 /// Runs `paddock status` with its stdout on a terminal COLUMNS wide.
