@@ -41,6 +41,17 @@ impl ClientArgs {
     }
 }
 
+/// A client command's failure: `paddock COMMAND: MESSAGE`, exit status 1.
+pub fn fail(command: &str, message: &str) -> std::io::Result<super::ExitCode> {
+    eprintln!("paddock {command}: {message}");
+    Ok(1)
+}
+
+/// The message for an answer the command did not ask for.
+pub fn unexpected(answer: &Response) -> String {
+    format!("unexpected answer from the daemon: {answer:?}")
+}
+
 /// Sends one request to the daemon and reads its answer.
 pub fn ask(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, String> {
     let unreachable = |e: std::io::Error| {

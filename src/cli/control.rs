@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::client::ClientArgs;
+use super::client::{ClientArgs, fail, unexpected};
 use crate::daemon::status::{Report, Request, Response};
 
 /// A workload, on the running daemon.
@@ -40,11 +40,6 @@ pub struct PlanArgs {
     pub client: ClientArgs,
 }
 
-fn fail(command: &str, e: &str) -> std::io::Result<super::ExitCode> {
-    eprintln!("paddock {command}: {e}");
-    Ok(1)
-}
-
 /// `start`, `stop` or `restart`.
 pub fn act(command: &str, args: NameArgs) -> std::io::Result<super::ExitCode> {
     let name = args.name.clone();
@@ -58,7 +53,7 @@ pub fn act(command: &str, args: NameArgs) -> std::io::Result<super::ExitCode> {
             println!("{text}");
             Ok(0)
         }
-        Ok(other) => fail(command, &format!("unexpected answer from the daemon: {other:?}")),
+        Ok(other) => fail(command, &unexpected(&other)),
         Err(e) => fail(command, &e),
     }
 }
@@ -77,7 +72,8 @@ fn tell(report: &Report, past: bool) -> String {
         out += &format!("{verb} {rest}\n");
     }
     if report.queued > 0 {
-        out += &format!("{} more to start (16 are started at a time)\n", report.queued);
+        let at_a_time = crate::daemon::supervisor::STARTS_PER_PASS;
+        out += &format!("{} more to start ({at_a_time} are started at a time)\n", report.queued);
     }
     for problem in &report.invalid {
         out += &format!("invalid: {problem}\n");
@@ -94,7 +90,7 @@ pub fn reload(args: ReloadArgs) -> std::io::Result<super::ExitCode> {
             print!("{}", tell(&report, true));
             Ok(0)
         }
-        Ok(other) => fail("reload", &format!("unexpected answer from the daemon: {other:?}")),
+        Ok(other) => fail("reload", &unexpected(&other)),
         Err(e) => fail("reload", &e),
     }
 }
@@ -110,7 +106,7 @@ pub fn plan(args: PlanArgs) -> std::io::Result<super::ExitCode> {
             print!("{}", tell(&report, false));
             Ok(u8::from(!report.invalid.is_empty()))
         }
-        Ok(other) => fail("plan", &format!("unexpected answer from the daemon: {other:?}")),
+        Ok(other) => fail("plan", &unexpected(&other)),
         Err(e) => fail("plan", &e),
     }
 }

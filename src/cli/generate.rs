@@ -14,8 +14,8 @@ use super::Cli;
 
 /// Where each file goes under DIR, as install.sh and the Debian package
 /// lay them out below `/usr/share`.
-pub const MAN_DIR: &str = "man/man1";
-pub const COMPLETIONS: [(Shell, &str); 3] = [
+const MAN_DIR: &str = "man/man1";
+const COMPLETIONS: [(Shell, &str); 3] = [
     (Shell::Bash, "bash-completion/completions/paddock"),
     (Shell::Zsh, "zsh/vendor-completions/_paddock"),
     (Shell::Fish, "fish/vendor_completions.d/paddock.fish"),

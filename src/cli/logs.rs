@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
-use super::client::ClientArgs;
-use crate::daemon::logs::{files_oldest_first, split_line};
+use super::client::{ClientArgs, fail, unexpected};
+use crate::daemon::logs::{LOG_KEEP, files_oldest_first, split_line};
 use crate::daemon::status::{Request, Response};
 
 /// Show a workload's captured stdout and stderr (both go to one log,
@@ -37,9 +37,6 @@ pub struct LogsArgs {
     pub client: ClientArgs,
 }
 
-/// How many rotated files the daemon keeps (see the supervisor).
-const KEEP: usize = 3;
-
 struct Printer {
     since: Option<SystemTime>,
     timestamps: bool,
@@ -61,36 +58,35 @@ impl Printer {
     }
 }
 
+/// Appends a shown line, keeping only the last `limit`.
+fn keep_last(lines: &mut std::collections::VecDeque<String>, limit: usize, shown: Option<String>) {
+    if let Some(shown) = shown {
+        if lines.len() == limit {
+            lines.pop_front();
+        }
+        lines.push_back(shown);
+    }
+}
+
 fn read_lines(path: &Path, printer: &mut Printer, out: &mut std::collections::VecDeque<String>, limit: usize) {
     let Ok(file) = File::open(path) else { return };
     for line in BufReader::new(file).split(b'\n').map_while(Result::ok) {
-        if let Some(shown) = printer.show(&String::from_utf8_lossy(&line)) {
-            if out.len() == limit {
-                out.pop_front();
-            }
-            out.push_back(shown);
-        }
+        keep_last(out, limit, printer.show(&String::from_utf8_lossy(&line)));
     }
 }
 
 pub fn run(args: LogsArgs) -> std::io::Result<super::ExitCode> {
     let path = match args.client.ask(&Request::Logs { name: args.name.clone() }) {
         Ok(Response::Logs { path }) => PathBuf::from(path),
-        Ok(other) => {
-            eprintln!("paddock logs: unexpected answer from the daemon: {other:?}");
-            return Ok(1);
-        }
-        Err(e) => {
-            eprintln!("paddock logs: {e}");
-            return Ok(1);
-        }
+        Ok(other) => return fail("logs", &unexpected(&other)),
+        Err(e) => return fail("logs", &e),
     };
     let since = args.since.map(|d| SystemTime::now() - d.as_std());
     let mut printer = Printer { since, timestamps: args.timestamps, keep_unstamped: true };
     let limit = args.lines.unwrap_or(usize::MAX);
     let mut lines = std::collections::VecDeque::new();
     if limit > 0 {
-        for file in files_oldest_first(&path, KEEP).iter().filter(|f| **f != path) {
+        for file in files_oldest_first(&path, LOG_KEEP).iter().filter(|f| **f != path) {
             read_lines(file, &mut printer, &mut lines, limit);
         }
     }
@@ -104,12 +100,8 @@ pub fn run(args: LogsArgs) -> std::io::Result<super::ExitCode> {
     let shown_now = if args.follow { complete_len(&pending) } else { pending.len() };
     if limit > 0 {
         for line in pending[..shown_now].split_inclusive(|b| *b == b'\n') {
-            if let Some(shown) = printer.show(&String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(line))) {
-                if lines.len() == limit {
-                    lines.pop_front();
-                }
-                lines.push_back(shown);
-            }
+            let shown = printer.show(&String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(line)));
+            keep_last(&mut lines, limit, shown);
         }
     }
     pending.drain(..shown_now);

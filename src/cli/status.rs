@@ -5,7 +5,7 @@ use std::io::Write;
 
 use clap::Args;
 
-use super::client::{ClientArgs, terminal_width};
+use super::client::{ClientArgs, fail, terminal_width, unexpected};
 use crate::daemon::status::{Request, Response, WorkloadDetail, WorkloadStatus};
 use crate::validate::Color;
 
@@ -167,14 +167,8 @@ pub fn run(args: StatusArgs) -> std::io::Result<super::ExitCode> {
             writeln!(out)?;
         }
         Ok(Response::Detail(d)) => out.write_all(detail(&d, Color::for_stdout()).as_bytes())?,
-        Ok(other) => {
-            eprintln!("paddock status: unexpected answer from the daemon: {other:?}");
-            return Ok(1);
-        }
-        Err(e) => {
-            eprintln!("paddock status: {e}");
-            return Ok(1);
-        }
+        Ok(other) => return fail("status", &unexpected(&other)),
+        Err(e) => return fail("status", &e),
     }
     Ok(0)
 }

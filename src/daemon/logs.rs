@@ -10,6 +10,11 @@ use std::time::SystemTime;
 
 use crate::timefmt::{parse_rfc3339, rfc3339};
 
+/// Largest log file before it is rotated, and how many old ones are kept
+/// (`paddock logs` reads them all).
+pub const LOG_MAX_BYTES: u64 = 10 << 20;
+pub const LOG_KEEP: usize = 3;
+
 /// Each line of a log file starts with the time its first byte arrived and
 /// a space: `2026-11-23T05:20:00.123456Z hello`. `paddock logs` strips it
 /// unless asked (`--timestamps`) and filters on it (`--since`).

@@ -13,7 +13,7 @@ use nix::sys::signal::Signal as NixSignal;
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
-use super::logs::{RotatingLog, Stamper};
+use super::logs::{LOG_KEEP, LOG_MAX_BYTES, RotatingLog, Stamper};
 use super::notify::Notifier;
 use super::records::{self, Record};
 use super::scan::{self, Found, Snapshot};
@@ -129,11 +129,7 @@ pub struct Supervisor {
 }
 
 /// Sandboxes started in one reconcile pass before other events are heard.
-const STARTS_PER_PASS: usize = 16;
-
-/// Largest log file before it is rotated, and how many old ones are kept.
-const LOG_MAX_BYTES: u64 = 10 << 20;
-const LOG_KEEP: usize = 3;
+pub const STARTS_PER_PASS: usize = 16;
 
 /// Copies a sandbox's output into its log until the sandbox closes it.
 /// The buffer lives only between a readiness and its read, never across an
@@ -183,10 +179,18 @@ async fn copy_to_log(read: OwnedFd, path: PathBuf) {
     }
 }
 
-/// An exit as a person reads it: "3", "SIGKILL", "oom-killed".
+/// An exit as a person reads it: "code 3", "SIGKILL", "oom-killed".
 fn exit_text(exit: ExitKind) -> String {
     match exit {
         ExitKind::Code(c) => format!("code {c}"),
+        _ => exit_name(exit),
+    }
+}
+
+/// What `status` shows of an exit that is not a code: "SIGKILL", "oom-killed".
+fn exit_name(exit: ExitKind) -> String {
+    match exit {
+        ExitKind::Code(c) => c.to_string(),
         ExitKind::Signal(s) => Signal::from_number(s).map_or_else(|| format!("signal {s}"), |s| s.to_string()),
         ExitKind::OomKilled => "oom-killed".to_owned(),
     }
@@ -207,6 +211,28 @@ fn changed_keys(old: &Manifest, new: &Manifest) -> String {
         [one] => format!("{one} changed"),
         [rest @ .., last] => format!("{} and {last} changed", rest.join(", ")),
     }
+}
+
+/// A metric family's `# HELP` and `# TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// An action as `reload` and `plan` show it: "start web", "restart worker
+/// (command changed)"; `why` says why a manifest's workload (re)starts.
+/// None for internal bookkeeping.
+fn describe(action: &Action, why: impl Fn(&WorkloadName) -> String) -> Option<String> {
+    Some(match action {
+        Action::Start { name, reason: Reason::New, .. } => format!("start {name}"),
+        Action::Start { name, reason: Reason::BackoffElapsed, .. } => {
+            format!("retry {name} (its restart delay is over)")
+        }
+        Action::Start { name, .. } => format!("start {name} ({})", why(name)),
+        Action::Restart { name, .. } => format!("restart {name} ({})", why(name)),
+        Action::Stop { name, .. } => format!("stop {name} (manifest removed)"),
+        Action::Forget { .. } => return None,
+    })
 }
 
 fn exit_kind(exit: Exit) -> ExitKind {
@@ -405,8 +431,7 @@ impl Supervisor {
     /// most `STARTS_PER_PASS` are made before the loop answers other events
     /// (status requests, exits); the rest follow in the next pass.
     pub fn reconcile(&mut self) -> Report {
-        let clock = Instant::now();
-        let now = clock;
+        let now = Instant::now();
         let p = plan(&self.desired_versions(), &self.observed, now);
         let (starts, others): (Vec<Action>, Vec<Action>) =
             p.actions.into_iter().partition(|a| matches!(a, Action::Start { .. }));
@@ -437,27 +462,15 @@ impl Supervisor {
         // A start that failed at once is in backoff now: plan once more for its timer.
         self.wake_at = plan(&self.desired_versions(), &self.observed, now).wake_at;
         let _ = self.notifier.notify(&format!("STATUS={}", self.summary()));
-        let took = clock.elapsed().as_secs_f64();
+        let took = now.elapsed().as_secs_f64();
         self.stats.reconciles += 1;
         self.stats.reconcile_seconds += took;
         self.stats.last_reconcile_seconds = took;
         report
     }
 
-    /// An action as `reload` and `plan` show it: "start web",
-    /// "restart worker (command changed)". None for internal bookkeeping.
     fn describe(&self, action: &Action) -> Option<String> {
-        let why = |name: &WorkloadName| self.why.get(name).map_or("manifest changed".to_owned(), Clone::clone);
-        Some(match action {
-            Action::Start { name, reason: Reason::New, .. } => format!("start {name}"),
-            Action::Start { name, reason: Reason::BackoffElapsed, .. } => {
-                format!("retry {name} (its restart delay is over)")
-            }
-            Action::Start { name, .. } => format!("start {name} ({})", why(name)),
-            Action::Restart { name, .. } => format!("restart {name} ({})", why(name)),
-            Action::Stop { name, .. } => format!("stop {name} (manifest removed)"),
-            Action::Forget { .. } => return None,
-        })
+        describe(action, |name| self.why.get(name).map_or("manifest changed".to_owned(), Clone::clone))
     }
 
     /// Carries out one action; a start is only begun, and returned to be finished.
@@ -938,16 +951,7 @@ impl Supervisor {
             _ => "manifest changed".to_owned(),
         };
         for action in plan(&versions, &self.observed, Instant::now()).actions {
-            report.actions.push(match &action {
-                Action::Start { name, reason: Reason::New, .. } => format!("start {name}"),
-                Action::Start { name, reason: Reason::BackoffElapsed, .. } => {
-                    format!("retry {name} (its restart delay is over)")
-                }
-                Action::Start { name, .. } => format!("start {name} ({})", why(name)),
-                Action::Restart { name, .. } => format!("restart {name} ({})", why(name)),
-                Action::Stop { name, .. } => format!("stop {name} (manifest removed)"),
-                Action::Forget { .. } => continue,
-            });
+            report.actions.extend(describe(&action, why));
         }
         Ok(report)
     }
@@ -969,8 +973,7 @@ impl Supervisor {
         let mut out = String::new();
         let status = self.status();
         let states = ["starting", "running", "backoff", "stopping", "stopped", "exited", "failed"];
-        let _ = writeln!(out, "# HELP paddock_workload_state 1 for the workload's current state, 0 for the others.");
-        let _ = writeln!(out, "# TYPE paddock_workload_state gauge");
+        family(&mut out, "paddock_workload_state", "gauge", "1 for the workload's current state, 0 for the others.");
         for w in &status {
             for state in states {
                 let _ = writeln!(
@@ -981,31 +984,27 @@ impl Supervisor {
                 );
             }
         }
-        let _ = writeln!(out, "# HELP paddock_workload_restarts Restarts since the manifest last changed.");
-        let _ = writeln!(out, "# TYPE paddock_workload_restarts gauge");
+        family(&mut out, "paddock_workload_restarts", "gauge", "Restarts since the manifest last changed.");
         for w in &status {
             let _ = writeln!(out, "paddock_workload_restarts{{workload=\"{}\"}} {}", w.name, w.restarts);
         }
-        let _ = writeln!(
-            out,
-            "# HELP paddock_workload_last_exit_code The last run's exit code (128 + signal when killed)."
+        family(
+            &mut out,
+            "paddock_workload_last_exit_code",
+            "gauge",
+            "The last run's exit code (128 + signal when killed).",
         );
-        let _ = writeln!(out, "# TYPE paddock_workload_last_exit_code gauge");
         for (name, h) in &self.history {
             if let Some(exit) = h.last_exit {
-                let code = match exit {
-                    ExitKind::Code(c) => c,
-                    ExitKind::Signal(s) => 128 + s,
-                    ExitKind::OomKilled => 128 + libc::SIGKILL,
-                };
-                let _ = writeln!(out, "paddock_workload_last_exit_code{{workload=\"{name}\"}} {code}");
+                let _ = writeln!(out, "paddock_workload_last_exit_code{{workload=\"{name}\"}} {}", exit.code());
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP paddock_workload_start_latency_seconds The last start, from spawn to the workload's exec."
+        family(
+            &mut out,
+            "paddock_workload_start_latency_seconds",
+            "gauge",
+            "The last start, from spawn to the workload's exec.",
         );
-        let _ = writeln!(out, "# TYPE paddock_workload_start_latency_seconds gauge");
         for (name, h) in &self.history {
             if let Some(d) = h.start_latency {
                 let _ = writeln!(
@@ -1015,25 +1014,25 @@ impl Supervisor {
                 );
             }
         }
-        let _ =
-            writeln!(out, "# HELP paddock_reconcile_duration_seconds Time spent planning and acting, per reconcile.");
-        let _ = writeln!(out, "# TYPE paddock_reconcile_duration_seconds summary");
+        family(
+            &mut out,
+            "paddock_reconcile_duration_seconds",
+            "summary",
+            "Time spent planning and acting, per reconcile.",
+        );
         let _ = writeln!(out, "paddock_reconcile_duration_seconds_sum {:.6}", self.stats.reconcile_seconds);
         let _ = writeln!(out, "paddock_reconcile_duration_seconds_count {}", self.stats.reconciles);
-        let _ = writeln!(out, "# HELP paddock_last_reconcile_duration_seconds The last reconcile's duration.");
-        let _ = writeln!(out, "# TYPE paddock_last_reconcile_duration_seconds gauge");
+        family(&mut out, "paddock_last_reconcile_duration_seconds", "gauge", "The last reconcile's duration.");
         let _ = writeln!(out, "paddock_last_reconcile_duration_seconds {:.6}", self.stats.last_reconcile_seconds);
         let files = self.snapshot.len();
         let invalid = self.snapshot.keys().filter(|f| self.invalid.contains_key(*f)).count();
-        let _ = writeln!(out, "# HELP paddock_manifests Manifest files in the workloads directory, by validity.");
-        let _ = writeln!(out, "# TYPE paddock_manifests gauge");
+        family(&mut out, "paddock_manifests", "gauge", "Manifest files in the workloads directory, by validity.");
         let _ = writeln!(out, "paddock_manifests{{validity=\"valid\"}} {}", files - invalid);
         let _ = writeln!(out, "paddock_manifests{{validity=\"invalid\"}} {invalid}");
         let s = &self.settings;
         let used: BTreeSet<(u32, u32)> =
             self.history.values().filter_map(|h| h.slice).map(|sl| (sl.uid.start, sl.gid.start)).collect();
-        let _ = writeln!(out, "# HELP paddock_id_slices Id slices of the remap ranges, used and in all.");
-        let _ = writeln!(out, "# TYPE paddock_id_slices gauge");
+        family(&mut out, "paddock_id_slices", "gauge", "Id slices of the remap ranges, used and in all.");
         let _ = writeln!(out, "paddock_id_slices{{kind=\"used\"}} {}", used.len());
         let total = crate::idmap::slice_count(&s.ranges.uids, &s.ranges.gids, s.slice_size);
         let _ = writeln!(out, "paddock_id_slices{{kind=\"total\"}} {total}");
@@ -1055,17 +1054,14 @@ impl Supervisor {
                 let slice = history.and_then(|h| h.slice.as_ref());
                 let live = self.live.get(&name);
                 WorkloadStatus {
-                    state: self.observed.get(&name).map_or("stopped", Observed::name).to_owned(),
+                    state: self.state_name(&name).to_owned(),
                     pid: live.map(|l| l.sandbox.pid.as_raw()),
                     uid_map: slice.map(|s| IdMap { host_start: s.uid.start, size: s.uid.count }),
                     gid_map: slice.map(|s| IdMap { host_start: s.gid.start, size: s.gid.count }),
                     restarts: history.map_or(0, |h| h.restarts),
                     last_exit: history.and_then(|h| h.last_exit).map(|e| match e {
                         ExitKind::Code(c) => serde_json::Value::from(c),
-                        ExitKind::Signal(s) => serde_json::Value::from(
-                            Signal::from_number(s).map_or_else(|| s.to_string(), |s| s.to_string()),
-                        ),
-                        ExitKind::OomKilled => serde_json::Value::from("oom-killed"),
+                        other => serde_json::Value::from(exit_name(other)),
                     }),
                     error: self.invalid.get(&file).cloned().or_else(|| history.and_then(|h| h.start_error.clone())),
                     uptime_seconds: live

@@ -18,6 +18,15 @@ impl ExitKind {
     pub fn success(self) -> bool {
         self == ExitKind::Code(0)
     }
+
+    /// As a shell reports it: the code, or 128 + the signal (SIGKILL's for an OOM kill).
+    pub fn code(self) -> i32 {
+        match self {
+            ExitKind::Code(c) => c,
+            ExitKind::Signal(s) => 128 + s,
+            ExitKind::OomKilled => 128 + libc::SIGKILL,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
