@@ -493,3 +493,22 @@ fn a_daemon_restart_keeps_every_workloads_slice() {
     d.running_pid("second");
     assert_eq!(slice(&d, "second"), second);
 }
+
+#[test]
+fn files_beside_the_workloads_directory_neither_wake_nor_deafen_the_watcher() {
+    let d = Daemon::setup().start(&[]);
+    // Events on the parent's other entries are read and dropped...
+    std::fs::write(d.path("beside.txt"), "x").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // ...and the watcher still hears the next change at once, not at the
+    // next resync (30 s, longer than wait_for's patience).
+    // Waited for through the log file alone: a status request would wake
+    // the loop and hide a deaf watcher.
+    let asked = Instant::now();
+    d.write("after.toml", "command = [\"/bin/sh\", \"-c\", \"echo up; exec sleep 1000\"]\n");
+    let log = d.path("state/logs/after.log");
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("up")) {
+        assert!(asked.elapsed() < Duration::from_secs(10), "the change was not heard within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -110,7 +110,7 @@ pub fn run(
                     }
                 },
                 // The first change of a burst: rescan once it has settled.
-                true = watch.changed(), if !shutting_down => {
+                () = watch.changed(), if !shutting_down => {
                     if debounce.is_none() { debounce = Some(tokio::time::Instant::now() + DEBOUNCE); }
                 }
                 Some(event) = rx.recv() => match event {
@@ -221,14 +221,17 @@ impl Watch {
         Ok(Watch { inotify, dir: dir.to_owned(), target, target_watch, parent_watch, entry })
     }
 
-    /// Waits for the next batch of events; true when it holds a change.
-    async fn changed(&self) -> bool {
+    /// Waits until a batch of events holds a change (an error counts as
+    /// one). Batches of nothing but the parent's other files are read and
+    /// dropped here: a select branch that completed without a change would
+    /// stop reading the descriptor until another branch woke the loop.
+    async fn changed(&self) {
         loop {
             let mut ready = match self.inotify.readable().await {
                 Ok(ready) => ready,
                 Err(error) => {
                     tracing::warn!(%error, "watch error; rescanning everything");
-                    return true;
+                    return;
                 }
             };
             match ready.try_io(|fd| fd.get_ref().0.read_events().map_err(std::io::Error::from)) {
@@ -241,11 +244,13 @@ impl Watch {
                     let ours = |e: &nix::sys::inotify::InotifyEvent| {
                         Some(e.wd) != self.parent_watch || e.name.is_some() && e.name == self.entry
                     };
-                    return events.iter().any(ours);
+                    if events.iter().any(ours) {
+                        return;
+                    }
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "watch error; rescanning everything");
-                    return true;
+                    return;
                 }
                 // Spurious readiness: wait again.
                 Err(_would_block) => continue,
