@@ -1,8 +1,134 @@
-//! Small filesystem helpers shared by the modules that keep state.
+//! Small filesystem helpers shared by the modules that keep state, and
+//! the checks on the directories that decide what runs as root (as sshd's
+//! StrictModes): the workloads and policies directories, and
+//! `volumes_root`, whose files a workload may own as the host's root.
 
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::Mode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnsafeInput {
+    #[error("{path}: {source}")]
+    Stat { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a directory")]
+    NotADirectory { path: PathBuf },
+    #[error(
+        "{path} is owned by uid {uid}, not root: whoever owns it chooses what paddock runs as root; run `chown root {path}`"
+    )]
+    NotRootOwned { path: PathBuf, uid: u32 },
+    #[error(
+        "{path} is writable by {who} (mode {mode:04o}): anyone who can write it chooses what paddock runs as root; run `chmod go-w {path}`"
+    )]
+    Writable { path: PathBuf, who: &'static str, mode: u32 },
+    #[error(
+        "{path} is owned by uid {uid}, not root: whoever owns it can swap what workloads mount as volumes; run `chown root {path}`"
+    )]
+    VolumesNotRootOwned { path: PathBuf, uid: u32 },
+    #[error(
+        "{path} is writable by {who} (mode {mode:04o}): whoever can write it can swap what workloads mount as volumes; run `chmod go-w {path}`"
+    )]
+    VolumesWritable { path: PathBuf, who: &'static str, mode: u32 },
+    #[error(
+        "volumes_root {path} can be entered by others (mode {mode:04o}): a workload can create set-user-ID files owned by the host's root in an idmapped volume, which any host user could then run; run `chmod o-rwx {path}`"
+    )]
+    VolumesTraversable { path: PathBuf, mode: u32 },
+    #[error("{path} changed while it was being checked (a component became a symlink); try again")]
+    Changed { path: PathBuf },
+}
+
+/// Who besides the owner may write, by the mode's bits.
+fn writers(mode: u32) -> Option<&'static str> {
+    match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => Some("group and others"),
+        (true, false) => Some("its group"),
+        (false, true) => Some("others"),
+        (false, false) => None,
+    }
+}
+
+/// Refuses a directory (the workloads or the policies directory) that is
+/// not root's or that group or others may write. A symlink is followed: a
+/// ConfigMap-style link is checked at its target.
+pub fn check_directory(path: &Path) -> Result<(), UnsafeInput> {
+    let meta = std::fs::metadata(path).map_err(|source| UnsafeInput::Stat { path: path.to_owned(), source })?;
+    if !meta.is_dir() {
+        return Err(UnsafeInput::NotADirectory { path: path.to_owned() });
+    }
+    if meta.uid() != 0 {
+        return Err(UnsafeInput::NotRootOwned { path: path.to_owned(), uid: meta.uid() });
+    }
+    let mode = meta.mode() & 0o7777;
+    match writers(mode) {
+        Some(who) => Err(UnsafeInput::Writable { path: path.to_owned(), who, mode }),
+        None => Ok(()),
+    }
+}
+
+/// Opens `volumes_root` for resolving idmapped mount sources beneath it.
+/// It must be a directory that only root may change or enter: itself
+/// root's, writable by no one else and not traversable by others (a
+/// workload can create set-user-ID files owned by the host's root in an
+/// idmapped volume; no host user may reach them), and each of its
+/// ancestors root's and not writable by others (a sticky directory such
+/// as /tmp is allowed: no one else can move root's entry in it). The path
+/// is walked from `/` one component at a time without following symlinks,
+/// so what was checked is what is returned.
+pub fn open_volumes_root(path: &Path) -> Result<OwnedFd, UnsafeInput> {
+    let stat_err = |source: std::io::Error| UnsafeInput::Stat { path: path.to_owned(), source };
+    // A configured path may go through symlinks (/var/lib -> /data/lib):
+    // resolve them once, then walk the result refusing any symlink.
+    let real = std::fs::canonicalize(path).map_err(stat_err)?;
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut dir = nix::fcntl::open("/", flags, Mode::empty()).map_err(|e| stat_err(e.into()))?;
+    let mut walked = PathBuf::from("/");
+    let parts: Vec<Component<'_>> = real.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    for part in &parts {
+        let meta = nix::sys::stat::fstat(&dir).map_err(|e| stat_err(e.into()))?;
+        check_ancestor(&walked, meta.st_uid, meta.st_mode)?;
+        walked.push(part);
+        // canonicalize resolved every symlink: one now is a swap since.
+        dir = openat(&dir, part.as_os_str(), flags, Mode::empty()).map_err(|e| match e {
+            nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => UnsafeInput::Changed { path: path.to_owned() },
+            e => UnsafeInput::Stat { path: walked.clone(), source: e.into() },
+        })?;
+    }
+    let meta = nix::sys::stat::fstat(&dir).map_err(|e| stat_err(e.into()))?;
+    let mode = meta.st_mode & 0o7777;
+    if meta.st_uid != 0 {
+        return Err(UnsafeInput::VolumesNotRootOwned { path: real, uid: meta.st_uid });
+    }
+    if let Some(who) = writers(mode) {
+        return Err(UnsafeInput::VolumesWritable { path: real, who, mode });
+    }
+    if mode & 0o001 != 0 {
+        return Err(UnsafeInput::VolumesTraversable { path: real, mode });
+    }
+    Ok(dir)
+}
+
+/// An ancestor of volumes_root: root's, and writable by no one else unless sticky.
+fn check_ancestor(path: &Path, uid: u32, mode: u32) -> Result<(), UnsafeInput> {
+    if uid != 0 {
+        return Err(UnsafeInput::VolumesNotRootOwned { path: path.to_owned(), uid });
+    }
+    let mode = mode & 0o7777;
+    match writers(mode) {
+        Some(who) if mode & 0o1000 == 0 => Err(UnsafeInput::VolumesWritable { path: path.to_owned(), who, mode }),
+        _ => Ok(()),
+    }
+}
+
+/// Creates `path` and any missing parent with mode 0700: state directories
+/// (ids, records, logs) are root's alone. Existing directories are left as
+/// they are.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
 
 /// Replaces `path` atomically: write a temporary file beside it, fsync it,
 /// rename it over, fsync the directory. A reader sees the old or the new
@@ -50,6 +176,41 @@ fn replace(path: &Path, contents: &[u8], default_mode: u32, sync: bool) -> std::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn private(dir: &Path) {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+
+    #[test]
+    fn volumes_root_must_be_roots_alone_and_its_ancestors_safe() {
+        let top = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let vols = top.path().join("volumes");
+        create_private_dir(&vols).unwrap();
+        assert_eq!(std::fs::metadata(&vols).unwrap().permissions().mode() & 0o777, 0o700);
+        assert!(open_volumes_root(&vols).is_ok());
+        // Reached through a symlink: checked (and returned) at its target.
+        std::os::unix::fs::symlink(&vols, top.path().join("link")).unwrap();
+        assert!(open_volumes_root(&top.path().join("link")).is_ok());
+
+        std::fs::set_permissions(&vols, std::fs::Permissions::from_mode(0o711)).unwrap();
+        let err = open_volumes_root(&vols).unwrap_err().to_string();
+        assert!(err.contains("can be entered by others (mode 0711)") && err.contains("chmod o-rwx"), "{err}");
+        std::fs::set_permissions(&vols, std::fs::Permissions::from_mode(0o770)).unwrap();
+        assert!(open_volumes_root(&vols).unwrap_err().to_string().contains("writable by its group"));
+        private(&vols);
+        std::os::unix::fs::chown(&vols, Some(1000), None).unwrap();
+        assert!(open_volumes_root(&vols).unwrap_err().to_string().contains("owned by uid 1000"));
+        std::os::unix::fs::chown(&vols, Some(0), None).unwrap();
+
+        // An ancestor others may write: they could swap volumes_root itself.
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = open_volumes_root(&vols).unwrap_err().to_string();
+        assert!(err.contains(&format!("{} is writable by group and others", top.path().display())), "{err}");
+        // Unless it is sticky, as /tmp is: then nobody else can move root's entry.
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(open_volumes_root(&vols).is_ok());
+    }
 
     #[test]
     fn replaces_contents_and_keeps_the_mode() {

@@ -132,6 +132,26 @@ fn a_world_writable_workloads_directory_is_refused() {
 }
 
 #[test]
+fn the_state_directory_and_volumes_root_are_made_roots_alone_and_an_open_volumes_root_is_refused() {
+    let mut d = Daemon::setup().start(&[]);
+    for dir in ["state", "volumes"] {
+        let mode = std::fs::metadata(d.path(dir)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{dir} was created with mode {mode:o}");
+    }
+    assert_eq!(d.terminate(), 0);
+    std::fs::create_dir_all(d.path("volumes")).unwrap();
+    std::fs::set_permissions(d.path("volumes"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["daemon", "--config"])
+        .arg(d.path("paddock.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("can be entered by others (mode 0755)") && err.contains("chmod o-rwx"), "{err}");
+}
+
+#[test]
 fn sd_notify_messages_arrive_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");

@@ -38,6 +38,21 @@ const BASELINE_CASES: &[(&str, &str, &str)] = &[
         "[[mounts]]\nsource = \"/srv/x\"\ntarget = \"/x\"\nidmap = true\n",
         "[[mounts]]\nsource = \"/var/lib/paddock/volumes/x\"\ntarget = \"/x\"\nidmap = true\n",
     ),
+    (
+        "no-setuid-mounts",
+        "[[mounts]]\nsource = \"/srv/x\"\ntarget = \"/x\"\nsetuid = true\n",
+        "[[mounts]]\nsource = \"/srv/x\"\ntarget = \"/x\"\nsetuid = false\n",
+    ),
+    (
+        "no-device-mounts",
+        "[[mounts]]\nsource = \"/srv/x\"\ntarget = \"/x\"\ndevices = true\n",
+        "[[mounts]]\nsource = \"/srv/x\"\ntarget = \"/x\"\ndevices = false\n",
+    ),
+    (
+        "no-writable-host-root",
+        "[rootfs]\npath = \"/\"\nreadonly = false\n",
+        "[rootfs]\npath = \"/srv/root\"\nreadonly = false\n",
+    ),
 ];
 
 #[test]
@@ -81,7 +96,11 @@ fn every_baseline_rule_is_in_restricted() {
 #[test]
 fn each_restricted_rule_refuses_its_case_and_only_that() {
     let cases: &[(&str, &str, &str)] = &[
-        ("readonly-rootfs", "[rootfs]\nreadonly = false\n", "[rootfs]\nreadonly = true\n"),
+        (
+            "readonly-rootfs",
+            "[rootfs]\npath = \"/srv/root\"\nreadonly = false\n",
+            "[rootfs]\npath = \"/srv/root\"\nreadonly = true\n",
+        ),
         (
             "only-net-bind-service",
             "[security]\ncapabilities = [\"CHOWN\"]\n",
@@ -118,7 +137,7 @@ fn each_restricted_rule_refuses_its_case_and_only_that() {
 fn the_privileged_policy_allows_everything_the_schema_does() {
     // Every baseline breach at once (one table of each kind).
     let text = format!(
-        "{CMD}[namespaces]\nuser = \"host\"\nnetwork = \"host\"\npid = \"host\"\n[security]\nprivileged = true\nseccomp = \"unconfined\"\ncapabilities = [\"SYS_ADMIN\"]\n[[mounts]]\nsource = \"/srv\"\ntarget = \"/srv\"\nidmap = true\nreadonly = false\n"
+        "{CMD}[namespaces]\nuser = \"host\"\nnetwork = \"host\"\npid = \"host\"\n[security]\nprivileged = true\nseccomp = \"unconfined\"\ncapabilities = [\"SYS_ADMIN\"]\n[[mounts]]\nsource = \"/srv\"\ntarget = \"/srv\"\nidmap = true\nreadonly = false\nsetuid = true\ndevices = true\n[rootfs]\nreadonly = false\n"
     );
     assert_eq!(broken("privileged", &text), Vec::<String>::new());
     assert!(!broken("baseline", &text).is_empty());
@@ -168,12 +187,14 @@ fn every_default_is_what_design_md_says() {
 }
 
 #[test]
-fn mount_defaults_are_readonly_and_not_idmapped() {
+fn mount_defaults_are_readonly_nosuid_nodev_and_not_idmapped() {
     let checked =
         common::check(&["baseline"], "t.toml", &format!("{CMD}[[mounts]]\nsource = \"/a\"\ntarget = \"/b\"\n"));
     let mount = &checked.spec.unwrap().manifest.mounts[0];
     assert!(mount.readonly);
     assert!(!mount.idmap);
+    assert!(!mount.setuid, "mounts are nosuid unless asked");
+    assert!(!mount.devices, "mounts are nodev unless asked");
 }
 
 #[test]

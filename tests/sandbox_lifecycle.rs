@@ -159,3 +159,45 @@ fn a_paddock_run_killed_with_sigkill_takes_its_sandbox_with_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// What `check` accepts starts: a large environment (over what one socket
+/// message holds) and the most mounts the schema allows; what cannot start
+/// (more mounts, an argument over the kernel's limit) `check` refuses,
+/// saying the limit.
+#[test]
+fn a_manifest_that_passes_check_can_start_and_one_that_cannot_is_refused_by_it() {
+    let w = World::new();
+    // Three variables of 100 KiB: 300 KiB of environment.
+    let big = "x".repeat(100 << 10);
+    let env = format!("[env]\nA = {big:?}\nB = {big:?}\nC = {big:?}\n");
+    let data = w.path("data");
+    std::fs::create_dir(&data).unwrap();
+    let mounts: String = (0..128)
+        .map(|i| format!("[[mounts]]\nsource = {:?}\ntarget = \"/m{i}\"\n", data.display().to_string()))
+        .collect();
+    let text = busybox_manifest("echo ${#A} ${#B} ${#C}; ls -d /m127", &format!("{env}{mounts}"));
+    let out = w.run(&[], &w.manifest("large", &text), &[]);
+    assert_eq!(stdout(&out), "102400 102400 102400\n/m127\n", "{}", stderr(&out));
+
+    let more = format!("{mounts}[[mounts]]\nsource = {:?}\ntarget = \"/m128\"\n", data.display().to_string());
+    let out = w.run(&[], &w.manifest("toomany", &busybox_manifest("true", &more)), &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("`mounts` takes at most 128 items"), "{}", stderr(&out));
+
+    let long = "y".repeat(131_072);
+    let out = w.run(&[], &w.manifest("toolong", &busybox_manifest("true", &format!("[env]\nLONG = {long:?}\n"))), &[]);
+    assert_eq!(out.status.code(), Some(125));
+    let e = stderr(&out);
+    assert!(e.contains("LONG=... is 131077 bytes long") && e.contains("at most 131071 bytes"), "{e}");
+}
+
+/// A user outside the workload's ids is a clear error before anything
+/// runs, not "cannot execute /bin/sh: Invalid argument".
+#[test]
+fn a_user_outside_the_slice_is_named_as_such() {
+    let w = World::new();
+    let out = w.run(&[], &w.manifest("outside", &busybox_manifest("true", "user = 65536\n")), &[]);
+    assert_eq!(out.status.code(), Some(125));
+    let e = stderr(&out);
+    assert!(e.contains("user 65536 is outside the workload's 65536 ids (0-65535)"), "{e}");
+}

@@ -60,6 +60,20 @@ pub fn run(args: DaemonArgs) -> std::io::Result<super::ExitCode> {
     {
         return fail(e.to_string());
     }
+    // The state directory (ids, records, logs) and volumes_root are root's
+    // alone: made 0700 when missing, and volumes_root refused when others
+    // could reach what a workload plants in an idmapped volume.
+    if let Err(e) = crate::fsutil::create_private_dir(&state_dir) {
+        return fail(format!("cannot create the state directory {}: {e}", state_dir.display()));
+    }
+    if !config.volumes_root.exists()
+        && let Err(e) = crate::fsutil::create_private_dir(&config.volumes_root)
+    {
+        return fail(format!("cannot create volumes_root {}: {e}", config.volumes_root.display()));
+    }
+    if let Err(e) = crate::fsutil::open_volumes_root(&config.volumes_root) {
+        return fail(e.to_string());
+    }
     let policies =
         crate::validate::load_policies_strict(&config.policies, Some(&config.policy_dir), &config.volumes_root);
     let validator = match policies

@@ -160,6 +160,8 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
         init: if args.init_exec { InitMode::Exec } else { InitMode::InPlace },
         // Attached: the sandbox shares this terminal's stdin, stdout and stderr.
         output: None,
+        // It lives and dies with this process, which no successor adopts.
+        on_cloned: None,
     };
     let sandbox = match sandbox::spawn(&request) {
         Ok(s) => s,

@@ -43,7 +43,7 @@ fn path(state_dir: &Path, name: &WorkloadName) -> PathBuf {
 /// second one can never take the first one's sandboxes for a dead
 /// predecessor's.
 pub fn lock(state_dir: &Path) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
-    std::fs::create_dir_all(state_dir)?;
+    crate::fsutil::create_private_dir(state_dir)?;
     let file =
         std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(state_dir.join("daemon.lock"))?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
@@ -58,7 +58,7 @@ pub fn lock(state_dir: &Path) -> std::io::Result<nix::fcntl::Flock<std::fs::File
 /// Records a sandbox that just started. Not fsynced: a crash of the
 /// machine also ends the process the record describes.
 pub fn write(state_dir: &Path, name: &WorkloadName, record: &Record) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir(state_dir))?;
+    crate::fsutil::create_private_dir(&dir(state_dir))?;
     let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
     write_replace(&path(state_dir, name), &json, 0o600)
 }

@@ -8,8 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+pub use crate::fsutil::{UnsafeInput, check_directory};
 use crate::reconcile::Version;
 use crate::validate::load::{self, LoadError, list_manifests};
 
@@ -59,46 +60,6 @@ impl Stamp {
 
 /// The manifests of the directory, by file name.
 pub type Snapshot = BTreeMap<String, Found>;
-
-#[derive(Debug, thiserror::Error)]
-pub enum UnsafeInput {
-    #[error("{path}: {source}")]
-    Stat { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not a directory")]
-    NotADirectory { path: PathBuf },
-    #[error(
-        "{path} is owned by uid {uid}, not root: whoever owns it chooses what paddock runs as root; run `chown root {path}`"
-    )]
-    NotRootOwned { path: PathBuf, uid: u32 },
-    #[error(
-        "{path} is writable by {who} (mode {mode:04o}): anyone who can write it chooses what paddock runs as root; run `chmod go-w {path}`"
-    )]
-    Writable { path: PathBuf, who: &'static str, mode: u32 },
-}
-
-/// Refuses a directory (the workloads or the policies directory) that is
-/// not root's or that group or others may write. A symlink is followed: a
-/// ConfigMap-style link is checked at its target.
-pub fn check_directory(path: &Path) -> Result<(), UnsafeInput> {
-    let meta = std::fs::metadata(path).map_err(|source| UnsafeInput::Stat { path: path.to_owned(), source })?;
-    if !meta.is_dir() {
-        return Err(UnsafeInput::NotADirectory { path: path.to_owned() });
-    }
-    if meta.uid() != 0 {
-        return Err(UnsafeInput::NotRootOwned { path: path.to_owned(), uid: meta.uid() });
-    }
-    let mode = meta.mode() & 0o7777;
-    let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
-        (true, true) => Some("group and others"),
-        (true, false) => Some("its group"),
-        (false, true) => Some("others"),
-        (false, false) => None,
-    };
-    match who {
-        Some(who) => Err(UnsafeInput::Writable { path: path.to_owned(), who, mode }),
-        None => Ok(()),
-    }
-}
 
 /// FNV-1a, 64 bits: stable across builds and Rust releases, since a
 /// version is persisted (a workload held by `paddock stop` stays held

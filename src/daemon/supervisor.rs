@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -562,7 +561,19 @@ impl Supervisor {
             cgroup.kill_all(Duration::from_secs(5));
         }
         let begun = Instant::now();
+        let state_dir = &self.settings.state_dir;
         let pending = slice.and_then(|slice| {
+            // Written before the sandbox may run anything: a successor daemon
+            // finds every sandbox that ever ran, whenever this one dies.
+            let record = |cloned: &sandbox::Cloned<'_>| {
+                let record = Record {
+                    pid: cloned.pid.as_raw(),
+                    start_time: process::start_time(cloned.pid.as_raw()).unwrap_or(0),
+                    cgroup: cloned.cgroup.map(|c| c.dirs().to_vec()).unwrap_or_default(),
+                    slice,
+                };
+                records::write(state_dir, name, &record)
+            };
             let request = SpawnRequest {
                 name,
                 manifest: &manifest,
@@ -577,6 +588,7 @@ impl Supervisor {
                 // measured no faster: copy-on-write costs what the exec saves.
                 init: InitMode::Exec,
                 output,
+                on_cloned: Some(&record),
             };
             sandbox::begin(&request).map_err(|e| e.to_string())
         });
@@ -599,7 +611,6 @@ impl Supervisor {
             Ok(sandbox) => {
                 let latency = begun.elapsed();
                 tracing::info!(pid = sandbox.pid.as_raw(), latency = ?latency, "started");
-                self.record(name, &sandbox);
                 self.history.entry(name.clone()).or_default().start_latency = Some(latency);
                 self.note(name, format!("started (pid {})", sandbox.pid));
                 if let Some(read) = log {
@@ -614,6 +625,8 @@ impl Supervisor {
                 );
             }
             Err(error) => {
+                // Nothing of the sandbox is left (`Pending` saw to it): neither is its record.
+                records::remove(&self.settings.state_dir, name);
                 tracing::error!(%error, "start failed");
                 self.note(name, format!("start failed: {error}"));
                 self.history.entry(name.clone()).or_default().start_error = Some(error);
@@ -629,27 +642,13 @@ impl Supervisor {
         }
     }
 
-    /// Writes the sandbox's record, which a successor daemon reads if this one dies.
-    fn record(&self, name: &WorkloadName, sandbox: &Sandbox) {
-        let Some(slice) = self.history.get(name).and_then(|h| h.slice) else { return };
-        let record = Record {
-            pid: sandbox.pid.as_raw(),
-            start_time: process::start_time(sandbox.pid.as_raw()).unwrap_or(0),
-            cgroup: sandbox.cgroup.as_ref().map(|c| c.dirs().to_vec()).unwrap_or_default(),
-            slice,
-        };
-        if let Err(e) = records::write(&self.settings.state_dir, name, &record) {
-            tracing::error!(error = %e, "cannot write the sandbox record; a successor daemon would rely on its cgroup alone");
-        }
-    }
-
     fn log_path(&self, name: &WorkloadName) -> PathBuf {
         self.settings.state_dir.join("logs").join(format!("{name}.log"))
     }
 
     fn log_pipe(&self, name: &WorkloadName) -> Option<(OwnedFd, OwnedFd)> {
         let dir = self.settings.state_dir.join("logs");
-        let made = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir);
+        let made = crate::fsutil::create_private_dir(&dir);
         match made.and_then(|()| nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)) {
             Ok(pipe) => Some(pipe),
             Err(e) => {

@@ -90,7 +90,7 @@ impl Allocations {
     pub fn save(&self, state_dir: &Path) -> Result<(), AllocError> {
         let path = state_dir.join(Self::FILE);
         let write = |source| AllocError::Write { path: path.clone(), source };
-        std::fs::create_dir_all(state_dir).map_err(write)?;
+        crate::fsutil::create_private_dir(state_dir).map_err(write)?;
         let json = serde_json::to_vec_pretty(self).map_err(|e| write(std::io::Error::other(e)))?;
         write_atomic(&path, &json, 0o600).map_err(write)
     }
@@ -101,7 +101,7 @@ impl Allocations {
     pub fn update<T>(state_dir: &Path, f: impl FnOnce(&mut Self) -> Result<T, AllocError>) -> Result<T, AllocError> {
         let lock_path = state_dir.join("idmap.lock");
         let io = |source| AllocError::Write { path: lock_path.clone(), source };
-        std::fs::create_dir_all(state_dir).map_err(io)?;
+        crate::fsutil::create_private_dir(state_dir).map_err(io)?;
         let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io)?;
         let _lock =
             nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io(e.into()))?;

@@ -18,12 +18,14 @@ use super::units::{Duration, Size};
 #[schemars(title = "paddock workload manifest")]
 pub struct Manifest {
     /// The program and its arguments, as an argv array; the first element is
-    /// looked up inside the sandbox's root. Required.
+    /// looked up inside the sandbox's root. Required. Each argument is at
+    /// most 131071 bytes (the kernel's limit for one argument).
     #[schemars(length(min = 1), inner(length(min = 1)))]
     pub command: Vec<String>,
 
     /// Environment variables for the command. Nothing of paddock's own
-    /// environment is passed on.
+    /// environment is passed on. Each `KEY=VALUE` is at most 131071 bytes
+    /// (the kernel's limit for one string passed to a program).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("propertyNames" = { "pattern": "^[^=]+$" }))]
     pub env: BTreeMap<String, String>,
@@ -53,8 +55,10 @@ pub struct Manifest {
     #[serde(default)]
     pub rootfs: Rootfs,
 
-    /// Host directories or files made visible inside the sandbox.
+    /// Host directories or files made visible inside the sandbox (at most
+    /// 128: each is a descriptor handed to the sandbox as it starts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
     pub mounts: Vec<Mount>,
 
     /// Which namespaces the sandbox gets of its own.
@@ -131,6 +135,17 @@ pub struct Mount {
     /// allows it only for sources under the daemon's `volumes_root`.
     #[serde(default)]
     pub idmap: bool,
+
+    /// Honour set-user-ID and set-group-ID bits and file capabilities of
+    /// the files on this mount. Off by default (the mount is `nosuid`);
+    /// the baseline policy refuses it.
+    #[serde(default)]
+    pub setuid: bool,
+
+    /// Allow opening device nodes on this mount. Off by default (the mount
+    /// is `nodev`); the baseline policy refuses it.
+    #[serde(default)]
+    pub devices: bool,
 }
 
 /// Namespaces. The defaults isolate everything.

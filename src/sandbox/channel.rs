@@ -1,18 +1,29 @@
 //! Typed messages between paddock and the sandbox's init, over a
 //! SOCK_SEQPACKET socket pair: one JSON message per packet, with file
-//! descriptors (detached mounts) passed alongside by SCM_RIGHTS.
+//! descriptors (detached mounts) passed alongside by SCM_RIGHTS. A message
+//! too large for one packet (a socket's buffer is about 200 KiB; a
+//! manifest's environment may be up to 1 MiB) travels in a memfd passed as
+//! the first descriptor.
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
 
 use nix::cmsg_space;
 use nix::errno::Errno;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use serde::{Serialize, de::DeserializeOwned};
 
-/// The largest message: a config with a long command and environment.
-const MAX_MESSAGE: usize = 1 << 20;
-const MAX_FDS: usize = 64;
+/// The largest message in a packet; anything larger goes in a memfd.
+const INLINE: usize = 32 << 10;
+/// The largest message at all: a manifest is at most 1 MiB, and its JSON
+/// (escapes included) well under this.
+const MAX_MESSAGE: u64 = 16 << 20;
+/// The kernel's limit per SCM_RIGHTS message (SCM_MAX_FD).
+pub const MAX_FDS: usize = 253;
+/// The first byte of a packet: the JSON follows, or it is in the first descriptor.
+const INLINE_TAG: u8 = b'J';
+const MEMFD_TAG: u8 = b'M';
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -26,6 +37,10 @@ pub enum ChannelError {
     Decode(#[from] serde_json::Error),
     #[error("channel: {0} file descriptors is more than {MAX_FDS}")]
     TooManyFds(usize),
+    #[error("channel: a message of {0} bytes is more than the {MAX_MESSAGE} a message may hold")]
+    TooLarge(u64),
+    #[error("channel: the message's memfd: {0}")]
+    Memfd(std::io::Error),
 }
 
 /// One end of the socket pair.
@@ -42,19 +57,23 @@ impl Channel {
     }
 
     pub fn send<T: Serialize>(&self, message: &T, fds: &[RawFd]) -> Result<(), ChannelError> {
-        if fds.len() > MAX_FDS {
-            return Err(ChannelError::TooManyFds(fds.len()));
+        let json = serde_json::to_vec(message)?;
+        let memfd = if json.len() > INLINE { Some(to_memfd(&json)?) } else { None };
+        let all: Vec<RawFd> = memfd.iter().map(AsRawFd::as_raw_fd).chain(fds.iter().copied()).collect();
+        if all.len() > MAX_FDS {
+            return Err(ChannelError::TooManyFds(all.len()));
         }
-        let bytes = serde_json::to_vec(message)?;
-        let iov = [IoSlice::new(&bytes)];
-        let cmsg = [ControlMessage::ScmRights(fds)];
-        let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsg };
+        let tag = [if memfd.is_some() { MEMFD_TAG } else { INLINE_TAG }];
+        let body: &[u8] = if memfd.is_some() { &[] } else { &json };
+        let iov = [IoSlice::new(&tag), IoSlice::new(body)];
+        let cmsg = [ControlMessage::ScmRights(&all)];
+        let cmsgs: &[ControlMessage<'_>] = if all.is_empty() { &[] } else { &cmsg };
         sendmsg::<()>(self.0.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)?;
         Ok(())
     }
 
     pub fn recv<T: DeserializeOwned>(&self) -> Result<(T, Vec<OwnedFd>), ChannelError> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut buf = vec![0u8; INLINE + 1];
         let mut iov = [IoSliceMut::new(&mut buf)];
         let mut space = cmsg_space!([RawFd; MAX_FDS]);
         let msg = recvmsg::<()>(self.0.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
@@ -69,9 +88,61 @@ impl Channel {
             return Err(ChannelError::Truncated);
         }
         let len = msg.bytes;
-        if len == 0 {
-            return Err(ChannelError::Closed);
+        match buf.first() {
+            _ if len == 0 => Err(ChannelError::Closed),
+            Some(&INLINE_TAG) => Ok((serde_json::from_slice(&buf[1..len])?, fds)),
+            Some(&MEMFD_TAG) if !fds.is_empty() => {
+                let memfd = std::fs::File::from(fds.remove(0));
+                let size = memfd.metadata().map_err(ChannelError::Memfd)?.len();
+                if size > MAX_MESSAGE {
+                    return Err(ChannelError::TooLarge(size));
+                }
+                let mut json = vec![0u8; size as usize];
+                memfd.read_exact_at(&mut json, 0).map_err(ChannelError::Memfd)?;
+                Ok((serde_json::from_slice(&json)?, fds))
+            }
+            _ => Err(ChannelError::Truncated),
         }
-        Ok((serde_json::from_slice(&buf[..len])?, fds))
+    }
+}
+
+/// A message too large for a packet, in an anonymous file.
+fn to_memfd(json: &[u8]) -> Result<OwnedFd, ChannelError> {
+    if json.len() as u64 > MAX_MESSAGE {
+        return Err(ChannelError::TooLarge(json.len() as u64));
+    }
+    let fd = nix::sys::memfd::memfd_create(c"paddock-message", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| ChannelError::Memfd(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(json).map_err(ChannelError::Memfd)?;
+    Ok(file.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+
+    fn pair() -> (Channel, Channel) {
+        let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).unwrap();
+        (Channel::new(a), Channel::new(b))
+    }
+
+    #[test]
+    fn small_and_large_messages_arrive_whole_with_their_descriptors() {
+        let (a, b) = pair();
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        a.send(&"small", &[devnull.as_raw_fd()]).unwrap();
+        let (text, fds) = b.recv::<String>().unwrap();
+        assert_eq!((text.as_str(), fds.len()), ("small", 1));
+        // Far beyond a packet: a manifest's whole environment.
+        let big = "x".repeat(3 << 20);
+        let many: Vec<RawFd> = vec![devnull.as_raw_fd(); MAX_FDS - 1];
+        a.send(&big, &many).unwrap();
+        let (text, fds) = b.recv::<String>().unwrap();
+        assert_eq!((text.len(), fds.len()), (big.len(), MAX_FDS - 1));
+        assert!(matches!(a.send(&"x", &vec![devnull.as_raw_fd(); MAX_FDS + 1]), Err(ChannelError::TooManyFds(_))));
+        drop(a);
+        assert!(matches!(b.recv::<String>(), Err(ChannelError::Closed)));
     }
 }

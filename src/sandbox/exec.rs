@@ -73,31 +73,96 @@ pub fn prepare(cfg: &InitConfig, seccomp: Vec<BpfProgram>) -> Result<Prepared, (
     })
 }
 
+/// The workload's steps after the fork, so a failure names its step
+/// ("setresuid: Invalid argument", not "cannot execute").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Step {
+    CloseDescriptors,
+    Chdir,
+    Setgroups,
+    Seccomp,
+    BoundingSet,
+    Setresgid,
+    Setresuid,
+    Capset,
+    Ambient,
+    NoNewPrivs,
+    Execve,
+}
+
+impl Step {
+    const ALL: [Step; 11] = [
+        Step::CloseDescriptors,
+        Step::Chdir,
+        Step::Setgroups,
+        Step::Seccomp,
+        Step::BoundingSet,
+        Step::Setresgid,
+        Step::Setresuid,
+        Step::Capset,
+        Step::Ambient,
+        Step::NoNewPrivs,
+        Step::Execve,
+    ];
+
+    pub fn from_u32(n: u32) -> Option<Step> {
+        Step::ALL.get(n as usize).copied()
+    }
+
+    /// The step as a report names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::CloseDescriptors => "close the init's descriptors",
+            Step::Chdir => "chdir to the workdir",
+            Step::Setgroups => "setgroups",
+            Step::Seccomp => "load the seccomp filter",
+            Step::BoundingSet => "drop the capability bounding set",
+            Step::Setresgid => "setresgid to the manifest's group",
+            Step::Setresuid => "setresuid to the manifest's user",
+            Step::Capset => "set capabilities",
+            Step::Ambient => "clear ambient capabilities",
+            Step::NoNewPrivs => "set no_new_privs",
+            Step::Execve => "execute the command",
+        }
+    }
+}
+
+trait At<T> {
+    fn at(self, step: Step) -> Result<T, (Step, Errno)>;
+}
+
+impl<T> At<T> for Result<T, Errno> {
+    fn at(self, step: Step) -> Result<T, (Step, Errno)> {
+        self.map_err(|e| (step, e))
+    }
+}
+
 /// In the forked child: become the workload and execute it. Returns only
-/// on failure, with the errno to report.
-pub fn exec(p: &Prepared) -> Errno {
+/// on failure, with the step and the errno to report.
+pub fn exec(p: &Prepared) -> (Step, Errno) {
     match setup(p) {
         Ok(never) => match never {},
         Err(e) => e,
     }
 }
 
-fn setup(p: &Prepared) -> Result<std::convert::Infallible, Errno> {
+fn setup(p: &Prepared) -> Result<std::convert::Infallible, (Step, Errno)> {
     // Only stdin, stdout and stderr go on: not the init's channel to the
     // daemon (a workload could forge reports on it), nor anything the
     // daemon inherited without O_CLOEXEC.
-    sys::cloexec_from(3)?;
+    sys::cloexec_from(3).at(Step::CloseDescriptors)?;
     // Ignored signals stay ignored across execve, and Rust's runtime ignores
     // SIGPIPE in the init: give the workload every default back.
     sys::reset_signal_dispositions();
-    chdir(&p.workdir)?;
+    chdir(&p.workdir).at(Step::Chdir)?;
     // Supplementary groups would carry the init's; the workload has none.
-    nix::unistd::setgroups(&[])?;
+    nix::unistd::setgroups(&[]).at(Step::Setgroups)?;
     // Seccomp before dropping capabilities: loading a filter without
     // no_new_privs needs CAP_SYS_ADMIN (in this user namespace), which the
     // workload may not keep. The filter allows every call that follows.
     for program in &p.seccomp {
-        sys::seccomp_load(program)?;
+        sys::seccomp_load(program).at(Step::Seccomp)?;
     }
     // The bounding set first: after setuid the capability to drop it is gone.
     for cap in 0..64 {
@@ -105,19 +170,20 @@ fn setup(p: &Prepared) -> Result<std::convert::Infallible, Errno> {
             // SAFETY: prctl with integer arguments only.
             let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
             if rc != 0 && Errno::last() != Errno::EINVAL {
-                return Err(Errno::last());
+                return Err((Step::BoundingSet, Errno::last()));
             }
         }
     }
-    setresgid(Gid::from_raw(p.gid), Gid::from_raw(p.gid), Gid::from_raw(p.gid))?;
-    setresuid(Uid::from_raw(p.uid), Uid::from_raw(p.uid), Uid::from_raw(p.uid))?;
+    setresgid(Gid::from_raw(p.gid), Gid::from_raw(p.gid), Gid::from_raw(p.gid)).at(Step::Setresgid)?;
+    setresuid(Uid::from_raw(p.uid), Uid::from_raw(p.uid), Uid::from_raw(p.uid)).at(Step::Setresuid)?;
     // A non-root user lost every capability in setresuid (no KEEPCAPS), as in Docker.
-    sys::capset(if p.uid == 0 { p.capabilities } else { 0 })?;
+    sys::capset(if p.uid == 0 { p.capabilities } else { 0 }).at(Step::Capset)?;
     // SAFETY: prctl with integer arguments only.
-    Errno::result(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) })?;
+    Errno::result(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) })
+        .at(Step::Ambient)?;
     if p.no_new_privileges {
         // SAFETY: prctl with integer arguments only.
-        Errno::result(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
+        Errno::result(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }).at(Step::NoNewPrivs)?;
     }
-    nix::unistd::execve(&p.program, &p.argv, &p.envp)
+    nix::unistd::execve(&p.program, &p.argv, &p.envp).at(Step::Execve)
 }

@@ -61,7 +61,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
         return fail(e.step, format!("{}: {}", e.target, e.errno.desc()));
     }
     let programs = if cfg.seccomp {
-        match seccomp::default_programs() {
+        match seccomp::default_programs(cfg.capabilities) {
             Ok(p) => p,
             Err(e) => return fail("seccomp", e.to_string()),
         }
@@ -95,26 +95,38 @@ pub fn main(channel_fd: RawFd) -> i32 {
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
             // Its own session: a terminal's Ctrl-C reaches paddock, which forwards it once.
             let _ = setsid();
-            let errno = exec::exec(&prepared);
-            let _ = nix::unistd::write(&err_write, &(errno as i32).to_ne_bytes());
+            let (step, errno) = exec::exec(&prepared);
+            let mut failed = [0u8; 8];
+            failed[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+            failed[4..].copy_from_slice(&(errno as i32).to_ne_bytes());
+            let _ = nix::unistd::write(&err_write, &failed);
             // SAFETY: _exit ends the process without running the parent's atexit handlers.
             unsafe { libc::_exit(127) }
         }
         Ok(ForkResult::Parent { child }) => child,
     };
     drop(err_write);
-    let mut buf = [0u8; 4];
+    let mut buf = [0u8; 8];
     let n = nix::unistd::read(&err_read, &mut buf).unwrap_or(0);
-    let report = if n == 4 {
-        InitReport::ExecFailed { command: cfg.command[0].clone(), errno: i32::from_ne_bytes(buf) }
-    } else {
-        InitReport::Started { pid: workload.as_raw() }
+    let failed = (n == 8).then(|| {
+        let step = u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes"));
+        let errno = i32::from_ne_bytes(buf[4..].try_into().expect("4 bytes"));
+        (exec::Step::from_u32(step).unwrap_or(exec::Step::Execve), errno)
+    });
+    let report = match failed {
+        None => InitReport::Started { pid: workload.as_raw() },
+        Some((exec::Step::Execve, errno)) => InitReport::ExecFailed { command: cfg.command[0].clone(), errno },
+        Some((step, errno)) => {
+            InitReport::SetupFailed { step: step.name().to_owned(), error: Errno::from_raw(errno).desc().to_owned() }
+        }
     };
-    let exec_failed = matches!(report, InitReport::ExecFailed { .. });
     let _ = channel.send(&report, &[]);
     let end = supervise(workload, &watched);
-    if exec_failed {
-        return if i32::from_ne_bytes(buf) == libc::ENOENT { 127 } else { 126 };
+    match failed {
+        Some((exec::Step::Execve, libc::ENOENT)) => return 127,
+        Some((exec::Step::Execve, _)) => return 126,
+        Some(_) => return 125,
+        None => {}
     }
     // An exit status alone cannot tell `exit 143` from death by SIGTERM.
     let _ = channel.send(&end, &[]);

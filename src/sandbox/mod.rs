@@ -5,13 +5,16 @@
 
 pub mod cgroup;
 mod channel;
+mod clone;
 mod config;
 mod exec;
 pub mod init;
 pub mod process;
 mod rootfs;
 mod seccomp;
+mod source;
 mod spawn;
 mod sys;
 
-pub use spawn::{Exit, InitMode, Pending, Sandbox, SpawnError, SpawnRequest, begin, raise_nofile_limit, spawn};
+pub use source::SourceError;
+pub use spawn::{Cloned, Exit, InitMode, Pending, Sandbox, SpawnError, SpawnRequest, begin, raise_nofile_limit, spawn};

@@ -2,11 +2,10 @@
 //! process into new namespaces, maps its ids, places it in its cgroup,
 //! hands it its mounts and configuration, and waits for its report.
 //!
-//! The clone child runs only async-signal-safe code (one read(2), one
-//! fcntl(2), execveat(2) on pointers prepared before the clone), so this
-//! is safe to call from a multi-threaded process such as the daemon: the
-//! child re-executes paddock as `__init`, a fresh single-threaded process,
-//! before doing any real work.
+//! Every host path is resolved once (`source`), and the clone child runs
+//! only async-signal-safe code prepared here (`clone`), so this is safe to
+//! call from a multi-threaded process: the child re-executes paddock as
+//! `__init`, a fresh single-threaded process, before any real work.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -23,7 +22,9 @@ use nix::unistd::Pid;
 
 use super::cgroup::{Cgroup, CgroupError, Layout, Limits};
 use super::channel::{Channel, ChannelError};
+use super::clone::{Child, Stdio, clone_sandbox};
 use super::config::{InitConfig, InitMount, InitReport};
+use super::source::{self, SourceError, Sources};
 use super::sys;
 use crate::idmap::Slice;
 use crate::model::{Capability, Manifest, Seccomp, SharedOrPrivate, WorkloadName};
@@ -35,8 +36,8 @@ pub struct SpawnRequest<'a> {
     pub manifest: &'a Manifest,
     pub slice: Slice,
     pub cgroups: &'a Layout,
-    /// Idmapped mounts whose source is under this directory must still be
-    /// under it once symlinks are resolved.
+    /// Idmapped mounts whose source is under this directory are resolved
+    /// beneath it without following symlinks; it must be root's alone.
     pub volumes_root: &'a Path,
     /// Kill the sandbox if the thread that spawned it dies (for `paddock run`).
     pub die_with_parent: bool,
@@ -45,6 +46,19 @@ pub struct SpawnRequest<'a> {
     /// Where the sandbox's stdout and stderr go (stdin is then /dev/null);
     /// `None` inherits paddock's own.
     pub output: Option<BorrowedFd<'a>>,
+    /// Called once the sandbox exists and before it may run anything (the
+    /// daemon writes its record here, so that a successor finds every
+    /// sandbox that ever ran); an error abandons the start.
+    pub on_cloned: Option<&'a OnCloned<'a>>,
+}
+
+/// See `SpawnRequest::on_cloned`.
+pub type OnCloned<'a> = dyn Fn(&Cloned<'_>) -> std::io::Result<()> + 'a;
+
+/// A sandbox that was cloned and has not been released yet.
+pub struct Cloned<'a> {
+    pub pid: Pid,
+    pub cgroup: Option<&'a Cgroup>,
 }
 
 /// How the clone child becomes the sandbox's init.
@@ -70,10 +84,15 @@ pub enum SpawnError {
     DevNull(Errno),
     #[error("socketpair: {0}")]
     SocketPair(Errno),
-    #[error("mount source {path}: {errno}")]
-    MountSource { path: PathBuf, errno: Errno },
-    #[error("idmapped mount source {path} resolves to {resolved}, outside volumes_root {root}")]
-    IdmapEscapes { path: PathBuf, resolved: PathBuf, root: PathBuf },
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(
+        "{what} {id} is outside the workload's {size} ids (0-{last}); use an id below {size}",
+        last = .size - 1
+    )]
+    OutsideSlice { what: &'static str, id: u32, size: u32 },
+    #[error("cannot record the sandbox before releasing it: {0}")]
+    Record(std::io::Error),
     #[error("idmapping {path}: {errno} (the filesystem may not support idmapped mounts)")]
     Idmap { path: PathBuf, errno: Errno },
     #[error("clone: {0} (are user namespaces enabled? see /proc/sys/user/max_user_namespaces)")]
@@ -162,15 +181,7 @@ fn capability_mask(manifest: &Manifest) -> u64 {
     Capability::DEFAULT_SET.iter().chain(&manifest.security.capabilities).fold(0, |m, c| m | 1 << c.number())
 }
 
-/// A detached copy of a host path, made by paddock (real root) so the
-/// sandbox never resolves host paths with its own credentials.
-fn detached(path: &Path, recursive: bool) -> Result<OwnedFd, SpawnError> {
-    let err = |errno| SpawnError::MountSource { path: path.to_owned(), errno };
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| err(Errno::EINVAL))?;
-    sys::open_tree_clone(None, &c, recursive).map_err(err)
-}
-
-fn init_config(req: &SpawnRequest<'_>) -> InitConfig {
+fn init_config(req: &SpawnRequest<'_>, sources: &Sources) -> InitConfig {
     let m = req.manifest;
     InitConfig {
         hostname: m.hostname.clone().unwrap_or_else(|| req.name.to_string()),
@@ -180,7 +191,12 @@ fn init_config(req: &SpawnRequest<'_>) -> InitConfig {
         user: m.user,
         group: m.group,
         rootfs_readonly: m.rootfs.readonly,
-        mounts: m.mounts.iter().map(|mt| InitMount { target: mt.target.clone(), is_dir: mt.source.is_dir() }).collect(),
+        mounts: m
+            .mounts
+            .iter()
+            .zip(&sources.mounts)
+            .map(|(mt, src)| InitMount { target: mt.target.clone(), is_dir: src.is_dir })
+            .collect(),
         private_network: m.namespaces.network == SharedOrPrivate::Private,
         private_pid: m.namespaces.pid == SharedOrPrivate::Private,
         capabilities: capability_mask(m),
@@ -293,11 +309,31 @@ fn abandon(sandbox: &Sandbox) {
     discard_cgroup(sandbox.cgroup.as_ref());
 }
 
+/// The manifest's user and group must be ids the namespace maps: outside
+/// the slice, setresuid would fail only inside the sandbox, as an
+/// unhelpful "Invalid argument" at exec.
+fn check_ids(req: &SpawnRequest<'_>) -> Result<(), SpawnError> {
+    let size = req.slice.uid.count.min(req.slice.gid.count);
+    for (what, id) in [("user", req.manifest.user), ("group", req.manifest.group)] {
+        if id >= size && req.manifest.namespaces.user == crate::model::UserNamespace::Remap {
+            return Err(SpawnError::OutsideSlice { what, id, size });
+        }
+    }
+    Ok(())
+}
+
 fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, OwnedFd, Channel), SpawnError> {
     let m = req.manifest;
+    check_ids(req)?;
+    // Every host path, resolved once, before anything else.
+    let sources = source::prepare(m, req.volumes_root)?;
     // Everything the clone child touches is prepared here, before the clone.
-    let exe =
-        open("/proc/self/exe", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(SpawnError::OpenSelf)?;
+    let exe = match req.init {
+        InitMode::Exec => Some(
+            open("/proc/self/exe", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(SpawnError::OpenSelf)?,
+        ),
+        InitMode::InPlace => None,
+    };
     let (parent_sock, child_sock) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
         .map_err(SpawnError::SocketPair)?;
     let argv_owned = [
@@ -309,27 +345,6 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
     // The init gets an empty environment: nothing of paddock's (NOTIFY_SOCKET, ...) leaks in.
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
 
-    let rootfs = detached(&m.rootfs.path, false)?;
-    let mut mounts = Vec::with_capacity(m.mounts.len());
-    for mount in &m.mounts {
-        if mount.idmap && mount.source.starts_with(req.volumes_root) {
-            let resolved = std::fs::canonicalize(&mount.source).map_err(|e| SpawnError::MountSource {
-                path: mount.source.clone(),
-                errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            })?;
-            let root = std::fs::canonicalize(req.volumes_root).unwrap_or_else(|_| req.volumes_root.to_owned());
-            if !resolved.starts_with(&root) {
-                return Err(SpawnError::IdmapEscapes { path: mount.source.clone(), resolved, root });
-            }
-        }
-        let tree = detached(&mount.source, true)?;
-        if mount.readonly && !mount.idmap {
-            sys::mount_setattr(tree.as_fd(), sys::MOUNT_ATTR_RDONLY, None, true)
-                .map_err(|errno| SpawnError::MountSource { path: mount.source.clone(), errno })?;
-        }
-        mounts.push(tree);
-    }
-
     let mut flags =
         libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_PIDFD;
     if m.namespaces.pid == SharedOrPrivate::Private {
@@ -338,8 +353,6 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
     if m.namespaces.network == SharedOrPrivate::Private {
         flags |= libc::CLONE_NEWNET;
     }
-    let (exe_fd, child_fd) = (exe.as_raw_fd(), child_sock.as_raw_fd());
-    let die_with_parent = req.die_with_parent;
     // Opened before the clone: the child may only dup2 what exists.
     let devnull = match req.output {
         Some(_) => {
@@ -347,9 +360,16 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
         }
         None => None,
     };
-    let stdio = Stdio {
-        input: devnull.as_ref().map_or(-1, |f| f.as_raw_fd()),
-        output: req.output.map_or(-1, |f| f.as_raw_fd()),
+    let parent = sys::pidfd_open(std::process::id() as i32).map_err(SpawnError::Clone)?;
+    let child = Child {
+        parent: parent.as_raw_fd(),
+        die_with_parent: req.die_with_parent,
+        channel: child_sock.as_raw_fd(),
+        exe: exe.as_ref().map_or(-1, |f| f.as_raw_fd()),
+        stdio: Stdio {
+            input: devnull.as_ref().map_or(-1, |f| f.as_raw_fd()),
+            output: req.output.map_or(-1, |f| f.as_raw_fd()),
+        },
     };
     let cgroup_dir = match cgroup.and_then(Cgroup::v2_dir) {
         Some(dir) => Some(
@@ -360,16 +380,18 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
     };
     let mut pidfd: libc::c_int = -1;
     // SAFETY: a fork-like clone (no CLONE_VM): the child gets a copy of this
-    // address space. It runs only the async-signal-safe calls in
-    // `child_after_clone`, on memory prepared above, then execs.
+    // address space and runs only `Child`'s async-signal-safe code on memory
+    // prepared above before it execs (or, in place, the caller promised a
+    // single-threaded process).
     let (ret, placed) = unsafe { clone_sandbox(flags as u64, cgroup_dir.as_ref(), &mut pidfd) };
     if ret == 0 {
-        if req.init == InitMode::InPlace {
+        match req.init {
             // SAFETY: the caller promised a single-threaded process (see `InitMode::InPlace`).
-            unsafe { child_in_place(child_fd, die_with_parent, stdio) }
+            InitMode::InPlace => unsafe { child.run_init() },
+            // SAFETY: argv and envp are NULL-terminated arrays of C strings that
+            // outlive the clone; the descriptors are open.
+            InitMode::Exec => unsafe { child.exec_init(argv.as_ptr(), envp.as_ptr()) },
         }
-        // SAFETY: see `child_after_clone`; it never returns.
-        unsafe { child_after_clone(child_fd, exe_fd, argv.as_ptr(), envp.as_ptr(), die_with_parent, stdio) }
     }
     let pid = Pid::from_raw(Errno::result(ret).map_err(SpawnError::Clone)? as i32);
     // SAFETY: CLONE_PIDFD stored a new descriptor in `pidfd`, which we now own.
@@ -378,7 +400,7 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
     drop(child_sock);
     let channel = Channel::new(parent_sock);
     let attach = if placed { None } else { cgroup };
-    let result = release(req, attach, pid, &channel, rootfs, mounts);
+    let result = release(req, attach, cgroup, pid, &channel, sources);
     match result {
         Ok(()) => Ok((pid, pidfd, channel)),
         Err(e) => {
@@ -389,178 +411,21 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
     }
 }
 
-/// struct clone_args, as of Linux 5.7 (with `cgroup`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
-/// Clones, into `cgroup_dir` when given and the kernel can (clone3 with
-/// CLONE_INTO_CGROUP), else with plain clone. Returns clone's result (0 in
-/// the child) and whether the child was born in the cgroup.
-///
-/// # Safety
-/// As fork: the caller's child side must only run async-signal-safe code.
-unsafe fn clone_sandbox(flags: u64, cgroup_dir: Option<&OwnedFd>, pidfd: &mut libc::c_int) -> (libc::c_long, bool) {
-    if let Some(dir) = cgroup_dir {
-        let args = CloneArgs {
-            flags: flags | CLONE_INTO_CGROUP,
-            pidfd: pidfd as *mut libc::c_int as u64,
-            exit_signal: libc::SIGCHLD as u64,
-            cgroup: dir.as_raw_fd() as u64,
-            ..CloneArgs::default()
-        };
-        // SAFETY: `args` is a valid clone_args of the size passed; with no
-        // stack given, clone3 continues the child on a copy of ours, as fork.
-        let ret =
-            unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
-        // Kernels before 5.7 lack clone3's cgroup field: fall back below.
-        if ret >= 0 || !matches!(Errno::last(), Errno::ENOSYS | Errno::E2BIG) {
-            return (ret, ret > 0);
-        }
-    }
-    // SAFETY: clone with a null stack behaves as fork; `pidfd` receives the pidfd (CLONE_PIDFD).
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD as u64) as libc::c_ulong,
-            0usize,
-            pidfd as *mut libc::c_int,
-            0usize,
-            0usize,
-        )
-    };
-    (ret, false)
-}
-
-/// Descriptors the clone child puts on 0, 1 and 2 (-1: leave as is).
-#[derive(Clone, Copy)]
-struct Stdio {
-    input: RawFd,
-    output: RawFd,
-}
-
-impl Stdio {
-    /// dup2 only: async-signal-safe. dup2 clears close-on-exec on the copy.
-    ///
-    /// # Safety
-    /// The descriptors, when not -1, must be open.
-    unsafe fn install(self) -> bool {
-        // SAFETY: dup2 on open descriptors (the caller's contract).
-        unsafe {
-            (self.input < 0 || libc::dup2(self.input, 0) == 0)
-                && (self.output < 0 || (libc::dup2(self.output, 1) == 1 && libc::dup2(self.output, 2) == 2))
-        }
-    }
-}
-
-/// In the clone child. Async-signal-safe only: no allocation, no locks.
-///
-/// # Safety
-/// `argv` and `envp` must be NULL-terminated arrays of valid C strings, and
-/// the descriptors open; the caller must be the child of a fork-like clone.
-unsafe fn child_after_clone(
-    sock: RawFd,
-    exe: RawFd,
-    argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
-    die_with_parent: bool,
-    stdio: Stdio,
-) -> ! {
-    // SAFETY: raw system calls with valid arguments; see the function's contract.
-    unsafe {
-        // Wait until the parent has written our id maps and placed us in our cgroup.
-        let mut go = 0u8;
-        if libc::read(sock, &mut go as *mut u8 as *mut libc::c_void, 1) != 1 {
-            libc::_exit(125);
-        }
-        // Until now we are still the host's root (kuid 0), which the new
-        // namespace does not map; becoming its uid/gid 0 (host slice start)
-        // is what makes execve grant us full capabilities in it. Raw
-        // syscalls: glibc's wrappers would try to signal the parent's threads.
-        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
-            || libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
-            || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
-        {
-            libc::_exit(125);
-        }
-        if !stdio.install() {
-            libc::_exit(125);
-        }
-        // Only now: a change of credentials clears the parent-death signal.
-        if die_with_parent {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        }
-        // Nothing the caller holds goes through the exec, even what it got
-        // without O_CLOEXEC, but the socket on which the init reads its
-        // configuration after exec.
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
-        libc::fcntl(sock, libc::F_SETFD, 0);
-        libc::syscall(libc::SYS_execveat, exe, c"".as_ptr(), argv, envp, libc::AT_EMPTY_PATH);
-        libc::_exit(125)
-    }
-}
-
-/// In the clone child of a single-threaded parent: become the namespace's
-/// root keeping the capabilities it has in the new namespace, then run the
-/// init here, with no exec.
-///
-/// # Safety
-/// The process must have been single-threaded at the clone.
-unsafe fn child_in_place(sock: RawFd, die_with_parent: bool, stdio: Stdio) -> ! {
-    // SAFETY: raw system calls with valid arguments, in a single-threaded process.
-    let switched = unsafe {
-        let mut go = 0u8;
-        if libc::read(sock, &mut go as *mut u8 as *mut libc::c_void, 1) != 1 {
-            libc::_exit(125);
-        }
-        // Moving from the host's uid 0 to the namespace's (the slice start)
-        // would drop every capability; KEEPCAPS keeps the permitted set, and
-        // the effective set is raised from it below. (With exec, the kernel
-        // grants the namespace's root its capabilities instead.)
-        libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) == 0
-            && libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0
-            && libc::syscall(libc::SYS_setresgid, 0, 0, 0) == 0
-            && libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0
-            && libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) == 0
-            && stdio.install()
-            // After the uid change, which clears the parent-death signal.
-            && (!die_with_parent || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == 0)
-    };
-    let raised = switched && sys::cap_permitted().and_then(sys::capset).is_ok();
-    let code = if raised { super::init::main(sock) } else { 125 };
-    // SAFETY: _exit ends this child without running the parent's exit handlers.
-    unsafe { libc::_exit(code) }
-}
-
 fn write_map(pid: Pid, file: &str, range: crate::idmap::IdRange) -> Result<(), SpawnError> {
     let path = format!("/proc/{pid}/{file}");
     std::fs::write(&path, format!("0 {} {}\n", range.start, range.count))
         .map_err(|source| SpawnError::WriteMap { path, source })
 }
 
-/// Maps ids, joins the cgroup, sets rlimits and idmaps, then releases the
-/// child and sends it its configuration.
+/// Maps ids, joins the cgroup, sets rlimits and idmaps, has the sandbox
+/// recorded, then releases the child and sends it its configuration.
 fn release(
     req: &SpawnRequest<'_>,
     attach: Option<&Cgroup>,
+    cgroup: Option<&Cgroup>,
     pid: Pid,
     channel: &Channel,
-    rootfs: OwnedFd,
-    mounts: Vec<OwnedFd>,
+    sources: Sources,
 ) -> Result<(), SpawnError> {
     write_map(pid, "uid_map", req.slice.uid)?;
     write_map(pid, "gid_map", req.slice.gid)?;
@@ -583,17 +448,23 @@ fn release(
     if req.manifest.mounts.iter().any(|m| m.idmap) {
         let userns = open(format!("/proc/{pid}/ns/user").as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|errno| SpawnError::Idmap { path: PathBuf::from("/proc/PID/ns/user"), errno })?;
-        for (mount, tree) in req.manifest.mounts.iter().zip(&mounts) {
+        for (mount, source) in req.manifest.mounts.iter().zip(&sources.mounts) {
             if mount.idmap {
-                let attrs = sys::MOUNT_ATTR_IDMAP | if mount.readonly { sys::MOUNT_ATTR_RDONLY } else { 0 };
-                sys::mount_setattr(tree.as_fd(), attrs, Some(userns.as_fd()), true)
+                sys::mount_setattr(source.tree.as_fd(), sys::MOUNT_ATTR_IDMAP, Some(userns.as_fd()), true)
                     .map_err(|errno| SpawnError::Idmap { path: mount.source.clone(), errno })?;
             }
         }
     }
+    // Recorded before it may run anything: whatever happens to this process
+    // from here on, a successor knows of the sandbox.
+    if let Some(record) = req.on_cloned {
+        record(&Cloned { pid, cgroup }).map_err(SpawnError::Record)?;
+    }
     nix::unistd::write(channel.fd(), &[1u8]).map_err(ChannelError::Io)?;
-    let fds: Vec<RawFd> = std::iter::once(&rootfs).chain(&mounts).map(|f| f.as_raw_fd()).collect();
-    channel.send(&init_config(req), &fds)?;
+    let config = init_config(req, &sources);
+    let fds: Vec<RawFd> =
+        std::iter::once(&sources.rootfs).chain(sources.mounts.iter().map(|s| &s.tree)).map(|f| f.as_raw_fd()).collect();
+    channel.send(&config, &fds)?;
     Ok(())
 }
 

@@ -16,19 +16,37 @@ fn normalized(path: &Path) -> PathBuf {
     path.components().filter(|c| *c != Component::CurDir).collect()
 }
 
+/// The kernel's limit on one string passed to execve (MAX_ARG_STRLEN,
+/// 32 pages), its NUL included: a longer argument or `KEY=VALUE` fails
+/// the exec with E2BIG.
+pub const MAX_ARG_BYTES: usize = 131_071;
+
 pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
     let mut problems = Vec::new();
     let at = |pointer: &str| spans.value_span(pointer).or_else(|| spans.locate(pointer));
+    let too_long = "the kernel passes at most 131071 bytes per argument or variable to a program; put the data in a file and mount it";
 
     for (i, arg) in m.command.iter().enumerate() {
         if arg.contains('\0') {
             problems.push(Problem::error(at(&format!("/command/{i}")), "a command argument cannot contain a NUL byte"));
         }
+        if arg.len() > MAX_ARG_BYTES {
+            problems.push(
+                Problem::error(at(&format!("/command/{i}")), format!("this argument is {} bytes long", arg.len()))
+                    .with_help(too_long),
+            );
+        }
     }
     for (key, value) in &m.env {
+        let pointer = super::source::push_pointer("/env", key);
         if key.contains('\0') || value.contains('\0') {
-            let pointer = super::source::push_pointer("/env", key);
             problems.push(Problem::error(at(&pointer), "environment variables cannot contain a NUL byte"));
+        }
+        if key.len() + 1 + value.len() > MAX_ARG_BYTES {
+            problems.push(
+                Problem::error(at(&pointer), format!("{key}=... is {} bytes long", key.len() + 1 + value.len()))
+                    .with_help(too_long),
+            );
         }
     }
 
@@ -42,7 +60,8 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
         }
     }
 
-    let mut targets: Vec<(PathBuf, usize)> = Vec::new();
+    // By target: one lookup per mount, not a scan of the ones before it.
+    let mut targets: std::collections::HashMap<PathBuf, usize> = std::collections::HashMap::new();
     for (i, mount) in m.mounts.iter().enumerate() {
         for (field, path) in [("source", &mount.source), ("target", &mount.target)] {
             if has_parent_dir(path) {
@@ -62,7 +81,7 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
                     .with_help("set [rootfs] path instead"),
             );
         }
-        if let Some((_, first)) = targets.iter().find(|(t, _)| *t == target) {
+        if let Some(first) = targets.get(&target) {
             problems.push(
                 Problem::error(
                     at(&format!("/mounts/{i}/target")),
@@ -71,7 +90,7 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
                 .with_help("mount each target once; the second mount would hide the first"),
             );
         } else {
-            targets.push((target, i));
+            targets.insert(target, i);
         }
     }
 

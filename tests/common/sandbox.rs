@@ -61,8 +61,9 @@ impl World {
         }
         std::fs::copy("/etc/passwd", dir.path().join("passwd")).unwrap();
         std::fs::copy("/etc/group", dir.path().join("group")).unwrap();
+        // Root's alone, as paddock insists for idmapped volumes.
         std::fs::create_dir_all(dir.path().join("volumes")).unwrap();
-        std::fs::set_permissions(dir.path().join("volumes"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        std::fs::set_permissions(dir.path().join("volumes"), std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .unwrap();
         World { dir }
     }

@@ -1,0 +1,241 @@
+//! The clone itself and everything the clone child runs before it becomes
+//! the sandbox's init. The child runs only async-signal-safe system calls
+//! on memory prepared before the clone (no allocation, no lock), so this is
+//! safe from any process, including a multi-threaded one.
+//!
+//! The child's first steps, in order, and why:
+//! 1. the parent-death signal, then a check that the parent is still the
+//!    one that cloned it: a daemon killed at any point of a start takes the
+//!    half-built sandbox with it, and never leaves it blocked;
+//! 2. close every descriptor but its own few: a child blocked on its
+//!    channel must not hold the daemon's lock, listening socket, logs or
+//!    other sandboxes' channels (a successor daemon would be locked out);
+//! 3. wait for "go" (the parent maps its ids and records it first);
+//! 4. become the namespace's root (which clears the parent-death signal),
+//!    install stdio, arm the signal again and check the parent again;
+//! 5. execute the init (or, from a single-threaded `paddock run`, run it).
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+
+use super::sys;
+
+/// struct clone_args, as of Linux 5.7 (with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Clones, into `cgroup_dir` when given and the kernel can (clone3 with
+/// CLONE_INTO_CGROUP), else with plain clone. Returns clone's result (0 in
+/// the child) and whether the child was born in the cgroup.
+///
+/// # Safety
+/// As fork: the caller's child side must only run async-signal-safe code.
+pub unsafe fn clone_sandbox(flags: u64, cgroup_dir: Option<&OwnedFd>, pidfd: &mut libc::c_int) -> (libc::c_long, bool) {
+    if let Some(dir) = cgroup_dir {
+        let args = CloneArgs {
+            flags: flags | CLONE_INTO_CGROUP,
+            pidfd: pidfd as *mut libc::c_int as u64,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: dir.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: `args` is a valid clone_args of the size passed; with no
+        // stack given, clone3 continues the child on a copy of ours, as fork.
+        let ret =
+            unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+        // Kernels before 5.7 lack clone3's cgroup field: fall back below.
+        if ret >= 0 || !matches!(Errno::last(), Errno::ENOSYS | Errno::E2BIG) {
+            return (ret, ret > 0);
+        }
+    }
+    // SAFETY: clone with a null stack behaves as fork; `pidfd` receives the pidfd (CLONE_PIDFD).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD as u64) as libc::c_ulong,
+            0usize,
+            pidfd as *mut libc::c_int,
+            0usize,
+            0usize,
+        )
+    };
+    (ret, false)
+}
+
+/// Descriptors the clone child puts on 0, 1 and 2 (-1: leave as is).
+#[derive(Clone, Copy)]
+pub struct Stdio {
+    pub input: RawFd,
+    pub output: RawFd,
+}
+
+impl Stdio {
+    /// dup2 only: async-signal-safe. dup2 clears close-on-exec on the copy.
+    ///
+    /// # Safety
+    /// The descriptors, when not -1, must be open.
+    unsafe fn install(self) -> bool {
+        // SAFETY: dup2 on open descriptors (the caller's contract).
+        unsafe {
+            (self.input < 0 || libc::dup2(self.input, 0) == 0)
+                && (self.output < 0 || (libc::dup2(self.output, 1) == 1 && libc::dup2(self.output, 2) == 2))
+        }
+    }
+}
+
+/// The most descriptors the child keeps beyond 0-2: its channel, paddock's
+/// executable, a pidfd of its parent, and stdin and stdout for the sandbox.
+const KEEP: usize = 5;
+
+/// What the clone child needs before it may block, all prepared before the
+/// clone.
+#[derive(Clone, Copy)]
+pub struct Child {
+    /// A pidfd of the process that clones. (Not getppid(): in a new pid
+    /// namespace a child sees its parent as pid 0, before and after the
+    /// parent dies.)
+    pub parent: RawFd,
+    pub die_with_parent: bool,
+    /// The child's end of the channel.
+    pub channel: RawFd,
+    /// paddock's executable, for the re-executed init (-1 in place).
+    pub exe: RawFd,
+    pub stdio: Stdio,
+}
+
+impl Child {
+    /// The descriptors to keep, ascending, -1 for none.
+    fn keep(&self) -> [RawFd; KEEP] {
+        let mut keep = [self.channel, self.exe, self.parent, self.stdio.input, self.stdio.output];
+        keep.sort_unstable();
+        keep
+    }
+
+    /// Arms the parent-death signal and checks the parent is still there.
+    ///
+    /// # Safety
+    /// In the clone child: prctl and poll only.
+    unsafe fn tie_to_parent(&self) -> bool {
+        let mut parent = libc::pollfd { fd: self.parent, events: libc::POLLIN, revents: 0 };
+        // SAFETY: prctl with integer arguments; poll on one pollfd on our stack.
+        unsafe {
+            !self.die_with_parent
+                || (libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == 0
+                    // A pidfd polls readable once its process has exited: the
+                    // parent died before the signal was armed.
+                    && libc::poll(&mut parent, 1, 0) == 0)
+        }
+    }
+
+    /// Steps 1 to 3 of the module's list: returns once "go" arrived.
+    ///
+    /// # Safety
+    /// In the child of a fork-like clone: async-signal-safe calls only.
+    unsafe fn prologue(&self) {
+        // SAFETY: raw system calls with integer arguments and our own stack memory.
+        unsafe {
+            if !self.tie_to_parent() {
+                libc::_exit(125);
+            }
+            // Everything but 0-2 and `keep`, by the gaps between them.
+            let mut next: RawFd = 3;
+            for fd in self.keep() {
+                if fd >= next {
+                    if fd > next {
+                        libc::syscall(libc::SYS_close_range, next as u32, (fd - 1) as u32, 0u32);
+                    }
+                    next = fd + 1;
+                }
+            }
+            libc::syscall(libc::SYS_close_range, next as u32, u32::MAX, 0u32);
+            // Wait until the parent has written our id maps, placed us in our
+            // cgroup and recorded us.
+            let mut go = 0u8;
+            if libc::read(self.channel, &mut go as *mut u8 as *mut libc::c_void, 1) != 1 {
+                libc::_exit(125);
+            }
+        }
+    }
+
+    /// Step 4: the namespace's root, stdio, the parent-death signal again.
+    /// `keepcaps` keeps the permitted capabilities across the uid change
+    /// (for the in-place init, which does not exec).
+    ///
+    /// # Safety
+    /// In the child of a fork-like clone: async-signal-safe calls only.
+    unsafe fn become_root(&self, keepcaps: bool) -> bool {
+        // Until now we are still the host's root (kuid 0), which the new
+        // namespace does not map; becoming its uid/gid 0 (the slice's start)
+        // is what gives us capabilities in it. Raw syscalls: glibc's
+        // wrappers would try to signal the parent's threads.
+        // SAFETY: raw system calls with integer arguments only.
+        unsafe {
+            (!keepcaps || libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) == 0)
+                && libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0
+                && libc::syscall(libc::SYS_setresgid, 0, 0, 0) == 0
+                && libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0
+                && (!keepcaps || libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) == 0)
+                && self.stdio.install()
+                // The change of credentials cleared the parent-death signal.
+                && self.tie_to_parent()
+        }
+    }
+
+    /// In the clone child: becomes the sandbox's init by re-executing
+    /// paddock as `__init`.
+    ///
+    /// # Safety
+    /// `argv` and `envp` must be NULL-terminated arrays of valid C strings,
+    /// the descriptors open, and the caller the child of a fork-like clone.
+    pub unsafe fn exec_init(self, argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> ! {
+        // SAFETY: async-signal-safe system calls on memory prepared before
+        // the clone (the function's contract).
+        unsafe {
+            self.prologue();
+            if !self.become_root(false) {
+                libc::_exit(125);
+            }
+            // Nothing goes through the exec but the channel on which the init
+            // reads its configuration.
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+            libc::fcntl(self.channel, libc::F_SETFD, 0);
+            libc::syscall(libc::SYS_execveat, self.exe, c"".as_ptr(), argv, envp, libc::AT_EMPTY_PATH);
+            libc::_exit(125)
+        }
+    }
+
+    /// In the clone child of a single-threaded parent: becomes the
+    /// namespace's root keeping the capabilities it has there, then runs
+    /// the init here, with no exec.
+    ///
+    /// # Safety
+    /// The process must have been single-threaded at the clone.
+    pub unsafe fn run_init(self) -> ! {
+        // SAFETY: a single-threaded process: no lock or allocator state can
+        // be held by another thread, so the init may run any code.
+        unsafe {
+            self.prologue();
+            // With exec, the kernel grants the namespace's root its
+            // capabilities; here KEEPCAPS kept the permitted set, raised below.
+            let raised = self.become_root(true) && sys::cap_permitted().and_then(sys::capset).is_ok();
+            let code = if raised { super::init::main(self.channel) } else { 125 };
+            libc::_exit(code)
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! `[[mounts]]` under attack: an idmapped source swapped for a symlink
+//! while the sandbox starts, a set-user-ID root binary planted through an
+//! idmapped volume, and a volumes_root others could enter. (Root and user
+//! namespaces required.)
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::sandbox::{World, busybox_manifest, stderr, stdout};
+
+fn volume_mount(source: &std::path::Path, target: &str, extra: &str) -> String {
+    format!(
+        "[[mounts]]\nsource = {:?}\ntarget = {target:?}\nreadonly = false\nidmap = true\n{extra}",
+        source.display().to_string()
+    )
+}
+
+/// A host user (or another workload owning a directory under the volume)
+/// swaps the idmapped source with a symlink to a host directory, again and
+/// again, while the sandbox starts. paddock resolves the source once,
+/// beneath volumes_root and without following symlinks: no run may see
+/// the host directory, whatever the timing.
+#[test]
+fn an_idmap_source_swapped_for_a_symlink_mid_start_never_reaches_outside() {
+    let w = World::new();
+    let outside = w.path("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("host-secret"), "root's").unwrap();
+    std::fs::set_permissions(outside.join("host-secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let vol = w.path("volumes/vol");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("inside"), "ok").unwrap();
+    let swap = w.path("volumes/swap");
+    std::os::unix::fs::symlink(&outside, &swap).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicUsize::new(0));
+    let racer = {
+        let (stop, swaps, vol, swap) = (stop.clone(), swaps.clone(), vol.clone(), swap.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                nix::fcntl::renameat2(
+                    nix::fcntl::AT_FDCWD,
+                    &vol,
+                    nix::fcntl::AT_FDCWD,
+                    &swap,
+                    nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                )
+                .unwrap();
+                swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let m = w.manifest("race", &busybox_manifest("ls /v", &volume_mount(&vol, "/v", "")));
+    let (mut inside, mut refused) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for _ in 0..300 {
+        if Instant::now() > deadline {
+            break;
+        }
+        let out = w.run(&[], &m, &[]);
+        let (o, e) = (stdout(&out), stderr(&out));
+        assert!(!o.contains("host-secret"), "a run saw the host directory through the volume:\n{o}{e}");
+        if out.status.success() {
+            assert!(o.contains("inside"), "{o}{e}");
+            inside += 1;
+        } else {
+            assert!(e.contains("must lie under volumes_root"), "{e}");
+            refused += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    racer.join().unwrap();
+    assert!(swaps.load(Ordering::Relaxed) > 1000, "the racer ran: {} swaps", swaps.load(Ordering::Relaxed));
+    // Both sides of the race were met: the test exercised it.
+    assert!(inside > 0 && refused > 0, "{inside} runs saw the volume, {refused} were refused");
+}
+
+/// Root in the workload owns an idmapped volume's root-owned files, so it
+/// can make a set-user-ID root binary there. Inside, mounts are nosuid: the
+/// binary does not raise anyone's privileges. Outside, volumes_root is
+/// root's alone (0700): no host user can reach the file.
+#[test]
+fn a_setuid_root_binary_planted_through_an_idmapped_volume_raises_nobody() {
+    let w = World::new();
+    let vol = w.path("volumes/plant");
+    std::fs::create_dir(&vol).unwrap();
+    // The host's root as the sandbox's (read-only), for a dynamically linked `id`.
+    let plant = format!(
+        "command = [\"/bin/sh\", \"-c\", \"cp /usr/bin/id /v/suid && chown 0:0 /v/suid && chmod 4755 /v/suid\"]\n{}",
+        volume_mount(&vol, "/v", "")
+    );
+    let out = w.run(&[], &w.manifest("plant", &plant), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let meta = std::fs::metadata(vol.join("suid")).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o4755), "the plant lands as a set-user-ID root file");
+
+    // Inside, as an ordinary user who may gain privileges (no_new_privs off):
+    // the mount is nosuid, so the binary runs with the user's own ids.
+    let run = format!(
+        "command = [\"/v/suid\", \"-u\"]\nuser = 1000\ngroup = 1000\n[security]\nno_new_privileges = false\n{}",
+        volume_mount(&vol, "/v", "")
+    );
+    let out = w.run(&["--policy", "privileged"], &w.manifest("plantrun", &run), &[]);
+    assert_eq!(stdout(&out), "1000\n", "the set-user-ID bit was honoured inside: {}", stderr(&out));
+
+    // Outside, a host user cannot even reach it.
+    let err = std::process::Command::new(vol.join("suid")).arg("-u").uid(65534).gid(65534).output().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+}
+
+#[test]
+fn a_volumes_root_others_can_enter_is_refused_and_says_how_to_fix_it() {
+    let w = World::new();
+    let vol = w.path("volumes/open");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::set_permissions(w.path("volumes"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = w.run(&[], &w.manifest("open", &busybox_manifest("true", &volume_mount(&vol, "/v", ""))), &[]);
+    assert_eq!(out.status.code(), Some(125));
+    let e = stderr(&out);
+    assert!(e.contains("can be entered by others (mode 0755)") && e.contains("chmod o-rwx"), "{e}");
+}
+
+#[test]
+fn every_mount_is_nosuid_and_nodev_unless_the_manifest_says_otherwise() {
+    let w = World::new();
+    let data = w.path("data");
+    std::fs::create_dir(&data).unwrap();
+    let mounts = format!(
+        "[[mounts]]\nsource = {0:?}\ntarget = \"/plain\"\n[[mounts]]\nsource = {0:?}\ntarget = \"/dev-ok\"\ndevices = true\nsetuid = true\n",
+        data.display().to_string()
+    );
+    let m = w.manifest("flags", &busybox_manifest("grep -E ' /(plain|dev-ok) ' /proc/self/mounts", &mounts));
+    let out = w.run(&["--policy", "privileged"], &m, &[]);
+    let o = stdout(&out);
+    let options = |target: &str| -> Vec<String> {
+        let line = o.lines().find(|l| l.split_whitespace().nth(1) == Some(target)).unwrap_or_else(|| panic!("{o}"));
+        line.split_whitespace().nth(3).unwrap().split(',').map(str::to_owned).collect()
+    };
+    let plain = options("/plain");
+    assert!(plain.contains(&"nosuid".into()) && plain.contains(&"nodev".into()) && plain.contains(&"ro".into()), "{o}");
+    let open = options("/dev-ok");
+    assert!(!open.contains(&"nosuid".into()) && !open.contains(&"nodev".into()), "{o}");
+}
