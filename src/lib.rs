@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod fsutil;
 pub mod idmap;
 pub mod model;
+pub mod protocol;
 pub mod reconcile;
 pub mod sandbox;
 pub mod timefmt;

@@ -214,15 +214,19 @@ fn reload_rescans_and_reports_what_changed() {
         "inotify saw nothing: {}",
         std::fs::read_to_string(d.path("out/daemon.log")).unwrap()
     );
-    assert_eq!(stdout(&d.paddock(&["reload"])), "started one\nstarted two\n");
+    assert_eq!(stdout(&d.paddock(&["reload"])), "started one (manifest added)\nstarted two (manifest added)\n");
     d.running_pid("one");
     std::fs::write(hidden.join("one.toml"), "command = [\"/bin/sleep\", \"1001\"]\n").unwrap();
     std::fs::remove_file(hidden.join("two.toml")).unwrap();
     std::fs::write(hidden.join("bad.toml"), "command = \"not a list\"\n").unwrap();
     let out = stdout(&d.paddock(&["reload"]));
     let expected_bad = format!("invalid: {}/bad.toml:1:11: error: `command` must be an array", d.path("wl").display());
-    assert!(out.starts_with("restarted one (command changed)\nstopped two (manifest removed)\n"), "{out}");
+    assert!(out.starts_with("restarted one (manifest changed: command)\nstopped two (manifest removed)\n"), "{out}");
     assert!(out.contains(&expected_bad), "{out}");
+    // Nothing changed since, but the file is still invalid: reload says so.
+    let again = stdout(&d.paddock(&["reload"]));
+    assert!(again.starts_with(&expected_bad), "{again}");
+    std::fs::remove_file(hidden.join("bad.toml")).unwrap();
     assert_eq!(stdout(&d.paddock(&["reload"])), "nothing changed\n");
 }
 
@@ -246,8 +250,7 @@ fn plan_shows_what_a_directory_would_do_and_does_nothing() {
     let out = d.paddock(&["plan", next.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "an invalid file: exit 1");
     let text = stdout(&out);
-    let want =
-        "would start add\nwould stop drop (manifest removed)\nwould restart edit (command and hostname changed)\n";
+    let want = "would start add (manifest added)\nwould stop drop (manifest removed)\nwould restart edit (manifest changed: command and hostname)\n";
     assert!(text.starts_with(want), "{text}");
     assert!(
         text.contains(&format!("invalid: {}/bad.toml:2:13: error: unknown key `polcy` in [restart]", next.display())),

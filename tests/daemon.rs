@@ -371,6 +371,10 @@ fn a_new_daemon_stops_what_a_killed_one_left_and_keeps_the_slices() {
     assert!(log.contains("corrupt sandbox record"), "{log}");
     assert!(d.path("state/idmap.json.corrupt").exists(), "the bad table is kept for a post-mortem");
     assert!(!d.path("state/sandboxes/ghost.json").exists());
+    // Stopped, not killed: a killed daemon would leave the stray behind again.
+    let mut d = d;
+    assert_eq!(d.terminate(), 0);
+    assert!(processes(&["/bin/sleep", "1003"]).is_empty(), "the stray is stopped with its daemon");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::daemon::status::{Request, Response};
+use crate::protocol::{Request, Response};
 
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::client::{ClientArgs, fail, unexpected};
-use crate::daemon::status::{Report, Request, Response};
+use crate::protocol::{Report, Request, Response, Verb};
 
 /// A workload, on the running daemon.
 #[derive(Debug, Args)]
@@ -58,21 +58,25 @@ pub fn act(command: &str, args: NameArgs) -> std::io::Result<super::ExitCode> {
     }
 }
 
-/// "start web" as `reload` tells it ("started web") or `plan` ("would start web").
+/// An action as `reload` tells it ("started web (manifest added)") or
+/// `plan` ("would start web (manifest added)").
 fn tell(report: &Report, past: bool) -> String {
     let mut out = String::new();
     for action in &report.actions {
-        let (verb, rest) = action.split_once(' ').unwrap_or((action, ""));
-        let verb = match (past, verb) {
-            (false, v) => format!("would {v}"),
-            (true, "stop") => "stopped".to_owned(),
-            (true, "retry") => "retried".to_owned(),
-            (true, v) => format!("{v}ed"),
+        let verb = match (past, action.verb) {
+            (false, Verb::Start) => "would start",
+            (false, Verb::Retry) => "would retry",
+            (false, Verb::Restart) => "would restart",
+            (false, Verb::Stop) => "would stop",
+            (true, Verb::Start) => "started",
+            (true, Verb::Retry) => "retried",
+            (true, Verb::Restart) => "restarted",
+            (true, Verb::Stop) => "stopped",
         };
-        out += &format!("{verb} {rest}\n");
+        out += &format!("{verb} {} ({})\n", action.name, action.why);
     }
     if report.queued > 0 {
-        let at_a_time = crate::daemon::supervisor::STARTS_PER_PASS;
+        let at_a_time = crate::daemon::STARTS_PER_PASS;
         out += &format!("{} more to start ({at_a_time} are started at a time)\n", report.queued);
     }
     for problem in &report.invalid {
@@ -114,23 +118,28 @@ pub fn plan(args: PlanArgs) -> std::io::Result<super::ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::PlannedAction;
 
     #[test]
     fn reports_read_as_sentences() {
+        let action = |verb, name: &str, why: &str| PlannedAction { verb, name: name.into(), why: why.into() };
         let report = Report {
             actions: vec![
-                "start web".into(),
-                "restart worker (command changed)".into(),
-                "stop old (manifest removed)".into(),
+                action(Verb::Start, "web", "manifest added"),
+                action(Verb::Restart, "worker", "manifest changed: command"),
+                action(Verb::Stop, "old", "manifest removed"),
             ],
             invalid: vec!["/w/bad.toml:1:1: error: x".into()],
             queued: 0,
         };
         assert_eq!(
             tell(&report, false),
-            "would start web\nwould restart worker (command changed)\nwould stop old (manifest removed)\ninvalid: /w/bad.toml:1:1: error: x\n"
+            "would start web (manifest added)\nwould restart worker (manifest changed: command)\nwould stop old (manifest removed)\ninvalid: /w/bad.toml:1:1: error: x\n"
         );
-        assert!(tell(&report, true).starts_with("started web\nrestarted worker (command changed)\nstopped old"));
+        assert!(
+            tell(&report, true)
+                .starts_with("started web (manifest added)\nrestarted worker (manifest changed: command)\nstopped old")
+        );
         assert_eq!(tell(&Report::default(), true), "nothing changed\n");
     }
 }

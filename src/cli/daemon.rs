@@ -4,9 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::daemon::{
-    event_loop, notify::Notifier, scan::check_directory, supervisor::Settings, supervisor::Supervisor,
-};
+use crate::daemon::{event_loop, executor, notify::Notifier, scan::check_directory, store::DiskStore};
 use crate::idmap::remap_ranges;
 use crate::sandbox::cgroup::Layout;
 
@@ -98,37 +96,31 @@ pub fn run(args: DaemonArgs) -> std::io::Result<super::ExitCode> {
         Ok(n) => n,
         Err(e) => return fail(e.to_string()),
     };
-    let watchdog = notifier.watchdog_interval();
     // Under systemd with Delegate=yes, workloads live in the unit's own cgroup.
     let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let cgroups = match Layout::detect(&config.cgroup_root).for_daemon(&self_cgroup) {
         Ok(layout) => layout,
         Err(e) => return fail(format!("cannot use the cgroup systemd delegated to paddock: {e}")),
     };
-    let settings = Settings {
+    let options = event_loop::Options {
         workloads: workloads.clone(),
-        state_dir,
-        volumes_root: config.volumes_root.clone(),
-        cgroups,
-        ranges,
-        isolation: remap.isolation,
-        slice_size: remap.slice_size,
-        resync_interval: config.resync_interval.as_std(),
+        state_dir: state_dir.clone(),
+        socket: socket.clone(),
+        resync: config.resync_interval.as_std(),
+        metrics,
+        executor: executor::Settings {
+            state_dir: state_dir.clone(),
+            volumes_root: config.volumes_root.clone(),
+            cgroups,
+        },
+        store: DiskStore::new(state_dir, ranges, remap.isolation, remap.slice_size),
     };
     match crate::sandbox::raise_nofile_limit() {
         Ok(n) => tracing::debug!(nofile = n, "raised the open-files limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit; many workloads may not start"),
     }
     tracing::info!(workloads = %workloads.display(), socket = %socket.display(), "paddock daemon starting");
-    let resync = settings.resync_interval;
-    match event_loop::run(
-        |tx| Supervisor::new(settings, validator, notifier, tx),
-        &workloads,
-        &socket,
-        resync,
-        watchdog,
-        metrics,
-    ) {
+    match event_loop::run(options, validator, notifier) {
         Ok(()) => {
             tracing::info!("every workload stopped; exiting");
             Ok(0)

@@ -11,7 +11,7 @@ use clap::Args;
 
 use super::client::{ClientArgs, fail, unexpected};
 use crate::daemon::logs::{LOG_KEEP, files_oldest_first, split_line};
-use crate::daemon::status::{Request, Response};
+use crate::protocol::{Request, Response};
 
 /// Show a workload's captured stdout and stderr (both go to one log,
 /// across its runs, rotated at 10 MiB).

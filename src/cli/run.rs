@@ -163,7 +163,7 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
         // It lives and dies with this process, which no successor adopts.
         on_cloned: None,
     };
-    let sandbox = match sandbox::spawn(&request) {
+    let mut sandbox = match sandbox::spawn(&request) {
         Ok(s) => s,
         Err(sandbox::SpawnError::Exec { command, errno }) => {
             eprintln!("paddock run: cannot execute {command}: {}", nix::errno::Errno::from_raw(errno).desc());
@@ -172,9 +172,9 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
         Err(e) => return fail(e.to_string()),
     };
     let signals = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC).map_err(std::io::Error::from)?;
+    let pidfd = sandbox.pidfd.take().expect("a sandbox just spawned has its pidfd");
     loop {
-        let mut fds =
-            [PollFd::new(signals.as_fd(), PollFlags::POLLIN), PollFd::new(sandbox.pidfd.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN), PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),

@@ -6,7 +6,7 @@ use std::io::Write;
 use clap::Args;
 
 use super::client::{ClientArgs, fail, terminal_width, unexpected};
-use crate::daemon::status::{Request, Response, WorkloadDetail, WorkloadStatus};
+use crate::protocol::{Request, Response, WorkloadDetail, WorkloadStatus};
 use crate::validate::Color;
 
 /// Show the workloads of the running daemon: name, state, pid, host uid
@@ -50,7 +50,7 @@ fn paint_state(color: Color, state: &str, padded: String) -> String {
     color.paint(code, &padded)
 }
 
-fn range(m: &Option<crate::daemon::status::IdMap>) -> String {
+fn range(m: &Option<crate::protocol::IdMap>) -> String {
     m.as_ref().map_or("-".into(), |m| format!("{}-{}", m.host_start, u64::from(m.host_start) + u64::from(m.size) - 1))
 }
 
@@ -182,7 +182,7 @@ mod tests {
             name: name.into(),
             state: "running".into(),
             pid: Some(4242),
-            uid_map: Some(crate::daemon::status::IdMap { host_start: 165536, size: 65536 }),
+            uid_map: Some(crate::protocol::IdMap { host_start: 165536, size: 65536 }),
             gid_map: None,
             restarts: 3,
             last_exit: Some(serde_json::Value::from("SIGKILL")),

@@ -1,10 +1,18 @@
-//! The daemon's effects at the edge: scanning the workloads directory,
-//! telling systemd how it is, keeping workloads' logs.
+//! The daemon: the supervisor's shell around the pure core, and its
+//! effects at the edge (sandboxes, the state directory, the watcher, the
+//! control socket, systemd).
 
 pub mod event_loop;
+pub mod executor;
+pub mod kept;
 pub mod logs;
 pub mod notify;
 pub mod records;
 pub mod scan;
-pub mod status;
+pub mod server;
+pub mod store;
 pub mod supervisor;
+mod view;
+pub mod watch;
+
+pub use supervisor::STARTS_PER_PASS;

@@ -14,8 +14,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::write_replace;
-use crate::idmap::{Allocations, Slice};
+use crate::idmap::Slice;
 use crate::model::WorkloadName;
+use crate::reconcile::Version;
 use crate::sandbox::cgroup::{Cgroup, Layout};
 use crate::sandbox::process::{self, Killed};
 
@@ -27,8 +28,13 @@ pub struct Record {
     /// name one process, even after the pid is recycled.
     pub start_time: u64,
     /// The cgroup's directories (one per hierarchy on v1), empty for none.
+    /// For the record only: recovery looks where this daemon puts a
+    /// workload's cgroup, never at a path a record names.
     pub cgroup: Vec<PathBuf>,
     pub slice: Slice,
+    /// The manifest version it runs.
+    #[serde(default)]
+    pub version: Option<Version>,
 }
 
 fn dir(state_dir: &Path) -> PathBuf {
@@ -38,6 +44,9 @@ fn dir(state_dir: &Path) -> PathBuf {
 fn path(state_dir: &Path, name: &WorkloadName) -> PathBuf {
     dir(state_dir).join(format!("{name}.json"))
 }
+
+/// The state directory's lock, held for the daemon's life.
+pub type Lock = nix::fcntl::Flock<std::fs::File>;
 
 /// Held for the daemon's life: one daemon per state directory, so a
 /// second one can never take the first one's sandboxes for a dead
@@ -85,29 +94,40 @@ pub struct Recovery {
 }
 
 /// Stops every sandbox a dead predecessor recorded, empties and removes
-/// its cgroup, and removes the record. Runs before the first start.
-pub fn recover(state_dir: &Path, layout: &Layout) -> Recovery {
+/// its cgroup, and removes the record; then empties and removes the
+/// cgroups of the workloads in `known` (names the daemon allocated ids to)
+/// that no record claims: a daemon killed between making a cgroup and
+/// recording the sandbox leaves one. Runs before the first start.
+///
+/// A record's own cgroup paths are not trusted (a record is a file, and
+/// recovery kills what it names): only this daemon's layout is searched.
+pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery {
     let mut out = Recovery::default();
     let entries = match std::fs::read_dir(dir(state_dir)) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
+        Ok(entries) => entries.flatten().collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
             tracing::error!(dir = %dir(state_dir).display(), error = %e, "cannot read the sandbox records");
-            return out;
+            Vec::new()
         }
     };
-    for entry in entries.flatten() {
+    let mut recorded = std::collections::BTreeSet::new();
+    for entry in entries {
         let file = entry.path();
         let Some(stem) = file.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else {
             // Not a record (a temporary file of an interrupted write).
             let _ = std::fs::remove_file(&file);
             continue;
         };
+        let Ok(name) = WorkloadName::try_from(stem) else {
+            let _ = std::fs::remove_file(&file);
+            continue;
+        };
+        recorded.insert(stem.to_owned());
         let record = std::fs::read(&file)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|e| e.to_string()));
         let mut found = false;
-        let mut cgroup_dirs = Vec::new();
         match record {
             Ok(record) => {
                 match process::kill(record.pid, record.start_time, Duration::from_secs(5)) {
@@ -118,7 +138,6 @@ pub fn recover(state_dir: &Path, layout: &Layout) -> Recovery {
                         tracing::error!(workload = stem, pid = record.pid, "a predecessor's sandbox does not die");
                     }
                 }
-                cgroup_dirs = record.cgroup;
                 out.slices.push((stem.to_owned(), record.slice));
             }
             Err(e) => {
@@ -126,45 +145,36 @@ pub fn recover(state_dir: &Path, layout: &Layout) -> Recovery {
                 out.corrupt.push(file.clone());
             }
         }
-        // The cgroup holds what outlived the init; look under the record's
-        // directories and where this daemon would put the workload's.
-        let cgroups = [Cgroup::from_dirs(layout, &cgroup_dirs), Cgroup::existing(layout, stem)];
-        for cgroup in cgroups.into_iter().flatten() {
-            if cgroup.occupied() {
-                found = true;
-                if !cgroup.kill_all(Duration::from_secs(5)) {
-                    tracing::error!(workload = stem, "processes of a predecessor's sandbox do not die");
-                }
-            }
-            cgroup.remove();
-        }
+        found |= empty_cgroup(layout, &name);
         if found {
             tracing::warn!(workload = stem, action = "recover", "stopped a sandbox left by a daemon that died");
             out.stopped.push(stem.to_owned());
         }
         let _ = std::fs::remove_file(&file);
     }
+    for stem in known.iter().filter(|n| !recorded.contains(*n)) {
+        if let Ok(name) = WorkloadName::try_from(stem.as_str())
+            && empty_cgroup(layout, &name)
+        {
+            tracing::warn!(
+                workload = stem,
+                action = "recover",
+                "stopped processes left in the cgroup of an unrecorded sandbox"
+            );
+            out.stopped.push(stem.clone());
+        }
+    }
     out
 }
 
-/// The id table, rebuilt from the records' slices when the file is
-/// corrupt: reported, the bad file kept beside it for a post-mortem.
-pub fn repair_allocations(state_dir: &Path, slices: &[(String, Slice)]) {
-    let Err(e) = Allocations::load(state_dir) else { return };
-    let path = state_dir.join(Allocations::FILE);
-    let aside = state_dir.join(format!("{}.corrupt", Allocations::FILE));
-    tracing::error!(file = %path.display(), error = %e, kept = %aside.display(), "the id table is unreadable; rebuilding it from the sandbox records");
-    if let Err(e) = std::fs::rename(&path, &aside) {
-        tracing::error!(file = %path.display(), error = %e, "cannot move the unreadable id table aside");
-        return;
+/// Kills what is left in the workload's cgroup and removes it; returns
+/// whether processes were found.
+fn empty_cgroup(layout: &Layout, name: &WorkloadName) -> bool {
+    let Some(cgroup) = Cgroup::existing(layout, name.as_str()) else { return false };
+    let occupied = cgroup.occupied();
+    if occupied && !cgroup.kill_all(Duration::from_secs(5)) {
+        tracing::error!(workload = %name, "processes of a predecessor's sandbox do not die");
     }
-    let result = Allocations::update(state_dir, |t| {
-        for (name, slice) in slices {
-            t.restore(name, *slice);
-        }
-        Ok(())
-    });
-    if let Err(e) = result {
-        tracing::error!(error = %e, "cannot rebuild the id table");
-    }
+    cgroup.remove();
+    occupied
 }

@@ -1,18 +1,23 @@
 //! A scan of the workloads directory: which manifests exist and a hash of
 //! each one's content, so that a rescan re-validates only files that really
 //! changed (an event or a resync tick for an untouched file changes
-//! nothing). Also the checks on the inputs that decide what runs as root:
-//! the directory must be root's and not writable by others (as sshd's
-//! StrictModes), and a manifest that is a symlink out of the directory is
-//! followed only when its target is root's.
+//! nothing). Also the checks on the inputs that decide what runs as root,
+//! at every scan (as sshd's StrictModes): the directory must be root's and
+//! not writable by others, and so must every manifest (through a symlink,
+//! its target). A scan and its validation run off the event loop
+//! (`run_job`), so a large file never keeps the daemon from answering.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use std::sync::Arc;
+
 pub use crate::fsutil::{UnsafeInput, check_directory};
-use crate::reconcile::Version;
+use crate::model::WorkloadName;
+use crate::reconcile::{ManifestEvent, Version};
 use crate::validate::load::{self, LoadError, list_manifests};
+use crate::validate::{Color, HostChecks, Validator, render};
 
 /// What a scan found for one manifest file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,20 +78,25 @@ fn version_of(text: &str) -> Version {
     Version(h)
 }
 
-/// A manifest that is a symlink leading out of the directory is followed
-/// only when the file it leads to is root's.
-fn symlink_refusal(dir: &Path, path: &Path) -> Option<String> {
-    let link = std::fs::symlink_metadata(path).ok()?;
-    if !link.file_type().is_symlink() {
-        return None;
+/// A manifest (or, for a symlink, the file it leads to) must be root's and
+/// writable by no one else: whoever can write it chooses what runs.
+fn owner_refusal(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let mode = meta.mode() & 0o7777;
+    if meta.uid() != 0 {
+        return Some(format!(
+            "{} is owned by uid {}, not root: whoever owns it chooses what paddock runs; run `chown root {}`",
+            shown.display(),
+            meta.uid(),
+            shown.display()
+        ));
     }
-    let target = std::fs::canonicalize(path).ok()?;
-    let inside = std::fs::canonicalize(dir).is_ok_and(|d| target.starts_with(d));
-    let owner = std::fs::metadata(&target).map(|m| m.uid()).unwrap_or(u32::MAX);
-    (!inside && owner != 0).then(|| {
+    (mode & 0o022 != 0).then(|| {
         format!(
-            "a symlink to {}, outside the workloads directory and owned by uid {owner}: only root's files outside it are followed",
-            target.display()
+            "{} is writable by others than root (mode {mode:04o}): whoever can write it chooses what paddock runs; run `chmod go-w {}`",
+            shown.display(),
+            shown.display()
         )
     })
 }
@@ -107,7 +117,7 @@ pub fn scan(dir: &Path, previous: Option<&Snapshot>) -> std::io::Result<Snapshot
             snapshot.insert(name, found.clone());
             continue;
         }
-        let found = match symlink_refusal(dir, &path) {
+        let found = match owner_refusal(&path) {
             Some(message) => Found::Refused { message },
             None => match load::read_manifest(&path) {
                 Ok(text) => Found::Read { version: version_of(&text), text, stamp },
@@ -121,6 +131,68 @@ pub fn scan(dir: &Path, previous: Option<&Snapshot>) -> std::io::Result<Snapshot
         snapshot.insert(name, found);
     }
     Ok(snapshot)
+}
+
+/// What a rescan found for one changed file.
+#[derive(Debug)]
+pub struct FileChange {
+    pub file: String,
+    /// The workload it names (None: the file name is not a valid name).
+    pub name: Option<WorkloadName>,
+    pub event: ManifestEvent,
+}
+
+/// A rescan's result, made off the event loop.
+#[derive(Debug)]
+pub struct Outcome {
+    pub snapshot: Snapshot,
+    pub changes: Vec<FileChange>,
+    /// The directory is unsafe (or cannot be listed): nothing is applied.
+    pub refused: Option<String>,
+}
+
+/// Scans `dir` and validates the files that changed since `previous`
+/// (every file when `full`). Blocking: run it on a blocking thread.
+pub fn run_job(dir: &Path, previous: &Snapshot, full: bool, validator: &Validator) -> Outcome {
+    if let Err(e) = check_directory(dir) {
+        return Outcome { snapshot: previous.clone(), changes: Vec::new(), refused: Some(e.to_string()) };
+    }
+    let snapshot = match scan(dir, (!full).then_some(previous)) {
+        Ok(s) => s,
+        Err(e) => {
+            let refused = format!("cannot scan {}: {e}", dir.display());
+            return Outcome { snapshot: previous.clone(), changes: Vec::new(), refused: Some(refused) };
+        }
+    };
+    let changes = changed(previous, &snapshot)
+        .into_iter()
+        .map(|file| FileChange {
+            file: file.to_owned(),
+            name: WorkloadName::stem_of_manifest_file(file).and_then(|s| WorkloadName::try_from(s).ok()),
+            event: event(dir, file, snapshot.get(file), validator),
+        })
+        .collect();
+    Outcome { snapshot, changes, refused: None }
+}
+
+/// What one file means now.
+pub fn event(dir: &Path, file: &str, found: Option<&Found>, validator: &Validator) -> ManifestEvent {
+    let shown = dir.join(file).display().to_string();
+    match found {
+        None => ManifestEvent::Removed,
+        Some(Found::Refused { message }) => ManifestEvent::Invalid(format!("{shown}: {message}")),
+        Some(Found::Read { text, version, .. }) => {
+            let checked = validator.validate(file, text, HostChecks::Require);
+            match checked.spec {
+                Some(spec) => ManifestEvent::Valid { version: *version, manifest: Arc::new(spec.manifest) },
+                None => {
+                    let rendered: String =
+                        checked.problems.iter().map(|p| render(p, &shown, text, Color::Never)).collect();
+                    ManifestEvent::Invalid(rendered.trim_end().to_owned())
+                }
+            }
+        }
+    }
 }
 
 fn content<'a>(s: &'a Snapshot, name: &str) -> Option<(Option<Version>, Option<&'a str>)> {
@@ -209,22 +281,26 @@ mod tests {
     }
 
     #[test]
-    fn a_symlink_out_of_the_directory_is_followed_only_to_roots_files() {
+    fn every_manifest_must_be_roots_and_writable_by_root_alone() {
         let d = dir();
         let outside = tempfile::tempdir().unwrap();
         let target = outside.path().join("web.toml");
         std::fs::write(&target, "command = [\"x\"]\n").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::os::unix::fs::symlink(&target, d.path().join("web.toml")).unwrap();
         assert!(matches!(scan(d.path(), None).unwrap()["web.toml"], Found::Read { .. }), "root's file is followed");
         std::os::unix::fs::chown(&target, Some(1000), None).unwrap();
         let s = scan(d.path(), None).unwrap();
         assert!(matches!(&s["web.toml"], Found::Refused { message } if message.contains("owned by uid 1000")), "{s:?}");
-        // Inside the directory (ConfigMap's ..data links), any owner is fine.
-        std::fs::create_dir(d.path().join("..data")).unwrap();
-        std::fs::write(d.path().join("..data/api.toml"), "command = [\"x\"]\n").unwrap();
-        std::os::unix::fs::chown(d.path().join("..data/api.toml"), Some(1000), None).unwrap();
-        std::os::unix::fs::symlink("..data/api.toml", d.path().join("api.toml")).unwrap();
-        assert!(matches!(scan(d.path(), None).unwrap()["api.toml"], Found::Read { .. }));
+        // Inside the directory too (a ConfigMap's ..data links are root's).
+        std::fs::write(d.path().join("api.toml"), "command = [\"x\"]\n").unwrap();
+        std::os::unix::fs::chown(d.path().join("api.toml"), Some(65534), None).unwrap();
+        let s = scan(d.path(), None).unwrap();
+        assert!(matches!(&s["api.toml"], Found::Refused { message } if message.contains("chown root")), "{s:?}");
+        std::os::unix::fs::chown(d.path().join("api.toml"), Some(0), None).unwrap();
+        std::fs::set_permissions(d.path().join("api.toml"), std::fs::Permissions::from_mode(0o646)).unwrap();
+        let s = scan(d.path(), None).unwrap();
+        assert!(matches!(&s["api.toml"], Found::Refused { message } if message.contains("chmod go-w")), "{s:?}");
     }
 
     #[test]

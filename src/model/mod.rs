@@ -19,11 +19,13 @@ macro_rules! serde_as_string {
     };
 }
 
+mod exit;
 mod manifest;
 mod name;
 mod named;
 mod units;
 
+pub use exit::Exit;
 pub use manifest::{
     Manifest, Mount, Namespaces, Resources, Restart, RestartDefaults, RestartPolicy, Rootfs, Seccomp, Security,
     SharedOrPrivate, Stop, UserNamespace,

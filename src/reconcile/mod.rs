@@ -1,10 +1,20 @@
-//! The supervisor's pure core: desired state (from manifests) and observed
-//! state (from sandboxes) in, actions out. No I/O, no clock, no nix.
+//! The supervisor's pure core: one record per workload (`Workload`), and
+//! the transitions that change it (`Core`), each returning the effects the
+//! shell carries out. No I/O, no clock, no nix.
 
-mod plan;
+mod core;
+mod requests;
 mod restart;
+mod runs;
 mod state;
+mod workload;
 
-pub use plan::{Action, Plan, Reason, plan};
-pub use restart::{Decision, ExitKind, decide};
-pub use state::{Observed, TransitionError, Version};
+pub use core::{
+    Action, Answer, Command, Core, DAEMON_RETRY, Effect, ManifestEvent, Pass, START_TIMEOUT, Unknown, Verb,
+    changed_keys,
+};
+pub use restart::{Decision, RESTART_FLOOR, decide};
+pub use state::{State, Then};
+pub use workload::{
+    Blame, Cause, Change, Clock, Desired, Ended, File, HISTORY, Happening, StartFailure, Version, Workload,
+};

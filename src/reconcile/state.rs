@@ -1,50 +1,62 @@
-//! What the supervisor knows of each workload, and how events move it
-//! from state to state. Transitions are an exhaustive match returning a
-//! Result: an event that cannot happen in a state is an error, not a panic.
+//! A workload's state, as `paddock status` names it. Which state follows
+//! which is decided in `core.rs`, by exhaustive matches.
 
 use std::time::Instant;
 
-use super::restart::{Decision, ExitKind, decide};
-use crate::model::Restart;
+use super::workload::Version;
 
-/// Which manifest content a workload runs: a hash of the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version(pub u64);
-
-/// A workload's state, as `paddock status` names them.
+/// What to do once a stopping sandbox has exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Observed {
-    /// A sandbox is being started.
+pub enum Then {
+    /// Stay stopped: held by `paddock stop`.
+    Hold,
+    /// Start again: its manifest changed, or `paddock restart`.
+    Replace,
+    /// Forget it and free its ids: its manifest is gone.
+    Forget,
+    /// Nothing: the daemon is stopping.
+    Halt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// No sandbox and nothing decided: the next reconcile starts it when a
+    /// valid manifest asks for it.
+    Idle,
+    /// A sandbox is being started; `deadline` is when its init must have
+    /// reported (None once it was killed for missing it).
     Starting {
         version: Version,
         failures: u32,
+        begun: Instant,
+        deadline: Option<Instant>,
     },
     Running {
         version: Version,
         since: Instant,
         failures: u32,
+        pid: i32,
     },
-    /// Being stopped (removed, changed, or held by an operator).
+    /// Being stopped; killed at `deadline` (None once killed).
     Stopping {
         version: Version,
+        then: Then,
+        deadline: Option<Instant>,
     },
-    /// Waiting to be restarted.
+    /// Waiting to be started again.
     Backoff {
         version: Version,
         until: Instant,
         failures: u32,
-        last_exit: ExitKind,
     },
     /// Ended and not to be restarted (`never`, or `on-failure` after success).
     Exited {
         version: Version,
-        last_exit: ExitKind,
     },
-    /// Gave up after `max_retries` consecutive failures.
+    /// Gave up: `max_retries` consecutive failures, or a host that cannot run it.
     Failed {
         version: Version,
         failures: u32,
-        last_exit: ExitKind,
     },
     /// Stopped by an operator; stays so until started or its manifest changes.
     Held {
@@ -52,87 +64,49 @@ pub enum Observed {
     },
 }
 
-impl Observed {
-    pub fn version(&self) -> Version {
-        match *self {
-            Observed::Starting { version, .. }
-            | Observed::Running { version, .. }
-            | Observed::Stopping { version }
-            | Observed::Backoff { version, .. }
-            | Observed::Exited { version, .. }
-            | Observed::Failed { version, .. }
-            | Observed::Held { version } => version,
-        }
-    }
-
+impl State {
     /// The name `status` shows.
     pub fn name(&self) -> &'static str {
         match self {
-            Observed::Starting { .. } => "starting",
-            Observed::Running { .. } => "running",
-            Observed::Stopping { .. } => "stopping",
-            Observed::Backoff { .. } => "backoff",
-            Observed::Exited { .. } => "exited",
-            Observed::Failed { .. } => "failed",
-            Observed::Held { .. } => "stopped",
+            State::Idle => "stopped",
+            State::Starting { .. } => "starting",
+            State::Running { .. } => "running",
+            State::Stopping { .. } => "stopping",
+            State::Backoff { .. } => "backoff",
+            State::Exited { .. } => "exited",
+            State::Failed { .. } => "failed",
+            State::Held { .. } => "stopped",
+        }
+    }
+
+    /// Every name `status` can show, in the order metrics list them.
+    pub const NAMES: [&'static str; 8] =
+        ["starting", "running", "backoff", "stopping", "stopped", "exited", "failed", "invalid"];
+
+    /// The manifest version it runs or last ran (None when idle).
+    pub fn version(&self) -> Option<Version> {
+        match *self {
+            State::Idle => None,
+            State::Starting { version, .. }
+            | State::Running { version, .. }
+            | State::Stopping { version, .. }
+            | State::Backoff { version, .. }
+            | State::Exited { version }
+            | State::Failed { version, .. }
+            | State::Held { version } => Some(version),
         }
     }
 
     /// Whether a sandbox exists for it (so it must be stopped before it is forgotten).
     pub fn has_sandbox(&self) -> bool {
-        matches!(self, Observed::Starting { .. } | Observed::Running { .. } | Observed::Stopping { .. })
-    }
-}
-
-/// An event that cannot happen in the state it arrived in.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{event} while {state}")]
-pub struct TransitionError {
-    pub event: &'static str,
-    pub state: &'static str,
-}
-
-impl Observed {
-    /// The sandbox is up.
-    pub fn started(self, now: Instant) -> Result<Observed, TransitionError> {
-        match self {
-            Observed::Starting { version, failures } => Ok(Observed::Running { version, since: now, failures }),
-            other => Err(TransitionError { event: "started", state: other.name() }),
-        }
+        matches!(self, State::Starting { .. } | State::Running { .. } | State::Stopping { .. })
     }
 
-    /// The sandbox's process ended by itself. `jitter` in [0, 1).
-    pub fn exited(
-        self,
-        exit: ExitKind,
-        now: Instant,
-        restart: &Restart,
-        jitter: f64,
-    ) -> Result<Observed, TransitionError> {
+    /// The host pid of its sandbox's init, while it runs.
+    pub fn pid(&self) -> Option<i32> {
         match self {
-            Observed::Running { version, since, failures } => {
-                let ran_for = now.saturating_duration_since(since);
-                Ok(match decide(restart, exit, ran_for, failures, jitter) {
-                    Decision::Restart { delay, failures } => {
-                        Observed::Backoff { version, until: now + delay, failures, last_exit: exit }
-                    }
-                    Decision::GiveUp { failures } => Observed::Failed { version, failures, last_exit: exit },
-                    Decision::Done => Observed::Exited { version, last_exit: exit },
-                })
-            }
-            // A sandbox that could not start counts as a failed run of no length.
-            Observed::Starting { version, failures } => {
-                Observed::Running { version, since: now, failures }.exited(exit, now, restart, jitter)
-            }
-            other => Err(TransitionError { event: "exited", state: other.name() }),
-        }
-    }
-
-    /// The sandbox was stopped on purpose (removed, replaced or held): no restart.
-    pub fn stopped(self) -> Result<(), TransitionError> {
-        match self {
-            Observed::Stopping { .. } => Ok(()),
-            other => Err(TransitionError { event: "stopped", state: other.name() }),
+            State::Running { pid, .. } => Some(*pid),
+            _ => None,
         }
     }
 }

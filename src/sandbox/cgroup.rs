@@ -242,13 +242,6 @@ impl Cgroup {
         (!dirs.is_empty()).then(|| Cgroup { layout: layout.clone(), dirs })
     }
 
-    /// A cgroup known by its directories (from a record); those that no
-    /// longer exist are left out.
-    pub fn from_dirs(layout: &Layout, dirs: &[PathBuf]) -> Option<Self> {
-        let dirs: Vec<PathBuf> = dirs.iter().filter(|d| d.is_dir()).cloned().collect();
-        (!dirs.is_empty()).then(|| Cgroup { layout: layout.clone(), dirs })
-    }
-
     /// Whether any process is in the cgroup.
     pub fn occupied(&self) -> bool {
         !self.pids().is_empty()

@@ -16,5 +16,6 @@ mod source;
 mod spawn;
 mod sys;
 
+pub use crate::model::Exit;
 pub use source::SourceError;
-pub use spawn::{Cloned, Exit, InitMode, Pending, Sandbox, SpawnError, SpawnRequest, begin, raise_nofile_limit, spawn};
+pub use spawn::{Cloned, InitMode, Pending, Sandbox, SpawnError, SpawnRequest, begin, raise_nofile_limit, spawn};

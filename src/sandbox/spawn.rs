@@ -27,7 +27,7 @@ use super::config::{InitConfig, InitMount, InitReport};
 use super::source::{self, SourceError, Sources};
 use super::sys;
 use crate::idmap::Slice;
-use crate::model::{Capability, Manifest, Seccomp, SharedOrPrivate, WorkloadName};
+use crate::model::{Capability, Exit, Manifest, Seccomp, SharedOrPrivate, WorkloadName};
 
 /// What to start.
 pub struct SpawnRequest<'a> {
@@ -116,44 +116,36 @@ pub enum SpawnError {
 #[derive(Debug)]
 pub struct Sandbox {
     pub pid: Pid,
-    pub pidfd: OwnedFd,
+    /// A pidfd of the init (`paddock run` polls it; the daemon, which
+    /// watches the channel and signals its own unreaped child by pid,
+    /// closes it to hold fewer descriptors).
+    pub pidfd: Option<OwnedFd>,
     /// None when nothing needs one (see `needs_cgroup`).
     pub cgroup: Option<Cgroup>,
     channel: Channel,
 }
 
-/// How a sandbox ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
-    OomKilled,
-}
-
-impl Exit {
-    /// As a shell reports it: the code, or 128 + the signal.
-    pub fn code(self) -> i32 {
-        match self {
-            Exit::Code(c) => c,
-            Exit::Signal(s) => 128 + s,
-            Exit::OomKilled => 128 + libc::SIGKILL,
-        }
-    }
-}
-
 impl Sandbox {
+    /// The descriptor that turns readable when the init reports its
+    /// workload's end or exits: wait on it, then call `wait`.
+    pub fn channel_fd(&self) -> RawFd {
+        self.channel.fd().as_raw_fd()
+    }
+
     /// Blocks until the init exits, then kills whatever is left in the
     /// cgroup and removes it: nothing of the sandbox remains.
     pub fn wait(self) -> Exit {
+        // The init's own report says how the workload ended (an exit status
+        // alone cannot tell `exit 143` from SIGTERM); without one (the init
+        // itself was killed), its wait status is all there is.
+        let report = self.channel.recv::<InitReport>();
         let status = loop {
             match waitpid(self.pid, None) {
                 Err(Errno::EINTR) => continue,
                 other => break other,
             }
         };
-        // The init's own report says how the workload ended; without one
-        // (the init itself was killed), its wait status is all there is.
-        let exit = match (self.channel.recv::<InitReport>(), status) {
+        let exit = match (report, status) {
             (Ok((InitReport::Exited { signal: Some(sig), .. }, _)), _) => Exit::Signal(sig),
             (Ok((InitReport::Exited { code: Some(code), .. }, _)), _) => Exit::Code(code),
             (_, Ok(WaitStatus::Exited(_, code))) => Exit::Code(code),
@@ -263,7 +255,9 @@ pub fn begin(req: &SpawnRequest<'_>) -> Result<Pending, SpawnError> {
         None
     };
     match spawn_in(req, cgroup.as_ref()) {
-        Ok((pid, pidfd, channel)) => Ok(Pending { sandbox: Some(Sandbox { pid, pidfd, cgroup, channel }) }),
+        Ok((pid, pidfd, channel)) => {
+            Ok(Pending { sandbox: Some(Sandbox { pid, pidfd: Some(pidfd), cgroup, channel }) })
+        }
         Err(e) => {
             discard_cgroup(cgroup.as_ref());
             Err(e)
@@ -279,6 +273,22 @@ fn discard_cgroup(cgroup: Option<&Cgroup>) {
 }
 
 impl Pending {
+    /// The sandbox's init, while it sets up.
+    pub fn pid(&self) -> Pid {
+        self.sandbox.as_ref().expect("not finished").pid
+    }
+
+    /// The sandbox's cgroup, if it has one.
+    pub fn cgroup(&self) -> Option<&Cgroup> {
+        self.sandbox.as_ref().expect("not finished").cgroup.as_ref()
+    }
+
+    /// The descriptor that turns readable when the init reports on its
+    /// setup (or dies): wait on it, then call `finish`, which then does not block.
+    pub fn channel_fd(&self) -> RawFd {
+        self.sandbox.as_ref().expect("not finished").channel_fd()
+    }
+
     /// Waits for the init's report: the sandbox runs its workload, or it
     /// failed and nothing of it is left.
     pub fn finish(mut self) -> Result<Sandbox, SpawnError> {

@@ -1,12 +1,17 @@
-//! The control socket's protocol: one JSON request line, one JSON answer
-//! line. `{"cmd": "status"}`, `{"cmd": "stop", "name": "web"}`, ... New
-//! commands are new `cmd` values; new fields are optional, so an older
-//! client and a newer daemon still understand each other.
+//! The control socket's protocol, shared by the daemon and its clients:
+//! one JSON request line, one JSON answer line. `{"cmd": "status"}`,
+//! `{"cmd": "stop", "name": "web"}`, ... New commands are new `cmd`
+//! values; new fields are optional, so an older client and a newer daemon
+//! still understand each other.
 //!
-//! Also what `paddock status --json` prints: one object per workload known
-//! from a manifest, with the fields DESIGN.md lists.
+//! Also what `paddock status --json` prints: one object per workload.
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::reconcile::Verb;
+
+/// The longest request line the daemon reads; a longer one is refused.
+pub const MAX_REQUEST: usize = 64 << 10;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdMap {
@@ -17,7 +22,7 @@ pub struct IdMap {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadStatus {
     pub name: String,
-    /// starting, running, backoff, stopping, stopped, exited or failed.
+    /// starting, running, backoff, stopping, stopped, exited, failed or invalid.
     pub state: String,
     /// Host pid of the sandbox's init.
     pub pid: Option<i32>,
@@ -60,11 +65,19 @@ pub struct WorkloadDetail {
     pub start_latency_ms: Option<f64>,
 }
 
+/// One thing a reconcile did or would do: `start web (manifest added)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedAction {
+    pub verb: Verb,
+    pub name: String,
+    /// Why, as a person reads it: "manifest changed: command and hostname".
+    pub why: String,
+}
+
 /// What a rescan did (`paddock reload`) or would do (`paddock plan`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
-    /// One line per action: "start web", "restart worker (command changed)", "stop old-job".
-    pub actions: Vec<String>,
+    pub actions: Vec<PlannedAction>,
     /// Files that are not valid, each with its problems as `check` prints them.
     pub invalid: Vec<String>,
     /// Starts left for the next passes (a burst is started 16 at a time).

@@ -1,0 +1,236 @@
+//! What the daemon keeps of each workload across its own restarts, in
+//! `STATE_DIR/workloads/NAME.json`: its id slice (also in the id table),
+//! a hold by `paddock stop`, and what its last run came to (a one-shot
+//! that finished, or one that gave up, is not run again for the same
+//! manifest). Each file is written atomically, only when it changes.
+//!
+//! State that cannot be read fails closed: a workload whose file is
+//! unreadable is held (and says so) rather than started, and a lost id
+//! table is rebuilt from every slice these files and the sandbox records
+//! name, so no slice is given to a second workload.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::write_replace;
+use crate::idmap::{Allocations, Slice};
+use crate::model::WorkloadName;
+use crate::reconcile::{Ended, Version};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kept {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<Slice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Version>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Ended>,
+}
+
+/// What `load` found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub kept: BTreeMap<WorkloadName, Kept>,
+    /// Workloads whose file could not be read: to be held, in doubt. The
+    /// file is kept aside as NAME.json.corrupt.
+    pub unreadable: Vec<(WorkloadName, String)>,
+    /// An older daemon's held list that could not be read: which workloads
+    /// it held is unknown, so every one is held until an operator starts it.
+    pub all_in_doubt: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeptStore {
+    dir: PathBuf,
+}
+
+impl KeptStore {
+    pub fn new(state_dir: &Path) -> Self {
+        KeptStore { dir: state_dir.join("workloads") }
+    }
+
+    fn path(&self, name: &WorkloadName) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
+    }
+
+    /// Replaces a workload's file atomically, without an fsync of its own
+    /// (see `sync`).
+    pub fn write(&self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
+        if *kept == Kept::default() {
+            return self.remove(name);
+        }
+        crate::fsutil::create_private_dir(&self.dir)?;
+        let json = serde_json::to_vec_pretty(kept).map_err(std::io::Error::other)?;
+        write_replace(&self.path(name), &json, 0o600)
+    }
+
+    /// Makes every write so far durable: one syncfs for a batch of files
+    /// (an fsync per file, 1000 in a burst of one-shots ending, slowed
+    /// every other write of the daemon by a journal commit each).
+    pub fn sync(&self) -> std::io::Result<()> {
+        let dir = std::fs::File::open(&self.dir)?;
+        nix::unistd::syncfs(&dir).map_err(std::io::Error::from)
+    }
+
+    pub fn remove(&self, name: &WorkloadName) -> std::io::Result<()> {
+        match std::fs::remove_file(self.path(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads every workload's file (and `held.json` of older daemons, which
+    /// becomes holds).
+    pub fn load(&self, state_dir: &Path) -> Loaded {
+        let mut loaded = Loaded::default();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                let file = entry.path();
+                let Some(name) = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .and_then(|n| WorkloadName::try_from(n).ok())
+                else {
+                    continue;
+                };
+                let read = std::fs::read(&file)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice::<Kept>(&b).map_err(|e| e.to_string()));
+                match read {
+                    Ok(kept) => {
+                        loaded.kept.insert(name, kept);
+                    }
+                    Err(e) => {
+                        let _ = std::fs::rename(&file, file.with_extension("json.corrupt"));
+                        loaded.unreadable.push((name, format!("{}: {e}", file.display())));
+                    }
+                }
+            }
+        }
+        let held = state_dir.join("held.json");
+        if let Ok(bytes) = std::fs::read(&held) {
+            match serde_json::from_slice::<BTreeMap<String, u64>>(&bytes) {
+                Ok(holds) => {
+                    for (name, version) in holds {
+                        if let Ok(name) = WorkloadName::try_from(name.as_str()) {
+                            loaded.kept.entry(name).or_default().hold = Some(Version(version));
+                        }
+                    }
+                }
+                Err(e) => loaded.all_in_doubt = Some(format!("{}: {e}", held.display())),
+            }
+            let _ = std::fs::rename(&held, state_dir.join("held.json.migrated"));
+        }
+        loaded
+    }
+}
+
+/// Rebuilds an unreadable id table from every slice the daemon knows of:
+/// the workloads' kept files and the sandbox records. The bad file is kept
+/// beside it. Returns the names whose slice is unknown (they are known
+/// only by their logs): they are held rather than given a new slice that
+/// might be another's.
+pub fn repair_allocations(
+    state_dir: &Path,
+    kept: &BTreeMap<WorkloadName, Kept>,
+    recorded: &[(String, Slice)],
+) -> Vec<WorkloadName> {
+    let Err(e) = Allocations::load(state_dir) else { return Vec::new() };
+    let path = state_dir.join(Allocations::FILE);
+    let aside = state_dir.join(format!("{}.corrupt", Allocations::FILE));
+    tracing::error!(file = %path.display(), error = %e, kept = %aside.display(), "the id table is unreadable; rebuilding it from the workloads' kept state and the sandbox records");
+    if let Err(e) = std::fs::rename(&path, &aside) {
+        tracing::error!(file = %path.display(), error = %e, "cannot move the unreadable id table aside");
+        return Vec::new();
+    }
+    let mut known: BTreeMap<String, Slice> = kept.iter().filter_map(|(n, k)| Some((n.to_string(), k.slice?))).collect();
+    known.extend(recorded.iter().cloned());
+    let result = Allocations::update(state_dir, |t| {
+        for (name, slice) in &known {
+            t.restore(name, *slice);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        tracing::error!(error = %e, "cannot rebuild the id table");
+    }
+    // Workloads that ran here (their logs say so) with no slice on record.
+    let logs = std::fs::read_dir(state_dir.join("logs")).into_iter().flatten().flatten();
+    let mut doubtful: Vec<WorkloadName> = logs
+        .filter_map(|e| {
+            let file = e.file_name().to_str()?.to_owned();
+            WorkloadName::try_from(file.strip_suffix(".log")?).ok()
+        })
+        .filter(|n| !known.contains_key(n.as_str()))
+        .collect();
+    doubtful.sort();
+    doubtful.dedup();
+    doubtful
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idmap::IdRange;
+
+    fn n(s: &str) -> WorkloadName {
+        WorkloadName::try_from(s).unwrap()
+    }
+
+    fn slice(start: u32) -> Slice {
+        Slice { uid: IdRange { start, count: 65536 }, gid: IdRange { start, count: 65536 } }
+    }
+
+    #[test]
+    fn kept_state_round_trips_and_an_unreadable_file_is_reported_and_put_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeptStore::new(dir.path());
+        let kept = Kept {
+            slice: Some(slice(100_000)),
+            hold: Some(Version(7)),
+            ended: Some(Ended { version: Version(7), failed: false, exit: Some(crate::model::Exit::Code(0)) }),
+        };
+        store.write(&n("web"), &kept).unwrap();
+        std::fs::write(dir.path().join("workloads/bad.json"), "{torn").unwrap();
+        let loaded = store.load(dir.path());
+        assert_eq!(loaded.kept[&n("web")], kept);
+        assert_eq!(loaded.unreadable.len(), 1);
+        assert_eq!(loaded.unreadable[0].0, n("bad"));
+        assert!(dir.path().join("workloads/bad.json.corrupt").exists());
+        // Nothing to keep: no file.
+        store.write(&n("web"), &Kept::default()).unwrap();
+        assert!(!dir.path().join("workloads/web.json").exists());
+    }
+
+    #[test]
+    fn an_old_held_list_becomes_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("held.json"), r#"{"web": 42}"#).unwrap();
+        let loaded = KeptStore::new(dir.path()).load(dir.path());
+        assert_eq!(loaded.kept[&n("web")].hold, Some(Version(42)));
+        assert!(!dir.path().join("held.json").exists());
+    }
+
+    #[test]
+    fn a_lost_id_table_is_rebuilt_from_every_source_and_unknown_slices_are_doubted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(Allocations::FILE), "{not json").unwrap();
+        std::fs::create_dir(dir.path().join("logs")).unwrap();
+        for log in ["stopped.log", "running.log", "lost.log"] {
+            std::fs::write(dir.path().join("logs").join(log), "").unwrap();
+        }
+        // A stopped workload's slice is known only from its kept state.
+        let kept = BTreeMap::from([(n("stopped"), Kept { slice: Some(slice(100_000)), ..Kept::default() })]);
+        let recorded = vec![("running".to_owned(), slice(165_536))];
+        let doubtful = repair_allocations(dir.path(), &kept, &recorded);
+        assert_eq!(doubtful, [n("lost")]);
+        let table = Allocations::load(dir.path()).unwrap();
+        assert_eq!(table.get("stopped"), Some(&slice(100_000)));
+        assert_eq!(table.get("running"), Some(&slice(165_536)));
+        assert!(dir.path().join("idmap.json.corrupt").exists());
+    }
+}

@@ -1,0 +1,201 @@
+//! The control socket and the metrics listener. Each survives what a
+//! client or the host throws at it: an accept error (out of descriptors)
+//! is logged once and retried, not fatal; at most `MAX_CLIENTS`
+//! connections are served at once (more wait in the kernel's backlog); a
+//! request must arrive within `READ_TIMEOUT` and fit in
+//! `protocol::MAX_REQUEST` bytes.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::protocol::{MAX_REQUEST, Request, Response};
+
+/// Connections served at once.
+pub const MAX_CLIENTS: usize = 64;
+/// How long a client has to send its request.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an answer may take to be taken by its client.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After an accept error, the pause before the next accept (so a daemon
+/// out of descriptors does not spin).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// What reaches the loop from the listeners.
+pub enum Control {
+    Ask(Request, oneshot::Sender<Response>),
+    Metrics(oneshot::Sender<String>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("control socket {path}: {source}")]
+    Socket { path: PathBuf, source: std::io::Error },
+    #[error("another paddock daemon is listening on {0}")]
+    AlreadyRunning(PathBuf),
+}
+
+/// The control socket: mode 0600 in a directory paddock creates. A stale
+/// socket from a daemon that died is replaced; a live one is an error.
+pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+    let err = |source| BindError::Socket { path: path.to_owned(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(BindError::AlreadyRunning(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Accepts forever; see the module's comment.
+async fn accept_loop<S, F, Fut>(what: &'static str, mut accept: impl FnMut() -> F, mut serve: impl FnMut(S) -> Fut)
+where
+    F: std::future::Future<Output = std::io::Result<S>>,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let mut failing = false;
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        match accept().await {
+            Ok(stream) => {
+                if std::mem::take(&mut failing) {
+                    tracing::warn!(listener = what, "accepting connections again");
+                }
+                let served = serve(stream);
+                tokio::spawn(async move {
+                    served.await;
+                    drop(slot);
+                });
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::error!(listener = what, %error, "cannot accept connections; retrying until it can");
+                }
+                failing = true;
+                drop(slot);
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+            }
+        }
+    }
+}
+
+pub async fn serve(listener: UnixListener, tx: mpsc::UnboundedSender<Control>) {
+    accept_loop(
+        "control socket",
+        || async { listener.accept().await.map(|(s, _)| s) },
+        |stream| answer(stream, tx.clone()),
+    )
+    .await
+}
+
+/// Reads one request line of at most `MAX_REQUEST` bytes.
+async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, Response> {
+    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64 + 1));
+    let mut line = Vec::new();
+    match tokio::time::timeout(READ_TIMEOUT, reader.read_until(b'\n', &mut line)).await {
+        Err(_) => return Err(Response::Error(format!("no request within {} s", READ_TIMEOUT.as_secs()))),
+        Ok(Err(e)) => return Err(Response::Error(format!("reading the request: {e}"))),
+        Ok(Ok(_)) => {}
+    }
+    if line.len() > MAX_REQUEST {
+        return Err(Response::Error(format!("the request is longer than {MAX_REQUEST} bytes")));
+    }
+    serde_json::from_slice::<Request>(&line).map_err(|e| Response::Error(format!("bad request: {e}")))
+}
+
+/// One JSON request line, one JSON response line. Only root may ask
+/// (checked on the peer's credentials, beside the socket's mode).
+async fn answer(stream: UnixStream, tx: mpsc::UnboundedSender<Control>) {
+    let root = stream.peer_cred().is_ok_and(|c| c.uid() == 0);
+    let (read, mut write) = stream.into_split();
+    let response = if !root {
+        Response::Error("permission denied: the control socket is root's".to_owned())
+    } else {
+        match read_request(read).await {
+            Ok(request) => {
+                let (reply, receive) = oneshot::channel();
+                if tx.send(Control::Ask(request, reply)).is_err() {
+                    return;
+                }
+                receive.await.unwrap_or_else(|_| Response::Error("the daemon is shutting down".to_owned()))
+            }
+            Err(refusal) => refusal,
+        }
+    };
+    if let Ok(mut bytes) = serde_json::to_vec(&response) {
+        bytes.push(b'\n');
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&bytes)).await;
+    }
+}
+
+/// A minimal HTTP/1.1 server for one resource: `GET /metrics` answers the
+/// Prometheus text format; anything else is 404 (or 405 for other methods).
+pub async fn serve_metrics(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSender<Control>) {
+    accept_loop(
+        "metrics",
+        || async { listener.accept().await.map(|(s, _)| s) },
+        |stream| answer_metrics(stream, tx.clone()),
+    )
+    .await
+}
+
+async fn answer_metrics(stream: tokio::net::TcpStream, tx: mpsc::UnboundedSender<Control>) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read.take(8192));
+    let mut request_line = String::new();
+    let read_head = async {
+        reader.read_line(&mut request_line).await?;
+        // The headers are read and ignored, up to the blank line.
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).await? == 0 || line == "\r\n" || line == "\n" {
+                return Ok::<(), std::io::Error>(());
+            }
+        }
+    };
+    if !matches!(tokio::time::timeout(READ_TIMEOUT, read_head).await, Ok(Ok(()))) {
+        return;
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, body) = match (method, path) {
+        ("GET" | "HEAD", "/metrics") => {
+            let (reply, receive) = oneshot::channel();
+            if tx.send(Control::Metrics(reply)).is_err() {
+                return;
+            }
+            match receive.await {
+                Ok(text) => ("200 OK", text),
+                Err(_) => ("503 Service Unavailable", "the daemon is shutting down\n".to_owned()),
+            }
+        }
+        (_, "/metrics") => ("405 Method Not Allowed", "GET /metrics\n".to_owned()),
+        _ => ("404 Not Found", "paddock serves /metrics only\n".to_owned()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let send = async {
+        write.write_all(head.as_bytes()).await?;
+        if method != "HEAD" {
+            write.write_all(body.as_bytes()).await?;
+        }
+        write.shutdown().await
+    };
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, send).await;
+}

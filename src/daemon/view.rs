@@ -1,0 +1,148 @@
+//! What the supervisor shows: `status` rows, one workload's detail, the
+//! answers to requests, and the Prometheus metrics, all read from the core
+//! and rendered here, in one place.
+
+use std::fmt::Write;
+
+use super::executor::{Executor, log_path};
+use super::store::Store;
+use super::supervisor::Supervisor;
+use crate::model::WorkloadName;
+use crate::protocol::{Change, IdMap, WorkloadDetail, WorkloadStatus};
+use crate::reconcile::{Answer, Clock, File, State, Workload};
+
+/// The answer to `paddock start|stop|restart NAME`.
+pub fn answer_text(name: &WorkloadName, answer: &Answer) -> String {
+    match answer {
+        Answer::Stopping => {
+            format!("stopping {name}; it stays stopped until `paddock start {name}` or a change to its manifest")
+        }
+        Answer::Held => format!("{name} is held stopped until `paddock start {name}` or a change to its manifest"),
+        Answer::AlreadyHeld => format!("{name} is already held stopped"),
+        Answer::Starting => format!("starting {name}"),
+        Answer::NotStopped(state) => format!("{name} is not stopped (state {state})"),
+        Answer::Restarting => format!("restarting {name}"),
+    }
+}
+
+impl<E: Executor, S: Store> Supervisor<E, S> {
+    fn row(&self, w: &Workload, at: Clock) -> WorkloadStatus {
+        let file = format!("{}.toml", w.name);
+        let slice = self.store.slice(&w.name);
+        let error = match (&w.file, &w.error, &w.doubt) {
+            (File::Invalid(problems), _, _) => Some(problems.clone()),
+            (_, _, Some(doubt)) => Some(doubt.clone()),
+            (_, Some(failure), _) => Some(failure.error.to_string()),
+            _ => None,
+        };
+        WorkloadStatus {
+            name: w.name.to_string(),
+            state: w.state_name().to_owned(),
+            pid: w.state.pid(),
+            uid_map: slice.map(|s| IdMap { host_start: s.uid.start, size: s.uid.count }),
+            gid_map: slice.map(|s| IdMap { host_start: s.gid.start, size: s.gid.count }),
+            restarts: w.restarts,
+            last_exit: w.last_exit.map(|e| match e {
+                crate::model::Exit::Code(c) => serde_json::Value::from(c),
+                other => serde_json::Value::from(other.short()),
+            }),
+            error,
+            uptime_seconds: match w.state {
+                State::Running { since, .. } => Some(at.now.saturating_duration_since(since).as_secs()),
+                _ => None,
+            },
+            manifest: self.workloads.join(&file).display().to_string(),
+            held: w.hold.is_some(),
+        }
+    }
+
+    /// Every workload, by name.
+    pub fn status(&self, at: Clock) -> Vec<WorkloadStatus> {
+        self.core.workloads().map(|w| self.row(w, at)).collect()
+    }
+
+    /// Everything about one workload.
+    pub fn detail(&self, name: &str, at: Clock) -> Option<WorkloadDetail> {
+        let name = WorkloadName::try_from(name).ok()?;
+        let w = self.core.get(&name)?;
+        Some(WorkloadDetail {
+            status: self.row(w, at),
+            effective_manifest: w.desired.as_ref().and_then(|d| toml::to_string(d.manifest.as_ref()).ok()),
+            changes: w
+                .history
+                .iter()
+                .map(|c| Change { time: crate::timefmt::rfc3339(c.at), event: c.what.to_string() })
+                .collect(),
+            log: log_path(&self.state_dir, &name).display().to_string(),
+            start_latency_ms: w.start_latency.map(|d| d.as_secs_f64() * 1000.0),
+        })
+    }
+
+    /// Prometheus text format (version 0.0.4).
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        family(&mut out, "paddock_workload_state", "gauge", "1 for the workload's current state, 0 for the others.");
+        for w in self.core.workloads() {
+            for state in State::NAMES {
+                let on = u8::from(w.state_name() == state);
+                let _ = writeln!(out, "paddock_workload_state{{workload=\"{}\",state=\"{state}\"}} {on}", w.name);
+            }
+        }
+        family(&mut out, "paddock_workload_restarts", "gauge", "Restarts since the manifest last changed.");
+        for w in self.core.workloads() {
+            let _ = writeln!(out, "paddock_workload_restarts{{workload=\"{}\"}} {}", w.name, w.restarts);
+        }
+        family(
+            &mut out,
+            "paddock_workload_last_exit_code",
+            "gauge",
+            "The last run's exit code (128 + signal when killed).",
+        );
+        for w in self.core.workloads() {
+            if let Some(exit) = w.last_exit {
+                let _ = writeln!(out, "paddock_workload_last_exit_code{{workload=\"{}\"}} {}", w.name, exit.code());
+            }
+        }
+        family(
+            &mut out,
+            "paddock_workload_start_latency_seconds",
+            "gauge",
+            "The last start, from spawn to the workload's exec.",
+        );
+        for w in self.core.workloads() {
+            if let Some(d) = w.start_latency {
+                let _ = writeln!(
+                    out,
+                    "paddock_workload_start_latency_seconds{{workload=\"{}\"}} {:.6}",
+                    w.name,
+                    d.as_secs_f64()
+                );
+            }
+        }
+        family(
+            &mut out,
+            "paddock_reconcile_duration_seconds",
+            "summary",
+            "Time spent planning and acting, per reconcile.",
+        );
+        let _ = writeln!(out, "paddock_reconcile_duration_seconds_sum {:.6}", self.stats.reconcile_seconds);
+        let _ = writeln!(out, "paddock_reconcile_duration_seconds_count {}", self.stats.reconciles);
+        family(&mut out, "paddock_last_reconcile_duration_seconds", "gauge", "The last reconcile's duration.");
+        let _ = writeln!(out, "paddock_last_reconcile_duration_seconds {:.6}", self.stats.last_reconcile_seconds);
+        let files = self.snapshot().len();
+        let invalid = self.snapshot().keys().filter(|f| self.invalid.contains_key(*f)).count();
+        family(&mut out, "paddock_manifests", "gauge", "Manifest files in the workloads directory, by validity.");
+        let _ = writeln!(out, "paddock_manifests{{validity=\"valid\"}} {}", files - invalid);
+        let _ = writeln!(out, "paddock_manifests{{validity=\"invalid\"}} {invalid}");
+        let (used, total) = self.store.slice_counts();
+        family(&mut out, "paddock_id_slices", "gauge", "Id slices of the remap ranges, used and in all.");
+        let _ = writeln!(out, "paddock_id_slices{{kind=\"used\"}} {used}");
+        let _ = writeln!(out, "paddock_id_slices{{kind=\"total\"}} {total}");
+        out
+    }
+}
+
+/// A metric family's `# HELP` and `# TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}

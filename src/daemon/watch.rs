@@ -1,0 +1,110 @@
+//! Watching the workloads directory with notify's inotify watcher: the
+//! directory's target and its parent. A directory that is a symlink
+//! swapped to a new target (as Kubernetes ConfigMaps do), or a directory
+//! replaced whole (`mv wl.new wl`), changes nothing in the old target,
+//! only in the parent; `rearm` then moves the watch to what the path is
+//! now. notify's thread only says "something changed" (a rescan compares
+//! whole files), once per event batch, and nothing wakes while nothing
+//! happens; the event loop debounces.
+
+use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+/// What the watcher tells the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Something in the directory (or the directory's own entry) changed.
+    Files,
+    /// Events were lost (an inotify queue overflow) or the watcher failed:
+    /// rescan everything.
+    Lost,
+}
+
+pub struct Watch {
+    watcher: RecommendedWatcher,
+    dir: PathBuf,
+    /// What `dir` resolves to, and its identity, as watched now.
+    target: PathBuf,
+    identity: (u64, u64),
+    pub changes: mpsc::UnboundedReceiver<Change>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("watching {path}: {source}")]
+pub struct WatchError {
+    path: PathBuf,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+impl Watch {
+    pub fn new(dir: &Path) -> Result<Self, WatchError> {
+        let err = |source: Box<dyn std::error::Error + Send + Sync>| WatchError { path: dir.to_owned(), source };
+        let target = std::fs::canonicalize(dir).map_err(|e| err(e.into()))?;
+        let identity = identity(&target).map_err(|e| err(e.into()))?;
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_owned);
+        let entry: Option<OsString> = dir.file_name().map(ToOwned::to_owned);
+        let (tx, changes) = mpsc::unbounded_channel();
+        let parent_of_entry = parent.clone();
+        let handler = move |event: notify::Result<notify::Event>| {
+            let change = match event {
+                // The daemon's own reads of manifests: not a change.
+                Ok(event) if matches!(event.kind, EventKind::Access(_)) => None,
+                Ok(event) if event.need_rescan() => Some(Change::Lost),
+                // In the parent only the directory's own entry matters (a
+                // log, a socket or a configuration beside it does not).
+                Ok(event) => event
+                    .paths
+                    .iter()
+                    .any(|p| {
+                        let in_parent = p.parent().map(Path::to_owned) == parent_of_entry;
+                        !in_parent || p.file_name().map(ToOwned::to_owned) == entry
+                    })
+                    .then_some(Change::Files),
+                Err(error) => {
+                    tracing::warn!(%error, "watch error; rescanning everything");
+                    Some(Change::Lost)
+                }
+            };
+            if let Some(change) = change {
+                let _ = tx.send(change);
+            }
+        };
+        let mut watcher = notify::recommended_watcher(handler).map_err(|e| err(e.into()))?;
+        watcher.watch(&target, RecursiveMode::NonRecursive).map_err(|e| err(e.into()))?;
+        if let Some(parent) = &parent {
+            watcher.watch(parent, RecursiveMode::NonRecursive).map_err(|e| err(e.into()))?;
+        }
+        Ok(Watch { watcher, dir: dir.to_owned(), target, identity, changes })
+    }
+
+    /// After a rescan: if the directory now resolves elsewhere (a swapped
+    /// symlink) or is another directory (replaced whole), watch that.
+    pub fn rearm(&mut self) {
+        let Ok(target) = std::fs::canonicalize(&self.dir) else { return };
+        let Ok(identity) = identity(&target) else { return };
+        if target == self.target && identity == self.identity {
+            return;
+        }
+        // The old target may be gone already; its watch went with it.
+        let _ = self.watcher.unwatch(&self.target);
+        match self.watcher.watch(&target, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                tracing::info!(dir = %self.dir.display(), target = %target.display(), "the workloads directory was replaced; watching what it is now")
+            }
+            Err(e) => {
+                tracing::error!(dir = %target.display(), error = %e, "cannot watch the workloads directory; only the periodic resync will see its changes")
+            }
+        }
+        self.target = target;
+        self.identity = identity;
+    }
+}

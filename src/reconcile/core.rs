@@ -1,0 +1,266 @@
+//! The supervisor's pure core: every change to a workload goes through one
+//! of these functions, which return the effects for the shell to carry
+//! out. No I/O, no clock (`Clock` is passed in), no jitter of its own.
+//!
+//! - `on_manifest`: a manifest file was found valid, invalid, or removed;
+//! - `on_request`: `paddock start|stop|restart`;
+//! - `on_started`, `on_start_failed`, `on_exit`: what a sandbox did;
+//! - `on_timer`: deadlines (stop and start timeouts);
+//! - `reconcile`: level-triggered, plans what to start and stop for every
+//!   workload at once (a missed event heals on the next pass);
+//! - `shutdown`: stop everything.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::state::State;
+use super::workload::{Cause, Clock, Desired, Ended, File, Happening, Version, Workload};
+use crate::model::{Manifest, Signal, WorkloadName};
+
+/// How long a start may take, from the clone to the init's report, before
+/// it is killed and counted as failed (an init stuck on a dead mount).
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A start the daemon could not make (out of descriptors, a full disk) is
+/// tried again after this, without counting against the workload.
+pub const DAEMON_RETRY: Duration = Duration::from_secs(2);
+
+/// What a scan found for one workload's manifest file.
+#[derive(Debug, Clone)]
+pub enum ManifestEvent {
+    Valid {
+        version: Version,
+        manifest: Arc<Manifest>,
+    },
+    /// Invalid or unusable; the problems as `check` shows them.
+    Invalid(String),
+    Removed,
+}
+
+/// What the shell carries out, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Begin a sandbox for this version; its outcome comes back through
+    /// `on_started` or `on_start_failed`.
+    Start { name: WorkloadName, version: Version, manifest: Arc<Manifest>, cause: Cause },
+    /// Send the stop signal (`on_timer` kills at the deadline).
+    Stop { name: WorkloadName, signal: Signal, cause: Cause },
+    /// Kill every process of the sandbox.
+    Kill { name: WorkloadName },
+    /// Its kept state (hold, ended) changed: write it.
+    Persist { name: WorkloadName },
+    /// Gone for good: free its ids, drop its kept state.
+    Forget { name: WorkloadName },
+}
+
+/// What a reconcile decided, as `reload` and `plan` tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verb {
+    Start,
+    /// A start after a restart delay.
+    Retry,
+    /// Stop, then start the new version.
+    Restart,
+    Stop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub verb: Verb,
+    pub name: WorkloadName,
+    pub cause: Cause,
+}
+
+/// One reconcile pass.
+#[derive(Debug, Default, PartialEq)]
+pub struct Pass {
+    pub effects: Vec<Effect>,
+    pub actions: Vec<Action>,
+    /// Starts left for the next pass (at most `max_starts` per pass).
+    pub queued: usize,
+}
+
+/// `paddock start|stop|restart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// What a request did, for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Its sandbox is being stopped and will be held.
+    Stopping,
+    /// It had no sandbox and is held stopped now.
+    Held,
+    AlreadyHeld,
+    /// It will be started.
+    Starting,
+    /// `start` on a workload that is not stopped: its state.
+    NotStopped(&'static str),
+    Restarting,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no workload {0:?} has a valid manifest")]
+pub struct Unknown(pub String);
+
+#[derive(Debug, Clone, Default)]
+pub struct Core {
+    pub(super) workloads: BTreeMap<WorkloadName, Workload>,
+    /// Every workload's kept state is in doubt (see `Workload::doubt`).
+    doubt_all: Option<String>,
+}
+
+/// The top-level manifest keys that differ between two versions.
+pub fn changed_keys(old: &Manifest, new: &Manifest) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return Vec::new();
+    };
+    let mut keys: Vec<String> = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+impl Core {
+    pub fn get(&self, name: &WorkloadName) -> Option<&Workload> {
+        self.workloads.get(name)
+    }
+
+    pub fn workloads(&self) -> impl Iterator<Item = &Workload> {
+        self.workloads.values()
+    }
+
+    fn entry(&mut self, name: &WorkloadName) -> &mut Workload {
+        let doubt = &self.doubt_all;
+        self.workloads.entry(name.clone()).or_insert_with(|| {
+            let mut w = Workload::new(name.clone());
+            w.doubt = doubt.clone();
+            w
+        })
+    }
+
+    /// What the daemon kept of `name` could not be read: it is held, at
+    /// whatever version its manifest has, until an operator starts it.
+    pub fn doubt(&mut self, name: &WorkloadName, why: String) {
+        self.entry(name).doubt = Some(why);
+    }
+
+    /// As `doubt`, for every workload (a lost list of holds).
+    pub fn doubt_all(&mut self, why: String) {
+        for w in self.workloads.values_mut() {
+            w.doubt = Some(why.clone());
+        }
+        self.doubt_all = Some(why);
+    }
+
+    /// Puts back what a daemon kept of a workload across its restart: a
+    /// hold, or how its last run ended. The manifest that follows decides
+    /// whether it still applies (the same version keeps it).
+    pub fn restore(&mut self, name: &WorkloadName, hold: Option<Version>, ended: Option<Ended>) {
+        let w = self.entry(name);
+        w.hold = hold;
+        w.ended = ended;
+        w.state = match (hold, ended) {
+            (Some(version), _) => State::Held { version },
+            (None, Some(Ended { version, failed: true, .. })) => State::Failed { version, failures: 0 },
+            (None, Some(Ended { version, failed: false, exit })) => {
+                w.last_exit = exit;
+                State::Exited { version }
+            }
+            (None, None) => State::Idle,
+        };
+    }
+
+    pub fn on_manifest(&mut self, name: &WorkloadName, event: ManifestEvent, at: Clock) -> Vec<Effect> {
+        let w = self.entry(name);
+        let mut effects = Vec::new();
+        match event {
+            ManifestEvent::Valid { version, manifest } => {
+                let before = w.desired.take();
+                w.file = File::Valid;
+                if before.as_ref().is_none_or(|d| d.version != version) {
+                    let cause = match &before {
+                        Some(old) => Cause::Changed(changed_keys(&old.manifest, &manifest)),
+                        None => Cause::New,
+                    };
+                    w.note(
+                        at.wall,
+                        match &cause {
+                            Cause::Changed(keys) => Happening::ManifestChanged(keys.clone()),
+                            _ => Happening::ManifestAdded,
+                        },
+                    );
+                    w.restarts = 0;
+                    w.error = None;
+                    w.cause = Some(cause);
+                    // Another manifest releases a hold and revives what ended.
+                    let released = w.hold.take_if(|held| *held != version).is_some();
+                    let revived = w.ended.take_if(|ended| ended.version != version).is_some();
+                    if released || revived {
+                        effects.push(Effect::Persist { name: name.clone() });
+                    }
+                }
+                // In doubt: held at this version (failing closed), never started.
+                if w.doubt.is_some() && w.hold != Some(version) && !w.state.has_sandbox() {
+                    w.hold = Some(version);
+                    w.state = State::Held { version };
+                    w.note(at.wall, Happening::Held);
+                    effects.push(Effect::Persist { name: name.clone() });
+                }
+                w.desired = Some(Desired { version, manifest });
+            }
+            ManifestEvent::Invalid(problems) => {
+                if w.file != File::Invalid(problems.clone()) {
+                    let kept = w.desired.is_some();
+                    w.note(at.wall, Happening::ManifestInvalid { kept });
+                }
+                w.file = File::Invalid(problems);
+            }
+            ManifestEvent::Removed => {
+                w.note(at.wall, Happening::ManifestRemoved);
+                w.file = File::Absent;
+                w.desired = None;
+                w.cause = Some(Cause::Removed);
+                // Removing the manifest ends a hold (and what a run came to).
+                if w.hold.take().is_some() | w.ended.take().is_some() {
+                    effects.push(Effect::Persist { name: name.clone() });
+                }
+            }
+        }
+        effects
+    }
+
+    /// Whether any sandbox is left.
+    pub fn any_sandbox(&self) -> bool {
+        self.workloads.values().any(|w| w.state.has_sandbox())
+    }
+
+    /// What a reconcile would do if the manifests were `manifests` (every
+    /// workload not in it removed), without doing it.
+    pub fn preview(&self, manifests: BTreeMap<WorkloadName, ManifestEvent>, at: Clock) -> Vec<Action> {
+        let mut copy = self.clone();
+        let gone: Vec<WorkloadName> = copy.workloads.keys().filter(|n| !manifests.contains_key(*n)).cloned().collect();
+        for name in gone {
+            copy.on_manifest(&name, ManifestEvent::Removed, at);
+        }
+        for (name, event) in manifests {
+            copy.on_manifest(&name, event, at);
+        }
+        copy.reconcile(at, usize::MAX).actions
+    }
+}
+
+impl Workload {
+    /// The manifest its current sandbox was started from.
+    pub fn running_manifest(&self) -> Option<&Manifest> {
+        self.runs.as_ref().map(|d| d.manifest.as_ref())
+    }
+}

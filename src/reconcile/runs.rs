@@ -1,0 +1,264 @@
+//! Runs: reconcile (what to start and stop), and what a sandbox's start,
+//! failure, exit and deadlines do to its workload.
+
+use std::time::{Duration, Instant};
+
+use super::core::{Action, Core, DAEMON_RETRY, Effect, Pass, START_TIMEOUT, Verb};
+use super::restart::{Decision, decide};
+use super::state::{State, Then};
+use super::workload::{Blame, Cause, Clock, Ended, File, Happening, StartFailure, Version, Workload};
+use crate::model::{Exit, WorkloadName};
+
+impl Core {
+    pub(super) fn stop(w: &mut Workload, cause: Cause, then: Then, at: Clock, effects: &mut Vec<Effect>) {
+        let Some(version) = w.state.version() else { return };
+        // The signal and timeout of the version that runs, not of a newer manifest.
+        let stop = match &w.state {
+            State::Starting { .. } | State::Running { .. } => w.running_manifest().map(|m| m.stop.clone()),
+            _ => None,
+        }
+        .unwrap_or_default();
+        let deadline = Some(at.now + stop.timeout.as_std());
+        w.state = State::Stopping { version, then, deadline };
+        w.note(at.wall, Happening::Stopping { signal: stop.signal, cause: cause.clone() });
+        effects.push(Effect::Stop { name: w.name.clone(), signal: stop.signal, cause });
+    }
+
+    fn start(w: &mut Workload, cause: Cause, at: Clock, effects: &mut Vec<Effect>) {
+        let Some(desired) = w.desired.clone() else { return };
+        let failures = match w.state {
+            State::Backoff { version, failures, .. } if version == desired.version => {
+                w.restarts += 1;
+                failures
+            }
+            _ => 0,
+        };
+        w.state = State::Starting {
+            version: desired.version,
+            failures,
+            begun: at.now,
+            deadline: Some(at.now + START_TIMEOUT),
+        };
+        w.runs = Some(desired.clone());
+        w.cause = None;
+        w.note(at.wall, Happening::Starting(cause.clone()));
+        effects.push(Effect::Start {
+            name: w.name.clone(),
+            version: desired.version,
+            manifest: desired.manifest,
+            cause,
+        });
+    }
+
+    /// Plans and begins what brings every workload in line with its
+    /// manifest. At most `max_starts` sandboxes are starting at once (those
+    /// already starting count): the rest are counted in `queued`, and the
+    /// passes that follow their outcomes begin them.
+    pub fn reconcile(&mut self, at: Clock, max_starts: usize) -> Pass {
+        let mut pass = Pass::default();
+        let mut forgotten = Vec::new();
+        let mut starts = self.workloads.values().filter(|w| matches!(w.state, State::Starting { .. })).count();
+        for (name, w) in &mut self.workloads {
+            let desired = w.desired_version();
+            let action = match (desired, w.state) {
+                (None, State::Stopping { .. }) => None,
+                (None, s) if s.has_sandbox() => Some((Verb::Stop, Cause::Removed)),
+                (None, _) if w.file == File::Absent => {
+                    forgotten.push(name.clone());
+                    None
+                }
+                (None, _) => None,
+                (Some(_), State::Idle) => Some((Verb::Start, w.cause.clone().unwrap_or(Cause::New))),
+                (Some(_), State::Stopping { .. }) => None,
+                (Some(v), s) if s.version() != Some(v) => {
+                    let cause = w.cause.clone().unwrap_or(Cause::Changed(Vec::new()));
+                    Some((if s.has_sandbox() { Verb::Restart } else { Verb::Start }, cause))
+                }
+                (Some(_), State::Backoff { until, .. }) if until <= at.now => {
+                    Some((Verb::Retry, Cause::RestartDelayOver))
+                }
+                (Some(_), _) => None,
+            };
+            let Some((verb, cause)) = action else { continue };
+            match verb {
+                Verb::Start | Verb::Retry if starts >= max_starts => {
+                    pass.queued += 1;
+                    continue;
+                }
+                Verb::Start | Verb::Retry => {
+                    starts += 1;
+                    Self::start(w, cause.clone(), at, &mut pass.effects);
+                }
+                Verb::Restart => Self::stop(w, cause.clone(), Then::Replace, at, &mut pass.effects),
+                Verb::Stop => Self::stop(w, cause.clone(), Then::Forget, at, &mut pass.effects),
+            }
+            pass.actions.push(Action { verb, name: name.clone(), cause });
+        }
+        for name in forgotten {
+            self.workloads.remove(&name);
+            pass.effects.push(Effect::Forget { name });
+        }
+        pass
+    }
+
+    pub fn on_started(&mut self, name: &WorkloadName, pid: i32, latency: Duration, at: Clock) {
+        let Some(w) = self.workloads.get_mut(name) else { return };
+        if let State::Starting { version, failures, .. } = w.state {
+            w.state = State::Running { version, since: at.now, failures, pid };
+        }
+        w.error = None;
+        w.start_latency = Some(latency);
+        w.note(at.wall, Happening::Started { pid });
+    }
+
+    pub fn on_start_failed(
+        &mut self,
+        name: &WorkloadName,
+        failure: StartFailure,
+        at: Clock,
+        jitter: f64,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let Some(w) = self.workloads.get_mut(name) else { return effects };
+        w.note(at.wall, Happening::StartFailed(failure.clone()));
+        let blame = failure.blame;
+        w.error = Some(failure);
+        let runs = w.runs.take();
+        match w.state {
+            State::Starting { version, failures, .. } => match blame {
+                Blame::Daemon => w.state = State::Backoff { version, until: at.now + DAEMON_RETRY, failures },
+                Blame::Host => w.state = State::Failed { version, failures: failures + 1 },
+                // A start that failed is a run of no length that failed.
+                Blame::Workload => {
+                    let restart = runs.map(|d| d.manifest.restart.clone()).unwrap_or_default();
+                    Self::decided(
+                        w,
+                        version,
+                        failures,
+                        Exit::Code(125),
+                        Duration::ZERO,
+                        &restart,
+                        at,
+                        jitter,
+                        &mut effects,
+                    );
+                }
+            },
+            State::Stopping { then, .. } => self.after_stop(name, then, &mut effects),
+            _ => {}
+        }
+        effects
+    }
+
+    pub fn on_exit(&mut self, name: &WorkloadName, exit: Exit, at: Clock, jitter: f64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let Some(w) = self.workloads.get_mut(name) else { return effects };
+        w.last_exit = Some(exit);
+        w.note(at.wall, Happening::Exited(exit));
+        let runs = w.runs.take();
+        let restart = runs.map(|d| d.manifest.restart.clone()).unwrap_or_default();
+        match w.state {
+            State::Running { version, since, failures, .. } => {
+                let ran_for = at.now.saturating_duration_since(since);
+                Self::decided(w, version, failures, exit, ran_for, &restart, at, jitter, &mut effects);
+            }
+            State::Starting { version, failures, .. } => {
+                Self::decided(w, version, failures, exit, Duration::ZERO, &restart, at, jitter, &mut effects);
+            }
+            State::Stopping { then, .. } => self.after_stop(name, then, &mut effects),
+            _ => {}
+        }
+        effects
+    }
+
+    /// The restart policy's decision on a run that ended by itself.
+    #[allow(clippy::too_many_arguments)]
+    fn decided(
+        w: &mut Workload,
+        version: Version,
+        failures: u32,
+        exit: Exit,
+        ran_for: Duration,
+        restart: &crate::model::Restart,
+        at: Clock,
+        jitter: f64,
+        effects: &mut Vec<Effect>,
+    ) {
+        match decide(restart, exit, ran_for, failures, jitter) {
+            Decision::Restart { delay, failures } => {
+                w.state = State::Backoff { version, until: at.now + delay, failures };
+                w.note(at.wall, Happening::RestartIn(delay));
+            }
+            Decision::GiveUp { failures } => {
+                w.state = State::Failed { version, failures };
+                w.ended = Some(Ended { version, failed: true, exit: Some(exit) });
+                w.note(at.wall, Happening::GaveUp { failures });
+                effects.push(Effect::Persist { name: w.name.clone() });
+            }
+            Decision::Done => {
+                w.state = State::Exited { version };
+                w.ended = Some(Ended { version, failed: false, exit: Some(exit) });
+                effects.push(Effect::Persist { name: w.name.clone() });
+            }
+        }
+    }
+
+    /// A sandbox stopped on purpose has exited: what the facts say now
+    /// decides what follows, whatever the stop was first for.
+    fn after_stop(&mut self, name: &WorkloadName, then: Then, effects: &mut Vec<Effect>) {
+        let Some(w) = self.workloads.get_mut(name) else { return };
+        w.state = match (w.desired.is_some(), w.hold, then) {
+            (false, _, _) if w.file == File::Absent => {
+                self.workloads.remove(name);
+                effects.push(Effect::Forget { name: name.clone() });
+                return;
+            }
+            (_, Some(version), _) => State::Held { version },
+            _ => State::Idle,
+        };
+    }
+
+    /// Kills what missed its deadline: a stop past its timeout, a start
+    /// whose init never reported.
+    pub fn on_timer(&mut self, at: Clock) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for w in self.workloads.values_mut() {
+            let missed = match &mut w.state {
+                State::Stopping { deadline, .. } | State::Starting { deadline, .. } => {
+                    deadline.take_if(|d| *d <= at.now).is_some()
+                }
+                _ => false,
+            };
+            if missed {
+                w.note(at.wall, Happening::Killed);
+                effects.push(Effect::Kill { name: w.name.clone() });
+            }
+        }
+        effects
+    }
+
+    /// When `on_timer` or `reconcile` next has something to do.
+    pub fn wake_at(&self) -> Option<Instant> {
+        self.workloads
+            .values()
+            .filter_map(|w| match w.state {
+                State::Backoff { until, .. } => Some(until),
+                State::Stopping { deadline, .. } | State::Starting { deadline, .. } => deadline,
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Stops every sandbox, each with its own signal and timeout.
+    pub fn shutdown(&mut self, at: Clock) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for w in self.workloads.values_mut() {
+            match w.state {
+                State::Stopping { .. } => Self::redirect_stop(w, Then::Halt),
+                s if s.has_sandbox() => Self::stop(w, Cause::Shutdown, Then::Halt, at, &mut effects),
+                _ => {}
+            }
+        }
+        effects
+    }
+}

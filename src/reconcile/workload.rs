@@ -1,0 +1,275 @@
+//! One record per workload: what its manifest asks for, what runs, what an
+//! operator said, and what happened to it. The core changes records only
+//! through its transitions (`core.rs`); everything else reads them.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::state::State;
+use crate::model::{Exit, Manifest, Signal, WorkloadName};
+
+/// Which manifest content a workload runs: a hash of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version(pub u64);
+
+/// Now, as the core sees it: a monotonic instant for delays and a wall
+/// clock for what `status` shows. Passed in, never read by the core.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub now: Instant,
+    pub wall: SystemTime,
+}
+
+impl Clock {
+    pub fn read() -> Self {
+        Clock { now: Instant::now(), wall: SystemTime::now() }
+    }
+
+    /// The same moment `d` later (for tests and previews).
+    pub fn after(self, d: Duration) -> Self {
+        Clock { now: self.now + d, wall: self.wall + d }
+    }
+}
+
+/// Why a workload is started, restarted or stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// Its manifest appeared.
+    New,
+    /// Its manifest changed; these top-level keys differ (none: formatting only).
+    Changed(Vec<String>),
+    /// Its manifest was removed.
+    Removed,
+    /// Its restart delay is over.
+    RestartDelayOver,
+    /// `paddock restart`.
+    RestartAsked,
+    /// `paddock start`.
+    StartAsked,
+    /// `paddock stop`.
+    StopAsked,
+    /// The daemon is stopping.
+    Shutdown,
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::New => f.write_str("manifest added"),
+            Cause::Changed(keys) => match keys.as_slice() {
+                [] => f.write_str("manifest changed (formatting or comments only)"),
+                [one] => write!(f, "manifest changed: {one}"),
+                [rest @ .., last] => write!(f, "manifest changed: {} and {last}", rest.join(", ")),
+            },
+            Cause::Removed => f.write_str("manifest removed"),
+            Cause::RestartDelayOver => f.write_str("its restart delay is over"),
+            Cause::RestartAsked => f.write_str("paddock restart"),
+            Cause::StartAsked => f.write_str("paddock start"),
+            Cause::StopAsked => f.write_str("paddock stop"),
+            Cause::Shutdown => f.write_str("the daemon is stopping"),
+        }
+    }
+}
+
+/// The last valid version of a manifest: it keeps running while a newer
+/// version of the file is invalid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub version: Version,
+    pub manifest: Arc<Manifest>,
+}
+
+/// What the workload's manifest file says now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum File {
+    /// No file (removed, or known only from the daemon's records).
+    Absent,
+    /// The file is valid: `Workload::desired` is its content.
+    Valid,
+    /// The file is invalid (or unreadable); the problems, as `check` shows them.
+    Invalid(String),
+}
+
+/// Why a start failed, for the restart decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The workload's run: counts as a failure, restarted with backoff.
+    Workload,
+    /// This host cannot run it as written (a missing cgroup controller, a
+    /// missing mount source...): `failed` at once, retried when its
+    /// manifest changes or an operator restarts it, not in a loop.
+    Host,
+    /// The daemon could not start it now (out of descriptors, a full disk):
+    /// retried shortly, not counted against the workload.
+    Daemon,
+}
+
+/// A start that failed: the typed error, kept as it is and rendered where
+/// it is shown.
+#[derive(Debug, Clone)]
+pub struct StartFailure {
+    pub blame: Blame,
+    pub error: Arc<dyn std::error::Error + Send + Sync>,
+}
+
+impl StartFailure {
+    pub fn new(blame: Blame, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StartFailure { blame, error: Arc::new(error) }
+    }
+}
+
+impl PartialEq for StartFailure {
+    fn eq(&self, other: &Self) -> bool {
+        self.blame == other.blame && self.error.to_string() == other.error.to_string()
+    }
+}
+
+/// What a workload's run came to, kept across daemon restarts: a one-shot
+/// that finished is not run again, nor one that gave up, until its
+/// manifest changes or an operator starts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ended {
+    pub version: Version,
+    pub failed: bool,
+    pub exit: Option<Exit>,
+}
+
+/// One thing that happened to a workload, for `paddock status NAME`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Happening {
+    ManifestAdded,
+    ManifestChanged(Vec<String>),
+    /// The file became invalid; whether a valid version keeps running.
+    ManifestInvalid {
+        kept: bool,
+    },
+    ManifestRemoved,
+    Starting(Cause),
+    Started {
+        pid: i32,
+    },
+    StartFailed(StartFailure),
+    Exited(Exit),
+    RestartIn(Duration),
+    GaveUp {
+        failures: u32,
+    },
+    Stopping {
+        signal: Signal,
+        cause: Cause,
+    },
+    Killed,
+    Held,
+    Released(Cause),
+}
+
+impl fmt::Display for Happening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Happening::ManifestAdded => f.write_str("manifest added"),
+            Happening::ManifestChanged(keys) => Cause::Changed(keys.clone()).fmt(f),
+            Happening::ManifestInvalid { kept: true } => f.write_str("manifest invalid; the last valid version stays"),
+            Happening::ManifestInvalid { kept: false } => f.write_str("manifest invalid; nothing runs"),
+            Happening::ManifestRemoved => f.write_str("manifest removed"),
+            Happening::Starting(cause) => write!(f, "starting ({cause})"),
+            Happening::Started { pid } => write!(f, "started (pid {pid})"),
+            Happening::StartFailed(failure) => write!(f, "start failed: {}", failure.error),
+            Happening::Exited(exit) => write!(f, "exited: {exit}"),
+            Happening::RestartIn(delay) => {
+                write!(f, "restart in {}", crate::model::Duration::from_millis(delay.as_millis() as u64))
+            }
+            Happening::GaveUp { failures } => write!(f, "failed: gave up after {failures} consecutive failures"),
+            Happening::Stopping { signal, cause } => write!(f, "stopping with {signal} ({cause})"),
+            Happening::Killed => f.write_str("stop timeout: killed"),
+            Happening::Held => f.write_str("held stopped by paddock stop"),
+            Happening::Released(cause) => write!(f, "released ({cause})"),
+        }
+    }
+}
+
+/// A happening and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub at: SystemTime,
+    pub what: Happening,
+}
+
+/// How many changes a workload keeps.
+pub const HISTORY: usize = 20;
+
+/// Everything the daemon knows of one workload.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub name: WorkloadName,
+    pub desired: Option<Desired>,
+    /// The version its current sandbox was started from (its stop signal
+    /// and restart policy apply to that run, whatever the file says now).
+    pub runs: Option<Desired>,
+    pub file: File,
+    pub state: State,
+    /// Held stopped by `paddock stop` at this manifest version; another
+    /// version (or `paddock start`) releases it. Persisted.
+    pub hold: Option<Version>,
+    /// What its last run came to, when it is not to run again. Persisted.
+    pub ended: Option<Ended>,
+    /// Why what the daemon kept of it is in doubt (an unreadable file):
+    /// then it is held at whatever version its manifest has, until an
+    /// operator starts it.
+    pub doubt: Option<String>,
+    /// Restarts since its manifest last changed.
+    pub restarts: u32,
+    pub last_exit: Option<Exit>,
+    /// The current start error, until a start succeeds or the manifest changes.
+    pub error: Option<StartFailure>,
+    /// Why its next start happens.
+    pub cause: Option<Cause>,
+    pub history: VecDeque<Change>,
+    /// How long its last start took, from begin to the workload's exec.
+    pub start_latency: Option<Duration>,
+}
+
+impl Workload {
+    pub fn new(name: WorkloadName) -> Self {
+        Workload {
+            name,
+            desired: None,
+            runs: None,
+            file: File::Absent,
+            state: State::Idle,
+            hold: None,
+            ended: None,
+            doubt: None,
+            restarts: 0,
+            last_exit: None,
+            error: None,
+            cause: None,
+            history: VecDeque::new(),
+            start_latency: None,
+        }
+    }
+
+    pub fn note(&mut self, at: SystemTime, what: Happening) {
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(Change { at, what });
+    }
+
+    /// The name `status` shows for its state.
+    pub fn state_name(&self) -> &'static str {
+        match (&self.state, &self.file) {
+            (State::Idle, File::Invalid(_)) if self.desired.is_none() => "invalid",
+            (state, _) => state.name(),
+        }
+    }
+
+    /// Its version, when a valid manifest exists.
+    pub fn desired_version(&self) -> Option<Version> {
+        self.desired.as_ref().map(|d| d.version)
+    }
+}

@@ -1,0 +1,201 @@
+//! The supervisor's pure core, as a table: each row a story of events for
+//! one workload and the state and effects it must end in. No root, no
+//! kernel, no clock (time is passed in).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use paddock::model::{Exit, Manifest, WorkloadName};
+use paddock::reconcile::{
+    Answer, Blame, Cause, Clock, Command, Core, Effect, Ended, ManifestEvent, START_TIMEOUT, StartFailure, State,
+    Version,
+};
+
+fn name() -> WorkloadName {
+    WorkloadName::try_from("web").unwrap()
+}
+
+fn manifest(extra: &str) -> Arc<Manifest> {
+    Arc::new(toml::from_str(&format!("command = [\"/bin/sleep\", \"1\"]\n{extra}")).unwrap())
+}
+
+/// One step of a story.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A valid manifest of this version (and extra TOML).
+    Valid(u64, &'static str),
+    Invalid,
+    Removed,
+    Reconcile,
+    Started,
+    Exit(i32),
+    StartFailed(Blame),
+    Ask(Command),
+    /// Time passes, then the timer fires.
+    Wait(Duration),
+    /// A daemon restart: the core is rebuilt from what was kept.
+    Restart,
+}
+
+use Step::*;
+
+struct Story {
+    core: Core,
+    at: Clock,
+    /// The effects of the last step, by kind.
+    effects: Vec<String>,
+}
+
+fn kind(e: &Effect) -> String {
+    match e {
+        Effect::Start { cause, .. } => format!("start ({cause})"),
+        Effect::Stop { cause, .. } => format!("stop ({cause})"),
+        Effect::Kill { .. } => "kill".into(),
+        Effect::Persist { .. } => "persist".into(),
+        Effect::Forget { .. } => "forget".into(),
+    }
+}
+
+impl Story {
+    fn new() -> Self {
+        Story { core: Core::default(), at: Clock::read(), effects: Vec::new() }
+    }
+
+    fn step(&mut self, step: &Step) {
+        let n = name();
+        let effects = match step {
+            Valid(v, extra) => {
+                let event = ManifestEvent::Valid { version: Version(*v), manifest: manifest(extra) };
+                self.core.on_manifest(&n, event, self.at)
+            }
+            Invalid => self.core.on_manifest(&n, ManifestEvent::Invalid("bad".into()), self.at),
+            Removed => self.core.on_manifest(&n, ManifestEvent::Removed, self.at),
+            Reconcile => self.core.reconcile(self.at, 16).effects,
+            Started => {
+                self.core.on_started(&n, 4242, Duration::from_millis(3), self.at);
+                Vec::new()
+            }
+            Exit(code) => self.core.on_exit(&n, Exit::Code(*code), self.at, 0.0),
+            StartFailed(blame) => {
+                let failure = StartFailure::new(*blame, std::io::Error::other("no"));
+                self.core.on_start_failed(&n, failure, self.at, 0.0)
+            }
+            Ask(command) => self.core.on_request(&n, *command, self.at).map(|(_, e)| e).unwrap_or_default(),
+            Wait(d) => {
+                self.at = self.at.after(*d);
+                self.core.on_timer(self.at)
+            }
+            Restart => {
+                // What the shell keeps of it, and nothing else.
+                let kept = self.core.get(&n).map(|w| (w.hold, w.ended));
+                self.core = Core::default();
+                if let Some((hold, ended)) = kept {
+                    self.core.restore(&n, hold, ended);
+                }
+                Vec::new()
+            }
+        };
+        self.effects = effects.iter().map(kind).collect();
+    }
+
+    fn state(&self) -> String {
+        self.core.get(&name()).map_or("gone".into(), |w| {
+            let held = if w.hold.is_some() { " held" } else { "" };
+            format!("{}{held}", w.state_name())
+        })
+    }
+}
+
+const SEC: Duration = Duration::from_secs(1);
+
+#[test]
+fn every_story_ends_where_it_should() {
+    #[rustfmt::skip]
+    let rows: Vec<(&str, Vec<Step>, &str, Vec<&str>)> = vec![
+        // (story, steps, final state, effects of the last step)
+        ("a new manifest starts", vec![Valid(1, ""), Reconcile], "starting", vec!["start (manifest added)"]),
+        ("it runs once its init reports", vec![Valid(1, ""), Reconcile, Started], "running", vec![]),
+        ("a failure waits, then retries", vec![Valid(1, ""), Reconcile, Started, Exit(1)], "backoff", vec![]),
+        ("the retry after the delay", vec![Valid(1, ""), Reconcile, Started, Exit(1), Wait(SEC), Reconcile], "starting", vec!["start (its restart delay is over)"]),
+        ("a changed manifest stops the old run", vec![Valid(1, ""), Reconcile, Started, Valid(2, "hostname = \"h\""), Reconcile], "stopping", vec!["stop (manifest changed: hostname)"]),
+        ("and starts the new one after", vec![Valid(1, ""), Reconcile, Started, Valid(2, ""), Reconcile, Exit(143), Reconcile], "starting", vec!["start (manifest changed (formatting or comments only))"]),
+        ("an invalid edit keeps the old run", vec![Valid(1, ""), Reconcile, Started, Invalid, Reconcile], "running", vec![]),
+        ("a never-valid file runs nothing", vec![Invalid, Reconcile], "invalid", vec![]),
+        ("a removed manifest stops its run", vec![Valid(1, ""), Reconcile, Started, Removed, Reconcile], "stopping", vec!["stop (manifest removed)"]),
+        ("and is forgotten once it exited", vec![Valid(1, ""), Reconcile, Started, Removed, Reconcile, Exit(143)], "gone", vec!["forget"]),
+        ("stop holds a running workload", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Stop)], "stopping held", vec!["persist", "stop (paddock stop)"]),
+        ("which stays stopped after its exit", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Stop), Exit(143), Reconcile], "stopped held", vec![]),
+        ("and across a daemon restart", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Stop), Exit(143), Restart, Valid(1, ""), Reconcile], "stopped held", vec![]),
+        ("a new manifest version releases the hold", vec![Valid(1, ""), Ask(Command::Stop), Valid(2, ""), Reconcile], "starting", vec!["start (manifest changed (formatting or comments only))"]),
+        ("start releases it", vec![Valid(1, ""), Ask(Command::Stop), Ask(Command::Start), Reconcile], "starting", vec!["start (paddock start)"]),
+        // The bug the old supervisor had: stop, then remove before the exit lands.
+        ("held, removed before its exit: forgotten", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Stop), Removed, Exit(143)], "gone", vec!["forget"]),
+        ("and the same manifest added again starts", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Stop), Removed, Exit(143), Restart, Valid(1, ""), Reconcile], "starting", vec!["start (manifest added)"]),
+        ("a one-shot that finished is not run again", vec![Valid(1, "[restart]\npolicy = \"never\""), Reconcile, Started, Exit(0), Restart, Valid(1, "[restart]\npolicy = \"never\""), Reconcile], "exited", vec![]),
+        ("until its manifest changes", vec![Valid(1, "[restart]\npolicy = \"never\""), Reconcile, Started, Exit(0), Restart, Valid(2, "[restart]\npolicy = \"never\""), Reconcile], "starting", vec!["start (manifest added)"]),
+        ("one that gave up stays failed across a restart", vec![Valid(1, "[restart]\nmax_retries = 1"), Reconcile, Started, Exit(1), Wait(SEC), Reconcile, Started, Exit(1), Restart, Valid(1, "[restart]\nmax_retries = 1"), Reconcile], "failed", vec![]),
+        ("restart revives a failed one", vec![Valid(1, "[restart]\nmax_retries = 1"), Reconcile, Started, Exit(1), Wait(SEC), Reconcile, Started, Exit(1), Ask(Command::Restart), Reconcile], "starting", vec!["start (paddock restart)"]),
+        ("a stop that times out is a kill", vec![Valid(1, ""), Reconcile, Started, Removed, Reconcile, Wait(Duration::from_secs(11))], "stopping", vec!["kill"]),
+        ("a start whose init never reports is killed", vec![Valid(1, ""), Reconcile, Wait(START_TIMEOUT + SEC)], "starting", vec!["kill"]),
+        ("and counts as a failure when it dies", vec![Valid(1, ""), Reconcile, Wait(START_TIMEOUT + SEC), StartFailed(Blame::Workload)], "backoff", vec![]),
+        ("the daemon's trouble is retried, not counted", vec![Valid(1, ""), Reconcile, StartFailed(Blame::Daemon)], "backoff", vec![]),
+        ("a host that cannot run it: failed at once", vec![Valid(1, ""), Reconcile, StartFailed(Blame::Host)], "failed", vec![]),
+        ("restart asked while running", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Restart), Exit(143), Reconcile], "starting", vec!["start (paddock restart)"]),
+    ];
+    for (story, steps, state, effects) in rows {
+        let mut s = Story::new();
+        for step in &steps {
+            s.step(step);
+        }
+        assert_eq!(s.state(), state, "{story}: {steps:?}");
+        assert_eq!(s.effects, effects, "{story}: {steps:?}");
+    }
+}
+
+#[test]
+fn a_workload_kept_in_doubt_is_held_at_whatever_version_appears() {
+    let mut core = Core::default();
+    let at = Clock::read();
+    core.doubt(&name(), "unreadable".into());
+    let effects = core.on_manifest(&name(), ManifestEvent::Valid { version: Version(9), manifest: manifest("") }, at);
+    assert_eq!(effects.iter().map(kind).collect::<Vec<_>>(), ["persist"]);
+    assert!(core.reconcile(at, 16).effects.is_empty(), "nothing starts while in doubt");
+    assert_eq!(core.get(&name()).unwrap().hold, Some(Version(9)));
+    let (answer, _) = core.on_request(&name(), Command::Start, at).unwrap();
+    assert_eq!(answer, Answer::Starting);
+    assert_eq!(core.reconcile(at, 16).effects.iter().map(kind).collect::<Vec<_>>(), ["start (paddock start)"]);
+}
+
+#[test]
+fn no_more_than_the_limit_starts_at_once() {
+    let mut core = Core::default();
+    let at = Clock::read();
+    for i in 0..40 {
+        let n = WorkloadName::try_from(format!("w{i}").as_str()).unwrap();
+        core.on_manifest(&n, ManifestEvent::Valid { version: Version(1), manifest: manifest("") }, at);
+    }
+    let first = core.reconcile(at, 16);
+    assert_eq!((first.effects.len(), first.queued), (16, 24));
+    // Nothing reported yet: nothing more begins.
+    let second = core.reconcile(at, 16);
+    assert_eq!((second.effects.len(), second.queued), (0, 24));
+    let started = WorkloadName::try_from("w0").unwrap();
+    core.on_started(&started, 1, Duration::ZERO, at);
+    assert_eq!(core.reconcile(at, 16).effects.len(), 1, "one reported, one more begins");
+}
+
+#[test]
+fn restored_state_is_what_was_kept() {
+    let mut core = Core::default();
+    let ended = Ended { version: Version(3), failed: false, exit: Some(Exit::Code(0)) };
+    core.restore(&name(), None, Some(ended));
+    let w = core.get(&name()).unwrap();
+    assert_eq!((w.state, w.last_exit), (State::Exited { version: Version(3) }, Some(Exit::Code(0))));
+    assert_eq!(Cause::RestartAsked.to_string(), "paddock restart");
+}
+
+#[test]
+fn unknown_names_are_refused() {
+    let mut core = Core::default();
+    assert!(core.on_request(&name(), Command::Stop, Clock::read()).is_err());
+}

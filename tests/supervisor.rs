@@ -1,0 +1,298 @@
+//! The real supervisor (the shell around the core) driven by fakes: a
+//! scripted executor and an in-memory store, no root, no kernel. The
+//! convergence property runs here, through the supervisor itself.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paddock::daemon::executor::{Executor, SandboxEvent, StartRequest};
+use paddock::daemon::kept::Kept;
+use paddock::daemon::scan::{FileChange, Outcome, Snapshot};
+use paddock::daemon::store::Store;
+use paddock::daemon::supervisor::Supervisor;
+use paddock::idmap::{IdRange, Slice};
+use paddock::model::{Exit, Manifest, Signal, WorkloadName};
+use paddock::reconcile::{Blame, Clock, Command, ManifestEvent, StartFailure, Version};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Call {
+    Start(String),
+    Signal(String),
+    Kill(String),
+}
+
+#[derive(Default, Clone)]
+struct Fake {
+    calls: Rc<RefCell<Vec<Call>>>,
+    /// The next starts fail at once, with this blame.
+    fail: Rc<RefCell<Option<Blame>>>,
+}
+
+impl Executor for Fake {
+    fn start(&mut self, request: StartRequest<'_>) -> Result<(), StartFailure> {
+        if let Some(blame) = *self.fail.borrow() {
+            return Err(StartFailure::new(blame, std::io::Error::other("scripted failure")));
+        }
+        self.calls.borrow_mut().push(Call::Start(request.name.to_string()));
+        Ok(())
+    }
+    fn signal(&mut self, name: &WorkloadName, _: Signal) {
+        self.calls.borrow_mut().push(Call::Signal(name.to_string()));
+    }
+    fn kill(&mut self, name: &WorkloadName) {
+        self.calls.borrow_mut().push(Call::Kill(name.to_string()));
+    }
+    fn reap(&mut self, _: &WorkloadName) {}
+}
+
+#[derive(Default, Clone)]
+struct Memory {
+    slices: Rc<RefCell<BTreeMap<WorkloadName, Slice>>>,
+    kept: Rc<RefCell<BTreeMap<WorkloadName, Kept>>>,
+}
+
+impl Store for Memory {
+    fn slices(&mut self, names: &[&WorkloadName]) -> BTreeMap<WorkloadName, Result<Slice, StartFailure>> {
+        let mut slices = self.slices.borrow_mut();
+        names
+            .iter()
+            .map(|n| {
+                let next = slices.len() as u32;
+                let slice = *slices.entry((*n).clone()).or_insert_with(|| {
+                    let range = IdRange { start: 100_000 + next * 65536, count: 65536 };
+                    Slice { uid: range, gid: range }
+                });
+                ((*n).clone(), Ok(slice))
+            })
+            .collect()
+    }
+    fn slice(&self, name: &WorkloadName) -> Option<Slice> {
+        self.slices.borrow().get(name).copied()
+    }
+    fn keep(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
+        self.kept.borrow_mut().insert(name.clone(), kept.clone());
+        Ok(())
+    }
+    fn forget(&mut self, name: &WorkloadName) -> std::io::Result<()> {
+        self.slices.borrow_mut().remove(name);
+        self.kept.borrow_mut().remove(name);
+        Ok(())
+    }
+    fn slice_counts(&self) -> (usize, usize) {
+        (self.slices.borrow().len(), 256)
+    }
+}
+
+fn n(s: &str) -> WorkloadName {
+    WorkloadName::try_from(s).unwrap()
+}
+
+fn manifest(arg: u64) -> Arc<Manifest> {
+    Arc::new(toml::from_str(&format!("command = [\"/bin/sleep\", \"{arg}\"]\n")).unwrap())
+}
+
+/// A rescan that found these files changed.
+fn scan(changes: Vec<(&str, ManifestEvent)>) -> Outcome {
+    Outcome {
+        snapshot: Snapshot::new(),
+        changes: changes
+            .into_iter()
+            .map(|(name, event)| FileChange { file: format!("{name}.toml"), name: Some(n(name)), event })
+            .collect(),
+        refused: None,
+    }
+}
+
+fn valid(version: u64) -> ManifestEvent {
+    ManifestEvent::Valid { version: Version(version), manifest: manifest(version) }
+}
+
+struct Rig {
+    sup: Supervisor<Fake, Memory>,
+    fake: Fake,
+    store: Memory,
+    at: Clock,
+}
+
+impl Rig {
+    fn new() -> Self {
+        let (fake, store) = (Fake::default(), Memory::default());
+        let sup = Supervisor::new(fake.clone(), store.clone(), PathBuf::from("/wl"), PathBuf::from("/state"), 7);
+        Rig { sup, fake, store, at: Clock::read() }
+    }
+
+    fn take_calls(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.fake.calls.borrow_mut())
+    }
+
+    /// The world answers what the supervisor did: every start comes up,
+    /// every stop or kill ends in an exit.
+    fn answer(&mut self, calls: &[Call]) {
+        for call in calls {
+            let event = match call {
+                Call::Start(name) => SandboxEvent::Started { name: n(name), pid: 1, latency: Duration::ZERO },
+                Call::Signal(name) | Call::Kill(name) => SandboxEvent::Exited { name: n(name), exit: Exit::Signal(15) },
+            };
+            self.sup.on_sandbox(event, self.at);
+        }
+    }
+}
+
+#[test]
+fn a_start_that_fails_at_once_waits_and_is_retried_by_a_later_pass() {
+    let mut r = Rig::new();
+    *r.fake.fail.borrow_mut() = Some(Blame::Daemon);
+    r.sup.apply(scan(vec![("web", valid(1))]), r.at);
+    r.sup.reconcile(r.at);
+    assert!(r.take_calls().is_empty());
+    assert_eq!(r.sup.status(r.at)[0].state, "backoff");
+    assert!(r.sup.status(r.at)[0].error.as_deref().unwrap().contains("scripted failure"));
+    *r.fake.fail.borrow_mut() = None;
+    r.at = r.at.after(Duration::from_secs(3));
+    r.sup.on_timer(r.at);
+    r.sup.reconcile(r.at);
+    assert_eq!(r.take_calls(), [Call::Start("web".into())]);
+}
+
+#[test]
+fn a_hold_ends_with_its_manifest_even_when_the_exit_comes_after_the_removal() {
+    let mut r = Rig::new();
+    r.sup.apply(scan(vec![("web", valid(1))]), r.at);
+    r.sup.reconcile(r.at);
+    let calls = r.take_calls();
+    r.answer(&calls);
+    r.sup.request("web", Command::Stop, r.at).unwrap();
+    assert_eq!(r.store.kept.borrow()[&n("web")].hold, Some(Version(1)));
+    let stop = r.take_calls();
+    assert_eq!(stop, [Call::Signal("web".into())]);
+    r.sup.apply(scan(vec![("web", ManifestEvent::Removed)]), r.at);
+    r.answer(&stop);
+    r.sup.reconcile(r.at);
+    assert!(r.store.kept.borrow().get(&n("web")).is_none(), "nothing is kept of a removed workload");
+    assert!(r.store.slices.borrow().get(&n("web")).is_none(), "its slice is free");
+    assert!(r.sup.status(r.at).is_empty());
+}
+
+#[test]
+fn requests_answer_in_words() {
+    let mut r = Rig::new();
+    r.sup.apply(scan(vec![("web", valid(1))]), r.at);
+    assert_eq!(
+        r.sup.request("web", Command::Stop, r.at).unwrap(),
+        "web is held stopped until `paddock start web` or a change to its manifest"
+    );
+    assert_eq!(r.sup.request("web", Command::Stop, r.at).unwrap(), "web is already held stopped");
+    assert!(r.sup.request("nope", Command::Start, r.at).unwrap_err().contains("no workload \"nope\""));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write(u8, u64),
+    Remove(u8),
+    Crash(u8),
+    Stop(u8),
+    Start(u8),
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    proptest::collection::vec(
+        prop_oneof![
+            (0u8..5, 1u64..4).prop_map(|(i, v)| Op::Write(i, v)),
+            (0u8..5).prop_map(Op::Remove),
+            (0u8..5).prop_map(Op::Crash),
+            (0u8..5).prop_map(Op::Stop),
+            (0u8..5).prop_map(Op::Start),
+        ],
+        1..40,
+    )
+}
+
+proptest! {
+    /// Whatever happens, the supervisor settles with exactly the workloads
+    /// that should run running, never two sandboxes of one workload, and
+    /// a workload whose manifest did not change never restarted by a
+    /// change to another's.
+    #[test]
+    fn the_supervisor_converges_through_its_executor(ops in ops()) {
+        let mut r = Rig::new();
+        let mut files: BTreeMap<String, u64> = BTreeMap::new();
+        let mut held: BTreeSet<String> = BTreeSet::new();
+        let mut running: BTreeSet<String> = BTreeSet::new();
+        for op in ops {
+            let touched = match &op {
+                Op::Write(i, v) => {
+                    let w = format!("w{i}");
+                    if files.insert(w.clone(), *v) != Some(*v) {
+                        held.remove(&w);
+                        r.sup.apply(scan(vec![(w.as_str(), valid(*v))]), r.at);
+                    }
+                    Some(w)
+                }
+                Op::Remove(i) => {
+                    let w = format!("w{i}");
+                    if files.remove(&w).is_some() {
+                        held.remove(&w);
+                        r.sup.apply(scan(vec![(w.as_str(), ManifestEvent::Removed)]), r.at);
+                    }
+                    Some(w)
+                }
+                Op::Crash(i) => {
+                    let w = format!("w{i}");
+                    if running.contains(&w) {
+                        r.sup.on_sandbox(SandboxEvent::Exited { name: n(&w), exit: Exit::Code(1) }, r.at);
+                        running.remove(&w);
+                    }
+                    Some(w)
+                }
+                Op::Stop(i) => {
+                    let w = format!("w{i}");
+                    if r.sup.request(&w, Command::Stop, r.at).is_ok() { held.insert(w.clone()); }
+                    Some(w)
+                }
+                Op::Start(i) => {
+                    let w = format!("w{i}");
+                    if r.sup.request(&w, Command::Start, r.at).is_ok() { held.remove(&w); }
+                    Some(w)
+                }
+            };
+            // Settle: reconcile, let the world answer, until quiet. Only
+            // the workload this op touched may start or stop right away;
+            // others only when a restart delay of theirs runs out.
+            let mut waited = false;
+            for _ in 0..40 {
+                r.sup.reconcile(r.at);
+                let calls = r.take_calls();
+                for call in &calls {
+                    let w = match call { Call::Start(w) | Call::Signal(w) | Call::Kill(w) => w };
+                    prop_assert!(waited || Some(w) == touched.as_ref(), "{call:?} touched an unchanged workload");
+                    match call {
+                        Call::Start(w) => {
+                            prop_assert!(!running.contains(w), "a second sandbox of {w}");
+                            running.insert(w.clone());
+                        }
+                        Call::Signal(w) | Call::Kill(w) => { running.remove(w); }
+                    }
+                }
+                r.answer(&calls);
+                if calls.is_empty() {
+                    // Crashes restart after their delay.
+                    let Some(wake) = r.sup.wake_at() else { break };
+                    r.at = r.at.after(wake.saturating_duration_since(r.at.now));
+                    r.sup.on_timer(r.at);
+                    waited = true;
+                }
+            }
+        }
+        let want: BTreeSet<String> = files.keys().filter(|w| !held.contains(*w)).cloned().collect();
+        prop_assert_eq!(&running, &want, "what runs is what should");
+        for w in r.sup.status(r.at) {
+            let expected = if want.contains(&w.name) { "running" } else { "stopped" };
+            prop_assert_eq!(w.state.as_str(), expected, "{}", w.name);
+        }
+    }
+}
