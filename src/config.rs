@@ -43,6 +43,11 @@ pub struct Config {
     /// case a change was missed.
     #[serde(default = "defaults::resync_interval")]
     pub resync_interval: Duration,
+    /// How long a workload's start may take, from the clone to its
+    /// command's exec, before it is killed and counted as a failed start
+    /// (an init stuck on a dead network mount, say).
+    #[serde(default = "defaults::start_timeout")]
+    pub start_timeout: Duration,
     /// Where to serve Prometheus metrics, e.g. "127.0.0.1:9464"; empty: off.
     #[serde(default)]
     pub metrics_listen: String,
@@ -107,6 +112,9 @@ mod defaults {
         "/var/lib/paddock/volumes".into()
     }
     pub fn resync_interval() -> crate::model::Duration {
+        crate::model::Duration::from_secs(30)
+    }
+    pub fn start_timeout() -> crate::model::Duration {
         crate::model::Duration::from_secs(30)
     }
     pub fn cgroup_root() -> PathBuf {

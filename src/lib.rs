@@ -10,5 +10,6 @@ pub mod model;
 pub mod protocol;
 pub mod reconcile;
 pub mod sandbox;
+pub mod text;
 pub mod timefmt;
 pub mod validate;

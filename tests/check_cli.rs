@@ -226,6 +226,22 @@ fn hostile_input_gives_an_error_never_a_panic_or_a_hang() {
     );
 }
 
+/// A manifest's bytes (a raw escape in a comment, a decoded one in a
+/// value) never reach the terminal of whoever checks it.
+#[test]
+fn control_characters_in_a_manifest_are_shown_escaped() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = write(d.path(), "raw.toml", "command = [\"/bin/true\"] # \x1b]0;pwned\x07\n");
+    let decoded =
+        write(d.path(), "decoded.toml", "command = [\"/bin/true\"]\nhostname = \"\\u001b]52;c;aGk=\\u0007\"\n");
+    for path in [raw, decoded] {
+        let run = check(&[], &[&path]);
+        assert_eq!(run.code, 1, "{}", run.stdout);
+        assert!(!run.stdout.contains('\x1b') && !run.stdout.contains('\x07'), "{:?}", run.stdout);
+        assert!(run.stdout.contains("\\x1b") || run.stdout.contains("\\u{1b}"), "{:?}", run.stdout);
+    }
+}
+
 fn nix_mkfifo(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: `c` is a valid NUL-terminated path that outlives the call.

@@ -362,10 +362,15 @@ fn metrics_parse_as_prometheus_text_and_match_status() {
 
 /// Runs `paddock status` with its stdout on a terminal COLUMNS wide.
 fn status_on_a_terminal(d: &Daemon, columns: u16, no_color: bool) -> String {
+    on_a_terminal(d, &["status"], columns, no_color)
+}
+
+/// Runs `paddock ARGS --socket ...` with its stdout on a terminal COLUMNS wide.
+fn on_a_terminal(d: &Daemon, args: &[&str], columns: u16, no_color: bool) -> String {
     let size = nix::pty::Winsize { ws_row: 24, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0 };
     let pty = nix::pty::openpty(Some(&size), None).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
-    cmd.args(["status", "--socket"]).arg(d.path("paddock.sock")).stdout(Stdio::from(pty.slave)).env_remove("NO_COLOR");
+    cmd.args(args).arg("--socket").arg(d.path("paddock.sock")).stdout(Stdio::from(pty.slave)).env_remove("NO_COLOR");
     if no_color {
         cmd.env("NO_COLOR", "1");
     }
@@ -383,6 +388,31 @@ fn status_on_a_terminal(d: &Daemon, columns: u16, no_color: bool) -> String {
         out.extend_from_slice(&buf[..n]);
     }
     String::from_utf8(out).unwrap().replace("\r\n", "\n")
+}
+
+/// A workload's output and a manifest's bytes never drive the terminal of
+/// whoever reads them: escaped on a terminal, raw with --raw or in a pipe.
+#[test]
+fn control_characters_from_workloads_and_manifests_are_escaped_on_a_terminal() {
+    let d = Daemon::setup().start(&[]);
+    let hostile = "printf 'title \\033]0;pwned\\007 clip \\033]52;c;aGk=\\007 erase \\033[2K end\\n'";
+    d.write("noisy.toml", &format!("command = [\"/bin/sh\", \"-c\", {hostile:?}]\n[restart]\npolicy = \"never\"\n"));
+    d.wait_for("noisy exited", |d| d.workload("noisy").is_some_and(|w| w["state"] == "exited"));
+    let shown = on_a_terminal(&d, &["logs", "noisy"], 200, true);
+    assert!(!shown.contains('\x1b') && !shown.contains('\x07'), "{shown:?}");
+    assert!(shown.contains("title \\x1b]0;pwned\\x07 clip \\x1b]52;c;aGk=\\x07 erase \\x1b[2K end"), "{shown:?}");
+    let raw = on_a_terminal(&d, &["logs", "--raw", "noisy"], 200, true);
+    assert!(raw.contains("\x1b]0;pwned\x07"), "--raw: {raw:?}");
+    let piped = stdout(&d.paddock(&["logs", "noisy"]));
+    assert!(piped.contains("\x1b]52;c;aGk=\x07"), "a pipe gets the bytes: {piped:?}");
+    // A manifest with an escape in it: its error, quoted in status, is escaped.
+    d.write("evil.toml", "command = [\"/bin/true\"]\nhostname = \"\x1b]0;pwned\x07\"\n");
+    d.wait_for("evil refused", |d| d.workload("evil").is_some_and(|w| w["state"] == "invalid"));
+    for args in [&["status"][..], &["status", "evil"][..]] {
+        let shown = on_a_terminal(&d, args, 200, true);
+        assert!(shown.contains("\\x1b]0;pwned"), "{args:?}: {shown:?}");
+        assert!(!shown.contains('\x07'), "{args:?}: {shown:?}");
+    }
 }
 
 #[test]

@@ -107,6 +107,7 @@ pub fn run(args: DaemonArgs) -> std::io::Result<super::ExitCode> {
         state_dir: state_dir.clone(),
         socket: socket.clone(),
         resync: config.resync_interval.as_std(),
+        start_timeout: config.start_timeout.as_std(),
         metrics,
         executor: executor::Settings {
             state_dir: state_dir.clone(),

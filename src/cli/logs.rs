@@ -17,6 +17,9 @@ use crate::protocol::{Request, Response};
 /// across its runs, rotated at 10 MiB).
 ///
 /// Each line was stamped with the time it arrived; `--timestamps` shows it.
+/// On a terminal, control characters the workload wrote are shown escaped
+/// (`\x1b`), so its output cannot drive your terminal; `--raw` prints them
+/// as they are (output to a pipe is always raw).
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// The workload.
@@ -33,6 +36,9 @@ pub struct LogsArgs {
     /// Start each line with the time it arrived (RFC 3339, UTC).
     #[arg(short, long)]
     pub timestamps: bool,
+    /// Print control characters as the workload wrote them, even on a terminal.
+    #[arg(long)]
+    pub raw: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -40,6 +46,8 @@ pub struct LogsArgs {
 struct Printer {
     since: Option<SystemTime>,
     timestamps: bool,
+    /// Escape control characters (on a terminal, without --raw).
+    escape: bool,
     /// A line without a time (from before stamping) goes with the one before it.
     keep_unstamped: bool,
 }
@@ -54,7 +62,8 @@ impl Printer {
             (None, _) => true,
         };
         self.keep_unstamped = keep;
-        keep.then(|| if self.timestamps { line.to_owned() } else { text.to_owned() })
+        let shown = if self.timestamps { line } else { text };
+        keep.then(|| if self.escape { crate::text::escape_controls(shown).into_owned() } else { shown.to_owned() })
     }
 }
 
@@ -82,7 +91,8 @@ pub fn run(args: LogsArgs) -> std::io::Result<super::ExitCode> {
         Err(e) => return fail("logs", &e),
     };
     let since = args.since.map(|d| SystemTime::now() - d.as_std());
-    let mut printer = Printer { since, timestamps: args.timestamps, keep_unstamped: true };
+    let escape = !args.raw && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut printer = Printer { since, timestamps: args.timestamps, escape, keep_unstamped: true };
     let limit = args.lines.unwrap_or(usize::MAX);
     let mut lines = std::collections::VecDeque::new();
     if limit > 0 {

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::client::{ClientArgs, fail, terminal_width, unexpected};
 use crate::protocol::{Request, Response, WorkloadDetail, WorkloadStatus};
+use crate::text::escape_controls as escape;
 use crate::validate::Color;
 
 /// Show the workloads of the running daemon: name, state, pid, host uid
@@ -108,7 +109,7 @@ pub fn table(workloads: &[WorkloadStatus], width: Option<usize>, color: Color) -
         out += &(line(row, true) + "\n");
         if let Some(error) = &w.error {
             for l in error.lines() {
-                out += &cut(&format!("    {l}"));
+                out += &cut(&format!("    {}", escape(l)));
                 out.push('\n');
             }
         }
@@ -120,7 +121,7 @@ fn detail(d: &WorkloadDetail, color: Color) -> String {
     let w = &d.status;
     let mut out = format!("{}: {}\n", w.name, paint_state(color, &state_text(w), state_text(w)));
     let mut field = |k: &str, v: String| out.push_str(&format!("  {k:<12}{v}\n"));
-    field("manifest", w.manifest.clone());
+    field("manifest", escape(&w.manifest).into_owned());
     field("pid", w.pid.map_or("-".into(), |p| p.to_string()));
     field("host uids", range(&w.uid_map));
     field("host gids", range(&w.gid_map));
@@ -128,24 +129,24 @@ fn detail(d: &WorkloadDetail, color: Color) -> String {
     field("uptime", w.uptime_seconds.map_or("-".into(), uptime));
     field("last exit", last_exit(w));
     field("start took", d.start_latency_ms.map_or("-".into(), |ms| format!("{ms:.1} ms")));
-    field("log", d.log.clone());
+    field("log", escape(&d.log).into_owned());
     if let Some(error) = &w.error {
         out.push_str("  error:\n");
         for l in error.lines() {
-            out.push_str(&format!("    {l}\n"));
+            out.push_str(&format!("    {}\n", escape(l)));
         }
     }
     if let Some(m) = &d.effective_manifest {
         out.push_str("\neffective manifest:\n");
         for l in m.lines() {
             // No trailing spaces on the blank lines between tables.
-            if l.is_empty() { out.push('\n') } else { out.push_str(&format!("  {l}\n")) }
+            if l.is_empty() { out.push('\n') } else { out.push_str(&format!("  {}\n", escape(l))) }
         }
     }
     if !d.changes.is_empty() {
         out.push_str("\nrecent changes:\n");
         for c in &d.changes {
-            out.push_str(&format!("  {}  {}\n", c.time, c.event));
+            out.push_str(&format!("  {}  {}\n", c.time, escape(&c.event)));
         }
     }
     out

@@ -55,6 +55,7 @@ pub struct Options {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     pub resync: Duration,
+    pub start_timeout: Duration,
     pub metrics: Option<std::net::SocketAddr>,
     pub executor: super::executor::Settings,
     pub store: DiskStore,
@@ -102,6 +103,7 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<re
         tracing::warn!(workloads = ?found.stopped, "stopped the sandboxes of a daemon that died; they start anew");
     }
     let doubtful = repair_allocations(state_dir, &loaded.kept, &found.slices);
+    daemon.store.refresh();
     daemon.restore(loaded, doubtful);
     Ok(lock)
 }
@@ -114,10 +116,11 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let (job_tx, mut jobs) = mpsc::unbounded_channel::<Job>();
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
         ^ u64::from(std::process::id());
-    let Options { workloads, state_dir, socket, resync, metrics, executor, store } = options;
+    let Options { workloads, state_dir, socket, resync, start_timeout, metrics, executor, store } = options;
     let cgroups = executor.cgroups.clone();
     let mut daemon: Daemon =
-        Supervisor::new(SandboxExecutor::new(executor, sandbox_tx), store, workloads.clone(), state_dir.clone(), seed);
+        Supervisor::new(SandboxExecutor::new(executor, sandbox_tx), store, workloads.clone(), state_dir.clone(), seed)
+            .with_start_timeout(start_timeout);
     // Before anything starts, and before the socket says a daemon is here.
     let _lock = recover(&state_dir, &cgroups, &mut daemon)?;
     let mut watch = Watch::new(&workloads)?;
@@ -140,7 +143,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let first = scan_now(&workloads, &Snapshot::new(), true, &validator).await;
     daemon.apply(first, Clock::read());
     daemon.reconcile(Clock::read());
-    let settled = tokio::time::Instant::now() + crate::reconcile::START_TIMEOUT;
+    let settled = tokio::time::Instant::now() + start_timeout;
     while daemon.core().workloads().any(|w| matches!(w.state, crate::reconcile::State::Starting { .. })) {
         match tokio::time::timeout_at(settled, sandbox_rx.recv()).await {
             Ok(Some(event)) => daemon.on_sandbox(event, Clock::read()),

@@ -46,6 +46,13 @@ impl DiskStore {
         DiskStore { state_dir, ranges, isolation, slice_size, writer: Some(writer), known }
     }
 
+    /// Reads the id table again (after recovery rebuilt it).
+    pub fn refresh(&mut self) {
+        if let Ok(table) = Allocations::load(&self.state_dir) {
+            self.known = table.iter().filter_map(|(n, s)| Some((WorkloadName::try_from(n).ok()?, *s))).collect();
+        }
+    }
+
     fn send(&self, name: &WorkloadName, kept: Option<Kept>) {
         if let Some(writer) = &self.writer {
             let _ = writer.queue.send((name.clone(), kept));

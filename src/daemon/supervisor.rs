@@ -30,7 +30,7 @@ pub struct Stats {
 pub struct Supervisor<E: Executor, S: Store> {
     pub(super) core: Core,
     pub(super) executor: E,
-    pub(super) store: S,
+    pub store: S,
     pub(super) workloads: PathBuf,
     pub(super) state_dir: PathBuf,
     /// The last scan of the workloads directory.
@@ -63,6 +63,12 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             stats: Stats::default(),
             seed: seed | 1,
         }
+    }
+
+    /// How long a start may take before it is killed (`start_timeout`).
+    pub fn with_start_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.core = std::mem::take(&mut self.core).with_start_timeout(timeout);
+        self
     }
 
     pub fn core(&self) -> &Core {

@@ -18,8 +18,9 @@ use super::state::State;
 use super::workload::{Cause, Clock, Desired, Ended, File, Happening, Version, Workload};
 use crate::model::{Manifest, Signal, WorkloadName};
 
-/// How long a start may take, from the clone to the init's report, before
-/// it is killed and counted as failed (an init stuck on a dead mount).
+/// How long a start may take by default, from the clone to the init's
+/// report, before it is killed and counted as failed (an init stuck on a
+/// dead mount); `start_timeout` in paddock.toml.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A start the daemon could not make (out of descriptors, a full disk) is
@@ -109,11 +110,18 @@ pub enum Answer {
 #[error("no workload {0:?} has a valid manifest")]
 pub struct Unknown(pub String);
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Core {
     pub(super) workloads: BTreeMap<WorkloadName, Workload>,
     /// Every workload's kept state is in doubt (see `Workload::doubt`).
     doubt_all: Option<String>,
+    pub(super) start_timeout: Duration,
+}
+
+impl Default for Core {
+    fn default() -> Self {
+        Core { workloads: BTreeMap::new(), doubt_all: None, start_timeout: START_TIMEOUT }
+    }
 }
 
 /// The top-level manifest keys that differ between two versions.
@@ -130,6 +138,15 @@ pub fn changed_keys(old: &Manifest, new: &Manifest) -> Vec<String> {
 }
 
 impl Core {
+    pub fn with_start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    pub fn start_timeout(&self) -> Duration {
+        self.start_timeout
+    }
+
     pub fn get(&self, name: &WorkloadName) -> Option<&Workload> {
         self.workloads.get(name)
     }

@@ -16,5 +16,6 @@ pub use core::{
 pub use restart::{Decision, RESTART_FLOOR, decide};
 pub use state::{State, Then};
 pub use workload::{
-    Blame, Cause, Change, Clock, Desired, Ended, File, HISTORY, Happening, StartFailure, Version, Workload,
+    Blame, Cause, Change, Clock, Desired, Ended, File, HISTORY, Happening, StartFailure, StartTimedOut, Version,
+    Workload,
 };

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::core::{Action, Core, DAEMON_RETRY, Effect, Pass, START_TIMEOUT, Verb};
+use super::core::{Action, Core, DAEMON_RETRY, Effect, Pass, Verb};
 use super::restart::{Decision, decide};
 use super::state::{State, Then};
-use super::workload::{Blame, Cause, Clock, Ended, File, Happening, StartFailure, Version, Workload};
+use super::workload::{Blame, Cause, Clock, Ended, File, Happening, StartFailure, StartTimedOut, Version, Workload};
 use crate::model::{Exit, WorkloadName};
 
 impl Core {
@@ -24,7 +24,7 @@ impl Core {
         effects.push(Effect::Stop { name: w.name.clone(), signal: stop.signal, cause });
     }
 
-    fn start(w: &mut Workload, cause: Cause, at: Clock, effects: &mut Vec<Effect>) {
+    fn start(w: &mut Workload, cause: Cause, timeout: Duration, at: Clock, effects: &mut Vec<Effect>) {
         let Some(desired) = w.desired.clone() else { return };
         let failures = match w.state {
             State::Backoff { version, failures, .. } if version == desired.version => {
@@ -33,12 +33,8 @@ impl Core {
             }
             _ => 0,
         };
-        w.state = State::Starting {
-            version: desired.version,
-            failures,
-            begun: at.now,
-            deadline: Some(at.now + START_TIMEOUT),
-        };
+        w.state =
+            State::Starting { version: desired.version, failures, begun: at.now, deadline: Some(at.now + timeout) };
         w.runs = Some(desired.clone());
         w.cause = None;
         w.note(at.wall, Happening::Starting(cause.clone()));
@@ -58,6 +54,7 @@ impl Core {
         let mut pass = Pass::default();
         let mut forgotten = Vec::new();
         let mut starts = self.workloads.values().filter(|w| matches!(w.state, State::Starting { .. })).count();
+        let timeout = self.start_timeout;
         for (name, w) in &mut self.workloads {
             let desired = w.desired_version();
             let action = match (desired, w.state) {
@@ -87,7 +84,7 @@ impl Core {
                 }
                 Verb::Start | Verb::Retry => {
                     starts += 1;
-                    Self::start(w, cause.clone(), at, &mut pass.effects);
+                    Self::start(w, cause.clone(), timeout, at, &mut pass.effects);
                 }
                 Verb::Restart => Self::stop(w, cause.clone(), Then::Replace, at, &mut pass.effects),
                 Verb::Stop => Self::stop(w, cause.clone(), Then::Forget, at, &mut pass.effects),
@@ -119,7 +116,13 @@ impl Core {
         jitter: f64,
     ) -> Vec<Effect> {
         let mut effects = Vec::new();
+        let timeout = self.start_timeout;
         let Some(w) = self.workloads.get_mut(name) else { return effects };
+        // Killed for missing its deadline: that is why it failed, whatever the init's death looked like.
+        let failure = match w.state {
+            State::Starting { deadline: None, .. } => StartFailure::new(Blame::Workload, StartTimedOut(timeout)),
+            _ => failure,
+        };
         w.note(at.wall, Happening::StartFailed(failure.clone()));
         let blame = failure.blame;
         w.error = Some(failure);
@@ -223,6 +226,7 @@ impl Core {
     pub fn on_timer(&mut self, at: Clock) -> Vec<Effect> {
         let mut effects = Vec::new();
         for w in self.workloads.values_mut() {
+            let starting = matches!(w.state, State::Starting { .. });
             let missed = match &mut w.state {
                 State::Stopping { deadline, .. } | State::Starting { deadline, .. } => {
                     deadline.take_if(|d| *d <= at.now).is_some()
@@ -230,7 +234,7 @@ impl Core {
                 _ => false,
             };
             if missed {
-                w.note(at.wall, Happening::Killed);
+                w.note(at.wall, Happening::Killed { starting });
                 effects.push(Effect::Kill { name: w.name.clone() });
             }
         }

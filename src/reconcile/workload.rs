@@ -129,6 +129,11 @@ impl PartialEq for StartFailure {
     }
 }
 
+/// A start whose init did not report within `start_timeout`.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("its sandbox did not start within {} (start_timeout): killed", crate::model::Duration::from_millis(.0.as_millis() as u64))]
+pub struct StartTimedOut(pub Duration);
+
 /// What a workload's run came to, kept across daemon restarts: a one-shot
 /// that finished is not run again, nor one that gave up, until its
 /// manifest changes or an operator starts it.
@@ -163,7 +168,10 @@ pub enum Happening {
         signal: Signal,
         cause: Cause,
     },
-    Killed,
+    /// Killed at a deadline: its stop's, or its start's (an init that never reported).
+    Killed {
+        starting: bool,
+    },
     Held,
     Released(Cause),
 }
@@ -185,7 +193,8 @@ impl fmt::Display for Happening {
             }
             Happening::GaveUp { failures } => write!(f, "failed: gave up after {failures} consecutive failures"),
             Happening::Stopping { signal, cause } => write!(f, "stopping with {signal} ({cause})"),
-            Happening::Killed => f.write_str("stop timeout: killed"),
+            Happening::Killed { starting: false } => f.write_str("stop timeout: killed"),
+            Happening::Killed { starting: true } => f.write_str("start timeout: its init did not report; killed"),
             Happening::Held => f.write_str("held stopped by paddock stop"),
             Happening::Released(cause) => write!(f, "released ({cause})"),
         }

@@ -107,8 +107,17 @@ pub enum SpawnError {
     Setup { step: String, error: String },
     #[error("cannot execute {command}: {}", Errno::from_raw(*.errno).desc())]
     Exec { command: String, errno: i32 },
-    #[error("the sandbox's init exited before reporting ({0:?})")]
+    #[error("the sandbox's init {} before it reported", died(.0))]
     InitDied(WaitStatus),
+}
+
+/// How an init died, in words.
+fn died(status: &WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exited with {code}"),
+        WaitStatus::Signaled(_, signal, _) => format!("was killed by {signal}"),
+        other => format!("ended ({other:?})"),
+    }
 }
 
 /// A running sandbox: its init's host pid, a pidfd, its cgroup, and the

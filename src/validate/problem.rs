@@ -125,7 +125,11 @@ pub fn render(problem: &Problem, file: &str, text: &str, color: Color) -> String
         Severity::Warning => ("warning", "1;33"),
     };
     let mut out = String::new();
-    let _ = writeln!(out, "{}:{}:{}: {}: {}", file, at.line, at.column, color.paint(code, label), problem.message);
+    // The file's own bytes and what quotes them are shown escaped: a
+    // manifest must not drive the terminal of whoever checks it.
+    let escape = crate::text::escape_controls;
+    let message = escape(&problem.message);
+    let _ = writeln!(out, "{}:{}:{}: {}: {message}", escape(file), at.line, at.column, color.paint(code, label));
     if let Some(source_line) = text.lines().nth(at.line - 1) {
         let number = at.line.to_string();
         let pad = " ".repeat(number.len());
@@ -141,9 +145,13 @@ pub fn render(problem: &Problem, file: &str, text: &str, color: Color) -> String
             .unwrap_or(0)
             .max(1);
         let source_line = source_line.replace('\t', " ");
+        // The caret stays under its text once the line before it is escaped.
+        let before: String = source_line.chars().take(at.column - 1).collect();
+        let spanned: String = source_line.chars().skip(at.column - 1).take(width).collect();
+        let width = (escape(&spanned).chars().count() + width.saturating_sub(spanned.chars().count())).max(1);
         let _ = writeln!(out, "{pad} {bar}");
-        let _ = writeln!(out, "{} {bar} {source_line}", color.paint("1;34", &number));
-        let caret = " ".repeat(at.column - 1) + &"^".repeat(width);
+        let _ = writeln!(out, "{} {bar} {}", color.paint("1;34", &number), escape(&source_line));
+        let caret = " ".repeat(escape(&before).chars().count()) + &"^".repeat(width);
         let _ = writeln!(out, "{pad} {bar} {}", color.paint(code, &caret));
     }
     let pad = " ".repeat(at.line.to_string().len());
@@ -152,7 +160,7 @@ pub fn render(problem: &Problem, file: &str, text: &str, color: Color) -> String
         let _ = writeln!(out, "{pad} = policy: {policy}{rule}");
     }
     if let Some(help) = &problem.help {
-        let _ = writeln!(out, "{pad} = help: {help}");
+        let _ = writeln!(out, "{pad} = help: {}", escape(help));
     }
     out
 }

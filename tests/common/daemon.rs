@@ -16,6 +16,8 @@ pub struct Daemon {
     pub child: Option<Child>,
     /// A soft open-files limit to start the daemon with.
     pub nofile_soft: Option<u64>,
+    /// And a hard one (which it then cannot raise past).
+    pub nofile_hard: Option<u64>,
     /// A cgroup's `cgroup.procs`, opened for writing: the daemon starts in
     /// that cgroup (as systemd starts a service in its unit's).
     pub cgroup_procs: Option<std::fs::File>,
@@ -32,7 +34,7 @@ impl Daemon {
     pub fn setup() -> Self {
         require_root();
         let dir = tempfile::Builder::new().prefix("paddock-daemon").tempdir().unwrap();
-        let d = Daemon { dir, child: None, nofile_soft: None, cgroup_procs: None, stray_fd: false };
+        let d = Daemon { dir, child: None, nofile_soft: None, nofile_hard: None, cgroup_procs: None, stray_fd: false };
         std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::create_dir(d.path("wl")).unwrap();
         // The daemon's log and the tests' files go in out/, not beside wl/.
@@ -80,11 +82,13 @@ impl Daemon {
         cmd.envs(env.iter().copied());
         if let Some(soft) = self.nofile_soft {
             use std::os::unix::process::CommandExt;
+            let hard = self.nofile_hard;
             // SAFETY: getrlimit and setrlimit are async-signal-safe, as pre_exec requires.
             unsafe {
                 cmd.pre_exec(move || {
                     let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
                     libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+                    l.rlim_max = hard.unwrap_or(l.rlim_max);
                     l.rlim_cur = soft.min(l.rlim_max);
                     libc::setrlimit(libc::RLIMIT_NOFILE, &l);
                     Ok(())
