@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use paddock::cli::{self, Cli, Command};
+use paddock::cli::control::Act;
+use paddock::cli::{self, Cli, CliError, Command};
 
 fn main() -> ExitCode {
     // PID 1 of a sandbox starts here on every workload start: skip building
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         Command::Daemon(args) => init_logging("info", args.log_format == cli::daemon::LogFormat::Json),
         _ => init_logging("warn", false),
     }
+    let name = cli.command.name();
     let result = match cli.command {
         // Reached only when the fast path above could not parse the descriptor.
         Command::Init { fd } => Ok(u8::try_from(paddock::sandbox::init::main(fd)).unwrap_or(125)),
@@ -29,9 +31,9 @@ fn main() -> ExitCode {
         Command::Daemon(args) => cli::daemon::run(args),
         Command::Status(args) => cli::status::run(args),
         Command::Logs(args) => cli::logs::run(args),
-        Command::Start(args) => cli::control::act("start", args),
-        Command::Stop(args) => cli::control::act("stop", args),
-        Command::Restart(args) => cli::control::act("restart", args),
+        Command::Start(args) => cli::control::act(Act::Start, args),
+        Command::Stop(args) => cli::control::act(Act::Stop, args),
+        Command::Restart(args) => cli::control::act(Act::Restart, args),
         Command::Reload(args) => cli::control::reload(args),
         Command::Plan(args) => cli::control::plan(args),
         Command::Schema(args) => cli::schema::run(args),
@@ -40,10 +42,14 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         // A closed stdout (`paddock check | head`) is not worth a message.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(0),
-        Err(e) => {
-            eprintln!("paddock: {e}");
+        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(0),
+        Err(CliError::Io(e)) => {
+            eprintln!("paddock {name}: {e}");
             ExitCode::from(2)
+        }
+        Err(CliError::Failed { message, code }) => {
+            eprintln!("paddock {name}: {message}");
+            ExitCode::from(code)
         }
     }
 }

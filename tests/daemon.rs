@@ -126,7 +126,7 @@ fn a_world_writable_workloads_directory_is_refused() {
         .arg(d.path("paddock.toml"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is writable by group and others (mode 0777)") && err.contains("chmod go-w"), "{err}");
 }
@@ -146,7 +146,7 @@ fn the_state_directory_and_volumes_root_are_made_roots_alone_and_an_open_volumes
         .arg(d.path("paddock.toml"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("can be entered by others (mode 0755)") && err.contains("chmod o-rwx"), "{err}");
 }

@@ -61,14 +61,9 @@ struct JsonReport<'a> {
     errors: &'a [String],
 }
 
-pub fn run(args: CheckArgs) -> std::io::Result<super::ExitCode> {
-    let validator = match args.policy.validator(&crate::config::Config::default(), true) {
-        Ok(v) => v,
-        Err(message) => {
-            eprintln!("paddock check: {message}");
-            return Ok(USAGE_OR_IO);
-        }
-    };
+pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
+    let validator =
+        super::OrFail::or_fail(args.policy.validator(&crate::config::Config::default(), true), USAGE_OR_IO)?;
     let host = if args.no_host_checks { HostChecks::Skip } else { HostChecks::Warn };
     let color = Color::for_stdout();
 
@@ -117,7 +112,7 @@ pub fn run(args: CheckArgs) -> std::io::Result<super::ExitCode> {
                 .flat_map(|(file, text, problems)| problems.iter().map(|p| p.locate(file, text)))
                 .collect();
             let report = JsonReport { summary: &summary, problems: &located, errors: &errors };
-            serde_json::to_writer_pretty(&mut out, &report)?;
+            serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::OrFail;
 use crate::protocol::{Request, Response};
 
 #[derive(Debug, Clone, Args)]
@@ -31,25 +32,20 @@ impl ClientArgs {
         }
     }
 
-    /// Asks the daemon; an error says how to reach it or what it refused.
-    pub fn ask(&self, request: &Request) -> Result<Response, String> {
-        let socket = self.socket()?;
-        match ask(&socket, request, Duration::from_secs(60))? {
-            Response::Error(e) => Err(e),
+    /// Asks the daemon; an error (exit status 1) says how to reach it or
+    /// what it refused.
+    pub fn ask(&self, request: &Request) -> Result<Response, super::CliError> {
+        let socket = self.socket().or_fail(1)?;
+        match ask(&socket, request, Duration::from_secs(60)).or_fail(1)? {
+            Response::Error(e) => Err(super::CliError::new(1, e)),
             answer => Ok(answer),
         }
     }
 }
 
-/// A client command's failure: `paddock COMMAND: MESSAGE`, exit status 1.
-pub fn fail(command: &str, message: &str) -> std::io::Result<super::ExitCode> {
-    eprintln!("paddock {command}: {message}");
-    Ok(1)
-}
-
-/// The message for an answer the command did not ask for.
-pub fn unexpected(answer: &Response) -> String {
-    format!("unexpected answer from the daemon: {answer:?}")
+/// An answer the command did not ask for: exit status 1.
+pub fn unexpected(answer: &Response) -> super::CliError {
+    super::CliError::new(1, format!("unexpected answer from the daemon: {answer:?}"))
 }
 
 /// Sends one request to the daemon and reads its answer.

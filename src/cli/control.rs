@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::client::{ClientArgs, fail, unexpected};
+use super::CliError;
+use super::client::{ClientArgs, unexpected};
 use crate::protocol::{Report, Request, Response, Verb};
 
 /// A workload, on the running daemon.
@@ -40,21 +41,27 @@ pub struct PlanArgs {
     pub client: ClientArgs,
 }
 
-/// `start`, `stop` or `restart`.
-pub fn act(command: &str, args: NameArgs) -> std::io::Result<super::ExitCode> {
+/// Which of `start`, `stop` and `restart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Start,
+    Stop,
+    Restart,
+}
+
+pub fn act(act: Act, args: NameArgs) -> Result<super::ExitCode, CliError> {
     let name = args.name.clone();
-    let request = match command {
-        "start" => Request::Start { name },
-        "stop" => Request::Stop { name },
-        _ => Request::Restart { name },
+    let request = match act {
+        Act::Start => Request::Start { name },
+        Act::Stop => Request::Stop { name },
+        Act::Restart => Request::Restart { name },
     };
-    match args.client.ask(&request) {
-        Ok(Response::Done(text)) => {
+    match args.client.ask(&request)? {
+        Response::Done(text) => {
             println!("{text}");
             Ok(0)
         }
-        Ok(other) => fail(command, &unexpected(&other)),
-        Err(e) => fail(command, &e),
+        other => Err(unexpected(&other)),
     }
 }
 
@@ -88,30 +95,31 @@ fn tell(report: &Report, past: bool) -> String {
     out
 }
 
-pub fn reload(args: ReloadArgs) -> std::io::Result<super::ExitCode> {
-    match args.client.ask(&Request::Reload) {
-        Ok(Response::Reloaded(report)) => {
+pub fn reload(args: ReloadArgs) -> Result<super::ExitCode, CliError> {
+    match args.client.ask(&Request::Reload)? {
+        Response::Reloaded(report) => {
             print!("{}", tell(&report, true));
             Ok(0)
         }
-        Ok(other) => fail("reload", &unexpected(&other)),
-        Err(e) => fail("reload", &e),
+        other => Err(unexpected(&other)),
     }
 }
 
-pub fn plan(args: PlanArgs) -> std::io::Result<super::ExitCode> {
-    let dir = match args.dir.as_deref().map(std::fs::canonicalize).transpose() {
-        Ok(d) => d,
-        Err(e) => return fail("plan", &format!("{}: {e}", args.dir.unwrap_or_default().display())),
-    };
+pub fn plan(args: PlanArgs) -> Result<super::ExitCode, CliError> {
+    let shown = args.dir.clone().unwrap_or_default();
+    let dir = args
+        .dir
+        .as_deref()
+        .map(std::fs::canonicalize)
+        .transpose()
+        .map_err(|e| CliError::new(1, format!("{}: {e}", shown.display())))?;
     let request = Request::Plan { dir: dir.map(|d| d.display().to_string()) };
-    match args.client.ask(&request) {
-        Ok(Response::Plan(report)) => {
+    match args.client.ask(&request)? {
+        Response::Plan(report) => {
             print!("{}", tell(&report, false));
             Ok(u8::from(!report.invalid.is_empty()))
         }
-        Ok(other) => fail("plan", &unexpected(&other)),
-        Err(e) => fail("plan", &e),
+        other => Err(unexpected(&other)),
     }
 }
 

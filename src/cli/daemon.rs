@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::{CliError, OrFail};
 use crate::daemon::{event_loop, executor, notify::Notifier, scan::check_directory, store::DiskStore};
 use crate::idmap::remap_ranges;
 use crate::sandbox::cgroup::Layout;
@@ -37,71 +38,47 @@ pub enum LogFormat {
     Json,
 }
 
-pub fn run(args: DaemonArgs) -> std::io::Result<super::ExitCode> {
-    let fail = |message: String| {
-        eprintln!("paddock daemon: {message}");
-        Ok(1)
-    };
-    let config = match super::load_config(args.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
+/// The daemon's exit status when its configuration (or what it names) is
+/// wrong: a restart cannot fix it, so the unit does not retry it
+/// (`RestartPreventExitStatus=78`). 78 is EX_CONFIG (sysexits.h).
+pub const CONFIG_ERROR: super::ExitCode = 78;
+
+pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
+    let config = super::load_config(args.config.as_deref()).or_fail(CONFIG_ERROR)?;
     let workloads = args.workloads.unwrap_or_else(|| config.workloads.clone());
     let state_dir = args.state_dir.unwrap_or_else(|| config.state_dir.clone());
     let socket = args.socket.unwrap_or_else(|| config.socket.clone());
     // Whoever can write these chooses what runs as root: refuse as sshd's StrictModes does.
-    if let Err(e) = check_directory(&workloads) {
-        return fail(e.to_string());
-    }
-    if config.policy_dir.exists()
-        && let Err(e) = check_directory(&config.policy_dir)
-    {
-        return fail(e.to_string());
+    check_directory(&workloads).or_fail(CONFIG_ERROR)?;
+    if config.policy_dir.exists() {
+        check_directory(&config.policy_dir).or_fail(CONFIG_ERROR)?;
     }
     // The state directory (ids, records, logs) and volumes_root are root's
     // alone: made 0700 when missing, and volumes_root refused when others
     // could reach what a workload plants in an idmapped volume.
-    if let Err(e) = crate::fsutil::create_private_dir(&state_dir) {
-        return fail(format!("cannot create the state directory {}: {e}", state_dir.display()));
+    crate::fsutil::create_private_dir(&state_dir)
+        .map_err(|e| CliError::new(1, format!("cannot create the state directory {}: {e}", state_dir.display())))?;
+    if !config.volumes_root.exists() {
+        crate::fsutil::create_private_dir(&config.volumes_root).map_err(|e| {
+            CliError::new(1, format!("cannot create volumes_root {}: {e}", config.volumes_root.display()))
+        })?;
     }
-    if !config.volumes_root.exists()
-        && let Err(e) = crate::fsutil::create_private_dir(&config.volumes_root)
-    {
-        return fail(format!("cannot create volumes_root {}: {e}", config.volumes_root.display()));
-    }
-    if let Err(e) = crate::fsutil::open_volumes_root(&config.volumes_root) {
-        return fail(e.to_string());
-    }
+    crate::fsutil::open_volumes_root(&config.volumes_root).or_fail(CONFIG_ERROR)?;
     let policies =
         crate::validate::load_policies_strict(&config.policies, Some(&config.policy_dir), &config.volumes_root);
-    let validator = match policies
-        .map_err(|e| e.to_string())
-        .and_then(|p| crate::validate::Validator::new(p).map_err(|e| e.to_string()))
-        .map(|v| v.with_restart_defaults(config.restart.clone()))
-    {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
+    let validator = crate::validate::Validator::new(policies.or_fail(CONFIG_ERROR)?)
+        .or_fail(CONFIG_ERROR)?
+        .with_restart_defaults(config.restart.clone());
     let remap = &config.remap;
     let accounts = remap.accounts();
-    let ranges = match remap_ranges(&accounts, &remap.user) {
-        Ok(r) => r,
-        Err(e) => return fail(e.to_string()),
-    };
-    let metrics = match metrics_address(&config.metrics_listen) {
-        Ok(m) => m,
-        Err(e) => return fail(e),
-    };
-    let notifier = match Notifier::from_env() {
-        Ok(n) => n,
-        Err(e) => return fail(e.to_string()),
-    };
+    let ranges = remap_ranges(&accounts, &remap.user).or_fail(CONFIG_ERROR)?;
+    let metrics = metrics_address(&config.metrics_listen).or_fail(CONFIG_ERROR)?;
+    let notifier = Notifier::from_env().or_fail(1)?;
     // Under systemd with Delegate=yes, workloads live in the unit's own cgroup.
     let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let cgroups = match Layout::detect(&config.cgroup_root).for_daemon(&self_cgroup) {
-        Ok(layout) => layout,
-        Err(e) => return fail(format!("cannot use the cgroup systemd delegated to paddock: {e}")),
-    };
+    let cgroups = Layout::detect(&config.cgroup_root)
+        .for_daemon(&self_cgroup)
+        .map_err(|e| CliError::new(1, format!("cannot use the cgroup systemd delegated to paddock: {e}")))?;
     let options = event_loop::Options {
         workloads: workloads.clone(),
         state_dir: state_dir.clone(),
@@ -121,13 +98,9 @@ pub fn run(args: DaemonArgs) -> std::io::Result<super::ExitCode> {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit; many workloads may not start"),
     }
     tracing::info!(workloads = %workloads.display(), socket = %socket.display(), "paddock daemon starting");
-    match event_loop::run(options, validator, notifier) {
-        Ok(()) => {
-            tracing::info!("every workload stopped; exiting");
-            Ok(0)
-        }
-        Err(e) => fail(e.to_string()),
-    }
+    event_loop::run(options, validator, notifier).or_fail(1)?;
+    tracing::info!("every workload stopped; exiting");
+    Ok(0)
 }
 
 /// `metrics_listen`: "" is off; a bare port listens on loopback only;

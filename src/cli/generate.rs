@@ -85,7 +85,7 @@ pub fn write(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-pub fn run(dir: &Path) -> io::Result<super::ExitCode> {
+pub fn run(dir: &Path) -> Result<super::ExitCode, super::CliError> {
     for path in write(dir)? {
         println!("{}", path.display());
     }

@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
-use super::client::{ClientArgs, fail, unexpected};
+use super::CliError;
+use super::client::{ClientArgs, unexpected};
 use crate::daemon::logs::{LOG_KEEP, files_oldest_first, split_line};
 use crate::protocol::{Request, Response};
 
@@ -84,11 +85,10 @@ fn read_lines(path: &Path, printer: &mut Printer, out: &mut std::collections::Ve
     }
 }
 
-pub fn run(args: LogsArgs) -> std::io::Result<super::ExitCode> {
-    let path = match args.client.ask(&Request::Logs { name: args.name.clone() }) {
-        Ok(Response::Logs { path }) => PathBuf::from(path),
-        Ok(other) => return fail("logs", &unexpected(&other)),
-        Err(e) => return fail("logs", &e),
+pub fn run(args: LogsArgs) -> Result<super::ExitCode, CliError> {
+    let path = match args.client.ask(&Request::Logs { name: args.name.clone() })? {
+        Response::Logs { path } => PathBuf::from(path),
+        other => return Err(unexpected(&other)),
     };
     let since = args.since.map(|d| SystemTime::now() - d.as_std());
     let escape = !args.raw && std::io::IsTerminal::is_terminal(&std::io::stdout());
@@ -116,7 +116,8 @@ pub fn run(args: LogsArgs) -> std::io::Result<super::ExitCode> {
     }
     pending.drain(..shown_now);
     let mut out = std::io::stdout().lock();
-    let quiet_on_pipe = |e: std::io::Error| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(0) } else { Err(e) };
+    let quiet_on_pipe =
+        |e: std::io::Error| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(0) } else { Err(CliError::Io(e)) };
     for line in &lines {
         if let Err(e) = writeln!(out, "{line}") {
             return quiet_on_pipe(e);

@@ -14,8 +14,36 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// Exit status of a command, as documented for each (see DESIGN.md).
+/// Exit status of a command, as documented for each.
 pub type ExitCode = u8;
+
+/// A command's failure: `paddock COMMAND: MESSAGE` on stderr, and its exit
+/// status. Commands return `Result<ExitCode, CliError>` and use `?`.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{message}")]
+    Failed { message: String, code: ExitCode },
+    /// Writing the command's output failed (a closed pipe is not worth a word).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl CliError {
+    pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
+        CliError::Failed { message: message.into(), code }
+    }
+}
+
+/// `?` with the exit status a failure of this step means.
+pub trait OrFail<T> {
+    fn or_fail(self, code: ExitCode) -> Result<T, CliError>;
+}
+
+impl<T, E: std::fmt::Display> OrFail<T> for Result<T, E> {
+    fn or_fail(self, code: ExitCode) -> Result<T, CliError> {
+        self.map_err(|e| CliError::new(code, e.to_string()))
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +58,27 @@ pub type ExitCode = u8;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Command {
+    /// Its name, as error messages start (`paddock status: ...`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Daemon(_) => "daemon",
+            Command::Run(_) => "run",
+            Command::Status(_) => "status",
+            Command::Logs(_) => "logs",
+            Command::Start(_) => "start",
+            Command::Stop(_) => "stop",
+            Command::Restart(_) => "restart",
+            Command::Reload(_) => "reload",
+            Command::Plan(_) => "plan",
+            Command::Check(_) => "check",
+            Command::Schema(_) => "schema",
+            Command::Generate { .. } => "__generate",
+            Command::Init { .. } => "__init",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

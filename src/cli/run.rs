@@ -9,6 +9,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use super::{CliError, OrFail};
 use crate::idmap::{AccountFiles, Allocations, Isolation, remap_ranges};
 use crate::sandbox::{self, Exit, InitMode, SpawnRequest, cgroup::Layout};
 use crate::validate::{Color, HostChecks, render};
@@ -85,15 +86,8 @@ fn parse_isolation(s: &str) -> Result<Isolation, String> {
     }
 }
 
-pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
-    let fail = |message: String| {
-        eprintln!("paddock run: {message}");
-        Ok(PADDOCK_FAILED)
-    };
-    let config = match super::load_config(args.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
+pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
+    let config = super::load_config(args.config.as_deref()).or_fail(PADDOCK_FAILED)?;
     // Flags beat the configuration file, which beats the defaults.
     let state_dir = args.state_dir.clone().unwrap_or_else(|| config.state_dir.clone());
     let remap = &config.remap;
@@ -102,20 +96,14 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
     let slice_size = args.slice_size.unwrap_or(remap.slice_size);
     let cgroup_root = args.cgroup_root.clone().unwrap_or_else(|| config.cgroup_root.clone());
     let volumes_root = args.policy.volumes_root(&config);
-    let validator = match args.policy.validator(&config, false) {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
-    let (text, checked) = match validator.validate_file(&args.file, HostChecks::Require) {
-        Ok(r) => r,
-        Err(e) => return fail(e.to_string()),
-    };
+    let validator = args.policy.validator(&config, false).or_fail(PADDOCK_FAILED)?;
+    let (text, checked) = validator.validate_file(&args.file, HostChecks::Require).or_fail(PADDOCK_FAILED)?;
     let file = args.file.display().to_string();
     for p in &checked.problems {
         eprint!("{}", render(p, &file, &text, Color::Never));
     }
     let Some(mut spec) = checked.spec else {
-        return fail(format!("{file} is invalid; nothing was started"));
+        return Err(CliError::new(PADDOCK_FAILED, format!("{file} is invalid; nothing was started")));
     };
     if !args.command.is_empty() {
         spec.manifest.command = args.command.clone();
@@ -129,16 +117,11 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
         subuid: args.subuid.unwrap_or(defaults.subuid),
         subgid: args.subgid.unwrap_or(defaults.subgid),
     };
-    let ranges = match remap_ranges(&accounts, &remap_user) {
-        Ok(r) => r,
-        Err(e) => return fail(e.to_string()),
-    };
-    let slice = match Allocations::update(&state_dir, |table| {
+    let ranges = remap_ranges(&accounts, &remap_user).or_fail(PADDOCK_FAILED)?;
+    let slice = Allocations::update(&state_dir, |table| {
         table.allocate(spec.name.as_str(), &ranges.uids, &ranges.gids, slice_size, isolation)
-    }) {
-        Ok(s) => s,
-        Err(e) => return fail(e.to_string()),
-    };
+    })
+    .or_fail(PADDOCK_FAILED)?;
 
     // Blocked before the sandbox starts, so none is lost; read from a signalfd below.
     let mut forwarded = SigSet::empty();
@@ -169,7 +152,7 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
             eprintln!("paddock run: cannot execute {command}: {}", nix::errno::Errno::from_raw(errno).desc());
             return Ok(if errno == libc::ENOENT { 127 } else { 126 });
         }
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return Err(CliError::new(PADDOCK_FAILED, e.to_string())),
     };
     let signals = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC).map_err(std::io::Error::from)?;
     let pidfd = sandbox.pidfd.take().expect("a sandbox just spawned has its pidfd");
@@ -177,7 +160,7 @@ pub fn run(args: RunArgs) -> std::io::Result<super::ExitCode> {
         let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN), PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(std::io::Error::from(e).into()),
             Ok(_) => {}
         }
         if fds[1].any().unwrap_or(false) {

@@ -11,7 +11,7 @@ use clap::Args;
 #[derive(Debug, Args)]
 pub struct SchemaArgs {}
 
-pub fn run(_: SchemaArgs) -> std::io::Result<super::ExitCode> {
+pub fn run(_: SchemaArgs) -> Result<super::ExitCode, super::CliError> {
     std::io::stdout().lock().write_all(crate::validate::WORKLOAD_SCHEMA.as_bytes())?;
     Ok(0)
 }

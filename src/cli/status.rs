@@ -5,7 +5,8 @@ use std::io::Write;
 
 use clap::Args;
 
-use super::client::{ClientArgs, fail, terminal_width, unexpected};
+use super::CliError;
+use super::client::{ClientArgs, terminal_width, unexpected};
 use crate::protocol::{Request, Response, WorkloadDetail, WorkloadStatus};
 use crate::text::escape_controls as escape;
 use crate::validate::Color;
@@ -152,24 +153,24 @@ fn detail(d: &WorkloadDetail, color: Color) -> String {
     out
 }
 
-pub fn run(args: StatusArgs) -> std::io::Result<super::ExitCode> {
+pub fn run(args: StatusArgs) -> Result<super::ExitCode, CliError> {
     let request = Request::Status { name: args.name.clone() };
+    let answer = args.client.ask(&request)?;
     let mut out = std::io::stdout().lock();
-    match args.client.ask(&request) {
-        Ok(Response::Status(workloads)) if args.json => {
-            serde_json::to_writer_pretty(&mut out, &workloads)?;
+    match answer {
+        Response::Status(workloads) if args.json => {
+            serde_json::to_writer_pretty(&mut out, &workloads).map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
-        Ok(Response::Status(workloads)) => {
+        Response::Status(workloads) => {
             out.write_all(table(&workloads, terminal_width(), Color::for_stdout()).as_bytes())?;
         }
-        Ok(Response::Detail(d)) if args.json => {
-            serde_json::to_writer_pretty(&mut out, &d)?;
+        Response::Detail(d) if args.json => {
+            serde_json::to_writer_pretty(&mut out, &d).map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
-        Ok(Response::Detail(d)) => out.write_all(detail(&d, Color::for_stdout()).as_bytes())?,
-        Ok(other) => return fail("status", &unexpected(&other)),
-        Err(e) => return fail("status", &e),
+        Response::Detail(d) => out.write_all(detail(&d, Color::for_stdout()).as_bytes())?,
+        other => return Err(unexpected(&other)),
     }
     Ok(0)
 }

@@ -18,14 +18,14 @@ use super::executor::{SandboxEvent, SandboxExecutor};
 use super::kept::{KeptStore, repair_allocations};
 use super::notify::Notifier;
 use super::records;
-use super::scan::{self, Snapshot};
+use super::scan::{self, Rescan, Snapshot};
 use super::server::{self, Control};
 use super::store::DiskStore;
-use super::supervisor::Supervisor;
+use super::supervisor::{Answered, Supervisor};
 use super::watch::{Change, Watch, WatchError};
 use crate::model::WorkloadName;
-use crate::protocol::{Report, Request, Response};
-use crate::reconcile::{Clock, Command, ManifestEvent};
+use crate::protocol::{Report, Response};
+use crate::reconcile::{Clock, ManifestEvent};
 use crate::sandbox::cgroup::Layout;
 use crate::validate::Validator;
 
@@ -73,8 +73,8 @@ enum Job {
 #[derive(Default)]
 struct Scans {
     running: bool,
-    /// Another scan is wanted (and whether it must read every file).
-    wanted: Option<bool>,
+    /// Another scan is wanted, and how much it must read.
+    wanted: Option<Rescan>,
     /// Reloads waiting for the scan under way, and for the next one.
     current: Vec<oneshot::Sender<Response>>,
     next: Vec<oneshot::Sender<Response>>,
@@ -140,7 +140,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
 
     // The first scan and reconcile, and the outcome of its starts, before
     // READY=1: `systemctl start paddock` returns with the workloads up.
-    let first = scan_now(&workloads, &Snapshot::new(), true, &validator).await;
+    let first = scan_now(&workloads, &Snapshot::new(), Rescan::Everything, &validator).await;
     daemon.apply(first, Clock::read());
     daemon.reconcile(Clock::read());
     let settled = tokio::time::Instant::now() + start_timeout;
@@ -216,21 +216,21 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             Some(change) = watch.changes.recv(), if !shutting_down => {
                 if change == Change::Lost {
                     tracing::warn!("the inotify queue overflowed (fs.inotify.max_queued_events): file events were lost; rescanning everything");
-                    scans.wanted = Some(true);
+                    scans.wanted = Some(Rescan::Everything);
                 }
                 if debounce.is_none() { debounce = Some(tokio::time::Instant::now() + DEBOUNCE); }
             }
             _ = async { tokio::time::sleep_until(debounce.unwrap()).await }, if debounce.is_some() && !shutting_down => {
                 debounce = None;
-                scans.wanted = Some(scans.wanted.unwrap_or(false));
+                scans.wanted = Some(scans.wanted.unwrap_or(Rescan::Changed));
             }
             _ = hup.recv(), if !shutting_down => {
                 tracing::info!("SIGHUP: rescanning");
                 let _ = notifier.notify("RELOADING=1");
                 scans.hup_next = true;
-                scans.wanted = Some(true);
+                scans.wanted = Some(Rescan::Everything);
             }
-            _ = resync.tick(), if !shutting_down => { scans.wanted = Some(true); }
+            _ = resync.tick(), if !shutting_down => { scans.wanted = Some(Rescan::Everything); }
             _ = async { tokio::time::sleep_until(wake.unwrap().into()).await }, if wake.is_some() => {
                 daemon.on_timer(Clock::read());
                 stale = !shutting_down;
@@ -242,7 +242,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         }
         if !scans.running
             && !shutting_down
-            && let Some(full) = scans.wanted.take()
+            && let Some(rescan) = scans.wanted.take()
         {
             scans.running = true;
             scans.current.append(&mut scans.next);
@@ -250,7 +250,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             let (dir, previous, validator, tx) =
                 (workloads.clone(), daemon.snapshot().clone(), validator.clone(), job_tx.clone());
             tokio::task::spawn_blocking(move || {
-                let _ = tx.send(Job::Scan(scan::run_job(&dir, &previous, full, &validator)));
+                let _ = tx.send(Job::Scan(scan::run_job(&dir, &previous, rescan, &validator)));
             });
         }
         again = false;
@@ -273,9 +273,9 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
 }
 
 /// A scan and its validation on a blocking thread, awaited.
-async fn scan_now(dir: &Path, previous: &Snapshot, full: bool, validator: &Arc<Validator>) -> scan::Outcome {
+async fn scan_now(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Arc<Validator>) -> scan::Outcome {
     let (dir, previous, validator) = (dir.to_owned(), previous.clone(), validator.clone());
-    tokio::task::spawn_blocking(move || scan::run_job(&dir, &previous, full, &validator)).await.unwrap_or_else(|e| {
+    tokio::task::spawn_blocking(move || scan::run_job(&dir, &previous, rescan, &validator)).await.unwrap_or_else(|e| {
         scan::Outcome { snapshot: Snapshot::new(), changes: Vec::new(), refused: Some(e.to_string()) }
     })
 }
@@ -302,52 +302,28 @@ fn answer(control: Control, daemon: &mut Daemon, scans: &mut Scans, shutting_dow
         let _ = reply.send(Response::Error("the daemon is shutting down".to_owned()));
         return false;
     }
-    let at = Clock::read();
-    let act = |daemon: &mut Daemon, name: &str, command| match daemon.request(name, command, at) {
-        Ok(text) => (Response::Done(text), true),
-        Err(e) => (Response::Error(e), false),
-    };
-    let (response, changed) = match request {
-        Request::Status { name: None } => (Response::Status(daemon.status(at)), false),
-        Request::Status { name: Some(name) } => match daemon.detail(&name, at) {
-            Some(detail) => (Response::Detail(Box::new(detail)), false),
-            None => (Response::Error(format!("no workload {name:?} (see `paddock status`)")), false),
-        },
-        Request::Logs { name } => match WorkloadName::try_from(name.as_str()) {
-            Ok(n) => {
-                let path = super::executor::log_path(&daemon.state_dir, &n);
-                if path.exists() || daemon.core().get(&n).is_some() {
-                    (Response::Logs { path: path.display().to_string() }, false)
-                } else {
-                    (Response::Error(format!("no workload {name:?} and no log of one (see `paddock status`)")), false)
-                }
-            }
-            Err(_) => {
-                (Response::Error(format!("no workload {name:?} and no log of one (see `paddock status`)")), false)
-            }
-        },
-        Request::Start { name } => act(daemon, &name, Command::Start),
-        Request::Stop { name } => act(daemon, &name, Command::Stop),
-        Request::Restart { name } => act(daemon, &name, Command::Restart),
-        Request::Reload => {
+    match daemon.answer(request, Clock::read()) {
+        Answered::Now(response, changed) => {
+            let _ = reply.send(response);
+            changed
+        }
+        Answered::Reload => {
             tracing::info!("reload asked on the control socket: rescanning");
             let _ = notifier.notify("RELOADING=1");
             // Served by a scan that starts after this request.
             scans.next.push(reply);
-            scans.wanted = Some(true);
-            return false;
+            scans.wanted = Some(Rescan::Everything);
+            false
         }
-        Request::Plan { dir } => {
+        Answered::Plan(dir) => {
             let dir = dir.map_or_else(|| workloads.to_owned(), PathBuf::from);
             let (validator, jobs) = (validator.clone(), jobs.clone());
             tokio::task::spawn_blocking(move || {
                 let _ = jobs.send(Job::Preview(reply, preview_scan(&dir, &validator)));
             });
-            return false;
+            false
         }
-    };
-    let _ = reply.send(response);
-    changed
+    }
 }
 
 /// Validates every file of `dir`, as a rescan would (blocking).

@@ -151,9 +151,20 @@ pub struct Outcome {
     pub refused: Option<String>,
 }
 
-/// Scans `dir` and validates the files that changed since `previous`
-/// (every file when `full`). Blocking: run it on a blocking thread.
-pub fn run_job(dir: &Path, previous: &Snapshot, full: bool, validator: &Validator) -> Outcome {
+/// How much a rescan reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rescan {
+    /// Files whose stamp (inode, size, times) moved: after a file event.
+    Changed,
+    /// Every file: the periodic resync, SIGHUP, `paddock reload`, an
+    /// inotify overflow (a safety net for changes no stamp shows).
+    Everything,
+}
+
+/// Scans `dir` and validates the files that changed since `previous`.
+/// Blocking: run it on a blocking thread.
+pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Validator) -> Outcome {
+    let full = rescan == Rescan::Everything;
     if let Err(e) = check_directory(dir) {
         return Outcome { snapshot: previous.clone(), changes: Vec::new(), refused: Some(e.to_string()) };
     }

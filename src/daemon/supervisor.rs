@@ -12,6 +12,7 @@ use super::executor::{Executor, SandboxEvent, StartRequest};
 use super::kept::{Kept, Loaded};
 use super::scan::{self, Snapshot};
 use super::store::Store;
+pub use super::view::Answered;
 use crate::model::WorkloadName;
 use crate::protocol::{PlannedAction, Report};
 use crate::reconcile::{Blame, Clock, Command, Core, Effect, Pass, StartFailure, State};

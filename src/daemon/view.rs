@@ -8,8 +8,8 @@ use super::executor::{Executor, log_path};
 use super::store::Store;
 use super::supervisor::Supervisor;
 use crate::model::WorkloadName;
-use crate::protocol::{Change, IdMap, WorkloadDetail, WorkloadStatus};
-use crate::reconcile::{Answer, Clock, File, State, Workload};
+use crate::protocol::{Change, IdMap, Request, Response, WorkloadDetail, WorkloadStatus};
+use crate::reconcile::{Answer, Clock, Command, File, State, Workload};
 
 /// The answer to `paddock start|stop|restart NAME`.
 pub fn answer_text(name: &WorkloadName, answer: &Answer) -> String {
@@ -25,7 +25,49 @@ pub fn answer_text(name: &WorkloadName, answer: &Answer) -> String {
     }
 }
 
+/// What a control request comes to: an answer now, or work for the event
+/// loop (a rescan, or a preview that validates a directory off the loop).
+#[derive(Debug)]
+pub enum Answered {
+    /// The answer, and whether what should run may have changed.
+    Now(Response, bool),
+    Reload,
+    Plan(Option<String>),
+}
+
 impl<E: Executor, S: Store> Supervisor<E, S> {
+    /// Answers a control request (all but the two that need the loop).
+    pub fn answer(&mut self, request: Request, at: Clock) -> Answered {
+        let act = |s: &mut Self, name: &str, command| match s.request(name, command, at) {
+            Ok(text) => Answered::Now(Response::Done(text), true),
+            Err(e) => Answered::Now(Response::Error(e), false),
+        };
+        let no_log =
+            |name: &str| Response::Error(format!("no workload {name:?} and no log of one (see `paddock status`)"));
+        match request {
+            Request::Status { name: None } => Answered::Now(Response::Status(self.status(at)), false),
+            Request::Status { name: Some(name) } => match self.detail(&name, at) {
+                Some(detail) => Answered::Now(Response::Detail(Box::new(detail)), false),
+                None => Answered::Now(Response::Error(format!("no workload {name:?} (see `paddock status`)")), false),
+            },
+            Request::Logs { name } => match WorkloadName::try_from(name.as_str()) {
+                Ok(n) => {
+                    let path = log_path(&self.state_dir, &n);
+                    let known = path.exists() || self.core.get(&n).is_some();
+                    let response =
+                        if known { Response::Logs { path: path.display().to_string() } } else { no_log(&name) };
+                    Answered::Now(response, false)
+                }
+                Err(_) => Answered::Now(no_log(&name), false),
+            },
+            Request::Start { name } => act(self, &name, Command::Start),
+            Request::Stop { name } => act(self, &name, Command::Stop),
+            Request::Restart { name } => act(self, &name, Command::Restart),
+            Request::Reload => Answered::Reload,
+            Request::Plan { dir } => Answered::Plan(dir),
+        }
+    }
+
     fn row(&self, w: &Workload, at: Clock) -> WorkloadStatus {
         let file = format!("{}.toml", w.name);
         let slice = self.store.slice(&w.name);
