@@ -16,6 +16,9 @@ use crate::timefmt::{parse_rfc3339, rfc3339};
 pub const LOG_MAX_BYTES: u64 = 10 << 20;
 pub const LOG_KEEP: usize = 3;
 
+/// A log that cannot be written is said at most this often.
+const LOG_COMPLAINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Each line of a log file starts with the time its first byte arrived and
 /// a space: `2026-11-23T05:20:00.123456Z hello`. `paddock logs` strips it
 /// unless asked (`--timestamps`) and filters on it (`--since`).
@@ -132,20 +135,25 @@ pub async fn copy_to_log(read: OwnedFd, path: PathBuf) {
         }
     };
     let mut stamper = Stamper::default();
-    // A failing write (a full disk) is said once, and its end once: not
-    // once per line, hundreds of times a second.
+    // A failing write (a full disk) is said at most once a minute, and its
+    // end once after that: not once per line, hundreds of times a second,
+    // nor each time a page freed elsewhere lets one write through.
     let mut failing = false;
+    let mut told: Option<std::time::Instant> = None;
+    let mut told_unrecovered = false;
     let mut lost: u64 = 0;
     let mut write = |log: &mut RotatingLog, bytes: &[u8]| match log.write(bytes) {
-        Ok(()) if failing => {
-            failing = false;
-            tracing::warn!(log = %path.display(), lost_bytes = lost, "the log is written again");
-            lost = 0;
+        Ok(()) => {
+            if std::mem::take(&mut failing) && std::mem::take(&mut told_unrecovered) {
+                tracing::warn!(log = %path.display(), lost_bytes = lost, "the log is written again");
+                lost = 0;
+            }
         }
-        Ok(()) => {}
         Err(e) => {
-            if !failing {
+            if !failing && told.is_none_or(|t| t.elapsed() >= LOG_COMPLAINT_INTERVAL) {
                 tracing::error!(log = %path.display(), error = %e, "cannot write the log; its output is dropped until it can");
+                told = Some(std::time::Instant::now());
+                told_unrecovered = true;
             }
             failing = true;
             lost += bytes.len() as u64;
