@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod fsutil;
 pub mod idmap;
+pub mod logline;
 pub mod model;
 pub mod protocol;
 pub mod reconcile;

@@ -198,16 +198,24 @@ fn status_says_when_the_daemon_is_not_running() {
 }
 
 #[test]
-fn a_daemon_killed_with_sigkill_leaves_no_orphan() {
+fn a_daemon_killed_with_sigkill_leaves_its_workloads_running_and_the_next_adopts_them() {
     let mut d = Daemon::setup().start(&[]);
-    d.write("orphan.toml", SLEEPER);
-    let pid = d.running_pid("orphan");
+    d.write("kept.toml", SLEEPER);
+    let pid = d.running_pid("kept");
     let mut child = d.child.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
-    // The sandbox's init has a parent-death signal: it dies with the daemon,
-    // and with it every process of its pid namespace.
-    d.wait_for("the sandbox to die with its daemon", |_| gone(pid));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!gone(pid), "the sandbox runs on without its daemon");
+    let mut d = d.start(&[]);
+    assert_eq!(d.running_pid("kept"), pid, "adopted, not restarted");
+    let w = d.workload("kept").unwrap();
+    assert_eq!(w["restarts"], 0, "{w}");
+    // Supervised again: a stop reaches it, and its end is heard.
+    assert!(d.paddock(&["stop", "kept"]).status.success());
+    d.wait_for("kept stopped", |d| d.workload("kept").is_some_and(|w| w["state"] == "stopped"));
+    assert!(gone(pid));
+    assert_eq!(d.terminate(), 0);
 }
 
 #[test]
@@ -334,7 +342,7 @@ fn json_logs_are_one_object_per_line_with_the_workload_named() {
 }
 
 #[test]
-fn a_new_daemon_stops_what_a_killed_one_left_and_keeps_the_slices() {
+fn a_new_daemon_adopts_what_runs_cleans_up_what_does_not_and_keeps_the_slices() {
     let d = Daemon::setup();
     // "privileged": a sandbox in the host's pid namespace, whose processes
     // outlive their init; only the records and the cgroup can find them.
@@ -342,7 +350,7 @@ fn a_new_daemon_stops_what_a_killed_one_left_and_keeps_the_slices() {
     let mut d = d.start(&[]);
     d.write("heir.toml", "command = [\"/bin/sleep\", \"1002\"]\n");
     d.write("stray.toml", "command = [\"/bin/sleep\", \"1003\"]\n[namespaces]\npid = \"host\"\n");
-    d.running_pid("heir");
+    let heir = d.running_pid("heir");
     let stray_init = d.running_pid("stray");
     let slices: Vec<Value> = ["heir", "stray"].iter().map(|n| d.workload(n).unwrap()["uid_map"].clone()).collect();
     let left = processes(&["/bin/sleep", "1003"]);
@@ -351,14 +359,18 @@ fn a_new_daemon_stops_what_a_killed_one_left_and_keeps_the_slices() {
     let mut child = d.child.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
-    d.wait_for("the stray's init to die with its daemon", |_| gone(stray_init));
-    assert!(!gone(left[0]), "the stray's workload outlived its init (the case recovery is for)");
+    // While no daemon runs, the stray's init is killed; its workload, in the
+    // host's pid namespace, outlives it (the case the cgroup search is for).
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(stray_init as i32, libc::SIGKILL) };
+    d.wait_for("the stray's init to die", |_| gone(stray_init));
+    assert!(!gone(left[0]), "the stray's workload outlived its init");
     // State damaged as a crash might leave it: the id table and one record unreadable.
     std::fs::write(d.path("state/idmap.json"), "{\"slices\": {\"heir\"").unwrap();
     std::fs::write(d.path("state/sandboxes/ghost.json"), "garbage").unwrap();
 
     let d = d.start(&[]);
-    d.running_pid("heir");
+    assert_eq!(d.running_pid("heir"), heir, "heir was adopted, not restarted");
     d.running_pid("stray");
     assert!(gone(left[0]), "the new daemon stopped the stray before starting its own");
     assert_eq!(processes(&["/bin/sleep", "1002"]).len(), 1, "exactly one sandbox of heir");
@@ -366,6 +378,7 @@ fn a_new_daemon_stops_what_a_killed_one_left_and_keeps_the_slices() {
     let now: Vec<Value> = ["heir", "stray"].iter().map(|n| d.workload(n).unwrap()["uid_map"].clone()).collect();
     assert_eq!(now, slices, "the slices survive, rebuilt from the sandbox records");
     let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("adopted a sandbox"), "{log}");
     assert!(log.contains("left by a daemon that died"), "{log}");
     assert!(log.contains("the id table is unreadable"), "{log}");
     assert!(log.contains("corrupt sandbox record"), "{log}");
@@ -485,7 +498,7 @@ fn a_sandbox_holds_nothing_of_the_daemon() {
         assert!(!held.contains(theirs) || theirs == "/dev/null", "the init holds the daemon's {theirs}: {held:?}");
     }
     assert!(daemons.iter().any(|f| f.ends_with("out/daemon.log")), "the stray descriptor: {daemons:?}");
-    assert!(held.len() <= 5, "stdio, its channel and its exec-error pipe: {held:?}");
+    assert!(held.len() <= 7, "stdio, the two ends of its channel, a signalfd and the output pipe: {held:?}");
     // The workload: stdin, stdout and stderr only.
     let log = d.path("state/logs/quiet.log");
     d.wait_for("the listing", |_| std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 3));

@@ -11,7 +11,7 @@ use clap::Args;
 
 use super::CliError;
 use super::client::{ClientArgs, unexpected};
-use crate::daemon::logs::{LOG_KEEP, files_oldest_first, split_line};
+use crate::logline::{LOG_KEEP, files_oldest_first, split_line};
 use crate::protocol::{Request, Response};
 
 /// Show a workload's captured stdout and stderr (both go to one log,

@@ -138,6 +138,8 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
         cgroups: &layout,
         volumes_root: &volumes_root,
         die_with_parent: true,
+        // Attached to this process, which no daemon supervises.
+        supervised: false,
         // This process has no other thread, so the clone child can be the
         // init without re-executing paddock (the daemon's path, --init-exec).
         init: if args.init_exec { InitMode::Exec } else { InitMode::InPlace },

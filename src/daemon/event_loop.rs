@@ -100,11 +100,19 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<re
     }
     let found = records::recover(state_dir, cgroups, &known);
     if !found.stopped.is_empty() {
-        tracing::warn!(workloads = ?found.stopped, "stopped the sandboxes of a daemon that died; they start anew");
+        tracing::warn!(workloads = ?found.stopped, "stopped the sandboxes of a daemon that died that could not be adopted; they start anew");
     }
     let doubtful = repair_allocations(state_dir, &loaded.kept, &found.slices);
     daemon.store.refresh();
     daemon.restore(loaded, doubtful);
+    let at = Clock::read();
+    for (name, sandbox, record) in found.adopted {
+        // Its uptime goes on from when it was started, not from now.
+        let ran = record.started.and_then(|t| at.wall.duration_since(t).ok()).unwrap_or_default();
+        let since = at.now.checked_sub(ran).unwrap_or(at.now);
+        daemon.adopt(&name, record.version.unwrap_or(crate::reconcile::Version(0)), sandbox.pid.as_raw(), since, at);
+        daemon.executor.adopt(&name, sandbox);
+    }
     Ok(lock)
 }
 

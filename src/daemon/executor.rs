@@ -1,28 +1,31 @@
 //! The effects on sandboxes, behind a trait so the supervisor can be
 //! driven by fakes in tests: start, signal, kill. The real executor begins
 //! a sandbox (the clone and the init's configuration take a fraction of a
-//! millisecond) and hands it to a task of the event loop that waits, never
-//! blocking the loop, for the init's report, then for the workload's end;
-//! the waits that can take long (the init's exit, emptying the cgroup) run
-//! on a blocking thread. What happens comes back as `SandboxEvent`s.
+//! millisecond) and hands it to a task of the event loop that listens,
+//! never blocking the loop, to its init: its report on the start, requests
+//! to rotate the log the init writes, and the workload's end, which it
+//! acknowledges so the init may go. The waits that can take long (the
+//! init's exit, emptying the cgroup) run on a blocking thread. What
+//! happens comes back as `SandboxEvent`s. Sandboxes a predecessor left
+//! running are adopted the same way (`adopt`).
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal as NixSignal, kill};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
-use super::logs::copy_to_log;
 use super::records::{self, Record};
 use crate::idmap::Slice;
+use crate::logline;
 use crate::model::{Exit, Manifest, Signal, WorkloadName};
 use crate::reconcile::{Blame, StartFailure, Version};
 use crate::sandbox::cgroup::{Cgroup, CgroupError, Layout};
-use crate::sandbox::{self, InitMode, SpawnError, SpawnRequest, process};
+use crate::sandbox::{self, InitCommand, InitMode, InitReport, Sandbox, SpawnError, SpawnRequest, process};
 
 /// What a sandbox did, reported to the event loop.
 #[derive(Debug)]
@@ -68,12 +71,23 @@ pub fn blame(error: &SpawnError) -> Blame {
     }
 }
 
-/// A sandbox that exists: enough to signal and kill it. (The init is this
-/// process's unreaped child until `Sandbox::wait`, so its pid cannot be
-/// reused meanwhile: no pidfd is needed, one descriptor fewer per workload.)
+/// A sandbox that exists: enough to signal and kill it. An init this
+/// process started is its unreaped child until it is reaped, so its pid
+/// cannot be reused meanwhile: no pidfd is needed for it, one descriptor
+/// fewer per workload. An adopted one is signalled through its pidfd.
 struct Live {
     pid: Pid,
     cgroup: Option<Cgroup>,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Live {
+    fn signal(&self, signal: NixSignal) -> nix::Result<()> {
+        match &self.pidfd {
+            Some(pidfd) => crate::sandbox::pidfd_send_signal(pidfd.as_fd(), signal as libc::c_int),
+            None => kill(self.pid, signal),
+        }
+    }
 }
 
 /// What the real executor needs from the daemon's settings.
@@ -131,18 +145,14 @@ impl Executor for SandboxExecutor {
     fn start(&mut self, request: StartRequest<'_>) -> Result<(), StartFailure> {
         let StartRequest { name, version, manifest, slice } = request;
         let state_dir = self.settings.state_dir.clone();
-        // Its output, across runs, in STATE_DIR/logs/NAME.log.
-        let pipe = crate::fsutil::create_private_dir(&state_dir.join("logs"))
-            .and_then(|()| nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from));
-        let (read, write): (OwnedFd, OwnedFd) = match pipe {
-            Ok(pipe) => pipe,
+        // Its output, across runs, in STATE_DIR/logs/NAME.log: the init writes it.
+        let log = crate::fsutil::create_private_dir(&state_dir.join("logs"))
+            .and_then(|()| logline::open(&self.log_path(name)));
+        let log = match log {
+            Ok(file) => file,
             Err(e) => {
-                let blame = if e.raw_os_error().is_some_and(|e| e == libc::EMFILE || e == libc::ENFILE) {
-                    Blame::Daemon
-                } else {
-                    Blame::Workload
-                };
-                return Err(StartFailure::new(blame, LogPipe(e)));
+                let exhausted = e.raw_os_error().is_some_and(|e| is_exhausted(Errno::from_raw(e)));
+                return Err(StartFailure::new(if exhausted { Blame::Daemon } else { Blame::Workload }, LogFile(e)));
             }
         };
         // Written before the sandbox may run anything: a successor daemon
@@ -154,6 +164,7 @@ impl Executor for SandboxExecutor {
                 cgroup: cloned.cgroup.map(|c| c.dirs().to_vec()).unwrap_or_default(),
                 slice,
                 version: Some(version),
+                started: Some(SystemTime::now()),
             };
             records::write(&state_dir, name, &record)
         };
@@ -164,12 +175,14 @@ impl Executor for SandboxExecutor {
             slice,
             cgroups: &self.settings.cgroups,
             volumes_root: &self.settings.volumes_root,
-            // A daemon that dies takes its sandboxes with it: no orphans.
+            // While it is set up: a daemon that dies takes the half-built sandbox with it.
             die_with_parent: true,
+            // Once it runs, it outlives the daemon, which adopts it again.
+            supervised: true,
             // A fresh process for the init, with nothing of the daemon's
             // memory (every manifest's environment) in the sandbox's PID 1.
             init: InitMode::Exec,
-            output: Some(write.as_fd()),
+            output: Some(log.as_fd()),
             on_cloned: Some(&record),
         };
         let pending = match sandbox::begin(&spawn) {
@@ -179,19 +192,17 @@ impl Executor for SandboxExecutor {
                 return Err(StartFailure::new(blame(&e), e));
             }
         };
-        // Our copy of the write end must go, so the log copier sees the end.
-        drop(write);
-        tokio::spawn(copy_to_log(read, self.log_path(name)));
-        let cgroup = pending.cgroup().cloned();
-        self.live.insert(name.clone(), Live { pid: pending.pid(), cgroup });
-        tokio::spawn(watch(name.clone(), pending, begun, state_dir, self.events.clone()));
+        drop(log);
+        self.live.insert(name.clone(), Live { pid: pending.pid(), cgroup: pending.cgroup().cloned(), pidfd: None });
+        let listen = Listener { name: name.clone(), state_dir, events: self.events.clone() };
+        tokio::spawn(listen.start(pending, begun));
         Ok(())
     }
 
     fn signal(&mut self, name: &WorkloadName, signal: Signal) {
         if let Some(live) = self.live.get(name) {
             let signal = NixSignal::try_from(signal.number()).unwrap_or(NixSignal::SIGTERM);
-            let _ = kill(live.pid, signal);
+            let _ = live.signal(signal);
         }
     }
 
@@ -200,7 +211,7 @@ impl Executor for SandboxExecutor {
             // The init is PID 1 of its pid namespace: its death kills the
             // rest. A sandbox in the host's pid namespace is killed through
             // its cgroup (cgroup.kill, which does not wait).
-            let _ = kill(live.pid, NixSignal::SIGKILL);
+            let _ = live.signal(NixSignal::SIGKILL);
             if let Some(cgroup) = &live.cgroup {
                 cgroup.kill_all(Duration::ZERO);
             }
@@ -212,39 +223,106 @@ impl Executor for SandboxExecutor {
     }
 }
 
-/// The log pipe could not be made.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot capture the workload's output: {0}")]
-struct LogPipe(std::io::Error);
+impl SandboxExecutor {
+    /// Takes over a sandbox a predecessor (or this process, before an
+    /// exec) left running; from then on it is as if this daemon had
+    /// started it. Its end, if it came while no daemon listened, arrives
+    /// as an event like any other.
+    pub fn adopt(&mut self, name: &WorkloadName, sandbox: Sandbox) {
+        self.live.insert(
+            name.clone(),
+            Live {
+                pid: sandbox.pid,
+                cgroup: sandbox.cgroup.clone(),
+                pidfd: sandbox.pidfd.as_ref().and_then(|p| p.try_clone().ok()),
+            },
+        );
+        let listen =
+            Listener { name: name.clone(), state_dir: self.settings.state_dir.clone(), events: self.events.clone() };
+        tokio::spawn(listen.running(sandbox));
+    }
+}
 
-/// The init's report, then the workload's end, each waited for on the
-/// event loop without blocking it.
-async fn watch(
+/// The log file could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the workload's log: {0}")]
+struct LogFile(std::io::Error);
+
+fn is_exhausted(errno: Errno) -> bool {
+    matches!(errno, Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM | Errno::ENOSPC)
+}
+
+/// Listens to one sandbox's init, on the event loop, until its end.
+struct Listener {
     name: WorkloadName,
-    pending: sandbox::Pending,
-    begun: Instant,
     state_dir: PathBuf,
     events: mpsc::UnboundedSender<SandboxEvent>,
-) {
-    let fd = pending.channel_fd();
-    let _ = readable(fd).await;
-    // Readable: the report (or the init's death) is there; this does not block.
-    let mut sandbox = match pending.finish() {
-        Ok(sandbox) => sandbox,
-        Err(e) => {
-            records::remove(&state_dir, &name);
-            let failure = StartFailure::new(blame(&e), e);
-            let _ = events.send(SandboxEvent::StartFailed { name, failure });
-            return;
+}
+
+impl Listener {
+    /// The init's report on the start, then its life.
+    async fn start(self, pending: sandbox::Pending, begun: Instant) {
+        let _ = readable(pending.channel_fd()).await;
+        // Readable: the report (or the init's death) is there; this does not block.
+        let sandbox = match pending.finish() {
+            Ok(sandbox) => sandbox,
+            Err(e) => {
+                records::remove(&self.state_dir, &self.name);
+                let failure = StartFailure::new(blame(&e), e);
+                let _ = self.events.send(SandboxEvent::StartFailed { name: self.name, failure });
+                return;
+            }
+        };
+        let pid = sandbox.pid.as_raw();
+        let _ = self.events.send(SandboxEvent::Started { name: self.name.clone(), pid, latency: begun.elapsed() });
+        self.running(sandbox).await;
+    }
+
+    /// What the init says while its workload runs, until its end.
+    async fn running(self, mut sandbox: Sandbox) {
+        // Our own children are signalled by pid: the pidfd is one descriptor too many.
+        if sandbox.is_child() {
+            sandbox.pidfd = None;
         }
-    };
-    // The daemon watches the channel and signals by pid: the pidfd is spare.
-    sandbox.pidfd = None;
-    let pid = sandbox.pid.as_raw();
-    let _ = events.send(SandboxEvent::Started { name: name.clone(), pid, latency: begun.elapsed() });
-    let _ = readable(sandbox.channel_fd()).await;
-    // The init's exit and the cgroup's emptying may take a while: not on the loop.
-    let exit = tokio::task::spawn_blocking(move || sandbox.wait()).await.unwrap_or(Exit::Code(125));
-    records::remove(&state_dir, &name);
-    let _ = events.send(SandboxEvent::Exited { name, exit });
+        let reported = loop {
+            if readable(sandbox.channel_fd()).await.is_err() {
+                break None;
+            }
+            match sandbox.try_recv() {
+                Ok((InitReport::LogFull, _)) => self.rotate(&sandbox),
+                Ok((InitReport::LogFailing { error }, _)) => {
+                    tracing::error!(workload = %self.name, %error, "cannot write the log; its output is dropped until it can");
+                }
+                Ok((InitReport::LogWritten { lost }, _)) => {
+                    tracing::warn!(workload = %self.name, lost_bytes = lost, "the log is written again");
+                }
+                Ok((end @ InitReport::Exited { .. }, _)) => {
+                    // Heard: the init may go.
+                    let _ = sandbox.send(&InitCommand::Ack, &[]);
+                    break Some(end);
+                }
+                Ok((other, _)) => {
+                    tracing::warn!(workload = %self.name, report = ?other, "unexpected report from the init")
+                }
+                Err(sandbox::ChannelError::Io(Errno::EAGAIN)) => {}
+                // The init is gone without a word.
+                Err(_) => break None,
+            }
+        };
+        // The init's exit and the cgroup's emptying may take a while: not on the loop.
+        let exit =
+            tokio::task::spawn_blocking(move || sandbox.reap(reported.as_ref())).await.unwrap_or(Exit::Code(125));
+        records::remove(&self.state_dir, &self.name);
+        let _ = self.events.send(SandboxEvent::Exited { name: self.name, exit });
+    }
+
+    /// The init's log is full: the files move down one, and the init gets a new one.
+    fn rotate(&self, sandbox: &Sandbox) {
+        match logline::rotate(&log_path(&self.state_dir, &self.name), logline::LOG_KEEP) {
+            Ok(file) => {
+                let _ = sandbox.send(&InitCommand::NewLog, &[file.as_raw_fd()]);
+            }
+            Err(e) => tracing::error!(workload = %self.name, error = %e, "cannot rotate the log"),
+        }
+    }
 }

@@ -5,7 +5,6 @@
 pub mod event_loop;
 pub mod executor;
 pub mod kept;
-pub mod logs;
 pub mod notify;
 pub mod records;
 pub mod scan;

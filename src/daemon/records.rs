@@ -1,12 +1,11 @@
 //! What the daemon records of each sandbox it runs, in
-//! `STATE_DIR/sandboxes/NAME.json`: the init's pid and start time, its
-//! cgroup and its id slice. A daemon that starts after its predecessor
-//! died (a crash, `kill -9`) reads them and stops what is left before it
-//! starts anything: never two sandboxes of one workload, never an orphan.
-//!
-//! The sandbox's init also has a parent-death signal, so usually nothing is
-//! left; the records cover what that signal cannot reach: processes of a
-//! sandbox that shares the host's pid namespace, which outlive their init.
+//! `STATE_DIR/sandboxes/NAME.json`, before the sandbox may run anything:
+//! the init's pid and start time, its cgroup, its id slice, the manifest
+//! version it runs and when it started. A daemon that starts after its
+//! predecessor died (a crash, `kill -9`, an upgrade's exec) reads them and
+//! adopts every sandbox still running; it stops what it cannot adopt and
+//! cleans up after what is gone, before it starts anything: never two
+//! sandboxes of one workload, never an orphan.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +18,7 @@ use crate::model::WorkloadName;
 use crate::reconcile::Version;
 use crate::sandbox::cgroup::{Cgroup, Layout};
 use crate::sandbox::process::{self, Killed};
+use crate::sandbox::{AdoptError, Sandbox};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -35,6 +35,9 @@ pub struct Record {
     /// The manifest version it runs.
     #[serde(default)]
     pub version: Option<Version>,
+    /// When it was started (for its uptime once adopted).
+    #[serde(default)]
+    pub started: Option<std::time::SystemTime>,
 }
 
 fn dir(state_dir: &Path) -> PathBuf {
@@ -83,7 +86,7 @@ pub fn remove(state_dir: &Path, name: &WorkloadName) {
 }
 
 /// What `recover` found and did, for the log and the tests.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Recovery {
     /// Workloads whose sandbox (or part of it) was still there and was stopped.
     pub stopped: Vec<String>,
@@ -91,6 +94,8 @@ pub struct Recovery {
     pub corrupt: Vec<PathBuf>,
     /// Slices the records held, to rebuild a lost id table with.
     pub slices: Vec<(String, Slice)>,
+    /// Sandboxes still running, taken over (their records stay).
+    pub adopted: Vec<(WorkloadName, Sandbox, Record)>,
 }
 
 /// Stops every sandbox a dead predecessor recorded, empties and removes
@@ -130,6 +135,23 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
         let mut found = false;
         match record {
             Ok(record) => {
+                out.slices.push((stem.to_owned(), record.slice));
+                match crate::sandbox::adopt(record.pid, record.start_time, Cgroup::existing(layout, stem)) {
+                    Ok(sandbox) => {
+                        tracing::info!(
+                            workload = stem,
+                            pid = record.pid,
+                            action = "adopt",
+                            "adopted a sandbox that ran on without a daemon"
+                        );
+                        out.adopted.push((name, sandbox, record));
+                        continue;
+                    }
+                    Err(AdoptError::Gone(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(workload = stem, error = %e, "cannot adopt a predecessor's sandbox: stopping it")
+                    }
+                }
                 match process::kill(record.pid, record.start_time, Duration::from_secs(5)) {
                     Killed::Gone => {}
                     Killed::Killed => found = true,
@@ -138,7 +160,6 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
                         tracing::error!(workload = stem, pid = record.pid, "a predecessor's sandbox does not die");
                     }
                 }
-                out.slices.push((stem.to_owned(), record.slice));
             }
             Err(e) => {
                 tracing::warn!(record = %file.display(), error = %e, "corrupt sandbox record; its cgroup is still searched");

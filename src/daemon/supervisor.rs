@@ -30,7 +30,7 @@ pub struct Stats {
 
 pub struct Supervisor<E: Executor, S: Store> {
     pub(super) core: Core,
-    pub(super) executor: E,
+    pub executor: E,
     pub store: S,
     pub(super) workloads: PathBuf,
     pub(super) state_dir: PathBuf,
@@ -111,6 +111,18 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             self.core
                 .doubt_all(format!("the list of held workloads is unreadable ({why}); held until `paddock start`"));
         }
+    }
+
+    /// A sandbox that ran on without a daemon is this workload's again.
+    pub fn adopt(
+        &mut self,
+        name: &WorkloadName,
+        version: crate::reconcile::Version,
+        pid: i32,
+        since: Instant,
+        at: Clock,
+    ) {
+        self.core.adopt(name, version, pid, since, at);
     }
 
     /// Applies a rescan's outcome. Returns the problems of the files found

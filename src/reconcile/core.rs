@@ -196,6 +196,14 @@ impl Core {
         };
     }
 
+    /// A sandbox that ran on while no daemon watched (or across this
+    /// daemon's exec) is this workload's, running `version` since `since`.
+    pub fn adopt(&mut self, name: &WorkloadName, version: Version, pid: i32, since: std::time::Instant, at: Clock) {
+        let w = self.entry(name);
+        w.state = State::Running { version, since, failures: 0, pid };
+        w.note(at.wall, Happening::Adopted { pid });
+    }
+
     pub fn on_manifest(&mut self, name: &WorkloadName, event: ManifestEvent, at: Clock) -> Vec<Effect> {
         let w = self.entry(name);
         let mut effects = Vec::new();
@@ -231,6 +239,11 @@ impl Core {
                     w.state = State::Held { version };
                     w.note(at.wall, Happening::Held);
                     effects.push(Effect::Persist { name: name.clone() });
+                }
+                // An adopted sandbox runs this version: its stop signal and
+                // restart policy are this manifest's.
+                if w.runs.is_none() && w.state.has_sandbox() && w.state.version() == Some(version) {
+                    w.runs = Some(Desired { version, manifest: manifest.clone() });
                 }
                 w.desired = Some(Desired { version, manifest });
             }

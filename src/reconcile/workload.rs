@@ -158,6 +158,10 @@ pub enum Happening {
     Started {
         pid: i32,
     },
+    /// Taken over from a daemon that died (or re-executed itself).
+    Adopted {
+        pid: i32,
+    },
     StartFailed(StartFailure),
     Exited(Exit),
     RestartIn(Duration),
@@ -186,6 +190,7 @@ impl fmt::Display for Happening {
             Happening::ManifestRemoved => f.write_str("manifest removed"),
             Happening::Starting(cause) => write!(f, "starting ({cause})"),
             Happening::Started { pid } => write!(f, "started (pid {pid})"),
+            Happening::Adopted { pid } => write!(f, "adopted (pid {pid}), running since before this daemon"),
             Happening::StartFailed(failure) => write!(f, "start failed: {}", failure.error),
             Happening::Exited(exit) => write!(f, "exited: {exit}"),
             Happening::RestartIn(delay) => {

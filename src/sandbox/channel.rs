@@ -72,11 +72,22 @@ impl Channel {
         Ok(())
     }
 
+    /// The next message; blocks until there is one.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<(T, Vec<OwnedFd>), ChannelError> {
+        self.receive(MsgFlags::empty())
+    }
+
+    /// The next message, or `Err(Io(EAGAIN))` at once when there is none.
+    pub fn try_recv<T: DeserializeOwned>(&self) -> Result<(T, Vec<OwnedFd>), ChannelError> {
+        self.receive(MsgFlags::MSG_DONTWAIT)
+    }
+
+    fn receive<T: DeserializeOwned>(&self, flags: MsgFlags) -> Result<(T, Vec<OwnedFd>), ChannelError> {
         let mut buf = vec![0u8; INLINE + 1];
         let mut iov = [IoSliceMut::new(&mut buf)];
         let mut space = cmsg_space!([RawFd; MAX_FDS]);
-        let msg = recvmsg::<()>(self.0.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+        let flags = flags | MsgFlags::MSG_CMSG_CLOEXEC;
+        let msg = recvmsg::<()>(self.0.as_raw_fd(), &mut iov, Some(&mut space), flags)?;
         let mut fds = Vec::new();
         for c in msg.cmsgs()? {
             if let ControlMessageOwned::ScmRights(received) = c {

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// Sent once, with the detached mounts as file descriptors: the rootfs
-/// first, then one per entry of `mounts`, in order.
+/// Sent once, with the detached mounts as file descriptors: for a
+/// supervised sandbox the daemon's own end of the channel first (see
+/// `supervised`), then the rootfs, then one per entry of `mounts`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InitConfig {
     pub hostname: String,
@@ -23,7 +24,29 @@ pub struct InitConfig {
     pub capabilities: u64,
     pub no_new_privileges: bool,
     pub seccomp: bool,
-    pub nofile: Option<u64>,
+    /// RLIMIT_NOFILE for the workload (soft, hard); the init itself may
+    /// hold more, so it is set in the workload's process.
+    pub nofile: Option<(u64, u64)>,
+    /// Started by the daemon (not `paddock run`): the sandbox outlives a
+    /// daemon that dies once it runs, the init copies the workload's output
+    /// into the log (its own stdout), stamping each line, and keeps the
+    /// daemon's end of the channel, through which a successor adopts it.
+    pub supervised: bool,
+}
+
+/// In a supervised sandbox's init, the daemon's end of the channel: the
+/// descriptor a successor daemon takes (pidfd_getfd) to adopt it.
+pub const DAEMON_END_FD: i32 = 4;
+/// And the init's own end.
+pub const INIT_END_FD: i32 = 3;
+
+/// What the daemon tells a running init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InitCommand {
+    /// The log was rotated: write to the descriptor sent with this from now on.
+    NewLog,
+    /// The workload's end was heard: the init may exit.
+    Ack,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +66,14 @@ pub enum InitReport {
     SetupFailed { step: String, error: String },
     /// Everything was set up but the command could not be executed.
     ExecFailed { command: String, errno: i32 },
-    /// The workload ended: with an exit code, or killed by a signal.
+    /// The log file passed its size: rotate it and send a new one.
+    LogFull,
+    /// Writing the log fails (a full disk): the output is dropped meanwhile.
+    LogFailing { error: String },
+    /// The log is written again; `lost` bytes were dropped.
+    LogWritten { lost: u64 },
+    /// The workload ended: with an exit code, or killed by a signal. A
+    /// supervised init then waits for `InitCommand::Ack` (with no daemon,
+    /// until a successor adopts it and reads this).
     Exited { code: Option<i32>, signal: Option<i32> },
 }

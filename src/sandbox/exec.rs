@@ -26,6 +26,7 @@ pub struct Prepared {
     capabilities: u64,
     no_new_privileges: bool,
     seccomp: Vec<BpfProgram>,
+    nofile: Option<(u64, u64)>,
 }
 
 /// The command's path: as given when it has a `/`, else searched in PATH
@@ -70,6 +71,7 @@ pub fn prepare(cfg: &InitConfig, seccomp: Vec<BpfProgram>) -> Result<Prepared, (
         capabilities: cfg.capabilities,
         no_new_privileges: cfg.no_new_privileges,
         seccomp,
+        nofile: cfg.nofile,
     })
 }
 
@@ -80,6 +82,7 @@ pub fn prepare(cfg: &InitConfig, seccomp: Vec<BpfProgram>) -> Result<Prepared, (
 pub enum Step {
     CloseDescriptors,
     Chdir,
+    Rlimit,
     Setgroups,
     Seccomp,
     BoundingSet,
@@ -92,9 +95,10 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 11] = [
+    const ALL: [Step; 12] = [
         Step::CloseDescriptors,
         Step::Chdir,
+        Step::Rlimit,
         Step::Setgroups,
         Step::Seccomp,
         Step::BoundingSet,
@@ -115,6 +119,7 @@ impl Step {
         match self {
             Step::CloseDescriptors => "close the init's descriptors",
             Step::Chdir => "chdir to the workdir",
+            Step::Rlimit => "set RLIMIT_NOFILE",
             Step::Setgroups => "setgroups",
             Step::Seccomp => "load the seccomp filter",
             Step::BoundingSet => "drop the capability bounding set",
@@ -156,6 +161,11 @@ fn setup(p: &Prepared) -> Result<std::convert::Infallible, (Step, Errno)> {
     // SIGPIPE in the init: give the workload every default back.
     sys::reset_signal_dispositions();
     chdir(&p.workdir).at(Step::Chdir)?;
+    // The workload's own limit (the init, whose limit was set from outside,
+    // holds a few more descriptors of its own).
+    if let Some((soft, hard)) = p.nofile {
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, soft, hard).at(Step::Rlimit)?;
+    }
     // Supplementary groups would carry the init's; the workload has none.
     nix::unistd::setgroups(&[]).at(Step::Setgroups)?;
     // Seccomp before dropping capabilities: loading a filter without

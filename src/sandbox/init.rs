@@ -1,18 +1,18 @@
 //! PID 1 of the sandbox: `paddock __init FD`, exec'd by the clone child,
 //! so it is a fresh single-threaded process that may allocate freely. It
-//! builds the root, forks the workload, then reaps zombies and forwards
-//! signals until the workload exits, and exits with its status.
+//! builds the root, forks the workload, then keeps it (`keeper.rs`) until
+//! it exits, and exits with its status.
 
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sched::{CloneFlags, unshare};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork, setsid};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::unistd::{ForkResult, fork, setsid};
 
 use super::channel::Channel;
-use super::config::{InitConfig, InitReport};
+use super::config::{DAEMON_END_FD, INIT_END_FD, InitConfig, InitReport};
+use super::keeper::{Keeper, Output, signalfd};
 use super::{exec, rootfs, seccomp};
 
 /// Signals the init passes on to the workload.
@@ -26,24 +26,64 @@ const FORWARDED: &[Signal] = &[
     Signal::SIGWINCH,
 ];
 
+/// Moves a descriptor to a fixed number (the two ends of a supervised
+/// init's channel are where a successor daemon expects them).
+fn move_to(fd: OwnedFd, to: RawFd) -> Result<OwnedFd, Errno> {
+    if fd.as_raw_fd() == to {
+        return Ok(fd);
+    }
+    // SAFETY: dup3 onto a number this process does not use (after the exec
+    // only 0-2 and the channel are open); the new descriptor is ours.
+    let moved = Errno::result(unsafe { libc::dup3(fd.as_raw_fd(), to, libc::O_CLOEXEC) })?;
+    // SAFETY: dup3 returned `to`, open and owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
+}
+
 /// Entry point; returns the process's exit status.
 pub fn main(channel_fd: RawFd) -> i32 {
     // SAFETY: paddock passed this descriptor to us across exec for exactly this use; nothing else owns it.
-    let channel = Channel::new(unsafe { OwnedFd::from_raw_fd(channel_fd) });
-    let (cfg, fds) = match channel.recv::<InitConfig>() {
+    let channel = unsafe { OwnedFd::from_raw_fd(channel_fd) };
+    // Where a successor daemon expects it (after the exec only 0-2 and the
+    // channel are open, so INIT_END_FD is free or is the channel already).
+    let channel = match move_to(channel, INIT_END_FD) {
+        Ok(fd) => Channel::new(fd),
+        Err(e) => {
+            eprintln!("paddock init: placing the channel: {e}");
+            return 125;
+        }
+    };
+    let (cfg, mut fds) = match channel.recv::<InitConfig>() {
         Ok(message) => message,
         Err(e) => {
             eprintln!("paddock init: {e}");
             return 125;
         }
     };
+    let expected = cfg.mounts.len() + 1 + usize::from(cfg.supervised);
+    if fds.len() != expected {
+        let error = format!("expected {expected} descriptors, got {}", fds.len());
+        let _ = channel.send(&InitReport::SetupFailed { step: "receive mounts".to_owned(), error }, &[]);
+        return 125;
+    }
+    // Supervised: the daemon's end came first, and the kernel gives the
+    // lowest free number, DAEMON_END_FD; it is kept, never read, for a
+    // successor daemon to adopt this sandbox through.
+    let _daemon_end = if cfg.supervised {
+        let daemon_end = fds.remove(0);
+        if daemon_end.as_raw_fd() != DAEMON_END_FD {
+            let error =
+                format!("the daemon's end arrived as descriptor {}, not {DAEMON_END_FD}", daemon_end.as_raw_fd());
+            let _ = channel.send(&InitReport::SetupFailed { step: "receive the channel".to_owned(), error }, &[]);
+            return 125;
+        }
+        Some(daemon_end)
+    } else {
+        None
+    };
     let fail = |step: &str, error: String| {
         let _ = channel.send(&InitReport::SetupFailed { step: step.to_owned(), error }, &[]);
         125
     };
-    if fds.len() != cfg.mounts.len() + 1 {
-        return fail("receive mounts", format!("expected {} descriptors, got {}", cfg.mounts.len() + 1, fds.len()));
-    }
     // Our cgroup was set before we were released, so the namespace is rooted at it.
     if let Err(e) = unshare(CloneFlags::CLONE_NEWCGROUP) {
         return fail("unshare cgroup namespace", e.to_string());
@@ -79,7 +119,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
     watched.add(Signal::SIGCHLD);
     FORWARDED.iter().for_each(|s| watched.add(*s));
     // Blocked, not handled: a blocked signal is never discarded, even for a
-    // PID 1, and sigwait collects it below.
+    // PID 1, and the keeper reads it from a signalfd.
     if let Err(e) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&watched), None) {
         return fail("block signals", e.to_string());
     }
@@ -87,11 +127,32 @@ pub fn main(channel_fd: RawFd) -> i32 {
         Ok(p) => p,
         Err(e) => return fail("pipe", e.to_string()),
     };
+    // Supervised: the workload writes into a pipe this init reads, stamps
+    // and copies into the log (its own stdout).
+    let output = if cfg.supervised {
+        match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+            Ok(p) => Some(p),
+            Err(e) => return fail("pipe", e.to_string()),
+        }
+    } else {
+        None
+    };
+    let signals = match signalfd(&watched) {
+        Ok(s) => s,
+        Err(e) => return fail("signalfd", e.to_string()),
+    };
     // SAFETY: single-threaded process (freshly exec'd, no runtime), so the child may run any code.
     let workload = match unsafe { fork() } {
         Err(e) => return fail("fork", e.to_string()),
         Ok(ForkResult::Child) => {
             drop(err_read);
+            if let Some((_, write)) = &output {
+                // SAFETY: dup2 onto this process's stdout and stderr; `write` is open.
+                unsafe {
+                    libc::dup2(write.as_raw_fd(), 1);
+                    libc::dup2(write.as_raw_fd(), 2);
+                }
+            }
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
             // Its own session: a terminal's Ctrl-C reaches paddock, which forwards it once.
             let _ = setsid();
@@ -106,8 +167,13 @@ pub fn main(channel_fd: RawFd) -> i32 {
         Ok(ForkResult::Parent { child }) => child,
     };
     drop(err_write);
+    let output = output.map(|(read, write)| {
+        drop(write);
+        Output::new(read)
+    });
     let mut buf = [0u8; 8];
     let n = nix::unistd::read(&err_read, &mut buf).unwrap_or(0);
+    drop(err_read);
     let failed = (n == 8).then(|| {
         let step = u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes"));
         let errno = i32::from_ne_bytes(buf[4..].try_into().expect("4 bytes"));
@@ -120,43 +186,31 @@ pub fn main(channel_fd: RawFd) -> i32 {
             InitReport::SetupFailed { step: step.name().to_owned(), error: Errno::from_raw(errno).desc().to_owned() }
         }
     };
+    // Running: from here a supervised sandbox outlives a daemon that dies
+    // (it was recorded before it was released; a successor adopts it).
+    if failed.is_none() && cfg.supervised {
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    }
     let _ = channel.send(&report, &[]);
-    let end = supervise(workload, &watched);
     match failed {
         Some((exec::Step::Execve, libc::ENOENT)) => return 127,
         Some((exec::Step::Execve, _)) => return 126,
         Some(_) => return 125,
         None => {}
     }
-    // An exit status alone cannot tell `exit 143` from death by SIGTERM.
-    let _ = channel.send(&end, &[]);
-    match end {
+    let keeper = Keeper {
+        channel,
+        workload,
+        signals,
+        forwarded: FORWARDED,
+        output,
+        supervised: cfg.supervised,
+        private_pid: cfg.private_pid,
+    };
+    match keeper.keep() {
         InitReport::Exited { signal: Some(sig), .. } => 128 + sig,
         InitReport::Exited { code: Some(code), .. } => code,
         _ => 125,
-    }
-}
-
-/// Reaps every child, forwards signals to the workload, and returns how
-/// the workload ended.
-fn supervise(workload: Pid, watched: &SigSet) -> InitReport {
-    loop {
-        let Ok(signal) = watched.wait() else { continue };
-        if signal != Signal::SIGCHLD {
-            let _ = kill(workload, signal);
-            continue;
-        }
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == workload => {
-                    return InitReport::Exited { code: Some(code), signal: None };
-                }
-                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == workload => {
-                    return InitReport::Exited { code: None, signal: Some(sig as i32) };
-                }
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
     }
 }

@@ -6,9 +6,10 @@
 pub mod cgroup;
 mod channel;
 mod clone;
-mod config;
+pub mod config;
 mod exec;
 pub mod init;
+mod keeper;
 pub mod process;
 mod rootfs;
 mod seccomp;
@@ -17,5 +18,10 @@ mod spawn;
 mod sys;
 
 pub use crate::model::Exit;
+pub use channel::ChannelError;
+pub use config::{InitCommand, InitReport};
 pub use source::SourceError;
-pub use spawn::{Cloned, InitMode, Pending, Sandbox, SpawnError, SpawnRequest, begin, raise_nofile_limit, spawn};
+pub use spawn::{
+    AdoptError, Cloned, InitMode, Pending, Sandbox, SpawnError, SpawnRequest, adopt, begin, raise_nofile_limit, spawn,
+};
+pub use sys::pidfd_send_signal;

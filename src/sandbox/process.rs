@@ -18,6 +18,13 @@ pub fn start_time(pid: i32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The parent pid of `pid` (field 4 of /proc/PID/stat).
+pub fn parent(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// What `kill` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Killed {

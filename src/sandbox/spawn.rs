@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::sys::stat::Mode;
@@ -23,7 +24,7 @@ use nix::unistd::Pid;
 use super::cgroup::{Cgroup, CgroupError, Layout, Limits};
 use super::channel::{Channel, ChannelError};
 use super::clone::{Child, Stdio, clone_sandbox};
-use super::config::{InitConfig, InitMount, InitReport};
+use super::config::{DAEMON_END_FD, InitCommand, InitConfig, InitMount, InitReport};
 use super::source::{self, SourceError, Sources};
 use super::sys;
 use crate::idmap::Slice;
@@ -39,8 +40,13 @@ pub struct SpawnRequest<'a> {
     /// Idmapped mounts whose source is under this directory are resolved
     /// beneath it without following symlinks; it must be root's alone.
     pub volumes_root: &'a Path,
-    /// Kill the sandbox if the thread that spawned it dies (for `paddock run`).
+    /// Kill the sandbox if the thread that spawned it dies: always while it
+    /// is set up; for `paddock run`, for its whole life.
     pub die_with_parent: bool,
+    /// Started by the daemon: once running it outlives the daemon, its init
+    /// keeps the workload's output (into `output`, the log file) and can be
+    /// adopted by a successor (see `InitConfig::supervised`).
+    pub supervised: bool,
     /// How the sandbox's init starts; see `InitMode`.
     pub init: InitMode,
     /// Where the sandbox's stdout and stderr go (stdin is then /dev/null);
@@ -125,42 +131,74 @@ fn died(status: &WaitStatus) -> String {
 #[derive(Debug)]
 pub struct Sandbox {
     pub pid: Pid,
-    /// A pidfd of the init (`paddock run` polls it; the daemon, which
-    /// watches the channel and signals its own unreaped child by pid,
-    /// closes it to hold fewer descriptors).
+    /// A pidfd of the init (signals, and the end of an init that is not
+    /// this process's child). The daemon drops it for its own children,
+    /// which it signals by pid (unreaped, their pid cannot be reused).
     pub pidfd: Option<OwnedFd>,
     /// None when nothing needs one (see `needs_cgroup`).
     pub cgroup: Option<Cgroup>,
     channel: Channel,
+    /// Whether this process is the init's parent, and so reaps it (an
+    /// adopted init is not, unless this process re-executed itself).
+    child: bool,
+}
+
+/// How an init's report, or its wait status, says the workload ended.
+fn end_of(report: Option<&InitReport>, status: Option<WaitStatus>) -> Exit {
+    match (report, status) {
+        (Some(InitReport::Exited { signal: Some(sig), .. }), _) => Exit::Signal(*sig),
+        (Some(InitReport::Exited { code: Some(code), .. }), _) => Exit::Code(*code),
+        (_, Some(WaitStatus::Exited(_, code))) => Exit::Code(code),
+        (_, Some(WaitStatus::Signaled(_, sig, _))) => Exit::Signal(sig as i32),
+        // An init that died without a word (not our child): it blocks every
+        // signal but SIGKILL, so that is what ended it.
+        _ => Exit::Signal(libc::SIGKILL),
+    }
 }
 
 impl Sandbox {
-    /// The descriptor that turns readable when the init reports its
-    /// workload's end or exits: wait on it, then call `wait`.
+    /// Whether this process is the init's parent (and so reaps it).
+    pub fn is_child(&self) -> bool {
+        self.child
+    }
+
+    /// The descriptor that turns readable when the init has something to
+    /// say (or has exited): wait on it, then `try_recv`.
     pub fn channel_fd(&self) -> RawFd {
         self.channel.fd().as_raw_fd()
     }
 
+    /// The init's next message, with any descriptors sent along, or
+    /// `Err(Io(EAGAIN))` when there is none now.
+    pub fn try_recv(&self) -> Result<(InitReport, Vec<OwnedFd>), ChannelError> {
+        self.channel.try_recv()
+    }
+
+    /// Tells a supervised init something (a new log, that its end was heard).
+    pub fn send(&self, command: &InitCommand, fds: &[RawFd]) -> Result<(), ChannelError> {
+        self.channel.send(command, fds)
+    }
+
     /// Blocks until the init exits, then kills whatever is left in the
-    /// cgroup and removes it: nothing of the sandbox remains.
-    pub fn wait(self) -> Exit {
-        // The init's own report says how the workload ended (an exit status
-        // alone cannot tell `exit 143` from SIGTERM); without one (the init
-        // itself was killed), its wait status is all there is.
-        let report = self.channel.recv::<InitReport>();
-        let status = loop {
-            match waitpid(self.pid, None) {
-                Err(Errno::EINTR) => continue,
-                other => break other,
+    /// cgroup and removes it: nothing of the sandbox remains. `reported` is
+    /// the init's report of the workload's end, when it sent one.
+    pub fn reap(self, reported: Option<&InitReport>) -> Exit {
+        let status = if self.child {
+            loop {
+                match waitpid(self.pid, None) {
+                    Err(Errno::EINTR) => continue,
+                    other => break other.ok(),
+                }
             }
+        } else {
+            // Not our child: its parent reaps it; a pidfd polls readable once it has exited.
+            if let Some(pidfd) = &self.pidfd {
+                let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+                while !matches!(poll(&mut fds, PollTimeout::NONE), Ok(n) if n > 0) {}
+            }
+            None
         };
-        let exit = match (report, status) {
-            (Ok((InitReport::Exited { signal: Some(sig), .. }, _)), _) => Exit::Signal(sig),
-            (Ok((InitReport::Exited { code: Some(code), .. }, _)), _) => Exit::Code(code),
-            (_, Ok(WaitStatus::Exited(_, code))) => Exit::Code(code),
-            (_, Ok(WaitStatus::Signaled(_, sig, _))) => Exit::Signal(sig as i32),
-            _ => Exit::Code(125),
-        };
+        let exit = end_of(reported, status);
         let oom = self.cgroup.as_ref().is_some_and(Cgroup::oom_killed);
         let exit = if exit == Exit::Signal(libc::SIGKILL) && oom { Exit::OomKilled } else { exit };
         if let Some(cgroup) = &self.cgroup {
@@ -170,9 +208,48 @@ impl Sandbox {
         exit
     }
 
-    pub fn signal(&self, signal: Signal) -> nix::Result<()> {
-        kill(self.pid, signal)
+    /// Blocks until the workload ends and everything of the sandbox is
+    /// gone (`paddock run`).
+    pub fn wait(self) -> Exit {
+        // An exit status alone cannot tell `exit 143` from SIGTERM: the init's report can.
+        let report = self.channel.recv::<InitReport>().ok().map(|(report, _)| report);
+        self.reap(report.as_ref())
     }
+
+    pub fn signal(&self, signal: Signal) -> nix::Result<()> {
+        match &self.pidfd {
+            Some(pidfd) => sys::pidfd_send_signal(pidfd.as_fd(), signal as libc::c_int),
+            None => kill(self.pid, signal),
+        }
+    }
+}
+
+/// Why a recorded sandbox cannot be adopted.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    #[error("its init (pid {0}) is gone")]
+    Gone(i32),
+    #[error("its init (pid {pid}) cannot be reached: {errno}")]
+    Unreachable { pid: i32, errno: Errno },
+}
+
+/// Takes over a supervised sandbox that a daemon started (this process
+/// before an exec, or a predecessor that died): its init is `pid` if it
+/// still started at `start_time`; its channel is the copy of the daemon's
+/// end the init keeps (`DAEMON_END_FD`), taken with pidfd_getfd. Whatever
+/// the init said while no daemon listened is still there to read.
+pub fn adopt(pid: i32, start_time: u64, cgroup: Option<Cgroup>) -> Result<Sandbox, AdoptError> {
+    if super::process::start_time(pid) != Some(start_time) {
+        return Err(AdoptError::Gone(pid));
+    }
+    let pidfd = sys::pidfd_open(pid).map_err(|_| AdoptError::Gone(pid))?;
+    // The pidfd pins the pid: if the start time still matches, it is the init.
+    if super::process::start_time(pid) != Some(start_time) {
+        return Err(AdoptError::Gone(pid));
+    }
+    let end = sys::pidfd_getfd(pidfd.as_fd(), DAEMON_END_FD).map_err(|errno| AdoptError::Unreachable { pid, errno })?;
+    let child = super::process::parent(pid) == Some(std::process::id() as i32);
+    Ok(Sandbox { pid: Pid::from_raw(pid), pidfd: Some(pidfd), cgroup, channel: Channel::new(end), child })
 }
 
 fn capability_mask(manifest: &Manifest) -> u64 {
@@ -203,7 +280,8 @@ fn init_config(req: &SpawnRequest<'_>, sources: &Sources) -> InitConfig {
         capabilities: capability_mask(m),
         no_new_privileges: m.security.no_new_privileges,
         seccomp: m.security.seccomp == Seccomp::Default && !m.security.privileged,
-        nofile: m.resources.nofile.map(u64::from),
+        nofile: workload_nofile(m),
+        supervised: req.supervised,
     }
 }
 
@@ -215,6 +293,20 @@ fn init_config(req: &SpawnRequest<'_>, sources: &Sources) -> InitConfig {
 /// process of the sandbox, and the kernel kills them all when its init exits.
 fn needs_cgroup(layout: &Layout, limits: &Limits, manifest: &Manifest) -> bool {
     matches!(layout, Layout::V2 { .. }) || limits.any() || manifest.namespaces.pid == SharedOrPrivate::Host
+}
+
+/// Descriptors the init may hold itself (its channel, the log, a pipe, a
+/// signalfd...), whatever limit its workload has.
+const INIT_NOFILE: u64 = 64;
+
+/// The workload's RLIMIT_NOFILE (soft, hard): the manifest's, or the one
+/// the daemon was started with (it raised its own, see `raise_nofile_limit`).
+fn workload_nofile(m: &Manifest) -> Option<(u64, u64)> {
+    match (m.resources.nofile, INHERITED_NOFILE.get()) {
+        (Some(n), _) => Some((u64::from(n), u64::from(n))),
+        (None, Some(inherited)) => Some((inherited.rlim_cur, inherited.rlim_max)),
+        (None, None) => None,
+    }
 }
 
 /// The open-files limit this process was started with, when
@@ -265,7 +357,7 @@ pub fn begin(req: &SpawnRequest<'_>) -> Result<Pending, SpawnError> {
     };
     match spawn_in(req, cgroup.as_ref()) {
         Ok((pid, pidfd, channel)) => {
-            Ok(Pending { sandbox: Some(Sandbox { pid, pidfd: Some(pidfd), cgroup, channel }) })
+            Ok(Pending { sandbox: Some(Sandbox { pid, pidfd: Some(pidfd), cgroup, channel, child: true }) })
         }
         Err(e) => {
             discard_cgroup(cgroup.as_ref());
@@ -452,14 +544,11 @@ fn release(
     if let Some(cgroup) = attach {
         cgroup.attach(pid)?;
     }
-    // From outside: inside its user namespace the child could not raise a hard limit.
-    let nofile = match (req.manifest.resources.nofile, INHERITED_NOFILE.get()) {
-        (Some(n), _) => Some(libc::rlimit { rlim_cur: u64::from(n), rlim_max: u64::from(n) }),
-        // The daemon raised its own soft limit: the workload gets the one it would have had.
-        (None, Some(inherited)) => Some(*inherited),
-        (None, None) => None,
-    };
-    if let Some(limit) = nofile {
+    // From outside: inside its user namespace the child could not raise a
+    // hard limit. The init gets room for its own few descriptors; the
+    // workload's process sets its own limit (lowering it) before its exec.
+    if let Some((soft, hard)) = workload_nofile(req.manifest) {
+        let limit = libc::rlimit { rlim_cur: soft.max(INIT_NOFILE), rlim_max: hard.max(INIT_NOFILE) };
         // SAFETY: `limit` is a valid rlimit; the old value is not requested.
         Errno::result(unsafe { libc::prlimit(pid.as_raw(), libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) })
             .map_err(SpawnError::Rlimit)?;
@@ -481,8 +570,13 @@ fn release(
     }
     nix::unistd::write(channel.fd(), &[1u8]).map_err(ChannelError::Io)?;
     let config = init_config(req, &sources);
-    let fds: Vec<RawFd> =
-        std::iter::once(&sources.rootfs).chain(sources.mounts.iter().map(|s| &s.tree)).map(|f| f.as_raw_fd()).collect();
+    // A supervised init keeps a copy of the daemon's own end, sent first,
+    // through which a successor adopts it (see `adopt`).
+    let daemon_end = req.supervised.then(|| channel.fd().as_raw_fd());
+    let fds: Vec<RawFd> = daemon_end
+        .into_iter()
+        .chain(std::iter::once(&sources.rootfs).chain(sources.mounts.iter().map(|s| &s.tree)).map(|f| f.as_raw_fd()))
+        .collect();
     channel.send(&config, &fds)?;
     Ok(())
 }
@@ -493,8 +587,8 @@ fn report(pid: Pid, channel: &Channel) -> Result<(), SpawnError> {
         Ok((InitReport::Started { .. }, _)) => Ok(()),
         Ok((InitReport::SetupFailed { step, error }, _)) => Err(SpawnError::Setup { step, error }),
         Ok((InitReport::ExecFailed { command, errno }, _)) => Err(SpawnError::Exec { command, errno }),
-        // The init always reports Started before Exited.
-        Ok((report @ InitReport::Exited { .. }, _)) => {
+        // The init always reports Started before anything else.
+        Ok((report, _)) => {
             Err(SpawnError::Setup { step: "report".to_owned(), error: format!("out of order: {report:?}") })
         }
         Err(ChannelError::Closed) => {

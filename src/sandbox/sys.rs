@@ -194,6 +194,15 @@ pub fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// A copy of descriptor `fd` of the process a pidfd refers to (Linux 5.6;
+/// needs ptrace rights over it, which the host's root has).
+pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: RawFd) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number and flags, and returns a new fd or -1.
+    let got = Errno::result(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })?;
+    // SAFETY: the kernel just installed this descriptor in our table; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(got as RawFd) })
+}
+
 /// Sends `signal` to the process a pidfd refers to: unlike kill(2), it
 /// cannot reach a process that took a recycled pid.
 pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> Result<(), Errno> {

@@ -184,8 +184,17 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Stops the daemon as an operator would (SIGTERM), so its workloads
+    /// stop with it: killed, it would leave them running (they outlive a
+    /// daemon that dies, for the next one to adopt).
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -1,0 +1,140 @@
+//! The lines of a workload's log: each stamped with the time its first
+//! byte arrived (`2026-11-23T05:20:00.123456Z hello`), in one file per
+//! workload in the state directory, capped in size and rotated
+//! (`NAME.log`, `NAME.log.1`, ...). The sandbox's init writes them (so a
+//! workload's output never waits on the daemon), the daemon rotates the
+//! files when the init says one is full, and `paddock logs` reads them.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::timefmt::{parse_rfc3339, rfc3339};
+
+/// Largest log file before it is rotated, and how many old ones are kept
+/// (`paddock logs` reads them all).
+pub const LOG_MAX_BYTES: u64 = 10 << 20;
+pub const LOG_KEEP: usize = 3;
+
+/// Each line of a log file starts with the time its first byte arrived and
+/// a space: `2026-11-23T05:20:00.123456Z hello`. `paddock logs` strips it
+/// unless asked (`--timestamps`) and filters on it (`--since`).
+#[derive(Debug, Default)]
+pub struct Stamper {
+    mid_line: bool,
+}
+
+impl Stamper {
+    /// Appends `chunk` to `out`, each new line prefixed with `now`.
+    pub fn stamp(&mut self, chunk: &[u8], now: SystemTime, out: &mut Vec<u8>) {
+        let prefix = rfc3339(now);
+        for piece in chunk.split_inclusive(|b| *b == b'\n') {
+            if !self.mid_line {
+                out.extend_from_slice(prefix.as_bytes());
+                out.push(b' ');
+            }
+            out.extend_from_slice(piece);
+            self.mid_line = !piece.ends_with(b"\n");
+        }
+    }
+
+    /// At the end of a run: a last line without its newline gets one, so
+    /// the next run's first line starts a line of its own.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if std::mem::take(&mut self.mid_line) {
+            out.push(b'\n');
+        }
+    }
+}
+
+/// A log line's time and text (None for a line without a time).
+pub fn split_line(line: &str) -> (Option<SystemTime>, &str) {
+    match line.split_once(' ') {
+        Some((stamp, text)) => match parse_rfc3339(stamp) {
+            Some(t) => (Some(t), text),
+            None => (None, line),
+        },
+        None => (None, line),
+    }
+}
+
+/// A workload's log files, oldest first: `NAME.log.KEEP` ... `NAME.log.1`, `NAME.log`.
+pub fn files_oldest_first(path: &Path, keep: usize) -> Vec<PathBuf> {
+    (1..=keep).rev().map(|n| numbered(path, n)).chain([path.to_owned()]).filter(|p| p.exists()).collect()
+}
+
+pub fn numbered(path: &Path, n: usize) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// Opens a workload's log for appending (created 0600 when missing).
+pub fn open(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(libc::O_CLOEXEC).open(path)
+}
+
+/// Rotates a full log: `path.1` becomes `path.2` (... up to `keep`), `path`
+/// becomes `path.1`, and a new, empty `path` is opened and returned. A
+/// writer that still holds the old file writes into `path.1`: nothing is
+/// lost, and lines stay in order.
+pub fn rotate(path: &Path, keep: usize) -> std::io::Result<File> {
+    if keep == 0 {
+        std::fs::remove_file(path)?;
+    } else {
+        for n in (1..keep).rev() {
+            let from = numbered(path, n);
+            if from.exists() {
+                std::fs::rename(&from, numbered(path, n + 1))?;
+            }
+        }
+        std::fs::rename(path, numbered(path, 1))?;
+    }
+    open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_stamped_once_even_across_chunks() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(86_400);
+        let mut s = Stamper::default();
+        let mut out = Vec::new();
+        s.stamp(b"one\ntw", t, &mut out);
+        s.stamp(b"o\nthree", t, &mut out);
+        s.finish(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "1970-01-02T00:00:00.000000Z one\n1970-01-02T00:00:00.000000Z two\n1970-01-02T00:00:00.000000Z three\n"
+        );
+        let lines: Vec<_> = text.lines().map(split_line).collect();
+        assert_eq!(lines, [(Some(t), "one"), (Some(t), "two"), (Some(t), "three")]);
+        assert_eq!(split_line("no stamp here"), (None, "no stamp here"));
+    }
+
+    #[test]
+    fn rotation_keeps_a_few_and_the_old_writer_writes_on_in_the_first() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.log");
+        let mut old = open(&path).unwrap();
+        old.write_all(b"a\n").unwrap();
+        for round in ["b", "c", "d"] {
+            let mut new = rotate(&path, 2).unwrap();
+            // The writer that asked keeps writing the old file until it switches.
+            old.write_all(b"late\n").unwrap();
+            new.write_all(format!("{round}\n").as_bytes()).unwrap();
+            old = new;
+        }
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(path.clone()), "d\n");
+        assert_eq!(read(numbered(&path, 1)), "c\nlate\n");
+        assert_eq!(read(numbered(&path, 2)), "b\nlate\n");
+        assert!(!numbered(&path, 3).exists(), "only `keep` old files remain");
+        assert_eq!(files_oldest_first(&path, 2), [numbered(&path, 2), numbered(&path, 1), path]);
+    }
+}

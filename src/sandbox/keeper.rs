@@ -1,0 +1,274 @@
+//! The init's life while its workload runs: it reaps every child, forwards
+//! signals to the workload, and, in a sandbox the daemon supervises, keeps
+//! the workload's output (stamping each line into the log, so output never
+//! waits on the daemon, is never lost while none runs, and keeps the time
+//! it was written) and answers the daemon's commands. When the workload
+//! ends it reports how, and a supervised init stays until the daemon (or
+//! a successor that adopts it) has heard it.
+
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::channel::Channel;
+use super::config::{InitCommand, InitReport};
+use crate::logline::{LOG_MAX_BYTES, Stamper};
+
+/// A log write that fails (a full disk) is reported at most this often.
+const COMPLAINT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long the output of a workload that ended is read before the end is
+/// reported, when something outside the sandbox's pid namespace may still
+/// hold the pipe (a sandbox in the host's pid namespace).
+const DRAIN_HOST_PID: Duration = Duration::from_millis(100);
+
+/// The workload's output, copied into the log (the init's stdout).
+pub struct Output {
+    pipe: Option<OwnedFd>,
+    stamper: Stamper,
+    /// Bytes in the current log file.
+    size: u64,
+    /// A rotation was asked for and not yet answered.
+    asked: bool,
+    failing: bool,
+    told: Option<Instant>,
+    lost: u64,
+}
+
+impl Output {
+    pub fn new(pipe: OwnedFd) -> Self {
+        let size = nix::sys::stat::fstat(std::io::stdout().as_fd()).map_or(0, |s| s.st_size as u64);
+        Output {
+            pipe: Some(pipe),
+            stamper: Stamper::default(),
+            size,
+            asked: false,
+            failing: false,
+            told: None,
+            lost: 0,
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8], channel: &Channel) {
+        let mut log = std::io::stdout().lock();
+        match log.write_all(bytes).and_then(|()| log.flush()) {
+            Ok(()) => {
+                self.size += bytes.len() as u64;
+                if std::mem::take(&mut self.failing) && self.lost > 0 {
+                    let _ = channel.send(&InitReport::LogWritten { lost: std::mem::take(&mut self.lost) }, &[]);
+                }
+                if self.size >= LOG_MAX_BYTES && !self.asked {
+                    self.asked = channel.send(&InitReport::LogFull, &[]).is_ok();
+                }
+            }
+            Err(e) => {
+                self.lost += bytes.len() as u64;
+                if !self.failing && self.told.is_none_or(|t| t.elapsed() >= COMPLAINT_INTERVAL) {
+                    self.told = Some(Instant::now());
+                    let _ = channel.send(&InitReport::LogFailing { error: e.to_string() }, &[]);
+                }
+                self.failing = true;
+            }
+        }
+    }
+
+    /// Reads what is there; false at the end (every writer gone).
+    fn copy(&mut self, channel: &Channel) -> bool {
+        let Some(pipe) = &self.pipe else { return false };
+        let mut buf = [0u8; 64 << 10];
+        match nix::unistd::read(pipe, &mut buf) {
+            Ok(0) | Err(_) => {
+                let mut out = Vec::new();
+                self.stamper.finish(&mut out);
+                if !out.is_empty() {
+                    self.write(&out, channel);
+                }
+                self.pipe = None;
+                false
+            }
+            Ok(n) => {
+                let mut out = Vec::with_capacity(n + 64);
+                self.stamper.stamp(&buf[..n], SystemTime::now(), &mut out);
+                self.write(&out, channel);
+                true
+            }
+        }
+    }
+
+    /// The daemon rotated the log: write the new file from now on.
+    fn switch(&mut self, fd: OwnedFd) {
+        // SAFETY: dup2 onto stdout and stderr, which this process owns; `fd` is open.
+        unsafe {
+            libc::dup2(fd.as_raw_fd(), 1);
+            libc::dup2(fd.as_raw_fd(), 2);
+        }
+        self.size = nix::sys::stat::fstat(fd.as_fd()).map_or(0, |s| s.st_size as u64);
+        self.asked = false;
+    }
+}
+
+pub struct Keeper {
+    pub channel: Channel,
+    pub workload: Pid,
+    pub signals: SignalFd,
+    /// The signals forwarded to the workload (the rest of the mask is SIGCHLD).
+    pub forwarded: &'static [Signal],
+    pub output: Option<Output>,
+    /// Supervised by the daemon: commands are read, and the end waits for its Ack.
+    pub supervised: bool,
+    /// Whether the sandbox has its own pid namespace (this init is its PID 1).
+    pub private_pid: bool,
+}
+
+pub fn signalfd(mask: &SigSet) -> nix::Result<SignalFd> {
+    SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC)
+}
+
+impl Keeper {
+    /// Runs until the workload has ended (and, supervised, until its end
+    /// was heard); returns the report of its end.
+    pub fn keep(mut self) -> InitReport {
+        let end = self.until_the_end();
+        // What is left of the sandbox goes with its workload: in its own pid
+        // namespace, everything but this init; its output is then read to
+        // its end before the end is reported.
+        if self.private_pid {
+            let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+        }
+        let drain_until = (!self.private_pid).then(|| Instant::now() + DRAIN_HOST_PID);
+        while self.output.as_ref().is_some_and(|o| o.pipe.is_some()) {
+            let left = drain_until.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) || !self.wait_for_output(left) {
+                break;
+            }
+            let channel = &self.channel;
+            if let Some(output) = &mut self.output {
+                output.copy(channel);
+            }
+        }
+        self.reap_all();
+        // An exit status alone cannot tell `exit 143` from death by SIGTERM.
+        let _ = self.channel.send(&end, &[]);
+        if self.supervised {
+            self.until_heard();
+        }
+        end
+    }
+
+    fn reap_all(&self) {
+        while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+    }
+
+    fn wait_for_output(&self, timeout: Option<Duration>) -> bool {
+        let Some(pipe) = self.output.as_ref().and_then(|o| o.pipe.as_ref()) else { return false };
+        let ms = timeout
+            .map_or(PollTimeout::NONE, |t| PollTimeout::try_from(t.as_millis() as i32).unwrap_or(PollTimeout::ZERO));
+        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, ms), Ok(n) if n > 0)
+    }
+
+    /// Signals, output and commands until the workload ends.
+    fn until_the_end(&mut self) -> InitReport {
+        loop {
+            let (signals, output, commands) = {
+                let pipe = self.output.as_ref().and_then(|o| o.pipe.as_ref()).map(|p| p.as_fd());
+                // SAFETY: the channel's descriptor lives as long as `self`, across this poll.
+                let channel = unsafe { BorrowedFd::borrow_raw(self.channel.fd().as_raw_fd()) };
+                let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
+                if let Some(pipe) = pipe {
+                    fds.push(PollFd::new(pipe, PollFlags::POLLIN));
+                }
+                if self.supervised {
+                    fds.push(PollFd::new(channel, PollFlags::POLLIN));
+                }
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(_) => continue,
+                }
+                let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+                let signals = ready(&fds[0]);
+                let output = pipe.is_some() && ready(&fds[1]);
+                let commands = self.supervised && ready(&fds[fds.len() - 1]);
+                (signals, output, commands)
+            };
+            if output {
+                let channel = &self.channel;
+                if let Some(o) = &mut self.output {
+                    o.copy(channel);
+                }
+            }
+            if commands {
+                self.command();
+            }
+            if signals && let Some(end) = self.signal() {
+                return end;
+            }
+        }
+    }
+
+    /// One signal: forwarded, or SIGCHLD (reap; the workload's end).
+    fn signal(&mut self) -> Option<InitReport> {
+        let Ok(Some(info)) = self.signals.read_signal() else { return None };
+        let signal = Signal::try_from(info.ssi_signo as i32).ok()?;
+        if signal != Signal::SIGCHLD {
+            if self.forwarded.contains(&signal) {
+                let _ = kill(self.workload, signal);
+            }
+            return None;
+        }
+        let mut end = None;
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == self.workload => {
+                    end = Some(InitReport::Exited { code: Some(code), signal: None });
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == self.workload => {
+                    end = Some(InitReport::Exited { code: None, signal: Some(sig as i32) });
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        end
+    }
+
+    /// A command from the daemon (the channel is readable).
+    fn command(&mut self) -> Option<InitCommand> {
+        let (command, mut fds) = self.channel.recv::<InitCommand>().ok()?;
+        if command == InitCommand::NewLog
+            && let (Some(output), Some(fd)) = (&mut self.output, fds.pop())
+        {
+            output.switch(fd);
+        }
+        Some(command)
+    }
+
+    /// After the end is reported: until the daemon says it heard it. With
+    /// no daemon, until a successor adopts this sandbox and reads it.
+    fn until_heard(&mut self) {
+        loop {
+            let fd = self.channel.fd().as_fd();
+            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::NONE).is_err() {
+                continue;
+            }
+            match self.channel.recv::<InitCommand>() {
+                Ok((InitCommand::Ack, _)) => return,
+                Ok((InitCommand::NewLog, _)) => {}
+                // The daemon's end is held by this init too (for adoption),
+                // so the channel never closes: an error is the end of it.
+                Err(_) => return,
+            }
+        }
+    }
+}
