@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Command::Stop(args) => cli::control::act(Act::Stop, args),
         Command::Restart(args) => cli::control::act(Act::Restart, args),
         Command::Reload(args) => cli::control::reload(args),
+        Command::Upgrade(args) => cli::control::upgrade(args),
         Command::Plan(args) => cli::control::plan(args),
         Command::Schema(args) => cli::schema::run(args),
         Command::Generate { dir } => cli::generate::run(&dir),

@@ -109,6 +109,9 @@ pub enum Request {
         #[serde(default)]
         dir: Option<String>,
     },
+    /// Re-execute the daemon's binary as it is on disk now (after a package
+    /// upgrade replaced it), keeping every workload running.
+    Upgrade,
 }
 
 /// The answer: one JSON line.

@@ -72,3 +72,128 @@ fn a_daemon_killed_during_starts_never_locks_out_duplicates_or_orphans() {
         assert!(processes(&["/bin/sleep", &arg]).is_empty(), "w{i:02} outlived the daemon's stop");
     }
 }
+
+/// A small deterministic generator (no dependency, same rounds every run).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// 50 rounds of: a change to the workloads (a file created, edited or
+/// removed), a SIGKILL of the daemon at a random moment, a new daemon.
+/// Untouched workloads keep their pids throughout; no workload ever runs
+/// twice, nothing removed runs on, slices never move, an exit that
+/// happened while no daemon ran is seen with its status, and a workload
+/// that counts into its log loses no line and repeats none.
+#[test]
+fn fifty_daemon_kills_amid_changes_lose_nothing_and_duplicate_nothing() {
+    let mut d = Daemon::setup();
+    d.write(
+        "count.toml",
+        "command = [\"/bin/sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo $i; sleep 0.005; done\"]\n",
+    );
+    d = d.start(&[]);
+    let counter = d.running_pid("count");
+    let slice = d.workload("count").unwrap()["uid_map"].clone();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // pool workload -> the argument its sleep runs with (None: no file).
+    let mut pool: Vec<Option<u64>> = vec![None; 6];
+    let mut arg = 300_000;
+    for round in 0..50 {
+        let i = rng.next(pool.len() as u64) as usize;
+        let name = format!("p{i}");
+        match (pool[i], rng.next(3)) {
+            (Some(_), 0) => {
+                std::fs::remove_file(d.path(&format!("wl/{name}.toml"))).unwrap();
+                pool[i] = None;
+            }
+            _ => {
+                arg += 1;
+                d.write(&format!("{name}.toml"), &format!("command = [\"/bin/sleep\", \"{arg}\"]\n"));
+                pool[i] = Some(arg);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.next(60)));
+        let mut child = d.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        d = d.start(&[]);
+        d.wait_for(&format!("round {round} to converge"), |d| {
+            let status = d.status();
+            pool.iter().enumerate().all(|(i, a)| {
+                let w = status.iter().find(|w| w["name"] == format!("p{i}"));
+                match a {
+                    Some(_) => w.is_some_and(|w| w["state"] == "running"),
+                    None => w.is_none(),
+                }
+            })
+        });
+        assert_eq!(d.running_pid("count"), counter, "round {round}: the untouched workload was restarted");
+        assert_eq!(d.workload("count").unwrap()["uid_map"], slice, "round {round}: its slice moved");
+        // Each version of each workload: running exactly once if current, else not at all.
+        for version in 300_001..=arg {
+            let found = processes(&["/bin/sleep", &version.to_string()]).len();
+            let want = usize::from(pool.contains(&Some(version)));
+            assert_eq!(found, want, "round {round}: `sleep {version}` runs {found} times");
+        }
+    }
+    // The counter's log: every number once, in order, across 50 daemon deaths.
+    std::thread::sleep(Duration::from_millis(50));
+    let log = std::fs::read_to_string(d.path("state/logs/count.log")).unwrap();
+    let numbers: Vec<u64> = log.lines().filter_map(|l| l.split_once(' ')?.1.parse().ok()).collect();
+    assert!(numbers.len() > 200, "{} lines", numbers.len());
+    for pair in numbers.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "a line lost or repeated around {}", pair[0]);
+    }
+    assert_eq!(d.terminate(), 0);
+}
+
+/// A workload that ends while no daemon runs is seen when one comes back,
+/// with its real exit status; a one-shot runs once per manifest version,
+/// however often the daemon restarts.
+#[test]
+fn an_end_while_no_daemon_runs_is_heard_and_a_one_shot_runs_once_per_version() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("brief.toml", "command = [\"/bin/sh\", \"-c\", \"sleep 1; exit 7\"]\n[restart]\npolicy = \"never\"\n");
+    std::fs::write(d.path("out/runs"), "").unwrap();
+    // Writable by the sandbox's root, an unprivileged host uid.
+    std::fs::set_permissions(d.path("out/runs"), std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let once = format!(
+        "command = [\"/bin/sh\", \"-c\", \"echo run >> /out/runs\"]\n[restart]\npolicy = \"never\"\n[[mounts]]\nsource = {:?}\ntarget = \"/out\"\nreadonly = false\n",
+        d.path("out").display().to_string()
+    );
+    d.write("once.toml", &once);
+    d.running_pid("brief");
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // brief ends (exit 7) with no daemon to hear it.
+    std::thread::sleep(Duration::from_millis(1500));
+    d = d.start(&[]);
+    d.wait_for("brief's end heard", |d| d.workload("brief").is_some_and(|w| w["state"] == "exited"));
+    assert_eq!(d.workload("brief").unwrap()["last_exit"], 7);
+    // Three more daemon restarts (clean and killed): once ran once.
+    for kill in [false, true, false] {
+        if kill {
+            let mut child = d.child.take().unwrap();
+            child.kill().unwrap();
+            child.wait().unwrap();
+        } else {
+            assert_eq!(d.terminate(), 0);
+        }
+        d = d.start(&[]);
+        d.wait_for("once seen as exited", |d| d.workload("once").is_some_and(|w| w["state"] == "exited"));
+    }
+    assert_eq!(std::fs::read_to_string(d.path("out/runs")).unwrap(), "run\n", "ran once for one version");
+    d.write("once.toml", &format!("{once}# version 2\n"));
+    d.wait_for("once's second version to run", |d| {
+        std::fs::read_to_string(d.path("out/runs")).unwrap() == "run\nrun\n"
+    });
+    assert_eq!(d.terminate(), 0);
+}

@@ -242,7 +242,8 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "Restart=on-failure",
         "WatchdogSec=",
         "Delegate=yes",
-        "KillMode=mixed",
+        "KillMode=process",
+        "RestartPreventExitStatus=78",
     ] {
         assert!(unit.lines().any(|l| l.starts_with(key)), "the unit sets {key}");
     }

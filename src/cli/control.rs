@@ -26,6 +26,17 @@ pub struct ReloadArgs {
     pub client: ClientArgs,
 }
 
+/// Upgrade the running daemon in place: it re-executes the paddock binary
+/// installed now (after a package upgrade replaced it), keeping its pid and
+/// every workload running; the new daemon adopts them. Waits until it
+/// answers again. `systemctl reload paddock` does the same when the binary
+/// was replaced.
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
 /// Show what the daemon would do if the workloads directory looked like
 /// DIR, without doing it: "would start web", "would restart worker
 /// (command changed)", "would stop old-job", and every problem.
@@ -102,6 +113,29 @@ pub fn reload(args: ReloadArgs) -> Result<super::ExitCode, CliError> {
             Ok(0)
         }
         other => Err(unexpected(&other)),
+    }
+}
+
+pub fn upgrade(args: UpgradeArgs) -> Result<super::ExitCode, CliError> {
+    match args.client.ask(&Request::Upgrade) {
+        Ok(Response::Done(text)) => println!("{text}"),
+        // The daemon may be gone before its answer is read: the exec closed the connection.
+        Err(CliError::Failed { message, .. }) if message.contains("closed the connection") => {}
+        Ok(other) => return Err(unexpected(&other)),
+        Err(e) => return Err(e),
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match args.client.ask(&Request::Status { name: None }) {
+            Ok(Response::Status(workloads)) => {
+                let running = workloads.iter().filter(|w| w.state == "running").count();
+                println!("the daemon answers again: {running} workloads running");
+                return Ok(0);
+            }
+            _ if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Ok(other) => return Err(unexpected(&other)),
+            Err(e) => return Err(e),
+        }
     }
 }
 

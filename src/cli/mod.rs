@@ -72,6 +72,7 @@ impl Command {
             Command::Stop(_) => "stop",
             Command::Restart(_) => "restart",
             Command::Reload(_) => "reload",
+            Command::Upgrade(_) => "upgrade",
             Command::Plan(_) => "plan",
             Command::Check(_) => "check",
             Command::Schema(_) => "schema",
@@ -94,6 +95,7 @@ pub enum Command {
     /// Stop a workload and start it again; also revives a failed one.
     Restart(control::NameArgs),
     Reload(control::ReloadArgs),
+    Upgrade(control::UpgradeArgs),
     Plan(control::PlanArgs),
     Check(check::CheckArgs),
     Schema(schema::SchemaArgs),

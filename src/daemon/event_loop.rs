@@ -22,6 +22,7 @@ use super::scan::{self, Rescan, Snapshot};
 use super::server::{self, Control};
 use super::store::DiskStore;
 use super::supervisor::{Answered, Supervisor};
+use super::upgrade;
 use super::watch::{Change, Watch, WatchError};
 use crate::model::WorkloadName;
 use crate::protocol::{Report, Response};
@@ -81,6 +82,9 @@ struct Scans {
     /// A SIGHUP's READY=1 waits for the scan under way, or for the next one.
     hup_current: bool,
     hup_next: bool,
+    /// An upgrade was asked (by `paddock upgrade`, whose answer waits here,
+    /// or by SIGHUP after the binary was replaced).
+    upgrade: Option<Option<oneshot::Sender<Response>>>,
 }
 
 /// Runs until SIGTERM or SIGINT, then stops every workload and returns.
@@ -139,6 +143,9 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
         tokio::spawn(server::serve_metrics(listener, control_tx.clone()));
     }
+    // A copy of the listening socket, handed to this process's next image
+    // on an upgrade (so no client is refused across it).
+    let handover = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned().map_err(LoopError::State)?;
     tokio::spawn(server::serve(listener, control_tx));
     let (mut hup, mut term, mut int) = (
         signal(SignalKind::hangup()).map_err(LoopError::Signals)?,
@@ -233,10 +240,16 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                 scans.wanted = Some(scans.wanted.unwrap_or(Rescan::Changed));
             }
             _ = hup.recv(), if !shutting_down => {
-                tracing::info!("SIGHUP: rescanning");
                 let _ = notifier.notify("RELOADING=1");
-                scans.hup_next = true;
-                scans.wanted = Some(Rescan::Everything);
+                if upgrade::installed().is_some_and(|(_, replaced)| replaced) {
+                    // `systemctl reload paddock` after a package upgrade: take the new binary.
+                    tracing::info!("SIGHUP: the binary was replaced; re-executing it, workloads keep running");
+                    scans.upgrade = Some(None);
+                } else {
+                    tracing::info!("SIGHUP: rescanning");
+                    scans.hup_next = true;
+                    scans.wanted = Some(Rescan::Everything);
+                }
             }
             _ = resync.tick(), if !shutting_down => { scans.wanted = Some(Rescan::Everything); }
             _ = async { tokio::time::sleep_until(wake.unwrap().into()).await }, if wake.is_some() => {
@@ -272,12 +285,55 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             // tasks that read the control socket would never run meanwhile.
             tokio::task::yield_now().await;
         }
+        if !shutting_down && let Some(reply) = scans.upgrade.take() {
+            reexec(&mut daemon, &mut sandbox_rx, &handover, reply, start_timeout, &notifier).await;
+        }
         if shutting_down && daemon.all_stopped() {
             break;
         }
     }
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// Re-executes the installed binary in place: starts under way are let
+/// finish, kept state written, the client told, then the exec; the new
+/// image adopts every sandbox. On failure the daemon goes on as it was.
+async fn reexec(
+    daemon: &mut Daemon,
+    sandbox_rx: &mut mpsc::UnboundedReceiver<SandboxEvent>,
+    handover: &std::os::fd::OwnedFd,
+    reply: Option<oneshot::Sender<Response>>,
+    start_timeout: Duration,
+    notifier: &Notifier,
+) {
+    let Some((binary, _)) = upgrade::installed() else {
+        let message = "cannot find the installed binary (/proc/self/exe) to re-execute";
+        tracing::error!(message);
+        if let Some(reply) = reply {
+            let _ = reply.send(Response::Error(message.to_owned()));
+        }
+        return;
+    };
+    let _ = notifier.notify("RELOADING=1");
+    let settled = tokio::time::Instant::now() + start_timeout;
+    while daemon.core().workloads().any(|w| matches!(w.state, crate::reconcile::State::Starting { .. })) {
+        match tokio::time::timeout_at(settled, sandbox_rx.recv()).await {
+            Ok(Some(event)) => daemon.on_sandbox(event, Clock::read()),
+            _ => break,
+        }
+    }
+    daemon.store.flush(Duration::from_secs(5));
+    tracing::info!(binary = %binary.display(), "upgrading in place: re-executing the binary; every workload keeps running");
+    if let Some(reply) = reply {
+        let text = format!("re-executing {}; every workload keeps running", binary.display());
+        let _ = reply.send(Response::Done(text));
+        // Let the answer reach its client before this image is gone.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let error = upgrade::reexec(&binary, handover);
+    tracing::error!(%error, "the upgrade failed; this daemon goes on");
+    let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
 }
 
 /// A scan and its validation on a blocking thread, awaited.
@@ -321,6 +377,10 @@ fn answer(control: Control, daemon: &mut Daemon, scans: &mut Scans, shutting_dow
             // Served by a scan that starts after this request.
             scans.next.push(reply);
             scans.wanted = Some(Rescan::Everything);
+            false
+        }
+        Answered::Upgrade => {
+            scans.upgrade = Some(Some(reply));
             false
         }
         Answered::Plan(dir) => {

@@ -30,9 +30,27 @@ use crate::sandbox::{self, InitCommand, InitMode, InitReport, Sandbox, SpawnErro
 /// What a sandbox did, reported to the event loop.
 #[derive(Debug)]
 pub enum SandboxEvent {
-    Started { name: WorkloadName, pid: i32, latency: Duration },
-    StartFailed { name: WorkloadName, failure: StartFailure },
-    Exited { name: WorkloadName, exit: Exit },
+    Started {
+        name: WorkloadName,
+        pid: i32,
+        latency: Duration,
+    },
+    StartFailed {
+        name: WorkloadName,
+        failure: StartFailure,
+    },
+    /// The init reported the workload's end; it is acknowledged (and the
+    /// sandbox let go) once `heard` is answered, after what must be kept of
+    /// this end is on disk.
+    Ending {
+        name: WorkloadName,
+        exit: Exit,
+        heard: tokio::sync::oneshot::Sender<()>,
+    },
+    Exited {
+        name: WorkloadName,
+        exit: Exit,
+    },
 }
 
 /// One start to begin.
@@ -239,7 +257,7 @@ impl SandboxExecutor {
         );
         let listen =
             Listener { name: name.clone(), state_dir: self.settings.state_dir.clone(), events: self.events.clone() };
-        tokio::spawn(listen.running(sandbox));
+        tokio::spawn(listen.running(sandbox, true));
     }
 }
 
@@ -275,14 +293,19 @@ impl Listener {
         };
         let pid = sandbox.pid.as_raw();
         let _ = self.events.send(SandboxEvent::Started { name: self.name.clone(), pid, latency: begun.elapsed() });
-        self.running(sandbox).await;
+        self.running(sandbox, false).await;
     }
 
     /// What the init says while its workload runs, until its end.
-    async fn running(self, mut sandbox: Sandbox) {
+    async fn running(self, mut sandbox: Sandbox, adopted: bool) {
         // Our own children are signalled by pid: the pidfd is one descriptor too many.
         if sandbox.is_child() {
             sandbox.pidfd = None;
+        }
+        // Adopted: if the end was read by a predecessor that died before it
+        // acknowledged it, the init says it again.
+        if adopted {
+            let _ = sandbox.send(&InitCommand::Query, &[]);
         }
         let reported = loop {
             if readable(sandbox.channel_fd()).await.is_err() {
@@ -297,7 +320,11 @@ impl Listener {
                     tracing::warn!(workload = %self.name, lost_bytes = lost, "the log is written again");
                 }
                 Ok((end @ InitReport::Exited { .. }, _)) => {
-                    // Heard: the init may go.
+                    // Kept first (a one-shot's end), then heard: the init may go.
+                    let (heard, kept) = tokio::sync::oneshot::channel();
+                    let exit = sandbox::end_of(Some(&end), None);
+                    let _ = self.events.send(SandboxEvent::Ending { name: self.name.clone(), exit, heard });
+                    let _ = kept.await;
                     let _ = sandbox.send(&InitCommand::Ack, &[]);
                     break Some(end);
                 }

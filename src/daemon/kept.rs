@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::write_replace;
+use crate::fsutil::write_atomic;
 use crate::idmap::{Allocations, Slice};
 use crate::model::WorkloadName;
 use crate::reconcile::{Ended, Version};
@@ -56,23 +56,16 @@ impl KeptStore {
         self.dir.join(format!("{name}.json"))
     }
 
-    /// Replaces a workload's file atomically, without an fsync of its own
-    /// (see `sync`).
+    /// Replaces a workload's file atomically and durably (the file and
+    /// the directory fsynced: syncfs, tried for batches, flushed the whole
+    /// filesystem and took seconds on a busy one).
     pub fn write(&self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
         if *kept == Kept::default() {
             return self.remove(name);
         }
         crate::fsutil::create_private_dir(&self.dir)?;
         let json = serde_json::to_vec_pretty(kept).map_err(std::io::Error::other)?;
-        write_replace(&self.path(name), &json, 0o600)
-    }
-
-    /// Makes every write so far durable: one syncfs for a batch of files
-    /// (an fsync per file, 1000 in a burst of one-shots ending, slowed
-    /// every other write of the daemon by a journal commit each).
-    pub fn sync(&self) -> std::io::Result<()> {
-        let dir = std::fs::File::open(&self.dir)?;
-        nix::unistd::syncfs(&dir).map_err(std::io::Error::from)
+        write_atomic(&self.path(name), &json, 0o600)
     }
 
     pub fn remove(&self, name: &WorkloadName) -> std::io::Result<()> {

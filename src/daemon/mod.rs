@@ -11,6 +11,7 @@ pub mod scan;
 pub mod server;
 pub mod store;
 pub mod supervisor;
+pub mod upgrade;
 mod view;
 pub mod watch;
 

@@ -44,6 +44,12 @@ pub enum BindError {
 /// socket from a daemon that died is replaced; a live one is an error.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     let err = |source| BindError::Socket { path: path.to_owned(), source };
+    // Handed over by this process's previous image (an in-place upgrade).
+    if let Some(fd) = super::upgrade::inherited_listener() {
+        let listener = std::os::unix::net::UnixListener::from(fd);
+        listener.set_nonblocking(true).map_err(err)?;
+        return UnixListener::from_std(listener).map_err(err);
+    }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }

@@ -3,7 +3,9 @@
 //! what it keeps across daemon restarts (`kept.rs`). Kept files are
 //! written, each fsynced, by a thread of their own: a burst of a thousand
 //! one-shots ending is a thousand fsyncs, which must not hold up the
-//! event loop (measured: 2 s of a 1000-workload burst).
+//! event loop (measured: 2 s of a 1000-workload burst). The end of a
+//! one-shot is the exception: it is written before its sandbox is let go
+//! (`keep_now`), so a daemon that dies right after never runs it again.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,6 +22,11 @@ pub trait Store {
     fn slice(&self, name: &WorkloadName) -> Option<Slice>;
     /// Writes what is kept of a workload (its slice, hold and end).
     fn keep(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()>;
+    /// Writes what is kept of a workload now, durably, before returning
+    /// (an end that must survive a daemon that dies next).
+    fn keep_now(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
+        self.keep(name, kept)
+    }
     /// Frees a workload's slice and drops what was kept of it.
     fn forget(&mut self, name: &WorkloadName) -> std::io::Result<()>;
     /// How many slices are in use, and how many there are.
@@ -55,7 +62,18 @@ impl DiskStore {
 
     fn send(&self, name: &WorkloadName, kept: Option<Kept>) {
         if let Some(writer) = &self.writer {
-            let _ = writer.queue.send((name.clone(), kept));
+            let _ = writer.queue.send(Write::Keep(name.clone(), kept));
+        }
+    }
+
+    /// Waits (up to `timeout`) until everything queued is written: before
+    /// the daemon re-executes itself.
+    pub fn flush(&self, timeout: std::time::Duration) {
+        if let Some(writer) = &self.writer {
+            let (done, wait) = std::sync::mpsc::sync_channel(1);
+            if writer.queue.send(Write::Flush(done)).is_ok() {
+                let _ = wait.recv_timeout(timeout);
+            }
         }
     }
 }
@@ -74,17 +92,26 @@ impl Drop for DiskStore {
 /// in order, each write fsynced; a write that fails (a full disk) is said
 /// once and tried again every second until it succeeds.
 struct Writer {
-    queue: std::sync::mpsc::Sender<(WorkloadName, Option<Kept>)>,
+    queue: std::sync::mpsc::Sender<Write>,
     thread: std::thread::JoinHandle<()>,
+}
+
+/// What the writer is asked.
+enum Write {
+    /// Write (or, with None, remove) a workload's kept file.
+    Keep(WorkloadName, Option<Kept>),
+    /// Say when everything before this is written.
+    Flush(std::sync::mpsc::SyncSender<()>),
 }
 
 impl Writer {
     fn start(store: KeptStore) -> Self {
-        let (queue, receive) = std::sync::mpsc::channel::<(WorkloadName, Option<Kept>)>();
+        let (queue, receive) = std::sync::mpsc::channel::<Write>();
         let thread = std::thread::Builder::new()
             .name("paddock-kept".into())
             .spawn(move || {
                 let mut pending: BTreeMap<WorkloadName, Option<Kept>> = BTreeMap::new();
+                let mut flushes = Vec::new();
                 let mut failing = false;
                 loop {
                     let next = if pending.is_empty() {
@@ -97,10 +124,16 @@ impl Writer {
                             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
                         }
                     };
-                    match next {
-                        Some((name, kept)) => {
+                    let mut take = |item: Write| match item {
+                        Write::Keep(name, kept) => {
                             pending.insert(name, kept);
-                            pending.extend(receive.try_iter());
+                        }
+                        Write::Flush(done) => flushes.push(done),
+                    };
+                    match next {
+                        Some(item) => {
+                            take(item);
+                            receive.try_iter().for_each(&mut take);
                         }
                         None if pending.is_empty() => return,
                         None => {}
@@ -118,14 +151,14 @@ impl Writer {
                             unwritten.insert(name, kept);
                         }
                     }
-                    if let Err(e) = store.sync() {
-                        tracing::warn!(error = %e, "cannot sync the kept state to disk");
-                    }
                     if failing && unwritten.is_empty() {
                         tracing::warn!("kept state is written again");
                     }
                     failing = !unwritten.is_empty();
                     pending = unwritten;
+                    for done in flushes.drain(..) {
+                        let _ = done.send(());
+                    }
                 }
             })
             .expect("a thread can be started at the daemon's start");
@@ -178,6 +211,12 @@ impl Store for DiskStore {
     fn keep(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
         self.send(name, Some(kept.clone()));
         Ok(())
+    }
+
+    fn keep_now(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
+        // Queued writes of this workload come before, so none overwrites this one later.
+        self.flush(std::time::Duration::from_secs(5));
+        KeptStore::new(&self.state_dir).write(name, kept)
     }
 
     fn forget(&mut self, name: &WorkloadName) -> std::io::Result<()> {

@@ -198,6 +198,21 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 let jitter = self.jitter();
                 self.core.on_start_failed(&name, failure, at, jitter)
             }
+            SandboxEvent::Ending { name, exit, heard } => {
+                // A one-shot's end, or a give-up, is on disk before the sandbox goes.
+                if let Some(ended) = self.core.would_end(&name, exit, at) {
+                    let kept = Kept {
+                        slice: self.store.slice(&name),
+                        hold: self.core.get(&name).and_then(|w| w.hold),
+                        ended: Some(ended),
+                    };
+                    if let Err(e) = self.store.keep_now(&name, &kept) {
+                        tracing::error!(workload = %name, error = %e, "cannot write how it ended; if the daemon died now, it would run again");
+                    }
+                }
+                let _ = heard.send(());
+                Vec::new()
+            }
             SandboxEvent::Exited { name, exit } => {
                 let ran_for = self.core.get(&name).and_then(|w| match w.state {
                     State::Running { since, .. } => Some(at.now.saturating_duration_since(since)),

@@ -33,6 +33,7 @@ pub enum Answered {
     Now(Response, bool),
     Reload,
     Plan(Option<String>),
+    Upgrade,
 }
 
 impl<E: Executor, S: Store> Supervisor<E, S> {
@@ -65,6 +66,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             Request::Restart { name } => act(self, &name, Command::Restart),
             Request::Reload => Answered::Reload,
             Request::Plan { dir } => Answered::Plan(dir),
+            Request::Upgrade => Answered::Upgrade,
         }
     }
 

@@ -174,6 +174,20 @@ impl Core {
         effects
     }
 
+    /// Whether `exit` (not yet applied) ends the workload for good (a
+    /// one-shot done, or given up), and so must be kept before the sandbox
+    /// is let go: a daemon that dies right after must not run it again.
+    pub fn would_end(&self, name: &WorkloadName, exit: Exit, at: Clock) -> Option<Ended> {
+        let w = self.workloads.get(name)?;
+        let State::Running { version, since, failures, .. } = w.state else { return None };
+        let restart = w.runs.as_ref().map(|d| d.manifest.restart.clone()).unwrap_or_default();
+        match decide(&restart, exit, at.now.saturating_duration_since(since), failures, 0.0) {
+            Decision::Restart { .. } => None,
+            Decision::GiveUp { .. } => Some(Ended { version, failed: true, exit: Some(exit) }),
+            Decision::Done => Some(Ended { version, failed: false, exit: Some(exit) }),
+        }
+    }
+
     /// The restart policy's decision on a run that ended by itself.
     #[allow(clippy::too_many_arguments)]
     fn decided(

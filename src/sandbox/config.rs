@@ -47,6 +47,9 @@ pub enum InitCommand {
     NewLog,
     /// The workload's end was heard: the init may exit.
     Ack,
+    /// Say again how the workload ended, if it has (a successor daemon
+    /// asks, in case its predecessor read the end and died before it acked).
+    Query,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

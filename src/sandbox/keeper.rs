@@ -156,7 +156,7 @@ impl Keeper {
         // An exit status alone cannot tell `exit 143` from death by SIGTERM.
         let _ = self.channel.send(&end, &[]);
         if self.supervised {
-            self.until_heard();
+            self.until_heard(&end);
         }
         end
     }
@@ -255,7 +255,7 @@ impl Keeper {
 
     /// After the end is reported: until the daemon says it heard it. With
     /// no daemon, until a successor adopts this sandbox and reads it.
-    fn until_heard(&mut self) {
+    fn until_heard(&mut self, end: &InitReport) {
         loop {
             let fd = self.channel.fd().as_fd();
             let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
@@ -264,6 +264,9 @@ impl Keeper {
             }
             match self.channel.recv::<InitCommand>() {
                 Ok((InitCommand::Ack, _)) => return,
+                Ok((InitCommand::Query, _)) => {
+                    let _ = self.channel.send(end, &[]);
+                }
                 Ok((InitCommand::NewLog, _)) => {}
                 // The daemon's end is held by this init too (for adoption),
                 // so the channel never closes: an error is the end of it.

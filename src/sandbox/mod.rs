@@ -22,6 +22,7 @@ pub use channel::ChannelError;
 pub use config::{InitCommand, InitReport};
 pub use source::SourceError;
 pub use spawn::{
-    AdoptError, Cloned, InitMode, Pending, Sandbox, SpawnError, SpawnRequest, adopt, begin, raise_nofile_limit, spawn,
+    AdoptError, Cloned, InitMode, Pending, Sandbox, SpawnError, SpawnRequest, adopt, begin, end_of, raise_nofile_limit,
+    spawn,
 };
 pub use sys::pidfd_send_signal;

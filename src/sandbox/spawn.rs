@@ -144,7 +144,7 @@ pub struct Sandbox {
 }
 
 /// How an init's report, or its wait status, says the workload ended.
-fn end_of(report: Option<&InitReport>, status: Option<WaitStatus>) -> Exit {
+pub fn end_of(report: Option<&InitReport>, status: Option<WaitStatus>) -> Exit {
     match (report, status) {
         (Some(InitReport::Exited { signal: Some(sig), .. }), _) => Exit::Signal(*sig),
         (Some(InitReport::Exited { code: Some(code), .. }), _) => Exit::Code(*code),

@@ -24,6 +24,8 @@ pub struct Daemon {
     /// Start the daemon with a descriptor (7, its stderr) without
     /// FD_CLOEXEC, as a careless parent would leave one.
     pub stray_fd: bool,
+    /// Run the daemon from this binary instead of the build's (to replace it).
+    pub binary: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -34,7 +36,15 @@ impl Daemon {
     pub fn setup() -> Self {
         require_root();
         let dir = tempfile::Builder::new().prefix("paddock-daemon").tempdir().unwrap();
-        let d = Daemon { dir, child: None, nofile_soft: None, nofile_hard: None, cgroup_procs: None, stray_fd: false };
+        let d = Daemon {
+            dir,
+            child: None,
+            nofile_soft: None,
+            nofile_hard: None,
+            cgroup_procs: None,
+            stray_fd: false,
+            binary: None,
+        };
         std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::create_dir(d.path("wl")).unwrap();
         // The daemon's log and the tests' files go in out/, not beside wl/.
@@ -73,7 +83,7 @@ impl Daemon {
     }
 
     pub fn start_with(mut self, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
+        let mut cmd = Command::new(self.binary.clone().unwrap_or_else(|| env!("CARGO_BIN_EXE_paddock").into()));
         cmd.args(["daemon"])
             .args(args)
             .arg("--config")
@@ -139,7 +149,12 @@ impl Daemon {
             .arg(self.path("paddock.sock"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "status: {}\ndaemon log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.path("out/daemon.log")).unwrap_or_default()
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 

@@ -1,0 +1,63 @@
+//! Upgrading in place: the daemon re-executes the binary now installed at
+//! its path, keeping its pid (the one systemd watches), its control socket
+//! (handed across the exec, so no client is refused meanwhile) and every
+//! workload: the new image adopts each running sandbox from its record, as
+//! after a crash, except that the inits are still its children.
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+
+/// The environment variable that hands the listening control socket to
+/// the re-executed image.
+pub const LISTEN_FD: &str = "PADDOCK_LISTEN_FD";
+
+/// The binary at the path this daemon was started from, and whether it
+/// was replaced since (a package upgrade unlinks the old file: the kernel
+/// then shows `/proc/self/exe` as "PATH (deleted)").
+pub fn installed() -> Option<(PathBuf, bool)> {
+    let exe = std::fs::read_link("/proc/self/exe").ok()?.into_os_string().into_vec();
+    let (path, replaced) = match exe.strip_suffix(b" (deleted)") {
+        Some(path) => (path.to_vec(), true),
+        None => (exe, false),
+    };
+    let path = PathBuf::from(OsString::from_vec(path));
+    path.exists().then_some((path, replaced))
+}
+
+/// The listening socket a previous image of this process handed over, if
+/// any (the variable is removed, so workloads never see it).
+pub fn inherited_listener() -> Option<OwnedFd> {
+    let fd: RawFd = std::env::var(LISTEN_FD).ok()?.parse().ok()?;
+    // SAFETY: only paddock sets this, and only when it exec'd itself; unset
+    // at once, so the value is read by one process and only once.
+    unsafe { std::env::remove_var(LISTEN_FD) };
+    // SAFETY: the previous image left this descriptor open for us to own.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Close-on-exec again: no sandbox may inherit it.
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    Some(owned)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot re-execute {binary}: {source}")]
+pub struct ExecError {
+    binary: PathBuf,
+    source: std::io::Error,
+}
+
+/// Replaces this process with `binary`, with the same arguments, handing
+/// it `listener`. Returns only on failure, having changed nothing.
+pub fn reexec(binary: &std::path::Path, listener: &OwnedFd) -> ExecError {
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we hold: it stays open across the exec.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let source = std::process::Command::new(binary).args(args).env(LISTEN_FD, fd.to_string()).exec();
+    // SAFETY: as above; the exec failed, so close-on-exec again.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    ExecError { binary: binary.to_owned(), source }
+}

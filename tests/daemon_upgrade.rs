@@ -1,0 +1,73 @@
+//! Upgrading in place: the daemon re-executes the binary installed at its
+//! path, keeping its pid and every workload. (Root and user namespaces
+//! required.)
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::daemon::{Daemon, SLEEPER, gone};
+
+/// Installs the build's binary at `path` as a package manager does: a new
+/// file renamed over the old one (whose inode the running daemon keeps).
+fn install(path: &Path) {
+    let tmp = path.with_extension("new");
+    std::fs::copy(env!("CARGO_BIN_EXE_paddock"), &tmp).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn exe_of(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe")).unwrap().display().to_string()
+}
+
+#[test]
+fn a_replaced_binary_is_taken_on_reload_and_on_upgrade_with_every_workload_kept() {
+    let mut d = Daemon::setup();
+    std::fs::create_dir(d.path("bin")).unwrap();
+    let binary = d.path("bin/paddock");
+    install(&binary);
+    d.binary = Some(binary.clone());
+    let mut d = d.start(&[]);
+    d.write("web.toml", SLEEPER);
+    d.write(
+        "db.toml",
+        "command = [\"/bin/sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo $i; sleep 0.01; done\"]\n",
+    );
+    let web = d.running_pid("web");
+    let db = d.running_pid("db");
+    let daemon = d.child.as_ref().unwrap().id();
+
+    // A package upgrade replaces the file; `systemctl reload` sends SIGHUP.
+    install(&binary);
+    assert!(exe_of(daemon).ends_with("(deleted)"));
+    let asked = Instant::now();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(daemon as i32, libc::SIGHUP) };
+    d.wait_for("the new image", |_| !exe_of(daemon).ends_with("(deleted)"));
+    d.wait_for("the new image to answer", |d| d.workload("web").is_some_and(|w| w["state"] == "running"));
+    let took = asked.elapsed();
+    assert!(d.child.as_mut().unwrap().try_wait().unwrap().is_none(), "the same process runs on");
+    assert_eq!(d.running_pid("web"), web, "web kept running");
+    assert_eq!(d.running_pid("db"), db, "db kept running");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // The same with `paddock upgrade`, which waits and says so.
+    install(&binary);
+    let out = d.paddock(&["upgrade"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("the daemon answers again: 2 workloads running"), "{text}");
+    assert_eq!((d.running_pid("web"), d.running_pid("db")), (web, db));
+    // Its output went on through both: every number once, in order.
+    std::thread::sleep(Duration::from_millis(100));
+    let log = std::fs::read_to_string(d.path("state/logs/db.log")).unwrap();
+    let numbers: Vec<u64> = log.lines().filter_map(|l| l.split_once(' ')?.1.parse().ok()).collect();
+    assert!(numbers.len() > 20, "{log}");
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "a line lost or repeated: {numbers:?}");
+    // Still supervised: a stop reaches it.
+    assert!(d.paddock(&["stop", "web"]).status.success());
+    d.wait_for("web stopped", |d| d.workload("web").is_some_and(|w| w["state"] == "stopped"));
+    assert!(gone(web));
+    assert_eq!(d.terminate(), 0);
+}
