@@ -9,11 +9,13 @@
 - scale: SCALE workloads (busybox sleep, in a busybox rootfs, each in its
   own id slice) from an empty daemon to all running; the daemon's RSS and
   CPU while idle afterwards; one edit among SCALE files, from rename() to
-  the new version's first instruction; and the shutdown of all of them.
+  the new version's first instruction; `paddock upgrade` (an in-place
+  re-exec) and a kill -9 followed by a new daemon, each to READY=1 with
+  every sandbox adopted and none restarted; and the shutdown of all of them.
 
 Writes bench/RESULTS-daemon.md.   Usage: sudo bench/daemon.py [TRIALS] [SCALE]
 """
-import datetime, json, os, shutil, statistics, subprocess, sys, tempfile, time
+import datetime, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRIALS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
@@ -65,13 +67,44 @@ def world(paddock, subuid=""):
                 f'passwd = "{p("passwd")}"\ngroup = "{p("group")}"\n')
     return work, p, wl, out
 
-def start_daemon(paddock, p):
+def start_daemon(paddock, p, notify=None):
     # In logs/, apart from the workloads' files.
-    log = open(p("logs/daemon.log"), "w")
-    daemon = subprocess.Popen([paddock, "daemon", "--config", p("paddock.toml"), "--log-format", "json"], stderr=log)
-    while not os.path.exists(p("sock")):
-        time.sleep(0.01)
+    log = open(p("logs/daemon.log"), "a")
+    env = dict(os.environ)
+    if notify is not None:
+        env["NOTIFY_SOCKET"] = notify.getsockname()
+    daemon = subprocess.Popen([paddock, "daemon", "--config", p("paddock.toml"), "--log-format", "json"], stderr=log,
+                              env=env)
+    if notify is None:
+        while not os.path.exists(p("sock")):
+            time.sleep(0.01)
     return daemon
+
+class Notify:
+    """A socket standing in for systemd's, read all along (as systemd does):
+    the daemon says READY=1 on it."""
+    def __init__(self, p):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(p("notify"))
+        self.ready = []  # monotonic times of READY=1
+        threading.Thread(target=self.read, daemon=True).start()
+
+    def getsockname(self):
+        return self.sock.getsockname()
+
+    def read(self):
+        while True:
+            if b"READY=1" in self.sock.recv(4096):
+                self.ready.append(time.monotonic())
+
+    def ready_after(self, t0, timeout=120):
+        """Seconds from t0 to the first READY=1 after it."""
+        deadline = time.monotonic() + timeout
+        while not any(t > t0 for t in self.ready):
+            if time.monotonic() > deadline:
+                raise SystemExit("no READY=1")
+            time.sleep(0.001)
+        return min(t for t in self.ready if t > t0) - t0
 
 def status(paddock, p):
     out = subprocess.run([paddock, "status", "--json", "--socket", p("sock")], capture_output=True, check=True)
@@ -101,7 +134,9 @@ def scale(paddock):
     ids = 65536 * (SCALE + 8)
     work, p, wl, out = world(paddock, subuid=f"paddock:1000000:{ids}\n")
     root = busybox_rootfs(work)
-    daemon = start_daemon(paddock, p)
+    notify = Notify(p)
+    daemon = start_daemon(paddock, p, notify)
+    notify.ready_after(0)
     try:
         text = f'command = ["/bin/sleep", "100000"]\nrootfs = {{ path = "{root}" }}\n'
         t0 = time.time()
@@ -143,15 +178,41 @@ def scale(paddock):
                     raise SystemExit(f"scale: the edit never applied; see {p('logs/daemon.log')}")
                 time.sleep(0.0002)
             edit_ms.append((int(open(stamp).read()) - t) / 1e6)
+        pids = {w["name"]: w["pid"] for w in status(paddock, p)}
+        # Upgrade in place: `paddock upgrade` to the re-executed daemon's
+        # READY=1 (every sandbox adopted), five times.
+        upgrade_ms = []
+        for _ in range(5):
+            t = time.monotonic()
+            subprocess.Popen([paddock, "upgrade", "--socket", p("sock")], stdout=subprocess.DEVNULL)
+            upgrade_ms.append(notify.ready_after(t) * 1e3)
+            time.sleep(1)
+        assert daemon.poll() is None, "the upgrade changed the daemon's pid"
+        same_after_upgrade = pids == {w["name"]: w["pid"] for w in status(paddock, p)}
+        # Adoption: kill -9 the daemon, start a new one, until its READY=1.
+        adopt_ms = []
+        for _ in range(5):
+            daemon.send_signal(signal.SIGKILL)
+            daemon.wait()
+            t = time.monotonic()
+            daemon = start_daemon(paddock, p, notify)
+            adopt_ms.append(notify.ready_after(t) * 1e3)
+            time.sleep(1)
+        after = status(paddock, p)
+        same_after_adoption = pids == {w["name"]: w["pid"] for w in after}
+        restarted = sum(w["restarts"] for w in after)
         t = time.time()
         daemon.terminate()
         daemon.wait(timeout=120)
         shutdown = time.time() - t
         return dict(written=written, all_running=all_running, idle_cpu=idle_cpu, rss=rss, edit_ms=edit_ms,
-                    shutdown=shutdown)
+                    shutdown=shutdown, upgrade_ms=upgrade_ms, adopt_ms=adopt_ms, restarted=restarted,
+                    same_pids=same_after_upgrade and same_after_adoption)
     finally:
+        # Sandboxes outlive a killed daemon: stop them through it.
         if daemon.poll() is None:
-            daemon.kill()
+            daemon.terminate()
+            daemon.wait(timeout=120)
         shutil.rmtree(work, ignore_errors=True)
 
 def main():
@@ -237,7 +298,13 @@ def main():
                 f"| empty daemon to all {SCALE} running (from the first write) | {sc['all_running']:.2f} s |\n"
                 f"| daemon RSS, idle, {SCALE} running | {sc['rss']:.1f} MiB |\n"
                 f"| daemon CPU, idle over 60 s (two resyncs) | {sc['idle_cpu']:.3f} % of a core |\n"
-                f"| SIGTERM to exit 0 with all {SCALE} stopped | {sc['shutdown']:.2f} s |\n")
+                f"| SIGTERM to exit 0 with all {SCALE} stopped | {sc['shutdown']:.2f} s |\n"
+                f"| `paddock upgrade` to the re-executed daemon's READY=1, {SCALE} running (5 runs: median, max) "
+                f"| {statistics.median(sc['upgrade_ms']):.0f} ms, {max(sc['upgrade_ms']):.0f} ms |\n"
+                f"| kill -9 of the daemon, a new one started to its READY=1 with all {SCALE} adopted (5 runs: median, max) "
+                f"| {statistics.median(sc['adopt_ms']):.0f} ms, {max(sc['adopt_ms']):.0f} ms |\n"
+                f"| the same {SCALE} pids after 5 upgrades and 5 adoptions, restarts counted | "
+                f"{'yes' if sc['same_pids'] else 'NO'}, {sc['restarted']} |\n")
         f.write("\nTargets (issue 4): reload p99 under 100 ms; restart p50 under 5 ms; all running in under 10 s, "
                 "RSS under 64 MiB, idle CPU under 1% of a core, one edit applied in under 50 ms.\n")
         f.write(NOTES)

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::daemon::{Daemon, processes};
+use common::daemon::{Daemon, SLEEPER, processes};
 
 const WORKLOADS: usize = 40;
 
@@ -85,14 +85,17 @@ impl Rng {
     }
 }
 
-/// 50 rounds of: a change to the workloads (a file created, edited or
-/// removed), a SIGKILL of the daemon at a random moment, a new daemon.
+/// 50 rounds (`PADDOCK_KILL_ROUNDS`; bench/soak.sh runs 1000) of: a
+/// change to the workloads (a file created, edited or removed), a SIGKILL
+/// of the daemon at a random moment, a new daemon.
 /// Untouched workloads keep their pids throughout; no workload ever runs
 /// twice, nothing removed runs on, slices never move, an exit that
 /// happened while no daemon ran is seen with its status, and a workload
 /// that counts into its log loses no line and repeats none.
 #[test]
-fn fifty_daemon_kills_amid_changes_lose_nothing_and_duplicate_nothing() {
+fn daemon_kills_amid_changes_lose_nothing_and_duplicate_nothing() {
+    let rounds: u32 =
+        std::env::var("PADDOCK_KILL_ROUNDS").map_or(50, |r| r.parse().expect("PADDOCK_KILL_ROUNDS: a number"));
     let mut d = Daemon::setup();
     d.write(
         "count.toml",
@@ -105,7 +108,7 @@ fn fifty_daemon_kills_amid_changes_lose_nothing_and_duplicate_nothing() {
     // pool workload -> the argument its sleep runs with (None: no file).
     let mut pool: Vec<Option<u64>> = vec![None; 6];
     let mut arg = 300_000;
-    for round in 0..50 {
+    for round in 0..rounds {
         let i = rng.next(pool.len() as u64) as usize;
         let name = format!("p{i}");
         match (pool[i], rng.next(3)) {
@@ -143,7 +146,7 @@ fn fifty_daemon_kills_amid_changes_lose_nothing_and_duplicate_nothing() {
             assert_eq!(found, want, "round {round}: `sleep {version}` runs {found} times");
         }
     }
-    // The counter's log: every number once, in order, across 50 daemon deaths.
+    // The counter's log: every number once, in order, across every daemon death.
     std::thread::sleep(Duration::from_millis(50));
     let log = std::fs::read_to_string(d.path("state/logs/count.log")).unwrap();
     let numbers: Vec<u64> = log.lines().filter_map(|l| l.split_once(' ')?.1.parse().ok()).collect();
@@ -196,4 +199,35 @@ fn an_end_while_no_daemon_runs_is_heard_and_a_one_shot_runs_once_per_version() {
         std::fs::read_to_string(d.path("out/runs")).unwrap() == "run\nrun\n"
     });
     assert_eq!(d.terminate(), 0);
+}
+
+/// Records a crash may leave: torn, stale (its pid reused by another
+/// program), or naming a sandbox that is gone. None of them costs an
+/// innocent process its life, and each is cleaned up.
+#[test]
+fn torn_stale_and_dead_records_harm_no_one_and_are_cleaned_up() {
+    let d = Daemon::setup();
+    std::fs::create_dir_all(d.path("state/sandboxes")).unwrap();
+    let slice = r#"{"uid": {"start": 100000, "count": 65536}, "gid": {"start": 100000, "count": 65536}}"#;
+    // Stale: a live process that is no sandbox, at the pid a record names.
+    let mut innocent = std::process::Command::new("sleep").arg("1000").spawn().unwrap();
+    let stale = format!(r#"{{"pid": {}, "start_time": 1, "cgroup": [], "slice": {slice}}}"#, innocent.id());
+    std::fs::write(d.path("state/sandboxes/stale.json"), stale).unwrap();
+    // Gone: a pid that is not running.
+    let gone =
+        format!(r#"{{"pid": {}, "start_time": 1, "cgroup": ["/sys/fs/cgroup/pids"], "slice": {slice}}}"#, i32::MAX - 1);
+    std::fs::write(d.path("state/sandboxes/dead.json"), gone).unwrap();
+    // Torn: half a record.
+    std::fs::write(d.path("state/sandboxes/torn.json"), r#"{"pid": 12"#).unwrap();
+    d.write("torn.toml", SLEEPER);
+    let d = d.start(&[]);
+    d.running_pid("torn");
+    assert!(innocent.try_wait().unwrap().is_none(), "a process at a stale record's pid was killed");
+    for file in ["stale.json", "dead.json"] {
+        assert!(!d.path(&format!("state/sandboxes/{file}")).exists(), "{file} is cleaned up");
+    }
+    // The record naming a cgroup path outside paddock's own was not followed.
+    assert!(std::path::Path::new("/sys/fs/cgroup/pids").exists());
+    let _ = innocent.kill();
+    let _ = innocent.wait();
 }

@@ -238,7 +238,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     let unit = read(&repo("packaging/paddock.service"));
     for key in [
         "Type=notify",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/usr/bin/paddock reload",
         "Restart=on-failure",
         "WatchdogSec=",
         "Delegate=yes",

@@ -112,6 +112,11 @@ pub fn reload(args: ReloadArgs) -> Result<super::ExitCode, CliError> {
             print!("{}", tell(&report, true));
             Ok(0)
         }
+        // The binary was replaced: the daemon takes it (as `paddock upgrade`).
+        Response::Done(text) => {
+            println!("{text}");
+            wait_for_the_daemon(&args.client)
+        }
         other => Err(unexpected(&other)),
     }
 }
@@ -124,9 +129,14 @@ pub fn upgrade(args: UpgradeArgs) -> Result<super::ExitCode, CliError> {
         Ok(other) => return Err(unexpected(&other)),
         Err(e) => return Err(e),
     }
+    wait_for_the_daemon(&args.client)
+}
+
+/// After an upgrade: until the re-executed daemon answers (30 s at most).
+fn wait_for_the_daemon(client: &ClientArgs) -> Result<super::ExitCode, CliError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        match args.client.ask(&Request::Status { name: None }) {
+        match client.ask(&Request::Status { name: None }) {
             Ok(Response::Status(workloads)) => {
                 let running = workloads.iter().filter(|w| w.state == "running").count();
                 println!("the daemon answers again: {running} workloads running");

@@ -371,6 +371,12 @@ fn answer(control: Control, daemon: &mut Daemon, scans: &mut Scans, shutting_dow
             let _ = reply.send(response);
             changed
         }
+        Answered::Reload if upgrade::installed().is_some_and(|(_, replaced)| replaced) => {
+            // `systemctl reload paddock` after a package upgrade: take the new binary.
+            tracing::info!("reload asked after the binary was replaced: re-executing it, workloads keep running");
+            scans.upgrade = Some(Some(reply));
+            false
+        }
         Answered::Reload => {
             tracing::info!("reload asked on the control socket: rescanning");
             let _ = notifier.notify("RELOADING=1");

@@ -10,6 +10,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
+/// The longest a notification may wait for room on the socket.
+const SEND_TIMEOUT: Duration = Duration::from_millis(250);
+
 #[derive(Debug)]
 pub struct Notifier {
     target: Option<(UnixDatagram, SocketAddr)>,
@@ -61,7 +64,12 @@ impl Notifier {
                     Some(b'/') => SocketAddr::from_pathname(std::path::Path::new(s))?,
                     _ => return Err(NotifyError::BadAddress(s.to_string_lossy().into_owned())),
                 };
-                Some((UnixDatagram::unbound()?, addr))
+                let sock = UnixDatagram::unbound()?;
+                // A reader that stops reading (its queue holds 10 datagrams,
+                // net.unix.max_dgram_qlen) must not stop the event loop: a
+                // message that cannot be queued within SEND_TIMEOUT is dropped.
+                sock.set_write_timeout(Some(SEND_TIMEOUT))?;
+                Some((sock, addr))
             }
         };
         let for_us = watchdog_pid.is_none_or(|p| p.trim().parse::<u32>().is_ok_and(|p| p == own_pid));
@@ -112,6 +120,19 @@ mod tests {
             got.push(String::from_utf8_lossy(&buf[..len]).into_owned());
         }
         assert_eq!(got, ["READY=1\nSTATUS=2 running", "RELOADING=1", "READY=1", "STOPPING=1"]);
+    }
+
+    #[test]
+    fn a_reader_that_stops_reading_never_blocks_the_sender_for_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let _listener = UnixDatagram::bind(&path).unwrap();
+        let n = Notifier::new(Some(path.as_os_str()), None, None, 1).unwrap();
+        let start = std::time::Instant::now();
+        let refused = (0..13).filter(|_| n.notify("STATUS=1 running").is_err()).count();
+        assert!(refused > 0, "the queue never filled");
+        // 250 ms per refused message at most, never forever.
+        assert!(start.elapsed() < SEND_TIMEOUT * (refused as u32 + 2), "{:?}", start.elapsed());
     }
 
     #[test]

@@ -229,8 +229,20 @@ impl Sandbox {
 pub enum AdoptError {
     #[error("its init (pid {0}) is gone")]
     Gone(i32),
-    #[error("its init (pid {pid}) cannot be reached: {errno}")]
+    #[error("its init (pid {pid}) cannot be reached: pidfd_getfd: {errno}{}", unreachable_hint(*.errno))]
     Unreachable { pid: i32, errno: Errno },
+}
+
+fn unreachable_hint(errno: Errno) -> &'static str {
+    match errno {
+        Errno::EPERM => {
+            " (a seccomp filter around the daemon refuses it, as systemd-nspawn's does: \
+             run the container with --system-call-filter=pidfd_getfd; or Yama's \
+             kernel.yama.ptrace_scope is 3)"
+        }
+        Errno::ENOSYS => " (the kernel is older than 5.6)",
+        _ => "",
+    }
 }
 
 /// Takes over a supervised sandbox that a daemon started (this process
