@@ -78,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
         let Ok(request) = serde_json::from_slice::<Request>(line) else { continue };
         let response = match sup.answer(request, Clock::read()) {
             Answered::Now(response, _) => response,
-            Answered::Reload | Answered::Plan(_) => continue,
+            Answered::Reload | Answered::Plan(_) | Answered::Upgrade => continue,
         };
         let wire = serde_json::to_vec(&response).expect("an answer serializes");
         let read: Response = serde_json::from_slice(&wire).expect("the client reads what the daemon wrote");
