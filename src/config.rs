@@ -28,6 +28,10 @@ pub struct Config {
     /// The control socket (mode 0600, root only).
     #[serde(default = "defaults::socket")]
     pub socket: PathBuf,
+    /// Runtime state that ends with the boot: the network namespaces of
+    /// networked workloads (netns/NAME).
+    #[serde(default = "defaults::run_dir")]
+    pub run_dir: PathBuf,
     /// The active policies, by name: built-in (baseline, restricted,
     /// privileged) or from policy_dir.
     #[serde(default = "defaults::policies")]
@@ -61,6 +65,76 @@ pub struct Config {
     /// Defaults for the restart keys a manifest leaves out.
     #[serde(default)]
     pub restart: RestartDefaults,
+    /// Networks: the built-in `bridge` and where CNI plugins and other
+    /// networks are found.
+    #[serde(default)]
+    pub network: NetworkConfig,
+}
+
+/// `[network]`: the built-in network `bridge`, and CNI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// The host bridge of the built-in network (made when first needed).
+    #[serde(default = "defaults::bridge")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,15}$"))]
+    pub bridge: String,
+    /// The built-in network's IPv4 subnet: each workload gets an address
+    /// in it, the bridge the first one (the workloads' gateway). The
+    /// default is used by neither Docker (172.17.0.0/16) nor Podman
+    /// (10.88.0.0/16).
+    #[serde(default = "defaults::subnet")]
+    #[schemars(regex(pattern = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$"))]
+    pub subnet: String,
+    /// The built-in network's CNI plugins after `bridge` (which comes
+    /// first, with host-local addresses): `portmap` publishes ports,
+    /// `firewall` lets the workloads' traffic through a FORWARD chain
+    /// that drops by default (as Docker's does); `tuning` and `bandwidth`
+    /// may be added.
+    #[serde(default = "defaults::chain")]
+    pub chain: Vec<ChainPlugin>,
+    /// Where CNI plugin programs are looked for, in order.
+    #[serde(default = "defaults::plugin_dirs")]
+    #[schemars(length(min = 1))]
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Other networks a manifest can name: CNI network configuration lists
+    /// (NAME.conflist), as in /etc/cni/net.d. Must be root's and not
+    /// writable by others, like the workloads directory.
+    #[serde(default = "defaults::networks_dir")]
+    pub networks_dir: PathBuf,
+}
+
+/// A plugin of the built-in network's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainPlugin {
+    Portmap,
+    Firewall,
+    Tuning,
+    Bandwidth,
+}
+
+impl ChainPlugin {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChainPlugin::Portmap => "portmap",
+            ChainPlugin::Firewall => "firewall",
+            ChainPlugin::Tuning => "tuning",
+            ChainPlugin::Bandwidth => "bandwidth",
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            bridge: defaults::bridge(),
+            subnet: defaults::subnet(),
+            chain: defaults::chain(),
+            plugin_dirs: defaults::plugin_dirs(),
+            networks_dir: defaults::networks_dir(),
+        }
+    }
 }
 
 /// Whose subordinate ids workloads get, and how they are shared.
@@ -101,6 +175,24 @@ mod defaults {
     }
     pub fn socket() -> PathBuf {
         "/run/paddock/paddock.sock".into()
+    }
+    pub fn run_dir() -> PathBuf {
+        "/run/paddock".into()
+    }
+    pub fn bridge() -> String {
+        "paddock0".into()
+    }
+    pub fn subnet() -> String {
+        "10.77.0.0/16".into()
+    }
+    pub fn chain() -> Vec<super::ChainPlugin> {
+        vec![super::ChainPlugin::Portmap, super::ChainPlugin::Firewall]
+    }
+    pub fn plugin_dirs() -> Vec<PathBuf> {
+        vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()]
+    }
+    pub fn networks_dir() -> PathBuf {
+        "/etc/paddock/networks".into()
     }
     pub fn policies() -> Vec<String> {
         vec!["baseline".into()]

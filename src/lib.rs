@@ -8,6 +8,7 @@ pub mod fsutil;
 pub mod idmap;
 pub mod logline;
 pub mod model;
+pub mod network;
 pub mod protocol;
 pub mod reconcile;
 pub mod sandbox;

@@ -40,6 +40,15 @@ pub struct WorkloadStatus {
     /// Held stopped by `paddock stop` until `paddock start` or a manifest change.
     #[serde(default)]
     pub held: bool,
+    /// The CNI network it is attached to (None: private, host, or not attached now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Its addresses on that network, in CIDR form ("10.77.0.5/16").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// The ports it publishes, as "127.0.0.1:8080:80/tcp".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
 }
 
 /// One state change, for `paddock status NAME`.

@@ -23,17 +23,49 @@ fn timed_status(d: &Daemon) -> (Duration, String) {
     (asked.elapsed(), answer)
 }
 
+/// A directory with a FUSE filesystem mounted at `hang` inside it, whose
+/// server never answers (the test holds /dev/fuse and never reads it).
+/// Mounted into a sandbox (sources are copied with their submounts), the
+/// first lookup under `hang` waits for good.
+struct HungFuse {
+    dir: tempfile::TempDir,
+    _server: std::fs::File,
+}
+
+impl HungFuse {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::create_dir(dir.path().join("hang")).unwrap();
+        let server =
+            std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").expect("/dev/fuse (the fuse module)");
+        let options =
+            format!("fd={},rootmode=40000,user_id=0,group_id=0,allow_other", std::os::fd::AsRawFd::as_raw_fd(&server));
+        nix::mount::mount(
+            Some("paddock-hung"),
+            &dir.path().join("hang"),
+            Some("fuse"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .expect("mount a FUSE filesystem");
+        HungFuse { dir, _server: server }
+    }
+}
+
+impl Drop for HungFuse {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.dir.path().join("hang"), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 #[test]
 fn an_init_that_hangs_blocks_neither_status_nor_the_watchdog_and_is_killed_at_its_timeout() {
-    // An init that hangs for good: a file mount onto a FIFO in the root
-    // blocks in open(2) until a reader comes, and none does.
-    let root = busybox_rootfs();
-    let fifo = root.join("hang");
-    if !fifo.exists() {
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
-        // Writable by the sandbox's root (not the host's): the open blocks, it is not refused.
-        std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
-    }
+    // An init that hangs for good, as on a dead network mount: the root has
+    // a FUSE filesystem whose server never answers, and the manifest's mount
+    // target lies inside it, so the init's lookup there waits (killably)
+    // for an answer that never comes.
+    let hang = HungFuse::new();
     let notify = tempfile::tempdir().unwrap();
     let sock_path = notify.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
@@ -43,8 +75,9 @@ fn an_init_that_hangs_blocks_neither_status_nor_the_watchdog_and_is_killed_at_it
     std::fs::write(d.path("out/file"), "x").unwrap();
     let d = d.start(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap()), ("WATCHDOG_USEC", "200000")]);
     let hung = format!(
-        "command = [\"/bin/sleep\", \"100\"]\nrootfs = {{ path = {:?} }}\n[[mounts]]\nsource = {:?}\ntarget = \"/hang\"\n",
-        root.display().to_string(),
+        "command = [\"/bin/sleep\", \"100\"]\nrootfs = {{ path = {:?} }}\n[[mounts]]\nsource = {:?}\ntarget = \"/mnt\"\n[[mounts]]\nsource = {:?}\ntarget = \"/mnt/hang/file\"\n",
+        busybox_rootfs().display().to_string(),
+        hang.dir.path().display().to_string(),
         d.path("out/file").display().to_string()
     );
     d.write("hung.toml", &hung);
@@ -105,17 +138,18 @@ fn a_daemon_out_of_descriptors_keeps_answering_and_stops_on_sigterm() {
     d.nofile_soft = Some(64);
     d.nofile_hard = Some(64);
     let mut d = d.start(&[]);
-    for i in 0..40 {
+    // More than 64 descriptors can hold (one channel per sandbox at least).
+    for i in 0..80 {
         d.write(&format!("w{i:02}.toml"), &format!("command = [\"/bin/sleep\", \"{}\"]\n", 200_000 + i));
     }
     // Some start, the others wait for descriptors with a clear reason.
-    d.wait_for("every workload seen", |d| d.status().len() == 40);
+    d.wait_for("every workload seen", |d| d.status().len() == 80);
     std::thread::sleep(Duration::from_secs(2));
     let status = d.status();
     let running = status.iter().filter(|w| w["state"] == "running").count();
     let waiting: Vec<_> = status.iter().filter(|w| w["state"] != "running").collect();
     assert!(running > 0, "some workloads run");
-    assert!(!waiting.is_empty(), "not all 40 fit in 64 descriptors");
+    assert!(!waiting.is_empty(), "not all 80 fit in 64 descriptors");
     for w in &waiting {
         let error = w["error"].as_str().unwrap_or_default();
         assert!(error.contains("Too many open files") || w["state"] == "starting", "{w}");

@@ -3,7 +3,9 @@
 
 mod common;
 
-use paddock::model::{Capability, Duration, Manifest, RestartPolicy, Seccomp, SharedOrPrivate, Signal, UserNamespace};
+use paddock::model::{
+    Capability, Duration, Manifest, Network, RestartPolicy, Seccomp, SharedOrPrivate, Signal, UserNamespace,
+};
 
 /// The rules a manifest breaks under `policy`, as `policy/rule`.
 fn broken(policy: &str, text: &str) -> Vec<String> {
@@ -170,7 +172,7 @@ fn every_default_is_what_design_md_says() {
     assert!(m.rootfs.readonly);
     assert!(m.mounts.is_empty());
     assert_eq!(m.namespaces.user, UserNamespace::Remap);
-    assert_eq!(m.namespaces.network, SharedOrPrivate::Private);
+    assert_eq!(m.namespaces.network, Network::Private);
     assert_eq!(m.namespaces.pid, SharedOrPrivate::Private);
     assert!(!m.security.privileged);
     assert_eq!(m.security.capabilities, Vec::<Capability>::new());
@@ -240,4 +242,45 @@ fn a_policy_that_is_not_a_json_schema_is_an_error() {
         paddock::validate::load_policies_strict(&["baseline".into()], Some(dir.path()), std::path::Path::new("/v"))
             .unwrap_err();
     assert!(err.to_string().contains("is the name of a built-in policy"), "{err}");
+}
+
+#[test]
+fn an_operator_policy_can_restrict_published_ports_to_a_list() {
+    let dir = tempfile::tempdir().unwrap();
+    // The policy of README's "Writing a policy", word for word.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find(
+            "```json\n{\n  \"$schema\": \"https://json-schema.org/draft/2020-12/schema\",\n  \"title\": \"web-ports\"",
+        )
+        .expect("README shows the web-ports policy")
+        + 8;
+    let end = readme[start..].find("```").unwrap() + start;
+    std::fs::write(dir.path().join("web-ports.json"), &readme[start..end]).unwrap();
+    let policies = paddock::validate::load_policies_strict(
+        &["baseline".into(), "web-ports".into()],
+        Some(dir.path()),
+        std::path::Path::new("/v"),
+    )
+    .unwrap();
+    let validator = paddock::validate::Validator::new(policies).unwrap();
+    let ok = format!("{CMD}ports = [\"80:8080\", \"127.0.0.1:8443:443\"]\n");
+    let checked = validator.validate("t.toml", &ok, paddock::validate::HostChecks::Skip);
+    assert_eq!(common::lines("t.toml", &ok, &checked), Vec::<String>::new());
+    let bad = format!("{CMD}ports = [\"80:8080\", \"2222:22\"]\n");
+    let checked = validator.validate("t.toml", &bad, paddock::validate::HostChecks::Skip);
+    let lines = common::lines("t.toml", &bad, &checked);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("policy web-ports refuses this") && lines[0].contains("[web-ports/listed-host-ports]"),
+        "{lines:?}"
+    );
+    // And the baseline says bridge networks and published ports are fine.
+    let baseline = paddock::validate::Validator::new(
+        paddock::validate::load_policies_strict(&["baseline".into()], None, std::path::Path::new("/v")).unwrap(),
+    )
+    .unwrap();
+    let bridged = format!("{CMD}ports = [\"2222:22\"]\n[namespaces]\nnetwork = \"bridge\"\n");
+    let checked = baseline.validate("t.toml", &bridged, paddock::validate::HostChecks::Skip);
+    assert_eq!(common::lines("t.toml", &bridged, &checked), Vec::<String>::new());
 }

@@ -51,10 +51,33 @@ fn manifest() -> impl Strategy<Value = Manifest> {
     );
     let namespaces = (
         pick(&[UserNamespace::Remap, UserNamespace::Host]),
-        pick(&[SharedOrPrivate::Private, SharedOrPrivate::Host]),
+        pick(&[0u8, 1, 2, 3]).prop_map(|n| match n {
+            0 => Network::Private,
+            1 => Network::Host,
+            2 => Network::Cni("bridge".into()),
+            _ => Network::Cni("lan-2.v".into()),
+        }),
         pick(&[SharedOrPrivate::Private, SharedOrPrivate::Host]),
     )
         .prop_map(|(user, network, pid)| Namespaces { user, network, pid });
+    let ports =
+        proptest::collection::vec(
+            (
+                proptest::option::of(pick(&[0u8, 1, 2]).prop_map(|n| {
+                    ["127.0.0.1", "::1", "192.0.2.7"][usize::from(n)].parse::<std::net::IpAddr>().unwrap()
+                })),
+                1u16..,
+                1u16..,
+                pick(&[Protocol::Tcp, Protocol::Udp, Protocol::Sctp]),
+            )
+                .prop_map(|(host_ip, host_port, container_port, protocol)| PortMapping {
+                    host_ip,
+                    host_port,
+                    container_port,
+                    protocol,
+                }),
+            0..3,
+        );
     let security = (
         any::<bool>(),
         proptest::collection::vec(pick(Capability::ALL), 0..4),
@@ -89,10 +112,11 @@ fn manifest() -> impl Strategy<Value = Manifest> {
             reset_after,
         });
     let stop = (pick(Signal::ALL), duration()).prop_map(|(signal, timeout)| Stop { signal, timeout });
-    (head, namespaces, security, resources, restart, stop).prop_map(
+    (head, namespaces, ports, security, resources, restart, stop).prop_map(
         |(
             (command, env, workdir, user, group, hostname, rootfs, mounts),
             namespaces,
+            ports,
             security,
             resources,
             restart,
@@ -106,6 +130,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
             hostname,
             rootfs,
             mounts,
+            ports,
             namespaces,
             security,
             resources,

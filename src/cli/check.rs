@@ -62,8 +62,14 @@ struct JsonReport<'a> {
 }
 
 pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
-    let validator =
-        super::OrFail::or_fail(args.policy.validator(&crate::config::Config::default(), true), USAGE_OR_IO)?;
+    let config = crate::config::Config::default();
+    let validator = super::OrFail::or_fail(args.policy.validator(&config, true), USAGE_OR_IO)?;
+    // The networks a manifest may name: the built-in one, and this host's
+    // networks directory when it can be read.
+    let validator = match crate::network::Networks::load(&config.network, &config.state_dir, &config.run_dir) {
+        Ok(networks) => validator.with_networks(networks.names()),
+        Err(_) => validator,
+    };
     let host = if args.no_host_checks { HostChecks::Skip } else { HostChecks::Warn };
     let color = Color::for_stdout();
 
@@ -78,20 +84,34 @@ pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
 
     let mut summary = Summary::default();
     let mut checked = Vec::with_capacity(files.len());
+    let mut specs = Vec::with_capacity(files.len());
     for path in &files {
         match validator.validate_file(path, host) {
             Ok((text, result)) => {
                 summary.files += 1;
-                if result.spec.is_some() {
-                    summary.valid += 1;
-                } else {
-                    summary.invalid += 1;
-                }
                 checked.push((path.display().to_string(), text, result.problems));
+                specs.push(result.spec);
             }
             Err(e) => errors.push(e.to_string()),
         }
     }
+    // Across the files: each host port published once.
+    let candidates: Vec<validate::across::Candidate<'_>> = checked
+        .iter()
+        .zip(&specs)
+        .filter_map(|((file, text, _), spec)| {
+            spec.as_ref().map(|s| validate::across::Candidate { file, text, manifest: &s.manifest })
+        })
+        .collect();
+    let mut conflicts = validate::across::port_conflicts(&candidates, &[]);
+    for ((file, _, problems), spec) in checked.iter_mut().zip(&mut specs) {
+        if let Some(mut found) = conflicts.remove(file.as_str()) {
+            problems.append(&mut found);
+            *spec = None;
+        }
+    }
+    summary.valid = specs.iter().filter(|s| s.is_some()).count();
+    summary.invalid = summary.files - summary.valid;
 
     let mut out = std::io::stdout().lock();
     match args.format {

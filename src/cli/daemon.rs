@@ -66,9 +66,12 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     crate::fsutil::open_volumes_root(&config.volumes_root).or_fail(CONFIG_ERROR)?;
     let policies =
         crate::validate::load_policies_strict(&config.policies, Some(&config.policy_dir), &config.volumes_root);
+    let networks =
+        crate::network::Networks::load(&config.network, &state_dir, &config.run_dir).or_fail(CONFIG_ERROR)?;
     let validator = crate::validate::Validator::new(policies.or_fail(CONFIG_ERROR)?)
         .or_fail(CONFIG_ERROR)?
-        .with_restart_defaults(config.restart.clone());
+        .with_restart_defaults(config.restart.clone())
+        .with_networks(networks.names());
     let remap = &config.remap;
     let accounts = remap.accounts();
     let ranges = remap_ranges(&accounts, &remap.user).or_fail(CONFIG_ERROR)?;
@@ -90,6 +93,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
             state_dir: state_dir.clone(),
             volumes_root: config.volumes_root.clone(),
             cgroups,
+            networks: std::sync::Arc::new(networks),
         },
         store: DiskStore::new(state_dir, ranges, remap.isolation, remap.slice_size),
     };

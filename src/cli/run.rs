@@ -33,6 +33,13 @@ pub struct RunArgs {
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 
+    /// Publish a port, as `docker run -p`: HOST_PORT:PORT,
+    /// HOST_IP:HOST_PORT:PORT, with /udp or /sctp when not TCP; added to
+    /// the manifest's `ports`. The workload gets the bridge network unless
+    /// its manifest names another. Repeat for more ports.
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    pub publish: Vec<crate::model::PortMapping>,
+
     #[command(flatten)]
     pub policy: super::PolicyArgs,
 
@@ -108,6 +115,38 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     if !args.command.is_empty() {
         spec.manifest.command = args.command.clone();
     }
+    if !args.publish.is_empty() {
+        let m = &mut spec.manifest;
+        m.ports.extend(args.publish.iter().copied());
+        if m.namespaces.network == crate::model::Network::Private {
+            m.namespaces.network = crate::model::Network::Cni(crate::model::BRIDGE.to_owned());
+        }
+        let networks =
+            crate::network::Networks::load(&config.network, &state_dir, &config.run_dir).or_fail(PADDOCK_FAILED)?;
+        let problems = validator.with_networks(networks.names()).recheck(m);
+        for p in &problems {
+            eprint!("{}", render(p, &format!("{file} with -p"), "", Color::Never));
+        }
+        if problems.iter().any(crate::validate::Problem::is_error) {
+            return Err(CliError::new(
+                PADDOCK_FAILED,
+                format!("{file} with these ports is invalid; nothing was started"),
+            ));
+        }
+    }
+    // A network of its own, made for this run and undone after it.
+    let attachment = match spec.manifest.namespaces.network.cni() {
+        Some(_) => {
+            let networks = crate::network::Networks::load(&config.network, &state_dir, &config.run_dir)
+                .or_fail(PADDOCK_FAILED)?
+                .for_runs();
+            let key = crate::model::WorkloadName::try_from(format!("run{}", std::process::id()).as_str())
+                .expect("a valid name");
+            let a = networks.attach(&key, &spec.manifest).or_fail(PADDOCK_FAILED)?;
+            Some(RunNetwork { networks, key, attachment: a })
+        }
+        None => None,
+    };
 
     // Each account file: the flag, else the configuration's.
     let defaults = remap.accounts();
@@ -131,9 +170,17 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     let mut previous = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), Some(&mut previous)).map_err(std::io::Error::from)?;
     let layout = Layout::detect(&cgroup_root);
+    let netns = match &attachment {
+        Some(n) => Some(crate::sandbox::netns::open_ns(&n.attachment.netns).or_fail(PADDOCK_FAILED)?),
+        None => None,
+    };
+    let manifest = match &attachment {
+        Some(n) => crate::daemon::executor::with_network_files(&spec.manifest, &n.attachment),
+        None => spec.manifest.clone(),
+    };
     let request = SpawnRequest {
         name: &spec.name,
-        manifest: &spec.manifest,
+        manifest: &manifest,
         slice,
         cgroups: &layout,
         volumes_root: &volumes_root,
@@ -145,6 +192,7 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
         init: if args.init_exec { InitMode::Exec } else { InitMode::InPlace },
         // Attached: the sandbox shares this terminal's stdin, stdout and stderr.
         output: None,
+        netns: netns.as_ref().map(AsFd::as_fd),
         // It lives and dies with this process, which no successor adopts.
         on_cloned: None,
     };
@@ -176,6 +224,7 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     }
     let limit = spec.manifest.resources.memory;
     let exit = sandbox.wait();
+    drop(attachment);
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
     match exit {
         Exit::OomKilled => {
@@ -192,4 +241,20 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
         Exit::Code(_) => {}
     }
     Ok(u8::try_from(exit.code()).unwrap_or(PADDOCK_FAILED))
+}
+
+/// The network made for one run: undone when dropped (the workload ended,
+/// or its start failed).
+struct RunNetwork {
+    networks: crate::network::Networks,
+    key: crate::model::WorkloadName,
+    attachment: crate::network::Attachment,
+}
+
+impl Drop for RunNetwork {
+    fn drop(&mut self) {
+        if let Err(e) = self.networks.detach(&self.key, &self.attachment) {
+            eprintln!("paddock run: undoing the network: {e}");
+        }
+    }
 }

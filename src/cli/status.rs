@@ -60,37 +60,51 @@ fn last_exit(w: &WorkloadStatus) -> String {
     w.last_exit.as_ref().map_or("-".into(), |e| e.to_string().trim_matches('"').to_owned())
 }
 
-const HEADER: [&str; 7] = ["NAME", "STATE", "PID", "HOST UIDS", "RESTARTS", "UPTIME", "LAST EXIT"];
+/// The address a workload is reached at (its first, without the prefix).
+fn address(w: &WorkloadStatus) -> String {
+    w.addresses.first().map_or("-".into(), |a| a.split('/').next().unwrap_or(a).to_owned())
+}
+
+fn ports(w: &WorkloadStatus) -> String {
+    if w.ports.is_empty() { "-".into() } else { w.ports.join(",") }
+}
+
 /// The columns given up first when the terminal is narrow.
-const DROP_ORDER: [usize; 4] = [5, 4, 3, 2];
+const DROP_ORDER: [&str; 6] = ["UPTIME", "RESTARTS", "HOST UIDS", "PORTS", "ADDRESS", "PID"];
 
 /// The table, at most `width` columns wide when given: columns are dropped
-/// (uptime first) and error lines cut until it fits.
+/// (uptime first) and error lines cut until it fits. ADDRESS and PORTS
+/// appear when some workload has a network of its own.
 pub fn table(workloads: &[WorkloadStatus], width: Option<usize>, color: Color) -> String {
-    let rows: Vec<[String; 7]> = workloads
-        .iter()
-        .map(|w| {
-            [
-                w.name.clone(),
-                state_text(w),
-                w.pid.map_or("-".into(), |p| p.to_string()),
-                range(&w.uid_map),
-                w.restarts.to_string(),
-                w.uptime_seconds.map_or("-".into(), uptime),
-                last_exit(w),
-            ]
-        })
+    let networked = workloads.iter().any(|w| !w.addresses.is_empty() || !w.ports.is_empty());
+    type Cell = fn(&WorkloadStatus) -> String;
+    let columns: Vec<(&str, Cell)> = [
+        ("NAME", (|w: &WorkloadStatus| w.name.clone()) as Cell),
+        ("STATE", state_text),
+        ("PID", |w| w.pid.map_or("-".into(), |p| p.to_string())),
+        ("ADDRESS", address),
+        ("PORTS", ports),
+        ("HOST UIDS", |w| range(&w.uid_map)),
+        ("RESTARTS", |w| w.restarts.to_string()),
+        ("UPTIME", |w| w.uptime_seconds.map_or("-".into(), uptime)),
+        ("LAST EXIT", last_exit),
+    ]
+    .into_iter()
+    .filter(|(h, _)| networked || !matches!(*h, "ADDRESS" | "PORTS"))
+    .collect();
+    let header: Vec<String> = columns.iter().map(|(h, _)| h.to_string()).collect();
+    let rows: Vec<Vec<String>> = workloads.iter().map(|w| columns.iter().map(|(_, cell)| cell(w)).collect()).collect();
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
         .collect();
-    let widths: Vec<usize> =
-        (0..7).map(|i| rows.iter().map(|r| r[i].len()).chain([HEADER[i].len()]).max().unwrap_or(0)).collect();
-    let mut shown: Vec<usize> = (0..7).collect();
+    let mut shown: Vec<usize> = (0..columns.len()).collect();
     let total = |shown: &[usize]| shown.iter().map(|&i| widths[i]).sum::<usize>() + 2 * shown.len().saturating_sub(1);
     if let Some(width) = width {
         for drop in DROP_ORDER {
             if total(&shown) <= width {
                 break;
             }
-            shown.retain(|&i| i != drop);
+            shown.retain(|&i| header[i] != drop);
         }
     }
     let line = |cells: &[String], paint: bool| {
@@ -105,7 +119,7 @@ pub fn table(workloads: &[WorkloadStatus], width: Option<usize>, color: Color) -
         Some(w) if s.chars().count() > w => s.chars().take(w.saturating_sub(1)).collect::<String>() + "…",
         _ => s.to_owned(),
     };
-    let mut out = line(&HEADER.map(String::from), false) + "\n";
+    let mut out = line(&header, false) + "\n";
     for (row, w) in rows.iter().zip(workloads) {
         out += &(line(row, true) + "\n");
         if let Some(error) = &w.error {
@@ -124,6 +138,11 @@ fn detail(d: &WorkloadDetail, color: Color) -> String {
     let mut field = |k: &str, v: String| out.push_str(&format!("  {k:<12}{v}\n"));
     field("manifest", escape(&w.manifest).into_owned());
     field("pid", w.pid.map_or("-".into(), |p| p.to_string()));
+    if let Some(network) = &w.network {
+        field("network", network.clone());
+        field("addresses", if w.addresses.is_empty() { "-".into() } else { w.addresses.join(", ") });
+        field("ports", ports(w));
+    }
     field("host uids", range(&w.uid_map));
     field("host gids", range(&w.gid_map));
     field("restarts", w.restarts.to_string());
@@ -192,6 +211,9 @@ mod tests {
             uptime_seconds: Some(3725),
             manifest: format!("/etc/paddock/workloads/{name}.toml"),
             held: false,
+            network: None,
+            addresses: Vec::new(),
+            ports: Vec::new(),
         }
     }
 
@@ -211,6 +233,23 @@ mod tests {
         }
         assert!(narrow.starts_with("NAME  STATE    PID   LAST EXIT\n"), "{narrow}");
         assert!(narrow.lines().nth(2).unwrap().ends_with('…'));
+    }
+
+    #[test]
+    fn address_and_ports_are_columns_when_some_workload_has_a_network() {
+        let mut web = w("web", None);
+        web.network = Some("bridge".into());
+        web.addresses = vec!["10.77.0.5/16".into()];
+        web.ports = vec!["8080:80/tcp".into(), "127.0.0.1:5353:53/udp".into()];
+        let ws = [web, w("batch", None)];
+        assert_eq!(
+            table(&ws, None, Color::Never),
+            "NAME   STATE    PID   ADDRESS    PORTS                              HOST UIDS      RESTARTS  UPTIME  LAST EXIT\n\
+             web    running  4242  10.77.0.5  8080:80/tcp,127.0.0.1:5353:53/udp  165536-231071  3         1h2m    SIGKILL\n\
+             batch  running  4242  -          -                                  165536-231071  3         1h2m    SIGKILL\n"
+        );
+        let narrow = table(&ws, Some(60), Color::Never);
+        assert!(narrow.starts_with("NAME   STATE    PID   ADDRESS    LAST EXIT\n"), "{narrow}");
     }
 
     #[test]

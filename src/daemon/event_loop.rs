@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
-use super::executor::{SandboxEvent, SandboxExecutor};
+use super::executor::{Executor, SandboxEvent, SandboxExecutor};
 use super::kept::{KeptStore, repair_allocations};
 use super::notify::Notifier;
 use super::records;
@@ -117,6 +117,7 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<re
         daemon.adopt(&name, record.version.unwrap_or(crate::reconcile::Version(0)), sandbox.pid.as_raw(), since, at);
         daemon.executor.adopt(&name, sandbox);
     }
+    daemon.executor.restore_networks();
     Ok(lock)
 }
 
@@ -157,6 +158,9 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // READY=1: `systemctl start paddock` returns with the workloads up.
     let first = scan_now(&workloads, &Snapshot::new(), Rescan::Everything, &validator).await;
     daemon.apply(first, Clock::read());
+    // The first scan said which workloads exist: recorded networks that
+    // none of them wants can go.
+    daemon.executor.release_from_now_on();
     daemon.reconcile(Clock::read());
     let settled = tokio::time::Instant::now() + start_timeout;
     while daemon.core().workloads().any(|w| matches!(w.state, crate::reconcile::State::Starting { .. })) {
@@ -270,8 +274,9 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             scans.hup_current |= std::mem::take(&mut scans.hup_next);
             let (dir, previous, validator, tx) =
                 (workloads.clone(), daemon.snapshot().clone(), validator.clone(), job_tx.clone());
+            let settled = daemon.claims();
             tokio::task::spawn_blocking(move || {
-                let _ = tx.send(Job::Scan(scan::run_job(&dir, &previous, rescan, &validator)));
+                let _ = tx.send(Job::Scan(scan::run_job(&dir, &previous, rescan, &validator, &settled)));
             });
         }
         again = false;
@@ -292,6 +297,9 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             break;
         }
     }
+    // Nothing runs: every network attachment is undone before the exit.
+    daemon.executor.release_networks(&|_| false);
+    daemon.executor.settle_networks();
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }
@@ -324,6 +332,9 @@ async fn reexec(
         }
     }
     daemon.store.flush(Duration::from_secs(5));
+    // Detachments under way finish; attachments in use are recorded, and
+    // the new image takes them over.
+    daemon.executor.settle_networks();
     tracing::info!(binary = %binary.display(), "upgrading in place: re-executing the binary; every workload keeps running");
     if let Some(reply) = reply {
         let text = format!("re-executing {}; every workload keeps running", binary.display());
@@ -339,9 +350,9 @@ async fn reexec(
 /// A scan and its validation on a blocking thread, awaited.
 async fn scan_now(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Arc<Validator>) -> scan::Outcome {
     let (dir, previous, validator) = (dir.to_owned(), previous.clone(), validator.clone());
-    tokio::task::spawn_blocking(move || scan::run_job(&dir, &previous, rescan, &validator)).await.unwrap_or_else(|e| {
-        scan::Outcome { snapshot: Snapshot::new(), changes: Vec::new(), refused: Some(e.to_string()) }
-    })
+    tokio::task::spawn_blocking(move || scan::run_job(&dir, &previous, rescan, &validator, &[])).await.unwrap_or_else(
+        |e| scan::Outcome { snapshot: Snapshot::new(), changes: Vec::new(), refused: Some(e.to_string()) },
+    )
 }
 
 /// What answering a request needs besides the supervisor.
@@ -406,15 +417,24 @@ fn preview_scan(
     validator: &Validator,
 ) -> Result<(BTreeMap<WorkloadName, ManifestEvent>, Vec<String>), String> {
     let snapshot = scan::scan(dir, None).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut changes: Vec<scan::FileChange> = snapshot
+        .keys()
+        .map(|file| scan::FileChange {
+            file: file.clone(),
+            name: WorkloadName::stem_of_manifest_file(file).and_then(|s| WorkloadName::try_from(s).ok()),
+            event: scan::event(dir, file, snapshot.get(file), validator),
+        })
+        .collect();
+    // The directory as a whole: every file is new to it.
+    scan::refuse_port_conflicts(dir, &snapshot, &mut changes, &[]);
     let mut events = BTreeMap::new();
     let mut invalid = Vec::new();
-    for file in snapshot.keys() {
-        let event = scan::event(dir, file, snapshot.get(file), validator);
-        if let ManifestEvent::Invalid(problems) = &event {
+    for change in changes {
+        if let ManifestEvent::Invalid(problems) = &change.event {
             invalid.push(problems.clone());
         }
-        if let Some(name) = WorkloadName::stem_of_manifest_file(file).and_then(|s| WorkloadName::try_from(s).ok()) {
-            events.insert(name, event);
+        if let Some(name) = change.name {
+            events.insert(name, change.event);
         }
     }
     Ok((events, invalid))

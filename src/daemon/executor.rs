@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
@@ -20,9 +21,11 @@ use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
 use super::records::{self, Record};
+use super::workers::Workers;
 use crate::idmap::Slice;
 use crate::logline;
-use crate::model::{Exit, Manifest, Signal, WorkloadName};
+use crate::model::{Exit, Manifest, Mount, Signal, WorkloadName};
+use crate::network::{Attachment, Networks};
 use crate::reconcile::{Blame, StartFailure, Version};
 use crate::sandbox::cgroup::{Cgroup, CgroupError, Layout};
 use crate::sandbox::{self, InitCommand, InitMode, InitReport, Sandbox, SpawnError, SpawnRequest, process};
@@ -51,6 +54,11 @@ pub enum SandboxEvent {
         name: WorkloadName,
         exit: Exit,
     },
+    /// A workload's network is attached (or could not be): its start goes on.
+    Attached {
+        name: WorkloadName,
+        outcome: Result<Box<Attachment>, String>,
+    },
 }
 
 /// One start to begin.
@@ -71,6 +79,30 @@ pub trait Executor {
     fn kill(&mut self, name: &WorkloadName);
     /// The sandbox has exited and been cleaned up: forget it.
     fn reap(&mut self, name: &WorkloadName);
+    /// A network attachment a start waited for is made (or failed): the
+    /// start goes on. An error is a start that failed.
+    fn attached(
+        &mut self,
+        _name: &WorkloadName,
+        _outcome: Result<Box<Attachment>, String>,
+    ) -> Result<(), StartFailure> {
+        Ok(())
+    }
+    /// Undoes the network attachments of workloads `wanted` says no
+    /// longer want one (removed, stopped, finished, or given up).
+    fn release_networks(&mut self, _wanted: &dyn Fn(&WorkloadName) -> bool) {}
+    /// A workload's network, for status: its network, addresses and ports.
+    fn network(&self, _name: &WorkloadName) -> Option<NetworkView> {
+        None
+    }
+}
+
+/// What status shows of a workload's network.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetworkView {
+    pub network: String,
+    pub addresses: Vec<String>,
+    pub ports: Vec<String>,
 }
 
 /// Whose fault a spawn error is (see `Blame`).
@@ -114,17 +146,52 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub volumes_root: PathBuf,
     pub cgroups: Layout,
+    pub networks: Arc<Networks>,
 }
+
+/// A start waiting for its network to be attached.
+struct Preparing {
+    version: Version,
+    manifest: Manifest,
+    slice: Slice,
+    /// A stop or kill came meanwhile: the start is abandoned.
+    cancelled: bool,
+}
+
+/// A workload's network attachment, guarded: whoever attaches or detaches
+/// it (on a thread of its own; the plugins take a while) holds the lock,
+/// so the operations on one workload's network never overlap.
+type Slot = Arc<Mutex<Option<Attachment>>>;
 
 pub struct SandboxExecutor {
     settings: Settings,
     events: mpsc::UnboundedSender<SandboxEvent>,
     live: BTreeMap<WorkloadName, Live>,
+    preparing: BTreeMap<WorkloadName, Preparing>,
+    attachments: BTreeMap<WorkloadName, Slot>,
+    /// What status shows of each attachment (kept apart from the slots,
+    /// which a thread may hold for a while).
+    views: BTreeMap<WorkloadName, NetworkView>,
+    /// Where attachments are made and undone, off the event loop.
+    workers: Workers,
+    /// Whether attachments may be released: not before the first scan has
+    /// said which workloads exist (a recorded attachment is reused by a
+    /// workload that starts again with the same network settings).
+    releasing: bool,
 }
 
 impl SandboxExecutor {
     pub fn new(settings: Settings, events: mpsc::UnboundedSender<SandboxEvent>) -> Self {
-        SandboxExecutor { settings, events, live: BTreeMap::new() }
+        SandboxExecutor {
+            settings,
+            events,
+            live: BTreeMap::new(),
+            preparing: BTreeMap::new(),
+            attachments: BTreeMap::new(),
+            views: BTreeMap::new(),
+            workers: Workers::new(NETWORK_WORKERS),
+            releasing: false,
+        }
     }
 
     fn log_path(&self, name: &WorkloadName) -> PathBuf {
@@ -136,6 +203,10 @@ impl SandboxExecutor {
 pub fn log_path(state_dir: &Path, name: &WorkloadName) -> PathBuf {
     state_dir.join("logs").join(format!("{name}.log"))
 }
+
+/// Threads that make and undo network attachments: the plugins mostly
+/// wait on the kernel and the xtables lock, so a few are enough.
+const NETWORK_WORKERS: usize = 4;
 
 /// A descriptor the event loop waits on without owning it: the sandbox
 /// that owns it lives in the same task and is dropped after this.
@@ -162,6 +233,127 @@ async fn readable(fd: RawFd) -> std::io::Result<()> {
 impl Executor for SandboxExecutor {
     fn start(&mut self, request: StartRequest<'_>) -> Result<(), StartFailure> {
         let StartRequest { name, version, manifest, slice } = request;
+        let networks = self.settings.networks.clone();
+        let Some(fingerprint) = networks.fingerprint(name, manifest) else {
+            return self.spawn(name, version, manifest, slice, None);
+        };
+        let slot = self.attachments.entry(name.clone()).or_default().clone();
+        // A restart in the namespace it had: nothing to wait for.
+        if let Ok(guard) = slot.try_lock()
+            && let Some(a) = guard.as_ref().filter(|a| reusable(a, fingerprint))
+        {
+            let a = a.clone();
+            drop(guard);
+            return self.spawn(name, version, manifest, slice, Some(&a));
+        }
+        // A new attachment (the old one undone first): on a thread, then
+        // the start goes on when `Attached` comes back.
+        self.views.remove(name);
+        self.preparing.insert(name.clone(), Preparing { version, manifest: manifest.clone(), slice, cancelled: false });
+        let (events, name, manifest) = (self.events.clone(), name.clone(), manifest.clone());
+        self.workers.submit(move || {
+            let mut guard = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let outcome = match guard.take() {
+                Some(a) if reusable(&a, fingerprint) => Ok(a),
+                old => {
+                    if let Some(old) = old
+                        && let Err(e) = networks.detach(&name, &old)
+                    {
+                        tracing::warn!(workload = %name, error = %e, "undoing its previous network attachment");
+                    }
+                    networks.attach(&name, &manifest).map_err(|e| e.to_string())
+                }
+            };
+            *guard = outcome.as_ref().ok().cloned();
+            drop(guard);
+            let _ = events.send(SandboxEvent::Attached { name, outcome: outcome.map(Box::new) });
+        });
+        Ok(())
+    }
+
+    fn attached(&mut self, name: &WorkloadName, outcome: Result<Box<Attachment>, String>) -> Result<(), StartFailure> {
+        let Some(start) = self.preparing.remove(name) else { return Ok(()) };
+        let attachment = match outcome {
+            Ok(a) => a,
+            Err(e) => return Err(StartFailure::new(Blame::Host, NetworkFailed(e))),
+        };
+        self.views.insert(name.clone(), view(&attachment));
+        if start.cancelled {
+            return Err(StartFailure::new(Blame::Workload, NetworkFailed("stopped while its network was made".into())));
+        }
+        self.spawn(name, start.version, &start.manifest, start.slice, Some(&attachment))
+    }
+
+    fn release_networks(&mut self, wanted: &dyn Fn(&WorkloadName) -> bool) {
+        if !self.releasing {
+            return;
+        }
+        let unwanted: Vec<WorkloadName> = self
+            .attachments
+            .keys()
+            .filter(|n| !wanted(n) && !self.live.contains_key(*n) && !self.preparing.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in unwanted {
+            let Some(slot) = self.attachments.remove(&name) else { continue };
+            self.views.remove(&name);
+            let networks = self.settings.networks.clone();
+            self.workers.submit(move || {
+                let mut guard = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(a) = guard.take() {
+                    match networks.detach(&name, &a) {
+                        Ok(()) => tracing::info!(workload = %name, network = %a.network, "network detached"),
+                        Err(e) => tracing::error!(workload = %name, error = %e, "cannot undo its network attachment; the next daemon to start tries again"),
+                    }
+                }
+            });
+        }
+    }
+
+    fn network(&self, name: &WorkloadName) -> Option<NetworkView> {
+        self.views.get(name).cloned()
+    }
+
+    fn signal(&mut self, name: &WorkloadName, signal: Signal) {
+        if let Some(start) = self.preparing.get_mut(name) {
+            start.cancelled = true;
+        }
+        if let Some(live) = self.live.get(name) {
+            let signal = NixSignal::try_from(signal.number()).unwrap_or(NixSignal::SIGTERM);
+            let _ = live.signal(signal);
+        }
+    }
+
+    fn kill(&mut self, name: &WorkloadName) {
+        if let Some(start) = self.preparing.get_mut(name) {
+            start.cancelled = true;
+        }
+        if let Some(live) = self.live.get(name) {
+            // The init is PID 1 of its pid namespace: its death kills the
+            // rest. A sandbox in the host's pid namespace is killed through
+            // its cgroup (cgroup.kill, which does not wait).
+            let _ = live.signal(NixSignal::SIGKILL);
+            if let Some(cgroup) = &live.cgroup {
+                cgroup.kill_all(Duration::ZERO);
+            }
+        }
+    }
+
+    fn reap(&mut self, name: &WorkloadName) {
+        self.live.remove(name);
+    }
+}
+
+impl SandboxExecutor {
+    /// Begins a sandbox now, in `attachment`'s network namespace if given.
+    fn spawn(
+        &mut self,
+        name: &WorkloadName,
+        version: Version,
+        manifest: &Manifest,
+        slice: Slice,
+        attachment: Option<&Attachment>,
+    ) -> Result<(), StartFailure> {
         let state_dir = self.settings.state_dir.clone();
         // Its output, across runs, in STATE_DIR/logs/NAME.log: the init writes it.
         let log = crate::fsutil::create_private_dir(&state_dir.join("logs"))
@@ -172,6 +364,21 @@ impl Executor for SandboxExecutor {
                 let exhausted = e.raw_os_error().is_some_and(|e| is_exhausted(Errno::from_raw(e)));
                 return Err(StartFailure::new(if exhausted { Blame::Daemon } else { Blame::Workload }, LogFile(e)));
             }
+        };
+        let netns = match attachment {
+            Some(a) => match crate::sandbox::netns::open_ns(&a.netns) {
+                Ok(fd) => Some(fd),
+                Err(e) => return Err(StartFailure::new(Blame::Daemon, e)),
+            },
+            None => None,
+        };
+        let with_files;
+        let manifest = match attachment {
+            Some(a) => {
+                with_files = with_network_files(manifest, a);
+                &with_files
+            }
+            None => manifest,
         };
         // Written before the sandbox may run anything: a successor daemon
         // finds every sandbox that ever ran, whenever this one dies.
@@ -201,6 +408,7 @@ impl Executor for SandboxExecutor {
             // memory (every manifest's environment) in the sandbox's PID 1.
             init: InitMode::Exec,
             output: Some(log.as_fd()),
+            netns: netns.as_ref().map(AsFd::as_fd),
             on_cloned: Some(&record),
         };
         let pending = match sandbox::begin(&spawn) {
@@ -217,31 +425,45 @@ impl Executor for SandboxExecutor {
         Ok(())
     }
 
-    fn signal(&mut self, name: &WorkloadName, signal: Signal) {
-        if let Some(live) = self.live.get(name) {
-            let signal = NixSignal::try_from(signal.number()).unwrap_or(NixSignal::SIGTERM);
-            let _ = live.signal(signal);
+    /// The attachments a predecessor recorded: each is this daemon's again,
+    /// reused by its workload if it starts with the same network settings,
+    /// undone otherwise once the first scan has said what is wanted. An
+    /// unreadable record, and a namespace with no record, are undone now.
+    pub fn restore_networks(&mut self) {
+        let networks = self.settings.networks.clone();
+        let recorded = networks.recorded();
+        let names: Vec<WorkloadName> = recorded.iter().map(|(n, _)| n.clone()).collect();
+        for stray in networks.stray_namespaces(&names) {
+            tracing::warn!(netns = %stray.display(), "removing a network namespace no record accounts for");
+            crate::sandbox::netns::remove(&stray);
         }
-    }
-
-    fn kill(&mut self, name: &WorkloadName) {
-        if let Some(live) = self.live.get(name) {
-            // The init is PID 1 of its pid namespace: its death kills the
-            // rest. A sandbox in the host's pid namespace is killed through
-            // its cgroup (cgroup.kill, which does not wait).
-            let _ = live.signal(NixSignal::SIGKILL);
-            if let Some(cgroup) = &live.cgroup {
-                cgroup.kill_all(Duration::ZERO);
+        for (name, read) in recorded {
+            match read {
+                Ok(a) => {
+                    if a.result.is_some() {
+                        self.views.insert(name.clone(), view(&a));
+                    }
+                    self.attachments.insert(name, Arc::new(Mutex::new(Some(a))));
+                }
+                Err(e) => {
+                    tracing::error!(workload = %name, error = %e, "an unreadable network record: what it attached cannot be undone by paddock (its address may stay allocated)");
+                    networks.drop_record(&name);
+                }
             }
         }
     }
 
-    fn reap(&mut self, name: &WorkloadName) {
-        self.live.remove(name);
+    /// From now on, attachments no workload wants are undone.
+    pub fn release_from_now_on(&mut self) {
+        self.releasing = true;
     }
-}
 
-impl SandboxExecutor {
+    /// Waits for the attachments and detachments under way (before the
+    /// daemon exits or re-executes).
+    pub fn settle_networks(&mut self) {
+        self.workers.settle();
+    }
+
     /// Takes over a sandbox a predecessor (or this process, before an
     /// exec) left running; from then on it is as if this daemon had
     /// started it. Its end, if it came while no daemon listened, arrives
@@ -260,6 +482,45 @@ impl SandboxExecutor {
         tokio::spawn(listen.running(sandbox, true));
     }
 }
+
+/// Whether an attachment can take a start with these settings as it is.
+fn reusable(a: &Attachment, fingerprint: u64) -> bool {
+    a.fingerprint == fingerprint && a.result.is_some() && crate::sandbox::netns::exists(&a.netns)
+}
+
+fn view(a: &Attachment) -> NetworkView {
+    NetworkView {
+        network: a.network.clone(),
+        addresses: a.addresses(),
+        ports: a.ports.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// The manifest with the attachment's /etc/hosts and /etc/resolv.conf
+/// mounted, unless the manifest mounts its own there.
+pub fn with_network_files(manifest: &Manifest, a: &Attachment) -> Manifest {
+    let mut m = manifest.clone();
+    for (file, target) in [(&a.hosts, "/etc/hosts"), (&a.resolv_conf, "/etc/resolv.conf")] {
+        let Some(file) = file else { continue };
+        if m.mounts.iter().any(|mt| mt.target == std::path::Path::new(target)) {
+            continue;
+        }
+        m.mounts.push(Mount {
+            source: file.clone(),
+            target: target.into(),
+            readonly: true,
+            idmap: false,
+            setuid: false,
+            devices: false,
+        });
+    }
+    m
+}
+
+/// The workload's network could not be attached.
+#[derive(Debug, thiserror::Error)]
+#[error("its network: {0}")]
+struct NetworkFailed(String);
 
 /// The log file could not be opened.
 #[derive(Debug, thiserror::Error)]

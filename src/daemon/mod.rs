@@ -14,5 +14,6 @@ pub mod supervisor;
 pub mod upgrade;
 mod view;
 pub mod watch;
+mod workers;
 
 pub use supervisor::STARTS_PER_PASS;

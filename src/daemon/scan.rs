@@ -14,10 +14,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use crate::fsutil::{UnsafeInput, check_directory};
-use crate::model::WorkloadName;
+use crate::model::{Manifest, WorkloadName};
 use crate::reconcile::{ManifestEvent, Version};
 use crate::validate::load::{self, LoadError, list_manifests};
-use crate::validate::{Color, HostChecks, Validator, render};
+use crate::validate::{Color, HostChecks, Validator, across, render};
 
 /// What a scan found for one manifest file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +163,13 @@ pub enum Rescan {
 
 /// Scans `dir` and validates the files that changed since `previous`.
 /// Blocking: run it on a blocking thread.
-pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Validator) -> Outcome {
+pub fn run_job(
+    dir: &Path,
+    previous: &Snapshot,
+    rescan: Rescan,
+    validator: &Validator,
+    settled: &[(String, Arc<Manifest>)],
+) -> Outcome {
     let full = rescan == Rescan::Everything;
     if let Err(e) = check_directory(dir) {
         return Outcome { snapshot: previous.clone(), changes: Vec::new(), refused: Some(e.to_string()) };
@@ -175,7 +181,7 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
             return Outcome { snapshot: previous.clone(), changes: Vec::new(), refused: Some(refused) };
         }
     };
-    let changes = changed(previous, &snapshot)
+    let mut changes: Vec<FileChange> = changed(previous, &snapshot)
         .into_iter()
         .map(|file| FileChange {
             file: file.to_owned(),
@@ -183,7 +189,48 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
             event: event(dir, file, snapshot.get(file), validator),
         })
         .collect();
+    // What runs keeps its ports; a change that wants one is refused.
+    let settled: Vec<(&str, &Manifest)> = settled
+        .iter()
+        .filter(|(file, _)| {
+            !changes
+                .iter()
+                .any(|c| c.file == *file && matches!(c.event, ManifestEvent::Valid { .. } | ManifestEvent::Removed))
+        })
+        .map(|(file, m)| (file.as_str(), &**m))
+        .collect();
+    refuse_port_conflicts(dir, &snapshot, &mut changes, &settled);
     Outcome { snapshot, changes, refused: None }
+}
+
+/// Turns the valid changes whose published ports collide with another's
+/// (another change's, or a settled workload's) into invalid ones, saying
+/// which file holds the port.
+pub fn refuse_port_conflicts(
+    dir: &Path,
+    snapshot: &Snapshot,
+    changes: &mut [FileChange],
+    settled: &[(&str, &Manifest)],
+) {
+    let candidates: Vec<across::Candidate<'_>> = changes
+        .iter()
+        .filter_map(|c| match (&c.event, snapshot.get(&c.file)) {
+            (ManifestEvent::Valid { manifest, .. }, Some(Found::Read { text, .. })) => {
+                Some(across::Candidate { file: &c.file, text, manifest })
+            }
+            _ => None,
+        })
+        .collect();
+    let conflicts = across::port_conflicts(&candidates, settled);
+    for change in changes.iter_mut() {
+        if let (Some(problems), Some(Found::Read { text, .. })) =
+            (conflicts.get(&change.file), snapshot.get(&change.file))
+        {
+            let shown = dir.join(&change.file).display().to_string();
+            let rendered: String = problems.iter().map(|p| render(p, &shown, text, Color::Never)).collect();
+            change.event = ManifestEvent::Invalid(rendered.trim_end().to_owned());
+        }
+    }
 }
 
 /// What one file means now.

@@ -223,6 +223,19 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 let jitter = self.jitter();
                 self.core.on_exit(&name, exit, at, jitter)
             }
+            SandboxEvent::Attached { name, outcome } => {
+                if let Ok(a) = &outcome {
+                    tracing::info!(workload = %name, network = %a.network, addresses = ?a.addresses(), "network attached");
+                }
+                match self.executor.attached(&name, outcome) {
+                    Ok(()) => Vec::new(),
+                    Err(failure) => {
+                        tracing::error!(workload = %name, action = "start", error = %failure.error, "start failed");
+                        let jitter = self.jitter();
+                        self.core.on_start_failed(&name, failure, at, jitter)
+                    }
+                }
+            }
         };
         self.execute(effects, at);
     }
@@ -316,6 +329,17 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 }
             }
         }
+        // A network is kept while its workload runs or will run again
+        // soon (a crash loop keeps its address); else it is undone.
+        let core = &self.core;
+        self.executor.release_networks(&|name| {
+            core.get(name).is_some_and(|w| {
+                matches!(
+                    w.state,
+                    State::Starting { .. } | State::Running { .. } | State::Stopping { .. } | State::Backoff { .. }
+                )
+            })
+        });
     }
 
     /// Writes what is kept of a workload; a failure is said once and
@@ -345,6 +369,17 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             self.unwritten.insert(name.clone());
             self.persist(&name);
         }
+    }
+
+    /// The manifests that hold published ports now, by file name: a
+    /// rescan refuses a change that wants one of their ports.
+    pub fn claims(&self) -> Vec<(String, std::sync::Arc<crate::model::Manifest>)> {
+        self.core
+            .workloads()
+            .filter_map(|w| w.desired.as_ref().map(|d| (w, d)))
+            .filter(|(_, d)| !d.manifest.ports.is_empty())
+            .map(|(w, d)| (format!("{}.toml", w.name), d.manifest.clone()))
+            .collect()
     }
 
     /// Every file that is invalid now, with its problems.

@@ -73,6 +73,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
     fn row(&self, w: &Workload, at: Clock) -> WorkloadStatus {
         let file = format!("{}.toml", w.name);
         let slice = self.store.slice(&w.name);
+        let network = self.executor.network(&w.name);
         let error = match (&w.file, &w.error, &w.doubt) {
             (File::Invalid(problems), _, _) => Some(problems.clone()),
             (_, _, Some(doubt)) => Some(doubt.clone()),
@@ -97,6 +98,9 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             },
             manifest: self.workloads.join(&file).display().to_string(),
             held: w.hold.is_some(),
+            network: network.as_ref().map(|n| n.network.clone()),
+            addresses: network.as_ref().map(|n| n.addresses.clone()).unwrap_or_default(),
+            ports: network.map(|n| n.ports).unwrap_or_default(),
         }
     }
 
@@ -182,6 +186,20 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         family(&mut out, "paddock_id_slices", "gauge", "Id slices of the remap ranges, used and in all.");
         let _ = writeln!(out, "paddock_id_slices{{kind=\"used\"}} {used}");
         let _ = writeln!(out, "paddock_id_slices{{kind=\"total\"}} {total}");
+        let mut attached: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        let mut published = 0;
+        for w in self.core.workloads() {
+            if let Some(n) = self.executor.network(&w.name) {
+                *attached.entry(n.network).or_default() += 1;
+                published += n.ports.len();
+            }
+        }
+        family(&mut out, "paddock_network_attachments", "gauge", "Workloads attached to each network.");
+        for (network, count) in attached {
+            let _ = writeln!(out, "paddock_network_attachments{{network=\"{network}\"}} {count}");
+        }
+        family(&mut out, "paddock_published_ports", "gauge", "Host ports published by attached workloads.");
+        let _ = writeln!(out, "paddock_published_ports {published}");
         out
     }
 }

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::named::{Capability, Signal};
+use super::network::{Network, PortMapping};
 use super::units::{Duration, Size};
 
 /// A workload manifest: one long-running program and the sandbox it runs in.
@@ -60,6 +61,16 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 128))]
     pub mounts: Vec<Mount>,
+
+    /// Ports published on the host, as `docker run -p` writes them:
+    /// "8080:80" makes the host's port 8080 (on every address) reach port
+    /// 80 in the workload; "127.0.0.1:5353:53/udp" only on 127.0.0.1.
+    /// Needs a network of its own: a manifest with ports and no
+    /// `namespaces.network` gets "bridge". Two workloads cannot publish the
+    /// same host port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub ports: Vec<PortMapping>,
 
     /// Which namespaces the sandbox gets of its own.
     #[serde(default)]
@@ -157,9 +168,13 @@ pub struct Namespaces {
     #[serde(default)]
     pub user: UserNamespace,
 
-    /// "private": a network namespace with only loopback. "host": the host's network.
+    /// "private" (the default without `ports`): a network namespace with
+    /// only loopback. "bridge" (the default with `ports`): a namespace of
+    /// its own on paddock's host bridge, with an address, outbound NAT and
+    /// the published ports. "host": the host's network. Any other name:
+    /// the CNI network of that name in the daemon's networks directory.
     #[serde(default)]
-    pub network: SharedOrPrivate,
+    pub network: Network,
 
     /// "private": the workload's processes see only each other. "host": the host's pids.
     #[serde(default)]

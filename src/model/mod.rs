@@ -23,6 +23,7 @@ mod exit;
 mod manifest;
 mod name;
 mod named;
+mod network;
 mod units;
 
 pub use exit::Exit;
@@ -32,6 +33,7 @@ pub use manifest::{
 };
 pub use name::{MAX_NAME_LEN, NameError, WorkloadName, is_ignored_file_name};
 pub use named::{Capability, Signal, UnknownName};
+pub use network::{BRIDGE, Network, NetworkError, PortError, PortMapping, Protocol, is_network_name};
 pub use units::{DURATION_PATTERN, Duration, SIZE_PATTERN, Size, UnitError};
 
 /// The workload JSON Schema, generated from the types above.

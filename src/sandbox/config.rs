@@ -18,7 +18,10 @@ pub struct InitConfig {
     pub group: u32,
     pub rootfs_readonly: bool,
     pub mounts: Vec<InitMount>,
-    pub private_network: bool,
+    /// The sandbox made its own network namespace (it mounts sysfs and
+    /// brings up loopback); otherwise it shares the host's or joined one
+    /// the daemon made, which its user namespace does not own.
+    pub own_network: bool,
     pub private_pid: bool,
     /// Bit mask of the capabilities the workload keeps.
     pub capabilities: u64,

@@ -10,6 +10,7 @@ pub mod config;
 mod exec;
 pub mod init;
 mod keeper;
+pub mod netns;
 pub mod process;
 mod rootfs;
 mod seccomp;

@@ -9,9 +9,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, open, openat};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, open, openat, openat2};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::stat::{Mode, mkdirat};
+use nix::sys::stat::{Mode, SFlag, fstatat, mkdirat};
 use nix::unistd::{chdir, pivot_root, sethostname};
 
 use super::config::InitConfig;
@@ -61,6 +61,9 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
         let (upper, work, merged) = (staging.join("upper"), staging.join("work"), staging.join("root"));
         for d in [&upper, &work, &merged] {
             std::fs::create_dir(d).map_err(errno).step("mkdir", d)?;
+        }
+        for m in &cfg.mounts {
+            prepare_upper(&lower, &upper, &m.target, m.is_dir)?;
         }
         let options =
             format!("lowerdir={},upperdir={},workdir={},userxattr", lower.display(), upper.display(), work.display());
@@ -120,22 +123,23 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     mount(Some("tmpfs"), &tmp, Some("tmpfs"), nosuid_nodev, Some("mode=1777")).step("mount /tmp", &tmp)?;
 
     let sys_dir = make_dir(&root_fd, &root, Path::new("/sys"))?;
-    if cfg.private_network {
+    if cfg.own_network {
         let ro = nosuid_nodev | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY;
         mount(Some("sysfs"), &sys_dir, Some("sysfs"), ro, None::<&str>).step("mount sysfs", &sys_dir)?;
     } else {
-        // sysfs can only be mounted by a user namespace that owns the network namespace.
+        // sysfs can only be mounted by a user namespace that owns the
+        // network namespace (as runc, the host's is bound read-only instead).
         attach_host_tree("/sys", &sys_dir, true)?;
     }
 
     for (m, fd) in cfg.mounts.iter().zip(mounts) {
         let target =
-            if m.is_dir { make_dir(&root_fd, &root, &m.target)? } else { make_file(&root_fd, &root, &m.target)? };
-        sys::move_mount_onto(fd.as_fd(), open_path(&target)?.as_fd()).step("attach mount", &m.target)?;
+            if m.is_dir { open_path(&make_dir(&root_fd, &root, &m.target)?)? } else { make_file(&root_fd, &m.target)? };
+        sys::move_mount_onto(fd.as_fd(), target.as_fd()).step("attach mount", &m.target)?;
     }
 
     sethostname(&cfg.hostname).step("sethostname", &cfg.hostname)?;
-    if cfg.private_network {
+    if cfg.own_network {
         sys::loopback_up().step("bring up", "lo")?;
     }
 
@@ -150,6 +154,49 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     pivot_root(".", ".").step("pivot_root", &root)?;
     umount2(".", MntFlags::MNT_DETACH).step("detach the old root", "/")?;
     chdir("/").step("chdir", "/")
+}
+
+/// Makes a mount target in the overlay's upper layer, before the overlay
+/// is mounted, when the rootfs lacks it: the sandbox's root cannot create
+/// it later in a directory of the rootfs it does not own (`/etc` of a
+/// root-owned rootfs), but a directory present in the upper layer is the
+/// sandbox root's own. A file target that is a symlink in the rootfs
+/// (`/etc/resolv.conf` often is) is hidden by the file made here; a
+/// directory on the way that is a symlink is left alone (the walk that
+/// follows refuses it, as it never follows symlinks).
+fn prepare_upper(lower: &Path, upper: &Path, target: &Path, is_dir: bool) -> Result<(), StepError> {
+    let parts: Vec<_> = target.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    let Some((last, parents)) = parts.split_last() else { return Ok(()) };
+    let (mut below, mut above) = (lower.to_path_buf(), upper.to_path_buf());
+    for part in parents {
+        below.push(part);
+        above.push(part);
+        match std::fs::symlink_metadata(&below) {
+            Ok(meta) if meta.is_dir() => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            _ => return Ok(()),
+        }
+        match std::fs::create_dir(&above) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(errno(e)).step("mkdir", &above),
+        }
+    }
+    below.push(last);
+    above.push(last);
+    let present = std::fs::symlink_metadata(&below).ok();
+    if is_dir {
+        if present.is_none() {
+            std::fs::create_dir(&above).or_else(exists_is_fine).map_err(errno).step("mkdir", &above)?;
+        }
+    } else if present.is_none_or(|m| m.file_type().is_symlink()) {
+        std::fs::File::create(&above).map(drop).map_err(errno).step("create", &above)?;
+    }
+    Ok(())
+}
+
+fn exists_is_fine(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) }
 }
 
 fn errno(e: std::io::Error) -> Errno {
@@ -219,19 +266,36 @@ fn make_dir(root_fd: &OwnedFd, root: &Path, inside: &Path) -> Result<PathBuf, St
     Ok(join_inside(root, inside))
 }
 
-/// A file at `inside` (the mount point of a file mount), created if missing.
-fn make_file(root_fd: &OwnedFd, root: &Path, inside: &Path) -> Result<PathBuf, StepError> {
+/// The mount point of a file mount at `inside`, created if missing. One
+/// there already is used as it is: the sandbox's root may not be allowed
+/// to open it for writing (a file of the host's root, seen through a
+/// read-only view of it), and needs not. A symlink there (a writable
+/// rootfs's `/etc/resolv.conf` often is one) is resolved inside the root,
+/// never beyond it, as runc does, and what it names must exist.
+fn make_file(root_fd: &OwnedFd, inside: &Path) -> Result<OwnedFd, StepError> {
     let (parent, last) = walk_parents(root_fd, inside)?;
     let last = last.ok_or(Errno::EISDIR).step("mount a file on", inside)?;
-    let fd = openat(
-        &parent,
-        last.as_c_str(),
-        OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o644),
-    )
-    .step("create the mount point", inside)?;
-    drop(fd);
-    Ok(join_inside(root, inside))
+    let o_path = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match fstatat(&parent, last.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFLNK => {
+            let relative = inside.strip_prefix("/").unwrap_or(inside);
+            let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
+            openat2(root_fd, relative, how).step("resolve the symlink (inside the root) to mount on", inside)
+        }
+        Ok(_) => openat(&parent, last.as_c_str(), o_path, Mode::empty()).step("open the mount point", inside),
+        Err(Errno::ENOENT) => {
+            let fd = openat(
+                &parent,
+                last.as_c_str(),
+                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            )
+            .step("create the mount point", inside)?;
+            drop(fd);
+            openat(&parent, last.as_c_str(), o_path, Mode::empty()).step("open the mount point", inside)
+        }
+        Err(e) => Err(e).step("look at the mount point", inside),
+    }
 }
 
 fn join_inside(root: &Path, inside: &Path) -> PathBuf {

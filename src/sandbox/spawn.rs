@@ -28,7 +28,7 @@ use super::config::{DAEMON_END_FD, InitCommand, InitConfig, InitMount, InitRepor
 use super::source::{self, SourceError, Sources};
 use super::sys;
 use crate::idmap::Slice;
-use crate::model::{Capability, Exit, Manifest, Seccomp, SharedOrPrivate, WorkloadName};
+use crate::model::{Capability, Exit, Manifest, Network, Seccomp, SharedOrPrivate, WorkloadName};
 
 /// What to start.
 pub struct SpawnRequest<'a> {
@@ -52,6 +52,9 @@ pub struct SpawnRequest<'a> {
     /// Where the sandbox's stdout and stderr go (stdin is then /dev/null);
     /// `None` inherits paddock's own.
     pub output: Option<BorrowedFd<'a>>,
+    /// The network namespace to run in, for a workload on a CNI network:
+    /// made and attached by the daemon, kept across restarts.
+    pub netns: Option<BorrowedFd<'a>>,
     /// Called once the sandbox exists and before it may run anything (the
     /// daemon writes its record here, so that a successor finds every
     /// sandbox that ever ran); an error abandons the start.
@@ -113,6 +116,10 @@ pub enum SpawnError {
     Setup { step: String, error: String },
     #[error("cannot execute {command}: {}", Errno::from_raw(*.errno).desc())]
     Exec { command: String, errno: i32 },
+    #[error("the network `{0}` was not attached before the start")]
+    NotAttached(String),
+    #[error("joining the workload's network namespace: {0}")]
+    JoinNetns(Errno),
     #[error("the sandbox's init {} before it reported", died(.0))]
     InitDied(WaitStatus),
 }
@@ -287,7 +294,7 @@ fn init_config(req: &SpawnRequest<'_>, sources: &Sources) -> InitConfig {
             .zip(&sources.mounts)
             .map(|(mt, src)| InitMount { target: mt.target.clone(), is_dir: src.is_dir })
             .collect(),
-        private_network: m.namespaces.network == SharedOrPrivate::Private,
+        own_network: m.namespaces.network == Network::Private,
         private_pid: m.namespaces.pid == SharedOrPrivate::Private,
         capabilities: capability_mask(m),
         no_new_privileges: m.security.no_new_privileges,
@@ -473,8 +480,10 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
     if m.namespaces.pid == SharedOrPrivate::Private {
         flags |= libc::CLONE_NEWPID;
     }
-    if m.namespaces.network == SharedOrPrivate::Private {
-        flags |= libc::CLONE_NEWNET;
+    match (&m.namespaces.network, req.netns) {
+        (Network::Private, _) => flags |= libc::CLONE_NEWNET,
+        (Network::Host, _) | (Network::Cni(_), Some(_)) => {}
+        (Network::Cni(name), None) => return Err(SpawnError::NotAttached(name.clone())),
     }
     // Opened before the clone: the child may only dup2 what exists.
     let devnull = match req.output {
@@ -502,6 +511,12 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
         None => None,
     };
     let mut pidfd: libc::c_int = -1;
+    // The child starts in the calling thread's network namespace: this
+    // thread joins the workload's for the clone, and leaves it right after.
+    let entered = match req.netns {
+        Some(netns) => Some(super::netns::Entered::enter(netns).map_err(SpawnError::JoinNetns)?),
+        None => None,
+    };
     // SAFETY: a fork-like clone (no CLONE_VM): the child gets a copy of this
     // address space and runs only `Child`'s async-signal-safe code on memory
     // prepared above before it execs (or, in place, the caller promised a
@@ -516,6 +531,7 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
             InitMode::Exec => unsafe { child.exec_init(argv.as_ptr(), envp.as_ptr()) },
         }
     }
+    drop(entered);
     let pid = Pid::from_raw(Errno::result(ret).map_err(SpawnError::Clone)? as i32);
     // SAFETY: CLONE_PIDFD stored a new descriptor in `pidfd`, which we now own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };

@@ -2,6 +2,7 @@
 //! TOML syntax, then the JSON Schema, then the typed model and the checks no
 //! schema can express, then each active policy on the effective manifest.
 
+pub mod across;
 mod describe;
 pub mod load;
 mod policy;
@@ -88,12 +89,26 @@ pub struct Validator {
     schema: Schema,
     policies: Vec<Policy>,
     restart_defaults: RestartDefaults,
+    /// The CNI networks a manifest may name (the built-in `bridge` and
+    /// the daemon's networks directory).
+    networks: Vec<String>,
 }
 
 impl Validator {
     pub fn new(policies: Vec<Policy>) -> Result<Self, SchemaError> {
         let doc = serde_json::from_str(WORKLOAD_SCHEMA).map_err(|e| SchemaError(e.to_string()))?;
-        Ok(Self { schema: Schema::new(doc)?, policies, restart_defaults: RestartDefaults::default() })
+        Ok(Self {
+            schema: Schema::new(doc)?,
+            policies,
+            restart_defaults: RestartDefaults::default(),
+            networks: vec![crate::model::BRIDGE.to_owned()],
+        })
+    }
+
+    /// The networks a manifest may name besides "private" and "host".
+    pub fn with_networks(mut self, networks: Vec<String>) -> Self {
+        self.networks = networks;
+        self
     }
 
     /// The daemon's defaults for restart keys a manifest leaves out; the
@@ -130,6 +145,10 @@ impl Validator {
             }
         };
         self.restart_defaults.fill(&mut manifest.restart, |key| spans.get(&format!("/restart/{key}")).is_some());
+        // Ports need a network of their own: without a word, the bridge.
+        if !manifest.ports.is_empty() && spans.get("/namespaces/network").is_none() {
+            manifest.namespaces.network = crate::model::Network::Cni(crate::model::BRIDGE.to_owned());
+        }
         problems.extend(semantic::check(&manifest, &spans));
         let effective = manifest.effective(stem);
         match serde_json::to_value(&effective) {
@@ -141,12 +160,31 @@ impl Validator {
             Err(e) => problems.push(Problem::error(None, format!("cannot apply policies: {e}"))),
         }
         problems.extend(semantic::host_checks(&effective, &spans, host));
+        problems.extend(semantic::network_checks(&effective, &spans, host, &self.networks));
         sort(&mut problems);
         let spec = match name {
             Some(name) if !problems.iter().any(Problem::is_error) => Some(WorkloadSpec { name, manifest: effective }),
             _ => None,
         };
         Checked { spec, problems }
+    }
+
+    /// Checks a manifest changed after its file was validated (`paddock
+    /// run -p` adds ports): the typed checks and the policies again, with
+    /// no file positions to point at.
+    pub fn recheck(&self, manifest: &Manifest) -> Vec<Problem> {
+        let spans = source::SpanIndex::default();
+        let mut problems = semantic::check(manifest, &spans);
+        match serde_json::to_value(manifest) {
+            Ok(json) => {
+                for policy in &self.policies {
+                    problems.extend(policy.check(&json, &spans));
+                }
+            }
+            Err(e) => problems.push(Problem::error(None, format!("cannot apply policies: {e}"))),
+        }
+        problems.extend(semantic::network_checks(manifest, &spans, HostChecks::Require, &self.networks));
+        problems
     }
 
     /// Reads and validates a file. `Err` is an I/O error (the file could not

@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::problem::Problem;
 use super::source::SpanIndex;
-use crate::model::Manifest;
+use crate::model::{Manifest, Network};
 
 fn has_parent_dir(path: &Path) -> bool {
     path.components().any(|c| c == Component::ParentDir)
@@ -94,6 +94,35 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
         }
     }
 
+    match &m.namespaces.network {
+        Network::Private if !m.ports.is_empty() => problems.push(
+            Problem::error(
+                at("/namespaces/network"),
+                "a private network has only loopback: there is nothing to publish `ports` on",
+            )
+            .with_help("use network = \"bridge\" (or leave network out: with ports, it is the bridge)"),
+        ),
+        Network::Host if !m.ports.is_empty() => problems.push(
+            Problem::error(
+                at("/ports"),
+                "on the host's network the workload's ports are the host's already: nothing is published",
+            )
+            .with_help("remove `ports`, or use network = \"bridge\""),
+        ),
+        _ => {}
+    }
+    for (i, port) in m.ports.iter().enumerate() {
+        if let Some(first) = m.ports[..i].iter().position(|p| p.collides_with(port)) {
+            problems.push(
+                Problem::error(
+                    at(&format!("/ports/{i}")),
+                    format!("host port {}/{} is already published by ports[{first}]", port.host_port, port.protocol),
+                )
+                .with_help("publish each host port once"),
+            );
+        }
+    }
+
     if m.restart.backoff > m.restart.backoff_max {
         problems.push(
             Problem::error(
@@ -142,4 +171,27 @@ pub fn host_checks(m: &Manifest, spans: &SpanIndex, mode: HostChecks) -> Vec<Pro
         }
     }
     problems
+}
+
+/// The network a manifest names must be one the daemon knows.
+pub fn network_checks(m: &Manifest, spans: &SpanIndex, mode: HostChecks, known: &[String]) -> Vec<Problem> {
+    let make = match mode {
+        HostChecks::Skip => return Vec::new(),
+        HostChecks::Warn => Problem::warning,
+        HostChecks::Require => Problem::error,
+    };
+    let Some(name) = m.namespaces.network.cni() else { return Vec::new() };
+    if known.iter().any(|k| k == name) {
+        return Vec::new();
+    }
+    let at = spans.value_span("/namespaces/network").or_else(|| spans.locate("/namespaces/network"));
+    let candidates = known.iter().map(String::as_str).chain(["private", "host"]);
+    let help = match super::describe::did_you_mean(name, candidates) {
+        Some(near) => format!("did you mean `{near}`?"),
+        None => format!(
+            "the networks are \"private\", \"host\" and {}; others are NAME.conflist files in the daemon's networks directory",
+            known.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    vec![make(at, format!("no network `{name}` on this host")).with_help(help)]
 }

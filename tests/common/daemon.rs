@@ -26,6 +26,9 @@ pub struct Daemon {
     pub stray_fd: bool,
     /// Run the daemon from this binary instead of the build's (to replace it).
     pub binary: Option<PathBuf>,
+    /// A network namespace made by the test to be the daemon's "host"
+    /// network: networking tests touch nothing of the real host's.
+    pub host_netns: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -44,6 +47,7 @@ impl Daemon {
             cgroup_procs: None,
             stray_fd: false,
             binary: None,
+            host_netns: None,
         };
         std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::create_dir(d.path("wl")).unwrap();
@@ -56,15 +60,17 @@ impl Daemon {
         std::fs::write(d.path("subgid"), "").unwrap();
         let p = |f: &str| d.path(f).display().to_string();
         let config = format!(
-            "workloads = {:?}\nstate_dir = {:?}\nsocket = {:?}\npolicy_dir = \"/nonexistent\"\nvolumes_root = {:?}\n[remap]\nsubuid = {:?}\nsubgid = {:?}\npasswd = {:?}\ngroup = {:?}\n",
+            "workloads = {:?}\nstate_dir = {:?}\nsocket = {:?}\nrun_dir = {:?}\npolicy_dir = \"/nonexistent\"\nvolumes_root = {:?}\n[remap]\nsubuid = {:?}\nsubgid = {:?}\npasswd = {:?}\ngroup = {:?}\n[network]\nnetworks_dir = {:?}\n",
             p("wl"),
             p("state"),
             p("paddock.sock"),
+            p("run"),
             p("volumes"),
             p("subuid"),
             p("subgid"),
             p("passwd"),
-            p("group")
+            p("group"),
+            p("networks")
         );
         std::fs::write(d.path("paddock.toml"), config).unwrap();
         d
@@ -76,6 +82,37 @@ impl Daemon {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains(from), "{from} is not in the configuration");
         std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    }
+
+    /// Gives the daemon a network namespace of its own as its "host": its
+    /// bridge, addresses, routes and firewall rules are made there.
+    pub fn with_own_network(mut self) -> Self {
+        let path = self.path("hostns");
+        paddock::sandbox::netns::create(&path).unwrap();
+        self.host_netns = Some(path);
+        self
+    }
+
+    /// Runs `f` on a thread in the daemon's "host" network namespace.
+    pub fn on_host<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = self.host_netns.clone().expect("with_own_network");
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let ns = std::fs::File::open(&path).unwrap();
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// Runs a program in the daemon's "host" network namespace.
+    pub fn host_command(&self, program: &str, args: &[&str]) -> std::process::Output {
+        let path = self.host_netns.clone().expect("with_own_network");
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", path.display())).arg("--").arg(program).args(args);
+        cmd.output().unwrap()
     }
 
     pub fn start(self, env: &[(&str, &str)]) -> Self {
@@ -117,6 +154,26 @@ impl Daemon {
                     _ => Err(std::io::Error::last_os_error()),
                 })
             };
+        }
+        if let Some(path) = &self.host_netns {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let ns = std::fs::File::open(path).unwrap();
+            let fd = ns.as_raw_fd();
+            // SAFETY: setns(2) is async-signal-safe, as pre_exec requires;
+            // `ns` outlives the spawn below.
+            unsafe {
+                cmd.pre_exec(move || match libc::setns(fd, libc::CLONE_NEWNET) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                })
+            };
+            self.child = Some(cmd.spawn().unwrap());
+            drop(ns);
+            self.wait_for("the control socket", |d| {
+                std::os::unix::net::UnixStream::connect(d.path("paddock.sock")).is_ok()
+            });
+            return self;
         }
         if self.stray_fd {
             use std::os::unix::process::CommandExt;
@@ -212,6 +269,17 @@ impl Drop for Daemon {
             }
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some(ns) = self.host_netns.take() {
+            paddock::sandbox::netns::remove(&ns);
+        }
+        // Network namespaces the daemon left (a test that killed it).
+        for dir in ["run/netns", "run/run/netns"] {
+            if let Ok(entries) = std::fs::read_dir(self.path(dir)) {
+                for e in entries.flatten() {
+                    paddock::sandbox::netns::remove(&e.path());
+                }
+            }
         }
     }
 }

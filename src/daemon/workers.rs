@@ -1,0 +1,162 @@
+//! A few threads for the slow work the event loop must not wait on: a
+//! network attachment runs a chain of CNI plugins (each a process, most of
+//! them taking the host's xtables lock), tens of milliseconds at best.
+//! Bounded, so that 200 workloads appearing at once queue for four threads
+//! instead of forking 200 plugin chains that then fight for one lock.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Jobs queued or running.
+    outstanding: usize,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// A job was queued, or the pool closed.
+    work: Condvar,
+    /// `outstanding` reached zero.
+    idle: Condvar,
+}
+
+pub struct Workers {
+    limit: usize,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// At most `limit` threads, started only when there is work for them.
+    pub fn new(limit: usize) -> Self {
+        Workers { limit: limit.max(1), shared: Arc::default(), threads: Vec::new() }
+    }
+
+    pub fn submit(&mut self, job: impl FnOnce() + Send + 'static) {
+        let outstanding = {
+            let mut q = self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            q.jobs.push_back(Box::new(job));
+            q.outstanding += 1;
+            q.outstanding
+        };
+        self.shared.work.notify_one();
+        if self.threads.len() < self.limit && self.threads.len() < outstanding {
+            let shared = self.shared.clone();
+            self.threads.push(std::thread::spawn(move || work(&shared)));
+        }
+    }
+
+    /// Waits until every job submitted so far has run.
+    pub fn settle(&self) {
+        let mut q = self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        while q.outstanding > 0 {
+            q = self.shared.idle.wait(q).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+fn work(shared: &Shared) {
+    loop {
+        let job = {
+            let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                if let Some(job) = q.jobs.pop_front() {
+                    break job;
+                }
+                if q.closed {
+                    return;
+                }
+                q = shared.work.wait(q).unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        // A job that panics is a bug reported on stderr; the pool, and the
+        // count `settle` waits on, go on.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        q.outstanding -= 1;
+        if q.outstanding == 0 {
+            shared.idle.notify_all();
+        }
+    }
+}
+
+impl Drop for Workers {
+    /// Runs what is queued, then ends the threads.
+    fn drop(&mut self) {
+        self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
+        self.shared.work.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[test]
+    fn never_more_than_the_limit_at_once_and_settle_waits_for_all() {
+        let mut pool = Workers::new(3);
+        let (running, most, done) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        for _ in 0..20 {
+            let (running, most, done) = (running.clone(), most.clone(), done.clone());
+            pool.submit(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+                running.fetch_sub(1, Ordering::SeqCst);
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        pool.settle();
+        assert_eq!(done.load(Ordering::SeqCst), 20);
+        assert!(most.load(Ordering::SeqCst) <= 3, "{} at once", most.load(Ordering::SeqCst));
+        assert_eq!(pool.threads.len(), 3);
+    }
+
+    #[test]
+    fn a_panicking_job_neither_kills_the_pool_nor_hangs_settle() {
+        let mut pool = Workers::new(1);
+        let done = Arc::new(AtomicUsize::new(0));
+        pool.submit(|| panic!("a bug in a job"));
+        let d = done.clone();
+        pool.submit(move || {
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+        pool.settle();
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn dropping_the_pool_runs_what_was_queued() {
+        let done = Arc::new(AtomicUsize::new(0));
+        {
+            let mut pool = Workers::new(2);
+            for _ in 0..10 {
+                let d = done.clone();
+                pool.submit(move || {
+                    d.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        }
+        assert_eq!(done.load(Ordering::SeqCst), 10);
+    }
+
+    #[test]
+    fn no_thread_until_there_is_work() {
+        let pool = Workers::new(4);
+        pool.settle();
+        assert!(pool.threads.is_empty());
+    }
+}

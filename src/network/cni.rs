@@ -1,0 +1,347 @@
+//! A CNI runtime, specification 1.0: it runs the plugins of a network
+//! configuration list for ADD (in order, each given the previous plugin's
+//! result as `prevResult`), CHECK (in order, with the cached result) and
+//! DEL (in reverse order, with the cached result), as kubelet, containerd
+//! and CRI-O do through libcni. Capability arguments (`portMappings`)
+//! reach the plugins that declare them, in `runtimeConfig`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+/// The specification version paddock speaks and writes in its own lists.
+pub const CNI_VERSION: &str = "1.0.0";
+
+/// The longest a plugin may run before it is killed.
+const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CniError {
+    #[error(
+        "the CNI plugin `{plugin}` is not in {dirs}: install the CNI plugins (Debian and Ubuntu: `apt-get install containernetworking-plugins`), or name their directory in paddock.toml's [network] plugin_dirs"
+    )]
+    Missing { plugin: String, dirs: String },
+    #[error("{origin}: {message}")]
+    Config { origin: String, message: String },
+    #[error("running the CNI plugin {plugin}: {source}")]
+    Run { plugin: String, source: std::io::Error },
+    #[error("the CNI plugin {plugin} ({command}) did not finish within {}s and was killed", PLUGIN_TIMEOUT.as_secs())]
+    Timeout { plugin: String, command: &'static str },
+    #[error("the CNI plugin {plugin} ({command}) failed: {message}")]
+    Failed { plugin: String, command: &'static str, message: String },
+}
+
+/// Where plugin programs are found.
+#[derive(Debug, Clone)]
+pub struct PluginDirs(pub Vec<PathBuf>);
+
+impl PluginDirs {
+    /// The program for a plugin `type`, in the first directory that has it.
+    pub fn find(&self, plugin: &str) -> Result<PathBuf, CniError> {
+        let missing = || CniError::Missing {
+            plugin: plugin.to_owned(),
+            dirs: self.0.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+        };
+        // A type is a program's name, never a path.
+        if plugin.is_empty() || plugin.contains('/') || plugin.starts_with('.') {
+            return Err(missing());
+        }
+        self.0.iter().map(|d| d.join(plugin)).find(|p| p.is_file()).ok_or_else(missing)
+    }
+
+    fn cni_path(&self) -> String {
+        self.0.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
+    }
+}
+
+/// A network configuration list (`.conflist`): a name, a version and the
+/// plugins, each a JSON object with at least `type`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfList {
+    pub name: String,
+    pub cni_version: String,
+    pub disable_check: bool,
+    pub plugins: Vec<Map<String, Value>>,
+    /// The whole list as read: what is cached, to undo an attachment with.
+    pub raw: Value,
+}
+
+impl ConfList {
+    /// Parses a list; `origin` names it in errors.
+    pub fn parse(raw: Value, origin: &str) -> Result<Self, CniError> {
+        let bad = |message: String| CniError::Config { origin: origin.to_owned(), message };
+        let Value::Object(top) = &raw else { return Err(bad("a network configuration list is a JSON object".into())) };
+        let text = |key: &str| top.get(key).and_then(Value::as_str).map(str::to_owned);
+        let name = text("name").ok_or_else(|| bad("`name` (a string) is missing".into()))?;
+        if !crate::model::is_network_name(&name) {
+            return Err(bad(format!("`{name}` cannot name a network: letters, digits, `_`, `.` and `-`")));
+        }
+        let cni_version = text("cniVersion").ok_or_else(|| bad("`cniVersion` (a string) is missing".into()))?;
+        let plugins = match top.get("plugins") {
+            Some(Value::Array(plugins)) if !plugins.is_empty() => plugins,
+            _ => return Err(bad("`plugins` must be a list of at least one plugin".into())),
+        };
+        let plugins = plugins
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match p {
+                Value::Object(p) if p.get("type").and_then(Value::as_str).is_some_and(|t| !t.is_empty()) => {
+                    Ok(p.clone())
+                }
+                _ => Err(bad(format!("plugins[{i}] must be an object with a `type`"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let disable_check = top.get("disableCheck").and_then(Value::as_bool).unwrap_or(false);
+        Ok(ConfList { name, cni_version, disable_check, plugins, raw })
+    }
+
+    /// The plugin types, in order.
+    pub fn types(&self) -> impl Iterator<Item = &str> {
+        self.plugins.iter().filter_map(|p| p.get("type").and_then(Value::as_str))
+    }
+}
+
+/// What a network is attached to: CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME,
+/// and the capability arguments (`{"portMappings": [...]}`).
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub container_id: &'a str,
+    pub netns: &'a Path,
+    pub ifname: &'a str,
+    pub capabilities: &'a Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Add,
+    Check,
+    Del,
+}
+
+impl Verb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::Add => "ADD",
+            Verb::Check => "CHECK",
+            Verb::Del => "DEL",
+        }
+    }
+}
+
+/// The plugins of a list, run against one target.
+pub struct Runtime<'a> {
+    pub dirs: &'a PluginDirs,
+}
+
+impl Runtime<'_> {
+    /// ADD: each plugin in order, each given the result so far; the last
+    /// result is the attachment's. If a plugin fails, what the ones before
+    /// it did is undone (DEL, in reverse) before the error is returned.
+    pub fn add(&self, list: &ConfList, target: Target<'_>) -> Result<Value, CniError> {
+        // Every program is found before any runs: a missing one changes nothing.
+        for t in list.types() {
+            self.dirs.find(t)?;
+        }
+        let mut result: Option<Value> = None;
+        for plugin in &list.plugins {
+            match self.invoke(Verb::Add, list, plugin, target, result.as_ref()) {
+                Ok(Some(next)) => result = Some(next),
+                // A plugin with nothing to say passes the previous result on.
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = self.del(list, target, result.as_ref());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(result.unwrap_or_else(|| serde_json::json!({ "cniVersion": list.cni_version })))
+    }
+
+    /// CHECK: each plugin in order, with the cached result.
+    pub fn check(&self, list: &ConfList, target: Target<'_>, cached: &Value) -> Result<(), CniError> {
+        if list.disable_check {
+            return Ok(());
+        }
+        for plugin in &list.plugins {
+            self.invoke(Verb::Check, list, plugin, target, Some(cached))?;
+        }
+        Ok(())
+    }
+
+    /// DEL: each plugin in reverse order, with the cached result (if the
+    /// ADD got that far). Every plugin is run even after one fails, so each
+    /// undoes what it can; the first error is returned.
+    pub fn del(&self, list: &ConfList, target: Target<'_>, cached: Option<&Value>) -> Result<(), CniError> {
+        let mut first = None;
+        for plugin in list.plugins.iter().rev() {
+            if let Err(e) = self.invoke(Verb::Del, list, plugin, target, cached) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    fn invoke(
+        &self,
+        verb: Verb,
+        list: &ConfList,
+        plugin: &Map<String, Value>,
+        target: Target<'_>,
+        prev: Option<&Value>,
+    ) -> Result<Option<Value>, CniError> {
+        let kind = plugin.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let program = self.dirs.find(&kind)?;
+        let mut config = plugin.clone();
+        config.insert("name".into(), Value::String(list.name.clone()));
+        config.insert("cniVersion".into(), Value::String(list.cni_version.clone()));
+        if let Some(prev) = prev {
+            config.insert("prevResult".into(), prev.clone());
+        }
+        // Capability arguments, to the plugins that declare them.
+        let mut runtime = Map::new();
+        if let Some(Value::Object(caps)) = plugin.get("capabilities") {
+            for (cap, on) in caps {
+                if on.as_bool() == Some(true)
+                    && let Some(args) = target.capabilities.get(cap)
+                {
+                    runtime.insert(cap.clone(), args.clone());
+                }
+            }
+        }
+        if !runtime.is_empty() {
+            config.insert("runtimeConfig".into(), Value::Object(runtime));
+        }
+        let stdin = serde_json::to_vec(&Value::Object(config)).expect("JSON values serialize");
+        let mut child = Command::new(&program)
+            .env_clear()
+            // Plugins run iptables, ip and the like.
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", verb.as_str())
+            .env("CNI_CONTAINERID", target.container_id)
+            .env("CNI_NETNS", target.netns)
+            .env("CNI_IFNAME", target.ifname)
+            .env("CNI_PATH", self.dirs.cni_path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| CniError::Run { plugin: kind.clone(), source })?;
+        // The configuration is small: it fits the pipe, and the plugin reads it first.
+        let wrote = child.stdin.take().map(|mut s| s.write_all(&stdin));
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        // Each stream on a thread of its own: neither can fill up and block the plugin.
+        let drain = |stream: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut s) = stream {
+                    let _ = s.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        let out_reader = drain(stdout.map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let err_reader = drain(stderr.map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let deadline = Instant::now() + PLUGIN_TIMEOUT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(CniError::Timeout { plugin: kind, command: verb.as_str() });
+                }
+                Err(source) => return Err(CniError::Run { plugin: kind, source }),
+            }
+        };
+        let (out, err) = (out_reader.join().unwrap_or_default(), err_reader.join().unwrap_or_default());
+        if let Some(Err(source)) = wrote
+            && status.success()
+        {
+            return Err(CniError::Run { plugin: kind, source });
+        }
+        if !status.success() {
+            return Err(CniError::Failed {
+                plugin: kind,
+                command: verb.as_str(),
+                message: failure(&out, &err, status),
+            });
+        }
+        if verb != Verb::Add || out.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        serde_json::from_slice(&out).map(Some).map_err(|e| CniError::Failed {
+            plugin: kind,
+            command: verb.as_str(),
+            message: format!("its result is not JSON ({e})"),
+        })
+    }
+}
+
+/// A plugin's error, from its JSON error object (`msg`, `details`) or
+/// whatever it wrote.
+fn failure(out: &[u8], err: &[u8], status: std::process::ExitStatus) -> String {
+    if let Ok(Value::Object(e)) = serde_json::from_slice::<Value>(out) {
+        let msg = e.get("msg").and_then(Value::as_str).unwrap_or("no message");
+        let code = e.get("code").and_then(Value::as_u64).map(|c| format!(" (code {c})")).unwrap_or_default();
+        return match e.get("details").and_then(Value::as_str).filter(|d| !d.is_empty()) {
+            Some(details) => format!("{msg}: {details}{code}"),
+            None => format!("{msg}{code}"),
+        };
+    }
+    let said = String::from_utf8_lossy(if err.is_empty() { out } else { err }).trim().to_owned();
+    if said.is_empty() { format!("it exited with {status}") } else { said }
+}
+
+/// The workload's addresses in a result (`ips[].address`, CIDR form).
+pub fn addresses(result: &Value) -> Vec<String> {
+    result
+        .get("ips")
+        .and_then(Value::as_array)
+        .map(|ips| ips.iter().filter_map(|ip| ip.get("address")?.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_needs_a_name_a_version_and_typed_plugins() {
+        let ok = serde_json::json!({"cniVersion": "1.0.0", "name": "lan", "plugins": [{"type": "macvlan"}]});
+        let list = ConfList::parse(ok, "lan.conflist").unwrap();
+        assert_eq!(list.types().collect::<Vec<_>>(), ["macvlan"]);
+        for (bad, says) in [
+            (serde_json::json!([]), "is a JSON object"),
+            (serde_json::json!({"cniVersion": "1.0.0", "plugins": [{"type": "x"}]}), "`name`"),
+            (serde_json::json!({"name": "a b", "cniVersion": "1.0.0", "plugins": [{"type": "x"}]}), "cannot name"),
+            (serde_json::json!({"name": "a", "plugins": [{"type": "x"}]}), "`cniVersion`"),
+            (serde_json::json!({"name": "a", "cniVersion": "1.0.0", "plugins": []}), "at least one"),
+            (serde_json::json!({"name": "a", "cniVersion": "1.0.0", "plugins": [{"type": ""}]}), "plugins[0]"),
+        ] {
+            let e = ConfList::parse(bad, "f").unwrap_err().to_string();
+            assert!(e.starts_with("f: ") && e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_plugin_names_the_package_and_types_are_never_paths() {
+        let dirs = PluginDirs(vec![PathBuf::from("/nonexistent")]);
+        let e = dirs.find("bridge").unwrap_err().to_string();
+        assert!(e.contains("`bridge` is not in /nonexistent") && e.contains("containernetworking-plugins"), "{e}");
+        let bin = PluginDirs(vec![PathBuf::from("/bin")]);
+        assert!(bin.find("../bin/sh").is_err() && bin.find("..").is_err());
+    }
+
+    #[test]
+    fn errors_come_from_the_plugins_json_error_object() {
+        let status = std::process::ExitStatus::default();
+        let out =
+            br#"{"cniVersion":"1.0.0","code":11,"msg":"failed to allocate","details":"no IP addresses available"}"#;
+        assert_eq!(failure(out, b"", status), "failed to allocate: no IP addresses available (code 11)");
+        assert_eq!(failure(b"", b"panic: boom\n", status), "panic: boom");
+    }
+}

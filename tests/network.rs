@@ -1,0 +1,594 @@
+//! Networking through CNI, against the real plugins (Debian's
+//! containernetworking-plugins), on a real daemon. Each test gives its
+//! daemon a network namespace of its own as "the host" (its bridge,
+//! addresses and firewall rules are made there) and sends traffic only
+//! inside it: nothing of this machine's own network is touched.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::daemon::Daemon;
+use common::sandbox::busybox_rootfs;
+
+/// Fails, saying what to install, when the plugins are missing.
+fn require_plugins() {
+    for plugin in ["bridge", "host-local", "portmap", "firewall"] {
+        assert!(
+            Path::new("/usr/lib/cni").join(plugin).exists(),
+            "the CNI plugins are needed: apt-get install containernetworking-plugins iptables (.ci/run does)"
+        );
+    }
+}
+
+/// A daemon in a network namespace of its own, with a web root to serve.
+fn daemon() -> Daemon {
+    prepared().start(&[])
+}
+
+/// The same, not started yet.
+fn prepared() -> Daemon {
+    require_plugins();
+    let d = Daemon::setup().with_own_network();
+    std::fs::create_dir(d.path("www")).unwrap();
+    std::fs::write(d.path("www/index.html"), "hello from paddock\n").unwrap();
+    std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(d.path("www")).status().unwrap();
+    d
+}
+
+/// busybox httpd on `port`, serving the test's web root, with `extra` TOML.
+fn web(d: &Daemon, port: u16, extra: &str) -> String {
+    format!(
+        "command = [\"/bin/httpd\", \"-f\", \"-p\", \"{port}\", \"-h\", \"/www\"]\nrootfs = {{ path = {:?} }}\n{extra}\n[[mounts]]\nsource = {:?}\ntarget = \"/www\"\n",
+        busybox_rootfs().display().to_string(),
+        d.path("www").display().to_string(),
+    )
+}
+
+/// GET / from `addr`, on the daemon's host network; the body, or why not.
+fn get(d: &Daemon, addr: SocketAddr) -> Result<String, String> {
+    fetch(d, addr, "/")
+}
+
+fn fetch(d: &Daemon, addr: SocketAddr, path: &str) -> Result<String, String> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    d.on_host(move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
+        Ok(reply.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or(reply))
+    })
+}
+
+/// GET until it answers (the server takes a moment to listen).
+fn get_soon(d: &Daemon, addr: SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match get(d, addr) {
+            Ok(body) => return body,
+            Err(e) if Instant::now() > deadline => panic!(
+                "{addr} never answered: {e}\n{}",
+                std::fs::read_to_string(d.path("out/daemon.log")).unwrap_or_default()
+            ),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn address(d: &Daemon, name: &str) -> String {
+    d.wait_for(&format!("{name} to have an address"), |d| {
+        d.workload(name).is_some_and(|w| w["addresses"].as_array().is_some_and(|a| !a.is_empty()))
+    });
+    let w = d.workload(name).unwrap();
+    let cidr = w["addresses"][0].as_str().unwrap().to_owned();
+    cidr.split('/').next().unwrap().to_owned()
+}
+
+#[test]
+fn a_published_port_is_reachable_on_the_host_on_the_workloads_address_and_from_outside() {
+    let d = prepared();
+    d.configure("policy_dir", "metrics_listen = \"9464\"\npolicy_dir");
+    let d = d.start(&[]);
+    let outside = Outside::new(&d);
+    d.write("web.toml", &web(&d, 80, "ports = [\"8080:80\"]"));
+    d.running_pid("web");
+    let ip = address(&d, "web");
+    assert!(ip.starts_with("10.77."), "{ip}");
+    assert_eq!(get_soon(&d, format!("{ip}:80").parse().unwrap()), "hello from paddock\n");
+    assert_eq!(get_soon(&d, "127.0.0.1:8080".parse().unwrap()), "hello from paddock\n");
+    assert_eq!(get_soon(&d, "192.0.2.254:8080".parse().unwrap()), "hello from paddock\n");
+    // From another host: a client in the outside namespace, through the
+    // host's address on the link between them.
+    let from_outside = outside.run(|| {
+        let mut s = TcpStream::connect_timeout(&"192.0.2.254:8080".parse().unwrap(), Duration::from_secs(5)).unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+    });
+    assert!(from_outside.ends_with("\r\n\r\nhello from paddock\n"), "{from_outside}");
+    let w = d.workload("web").unwrap();
+    assert_eq!(w["network"], "bridge");
+    assert_eq!(w["ports"], serde_json::json!(["8080:80/tcp"]));
+    let table = d.paddock(&["status"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains(&format!("{ip}  8080:80/tcp")), "{table}");
+    let metrics = fetch(&d, "127.0.0.1:9464".parse().unwrap(), "/metrics").unwrap();
+    assert!(metrics.contains("paddock_network_attachments{network=\"bridge\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("paddock_published_ports 1\n"), "{metrics}");
+}
+
+/// What the daemon's network left on its "host": veths, address
+/// allocations, firewall rules that name paddock's or CNI's chains, and
+/// namespace mounts. All zero once nothing is attached.
+#[derive(Debug, PartialEq, Eq)]
+struct Leftovers {
+    veths: usize,
+    allocations: usize,
+    rules: Vec<String>,
+    mounts: usize,
+}
+
+/// Whether a line of `iptables-save` belongs to one attachment: it names
+/// a chain of its own (CNI-DN-..., CNI-<hash>) or an address of the
+/// bridge's subnet. The plugins' shared scaffolding (FORWARD -> CNI-FORWARD
+/// -> CNI-ADMIN, the CNI-HOSTPORT-* chains and their jumps) stays, as the
+/// plugins mean it to, like Docker's DOCKER-USER chain.
+fn per_attachment(line: &str) -> bool {
+    const SHARED: [&str; 5] =
+        ["CNI-FORWARD", "CNI-ADMIN", "CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK"];
+    let own_chain = line
+        .split(|c: char| c.is_whitespace() || c == ':' || c == '"')
+        .any(|word| word.starts_with("CNI-") && !SHARED.contains(&word));
+    (line.starts_with("-A") || line.starts_with(':')) && (own_chain || line.contains(" 10.77."))
+}
+
+fn leftovers(d: &Daemon) -> Leftovers {
+    let out = d.host_command("ip", &["-o", "link", "show", "type", "veth"]);
+    let veths = String::from_utf8_lossy(&out.stdout).lines().count();
+    let ipam = d.path("state/networks/ipam/bridge");
+    let allocations = std::fs::read_dir(&ipam)
+        .map(|e| {
+            e.flatten()
+                .filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok()))
+                .count()
+        })
+        .unwrap_or(0);
+    let rules = ["iptables-save", "ip6tables-save"]
+        .iter()
+        .flat_map(|tool| {
+            let out = d.host_command(tool, &[]);
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| per_attachment(l))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let run = d.path("run").display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(&run)).count();
+    Leftovers { veths, allocations, rules, mounts }
+}
+
+/// Waits until nothing is left; fails naming what is.
+fn nothing_left_soon(d: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while leftovers(d) != NOTHING {
+        assert!(
+            Instant::now() < deadline,
+            "left: {:?}\n{}",
+            leftovers(d),
+            std::fs::read_to_string(d.path("out/daemon.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const NOTHING: Leftovers = Leftovers { veths: 0, allocations: 0, rules: Vec::new(), mounts: 0 };
+
+fn sleeper(extra: &str) -> String {
+    format!(
+        "command = [\"/bin/sleep\", \"1000\"]\nrootfs = {{ path = {:?} }}\n{extra}\n",
+        busybox_rootfs().display().to_string()
+    )
+}
+
+/// A network beyond the daemon's host: a namespace of its own at
+/// 192.0.2.1, wired to the host's 192.0.2.254 by a veth pair.
+struct Outside {
+    path: std::path::PathBuf,
+}
+
+impl Outside {
+    fn new(d: &Daemon) -> Self {
+        let path = d.path("outside");
+        paddock::sandbox::netns::create(&path).unwrap();
+        let ns = path.display().to_string();
+        for args in [
+            &["link", "add", "out0", "type", "veth", "peer", "name", "out1", "netns", &ns][..],
+            &["addr", "add", "192.0.2.254/24", "dev", "out0"],
+            &["link", "set", "out0", "up"],
+        ] {
+            let out = d.host_command("ip", args);
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        for args in [&["addr", "add", "192.0.2.1/24", "dev", "out1"][..], &["link", "set", "out1", "up"]] {
+            let out =
+                std::process::Command::new("nsenter").arg(format!("--net={ns}")).arg("ip").args(args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Outside { path }
+    }
+
+    fn listen(&self, port: u16) -> std::net::TcpListener {
+        self.run(move || std::net::TcpListener::bind(("192.0.2.1", port)).unwrap())
+    }
+
+    /// Runs `f` on a thread in the outside namespace.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = self.path.clone();
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        paddock::sandbox::netns::remove(&self.path);
+    }
+}
+
+#[test]
+fn a_workload_reaches_out_through_its_gateway_masqueraded() {
+    let d = daemon();
+    let outside = Outside::new(&d);
+    let listener = outside.listen(9000);
+    let command = "echo hello | nc 192.0.2.1 9000; sleep 1000";
+    d.write(
+        "client.toml",
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", {command:?}]\nrootfs = {{ path = {:?} }}\n[namespaces]\nnetwork = \"bridge\"\n",
+            busybox_rootfs().display().to_string()
+        ),
+    );
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (mut conn, from) = loop {
+        match listener.accept() {
+            Ok(accepted) => break accepted,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!(
+                "no connection from the workload: {e}\n{}",
+                std::fs::read_to_string(d.path("out/daemon.log")).unwrap()
+            ),
+        }
+    };
+    conn.set_nonblocking(false).unwrap();
+    let mut said = String::new();
+    conn.read_to_string(&mut said).unwrap();
+    assert_eq!(said, "hello\n");
+    assert_ne!(from.ip().to_string(), address(&d, "client"));
+    assert_eq!(from.ip().to_string(), "192.0.2.254", "masqueraded behind the host's address");
+}
+
+#[test]
+fn two_workloads_on_the_bridge_reach_each_other_and_its_name_resolves_to_itself() {
+    let d = daemon();
+    d.write("server.toml", &web(&d, 80, "[namespaces]\nnetwork = \"bridge\""));
+    let ip = address(&d, "server");
+    let command = format!("wget -q -O - http://{ip}/ > /www/fetched; hostname -i > /www/me; sleep 1000");
+    let client = format!(
+        "command = [\"/bin/sh\", \"-c\", {command:?}]\nrootfs = {{ path = {:?} }}\nhostname = \"buddy\"\n[namespaces]\nnetwork = \"bridge\"\n[[mounts]]\nsource = {:?}\ntarget = \"/www\"\nreadonly = false\n",
+        busybox_rootfs().display().to_string(),
+        d.path("www").display().to_string()
+    );
+    std::fs::set_permissions(d.path("www"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    d.write("client.toml", &client);
+    d.wait_for("the client's fetch", |d| {
+        std::fs::read_to_string(d.path("www/fetched")).is_ok_and(|s| s == "hello from paddock\n")
+    });
+    d.wait_for("the client's own address", |d| std::fs::read_to_string(d.path("www/me")).is_ok_and(|s| !s.is_empty()));
+    assert_eq!(std::fs::read_to_string(d.path("www/me")).unwrap().trim(), address(&d, "client"));
+}
+
+#[test]
+fn a_crashing_workload_restarts_with_its_address_and_ports() {
+    let d = daemon();
+    let crashy = format!(
+        "command = [\"/bin/sh\", \"-c\", \"httpd -p 80 -h /www; sleep 1; exit 3\"]\nrootfs = {{ path = {:?} }}\nports = [\"8081:80\"]\n[restart]\nbackoff = \"0s\"\n[[mounts]]\nsource = {:?}\ntarget = \"/www\"\n",
+        busybox_rootfs().display().to_string(),
+        d.path("www").display().to_string(),
+    );
+    d.write("crashy.toml", &crashy);
+    let first = address(&d, "crashy");
+    d.wait_for("two restarts", |d| d.workload("crashy").is_some_and(|w| w["restarts"].as_u64() >= Some(2)));
+    assert_eq!(address(&d, "crashy"), first, "the address stays across restarts");
+    assert_eq!(get_soon(&d, "127.0.0.1:8081".parse().unwrap()), "hello from paddock\n");
+    // One attachment throughout: the log says it was made once.
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert_eq!(log.matches("network attached").count(), 1, "{log}");
+}
+
+#[test]
+fn removal_a_stopped_daemon_and_a_killed_one_leave_nothing_behind() {
+    let mut d = daemon();
+    assert_eq!(leftovers(&d), NOTHING, "a fresh host");
+    d.write("a.toml", &sleeper("ports = [\"8082:80\"]"));
+    d.write("b.toml", &sleeper("ports = [\"8083:80\"]"));
+    address(&d, "a");
+    address(&d, "b");
+    let with_two = leftovers(&d);
+    assert_eq!((with_two.veths, with_two.allocations, with_two.mounts), (2, 2, 2), "{with_two:?}");
+    assert!(!with_two.rules.is_empty(), "{with_two:?}");
+    // Removed: its network goes, the other's stays.
+    std::fs::remove_file(d.path("wl/a.toml")).unwrap();
+    d.wait_for("a's network to go", |d| leftovers(d).veths == 1);
+    d.wait_for("a's allocation to go", |d| leftovers(d).allocations == 1 && leftovers(d).mounts == 1);
+    // Killed with -9 and a manifest removed meanwhile: the next daemon undoes it.
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(d.path("wl/b.toml")).unwrap();
+    d = d.start(&[]);
+    nothing_left_soon(&d);
+    // A workload that runs when the daemon stops: its network goes with it.
+    d.write("c.toml", &sleeper("ports = [\"8084:80\"]"));
+    address(&d, "c");
+    assert_eq!(d.terminate(), 0);
+    assert_eq!(leftovers(&d), NOTHING);
+}
+
+#[test]
+fn a_killed_daemon_adopts_the_workload_and_its_network() {
+    let mut d = daemon();
+    d.write("web.toml", &web(&d, 80, "ports = [\"8085:80\"]"));
+    let pid = d.running_pid("web");
+    let ip = address(&d, "web");
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    d = d.start(&[]);
+    assert_eq!(d.running_pid("web"), pid, "adopted, not restarted");
+    assert_eq!(address(&d, "web"), ip);
+    assert_eq!(get_soon(&d, "127.0.0.1:8085".parse().unwrap()), "hello from paddock\n");
+}
+
+#[test]
+fn a_host_port_published_twice_is_refused_naming_the_other_file() {
+    let d = daemon();
+    d.write("first.toml", &sleeper("ports = [\"8086:80\"]"));
+    d.running_pid("first");
+    d.write("second.toml", &sleeper("ports = [\"9999:99\", \"8086:81\"]"));
+    d.wait_for("second refused", |d| d.workload("second").is_some_and(|w| w["state"] == "invalid"));
+    let error = d.workload("second").unwrap()["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains("second.toml:3:21: error: host port 8086/tcp is already published by first.toml"),
+        "{error}"
+    );
+    assert_eq!(d.workload("first").unwrap()["state"], "running");
+    // `paddock check` on the directory: both files, each naming the other.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["check", "--no-host-checks"])
+        .arg(d.path("wl"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (first, second) =
+        (d.path("wl/first.toml").display().to_string(), d.path("wl/second.toml").display().to_string());
+    assert!(
+        text.contains(&format!(
+            "{first}:3:10: error: host port 8086/tcp is already published by {second} (8086:81/tcp)"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{second}:3:21: error: host port 8086/tcp is already published by {first} (8086:80/tcp)"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_plugin_is_refused_with_the_package_to_install() {
+    require_plugins();
+    let d = Daemon::setup().with_own_network();
+    std::fs::create_dir(d.path("empty")).unwrap();
+    d.configure("[network]\n", &format!("[network]\nplugin_dirs = [{:?}]\n", d.path("empty").display().to_string()));
+    let d = d.start(&[]);
+    d.write("web.toml", &sleeper("ports = [\"8087:80\"]"));
+    d.wait_for("the start to fail", |d| d.workload("web").is_some_and(|w| w["state"] == "failed"));
+    let error = d.workload("web").unwrap()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("the CNI plugin `bridge` is not in"), "{error}");
+    assert!(error.contains("apt-get install containernetworking-plugins"), "{error}");
+    assert_eq!(leftovers(&d), NOTHING);
+}
+
+#[test]
+fn two_hundred_networked_workloads_start_and_go_leaving_nothing() {
+    let d = daemon();
+    // Ids for 200 slices.
+    std::fs::write(d.path("subuid"), "paddock:1000000:20000000\n").unwrap();
+    std::fs::write(d.path("subgid"), "paddock:1000000:20000000\n").unwrap();
+    for i in 0..200 {
+        d.write(&format!("n{i:03}.toml"), &sleeper("[namespaces]\nnetwork = \"bridge\""));
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while d.status().iter().filter(|w| w["state"] == "running" && w["addresses"].is_array()).count() < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not all 200 attached:\n{}",
+            std::fs::read_to_string(d.path("out/daemon.log")).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(leftovers(&d).veths, 200);
+    for i in 0..200 {
+        std::fs::remove_file(d.path(&format!("wl/n{i:03}.toml"))).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while leftovers(&d) != NOTHING {
+        assert!(Instant::now() < deadline, "left: {:?}", leftovers(&d));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_workloads_root_cannot_change_its_interfaces_or_routes() {
+    let d = daemon();
+    std::fs::set_permissions(d.path("www"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let command = "ip link set eth0 down 2>/www/link.err; echo $? > /www/link; \
+                   ip route del default 2>/www/route.err; echo $? > /www/route; httpd -f -p 80 -h /www";
+    d.write(
+        "web.toml",
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", {command:?}]\nrootfs = {{ path = {:?} }}\nports = [\"8088:80\"]\n[[mounts]]\nsource = {:?}\ntarget = \"/www\"\nreadonly = false\n",
+            busybox_rootfs().display().to_string(),
+            d.path("www").display().to_string()
+        ),
+    );
+    d.wait_for("both tries", |d| std::fs::read_to_string(d.path("www/route")).is_ok_and(|s| !s.is_empty()));
+    for what in ["link", "route"] {
+        let status = std::fs::read_to_string(d.path(&format!("www/{what}"))).unwrap();
+        let error = std::fs::read_to_string(d.path(&format!("www/{what}.err"))).unwrap();
+        assert_ne!(status.trim(), "0", "{what}: refused ({error})");
+        assert!(error.contains("not permitted"), "{what}: {error}");
+    }
+    assert_eq!(get_soon(&d, "127.0.0.1:8088".parse().unwrap()), "hello from paddock\n", "and it still serves");
+}
+
+#[test]
+fn a_network_from_the_networks_directory_is_used_by_name() {
+    let d = prepared();
+    std::fs::create_dir(d.path("networks")).unwrap();
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "lan",
+        "plugins": [{
+            "type": "bridge",
+            "bridge": "lan0",
+            "isGateway": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": "10.99.0.0/24"}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": d.path("lan-ipam").display().to_string(),
+            },
+        }],
+    });
+    std::fs::write(d.path("networks/lan.conflist"), conflist.to_string()).unwrap();
+    let d = d.start(&[]);
+    d.write("web.toml", &web(&d, 80, "[namespaces]\nnetwork = \"lan\""));
+    let ip = address(&d, "web");
+    assert!(ip.starts_with("10.99.0."), "{ip}");
+    assert_eq!(d.workload("web").unwrap()["network"], "lan");
+    assert_eq!(get_soon(&d, format!("{ip}:80").parse().unwrap()), "hello from paddock\n");
+    // A name that is no network is refused with the ones there are.
+    d.write("typo.toml", &sleeper("[namespaces]\nnetwork = \"lna\""));
+    d.wait_for("typo refused", |d| d.workload("typo").is_some_and(|w| w["state"] == "invalid"));
+    let error = d.workload("typo").unwrap()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("lna") && error.contains("lan"), "{error}");
+    std::fs::remove_file(d.path("wl/web.toml")).unwrap();
+    d.wait_for("the lan allocation to go", |d| {
+        std::fs::read_dir(d.path("lan-ipam/lan"))
+            .map(|e| e.flatten().all(|e| e.file_name().to_str().is_none_or(|n| n.parse::<std::net::IpAddr>().is_err())))
+            .unwrap_or(true)
+    });
+}
+
+#[test]
+fn paddock_run_publishes_a_port_like_docker_run_p_and_undoes_it_at_the_end() {
+    let d = prepared();
+    d.write("web.toml", &web(&d, 80, ""));
+    let ns = d.host_netns.clone().unwrap();
+    let mut run = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_paddock"))
+        .args(["run", "--config"])
+        .arg(d.path("paddock.toml"))
+        .args(["-p", "8090:80"])
+        .arg(d.path("wl/web.toml"))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(get_soon(&d, "127.0.0.1:8090".parse().unwrap()), "hello from paddock\n");
+    assert_eq!(leftovers(&d).veths, 1);
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "the workload's SIGTERM, as 128+15");
+    assert_eq!(leftovers(&d), NOTHING);
+    assert!(std::fs::read_dir(d.path("state/networks/run")).is_ok_and(|mut e| e.next().is_none()), "no record left");
+}
+
+#[test]
+fn the_web_example_answers_curl_on_localhost_8080() {
+    assert!(Path::new("/bin/busybox").exists(), "the example runs the host's busybox: apt-get install busybox-static");
+    let d = daemon();
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/workloads/web.toml")).unwrap();
+    d.write("web.toml", &example);
+    assert_eq!(get_soon(&d, "127.0.0.1:8080".parse().unwrap()), "hello from paddock\n");
+    let doc = fetch(&d, "127.0.0.1:8080".parse().unwrap(), "/doc/").unwrap();
+    assert!(!doc.is_empty(), "the host's /usr/share/doc is served too");
+    let out = d.host_command("curl", &["-sS", "http://localhost:8080/"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from paddock\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn resolv_conf_and_hosts_reach_a_writable_root_through_its_symlink_and_never_beyond_it() {
+    let d = daemon();
+    let root = d.path("root");
+    let out = std::process::Command::new("cp").arg("-a").arg(busybox_rootfs()).arg(&root).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::create_dir_all(root.join("run")).unwrap();
+    // A writable root is the workload's own to change, not paddock's: the
+    // mount point is made here, as a rootfs's owner would have.
+    std::fs::create_dir_all(root.join("www")).unwrap();
+    std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    std::fs::write(root.join("run/resolv.conf"), "nameserver 192.0.2.99\n").unwrap();
+    let _ = std::fs::remove_file(root.join("etc/resolv.conf"));
+    // Absolute, as systemd-resolved's link is: inside the root it means
+    // the root's /run, never the host's.
+    std::os::unix::fs::symlink("/run/resolv.conf", root.join("etc/resolv.conf")).unwrap();
+    std::fs::set_permissions(d.path("www"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let command = "cat /etc/resolv.conf > /www/resolv; cat /etc/hosts > /www/hosts; sleep 1000";
+    d.write(
+        "named.toml",
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", {command:?}]\n[rootfs]\npath = {:?}\nreadonly = false\n[namespaces]\nnetwork = \"bridge\"\n[[mounts]]\nsource = {:?}\ntarget = \"/www\"\nreadonly = false\n",
+            root.display().to_string(),
+            d.path("www").display().to_string()
+        ),
+    );
+    let ip = address(&d, "named");
+    d.wait_for("both files read", |d| std::fs::read_to_string(d.path("www/hosts")).is_ok_and(|s| !s.is_empty()));
+    let resolv = std::fs::read_to_string(d.path("www/resolv")).unwrap();
+    assert!(!resolv.contains("192.0.2.99"), "paddock's resolv.conf is mounted where the link leads: {resolv}");
+    assert!(resolv.contains("nameserver"), "{resolv}");
+    let hosts = std::fs::read_to_string(d.path("www/hosts")).unwrap();
+    assert!(hosts.lines().any(|l| l.starts_with(&ip) && l.contains("named")), "{hosts}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("run/resolv.conf")).unwrap(),
+        "nameserver 192.0.2.99\n",
+        "the rootfs's own file is untouched"
+    );
+}
