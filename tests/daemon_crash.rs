@@ -213,9 +213,17 @@ fn torn_stale_and_dead_records_harm_no_one_and_are_cleaned_up() {
     let mut innocent = std::process::Command::new("sleep").arg("1000").spawn().unwrap();
     let stale = format!(r#"{{"pid": {}, "start_time": 1, "cgroup": [], "slice": {slice}}}"#, innocent.id());
     std::fs::write(d.path("state/sandboxes/stale.json"), stale).unwrap();
-    // Gone: a pid that is not running.
-    let gone =
-        format!(r#"{{"pid": {}, "start_time": 1, "cgroup": ["/sys/fs/cgroup/pids"], "slice": {slice}}}"#, i32::MAX - 1);
+    // Gone: a pid that is not running, whose record names a cgroup outside
+    // paddock's own (its name shares their prefix as text), holding a
+    // process of its own. Neither may be touched.
+    let outside = outside_cgroup();
+    let mut bystander = std::process::Command::new("sleep").arg("1000").spawn().unwrap();
+    std::fs::write(outside.join("cgroup.procs"), bystander.id().to_string()).unwrap();
+    let gone = format!(
+        r#"{{"pid": {}, "start_time": 1, "cgroup": [{:?}], "slice": {slice}}}"#,
+        i32::MAX - 1,
+        outside.display().to_string()
+    );
     std::fs::write(d.path("state/sandboxes/dead.json"), gone).unwrap();
     // Torn: half a record.
     std::fs::write(d.path("state/sandboxes/torn.json"), r#"{"pid": 12"#).unwrap();
@@ -226,8 +234,57 @@ fn torn_stale_and_dead_records_harm_no_one_and_are_cleaned_up() {
     for file in ["stale.json", "dead.json"] {
         assert!(!d.path(&format!("state/sandboxes/{file}")).exists(), "{file} is cleaned up");
     }
-    // The record naming a cgroup path outside paddock's own was not followed.
-    assert!(std::path::Path::new("/sys/fs/cgroup/pids").exists());
-    let _ = innocent.kill();
-    let _ = innocent.wait();
+    // The record naming a cgroup outside paddock's own was not followed.
+    assert!(outside.exists(), "a cgroup outside paddock's was removed");
+    assert!(bystander.try_wait().unwrap().is_none(), "a process in a cgroup outside paddock's was killed");
+    for mut p in [innocent, bystander] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    let _ = std::fs::remove_dir(&outside);
+}
+
+/// A cgroup beside paddock's (`paddock-outside-PID` next to `paddock`), on
+/// the v2 tree when the host has one with controllers, else in the v1
+/// pids hierarchy.
+fn outside_cgroup() -> std::path::PathBuf {
+    let name = format!("paddock-outside-{}", std::process::id());
+    let v2 = std::path::Path::new("/sys/fs/cgroup");
+    let parent = if v2.join("cgroup.subtree_control").exists() { v2.to_path_buf() } else { v2.join("pids") };
+    let dir = parent.join(name);
+    std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot make the test's cgroup {}: {e}", dir.display()));
+    dir
+}
+
+/// Ends that came while no daemon ran are judged by the restart policy
+/// when the next daemon hears them, exit codes and signals alike.
+#[test]
+fn ends_while_no_daemon_runs_get_their_restart_policy_and_their_real_status() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("flaky.toml", "command = [\"/bin/sh\", \"-c\", \"sleep 1; exit 3\"]\n[restart]\nbackoff = \"0s\"\n");
+    d.write("victim.toml", "command = [\"/bin/sleep\", \"1000\"]\n[restart]\nbackoff = \"0s\"\n");
+    d.running_pid("flaky");
+    let victim = d.running_pid("victim");
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // With no daemon: flaky exits 3 on its own, victim's command (the
+    // init's child; the init stays to keep its end) is killed.
+    let command: i32 = std::fs::read_to_string(format!("/proc/{victim}/task/{victim}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("the init has its command as a child")
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(command), nix::sys::signal::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    d = d.start(&[]);
+    for (name, exit) in [("flaky", serde_json::json!(3)), ("victim", serde_json::json!("SIGKILL"))] {
+        d.wait_for(&format!("{name} restarted after its end"), |d| {
+            d.workload(name).is_some_and(|w| w["restarts"].as_u64() >= Some(1) && w["last_exit"] == exit)
+        });
+    }
+    assert_ne!(d.running_pid("victim"), victim, "a new run");
+    assert_eq!(d.terminate(), 0);
 }
