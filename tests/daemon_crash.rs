@@ -36,8 +36,14 @@ fn a_daemon_killed_during_starts_never_locks_out_duplicates_or_orphans() {
     for i in 0..WORKLOADS {
         d.write(&format!("w{i:02}.toml"), &manifest(i));
     }
-    // Kill points spread over the burst: before, during and after the starts.
-    for (round, delay_ms) in [0u64, 3, 9, 17, 30, 45, 70, 99].into_iter().enumerate() {
+    // Kill points spread over the burst (before, during and after the
+    // starts), then as many at random; the seed is in every message, to
+    // replay a failure.
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let mut rng = Rng(seed);
+    let spread = [0u64, 3, 9, 17, 30, 45, 70, 99];
+    let random: Vec<u64> = (0..8).map(|_| rng.next(120)).collect();
+    for (round, delay_ms) in spread.into_iter().chain(random).enumerate() {
         d = d.start(&[]);
         std::thread::sleep(Duration::from_millis(delay_ms));
         let mut child = d.child.take().unwrap();
@@ -49,7 +55,7 @@ fn a_daemon_killed_during_starts_never_locks_out_duplicates_or_orphans() {
         while !holders(&lock).is_empty() {
             assert!(
                 std::time::Instant::now() < deadline,
-                "round {round} (kill after {delay_ms} ms): {:?} still hold the dead daemon's lock",
+                "round {round} (kill after {delay_ms} ms, seed {seed}): {:?} still hold the dead daemon's lock",
                 holders(&lock)
             );
             std::thread::sleep(Duration::from_millis(20));

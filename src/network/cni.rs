@@ -344,4 +344,69 @@ mod tests {
         assert_eq!(failure(out, b"", status), "failed to allocate: no IP addresses available (code 11)");
         assert_eq!(failure(b"", b"panic: boom\n", status), "panic: boom");
     }
+
+    /// Fake plugins (shell scripts) that log what they were asked and with
+    /// which `prevResult`, and add an address named after themselves to the
+    /// `ips` they were given.
+    fn fakes(dir: &Path, failing: &str) -> PluginDirs {
+        use std::os::unix::fs::PermissionsExt;
+        let log = dir.join("log");
+        for name in ["one", "two", "three"] {
+            let fail = if name == failing {
+                "[ \"$CNI_COMMAND\" = ADD ] && { echo '{\"code\":7,\"msg\":\"no\"}'; exit 1; }"
+            } else {
+                ""
+            };
+            let script = format!(
+                "#!/bin/sh\nin=$(cat)\nprev=$(printf '%s' \"$in\" | tr -d ' \\n' | grep -o 'prevResult\":{{[^}}]*' | grep -o '[a-z]*-ip' | tr '\\n' ,)\necho \"$CNI_COMMAND {name} prev=$prev netns=$CNI_NETNS if=$CNI_IFNAME\" >> {log}\n{fail}\n[ \"$CNI_COMMAND\" = ADD ] && printf '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"%s\"}}]}}' \"$(printf '%s' \"$prev\" | tr , ' ')\"{name}-ip\nexit 0\n",
+                log = log.display()
+            );
+            std::fs::write(dir.join(name), script).unwrap();
+            std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        PluginDirs(vec![dir.to_owned()])
+    }
+
+    fn chain() -> ConfList {
+        let raw = serde_json::json!({"cniVersion": "1.0.0", "name": "t",
+            "plugins": [{"type": "one"}, {"type": "two"}, {"type": "three"}]});
+        ConfList::parse(raw, "t.conflist").unwrap()
+    }
+
+    #[test]
+    fn add_chains_prev_results_in_order_and_del_runs_in_reverse() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = fakes(dir.path(), "");
+        let caps = Map::new();
+        let target = Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
+        let runtime = Runtime { dirs: &dirs };
+        let result = runtime.add(&chain(), target).unwrap();
+        runtime.del(&chain(), target, Some(&result)).unwrap();
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        assert_eq!(
+            log.lines().collect::<Vec<_>>(),
+            [
+                "ADD one prev= netns=/run/x if=eth0",
+                "ADD two prev=one-ip, netns=/run/x if=eth0",
+                "ADD three prev=one-ip,two-ip, netns=/run/x if=eth0",
+                "DEL three prev=one-ip,two-ip,three-ip, netns=/run/x if=eth0",
+                "DEL two prev=one-ip,two-ip,three-ip, netns=/run/x if=eth0",
+                "DEL one prev=one-ip,two-ip,three-ip, netns=/run/x if=eth0",
+            ],
+            "each ADD sees the result so far; DEL goes backwards with the cached result"
+        );
+    }
+
+    #[test]
+    fn a_failing_add_undoes_the_plugins_before_it_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = fakes(dir.path(), "three");
+        let caps = Map::new();
+        let target = Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
+        let e = Runtime { dirs: &dirs }.add(&chain(), target).unwrap_err().to_string();
+        assert!(e.contains("no (code 7)"), "{e}");
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        let verbs: Vec<&str> = log.lines().map(|l| l.split(" prev").next().unwrap()).collect();
+        assert_eq!(verbs, ["ADD one", "ADD two", "ADD three", "DEL three", "DEL two", "DEL one"]);
+    }
 }
