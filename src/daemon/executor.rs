@@ -543,9 +543,11 @@ impl Listener {
     async fn start(self, pending: sandbox::Pending, begun: Instant) {
         let _ = readable(pending.channel_fd()).await;
         // Readable: the report (or the init's death) is there; this does not block.
-        let sandbox = match pending.finish() {
+        let sandbox = match pending.report() {
             Ok(sandbox) => sandbox,
-            Err(e) => {
+            Err((e, leftover)) => {
+                // Killing and reaping what is left may wait: not on the loop.
+                let _ = tokio::task::spawn_blocking(move || leftover.clean()).await;
                 records::remove(&self.state_dir, &self.name);
                 let failure = StartFailure::new(blame(&e), e);
                 let _ = self.events.send(SandboxEvent::StartFailed { name: self.name, failure });

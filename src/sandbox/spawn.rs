@@ -411,14 +411,43 @@ impl Pending {
 
     /// Waits for the init's report: the sandbox runs its workload, or it
     /// failed and nothing of it is left.
-    pub fn finish(mut self) -> Result<Sandbox, SpawnError> {
+    pub fn finish(self) -> Result<Sandbox, SpawnError> {
+        self.report().map_err(|(e, leftover)| {
+            leftover.clean();
+            e
+        })
+    }
+
+    /// The init's report, read without waiting once the channel is
+    /// readable. A failed start's remains are handed back, to be cleaned
+    /// up (which waits for the init's end and its cgroup's emptying)
+    /// where waiting is allowed.
+    pub fn report(mut self) -> Result<Sandbox, (SpawnError, Leftover)> {
         let sandbox = self.sandbox.take().expect("finished once");
         match report(sandbox.pid, &sandbox.channel) {
             Ok(()) => Ok(sandbox),
-            Err(e) => {
-                abandon(&sandbox);
-                Err(e)
-            }
+            Err(e) => Err((e, Leftover(Some(Box::new(sandbox))))),
+        }
+    }
+}
+
+/// What a failed start left: killed, reaped and its cgroup removed by
+/// `clean`, or when dropped.
+pub struct Leftover(Option<Box<Sandbox>>);
+
+impl Leftover {
+    /// Kills what is left and waits until it is gone (blocking).
+    pub fn clean(mut self) {
+        if let Some(sandbox) = self.0.take() {
+            abandon(&sandbox);
+        }
+    }
+}
+
+impl Drop for Leftover {
+    fn drop(&mut self) {
+        if let Some(sandbox) = self.0.take() {
+            abandon(&sandbox);
         }
     }
 }
