@@ -592,3 +592,43 @@ fn resolv_conf_and_hosts_reach_a_writable_root_through_its_symlink_and_never_bey
         "the rootfs's own file is untouched"
     );
 }
+
+#[test]
+fn a_plugin_that_fails_once_is_tried_again_with_the_workloads_backoff() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = prepared();
+    // A plugin that fails its first ADD (as two portmaps racing to make
+    // the host's shared chains once did), then passes the result on.
+    std::fs::create_dir(d.path("plugins")).unwrap();
+    let marker = d.path("out/flaked");
+    let script = format!(
+        "#!/bin/sh\ncat > /dev/null\n[ \"$CNI_COMMAND\" = ADD ] || exit 0\nif [ ! -e {m} ]; then touch {m}; echo '{{\"code\":11,\"msg\":\"try again\"}}'; exit 1; fi\n",
+        m = marker.display()
+    );
+    std::fs::write(d.path("plugins/flaky"), script).unwrap();
+    std::fs::set_permissions(d.path("plugins/flaky"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(d.path("networks")).unwrap();
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "flaky",
+        "plugins": [
+            {"type": "bridge", "bridge": "flaky0", "isGateway": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.98.0.0/24"}]], "dataDir": d.path("flaky-ipam").display().to_string()}},
+            {"type": "flaky"},
+        ],
+    });
+    std::fs::write(d.path("networks/flaky.conflist"), conflist.to_string()).unwrap();
+    d.configure(
+        "[network]\n",
+        &format!("[network]\nplugin_dirs = [{:?}, \"/usr/lib/cni\"]\n", d.path("plugins").display().to_string()),
+    );
+    let d = d.start(&[]);
+    d.write("web.toml", &web(&d, 80, "[namespaces]\nnetwork = \"flaky\"\n[restart]\nbackoff = \"0s\""));
+    let ip = address(&d, "web");
+    assert!(ip.starts_with("10.98.0."), "{ip}");
+    assert!(marker.exists(), "the first ADD failed");
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("try again"), "the failure was said: {log}");
+    assert_eq!(d.workload("web").unwrap()["state"], "running");
+    assert_eq!(get_soon(&d, format!("{ip}:80").parse().unwrap()), "hello from paddock\n");
+}

@@ -10,7 +10,7 @@
 //! running are adopted the same way (`adopt`).
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +20,7 @@ use nix::sys::signal::{Signal as NixSignal, kill};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
+use super::listener::Listener;
 use super::records::{self, Record};
 use super::workers::Workers;
 use crate::idmap::Slice;
@@ -28,7 +29,7 @@ use crate::model::{Exit, Manifest, Mount, Signal, WorkloadName};
 use crate::network::{Attachment, Networks};
 use crate::reconcile::{Blame, StartFailure, Version};
 use crate::sandbox::cgroup::{Cgroup, CgroupError, Layout};
-use crate::sandbox::{self, InitCommand, InitMode, InitReport, Sandbox, SpawnError, SpawnRequest, process};
+use crate::sandbox::{self, InitMode, Sandbox, SpawnError, SpawnRequest, process};
 
 /// What a sandbox did, reported to the event loop.
 #[derive(Debug)]
@@ -57,8 +58,26 @@ pub enum SandboxEvent {
     /// A workload's network is attached (or could not be): its start goes on.
     Attached {
         name: WorkloadName,
-        outcome: Result<Box<Attachment>, String>,
+        outcome: Result<Box<Attachment>, AttachError>,
     },
+}
+
+/// Why a network could not be attached, and whose the failure is: one
+/// the operator must mend (a missing plugin, an unknown network) fails the
+/// workload at once; one that may pass (a plugin that failed or timed
+/// out, say two of them racing to make the host's shared chains) counts
+/// as a failed start, retried with the workload's backoff.
+#[derive(Debug)]
+pub struct AttachError {
+    pub message: String,
+    pub blame: Blame,
+}
+
+impl From<crate::network::NetworkError> for AttachError {
+    fn from(e: crate::network::NetworkError) -> Self {
+        let blame = if e.needs_the_operator() { Blame::Host } else { Blame::Workload };
+        AttachError { message: e.to_string(), blame }
+    }
 }
 
 /// One start to begin.
@@ -84,7 +103,7 @@ pub trait Executor {
     fn attached(
         &mut self,
         _name: &WorkloadName,
-        _outcome: Result<Box<Attachment>, String>,
+        _outcome: Result<Box<Attachment>, AttachError>,
     ) -> Result<(), StartFailure> {
         Ok(())
     }
@@ -208,28 +227,6 @@ pub fn log_path(state_dir: &Path, name: &WorkloadName) -> PathBuf {
 /// wait on the kernel and the xtables lock, so a few are enough.
 const NETWORK_WORKERS: usize = 4;
 
-/// A descriptor the event loop waits on without owning it: the sandbox
-/// that owns it lives in the same task and is dropped after this.
-struct Borrowed(RawFd);
-
-impl std::os::fd::AsRawFd for Borrowed {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
-}
-
-/// Waits until `fd` is readable (a report, or the init's end).
-async fn readable(fd: RawFd) -> std::io::Result<()> {
-    // SAFETY: `fd` belongs to a sandbox that the calling task owns and drops
-    // only after this AsyncFd (a local of this function) is gone.
-    let afd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(Borrowed(fd), tokio::io::Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)?;
-    let mut guard = afd.readable().await?;
-    // Readiness is only looked at, never consumed here: the read happens after.
-    guard.retain_ready();
-    Ok(())
-}
-
 impl Executor for SandboxExecutor {
     fn start(&mut self, request: StartRequest<'_>) -> Result<(), StartFailure> {
         let StartRequest { name, version, manifest, slice } = request;
@@ -261,7 +258,7 @@ impl Executor for SandboxExecutor {
                     {
                         tracing::warn!(workload = %name, error = %e, "undoing its previous network attachment");
                     }
-                    networks.attach(&name, &manifest).map_err(|e| e.to_string())
+                    networks.attach(&name, &manifest).map_err(AttachError::from)
                 }
             };
             *guard = outcome.as_ref().ok().cloned();
@@ -271,11 +268,15 @@ impl Executor for SandboxExecutor {
         Ok(())
     }
 
-    fn attached(&mut self, name: &WorkloadName, outcome: Result<Box<Attachment>, String>) -> Result<(), StartFailure> {
+    fn attached(
+        &mut self,
+        name: &WorkloadName,
+        outcome: Result<Box<Attachment>, AttachError>,
+    ) -> Result<(), StartFailure> {
         let Some(start) = self.preparing.remove(name) else { return Ok(()) };
         let attachment = match outcome {
             Ok(a) => a,
-            Err(e) => return Err(StartFailure::new(Blame::Host, NetworkFailed(e))),
+            Err(e) => return Err(StartFailure::new(e.blame, NetworkFailed(e.message))),
         };
         self.views.insert(name.clone(), view(&attachment));
         if start.cancelled {
@@ -529,90 +530,4 @@ struct LogFile(std::io::Error);
 
 fn is_exhausted(errno: Errno) -> bool {
     matches!(errno, Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM | Errno::ENOSPC)
-}
-
-/// Listens to one sandbox's init, on the event loop, until its end.
-struct Listener {
-    name: WorkloadName,
-    state_dir: PathBuf,
-    events: mpsc::UnboundedSender<SandboxEvent>,
-}
-
-impl Listener {
-    /// The init's report on the start, then its life.
-    async fn start(self, pending: sandbox::Pending, begun: Instant) {
-        let _ = readable(pending.channel_fd()).await;
-        // Readable: the report (or the init's death) is there; this does not block.
-        let sandbox = match pending.report() {
-            Ok(sandbox) => sandbox,
-            Err((e, leftover)) => {
-                // Killing and reaping what is left may wait: not on the loop.
-                let _ = tokio::task::spawn_blocking(move || leftover.clean()).await;
-                records::remove(&self.state_dir, &self.name);
-                let failure = StartFailure::new(blame(&e), e);
-                let _ = self.events.send(SandboxEvent::StartFailed { name: self.name, failure });
-                return;
-            }
-        };
-        let pid = sandbox.pid.as_raw();
-        let _ = self.events.send(SandboxEvent::Started { name: self.name.clone(), pid, latency: begun.elapsed() });
-        self.running(sandbox, false).await;
-    }
-
-    /// What the init says while its workload runs, until its end.
-    async fn running(self, mut sandbox: Sandbox, adopted: bool) {
-        // Our own children are signalled by pid: the pidfd is one descriptor too many.
-        if sandbox.is_child() {
-            sandbox.pidfd = None;
-        }
-        // Adopted: if the end was read by a predecessor that died before it
-        // acknowledged it, the init says it again.
-        if adopted {
-            let _ = sandbox.send(&InitCommand::Query, &[]);
-        }
-        let reported = loop {
-            if readable(sandbox.channel_fd()).await.is_err() {
-                break None;
-            }
-            match sandbox.try_recv() {
-                Ok((InitReport::LogFull, _)) => self.rotate(&sandbox),
-                Ok((InitReport::LogFailing { error }, _)) => {
-                    tracing::error!(workload = %self.name, %error, "cannot write the log; its output is dropped until it can");
-                }
-                Ok((InitReport::LogWritten { lost }, _)) => {
-                    tracing::warn!(workload = %self.name, lost_bytes = lost, "the log is written again");
-                }
-                Ok((end @ InitReport::Exited { .. }, _)) => {
-                    // Kept first (a one-shot's end), then heard: the init may go.
-                    let (heard, kept) = tokio::sync::oneshot::channel();
-                    let exit = sandbox::end_of(Some(&end), None);
-                    let _ = self.events.send(SandboxEvent::Ending { name: self.name.clone(), exit, heard });
-                    let _ = kept.await;
-                    let _ = sandbox.send(&InitCommand::Ack, &[]);
-                    break Some(end);
-                }
-                Ok((other, _)) => {
-                    tracing::warn!(workload = %self.name, report = ?other, "unexpected report from the init")
-                }
-                Err(sandbox::ChannelError::Io(Errno::EAGAIN)) => {}
-                // The init is gone without a word.
-                Err(_) => break None,
-            }
-        };
-        // The init's exit and the cgroup's emptying may take a while: not on the loop.
-        let exit =
-            tokio::task::spawn_blocking(move || sandbox.reap(reported.as_ref())).await.unwrap_or(Exit::Code(125));
-        records::remove(&self.state_dir, &self.name);
-        let _ = self.events.send(SandboxEvent::Exited { name: self.name, exit });
-    }
-
-    /// The init's log is full: the files move down one, and the init gets a new one.
-    fn rotate(&self, sandbox: &Sandbox) {
-        match logline::rotate(&log_path(&self.state_dir, &self.name), logline::LOG_KEEP) {
-            Ok(file) => {
-                let _ = sandbox.send(&InitCommand::NewLog, &[file.as_raw_fd()]);
-            }
-            Err(e) => tracing::error!(workload = %self.name, error = %e, "cannot rotate the log"),
-        }
-    }
 }

@@ -5,6 +5,7 @@
 pub mod event_loop;
 pub mod executor;
 pub mod kept;
+mod listener;
 pub mod notify;
 pub mod records;
 pub mod scan;

@@ -244,19 +244,13 @@ impl Runtime<'_> {
         };
         let out_reader = drain(stdout.map(|s| Box::new(s) as Box<dyn Read + Send>));
         let err_reader = drain(stderr.map(|s| Box::new(s) as Box<dyn Read + Send>));
-        let deadline = Instant::now() + PLUGIN_TIMEOUT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(CniError::Timeout { plugin: kind, command: verb.as_str() });
-                }
-                Err(source) => return Err(CniError::Run { plugin: kind, source }),
-            }
-        };
+        // Its end, waited for on a pidfd (no polling), at most PLUGIN_TIMEOUT.
+        if !ends_within(child.id(), PLUGIN_TIMEOUT) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(CniError::Timeout { plugin: kind, command: verb.as_str() });
+        }
+        let status = child.wait().map_err(|source| CniError::Run { plugin: kind.clone(), source })?;
         let (out, err) = (out_reader.join().unwrap_or_default(), err_reader.join().unwrap_or_default());
         if let Some(Err(source)) = wrote
             && status.success()
@@ -297,6 +291,26 @@ fn failure(out: &[u8], err: &[u8], status: std::process::ExitStatus) -> String {
 }
 
 /// The workload's addresses in a result (`ips[].address`, CIDR form).
+/// Whether the child `pid` ends within `limit` (true also when it cannot
+/// be watched: the caller's wait then blocks as it would have anyway).
+fn ends_within(pid: u32, limit: Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let Ok(pidfd) = crate::sandbox::pidfd_open(pid as i32) else { return true };
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) => return false,
+            Ok(_) => return true,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return true,
+        }
+    }
+}
+
 pub fn addresses(result: &Value) -> Vec<String> {
     result
         .get("ips")

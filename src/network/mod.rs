@@ -48,6 +48,24 @@ pub enum NetworkError {
     Write { path: PathBuf, source: std::io::Error },
 }
 
+impl NetworkError {
+    /// Whether only the operator can mend it (install a plugin, fix a
+    /// conflist, the configuration or the state directory); otherwise it
+    /// may pass, and trying again is worth it.
+    pub fn needs_the_operator(&self) -> bool {
+        match self {
+            NetworkError::Cni(CniError::Missing { .. } | CniError::Config { .. }) => true,
+            NetworkError::Cni(CniError::Run { .. } | CniError::Timeout { .. } | CniError::Failed { .. }) => false,
+            NetworkError::Netns(_) | NetworkError::Write { .. } => false,
+            NetworkError::Subnet(_)
+            | NetworkError::Directory { .. }
+            | NetworkError::Twice { .. }
+            | NetworkError::ShadowsBuiltIn { .. }
+            | NetworkError::Unknown(_) => true,
+        }
+    }
+}
+
 /// The networks a manifest may name, and where attachments are kept.
 #[derive(Debug, Clone)]
 pub struct Networks {

@@ -13,6 +13,7 @@ mod keeper;
 pub mod netns;
 pub mod process;
 mod rootfs;
+mod running;
 mod seccomp;
 mod source;
 mod spawn;
@@ -21,9 +22,7 @@ mod sys;
 pub use crate::model::Exit;
 pub use channel::ChannelError;
 pub use config::{InitCommand, InitReport};
+pub use running::{AdoptError, Sandbox, adopt, end_of};
 pub use source::SourceError;
-pub use spawn::{
-    AdoptError, Cloned, InitMode, Pending, Sandbox, SpawnError, SpawnRequest, adopt, begin, end_of, raise_nofile_limit,
-    spawn,
-};
-pub use sys::pidfd_send_signal;
+pub use spawn::{Cloned, InitMode, Leftover, Pending, SpawnError, SpawnRequest, begin, raise_nofile_limit, spawn};
+pub use sys::{pidfd_open, pidfd_send_signal};

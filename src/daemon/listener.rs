@@ -1,0 +1,125 @@
+//! Listening to one sandbox's init on the event loop: its report on the
+//! start, what it says while the workload runs (a full log, the end), and
+//! its end, turned into events for the supervisor.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use tokio::sync::mpsc;
+
+use super::executor::{SandboxEvent, blame, log_path};
+use super::records;
+use crate::logline;
+use crate::model::{Exit, WorkloadName};
+use crate::reconcile::StartFailure;
+use crate::sandbox::{self, InitCommand, InitReport, Sandbox};
+
+/// A descriptor the event loop waits on without owning it: the sandbox
+/// that owns it lives in the same task and is dropped after this.
+struct Borrowed(RawFd);
+
+impl std::os::fd::AsRawFd for Borrowed {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Waits until `fd` is readable (a report, or the init's end).
+async fn readable(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: `fd` belongs to a sandbox that the calling task owns and drops
+    // only after this AsyncFd (a local of this function) is gone.
+    let afd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(Borrowed(fd), tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
+    let mut guard = afd.readable().await?;
+    // Readiness is only looked at, never consumed here: the read happens after.
+    guard.retain_ready();
+    Ok(())
+}
+
+/// Listens to one sandbox's init, on the event loop, until its end.
+pub(super) struct Listener {
+    pub(super) name: WorkloadName,
+    pub(super) state_dir: PathBuf,
+    pub(super) events: mpsc::UnboundedSender<SandboxEvent>,
+}
+
+impl Listener {
+    /// The init's report on the start, then its life.
+    pub(super) async fn start(self, pending: sandbox::Pending, begun: Instant) {
+        let _ = readable(pending.channel_fd()).await;
+        // Readable: the report (or the init's death) is there; this does not block.
+        let sandbox = match pending.report() {
+            Ok(sandbox) => sandbox,
+            Err((e, leftover)) => {
+                // Killing and reaping what is left may wait: not on the loop.
+                let _ = tokio::task::spawn_blocking(move || leftover.clean()).await;
+                records::remove(&self.state_dir, &self.name);
+                let failure = StartFailure::new(blame(&e), e);
+                let _ = self.events.send(SandboxEvent::StartFailed { name: self.name, failure });
+                return;
+            }
+        };
+        let pid = sandbox.pid.as_raw();
+        let _ = self.events.send(SandboxEvent::Started { name: self.name.clone(), pid, latency: begun.elapsed() });
+        self.running(sandbox, false).await;
+    }
+
+    /// What the init says while its workload runs, until its end.
+    pub(super) async fn running(self, mut sandbox: Sandbox, adopted: bool) {
+        // Our own children are signalled by pid: the pidfd is one descriptor too many.
+        if sandbox.is_child() {
+            sandbox.pidfd = None;
+        }
+        // Adopted: if the end was read by a predecessor that died before it
+        // acknowledged it, the init says it again.
+        if adopted {
+            let _ = sandbox.send(&InitCommand::Query, &[]);
+        }
+        let reported = loop {
+            if readable(sandbox.channel_fd()).await.is_err() {
+                break None;
+            }
+            match sandbox.try_recv() {
+                Ok((InitReport::LogFull, _)) => self.rotate(&sandbox),
+                Ok((InitReport::LogFailing { error }, _)) => {
+                    tracing::error!(workload = %self.name, %error, "cannot write the log; its output is dropped until it can");
+                }
+                Ok((InitReport::LogWritten { lost }, _)) => {
+                    tracing::warn!(workload = %self.name, lost_bytes = lost, "the log is written again");
+                }
+                Ok((end @ InitReport::Exited { .. }, _)) => {
+                    // Kept first (a one-shot's end), then heard: the init may go.
+                    let (heard, kept) = tokio::sync::oneshot::channel();
+                    let exit = sandbox::end_of(Some(&end), None);
+                    let _ = self.events.send(SandboxEvent::Ending { name: self.name.clone(), exit, heard });
+                    let _ = kept.await;
+                    let _ = sandbox.send(&InitCommand::Ack, &[]);
+                    break Some(end);
+                }
+                Ok((other, _)) => {
+                    tracing::warn!(workload = %self.name, report = ?other, "unexpected report from the init")
+                }
+                Err(sandbox::ChannelError::Io(Errno::EAGAIN)) => {}
+                // The init is gone without a word.
+                Err(_) => break None,
+            }
+        };
+        // The init's exit and the cgroup's emptying may take a while: not on the loop.
+        let exit =
+            tokio::task::spawn_blocking(move || sandbox.reap(reported.as_ref())).await.unwrap_or(Exit::Code(125));
+        records::remove(&self.state_dir, &self.name);
+        let _ = self.events.send(SandboxEvent::Exited { name: self.name, exit });
+    }
+
+    /// The init's log is full: the files move down one, and the init gets a new one.
+    fn rotate(&self, sandbox: &Sandbox) {
+        match logline::rotate(&log_path(&self.state_dir, &self.name), logline::LOG_KEEP) {
+            Ok(file) => {
+                let _ = sandbox.send(&InitCommand::NewLog, &[file.as_raw_fd()]);
+            }
+            Err(e) => tracing::error!(workload = %self.name, error = %e, "cannot rotate the log"),
+        }
+    }
+}
