@@ -54,18 +54,41 @@ pub type Lock = nix::fcntl::Flock<std::fs::File>;
 /// Held for the daemon's life: one daemon per state directory, so a
 /// second one can never take the first one's sandboxes for a dead
 /// predecessor's.
+///
+/// A lock held a moment longer than its daemon is waited for (up to
+/// `LOCK_PATIENCE`): a daemon killed while it was cloning a sandbox leaves
+/// a child that holds a copy of the lock until its parent-death signal
+/// lands, and a restart (systemd's, or an operator's right after kill -9)
+/// must not be refused for that.
 pub fn lock(state_dir: &Path) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
     crate::fsutil::create_private_dir(state_dir)?;
-    let file =
-        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(state_dir.join("daemon.lock"))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
-        nix::errno::Errno::EWOULDBLOCK => std::io::Error::other(format!(
-            "another paddock daemon uses the state directory {}; stop it first, or give this one its own --state-dir",
-            state_dir.display()
-        )),
-        e => e.into(),
-    })
+    let path = state_dir.join("daemon.lock");
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    let mut said = false;
+    loop {
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                if !said {
+                    tracing::info!(lock = %path.display(), "the state directory is locked; waiting a moment for its holder to go");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(std::io::Error::other(format!(
+                    "another paddock daemon uses the state directory {}; stop it first, or give this one its own --state-dir",
+                    state_dir.display()
+                )));
+            }
+            Err((_, e)) => return Err(e.into()),
+        }
+    }
 }
+
+/// How long a held state-directory lock is waited for.
+const LOCK_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Records a sandbox that just started. Not fsynced: a crash of the
 /// machine also ends the process the record describes.
