@@ -170,9 +170,7 @@ impl Daemon {
             };
             self.child = Some(cmd.spawn().unwrap());
             drop(ns);
-            self.wait_for("the control socket", |d| {
-                std::os::unix::net::UnixStream::connect(d.path("paddock.sock")).is_ok()
-            });
+            self.wait_for("the control socket", answers);
             return self;
         }
         if self.stray_fd {
@@ -186,10 +184,7 @@ impl Daemon {
             };
         }
         self.child = Some(cmd.spawn().unwrap());
-        // A killed predecessor leaves its socket file: wait for one that answers.
-        self.wait_for("the control socket", |d| {
-            std::os::unix::net::UnixStream::connect(d.path("paddock.sock")).is_ok()
-        });
+        self.wait_for("the control socket", answers);
         self
     }
 
@@ -282,6 +277,22 @@ impl Drop for Daemon {
             }
         }
     }
+}
+
+/// Whether the daemon's socket answers a status request. A connection
+/// alone is not enough: a killed predecessor leaves its socket file, and a
+/// child of it that has not closed its copy of the listening socket yet
+/// (a sandbox being cloned when the kill came) still accepts connections
+/// that no one will answer.
+fn answers(d: &Daemon) -> bool {
+    use std::io::{BufRead, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(d.path("paddock.sock")) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"{\"cmd\": \"status\"}\n").is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).is_ok_and(|n| n > 0)
 }
 
 pub fn alive(pid: i64) -> bool {
