@@ -496,6 +496,26 @@ fn a_network_from_the_networks_directory_is_used_by_name() {
     assert!(ip.starts_with("10.99.0."), "{ip}");
     assert_eq!(d.workload("web").unwrap()["network"], "lan");
     assert_eq!(get_soon(&d, format!("{ip}:80").parse().unwrap()), "hello from paddock\n");
+    // `paddock run` knows the same networks.
+    std::fs::write(d.path("out/lan.toml"), sleeper("[namespaces]\nnetwork = \"lan\"")).unwrap();
+    let ns = d.host_netns.clone().unwrap();
+    let run = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_paddock"))
+        .args(["run", "--config"])
+        .arg(d.path("paddock.toml"))
+        .arg(d.path("out/lan.toml"))
+        .args(["--", "/bin/sh", "-c", "hostname -i"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success() && said.trim().starts_with("10.99.0."),
+        "{said}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     // A name that is no network is refused with the ones there are.
     d.write("typo.toml", &sleeper("[namespaces]\nnetwork = \"lna\""));
     d.wait_for("typo refused", |d| d.workload("typo").is_some_and(|w| w["state"] == "invalid"));
@@ -631,4 +651,49 @@ fn a_plugin_that_fails_once_is_tried_again_with_the_workloads_backoff() {
     assert!(log.contains("try again"), "the failure was said: {log}");
     assert_eq!(d.workload("web").unwrap()["state"], "running");
     assert_eq!(get_soon(&d, format!("{ip}:80").parse().unwrap()), "hello from paddock\n");
+}
+
+#[test]
+fn a_restart_or_an_edit_keeps_the_network_and_a_new_port_replaces_it_cleanly() {
+    let d = daemon();
+    d.write("web.toml", &web(&d, 80, "ports = [\"8091:80\"]"));
+    let ip = address(&d, "web");
+    let first = d.running_pid("web");
+    // `paddock restart`, then an edit that leaves the network alone.
+    assert!(d.paddock(&["restart", "web"]).status.success());
+    d.wait_for("a new run", |d| d.workload("web").is_some_and(|w| w["state"] == "running" && w["pid"] != first));
+    d.write("web.toml", &web(&d, 80, "ports = [\"8091:80\"]\nenv = { EDITED = \"1\" }"));
+    d.wait_for("the edit to run", |d| {
+        d.workload("web").is_some_and(|w| w["state"] == "running" && w["restarts"] == 0 && w["pid"] != first)
+    });
+    assert_eq!(address(&d, "web"), ip, "the same address through both");
+    assert_eq!(get_soon(&d, "127.0.0.1:8091".parse().unwrap()), "hello from paddock\n");
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert_eq!(log.matches("network attached").count(), 1, "{log}");
+    assert_eq!(log.matches("network detached").count(), 0, "{log}");
+    // Another host port: the old attachment is undone, then a new one made.
+    d.write("web.toml", &web(&d, 80, "ports = [\"8092:80\"]"));
+    assert_eq!(get_soon(&d, "127.0.0.1:8092".parse().unwrap()), "hello from paddock\n");
+    let now = leftovers(&d);
+    assert_eq!((now.veths, now.allocations, now.mounts), (1, 1, 1), "{now:?}");
+    assert!(now.rules.iter().all(|r| !r.contains("8091")), "the old port's rules are gone: {:?}", now.rules);
+    assert!(get(&d, "127.0.0.1:8091".parse().unwrap()).is_err(), "the old port no longer answers");
+}
+
+#[test]
+fn after_a_daemon_restart_the_running_workload_keeps_its_port_against_a_refused_newcomer() {
+    let mut d = daemon();
+    d.write("web.toml", &sleeper("ports = [\"8093:80\"]"));
+    let pid = d.running_pid("web");
+    d.write("api.toml", &sleeper("ports = [\"8093:81\"]"));
+    d.wait_for("api refused", |d| d.workload("api").is_some_and(|w| w["state"] == "invalid"));
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    d = d.start(&[]);
+    d.wait_for("api refused again", |d| d.workload("api").is_some_and(|w| w["state"] == "invalid"));
+    let web = d.workload("web").unwrap();
+    assert_eq!((web["state"].as_str(), web["pid"].as_i64()), (Some("running"), Some(pid)), "{web}");
+    let error = d.workload("api").unwrap()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("already published by web.toml"), "{error}");
 }

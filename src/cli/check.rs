@@ -103,7 +103,7 @@ pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
             spec.as_ref().map(|s| validate::across::Candidate { file, text, manifest: &s.manifest })
         })
         .collect();
-    let mut conflicts = validate::across::port_conflicts(&candidates, &[]);
+    let mut conflicts = validate::across::port_conflicts(&candidates, &[], &[]);
     for ((file, _, problems), spec) in checked.iter_mut().zip(&mut specs) {
         if let Some(mut found) = conflicts.remove(file.as_str()) {
             problems.append(&mut found);

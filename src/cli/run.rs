@@ -103,7 +103,11 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     let slice_size = args.slice_size.unwrap_or(remap.slice_size);
     let cgroup_root = args.cgroup_root.clone().unwrap_or_else(|| config.cgroup_root.clone());
     let volumes_root = args.policy.volumes_root(&config);
-    let validator = args.policy.validator(&config, false).or_fail(PADDOCK_FAILED)?;
+    // The networks a manifest may name; an error in their definitions
+    // matters only to a manifest that asks for one.
+    let networks = crate::network::Networks::load(&config.network, &state_dir, &config.run_dir);
+    let names = networks.as_ref().map_or_else(|_| vec![crate::model::BRIDGE.to_owned()], |n| n.names());
+    let validator = args.policy.validator(&config, false).or_fail(PADDOCK_FAILED)?.with_networks(names);
     let (text, checked) = validator.validate_file(&args.file, HostChecks::Require).or_fail(PADDOCK_FAILED)?;
     let file = args.file.display().to_string();
     for p in &checked.problems {
@@ -121,9 +125,7 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
         if m.namespaces.network == crate::model::Network::Private {
             m.namespaces.network = crate::model::Network::Cni(crate::model::BRIDGE.to_owned());
         }
-        let networks =
-            crate::network::Networks::load(&config.network, &state_dir, &config.run_dir).or_fail(PADDOCK_FAILED)?;
-        let problems = validator.with_networks(networks.names()).recheck(m);
+        let problems = validator.recheck(m);
         for p in &problems {
             eprint!("{}", render(p, &format!("{file} with -p"), "", Color::Never));
         }
@@ -137,9 +139,7 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     // A network of its own, made for this run and undone after it.
     let attachment = match spec.manifest.namespaces.network.cni() {
         Some(_) => {
-            let networks = crate::network::Networks::load(&config.network, &state_dir, &config.run_dir)
-                .or_fail(PADDOCK_FAILED)?
-                .for_runs();
+            let networks = networks.or_fail(PADDOCK_FAILED)?.for_runs();
             let key = crate::model::WorkloadName::try_from(format!("run{}", std::process::id()).as_str())
                 .expect("a valid name");
             let a = networks.attach(&key, &spec.manifest).or_fail(PADDOCK_FAILED)?;

@@ -156,7 +156,9 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
 
     // The first scan and reconcile, and the outcome of its starts, before
     // READY=1: `systemctl start paddock` returns with the workloads up.
-    let first = scan_now(&workloads, &Snapshot::new(), Rescan::Everything, &validator).await;
+    // Workloads adopted from a predecessor keep their ports against files
+    // that do not run (both are read anew by this first scan).
+    let first = scan_now(&workloads, &Snapshot::new(), Rescan::Everything, &validator, daemon.running_files()).await;
     daemon.apply(first, Clock::read());
     // The first scan said which workloads exist: recorded networks that
     // none of them wants can go.
@@ -274,9 +276,9 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             scans.hup_current |= std::mem::take(&mut scans.hup_next);
             let (dir, previous, validator, tx) =
                 (workloads.clone(), daemon.snapshot().clone(), validator.clone(), job_tx.clone());
-            let settled = daemon.claims();
+            let (settled, running) = (daemon.claims(), daemon.running_files());
             tokio::task::spawn_blocking(move || {
-                let _ = tx.send(Job::Scan(scan::run_job(&dir, &previous, rescan, &validator, &settled)));
+                let _ = tx.send(Job::Scan(scan::run_job(&dir, &previous, rescan, &validator, &settled, &running)));
             });
         }
         again = false;
@@ -348,11 +350,21 @@ async fn reexec(
 }
 
 /// A scan and its validation on a blocking thread, awaited.
-async fn scan_now(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Arc<Validator>) -> scan::Outcome {
+async fn scan_now(
+    dir: &Path,
+    previous: &Snapshot,
+    rescan: Rescan,
+    validator: &Arc<Validator>,
+    running: Vec<String>,
+) -> scan::Outcome {
     let (dir, previous, validator) = (dir.to_owned(), previous.clone(), validator.clone());
-    tokio::task::spawn_blocking(move || scan::run_job(&dir, &previous, rescan, &validator, &[])).await.unwrap_or_else(
-        |e| scan::Outcome { snapshot: Snapshot::new(), changes: Vec::new(), refused: Some(e.to_string()) },
-    )
+    tokio::task::spawn_blocking(move || scan::run_job(&dir, &previous, rescan, &validator, &[], &running))
+        .await
+        .unwrap_or_else(|e| scan::Outcome {
+            snapshot: Snapshot::new(),
+            changes: Vec::new(),
+            refused: Some(e.to_string()),
+        })
 }
 
 /// What answering a request needs besides the supervisor.
@@ -426,7 +438,7 @@ fn preview_scan(
         })
         .collect();
     // The directory as a whole: every file is new to it.
-    scan::refuse_port_conflicts(dir, &snapshot, &mut changes, &[]);
+    scan::refuse_port_conflicts(dir, &snapshot, &mut changes, &[], &[]);
     let mut events = BTreeMap::new();
     let mut invalid = Vec::new();
     for change in changes {

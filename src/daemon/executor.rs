@@ -187,7 +187,12 @@ pub struct SandboxExecutor {
     events: mpsc::UnboundedSender<SandboxEvent>,
     live: BTreeMap<WorkloadName, Live>,
     preparing: BTreeMap<WorkloadName, Preparing>,
+    /// One slot per workload that has (or had) an attachment, kept for the
+    /// daemon's life: a start and a detachment of the same workload lock
+    /// the same mutex, so they never run at once on its paths.
     attachments: BTreeMap<WorkloadName, Slot>,
+    /// Detachments queued, by the container id they undo.
+    detaching: BTreeMap<WorkloadName, String>,
     /// What status shows of each attachment (kept apart from the slots,
     /// which a thread may hold for a while).
     views: BTreeMap<WorkloadName, NetworkView>,
@@ -207,6 +212,7 @@ impl SandboxExecutor {
             live: BTreeMap::new(),
             preparing: BTreeMap::new(),
             attachments: BTreeMap::new(),
+            detaching: BTreeMap::new(),
             views: BTreeMap::new(),
             workers: Workers::new(NETWORK_WORKERS),
             releasing: false,
@@ -252,16 +258,23 @@ impl Executor for SandboxExecutor {
             let mut guard = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let outcome = match guard.take() {
                 Some(a) if reusable(&a, fingerprint) => Ok(a),
-                old => {
-                    if let Some(old) = old
-                        && let Err(e) = networks.detach(&name, &old)
-                    {
-                        tracing::warn!(workload = %name, error = %e, "undoing its previous network attachment");
+                Some(old) => match networks.detach(&name, &old) {
+                    // Its record would be overwritten by the new one: what
+                    // the old one made is undone first, or nothing is made.
+                    Err(e) => {
+                        *guard = Some(old);
+                        Err(AttachError {
+                            message: format!("undoing its previous network attachment: {e}"),
+                            blame: Blame::Workload,
+                        })
                     }
-                    networks.attach(&name, &manifest).map_err(AttachError::from)
-                }
+                    Ok(()) => networks.attach(&name, &manifest).map_err(AttachError::from),
+                },
+                None => networks.attach(&name, &manifest).map_err(AttachError::from),
             };
-            *guard = outcome.as_ref().ok().cloned();
+            if guard.is_none() || outcome.is_ok() {
+                *guard = outcome.as_ref().ok().cloned();
+            }
             drop(guard);
             let _ = events.send(SandboxEvent::Attached { name, outcome: outcome.map(Box::new) });
         });
@@ -289,22 +302,40 @@ impl Executor for SandboxExecutor {
         if !self.releasing {
             return;
         }
-        let unwanted: Vec<WorkloadName> = self
+        let unwanted: Vec<(WorkloadName, Slot)> = self
             .attachments
-            .keys()
-            .filter(|n| !wanted(n) && !self.live.contains_key(*n) && !self.preparing.contains_key(*n))
-            .cloned()
+            .iter()
+            .filter(|(n, _)| !wanted(n) && !self.live.contains_key(*n) && !self.preparing.contains_key(*n))
+            .map(|(n, slot)| (n.clone(), slot.clone()))
             .collect();
-        for name in unwanted {
-            let Some(slot) = self.attachments.remove(&name) else { continue };
+        for (name, slot) in unwanted {
+            // A slot in use (an attachment being made or undone) is looked
+            // at again on a later pass.
+            let Ok(guard) = slot.try_lock() else { continue };
+            let Some(id) = guard.as_ref().map(|a| a.container_id.clone()) else {
+                self.detaching.remove(&name);
+                continue;
+            };
+            drop(guard);
+            if self.detaching.get(&name) == Some(&id) {
+                continue;
+            }
+            self.detaching.insert(name.clone(), id.clone());
             self.views.remove(&name);
             let networks = self.settings.networks.clone();
             self.workers.submit(move || {
                 let mut guard = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(a) = guard.take() {
-                    match networks.detach(&name, &a) {
-                        Ok(()) => tracing::info!(workload = %name, network = %a.network, "network detached"),
-                        Err(e) => tracing::error!(workload = %name, error = %e, "cannot undo its network attachment; the next daemon to start tries again"),
+                // Only what it was queued for: a start that came meanwhile
+                // may have reused or replaced it.
+                if guard.as_ref().is_none_or(|a| a.container_id != id) {
+                    return;
+                }
+                let Some(a) = guard.take() else { return };
+                match networks.detach(&name, &a) {
+                    Ok(()) => tracing::info!(workload = %name, network = %a.network, "network detached"),
+                    Err(e) => {
+                        tracing::error!(workload = %name, error = %e, "cannot undo its network attachment; the next daemon to start tries again");
+                        *guard = Some(a);
                     }
                 }
             });

@@ -169,6 +169,7 @@ pub fn run_job(
     rescan: Rescan,
     validator: &Validator,
     settled: &[(String, Arc<Manifest>)],
+    running: &[String],
 ) -> Outcome {
     let full = rescan == Rescan::Everything;
     if let Err(e) = check_directory(dir) {
@@ -199,7 +200,8 @@ pub fn run_job(
         })
         .map(|(file, m)| (file.as_str(), &**m))
         .collect();
-    refuse_port_conflicts(dir, &snapshot, &mut changes, &settled);
+    let running: Vec<&str> = running.iter().map(String::as_str).collect();
+    refuse_port_conflicts(dir, &snapshot, &mut changes, &settled, &running);
     Outcome { snapshot, changes, refused: None }
 }
 
@@ -211,6 +213,7 @@ pub fn refuse_port_conflicts(
     snapshot: &Snapshot,
     changes: &mut [FileChange],
     settled: &[(&str, &Manifest)],
+    running: &[&str],
 ) {
     let candidates: Vec<across::Candidate<'_>> = changes
         .iter()
@@ -221,7 +224,7 @@ pub fn refuse_port_conflicts(
             _ => None,
         })
         .collect();
-    let conflicts = across::port_conflicts(&candidates, settled);
+    let conflicts = across::port_conflicts(&candidates, settled, running);
     for change in changes.iter_mut() {
         if let (Some(problems), Some(Found::Read { text, .. })) =
             (conflicts.get(&change.file), snapshot.get(&change.file))

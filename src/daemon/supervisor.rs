@@ -330,14 +330,14 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             }
         }
         // A network is kept while its workload runs or will run again
-        // soon (a crash loop keeps its address); else it is undone.
+        // soon (a crash loop, a restart, a changed manifest about to start:
+        // Idle with a manifest and no hold); else it is undone.
         let core = &self.core;
         self.executor.release_networks(&|name| {
-            core.get(name).is_some_and(|w| {
-                matches!(
-                    w.state,
-                    State::Starting { .. } | State::Running { .. } | State::Stopping { .. } | State::Backoff { .. }
-                )
+            core.get(name).is_some_and(|w| match w.state {
+                State::Starting { .. } | State::Running { .. } | State::Stopping { .. } | State::Backoff { .. } => true,
+                State::Idle => w.desired.is_some() && w.hold.is_none(),
+                _ => false,
             })
         });
     }
@@ -379,6 +379,21 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             .filter_map(|w| w.desired.as_ref().map(|d| (w, d)))
             .filter(|(_, d)| !d.manifest.ports.is_empty())
             .map(|(w, d)| (format!("{}.toml", w.name), d.manifest.clone()))
+            .collect()
+    }
+
+    /// The manifest files of the workloads that run now (or are about to),
+    /// with or without a manifest yet (adopted ones before the first scan).
+    pub fn running_files(&self) -> Vec<String> {
+        self.core
+            .workloads()
+            .filter(|w| {
+                matches!(
+                    w.state,
+                    State::Starting { .. } | State::Running { .. } | State::Stopping { .. } | State::Backoff { .. }
+                )
+            })
+            .map(|w| format!("{}.toml", w.name))
             .collect()
     }
 

@@ -18,7 +18,14 @@ pub struct Candidate<'a> {
 /// candidate's or with a settled manifest's (one that is not being
 /// checked again and keeps what it holds), the problems, by file name.
 /// Each names the other file.
-pub fn port_conflicts(candidates: &[Candidate<'_>], settled: &[(&str, &Manifest)]) -> BTreeMap<String, Vec<Problem>> {
+/// `running` names the candidates whose workload runs now (its file is
+/// read again, as after a daemon restart): one of them keeps its ports
+/// against a candidate that does not run, which alone is refused.
+pub fn port_conflicts(
+    candidates: &[Candidate<'_>],
+    settled: &[(&str, &Manifest)],
+    running: &[&str],
+) -> BTreeMap<String, Vec<Problem>> {
     let mut found: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
     let all: Vec<(&str, &Manifest)> =
         candidates.iter().map(|c| (c.file, c.manifest)).chain(settled.iter().copied()).collect();
@@ -28,6 +35,12 @@ pub fn port_conflicts(candidates: &[Candidate<'_>], settled: &[(&str, &Manifest)
             let Some((other, theirs)) = all
                 .iter()
                 .filter(|(f, _)| *f != c.file)
+                .filter(|(f, _)| {
+                    // A running candidate yields only to what also runs or is settled.
+                    !running.contains(&c.file)
+                        || running.contains(f)
+                        || !candidates.iter().any(|other| other.file == *f)
+                })
                 .find_map(|(f, m)| m.ports.iter().find(|p| p.collides_with(port)).map(|p| (*f, p)))
             else {
                 continue;
@@ -70,6 +83,7 @@ mod tests {
                 Candidate { file: "c.toml", text: "", manifest: &c },
             ],
             &[],
+            &[],
         );
         assert_eq!(found.keys().collect::<Vec<_>>(), ["a.toml", "b.toml"]);
         assert!(found["a.toml"][0].message.contains("already published by b.toml (127.0.0.1:8080:81/tcp)"));
@@ -82,8 +96,20 @@ mod tests {
     fn a_settled_workload_keeps_its_port_and_the_newcomer_is_refused() {
         let (running, new) = (m(&["8080:80"]), m(&["8080:80"]));
         let found =
-            port_conflicts(&[Candidate { file: "new.toml", text: "", manifest: &new }], &[("web.toml", &running)]);
+            port_conflicts(&[Candidate { file: "new.toml", text: "", manifest: &new }], &[("web.toml", &running)], &[]);
         assert_eq!(found.keys().collect::<Vec<_>>(), ["new.toml"]);
         assert!(found["new.toml"][0].message.contains("web.toml"));
+    }
+
+    #[test]
+    fn read_again_after_a_restart_the_running_workload_keeps_its_port() {
+        let (web, api) = (m(&["8080:80"]), m(&["8080:81"]));
+        let candidates = [
+            Candidate { file: "api.toml", text: "", manifest: &api },
+            Candidate { file: "web.toml", text: "", manifest: &web },
+        ];
+        let found = port_conflicts(&candidates, &[], &["web.toml"]);
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["api.toml"], "only the newcomer is refused");
+        assert!(found["api.toml"][0].message.contains("web.toml"));
     }
 }
