@@ -553,6 +553,35 @@ fn paddock_run_publishes_a_port_like_docker_run_p_and_undoes_it_at_the_end() {
     assert_eq!(status.code(), Some(143), "the workload's SIGTERM, as 128+15");
     assert_eq!(leftovers(&d), NOTHING);
     assert!(std::fs::read_dir(d.path("state/networks/run")).is_ok_and(|mut e| e.next().is_none()), "no record left");
+    // A run killed with -9 cannot undo its network; the next run does.
+    let run_web = |port: &str| {
+        std::process::Command::new("nsenter")
+            .arg(format!("--net={}", ns.display()))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_paddock"))
+            .args(["run", "--config"])
+            .arg(d.path("paddock.toml"))
+            .args(["-p", port])
+            .arg(d.path("wl/web.toml"))
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut killed = run_web("8094:80");
+    assert_eq!(get_soon(&d, "127.0.0.1:8094".parse().unwrap()), "hello from paddock\n");
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert_eq!(leftovers(&d).veths, 1, "left by the killed run");
+    let mut next = run_web("8095:80");
+    assert_eq!(get_soon(&d, "127.0.0.1:8095".parse().unwrap()), "hello from paddock\n");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(next.id() as i32, libc::SIGTERM) };
+    let out = next.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("undid the network of an earlier run that was killed"), "{said}");
+    // The killed run's sandbox died with it (die_with_parent): nothing is left.
+    nothing_left_soon(&d);
 }
 
 #[test]

@@ -136,10 +136,27 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
             ));
         }
     }
+    // Blocked before anything is made (a network, the sandbox), so none is
+    // lost and a Ctrl-C meanwhile cannot leave them behind: read from a
+    // signalfd below, and forwarded to the workload once it runs.
+    let mut forwarded = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+        forwarded.add(s);
+    }
+    let mut previous = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), Some(&mut previous)).map_err(std::io::Error::from)?;
     // A network of its own, made for this run and undone after it.
     let attachment = match spec.manifest.namespaces.network.cni() {
         Some(_) => {
             let networks = networks.or_fail(PADDOCK_FAILED)?.for_runs();
+            // What runs that were killed left behind (kill -9 gives no
+            // chance to undo anything) is undone first.
+            for (run, undone) in networks.undo_abandoned_runs() {
+                match undone {
+                    Ok(()) => eprintln!("paddock run: undid the network of an earlier run that was killed ({run})"),
+                    Err(e) => eprintln!("paddock run: cannot undo the network of an earlier run ({run}): {e}"),
+                }
+            }
             let key = crate::model::WorkloadName::try_from(format!("run{}", std::process::id()).as_str())
                 .expect("a valid name");
             let a = networks.attach(&key, &spec.manifest).or_fail(PADDOCK_FAILED)?;
@@ -162,13 +179,6 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     })
     .or_fail(PADDOCK_FAILED)?;
 
-    // Blocked before the sandbox starts, so none is lost; read from a signalfd below.
-    let mut forwarded = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
-        forwarded.add(s);
-    }
-    let mut previous = SigSet::empty();
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), Some(&mut previous)).map_err(std::io::Error::from)?;
     let layout = Layout::detect(&cgroup_root);
     let netns = match &attachment {
         Some(n) => Some(crate::sandbox::netns::open_ns(&n.attachment.netns).or_fail(PADDOCK_FAILED)?),

@@ -46,6 +46,8 @@ pub enum NetworkError {
     Unknown(String),
     #[error("writing {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("its record cannot be read ({0}); what it made cannot be undone by paddock")]
+    Unreadable(String),
 }
 
 impl NetworkError {
@@ -56,7 +58,7 @@ impl NetworkError {
         match self {
             NetworkError::Cni(CniError::Missing { .. } | CniError::Config { .. }) => true,
             NetworkError::Cni(CniError::Run { .. } | CniError::Timeout { .. } | CniError::Failed { .. }) => false,
-            NetworkError::Netns(_) | NetworkError::Write { .. } => false,
+            NetworkError::Netns(_) | NetworkError::Write { .. } | NetworkError::Unreadable(_) => false,
             NetworkError::Subnet(_)
             | NetworkError::Directory { .. }
             | NetworkError::Twice { .. }
@@ -243,6 +245,32 @@ impl Networks {
         self.run_dir = self.run_dir.join("run");
         self.records = self.records.join("run");
         self
+    }
+
+    /// The attachments of `paddock run`s that are gone (each is recorded
+    /// as `run<PID>`; a run that ended normally undid its own), undone now.
+    /// For `for_runs()` networks.
+    pub fn undo_abandoned_runs(&self) -> Vec<(WorkloadName, Result<(), NetworkError>)> {
+        let gone = |name: &WorkloadName| {
+            name.as_str()
+                .strip_prefix("run")
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        };
+        self.recorded()
+            .into_iter()
+            .filter(|(name, _)| gone(name))
+            .map(|(name, read)| {
+                let undone = match read {
+                    Ok(a) => self.detach(&name, &a),
+                    Err(e) => {
+                        self.drop_record(&name);
+                        Err(NetworkError::Unreadable(e))
+                    }
+                };
+                (name, undone)
+            })
+            .collect()
     }
 
     /// The names a manifest may give `namespaces.network` besides
