@@ -573,7 +573,7 @@ fn paddock_run_publishes_a_port_like_docker_run_p_and_undoes_it_at_the_end() {
     killed.kill().unwrap();
     killed.wait().unwrap();
     assert_eq!(leftovers(&d).veths, 1, "left by the killed run");
-    let mut next = run_web("8095:80");
+    let next = run_web("8095:80");
     assert_eq!(get_soon(&d, "127.0.0.1:8095".parse().unwrap()), "hello from paddock\n");
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(next.id() as i32, libc::SIGTERM) };
