@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::daemon::{Daemon, SLEEPER, processes};
+use common::daemon::{Daemon, SLEEPER, own_processes, processes};
 
 const WORKLOADS: usize = 40;
 
@@ -147,7 +147,7 @@ fn daemon_kills_amid_changes_lose_nothing_and_duplicate_nothing() {
         assert_eq!(d.workload("count").unwrap()["uid_map"], slice, "round {round}: its slice moved");
         // Each version of each workload: running exactly once if current, else not at all.
         for version in 300_001..=arg {
-            let found = processes(&["/bin/sleep", &version.to_string()]).len();
+            let found = own_processes(&d, &["/bin/sleep", &version.to_string()]).len();
             let want = usize::from(pool.contains(&Some(version)));
             assert_eq!(found, want, "round {round}: `sleep {version}` runs {found} times");
         }

@@ -309,6 +309,23 @@ pub fn gone(pid: i64) -> bool {
 pub const SLEEPER: &str = "command = [\"/bin/sleep\", \"1000\"]\n";
 
 /// Host pids of the processes whose command line is exactly `argv`.
+/// The processes running `argv` whose parent (a sandbox's init) writes
+/// its output under this test's directory: another test's, or a sandbox an
+/// interrupted run left, is not counted.
+pub fn own_processes(d: &Daemon, argv: &[&str]) -> Vec<i64> {
+    processes(argv)
+        .into_iter()
+        .filter(|pid| {
+            let parent = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
+                s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i64>().ok())
+            });
+            parent.is_some_and(|ppid| {
+                std::fs::read_link(format!("/proc/{ppid}/fd/1")).is_ok_and(|out| out.starts_with(d.dir.path()))
+            })
+        })
+        .collect()
+}
+
 pub fn processes(argv: &[&str]) -> Vec<i64> {
     let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
     std::fs::read_dir("/proc")
