@@ -185,7 +185,7 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
         None => None,
     };
     let manifest = match &attachment {
-        Some(n) => crate::daemon::executor::with_network_files(&spec.manifest, &n.attachment),
+        Some(n) => n.attachment.mounted_into(&spec.manifest),
         None => spec.manifest.clone(),
     };
     let request = SpawnRequest {

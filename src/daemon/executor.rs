@@ -25,7 +25,7 @@ use super::records::{self, Record};
 use super::workers::Workers;
 use crate::idmap::Slice;
 use crate::logline;
-use crate::model::{Exit, Manifest, Mount, Signal, WorkloadName};
+use crate::model::{Exit, Manifest, Signal, WorkloadName};
 use crate::network::{Attachment, Networks};
 use crate::reconcile::{Blame, StartFailure, Version};
 use crate::sandbox::cgroup::{Cgroup, CgroupError, Layout};
@@ -407,7 +407,7 @@ impl SandboxExecutor {
         let with_files;
         let manifest = match attachment {
             Some(a) => {
-                with_files = with_network_files(manifest, a);
+                with_files = a.mounted_into(manifest);
                 &with_files
             }
             None => manifest,
@@ -526,27 +526,6 @@ fn view(a: &Attachment) -> NetworkView {
         addresses: a.addresses(),
         ports: a.ports.iter().map(ToString::to_string).collect(),
     }
-}
-
-/// The manifest with the attachment's /etc/hosts and /etc/resolv.conf
-/// mounted, unless the manifest mounts its own there.
-pub fn with_network_files(manifest: &Manifest, a: &Attachment) -> Manifest {
-    let mut m = manifest.clone();
-    for (file, target) in [(&a.hosts, "/etc/hosts"), (&a.resolv_conf, "/etc/resolv.conf")] {
-        let Some(file) = file else { continue };
-        if m.mounts.iter().any(|mt| mt.target == std::path::Path::new(target)) {
-            continue;
-        }
-        m.mounts.push(Mount {
-            source: file.clone(),
-            target: target.into(),
-            readonly: true,
-            idmap: false,
-            setuid: false,
-            devices: false,
-        });
-    }
-    m
 }
 
 /// The workload's network could not be attached.

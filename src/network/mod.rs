@@ -105,6 +105,30 @@ pub struct Attachment {
 }
 
 impl Attachment {
+    /// `manifest` with this attachment's /etc/hosts and /etc/resolv.conf
+    /// mounted read-only, unless it mounts its own there (paths compare
+    /// by their components: `/etc//hosts` is `/etc/hosts`).
+    pub fn mounted_into(&self, manifest: &crate::model::Manifest) -> crate::model::Manifest {
+        let mut m = manifest.clone();
+        for (file, target) in [(&self.hosts, "/etc/hosts"), (&self.resolv_conf, "/etc/resolv.conf")] {
+            let Some(file) = file else { continue };
+            if m.mounts.iter().any(|mt| mt.target == Path::new(target)) {
+                continue;
+            }
+            m.mounts.push(crate::model::Mount {
+                source: file.clone(),
+                target: target.into(),
+                readonly: true,
+                idmap: false,
+                setuid: false,
+                devices: false,
+            });
+        }
+        m
+    }
+}
+
+impl Attachment {
     /// The workload's addresses (CIDR), from the result.
     pub fn addresses(&self) -> Vec<String> {
         self.result.as_ref().map(cni::addresses).unwrap_or_default()
@@ -470,6 +494,33 @@ fn random() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_workloads_own_hosts_or_resolv_conf_wins_however_its_path_is_written() {
+        let a = Attachment {
+            network: "bridge".into(),
+            config: Value::Null,
+            container_id: "c".into(),
+            ifname: "eth0".into(),
+            netns: "/run/paddock/netns/web".into(),
+            ports: Vec::new(),
+            fingerprint: 0,
+            result: None,
+            hosts: Some("/run/paddock/etc/web/hosts".into()),
+            resolv_conf: Some("/run/paddock/etc/web/resolv.conf".into()),
+        };
+        let m: crate::model::Manifest =
+            toml::from_str("command = [\"x\"]\n[[mounts]]\nsource = \"/srv/hosts\"\ntarget = \"/etc//./hosts\"\n")
+                .unwrap();
+        let targets: Vec<_> = a.mounted_into(&m).mounts.into_iter().map(|mt| (mt.source, mt.target)).collect();
+        assert_eq!(
+            targets,
+            [
+                ("/srv/hosts".into(), "/etc//./hosts".into()),
+                ("/run/paddock/etc/web/resolv.conf".into(), "/etc/resolv.conf".into())
+            ]
+        );
+    }
 
     #[test]
     fn subnets_are_ipv4_networks_with_room() {
