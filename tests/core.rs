@@ -35,6 +35,8 @@ enum Step {
     Wait(Duration),
     /// A daemon restart: the core is rebuilt from what was kept.
     Restart,
+    /// A health probe's result for the run (pid 4242).
+    Probe(bool),
 }
 
 use Step::*;
@@ -53,6 +55,7 @@ fn kind(e: &Effect) -> String {
         Effect::Kill { .. } => "kill".into(),
         Effect::Persist { .. } => "persist".into(),
         Effect::Forget { .. } => "forget".into(),
+        Effect::Probe { probe, .. } => format!("probe ({probe})"),
     }
 }
 
@@ -85,6 +88,7 @@ impl Story {
                 self.at = self.at.after(*d);
                 self.core.on_timer(self.at)
             }
+            Probe(ok) => self.core.on_probe(&n, 4242, *ok, String::new(), self.at),
             Restart => {
                 // What the shell keeps of it, and nothing else.
                 let kept = self.core.get(&n).map(|w| (w.hold, w.ended));
@@ -101,12 +105,20 @@ impl Story {
     fn state(&self) -> String {
         self.core.get(&name()).map_or("gone".into(), |w| {
             let held = if w.hold.is_some() { " held" } else { "" };
-            format!("{}{held}", w.state_name())
+            let health = match (&w.health, w.state) {
+                (Some(h), State::Running { .. }) => format!(" {}", h.status.name()),
+                _ => String::new(),
+            };
+            format!("{}{held}{health}", w.state_name())
         })
     }
 }
 
 const SEC: Duration = Duration::from_secs(1);
+const TCP: &str = "[health]\ntcp = 80\ninterval = \"1s\"";
+const NEVER: &str = "[health]\ntcp = 80\n[restart]\npolicy = \"never\"";
+const MARK: &str = "[health]\ntcp = 80\non_unhealthy = \"mark\"";
+const SLOW: &str = "[health]\ntcp = 80\nstart_period = \"30s\"";
 
 #[test]
 fn every_story_ends_where_it_should() {
@@ -141,6 +153,20 @@ fn every_story_ends_where_it_should() {
         ("the daemon's trouble is retried, not counted", vec![Valid(1, ""), Reconcile, StartFailed(Blame::Daemon)], "backoff", vec![]),
         ("a host that cannot run it: failed at once", vec![Valid(1, ""), Reconcile, StartFailed(Blame::Host)], "failed", vec![]),
         ("restart asked while running", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Restart), Exit(143), Reconcile], "starting", vec!["start (paddock restart)"]),
+        // Health: probed every interval from the start; `retries` failures in a row.
+        ("a checked workload starts unchecked", vec![Valid(1, TCP), Reconcile, Started], "running starting", vec![]),
+        ("and is probed after its interval", vec![Valid(1, TCP), Reconcile, Started, Wait(SEC)], "running starting", vec!["probe (tcp 127.0.0.1:80)"]),
+        ("not again while the probe is out", vec![Valid(1, TCP), Reconcile, Started, Wait(SEC), Wait(SEC)], "running starting", vec![]),
+        ("a passing probe makes it healthy", vec![Valid(1, TCP), Reconcile, Started, Wait(SEC), Probe(true)], "running healthy", vec![]),
+        ("two failures of three are not enough", vec![Valid(1, TCP), Reconcile, Started, Probe(true), Probe(false), Probe(false)], "running healthy", vec![]),
+        ("a pass resets the count", vec![Valid(1, TCP), Reconcile, Started, Probe(false), Probe(false), Probe(true), Probe(false), Probe(false)], "running healthy", vec![]),
+        ("the third in a row restarts it", vec![Valid(1, TCP), Reconcile, Started, Probe(true), Probe(false), Probe(false), Probe(false)], "stopping", vec!["stop (unhealthy: its health check failed)"]),
+        ("through its restart policy and backoff", vec![Valid(1, TCP), Reconcile, Started, Probe(false), Probe(false), Probe(false), Exit(0)], "backoff", vec![]),
+        ("never: it stays down", vec![Valid(1, NEVER), Reconcile, Started, Probe(false), Probe(false), Probe(false), Exit(143), Reconcile], "failed", vec![]),
+        ("mark: shown unhealthy, left running", vec![Valid(1, MARK), Reconcile, Started, Probe(false), Probe(false), Probe(false)], "running unhealthy", vec![]),
+        ("failures in the start period do not count", vec![Valid(1, SLOW), Reconcile, Started, Probe(false), Probe(false), Probe(false), Probe(false)], "running starting", vec![]),
+        ("after it, they do", vec![Valid(1, SLOW), Reconcile, Started, Probe(false), Wait(Duration::from_secs(60)), Probe(false), Probe(false), Probe(false)], "stopping", vec!["stop (unhealthy: its health check failed)"]),
+        ("a stop asked of an unhealthy one holds it", vec![Valid(1, TCP), Reconcile, Started, Probe(false), Probe(false), Probe(false), Ask(Command::Stop), Exit(143), Reconcile], "stopped held", vec![]),
     ];
     for (story, steps, state, effects) in rows {
         let mut s = Story::new();
@@ -198,4 +224,118 @@ fn restored_state_is_what_was_kept() {
 fn unknown_names_are_refused() {
     let mut core = Core::default();
     assert!(core.on_request(&name(), Command::Stop, Clock::read()).is_err());
+}
+
+fn named(n: &str) -> WorkloadName {
+    WorkloadName::try_from(n).unwrap()
+}
+
+/// Adds workloads, each `(name, extra TOML)`.
+fn with(core: &mut Core, workloads: &[(&str, &str)], at: Clock) {
+    for (n, extra) in workloads {
+        core.on_manifest(&named(n), ManifestEvent::Valid { version: Version(1), manifest: manifest(extra) }, at);
+    }
+}
+
+fn starts(core: &mut Core, at: Clock) -> Vec<String> {
+    core.reconcile(at, 16)
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Start { name, .. } => Some(name.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_chain_and_a_diamond_start_in_order_and_say_whom_they_wait_for() {
+    let mut core = Core::default();
+    let at = Clock::read();
+    // db <- api <- web, and db <- cache <- web (a diamond), plus a chain tail.
+    with(
+        &mut core,
+        &[
+            ("db", ""),
+            ("api", "after = [\"db\"]"),
+            ("cache", "after = [\"db\"]"),
+            ("web", "after = [\"api\", \"cache\"]"),
+        ],
+        at,
+    );
+    assert_eq!(starts(&mut core, at), ["db"]);
+    let web = core.get(&named("web")).unwrap();
+    assert_eq!(web.state_name(), "waiting");
+    assert_eq!(web.waiting.iter().map(|w| w.to_string()).collect::<Vec<_>>(), ["api (stopped)", "cache (stopped)"]);
+    assert_eq!(core.get(&named("api")).unwrap().waiting[0].to_string(), "db (stopped)", "as the pass began");
+    assert!(starts(&mut core, at).is_empty());
+    assert_eq!(core.get(&named("api")).unwrap().waiting[0].to_string(), "db (starting)", "kept fresh");
+    core.on_started(&named("db"), 10, Duration::ZERO, at);
+    assert_eq!(starts(&mut core, at), ["api", "cache"]);
+    core.on_started(&named("api"), 11, Duration::ZERO, at);
+    assert!(starts(&mut core, at).is_empty(), "web still waits for cache");
+    assert_eq!(core.get(&named("web")).unwrap().waiting[0].to_string(), "cache (starting)");
+    core.on_started(&named("cache"), 12, Duration::ZERO, at);
+    assert_eq!(starts(&mut core, at), ["web"]);
+}
+
+#[test]
+fn a_dependency_with_a_health_check_must_be_healthy() {
+    let mut core = Core::default();
+    let at = Clock::read();
+    with(&mut core, &[("db", "[health]\ntcp = 5432"), ("app", "after = [\"db\"]")], at);
+    assert_eq!(starts(&mut core, at), ["db"]);
+    core.on_started(&named("db"), 10, Duration::ZERO, at);
+    assert!(starts(&mut core, at).is_empty());
+    assert_eq!(core.get(&named("app")).unwrap().waiting[0].to_string(), "db (starting)");
+    core.on_probe(&named("db"), 10, true, String::new(), at);
+    assert_eq!(starts(&mut core, at), ["app"]);
+}
+
+#[test]
+fn removing_a_dependency_leaves_the_dependent_waiting_with_a_reason() {
+    let mut core = Core::default();
+    let at = Clock::read();
+    with(&mut core, &[("app", "after = [\"db\"]")], at);
+    let pass = core.reconcile(at, 16);
+    assert!(pass.effects.is_empty());
+    let said: Vec<String> = pass.actions.iter().map(|a| format!("{:?} {} ({})", a.verb, a.name, a.cause)).collect();
+    assert_eq!(said, ["Wait app (after db (no manifest defines it))"]);
+    assert!(core.reconcile(at, 16).actions.is_empty(), "said once, not at every pass");
+    // The plan says it again.
+    assert_eq!(
+        core.preview(
+            std::collections::BTreeMap::from([(
+                named("app"),
+                ManifestEvent::Valid { version: Version(1), manifest: manifest("after = [\"db\"]") }
+            )]),
+            at
+        )
+        .len(),
+        1
+    );
+}
+
+#[test]
+fn shutdown_stops_dependents_first_and_their_dependencies_after_they_exit() {
+    let mut core = Core::default();
+    let at = Clock::read();
+    with(&mut core, &[("db", ""), ("app", "after = [\"db\"]"), ("other", "")], at);
+    starts(&mut core, at);
+    core.on_started(&named("db"), 10, Duration::ZERO, at);
+    core.on_started(&named("other"), 12, Duration::ZERO, at);
+    starts(&mut core, at);
+    core.on_started(&named("app"), 11, Duration::ZERO, at);
+    let stopped = |effects: &[Effect]| -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Stop { name, .. } => Some(name.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(stopped(&core.shutdown(at)), ["app", "other"]);
+    assert!(stopped(&core.on_exit(&named("other"), Exit::Code(0), at, 0.0)).is_empty());
+    assert_eq!(stopped(&core.on_exit(&named("app"), Exit::Code(0), at, 0.0)), ["db"]);
 }

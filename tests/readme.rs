@@ -54,16 +54,22 @@ fn the_configuration_in_the_readme_is_valid_and_is_the_defaults() {
 fn manifest_reference(schema: &serde_json::Value) -> String {
     use serde_json::Value;
     let defs = &schema["$defs"];
+    // An optional table is `anyOf: [{"$ref": ...}, {"type": "null"}]`.
+    let reference = |v: &Value| -> Option<String> {
+        let direct = v.get("$ref").and_then(Value::as_str);
+        let optional = v["anyOf"].as_array().and_then(|a| a.iter().find_map(|x| x.get("$ref")?.as_str()));
+        direct.or(optional).map(|r| r.trim_start_matches("#/$defs/").to_owned())
+    };
     let resolve = |v: &Value| -> Value {
-        match v.get("$ref").and_then(Value::as_str) {
-            Some(r) => defs[r.trim_start_matches("#/$defs/")].clone(),
+        match reference(v) {
+            Some(r) => defs[r.as_str()].clone(),
             None => v.clone(),
         }
     };
     let kind = |v: &Value| -> String {
         let target = resolve(v);
-        let name = v.get("$ref").and_then(Value::as_str).map(|r| r.trim_start_matches("#/$defs/"));
-        match (name, target.get("enum")) {
+        let name = reference(v);
+        match (name.as_deref(), target.get("enum")) {
             (Some("Signal"), _) => "signal name".to_owned(),
             (Some("Capability"), _) => "capability".to_owned(),
             (Some("Duration"), _) => "duration".to_owned(),
@@ -83,7 +89,12 @@ fn manifest_reference(schema: &serde_json::Value) -> String {
                 }),
                 Some("object") if target.get("properties").is_none() => "table of strings".to_owned(),
                 Some(t) => t.to_owned(),
-                None => "value".to_owned(),
+                // Optional: ["integer", "null"].
+                None => match target["type"].as_array().and_then(|t| t.iter().find(|t| *t != "null")) {
+                    Some(Value::String(t)) if t == "array" => "array of strings".to_owned(),
+                    Some(Value::String(t)) => t.to_owned(),
+                    _ => "value".to_owned(),
+                },
             },
         }
     };
@@ -118,18 +129,32 @@ fn manifest_reference(schema: &serde_json::Value) -> String {
     };
     let mut out = String::from("Top-level keys:\n\n");
     out += &table(schema, "");
-    for (key, v) in schema["properties"].as_object().unwrap() {
+    // Each table, and the tables within it (`[health.http]`).
+    let mut sections: Vec<(String, Value)> =
+        schema["properties"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut i = 0;
+    while i < sections.len() {
+        let (key, v) = sections[i].clone();
+        i += 1;
         let (section, target) = if v["type"] == "array" {
             (format!("[[{key}]]"), resolve(&v["items"]))
         } else {
-            (format!("[{key}]"), resolve(v))
+            (format!("[{key}]"), resolve(&v))
         };
         if target["type"] != "object" || target.get("properties").is_none() {
             continue;
         }
-        let description = v["description"].as_str().unwrap_or("");
+        let description = v["description"].as_str().or(target["description"].as_str()).unwrap_or("");
         out += &format!("\n`{section}`: {description}\n\n");
         out += &table(&target, "");
+        let nested: Vec<(String, Value)> = target["properties"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, inner)| resolve(inner).get("properties").is_some())
+            .map(|(k, inner)| (format!("{key}.{k}"), inner.clone()))
+            .collect();
+        sections.splice(i..i, nested);
     }
     out
 }

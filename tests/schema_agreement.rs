@@ -112,7 +112,27 @@ fn manifest() -> impl Strategy<Value = Manifest> {
             reset_after,
         });
     let stop = (pick(Signal::ALL), duration()).prop_map(|(signal, timeout)| Stop { signal, timeout });
-    (head, namespaces, ports, security, resources, restart, stop).prop_map(
+    let probe = prop_oneof![
+        proptest::collection::vec("[ -~]{1,20}", 1..4).prop_map(|argv| (Some(argv), None, None)),
+        (1u16..).prop_map(|port| (None, Some(port), None)),
+        ((1u16..), "/[!-~]{0,20}").prop_map(|(port, path)| (None, None, Some(HttpProbe { port, path }))),
+    ];
+    let health = proptest::option::of(
+        (probe, duration(), duration(), 1u32..=1000, duration(), pick(&[OnUnhealthy::Restart, OnUnhealthy::Mark]))
+            .prop_map(|((command, tcp, http), interval, timeout, retries, start_period, on_unhealthy)| Health {
+                command,
+                tcp,
+                http,
+                interval,
+                timeout,
+                retries,
+                start_period,
+                on_unhealthy,
+            }),
+    );
+    let after = proptest::collection::vec("[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", 0..4);
+    let order = (after, health);
+    (head, namespaces, ports, security, resources, restart, stop, order).prop_map(
         |(
             (command, env, workdir, user, group, hostname, rootfs, mounts),
             namespaces,
@@ -121,6 +141,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
             resources,
             restart,
             stop,
+            (after, health),
         )| Manifest {
             command,
             env: env.into_iter().collect::<BTreeMap<_, _>>(),
@@ -136,6 +157,8 @@ fn manifest() -> impl Strategy<Value = Manifest> {
             resources,
             restart,
             stop,
+            after,
+            health,
         },
     )
 }

@@ -104,6 +104,12 @@ pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
         })
         .collect();
     let mut conflicts = validate::across::port_conflicts(&candidates, &[], &[]);
+    // Start order: a cycle anywhere; a name no manifest defines, when the
+    // whole directory is checked (of single files, the others are not known).
+    let whole_dirs = args.paths.iter().all(|p| p.is_dir());
+    for (file, mut found) in validate::across::order_problems(&candidates, &[], whole_dirs) {
+        conflicts.entry(file).or_default().append(&mut found);
+    }
     for ((file, _, problems), spec) in checked.iter_mut().zip(&mut specs) {
         if let Some(mut found) = conflicts.remove(file.as_str()) {
             problems.append(&mut found);

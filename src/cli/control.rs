@@ -86,10 +86,12 @@ fn tell(report: &Report, past: bool) -> String {
             (false, Verb::Retry) => "would retry",
             (false, Verb::Restart) => "would restart",
             (false, Verb::Stop) => "would stop",
+            (false, Verb::Wait) => "would wait to start",
             (true, Verb::Start) => "started",
             (true, Verb::Retry) => "retried",
             (true, Verb::Restart) => "restarted",
             (true, Verb::Stop) => "stopped",
+            (true, Verb::Wait) => "waits to start",
         };
         out += &format!("{verb} {} ({})\n", action.name, action.why);
     }

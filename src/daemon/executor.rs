@@ -60,6 +60,13 @@ pub enum SandboxEvent {
         name: WorkloadName,
         outcome: Result<Box<Attachment>, AttachError>,
     },
+    /// A health probe of the run whose init is `pid` passed or failed.
+    Probed {
+        name: WorkloadName,
+        pid: i32,
+        ok: bool,
+        output: String,
+    },
 }
 
 /// Why a network could not be attached, and whose the failure is: one
@@ -98,6 +105,8 @@ pub trait Executor {
     fn kill(&mut self, name: &WorkloadName);
     /// The sandbox has exited and been cleaned up: forget it.
     fn reap(&mut self, name: &WorkloadName);
+    /// Makes a health probe; its result comes back as `SandboxEvent::Probed`.
+    fn probe(&mut self, _name: &WorkloadName, _pid: i32, _probe: crate::model::Probe, _timeout: Duration) {}
     /// A network attachment a start waited for is made (or failed): the
     /// start goes on. An error is a start that failed.
     fn attached(

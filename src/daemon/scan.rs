@@ -207,7 +207,7 @@ pub fn run_job(
 
 /// Turns the valid changes whose published ports collide with another's
 /// (another change's, or a settled workload's) into invalid ones, saying
-/// which file holds the port.
+/// which file holds the port; and those whose `after` closes a cycle.
 pub fn refuse_port_conflicts(
     dir: &Path,
     snapshot: &Snapshot,
@@ -224,7 +224,10 @@ pub fn refuse_port_conflicts(
             _ => None,
         })
         .collect();
-    let conflicts = across::port_conflicts(&candidates, settled, running);
+    let mut conflicts = across::port_conflicts(&candidates, settled, running);
+    for (file, mut found) in across::order_problems(&candidates, settled, false) {
+        conflicts.entry(file).or_default().append(&mut found);
+    }
     for change in changes.iter_mut() {
         if let (Some(problems), Some(Found::Read { text, .. })) =
             (conflicts.get(&change.file), snapshot.get(&change.file))

@@ -223,6 +223,23 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 let jitter = self.jitter();
                 self.core.on_exit(&name, exit, at, jitter)
             }
+            SandboxEvent::Probed { name, pid, ok, output } => {
+                let before = self.core.get(&name).and_then(|w| w.health.as_ref().map(|h| h.status));
+                let effects = self.core.on_probe(&name, pid, ok, output.clone(), at);
+                let after = self.core.get(&name).and_then(|w| w.health.as_ref().map(|h| h.status));
+                if after != before
+                    && let Some(status) = after
+                {
+                    let last = output.lines().last().unwrap_or("");
+                    match status {
+                        crate::reconcile::HealthStatus::Unhealthy => {
+                            tracing::warn!(workload = %name, health = status.name(), probe = last, "health changed")
+                        }
+                        _ => tracing::info!(workload = %name, health = status.name(), probe = last, "health changed"),
+                    }
+                }
+                effects
+            }
             SandboxEvent::Attached { name, outcome } => {
                 if let Ok(a) = &outcome {
                     tracing::info!(workload = %name, network = %a.network, addresses = ?a.addresses(), "network attached");
@@ -320,6 +337,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                     self.executor.kill(&name);
                 }
                 Effect::Persist { name } => self.persist(&name),
+                Effect::Probe { name, pid, probe, timeout } => self.executor.probe(&name, pid, probe, timeout),
                 Effect::Forget { name } => {
                     tracing::info!(workload = %name, action = "forget", "forgotten: its ids are free");
                     self.unwritten.remove(&name);
@@ -371,13 +389,14 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         }
     }
 
-    /// The manifests that hold published ports now, by file name: a
-    /// rescan refuses a change that wants one of their ports.
+    /// The manifests that hold published ports or come `after` others now,
+    /// by file name: a rescan refuses a change that wants one of their
+    /// ports or closes a cycle through them.
     pub fn claims(&self) -> Vec<(String, std::sync::Arc<crate::model::Manifest>)> {
         self.core
             .workloads()
             .filter_map(|w| w.desired.as_ref().map(|d| (w, d)))
-            .filter(|(_, d)| !d.manifest.ports.is_empty())
+            .filter(|(_, d)| !d.manifest.ports.is_empty() || !d.manifest.after.is_empty())
             .map(|(w, d)| (format!("{}.toml", w.name), d.manifest.clone()))
             .collect()
     }

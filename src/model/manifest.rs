@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::health::Health;
 use super::named::{Capability, Signal};
 use super::network::{Network, PortMapping};
 use super::units::{Duration, Size};
@@ -91,6 +92,17 @@ pub struct Manifest {
     /// How the workload is stopped.
     #[serde(default)]
     pub stop: Stop,
+
+    /// Workloads that must be running before this one starts (healthy,
+    /// where they have a health check), by name. It waits, and `status`
+    /// says for whom; at shutdown it is stopped before them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")))]
+    pub after: Vec<String>,
+
+    /// A health check; without one, a running workload counts as healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
 }
 
 fn default_workdir() -> PathBuf {

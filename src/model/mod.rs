@@ -20,6 +20,7 @@ macro_rules! serde_as_string {
 }
 
 mod exit;
+mod health;
 mod manifest;
 mod name;
 mod named;
@@ -27,6 +28,7 @@ mod network;
 mod units;
 
 pub use exit::Exit;
+pub use health::{Health, HttpProbe, OnUnhealthy, Probe};
 pub use manifest::{
     Manifest, Mount, Namespaces, Resources, Restart, RestartDefaults, RestartPolicy, Rootfs, Seccomp, Security,
     SharedOrPrivate, Stop, UserNamespace,

@@ -53,6 +53,9 @@ pub enum Effect {
     Persist { name: WorkloadName },
     /// Gone for good: free its ids, drop its kept state.
     Forget { name: WorkloadName },
+    /// Make one health probe of the run whose init is `pid`; its result
+    /// comes back through `on_probe`.
+    Probe { name: WorkloadName, pid: i32, probe: crate::model::Probe, timeout: Duration },
 }
 
 /// What a reconcile decided, as `reload` and `plan` tell it.
@@ -65,6 +68,8 @@ pub enum Verb {
     /// Stop, then start the new version.
     Restart,
     Stop,
+    /// Not started yet: it waits for what it comes `after`.
+    Wait,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,11 +121,13 @@ pub struct Core {
     /// Every workload's kept state is in doubt (see `Workload::doubt`).
     doubt_all: Option<String>,
     pub(super) start_timeout: Duration,
+    /// The daemon is stopping: what exits lets the next layer stop.
+    pub(super) halting: bool,
 }
 
 impl Default for Core {
     fn default() -> Self {
-        Core { workloads: BTreeMap::new(), doubt_all: None, start_timeout: START_TIMEOUT }
+        Core { workloads: BTreeMap::new(), doubt_all: None, start_timeout: START_TIMEOUT, halting: false }
     }
 }
 
@@ -202,6 +209,7 @@ impl Core {
         let w = self.entry(name);
         w.state = State::Running { version, since, failures: 0, pid };
         w.note(at.wall, Happening::Adopted { pid });
+        w.health = None;
     }
 
     pub fn on_manifest(&mut self, name: &WorkloadName, event: ManifestEvent, at: Clock) -> Vec<Effect> {
@@ -244,6 +252,9 @@ impl Core {
                 // restart policy are this manifest's.
                 if w.runs.is_none() && w.state.has_sandbox() && w.state.version() == Some(version) {
                     w.runs = Some(Desired { version, manifest: manifest.clone() });
+                    if let State::Running { since, .. } = w.state {
+                        w.begin_health(since.max(at.now));
+                    }
                 }
                 w.desired = Some(Desired { version, manifest });
             }
@@ -277,6 +288,8 @@ impl Core {
     /// workload not in it removed), without doing it.
     pub fn preview(&self, manifests: BTreeMap<WorkloadName, ManifestEvent>, at: Clock) -> Vec<Action> {
         let mut copy = self.clone();
+        // Whoever waits is told again (a pass reports only a new wait).
+        copy.workloads.values_mut().for_each(|w| w.waiting.clear());
         let gone: Vec<WorkloadName> = copy.workloads.keys().filter(|n| !manifests.contains_key(*n)).cloned().collect();
         for name in gone {
             copy.on_manifest(&name, ManifestEvent::Removed, at);

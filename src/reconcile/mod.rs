@@ -3,6 +3,8 @@
 //! shell carries out. No I/O, no clock, no nix.
 
 mod core;
+mod health;
+mod order;
 mod requests;
 mod restart;
 mod runs;
@@ -13,6 +15,8 @@ pub use core::{
     Action, Answer, Command, Core, DAEMON_RETRY, Effect, ManifestEvent, Pass, START_TIMEOUT, Unknown, Verb,
     changed_keys,
 };
+pub use health::{Health, KEPT_RESULTS, ProbeResult, Status as HealthStatus};
+pub use order::Wait;
 pub use restart::{Decision, RESTART_FLOOR, decide};
 pub use state::{State, Then};
 pub use workload::{

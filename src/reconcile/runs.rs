@@ -55,6 +55,7 @@ impl Core {
         let mut forgotten = Vec::new();
         let mut starts = self.workloads.values().filter(|w| matches!(w.state, State::Starting { .. })).count();
         let timeout = self.start_timeout;
+        let mut waits = super::order::waits(&self.workloads);
         for (name, w) in &mut self.workloads {
             let desired = w.desired_version();
             let action = match (desired, w.state) {
@@ -77,6 +78,24 @@ impl Core {
                 (Some(_), _) => None,
             };
             let Some((verb, cause)) = action else { continue };
+            // A start (not a retry: its delay is over, and waiting would
+            // leave it past due) waits for what it comes `after`.
+            let wait = match verb {
+                Verb::Start => waits.remove(name).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            // Said when whom it waits for changes; the reasons are kept fresh.
+            if !wait.iter().map(|w| &w.name).eq(w.waiting.iter().map(|w| &w.name)) {
+                w.note(at.wall, Happening::Waiting(wait.clone()));
+                if !wait.is_empty() {
+                    let cause = Cause::Waiting(wait.iter().map(|w| w.to_string()).collect());
+                    pass.actions.push(Action { verb: Verb::Wait, name: name.clone(), cause });
+                }
+            }
+            w.waiting = wait;
+            if !w.waiting.is_empty() {
+                continue;
+            }
             match verb {
                 Verb::Start | Verb::Retry if starts >= max_starts => {
                     pass.queued += 1;
@@ -88,6 +107,7 @@ impl Core {
                 }
                 Verb::Restart => Self::stop(w, cause.clone(), Then::Replace, at, &mut pass.effects),
                 Verb::Stop => Self::stop(w, cause.clone(), Then::Forget, at, &mut pass.effects),
+                Verb::Wait => continue,
             }
             pass.actions.push(Action { verb, name: name.clone(), cause });
         }
@@ -102,6 +122,7 @@ impl Core {
         let Some(w) = self.workloads.get_mut(name) else { return };
         if let State::Starting { version, failures, .. } = w.state {
             w.state = State::Running { version, since: at.now, failures, pid };
+            w.begin_health(at.now);
         }
         w.error = None;
         w.start_latency = Some(latency);
@@ -150,6 +171,7 @@ impl Core {
             State::Stopping { then, .. } => self.after_stop(name, then, &mut effects),
             _ => {}
         }
+        self.continue_shutdown(at, &mut effects);
         effects
     }
 
@@ -158,12 +180,30 @@ impl Core {
         let Some(w) = self.workloads.get_mut(name) else { return effects };
         w.last_exit = Some(exit);
         w.note(at.wall, Happening::Exited(exit));
+        w.health = None;
         let runs = w.runs.take();
         let restart = runs.map(|d| d.manifest.restart.clone()).unwrap_or_default();
         match w.state {
-            State::Running { version, since, failures, .. } => {
+            State::Running { version, since, failures, .. }
+            | State::Stopping { version, then: Then::Unhealthy { failures, since }, .. } => {
                 let ran_for = at.now.saturating_duration_since(since);
-                Self::decided(w, version, failures, exit, ran_for, &restart, at, jitter, &mut effects);
+                let unhealthy = matches!(w.state, State::Stopping { .. });
+                // An unhealthy run that the policy would call a success (it
+                // exited 0 on its stop signal) still failed.
+                let exit = match (w.state, exit) {
+                    (State::Stopping { .. }, Exit::Code(0)) => Exit::Code(1),
+                    _ => exit,
+                };
+                if w.hold.is_none() && w.desired.as_ref().is_some_and(|d| d.version == version) {
+                    Self::decided(w, version, failures, exit, ran_for, &restart, at, jitter, &mut effects);
+                    // Not restarted (`never`): it failed, whatever the policy calls an end.
+                    if let (true, State::Exited { version }, Some(ended)) = (unhealthy, w.state, &mut w.ended) {
+                        ended.failed = true;
+                        w.state = State::Failed { version, failures: failures + 1 };
+                    }
+                } else {
+                    self.after_stop(name, Then::Replace, &mut effects);
+                }
             }
             State::Starting { version, failures, .. } => {
                 Self::decided(w, version, failures, exit, Duration::ZERO, &restart, at, jitter, &mut effects);
@@ -171,6 +211,7 @@ impl Core {
             State::Stopping { then, .. } => self.after_stop(name, then, &mut effects),
             _ => {}
         }
+        self.continue_shutdown(at, &mut effects);
         effects
     }
 
@@ -252,6 +293,7 @@ impl Core {
                 effects.push(Effect::Kill { name: w.name.clone() });
             }
         }
+        self.due_probes(at, &mut effects);
         effects
     }
 
@@ -264,19 +306,7 @@ impl Core {
                 State::Stopping { deadline, .. } | State::Starting { deadline, .. } => deadline,
                 _ => None,
             })
+            .chain(self.next_probe())
             .min()
-    }
-
-    /// Stops every sandbox, each with its own signal and timeout.
-    pub fn shutdown(&mut self, at: Clock) -> Vec<Effect> {
-        let mut effects = Vec::new();
-        for w in self.workloads.values_mut() {
-            match w.state {
-                State::Stopping { .. } => Self::redirect_stop(w, Then::Halt),
-                s if s.has_sandbox() => Self::stop(w, Cause::Shutdown, Then::Halt, at, &mut effects),
-                _ => {}
-            }
-        }
-        effects
     }
 }

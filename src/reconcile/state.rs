@@ -16,6 +16,9 @@ pub enum Then {
     Forget,
     /// Nothing: the daemon is stopping.
     Halt,
+    /// It was unhealthy: its restart policy decides, as for a failed run
+    /// (`failures` and `since` are the run's).
+    Unhealthy { failures: u32, since: Instant },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +83,8 @@ impl State {
     }
 
     /// Every name `status` can show, in the order metrics list them.
-    pub const NAMES: [&'static str; 8] =
-        ["starting", "running", "backoff", "stopping", "stopped", "exited", "failed", "invalid"];
+    pub const NAMES: [&'static str; 9] =
+        ["waiting", "starting", "running", "backoff", "stopping", "stopped", "exited", "failed", "invalid"];
 
     /// The manifest version it runs or last ran (None when idle).
     pub fn version(&self) -> Option<Version> {

@@ -55,6 +55,10 @@ pub enum Cause {
     StopAsked,
     /// The daemon is stopping.
     Shutdown,
+    /// Its health check failed `retries` times in a row.
+    Unhealthy,
+    /// It waits for these (`after`).
+    Waiting(Vec<String>),
 }
 
 impl fmt::Display for Cause {
@@ -72,6 +76,8 @@ impl fmt::Display for Cause {
             Cause::StartAsked => f.write_str("paddock start"),
             Cause::StopAsked => f.write_str("paddock stop"),
             Cause::Shutdown => f.write_str("the daemon is stopping"),
+            Cause::Unhealthy => f.write_str("unhealthy: its health check failed"),
+            Cause::Waiting(waits) => write!(f, "after {}", waits.join(", ")),
         }
     }
 }
@@ -178,6 +184,10 @@ pub enum Happening {
     },
     Held,
     Released(Cause),
+    /// Its health check's verdict changed.
+    Health(super::health::Status),
+    /// It waits to start for these (`after`); empty: it waits no more.
+    Waiting(Vec<super::order::Wait>),
 }
 
 impl fmt::Display for Happening {
@@ -202,6 +212,12 @@ impl fmt::Display for Happening {
             Happening::Killed { starting: true } => f.write_str("start timeout: its init did not report; killed"),
             Happening::Held => f.write_str("held stopped by paddock stop"),
             Happening::Released(cause) => write!(f, "released ({cause})"),
+            Happening::Health(status) => write!(f, "health: {}", status.name()),
+            Happening::Waiting(waits) if waits.is_empty() => f.write_str("no longer waiting"),
+            Happening::Waiting(waits) => {
+                let waits: Vec<String> = waits.iter().map(|w| w.to_string()).collect();
+                write!(f, "waiting for {}", waits.join(", "))
+            }
         }
     }
 }
@@ -245,6 +261,10 @@ pub struct Workload {
     pub history: VecDeque<Change>,
     /// How long its last start took, from begin to the workload's exec.
     pub start_latency: Option<Duration>,
+    /// Its current run's health, when its manifest has a check.
+    pub health: Option<super::health::Health>,
+    /// Whom it waits for before it starts (`after`).
+    pub waiting: Vec<super::order::Wait>,
 }
 
 impl Workload {
@@ -264,6 +284,8 @@ impl Workload {
             cause: None,
             history: VecDeque::new(),
             start_latency: None,
+            health: None,
+            waiting: Vec::new(),
         }
     }
 
@@ -278,6 +300,7 @@ impl Workload {
     pub fn state_name(&self) -> &'static str {
         match (&self.state, &self.file) {
             (State::Idle, File::Invalid(_)) if self.desired.is_none() => "invalid",
+            (State::Idle, _) if !self.waiting.is_empty() => "waiting",
             (state, _) => state.name(),
         }
     }

@@ -1,7 +1,8 @@
 //! Checks across manifests, which no single file can fail alone: two
-//! workloads cannot publish the same port of the host.
+//! workloads cannot publish the same port of the host, and start order
+//! (`after`) cannot go round in a circle.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::problem::Problem;
 use crate::model::Manifest;
@@ -62,6 +63,91 @@ pub fn port_conflicts(
     found
 }
 
+/// A manifest file's workload name: its file name without `.toml`.
+fn name_of(file: &str) -> &str {
+    let base = file.rsplit('/').next().unwrap_or(file);
+    base.strip_suffix(".toml").unwrap_or(base)
+}
+
+/// Start order across the files: each candidate that lies on a cycle of
+/// `after` (through candidates or settled manifests) gets an error that
+/// shows the cycle with its files; with `unknown`, so does each `after`
+/// entry that no manifest defines (`check DIR`: the daemon lets such a
+/// workload wait instead, as it waits for one whose file was removed).
+pub fn order_problems(
+    candidates: &[Candidate<'_>],
+    settled: &[(&str, &Manifest)],
+    unknown: bool,
+) -> BTreeMap<String, Vec<Problem>> {
+    let mut found: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
+    // A candidate is the newer version of a settled manifest of the same name.
+    let mut graph: HashMap<&str, (&str, &Manifest)> =
+        settled.iter().map(|(file, m)| (name_of(file), (*file, *m))).collect();
+    graph.extend(candidates.iter().map(|c| (name_of(c.file), (c.file, c.manifest))));
+    for c in candidates.iter().filter(|c| !c.manifest.after.is_empty()) {
+        let me = name_of(c.file);
+        let spans = super::source::parse(c.text).map(|p| p.spans).ok();
+        let at = |i: usize| spans.as_ref().and_then(|s| s.value_span(&format!("/after/{i}")));
+        if unknown {
+            for (i, dep) in c.manifest.after.iter().enumerate() {
+                if !graph.contains_key(dep.as_str()) {
+                    found.entry(c.file.to_owned()).or_default().push(
+                        Problem::error(at(i), format!("no manifest defines `{dep}`"))
+                            .with_help(format!("add {dep}.toml, or remove `{dep}` from `after`; until then the daemon starts this workload only once {dep} runs")),
+                    );
+                }
+            }
+        }
+        // Breadth first from each of its own entries, back to itself: the shortest cycle.
+        let mut came_from: HashMap<&str, &str> = HashMap::new();
+        let mut queue: VecDeque<&str> = VecDeque::new();
+        for dep in &c.manifest.after {
+            if graph.contains_key(dep.as_str()) && !came_from.contains_key(dep.as_str()) {
+                came_from.insert(dep, me);
+                queue.push_back(dep);
+            }
+        }
+        let mut closed = None;
+        while let Some(node) = queue.pop_front() {
+            if node == me {
+                closed = Some(node);
+                break;
+            }
+            for dep in graph.get(node).map(|(_, m)| m.after.as_slice()).unwrap_or_default() {
+                if graph.contains_key(dep.as_str()) && !came_from.contains_key(dep.as_str()) {
+                    came_from.insert(dep, node);
+                    queue.push_back(dep);
+                }
+            }
+        }
+        if closed.is_none() {
+            continue;
+        }
+        // Walk back from me to me: me <- ... <- first entry <- me.
+        let mut path = vec![me];
+        let mut node = came_from[me];
+        while node != me {
+            path.push(node);
+            node = came_from[node];
+        }
+        path.push(me);
+        path.reverse();
+        let first = path[1];
+        let i = c.manifest.after.iter().position(|d| d == first).unwrap_or(0);
+        let shown: Vec<String> =
+            path.iter().map(|n| format!("{n} ({})", graph.get(n).map_or("?", |(f, _)| name_file(f)))).collect();
+        found.entry(c.file.to_owned()).or_default().push(
+            Problem::error(at(i), format!("start order goes round in a circle: {}", shown.join(" after ")))
+                .with_help("remove one of these `after` entries: none of them could ever start"),
+        );
+    }
+    found
+}
+
+fn name_file(file: &str) -> &str {
+    file.rsplit('/').next().unwrap_or(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +156,64 @@ mod tests {
         let mut m: Manifest = toml::from_str("command = [\"x\"]").unwrap();
         m.ports = ports.iter().map(|p| p.parse().unwrap()).collect();
         m
+    }
+
+    fn after(names: &[&str]) -> Manifest {
+        let mut m: Manifest = toml::from_str("command = [\"x\"]").unwrap();
+        m.after = names.iter().map(|n| n.to_string()).collect();
+        m
+    }
+
+    #[test]
+    fn a_cycle_of_after_is_refused_in_each_file_on_it_showing_the_circle() {
+        let (a, b, c, d) = (after(&["b"]), after(&["c"]), after(&["a"]), after(&["a"]));
+        let text = "command = [\"x\"]\nafter = [\"b\"]\n";
+        let found = order_problems(
+            &[
+                Candidate { file: "wl/a.toml", text, manifest: &a },
+                Candidate { file: "wl/b.toml", text: "", manifest: &b },
+                Candidate { file: "wl/c.toml", text: "", manifest: &c },
+                Candidate { file: "wl/d.toml", text: "", manifest: &d },
+            ],
+            &[],
+            true,
+        );
+        assert_eq!(
+            found.keys().collect::<Vec<_>>(),
+            ["wl/a.toml", "wl/b.toml", "wl/c.toml"],
+            "d waits on the cycle, it is not on it"
+        );
+        let p = &found["wl/a.toml"][0];
+        assert_eq!(
+            p.message,
+            "start order goes round in a circle: a (a.toml) after b (b.toml) after c (c.toml) after a (a.toml)"
+        );
+        assert_eq!(&text[p.span.clone().unwrap()], "\"b\"");
+    }
+
+    #[test]
+    fn a_name_no_manifest_defines_is_reported_only_when_asked() {
+        let app = after(&["db", "cache"]);
+        let db = after(&[]);
+        let candidates = [Candidate { file: "app.toml", text: "", manifest: &app }];
+        let found = order_problems(&candidates, &[("db.toml", &db)], true);
+        assert_eq!(found["app.toml"].len(), 1);
+        assert_eq!(found["app.toml"][0].message, "no manifest defines `cache`");
+        assert!(order_problems(&candidates, &[("db.toml", &db)], false).is_empty());
+    }
+
+    #[test]
+    fn a_workload_after_itself_is_a_cycle_and_a_settled_manifest_closes_one() {
+        let me = after(&["me"]);
+        let found = order_problems(&[Candidate { file: "me.toml", text: "", manifest: &me }], &[], false);
+        assert!(found["me.toml"][0].message.contains("me (me.toml) after me (me.toml)"));
+        let (new, settled) = (after(&["db"]), after(&["app"]));
+        let found = order_problems(
+            &[Candidate { file: "app.toml", text: "", manifest: &new }],
+            &[("db.toml", &settled)],
+            false,
+        );
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["app.toml"], "the settled one keeps running");
     }
 
     #[test]
