@@ -16,6 +16,14 @@ fn main() -> ExitCode {
         let code = paddock::sandbox::init::main(fd);
         return ExitCode::from(u8::try_from(code).unwrap_or(125));
     }
+    // A process entering a running sandbox (`paddock exec`, health checks).
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "__enter")
+        && let Some(fd) = args.next().and_then(|a| a.to_str()?.parse().ok())
+    {
+        let code = paddock::sandbox::enter::main(fd);
+        return ExitCode::from(u8::try_from(code).unwrap_or(125));
+    }
     let cli = Cli::parse();
     // The daemon tells its story at info; the other commands speak for themselves.
     match &cli.command {
@@ -31,6 +39,7 @@ fn main() -> ExitCode {
         Command::Daemon(args) => cli::daemon::run(args),
         Command::Status(args) => cli::status::run(args),
         Command::Logs(args) => cli::logs::run(args),
+        Command::Exec(args) => cli::exec::run(args),
         Command::Start(args) => cli::control::act(Act::Start, args),
         Command::Stop(args) => cli::control::act(Act::Stop, args),
         Command::Restart(args) => cli::control::act(Act::Restart, args),

@@ -121,6 +121,35 @@ pub enum Request {
     /// Re-execute the daemon's binary as it is on disk now (after a package
     /// upgrade replaced it), keeping every workload running.
     Upgrade,
+    /// Run a command inside a running workload (`paddock exec`). Sent with
+    /// three descriptors (SCM_RIGHTS): its stdin, stdout and stderr. The
+    /// daemon answers `Entered`, then `Ended`; meanwhile the client may
+    /// send `ExecInput` lines (signals to pass on).
+    Exec(ExecRequest),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub name: String,
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub user: Option<u32>,
+    #[serde(default)]
+    pub group: Option<u32>,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Its stdin is a terminal (a pseudo-terminal the client made).
+    #[serde(default)]
+    pub tty: bool,
+}
+
+/// What an `exec` client sends while its command runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecInput {
+    /// A signal number to pass on to the command.
+    pub signal: i32,
 }
 
 /// The answer: one JSON line.
@@ -137,4 +166,14 @@ pub enum Response {
     Reloaded(Report),
     Plan(Report),
     Error(String),
+    /// `exec`: the command was started (the host pid of the process that
+    /// entered the sandbox).
+    Entered {
+        pid: i32,
+    },
+    /// `exec`: the command ended, with this exit status (128 + N when
+    /// killed by signal N; 125-127 when it could not be started).
+    Ended {
+        code: i32,
+    },
 }

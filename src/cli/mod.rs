@@ -4,6 +4,7 @@ pub mod check;
 pub mod client;
 pub mod control;
 pub mod daemon;
+pub mod exec;
 pub mod generate;
 pub mod logs;
 pub mod run;
@@ -68,6 +69,7 @@ impl Command {
             Command::Run(_) => "run",
             Command::Status(_) => "status",
             Command::Logs(_) => "logs",
+            Command::Exec(_) => "exec",
             Command::Start(_) => "start",
             Command::Stop(_) => "stop",
             Command::Restart(_) => "restart",
@@ -88,6 +90,7 @@ pub enum Command {
     Run(Box<run::RunArgs>),
     Status(status::StatusArgs),
     Logs(logs::LogsArgs),
+    Exec(exec::ExecArgs),
     /// Start a workload held by `stop`, or one that ended or failed.
     Start(control::NameArgs),
     /// Stop a workload and hold it stopped until `start` or a change to its manifest.

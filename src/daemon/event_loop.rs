@@ -384,6 +384,14 @@ fn answer(control: Control, daemon: &mut Daemon, scans: &mut Scans, shutting_dow
             return false;
         }
         Control::Ask(request, reply) => (request, reply),
+        Control::Exec(request, stdio, reply) => {
+            let entered = match shutting_down {
+                true => Err("the daemon is shutting down".to_owned()),
+                false => daemon.exec(&request, stdio),
+            };
+            let _ = reply.send(entered);
+            return false;
+        }
     };
     if shutting_down {
         let _ = reply.send(Response::Error("the daemon is shutting down".to_owned()));

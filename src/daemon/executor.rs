@@ -105,8 +105,28 @@ pub trait Executor {
     fn kill(&mut self, name: &WorkloadName);
     /// The sandbox has exited and been cleaned up: forget it.
     fn reap(&mut self, name: &WorkloadName);
-    /// Makes a health probe; its result comes back as `SandboxEvent::Probed`.
-    fn probe(&mut self, _name: &WorkloadName, _pid: i32, _probe: crate::model::Probe, _timeout: Duration) {}
+    /// Makes a health probe of the run whose init is `pid`; its result
+    /// comes back as `SandboxEvent::Probed`.
+    fn probe(
+        &mut self,
+        _name: &WorkloadName,
+        _pid: i32,
+        _m: &Manifest,
+        _probe: crate::model::Probe,
+        _timeout: Duration,
+    ) {
+    }
+    /// Starts a process inside the running sandbox (`paddock exec`).
+    fn enter(
+        &mut self,
+        _name: &WorkloadName,
+        _manifest: &Manifest,
+        _entry: &crate::sandbox::enter::Entry,
+        _tty: bool,
+        _stdio: [OwnedFd; 3],
+    ) -> std::io::Result<std::process::Child> {
+        Err(std::io::Error::other("this executor cannot enter sandboxes"))
+    }
     /// A network attachment a start waited for is made (or failed): the
     /// start goes on. An error is a start that failed.
     fn attached(
@@ -382,6 +402,37 @@ impl Executor for SandboxExecutor {
 
     fn reap(&mut self, name: &WorkloadName) {
         self.live.remove(name);
+    }
+
+    fn probe(&mut self, name: &WorkloadName, pid: i32, m: &Manifest, probe: crate::model::Probe, timeout: Duration) {
+        match self.target(name).filter(|t| t.pid == pid) {
+            Some(target) => super::probe::start(self.events.clone(), name.clone(), target, m, probe, timeout),
+            None => {
+                let output = "its sandbox is gone".to_owned();
+                let _ = self.events.send(SandboxEvent::Probed { name: name.clone(), pid, ok: false, output });
+            }
+        }
+    }
+
+    fn enter(
+        &mut self,
+        name: &WorkloadName,
+        manifest: &Manifest,
+        entry: &crate::sandbox::enter::Entry,
+        tty: bool,
+        stdio: [OwnedFd; 3],
+    ) -> std::io::Result<std::process::Child> {
+        let target = self.target(name).ok_or_else(|| std::io::Error::other("its sandbox is not running"))?;
+        super::probe::enter(name, &target, manifest, entry, tty, stdio)
+    }
+}
+
+impl SandboxExecutor {
+    /// A running sandbox, as `exec` and probes enter it.
+    fn target(&self, name: &WorkloadName) -> Option<super::probe::Target> {
+        let live = self.live.get(name)?;
+        let cgroup = live.cgroup.as_ref().map(|c| c.dirs().to_vec()).unwrap_or_default();
+        Some(super::probe::Target { pid: live.pid.as_raw(), cgroup })
     }
 }
 

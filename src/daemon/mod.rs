@@ -3,10 +3,12 @@
 //! control socket, systemd).
 
 pub mod event_loop;
+mod exec;
 pub mod executor;
 pub mod kept;
 mod listener;
 pub mod notify;
+mod probe;
 pub mod records;
 pub mod scan;
 pub mod server;

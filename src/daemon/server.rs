@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -30,6 +32,9 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 pub enum Control {
     Ask(Request, oneshot::Sender<Response>),
     Metrics(oneshot::Sender<String>),
+    /// `paddock exec`: the request, its stdin, stdout and stderr, and where
+    /// to send the process that entered the sandbox (or why not).
+    Exec(crate::protocol::ExecRequest, [OwnedFd; 3], oneshot::Sender<Result<std::process::Child, String>>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,11 +111,58 @@ pub async fn serve(listener: UnixListener, tx: mpsc::UnboundedSender<Control>) {
     .await
 }
 
-/// Reads one request line of at most `MAX_REQUEST` bytes.
-async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, Response> {
-    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64 + 1));
+/// The most descriptors a request may carry (exec's stdin, stdout, stderr).
+const MAX_FDS: usize = 3;
+
+/// Reads one request line of at most `MAX_REQUEST` bytes, and the
+/// descriptors sent with it (more than `MAX_FDS` are closed unused). Reads
+/// byte by byte past the line never: what follows is the client's.
+async fn read_request(stream: &UnixStream) -> Result<(Request, Vec<OwnedFd>), Response> {
     let mut line = Vec::new();
-    match tokio::time::timeout(READ_TIMEOUT, reader.read_until(b'\n', &mut line)).await {
+    let mut fds = Vec::new();
+    let read = async {
+        loop {
+            stream.readable().await?;
+            let got = stream.try_io(Interest::READABLE, || {
+                let mut byte = [0u8; 1];
+                let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+                let mut space = nix::cmsg_space!([std::os::fd::RawFd; MAX_FDS]);
+                let msg = nix::sys::socket::recvmsg::<()>(
+                    stream.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut space),
+                    nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+                )
+                .map_err(std::io::Error::from)?;
+                let mut received = Vec::new();
+                for cmsg in msg.cmsgs().map_err(std::io::Error::from)? {
+                    if let nix::sys::socket::ControlMessageOwned::ScmRights(raw) = cmsg {
+                        // SAFETY: the kernel just installed these descriptors in this process for us.
+                        received.extend(
+                            raw.into_iter().map(|fd| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }),
+                        );
+                    }
+                }
+                Ok((msg.bytes, byte[0], received))
+            });
+            match got {
+                Ok((0, _, _)) => return Ok::<bool, std::io::Error>(false),
+                Ok((_, byte, received)) => {
+                    fds.extend(received);
+                    if byte == b'\n' {
+                        return Ok(true);
+                    }
+                    line.push(byte);
+                    if line.len() > MAX_REQUEST {
+                        return Ok(true);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    match tokio::time::timeout(READ_TIMEOUT, read).await {
         Err(_) => return Err(Response::Error(format!("no request within {} s", READ_TIMEOUT.as_secs()))),
         Ok(Err(e)) => return Err(Response::Error(format!("reading the request: {e}"))),
         Ok(Ok(_)) => {}
@@ -118,19 +170,23 @@ async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, 
     if line.len() > MAX_REQUEST {
         return Err(Response::Error(format!("the request is longer than {MAX_REQUEST} bytes")));
     }
-    serde_json::from_slice::<Request>(&line).map_err(|e| Response::Error(format!("bad request: {e}")))
+    if fds.len() > MAX_FDS {
+        return Err(Response::Error(format!("a request carries at most {MAX_FDS} descriptors")));
+    }
+    let request = serde_json::from_slice::<Request>(&line).map_err(|e| Response::Error(format!("bad request: {e}")))?;
+    Ok((request, fds))
 }
 
 /// One JSON request line, one JSON response line. Only root may ask
 /// (checked on the peer's credentials, beside the socket's mode).
 async fn answer(stream: UnixStream, tx: mpsc::UnboundedSender<Control>) {
     let root = stream.peer_cred().is_ok_and(|c| c.uid() == 0);
-    let (read, mut write) = stream.into_split();
     let response = if !root {
         Response::Error("permission denied: the control socket is root's".to_owned())
     } else {
-        match read_request(read).await {
-            Ok(request) => {
+        match read_request(&stream).await {
+            Ok((Request::Exec(request), fds)) => return super::exec::serve(stream, request, fds, tx).await,
+            Ok((request, _)) => {
                 let (reply, receive) = oneshot::channel();
                 if tx.send(Control::Ask(request, reply)).is_err() {
                     return;
@@ -140,6 +196,7 @@ async fn answer(stream: UnixStream, tx: mpsc::UnboundedSender<Control>) {
             Err(refusal) => refusal,
         }
     };
+    let (_, mut write) = stream.into_split();
     if let Ok(mut bytes) = serde_json::to_vec(&response) {
         bytes.push(b'\n');
         let _ = tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&bytes)).await;

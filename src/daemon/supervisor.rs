@@ -337,7 +337,9 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                     self.executor.kill(&name);
                 }
                 Effect::Persist { name } => self.persist(&name),
-                Effect::Probe { name, pid, probe, timeout } => self.executor.probe(&name, pid, probe, timeout),
+                Effect::Probe { name, pid, manifest, probe, timeout } => {
+                    self.executor.probe(&name, pid, &manifest, probe, timeout)
+                }
                 Effect::Forget { name } => {
                     tracing::info!(workload = %name, action = "forget", "forgotten: its ids are free");
                     self.unwritten.remove(&name);

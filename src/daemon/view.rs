@@ -67,6 +67,8 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             Request::Reload => Answered::Reload,
             Request::Plan { dir } => Answered::Plan(dir),
             Request::Upgrade => Answered::Upgrade,
+            // Served apart (it carries descriptors): see `server::answer`.
+            Request::Exec(_) => Answered::Now(Response::Error("exec needs its descriptors".to_owned()), false),
         }
     }
 

@@ -55,7 +55,7 @@ pub enum Effect {
     Forget { name: WorkloadName },
     /// Make one health probe of the run whose init is `pid`; its result
     /// comes back through `on_probe`.
-    Probe { name: WorkloadName, pid: i32, probe: crate::model::Probe, timeout: Duration },
+    Probe { name: WorkloadName, pid: i32, manifest: Arc<Manifest>, probe: crate::model::Probe, timeout: Duration },
 }
 
 /// What a reconcile decided, as `reload` and `plan` tell it.

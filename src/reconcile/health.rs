@@ -89,12 +89,14 @@ impl Core {
     pub(super) fn due_probes(&mut self, at: Clock, effects: &mut Vec<Effect>) {
         for w in self.workloads.values_mut() {
             let State::Running { pid, .. } = w.state else { continue };
-            let Some(spec) = w.running_manifest().and_then(|m| m.health.clone()) else { continue };
+            let Some(manifest) = w.runs.as_ref().map(|d| d.manifest.clone()) else { continue };
+            let Some(spec) = manifest.health.clone() else { continue };
             let Some(probe) = spec.probe() else { continue };
             if let Some(h) = &mut w.health
                 && h.next.take_if(|next| *next <= at.now).is_some()
             {
-                effects.push(Effect::Probe { name: w.name.clone(), pid, probe, timeout: spec.timeout.as_std() });
+                let timeout = spec.timeout.as_std();
+                effects.push(Effect::Probe { name: w.name.clone(), pid, manifest, probe, timeout });
             }
         }
     }

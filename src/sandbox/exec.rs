@@ -27,6 +27,10 @@ pub struct Prepared {
     no_new_privileges: bool,
     seccomp: Vec<BpfProgram>,
     nofile: Option<(u64, u64)>,
+    /// Killed when the process that forked it dies (an entered command
+    /// whose `paddock __enter` is killed, say at a probe's timeout). Set
+    /// last: a change of credentials clears it.
+    pub die_with_parent: bool,
 }
 
 /// The command's path: as given when it has a `/`, else searched in PATH
@@ -72,6 +76,7 @@ pub fn prepare(cfg: &InitConfig, seccomp: Vec<BpfProgram>) -> Result<Prepared, (
         no_new_privileges: cfg.no_new_privileges,
         seccomp,
         nofile: cfg.nofile,
+        die_with_parent: false,
     })
 }
 
@@ -194,6 +199,10 @@ fn setup(p: &Prepared) -> Result<std::convert::Infallible, (Step, Errno)> {
     if p.no_new_privileges {
         // SAFETY: prctl with integer arguments only.
         Errno::result(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }).at(Step::NoNewPrivs)?;
+    }
+    if p.die_with_parent {
+        // SAFETY: prctl with integer arguments only.
+        Errno::result(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) }).at(Step::Execve)?;
     }
     nix::unistd::execve(&p.program, &p.argv, &p.envp).at(Step::Execve)
 }

@@ -7,6 +7,7 @@ pub mod cgroup;
 mod channel;
 mod clone;
 pub mod config;
+pub mod enter;
 mod exec;
 pub mod init;
 mod keeper;

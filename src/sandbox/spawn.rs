@@ -133,7 +133,7 @@ fn died(status: &WaitStatus) -> String {
     }
 }
 
-fn capability_mask(manifest: &Manifest) -> u64 {
+pub(super) fn capability_mask(manifest: &Manifest) -> u64 {
     if manifest.security.privileged {
         return Capability::ALL.iter().fold(0, |m, c| m | 1 << c.number());
     }
@@ -182,7 +182,7 @@ const INIT_NOFILE: u64 = 64;
 
 /// The workload's RLIMIT_NOFILE (soft, hard): the manifest's, or the one
 /// the daemon was started with (it raised its own, see `raise_nofile_limit`).
-fn workload_nofile(m: &Manifest) -> Option<(u64, u64)> {
+pub(super) fn workload_nofile(m: &Manifest) -> Option<(u64, u64)> {
     match (m.resources.nofile, INHERITED_NOFILE.get()) {
         (Some(n), _) => Some((u64::from(n), u64::from(n))),
         (None, Some(inherited)) => Some((inherited.rlim_cur, inherited.rlim_max)),

@@ -1,0 +1,266 @@
+//! Entering a running sandbox (`paddock exec`, health-check commands):
+//! `paddock __enter FD`, started by the daemon, joins the init's cgroup
+//! and namespaces, forks, and the child becomes a process of the workload
+//! exactly as the init's child did (`exec.rs`: its user, capabilities,
+//! bounding set, seccomp filter, no_new_privs, rlimit, environment).
+//! The parent stays outside the sandbox's pid namespace, passes signals
+//! on, and exits as the child did (128 + signal when killed).
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::sched::{CloneFlags, setns};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork, setsid};
+use serde::{Deserialize, Serialize};
+
+use super::channel::Channel;
+use super::config::InitConfig;
+use super::{exec, seccomp};
+
+/// What the entering process is told, with the init's pidfd alongside.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnterConfig {
+    /// The init's host pid (its namespaces are compared with ours by it).
+    pub pid: i32,
+    /// The workload as the init's child became it, with the command,
+    /// user, environment and workdir of this entry.
+    pub workload: InitConfig,
+    /// The cgroup directories of the sandbox, joined first.
+    pub cgroup: Vec<PathBuf>,
+    /// Its stdin is a terminal: the command gets it as its controlling one.
+    pub tty: bool,
+}
+
+/// What to run in the sandbox, beside what the manifest says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub command: Vec<String>,
+    /// Instead of the manifest's user and group.
+    pub user: Option<u32>,
+    pub group: Option<u32>,
+    /// Added to (or replacing) the manifest's environment.
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<PathBuf>,
+}
+
+/// The workload `name` as its manifest makes it, running `entry`.
+pub fn workload(name: &crate::model::WorkloadName, m: &crate::model::Manifest, entry: &Entry) -> InitConfig {
+    use crate::model::{Network, Seccomp, SharedOrPrivate};
+    let mut env: Vec<(String, String)> = m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (k, v) in &entry.env {
+        env.retain(|(existing, _)| existing != k);
+        env.push((k.clone(), v.clone()));
+    }
+    InitConfig {
+        hostname: m.hostname.clone().unwrap_or_else(|| name.to_string()),
+        command: entry.command.clone(),
+        env,
+        workdir: entry.workdir.clone().unwrap_or_else(|| m.workdir.clone()),
+        user: entry.user.unwrap_or(m.user),
+        group: entry.group.unwrap_or(m.group),
+        rootfs_readonly: m.rootfs.readonly,
+        mounts: Vec::new(),
+        own_network: m.namespaces.network == Network::Private,
+        private_pid: m.namespaces.pid == SharedOrPrivate::Private,
+        capabilities: super::spawn::capability_mask(m),
+        no_new_privileges: m.security.no_new_privileges,
+        seccomp: m.security.seccomp == Seccomp::Default && !m.security.privileged,
+        nofile: super::spawn::workload_nofile(m),
+        supervised: false,
+    }
+}
+
+/// Exit statuses, as `paddock run` has them.
+const SETUP_FAILED: i32 = 125;
+const CANNOT_EXECUTE: i32 = 126;
+const NOT_FOUND: i32 = 127;
+
+/// Signals passed on to the command.
+const FORWARDED: &[Signal] = &[
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// Starts `paddock __enter` with `stdio` as its stdin, stdout and stderr
+/// and nothing else of the daemon's (no environment, no other descriptor).
+pub fn start(config: &EnterConfig, init: &OwnedFd, stdio: [OwnedFd; 3]) -> std::io::Result<std::process::Child> {
+    let (ours, theirs) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )?;
+    let [stdin, stdout, stderr] = stdio;
+    let channel_fd = theirs.as_raw_fd();
+    let mut command = std::process::Command::new("/proc/self/exe");
+    command.arg("__enter").arg("3").env_clear().stdin(stdin).stdout(stdout).stderr(stderr);
+    // SAFETY: runs in the forked child before exec and calls only dup2,
+    // which is async-signal-safe; `channel_fd` stays open in the parent
+    // until spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            // dup2 clears O_CLOEXEC on the copy, so only this one crosses the exec.
+            if libc::dup2(channel_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    drop(theirs);
+    let channel = Channel::new(ours);
+    if let Err(e) = channel.send(config, &[init.as_raw_fd()]) {
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+        return Err(std::io::Error::other(e.to_string()));
+    }
+    Ok(child)
+}
+
+/// The namespaces of `pid` that differ from ours (joining one's own user
+/// namespace is an error; the others would be no-ops).
+fn differing(pid: i32) -> CloneFlags {
+    let mut flags = CloneFlags::empty();
+    for (ns, flag) in [
+        ("user", CloneFlags::CLONE_NEWUSER),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ] {
+        let theirs = std::fs::metadata(format!("/proc/{pid}/ns/{ns}")).map(|m| m.ino());
+        let ours = std::fs::metadata(format!("/proc/self/ns/{ns}")).map(|m| m.ino());
+        if theirs.is_err() || theirs.ok() != ours.ok() {
+            flags |= flag;
+        }
+    }
+    flags
+}
+
+fn fail(what: &str, error: impl std::fmt::Display) -> i32 {
+    eprintln!("paddock exec: {what}: {error}");
+    SETUP_FAILED
+}
+
+/// Entry point of `paddock __enter FD`; returns the exit status.
+pub fn main(channel_fd: RawFd) -> i32 {
+    // Not dumpable: the sandbox's processes cannot ptrace this process,
+    // which holds the host's uid 0 and paddock's binary, nor open its
+    // /proc files (as runc's setns process does).
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // SAFETY: the daemon passed this descriptor across exec for exactly this use.
+    let channel = Channel::new(unsafe { OwnedFd::from_raw_fd(channel_fd) });
+    let (cfg, fds) = match channel.recv::<EnterConfig>() {
+        Ok(message) => message,
+        Err(e) => return fail("receiving the sandbox", e),
+    };
+    drop(channel);
+    let Some(init) = fds.into_iter().next() else { return fail("receiving the sandbox", "no pidfd") };
+    for dir in &cfg.cgroup {
+        if let Err(e) = std::fs::write(dir.join("cgroup.procs"), "0") {
+            return fail(&format!("joining cgroup {}", dir.display()), e);
+        }
+    }
+    if let Err(e) = setns(&init, differing(cfg.pid)) {
+        return fail("joining the sandbox's namespaces", e);
+    }
+    drop(init);
+    let programs = if cfg.workload.seccomp {
+        match seccomp::default_programs(cfg.workload.capabilities) {
+            Ok(p) => p,
+            Err(e) => return fail("seccomp", e),
+        }
+    } else {
+        Vec::new()
+    };
+    // After the mount namespace is joined: PATH is searched in the sandbox's root.
+    let mut prepared = match exec::prepare(&cfg.workload, programs) {
+        Ok(p) => p,
+        Err((command, errno)) => {
+            eprintln!("paddock exec: cannot execute {command}: {}", errno.desc());
+            return if errno == Errno::ENOENT { NOT_FOUND } else { CANNOT_EXECUTE };
+        }
+    };
+    prepared.die_with_parent = true;
+    let mut watched = SigSet::empty();
+    watched.add(Signal::SIGCHLD);
+    FORWARDED.iter().for_each(|s| watched.add(*s));
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&watched), None) {
+        return fail("blocking signals", e);
+    }
+    let (err_read, err_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return fail("pipe", e),
+    };
+    // SAFETY: a single-threaded process (freshly exec'd), so the child may run any code.
+    let child = match unsafe { fork() } {
+        Err(e) => return fail("fork", e),
+        Ok(ForkResult::Child) => {
+            drop(err_read);
+            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+            // A session of its own; with a terminal, the terminal is its
+            // controlling one, so Ctrl-C and job control work inside.
+            let _ = setsid();
+            if cfg.tty {
+                // SAFETY: ioctl on stdin with an integer argument.
+                unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+            }
+            let (step, errno) = exec::exec(&prepared);
+            let mut failed = [0u8; 8];
+            failed[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+            failed[4..].copy_from_slice(&(errno as i32).to_ne_bytes());
+            let _ = nix::unistd::write(&err_write, &failed);
+            // SAFETY: _exit ends the process without running atexit handlers.
+            unsafe { libc::_exit(NOT_FOUND) }
+        }
+        Ok(ForkResult::Parent { child }) => child,
+    };
+    drop(err_write);
+    let mut buf = [0u8; 8];
+    let n = nix::unistd::read(&err_read, &mut buf).unwrap_or(0);
+    if n == 8 {
+        let step = u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes"));
+        let errno = Errno::from_raw(i32::from_ne_bytes(buf[4..].try_into().expect("4 bytes")));
+        let step = exec::Step::from_u32(step).unwrap_or(exec::Step::Execve);
+        let _ = waitpid(child, None);
+        return match step {
+            exec::Step::Execve => {
+                eprintln!("paddock exec: cannot execute {}: {}", cfg.workload.command[0], errno.desc());
+                if errno == Errno::ENOENT { NOT_FOUND } else { CANNOT_EXECUTE }
+            }
+            step => fail(step.name(), errno.desc()),
+        };
+    }
+    wait_forwarding(child, &watched)
+}
+
+/// Passes signals on to the command until it ends; its exit status.
+fn wait_forwarding(child: Pid, watched: &SigSet) -> i32 {
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => return fail("waiting for the command", e),
+        }
+        match watched.wait() {
+            Ok(Signal::SIGCHLD) | Err(_) => {}
+            Ok(signal) => {
+                let _ = kill(child, signal);
+            }
+        }
+    }
+}

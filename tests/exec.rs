@@ -1,0 +1,197 @@
+//! `paddock exec`: a command entered into a running workload is one of
+//! its processes in every respect, checked from inside and from the host.
+//! (Root and user namespaces required.)
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::daemon::{Daemon, gone, own_processes, processes};
+use common::sandbox::busybox_manifest;
+
+fn exec(d: &Daemon, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
+    cmd.arg("exec").arg("--socket").arg(d.path("paddock.sock")).args(args).env("PADDOCK_LEAK", "caller");
+    cmd
+}
+
+fn run(d: &Daemon, args: &[&str]) -> Output {
+    exec(d, args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A workload that sleeps, with a cgroup (a memory limit) and env. Each
+/// test names its own: cgroups are named after workloads, and the tests'
+/// daemons share the host's.
+fn sleeper(d: &Daemon, name: &str) -> i64 {
+    d.write(
+        &format!("{name}.toml"),
+        &busybox_manifest(
+            "exec sleep 1000",
+            "env = { GREETING = \"hello\" }\nuser = 0\n[resources]\nmemory = \"64MiB\"\npids = 64\n",
+        ),
+    );
+    d.running_pid(name)
+}
+
+fn ns(pid: i64, which: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{which}")).unwrap().display().to_string()
+}
+
+fn status_field(pid: i64, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find(|l| l.starts_with(field)).unwrap_or("").split_whitespace().skip(1).collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn an_exec_is_a_process_of_the_workload_in_every_respect() {
+    let mut d = Daemon::setup().start(&[]);
+    let init = sleeper(&d, "exec-ids");
+    let workload = own_processes(&d, &["sleep", "1000"])[0];
+    let mut child =
+        exec(&d, &["exec-ids", "--", "sleep", "777"]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let entered = loop {
+        if let Some(p) = processes(&["sleep", "777"]).into_iter().next() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the exec'd sleep never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // From the host: the workload's namespaces, ids, capabilities, seccomp and cgroup.
+    for which in ["user", "mnt", "pid", "net", "uts", "ipc", "cgroup"] {
+        assert_eq!(ns(entered, which), ns(init, which), "{which} namespace");
+    }
+    let w = d.workload("exec-ids").unwrap();
+    let host_uid = w["uid_map"]["host_start"].as_u64().unwrap();
+    assert_eq!(
+        status_field(entered, "Uid:"),
+        format!("{host_uid} {host_uid} {host_uid} {host_uid}"),
+        "root inside is the slice's first id"
+    );
+    for field in ["CapEff:", "CapBnd:", "CapPrm:", "Seccomp:", "NoNewPrivs:"] {
+        assert_eq!(status_field(entered, field), status_field(workload, field), "{field}");
+    }
+    assert_eq!(status_field(entered, "Seccomp:"), "2", "the seccomp filter is on");
+    let cgroup = |p: i64| std::fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap();
+    assert_eq!(cgroup(entered), cgroup(workload), "the workload's cgroup");
+    // An exec'd process is killed when its workload stops.
+    assert!(d.paddock(&["stop", "exec-ids"]).status.success());
+    let status = child.wait().unwrap();
+    assert!(gone(entered), "the exec'd process outlived its workload");
+    assert_eq!(status.code(), Some(137), "killed with its sandbox: {status:?}");
+    assert_eq!(d.terminate(), 0);
+}
+
+#[test]
+fn an_exec_gets_the_workloads_environment_and_nothing_of_the_callers() {
+    let mut d = Daemon::setup().start(&[]);
+    sleeper(&d, "exec-env");
+    let out = run(&d, &["exec-env", "--", "sh", "-c", "env; ls /proc/self/fd; echo hostname=$(hostname)"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("GREETING=hello"), "{said}");
+    assert!(!said.contains("PADDOCK_LEAK"), "the caller's environment leaked in: {said}");
+    assert!(said.contains("hostname=exec-env"), "{said}");
+    let fds: Vec<&str> = said.lines().filter(|l| l.parse::<u32>().is_ok()).collect();
+    assert_eq!(fds, ["0", "1", "2", "3"], "only stdio (and ls's own directory): {said}");
+    // --env, --workdir and --user.
+    let out = run(
+        &d,
+        &[
+            "--env",
+            "GREETING=bye",
+            "--workdir",
+            "/tmp",
+            "--user",
+            "1000:1001",
+            "exec-env",
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING $(pwd) $(id -u) $(id -g)",
+        ],
+    );
+    assert_eq!(text(&out.stdout).trim(), "bye /tmp 1000 1001", "{}", text(&out.stderr));
+    // stdin with -i.
+    let mut child =
+        exec(&d, &["-i", "exec-env", "--", "cat"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"through the pipe\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "through the pipe\n");
+    assert_eq!(d.terminate(), 0);
+}
+
+#[test]
+fn exit_statuses_are_the_commands_and_refusals_are_clear() {
+    let mut d = Daemon::setup().start(&[]);
+    sleeper(&d, "exec-codes");
+    assert_eq!(run(&d, &["exec-codes", "--", "sh", "-c", "exit 7"]).status.code(), Some(7));
+    assert_eq!(run(&d, &["exec-codes", "--", "sh", "-c", "kill -TERM $$"]).status.code(), Some(143));
+    let out = run(&d, &["exec-codes", "--", "/no/such/thing"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("cannot execute /no/such/thing"), "{}", text(&out.stderr));
+    let out = run(&d, &["nosuch", "--", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("no workload \"nosuch\""), "{}", text(&out.stderr));
+    assert!(d.paddock(&["stop", "exec-codes"]).status.success());
+    d.wait_for("exec-codes stopped", |d| d.workload("exec-codes").is_some_and(|w| w["state"] == "stopped"));
+    let out = run(&d, &["exec-codes", "--", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("exec-codes is stopped, not running"), "{}", text(&out.stderr));
+    assert_eq!(d.terminate(), 0);
+}
+
+#[test]
+fn with_a_tty_the_command_has_a_terminal_its_size_and_ctrl_c() {
+    let mut d = Daemon::setup().start(&[]);
+    sleeper(&d, "exec-tty");
+    let size = nix::pty::Winsize { ws_row: 33, ws_col: 101, ws_xpixel: 0, ws_ypixel: 0 };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    let slave = || Stdio::from(pty.slave.try_clone().unwrap());
+    let mut child = exec(
+        &d,
+        &[
+            "-it",
+            "exec-tty",
+            "--",
+            "sh",
+            "-c",
+            "stty size; trap 'echo got-int; exit 5' INT; echo ready; while :; do sleep 1; done",
+        ],
+    )
+    .stdin(slave())
+    .stdout(slave())
+    .stderr(slave())
+    .spawn()
+    .unwrap();
+    let mut master = std::fs::File::from(pty.master.try_clone().unwrap());
+    let mut seen = String::new();
+    let read_until = |master: &mut std::fs::File, seen: &mut String, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !seen.contains(what) {
+            assert!(Instant::now() < deadline, "never saw {what:?} in {seen:?}");
+            let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&*master), nix::poll::PollFlags::POLLIN)];
+            if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16)).unwrap() > 0 {
+                let mut buf = [0u8; 256];
+                let n = master.read(&mut buf).unwrap();
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    };
+    read_until(&mut master, &mut seen, "ready");
+    assert!(seen.contains("33 101"), "the terminal's size: {seen:?}");
+    // Ctrl-C, as a terminal sends it: through the workload's own terminal.
+    master.write_all(b"\x03").unwrap();
+    read_until(&mut master, &mut seen, "got-int");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(5), "{seen:?}");
+    let _ = pty.master.as_raw_fd();
+    assert_eq!(d.terminate(), 0);
+}
