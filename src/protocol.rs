@@ -49,6 +49,23 @@ pub struct WorkloadStatus {
     /// The ports it publishes, as "127.0.0.1:8080:80/tcp".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
+    /// While it runs with a health check: starting, healthy or unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Whom it waits for before it starts (`after`), each with why:
+    /// "db (starting)".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
+}
+
+/// One health probe's outcome, for `paddock status NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeOutcome {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub ok: bool,
+    /// The end of a command's output, or why the probe failed.
+    pub output: String,
 }
 
 /// One state change, for `paddock status NAME`.
@@ -72,6 +89,9 @@ pub struct WorkloadDetail {
     pub log: String,
     /// The sandbox's start (spawn to the workload's exec), milliseconds.
     pub start_latency_ms: Option<f64>,
+    /// The last health probes of this run, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeOutcome>,
 }
 
 /// One thing a reconcile did or would do: `start web (manifest added)`.

@@ -38,15 +38,20 @@ fn uptime(seconds: u64) -> String {
     }
 }
 
+/// "running (healthy)", "stopped (held)", as `docker ps` shows health.
 fn state_text(w: &WorkloadStatus) -> String {
-    if w.held { format!("{} (held)", w.state) } else { w.state.clone() }
+    match (&w.health, w.held) {
+        (Some(health), _) => format!("{} ({health})", w.state),
+        (None, true) => format!("{} (held)", w.state),
+        (None, false) => w.state.clone(),
+    }
 }
 
 fn paint_state(color: Color, state: &str, padded: String) -> String {
     let code = match state.split(' ').next().unwrap_or("") {
         "running" => "32",
         "failed" => "1;31",
-        "backoff" | "starting" | "stopping" => "33",
+        "backoff" | "starting" | "stopping" | "waiting" => "33",
         _ => "2",
     };
     color.paint(code, &padded)
@@ -122,6 +127,10 @@ pub fn table(workloads: &[WorkloadStatus], width: Option<usize>, color: Color) -
     let mut out = line(&header, false) + "\n";
     for (row, w) in rows.iter().zip(workloads) {
         out += &(line(row, true) + "\n");
+        if !w.waiting_for.is_empty() {
+            out += &cut(&format!("    waiting for {}", escape(&w.waiting_for.join(", "))));
+            out.push('\n');
+        }
         if let Some(error) = &w.error {
             for l in error.lines() {
                 out += &cut(&format!("    {}", escape(l)));
@@ -150,6 +159,20 @@ fn detail(d: &WorkloadDetail, color: Color) -> String {
     field("last exit", last_exit(w));
     field("start took", d.start_latency_ms.map_or("-".into(), |ms| format!("{ms:.1} ms")));
     field("log", escape(&d.log).into_owned());
+    if !w.waiting_for.is_empty() {
+        field("waiting for", w.waiting_for.join(", "));
+    }
+    if let Some(health) = &w.health {
+        field("health", health.clone());
+    }
+    if !d.probes.is_empty() {
+        out.push_str("  last probes:\n");
+        for p in &d.probes {
+            let verdict = if p.ok { "ok" } else { "failed" };
+            let said = p.output.lines().last().unwrap_or("");
+            out.push_str(&format!("    {}  {verdict}  {}\n", p.time, escape(said)));
+        }
+    }
     if let Some(error) = &w.error {
         out.push_str("  error:\n");
         for l in error.lines() {
@@ -214,6 +237,8 @@ mod tests {
             network: None,
             addresses: Vec::new(),
             ports: Vec::new(),
+            health: None,
+            waiting_for: Vec::new(),
         }
     }
 

@@ -103,6 +103,11 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             network: network.as_ref().map(|n| n.network.clone()),
             addresses: network.as_ref().map(|n| n.addresses.clone()).unwrap_or_default(),
             ports: network.map(|n| n.ports).unwrap_or_default(),
+            health: match (&w.state, &w.health) {
+                (State::Running { .. }, Some(h)) => Some(h.status.name().to_owned()),
+                _ => None,
+            },
+            waiting_for: w.waiting.iter().map(|w| w.to_string()).collect(),
         }
     }
 
@@ -125,6 +130,16 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 .collect(),
             log: log_path(&self.state_dir, &name).display().to_string(),
             start_latency_ms: w.start_latency.map(|d| d.as_secs_f64() * 1000.0),
+            probes: w
+                .health
+                .iter()
+                .flat_map(|h| &h.results)
+                .map(|r| crate::protocol::ProbeOutcome {
+                    time: crate::timefmt::rfc3339(r.at),
+                    ok: r.ok,
+                    output: r.output.clone(),
+                })
+                .collect(),
         })
     }
 
@@ -136,6 +151,19 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             for state in State::NAMES {
                 let on = u8::from(w.state_name() == state);
                 let _ = writeln!(out, "paddock_workload_state{{workload=\"{}\",state=\"{state}\"}} {on}", w.name);
+            }
+        }
+        family(
+            &mut out,
+            "paddock_workload_health",
+            "gauge",
+            "For a running workload with a health check: 1 for its health now, 0 for the others.",
+        );
+        for w in self.core.workloads() {
+            let (State::Running { .. }, Some(h)) = (&w.state, &w.health) else { continue };
+            for health in crate::reconcile::HealthStatus::NAMES {
+                let on = u8::from(h.status.name() == health);
+                let _ = writeln!(out, "paddock_workload_health{{workload=\"{}\",health=\"{health}\"}} {on}", w.name);
             }
         }
         family(&mut out, "paddock_workload_restarts", "gauge", "Restarts since the manifest last changed.");

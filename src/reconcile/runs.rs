@@ -111,6 +111,17 @@ impl Core {
             }
             pass.actions.push(Action { verb, name: name.clone(), cause });
         }
+        // Why each waits, as things stand after this pass's starts.
+        if self.workloads.values().any(|w| !w.waiting.is_empty()) {
+            for (name, fresh) in super::order::waits(&self.workloads) {
+                if let Some(w) = self.workloads.get_mut(&name)
+                    && !w.waiting.is_empty()
+                    && !fresh.is_empty()
+                {
+                    w.waiting = fresh;
+                }
+            }
+        }
         for name in forgotten {
             self.workloads.remove(&name);
             pass.effects.push(Effect::Forget { name });

@@ -1,0 +1,161 @@
+//! Health checks and start order with a real daemon and real sandboxes.
+//! (Root and user namespaces required.)
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::daemon::Daemon;
+use common::sandbox::busybox_manifest;
+use serde_json::Value;
+
+/// A busybox httpd on 127.0.0.1:PORT inside the workload, serving "ok".
+fn server(port: u16, then: &str) -> String {
+    format!("mkdir -p /tmp/www && echo ok > /tmp/www/index.html && httpd -f -p 127.0.0.1:{port} -h /tmp/www & {then}")
+}
+
+fn detail(d: &Daemon, name: &str) -> Value {
+    let out = d.paddock(&["status", "--json", name]);
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn events(d: &Daemon, name: &str) -> Vec<String> {
+    detail(d, name)["changes"]
+        .as_array()
+        .map_or(Vec::new(), |c| c.iter().map(|c| c["event"].as_str().unwrap_or("").to_owned()).collect())
+}
+
+#[test]
+fn an_http_probe_makes_a_private_workload_healthy_and_a_server_that_stops_answering_is_restarted() {
+    let mut d = Daemon::setup().start(&[]);
+    // Serves for 2 s, then stops answering while its sandbox lives on.
+    let manifest = busybox_manifest(
+        &server(8080, "sleep 2; kill $!; exec sleep 1000"),
+        "[health]\nhttp = { port = 8080, path = \"/index.html\" }\ninterval = \"200ms\"\ntimeout = \"1s\"\nretries = 3\n",
+    );
+    d.write("hweb.toml", &manifest);
+    d.wait_for("hweb healthy", |d| d.workload("hweb").is_some_and(|w| w["health"] == "healthy"));
+    let table = String::from_utf8_lossy(&d.paddock(&["status"]).stdout).into_owned();
+    assert!(table.contains("running (healthy)"), "{table}");
+    let view = d.paddock(&["status", "hweb"]);
+    assert!(String::from_utf8_lossy(&view.stdout).contains(" 200 OK"), "the last probes are shown");
+    // It stops answering: unhealthy after three failures in a row, then restarted.
+    d.wait_for("hweb restarted", |d| d.workload("hweb").is_some_and(|w| w["restarts"].as_u64() >= Some(1)));
+    let said = events(&d, "hweb");
+    let unhealthy = said.iter().position(|e| e == "health: unhealthy").expect("unhealthy noted");
+    assert!(said[..unhealthy].iter().any(|e| e == "health: healthy"), "{said:?}");
+    assert!(said[unhealthy..].iter().any(|e| e.starts_with("stopping with SIGTERM (unhealthy")), "{said:?}");
+    assert_eq!(d.terminate(), 0);
+}
+
+#[test]
+fn a_tcp_probe_and_a_command_probe_and_mark_only() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("htcp.toml", &busybox_manifest(&server(9000, "wait"), "[health]\ntcp = 9000\ninterval = \"200ms\"\n"));
+    // Ready once it has made /tmp/ready; never restarted (mark only) while it is not.
+    d.write(
+        "hcmd.toml",
+        &busybox_manifest(
+            "sleep 2; touch /tmp/ready; exec sleep 1000",
+            "[health]\ncommand = [\"test\", \"-f\", \"/tmp/ready\"]\ninterval = \"200ms\"\nretries = 1\non_unhealthy = \"mark\"\n",
+        ),
+    );
+    d.wait_for("htcp healthy", |d| d.workload("htcp").is_some_and(|w| w["health"] == "healthy"));
+    d.wait_for("hcmd unhealthy", |d| d.workload("hcmd").is_some_and(|w| w["health"] == "unhealthy"));
+    d.wait_for("hcmd healthy", |d| d.workload("hcmd").is_some_and(|w| w["health"] == "healthy"));
+    assert_eq!(d.workload("hcmd").unwrap()["restarts"], 0, "mark only: not restarted");
+    let probes = detail(&d, "hcmd")["probes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        probes.iter().any(|p| p["ok"] == false && p["output"].as_str().unwrap_or("").contains("exit 1")),
+        "{probes:?}"
+    );
+    assert_eq!(d.terminate(), 0);
+}
+
+#[test]
+fn a_chain_starts_in_order_waiting_for_health_and_a_cycle_is_refused_naming_both_files() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write(
+        "odb.toml",
+        &busybox_manifest(
+            "sleep 1; touch /tmp/up; exec sleep 1000",
+            "[health]\ncommand = [\"test\", \"-f\", \"/tmp/up\"]\ninterval = \"200ms\"\nstart_period = \"10s\"\n",
+        ),
+    );
+    d.write("oapp.toml", &busybox_manifest("exec sleep 1000", "after = [\"odb\"]\n"));
+    d.write("oweb.toml", &busybox_manifest("exec sleep 1000", "after = [\"oapp\"]\n"));
+    d.write("ocyc-a.toml", &busybox_manifest("exec sleep 1000", "after = [\"ocyc-b\"]\n"));
+    d.write("ocyc-b.toml", &busybox_manifest("exec sleep 1000", "after = [\"ocyc-a\"]\n"));
+    d.write("olone.toml", &busybox_manifest("exec sleep 1000", "after = [\"nobody\"]\n"));
+    d.wait_for("oapp waiting", |d| d.workload("oapp").is_some_and(|w| w["state"] == "waiting"));
+    let app = d.workload("oapp").unwrap();
+    assert_eq!(app["waiting_for"][0].as_str().unwrap_or(""), "odb (starting)", "{app}");
+    d.wait_for("oweb running", |d| d.workload("oweb").is_some_and(|w| w["state"] == "running"));
+    // In order: each started only after what it comes after was ready.
+    let first = |name: &str, what: &str| -> String {
+        detail(&d, name)["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["event"].as_str().unwrap_or("").starts_with(what))
+            .map(|c| c["time"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let (db_healthy, app_starts) = (first("odb", "health: healthy"), first("oapp", "starting"));
+    let (app_started, web_starts) = (first("oapp", "started"), first("oweb", "starting"));
+    assert!(!db_healthy.is_empty() && db_healthy <= app_starts, "{db_healthy} <= {app_starts}");
+    assert!(!app_started.is_empty() && app_started <= web_starts, "{app_started} <= {web_starts}");
+    // The cycle: both files refused, each naming the circle; the rest runs.
+    for name in ["ocyc-a", "ocyc-b"] {
+        let w = d.workload(name).unwrap();
+        assert_eq!(w["state"], "invalid", "{w}");
+        let error = w["error"].as_str().unwrap_or("");
+        assert!(error.contains("ocyc-a.toml") && error.contains("ocyc-b.toml") && error.contains("circle"), "{error}");
+    }
+    // A name no manifest defines: it waits, and says for whom.
+    let lone = d.workload("olone").unwrap();
+    assert_eq!(lone["state"], "waiting");
+    assert_eq!(lone["waiting_for"][0], "nobody (no manifest defines it)");
+    // Removing a dependency leaves its dependent waiting, with the reason.
+    std::fs::remove_file(d.path("wl/oweb.toml")).unwrap();
+    std::fs::remove_file(d.path("wl/oapp.toml")).unwrap();
+    d.write("oweb.toml", &busybox_manifest("exec sleep 1000 ", "after = [\"oapp\"]\n"));
+    d.wait_for("oweb waits for oapp", |d| {
+        d.workload("oweb").is_some_and(|w| w["waiting_for"][0] == "oapp (no manifest defines it)")
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["check", "--policy", "privileged", d.path("wl").to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("no manifest defines `oapp`") && said.contains("start order goes round"), "{said}");
+    assert_eq!(d.terminate(), 0);
+}
+
+#[test]
+fn a_hundred_hanging_probes_do_not_slow_the_daemon() {
+    let mut d = Daemon::setup().start(&[]);
+    for i in 0..100 {
+        d.write(
+            &format!("hang{i}.toml"),
+            &busybox_manifest(
+                "exec sleep 1000",
+                "[health]\ncommand = [\"sleep\", \"100\"]\ninterval = \"100ms\"\ntimeout = \"30s\"\n",
+            ),
+        );
+    }
+    d.wait_for("100 running", |d| d.status().iter().filter(|w| w["state"] == "running").count() == 100);
+    // Every probe is out (each hangs for 30 s); the daemon answers at once.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let asked = Instant::now();
+        let out = d.paddock(&["status", "--json"]);
+        assert!(out.status.success());
+        slowest = slowest.max(asked.elapsed());
+    }
+    eprintln!("status with 100 probes hanging: slowest of 20 answers {slowest:?}");
+    assert!(slowest < Duration::from_millis(500), "status took {slowest:?} while probes hung");
+    assert_eq!(d.terminate(), 0);
+}
