@@ -104,14 +104,13 @@ pub trait Executor {
 
 /// Whose fault a spawn error is (see `Blame`).
 pub fn blame(error: &SpawnError) -> Blame {
-    let exhausted = |errno: Errno| matches!(errno, Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM | Errno::ENOSPC);
     match error {
         SpawnError::OpenSelf(e) | SpawnError::DevNull(e) | SpawnError::SocketPair(e) | SpawnError::Clone(e)
-            if exhausted(*e) =>
+            if is_exhausted(*e) =>
         {
             Blame::Daemon
         }
-        SpawnError::Record(e) if e.raw_os_error().is_some_and(|e| exhausted(Errno::from_raw(e))) => Blame::Daemon,
+        SpawnError::Record(e) if e.raw_os_error().is_some_and(|e| is_exhausted(Errno::from_raw(e))) => Blame::Daemon,
         SpawnError::Cgroup(CgroupError::MissingController { .. } | CgroupError::EnableController { .. }) => Blame::Host,
         SpawnError::OutsideSlice { .. } | SpawnError::Source(_) => Blame::Host,
         _ => Blame::Workload,
@@ -377,6 +376,8 @@ struct NetworkFailed(String);
 #[error("cannot open the workload's log: {0}")]
 struct LogFile(std::io::Error);
 
+/// The host (or this process) ran out of descriptors, memory or space:
+/// the daemon's failure, not the workload's.
 fn is_exhausted(errno: Errno) -> bool {
     matches!(errno, Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM | Errno::ENOSPC)
 }
