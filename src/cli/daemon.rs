@@ -64,11 +64,9 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
         })?;
     }
     crate::fsutil::open_volumes_root(&config.volumes_root).or_fail(CONFIG_ERROR)?;
-    let policies =
-        crate::validate::load_policies_strict(&config.policies, Some(&config.policy_dir), &config.volumes_root);
     let networks =
         crate::network::Networks::load(&config.network, &state_dir, &config.run_dir).or_fail(CONFIG_ERROR)?;
-    let validator = crate::validate::Validator::new(policies.or_fail(CONFIG_ERROR)?)
+    let validator = super::validator(&config.policies, &config.policy_dir, &config.volumes_root, true)
         .or_fail(CONFIG_ERROR)?
         .with_restart_defaults(config.restart.clone())
         .with_networks(networks.names());

@@ -11,9 +11,12 @@ pub mod run;
 pub mod schema;
 pub mod status;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+use crate::validate::{PolicyError, SchemaError, Validator};
 
 /// Exit status of a command, as documented for each.
 pub type ExitCode = u8;
@@ -134,29 +137,40 @@ pub struct PolicyArgs {
 
 impl PolicyArgs {
     /// Flags beat the configuration, which beats the defaults.
-    pub fn volumes_root(&self, config: &crate::config::Config) -> PathBuf {
+    pub fn volumes_root(&self, config: &Config) -> PathBuf {
         self.volumes_root.clone().unwrap_or_else(|| config.volumes_root.clone())
     }
 
-    /// The validator for these policies. `strict` also compiles the
-    /// policies not chosen, so a broken policy file is an error.
-    pub fn validator(
-        &self,
-        config: &crate::config::Config,
-        strict: bool,
-    ) -> Result<crate::validate::Validator, String> {
-        let names = if self.policies.is_empty() { config.policies.clone() } else { self.policies.clone() };
-        let dir = self.policy_dir.clone().unwrap_or_else(|| config.policy_dir.clone());
-        let load = if strict { crate::validate::load_policies_strict } else { crate::validate::load_policies };
-        let policies = load(&names, Some(&dir), &self.volumes_root(config)).map_err(|e| e.to_string())?;
-        crate::validate::Validator::new(policies).map_err(|e| e.to_string())
+    /// The validator for these policies (see `validator`).
+    pub fn validator(&self, config: &Config, strict: bool) -> Result<Validator, ValidatorError> {
+        let names = if self.policies.is_empty() { &config.policies } else { &self.policies };
+        let dir = self.policy_dir.as_ref().unwrap_or(&config.policy_dir);
+        validator(names, dir, &self.volumes_root(config), strict)
     }
+}
+
+/// The validator for the policies `names`, built in or found in `dir`,
+/// whose idmapped mounts must come from under `volumes_root`: what the
+/// daemon and every command that validates manifests check them with.
+/// `strict` also compiles the policies not chosen, so a broken policy
+/// file is an error.
+pub fn validator(names: &[String], dir: &Path, volumes_root: &Path, strict: bool) -> Result<Validator, ValidatorError> {
+    let load = if strict { crate::validate::load_policies_strict } else { crate::validate::load_policies };
+    Ok(Validator::new(load(names, Some(dir), volumes_root)?)?)
+}
+
+/// Why the validator cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidatorError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
 }
 
 /// Loads the daemon's configuration for a command; an invalid file's
 /// problems are printed (as `check` prints a manifest's) before the error.
-pub fn load_config(path: Option<&std::path::Path>) -> Result<crate::config::Config, String> {
-    use crate::config::{Config, ConfigError};
+pub fn load_config(path: Option<&Path>) -> Result<Config, String> {
     match Config::load(path) {
         Ok(c) => Ok(c),
         Err(ConfigError::Invalid { path, text, problems }) => {

@@ -4,7 +4,10 @@
 //! the queues are drained. Nothing on the loop blocks: scans and their
 //! validation run on a blocking thread (`scan::run_job`), and so do the
 //! waits of a sandbox's end (`executor.rs`). SIGTERM is heard first, so
-//! it is honoured even when everything else is busy.
+//! it is honoured even when everything else is busy. Control requests
+//! are answered in `control`.
+
+mod control;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,14 +24,15 @@ use super::records;
 use super::scan::{self, Rescan, Snapshot};
 use super::server::{self, Control};
 use super::store::DiskStore;
-use super::supervisor::{Answered, Supervisor};
+use super::supervisor::Supervisor;
 use super::upgrade;
 use super::watch::{Change, Watch, WatchError};
 use crate::model::WorkloadName;
-use crate::protocol::{Report, Response};
+use crate::protocol::Response;
 use crate::reconcile::{Clock, ManifestEvent};
 use crate::sandbox::cgroup::Layout;
 use crate::validate::Validator;
+use control::{Context, answer, preview};
 
 /// Tens of milliseconds: an editor's write-then-rename (microseconds apart)
 /// lands as one change, and reload latency stays low (bench/daemon.py).
@@ -365,114 +369,4 @@ async fn scan_now(
             changes: Vec::new(),
             refused: Some(e.to_string()),
         })
-}
-
-/// What answering a request needs besides the supervisor.
-struct Context<'a> {
-    validator: &'a Arc<Validator>,
-    jobs: &'a mpsc::UnboundedSender<Job>,
-    workloads: &'a Path,
-    notifier: &'a Notifier,
-}
-
-/// Answers a request; returns whether what should run may have changed.
-fn answer(control: Control, daemon: &mut Daemon, scans: &mut Scans, shutting_down: bool, cx: &Context<'_>) -> bool {
-    let Context { validator, jobs, workloads, notifier } = *cx;
-    let (request, reply) = match control {
-        Control::Metrics(reply) => {
-            let _ = reply.send(daemon.metrics());
-            return false;
-        }
-        Control::Ask(request, reply) => (request, reply),
-        Control::Exec(request, stdio, reply) => {
-            let entered = match shutting_down {
-                true => Err("the daemon is shutting down".to_owned()),
-                false => daemon.exec(&request, stdio),
-            };
-            let _ = reply.send(entered);
-            return false;
-        }
-    };
-    if shutting_down {
-        let _ = reply.send(Response::Error("the daemon is shutting down".to_owned()));
-        return false;
-    }
-    match daemon.answer(request, Clock::read()) {
-        Answered::Now(response, changed) => {
-            let _ = reply.send(response);
-            changed
-        }
-        Answered::Reload if upgrade::installed().is_some_and(|(_, replaced)| replaced) => {
-            // `systemctl reload paddock` after a package upgrade: take the new binary.
-            tracing::info!("reload asked after the binary was replaced: re-executing it, workloads keep running");
-            scans.upgrade = Some(Some(reply));
-            false
-        }
-        Answered::Reload => {
-            tracing::info!("reload asked on the control socket: rescanning");
-            let _ = notifier.notify("RELOADING=1");
-            // Served by a scan that starts after this request.
-            scans.next.push(reply);
-            scans.wanted = Some(Rescan::Everything);
-            false
-        }
-        Answered::Upgrade => {
-            scans.upgrade = Some(Some(reply));
-            false
-        }
-        Answered::Plan(dir) => {
-            let dir = dir.map_or_else(|| workloads.to_owned(), PathBuf::from);
-            let (validator, jobs) = (validator.clone(), jobs.clone());
-            tokio::task::spawn_blocking(move || {
-                let _ = jobs.send(Job::Preview(reply, preview_scan(&dir, &validator)));
-            });
-            false
-        }
-    }
-}
-
-/// Validates every file of `dir`, as a rescan would (blocking).
-fn preview_scan(
-    dir: &Path,
-    validator: &Validator,
-) -> Result<(BTreeMap<WorkloadName, ManifestEvent>, Vec<String>), String> {
-    let snapshot = scan::scan(dir, None).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    let mut changes: Vec<scan::FileChange> = snapshot
-        .keys()
-        .map(|file| scan::FileChange {
-            file: file.clone(),
-            name: WorkloadName::stem_of_manifest_file(file).and_then(|s| WorkloadName::try_from(s).ok()),
-            event: scan::event(dir, file, snapshot.get(file), validator),
-        })
-        .collect();
-    // The directory as a whole: every file is new to it.
-    scan::refuse_port_conflicts(dir, &snapshot, &mut changes, &[], &[]);
-    let mut events = BTreeMap::new();
-    let mut invalid = Vec::new();
-    for change in changes {
-        if let ManifestEvent::Invalid(problems) = &change.event {
-            invalid.push(problems.clone());
-        }
-        if let Some(name) = change.name {
-            events.insert(name, change.event);
-        }
-    }
-    Ok((events, invalid))
-}
-
-/// `paddock plan`: what the core would do with those manifests.
-fn preview(daemon: &Daemon, events: BTreeMap<WorkloadName, ManifestEvent>, invalid: Vec<String>) -> Report {
-    let actions = daemon.core().preview(events, Clock::read());
-    Report {
-        actions: actions
-            .into_iter()
-            .map(|a| crate::protocol::PlannedAction {
-                verb: a.verb,
-                name: a.name.to_string(),
-                why: a.cause.to_string(),
-            })
-            .collect(),
-        invalid,
-        queued: 0,
-    }
 }

@@ -7,12 +7,15 @@
 //! acknowledges so the init may go. The waits that can take long (the
 //! init's exit, emptying the cgroup) run on a blocking thread. What
 //! happens comes back as `SandboxEvent`s. Sandboxes a predecessor left
-//! running are adopted the same way (`adopt`).
+//! running are adopted the same way (`adopt`). A workload's network
+//! attachment, which a start may wait for, is kept in `attachments`.
+
+mod attachments;
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
@@ -22,7 +25,6 @@ use tokio::sync::mpsc;
 
 use super::listener::Listener;
 use super::records::{self, Record};
-use super::workers::Workers;
 use crate::idmap::Slice;
 use crate::logline;
 use crate::model::{Exit, Manifest, Signal, WorkloadName};
@@ -30,6 +32,8 @@ use crate::network::{Attachment, Networks};
 use crate::reconcile::{Blame, StartFailure, Version};
 use crate::sandbox::cgroup::{Cgroup, CgroupError, Layout};
 use crate::sandbox::{self, InitMode, Sandbox, SpawnError, SpawnRequest, process};
+pub use attachments::{AttachError, NetworkView};
+use attachments::{Attachments, Prepared};
 
 /// What a sandbox did, reported to the event loop.
 #[derive(Debug)]
@@ -67,24 +71,6 @@ pub enum SandboxEvent {
         ok: bool,
         output: String,
     },
-}
-
-/// Why a network could not be attached, and whose the failure is: one
-/// the operator must mend (a missing plugin, an unknown network) fails the
-/// workload at once; one that may pass (a plugin that failed or timed
-/// out, say two of them racing to make the host's shared chains) counts
-/// as a failed start, retried with the workload's backoff.
-#[derive(Debug)]
-pub struct AttachError {
-    pub message: String,
-    pub blame: Blame,
-}
-
-impl From<crate::network::NetworkError> for AttachError {
-    fn from(e: crate::network::NetworkError) -> Self {
-        let blame = if e.needs_the_operator() { Blame::Host } else { Blame::Workload };
-        AttachError { message: e.to_string(), blame }
-    }
 }
 
 /// One start to begin.
@@ -145,24 +131,15 @@ pub trait Executor {
     }
 }
 
-/// What status shows of a workload's network.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NetworkView {
-    pub network: String,
-    pub addresses: Vec<String>,
-    pub ports: Vec<String>,
-}
-
 /// Whose fault a spawn error is (see `Blame`).
 pub fn blame(error: &SpawnError) -> Blame {
-    let exhausted = |errno: Errno| matches!(errno, Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM | Errno::ENOSPC);
     match error {
         SpawnError::OpenSelf(e) | SpawnError::DevNull(e) | SpawnError::SocketPair(e) | SpawnError::Clone(e)
-            if exhausted(*e) =>
+            if is_exhausted(*e) =>
         {
             Blame::Daemon
         }
-        SpawnError::Record(e) if e.raw_os_error().is_some_and(|e| exhausted(Errno::from_raw(e))) => Blame::Daemon,
+        SpawnError::Record(e) if e.raw_os_error().is_some_and(|e| is_exhausted(Errno::from_raw(e))) => Blame::Daemon,
         SpawnError::Cgroup(CgroupError::MissingController { .. } | CgroupError::EnableController { .. }) => Blame::Host,
         SpawnError::OutsideSlice { .. } | SpawnError::Source(_) => Blame::Host,
         _ => Blame::Workload,
@@ -206,46 +183,19 @@ struct Preparing {
     cancelled: bool,
 }
 
-/// A workload's network attachment, guarded: whoever attaches or detaches
-/// it (on a thread of its own; the plugins take a while) holds the lock,
-/// so the operations on one workload's network never overlap.
-type Slot = Arc<Mutex<Option<Attachment>>>;
-
 pub struct SandboxExecutor {
     settings: Settings,
     events: mpsc::UnboundedSender<SandboxEvent>,
     live: BTreeMap<WorkloadName, Live>,
     preparing: BTreeMap<WorkloadName, Preparing>,
-    /// One slot per workload that has (or had) an attachment, kept for the
-    /// daemon's life: a start and a detachment of the same workload lock
-    /// the same mutex, so they never run at once on its paths.
-    attachments: BTreeMap<WorkloadName, Slot>,
-    /// Detachments queued, by the container id they undo.
-    detaching: BTreeMap<WorkloadName, String>,
-    /// What status shows of each attachment (kept apart from the slots,
-    /// which a thread may hold for a while).
-    views: BTreeMap<WorkloadName, NetworkView>,
-    /// Where attachments are made and undone, off the event loop.
-    workers: Workers,
-    /// Whether attachments may be released: not before the first scan has
-    /// said which workloads exist (a recorded attachment is reused by a
-    /// workload that starts again with the same network settings).
-    releasing: bool,
+    /// Workloads' network attachments, made and undone off the event loop.
+    attachments: Attachments,
 }
 
 impl SandboxExecutor {
     pub fn new(settings: Settings, events: mpsc::UnboundedSender<SandboxEvent>) -> Self {
-        SandboxExecutor {
-            settings,
-            events,
-            live: BTreeMap::new(),
-            preparing: BTreeMap::new(),
-            attachments: BTreeMap::new(),
-            detaching: BTreeMap::new(),
-            views: BTreeMap::new(),
-            workers: Workers::new(NETWORK_WORKERS),
-            releasing: false,
-        }
+        let attachments = Attachments::new(settings.networks.clone(), events.clone());
+        SandboxExecutor { settings, events, live: BTreeMap::new(), preparing: BTreeMap::new(), attachments }
     }
 
     fn log_path(&self, name: &WorkloadName) -> PathBuf {
@@ -258,56 +208,18 @@ pub fn log_path(state_dir: &Path, name: &WorkloadName) -> PathBuf {
     state_dir.join("logs").join(format!("{name}.log"))
 }
 
-/// Threads that make and undo network attachments: the plugins mostly
-/// wait on the kernel and the xtables lock, so a few are enough.
-const NETWORK_WORKERS: usize = 4;
-
 impl Executor for SandboxExecutor {
     fn start(&mut self, request: StartRequest<'_>) -> Result<(), StartFailure> {
         let StartRequest { name, version, manifest, slice } = request;
-        let networks = self.settings.networks.clone();
-        let Some(fingerprint) = networks.fingerprint(name, manifest) else {
-            return self.spawn(name, version, manifest, slice, None);
-        };
-        let slot = self.attachments.entry(name.clone()).or_default().clone();
-        // A restart in the namespace it had: nothing to wait for.
-        if let Ok(guard) = slot.try_lock()
-            && let Some(a) = guard.as_ref().filter(|a| reusable(a, fingerprint))
-        {
-            let a = a.clone();
-            drop(guard);
-            return self.spawn(name, version, manifest, slice, Some(&a));
-        }
-        // A new attachment (the old one undone first): on a thread, then
-        // the start goes on when `Attached` comes back.
-        self.views.remove(name);
-        self.preparing.insert(name.clone(), Preparing { version, manifest: manifest.clone(), slice, cancelled: false });
-        let (events, name, manifest) = (self.events.clone(), name.clone(), manifest.clone());
-        self.workers.submit(move || {
-            let mut guard = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let outcome = match guard.take() {
-                Some(a) if reusable(&a, fingerprint) => Ok(a),
-                Some(old) => match networks.detach(&name, &old) {
-                    // Its record would be overwritten by the new one: what
-                    // the old one made is undone first, or nothing is made.
-                    Err(e) => {
-                        *guard = Some(old);
-                        Err(AttachError {
-                            message: format!("undoing its previous network attachment: {e}"),
-                            blame: Blame::Workload,
-                        })
-                    }
-                    Ok(()) => networks.attach(&name, &manifest).map_err(AttachError::from),
-                },
-                None => networks.attach(&name, &manifest).map_err(AttachError::from),
-            };
-            if guard.is_none() || outcome.is_ok() {
-                *guard = outcome.as_ref().ok().cloned();
+        match self.attachments.prepare(name, manifest) {
+            Prepared::NoNetwork => self.spawn(name, version, manifest, slice, None),
+            Prepared::Ready(a) => self.spawn(name, version, manifest, slice, Some(&a)),
+            Prepared::Underway => {
+                let start = Preparing { version, manifest: manifest.clone(), slice, cancelled: false };
+                self.preparing.insert(name.clone(), start);
+                Ok(())
             }
-            drop(guard);
-            let _ = events.send(SandboxEvent::Attached { name, outcome: outcome.map(Box::new) });
-        });
-        Ok(())
+        }
     }
 
     fn attached(
@@ -320,7 +232,7 @@ impl Executor for SandboxExecutor {
             Ok(a) => a,
             Err(e) => return Err(StartFailure::new(e.blame, NetworkFailed(e.message))),
         };
-        self.views.insert(name.clone(), view(&attachment));
+        self.attachments.made(name, &attachment);
         if start.cancelled {
             return Err(StartFailure::new(Blame::Workload, NetworkFailed("stopped while its network was made".into())));
         }
@@ -328,51 +240,12 @@ impl Executor for SandboxExecutor {
     }
 
     fn release_networks(&mut self, wanted: &dyn Fn(&WorkloadName) -> bool) {
-        if !self.releasing {
-            return;
-        }
-        let unwanted: Vec<(WorkloadName, Slot)> = self
-            .attachments
-            .iter()
-            .filter(|(n, _)| !wanted(n) && !self.live.contains_key(*n) && !self.preparing.contains_key(*n))
-            .map(|(n, slot)| (n.clone(), slot.clone()))
-            .collect();
-        for (name, slot) in unwanted {
-            // A slot in use (an attachment being made or undone) is looked
-            // at again on a later pass.
-            let Ok(guard) = slot.try_lock() else { continue };
-            let Some(id) = guard.as_ref().map(|a| a.container_id.clone()) else {
-                self.detaching.remove(&name);
-                continue;
-            };
-            drop(guard);
-            if self.detaching.get(&name) == Some(&id) {
-                continue;
-            }
-            self.detaching.insert(name.clone(), id.clone());
-            self.views.remove(&name);
-            let networks = self.settings.networks.clone();
-            self.workers.submit(move || {
-                let mut guard = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                // Only what it was queued for: a start that came meanwhile
-                // may have reused or replaced it.
-                if guard.as_ref().is_none_or(|a| a.container_id != id) {
-                    return;
-                }
-                let Some(a) = guard.take() else { return };
-                match networks.detach(&name, &a) {
-                    Ok(()) => tracing::info!(workload = %name, network = %a.network, "network detached"),
-                    Err(e) => {
-                        tracing::error!(workload = %name, error = %e, "cannot undo its network attachment; the next daemon to start tries again");
-                        *guard = Some(a);
-                    }
-                }
-            });
-        }
+        let (live, preparing) = (&self.live, &self.preparing);
+        self.attachments.release(|n| !wanted(n) && !live.contains_key(n) && !preparing.contains_key(n));
     }
 
     fn network(&self, name: &WorkloadName) -> Option<NetworkView> {
-        self.views.get(name).cloned()
+        self.attachments.view(name)
     }
 
     fn signal(&mut self, name: &WorkloadName, signal: Signal) {
@@ -517,43 +390,21 @@ impl SandboxExecutor {
         Ok(())
     }
 
-    /// The attachments a predecessor recorded: each is this daemon's again,
-    /// reused by its workload if it starts with the same network settings,
-    /// undone otherwise once the first scan has said what is wanted. An
-    /// unreadable record, and a namespace with no record, are undone now.
+    /// Takes over the network attachments a predecessor recorded (see
+    /// `Attachments::restore`).
     pub fn restore_networks(&mut self) {
-        let networks = self.settings.networks.clone();
-        let recorded = networks.recorded();
-        let names: Vec<WorkloadName> = recorded.iter().map(|(n, _)| n.clone()).collect();
-        for stray in networks.stray_namespaces(&names) {
-            tracing::warn!(netns = %stray.display(), "removing a network namespace no record accounts for");
-            crate::sandbox::netns::remove(&stray);
-        }
-        for (name, read) in recorded {
-            match read {
-                Ok(a) => {
-                    if a.result.is_some() {
-                        self.views.insert(name.clone(), view(&a));
-                    }
-                    self.attachments.insert(name, Arc::new(Mutex::new(Some(a))));
-                }
-                Err(e) => {
-                    tracing::error!(workload = %name, error = %e, "an unreadable network record: what it attached cannot be undone by paddock (its address may stay allocated)");
-                    networks.drop_record(&name);
-                }
-            }
-        }
+        self.attachments.restore();
     }
 
     /// From now on, attachments no workload wants are undone.
     pub fn release_from_now_on(&mut self) {
-        self.releasing = true;
+        self.attachments.release_from_now_on();
     }
 
     /// Waits for the attachments and detachments under way (before the
     /// daemon exits or re-executes).
     pub fn settle_networks(&mut self) {
-        self.workers.settle();
+        self.attachments.settle();
     }
 
     /// Takes over a sandbox a predecessor (or this process, before an
@@ -575,19 +426,6 @@ impl SandboxExecutor {
     }
 }
 
-/// Whether an attachment can take a start with these settings as it is.
-fn reusable(a: &Attachment, fingerprint: u64) -> bool {
-    a.fingerprint == fingerprint && a.result.is_some() && crate::sandbox::netns::exists(&a.netns)
-}
-
-fn view(a: &Attachment) -> NetworkView {
-    NetworkView {
-        network: a.network.clone(),
-        addresses: a.addresses(),
-        ports: a.ports.iter().map(ToString::to_string).collect(),
-    }
-}
-
 /// The workload's network could not be attached.
 #[derive(Debug, thiserror::Error)]
 #[error("its network: {0}")]
@@ -598,6 +436,8 @@ struct NetworkFailed(String);
 #[error("cannot open the workload's log: {0}")]
 struct LogFile(std::io::Error);
 
+/// The host (or this process) ran out of descriptors, memory or space:
+/// the daemon's failure, not the workload's.
 fn is_exhausted(errno: Errno) -> bool {
     matches!(errno, Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM | Errno::ENOSPC)
 }

@@ -6,11 +6,16 @@
 //! only async-signal-safe code prepared here (`clone`), so this is safe to
 //! call from a multi-threaded process: the child re-executes paddock as
 //! `__init`, a fresh single-threaded process, before any real work.
+//!
+//! What the init is told is prepared in `init_config`; a sandbox begun and
+//! not yet finished, and what a failed start leaves, are in `pending`.
+
+mod init_config;
+mod pending;
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
@@ -23,12 +28,16 @@ use nix::unistd::Pid;
 use super::cgroup::{Cgroup, CgroupError, Layout, Limits};
 use super::channel::{Channel, ChannelError};
 use super::clone::{Child, Stdio, clone_sandbox};
-use super::config::{InitConfig, InitMount, InitReport};
 use super::running::Sandbox;
 use super::source::{self, SourceError, Sources};
 use super::sys;
 use crate::idmap::Slice;
-use crate::model::{Capability, Manifest, Network, Seccomp, SharedOrPrivate, WorkloadName};
+use crate::model::{Manifest, Network, SharedOrPrivate, WorkloadName};
+pub use init_config::raise_nofile_limit;
+use init_config::{INIT_NOFILE, init_config};
+pub(super) use init_config::{capability_mask, workload_nofile};
+use pending::discard_cgroup;
+pub use pending::{Leftover, Pending};
 
 /// What to start.
 pub struct SpawnRequest<'a> {
@@ -133,39 +142,6 @@ fn died(status: &WaitStatus) -> String {
     }
 }
 
-pub(super) fn capability_mask(manifest: &Manifest) -> u64 {
-    if manifest.security.privileged {
-        return Capability::ALL.iter().fold(0, |m, c| m | 1 << c.number());
-    }
-    Capability::DEFAULT_SET.iter().chain(&manifest.security.capabilities).fold(0, |m, c| m | 1 << c.number())
-}
-
-fn init_config(req: &SpawnRequest<'_>, sources: &Sources) -> InitConfig {
-    let m = req.manifest;
-    InitConfig {
-        hostname: m.hostname.clone().unwrap_or_else(|| req.name.to_string()),
-        command: m.command.clone(),
-        env: m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        workdir: m.workdir.clone(),
-        user: m.user,
-        group: m.group,
-        rootfs_readonly: m.rootfs.readonly,
-        mounts: m
-            .mounts
-            .iter()
-            .zip(&sources.mounts)
-            .map(|(mt, src)| InitMount { target: mt.target.clone(), is_dir: src.is_dir })
-            .collect(),
-        own_network: m.namespaces.network == Network::Private,
-        private_pid: m.namespaces.pid == SharedOrPrivate::Private,
-        capabilities: capability_mask(m),
-        no_new_privileges: m.security.no_new_privileges,
-        seccomp: m.security.seccomp == Seccomp::Default && !m.security.privileged,
-        nofile: workload_nofile(m),
-        supervised: req.supervised,
-    }
-}
-
 /// Whether a sandbox gets a cgroup. On v2 always: the child is created in
 /// it (CLONE_INTO_CGROUP), which costs nothing. On v1 a process must be
 /// migrated, and the first migration waits for an RCU grace period (5-16 ms
@@ -176,54 +152,9 @@ fn needs_cgroup(layout: &Layout, limits: &Limits, manifest: &Manifest) -> bool {
     matches!(layout, Layout::V2 { .. }) || limits.any() || manifest.namespaces.pid == SharedOrPrivate::Host
 }
 
-/// Descriptors the init may hold itself (its channel, the log, a pipe, a
-/// signalfd...), whatever limit its workload has.
-const INIT_NOFILE: u64 = 64;
-
-/// The workload's RLIMIT_NOFILE (soft, hard): the manifest's, or the one
-/// the daemon was started with (it raised its own, see `raise_nofile_limit`).
-pub(super) fn workload_nofile(m: &Manifest) -> Option<(u64, u64)> {
-    match (m.resources.nofile, INHERITED_NOFILE.get()) {
-        (Some(n), _) => Some((u64::from(n), u64::from(n))),
-        (None, Some(inherited)) => Some((inherited.rlim_cur, inherited.rlim_max)),
-        (None, None) => None,
-    }
-}
-
-/// The open-files limit this process was started with, when
-/// `raise_nofile_limit` raised it: what sandboxes get unless their manifest
-/// sets `resources.nofile`.
-static INHERITED_NOFILE: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
-
-/// Raises this process's soft RLIMIT_NOFILE to its hard limit. A
-/// supervisor holds a few descriptors per sandbox (pidfd, report channel,
-/// log pipe), so 1000 workloads outgrow the usual soft 1024. Sandboxes
-/// still start with the original soft limit (as systemd advises: select(2)
-/// breaks above 1024). Returns the new soft limit.
-pub fn raise_nofile_limit() -> std::io::Result<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the rlimit we pass.
-    Errno::result(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
-    let _ = INHERITED_NOFILE.set(limit);
-    let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
-    // SAFETY: a valid rlimit, read just above.
-    Errno::result(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) })?;
-    Ok(raised.rlim_cur)
-}
-
 /// Starts a sandbox. On error nothing is left behind: no process, no cgroup.
 pub fn spawn(req: &SpawnRequest<'_>) -> Result<Sandbox, SpawnError> {
     begin(req)?.finish()
-}
-
-/// A sandbox whose init has its configuration and is building the root:
-/// `finish` waits for its report. Starting many sandboxes, the daemon
-/// begins them all and then finishes them, so their inits set up in
-/// parallel instead of one after the other.
-#[derive(Debug)]
-#[must_use = "a pending sandbox must be finished (or dropped, which kills it)"]
-pub struct Pending {
-    sandbox: Option<Sandbox>,
 }
 
 /// Clones the sandbox and sends its init the configuration, without
@@ -238,96 +169,13 @@ pub fn begin(req: &SpawnRequest<'_>) -> Result<Pending, SpawnError> {
     };
     match spawn_in(req, cgroup.as_ref()) {
         Ok((pid, pidfd, channel)) => {
-            Ok(Pending { sandbox: Some(Sandbox { pid, pidfd: Some(pidfd), cgroup, channel, child: true }) })
+            Ok(Pending::begun(Sandbox { pid, pidfd: Some(pidfd), cgroup, channel, child: true }))
         }
         Err(e) => {
             discard_cgroup(cgroup.as_ref());
             Err(e)
         }
     }
-}
-
-fn discard_cgroup(cgroup: Option<&Cgroup>) {
-    if let Some(cgroup) = cgroup {
-        cgroup.kill_all(Duration::from_secs(5));
-        cgroup.remove();
-    }
-}
-
-impl Pending {
-    /// The sandbox's init, while it sets up.
-    pub fn pid(&self) -> Pid {
-        self.sandbox.as_ref().expect("not finished").pid
-    }
-
-    /// The sandbox's cgroup, if it has one.
-    pub fn cgroup(&self) -> Option<&Cgroup> {
-        self.sandbox.as_ref().expect("not finished").cgroup.as_ref()
-    }
-
-    /// The descriptor that turns readable when the init reports on its
-    /// setup (or dies): wait on it, then call `finish`, which then does not block.
-    pub fn channel_fd(&self) -> RawFd {
-        self.sandbox.as_ref().expect("not finished").channel_fd()
-    }
-
-    /// Waits for the init's report: the sandbox runs its workload, or it
-    /// failed and nothing of it is left.
-    pub fn finish(self) -> Result<Sandbox, SpawnError> {
-        self.report().map_err(|(e, leftover)| {
-            leftover.clean();
-            e
-        })
-    }
-
-    /// The init's report, read without waiting once the channel is
-    /// readable. A failed start's remains are handed back, to be cleaned
-    /// up (which waits for the init's end and its cgroup's emptying)
-    /// where waiting is allowed.
-    pub fn report(mut self) -> Result<Sandbox, (SpawnError, Leftover)> {
-        let sandbox = self.sandbox.take().expect("finished once");
-        match report(sandbox.pid, &sandbox.channel) {
-            Ok(()) => Ok(sandbox),
-            Err(e) => Err((e, Leftover(Some(Box::new(sandbox))))),
-        }
-    }
-}
-
-/// What a failed start left: killed, reaped and its cgroup removed by
-/// `clean`, or when dropped.
-pub struct Leftover(Option<Box<Sandbox>>);
-
-impl Leftover {
-    /// Kills what is left and waits until it is gone (blocking).
-    pub fn clean(mut self) {
-        if let Some(sandbox) = self.0.take() {
-            abandon(&sandbox);
-        }
-    }
-}
-
-impl Drop for Leftover {
-    fn drop(&mut self) {
-        if let Some(sandbox) = self.0.take() {
-            abandon(&sandbox);
-        }
-    }
-}
-
-impl Drop for Pending {
-    /// Never finished (a panic between begin and finish): nothing is left behind.
-    fn drop(&mut self) {
-        if let Some(sandbox) = &self.sandbox {
-            abandon(sandbox);
-        }
-    }
-}
-
-/// Kills a sandbox that did not start, reaps its init and removes its cgroup.
-fn abandon(sandbox: &Sandbox) {
-    let _ = kill(sandbox.pid, Signal::SIGKILL);
-    let _ = waitpid(sandbox.pid, None);
-    discard_cgroup(sandbox.cgroup.as_ref());
 }
 
 /// The manifest's user and group must be ids the namespace maps: outside
@@ -498,22 +346,4 @@ fn release(
         .collect();
     channel.send(&config, &fds)?;
     Ok(())
-}
-
-/// The init's report on its setup: Ok once the workload runs.
-fn report(pid: Pid, channel: &Channel) -> Result<(), SpawnError> {
-    match channel.recv::<InitReport>() {
-        Ok((InitReport::Started { .. }, _)) => Ok(()),
-        Ok((InitReport::SetupFailed { step, error }, _)) => Err(SpawnError::Setup { step, error }),
-        Ok((InitReport::ExecFailed { command, errno }, _)) => Err(SpawnError::Exec { command, errno }),
-        // The init always reports Started before anything else.
-        Ok((report, _)) => {
-            Err(SpawnError::Setup { step: "report".to_owned(), error: format!("out of order: {report:?}") })
-        }
-        Err(ChannelError::Closed) => {
-            let status = waitpid(pid, None).unwrap_or(WaitStatus::StillAlive);
-            Err(SpawnError::InitDied(status))
-        }
-        Err(e) => Err(e.into()),
-    }
 }

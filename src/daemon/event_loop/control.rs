@@ -1,0 +1,137 @@
+//! The loop's side of the control socket: each request is answered by
+//! the supervisor on the loop, or handed on (a reload to the next scan, an
+//! upgrade to the loop, `paddock plan`'s validation to a blocking thread,
+//! whose outcome the core then previews).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{Daemon, Job, Scans};
+use crate::daemon::notify::Notifier;
+use crate::daemon::scan::{self, Rescan};
+use crate::daemon::server::Control;
+use crate::daemon::supervisor::Answered;
+use crate::daemon::upgrade;
+use crate::model::WorkloadName;
+use crate::protocol::{Report, Response};
+use crate::reconcile::{Clock, ManifestEvent};
+use crate::validate::Validator;
+
+/// What answering a request needs besides the supervisor.
+pub(super) struct Context<'a> {
+    pub(super) validator: &'a Arc<Validator>,
+    pub(super) jobs: &'a mpsc::UnboundedSender<Job>,
+    pub(super) workloads: &'a Path,
+    pub(super) notifier: &'a Notifier,
+}
+
+/// Answers a request; returns whether what should run may have changed.
+pub(super) fn answer(
+    control: Control,
+    daemon: &mut Daemon,
+    scans: &mut Scans,
+    shutting_down: bool,
+    cx: &Context<'_>,
+) -> bool {
+    let Context { validator, jobs, workloads, notifier } = *cx;
+    let (request, reply) = match control {
+        Control::Metrics(reply) => {
+            let _ = reply.send(daemon.metrics());
+            return false;
+        }
+        Control::Ask(request, reply) => (request, reply),
+        Control::Exec(request, stdio, reply) => {
+            let entered = match shutting_down {
+                true => Err("the daemon is shutting down".to_owned()),
+                false => daemon.exec(&request, stdio),
+            };
+            let _ = reply.send(entered);
+            return false;
+        }
+    };
+    if shutting_down {
+        let _ = reply.send(Response::Error("the daemon is shutting down".to_owned()));
+        return false;
+    }
+    match daemon.answer(request, Clock::read()) {
+        Answered::Now(response, changed) => {
+            let _ = reply.send(response);
+            changed
+        }
+        Answered::Reload if upgrade::installed().is_some_and(|(_, replaced)| replaced) => {
+            // `systemctl reload paddock` after a package upgrade: take the new binary.
+            tracing::info!("reload asked after the binary was replaced: re-executing it, workloads keep running");
+            scans.upgrade = Some(Some(reply));
+            false
+        }
+        Answered::Reload => {
+            tracing::info!("reload asked on the control socket: rescanning");
+            let _ = notifier.notify("RELOADING=1");
+            // Served by a scan that starts after this request.
+            scans.next.push(reply);
+            scans.wanted = Some(Rescan::Everything);
+            false
+        }
+        Answered::Upgrade => {
+            scans.upgrade = Some(Some(reply));
+            false
+        }
+        Answered::Plan(dir) => {
+            let dir = dir.map_or_else(|| workloads.to_owned(), PathBuf::from);
+            let (validator, jobs) = (validator.clone(), jobs.clone());
+            tokio::task::spawn_blocking(move || {
+                let _ = jobs.send(Job::Preview(reply, preview_scan(&dir, &validator)));
+            });
+            false
+        }
+    }
+}
+
+/// Validates every file of `dir`, as a rescan would (blocking).
+fn preview_scan(
+    dir: &Path,
+    validator: &Validator,
+) -> Result<(BTreeMap<WorkloadName, ManifestEvent>, Vec<String>), String> {
+    let snapshot = scan::scan(dir, None).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut changes: Vec<scan::FileChange> = snapshot
+        .keys()
+        .map(|file| scan::FileChange {
+            file: file.clone(),
+            name: WorkloadName::stem_of_manifest_file(file).and_then(|s| WorkloadName::try_from(s).ok()),
+            event: scan::event(dir, file, snapshot.get(file), validator),
+        })
+        .collect();
+    // The directory as a whole: every file is new to it.
+    scan::refuse_port_conflicts(dir, &snapshot, &mut changes, &[], &[]);
+    let mut events = BTreeMap::new();
+    let mut invalid = Vec::new();
+    for change in changes {
+        if let ManifestEvent::Invalid(problems) = &change.event {
+            invalid.push(problems.clone());
+        }
+        if let Some(name) = change.name {
+            events.insert(name, change.event);
+        }
+    }
+    Ok((events, invalid))
+}
+
+/// `paddock plan`: what the core would do with those manifests.
+pub(super) fn preview(daemon: &Daemon, events: BTreeMap<WorkloadName, ManifestEvent>, invalid: Vec<String>) -> Report {
+    let actions = daemon.core().preview(events, Clock::read());
+    Report {
+        actions: actions
+            .into_iter()
+            .map(|a| crate::protocol::PlannedAction {
+                verb: a.verb,
+                name: a.name.to_string(),
+                why: a.cause.to_string(),
+            })
+            .collect(),
+        invalid,
+        queued: 0,
+    }
+}

@@ -1,0 +1,242 @@
+//! The executor's network side: each workload's network attachment, made
+//! and undone on worker threads (the CNI plugins take a while), reused by
+//! a restart with the same network settings, and undone once its workload
+//! no longer wants it; what status shows of each; and the attachments a
+//! predecessor recorded, taken over at start.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::SandboxEvent;
+use crate::daemon::workers::Workers;
+use crate::model::{Manifest, WorkloadName};
+use crate::network::{Attachment, NetworkError, Networks};
+use crate::reconcile::Blame;
+
+/// Why a network could not be attached, and whose the failure is: one
+/// the operator must mend (a missing plugin, an unknown network) fails the
+/// workload at once; one that may pass (a plugin that failed or timed
+/// out, say two of them racing to make the host's shared chains) counts
+/// as a failed start, retried with the workload's backoff.
+#[derive(Debug)]
+pub struct AttachError {
+    pub message: String,
+    pub blame: Blame,
+}
+
+impl From<NetworkError> for AttachError {
+    fn from(e: NetworkError) -> Self {
+        let blame = if e.needs_the_operator() { Blame::Host } else { Blame::Workload };
+        AttachError { message: e.to_string(), blame }
+    }
+}
+
+/// What status shows of a workload's network.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetworkView {
+    pub network: String,
+    pub addresses: Vec<String>,
+    pub ports: Vec<String>,
+}
+
+/// A workload's network attachment, guarded: whoever attaches or detaches
+/// it (on a thread of its own; the plugins take a while) holds the lock,
+/// so the operations on one workload's network never overlap.
+type Slot = Arc<Mutex<Option<Attachment>>>;
+
+/// Threads that make and undo network attachments: the plugins mostly
+/// wait on the kernel and the xtables lock, so a few are enough.
+const NETWORK_WORKERS: usize = 4;
+
+/// Where a start stands with its workload's network.
+pub(super) enum Prepared {
+    /// The manifest wants no attachment.
+    NoNetwork,
+    /// The attachment it had, as it is: the start goes on in it now.
+    Ready(Box<Attachment>),
+    /// An attachment is being made: the start goes on when `Attached` comes back.
+    Underway,
+}
+
+pub(super) struct Attachments {
+    networks: Arc<Networks>,
+    events: mpsc::UnboundedSender<SandboxEvent>,
+    /// One slot per workload that has (or had) an attachment, kept for the
+    /// daemon's life: a start and a detachment of the same workload lock
+    /// the same mutex, so they never run at once on its paths.
+    slots: BTreeMap<WorkloadName, Slot>,
+    /// Detachments queued, by the container id they undo.
+    detaching: BTreeMap<WorkloadName, String>,
+    /// What status shows of each attachment (kept apart from the slots,
+    /// which a thread may hold for a while).
+    views: BTreeMap<WorkloadName, NetworkView>,
+    /// Where attachments are made and undone, off the event loop.
+    workers: Workers,
+    /// Whether attachments may be released: not before the first scan has
+    /// said which workloads exist (a recorded attachment is reused by a
+    /// workload that starts again with the same network settings).
+    releasing: bool,
+}
+
+impl Attachments {
+    pub(super) fn new(networks: Arc<Networks>, events: mpsc::UnboundedSender<SandboxEvent>) -> Self {
+        Attachments {
+            networks,
+            events,
+            slots: BTreeMap::new(),
+            detaching: BTreeMap::new(),
+            views: BTreeMap::new(),
+            workers: Workers::new(NETWORK_WORKERS),
+            releasing: false,
+        }
+    }
+
+    /// The network a start of `name` with `manifest` runs in: none, the
+    /// attachment it had, or a new one (the old one undone first), made
+    /// on a thread and reported as `SandboxEvent::Attached`.
+    pub(super) fn prepare(&mut self, name: &WorkloadName, manifest: &Manifest) -> Prepared {
+        let networks = self.networks.clone();
+        let Some(fingerprint) = networks.fingerprint(name, manifest) else {
+            return Prepared::NoNetwork;
+        };
+        let slot = self.slots.entry(name.clone()).or_default().clone();
+        // A restart in the namespace it had: nothing to wait for.
+        if let Ok(guard) = slot.try_lock()
+            && let Some(a) = guard.as_ref().filter(|a| reusable(a, fingerprint))
+        {
+            return Prepared::Ready(Box::new(a.clone()));
+        }
+        // A new attachment (the old one undone first), on a thread.
+        self.views.remove(name);
+        let (events, name, manifest) = (self.events.clone(), name.clone(), manifest.clone());
+        self.workers.submit(move || {
+            let mut guard = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let outcome = match guard.take() {
+                Some(a) if reusable(&a, fingerprint) => Ok(a),
+                Some(old) => match networks.detach(&name, &old) {
+                    // Its record would be overwritten by the new one: what
+                    // the old one made is undone first, or nothing is made.
+                    Err(e) => {
+                        *guard = Some(old);
+                        Err(AttachError {
+                            message: format!("undoing its previous network attachment: {e}"),
+                            blame: Blame::Workload,
+                        })
+                    }
+                    Ok(()) => networks.attach(&name, &manifest).map_err(AttachError::from),
+                },
+                None => networks.attach(&name, &manifest).map_err(AttachError::from),
+            };
+            if guard.is_none() || outcome.is_ok() {
+                *guard = outcome.as_ref().ok().cloned();
+            }
+            drop(guard);
+            let _ = events.send(SandboxEvent::Attached { name, outcome: outcome.map(Box::new) });
+        });
+        Prepared::Underway
+    }
+
+    /// A start's attachment is made: status shows it from now on.
+    pub(super) fn made(&mut self, name: &WorkloadName, attachment: &Attachment) {
+        self.views.insert(name.clone(), view(attachment));
+    }
+
+    /// Undoes, on a thread, the attachments of the workloads `unwanted`
+    /// names (once releasing has begun).
+    pub(super) fn release(&mut self, unwanted: impl Fn(&WorkloadName) -> bool) {
+        if !self.releasing {
+            return;
+        }
+        let unwanted: Vec<(WorkloadName, Slot)> =
+            self.slots.iter().filter(|(n, _)| unwanted(n)).map(|(n, slot)| (n.clone(), slot.clone())).collect();
+        for (name, slot) in unwanted {
+            // A slot in use (an attachment being made or undone) is looked
+            // at again on a later pass.
+            let Ok(guard) = slot.try_lock() else { continue };
+            let Some(id) = guard.as_ref().map(|a| a.container_id.clone()) else {
+                self.detaching.remove(&name);
+                continue;
+            };
+            drop(guard);
+            if self.detaching.get(&name) == Some(&id) {
+                continue;
+            }
+            self.detaching.insert(name.clone(), id.clone());
+            self.views.remove(&name);
+            let networks = self.networks.clone();
+            self.workers.submit(move || {
+                let mut guard = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Only what it was queued for: a start that came meanwhile
+                // may have reused or replaced it.
+                if guard.as_ref().is_none_or(|a| a.container_id != id) {
+                    return;
+                }
+                let Some(a) = guard.take() else { return };
+                match networks.detach(&name, &a) {
+                    Ok(()) => tracing::info!(workload = %name, network = %a.network, "network detached"),
+                    Err(e) => {
+                        tracing::error!(workload = %name, error = %e, "cannot undo its network attachment; the next daemon to start tries again");
+                        *guard = Some(a);
+                    }
+                }
+            });
+        }
+    }
+
+    pub(super) fn view(&self, name: &WorkloadName) -> Option<NetworkView> {
+        self.views.get(name).cloned()
+    }
+
+    /// The attachments a predecessor recorded: each is this daemon's again,
+    /// reused by its workload if it starts with the same network settings,
+    /// undone otherwise once the first scan has said what is wanted. An
+    /// unreadable record, and a namespace with no record, are undone now.
+    pub(super) fn restore(&mut self) {
+        let networks = self.networks.clone();
+        let recorded = networks.recorded();
+        let names: Vec<WorkloadName> = recorded.iter().map(|(n, _)| n.clone()).collect();
+        for stray in networks.stray_namespaces(&names) {
+            tracing::warn!(netns = %stray.display(), "removing a network namespace no record accounts for");
+            crate::sandbox::netns::remove(&stray);
+        }
+        for (name, read) in recorded {
+            match read {
+                Ok(a) => {
+                    if a.result.is_some() {
+                        self.views.insert(name.clone(), view(&a));
+                    }
+                    self.slots.insert(name, Arc::new(Mutex::new(Some(a))));
+                }
+                Err(e) => {
+                    tracing::error!(workload = %name, error = %e, "an unreadable network record: what it attached cannot be undone by paddock (its address may stay allocated)");
+                    networks.drop_record(&name);
+                }
+            }
+        }
+    }
+
+    /// From now on, attachments no workload wants are undone.
+    pub(super) fn release_from_now_on(&mut self) {
+        self.releasing = true;
+    }
+
+    /// Waits for the attachments and detachments under way.
+    pub(super) fn settle(&mut self) {
+        self.workers.settle();
+    }
+}
+
+/// Whether an attachment can take a start with these settings as it is.
+fn reusable(a: &Attachment, fingerprint: u64) -> bool {
+    a.fingerprint == fingerprint && a.result.is_some() && crate::sandbox::netns::exists(&a.netns)
+}
+
+fn view(a: &Attachment) -> NetworkView {
+    NetworkView {
+        network: a.network.clone(),
+        addresses: a.addresses(),
+        ports: a.ports.iter().map(ToString::to_string).collect(),
+    }
+}

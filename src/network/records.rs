@@ -1,0 +1,86 @@
+//! The records of attachments (`STATE_DIR/networks/NAME.json`): written
+//! before any plugin runs, so that whatever happens next a successor can
+//! undo what was made; read back at start, forgotten when unreadable; and
+//! the namespaces and `paddock run`s no record, or no process, accounts for.
+
+use std::path::{Path, PathBuf};
+
+use super::{Attachment, NetworkError, Networks};
+use crate::model::WorkloadName;
+
+impl Networks {
+    /// Where a workload's attachment is recorded.
+    pub(super) fn record_path(&self, workload: &WorkloadName) -> PathBuf {
+        self.records.join(format!("{workload}.json"))
+    }
+
+    /// Writes a workload's record, whole or not at all.
+    pub(super) fn record(&self, workload: &WorkloadName, a: &Attachment) -> Result<(), NetworkError> {
+        let path = self.record_path(workload);
+        let bytes = serde_json::to_vec_pretty(a).expect("an attachment serializes");
+        crate::fsutil::write_atomic(&path, &bytes, 0o600).map_err(|source| NetworkError::Write { path, source })
+    }
+
+    /// Every recorded attachment, by workload (a record that cannot be
+    /// read is returned as such, to be reported).
+    pub fn recorded(&self) -> Vec<(WorkloadName, Result<Attachment, String>)> {
+        let Ok(entries) = std::fs::read_dir(&self.records) else { return Vec::new() };
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(stem) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            let Ok(name) = WorkloadName::try_from(stem) else { continue };
+            let read = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Attachment>(&b).map_err(|e| e.to_string()));
+            found.push((name, read));
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+
+    /// Forgets a record that cannot be read (its attachment cannot be
+    /// undone by paddock: the caller says so).
+    pub fn drop_record(&self, workload: &WorkloadName) {
+        let _ = std::fs::remove_file(self.record_path(workload));
+    }
+
+    /// Namespace mount points under RUN_DIR/netns with no record: a
+    /// daemon died between making one and recording it.
+    pub fn stray_namespaces(&self, recorded: &[WorkloadName]) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(self.run_dir.join("netns")) else { return Vec::new() };
+        entries
+            .flatten()
+            .filter(|e| !recorded.iter().any(|r| e.file_name().to_str() == Some(r.as_str())))
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// The attachments of `paddock run`s that are gone (each is recorded
+    /// as `run<PID>`; a run that ended normally undid its own), undone now.
+    /// For `for_runs()` networks.
+    pub fn undo_abandoned_runs(&self) -> Vec<(WorkloadName, Result<(), NetworkError>)> {
+        let gone = |name: &WorkloadName| {
+            name.as_str()
+                .strip_prefix("run")
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        };
+        self.recorded()
+            .into_iter()
+            .filter(|(name, _)| gone(name))
+            .map(|(name, read)| {
+                let undone = match read {
+                    Ok(a) => self.detach(&name, &a),
+                    Err(e) => {
+                        self.drop_record(&name);
+                        Err(NetworkError::Unreadable(e))
+                    }
+                };
+                (name, undone)
+            })
+            .collect()
+    }
+}

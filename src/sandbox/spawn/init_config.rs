@@ -1,0 +1,83 @@
+//! What the sandbox's init is told, prepared from the manifest: its
+//! configuration (`InitConfig`: the command, mounts, namespaces,
+//! capabilities, seccomp), and the open-files limit it and its workload
+//! get, which is the one the daemon was started with unless the manifest
+//! sets its own.
+
+use nix::errno::Errno;
+
+use super::SpawnRequest;
+use crate::model::{Capability, Manifest, Network, Seccomp, SharedOrPrivate};
+use crate::sandbox::config::{InitConfig, InitMount};
+use crate::sandbox::source::Sources;
+
+/// The capabilities the workload keeps, as a mask: the default set and
+/// the manifest's, or every one for a privileged workload.
+pub(in crate::sandbox) fn capability_mask(manifest: &Manifest) -> u64 {
+    if manifest.security.privileged {
+        return Capability::ALL.iter().fold(0, |m, c| m | 1 << c.number());
+    }
+    Capability::DEFAULT_SET.iter().chain(&manifest.security.capabilities).fold(0, |m, c| m | 1 << c.number())
+}
+
+/// The configuration sent to the sandbox's init.
+pub(super) fn init_config(req: &SpawnRequest<'_>, sources: &Sources) -> InitConfig {
+    let m = req.manifest;
+    InitConfig {
+        hostname: m.hostname.clone().unwrap_or_else(|| req.name.to_string()),
+        command: m.command.clone(),
+        env: m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        workdir: m.workdir.clone(),
+        user: m.user,
+        group: m.group,
+        rootfs_readonly: m.rootfs.readonly,
+        mounts: m
+            .mounts
+            .iter()
+            .zip(&sources.mounts)
+            .map(|(mt, src)| InitMount { target: mt.target.clone(), is_dir: src.is_dir })
+            .collect(),
+        own_network: m.namespaces.network == Network::Private,
+        private_pid: m.namespaces.pid == SharedOrPrivate::Private,
+        capabilities: capability_mask(m),
+        no_new_privileges: m.security.no_new_privileges,
+        seccomp: m.security.seccomp == Seccomp::Default && !m.security.privileged,
+        nofile: workload_nofile(m),
+        supervised: req.supervised,
+    }
+}
+
+/// Descriptors the init may hold itself (its channel, the log, a pipe, a
+/// signalfd...), whatever limit its workload has.
+pub(super) const INIT_NOFILE: u64 = 64;
+
+/// The workload's RLIMIT_NOFILE (soft, hard): the manifest's, or the one
+/// the daemon was started with (it raised its own, see `raise_nofile_limit`).
+pub(in crate::sandbox) fn workload_nofile(m: &Manifest) -> Option<(u64, u64)> {
+    match (m.resources.nofile, INHERITED_NOFILE.get()) {
+        (Some(n), _) => Some((u64::from(n), u64::from(n))),
+        (None, Some(inherited)) => Some((inherited.rlim_cur, inherited.rlim_max)),
+        (None, None) => None,
+    }
+}
+
+/// The open-files limit this process was started with, when
+/// `raise_nofile_limit` raised it: what sandboxes get unless their manifest
+/// sets `resources.nofile`.
+static INHERITED_NOFILE: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit. A
+/// supervisor holds a few descriptors per sandbox (pidfd, report channel,
+/// log pipe), so 1000 workloads outgrow the usual soft 1024. Sandboxes
+/// still start with the original soft limit (as systemd advises: select(2)
+/// breaks above 1024). Returns the new soft limit.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the rlimit we pass.
+    Errno::result(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    let _ = INHERITED_NOFILE.set(limit);
+    let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+    // SAFETY: a valid rlimit, read just above.
+    Errno::result(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) })?;
+    Ok(raised.rlim_cur)
+}
