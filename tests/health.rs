@@ -159,3 +159,29 @@ fn a_hundred_hanging_probes_do_not_slow_the_daemon() {
     assert!(slowest < Duration::from_millis(500), "status took {slowest:?} while probes hung");
     assert_eq!(d.terminate(), 0);
 }
+
+#[test]
+fn at_shutdown_a_workload_is_stopped_before_what_it_comes_after() {
+    let mut d = Daemon::setup().start(&[]);
+    std::fs::create_dir(d.path("order")).unwrap();
+    std::fs::set_permissions(d.path("order"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // Written by both (each workload has ids of its own).
+    std::fs::write(d.path("order/log"), "").unwrap();
+    std::fs::set_permissions(d.path("order/log"), std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let mount = format!(
+        "[[mounts]]\nsource = {:?}\ntarget = \"/order\"\nreadonly = false\n",
+        d.path("order").display().to_string()
+    );
+    // The dependent takes a while to stop: stopped together, the db would write first.
+    let stopper = |name: &str, pause: u32| {
+        format!(
+            "trap 'sleep {pause}; echo {name} >> /order/log; exit 0' TERM; echo up > /order/{name}; while :; do sleep 0.2; done"
+        )
+    };
+    d.write("sdb.toml", &busybox_manifest(&stopper("sdb", 0), &mount));
+    d.write("sapp.toml", &busybox_manifest(&stopper("sapp", 1), &format!("after = [\"sdb\"]\n{mount}")));
+    d.wait_for("both up", |d| d.path("order/sdb").exists() && d.path("order/sapp").exists());
+    assert_eq!(d.terminate(), 0);
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap_or_default();
+    assert_eq!(std::fs::read_to_string(d.path("order/log")).unwrap(), "sapp\nsdb\n", "{log}");
+}

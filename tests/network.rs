@@ -726,3 +726,25 @@ fn after_a_daemon_restart_the_running_workload_keeps_its_port_against_a_refused_
     let error = d.workload("api").unwrap()["error"].as_str().unwrap().to_owned();
     assert!(error.contains("already published by web.toml"), "{error}");
 }
+
+#[test]
+fn http_and_tcp_probes_reach_a_bridge_networked_workload_from_inside_its_namespace() {
+    let d = daemon();
+    let probe = |what: &str| {
+        format!("ports = [\"18080:80\"]\n[health]\n{what}\ninterval = \"200ms\"\nretries = 2\non_unhealthy = \"mark\"")
+    };
+    d.write("hhttp.toml", &web(&d, 80, &probe("http = { port = 80, path = \"/index.html\" }")));
+    d.write("htcp.toml", &web(&d, 80, &probe("tcp = 80").replace("18080", "18081")));
+    // Nothing listens on 81: refused from inside, so unhealthy (and only marked).
+    d.write("hnone.toml", &web(&d, 80, &probe("tcp = 81").replace("18080", "18082")));
+    for name in ["hhttp", "htcp"] {
+        d.wait_for(&format!("{name} healthy"), |d| d.workload(name).is_some_and(|w| w["health"] == "healthy"));
+        assert_eq!(d.workload(name).unwrap()["network"], "bridge");
+    }
+    d.wait_for("hnone unhealthy", |d| d.workload("hnone").is_some_and(|w| w["health"] == "unhealthy"));
+    let out = d.paddock(&["status", "--json", "hnone"]);
+    let detail: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let said = detail["probes"].to_string();
+    assert!(said.contains("127.0.0.1:81") && said.contains("refused"), "{said}");
+    assert_eq!(d.workload("hnone").unwrap()["state"], "running", "mark only");
+}
