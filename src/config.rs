@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::idmap::Isolation;
-use crate::model::{Duration, RestartDefaults};
+use crate::model::Duration;
 use crate::validate::{Problem, Schema, SchemaError};
 
 pub const DEFAULT_CONFIG: &str = "/etc/paddock/paddock.toml";
@@ -254,6 +254,64 @@ impl Default for Config {
     fn default() -> Self {
         toml::from_str("").expect("every key has a default")
     }
+}
+
+/// The daemon's defaults for the restart keys a manifest leaves out
+/// (`[restart]` in paddock.toml); the built-in ones are the manifest's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestartDefaults {
+    /// Consecutive failures before a workload with on-failure gives up (0: never).
+    #[serde(default = "max_retries")]
+    pub max_retries: u32,
+    /// The first restart delay, doubled after each consecutive failure.
+    #[serde(default = "backoff")]
+    pub backoff: Duration,
+    /// The longest delay between restarts.
+    #[serde(default = "backoff_max")]
+    pub backoff_max: Duration,
+    /// A run at least this long resets the delay and the failure count.
+    #[serde(default = "reset_after")]
+    pub reset_after: Duration,
+}
+
+impl Default for RestartDefaults {
+    fn default() -> Self {
+        let r = crate::model::Restart::default();
+        Self { max_retries: r.max_retries, backoff: r.backoff, backoff_max: r.backoff_max, reset_after: r.reset_after }
+    }
+}
+
+impl RestartDefaults {
+    /// Replaces the values of the keys the manifest did not write
+    /// (`written("backoff")` says whether it did).
+    pub fn fill(&self, restart: &mut crate::model::Restart, written: impl Fn(&str) -> bool) {
+        if !written("max_retries") {
+            restart.max_retries = self.max_retries;
+        }
+        if !written("backoff") {
+            restart.backoff = self.backoff;
+        }
+        if !written("backoff_max") {
+            restart.backoff_max = self.backoff_max;
+        }
+        if !written("reset_after") {
+            restart.reset_after = self.reset_after;
+        }
+    }
+}
+
+fn max_retries() -> u32 {
+    crate::model::Restart::default().max_retries
+}
+fn backoff() -> Duration {
+    crate::model::Restart::default().backoff
+}
+fn backoff_max() -> Duration {
+    crate::model::Restart::default().backoff_max
+}
+fn reset_after() -> Duration {
+    crate::model::Restart::default().reset_after
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -314,51 +314,6 @@ const fn default_reset_after() -> Duration {
     Duration::from_secs(60)
 }
 
-/// The daemon's defaults for the restart keys a manifest leaves out
-/// (`[restart]` in paddock.toml); the built-in ones are the manifest's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RestartDefaults {
-    /// Consecutive failures before a workload with on-failure gives up (0: never).
-    #[serde(default = "default_max_retries")]
-    pub max_retries: u32,
-    /// The first restart delay, doubled after each consecutive failure.
-    #[serde(default = "default_backoff")]
-    pub backoff: Duration,
-    /// The longest delay between restarts.
-    #[serde(default = "default_backoff_max")]
-    pub backoff_max: Duration,
-    /// A run at least this long resets the delay and the failure count.
-    #[serde(default = "default_reset_after")]
-    pub reset_after: Duration,
-}
-
-impl Default for RestartDefaults {
-    fn default() -> Self {
-        let r = Restart::default();
-        Self { max_retries: r.max_retries, backoff: r.backoff, backoff_max: r.backoff_max, reset_after: r.reset_after }
-    }
-}
-
-impl RestartDefaults {
-    /// Replaces the values of the keys the manifest did not write
-    /// (`written("backoff")` says whether it did).
-    pub fn fill(&self, restart: &mut Restart, written: impl Fn(&str) -> bool) {
-        if !written("max_retries") {
-            restart.max_retries = self.max_retries;
-        }
-        if !written("backoff") {
-            restart.backoff = self.backoff;
-        }
-        if !written("backoff_max") {
-            restart.backoff_max = self.backoff_max;
-        }
-        if !written("reset_after") {
-            restart.reset_after = self.reset_after;
-        }
-    }
-}
-
 impl Default for Restart {
     fn default() -> Self {
         Self {

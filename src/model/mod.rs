@@ -30,8 +30,8 @@ mod units;
 pub use exit::Exit;
 pub use health::{Health, HttpProbe, OnUnhealthy, Probe};
 pub use manifest::{
-    Manifest, Mount, Namespaces, Resources, Restart, RestartDefaults, RestartPolicy, Rootfs, Seccomp, Security,
-    SharedOrPrivate, Stop, UserNamespace,
+    Manifest, Mount, Namespaces, Resources, Restart, RestartPolicy, Rootfs, Seccomp, Security, SharedOrPrivate, Stop,
+    UserNamespace,
 };
 pub use name::{MAX_NAME_LEN, NameError, WorkloadName, is_ignored_file_name};
 pub use named::{Capability, Signal, UnknownName};

@@ -12,7 +12,8 @@ mod source;
 
 use std::path::Path;
 
-use crate::model::{Manifest, RestartDefaults, WorkloadName};
+use crate::config::RestartDefaults;
+use crate::model::{Manifest, WorkloadName};
 
 pub use describe::{did_you_mean, key_name};
 pub use policy::{BUILT_IN, Policy, PolicyCatalog, PolicyError, PolicySource, VOLUMES_ROOT_PLACEHOLDER};
