@@ -238,3 +238,52 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
+
+/// What the loop and the scans ask of the supervisor's state.
+impl<E: Executor, S: Store> Supervisor<E, S> {
+    /// The manifests that hold published ports or come `after` others now,
+    /// by file name: a rescan refuses a change that wants one of their
+    /// ports or closes a cycle through them.
+    pub fn claims(&self) -> Vec<(String, std::sync::Arc<crate::model::Manifest>)> {
+        self.core
+            .workloads()
+            .filter_map(|w| w.desired.as_ref().map(|d| (w, d)))
+            .filter(|(_, d)| !d.manifest.ports.is_empty() || !d.manifest.after.is_empty())
+            .map(|(w, d)| (format!("{}.toml", w.name), d.manifest.clone()))
+            .collect()
+    }
+
+    /// The manifest files of the workloads that run now (or are about to),
+    /// with or without a manifest yet (adopted ones before the first scan).
+    pub fn running_files(&self) -> Vec<String> {
+        self.core
+            .workloads()
+            .filter(|w| {
+                matches!(
+                    w.state,
+                    State::Starting { .. } | State::Running { .. } | State::Stopping { .. } | State::Backoff { .. }
+                )
+            })
+            .map(|w| format!("{}.toml", w.name))
+            .collect()
+    }
+
+    /// Every file that is invalid now, with its problems.
+    pub fn invalid_now(&self) -> Vec<String> {
+        self.invalid.values().cloned().collect()
+    }
+
+    /// "3 running, 1 failed, 0 invalid", for systemd's STATUS=.
+    pub fn summary(&self) -> String {
+        let count = |state: &str| self.core.workloads().filter(|w| w.state_name() == state).count();
+        let invalid = self.invalid.len();
+        match &self.refused {
+            Some(_) => format!(
+                "{} running, {} failed, {invalid} invalid; the workloads directory is refused (unsafe): changes are not applied",
+                count("running"),
+                count("failed")
+            ),
+            None => format!("{} running, {} failed, {invalid} invalid", count("running"), count("failed")),
+        }
+    }
+}
