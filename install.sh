@@ -5,7 +5,7 @@
 # needs. The layout is the Debian package's (packaging/build-deb); README.md
 # lists it with owners and modes.
 #
-#   ./install.sh                      # builds target/release/paddock if needed
+#   ./install.sh                      # as yourself: builds target/release/paddock if needed, then sudo installs
 #   DESTDIR=/tmp/root ./install.sh    # stage into a directory instead of /
 #   PADDOCK_BIN=path/to/paddock ./install.sh
 #
@@ -19,13 +19,23 @@ cd "$(dirname "$0")"
 destdir=${DESTDIR:-}
 bin=${PADDOCK_BIN:-${CARGO_TARGET_DIR:-target}/release/paddock}
 
-if [ "$(id -u)" != 0 ]; then
-	echo "install.sh: run as root: everything is installed owned by root (the daemon refuses a workloads directory that is not)" >&2
-	exit 1
-fi
+# Built as you (your cargo, your target/), installed as root: run as
+# yourself, it builds and then asks sudo to install.
 if [ ! -x "$bin" ]; then
+	if [ "$(id -u)" = 0 ] && ! command -v cargo >/dev/null; then
+		echo "install.sh: $bin is not built and root has no cargo: run ./install.sh as yourself (it builds with your cargo, then uses sudo), or build first: cargo build --release --locked && sudo ./install.sh" >&2
+		exit 1
+	fi
 	echo "install.sh: $bin is missing; building it (cargo build --release --locked)" >&2
 	cargo build --release --locked
+fi
+if [ "$(id -u)" != 0 ]; then
+	if [ -n "$destdir" ] || ! command -v sudo >/dev/null; then
+		echo "install.sh: run as root: everything is installed owned by root (the daemon refuses a workloads directory that is not)" >&2
+		exit 1
+	fi
+	echo "install.sh: installing as root (sudo)" >&2
+	exec sudo PADDOCK_BIN="$bin" "$0" "$@"
 fi
 
 generated=$(mktemp -d)

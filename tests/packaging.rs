@@ -304,3 +304,25 @@ fn the_default_configuration_file_states_the_built_in_defaults() {
         assert!(table[section].as_table().unwrap().contains_key(key), "{section}.{key} is shown");
     }
 }
+
+#[test]
+fn install_sh_as_root_without_cargo_says_to_build_as_yourself() {
+    // root's PATH without cargo, as `sudo ./install.sh` has with a per-user
+    // rustup: only `id` and `dirname` on it (whether this host has a cargo in /usr/bin or not).
+    let path = tempfile::tempdir().unwrap();
+    for tool in ["id", "dirname"] {
+        let found = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists()).unwrap();
+        std::os::unix::fs::symlink(found, path.path().join(tool)).unwrap();
+    }
+    let out = Command::new("/bin/sh")
+        .arg(repo("install.sh"))
+        .env("PATH", path.path())
+        .env("PADDOCK_BIN", "/nonexistent/paddock")
+        .env("DESTDIR", "/nonexistent-destdir")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("root has no cargo: run ./install.sh as yourself"), "{said}");
+    assert!(!Path::new("/nonexistent-destdir").exists());
+}

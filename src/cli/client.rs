@@ -14,8 +14,9 @@ use crate::protocol::{Request, Response};
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// The daemon's control socket [default: the configuration's `socket`,
-    /// /run/paddock/paddock.sock].
-    #[arg(long, value_name = "PATH")]
+    /// /run/paddock/paddock.sock]. Also from $PADDOCK_SOCKET, which the
+    /// try-it daemon (./try.sh) tells you to set.
+    #[arg(long, value_name = "PATH", env = "PADDOCK_SOCKET")]
     pub socket: Option<PathBuf>,
     /// The daemon's configuration, read for its `socket` [default:
     /// /etc/paddock/paddock.toml, if it exists].
@@ -53,7 +54,7 @@ pub fn ask(socket: &Path, request: &Request, timeout: Duration) -> Result<Respon
     let unreachable = |e: std::io::Error| {
         let hint = match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                " (is the daemon running? `systemctl status paddock`; or give its socket with --socket)"
+                " (is the daemon running? `systemctl status paddock`; or give its socket with --socket or PADDOCK_SOCKET)"
             }
             std::io::ErrorKind::PermissionDenied => " (the control socket is root's: use sudo)",
             _ => "",

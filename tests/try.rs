@@ -1,0 +1,55 @@
+//! The README's try-it command: `./try.sh` runs the daemon from this
+//! checkout on the bundled examples, and the client commands then work
+//! with PADDOCK_SOCKET alone. (Root required; the daemon runs in a network
+//! namespace this test makes, so the web example's bridge and rules touch
+//! nothing of the host's.)
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn try_sh_runs_the_examples_and_the_clients_find_it_through_paddock_socket() {
+    common::sandbox::require_root();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(readme.contains("./try.sh") && readme.contains("PADDOCK_SOCKET"), "the README shows the try-it command");
+    let dir = tempfile::Builder::new().prefix("paddock-try").tempdir().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_paddock"));
+    let target = bin.parent().unwrap().parent().unwrap();
+    let mut daemon = Command::new("unshare")
+        .args(["--net", "sh", "-c", "ip link set lo up && exec ./try.sh"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("PADDOCK_TRY_DIR", dir.path())
+        .env("CARGO_TARGET_DIR", target)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(dir.path().join("try.log")).unwrap()))
+        .spawn()
+        .unwrap();
+    let socket = dir.path().join("paddock.sock");
+    let status = || Command::new(bin).args(["status", "--json"]).env("PADDOCK_SOCKET", &socket).output().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = status();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && text.contains("\"worker\"") && text.contains("\"running\"") {
+            break;
+        }
+        let log = std::fs::read_to_string(dir.path().join("try.log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "the try-it daemon never ran the examples:\n{text}\n{log}");
+        assert!(daemon.try_wait().unwrap().is_none(), "try.sh exited:\n{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The client commands need nothing but PADDOCK_SOCKET.
+    let logs = Command::new(bin).args(["logs", "nightly-report"]).env("PADDOCK_SOCKET", &socket).output().unwrap();
+    assert!(logs.status.success(), "{}", String::from_utf8_lossy(&logs.stderr));
+    // Nothing under /etc was written: its own id files are in the try directory.
+    assert!(std::fs::read_to_string(dir.path().join("subuid")).unwrap().contains("paddock:"));
+    // Ctrl-C stops it and every workload.
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
+    let code = daemon.wait().unwrap();
+    assert!(code.success(), "{code:?}: {}", std::fs::read_to_string(dir.path().join("try.log")).unwrap_or_default());
+    assert!(!socket.exists(), "the socket is removed at exit");
+}

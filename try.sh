@@ -1,0 +1,73 @@
+#!/bin/sh
+# Try paddock from this checkout, without installing it or systemd: builds
+# it (as you, with your cargo), then runs the daemon in the foreground, as
+# root, on the bundled examples. Everything it keeps is under one
+# directory (default /tmp/paddock-try; PADDOCK_TRY_DIR to choose): its
+# configuration, a root-owned copy of examples/workloads, state, socket,
+# logs, and its own subuid/subgid/passwd/group files, so /etc is not
+# touched. The `web` example publishes port 8080 on paddock's bridge (it
+# needs the CNI plugins: apt-get install containernetworking-plugins).
+# Ctrl-C stops the daemon and every workload with it.
+#
+#   ./try.sh
+#   # in another terminal:
+#   export PADDOCK_SOCKET=/tmp/paddock-try/paddock.sock
+#   sudo -E target/debug/paddock status
+set -eu
+cd "$(dirname "$0")"
+try=${PADDOCK_TRY_DIR:-/tmp/paddock-try}
+bin=${CARGO_TARGET_DIR:-target}/debug/paddock
+
+if [ "$(id -u)" != 0 ]; then
+	cargo build --quiet
+	echo "try.sh: built $bin; the daemon needs root (namespaces, cgroups): running it with sudo" >&2
+	exec sudo PADDOCK_TRY_DIR="$try" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}" "$0" "$@"
+fi
+if [ ! -x "$bin" ]; then
+	if ! command -v cargo >/dev/null; then
+		echo "try.sh: $bin is not built and root has no cargo: run ./try.sh as yourself (it builds, then uses sudo)" >&2
+		exit 1
+	fi
+	cargo build --quiet
+fi
+
+mkdir -p "$try/workloads" "$try/networks"
+chmod 755 "$try" "$try/workloads"
+# The daemon takes only a root-owned workloads directory; a copy of the examples is one.
+cp examples/workloads/*.toml "$try/workloads/"
+chown -R root:root "$try/workloads"
+chmod 644 "$try/workloads/"*.toml
+# Id ranges of its own: the daemon adds the `paddock` user's range to these, not to /etc.
+[ -e "$try/subuid" ] || : > "$try/subuid"
+[ -e "$try/subgid" ] || : > "$try/subgid"
+[ -e "$try/passwd" ] || cp /etc/passwd "$try/passwd"
+[ -e "$try/group" ] || cp /etc/group "$try/group"
+cat > "$try/paddock.toml" <<CONF
+# Written by try.sh: a daemon that keeps everything under $try.
+workloads = "$try/workloads"
+state_dir = "$try/state"
+run_dir = "$try/run"
+socket = "$try/paddock.sock"
+policy_dir = "$try/policies"
+volumes_root = "$try/volumes"
+
+[remap]
+subuid = "$try/subuid"
+subgid = "$try/subgid"
+passwd = "$try/passwd"
+group = "$try/group"
+
+[network]
+networks_dir = "$try/networks"
+CONF
+
+cat >&2 <<MSG
+try.sh: the daemon runs on a copy of examples/workloads in $try/workloads
+try.sh: in another terminal:
+    export PADDOCK_SOCKET=$try/paddock.sock
+    sudo -E $bin status
+    sudo -E $bin logs worker
+    curl http://localhost:8080/
+try.sh: edit or add manifests in $try/workloads (as root) and watch them apply; Ctrl-C stops everything
+MSG
+exec "$bin" daemon --config "$try/paddock.toml"
