@@ -270,3 +270,12 @@ fn help_explains_the_command() {
         assert!(help.contains(words), "--help lacks {words:?}:\n{help}");
     }
 }
+
+#[test]
+fn run_help_says_what_it_writes_on_the_host() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paddock")).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for said in ["idmap.json", "/etc/subuid", "--state-dir"] {
+        assert!(help.contains(said), "paddock run --help does not say {said}:\n{help}");
+    }
+}

@@ -188,3 +188,11 @@ fn the_manifest_reference_in_the_readme_is_the_schemas() {
          `PADDOCK_UPDATE_README=1 cargo test --test readme` and commit it"
     );
 }
+
+#[test]
+fn the_readme_points_only_at_what_the_repository_holds() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for outside in ["DESIGN.md", "../shared", "STYLE.md", "HOST-FACTS.md"] {
+        assert!(!readme.contains(outside), "README.md refers to {outside}, which is not in the repository");
+    }
+}

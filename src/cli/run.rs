@@ -24,6 +24,13 @@ pub const PADDOCK_FAILED: u8 = 125;
 /// status: the workload's (128+N when killed by signal N, 137 when
 /// OOM-killed), 126/127 when the command cannot be executed or is not
 /// found, 125 when paddock itself failed.
+///
+/// It writes on the host what the daemon would: the workload's id slice in
+/// STATE_DIR/idmap.json (kept, so the same name gets the same host ids);
+/// with remap.user = "default" and no range yet, the `paddock` user and its
+/// ranges in /etc/passwd, /etc/subuid and /etc/subgid; a cgroup while it
+/// runs; with -p, a network attachment undone at the end. --state-dir,
+/// --subuid, --subgid, --passwd and --group-file keep all of it elsewhere.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The manifest; its file name (without .toml) is the workload's name.
