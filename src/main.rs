@@ -67,14 +67,38 @@ fn main() -> ExitCode {
 /// Logs go to stderr (journald takes them from there under systemd);
 /// `PADDOCK_LOG` (or `RUST_LOG`) sets the filter.
 fn init_logging(default: &str, json: bool) {
+    use tracing_subscriber::prelude::*;
     let filter =
         std::env::var("PADDOCK_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| default.to_owned());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::new(filter);
+    // Under systemd, stderr is the journal: speak its native protocol, so
+    // each event is one entry (however many lines) with its priority and
+    // its fields (WORKLOAD=web), and journald stamps the time.
+    if !json
+        && on_the_journal()
+        && let Ok(journal) = tracing_journald::layer()
+    {
+        let journal = journal.with_field_prefix(None).with_syslog_identifier("paddock".to_owned());
+        tracing_subscriber::registry().with(filter).with(journal).init();
+        return;
+    }
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
         builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
     }
+}
+
+/// Whether stderr is the journal's stream: systemd says so in
+/// JOURNAL_STREAM ("DEVICE:INODE" of that stream), as sd_journal's
+/// documentation asks services to check.
+fn on_the_journal() -> bool {
+    let Some((dev, ino)) = std::env::var("JOURNAL_STREAM").ok().and_then(|v| {
+        let (dev, ino) = v.split_once(':')?;
+        Some((dev.parse::<u64>().ok()?, ino.parse::<u64>().ok()?))
+    }) else {
+        return false;
+    };
+    nix::sys::stat::fstat(std::io::stderr()).is_ok_and(|s| s.st_dev == dev && s.st_ino == ino)
 }

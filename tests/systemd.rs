@@ -244,6 +244,29 @@ fn paddock_under_systemd_keeps_its_workloads_through_kills_upgrades_and_watchdog
     assert!(cgroup.contains("/paddock.service/paddock/web"), "{cgroup}");
     c.wait_for("STATUS= counts", |c| c.ok("systemctl show -p StatusText --value paddock").starts_with("1 running"));
 
+    // The journal gets native entries: priorities, one entry per event
+    // however many lines, and fields to filter on.
+    std::fs::write(c.root().join("etc/paddock/workloads/bad.toml"), "command = 1\n").unwrap();
+    c.wait_for("the invalid manifest in the journal", |c| {
+        c.ok("journalctl -u paddock -p err --no-pager -o cat").contains("invalid manifest")
+    });
+    let entries: Vec<serde_json::Value> = c
+        .ok("journalctl -u paddock -p err --no-pager -o json")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let message = |e: &serde_json::Value| match &e["MESSAGE"] {
+        serde_json::Value::Array(bytes) => bytes.iter().filter_map(|b| b.as_u64()).map(|b| b as u8 as char).collect(),
+        other => other.as_str().unwrap_or("").to_owned(),
+    };
+    let bad: Vec<&serde_json::Value> = entries.iter().filter(|e| message(e).contains("invalid manifest")).collect();
+    assert_eq!(bad.len(), 1, "one entry: {entries:?}");
+    assert!(message(bad[0]).contains("bad.toml:1:"), "the problem is in the same entry: {}", message(bad[0]));
+    assert_eq!(bad[0]["PRIORITY"], "3", "an error is priority 3");
+    let started = c.ok("journalctl -u paddock --no-pager -o cat WORKLOAD=web");
+    assert!(started.contains("started"), "WORKLOAD= filters: {started}");
+    std::fs::remove_file(c.root().join("etc/paddock/workloads/bad.toml")).unwrap();
+
     // reload rescans.
     std::fs::write(c.root().join("etc/paddock/workloads/api.toml"), "command = [\"/bin/sleep\", \"100001\"]\n")
         .unwrap();

@@ -218,7 +218,8 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                     State::Running { since, .. } => Some(at.now.saturating_duration_since(since)),
                     _ => None,
                 });
-                tracing::info!(workload = %name, action = "exit", %exit, ran_for = ?ran_for, "exited");
+                let ran_for = ran_for.map_or_else(|| "-".to_owned(), |d| format!("{:.3}s", d.as_secs_f64()));
+                tracing::info!(workload = %name, action = "exit", %exit, ran_for, "exited");
                 self.executor.reap(&name);
                 let jitter = self.jitter();
                 self.core.on_exit(&name, exit, at, jitter)
