@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::OrFail;
+use super::{LoadConfigError, OrFail};
 use crate::protocol::{Request, Response};
 
 #[derive(Debug, Clone, Args)]
@@ -26,7 +26,7 @@ pub struct ClientArgs {
 
 impl ClientArgs {
     /// The flag, else the configuration's socket, else the default.
-    pub fn socket(&self) -> Result<PathBuf, String> {
+    pub fn socket(&self) -> Result<PathBuf, LoadConfigError> {
         match &self.socket {
             Some(s) => Ok(s.clone()),
             None => super::load_config(self.config.as_deref()).map(|c| c.socket),
@@ -49,29 +49,44 @@ pub fn unexpected(answer: &Response) -> super::CliError {
     super::CliError::new(1, format!("unexpected answer from the daemon: {answer:?}"))
 }
 
+/// Why a request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("cannot reach the daemon at {}: {source}{}", .socket.display(), hint(.source))]
+    Unreachable { socket: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Request(serde_json::Error),
+    #[error("the daemon at {} closed the connection without an answer", .0.display())]
+    NoAnswer(PathBuf),
+    #[error("the daemon's answer is not understood: {0}")]
+    NotUnderstood(serde_json::Error),
+}
+
+/// What to try when the daemon cannot be reached this way.
+fn hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            " (is the daemon running? `systemctl status paddock`; or give its socket with --socket or PADDOCK_SOCKET)"
+        }
+        std::io::ErrorKind::PermissionDenied => " (the control socket is root's: use sudo)",
+        _ => "",
+    }
+}
+
 /// Sends one request to the daemon and reads its answer.
-pub fn ask(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, String> {
-    let unreachable = |e: std::io::Error| {
-        let hint = match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                " (is the daemon running? `systemctl status paddock`; or give its socket with --socket or PADDOCK_SOCKET)"
-            }
-            std::io::ErrorKind::PermissionDenied => " (the control socket is root's: use sudo)",
-            _ => "",
-        };
-        format!("cannot reach the daemon at {}: {e}{hint}", socket.display())
-    };
+pub fn ask(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, AskError> {
+    let unreachable = |source| AskError::Unreachable { socket: socket.to_owned(), source };
     let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
     stream.set_read_timeout(Some(timeout)).map_err(unreachable)?;
-    let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    let mut line = serde_json::to_vec(request).map_err(AskError::Request)?;
     line.push(b'\n');
     stream.write_all(&line).map_err(unreachable)?;
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer).map_err(unreachable)?;
     if answer.is_empty() {
-        return Err(format!("the daemon at {} closed the connection without an answer", socket.display()));
+        return Err(AskError::NoAnswer(socket.to_owned()));
     }
-    serde_json::from_str(&answer).map_err(|e| format!("the daemon's answer is not understood: {e}"))
+    serde_json::from_str(&answer).map_err(AskError::NotUnderstood)
 }
 
 /// The width of the terminal on stdout, or None when it is not one.

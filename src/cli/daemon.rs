@@ -107,7 +107,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
 
 /// `metrics_listen`: "" is off; a bare port listens on loopback only;
 /// otherwise an address and port, e.g. "127.0.0.1:9464" or "[::1]:9464".
-pub fn metrics_address(text: &str) -> Result<Option<std::net::SocketAddr>, String> {
+pub fn metrics_address(text: &str) -> Result<Option<std::net::SocketAddr>, MetricsAddressError> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(None);
@@ -115,10 +115,13 @@ pub fn metrics_address(text: &str) -> Result<Option<std::net::SocketAddr>, Strin
     if let Ok(port) = text.parse::<u16>() {
         return Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))));
     }
-    text.parse().map(Some).map_err(|_| {
-        format!("metrics_listen = {text:?} is not an address and port; write it as \"127.0.0.1:9464\" (or \"\" for no metrics)")
-    })
+    text.parse().map(Some).map_err(|_| MetricsAddressError(text.to_owned()))
 }
+
+/// `metrics_listen` is neither empty, a port, nor an address and port.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("metrics_listen = {0:?} is not an address and port; write it as \"127.0.0.1:9464\" (or \"\" for no metrics)")]
+pub struct MetricsAddressError(String);
 
 #[cfg(test)]
 mod tests {
@@ -128,6 +131,6 @@ mod tests {
         assert_eq!(m(""), Ok(None));
         assert_eq!(m("9464").unwrap().unwrap().to_string(), "127.0.0.1:9464");
         assert_eq!(m("[::1]:9464").unwrap().unwrap().to_string(), "[::1]:9464");
-        assert!(m("localhost:9464").unwrap_err().contains("write it as \"127.0.0.1:9464\""));
+        assert!(m("localhost:9464").unwrap_err().to_string().contains("write it as \"127.0.0.1:9464\""));
     }
 }

@@ -170,7 +170,7 @@ pub enum ValidatorError {
 
 /// Loads the daemon's configuration for a command; an invalid file's
 /// problems are printed (as `check` prints a manifest's) before the error.
-pub fn load_config(path: Option<&Path>) -> Result<Config, String> {
+pub fn load_config(path: Option<&Path>) -> Result<Config, LoadConfigError> {
     match Config::load(path) {
         Ok(c) => Ok(c),
         Err(ConfigError::Invalid { path, text, problems }) => {
@@ -178,8 +178,18 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, String> {
             for p in &problems {
                 eprint!("{}", crate::validate::render(p, &shown, &text, crate::validate::Color::Never));
             }
-            Err(format!("{shown} is not a valid configuration"))
+            Err(LoadConfigError::Invalid(path))
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(LoadConfigError::Config(e)),
     }
+}
+
+/// Why a command cannot use the daemon's configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadConfigError {
+    /// Its problems were printed already: the message only names it.
+    #[error("{} is not a valid configuration", .0.display())]
+    Invalid(PathBuf),
+    #[error(transparent)]
+    Config(ConfigError),
 }

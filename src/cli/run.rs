@@ -92,13 +92,18 @@ pub struct RunArgs {
     pub init_exec: bool,
 }
 
-fn parse_isolation(s: &str) -> Result<Isolation, String> {
+fn parse_isolation(s: &str) -> Result<Isolation, UnknownIsolation> {
     match s {
         "per-workload" => Ok(Isolation::PerWorkload),
         "shared" => Ok(Isolation::Shared),
-        _ => Err("expected per-workload or shared".to_owned()),
+        _ => Err(UnknownIsolation),
     }
 }
+
+/// `--isolation` names neither mode.
+#[derive(Debug, thiserror::Error)]
+#[error("expected per-workload or shared")]
+struct UnknownIsolation;
 
 pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     let config = super::load_config(args.config.as_deref()).or_fail(PADDOCK_FAILED)?;
