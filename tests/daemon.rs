@@ -549,3 +549,21 @@ fn files_beside_the_workloads_directory_neither_wake_nor_deafen_the_watcher() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn logs_are_read_from_the_files_when_the_daemon_is_not_running() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("lg.toml", &common::sandbox::busybox_manifest("echo one; echo two; exec sleep 1000", ""));
+    d.running_pid("lg");
+    d.wait_for("its output", |d| String::from_utf8_lossy(&d.paddock(&["logs", "lg"]).stdout).contains("two"));
+    assert_eq!(d.terminate(), 0);
+    let config = d.path("paddock.toml");
+    let out = d.paddock(&["logs", "lg", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the daemon is not running; reading"));
+    // A name with no log says where it looked and what to give.
+    let out = d.paddock(&["logs", "nolog", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--state-dir"), "{}", String::from_utf8_lossy(&out.stderr));
+}

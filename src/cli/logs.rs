@@ -21,6 +21,10 @@ use crate::protocol::{Request, Response};
 /// On a terminal, control characters the workload wrote are shown escaped
 /// (`\x1b`), so its output cannot drive your terminal; `--raw` prints them
 /// as they are (output to a pipe is always raw).
+///
+/// The daemon says where the log is; when it is not running (after
+/// `systemctl stop paddock`, say), the files are read from the
+/// configuration's state_dir (or --state-dir) all the same.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// The workload.
@@ -40,6 +44,10 @@ pub struct LogsArgs {
     /// Print control characters as the workload wrote them, even on a terminal.
     #[arg(long)]
     pub raw: bool,
+    /// Where the logs are when the daemon is not running [default: the
+    /// configuration's state_dir, /var/lib/paddock].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -85,11 +93,46 @@ fn read_lines(path: &Path, printer: &mut Printer, out: &mut std::collections::Ve
     }
 }
 
-pub fn run(args: LogsArgs) -> Result<super::ExitCode, CliError> {
-    let path = match args.client.ask(&Request::Logs { name: args.name.clone() })? {
-        Response::Logs { path } => PathBuf::from(path),
-        other => return Err(unexpected(&other)),
+/// Where the workload's log is: as the daemon says, or, with no daemon
+/// to ask, where it keeps them.
+fn log_file(args: &LogsArgs) -> Result<PathBuf, CliError> {
+    use super::OrFail;
+    let socket = args.client.socket().or_fail(1)?;
+    let request = Request::Logs { name: args.name.clone() };
+    let source = match super::client::ask(&socket, &request, Duration::from_secs(60)) {
+        Ok(Response::Logs { path }) => return Ok(PathBuf::from(path)),
+        Ok(Response::Error(e)) => return Err(CliError::new(1, e)),
+        Ok(other) => return Err(unexpected(&other)),
+        Err(super::client::AskError::Unreachable { source, .. })
+            if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) =>
+        {
+            source
+        }
+        Err(e) => return Err(CliError::new(1, e.to_string())),
     };
+    let name = crate::model::WorkloadName::try_from(args.name.as_str())
+        .map_err(|e| CliError::new(1, format!("no workload {:?}: {e}", args.name)))?;
+    let state_dir = match &args.state_dir {
+        Some(dir) => dir.clone(),
+        None => super::load_config(args.client.config.as_deref()).or_fail(1)?.state_dir,
+    };
+    let path = crate::daemon::executor::log_path(&state_dir, &name);
+    if files_oldest_first(&path, LOG_KEEP).is_empty() && !path.exists() {
+        return Err(CliError::new(
+            1,
+            format!(
+                "no log for {name} at {} (the daemon at {} is not running: {source}; give --state-dir if its logs are elsewhere)",
+                path.display(),
+                socket.display()
+            ),
+        ));
+    }
+    eprintln!("paddock logs: the daemon is not running; reading {}", path.display());
+    Ok(path)
+}
+
+pub fn run(args: LogsArgs) -> Result<super::ExitCode, CliError> {
+    let path = log_file(&args)?;
     let since = args.since.map(|d| SystemTime::now() - d.as_std());
     let escape = !args.raw && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut printer = Printer { since, timestamps: args.timestamps, escape, keep_unstamped: true };
