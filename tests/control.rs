@@ -112,7 +112,10 @@ fn stop_holds_a_workload_until_start_or_a_manifest_change() {
     let out = d.paddock(&["stop", "held"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("stays stopped until `paddock start held`"), "{}", stdout(&out));
-    d.wait_for("held stopped", |d| d.workload("held").is_some_and(|w| w["state"] == "stopped" && w["held"] == true));
+    // As systemctl stop: it returns once the workload has stopped.
+    assert!(stdout(&out).ends_with("held stopped\n"), "{}", stdout(&out));
+    let w = d.workload("held").unwrap();
+    assert!(w["state"] == "stopped" && w["held"] == true, "{w}");
     assert!(!alive(pid));
     assert!(stdout(&d.paddock(&["status"])).contains("stopped (held)"));
     // A rescan with no change to the manifest keeps it stopped.
@@ -126,8 +129,8 @@ fn stop_holds_a_workload_until_start_or_a_manifest_change() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(d.workload("held").unwrap()["held"], true);
     let out = d.paddock(&["start", "held"]);
-    assert_eq!(stdout(&out), "starting held\n", "{}", stderr(&out));
     let again = d.running_pid("held");
+    assert_eq!(stdout(&out), format!("starting held\nheld running (pid {again})\n"), "{}", stderr(&out));
     // A manifest change releases a hold too.
     d.paddock(&["stop", "held"]);
     d.wait_for("held again", |d| d.workload("held").is_some_and(|w| w["state"] == "stopped"));
@@ -166,8 +169,8 @@ fn restart_revives_a_failed_workload() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(d.workload("phoenix").unwrap()["state"], "failed", "failed stays failed by itself");
     let out = d.paddock(&["restart", "phoenix"]);
-    assert_eq!(stdout(&out), "restarting phoenix\n", "{}", stderr(&out));
-    d.running_pid("phoenix");
+    let pid = d.running_pid("phoenix");
+    assert_eq!(stdout(&out), format!("restarting phoenix\nphoenix running (pid {pid})\n"), "{}", stderr(&out));
     assert_eq!(d.workload("phoenix").unwrap()["restarts"], 0, "the count starts over");
     // Restart of a running workload: a new sandbox.
     let before = d.running_pid("phoenix");
@@ -443,4 +446,24 @@ fn status_on_a_terminal_is_coloured_fits_its_width_and_honours_no_color() {
     assert!(narrow.lines().all(|l| l.chars().count() <= 50), "fits 50 columns:\n{narrow}");
     assert!(narrow.starts_with("NAME") && narrow.contains("running"), "{narrow}");
     assert!(!narrow.contains("UPTIME") && narrow.contains("LAST EXIT"), "uptime is dropped first:\n{narrow}");
+}
+
+#[test]
+fn stop_waits_with_a_timeout_and_no_block_does_not() {
+    let d = Daemon::setup().start(&[]);
+    // Ignores SIGTERM; killed at its stop timeout, 3 s.
+    d.write(
+        "stubborn.toml",
+        &common::sandbox::busybox_manifest("trap '' TERM; while :; do sleep 0.2; done", "[stop]\ntimeout = \"3s\"\n"),
+    );
+    d.running_pid("stubborn");
+    let out = d.paddock(&["stop", "--timeout", "1s", "stubborn"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("stubborn is still stopping after 1s"), "{}", stderr(&out));
+    d.wait_for("stubborn stopped", |d| d.workload("stubborn").is_some_and(|w| w["state"] == "stopped"));
+    let out = d.paddock(&["start", "--no-block", "stubborn"]);
+    assert_eq!(stdout(&out), "starting stubborn\n", "only what the daemon said");
+    d.running_pid("stubborn");
+    let out = d.paddock(&["stop", "stubborn"]);
+    assert!(out.status.success() && stdout(&out).ends_with("stubborn stopped\n"), "{}", stderr(&out));
 }

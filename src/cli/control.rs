@@ -14,6 +14,13 @@ use crate::protocol::{Report, Request, Response, Verb};
 pub struct NameArgs {
     /// The workload (its manifest's file name without `.toml`).
     pub name: String,
+    /// Return once the daemon has taken the request, without waiting for
+    /// the workload to get there.
+    #[arg(long)]
+    pub no_block: bool,
+    /// How long to wait for the workload to get there (then exit 1).
+    #[arg(long, value_name = "DURATION", default_value = "90s")]
+    pub timeout: crate::model::Duration,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -60,7 +67,65 @@ pub enum Act {
     Restart,
 }
 
+/// The workload's status now, if the daemon knows it.
+fn status_of(args: &NameArgs) -> Result<Option<crate::protocol::WorkloadStatus>, CliError> {
+    match args.client.ask(&Request::Status { name: None })? {
+        Response::Status(all) => Ok(all.into_iter().find(|w| w.name == args.name)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Waits, as systemctl does, until the workload got where `act` sends it,
+/// and says where it is; exit 1 when it did not get there.
+fn wait_until_done(act: Act, args: &NameArgs, before: Option<i32>) -> Result<super::ExitCode, CliError> {
+    let deadline = std::time::Instant::now() + args.timeout.as_std();
+    loop {
+        let Some(w) = status_of(args)? else {
+            return Err(CliError::new(1, format!("{} is gone: its manifest was removed", args.name)));
+        };
+        let why = || w.error.clone().unwrap_or_else(|| "see `paddock status NAME`".to_owned());
+        let done = match (act, w.state.as_str()) {
+            (Act::Stop, "stopped" | "exited" | "failed" | "invalid") => Some(Ok(format!("{} {}", w.name, w.state))),
+            (Act::Stop, _) => None,
+            (_, "running") if w.pid.is_some() && w.pid != before => {
+                Some(Ok(format!("{} running (pid {})", w.name, w.pid.unwrap_or_default())))
+            }
+            (_, "exited") if before.is_none() || w.pid != before => Some(Ok(format!("{} ran and exited", w.name))),
+            (_, "failed") => Some(Err(format!("{} failed: {}", w.name, why()))),
+            (_, "backoff") => Some(Err(format!("{} did not start: {} (it will be tried again)", w.name, why()))),
+            _ => None,
+        };
+        match done {
+            Some(Ok(said)) => {
+                println!("{said}");
+                return Ok(0);
+            }
+            Some(Err(said)) => return Err(CliError::new(1, said)),
+            None if std::time::Instant::now() >= deadline => {
+                let waiting = if w.waiting_for.is_empty() {
+                    String::new()
+                } else {
+                    format!(", waiting for {}", w.waiting_for.join(", "))
+                };
+                return Err(CliError::new(
+                    1,
+                    format!(
+                        "{} is still {}{waiting} after {} (--timeout; `paddock status {}` says more)",
+                        w.name, w.state, args.timeout, w.name
+                    ),
+                ));
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+}
+
 pub fn act(act: Act, args: NameArgs) -> Result<super::ExitCode, CliError> {
+    // A restart is done once another run is up.
+    let before = match (act, args.no_block) {
+        (Act::Restart, false) => status_of(&args)?.and_then(|w| w.pid),
+        _ => None,
+    };
     let name = args.name.clone();
     let request = match act {
         Act::Start => Request::Start { name },
@@ -68,9 +133,13 @@ pub fn act(act: Act, args: NameArgs) -> Result<super::ExitCode, CliError> {
         Act::Restart => Request::Restart { name },
     };
     match args.client.ask(&request)? {
-        Response::Done(text) => {
+        Response::Done(text) if args.no_block => {
             println!("{text}");
             Ok(0)
+        }
+        Response::Done(text) => {
+            println!("{text}");
+            wait_until_done(act, &args, before)
         }
         other => Err(unexpected(&other)),
     }

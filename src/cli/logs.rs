@@ -121,9 +121,9 @@ fn log_file(args: &LogsArgs) -> Result<PathBuf, CliError> {
         return Err(CliError::new(
             1,
             format!(
-                "no log for {name} at {} (the daemon at {} is not running: {source}; give --state-dir if its logs are elsewhere)",
-                path.display(),
-                socket.display()
+                "cannot reach the daemon at {}: {source} (is the daemon running?), and no log for {name} is at {}: give --state-dir if its logs are elsewhere",
+                socket.display(),
+                path.display()
             ),
         ));
     }
