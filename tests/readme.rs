@@ -196,3 +196,55 @@ fn the_readme_points_only_at_what_the_repository_holds() {
         assert!(!readme.contains(outside), "README.md refers to {outside}, which is not in the repository");
     }
 }
+
+#[test]
+fn the_status_json_fields_are_the_readmes() {
+    use paddock::protocol::{Change, IdMap, ProbeOutcome, WorkloadDetail, WorkloadStatus};
+    let map = Some(IdMap { host_start: 1, size: 1 });
+    let status = WorkloadStatus {
+        name: "web".into(),
+        state: "running".into(),
+        pid: Some(1),
+        uid_map: map.clone(),
+        gid_map: map,
+        restarts: 0,
+        last_exit: None,
+        error: None,
+        uptime_seconds: None,
+        manifest: String::new(),
+        held: false,
+        network: Some("bridge".into()),
+        addresses: vec![String::new()],
+        ports: vec![String::new()],
+        health: Some("healthy".into()),
+        waiting_for: vec![String::new()],
+    };
+    let detail = WorkloadDetail {
+        status,
+        effective_manifest: None,
+        changes: vec![Change { time: String::new(), event: String::new() }],
+        log: String::new(),
+        start_latency_ms: None,
+        probes: vec![ProbeOutcome { time: String::new(), ok: true, output: String::new() }],
+    };
+    let json = serde_json::to_value(&detail).unwrap();
+    let mut fields: Vec<String> = json.as_object().unwrap().keys().cloned().collect();
+    fields.sort();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = readme.split("| field | type | meaning |").nth(1).expect("README documents status --json");
+    let mut documented: Vec<String> = table
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .flat_map(|l| {
+            l.split('|')
+                .nth(1)
+                .unwrap_or("")
+                .split(',')
+                .map(|f| f.trim().trim_matches('`').to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    documented.sort();
+    assert_eq!(fields, documented, "status --json fields against README's table");
+}

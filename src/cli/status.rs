@@ -61,8 +61,13 @@ fn range(m: &Option<crate::protocol::IdMap>) -> String {
     m.as_ref().map_or("-".into(), |m| format!("{}-{}", m.host_start, u64::from(m.host_start) + u64::from(m.size) - 1))
 }
 
+/// The last run's exit; while another run is up, said to be the previous one's.
 fn last_exit(w: &WorkloadStatus) -> String {
-    w.last_exit.as_ref().map_or("-".into(), |e| e.to_string().trim_matches('"').to_owned())
+    let exit = w.last_exit.as_ref().map_or("-".into(), |e| e.to_string().trim_matches('"').to_owned());
+    match (w.last_exit.is_some(), w.state.as_str()) {
+        (true, "running" | "starting" | "stopping") => format!("{exit} (previous)"),
+        _ => exit,
+    }
 }
 
 /// The address a workload is reached at (its first, without the prefix).
@@ -156,7 +161,7 @@ fn detail(d: &WorkloadDetail, color: Color) -> String {
     field("host gids", range(&w.gid_map));
     field("restarts", w.restarts.to_string());
     field("uptime", w.uptime_seconds.map_or("-".into(), uptime));
-    field("last exit", last_exit(w));
+    field("last exit", last_exit(w).replace("(previous)", "(the previous run's)"));
     field("start took", d.start_latency_ms.map_or("-".into(), |ms| format!("{ms:.1} ms")));
     field("log", escape(&d.log).into_owned());
     if !w.waiting_for.is_empty() {
@@ -249,7 +254,7 @@ mod tests {
         assert_eq!(
             wide,
             "NAME  STATE    PID   HOST UIDS      RESTARTS  UPTIME  LAST EXIT\n\
-             web   running  4242  165536-231071  3         1h2m    SIGKILL\n    \
+             web   running  4242  165536-231071  3         1h2m    SIGKILL (previous)\n    \
              /etc/paddock/workloads/web.toml:1:12: error: TOML syntax: unclosed array\n"
         );
         let narrow = table(&ws, Some(40), Color::Never);
@@ -270,8 +275,8 @@ mod tests {
         assert_eq!(
             table(&ws, None, Color::Never),
             "NAME   STATE    PID   ADDRESS    PORTS                              HOST UIDS      RESTARTS  UPTIME  LAST EXIT\n\
-             web    running  4242  10.77.0.5  8080:80/tcp,127.0.0.1:5353:53/udp  165536-231071  3         1h2m    SIGKILL\n\
-             batch  running  4242  -          -                                  165536-231071  3         1h2m    SIGKILL\n"
+             web    running  4242  10.77.0.5  8080:80/tcp,127.0.0.1:5353:53/udp  165536-231071  3         1h2m    SIGKILL (previous)\n\
+             batch  running  4242  -          -                                  165536-231071  3         1h2m    SIGKILL (previous)\n"
         );
         let narrow = table(&ws, Some(60), Color::Never);
         assert!(narrow.starts_with("NAME   STATE    PID   ADDRESS    LAST EXIT\n"), "{narrow}");
