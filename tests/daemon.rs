@@ -567,3 +567,19 @@ fn logs_are_read_from_the_files_when_the_daemon_is_not_running() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--state-dir"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_shutdown_says_what_it_waits_for() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write(
+        "slow.toml",
+        &common::sandbox::busybox_manifest(
+            "trap 'sleep 1; exit 0' INT; while :; do sleep 0.2; done",
+            "[stop]\nsignal = \"SIGINT\"\ntimeout = \"8s\"\n",
+        ),
+    );
+    d.running_pid("slow");
+    assert_eq!(d.terminate(), 0);
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("stopping: slow: SIGINT, 8 s"), "{log}");
+}

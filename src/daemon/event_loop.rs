@@ -190,6 +190,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // wake the loop: go round again at once.
     let mut again = false;
     let mut debounce: Option<tokio::time::Instant> = None;
+    let mut told: Vec<String> = Vec::new();
     loop {
         let wake = daemon.wake_at();
         tokio::select! {
@@ -298,6 +299,18 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         }
         if !shutting_down && let Some(reply) = scans.upgrade.take() {
             reexec(&mut daemon, &mut sandbox_rx, &handover, reply, start_timeout, &notifier).await;
+        }
+        if shutting_down {
+            // A shutdown that says what it waits for, once per change.
+            let left = daemon.left_to_stop(std::time::Instant::now());
+            let names: Vec<&str> = left.iter().map(|l| l.split(':').next().unwrap_or("")).collect();
+            if names != told.iter().map(|l| l.split(':').next().unwrap_or("")).collect::<Vec<_>>() {
+                if !left.is_empty() {
+                    tracing::info!(left = left.len(), "stopping: {}", left.join("; "));
+                }
+                let _ = notifier.notify(&format!("STATUS=stopping: {} left ({})", left.len(), left.join("; ")));
+                told = left;
+            }
         }
         if shutting_down && daemon.all_stopped() {
             break;

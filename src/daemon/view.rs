@@ -286,4 +286,23 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             None => format!("{} running, {} failed, {invalid} invalid", count("running"), count("failed")),
         }
     }
+
+    /// During shutdown: what is left to stop, each with its signal and the
+    /// time left before it is killed ("worker: SIGINT, 8 s"), or that it
+    /// waits for what comes after it to stop first.
+    pub fn left_to_stop(&self, now: std::time::Instant) -> Vec<String> {
+        self.core
+            .workloads()
+            .filter(|w| w.state.has_sandbox())
+            .map(|w| match w.state {
+                State::Stopping { deadline: Some(deadline), .. } => {
+                    let signal = w.running_manifest().map_or(crate::model::Signal::Term, |m| m.stop.signal);
+                    let left = deadline.saturating_duration_since(now).as_secs_f64().ceil();
+                    format!("{}: {signal}, {left} s", w.name)
+                }
+                State::Stopping { deadline: None, .. } => format!("{}: killed", w.name),
+                _ => format!("{}: after what comes after it", w.name),
+            })
+            .collect()
+    }
 }
