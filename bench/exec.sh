@@ -51,7 +51,7 @@ trap cleanup EXIT
 R=$WORK/rootfs
 mkdir -p "$R"/{bin,proc,dev,tmp,sys,etc,root}
 cp "$BUSYBOX" "$R/bin/busybox"
-for a in $("$BUSYBOX" --list); do ln -sf busybox "$R/bin/$a"; done
+for a in $("$BUSYBOX" --list); do [ -e "$R/bin/$a" ] || ln -s busybox "$R/bin/$a"; done
 chmod -R a+rX "$R"
 
 # The daemon's own world: nothing of /etc/paddock or /run/paddock is used.
@@ -132,4 +132,4 @@ print(f"\npaddock exec / nsenter: mean {p['mean'] / n['mean']:.2f}x "
       f"median {pm / nm:.2f}x ({pm * 1e3:.2f} ms / {nm * 1e3:.2f} ms)")
 PY
 echo "load after: $LOAD_AFTER"
-echo "daemon log: $(grep -c 'action=exec' "$WORK/daemon.log") exec lines, $(grep -ci 'error\|warn' "$WORK/daemon.log" || true) error/warn lines"
+echo "daemon log: $(grep -Ec 'action="?exec' "$WORK/daemon.log") exec lines, $(grep -Ec ' (ERROR|WARN) ' "$WORK/daemon.log" || true) ERROR/WARN lines"

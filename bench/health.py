@@ -263,11 +263,14 @@ def report(results, n, paddock, argv):
     return "\n".join(out) + "\n"
 
 def main():
+    global WINDOW
     ap = argparse.ArgumentParser()
     ap.add_argument("n", nargs="?", type=int, default=1000)
     ap.add_argument("--out")
     ap.add_argument("--variants", default="tcp,http,none")
+    ap.add_argument("--window", type=int, default=WINDOW, help="seconds of CPU measurement (default 60)")
     args = ap.parse_args()
+    WINDOW = args.window
     paddock = os.environ.get("PADDOCK")
     if not paddock:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)

@@ -279,3 +279,30 @@ fn run_help_says_what_it_writes_on_the_host() {
         assert!(help.contains(said), "paddock run --help does not say {said}:\n{help}");
     }
 }
+
+#[test]
+fn check_warns_of_a_limit_this_hosts_cgroups_cannot_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    // A cgroup v2 tree without the memory controller.
+    let cgroups = dir.path().join("cgroup");
+    std::fs::create_dir(&cgroups).unwrap();
+    std::fs::write(cgroups.join("cgroup.controllers"), "cpu pids\n").unwrap();
+    let manifest = dir.path().join("web.toml");
+    std::fs::write(&manifest, "command = [\"/bin/true\"]\n[resources]\nmemory = \"64MiB\"\npids = 10\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["check", "--cgroup-root"])
+        .arg(&cgroups)
+        .arg(&manifest)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(
+            "web.toml:3:10: warning: memory limit needs the memory cgroup controller, which this host does not have"
+        ),
+        "{said}"
+    );
+    assert!(said.contains("cgroup.controllers does not list it"), "{said}");
+    assert!(!said.contains("pids limit"), "pids is there: {said}");
+}

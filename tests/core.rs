@@ -337,3 +337,20 @@ fn shutdown_stops_dependents_first_and_their_dependencies_after_they_exit() {
     assert!(stopped(&core.on_exit(&named("other"), Exit::Code(0), at, 0.0)).is_empty());
     assert_eq!(stopped(&core.on_exit(&named("app"), Exit::Code(0), at, 0.0)), ["db"]);
 }
+
+#[test]
+fn a_start_this_host_could_not_make_is_tried_again_on_reload_and_only_that() {
+    let mut core = Core::default();
+    let at = Clock::read();
+    with(&mut core, &[("web", ""), ("crash", "")], at);
+    starts(&mut core, at);
+    let failure = |what: &str| StartFailure::new(Blame::Host, std::io::Error::other(what.to_owned()));
+    core.on_start_failed(&named("web"), failure("memory limit needs the memory cgroup controller"), at, 0.0);
+    core.on_start_failed(&named("crash"), StartFailure::new(Blame::Workload, std::io::Error::other("no")), at, 0.0);
+    assert_eq!(core.get(&named("web")).unwrap().state_name(), "failed", "not a backoff loop");
+    assert!(starts(&mut core, at).is_empty());
+    assert_eq!(core.retry_host_failures(at), [named("web")]);
+    let pass = core.reconcile(at, 16);
+    let said: Vec<String> = pass.actions.iter().map(|a| format!("{} ({})", a.name, a.cause)).collect();
+    assert_eq!(said, ["web (paddock reload: tried again)"]);
+}

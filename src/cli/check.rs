@@ -29,10 +29,14 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub policy: super::PolicyArgs,
 
-    /// Do not look for mount sources and the rootfs on this host (for files
-    /// meant for another machine). By default a missing one is a warning.
+    /// Do not look for mount sources, the rootfs and the cgroup controllers
+    /// of limits on this host (for files meant for another machine). By
+    /// default a missing one is a warning.
     #[arg(long)]
     pub no_host_checks: bool,
+    /// Where this host's cgroups are, for the host checks [default: /sys/fs/cgroup].
+    #[arg(long, value_name = "DIR")]
+    pub cgroup_root: Option<PathBuf>,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -71,6 +75,8 @@ pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
         Err(_) => validator,
     };
     let host = if args.no_host_checks { HostChecks::Skip } else { HostChecks::Warn };
+    let cgroup_root = args.cgroup_root.as_ref().unwrap_or(&config.cgroup_root);
+    let validator = validator.with_cgroups(crate::sandbox::cgroup::Layout::detect(cgroup_root));
     let color = Color::for_stdout();
 
     let mut errors = Vec::new();

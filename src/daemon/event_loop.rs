@@ -258,6 +258,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                     scans.upgrade = Some(None);
                 } else {
                     tracing::info!("SIGHUP: rescanning");
+                    daemon.retry_host_failures(Clock::read());
                     scans.hup_next = true;
                     scans.wanted = Some(Rescan::Everything);
                 }

@@ -391,4 +391,11 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             self.persist(&name);
         }
     }
+
+    /// `paddock reload`: what failed because this host could not run it is tried again.
+    pub fn retry_host_failures(&mut self, at: Clock) {
+        for name in self.core.retry_host_failures(at) {
+            tracing::info!(workload = %name, action = "start", "failed on this host before: trying again (reload)");
+        }
+    }
 }

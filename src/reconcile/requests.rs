@@ -83,6 +83,24 @@ impl Core {
         Ok((answer, effects))
     }
 
+    /// `paddock reload` (or SIGHUP): what failed because this host could
+    /// not run it (a missing controller or plugin, fixed since, perhaps)
+    /// is tried again. Returns their names.
+    pub fn retry_host_failures(&mut self, at: Clock) -> Vec<WorkloadName> {
+        let mut retried = Vec::new();
+        for w in self.workloads.values_mut() {
+            let host = w.error.as_ref().is_some_and(|e| e.blame == super::workload::Blame::Host);
+            if matches!(w.state, State::Failed { .. }) && host && w.desired.is_some() && w.hold.is_none() {
+                w.state = State::Idle;
+                w.restarts = 0;
+                w.cause = Some(Cause::Reloaded);
+                w.note(at.wall, Happening::Released(Cause::Reloaded));
+                retried.push(w.name.clone());
+            }
+        }
+        retried
+    }
+
     /// A stop already under way ends otherwise than first decided.
     pub(super) fn redirect_stop(w: &mut Workload, then: Then) {
         if let State::Stopping { then: t, .. } = &mut w.state

@@ -59,6 +59,8 @@ pub enum Cause {
     Unhealthy,
     /// It waits for these (`after`).
     Waiting(Vec<String>),
+    /// `paddock reload`: a start this host could not make is tried again.
+    Reloaded,
 }
 
 impl fmt::Display for Cause {
@@ -78,6 +80,7 @@ impl fmt::Display for Cause {
             Cause::Shutdown => f.write_str("the daemon is stopping"),
             Cause::Unhealthy => f.write_str("unhealthy: its health check failed"),
             Cause::Waiting(waits) => write!(f, "after {}", waits.join(", ")),
+            Cause::Reloaded => f.write_str("paddock reload: tried again"),
         }
     }
 }

@@ -36,6 +36,43 @@ impl Limits {
 }
 
 impl Layout {
+    /// The limits of `limits` this host has no controller for, each as the
+    /// error a start would meet (`check` warns of them beforehand).
+    pub fn lacks(&self, limits: &Limits) -> Vec<CgroupError> {
+        let wanted = [
+            ("memory", "memory", limits.memory.is_some()),
+            ("pids", "pids", limits.pids.is_some()),
+            ("cpu", "cpu", limits.cpu.is_some()),
+        ];
+        let available = match self {
+            Layout::V2 { root } => std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default(),
+            Layout::V1 { .. } => String::new(),
+        };
+        wanted
+            .into_iter()
+            .filter(|(_, _, needed)| *needed)
+            .filter_map(|(controller, what, _)| match self {
+                Layout::V2 { root } if !available.split_whitespace().any(|c| c == controller) => {
+                    Some(CgroupError::MissingController {
+                        what,
+                        controller,
+                        path: root.join("cgroup.controllers"),
+                        listed: true,
+                    })
+                }
+                Layout::V1 { root } if !root.join(controller).join("cgroup.procs").exists() => {
+                    Some(CgroupError::MissingController {
+                        what,
+                        controller,
+                        path: root.join(controller),
+                        listed: false,
+                    })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The host's layout: v2 when `root` is a cgroup2 mount (it has
     /// `cgroup.controllers`), else v1 hierarchies under it.
     pub fn detect(root: &Path) -> Self {
@@ -98,8 +135,8 @@ fn delegated(dir: &Path) -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("{what} limit needs the {controller} cgroup controller, which this host does not have ({path} is missing)")]
-    MissingController { what: &'static str, controller: &'static str, path: PathBuf },
+    #[error("{what} limit needs the {controller} cgroup controller, which this host does not have ({} {})", .path.display(), if *.listed { "does not list it" } else { "is missing" })]
+    MissingController { what: &'static str, controller: &'static str, path: PathBuf, listed: bool },
     #[error("{what} limit needs the {controller} controller enabled in {path}: {source}")]
     EnableController { what: &'static str, controller: &'static str, path: PathBuf, source: std::io::Error },
     #[error("creating cgroup {path}: {source}")]
@@ -152,7 +189,7 @@ impl Cgroup {
             let hierarchy = root.join(controller);
             if !hierarchy.join("cgroup.procs").exists() {
                 if needed {
-                    return Err(CgroupError::MissingController { what, controller, path: hierarchy });
+                    return Err(CgroupError::MissingController { what, controller, path: hierarchy, listed: false });
                 }
                 continue;
             }
@@ -198,6 +235,7 @@ impl Cgroup {
                         what,
                         controller,
                         path: root.join("cgroup.controllers"),
+                        listed: true,
                     });
                 }
                 continue;
@@ -419,6 +457,9 @@ mod tests {
                 .starts_with("memory limit needs the memory cgroup controller, which this host does not have"),
             "{err}"
         );
+        assert!(err.to_string().ends_with("cgroup.controllers does not list it)"), "{err}");
+        let lacks = Layout::detect(root.path()).lacks(&Limits { memory: Some(1), pids: Some(1), ..Limits::default() });
+        assert_eq!(lacks.len(), 1, "pids is there, memory is not: {lacks:?}");
         assert!(!root.path().join("paddock/web").exists(), "nothing is left behind");
     }
 

@@ -93,6 +93,8 @@ pub struct Validator {
     /// The CNI networks a manifest may name (the built-in `bridge` and
     /// the daemon's networks directory).
     networks: Vec<String>,
+    /// This host's cgroup layout, for `check` to warn of limits it cannot apply.
+    cgroups: Option<crate::sandbox::cgroup::Layout>,
 }
 
 impl Validator {
@@ -103,7 +105,14 @@ impl Validator {
             policies,
             restart_defaults: RestartDefaults::default(),
             networks: vec![crate::model::BRIDGE.to_owned()],
+            cgroups: None,
         })
+    }
+
+    /// Warn (in `check`) of limits this cgroup layout has no controller for.
+    pub fn with_cgroups(mut self, layout: crate::sandbox::cgroup::Layout) -> Self {
+        self.cgroups = Some(layout);
+        self
     }
 
     /// The networks a manifest may name besides "private" and "host".
@@ -162,6 +171,19 @@ impl Validator {
         }
         problems.extend(semantic::host_checks(&effective, &spans, host));
         problems.extend(semantic::network_checks(&effective, &spans, host, &self.networks));
+        if let (Some(layout), HostChecks::Warn) = (&self.cgroups, host) {
+            let r = &effective.resources;
+            let limits =
+                crate::sandbox::cgroup::Limits { memory: r.memory.map(|s| s.bytes()), pids: r.pids, cpu: r.cpu };
+            for lack in layout.lacks(&limits) {
+                let crate::sandbox::cgroup::CgroupError::MissingController { what, .. } = &lack else { continue };
+                let at = spans.value_span(&format!("/resources/{what}"));
+                problems.push(
+                    Problem::warning(at, lack.to_string())
+                        .with_help("on this host the workload would fail to start: remove the limit, or enable the controller (on cgroup v2, in the parent's cgroup.subtree_control)"),
+                );
+            }
+        }
         sort(&mut problems);
         let spec = match name {
             Some(name) if !problems.iter().any(Problem::is_error) => Some(WorkloadSpec { name, manifest: effective }),

@@ -70,6 +70,7 @@ pub(super) fn answer(
         Answered::Reload => {
             tracing::info!("reload asked on the control socket: rescanning");
             let _ = notifier.notify("RELOADING=1");
+            daemon.retry_host_failures(Clock::read());
             // Served by a scan that starts after this request.
             scans.next.push(reply);
             scans.wanted = Some(Rescan::Everything);
