@@ -146,6 +146,9 @@ pub enum Request {
     /// daemon answers `Entered`, then `Ended`; meanwhile the client may
     /// send `ExecInput` lines (signals to pass on).
     Exec(ExecRequest),
+    /// Every workload now, then again at each change (`status --watch`):
+    /// one `Status` answer line per change, until the client goes.
+    Watch,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -467,3 +467,39 @@ fn stop_waits_with_a_timeout_and_no_block_does_not() {
     let out = d.paddock(&["stop", "stubborn"]);
     assert!(out.status.success() && stdout(&out).ends_with("stubborn stopped\n"), "{}", stderr(&out));
 }
+
+#[test]
+fn status_watch_gets_a_line_at_each_change_and_none_without_one() {
+    use std::io::BufRead;
+    let d = Daemon::setup().start(&[]);
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["status", "--watch", "--json", "--socket"])
+        .arg(d.path("paddock.sock"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), "[]", "what is true now, at once");
+    d.write("watched.toml", SLEEPER);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let line =
+            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).expect("running, pushed");
+        if line.contains("\"state\":\"running\"") {
+            break;
+        }
+    }
+    // Nothing changes: nothing is sent (the uptime's ticking is no change).
+    assert!(rx.recv_timeout(Duration::from_millis(1500)).is_err(), "a line without a change");
+    d.paddock(&["stop", "--no-block", "watched"]);
+    let next = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(next.contains("\"held\":true"), "{next}");
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+}

@@ -25,6 +25,10 @@ pub struct StatusArgs {
     /// JSON: an array with an object per workload, or one object for NAME.
     #[arg(long)]
     pub json: bool,
+    /// Keep showing the table, redrawn at each change (the daemon sends
+    /// them; nothing is polled), until Ctrl-C. With --json, one line per change.
+    #[arg(short, long, conflicts_with = "name")]
+    pub watch: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -200,7 +204,46 @@ fn detail(d: &WorkloadDetail, color: Color) -> String {
     out
 }
 
+/// `status --watch`: a table per change the daemon sends, each replacing
+/// the last on a terminal; JSON lines with --json.
+fn watch(args: &StatusArgs) -> Result<super::ExitCode, CliError> {
+    use super::OrFail;
+    use std::io::BufRead;
+    let socket = args.client.socket().or_fail(1)?;
+    let stream = std::os::unix::net::UnixStream::connect(&socket).map_err(|source| {
+        CliError::new(1, super::client::AskError::Unreachable { socket: socket.clone(), source }.to_string())
+    })?;
+    let mut request = serde_json::to_vec(&Request::Watch).map_err(std::io::Error::from)?;
+    request.push(b'\n');
+    (&stream).write_all(&request)?;
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    for line in std::io::BufReader::new(stream).lines() {
+        let line = line?;
+        let workloads = match serde_json::from_str::<Response>(&line) {
+            Ok(Response::Status(workloads)) => workloads,
+            Ok(Response::Error(e)) => return Err(CliError::new(1, e)),
+            _ => return Err(CliError::new(1, format!("unexpected answer from the daemon: {line}"))),
+        };
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            serde_json::to_writer(&mut out, &workloads).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        } else {
+            let stamp = crate::timefmt::rfc3339(std::time::SystemTime::now());
+            // On a terminal each table replaces the last; else they follow each other.
+            let clear = if terminal { "\x1b[H\x1b[2J" } else { "\n" };
+            write!(out, "{clear}{stamp}  (paddock status --watch; Ctrl-C to stop)\n")?;
+            out.write_all(table(&workloads, terminal_width(), Color::for_stdout()).as_bytes())?;
+        }
+        out.flush()?;
+    }
+    Err(CliError::new(1, "the daemon closed the connection (it stopped?)".to_owned()))
+}
+
 pub fn run(args: StatusArgs) -> Result<super::ExitCode, CliError> {
+    if args.watch {
+        return watch(&args);
+    }
     let request = Request::Status { name: args.name.clone() };
     let answer = args.client.ask(&request)?;
     let mut out = std::io::stdout().lock();

@@ -191,6 +191,8 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let mut again = false;
     let mut debounce: Option<tokio::time::Instant> = None;
     let mut told: Vec<String> = Vec::new();
+    // `status --watch` clients, each with what it was sent last.
+    let mut watchers: Vec<(mpsc::UnboundedSender<Response>, String)> = Vec::new();
     loop {
         let wake = daemon.wake_at();
         tokio::select! {
@@ -207,10 +209,13 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                 let _ = notifier.notify("STOPPING=1");
                 daemon.shutdown(Clock::read());
             }
-            Some(control) = control.recv() => {
-                let cx = Context { validator: &validator, jobs: &job_tx, workloads: &workloads, notifier: &notifier };
-                stale |= answer(control, &mut daemon, &mut scans, shutting_down, &cx);
-            }
+            Some(control) = control.recv() => match control {
+                Control::Watch(watcher) => watchers.push((watcher, String::new())),
+                control => {
+                    let cx = Context { validator: &validator, jobs: &job_tx, workloads: &workloads, notifier: &notifier };
+                    stale |= answer(control, &mut daemon, &mut scans, shutting_down, &cx);
+                }
+            },
             Some(event) = sandbox_rx.recv() => {
                 daemon.on_sandbox(event, Clock::read());
                 stale = !shutting_down;
@@ -300,6 +305,20 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         }
         if !shutting_down && let Some(reply) = scans.upgrade.take() {
             reexec(&mut daemon, &mut sandbox_rx, &handover, reply, start_timeout, &notifier).await;
+        }
+        if !watchers.is_empty() {
+            let now = daemon.status(Clock::read());
+            // A change is what status shows, but the uptimes' ticking.
+            let mut seen = now.clone();
+            seen.iter_mut().for_each(|w| w.uptime_seconds = None);
+            let seen = serde_json::to_string(&seen).unwrap_or_default();
+            watchers.retain_mut(|(watcher, last)| {
+                if *last == seen {
+                    return !watcher.is_closed();
+                }
+                *last = seen.clone();
+                watcher.send(Response::Status(now.clone())).is_ok()
+            });
         }
         if shutting_down {
             // A shutdown that says what it waits for, once per change.

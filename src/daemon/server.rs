@@ -35,6 +35,8 @@ pub enum Control {
     /// `paddock exec`: the request, its stdin, stdout and stderr, and where
     /// to send the process that entered the sandbox (or why not).
     Exec(crate::protocol::ExecRequest, [OwnedFd; 3], oneshot::Sender<Result<std::process::Child, String>>),
+    /// `status --watch`: each change of what status shows is sent here.
+    Watch(mpsc::UnboundedSender<Response>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +188,7 @@ async fn answer(stream: UnixStream, tx: mpsc::UnboundedSender<Control>) {
     } else {
         match read_request(&stream).await {
             Ok((Request::Exec(request), fds)) => return super::exec::serve(stream, request, fds, tx).await,
+            Ok((Request::Watch, _)) => return watch(stream, tx).await,
             Ok((request, _)) => {
                 let (reply, receive) = oneshot::channel();
                 if tx.send(Control::Ask(request, reply)).is_err() {
@@ -200,6 +203,31 @@ async fn answer(stream: UnixStream, tx: mpsc::UnboundedSender<Control>) {
     if let Ok(mut bytes) = serde_json::to_vec(&response) {
         bytes.push(b'\n');
         let _ = tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&bytes)).await;
+    }
+}
+
+/// `status --watch`: the status now and at each change, one line each,
+/// until the client goes (or stops reading for `WRITE_TIMEOUT`).
+async fn watch(stream: UnixStream, tx: mpsc::UnboundedSender<Control>) {
+    let (mut read, mut write) = stream.into_split();
+    let (changes, mut receive) = mpsc::unbounded_channel();
+    if tx.send(Control::Watch(changes)).is_err() {
+        return;
+    }
+    let mut ignored = [0u8; 64];
+    loop {
+        tokio::select! {
+            response = receive.recv() => {
+                let Some(response) = response else { return };
+                let Ok(mut bytes) = serde_json::to_vec(&response) else { return };
+                bytes.push(b'\n');
+                if !matches!(tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&bytes)).await, Ok(Ok(()))) {
+                    return;
+                }
+            }
+            // The client closed its end: stop.
+            n = read.read(&mut ignored) => if !matches!(n, Ok(1..)) { return },
+        }
     }
 }
 

@@ -69,6 +69,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             Request::Upgrade => Answered::Upgrade,
             // Served apart (it carries descriptors): see `server::answer`.
             Request::Exec(_) => Answered::Now(Response::Error("exec needs its descriptors".to_owned()), false),
+            Request::Watch => Answered::Now(Response::Error("watch is served as a stream".to_owned()), false),
         }
     }
 

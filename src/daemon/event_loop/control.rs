@@ -43,6 +43,8 @@ pub(super) fn answer(
             return false;
         }
         Control::Ask(request, reply) => (request, reply),
+        // Kept by the loop itself (see `serve`).
+        Control::Watch(_) => return false,
         Control::Exec(request, stdio, reply) => {
             let entered = match shutting_down {
                 true => Err("the daemon is shutting down".to_owned()),
