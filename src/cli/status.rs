@@ -232,7 +232,7 @@ fn watch(args: &StatusArgs) -> Result<super::ExitCode, CliError> {
             let stamp = crate::timefmt::rfc3339(std::time::SystemTime::now());
             // On a terminal each table replaces the last; else they follow each other.
             let clear = if terminal { "\x1b[H\x1b[2J" } else { "\n" };
-            write!(out, "{clear}{stamp}  (paddock status --watch; Ctrl-C to stop)\n")?;
+            writeln!(out, "{clear}{stamp}  (paddock status --watch; Ctrl-C to stop)")?;
             out.write_all(table(&workloads, terminal_width(), Color::for_stdout()).as_bytes())?;
         }
         out.flush()?;
