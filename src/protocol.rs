@@ -112,6 +112,10 @@ pub struct Report {
     /// Starts left for the next passes (a burst is started 16 at a time).
     #[serde(default)]
     pub queued: usize,
+    /// What would fail on this host although the file is valid: a limit
+    /// whose cgroup controller the host lacks ("web.toml: memory limit needs ...").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A request on the control socket: one JSON line.

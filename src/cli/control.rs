@@ -171,6 +171,9 @@ fn tell(report: &Report, past: bool) -> String {
     for problem in &report.invalid {
         out += &format!("invalid: {problem}\n");
     }
+    for warning in &report.warnings {
+        out += &format!("warning: {warning}\n");
+    }
     if report.actions.is_empty() && report.invalid.is_empty() {
         out += if past { "nothing changed\n" } else { "nothing to do\n" };
     }
@@ -254,10 +257,11 @@ mod tests {
             ],
             invalid: vec!["/w/bad.toml:1:1: error: x".into()],
             queued: 0,
+            warnings: vec!["web.toml: memory limit needs the memory cgroup controller".into()],
         };
         assert_eq!(
             tell(&report, false),
-            "would start web (manifest added)\nwould restart worker (manifest changed: command)\nwould stop old (manifest removed)\ninvalid: /w/bad.toml:1:1: error: x\n"
+            "would start web (manifest added)\nwould restart worker (manifest changed: command)\nwould stop old (manifest removed)\ninvalid: /w/bad.toml:1:1: error: x\nwarning: web.toml: memory limit needs the memory cgroup controller\n"
         );
         assert!(
             tell(&report, true)

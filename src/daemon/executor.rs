@@ -105,6 +105,11 @@ impl SandboxExecutor {
         SandboxExecutor { settings, events, live: BTreeMap::new(), preparing: BTreeMap::new(), attachments }
     }
 
+    /// This host's cgroup layout, as sandboxes get their cgroups in it.
+    pub fn cgroups(&self) -> &Layout {
+        &self.settings.cgroups
+    }
+
     fn log_path(&self, name: &WorkloadName) -> PathBuf {
         log_path(&self.settings.state_dir, name)
     }

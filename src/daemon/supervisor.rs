@@ -182,6 +182,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 .collect(),
             invalid: Vec::new(),
             queued,
+            warnings: Vec::new(),
         }
     }
 

@@ -124,6 +124,16 @@ fn preview_scan(
 
 /// `paddock plan`: what the core would do with those manifests.
 pub(super) fn preview(daemon: &Daemon, events: BTreeMap<WorkloadName, ManifestEvent>, invalid: Vec<String>) -> Report {
+    // What this host cannot give a valid manifest, said before it fails.
+    let mut warnings = Vec::new();
+    for (name, event) in &events {
+        if let ManifestEvent::Valid { manifest, .. } = event {
+            let r = &manifest.resources;
+            let limits =
+                crate::sandbox::cgroup::Limits { memory: r.memory.map(|s| s.bytes()), pids: r.pids, cpu: r.cpu };
+            warnings.extend(daemon.executor.cgroups().lacks(&limits).iter().map(|lack| format!("{name}.toml: {lack}")));
+        }
+    }
     let actions = daemon.core().preview(events, Clock::read());
     Report {
         actions: actions
@@ -136,5 +146,6 @@ pub(super) fn preview(daemon: &Daemon, events: BTreeMap<WorkloadName, ManifestEv
             .collect(),
         invalid,
         queued: 0,
+        warnings,
     }
 }
