@@ -145,3 +145,19 @@ fn a_bad_file_name_is_reported_with_the_contents_problems() {
     assert!(lines[0].starts_with("1:1: error: the file name gives the workload name: `My_App` may only contain"));
     assert_eq!(lines[1], "1:1: error: missing required key `command`");
 }
+
+#[test]
+fn a_daemon_without_its_workloads_directory_says_how_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("paddock.toml");
+    std::fs::write(&config, "workloads = \"/nonexistent/workloads\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .arg("daemon")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{said}");
+    assert!(said.contains("does not exist") && said.contains("./try.sh") && said.contains("--workloads"), "{said}");
+}

@@ -48,6 +48,15 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     let workloads = args.workloads.unwrap_or_else(|| config.workloads.clone());
     let state_dir = args.state_dir.unwrap_or_else(|| config.state_dir.clone());
     let socket = args.socket.unwrap_or_else(|| config.socket.clone());
+    if !workloads.exists() {
+        return Err(CliError::new(
+            CONFIG_ERROR,
+            format!(
+                "the workloads directory {} does not exist: install paddock (./install.sh makes it), give --workloads DIR (a directory of root's), or try it from a checkout with ./try.sh",
+                workloads.display()
+            ),
+        ));
+    }
     // Whoever can write these chooses what runs as root: refuse as sshd's StrictModes does.
     check_directory(&workloads).or_fail(CONFIG_ERROR)?;
     if config.policy_dir.exists() {
