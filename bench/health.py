@@ -69,11 +69,13 @@ class Notify:
             except OSError:
                 return
 
-    def wait(self, timeout=120):
+    def wait(self, daemon, timeout=120):
         deadline = time.monotonic() + timeout
         while not self.ready:
+            if daemon.poll() is not None:
+                raise SystemExit(f"the daemon exited with {daemon.returncode} before READY=1")
             if time.monotonic() > deadline:
-                raise SystemExit("no READY=1")
+                raise SystemExit(f"no READY=1 within {timeout} s")
             time.sleep(0.01)
 
 def status(paddock, p):
@@ -131,7 +133,7 @@ def run_variant(paddock, variant, n):
     prefix = {"tcp": "hbt", "http": "hbh", "none": "hbn"}[variant]
     names = [f"{prefix}{i:04}" for i in range(n)]
     try:
-        notify.wait()
+        notify.wait(daemon)
         text = (f'command = ["/bin/httpd", "-f", "-p", "127.0.0.1:{PORT}", "-h", "/www"]\n'
                 f'rootfs = {{ path = "{root}" }}\n{HEALTH[variant]}')
         t0 = time.monotonic()
@@ -200,6 +202,13 @@ def run_variant(paddock, variant, n):
         r["shutdown"] = time.monotonic() - t
         r["load_end"] = load()
         return r
+    except BaseException:
+        # Evidence first: the end of the daemon's log.
+        log.flush()
+        with open(p("logs/daemon.log"), errors="replace") as f:
+            tail = f.readlines()[-30:]
+        print(f"{variant}: failed; the end of the daemon's log:\n" + "".join(tail), file=sys.stderr)
+        raise
     finally:
         if daemon.poll() is None:
             daemon.terminate()

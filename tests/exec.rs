@@ -195,3 +195,32 @@ fn with_a_tty_the_command_has_a_terminal_its_size_and_ctrl_c() {
     let _ = pty.master.as_raw_fd();
     assert_eq!(d.terminate(), 0);
 }
+
+#[test]
+fn ids_outside_the_slice_are_refused_and_never_leave_the_hosts_root() {
+    let mut d = Daemon::setup().start(&[]);
+    sleeper(&d, "exec-ids2");
+    // -1 means "unchanged" to setresuid: it must never leave the daemon's host uid 0.
+    for user in ["4294967295", "0:4294967295", "65536", "1000:70000"] {
+        let out = run(&d, &["--user", user, "exec-ids2", "--", "sh", "-c", "grep -E '^(Uid|Gid):' /proc/self/status"]);
+        assert_eq!(out.status.code(), Some(125), "--user {user}: {}", text(&out.stdout));
+        assert!(text(&out.stderr).contains("outside exec-ids2's ids (0 to 65535)"), "{}", text(&out.stderr));
+    }
+    // Descriptors that are not streams are refused (a directory would be a way out).
+    let stream = std::os::unix::net::UnixStream::connect(d.path("paddock.sock")).unwrap();
+    let request = "{\"cmd\":\"exec\",\"name\":\"exec-ids2\",\"command\":[\"true\"]}\n";
+    let dir = std::fs::File::open("/").unwrap();
+    let fds = [dir.as_raw_fd(), 1, 2];
+    nix::sys::socket::sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[std::io::IoSlice::new(request.as_bytes())],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&stream), &mut answer).unwrap();
+    assert!(answer.contains("descriptor 0 is not a pipe, socket or terminal"), "{answer}");
+    assert_eq!(d.terminate(), 0);
+}

@@ -6,7 +6,7 @@
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -38,6 +38,22 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             ));
         };
         let manifest = manifest.clone();
+        // Ids the workload's user namespace maps, never "unchanged" (-1),
+        // which would leave the entered process with the daemon's host uid 0.
+        let size = match manifest.namespaces.user {
+            crate::model::UserNamespace::Remap => self.store.slice(&name).map_or(0, |s| s.uid.count.min(s.gid.count)),
+            crate::model::UserNamespace::Host => u32::MAX,
+        };
+        for (what, id) in [("user", request.user), ("group", request.group)] {
+            if let Some(id) = id
+                && id >= size
+            {
+                return Err(format!(
+                    "--user: {what} {id} is outside {name}'s ids (0 to {}): root inside is 0",
+                    size.saturating_sub(1)
+                ));
+            }
+        }
         let entry = Entry {
             command: request.command.clone(),
             user: request.user,
@@ -54,6 +70,25 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
     }
 }
 
+/// Exec sessions at once: the rest of the control socket's connections
+/// stay free for status and the other commands.
+const MAX_SESSIONS: usize = 32;
+static SESSIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_SESSIONS);
+
+/// After its client went away (SIGHUP sent), how long a command has before it is killed.
+const HANGUP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The longest line a client may send while its command runs (a signal is a few bytes).
+const MAX_INPUT_LINE: usize = 256;
+
+/// A pipe, a socket or a character device (a terminal, /dev/null).
+fn is_stream(fd: &OwnedFd) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| {
+        let kind = st.st_mode & libc::S_IFMT;
+        kind == libc::S_IFIFO || kind == libc::S_IFSOCK || kind == libc::S_IFCHR
+    }) && nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).is_ok_and(|flags| flags & libc::O_PATH == 0)
+}
+
 /// One `exec` connection, from the request to the command's end.
 pub async fn serve(stream: UnixStream, request: ExecRequest, fds: Vec<OwnedFd>, tx: mpsc::UnboundedSender<Control>) {
     let (read, mut write) = stream.into_split();
@@ -65,6 +100,16 @@ pub async fn serve(stream: UnixStream, request: ExecRequest, fds: Vec<OwnedFd>, 
     };
     let Ok::<[OwnedFd; 3], _>(stdio) = fds.try_into() else {
         say(&Response::Error("exec needs three descriptors: stdin, stdout and stderr".to_owned())).await;
+        return;
+    };
+    // Streams only: a directory or an O_PATH handle would be a way out of the sandbox.
+    if let Some(bad) = stdio.iter().position(|fd| !is_stream(fd)) {
+        say(&Response::Error(format!("exec's descriptor {bad} is not a pipe, socket or terminal"))).await;
+        return;
+    }
+    // Sessions that outlive their clients cannot take every connection.
+    let Ok(_session) = SESSIONS.try_acquire() else {
+        say(&Response::Error(format!("{MAX_SESSIONS} exec sessions run already: wait for one to end"))).await;
         return;
     };
     if request.command.is_empty() {
@@ -99,28 +144,42 @@ pub async fn serve(stream: UnixStream, request: ExecRequest, fds: Vec<OwnedFd>, 
 }
 
 /// Until the process that entered the sandbox exits: the client's
-/// signals are passed on, and a client that goes away hangs it up
-/// (SIGHUP, as a closed terminal would).
+/// signals are passed on, and a client that goes away (or sends more than
+/// signals) hangs it up (SIGHUP, as a closed terminal would), then kills
+/// it after `HANGUP_GRACE`.
 async fn wait(pidfd: OwnedFd, read: tokio::net::unix::OwnedReadHalf, pid: i32) -> Result<(), ()> {
+    use tokio::io::AsyncBufReadExt as _;
     // SAFETY: the AsyncFd owns the pidfd, which nothing else closes.
     let exited = unsafe { tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
         .map_err(|_| ())?;
-    let mut lines = BufReader::new(read).lines();
-    let mut client = true;
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, u64::MAX));
+    let mut line = Vec::new();
+    let mut gone: Option<tokio::time::Instant> = None;
+    let signal = |s| {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), s);
+    };
     loop {
+        reader.get_mut().set_limit((MAX_INPUT_LINE + 1 - line.len().min(MAX_INPUT_LINE)) as u64);
         tokio::select! {
-            _ = exited.readable() => return if client { Ok(()) } else { Err(()) },
-            line = lines.next_line(), if client => match line {
-                Ok(Some(line)) => {
-                    if let Ok(input) = serde_json::from_str::<ExecInput>(&line)
-                        && let Ok(signal) = nix::sys::signal::Signal::try_from(input.signal)
+            _ = exited.readable() => return if gone.is_none() { Ok(()) } else { Err(()) },
+            _ = tokio::time::sleep_until(gone.unwrap_or_else(tokio::time::Instant::now)), if gone.is_some() => {
+                // SIGKILL to the process that entered: its command dies with it (PR_SET_PDEATHSIG).
+                signal(nix::sys::signal::Signal::SIGKILL);
+                gone = Some(tokio::time::Instant::now() + HANGUP_GRACE);
+            }
+            read = reader.read_until(b'\n', &mut line), if gone.is_none() => match read {
+                Ok(n) if n > 0 && line.ends_with(b"\n") => {
+                    if let Ok(input) = serde_json::from_slice::<ExecInput>(&line)
+                        && let Ok(s) = nix::sys::signal::Signal::try_from(input.signal)
                     {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+                        signal(s);
                     }
+                    line.clear();
                 }
+                Ok(n) if n > 0 && line.len() <= MAX_INPUT_LINE => {}
                 _ => {
-                    client = false;
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP);
+                    gone = Some(tokio::time::Instant::now() + HANGUP_GRACE);
+                    signal(nix::sys::signal::Signal::SIGHUP);
                 }
             },
         }

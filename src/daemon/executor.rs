@@ -61,6 +61,9 @@ struct Live {
     pid: Pid,
     cgroup: Option<Cgroup>,
     pidfd: Option<OwnedFd>,
+    /// The init's start time: a pidfd opened later by pid (`exec`, probes)
+    /// is checked against it, in case the init was reaped and its pid reused.
+    started: Option<u64>,
 }
 
 impl Live {
@@ -217,7 +220,17 @@ impl SandboxExecutor {
     fn target(&self, name: &WorkloadName) -> Option<super::probe::Target> {
         let live = self.live.get(name)?;
         let cgroup = live.cgroup.as_ref().map(|c| c.dirs().to_vec()).unwrap_or_default();
-        Some(super::probe::Target { pid: live.pid.as_raw(), cgroup })
+        let pid = live.pid.as_raw();
+        // A pidfd of this init and no other: opened by pid, then the pid
+        // checked to be still the init that started then.
+        let pidfd = match &live.pidfd {
+            Some(pidfd) => pidfd.try_clone().ok()?,
+            None => {
+                let pidfd = sandbox::pidfd_open(pid).ok()?;
+                (live.started.is_some() && process::start_time(pid) == live.started).then_some(pidfd)?
+            }
+        };
+        Some(super::probe::Target { pid, cgroup, pidfd: Arc::new(pidfd) })
     }
 }
 
@@ -296,7 +309,9 @@ impl SandboxExecutor {
             }
         };
         drop(log);
-        self.live.insert(name.clone(), Live { pid: pending.pid(), cgroup: pending.cgroup().cloned(), pidfd: None });
+        let started = process::start_time(pending.pid().as_raw());
+        self.live
+            .insert(name.clone(), Live { pid: pending.pid(), cgroup: pending.cgroup().cloned(), pidfd: None, started });
         let listen = Listener { name: name.clone(), state_dir, events: self.events.clone() };
         tokio::spawn(listen.start(pending, begun));
         Ok(())
@@ -330,6 +345,7 @@ impl SandboxExecutor {
                 pid: sandbox.pid,
                 cgroup: sandbox.cgroup.clone(),
                 pidfd: sandbox.pidfd.as_ref().and_then(|p| p.try_clone().ok()),
+                started: process::start_time(sandbox.pid.as_raw()),
             },
         );
         let listen =

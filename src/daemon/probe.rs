@@ -8,7 +8,7 @@
 use std::io::Read;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock, mpsc as std_mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,6 +23,8 @@ use crate::sandbox::enter::{self, EnterConfig, Entry};
 pub struct Target {
     pub pid: i32,
     pub cgroup: Vec<PathBuf>,
+    /// A pidfd of the init, checked to be it (its pid may be reused once it is reaped).
+    pub pidfd: std::sync::Arc<OwnedFd>,
 }
 
 /// The most of a probe's output kept (its end).
@@ -39,14 +41,13 @@ pub fn enter(
     tty: bool,
     stdio: [OwnedFd; 3],
 ) -> std::io::Result<std::process::Child> {
-    let init = crate::sandbox::pidfd_open(target.pid)?;
     let config = EnterConfig {
         pid: target.pid,
         workload: enter::workload(name, manifest, entry),
         cgroup: target.cgroup.clone(),
         tty,
     };
-    enter::start(&config, &init, stdio)
+    enter::start(&config, &target.pidfd, stdio)
 }
 
 /// Makes one probe; its result is sent as `SandboxEvent::Probed`.
@@ -69,10 +70,12 @@ pub fn start(
     };
     match probe {
         Probe::Tcp(port) => {
-            tokio::spawn(async move { report(connect(pid, port, None, timeout).await) });
+            let init = target.pidfd.clone();
+            tokio::spawn(async move { report(connect(init, port, None, timeout).await) });
         }
         Probe::Http { port, path } => {
-            tokio::spawn(async move { report(connect(pid, port, Some(path), timeout).await) });
+            let init = target.pidfd.clone();
+            tokio::spawn(async move { report(connect(init, port, Some(path), timeout).await) });
         }
         Probe::Command(command) => {
             let entry = Entry { command, ..Entry::default() };
@@ -140,11 +143,11 @@ fn finish(mut child: std::process::Child, read: OwnedFd, timeout: Duration) -> R
     }
 }
 
-/// Connects to 127.0.0.1:`port` in the network namespace of `pid`; with
-/// a path, GETs it and wants a status from 200 to 399.
-async fn connect(pid: i32, port: u16, path: Option<String>, timeout: Duration) -> Result<String, String> {
+/// Connects to 127.0.0.1:`port` in the network namespace of the init
+/// `init`; with a path, GETs it and wants a status from 200 to 399.
+async fn connect(init: Arc<OwnedFd>, port: u16, path: Option<String>, timeout: Duration) -> Result<String, String> {
     let attempt = async {
-        let socket = socket_in(pid).await.map_err(|e| format!("cannot make a socket in its network: {e}"))?;
+        let socket = socket_in(init).await.map_err(|e| format!("cannot make a socket in its network: {e}"))?;
         let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let mut stream = socket.connect(address).await.map_err(|e| format!("127.0.0.1:{port}: {e}"))?;
         let Some(path) = path else { return Ok(format!("127.0.0.1:{port} accepted the connection")) };
@@ -174,19 +177,19 @@ async fn connect(pid: i32, port: u16, path: Option<String>, timeout: Duration) -
     }
 }
 
-type SocketRequest = (i32, oneshot::Sender<std::io::Result<OwnedFd>>);
+type SocketRequest = (Arc<OwnedFd>, oneshot::Sender<std::io::Result<OwnedFd>>);
 
-/// A TCP socket made in the network namespace of `pid` (a socket stays in
-/// the namespace it was made in, whichever thread uses it).
-async fn socket_in(pid: i32) -> std::io::Result<tokio::net::TcpSocket> {
+/// A TCP socket made in the network namespace of the init `init` (a
+/// socket stays in the namespace it was made in, whichever thread uses it).
+async fn socket_in(init: Arc<OwnedFd>) -> std::io::Result<tokio::net::TcpSocket> {
     static MAKER: OnceLock<Mutex<std_mpsc::Sender<SocketRequest>>> = OnceLock::new();
     let maker = MAKER.get_or_init(|| {
         let (tx, rx) = std_mpsc::channel::<SocketRequest>();
         std::thread::Builder::new()
             .name("probe-sockets".into())
             .spawn(move || {
-                for (pid, reply) in rx {
-                    let _ = reply.send(make_socket(pid));
+                for (init, reply) in rx {
+                    let _ = reply.send(make_socket(&init));
                 }
             })
             .expect("a thread for probe sockets");
@@ -196,7 +199,7 @@ async fn socket_in(pid: i32) -> std::io::Result<tokio::net::TcpSocket> {
     maker
         .lock()
         .map_err(|_| std::io::Error::other("the probe socket thread is gone"))?
-        .send((pid, reply))
+        .send((init, reply))
         .map_err(|_| std::io::Error::other("the probe socket thread is gone"))?;
     let fd = answer.await.map_err(|_| std::io::Error::other("the probe socket thread is gone"))??;
     // SAFETY: a TCP socket just made, owned by nothing else.
@@ -204,11 +207,10 @@ async fn socket_in(pid: i32) -> std::io::Result<tokio::net::TcpSocket> {
     Ok(socket)
 }
 
-/// On the socket thread: join `pid`'s network namespace (this thread
+/// On the socket thread: join the init's network namespace (this thread
 /// only, and only ever to make sockets) and make a non-blocking socket.
-fn make_socket(pid: i32) -> std::io::Result<OwnedFd> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
-    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+fn make_socket(init: &OwnedFd) -> std::io::Result<OwnedFd> {
+    nix::sched::setns(init, nix::sched::CloneFlags::CLONE_NEWNET)?;
     let fd = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Inet,
         nix::sys::socket::SockType::Stream,

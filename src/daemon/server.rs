@@ -137,6 +137,7 @@ async fn read_request(stream: &UnixStream) -> Result<(Request, Vec<OwnedFd>), Re
                 )
                 .map_err(std::io::Error::from)?;
                 let mut received = Vec::new();
+                let truncated = msg.flags.contains(nix::sys::socket::MsgFlags::MSG_CTRUNC);
                 for cmsg in msg.cmsgs().map_err(std::io::Error::from)? {
                     if let nix::sys::socket::ControlMessageOwned::ScmRights(raw) = cmsg {
                         // SAFETY: the kernel just installed these descriptors in this process for us.
@@ -145,12 +146,16 @@ async fn read_request(stream: &UnixStream) -> Result<(Request, Vec<OwnedFd>), Re
                         );
                     }
                 }
-                Ok((msg.bytes, byte[0], received))
+                Ok((msg.bytes, byte[0], received, truncated))
             });
             match got {
-                Ok((0, _, _)) => return Ok::<bool, std::io::Error>(false),
-                Ok((_, byte, received)) => {
+                Ok((0, _, _, _)) => return Ok::<bool, std::io::Error>(false),
+                Ok((_, byte, received, truncated)) => {
                     fds.extend(received);
+                    // Refused at once: descriptors must not pile up in the daemon.
+                    if truncated || fds.len() > MAX_FDS {
+                        return Err(std::io::Error::other(format!("a request carries at most {MAX_FDS} descriptors")));
+                    }
                     if byte == b'\n' {
                         return Ok(true);
                     }

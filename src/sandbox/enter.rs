@@ -173,7 +173,8 @@ pub fn main(channel_fd: RawFd) -> i32 {
             return fail(&format!("joining cgroup {}", dir.display()), e);
         }
     }
-    if let Err(e) = setns(&init, differing(cfg.pid)) {
+    let joined = differing(cfg.pid);
+    if let Err(e) = setns(&init, joined) {
         return fail("joining the sandbox's namespaces", e);
     }
     drop(init);
@@ -209,6 +210,19 @@ pub fn main(channel_fd: RawFd) -> i32 {
         Err(e) => return fail("fork", e),
         Ok(ForkResult::Child) => {
             drop(err_read);
+            // In a user namespace of its own, first become its root: this
+            // process is host uid 0 until then, and nothing it does as the
+            // workload may be done as that (not even the workdir's chdir).
+            if joined.contains(CloneFlags::CLONE_NEWUSER) {
+                let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+                if nix::unistd::setgroups(&[]).is_err()
+                    || nix::unistd::setresgid(root.0, root.0, root.0).is_err()
+                    || nix::unistd::setresuid(root.1, root.1, root.1).is_err()
+                {
+                    // SAFETY: _exit ends the process without running atexit handlers.
+                    unsafe { libc::_exit(SETUP_FAILED) }
+                }
+            }
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
             // A session of its own; with a terminal, the terminal is its
             // controlling one, so Ctrl-C and job control work inside.

@@ -191,6 +191,15 @@ fn setup(p: &Prepared) -> Result<std::convert::Infallible, (Step, Errno)> {
     }
     setresgid(Gid::from_raw(p.gid), Gid::from_raw(p.gid), Gid::from_raw(p.gid)).at(Step::Setresgid)?;
     setresuid(Uid::from_raw(p.uid), Uid::from_raw(p.uid), Uid::from_raw(p.uid)).at(Step::Setresuid)?;
+    // What the kernel made of it (an id of -1 means "unchanged" to it).
+    let ids = nix::unistd::getresuid().at(Step::Setresuid)?;
+    let gids = nix::unistd::getresgid().at(Step::Setresgid)?;
+    if [ids.real, ids.effective, ids.saved].iter().any(|u| u.as_raw() != p.uid) {
+        return Err((Step::Setresuid, Errno::EPERM));
+    }
+    if [gids.real, gids.effective, gids.saved].iter().any(|g| g.as_raw() != p.gid) {
+        return Err((Step::Setresgid, Errno::EPERM));
+    }
     // A non-root user lost every capability in setresuid (no KEEPCAPS), as in Docker.
     sys::capset(if p.uid == 0 { p.capabilities } else { 0 }).at(Step::Capset)?;
     // SAFETY: prctl with integer arguments only.
