@@ -126,13 +126,14 @@ def run_variant(paddock, variant, n):
     notify = Notify(p("notify"))
     log = open(p("logs/daemon.log"), "a")
     env = dict(os.environ, NOTIFY_SOCKET=p("notify"))
-    daemon = subprocess.Popen([paddock, "daemon", "--config", p("paddock.toml"), "--log-format", "json"],
-                              stderr=log, env=env)
     # Names of their own per variant: cgroups and kept state are named
     # after workloads, and other daemons share the host's.
     prefix = {"tcp": "hbt", "http": "hbh", "none": "hbn"}[variant]
     names = [f"{prefix}{i:04}" for i in range(n)]
+    daemon = None
     try:
+        daemon = subprocess.Popen([paddock, "daemon", "--config", p("paddock.toml"), "--log-format", "json"],
+                                  stderr=log, env=env)
         notify.wait(daemon)
         text = (f'command = ["/bin/httpd", "-f", "-p", "127.0.0.1:{PORT}", "-h", "/www"]\n'
                 f'rootfs = {{ path = "{root}" }}\n{HEALTH[variant]}')
@@ -210,7 +211,7 @@ def run_variant(paddock, variant, n):
         print(f"{variant}: failed; the end of the daemon's log:\n" + "".join(tail), file=sys.stderr)
         raise
     finally:
-        if daemon.poll() is None:
+        if daemon is not None and daemon.poll() is None:
             daemon.terminate()
             daemon.wait(timeout=300)
         notify.sock.close()
@@ -225,7 +226,8 @@ def report(results, n, paddock, argv):
     w = out.append
     w(f"Linux {os.uname().release}, {os.cpu_count()} CPUs; `{' '.join(argv)}` with PADDOCK={paddock}.\n")
     w(f"{n} busybox workloads (`httpd -f -p 127.0.0.1:{PORT}` in a busybox rootfs, each its own id slice "
-      "and private network namespace), three daemons one after the other.\n")
+      f"and private network namespace), {len(results)} daemon(s) one after the other, "
+      "nothing asking the daemon anything during the CPU window.\n")
     cols = [r["variant"] for r in results]
     w("| measure | " + " | ".join(cols) + " |")
     w("|---|" + "---:|" * len(cols))

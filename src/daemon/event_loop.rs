@@ -171,7 +171,9 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let settled = tokio::time::Instant::now() + start_timeout;
     while daemon.core().workloads().any(|w| matches!(w.state, crate::reconcile::State::Starting { .. })) {
         match tokio::time::timeout_at(settled, sandbox_rx.recv()).await {
-            Ok(Some(event)) => daemon.on_sandbox(event, Clock::read()),
+            Ok(Some(event)) => {
+                daemon.on_sandbox(event, Clock::read());
+            }
             _ => break,
         }
     }
@@ -191,6 +193,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let mut again = false;
     let mut debounce: Option<tokio::time::Instant> = None;
     let mut told: Vec<String> = Vec::new();
+    let mut last_status = String::new();
     // `status --watch` clients, each with what it was sent last.
     let mut watchers: Vec<(mpsc::UnboundedSender<Response>, String)> = Vec::new();
     loop {
@@ -217,8 +220,9 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                 }
             },
             Some(event) = sandbox_rx.recv() => {
-                daemon.on_sandbox(event, Clock::read());
-                stale = !shutting_down;
+                // A probe that changes no health changes nothing to plan.
+                let changes = daemon.on_sandbox(event, Clock::read());
+                stale |= changes && !shutting_down;
             }
             Some(job) = jobs.recv() => match job {
                 Job::Scan(outcome) => {
@@ -298,7 +302,11 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             let report = daemon.reconcile(Clock::read());
             again = report.queued > 0
                 && !daemon.core().workloads().any(|w| matches!(w.state, crate::reconcile::State::Starting { .. }));
-            let _ = notifier.notify(&format!("STATUS={}", daemon.summary()));
+            let summary = daemon.summary();
+            if summary != last_status {
+                let _ = notifier.notify(&format!("STATUS={summary}"));
+                last_status = summary;
+            }
             // A pass cut short queues the next at once; without a yield the
             // tasks that read the control socket would never run meanwhile.
             tokio::task::yield_now().await;
@@ -366,7 +374,9 @@ async fn reexec(
     let settled = tokio::time::Instant::now() + start_timeout;
     while daemon.core().workloads().any(|w| matches!(w.state, crate::reconcile::State::Starting { .. })) {
         match tokio::time::timeout_at(settled, sandbox_rx.recv()).await {
-            Ok(Some(event)) => daemon.on_sandbox(event, Clock::read()),
+            Ok(Some(event)) => {
+                daemon.on_sandbox(event, Clock::read());
+            }
             _ => break,
         }
     }

@@ -186,7 +186,10 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         }
     }
 
-    pub fn on_sandbox(&mut self, event: SandboxEvent, at: Clock) {
+    /// Returns whether the plan may have changed (a probe result that
+    /// changed no health did not).
+    pub fn on_sandbox(&mut self, event: SandboxEvent, at: Clock) -> bool {
+        let mut changes = true;
         let effects = match event {
             SandboxEvent::Started { name, pid, latency } => {
                 tracing::info!(workload = %name, action = "start", pid, latency = ?latency, "started");
@@ -229,6 +232,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 let before = self.core.get(&name).and_then(|w| w.health.as_ref().map(|h| h.status));
                 let effects = self.core.on_probe(&name, pid, ok, output.clone(), at);
                 let after = self.core.get(&name).and_then(|w| w.health.as_ref().map(|h| h.status));
+                changes = after != before || !effects.is_empty();
                 if after != before
                     && let Some(status) = after
                 {
@@ -257,6 +261,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             }
         };
         self.execute(effects, at);
+        changes
     }
 
     /// Deadlines: kills what did not stop (or start) in time.

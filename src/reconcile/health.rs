@@ -89,6 +89,9 @@ impl Core {
     pub(super) fn due_probes(&mut self, at: Clock, effects: &mut Vec<Effect>) {
         for w in self.workloads.values_mut() {
             let State::Running { pid, .. } = w.state else { continue };
+            if w.health.as_ref().and_then(|h| h.next).is_none_or(|next| next > at.now) {
+                continue;
+            }
             let Some(manifest) = w.runs.as_ref().map(|d| d.manifest.clone()) else { continue };
             let Some(spec) = manifest.health.clone() else { continue };
             let Some(probe) = spec.probe() else { continue };
@@ -134,14 +137,5 @@ impl Core {
             Self::stop(w, Cause::Unhealthy, then, at, &mut effects);
         }
         effects
-    }
-
-    /// When the next probe is due, for `wake_at`.
-    pub(super) fn next_probe(&self) -> Option<Instant> {
-        self.workloads
-            .values()
-            .filter(|w| matches!(w.state, State::Running { .. }))
-            .filter_map(|w| w.health.as_ref()?.next)
-            .min()
     }
 }

@@ -315,9 +315,9 @@ impl Core {
             .filter_map(|w| match w.state {
                 State::Backoff { until, .. } => Some(until),
                 State::Stopping { deadline, .. } | State::Starting { deadline, .. } => deadline,
+                State::Running { .. } => w.health.as_ref().and_then(|h| h.next),
                 _ => None,
             })
-            .chain(self.next_probe())
             .min()
     }
 }
