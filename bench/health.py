@@ -58,25 +58,73 @@ class Notify:
     def __init__(self, path):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(path)
+        self.path = path
         self.ready = []
         threading.Thread(target=self.read, daemon=True).start()
 
     def read(self):
+        # This thread alone closes the socket (on stop()): closed under a
+        # blocked recv, its descriptor number could be the next Notify's.
         while True:
-            try:
-                if b"READY=1" in self.sock.recv(4096):
-                    self.ready.append(time.monotonic())
-            except OSError:
+            data = self.sock.recv(4096)
+            if data == b"STOP":
+                self.sock.close()
                 return
+            if b"READY=1" in data:
+                self.ready.append(time.monotonic())
 
-    def wait(self, daemon, timeout=120):
-        deadline = time.monotonic() + timeout
+    def stop(self):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(b"STOP", self.path)
+
+    def wait(self, daemon, timeout=600):
+        """Seconds from now to READY=1. An empty daemon should say it at
+        once: past 10 s, where its threads are blocked is kept as evidence."""
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        self.evidence = None
         while not self.ready:
             if daemon.poll() is not None:
                 raise SystemExit(f"the daemon exited with {daemon.returncode} before READY=1")
             if time.monotonic() > deadline:
                 raise SystemExit(f"no READY=1 within {timeout} s")
+            if self.evidence is None and time.monotonic() - t0 > 10:
+                self.evidence = stacks(daemon.pid) + "\n  " + answers(paddock_of(daemon), sock_of(self.path))
+                print(f"no READY=1 after 10 s; the daemon's threads:\n{self.evidence}", file=sys.stderr, flush=True)
             time.sleep(0.01)
+        return self.ready[0] - t0
+
+def paddock_of(daemon):
+    return daemon.args[0]
+
+def sock_of(notify_path):
+    return os.path.join(os.path.dirname(notify_path), "sock")
+
+def answers(paddock, sock):
+    """Whether the daemon answers `status` (its loop runs only after READY=1)."""
+    try:
+        out = subprocess.run([paddock, "status", "--socket", sock], capture_output=True, text=True, timeout=5)
+        return f"`paddock status` exit {out.returncode}: {(out.stdout + out.stderr).strip()[:300]}"
+    except subprocess.TimeoutExpired:
+        return "`paddock status` did not answer within 5 s"
+
+def stacks(pid):
+    """Each thread's state, wchan and kernel stack, and the tasks in D state."""
+    out = []
+    for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+        t = f"/proc/{pid}/task/{tid}"
+        try:
+            comm = open(f"{t}/comm").read().strip()
+            state = open(f"{t}/stat").read().rsplit(")", 1)[1].split()[0]
+            wchan = open(f"{t}/wchan").read().strip()
+            stack = open(f"{t}/stack").read().strip().replace("\n", " <- ")
+        except OSError as e:
+            out.append(f"  {tid}: {e}")
+            continue
+        out.append(f"  {tid} {comm} {state} wchan={wchan}: {stack}")
+    blocked = subprocess.run(["ps", "-eo", "pid,stat,wchan:32,comm"], capture_output=True, text=True).stdout
+    out += ["  D-state tasks:"] + ["    " + l for l in blocked.splitlines() if l.split()[1:2] and "D" in l.split()[1]]
+    return "\n".join(out)
 
 def status(paddock, p):
     out = subprocess.run([paddock, "status", "--json", "--socket", p("sock")], capture_output=True, check=True)
@@ -134,7 +182,8 @@ def run_variant(paddock, variant, n):
     try:
         daemon = subprocess.Popen([paddock, "daemon", "--config", p("paddock.toml"), "--log-format", "json"],
                                   stderr=log, env=env)
-        notify.wait(daemon)
+        r["ready"] = notify.wait(daemon)
+        r["ready_evidence"] = notify.evidence
         text = (f'command = ["/bin/httpd", "-f", "-p", "127.0.0.1:{PORT}", "-h", "/www"]\n'
                 f'rootfs = {{ path = "{root}" }}\n{HEALTH[variant]}')
         t0 = time.monotonic()
@@ -214,7 +263,7 @@ def run_variant(paddock, variant, n):
         if daemon is not None and daemon.poll() is None:
             daemon.terminate()
             daemon.wait(timeout=300)
-        notify.sock.close()
+        notify.stop()
         log.close()
         if os.environ.get("KEEP"):
             print(f"kept {work}", file=sys.stderr)
@@ -234,6 +283,7 @@ def report(results, n, paddock, argv):
     def row(label, f):
         w(f"| {label} | " + " | ".join(f(r) for r in results) + " |")
     row("health check", lambda r: {"tcp": "`tcp = 8080`, 1s", "http": "`http`, 1s", "none": "none"}[r["variant"]])
+    row("empty daemon started to its READY=1", lambda r: f"{r['ready']:.2f} s")
     row(f"{n} manifests written", lambda r: f"{r['written']:.2f} s")
     row(f"empty daemon (READY=1) to all {n} running", lambda r: f"{r['all_running']:.1f} s")
     row(f"empty daemon to all {n} healthy", lambda r: "-" if r["all_healthy"] is None else f"{r['all_healthy']:.1f} s")
@@ -263,6 +313,9 @@ def report(results, n, paddock, argv):
                      f"{extra / 100 / n * 1e6:.0f} µs of daemon CPU per probe ({n} probes/s)")
         w(line + ".")
     w("")
+    for r in results:
+        if r.get("ready_evidence"):
+            w(f"{r['variant']}: READY=1 only after {r['ready']:.1f} s; 10 s after the start the daemon's threads were:\n```\n{r['ready_evidence']}\n```")
     for r in results:
         w(f"CPU per {SLICE} s, {r['variant']}: " + ", ".join(f"{x:.1f}" for x in r["cpu_slices"]))
         if r["window_log"]:
