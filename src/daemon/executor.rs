@@ -64,6 +64,8 @@ struct Live {
     /// The init's start time: a pidfd opened later by pid (`exec`, probes)
     /// is checked against it, in case the init was reaped and its pid reused.
     started: Option<u64>,
+    /// That pidfd, once opened and checked: kept for the next probe.
+    entered: Option<Arc<OwnedFd>>,
 }
 
 impl Live {
@@ -217,20 +219,23 @@ impl Executor for SandboxExecutor {
 
 impl SandboxExecutor {
     /// A running sandbox, as `exec` and probes enter it.
-    fn target(&self, name: &WorkloadName) -> Option<super::probe::Target> {
-        let live = self.live.get(name)?;
+    fn target(&mut self, name: &WorkloadName) -> Option<super::probe::Target> {
+        let live = self.live.get_mut(name)?;
         let cgroup = live.cgroup.as_ref().map(|c| c.dirs().to_vec()).unwrap_or_default();
         let pid = live.pid.as_raw();
         // A pidfd of this init and no other: opened by pid, then the pid
-        // checked to be still the init that started then.
-        let pidfd = match &live.pidfd {
-            Some(pidfd) => pidfd.try_clone().ok()?,
-            None => {
+        // checked to be still the init that started then; kept for the next
+        // probe (a pidfd of an init that is gone fails its setns, ESRCH).
+        let pidfd = match (&live.entered, &live.pidfd) {
+            (Some(entered), _) => entered.clone(),
+            (None, Some(pidfd)) => Arc::new(pidfd.try_clone().ok()?),
+            (None, None) => {
                 let pidfd = sandbox::pidfd_open(pid).ok()?;
-                (live.started.is_some() && process::start_time(pid) == live.started).then_some(pidfd)?
+                Arc::new((live.started.is_some() && process::start_time(pid) == live.started).then_some(pidfd)?)
             }
         };
-        Some(super::probe::Target { pid, cgroup, pidfd: Arc::new(pidfd) })
+        live.entered = Some(pidfd.clone());
+        Some(super::probe::Target { pid, cgroup, pidfd })
     }
 }
 
@@ -310,8 +315,10 @@ impl SandboxExecutor {
         };
         drop(log);
         let started = process::start_time(pending.pid().as_raw());
-        self.live
-            .insert(name.clone(), Live { pid: pending.pid(), cgroup: pending.cgroup().cloned(), pidfd: None, started });
+        self.live.insert(
+            name.clone(),
+            Live { pid: pending.pid(), cgroup: pending.cgroup().cloned(), pidfd: None, started, entered: None },
+        );
         let listen = Listener { name: name.clone(), state_dir, events: self.events.clone() };
         tokio::spawn(listen.start(pending, begun));
         Ok(())
@@ -346,6 +353,7 @@ impl SandboxExecutor {
                 cgroup: sandbox.cgroup.clone(),
                 pidfd: sandbox.pidfd.as_ref().and_then(|p| p.try_clone().ok()),
                 started: process::start_time(sandbox.pid.as_raw()),
+                entered: None,
             },
         );
         let listen =
