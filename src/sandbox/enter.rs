@@ -80,17 +80,6 @@ const SETUP_FAILED: i32 = 125;
 const CANNOT_EXECUTE: i32 = 126;
 const NOT_FOUND: i32 = 127;
 
-/// Signals passed on to the command.
-const FORWARDED: &[Signal] = &[
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-];
-
 /// Starts `paddock __enter` with `stdio` as its stdin, stdout and stderr
 /// and nothing else of the daemon's (no environment, no other descriptor).
 pub fn start(config: &EnterConfig, init: &OwnedFd, stdio: [OwnedFd; 3]) -> std::io::Result<std::process::Child> {
@@ -197,7 +186,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
     prepared.die_with_parent = true;
     let mut watched = SigSet::empty();
     watched.add(Signal::SIGCHLD);
-    FORWARDED.iter().for_each(|s| watched.add(*s));
+    super::init::FORWARDED.iter().for_each(|s| watched.add(*s));
     if let Err(e) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&watched), None) {
         return fail("blocking signals", e);
     }
@@ -231,23 +220,12 @@ pub fn main(channel_fd: RawFd) -> i32 {
                 // SAFETY: ioctl on stdin with an integer argument.
                 unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
             }
-            let (step, errno) = exec::exec(&prepared);
-            let mut failed = [0u8; 8];
-            failed[..4].copy_from_slice(&(step as u32).to_ne_bytes());
-            failed[4..].copy_from_slice(&(errno as i32).to_ne_bytes());
-            let _ = nix::unistd::write(&err_write, &failed);
-            // SAFETY: _exit ends the process without running atexit handlers.
-            unsafe { libc::_exit(NOT_FOUND) }
+            exec::report_failure(&err_write, exec::exec(&prepared))
         }
         Ok(ForkResult::Parent { child }) => child,
     };
     drop(err_write);
-    let mut buf = [0u8; 8];
-    let n = nix::unistd::read(&err_read, &mut buf).unwrap_or(0);
-    if n == 8 {
-        let step = u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes"));
-        let errno = Errno::from_raw(i32::from_ne_bytes(buf[4..].try_into().expect("4 bytes")));
-        let step = exec::Step::from_u32(step).unwrap_or(exec::Step::Execve);
+    if let Some((step, errno)) = exec::read_failure(&err_read) {
         let _ = waitpid(child, None);
         return match step {
             exec::Step::Execve => {

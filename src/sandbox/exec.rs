@@ -215,3 +215,25 @@ fn setup(p: &Prepared) -> Result<std::convert::Infallible, (Step, Errno)> {
     }
     nix::unistd::execve(&p.program, &p.argv, &p.envp).at(Step::Execve)
 }
+
+/// In the forked child, after `exec` failed: says which step and why on
+/// `to` (a CLOEXEC pipe, so a successful exec says nothing), then exits.
+pub fn report_failure(to: &std::os::fd::OwnedFd, (step, errno): (Step, Errno)) -> ! {
+    let mut failed = [0u8; 8];
+    failed[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+    failed[4..].copy_from_slice(&(errno as i32).to_ne_bytes());
+    let _ = nix::unistd::write(to, &failed);
+    // SAFETY: _exit ends the process without running the parent's atexit handlers.
+    unsafe { libc::_exit(127) }
+}
+
+/// In the parent: what `report_failure` said, or None when the exec succeeded.
+pub fn read_failure(from: &std::os::fd::OwnedFd) -> Option<(Step, Errno)> {
+    let mut buf = [0u8; 8];
+    let n = nix::unistd::read(from, &mut buf).unwrap_or(0);
+    (n == 8).then(|| {
+        let step = u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes"));
+        let errno = i32::from_ne_bytes(buf[4..].try_into().expect("4 bytes"));
+        (Step::from_u32(step).unwrap_or(Step::Execve), Errno::from_raw(errno))
+    })
+}

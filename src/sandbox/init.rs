@@ -15,8 +15,8 @@ use super::config::{DAEMON_END_FD, INIT_END_FD, InitConfig, InitReport};
 use super::keeper::{Keeper, Output, signalfd};
 use super::{exec, rootfs, seccomp};
 
-/// Signals the init passes on to the workload.
-const FORWARDED: &[Signal] = &[
+/// Signals the init (and `paddock __enter`) passes on to the workload.
+pub(super) const FORWARDED: &[Signal] = &[
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGHUP,
@@ -156,13 +156,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
             // Its own session: a terminal's Ctrl-C reaches paddock, which forwards it once.
             let _ = setsid();
-            let (step, errno) = exec::exec(&prepared);
-            let mut failed = [0u8; 8];
-            failed[..4].copy_from_slice(&(step as u32).to_ne_bytes());
-            failed[4..].copy_from_slice(&(errno as i32).to_ne_bytes());
-            let _ = nix::unistd::write(&err_write, &failed);
-            // SAFETY: _exit ends the process without running the parent's atexit handlers.
-            unsafe { libc::_exit(127) }
+            exec::report_failure(&err_write, exec::exec(&prepared))
         }
         Ok(ForkResult::Parent { child }) => child,
     };
@@ -171,14 +165,8 @@ pub fn main(channel_fd: RawFd) -> i32 {
         drop(write);
         Output::new(read)
     });
-    let mut buf = [0u8; 8];
-    let n = nix::unistd::read(&err_read, &mut buf).unwrap_or(0);
+    let failed = exec::read_failure(&err_read).map(|(step, errno)| (step, errno as i32));
     drop(err_read);
-    let failed = (n == 8).then(|| {
-        let step = u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes"));
-        let errno = i32::from_ne_bytes(buf[4..].try_into().expect("4 bytes"));
-        (exec::Step::from_u32(step).unwrap_or(exec::Step::Execve), errno)
-    });
     let report = match failed {
         None => InitReport::Started { pid: workload.as_raw() },
         Some((exec::Step::Execve, errno)) => InitReport::ExecFailed { command: cfg.command[0].clone(), errno },
