@@ -31,6 +31,12 @@ if [ ! -x "$bin" ]; then
 	cargo build --quiet
 fi
 
+# Run as root on a path anyone could have made first (/tmp): a directory
+# that is not root's, or a symlink, would let its owner choose what runs.
+if [ -L "$try" ] || { [ -e "$try" ] && [ "$(stat -c %u "$try")" != 0 ]; }; then
+	echo "try.sh: $try exists and is not a directory of root's (owner $(stat -c %U "$try" 2>/dev/null)): remove it, or choose another with PADDOCK_TRY_DIR" >&2
+	exit 1
+fi
 mkdir -p "$try/workloads" "$try/networks"
 chmod 755 "$try" "$try/workloads"
 # The daemon takes only a root-owned workloads directory; a copy of the examples is one.

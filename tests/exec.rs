@@ -224,3 +224,27 @@ fn ids_outside_the_slice_are_refused_and_never_leave_the_hosts_root() {
     assert!(answer.contains("descriptor 0 is not a pipe, socket or terminal"), "{answer}");
     assert_eq!(d.terminate(), 0);
 }
+
+#[test]
+fn without_a_tty_signals_to_paddock_exec_reach_the_command() {
+    use std::io::BufRead;
+    let mut d = Daemon::setup().start(&[]);
+    sleeper(&d, "exec-sig");
+    let mut child =
+        exec(&d, &["exec-sig", "--", "sh", "-c", "trap 'exit 9' INT; echo ready; while :; do sleep 0.1; done"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut ready).unwrap();
+    assert_eq!(ready, "ready\n");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(9),
+        "Ctrl-C reached the command, whose exit status is paddock exec's"
+    );
+    assert_eq!(d.terminate(), 0);
+}

@@ -53,3 +53,24 @@ fn try_sh_runs_the_examples_and_the_clients_find_it_through_paddock_socket() {
     assert!(code.success(), "{code:?}: {}", std::fs::read_to_string(dir.path().join("try.log")).unwrap_or_default());
     assert!(!socket.exists(), "the socket is removed at exit");
 }
+
+#[test]
+fn try_sh_refuses_a_directory_someone_else_made_first() {
+    common::sandbox::require_root();
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("taken");
+    std::fs::create_dir(&dir).unwrap();
+    // As if another user made it first in /tmp.
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_paddock"));
+    let out = Command::new("./try.sh")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("PADDOCK_TRY_DIR", &dir)
+        .env("CARGO_TARGET_DIR", bin.parent().unwrap().parent().unwrap())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("is not a directory of root's"), "{said}");
+    assert!(!dir.join("paddock.toml").exists(), "nothing written into it");
+}
