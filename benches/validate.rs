@@ -17,7 +17,7 @@ const TYPICAL: &str = include_str!("../examples/workloads/worker.toml");
 
 fn validator() -> Validator {
     let policies = load_policies(&["baseline".to_owned()], None, Path::new("/var/lib/paddock/volumes")).unwrap();
-    Validator::new(policies).unwrap()
+    Validator::new(policies)
 }
 
 /// 10,000 manifests that differ in name and in a few values, as a large

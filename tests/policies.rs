@@ -211,7 +211,7 @@ fn operator_policies_load_from_a_directory_and_are_chosen_by_name() {
     let policies =
         paddock::validate::load_policies(&["always-restart".into()], Some(dir.path()), std::path::Path::new("/v"))
             .unwrap();
-    let validator = paddock::validate::Validator::new(policies).unwrap();
+    let validator = paddock::validate::Validator::new(policies);
     let checked = validator.validate("t.toml", CMD, paddock::validate::HostChecks::Skip);
     let lines = common::lines("t.toml", CMD, &checked);
     assert_eq!(
@@ -263,7 +263,7 @@ fn an_operator_policy_can_restrict_published_ports_to_a_list() {
         std::path::Path::new("/v"),
     )
     .unwrap();
-    let validator = paddock::validate::Validator::new(policies).unwrap();
+    let validator = paddock::validate::Validator::new(policies);
     let ok = format!("{CMD}ports = [\"80:8080\", \"127.0.0.1:8443:443\"]\n");
     let checked = validator.validate("t.toml", &ok, paddock::validate::HostChecks::Skip);
     assert_eq!(common::lines("t.toml", &ok, &checked), Vec::<String>::new());
@@ -278,8 +278,7 @@ fn an_operator_policy_can_restrict_published_ports_to_a_list() {
     // And the baseline says bridge networks and published ports are fine.
     let baseline = paddock::validate::Validator::new(
         paddock::validate::load_policies_strict(&["baseline".into()], None, std::path::Path::new("/v")).unwrap(),
-    )
-    .unwrap();
+    );
     let bridged = format!("{CMD}ports = [\"2222:22\"]\n[namespaces]\nnetwork = \"bridge\"\n");
     let checked = baseline.validate("t.toml", &bridged, paddock::validate::HostChecks::Skip);
     assert_eq!(common::lines("t.toml", &bridged, &checked), Vec::<String>::new());

@@ -27,7 +27,7 @@ fn the_example_policy_in_the_readme_works() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("no-root.json"), policy).unwrap();
     let policies = load_policies(&["no-root".into()], Some(dir.path()), std::path::Path::new("/v")).unwrap();
-    let v = Validator::new(policies).unwrap();
+    let v = Validator::new(policies);
     let rules = |text: &str| -> Vec<String> {
         v.validate("t.toml", text, HostChecks::Skip).problems.iter().filter_map(|p| p.rule.clone()).collect()
     };

@@ -13,7 +13,7 @@ fn validator() -> &'static Validator {
     static V: OnceLock<Validator> = OnceLock::new();
     V.get_or_init(|| {
         let names = ["baseline", "restricted"].map(String::from);
-        Validator::new(load_policies(&names, None, Path::new("/var/lib/paddock/volumes")).unwrap()).unwrap()
+        Validator::new(load_policies(&names, None, Path::new("/var/lib/paddock/volumes")).unwrap())
     })
 }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
-use crate::validate::{PolicyError, SchemaError, Validator};
+use crate::validate::{PolicyError, Validator};
 
 /// Exit status of a command, as documented for each.
 pub type ExitCode = u8;
@@ -156,7 +156,7 @@ impl PolicyArgs {
 /// file is an error.
 pub fn validator(names: &[String], dir: &Path, volumes_root: &Path, strict: bool) -> Result<Validator, ValidatorError> {
     let load = if strict { crate::validate::load_policies_strict } else { crate::validate::load_policies };
-    Ok(Validator::new(load(names, Some(dir), volumes_root)?)?)
+    Ok(Validator::new(load(names, Some(dir), volumes_root)?))
 }
 
 /// Why the validator cannot be built.
@@ -164,8 +164,6 @@ pub fn validator(names: &[String], dir: &Path, volumes_root: &Path, strict: bool
 pub enum ValidatorError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    #[error(transparent)]
-    Schema(#[from] SchemaError),
 }
 
 /// Loads the daemon's configuration for a command; an invalid file's

@@ -50,27 +50,87 @@ pub struct SchemaError(String);
 /// and the daemon's configuration, so both get the same errors.
 #[derive(Debug)]
 pub struct Schema {
-    doc: serde_json::Value,
-    compiled: jsonschema::Validator,
+    compiled: Compiled,
 }
 
-impl Schema {
-    pub fn new(doc: serde_json::Value) -> Result<Self, SchemaError> {
-        let compiled = jsonschema::options()
+/// Where a schema's checks come from.
+enum Compiled {
+    /// The workload schema. Whether a document is valid is decided by code
+    /// jsonschema's macro generated when paddock was built: each start of
+    /// `paddock run` or `check` would otherwise spend about 2 ms building
+    /// jsonschema's validator of the 2020-12 meta-schema and then ours. An
+    /// invalid document is described by the run-time compiled schema, built
+    /// then (once per process): the generated code may fold checks (a type
+    /// implied by an enum), and users get the same problems either way.
+    BuiltIn { described_by: std::sync::OnceLock<Box<Runtime>> },
+    /// A schema compiled at run time (the configuration's, generated from
+    /// its Rust type).
+    Runtime(Box<Runtime>),
+}
+
+/// A schema compiled at run time, with its document (to describe errors).
+struct Runtime {
+    doc: serde_json::Value,
+    validator: jsonschema::Validator,
+}
+
+impl Runtime {
+    fn new(doc: serde_json::Value) -> Result<Self, SchemaError> {
+        let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
             .build(&doc)
             .map_err(|e| SchemaError(e.to_string()))?;
-        Ok(Self { doc, compiled })
+        Ok(Self { doc, validator })
+    }
+
+    fn problems(&self, value: &serde_json::Value, spans: &source::SpanIndex) -> Vec<Problem> {
+        self.validator.iter_errors(value).flat_map(|e| describe::describe(&e, spans, &self.doc)).collect()
+    }
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Compiled::BuiltIn { .. } => f.write_str("BuiltIn"),
+            Compiled::Runtime(_) => f.write_str("Runtime"),
+        }
+    }
+}
+
+/// `schemas/workload.schema.json`, compiled by jsonschema's macro with the
+/// options `Runtime::new` uses (draft 2020-12, formats as annotations).
+/// tests/schema_file.rs checks that both judge documents alike.
+#[jsonschema::validator(path = "schemas/workload.schema.json", draft = Draft202012, methods = { is_valid = true, validate = false, iter_errors = false })]
+struct WorkloadSchema;
+
+impl Schema {
+    pub fn new(doc: serde_json::Value) -> Result<Self, SchemaError> {
+        Ok(Self { compiled: Compiled::Runtime(Box::new(Runtime::new(doc)?)) })
+    }
+
+    /// The built-in workload schema, compiled when paddock was.
+    pub fn workload() -> Self {
+        Self { compiled: Compiled::BuiltIn { described_by: std::sync::OnceLock::new() } }
+    }
+
+    /// Every way `value` breaks the schema, described against its document.
+    fn problems(&self, value: &serde_json::Value, spans: &source::SpanIndex) -> Vec<Problem> {
+        match &self.compiled {
+            Compiled::BuiltIn { .. } if WorkloadSchema::is_valid(value) => Vec::new(),
+            Compiled::BuiltIn { described_by } => described_by
+                .get_or_init(|| {
+                    let doc = serde_json::from_str(WORKLOAD_SCHEMA).expect("the macro compiled this JSON");
+                    Box::new(Runtime::new(doc).expect("the macro compiled this schema"))
+                })
+                .problems(value, spans),
+            Compiled::Runtime(runtime) => runtime.problems(value, spans),
+        }
     }
 
     /// TOML syntax, then the schema (every problem), then the typed value.
     pub fn parse<T: serde::de::DeserializeOwned>(&self, text: &str) -> Result<(T, source::SpanIndex), Vec<Problem>> {
         let parsed = source::parse(text)?;
-        let mut problems: Vec<Problem> = self
-            .compiled
-            .iter_errors(&parsed.json)
-            .flat_map(|e| describe::describe(&e, &parsed.spans, &self.doc))
-            .collect();
+        let mut problems = self.problems(&parsed.json, &parsed.spans);
         if !problems.is_empty() {
             sort(&mut problems);
             return Err(problems);
@@ -98,15 +158,14 @@ pub struct Validator {
 }
 
 impl Validator {
-    pub fn new(policies: Vec<Policy>) -> Result<Self, SchemaError> {
-        let doc = serde_json::from_str(WORKLOAD_SCHEMA).map_err(|e| SchemaError(e.to_string()))?;
-        Ok(Self {
-            schema: Schema::new(doc)?,
+    pub fn new(policies: Vec<Policy>) -> Self {
+        Self {
+            schema: Schema::workload(),
             policies,
             restart_defaults: RestartDefaults::default(),
             networks: vec![crate::model::BRIDGE.to_owned()],
             cgroups: None,
-        })
+        }
     }
 
     /// Warn (in `check`) of limits this cgroup layout has no controller for.
