@@ -44,6 +44,15 @@ pub enum LogFormat {
 pub const CONFIG_ERROR: super::ExitCode = 78;
 
 pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
+    // First, while this process is one thread and holds nothing of any
+    // manifest's: the zygote that clones the sandboxes (see sandbox::zygote).
+    let zygote = match crate::sandbox::zygote::Zygote::start() {
+        Ok(zygote) => Some(std::sync::Arc::new(zygote)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no zygote; sandboxes' inits will be executed");
+            None
+        }
+    };
     let config = super::load_config(args.config.as_deref()).or_fail(CONFIG_ERROR)?;
     let workloads = args.workloads.unwrap_or_else(|| config.workloads.clone());
     let state_dir = args.state_dir.unwrap_or_else(|| config.state_dir.clone());
@@ -101,6 +110,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
             volumes_root: config.volumes_root.clone(),
             cgroups,
             networks: std::sync::Arc::new(networks),
+            zygote,
         },
         store: DiskStore::new(state_dir, ranges, remap.isolation, remap.slice_size),
     };

@@ -32,6 +32,7 @@ use crate::model::{Manifest, Signal, WorkloadName};
 use crate::network::{Attachment, Networks};
 use crate::reconcile::{Blame, StartFailure, Version};
 use crate::sandbox::cgroup::{Cgroup, CgroupError, Layout};
+use crate::sandbox::zygote::Zygote;
 use crate::sandbox::{self, InitMode, Sandbox, SpawnError, SpawnRequest, process};
 pub use attachments::{AttachError, NetworkView};
 use attachments::{Attachments, Prepared};
@@ -84,6 +85,9 @@ pub struct Settings {
     pub volumes_root: PathBuf,
     pub cgroups: Layout,
     pub networks: Arc<Networks>,
+    /// Clones the sandboxes, when it could be started (see `sandbox::zygote`);
+    /// without it each init is paddock executed again.
+    pub zygote: Option<Arc<Zygote>>,
 }
 
 /// A start waiting for its network to be attached.
@@ -299,14 +303,27 @@ impl SandboxExecutor {
             die_with_parent: true,
             // Once it runs, it outlives the daemon, which adopts it again.
             supervised: true,
-            // A fresh process for the init, with nothing of the daemon's
-            // memory (every manifest's environment) in the sandbox's PID 1.
-            init: InitMode::Exec,
+            // Nothing of the daemon's memory (every manifest's environment)
+            // in the sandbox's PID 1: the zygote's clone, or a fresh process.
+            init: self.settings.zygote.as_deref().map_or(InitMode::Exec, InitMode::Zygote),
             output: Some(log.as_fd()),
             netns: netns.as_ref().map(AsFd::as_fd),
             on_cloned: Some(&record),
         };
-        let pending = match sandbox::begin(&spawn) {
+        let mut zygote_gone = false;
+        let result = match sandbox::begin(&spawn) {
+            // A zygote that died is not replaced: inits are executed from now on.
+            Err(SpawnError::Zygote(e)) => {
+                tracing::warn!(error = %e, "the zygote is gone; sandboxes' inits are executed from now on");
+                zygote_gone = true;
+                sandbox::begin(&SpawnRequest { init: InitMode::Exec, ..spawn })
+            }
+            other => other,
+        };
+        if zygote_gone {
+            self.settings.zygote = None;
+        }
+        let pending = match result {
             Ok(p) => p,
             Err(e) => {
                 records::remove(&state_dir, name);

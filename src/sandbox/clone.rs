@@ -48,10 +48,13 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// As fork: the caller's child side must only run async-signal-safe code.
 pub unsafe fn clone_sandbox(flags: u64, cgroup_dir: Option<&OwnedFd>, pidfd: &mut libc::c_int) -> (libc::c_long, bool) {
     if let Some(dir) = cgroup_dir {
+        // With CLONE_PARENT the child signals its parent's parent as its
+        // parent would, and clone3 wants no exit signal of its own.
+        let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 { 0 } else { libc::SIGCHLD as u64 };
         let args = CloneArgs {
             flags: flags | CLONE_INTO_CGROUP,
             pidfd: pidfd as *mut libc::c_int as u64,
-            exit_signal: libc::SIGCHLD as u64,
+            exit_signal,
             cgroup: dir.as_raw_fd() as u64,
             ..CloneArgs::default()
         };
@@ -220,9 +223,9 @@ impl Child {
         }
     }
 
-    /// In the clone child of a single-threaded parent: becomes the
-    /// namespace's root keeping the capabilities it has there, then runs
-    /// the init here, with no exec.
+    /// In the clone child of a single-threaded parent (`paddock run`, the
+    /// daemon's zygote): becomes the namespace's root keeping the
+    /// capabilities it has there, then runs the init here, with no exec.
     ///
     /// # Safety
     /// The process must have been single-threaded at the clone.
@@ -234,6 +237,12 @@ impl Child {
             // With exec, the kernel grants the namespace's root its
             // capabilities; here KEEPCAPS kept the permitted set, raised below.
             let raised = self.become_root(true) && sys::cap_permitted().and_then(sys::capset).is_ok();
+            // As after the exec: nothing open but 0-2 and the channel (the
+            // init finds the daemon's end at the lowest free number).
+            if self.channel > 3 {
+                libc::syscall(libc::SYS_close_range, 3u32, (self.channel - 1) as u32, 0u32);
+            }
+            libc::syscall(libc::SYS_close_range, (self.channel + 1) as u32, u32::MAX, 0u32);
             let code = if raised { super::init::main(self.channel) } else { 125 };
             libc::_exit(code)
         }

@@ -19,6 +19,7 @@ mod seccomp;
 mod source;
 mod spawn;
 mod sys;
+pub mod zygote;
 
 pub use crate::model::Exit;
 pub use channel::ChannelError;

@@ -31,6 +31,7 @@ use super::clone::{Child, Stdio, clone_sandbox};
 use super::running::Sandbox;
 use super::source::{self, SourceError, Sources};
 use super::sys;
+use super::zygote::{CloneFds, Cloned as ZygoteCloned, Zygote, ZygoteError};
 use crate::idmap::Slice;
 use crate::model::{Manifest, Network, SharedOrPrivate, WorkloadName};
 pub use init_config::raise_nofile_limit;
@@ -57,7 +58,7 @@ pub struct SpawnRequest<'a> {
     /// adopted by a successor (see `InitConfig::supervised`).
     pub supervised: bool,
     /// How the sandbox's init starts; see `InitMode`.
-    pub init: InitMode,
+    pub init: InitMode<'a>,
     /// Where the sandbox's stdout and stderr go (stdin is then /dev/null);
     /// `None` inherits paddock's own.
     pub output: Option<BorrowedFd<'a>>,
@@ -80,8 +81,8 @@ pub struct Cloned<'a> {
 }
 
 /// How the clone child becomes the sandbox's init.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InitMode {
+#[derive(Debug, Clone, Copy)]
+pub enum InitMode<'a> {
     /// Re-execute paddock (`/proc/self/exe __init`): safe from any process,
     /// including a multi-threaded one such as the daemon, because the child
     /// runs only async-signal-safe calls before exec. Costs a process start.
@@ -90,6 +91,9 @@ pub enum InitMode {
     /// single-threaded when it spawns (`paddock run`): with no other thread,
     /// no lock or allocator state can be held, so the child may run any code.
     InPlace,
+    /// Have the daemon's zygote clone it and run the init in place (see
+    /// `zygote`): no exec, and nothing of the daemon's memory.
+    Zygote(&'a Zygote),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +135,8 @@ pub enum SpawnError {
     JoinNetns(Errno),
     #[error("the sandbox's init {} before it reported", died(.0))]
     InitDied(WaitStatus),
+    #[error(transparent)]
+    Zygote(#[from] ZygoteError),
 }
 
 /// How an init died, in words.
@@ -201,7 +207,7 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
         InitMode::Exec => Some(
             open("/proc/self/exe", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(SpawnError::OpenSelf)?,
         ),
-        InitMode::InPlace => None,
+        InitMode::InPlace | InitMode::Zygote(_) => None,
     };
     let (parent_sock, child_sock) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
         .map_err(SpawnError::SocketPair)?;
@@ -231,17 +237,6 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
         }
         None => None,
     };
-    let parent = sys::pidfd_open(std::process::id() as i32).map_err(SpawnError::Clone)?;
-    let child = Child {
-        parent: parent.as_raw_fd(),
-        die_with_parent: req.die_with_parent,
-        channel: child_sock.as_raw_fd(),
-        exe: exe.as_ref().map_or(-1, |f| f.as_raw_fd()),
-        stdio: Stdio {
-            input: devnull.as_ref().map_or(-1, |f| f.as_raw_fd()),
-            output: req.output.map_or(-1, |f| f.as_raw_fd()),
-        },
-    };
     let cgroup_dir = match cgroup.and_then(Cgroup::v2_dir) {
         Some(dir) => Some(
             open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
@@ -249,31 +244,34 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
         ),
         None => None,
     };
-    let mut pidfd: libc::c_int = -1;
-    // The child starts in the calling thread's network namespace: this
-    // thread joins the workload's for the clone, and leaves it right after.
-    let entered = match req.netns {
-        Some(netns) => Some(super::netns::Entered::enter(netns).map_err(SpawnError::JoinNetns)?),
-        None => None,
-    };
-    // SAFETY: a fork-like clone (no CLONE_VM): the child gets a copy of this
-    // address space and runs only `Child`'s async-signal-safe code on memory
-    // prepared above before it execs (or, in place, the caller promised a
-    // single-threaded process).
-    let (ret, placed) = unsafe { clone_sandbox(flags as u64, cgroup_dir.as_ref(), &mut pidfd) };
-    if ret == 0 {
-        match req.init {
-            // SAFETY: the caller promised a single-threaded process (see `InitMode::InPlace`).
-            InitMode::InPlace => unsafe { child.run_init() },
-            // SAFETY: argv and envp are NULL-terminated arrays of C strings that
-            // outlive the clone; the descriptors are open.
-            InitMode::Exec => unsafe { child.exec_init(argv.as_ptr(), envp.as_ptr()) },
+    let (pid, pidfd, placed) = match req.init {
+        InitMode::Zygote(zygote) => {
+            let fds = CloneFds {
+                channel: child_sock.as_raw_fd(),
+                input: devnull.as_ref().map(AsRawFd::as_raw_fd),
+                output: req.output.map(|f| f.as_raw_fd()),
+                netns: req.netns.map(|f| f.as_raw_fd()),
+                cgroup: cgroup_dir.as_ref(),
+            };
+            match zygote.clone_sandbox(flags as u64, req.die_with_parent, &fds)? {
+                ZygoteCloned::Child(pid, pidfd, placed) => (pid, pidfd, placed),
+                ZygoteCloned::Failed(errno) => return Err(SpawnError::Clone(errno)),
+            }
         }
-    }
-    drop(entered);
-    let pid = Pid::from_raw(Errno::result(ret).map_err(SpawnError::Clone)? as i32);
-    // SAFETY: CLONE_PIDFD stored a new descriptor in `pidfd`, which we now own.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        InitMode::Exec | InitMode::InPlace => {
+            let child = Child {
+                parent: 0,
+                die_with_parent: req.die_with_parent,
+                channel: child_sock.as_raw_fd(),
+                exe: exe.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                stdio: Stdio {
+                    input: devnull.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                    output: req.output.map_or(-1, |f| f.as_raw_fd()),
+                },
+            };
+            clone_here(req, flags, child, cgroup_dir.as_ref(), &argv, &envp)?
+        }
+    };
     // Our copy must go, so that the init's death reads as end-of-file below.
     drop(child_sock);
     let channel = Channel::new(parent_sock);
@@ -287,6 +285,48 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
             Err(e)
         }
     }
+}
+
+/// The clone, from this process: re-executing paddock as the init, or (a
+/// single-threaded caller) running it in place.
+fn clone_here(
+    req: &SpawnRequest<'_>,
+    flags: libc::c_int,
+    mut child: Child,
+    cgroup_dir: Option<&OwnedFd>,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> Result<(Pid, OwnedFd, bool), SpawnError> {
+    let parent = sys::pidfd_open(std::process::id() as i32).map_err(SpawnError::Clone)?;
+    child.parent = parent.as_raw_fd();
+    let mut pidfd: libc::c_int = -1;
+    // The child starts in the calling thread's network namespace: this
+    // thread joins the workload's for the clone, and leaves it right after.
+    let entered = match req.netns {
+        Some(netns) => Some(super::netns::Entered::enter(netns).map_err(SpawnError::JoinNetns)?),
+        None => None,
+    };
+    // SAFETY: a fork-like clone (no CLONE_VM): the child gets a copy of this
+    // address space and runs only `Child`'s async-signal-safe code on memory
+    // prepared above before it execs (or, in place, the caller promised a
+    // single-threaded process).
+    let (ret, placed) = unsafe { clone_sandbox(flags as u64, cgroup_dir, &mut pidfd) };
+    if ret == 0 {
+        match req.init {
+            // SAFETY: the caller promised a single-threaded process (see `InitMode::InPlace`).
+            InitMode::InPlace => unsafe { child.run_init() },
+            // SAFETY: argv and envp are NULL-terminated arrays of C strings that
+            // outlive the clone; the descriptors are open.
+            InitMode::Exec => unsafe { child.exec_init(argv.as_ptr(), envp.as_ptr()) },
+            // SAFETY: _exit only: the zygote's clones are made by the zygote.
+            InitMode::Zygote(_) => unsafe { libc::_exit(125) },
+        }
+    }
+    drop(entered);
+    let pid = Pid::from_raw(Errno::result(ret).map_err(SpawnError::Clone)? as i32);
+    // SAFETY: CLONE_PIDFD stored a new descriptor in `pidfd`, which we now own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok((pid, pidfd, placed))
 }
 
 fn write_map(pid: Pid, file: &str, range: crate::idmap::IdRange) -> Result<(), SpawnError> {

@@ -1,0 +1,351 @@
+//! The zygote: a small process the daemon forks at its start, while it is
+//! still single-threaded and small, which clones every sandbox for it (as
+//! Android's and Chromium's zygotes fork their apps and renderers).
+//!
+//! The daemon cannot run a sandbox's init in its own clone child: it has
+//! threads, so the child could inherit a lock another thread held, and it
+//! would copy the daemon's memory (every manifest's environment) into each
+//! sandbox's PID 1. It used to re-execute paddock as the init instead,
+//! which costs a process start of its 80 MB binary (about 1.6 ms) on every
+//! start and restart. The zygote pays neither: it has one thread and
+//! nothing but what the daemon had before it read any manifest, so its
+//! clone child runs the init in place (as `paddock run` does).
+//!
+//! The daemon sends it the clone's flags and the child's descriptors (its
+//! channel, stdin and stdout, a network namespace to clone in, a v2 cgroup
+//! to clone into); it clones with CLONE_PARENT, so that the init is the
+//! daemon's child exactly as a re-executed one was (the daemon reaps it,
+//! and its parent-death signal follows the daemon), and sends back the
+//! pid and a pidfd. Everything after the clone (id maps, cgroup, records,
+//! the init's configuration) stays with the daemon.
+//!
+//! A zygote that dies is not replaced: the daemon executes inits again.
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+
+use nix::errno::Errno;
+use nix::sched::{CloneFlags, setns};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid, fork};
+use serde::{Deserialize, Serialize};
+
+use super::channel::{Channel, ChannelError};
+use super::clone::{Child, Stdio, clone_sandbox};
+use super::sys;
+
+/// What the zygote and the inits it clones are called in `ps`.
+const ZYGOTE_NAME: &CStr = c"paddock-zygote";
+const INIT_NAME: &CStr = c"paddock-init";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ZygoteError {
+    #[error("the daemon has {0} threads; the zygote must be forked while it has one")]
+    Threads(usize),
+    #[error("socketpair: {0}")]
+    SocketPair(Errno),
+    #[error("fork: {0}")]
+    Fork(Errno),
+    #[error("pidfd_open: {0}")]
+    Pidfd(Errno),
+    #[error("the zygote cannot be reached: {0}")]
+    Gone(ChannelError),
+    #[error("the zygote answered without a pidfd")]
+    NoPidfd,
+}
+
+/// The daemon's handle on its zygote.
+#[derive(Debug)]
+pub struct Zygote {
+    pid: Pid,
+    /// Requests and answers alternate on it: one clone at a time.
+    channel: Mutex<Channel>,
+}
+
+/// One clone, as the zygote is asked for it; the descriptors travel beside
+/// it in this order: the child's channel, then each one present.
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    flags: u64,
+    die_with_parent: bool,
+    input: bool,
+    output: bool,
+    netns: bool,
+    cgroup: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    /// With the child's pidfd.
+    Cloned {
+        pid: i32,
+        placed: bool,
+    },
+    Failed {
+        errno: i32,
+    },
+}
+
+/// The descriptors a clone needs, borrowed from the daemon's start.
+pub struct CloneFds<'a> {
+    pub channel: RawFd,
+    pub input: Option<RawFd>,
+    pub output: Option<RawFd>,
+    pub netns: Option<RawFd>,
+    pub cgroup: Option<&'a OwnedFd>,
+}
+
+/// How a clone through the zygote went.
+pub enum Cloned {
+    /// The child's pid, its pidfd, and whether it was born in its cgroup.
+    Child(Pid, OwnedFd, bool),
+    /// The clone itself failed (as clone(2) would have in the daemon).
+    Failed(Errno),
+}
+
+impl Zygote {
+    /// Forks the zygote. The caller must be single-threaded (checked):
+    /// the child runs on, in Rust, with whatever locks the fork copied.
+    pub fn start() -> Result<Self, ZygoteError> {
+        reap_predecessor();
+        let threads = thread_count();
+        if threads != 1 {
+            return Err(ZygoteError::Threads(threads));
+        }
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(ZygoteError::SocketPair)?;
+        // The inits' tie to the daemon (see `Child::parent`): opened here,
+        // where getpid() is the daemon.
+        let daemon = sys::pidfd_open(std::process::id() as i32).map_err(ZygoteError::Pidfd)?;
+        // SAFETY: this process has one thread (checked above), so the child
+        // inherits no lock or allocator state held elsewhere.
+        match unsafe { fork() }.map_err(ZygoteError::Fork)? {
+            ForkResult::Child => {
+                drop(ours);
+                serve(Channel::new(theirs), daemon)
+            }
+            ForkResult::Parent { child } => Ok(Self { pid: child, channel: Mutex::new(Channel::new(ours)) }),
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Has the zygote clone a sandbox with `flags`. `Err` means the zygote
+    /// is gone (start the init some other way); a failed clone is
+    /// `Ok(Cloned::Failed)`.
+    pub fn clone_sandbox(&self, flags: u64, die_with_parent: bool, fds: &CloneFds<'_>) -> Result<Cloned, ZygoteError> {
+        let request = Request {
+            flags,
+            die_with_parent,
+            input: fds.input.is_some(),
+            output: fds.output.is_some(),
+            netns: fds.netns.is_some(),
+            cgroup: fds.cgroup.is_some(),
+        };
+        let sent: Vec<RawFd> =
+            [Some(fds.channel), fds.input, fds.output, fds.netns, fds.cgroup.map(AsRawFd::as_raw_fd)]
+                .into_iter()
+                .flatten()
+                .collect();
+        let channel = self.channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        channel.send(&request, &sent).map_err(ZygoteError::Gone)?;
+        let (reply, mut pidfds) = channel.recv::<Reply>().map_err(ZygoteError::Gone)?;
+        match reply {
+            Reply::Cloned { pid, placed } => {
+                let pidfd = pidfds.pop().ok_or(ZygoteError::NoPidfd)?;
+                Ok(Cloned::Child(Pid::from_raw(pid), pidfd, placed))
+            }
+            Reply::Failed { errno } => Ok(Cloned::Failed(Errno::from_raw(errno))),
+        }
+    }
+}
+
+impl Drop for Zygote {
+    /// The zygote reads end-of-file and exits; it is reaped here.
+    fn drop(&mut self) {
+        let channel = self.channel.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = nix::sys::socket::shutdown(channel.fd().as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        let _ = waitpid(self.pid, None);
+    }
+}
+
+/// Threads of this process, from /proc/self/stat (field 20).
+fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(17)?.parse().ok()))
+        .unwrap_or(usize::MAX)
+}
+
+/// A daemon that re-executed itself (`paddock upgrade`) left its zygote
+/// behind: it read end-of-file when the exec closed its socket and exited,
+/// and waits to be reaped by this process, its parent still.
+fn reap_predecessor() {
+    let me = std::process::id();
+    let Ok(children) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) else { return };
+    for pid in children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim_end() == ZYGOTE_NAME.to_str().unwrap_or_default() {
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+    }
+}
+
+/// The zygote's life: answer requests until the daemon closes its end.
+fn serve(channel: Channel, daemon: OwnedFd) -> ! {
+    let title = Title::find();
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let mut gone = libc::pollfd { fd: daemon.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll on one pollfd on our stack. A pidfd polls readable once
+    // its process exited: the daemon died before the signal was armed.
+    if unsafe { libc::poll(&mut gone, 1, 0) } != 0 {
+        // SAFETY: _exit ends this process without running anything of the daemon's.
+        unsafe { libc::_exit(0) };
+    }
+    title.set(ZYGOTE_NAME);
+    // Nothing of the daemon's but what we were given: its lock, listening
+    // socket and logs stay with it, and a successor is never locked out.
+    let keep = [channel.fd().as_raw_fd(), daemon.as_raw_fd()];
+    close_all_but(&keep);
+    sys::reset_signal_dispositions();
+    // SAFETY: single-threaded; sigprocmask and clearenv touch only this process.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        // As the exec'd init had: an empty environment.
+        libc::clearenv();
+    }
+    let home = std::fs::File::open("/proc/self/ns/net").ok().map(OwnedFd::from);
+    loop {
+        let (request, fds) = match channel.recv::<Request>() {
+            Ok(message) => message,
+            // SAFETY: as above.
+            Err(_) => unsafe { libc::_exit(0) },
+        };
+        let (reply, pidfd) = clone_one(&request, fds, &daemon, home.as_ref(), &title);
+        let sent: Vec<RawFd> = pidfd.iter().map(AsRawFd::as_raw_fd).collect();
+        if channel.send(&reply, &sent).is_err() {
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) };
+        }
+    }
+}
+
+/// One request: the clone, and in the child the init.
+fn clone_one(
+    request: &Request,
+    fds: Vec<OwnedFd>,
+    daemon: &OwnedFd,
+    home: Option<&OwnedFd>,
+    title: &Title,
+) -> (Reply, Option<OwnedFd>) {
+    let failed = |errno: Errno| (Reply::Failed { errno: errno as i32 }, None);
+    let wanted = 1 + [request.input, request.output, request.netns, request.cgroup].iter().filter(|x| **x).count();
+    if fds.len() != wanted {
+        return failed(Errno::EBADF);
+    }
+    let mut fds = fds.into_iter();
+    let mut next = |present: bool| if present { fds.next() } else { None };
+    let (channel, input, output, netns, cgroup) =
+        (next(true), next(request.input), next(request.output), next(request.netns), next(request.cgroup));
+    let Some(channel) = channel else { return failed(Errno::EBADF) };
+    let raw = |fd: &Option<OwnedFd>| fd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+    let child = Child {
+        parent: daemon.as_raw_fd(),
+        die_with_parent: request.die_with_parent,
+        channel: channel.as_raw_fd(),
+        exe: -1,
+        stdio: Stdio { input: raw(&input), output: raw(&output) },
+    };
+    // The child starts in this process's network namespace.
+    if let Some(netns) = &netns
+        && let Err(errno) = setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)
+    {
+        return failed(errno);
+    }
+    title.set(INIT_NAME);
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: this process is single-threaded, so the child may run any
+    // code (`Child::run_init`'s contract); a fork-like clone (no CLONE_VM).
+    let (ret, placed) =
+        unsafe { clone_sandbox(request.flags | libc::CLONE_PARENT as u64, cgroup.as_ref(), &mut pidfd) };
+    if ret == 0 {
+        // SAFETY: as above: a single-threaded process's clone child.
+        unsafe { child.run_init() }
+    }
+    title.set(ZYGOTE_NAME);
+    if netns.is_some() {
+        // Back home, or every later sandbox would start in that namespace.
+        let back = home.map_or(Err(Errno::ENOENT), |home| setns(home.as_fd(), CloneFlags::CLONE_NEWNET));
+        if back.is_err() {
+            // SAFETY: _exit only; the daemon sees the zygote gone and executes inits from now on.
+            unsafe { libc::_exit(1) };
+        }
+    }
+    match Errno::result(ret) {
+        // SAFETY: CLONE_PIDFD stored a new descriptor in `pidfd`, which we now own.
+        Ok(pid) => (Reply::Cloned { pid: pid as i32, placed }, Some(unsafe { OwnedFd::from_raw_fd(pidfd) })),
+        Err(errno) => failed(errno),
+    }
+}
+
+/// Closes every descriptor but 0-2 and `keep`.
+fn close_all_but(keep: &[RawFd]) {
+    let mut keep = keep.to_vec();
+    keep.sort_unstable();
+    let mut next: RawFd = 3;
+    for fd in keep {
+        if fd > next {
+            // SAFETY: close_range with integer arguments; nothing of ours lives in that range.
+            unsafe { libc::syscall(libc::SYS_close_range, next as u32, (fd - 1) as u32, 0u32) };
+        }
+        next = next.max(fd + 1);
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, next as u32, u32::MAX, 0u32) };
+}
+
+/// The process's name in `ps`: its comm (PR_SET_NAME) and its command
+/// line, which is the daemon's memory (the area argv was in) until
+/// overwritten. Without this, every init would show as `paddock daemon
+/// ...`, and `pkill -f 'paddock daemon'` would kill them all.
+struct Title {
+    /// The argv area, from /proc/self/stat (fields 48 and 49).
+    area: Option<(usize, usize)>,
+}
+
+impl Title {
+    fn find() -> Self {
+        let area = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| {
+            let (_, rest) = s.rsplit_once(')')?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // Field 3 (state) is rest's first; fields 48 and 49 follow.
+            Some((fields.get(45)?.parse().ok()?, fields.get(46)?.parse().ok()?))
+        });
+        Self { area: area.filter(|(start, end)| end > start) }
+    }
+
+    fn set(&self, name: &CStr) {
+        // SAFETY: PR_SET_NAME copies at most 16 bytes from a C string.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+        if let Some((start, end)) = self.area {
+            let bytes = name.to_bytes();
+            let len = end - start;
+            let n = bytes.len().min(len - 1);
+            // SAFETY: [start, end) is this process's own argv area (the
+            // kernel's arg_start and arg_end), mapped and writable; the
+            // name is cut to fit and the rest is zeroed, so the area keeps
+            // its final NUL.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), start as *mut u8, n);
+                std::ptr::write_bytes((start + n) as *mut u8, 0, len - n);
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The daemon's zygote (src/sandbox/zygote.rs): a process forked at the
+//! daemon's start that clones each sandbox and runs its init in place, so
+//! a start costs no exec of paddock. What must hold: the init is still the
+//! daemon's child and named as an init, nothing shows as a second daemon,
+//! a dead zygote only costs speed, and an upgrade leaves no zombie.
+
+mod common;
+
+use common::daemon::{Daemon, SLEEPER, processes};
+
+fn read(path: String) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn cmdline(pid: i64) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|arg| !arg.is_empty())
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect()
+}
+
+fn field(pid: i64, name: &str) -> String {
+    read(format!("/proc/{pid}/status"))
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(|v| v.trim().to_owned()))
+        .unwrap_or_default()
+}
+
+/// The daemon's children named `comm`, with their states.
+fn children(daemon: u32, comm: &str) -> Vec<(i64, String)> {
+    read(format!("/proc/{daemon}/task/{daemon}/children"))
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i64>().ok())
+        .filter(|p| read(format!("/proc/{p}/comm")).trim_end() == comm)
+        .map(|p| (p, field(p, "State")))
+        .collect()
+}
+
+#[test]
+fn the_zygote_clones_inits_that_are_the_daemons_children_and_its_death_only_costs_speed() {
+    let mut d = Daemon::setup().start(&[]);
+    let daemon = d.child.as_ref().unwrap().id();
+    let zygotes = children(daemon, "paddock-zygote");
+    assert_eq!(zygotes.len(), 1, "one zygote, the daemon's child: {zygotes:?}");
+    let zygote = zygotes[0].0;
+    assert_eq!(cmdline(zygote), ["paddock-zygote"]);
+
+    d.write("cloned.toml", SLEEPER);
+    let init = d.running_pid("cloned");
+    // Cloned by the zygote with CLONE_PARENT: the daemon's child, which it reaps.
+    assert_eq!(field(init, "PPid"), daemon.to_string());
+    assert_eq!(read(format!("/proc/{init}/comm")).trim_end(), "paddock-init");
+    // Not executed (an executed init's command line is `paddock-init __init FD`).
+    assert_eq!(cmdline(init), ["paddock-init"]);
+    // Nothing else shows as the daemon, so `pkill -f 'paddock daemon'` finds only it.
+    let argv: Vec<String> = cmdline(i64::from(daemon));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    assert_eq!(processes(&argv), [i64::from(daemon)]);
+
+    // A zygote that dies: the next start executes its init, and works.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(zygote as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    d.write("executed.toml", SLEEPER);
+    let executed = d.running_pid("executed");
+    assert_eq!(field(executed, "PPid"), daemon.to_string());
+    assert_eq!(cmdline(executed)[..2], ["paddock-init", "__init"]);
+    let log = read(d.path("out/daemon.log").display().to_string());
+    assert!(log.contains("the zygote is gone"), "{log}");
+    // The one cloned before still runs, and both stop on SIGTERM.
+    assert_eq!(d.running_pid("cloned"), init);
+    assert_eq!(d.terminate(), 0);
+}
+
+#[test]
+fn an_upgrade_reaps_the_old_zygote_and_forks_a_new_one() {
+    let d = Daemon::setup().start(&[]);
+    let daemon = d.child.as_ref().unwrap().id();
+    d.write("kept.toml", SLEEPER);
+    let init = d.running_pid("kept");
+    let before = children(daemon, "paddock-zygote");
+    assert_eq!(before.len(), 1);
+    let out = d.paddock(&["upgrade"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = children(daemon, "paddock-zygote");
+    assert_eq!(after.len(), 1, "the old zygote reaped, a new one forked: {after:?}");
+    assert_ne!(after[0].0, before[0].0);
+    assert!(!after[0].1.starts_with('Z'), "{after:?}");
+    assert_eq!(d.running_pid("kept"), init, "the upgrade kept the workload");
+    // The new zygote clones.
+    d.write("after.toml", SLEEPER);
+    assert_eq!(cmdline(d.running_pid("after")), ["paddock-init"]);
+}
