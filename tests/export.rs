@@ -1,8 +1,8 @@
 //! `paddock export kubernetes` through the real binary: every example
 //! exports to objects the Kubernetes OpenAPI schemas accept (checked
 //! offline by `kubernetes-validate`, which .ci/run installs) and that pass
-//! the Pod Security Standards level they claim (checked by a checker of
-//! this file's own), each example's list of what it cannot say, and errors.
+//! the Pod Security Standards level they claim (checked by the tests'
+//! own checker, tests/common/pss.rs), each example's list of what it cannot say, and errors.
 
 mod common;
 
@@ -84,104 +84,6 @@ fn documents(yaml: &str) -> Vec<Value> {
     serde_yaml_ng::Deserializer::from_str(yaml).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect()
 }
 
-/// The Pod Security Standards (v1.35), baseline then restricted, applied
-/// to a pod spec as the admission controller reads it.
-fn pss_level(spec: &Value) -> Level {
-    let t = |v: &Value| v.as_bool() == Some(true);
-    let containers: Vec<&Value> = ["initContainers", "containers", "ephemeralContainers"]
-        .iter()
-        .flat_map(|k| spec[*k].as_array().into_iter().flatten())
-        .collect();
-    let pod_sc = &spec["securityContext"];
-    let seccomp = |c: &Value| {
-        c["securityContext"]["seccompProfile"]["type"]
-            .as_str()
-            .or(pod_sc["seccompProfile"]["type"].as_str())
-            .map(str::to_owned)
-    };
-    const BASELINE_CAPS: &[&str] = paddock::export::pss::BASELINE_CAPABILITIES;
-    const SAFE_SYSCTLS: &[&str] = &[
-        "kernel.shm_rmid_forced",
-        "net.ipv4.ip_local_port_range",
-        "net.ipv4.ip_unprivileged_port_start",
-        "net.ipv4.tcp_syncookies",
-        "net.ipv4.ping_group_range",
-        "net.ipv4.ip_local_reserved_ports",
-        "net.ipv4.tcp_keepalive_time",
-        "net.ipv4.tcp_fin_timeout",
-        "net.ipv4.tcp_keepalive_intvl",
-        "net.ipv4.tcp_keepalive_probes",
-    ];
-    let selinux_ok = |o: &Value| {
-        o.is_null()
-            || (o["type"].as_str().is_none_or(|ty| {
-                ["", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"].contains(&ty)
-            }) && o["user"].is_null()
-                && o["role"].is_null())
-    };
-    let apparmor_ok =
-        |o: &Value| o.is_null() || ["RuntimeDefault", "Localhost"].contains(&o["type"].as_str().unwrap_or(""));
-    let baseline = !t(&spec["hostNetwork"])
-        && !t(&spec["hostPID"])
-        && !t(&spec["hostIPC"])
-        && !t(&pod_sc["windowsOptions"]["hostProcess"])
-        && spec["volumes"].as_array().into_iter().flatten().all(|v| v["hostPath"].is_null())
-        && selinux_ok(&pod_sc["seLinuxOptions"])
-        && apparmor_ok(&pod_sc["appArmorProfile"])
-        && pod_sc["sysctls"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .all(|s| SAFE_SYSCTLS.contains(&s["name"].as_str().unwrap_or("")))
-        && pod_sc["seccompProfile"]["type"] != "Unconfined"
-        && containers.iter().all(|c| {
-            let sc = &c["securityContext"];
-            !t(&sc["privileged"])
-                && !t(&sc["windowsOptions"]["hostProcess"])
-                && sc["capabilities"]["add"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .all(|a| BASELINE_CAPS.contains(&a.as_str().unwrap_or("")))
-                && c["ports"].as_array().into_iter().flatten().all(|p| p["hostPort"].as_i64().unwrap_or(0) == 0)
-                && sc["procMount"].as_str().is_none_or(|m| m == "Default")
-                && selinux_ok(&sc["seLinuxOptions"])
-                && apparmor_ok(&sc["appArmorProfile"])
-                && sc["seccompProfile"]["type"] != "Unconfined"
-        });
-    if !baseline {
-        return Level::Privileged;
-    }
-    const RESTRICTED_VOLUMES: &[&str] = &[
-        "configMap",
-        "csi",
-        "downwardAPI",
-        "emptyDir",
-        "ephemeral",
-        "persistentVolumeClaim",
-        "projected",
-        "secret",
-        "name",
-    ];
-    let restricted = spec["volumes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .all(|v| v.as_object().unwrap().keys().all(|k| RESTRICTED_VOLUMES.contains(&k.as_str())))
-        && pod_sc["runAsUser"].as_i64() != Some(0)
-        && containers.iter().all(|c| {
-            let sc = &c["securityContext"];
-            let non_root = sc["runAsNonRoot"].as_bool().or(pod_sc["runAsNonRoot"].as_bool()) == Some(true);
-            sc["allowPrivilegeEscalation"].as_bool() == Some(false)
-                && non_root
-                && sc["runAsUser"].as_i64() != Some(0)
-                && seccomp(c).is_some_and(|s| s == "RuntimeDefault" || s == "Localhost")
-                && sc["capabilities"]["drop"].as_array().is_some_and(|d| d.iter().any(|c| c == "ALL"))
-                && sc["capabilities"]["add"].as_array().into_iter().flatten().all(|a| a == "NET_BIND_SERVICE")
-        });
-    if restricted { Level::Restricted } else { Level::Baseline }
-}
-
 fn level_named(name: &str) -> Level {
     match name {
         "privileged" => Level::Privileged,
@@ -209,7 +111,7 @@ fn export_and_check(args: &[&str]) -> Vec<(String, Level)> {
         };
         let name = d["metadata"]["name"].as_str().unwrap().to_owned();
         let claimed = level_named(d["metadata"]["annotations"]["paddock/pod-security"].as_str().unwrap());
-        let passes = pss_level(spec);
+        let passes = common::pss::pss_level(spec);
         assert!(passes >= claimed, "{name} claims {claimed} and passes only {passes}");
         assert!(enforced <= claimed, "the namespace enforces {enforced}, stricter than {name}'s {claimed}");
         claims.push((name, claimed));
@@ -303,7 +205,7 @@ fn each_examples_unsupported_list() {
             pss(Level::Restricted, Violation::CapabilitiesNotDropped),
         ]
     );
-    assert_eq!(items(&["baseline"], "nightly-report.toml"), [rootfs.clone()]);
+    assert_eq!(items(&["baseline"], "nightly-report.toml"), std::slice::from_ref(&rootfs));
     assert_eq!(
         items(&["baseline"], "web.toml"),
         [
@@ -429,58 +331,4 @@ fn an_invalid_manifest_is_reported_as_check_reports_it_and_left_out() {
     assert_eq!((run.code, run.stdout.as_str()), (1, ""));
     let run = export(&["/nonexistent.toml", "--image", IMAGE]);
     assert!(run.code == 2 && run.stderr.contains("cannot read /nonexistent.toml"), "{}", run.stderr);
-}
-
-/// The checker above, on specs that break one rule each (so a claim it
-/// accepts is a claim it could have refused).
-#[test]
-fn the_pss_checker_refuses_each_rule_it_knows() {
-    use serde_json::json;
-    let good = json!({
-        "containers": [{"name": "c", "securityContext": {
-            "allowPrivilegeEscalation": false, "runAsNonRoot": true, "runAsUser": 1000,
-            "seccompProfile": {"type": "RuntimeDefault"}, "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
-        }}],
-        "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory"}}]
-    });
-    assert_eq!(pss_level(&good), Level::Restricted);
-    let with = |pointer: &str, value: Value| {
-        let mut spec = good.clone();
-        match spec.pointer_mut(pointer) {
-            Some(slot) => *slot = value,
-            None => {
-                let (parent, key) = pointer.rsplit_once('/').unwrap();
-                let parent =
-                    spec.pointer_mut(parent).and_then(Value::as_object_mut).unwrap_or_else(|| panic!("{parent}"));
-                parent.insert(key.into(), value);
-            }
-        }
-        spec
-    };
-    let sc = "/containers/0/securityContext";
-    #[rustfmt::skip]
-    let table: Vec<(Value, Level)> = vec![
-        (with("/hostNetwork", json!(true)), Level::Privileged),
-        (with("/hostPID", json!(true)), Level::Privileged),
-        (with("/hostIPC", json!(true)), Level::Privileged),
-        (with(&format!("{sc}/privileged"), json!(true)), Level::Privileged),
-        (with(&format!("{sc}/capabilities/add"), json!(["SYS_ADMIN"])), Level::Privileged),
-        (with(&format!("{sc}/capabilities/add"), json!(["CHOWN"])), Level::Baseline),
-        (with(&format!("{sc}/capabilities/drop"), json!([])), Level::Baseline),
-        (with("/volumes/0", json!({"name": "h", "hostPath": {"path": "/etc"}})), Level::Privileged),
-        (with("/volumes/0", json!({"name": "n", "nfs": {"server": "s", "path": "/"}})), Level::Baseline),
-        (with("/containers/0/ports", json!([{"containerPort": 80, "hostPort": 80}])), Level::Privileged),
-        (with(&format!("{sc}/seccompProfile"), json!({"type": "Unconfined"})), Level::Privileged),
-        (with(&format!("{sc}/seccompProfile"), Value::Null), Level::Baseline),
-        (with(&format!("{sc}/procMount"), json!("Unmasked")), Level::Privileged),
-        (with(&format!("{sc}/seLinuxOptions"), json!({"type": "spc_t"})), Level::Privileged),
-        (with(&format!("{sc}/appArmorProfile"), json!({"type": "Unconfined"})), Level::Privileged),
-        (with("/securityContext", json!({"sysctls": [{"name": "kernel.msgmax", "value": "1"}]})), Level::Privileged),
-        (with(&format!("{sc}/allowPrivilegeEscalation"), json!(true)), Level::Baseline),
-        (with(&format!("{sc}/runAsNonRoot"), json!(false)), Level::Baseline),
-        (with(&format!("{sc}/runAsUser"), json!(0)), Level::Baseline),
-    ];
-    for (spec, expected) in table {
-        assert_eq!(pss_level(&spec), expected, "{spec:#}");
-    }
 }

@@ -212,3 +212,68 @@ fn what_cannot_be_expressed_is_listed_item_by_item() {
     let found = items(&["baseline"], "[health]\ncommand = [\"/bin/check\"]\n[restart]\npolicy = \"always\"\n");
     assert!(!found.contains(&U::ProbeAddress) && !found.iter().any(|u| matches!(u, U::MaxRetries(_))), "{found:?}");
 }
+
+/// The tests' Pod Security Standards checker (tests/common/pss.rs), on specs that break one rule each (so a claim it
+/// accepts is a claim it could have refused).
+#[test]
+fn the_pss_checker_refuses_each_rule_it_knows() {
+    use serde_json::json;
+    let good = json!({
+        "containers": [{"name": "c", "securityContext": {
+            "allowPrivilegeEscalation": false, "runAsNonRoot": true, "runAsUser": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"}, "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
+        }}],
+        "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory"}}]
+    });
+    assert_eq!(common::pss::pss_level(&good), Level::Restricted);
+    let with = |pointer: &str, value: Value| {
+        let mut spec = good.clone();
+        match spec.pointer_mut(pointer) {
+            Some(slot) => *slot = value,
+            None => {
+                let (parent, key) = pointer.rsplit_once('/').unwrap();
+                let parent =
+                    spec.pointer_mut(parent).and_then(Value::as_object_mut).unwrap_or_else(|| panic!("{parent}"));
+                parent.insert(key.into(), value);
+            }
+        }
+        spec
+    };
+    let sc = "/containers/0/securityContext";
+    #[rustfmt::skip]
+    let table: Vec<(Value, Level)> = vec![
+        (with("/hostNetwork", json!(true)), Level::Privileged),
+        (with("/hostPID", json!(true)), Level::Privileged),
+        (with("/hostIPC", json!(true)), Level::Privileged),
+        (with(&format!("{sc}/privileged"), json!(true)), Level::Privileged),
+        (with(&format!("{sc}/capabilities/add"), json!(["SYS_ADMIN"])), Level::Privileged),
+        (with(&format!("{sc}/capabilities/add"), json!(["CHOWN"])), Level::Baseline),
+        (with(&format!("{sc}/capabilities/drop"), json!([])), Level::Baseline),
+        (with("/volumes/0", json!({"name": "h", "hostPath": {"path": "/etc"}})), Level::Privileged),
+        (with("/volumes/0", json!({"name": "n", "nfs": {"server": "s", "path": "/"}})), Level::Baseline),
+        (with("/containers/0/ports", json!([{"containerPort": 80, "hostPort": 80}])), Level::Privileged),
+        (with(&format!("{sc}/seccompProfile"), json!({"type": "Unconfined"})), Level::Privileged),
+        (with(&format!("{sc}/seccompProfile"), Value::Null), Level::Baseline),
+        (with(&format!("{sc}/procMount"), json!("Unmasked")), Level::Privileged),
+        (with(&format!("{sc}/seLinuxOptions"), json!({"type": "spc_t"})), Level::Privileged),
+        (with(&format!("{sc}/appArmorProfile"), json!({"type": "Unconfined"})), Level::Privileged),
+        (with("/securityContext", json!({"sysctls": [{"name": "kernel.msgmax", "value": "1"}]})), Level::Privileged),
+        (with(&format!("{sc}/allowPrivilegeEscalation"), json!(true)), Level::Baseline),
+        (with(&format!("{sc}/runAsNonRoot"), json!(false)), Level::Baseline),
+        (with(&format!("{sc}/runAsUser"), json!(0)), Level::Baseline),
+    ];
+    for (spec, expected) in table {
+        assert_eq!(common::pss::pss_level(&spec), expected, "{spec:#}");
+    }
+}
+
+#[test]
+fn a_shared_id_slice_is_listed_for_remapped_workloads_only() {
+    let spec = |text: &str| common::check(&["privileged"], "t.toml", text).spec.unwrap();
+    let options =
+        Options { kind: Kind::Pod, namespace: "ns".into(), policy_level: Level::Privileged, shared_slice: true };
+    let remapped = export::export(&spec(CMD), IMAGE, &options).unsupported;
+    assert!(remapped.contains(&Unsupported::SharedSlice), "{remapped:?}");
+    let host = export::export(&spec(&format!("{CMD}[namespaces]\nuser = \"host\"\n")), IMAGE, &options).unsupported;
+    assert!(!host.contains(&Unsupported::SharedSlice), "{host:?}");
+}
