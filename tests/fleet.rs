@@ -165,3 +165,35 @@ fn the_timer_and_its_service_pass_systemd_analyze_verify() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
 }
+
+#[test]
+fn check_keeps_the_old_version_whole_and_a_relative_repository_path_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("hosts/h1")).unwrap();
+    std::fs::create_dir(dir.path().join("etc")).unwrap();
+    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(repo.join("hosts/h1/app.toml"), app(1)).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "good"]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet/paddock-git-sync");
+    let sync = || {
+        Command::new("bash")
+            .arg(&script)
+            .args(["--check", "--subdir", "hosts/h1", "repo", "etc/workloads"])
+            .current_dir(dir.path())
+            .env("PADDOCK", env!("CARGO_BIN_EXE_paddock"))
+            .output()
+            .unwrap()
+    };
+    let out = sync();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let good = std::fs::read_link(dir.path().join("etc/workloads")).unwrap();
+    std::fs::write(repo.join("hosts/h1/app.toml"), format!("{}colour = \"red\"\n", app(2))).unwrap();
+    git(&repo, &["commit", "--quiet", "-am", "a typo"]);
+    let out = sync();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("does not pass paddock check") && said.contains("app.toml:2:1"), "{said}");
+    assert_eq!(std::fs::read_link(dir.path().join("etc/workloads")).unwrap(), good);
+}
