@@ -208,6 +208,18 @@ fn what_cannot_be_expressed_is_listed_item_by_item() {
     has(&["baseline"], "[namespaces]\nnetwork = \"lan\"\n", U::CniNetwork("lan".into()));
     has(&["privileged"], "[namespaces]\npid = \"host\"\n", U::HostNamespaceWithRemap("pid"));
     has(&["baseline"], "ports = [\"127.0.0.1:8080:80\"]\n", U::HostIp("127.0.0.1:8080:80".parse().unwrap()));
+    // Every volume of a hostUsers: false pod is idmapped: a plain mount of a remapped workload gains its owners' rights.
+    let plain = "[[mounts]]\nsource = \"/srv/a\"\ntarget = \"/a\"\nreadonly = false\n";
+    has(&["privileged"], plain, U::NotIdmapped { source: "/srv/a".into(), writable: true });
+    let unlisted = |policies: &[&str], extra: &str| {
+        let found = items(policies, extra);
+        assert!(!found.iter().any(|u| matches!(u, U::NotIdmapped { .. })), "{extra}: {found:?}");
+    };
+    unlisted(
+        &["baseline"],
+        "[[mounts]]\nsource = \"/var/lib/paddock/volumes/d\"\ntarget = \"/d\"\nreadonly = false\nidmap = true\n",
+    );
+    unlisted(&["privileged"], &format!("{plain}[namespaces]\nuser = \"host\"\n"));
     // A command probe reaches the workload as paddock's did; and `always` has no max_retries to lose.
     let found = items(&["baseline"], "[health]\ncommand = [\"/bin/check\"]\n[restart]\npolicy = \"always\"\n");
     assert!(!found.contains(&U::ProbeAddress) && !found.iter().any(|u| matches!(u, U::MaxRetries(_))), "{found:?}");

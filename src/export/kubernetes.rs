@@ -51,7 +51,7 @@ pub fn pod_spec(spec: &WorkloadSpec, image: &str, kind: Kind) -> (PodSpec, Vec<U
         None
     };
 
-    let (volumes, volume_mounts) = volumes(m, &mut lost);
+    let (volumes, volume_mounts) = volumes(m, remap, &mut lost);
     let mut container = Container {
         name: spec.name.to_string(),
         image: Some(image.to_owned()),
@@ -166,10 +166,11 @@ fn security_context(m: &Manifest) -> SecurityContext {
     }
 }
 
-/// Mounts as hostPath volumes (an idmapped one needs nothing more under
-/// hostUsers: false: the kubelet idmaps every volume of such a pod), and
-/// paddock's private `/tmp` as a memory-backed emptyDir.
-fn volumes(m: &Manifest, lost: &mut Vec<Unsupported>) -> (Vec<Volume>, Vec<VolumeMount>) {
+/// Mounts as hostPath volumes, and paddock's private `/tmp` as a
+/// memory-backed emptyDir. Under hostUsers: false the kubelet idmaps every
+/// volume: right for an idmapped mount, but a plain one of a remapped
+/// workload gains its files' owners' rights, so each such mount is listed.
+fn volumes(m: &Manifest, remap: bool, lost: &mut Vec<Unsupported>) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
     if !m.mounts.iter().any(|mt| mt.target.as_os_str() == "/tmp") {
@@ -193,6 +194,9 @@ fn volumes(m: &Manifest, lost: &mut Vec<Unsupported>) -> (Vec<Volume>, Vec<Volum
             read_only: Some(mt.readonly),
             ..Default::default()
         });
+        if remap && !mt.idmap {
+            lost.push(Unsupported::NotIdmapped { source: mt.source.clone(), writable: !mt.readonly });
+        }
     }
     if m.mounts.iter().any(|mt| !mt.setuid || !mt.devices) {
         lost.push(Unsupported::MountFlags);

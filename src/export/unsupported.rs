@@ -54,6 +54,10 @@ pub enum Unsupported {
     /// Mounts are nosuid and nodev in paddock; a hostPath volume has no
     /// such option.
     MountFlags,
+    /// A mount without `idmap` of a remapped workload: its host files
+    /// belonged to none of the workload's ids; the kubelet idmaps every
+    /// volume of a hostUsers: false pod, which makes them its own.
+    NotIdmapped { source: PathBuf, writable: bool },
     /// `remap.isolation = "shared"`: every workload had the same id slice.
     SharedSlice,
     /// A rule of the Pod Security Standards level the manifest's policy
@@ -128,6 +132,12 @@ impl fmt::Display for Unsupported {
             Unsupported::MountFlags => write!(
                 f,
                 "mounts are nosuid and nodev in paddock; a hostPath volume has no such option (allowPrivilegeEscalation: false and the runtime's device rules cover most of it)"
+            ),
+            Unsupported::NotIdmapped { source, writable } => write!(
+                f,
+                "mount {:?} is not idmapped: in paddock its files' owners were not the workload's ids, so its root could not {}; the kubelet idmaps every volume of a hostUsers: false pod, where uid N inside acts as the files' owner N on the node (root as root)",
+                source.display().to_string(),
+                if *writable { "change root's files there" } else { "read what only root may read there" }
             ),
             Unsupported::SharedSlice => write!(
                 f,
