@@ -337,3 +337,25 @@ fn an_invalid_manifest_is_reported_as_check_reports_it_and_left_out() {
     let run = export(&["/nonexistent.toml", "--image", IMAGE]);
     assert!(run.code == 2 && run.stderr.contains("cannot read /nonexistent.toml"), "{}", run.stderr);
 }
+
+#[test]
+fn one_workload_twice_an_empty_directory_and_a_bad_namespace() {
+    // Two hosts' directories each with a web: one namespace cannot hold both pods.
+    let dir = tempfile::tempdir().unwrap();
+    for host in ["h1", "h2"] {
+        std::fs::create_dir(dir.path().join(host)).unwrap();
+        std::fs::write(dir.path().join(host).join("web.toml"), "command = [\"/web\"]\n").unwrap();
+    }
+    let (h1, h2) = (dir.path().join("h1").display().to_string(), dir.path().join("h2").display().to_string());
+    let run = export(&[&h1, &h2, "--image", IMAGE]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
+    assert!(run.stderr.contains("h2/web.toml are both the workload `web`"), "{}", run.stderr);
+    let run = export(&[&h1, "--namespace", "Team A", "--image", IMAGE]);
+    assert!(run.code == 2 && run.stderr.contains("a namespace is a DNS label"), "{}", run.stderr);
+    // Nothing to export is said, not only shown by an empty stdout.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let run = export(&[&empty.display().to_string(), "--image", IMAGE]);
+    assert_eq!((run.code, run.stdout.as_str()), (0, ""));
+    assert!(run.stderr.contains("no manifest in"), "{}", run.stderr);
+}

@@ -55,7 +55,7 @@ pub struct KubernetesArgs {
     /// The namespace of the objects. A Namespace object of this name is
     /// written first, labelled pod-security.kubernetes.io/enforce with the
     /// level the workloads claim.
-    #[arg(long, value_name = "NS", default_value = "paddock")]
+    #[arg(long, value_name = "NS", default_value = "paddock", value_parser = namespace_name)]
     pub namespace: String,
 
     /// The container image every workload runs (a manifest's root is a
@@ -105,6 +105,39 @@ pub enum ImageError {
     Missing(Vec<String>),
 }
 
+/// Two files of one run that are one workload: their objects would have
+/// one name in one namespace, and the second applied would replace the first.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{first} and {second} are both the workload `{name}`, and one namespace holds one object of a name: export them in separate runs (with --namespace), e.g. one per host directory"
+)]
+pub struct SameWorkload {
+    name: String,
+    first: String,
+    second: String,
+}
+
+/// Each valid workload once among `files`.
+fn one_file_per_workload(files: &[CheckedFile]) -> Result<(), SameWorkload> {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for f in files {
+        let Some(spec) = &f.spec else { continue };
+        if let Some(first) = seen.insert(spec.name.as_str(), &f.file) {
+            return Err(SameWorkload { name: spec.name.to_string(), first: first.to_owned(), second: f.file.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// `--namespace`: a Namespace's name is a DNS label.
+fn namespace_name(s: &str) -> Result<String, String> {
+    if export::kubernetes::is_dns_label(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("a namespace is a DNS label: lowercase letters, digits and `-`, at most 63, starting and ending with a letter or digit".to_owned())
+    }
+}
+
 pub fn run(args: ExportArgs) -> Result<super::ExitCode, CliError> {
     let Target::Kubernetes(args) = args.target;
     kubernetes(args)
@@ -129,6 +162,10 @@ fn kubernetes(args: KubernetesArgs) -> Result<super::ExitCode, CliError> {
         errors.iter().skip(1).for_each(|e| eprintln!("paddock export: {e}"));
         return Err(CliError::new(USAGE_OR_IO, e.clone()));
     }
+    if files.is_empty() {
+        eprintln!("paddock export: no manifest in {}; nothing written", paths_named(&args.paths));
+    }
+    one_file_per_workload(&files).or_fail(USAGE_OR_IO)?;
     let images = images(&args, &files).or_fail(USAGE_OR_IO)?;
 
     let kind = match args.kind {
@@ -184,6 +221,10 @@ fn images(args: &KubernetesArgs, files: &[CheckedFile]) -> Result<BTreeMap<Strin
     };
     let missing: Vec<String> = valid.iter().filter(|n| !map.contains_key(**n)).map(|n| (*n).to_owned()).collect();
     if missing.is_empty() { Ok(map) } else { Err(ImageError::Missing(missing)) }
+}
+
+fn paths_named(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
 fn stem(file: &str) -> Option<&str> {
