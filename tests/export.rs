@@ -280,12 +280,18 @@ fn an_image_map_gives_each_workload_its_image_and_refuses_what_it_cannot_be() {
     let run = export(&["examples/workloads", "--image-map", &map_arg]);
     assert_eq!((run.code, run.stdout.as_str()), (2, ""));
     assert!(run.stderr.contains("no image for api, nightly-report"), "{}", run.stderr);
-    // A name that is no workload.
-    std::fs::write(&map, "web = \"nginx\"\nwbe = \"x\"\n").unwrap();
+    // Names of other workloads are left alone: one map serves every host's directory.
+    std::fs::write(&map, "web = \"nginx\"\ndb = \"postgres:17\"\n").unwrap();
+    let run = export(&["examples/workloads/web.toml", "--image-map", &map_arg]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("image: nginx") && !run.stdout.contains("postgres"), "{}", run.stdout);
+    // A misspelt name leaves its workload with no image, and is pointed at.
+    std::fs::write(&map, "wbe = \"nginx\"\n").unwrap();
     let run = export(&["examples/workloads/web.toml", "--image-map", &map_arg]);
     assert_eq!((run.code, run.stdout.as_str()), (2, ""));
     assert!(
-        run.stderr.contains("`wbe` in --image-map is no workload of the manifests given (the workloads are: web)"),
+        run.stderr.contains("no image for web")
+            && run.stderr.contains(&format!("({map_arg} names no workload of the PATHs: wbe)")),
         "{}",
         run.stderr
     );

@@ -64,8 +64,9 @@ pub struct KubernetesArgs {
     pub image: Option<String>,
 
     /// A TOML file of `WORKLOAD = "IMAGE"` lines: the image of each
-    /// workload. Every workload exported needs one; a name that is no
-    /// workload of the PATHs is an error.
+    /// workload. Every workload exported needs one; names of workloads
+    /// not among the PATHs are left alone, so one map serves every
+    /// host's directory.
     #[arg(long, value_name = "FILE")]
     pub image_map: Option<PathBuf>,
 
@@ -92,17 +93,19 @@ pub enum ImageError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: not an image map (TOML lines of WORKLOAD = \"IMAGE\"): {source}")]
     Parse { path: PathBuf, source: toml::de::Error },
-    #[error("{path}: `{name}` in --image-map is no workload of the manifests given{known}")]
-    UnknownWorkload { path: PathBuf, name: String, known: String },
     #[error("{path}: `{name}` in --image-map has an empty image or one with spaces")]
     BadImage { path: PathBuf, name: String },
     #[error("--image {0:?} is empty or has spaces: give an image reference such as docker.io/library/busybox:1.37")]
     BadFlag(String),
     #[error(
-        "no image for {}: a pod runs an image, not a host directory; give one with --image IMAGE, or each workload's with --image-map FILE",
-        .0.join(", ")
+        "no image for {}: a pod runs an image, not a host directory; give one with --image IMAGE, or each workload's with --image-map FILE{unmatched}",
+        .names.join(", ")
     )]
-    Missing(Vec<String>),
+    Missing {
+        names: Vec<String>,
+        /// A hint for a misspelt name: the map's names that no file of the PATHs has.
+        unmatched: String,
+    },
 }
 
 /// Two files of one run that are one workload: their objects would have
@@ -213,14 +216,22 @@ fn images(args: &KubernetesArgs, files: &[CheckedFile]) -> Result<BTreeMap<Strin
             return Err(ImageError::BadFlag(image.clone()));
         }
         (Some(image), _) => valid.iter().map(|n| ((*n).to_owned(), image.clone())).collect(),
-        (None, Some(path)) => {
-            let stems: Vec<&str> = files.iter().filter_map(|f| stem(&f.file)).collect();
-            read_image_map(path, &stems)?
-        }
+        (None, Some(path)) => read_image_map(path)?,
         (None, None) => BTreeMap::new(),
     };
-    let missing: Vec<String> = valid.iter().filter(|n| !map.contains_key(**n)).map(|n| (*n).to_owned()).collect();
-    if missing.is_empty() { Ok(map) } else { Err(ImageError::Missing(missing)) }
+    let names: Vec<String> = valid.iter().filter(|n| !map.contains_key(**n)).map(|n| (*n).to_owned()).collect();
+    if names.is_empty() {
+        return Ok(map);
+    }
+    let stems: Vec<&str> = files.iter().filter_map(|f| stem(&f.file)).collect();
+    let unmatched: Vec<&str> = map.keys().map(String::as_str).filter(|k| !stems.contains(k)).collect();
+    let unmatched = match (&args.image_map, unmatched.as_slice()) {
+        (Some(path), [_, ..]) => {
+            format!(" ({} names no workload of the PATHs: {})", path.display(), unmatched.join(", "))
+        }
+        _ => String::new(),
+    };
+    Err(ImageError::Missing { names, unmatched })
 }
 
 fn paths_named(paths: &[PathBuf]) -> String {
@@ -232,19 +243,14 @@ fn stem(file: &str) -> Option<&str> {
     WorkloadName::stem_of_manifest_file(name)
 }
 
-/// An image map: `WORKLOAD = "IMAGE"`, for workloads among `known`.
-pub fn read_image_map(path: &Path, known: &[&str]) -> Result<BTreeMap<String, String>, ImageError> {
+/// An image map: `WORKLOAD = "IMAGE"`. It may name workloads other than
+/// those exported (a fleet's map serves each host's directory); a
+/// misspelt name shows as a workload with no image.
+pub fn read_image_map(path: &Path) -> Result<BTreeMap<String, String>, ImageError> {
     let text = std::fs::read_to_string(path).map_err(|source| ImageError::Read { path: path.to_owned(), source })?;
     let map: BTreeMap<String, String> =
         toml::from_str(&text).map_err(|source| ImageError::Parse { path: path.to_owned(), source })?;
     for (name, image) in &map {
-        if !known.contains(&name.as_str()) {
-            let known = match known {
-                [] => String::new(),
-                names => format!(" (the workloads are: {})", names.join(", ")),
-            };
-            return Err(ImageError::UnknownWorkload { path: path.to_owned(), name: name.clone(), known });
-        }
         if image.is_empty() || image.contains(char::is_whitespace) {
             return Err(ImageError::BadImage { path: path.to_owned(), name: name.clone() });
         }
