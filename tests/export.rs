@@ -2,83 +2,15 @@
 //! exports to objects the Kubernetes OpenAPI schemas accept (checked
 //! offline by `kubernetes-validate`, which .ci/run installs) and that pass
 //! the Pod Security Standards level they claim (checked by the tests'
-//! own checker, tests/common/pss.rs), each example's list of what it cannot say, and errors.
+//! own checker, tests/common/pss.rs), and each example's list of what it
+//! cannot say. Its errors and flags are tests/export_cli.rs.
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use assert_cmd::Command;
+use common::export::{IMAGE, export, root, validate_offline};
 use paddock::export::{Level, Unsupported, Violation};
 use paddock::model::Signal;
 use serde_json::Value;
-
-const IMAGE: &str = "docker.io/library/busybox:1.37";
-/// The version the objects are written for (paddock::export::KUBERNETES_VERSION).
-const KUBERNETES: &str = "1.35.0";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn export(args: &[&str]) -> Run {
-    let out = Command::cargo_bin("paddock")
-        .unwrap()
-        .current_dir(root())
-        .env("NO_COLOR", "1")
-        .timeout(Duration::from_secs(30))
-        .args(["export", "kubernetes"])
-        .args(args)
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().expect("not killed"),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
-
-/// `kubernetes-validate`: $PADDOCK_KUBERNETES_VALIDATE, .ci/run's venv, or PATH.
-fn kubernetes_validate() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let candidates = std::env::var_os("PADDOCK_KUBERNETES_VALIDATE")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([PathBuf::from("/opt/paddock-ci/venv/bin/kubernetes-validate")])
-        .chain(std::env::split_paths(&path).map(|d| d.join("kubernetes-validate")));
-    for c in candidates {
-        if c.is_file() {
-            return c;
-        }
-    }
-    panic!(
-        "kubernetes-validate is needed to check exported objects against the Kubernetes OpenAPI schemas and was not found \
-         ($PADDOCK_KUBERNETES_VALIDATE, /opt/paddock-ci/venv/bin, PATH): run .ci/run, or \
-         `python3 -m venv /opt/paddock-ci/venv && /opt/paddock-ci/venv/bin/pip install kubernetes-validate`"
-    );
-}
-
-fn validate_offline(yaml: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("export.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let out = std::process::Command::new(kubernetes_validate())
-        .args(["--strict", "--kubernetes-version", KUBERNETES])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "kubernetes-validate refused the export:\n{said}\n{yaml}");
-    let documents = yaml.matches("\n---\n").count() + 1;
-    assert_eq!(said.matches(" passed for resource ").count(), documents, "every object validated: {said}");
-}
 
 fn documents(yaml: &str) -> Vec<Value> {
     serde_yaml_ng::Deserializer::from_str(yaml).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect()
@@ -254,114 +186,53 @@ fn the_list_is_at_the_top_of_the_object_and_on_stderr_naming_file_and_workload()
     assert!(items.iter().any(|i| i.starts_with("resources.pids = 64")), "{items:?}");
 }
 
+/// Every kind of setting the mapping has a branch for, in manifests only
+/// the privileged policy lets through: still valid objects, at the level
+/// they claim, with nothing the issue names missing from the list.
 #[test]
-fn no_image_names_the_flags_and_writes_nothing() {
-    let run = export(&["examples/workloads"]);
-    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
-    assert!(
-        run.stderr.contains("no image for api, nightly-report, web, worker")
-            && run.stderr.contains("--image IMAGE")
-            && run.stderr.contains("--image-map FILE"),
-        "{}",
-        run.stderr
-    );
-}
-
-#[test]
-fn an_image_map_gives_each_workload_its_image_and_refuses_what_it_cannot_be() {
+fn what_only_the_privileged_policy_allows_exports_valid_objects_too() {
     let dir = tempfile::tempdir().unwrap();
-    let map = dir.path().join("images.toml");
-    let map_arg = map.display().to_string();
-    std::fs::write(&map, "web = \"nginx:1.27\"\nworker = \"busybox:1.37\"\n").unwrap();
-    let run = export(&["examples/workloads/web.toml", "examples/workloads/worker.toml", "--image-map", &map_arg]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stdout.contains("image: nginx:1.27") && run.stdout.contains("image: busybox:1.37"));
-    // A workload the map lacks.
-    let run = export(&["examples/workloads", "--image-map", &map_arg]);
-    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
-    assert!(run.stderr.contains("no image for api, nightly-report"), "{}", run.stderr);
-    // Names of other workloads are left alone: one map serves every host's directory.
-    std::fs::write(&map, "web = \"nginx\"\ndb = \"postgres:17\"\n").unwrap();
-    let run = export(&["examples/workloads/web.toml", "--image-map", &map_arg]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stdout.contains("image: nginx") && !run.stdout.contains("postgres"), "{}", run.stdout);
-    // A misspelt name leaves its workload with no image, and is pointed at.
-    std::fs::write(&map, "wbe = \"nginx\"\n").unwrap();
-    let run = export(&["examples/workloads/web.toml", "--image-map", &map_arg]);
-    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
-    assert!(
-        run.stderr.contains("no image for web")
-            && run.stderr.contains(&format!("({map_arg} names no workload of the PATHs: wbe)")),
-        "{}",
-        run.stderr
-    );
-    // Not TOML of strings.
-    std::fs::write(&map, "web = 3\n").unwrap();
-    let run = export(&["examples/workloads/web.toml", "--image-map", &map_arg]);
-    assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("not an image map (TOML lines of WORKLOAD = \"IMAGE\")"), "{}", run.stderr);
-    let run = export(&["examples/workloads/web.toml", "--image-map", "/nonexistent/images.toml"]);
-    assert!(
-        run.code == 2 && run.stderr.contains("cannot read the image map /nonexistent/images.toml"),
-        "{}",
-        run.stderr
-    );
-    // One or the other.
-    let run = export(&["examples/workloads/web.toml", "--image", IMAGE, "--image-map", &map_arg]);
-    assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("cannot be used with"), "{}", run.stderr);
-    let run = export(&["examples/workloads/web.toml", "--image", "has space"]);
-    assert!(run.code == 2 && run.stderr.contains("is empty or has spaces"), "{}", run.stderr);
-}
-
-#[test]
-fn an_invalid_manifest_is_reported_as_check_reports_it_and_left_out() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("good.toml"), "command = [\"/good\"]\n").unwrap();
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "command = [\"x\"]\n[namespaces]\nnetwork = \"host\"\n").unwrap();
-    let run = export(&[&dir.path().display().to_string(), "--image", IMAGE]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    let expected = format!(
-        "{}:3:11: error: policy baseline refuses this: `namespaces.network = \"host\"` is not allowed",
-        bad.display()
-    );
-    assert!(run.stderr.contains(&expected), "{}", run.stderr);
-    assert!(run.stdout.contains("name: good") && !run.stdout.contains("name: bad"), "{}", run.stdout);
-    validate_offline(&run.stdout);
-    // Bad input of every kind never panics: not UTF-8, a directory named x.toml, a syntax error.
-    std::fs::write(dir.path().join("bytes.toml"), b"command = [\"\xff\"]\n").unwrap();
-    std::fs::create_dir(dir.path().join("dir.toml")).unwrap();
-    std::fs::write(dir.path().join("syntax.toml"), "command = [\n").unwrap();
-    let run = export(&[&dir.path().display().to_string(), "--image", IMAGE]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-    assert_eq!(run.stdout.matches("kind: Pod").count(), 1);
-    // Nothing valid: nothing written, not even the namespace.
-    let run = export(&[&bad.display().to_string(), "--image", IMAGE]);
-    assert_eq!((run.code, run.stdout.as_str()), (1, ""));
-    let run = export(&["/nonexistent.toml", "--image", IMAGE]);
-    assert!(run.code == 2 && run.stderr.contains("cannot read /nonexistent.toml"), "{}", run.stderr);
-}
-
-#[test]
-fn one_workload_twice_an_empty_directory_and_a_bad_namespace() {
-    // Two hosts' directories each with a web: one namespace cannot hold both pods.
-    let dir = tempfile::tempdir().unwrap();
-    for host in ["h1", "h2"] {
-        std::fs::create_dir(dir.path().join(host)).unwrap();
-        std::fs::write(dir.path().join(host).join("web.toml"), "command = [\"/web\"]\n").unwrap();
+    let manifests = [
+        ("priv", "[security]\nprivileged = true\n"),
+        (
+            "host",
+            "[namespaces]\nuser = \"host\"\nnetwork = \"host\"\npid = \"host\"\n[security]\ncapabilities = [\"SYS_ADMIN\"]\nseccomp = \"unconfined\"\nno_new_privileges = false\n",
+        ),
+        ("hostnet", "[namespaces]\nnetwork = \"host\"\n"),
+        (
+            "rw",
+            "user = 1000\n[security]\nno_new_privileges = false\ncapabilities = [\"NET_RAW\"]\n[[mounts]]\nsource = \"/srv/data\"\ntarget = \"/data\"\nreadonly = false\nsetuid = true\ndevices = true\n",
+        ),
+        (
+            "probes",
+            "ports = [\"127.0.0.1:5353:53/udp\", \"8443:443/sctp\", \"8080:80\"]\nafter = [\"priv\"]\n[health]\nhttp = { port = 80, path = \"/h\" }\nstart_period = \"5s\"\n[resources]\ncpu = 0.25\nnofile = 64\n",
+        ),
+        (
+            "marked",
+            "hostname = \"Not.A.Label\"\n[health]\ncommand = [\"/bin/true\"]\non_unhealthy = \"mark\"\ninterval = \"500ms\"\n[stop]\nsignal = \"SIGUSR1\"\ntimeout = \"0ms\"\n",
+        ),
+        ("tcp", "[health]\ntcp = 80\n[restart]\npolicy = \"never\"\n"),
+    ];
+    for (name, extra) in manifests {
+        std::fs::write(dir.path().join(format!("{name}.toml")), format!("command = [\"/bin/app\"]\n{extra}")).unwrap();
     }
-    let (h1, h2) = (dir.path().join("h1").display().to_string(), dir.path().join("h2").display().to_string());
-    let run = export(&[&h1, &h2, "--image", IMAGE]);
-    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
-    assert!(run.stderr.contains("h2/web.toml are both the workload `web`"), "{}", run.stderr);
-    let run = export(&[&h1, "--namespace", "Team A", "--image", IMAGE]);
-    assert!(run.code == 2 && run.stderr.contains("a namespace is a DNS label"), "{}", run.stderr);
-    // Nothing to export is said, not only shown by an empty stdout.
-    let empty = dir.path().join("empty");
-    std::fs::create_dir(&empty).unwrap();
-    let run = export(&[&empty.display().to_string(), "--image", IMAGE]);
-    assert_eq!((run.code, run.stdout.as_str()), (0, ""));
-    assert!(run.stderr.contains("no manifest in"), "{}", run.stderr);
+    let path = dir.path().display().to_string();
+    for kind in ["pod", "deployment"] {
+        let claims = export_and_check(&[&path, "--policy", "privileged", "--kind", kind, "--image", IMAGE]);
+        assert_eq!(claims.len(), manifests.len(), "--kind {kind}");
+        assert!(claims.iter().all(|(_, l)| *l == Level::Privileged), "{claims:?}");
+    }
+    let run = export(&[&path, "--policy", "privileged", "--image", IMAGE]);
+    for said in [
+        "resources.nofile = 64",
+        "after = [\"priv\"]",
+        "127.0.0.1:5353:53/udp is published on one host address",
+        "namespaces.network = \"host\" with a remapped root",
+        "mount \"/srv/data\" is not idmapped",
+        "stop.signal = \"SIGUSR1\"",
+        "hostname = \"Not.A.Label\"",
+        "health.interval = \"500ms\"",
+    ] {
+        assert!(run.stderr.contains(said), "{said} not listed:\n{}", run.stderr);
+    }
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod export;
 pub mod pss;
 pub mod sandbox;
 
