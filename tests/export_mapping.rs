@@ -289,3 +289,33 @@ fn a_shared_id_slice_is_listed_for_remapped_workloads_only() {
     let host = export::export(&spec(&format!("{CMD}[namespaces]\nuser = \"host\"\n")), IMAGE, &options).unsupported;
     assert!(!host.contains(&Unsupported::SharedSlice), "{host:?}");
 }
+
+/// `security.capabilities` is exported as `add:` on top of the runtime's
+/// default set, which gives the pod paddock's set only while paddock's
+/// default set is containerd's (oci.defaultUnixCaps, Docker's too; CRI-O's
+/// is smaller). Should paddock's ever change, the mapping must become an
+/// explicit `drop: [ALL]` and `add:` list, or the pod gains what paddock took away.
+#[test]
+fn paddocks_default_capabilities_are_containerds() {
+    let containerd = [
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FSETID",
+        "FOWNER",
+        "MKNOD",
+        "NET_RAW",
+        "SETGID",
+        "SETUID",
+        "SETFCAP",
+        "SETPCAP",
+        "NET_BIND_SERVICE",
+        "SYS_CHROOT",
+        "KILL",
+        "AUDIT_WRITE",
+    ];
+    let mut paddock: Vec<&str> = paddock::model::Capability::DEFAULT_SET.iter().map(|c| c.name()).collect();
+    let mut containerd = containerd.to_vec();
+    paddock.sort_unstable();
+    containerd.sort_unstable();
+    assert_eq!(paddock, containerd);
+}
