@@ -92,7 +92,11 @@ fn a_host_follows_its_directory_of_a_git_repository_commit_by_commit() {
 
     std::fs::create_dir(d.path("etc")).unwrap();
     std::fs::set_permissions(d.path("etc"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    sync(&d);
+    // The host ran its workloads from a directory, as the package makes it.
+    std::fs::create_dir(d.path("etc/workloads")).unwrap();
+    std::fs::set_permissions(d.path("etc/workloads"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(d.path("etc/workloads/app.toml"), app(0)).unwrap();
+    std::fs::write(d.path("etc/workloads/steady.toml"), common::daemon::SLEEPER).unwrap();
     let wl = d.path("wl").display().to_string();
     d.configure(
         &format!("workloads = {wl:?}"),
@@ -100,6 +104,15 @@ fn a_host_follows_its_directory_of_a_git_repository_commit_by_commit() {
     );
     let d = d.start(&[]);
     let steady = d.running_pid("steady");
+    let app_pid = d.running_pid("app");
+    // README's first step: the directory moved aside, then the first sync
+    // makes the path a link to the same manifests; nothing restarts.
+    run(Command::new("mv").arg("-T").arg(d.path("etc/workloads")).arg(d.path("etc/workloads.orig")));
+    assert!(sync(&d).contains("rev 0"));
+    d.wait_for("the link to be read", |d| {
+        std::fs::read_to_string(d.path("out/daemon.log")).unwrap_or_default().contains("watching what it is now")
+    });
+    assert_eq!((d.running_pid("steady"), d.running_pid("app")), (steady, app_pid));
     d.wait_for("app at rev 0", |d| last_line(d, "app") == "rev 0");
     assert!(d.workload("other").is_none(), "h2's workload runs on h1");
 
@@ -194,6 +207,12 @@ fn check_keeps_the_old_version_whole_and_a_relative_repository_path_works() {
             .output()
             .unwrap()
     };
+    // A directory where the link goes (as the package makes one) is refused, saying what to do.
+    std::fs::create_dir(dir.path().join("etc/workloads")).unwrap();
+    let out = sync();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(2) && said.contains("is not a symlink") && said.contains("mv -T"), "{said}");
+    std::fs::remove_dir(dir.path().join("etc/workloads")).unwrap();
     let out = sync();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let good = std::fs::read_link(dir.path().join("etc/workloads")).unwrap();
