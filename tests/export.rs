@@ -236,3 +236,17 @@ fn what_only_the_privileged_policy_allows_exports_valid_objects_too() {
         assert!(run.stderr.contains(said), "{said} not listed:\n{}", run.stderr);
     }
 }
+
+/// README's example of `export`, output included, is what the command says.
+#[test]
+fn the_readmes_example_is_what_export_writes() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let prompt = "$ paddock export kubernetes ";
+    let start = readme.find(prompt).expect("README shows an export");
+    let block = &readme[start..readme[start..].find("\n```").map(|end| start + end).unwrap()];
+    let (command, shown) = block.split_once('\n').unwrap();
+    let args: Vec<&str> = command[prompt.len()..].split(' ').collect();
+    let run = export(&args);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(format!("{}{}", run.stdout, run.stderr), format!("{shown}\n"));
+}
