@@ -38,8 +38,8 @@ pub enum Target {
 /// and the exit status is 1. Whatever a manifest says that Kubernetes
 /// cannot is listed at the top of its object and on stderr. Exit status:
 /// 0 when every file was exported, 1 when any is invalid, 2 for a usage or
-/// I/O error (an unreadable file, a missing image, a bad image map), when
-/// nothing is written.
+/// I/O error (an unreadable file, a missing image, a bad image map, two
+/// files of one workload), when nothing is written.
 #[derive(Debug, Args)]
 pub struct KubernetesArgs {
     /// Manifest files, or directories whose *.toml files are exported
