@@ -105,8 +105,9 @@ fn each_field_maps_as_the_readme_says() {
         (&["baseline"], "[stop]\nsignal = \"SIGINT\"\n", "/os", json!({"name": "linux"})),
         // Mounts as hostPath volumes, read-only where paddock made them so.
         (&["baseline"], "[[mounts]]\nsource = \"/etc/ssl\"\ntarget = \"/ssl\"\n", "/volumes/1", json!({"name": "mount-0", "hostPath": {"path": "/etc/ssl"}})),
-        (&["baseline"], "[[mounts]]\nsource = \"/etc/ssl\"\ntarget = \"/ssl\"\n", &format!("{c}/volumeMounts/1"), json!({"name": "mount-0", "mountPath": "/ssl", "readOnly": true})),
+        (&["baseline"], "[[mounts]]\nsource = \"/etc/ssl\"\ntarget = \"/ssl\"\n", &format!("{c}/volumeMounts/1"), json!({"name": "mount-0", "mountPath": "/ssl", "readOnly": true, "recursiveReadOnly": "Enabled"})),
         (&["baseline"], "[[mounts]]\nsource = \"/var/lib/paddock/volumes/d\"\ntarget = \"/d\"\nreadonly = false\nidmap = true\n", &format!("{c}/volumeMounts/1/readOnly"), json!(false)),
+        (&["baseline"], "[[mounts]]\nsource = \"/var/lib/paddock/volumes/d\"\ntarget = \"/d\"\nreadonly = false\nidmap = true\n", &format!("{c}/volumeMounts/1/recursiveReadOnly"), Value::Null),
         // A mount on /tmp replaces paddock's private tmpfs.
         (&["baseline"], "[[mounts]]\nsource = \"/srv/t\"\ntarget = \"/tmp\"\n", "/volumes/0/name", json!("mount-0")),
         // Published ports: container ports (never hostPort: baseline forbids it).

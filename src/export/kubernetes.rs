@@ -192,6 +192,10 @@ fn volumes(m: &Manifest, remap: bool, lost: &mut Vec<Unsupported>) -> (Vec<Volum
             name,
             mount_path: mt.target.display().to_string(),
             read_only: Some(mt.readonly),
+            // paddock's read-only mount is read-only all the way down; a
+            // plain readOnly leaves the source's submounts writable. A
+            // runtime that cannot do it refuses the pod rather than run it so.
+            recursive_read_only: mt.readonly.then(|| "Enabled".to_owned()),
             ..Default::default()
         });
         if remap && !mt.idmap {
