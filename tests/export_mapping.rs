@@ -209,6 +209,8 @@ fn what_cannot_be_expressed_is_listed_item_by_item() {
     has(&["baseline"], "[namespaces]\nnetwork = \"lan\"\n", U::CniNetwork("lan".into()));
     has(&["privileged"], "[namespaces]\npid = \"host\"\n", U::HostNamespaceWithRemap("pid"));
     has(&["baseline"], "ports = [\"127.0.0.1:8080:80\"]\n", U::HostIp("127.0.0.1:8080:80".parse().unwrap()));
+    let found = items(&["baseline"], "ports = [\"0.0.0.0:8080:80\"]\n");
+    assert!(!found.iter().any(|u| matches!(u, U::HostIp(_))), "every address is no one address: {found:?}");
     // Every volume of a hostUsers: false pod is idmapped: a plain mount of a remapped workload gains its owners' rights.
     let plain = "[[mounts]]\nsource = \"/srv/a\"\ntarget = \"/a\"\nreadonly = false\n";
     has(&["privileged"], plain, U::NotIdmapped { source: "/srv/a".into(), writable: true });

@@ -125,7 +125,8 @@ fn service_name(workload: &str, unsupported: &mut Vec<Unsupported>) -> String {
 fn service_ports(ports: &[PortMapping], unsupported: &mut Vec<Unsupported>) -> Vec<ServicePort> {
     let mut out: Vec<ServicePort> = Vec::new();
     for p in ports {
-        if p.host_ip.is_some() {
+        // 0.0.0.0 (or ::) is every address, as no address is (the portmap plugin is given none).
+        if p.host_ip.is_some_and(|ip| !ip.is_unspecified()) {
             unsupported.push(Unsupported::HostIp(*p));
         }
         unsupported.push(Unsupported::Published(*p));
