@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod export;
 pub mod fsutil;
 pub mod idmap;
 pub mod logline;

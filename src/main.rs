@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         // Reached only when the fast path above could not parse the descriptor.
         Command::Init { fd } => Ok(u8::try_from(paddock::sandbox::init::main(fd)).unwrap_or(125)),
         Command::Check(args) => cli::check::run(args),
+        Command::Export(args) => cli::export::run(args),
         Command::Run(args) => cli::run::run(*args),
         Command::Daemon(args) => cli::daemon::run(args),
         Command::Status(args) => cli::status::run(args),

@@ -79,58 +79,19 @@ pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
     let validator = validator.with_cgroups(crate::sandbox::cgroup::Layout::detect(cgroup_root));
     let color = Color::for_stdout();
 
-    let mut errors = Vec::new();
-    let mut files = Vec::new();
-    for path in &args.paths {
-        match expand(path) {
-            Ok(found) => files.extend(found),
-            Err(e) => errors.push(format!("cannot read {}: {e}", path.display())),
-        }
-    }
-
-    let mut summary = Summary::default();
-    let mut checked = Vec::with_capacity(files.len());
-    let mut specs = Vec::with_capacity(files.len());
-    for path in &files {
-        match validator.validate_file(path, host) {
-            Ok((text, result)) => {
-                summary.files += 1;
-                checked.push((path.display().to_string(), text, result.problems));
-                specs.push(result.spec);
-            }
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    // Across the files: each host port published once.
-    let candidates: Vec<validate::across::Candidate<'_>> = checked
-        .iter()
-        .zip(&specs)
-        .filter_map(|((file, text, _), spec)| {
-            spec.as_ref().map(|s| validate::across::Candidate { file, text, manifest: &s.manifest })
-        })
-        .collect();
-    let mut conflicts = validate::across::port_conflicts(&candidates, &[], &[]);
-    // Start order: a cycle anywhere; a name no manifest defines, when the
-    // whole directory is checked (of single files, the others are not known).
-    let whole_dirs = args.paths.iter().all(|p| p.is_dir());
-    for (file, mut found) in validate::across::order_problems(&candidates, &[], whole_dirs) {
-        conflicts.entry(file).or_default().append(&mut found);
-    }
-    for ((file, _, problems), spec) in checked.iter_mut().zip(&mut specs) {
-        if let Some(mut found) = conflicts.remove(file.as_str()) {
-            problems.append(&mut found);
-            *spec = None;
-        }
-    }
-    summary.valid = specs.iter().filter(|s| s.is_some()).count();
-    summary.invalid = summary.files - summary.valid;
+    let Validated { files: checked, errors } = validate_paths(&validator, &args.paths, host);
+    let summary = Summary {
+        files: checked.len(),
+        valid: checked.iter().filter(|f| f.spec.is_some()).count(),
+        invalid: checked.iter().filter(|f| f.spec.is_none()).count(),
+    };
 
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Text => {
-            for (file, text, problems) in &checked {
-                for p in problems {
-                    writeln!(out, "{}", validate::render(p, file, text, color))?;
+            for f in &checked {
+                for p in &f.problems {
+                    writeln!(out, "{}", validate::render(p, &f.file, &f.text, color))?;
                 }
             }
             for e in &errors {
@@ -139,10 +100,8 @@ pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
             writeln!(out, "{} files, {} valid, {} invalid", summary.files, summary.valid, summary.invalid)?;
         }
         Format::Json => {
-            let located: Vec<Located<'_>> = checked
-                .iter()
-                .flat_map(|(file, text, problems)| problems.iter().map(|p| p.locate(file, text)))
-                .collect();
+            let located: Vec<Located<'_>> =
+                checked.iter().flat_map(|f| f.problems.iter().map(|p| p.locate(&f.file, &f.text))).collect();
             let report = JsonReport { summary: &summary, problems: &located, errors: &errors };
             serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from)?;
             writeln!(out)?;
@@ -155,6 +114,74 @@ pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
     } else {
         VALID
     })
+}
+
+/// A manifest file as `check` saw it: its text, every problem, and the
+/// workload when it is valid.
+#[derive(Debug)]
+pub struct CheckedFile {
+    pub file: String,
+    pub text: String,
+    pub problems: Vec<validate::Problem>,
+    pub spec: Option<validate::WorkloadSpec>,
+}
+
+/// The files of `paths`, each validated as the daemon would, then the
+/// checks across them; `errors` are the paths that could not be read.
+#[derive(Debug)]
+pub struct Validated {
+    pub files: Vec<CheckedFile>,
+    pub errors: Vec<String>,
+}
+
+/// What `check` does to its PATHs (and `export` before it writes anything):
+/// every file validated, then the checks across the files (a host port
+/// published twice, start order), which make a file invalid too.
+pub fn validate_paths(validator: &validate::Validator, paths: &[PathBuf], host: HostChecks) -> Validated {
+    let mut errors = Vec::new();
+    let mut found = Vec::new();
+    for path in paths {
+        match expand(path) {
+            Ok(more) => found.extend(more),
+            Err(e) => errors.push(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+    let mut files = Vec::with_capacity(found.len());
+    for path in &found {
+        match validator.validate_file(path, host) {
+            Ok((text, result)) => files.push(CheckedFile {
+                file: path.display().to_string(),
+                text,
+                problems: result.problems,
+                spec: result.spec,
+            }),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    // Across the files: each host port published once.
+    let candidates: Vec<validate::across::Candidate<'_>> = files
+        .iter()
+        .filter_map(|f| {
+            let s = f.spec.as_ref()?;
+            Some(validate::across::Candidate { file: &f.file, text: &f.text, manifest: &s.manifest })
+        })
+        .collect();
+    let mut conflicts = validate::across::port_conflicts(&candidates, &[], &[]);
+    // Start order: a cycle anywhere; a name no manifest defines, when the
+    // whole directory is checked (of single files, the others are not known).
+    let whole_dirs = paths.iter().all(|p| p.is_dir());
+    for (file, mut more) in validate::across::order_problems(&candidates, &[], whole_dirs) {
+        conflicts.entry(file).or_default().append(&mut more);
+    }
+    let conflicts: Vec<(String, Vec<validate::Problem>)> =
+        conflicts.into_iter().map(|(file, problems)| (file.to_owned(), problems)).collect();
+    for (file, mut more) in conflicts {
+        if let Some(f) = files.iter_mut().find(|f| f.file == file) {
+            f.problems.append(&mut more);
+            f.spec = None;
+        }
+    }
+    Validated { files, errors }
 }
 
 /// A path on the command line: a directory stands for its manifests, and

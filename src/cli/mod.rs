@@ -5,6 +5,7 @@ pub mod client;
 pub mod control;
 pub mod daemon;
 pub mod exec;
+pub mod export;
 pub mod generate;
 pub mod logs;
 pub mod run;
@@ -80,6 +81,7 @@ impl Command {
             Command::Upgrade(_) => "upgrade",
             Command::Plan(_) => "plan",
             Command::Check(_) => "check",
+            Command::Export(_) => "export",
             Command::Schema(_) => "schema",
             Command::Generate { .. } => "__generate",
             Command::Init { .. } => "__init",
@@ -104,6 +106,7 @@ pub enum Command {
     Upgrade(control::UpgradeArgs),
     Plan(control::PlanArgs),
     Check(check::CheckArgs),
+    Export(export::ExportArgs),
     Schema(schema::SchemaArgs),
     /// Write the man pages and shell completions under DIR (internal: install.sh and packaging use it).
     #[command(name = "__generate", hide = true)]

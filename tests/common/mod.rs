@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod export;
+pub mod pss;
 pub mod sandbox;
 
 use std::path::Path;

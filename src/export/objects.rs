@@ -1,0 +1,189 @@
+//! A workload's objects around its pod: the Pod or Deployment itself, a
+//! Service for its published ports, and the NetworkPolicy that keeps its
+//! network as closed as paddock kept it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::kubernetes::protocol_name;
+use super::{Kind, Level, Options, Unsupported};
+use crate::model::{Network, PortMapping};
+use crate::validate::WorkloadSpec;
+
+/// The label that ties a workload's objects to its pod.
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// The annotation on a workload's object naming the level it claims.
+pub const LEVEL_ANNOTATION: &str = "paddock/pod-security";
+
+/// One Kubernetes object of the export.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Namespace(Box<Namespace>),
+    Pod(Box<Pod>),
+    Deployment(Box<Deployment>),
+    Service(Box<Service>),
+    NetworkPolicy(Box<NetworkPolicy>),
+}
+
+impl Object {
+    pub fn to_yaml(&self) -> Result<String, serde_yaml_ng::Error> {
+        match self {
+            Object::Namespace(o) => serde_yaml_ng::to_string(o),
+            Object::Pod(o) => serde_yaml_ng::to_string(o),
+            Object::Deployment(o) => serde_yaml_ng::to_string(o),
+            Object::Service(o) => serde_yaml_ng::to_string(o),
+            Object::NetworkPolicy(o) => serde_yaml_ng::to_string(o),
+        }
+    }
+
+    /// The pod spec of a Pod or a Deployment's template.
+    pub fn pod_spec(&self) -> Option<&PodSpec> {
+        match self {
+            Object::Pod(p) => p.spec.as_ref(),
+            Object::Deployment(d) => d.spec.as_ref()?.template.spec.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// The workload's objects, its Pod or Deployment first.
+pub fn for_workload(
+    spec: &WorkloadSpec,
+    pod: PodSpec,
+    options: &Options,
+    level: Level,
+    unsupported: &mut Vec<Unsupported>,
+) -> Vec<Object> {
+    let name = spec.name.to_string();
+    let selector: BTreeMap<String, String> = [(NAME_LABEL.to_owned(), name.clone())].into();
+    let meta = |annotations: Option<BTreeMap<String, String>>| ObjectMeta {
+        name: Some(name.clone()),
+        namespace: Some(options.namespace.clone()),
+        labels: Some(selector.clone()),
+        annotations,
+        ..Default::default()
+    };
+    let claim = Some([(LEVEL_ANNOTATION.to_owned(), level.name().to_owned())].into());
+    let mut objects = vec![match options.kind {
+        Kind::Pod => Object::Pod(Box::new(Pod { metadata: meta(claim), spec: Some(pod), ..Default::default() })),
+        Kind::Deployment => Object::Deployment(Box::new(Deployment {
+            metadata: meta(claim),
+            spec: Some(DeploymentSpec {
+                replicas: Some(1),
+                selector: LabelSelector { match_labels: Some(selector.clone()), ..Default::default() },
+                // paddock stops a workload's old run before its new one
+                // starts: never two at once, whatever their volumes.
+                strategy: Some(DeploymentStrategy { type_: Some("Recreate".to_owned()), rolling_update: None }),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta { labels: Some(selector.clone()), ..Default::default() }),
+                    spec: Some(pod),
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+    }];
+    let ports = &spec.manifest.ports;
+    if !ports.is_empty() {
+        let service = service_name(&name, unsupported);
+        objects.push(Object::Service(Box::new(Service {
+            metadata: ObjectMeta { name: Some(service), ..meta(None) },
+            spec: Some(ServiceSpec {
+                type_: Some("ClusterIP".to_owned()),
+                selector: Some(selector.clone()),
+                ports: Some(service_ports(ports, unsupported)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })));
+    }
+    if let Some(policy) = network_policy(&spec.manifest.namespaces.network, ports, &selector) {
+        objects.push(Object::NetworkPolicy(Box::new(NetworkPolicy { metadata: meta(None), spec: Some(policy) })));
+    }
+    objects
+}
+
+/// A Service's name is a DNS-1035 label: it starts with a letter.
+fn service_name(workload: &str, unsupported: &mut Vec<Unsupported>) -> String {
+    if workload.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return workload.to_owned();
+    }
+    let mut service = format!("w-{workload}");
+    service.truncate(63);
+    let service = service.trim_end_matches('-').to_owned();
+    unsupported.push(Unsupported::ServiceName { workload: workload.to_owned(), service: service.clone() });
+    service
+}
+
+/// Each published port as the Service's port: the host port is the
+/// Service's, the workload's port its target.
+fn service_ports(ports: &[PortMapping], unsupported: &mut Vec<Unsupported>) -> Vec<ServicePort> {
+    let mut out: Vec<ServicePort> = Vec::new();
+    for p in ports {
+        // 0.0.0.0 (or ::) is every address, as no address is (the portmap plugin is given none).
+        if p.host_ip.is_some_and(|ip| !ip.is_unspecified()) {
+            unsupported.push(Unsupported::HostIp(*p));
+        }
+        unsupported.push(Unsupported::Published(*p));
+        let protocol = protocol_name(p.protocol);
+        // One Service port per host port and protocol (two host addresses
+        // on one port are one port of the cluster address).
+        if out.iter().any(|s| s.port == i32::from(p.host_port) && s.protocol.as_deref() == Some(protocol)) {
+            continue;
+        }
+        out.push(ServicePort {
+            name: Some(format!("{}-{}", protocol.to_ascii_lowercase(), p.host_port)),
+            port: i32::from(p.host_port),
+            target_port: Some(IntOrString::Int(i32::from(p.container_port))),
+            protocol: Some(protocol.to_owned()),
+            ..Default::default()
+        });
+    }
+    out
+}
+
+/// paddock's private network reaches nothing and is reached from nowhere;
+/// its bridge is reached only at the published ports. The pod network is
+/// open by default, so a NetworkPolicy says the same (where the cluster's
+/// network plugin enforces NetworkPolicy).
+fn network_policy(
+    network: &Network,
+    ports: &[PortMapping],
+    selector: &BTreeMap<String, String>,
+) -> Option<NetworkPolicySpec> {
+    let pod_selector = Some(LabelSelector { match_labels: Some(selector.clone()), ..Default::default() });
+    match network {
+        Network::Private => Some(NetworkPolicySpec {
+            pod_selector,
+            policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
+            ..Default::default()
+        }),
+        Network::Cni(name) if name == crate::model::BRIDGE => {
+            let mut allowed: Vec<NetworkPolicyPort> = Vec::new();
+            for p in ports {
+                let port = NetworkPolicyPort {
+                    port: Some(IntOrString::Int(i32::from(p.container_port))),
+                    protocol: Some(protocol_name(p.protocol).to_owned()),
+                    end_port: None,
+                };
+                if !allowed.contains(&port) {
+                    allowed.push(port);
+                }
+            }
+            let ingress =
+                (!allowed.is_empty()).then(|| vec![NetworkPolicyIngressRule { ports: Some(allowed), from: None }]);
+            Some(NetworkPolicySpec {
+                pod_selector,
+                policy_types: Some(vec!["Ingress".to_owned()]),
+                ingress,
+                egress: None,
+            })
+        }
+        Network::Cni(_) | Network::Host => None,
+    }
+}

@@ -1,0 +1,160 @@
+//! What a paddock manifest says that its Kubernetes objects cannot: each
+//! item is printed at the top of the workload's object and on stderr, so
+//! nothing is dropped in silence.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::model::{Duration, PortMapping, RestartPolicy, Signal};
+
+use super::pss::{Level, Violation};
+
+/// One thing paddock did that the exported objects do not, or do only on
+/// some clusters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unsupported {
+    /// The root was a host directory; a container's root is its image.
+    Rootfs { path: PathBuf, image: String },
+    /// `resources.pids`: Kubernetes limits tasks per node (the kubelet's
+    /// podPidsLimit), not per pod.
+    PidsLimit(u32),
+    /// `resources.nofile`: no field sets a container's RLIMIT_NOFILE.
+    Nofile(u32),
+    /// The backoff's shape: the kubelet's is fixed (10 s doubling to 5 min,
+    /// reset after 10 min of running).
+    Backoff { backoff: Duration, backoff_max: Duration, reset_after: Duration },
+    /// `max_retries` with on-failure: a pod never gives up.
+    MaxRetries(u32),
+    /// A Deployment's pods restart always, whatever the manifest said.
+    DeploymentRestarts(RestartPolicy),
+    /// `stop.signal` other than SIGTERM: `lifecycle.stopSignal` is honoured
+    /// only where the ContainerStopSignals feature gate is on (alpha).
+    StopSignal(Signal),
+    /// A duration written finer than Kubernetes' whole seconds.
+    Rounded { key: &'static str, written: Duration, seconds: i64 },
+    /// A hostname Kubernetes refuses (not a DNS label).
+    Hostname(String),
+    /// A CNI network of this host other than the bridge.
+    CniNetwork(String),
+    /// The host's network or pid namespace with a remapped root, which
+    /// Kubernetes refuses beside `hostUsers: false`: the remap is kept.
+    HostNamespaceWithRemap(&'static str),
+    /// A port published on one host address only.
+    HostIp(PortMapping),
+    /// Published on the host: exported as a ClusterIP Service (a hostPort
+    /// would fail the Pod Security Standards' baseline).
+    Published(PortMapping),
+    /// A Service's name must start with a letter.
+    ServiceName { workload: String, service: String },
+    /// tcp and http probes: paddock connects to 127.0.0.1 inside the
+    /// workload, the kubelet to the pod's address.
+    ProbeAddress,
+    /// Start order: pods start independently.
+    After(Vec<String>),
+    /// Mounts are nosuid and nodev in paddock; a hostPath volume has no
+    /// such option.
+    MountFlags,
+    /// A mount without `idmap` of a remapped workload: its host files
+    /// belonged to none of the workload's ids; the kubelet idmaps every
+    /// volume of a hostUsers: false pod, which makes them its own.
+    NotIdmapped { source: PathBuf, writable: bool },
+    /// `remap.isolation = "shared"`: every workload had the same id slice.
+    SharedSlice,
+    /// A rule of the Pod Security Standards level the manifest's policy
+    /// stands for that the exported pod breaks.
+    Pss { claimed: Level, violation: Violation },
+}
+
+impl fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unsupported::Rootfs { path, image } => write!(
+                f,
+                "rootfs.path = {:?} is a host directory; the container's root is the image {image} instead",
+                path.display().to_string()
+            ),
+            Unsupported::PidsLimit(n) => write!(
+                f,
+                "resources.pids = {n}: Kubernetes has no per-pod task limit (only the kubelet's podPidsLimit for every pod of a node)"
+            ),
+            Unsupported::Nofile(n) => write!(f, "resources.nofile = {n}: no field sets a container's RLIMIT_NOFILE"),
+            Unsupported::Backoff { backoff, backoff_max, reset_after } => write!(
+                f,
+                "restart backoff {backoff} doubling to {backoff_max}, reset after {reset_after}: the kubelet's is fixed (10s doubling to 5m, reset after 10m)"
+            ),
+            Unsupported::MaxRetries(n) => {
+                write!(f, "restart.max_retries = {n}: a pod never gives up restarting")
+            }
+            Unsupported::DeploymentRestarts(policy) => write!(
+                f,
+                "restart.policy = {:?}: a Deployment's pods always restart (export --kind pod keeps the policy)",
+                restart_name(*policy)
+            ),
+            Unsupported::StopSignal(signal) => write!(
+                f,
+                "stop.signal = {signal:?}: set as lifecycle.stopSignal, which only a cluster with the ContainerStopSignals feature gate (alpha since 1.33) honours; elsewhere the image's STOPSIGNAL or SIGTERM is sent",
+                signal = signal.name()
+            ),
+            Unsupported::Rounded { key, written, seconds } => {
+                write!(f, "{key} = {:?}: Kubernetes counts whole seconds; exported as {seconds}s", written.to_string())
+            }
+            Unsupported::Hostname(name) => write!(
+                f,
+                "hostname = {name:?} is not a lowercase DNS label, which Kubernetes requires; the pod's hostname is its name"
+            ),
+            Unsupported::CniNetwork(name) => write!(
+                f,
+                "namespaces.network = {name:?} is a CNI network of the host; the pod joins the cluster's pod network"
+            ),
+            Unsupported::HostNamespaceWithRemap(which) => write!(
+                f,
+                "namespaces.{which} = \"host\" with a remapped root: Kubernetes refuses host namespaces beside hostUsers: false, and the remap is kept"
+            ),
+            Unsupported::HostIp(port) => {
+                write!(f, "port {port} is published on one host address only; a Service listens on its cluster address")
+            }
+            Unsupported::Published(port) => write!(
+                f,
+                "port {port} was published on the host; it is a ClusterIP Service port, reachable inside the cluster (a hostPort would break the baseline Pod Security Standard; add a NodePort or LoadBalancer Service, or an Ingress, to reach it from outside)"
+            ),
+            Unsupported::ServiceName { workload, service } => {
+                write!(f, "a Service's name must start with a letter: the Service of {workload} is named {service}")
+            }
+            Unsupported::ProbeAddress => write!(
+                f,
+                "health probes connected to 127.0.0.1 inside the workload; the kubelet connects to the pod's address, so the port must listen there"
+            ),
+            Unsupported::After(names) => write!(
+                f,
+                "after = [{}]: Kubernetes starts and stops pods independently; the workload must wait for what it needs itself",
+                names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+            ),
+            Unsupported::MountFlags => write!(
+                f,
+                "mounts are nosuid and nodev in paddock; a hostPath volume has no such option (allowPrivilegeEscalation: false and the runtime's device rules cover most of it)"
+            ),
+            Unsupported::NotIdmapped { source, writable } => write!(
+                f,
+                "mount {:?} is not idmapped: in paddock its files' owners were not the workload's ids, so its root could not {}; the kubelet idmaps every volume of a hostUsers: false pod, where uid N inside acts as the files' owner N on the node (root as root)",
+                source.display().to_string(),
+                if *writable { "change root's files there" } else { "read what only root may read there" }
+            ),
+            Unsupported::SharedSlice => write!(
+                f,
+                "remap.isolation = \"shared\": every workload had the same host ids; each pod gets a range of its own"
+            ),
+            Unsupported::Pss { claimed, violation } => write!(
+                f,
+                "the policy passed stands for the {claimed} Pod Security Standard, which this pod breaks: {violation}; the namespace is labelled with the level it passes"
+            ),
+        }
+    }
+}
+
+fn restart_name(policy: RestartPolicy) -> &'static str {
+    match policy {
+        RestartPolicy::Always => "always",
+        RestartPolicy::OnFailure => "on-failure",
+        RestartPolicy::Never => "never",
+    }
+}

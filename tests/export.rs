@@ -1,0 +1,252 @@
+//! `paddock export kubernetes` through the real binary: every example
+//! exports to objects the Kubernetes OpenAPI schemas accept (checked
+//! offline by `kubernetes-validate`, which .ci/run installs) and that pass
+//! the Pod Security Standards level they claim (checked by the tests'
+//! own checker, tests/common/pss.rs), and each example's list of what it
+//! cannot say. Its errors and flags are tests/export_cli.rs.
+
+mod common;
+
+use common::export::{IMAGE, export, root, validate_offline};
+use paddock::export::{Level, Unsupported, Violation};
+use paddock::model::Signal;
+use serde_json::Value;
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect()
+}
+
+fn level_named(name: &str) -> Level {
+    match name {
+        "privileged" => Level::Privileged,
+        "baseline" => Level::Baseline,
+        "restricted" => Level::Restricted,
+        other => panic!("{other} is no level"),
+    }
+}
+
+/// Exports, validates offline, and checks each workload's claim with
+/// `pss_level`; returns each workload's claimed level.
+fn export_and_check(args: &[&str]) -> Vec<(String, Level)> {
+    let run = export(args);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    validate_offline(&run.stdout);
+    let docs = documents(&run.stdout);
+    assert_eq!(docs[0]["kind"], "Namespace", "the namespace comes first");
+    let enforced = level_named(docs[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"].as_str().unwrap());
+    let mut claims = Vec::new();
+    for d in &docs[1..] {
+        let spec = match d["kind"].as_str().unwrap() {
+            "Pod" => &d["spec"],
+            "Deployment" => &d["spec"]["template"]["spec"],
+            _ => continue,
+        };
+        let name = d["metadata"]["name"].as_str().unwrap().to_owned();
+        let claimed = level_named(d["metadata"]["annotations"]["paddock/pod-security"].as_str().unwrap());
+        let passes = common::pss::pss_level(spec);
+        assert!(passes >= claimed, "{name} claims {claimed} and passes only {passes}");
+        assert!(enforced <= claimed, "the namespace enforces {enforced}, stricter than {name}'s {claimed}");
+        claims.push((name, claimed));
+    }
+    let least = claims.iter().map(|(_, l)| *l).min().unwrap();
+    assert_eq!(enforced, least, "the namespace enforces the least strict claim");
+    claims
+}
+
+#[test]
+fn every_example_exports_to_valid_objects_at_the_level_they_claim() {
+    let expected = [
+        ("api", Level::Privileged),
+        ("nightly-report", Level::Baseline),
+        ("web", Level::Privileged),
+        ("worker", Level::Privileged),
+    ];
+    for kind in ["pod", "deployment"] {
+        let claims = export_and_check(&["examples/workloads", "--kind", kind, "--image", IMAGE]);
+        let claims: Vec<(&str, Level)> = claims.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+        assert_eq!(claims, expected, "--kind {kind}");
+    }
+    // api passes paddock's restricted policy: what PSS restricted wants
+    // beyond it is listed, and the claim is what the pod passes.
+    let claims = export_and_check(&["examples/workloads/api.toml", "--policy", "restricted", "--image", IMAGE]);
+    assert_eq!(claims, [("api".to_owned(), Level::Privileged)]);
+}
+
+#[test]
+fn a_restricted_workload_claims_restricted_and_passes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "command = [\"/app\"]\nuser = 1000\ngroup = 1000\n[resources]\nmemory = \"64MiB\"\npids = 16\n[security]\ncapabilities = [\"NET_BIND_SERVICE\"]\n[health]\nhttp = { port = 8080 }\n[stop]\nsignal = \"SIGINT\"\ntimeout = \"1.5s\"\n";
+    std::fs::write(dir.path().join("app.toml"), text).unwrap();
+    std::fs::write(dir.path().join("edge.toml"), "command = [\"/edge\"]\nports = [\"127.0.0.1:8443:443\"]\nafter = [\"app\"]\n[resources]\nmemory = \"32MiB\"\npids = 8\n[health]\ncommand = [\"/bin/true\"]\nstart_period = \"20s\"\non_unhealthy = \"mark\"\n").unwrap();
+    let path = dir.path().display().to_string();
+    for kind in ["pod", "deployment"] {
+        let claims = export_and_check(&[&path, "--policy", "restricted", "--kind", kind, "--image", IMAGE]);
+        // edge runs as root: restricted in paddock, baseline in Kubernetes.
+        assert_eq!(
+            claims,
+            [("app".to_owned(), Level::Restricted), ("edge".to_owned(), Level::Baseline)],
+            "--kind {kind}"
+        );
+    }
+    let claims = export_and_check(&[&path, "--image", IMAGE]);
+    assert_eq!(claims, [("app".to_owned(), Level::Baseline), ("edge".to_owned(), Level::Baseline)]);
+}
+
+/// What each example cannot say in Kubernetes, item by item.
+#[test]
+fn each_examples_unsupported_list() {
+    use Unsupported as U;
+    let read = |name: &str| std::fs::read_to_string(root().join("examples/workloads").join(name)).unwrap();
+    let items = |policies: &[&str], file: &str| {
+        let checked = common::check(policies, file, &read(file));
+        let options = paddock::export::Options {
+            kind: paddock::export::Kind::Pod,
+            namespace: "paddock".into(),
+            policy_level: Level::of_policies(policies.iter().copied()),
+            shared_slice: false,
+        };
+        paddock::export::export(&checked.spec.unwrap(), IMAGE, &options).unsupported
+    };
+    let rootfs = U::Rootfs { path: "/".into(), image: IMAGE.into() };
+    let backoff = |b: &str, m: &str, r: &str| U::Backoff {
+        backoff: b.parse().unwrap(),
+        backoff_max: m.parse().unwrap(),
+        reset_after: r.parse().unwrap(),
+    };
+    let pss = |claimed, violation| U::Pss { claimed, violation };
+    let host_path = |p: &str| Violation::HostPath(p.into());
+    let not_idmapped = |p: &str| U::NotIdmapped { source: p.into(), writable: false };
+    assert_eq!(
+        items(&["baseline"], "api.toml"),
+        [
+            rootfs.clone(),
+            not_idmapped("/usr/share/doc"),
+            U::MountFlags,
+            U::PidsLimit(32),
+            backoff("100ms", "30s", "1m"),
+            pss(Level::Baseline, host_path("/usr/share/doc")),
+        ]
+    );
+    assert_eq!(
+        items(&["restricted"], "api.toml"),
+        [
+            rootfs.clone(),
+            not_idmapped("/usr/share/doc"),
+            U::MountFlags,
+            U::PidsLimit(32),
+            backoff("100ms", "30s", "1m"),
+            pss(Level::Restricted, host_path("/usr/share/doc")),
+            pss(Level::Restricted, Violation::RunAsRoot),
+            pss(Level::Restricted, Violation::CapabilitiesNotDropped),
+        ]
+    );
+    assert_eq!(items(&["baseline"], "nightly-report.toml"), std::slice::from_ref(&rootfs));
+    assert_eq!(
+        items(&["baseline"], "web.toml"),
+        [
+            rootfs.clone(),
+            not_idmapped("/usr/share/doc"),
+            U::MountFlags,
+            backoff("200ms", "10s", "1m"),
+            pss(Level::Baseline, host_path("/usr/share/doc")),
+            U::Published("8080:80".parse().unwrap()),
+        ]
+    );
+    assert_eq!(
+        items(&["baseline"], "worker.toml"),
+        [
+            rootfs,
+            not_idmapped("/usr/share/common-licenses"),
+            U::MountFlags,
+            U::PidsLimit(64),
+            U::Nofile(1024),
+            U::StopSignal(Signal::Int),
+            backoff("100ms", "30s", "5m"),
+            U::MaxRetries(5),
+            pss(Level::Baseline, host_path("/usr/share/common-licenses")),
+        ]
+    );
+}
+
+#[test]
+fn the_list_is_at_the_top_of_the_object_and_on_stderr_naming_file_and_workload() {
+    let run = export(&["examples/workloads/worker.toml", "--image", IMAGE]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let pod = run.stdout.split("---\n").find(|d| d.contains("kind: Pod")).unwrap();
+    let comments: Vec<&str> = pod.lines().take_while(|l| l.starts_with('#')).collect();
+    let items: Vec<&str> =
+        comments.iter().filter_map(|l| l.strip_prefix("# paddock: not expressible in Kubernetes: ")).collect();
+    assert_eq!(items.len(), 9, "{pod}");
+    let stderr: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("examples/workloads/worker.toml: worker: not expressible in Kubernetes: "))
+        .collect();
+    assert_eq!(stderr, items, "{}", run.stderr);
+    assert!(items.iter().any(|i| i.starts_with("resources.pids = 64")), "{items:?}");
+}
+
+/// Every kind of setting the mapping has a branch for, in manifests only
+/// the privileged policy lets through: still valid objects, at the level
+/// they claim, with nothing the issue names missing from the list.
+#[test]
+fn what_only_the_privileged_policy_allows_exports_valid_objects_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = [
+        ("priv", "[security]\nprivileged = true\n"),
+        (
+            "host",
+            "[namespaces]\nuser = \"host\"\nnetwork = \"host\"\npid = \"host\"\n[security]\ncapabilities = [\"SYS_ADMIN\"]\nseccomp = \"unconfined\"\nno_new_privileges = false\n",
+        ),
+        ("hostnet", "[namespaces]\nnetwork = \"host\"\n"),
+        (
+            "rw",
+            "user = 1000\n[security]\nno_new_privileges = false\ncapabilities = [\"NET_RAW\"]\n[[mounts]]\nsource = \"/srv/data\"\ntarget = \"/data\"\nreadonly = false\nsetuid = true\ndevices = true\n",
+        ),
+        (
+            "probes",
+            "ports = [\"127.0.0.1:5353:53/udp\", \"8443:443/sctp\", \"8080:80\"]\nafter = [\"priv\"]\n[health]\nhttp = { port = 80, path = \"/h\" }\nstart_period = \"5s\"\n[resources]\ncpu = 0.25\nnofile = 64\n",
+        ),
+        (
+            "marked",
+            "hostname = \"Not.A.Label\"\n[health]\ncommand = [\"/bin/true\"]\non_unhealthy = \"mark\"\ninterval = \"500ms\"\n[stop]\nsignal = \"SIGUSR1\"\ntimeout = \"0ms\"\n",
+        ),
+        ("tcp", "[health]\ntcp = 80\n[restart]\npolicy = \"never\"\n"),
+    ];
+    for (name, extra) in manifests {
+        std::fs::write(dir.path().join(format!("{name}.toml")), format!("command = [\"/bin/app\"]\n{extra}")).unwrap();
+    }
+    let path = dir.path().display().to_string();
+    for kind in ["pod", "deployment"] {
+        let claims = export_and_check(&[&path, "--policy", "privileged", "--kind", kind, "--image", IMAGE]);
+        assert_eq!(claims.len(), manifests.len(), "--kind {kind}");
+        assert!(claims.iter().all(|(_, l)| *l == Level::Privileged), "{claims:?}");
+    }
+    let run = export(&[&path, "--policy", "privileged", "--image", IMAGE]);
+    for said in [
+        "resources.nofile = 64",
+        "after = [\"priv\"]",
+        "127.0.0.1:5353:53/udp is published on one host address",
+        "namespaces.network = \"host\" with a remapped root",
+        "mount \"/srv/data\" is not idmapped",
+        "stop.signal = \"SIGUSR1\"",
+        "hostname = \"Not.A.Label\"",
+        "health.interval = \"500ms\"",
+    ] {
+        assert!(run.stderr.contains(said), "{said} not listed:\n{}", run.stderr);
+    }
+}
+
+/// README's example of `export`, output included, is what the command says.
+#[test]
+fn the_readmes_example_is_what_export_writes() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let prompt = "$ paddock export kubernetes ";
+    let start = readme.find(prompt).expect("README shows an export");
+    let block = &readme[start..readme[start..].find("\n```").map(|end| start + end).unwrap()];
+    let (command, shown) = block.split_once('\n').unwrap();
+    let args: Vec<&str> = command[prompt.len()..].split(' ').collect();
+    let run = export(&args);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(format!("{}{}", run.stdout, run.stderr), format!("{shown}\n"));
+}

@@ -1,0 +1,119 @@
+//! `paddock export kubernetes`'s errors and flags through the real
+//! binary: no image, the image map, invalid manifests, one workload
+//! twice, the namespace, nothing to export.
+
+mod common;
+
+use common::export::{IMAGE, export, validate_offline};
+
+#[test]
+fn no_image_names_the_flags_and_writes_nothing() {
+    let run = export(&["examples/workloads"]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
+    assert!(
+        run.stderr.contains("no image for api, nightly-report, web, worker")
+            && run.stderr.contains("--image IMAGE")
+            && run.stderr.contains("--image-map FILE"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_image_map_gives_each_workload_its_image_and_refuses_what_it_cannot_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("images.toml");
+    let map_arg = map.display().to_string();
+    std::fs::write(&map, "web = \"nginx:1.27\"\nworker = \"busybox:1.37\"\n").unwrap();
+    let run = export(&["examples/workloads/web.toml", "examples/workloads/worker.toml", "--image-map", &map_arg]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("image: nginx:1.27") && run.stdout.contains("image: busybox:1.37"));
+    // A workload the map lacks.
+    let run = export(&["examples/workloads", "--image-map", &map_arg]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
+    assert!(run.stderr.contains("no image for api, nightly-report"), "{}", run.stderr);
+    // Names of other workloads are left alone: one map serves every host's directory.
+    std::fs::write(&map, "web = \"nginx\"\ndb = \"postgres:17\"\n").unwrap();
+    let run = export(&["examples/workloads/web.toml", "--image-map", &map_arg]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("image: nginx") && !run.stdout.contains("postgres"), "{}", run.stdout);
+    // A misspelt name leaves its workload with no image, and is pointed at.
+    std::fs::write(&map, "wbe = \"nginx\"\n").unwrap();
+    let run = export(&["examples/workloads/web.toml", "--image-map", &map_arg]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
+    assert!(
+        run.stderr.contains("no image for web")
+            && run.stderr.contains(&format!("({map_arg} names no workload of the PATHs: wbe)")),
+        "{}",
+        run.stderr
+    );
+    // Not TOML of strings.
+    std::fs::write(&map, "web = 3\n").unwrap();
+    let run = export(&["examples/workloads/web.toml", "--image-map", &map_arg]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("not an image map (TOML lines of WORKLOAD = \"IMAGE\")"), "{}", run.stderr);
+    let run = export(&["examples/workloads/web.toml", "--image-map", "/nonexistent/images.toml"]);
+    assert!(
+        run.code == 2 && run.stderr.contains("cannot read the image map /nonexistent/images.toml"),
+        "{}",
+        run.stderr
+    );
+    // One or the other.
+    let run = export(&["examples/workloads/web.toml", "--image", IMAGE, "--image-map", &map_arg]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("cannot be used with"), "{}", run.stderr);
+    let run = export(&["examples/workloads/web.toml", "--image", "has space"]);
+    assert!(run.code == 2 && run.stderr.contains("is empty or has spaces"), "{}", run.stderr);
+}
+
+#[test]
+fn an_invalid_manifest_is_reported_as_check_reports_it_and_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.toml"), "command = [\"/good\"]\n").unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "command = [\"x\"]\n[namespaces]\nnetwork = \"host\"\n").unwrap();
+    let run = export(&[&dir.path().display().to_string(), "--image", IMAGE]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let expected = format!(
+        "{}:3:11: error: policy baseline refuses this: `namespaces.network = \"host\"` is not allowed",
+        bad.display()
+    );
+    assert!(run.stderr.contains(&expected), "{}", run.stderr);
+    assert!(run.stdout.contains("name: good") && !run.stdout.contains("name: bad"), "{}", run.stdout);
+    validate_offline(&run.stdout);
+    // Bad input of every kind never panics: not UTF-8, a directory named x.toml, a syntax error.
+    std::fs::write(dir.path().join("bytes.toml"), b"command = [\"\xff\"]\n").unwrap();
+    std::fs::create_dir(dir.path().join("dir.toml")).unwrap();
+    std::fs::write(dir.path().join("syntax.toml"), "command = [\n").unwrap();
+    let run = export(&[&dir.path().display().to_string(), "--image", IMAGE]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert_eq!(run.stdout.matches("kind: Pod").count(), 1);
+    // Nothing valid: nothing written, not even the namespace.
+    let run = export(&[&bad.display().to_string(), "--image", IMAGE]);
+    assert_eq!((run.code, run.stdout.as_str()), (1, ""));
+    let run = export(&["/nonexistent.toml", "--image", IMAGE]);
+    assert!(run.code == 2 && run.stderr.contains("cannot read /nonexistent.toml"), "{}", run.stderr);
+}
+
+#[test]
+fn one_workload_twice_an_empty_directory_and_a_bad_namespace() {
+    // Two hosts' directories each with a web: one namespace cannot hold both pods.
+    let dir = tempfile::tempdir().unwrap();
+    for host in ["h1", "h2"] {
+        std::fs::create_dir(dir.path().join(host)).unwrap();
+        std::fs::write(dir.path().join(host).join("web.toml"), "command = [\"/web\"]\n").unwrap();
+    }
+    let (h1, h2) = (dir.path().join("h1").display().to_string(), dir.path().join("h2").display().to_string());
+    let run = export(&[&h1, &h2, "--image", IMAGE]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
+    assert!(run.stderr.contains("h2/web.toml are both the workload `web`"), "{}", run.stderr);
+    let run = export(&[&h1, "--namespace", "Team A", "--image", IMAGE]);
+    assert!(run.code == 2 && run.stderr.contains("a namespace is a DNS label"), "{}", run.stderr);
+    // Nothing to export is said, not only shown by an empty stdout.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let run = export(&[&empty.display().to_string(), "--image", IMAGE]);
+    assert_eq!((run.code, run.stdout.as_str()), (0, ""));
+    assert!(run.stderr.contains("no manifest in"), "{}", run.stderr);
+}
