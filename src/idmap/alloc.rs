@@ -63,6 +63,33 @@ pub fn slice_count(uids: &[IdRange], gids: &[IdRange], size: u32) -> usize {
     cut(uids, size).len().min(cut(gids, size).len())
 }
 
+/// Ranges in use, for overlap queries in O(log n): a thousand workloads
+/// starting at once would otherwise check each candidate slice against
+/// every allocation (O(n^2) per start).
+struct Taken {
+    /// Sorted by start, with the largest end among each range and those before it.
+    ranges: Vec<(u64, u64)>,
+}
+
+impl Taken {
+    fn new(ranges: impl Iterator<Item = IdRange>) -> Self {
+        let mut ranges: Vec<(u64, u64)> = ranges.map(|r| (u64::from(r.start), r.end())).collect();
+        ranges.sort_unstable();
+        let mut furthest = 0;
+        for range in &mut ranges {
+            furthest = furthest.max(range.1);
+            range.1 = furthest;
+        }
+        Self { ranges }
+    }
+
+    /// Whether some range starts before `r` ends and ends after it starts.
+    fn overlaps(&self, r: &IdRange) -> bool {
+        let before_end = self.ranges.partition_point(|(start, _)| *start < r.end());
+        before_end > 0 && self.ranges[before_end - 1].1 > u64::from(r.start)
+    }
+}
+
 /// The persisted table: workload name to slice.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Allocations {
@@ -145,12 +172,12 @@ impl Allocations {
         if let Some(existing) = self.slices.get(name).filter(|s| candidates.contains(s)) {
             return Ok(*existing);
         }
-        let used = |c: &Slice| {
-            self.slices.iter().any(|(n, s)| n != name && (s.uid.overlaps(&c.uid) || s.gid.overlaps(&c.gid)))
-        };
+        let others = || self.slices.iter().filter(|(n, _)| n.as_str() != name);
+        let (uids_used, gids_used) =
+            (Taken::new(others().map(|(_, s)| s.uid)), Taken::new(others().map(|(_, s)| s.gid)));
         let free = candidates
             .iter()
-            .find(|c| !used(c))
+            .find(|c| !uids_used.overlaps(&c.uid) && !gids_used.overlaps(&c.gid))
             .copied()
             .ok_or(AllocError::Exhausted { total: candidates.len(), size })?;
         self.slices.insert(name.to_owned(), free);
@@ -172,6 +199,19 @@ impl Allocations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn taken_ranges_answer_as_overlaps_does() {
+        let used = [(10, 5), (100, 50), (120, 5), (0, 1), (300, 1)].map(|(start, count)| IdRange { start, count });
+        let taken = Taken::new(used.iter().copied());
+        for start in 0..400 {
+            for count in [1, 2, 7, 30, 100] {
+                let r = IdRange { start, count };
+                assert_eq!(taken.overlaps(&r), used.iter().any(|u| u.overlaps(&r)), "{r:?}");
+            }
+        }
+        assert!(!Taken::new(std::iter::empty()).overlaps(&IdRange { start: 0, count: 10 }));
+    }
 
     const R: IdRange = IdRange { start: 100000, count: 65536 * 3 };
 
