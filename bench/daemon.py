@@ -57,7 +57,7 @@ Notes:
   (the daemon is single-threaded) was tried and measured no faster: the
   copy-on-write of the daemon's pages costs what the exec saves, and it
   would put a copy of the daemon's memory in each sandbox's PID 1.
-- Starts in one reconcile pass (up to 16) are begun together and finished
+- Starts in one reconcile pass (up to 64) are begun together and finished
   together, so their inits build their roots in parallel.
 - The systemd rows: a Debian bookworm tree (tests/systemd/tree.sh) booted
   with `systemd-nspawn -b` (as tests/systemd.rs does: an overlay over the
