@@ -521,8 +521,23 @@ pub fn default_programs(capabilities: u64) -> Result<Vec<BpfProgram>, SeccompErr
 }
 
 #[cfg(test)]
+mod oracle;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The oracle's frozen copy of the tables and of this builder gives
+    /// today's programs, instruction for instruction.
+    #[test]
+    fn the_oracle_is_todays_filter() {
+        let masks = [0, 1 << CAP_SYS_ADMIN, u64::MAX]
+            .into_iter()
+            .chain(oracle::capabilities_used().into_iter().map(|c| 1 << c));
+        for caps in masks {
+            assert_eq!(default_programs(caps).unwrap(), oracle::programs(caps), "capabilities {caps:#x}");
+        }
+    }
 
     #[test]
     fn the_default_programs_build() {
