@@ -72,6 +72,7 @@ fn arg_values() -> Vec<u64> {
     values.extend(high.map(|h| h | 40));
     // personality: the allowed values, with high bits, and others.
     for p in [0, 0x8, 0x20000, 0x20008, 0xffff_ffff] {
+        values.push(p);
         values.extend(high.map(|h| h | p));
     }
     values.extend([0x0040000, 0x0400000, 0x0020000 | 0x0400000, 0xffff_fffe, 0x20009]);
