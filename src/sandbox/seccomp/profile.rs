@@ -319,6 +319,7 @@ pub(super) const ALLOWED_X86_64: &[i64] = &[];
 /// profile does for a container granted them.
 pub(super) const CAP_DAC_READ_SEARCH: u32 = 2;
 pub(super) const CAP_SYS_MODULE: u32 = 16;
+#[cfg(target_arch = "x86_64")]
 pub(super) const CAP_SYS_RAWIO: u32 = 17;
 pub(super) const CAP_SYS_CHROOT: u32 = 18;
 pub(super) const CAP_SYS_PTRACE: u32 = 19;
