@@ -17,11 +17,13 @@
 //! of 10 for clone3. Loading those (the kernel checks, converts and JITs
 //! every instruction, then emulates it for every number to cache the
 //! ones it always allows) took about 1 ms of each sandbox's start (1.1 ms
-//! with `perf trace`; 0.96 ms median in `cargo bench --bench seccomp`),
-//! on the path of `paddock run` and of every restart; the compiled
-//! program loads in 0.075 ms. And a call the kernel cannot answer from
-//! that cache (one refused, or with an argument test) walked the chain up
-//! to its number: a refused io_uring_setup cost 640 ns, now 140.
+//! with `perf trace`; 0.96 to 1.0 ms median in `cargo bench --bench
+//! seccomp`), on the path of `paddock run` and of every restart; the
+//! compiled program loads in 0.075 to 0.087 ms. And a call the kernel
+//! cannot answer from that cache (one refused, or with an argument test)
+//! walked the chain up to its number: a refused io_uring_setup cost 610
+//! to 690 ns, now 134 to 148.
+//!
 //! seccompiler remains as the test oracle (`oracle`): the compiled program
 //! must give the verdict its programs gave, for every number, architecture
 //! and argument the tests try.
