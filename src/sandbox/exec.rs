@@ -6,12 +6,11 @@ use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::config::InitConfig;
+use super::seccomp::BpfProgram;
+use super::sys;
 use nix::errno::Errno;
 use nix::unistd::{Gid, Uid, chdir, setresgid, setresuid};
-use seccompiler::BpfProgram;
-
-use super::config::InitConfig;
-use super::sys;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 

@@ -15,7 +15,7 @@ pub mod netns;
 pub mod process;
 mod rootfs;
 mod running;
-mod seccomp;
+pub mod seccomp;
 mod source;
 mod spawn;
 mod sys;

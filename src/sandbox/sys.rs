@@ -160,9 +160,9 @@ pub fn cap_permitted() -> Result<u64, Errno> {
 /// Loads a seccomp program. Unlike `seccompiler::apply_filter`, this does
 /// not set no_new_privs: the manifest decides that separately, and the
 /// caller still holds CAP_SYS_ADMIN in its user namespace.
-pub fn seccomp_load(program: seccompiler::BpfProgramRef<'_>) -> Result<(), Errno> {
-    // seccompiler's sock_filter has the kernel's layout (u16, u8, u8, u32), as libc's does.
-    let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut libc::sock_filter };
+pub fn seccomp_load(program: &[libc::sock_filter]) -> Result<(), Errno> {
+    let len = u16::try_from(program.len()).map_err(|_| Errno::EINVAL)?;
+    let prog = libc::sock_fprog { len, filter: program.as_ptr().cast_mut() };
     // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies it.
     let rc =
         unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog as *const libc::sock_fprog) };

@@ -1,41 +1,19 @@
-//! The default seccomp filter: Docker's default profile, as an allowlist.
-//! Every system call Docker allows a container is allowed, with its
-//! argument conditions (no namespace flags to clone, no AF_VSOCK socket,
-//! personality only with the values Docker lets through); those Docker
-//! allows only with a capability are allowed when the workload keeps that
-//! capability; everything else, new system calls and io_uring included,
-//! fails with EPERM. Being an allowlist, it also refuses the x32 ABI's
-//! system-call numbers (bit 30 set on x86-64), which no entry matches,
-//! and seccompiler kills a call from another architecture (`int 0x80`).
-//! Built in the init (a single-threaded, freshly exec'd process), loaded
-//! by the workload's process just before it drops its capabilities.
-
-use std::collections::BTreeMap;
-
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
-};
-
-#[derive(Debug, thiserror::Error)]
-#[error("building the seccomp filter: {0}")]
-pub struct SeccompError(String);
-
-#[cfg(target_arch = "x86_64")]
-const ARCH: TargetArch = TargetArch::x86_64;
-#[cfg(target_arch = "aarch64")]
-const ARCH: TargetArch = TargetArch::aarch64;
+//! Docker's default seccomp profile as tables: the system calls it allows
+//! outright, those it allows with a capability, and the argument values
+//! its conditions name. `super::default_programs` turns them into a
+//! program; nothing here decides how.
 
 /// io_pgetevents, which Docker allows, is not in libc's list.
 #[cfg(target_arch = "x86_64")]
-const SYS_IO_PGETEVENTS: i64 = 333;
+pub(super) const SYS_IO_PGETEVENTS: i64 = 333;
 #[cfg(target_arch = "aarch64")]
-const SYS_IO_PGETEVENTS: i64 = 292;
+pub(super) const SYS_IO_PGETEVENTS: i64 = 292;
 
 /// Allowed without conditions (Docker's default profile, the entries that
 /// exist on this architecture; io_uring_setup, io_uring_enter and
 /// io_uring_register are left out, as Docker's current profile does:
 /// io_uring's operations bypass this filter).
-const ALLOWED: &[i64] = &[
+pub(super) const ALLOWED: &[i64] = &[
     libc::SYS_accept,
     libc::SYS_accept4,
     libc::SYS_adjtimex,
@@ -281,117 +259,81 @@ const ALLOWED: &[i64] = &[
     libc::SYS_process_vm_readv,
     libc::SYS_process_vm_writev,
     libc::SYS_ptrace,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_access,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_alarm,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_chmod,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_chown,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_creat,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_dup2,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_epoll_create,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_epoll_ctl_old,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_epoll_wait,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_epoll_wait_old,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_eventfd,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_fork,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_futimesat,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_getdents,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_getpgrp,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_getrlimit,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_get_thread_area,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_inotify_init,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_lchown,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_link,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_lstat,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_mkdir,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_mknod,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_open,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_pause,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_pipe,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_poll,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_readlink,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_rename,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_renameat,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_rmdir,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_select,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_setrlimit,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_set_thread_area,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_signalfd,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_stat,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_symlink,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_sync_file_range,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_time,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_unlink,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_utime,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_utimes,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_vfork,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_arch_prctl,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_modify_ldt,
     SYS_IO_PGETEVENTS,
 ];
 
+/// Allowed without conditions on x86-64 only: the legacy calls aarch64
+/// never had (open, stat, fork, ...), as Docker lists them.
+#[cfg(target_arch = "x86_64")]
+pub(super) const ALLOWED_X86_64: &[i64] = &[
+    libc::SYS_access,
+    libc::SYS_alarm,
+    libc::SYS_chmod,
+    libc::SYS_chown,
+    libc::SYS_creat,
+    libc::SYS_dup2,
+    libc::SYS_epoll_create,
+    libc::SYS_epoll_ctl_old,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_wait_old,
+    libc::SYS_eventfd,
+    libc::SYS_fork,
+    libc::SYS_futimesat,
+    libc::SYS_getdents,
+    libc::SYS_getpgrp,
+    libc::SYS_getrlimit,
+    libc::SYS_get_thread_area,
+    libc::SYS_inotify_init,
+    libc::SYS_lchown,
+    libc::SYS_link,
+    libc::SYS_lstat,
+    libc::SYS_mkdir,
+    libc::SYS_mknod,
+    libc::SYS_open,
+    libc::SYS_pause,
+    libc::SYS_pipe,
+    libc::SYS_poll,
+    libc::SYS_readlink,
+    libc::SYS_rename,
+    libc::SYS_renameat,
+    libc::SYS_rmdir,
+    libc::SYS_select,
+    libc::SYS_setrlimit,
+    libc::SYS_set_thread_area,
+    libc::SYS_signalfd,
+    libc::SYS_stat,
+    libc::SYS_symlink,
+    libc::SYS_sync_file_range,
+    libc::SYS_time,
+    libc::SYS_unlink,
+    libc::SYS_utime,
+    libc::SYS_utimes,
+    libc::SYS_vfork,
+    libc::SYS_arch_prctl,
+    libc::SYS_modify_ldt,
+];
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) const ALLOWED_X86_64: &[i64] = &[];
+
 /// Capabilities (by number) that unlock more system calls, as Docker's
 /// profile does for a container granted them.
-const CAP_DAC_READ_SEARCH: u32 = 2;
-const CAP_SYS_MODULE: u32 = 16;
-const CAP_SYS_RAWIO: u32 = 17;
-const CAP_SYS_CHROOT: u32 = 18;
-const CAP_SYS_PTRACE: u32 = 19;
-const CAP_SYS_PACCT: u32 = 20;
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_SYS_BOOT: u32 = 22;
-const CAP_SYS_NICE: u32 = 23;
-const CAP_SYS_TIME: u32 = 25;
-const CAP_SYS_TTY_CONFIG: u32 = 26;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-const CAP_SYSLOG: u32 = 34;
+pub(super) const CAP_DAC_READ_SEARCH: u32 = 2;
+pub(super) const CAP_SYS_MODULE: u32 = 16;
+#[cfg(target_arch = "x86_64")]
+pub(super) const CAP_SYS_RAWIO: u32 = 17;
+pub(super) const CAP_SYS_CHROOT: u32 = 18;
+pub(super) const CAP_SYS_PTRACE: u32 = 19;
+pub(super) const CAP_SYS_PACCT: u32 = 20;
+pub(super) const CAP_SYS_ADMIN: u32 = 21;
+pub(super) const CAP_SYS_BOOT: u32 = 22;
+pub(super) const CAP_SYS_NICE: u32 = 23;
+pub(super) const CAP_SYS_TIME: u32 = 25;
+pub(super) const CAP_SYS_TTY_CONFIG: u32 = 26;
+pub(super) const CAP_PERFMON: u32 = 38;
+pub(super) const CAP_BPF: u32 = 39;
+pub(super) const CAP_SYSLOG: u32 = 34;
 
-const BY_CAPABILITY: &[(u32, &[i64])] = &[
+pub(super) const BY_CAPABILITY: &[(u32, &[i64])] = &[
     (CAP_DAC_READ_SEARCH, &[libc::SYS_open_by_handle_at]),
     (CAP_SYS_MODULE, &[libc::SYS_delete_module, libc::SYS_init_module, libc::SYS_finit_module]),
     #[cfg(target_arch = "x86_64")]
@@ -450,7 +392,7 @@ const BY_CAPABILITY: &[(u32, &[i64])] = &[
 
 /// clone(2) flags that make namespaces; without CAP_SYS_ADMIN clone is
 /// allowed only without them (Docker's mask, 0x7E020000).
-const NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
+pub(super) const NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWIPC
     | libc::CLONE_NEWUSER
@@ -460,83 +402,10 @@ const NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
 
 /// socket(2) is allowed for every family but AF_VSOCK: vsock is not
 /// network-namespaced, so a sandbox's port would be the host's.
-const AF_VSOCK: u64 = 40;
+pub(super) const AF_VSOCK: u64 = 40;
 
 /// The personality(2) values Docker lets through: the default (0),
 /// PER_LINUX32 (8), UNAME26 (0x20000), both (0x20008), and the query
 /// (0xffffffff). Others (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE, ...)
 /// weaken the workload's own protections.
-const PERSONALITIES: &[u64] = &[0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
-
-fn condition(arg: u8, len: SeccompCmpArgLen, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, SeccompError> {
-    SeccompCondition::new(arg, len, op, value).map_err(|e| SeccompError(e.to_string()))
-}
-
-fn rule(conditions: Vec<SeccompCondition>) -> Result<SeccompRule, SeccompError> {
-    SeccompRule::new(conditions).map_err(|e| SeccompError(e.to_string()))
-}
-
-/// The programs to load, in order, for a workload that keeps the
-/// capabilities in `capabilities` (a bit mask by number): the allowlist,
-/// then clone3 -> ENOSYS unless CAP_SYS_ADMIN is kept (clone3's flags live
-/// in memory a filter cannot read, so libc must fall back to clone, whose
-/// flags the allowlist checks; Docker does the same).
-pub fn default_programs(capabilities: u64) -> Result<Vec<BpfProgram>, SeccompError> {
-    let err = |e: seccompiler::BackendError| SeccompError(e.to_string());
-    let has = |cap: u32| capabilities & (1 << cap) != 0;
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED.iter().map(|s| (*s, Vec::new())).collect();
-    for (cap, calls) in BY_CAPABILITY {
-        if has(*cap) {
-            rules.extend(calls.iter().map(|s| (*s, Vec::new())));
-        }
-    }
-    if !has(CAP_SYS_ADMIN) {
-        let no_namespaces = condition(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(NAMESPACE_FLAGS), 0)?;
-        rules.insert(libc::SYS_clone, vec![rule(vec![no_namespaces])?]);
-        // Allowed here, answered ENOSYS by the second program.
-        rules.insert(libc::SYS_clone3, Vec::new());
-    }
-    let not_vsock = condition(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, AF_VSOCK)?;
-    rules.insert(libc::SYS_socket, vec![rule(vec![not_vsock])?]);
-    let personalities = PERSONALITIES
-        .iter()
-        .map(|p| rule(vec![condition(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *p)?]))
-        .collect::<Result<Vec<_>, _>>()?;
-    rules.insert(libc::SYS_personality, personalities);
-    let allow =
-        SeccompFilter::new(rules, SeccompAction::Errno(libc::EPERM as u32), SeccompAction::Allow, ARCH).map_err(err)?;
-    let mut filters = vec![allow];
-    if !has(CAP_SYS_ADMIN) {
-        filters.push(
-            SeccompFilter::new(
-                BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
-                SeccompAction::Allow,
-                SeccompAction::Errno(libc::ENOSYS as u32),
-                ARCH,
-            )
-            .map_err(err)?,
-        );
-    }
-    filters.into_iter().map(|f| BpfProgram::try_from(f).map_err(|e| SeccompError(e.to_string()))).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_default_programs_build() {
-        let programs = default_programs(0).unwrap();
-        assert_eq!(programs.len(), 2);
-        assert!(programs.iter().all(|p| !p.is_empty() && p.len() < 4096));
-        assert_eq!(default_programs(1 << CAP_SYS_ADMIN).unwrap().len(), 1, "no ENOSYS for clone3 with SYS_ADMIN");
-    }
-
-    #[test]
-    fn io_uring_is_not_allowed() {
-        for call in [libc::SYS_io_uring_setup, libc::SYS_io_uring_enter, libc::SYS_io_uring_register] {
-            assert!(!ALLOWED.contains(&call));
-            assert!(BY_CAPABILITY.iter().all(|(_, calls)| !calls.contains(&call)));
-        }
-    }
-}
+pub(super) const PERSONALITIES: &[u64] = &[0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
