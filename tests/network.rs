@@ -691,9 +691,11 @@ fn a_restart_or_an_edit_keeps_the_network_and_a_new_port_replaces_it_cleanly() {
     // `paddock restart`, then an edit that leaves the network alone.
     assert!(d.paddock(&["restart", "web"]).status.success());
     d.wait_for("a new run", |d| d.workload("web").is_some_and(|w| w["state"] == "running" && w["pid"] != first));
+    let restarted = d.running_pid("web");
     d.write("web.toml", &web(&d, 80, "ports = [\"8091:80\"]\nenv = { EDITED = \"1\" }"));
+    // The edit's own run: not the restart's, which is still running when the file lands.
     d.wait_for("the edit to run", |d| {
-        d.workload("web").is_some_and(|w| w["state"] == "running" && w["restarts"] == 0 && w["pid"] != first)
+        d.workload("web").is_some_and(|w| w["state"] == "running" && w["restarts"] == 0 && w["pid"] != restarted)
     });
     assert_eq!(address(&d, "web"), ip, "the same address through both");
     assert_eq!(get_soon(&d, "127.0.0.1:8091".parse().unwrap()), "hello from paddock\n");
