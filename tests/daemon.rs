@@ -467,6 +467,15 @@ fn a_daemon_in_a_delegated_cgroup_keeps_its_workloads_inside_it() {
     let pid = d.running_pid("inside");
     let daemon = d.child.as_ref().unwrap().id();
     assert_eq!(own_cgroup(daemon), format!("/{unit_name}/supervisor"), "the daemon moved into a leaf");
+    // Its zygote too: a v2 cgroup with a process in it (the unit's own)
+    // could not enable the controllers a workload's limits need.
+    let children = std::fs::read_to_string(format!("/proc/{daemon}/task/{daemon}/children")).unwrap();
+    let zygote = children
+        .split_whitespace()
+        .find(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim_end() == "paddock-zygote"))
+        .expect("the daemon has a zygote");
+    assert_eq!(own_cgroup(zygote.parse().unwrap()), format!("/{unit_name}/supervisor"), "the zygote is in the leaf");
+    assert_eq!(std::fs::read_to_string(unit.join("cgroup.procs")).unwrap(), "", "nothing is left in the unit's own");
     assert_eq!(own_cgroup(pid as u32), format!("/{unit_name}/paddock/inside"), "the workload is inside the unit");
     assert_eq!(d.terminate(), 0);
     assert!(!unit.join("paddock/inside").exists(), "the workload's cgroup is removed");

@@ -91,3 +91,30 @@ fn an_upgrade_reaps_the_old_zygote_and_forks_a_new_one() {
     d.write("after.toml", SLEEPER);
     assert_eq!(cmdline(d.running_pid("after")), ["paddock-init"]);
 }
+
+#[test]
+fn an_init_holds_nothing_of_the_daemons_environment() {
+    let d = Daemon::setup().start(&[("PADDOCK_TEST_SECRET", "hunter2-not-for-sandboxes")]);
+    d.write("clean.toml", SLEEPER);
+    let init = d.running_pid("clean");
+    let environ = std::fs::read(format!("/proc/{init}/environ")).unwrap();
+    assert!(environ.iter().all(|b| *b == 0), "{}", String::from_utf8_lossy(&environ));
+    let daemon = d.child.as_ref().unwrap().id();
+    let zygote = children(daemon, "paddock-zygote")[0].0;
+    let environ = std::fs::read(format!("/proc/{zygote}/environ")).unwrap();
+    assert!(!String::from_utf8_lossy(&environ).contains("hunter2"), "the zygote's environment is wiped");
+}
+
+#[test]
+fn a_configuration_too_large_for_one_packet_still_starts_a_supervised_init() {
+    // Over the channel's 32 KiB packet, the configuration travels in a
+    // memfd, which takes a descriptor before the daemon's end.
+    let d = Daemon::setup().start(&[]);
+    let big = "x".repeat(40 << 10);
+    d.write("large.toml", &format!("{}env = {{ BIG = \"{big}\" }}\n", SLEEPER));
+    let init = d.running_pid("large");
+    assert_eq!(d.workload("large").unwrap()["restarts"], 0);
+    // The daemon's end is where a successor finds it.
+    let end = std::fs::read_link(format!("/proc/{init}/fd/4")).unwrap();
+    assert!(end.display().to_string().starts_with("socket:"), "{}", end.display());
+}

@@ -44,15 +44,6 @@ pub enum LogFormat {
 pub const CONFIG_ERROR: super::ExitCode = 78;
 
 pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
-    // First, while this process is one thread and holds nothing of any
-    // manifest's: the zygote that clones the sandboxes (see sandbox::zygote).
-    let zygote = match crate::sandbox::zygote::Zygote::start() {
-        Ok(zygote) => Some(std::sync::Arc::new(zygote)),
-        Err(e) => {
-            tracing::warn!(error = %e, "no zygote; sandboxes' inits will be executed");
-            None
-        }
-    };
     let config = super::load_config(args.config.as_deref()).or_fail(CONFIG_ERROR)?;
     let workloads = args.workloads.unwrap_or_else(|| config.workloads.clone());
     let state_dir = args.state_dir.unwrap_or_else(|| config.state_dir.clone());
@@ -98,6 +89,18 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     let cgroups = Layout::detect(&config.cgroup_root)
         .for_daemon(&self_cgroup)
         .map_err(|e| CliError::new(1, format!("cannot use the cgroup systemd delegated to paddock: {e}")))?;
+    // The zygote that clones the sandboxes (see sandbox::zygote): forked
+    // while this process is one thread (before the store's writer and the
+    // runtime) and has read no manifest, and after it moved into its
+    // delegated cgroup's leaf, which the zygote must share (a v2 cgroup
+    // with a process in it cannot enable controllers for its children).
+    let zygote = match crate::sandbox::zygote::Zygote::start() {
+        Ok(zygote) => Some(std::sync::Arc::new(zygote)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no zygote; sandboxes' inits will be executed");
+            None
+        }
+    };
     let options = event_loop::Options {
         workloads: workloads.clone(),
         state_dir: state_dir.clone(),

@@ -56,7 +56,14 @@ pub fn reexec(binary: &std::path::Path, listener: &OwnedFd) -> ExecError {
     // SAFETY: fcntl on a descriptor we hold: it stays open across the exec.
     unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let source = std::process::Command::new(binary).args(args).env(LISTEN_FD, fd.to_string()).exec();
+    let mut command = std::process::Command::new(binary);
+    command.args(args).env(LISTEN_FD, fd.to_string());
+    // The zygote reads end-of-file at the exec and exits: the new image
+    // reaps it, by the pid given here (see `zygote::reap_predecessor`).
+    if let Some(zygote) = crate::sandbox::zygote::running() {
+        command.env(crate::sandbox::zygote::PREDECESSOR, zygote.to_string());
+    }
+    let source = command.exec();
     // SAFETY: as above; the exec failed, so close-on-exec again.
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     ExecError { binary: binary.to_owned(), source }

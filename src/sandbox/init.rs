@@ -65,18 +65,19 @@ pub fn main(channel_fd: RawFd) -> i32 {
         let _ = channel.send(&InitReport::SetupFailed { step: "receive mounts".to_owned(), error }, &[]);
         return 125;
     }
-    // Supervised: the daemon's end came first, and the kernel gives the
-    // lowest free number, DAEMON_END_FD; it is kept, never read, for a
-    // successor daemon to adopt this sandbox through.
+    // Supervised: the daemon's end came first; it is kept, never read, at
+    // DAEMON_END_FD, for a successor daemon to adopt this sandbox through.
+    // The kernel gave it the lowest free number, or the next when a large
+    // configuration came in a memfd (closed by now, so that number is free).
     let _daemon_end = if cfg.supervised {
-        let daemon_end = fds.remove(0);
-        if daemon_end.as_raw_fd() != DAEMON_END_FD {
-            let error =
-                format!("the daemon's end arrived as descriptor {}, not {DAEMON_END_FD}", daemon_end.as_raw_fd());
-            let _ = channel.send(&InitReport::SetupFailed { step: "receive the channel".to_owned(), error }, &[]);
-            return 125;
+        match move_to(fds.remove(0), DAEMON_END_FD) {
+            Ok(daemon_end) => Some(daemon_end),
+            Err(e) => {
+                let error = format!("placing the daemon's end at descriptor {DAEMON_END_FD}: {e}");
+                let _ = channel.send(&InitReport::SetupFailed { step: "receive the channel".to_owned(), error }, &[]);
+                return 125;
+            }
         }
-        Some(daemon_end)
     } else {
         None
     };
@@ -141,7 +142,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
         Ok(s) => s,
         Err(e) => return fail("signalfd", e.to_string()),
     };
-    // SAFETY: single-threaded process (freshly exec'd, no runtime), so the child may run any code.
+    // SAFETY: the init is one thread (exec'd, or cloned from a one-threaded process, no runtime), so the child may run any code.
     let workload = match unsafe { fork() } {
         Err(e) => return fail("fork", e.to_string()),
         Ok(ForkResult::Child) => {

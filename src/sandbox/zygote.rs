@@ -24,6 +24,7 @@
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
 use nix::sched::{CloneFlags, setns};
@@ -35,6 +36,18 @@ use serde::{Deserialize, Serialize};
 use super::channel::{Channel, ChannelError};
 use super::clone::{Child, Stdio, clone_sandbox};
 use super::sys;
+
+/// The environment variable through which a daemon that re-executes itself
+/// tells the new image its zygote's pid, to be reaped.
+pub const PREDECESSOR: &str = "PADDOCK_ZYGOTE_PID";
+
+/// This process's zygote, while it has one (0: none).
+static RUNNING: AtomicI32 = AtomicI32::new(0);
+
+/// The pid of this process's zygote, if it started one.
+pub fn running() -> Option<i32> {
+    Some(RUNNING.load(Ordering::Relaxed)).filter(|pid| *pid > 0)
+}
 
 /// What the zygote and the inits it clones are called in `ps`.
 const ZYGOTE_NAME: &CStr = c"paddock-zygote";
@@ -126,7 +139,10 @@ impl Zygote {
                 drop(ours);
                 serve(Channel::new(theirs), daemon)
             }
-            ForkResult::Parent { child } => Ok(Self { pid: child, channel: Mutex::new(Channel::new(ours)) }),
+            ForkResult::Parent { child } => {
+                RUNNING.store(child.as_raw(), Ordering::Relaxed);
+                Ok(Self { pid: child, channel: Mutex::new(Channel::new(ours)) })
+            }
         }
     }
 
@@ -167,6 +183,7 @@ impl Zygote {
 impl Drop for Zygote {
     /// The zygote reads end-of-file and exits; it is reaped here.
     fn drop(&mut self) {
+        RUNNING.store(0, Ordering::Relaxed);
         let channel = self.channel.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         let _ = nix::sys::socket::shutdown(channel.fd().as_raw_fd(), nix::sys::socket::Shutdown::Both);
         let _ = waitpid(self.pid, None);
@@ -182,15 +199,30 @@ fn thread_count() -> usize {
 }
 
 /// A daemon that re-executed itself (`paddock upgrade`) left its zygote
-/// behind: it read end-of-file when the exec closed its socket and exited,
-/// and waits to be reaped by this process, its parent still.
+/// behind: it read end-of-file when the exec closed its socket and exits,
+/// to be reaped by this process, its parent still. The previous image
+/// named its pid (`PREDECESSOR`); only that child is waited for, never one
+/// found by its name (a process chooses its own name), and not for long:
+/// one that does not exit within a second is killed.
 fn reap_predecessor() {
-    let me = std::process::id();
-    let Ok(children) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) else { return };
-    for pid in children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim_end() == ZYGOTE_NAME.to_str().unwrap_or_default() {
-            let _ = waitpid(Pid::from_raw(pid), None);
+    let Some(pid) = std::env::var(PREDECESSOR).ok().and_then(|p| p.parse::<i32>().ok()) else { return };
+    // SAFETY: called while this process is one thread (before the check in
+    // `start`, which refuses otherwise, nothing here has started one).
+    unsafe { std::env::remove_var(PREDECESSOR) };
+    let pid = Pid::from_raw(pid);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return;
+            }
+            // Reaped, or not our child (nothing to do).
+            _ => return,
         }
     }
 }
@@ -198,6 +230,9 @@ fn reap_predecessor() {
 /// The zygote's life: answer requests until the daemon closes its end.
 fn serve(channel: Channel, daemon: OwnedFd) -> ! {
     let title = Title::find();
+    // Nothing of the daemon's logging: its journald socket's number is
+    // closed below and reused, in an init, by its channel to the daemon.
+    std::mem::forget(tracing::dispatcher::set_default(&tracing::Dispatch::none()));
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let mut gone = libc::pollfd { fd: daemon.as_raw_fd(), events: libc::POLLIN, revents: 0 };
@@ -218,9 +253,11 @@ fn serve(channel: Channel, daemon: OwnedFd) -> ! {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        // As the exec'd init had: an empty environment.
+        // As the exec'd init had: an empty environment, its strings too
+        // (/proc/PID/environ reads the area they were in).
         libc::clearenv();
     }
+    title.wipe_environment();
     let home = std::fs::File::open("/proc/self/ns/net").ok().map(OwnedFd::from);
     loop {
         let (request, fds) = match channel.recv::<Request>() {
@@ -318,17 +355,33 @@ fn close_all_but(keep: &[RawFd]) {
 struct Title {
     /// The argv area, from /proc/self/stat (fields 48 and 49).
     area: Option<(usize, usize)>,
+    /// The environment's area (fields 50 and 51).
+    environment: Option<(usize, usize)>,
 }
 
 impl Title {
     fn find() -> Self {
-        let area = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| {
-            let (_, rest) = s.rsplit_once(')')?;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            // Field 3 (state) is rest's first; fields 48 and 49 follow.
-            Some((fields.get(45)?.parse().ok()?, fields.get(46)?.parse().ok()?))
-        });
-        Self { area: area.filter(|(start, end)| end > start) }
+        let fields: Vec<usize> = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                let (_, rest) = s.rsplit_once(')')?;
+                // Field 3 (state) is rest's first; fields 48 to 51 follow.
+                rest.split_whitespace().skip(45).take(4).map(|f| f.parse().ok()).collect()
+            })
+            .unwrap_or_default();
+        let range = |i: usize| Some((*fields.get(i)?, *fields.get(i + 1)?)).filter(|(start, end)| end > start);
+        Self { area: range(0), environment: range(2) }
+    }
+
+    /// Zeroes the environment's strings (after clearenv, nothing points
+    /// at them).
+    fn wipe_environment(&self) {
+        if let Some((start, end)) = self.environment {
+            // SAFETY: [start, end) is this process's own environment area
+            // (the kernel's env_start and env_end), mapped and writable;
+            // clearenv has emptied `environ`, so nothing reads it.
+            unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
+        }
     }
 
     fn set(&self, name: &CStr) {

@@ -7,8 +7,7 @@
 //! everything else, new system calls and io_uring included, fails with
 //! EPERM, and so do the x32 ABI's system-call numbers (bit 30 set on
 //! x86-64); a call from another architecture (`int 0x80`) kills the
-//! process. Built in the init (a single-threaded, freshly exec'd
-//! process), loaded by the workload's process just before it drops its
+//! process. Built in the init (a single-threaded process), loaded by the workload's process just before it drops its
 //! capabilities.
 //!
 //! The filter is compiled here (`bpf`) into one program searched as a
