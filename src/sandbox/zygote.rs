@@ -232,7 +232,8 @@ fn serve(channel: Channel, daemon: OwnedFd) -> ! {
     let title = Title::find();
     // Nothing of the daemon's logging: its journald socket's number is
     // closed below and reused, in an init, by its channel to the daemon.
-    std::mem::forget(tracing::dispatcher::set_default(&tracing::Dispatch::none()));
+    // (This function never returns, so the guard holds for the zygote's life.)
+    let _quiet = tracing::dispatcher::set_default(&tracing::Dispatch::none());
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let mut gone = libc::pollfd { fd: daemon.as_raw_fd(), events: libc::POLLIN, revents: 0 };
