@@ -58,6 +58,14 @@ fn an_image_map_gives_each_workload_its_image_and_refuses_what_it_cannot_be() {
         "{}",
         run.stderr
     );
+    // Read as a manifest is: never a FIFO (which would hang), never past 1 MiB.
+    let fifo = dir.path().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let run = export(&["examples/workloads/web.toml", "--image-map", fifo.to_str().unwrap()]);
+    assert!(run.code == 2 && run.stderr.contains("only regular files are read"), "{}", run.stderr);
+    std::fs::write(&map, format!("web = \"nginx\"\n# {}\n", "x".repeat(2 << 20))).unwrap();
+    let run = export(&["examples/workloads/web.toml", "--image-map", &map_arg]);
+    assert!(run.code == 2 && run.stderr.contains("limited to 1048576 bytes"), "{}", run.stderr);
     // One or the other.
     let run = export(&["examples/workloads/web.toml", "--image", IMAGE, "--image-map", &map_arg]);
     assert_eq!(run.code, 2);

@@ -89,8 +89,8 @@ pub enum KindArg {
 /// Why the images cannot be known; nothing is written then.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("cannot read the image map {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read the image map {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
     #[error("{path}: not an image map (TOML lines of WORKLOAD = \"IMAGE\"): {source}")]
     Parse { path: PathBuf, source: toml::de::Error },
     #[error("{path}: `{name}` in --image-map has an empty image or one with spaces")]
@@ -247,7 +247,15 @@ fn stem(file: &str) -> Option<&str> {
 /// those exported (a fleet's map serves each host's directory); a
 /// misspelt name shows as a workload with no image.
 pub fn read_image_map(path: &Path) -> Result<BTreeMap<String, String>, ImageError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ImageError::Read { path: path.to_owned(), source })?;
+    // Read as a manifest is: a regular file of at most 1 MiB of UTF-8, opened
+    // without blocking (a FIFO in a fleet's repository cannot hang the gate).
+    let text = crate::validate::load::read_manifest(path).map_err(|e| {
+        let reason = match e {
+            crate::validate::load::LoadError::Io { source, .. } => source.to_string(),
+            crate::validate::load::LoadError::Invalid(invalid) => invalid.to_string(),
+        };
+        ImageError::Read { path: path.to_owned(), reason }
+    })?;
     let map: BTreeMap<String, String> =
         toml::from_str(&text).map_err(|source| ImageError::Parse { path: path.to_owned(), source })?;
     for (name, image) in &map {

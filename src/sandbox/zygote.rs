@@ -146,10 +146,6 @@ impl Zygote {
         }
     }
 
-    pub fn pid(&self) -> Pid {
-        self.pid
-    }
-
     /// Has the zygote clone a sandbox with `flags`. `Err` means the zygote
     /// is gone (start the init some other way); a failed clone is
     /// `Ok(Cloned::Failed)`.
