@@ -159,6 +159,22 @@ class Notify:
             time.sleep(0.001)
         return min(t for t in self.ready if t > t0) - t0
 
+def applied_ms(wl, name, text, stamp, why):
+    """Writes `text` as wl/name (a write and a rename, as an editor does)
+    and waits for the workload to write its first timestamp to `stamp`:
+    the milliseconds from the rename to that first instruction."""
+    tmp = os.path.join(wl, f".{name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    t0 = time.time_ns()
+    os.rename(tmp, os.path.join(wl, name))
+    deadline = time.time() + 10
+    while not (os.path.exists(stamp) and os.path.getsize(stamp) > 0):
+        if time.time() > deadline:
+            raise SystemExit(why)
+        time.sleep(0.0002)
+    return (int(open(stamp).read()) - t0) / 1e6
+
 def status(paddock, p):
     out = subprocess.run([paddock, "status", "--json", "--socket", p("sock")], capture_output=True, check=True)
     return json.loads(out.stdout)
@@ -220,17 +236,8 @@ def scale(paddock):
             stamp = os.path.join(out, f"edit{trial}")
             new = (f'command = ["/bin/sh", "-c", "date +%s%N > /out/edit{trial}; exec sleep 100000"]\n'
                    f'[[mounts]]\nsource = "{out}"\ntarget = "/out"\nreadonly = false\n')
-            tmp = os.path.join(wl, ".edit.tmp")
-            with open(tmp, "w") as f:
-                f.write(new)
-            t = time.time_ns()
-            os.rename(tmp, os.path.join(wl, "s0500.toml" if SCALE > 500 else "s0000.toml"))
-            deadline = time.time() + 10
-            while not (os.path.exists(stamp) and os.path.getsize(stamp) > 0):
-                if time.time() > deadline:
-                    raise SystemExit(f"scale: the edit never applied; see {p('logs/daemon.log')}")
-                time.sleep(0.0002)
-            edit_ms.append((int(open(stamp).read()) - t) / 1e6)
+            name = "s0500.toml" if SCALE > 500 else "s0000.toml"
+            edit_ms.append(applied_ms(wl, name, new, stamp, f"scale: the edit never applied; see {p('logs/daemon.log')}"))
         pids = {w["name"]: w["pid"] for w in status(paddock, p)}
         # Upgrade in place: `paddock upgrade` to the re-executed daemon's
         # READY=1 (every sandbox adopted), five times.
@@ -280,17 +287,8 @@ def paddock_latencies(paddock, parts):
             for i in range(TRIALS):
                 stamp = os.path.join(out, f"r{i}")
                 text = f'command = ["/bin/sh", "-c", "date +%s%N > /out/r{i}; exec sleep 1000"]\n{mount}'
-                tmp = os.path.join(wl, f".r{i}.tmp")
-                with open(tmp, "w") as f:
-                    f.write(text)
-                t0 = time.time_ns()
-                os.rename(tmp, os.path.join(wl, f"r{i}.toml"))
-                deadline = time.time() + 10
-                while not (os.path.exists(stamp) and os.path.getsize(stamp) > 0):
-                    if time.time() > deadline:
-                        raise SystemExit(f"trial {i}: the workload never started; see {p('logs/daemon.log')}")
-                    time.sleep(0.0002)
-                reload_ms.append((int(open(stamp).read()) - t0) / 1e6)
+                why = f"trial {i}: the workload never started; see {p('logs/daemon.log')}"
+                reload_ms.append(applied_ms(wl, f"r{i}.toml", text, stamp, why))
                 os.remove(os.path.join(wl, f"r{i}.toml"))
             res["reload_ms"] = reload_ms
         if "restart" in parts:
