@@ -3,6 +3,8 @@
 //! its conditions name. `super::default_programs` turns them into a
 //! program; nothing here decides how.
 
+use crate::model::Capability;
+
 /// io_pgetevents, which Docker allows, is not in libc's list.
 #[cfg(target_arch = "x86_64")]
 pub(super) const SYS_IO_PGETEVENTS: i64 = 333;
@@ -315,23 +317,23 @@ pub(super) const ALLOWED_X86_64: &[i64] = &[
 #[cfg(not(target_arch = "x86_64"))]
 pub(super) const ALLOWED_X86_64: &[i64] = &[];
 
-/// Capabilities (by number) that unlock more system calls, as Docker's
-/// profile does for a container granted them.
-pub(super) const CAP_DAC_READ_SEARCH: u32 = 2;
-pub(super) const CAP_SYS_MODULE: u32 = 16;
+/// Capabilities (by number, from the model's one table) that unlock more
+/// system calls, as Docker's profile does for a container granted them.
+pub(super) const CAP_DAC_READ_SEARCH: u32 = Capability::DacReadSearch.number() as u32;
+pub(super) const CAP_SYS_MODULE: u32 = Capability::SysModule.number() as u32;
 #[cfg(target_arch = "x86_64")]
-pub(super) const CAP_SYS_RAWIO: u32 = 17;
-pub(super) const CAP_SYS_CHROOT: u32 = 18;
-pub(super) const CAP_SYS_PTRACE: u32 = 19;
-pub(super) const CAP_SYS_PACCT: u32 = 20;
-pub(super) const CAP_SYS_ADMIN: u32 = 21;
-pub(super) const CAP_SYS_BOOT: u32 = 22;
-pub(super) const CAP_SYS_NICE: u32 = 23;
-pub(super) const CAP_SYS_TIME: u32 = 25;
-pub(super) const CAP_SYS_TTY_CONFIG: u32 = 26;
-pub(super) const CAP_PERFMON: u32 = 38;
-pub(super) const CAP_BPF: u32 = 39;
-pub(super) const CAP_SYSLOG: u32 = 34;
+pub(super) const CAP_SYS_RAWIO: u32 = Capability::SysRawio.number() as u32;
+pub(super) const CAP_SYS_CHROOT: u32 = Capability::SysChroot.number() as u32;
+pub(super) const CAP_SYS_PTRACE: u32 = Capability::SysPtrace.number() as u32;
+pub(super) const CAP_SYS_PACCT: u32 = Capability::SysPacct.number() as u32;
+pub(super) const CAP_SYS_ADMIN: u32 = Capability::SysAdmin.number() as u32;
+pub(super) const CAP_SYS_BOOT: u32 = Capability::SysBoot.number() as u32;
+pub(super) const CAP_SYS_NICE: u32 = Capability::SysNice.number() as u32;
+pub(super) const CAP_SYS_TIME: u32 = Capability::SysTime.number() as u32;
+pub(super) const CAP_SYS_TTY_CONFIG: u32 = Capability::SysTtyConfig.number() as u32;
+pub(super) const CAP_PERFMON: u32 = Capability::Perfmon.number() as u32;
+pub(super) const CAP_BPF: u32 = Capability::Bpf.number() as u32;
+pub(super) const CAP_SYSLOG: u32 = Capability::Syslog.number() as u32;
 
 pub(super) const BY_CAPABILITY: &[(u32, &[i64])] = &[
     (CAP_DAC_READ_SEARCH, &[libc::SYS_open_by_handle_at]),
