@@ -223,4 +223,27 @@ fn check_keeps_the_old_version_whole_and_a_relative_repository_path_works() {
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("does not pass paddock check") && said.contains("app.toml:2:1"), "{said}");
     assert_eq!(std::fs::read_link(dir.path().join("etc/workloads")).unwrap(), good);
+    // A symbolic link out of the repository (to a host file) is refused, and the link stays.
+    git(&repo, &["revert", "--no-edit", "HEAD"]);
+    std::os::unix::fs::symlink("/etc/shadow", repo.join("hosts/h1/leak.toml")).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "a link"]);
+    let out = sync();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2)
+            && said.contains("lead out of the repository")
+            && said.contains("hosts/h1/leak.toml"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_link(dir.path().join("etc/workloads")).unwrap(), good);
+    // Relative, climbing out, as well.
+    std::fs::remove_file(repo.join("hosts/h1/leak.toml")).unwrap();
+    std::os::unix::fs::symlink("../../../../../etc/shadow", repo.join("hosts/h1/leak.toml")).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "a climbing link"]);
+    let out = sync();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(2) && said.contains("lead out of the repository"), "{said}");
+    assert_eq!(std::fs::read_link(dir.path().join("etc/workloads")).unwrap(), good);
 }
