@@ -188,3 +188,34 @@ fn a_rootfs_on_a_noexec_host_mount_still_runs_through_the_overlay() {
     assert_eq!(out.status.code(), Some(0), "{o}{}", stderr(&out));
     assert_eq!(root_mount(&o).0, "overlay", "as it always was: {o}");
 }
+
+#[test]
+fn a_rootfs_on_a_shared_host_mount_is_entered_and_nothing_propagates_back() {
+    let w = World::new();
+    let on = w.path("shared");
+    std::fs::create_dir(&on).unwrap();
+    nix::mount::mount(Some("tmpfs"), &on, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("mode=0755")).unwrap();
+    let _mounted = HostMount(on.clone());
+    // As systemd leaves every mount of the host.
+    nix::mount::mount(None::<&str>, &on, None::<&str>, nix::mount::MsFlags::MS_SHARED, None::<&str>).unwrap();
+    let root = on.join("root");
+    std::fs::create_dir(&root).unwrap();
+    for d in ["bin", "proc", "dev", "tmp", "sys"] {
+        std::fs::create_dir(root.join(d)).unwrap();
+    }
+    std::fs::copy(busybox_rootfs().join("bin/busybox"), root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "awk"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    readable(&root);
+    let host_mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().matches(on.to_str().unwrap()).count();
+    let before = host_mounts();
+    for (name, readonly) in [("shared-ro", true), ("shared-rw", false)] {
+        let text = manifest(&root, ROOT_LINE, "").replace("rootfs = {", &format!("rootfs = {{ readonly = {readonly},"));
+        let out = w.run(&["--policy", "privileged"], &w.manifest(name, &text), &[]);
+        let o = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{name}: {o}{}", stderr(&out));
+        assert_ne!(root_mount(&o).0, "overlay", "{o}");
+    }
+    assert_eq!(host_mounts(), before, "no mount of the sandbox's reached the host");
+}
