@@ -136,11 +136,11 @@ one hyperfine run per variant. A ratio above 1 is slower than paddock.
 
 paddock does more than the tools that are faster: it validates the manifest
 against the schema and policy, looks up and persists the id slice, mounts a fresh /proc,
-/dev, /tmp and /sys, an overlay so a read-only root can take mount points,
-loads seccomp, cuts capabilities, and runs its own init as PID 1 (in the
+/dev, /tmp and /sys (this rootfs has every mount point, so its read-only
+root is a read-only bind, as bwrap's, not an overlay), loads seccomp, cuts capabilities, and runs its own init as PID 1 (in the
 clone child: `paddock run` is one thread). `unshare` and `floor` do none
 of it (unshare only chroots); bwrap maps only uid 0 (not a 65536-id range),
-and mounts no /sys, /tmp or overlay. This manifest asks for no limits, so on this cgroup-v1 host
+and mounts no /sys or /tmp. This manifest asks for no limits, so on this cgroup-v1 host
 no cgroup is made (see "Where the time goes").
 """)
 print(table("net", "With a network namespace (lo only)"))

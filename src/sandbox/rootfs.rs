@@ -36,8 +36,9 @@ impl<T> Step<T> for Result<T, Errno> {
     }
 }
 
-/// Where the new root is assembled: a tmpfs mounted over `/tmp` in the
-/// sandbox's private mount namespace (the host's `/tmp` is untouched).
+/// Where the new root is assembled, in the sandbox's private mount
+/// namespace: the rootfs is attached over `/tmp` (or a staging tmpfs
+/// holding an overlay's layers is); the host's `/tmp` is untouched.
 const STAGING: &str = "/tmp";
 
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
@@ -47,32 +48,11 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     // Nothing we mount may propagate back to the host.
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .step("make / private", "/")?;
-    mount(Some("tmpfs"), STAGING, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0700"))
-        .step("mount staging tmpfs", STAGING)?;
-    let staging = Path::new(STAGING);
-    let lower = staging.join("lower");
-    std::fs::create_dir(&lower).map_err(errno).step("mkdir", &lower)?;
-    sys::move_mount_onto(rootfs.as_fd(), open_path(&lower)?.as_fd()).step("attach rootfs", &lower)?;
-
-    // A read-only root gets an overlay with a tmpfs upper layer, so that
-    // mount points missing from the rootfs can be made without writing to
-    // the host; the overlay itself is made read-only before pivot_root.
-    let root = if cfg.rootfs_readonly {
-        let (upper, work, merged) = (staging.join("upper"), staging.join("work"), staging.join("root"));
-        for d in [&upper, &work, &merged] {
-            std::fs::create_dir(d).map_err(errno).step("mkdir", d)?;
-        }
-        for m in &cfg.mounts {
-            prepare_upper(&lower, &upper, &m.target, m.is_dir)?;
-        }
-        let options =
-            format!("lowerdir={},upperdir={},workdir={},userxattr", lower.display(), upper.display(), work.display());
-        mount(Some("overlay"), &merged, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
-            .step("mount overlay", &merged)?;
-        merged
-    } else {
-        lower
-    };
+    // A read-only root whose rootfs already has every mount point is the
+    // rootfs's own mount, made read-only; otherwise it is an overlay, so
+    // that the missing ones can be made without writing to the host.
+    let overlay = cfg.rootfs_readonly && !has_every_mount_point(&rootfs, cfg);
+    let root = if overlay { overlay_root(cfg, rootfs)? } else { attach_root(cfg, rootfs)? };
     let root_fd =
         open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).step("open root", &root)?;
 
@@ -143,7 +123,7 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
         sys::loopback_up().step("bring up", "lo")?;
     }
 
-    if cfg.rootfs_readonly {
+    if overlay {
         let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
         mount(None::<&str>, &root, None::<&str>, flags, None::<&str>).step("make the rootfs read-only", &root)?;
     }
@@ -154,6 +134,93 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     pivot_root(".", ".").step("pivot_root", &root)?;
     umount2(".", MntFlags::MNT_DETACH).step("detach the old root", "/")?;
     chdir("/").step("chdir", "/")
+}
+
+/// Where the init makes a mount of its own: a mount point beneath one of
+/// them is resolved in that mount, never in the rootfs.
+const OWN_MOUNTS: &[&str] = &["proc", "dev", "tmp", "sys"];
+
+/// Whether the rootfs already holds every mount point the sandbox needs
+/// (`/proc`, `/dev`, `/tmp`, `/sys` and each mount's target, a directory
+/// or a regular file as its source is), each reached without a symlink.
+/// Anything else (missing, a symlink anywhere on the way, the other type,
+/// unreadable) answers no, and the overlay handles it as it always has.
+/// So does a rootfs on a host mount that is `nosuid` or `noexec`: the
+/// overlay, a mount of its own, never carried those flags, so the rootfs's
+/// mount in its place would run less than it always has.
+fn has_every_mount_point(rootfs: &OwnedFd, cfg: &InitConfig) -> bool {
+    use nix::sys::statvfs::{FsFlags, fstatvfs};
+    if fstatvfs(rootfs).map_or(true, |st| st.flags().intersects(FsFlags::ST_NOSUID | FsFlags::ST_NOEXEC)) {
+        return false;
+    }
+    let own = OWN_MOUNTS.iter().map(|d| (PathBuf::from(d), true));
+    let targets = cfg.mounts.iter().filter_map(|m| {
+        let parts: PathBuf = m.target.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+        // A target beneath /proc, /dev, /tmp or /sys is made in the init's
+        // own mount there, not in the rootfs.
+        let beneath_own = parts.components().count() > 1
+            && parts.components().next().is_some_and(|c| OWN_MOUNTS.iter().any(|d| c.as_os_str() == *d));
+        (!beneath_own).then_some((parts, m.is_dir))
+    });
+    own.chain(targets).all(|(relative, is_dir)| {
+        if relative.as_os_str().is_empty() {
+            return false;
+        }
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        let Ok(fd) = openat2(rootfs, relative.as_path(), how) else { return false };
+        let want = if is_dir { libc::S_IFDIR } else { libc::S_IFREG };
+        nix::sys::stat::fstat(&fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == want)
+    })
+}
+
+/// The rootfs's own mount as the root, attached straight over the staging
+/// directory: nothing is made beside it, so no staging tmpfs is needed. A
+/// read-only one is made read-only here, before anything is resolved in
+/// it, so nothing of the host's is written while the root is built; and
+/// `nodev`, as devices already are on the overlay (a filesystem mounted in
+/// a user namespace honours none): a device node in the rootfs stays inert.
+fn attach_root(cfg: &InitConfig, rootfs: OwnedFd) -> Result<PathBuf, StepError> {
+    let root = PathBuf::from(STAGING);
+    let at = open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).step("open", &root)?;
+    sys::move_mount_onto(rootfs.as_fd(), at.as_fd()).step("attach rootfs", &root)?;
+    // paddock's clone joined the peer group of the host mount it was made
+    // from (a shared one on a systemd host): private before anything is
+    // mounted on it, so nothing the init mounts propagates to the host, and
+    // pivot_root, which refuses a shared mount, takes it.
+    mount(None::<&str>, &root, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+        .step("make the rootfs private", &root)?;
+    if cfg.rootfs_readonly {
+        sys::mount_setattr(rootfs.as_fd(), sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NODEV, None, false)
+            .step("make the rootfs read-only", &root)?;
+    }
+    Ok(root)
+}
+
+/// A read-only root as an overlay: the rootfs below, a tmpfs upper layer
+/// holding the mount points it lacks. Assembled in a staging tmpfs mounted
+/// over `/tmp` in the sandbox's private mount namespace (the host's `/tmp`
+/// is untouched); made read-only by the caller once the mounts are in.
+fn overlay_root(cfg: &InitConfig, rootfs: OwnedFd) -> Result<PathBuf, StepError> {
+    mount(Some("tmpfs"), STAGING, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0700"))
+        .step("mount staging tmpfs", STAGING)?;
+    let staging = Path::new(STAGING);
+    let lower = staging.join("lower");
+    std::fs::create_dir(&lower).map_err(errno).step("mkdir", &lower)?;
+    sys::move_mount_onto(rootfs.as_fd(), open_path(&lower)?.as_fd()).step("attach rootfs", &lower)?;
+    let (upper, work, merged) = (staging.join("upper"), staging.join("work"), staging.join("root"));
+    for d in [&upper, &work, &merged] {
+        std::fs::create_dir(d).map_err(errno).step("mkdir", d)?;
+    }
+    for m in &cfg.mounts {
+        prepare_upper(&lower, &upper, &m.target, m.is_dir)?;
+    }
+    let options =
+        format!("lowerdir={},upperdir={},workdir={},userxattr", lower.display(), upper.display(), work.display());
+    mount(Some("overlay"), &merged, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+        .step("mount overlay", &merged)?;
+    Ok(merged)
 }
 
 /// Makes a mount target in the overlay's upper layer, before the overlay

@@ -1,0 +1,221 @@
+//! `rootfs`: a read-only root is the rootfs's own mount, made read-only and
+//! `nodev`, when the rootfs already has every mount point the sandbox
+//! needs; an overlay (with a tmpfs upper layer holding the missing ones)
+//! when it lacks one, or when one is reached through a symlink. Either way
+//! `/` refuses writes and mount targets never follow a symlink out.
+//! (Root and user namespaces required.)
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::sandbox::{World, busybox_rootfs, stderr, stdout};
+
+/// A busybox root holding `/bin` and `dirs`, readable by the remapped root.
+fn rootfs(w: &World, name: &str, dirs: &[&str]) -> PathBuf {
+    let root = w.path(name);
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy(busybox_rootfs().join("bin/busybox"), root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "grep", "awk", "touch", "head", "readlink"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    for d in dirs {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    root
+}
+
+fn readable(root: &Path) {
+    assert!(std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(root).status().unwrap().success());
+}
+
+fn manifest(root: &Path, command: &str, extra: &str) -> String {
+    format!(
+        "command = [\"/bin/sh\", \"-c\", {command:?}]\nrootfs = {{ path = {:?} }}\n{extra}",
+        root.display().to_string()
+    )
+}
+
+fn mount(source: &Path, target: &str) -> String {
+    format!("[[mounts]]\nsource = {:?}\ntarget = {target:?}\n", source.display().to_string())
+}
+
+/// The line of /proc/self/mountinfo for `/`, then the rest of the script.
+const ROOT_LINE: &str = "awk '$5 == \"/\"' /proc/self/mountinfo; ";
+
+/// The filesystem type and the mount options of `/`, from its mountinfo line.
+fn root_mount(out: &str) -> (String, Vec<String>) {
+    let line = out.lines().next().unwrap_or_default();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let dash = fields.iter().position(|f| *f == "-").unwrap_or_else(|| panic!("no mountinfo line for /: {out}"));
+    (fields[dash + 1].to_owned(), fields[5].split(',').map(str::to_owned).collect())
+}
+
+#[test]
+fn a_rootfs_with_every_mount_point_is_its_own_read_only_nodev_mount() {
+    let w = World::new();
+    let root = rootfs(&w, "complete", &["proc", "dev", "tmp", "sys", "data", "etc"]);
+    std::fs::write(root.join("etc/conf"), "from the rootfs\n").unwrap();
+    // A device node anyone may open, as an image could carry: inert inside.
+    let node = root.join("null-device");
+    let c = std::ffi::CString::new(node.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string; mknod creates a node and touches no memory of ours.
+    assert_eq!(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) }, 0);
+    readable(&root);
+    let (data, conf) = (w.path("data-source"), w.path("conf-source"));
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("f"), "volume\n").unwrap();
+    std::fs::write(&conf, "mounted\n").unwrap();
+    let script = format!(
+        "{ROOT_LINE}touch /x 2>&1; cat /data/f /etc/conf /tmp/sub/f; head -c1 /null-device 2>&1; echo; echo ok > /tmp/y && cat /tmp/y"
+    );
+    let mounts = mount(&data, "/data") + &mount(&conf, "/etc/conf") + &mount(&data, "/tmp/sub");
+    let out = w.run(&[], &w.manifest("complete", &manifest(&root, &script, &mounts)), &[]);
+    let o = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}{}", stderr(&out));
+    let (fstype, options) = root_mount(&o);
+    assert_ne!(fstype, "overlay", "no overlay is needed: {o}");
+    assert!(options.contains(&"ro".into()) && options.contains(&"nodev".into()), "{o}");
+    assert!(o.contains("touch: /x: Read-only file system"), "{o}");
+    assert!(o.contains("volume\nmounted\nvolume\n"), "{o}");
+    assert!(o.contains("head: /null-device: Permission denied"), "a device node of the rootfs is inert: {o}");
+    assert!(o.ends_with("ok\n"), "{o}");
+    assert_eq!(std::fs::read_to_string(root.join("etc/conf")).unwrap(), "from the rootfs\n");
+}
+
+#[test]
+fn a_rootfs_lacking_a_mount_point_gets_an_overlay_and_stays_untouched() {
+    let w = World::new();
+    // No /sys, no /tmp, no /data.
+    let root = rootfs(&w, "partial", &["proc", "dev"]);
+    readable(&root);
+    let data = w.path("data-source");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("f"), "volume\n").unwrap();
+    let script = format!("{ROOT_LINE}touch /x 2>&1; cat /data/f; ls /sys/class/net");
+    let out = w.run(&[], &w.manifest("partial", &manifest(&root, &script, &mount(&data, "/data"))), &[]);
+    let o = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}{}", stderr(&out));
+    let (fstype, options) = root_mount(&o);
+    assert_eq!(fstype, "overlay", "{o}");
+    assert!(options.contains(&"ro".into()), "{o}");
+    assert!(o.contains("touch: /x: Read-only file system"), "{o}");
+    assert!(o.contains("volume\n") && o.contains("lo\n"), "{o}");
+    for made in ["sys", "tmp", "data"] {
+        assert!(!root.join(made).exists(), "/{made} was made in the overlay, not in the host's rootfs");
+    }
+}
+
+#[test]
+fn a_file_mount_point_that_is_a_symlink_in_a_read_only_root_is_covered_not_followed() {
+    let w = World::new();
+    let root = rootfs(&w, "linked", &["proc", "dev", "tmp", "sys", "etc"]);
+    std::fs::write(root.join("etc/real"), "real\n").unwrap();
+    std::os::unix::fs::symlink("real", root.join("etc/link")).unwrap();
+    readable(&root);
+    let conf = w.path("conf-source");
+    std::fs::write(&conf, "mounted\n").unwrap();
+    let script = format!("{ROOT_LINE}cat /etc/link /etc/real; readlink /etc/link || echo not-a-link");
+    let out = w.run(&[], &w.manifest("linked", &manifest(&root, &script, &mount(&conf, "/etc/link"))), &[]);
+    let o = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}{}", stderr(&out));
+    // As before: the overlay hides the link with a file, and the mount lands there.
+    assert_eq!(root_mount(&o).0, "overlay", "{o}");
+    assert!(o.contains("mounted\nreal\nnot-a-link\n"), "{o}");
+    assert_eq!(std::fs::read_to_string(root.join("etc/real")).unwrap(), "real\n");
+}
+
+#[test]
+fn a_mount_target_through_a_symlink_is_refused_when_every_other_mount_point_exists() {
+    let w = World::new();
+    let root = rootfs(&w, "evil", &["proc", "dev", "tmp", "sys"]);
+    std::os::unix::fs::symlink("/etc", root.join("data")).unwrap();
+    readable(&root);
+    let source = w.path("payload");
+    std::fs::create_dir(&source).unwrap();
+    for target in ["/data", "/data/passwd.d"] {
+        let out = w.run(&[], &w.manifest("evil", &manifest(&root, "true", &mount(&source, target))), &[]);
+        assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+        let expected = format!("sandbox setup failed at resolve mount target (symlinks are not followed): {target}");
+        assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    }
+    assert!(!Path::new("/etc/passwd.d").exists(), "nothing was created on the host");
+}
+
+#[test]
+fn a_writable_root_is_the_rootfs_itself() {
+    let w = World::new();
+    let root = rootfs(&w, "writable", &["proc", "dev", "tmp", "sys"]);
+    readable(&root);
+    let text = manifest(&root, ROOT_LINE, "").replace("rootfs = {", "rootfs = { readonly = false,");
+    let out = w.run(&["--policy", "privileged"], &w.manifest("writable", &text), &[]);
+    let o = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}{}", stderr(&out));
+    let (fstype, options) = root_mount(&o);
+    assert_ne!(fstype, "overlay", "{o}");
+    assert!(options.contains(&"rw".into()), "{o}");
+}
+
+/// Unmounts what a test mounted on the host, however the test ends.
+struct HostMount(PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_rootfs_on_a_noexec_host_mount_still_runs_through_the_overlay() {
+    let w = World::new();
+    let on = w.path("noexec");
+    std::fs::create_dir(&on).unwrap();
+    let flags = nix::mount::MsFlags::MS_NOEXEC | nix::mount::MsFlags::MS_NOSUID;
+    nix::mount::mount(Some("tmpfs"), &on, Some("tmpfs"), flags, Some("mode=0755")).unwrap();
+    let _mounted = HostMount(on.clone());
+    let root = on.join("root");
+    std::fs::create_dir(&root).unwrap();
+    for d in ["bin", "proc", "dev", "tmp", "sys"] {
+        std::fs::create_dir(root.join(d)).unwrap();
+    }
+    std::fs::copy(busybox_rootfs().join("bin/busybox"), root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "awk"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    readable(&root);
+    let out = w.run(&[], &w.manifest("noexec", &manifest(&root, ROOT_LINE, "")), &[]);
+    let o = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}{}", stderr(&out));
+    assert_eq!(root_mount(&o).0, "overlay", "as it always was: {o}");
+}
+
+#[test]
+fn a_rootfs_on_a_shared_host_mount_is_entered_and_nothing_propagates_back() {
+    let w = World::new();
+    let on = w.path("shared");
+    std::fs::create_dir(&on).unwrap();
+    nix::mount::mount(Some("tmpfs"), &on, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("mode=0755")).unwrap();
+    let _mounted = HostMount(on.clone());
+    // As systemd leaves every mount of the host.
+    nix::mount::mount(None::<&str>, &on, None::<&str>, nix::mount::MsFlags::MS_SHARED, None::<&str>).unwrap();
+    let root = on.join("root");
+    std::fs::create_dir(&root).unwrap();
+    for d in ["bin", "proc", "dev", "tmp", "sys"] {
+        std::fs::create_dir(root.join(d)).unwrap();
+    }
+    std::fs::copy(busybox_rootfs().join("bin/busybox"), root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "awk"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    readable(&root);
+    let host_mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().matches(on.to_str().unwrap()).count();
+    let before = host_mounts();
+    for (name, readonly) in [("shared-ro", true), ("shared-rw", false)] {
+        let text = manifest(&root, ROOT_LINE, "").replace("rootfs = {", &format!("rootfs = {{ readonly = {readonly},"));
+        let out = w.run(&["--policy", "privileged"], &w.manifest(name, &text), &[]);
+        let o = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{name}: {o}{}", stderr(&out));
+        assert_ne!(root_mount(&o).0, "overlay", "{o}");
+    }
+    assert_eq!(host_mounts(), before, "no mount of the sandbox's reached the host");
+}
