@@ -5,7 +5,7 @@
 # needs. The layout is the Debian package's (packaging/build-deb); README.md
 # lists it with owners and modes.
 #
-#   ./install.sh                      # as yourself: builds target/release/paddock if needed, then sudo installs
+#   ./install.sh                      # as yourself: builds the release binary if needed, then sudo installs
 #   DESTDIR=/tmp/root ./install.sh    # stage into a directory instead of /
 #   PADDOCK_BIN=path/to/paddock ./install.sh
 #
@@ -17,17 +17,34 @@ set -eu
 cd "$(dirname "$0")"
 
 destdir=${DESTDIR:-}
-bin=${PADDOCK_BIN:-${CARGO_TARGET_DIR:-target}/release/paddock}
+# The release binary is packaging/build-release's, at
+# TARGET_DIR/HOST-TUPLE/release/paddock. Without rustc (root's PATH under
+# sudo, with a per-user rustup) the host tuple is the one such directory.
+target=${CARGO_TARGET_DIR:-target}
+only() {
+	if [ $# -gt 1 ]; then
+		echo "install.sh: more than one release binary ($*): choose one with PADDOCK_BIN=" >&2
+		exit 1
+	fi
+	echo "$1"
+}
+if [ -n "${PADDOCK_BIN:-}" ]; then
+	bin=$PADDOCK_BIN
+elif command -v rustc >/dev/null; then
+	bin=$target/$(rustc --print host-tuple)/release/paddock
+else
+	bin=$(only "$target"/*/release/paddock)
+fi
 
 # Built as you (your cargo, your target/), installed as root: run as
 # yourself, it builds and then asks sudo to install.
 if [ ! -x "$bin" ]; then
 	if [ "$(id -u)" = 0 ] && ! command -v cargo >/dev/null; then
-		echo "install.sh: $bin is not built and root has no cargo: run ./install.sh as yourself (it builds with your cargo, then uses sudo), or build first: cargo build --release --locked && sudo ./install.sh" >&2
+		echo "install.sh: $bin is not built and root has no cargo: run ./install.sh as yourself (it builds with your cargo, then uses sudo), or build first: packaging/build-release && sudo ./install.sh" >&2
 		exit 1
 	fi
-	echo "install.sh: $bin is missing; building it (cargo build --release --locked)" >&2
-	cargo build --release --locked
+	echo "install.sh: $bin is missing; building it (packaging/build-release)" >&2
+	bin=$(packaging/build-release)
 fi
 if [ "$(id -u)" != 0 ]; then
 	if [ -n "$destdir" ] || ! command -v sudo >/dev/null; then

@@ -627,8 +627,9 @@ def main():
         raise SystemExit(why)
     res = {}
     if {"reload", "restart", "scale"} & set(parts):
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    paddock = os.path.join(ROOT, "target/release/paddock")
+        # The binary as shipped (static-pie); packaging/build-release prints its path.
+        build = subprocess.run([os.path.join(ROOT, "packaging/build-release"), "--quiet"], check=True, stdout=subprocess.PIPE, text=True)
+        paddock = build.stdout.strip()
     if {"reload", "restart"} & set(parts):
         res.update(paddock_latencies(paddock, parts))
     if "systemd" in parts:

@@ -28,8 +28,7 @@ done
 BUSYBOX=$(command -v busybox || echo /bin/busybox)
 file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' || { echo "bench/exec.sh: a static busybox is needed (busybox-static)" >&2; exit 1; }
 if [ -z "${PADDOCK:-}" ]; then
-  cargo build --release --quiet
-  PADDOCK=$PWD/target/release/paddock
+  PADDOCK=$(packaging/build-release --quiet)
 fi
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }

@@ -21,7 +21,7 @@ Prints a Markdown report and writes it to --out (default: none).
 
     sudo PADDOCK=/path/to/paddock bench/health.py [N] [--out FILE] [--variants tcp,http,none]
 
-Without PADDOCK it builds the release binary (cargo build --release).
+Without PADDOCK it builds the release binary (packaging/build-release).
 """
 import argparse, collections, json, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 
@@ -337,8 +337,9 @@ def main():
     WINDOW = args.window
     paddock = os.environ.get("PADDOCK")
     if not paddock:
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-        paddock = os.path.join(ROOT, "target/release/paddock")
+        # The binary as shipped (static-pie); packaging/build-release prints its path.
+        build = subprocess.run([os.path.join(ROOT, "packaging/build-release"), "--quiet"], check=True, stdout=subprocess.PIPE, text=True)
+        paddock = build.stdout.strip()
     results = []
     for v in args.variants.split(","):
         print(f"{v}: {args.n} workloads, load {load()}", file=sys.stderr, flush=True)

@@ -535,9 +535,9 @@ def main():
             raise SystemExit("apt-get install containernetworking-plugins iptables")
     paddock = os.environ.get("PADDOCK")
     if not paddock:
-        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-        paddock = os.path.join(target, "release/paddock")
+        # The binary as shipped (static-pie); packaging/build-release prints its path.
+        build = subprocess.run([os.path.join(ROOT, "packaging/build-release"), "--quiet"], check=True, stdout=subprocess.PIPE, text=True)
+        paddock = build.stdout.strip()
     version = run(paddock, "--version", check=False).stdout.strip()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     started = time.time()

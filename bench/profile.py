@@ -18,12 +18,12 @@ little), and splits each run at them:
   its exit -> paddock exits            teardown: the init's exit, namespaces freed
 
 Prints a table of medians (ms) and writes nothing else.
-Usage: sudo bench/profile.py [PADDOCK] [RUNS]   (default target/release/paddock, 200)
+Usage: sudo bench/profile.py [PADDOCK] [RUNS]   (default: the release binary, built by
+packaging/build-release; 200 runs)
 """
 import os, re, shutil, statistics, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PADDOCK = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(ROOT, "target/release/paddock")
 RUNS = int(sys.argv[2]) if len(sys.argv) > 2 else 200
 EVENTS = ["execve", "flock", "clone", "clone3", "pivot_root", "umount", "seccomp", "exit_group"]
 
@@ -31,6 +31,12 @@ if os.geteuid() != 0:
     sys.exit("bench/profile.py makes sandboxes and reads kernel tracepoints: run it as root")
 if not shutil.which("perf"):
     sys.exit("bench/profile.py needs perf: apt-get install linux-perf")
+
+if len(sys.argv) > 1:
+    PADDOCK = os.path.abspath(sys.argv[1])
+else:  # the binary as shipped (static-pie); packaging/build-release prints its path
+    build = [os.path.join(ROOT, "packaging/build-release"), "--quiet"]
+    PADDOCK = subprocess.run(build, check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
 
 work = tempfile.mkdtemp(prefix="paddock-profile.")
 try:

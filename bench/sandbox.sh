@@ -19,8 +19,8 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build --release --quiet
-PADDOCK=$PWD/target/release/paddock
+# The release binary as shipped (static-pie; packaging/build-release prints its path).
+PADDOCK=$(packaging/build-release --quiet)
 
 WORK=$(mktemp -d /tmp/paddock-bench.XXXXXX)
 cp /etc/subuid "$WORK/subuid.host" 2>/dev/null || : > "$WORK/subuid.host"
