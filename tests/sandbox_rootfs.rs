@@ -219,3 +219,36 @@ fn a_rootfs_on_a_shared_host_mount_is_entered_and_nothing_propagates_back() {
     }
     assert_eq!(host_mounts(), before, "no mount of the sandbox's reached the host");
 }
+
+#[test]
+fn mount_sources_on_a_shared_host_mount_neither_propagate_back_nor_receive_the_hosts_mounts() {
+    let w = World::new();
+    let on = w.path("shared-volumes");
+    std::fs::create_dir(&on).unwrap();
+    nix::mount::mount(Some("tmpfs"), &on, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("mode=0755")).unwrap();
+    let _mounted = HostMount(on.clone());
+    // As systemd leaves every mount of the host.
+    nix::mount::mount(None::<&str>, &on, None::<&str>, nix::mount::MsFlags::MS_SHARED, None::<&str>).unwrap();
+    let (data, cache) = (on.join("data"), on.join("cache"));
+    for d in [&data, &cache] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::create_dir(data.join("cache")).unwrap();
+    std::fs::write(cache.join("f"), "cache\n").unwrap();
+    let root = rootfs(&w, "volumes", &["proc", "dev", "tmp", "sys", "data"]);
+    readable(&root);
+    readable(&on);
+    let host_mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().matches(on.to_str().unwrap()).count();
+    let before = host_mounts();
+    // /data/cache is mounted onto /data's copy, inside the sandbox: on a
+    // peer of the host's mount it would appear on the host too. The
+    // workload prints its mounts' propagation (a `shared:N` field is a peer).
+    let script = "cat /data/cache/f; awk '$5 ~ /^\\/data/ { print $5, $7 }' /proc/self/mountinfo";
+    let mounts = mount(&data, "/data") + &mount(&cache, "/data/cache");
+    let out = w.run(&[], &w.manifest("volumes", &manifest(&root, script, &mounts)), &[]);
+    let o = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}{}", stderr(&out));
+    assert!(o.starts_with("cache\n"), "{o}");
+    assert_eq!(host_mounts(), before, "a mount made inside the sandbox propagated to the host");
+    assert!(!o.contains("shared:"), "a mount source stayed a peer of the host's shared mount: {o}");
+}

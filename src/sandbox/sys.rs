@@ -3,7 +3,7 @@
 //! program without forcing no_new_privs.
 
 use std::ffi::CStr;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
@@ -17,6 +17,7 @@ pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 pub const MOUNT_ATTR_IDMAP: u64 = 0x10_0000;
 
 #[repr(C)]
+#[derive(Default)]
 struct MountAttr {
     attr_set: u64,
     attr_clr: u64,
@@ -24,8 +25,23 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// A detached copy of the mount at `path` (recursive with `recursive`).
+/// A detached copy of the mount at `path` (recursive with `recursive`),
+/// made private. A copy of a shared mount (every mount of a systemd host
+/// is) is a peer of it: a mount made on the copy inside the sandbox (one
+/// `[[mounts]]` target below another) would appear on the host, and the
+/// host's later mounts there would appear inside.
 pub fn open_tree_clone(dirfd: Option<BorrowedFd<'_>>, path: &CStr, recursive: bool) -> Result<OwnedFd, Errno> {
+    let tree = open_tree_shared(dirfd, path, recursive)?;
+    set_mount_attr(
+        tree.as_fd(),
+        MountAttr { propagation: libc::MS_PRIVATE, ..MountAttr::default() },
+        recursive,
+    )?;
+    Ok(tree)
+}
+
+/// open_tree(OPEN_TREE_CLONE) itself: the copy keeps the source's propagation.
+fn open_tree_shared(dirfd: Option<BorrowedFd<'_>>, path: &CStr, recursive: bool) -> Result<OwnedFd, Errno> {
     let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
     if recursive {
         flags |= AT_RECURSIVE;
@@ -50,8 +66,11 @@ pub fn mount_setattr(
     userns: Option<BorrowedFd<'_>>,
     recursive: bool,
 ) -> Result<(), Errno> {
-    let attr =
-        MountAttr { attr_set, attr_clr: 0, propagation: 0, userns_fd: userns.map_or(0, |fd| fd.as_raw_fd() as u64) };
+    let attr = MountAttr { attr_set, userns_fd: userns.map_or(0, |fd| fd.as_raw_fd() as u64), ..MountAttr::default() };
+    set_mount_attr(tree, attr, recursive)
+}
+
+fn set_mount_attr(tree: BorrowedFd<'_>, attr: MountAttr, recursive: bool) -> Result<(), Errno> {
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {
         flags |= AT_RECURSIVE;
