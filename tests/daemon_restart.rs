@@ -190,3 +190,31 @@ fn daemon_kills_during_overlapping_restarts_leave_one_run_and_nothing_after() {
     assert!(left.is_empty(), "inits left running: {left:?}");
     let _ = daemon;
 }
+
+/// Upgrades in place amid overlapping restarts: the init of a run that
+/// ended may still be exiting, a child of this process that the new image
+/// (which knows only the records) would never reap; the old image reaps
+/// it before its exec, so none is left a zombie.
+#[test]
+fn upgrades_amid_overlapping_restarts_leave_no_zombie() {
+    let d = Daemon::setup();
+    writable_out(&d);
+    let mut d = d.start(&[]);
+    let daemon = d.child.as_ref().unwrap().id();
+    d.write("upgraded.toml", &looping(&d));
+    d.wait_for("a few runs", |d| runs(d).len() >= 3);
+    for i in 0..8 {
+        std::thread::sleep(Duration::from_millis(13 * i));
+        let out = d.paddock(&["upgrade"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let n = runs(&d).len();
+    d.wait_for("runs after the upgrades", |d| runs(d).len() > n + 2);
+    assert!(d.child.as_mut().unwrap().try_wait().unwrap().is_none(), "the same process runs on");
+    // A zombie that stays (seen twice, a while apart) is one nobody will reap.
+    let before = zombie_children(daemon);
+    std::thread::sleep(Duration::from_millis(500));
+    let left: Vec<String> = zombie_children(daemon).into_iter().filter(|z| before.contains(z)).collect();
+    assert_eq!(left, Vec::<String>::new(), "inits an upgrade left zombies");
+    assert_eq!(d.terminate(), 0);
+}
