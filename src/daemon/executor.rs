@@ -226,12 +226,10 @@ impl Executor for SandboxExecutor {
         // The record, if a next run did not already replace it with its own.
         records::remove_if_run(&self.settings.state_dir, name, pid, gone.started);
         let Some(cgroup) = gone.cgroup else { return };
-        // The cgroup is the workload's: a next run (or one about to be
-        // made) took it over, or another exiting init of it is still in it.
-        let taken = self.live.contains_key(name)
-            || self.preparing.contains_key(name)
-            || self.exiting.iter().any(|(n, _)| n == name);
-        if taken {
+        // The cgroup is the workload's: a next run took it over, or
+        // another exiting init of it is still in it. (A start still to
+        // come makes it anew, on this thread.)
+        if self.holds(name, &cgroup) {
             return;
         }
         // With a pid namespace of its own nothing of the run is left but
@@ -291,10 +289,17 @@ impl SandboxExecutor {
         });
     }
 
+    /// Whether a run of `name`, running or exiting, is in (a directory of) `cgroup`.
+    fn holds(&self, name: &WorkloadName, cgroup: &Cgroup) -> bool {
+        let shares =
+            |live: &Live| live.cgroup.as_ref().is_some_and(|c| c.dirs().iter().any(|d| cgroup.dirs().contains(d)));
+        self.live.get(name).is_some_and(shares) || self.exiting.iter().any(|(n, live)| n == name && shares(live))
+    }
+
     /// See `emptying`.
     fn remove_emptied(&mut self, name: &WorkloadName) {
         let Some(cgroup) = self.emptying.remove(name) else { return };
-        if self.live.contains_key(name) || self.preparing.contains_key(name) {
+        if self.holds(name, &cgroup) {
             return;
         }
         if !cgroup.try_remove() {
