@@ -29,7 +29,8 @@ impl std::os::fd::AsRawFd for Borrowed {
     }
 }
 
-/// Waits until `fd` is readable (a report, or the init's end).
+/// Waits until `fd` is readable (a report, the init's end, or, for its
+/// pidfd, its exit).
 async fn readable(fd: RawFd) -> std::io::Result<()> {
     // SAFETY: `fd` belongs to a sandbox that the calling task owns and drops
     // only after this AsyncFd (a local of this function) is gone.
@@ -105,7 +106,15 @@ impl Listener {
                     // The run is over: the next may begin while its init exits.
                     let _ = self.events.send(SandboxEvent::Ended { name: self.name.clone(), exit, ack });
                     let pid = sandbox.pid.as_raw();
-                    let _ = tokio::task::spawn_blocking(move || sandbox.wait_gone()).await;
+                    // Its exit is awaited on the loop (its pidfd turns
+                    // readable), with no thread held meanwhile: a burst of
+                    // ends waits for its acks without filling the pool.
+                    if let Some(fd) = sandbox.exit_fd() {
+                        let _ = readable(fd).await;
+                    }
+                    if let Err(sandbox) = sandbox.reap_exited() {
+                        let _ = tokio::task::spawn_blocking(move || sandbox.wait_gone()).await;
+                    }
                     let _ = self.events.send(SandboxEvent::Reaped { name: self.name, pid });
                     return;
                 }

@@ -122,6 +122,28 @@ impl Sandbox {
         self.wait_init();
     }
 
+    /// A descriptor that turns readable once the init has exited, to wait
+    /// on without a thread: its pidfd, opened now for a child of this
+    /// process (whose pid cannot be reused while it is unreaped).
+    pub fn exit_fd(&mut self) -> Option<RawFd> {
+        if self.pidfd.is_none() {
+            self.pidfd = sys::pidfd_open(self.pid.as_raw()).ok();
+        }
+        self.pidfd.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Reaps an init that has exited (`exit_fd` readable), without
+    /// blocking; gives the sandbox back if it has not exited after all.
+    pub fn reap_exited(self) -> Result<(), Self> {
+        if !self.child {
+            return Ok(());
+        }
+        match waitpid(self.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => Err(self),
+            _ => Ok(()),
+        }
+    }
+
     fn wait_init(&self) -> Option<WaitStatus> {
         if self.child {
             loop {
