@@ -4,9 +4,12 @@
 //! millisecond) and hands it to a task of the event loop that listens,
 //! never blocking the loop, to its init: its report on the start, requests
 //! to rotate the log the init writes, and the workload's end, which it
-//! acknowledges so the init may go. The waits that can take long (the
-//! init's exit, emptying the cgroup) run on a blocking thread. What
-//! happens comes back as `SandboxEvent`s. Sandboxes a predecessor left
+//! acknowledges so the init may go. A run in a pid namespace of its own
+//! ends with that report: the next run may start while its init exits
+//! (`retire`, then `reaped`, which removes its record if still its own and
+//! its cgroup unless a next run took it over). The waits that can take
+//! long (a host-pid-namespace sandbox's end, emptying its cgroup) run on a
+//! blocking thread. What happens comes back as `SandboxEvent`s. Sandboxes a predecessor left
 //! running are adopted the same way (`adopt`). A workload's network
 //! attachment, which a start may wait for, is kept in `attachments`.
 
