@@ -32,11 +32,7 @@ struct MountAttr {
 /// host's later mounts there would appear inside.
 pub fn open_tree_clone(dirfd: Option<BorrowedFd<'_>>, path: &CStr, recursive: bool) -> Result<OwnedFd, Errno> {
     let tree = open_tree_shared(dirfd, path, recursive)?;
-    set_mount_attr(
-        tree.as_fd(),
-        MountAttr { propagation: libc::MS_PRIVATE, ..MountAttr::default() },
-        recursive,
-    )?;
+    set_mount_attr(tree.as_fd(), MountAttr { propagation: libc::MS_PRIVATE, ..MountAttr::default() }, recursive)?;
     Ok(tree)
 }
 
