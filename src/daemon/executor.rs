@@ -281,11 +281,6 @@ impl SandboxExecutor {
     /// never loses the directory it was given. Never kills: by then the
     /// cgroup may be the next run's.
     fn emptying(&mut self, name: WorkloadName, cgroup: Cgroup) {
-        // The workload's cgroup is one directory, `paddock/NAME`: a watcher
-        // already waiting on it (an earlier run's) stands for this one too.
-        if self.emptying.contains_key(&name) {
-            return;
-        }
         let (events, watched) = (self.events.clone(), cgroup.clone());
         self.emptying.insert(name.clone(), cgroup);
         tokio::task::spawn_blocking(move || {

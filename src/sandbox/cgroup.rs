@@ -203,30 +203,25 @@ impl Cgroup {
                 continue;
             }
             let dir = hierarchy.join("paddock").join(name);
-            let handed_over = dir.is_dir();
             mkdir(&dir)?;
             self.dirs.push(dir.clone());
-            // A handed-over directory keeps the last run's limits: one the
-            // manifest no longer sets is lifted.
             match controller {
-                "memory" => match limits.memory {
-                    Some(bytes) => write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?,
-                    None if handed_over => write(&dir.join("memory.limit_in_bytes"), "-1")?,
-                    None => {}
-                },
-                "pids" => match limits.pids {
-                    Some(max) => write(&dir.join("pids.max"), &max.to_string())?,
-                    None if handed_over => write(&dir.join("pids.max"), "max")?,
-                    None => {}
-                },
-                _ => match limits.cpu {
-                    Some(cores) => {
+                "memory" => {
+                    if let Some(bytes) = limits.memory {
+                        write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
+                    }
+                }
+                "pids" => {
+                    if let Some(max) = limits.pids {
+                        write(&dir.join("pids.max"), &max.to_string())?;
+                    }
+                }
+                _ => {
+                    if let Some(cores) = limits.cpu {
                         write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
                         write(&dir.join("cpu.cfs_quota_us"), &quota(cores).to_string())?;
                     }
-                    None if handed_over => write(&dir.join("cpu.cfs_quota_us"), "-1")?,
-                    None => {}
-                },
+                }
             }
         }
         Ok(())
@@ -264,35 +259,20 @@ impl Cgroup {
             }
         }
         let dir = parent.join(name);
-        let handed_over = dir.is_dir();
         mkdir(&dir)?;
         self.dirs.push(dir.clone());
-        // A handed-over directory keeps the last run's limits: one the
-        // manifest no longer sets is lifted (where its controller is on).
-        let lift = |file: &str, value: &str| match dir.join(file) {
-            path if handed_over && path.exists() => write(&path, value),
-            _ => Ok(()),
-        };
-        match limits.memory {
-            Some(bytes) => {
-                write(&dir.join("memory.max"), &bytes.to_string())?;
-                // Without this the limit would only move the excess to swap.
-                if dir.join("memory.swap.max").exists() {
-                    write(&dir.join("memory.swap.max"), "0")?;
-                }
-            }
-            None => {
-                lift("memory.max", "max")?;
-                lift("memory.swap.max", "max")?;
+        if let Some(bytes) = limits.memory {
+            write(&dir.join("memory.max"), &bytes.to_string())?;
+            // Without this the limit would only move the excess to swap.
+            if dir.join("memory.swap.max").exists() {
+                write(&dir.join("memory.swap.max"), "0")?;
             }
         }
-        match limits.pids {
-            Some(max) => write(&dir.join("pids.max"), &max.to_string())?,
-            None => lift("pids.max", "max")?,
+        if let Some(max) = limits.pids {
+            write(&dir.join("pids.max"), &max.to_string())?;
         }
-        match limits.cpu {
-            Some(cores) => write(&dir.join("cpu.max"), &format!("{} {CPU_PERIOD_US}", quota(cores)))?,
-            None => lift("cpu.max", &format!("max {CPU_PERIOD_US}"))?,
+        if let Some(cores) = limits.cpu {
+            write(&dir.join("cpu.max"), &format!("{} {CPU_PERIOD_US}", quota(cores)))?;
         }
         Ok(())
     }
@@ -498,15 +478,6 @@ mod tests {
         assert!(cg.oom_killed());
         cg.attach(Pid::from_raw(4242)).unwrap();
         assert_eq!(read(&dir.join("cgroup.procs")), "4242");
-        // The next run takes the directory over (its last run's init still
-        // exiting), with a manifest that sets no limit: every one is lifted.
-        Cgroup::create(&layout, "web", Limits::default()).unwrap();
-        assert_eq!(read(&dir.join("memory.max")), "max");
-        assert_eq!(read(&dir.join("pids.max")), "max");
-        assert_eq!(read(&dir.join("cpu.max")), "max 100000");
-        // A fresh directory gets no write it does not need.
-        Cgroup::create(&layout, "api", Limits::default()).unwrap();
-        assert!(!root.path().join("paddock/api/memory.max").exists());
     }
 
     #[test]
@@ -589,11 +560,6 @@ mod tests {
         assert_eq!(read("memory/paddock/job/memory.limit_in_bytes"), "33554432");
         assert_eq!(read("pids/paddock/job/pids.max"), "5");
         assert_eq!(read("cpu/paddock/job/cpu.cfs_quota_us"), "150000");
-        // Taken over by a next run whose manifest sets no limit: lifted.
-        Cgroup::create(&Layout::detect(root.path()), "job", Limits::default()).unwrap();
-        assert_eq!(read("memory/paddock/job/memory.limit_in_bytes"), "-1");
-        assert_eq!(read("pids/paddock/job/pids.max"), "max");
-        assert_eq!(read("cpu/paddock/job/cpu.cfs_quota_us"), "-1");
         std::fs::write(
             root.path().join("memory/paddock/job/memory.oom_control"),
             "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",

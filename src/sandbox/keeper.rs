@@ -10,7 +10,6 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -28,12 +27,6 @@ const COMPLAINT_INTERVAL: Duration = Duration::from_secs(60);
 /// reported, when something outside the sandbox's pid namespace may still
 /// hold the pipe (a sandbox in the host's pid namespace).
 const DRAIN_HOST_PID: Duration = Duration::from_millis(100);
-
-/// How long the init waits for the processes it killed at the workload's
-/// end to be gone before it reports the end anyway (one stuck in the
-/// kernel, e.g. on a dead NFS server, must not hold the report forever;
-/// the kernel still removes it before the init itself is reaped).
-const REAP_KILLED: Duration = Duration::from_secs(5);
 
 /// The workload's output, copied into the log (the init's stdout).
 pub struct Output {
@@ -168,31 +161,10 @@ impl Keeper {
         end
     }
 
-    /// Reaps what has exited. In a pid namespace of its own, where every
-    /// process left was just killed and is (or becomes, orphaned) this
-    /// init's child, waits until the last one is gone (`ECHILD`), at most
-    /// `REAP_KILLED`: the end is reported only then, and the next run may
-    /// start at once (a killed process can take a while to free its
-    /// memory, ports and locks). In the host's, the daemon empties the
-    /// cgroup after the init's exit instead.
     fn reap_all(&self) {
-        let until = Instant::now() + REAP_KILLED;
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
-                Ok(WaitStatus::StillAlive) => {
-                    let left = until.saturating_duration_since(Instant::now());
-                    if !self.private_pid || left.is_zero() {
-                        return;
-                    }
-                    // SIGCHLD is blocked and read from the signalfd: wait for the next.
-                    let ms = PollTimeout::try_from(left.as_millis().min(1000) as i32).unwrap_or(PollTimeout::ZERO);
-                    let mut fds = [PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
-                    if matches!(poll(&mut fds, ms), Ok(n) if n > 0) {
-                        let _ = self.signals.read_signal();
-                    }
-                }
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(_) => return,
+        while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
             }
         }
     }
