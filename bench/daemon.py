@@ -323,7 +323,7 @@ def paddock_latencies(paddock, parts):
                     begun.append(when)
             n = min(len(exits), len(seen), len(begun) - 1, len(ts) - 1)
             breakdown = [
-                ("the run's last instruction -> the daemon has the exit (the init's report; in a pid namespace of its own the init's exit and reap overlap the next start)", [(seen[i] - exits[i]) / 1e6 for i in range(n)]),
+                ("the run's last instruction -> the daemon has the exit (the init's report, its exit, the cgroup emptied)", [(seen[i] - exits[i]) / 1e6 for i in range(n)]),
                 ("exit seen -> the next start begins (plan, slice, log pipe)", [(begun[i + 1] - seen[i]) / 1e6 for i in range(n)]),
                 ("start begins -> the next run's first instruction (sandbox, init, exec)", [(ts[i + 1] - begun[i + 1]) / 1e6 for i in range(n)]),
             ]

@@ -31,8 +31,6 @@ struct Fake {
     calls: Rc<RefCell<Vec<Call>>>,
     /// The next starts fail at once, with this blame.
     fail: Rc<RefCell<Option<Blame>>>,
-    /// Runs retired (ended with their init's report) and not yet reaped.
-    retired: Rc<RefCell<Vec<String>>>,
 }
 
 impl Executor for Fake {
@@ -50,18 +48,6 @@ impl Executor for Fake {
         self.calls.borrow_mut().push(Call::Kill(name.to_string()));
     }
     fn reap(&mut self, _: &WorkloadName) {}
-    fn retire(&mut self, name: &WorkloadName) {
-        self.retired.borrow_mut().push(name.to_string());
-    }
-    fn reaped(&mut self, name: &WorkloadName, _: i32) {
-        let mut exiting = self.retired.borrow_mut();
-        if let Some(at) = exiting.iter().position(|n| *n == name.as_str()) {
-            exiting.remove(at);
-        }
-    }
-    fn exiting(&self) -> usize {
-        self.retired.borrow().len()
-    }
 }
 
 #[derive(Default, Clone)]
@@ -190,60 +176,6 @@ fn a_hold_ends_with_its_manifest_even_when_the_exit_comes_after_the_removal() {
     assert!(r.store.kept.borrow().get(&n("web")).is_none(), "nothing is kept of a removed workload");
     assert!(r.store.slices.borrow().get(&n("web")).is_none(), "its slice is free");
     assert!(r.sup.status(r.at).is_empty());
-}
-
-/// A run that ends with its init's report (`Ended`, a sandbox in a pid
-/// namespace of its own): in one step, a one-shot's end is kept and the
-/// init let go; the restart begins at the next pass, while the old init
-/// exits; a shutdown waits for that init to be reaped.
-#[test]
-fn an_ended_run_is_kept_and_acked_in_one_step_restarted_at_once_and_its_reap_waited_for() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let mut r = Rig::new();
-    let once: Arc<Manifest> =
-        Arc::new(toml::from_str("command = [\"/bin/true\"]\n[restart]\npolicy = \"never\"\n").unwrap());
-    let again: Arc<Manifest> =
-        Arc::new(toml::from_str("command = [\"/bin/false\"]\n[restart]\nbackoff = \"0s\"\n").unwrap());
-    r.sup.apply(
-        scan(vec![
-            ("once", ManifestEvent::Valid { version: Version(1), manifest: once }),
-            ("again", ManifestEvent::Valid { version: Version(1), manifest: again }),
-        ]),
-        r.at,
-    );
-    r.sup.reconcile(r.at);
-    let calls = r.take_calls();
-    r.answer(&calls);
-    // Past the 100 ms floor between two starts: a restart is not delayed.
-    r.at = r.at.after(Duration::from_secs(1));
-    let acks = Arc::new(AtomicUsize::new(0));
-    let ack = |acks: &Arc<AtomicUsize>| {
-        let acks = acks.clone();
-        paddock::daemon::executor::Ack::new(move || {
-            acks.fetch_add(1, Ordering::SeqCst);
-        })
-    };
-    r.sup.on_sandbox(SandboxEvent::Ended { name: n("once"), exit: Exit::Code(0), ack: ack(&acks) }, r.at);
-    assert_eq!(acks.load(Ordering::SeqCst), 1, "the init was let go");
-    let ended = r.store.kept.borrow()[&n("once")].ended;
-    assert!(ended.is_some_and(|e| e.exit == Some(Exit::Code(0))), "a one-shot's end is kept: {ended:?}");
-    r.sup.on_sandbox(SandboxEvent::Ended { name: n("again"), exit: Exit::Code(1), ack: ack(&acks) }, r.at);
-    assert_eq!(acks.load(Ordering::SeqCst), 2);
-    assert!(r.store.kept.borrow().get(&n("again")).is_none_or(|k| k.ended.is_none()), "nothing to keep of a restart");
-    // The restart begins at the next pass, both old inits still exiting.
-    r.sup.reconcile(r.at);
-    assert_eq!(r.take_calls(), [Call::Start("again".into())]);
-    assert_eq!(*r.fake.retired.borrow(), ["once", "again"]);
-    r.answer(&[Call::Start("again".into())]);
-    // A shutdown waits for the exiting inits as for the running sandbox.
-    r.sup.shutdown(r.at);
-    let stop = r.take_calls();
-    assert_eq!(stop, [Call::Signal("again".into())]);
-    r.answer(&stop);
-    assert!(!r.sup.all_stopped(), "two inits still exit");
-    r.sup.on_sandbox(SandboxEvent::Reaped { name: n("again"), pid: 1 }, r.at);
-    r.sup.on_sandbox(SandboxEvent::Reaped { name: n("once"), pid: 1 }, r.at);
-    assert!(r.sup.all_stopped());
 }
 
 #[test]

@@ -372,12 +372,7 @@ async fn reexec(
     };
     let _ = notifier.notify("RELOADING=1");
     let settled = tokio::time::Instant::now() + start_timeout;
-    // Inits of runs that ended and still exit are reaped first: they are
-    // this process's children, and the new image, which knows only the
-    // records, would leave them zombies.
-    while daemon.core().workloads().any(|w| matches!(w.state, crate::reconcile::State::Starting { .. }))
-        || daemon.executor.exiting() > 0
-    {
+    while daemon.core().workloads().any(|w| matches!(w.state, crate::reconcile::State::Starting { .. })) {
         match tokio::time::timeout_at(settled, sandbox_rx.recv()).await {
             Ok(Some(event)) => {
                 daemon.on_sandbox(event, Clock::read());

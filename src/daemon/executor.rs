@@ -4,12 +4,9 @@
 //! millisecond) and hands it to a task of the event loop that listens,
 //! never blocking the loop, to its init: its report on the start, requests
 //! to rotate the log the init writes, and the workload's end, which it
-//! acknowledges so the init may go. A run in a pid namespace of its own
-//! ends with that report: the next run may start while its init exits
-//! (`retire`, then `reaped`, which removes its record if still its own and
-//! its cgroup unless a next run took it over). The waits that can take
-//! long (a host-pid-namespace sandbox's end, emptying its cgroup) run on a
-//! blocking thread. What happens comes back as `SandboxEvent`s. Sandboxes a predecessor left
+//! acknowledges so the init may go. The waits that can take long (the
+//! init's exit, emptying the cgroup) run on a blocking thread. What
+//! happens comes back as `SandboxEvent`s. Sandboxes a predecessor left
 //! running are adopted the same way (`adopt`). A workload's network
 //! attachment, which a start may wait for, is kept in `attachments`.
 
@@ -40,7 +37,7 @@ use crate::sandbox::{self, InitMode, Sandbox, SpawnError, SpawnRequest, process}
 pub use attachments::{AttachError, NetworkView};
 use attachments::{Attachments, Prepared};
 
-pub use contract::{Ack, Executor, SandboxEvent, StartRequest};
+pub use contract::{Executor, SandboxEvent, StartRequest};
 
 /// Whose fault a spawn error is (see `Blame`).
 pub fn blame(error: &SpawnError) -> Blame {
@@ -106,12 +103,6 @@ pub struct SandboxExecutor {
     settings: Settings,
     events: mpsc::UnboundedSender<SandboxEvent>,
     live: BTreeMap<WorkloadName, Live>,
-    /// Runs that ended whose init may still be exiting (`retire`), until
-    /// it is reaped; a next run of the workload may run meanwhile.
-    exiting: Vec<(WorkloadName, Live)>,
-    /// Cgroups of ended runs that were not empty yet when their init was
-    /// reaped (their last process was just killed): removed once empty.
-    emptying: BTreeMap<WorkloadName, Cgroup>,
     preparing: BTreeMap<WorkloadName, Preparing>,
     /// Workloads' network attachments, made and undone off the event loop.
     attachments: Attachments,
@@ -120,15 +111,7 @@ pub struct SandboxExecutor {
 impl SandboxExecutor {
     pub fn new(settings: Settings, events: mpsc::UnboundedSender<SandboxEvent>) -> Self {
         let attachments = Attachments::new(settings.networks.clone(), events.clone());
-        SandboxExecutor {
-            settings,
-            events,
-            live: BTreeMap::new(),
-            exiting: Vec::new(),
-            emptying: BTreeMap::new(),
-            preparing: BTreeMap::new(),
-            attachments,
-        }
+        SandboxExecutor { settings, events, live: BTreeMap::new(), preparing: BTreeMap::new(), attachments }
     }
 
     /// This host's cgroup layout, as sandboxes get their cgroups in it.
@@ -212,43 +195,7 @@ impl Executor for SandboxExecutor {
     }
 
     fn reap(&mut self, name: &WorkloadName) {
-        if let Some(live) = self.live.remove(name) {
-            records::remove_if_run(&self.settings.state_dir, name, live.pid.as_raw(), live.started);
-        }
-    }
-
-    fn retire(&mut self, name: &WorkloadName) {
-        if let Some(live) = self.live.remove(name) {
-            self.exiting.push((name.clone(), live));
-        }
-    }
-
-    fn reaped(&mut self, name: &WorkloadName, pid: i32) {
-        let Some(at) = self.exiting.iter().position(|(n, l)| n == name && l.pid.as_raw() == pid) else { return };
-        let (_, gone) = self.exiting.remove(at);
-        // The record, if a next run did not already replace it with its own.
-        records::remove_if_run(&self.settings.state_dir, name, pid, gone.started);
-        let Some(cgroup) = gone.cgroup else { return };
-        // The cgroup is the workload's: a next run took it over, or
-        // another exiting init of it is still in it. (A start still to
-        // come makes it anew, on this thread.)
-        if self.holds(name, &cgroup) {
-            return;
-        }
-        // With a pid namespace of its own nothing of the run is left but
-        // what joined its cgroup from outside (the relay of a `paddock
-        // exec`, which exits with its command): killed, without waiting.
-        if !cgroup.kill_all(Duration::ZERO) || !cgroup.try_remove() {
-            self.emptying(name.clone(), cgroup);
-        }
-    }
-
-    fn emptied(&mut self, name: &WorkloadName) {
-        self.remove_emptied(name);
-    }
-
-    fn exiting(&self) -> usize {
-        self.exiting.len() + self.emptying.len()
+        self.live.remove(name);
     }
 
     fn probe(&mut self, name: &WorkloadName, pid: i32, m: &Manifest, probe: crate::model::Probe, timeout: Duration) {
@@ -275,41 +222,6 @@ impl Executor for SandboxExecutor {
 }
 
 impl SandboxExecutor {
-    /// Waits, off the loop, for a reaped run's cgroup to empty (its
-    /// processes were killed), then removes it unless a run took it over
-    /// meanwhile: removed on the loop, where starts make it, so a start
-    /// never loses the directory it was given. Never kills: by then the
-    /// cgroup may be the next run's.
-    fn emptying(&mut self, name: WorkloadName, cgroup: Cgroup) {
-        let (events, watched) = (self.events.clone(), cgroup.clone());
-        self.emptying.insert(name.clone(), cgroup);
-        tokio::task::spawn_blocking(move || {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while watched.occupied() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            let _ = events.send(SandboxEvent::Emptied { name });
-        });
-    }
-
-    /// Whether a run of `name`, running or exiting, is in (a directory of) `cgroup`.
-    fn holds(&self, name: &WorkloadName, cgroup: &Cgroup) -> bool {
-        let shares =
-            |live: &Live| live.cgroup.as_ref().is_some_and(|c| c.dirs().iter().any(|d| cgroup.dirs().contains(d)));
-        self.live.get(name).is_some_and(shares) || self.exiting.iter().any(|(n, live)| n == name && shares(live))
-    }
-
-    /// See `emptying`.
-    fn remove_emptied(&mut self, name: &WorkloadName) {
-        let Some(cgroup) = self.emptying.remove(name) else { return };
-        if self.holds(name, &cgroup) {
-            return;
-        }
-        if !cgroup.try_remove() {
-            tracing::error!(workload = %name, dirs = ?cgroup.dirs(), "the cgroup of a run that ended is not empty 5 s after its processes were killed");
-        }
-    }
-
     /// A running sandbox, as `exec` and probes enter it.
     fn target(&mut self, name: &WorkloadName) -> Option<super::probe::Target> {
         let live = self.live.get_mut(name)?;
@@ -369,7 +281,6 @@ impl SandboxExecutor {
         };
         // Written before the sandbox may run anything: a successor daemon
         // finds every sandbox that ever ran, whenever this one dies.
-        let recorded = std::cell::Cell::new(None);
         let record = |cloned: &sandbox::Cloned<'_>| {
             let record = Record {
                 pid: cloned.pid.as_raw(),
@@ -378,9 +289,7 @@ impl SandboxExecutor {
                 slice,
                 version: Some(version),
                 started: Some(SystemTime::now()),
-                oom_kills_before: cloned.cgroup.map_or(0, Cgroup::oom_kills_before),
             };
-            recorded.set(Some((record.pid, record.start_time)));
             records::write(&state_dir, name, &record)
         };
         let begun = Instant::now();
@@ -417,10 +326,7 @@ impl SandboxExecutor {
         let pending = match result {
             Ok(p) => p,
             Err(e) => {
-                // Only this start's: the last run's may still be exiting.
-                if let Some((pid, start_time)) = recorded.get() {
-                    records::remove_if_run(&state_dir, name, pid, Some(start_time));
-                }
+                records::remove(&state_dir, name);
                 return Err(StartFailure::new(blame(&e), e));
             }
         };

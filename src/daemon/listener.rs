@@ -1,10 +1,6 @@
 //! Listening to one sandbox's init on the event loop: its report on the
 //! start, what it says while the workload runs (a full log, the end), and
-//! its end, turned into events for the supervisor. A run in a pid
-//! namespace of its own ends with the init's report (`Ended`), and its
-//! init is reaped in the background (`Reaped`) while the next run may
-//! already start; one in the host's ends once its leftovers are killed
-//! (`Ending`, then `Exited`).
+//! its end, turned into events for the supervisor.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
@@ -13,7 +9,8 @@ use std::time::Instant;
 use nix::errno::Errno;
 use tokio::sync::mpsc;
 
-use super::executor::{Ack, SandboxEvent, blame, log_path};
+use super::executor::{SandboxEvent, blame, log_path};
+use super::records;
 use crate::logline;
 use crate::model::{Exit, WorkloadName};
 use crate::reconcile::StartFailure;
@@ -29,8 +26,7 @@ impl std::os::fd::AsRawFd for Borrowed {
     }
 }
 
-/// Waits until `fd` is readable (a report, the init's end, or, for its
-/// pidfd, its exit).
+/// Waits until `fd` is readable (a report, or the init's end).
 async fn readable(fd: RawFd) -> std::io::Result<()> {
     // SAFETY: `fd` belongs to a sandbox that the calling task owns and drops
     // only after this AsyncFd (a local of this function) is gone.
@@ -58,8 +54,8 @@ impl Listener {
             Ok(sandbox) => sandbox,
             Err((e, leftover)) => {
                 // Killing and reaping what is left may wait: not on the loop.
-                // Its record goes when the executor forgets it.
                 let _ = tokio::task::spawn_blocking(move || leftover.clean()).await;
+                records::remove(&self.state_dir, &self.name);
                 let failure = StartFailure::new(blame(&e), e);
                 let _ = self.events.send(SandboxEvent::StartFailed { name: self.name, failure });
                 return;
@@ -94,29 +90,13 @@ impl Listener {
                     tracing::warn!(workload = %self.name, lost_bytes = lost, "the log is written again");
                 }
                 Ok((end @ InitReport::Exited { .. }, _)) => {
-                    // The supervisor keeps what must be kept of the end (a
-                    // one-shot's), then lets the init go, in one step.
-                    let exit = sandbox.exit_of(&end);
-                    let acknowledger = sandbox.acknowledger();
-                    let ack = Ack::new(move || acknowledger.ack());
-                    if !sandbox.may_overlap() {
-                        let _ = self.events.send(SandboxEvent::Ending { name: self.name.clone(), exit, ack });
-                        break Some(end);
-                    }
-                    // The run is over: the next may begin while its init exits.
-                    let _ = self.events.send(SandboxEvent::Ended { name: self.name.clone(), exit, ack });
-                    let pid = sandbox.pid.as_raw();
-                    // Its exit is awaited on the loop (its pidfd turns
-                    // readable), with no thread held meanwhile: a burst of
-                    // ends waits for its acks without filling the pool.
-                    if let Some(fd) = sandbox.exit_fd() {
-                        let _ = readable(fd).await;
-                    }
-                    if let Err(sandbox) = sandbox.reap_exited() {
-                        let _ = tokio::task::spawn_blocking(move || sandbox.wait_gone()).await;
-                    }
-                    let _ = self.events.send(SandboxEvent::Reaped { name: self.name, pid });
-                    return;
+                    // Kept first (a one-shot's end), then heard: the init may go.
+                    let (heard, kept) = tokio::sync::oneshot::channel();
+                    let exit = sandbox::end_of(Some(&end), None);
+                    let _ = self.events.send(SandboxEvent::Ending { name: self.name.clone(), exit, heard });
+                    let _ = kept.await;
+                    let _ = sandbox.send(&InitCommand::Ack, &[]);
+                    break Some(end);
                 }
                 Ok((other, _)) => {
                     tracing::warn!(workload = %self.name, report = ?other, "unexpected report from the init")
@@ -129,7 +109,7 @@ impl Listener {
         // The init's exit and the cgroup's emptying may take a while: not on the loop.
         let exit =
             tokio::task::spawn_blocking(move || sandbox.reap(reported.as_ref())).await.unwrap_or(Exit::Code(125));
-        // Its record goes when the executor forgets it.
+        records::remove(&self.state_dir, &self.name);
         let _ = self.events.send(SandboxEvent::Exited { name: self.name, exit });
     }
 

@@ -38,10 +38,6 @@ pub struct Record {
     /// When it was started (for its uptime once adopted).
     #[serde(default)]
     pub started: Option<std::time::SystemTime>,
-    /// The OOM kills its cgroup had counted before it began (a cgroup is
-    /// handed from run to run): only later ones are this run's.
-    #[serde(default)]
-    pub oom_kills_before: u64,
 }
 
 fn dir(state_dir: &Path) -> PathBuf {
@@ -102,27 +98,7 @@ pub fn write(state_dir: &Path, name: &WorkloadName, record: &Record) -> std::io:
     write_replace(&path(state_dir, name), &json, 0o600)
 }
 
-/// Forgets a sandbox that ended: the record is removed only if it is
-/// still that run's (its init's pid, and its start time when known). Runs
-/// of one workload overlap (the next begins while the last one's init
-/// exits, and records itself under the same name), so an old run's end
-/// must never take the new run's record.
-///
-/// The read and the removal are not one operation, and need not be:
-/// every record is written and removed on the daemon's event-loop thread
-/// (the executor, and the listeners' tasks on the single-threaded
-/// runtime), so nothing is written between them.
-pub fn remove_if_run(state_dir: &Path, name: &WorkloadName, pid: i32, start_time: Option<u64>) {
-    let file = path(state_dir, name);
-    let Ok(bytes) = std::fs::read(&file) else { return };
-    match serde_json::from_slice::<Record>(&bytes) {
-        Ok(record) if record.pid == pid && start_time.is_none_or(|t| t == record.start_time) => remove(state_dir, name),
-        // Another run's (or unreadable, which recovery deals with).
-        _ => {}
-    }
-}
-
-/// Forgets a sandbox's record, whichever run it is.
+/// Forgets a sandbox that ended.
 pub fn remove(state_dir: &Path, name: &WorkloadName) {
     match std::fs::remove_file(path(state_dir, name)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -183,8 +159,7 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
         match record {
             Ok(record) => {
                 out.slices.push((stem.to_owned(), record.slice));
-                let cgroup = Cgroup::existing(layout, stem).map(|c| c.with_oom_kills_before(record.oom_kills_before));
-                match crate::sandbox::adopt(record.pid, record.start_time, cgroup) {
+                match crate::sandbox::adopt(record.pid, record.start_time, Cgroup::existing(layout, stem)) {
                     Ok(sandbox) => {
                         tracing::info!(
                             workload = stem,
@@ -246,44 +221,4 @@ fn empty_cgroup(layout: &Layout, name: &WorkloadName) -> bool {
     }
     cgroup.remove();
     occupied
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::idmap::IdRange;
-
-    fn record(pid: i32, start_time: u64) -> Record {
-        let range = IdRange { start: 100_000, count: 65_536 };
-        Record {
-            pid,
-            start_time,
-            cgroup: Vec::new(),
-            slice: Slice { uid: range, gid: range },
-            version: None,
-            started: None,
-            oom_kills_before: 0,
-        }
-    }
-
-    #[test]
-    fn an_old_runs_end_never_removes_the_next_runs_record() {
-        let state = tempfile::tempdir().unwrap();
-        let name = WorkloadName::try_from("web").unwrap();
-        let on_disk =
-            || std::fs::read(path(state.path(), &name)).ok().map(|b| serde_json::from_slice::<Record>(&b).unwrap());
-        write(state.path(), &name, &record(10, 100)).unwrap();
-        // The next run records itself while the old init still exits.
-        write(state.path(), &name, &record(20, 200)).unwrap();
-        remove_if_run(state.path(), &name, 10, Some(100));
-        assert_eq!(on_disk(), Some(record(20, 200)), "the old run's end took the new run's record");
-        // The old pid reused by the new run: told apart by the start time.
-        write(state.path(), &name, &record(10, 300)).unwrap();
-        remove_if_run(state.path(), &name, 10, Some(100));
-        assert_eq!(on_disk(), Some(record(10, 300)));
-        // Its own run's end removes it.
-        remove_if_run(state.path(), &name, 10, Some(300));
-        assert_eq!(on_disk(), None);
-        remove_if_run(state.path(), &name, 10, Some(300));
-    }
 }

@@ -208,36 +208,31 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 let jitter = self.jitter();
                 self.core.on_start_failed(&name, failure, at, jitter)
             }
-            SandboxEvent::Ending { name, exit, ack } => {
-                self.keep_end(&name, exit, at);
-                ack.send();
+            SandboxEvent::Ending { name, exit, heard } => {
+                // A one-shot's end, or a give-up, is on disk before the sandbox goes.
+                if let Some(ended) = self.core.would_end(&name, exit, at) {
+                    let kept = Kept {
+                        slice: self.store.slice(&name),
+                        hold: self.core.get(&name).and_then(|w| w.hold),
+                        ended: Some(ended),
+                    };
+                    if let Err(e) = self.store.keep_now(&name, &kept) {
+                        tracing::error!(workload = %name, error = %e, "cannot write how it ended; if the daemon died now, it would run again");
+                    }
+                }
+                let _ = heard.send(());
                 Vec::new()
             }
             SandboxEvent::Exited { name, exit } => {
-                self.log_exit(&name, exit, at);
+                let ran_for = self.core.get(&name).and_then(|w| match w.state {
+                    State::Running { since, .. } => Some(at.now.saturating_duration_since(since)),
+                    _ => None,
+                });
+                let ran_for = ran_for.map_or_else(|| "-".to_owned(), |d| format!("{:.3}s", d.as_secs_f64()));
+                tracing::info!(workload = %name, action = "exit", %exit, ran_for, "exited");
                 self.executor.reap(&name);
                 let jitter = self.jitter();
                 self.core.on_exit(&name, exit, at, jitter)
-            }
-            SandboxEvent::Ended { name, exit, ack } => {
-                // Kept, then the init let go at once (its exit overlaps
-                // the next start), then the end as the core sees it.
-                self.keep_end(&name, exit, at);
-                ack.send();
-                self.log_exit(&name, exit, at);
-                self.executor.retire(&name);
-                let jitter = self.jitter();
-                self.core.on_exit(&name, exit, at, jitter)
-            }
-            SandboxEvent::Reaped { name, pid } => {
-                self.executor.reaped(&name, pid);
-                changes = false;
-                Vec::new()
-            }
-            SandboxEvent::Emptied { name } => {
-                self.executor.emptied(&name);
-                changes = false;
-                Vec::new()
             }
             SandboxEvent::Probed { name, pid, ok, output } => {
                 let before = self.core.get(&name).and_then(|w| w.health.as_ref().map(|h| h.status));
@@ -275,26 +270,6 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         changes
     }
 
-    /// A one-shot's end, or a give-up, is on disk before the sandbox goes
-    /// (its init waits for the Ack that follows this).
-    fn keep_end(&mut self, name: &WorkloadName, exit: crate::model::Exit, at: Clock) {
-        let Some(ended) = self.core.would_end(name, exit, at) else { return };
-        let kept =
-            Kept { slice: self.store.slice(name), hold: self.core.get(name).and_then(|w| w.hold), ended: Some(ended) };
-        if let Err(e) = self.store.keep_now(name, &kept) {
-            tracing::error!(workload = %name, error = %e, "cannot write how it ended; if the daemon died now, it would run again");
-        }
-    }
-
-    fn log_exit(&self, name: &WorkloadName, exit: crate::model::Exit, at: Clock) {
-        let ran_for = self.core.get(name).and_then(|w| match w.state {
-            State::Running { since, .. } => Some(at.now.saturating_duration_since(since)),
-            _ => None,
-        });
-        let ran_for = ran_for.map_or_else(|| "-".to_owned(), |d| format!("{:.3}s", d.as_secs_f64()));
-        tracing::info!(workload = %name, action = "exit", %exit, ran_for, "exited");
-    }
-
     /// Deadlines: kills what did not stop (or start) in time.
     pub fn on_timer(&mut self, at: Clock) {
         let effects = self.core.on_timer(at);
@@ -326,9 +301,8 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         self.execute(effects, at);
     }
 
-    /// Nothing runs, and no init of a run that ended is still exiting.
     pub fn all_stopped(&self) -> bool {
-        !self.core.any_sandbox() && self.executor.exiting() == 0
+        !self.core.any_sandbox()
     }
 
     /// Carries out the core's effects, in order. Starts are given their id

@@ -146,17 +146,10 @@ pub enum CgroupError {
 }
 
 /// A workload's cgroup: one directory on v2, one per controller on v1.
-///
-/// One run's: the directory is the workload's (`paddock/<name>`) and may
-/// be handed from a run whose init is still exiting to the next one, so
-/// the kernel's OOM-kill counter, which counts for the directory's whole
-/// life, is read against its value when this run began.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cgroup {
     layout: Layout,
     dirs: Vec<PathBuf>,
-    /// OOM kills the cgroup had counted before this run.
-    oom_kills_before: u64,
 }
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
@@ -175,7 +168,7 @@ impl Cgroup {
     /// Creates `paddock/<name>` and writes the limits. Any failure removes
     /// what was created.
     pub fn create(layout: &Layout, name: &str, limits: Limits) -> Result<Self, CgroupError> {
-        let mut cgroup = Cgroup { layout: layout.clone(), dirs: Vec::new(), oom_kills_before: 0 };
+        let mut cgroup = Cgroup { layout: layout.clone(), dirs: Vec::new() };
         let result = match layout {
             Layout::V1 { root } => cgroup.create_v1(root, name, limits),
             Layout::V2 { root } => cgroup.create_v2(root, name, limits),
@@ -183,8 +176,6 @@ impl Cgroup {
         if result.is_err() {
             cgroup.remove();
         }
-        // It may be a previous run's, handed over (see the type's comment).
-        cgroup.oom_kills_before = cgroup.oom_kills();
         result.map(|()| cgroup)
     }
 
@@ -286,23 +277,7 @@ impl Cgroup {
         };
         let dirs: Vec<PathBuf> =
             hierarchies.into_iter().map(|h| h.join("paddock").join(name)).filter(|d| d.is_dir()).collect();
-        (!dirs.is_empty()).then(|| Cgroup { layout: layout.clone(), dirs, oom_kills_before: 0 })
-    }
-
-    /// The OOM kills counted before the run began (kept in its record).
-    pub fn oom_kills_before(&self) -> u64 {
-        self.oom_kills_before
-    }
-
-    /// This cgroup as the run it was recorded for began it (adoption).
-    pub fn with_oom_kills_before(mut self, kills: u64) -> Self {
-        self.oom_kills_before = kills;
-        self
-    }
-
-    /// Whether a pids limit is set (`pids.max` other than "max").
-    pub fn limits_pids(&self) -> bool {
-        self.dirs.iter().filter_map(|d| std::fs::read_to_string(d.join("pids.max")).ok()).any(|max| max.trim() != "max")
+        (!dirs.is_empty()).then(|| Cgroup { layout: layout.clone(), dirs })
     }
 
     /// Whether any process is in the cgroup.
@@ -328,28 +303,16 @@ impl Cgroup {
         self.dirs.iter().try_for_each(|d| write(&d.join("cgroup.procs"), &pid.to_string()))
     }
 
-    /// Whether the kernel's OOM killer has killed a process of this cgroup
-    /// since this run began.
+    /// Whether the kernel's OOM killer has killed a process of this cgroup.
     pub fn oom_killed(&self) -> bool {
-        self.oom_kills() > self.oom_kills_before
-    }
-
-    /// The OOM kills the kernel counted in this cgroup since it was made.
-    fn oom_kills(&self) -> u64 {
         let file = match self.layout {
             Layout::V1 { .. } => "memory.oom_control",
             Layout::V2 { .. } => "memory.events",
         };
-        self.dirs
-            .iter()
-            .filter_map(|d| std::fs::read_to_string(d.join(file)).ok())
-            .flat_map(|text| {
-                text.lines()
-                    .filter_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()))
-                    .collect::<Vec<_>>()
-            })
-            .max()
-            .unwrap_or(0)
+        self.dirs.iter().filter_map(|d| std::fs::read_to_string(d.join(file)).ok()).any(|text| {
+            text.lines()
+                .any(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0))
+        })
     }
 
     fn pids(&self) -> Vec<Pid> {
@@ -386,15 +349,6 @@ impl Cgroup {
         }
     }
 
-    /// Removes the cgroup's directories now, without waiting; returns
-    /// whether none is left (false: a process is still in one).
-    pub fn try_remove(&self) -> bool {
-        self.dirs.iter().all(|dir| match std::fs::remove_dir(dir) {
-            Ok(()) => true,
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        })
-    }
-
     /// Removes the cgroup's directories (they must be empty of processes).
     pub fn remove(&self) {
         for dir in &self.dirs {
@@ -423,39 +377,6 @@ fn enable(subtree_control: &Path, controller: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A cgroup handed from a run to the next (the same `paddock/<name>`,
-    /// made again while the old init exits): an OOM kill is the run's in
-    /// which the kernel counted it, not every later run's.
-    #[test]
-    fn a_handed_over_cgroup_counts_oom_kills_per_run_in_a_fake_tree() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::write(root.path().join("cgroup.controllers"), "memory pids\n").unwrap();
-        let layout = Layout::detect(root.path());
-        let limits = Limits { memory: Some(64 << 20), ..Limits::default() };
-        let first = Cgroup::create(&layout, "web", limits).unwrap();
-        let events = root.path().join("paddock/web/memory.events");
-        assert!(!first.oom_killed());
-        std::fs::write(&events, "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
-        assert!(first.oom_killed(), "the first run was OOM-killed");
-        // The next run, in the same directory.
-        let second = Cgroup::create(&layout, "web", limits).unwrap();
-        assert_eq!(second.dirs(), first.dirs(), "the path is kept: paddock/web");
-        assert_eq!(second.oom_kills_before(), 1);
-        assert!(!second.oom_killed(), "the first run's OOM kill is not the second's");
-        std::fs::write(&events, "low 0\nhigh 0\nmax 5\noom 2\noom_kill 2\n").unwrap();
-        assert!(second.oom_killed());
-        // Adopted from its record: the same count before it.
-        let adopted = Cgroup::existing(&layout, "web").unwrap();
-        assert!(adopted.oom_killed(), "without the record's count, every kill counts");
-        assert!(!adopted.with_oom_kills_before(2).oom_killed());
-        // A pids limit (the exiting init would count against the next run) is seen.
-        assert!(!second.limits_pids());
-        let limited = Cgroup::create(&layout, "web", Limits { pids: Some(8), ..limits }).unwrap();
-        assert!(limited.limits_pids());
-        std::fs::write(root.path().join("paddock/web/pids.max"), "max\n").unwrap();
-        assert!(!limited.limits_pids());
-    }
 
     #[test]
     fn v2_writes_limits_and_enables_controllers_in_a_fake_tree() {

@@ -2,7 +2,6 @@
 //! and taking over one that a daemon started before this one (adoption).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -28,27 +27,10 @@ pub struct Sandbox {
     pub pidfd: Option<OwnedFd>,
     /// None when nothing needs one (see `needs_cgroup`).
     pub cgroup: Option<Cgroup>,
-    /// Shared with the `Ack` that lets the init go (see `acknowledger`).
-    pub(super) channel: Arc<Channel>,
+    pub(super) channel: Channel,
     /// Whether this process is the init's parent, and so reaps it (an
     /// adopted init is not, unless this process re-executed itself).
     pub(super) child: bool,
-    /// Whether the sandbox has a pid namespace of its own: then nothing of
-    /// a run outlives its init (the kernel kills the rest when it exits).
-    pub(super) own_pid_ns: bool,
-}
-
-/// Tells an init that its end was heard, so that it may exit: held apart
-/// from the sandbox so that whoever kept the end (the supervisor) says it
-/// the moment it is kept.
-#[derive(Debug)]
-pub struct Acknowledger(Arc<Channel>);
-
-impl Acknowledger {
-    pub fn ack(self) {
-        // An init already gone (killed meanwhile) needs no answer.
-        let _ = self.0.send(&InitCommand::Ack, &[]);
-    }
 }
 
 /// How an init's report, or its wait status, says the workload ended.
@@ -87,65 +69,11 @@ impl Sandbox {
         self.channel.send(command, fds)
     }
 
-    /// What lets the init go once its end is heard (`InitCommand::Ack`).
-    pub fn acknowledger(&self) -> Acknowledger {
-        Acknowledger(self.channel.clone())
-    }
-
-    /// How the workload ended, from the init's report alone: the end of
-    /// the run, although its init may still be exiting. An OOM kill is
-    /// this run's if the cgroup counted one since the run began.
-    pub fn exit_of(&self, report: &InitReport) -> Exit {
-        self.oom(end_of(Some(report), None))
-    }
-
-    fn oom(&self, exit: Exit) -> Exit {
-        let oom = self.cgroup.as_ref().is_some_and(Cgroup::oom_killed);
-        if exit == Exit::Signal(libc::SIGKILL) && oom { Exit::OomKilled } else { exit }
-    }
-
-    /// Whether the next run may begin while this one's init is still
-    /// exiting (see `wait_gone`): only with a pid namespace of its own,
-    /// where the kernel leaves nothing of the run behind its init (with
-    /// the host's, what is left must be killed through the cgroup first),
-    /// and without a pids limit, which the exiting init would still count
-    /// against the next run.
-    pub fn may_overlap(&self) -> bool {
-        self.own_pid_ns && !self.cgroup.as_ref().is_some_and(Cgroup::limits_pids)
-    }
-
-    /// Blocks until the init, told its end was heard, is gone (reaped,
-    /// when it is this process's child). The cgroup is left as it is: it
-    /// may already be the next run's (see `may_overlap`); whoever decides
-    /// that removes it.
-    pub fn wait_gone(self) {
-        self.wait_init();
-    }
-
-    /// A descriptor that turns readable once the init has exited, to wait
-    /// on without a thread: its pidfd, opened now for a child of this
-    /// process (whose pid cannot be reused while it is unreaped).
-    pub fn exit_fd(&mut self) -> Option<RawFd> {
-        if self.pidfd.is_none() {
-            self.pidfd = sys::pidfd_open(self.pid.as_raw()).ok();
-        }
-        self.pidfd.as_ref().map(AsRawFd::as_raw_fd)
-    }
-
-    /// Reaps an init that has exited (`exit_fd` readable), without
-    /// blocking; gives the sandbox back if it has not exited after all.
-    pub fn reap_exited(self) -> Result<(), Self> {
-        if !self.child {
-            return Ok(());
-        }
-        match waitpid(self.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => Err(self),
-            _ => Ok(()),
-        }
-    }
-
-    fn wait_init(&self) -> Option<WaitStatus> {
-        if self.child {
+    /// Blocks until the init exits, then kills whatever is left in the
+    /// cgroup and removes it: nothing of the sandbox remains. `reported` is
+    /// the init's report of the workload's end, when it sent one.
+    pub fn reap(self, reported: Option<&InitReport>) -> Exit {
+        let status = if self.child {
             loop {
                 match waitpid(self.pid, None) {
                     Err(Errno::EINTR) => continue,
@@ -159,15 +87,10 @@ impl Sandbox {
                 while !matches!(poll(&mut fds, PollTimeout::NONE), Ok(n) if n > 0) {}
             }
             None
-        }
-    }
-
-    /// Blocks until the init exits, then kills whatever is left in the
-    /// cgroup and removes it: nothing of the sandbox remains. `reported` is
-    /// the init's report of the workload's end, when it sent one.
-    pub fn reap(self, reported: Option<&InitReport>) -> Exit {
-        let status = self.wait_init();
-        let exit = self.oom(end_of(reported, status));
+        };
+        let exit = end_of(reported, status);
+        let oom = self.cgroup.as_ref().is_some_and(Cgroup::oom_killed);
+        let exit = if exit == Exit::Signal(libc::SIGKILL) && oom { Exit::OomKilled } else { exit };
         if let Some(cgroup) = &self.cgroup {
             cgroup.kill_all(Duration::from_secs(5));
             cgroup.remove();
@@ -228,21 +151,5 @@ pub fn adopt(pid: i32, start_time: u64, cgroup: Option<Cgroup>) -> Result<Sandbo
     }
     let end = sys::pidfd_getfd(pidfd.as_fd(), DAEMON_END_FD).map_err(|errno| AdoptError::Unreachable { pid, errno })?;
     let child = super::process::parent(pid) == Some(std::process::id() as i32);
-    let own_pid_ns = own_pid_ns(pid);
-    Ok(Sandbox {
-        pid: Pid::from_raw(pid),
-        pidfd: Some(pidfd),
-        cgroup,
-        channel: Arc::new(Channel::new(end)),
-        child,
-        own_pid_ns,
-    })
-}
-
-/// Whether `pid` is in another pid namespace than this process (false
-/// when either cannot be read: then the sandbox is treated as sharing
-/// the host's, the cautious side).
-fn own_pid_ns(pid: i32) -> bool {
-    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
-    matches!((ns(&pid.to_string()), ns("self")), (Some(theirs), Some(ours)) if theirs != ours)
+    Ok(Sandbox { pid: Pid::from_raw(pid), pidfd: Some(pidfd), cgroup, channel: Channel::new(end), child })
 }

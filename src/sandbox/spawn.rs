@@ -174,14 +174,9 @@ pub fn begin(req: &SpawnRequest<'_>) -> Result<Pending, SpawnError> {
         None
     };
     match spawn_in(req, cgroup.as_ref()) {
-        Ok((pid, pidfd, channel)) => Ok(Pending::begun(Sandbox {
-            pid,
-            pidfd: Some(pidfd),
-            cgroup,
-            channel: std::sync::Arc::new(channel),
-            child: true,
-            own_pid_ns: m.namespaces.pid == SharedOrPrivate::Private,
-        })),
+        Ok((pid, pidfd, channel)) => {
+            Ok(Pending::begun(Sandbox { pid, pidfd: Some(pidfd), cgroup, channel, child: true }))
+        }
         Err(e) => {
             discard_cgroup(cgroup.as_ref());
             Err(e)

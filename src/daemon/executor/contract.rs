@@ -22,39 +22,17 @@ pub enum SandboxEvent {
         name: WorkloadName,
         failure: StartFailure,
     },
-    /// The init reported the workload's end; `ack` lets the init go, once
-    /// what must be kept of this end is on disk. The run ends with
-    /// `Exited`, once everything of it is gone (a sandbox in the host's pid
-    /// namespace, whose leftovers are killed through its cgroup first).
+    /// The init reported the workload's end; it is acknowledged (and the
+    /// sandbox let go) once `heard` is answered, after what must be kept of
+    /// this end is on disk.
     Ending {
         name: WorkloadName,
         exit: Exit,
-        ack: Ack,
+        heard: tokio::sync::oneshot::Sender<()>,
     },
-    /// The run ended and everything of it is gone.
     Exited {
         name: WorkloadName,
         exit: Exit,
-    },
-    /// The init reported the workload's end, and nothing of the run can
-    /// outlive its init (a pid namespace of its own): the run ends now.
-    /// What must be kept of the end is written, `ack` lets the init go,
-    /// and the next run may begin while the init still exits; `Reaped`
-    /// says when it is gone.
-    Ended {
-        name: WorkloadName,
-        exit: Exit,
-        ack: Ack,
-    },
-    /// The init of a run that `Ended` is gone (reaped, if it was ours).
-    Reaped {
-        name: WorkloadName,
-        pid: i32,
-    },
-    /// The cgroup of a reaped run, which still held a process then, is
-    /// empty now (or 5 s passed).
-    Emptied {
-        name: WorkloadName,
     },
     /// A workload's network is attached (or could not be): its start goes on.
     Attached {
@@ -68,26 +46,6 @@ pub enum SandboxEvent {
         ok: bool,
         output: String,
     },
-}
-
-/// Lets the init of a run that ended go: said once its end is kept.
-/// Never said, the init waits (for a successor daemon to adopt it).
-pub struct Ack(Box<dyn FnOnce() + Send>);
-
-impl Ack {
-    pub fn new(ack: impl FnOnce() + Send + 'static) -> Self {
-        Ack(Box::new(ack))
-    }
-
-    pub fn send(self) {
-        (self.0)()
-    }
-}
-
-impl std::fmt::Debug for Ack {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Ack")
-    }
 }
 
 /// One start to begin.
@@ -108,22 +66,6 @@ pub trait Executor {
     fn kill(&mut self, name: &WorkloadName);
     /// The sandbox has exited and been cleaned up: forget it.
     fn reap(&mut self, name: &WorkloadName);
-    /// The run ended (`SandboxEvent::Ended`) but its init may still be
-    /// exiting: it is no longer the workload's sandbox (a next one may
-    /// begin), and is held until `reaped`.
-    fn retire(&mut self, name: &WorkloadName) {
-        self.reap(name);
-    }
-    /// The init of a retired run is gone: its record and, unless a next
-    /// run has it already, its cgroup go too.
-    fn reaped(&mut self, _name: &WorkloadName, _pid: i32) {}
-    /// A cgroup left emptying by `reaped` is empty (`SandboxEvent::Emptied`).
-    fn emptied(&mut self, _name: &WorkloadName) {}
-    /// Retired runs whose init is not gone yet (a shutdown or an upgrade
-    /// waits for them).
-    fn exiting(&self) -> usize {
-        0
-    }
     /// Makes a health probe of the run whose init is `pid`; its result
     /// comes back as `SandboxEvent::Probed`.
     fn probe(
