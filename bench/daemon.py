@@ -21,7 +21,7 @@
   systemd-container debootstrap) and the tree tests/systemd/tree.sh builds
   (/var/cache/paddock-tests/bookworm); without them it fails and says so.
 
-Usage: sudo bench/daemon.py [TRIALS] [SCALE] [--only PARTS]
+Usage: sudo [PADDOCK=BINARY] bench/daemon.py [TRIALS] [SCALE] [--only PARTS]
 
 TRIALS (default 200) counts the reload and restart trials, the same for
 paddock and systemd; SCALE (default 1000) the scale part's workloads.
@@ -627,9 +627,12 @@ def main():
         raise SystemExit(why)
     res = {}
     if {"reload", "restart", "scale"} & set(parts):
-        # The binary as shipped (static-pie); packaging/build-release prints its path.
-        build = subprocess.run([os.path.join(ROOT, "packaging/build-release"), "--quiet"], check=True, stdout=subprocess.PIPE, text=True)
-        paddock = build.stdout.strip()
+        # The binary as shipped (static-pie); packaging/build-release prints
+        # its path. PADDOCK=path times another build instead (to compare two).
+        paddock = os.environ.get("PADDOCK")
+        if not paddock:
+            build = subprocess.run([os.path.join(ROOT, "packaging/build-release"), "--quiet"], check=True, stdout=subprocess.PIPE, text=True)
+            paddock = build.stdout.strip()
     if {"reload", "restart"} & set(parts):
         res.update(paddock_latencies(paddock, parts))
     if "systemd" in parts:
