@@ -13,7 +13,11 @@ use common::sandbox::{World, busybox_rootfs, stderr, stdout};
 
 /// A busybox root holding `/bin` and `dirs`, readable by the remapped root.
 fn rootfs(w: &World, name: &str, dirs: &[&str]) -> PathBuf {
-    let root = w.path(name);
+    rootfs_at(w.path(name), dirs)
+}
+
+/// The same, at `root` (on a mount a test made).
+fn rootfs_at(root: PathBuf, dirs: &[&str]) -> PathBuf {
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::copy(busybox_rootfs().join("bin/busybox"), root.join("bin/busybox")).unwrap();
     for applet in ["sh", "cat", "grep", "awk", "touch", "head", "readlink"] {
@@ -159,6 +163,21 @@ fn a_writable_root_is_the_rootfs_itself() {
 /// Unmounts what a test mounted on the host, however the test ends.
 struct HostMount(PathBuf);
 
+impl HostMount {
+    /// A tmpfs at `w`'s `name` with `flags`; shared (as systemd leaves
+    /// every mount of the host) with `shared`.
+    fn tmpfs(w: &World, name: &str, flags: nix::mount::MsFlags, shared: bool) -> (PathBuf, HostMount) {
+        let on = w.path(name);
+        std::fs::create_dir(&on).unwrap();
+        nix::mount::mount(Some("tmpfs"), &on, Some("tmpfs"), flags, Some("mode=0755")).unwrap();
+        let mounted = HostMount(on.clone());
+        if shared {
+            nix::mount::mount(None::<&str>, &on, None::<&str>, nix::mount::MsFlags::MS_SHARED, None::<&str>).unwrap();
+        }
+        (on, mounted)
+    }
+}
+
 impl Drop for HostMount {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
@@ -168,20 +187,9 @@ impl Drop for HostMount {
 #[test]
 fn a_rootfs_on_a_noexec_host_mount_still_runs_through_the_overlay() {
     let w = World::new();
-    let on = w.path("noexec");
-    std::fs::create_dir(&on).unwrap();
     let flags = nix::mount::MsFlags::MS_NOEXEC | nix::mount::MsFlags::MS_NOSUID;
-    nix::mount::mount(Some("tmpfs"), &on, Some("tmpfs"), flags, Some("mode=0755")).unwrap();
-    let _mounted = HostMount(on.clone());
-    let root = on.join("root");
-    std::fs::create_dir(&root).unwrap();
-    for d in ["bin", "proc", "dev", "tmp", "sys"] {
-        std::fs::create_dir(root.join(d)).unwrap();
-    }
-    std::fs::copy(busybox_rootfs().join("bin/busybox"), root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "awk"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
+    let (on, _mounted) = HostMount::tmpfs(&w, "noexec", flags, false);
+    let root = rootfs_at(on.join("root"), &["proc", "dev", "tmp", "sys"]);
     readable(&root);
     let out = w.run(&[], &w.manifest("noexec", &manifest(&root, ROOT_LINE, "")), &[]);
     let o = stdout(&out);
@@ -192,21 +200,8 @@ fn a_rootfs_on_a_noexec_host_mount_still_runs_through_the_overlay() {
 #[test]
 fn a_rootfs_on_a_shared_host_mount_is_entered_and_nothing_propagates_back() {
     let w = World::new();
-    let on = w.path("shared");
-    std::fs::create_dir(&on).unwrap();
-    nix::mount::mount(Some("tmpfs"), &on, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("mode=0755")).unwrap();
-    let _mounted = HostMount(on.clone());
-    // As systemd leaves every mount of the host.
-    nix::mount::mount(None::<&str>, &on, None::<&str>, nix::mount::MsFlags::MS_SHARED, None::<&str>).unwrap();
-    let root = on.join("root");
-    std::fs::create_dir(&root).unwrap();
-    for d in ["bin", "proc", "dev", "tmp", "sys"] {
-        std::fs::create_dir(root.join(d)).unwrap();
-    }
-    std::fs::copy(busybox_rootfs().join("bin/busybox"), root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "awk"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
+    let (on, _mounted) = HostMount::tmpfs(&w, "shared", nix::mount::MsFlags::empty(), true);
+    let root = rootfs_at(on.join("root"), &["proc", "dev", "tmp", "sys"]);
     readable(&root);
     let host_mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().matches(on.to_str().unwrap()).count();
     let before = host_mounts();
@@ -223,12 +218,7 @@ fn a_rootfs_on_a_shared_host_mount_is_entered_and_nothing_propagates_back() {
 #[test]
 fn mount_sources_on_a_shared_host_mount_neither_propagate_back_nor_receive_the_hosts_mounts() {
     let w = World::new();
-    let on = w.path("shared-volumes");
-    std::fs::create_dir(&on).unwrap();
-    nix::mount::mount(Some("tmpfs"), &on, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("mode=0755")).unwrap();
-    let _mounted = HostMount(on.clone());
-    // As systemd leaves every mount of the host.
-    nix::mount::mount(None::<&str>, &on, None::<&str>, nix::mount::MsFlags::MS_SHARED, None::<&str>).unwrap();
+    let (on, _mounted) = HostMount::tmpfs(&w, "shared-volumes", nix::mount::MsFlags::empty(), true);
     let (data, cache) = (on.join("data"), on.join("cache"));
     for d in [&data, &cache] {
         std::fs::create_dir(d).unwrap();

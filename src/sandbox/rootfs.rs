@@ -184,13 +184,10 @@ fn has_every_mount_point(rootfs: &OwnedFd, cfg: &InitConfig) -> bool {
 fn attach_root(cfg: &InitConfig, rootfs: OwnedFd) -> Result<PathBuf, StepError> {
     let root = PathBuf::from(STAGING);
     let at = open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).step("open", &root)?;
+    // Private already (`sys::open_tree_clone`): nothing the init mounts on
+    // it propagates to the host, and pivot_root, which refuses a shared
+    // mount, takes it.
     sys::move_mount_onto(rootfs.as_fd(), at.as_fd()).step("attach rootfs", &root)?;
-    // paddock's clone joined the peer group of the host mount it was made
-    // from (a shared one on a systemd host): private before anything is
-    // mounted on it, so nothing the init mounts propagates to the host, and
-    // pivot_root, which refuses a shared mount, takes it.
-    mount(None::<&str>, &root, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
-        .step("make the rootfs private", &root)?;
     if cfg.rootfs_readonly {
         sys::mount_setattr(rootfs.as_fd(), sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NODEV, None, false)
             .step("make the rootfs read-only", &root)?;
