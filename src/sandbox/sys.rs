@@ -194,11 +194,11 @@ pub fn loopback_up() -> Result<(), Errno> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of `req`, which is valid.
-    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as libc::Ioctl, &mut req) })?;
     // SAFETY: the union member written by SIOCGIFFLAGS is ifru_flags.
     unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
     // SAFETY: as above, SIOCSIFFLAGS reads `req`.
-    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) }).map(drop)
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as libc::Ioctl, &req) }).map(drop)
 }
 
 /// A pidfd for an existing process (not necessarily a child).
