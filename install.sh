@@ -18,8 +18,9 @@ cd "$(dirname "$0")"
 
 destdir=${DESTDIR:-}
 # The release binary is packaging/build-release's, at
-# TARGET_DIR/HOST-TUPLE/release/paddock. Without rustc (root's PATH under
-# sudo, with a per-user rustup) the host tuple is the one such directory.
+# TARGET_DIR/TUPLE/release/paddock (TUPLE: the host's, with musl). Without
+# rustc (root's PATH under sudo, with a per-user rustup) it is the one such
+# directory.
 target=${CARGO_TARGET_DIR:-target}
 only() {
 	if [ $# -gt 1 ]; then
@@ -31,7 +32,7 @@ only() {
 if [ -n "${PADDOCK_BIN:-}" ]; then
 	bin=$PADDOCK_BIN
 elif command -v rustc >/dev/null; then
-	bin=$target/$(rustc --print host-tuple)/release/paddock
+	bin=$target/$(packaging/build-release --tuple)/release/paddock
 else
 	bin=$(only "$target"/*/release/paddock)
 fi
