@@ -52,8 +52,13 @@ Notes:
   report) and begins the next start within a tenth of a millisecond; the
   rest is the sandbox's end (the init's exit, its namespaces freed) and the
   next start (the zygote's clone, the init in place, the root's mounts,
-  seccomp, then the workload's own shell and its `date`, about 3 ms of
-  the figure on this VM, where even /bin/true takes 1.9 ms to run). Each
+  seccomp, then the workload's own shell and its `date`). The floor row
+  is the same command restarted by a bare C loop (fork, execv, waitpid,
+  again: bench/restart-floor.c), with no sandbox and no supervisor: what
+  the command's own exit and start cost here (its shell and `date` are
+  dynamic glibc programs, and glibc's start runs about a hundred `cpuid`
+  instructions, each a trap to the hypervisor on this VM). Nothing can
+  restart this command faster; paddock's share is the difference. Each
   run lasts 150 ms, past the 100 ms floor between two starts of a
   workload, which therefore adds nothing. The sandbox's init is cloned by
   the daemon's zygote (forked at the daemon's start, while it is one
@@ -328,6 +333,7 @@ def paddock_latencies(paddock, parts):
                 ("start begins -> the next run's first instruction (sandbox, init, exec)", [(ts[i + 1] - begun[i + 1]) / 1e6 for i in range(n)]),
             ]
             res.update(exit_to_start_ms=exit_to_start_ms, restart_ms=restart_ms, breakdown=breakdown)
+            res["floor_ms"] = restart_floor(work)
     finally:
         daemon.terminate()
         daemon.wait(timeout=60)
@@ -350,6 +356,19 @@ Restart=always
 RestartSec=0
 {sandbox}"""
 SANDBOX = "PrivateUsers=yes\nPrivateNetwork=yes\nProtectSystem=strict\nNoNewPrivileges=yes\nReadWritePaths=/out\n"
+
+def restart_floor(work):
+    """The restart measure's floor: the same command, unsandboxed, restarted
+    by a bare fork/exec/wait loop in C (bench/restart-floor.c)."""
+    out = os.path.join(work, "floor")
+    os.makedirs(out)
+    prog = os.path.join(work, "restart-floor")
+    subprocess.run(["gcc", "-O2", "-o", prog, os.path.join(ROOT, "bench/restart-floor.c")], check=True)
+    script = f"date +%s%N >> {out}/restarts; sleep 0.15; date +%s%N >> {out}/exits; exit 1"
+    subprocess.run([prog, str(TRIALS + 1), "/bin/sh", "-c", script], check=True)
+    ts = [int(x) for x in open(os.path.join(out, "restarts")).read().split()]
+    exits = [int(x) for x in open(os.path.join(out, "exits")).read().split()]
+    return [(b - a) / 1e6 for a, b in zip(exits, ts[1:])]
 
 def systemd_missing():
     """Why the systemd part cannot run here, and how to make it able to; None when it can."""
@@ -564,6 +583,8 @@ def report(res, parts, full):
         text += row("restart: the run's last instruction before exit to the next run's first, backoff 0s", res["exit_to_start_ms"])
         text += "".join(row(f"&nbsp;&nbsp;of which: {name}", xs) for name, xs in res["breakdown"])
         text += row("restart, start to start (includes the run itself: a shell, `date` twice and a 150 ms sleep)", res["restart_ms"])
+        text += row("floor: the same command restarted by a bare fork/exec/wait loop (bench/restart-floor.c: "
+                    "no sandbox, no supervisor), last instruction to next first", res["floor_ms"])
     sd = res.get("systemd")
     if sd:
         v = sd["version"].split()[1] if len(sd["version"].split()) > 1 else sd["version"]
