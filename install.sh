@@ -34,7 +34,7 @@ if [ -n "${PADDOCK_BIN:-}" ]; then
 elif command -v rustc >/dev/null; then
 	bin=$target/$(packaging/build-release --tuple)/release/paddock
 else
-	bin=$(only "$target"/*/release/paddock)
+	bin=$(only "$target"/*-linux-musl*/release/paddock)
 fi
 
 # Built as you (your cargo, your target/), installed as root: run as

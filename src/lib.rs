@@ -16,3 +16,10 @@ pub mod sandbox;
 pub mod text;
 pub mod timefmt;
 pub mod validate;
+
+// musl builds (the release binary: packaging/build-release) only: musl's
+// allocator maps and unmaps memory for most allocations (Cargo.toml). Here
+// rather than in main.rs, so that the tests built for musl use it too.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;

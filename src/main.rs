@@ -6,12 +6,6 @@ use clap::Parser;
 use paddock::cli::control::Act;
 use paddock::cli::{self, Cli, CliError, Command};
 
-// musl builds (the release binary) only: musl's allocator maps and unmaps
-// memory for most allocations (Cargo.toml).
-#[cfg(target_env = "musl")]
-#[global_allocator]
-static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
-
 fn main() -> ExitCode {
     // PID 1 of a sandbox starts here on every workload start: skip building
     // the command line parser and logging (it has neither a user nor a log).

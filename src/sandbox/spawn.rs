@@ -90,6 +90,8 @@ pub enum InitMode<'a> {
     /// Run the init in the clone child itself. Only for a caller that is
     /// single-threaded when it spawns (`paddock run`): with no other thread,
     /// no lock or allocator state can be held, so the child may run any code.
+    /// Checked at the spawn: a caller that has another thread by then (a
+    /// CNI plugin's output still drained after its timeout) gets `Exec`.
     InPlace,
     /// Have the daemon's zygote clone it and run the init in place (see
     /// `zygote`): no exec, and nothing of the daemon's memory.
@@ -202,8 +204,16 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
     check_ids(req)?;
     // Every host path, resolved once, before anything else.
     let sources = source::prepare(m, req.volumes_root)?;
+    // In place only while this process has one thread (see `InitMode::InPlace`).
+    let init = match req.init {
+        InitMode::InPlace if sys::thread_count() != 1 => InitMode::Exec,
+        mode => mode,
+    };
+    if matches!(init, InitMode::InPlace) {
+        sys::ignore_stray_abort();
+    }
     // Everything the clone child touches is prepared here, before the clone.
-    let exe = match req.init {
+    let exe = match init {
         InitMode::Exec => Some(
             open("/proc/self/exe", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(SpawnError::OpenSelf)?,
         ),
@@ -244,7 +254,7 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
         ),
         None => None,
     };
-    let (pid, pidfd, placed) = match req.init {
+    let (pid, pidfd, placed) = match init {
         InitMode::Zygote(zygote) => {
             let fds = CloneFds {
                 channel: child_sock.as_raw_fd(),
@@ -269,7 +279,7 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
                     output: req.output.map_or(-1, |f| f.as_raw_fd()),
                 },
             };
-            clone_here(req, flags, child, cgroup_dir.as_ref(), &argv, &envp)?
+            clone_here(req, init, flags, child, cgroup_dir.as_ref(), &argv, &envp)?
         }
     };
     // Our copy must go, so that the init's death reads as end-of-file below.
@@ -291,6 +301,7 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
 /// single-threaded caller) running it in place.
 fn clone_here(
     req: &SpawnRequest<'_>,
+    init: InitMode<'_>,
     flags: libc::c_int,
     mut child: Child,
     cgroup_dir: Option<&OwnedFd>,
@@ -308,12 +319,12 @@ fn clone_here(
     };
     // SAFETY: a fork-like clone (no CLONE_VM): the child gets a copy of this
     // address space and runs only `Child`'s async-signal-safe code on memory
-    // prepared above before it execs (or, in place, the caller promised a
-    // single-threaded process).
+    // prepared above before it execs (or, in place, this process has one
+    // thread, checked in `spawn_in`).
     let (ret, placed) = unsafe { clone_sandbox(flags as u64, cgroup_dir, &mut pidfd) };
     if ret == 0 {
-        match req.init {
-            // SAFETY: the caller promised a single-threaded process (see `InitMode::InPlace`).
+        match init {
+            // SAFETY: this process has one thread (checked in `spawn_in`).
             InitMode::InPlace => unsafe { child.run_init() },
             // SAFETY: argv and envp are NULL-terminated arrays of C strings that
             // outlive the clone; the descriptors are open.

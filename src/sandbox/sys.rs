@@ -236,3 +236,26 @@ pub fn cloexec_from(first: u32) -> Result<(), Errno> {
     // SAFETY: close_range with integer arguments only; it changes descriptor flags, not memory.
     Errno::result(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) }).map(drop)
 }
+
+/// Threads of this process, from /proc/self/stat (field 20); `usize::MAX`
+/// when it cannot be read.
+pub fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(17)?.parse().ok()))
+        .unwrap_or(usize::MAX)
+}
+
+/// Ignores SIGABRT in a process whose clone children run the init in place
+/// (the zygote, `paddock run`). musl's `raise` signals the thread id it
+/// cached at the process's start, which a raw clone child does not update:
+/// an init that aborts (a failed allocation, a panic while panicking)
+/// would send its SIGABRT to its parent when the two share a pid
+/// namespace. Ignored here, it does nothing to the parent; the init itself
+/// still dies (musl's `abort` ends in a crash), and the parent's own
+/// `abort` resets the handler before it raises again. A workload never
+/// inherits it: its dispositions are reset before its exec.
+pub fn ignore_stray_abort() {
+    // SAFETY: installs SIG_IGN, no code; nothing else is changed.
+    unsafe { libc::signal(libc::SIGABRT, libc::SIG_IGN) };
+}

@@ -123,7 +123,7 @@ impl Zygote {
     /// the child runs on, in Rust, with whatever locks the fork copied.
     pub fn start() -> Result<Self, ZygoteError> {
         reap_predecessor();
-        let threads = thread_count();
+        let threads = sys::thread_count();
         if threads != 1 {
             return Err(ZygoteError::Threads(threads));
         }
@@ -186,14 +186,6 @@ impl Drop for Zygote {
     }
 }
 
-/// Threads of this process, from /proc/self/stat (field 20).
-fn thread_count() -> usize {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(17)?.parse().ok()))
-        .unwrap_or(usize::MAX)
-}
-
 /// A daemon that re-executed itself (`paddock upgrade`) left its zygote
 /// behind: it read end-of-file when the exec closed its socket and exits,
 /// to be reaped by this process, its parent still. The previous image
@@ -245,6 +237,7 @@ fn serve(channel: Channel, daemon: OwnedFd) -> ! {
     let keep = [channel.fd().as_raw_fd(), daemon.as_raw_fd()];
     close_all_but(&keep);
     sys::reset_signal_dispositions();
+    sys::ignore_stray_abort();
     // SAFETY: single-threaded; sigprocmask and clearenv touch only this process.
     unsafe {
         let mut none: libc::sigset_t = std::mem::zeroed();
