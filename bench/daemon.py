@@ -643,6 +643,8 @@ def main():
             ap.error(f"--only: {', '.join(unknown) or 'nothing'} is not one of {', '.join(PARTS)}")
     if os.geteuid() != 0:
         raise SystemExit("bench/daemon.py runs paddock daemons and sandboxes: run it as root")
+    if "restart" in parts and not shutil.which("gcc"):
+        raise SystemExit("bench/daemon.py compiles bench/restart-floor.c for the restart measure's floor: apt-get install gcc")
     # Before minutes of other measures: a systemd part that cannot run says why now.
     if "systemd" in parts and (why := systemd_missing()):
         raise SystemExit(why)
