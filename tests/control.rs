@@ -183,19 +183,9 @@ fn restart_revives_a_failed_workload() {
 
 /// Mounts `from` over `onto` for the guard's life: changes that inotify
 /// on `onto` cannot see, as on NFS, where `paddock reload` is the way.
-struct BindMount(std::path::PathBuf);
-
-impl BindMount {
-    fn new(from: &std::path::Path, onto: &std::path::Path) -> Self {
-        nix::mount::mount(Some(from), onto, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).unwrap();
-        BindMount(onto.to_owned())
-    }
-}
-
-impl Drop for BindMount {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-    }
+fn bind_mount(from: &std::path::Path, onto: &std::path::Path) -> common::Mounted {
+    nix::mount::mount(Some(from), onto, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).unwrap();
+    common::Mounted(onto.to_owned())
 }
 
 #[test]
@@ -207,7 +197,7 @@ fn reload_rescans_and_reports_what_changed() {
     let d = d.start(&[]);
     std::fs::write(hidden.join("one.toml"), SLEEPER).unwrap();
     std::fs::write(hidden.join("two.toml"), SLEEPER).unwrap();
-    let _mount = BindMount::new(&hidden, &d.path("wl"));
+    let _mount = bind_mount(&hidden, &d.path("wl"));
     // A file beside wl/, in the parent the daemon watches for a swap of wl
     // itself, is not a change to the workloads: no rescan.
     std::fs::write(d.path("beside.txt"), "x").unwrap();
@@ -227,7 +217,7 @@ fn reload_rescans_and_reports_what_changed() {
     std::fs::set_permissions(&hidden2, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(hidden2.join("one.toml"), "command = [\"/bin/sleep\", \"1001\"]\n").unwrap();
     std::fs::write(hidden2.join("bad.toml"), "command = \"not a list\"\n").unwrap();
-    let _mount2 = BindMount::new(&hidden2, &d.path("wl"));
+    let _mount2 = bind_mount(&hidden2, &d.path("wl"));
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(d.workload("two").unwrap()["state"], "running", "nothing applied before the reload");
     let out = stdout(&d.paddock(&["reload"]));

@@ -12,27 +12,17 @@ use std::time::Duration;
 use common::daemon::{Daemon, SLEEPER};
 
 /// A small tmpfs mounted for the test's life.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(at).unwrap();
-        nix::mount::mount(
-            Some("tmpfs"),
-            at,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            Some(format!("size={size},mode=0700").as_str()),
-        )
-        .unwrap();
-        Tmpfs(at.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-    }
+fn tmpfs(at: &Path, size: &str) -> common::Mounted {
+    std::fs::create_dir_all(at).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        at,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some(format!("size={size},mode=0700").as_str()),
+    )
+    .unwrap();
+    common::Mounted(at.to_owned())
 }
 
 /// Fills the filesystem at `dir`; returns the filler to remove later.
@@ -53,7 +43,7 @@ fn log(d: &Daemon) -> String {
 #[test]
 fn a_full_state_directory_is_reported_once_and_caught_up_on() {
     let d = Daemon::setup();
-    let _tmpfs = Tmpfs::mount(&d.path("state"), "4m");
+    let _tmpfs = tmpfs(&d.path("state"), "4m");
     let d = d.start(&[]);
     // About 300 KB of output a second: no page freed by chance absorbs it.
     d.write(

@@ -9,6 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::Mounted;
 use common::sandbox::{World, busybox_rootfs, stderr, stdout};
 
 /// A busybox root holding `/bin` and `dirs`, readable by the remapped root.
@@ -160,35 +161,24 @@ fn a_writable_root_is_the_rootfs_itself() {
     assert!(options.contains(&"rw".into()), "{o}");
 }
 
-/// Unmounts what a test mounted on the host, however the test ends.
-struct HostMount(PathBuf);
-
-impl HostMount {
-    /// A tmpfs at `w`'s `name` with `flags`; shared (as systemd leaves
-    /// every mount of the host) with `shared`.
-    fn tmpfs(w: &World, name: &str, flags: nix::mount::MsFlags, shared: bool) -> (PathBuf, HostMount) {
-        let on = w.path(name);
-        std::fs::create_dir(&on).unwrap();
-        nix::mount::mount(Some("tmpfs"), &on, Some("tmpfs"), flags, Some("mode=0755")).unwrap();
-        let mounted = HostMount(on.clone());
-        if shared {
-            nix::mount::mount(None::<&str>, &on, None::<&str>, nix::mount::MsFlags::MS_SHARED, None::<&str>).unwrap();
-        }
-        (on, mounted)
+/// A tmpfs at `w`'s `name` with `flags`, shared (as systemd leaves every
+/// mount of the host) with `shared`; unmounted when the guard goes.
+fn host_tmpfs(w: &World, name: &str, flags: nix::mount::MsFlags, shared: bool) -> (PathBuf, Mounted) {
+    let on = w.path(name);
+    std::fs::create_dir(&on).unwrap();
+    nix::mount::mount(Some("tmpfs"), &on, Some("tmpfs"), flags, Some("mode=0755")).unwrap();
+    let mounted = Mounted(on.clone());
+    if shared {
+        nix::mount::mount(None::<&str>, &on, None::<&str>, nix::mount::MsFlags::MS_SHARED, None::<&str>).unwrap();
     }
-}
-
-impl Drop for HostMount {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-    }
+    (on, mounted)
 }
 
 #[test]
 fn a_rootfs_on_a_noexec_host_mount_still_runs_through_the_overlay() {
     let w = World::new();
     let flags = nix::mount::MsFlags::MS_NOEXEC | nix::mount::MsFlags::MS_NOSUID;
-    let (on, _mounted) = HostMount::tmpfs(&w, "noexec", flags, false);
+    let (on, _mounted) = host_tmpfs(&w, "noexec", flags, false);
     let root = rootfs_at(on.join("root"), &["proc", "dev", "tmp", "sys"]);
     readable(&root);
     let out = w.run(&[], &w.manifest("noexec", &manifest(&root, ROOT_LINE, "")), &[]);
@@ -200,7 +190,7 @@ fn a_rootfs_on_a_noexec_host_mount_still_runs_through_the_overlay() {
 #[test]
 fn a_rootfs_on_a_shared_host_mount_is_entered_and_nothing_propagates_back() {
     let w = World::new();
-    let (on, _mounted) = HostMount::tmpfs(&w, "shared", nix::mount::MsFlags::empty(), true);
+    let (on, _mounted) = host_tmpfs(&w, "shared", nix::mount::MsFlags::empty(), true);
     let root = rootfs_at(on.join("root"), &["proc", "dev", "tmp", "sys"]);
     readable(&root);
     let host_mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().matches(on.to_str().unwrap()).count();
@@ -218,7 +208,7 @@ fn a_rootfs_on_a_shared_host_mount_is_entered_and_nothing_propagates_back() {
 #[test]
 fn mount_sources_on_a_shared_host_mount_neither_propagate_back_nor_receive_the_hosts_mounts() {
     let w = World::new();
-    let (on, _mounted) = HostMount::tmpfs(&w, "shared-volumes", nix::mount::MsFlags::empty(), true);
+    let (on, _mounted) = host_tmpfs(&w, "shared-volumes", nix::mount::MsFlags::empty(), true);
     let (data, cache) = (on.join("data"), on.join("cache"));
     for d in [&data, &cache] {
         std::fs::create_dir(d).unwrap();

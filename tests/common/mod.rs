@@ -47,3 +47,13 @@ pub fn baseline_problems(text: &str) -> Vec<String> {
     let checked = check(&["baseline"], "t.toml", text);
     lines("t.toml", text, &checked)
 }
+
+/// A mount a test made on the host, detached when dropped (also when the
+/// test fails first).
+pub struct Mounted(pub std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
