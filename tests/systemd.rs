@@ -224,11 +224,28 @@ impl Drop for Container {
             let _ = nix::mount::umount2(&self.root(), nix::mount::MntFlags::MNT_DETACH);
         }
         for cg in self.cgroups.iter().rev() {
-            // nspawn's own subgroups go first.
-            for sub in ["payload", "supervisor", ""] {
-                let _ = std::fs::remove_dir(cg.join(sub));
+            remove_cgroup_tree(cg);
+        }
+    }
+}
+
+/// Removes a cgroup and every cgroup below it, the deepest first (nspawn
+/// makes payload/ and supervisor/, and the container's systemd makes its
+/// own below payload/, such as init.scope, which a poweroff can leave).
+fn remove_cgroup_tree(top: &Path) {
+    fn below(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                below(&entry.path(), found);
+                found.push(entry.path());
             }
         }
+    }
+    let mut all = Vec::new();
+    below(top, &mut all);
+    all.push(top.to_path_buf());
+    for cg in all {
+        let _ = std::fs::remove_dir(&cg);
     }
 }
 
@@ -304,4 +321,10 @@ fn paddock_under_systemd_keeps_its_workloads_through_kills_upgrades_and_watchdog
     c.ok("systemctl stop paddock");
     assert_eq!(c.ok("systemctl is-active paddock || true"), "inactive");
     assert_eq!(c.ok("pgrep -x sleep | wc -l"), "0", "a workload outlived `systemctl stop`");
+
+    // Gone, the container leaves none of its cgroups on the host.
+    let cgroups = c.cgroups.clone();
+    drop(c);
+    let left: Vec<_> = cgroups.iter().filter(|cg| cg.exists()).collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
 }
