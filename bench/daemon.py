@@ -11,7 +11,8 @@
   CPU while idle afterwards; one edit among SCALE files, from rename() to
   the new version's first instruction; `paddock upgrade` (an in-place
   re-exec) and a kill -9 followed by a new daemon, each to READY=1 with
-  every sandbox adopted and none restarted; and the shutdown of all of them.
+  every sandbox adopted and none restarted; and the shutdown of all of them;
+  then its floor: the same sandboxes started by a bare C loop.
 - systemd: the restart measure's peer, the same command as a systemd
   service with Restart=always, RestartSec=0 and the closest sandbox systemd
   252 offers (PrivateUsers=, PrivateNetwork=, ProtectSystem=strict,
@@ -65,7 +66,15 @@ Notes:
   thread and has read no manifest) and runs in place: no process start of
   paddock, and no copy of the daemon's memory in each sandbox's PID 1.
 - Up to 64 sandboxes start at once; their inits build their roots in
-  parallel.
+  parallel. The scale floor rows start the same SCALE busybox `sleep`s
+  in the same busybox rootfs with a bare C loop (bench/scale-floor.c),
+  after the daemon has stopped: each clone into new user, mount, pid,
+  uts, ipc and network namespaces, its id maps written by the parent (a
+  slice of its own), the rootfs bound and pivoted into, then the exec;
+  the second row adds the mounts every one of the daemon's sandboxes has
+  and loopback up. Neither has an init beside the workload, seccomp, a
+  cgroup, a record, a log or a status poll: what the kernel and the
+  workload's own start cost here, which no supervisor can undercut.
 - The systemd rows: a Debian bookworm tree (tests/systemd/tree.sh) booted
   with `systemd-nspawn -b` (as tests/systemd.rs does: an overlay over the
   cached tree, --register=no, --keep-unit, journald running), systemd 252
@@ -270,9 +279,10 @@ def scale(paddock):
         daemon.terminate()
         daemon.wait(timeout=120)
         shutdown = time.time() - t
+        floor = scale_floor(work, root)
         return dict(written=written, all_running=all_running, idle_cpu=idle_cpu, rss=rss, edit_ms=edit_ms,
                     shutdown=shutdown, upgrade_ms=upgrade_ms, adopt_ms=adopt_ms, restarted=restarted,
-                    same_pids=same_after_upgrade and same_after_adoption)
+                    same_pids=same_after_upgrade and same_after_adoption, floor=floor)
     finally:
         # Sandboxes outlive a killed daemon: stop them through it.
         if daemon.poll() is None:
@@ -369,6 +379,22 @@ def restart_floor(work):
     ts = [int(x) for x in open(os.path.join(out, "restarts")).read().split()]
     exits = [int(x) for x in open(os.path.join(out, "exits")).read().split()]
     return [(b - a) / 1e6 for a, b in zip(exits, ts[1:])]
+
+def scale_floor(work, root):
+    """The scale measure's floor: the same SCALE busybox `sleep`s, each in
+    its own namespaces and slice, started by a bare C loop
+    (bench/scale-floor.c), with no supervisor; without and then with the
+    mounts every sandbox of the daemon's has. Seconds, from the first
+    clone to the last exec."""
+    prog = os.path.join(work, "scale-floor")
+    subprocess.run(["gcc", "-O2", "-o", prog, os.path.join(ROOT, "bench/scale-floor.c")], check=True)
+    # Ids past the daemon's range (the floor writes its maps as root).
+    first = str(1000000 + 65536 * (SCALE + 8))
+    def once(*flags):
+        out = subprocess.run([prog, *flags, str(SCALE), first, root, "/bin/sleep", "100000"], check=True,
+                             stdout=subprocess.PIPE, text=True)
+        return float(out.stdout)
+    return dict(bare=once(), mounts=once("-m"))
 
 def systemd_missing():
     """Why the systemd part cannot run here, and how to make it able to; None when it can."""
@@ -607,6 +633,11 @@ def report(res, parts, full):
                  "| measure | value |\n|---|---:|\n"
                  f"| {SCALE} manifests written (rename each) | {sc['written']:.2f} s |\n"
                  f"| empty daemon to all {SCALE} running (from the first write) | {sc['all_running']:.2f} s |\n"
+                 f"| floor: the same {SCALE} sandboxes started by a bare C loop (bench/scale-floor.c: namespaces, "
+                 f"id maps, the rootfs bound, pivot_root, exec; no supervisor), first clone to last exec "
+                 f"| {sc['floor']['bare']:.2f} s |\n"
+                 f"| floor, with the mounts every sandbox has (/proc, /dev and its devices, devpts, /dev/shm, /tmp, "
+                 f"sysfs) and loopback up | {sc['floor']['mounts']:.2f} s |\n"
                  f"| daemon RSS, idle, {SCALE} running | {sc['rss']:.1f} MiB |\n"
                  f"| daemon CPU, idle over 60 s (two resyncs) | {sc['idle_cpu']:.3f} % of a core |\n"
                  f"| SIGTERM to exit 0 with all {SCALE} stopped | {sc['shutdown']:.2f} s |\n"
@@ -643,8 +674,9 @@ def main():
             ap.error(f"--only: {', '.join(unknown) or 'nothing'} is not one of {', '.join(PARTS)}")
     if os.geteuid() != 0:
         raise SystemExit("bench/daemon.py runs paddock daemons and sandboxes: run it as root")
-    if "restart" in parts and not shutil.which("gcc"):
-        raise SystemExit("bench/daemon.py compiles bench/restart-floor.c for the restart measure's floor: apt-get install gcc")
+    if {"restart", "scale"} & set(parts) and not shutil.which("gcc"):
+        raise SystemExit("bench/daemon.py compiles bench/restart-floor.c and bench/scale-floor.c for the restart "
+                         "and scale measures' floors: apt-get install gcc")
     # Before minutes of other measures: a systemd part that cannot run says why now.
     if "systemd" in parts and (why := systemd_missing()):
         raise SystemExit(why)
