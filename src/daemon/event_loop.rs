@@ -333,10 +333,11 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             let left = daemon.left_to_stop(std::time::Instant::now());
             let names: Vec<&str> = left.iter().map(|l| l.split(':').next().unwrap_or("")).collect();
             if names != told.iter().map(|l| l.split(':').next().unwrap_or("")).collect::<Vec<_>>() {
+                let shown = waiting_for(&left);
                 if !left.is_empty() {
-                    tracing::info!(left = left.len(), "stopping: {}", left.join("; "));
+                    tracing::info!(left = left.len(), "stopping: {shown}");
                 }
-                let _ = notifier.notify(&format!("STATUS=stopping: {} left ({})", left.len(), left.join("; ")));
+                let _ = notifier.notify(&format!("STATUS=stopping: {} left ({shown})", left.len()));
                 told = left;
             }
         }
@@ -412,4 +413,38 @@ async fn scan_now(
             changes: Vec::new(),
             refused: Some(e.to_string()),
         })
+}
+
+/// How many of the workloads a shutdown still waits for are named in its
+/// log line and `STATUS=`: each line stays short when a thousand stop at
+/// once (naming them all made a shutdown's log grow with the square of
+/// their number: 10 MB for 1000).
+const STOPPING_NAMED: usize = 8;
+
+/// The first `STOPPING_NAMED` of what a shutdown waits for, and how many more.
+fn waiting_for(left: &[String]) -> String {
+    let named = left.iter().take(STOPPING_NAMED).map(String::as_str).collect::<Vec<_>>().join("; ");
+    match left.len().saturating_sub(STOPPING_NAMED) {
+        0 => named,
+        more => format!("{named}; and {more} more"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shutdown_names_a_few_of_what_it_waits_for_and_counts_the_rest() {
+        let few: Vec<String> = ["worker: SIGINT, 8 s", "db: after what comes after it"].map(String::from).into();
+        assert_eq!(waiting_for(&few), "worker: SIGINT, 8 s; db: after what comes after it");
+        assert_eq!(waiting_for(&[]), "");
+        let many: Vec<String> = (0..1000).map(|i| format!("s{i:04}: SIGTERM, 10 s")).collect();
+        let line = waiting_for(&many);
+        assert!(line.starts_with("s0000: SIGTERM, 10 s; s0001: SIGTERM, 10 s;"), "{line}");
+        assert!(line.ends_with("s0007: SIGTERM, 10 s; and 992 more"), "{line}");
+        assert!(line.len() < 200, "{line}");
+        let exactly: Vec<String> = many[..STOPPING_NAMED].to_vec();
+        assert!(!waiting_for(&exactly).contains("more"));
+    }
 }
