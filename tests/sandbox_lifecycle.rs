@@ -87,6 +87,28 @@ fn sigterm_to_paddock_is_forwarded_and_everything_is_torn_down() {
 }
 
 #[test]
+fn sigabrt_to_paddock_run_is_ignored_and_the_workload_runs_on() {
+    let w = World::new();
+    let script = "echo ready; sleep 0.5; echo done; exit 5";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(w.run_args())
+        .arg(w.manifest("abort", &busybox_manifest(script, "")))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout_pipe = child.stdout.take().unwrap();
+    let mut seen = [0u8; 6];
+    stdout_pipe.read_exact(&mut seen).unwrap();
+    assert_eq!(&seen, b"ready\n");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGABRT) };
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    stdout_pipe.read_to_string(&mut rest).unwrap();
+    assert_eq!((status.code(), rest.as_str()), (Some(5), "done\n"), "paddock run died of SIGABRT: {status:?}");
+}
+
+#[test]
 fn stdin_is_attached() {
     let w = World::new();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
