@@ -59,6 +59,14 @@ fn the_zygote_clones_inits_that_are_the_daemons_children_and_its_death_only_cost
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     assert_eq!(processes(&argv), [i64::from(daemon)]);
 
+    // A stray SIGABRT (musl's abort in an init cloned into the host's pid
+    // namespace signals the zygote's thread id) leaves the zygote be.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(zygote as i32), nix::sys::signal::Signal::SIGABRT).unwrap();
+    d.write("after-abort.toml", SLEEPER);
+    let after_abort = d.running_pid("after-abort");
+    assert_eq!(cmdline(after_abort), ["paddock-init"], "cloned by the same zygote");
+    assert_eq!(children(daemon, "paddock-zygote").first().map(|z| z.0), Some(zygote), "the zygote outlived SIGABRT");
+
     // A zygote that dies: the next start executes its init, and works.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(zygote as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     d.write("executed.toml", SLEEPER);
