@@ -296,3 +296,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_shutdown_lists_what_it_is_stopping_before_what_waits_its_turn() {
+    let mut r = Rig::new();
+    // "b" starts after "a", so it stops first and "a" waits for it.
+    let b = Arc::new(toml::from_str("command = [\"/bin/sleep\", \"1\"]\nafter = [\"a\"]\n").unwrap());
+    r.sup.apply(scan(vec![("a", valid(1)), ("b", ManifestEvent::Valid { version: Version(1), manifest: b })]), r.at);
+    for _ in 0..2 {
+        r.sup.reconcile(r.at);
+        let calls = r.take_calls();
+        r.answer(&calls);
+    }
+    assert!(r.sup.status(r.at).iter().all(|w| w.state == "running"), "{:?}", r.sup.status(r.at));
+    r.sup.shutdown(r.at);
+    let left = r.sup.left_to_stop(r.at.now);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left[0].starts_with("b: SIGTERM"), "{left:?}");
+    assert_eq!(left[1], "a: after what comes after it");
+}

@@ -418,7 +418,7 @@ async fn scan_now(
 /// How many of the workloads a shutdown still waits for are named in its
 /// log line and `STATUS=`: each line stays short when a thousand stop at
 /// once (naming them all made a shutdown's log grow with the square of
-/// their number: 10 MB for 1000).
+/// their number: 11.5 MB for 1000).
 const STOPPING_NAMED: usize = 8;
 
 /// The first `STOPPING_NAMED` of what a shutdown waits for, and how many more.

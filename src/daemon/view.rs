@@ -292,18 +292,23 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
     /// time left before it is killed ("worker: SIGINT, 8 s"), or that it
     /// waits for what comes after it to stop first.
     pub fn left_to_stop(&self, now: std::time::Instant) -> Vec<String> {
-        self.core
+        let mut left: Vec<(bool, String)> = self
+            .core
             .workloads()
             .filter(|w| w.state.has_sandbox())
             .map(|w| match w.state {
                 State::Stopping { deadline: Some(deadline), .. } => {
                     let signal = w.running_manifest().map_or(crate::model::Signal::Term, |m| m.stop.signal);
                     let left = deadline.saturating_duration_since(now).as_secs_f64().ceil();
-                    format!("{}: {signal}, {left} s", w.name)
+                    (false, format!("{}: {signal}, {left} s", w.name))
                 }
-                State::Stopping { deadline: None, .. } => format!("{}: killed", w.name),
-                _ => format!("{}: after what comes after it", w.name),
+                State::Stopping { deadline: None, .. } => (false, format!("{}: killed", w.name)),
+                _ => (true, format!("{}: after what comes after it", w.name)),
             })
-            .collect()
+            .collect();
+        // What is being stopped first, then what waits its turn (only the
+        // first few are named when many are left).
+        left.sort_by_key(|(waiting, _)| *waiting);
+        left.into_iter().map(|(_, line)| line).collect()
     }
 }
