@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
@@ -88,6 +89,9 @@ static int child(void *arg) {
     close(started[0]);
     if (read(release[0], &c, 1) != 1) die("release");
     if (setresgid(0, 0, 0) || setresuid(0, 0, 0)) die("setresuid");
+    /* Set after the ids change (which clears it): a sandbox dies with a
+     * floor that dies (the parent was there to release it a moment ago). */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL)) die("parent death signal");
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) die("private");
     if (mount(rootfs, rootfs, NULL, MS_BIND, NULL)) die("bind");
     if (chdir(rootfs)) die("chdir");
@@ -99,11 +103,24 @@ static int child(void *arg) {
     return 0;
 }
 
+static pid_t *pids;
+static int started_count;
+
+/* In the parent: every child started so far is killed and reaped (none
+ * may outlive a failed run: each holds a sandbox), then the exit. */
+static void fail(const char *what) {
+    if (errno) perror(what);
+    else fprintf(stderr, "scale-floor: %s\n", what);
+    for (int i = 0; i < started_count; i++) kill(pids[i], SIGKILL);
+    for (int i = 0; i < started_count; i++) waitpid(pids[i], NULL, 0);
+    exit(1);
+}
+
 static void write_file(pid_t pid, const char *what, const char *text) {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/%s", pid, what);
     int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text)) die(path);
+    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text)) fail(path);
     close(fd);
 }
 
@@ -119,54 +136,70 @@ int main(int argc, char **argv) {
         argv++;
         argc--;
     }
-    if (argc < 5) {
+    char *end;
+    long count = argc < 5 ? 0 : strtol(argv[1], &end, 10);
+    if (count <= 0 || count > 100000 || *end) {
         fprintf(stderr, "usage: scale-floor [-m] COUNT FIRST_ID ROOTFS CMD...\n");
         return 2;
     }
-    int count = atoi(argv[1]);
-    long first = atol(argv[2]);
+    long first = strtol(argv[2], &end, 10);
+    if (first < 0 || *end) {
+        fprintf(stderr, "scale-floor: FIRST_ID must be a number\n");
+        return 2;
+    }
     rootfs = argv[3];
     cmd = argv + 4;
+    /* The result goes to the caller's stdout; the children get /dev/null
+     * there, so nothing they leave running holds the caller's pipe. */
+    int result = fcntl(1, F_DUPFD_CLOEXEC, 3);
+    int null = open("/dev/null", O_WRONLY);
+    if (result < 0 || null < 0 || dup2(null, 1) < 0) fail("stdout");
+    close(null);
     struct rlimit lim = {count + 64, count + 64};
-    if (setrlimit(RLIMIT_NOFILE, &lim)) die("setrlimit");
-    pid_t *pids = calloc(count, sizeof *pids);
+    if (setrlimit(RLIMIT_NOFILE, &lim)) fail("setrlimit");
+    pids = calloc(count, sizeof *pids);
     struct pollfd *ends = calloc(count, sizeof *ends);
+    if (!pids || !ends) fail("calloc");
     int flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | SIGCHLD;
     double t0 = now();
     for (int i = 0; i < count; i++) {
-        if (pipe2(release, O_CLOEXEC) || pipe2(started, O_CLOEXEC)) die("pipe");
+        if (pipe2(release, O_CLOEXEC) || pipe2(started, O_CLOEXEC)) fail("pipe");
         pid_t pid = clone(child, stack + sizeof stack, flags, NULL);
-        if (pid < 0) die("clone");
+        if (pid < 0) fail("clone");
+        pids[started_count++] = pid;
         close(release[0]);
         close(started[1]);
         started[1] = -1;
         char map[64];
         snprintf(map, sizeof map, "0 %ld 65536\n", first + (long)i * 65536);
-        write_file(pid, "setgroups", "deny");
         write_file(pid, "uid_map", map);
         write_file(pid, "gid_map", map);
-        if (write(release[1], "x", 1) != 1) die("release");
+        if (write(release[1], "x", 1) != 1) fail("release");
         close(release[1]);
-        pids[i] = pid;
         ends[i] = (struct pollfd){.fd = started[0], .events = POLLIN};
     }
     /* Each child's end of its pipe closes at its exec. */
     for (int left = count; left > 0;) {
-        if (poll(ends, count, -1) < 0 && errno != EINTR) die("poll");
+        int n = poll(ends, count, 60000);
+        if (n < 0 && errno != EINTR) fail("poll");
+        errno = 0;
+        if (n == 0) fail("no exec for 60 s");
         for (int i = 0; i < count; i++) {
             if (ends[i].fd >= 0 && ends[i].revents) {
                 char c;
-                if (read(ends[i].fd, &c, 1) != 0) {
-                    fprintf(stderr, "sandbox %d did not exec\n", i);
-                    return 1;
-                }
+                if (read(ends[i].fd, &c, 1) != 0) fail("a sandbox did not exec");
                 close(ends[i].fd);
                 ends[i].fd = -1;
                 left--;
             }
         }
     }
-    printf("%.3f\n", now() - t0);
+    double took = now() - t0;
+    /* A child killed before its exec also closed its pipe: none may have. */
+    errno = 0;
+    for (int i = 0; i < count; i++)
+        if (waitpid(pids[i], NULL, WNOHANG) != 0) fail("a sandbox ended before the count");
+    dprintf(result, "%.3f\n", took);
     for (int i = 0; i < count; i++) kill(pids[i], SIGKILL);
     for (int i = 0; i < count; i++) waitpid(pids[i], NULL, 0);
     return 0;
