@@ -146,31 +146,70 @@ pub fn write_replace(path: &Path, contents: &[u8], default_mode: u32) -> std::io
 }
 
 fn replace(path: &Path, contents: &[u8], default_mode: u32, sync: bool) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    stage(path, contents, default_mode, sync)?.commit()?;
+    if sync {
+        sync_dir(parent(path))?;
+    }
+    Ok(())
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// A file written in full beside its destination, not yet in its place:
+/// `write_atomic` in halves, for a batch that stages each file, commits
+/// each, then syncs their directory once. Dropped uncommitted, the
+/// temporary file is removed.
+pub struct Staged {
+    tmp: Option<PathBuf>,
+    path: PathBuf,
+}
+
+impl Staged {
+    /// Renames it over its destination: readers see it at once; it is
+    /// durable once its directory is synced (`sync_dir`).
+    pub fn commit(mut self) -> std::io::Result<()> {
+        let tmp = self.tmp.take().expect("a staged file is committed once");
+        std::fs::rename(&tmp, &self.path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(tmp) = &self.tmp {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Writes `contents` to a temporary file beside `path` (fsynced when
+/// `sync`), with the mode and owner of an existing `path` (`default_mode`
+/// for a new one).
+pub fn stage(path: &Path, contents: &[u8], default_mode: u32, sync: bool) -> std::io::Result<Staged> {
     let name = path.file_name().ok_or_else(|| std::io::Error::other("no file name"))?;
     let existing = std::fs::metadata(path).ok();
     let mode = existing.as_ref().map_or(default_mode, |m| m.permissions().mode() & 0o7777);
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-        f.write_all(contents)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        if let Some(m) = &existing {
-            std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))?;
-        }
-        if sync {
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        if sync {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let tmp = parent(path).join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+    // From here the temporary file is the Staged's, removed if it is dropped.
+    let staged = Staged { tmp: Some(tmp), path: path.to_owned() };
+    f.write_all(contents)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    if let Some(m) = &existing {
+        std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))?;
     }
-    result
+    if sync {
+        f.sync_all()?;
+    }
+    Ok(staged)
+}
+
+/// Makes the renames and removals in `dir` durable (fsync of the directory).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -68,6 +68,51 @@ impl KeptStore {
         write_atomic(&self.path(name), &json, 0o600)
     }
 
+    /// Writes several workloads' files as `write` does each (a workload
+    /// with nothing to keep, or None, has its file removed), with one
+    /// fsync of the directory for all of them instead of one each: every
+    /// file is written and fsynced, then all are renamed into place, then
+    /// the directory is fsynced. Returns the workloads whose file could
+    /// not be written or removed, with why.
+    pub fn write_all(&self, batch: &BTreeMap<WorkloadName, Option<Kept>>) -> Vec<(WorkloadName, std::io::Error)> {
+        let mut failed = Vec::new();
+        let made = crate::fsutil::create_private_dir(&self.dir);
+        let mut staged = Vec::new();
+        for (name, kept) in batch {
+            let Some(kept) = kept.as_ref().filter(|k| **k != Kept::default()) else {
+                if let Err(e) = self.remove(name) {
+                    failed.push((name.clone(), e));
+                }
+                continue;
+            };
+            let written = match &made {
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                Ok(()) => serde_json::to_vec_pretty(kept)
+                    .map_err(std::io::Error::other)
+                    .and_then(|json| crate::fsutil::stage(&self.path(name), &json, 0o600, true)),
+            };
+            match written {
+                Ok(file) => staged.push((name, file)),
+                Err(e) => failed.push((name.clone(), e)),
+            }
+        }
+        let mut committed = Vec::new();
+        for (name, file) in staged {
+            match file.commit() {
+                Ok(()) => committed.push(name),
+                Err(e) => failed.push((name.clone(), e)),
+            }
+        }
+        // Written files are durable (and the same again is tried) once the directory is.
+        if !committed.is_empty()
+            && let Err(e) = crate::fsutil::sync_dir(&self.dir)
+        {
+            failed
+                .extend(committed.into_iter().map(|name| (name.clone(), std::io::Error::new(e.kind(), e.to_string()))));
+        }
+        failed
+    }
+
     pub fn remove(&self, name: &WorkloadName) -> std::io::Result<()> {
         match std::fs::remove_file(self.path(name)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -176,6 +221,38 @@ mod tests {
 
     fn slice(start: u32) -> Slice {
         Slice { uid: IdRange { start, count: 65536 }, gid: IdRange { start, count: 65536 } }
+    }
+
+    #[test]
+    fn a_batch_is_written_removed_and_failed_per_workload_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeptStore::new(dir.path());
+        let held = |v| Kept { slice: Some(slice(100_000)), hold: Some(Version(v)), ended: None };
+        store.write(&n("gone"), &held(1)).unwrap();
+        store.write(&n("idle"), &held(1)).unwrap();
+        store.write(&n("web"), &held(1)).unwrap();
+        // A directory where a file belongs: that one fails, the rest are done.
+        std::fs::create_dir(dir.path().join("workloads/stuck.json")).unwrap();
+        let batch: BTreeMap<WorkloadName, Option<Kept>> = [
+            (n("new"), Some(held(2))),
+            (n("web"), Some(held(3))),
+            (n("gone"), None),
+            (n("idle"), Some(Kept::default())),
+            (n("stuck"), Some(held(4))),
+        ]
+        .into_iter()
+        .collect();
+        let failed = store.write_all(&batch);
+        assert_eq!(failed.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(), ["stuck"], "{failed:?}");
+        let loaded = store.load(dir.path());
+        assert_eq!(loaded.kept.keys().map(WorkloadName::as_str).collect::<Vec<_>>(), ["new", "web"]);
+        assert_eq!((loaded.kept[&n("new")].hold, loaded.kept[&n("web")].hold), (Some(Version(2)), Some(Version(3))));
+        let left: Vec<String> = std::fs::read_dir(dir.path().join("workloads"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

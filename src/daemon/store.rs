@@ -89,8 +89,9 @@ impl Drop for DiskStore {
 }
 
 /// The thread that writes kept files: the latest state of each workload,
-/// in order, each write fsynced; a write that fails (a full disk) is said
-/// once and tried again every second until it succeeds.
+/// all that is pending at once, each file fsynced and their directory
+/// once; a write that fails (a full disk) is said once and tried again
+/// every second until it succeeds.
 struct Writer {
     queue: std::sync::mpsc::Sender<Write>,
     thread: std::thread::JoinHandle<()>,
@@ -138,16 +139,14 @@ impl Writer {
                         None if pending.is_empty() => return,
                         None => {}
                     }
+                    // All that is pending, with one fsync of the directory.
+                    let mut batch = std::mem::take(&mut pending);
                     let mut unwritten = BTreeMap::new();
-                    for (name, kept) in std::mem::take(&mut pending) {
-                        let written = match &kept {
-                            Some(kept) => store.write(&name, kept),
-                            None => store.remove(&name),
-                        };
-                        if let Err(e) = written {
-                            if !failing {
-                                tracing::error!(workload = %name, error = %e, "cannot write what is kept of it (hold, end); retrying every second");
-                            }
+                    for (name, e) in store.write_all(&batch) {
+                        if !failing {
+                            tracing::error!(workload = %name, error = %e, "cannot write what is kept of it (hold, end); retrying every second");
+                        }
+                        if let Some(kept) = batch.remove(&name) {
                             unwritten.insert(name, kept);
                         }
                     }
