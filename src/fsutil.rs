@@ -157,6 +157,15 @@ fn parent(path: &Path) -> &Path {
     path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
+/// Numbers this process's temporary files (`stage`).
+static TEMP_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether `name` is one of `stage`'s temporary files (`.NAME.PID.N.tmp`):
+/// one left by a process killed mid-write may be removed.
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
 /// A file written in full beside its destination, not yet in its place:
 /// `write_atomic` in halves, for a batch that stages each file, commits
 /// each, then syncs their directory once. Dropped uncommitted, the
@@ -192,8 +201,19 @@ pub fn stage(path: &Path, contents: &[u8], default_mode: u32, sync: bool) -> std
     let name = path.file_name().ok_or_else(|| std::io::Error::other("no file name"))?;
     let existing = std::fs::metadata(path).ok();
     let mode = existing.as_ref().map_or(default_mode, |m| m.permissions().mode() & 0o7777);
-    let tmp = parent(path).join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+    // Unique within this process (two threads may write the same path); one
+    // there already is a leftover of a process that had this pid before (a
+    // daemon killed, or one that re-executed itself mid-write): removed.
+    let serial = TEMP_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = parent(path).join(format!(".{}.{}.{serial}.tmp", name.to_string_lossy(), std::process::id()));
+    let create = || std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp);
+    let mut f = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&tmp)?;
+            create()?
+        }
+        other => other?,
+    };
     // From here the temporary file is the Staged's, removed if it is dropped.
     let staged = Staged { tmp: Some(tmp), path: path.to_owned() };
     f.write_all(contents)?;
@@ -215,6 +235,30 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leftover_temporary_file_never_blocks_a_write_and_two_threads_never_share_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("table.json");
+        // What a process with this pid left before (killed mid-write, or re-executed).
+        let next = TEMP_SERIAL.load(std::sync::atomic::Ordering::Relaxed);
+        for serial in next..next + 64 {
+            std::fs::write(dir.path().join(format!(".table.json.{}.{serial}.tmp", std::process::id())), "torn")
+                .unwrap();
+        }
+        write_atomic(&path, b"one", 0o600).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"one");
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let path = &path;
+                s.spawn(move || {
+                    (0..50).for_each(|i| write_atomic(path, format!("{t}.{i}").as_bytes(), 0o600).unwrap())
+                });
+            }
+        });
+        assert!(String::from_utf8(std::fs::read(&path).unwrap()).unwrap().ends_with(".49"));
+        assert!(is_temporary(".table.json.7.3.tmp") && !is_temporary("table.json"));
+    }
 
     fn private(dir: &Path) {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();

@@ -75,13 +75,14 @@ impl KeptStore {
     /// the directory is fsynced. Returns the workloads whose file could
     /// not be written or removed, with why.
     pub fn write_all(&self, batch: &BTreeMap<WorkloadName, Option<Kept>>) -> Vec<(WorkloadName, std::io::Error)> {
-        let mut failed = Vec::new();
+        let (mut failed, mut changed) = (Vec::new(), Vec::new());
         let made = crate::fsutil::create_private_dir(&self.dir);
         let mut staged = Vec::new();
         for (name, kept) in batch {
             let Some(kept) = kept.as_ref().filter(|k| **k != Kept::default()) else {
-                if let Err(e) = self.remove(name) {
-                    failed.push((name.clone(), e));
+                match self.remove(name) {
+                    Ok(()) => changed.push(name),
+                    Err(e) => failed.push((name.clone(), e)),
                 }
                 continue;
             };
@@ -96,19 +97,19 @@ impl KeptStore {
                 Err(e) => failed.push((name.clone(), e)),
             }
         }
-        let mut committed = Vec::new();
         for (name, file) in staged {
             match file.commit() {
-                Ok(()) => committed.push(name),
+                Ok(()) => changed.push(name),
                 Err(e) => failed.push((name.clone(), e)),
             }
         }
-        // Written files are durable (and the same again is tried) once the directory is.
-        if !committed.is_empty()
+        // Renames and removals are durable once the directory is; if it
+        // cannot be synced, each is tried again.
+        if !changed.is_empty()
             && let Err(e) = crate::fsutil::sync_dir(&self.dir)
         {
-            failed
-                .extend(committed.into_iter().map(|name| (name.clone(), std::io::Error::new(e.kind(), e.to_string()))));
+            let again = |name: &WorkloadName| (name.clone(), std::io::Error::new(e.kind(), e.to_string()));
+            failed.extend(changed.into_iter().map(again));
         }
         failed
     }
@@ -127,6 +128,11 @@ impl KeptStore {
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
                 let file = entry.path();
+                // A write a killed daemon left half done (the file itself is intact).
+                if entry.file_name().to_str().is_some_and(crate::fsutil::is_temporary) {
+                    let _ = std::fs::remove_file(&file);
+                    continue;
+                }
                 let Some(name) = file
                     .file_name()
                     .and_then(|n| n.to_str())
@@ -242,10 +248,14 @@ mod tests {
         ]
         .into_iter()
         .collect();
+        // A write a killed daemon left half done.
+        std::fs::write(dir.path().join("workloads/.web.json.1.2.tmp"), "{to").unwrap();
         let failed = store.write_all(&batch);
         assert_eq!(failed.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(), ["stuck"], "{failed:?}");
         let loaded = store.load(dir.path());
         assert_eq!(loaded.kept.keys().map(WorkloadName::as_str).collect::<Vec<_>>(), ["new", "web"]);
+        // The leftover is gone, not reported (the directory in stuck's place is).
+        assert_eq!(loaded.unreadable.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["stuck"]);
         assert_eq!((loaded.kept[&n("new")].hold, loaded.kept[&n("web")].hold), (Some(Version(2)), Some(Version(3))));
         let left: Vec<String> = std::fs::read_dir(dir.path().join("workloads"))
             .unwrap()

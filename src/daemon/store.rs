@@ -213,7 +213,10 @@ impl Store for DiskStore {
     }
 
     fn keep_now(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
-        // Queued writes of this workload come before, so none overwrites this one later.
+        // Queued writes of this workload come before, so none overwrites
+        // this one later; but one the writer still holds when the flush
+        // times out, or retries while writes fail, can land after it. The
+        // supervisor's next keep of this workload (at its exit) puts it back.
         self.flush(std::time::Duration::from_secs(5));
         KeptStore::new(&self.state_dir).write(name, kept)
     }
