@@ -78,9 +78,10 @@ Notes:
   undercut. Each row is the least of three runs, alternated (all three
   shown). Before paddock's ramp and before each floor run the script
   waits until the network namespaces of earlier sandboxes are freed
-  (/proc/slabinfo): the kernel frees them in the background, for tens of
-  seconds after a thousand, and a measure taken meanwhile shares the
-  CPUs with that cleanup.
+  (their count in /proc/slabinfo has not fallen for 5 s; at most 2
+  minutes, said if so): the kernel frees them in the background, at
+  times for tens of seconds after a thousand, and a measure taken
+  meanwhile shares the CPUs with that cleanup.
 - The systemd rows: a Debian bookworm tree (tests/systemd/tree.sh) booted
   with `systemd-nspawn -b` (as tests/systemd.rs does: an overlay over the
   cached tree, --register=no, --keep-unit, journald running), systemd 252
@@ -226,8 +227,7 @@ def scale(paddock):
     # Compiled first: a compiler that fails costs no measure.
     floor_prog = compile_scale_floor(work)
     # The network namespaces of earlier parts freed first, as before each floor run.
-    baseline = net_namespaces() or 0
-    settle(baseline)
+    settle()
     notify = Notify(p)
     daemon = start_daemon(paddock, p, notify)
     notify.ready_after(0)
@@ -290,7 +290,7 @@ def scale(paddock):
         daemon.terminate()
         daemon.wait(timeout=120)
         shutdown = time.time() - t
-        floor = scale_floor(floor_prog, root, baseline)
+        floor = scale_floor(floor_prog, root)
         return dict(written=written, all_running=all_running, idle_cpu=idle_cpu, rss=rss, edit_ms=edit_ms,
                     shutdown=shutdown, upgrade_ms=upgrade_ms, adopt_ms=adopt_ms, restarted=restarted,
                     same_pids=same_after_upgrade and same_after_adoption, floor=floor)
@@ -403,18 +403,26 @@ def net_namespaces():
         pass
     return None
 
-def settle(baseline, timeout=120):
+def settle(timeout=120):
     """Waits until the namespaces of sandboxes that ended are freed, so a
-    measure does not share the CPUs with the last one's teardown."""
+    measure does not share the CPUs with the last one's teardown: until
+    the count of network namespaces has not fallen for 5 s (what is left
+    then is not being freed). Says so when it cannot tell or gives up."""
     deadline = time.time() + timeout
+    last, since = net_namespaces(), time.time()
+    if last is None:
+        print("settle: /proc/slabinfo shows no net_namespace; waiting 10 s instead", file=sys.stderr)
+        time.sleep(10)
+        return
     while time.time() < deadline:
-        left = net_namespaces()
-        if left is None:
-            time.sleep(10)
-            return
-        if left <= baseline + 8:
-            return
         time.sleep(0.5)
+        now = net_namespaces()
+        if now is not None and now < last:
+            last, since = now, time.time()
+        elif time.time() - since >= 5:
+            return
+    print(f"settle: network namespaces still being freed after {timeout} s ({last} left); measuring anyway",
+          file=sys.stderr)
 
 def compile_scale_floor(work):
     prog = os.path.join(work, "scale-floor")
@@ -423,7 +431,7 @@ def compile_scale_floor(work):
 
 FLOOR_RUNS = 3
 
-def scale_floor(prog, root, baseline):
+def scale_floor(prog, root):
     """The scale measure's floor: the same SCALE busybox `sleep`s, each in
     its own namespaces and slice, started by a bare C loop
     (bench/scale-floor.c), with no supervisor; without and with the mounts
@@ -433,7 +441,7 @@ def scale_floor(prog, root, baseline):
     # Ids past the daemon's range (the floor writes its maps as root).
     first = str(1000000 + 65536 * (SCALE + 8))
     def once(*flags):
-        settle(baseline)
+        settle()
         out = subprocess.run([prog, *flags, str(SCALE), first, root, "/bin/sleep", "100000"], check=True,
                              stdout=subprocess.PIPE, text=True, timeout=300)
         return float(out.stdout)
