@@ -50,15 +50,12 @@ fn orphans_are_reaped_by_the_init() {
     assert_eq!(stdout(&out).trim(), "0", "no zombie is left: {}{}", stdout(&out), stderr(&out));
 }
 
-#[test]
-fn sigterm_to_paddock_is_forwarded_and_everything_is_torn_down() {
-    let w = World::new();
-    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
-    let script = "trap 'echo got TERM; exit 7' TERM; sleep 30 & sleep 30 & echo ready; wait";
+/// `paddock run` of a manifest whose workload prints "ready" first, once
+/// it has: the running child and the rest of its stdout.
+fn run_until_ready(w: &World, manifest: &std::path::Path) -> (std::process::Child, std::process::ChildStdout) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
         .args(w.run_args())
-        // A limit, so that the sandbox has a cgroup to remove (on v1 only limits make one).
-        .arg(w.manifest("teardown", &busybox_manifest(script, "[resources]\npids = 64\n")))
+        .arg(manifest)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -66,6 +63,17 @@ fn sigterm_to_paddock_is_forwarded_and_everything_is_torn_down() {
     let mut seen = [0u8; 6];
     stdout_pipe.read_exact(&mut seen).unwrap();
     assert_eq!(&seen, b"ready\n");
+    (child, stdout_pipe)
+}
+
+#[test]
+fn sigterm_to_paddock_is_forwarded_and_everything_is_torn_down() {
+    let w = World::new();
+    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
+    let script = "trap 'echo got TERM; exit 7' TERM; sleep 30 & sleep 30 & echo ready; wait";
+    // A limit, so that the sandbox has a cgroup to remove (on v1 only limits make one).
+    let (mut child, mut stdout_pipe) =
+        run_until_ready(&w, &w.manifest("teardown", &busybox_manifest(script, "[resources]\npids = 64\n")));
     let pids = common::sandbox::wait_for_descendants(child.id(), 4);
     assert!(pids.len() >= 4, "init, shell and two sleeps are running: {pids:?}");
     assert!(!cgroup_dirs("teardown").is_empty(), "the sandbox has a cgroup while it runs");
@@ -90,16 +98,7 @@ fn sigterm_to_paddock_is_forwarded_and_everything_is_torn_down() {
 fn sigabrt_to_paddock_run_is_ignored_and_the_workload_runs_on() {
     let w = World::new();
     let script = "echo ready; sleep 0.5; echo done; exit 5";
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
-        .args(w.run_args())
-        .arg(w.manifest("abort", &busybox_manifest(script, "")))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout_pipe = child.stdout.take().unwrap();
-    let mut seen = [0u8; 6];
-    stdout_pipe.read_exact(&mut seen).unwrap();
-    assert_eq!(&seen, b"ready\n");
+    let (mut child, mut stdout_pipe) = run_until_ready(&w, &w.manifest("abort", &busybox_manifest(script, "")));
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(child.id() as i32, libc::SIGABRT) };
     let status = child.wait().unwrap();

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::write_atomic;
 use crate::idmap::{Allocations, Slice};
 use crate::model::WorkloadName;
 use crate::reconcile::{Ended, Version};
@@ -57,15 +56,11 @@ impl KeptStore {
     }
 
     /// Replaces a workload's file atomically and durably (the file and
-    /// the directory fsynced: syncfs, tried for batches, flushed the whole
-    /// filesystem and took seconds on a busy one).
+    /// the directory fsynced), or removes it when there is nothing to keep:
+    /// a batch of one (`write_all`).
     pub fn write(&self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
-        if *kept == Kept::default() {
-            return self.remove(name);
-        }
-        crate::fsutil::create_private_dir(&self.dir)?;
-        let json = serde_json::to_vec_pretty(kept).map_err(std::io::Error::other)?;
-        write_atomic(&self.path(name), &json, 0o600)
+        let one = BTreeMap::from([(name.clone(), Some(kept.clone()))]);
+        self.write_all(&one).pop().map_or(Ok(()), |(_, e)| Err(e))
     }
 
     /// Writes several workloads' files as `write` does each (a workload
