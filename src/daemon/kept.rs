@@ -67,8 +67,9 @@ impl KeptStore {
     /// with nothing to keep, or None, has its file removed), with one
     /// fsync of the directory for all of them instead of one each: every
     /// file is written and fsynced, then all are renamed into place, then
-    /// the directory is fsynced. Returns the workloads whose file could
-    /// not be written or removed, with why.
+    /// the directory is fsynced (syncfs, tried for batches, flushed the
+    /// whole filesystem and took seconds on a busy one). Returns the
+    /// workloads whose file could not be written or removed, with why.
     pub fn write_all(&self, batch: &BTreeMap<WorkloadName, Option<Kept>>) -> Vec<(WorkloadName, std::io::Error)> {
         let (mut failed, mut changed) = (Vec::new(), Vec::new());
         let made = crate::fsutil::create_private_dir(&self.dir);
