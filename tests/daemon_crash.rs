@@ -250,6 +250,65 @@ fn torn_stale_and_dead_records_harm_no_one_and_are_cleaned_up() {
     let _ = std::fs::remove_dir(&outside);
 }
 
+/// Pids and start times (clock ticks after boot) begin again at each
+/// boot, so after a reboot another process can have a record's pid and
+/// start time both. A record of an earlier boot is forgotten, the process
+/// that matches it now is left alone, and the workload starts anew.
+#[test]
+fn a_record_of_an_earlier_boot_names_no_one_even_when_its_pid_and_start_time_match() {
+    let d = Daemon::setup();
+    std::fs::create_dir_all(d.path("state/sandboxes")).unwrap();
+    let mut innocent = std::process::Command::new("sleep").arg("1000").spawn().unwrap();
+    let started = start_time(innocent.id());
+    let record = format!(
+        r#"{{"pid": {}, "start_time": {started}, "cgroup": [], "boot": "00000000-0000-4000-8000-000000000000",
+            "slice": {{"uid": {{"start": 100000, "count": 65536}}, "gid": {{"start": 100000, "count": 65536}}}}}}"#,
+        innocent.id()
+    );
+    std::fs::write(d.path("state/sandboxes/past.json"), record).unwrap();
+    d.write("past.toml", SLEEPER);
+    let mut d = d.start(&[]);
+    let pid = d.running_pid("past");
+    assert_ne!(pid, i64::from(innocent.id()), "the process matching a record of an earlier boot was adopted");
+    assert!(innocent.try_wait().unwrap().is_none(), "the process matching a record of an earlier boot was killed");
+    // The new record names this boot.
+    let now = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path("state/sandboxes/past.json")).unwrap()).unwrap();
+    assert_eq!(record["boot"], now.trim(), "{record}");
+    assert_eq!(d.terminate(), 0);
+    let _ = innocent.kill();
+    let _ = innocent.wait();
+}
+
+/// A sandbox recorded by a paddock that did not record the boot is
+/// adopted as before, and its record gains the boot.
+#[test]
+fn a_record_without_a_boot_is_adopted_and_gains_it() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("old.toml", SLEEPER);
+    let pid = d.running_pid("old");
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let file = d.path("state/sandboxes/old.json");
+    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(record.as_object_mut().unwrap().remove("boot").is_some(), "a record names its boot: {record}");
+    std::fs::write(&file, serde_json::to_vec(&record).unwrap()).unwrap();
+    d = d.start(&[]);
+    assert_eq!(d.running_pid("old"), pid, "adopted");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let now = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(record["boot"], now.trim(), "{record}");
+    assert_eq!(d.terminate(), 0);
+}
+
+/// A process's start time, in clock ticks after boot (`/proc/PID/stat`).
+fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
 /// A cgroup beside paddock's (`paddock-outside-PID` next to `paddock`), on
 /// the v2 tree when the host has one with controllers, else in the v1
 /// pids hierarchy.

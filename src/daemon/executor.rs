@@ -289,6 +289,7 @@ impl SandboxExecutor {
                 slice,
                 version: Some(version),
                 started: Some(SystemTime::now()),
+                boot: records::boot_id(),
             };
             records::write(&state_dir, name, &record)
         };

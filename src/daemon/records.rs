@@ -1,11 +1,12 @@
 //! What the daemon records of each sandbox it runs, in
 //! `STATE_DIR/sandboxes/NAME.json`, before the sandbox may run anything:
-//! the init's pid and start time, its cgroup, its id slice, the manifest
-//! version it runs and when it started. A daemon that starts after its
+//! the init's pid and start time, the boot, its cgroup, its id slice, the
+//! manifest version it runs and when it started. A daemon that starts after its
 //! predecessor died (a crash, `kill -9`, an upgrade's exec) reads them and
 //! adopts every sandbox still running; it stops what it cannot adopt and
 //! cleans up after what is gone, before it starts anything: never two
-//! sandboxes of one workload, never an orphan.
+//! sandboxes of one workload, never an orphan. A record of an earlier
+//! boot names nothing any more, and is forgotten.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,6 +39,25 @@ pub struct Record {
     /// When it was started (for its uptime once adopted).
     #[serde(default)]
     pub started: Option<std::time::SystemTime>,
+    /// The boot it was started in (`/proc/sys/kernel/random/boot_id`).
+    /// Pids and start times (clock ticks after boot) begin again at each
+    /// boot, so after a reboot another process can have both a record's
+    /// pid and its start time: a record of an earlier boot names nothing.
+    /// None in records written before paddock recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<String>,
+}
+
+/// This boot's id, read once; None where the kernel does not say.
+pub fn boot_id() -> Option<String> {
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    })
+    .clone()
 }
 
 fn dir(state_dir: &Path) -> PathBuf {
@@ -157,7 +177,13 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
             .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|e| e.to_string()));
         let mut found = false;
         match record {
-            Ok(record) => {
+            Ok(record) if record.boot.as_ref().is_some_and(|then| boot_id().is_some_and(|now| *then != now)) => {
+                // Its processes ended with that boot; whatever has its pid
+                // and start time now is not it, and is left alone.
+                out.slices.push((stem.to_owned(), record.slice));
+                tracing::info!(workload = stem, pid = record.pid, "a sandbox record of an earlier boot: forgotten");
+            }
+            Ok(mut record) => {
                 out.slices.push((stem.to_owned(), record.slice));
                 match crate::sandbox::adopt(record.pid, record.start_time, Cgroup::existing(layout, stem)) {
                     Ok(sandbox) => {
@@ -167,6 +193,14 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
                             action = "adopt",
                             "adopted a sandbox that ran on without a daemon"
                         );
+                        if record.boot.is_none() {
+                            // Written by a paddock that did not record the
+                            // boot: recorded now, so the next boot knows it.
+                            record.boot = boot_id();
+                            if let Err(e) = write(state_dir, &name, &record) {
+                                tracing::warn!(workload = stem, error = %e, "cannot add the boot to a sandbox record");
+                            }
+                        }
                         out.adopted.push((name, sandbox, record));
                         continue;
                     }
