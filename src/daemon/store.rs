@@ -4,8 +4,9 @@
 //! written, each fsynced, by a thread of their own: a burst of a thousand
 //! one-shots ending is a thousand fsyncs, which must not hold up the
 //! event loop (measured: 2 s of a 1000-workload burst). The end of a
-//! one-shot is the exception: it is written before its sandbox is let go
-//! (`keep_now`), so a daemon that dies right after never runs it again.
+//! one-shot is the exception: the event loop waits until the writer has
+//! written it before its sandbox is let go (`keep_now`), so a daemon that
+//! dies right after never runs it again.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -103,6 +104,8 @@ enum Write {
     Keep(WorkloadName, Option<Kept>),
     /// Say when everything before this is written.
     Flush(std::sync::mpsc::SyncSender<()>),
+    /// Write a workload's kept file with what is pending, and say how that went.
+    Now(WorkloadName, Kept, std::sync::mpsc::SyncSender<std::io::Result<()>>),
 }
 
 impl Writer {
@@ -113,6 +116,7 @@ impl Writer {
             .spawn(move || {
                 let mut pending: BTreeMap<WorkloadName, Option<Kept>> = BTreeMap::new();
                 let mut flushes = Vec::new();
+                let mut nows = Vec::new();
                 let mut failing = false;
                 loop {
                     let next = if pending.is_empty() {
@@ -130,6 +134,10 @@ impl Writer {
                             pending.insert(name, kept);
                         }
                         Write::Flush(done) => flushes.push(done),
+                        Write::Now(name, kept, done) => {
+                            pending.insert(name.clone(), Some(kept));
+                            nows.push((name, done));
+                        }
                     };
                     match next {
                         Some(item) => {
@@ -142,7 +150,14 @@ impl Writer {
                     // All that is pending, with one fsync of the directory.
                     let mut batch = std::mem::take(&mut pending);
                     let mut unwritten = BTreeMap::new();
-                    for (name, e) in store.write_all(&batch) {
+                    let failed = store.write_all(&batch);
+                    for (name, done) in nows.drain(..) {
+                        let _ = done.send(match failed.iter().find(|(n, _)| *n == name) {
+                            Some((_, e)) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                            None => Ok(()),
+                        });
+                    }
+                    for (name, e) in failed {
                         if !failing {
                             tracing::error!(workload = %name, error = %e, "cannot write what is kept of it (hold, end); retrying every second");
                         }
@@ -213,11 +228,16 @@ impl Store for DiskStore {
     }
 
     fn keep_now(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
-        // Queued writes of this workload come before, so none overwrites
-        // this one later; but one the writer still holds when the flush
-        // times out, or retries while writes fail, can land after it. The
-        // supervisor's next keep of this workload (at its exit) puts it back.
-        self.flush(std::time::Duration::from_secs(5));
+        // Through the writer, which holds the latest state of each workload:
+        // no older write of this one, queued or retried, can land after it.
+        if let Some(writer) = &self.writer {
+            let (done, wait) = std::sync::mpsc::sync_channel(1);
+            if writer.queue.send(Write::Now(name.clone(), kept.clone(), done)).is_ok()
+                && let Ok(written) = wait.recv()
+            {
+                return written;
+            }
+        }
         KeptStore::new(&self.state_dir).write(name, kept)
     }
 
@@ -231,5 +251,53 @@ impl Store for DiskStore {
         let used: std::collections::BTreeSet<u32> = self.known.values().map(|s| s.uid.start).collect();
         let total = crate::idmap::slice_count(&self.ranges.uids, &self.ranges.gids, self.slice_size);
         (used.len(), total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idmap::RemapRanges;
+    use crate::reconcile::Version;
+
+    fn held(version: u64) -> Kept {
+        Kept { slice: None, hold: Some(Version(version)), ended: None }
+    }
+
+    #[test]
+    fn what_is_kept_now_is_never_overwritten_by_an_older_write_being_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let ranges = RemapRanges { user: "paddock".into(), uids: Vec::new(), gids: Vec::new() };
+        let mut store = DiskStore::new(dir.path().to_owned(), ranges, Isolation::default(), 65536);
+        let name = WorkloadName::try_from("once").unwrap();
+        // A directory where its file belongs: every write of it fails until
+        // it is gone, and the writer retries the latest every second.
+        let file = dir.path().join("workloads/once.json");
+        std::fs::create_dir_all(&file).unwrap();
+        store.keep(&name, &held(1)).unwrap();
+        store.flush(std::time::Duration::from_secs(5));
+        assert!(store.keep_now(&name, &held(2)).is_err(), "a write that failed is said");
+        std::fs::remove_dir(&file).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !file.is_file() {
+            assert!(std::time::Instant::now() < deadline, "the writer never wrote {}", file.display());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Then nothing is left to write: what is there stays.
+        store.flush(std::time::Duration::from_secs(5));
+        let kept = KeptStore::new(dir.path()).load(dir.path()).kept;
+        assert_eq!(kept[&name].hold, Some(Version(2)), "an older write landed after what was kept now");
+    }
+
+    #[test]
+    fn what_is_kept_now_is_on_disk_when_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let ranges = RemapRanges { user: "paddock".into(), uids: Vec::new(), gids: Vec::new() };
+        let mut store = DiskStore::new(dir.path().to_owned(), ranges, Isolation::default(), 65536);
+        let name = WorkloadName::try_from("once").unwrap();
+        store.keep(&name, &held(1)).unwrap();
+        store.keep_now(&name, &held(2)).unwrap();
+        let kept = KeptStore::new(dir.path()).load(dir.path()).kept;
+        assert_eq!(kept[&name].hold, Some(Version(2)));
     }
 }
