@@ -252,33 +252,76 @@ fn torn_stale_and_dead_records_harm_no_one_and_are_cleaned_up() {
 
 /// Pids and start times (clock ticks after boot) begin again at each
 /// boot, so after a reboot another process can have a record's pid and
-/// start time both. A record of an earlier boot is forgotten, the process
-/// that matches it now is left alone, and the workload starts anew.
+/// start time both. A record of an earlier boot, or one (from a paddock
+/// that did not record the boot) whose init is not in the cgroup it names,
+/// is forgotten: the process that matches it now is left alone, and the
+/// workload starts anew.
 #[test]
 fn a_record_of_an_earlier_boot_names_no_one_even_when_its_pid_and_start_time_match() {
     let d = Daemon::setup();
     std::fs::create_dir_all(d.path("state/sandboxes")).unwrap();
-    let mut innocent = std::process::Command::new("sleep").arg("1000").spawn().unwrap();
-    let started = start_time(innocent.id());
+    let slice = r#"{"uid": {"start": 100000, "count": 65536}, "gid": {"start": 100000, "count": 65536}}"#;
+    let past = Bystander::start();
     let record = format!(
-        r#"{{"pid": {}, "start_time": {started}, "cgroup": [], "boot": "00000000-0000-4000-8000-000000000000",
-            "slice": {{"uid": {{"start": 100000, "count": 65536}}, "gid": {{"start": 100000, "count": 65536}}}}}}"#,
-        innocent.id()
+        r#"{{"pid": {}, "start_time": {}, "cgroup": [], "boot": "00000000-0000-4000-8000-000000000000", "slice": {slice}}}"#,
+        past.pid(),
+        past.start_time()
     );
     std::fs::write(d.path("state/sandboxes/past.json"), record).unwrap();
     d.write("past.toml", SLEEPER);
+    // No boot, and a cgroup that is gone (as every cgroup is after a reboot).
+    let legacy = Bystander::start();
+    let record = format!(
+        r#"{{"pid": {}, "start_time": {}, "cgroup": ["/sys/fs/cgroup/paddock-gone-{}"], "slice": {slice}}}"#,
+        legacy.pid(),
+        legacy.start_time(),
+        std::process::id()
+    );
+    std::fs::write(d.path("state/sandboxes/legacy.json"), record).unwrap();
+    d.write("legacy.toml", SLEEPER);
     let mut d = d.start(&[]);
-    let pid = d.running_pid("past");
-    assert_ne!(pid, i64::from(innocent.id()), "the process matching a record of an earlier boot was adopted");
-    assert!(innocent.try_wait().unwrap().is_none(), "the process matching a record of an earlier boot was killed");
-    // The new record names this boot.
     let now = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.path("state/sandboxes/past.json")).unwrap()).unwrap();
-    assert_eq!(record["boot"], now.trim(), "{record}");
+    for (name, bystander) in [("past", &past), ("legacy", &legacy)] {
+        let pid = d.running_pid(name);
+        assert_ne!(pid, i64::from(bystander.pid()), "{name}: the process matching its record was adopted");
+        assert!(bystander.alive(), "{name}: the process matching its record was killed");
+        // The new record names this boot.
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.path(&format!("state/sandboxes/{name}.json"))).unwrap()).unwrap();
+        assert_eq!(record["boot"], now.trim(), "{record}");
+    }
     assert_eq!(d.terminate(), 0);
-    let _ = innocent.kill();
-    let _ = innocent.wait();
+}
+
+/// A `sleep` that is no sandbox, killed when dropped.
+struct Bystander(std::process::Child);
+
+impl Bystander {
+    fn start() -> Self {
+        Bystander(std::process::Command::new("sleep").arg("1000").spawn().unwrap())
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Its start time, in clock ticks after boot (`/proc/PID/stat`).
+    fn start_time(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap()
+    }
+
+    fn alive(&self) -> bool {
+        // Its parent is this test: not reaped, so a dead one is a zombie.
+        !common::daemon::gone(i64::from(self.pid()))
+    }
+}
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A sandbox recorded by a paddock that did not record the boot is
@@ -301,12 +344,6 @@ fn a_record_without_a_boot_is_adopted_and_gains_it() {
     let now = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     assert_eq!(record["boot"], now.trim(), "{record}");
     assert_eq!(d.terminate(), 0);
-}
-
-/// A process's start time, in clock ticks after boot (`/proc/PID/stat`).
-fn start_time(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap()
 }
 
 /// A cgroup beside paddock's (`paddock-outside-PID` next to `paddock`), on

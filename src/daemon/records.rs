@@ -6,7 +6,10 @@
 //! adopts every sandbox still running; it stops what it cannot adopt and
 //! cleans up after what is gone, before it starts anything: never two
 //! sandboxes of one workload, never an orphan. A record of an earlier
-//! boot names nothing any more, and is forgotten.
+//! boot, or one whose init is not in the sandbox's cgroup, names a
+//! process that is not the sandbox's: it is forgotten, and nothing is
+//! adopted or killed by its pid (the workload's cgroup, where paddock
+//! puts it, is still emptied).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -148,7 +151,9 @@ pub struct Recovery {
 /// recording the sandbox leaves one. Runs before the first start.
 ///
 /// A record's own cgroup paths are not trusted (a record is a file, and
-/// recovery kills what it names): only this daemon's layout is searched.
+/// recovery kills what it names): only this daemon's layout is searched
+/// for what to kill. They are only read, to tell whether the recorded init
+/// is still in its cgroup.
 pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery {
     let mut out = Recovery::default();
     let entries = match std::fs::read_dir(dir(state_dir)) {
@@ -183,6 +188,19 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
                 out.slices.push((stem.to_owned(), record.slice));
                 tracing::info!(workload = stem, pid = record.pid, "a sandbox record of an earlier boot: forgotten");
             }
+            // A sandbox that had a cgroup is in it for as long as it runs
+            // (and a cgroup does not outlive a boot): an init that is not
+            // there is another process with the recorded pid and start time.
+            // The record's own paths, only read here: where an older
+            // paddock put the cgroup, the sandbox it left is still there.
+            Ok(record) if !record.cgroup.is_empty() && !record.cgroup.iter().any(|dir| holds(dir, record.pid)) => {
+                out.slices.push((stem.to_owned(), record.slice));
+                tracing::info!(
+                    workload = stem,
+                    pid = record.pid,
+                    "a sandbox record whose init is not in its cgroup: forgotten"
+                );
+            }
             Ok(mut record) => {
                 out.slices.push((stem.to_owned(), record.slice));
                 match crate::sandbox::adopt(record.pid, record.start_time, Cgroup::existing(layout, stem)) {
@@ -193,10 +211,12 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
                             action = "adopt",
                             "adopted a sandbox that ran on without a daemon"
                         );
-                        if record.boot.is_none() {
+                        if record.boot.is_none()
+                            && let Some(boot) = boot_id()
+                        {
                             // Written by a paddock that did not record the
                             // boot: recorded now, so the next boot knows it.
-                            record.boot = boot_id();
+                            record.boot = Some(boot);
                             if let Err(e) = write(state_dir, &name, &record) {
                                 tracing::warn!(workload = stem, error = %e, "cannot add the boot to a sandbox record");
                             }
@@ -243,6 +263,12 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
         }
     }
     out
+}
+
+/// Whether the cgroup directory `dir` holds the process `pid`.
+fn holds(dir: &Path, pid: i32) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .is_ok_and(|procs| procs.lines().any(|line| line.trim().parse() == Ok(pid)))
 }
 
 /// Kills what is left in the workload's cgroup and removes it; returns
