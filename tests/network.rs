@@ -573,6 +573,14 @@ fn paddock_run_publishes_a_port_like_docker_run_p_and_undoes_it_at_the_end() {
     killed.kill().unwrap();
     killed.wait().unwrap();
     assert_eq!(leftovers(&d).veths, 1, "left by the killed run");
+    // Its pid now another process's (a reuse, or after a reboot): the
+    // record, named by pid and start time, is still a dead run's.
+    let mut bystander = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let records = d.path("state/networks/run");
+    let record = std::fs::read_dir(&records).unwrap().next().unwrap().unwrap().path();
+    let name = record.file_name().unwrap().to_str().unwrap().to_owned();
+    let (_, started) = name.strip_suffix(".json").unwrap().split_once('-').expect("run<PID>-<START>.json");
+    std::fs::rename(&record, records.join(format!("run{}-{started}.json", bystander.id()))).unwrap();
     let next = run_web("8095:80");
     assert_eq!(get_soon(&d, "127.0.0.1:8095".parse().unwrap()), "hello from paddock\n");
     // SAFETY: kill has no memory-safety preconditions.
@@ -582,6 +590,8 @@ fn paddock_run_publishes_a_port_like_docker_run_p_and_undoes_it_at_the_end() {
     assert!(said.contains("undid the network of an earlier run that was killed"), "{said}");
     // The killed run's sandbox died with it (die_with_parent): nothing is left.
     nothing_left_soon(&d);
+    let _ = bystander.kill();
+    let _ = bystander.wait();
 }
 
 #[test]

@@ -169,8 +169,11 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
                     Err(e) => eprintln!("paddock run: cannot undo the network of an earlier run ({run}): {e}"),
                 }
             }
-            let key = crate::model::WorkloadName::try_from(format!("run{}", std::process::id()).as_str())
-                .expect("a valid name");
+            // This process, by pid and start time (see `undo_abandoned_runs`).
+            let me = std::process::id();
+            let started = crate::sandbox::process::start_time(me as i32).unwrap_or(0);
+            let key =
+                crate::model::WorkloadName::try_from(format!("run{me}-{started}").as_str()).expect("a valid name");
             let a = networks.attach(&key, &spec.manifest).or_fail(PADDOCK_FAILED)?;
             Some(RunNetwork { networks, key, attachment: a })
         }

@@ -59,14 +59,23 @@ impl Networks {
     }
 
     /// The attachments of `paddock run`s that are gone (each is recorded
-    /// as `run<PID>`; a run that ended normally undid its own), undone now.
-    /// For `for_runs()` networks.
+    /// as `run<PID>-<START>`, its pid and start time; a run that ended
+    /// normally undid its own), undone now. A pid alone is not enough: one
+    /// reused (or after a reboot) would keep a dead run's attachment for as
+    /// long as the new process lives. Records of older paddocks (`run<PID>`)
+    /// are judged by the pid. For `for_runs()` networks.
     pub fn undo_abandoned_runs(&self) -> Vec<(WorkloadName, Result<(), NetworkError>)> {
         let gone = |name: &WorkloadName| {
-            name.as_str()
-                .strip_prefix("run")
-                .and_then(|pid| pid.parse::<u32>().ok())
-                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            let Some(run) = name.as_str().strip_prefix("run") else { return false };
+            let (pid, started) = match run.split_once('-') {
+                Some((pid, started)) => (pid, started.parse::<u64>().ok()),
+                None => (run, None),
+            };
+            let Ok(pid) = pid.parse::<i32>() else { return false };
+            match started {
+                Some(started) => crate::sandbox::process::start_time(pid) != Some(started),
+                None => !Path::new(&format!("/proc/{pid}")).exists(),
+            }
         };
         self.recorded()
             .into_iter()
