@@ -139,6 +139,29 @@ fn the_daemons_exec_init_gives_the_same_sandbox_as_the_in_place_one() {
     assert!(stdout(&exec).starts_with("uid=0(root) gid=0(root)"), "{}", stdout(&exec));
 }
 
+/// Once the workload runs, its init (PID 1) is no more privileged than
+/// it: CAP_KILL alone, no_new_privs, the workload's seccomp filter. A
+/// workload that could trace its init (given SYS_PTRACE, when the init was
+/// executed in the sandbox's user namespace) gains nothing by it.
+#[test]
+fn the_init_keeps_only_cap_kill_under_the_workloads_filter_in_both_init_modes() {
+    let w = World::new();
+    let m = w.manifest(
+        "init",
+        &busybox_manifest("grep -E '^(NoNewPrivs|Seccomp|CapPrm|CapEff|CapBnd|CapAmb):' /proc/1/status", ""),
+    );
+    for mode in [&[][..], &["--init-exec"]] {
+        let out = w.run(mode, &m, &[]);
+        assert_eq!(out.status.code(), Some(0), "{mode:?}: {}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "CapPrm:\t0000000000000020\nCapEff:\t0000000000000020\nCapBnd:\t0000000000000020\n\
+             CapAmb:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n",
+            "{mode:?}: the init's privileges"
+        );
+    }
+}
+
 #[test]
 fn only_stdin_stdout_and_stderr_reach_the_workload_in_both_init_modes() {
     // Neither the init's channel to paddock (a workload could forge reports

@@ -215,6 +215,40 @@ fn setup(p: &Prepared) -> Result<std::convert::Infallible, (Step, Errno)> {
     nix::unistd::execve(&p.program, &p.argv, &p.envp).at(Step::Execve)
 }
 
+/// CAP_KILL: the one capability the init keeps (see `confine_init`).
+const CAP_KILL: u32 = 5;
+
+/// The init, once its workload runs: no more privileged than the workload
+/// it keeps. It keeps CAP_KILL alone (to signal a workload that runs as
+/// another user, and to kill whatever is left at the end), under the
+/// workload's own seccomp filter and no_new_privs. So a workload that can
+/// trace it (one given SYS_PTRACE, when the init was executed inside the
+/// user namespace rather than cloned from the host) gains nothing of the
+/// sandbox's setup privileges by it.
+pub fn confine_init(seccomp: &[BpfProgram]) -> Result<(), (Step, Errno)> {
+    // While this process may still load a filter without no_new_privs.
+    for program in seccomp {
+        sys::seccomp_load(program).at(Step::Seccomp)?;
+    }
+    let keep = 1u64 << CAP_KILL;
+    for cap in 0..64 {
+        if keep & (1 << cap) == 0 {
+            // SAFETY: prctl with integer arguments only.
+            let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+            if rc != 0 && Errno::last() != Errno::EINVAL {
+                return Err((Step::BoundingSet, Errno::last()));
+            }
+        }
+    }
+    sys::capset(keep).at(Step::Capset)?;
+    // SAFETY: prctl with integer arguments only.
+    Errno::result(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) })
+        .at(Step::Ambient)?;
+    // SAFETY: prctl with integer arguments only.
+    Errno::result(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }).at(Step::NoNewPrivs)?;
+    Ok(())
+}
+
 /// In the forked child, after `exec` failed: says which step and why on
 /// `to` (a CLOEXEC pipe, so a successful exec says nothing), then exits.
 pub fn report_failure(to: &std::os::fd::OwnedFd, (step, errno): (Step, Errno)) -> ! {

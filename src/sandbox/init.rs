@@ -41,6 +41,13 @@ fn move_to(fd: OwnedFd, to: RawFd) -> Result<OwnedFd, Errno> {
 
 /// Entry point; returns the process's exit status.
 pub fn main(channel_fd: RawFd) -> i32 {
+    // Not dumpable: nothing in the sandbox may trace this process or open
+    // its memory, unless it holds CAP_SYS_PTRACE where this process's
+    // memory was made (the host's, when cloned from it; the sandbox's
+    // user namespace, when paddock was executed in it: see `confine_init`).
+    // The workload's execve makes it dumpable again.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     // SAFETY: paddock passed this descriptor to us across exec for exactly this use; nothing else owns it.
     let channel = unsafe { OwnedFd::from_raw_fd(channel_fd) };
     // Where a successor daemon expects it (after the exec only 0-2 and the
@@ -109,6 +116,8 @@ pub fn main(channel_fd: RawFd) -> i32 {
     } else {
         Vec::new()
     };
+    // The init takes the workload's filter too, once the workload runs.
+    let own_programs = programs.clone();
     let prepared = match exec::prepare(&cfg, programs) {
         Ok(p) => p,
         Err((command, errno)) => {
@@ -162,6 +171,12 @@ pub fn main(channel_fd: RawFd) -> i32 {
         Ok(ForkResult::Parent { child }) => child,
     };
     drop(err_write);
+    // Nothing privileged is left to do here: from now on this process is
+    // no more privileged than the workload it keeps.
+    if let Err((step, errno)) = exec::confine_init(&own_programs) {
+        let _ = nix::sys::signal::kill(workload, Signal::SIGKILL);
+        return fail("confine the init", format!("{}: {}", step.name(), errno.desc()));
+    }
     let output = output.map(|(read, write)| {
         drop(write);
         Output::new(read)
