@@ -142,6 +142,68 @@ fn every_mount_is_nosuid_and_nodev_unless_the_manifest_says_otherwise() {
     assert!(!open.contains(&"nosuid".into()) && !open.contains(&"nodev".into()), "{o}");
 }
 
+/// A mount source inside a volume that a workload writes (here its own
+/// idmapped volume, whose `conf` is also mounted on its own): the workload
+/// replaces `conf` with a link to the host's `/` (owned by the host's
+/// root, as all it makes there is). paddock follows no link under
+/// volumes_root: the next start is refused, saying why, and never mounts
+/// the host's root.
+#[test]
+fn a_link_a_workload_plants_in_another_mounts_source_is_not_followed() {
+    let w = World::new();
+    let vol = w.path("volumes/app");
+    std::fs::create_dir_all(vol.join("conf")).unwrap();
+    let conf = format!("[[mounts]]\nsource = {:?}\ntarget = \"/conf\"\n", vol.join("conf").display().to_string());
+    let mounts = format!("{}{conf}", volume_mount(&vol, "/app", ""));
+    let m = w.manifest("plant", &busybox_manifest("ls /conf; rm -rf /app/conf && ln -s / /app/conf", &mounts));
+    let first = w.run(&[], &m, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let planted = std::fs::symlink_metadata(vol.join("conf")).unwrap();
+    assert!(planted.file_type().is_symlink() && planted.uid() == 0, "the workload planted a link of root's");
+    let second = w.run(&[], &m, &[]);
+    assert!(!stdout(&second).contains("etc"), "the host's root was mounted:\n{}", stdout(&second));
+    assert_eq!(second.status.code(), Some(125), "{}", stderr(&second));
+    assert!(stderr(&second).contains("where paddock follows no symlink"), "{}", stderr(&second));
+}
+
+/// Outside volumes_root, a source is followed through an operator's link
+/// (root's, in a directory only root may change) and through no other: not
+/// a link someone else owns, nor one in a directory others may write.
+#[test]
+fn a_source_goes_through_a_link_only_where_no_one_but_root_could_have_made_it() {
+    use std::os::unix::fs::symlink;
+    let w = World::new();
+    let real = w.path("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::write(real.join("marker"), "real").unwrap();
+    let safe = w.path("safe");
+    std::fs::create_dir(&safe).unwrap();
+    std::fs::set_permissions(&safe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    symlink(&real, safe.join("link")).unwrap();
+    let open = w.path("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    symlink(&real, open.join("link")).unwrap();
+    let theirs = safe.join("theirs");
+    symlink(&real, &theirs).unwrap();
+    std::os::unix::fs::lchown(&theirs, Some(1000), Some(1000)).unwrap();
+    let run = |source: &Path| {
+        let mount = format!("[[mounts]]\nsource = {:?}\ntarget = \"/m\"\n", source.display().to_string());
+        w.run(&[], &w.manifest("links", &busybox_manifest("cat /m/marker", &mount)), &[])
+    };
+    let followed = run(&safe.join("link"));
+    assert_eq!(stdout(&followed), "real", "{}", stderr(&followed));
+    for (source, link) in [(open.join("link/."), open.join("link")), (theirs.clone(), theirs.clone())] {
+        let out = run(&source);
+        assert_eq!(out.status.code(), Some(125), "{}: {}", source.display(), stdout(&out));
+        let said = stderr(&out);
+        assert!(
+            said.contains(&format!("{} is a symlink that someone other than root could have made", link.display())),
+            "{said}"
+        );
+    }
+}
+
 /// Swaps two paths (renameat2 with RENAME_EXCHANGE), by the system call
 /// itself: nix offers it only with glibc, and these tests also run against
 /// the musl build that ships.

@@ -5,10 +5,13 @@
 //! from that descriptor, never from the path again: a symlink swapped in
 //! between a check and a use (a loop of `renameat2(RENAME_EXCHANGE)` run
 //! by a host user or by another workload) cannot change what the sandbox
-//! gets. An idmapped source under `volumes_root` is resolved beneath
-//! volumes_root's own descriptor without following any symlink
-//! (`openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`), because an idmapped
-//! mount gives the workload's root the power of the files' real owners.
+//! gets. A source under `volumes_root` is resolved beneath volumes_root's
+//! own descriptor without following any symlink (`openat2(RESOLVE_BENEATH
+//! | RESOLVE_NO_SYMLINKS)`), because an idmapped mount gives the
+//! workload's root the power of the files' real owners, host root
+//! included: a link there may be a workload's whoever owns it. Any other
+//! path is walked one component at a time, and a symlink is followed only
+//! where no one but root could have made it (`open_host`).
 //! Every mount is made `nosuid` and `nodev` unless the manifest says
 //! otherwise (policy-gated keys), and read-only when asked, here, before
 //! the sandbox ever sees it.
@@ -17,7 +20,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, openat2};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::stat::Mode;
 
 use super::sys;
 use crate::fsutil::UnsafeInput;
@@ -33,6 +37,14 @@ pub enum SourceError {
         "idmapped mount source {path} must lie under volumes_root {root} and be reached without a symlink or `..` ({errno}); move the data there or remove the symlink"
     )]
     IdmapOutside { path: PathBuf, root: PathBuf, errno: Errno },
+    #[error(
+        "mount source {path} lies under volumes_root {root}, where paddock follows no symlink or `..` (a workload with an idmapped volume writes there as the host's root, so a link there may be a workload's, whoever owns it): name the path it leads to"
+    )]
+    VolumeSymlink { path: PathBuf, root: PathBuf },
+    #[error(
+        "{path}: {link} is a symlink that someone other than root could have made (it, or the directory that holds it, is not root's alone), and paddock does not follow such a link as root: name the path it leads to, or make the link and its directory root's and writable only by root"
+    )]
+    UnsafeSymlink { path: PathBuf, link: PathBuf },
     #[error(transparent)]
     VolumesRoot(#[from] UnsafeInput),
 }
@@ -53,11 +65,86 @@ pub struct Sources {
     pub mounts: Vec<Source>,
 }
 
-/// Resolves a host path once (following the operator's symlinks, but no
-/// magic link of /proc) into an O_PATH descriptor.
-fn open_host(path: &Path) -> Result<OwnedFd, Errno> {
-    let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    openat2(AT_FDCWD, path, how)
+/// Why a host path was not opened.
+#[derive(Debug)]
+enum HostPathError {
+    Errno(Errno),
+    /// A symlink only root could not have made: the link's path.
+    UnsafeSymlink(PathBuf),
+}
+
+impl From<Errno> for HostPathError {
+    fn from(errno: Errno) -> Self {
+        HostPathError::Errno(errno)
+    }
+}
+
+/// The most symlinks one path may go through (the kernel's own limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// Resolves a host path once, as the host's root, into an O_PATH
+/// descriptor: component by component, following a symlink only where no
+/// one but root could have made it (the link root's, in a directory that
+/// is root's and writable by no one else, as an operator's own links are:
+/// `/lib` on a merged-/usr system, `/var/run`). A symlink a workload or a
+/// user could have made (in a volume that another mount gives a workload
+/// to write, under /tmp) is refused: followed as root, it would mount
+/// whatever it names. A link is followed by its text, so no magic link of
+/// /proc is.
+fn open_host(path: &Path) -> Result<OwnedFd, HostPathError> {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    let root = || nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty());
+    let parts = |path: &Path| -> VecDeque<OsString> {
+        path.components()
+            .filter_map(|c| match c {
+                Component::Normal(name) => Some(name.to_owned()),
+                Component::ParentDir => Some("..".into()),
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+            })
+            .collect()
+    };
+    if !path.is_absolute() {
+        return Err(Errno::EINVAL.into());
+    }
+    let (mut dir, mut at, mut todo, mut links) = (root()?, PathBuf::from("/"), parts(path), 0);
+    while let Some(name) = todo.pop_front() {
+        let fd = nix::fcntl::openat(
+            &dir,
+            name.as_os_str(),
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let stat = nix::sys::stat::fstat(&fd)?;
+        if stat.st_mode & libc::S_IFMT != libc::S_IFLNK {
+            if name == ".." {
+                at.pop();
+            } else {
+                at.push(&name);
+            }
+            dir = fd;
+            continue;
+        }
+        // In a directory others may write, only a sticky one keeps them
+        // from replacing root's link (as check_ancestor reads /tmp).
+        let holder = nix::sys::stat::fstat(&dir)?;
+        let others_may_replace = holder.st_mode & 0o022 != 0 && holder.st_mode & libc::S_ISVTX == 0;
+        if stat.st_uid != 0 || holder.st_uid != 0 || others_may_replace {
+            return Err(HostPathError::UnsafeSymlink(at.join(&name)));
+        }
+        links += 1;
+        if links > MAX_SYMLINKS {
+            return Err(Errno::ELOOP.into());
+        }
+        let target = PathBuf::from(nix::fcntl::readlinkat(&fd, "")?);
+        if target.is_absolute() {
+            (dir, at) = (root()?, PathBuf::from("/"));
+        }
+        let mut rest = parts(&target);
+        rest.extend(todo);
+        todo = rest;
+    }
+    Ok(dir)
 }
 
 /// Resolves `relative` beneath `root`, refusing every symlink and `..`
@@ -100,16 +187,29 @@ fn below<'a>(path: &'a Path, root: &Path) -> Option<&'a Path> {
 /// Opens every source of `manifest` once and detaches its copy.
 pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, SourceError> {
     let path = &manifest.rootfs.path;
+    let unsafe_or = |path: &Path, e: HostPathError, errno_error: &dyn Fn(Errno) -> SourceError| match e {
+        HostPathError::Errno(errno) => errno_error(errno),
+        HostPathError::UnsafeSymlink(link) => SourceError::UnsafeSymlink { path: path.to_owned(), link },
+    };
     let rootfs = open_host(path)
-        .and_then(|fd| sys::open_tree_clone(Some(fd.as_fd()), c"", false))
-        .map_err(|errno| SourceError::Rootfs { path: path.clone(), errno })?;
+        .map_err(|e| unsafe_or(path, e, &|errno| SourceError::Rootfs { path: path.clone(), errno }))
+        .and_then(|fd| {
+            sys::open_tree_clone(Some(fd.as_fd()), c"", false)
+                .map_err(|errno| SourceError::Rootfs { path: path.clone(), errno })
+        })?;
     // Opened (and checked) once per start, and only when a volume needs it.
     let mut volumes: Option<OwnedFd> = None;
     let mut mounts = Vec::with_capacity(manifest.mounts.len());
     for mount in &manifest.mounts {
         let source = &mount.source;
         let err = |errno| SourceError::Mount { path: source.clone(), errno };
-        let fd = match (mount.idmap && source.starts_with(volumes_root)).then(|| below(source, volumes_root)) {
+        // Under volumes_root, idmapped or not: a workload with an idmapped
+        // volume writes there as the host's root, so even a link of root's
+        // there may be a workload's. Nothing there is followed.
+        let fd = match source.starts_with(volumes_root).then(|| below(source, volumes_root)) {
+            Some(None) if !mount.idmap => {
+                return Err(SourceError::VolumeSymlink { path: source.clone(), root: volumes_root.to_owned() });
+            }
             Some(None) => {
                 return Err(SourceError::IdmapOutside {
                     path: source.clone(),
@@ -122,13 +222,17 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, Sour
                     Some(root) => root,
                     None => volumes.insert(crate::fsutil::open_volumes_root(volumes_root)?),
                 };
-                open_beneath(root, relative).map_err(|errno| SourceError::IdmapOutside {
-                    path: source.clone(),
-                    root: volumes_root.to_owned(),
-                    errno,
+                open_beneath(root, relative).map_err(|errno| match errno {
+                    _ if mount.idmap => {
+                        SourceError::IdmapOutside { path: source.clone(), root: volumes_root.to_owned(), errno }
+                    }
+                    Errno::ELOOP | Errno::EXDEV => {
+                        SourceError::VolumeSymlink { path: source.clone(), root: volumes_root.to_owned() }
+                    }
+                    errno => err(errno),
                 })?
             }
-            None => open_host(source).map_err(err)?,
+            None => open_host(source).map_err(|e| unsafe_or(source, e, &err))?,
         };
         let is_dir = is_dir(&fd).map_err(err)?;
         let tree = sys::open_tree_clone(Some(fd.as_fd()), c"", true).map_err(err)?;
