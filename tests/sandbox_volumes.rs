@@ -166,6 +166,22 @@ fn a_link_a_workload_plants_in_another_mounts_source_is_not_followed() {
     assert!(stderr(&second).contains("where paddock follows no symlink"), "{}", stderr(&second));
 }
 
+/// A rootfs under volumes_root is reached as a mount source there is: a
+/// link there, even root's, is not followed.
+#[test]
+fn a_rootfs_through_a_link_under_volumes_root_is_refused() {
+    let w = World::new();
+    let link = w.path("volumes/root");
+    std::os::unix::fs::symlink(common::sandbox::busybox_rootfs(), &link).unwrap();
+    let m = w.manifest(
+        "linked",
+        &format!("command = [\"/bin/true\"]\nrootfs = {{ path = {:?} }}\n", link.display().to_string()),
+    );
+    let out = w.run(&[], &m, &[]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("where paddock follows no symlink"), "{}", stderr(&out));
+}
+
 /// Outside volumes_root, a source is followed through an operator's link
 /// (root's, in a directory only root may change) and through no other: not
 /// a link someone else owns, nor one in a directory others may write.

@@ -38,7 +38,7 @@ pub enum SourceError {
     )]
     IdmapOutside { path: PathBuf, root: PathBuf, errno: Errno },
     #[error(
-        "mount source {path} lies under volumes_root {root}, where paddock follows no symlink or `..` (a workload with an idmapped volume writes there as the host's root, so a link there may be a workload's, whoever owns it): name the path it leads to"
+        "{path} lies under volumes_root {root}, where paddock follows no symlink or `..` (a workload with an idmapped volume writes there as the host's root, so a link there may be a workload's, whoever owns it): name the path it leads to"
     )]
     VolumeSymlink { path: PathBuf, root: PathBuf },
     #[error(
@@ -191,14 +191,24 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, Sour
         HostPathError::Errno(errno) => errno_error(errno),
         HostPathError::UnsafeSymlink(link) => SourceError::UnsafeSymlink { path: path.to_owned(), link },
     };
-    let rootfs = open_host(path)
-        .map_err(|e| unsafe_or(path, e, &|errno| SourceError::Rootfs { path: path.clone(), errno }))
-        .and_then(|fd| {
-            sys::open_tree_clone(Some(fd.as_fd()), c"", false)
-                .map_err(|errno| SourceError::Rootfs { path: path.clone(), errno })
-        })?;
-    // Opened (and checked) once per start, and only when a volume needs it.
+    // Opened (and checked) once per start, and only when a path under it needs it.
     let mut volumes: Option<OwnedFd> = None;
+    let rootfs_err = |errno| SourceError::Rootfs { path: path.clone(), errno };
+    // A rootfs under volumes_root, as a mount source there: no link followed.
+    let rootfs = match path.starts_with(volumes_root).then(|| below(path, volumes_root)) {
+        Some(None) => return Err(SourceError::VolumeSymlink { path: path.clone(), root: volumes_root.to_owned() }),
+        Some(Some(relative)) => {
+            let root = volumes.insert(crate::fsutil::open_volumes_root(volumes_root)?);
+            open_beneath(root, relative).map_err(|errno| match errno {
+                Errno::ELOOP | Errno::EXDEV => {
+                    SourceError::VolumeSymlink { path: path.clone(), root: volumes_root.to_owned() }
+                }
+                errno => rootfs_err(errno),
+            })?
+        }
+        None => open_host(path).map_err(|e| unsafe_or(path, e, &rootfs_err))?,
+    };
+    let rootfs = sys::open_tree_clone(Some(rootfs.as_fd()), c"", false).map_err(rootfs_err)?;
     let mut mounts = Vec::with_capacity(manifest.mounts.len());
     for mount in &manifest.mounts {
         let source = &mount.source;
