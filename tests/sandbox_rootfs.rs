@@ -215,7 +215,7 @@ fn mount_sources_on_a_shared_host_mount_neither_propagate_back_nor_receive_the_h
     }
     std::fs::create_dir(data.join("cache")).unwrap();
     std::fs::write(cache.join("f"), "cache\n").unwrap();
-    let root = rootfs(&w, "volumes", &["proc", "dev", "tmp", "sys", "data"]);
+    let root = rootfs(&w, "root", &["proc", "dev", "tmp", "sys", "data"]);
     readable(&root);
     readable(&on);
     let host_mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().matches(on.to_str().unwrap()).count();
