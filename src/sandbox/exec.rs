@@ -25,6 +25,9 @@ pub struct Prepared {
     capabilities: u64,
     no_new_privileges: bool,
     seccomp: Vec<BpfProgram>,
+    /// The filter is loaded and the bounding set cut already, by the init
+    /// before it forked (`apply_before_fork`): the child inherits them.
+    applied: bool,
     nofile: Option<(u64, u64)>,
     /// Killed when the process that forked it dies (an entered command
     /// whose `paddock __enter` is killed, say at a probe's timeout). Set
@@ -74,6 +77,7 @@ pub fn prepare(cfg: &InitConfig, seccomp: Vec<BpfProgram>) -> Result<Prepared, (
         capabilities: cfg.capabilities,
         no_new_privileges: cfg.no_new_privileges,
         seccomp,
+        applied: false,
         nofile: cfg.nofile,
         die_with_parent: false,
     })
@@ -172,21 +176,8 @@ fn setup(p: &Prepared) -> Result<std::convert::Infallible, (Step, Errno)> {
     }
     // Supplementary groups would carry the init's; the workload has none.
     nix::unistd::setgroups(&[]).at(Step::Setgroups)?;
-    // Seccomp before dropping capabilities: loading a filter without
-    // no_new_privs needs CAP_SYS_ADMIN (in this user namespace), which the
-    // workload may not keep. The filter allows every call that follows.
-    for program in &p.seccomp {
-        sys::seccomp_load(program).at(Step::Seccomp)?;
-    }
-    // The bounding set first: after setuid the capability to drop it is gone.
-    for cap in 0..64 {
-        if p.capabilities & (1 << cap) == 0 {
-            // SAFETY: prctl with integer arguments only.
-            let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
-            if rc != 0 && Errno::last() != Errno::EINVAL {
-                return Err((Step::BoundingSet, Errno::last()));
-            }
-        }
+    if !p.applied {
+        filter_and_bound(&p.seccomp, p.capabilities)?;
     }
     setresgid(Gid::from_raw(p.gid), Gid::from_raw(p.gid), Gid::from_raw(p.gid)).at(Step::Setresgid)?;
     setresuid(Uid::from_raw(p.uid), Uid::from_raw(p.uid), Uid::from_raw(p.uid)).at(Step::Setresuid)?;
@@ -215,24 +206,23 @@ fn setup(p: &Prepared) -> Result<std::convert::Infallible, (Step, Errno)> {
     nix::unistd::execve(&p.program, &p.argv, &p.envp).at(Step::Execve)
 }
 
-/// CAP_KILL: the one capability the init keeps (see `confine_init`).
-const CAP_KILL: u32 = 5;
-
-/// The init, once its workload runs: no more privileged than the workload
-/// it keeps. It keeps CAP_KILL alone (to signal a workload that runs as
-/// another user, and to kill whatever is left at the end), under the
-/// workload's own seccomp filter and no_new_privs. So a workload that can
-/// trace it (one given SYS_PTRACE, when the init was executed inside the
-/// user namespace rather than cloned from the host) gains nothing of the
-/// sandbox's setup privileges by it.
-pub fn confine_init(seccomp: &[BpfProgram]) -> Result<(), (Step, Errno)> {
-    // While this process may still load a filter without no_new_privs.
+/// Loads the seccomp filter and cuts the bounding set to `capabilities`.
+/// Seccomp before dropping capabilities: loading a filter without
+/// no_new_privs needs CAP_SYS_ADMIN (in this user namespace), which the
+/// workload may not keep. The filter allows every call that follows, and
+/// the init's own until it execs nothing more.
+fn filter_and_bound(seccomp: &[BpfProgram], capabilities: u64) -> Result<(), (Step, Errno)> {
     for program in seccomp {
         sys::seccomp_load(program).at(Step::Seccomp)?;
     }
-    let keep = 1u64 << CAP_KILL;
+    bound(!capabilities)
+}
+
+/// Drops the capabilities `drop` from the bounding set. Before setuid:
+/// after it the capability to drop them is gone.
+fn bound(drop: u64) -> Result<(), (Step, Errno)> {
     for cap in 0..64 {
-        if keep & (1 << cap) == 0 {
+        if drop & (1 << cap) != 0 {
             // SAFETY: prctl with integer arguments only.
             let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
             if rc != 0 && Errno::last() != Errno::EINVAL {
@@ -240,13 +230,43 @@ pub fn confine_init(seccomp: &[BpfProgram]) -> Result<(), (Step, Errno)> {
             }
         }
     }
-    sys::capset(keep).at(Step::Capset)?;
-    // SAFETY: prctl with integer arguments only.
-    Errno::result(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) })
-        .at(Step::Ambient)?;
-    // SAFETY: prctl with integer arguments only.
-    Errno::result(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }).at(Step::NoNewPrivs)?;
     Ok(())
+}
+
+/// CAP_KILL: the one capability the init keeps (see `confine_init`).
+const CAP_KILL: u32 = 5;
+
+impl Prepared {
+    /// In the init, just before it forks the workload: the workload's
+    /// seccomp filter and bounding set, for both. The child inherits them
+    /// (one filter for the two, loaded and compiled once), and the init
+    /// keeps them (`confine_init`).
+    pub fn apply_before_fork(&mut self) -> Result<(), (Step, Errno)> {
+        filter_and_bound(&self.seccomp, self.capabilities)?;
+        self.applied = true;
+        Ok(())
+    }
+
+    /// The init, once its workload runs: no more privileged than the
+    /// workload it keeps. Under the workload's seccomp filter and bounding
+    /// set (`apply_before_fork`), it keeps CAP_KILL alone (to signal a
+    /// workload that runs as another user, and to kill whatever is left at
+    /// the end), and sets no_new_privs. So a workload that can trace it
+    /// (one given SYS_PTRACE, when the init was executed inside the user
+    /// namespace rather than cloned from the host) gains nothing of the
+    /// sandbox's setup privileges by it.
+    pub fn confine_init(&self) -> Result<(), (Step, Errno)> {
+        let keep = 1u64 << CAP_KILL;
+        // What `apply_before_fork` left in the bounding set, but CAP_KILL.
+        bound(if self.applied { self.capabilities & !keep } else { !keep })?;
+        sys::capset(keep).at(Step::Capset)?;
+        // SAFETY: prctl with integer arguments only.
+        Errno::result(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) })
+            .at(Step::Ambient)?;
+        // SAFETY: prctl with integer arguments only.
+        Errno::result(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }).at(Step::NoNewPrivs)?;
+        Ok(())
+    }
 }
 
 /// In the forked child, after `exec` failed: says which step and why on

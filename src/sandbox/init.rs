@@ -116,15 +116,18 @@ pub fn main(channel_fd: RawFd) -> i32 {
     } else {
         Vec::new()
     };
-    // The init takes the workload's filter too, once the workload runs.
-    let own_programs = programs.clone();
-    let prepared = match exec::prepare(&cfg, programs) {
+    let mut prepared = match exec::prepare(&cfg, programs) {
         Ok(p) => p,
         Err((command, errno)) => {
             let _ = channel.send(&InitReport::ExecFailed { command, errno: errno as i32 }, &[]);
             return if errno == Errno::ENOENT { 127 } else { 126 };
         }
     };
+    // The workload's filter and bounding set, for this init as well: what
+    // it does from here on, the filter allows.
+    if let Err((step, errno)) = prepared.apply_before_fork() {
+        return fail(step.name(), errno.desc().to_owned());
+    }
     let mut watched = SigSet::empty();
     watched.add(Signal::SIGCHLD);
     FORWARDED.iter().for_each(|s| watched.add(*s));
@@ -173,7 +176,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
     drop(err_write);
     // Nothing privileged is left to do here: from now on this process is
     // no more privileged than the workload it keeps.
-    if let Err((step, errno)) = exec::confine_init(&own_programs) {
+    if let Err((step, errno)) = prepared.confine_init() {
         let _ = nix::sys::signal::kill(workload, Signal::SIGKILL);
         return fail("confine the init", format!("{}: {}", step.name(), errno.desc()));
     }
