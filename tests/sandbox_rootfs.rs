@@ -232,3 +232,32 @@ fn mount_sources_on_a_shared_host_mount_neither_propagate_back_nor_receive_the_h
     assert_eq!(host_mounts(), before, "a mount made inside the sandbox propagated to the host");
     assert!(!o.contains("shared:"), "a mount source stayed a peer of the host's shared mount: {o}");
 }
+
+/// The policies read a rootfs path as written: the host's root reached by
+/// another path is not given writable. `/proc/self/root` is not followed at
+/// all (a link of /proc's is not what its text says); an operator's link to
+/// `/` is followed, and refused only when writable.
+#[test]
+fn a_writable_host_root_by_another_name_is_refused() {
+    let w = World::new();
+    let link = w.path("hostroot");
+    std::os::unix::fs::symlink("/", &link).unwrap();
+    let manifest = |path: &Path, readonly: bool| {
+        format!(
+            "command = [\"/bin/busybox\", \"true\"]\nrootfs = {{ path = {:?}, readonly = {readonly} }}\n",
+            path.display().to_string()
+        )
+    };
+    let proc_root = w.run(&[], &w.manifest("proc", &manifest(Path::new("/proc/self/root"), false)), &[]);
+    assert_eq!(proc_root.status.code(), Some(125), "{}", stdout(&proc_root));
+    assert!(stderr(&proc_root).contains("rootfs /proc/self/root"), "{}", stderr(&proc_root));
+    let writable = w.run(&[], &w.manifest("alias", &manifest(&link, false)), &[]);
+    assert_eq!(writable.status.code(), Some(125), "{}", stdout(&writable));
+    assert!(
+        stderr(&writable).contains("is the host's root directory, reached through a link"),
+        "{}",
+        stderr(&writable)
+    );
+    let readonly = w.run(&[], &w.manifest("alias", &manifest(&link, true)), &[]);
+    assert_eq!(readonly.status.code(), Some(0), "{}", stderr(&readonly));
+}

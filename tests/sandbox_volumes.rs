@@ -182,6 +182,22 @@ fn a_rootfs_through_a_link_under_volumes_root_is_refused() {
     assert!(stderr(&out).contains("where paddock follows no symlink"), "{}", stderr(&out));
 }
 
+/// A source spelled as volumes_root itself (a trailing `/` or `/.`, which
+/// a policy's prefix pattern reads as under it) would give the workload
+/// every volume at once, idmapped: refused.
+#[test]
+fn volumes_root_itself_is_no_workloads_volume_however_it_is_spelled() {
+    let w = World::new();
+    let root = w.path("volumes");
+    for spelling in ["/", "/."] {
+        let source = Path::new(&format!("{}{spelling}", root.display())).to_owned();
+        let m = w.manifest("all", &busybox_manifest("ls /v", &volume_mount(&source, "/v", "")));
+        let out = w.run(&[], &m, &[]);
+        assert_eq!(out.status.code(), Some(125), "{spelling}: {}", stdout(&out));
+        assert!(stderr(&out).contains("itself: a workload may be given a volume under it"), "{}", stderr(&out));
+    }
+}
+
 /// Outside volumes_root, a source is followed through an operator's link
 /// (root's, in a directory only root may change) and through no other: not
 /// a link someone else owns, nor one in a directory others may write.

@@ -221,9 +221,13 @@ impl FromStr for PortMapping {
                 _ => return Err(PortError::Syntax(spec.to_owned())),
             },
         };
+        // An IPv4-mapped IPv6 address is the IPv4 address (as portmap reads
+        // it): one spelling, so two mappings of one port are seen to collide.
         let host_ip = host_ip
             .map(|a| {
-                a.parse::<IpAddr>().map_err(|_| PortError::BadAddress { spec: spec.to_owned(), address: a.into() })
+                a.parse::<IpAddr>()
+                    .map(|ip| ip.to_canonical())
+                    .map_err(|_| PortError::BadAddress { spec: spec.to_owned(), address: a.into() })
             })
             .transpose()?;
         let (host, container) = rest.split_once(':').ok_or_else(|| PortError::Syntax(spec.to_owned()))?;
@@ -264,7 +268,7 @@ impl TryFrom<PortSpelling> for PortMapping {
                     }
                 }
                 Ok(PortMapping {
-                    host_ip: l.host_ip,
+                    host_ip: l.host_ip.map(|ip| ip.to_canonical()),
                     host_port: l.host_port,
                     container_port: l.container_port,
                     protocol: l.protocol,
@@ -320,6 +324,10 @@ mod tests {
         assert_eq!(dns.protocol, Protocol::Udp);
         assert_eq!(p("[::1]:8080:80").host_ip, Some("::1".parse().unwrap()));
         assert_eq!(p("1:65535/sctp").protocol, Protocol::Sctp);
+        // An IPv4-mapped IPv6 address is its IPv4 address: it collides with it.
+        assert_eq!(p("[::ffff:127.0.0.1]:8080:80").host_ip, Some("127.0.0.1".parse().unwrap()));
+        assert!(p("[::ffff:127.0.0.1]:8080:80").collides_with(&p("127.0.0.1:8080:80")));
+        assert!(p("[::ffff:0.0.0.0]:8080:80").collides_with(&p("10.0.0.1:8080:80")));
         for s in ["127.0.0.1:5353:53/udp", "[::1]:8080:80/tcp", "8080:80/tcp"] {
             assert_eq!(p(s).to_string(), s);
         }

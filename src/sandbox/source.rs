@@ -17,6 +17,7 @@
 //! the sandbox ever sees it.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -45,6 +46,14 @@ pub enum SourceError {
         "{path}: {link} is a symlink that someone other than root could have made (it, or the directory that holds it, is not root's alone), and paddock does not follow such a link as root: name the path it leads to, or make the link and its directory root's and writable only by root"
     )]
     UnsafeSymlink { path: PathBuf, link: PathBuf },
+    #[error(
+        "{path} is volumes_root {root} itself: a workload may be given a volume under it, never all of them at once; name the volume's own directory"
+    )]
+    VolumesRootItself { path: PathBuf, root: PathBuf },
+    #[error(
+        "rootfs {path} is the host's root directory, reached through a link, and writable: the policies read a rootfs as written, so write it as \"/\" (and keep readonly = true, as baseline requires), or name a root directory of the workload's own"
+    )]
+    WritableHostRoot { path: PathBuf },
     #[error(transparent)]
     VolumesRoot(#[from] UnsafeInput),
 }
@@ -132,6 +141,11 @@ fn open_host(path: &Path) -> Result<OwnedFd, HostPathError> {
         if stat.st_uid != 0 || holder.st_uid != 0 || others_may_replace {
             return Err(HostPathError::UnsafeSymlink(at.join(&name)));
         }
+        // /proc's links (`/proc/self/root`, `/proc/1/cwd`) are not what
+        // their text says: refused, as RESOLVE_NO_MAGICLINKS would.
+        if nix::sys::statfs::fstatfs(&dir)?.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC {
+            return Err(Errno::ELOOP.into());
+        }
         links += 1;
         if links > MAX_SYMLINKS {
             return Err(Errno::ELOOP.into());
@@ -155,6 +169,13 @@ fn open_beneath(root: &OwnedFd, relative: &Path) -> Result<OwnedFd, Errno> {
         .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
     openat2(root, relative, how)
+}
+
+/// Whether `fd` is the host's root directory, whatever path led to it (a
+/// link to `/` of an operator's, say).
+fn is_host_root(fd: &OwnedFd) -> Result<bool, Errno> {
+    let (it, root) = (nix::sys::stat::fstat(fd)?, nix::sys::stat::stat("/")?);
+    Ok((it.st_dev, it.st_ino) == (root.st_dev, root.st_ino))
 }
 
 fn is_dir(fd: &OwnedFd) -> Result<bool, Errno> {
@@ -197,6 +218,9 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, Sour
     // A rootfs under volumes_root, as a mount source there: no link followed.
     let rootfs = match path.starts_with(volumes_root).then(|| below(path, volumes_root)) {
         Some(None) => return Err(SourceError::VolumeSymlink { path: path.clone(), root: volumes_root.to_owned() }),
+        Some(Some(relative)) if relative.as_os_str().is_empty() => {
+            return Err(SourceError::VolumesRootItself { path: path.clone(), root: volumes_root.to_owned() });
+        }
         Some(Some(relative)) => {
             let root = volumes.insert(crate::fsutil::open_volumes_root(volumes_root)?);
             open_beneath(root, relative).map_err(|errno| match errno {
@@ -208,6 +232,12 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, Sour
         }
         None => open_host(path).map_err(|e| unsafe_or(path, e, &rootfs_err))?,
     };
+    // The policies read a rootfs path as written (`/` and its spellings):
+    // a writable host root reached by another path would pass them unseen.
+    let as_written = path.as_os_str().as_bytes().iter().all(|b| matches!(b, b'/' | b'.'));
+    if !manifest.rootfs.readonly && !as_written && is_host_root(&rootfs).map_err(rootfs_err)? {
+        return Err(SourceError::WritableHostRoot { path: path.clone() });
+    }
     let rootfs = sys::open_tree_clone(Some(rootfs.as_fd()), c"", false).map_err(rootfs_err)?;
     let mut mounts = Vec::with_capacity(manifest.mounts.len());
     for mount in &manifest.mounts {
@@ -226,6 +256,9 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, Sour
                     root: volumes_root.to_owned(),
                     errno: Errno::EXDEV,
                 });
+            }
+            Some(Some(relative)) if relative.as_os_str().is_empty() => {
+                return Err(SourceError::VolumesRootItself { path: source.clone(), root: volumes_root.to_owned() });
             }
             Some(Some(relative)) => {
                 let root = match &volumes {
