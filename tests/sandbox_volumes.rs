@@ -166,6 +166,40 @@ fn a_link_a_workload_plants_in_another_mounts_source_is_not_followed() {
     assert!(stderr(&second).contains("where paddock follows no symlink"), "{}", stderr(&second));
 }
 
+/// The same plant, named by another path: through a link of root's to
+/// volumes_root, or with volumes_root itself configured as a link. What is
+/// under volumes_root is a matter of what a path reaches, not of how it is
+/// spelled.
+#[test]
+fn a_planted_link_is_not_followed_whatever_name_reaches_its_volume() {
+    let w = World::new();
+    let vol = w.path("volumes/app");
+    std::fs::create_dir_all(&vol).unwrap();
+    // As the workload plants it through its idmapped volume: root's.
+    std::os::unix::fs::symlink("/", vol.join("conf")).unwrap();
+    let alias = w.path("alias");
+    std::os::unix::fs::symlink(w.path("volumes"), &alias).unwrap();
+    let run = |source: &Path, volumes_root: &Path| {
+        let mount = format!("[[mounts]]\nsource = {:?}\ntarget = \"/conf\"\n", source.display().to_string());
+        let m = w.manifest("alias", &busybox_manifest("ls /conf", &mount));
+        let mut args = w.run_args();
+        *args.last_mut().unwrap() = volumes_root.display().to_string();
+        std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(args)
+            .arg(m)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for (source, volumes_root) in [(alias.join("app/conf"), w.path("volumes")), (vol.join("conf"), alias.clone())] {
+        let out = run(&source, &volumes_root);
+        let what = format!("{} with volumes_root {}", source.display(), volumes_root.display());
+        assert!(!stdout(&out).contains("etc"), "{what}: the host's root was mounted:\n{}", stdout(&out));
+        assert_eq!(out.status.code(), Some(125), "{what}: {}", stderr(&out));
+        assert!(stderr(&out).contains("where paddock follows no symlink"), "{what}: {}", stderr(&out));
+    }
+}
+
 /// A rootfs under volumes_root is reached as a mount source there is: a
 /// link there, even root's, is not followed.
 #[test]

@@ -80,6 +80,11 @@ enum HostPathError {
     Errno(Errno),
     /// A symlink only root could not have made: the link's path.
     UnsafeSymlink(PathBuf),
+    /// The path reached volumes_root (by another name): what is below it
+    /// goes through a link or `..`, or nothing is (volumes_root itself).
+    UnderVolumes {
+        itself: bool,
+    },
 }
 
 impl From<Errno> for HostPathError {
@@ -100,7 +105,11 @@ const MAX_SYMLINKS: usize = 40;
 /// to write, under /tmp) is refused: followed as root, it would mount
 /// whatever it names. A link is followed by its text, so no magic link of
 /// /proc is.
-fn open_host(path: &Path) -> Result<OwnedFd, HostPathError> {
+///
+/// `volumes` is volumes_root's identity (device, inode): a path that
+/// reaches it by another name (a link to it, say) goes on beneath it as a
+/// path spelled under it does (`open_beneath`).
+fn open_host(path: &Path, volumes: Option<(u64, u64)>) -> Result<OwnedFd, HostPathError> {
     use std::collections::VecDeque;
     use std::ffi::OsString;
     let root = || nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty());
@@ -131,13 +140,24 @@ fn open_host(path: &Path) -> Result<OwnedFd, HostPathError> {
             } else {
                 at.push(&name);
             }
+            if volumes == Some((stat.st_dev, stat.st_ino)) {
+                let rest: PathBuf = todo.iter().collect();
+                if rest.as_os_str().is_empty() {
+                    return Err(HostPathError::UnderVolumes { itself: true });
+                }
+                return open_beneath(&fd, &rest).map_err(|errno| match errno {
+                    Errno::ELOOP | Errno::EXDEV => HostPathError::UnderVolumes { itself: false },
+                    errno => errno.into(),
+                });
+            }
             dir = fd;
             continue;
         }
-        // In a directory others may write, only a sticky one keeps them
-        // from replacing root's link (as check_ancestor reads /tmp).
+        // In a directory others may write (sticky or not: where hard links
+        // to others' files are allowed, a root's link can be linked into
+        // /tmp), anyone could have put it.
         let holder = nix::sys::stat::fstat(&dir)?;
-        let others_may_replace = holder.st_mode & 0o022 != 0 && holder.st_mode & libc::S_ISVTX == 0;
+        let others_may_replace = holder.st_mode & 0o022 != 0;
         if stat.st_uid != 0 || holder.st_uid != 0 || others_may_replace {
             return Err(HostPathError::UnsafeSymlink(at.join(&name)));
         }
@@ -211,7 +231,15 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, Sour
     let unsafe_or = |path: &Path, e: HostPathError, errno_error: &dyn Fn(Errno) -> SourceError| match e {
         HostPathError::Errno(errno) => errno_error(errno),
         HostPathError::UnsafeSymlink(link) => SourceError::UnsafeSymlink { path: path.to_owned(), link },
+        HostPathError::UnderVolumes { itself: true } => {
+            SourceError::VolumesRootItself { path: path.to_owned(), root: volumes_root.to_owned() }
+        }
+        HostPathError::UnderVolumes { itself: false } => {
+            SourceError::VolumeSymlink { path: path.to_owned(), root: volumes_root.to_owned() }
+        }
     };
+    // volumes_root by what it is, for a path that reaches it by another name.
+    let identity = nix::sys::stat::stat(volumes_root).ok().map(|st| (st.st_dev, st.st_ino));
     // Opened (and checked) once per start, and only when a path under it needs it.
     let mut volumes: Option<OwnedFd> = None;
     let rootfs_err = |errno| SourceError::Rootfs { path: path.clone(), errno };
@@ -230,7 +258,7 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, Sour
                 errno => rootfs_err(errno),
             })?
         }
-        None => open_host(path).map_err(|e| unsafe_or(path, e, &rootfs_err))?,
+        None => open_host(path, identity).map_err(|e| unsafe_or(path, e, &rootfs_err))?,
     };
     // The policies read a rootfs path as written (`/` and its spellings):
     // a writable host root reached by another path would pass them unseen.
@@ -275,7 +303,7 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, Sour
                     errno => err(errno),
                 })?
             }
-            None => open_host(source).map_err(|e| unsafe_or(source, e, &err))?,
+            None => open_host(source, identity).map_err(|e| unsafe_or(source, e, &err))?,
         };
         let is_dir = is_dir(&fd).map_err(err)?;
         let tree = sys::open_tree_clone(Some(fd.as_fd()), c"", true).map_err(err)?;
