@@ -160,6 +160,15 @@ fn the_init_keeps_only_cap_kill_under_the_workloads_filter_in_both_init_modes() 
             "{mode:?}: the init's privileges"
         );
     }
+    // Not dumpable: a workload without SYS_PTRACE cannot open its init's
+    // descriptors (the log, the channel to paddock) or memory, although the
+    // init keeps no capability the workload lacks.
+    let m = w.manifest("peek", &busybox_manifest("cat /proc/1/fd/0; cat /proc/1/environ; true", ""));
+    for mode in [&[][..], &["--init-exec"]] {
+        let out = w.run(mode, &m, &[]);
+        assert_eq!(out.status.code(), Some(0), "{mode:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out).matches("Permission denied").count(), 2, "{mode:?}: {}", stderr(&out));
+    }
 }
 
 #[test]

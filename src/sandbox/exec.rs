@@ -11,6 +11,7 @@ use super::seccomp::BpfProgram;
 use super::sys;
 use nix::errno::Errno;
 use nix::unistd::{Gid, Uid, chdir, setresgid, setresuid};
+use std::os::fd::RawFd;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -33,6 +34,10 @@ pub struct Prepared {
     /// whose `paddock __enter` is killed, say at a probe's timeout). Set
     /// last: a change of credentials clears it.
     pub die_with_parent: bool,
+    /// A pipe's read end the child waits on just before its execve, until
+    /// the init that forked it has confined itself (`confine_init`): so the
+    /// workload never runs beside an init with more privileges than its own.
+    pub go: Option<RawFd>,
 }
 
 /// The command's path: as given when it has a `/`, else searched in PATH
@@ -80,6 +85,7 @@ pub fn prepare(cfg: &InitConfig, seccomp: Vec<BpfProgram>) -> Result<Prepared, (
         applied: false,
         nofile: cfg.nofile,
         die_with_parent: false,
+        go: None,
     })
 }
 
@@ -202,6 +208,18 @@ fn setup(p: &Prepared) -> Result<std::convert::Infallible, (Step, Errno)> {
     if p.die_with_parent {
         // SAFETY: prctl with integer arguments only.
         Errno::result(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) }).at(Step::Execve)?;
+    }
+    if let Some(go) = p.go {
+        let mut byte = [0u8; 1];
+        loop {
+            // SAFETY: a one-byte buffer we own; `go` is open (CLOEXEC: it goes at the exec).
+            match unsafe { libc::read(go, byte.as_mut_ptr().cast(), 1) } {
+                1 => break,
+                -1 if Errno::last() == Errno::EINTR => continue,
+                // The init is gone, or could not confine itself: no exec.
+                _ => return Err((Step::Execve, Errno::EPIPE)),
+            }
+        }
     }
     nix::unistd::execve(&p.program, &p.argv, &p.envp).at(Step::Execve)
 }

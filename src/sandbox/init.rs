@@ -140,6 +140,11 @@ pub fn main(channel_fd: RawFd) -> i32 {
         Ok(p) => p,
         Err(e) => return fail("pipe", e.to_string()),
     };
+    let (go_read, go_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return fail("pipe", e.to_string()),
+    };
+    prepared.go = Some(go_read.as_raw_fd());
     // Supervised: the workload writes into a pipe this init reads, stamps
     // and copies into the log (its own stdout).
     let output = if cfg.supervised {
@@ -159,6 +164,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
         Err(e) => return fail("fork", e.to_string()),
         Ok(ForkResult::Child) => {
             drop(err_read);
+            drop(go_write);
             if let Some((_, write)) = &output {
                 // SAFETY: dup2 onto this process's stdout and stderr; `write` is open.
                 unsafe {
@@ -176,10 +182,14 @@ pub fn main(channel_fd: RawFd) -> i32 {
     drop(err_write);
     // Nothing privileged is left to do here: from now on this process is
     // no more privileged than the workload it keeps.
+    drop(go_read);
     if let Err((step, errno)) = prepared.confine_init() {
         let _ = nix::sys::signal::kill(workload, Signal::SIGKILL);
         return fail("confine the init", format!("{}: {}", step.name(), errno.desc()));
     }
+    // Now the workload may exec (a child that failed before it is gone: EPIPE).
+    let _ = nix::unistd::write(&go_write, &[1u8]);
+    drop(go_write);
     let output = output.map(|(read, write)| {
         drop(write);
         Output::new(read)
