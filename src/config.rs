@@ -52,6 +52,12 @@ pub struct Config {
     /// (an init stuck on a dead network mount, say).
     #[serde(default = "defaults::start_timeout")]
     pub start_timeout: Duration,
+    /// How long the daemon's own stop (SIGTERM) may take: what is still
+    /// running then is killed, so the daemon exits before its unit's
+    /// `TimeoutStopSec=` (90 s) has systemd kill it and leave sandboxes
+    /// running. A workload's longer `stop.timeout` is cut short by it.
+    #[serde(default = "defaults::shutdown_timeout")]
+    pub shutdown_timeout: Duration,
     /// Where to serve Prometheus metrics, e.g. "127.0.0.1:9464"; empty: off.
     #[serde(default)]
     pub metrics_listen: String,
@@ -208,6 +214,9 @@ mod defaults {
     }
     pub fn start_timeout() -> crate::model::Duration {
         crate::model::Duration::from_secs(30)
+    }
+    pub fn shutdown_timeout() -> crate::model::Duration {
+        crate::model::Duration::from_secs(80)
     }
     pub fn cgroup_root() -> PathBuf {
         "/sys/fs/cgroup".into()

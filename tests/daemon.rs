@@ -117,6 +117,41 @@ fn sigterm_stops_every_workload_and_exits_0() {
     assert!(!d.path("paddock.sock").exists());
 }
 
+/// A workload whose stop.timeout is longer than the daemon's own stop may
+/// take (`shutdown_timeout`) is killed when that time is up, so the daemon
+/// exits before its unit's `TimeoutStopSec=` would have systemd kill it
+/// and leave the sandbox running.
+#[test]
+fn a_shutdown_kills_what_outlasts_shutdown_timeout() {
+    let d = Daemon::setup();
+    d.configure("policy_dir", "shutdown_timeout = \"1s\"\npolicy_dir");
+    let mut d = d.start(&[]);
+    d.write(
+        "stubborn.toml",
+        "command = [\"/bin/sh\", \"-c\", \"trap '' TERM; sleep 1000\"]\n[stop]\ntimeout = \"1000h\"\n",
+    );
+    let init = d.running_pid("stubborn");
+    let mut child = d.child.take().unwrap();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            // Not left behind (a daemon that holds this test's output would hang it).
+            let _ = child.kill();
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(init as i32, libc::SIGKILL) };
+            panic!("the daemon still waited for a stop.timeout of 1000h after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(gone(init), "the sandbox outlived the daemon");
+}
+
 #[test]
 fn a_world_writable_workloads_directory_is_refused() {
     let d = Daemon::setup();

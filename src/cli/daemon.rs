@@ -107,6 +107,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
         socket: socket.clone(),
         resync: config.resync_interval.as_std(),
         start_timeout: config.start_timeout.as_std(),
+        shutdown_timeout: config.shutdown_timeout.as_std(),
         metrics,
         executor: executor::Settings {
             state_dir: state_dir.clone(),

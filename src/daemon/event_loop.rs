@@ -61,6 +61,8 @@ pub struct Options {
     pub socket: PathBuf,
     pub resync: Duration,
     pub start_timeout: Duration,
+    /// How long a shutdown may take before what is left is killed.
+    pub shutdown_timeout: Duration,
     pub metrics: Option<std::net::SocketAddr>,
     pub executor: super::executor::Settings,
     pub store: DiskStore,
@@ -133,7 +135,8 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let (job_tx, mut jobs) = mpsc::unbounded_channel::<Job>();
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
         ^ u64::from(std::process::id());
-    let Options { workloads, state_dir, socket, resync, start_timeout, metrics, executor, store } = options;
+    let Options { workloads, state_dir, socket, resync, start_timeout, shutdown_timeout, metrics, executor, store } =
+        options;
     let cgroups = executor.cgroups.clone();
     let mut daemon: Daemon =
         Supervisor::new(SandboxExecutor::new(executor, sandbox_tx), store, workloads.clone(), state_dir.clone(), seed)
@@ -193,6 +196,8 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let mut again = false;
     let mut debounce: Option<tokio::time::Instant> = None;
     let mut told: Vec<String> = Vec::new();
+    // When a shutdown must be over, and whether what was left was killed.
+    let (mut out_of_time, mut killed) = (tokio::time::Instant::now(), false);
     let mut last_status = String::new();
     // `status --watch` clients, each with what it was sent last.
     let mut watchers: Vec<(mpsc::UnboundedSender<Response>, String)> = Vec::new();
@@ -203,14 +208,21 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             _ = term.recv(), if !shutting_down => {
                 tracing::info!("SIGTERM: stopping every workload");
                 shutting_down = true;
+                out_of_time = tokio::time::Instant::now() + shutdown_timeout;
                 let _ = notifier.notify("STOPPING=1");
                 daemon.shutdown(Clock::read());
             }
             _ = int.recv(), if !shutting_down => {
                 tracing::info!("SIGINT: stopping every workload");
                 shutting_down = true;
+                out_of_time = tokio::time::Instant::now() + shutdown_timeout;
                 let _ = notifier.notify("STOPPING=1");
                 daemon.shutdown(Clock::read());
+            }
+            _ = tokio::time::sleep_until(out_of_time), if shutting_down && !killed => {
+                killed = true;
+                let n = daemon.kill_all();
+                tracing::warn!(left = n, "the shutdown took {shutdown_timeout:?} (shutdown_timeout): killed what was left");
             }
             Some(control) = control.recv() => match control {
                 Control::Watch(watcher) => watchers.push((watcher, String::new())),

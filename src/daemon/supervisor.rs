@@ -301,6 +301,17 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         self.execute(effects, at);
     }
 
+    /// A shutdown out of time: every sandbox left, stopping or still
+    /// waiting its turn, is killed now. Their exits end the shutdown.
+    pub fn kill_all(&mut self) -> usize {
+        let left = self.core.with_sandbox();
+        for name in &left {
+            tracing::warn!(workload = %name, action = "kill", "the shutdown's time is up: killed");
+            self.executor.kill(name);
+        }
+        left.len()
+    }
+
     pub fn all_stopped(&self) -> bool {
         !self.core.any_sandbox()
     }

@@ -344,7 +344,8 @@ pub struct Stop {
     pub signal: Signal,
 
     /// How long to wait after the signal before every process of the
-    /// sandbox is killed with SIGKILL.
+    /// sandbox is killed with SIGKILL. When the daemon itself stops, no
+    /// longer than its `shutdown_timeout` (80 s) from the SIGTERM.
     #[serde(default = "default_stop_timeout")]
     pub timeout: Duration,
 }

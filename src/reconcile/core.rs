@@ -284,6 +284,11 @@ impl Core {
         self.workloads.values().any(|w| w.state.has_sandbox())
     }
 
+    /// The workloads that have a sandbox (starting, running or stopping).
+    pub fn with_sandbox(&self) -> Vec<WorkloadName> {
+        self.workloads.iter().filter(|(_, w)| w.state.has_sandbox()).map(|(n, _)| n.clone()).collect()
+    }
+
     /// What a reconcile would do if the manifests were `manifests` (every
     /// workload not in it removed), without doing it.
     pub fn preview(&self, manifests: BTreeMap<WorkloadName, ManifestEvent>, at: Clock) -> Vec<Action> {
