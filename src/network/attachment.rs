@@ -135,6 +135,13 @@ impl Networks {
             self.dirs.find(t)?;
         }
         let fingerprint = self.fingerprint(workload, m).expect("a CNI network");
+        // portmap's rules would take a host service's port over, for the
+        // host's own connections too: a port in use is not published.
+        for port in &m.ports {
+            if in_use(port) {
+                return Err(NetworkError::PortInUse(port.clone()));
+            }
+        }
         let netns_path = self.netns_path(workload);
         crate::fsutil::create_private_dir(&self.run_dir.join("netns"))
             .and_then(|()| crate::fsutil::create_private_dir(&self.records))
@@ -240,6 +247,27 @@ fn random() -> u32 {
         return t.subsec_nanos() ^ std::process::id();
     }
     u32::from_ne_bytes(bytes)
+}
+
+/// Whether a process on this host already has `port` (as Docker's
+/// userland proxy finds out, by binding it): TCP listening there, or UDP
+/// bound there, on its address or on every address. An address the host
+/// does not have, or a family it lacks, is not "in use".
+fn in_use(port: &PortMapping) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let addresses = match port.host_ip {
+        Some(ip) => vec![ip],
+        None => vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
+    };
+    addresses.into_iter().any(|ip| {
+        let at = SocketAddr::new(ip, port.host_port);
+        let bound = match port.protocol {
+            crate::model::Protocol::Tcp => std::net::TcpListener::bind(at).map(drop),
+            crate::model::Protocol::Udp => std::net::UdpSocket::bind(at).map(drop),
+            crate::model::Protocol::Sctp => Ok(()),
+        };
+        bound.is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+    })
 }
 
 #[cfg(test)]

@@ -55,6 +55,10 @@ pub enum NetworkError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("its record cannot be read ({0}); what it made cannot be undone by paddock")]
     Unreadable(String),
+    #[error(
+        "host port {0} is in use on this host (a host service has it): publishing it would take the port over, for the host's own connections too; publish another port, or stop that service"
+    )]
+    PortInUse(crate::model::PortMapping),
 }
 
 impl NetworkError {
@@ -70,7 +74,8 @@ impl NetworkError {
             | NetworkError::Directory { .. }
             | NetworkError::Twice { .. }
             | NetworkError::ShadowsBuiltIn { .. }
-            | NetworkError::Unknown(_) => true,
+            | NetworkError::Unknown(_)
+            | NetworkError::PortInUse(_) => true,
         }
     }
 }
