@@ -139,7 +139,7 @@ impl Networks {
         // host's own connections too: a port in use is not published.
         for port in &m.ports {
             if in_use(port) {
-                return Err(NetworkError::PortInUse(port.clone()));
+                return Err(NetworkError::PortInUse(*port));
             }
         }
         let netns_path = self.netns_path(workload);
