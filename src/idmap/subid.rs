@@ -78,10 +78,17 @@ pub fn ranges_of(entries: &[SubIdEntry], name: &str, uid: u32) -> Vec<IdRange> {
 
 /// The first 65536-aligned start at or above 100000 (as Docker and
 /// useradd choose) where `count` ids overlap no entry of any file given.
-pub fn free_start(files: &[&[SubIdEntry]], count: u32) -> Option<u32> {
+///
+/// `ids` are ids the host's accounts use (users' uids, groups' gids): a
+/// range covering one would run a workload as that user, so it is skipped.
+pub fn free_start(files: &[&[SubIdEntry]], ids: &[u32], count: u32) -> Option<u32> {
     const ALIGN: u64 = 65536;
     let mut start: u64 = 100_000_u64.div_ceil(ALIGN) * ALIGN;
-    let taken: Vec<IdRange> = files.iter().flat_map(|f| f.iter().map(|e| e.range)).collect();
+    let taken: Vec<IdRange> = files
+        .iter()
+        .flat_map(|f| f.iter().map(|e| e.range))
+        .chain(ids.iter().map(|&id| IdRange { start: id, count: 1 }))
+        .collect();
     loop {
         let candidate = IdRange { start: u32::try_from(start).ok()?, count };
         if candidate.end() > 1 << 32 {
@@ -123,9 +130,17 @@ mod tests {
     fn free_start_skips_every_existing_range() {
         let a = parse("x:100000:65536\n").unwrap();
         let b = parse("y:131072:10\n").unwrap();
-        assert_eq!(free_start(&[], 65536), Some(131072));
-        assert_eq!(free_start(&[&a, &b], 65536), Some(196608));
+        assert_eq!(free_start(&[], &[], 65536), Some(131072));
+        assert_eq!(free_start(&[&a, &b], &[], 65536), Some(196608));
         let full = parse("x:0:4294967295\n").unwrap();
-        assert_eq!(free_start(&[&full], 65536), None);
+        assert_eq!(free_start(&[&full], &[], 65536), None);
+    }
+
+    #[test]
+    fn free_start_skips_the_ids_of_the_hosts_accounts() {
+        // A user at 200000 (as SSSD's and AD's ranges begin) is not in any
+        // workload's range: the new one begins past it.
+        assert_eq!(free_start(&[], &[0, 1000, 200_000], 16_777_216), Some(262_144));
+        assert_eq!(free_start(&[], &[0, 1000, 65534], 65536), Some(131072));
     }
 }

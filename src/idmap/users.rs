@@ -121,7 +121,11 @@ pub fn remap_ranges(files: &AccountFiles, configured: &str) -> Result<RemapRange
     let mut uids = subid::ranges_of(&uid_entries, user, uid);
     let mut gids = subid::ranges_of(&gid_entries, user, uid);
     if create && (uids.is_empty() || gids.is_empty()) {
-        let start = subid::free_start(&[&uid_entries, &gid_entries], NEW_RANGE_SIZE).ok_or_else(|| {
+        // Not over a host account's id: a workload would run as that user.
+        let group_text = read_optional(&files.group)?;
+        let groups = parse_accounts(&files.group, &group_text)?;
+        let ids: Vec<u32> = accounts.iter().map(|(_, u, _)| *u).chain(groups.iter().map(|(_, g, _)| *g)).collect();
+        let start = subid::free_start(&[&uid_entries, &gid_entries], &ids, NEW_RANGE_SIZE).ok_or_else(|| {
             AccountError::NoFreeRange {
                 count: NEW_RANGE_SIZE,
                 subuid: files.subuid.clone(),
