@@ -73,6 +73,37 @@ fn cpu_limit_is_written_to_the_cgroup() {
     assert!(quota.starts_with("25000"), "0.25 cores is 25ms per 100ms: {quota}");
 }
 
+/// The memory limit holds memory and swap together: on v1 (with swap
+/// accounting) memory.memsw.limit_in_bytes is the limit too, as v2's
+/// memory.swap.max is 0, so a workload cannot pass it by swapping.
+#[test]
+fn the_memory_limit_counts_swap_too() {
+    let w = World::new();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(w.run_args())
+        .arg(w.manifest("swap", &busybox_manifest("sleep 1", "[resources]\nmemory = \"64MiB\"\n")))
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let swap = loop {
+        let s = cgroup_dirs("swap").iter().find_map(|d| {
+            std::fs::read_to_string(d.join("memory.memsw.limit_in_bytes"))
+                .or_else(|_| std::fs::read_to_string(d.join("memory.swap.max")))
+                .ok()
+        });
+        if s.is_some() || std::time::Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(child.wait_with_output().unwrap().status.success());
+    let swap = swap.expect(
+        "the workload's memory cgroup, with swap accounting, exists while it runs \
+         (on v1 the kernel needs swapaccount=1 for memory.memsw.limit_in_bytes)",
+    );
+    assert!(["67108864\n", "0\n"].contains(&swap.as_str()), "memory and swap together: {swap:?}");
+}
+
 #[test]
 fn a_limit_the_host_cannot_enforce_is_a_clear_start_error() {
     let w = World::new();

@@ -253,7 +253,8 @@ pub enum Seccomp {
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Memory limit for the whole sandbox, e.g. "256MiB"; past it the
-    /// kernel's OOM killer ends the workload.
+    /// kernel's OOM killer ends the workload. Swap counts against it (no
+    /// swap on cgroup v2; memory and swap together on v1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Size")]
     pub memory: Option<Size>,

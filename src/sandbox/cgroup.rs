@@ -200,6 +200,13 @@ impl Cgroup {
                 "memory" => {
                     if let Some(bytes) = limits.memory {
                         write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
+                        // Memory and swap together, as v2's memory.swap.max = 0
+                        // does: the limit is not passed by swapping. Where the
+                        // kernel accounts swap (swapaccount=1), after the limit.
+                        let memsw = dir.join("memory.memsw.limit_in_bytes");
+                        if memsw.exists() {
+                            write(&memsw, &bytes.to_string())?;
+                        }
                     }
                 }
                 "pids" => {
