@@ -171,9 +171,12 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
             }
             // This process, by pid and start time (see `undo_abandoned_runs`).
             let me = std::process::id();
-            let started = crate::sandbox::process::start_time(me as i32).unwrap_or(0);
-            let key =
-                crate::model::WorkloadName::try_from(format!("run{me}-{started}").as_str()).expect("a valid name");
+            let key = match crate::sandbox::process::start_time(me as i32) {
+                Some(started) => format!("run{me}-{started}"),
+                // Unknown: judged by the pid alone, as older records are.
+                None => format!("run{me}"),
+            };
+            let key = crate::model::WorkloadName::try_from(key.as_str()).expect("a valid name");
             let a = networks.attach(&key, &spec.manifest).or_fail(PADDOCK_FAILED)?;
             Some(RunNetwork { networks, key, attachment: a })
         }

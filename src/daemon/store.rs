@@ -230,10 +230,13 @@ impl Store for DiskStore {
     fn keep_now(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
         // Through the writer, which holds the latest state of each workload:
         // no older write of this one, queued or retried, can land after it.
+        // Waited for 5 s at most (a hung disk must not hold the event loop
+        // for good); then written here too. That is safe now: the writer
+        // holds this state as the latest, so what it writes later is this.
         if let Some(writer) = &self.writer {
             let (done, wait) = std::sync::mpsc::sync_channel(1);
             if writer.queue.send(Write::Now(name.clone(), kept.clone(), done)).is_ok()
-                && let Ok(written) = wait.recv()
+                && let Ok(written) = wait.recv_timeout(std::time::Duration::from_secs(5))
             {
                 return written;
             }

@@ -122,9 +122,15 @@ pub fn remap_ranges(files: &AccountFiles, configured: &str) -> Result<RemapRange
     let mut gids = subid::ranges_of(&gid_entries, user, uid);
     if create && (uids.is_empty() || gids.is_empty()) {
         // Not over a host account's id: a workload would run as that user.
+        // (A group file paddock cannot read line by line, a NIS `+` line
+        // say, adds nothing here rather than failing the start.)
         let group_text = read_optional(&files.group)?;
-        let groups = parse_accounts(&files.group, &group_text)?;
-        let ids: Vec<u32> = accounts.iter().map(|(_, u, _)| *u).chain(groups.iter().map(|(_, g, _)| *g)).collect();
+        let groups = parse_accounts(&files.group, &group_text).unwrap_or_default();
+        let ids: Vec<u32> = accounts
+            .iter()
+            .flat_map(|(_, uid, gid)| [*uid, *gid])
+            .chain(groups.iter().map(|(_, gid, _)| *gid))
+            .collect();
         let start = subid::free_start(&[&uid_entries, &gid_entries], &ids, NEW_RANGE_SIZE).ok_or_else(|| {
             AccountError::NoFreeRange {
                 count: NEW_RANGE_SIZE,

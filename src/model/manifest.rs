@@ -346,7 +346,7 @@ pub struct Stop {
 
     /// How long to wait after the signal before every process of the
     /// sandbox is killed with SIGKILL. When the daemon itself stops, no
-    /// longer than its `shutdown_timeout` (80 s) from the SIGTERM.
+    /// longer than its `shutdown_timeout` (80 s by default) from the SIGTERM.
     #[serde(default = "default_stop_timeout")]
     pub timeout: Duration,
 }

@@ -249,29 +249,59 @@ fn random() -> u32 {
     u32::from_ne_bytes(bytes)
 }
 
-/// Whether a process on this host already has `port` (as Docker's
-/// userland proxy finds out, by binding it): TCP listening there, or UDP
-/// bound there, on its address or on every address. An address the host
-/// does not have, or a family it lacks, is not "in use".
+/// Whether a process on this host already has `port`: a TCP socket
+/// listening on it, or an unconnected UDP socket bound to it, on its
+/// address or on every address (from /proc/net, this network namespace's
+/// tables). Binding it to find out would also trip on other sockets that
+/// merely use the port (an outgoing connection's, or one in TIME_WAIT).
 fn in_use(port: &PortMapping) -> bool {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-    let addresses = match port.host_ip {
-        Some(ip) => vec![ip],
-        None => vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
+    use crate::model::Protocol;
+    let (tables, state) = match port.protocol {
+        Protocol::Tcp => (["/proc/net/tcp", "/proc/net/tcp6"], "0A"),
+        Protocol::Udp => (["/proc/net/udp", "/proc/net/udp6"], "07"),
+        Protocol::Sctp => return false,
     };
-    addresses.into_iter().any(|ip| {
-        let at = SocketAddr::new(ip, port.host_port);
-        let bound = match port.protocol {
-            crate::model::Protocol::Tcp => std::net::TcpListener::bind(at).map(drop),
-            crate::model::Protocol::Udp => std::net::UdpSocket::bind(at).map(drop),
-            crate::model::Protocol::Sctp => Ok(()),
-        };
-        bound.is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+    tables.iter().filter_map(|t| std::fs::read_to_string(t).ok()).any(|table| {
+        table.lines().skip(1).any(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let Some((address, number)) = f.get(1).and_then(|l| l.split_once(':')) else { return false };
+            f.get(3) == Some(&state)
+                && u16::from_str_radix(number, 16) == Ok(port.host_port)
+                && proc_address(address).is_some_and(|a| {
+                    a.is_unspecified() || port.host_ip.is_none_or(|want| want.is_unspecified() || want == a)
+                })
+        })
     })
+}
+
+/// An address as /proc/net prints it: the raw bytes in 32-bit words, each
+/// word in hex in the host's byte order.
+fn proc_address(hex: &str) -> Option<std::net::IpAddr> {
+    let mut bytes = Vec::with_capacity(16);
+    for i in (0..hex.len()).step_by(8) {
+        let word = u32::from_str_radix(hex.get(i..i + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    match bytes.len() {
+        4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?)),
+        16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?).to_canonical()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn addresses_read_as_proc_net_prints_them() {
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(proc_address("0100007F"), ip("127.0.0.1"));
+        assert_eq!(proc_address("00000000"), ip("0.0.0.0"));
+        assert_eq!(proc_address("00000000000000000000000001000000"), ip("::1"));
+        // An IPv4-mapped address is the IPv4 address.
+        assert_eq!(proc_address("0000000000000000FFFF00000100007F"), ip("127.0.0.1"));
+        assert_eq!(proc_address("0100007"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -69,13 +69,16 @@ impl NetworkError {
         match self {
             NetworkError::Cni(CniError::Missing { .. } | CniError::Config { .. }) => true,
             NetworkError::Cni(CniError::Run { .. } | CniError::Timeout { .. } | CniError::Failed { .. }) => false,
-            NetworkError::Netns(_) | NetworkError::Write { .. } | NetworkError::Unreadable(_) => false,
+            // A host service may let its port go: tried again, with backoff.
+            NetworkError::Netns(_)
+            | NetworkError::Write { .. }
+            | NetworkError::Unreadable(_)
+            | NetworkError::PortInUse(_) => false,
             NetworkError::Subnet(_)
             | NetworkError::Directory { .. }
             | NetworkError::Twice { .. }
             | NetworkError::ShadowsBuiltIn { .. }
-            | NetworkError::Unknown(_)
-            | NetworkError::PortInUse(_) => true,
+            | NetworkError::Unknown(_) => true,
         }
     }
 }

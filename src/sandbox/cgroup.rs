@@ -199,13 +199,19 @@ impl Cgroup {
             match controller {
                 "memory" => {
                     if let Some(bytes) = limits.memory {
-                        write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
                         // Memory and swap together, as v2's memory.swap.max = 0
                         // does: the limit is not passed by swapping. Where the
-                        // kernel accounts swap (swapaccount=1), after the limit.
+                        // kernel accounts swap (swapaccount=1). The kernel keeps
+                        // memsw at or above the memory limit: lifted first (a
+                        // cgroup left from before may hold a lower one), set last.
                         let memsw = dir.join("memory.memsw.limit_in_bytes");
-                        if memsw.exists() {
-                            write(&memsw, &bytes.to_string())?;
+                        let memsw = memsw.exists().then_some(memsw);
+                        if let Some(memsw) = &memsw {
+                            write(memsw, "-1")?;
+                        }
+                        write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
+                        if let Some(memsw) = &memsw {
+                            write(memsw, &bytes.to_string())?;
                         }
                     }
                 }

@@ -47,7 +47,10 @@ pub fn main(channel_fd: RawFd) -> i32 {
     // user namespace, when paddock was executed in it: see `confine_init`).
     // The workload's execve makes it dumpable again.
     // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if let Err(e) = Errno::result(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }) {
+        eprintln!("paddock init: PR_SET_DUMPABLE: {e}");
+        return 125;
+    }
     // SAFETY: paddock passed this descriptor to us across exec for exactly this use; nothing else owns it.
     let channel = unsafe { OwnedFd::from_raw_fd(channel_fd) };
     // Where a successor daemon expects it (after the exec only 0-2 and the

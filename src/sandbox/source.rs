@@ -80,11 +80,9 @@ enum HostPathError {
     Errno(Errno),
     /// A symlink only root could not have made: the link's path.
     UnsafeSymlink(PathBuf),
-    /// The path reached volumes_root (by another name): what is below it
-    /// goes through a link or `..`, or nothing is (volumes_root itself).
-    UnderVolumes {
-        itself: bool,
-    },
+    /// The path reached volumes_root by another name: what is left of it,
+    /// to be resolved beneath volumes_root as a path spelled under it is.
+    ReachesVolumes(PathBuf),
 }
 
 impl From<Errno> for HostPathError {
@@ -141,14 +139,7 @@ fn open_host(path: &Path, volumes: Option<(u64, u64)>) -> Result<OwnedFd, HostPa
                 at.push(&name);
             }
             if volumes == Some((stat.st_dev, stat.st_ino)) {
-                let rest: PathBuf = todo.iter().collect();
-                if rest.as_os_str().is_empty() {
-                    return Err(HostPathError::UnderVolumes { itself: true });
-                }
-                return open_beneath(&fd, &rest).map_err(|errno| match errno {
-                    Errno::ELOOP | Errno::EXDEV => HostPathError::UnderVolumes { itself: false },
-                    errno => errno.into(),
-                });
+                return Err(HostPathError::ReachesVolumes(todo.iter().collect()));
             }
             dir = fd;
             continue;
@@ -225,41 +216,71 @@ fn below<'a>(path: &'a Path, root: &Path) -> Option<&'a Path> {
     rel.components().all(|c| matches!(c, Component::Normal(_))).then_some(rel)
 }
 
+/// What is left of `path` once it reaches volumes_root (`relative`),
+/// resolved beneath it after volumes_root's own checks: no link, no `..`.
+fn beneath_volumes(
+    path: &Path,
+    relative: &Path,
+    idmap: bool,
+    volumes_root: &Path,
+    volumes: &mut Option<OwnedFd>,
+    errno_error: &dyn Fn(Errno) -> SourceError,
+) -> Result<OwnedFd, SourceError> {
+    let (path, root_path) = (path.to_owned(), volumes_root.to_owned());
+    if relative.as_os_str().is_empty() {
+        return Err(SourceError::VolumesRootItself { path, root: root_path });
+    }
+    if volumes.is_none() {
+        *volumes = Some(crate::fsutil::open_volumes_root(volumes_root)?);
+    }
+    let root = volumes.as_ref().expect("opened just above");
+    open_beneath(root, relative).map_err(|errno| match errno {
+        _ if idmap => SourceError::IdmapOutside { path, root: root_path, errno },
+        Errno::ELOOP | Errno::EXDEV => SourceError::VolumeSymlink { path, root: root_path },
+        errno => errno_error(errno),
+    })
+}
+
+/// Resolves a rootfs or mount source once. Under volumes_root (as spelled,
+/// or reached by another name), idmapped or not: a workload with an
+/// idmapped volume writes there as the host's root, so even a link of
+/// root's there may be a workload's, and nothing there is followed.
+/// Elsewhere, `open_host`.
+fn resolve(
+    path: &Path,
+    idmap: bool,
+    volumes_root: &Path,
+    identity: Option<(u64, u64)>,
+    volumes: &mut Option<OwnedFd>,
+    errno_error: &dyn Fn(Errno) -> SourceError,
+) -> Result<OwnedFd, SourceError> {
+    let beneath = |relative: &Path, volumes: &mut Option<OwnedFd>| {
+        beneath_volumes(path, relative, idmap, volumes_root, volumes, errno_error)
+    };
+    match path.starts_with(volumes_root).then(|| below(path, volumes_root)) {
+        Some(None) if idmap => {
+            Err(SourceError::IdmapOutside { path: path.to_owned(), root: volumes_root.to_owned(), errno: Errno::EXDEV })
+        }
+        Some(None) => Err(SourceError::VolumeSymlink { path: path.to_owned(), root: volumes_root.to_owned() }),
+        Some(Some(relative)) => beneath(relative, volumes),
+        None => match open_host(path, identity) {
+            Ok(fd) => Ok(fd),
+            Err(HostPathError::ReachesVolumes(rest)) => beneath(&rest, volumes),
+            Err(HostPathError::Errno(errno)) => Err(errno_error(errno)),
+            Err(HostPathError::UnsafeSymlink(link)) => Err(SourceError::UnsafeSymlink { path: path.to_owned(), link }),
+        },
+    }
+}
+
 /// Opens every source of `manifest` once and detaches its copy.
 pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, SourceError> {
     let path = &manifest.rootfs.path;
-    let unsafe_or = |path: &Path, e: HostPathError, errno_error: &dyn Fn(Errno) -> SourceError| match e {
-        HostPathError::Errno(errno) => errno_error(errno),
-        HostPathError::UnsafeSymlink(link) => SourceError::UnsafeSymlink { path: path.to_owned(), link },
-        HostPathError::UnderVolumes { itself: true } => {
-            SourceError::VolumesRootItself { path: path.to_owned(), root: volumes_root.to_owned() }
-        }
-        HostPathError::UnderVolumes { itself: false } => {
-            SourceError::VolumeSymlink { path: path.to_owned(), root: volumes_root.to_owned() }
-        }
-    };
     // volumes_root by what it is, for a path that reaches it by another name.
     let identity = nix::sys::stat::stat(volumes_root).ok().map(|st| (st.st_dev, st.st_ino));
     // Opened (and checked) once per start, and only when a path under it needs it.
     let mut volumes: Option<OwnedFd> = None;
     let rootfs_err = |errno| SourceError::Rootfs { path: path.clone(), errno };
-    // A rootfs under volumes_root, as a mount source there: no link followed.
-    let rootfs = match path.starts_with(volumes_root).then(|| below(path, volumes_root)) {
-        Some(None) => return Err(SourceError::VolumeSymlink { path: path.clone(), root: volumes_root.to_owned() }),
-        Some(Some(relative)) if relative.as_os_str().is_empty() => {
-            return Err(SourceError::VolumesRootItself { path: path.clone(), root: volumes_root.to_owned() });
-        }
-        Some(Some(relative)) => {
-            let root = volumes.insert(crate::fsutil::open_volumes_root(volumes_root)?);
-            open_beneath(root, relative).map_err(|errno| match errno {
-                Errno::ELOOP | Errno::EXDEV => {
-                    SourceError::VolumeSymlink { path: path.clone(), root: volumes_root.to_owned() }
-                }
-                errno => rootfs_err(errno),
-            })?
-        }
-        None => open_host(path, identity).map_err(|e| unsafe_or(path, e, &rootfs_err))?,
-    };
+    let rootfs = resolve(path, false, volumes_root, identity, &mut volumes, &rootfs_err)?;
     // The policies read a rootfs path as written (`/` and its spellings):
     // a writable host root reached by another path would pass them unseen.
     let as_written = path.as_os_str().as_bytes().iter().all(|b| matches!(b, b'/' | b'.'));
@@ -271,40 +292,7 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, Sour
     for mount in &manifest.mounts {
         let source = &mount.source;
         let err = |errno| SourceError::Mount { path: source.clone(), errno };
-        // Under volumes_root, idmapped or not: a workload with an idmapped
-        // volume writes there as the host's root, so even a link of root's
-        // there may be a workload's. Nothing there is followed.
-        let fd = match source.starts_with(volumes_root).then(|| below(source, volumes_root)) {
-            Some(None) if !mount.idmap => {
-                return Err(SourceError::VolumeSymlink { path: source.clone(), root: volumes_root.to_owned() });
-            }
-            Some(None) => {
-                return Err(SourceError::IdmapOutside {
-                    path: source.clone(),
-                    root: volumes_root.to_owned(),
-                    errno: Errno::EXDEV,
-                });
-            }
-            Some(Some(relative)) if relative.as_os_str().is_empty() => {
-                return Err(SourceError::VolumesRootItself { path: source.clone(), root: volumes_root.to_owned() });
-            }
-            Some(Some(relative)) => {
-                let root = match &volumes {
-                    Some(root) => root,
-                    None => volumes.insert(crate::fsutil::open_volumes_root(volumes_root)?),
-                };
-                open_beneath(root, relative).map_err(|errno| match errno {
-                    _ if mount.idmap => {
-                        SourceError::IdmapOutside { path: source.clone(), root: volumes_root.to_owned(), errno }
-                    }
-                    Errno::ELOOP | Errno::EXDEV => {
-                        SourceError::VolumeSymlink { path: source.clone(), root: volumes_root.to_owned() }
-                    }
-                    errno => err(errno),
-                })?
-            }
-            None => open_host(source, identity).map_err(|e| unsafe_or(source, e, &err))?,
-        };
+        let fd = resolve(source, mount.idmap, volumes_root, identity, &mut volumes, &err)?;
         let is_dir = is_dir(&fd).map_err(err)?;
         let tree = sys::open_tree_clone(Some(fd.as_fd()), c"", true).map_err(err)?;
         sys::mount_setattr(tree.as_fd(), attributes(mount), None, true).map_err(err)?;
