@@ -122,15 +122,10 @@ pub fn remap_ranges(files: &AccountFiles, configured: &str) -> Result<RemapRange
     let mut gids = subid::ranges_of(&gid_entries, user, uid);
     if create && (uids.is_empty() || gids.is_empty()) {
         // Not over a host account's id: a workload would run as that user.
-        // (A group file paddock cannot read line by line, a NIS `+` line
-        // say, adds nothing here rather than failing the start.)
+        // (A group line without a number, a NIS `+` line say, adds nothing.)
         let group_text = read_optional(&files.group)?;
-        let groups = parse_accounts(&files.group, &group_text).unwrap_or_default();
-        let ids: Vec<u32> = accounts
-            .iter()
-            .flat_map(|(_, uid, gid)| [*uid, *gid])
-            .chain(groups.iter().map(|(_, gid, _)| *gid))
-            .collect();
+        let group_ids = group_text.lines().filter_map(|line| line.split(':').nth(2)?.parse::<u32>().ok());
+        let ids: Vec<u32> = accounts.iter().flat_map(|(_, uid, gid)| [*uid, *gid]).chain(group_ids).collect();
         let start = subid::free_start(&[&uid_entries, &gid_entries], &ids, NEW_RANGE_SIZE).ok_or_else(|| {
             AccountError::NoFreeRange {
                 count: NEW_RANGE_SIZE,
@@ -227,6 +222,28 @@ mod tests {
         let before = std::fs::read_to_string(&f.passwd).unwrap();
         assert_eq!(remap_ranges(&f, "default").unwrap(), ranges);
         assert_eq!(std::fs::read_to_string(&f.passwd).unwrap(), before);
+    }
+
+    #[test]
+    fn a_new_range_covers_no_host_account_by_uid_primary_gid_or_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        // Past a user at 200000 and a group at 300000, and past a primary
+        // gid of 16900000.
+        for (account, ids, start) in [
+            ("alice:x:200000:100::/:/bin/false\n", &[200_000, 300_000][..], 327_680),
+            ("alice:x:1000:16900000::/:/bin/false\n", &[300_000, 16_900_000][..], 16_908_288),
+        ] {
+            std::fs::write(&f.passwd, format!("root:x:0:0:root:/root:/bin/bash\n{account}")).unwrap();
+            std::fs::write(&f.group, "root:x:0:\nbig:x:300000:\n").unwrap();
+            std::fs::write(&f.subuid, "").unwrap();
+            std::fs::write(&f.subgid, "").unwrap();
+            let range = remap_ranges(&f, "default").unwrap().uids[0];
+            for &id in ids {
+                assert!(!(u64::from(range.start)..range.end()).contains(&id), "{account}: {range:?} covers {id}");
+            }
+            assert_eq!(range.start, start, "{account}");
+        }
     }
 
     #[test]
