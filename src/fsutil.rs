@@ -42,7 +42,7 @@ pub enum UnsafeInput {
 }
 
 /// Who besides the owner may write, by the mode's bits.
-fn writers(mode: u32) -> Option<&'static str> {
+pub(crate) fn writers(mode: u32) -> Option<&'static str> {
     match (mode & 0o020 != 0, mode & 0o002 != 0) {
         (true, true) => Some("group and others"),
         (true, false) => Some("its group"),

@@ -237,9 +237,7 @@ fn a_daemon_killed_with_sigkill_leaves_its_workloads_running_and_the_next_adopts
     let mut d = Daemon::setup().start(&[]);
     d.write("kept.toml", SLEEPER);
     let pid = d.running_pid("kept");
-    let mut child = d.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    d.kill();
     std::thread::sleep(Duration::from_millis(300));
     assert!(!gone(pid), "the sandbox runs on without its daemon");
     let mut d = d.start(&[]);
@@ -391,9 +389,7 @@ fn a_new_daemon_adopts_what_runs_cleans_up_what_does_not_and_keeps_the_slices() 
     let left = processes(&["/bin/sleep", "1003"]);
     assert_eq!(left.len(), 1, "one stray sleep runs");
 
-    let mut child = d.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    d.kill();
     // While no daemon runs, the stray's init is killed; its workload, in the
     // host's pid namespace, outlives it (the case the cgroup search is for).
     // SAFETY: kill has no memory-safety preconditions.

@@ -46,9 +46,7 @@ fn a_daemon_killed_during_starts_never_locks_out_duplicates_or_orphans() {
     for (round, delay_ms) in spread.into_iter().chain(random).enumerate() {
         d = d.start(&[]);
         std::thread::sleep(Duration::from_millis(delay_ms));
-        let mut child = d.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
+        d.kill();
         // No child of the dead daemon may linger holding its lock (or anything else).
         let lock = d.path("state/daemon.lock");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -129,9 +127,7 @@ fn daemon_kills_amid_changes_lose_nothing_and_duplicate_nothing() {
             }
         }
         std::thread::sleep(Duration::from_millis(rng.next(60)));
-        let mut child = d.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
+        d.kill();
         d = d.start(&[]);
         d.wait_for(&format!("round {round} to converge"), |d| {
             let status = d.status();
@@ -179,9 +175,7 @@ fn an_end_while_no_daemon_runs_is_heard_and_a_one_shot_runs_once_per_version() {
     );
     d.write("once.toml", &once);
     d.running_pid("brief");
-    let mut child = d.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    d.kill();
     // brief ends (exit 7) with no daemon to hear it.
     std::thread::sleep(Duration::from_millis(1500));
     d = d.start(&[]);
@@ -190,9 +184,7 @@ fn an_end_while_no_daemon_runs_is_heard_and_a_one_shot_runs_once_per_version() {
     // Three more daemon restarts (clean and killed): once ran once.
     for kill in [false, true, false] {
         if kill {
-            let mut child = d.child.take().unwrap();
-            child.kill().unwrap();
-            child.wait().unwrap();
+            d.kill();
         } else {
             assert_eq!(d.terminate(), 0);
         }
@@ -331,9 +323,7 @@ fn a_record_without_a_boot_is_adopted_and_gains_it() {
     let mut d = Daemon::setup().start(&[]);
     d.write("old.toml", SLEEPER);
     let pid = d.running_pid("old");
-    let mut child = d.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    d.kill();
     let file = d.path("state/sandboxes/old.json");
     let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert!(record.as_object_mut().unwrap().remove("boot").is_some(), "a record names its boot: {record}");
@@ -367,9 +357,7 @@ fn ends_while_no_daemon_runs_get_their_restart_policy_and_their_real_status() {
     d.write("victim.toml", "command = [\"/bin/sleep\", \"1000\"]\n[restart]\nbackoff = \"0s\"\n");
     d.running_pid("flaky");
     let victim = d.running_pid("victim");
-    let mut child = d.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    d.kill();
     // With no daemon: flaky exits 3 on its own, victim's command (the
     // init's child; the init stays to keep its end) is killed.
     let command: i32 = std::fs::read_to_string(format!("/proc/{victim}/task/{victim}/children"))

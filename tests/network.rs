@@ -354,9 +354,7 @@ fn removal_a_stopped_daemon_and_a_killed_one_leave_nothing_behind() {
     d.wait_for("a's network to go", |d| leftovers(d).veths == 1);
     d.wait_for("a's allocation to go", |d| leftovers(d).allocations == 1 && leftovers(d).mounts == 1);
     // Killed with -9 and a manifest removed meanwhile: the next daemon undoes it.
-    let mut child = d.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    d.kill();
     std::fs::remove_file(d.path("wl/b.toml")).unwrap();
     d = d.start(&[]);
     nothing_left_soon(&d);
@@ -373,9 +371,7 @@ fn a_killed_daemon_adopts_the_workload_and_its_network() {
     d.write("web.toml", &web(&d, 80, "ports = [\"8085:80\"]"));
     let pid = d.running_pid("web");
     let ip = address(&d, "web");
-    let mut child = d.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    d.kill();
     d = d.start(&[]);
     assert_eq!(d.running_pid("web"), pid, "adopted, not restarted");
     assert_eq!(address(&d, "web"), ip);
@@ -745,9 +741,7 @@ fn after_a_daemon_restart_the_running_workload_keeps_its_port_against_a_refused_
     let pid = d.running_pid("web");
     d.write("api.toml", &sleeper("ports = [\"8093:81\"]"));
     d.wait_for("api refused", |d| d.workload("api").is_some_and(|w| w["state"] == "invalid"));
-    let mut child = d.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    d.kill();
     d = d.start(&[]);
     d.wait_for("api refused again", |d| d.workload("api").is_some_and(|w| w["state"] == "invalid"));
     let web = d.workload("web").unwrap();

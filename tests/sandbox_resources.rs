@@ -47,28 +47,33 @@ fn nofile_sets_the_open_files_limit() {
     assert_eq!(stdout(&out), "256\n256\n", "{}", stderr(&out));
 }
 
-#[test]
-fn cpu_limit_is_written_to_the_cgroup() {
+/// Runs a one-second workload `name` with `resources` (TOML) and returns
+/// the first of `files` found in its cgroup while it runs (None when none
+/// turned up within 5 s); the run must succeed.
+fn cgroup_file_while_running(name: &str, resources: &str, files: &[&str]) -> Option<String> {
     let w = World::new();
     let script = "cat /proc/self/cgroup >/dev/null; sleep 1";
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
         .args(w.run_args())
-        .arg(w.manifest("cpu", &busybox_manifest(script, "[resources]\ncpu = 0.25\n")))
+        .arg(w.manifest(name, &busybox_manifest(script, &format!("[resources]\n{resources}\n"))))
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let quota = loop {
-        let q = cgroup_dirs("cpu").iter().find_map(|d| {
-            std::fs::read_to_string(d.join("cpu.cfs_quota_us"))
-                .or_else(|_| std::fs::read_to_string(d.join("cpu.max")))
-                .ok()
-        });
-        if q.is_some() || std::time::Instant::now() > deadline {
-            break q;
+    let found = loop {
+        let found =
+            cgroup_dirs(name).iter().find_map(|d| files.iter().find_map(|f| std::fs::read_to_string(d.join(f)).ok()));
+        if found.is_some() || std::time::Instant::now() > deadline {
+            break found;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
     assert!(child.wait_with_output().unwrap().status.success());
+    found
+}
+
+#[test]
+fn cpu_limit_is_written_to_the_cgroup() {
+    let quota = cgroup_file_while_running("cpu", "cpu = 0.25", &["cpu.cfs_quota_us", "cpu.max"]);
     let quota = quota.expect("the workload's cpu cgroup exists while it runs");
     assert!(quota.starts_with("25000"), "0.25 cores is 25ms per 100ms: {quota}");
 }
@@ -78,26 +83,8 @@ fn cpu_limit_is_written_to_the_cgroup() {
 /// memory.swap.max is 0, so a workload cannot pass it by swapping.
 #[test]
 fn the_memory_limit_counts_swap_too() {
-    let w = World::new();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
-        .args(w.run_args())
-        .arg(w.manifest("swap", &busybox_manifest("sleep 1", "[resources]\nmemory = \"64MiB\"\n")))
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let swap = loop {
-        let s = cgroup_dirs("swap").iter().find_map(|d| {
-            std::fs::read_to_string(d.join("memory.memsw.limit_in_bytes"))
-                .or_else(|_| std::fs::read_to_string(d.join("memory.swap.max")))
-                .ok()
-        });
-        if s.is_some() || std::time::Instant::now() > deadline {
-            break s;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    assert!(child.wait_with_output().unwrap().status.success());
-    let swap = swap.expect(
+    let files = ["memory.memsw.limit_in_bytes", "memory.swap.max"];
+    let swap = cgroup_file_while_running("swap", "memory = \"64MiB\"", &files).expect(
         "the workload's memory cgroup, with swap accounting, exists while it runs \
          (on v1 the kernel needs swapaccount=1 for memory.memsw.limit_in_bytes)",
     );

@@ -14,6 +14,17 @@ use std::time::{Duration, Instant};
 
 use common::sandbox::{World, busybox_manifest, stderr, stdout};
 
+/// A plain (not idmapped) mount of `source` at `target`.
+fn plain_mount(source: &Path, target: &str) -> String {
+    format!("[[mounts]]\nsource = {:?}\ntarget = {target:?}\n", source.display().to_string())
+}
+
+/// A start refused before anything ran (exit 125), saying `said`.
+fn refused(out: &std::process::Output, what: &str, said: &str) {
+    assert_eq!(out.status.code(), Some(125), "{what}: {}{}", stdout(out), stderr(out));
+    assert!(stderr(out).contains(said), "{what}: {}", stderr(out));
+}
+
 fn volume_mount(source: &std::path::Path, target: &str, extra: &str) -> String {
     format!(
         "[[mounts]]\nsource = {:?}\ntarget = {target:?}\nreadonly = false\nidmap = true\n{extra}",
@@ -153,8 +164,7 @@ fn a_link_a_workload_plants_in_another_mounts_source_is_not_followed() {
     let w = World::new();
     let vol = w.path("volumes/app");
     std::fs::create_dir_all(vol.join("conf")).unwrap();
-    let conf = format!("[[mounts]]\nsource = {:?}\ntarget = \"/conf\"\n", vol.join("conf").display().to_string());
-    let mounts = format!("{}{conf}", volume_mount(&vol, "/app", ""));
+    let mounts = format!("{}{}", volume_mount(&vol, "/app", ""), plain_mount(&vol.join("conf"), "/conf"));
     let m = w.manifest("plant", &busybox_manifest("ls /conf; rm -rf /app/conf && ln -s / /app/conf", &mounts));
     let first = w.run(&[], &m, &[]);
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
@@ -162,8 +172,7 @@ fn a_link_a_workload_plants_in_another_mounts_source_is_not_followed() {
     assert!(planted.file_type().is_symlink() && planted.uid() == 0, "the workload planted a link of root's");
     let second = w.run(&[], &m, &[]);
     assert!(!stdout(&second).contains("etc"), "the host's root was mounted:\n{}", stdout(&second));
-    assert_eq!(second.status.code(), Some(125), "{}", stderr(&second));
-    assert!(stderr(&second).contains("where paddock follows no symlink"), "{}", stderr(&second));
+    refused(&second, "the second start", "where paddock follows no symlink");
 }
 
 /// The same plant, named by another path: through a link of root's to
@@ -180,23 +189,16 @@ fn a_planted_link_is_not_followed_whatever_name_reaches_its_volume() {
     let alias = w.path("alias");
     std::os::unix::fs::symlink(w.path("volumes"), &alias).unwrap();
     let run = |source: &Path, volumes_root: &Path| {
-        let mount = format!("[[mounts]]\nsource = {:?}\ntarget = \"/conf\"\n", source.display().to_string());
-        let m = w.manifest("alias", &busybox_manifest("ls /conf", &mount));
+        let m = w.manifest("alias", &busybox_manifest("ls /conf", &plain_mount(source, "/conf")));
         let mut args = w.run_args();
         *args.last_mut().unwrap() = volumes_root.display().to_string();
-        std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
-            .args(args)
-            .arg(m)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
+        w.run_with(args, &m, &[])
     };
     for (source, volumes_root) in [(alias.join("app/conf"), w.path("volumes")), (vol.join("conf"), alias.clone())] {
         let out = run(&source, &volumes_root);
         let what = format!("{} with volumes_root {}", source.display(), volumes_root.display());
         assert!(!stdout(&out).contains("etc"), "{what}: the host's root was mounted:\n{}", stdout(&out));
-        assert_eq!(out.status.code(), Some(125), "{what}: {}", stderr(&out));
-        assert!(stderr(&out).contains("where paddock follows no symlink"), "{what}: {}", stderr(&out));
+        refused(&out, &what, "where paddock follows no symlink");
     }
 }
 
@@ -211,9 +213,7 @@ fn a_rootfs_through_a_link_under_volumes_root_is_refused() {
         "linked",
         &format!("command = [\"/bin/true\"]\nrootfs = {{ path = {:?} }}\n", link.display().to_string()),
     );
-    let out = w.run(&[], &m, &[]);
-    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
-    assert!(stderr(&out).contains("where paddock follows no symlink"), "{}", stderr(&out));
+    refused(&w.run(&[], &m, &[]), "a rootfs through a link", "where paddock follows no symlink");
 }
 
 /// A source spelled as volumes_root itself (a trailing `/` or `/.`, which
@@ -226,9 +226,7 @@ fn volumes_root_itself_is_no_workloads_volume_however_it_is_spelled() {
     for spelling in ["/", "/."] {
         let source = Path::new(&format!("{}{spelling}", root.display())).to_owned();
         let m = w.manifest("all", &busybox_manifest("ls /v", &volume_mount(&source, "/v", "")));
-        let out = w.run(&[], &m, &[]);
-        assert_eq!(out.status.code(), Some(125), "{spelling}: {}", stdout(&out));
-        assert!(stderr(&out).contains("itself: a workload may be given a volume under it"), "{}", stderr(&out));
+        refused(&w.run(&[], &m, &[]), spelling, "itself: a workload may be given a volume under it");
     }
 }
 
@@ -254,19 +252,13 @@ fn a_source_goes_through_a_link_only_where_no_one_but_root_could_have_made_it() 
     symlink(&real, &theirs).unwrap();
     std::os::unix::fs::lchown(&theirs, Some(1000), Some(1000)).unwrap();
     let run = |source: &Path| {
-        let mount = format!("[[mounts]]\nsource = {:?}\ntarget = \"/m\"\n", source.display().to_string());
-        w.run(&[], &w.manifest("links", &busybox_manifest("cat /m/marker", &mount)), &[])
+        w.run(&[], &w.manifest("links", &busybox_manifest("cat /m/marker", &plain_mount(source, "/m"))), &[])
     };
     let followed = run(&safe.join("link"));
     assert_eq!(stdout(&followed), "real", "{}", stderr(&followed));
     for (source, link) in [(open.join("link/."), open.join("link")), (theirs.clone(), theirs.clone())] {
-        let out = run(&source);
-        assert_eq!(out.status.code(), Some(125), "{}: {}", source.display(), stdout(&out));
-        let said = stderr(&out);
-        assert!(
-            said.contains(&format!("{} is a symlink that someone other than root could have made", link.display())),
-            "{said}"
-        );
+        let said = format!("{} is a symlink that someone other than root could have made", link.display());
+        refused(&run(&source), &source.display().to_string(), &said);
     }
 }
 

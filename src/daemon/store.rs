@@ -263,6 +263,12 @@ mod tests {
     use crate::idmap::RemapRanges;
     use crate::reconcile::Version;
 
+    /// A store in `dir`, with no id ranges (these tests keep no slice).
+    fn store(dir: &std::path::Path) -> DiskStore {
+        let ranges = RemapRanges { user: "paddock".into(), uids: Vec::new(), gids: Vec::new() };
+        DiskStore::new(dir.to_owned(), ranges, Isolation::default(), 65536)
+    }
+
     fn held(version: u64) -> Kept {
         Kept { slice: None, hold: Some(Version(version)), ended: None }
     }
@@ -270,8 +276,7 @@ mod tests {
     #[test]
     fn what_is_kept_now_is_never_overwritten_by_an_older_write_being_retried() {
         let dir = tempfile::tempdir().unwrap();
-        let ranges = RemapRanges { user: "paddock".into(), uids: Vec::new(), gids: Vec::new() };
-        let mut store = DiskStore::new(dir.path().to_owned(), ranges, Isolation::default(), 65536);
+        let mut store = store(dir.path());
         let name = WorkloadName::try_from("once").unwrap();
         // A directory where its file belongs: every write of it fails until
         // it is gone, and the writer retries the latest every second.
@@ -295,8 +300,7 @@ mod tests {
     #[test]
     fn what_is_kept_now_is_on_disk_when_it_returns() {
         let dir = tempfile::tempdir().unwrap();
-        let ranges = RemapRanges { user: "paddock".into(), uids: Vec::new(), gids: Vec::new() };
-        let mut store = DiskStore::new(dir.path().to_owned(), ranges, Isolation::default(), 65536);
+        let mut store = store(dir.path());
         let name = WorkloadName::try_from("once").unwrap();
         store.keep(&name, &held(1)).unwrap();
         store.keep_now(&name, &held(2)).unwrap();

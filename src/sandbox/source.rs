@@ -148,7 +148,7 @@ fn open_host(path: &Path, volumes: Option<(u64, u64)>) -> Result<OwnedFd, HostPa
         // to others' files are allowed, a root's link can be linked into
         // /tmp), anyone could have put it.
         let holder = nix::sys::stat::fstat(&dir)?;
-        let others_may_replace = holder.st_mode & 0o022 != 0;
+        let others_may_replace = crate::fsutil::writers(holder.st_mode).is_some();
         if stat.st_uid != 0 || holder.st_uid != 0 || others_may_replace {
             return Err(HostPathError::UnsafeSymlink(at.join(&name)));
         }

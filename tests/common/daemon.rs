@@ -242,6 +242,14 @@ impl Daemon {
         self.workload(name).unwrap()["pid"].as_i64().unwrap()
     }
 
+    /// Kills the daemon with SIGKILL, as a crash would, and reaps it: its
+    /// workloads run on, for the next daemon to adopt.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     pub fn terminate(&mut self) -> i32 {
         let mut child = self.child.take().unwrap();
         // SAFETY: kill has no memory-safety preconditions.

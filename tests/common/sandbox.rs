@@ -103,8 +103,16 @@ impl World {
     /// `paddock run` with this world's paths, extra flags, the manifest,
     /// then an optional command after `--`.
     pub fn run(&self, extra: &[&str], manifest: &Path, command: &[&str]) -> Output {
+        let mut args = self.run_args();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        self.run_with(args, manifest, command)
+    }
+
+    /// `paddock run` with `args` (this world's `run_args`, changed), the
+    /// manifest, then an optional command after `--`.
+    pub fn run_with(&self, args: Vec<String>, manifest: &Path, command: &[&str]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
-        cmd.args(self.run_args()).args(extra).arg(manifest);
+        cmd.args(args).arg(manifest);
         if !command.is_empty() {
             cmd.arg("--").args(command);
         }
