@@ -54,13 +54,17 @@ pub fn blame(error: &SpawnError) -> Blame {
     }
 }
 
-/// A sandbox that exists: enough to signal and kill it. An init this
-/// process started is its unreaped child until it is reaped, so its pid
-/// cannot be reused meanwhile: no pidfd is needed for it, one descriptor
-/// fewer per workload. An adopted one is signalled through its pidfd.
+/// A sandbox that exists: enough to signal and kill it, through a pidfd
+/// of its init (its clone's, or for an adopted one the predecessor's).
+/// Never by pid alone: an init this process started is reaped on a
+/// blocking thread, and until the supervisor hears of that (after the
+/// cgroup is emptied, up to seconds later) a stop or a kill would reach
+/// whatever process was given the pid meanwhile.
 struct Live {
     pid: Pid,
     cgroup: Option<Cgroup>,
+    /// Absent only when a descriptor could not be had (an adopted init's
+    /// could not be duplicated): then signalled by pid.
     pidfd: Option<OwnedFd>,
     /// The init's start time: a pidfd opened later by pid (`exec`, probes)
     /// is checked against it, in case the init was reaped and its pid reused.
@@ -324,7 +328,7 @@ impl SandboxExecutor {
         if zygote_gone {
             self.settings.zygote = None;
         }
-        let pending = match result {
+        let mut pending = match result {
             Ok(p) => p,
             Err(e) => {
                 records::remove(&state_dir, name);
@@ -333,9 +337,10 @@ impl SandboxExecutor {
         };
         drop(log);
         let started = process::start_time(pending.pid().as_raw());
+        let pidfd = pending.take_pidfd();
         self.live.insert(
             name.clone(),
-            Live { pid: pending.pid(), cgroup: pending.cgroup().cloned(), pidfd: None, started, entered: None },
+            Live { pid: pending.pid(), cgroup: pending.cgroup().cloned(), pidfd, started, entered: None },
         );
         let listen = Listener { name: name.clone(), state_dir, events: self.events.clone() };
         tokio::spawn(listen.start(pending, begun));
@@ -394,4 +399,66 @@ struct LogFile(std::io::Error);
 /// the daemon's failure, not the workload's.
 fn is_exhausted(errno: Errno) -> bool {
     matches!(errno, Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM | Errno::ENOSPC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+
+    /// A child whose pid is chosen (clone3's set_tid; root only): it execs
+    /// `sleep 1000`.
+    fn child_with_pid(pid: i32) -> Result<Pid, Errno> {
+        let (sleep, arg, long) = (c"/bin/sleep", c"sleep", CString::new("1000").expect("no NUL"));
+        let argv = [arg.as_ptr(), long.as_ptr(), std::ptr::null()];
+        let tids = [pid as libc::pid_t];
+        // SAFETY: clone_args is plain integers, for which all zeroes is valid (no flags, no pointers).
+        let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+        args.exit_signal = libc::SIGCHLD as u64;
+        args.set_tid = tids.as_ptr() as u64;
+        args.set_tid_size = 1;
+        // SAFETY: a fork-like clone3 (no CLONE_VM); the child only execs
+        // (its arguments prepared above) or exits, as is safe after a fork
+        // in a threaded process.
+        let ret =
+            unsafe { libc::syscall(libc::SYS_clone3, &args as *const libc::clone_args, size_of::<libc::clone_args>()) };
+        if ret == 0 {
+            // SAFETY: as above.
+            unsafe {
+                libc::execv(sleep.as_ptr(), argv.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        Errno::result(ret).map(|pid| Pid::from_raw(pid as i32))
+    }
+
+    #[test]
+    fn a_stop_after_the_init_is_reaped_never_reaches_the_process_given_its_pid() {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "this test chooses a pid (clone3's set_tid) and must run as root");
+        let mut init = std::process::Command::new("/bin/sleep").arg("1000").spawn().unwrap();
+        let pid = Pid::from_raw(init.id() as i32);
+        let live = Live {
+            pid,
+            cgroup: None,
+            pidfd: Some(sandbox::pidfd_open(pid.as_raw()).unwrap()),
+            started: process::start_time(pid.as_raw()),
+            entered: None,
+        };
+        // The init ends and is reaped (as the listener's blocking thread
+        // does), and its pid goes to another process before the supervisor
+        // hears of it.
+        init.kill().unwrap();
+        init.wait().unwrap();
+        let other = child_with_pid(pid.as_raw()).expect("the reaped pid is free for clone3's set_tid");
+        assert_eq!(other, pid);
+        // A stop, then a kill, in that window.
+        assert_eq!(live.signal(NixSignal::SIGTERM), Err(Errno::ESRCH));
+        assert_eq!(live.signal(NixSignal::SIGKILL), Err(Errno::ESRCH));
+        std::thread::sleep(Duration::from_millis(50));
+        let alive = nix::sys::wait::waitpid(other, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        let _ = kill(other, NixSignal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(other, None);
+        assert_eq!(alive, Ok(nix::sys::wait::WaitStatus::StillAlive), "the process given the init's pid was signalled");
+    }
 }

@@ -67,11 +67,7 @@ impl Listener {
     }
 
     /// What the init says while its workload runs, until its end.
-    pub(super) async fn running(self, mut sandbox: Sandbox, adopted: bool) {
-        // Our own children are signalled by pid: the pidfd is one descriptor too many.
-        if sandbox.is_child() {
-            sandbox.pidfd = None;
-        }
+    pub(super) async fn running(self, sandbox: Sandbox, adopted: bool) {
         // Adopted: if the end was read by a predecessor that died before it
         // acknowledged it, the init says it again.
         if adopted {

@@ -22,8 +22,8 @@ use crate::model::Exit;
 pub struct Sandbox {
     pub pid: Pid,
     /// A pidfd of the init (signals, and the end of an init that is not
-    /// this process's child). The daemon drops it for its own children,
-    /// which it signals by pid (unreaped, their pid cannot be reused).
+    /// this process's child). The daemon's executor takes it from a
+    /// sandbox it started, and signals the init through it.
     pub pidfd: Option<OwnedFd>,
     /// None when nothing needs one (see `needs_cgroup`).
     pub cgroup: Option<Cgroup>,
@@ -47,11 +47,6 @@ pub fn end_of(report: Option<&InitReport>, status: Option<WaitStatus>) -> Exit {
 }
 
 impl Sandbox {
-    /// Whether this process is the init's parent (and so reaps it).
-    pub fn is_child(&self) -> bool {
-        self.child
-    }
-
     /// The descriptor that turns readable when the init has something to
     /// say (or has exited): wait on it, then `try_recv`.
     pub fn channel_fd(&self) -> RawFd {

@@ -42,6 +42,12 @@ impl Pending {
         self.sandbox.as_ref().expect("not finished").cgroup.as_ref()
     }
 
+    /// The init's pidfd, from its clone, for whoever signals it: once the
+    /// init is reaped its pid may be another process's, the pidfd never.
+    pub fn take_pidfd(&mut self) -> Option<std::os::fd::OwnedFd> {
+        self.sandbox.as_mut().expect("not finished").pidfd.take()
+    }
+
     /// The descriptor that turns readable when the init reports on its
     /// setup (or dies): wait on it, then call `finish`, which then does not block.
     pub fn channel_fd(&self) -> RawFd {
