@@ -28,3 +28,31 @@ pub use running::{AdoptError, Sandbox, adopt, end_of};
 pub use source::SourceError;
 pub use spawn::{Cloned, InitMode, Leftover, Pending, SpawnError, SpawnRequest, begin, raise_nofile_limit, spawn};
 pub use sys::{pidfd_open, pidfd_send_signal};
+
+/// A child whose pid is chosen (clone3's set_tid; root only), which execs
+/// `sleep 1000`: for tests that a pid given to another process is never
+/// signalled in the place of the one that had it.
+#[cfg(test)]
+pub(crate) fn child_with_pid(pid: i32) -> Result<nix::unistd::Pid, nix::errno::Errno> {
+    let (sleep, arg, long) = (c"/bin/sleep", c"sleep", c"1000");
+    let argv = [arg.as_ptr(), long.as_ptr(), std::ptr::null()];
+    let tids = [pid as libc::pid_t];
+    // SAFETY: clone_args is plain integers, for which all zeroes is valid (no flags, no pointers).
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.exit_signal = libc::SIGCHLD as u64;
+    args.set_tid = tids.as_ptr() as u64;
+    args.set_tid_size = 1;
+    // SAFETY: a fork-like clone3 (no CLONE_VM); the child only execs (its
+    // arguments prepared above) or exits, as is safe after a fork in a
+    // threaded process.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_clone3, &args as *const libc::clone_args, size_of::<libc::clone_args>()) };
+    if ret == 0 {
+        // SAFETY: as above.
+        unsafe {
+            libc::execv(sleep.as_ptr(), argv.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    nix::errno::Errno::result(ret).map(|pid| nix::unistd::Pid::from_raw(pid as i32))
+}

@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 
 use super::SpawnError;
@@ -106,7 +106,9 @@ impl Drop for Pending {
     }
 }
 
-/// Kills a sandbox that did not start, reaps its init and removes its cgroup.
+/// Kills a sandbox that did not start, reaps its init and removes its
+/// cgroup. The init is this process's child and not yet reaped (a zombie
+/// at worst), so its pid is still its own.
 fn abandon(sandbox: &Sandbox) {
     let _ = kill(sandbox.pid, Signal::SIGKILL);
     let _ = waitpid(sandbox.pid, None);
@@ -132,9 +134,51 @@ fn report(pid: Pid, channel: &Channel) -> Result<(), SpawnError> {
             Err(SpawnError::Setup { step: "report".to_owned(), error: format!("out of order: {report:?}") })
         }
         Err(ChannelError::Closed) => {
-            let status = waitpid(pid, None).unwrap_or(WaitStatus::StillAlive);
+            // Its status, read without reaping it: the init stays a zombie,
+            // its pid its own, until `abandon` kills and reaps it (reaped
+            // here, that kill would reach whatever process got the pid).
+            let status =
+                waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).unwrap_or(WaitStatus::StillAlive);
             Err(SpawnError::InitDied(status))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+
+    /// An init that dies before its report: the start fails, and what is
+    /// left is cleaned up later (on a blocking thread, in the daemon). Until
+    /// then its pid stays its own; afterwards nothing else was signalled.
+    #[test]
+    fn an_init_that_died_keeps_its_pid_until_its_remains_are_cleaned_up() {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "this test chooses a pid (clone3's set_tid) and must run as root");
+        let (ours, theirs) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).unwrap();
+        drop(theirs);
+        // Reaped by the code under test, not through std's handle.
+        #[allow(clippy::zombie_processes)]
+        let pid = Pid::from_raw(std::process::Command::new("/bin/true").spawn().unwrap().id() as i32);
+        let sandbox = Sandbox { pid, pidfd: None, cgroup: None, channel: Channel::new(ours), child: true };
+        // Its end comes before the report is read.
+        std::thread::sleep(Duration::from_millis(100));
+        let Err((SpawnError::InitDied(WaitStatus::Exited(_, 0)), leftover)) = Pending::begun(sandbox).report() else {
+            panic!("the init's death is the start's failure, with its status")
+        };
+        // Another process asks for the pid in the meantime.
+        let other = crate::sandbox::child_with_pid(pid.as_raw());
+        leftover.clean();
+        if let Ok(other) = other {
+            let alive = waitpid(other, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            let _ = kill(other, Signal::SIGKILL);
+            let _ = waitpid(other, None);
+            panic!("the dead init's pid was free before its remains were cleaned up (then: {alive:?})");
+        }
+        assert_eq!(other, Err(nix::errno::Errno::EEXIST), "the pid is held by the init until it is reaped");
+        assert_eq!(waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)), Err(nix::errno::Errno::ECHILD), "reaped");
     }
 }
