@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal as NixSignal, kill};
+use nix::sys::signal::Signal as NixSignal;
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
@@ -63,8 +63,10 @@ pub fn blame(error: &SpawnError) -> Blame {
 struct Live {
     pid: Pid,
     cgroup: Option<Cgroup>,
-    /// Absent only when a descriptor could not be had (an adopted init's
-    /// could not be duplicated): then signalled by pid.
+    /// Absent only when no descriptor could be had (the daemon is out of
+    /// them): then the init is not signalled at all (its cgroup, if it
+    /// has one, is still killed), rather than signalled by a pid that
+    /// may be another process's by then.
     pidfd: Option<OwnedFd>,
     /// The init's start time: a pidfd opened later by pid (`exec`, probes)
     /// is checked against it, in case the init was reaped and its pid reused.
@@ -77,7 +79,7 @@ impl Live {
     fn signal(&self, signal: NixSignal) -> nix::Result<()> {
         match &self.pidfd {
             Some(pidfd) => crate::sandbox::pidfd_send_signal(pidfd.as_fd(), signal as libc::c_int),
-            None => kill(self.pid, signal),
+            None => Err(Errno::EBADF),
         }
     }
 }
@@ -337,7 +339,11 @@ impl SandboxExecutor {
         };
         drop(log);
         let started = process::start_time(pending.pid().as_raw());
-        let pidfd = pending.take_pidfd();
+        // Our unreaped child: a pidfd opened by its pid is its own.
+        let pidfd = pending.take_pidfd().or_else(|| sandbox::pidfd_open(pending.pid().as_raw()).ok());
+        if pidfd.is_none() {
+            tracing::error!(workload = %name, "no pidfd for its init (out of descriptors?): it cannot be signalled");
+        }
         self.live.insert(
             name.clone(),
             Live { pid: pending.pid(), cgroup: pending.cgroup().cloned(), pidfd, started, entered: None },
@@ -374,7 +380,13 @@ impl SandboxExecutor {
             Live {
                 pid: sandbox.pid,
                 cgroup: sandbox.cgroup.clone(),
-                pidfd: sandbox.pidfd.as_ref().and_then(|p| p.try_clone().ok()),
+                pidfd: match sandbox.pidfd.as_ref().map(|p| p.try_clone()) {
+                    Some(Ok(pidfd)) => Some(pidfd),
+                    _ => {
+                        tracing::error!(workload = %name, "no pidfd for its adopted init: it cannot be signalled");
+                        None
+                    }
+                },
                 started: process::start_time(sandbox.pid.as_raw()),
                 entered: None,
             },
@@ -404,33 +416,7 @@ fn is_exhausted(errno: Errno) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::CString;
-
-    /// A child whose pid is chosen (clone3's set_tid; root only): it execs
-    /// `sleep 1000`.
-    fn child_with_pid(pid: i32) -> Result<Pid, Errno> {
-        let (sleep, arg, long) = (c"/bin/sleep", c"sleep", CString::new("1000").expect("no NUL"));
-        let argv = [arg.as_ptr(), long.as_ptr(), std::ptr::null()];
-        let tids = [pid as libc::pid_t];
-        // SAFETY: clone_args is plain integers, for which all zeroes is valid (no flags, no pointers).
-        let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
-        args.exit_signal = libc::SIGCHLD as u64;
-        args.set_tid = tids.as_ptr() as u64;
-        args.set_tid_size = 1;
-        // SAFETY: a fork-like clone3 (no CLONE_VM); the child only execs
-        // (its arguments prepared above) or exits, as is safe after a fork
-        // in a threaded process.
-        let ret =
-            unsafe { libc::syscall(libc::SYS_clone3, &args as *const libc::clone_args, size_of::<libc::clone_args>()) };
-        if ret == 0 {
-            // SAFETY: as above.
-            unsafe {
-                libc::execv(sleep.as_ptr(), argv.as_ptr());
-                libc::_exit(127);
-            }
-        }
-        Errno::result(ret).map(|pid| Pid::from_raw(pid as i32))
-    }
+    use nix::sys::signal::kill;
 
     #[test]
     fn a_stop_after_the_init_is_reaped_never_reaches_the_process_given_its_pid() {
@@ -450,15 +436,17 @@ mod tests {
         // hears of it.
         init.kill().unwrap();
         init.wait().unwrap();
-        let other = child_with_pid(pid.as_raw()).expect("the reaped pid is free for clone3's set_tid");
-        assert_eq!(other, pid);
+        let other = sandbox::child_with_pid(pid.as_raw()).expect("the reaped pid is free for clone3's set_tid");
         // A stop, then a kill, in that window.
-        assert_eq!(live.signal(NixSignal::SIGTERM), Err(Errno::ESRCH));
-        assert_eq!(live.signal(NixSignal::SIGKILL), Err(Errno::ESRCH));
+        let signalled = [live.signal(NixSignal::SIGTERM), live.signal(NixSignal::SIGKILL)];
         std::thread::sleep(Duration::from_millis(50));
         let alive = nix::sys::wait::waitpid(other, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
         let _ = kill(other, NixSignal::SIGKILL);
         let _ = nix::sys::wait::waitpid(other, None);
+        assert_eq!(other, pid);
+        assert_eq!(signalled, [Err(Errno::ESRCH); 2]);
         assert_eq!(alive, Ok(nix::sys::wait::WaitStatus::StillAlive), "the process given the init's pid was signalled");
+        // Without a pidfd, nothing is signalled at all.
+        assert_eq!(Live { pidfd: None, ..live }.signal(NixSignal::SIGKILL), Err(Errno::EBADF));
     }
 }
