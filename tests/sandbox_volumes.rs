@@ -129,6 +129,15 @@ fn a_volumes_root_others_can_enter_is_refused_and_says_how_to_fix_it() {
     assert_eq!(out.status.code(), Some(125));
     let e = stderr(&out);
     assert!(e.contains("can be entered by others (mode 0755)") && e.contains("chmod o-rwx"), "{e}");
+    // The same volume named through a link of root's to volumes_root, and
+    // as a plain (not idmapped) mount: the same check, the same refusal.
+    let alias = w.path("alias");
+    std::os::unix::fs::symlink(w.path("volumes"), &alias).unwrap();
+    let m = w.manifest("aliased", &busybox_manifest("true", &plain_mount(&alias.join("open"), "/v")));
+    let out = w.run(&[], &m, &[]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("can be entered by others (mode 0755)") && e.contains("chmod o-rwx"), "{e}");
 }
 
 #[test]

@@ -247,6 +247,20 @@ mod tests {
     }
 
     #[test]
+    fn a_group_line_without_a_number_is_passed_over_and_the_others_still_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        // The remap user exists: only its new range reads the group file.
+        std::fs::write(&f.passwd, "root:x:0:0:root:/root:/bin/bash\npaddock:*:998:998::/:/bin/false\n").unwrap();
+        // A NIS include and a broken line before a group at 300000.
+        std::fs::write(&f.group, "root:x:0:\npaddock:x:998:\n+\nbroken:x:many:\nbig:x:300000:\n").unwrap();
+        std::fs::write(&f.subuid, "").unwrap();
+        std::fs::write(&f.subgid, "").unwrap();
+        let range = remap_ranges(&f, "default").unwrap().uids[0];
+        assert_eq!(range.start, 327_680, "{range:?}: the range starts past the group at 300000");
+    }
+
+    #[test]
     fn honours_every_range_line_of_a_named_user() {
         let dir = tempfile::tempdir().unwrap();
         let f = files(dir.path());
