@@ -126,6 +126,8 @@ static int child(void *arg) {
     (void)arg;
     char c;
     close(release[1]);
+    /* Armed again after the ids change, which clears it. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL)) die("parent death signal");
     if (read(release[0], &c, 1) != 1) die("release");
     close(release[0]);
     if (setresgid(0, 0, 0) || setresuid(0, 0, 0)) die("setresuid");
@@ -155,16 +157,19 @@ static pid_t sandboxed(long first) {
     int flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | SIGCHLD;
     if ((rootfs_tree = tree_of(rootfs)) < 0 || (out_tree = tree_of(outdir)) < 0) {
         perror("open_tree");
-        return -1;
+        exit(1);
     }
-    if (pipe2(release, O_CLOEXEC)) return -1;
+    if (pipe2(release, O_CLOEXEC)) {
+        perror("pipe");
+        exit(1);
+    }
     pid_t pid = clone(child, stack + sizeof stack, flags, NULL);
     close(release[0]);
     close(rootfs_tree);
     close(out_tree);
     if (pid < 0) {
-        close(release[1]);
-        return -1;
+        perror("clone");
+        exit(1);
     }
     char map[64];
     snprintf(map, sizeof map, "0 %ld 65536\n", first);
@@ -205,7 +210,7 @@ int main(int argc, char **argv) {
             _exit(127);
         }
         if (pid < 0) {
-            perror(sandbox ? "clone" : "fork");
+            perror("fork");
             return 1;
         }
         int status;

@@ -15,6 +15,10 @@ restarts (default 20), paddock's beside the floor's. Tracing each system
 call slows both, paddock more (it makes more of them): the steps are for
 where the time goes, bench/daemon.py's rows for how long it takes.
 
+Pids are compared as ftrace prints them, the initial pid namespace's: run
+it there (not in a container with a pid namespace of its own). tracefs's
+event-fork option and buffer size are set for the trace and put back.
+
 Usage: sudo [PADDOCK=BINARY] bench/restart-trace.py [RUNS]   (x86_64, root)
 """
 import importlib.util, os, platform, re, shutil, statistics, subprocess, sys, tempfile, time
@@ -45,7 +49,12 @@ class Trace:
         with open(os.path.join(self.dir, name), "w") as f:
             f.write(text)
 
+    def read(self, name):
+        with open(os.path.join(self.dir, name)) as f:
+            return f.read().strip()
+
     def start(self, pids):
+        self.saved = {name: self.read(name) for name in ("buffer_size_kb", "options/event-fork")}
         self.write("tracing_on", "0")
         self.write("trace", "")
         self.write("buffer_size_kb", "65536")
@@ -69,6 +78,9 @@ class Trace:
         self.write("set_event", "")
         self.write("set_event_pid", "")
         self.write("trace", "")
+        for name, value in self.saved.items():
+            # buffer_size_kb reads "7 (expanded: 1408)" before first use.
+            self.write(name, value.split()[0])
         return parse(raw)
 
 
@@ -83,6 +95,9 @@ def parse(raw):
             continue
         comm, tid, stamp, kind, text = m.groups()
         when = float(stamp) * 1e3
+        if kind == "sched_process_exit":
+            # A pid reused later must not find this one's system call.
+            entered.pop(tid, None)
         if kind == "sys_enter":
             entered[tid] = when
         elif kind == "sys_exit":
@@ -118,34 +133,51 @@ def after(events, t, pred):
     return next(e for e in events if e[0] >= t and pred(e))
 
 
-def reaped_at(events, tids, pid):
-    """When a wait4 of one of `tids` returned `pid`."""
-    ends = [e[0] + e[5] for e in events if e[3] == "wait4" and e[1] in tids and e[4] == pid]
+def reaped_at(events, pid):
+    """When a wait4 returned `pid` (only its parent can have reaped it)."""
+    ends = [e[0] + e[5] for e in events if e[3] == "wait4" and e[4] == pid]
     if not ends:
         raise StopIteration
     return min(ends)
 
 
-def paddock_steps(daemon_tids):
+def forked(events):
+    """Each process's parent, from the fork events."""
+    parents = {}
+    for e in events:
+        if e[3] == "sched_process_fork":
+            fields = dict(f.split("=", 1) for f in e[4].split() if "=" in f)
+            parents[fields.get("child_pid")] = fields.get("pid")
+    return parents
+
+
+def is_pid(ret):
+    return ret.isdigit() and int(ret) > 0
+
+
+def paddock_steps(zygote, parents):
     def report(ev, at):
-        e = after(ev, at["exit"], lambda e: e[2] == "paddock-init" and e[3] == "sendmsg")
-        at["init"] = e[1]
+        # The workload's init is the process that forked its shell.
+        if at["pid"] not in parents:
+            raise StopIteration
+        at["init"] = parents[at["pid"]]
+        e = after(ev, at["exit"], lambda e: e[1] == at["init"] and e[3] == "sendmsg")
         return e[0] + e[5]
 
     def init_exit(ev, at):
         return after(ev, at["report"], lambda e: e[3] == "sched_process_exit" and e[1] == at["init"])[0]
 
     def reaped(ev, at):
-        return reaped_at(ev, daemon_tids, at["init"])
+        return reaped_at(ev, at["init"])
 
     def clone(ev, at):
-        e = after(ev, at["reaped"], lambda e: e[2] == "paddock-zygote" and e[3] in CLONES and e[4] not in ("0", ""))
+        e = after(ev, at["reaped"], lambda e: e[1] == zygote and e[3] in CLONES and is_pid(e[4]))
         at["cloned"] = e[0] + e[5]
         at["new init"] = e[4]
         return e[0]
 
     def fork(ev, at):
-        return after(ev, at["clone"], lambda e: e[1] == at["new init"] and e[3] in CLONES and e[4] != "0")[0]
+        return after(ev, at["clone"], lambda e: e[1] == at["new init"] and e[3] in CLONES and is_pid(e[4]))[0]
 
     def exec_(ev, at):
         return after(ev, at["fork"], lambda e: e[3] == "sched_process_exec" and "filename=/bin/sh " in e[4])[0]
@@ -156,10 +188,10 @@ def paddock_steps(daemon_tids):
 
 def floor_steps(loop_tid):
     def reaped(ev, at):
-        return reaped_at(ev, {loop_tid}, at["pid"])
+        return reaped_at(ev, at["pid"])
 
     def clone(ev, at):
-        e = after(ev, at["reaped"], lambda e: e[1] == loop_tid and e[3] in CLONES)
+        e = after(ev, at["reaped"], lambda e: e[1] == loop_tid and e[3] in CLONES and is_pid(e[4]))
         at["cloned"] = e[0] + e[5]
         return e[0]
 
@@ -185,8 +217,11 @@ def trace_paddock(trace, paddock, runs):
             if time.time() > deadline:
                 raise SystemExit(f"restart-trace: the workload never started; see {p('logs/daemon.log')}")
             time.sleep(0.05)
-        tids = set(os.listdir(f"/proc/{daemon.pid}/task"))
-        zygotes = open(f"/proc/{daemon.pid}/task/{daemon.pid}/children").read().split()
+        tids = os.listdir(f"/proc/{daemon.pid}/task")
+        zygotes = [pid for pid in open(f"/proc/{daemon.pid}/task/{daemon.pid}/children").read().split()
+                   if open(f"/proc/{pid}/comm").read().strip() == "paddock-zygote"]
+        if len(zygotes) != 1:
+            raise SystemExit(f"restart-trace: the daemon has {len(zygotes)} zygotes, not one")
         first = count()
         trace.start(sorted(tids) + zygotes)
         while count() < first + runs + 1:
@@ -194,10 +229,8 @@ def trace_paddock(trace, paddock, runs):
                 raise SystemExit("restart-trace: the restart loop stalled")
             time.sleep(0.05)
         events = trace.stop()
-        # Threads started while tracing (tokio's blocking pool) are the daemon's too.
-        tids |= set(os.listdir(f"/proc/{daemon.pid}/task"))
         os.remove(os.path.join(wl, "loop.toml"))
-        return cut(events, paddock_steps(tids))
+        return cut(events, paddock_steps(zygotes[0], forked(events)))
     finally:
         daemon.terminate()
         daemon.wait(timeout=60)
@@ -258,10 +291,11 @@ def main():
     rows = [
         ("the workload's shell exits -> its init has reported the end", ("exit", "report"), None),
         ("-> the init exits (once the daemon has acknowledged the end)", ("report", "init exit"), None),
-        ("-> the sandbox's last process is reaped (its namespaces freed)", ("init exit", "reaped"),
+        ("-> the sandbox's last process is reaped (its mount namespace torn down; the network and user "
+         "namespaces are freed later, in the background)", ("init exit", "reaped"),
          ("exit", "reaped")),
-        ("-> the next clone begins (paddock: the record removed, the plan, the log, the sources, "
-         "the zygote's request)", ("reaped", "clone"), ("reaped", "clone")),
+        ("-> the next clone begins (paddock: the cgroup, if any, emptied and removed; the record removed; "
+         "the plan, the log, the sources, the zygote's request)", ("reaped", "clone"), ("reaped", "clone")),
         ("-> the clone returns (the namespaces made)", ("clone", "cloned"), ("clone", "cloned")),
         ("-> the init forks the workload (ids mapped, record, go, configuration, root, seccomp, capabilities)",
          ("cloned", "fork"), None),
