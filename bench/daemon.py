@@ -66,8 +66,10 @@ Notes:
   the command exec'd as the sandbox's PID 1, the loop's waitpid returning
   once the sandbox is gone. It has no init beside the command, no seccomp
   filter, no record, no log and no event loop: no supervisor of that
-  sandbox can restart the command faster, and paddock's own share is the
-  difference between its row and this one. Each
+  sandbox can restart the command faster (at p50: its tail is the
+  kernel's teardown on a busy VM). Runs differ by as much as paddock's
+  own share, so that share is read from bench/restart-trace.py's traced
+  steps (bench/PROFILE.md), not from the difference of two rows. Each
   run lasts 150 ms, past the 100 ms floor between two starts of a
   workload, which therefore adds nothing. The sandbox's init is cloned by
   the daemon's zygote (forked at the daemon's start, while it is one

@@ -14,8 +14,9 @@
  * zero, full, random, urandom and tty bound from the host's, a devpts
  * instance and a /dev/shm tmpfs; a /tmp tmpfs; a read-only sysfs;
  * loopback up), pivots into it and execs the command as its PID 1. The
- * loop's waitpid returns once the sandbox is gone (its namespaces are
- * freed as its last process exits). Still no init beside the command, no
+ * loop's waitpid returns once the sandbox's last process is gone (its
+ * mount namespace torn down; network and user namespaces are freed
+ * later, in the background). Still no init beside the command, no
  * seccomp filter, no cgroup, no record, no log and no event loop: what the
  * kernel's sandbox costs here, which no supervisor of that sandbox can
  * undercut.

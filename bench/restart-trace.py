@@ -8,7 +8,7 @@ traced processes and their children only.
 Each restart is cut at the same kernel events in both: the workload's
 shell exits; (paddock) its init reports the end, and exits once the
 daemon has acknowledged it; the sandbox's last process is reaped (its
-namespaces freed); the clone of the next sandbox begins and returns;
+mount namespace torn down); the clone of the next sandbox begins and returns;
 (paddock) the init has its configuration and forks the workload; the
 workload's shell is exec'd. Prints the median of each step over RUNS
 restarts (default 20), paddock's beside the floor's. Tracing each system
@@ -224,11 +224,13 @@ def trace_paddock(trace, paddock, runs):
             raise SystemExit(f"restart-trace: the daemon has {len(zygotes)} zygotes, not one")
         first = count()
         trace.start(sorted(tids) + zygotes)
-        while count() < first + runs + 1:
-            if time.time() > deadline + runs:
-                raise SystemExit("restart-trace: the restart loop stalled")
-            time.sleep(0.05)
-        events = trace.stop()
+        try:
+            while count() < first + runs + 1:
+                if time.time() > deadline + runs:
+                    raise SystemExit("restart-trace: the restart loop stalled")
+                time.sleep(0.05)
+        finally:
+            events = trace.stop()
         os.remove(os.path.join(wl, "loop.toml"))
         return cut(events, paddock_steps(zygotes[0], forked(events)))
     finally:
@@ -253,10 +255,12 @@ def trace_floor(trace, runs):
             os.execv(prog, [prog, "-s", "/", out, "2000000000", str(runs + 1), "/bin/sh", "-c", COMMAND])
         os.close(read)
         trace.start([pid])
-        os.write(write, b"x")
-        os.close(write)
-        _, status = os.waitpid(pid, 0)
-        events = trace.stop()
+        try:
+            os.write(write, b"x")
+            os.close(write)
+            _, status = os.waitpid(pid, 0)
+        finally:
+            events = trace.stop()
         if status != 0:
             raise SystemExit("restart-trace: restart-floor failed (above)")
         return cut(events, floor_steps(str(pid)))

@@ -420,8 +420,7 @@ mod tests {
 
     #[test]
     fn a_stop_after_the_init_is_reaped_never_reaches_the_process_given_its_pid() {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "this test chooses a pid (clone3's set_tid) and must run as root");
+        assert!(nix::unistd::geteuid().is_root(), "this test chooses a pid (clone3's set_tid) and must run as root");
         let mut init = std::process::Command::new("/bin/sleep").arg("1000").spawn().unwrap();
         let pid = Pid::from_raw(init.id() as i32);
         let live = Live {

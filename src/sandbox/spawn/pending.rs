@@ -155,8 +155,7 @@ mod tests {
     /// then its pid stays its own; afterwards nothing else was signalled.
     #[test]
     fn an_init_that_died_keeps_its_pid_until_its_remains_are_cleaned_up() {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "this test chooses a pid (clone3's set_tid) and must run as root");
+        assert!(nix::unistd::geteuid().is_root(), "this test chooses a pid (clone3's set_tid) and must run as root");
         let (ours, theirs) =
             socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).unwrap();
         drop(theirs);
@@ -164,8 +163,6 @@ mod tests {
         #[allow(clippy::zombie_processes)]
         let pid = Pid::from_raw(std::process::Command::new("/bin/true").spawn().unwrap().id() as i32);
         let sandbox = Sandbox { pid, pidfd: None, cgroup: None, channel: Channel::new(ours), child: true };
-        // Its end comes before the report is read.
-        std::thread::sleep(Duration::from_millis(100));
         let Err((SpawnError::InitDied(WaitStatus::Exited(_, 0)), leftover)) = Pending::begun(sandbox).report() else {
             panic!("the init's death is the start's failure, with its status")
         };
