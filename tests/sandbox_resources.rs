@@ -48,26 +48,25 @@ fn nofile_sets_the_open_files_limit() {
 }
 
 /// Runs a one-second workload `name` with `resources` (TOML) and returns
-/// the first of `files` found in its cgroup while it runs (None when none
-/// turned up within 5 s); the run must succeed.
+/// the first of `files` found in its cgroup once the workload runs (its
+/// limits are written before it does: read earlier, a file can still
+/// hold the kernel's default); the run must succeed.
 fn cgroup_file_while_running(name: &str, resources: &str, files: &[&str]) -> Option<String> {
+    use std::io::BufRead;
     let w = World::new();
-    let script = "cat /proc/self/cgroup >/dev/null; sleep 1";
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+    let script = "echo up; sleep 1";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
         .args(w.run_args())
         .arg(w.manifest(name, &busybox_manifest(script, &format!("[resources]\n{resources}\n"))))
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let found = loop {
-        let found =
-            cgroup_dirs(name).iter().find_map(|d| files.iter().find_map(|f| std::fs::read_to_string(d.join(f)).ok()));
-        if found.is_some() || std::time::Instant::now() > deadline {
-            break found;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    assert!(child.wait_with_output().unwrap().status.success());
+    let mut up = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut up).unwrap();
+    assert_eq!(up, "up\n", "the workload did not start");
+    let found =
+        cgroup_dirs(name).iter().find_map(|d| files.iter().find_map(|f| std::fs::read_to_string(d.join(f)).ok()));
+    assert!(child.wait().unwrap().success());
     found
 }
 
