@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::executor::{Executor, SandboxEvent, SandboxExecutor};
 use super::kept::{KeptStore, repair_allocations};
-use super::notify::Notifier;
+use super::notify::{self, Notifier};
 use super::records;
 use super::scan::{self, Rescan, Snapshot};
 use super::server::{self, Control};
@@ -37,6 +37,10 @@ use control::{Context, answer, preview};
 /// Tens of milliseconds: an editor's write-then-rename (microseconds apart)
 /// lands as one change, and reload latency stays low (bench/daemon.py).
 const DEBOUNCE: Duration = Duration::from_millis(20);
+
+/// How long messages to systemd that found no room may wait for it before
+/// this image is gone (an upgrade's exec, the exit).
+const SETTLE_NOTIFY: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoopError {
@@ -184,7 +188,12 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
 
     let mut resync = tokio::time::interval(resync);
     resync.tick().await;
-    let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
+    let mut watchdog = notifier.watchdog_interval().map(|every| {
+        let mut ticks = tokio::time::interval(every);
+        // After a stall, one ping, not a burst of the missed ones.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
     let mut scans = Scans::default();
     let mut shutting_down = false;
     // Events only mark the plan stale; one reconcile runs once the queues
@@ -292,6 +301,8 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             _ = async { watchdog.as_mut().unwrap().tick().await }, if watchdog.is_some() => {
                 let _ = notifier.notify("WATCHDOG=1");
             }
+            // systemd had no room for a message: tried again until it has.
+            () = tokio::time::sleep(notify::RETRY), if notifier.backlogged() => notifier.flush(),
             () = async {}, if again => stale = true,
         }
         if !scans.running
@@ -360,6 +371,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // Nothing runs: every network attachment is undone before the exit.
     daemon.executor.release_networks(&|_| false);
     daemon.executor.settle_networks();
+    notifier.settle(SETTLE_NOTIFY);
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }
@@ -404,6 +416,7 @@ async fn reexec(
         // Let the answer reach its client before this image is gone.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    notifier.settle(SETTLE_NOTIFY);
     let error = upgrade::reexec(&binary, handover);
     tracing::error!(%error, "the upgrade failed; this daemon goes on");
     let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));

@@ -3,20 +3,36 @@
 //! in NOTIFY_SOCKET. Without NOTIFY_SOCKET (not under systemd) every call is
 //! a no-op. The variables are read once; workloads never see them, since
 //! the sandbox's init starts with an empty environment.
+//!
+//! Sending never blocks the event loop. The reader's queue holds
+//! `net.unix.max_dgram_qlen` datagrams (10 by default); while systemd does
+//! not read (PID 1 busy, say, in a long daemon-reload) a message that finds
+//! no room waits in a backlog, sent in order before anything newer, with
+//! only the latest `STATUS=` kept. A `WATCHDOG=1` that finds no room is
+//! dropped: the next one says the same.
 
+use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::sync::Mutex;
 use std::time::Duration;
 
-/// The longest a notification may wait for room on the socket.
-const SEND_TIMEOUT: Duration = Duration::from_millis(250);
+/// How often a backlog is tried again while nothing else is sent.
+pub const RETRY: Duration = Duration::from_millis(50);
+
+/// The most messages a backlog holds; the oldest go first.
+const BACKLOG: usize = 32;
+
+const WATCHDOG: &str = "WATCHDOG=1";
 
 #[derive(Debug)]
 pub struct Notifier {
     target: Option<(UnixDatagram, SocketAddr)>,
     watchdog: Option<Duration>,
+    /// What found no room yet, oldest first.
+    backlog: Mutex<VecDeque<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +46,7 @@ pub enum NotifyError {
 impl Notifier {
     /// A notifier that does nothing (no systemd).
     pub fn disabled() -> Self {
-        Self { target: None, watchdog: None }
+        Self { target: None, watchdog: None, backlog: Mutex::default() }
     }
 
     /// From this process's environment.
@@ -65,10 +81,8 @@ impl Notifier {
                     _ => return Err(NotifyError::BadAddress(s.to_string_lossy().into_owned())),
                 };
                 let sock = UnixDatagram::unbound()?;
-                // A reader that stops reading (its queue holds 10 datagrams,
-                // net.unix.max_dgram_qlen) must not stop the event loop: a
-                // message that cannot be queued within SEND_TIMEOUT is dropped.
-                sock.set_write_timeout(Some(SEND_TIMEOUT))?;
+                // A reader that stops reading must not stop the event loop.
+                sock.set_nonblocking(true)?;
                 Some((sock, addr))
             }
         };
@@ -78,7 +92,7 @@ impl Notifier {
             .filter(|u| *u > 0 && for_us)
             // Ping at half the timeout, as sd_watchdog_enabled(3) advises.
             .map(|u| Duration::from_micros(u / 2));
-        Ok(Self { target, watchdog })
+        Ok(Self { target, watchdog, backlog: Mutex::default() })
     }
 
     pub fn enabled(&self) -> bool {
@@ -90,13 +104,83 @@ impl Notifier {
         self.watchdog
     }
 
-    /// Sends one message, e.g. "READY=1\nSTATUS=3 running".
+    /// Sends one message, e.g. "READY=1\nSTATUS=3 running", after what
+    /// is left of earlier ones; without room for it, it is kept for later
+    /// (see the module's comment). An error is one the socket gave (its
+    /// reader gone, say): that message is dropped.
     pub fn notify(&self, message: &str) -> std::io::Result<()> {
-        match &self.target {
-            Some((sock, addr)) => sock.send_to_addr(message.as_bytes(), addr).map(drop),
-            None => Ok(()),
+        let Some((sock, addr)) = &self.target else { return Ok(()) };
+        let mut backlog = self.backlog.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let drained = drain(sock, addr, &mut backlog);
+        if !backlog.is_empty() {
+            keep(&mut backlog, message);
+            return drained;
+        }
+        match sock.send_to_addr(message.as_bytes(), addr) {
+            Ok(_) => drained,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                keep(&mut backlog, message);
+                drained
+            }
+            Err(e) => Err(e),
         }
     }
+
+    /// Whether messages wait for room (the event loop then calls `flush`
+    /// every `RETRY`).
+    pub fn backlogged(&self) -> bool {
+        !self.backlog.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
+    }
+
+    /// Sends what it can of the backlog, without waiting.
+    pub fn flush(&self) {
+        if let Some((sock, addr)) = &self.target {
+            let mut backlog = self.backlog.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _ = drain(sock, addr, &mut backlog);
+        }
+    }
+
+    /// Before this image is gone (an exec, the exit): the backlog is given
+    /// up to `limit` to find room.
+    pub fn settle(&self, limit: Duration) {
+        let until = std::time::Instant::now() + limit;
+        self.flush();
+        while self.backlogged() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+            self.flush();
+        }
+    }
+}
+
+/// Sends the backlog's messages in order until one finds no room. A
+/// message the socket refuses otherwise is dropped (and its error given).
+fn drain(sock: &UnixDatagram, addr: &SocketAddr, backlog: &mut VecDeque<String>) -> std::io::Result<()> {
+    let mut result = Ok(());
+    while let Some(message) = backlog.front() {
+        match sock.send_to_addr(message.as_bytes(), addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Ok(_) => {}
+            Err(e) => result = Err(e),
+        }
+        backlog.pop_front();
+    }
+    result
+}
+
+/// Keeps a message that found no room: a ping is dropped (the next says
+/// the same), a `STATUS=` alone replaces one alone just before it.
+fn keep(backlog: &mut VecDeque<String>, message: &str) {
+    let status_only = |m: &str| m.starts_with("STATUS=") && !m.contains('\n');
+    if message == WATCHDOG {
+        return;
+    }
+    if status_only(message) && backlog.back().is_some_and(|last| status_only(last)) {
+        backlog.pop_back();
+    }
+    if backlog.len() == BACKLOG {
+        backlog.pop_front();
+    }
+    backlog.push_back(message.to_owned());
 }
 
 #[cfg(test)]
@@ -123,16 +207,38 @@ mod tests {
     }
 
     #[test]
-    fn a_reader_that_stops_reading_never_blocks_the_sender_for_long() {
+    fn a_reader_that_stops_reading_never_blocks_the_sender_and_gets_the_rest_in_order_later() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.sock");
-        let _listener = UnixDatagram::bind(&path).unwrap();
+        let listener = UnixDatagram::bind(&path).unwrap();
         let n = Notifier::new(Some(path.as_os_str()), None, None, 1).unwrap();
         let start = std::time::Instant::now();
-        let refused = (0..13).filter(|_| n.notify("STATUS=1 running").is_err()).count();
-        assert!(refused > 0, "the queue never filled");
-        // 250 ms per refused message at most, never forever.
-        assert!(start.elapsed() < SEND_TIMEOUT * (refused as u32 + 2), "{:?}", start.elapsed());
+        // Far more than its queue holds (net.unix.max_dgram_qlen, 10 by default).
+        let filler: Vec<String> = (0..600).map(|i| format!("STATUS={i} running")).collect();
+        for m in &filler {
+            n.notify(m).unwrap();
+        }
+        assert!(n.backlogged(), "the queue never filled");
+        for m in ["READY=1\nSTATUS=one", WATCHDOG, "STATUS=two", "STATUS=three", "STOPPING=1", "STATUS=four"] {
+            n.notify(m).unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_millis(200), "sending waited: {:?}", start.elapsed());
+        // The reader reads again: what waited comes in order, only the
+        // latest of a run of STATUS= lines, no stale ping.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        listener.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        while got.last().is_none_or(|m| m != "STATUS=four") {
+            match listener.recv(&mut buf) {
+                Ok(len) => got.push(String::from_utf8_lossy(&buf[..len]).into_owned()),
+                Err(_) => n.flush(),
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "never got it all: {got:?}");
+        }
+        assert!(!n.backlogged());
+        let tail: Vec<&str> = got.iter().skip_while(|m| !m.starts_with("READY=1")).map(String::as_str).collect();
+        assert_eq!(tail, ["READY=1\nSTATUS=one", "STATUS=three", "STOPPING=1", "STATUS=four"]);
+        assert_eq!(got.first().map(String::as_str), Some("STATUS=0 running"), "sent in order from the first");
     }
 
     #[test]

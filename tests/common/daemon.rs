@@ -237,6 +237,18 @@ impl Daemon {
         }
     }
 
+    /// One status request on the socket, timed (the daemon's answer,
+    /// without a client process's start).
+    pub fn timed_status(&self) -> (Duration, String) {
+        use std::io::{BufRead, Write};
+        let asked = Instant::now();
+        let mut s = std::os::unix::net::UnixStream::connect(self.path("paddock.sock")).unwrap();
+        s.write_all(b"{\"cmd\": \"status\"}\n").unwrap();
+        let mut answer = String::new();
+        std::io::BufReader::new(s).read_line(&mut answer).unwrap();
+        (asked.elapsed(), answer)
+    }
+
     pub fn running_pid(&self, name: &str) -> i64 {
         self.wait_for(&format!("{name} running"), |d| d.workload(name).is_some_and(|w| w["state"] == "running"));
         self.workload(name).unwrap()["pid"].as_i64().unwrap()
