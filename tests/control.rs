@@ -88,16 +88,19 @@ fn logs_prints_the_last_lines_and_follows_across_a_restart() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let followed = lines(follower.stdout.take().unwrap());
+    let line =
+        || followed.recv_timeout(Duration::from_secs(15)).expect("the follower printed a line within 15 s") + "\n";
+    // The follower has printed the last line before the restart begins, so
+    // what it prints next is the next run's.
+    assert_eq!(line(), "three\n", "the last line first");
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(first as i32, libc::SIGKILL) };
     d.wait_for("a second run", |d| d.workload("chatty").is_some_and(|w| w["restarts"] == 1 && w["state"] == "running"));
-    d.wait_for("the second run's lines", |_| std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 6));
-    std::thread::sleep(Duration::from_millis(300));
+    let next: Vec<String> = (0..3).map(|_| line()).collect();
+    assert_eq!(next, ["one\n", "two\n", "three\n"], "then the next run's");
     follower.kill().unwrap();
-    let mut followed = String::new();
-    follower.stdout.take().unwrap().read_to_string(&mut followed).unwrap();
     follower.wait().unwrap();
-    assert_eq!(followed, "three\none\ntwo\nthree\n", "the last line, then the next run's");
 
     let none = d.paddock(&["logs", "nobody"]);
     assert_eq!(none.status.code(), Some(1));
@@ -444,9 +447,15 @@ fn stop_waits_with_a_timeout_and_no_block_does_not() {
     // Ignores SIGTERM; killed at its stop timeout, 3 s.
     d.write(
         "stubborn.toml",
-        &common::sandbox::busybox_manifest("trap '' TERM; while :; do sleep 0.2; done", "[stop]\ntimeout = \"3s\"\n"),
+        &common::sandbox::busybox_manifest(
+            "trap '' TERM; echo up; while :; do sleep 0.2; done",
+            "[stop]\ntimeout = \"3s\"\n",
+        ),
     );
     d.running_pid("stubborn");
+    // Its trap is set (running is said at the shell's exec, before the trap).
+    let log = d.path("state/logs/stubborn.log");
+    d.wait_for("stubborn's trap set", |_| std::fs::read_to_string(&log).is_ok_and(|t| t.contains("up")));
     let out = d.paddock(&["stop", "--timeout", "1s", "stubborn"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(stderr(&out).contains("stubborn is still stopping after 1s"), "{}", stderr(&out));
@@ -460,7 +469,6 @@ fn stop_waits_with_a_timeout_and_no_block_does_not() {
 
 #[test]
 fn status_watch_gets_a_line_at_each_change_and_none_without_one() {
-    use std::io::BufRead;
     let d = Daemon::setup().start(&[]);
     let mut watch = Command::new(env!("CARGO_BIN_EXE_paddock"))
         .args(["status", "--watch", "--json", "--socket"])
@@ -468,13 +476,7 @@ fn status_watch_gets_a_line_at_each_change_and_none_without_one() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = watch.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = lines(watch.stdout.take().unwrap());
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), "[]", "what is true now, at once");
     d.write("watched.toml", SLEEPER);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -492,4 +494,17 @@ fn status_watch_gets_a_line_at_each_change_and_none_without_one() {
     assert!(next.contains("\"held\":true"), "{next}");
     watch.kill().unwrap();
     watch.wait().unwrap();
+}
+
+/// A child's output, line by line, read beside the test (so a child that
+/// prints nothing fails a `recv_timeout`, not hangs the test).
+fn lines(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }

@@ -55,7 +55,8 @@ fn a_workloads_directory_replaced_whole_is_watched_again() {
     std::fs::copy(d.path("wl/one.toml"), fresh.join("one.toml")).unwrap();
     std::fs::remove_dir_all(d.path("wl")).unwrap();
     std::fs::rename(&fresh, d.path("wl")).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Once the new directory is watched (after the rescan the swap set off).
+    d.wait_for("the new directory watched", |d| log(d).contains("watching what it is now"));
     // A change in the new directory applies at once, not at the 30 s resync.
     std::fs::write(d.path("wl/two.toml"), SLEEPER).unwrap();
     let started = std::time::Instant::now();

@@ -42,6 +42,10 @@ fn children(daemon: u32, comm: &str) -> Vec<(i64, String)> {
 fn the_zygote_clones_inits_that_are_the_daemons_children_and_its_death_only_costs_speed() {
     let mut d = Daemon::setup().start(&[]);
     let daemon = d.child.as_ref().unwrap().id();
+    // It names itself just after its fork, with no word to the daemon.
+    d.wait_for("the zygote named", |_| {
+        children(daemon, "paddock-zygote").first().is_some_and(|(pid, _)| cmdline(*pid) == ["paddock-zygote"])
+    });
     let zygotes = children(daemon, "paddock-zygote");
     assert_eq!(zygotes.len(), 1, "one zygote, the daemon's child: {zygotes:?}");
     let zygote = zygotes[0].0;

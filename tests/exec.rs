@@ -53,6 +53,8 @@ fn status_field(pid: i64, field: &str) -> String {
 fn an_exec_is_a_process_of_the_workload_in_every_respect() {
     let mut d = Daemon::setup().start(&[]);
     let init = sleeper(&d, "exec-ids");
+    // Running is said at the shell's exec; its own exec of sleep follows.
+    d.wait_for("the workload's sleep", |d| !own_processes(d, &["sleep", "1000"]).is_empty());
     let workload = own_processes(&d, &["sleep", "1000"])[0];
     let mut child =
         exec(&d, &["exec-ids", "--", "sleep", "777"]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();

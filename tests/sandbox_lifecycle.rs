@@ -43,9 +43,11 @@ fn a_missing_command_is_127_and_a_bad_manifest_is_125() {
 fn orphans_are_reaped_by_the_init() {
     let w = World::new();
     // Each inner shell exits at once, orphaning its sleep; when the sleeps
-    // exit, only the init can reap them.
-    let script =
-        "for i in 1 2 3; do sh -c 'sleep 0.1 &'; done; sleep 0.5; grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l";
+    // exit, only the init can reap them. Waited for until no sleep is left
+    // (a zombie keeps its name), for 5 s at most; then the zombies counted.
+    let script = "for i in 1 2 3; do sh -c 'sleep 0.1 &'; done; n=0; \
+         while [ $n -lt 50 ] && grep -q '^Name:.*sleep' /proc/[0-9]*/status 2>/dev/null; do sleep 0.1; n=$((n+1)); done; \
+         grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l";
     let out = w.run(&[], &w.manifest("zombies", &busybox_manifest(script, "")), &[]);
     assert_eq!(stdout(&out).trim(), "0", "no zombie is left: {}{}", stdout(&out), stderr(&out));
 }
