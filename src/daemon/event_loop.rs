@@ -337,6 +337,11 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         if !shutting_down && let Some(reply) = scans.upgrade.take() {
             reexec(&mut daemon, &mut sandbox_rx, &handover, reply, start_timeout, &notifier).await;
         }
+        // Each pass tries what systemd had no room for (the arm above does
+        // while nothing else happens: a busy loop would never let it fire).
+        if notifier.backlogged() {
+            notifier.flush();
+        }
         if !watchers.is_empty() {
             let now = daemon.status(Clock::read());
             // A change is what status shows, but the uptimes' ticking.
@@ -371,7 +376,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // Nothing runs: every network attachment is undone before the exit.
     daemon.executor.release_networks(&|_| false);
     daemon.executor.settle_networks();
-    notifier.settle(SETTLE_NOTIFY);
+    notifier.settle(SETTLE_NOTIFY).await;
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }
@@ -416,7 +421,7 @@ async fn reexec(
         // Let the answer reach its client before this image is gone.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    notifier.settle(SETTLE_NOTIFY);
+    notifier.settle(SETTLE_NOTIFY).await;
     let error = upgrade::reexec(&binary, handover);
     tracing::error!(%error, "the upgrade failed; this daemon goes on");
     let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));

@@ -142,11 +142,11 @@ impl Notifier {
 
     /// Before this image is gone (an exec, the exit): the backlog is given
     /// up to `limit` to find room.
-    pub fn settle(&self, limit: Duration) {
-        let until = std::time::Instant::now() + limit;
+    pub async fn settle(&self, limit: Duration) {
+        let until = tokio::time::Instant::now() + limit;
         self.flush();
-        while self.backlogged() && std::time::Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
+        while self.backlogged() && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
             self.flush();
         }
     }
@@ -168,7 +168,9 @@ fn drain(sock: &UnixDatagram, addr: &SocketAddr, backlog: &mut VecDeque<String>)
 }
 
 /// Keeps a message that found no room: a ping is dropped (the next says
-/// the same), a `STATUS=` alone replaces one alone just before it.
+/// the same), a `STATUS=` alone replaces one alone just before it. A full
+/// backlog loses its oldest `STATUS=` alone first (a later state says
+/// more), else its oldest message.
 fn keep(backlog: &mut VecDeque<String>, message: &str) {
     let status_only = |m: &str| m.starts_with("STATUS=") && !m.contains('\n');
     if message == WATCHDOG {
@@ -178,7 +180,10 @@ fn keep(backlog: &mut VecDeque<String>, message: &str) {
         backlog.pop_back();
     }
     if backlog.len() == BACKLOG {
-        backlog.pop_front();
+        match backlog.iter().position(|m| status_only(m)) {
+            Some(i) => backlog.remove(i),
+            None => backlog.pop_front(),
+        };
     }
     backlog.push_back(message.to_owned());
 }
@@ -222,7 +227,8 @@ mod tests {
         for m in ["READY=1\nSTATUS=one", WATCHDOG, "STATUS=two", "STATUS=three", "STOPPING=1", "STATUS=four"] {
             n.notify(m).unwrap();
         }
-        assert!(start.elapsed() < Duration::from_millis(200), "sending waited: {:?}", start.elapsed());
+        // (Blocking, each of the 600 would have waited.)
+        assert!(start.elapsed() < Duration::from_secs(2), "sending waited: {:?}", start.elapsed());
         // The reader reads again: what waited comes in order, only the
         // latest of a run of STATUS= lines, no stale ping.
         let mut got = Vec::new();
@@ -239,6 +245,21 @@ mod tests {
         let tail: Vec<&str> = got.iter().skip_while(|m| !m.starts_with("READY=1")).map(String::as_str).collect();
         assert_eq!(tail, ["READY=1\nSTATUS=one", "STATUS=three", "STOPPING=1", "STATUS=four"]);
         assert_eq!(got.first().map(String::as_str), Some("STATUS=0 running"), "sent in order from the first");
+    }
+
+    #[test]
+    fn a_full_backlog_gives_up_a_status_before_a_state_change() {
+        let mut backlog = VecDeque::new();
+        keep(&mut backlog, "READY=1\nSTATUS=up");
+        for i in 0..BACKLOG {
+            keep(&mut backlog, if i % 2 == 0 { "RELOADING=1" } else { "STATUS=between" });
+        }
+        assert_eq!(backlog.len(), BACKLOG);
+        keep(&mut backlog, "STOPPING=1");
+        assert_eq!(backlog.front().map(String::as_str), Some("READY=1\nSTATUS=up"), "a state change is kept");
+        assert_eq!(backlog.back().map(String::as_str), Some("STOPPING=1"));
+        // Two of the sixteen gave way, to the 33rd and the 34th.
+        assert_eq!(backlog.iter().filter(|m| *m == "STATUS=between").count(), BACKLOG / 2 - 2);
     }
 
     #[test]
