@@ -88,7 +88,7 @@ fn logs_prints_the_last_lines_and_follows_across_a_restart() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let followed = lines(follower.stdout.take().unwrap());
+    let followed = common::output_lines(follower.stdout.take().unwrap());
     let line =
         || followed.recv_timeout(Duration::from_secs(15)).expect("the follower printed a line within 15 s") + "\n";
     // The follower has printed the last line before the restart begins, so
@@ -476,7 +476,7 @@ fn status_watch_gets_a_line_at_each_change_and_none_without_one() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let rx = lines(watch.stdout.take().unwrap());
+    let rx = common::output_lines(watch.stdout.take().unwrap());
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), "[]", "what is true now, at once");
     d.write("watched.toml", SLEEPER);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -494,17 +494,4 @@ fn status_watch_gets_a_line_at_each_change_and_none_without_one() {
     assert!(next.contains("\"held\":true"), "{next}");
     watch.kill().unwrap();
     watch.wait().unwrap();
-}
-
-/// A child's output, line by line, read beside the test (so a child that
-/// prints nothing fails a `recv_timeout`, not hangs the test).
-fn lines(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
-    use std::io::BufRead;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    rx
 }

@@ -104,9 +104,9 @@ fn a_notify_socket_nobody_reads_never_stalls_the_daemon() {
     let notify = tempfile::tempdir().unwrap();
     let sock_path = notify.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    // A ping every 10 ms: the queue is full a tenth of a second after the start.
+    // A ping every 10 ms, into a queue already full.
     let d = Daemon::setup().start(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap()), ("WATCHDOG_USEC", "20000")]);
-    std::thread::sleep(Duration::from_millis(500));
+    fill(&sock_path);
     let asked = Instant::now();
     d.write("one.toml", SLEEPER);
     d.write("two.toml", SLEEPER);
@@ -121,9 +121,9 @@ fn a_notify_socket_nobody_reads_never_stalls_the_daemon() {
         slowest = slowest.max(took);
     }
     assert!(slowest < Duration::from_secs(1), "status took {slowest:?} while systemd did not read");
-    // Read again: READY=1 came first, and the latest status comes.
+    // Read again: READY=1 and the latest status come.
     let said = notified_until(&sock, "STATUS=2 running");
-    assert!(said[0].starts_with("READY=1"), "{said:?}");
+    assert!(said.iter().any(|m| m.starts_with("READY=1")), "{said:?}");
 }
 
 /// Without a watchdog nothing else is sent: what found no room is tried
@@ -134,20 +134,26 @@ fn what_systemd_had_no_room_for_is_sent_once_it_has() {
     let sock_path = notify.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     let d = Daemon::setup().start(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
-    // The queue filled by someone else (PID 1 behind on its reading).
-    let filler = UnixDatagram::unbound().unwrap();
-    filler.set_nonblocking(true).unwrap();
-    let mut filled = 0;
-    while filler.send_to(b"X=1", &sock_path).is_ok() {
-        filled += 1;
-        assert!(filled < 100_000, "the queue never filled");
-    }
+    let filled = fill(&sock_path);
     d.write("one.toml", SLEEPER);
     d.running_pid("one");
     // Read again, with the daemon idle: its status comes.
     let said = notified_until(&sock, "STATUS=1 running");
     assert!(said.iter().any(|m| m.starts_with("READY=1")), "{said:?}");
     assert_eq!(said.iter().filter(|m| *m == "X=1").count(), filled, "{said:?}");
+}
+
+/// Fills the socket's queue with `X=1` datagrams, as if PID 1 were behind
+/// on its reading; returns how many it took.
+fn fill(path: &std::path::Path) -> usize {
+    let filler = UnixDatagram::unbound().unwrap();
+    filler.set_nonblocking(true).unwrap();
+    let mut filled = 0;
+    while filler.send_to(b"X=1", path).is_ok() {
+        filled += 1;
+        assert!(filled < 100_000, "the queue never filled");
+    }
+    filled
 }
 
 /// What was sent to systemd's socket, read until a message holds `until`

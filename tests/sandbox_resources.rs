@@ -52,7 +52,6 @@ fn nofile_sets_the_open_files_limit() {
 /// limits are written before it does: read earlier, a file can still
 /// hold the kernel's default); the run must succeed.
 fn cgroup_file_while_running(name: &str, resources: &str, files: &[&str]) -> Option<String> {
-    use std::io::BufRead;
     let w = World::new();
     let script = "echo up; sleep 1";
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
@@ -61,9 +60,8 @@ fn cgroup_file_while_running(name: &str, resources: &str, files: &[&str]) -> Opt
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut up = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut up).unwrap();
-    assert_eq!(up, "up\n", "the workload did not start");
+    let up = common::output_lines(child.stdout.take().unwrap()).recv_timeout(std::time::Duration::from_secs(15));
+    assert_eq!(up.as_deref(), Ok("up"), "the workload did not start");
     let found =
         cgroup_dirs(name).iter().find_map(|d| files.iter().find_map(|f| std::fs::read_to_string(d.join(f)).ok()));
     assert!(child.wait().unwrap().success());

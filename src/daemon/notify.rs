@@ -7,9 +7,11 @@
 //! Sending never blocks the event loop. The reader's queue holds
 //! `net.unix.max_dgram_qlen` datagrams (10 by default); while systemd does
 //! not read (PID 1 busy, say, in a long daemon-reload) a message that finds
-//! no room waits in a backlog, sent in order before anything newer, with
-//! only the latest `STATUS=` kept. A `WATCHDOG=1` that finds no room is
-//! dropped: the next one says the same.
+//! no room waits in a backlog, sent in order before anything newer. A lone
+//! `STATUS=` replaces a lone `STATUS=` just before it; a `WATCHDOG=1` that
+//! finds no room is dropped (the next one says the same); the backlog
+//! holds `BACKLOG` messages at most (`keep` says which go), and what is
+//! left of it when the process exits or execs (after `settle`) is lost.
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;

@@ -243,9 +243,11 @@ impl Daemon {
         use std::io::{BufRead, Write};
         let asked = Instant::now();
         let mut s = std::os::unix::net::UnixStream::connect(self.path("paddock.sock")).unwrap();
+        // A stalled daemon fails the test, not hangs it.
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(b"{\"cmd\": \"status\"}\n").unwrap();
         let mut answer = String::new();
-        std::io::BufReader::new(s).read_line(&mut answer).unwrap();
+        std::io::BufReader::new(s).read_line(&mut answer).expect("the daemon answers status within 10 s");
         (asked.elapsed(), answer)
     }
 

@@ -57,3 +57,17 @@ impl Drop for Mounted {
         let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
     }
 }
+
+/// A child's output, line by line (without the newline), read beside the
+/// test, so a child that prints nothing fails a `recv_timeout` instead of
+/// hanging the test.
+pub fn output_lines(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
