@@ -89,16 +89,15 @@ fn logs_prints_the_last_lines_and_follows_across_a_restart() {
         .spawn()
         .unwrap();
     let followed = common::output_lines(follower.stdout.take().unwrap());
-    let line =
-        || followed.recv_timeout(Duration::from_secs(15)).expect("the follower printed a line within 15 s") + "\n";
+    let line = || followed.recv_timeout(Duration::from_secs(15)).expect("the follower printed a line within 15 s");
     // The follower has printed the last line before the restart begins, so
     // what it prints next is the next run's.
-    assert_eq!(line(), "three\n", "the last line first");
+    assert_eq!(line(), "three", "the last line first");
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(first as i32, libc::SIGKILL) };
     d.wait_for("a second run", |d| d.workload("chatty").is_some_and(|w| w["restarts"] == 1 && w["state"] == "running"));
     let next: Vec<String> = (0..3).map(|_| line()).collect();
-    assert_eq!(next, ["one\n", "two\n", "three\n"], "then the next run's");
+    assert_eq!(next, ["one", "two", "three"], "then the next run's");
     follower.kill().unwrap();
     follower.wait().unwrap();
 

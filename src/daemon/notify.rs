@@ -114,18 +114,15 @@ impl Notifier {
         let Some((sock, addr)) = &self.target else { return Ok(()) };
         let mut backlog = self.backlog.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let drained = drain(sock, addr, &mut backlog);
-        if !backlog.is_empty() {
-            keep(&mut backlog, message);
-            return drained;
-        }
-        match sock.send_to_addr(message.as_bytes(), addr) {
-            Ok(_) => drained,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                keep(&mut backlog, message);
-                drained
+        if backlog.is_empty() {
+            match sock.send_to_addr(message.as_bytes(), addr) {
+                Ok(_) => return drained,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
         }
+        keep(&mut backlog, message);
+        drained
     }
 
     /// Whether messages wait for room (the event loop then calls `flush`

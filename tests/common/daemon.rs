@@ -238,16 +238,11 @@ impl Daemon {
     }
 
     /// One status request on the socket, timed (the daemon's answer,
-    /// without a client process's start).
+    /// without a client process's start). A stalled daemon fails the
+    /// test after 10 s, not hangs it.
     pub fn timed_status(&self) -> (Duration, String) {
-        use std::io::{BufRead, Write};
         let asked = Instant::now();
-        let mut s = std::os::unix::net::UnixStream::connect(self.path("paddock.sock")).unwrap();
-        // A stalled daemon fails the test, not hangs it.
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"{\"cmd\": \"status\"}\n").unwrap();
-        let mut answer = String::new();
-        std::io::BufReader::new(s).read_line(&mut answer).expect("the daemon answers status within 10 s");
+        let answer = ask_status(self, Duration::from_secs(10)).expect("the daemon answers status within 10 s");
         (asked.elapsed(), answer)
     }
 
@@ -307,14 +302,19 @@ impl Drop for Daemon {
 /// (a sandbox being cloned when the kill came) still accepts connections
 /// that no one will answer.
 fn answers(d: &Daemon) -> bool {
+    ask_status(d, Duration::from_millis(500)).is_ok_and(|answer| !answer.is_empty())
+}
+
+/// A status request on the daemon's socket and its answer's line, read
+/// for `timeout` at most.
+fn ask_status(d: &Daemon, timeout: Duration) -> std::io::Result<String> {
     use std::io::{BufRead, Write};
-    let Ok(mut s) = std::os::unix::net::UnixStream::connect(d.path("paddock.sock")) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"{\"cmd\": \"status\"}\n").is_err() {
-        return false;
-    }
-    let mut line = String::new();
-    std::io::BufReader::new(s).read_line(&mut line).is_ok_and(|n| n > 0)
+    let mut s = std::os::unix::net::UnixStream::connect(d.path("paddock.sock"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(b"{\"cmd\": \"status\"}\n")?;
+    let mut answer = String::new();
+    std::io::BufReader::new(s).read_line(&mut answer)?;
+    Ok(answer)
 }
 
 pub fn alive(pid: i64) -> bool {
