@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// CPU quota period: 100ms, the kernel's default.
@@ -341,7 +340,10 @@ impl Cgroup {
     }
 
     /// SIGKILLs every process in the cgroup and waits (up to `timeout`)
-    /// until none is left. Returns whether it emptied.
+    /// until none is left. Returns whether it emptied. On cgroup v2,
+    /// `cgroup.kill` does it at once; on v1 each process is signalled, and
+    /// only as `kill_listed` allows, so that a pid recycled by a host
+    /// process between the read and the signal is never hit.
     pub fn kill_all(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
@@ -352,8 +354,8 @@ impl Cgroup {
             if let Some(dir) = self.dirs.iter().find(|d| d.join("cgroup.kill").exists()) {
                 let _ = std::fs::write(dir.join("cgroup.kill"), "1");
             }
-            for pid in pids {
-                let _ = kill(pid, Signal::SIGKILL);
+            for batch in pids.chunks(PINNED_AT_ONCE) {
+                kill_listed(batch, || self.pids());
             }
             if Instant::now() >= deadline {
                 return false;
@@ -371,6 +373,34 @@ impl Cgroup {
                     _ => break,
                 }
             }
+        }
+    }
+}
+
+/// How many pidfds `kill_all` holds at a time (a cgroup full of forks
+/// must not run the daemon out of descriptors).
+const PINNED_AT_ONCE: usize = 256;
+
+/// SIGKILLs those of `listed` (pids just read from `cgroup.procs`) that
+/// are still in the cgroup, never a process that merely has one of their
+/// pids now. Each pid is first pinned by a pidfd, then the cgroup is read
+/// again (`relist`, sorted) and only a pid still listed is signalled,
+/// through its pidfd. If the process the pidfd holds is alive when
+/// signalled, it was alive throughout the second read, so that read's
+/// entry for its pid was this process: it is in the cgroup. If it died
+/// meanwhile, the signal goes nowhere (the pidfd never follows a pid to
+/// a new process). runc freezes a v1 cgroup for the same reason; this
+/// needs no freezer hierarchy.
+fn kill_listed(listed: &[Pid], relist: impl FnOnce() -> Vec<Pid>) {
+    let pinned: Vec<(Pid, std::os::fd::OwnedFd)> =
+        listed.iter().filter_map(|&pid| super::sys::pidfd_open(pid.as_raw()).ok().map(|fd| (pid, fd))).collect();
+    if pinned.is_empty() {
+        return;
+    }
+    let still = relist();
+    for (pid, pidfd) in &pinned {
+        if still.binary_search(pid).is_ok() {
+            let _ = super::sys::pidfd_send_signal(std::os::fd::AsFd::as_fd(pidfd), libc::SIGKILL);
         }
     }
 }
@@ -500,5 +530,50 @@ mod tests {
         )
         .unwrap();
         assert!(cg.oom_killed());
+    }
+
+    /// A live process that is not ours: `sleep`, which the test reaps.
+    fn stranger() -> (std::process::Child, Pid) {
+        let child = std::process::Command::new("sleep").arg("100").spawn().expect("spawn sleep");
+        let pid = Pid::from_raw(child.id() as i32);
+        (child, pid)
+    }
+
+    fn killed(child: &mut std::process::Child) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.signal() == Some(libc::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn a_pid_the_cgroup_no_longer_lists_is_never_signalled() {
+        // The first read listed this pid; by the second, the cgroup's
+        // process had gone and a host process had its pid.
+        let (mut host, pid) = stranger();
+        kill_listed(&[pid], Vec::new);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(host.try_wait().unwrap().is_none(), "a process outside the cgroup was signalled");
+        // Listed both times: it is in the cgroup, and killed.
+        kill_listed(&[pid], || vec![pid]);
+        assert!(killed(&mut host), "a process the cgroup still lists was not killed");
+    }
+
+    #[test]
+    fn kill_all_kills_what_a_v1_cgroup_lists() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("memory/paddock/job");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut member, pid) = stranger();
+        // A fake tree: the kernel's file would drop the pid once it died; this one keeps it.
+        std::fs::write(dir.join("cgroup.procs"), format!("{pid}\n")).unwrap();
+        let cg = Cgroup::existing(&Layout::V1 { root: root.path().to_owned() }, "job").expect("the cgroup exists");
+        assert!(!cg.kill_all(Duration::from_millis(20)), "the fake cgroup.procs never empties");
+        assert!(killed(&mut member), "the listed process was not killed");
     }
 }
