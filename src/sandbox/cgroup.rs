@@ -340,22 +340,33 @@ impl Cgroup {
     }
 
     /// SIGKILLs every process in the cgroup and waits (up to `timeout`)
-    /// until none is left. Returns whether it emptied. On cgroup v2,
-    /// `cgroup.kill` does it at once; on v1 each process is signalled, and
-    /// only as `kill_listed` allows, so that a pid recycled by a host
-    /// process between the read and the signal is never hit.
+    /// until none is left. Returns whether it emptied. With cgroup v2's
+    /// `cgroup.kill` (Linux 5.14) the kernel kills them all at once;
+    /// otherwise (v1) each process is signalled, and only as `kill_listed`
+    /// allows, so that a pid recycled by a host process between the read
+    /// and the signal is never hit.
     pub fn kill_all(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        let pinned_at_once = pinned_at_once();
+        let mut warned = false;
         loop {
             let pids = self.pids();
             if pids.is_empty() {
                 return true;
             }
-            if let Some(dir) = self.dirs.iter().find(|d| d.join("cgroup.kill").exists()) {
-                let _ = std::fs::write(dir.join("cgroup.kill"), "1");
-            }
-            for batch in pids.chunks(PINNED_AT_ONCE) {
-                kill_listed(batch, || self.pids());
+            let killed = self
+                .dirs
+                .iter()
+                .find(|d| d.join("cgroup.kill").exists())
+                .is_some_and(|dir| std::fs::write(dir.join("cgroup.kill"), "1").is_ok());
+            if !killed {
+                for batch in pids.chunks(pinned_at_once) {
+                    if let Err(e) = kill_listed(batch, || self.pids())
+                        && !std::mem::replace(&mut warned, true)
+                    {
+                        tracing::warn!(cgroup = %self.dirs[0].display(), error = %e, "cannot pin a process of the cgroup to kill it (pidfd_open); trying again");
+                    }
+                }
             }
             if Instant::now() >= deadline {
                 return false;
@@ -377,25 +388,42 @@ impl Cgroup {
     }
 }
 
-/// How many pidfds `kill_all` holds at a time (a cgroup full of forks
-/// must not run the daemon out of descriptors).
-const PINNED_AT_ONCE: usize = 256;
+/// How many pidfds `kill_all` holds at a time: a quarter of this
+/// process's descriptors (the daemon raises its soft limit to the hard
+/// one), at least 64. A cgroup of more processes is read again per batch.
+fn pinned_at_once() -> usize {
+    let soft =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    usize::try_from(soft / 4).unwrap_or(usize::MAX).max(64)
+}
 
 /// SIGKILLs those of `listed` (pids just read from `cgroup.procs`) that
 /// are still in the cgroup, never a process that merely has one of their
 /// pids now. Each pid is first pinned by a pidfd, then the cgroup is read
 /// again (`relist`, sorted) and only a pid still listed is signalled,
-/// through its pidfd. If the process the pidfd holds is alive when
-/// signalled, it was alive throughout the second read, so that read's
-/// entry for its pid was this process: it is in the cgroup. If it died
-/// meanwhile, the signal goes nowhere (the pidfd never follows a pid to
-/// a new process). runc freezes a v1 cgroup for the same reason; this
-/// needs no freezer hierarchy.
-fn kill_listed(listed: &[Pid], relist: impl FnOnce() -> Vec<Pid>) {
-    let pinned: Vec<(Pid, std::os::fd::OwnedFd)> =
-        listed.iter().filter_map(|&pid| super::sys::pidfd_open(pid.as_raw()).ok().map(|fd| (pid, fd))).collect();
+/// through its pidfd. A pid stays its process's until that process is
+/// reaped; so if the process a pidfd holds is not yet reaped when
+/// signalled, the second read's entry for its pid was this process, in
+/// the cgroup then. If it was reaped meanwhile, the signal goes nowhere
+/// (a pidfd never follows a pid to a new process). A process that left
+/// the list between the reads (its pid since taken by a host process) is
+/// spared. Freezing the cgroup, as runc does on v1, would also stop new
+/// forks; this only rules out recycled pids, and the caller's next round
+/// takes the forks. Fails only when a pid could not be pinned for a reason
+/// other than its process being gone (out of descriptors).
+fn kill_listed(listed: &[Pid], relist: impl FnOnce() -> Vec<Pid>) -> Result<(), nix::errno::Errno> {
+    let mut failed = Ok(());
+    let mut pinned = Vec::with_capacity(listed.len());
+    for &pid in listed {
+        match super::sys::pidfd_open(pid.as_raw()) {
+            Ok(pidfd) => pinned.push((pid, pidfd)),
+            // Gone (ESRCH), or not in this pid namespace (v2 lists it as 0: EINVAL).
+            Err(nix::errno::Errno::ESRCH | nix::errno::Errno::EINVAL) => {}
+            Err(e) => failed = Err(e),
+        }
+    }
     if pinned.is_empty() {
-        return;
+        return failed;
     }
     let still = relist();
     for (pid, pidfd) in &pinned {
@@ -403,6 +431,7 @@ fn kill_listed(listed: &[Pid], relist: impl FnOnce() -> Vec<Pid>) {
             let _ = super::sys::pidfd_send_signal(std::os::fd::AsFd::as_fd(pidfd), libc::SIGKILL);
         }
     }
+    failed
 }
 
 fn quota(cores: f64) -> u64 {
@@ -532,36 +561,55 @@ mod tests {
         assert!(cg.oom_killed());
     }
 
-    /// A live process that is not ours: `sleep`, which the test reaps.
-    fn stranger() -> (std::process::Child, Pid) {
-        let child = std::process::Command::new("sleep").arg("100").spawn().expect("spawn sleep");
-        let pid = Pid::from_raw(child.id() as i32);
-        (child, pid)
+    /// A live process that is not in any cgroup of ours: `sleep`, killed
+    /// and reaped when dropped (a failed assertion leaves nothing running).
+    struct Stranger(std::process::Child);
+
+    impl Stranger {
+        fn new() -> Self {
+            Stranger(std::process::Command::new("sleep").arg("100").spawn().expect("spawn sleep"))
+        }
+
+        fn pid(&self) -> Pid {
+            Pid::from_raw(self.0.id() as i32)
+        }
+
+        /// The signal that ended it, once it has ended (within 5 s).
+        fn ended_by(&mut self) -> Option<i32> {
+            use std::os::unix::process::ExitStatusExt;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Some(status) = self.0.try_wait().unwrap() {
+                    return status.signal();
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            None
+        }
     }
 
-    fn killed(child: &mut std::process::Child) -> bool {
-        use std::os::unix::process::ExitStatusExt;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.signal() == Some(libc::SIGKILL);
-            }
-            std::thread::sleep(Duration::from_millis(5));
+    impl Drop for Stranger {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
-        false
     }
 
     #[test]
     fn a_pid_the_cgroup_no_longer_lists_is_never_signalled() {
         // The first read listed this pid; by the second, the cgroup's
         // process had gone and a host process had its pid.
-        let (mut host, pid) = stranger();
-        kill_listed(&[pid], Vec::new);
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(host.try_wait().unwrap().is_none(), "a process outside the cgroup was signalled");
+        let mut host = Stranger::new();
+        kill_listed(&[host.pid()], Vec::new).unwrap();
+        // Whatever signal reaches it first is how it ends: a SIGKILL sent
+        // above would win over this SIGTERM however late it is delivered.
+        let pidfd = crate::sandbox::sys::pidfd_open(host.pid().as_raw()).unwrap();
+        crate::sandbox::sys::pidfd_send_signal(std::os::fd::AsFd::as_fd(&pidfd), libc::SIGTERM).unwrap();
+        assert_eq!(host.ended_by(), Some(libc::SIGTERM), "a process outside the cgroup was signalled");
         // Listed both times: it is in the cgroup, and killed.
-        kill_listed(&[pid], || vec![pid]);
-        assert!(killed(&mut host), "a process the cgroup still lists was not killed");
+        let mut member = Stranger::new();
+        kill_listed(&[member.pid()], || vec![member.pid()]).unwrap();
+        assert_eq!(member.ended_by(), Some(libc::SIGKILL), "a process the cgroup still lists was not killed");
     }
 
     #[test]
@@ -569,11 +617,29 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("memory/paddock/job");
         std::fs::create_dir_all(&dir).unwrap();
-        let (mut member, pid) = stranger();
+        let mut member = Stranger::new();
         // A fake tree: the kernel's file would drop the pid once it died; this one keeps it.
-        std::fs::write(dir.join("cgroup.procs"), format!("{pid}\n")).unwrap();
+        std::fs::write(dir.join("cgroup.procs"), format!("{}\n", member.pid())).unwrap();
         let cg = Cgroup::existing(&Layout::V1 { root: root.path().to_owned() }, "job").expect("the cgroup exists");
         assert!(!cg.kill_all(Duration::from_millis(20)), "the fake cgroup.procs never empties");
-        assert!(killed(&mut member), "the listed process was not killed");
+        assert_eq!(member.ended_by(), Some(libc::SIGKILL), "the listed process was not killed");
+    }
+
+    #[test]
+    fn on_v2_the_kernel_kills_through_cgroup_kill_and_no_pid_is_signalled() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("paddock/job");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "").unwrap();
+        std::fs::write(dir.join("cgroup.kill"), "").unwrap();
+        // Listed, but (a fake tree) not killed by the write: were it signalled, it would be by pid.
+        let mut listed = Stranger::new();
+        std::fs::write(dir.join("cgroup.procs"), format!("{}\n", listed.pid())).unwrap();
+        let cg = Cgroup::existing(&Layout::detect(root.path()), "job").expect("the cgroup exists");
+        assert!(!cg.kill_all(Duration::from_millis(20)), "the fake cgroup.procs never empties");
+        assert_eq!(std::fs::read_to_string(dir.join("cgroup.kill")).unwrap(), "1", "cgroup.kill was written");
+        let pidfd = crate::sandbox::sys::pidfd_open(listed.pid().as_raw()).unwrap();
+        crate::sandbox::sys::pidfd_send_signal(std::os::fd::AsFd::as_fd(&pidfd), libc::SIGTERM).unwrap();
+        assert_eq!(listed.ended_by(), Some(libc::SIGTERM), "a pid was signalled beside cgroup.kill");
     }
 }
