@@ -12,7 +12,8 @@
   the new version's first instruction; `paddock upgrade` (an in-place
   re-exec) and a kill -9 followed by a new daemon, each to READY=1 with
   every sandbox adopted and none restarted; and the shutdown of all of them;
-  then its floor: the same sandboxes started by a bare C loop.
+  then its floor: the same sandboxes started by a bare C loop; then the
+  ramp again on a new journaled ext4 (a loop device; needs mkfs.ext4).
 - systemd: the restart measure's peer, the same command as a systemd
   service with Restart=always, RestartSec=0 and the closest sandbox systemd
   252 offers (PrivateUsers=, PrivateNetwork=, ProtectSystem=strict,
@@ -31,7 +32,7 @@ Without --only every part runs and bench/RESULTS-daemon.md is rewritten.
 runs those parts alone and prints their rows: RESULTS-daemon.md is left
 as it is (it holds a full run).
 """
-import argparse, datetime, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
+import argparse, contextlib, datetime, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRIALS = 200
@@ -92,6 +93,18 @@ Notes:
   minutes, said if so): the kernel frees them in the background, at
   times for tens of seconds after a thousand, and a measure taken
   meanwhile shares the CPUs with that cleanup.
+- The scale part's second ramp is the same ramp on a new ext4 with a
+  journal (mkfs.ext4's default, as on most hosts), on a loop device over
+  a sparse file in /var/tmp, holding the daemon's state, its logs, the
+  workloads directory and the rootfs. This VM's root filesystem is ext4
+  without a journal, and there the kernel's search for a free inode
+  skips every inode freed in the last minutes, reading each one's block
+  (`recently_deleted`, checked only when there is no journal): after
+  earlier parts and runs have removed thousands of files, every new file
+  the daemon makes (a sandbox's record, its log, its kept state) walks
+  them, as do the bench's own manifest writes (hence their spread from
+  one run to the next). The rows of the daemon's CPU over each ramp show
+  its share.
 - The systemd rows: a Debian bookworm tree (tests/systemd/tree.sh) booted
   with `systemd-nspawn -b` (as tests/systemd.rs does: an overlay over the
   cached tree, --register=no, --keep-unit, journald running), systemd 252
@@ -131,9 +144,10 @@ def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
-def world(paddock, subuid=""):
-    """Temp directories and a config for one daemon; returns (work, p, wl, out)."""
-    work = tempfile.mkdtemp(prefix="paddock-bench-daemon.")
+def world(paddock, subuid="", base=None):
+    """Temp directories (in base, else the temp directory) and a config for
+    one daemon; returns (work, p, wl, out)."""
+    work = tempfile.mkdtemp(prefix="paddock-bench-daemon.", dir=base)
     os.chmod(work, 0o755)
     wl, out = os.path.join(work, "wl"), os.path.join(work, "out")
     os.mkdir(wl); os.chmod(wl, 0o755)
@@ -178,8 +192,17 @@ class Notify:
 
     def read(self):
         while True:
-            if b"READY=1" in self.sock.recv(4096):
+            message = self.sock.recv(4096)
+            if not message:  # close() shut it down
+                return
+            if b"READY=1" in message:
                 self.ready.append(time.monotonic())
+
+    def close(self):
+        """Wakes and ends the reader, then closes the socket (a bound one
+        keeps its filesystem busy)."""
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
 
     def ready_after(self, t0, timeout=120):
         """Seconds from t0 to the first READY=1 after it."""
@@ -229,6 +252,70 @@ def busybox_rootfs(work):
     subprocess.run(["chmod", "-R", "a+rX", root], check=True)
     return root
 
+def ramp(paddock, p, wl, root, daemon):
+    """SCALE sleeping workloads written into an empty daemon's directory;
+    returns (seconds to write them, seconds from the first write until all
+    run, the daemon's CPU seconds meanwhile)."""
+    text = f'command = ["/bin/sleep", "100000"]\nrootfs = {{ path = "{root}" }}\n'
+    c0 = cpu_ticks(daemon.pid)
+    t0 = time.time()
+    for i in range(SCALE):
+        tmp = os.path.join(wl, f".s{i}.tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, os.path.join(wl, f"s{i:04}.toml"))
+    written = time.time() - t0
+    deadline = time.time() + 120
+    while True:
+        st = status(paddock, p)
+        if sum(w["state"] == "running" for w in st) == SCALE:
+            break
+        if time.time() > deadline:
+            raise SystemExit(f"scale: not all running; see {p('logs/daemon.log')}")
+        time.sleep(0.1)
+    return written, time.time() - t0, (cpu_ticks(daemon.pid) - c0) / TICKS
+
+@contextlib.contextmanager
+def journaled_fs():
+    """A new ext4 with a journal (mkfs.ext4's default), on a loop device
+    backed by a sparse file in /var/tmp, mounted at a temp directory; all
+    of it removed afterwards."""
+    if not shutil.which("mkfs.ext4"):
+        raise SystemExit("the scale part's second ramp needs mkfs.ext4: apt-get install e2fsprogs")
+    fd, image = tempfile.mkstemp(prefix="paddock-bench-ext4.", suffix=".img", dir="/var/tmp")
+    mnt = tempfile.mkdtemp(prefix="paddock-bench-ext4.")
+    try:
+        os.ftruncate(fd, 4 << 30)
+        os.close(fd)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "has_journal", image], check=True)
+        subprocess.run(["mount", "-o", "loop", image, mnt], check=True)
+        try:
+            yield mnt
+        finally:
+            subprocess.run(["umount", mnt], check=True)
+    finally:
+        os.rmdir(mnt)
+        os.unlink(image)
+
+def scale_journaled(paddock):
+    """The scale part's ramp again, everything the daemon writes (its state,
+    logs, the workloads directory) and the rootfs on a journaled ext4; the
+    ramp alone: (written, all running, the daemon's CPU meanwhile)."""
+    with journaled_fs() as mnt:
+        work, p, wl, _ = world(paddock, subuid=f"paddock:1000000:{65536 * (SCALE + 8)}\n", base=mnt)
+        root = busybox_rootfs(work)
+        settle()
+        notify = Notify(p)
+        daemon = start_daemon(paddock, p, notify)
+        notify.ready_after(0)
+        try:
+            return ramp(paddock, p, wl, root, daemon)
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=120)
+            notify.close()
+            shutil.rmtree(work, ignore_errors=True)
+
 def scale(paddock):
     """SCALE sleeping workloads, each in its own slice of 65536 ids."""
     ids = 65536 * (SCALE + 8)
@@ -242,23 +329,7 @@ def scale(paddock):
     daemon = start_daemon(paddock, p, notify)
     notify.ready_after(0)
     try:
-        text = f'command = ["/bin/sleep", "100000"]\nrootfs = {{ path = "{root}" }}\n'
-        t0 = time.time()
-        for i in range(SCALE):
-            tmp = os.path.join(wl, f".s{i}.tmp")
-            with open(tmp, "w") as f:
-                f.write(text)
-            os.rename(tmp, os.path.join(wl, f"s{i:04}.toml"))
-        written = time.time() - t0
-        deadline = time.time() + 120
-        while True:
-            st = status(paddock, p)
-            if sum(w["state"] == "running" for w in st) == SCALE:
-                break
-            if time.time() > deadline:
-                raise SystemExit(f"scale: not all running; see {p('logs/daemon.log')}")
-            time.sleep(0.1)
-        all_running = time.time() - t0
+        written, all_running, ramp_cpu = ramp(paddock, p, wl, root, daemon)
         time.sleep(2)
         c0, w0 = cpu_ticks(daemon.pid), time.time()
         # Long enough to hold two periodic resyncs (every 30 s by default).
@@ -301,7 +372,7 @@ def scale(paddock):
         daemon.wait(timeout=120)
         shutdown = time.time() - t
         floor = scale_floor(floor_prog, root)
-        return dict(written=written, all_running=all_running, idle_cpu=idle_cpu, rss=rss, edit_ms=edit_ms,
+        return dict(written=written, all_running=all_running, ramp_cpu=ramp_cpu, idle_cpu=idle_cpu, rss=rss, edit_ms=edit_ms,
                     shutdown=shutdown, upgrade_ms=upgrade_ms, adopt_ms=adopt_ms, restarted=restarted,
                     same_pids=same_after_upgrade and same_after_adoption, floor=floor)
     finally:
@@ -716,6 +787,10 @@ def report(res, parts, full):
                  "| measure | value |\n|---|---:|\n"
                  f"| {SCALE} manifests written (rename each) | {sc['written']:.2f} s |\n"
                  f"| empty daemon to all {SCALE} running (from the first write) | {sc['all_running']:.2f} s |\n"
+                 f"| the daemon's CPU over that ramp | {sc['ramp_cpu']:.2f} s |\n"
+                 f"| the same ramp with the daemon's state, logs and workloads directory on a journaled ext4 (a loop "
+                 f"device; see the notes): written, all running, the daemon's CPU | {sc['journaled'][0]:.2f} s, "
+                 f"{sc['journaled'][1]:.2f} s, {sc['journaled'][2]:.2f} s |\n"
                  f"| floor: the same {SCALE} sandboxes started by a bare C loop (bench/scale-floor.c: namespaces, "
                  f"id maps, the rootfs bound, pivot_root, exec; no supervisor), first clone to last exec "
                  f"| {runs(sc['floor']['bare'])} |\n"
@@ -777,6 +852,7 @@ def main():
         res["systemd"] = systemd_latencies()
     if "scale" in parts:
         res["scale"] = scale(paddock)
+        res["scale"]["journaled"] = scale_journaled(paddock)
     text = report(res, parts, args.only is None)
     if args.only is None:
         with open(os.path.join(ROOT, "bench/RESULTS-daemon.md"), "w") as f:
