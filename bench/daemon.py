@@ -98,13 +98,13 @@ Notes:
   a sparse file in /var/tmp, holding the daemon's state, its logs, the
   workloads directory and the rootfs. This VM's root filesystem is ext4
   without a journal, and there the kernel's search for a free inode
-  skips every inode freed in the last minutes, reading each one's block
-  (`recently_deleted`, checked only when there is no journal): after
-  earlier parts and runs have removed thousands of files, every new file
-  the daemon makes (a sandbox's record, its log, its kept state) walks
-  them, as do the bench's own manifest writes (hence their spread from
-  one run to the next). The rows of the daemon's CPU over each ramp show
-  its share.
+  skips every inode freed in the last minutes, looking up each one's
+  inode-table block in the buffer cache (`recently_deleted`, checked
+  only when there is no journal): after earlier parts and runs have
+  removed thousands of files, every new file the daemon makes (a
+  sandbox's record, its log, its kept state) walks them, as do the
+  bench's own manifest writes (hence their spread from one run to the
+  next). The rows of the daemon's CPU over each ramp show its share.
 - The systemd rows: a Debian bookworm tree (tests/systemd/tree.sh) booted
   with `systemd-nspawn -b` (as tests/systemd.rs does: an overlay over the
   cached tree, --register=no, --keep-unit, journald running), systemd 252
@@ -185,7 +185,8 @@ class Notify:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(p("notify"))
         self.ready = []  # monotonic times of READY=1
-        threading.Thread(target=self.read, daemon=True).start()
+        self.reader = threading.Thread(target=self.read, daemon=True)
+        self.reader.start()
 
     def getsockname(self):
         return self.sock.getsockname()
@@ -202,6 +203,7 @@ class Notify:
         """Wakes and ends the reader, then closes the socket (a bound one
         keeps its filesystem busy)."""
         self.sock.shutdown(socket.SHUT_RDWR)
+        self.reader.join(5)
         self.sock.close()
 
     def ready_after(self, t0, timeout=120):
@@ -279,41 +281,59 @@ def ramp(paddock, p, wl, root, daemon):
 def journaled_fs():
     """A new ext4 with a journal (mkfs.ext4's default), on a loop device
     backed by a sparse file in /var/tmp, mounted at a temp directory; all
-    of it removed afterwards."""
-    if not shutil.which("mkfs.ext4"):
-        raise SystemExit("the scale part's second ramp needs mkfs.ext4: apt-get install e2fsprogs")
+    of it removed afterwards, whatever happened (a mount still busy is
+    detached: `mount -o loop` frees its loop device with its last user)."""
     fd, image = tempfile.mkstemp(prefix="paddock-bench-ext4.", suffix=".img", dir="/var/tmp")
-    mnt = tempfile.mkdtemp(prefix="paddock-bench-ext4.")
+    mnt = None
     try:
         os.ftruncate(fd, 4 << 30)
         os.close(fd)
+        mnt = tempfile.mkdtemp(prefix="paddock-bench-ext4.")
         subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "has_journal", image], check=True)
         subprocess.run(["mount", "-o", "loop", image, mnt], check=True)
         try:
             yield mnt
         finally:
-            subprocess.run(["umount", mnt], check=True)
+            if subprocess.run(["umount", mnt]).returncode != 0:
+                subprocess.run(["umount", "-l", mnt])
     finally:
-        os.rmdir(mnt)
         os.unlink(image)
+        if mnt is not None:
+            try:
+                os.rmdir(mnt)
+            except OSError as e:
+                print(f"journaled_fs: {mnt} left behind: {e}", file=sys.stderr)
+
+def stop_daemon(daemon):
+    """SIGTERM (it stops every sandbox first), then SIGKILL after 120 s."""
+    if daemon is not None and daemon.poll() is None:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
 
 def scale_journaled(paddock):
-    """The scale part's ramp again, everything the daemon writes (its state,
-    logs, the workloads directory) and the rootfs on a journaled ext4; the
-    ramp alone: (written, all running, the daemon's CPU meanwhile)."""
+    """The scale part's ramp again, with everything the daemon writes (its
+    state, logs, the workloads directory) and the rootfs on a journaled
+    ext4; the ramp alone: (written, all running, the daemon's CPU
+    meanwhile). A daemon that died leaves its sandboxes running, holding
+    the filesystem: it is then detached, not unmounted."""
     with journaled_fs() as mnt:
         work, p, wl, _ = world(paddock, subuid=f"paddock:1000000:{65536 * (SCALE + 8)}\n", base=mnt)
-        root = busybox_rootfs(work)
-        settle()
-        notify = Notify(p)
-        daemon = start_daemon(paddock, p, notify)
-        notify.ready_after(0)
+        notify = daemon = None
         try:
+            root = busybox_rootfs(work)
+            settle()
+            notify = Notify(p)
+            daemon = start_daemon(paddock, p, notify)
+            notify.ready_after(0)
             return ramp(paddock, p, wl, root, daemon)
         finally:
-            daemon.terminate()
-            daemon.wait(timeout=120)
-            notify.close()
+            stop_daemon(daemon)
+            if notify is not None:
+                notify.close()
             shutil.rmtree(work, ignore_errors=True)
 
 def scale(paddock):
@@ -788,7 +808,7 @@ def report(res, parts, full):
                  f"| {SCALE} manifests written (rename each) | {sc['written']:.2f} s |\n"
                  f"| empty daemon to all {SCALE} running (from the first write) | {sc['all_running']:.2f} s |\n"
                  f"| the daemon's CPU over that ramp | {sc['ramp_cpu']:.2f} s |\n"
-                 f"| the same ramp with the daemon's state, logs and workloads directory on a journaled ext4 (a loop "
+                 f"| the same ramp with the daemon's state, logs, workloads directory and the rootfs on a journaled ext4 (a loop "
                  f"device; see the notes): written, all running, the daemon's CPU | {sc['journaled'][0]:.2f} s, "
                  f"{sc['journaled'][1]:.2f} s, {sc['journaled'][2]:.2f} s |\n"
                  f"| floor: the same {SCALE} sandboxes started by a bare C loop (bench/scale-floor.c: namespaces, "
@@ -835,6 +855,9 @@ def main():
     if {"restart", "scale"} & set(parts) and not shutil.which("gcc"):
         raise SystemExit("bench/daemon.py compiles bench/restart-floor.c and bench/scale-floor.c for the restart "
                          "and scale measures' floors: apt-get install gcc")
+    if "scale" in parts and not shutil.which("mkfs.ext4"):
+        raise SystemExit("bench/daemon.py's scale part runs its ramp again on a new journaled ext4: "
+                         "apt-get install e2fsprogs (mkfs.ext4)")
     # Before minutes of other measures: a systemd part that cannot run says why now.
     if "systemd" in parts and (why := systemd_missing()):
         raise SystemExit(why)

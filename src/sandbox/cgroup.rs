@@ -342,9 +342,10 @@ impl Cgroup {
     /// SIGKILLs every process in the cgroup and waits (up to `timeout`)
     /// until none is left. Returns whether it emptied. With cgroup v2's
     /// `cgroup.kill` (Linux 5.14) the kernel kills them all at once;
-    /// otherwise (v1) each process is signalled, and only as `kill_listed`
-    /// allows, so that a pid recycled by a host process between the read
-    /// and the signal is never hit.
+    /// otherwise (v1, v2 before Linux 5.14, or a failed write) each
+    /// process is signalled, and only as `kill_listed` allows, so that a
+    /// pid recycled by a host process between the read and the signal is
+    /// never hit.
     pub fn kill_all(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let pinned_at_once = pinned_at_once();
@@ -364,7 +365,7 @@ impl Cgroup {
                     if let Err(e) = kill_listed(batch, || self.pids())
                         && !std::mem::replace(&mut warned, true)
                     {
-                        tracing::warn!(cgroup = %self.dirs[0].display(), error = %e, "cannot pin a process of the cgroup to kill it (pidfd_open); trying again");
+                        tracing::warn!(cgroup = %self.dirs[0].display(), error = %e, "cannot pin a process of the cgroup to kill it (pidfd_open)");
                     }
                 }
             }
@@ -410,7 +411,8 @@ fn pinned_at_once() -> usize {
 /// spared. Freezing the cgroup, as runc does on v1, would also stop new
 /// forks; this only rules out recycled pids, and the caller's next round
 /// takes the forks. Fails only when a pid could not be pinned for a reason
-/// other than its process being gone (out of descriptors).
+/// other than its process being gone (for example out of descriptors:
+/// EMFILE, ENFILE).
 fn kill_listed(listed: &[Pid], relist: impl FnOnce() -> Vec<Pid>) -> Result<(), nix::errno::Errno> {
     let mut failed = Ok(());
     let mut pinned = Vec::with_capacity(listed.len());
