@@ -70,11 +70,19 @@ fn read_optional(path: &Path) -> Result<String, AccountError> {
     }
 }
 
-/// `name:x:uid:gid:...` lines: the (name, id, primary gid) of each.
+/// A NIS compat line (`+`, `+name`, `-name`, `+@netgroup`, ...): it
+/// names entries a directory service holds, not a local account.
+fn is_nis_compat(line: &str) -> bool {
+    line.starts_with('+') || line.starts_with('-')
+}
+
+/// `name:x:uid:gid:...` lines: the (name, id, primary gid) of each. NIS
+/// compat lines are passed over: their accounts are not in the file (as
+/// with SSSD's, paddock does not see them).
 fn parse_accounts(path: &Path, text: &str) -> Result<Vec<(String, u32, u32)>, AccountError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() || line.starts_with('#') {
+        if line.trim().is_empty() || line.starts_with('#') || is_nis_compat(line) {
             continue;
         }
         let f: Vec<&str> = line.split(':').collect();
@@ -94,6 +102,22 @@ fn append_line(path: &Path, text: &str, line: &str, mode: u32) -> Result<(), Acc
     new.push_str(line);
     new.push('\n');
     write_atomic(path, new.as_bytes(), mode).map_err(|source| AccountError::Write { path: path.to_owned(), source })
+}
+
+/// Adds an account line to passwd or group: before the first NIS compat
+/// line when there is one (as useradd does, so that the local entry is
+/// the one found first), else at the end.
+fn add_account_line(path: &Path, text: &str, line: &str) -> Result<(), AccountError> {
+    let mut at = 0;
+    for l in text.split_inclusive('\n') {
+        if is_nis_compat(l) {
+            let new = format!("{}{line}\n{}", &text[..at], &text[at..]);
+            return write_atomic(path, new.as_bytes(), 0o644)
+                .map_err(|source| AccountError::Write { path: path.to_owned(), source });
+        }
+        at += l.len();
+    }
+    append_line(path, text, line, 0o644)
 }
 
 /// Finds the remap user's ranges. For the default user, creates the user
@@ -173,13 +197,13 @@ fn create_system_user(
     let gid = match existing_group {
         Some(gid) => gid,
         None => {
-            append_line(&files.group, &group_text, &format!("{user}:x:{id}:"), 0o644)?;
+            add_account_line(&files.group, &group_text, &format!("{user}:x:{id}:"))?;
             id
         }
     };
     // `*` in the password field: no password can match, and no shadow entry is needed.
     let line = format!("{user}:*:{id}:{gid}:paddock user-namespace remap:/nonexistent:/usr/sbin/nologin");
-    append_line(&files.passwd, passwd_text, &line, 0o644)?;
+    add_account_line(&files.passwd, passwd_text, &line)?;
     Ok(id)
 }
 
@@ -258,6 +282,35 @@ mod tests {
         std::fs::write(&f.subgid, "").unwrap();
         let range = remap_ranges(&f, "default").unwrap().uids[0];
         assert_eq!(range.start, 327_680, "{range:?}: the range starts past the group at 300000");
+    }
+
+    #[test]
+    fn nis_compat_lines_are_not_accounts_and_a_new_account_goes_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n+alice::::::\n-bob\n+@ops::::::\n+::::::\n";
+        let group = "root:x:0:\n+:::\n";
+        std::fs::write(&f.passwd, passwd).unwrap();
+        std::fs::write(&f.group, group).unwrap();
+        let ranges = remap_ranges(&f, "default").unwrap();
+        assert_eq!(ranges.uids, [IdRange { start: 131_072, count: NEW_RANGE_SIZE }]);
+        let line = "paddock:*:999:999:paddock user-namespace remap:/nonexistent:/usr/sbin/nologin";
+        assert_eq!(
+            std::fs::read_to_string(&f.passwd).unwrap(),
+            format!("root:x:0:0:root:/root:/bin/bash\n{line}\n+alice::::::\n-bob\n+@ops::::::\n+::::::\n")
+        );
+        assert_eq!(std::fs::read_to_string(&f.group).unwrap(), "root:x:0:\npaddock:x:999:\n+:::\n");
+        // Found again among them, and nothing changes.
+        assert_eq!(remap_ranges(&f, "default").unwrap(), ranges);
+        assert!(std::fs::read_to_string(&f.passwd).unwrap().ends_with("+::::::\n"));
+        // A file that is all NIS lines: the new line goes first.
+        std::fs::write(&f.passwd, "+::::::\n").unwrap();
+        std::fs::write(&f.group, "+:::").unwrap();
+        std::fs::write(&f.subuid, "").unwrap();
+        std::fs::write(&f.subgid, "").unwrap();
+        remap_ranges(&f, "default").unwrap();
+        assert_eq!(std::fs::read_to_string(&f.passwd).unwrap(), format!("{line}\n+::::::\n"));
+        assert_eq!(std::fs::read_to_string(&f.group).unwrap(), "paddock:x:999:\n+:::");
     }
 
     #[test]
