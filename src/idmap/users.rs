@@ -301,8 +301,9 @@ mod tests {
         );
         assert_eq!(std::fs::read_to_string(&f.group).unwrap(), "root:x:0:\npaddock:x:999:\n+:::\n");
         // Found again among them, and nothing changes.
+        let before = std::fs::read_to_string(&f.passwd).unwrap();
         assert_eq!(remap_ranges(&f, "default").unwrap(), ranges);
-        assert!(std::fs::read_to_string(&f.passwd).unwrap().ends_with("+::::::\n"));
+        assert_eq!(std::fs::read_to_string(&f.passwd).unwrap(), before);
         // A file that is all NIS lines: the new line goes first.
         std::fs::write(&f.passwd, "+::::::\n").unwrap();
         std::fs::write(&f.group, "+:::").unwrap();
@@ -311,6 +312,17 @@ mod tests {
         remap_ranges(&f, "default").unwrap();
         assert_eq!(std::fs::read_to_string(&f.passwd).unwrap(), format!("{line}\n+::::::\n"));
         assert_eq!(std::fs::read_to_string(&f.group).unwrap(), "paddock:x:999:\n+:::");
+        // An exclusion first, local lines after the NIS block: before the exclusion.
+        std::fs::write(&f.passwd, "root:x:0:0::/:/bin/sh\n-bob\n+::::::\nlocal:x:5:5::/:/bin/sh\n").unwrap();
+        std::fs::write(&f.group, "root:x:0:\n-bob\nlocal:x:5:\n").unwrap();
+        std::fs::write(&f.subuid, "").unwrap();
+        std::fs::write(&f.subgid, "").unwrap();
+        remap_ranges(&f, "default").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&f.passwd).unwrap(),
+            format!("root:x:0:0::/:/bin/sh\n{line}\n-bob\n+::::::\nlocal:x:5:5::/:/bin/sh\n")
+        );
+        assert_eq!(std::fs::read_to_string(&f.group).unwrap(), "root:x:0:\npaddock:x:999:\n-bob\nlocal:x:5:\n");
     }
 
     #[test]
