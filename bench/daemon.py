@@ -397,9 +397,7 @@ def scale(paddock):
                     same_pids=same_after_upgrade and same_after_adoption, floor=floor)
     finally:
         # Sandboxes outlive a killed daemon: stop them through it.
-        if daemon.poll() is None:
-            daemon.terminate()
-            daemon.wait(timeout=120)
+        stop_daemon(daemon)
         shutil.rmtree(work, ignore_errors=True)
 
 def paddock_latencies(paddock, parts):
@@ -462,8 +460,7 @@ def paddock_latencies(paddock, parts):
             res["sandboxed_floor_runs"] = [pct(r, 50) for r in runs]
             res["sandboxed_floor_ms"] = min(runs, key=lambda r: pct(r, 50))
     finally:
-        daemon.terminate()
-        daemon.wait(timeout=60)
+        stop_daemon(daemon)
         shutil.rmtree(work, ignore_errors=True)
     return res
 

@@ -94,30 +94,28 @@ fn parse_accounts(path: &Path, text: &str) -> Result<Vec<(String, u32, u32)>, Ac
     Ok(out)
 }
 
-fn append_line(path: &Path, text: &str, line: &str, mode: u32) -> Result<(), AccountError> {
-    let mut new = text.to_owned();
-    if !new.is_empty() && !new.ends_with('\n') {
-        new.push('\n');
-    }
-    new.push_str(line);
-    new.push('\n');
-    write_atomic(path, new.as_bytes(), mode).map_err(|source| AccountError::Write { path: path.to_owned(), source })
-}
-
-/// Adds an account line to passwd or group: before the first NIS compat
-/// line when there is one (as useradd does, so that the local entry is
-/// the one found first), else at the end.
-fn add_account_line(path: &Path, text: &str, line: &str) -> Result<(), AccountError> {
+/// Where the first NIS compat line of `text` begins, if it has one.
+fn nis_start(text: &str) -> Option<usize> {
     let mut at = 0;
     for l in text.split_inclusive('\n') {
         if is_nis_compat(l) {
-            let new = format!("{}{line}\n{}", &text[..at], &text[at..]);
-            return write_atomic(path, new.as_bytes(), 0o644)
-                .map_err(|source| AccountError::Write { path: path.to_owned(), source });
+            return Some(at);
         }
         at += l.len();
     }
-    append_line(path, text, line, 0o644)
+    None
+}
+
+/// Adds `line` to an account file, replaced atomically: at the end, or in
+/// passwd and group (`before_nis`) before the first NIS compat line when
+/// there is one, as useradd does, so that the local entry is found first.
+fn add_line(path: &Path, text: &str, line: &str, before_nis: bool) -> Result<(), AccountError> {
+    let new = match nis_start(text).filter(|_| before_nis) {
+        Some(at) => format!("{}{line}\n{}", &text[..at], &text[at..]),
+        None if text.is_empty() || text.ends_with('\n') => format!("{text}{line}\n"),
+        None => format!("{text}\n{line}\n"),
+    };
+    write_atomic(path, new.as_bytes(), 0o644).map_err(|source| AccountError::Write { path: path.to_owned(), source })
 }
 
 /// Finds the remap user's ranges. For the default user, creates the user
@@ -160,11 +158,11 @@ pub fn remap_ranges(files: &AccountFiles, configured: &str) -> Result<RemapRange
         let range = IdRange { start, count: NEW_RANGE_SIZE };
         let line = format!("{user}:{start}:{NEW_RANGE_SIZE}");
         if uids.is_empty() {
-            append_line(&files.subuid, &uid_text, &line, 0o644)?;
+            add_line(&files.subuid, &uid_text, &line, false)?;
             uids.push(range);
         }
         if gids.is_empty() {
-            append_line(&files.subgid, &gid_text, &line, 0o644)?;
+            add_line(&files.subgid, &gid_text, &line, false)?;
             gids.push(range);
         }
     }
@@ -197,13 +195,13 @@ fn create_system_user(
     let gid = match existing_group {
         Some(gid) => gid,
         None => {
-            add_account_line(&files.group, &group_text, &format!("{user}:x:{id}:"))?;
+            add_line(&files.group, &group_text, &format!("{user}:x:{id}:"), true)?;
             id
         }
     };
     // `*` in the password field: no password can match, and no shadow entry is needed.
     let line = format!("{user}:*:{id}:{gid}:paddock user-namespace remap:/nonexistent:/usr/sbin/nologin");
-    add_account_line(&files.passwd, passwd_text, &line)?;
+    add_line(&files.passwd, passwd_text, &line, true)?;
     Ok(id)
 }
 
