@@ -80,8 +80,11 @@ fn version_of(text: &str) -> Version {
 
 /// A manifest (or, for a symlink, the file it leads to) must be root's and
 /// writable by no one else: whoever can write it chooses what runs.
-fn owner_refusal(path: &Path) -> Option<String> {
-    let meta = std::fs::metadata(path).ok()?;
+/// `meta` is the file that was read (its open descriptor's): a check of
+/// the path, then a read through it, would let whoever can swap the file
+/// the path leads to (a link into a directory they own) pass the check
+/// with root's file and have theirs read.
+fn owner_refusal(path: &Path, meta: &std::fs::Metadata) -> Option<String> {
     let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     let mode = meta.mode() & 0o7777;
     if meta.uid() != 0 {
@@ -117,16 +120,16 @@ pub fn scan(dir: &Path, previous: Option<&Snapshot>) -> std::io::Result<Snapshot
             snapshot.insert(name, found.clone());
             continue;
         }
-        let found = match owner_refusal(&path) {
-            Some(message) => Found::Refused { message },
-            None => match load::read_manifest(&path) {
-                Ok(text) => Found::Read { version: version_of(&text), text, stamp },
-                Err(LoadError::Invalid(e)) => Found::Refused { message: e.to_string() },
-                // Gone between listing and reading (an editor's rename): as if
-                // it had not been listed; the event that follows rescans.
-                Err(LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => Found::Refused { message: e.to_string() },
+        let found = match load::read_manifest_file(&path) {
+            Ok((text, meta)) => match owner_refusal(&path, &meta) {
+                Some(message) => Found::Refused { message },
+                None => Found::Read { version: version_of(&text), text, stamp },
             },
+            Err(LoadError::Invalid(e)) => Found::Refused { message: e.to_string() },
+            // Gone between listing and reading (an editor's rename): as if
+            // it had not been listed; the event that follows rescans.
+            Err(LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => Found::Refused { message: e.to_string() },
         };
         snapshot.insert(name, found);
     }
@@ -365,6 +368,72 @@ mod tests {
         std::fs::set_permissions(d.path().join("api.toml"), std::fs::Permissions::from_mode(0o646)).unwrap();
         let s = scan(d.path(), None).unwrap();
         assert!(matches!(&s["api.toml"], Found::Refused { message } if message.contains("chmod go-w")), "{s:?}");
+    }
+
+    #[test]
+    fn a_file_swapped_in_after_the_owner_check_is_never_read_as_roots() {
+        assert!(nix::unistd::geteuid().is_root(), "this test makes files of another owner and must run as root");
+        // The link leads into a directory its owner controls: they swap
+        // root's file and theirs (RENAME_EXCHANGE) as fast as they can.
+        let d = dir();
+        let theirs = tempfile::tempdir().unwrap();
+        let (good, bad) = (theirs.path().join("web.toml"), theirs.path().join("spare"));
+        std::fs::write(&good, "command = [\"/bin/roots\"]\n").unwrap();
+        std::fs::write(&bad, "command = [\"/bin/theirs\"]\n").unwrap();
+        for f in [&good, &bad] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::os::unix::fs::chown(&bad, Some(65534), None).unwrap();
+        std::os::unix::fs::symlink(&good, d.path().join("web.toml")).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (stop, a, b) = (
+                stop.clone(),
+                std::ffi::CString::new(good.as_os_str().as_encoded_bytes()).unwrap(),
+                std::ffi::CString::new(bad.as_os_str().as_encoded_bytes()).unwrap(),
+            );
+            std::thread::spawn(move || {
+                let mut swaps = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // SAFETY: renameat2 on two NUL-terminated paths we own.
+                    let rc = unsafe {
+                        libc::syscall(
+                            libc::SYS_renameat2,
+                            libc::AT_FDCWD,
+                            a.as_ptr(),
+                            libc::AT_FDCWD,
+                            b.as_ptr(),
+                            libc::RENAME_EXCHANGE,
+                        )
+                    };
+                    assert_eq!(rc, 0, "renameat2: {}", std::io::Error::last_os_error());
+                    swaps += 1;
+                }
+                swaps
+            })
+        };
+        let (mut roots, mut refused) = (0, 0);
+        // At least 3000 scans, and until both files were seen (a busy
+        // machine may not run the swapper at once).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while roots + refused < 3000 || (roots == 0 || refused == 0) && std::time::Instant::now() < deadline {
+            match &scan(d.path(), None).unwrap()["web.toml"] {
+                Found::Read { text, .. } => {
+                    assert!(text.contains("/bin/roots"), "their file was read as root's: {text}");
+                    roots += 1;
+                }
+                Found::Refused { message } => {
+                    assert!(message.contains("owned by uid 65534"), "{message}");
+                    refused += 1;
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let swaps = swapper.join().unwrap();
+        assert!(
+            swaps > 1000 && roots > 0 && refused > 0,
+            "the race was run: {swaps} swaps, {roots} read, {refused} refused"
+        );
     }
 
     #[test]

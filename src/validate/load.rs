@@ -70,6 +70,13 @@ fn kind_of(ft: std::fs::FileType) -> &'static str {
 /// `x.toml` cannot hang the reader, and checked on the open descriptor
 /// (not the path) so it cannot be swapped in between.
 pub fn read_manifest(path: &Path) -> Result<String, LoadError> {
+    read_manifest_file(path).map(|(text, _)| text)
+}
+
+/// `read_manifest`, with the metadata of the file that was read (of the
+/// open descriptor: whoever checks its owner checks the file whose text
+/// this is, not whatever the path leads to a moment later).
+pub fn read_manifest_file(path: &Path) -> Result<(String, std::fs::Metadata), LoadError> {
     let io = |source| LoadError::Io { path: path.to_owned(), source };
     let mut file =
         File::options().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).map_err(io)?;
@@ -86,10 +93,11 @@ pub fn read_manifest(path: &Path) -> Result<String, LoadError> {
     if bytes.len() as u64 > MAX_MANIFEST_BYTES {
         return Err(LoadError::Invalid(InvalidFile::TooLarge { size: bytes.len() as u64 }));
     }
-    String::from_utf8(bytes).map_err(|e| {
+    let text = String::from_utf8(bytes).map_err(|e| {
         let offset = e.utf8_error().valid_up_to();
         LoadError::Invalid(InvalidFile::NotUtf8 { offset, lossy: String::from_utf8_lossy(e.as_bytes()).into_owned() })
-    })
+    })?;
+    Ok((text, meta))
 }
 
 /// The manifest files in a directory, sorted: every `*.toml` entry whose
