@@ -37,6 +37,10 @@ pub enum UnsafeInput {
         "volumes_root {path} can be entered by others (mode {mode:04o}): a workload can create set-user-ID files owned by the host's root in an idmapped volume, which any host user could then run; run `chmod o-rwx {path}`"
     )]
     VolumesTraversable { path: PathBuf, mode: u32 },
+    #[error(
+        "volumes_root {path} can be entered by its group, gid {gid} (mode {mode:04o}): a workload can create set-user-ID files owned by the host's root in an idmapped volume, which that group's members could then run; run `chmod g-rwx {path}` (or `chgrp root {path}`)"
+    )]
+    VolumesGroupTraversable { path: PathBuf, gid: u32, mode: u32 },
     #[error("{path} changed while it was being checked (a component became a symlink); try again")]
     Changed { path: PathBuf },
 }
@@ -107,6 +111,9 @@ pub fn open_volumes_root(path: &Path) -> Result<OwnedFd, UnsafeInput> {
     }
     if mode & 0o001 != 0 {
         return Err(UnsafeInput::VolumesTraversable { path: real, mode });
+    }
+    if mode & 0o010 != 0 && meta.st_gid != 0 {
+        return Err(UnsafeInput::VolumesGroupTraversable { path: real, gid: meta.st_gid, mode });
     }
     Ok(dir)
 }
@@ -281,6 +288,16 @@ mod tests {
         assert!(err.contains("can be entered by others (mode 0711)") && err.contains("chmod o-rwx"), "{err}");
         std::fs::set_permissions(&vols, std::fs::Permissions::from_mode(0o770)).unwrap();
         assert!(open_volumes_root(&vols).unwrap_err().to_string().contains("writable by its group"));
+        // Entered by its group: root's group only.
+        std::fs::set_permissions(&vols, std::fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(open_volumes_root(&vols).is_ok(), "0750 with root's group");
+        std::os::unix::fs::chown(&vols, None, Some(1000)).unwrap();
+        let err = open_volumes_root(&vols).unwrap_err().to_string();
+        assert!(
+            err.contains("can be entered by its group, gid 1000 (mode 0750)") && err.contains("chmod g-rwx"),
+            "{err}"
+        );
+        std::os::unix::fs::chown(&vols, None, Some(0)).unwrap();
         private(&vols);
         std::os::unix::fs::chown(&vols, Some(1000), None).unwrap();
         assert!(open_volumes_root(&vols).unwrap_err().to_string().contains("owned by uid 1000"));
