@@ -80,7 +80,7 @@ if [ -e "$destdir/etc/paddock/paddock.toml" ]; then
 else
 	file packaging/paddock.toml /etc/paddock/paddock.toml 0644
 fi
-dir /etc/paddock/workloads 0755
+dir /etc/paddock/workloads 0700
 dir /etc/paddock/policies 0755
 dir /var/lib/paddock 0700
 

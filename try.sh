@@ -38,7 +38,9 @@ if [ -L "$try" ] || { [ -e "$try" ] && [ "$(stat -c %u "$try")" != 0 ]; }; then
 	exit 1
 fi
 mkdir -p "$try/workloads" "$try/networks"
-chmod 755 "$try" "$try/workloads"
+chmod 755 "$try"
+# Root's alone: manifests hold secrets (env), which any user could read otherwise.
+chmod 700 "$try/workloads"
 # The daemon takes only a root-owned workloads directory; a copy of the examples is one.
 cp examples/workloads/*.toml "$try/workloads/"
 chown -R root:root "$try/workloads"

@@ -73,6 +73,15 @@ pub fn check_directory(path: &Path) -> Result<(), UnsafeInput> {
     }
 }
 
+/// Whether any user can reach files in `dir` by name: it and each of its
+/// ancestors (after symlinks) can be entered by others. Manifests hold
+/// secrets (`env`), and a workload whose root is the host's `/` sees the
+/// host's files as one of those others.
+pub fn reachable_by_others(dir: &Path) -> bool {
+    let Ok(real) = std::fs::canonicalize(dir) else { return false };
+    real.ancestors().all(|p| std::fs::metadata(p).is_ok_and(|m| m.mode() & 0o001 != 0))
+}
+
 /// Opens `volumes_root` for resolving idmapped mount sources beneath it.
 /// It must be a directory that only root may change or enter: itself
 /// root's, writable by no one else and not traversable by others (a
@@ -310,6 +319,29 @@ mod tests {
         // Unless it is sticky, as /tmp is: then nobody else can move root's entry.
         std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         assert!(open_volumes_root(&vols).is_ok());
+    }
+
+    #[test]
+    fn a_directory_is_reachable_by_others_only_through_ancestors_they_may_enter() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("workloads");
+        std::fs::create_dir(&dir).unwrap();
+        for d in [top.path(), &dir] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        assert!(reachable_by_others(&dir));
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(!reachable_by_others(&dir));
+        // Its own mode open, a parent closed (git-sync's checkouts).
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(!reachable_by_others(&dir));
+        // Through a link: the directory it leads to.
+        let open = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(&dir, open.path().join("link")).unwrap();
+        assert!(!reachable_by_others(&open.path().join("link")));
+        assert!(!reachable_by_others(&top.path().join("missing")));
     }
 
     #[test]

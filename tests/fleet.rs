@@ -156,6 +156,14 @@ fn a_host_follows_its_directory_of_a_git_repository_commit_by_commit() {
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".workloads@"))
         .count();
     assert_eq!(checkouts, 2);
+    // Root's alone, as the bare clone: manifests hold secrets (`env`).
+    let link = std::fs::read_link(d.path("etc/workloads")).unwrap();
+    let checkout = d.path("etc").join(link.components().next().unwrap());
+    for private in [checkout, d.path("etc/.workloads.git")] {
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", private.display());
+    }
+    assert!(!paddock::fsutil::reachable_by_others(&d.path("etc/workloads")));
     // A sync with nothing new changes nothing.
     let link = std::fs::read_link(d.path("etc/workloads")).unwrap();
     assert_eq!(sync(&d), "");

@@ -226,7 +226,8 @@ fn the_debian_package_installs_what_install_sh_does() {
 
     // The directories a package cannot ship empty, made by its postinst as install.sh makes them.
     let postinst = read(&repo(&format!("{}/postinst", deb["maintainer-scripts"].as_str().unwrap())));
-    assert!(postinst.contains("install -d -m 0755 -o root -g root /etc/paddock/workloads /etc/paddock/policies"));
+    assert!(postinst.contains("install -d -m 0700 -o root -g root /etc/paddock/workloads\n"));
+    assert!(postinst.contains("install -d -m 0755 -o root -g root /etc/paddock/policies\n"));
     assert!(postinst.contains("install -d -m 0700 -o root -g root /var/lib/paddock"));
     assert!(postinst.contains("#DEBHELPER#"));
 }

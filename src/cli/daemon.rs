@@ -59,6 +59,13 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     }
     // Whoever can write these chooses what runs as root: refuse as sshd's StrictModes does.
     check_directory(&workloads).or_fail(CONFIG_ERROR)?;
+    if crate::fsutil::reachable_by_others(&workloads) {
+        tracing::warn!(
+            "any user can read the manifests in {} (it and its parents can be entered by others): a workload whose root is the host's / reads every manifest, `env` included; run `chmod go-rwx {}`",
+            workloads.display(),
+            workloads.display()
+        );
+    }
     if config.policy_dir.exists() {
         check_directory(&config.policy_dir).or_fail(CONFIG_ERROR)?;
     }
