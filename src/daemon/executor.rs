@@ -407,16 +407,33 @@ struct NetworkFailed(String);
 #[error("cannot open the workload's log: {0}")]
 struct LogFile(std::io::Error);
 
-/// The host (or this process) ran out of descriptors, memory or space:
-/// the daemon's failure, not the workload's.
+/// The host (or this process) ran out of descriptors, memory, space or
+/// processes (EAGAIN from clone: threads-max, pid_max, or a pids limit
+/// above the sandbox's, which is empty when it is cloned into it): the
+/// daemon's failure, not the workload's. A fork bomb in one workload
+/// that used up the host's processes does not count against the others.
 fn is_exhausted(errno: Errno) -> bool {
-    matches!(errno, Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM | Errno::ENOSPC)
+    matches!(errno, Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM | Errno::ENOSPC | Errno::EAGAIN)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use nix::sys::signal::kill;
+
+    #[test]
+    fn a_host_out_of_processes_descriptors_or_memory_is_the_daemons_failure() {
+        for errno in [Errno::EAGAIN, Errno::EMFILE, Errno::ENFILE, Errno::ENOMEM] {
+            assert_eq!(blame(&SpawnError::Clone(errno)), Blame::Daemon, "{errno}");
+            assert_eq!(blame(&SpawnError::SocketPair(errno)), Blame::Daemon, "{errno}");
+        }
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(blame(&SpawnError::Record(full)), Blame::Daemon);
+        // What the workload asked for is its own.
+        assert_eq!(blame(&SpawnError::Clone(Errno::EINVAL)), Blame::Workload);
+        let big = SpawnError::OutsideSlice { what: "user", id: 70000, size: 65536 };
+        assert_eq!(blame(&big), Blame::Host);
+    }
 
     #[test]
     fn a_stop_after_the_init_is_reaped_never_reaches_the_process_given_its_pid() {

@@ -234,7 +234,7 @@ impl Runtime<'_> {
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         // Each stream on a thread of its own: neither can fill up and block the plugin.
         let drain = |stream: Option<Box<dyn Read + Send>>| {
-            std::thread::spawn(move || {
+            std::thread::Builder::new().spawn(move || {
                 let mut bytes = Vec::new();
                 if let Some(mut s) = stream {
                     let _ = s.read_to_end(&mut bytes);
@@ -244,6 +244,24 @@ impl Runtime<'_> {
         };
         let out_reader = drain(stdout.map(|s| Box::new(s) as Box<dyn Read + Send>));
         let err_reader = drain(stderr.map(|s| Box::new(s) as Box<dyn Read + Send>));
+        // No thread to be had (the host is out of processes): the plugin
+        // is killed, and the drain that did start ends with its output.
+        let (out_reader, err_reader) = match (out_reader, err_reader) {
+            (Ok(out), Ok(err)) => (out, err),
+            (out, err) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let mut failed = None;
+                for reader in [out, err] {
+                    match reader {
+                        Ok(started) => drop(started.join()),
+                        Err(e) => failed = failed.or(Some(e)),
+                    }
+                }
+                let source = failed.unwrap_or_else(|| std::io::Error::other("a drain thread did not start"));
+                return Err(CniError::Run { plugin: kind.clone(), source });
+            }
+        };
         // Its end, waited for on a pidfd (no polling), at most PLUGIN_TIMEOUT.
         if !ends_within(child.id(), PLUGIN_TIMEOUT) {
             let _ = child.kill();

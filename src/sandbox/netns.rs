@@ -27,6 +27,8 @@ pub enum NetnsError {
     Sysctl { path: String, source: std::io::Error },
     #[error("opening the network namespace {path}: {errno}")]
     Open { path: String, errno: Errno },
+    #[error("starting the thread that makes the network namespace: {0} (is the host out of processes?)")]
+    Thread(std::io::Error),
 }
 
 /// Makes a network namespace, with loopback up, kept at `path` (a file
@@ -41,7 +43,7 @@ pub fn create(path: &Path) -> Result<(), NetnsError> {
     let owned = path.to_owned();
     // On a thread of its own: unshare(CLONE_NEWNET) moves only the calling
     // thread, which ends here, so no other code ever runs in the namespace.
-    let made = std::thread::spawn(move || -> Result<(), NetnsError> {
+    let made = std::thread::Builder::new().spawn(move || -> Result<(), NetnsError> {
         unshare(CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
         mount(Some("/proc/thread-self/ns/net"), &owned, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .map_err(|errno| NetnsError::Bind { path: owned.display().to_string(), errno })?;
@@ -54,9 +56,11 @@ pub fn create(path: &Path) -> Result<(), NetnsError> {
             std::fs::write(&path, value).map_err(|source| NetnsError::Sysctl { path, source })?;
         }
         Ok(())
-    })
-    .join()
-    .unwrap_or(Err(NetnsError::Unshare(Errno::EIO)));
+    });
+    let made = match made {
+        Ok(thread) => thread.join().unwrap_or(Err(NetnsError::Unshare(Errno::EIO))),
+        Err(e) => Err(NetnsError::Thread(e)),
+    };
     if made.is_err() {
         remove(path);
     }
