@@ -55,6 +55,11 @@ const BASELINE_CASES: &[(&str, &str, &str)] = &[
         "[rootfs]\npath = \"/\"\nreadonly = false\n",
         "[rootfs]\npath = \"/srv/root\"\nreadonly = false\n",
     ),
+    (
+        "no-writable-host-root-mount",
+        "[[mounts]]\nsource = \"//\"\ntarget = \"/host\"\nreadonly = false\n",
+        "[[mounts]]\nsource = \"/srv\"\ntarget = \"/host\"\nreadonly = false\n",
+    ),
 ];
 
 #[test]
@@ -62,6 +67,16 @@ fn each_baseline_rule_refuses_its_case_and_only_that() {
     for (rule, breach, fixed) in BASELINE_CASES {
         assert_eq!(broken("baseline", &format!("{CMD}{breach}")), [format!("baseline/{rule}")], "breach of {rule}");
         assert_eq!(broken("baseline", &format!("{CMD}{fixed}")), Vec::<String>::new(), "fix of {rule}");
+    }
+}
+
+#[test]
+fn the_hosts_root_may_be_mounted_read_only_which_is_a_mounts_default() {
+    for source in ["/", "/.", "//"] {
+        let text = format!("{CMD}[[mounts]]\nsource = {source:?}\ntarget = \"/host\"\n");
+        assert_eq!(broken("baseline", &text), Vec::<String>::new(), "{text}");
+        let writable = format!("{text}readonly = false\n");
+        assert_eq!(broken("baseline", &writable), ["baseline/no-writable-host-root-mount"], "{writable}");
     }
 }
 

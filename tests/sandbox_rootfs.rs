@@ -260,4 +260,21 @@ fn a_writable_host_root_by_another_name_is_refused() {
     );
     let readonly = w.run(&[], &w.manifest("alias", &manifest(&link, true)), &[]);
     assert_eq!(readonly.status.code(), Some(0), "{}", stderr(&readonly));
+    // A mount of it, likewise.
+    let mount = |readonly: bool| {
+        format!(
+            "command = [\"/bin/busybox\", \"true\"]\nrootfs = {{ path = {:?} }}\n[[mounts]]\nsource = {:?}\ntarget = \"/host\"\nreadonly = {readonly}\n",
+            busybox_rootfs().display().to_string(),
+            link.display().to_string()
+        )
+    };
+    let writable = w.run(&[], &w.manifest("mount", &mount(false)), &[]);
+    assert_eq!(writable.status.code(), Some(125), "{}", stdout(&writable));
+    assert!(
+        stderr(&writable).contains("mount source") && stderr(&writable).contains("reached through a link"),
+        "{}",
+        stderr(&writable)
+    );
+    let readonly = w.run(&[], &w.manifest("mount", &mount(true)), &[]);
+    assert_eq!(readonly.status.code(), Some(0), "{}", stderr(&readonly));
 }

@@ -54,6 +54,10 @@ pub enum SourceError {
         "rootfs {path} is the host's root directory, reached through a link, and writable: the policies read a rootfs as written, so write it as \"/\" (and keep readonly = true, as baseline requires), or name a root directory of the workload's own"
     )]
     WritableHostRoot { path: PathBuf },
+    #[error(
+        "mount source {path} is the host's root directory, reached through a link, and writable: the policies read a mount source as written, so write it as \"/\" (and keep readonly = true, as baseline requires), or mount only the directory the workload needs"
+    )]
+    WritableHostRootMount { path: PathBuf },
     #[error(transparent)]
     VolumesRoot(#[from] UnsafeInput),
 }
@@ -182,6 +186,12 @@ fn open_beneath(root: &OwnedFd, relative: &Path) -> Result<OwnedFd, Errno> {
     openat2(root, relative, how)
 }
 
+/// Whether `path` is written as the host's root (`/` and its spellings,
+/// such as `//` or `/.`), as the policies' patterns read it.
+fn spells_root(path: &Path) -> bool {
+    path.as_os_str().as_bytes().iter().all(|b| matches!(b, b'/' | b'.'))
+}
+
 /// Whether `fd` is the host's root directory, whatever path led to it (a
 /// link to `/` of an operator's, say).
 fn is_host_root(fd: &OwnedFd) -> Result<bool, Errno> {
@@ -283,8 +293,7 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, Sour
     let rootfs = resolve(path, false, volumes_root, identity, &mut volumes, &rootfs_err)?;
     // The policies read a rootfs path as written (`/` and its spellings):
     // a writable host root reached by another path would pass them unseen.
-    let as_written = path.as_os_str().as_bytes().iter().all(|b| matches!(b, b'/' | b'.'));
-    if !manifest.rootfs.readonly && !as_written && is_host_root(&rootfs).map_err(rootfs_err)? {
+    if !manifest.rootfs.readonly && !spells_root(path) && is_host_root(&rootfs).map_err(rootfs_err)? {
         return Err(SourceError::WritableHostRoot { path: path.clone() });
     }
     let rootfs = sys::open_tree_clone(Some(rootfs.as_fd()), c"", false).map_err(rootfs_err)?;
@@ -293,6 +302,10 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, Sour
         let source = &mount.source;
         let err = |errno| SourceError::Mount { path: source.clone(), errno };
         let fd = resolve(source, mount.idmap, volumes_root, identity, &mut volumes, &err)?;
+        // As the rootfs's, above: the policies read a source as written.
+        if !mount.readonly && !spells_root(source) && is_host_root(&fd).map_err(err)? {
+            return Err(SourceError::WritableHostRootMount { path: source.clone() });
+        }
         let is_dir = is_dir(&fd).map_err(err)?;
         let tree = sys::open_tree_clone(Some(fd.as_fd()), c"", true).map_err(err)?;
         sys::mount_setattr(tree.as_fd(), attributes(mount), None, true).map_err(err)?;
