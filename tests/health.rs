@@ -83,6 +83,26 @@ fn a_tcp_probe_and_a_command_probe_and_mark_only() {
 }
 
 #[test]
+fn a_command_probe_that_closes_its_output_and_lingers_times_out() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write(
+        "hlinger.toml",
+        &busybox_manifest(
+            "exec sleep 1000",
+            "[health]\ncommand = [\"sh\", \"-c\", \"exec >/dev/null 2>&1; sleep 100\"]\ninterval = \"200ms\"\ntimeout = \"500ms\"\nretries = 1\non_unhealthy = \"mark\"\n",
+        ),
+    );
+    // Its output's end is not its end: the probe's deadline still holds.
+    d.wait_for("hlinger unhealthy", |d| d.workload("hlinger").is_some_and(|w| w["health"] == "unhealthy"));
+    let probes = detail(&d, "hlinger")["probes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        probes.iter().any(|p| p["ok"] == false && p["output"].as_str().unwrap_or("").contains("timed out after 500ms")),
+        "{probes:?}"
+    );
+    assert_eq!(d.terminate(), 0);
+}
+
+#[test]
 fn a_chain_starts_in_order_waiting_for_health_and_a_cycle_is_refused_naming_both_files() {
     let mut d = Daemon::setup().start(&[]);
     d.write(

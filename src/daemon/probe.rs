@@ -127,7 +127,10 @@ fn finish(mut child: std::process::Child, read: OwnedFd, timeout: Duration) -> R
         }
     };
     let text = String::from_utf8_lossy(&output).trim_end().to_owned();
-    if timed_out {
+    // Its output closed, it may still run (a command that closes its
+    // stdout and stderr): its end is waited for within the same deadline.
+    let left = deadline.saturating_duration_since(Instant::now());
+    if timed_out || !crate::sandbox::process::ends_within(&child, left) {
         // Its command dies with it (PR_SET_PDEATHSIG).
         let _ = child.kill();
         let _ = child.wait();

@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -263,7 +263,7 @@ impl Runtime<'_> {
             }
         };
         // Its end, waited for on a pidfd (no polling), at most PLUGIN_TIMEOUT.
-        if !ends_within(child.id(), PLUGIN_TIMEOUT) {
+        if !crate::sandbox::process::ends_within(&child, PLUGIN_TIMEOUT) {
             let _ = child.kill();
             let _ = child.wait();
             return Err(CniError::Timeout { plugin: kind, command: verb.as_str() });
@@ -309,26 +309,6 @@ fn failure(out: &[u8], err: &[u8], status: std::process::ExitStatus) -> String {
 }
 
 /// The workload's addresses in a result (`ips[].address`, CIDR form).
-/// Whether the child `pid` ends within `limit` (true also when it cannot
-/// be watched: the caller's wait then blocks as it would have anyway).
-fn ends_within(pid: u32, limit: Duration) -> bool {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::os::fd::AsFd;
-    let Ok(pidfd) = crate::sandbox::pidfd_open(pid as i32) else { return true };
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let timeout = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(0) => return false,
-            Ok(_) => return true,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return true,
-        }
-    }
-}
-
 pub fn addresses(result: &Value) -> Vec<String> {
     result
         .get("ips")

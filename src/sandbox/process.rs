@@ -49,17 +49,31 @@ pub fn kill(pid: i32, started: u64, timeout: Duration) -> Killed {
         return Killed::Gone;
     }
     let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-    let deadline = Instant::now() + timeout;
+    if ended_within(pidfd.as_fd(), timeout) { Killed::Killed } else { Killed::Stuck }
+}
+
+/// Whether `child`, a child of this process not yet waited for (so its
+/// pid is still its own), ends within `limit`: waited for on a pidfd, no
+/// polling. True when no pidfd can be had (the wait that follows then
+/// blocks as it would have).
+pub fn ends_within(child: &std::process::Child, limit: Duration) -> bool {
+    let Ok(pidfd) = sys::pidfd_open(child.id() as i32) else { return true };
+    ended_within(pidfd.as_fd(), limit)
+}
+
+/// Whether the process of `pidfd` ends within `limit` (a pidfd polls
+/// readable once its process has ended).
+fn ended_within(pidfd: std::os::fd::BorrowedFd<'_>, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
     loop {
-        // A pidfd polls readable once its process has ended.
         let left = deadline.saturating_duration_since(Instant::now());
         let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::ZERO);
-        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
         match poll(&mut fds, ms) {
-            Ok(n) if n > 0 => return Killed::Killed,
+            Ok(n) if n > 0 => return true,
             Err(nix::errno::Errno::EINTR) => continue,
             _ if Instant::now() < deadline => continue,
-            _ => return Killed::Stuck,
+            _ => return false,
         }
     }
 }
@@ -81,5 +95,19 @@ mod tests {
         let status = child.wait().unwrap();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
         assert_eq!(start_time(i32::MAX), None);
+    }
+
+    #[test]
+    fn ends_within_waits_for_a_child_up_to_its_limit() {
+        let mut slow = std::process::Command::new("sleep").arg("100").spawn().unwrap();
+        let begun = Instant::now();
+        assert!(!ends_within(&slow, Duration::from_millis(200)));
+        assert!(begun.elapsed() >= Duration::from_millis(200));
+        slow.kill().unwrap();
+        assert!(ends_within(&slow, Duration::from_secs(5)), "a killed child ends");
+        slow.wait().unwrap();
+        let mut quick = std::process::Command::new("true").spawn().unwrap();
+        assert!(ends_within(&quick, Duration::from_secs(5)));
+        quick.wait().unwrap();
     }
 }
