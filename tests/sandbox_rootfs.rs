@@ -278,3 +278,29 @@ fn a_writable_host_root_by_another_name_is_refused() {
     let readonly = w.run(&[], &w.manifest("mount", &mount(true)), &[]);
     assert_eq!(readonly.status.code(), Some(0), "{}", stderr(&readonly));
 }
+
+/// What runc masks: /proc's views of the host kernel (the keys the
+/// daemon's keyring shows, ACPI tables) and /sys/firmware, empty inside,
+/// with /proc and /sys themselves intact: in a sandbox with its own
+/// network (a fresh sysfs) and in one on the host's (its /sys bound).
+#[test]
+fn the_hosts_kernel_details_are_masked_in_proc_and_sys() {
+    let w = World::new();
+    // The host has them (else the test shows nothing).
+    assert!(std::fs::read_dir("/sys/firmware").unwrap().count() > 0, "this host has no /sys/firmware entries");
+    assert!(
+        Path::new("/proc/acpi").is_dir() && Path::new("/proc/keys").exists(),
+        "this kernel lacks /proc/acpi or /proc/keys"
+    );
+    let script = "echo keys $(wc -c < /proc/keys); echo acpi $(ls -A /proc/acpi | wc -l); \
+                  echo firmware $(ls -A /sys/firmware | wc -l); \
+                  test -r /proc/self/status && test -d /sys/kernel && echo intact";
+    for (name, extra, policy) in
+        [("own", "", "baseline"), ("hostnet", "[namespaces]\nnetwork = \"host\"\n", "privileged")]
+    {
+        let manifest = w.manifest(name, &common::sandbox::busybox_manifest(script, extra));
+        let out = w.run(&["--policy", policy], &manifest, &[]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "keys 0\nacpi 0\nfirmware 0\nintact\n", "{name}");
+    }
+}

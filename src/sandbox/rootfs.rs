@@ -43,6 +43,14 @@ const STAGING: &str = "/tmp";
 
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
+/// What runc's default spec masks in `/proc` (and `/sys/firmware`, below):
+/// the host kernel's own information, which no workload needs and some
+/// leak (the keys the daemon's session keyring lets it view, ACPI and SCSI
+/// tables, timers). A file is covered by `/dev/null`, a directory by an
+/// empty read-only tmpfs; what this kernel does not have is skipped.
+const MASKED_PROC: &[&str] =
+    &["acpi", "asound", "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "scsi"];
+
 /// Builds the root and enters it. On return, `/` is the sandbox's root.
 pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<(), StepError> {
     // Nothing we mount may propagate back to the host.
@@ -61,6 +69,9 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     if cfg.private_pid {
         mount(Some("proc"), &proc_dir, Some("proc"), nosuid_nodev | MsFlags::MS_NOEXEC, None::<&str>)
             .step("mount proc", &proc_dir)?;
+        for name in MASKED_PROC {
+            mask(&proc_dir.join(name))?;
+        }
     } else {
         // A user namespace that does not own the pid namespace cannot mount proc.
         attach_host_tree("/proc", &proc_dir, false)?;
@@ -111,6 +122,8 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
         // network namespace (as runc, the host's is bound read-only instead).
         attach_host_tree("/sys", &sys_dir, true)?;
     }
+    // The host's firmware (EFI variables, DMI and ACPI tables), as runc masks it.
+    mask(&sys_dir.join("firmware"))?;
 
     for (m, fd) in cfg.mounts.iter().zip(mounts) {
         let target =
@@ -273,6 +286,24 @@ fn open_path(path: &Path) -> Result<OwnedFd, StepError> {
 
 /// Clones a tree of the host's (visible in our mount namespace until the
 /// pivot) onto `target`, read-only when asked, keeping its submounts.
+/// Covers `path` (see `MASKED_PROC`): a file with `/dev/null` (the
+/// host's, as /dev's nodes are bound), a directory with an empty
+/// read-only tmpfs. Nothing there is nothing to hide.
+fn mask(path: &Path) -> Result<(), StepError> {
+    let is_dir = match nix::sys::stat::lstat(path) {
+        Ok(st) => SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e).step("mask", path),
+    };
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if is_dir {
+        mount(Some("tmpfs"), path, Some("tmpfs"), flags | MsFlags::MS_RDONLY, Some("size=0,mode=0555"))
+    } else {
+        mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+    }
+    .step("mask", path)
+}
+
 fn attach_host_tree(source: &str, target: &Path, readonly: bool) -> Result<(), StepError> {
     let c = CString::new(source).map_err(|_| Errno::EINVAL).step("open_tree", source)?;
     let tree = sys::open_tree_clone(None, &c, true).step("open_tree", source)?;
