@@ -120,7 +120,21 @@ pub fn scan(dir: &Path, previous: Option<&Snapshot>) -> std::io::Result<Snapshot
             snapshot.insert(name, found.clone());
             continue;
         }
-        let found = match load::read_manifest_file(&path) {
+        // As root trusts it: a symlink on the way only where no one but root could have made it.
+        let opened = match crate::sandbox::open_trusted(&path) {
+            Ok(file) => Ok(file),
+            Err(Ok(link)) => {
+                let message = format!(
+                    "{} is reached through {}, a symlink that someone other than root could have made (it, or the directory that holds it, is not root's alone): whoever made it chooses what paddock runs; make the link and its directory root's and writable only by root, or link to the file directly",
+                    path.display(),
+                    link.display()
+                );
+                snapshot.insert(name, Found::Refused { message });
+                continue;
+            }
+            Err(Err(errno)) => Err(LoadError::Io { path: path.clone(), source: errno.into() }),
+        };
+        let found = match opened.and_then(|file| load::read_open_manifest(file, &path)) {
             Ok((text, meta)) => match owner_refusal(&path, &meta) {
                 Some(message) => Found::Refused { message },
                 None => Found::Read { version: version_of(&text), text, stamp },
@@ -434,6 +448,32 @@ mod tests {
             swaps > 1000 && roots > 0 && refused > 0,
             "the race was run: {swaps} swaps, {roots} read, {refused} refused"
         );
+    }
+
+    #[test]
+    fn a_link_someone_else_could_have_made_is_not_followed_to_roots_files() {
+        // web.toml leads into a directory uid 65534 owns; there, their own
+        // link points at a file of root's (a manifest meant for another
+        // host, say): followed, it would run as if root had put it here.
+        let d = dir();
+        let (theirs, roots) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let other = roots.path().join("other.toml");
+        std::fs::write(&other, "command = [\"/bin/other-hosts\"]\n").unwrap();
+        std::fs::set_permissions(theirs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(theirs.path(), Some(65534), None).unwrap();
+        let link = theirs.path().join("app.toml");
+        std::os::unix::fs::symlink(&other, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(65534), None).unwrap();
+        std::os::unix::fs::symlink(&link, d.path().join("web.toml")).unwrap();
+        let s = scan(d.path(), None).unwrap();
+        let Found::Refused { message } = &s["web.toml"] else { panic!("followed their link: {s:?}") };
+        assert!(message.contains(&format!("reached through {}", link.display())), "{message}");
+        assert!(message.contains("someone other than root could have made"), "{message}");
+        // Root's own file in their directory is still root's file (they can
+        // neither write it nor, with protected hard links, link others' in).
+        std::fs::remove_file(&link).unwrap();
+        std::fs::copy(&other, &link).unwrap();
+        assert!(matches!(&scan(d.path(), None).unwrap()["web.toml"], Found::Read { .. }));
     }
 
     #[test]

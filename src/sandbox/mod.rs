@@ -25,7 +25,7 @@ pub use crate::model::Exit;
 pub use channel::ChannelError;
 pub use config::{InitCommand, InitReport};
 pub use running::{AdoptError, Sandbox, adopt, end_of};
-pub use source::SourceError;
+pub use source::{SourceError, open_trusted};
 pub use spawn::{Cloned, InitMode, Leftover, Pending, SpawnError, SpawnRequest, begin, raise_nofile_limit, spawn};
 pub use sys::{pidfd_open, pidfd_send_signal};
 

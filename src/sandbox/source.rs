@@ -282,6 +282,30 @@ fn resolve(
     }
 }
 
+/// Opens the host file at `path` for reading, resolved as mount sources
+/// are (`open_host`: a symlink is followed only where no one but root
+/// could have made it), non-blocking (a FIFO cannot hang the reader).
+/// For what paddock trusts as root's: the daemon's manifests. `Err` with
+/// the link's path for a symlink someone else could have made.
+pub fn open_trusted(path: &Path) -> Result<std::fs::File, Result<PathBuf, Errno>> {
+    let path = std::path::absolute(path).map_err(|e| Err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL))))?;
+    let fd = match open_host(&path, None) {
+        Ok(fd) => fd,
+        Err(HostPathError::UnsafeSymlink(link)) => return Err(Ok(link)),
+        Err(HostPathError::Errno(errno)) => return Err(Err(errno)),
+        Err(HostPathError::ReachesVolumes(_)) => return Err(Err(Errno::EXDEV)),
+    };
+    // The O_PATH descriptor opened for reading, through its /proc link.
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let file = nix::fcntl::open(
+        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)).as_str(),
+        flags,
+        Mode::empty(),
+    )
+    .map_err(Err)?;
+    Ok(std::fs::File::from(file))
+}
+
 /// Opens every source of `manifest` once and detaches its copy.
 pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, SourceError> {
     let path = &manifest.rootfs.path;

@@ -78,8 +78,14 @@ pub fn read_manifest(path: &Path) -> Result<String, LoadError> {
 /// this is, not whatever the path leads to a moment later).
 pub fn read_manifest_file(path: &Path) -> Result<(String, std::fs::Metadata), LoadError> {
     let io = |source| LoadError::Io { path: path.to_owned(), source };
-    let mut file =
-        File::options().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).map_err(io)?;
+    let file = File::options().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).map_err(io)?;
+    read_open_manifest(file, path)
+}
+
+/// `read_manifest_file` of a file already open (non-blocking) for reading;
+/// `path` names it in errors.
+pub fn read_open_manifest(mut file: File, path: &Path) -> Result<(String, std::fs::Metadata), LoadError> {
+    let io = |source| LoadError::Io { path: path.to_owned(), source };
     let meta = file.metadata().map_err(io)?;
     if !meta.file_type().is_file() {
         return Err(LoadError::Invalid(InvalidFile::NotRegular { kind: kind_of(meta.file_type()) }));
