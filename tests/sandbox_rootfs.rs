@@ -280,27 +280,35 @@ fn a_writable_host_root_by_another_name_is_refused() {
 }
 
 /// What runc masks: /proc's views of the host kernel (the keys the
-/// daemon's keyring shows, ACPI tables) and /sys/firmware, empty inside,
+/// daemon's keyring shows, ACPI tables) and /sys/firmware, covered inside
+/// (each a mount point in the sandbox's mountinfo, its content empty),
 /// with /proc and /sys themselves intact: in a sandbox with its own
-/// network (a fresh sysfs) and in one on the host's (its /sys bound).
+/// network (a fresh sysfs) and in one on the host's (its /sys bound). A
+/// privileged workload is not masked, as Docker's --privileged is not.
 #[test]
 fn the_hosts_kernel_details_are_masked_in_proc_and_sys() {
     let w = World::new();
-    // The host has them (else the test shows nothing).
-    assert!(std::fs::read_dir("/sys/firmware").unwrap().count() > 0, "this host has no /sys/firmware entries");
-    assert!(
-        Path::new("/proc/acpi").is_dir() && Path::new("/proc/keys").exists(),
-        "this kernel lacks /proc/acpi or /proc/keys"
+    // What this host has of the masked paths (else there is nothing to see).
+    let masked: Vec<&str> = ["/proc/acpi", "/proc/keys", "/proc/timer_list", "/proc/scsi", "/sys/firmware"]
+        .into_iter()
+        .filter(|p| Path::new(p).exists())
+        .collect();
+    assert!(masked.contains(&"/proc/keys"), "this kernel has no /proc/keys (CONFIG_KEYS): nothing to check");
+    let script = format!(
+        "for p in {}; do if [ -d $p ]; then n=$(ls -A $p | wc -l); else n=$(wc -c < $p); fi; \
+         grep -q \" $p \" /proc/self/mountinfo && echo \"$p covered $n\"; done; \
+         test -r /proc/self/status && test -d /sys/kernel && echo intact",
+        masked.join(" ")
     );
-    let script = "echo keys $(wc -c < /proc/keys); echo acpi $(ls -A /proc/acpi | wc -l); \
-                  echo firmware $(ls -A /sys/firmware | wc -l); \
-                  test -r /proc/self/status && test -d /sys/kernel && echo intact";
-    for (name, extra, policy) in
-        [("own", "", "baseline"), ("hostnet", "[namespaces]\nnetwork = \"host\"\n", "privileged")]
-    {
-        let manifest = w.manifest(name, &common::sandbox::busybox_manifest(script, extra));
+    let covered: String = masked.iter().map(|p| format!("{p} covered 0\n")).collect();
+    for (name, extra, policy, want) in [
+        ("own", "", "baseline", format!("{covered}intact\n")),
+        ("hostnet", "[namespaces]\nnetwork = \"host\"\n", "privileged", format!("{covered}intact\n")),
+        ("privileged", "[security]\nprivileged = true\n", "privileged", "intact\n".to_owned()),
+    ] {
+        let manifest = w.manifest(name, &common::sandbox::busybox_manifest(&script, extra));
         let out = w.run(&["--policy", policy], &manifest, &[]);
         assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
-        assert_eq!(stdout(&out), "keys 0\nacpi 0\nfirmware 0\nintact\n", "{name}");
+        assert_eq!(stdout(&out), want, "{name}");
     }
 }

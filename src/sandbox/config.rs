@@ -27,6 +27,11 @@ pub struct InitConfig {
     pub capabilities: u64,
     pub no_new_privileges: bool,
     pub seccomp: bool,
+    /// Whether the host kernel's details in /proc and /sys/firmware are
+    /// masked (`rootfs::MASKED_PROC`): not for a privileged workload, as
+    /// Docker's `--privileged` is not masked (nested sandboxes need a
+    /// /proc without covered entries to mount their own).
+    pub mask_paths: bool,
     /// RLIMIT_NOFILE for the workload (soft, hard); the init itself may
     /// hold more, so it is set in the workload's process.
     pub nofile: Option<(u64, u64)>,

@@ -70,6 +70,8 @@ pub fn workload(name: &crate::model::WorkloadName, m: &crate::model::Manifest, e
         capabilities: super::spawn::capability_mask(m),
         no_new_privileges: m.security.no_new_privileges,
         seccomp: m.security.seccomp == Seccomp::Default && !m.security.privileged,
+        // An entered command joins the sandbox's mounts; it makes none.
+        mask_paths: !m.security.privileged,
         nofile: super::spawn::workload_nofile(m),
         supervised: false,
     }

@@ -47,7 +47,11 @@ const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 /// the host kernel's own information, which no workload needs and some
 /// leak (the keys the daemon's session keyring lets it view, ACPI and SCSI
 /// tables, timers). A file is covered by `/dev/null`, a directory by an
-/// empty read-only tmpfs; what this kernel does not have is skipped.
+/// empty read-only tmpfs; what this kernel does not have is skipped. Not
+/// for a privileged workload (`InitConfig::mask_paths`), nor in the host's
+/// /proc of a sandbox in the host's pid namespace (it sees the host's
+/// processes anyway). Before the manifest's mounts: one of its own over
+/// these paths is what the operator asked for, and shows them.
 const MASKED_PROC: &[&str] =
     &["acpi", "asound", "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "scsi"];
 
@@ -69,7 +73,7 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     if cfg.private_pid {
         mount(Some("proc"), &proc_dir, Some("proc"), nosuid_nodev | MsFlags::MS_NOEXEC, None::<&str>)
             .step("mount proc", &proc_dir)?;
-        for name in MASKED_PROC {
+        for name in MASKED_PROC.iter().filter(|_| cfg.mask_paths) {
             mask(&proc_dir.join(name))?;
         }
     } else {
@@ -123,7 +127,9 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
         attach_host_tree("/sys", &sys_dir, true)?;
     }
     // The host's firmware (EFI variables, DMI and ACPI tables), as runc masks it.
-    mask(&sys_dir.join("firmware"))?;
+    if cfg.mask_paths {
+        mask(&sys_dir.join("firmware"))?;
+    }
 
     for (m, fd) in cfg.mounts.iter().zip(mounts) {
         let target =
@@ -284,8 +290,6 @@ fn open_path(path: &Path) -> Result<OwnedFd, StepError> {
     open(path, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).step("open", path)
 }
 
-/// Clones a tree of the host's (visible in our mount namespace until the
-/// pivot) onto `target`, read-only when asked, keeping its submounts.
 /// Covers `path` (see `MASKED_PROC`): a file with `/dev/null` (the
 /// host's, as /dev's nodes are bound), a directory with an empty
 /// read-only tmpfs. Nothing there is nothing to hide.
@@ -304,6 +308,8 @@ fn mask(path: &Path) -> Result<(), StepError> {
     .step("mask", path)
 }
 
+/// Clones a tree of the host's (visible in our mount namespace until the
+/// pivot) onto `target`, read-only when asked, keeping its submounts.
 fn attach_host_tree(source: &str, target: &Path, readonly: bool) -> Result<(), StepError> {
     let c = CString::new(source).map_err(|_| Errno::EINVAL).step("open_tree", source)?;
     let tree = sys::open_tree_clone(None, &c, true).step("open_tree", source)?;
