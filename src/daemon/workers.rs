@@ -49,7 +49,16 @@ impl Workers {
         self.shared.work.notify_one();
         if self.threads.len() < self.limit && self.threads.len() < outstanding {
             let shared = self.shared.clone();
-            self.threads.push(std::thread::spawn(move || work(&shared)));
+            match std::thread::Builder::new().spawn(move || work(&shared)) {
+                Ok(thread) => self.threads.push(thread),
+                // The host is out of threads: the ones there are take the
+                // job; with none, it runs here, slow but never lost.
+                Err(e) if self.threads.is_empty() => {
+                    tracing::warn!(error = %e, "cannot start a worker thread; running the job on the event loop");
+                    run_one(&self.shared);
+                }
+                Err(_) => {}
+            }
         }
     }
 
@@ -76,14 +85,26 @@ fn work(shared: &Shared) {
                 q = shared.work.wait(q).unwrap_or_else(PoisonError::into_inner);
             }
         };
-        // A job that panics is a bug reported on stderr; the pool, and the
-        // count `settle` waits on, go on.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-        let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        q.outstanding -= 1;
-        if q.outstanding == 0 {
-            shared.idle.notify_all();
-        }
+        finish(shared, job);
+    }
+}
+
+/// Runs the next queued job, if any, on the calling thread.
+fn run_one(shared: &Shared) {
+    let job = shared.queue.lock().unwrap_or_else(PoisonError::into_inner).jobs.pop_front();
+    if let Some(job) = job {
+        finish(shared, job);
+    }
+}
+
+fn finish(shared: &Shared, job: Job) {
+    // A job that panics is a bug reported on stderr; the pool, and the
+    // count `settle` waits on, go on.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+    q.outstanding -= 1;
+    if q.outstanding == 0 {
+        shared.idle.notify_all();
     }
 }
 

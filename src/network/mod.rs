@@ -62,6 +62,18 @@ pub enum NetworkError {
 }
 
 impl NetworkError {
+    /// Whether the host (or this process) was out of processes, threads
+    /// or descriptors when a plugin or a thread was to start: the daemon's
+    /// failure, retried without counting against the workload.
+    pub fn host_exhausted(&self) -> bool {
+        let errno = match self {
+            NetworkError::Cni(CniError::Run { source, .. }) => source.raw_os_error(),
+            NetworkError::Netns(crate::sandbox::netns::NetnsError::Thread(source)) => source.raw_os_error(),
+            _ => None,
+        };
+        errno.is_some_and(|e| matches!(e, libc::EAGAIN | libc::EMFILE | libc::ENFILE | libc::ENOMEM))
+    }
+
     /// Whether only the operator can mend it (install a plugin, fix a
     /// conflist, the configuration or the state directory); otherwise it
     /// may pass, and trying again is worth it.

@@ -28,7 +28,14 @@ pub struct AttachError {
 
 impl From<NetworkError> for AttachError {
     fn from(e: NetworkError) -> Self {
-        let blame = if e.needs_the_operator() { Blame::Host } else { Blame::Workload };
+        let blame = if e.needs_the_operator() {
+            Blame::Host
+        } else if e.host_exhausted() {
+            // Out of processes or descriptors: not the workload's doing.
+            Blame::Daemon
+        } else {
+            Blame::Workload
+        };
         AttachError { message: e.to_string(), blame }
     }
 }
@@ -238,5 +245,32 @@ fn view(a: &Attachment) -> NetworkView {
         network: a.network.clone(),
         addresses: a.addresses(),
         ports: a.ports.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::cni::CniError;
+    use crate::sandbox::netns::NetnsError;
+
+    #[test]
+    fn a_host_out_of_processes_is_the_daemons_failure_on_the_network_path_too() {
+        let run = |errno| {
+            NetworkError::Cni(CniError::Run {
+                plugin: "bridge".into(),
+                source: std::io::Error::from_raw_os_error(errno),
+            })
+        };
+        for errno in [libc::EAGAIN, libc::EMFILE, libc::ENFILE, libc::ENOMEM] {
+            assert_eq!(AttachError::from(run(errno)).blame, Blame::Daemon, "{errno}");
+            let thread = NetworkError::Netns(NetnsError::Thread(std::io::Error::from_raw_os_error(errno)));
+            assert_eq!(AttachError::from(thread).blame, Blame::Daemon, "{errno}");
+        }
+        // A plugin that could not be run for another reason, or that failed, may pass: the workload's.
+        assert_eq!(AttachError::from(run(libc::EACCES)).blame, Blame::Workload);
+        let failed =
+            NetworkError::Cni(CniError::Failed { plugin: "bridge".into(), command: "ADD", message: "x".into() });
+        assert_eq!(AttachError::from(failed).blame, Blame::Workload);
     }
 }
