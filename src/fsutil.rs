@@ -84,7 +84,8 @@ pub fn reachable_by_others(dir: &Path) -> bool {
 
 /// Opens `volumes_root` for resolving idmapped mount sources beneath it.
 /// It must be a directory that only root may change or enter: itself
-/// root's, writable by no one else and not traversable by others (a
+/// root's, writable by no one else and not traversable by others, nor by
+/// its group unless that group is root's (a
 /// workload can create set-user-ID files owned by the host's root in an
 /// idmapped volume; no host user may reach them), and each of its
 /// ancestors root's and not writable by others (a sticky directory such

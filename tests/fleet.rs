@@ -164,10 +164,17 @@ fn a_host_follows_its_directory_of_a_git_repository_commit_by_commit() {
         assert_eq!(mode, 0o700, "{}", private.display());
     }
     assert!(!paddock::fsutil::reachable_by_others(&d.path("etc/workloads")));
-    // A sync with nothing new changes nothing.
-    let link = std::fs::read_link(d.path("etc/workloads")).unwrap();
+    // A sync with nothing new changes nothing, but makes a clone and a
+    // checkout from before the umask (an older script's, 0755) private.
+    let old = [d.path("etc").join(link.components().next().unwrap()), d.path("etc/.workloads.git")];
+    for dir in &old {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     assert_eq!(sync(&d), "");
     assert_eq!(std::fs::read_link(d.path("etc/workloads")).unwrap(), link);
+    for dir in &old {
+        assert_eq!(std::fs::metadata(dir).unwrap().permissions().mode() & 0o777, 0o700, "{}", dir.display());
+    }
     eprintln!("102 syncs applied in {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(120), "the fleet loop took {:?}", started.elapsed());
 }
