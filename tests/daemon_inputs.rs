@@ -42,7 +42,7 @@ fn a_workloads_directory_made_unsafe_while_running_stops_changes_until_fixed() {
     assert!(intruder["error"].as_str().unwrap().contains("owned by uid 65534, not root"), "{intruder}");
     assert!(log(&d).contains("safe again"));
     // The directory was 0755 from the start: every workload could read the manifests.
-    assert!(log(&d).contains("any user can read the manifests in"), "said at start");
+    assert!(log(&d).contains("any user can reach the manifests in"), "said at start");
 }
 
 #[test]

@@ -61,7 +61,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     check_directory(&workloads).or_fail(CONFIG_ERROR)?;
     if crate::fsutil::reachable_by_others(&workloads) {
         tracing::warn!(
-            "any user can read the manifests in {} (it and its parents can be entered by others): a workload whose root is the host's / reads every manifest, `env` included; run `chmod go-rwx {}`",
+            "any user can reach the manifests in {} (it and its parents can be entered by others): a workload whose root is the host's / reads every manifest that others may read (0644, as most are written), `env` included; run `chmod go-rwx {}`",
             workloads.display(),
             workloads.display()
         );

@@ -222,3 +222,33 @@ fn make_socket(init: &OwnedFd) -> std::io::Result<OwnedFd> {
     )?;
     Ok(fd)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A probe's command that closes its output and lingers is timed out
+    /// at its deadline, not waited for to its end.
+    #[test]
+    fn a_probe_whose_output_closes_still_ends_at_its_deadline() {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let child = std::process::Command::new("sh")
+            .args(["-c", "exec >&- 2>&-; sleep 5"])
+            .stdout(std::process::Stdio::from(write.try_clone().unwrap()))
+            .stderr(std::process::Stdio::from(write))
+            .spawn()
+            .unwrap();
+        let begun = Instant::now();
+        let outcome = finish(child, read, Duration::from_millis(300));
+        assert_eq!(outcome, Err("timed out after 300ms".to_owned()));
+        assert!(begun.elapsed() < Duration::from_secs(3), "waited {:?}", begun.elapsed());
+        // And one that ends in time is heard as before.
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let child = std::process::Command::new("sh")
+            .args(["-c", "echo fine"])
+            .stdout(std::process::Stdio::from(write))
+            .spawn()
+            .unwrap();
+        assert_eq!(finish(child, read, Duration::from_secs(5)), Ok("fine".to_owned()));
+    }
+}
