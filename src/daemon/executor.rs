@@ -43,11 +43,13 @@ pub use contract::{Executor, SandboxEvent, StartRequest};
 pub fn blame(error: &SpawnError) -> Blame {
     match error {
         SpawnError::OpenSelf(e) | SpawnError::DevNull(e) | SpawnError::SocketPair(e) | SpawnError::Clone(e)
-            if is_exhausted(*e) =>
+            if sandbox::is_exhausted(*e) =>
         {
             Blame::Daemon
         }
-        SpawnError::Record(e) if e.raw_os_error().is_some_and(|e| is_exhausted(Errno::from_raw(e))) => Blame::Daemon,
+        SpawnError::Record(e) if e.raw_os_error().is_some_and(|e| sandbox::is_exhausted(Errno::from_raw(e))) => {
+            Blame::Daemon
+        }
         SpawnError::Cgroup(CgroupError::MissingController { .. } | CgroupError::EnableController { .. }) => Blame::Host,
         SpawnError::OutsideSlice { .. } | SpawnError::Source(_) => Blame::Host,
         _ => Blame::Workload,
@@ -266,7 +268,7 @@ impl SandboxExecutor {
         let log = match log {
             Ok(file) => file,
             Err(e) => {
-                let exhausted = e.raw_os_error().is_some_and(|e| is_exhausted(Errno::from_raw(e)));
+                let exhausted = e.raw_os_error().is_some_and(|e| sandbox::is_exhausted(Errno::from_raw(e)));
                 return Err(StartFailure::new(if exhausted { Blame::Daemon } else { Blame::Workload }, LogFile(e)));
             }
         };
@@ -406,15 +408,6 @@ struct NetworkFailed(String);
 #[derive(Debug, thiserror::Error)]
 #[error("cannot open the workload's log: {0}")]
 struct LogFile(std::io::Error);
-
-/// The host (or this process) ran out of descriptors, memory, space or
-/// processes (EAGAIN from clone: threads-max, pid_max, or a pids limit
-/// above the sandbox's, which is empty when it is cloned into it): the
-/// daemon's failure, not the workload's. A fork bomb in one workload
-/// that used up the host's processes does not count against the others.
-fn is_exhausted(errno: Errno) -> bool {
-    matches!(errno, Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM | Errno::ENOSPC | Errno::EAGAIN)
-}
 
 #[cfg(test)]
 mod tests {

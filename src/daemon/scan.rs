@@ -16,6 +16,7 @@ use std::sync::Arc;
 pub use crate::fsutil::{UnsafeInput, check_directory};
 use crate::model::{Manifest, WorkloadName};
 use crate::reconcile::{ManifestEvent, Version};
+use crate::sandbox::Untrusted;
 use crate::validate::load::{self, LoadError, list_manifests};
 use crate::validate::{Color, HostChecks, Validator, across, render};
 
@@ -80,12 +81,11 @@ fn version_of(text: &str) -> Version {
 
 /// A manifest (or, for a symlink, the file it leads to) must be root's and
 /// writable by no one else: whoever can write it chooses what runs.
-/// `meta` is the file that was read (its open descriptor's): a check of
-/// the path, then a read through it, would let whoever can swap the file
-/// the path leads to (a link into a directory they own) pass the check
-/// with root's file and have theirs read.
-fn owner_refusal(path: &Path, meta: &std::fs::Metadata) -> Option<String> {
-    let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+/// `meta` is the file that was read (its open descriptor's), `shown` the
+/// path it was found at: a check of the path, then a read through it,
+/// would let whoever can swap the file the path leads to (a link into a
+/// directory they own) pass the check with root's file and have theirs read.
+fn owner_refusal(shown: &Path, meta: &std::fs::Metadata) -> Option<String> {
     let mode = meta.mode() & 0o7777;
     if meta.uid() != 0 {
         return Some(format!(
@@ -122,20 +122,16 @@ pub fn scan(dir: &Path, previous: Option<&Snapshot>) -> std::io::Result<Snapshot
         }
         // As root trusts it: a symlink on the way only where no one but root could have made it.
         let opened = match crate::sandbox::open_trusted(&path) {
-            Ok(file) => Ok(file),
-            Err(Ok(link)) => {
-                let message = format!(
-                    "{} is reached through {}, a symlink that someone other than root could have made (it, or the directory that holds it, is not root's alone): whoever made it chooses what paddock runs; make the link and its directory root's and writable only by root, or link to the file directly",
-                    path.display(),
-                    link.display()
-                );
-                snapshot.insert(name, Found::Refused { message });
+            Ok(opened) => Ok(opened),
+            Err(e @ Untrusted::Symlink { .. }) => {
+                snapshot.insert(name, Found::Refused { message: e.to_string() });
                 continue;
             }
-            Err(Err(errno)) => Err(LoadError::Io { path: path.clone(), source: errno.into() }),
+            Err(Untrusted::Io(source)) => Err(LoadError::Io { path: path.clone(), source }),
         };
-        let found = match opened.and_then(|file| load::read_open_manifest(file, &path)) {
-            Ok((text, meta)) => match owner_refusal(&path, &meta) {
+        let read = opened.and_then(|(file, found)| Ok((load::read_open_manifest(file, &path)?, found)));
+        let found = match read {
+            Ok(((text, meta), found)) => match owner_refusal(&found, &meta) {
                 Some(message) => Found::Refused { message },
                 None => Found::Read { version: version_of(&text), text, stamp },
             },
@@ -398,6 +394,7 @@ mod tests {
             std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
         }
         std::os::unix::fs::chown(&bad, Some(65534), None).unwrap();
+        std::os::unix::fs::chown(theirs.path(), Some(65534), None).unwrap();
         std::os::unix::fs::symlink(&good, d.path().join("web.toml")).unwrap();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let swapper = {

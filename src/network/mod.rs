@@ -62,16 +62,18 @@ pub enum NetworkError {
 }
 
 impl NetworkError {
-    /// Whether the host (or this process) was out of processes, threads
-    /// or descriptors when a plugin or a thread was to start: the daemon's
+    /// Whether the host (or this process) was out of processes, threads,
+    /// descriptors or space when a plugin or a thread was to start or a
+    /// record to be written (`sandbox::is_exhausted`): the daemon's
     /// failure, retried without counting against the workload.
     pub fn host_exhausted(&self) -> bool {
         let errno = match self {
-            NetworkError::Cni(CniError::Run { source, .. }) => source.raw_os_error(),
-            NetworkError::Netns(crate::sandbox::netns::NetnsError::Thread(source)) => source.raw_os_error(),
+            NetworkError::Cni(CniError::Run { source, .. })
+            | NetworkError::Netns(netns::NetnsError::Thread(source))
+            | NetworkError::Write { source, .. } => source.raw_os_error(),
             _ => None,
         };
-        errno.is_some_and(|e| matches!(e, libc::EAGAIN | libc::EMFILE | libc::ENFILE | libc::ENOMEM))
+        errno.is_some_and(|e| crate::sandbox::is_exhausted(nix::errno::Errno::from_raw(e)))
     }
 
     /// Whether only the operator can mend it (install a plugin, fix a

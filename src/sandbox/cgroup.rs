@@ -620,14 +620,20 @@ mod tests {
         assert_eq!(member.ended_by(), Some(libc::SIGKILL), "a process the cgroup still lists was not killed");
     }
 
+    /// A fake cgroup directory under `root` listing `pid`: the kernel's
+    /// file would drop the pid once it died; this one keeps it.
+    fn fake_cgroup(root: &Path, dir: &str, pid: Pid) -> PathBuf {
+        let dir = root.join(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.procs"), format!("{pid}\n")).unwrap();
+        dir
+    }
+
     #[test]
     fn kill_all_kills_what_a_v1_cgroup_lists() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("memory/paddock/job");
-        std::fs::create_dir_all(&dir).unwrap();
         let mut member = Stranger::new();
-        // A fake tree: the kernel's file would drop the pid once it died; this one keeps it.
-        std::fs::write(dir.join("cgroup.procs"), format!("{}\n", member.pid())).unwrap();
+        fake_cgroup(root.path(), "memory/paddock/job", member.pid());
         let cg = Cgroup::existing(&Layout::V1 { root: root.path().to_owned() }, "job").expect("the cgroup exists");
         assert!(!cg.kill_all(Duration::from_millis(20)), "the fake cgroup.procs never empties");
         assert_eq!(member.ended_by(), Some(libc::SIGKILL), "the listed process was not killed");
@@ -636,13 +642,11 @@ mod tests {
     #[test]
     fn on_v2_the_kernel_kills_through_cgroup_kill_and_no_pid_is_signalled() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("paddock/job");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(root.path().join("cgroup.controllers"), "").unwrap();
-        std::fs::write(dir.join("cgroup.kill"), "").unwrap();
         // Listed, but (a fake tree) not killed by the write: were it signalled, it would be by pid.
         let mut listed = Stranger::new();
-        std::fs::write(dir.join("cgroup.procs"), format!("{}\n", listed.pid())).unwrap();
+        let dir = fake_cgroup(root.path(), "paddock/job", listed.pid());
+        std::fs::write(root.path().join("cgroup.controllers"), "").unwrap();
+        std::fs::write(dir.join("cgroup.kill"), "").unwrap();
         let cg = Cgroup::existing(&Layout::detect(root.path()), "job").expect("the cgroup exists");
         assert!(!cg.kill_all(Duration::from_millis(20)), "the fake cgroup.procs never empties");
         assert_eq!(std::fs::read_to_string(dir.join("cgroup.kill")).unwrap(), "1", "cgroup.kill was written");

@@ -25,9 +25,9 @@ pub use crate::model::Exit;
 pub use channel::ChannelError;
 pub use config::{InitCommand, InitReport};
 pub use running::{AdoptError, Sandbox, adopt, end_of};
-pub use source::{SourceError, open_trusted};
+pub use source::{SourceError, Untrusted, open_trusted};
 pub use spawn::{Cloned, InitMode, Leftover, Pending, SpawnError, SpawnRequest, begin, raise_nofile_limit, spawn};
-pub use sys::{pidfd_open, pidfd_send_signal};
+pub use sys::{is_exhausted, pidfd_open, pidfd_send_signal};
 
 /// A child whose pid is chosen (clone3's set_tid; root only), which execs
 /// `sleep 1000`: for tests that a pid given to another process is never

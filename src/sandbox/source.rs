@@ -18,6 +18,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -282,28 +283,34 @@ fn resolve(
     }
 }
 
+/// Why `open_trusted` did not open a file.
+#[derive(Debug, thiserror::Error)]
+pub enum Untrusted {
+    #[error(
+        "{path} is reached through {link}, a symlink that someone other than root could have made (it, or the directory that holds it, is not root's alone): whoever made it chooses what paddock runs; make the link and its directory root's and writable only by root, or link to the file directly"
+    )]
+    Symlink { path: PathBuf, link: PathBuf },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// Opens the host file at `path` for reading, resolved as mount sources
 /// are (`open_host`: a symlink is followed only where no one but root
 /// could have made it), non-blocking (a FIFO cannot hang the reader).
-/// For what paddock trusts as root's: the daemon's manifests. `Err` with
-/// the link's path for a symlink someone else could have made.
-pub fn open_trusted(path: &Path) -> Result<std::fs::File, Result<PathBuf, Errno>> {
-    let path = std::path::absolute(path).map_err(|e| Err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL))))?;
-    let fd = match open_host(&path, None) {
+/// For what paddock trusts as root's: the daemon's manifests. With the
+/// file, the path it was found at (what was opened, for messages).
+pub fn open_trusted(path: &Path) -> Result<(std::fs::File, PathBuf), Untrusted> {
+    let fd = match open_host(&std::path::absolute(path)?, None) {
         Ok(fd) => fd,
-        Err(HostPathError::UnsafeSymlink(link)) => return Err(Ok(link)),
-        Err(HostPathError::Errno(errno)) => return Err(Err(errno)),
-        Err(HostPathError::ReachesVolumes(_)) => return Err(Err(Errno::EXDEV)),
+        Err(HostPathError::UnsafeSymlink(link)) => return Err(Untrusted::Symlink { path: path.to_owned(), link }),
+        Err(HostPathError::Errno(errno)) => return Err(std::io::Error::from(errno).into()),
+        Err(HostPathError::ReachesVolumes(_)) => return Err(std::io::Error::from(Errno::EXDEV).into()),
     };
     // The O_PATH descriptor opened for reading, through its /proc link.
-    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-    let file = nix::fcntl::open(
-        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)).as_str(),
-        flags,
-        Mode::empty(),
-    )
-    .map_err(Err)?;
-    Ok(std::fs::File::from(file))
+    let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    let found = std::fs::read_link(&link)?;
+    let file = std::fs::File::options().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(&link)?;
+    Ok((file, found))
 }
 
 /// Opens every source of `manifest` once and detaches its copy.

@@ -201,6 +201,16 @@ pub fn loopback_up() -> Result<(), Errno> {
     Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as libc::Ioctl, &req) }).map(drop)
 }
 
+/// Whether `errno` says the host (or this process) ran out of descriptors,
+/// memory, space or processes (EAGAIN from clone or fork: threads-max,
+/// pid_max, or a pids limit above the sandbox's, which is empty when it is
+/// cloned into it). A start that fails so is the daemon's failure, retried
+/// without counting against the workload: a fork bomb in one workload that
+/// used up the host's processes does not count against the others.
+pub fn is_exhausted(errno: Errno) -> bool {
+    matches!(errno, Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM | Errno::ENOSPC | Errno::EAGAIN)
+}
+
 /// A pidfd for an existing process (not necessarily a child).
 pub fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.

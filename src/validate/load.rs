@@ -70,20 +70,15 @@ fn kind_of(ft: std::fs::FileType) -> &'static str {
 /// `x.toml` cannot hang the reader, and checked on the open descriptor
 /// (not the path) so it cannot be swapped in between.
 pub fn read_manifest(path: &Path) -> Result<String, LoadError> {
-    read_manifest_file(path).map(|(text, _)| text)
-}
-
-/// `read_manifest`, with the metadata of the file that was read (of the
-/// open descriptor: whoever checks its owner checks the file whose text
-/// this is, not whatever the path leads to a moment later).
-pub fn read_manifest_file(path: &Path) -> Result<(String, std::fs::Metadata), LoadError> {
     let io = |source| LoadError::Io { path: path.to_owned(), source };
     let file = File::options().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).map_err(io)?;
-    read_open_manifest(file, path)
+    read_open_manifest(file, path).map(|(text, _)| text)
 }
 
-/// `read_manifest_file` of a file already open (non-blocking) for reading;
-/// `path` names it in errors.
+/// `read_manifest` of a file already open (non-blocking) for reading, with
+/// its metadata (of the open descriptor: whoever checks its owner checks
+/// the file whose text this is, not whatever the path leads to a moment
+/// later); `path` names it in errors.
 pub fn read_open_manifest(mut file: File, path: &Path) -> Result<(String, std::fs::Metadata), LoadError> {
     let io = |source| LoadError::Io { path: path.to_owned(), source };
     let meta = file.metadata().map_err(io)?;

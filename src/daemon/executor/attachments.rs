@@ -267,6 +267,10 @@ mod tests {
             let thread = NetworkError::Netns(NetnsError::Thread(std::io::Error::from_raw_os_error(errno)));
             assert_eq!(AttachError::from(thread).blame, Blame::Daemon, "{errno}");
         }
+        // A full disk for the attachment's record, likewise.
+        let full =
+            NetworkError::Write { path: "/run/x".into(), source: std::io::Error::from_raw_os_error(libc::ENOSPC) };
+        assert_eq!(AttachError::from(full).blame, Blame::Daemon);
         // A plugin that could not be run for another reason, or that failed, may pass: the workload's.
         assert_eq!(AttachError::from(run(libc::EACCES)).blame, Blame::Workload);
         let failed =
