@@ -33,7 +33,7 @@ use crate::network::{Attachment, Networks};
 use crate::reconcile::{Blame, StartFailure, Version};
 use crate::sandbox::cgroup::{Cgroup, CgroupError, Layout};
 use crate::sandbox::zygote::Zygote;
-use crate::sandbox::{self, InitMode, Sandbox, SpawnError, SpawnRequest, process};
+use crate::sandbox::{self, ChannelError, InitMode, Sandbox, SpawnError, SpawnRequest, process};
 pub use attachments::{AttachError, NetworkView};
 use attachments::{Attachments, Prepared};
 
@@ -48,6 +48,14 @@ pub fn blame(error: &SpawnError) -> Blame {
             Blame::Daemon
         }
         SpawnError::Record(e) if e.raw_os_error().is_some_and(|e| sandbox::is_exhausted(Errno::from_raw(e))) => {
+            Blame::Daemon
+        }
+        // Opening the rootfs or a mount source takes descriptors too: a
+        // daemon out of them is not a host without the path.
+        SpawnError::Source(e) if e.errno().is_some_and(sandbox::is_exhausted) => Blame::Daemon,
+        SpawnError::Idmap { errno, .. } | SpawnError::Channel(ChannelError::Io(errno))
+            if sandbox::is_exhausted(*errno) =>
+        {
             Blame::Daemon
         }
         SpawnError::Cgroup(CgroupError::MissingController { .. } | CgroupError::EnableController { .. }) => Blame::Host,
@@ -412,6 +420,7 @@ struct LogFile(std::io::Error);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::SourceError;
     use nix::sys::signal::kill;
 
     #[test]
@@ -424,6 +433,14 @@ mod tests {
         assert_eq!(blame(&SpawnError::Record(full)), Blame::Daemon);
         // What the workload asked for is its own.
         assert_eq!(blame(&SpawnError::Clone(Errno::EINVAL)), Blame::Workload);
+        // A rootfs the daemon had no descriptor left to open (what CI saw
+        // once in daemon_loop's test of a daemon out of descriptors: the
+        // workload was marked failed) is the daemon's; a missing one is the host's.
+        let rootfs = |errno| SpawnError::Source(SourceError::Rootfs { path: "/".into(), errno });
+        assert_eq!(blame(&rootfs(Errno::EMFILE)), Blame::Daemon);
+        assert_eq!(blame(&rootfs(Errno::ENOENT)), Blame::Host);
+        let mount = SpawnError::Source(SourceError::Mount { path: "/srv".into(), errno: Errno::ENFILE });
+        assert_eq!(blame(&mount), Blame::Daemon);
         let big = SpawnError::OutsideSlice { what: "user", id: 70000, size: 65536 };
         assert_eq!(blame(&big), Blame::Host);
     }

@@ -63,6 +63,20 @@ pub enum SourceError {
     VolumesRoot(#[from] UnsafeInput),
 }
 
+impl SourceError {
+    /// The errno a host path failed with, if it failed with one (not a
+    /// refusal of paddock's own): an exhausted daemon is told from a
+    /// missing path by it (`is_exhausted`).
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            SourceError::Rootfs { errno, .. }
+            | SourceError::Mount { errno, .. }
+            | SourceError::IdmapOutside { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
 /// A mount source's detached copy, with its attributes already set.
 #[derive(Debug)]
 pub struct Source {
