@@ -27,6 +27,22 @@ fn manifests_start_in_their_own_slices_and_a_removed_one_stops() {
 }
 
 #[test]
+fn a_workload_in_the_hosts_user_namespace_shows_no_id_map() {
+    let d = Daemon::setup();
+    d.configure("policy_dir", "policies = [\"privileged\"]\npolicy_dir");
+    let d = d.start(&[]);
+    d.write("host.toml", &format!("{SLEEPER}[namespaces]\nuser = \"host\"\n"));
+    d.write("remapped.toml", SLEEPER);
+    let host = d.running_pid("host");
+    d.running_pid("remapped");
+    let map = std::fs::read_to_string(format!("/proc/{host}/uid_map")).unwrap();
+    assert_eq!(map.split_whitespace().collect::<Vec<_>>(), ["0", "0", "4294967295"], "the host's own map");
+    let (h, r) = (d.workload("host").unwrap(), d.workload("remapped").unwrap());
+    assert_eq!((&h["uid_map"], &h["gid_map"]), (&Value::Null, &Value::Null), "{h}");
+    assert_eq!(r["uid_map"]["size"], 65536, "{r}");
+}
+
+#[test]
 fn a_killed_workload_restarts_and_a_crash_loop_ends_in_failed() {
     let d = Daemon::setup().start(&[]);
     d.write("svc.toml", &format!("{SLEEPER}[restart]\nbackoff = \"50ms\"\n"));

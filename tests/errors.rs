@@ -106,6 +106,21 @@ fn semantic_checks_point_at_the_value() {
 }
 
 #[test]
+fn an_idmapped_mount_in_the_hosts_user_namespace_is_refused_at_its_idmap() {
+    // Only the privileged policy allows the host's user namespace: what is
+    // left is paddock's own check (an idmap needs a namespace to map into).
+    let text = "command = [\"x\"]\n[namespaces]\nuser = \"host\"\n[[mounts]]\nsource = \"/srv\"\ntarget = \"/srv\"\nidmap = true\n";
+    let checked = common::check(&["privileged"], "t.toml", text);
+    assert_eq!(
+        common::lines("t.toml", text, &checked),
+        [
+            "7:9: error: an idmapped mount maps the files' owners into the workload's user namespace, and with namespaces.user = \"host\" it has none"
+        ]
+    );
+    assert!(checked.problems[0].help.as_deref().unwrap().contains("remove idmap"));
+}
+
+#[test]
 fn policy_errors_name_policy_and_rule() {
     expect(
         "command = [\"x\"]\n[namespaces]\npid = \"host\"\n",

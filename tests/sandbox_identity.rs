@@ -148,3 +148,25 @@ fn a_mount_target_through_a_symlink_in_the_rootfs_is_refused() {
     );
     assert!(!std::path::Path::new("/etc/passwd.d").exists(), "nothing was created on the host");
 }
+
+#[test]
+fn in_the_hosts_user_namespace_root_inside_is_the_hosts_root() {
+    // `user = "host"`, which only the privileged policy allows: no user
+    // namespace of the sandbox's own, so a root-only host file is readable.
+    let w = World::new();
+    let secret = w.path("root-only");
+    std::fs::write(&secret, "for root\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let text = busybox_manifest(
+        "cat /proc/self/uid_map /proc/self/gid_map; id -u; cat /secret",
+        &format!(
+            "[namespaces]\nuser = \"host\"\n[[mounts]]\nsource = {:?}\ntarget = \"/secret\"\n",
+            secret.display().to_string()
+        ),
+    );
+    let out = w.run(&["--policy", "privileged"], &w.manifest("hostuser", &text), &[]);
+    let squeezed: Vec<String> =
+        stdout(&out).lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    assert_eq!(squeezed, ["0 0 4294967295", "0 0 4294967295", "0", "for root"], "{}", stderr(&out));
+    assert!(out.status.success());
+}

@@ -108,6 +108,22 @@ fn seccomp_unconfined_turns_the_filter_off() {
 }
 
 #[test]
+fn a_privileged_workload_has_the_hosts_devices_and_others_only_six() {
+    // The host's /dev/kmsg (top level) and /dev/net/tun (in a directory),
+    // which no workload gets otherwise; /dev/pts stays the sandbox's own.
+    for dev in ["/dev/kmsg", "/dev/net/tun"] {
+        assert!(std::fs::exists(dev).unwrap(), "this test needs the host's {dev}");
+    }
+    let w = World::new();
+    let script = "for d in /dev/kmsg /dev/net/tun /dev/null; do [ -c $d ] && echo $d; done; ls /dev/pts";
+    let text = busybox_manifest(script, "[security]\nprivileged = true\n");
+    let out = w.run(&["--policy", "privileged"], &w.manifest("devices", &text), &[]);
+    assert_eq!(stdout(&out), "/dev/kmsg\n/dev/net/tun\n/dev/null\nptmx\n", "{}", stderr(&out));
+    let (code, out, err) = run(&w, "six", script, "");
+    assert_eq!((code, out.as_str()), (Some(0), "/dev/null\nptmx\n"), "{err}");
+}
+
+#[test]
 fn host_network_and_pid_namespaces_when_a_policy_allows_them() {
     let w = World::new();
     let text = busybox_manifest(

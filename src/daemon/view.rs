@@ -75,7 +75,11 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
 
     fn row(&self, w: &Workload, at: Clock) -> WorkloadStatus {
         let file = format!("{}.toml", w.name);
-        let slice = self.store.slice(&w.name);
+        // A workload in the host's user namespace maps no ids (its slice,
+        // kept for its name, is not used).
+        let remapped = (w.runs.as_ref().or(w.desired.as_ref()))
+            .is_none_or(|d| d.manifest.namespaces.user == crate::model::UserNamespace::Remap);
+        let slice = self.store.slice(&w.name).filter(|_| remapped);
         let network = self.executor.network(&w.name);
         let error = match (&w.file, &w.error, &w.doubt) {
             (File::Invalid(problems), _, _) => Some(problems.clone()),

@@ -176,7 +176,10 @@ pub struct Mount {
 #[serde(deny_unknown_fields)]
 pub struct Namespaces {
     /// "remap": root inside is an unprivileged host uid from the workload's
-    /// own slice of /etc/subuid. "host": no user namespace (ids are the host's).
+    /// own slice of /etc/subuid. "host": no user namespace, so the
+    /// workload's ids are the host's and its root is the host's root (as
+    /// `docker run --userns=host`); only the privileged policy allows it,
+    /// and no mount can be idmapped.
     #[serde(default)]
     pub user: UserNamespace,
 
@@ -213,8 +216,10 @@ pub enum SharedOrPrivate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Security {
-    /// Every capability, no seccomp filter, host devices. Refused by the
-    /// baseline policy whenever the user namespace is remapped.
+    /// Every capability, no seccomp filter, nothing masked in /proc and
+    /// /sys, and the host's devices in /dev (those under /dev/pts, /dev/shm
+    /// and /dev/mqueue aside). Refused by the baseline policy whenever the
+    /// user namespace is remapped.
     #[serde(default)]
     pub privileged: bool,
 

@@ -185,8 +185,9 @@ impl Child {
     unsafe fn become_root(&self, keepcaps: bool) -> bool {
         // Until now we are still the host's root (kuid 0), which the new
         // namespace does not map; becoming its uid/gid 0 (the slice's start)
-        // is what gives us capabilities in it. Raw syscalls: glibc's
-        // wrappers would try to signal the parent's threads.
+        // is what gives us capabilities in it. (With no user namespace of
+        // its own, `user = "host"`, this leaves the host's root as it is.)
+        // Raw syscalls: glibc's wrappers would try to signal the parent's threads.
         // SAFETY: raw system calls with integer arguments only.
         unsafe {
             (!keepcaps || libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) == 0)

@@ -32,6 +32,10 @@ pub struct InitConfig {
     /// Docker's `--privileged` is not masked (nested sandboxes need a
     /// /proc without covered entries to mount their own).
     pub mask_paths: bool,
+    /// The host's device nodes in the sandbox's /dev (a privileged
+    /// workload's, as Docker's `--privileged`); else only null, zero,
+    /// full, random, urandom and tty.
+    pub host_devices: bool,
     /// RLIMIT_NOFILE for the workload (soft, hard); the init itself may
     /// hold more, so it is set in the workload's process.
     pub nofile: Option<(u64, u64)>,

@@ -72,6 +72,7 @@ pub fn workload(name: &crate::model::WorkloadName, m: &crate::model::Manifest, e
         seccomp: m.security.seccomp == Seccomp::Default && !m.security.privileged,
         // An entered command joins the sandbox's mounts; it makes none.
         mask_paths: !m.security.privileged,
+        host_devices: m.security.privileged,
         nofile: super::spawn::workload_nofile(m),
         supervised: false,
     }

@@ -90,6 +90,9 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
         let host = Path::new("/dev").join(name);
         mount(Some(&host), &node, None::<&str>, MsFlags::MS_BIND, None::<&str>).step("bind device", &host)?;
     }
+    if cfg.host_devices {
+        bind_host_devices(Path::new("/dev"), &dev, 0)?;
+    }
     let pts = dev.join("pts");
     std::fs::create_dir(&pts).map_err(errno).step("mkdir", &pts)?;
     mount(
@@ -280,6 +283,40 @@ fn prepare_upper(lower: &Path, upper: &Path, target: &Path, is_dir: bool) -> Res
 
 fn exists_is_fine(e: std::io::Error) -> std::io::Result<()> {
     if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) }
+}
+
+/// What under the host's /dev a privileged workload is not given: each
+/// sandbox has its own terminals (and `ptmx`, its devpts'), shared memory
+/// and message queues.
+const PRIVATE_IN_DEV: &[&str] = &["pts", "ptmx", "shm", "mqueue", "hugepages"];
+
+/// A privileged workload's host devices (as Docker's `--privileged`): each
+/// character and block device under the host's `host` (its /dev, and
+/// three directories down, as /dev/bus/usb/001/002), bound at the same place
+/// under `dev`; what the sandbox has already is kept. Symlinks are not
+/// followed (a device is bound where it is).
+fn bind_host_devices(host: &Path, dev: &Path, depth: usize) -> Result<(), StepError> {
+    use std::os::unix::fs::FileTypeExt;
+    for entry in std::fs::read_dir(host).map_err(errno).step("read", host)? {
+        let entry = entry.map_err(errno).step("read", host)?;
+        let Ok(kind) = entry.file_type() else { continue };
+        let (from, to) = (entry.path(), dev.join(entry.file_name()));
+        if depth == 0 && PRIVATE_IN_DEV.contains(&&*entry.file_name().to_string_lossy()) {
+            continue;
+        }
+        if kind.is_dir() && depth < 3 {
+            match std::fs::create_dir(&to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(errno(e)).step("mkdir", &to),
+            }
+            bind_host_devices(&from, &to, depth + 1)?;
+        } else if (kind.is_char_device() || kind.is_block_device()) && !to.exists() {
+            std::fs::File::create(&to).map_err(errno).step("create", &to)?;
+            mount(Some(&from), &to, None::<&str>, MsFlags::MS_BIND, None::<&str>).step("bind device", &from)?;
+        }
+    }
+    Ok(())
 }
 
 fn errno(e: std::io::Error) -> Errno {

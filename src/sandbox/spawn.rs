@@ -186,13 +186,19 @@ pub fn begin(req: &SpawnRequest<'_>) -> Result<Pending, SpawnError> {
     }
 }
 
+/// Whether the sandbox has a user namespace of its own, its ids mapped to
+/// the workload's slice.
+fn remapped(m: &Manifest) -> bool {
+    m.namespaces.user == crate::model::UserNamespace::Remap
+}
+
 /// The manifest's user and group must be ids the namespace maps: outside
 /// the slice, setresuid would fail only inside the sandbox, as an
 /// unhelpful "Invalid argument" at exec.
 fn check_ids(req: &SpawnRequest<'_>) -> Result<(), SpawnError> {
     let size = req.slice.uid.count.min(req.slice.gid.count);
     for (what, id) in [("user", req.manifest.user), ("group", req.manifest.group)] {
-        if id >= size && req.manifest.namespaces.user == crate::model::UserNamespace::Remap {
+        if id >= size && remapped(req.manifest) {
             return Err(SpawnError::OutsideSlice { what, id, size });
         }
     }
@@ -230,8 +236,13 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
     // The init gets an empty environment: nothing of paddock's (NOTIFY_SOCKET, ...) leaks in.
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
 
-    let mut flags =
-        libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_PIDFD;
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_PIDFD;
+    // `user = "host"` (which only the privileged policy allows): no user
+    // namespace, so the workload's ids are the host's and its root is the
+    // host's root, as `docker run --userns=host`.
+    if remapped(m) {
+        flags |= libc::CLONE_NEWUSER;
+    }
     if m.namespaces.pid == SharedOrPrivate::Private {
         flags |= libc::CLONE_NEWPID;
     }
@@ -356,8 +367,10 @@ fn release(
     channel: &Channel,
     sources: Sources,
 ) -> Result<(), SpawnError> {
-    write_map(pid, "uid_map", req.slice.uid)?;
-    write_map(pid, "gid_map", req.slice.gid)?;
+    if remapped(req.manifest) {
+        write_map(pid, "uid_map", req.slice.uid)?;
+        write_map(pid, "gid_map", req.slice.gid)?;
+    }
     // Before the child runs anything of the workload's, so nothing escapes the limits.
     if let Some(cgroup) = attach {
         cgroup.attach(pid)?;

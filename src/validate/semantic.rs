@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::problem::Problem;
 use super::source::SpanIndex;
-use crate::model::{Manifest, Network};
+use crate::model::{Manifest, Network, UserNamespace};
 
 fn has_parent_dir(path: &Path) -> bool {
     path.components().any(|c| c == Component::ParentDir)
@@ -73,6 +73,15 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
                     .with_help(no_dotdot),
                 );
             }
+        }
+        if mount.idmap && m.namespaces.user == UserNamespace::Host {
+            problems.push(
+                Problem::error(
+                    at(&format!("/mounts/{i}/idmap")),
+                    "an idmapped mount maps the files' owners into the workload's user namespace, and with namespaces.user = \"host\" it has none",
+                )
+                .with_help("remove idmap: in the host's user namespace the workload sees the files' real owners already"),
+            );
         }
         let target = normalized(&mount.target);
         if target == Path::new("/") {

@@ -43,6 +43,7 @@ pub(super) fn init_config(req: &SpawnRequest<'_>, sources: &Sources) -> InitConf
         no_new_privileges: m.security.no_new_privileges,
         seccomp: m.security.seccomp == Seccomp::Default && !m.security.privileged,
         mask_paths: !m.security.privileged,
+        host_devices: m.security.privileged,
         nofile: workload_nofile(m),
         supervised: req.supervised,
     }
