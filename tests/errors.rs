@@ -106,6 +106,14 @@ fn semantic_checks_point_at_the_value() {
 }
 
 #[test]
+fn a_port_on_an_ipv6_address_of_the_ipv4_bridge_is_refused() {
+    expect(
+        "command = [\"x\"]\nports = [\"[::1]:8080:80\", \"127.0.0.1:8081:80\"]\n",
+        &["2:10: error: paddock's bridge network is IPv4 only: nothing would be published on [::1]:8080:80/tcp"],
+    );
+}
+
+#[test]
 fn an_idmapped_mount_in_the_hosts_user_namespace_is_refused_at_its_idmap() {
     // Only the privileged policy allows the host's user namespace: what is
     // left is paddock's own check (an idmap needs a namespace to map into).

@@ -484,6 +484,39 @@ fn a_workloads_root_cannot_change_its_interfaces_or_routes() {
 }
 
 #[test]
+fn a_port_on_an_address_family_the_network_does_not_give_fails_and_leaves_nothing() {
+    let d = prepared();
+    std::fs::create_dir(d.path("networks")).unwrap();
+    // An IPv4-only network of the operator's, with portmap: a port on an
+    // IPv6 host address would be listed and not published.
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "lan4",
+        "plugins": [{
+            "type": "bridge",
+            "bridge": "lan4",
+            "isGateway": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": "10.98.0.0/24"}]],
+                "dataDir": d.path("lan4-ipam").display().to_string(),
+            },
+        }, {"type": "portmap", "capabilities": {"portMappings": true}}],
+    });
+    std::fs::write(d.path("networks/lan4.conflist"), conflist.to_string()).unwrap();
+    let d = d.start(&[]);
+    d.write("six.toml", &sleeper("ports = [\"[::1]:8080:80\"]\n[namespaces]\nnetwork = \"lan4\""));
+    d.wait_for("six to fail", |d| d.workload("six").is_some_and(|w| w["state"] == "failed"));
+    let w = d.workload("six").unwrap();
+    assert!(w["error"].as_str().unwrap().contains("gave the workload no IPv6 address"), "{w}");
+    let left: Vec<_> = std::fs::read_dir(d.path("run/netns"))
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "its namespace was removed: {left:?}");
+    assert!(!d.path("state/networks/six.json").exists(), "and its record");
+}
+
+#[test]
 fn a_network_from_the_networks_directory_is_used_by_name() {
     let d = prepared();
     std::fs::create_dir(d.path("networks")).unwrap();

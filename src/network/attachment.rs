@@ -178,6 +178,13 @@ impl Networks {
             }
         };
         attachment.result = Some(result);
+        // portmap skips a mapping whose host address is of a family the
+        // workload was given no address in: listed, and not published.
+        let given = attachment.addresses();
+        if let Some(port) = m.ports.iter().find(|p| p.host_ip.is_some_and(|ip| !has_family(&given, ip))) {
+            let _ = self.detach(workload, &attachment);
+            return Err(NetworkError::PortFamily { port: *port, network: name.to_owned() });
+        }
         let hostname = m.hostname.clone().unwrap_or_else(|| workload.to_string());
         let made = self.write_etc(workload, &hostname, &attachment).and_then(|(hosts, resolv)| {
             attachment.hosts = Some(hosts);
@@ -249,6 +256,15 @@ fn random() -> u32 {
     u32::from_ne_bytes(bytes)
 }
 
+/// Whether one of `addresses` (CIDRs, as a CNI result gives them) is of
+/// `ip`'s family.
+fn has_family(addresses: &[String], ip: std::net::IpAddr) -> bool {
+    addresses
+        .iter()
+        .filter_map(|cidr| cidr.split('/').next()?.parse::<std::net::IpAddr>().ok())
+        .any(|a| a.is_ipv6() == ip.is_ipv6())
+}
+
 /// Whether a process on this host already has `port`: a TCP socket
 /// listening on it, or an unconnected UDP socket bound to it, on its
 /// address or on every address (from /proc/net, this network namespace's
@@ -259,7 +275,7 @@ fn in_use(port: &PortMapping) -> bool {
     let (tables, state) = match port.protocol {
         Protocol::Tcp => (["/proc/net/tcp", "/proc/net/tcp6"], "0A"),
         Protocol::Udp => (["/proc/net/udp", "/proc/net/udp6"], "07"),
-        Protocol::Sctp => return false,
+        Protocol::Sctp => return sctp_in_use(port),
     };
     tables.iter().filter_map(|t| std::fs::read_to_string(t).ok()).any(|table| {
         table.lines().skip(1).any(|line| {
@@ -271,6 +287,27 @@ fn in_use(port: &PortMapping) -> bool {
                     a.is_unspecified() || port.host_ip.is_none_or(|want| want.is_unspecified() || want == a)
                 })
         })
+    })
+}
+
+/// Whether an SCTP endpoint on this host is bound to `port`, on its
+/// address or on every address (/proc/net/sctp/eps, there once the sctp
+/// module is loaded; without it no socket can hold the port). Its lines:
+/// ENDPT SOCK STY SST HBKT LPORT UID INODE LADDRS..., the port in decimal
+/// and the addresses as text.
+fn sctp_in_use(port: &PortMapping) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/sctp/eps") else { return false };
+    sctp_table_has(&table, port)
+}
+
+fn sctp_table_has(table: &str, port: &PortMapping) -> bool {
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.get(5).and_then(|p| p.parse::<u16>().ok()) == Some(port.host_port)
+            && f.iter().skip(8).filter_map(|a| a.parse::<std::net::IpAddr>().ok()).any(|a| {
+                let a = a.to_canonical();
+                a.is_unspecified() || port.host_ip.is_none_or(|want| want.is_unspecified() || want == a)
+            })
     })
 }
 
@@ -303,6 +340,27 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn an_sctp_endpoint_on_the_port_is_seen_on_its_address_or_every_address() {
+        let table = "ENDPT     SOCK   STY SST HBKT LPORT   UID INODE LADDRS\n\
+                     ffff8a 00000000 2   10  5    3868      0 12345 10.0.0.5 192.168.1.2\n\
+                     ffff8b 00000000 2   10  6    9899      0 12346 ::\n";
+        let port = |s: &str| s.parse::<PortMapping>().unwrap();
+        assert!(sctp_table_has(table, &port("3868:3868/sctp")));
+        assert!(sctp_table_has(table, &port("192.168.1.2:3868:1/sctp")));
+        assert!(!sctp_table_has(table, &port("127.0.0.1:3868:1/sctp")), "another address is free");
+        assert!(sctp_table_has(table, &port("127.0.0.1:9899:1/sctp")), "bound to every address");
+        assert!(!sctp_table_has(table, &port("3869:1/sctp")));
+    }
+
+    #[test]
+    fn a_host_address_needs_an_address_of_its_family_in_the_result() {
+        let given = ["10.77.0.5/16".to_owned()];
+        assert!(has_family(&given, "127.0.0.1".parse().unwrap()));
+        assert!(!has_family(&given, "::1".parse().unwrap()));
+        assert!(has_family(&["fd00::5/64".to_owned()], "::1".parse().unwrap()));
+    }
 
     #[test]
     fn the_workloads_own_hosts_or_resolv_conf_wins_however_its_path_is_written() {

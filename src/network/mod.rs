@@ -59,6 +59,11 @@ pub enum NetworkError {
         "host port {0} is in use on this host (a host service has it): publishing it would take the port over, for the host's own connections too; publish another port, or stop that service"
     )]
     PortInUse(crate::model::PortMapping),
+    #[error(
+        "host port {port} is on an IPv{family} address, and the network `{network}` gave the workload no IPv{family} address: nothing would be published there; publish it on an address of a family the network gives, or leave the address out",
+        family = if port.host_ip.is_some_and(|ip| ip.is_ipv6()) { 6 } else { 4 }
+    )]
+    PortFamily { port: crate::model::PortMapping, network: String },
 }
 
 impl NetworkError {
@@ -92,7 +97,8 @@ impl NetworkError {
             | NetworkError::Directory { .. }
             | NetworkError::Twice { .. }
             | NetworkError::ShadowsBuiltIn { .. }
-            | NetworkError::Unknown(_) => true,
+            | NetworkError::Unknown(_)
+            | NetworkError::PortFamily { .. } => true,
         }
     }
 }

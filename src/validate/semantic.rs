@@ -121,6 +121,17 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
         _ => {}
     }
     for (i, port) in m.ports.iter().enumerate() {
+        // portmap skips a mapping whose host address is of a family the
+        // workload has no address in: it would be listed, and not published.
+        if m.namespaces.network.cni() == Some(crate::model::BRIDGE) && port.host_ip.is_some_and(|ip| ip.is_ipv6()) {
+            problems.push(
+                Problem::error(
+                    at(&format!("/ports/{i}")),
+                    format!("paddock's bridge network is IPv4 only: nothing would be published on {port}"),
+                )
+                .with_help("publish it on an IPv4 address (or on every address: leave the address out), or use a CNI network of your own that gives the workload an IPv6 address"),
+            );
+        }
         if let Some(first) = m.ports[..i].iter().position(|p| p.collides_with(port)) {
             problems.push(
                 Problem::error(
