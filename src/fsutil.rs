@@ -25,14 +25,10 @@ pub enum UnsafeInput {
         "{path} is writable by {who} (mode {mode:04o}): anyone who can write it chooses what paddock runs as root; run `chmod go-w {path}`"
     )]
     Writable { path: PathBuf, who: &'static str, mode: u32 },
-    #[error(
-        "{path} is owned by uid {uid}, not root: whoever owns it can swap what workloads mount as volumes; run `chown root {path}`"
-    )]
-    VolumesNotRootOwned { path: PathBuf, uid: u32 },
-    #[error(
-        "{path} is writable by {who} (mode {mode:04o}): whoever can write it can swap what workloads mount as volumes; run `chmod go-w {path}`"
-    )]
-    VolumesWritable { path: PathBuf, who: &'static str, mode: u32 },
+    #[error("{path} is owned by uid {uid}, not root: whoever owns it {}; run `chown root {path}`", .kept.risk())]
+    GuardedNotRootOwned { path: PathBuf, uid: u32, kept: Kept },
+    #[error("{path} is writable by {who} (mode {mode:04o}): whoever can write it {}; run `chmod go-w {path}`", .kept.risk())]
+    GuardedWritable { path: PathBuf, who: &'static str, mode: u32, kept: Kept },
     #[error(
         "volumes_root {path} can be entered by others (mode {mode:04o}): a workload can create set-user-ID files owned by the host's root in an idmapped volume, which any host user could then run; run `chmod o-rwx {path}`"
     )]
@@ -43,6 +39,27 @@ pub enum UnsafeInput {
     VolumesGroupTraversable { path: PathBuf, gid: u32, mode: u32 },
     #[error("{path} changed while it was being checked (a component became a symlink); try again")]
     Changed { path: PathBuf },
+}
+
+/// What a directory that only root may change holds, for its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// volumes_root: what workloads mount as volumes.
+    Volumes,
+    /// The state directory, the run directory or the control socket's:
+    /// records, logs, network namespaces, the socket.
+    State,
+}
+
+impl Kept {
+    fn risk(self) -> &'static str {
+        match self {
+            Kept::Volumes => "can swap what workloads mount as volumes",
+            Kept::State => {
+                "can swap the records, logs and network namespaces paddock keeps there as root for links to any file (a log appended to, a namespace unmounted, a recorded process killed)"
+            }
+        }
+    }
 }
 
 /// Who besides the owner may write, by the mode's bits.
@@ -93,6 +110,36 @@ pub fn reachable_by_others(dir: &Path) -> bool {
 /// is walked from `/` one component at a time without following symlinks,
 /// so what was checked is what is returned.
 pub fn open_volumes_root(path: &Path) -> Result<OwnedFd, UnsafeInput> {
+    let (dir, real) = open_root_only(path, Kept::Volumes)?;
+    let meta =
+        nix::sys::stat::fstat(&dir).map_err(|e| UnsafeInput::Stat { path: path.to_owned(), source: e.into() })?;
+    let mode = meta.st_mode & 0o7777;
+    if mode & 0o001 != 0 {
+        return Err(UnsafeInput::VolumesTraversable { path: real, mode });
+    }
+    if mode & 0o010 != 0 && meta.st_gid != 0 {
+        return Err(UnsafeInput::VolumesGroupTraversable { path: real, gid: meta.st_gid, mode });
+    }
+    Ok(dir)
+}
+
+/// Refuses a directory where the daemon keeps what it acts on as root
+/// (the state directory, the run directory, the control socket's): unless
+/// it and each of its ancestors are root's and writable by no one else
+/// (a sticky ancestor such as /tmp aside), a user who could change it
+/// could swap a log, a record or a namespace's mount point for a link to
+/// any file. Others may read it (status tools do); the daemon makes the
+/// ones it creates 0700.
+pub fn check_state_dir(path: &Path) -> Result<(), UnsafeInput> {
+    open_root_only(path, Kept::State).map(drop)
+}
+
+/// Opens a directory that only root may change: itself and each of its
+/// ancestors root's and writable by no one else (an ancestor may be
+/// sticky, as /tmp is: no one else can move root's entry in it). The path
+/// is walked from `/` one component at a time without following symlinks,
+/// so what was checked is what is returned, with the path it resolved to.
+fn open_root_only(path: &Path, kept: Kept) -> Result<(OwnedFd, PathBuf), UnsafeInput> {
     let stat_err = |source: std::io::Error| UnsafeInput::Stat { path: path.to_owned(), source };
     // A configured path may go through symlinks (/var/lib -> /data/lib):
     // resolve them once, then walk the result refusing any symlink.
@@ -103,7 +150,7 @@ pub fn open_volumes_root(path: &Path) -> Result<OwnedFd, UnsafeInput> {
     let parts: Vec<Component<'_>> = real.components().filter(|c| matches!(c, Component::Normal(_))).collect();
     for part in &parts {
         let meta = nix::sys::stat::fstat(&dir).map_err(|e| stat_err(e.into()))?;
-        check_ancestor(&walked, meta.st_uid, meta.st_mode)?;
+        check_ancestor(&walked, meta.st_uid, meta.st_mode, kept)?;
         walked.push(part);
         // canonicalize resolved every symlink: one now is a swap since.
         dir = openat(&dir, part.as_os_str(), flags, Mode::empty()).map_err(|e| match e {
@@ -114,28 +161,22 @@ pub fn open_volumes_root(path: &Path) -> Result<OwnedFd, UnsafeInput> {
     let meta = nix::sys::stat::fstat(&dir).map_err(|e| stat_err(e.into()))?;
     let mode = meta.st_mode & 0o7777;
     if meta.st_uid != 0 {
-        return Err(UnsafeInput::VolumesNotRootOwned { path: real, uid: meta.st_uid });
+        return Err(UnsafeInput::GuardedNotRootOwned { path: real, uid: meta.st_uid, kept });
     }
     if let Some(who) = writers(mode) {
-        return Err(UnsafeInput::VolumesWritable { path: real, who, mode });
+        return Err(UnsafeInput::GuardedWritable { path: real, who, mode, kept });
     }
-    if mode & 0o001 != 0 {
-        return Err(UnsafeInput::VolumesTraversable { path: real, mode });
-    }
-    if mode & 0o010 != 0 && meta.st_gid != 0 {
-        return Err(UnsafeInput::VolumesGroupTraversable { path: real, gid: meta.st_gid, mode });
-    }
-    Ok(dir)
+    Ok((dir, real))
 }
 
-/// An ancestor of volumes_root: root's, and writable by no one else unless sticky.
-fn check_ancestor(path: &Path, uid: u32, mode: u32) -> Result<(), UnsafeInput> {
+/// An ancestor of a root-only directory: root's, and writable by no one else unless sticky.
+fn check_ancestor(path: &Path, uid: u32, mode: u32, kept: Kept) -> Result<(), UnsafeInput> {
     if uid != 0 {
-        return Err(UnsafeInput::VolumesNotRootOwned { path: path.to_owned(), uid });
+        return Err(UnsafeInput::GuardedNotRootOwned { path: path.to_owned(), uid, kept });
     }
     let mode = mode & 0o7777;
     match writers(mode) {
-        Some(who) if mode & 0o1000 == 0 => Err(UnsafeInput::VolumesWritable { path: path.to_owned(), who, mode }),
+        Some(who) if mode & 0o1000 == 0 => Err(UnsafeInput::GuardedWritable { path: path.to_owned(), who, mode, kept }),
         _ => Ok(()),
     }
 }

@@ -69,10 +69,11 @@ pub fn numbered(path: &Path, n: usize) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Opens a workload's log for appending (created 0600 when missing).
+/// Opens a workload's log for appending (created 0600 when missing); a
+/// symlink in its place is refused (ELOOP), never followed as root.
 pub fn open(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(libc::O_CLOEXEC).open(path)
+    OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW).open(path)
 }
 
 /// Rotates a full log: `path.1` becomes `path.2` (... up to `keep`), `path`
@@ -97,6 +98,17 @@ pub fn rotate(path: &Path, keep: usize) -> std::io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_that_is_a_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (target, log) = (dir.path().join("elsewhere"), dir.path().join("web.log"));
+        std::fs::write(&target, "").unwrap();
+        std::os::unix::fs::symlink(&target, &log).unwrap();
+        let e = open(&log).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "", "nothing reached the link's target");
+    }
 
     #[test]
     fn lines_are_stamped_once_even_across_chunks() {

@@ -183,6 +183,39 @@ fn a_world_writable_workloads_directory_is_refused() {
 }
 
 #[test]
+fn state_run_and_socket_directories_others_could_change_are_refused() {
+    // Whoever could change these could swap a log for a link to
+    // /etc/ld.so.preload, or a record for one naming any process.
+    let d = Daemon::setup();
+    let run = |d: &Daemon| {
+        let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(["daemon", "--config"])
+            .arg(d.path("paddock.toml"))
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // A state directory a user owns.
+    std::fs::create_dir(d.path("state")).unwrap();
+    std::os::unix::fs::chown(d.path("state"), Some(1000), None).unwrap();
+    let (code, err) = run(&d);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("is owned by uid 1000, not root") && err.contains("a log appended to"), "{err}");
+    std::os::unix::fs::chown(d.path("state"), Some(0), None).unwrap();
+    // A run directory under a directory its group may write.
+    std::fs::create_dir(d.path("shared")).unwrap();
+    std::fs::set_permissions(d.path("shared"), std::fs::Permissions::from_mode(0o775)).unwrap();
+    d.configure(
+        &format!("run_dir = {:?}", d.path("run").display().to_string()),
+        &format!("run_dir = {:?}", d.path("shared/run").display().to_string()),
+    );
+    let (code, err) = run(&d);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("shared is writable by its group (mode 0775)") && err.contains("chmod go-w"), "{err}");
+    assert!(!d.path("paddock.sock").exists(), "nothing was started");
+}
+
+#[test]
 fn the_state_directory_and_volumes_root_are_made_roots_alone_and_an_open_volumes_root_is_refused() {
     let mut d = Daemon::setup().start(&[]);
     for dir in ["state", "volumes"] {

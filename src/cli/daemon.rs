@@ -1,6 +1,6 @@
 //! `paddock daemon`: the supervisor, in the foreground (systemd runs this).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -72,8 +72,19 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     // The state directory (ids, records, logs) and volumes_root are root's
     // alone: made 0700 when missing, and volumes_root refused when others
     // could reach what a workload plants in an idmapped volume.
-    crate::fsutil::create_private_dir(&state_dir)
-        .map_err(|e| CliError::new(1, format!("cannot create the state directory {}: {e}", state_dir.display())))?;
+    // The state and run directories and the socket's hold what the daemon
+    // acts on as root (records, logs, namespaces' mount points): only root
+    // may change them, or their ancestors.
+    let socket_dir = socket.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    for (what, dir) in [
+        ("the state directory", &*state_dir),
+        ("run_dir", &*config.run_dir),
+        ("the control socket's directory", socket_dir),
+    ] {
+        crate::fsutil::create_private_dir(dir)
+            .map_err(|e| CliError::new(1, format!("cannot create {what} {}: {e}", dir.display())))?;
+        crate::fsutil::check_state_dir(dir).or_fail(CONFIG_ERROR)?;
+    }
     if !config.volumes_root.exists() {
         crate::fsutil::create_private_dir(&config.volumes_root).map_err(|e| {
             CliError::new(1, format!("cannot create volumes_root {}: {e}", config.volumes_root.display()))
