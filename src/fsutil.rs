@@ -41,11 +41,70 @@ pub enum UnsafeInput {
     Changed { path: PathBuf },
 }
 
+/// Why a file paddock trusts as root's was not read (`read_trusted`).
+#[derive(Debug, thiserror::Error)]
+pub enum UntrustedFile {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Link(crate::sandbox::Untrusted),
+    #[error("{path} is not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error("{path} is larger than {limit} bytes")]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error("{path} is owned by uid {uid}, not root: whoever owns it {risk}; run `chown root {path}`")]
+    NotRootOwned { path: PathBuf, uid: u32, risk: &'static str },
+    #[error("{path} is writable by {who} (mode {mode:04o}): whoever can write it {risk}; run `chmod go-w {path}`")]
+    Writable { path: PathBuf, who: &'static str, mode: u32, risk: &'static str },
+}
+
+/// Reads a file that decides what paddock does as root (a policy, a
+/// network's configuration). Run as root, the file must be root's and
+/// writable by no one else, and a symlink on its way is followed only
+/// where no one but root could have made it (`sandbox::open_trusted`); the
+/// checks are made on the descriptor that is read, so a file swapped in
+/// meanwhile is not the one read. Run as another user (`paddock check` in
+/// a user's checkout) nothing runs as root, and the file is read as it is.
+/// `risk` says what its owner could do, for the errors.
+pub fn read_trusted(path: &Path, risk: &'static str, limit: u64) -> Result<String, UntrustedFile> {
+    use std::io::Read;
+    let io = |source: std::io::Error| UntrustedFile::Io { path: path.to_owned(), source };
+    let (file, found) = if nix::unistd::geteuid().is_root() {
+        crate::sandbox::open_trusted(path).map_err(|e| match e {
+            crate::sandbox::Untrusted::Io(source) => io(source),
+            link => UntrustedFile::Link(link),
+        })?
+    } else {
+        (std::fs::File::open(path).map_err(io)?, path.to_owned())
+    };
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(UntrustedFile::NotAFile { path: found });
+    }
+    if nix::unistd::geteuid().is_root() {
+        if meta.uid() != 0 {
+            return Err(UntrustedFile::NotRootOwned { path: found, uid: meta.uid(), risk });
+        }
+        let mode = meta.mode() & 0o7777;
+        if let Some(who) = writers(mode) {
+            return Err(UntrustedFile::Writable { path: found, who, mode, risk });
+        }
+    }
+    let mut text = String::new();
+    file.take(limit + 1).read_to_string(&mut text).map_err(io)?;
+    if text.len() as u64 > limit {
+        return Err(UntrustedFile::TooLarge { path: found, limit });
+    }
+    Ok(text)
+}
+
 /// What a directory that only root may change holds, for its errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kept {
     /// volumes_root: what workloads mount as volumes.
     Volumes,
+    /// A program run as root (a CNI plugin) and its directory.
+    Programs,
     /// The state directory, the run directory or the control socket's:
     /// records, logs, network namespaces, the socket.
     State,
@@ -55,6 +114,7 @@ impl Kept {
     fn risk(self) -> &'static str {
         match self {
             Kept::Volumes => "can swap what workloads mount as volumes",
+            Kept::Programs => "can replace a program paddock runs as root",
             Kept::State => {
                 "can swap the records, logs and network namespaces paddock keeps there as root for links to any file (a log appended to, a namespace unmounted, a recorded process killed)"
             }
@@ -132,6 +192,27 @@ pub fn open_volumes_root(path: &Path) -> Result<OwnedFd, UnsafeInput> {
 /// ones it creates 0700.
 pub fn check_state_dir(path: &Path) -> Result<(), UnsafeInput> {
     open_root_only(path, Kept::State).map(drop)
+}
+
+/// Refuses a program paddock is to run as root (a CNI plugin) unless it
+/// (after its symlinks) is root's and writable by no one else, and so are
+/// its directory and each of that directory's ancestors (a sticky one
+/// aside): whoever could replace it would run as root.
+pub fn check_root_program(path: &Path) -> Result<(), UnsafeInput> {
+    let stat_err = |source: std::io::Error| UnsafeInput::Stat { path: path.to_owned(), source };
+    let real = std::fs::canonicalize(path).map_err(stat_err)?;
+    let (dir, _) = open_root_only(real.parent().unwrap_or(Path::new("/")), Kept::Programs)?;
+    let name = real.file_name().ok_or_else(|| stat_err(std::io::ErrorKind::InvalidInput.into()))?;
+    let st = nix::sys::stat::fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(|e| stat_err(e.into()))?;
+    let mode = st.st_mode & 0o7777;
+    if st.st_uid != 0 {
+        return Err(UnsafeInput::GuardedNotRootOwned { path: real, uid: st.st_uid, kept: Kept::Programs });
+    }
+    match writers(mode) {
+        Some(who) => Err(UnsafeInput::GuardedWritable { path: real, who, mode, kept: Kept::Programs }),
+        None => Ok(()),
+    }
 }
 
 /// Opens a directory that only root may change: itself and each of its
@@ -293,6 +374,41 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_program_run_as_root_must_be_roots_alone_and_so_must_its_directory() {
+        assert!(nix::unistd::geteuid().is_root(), "this test makes files of another user's and must run as root");
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let plugin = bin.join("bridge");
+        std::fs::write(&plugin, "#!/bin/sh\n").unwrap();
+        let mode = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        mode(&bin, 0o755);
+        mode(&plugin, 0o755);
+        check_root_program(&plugin).unwrap();
+        mode(&plugin, 0o775);
+        let e = check_root_program(&plugin).unwrap_err().to_string();
+        assert!(
+            e.contains("bridge is writable by its group") && e.contains("can replace a program paddock runs as root"),
+            "{e}"
+        );
+        mode(&plugin, 0o755);
+        std::os::unix::fs::chown(&plugin, Some(1000), None).unwrap();
+        assert!(check_root_program(&plugin).unwrap_err().to_string().contains("owned by uid 1000"));
+        std::os::unix::fs::chown(&plugin, Some(0), None).unwrap();
+        mode(&bin, 0o777);
+        assert!(check_root_program(&plugin).unwrap_err().to_string().contains("bin is writable by group and others"));
+        mode(&bin, 0o755);
+        // A link is judged by what it leads to: here a program in a directory others may write.
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        mode(&open, 0o777);
+        std::fs::write(open.join("real"), "").unwrap();
+        mode(&open.join("real"), 0o755);
+        std::os::unix::fs::symlink(open.join("real"), bin.join("portmap")).unwrap();
+        assert!(check_root_program(&bin.join("portmap")).unwrap_err().to_string().contains("open is writable"));
+    }
 
     #[test]
     fn a_leftover_temporary_file_never_blocks_a_write_and_two_threads_never_share_one() {

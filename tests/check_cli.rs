@@ -133,6 +133,44 @@ fn policies_are_chosen_by_name_and_from_a_directory() {
 }
 
 #[test]
+fn a_policy_file_others_could_change_is_refused_when_root_reads_it() {
+    assert!(nix::unistd::geteuid().is_root(), "this test gives a policy file to another user and must run as root");
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "w.toml", VALID);
+    let policies = tempfile::tempdir().unwrap();
+    let policy = write(
+        policies.path(),
+        "open.json",
+        r#"{"allOf": [{"title": "anything", "description": "allows everything"}]}"#,
+    );
+    let dir_arg = policies.path().to_str().unwrap();
+    let run = |d: &str| check(&["--policy-dir", d, "--policy", "open"], &[&file]);
+    assert_eq!(run(dir_arg).code, 0, "root's own, 0644");
+    std::os::unix::fs::chown(&policy, Some(1000), None).unwrap();
+    let r = run(dir_arg);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("open.json is owned by uid 1000, not root: whoever owns it chooses what the daemon lets workloads do; run `chown root"),
+        "{}",
+        r.stderr
+    );
+    std::os::unix::fs::chown(&policy, Some(0), None).unwrap();
+    std::fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o664)).unwrap();
+    let r = run(dir_arg);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("open.json is writable by its group (mode 0664)"), "{}", r.stderr);
+    // Another user (a CI job in its checkout) reads it as it is: nothing
+    // of theirs runs as root.
+    for d in [dir.path(), policies.path()] {
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("paddock"));
+    cmd.args(["check", "--policy-dir", dir_arg, "--policy", "open"]).arg(&file).env("NO_COLOR", "1");
+    let out = cmd.uid(65534).gid(65534).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn usage_and_io_errors_exit_2() {
     let run = check(&[], &[]);
     assert_eq!(run.code, 2, "no path is a usage error");

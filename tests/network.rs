@@ -517,6 +517,31 @@ fn a_port_on_an_address_family_the_network_does_not_give_fails_and_leaves_nothin
 }
 
 #[test]
+fn a_network_configuration_others_could_change_is_refused() {
+    // Whoever can write a .conflist chooses what the plugins, run as root, do.
+    let d = Daemon::setup();
+    std::fs::create_dir(d.path("networks")).unwrap();
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "lan",
+        "plugins": [{"type": "bridge", "bridge": "eth0", "ipam": {"type": "host-local", "subnet": "10.97.0.0/24"}}],
+    });
+    std::fs::write(d.path("networks/lan.conflist"), conflist.to_string()).unwrap();
+    std::fs::set_permissions(d.path("networks/lan.conflist"), std::os::unix::fs::PermissionsExt::from_mode(0o664))
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["daemon", "--config"])
+        .arg(d.path("paddock.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("lan.conflist is writable by its group (mode 0664): whoever can write it chooses what the CNI plugins paddock runs as root are told to do"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_network_from_the_networks_directory_is_used_by_name() {
     let d = prepared();
     std::fs::create_dir(d.path("networks")).unwrap();

@@ -152,12 +152,19 @@ fn each_restricted_rule_refuses_its_case_and_only_that() {
 
 #[test]
 fn the_privileged_policy_allows_everything_the_schema_does() {
-    // Every baseline breach at once (one table of each kind).
-    let text = format!(
-        "{CMD}[namespaces]\nuser = \"host\"\nnetwork = \"host\"\npid = \"host\"\n[security]\nprivileged = true\nseccomp = \"unconfined\"\ncapabilities = [\"SYS_ADMIN\"]\n[[mounts]]\nsource = \"/srv\"\ntarget = \"/srv\"\nidmap = true\nreadonly = false\nsetuid = true\ndevices = true\n[rootfs]\nreadonly = false\n"
-    );
-    assert_eq!(broken("privileged", &text), Vec::<String>::new());
-    assert!(!broken("baseline", &text).is_empty());
+    // Every baseline breach at once (one table of each kind): an idmapped
+    // mount needs the workload's own user namespace, so it comes second.
+    let breaches = "network = \"host\"\npid = \"host\"\n[security]\nprivileged = true\nseccomp = \"unconfined\"\ncapabilities = [\"SYS_ADMIN\"]\n[[mounts]]\nsource = \"/srv\"\ntarget = \"/srv\"\nreadonly = false\nsetuid = true\ndevices = true\n[rootfs]\nreadonly = false\n";
+    for text in [
+        format!("{CMD}[namespaces]\nuser = \"host\"\n{breaches}"),
+        format!(
+            "{CMD}[namespaces]\n{}",
+            breaches.replace("readonly = false\nsetuid", "idmap = true\nreadonly = false\nsetuid")
+        ),
+    ] {
+        assert_eq!(broken("privileged", &text), Vec::<String>::new());
+        assert!(!broken("baseline", &text).is_empty());
+    }
 }
 
 #[test]

@@ -26,6 +26,8 @@ pub enum CniError {
     Missing { plugin: String, dirs: String },
     #[error("{origin}: {message}")]
     Config { origin: String, message: String },
+    #[error("the CNI plugin `{plugin}` is not run: {reason}")]
+    Untrusted { plugin: String, reason: crate::fsutil::UnsafeInput },
     #[error("running the CNI plugin {plugin}: {source}")]
     Run { plugin: String, source: std::io::Error },
     #[error("the CNI plugin {plugin} ({command}) did not finish within {}s and was killed", PLUGIN_TIMEOUT.as_secs())]
@@ -49,7 +51,10 @@ impl PluginDirs {
         if plugin.is_empty() || plugin.contains('/') || plugin.starts_with('.') {
             return Err(missing());
         }
-        self.0.iter().map(|d| d.join(plugin)).find(|p| p.is_file()).ok_or_else(missing)
+        let program = self.0.iter().map(|d| d.join(plugin)).find(|p| p.is_file()).ok_or_else(missing)?;
+        crate::fsutil::check_root_program(&program)
+            .map_err(|reason| CniError::Untrusted { plugin: plugin.to_owned(), reason })?;
+        Ok(program)
     }
 
     fn cni_path(&self) -> String {

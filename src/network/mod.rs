@@ -86,7 +86,7 @@ impl NetworkError {
     /// may pass, and trying again is worth it.
     pub fn needs_the_operator(&self) -> bool {
         match self {
-            NetworkError::Cni(CniError::Missing { .. } | CniError::Config { .. }) => true,
+            NetworkError::Cni(CniError::Missing { .. } | CniError::Config { .. } | CniError::Untrusted { .. }) => true,
             NetworkError::Cni(CniError::Run { .. } | CniError::Timeout { .. } | CniError::Failed { .. }) => false,
             // A host service may let its port go: tried again, with backoff.
             NetworkError::Netns(_)
@@ -157,6 +157,12 @@ pub fn builtin(config: &NetworkConfig, state_dir: &Path) -> Result<ConfList, Net
     Ok(ConfList::parse(raw, "the built-in network").expect("the built-in list is well formed"))
 }
 
+/// What the owner of a network's configuration could do, for `read_trusted`'s errors.
+const CONFLIST_RISK: &str = "chooses what the CNI plugins paddock runs as root are told to do";
+
+/// The largest `.conflist` read.
+const MAX_CONFLIST_BYTES: u64 = 1 << 20;
+
 impl Networks {
     /// The built-in network and every `*.conflist` in the networks
     /// directory (which may be missing; when present it must be root's
@@ -179,7 +185,8 @@ impl Networks {
                 paths.sort();
                 for path in paths {
                     let origin = path.display().to_string();
-                    let text = std::fs::read_to_string(&path).map_err(|e| dir_error(format!("{origin}: {e}")))?;
+                    let text = crate::fsutil::read_trusted(&path, CONFLIST_RISK, MAX_CONFLIST_BYTES)
+                        .map_err(|e| dir_error(e.to_string()))?;
                     let raw: Value = serde_json::from_str(&text).map_err(|e| {
                         NetworkError::Cni(CniError::Config {
                             origin: format!("{origin}:{}:{}", e.line(), e.column()),

@@ -18,6 +18,12 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("privileged", include_str!("../../policies/privileged.json")),
 ];
 
+/// What the owner of a policy file could do, for `read_trusted`'s errors.
+const POLICY_RISK: &str = "chooses what the daemon lets workloads do";
+
+/// The largest policy file read (the built-in ones are about 10 KiB).
+const MAX_POLICY_BYTES: u64 = 1 << 20;
+
 /// The placeholder that policies use for the daemon's `volumes_root`, as a
 /// regular expression (for `pattern`), without a trailing slash.
 pub const VOLUMES_ROOT_PLACEHOLDER: &str = "{{volumes_root}}";
@@ -32,8 +38,8 @@ pub enum PolicySource {
 pub enum PolicyError {
     #[error("cannot read the policy directory {path}: {source}")]
     ReadDir { path: PathBuf, source: std::io::Error },
-    #[error("cannot read policy {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Read(#[from] crate::fsutil::UntrustedFile),
     #[error("{path}:{line}:{column}: error: not valid JSON: {message}")]
     Json { path: String, line: usize, column: usize, message: String },
     #[error("{path}: error: not a valid JSON Schema: {message}")]
@@ -177,8 +183,7 @@ impl PolicyCatalog {
                 if BUILT_IN.iter().any(|(n, _)| *n == stem) {
                     return Err(PolicyError::ShadowsBuiltIn { path, name: stem });
                 }
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|source| PolicyError::Read { path: path.clone(), source })?;
+                let text = crate::fsutil::read_trusted(&path, POLICY_RISK, MAX_POLICY_BYTES)?;
                 found.push(Found { name: stem, source: PolicySource::File(path), text: text.into() });
             }
         }
