@@ -78,14 +78,14 @@ impl Listener {
                 break None;
             }
             match sandbox.try_recv() {
-                Ok((InitReport::LogFull, _)) => self.rotate(&sandbox),
-                Ok((InitReport::LogFailing { error }, _)) => {
+                Ok(InitReport::LogFull) => self.rotate(&sandbox),
+                Ok(InitReport::LogFailing { error }) => {
                     tracing::error!(workload = %self.name, %error, "cannot write the log; its output is dropped until it can");
                 }
-                Ok((InitReport::LogWritten { lost }, _)) => {
+                Ok(InitReport::LogWritten { lost }) => {
                     tracing::warn!(workload = %self.name, lost_bytes = lost, "the log is written again");
                 }
-                Ok((end @ InitReport::Exited { .. }, _)) => {
+                Ok(end @ InitReport::Exited { .. }) => {
                     // Kept first (a one-shot's end), then heard: the init may go.
                     let (heard, kept) = tokio::sync::oneshot::channel();
                     let exit = sandbox::end_of(Some(&end), None);
@@ -94,7 +94,7 @@ impl Listener {
                     let _ = sandbox.send(&InitCommand::Ack, &[]);
                     break Some(end);
                 }
-                Ok((other, _)) => {
+                Ok(other) => {
                     tracing::warn!(workload = %self.name, report = ?other, "unexpected report from the init")
                 }
                 Err(sandbox::ChannelError::Io(Errno::EAGAIN)) => {}

@@ -41,6 +41,8 @@ pub enum ChannelError {
     TooLarge(u64),
     #[error("channel: the message's memfd: {0}")]
     Memfd(std::io::Error),
+    #[error("channel: a report that is not in its packet (an init's reports always are)")]
+    NotInline,
 }
 
 /// One end of the socket pair.
@@ -74,15 +76,24 @@ impl Channel {
 
     /// The next message; blocks until there is one.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<(T, Vec<OwnedFd>), ChannelError> {
-        self.receive(MsgFlags::empty())
+        self.receive(MsgFlags::empty(), true)
     }
 
-    /// The next message, or `Err(Io(EAGAIN))` at once when there is none.
-    pub fn try_recv<T: DeserializeOwned>(&self) -> Result<(T, Vec<OwnedFd>), ChannelError> {
-        self.receive(MsgFlags::MSG_DONTWAIT)
+    /// The next message from a sandbox's init, which paddock takes as
+    /// untrusted (a workload allowed to trace its init can write to the
+    /// channel): one packet, no descriptor kept (what came with it is
+    /// closed), never a memfd, whose reading a file on a hung mount could
+    /// stall. Its reports are small. Blocks until there is one.
+    pub fn recv_report<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
+        self.receive(MsgFlags::empty(), false).map(|(message, _)| message)
     }
 
-    fn receive<T: DeserializeOwned>(&self, flags: MsgFlags) -> Result<(T, Vec<OwnedFd>), ChannelError> {
+    /// As `recv_report`, or `Err(Io(EAGAIN))` at once when there is none.
+    pub fn try_recv_report<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
+        self.receive(MsgFlags::MSG_DONTWAIT, false).map(|(message, _)| message)
+    }
+
+    fn receive<T: DeserializeOwned>(&self, flags: MsgFlags, memfd: bool) -> Result<(T, Vec<OwnedFd>), ChannelError> {
         let mut buf = vec![0u8; INLINE + 1];
         let mut iov = [IoSliceMut::new(&mut buf)];
         let mut space = cmsg_space!([RawFd; MAX_FDS]);
@@ -102,6 +113,7 @@ impl Channel {
         match buf.first() {
             _ if len == 0 => Err(ChannelError::Closed),
             Some(&INLINE_TAG) => Ok((serde_json::from_slice(&buf[1..len])?, fds)),
+            Some(&MEMFD_TAG) if !memfd => Err(ChannelError::NotInline),
             Some(&MEMFD_TAG) if !fds.is_empty() => {
                 let memfd = std::fs::File::from(fds.remove(0));
                 let size = memfd.metadata().map_err(ChannelError::Memfd)?.len();
@@ -155,5 +167,30 @@ mod tests {
         assert!(matches!(a.send(&"x", &vec![devnull.as_raw_fd(); MAX_FDS + 1]), Err(ChannelError::TooManyFds(_))));
         drop(a);
         assert!(matches!(b.recv::<String>(), Err(ChannelError::Closed)));
+    }
+
+    #[test]
+    fn an_inits_report_is_read_from_its_packet_only_and_its_descriptors_are_closed() {
+        use std::io::Read;
+        let (a, b) = pair();
+        // A pipe's write end sent along: its read end sees the end of the
+        // file once every copy of the write end is closed.
+        let sent_closed = |message: String| {
+            let (r, w) = nix::unistd::pipe().unwrap();
+            a.send(&message, &[w.as_raw_fd()]).unwrap();
+            drop(w);
+            let got = b.try_recv_report::<String>();
+            let mut rest = Vec::new();
+            nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+            let eof = std::fs::File::from(r).read_to_end(&mut rest).is_ok();
+            (got, eof)
+        };
+        let (got, eof) = sent_closed("small".to_owned());
+        assert_eq!(got.unwrap(), "small");
+        assert!(eof, "the descriptor that came along was closed");
+        // What only a memfd could carry is refused, not read.
+        let (got, eof) = sent_closed("x".repeat(INLINE + 1));
+        assert!(matches!(got, Err(ChannelError::NotInline)), "{got:?}");
+        assert!(eof, "and what came with it closed");
     }
 }

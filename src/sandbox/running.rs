@@ -53,10 +53,10 @@ impl Sandbox {
         self.channel.fd().as_raw_fd()
     }
 
-    /// The init's next message, with any descriptors sent along, or
-    /// `Err(Io(EAGAIN))` when there is none now.
-    pub fn try_recv(&self) -> Result<(InitReport, Vec<OwnedFd>), ChannelError> {
-        self.channel.try_recv()
+    /// The init's next report (`Channel::try_recv_report`: in its packet,
+    /// no descriptors), or `Err(Io(EAGAIN))` when there is none now.
+    pub fn try_recv(&self) -> Result<InitReport, ChannelError> {
+        self.channel.try_recv_report()
     }
 
     /// Tells a supervised init something (a new log, that its end was heard).
@@ -97,7 +97,7 @@ impl Sandbox {
     /// gone (`paddock run`).
     pub fn wait(self) -> Exit {
         // An exit status alone cannot tell `exit 143` from SIGTERM: the init's report can.
-        let report = self.channel.recv::<InitReport>().ok().map(|(report, _)| report);
+        let report = self.channel.recv_report::<InitReport>().ok();
         self.reap(report.as_ref())
     }
 

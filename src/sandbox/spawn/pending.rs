@@ -125,14 +125,12 @@ pub(super) fn discard_cgroup(cgroup: Option<&Cgroup>) {
 
 /// The init's report on its setup: Ok once the workload runs.
 fn report(pid: Pid, channel: &Channel) -> Result<(), SpawnError> {
-    match channel.recv::<InitReport>() {
-        Ok((InitReport::Started { .. }, _)) => Ok(()),
-        Ok((InitReport::SetupFailed { step, error }, _)) => Err(SpawnError::Setup { step, error }),
-        Ok((InitReport::ExecFailed { command, errno }, _)) => Err(SpawnError::Exec { command, errno }),
+    match channel.recv_report::<InitReport>() {
+        Ok(InitReport::Started { .. }) => Ok(()),
+        Ok(InitReport::SetupFailed { step, error }) => Err(SpawnError::Setup { step, error }),
+        Ok(InitReport::ExecFailed { command, errno }) => Err(SpawnError::Exec { command, errno }),
         // The init always reports Started before anything else.
-        Ok((report, _)) => {
-            Err(SpawnError::Setup { step: "report".to_owned(), error: format!("out of order: {report:?}") })
-        }
+        Ok(report) => Err(SpawnError::Setup { step: "report".to_owned(), error: format!("out of order: {report:?}") }),
         Err(ChannelError::Closed) => {
             // Its status, read without reaping it: the init stays a zombie,
             // its pid its own, until `abandon` kills and reaps it (reaped
