@@ -765,6 +765,68 @@ fn a_plugin_that_fails_once_is_tried_again_with_the_workloads_backoff() {
 }
 
 #[test]
+fn what_a_plugin_could_not_undo_is_kept_and_undone_once_it_can_be() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = prepared();
+    // `sticky` attaches, and cannot undo while out/stuck exists; `refuse`
+    // fails every ADD while out/refuse exists.
+    std::fs::create_dir(d.path("plugins")).unwrap();
+    let (stuck, refuse) = (d.path("out/stuck"), d.path("out/refuse"));
+    let plugins = [
+        (
+            "sticky",
+            format!(
+                "#!/bin/sh\ncat > /dev/null\ncase $CNI_COMMAND in\nADD) echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.96.0.2/24\"}}]}}' ;;\nDEL) [ -e {} ] && {{ echo '{{\"code\":11,\"msg\":\"stuck\"}}'; exit 1; }} ;;\nesac\nexit 0\n",
+                stuck.display()
+            ),
+        ),
+        (
+            "refuse",
+            format!(
+                "#!/bin/sh\ncat > /dev/null\n[ \"$CNI_COMMAND\" = ADD ] && [ -e {} ] && {{ echo '{{\"code\":7,\"msg\":\"refused\"}}'; exit 1; }}\nexit 0\n",
+                refuse.display()
+            ),
+        ),
+    ];
+    for (name, script) in plugins {
+        std::fs::write(d.path(&format!("plugins/{name}")), script).unwrap();
+        std::fs::set_permissions(d.path(&format!("plugins/{name}")), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::create_dir(d.path("networks")).unwrap();
+    let conflist =
+        serde_json::json!({"cniVersion": "1.0.0", "name": "fake", "plugins": [{"type": "sticky"}, {"type": "refuse"}]});
+    std::fs::write(d.path("networks/fake.conflist"), conflist.to_string()).unwrap();
+    d.configure(
+        "[network]\n",
+        &format!("[network]\nplugin_dirs = [{:?}, \"/usr/lib/cni\"]\n", d.path("plugins").display().to_string()),
+    );
+    d.configure("policy_dir", "resync_interval = \"1s\"\npolicy_dir");
+    std::fs::write(&stuck, "").unwrap();
+    std::fs::write(&refuse, "").unwrap();
+    let d = d.start(&[]);
+    let record = d.path("state/networks/w.json");
+    d.write("w.toml", &sleeper("[namespaces]\nnetwork = \"fake\"\n[restart]\nbackoff = \"1s\""));
+    // The ADD failed, and so did undoing `sticky`'s part: its record stays.
+    d.wait_for("the failure", |d| {
+        d.workload("w").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("its record is kept")))
+    });
+    assert!(record.exists(), "what sticky made is still recorded");
+    // The workload goes; its detachment fails, and is tried again once it can work.
+    std::fs::remove_file(d.path("wl/w.toml")).unwrap();
+    d.wait_for("w gone", |d| d.workload("w").is_none());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(record.exists(), "not undone while sticky cannot");
+    std::fs::remove_file(&stuck).unwrap();
+    d.wait_for("the record undone", |_| !record.exists());
+    let left: Vec<_> = std::fs::read_dir(d.path("run/netns"))
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "its namespace went with it: {left:?}");
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("tried again later"), "{log}");
+}
+
+#[test]
 fn a_restart_or_an_edit_keeps_the_network_and_a_new_port_replaces_it_cleanly() {
     let d = daemon();
     d.write("web.toml", &web(&d, 80, "ports = [\"8091:80\"]"));

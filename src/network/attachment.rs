@@ -169,12 +169,19 @@ impl Networks {
         }
         let caps = capabilities(&m.ports);
         let runtime = cni::Runtime { dirs: &self.dirs };
-        let result = match runtime.add(list, attachment.target(&caps)) {
+        let result = match runtime.add(list, attachment.target(&caps)).map_err(|failed| *failed) {
             Ok(result) => result,
-            Err(e) => {
+            Err(cni::AddFailed { error, undone: Ok(()) }) => {
                 netns::remove(&netns_path);
                 let _ = std::fs::remove_file(self.record_path(workload));
-                return Err(e.into());
+                return Err(error.into());
+            }
+            // What the plugins before the failing one did stays until a
+            // DEL succeeds: the record (and the namespace it names) are
+            // kept, for `detach` to be tried again.
+            Err(cni::AddFailed { error, undone: Err(undo) }) => {
+                let leftover = Some(attachment);
+                return Err(NetworkError::NotUndone(Box::new(super::NotUndone { error, undo, leftover })));
             }
         };
         attachment.result = Some(result);

@@ -6,6 +6,7 @@
 //! reach the plugins that declare them, in `runtimeConfig`.
 
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -16,7 +17,11 @@ use serde_json::{Map, Value};
 pub const CNI_VERSION: &str = "1.0.0";
 
 /// The longest a plugin may run before it is killed.
+#[cfg(not(test))]
 const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Short in unit tests, which time a plugin out on purpose.
+#[cfg(test)]
+const PLUGIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CniError {
@@ -34,6 +39,15 @@ pub enum CniError {
     Timeout { plugin: String, command: &'static str },
     #[error("the CNI plugin {plugin} ({command}) failed: {message}")]
     Failed { plugin: String, command: &'static str, message: String },
+}
+
+/// Kills a plugin and every process of its group (what it started), then
+/// reaps it. Its group id cannot have been given to another group: the
+/// plugin, its leader, is not reaped until here.
+fn kill_group(child: &mut std::process::Child) {
+    // SAFETY: kill takes a process group (negative) and a signal; no memory is involved.
+    unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+    let _ = child.wait();
 }
 
 /// Where plugin programs are found.
@@ -136,6 +150,16 @@ impl Verb {
     }
 }
 
+/// An ADD that failed, and whether what the plugins before the failing
+/// one did was undone: when it was not (a DEL failed too), their leases
+/// and rules stay until a DEL succeeds, so the caller keeps what is needed
+/// to run it again.
+#[derive(Debug)]
+pub struct AddFailed {
+    pub error: CniError,
+    pub undone: Result<(), CniError>,
+}
+
 /// The plugins of a list, run against one target.
 pub struct Runtime<'a> {
     pub dirs: &'a PluginDirs,
@@ -144,11 +168,12 @@ pub struct Runtime<'a> {
 impl Runtime<'_> {
     /// ADD: each plugin in order, each given the result so far; the last
     /// result is the attachment's. If a plugin fails, what the ones before
-    /// it did is undone (DEL, in reverse) before the error is returned.
-    pub fn add(&self, list: &ConfList, target: Target<'_>) -> Result<Value, CniError> {
+    /// it did is undone (DEL, in reverse) before the error is returned,
+    /// with whether that worked (`AddFailed::undone`).
+    pub fn add(&self, list: &ConfList, target: Target<'_>) -> Result<Value, Box<AddFailed>> {
         // Every program is found before any runs: a missing one changes nothing.
         for t in list.types() {
-            self.dirs.find(t)?;
+            self.dirs.find(t).map_err(|error| Box::new(AddFailed { error, undone: Ok(()) }))?;
         }
         let mut result: Option<Value> = None;
         for plugin in &list.plugins {
@@ -156,9 +181,8 @@ impl Runtime<'_> {
                 Ok(Some(next)) => result = Some(next),
                 // A plugin with nothing to say passes the previous result on.
                 Ok(None) => {}
-                Err(e) => {
-                    let _ = self.del(list, target, result.as_ref());
-                    return Err(e);
+                Err(error) => {
+                    return Err(Box::new(AddFailed { error, undone: self.del(list, target, result.as_ref()) }));
                 }
             }
         }
@@ -220,7 +244,10 @@ impl Runtime<'_> {
             config.insert("runtimeConfig".into(), Value::Object(runtime));
         }
         let stdin = serde_json::to_vec(&Value::Object(config)).expect("JSON values serialize");
+        // A process group of its own: a plugin that times out is killed
+        // with what it started (iptables, ip), not just itself.
         let mut child = Command::new(&program)
+            .process_group(0)
             .env_clear()
             // Plugins run iptables, ip and the like.
             .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
@@ -254,8 +281,7 @@ impl Runtime<'_> {
         let (out_reader, err_reader) = match (out_reader, err_reader) {
             (Ok(out), Ok(err)) => (out, err),
             (out, err) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_group(&mut child);
                 let mut failed = None;
                 for reader in [out, err] {
                     match reader {
@@ -269,8 +295,7 @@ impl Runtime<'_> {
         };
         // Its end, waited for on a pidfd (no polling), at most PLUGIN_TIMEOUT.
         if !crate::sandbox::process::ends_within(&child, PLUGIN_TIMEOUT) {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_group(&mut child);
             return Err(CniError::Timeout { plugin: kind, command: verb.as_str() });
         }
         let status = child.wait().map_err(|source| CniError::Run { plugin: kind.clone(), source })?;
@@ -354,6 +379,38 @@ mod tests {
     }
 
     #[test]
+    fn a_plugin_that_times_out_is_killed_with_what_it_started() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("child.pid");
+        // It starts a helper (as plugins start iptables), then hangs.
+        let script = format!("#!/bin/sh\nsleep 1000 &\necho $! > {}\nsleep 1000\n", pid_file.display());
+        std::fs::write(dir.path().join("hang"), script).unwrap();
+        std::fs::set_permissions(dir.path().join("hang"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dirs = PluginDirs(vec![dir.path().to_owned()]);
+        let list = ConfList::parse(
+            serde_json::json!({"cniVersion": "1.0.0", "name": "t", "plugins": [{"type": "hang"}]}),
+            "t.conflist",
+        )
+        .unwrap();
+        let caps = Map::new();
+        let target = Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
+        let failed = *Runtime { dirs: &dirs }.add(&list, target).unwrap_err();
+        assert!(matches!(failed.error, CniError::Timeout { .. }), "{:?}", failed.error);
+        let helper: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        // Killed with the plugin (a zombie until init reaps it, at most).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{helper}/stat"))
+                .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        };
+        while alive() {
+            assert!(std::time::Instant::now() < deadline, "the plugin's helper {helper} outlived it");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
     fn errors_come_from_the_plugins_json_error_object() {
         let status = std::process::ExitStatus::default();
         let out =
@@ -420,10 +477,34 @@ mod tests {
         let dirs = fakes(dir.path(), "three");
         let caps = Map::new();
         let target = Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
-        let e = Runtime { dirs: &dirs }.add(&chain(), target).unwrap_err().to_string();
+        let failed = *Runtime { dirs: &dirs }.add(&chain(), target).unwrap_err();
+        let e = failed.error.to_string();
         assert!(e.contains("no (code 7)"), "{e}");
+        assert!(failed.undone.is_ok());
         let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
         let verbs: Vec<&str> = log.lines().map(|l| l.split(" prev").next().unwrap()).collect();
         assert_eq!(verbs, ["ADD one", "ADD two", "ADD three", "DEL three", "DEL two", "DEL one"]);
+    }
+
+    #[test]
+    fn an_add_whose_undoing_fails_too_says_so() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = fakes(dir.path(), "three");
+        // `two` cannot undo what it did.
+        let two = dir.path().join("two");
+        let script = std::fs::read_to_string(&two).unwrap().replacen(
+            "#!/bin/sh\n",
+            "#!/bin/sh\n[ \"$CNI_COMMAND\" = DEL ] && { echo '{\"code\":11,\"msg\":\"stuck\"}'; exit 1; }\n",
+            1,
+        );
+        std::fs::write(&two, script).unwrap();
+        std::fs::set_permissions(&two, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let caps = Map::new();
+        let target = Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
+        let failed = *Runtime { dirs: &dirs }.add(&chain(), target).unwrap_err();
+        assert!(failed.error.to_string().contains("no (code 7)"), "{:?}", failed.error);
+        let undo = failed.undone.unwrap_err().to_string();
+        assert!(undo.contains("stuck (code 11)"), "{undo}");
     }
 }

@@ -64,15 +64,42 @@ pub enum NetworkError {
         family = if port.host_ip.is_some_and(|ip| ip.is_ipv6()) { 6 } else { 4 }
     )]
     PortFamily { port: crate::model::PortMapping, network: String },
+    #[error(transparent)]
+    NotUndone(Box<NotUndone>),
+}
+
+/// An attachment whose ADD failed and could not be undone (`cni::AddFailed`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{error}; undoing what the plugins before it had done failed too ({undo}): its record is kept, and undoing it is tried again"
+)]
+pub struct NotUndone {
+    pub error: CniError,
+    pub undo: CniError,
+    /// What is left to undo, until its holder takes it (`take_leftover`).
+    pub leftover: Option<Attachment>,
 }
 
 impl NetworkError {
+    /// What a failed attachment left (`NotUndone`): whoever holds it
+    /// undoes it (`Networks::detach`) before the workload's next attachment.
+    pub fn take_leftover(&mut self) -> Option<Attachment> {
+        match self {
+            NetworkError::NotUndone(n) => n.leftover.take(),
+            _ => None,
+        }
+    }
+
     /// Whether the host (or this process) was out of processes, threads,
     /// descriptors or space when a plugin or a thread was to start or a
     /// record to be written (`sandbox::is_exhausted`): the daemon's
     /// failure, retried without counting against the workload.
     pub fn host_exhausted(&self) -> bool {
         let errno = match self {
+            NetworkError::NotUndone(n) => match &n.error {
+                CniError::Run { source, .. } => source.raw_os_error(),
+                _ => None,
+            },
             NetworkError::Cni(CniError::Run { source, .. })
             | NetworkError::Netns(netns::NetnsError::Thread(source))
             | NetworkError::Write { source, .. } => source.raw_os_error(),
@@ -90,6 +117,7 @@ impl NetworkError {
             NetworkError::Cni(CniError::Run { .. } | CniError::Timeout { .. } | CniError::Failed { .. }) => false,
             // A host service may let its port go: tried again, with backoff.
             NetworkError::Netns(_)
+            | NetworkError::NotUndone(_)
             | NetworkError::Write { .. }
             | NetworkError::Unreadable(_)
             | NetworkError::PortInUse(_) => false,

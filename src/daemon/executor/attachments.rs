@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -76,6 +77,9 @@ pub(super) struct Attachments {
     slots: BTreeMap<WorkloadName, Slot>,
     /// Detachments queued, by the container id they undo.
     detaching: BTreeMap<WorkloadName, String>,
+    /// Detachments that failed (a plugin's DEL): tried again, on a later
+    /// pass, once their delay is over.
+    retries: Arc<Mutex<BTreeMap<WorkloadName, Retry>>>,
     /// What status shows of each attachment (kept apart from the slots,
     /// which a thread may hold for a while).
     views: BTreeMap<WorkloadName, NetworkView>,
@@ -94,6 +98,7 @@ impl Attachments {
             events,
             slots: BTreeMap::new(),
             detaching: BTreeMap::new(),
+            retries: Arc::default(),
             views: BTreeMap::new(),
             workers: Workers::new(NETWORK_WORKERS),
             releasing: false,
@@ -132,9 +137,9 @@ impl Attachments {
                             blame: Blame::Workload,
                         })
                     }
-                    Ok(()) => networks.attach(&name, &manifest).map_err(AttachError::from),
+                    Ok(()) => attach(&networks, &name, &manifest, &mut guard),
                 },
-                None => networks.attach(&name, &manifest).map_err(AttachError::from),
+                None => attach(&networks, &name, &manifest, &mut guard),
             };
             if guard.is_none() || outcome.is_ok() {
                 *guard = outcome.as_ref().ok().cloned();
@@ -167,12 +172,13 @@ impl Attachments {
                 continue;
             };
             drop(guard);
-            if self.detaching.get(&name) == Some(&id) {
+            // Queued already, or failed and not yet due again.
+            if self.detaching.get(&name) == Some(&id) && !lock(&self.retries).get(&name).is_some_and(|r| r.due(&id)) {
                 continue;
             }
             self.detaching.insert(name.clone(), id.clone());
             self.views.remove(&name);
-            let networks = self.networks.clone();
+            let (networks, retries) = (self.networks.clone(), self.retries.clone());
             self.workers.submit(move || {
                 let mut guard = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 // Only what it was queued for: a start that came meanwhile
@@ -182,9 +188,16 @@ impl Attachments {
                 }
                 let Some(a) = guard.take() else { return };
                 match networks.detach(&name, &a) {
-                    Ok(()) => tracing::info!(workload = %name, network = %a.network, "network detached"),
+                    Ok(()) => {
+                        lock(&retries).remove(&name);
+                        tracing::info!(workload = %name, network = %a.network, "network detached");
+                    }
                     Err(e) => {
-                        tracing::error!(workload = %name, error = %e, "cannot undo its network attachment; the next daemon to start tries again");
+                        let mut retries = lock(&retries);
+                        let delay = retries.get(&name).filter(|r| r.id == id).map_or(FIRST_RETRY, |r| r.delay * 2);
+                        let delay = delay.min(LAST_RETRY);
+                        tracing::error!(workload = %name, error = %e, retry_in = ?delay, "cannot undo its network attachment; tried again later (and by the next daemon to start)");
+                        retries.insert(name, Retry { id, at: Instant::now() + delay, delay });
                         *guard = Some(a);
                     }
                 }
@@ -233,6 +246,47 @@ impl Attachments {
     pub(super) fn settle(&mut self) {
         self.workers.settle();
     }
+}
+
+/// A detachment that failed, tried again from `at` on.
+#[derive(Debug)]
+struct Retry {
+    /// The attachment's container id: a newer attachment starts afresh.
+    id: String,
+    at: Instant,
+    delay: Duration,
+}
+
+impl Retry {
+    fn due(&self, id: &str) -> bool {
+        self.id == id && Instant::now() >= self.at
+    }
+}
+
+/// The first delay before a failed detachment is tried again; it doubles
+/// up to the last.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(300);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Makes an attachment. One whose failed ADD could not be undone is kept
+/// in `slot` (as its record is), so that it is undone before the next one
+/// is made, or once its workload goes.
+fn attach(
+    networks: &Networks,
+    name: &WorkloadName,
+    manifest: &Manifest,
+    slot: &mut Option<Attachment>,
+) -> Result<Attachment, AttachError> {
+    networks.attach(name, manifest).map_err(|mut e| {
+        if let Some(leftover) = e.take_leftover() {
+            *slot = Some(leftover);
+        }
+        AttachError::from(e)
+    })
 }
 
 /// Whether an attachment can take a start with these settings as it is.
