@@ -250,3 +250,25 @@ fn without_a_tty_signals_to_paddock_exec_reach_the_command() {
     );
     assert_eq!(d.terminate(), 0);
 }
+
+#[test]
+fn an_exec_ends_with_the_daemon_that_served_it() {
+    // The daemon is killed while a command it entered runs: nothing waits
+    // for that command any more, so it is hung up (and killed if it stays).
+    let d = Daemon::setup().start(&[]);
+    sleeper(&d, "exec-orphan");
+    let mut client =
+        exec(&d, &["exec-orphan", "--", "sleep", "778"]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+    d.wait_for("the entered sleep", |_| !processes(&["sleep", "778"]).is_empty());
+    let entered = processes(&["sleep", "778"])[0];
+    let mut d = d;
+    d.kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gone(entered) {
+        assert!(Instant::now() < deadline, "the entered command {entered} outlived the daemon");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = client.wait();
+    // A successor adopts the workload, and stops it with itself.
+    let _d = d.start(&[]);
+}

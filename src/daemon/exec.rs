@@ -21,7 +21,11 @@ use crate::sandbox::enter::Entry;
 
 impl<E: Executor, S: Store> Supervisor<E, S> {
     /// Enters `request.command` into the running workload it names.
-    pub fn exec(&mut self, request: &ExecRequest, stdio: [OwnedFd; 3]) -> Result<std::process::Child, String> {
+    pub fn exec(
+        &mut self,
+        request: &ExecRequest,
+        stdio: [OwnedFd; 3],
+    ) -> Result<crate::sandbox::enter::Entered, String> {
         let name = WorkloadName::try_from(request.name.as_str())
             .map_err(|_| format!("no workload {:?}: a workload name is its manifest's file name", request.name))?;
         let w = self.core.get(&name).filter(|w| w.desired.is_some() || w.state.has_sandbox()).ok_or_else(|| {

@@ -231,7 +231,7 @@ impl Executor for SandboxExecutor {
         entry: &crate::sandbox::enter::Entry,
         tty: bool,
         stdio: [OwnedFd; 3],
-    ) -> std::io::Result<std::process::Child> {
+    ) -> std::io::Result<crate::sandbox::enter::Entered> {
         let target = self.target(name).ok_or_else(|| std::io::Error::other("its sandbox is not running"))?;
         super::probe::enter(name, &target, manifest, entry, tty, stdio)
     }

@@ -40,7 +40,7 @@ pub fn enter(
     entry: &Entry,
     tty: bool,
     stdio: [OwnedFd; 3],
-) -> std::io::Result<std::process::Child> {
+) -> std::io::Result<enter::Entered> {
     let config = EnterConfig {
         pid: target.pid,
         workload: enter::workload(name, manifest, entry),
@@ -88,8 +88,9 @@ pub fn start(
             })();
             match started {
                 Err(e) => report(Err(format!("cannot start the probe: {e}"))),
-                Ok((child, read)) => {
-                    tokio::task::spawn_blocking(move || report(finish(child, read, timeout)));
+                // Held until the probe is heard: while it is, `__enter` runs on.
+                Ok((mut entered, read)) => {
+                    tokio::task::spawn_blocking(move || report(finish(&mut entered, read, timeout)));
                 }
             }
         }
@@ -98,7 +99,7 @@ pub fn start(
 
 /// Waits for a command probe: its output (the end of it), and whether it
 /// exited 0 within `timeout` (else it is killed).
-fn finish(mut child: std::process::Child, read: OwnedFd, timeout: Duration) -> Result<String, String> {
+fn finish(child: &mut std::process::Child, read: OwnedFd, timeout: Duration) -> Result<String, String> {
     let deadline = Instant::now() + timeout;
     let mut pipe = std::fs::File::from(read);
     let mut output = Vec::new();
@@ -130,7 +131,7 @@ fn finish(mut child: std::process::Child, read: OwnedFd, timeout: Duration) -> R
     // Its output closed, it may still run (a command that closes its
     // stdout and stderr): its end is waited for within the same deadline.
     let left = deadline.saturating_duration_since(Instant::now());
-    if timed_out || !crate::sandbox::process::ends_within(&child, left) {
+    if timed_out || !crate::sandbox::process::ends_within(child, left) {
         // Its command dies with it (PR_SET_PDEATHSIG).
         let _ = child.kill();
         let _ = child.wait();
@@ -239,7 +240,7 @@ mod tests {
             .spawn()
             .unwrap();
         let begun = Instant::now();
-        let outcome = finish(child, read, Duration::from_millis(300));
+        let outcome = finish(&mut { child }, read, Duration::from_millis(300));
         assert_eq!(outcome, Err("timed out after 300ms".to_owned()));
         assert!(begun.elapsed() < Duration::from_secs(3), "waited {:?}", begun.elapsed());
         // And one that ends in time is heard as before.
@@ -249,6 +250,6 @@ mod tests {
             .stdout(std::process::Stdio::from(write))
             .spawn()
             .unwrap();
-        assert_eq!(finish(child, read, Duration::from_secs(5)), Ok("fine".to_owned()));
+        assert_eq!(finish(&mut { child }, read, Duration::from_secs(5)), Ok("fine".to_owned()));
     }
 }

@@ -34,7 +34,7 @@ pub enum Control {
     Metrics(oneshot::Sender<String>),
     /// `paddock exec`: the request, its stdin, stdout and stderr, and where
     /// to send the process that entered the sandbox (or why not).
-    Exec(crate::protocol::ExecRequest, [OwnedFd; 3], oneshot::Sender<Result<std::process::Child, String>>),
+    Exec(crate::protocol::ExecRequest, [OwnedFd; 3], oneshot::Sender<Result<crate::sandbox::enter::Entered, String>>),
     /// `status --watch`: each change of what status shows is sent here.
     Watch(mpsc::UnboundedSender<Response>),
 }

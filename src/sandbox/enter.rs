@@ -83,9 +83,37 @@ const SETUP_FAILED: i32 = 125;
 const CANNOT_EXECUTE: i32 = 126;
 const NOT_FOUND: i32 = 127;
 
+/// A process entered into a sandbox (`paddock __enter`), and the daemon's
+/// end of its channel, held for as long as the process runs: once that
+/// end closes (the daemon died, or re-executed itself for an upgrade and
+/// so cannot wait for it), `__enter` hangs its command up and ends, and
+/// the command ends with it. Derefs to the process.
+#[derive(Debug)]
+pub struct Entered {
+    pub child: std::process::Child,
+    _tie: Channel,
+}
+
+impl std::ops::Deref for Entered {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Entered {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.child
+    }
+}
+
+/// How long an entered command has, once the daemon that started it is
+/// gone (SIGHUP sent), before `__enter` ends and the command is killed with it.
+const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Starts `paddock __enter` with `stdio` as its stdin, stdout and stderr
 /// and nothing else of the daemon's (no environment, no other descriptor).
-pub fn start(config: &EnterConfig, init: &OwnedFd, stdio: [OwnedFd; 3]) -> std::io::Result<std::process::Child> {
+pub fn start(config: &EnterConfig, init: &OwnedFd, stdio: [OwnedFd; 3]) -> std::io::Result<Entered> {
     let (ours, theirs) = nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,
         nix::sys::socket::SockType::SeqPacket,
@@ -112,10 +140,12 @@ pub fn start(config: &EnterConfig, init: &OwnedFd, stdio: [OwnedFd; 3]) -> std::
     drop(theirs);
     let channel = Channel::new(ours);
     if let Err(e) = channel.send(config, &[init.as_raw_fd()]) {
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
         return Err(std::io::Error::other(e.to_string()));
     }
-    Ok(child)
+    Ok(Entered { child, _tie: channel })
 }
 
 /// The namespaces of `pid` that differ from ours (joining one's own user
@@ -158,7 +188,11 @@ pub fn main(channel_fd: RawFd) -> i32 {
         Ok(message) => message,
         Err(e) => return fail("receiving the sandbox", e),
     };
-    drop(channel);
+    // Kept, to hear the daemon go (SIGIO when its end closes), and not
+    // passed on to the command.
+    if let Err(e) = watch_hangup(channel.fd()) {
+        return fail("watching the daemon's channel", e);
+    }
     let Some(init) = fds.into_iter().next() else { return fail("receiving the sandbox", "no pidfd") };
     for dir in &cfg.cgroup {
         if let Err(e) = std::fs::write(dir.join("cgroup.procs"), "0") {
@@ -189,6 +223,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
     prepared.die_with_parent = true;
     let mut watched = SigSet::empty();
     watched.add(Signal::SIGCHLD);
+    watched.add(Signal::SIGIO);
     super::init::FORWARDED.iter().for_each(|s| watched.add(*s));
     if let Err(e) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&watched), None) {
         return fail("blocking signals", e);
@@ -238,11 +273,36 @@ pub fn main(channel_fd: RawFd) -> i32 {
             step => fail(step.name(), errno.desc()),
         };
     }
-    wait_forwarding(child, &watched)
+    wait_forwarding(child, &watched, &channel)
 }
 
-/// Passes signals on to the command until it ends; its exit status.
-fn wait_forwarding(child: Pid, watched: &SigSet) -> i32 {
+/// Has SIGIO sent to this process when the daemon's end of `channel`
+/// closes (or anything arrives on it), and keeps the descriptor from the
+/// command.
+fn watch_hangup(channel: &OwnedFd) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+    fcntl(channel, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    // SAFETY: F_SETOWN with this process's pid: an integer argument.
+    Errno::result(unsafe { libc::fcntl(channel.as_raw_fd(), libc::F_SETOWN, libc::getpid()) })?;
+    let flags = OFlag::from_bits_truncate(fcntl(channel, FcntlArg::F_GETFL)?);
+    fcntl(channel, FcntlArg::F_SETFL(flags | OFlag::O_ASYNC | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Whether the daemon's end of the channel is closed.
+fn hung_up(channel: &Channel) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(channel.fd()), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO)
+        .is_ok_and(|n| n > 0 && fds[0].revents().is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)))
+}
+
+/// Passes signals on to the command until it ends; its exit status. Once
+/// the daemon is gone, the command's session is hung up (SIGHUP, as a
+/// closed terminal would), and after `ORPHAN_GRACE` this process ends,
+/// taking the command with it (its parent-death signal).
+fn wait_forwarding(child: Pid, watched: &SigSet, channel: &Channel) -> i32 {
+    let mut orphaned: Option<std::time::Instant> = None;
     loop {
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => return code,
@@ -251,11 +311,30 @@ fn wait_forwarding(child: Pid, watched: &SigSet) -> i32 {
             Err(Errno::EINTR) => continue,
             Err(e) => return fail("waiting for the command", e),
         }
-        match watched.wait() {
-            Ok(Signal::SIGCHLD) | Err(_) => {}
-            Ok(signal) => {
+        // A hang-up before the watch was armed raised no signal: looked at each turn.
+        if orphaned.is_none() && hung_up(channel) {
+            // Its session: it called setsid, so its process group is its pid.
+            let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGHUP);
+            orphaned = Some(std::time::Instant::now() + ORPHAN_GRACE);
+        }
+        let left = orphaned.map(|deadline| deadline.saturating_duration_since(std::time::Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            eprintln!("paddock exec: the daemon is gone; the command is killed");
+            return 128 + libc::SIGKILL;
+        }
+        match wait_signal(watched, left.unwrap_or(std::time::Duration::from_secs(3600))) {
+            Some(Signal::SIGCHLD | Signal::SIGIO) | None => {}
+            Some(signal) => {
                 let _ = kill(child, signal);
             }
         }
     }
+}
+
+/// The next of the blocked signals `watched`, or None after `timeout`.
+fn wait_signal(watched: &SigSet, timeout: std::time::Duration) -> Option<Signal> {
+    let limit = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos().into() };
+    // SAFETY: a valid signal set and timespec; no siginfo is asked for.
+    let signal = unsafe { libc::sigtimedwait(watched.as_ref(), std::ptr::null_mut(), &limit) };
+    Signal::try_from(signal).ok()
 }

@@ -85,7 +85,7 @@ pub trait Executor {
         _entry: &crate::sandbox::enter::Entry,
         _tty: bool,
         _stdio: [OwnedFd; 3],
-    ) -> std::io::Result<std::process::Child> {
+    ) -> std::io::Result<crate::sandbox::enter::Entered> {
         Err(std::io::Error::other("this executor cannot enter sandboxes"))
     }
     /// A network attachment a start waited for is made (or failed): the
