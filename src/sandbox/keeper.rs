@@ -20,6 +20,10 @@ use super::channel::Channel;
 use super::config::{InitCommand, InitReport};
 use crate::logline::{LOG_MAX_BYTES, Stamper};
 
+/// Where a log that no daemon rotates stops growing: twice the size at
+/// which a rotation is asked for.
+const LOG_CAP: u64 = 2 * LOG_MAX_BYTES;
+
 /// A log write that fails (a full disk) is reported at most this often.
 const COMPLAINT_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -34,8 +38,10 @@ pub struct Output {
     stamper: Stamper,
     /// Bytes in the current log file.
     size: u64,
-    /// A rotation was asked for and not yet answered.
-    asked: bool,
+    /// A rotation was asked for, at this size, and not yet answered.
+    asked: Option<u64>,
+    /// Output is dropped: the log is at `LOG_CAP` and no daemon rotated it.
+    capped: bool,
     failing: bool,
     told: Option<Instant>,
     lost: u64,
@@ -48,14 +54,33 @@ impl Output {
             pipe: Some(pipe),
             stamper: Stamper::default(),
             size,
-            asked: false,
+            asked: None,
+            capped: false,
             failing: false,
             told: None,
             lost: 0,
         }
     }
 
+    /// Whether a rotation is to be asked for (again) now: once the log is
+    /// full, and again for each further quarter of `LOG_MAX_BYTES` written
+    /// without an answer (the daemon that was asked may have died; its
+    /// successor, which adopted the sandbox, was never asked).
+    fn ask_now(&self) -> bool {
+        self.size >= LOG_MAX_BYTES && self.asked.is_none_or(|at| self.size >= at + LOG_MAX_BYTES / 4)
+    }
+
     fn write(&mut self, bytes: &[u8], channel: &Channel) {
+        // No daemon rotates it: the rest is dropped, and counted, rather
+        // than fill the disk.
+        if self.size >= LOG_CAP {
+            self.lost += bytes.len() as u64;
+            if !std::mem::replace(&mut self.capped, true) {
+                let error = format!("the log is at {} MiB and no daemon has rotated it", LOG_CAP >> 20);
+                let _ = channel.send(&InitReport::LogFailing { error }, &[]);
+            }
+            return;
+        }
         let mut log = std::io::stdout().lock();
         match log.write_all(bytes).and_then(|()| log.flush()) {
             Ok(()) => {
@@ -63,8 +88,8 @@ impl Output {
                 if std::mem::take(&mut self.failing) && self.lost > 0 {
                     let _ = channel.send(&InitReport::LogWritten { lost: std::mem::take(&mut self.lost) }, &[]);
                 }
-                if self.size >= LOG_MAX_BYTES && !self.asked {
-                    self.asked = channel.send(&InitReport::LogFull, &[]).is_ok();
+                if self.ask_now() && channel.send(&InitReport::LogFull, &[]).is_ok() {
+                    self.asked = Some(self.size);
                 }
             }
             Err(e) => {
@@ -109,7 +134,9 @@ impl Output {
             libc::dup2(fd.as_raw_fd(), 2);
         }
         self.size = nix::sys::stat::fstat(fd.as_fd()).map_or(0, |s| s.st_size as u64);
-        self.asked = false;
+        self.asked = None;
+        // What was dropped at the cap is said once the log is written again.
+        self.failing |= std::mem::take(&mut self.capped);
     }
 }
 
@@ -273,5 +300,44 @@ impl Keeper {
                 Err(_) => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotation_is_asked_again_while_none_comes_and_the_log_stops_at_its_cap() {
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        let mut out = Output::new(read);
+        out.size = LOG_MAX_BYTES - 1;
+        assert!(!out.ask_now());
+        out.size = LOG_MAX_BYTES;
+        assert!(out.ask_now(), "full: asked");
+        out.asked = Some(out.size);
+        out.size += LOG_MAX_BYTES / 4 - 1;
+        assert!(!out.ask_now(), "asked, and not much written since");
+        out.size += 1;
+        assert!(out.ask_now(), "no answer (the daemon that was asked died): asked again");
+        // At the cap nothing is written (this test's stdout is untouched), and it is counted.
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let (init, daemon) = (Channel::new(ours), Channel::new(theirs));
+        out.size = LOG_CAP;
+        out.write(b"dropped\n", &init);
+        out.write(b"too\n", &init);
+        assert_eq!((out.lost, out.size), (12, LOG_CAP));
+        let said = daemon.try_recv_report::<InitReport>().unwrap();
+        assert!(
+            matches!(&said, InitReport::LogFailing { error } if error.contains("no daemon has rotated it")),
+            "{said:?}"
+        );
+        assert!(daemon.try_recv_report::<InitReport>().is_err(), "said once");
     }
 }
