@@ -39,6 +39,8 @@ pub enum UnsafeInput {
     VolumesGroupTraversable { path: PathBuf, gid: u32, mode: u32 },
     #[error("{path} changed while it was being checked (a component became a symlink); try again")]
     Changed { path: PathBuf },
+    #[error(transparent)]
+    Link(crate::sandbox::Untrusted),
 }
 
 /// Why a file paddock trusts as root's was not read (`read_trusted`).
@@ -82,13 +84,7 @@ pub fn read_trusted(path: &Path, risk: &'static str, limit: u64) -> Result<Strin
         return Err(UntrustedFile::NotAFile { path: found });
     }
     if nix::unistd::geteuid().is_root() {
-        if meta.uid() != 0 {
-            return Err(UntrustedFile::NotRootOwned { path: found, uid: meta.uid(), risk });
-        }
-        let mode = meta.mode() & 0o7777;
-        if let Some(who) = writers(mode) {
-            return Err(UntrustedFile::Writable { path: found, who, mode, risk });
-        }
+        roots_alone(&found, &meta, risk)?;
     }
     let mut text = String::new();
     file.take(limit + 1).read_to_string(&mut text).map_err(io)?;
@@ -96,6 +92,21 @@ pub fn read_trusted(path: &Path, risk: &'static str, limit: u64) -> Result<Strin
         return Err(UntrustedFile::TooLarge { path: found, limit });
     }
     Ok(text)
+}
+
+/// Refuses a file that is not root's, or that others may write: whoever
+/// could change it would choose what paddock does as root (`risk` says
+/// what, for the error). `meta` is the file that was read (its open
+/// descriptor's), `shown` the path it was found at.
+pub fn roots_alone(shown: &Path, meta: &std::fs::Metadata, risk: &'static str) -> Result<(), UntrustedFile> {
+    if meta.uid() != 0 {
+        return Err(UntrustedFile::NotRootOwned { path: shown.to_owned(), uid: meta.uid(), risk });
+    }
+    let mode = meta.mode() & 0o7777;
+    match writers(mode) {
+        Some(who) => Err(UntrustedFile::Writable { path: shown.to_owned(), who, mode, risk }),
+        None => Ok(()),
+    }
 }
 
 /// What a directory that only root may change holds, for its errors.
@@ -191,7 +202,21 @@ pub fn open_volumes_root(path: &Path) -> Result<OwnedFd, UnsafeInput> {
 /// any file. Others may read it (status tools do); the daemon makes the
 /// ones it creates 0700.
 pub fn check_state_dir(path: &Path) -> Result<(), UnsafeInput> {
+    trusted_links(path)?;
     open_root_only(path, Kept::State).map(drop)
+}
+
+/// Refuses a path that goes through a symlink someone other than root
+/// could have made (`sandbox::open_trusted`'s rule). The checks after it
+/// look at the path the links lead to, and the daemon goes on using the
+/// path as written: a link that someone else could change would lead it
+/// elsewhere afterwards.
+fn trusted_links(path: &Path) -> Result<(), UnsafeInput> {
+    match crate::sandbox::open_trusted(path) {
+        Ok(_) => Ok(()),
+        Err(crate::sandbox::Untrusted::Io(source)) => Err(UnsafeInput::Stat { path: path.to_owned(), source }),
+        Err(link) => Err(UnsafeInput::Link(link)),
+    }
 }
 
 /// Refuses a program paddock is to run as root (a CNI plugin) unless it
@@ -199,6 +224,7 @@ pub fn check_state_dir(path: &Path) -> Result<(), UnsafeInput> {
 /// its directory and each of that directory's ancestors (a sticky one
 /// aside): whoever could replace it would run as root.
 pub fn check_root_program(path: &Path) -> Result<(), UnsafeInput> {
+    trusted_links(path)?;
     let stat_err = |source: std::io::Error| UnsafeInput::Stat { path: path.to_owned(), source };
     let real = std::fs::canonicalize(path).map_err(stat_err)?;
     let (dir, _) = open_root_only(real.parent().unwrap_or(Path::new("/")), Kept::Programs)?;
@@ -408,6 +434,26 @@ mod tests {
         mode(&open.join("real"), 0o755);
         std::os::unix::fs::symlink(open.join("real"), bin.join("portmap")).unwrap();
         assert!(check_root_program(&bin.join("portmap")).unwrap_err().to_string().contains("open is writable"));
+        // A link others could change, to a program that is root's alone:
+        // the path run later would follow it wherever it leads then.
+        std::os::unix::fs::symlink(&plugin, open.join("bridge")).unwrap();
+        let e = check_root_program(&open.join("bridge")).unwrap_err().to_string();
+        assert!(e.contains("a symlink that someone other than root could have made"), "{e}");
+    }
+
+    #[test]
+    fn a_state_directory_reached_through_a_link_others_could_change_is_refused() {
+        assert!(nix::unistd::geteuid().is_root(), "this test needs root's own directories");
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        check_state_dir(&state).unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink(&state, shared.join("state")).unwrap();
+        let e = check_state_dir(&shared.join("state")).unwrap_err().to_string();
+        assert!(e.contains("a symlink that someone other than root could have made"), "{e}");
     }
 
     #[test]

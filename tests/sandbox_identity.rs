@@ -170,3 +170,21 @@ fn in_the_hosts_user_namespace_root_inside_is_the_hosts_root() {
     assert_eq!(squeezed, ["0 0 4294967295", "0 0 4294967295", "0", "for root"], "{}", stderr(&out));
     assert!(out.status.success());
 }
+
+#[test]
+fn in_the_hosts_user_namespace_the_kernels_knobs_and_new_device_nodes_stay_out_of_reach() {
+    // Its root is the host's root: without read-only /proc knobs and
+    // `nodev`, it could set core_pattern, or mknod the host's disk. (This
+    // VM's kernel has no /proc/sysrq-trigger; sysctls stand for the knobs.)
+    let w = World::new();
+    let script = "cat /proc/sys/kernel/printk_ratelimit > /proc/sys/kernel/printk_ratelimit 2>/dev/null && echo sysctl-written; \
+                  mknod /dev/made c 1 3 && { head -c 1 /dev/made > /dev/null 2>&1 && echo dev-opened || echo dev-inert; }; \
+                  echo done";
+    let text = busybox_manifest(script, "[namespaces]\nuser = \"host\"\n");
+    let out = w.run(&["--policy", "privileged"], &w.manifest("knobs", &text), &[]);
+    assert_eq!(stdout(&out), "dev-inert\ndone\n", "{}", stderr(&out));
+    // A privileged one is given them, as Docker's --privileged is.
+    let text = busybox_manifest(script, "[namespaces]\nuser = \"host\"\n[security]\nprivileged = true\n");
+    let out = w.run(&["--policy", "privileged"], &w.manifest("knobs-privileged", &text), &[]);
+    assert_eq!(stdout(&out), "sysctl-written\ndev-opened\ndone\n", "{}", stderr(&out));
+}

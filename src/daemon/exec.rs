@@ -44,9 +44,9 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         let manifest = manifest.clone();
         // Ids the workload's user namespace maps, never "unchanged" (-1),
         // which would leave the entered process with the daemon's host uid 0.
-        let size = match manifest.namespaces.user {
-            crate::model::UserNamespace::Remap => self.store.slice(&name).map_or(0, |s| s.uid.count.min(s.gid.count)),
-            crate::model::UserNamespace::Host => u32::MAX,
+        let size = match manifest.namespaces.remapped() {
+            true => self.store.slice(&name).map_or(0, |s| s.uid.count.min(s.gid.count)),
+            false => u32::MAX,
         };
         for (what, id) in [("user", request.user), ("group", request.group)] {
             if let Some(id) = id

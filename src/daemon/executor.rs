@@ -51,8 +51,10 @@ pub fn blame(error: &SpawnError) -> Blame {
             Blame::Daemon
         }
         // Opening the rootfs or a mount source takes descriptors too: a
-        // daemon out of them is not a host without the path.
-        SpawnError::Source(e) if e.errno().is_some_and(sandbox::is_exhausted) => Blame::Daemon,
+        // daemon out of them is not a host without the path. (Only these
+        // two: a network filesystem may answer ENOMEM or EAGAIN itself, and
+        // would be retried for ever without counting against the workload.)
+        SpawnError::Source(e) if e.errno().is_some_and(|e| matches!(e, Errno::EMFILE | Errno::ENFILE)) => Blame::Daemon,
         SpawnError::Idmap { errno, .. } | SpawnError::Channel(ChannelError::Io(errno))
             if sandbox::is_exhausted(*errno) =>
         {

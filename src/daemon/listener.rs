@@ -99,7 +99,12 @@ impl Listener {
                 }
                 Err(sandbox::ChannelError::Io(Errno::EAGAIN)) => {}
                 // The init is gone without a word.
-                Err(_) => break None,
+                Err(sandbox::ChannelError::Closed | sandbox::ChannelError::Io(_)) => break None,
+                // A message that is no report (a workload allowed to trace
+                // its init could write one): ignored, the init is still there.
+                Err(error) => {
+                    tracing::warn!(workload = %self.name, %error, "a message from the init that is no report is ignored")
+                }
             }
         };
         // The init's exit and the cgroup's emptying may take a while: not on the loop.
@@ -109,9 +114,15 @@ impl Listener {
         let _ = self.events.send(SandboxEvent::Exited { name: self.name, exit });
     }
 
-    /// The init's log is full: the files move down one, and the init gets a new one.
+    /// The init's log is full: the files move down one, and the init gets
+    /// a new one. Only a full log: asks that queued while no daemon ran, or
+    /// while a rotation was on its way, come after it and are not rotations.
     fn rotate(&self, sandbox: &Sandbox) {
-        match logline::rotate(&log_path(&self.state_dir, &self.name), logline::LOG_KEEP) {
+        let path = log_path(&self.state_dir, &self.name);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() < logline::LOG_MAX_BYTES) {
+            return;
+        }
+        match logline::rotate(&path, logline::LOG_KEEP) {
             Ok(file) => {
                 let _ = sandbox.send(&InitCommand::NewLog, &[file.as_raw_fd()]);
             }

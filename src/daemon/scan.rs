@@ -86,22 +86,7 @@ fn version_of(text: &str) -> Version {
 /// would let whoever can swap the file the path leads to (a link into a
 /// directory they own) pass the check with root's file and have theirs read.
 fn owner_refusal(shown: &Path, meta: &std::fs::Metadata) -> Option<String> {
-    let mode = meta.mode() & 0o7777;
-    if meta.uid() != 0 {
-        return Some(format!(
-            "{} is owned by uid {}, not root: whoever owns it chooses what paddock runs; run `chown root {}`",
-            shown.display(),
-            meta.uid(),
-            shown.display()
-        ));
-    }
-    (mode & 0o022 != 0).then(|| {
-        format!(
-            "{} is writable by others than root (mode {mode:04o}): whoever can write it chooses what paddock runs; run `chmod go-w {}`",
-            shown.display(),
-            shown.display()
-        )
-    })
+    crate::fsutil::roots_alone(shown, meta, "chooses what paddock runs").err().map(|e| e.to_string())
 }
 
 /// Scans `dir`. `Err` only when the directory itself cannot be listed.

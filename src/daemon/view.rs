@@ -77,8 +77,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         let file = format!("{}.toml", w.name);
         // A workload in the host's user namespace maps no ids (its slice,
         // kept for its name, is not used).
-        let remapped = (w.runs.as_ref().or(w.desired.as_ref()))
-            .is_none_or(|d| d.manifest.namespaces.user == crate::model::UserNamespace::Remap);
+        let remapped = (w.runs.as_ref().or(w.desired.as_ref())).is_none_or(|d| d.manifest.namespaces.remapped());
         let slice = self.store.slice(&w.name).filter(|_| remapped);
         let network = self.executor.network(&w.name);
         let error = match (&w.file, &w.error, &w.doubt) {

@@ -16,7 +16,7 @@ use super::Kind;
 use super::unsupported::Unsupported;
 use crate::model::{
     Health, Manifest, Network, OnUnhealthy, Probe as PaddockProbe, Protocol, RestartPolicy, Seccomp, SharedOrPrivate,
-    Signal, UserNamespace,
+    Signal,
 };
 use crate::validate::WorkloadSpec;
 
@@ -28,7 +28,7 @@ pub fn pod_spec(spec: &WorkloadSpec, image: &str, kind: Kind) -> (PodSpec, Vec<U
     let m = &spec.manifest;
     let mut lost = Vec::new();
     lost.push(Unsupported::Rootfs { path: m.rootfs.path.clone(), image: image.to_owned() });
-    let remap = m.namespaces.user == UserNamespace::Remap;
+    let remap = m.namespaces.remapped();
     // Kubernetes refuses host namespaces beside hostUsers: false; of the
     // two, the remap is the guarantee that must move with the workload.
     let host_network = m.namespaces.network == Network::Host;

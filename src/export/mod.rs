@@ -54,7 +54,7 @@ pub struct Options {
 /// The objects for one valid workload, run from `image`.
 pub fn export(spec: &WorkloadSpec, image: &str, options: &Options) -> Exported {
     let (pod, mut unsupported) = kubernetes::pod_spec(spec, image, options.kind);
-    if options.shared_slice && spec.manifest.namespaces.user == crate::model::UserNamespace::Remap {
+    if options.shared_slice && spec.manifest.namespaces.remapped() {
         unsupported.push(Unsupported::SharedSlice);
     }
     let violations = pss::violations(&pod);

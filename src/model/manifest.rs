@@ -179,7 +179,9 @@ pub struct Namespaces {
     /// own slice of /etc/subuid. "host": no user namespace, so the
     /// workload's ids are the host's and its root is the host's root (as
     /// `docker run --userns=host`); only the privileged policy allows it,
-    /// and no mount can be idmapped.
+    /// and no mount can be idmapped. Unless it is privileged, /proc's
+    /// kernel knobs (sys, sysrq-trigger, bus, fs, irq) are read-only and a
+    /// device node it makes cannot be opened, as under Docker.
     #[serde(default)]
     pub user: UserNamespace,
 
@@ -194,6 +196,14 @@ pub struct Namespaces {
     /// "private": the workload's processes see only each other. "host": the host's pids.
     #[serde(default)]
     pub pid: SharedOrPrivate,
+}
+
+impl Namespaces {
+    /// Whether the sandbox has a user namespace of its own, its ids mapped
+    /// to the workload's slice (`user = "remap"`).
+    pub fn remapped(&self) -> bool {
+        self.user == UserNamespace::Remap
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -216,10 +226,12 @@ pub enum SharedOrPrivate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Security {
-    /// Every capability, no seccomp filter, nothing masked in /proc and
-    /// /sys, and the host's devices in /dev (those under /dev/pts, /dev/shm
-    /// and /dev/mqueue aside). Refused by the baseline policy whenever the
-    /// user namespace is remapped.
+    /// Every capability, no seccomp filter, nothing masked or read-only in
+    /// /proc and /sys, device nodes it makes usable, and the host's device
+    /// nodes in /dev, down three directories (not its symlinks, nor
+    /// /dev/pts, ptmx, shm, mqueue and hugepages, which stay the
+    /// sandbox's own). Refused by the baseline policy whenever the user
+    /// namespace is remapped.
     #[serde(default)]
     pub privileged: bool,
 

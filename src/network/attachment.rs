@@ -180,7 +180,7 @@ impl Networks {
             // DEL succeeds: the record (and the namespace it names) are
             // kept, for `detach` to be tried again.
             Err(cni::AddFailed { error, undone: Err(undo) }) => {
-                let leftover = Some(attachment);
+                let (error, leftover) = (NetworkError::Cni(error), Some(attachment));
                 return Err(NetworkError::NotUndone(Box::new(super::NotUndone { error, undo, leftover })));
             }
         };
@@ -189,8 +189,8 @@ impl Networks {
         // workload was given no address in: listed, and not published.
         let given = attachment.addresses();
         if let Some(port) = m.ports.iter().find(|p| p.host_ip.is_some_and(|ip| !has_family(&given, ip))) {
-            let _ = self.detach(workload, &attachment);
-            return Err(NetworkError::PortFamily { port: *port, network: name.to_owned() });
+            let refused = NetworkError::PortFamily { port: *port, network: name.to_owned() };
+            return Err(self.undo(workload, attachment, refused));
         }
         let hostname = m.hostname.clone().unwrap_or_else(|| workload.to_string());
         let made = self.write_etc(workload, &hostname, &attachment).and_then(|(hosts, resolv)| {
@@ -199,10 +199,21 @@ impl Networks {
             self.record(workload, &attachment)
         });
         if let Err(e) = made {
-            let _ = self.detach(workload, &attachment);
-            return Err(e);
+            return Err(self.undo(workload, attachment, e));
         }
         Ok(attachment)
+    }
+
+    /// Undoes an attachment made in vain, for `error`. What cannot be
+    /// undone is kept, record and all, to be tried again (`NotUndone`).
+    fn undo(&self, workload: &WorkloadName, attachment: Attachment, error: NetworkError) -> NetworkError {
+        match self.detach(workload, &attachment) {
+            Ok(()) => error,
+            Err(NetworkError::Cni(undo)) => {
+                NetworkError::NotUndone(Box::new(super::NotUndone { error, undo, leftover: Some(attachment) }))
+            }
+            Err(other) => other,
+        }
     }
 
     /// Undoes an attachment: the plugins' DEL (in reverse, with the cached

@@ -68,13 +68,12 @@ pub enum NetworkError {
     NotUndone(Box<NotUndone>),
 }
 
-/// An attachment whose ADD failed and could not be undone (`cni::AddFailed`).
+/// An attachment that failed (its ADD, or a check after it) and could not
+/// be undone (`cni::AddFailed`, `Networks::undo`).
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "{error}; undoing what the plugins before it had done failed too ({undo}): its record is kept, and undoing it is tried again"
-)]
+#[error("{error}; undoing what was attached failed too ({undo}): its record is kept, and undoing it is tried again")]
 pub struct NotUndone {
-    pub error: CniError,
+    pub error: NetworkError,
     pub undo: CniError,
     /// What is left to undo, until its holder takes it (`take_leftover`).
     pub leftover: Option<Attachment>,
@@ -96,10 +95,7 @@ impl NetworkError {
     /// failure, retried without counting against the workload.
     pub fn host_exhausted(&self) -> bool {
         let errno = match self {
-            NetworkError::NotUndone(n) => match &n.error {
-                CniError::Run { source, .. } => source.raw_os_error(),
-                _ => None,
-            },
+            NetworkError::NotUndone(n) => return n.error.host_exhausted(),
             NetworkError::Cni(CniError::Run { source, .. })
             | NetworkError::Netns(netns::NetnsError::Thread(source))
             | NetworkError::Write { source, .. } => source.raw_os_error(),

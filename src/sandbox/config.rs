@@ -36,6 +36,17 @@ pub struct InitConfig {
     /// workload's, as Docker's `--privileged`); else only null, zero,
     /// full, random, urandom and tty.
     pub host_devices: bool,
+    /// Device nodes are inert outside the ones bound in (`nodev` on the
+    /// root and /dev): not for a privileged workload. With a user namespace
+    /// most are inert anyway; without one (`user = "host"`) a node made
+    /// with MKNOD would be the host's disk.
+    pub nodev: bool,
+    /// The kernel's knobs under /proc (`sys`, `sysrq-trigger`, `bus`, `fs`,
+    /// `irq`) are read-only, as runc makes them: for a workload in the
+    /// host's user namespace that is not privileged, whose root would
+    /// otherwise be the host's root there (a user namespace's root cannot
+    /// write them anyway).
+    pub readonly_proc: bool,
     /// RLIMIT_NOFILE for the workload (soft, hard); the init itself may
     /// hold more, so it is set in the workload's process.
     pub nofile: Option<(u64, u64)>,
@@ -51,6 +62,33 @@ pub struct InitConfig {
 pub const DAEMON_END_FD: i32 = 4;
 /// And the init's own end.
 pub const INIT_END_FD: i32 = 3;
+
+/// The longest text a report carries: a report travels in one packet
+/// (`Channel::recv_report`), and a command or a path can be far longer.
+const REPORT_TEXT: usize = 4096;
+
+impl InitReport {
+    /// The report with its texts cut to `REPORT_TEXT` bytes.
+    pub fn bounded(self) -> Self {
+        let cut = |mut s: String| {
+            if s.len() > REPORT_TEXT {
+                let mut end = REPORT_TEXT;
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                s.truncate(end);
+                s.push_str("...");
+            }
+            s
+        };
+        match self {
+            InitReport::SetupFailed { step, error } => InitReport::SetupFailed { step: cut(step), error: cut(error) },
+            InitReport::ExecFailed { command, errno } => InitReport::ExecFailed { command: cut(command), errno },
+            InitReport::LogFailing { error } => InitReport::LogFailing { error: cut(error) },
+            other => other,
+        }
+    }
+}
 
 /// What the daemon tells a running init.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,4 +129,25 @@ pub enum InitReport {
     /// supervised init then waits for `InitCommand::Ack` (with no daemon,
     /// until a successor adopts it and reads this).
     Exited { code: Option<i32>, signal: Option<i32> },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_of_a_long_command_fits_its_packet() {
+        // A manifest's command may be 128 KiB; the init's report of it is
+        // read from one packet (`Channel::recv_report`).
+        let command = "é".repeat(64 << 10);
+        let InitReport::ExecFailed { command: said, errno } =
+            (InitReport::ExecFailed { command: command.clone(), errno: 2 }).bounded()
+        else {
+            panic!("the same report");
+        };
+        assert!(said.len() <= REPORT_TEXT + 3 && command.starts_with(said.trim_end_matches("...")), "{}", said.len());
+        assert_eq!(errno, 2);
+        let short = InitReport::SetupFailed { step: "mount".into(), error: "ENOENT".into() };
+        assert_eq!(short.clone().bounded(), short);
+    }
 }

@@ -73,6 +73,8 @@ pub fn workload(name: &crate::model::WorkloadName, m: &crate::model::Manifest, e
         // An entered command joins the sandbox's mounts; it makes none.
         mask_paths: !m.security.privileged,
         host_devices: m.security.privileged,
+        nodev: !m.security.privileged,
+        readonly_proc: !m.security.privileged && !m.namespaces.remapped(),
         nofile: super::spawn::workload_nofile(m),
         supervised: false,
     }
@@ -189,8 +191,11 @@ pub fn main(channel_fd: RawFd) -> i32 {
         Err(e) => return fail("receiving the sandbox", e),
     };
     // Kept, to hear the daemon go (SIGIO when its end closes), and not
-    // passed on to the command.
-    if let Err(e) = watch_hangup(channel.fd()) {
+    // passed on to the command. SIGIO is blocked first: its default
+    // action would end this process before it could say why.
+    let mut io = SigSet::empty();
+    io.add(Signal::SIGIO);
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&io), None).and_then(|()| watch_hangup(channel.fd())) {
         return fail("watching the daemon's channel", e);
     }
     let Some(init) = fds.into_iter().next() else { return fail("receiving the sandbox", "no pidfd") };
@@ -333,7 +338,8 @@ fn wait_forwarding(child: Pid, watched: &SigSet, channel: &Channel) -> i32 {
 
 /// The next of the blocked signals `watched`, or None after `timeout`.
 fn wait_signal(watched: &SigSet, timeout: std::time::Duration) -> Option<Signal> {
-    let limit = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos().into() };
+    let limit =
+        libc::timespec { tv_sec: timeout.as_secs().min(i32::MAX as u64) as _, tv_nsec: timeout.subsec_nanos().into() };
     // SAFETY: a valid signal set and timespec; no siginfo is asked for.
     let signal = unsafe { libc::sigtimedwait(watched.as_ref(), std::ptr::null_mut(), &limit) };
     Signal::try_from(signal).ok()

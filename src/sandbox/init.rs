@@ -92,7 +92,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
         None
     };
     let fail = |step: &str, error: String| {
-        let _ = channel.send(&InitReport::SetupFailed { step: step.to_owned(), error }, &[]);
+        let _ = channel.send(&InitReport::SetupFailed { step: step.to_owned(), error }.bounded(), &[]);
         125
     };
     // Our cgroup was set before we were released, so the namespace is rooted at it.
@@ -122,7 +122,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
     let mut prepared = match exec::prepare(&cfg, programs) {
         Ok(p) => p,
         Err((command, errno)) => {
-            let _ = channel.send(&InitReport::ExecFailed { command, errno: errno as i32 }, &[]);
+            let _ = channel.send(&InitReport::ExecFailed { command, errno: errno as i32 }.bounded(), &[]);
             return if errno == Errno::ENOENT { 127 } else { 126 };
         }
     };
@@ -212,7 +212,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     }
-    let _ = channel.send(&report, &[]);
+    let _ = channel.send(&report.bounded(), &[]);
     match failed {
         Some((exec::Step::Execve, libc::ENOENT)) => return 127,
         Some((exec::Step::Execve, _)) => return 126,

@@ -38,7 +38,10 @@ pub struct Output {
     stamper: Stamper,
     /// Bytes in the current log file.
     size: u64,
-    /// A rotation was asked for, at this size, and not yet answered.
+    /// Bytes the workload wrote since the current log file was opened,
+    /// those dropped at `LOG_CAP` included.
+    offered: u64,
+    /// A rotation was asked for, at this many bytes offered, and not yet answered.
     asked: Option<u64>,
     /// Output is dropped: the log is at `LOG_CAP` and no daemon rotated it.
     capped: bool,
@@ -54,6 +57,7 @@ impl Output {
             pipe: Some(pipe),
             stamper: Stamper::default(),
             size,
+            offered: size,
             asked: None,
             capped: false,
             failing: false,
@@ -67,18 +71,28 @@ impl Output {
     /// without an answer (the daemon that was asked may have died; its
     /// successor, which adopted the sandbox, was never asked).
     fn ask_now(&self) -> bool {
-        self.size >= LOG_MAX_BYTES && self.asked.is_none_or(|at| self.size >= at + LOG_MAX_BYTES / 4)
+        self.offered >= LOG_MAX_BYTES && self.asked.is_none_or(|at| self.offered >= at + LOG_MAX_BYTES / 4)
+    }
+
+    /// Asks for a rotation when it is time to (`ask_now`).
+    fn ask(&mut self, channel: &Channel) {
+        if self.ask_now() && channel.send(&InitReport::LogFull, &[]).is_ok() {
+            self.asked = Some(self.offered);
+        }
     }
 
     fn write(&mut self, bytes: &[u8], channel: &Channel) {
+        self.offered += bytes.len() as u64;
         // No daemon rotates it: the rest is dropped, and counted, rather
-        // than fill the disk.
+        // than fill the disk; a rotation is still asked for, for a daemon
+        // that comes.
         if self.size >= LOG_CAP {
             self.lost += bytes.len() as u64;
             if !std::mem::replace(&mut self.capped, true) {
                 let error = format!("the log is at {} MiB and no daemon has rotated it", LOG_CAP >> 20);
                 let _ = channel.send(&InitReport::LogFailing { error }, &[]);
             }
+            self.ask(channel);
             return;
         }
         let mut log = std::io::stdout().lock();
@@ -88,9 +102,7 @@ impl Output {
                 if std::mem::take(&mut self.failing) && self.lost > 0 {
                     let _ = channel.send(&InitReport::LogWritten { lost: std::mem::take(&mut self.lost) }, &[]);
                 }
-                if self.ask_now() && channel.send(&InitReport::LogFull, &[]).is_ok() {
-                    self.asked = Some(self.size);
-                }
+                self.ask(channel);
             }
             Err(e) => {
                 self.lost += bytes.len() as u64;
@@ -134,6 +146,7 @@ impl Output {
             libc::dup2(fd.as_raw_fd(), 2);
         }
         self.size = nix::sys::stat::fstat(fd.as_fd()).map_or(0, |s| s.st_size as u64);
+        self.offered = self.size;
         self.asked = None;
         // What was dropped at the cap is said once the log is written again.
         self.failing |= std::mem::take(&mut self.capped);
@@ -311,14 +324,14 @@ mod tests {
     fn a_rotation_is_asked_again_while_none_comes_and_the_log_stops_at_its_cap() {
         let (read, _write) = nix::unistd::pipe().unwrap();
         let mut out = Output::new(read);
-        out.size = LOG_MAX_BYTES - 1;
+        out.offered = LOG_MAX_BYTES - 1;
         assert!(!out.ask_now());
-        out.size = LOG_MAX_BYTES;
+        out.offered = LOG_MAX_BYTES;
         assert!(out.ask_now(), "full: asked");
-        out.asked = Some(out.size);
-        out.size += LOG_MAX_BYTES / 4 - 1;
+        out.asked = Some(out.offered);
+        out.offered += LOG_MAX_BYTES / 4 - 1;
         assert!(!out.ask_now(), "asked, and not much written since");
-        out.size += 1;
+        out.offered += 1;
         assert!(out.ask_now(), "no answer (the daemon that was asked died): asked again");
         // At the cap nothing is written (this test's stdout is untouched), and it is counted.
         let (ours, theirs) = nix::sys::socket::socketpair(
@@ -330,6 +343,8 @@ mod tests {
         .unwrap();
         let (init, daemon) = (Channel::new(ours), Channel::new(theirs));
         out.size = LOG_CAP;
+        out.offered = LOG_CAP;
+        out.asked = Some(LOG_CAP);
         out.write(b"dropped\n", &init);
         out.write(b"too\n", &init);
         assert_eq!((out.lost, out.size), (12, LOG_CAP));
@@ -339,5 +354,9 @@ mod tests {
             "{said:?}"
         );
         assert!(daemon.try_recv_report::<InitReport>().is_err(), "said once");
+        // Capped, it still asks for a rotation as output keeps coming (for
+        // a daemon that adopts it later and was never asked).
+        out.write(&vec![b'x'; (LOG_MAX_BYTES / 4) as usize], &init);
+        assert!(matches!(daemon.try_recv_report::<InitReport>(), Ok(InitReport::LogFull)));
     }
 }

@@ -55,6 +55,10 @@ const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 const MASKED_PROC: &[&str] =
     &["acpi", "asound", "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "scsi"];
 
+/// What runc's default spec makes read-only in `/proc` (`readonly_proc`):
+/// the kernel's knobs, which the host's root could otherwise turn.
+const READONLY_PROC: &[&str] = &["bus", "fs", "irq", "sys", "sysrq-trigger"];
+
 /// Builds the root and enters it. On return, `/` is the sandbox's root.
 pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<(), StepError> {
     // Nothing we mount may propagate back to the host.
@@ -80,10 +84,16 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
         // A user namespace that does not own the pid namespace cannot mount proc.
         attach_host_tree("/proc", &proc_dir, false)?;
     }
+    for name in READONLY_PROC.iter().filter(|_| cfg.readonly_proc) {
+        readonly(&proc_dir.join(name))?;
+    }
 
     let dev = make_dir(&root_fd, &root, Path::new("/dev"))?;
-    mount(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0755,size=64k"))
-        .step("mount /dev", &dev)?;
+    // nodev: a node made in it stays inert; the ones bound in are mounts
+    // of their own, with the host's /dev's flags.
+    let dev_flags =
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | if cfg.nodev { MsFlags::MS_NODEV } else { MsFlags::empty() };
+    mount(Some("tmpfs"), &dev, Some("tmpfs"), dev_flags, Some("mode=0755,size=64k")).step("mount /dev", &dev)?;
     for name in DEVICES {
         let node = dev.join(name);
         std::fs::File::create(&node).map_err(errno).step("create", &node)?;
@@ -210,9 +220,13 @@ fn attach_root(cfg: &InitConfig, rootfs: OwnedFd) -> Result<PathBuf, StepError> 
     // it propagates to the host, and pivot_root, which refuses a shared
     // mount, takes it.
     sys::move_mount_onto(rootfs.as_fd(), at.as_fd()).step("attach rootfs", &root)?;
-    if cfg.rootfs_readonly {
-        sys::mount_setattr(rootfs.as_fd(), sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NODEV, None, false)
-            .step("make the rootfs read-only", &root)?;
+    let attrs = match (cfg.rootfs_readonly, cfg.nodev) {
+        (true, _) => sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NODEV,
+        (false, true) => sys::MOUNT_ATTR_NODEV,
+        (false, false) => 0,
+    };
+    if attrs != 0 {
+        sys::mount_setattr(rootfs.as_fd(), attrs, None, false).step("set the rootfs's attributes", &root)?;
     }
     Ok(root)
 }
@@ -237,8 +251,10 @@ fn overlay_root(cfg: &InitConfig, rootfs: OwnedFd) -> Result<PathBuf, StepError>
     }
     let options =
         format!("lowerdir={},upperdir={},workdir={},userxattr", lower.display(), upper.display(), work.display());
-    mount(Some("overlay"), &merged, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
-        .step("mount overlay", &merged)?;
+    // nodev matters only outside a user namespace (`user = "host"`): a
+    // filesystem mounted in one honours no device node anyway.
+    let flags = if cfg.nodev { MsFlags::MS_NODEV } else { MsFlags::empty() };
+    mount(Some("overlay"), &merged, Some("overlay"), flags, Some(options.as_str())).step("mount overlay", &merged)?;
     Ok(merged)
 }
 
@@ -297,7 +313,12 @@ const PRIVATE_IN_DEV: &[&str] = &["pts", "ptmx", "shm", "mqueue", "hugepages"];
 /// followed (a device is bound where it is).
 fn bind_host_devices(host: &Path, dev: &Path, depth: usize) -> Result<(), StepError> {
     use std::os::unix::fs::FileTypeExt;
-    for entry in std::fs::read_dir(host).map_err(errno).step("read", host)? {
+    let entries = match std::fs::read_dir(host) {
+        // A directory gone since its parent was listed.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        listed => listed.map_err(errno).step("read", host)?,
+    };
+    for entry in entries {
         let entry = entry.map_err(errno).step("read", host)?;
         let Ok(kind) = entry.file_type() else { continue };
         let (from, to) = (entry.path(), dev.join(entry.file_name()));
@@ -313,7 +334,11 @@ fn bind_host_devices(host: &Path, dev: &Path, depth: usize) -> Result<(), StepEr
             bind_host_devices(&from, &to, depth + 1)?;
         } else if (kind.is_char_device() || kind.is_block_device()) && !to.exists() {
             std::fs::File::create(&to).map_err(errno).step("create", &to)?;
-            mount(Some(&from), &to, None::<&str>, MsFlags::MS_BIND, None::<&str>).step("bind device", &from)?;
+            match mount(Some(&from), &to, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+                // Gone since it was listed (a device unplugged): not there.
+                Err(Errno::ENOENT | Errno::ENODEV) => drop(std::fs::remove_file(&to)),
+                bound => bound.step("bind device", &from)?,
+            }
         }
     }
     Ok(())
@@ -343,6 +368,19 @@ fn mask(path: &Path) -> Result<(), StepError> {
         mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
     }
     .step("mask", path)
+}
+
+/// Makes `path` read-only where it is, with whatever is mounted below it
+/// (the host's binfmt_misc under /proc/sys, say): a read-only copy of
+/// the tree attached over itself. What this kernel does not have is skipped.
+fn readonly(path: &Path) -> Result<(), StepError> {
+    match nix::sys::stat::lstat(path) {
+        Ok(_) => {}
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e).step("make read-only", path),
+    }
+    let source = path.to_str().ok_or(Errno::EINVAL).step("make read-only", path)?;
+    attach_host_tree(source, path, true)
 }
 
 /// Clones a tree of the host's (visible in our mount namespace until the

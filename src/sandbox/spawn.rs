@@ -186,19 +186,13 @@ pub fn begin(req: &SpawnRequest<'_>) -> Result<Pending, SpawnError> {
     }
 }
 
-/// Whether the sandbox has a user namespace of its own, its ids mapped to
-/// the workload's slice.
-fn remapped(m: &Manifest) -> bool {
-    m.namespaces.user == crate::model::UserNamespace::Remap
-}
-
 /// The manifest's user and group must be ids the namespace maps: outside
 /// the slice, setresuid would fail only inside the sandbox, as an
 /// unhelpful "Invalid argument" at exec.
 fn check_ids(req: &SpawnRequest<'_>) -> Result<(), SpawnError> {
     let size = req.slice.uid.count.min(req.slice.gid.count);
     for (what, id) in [("user", req.manifest.user), ("group", req.manifest.group)] {
-        if id >= size && remapped(req.manifest) {
+        if id >= size && req.manifest.namespaces.remapped() {
             return Err(SpawnError::OutsideSlice { what, id, size });
         }
     }
@@ -240,7 +234,7 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
     // `user = "host"` (which only the privileged policy allows): no user
     // namespace, so the workload's ids are the host's and its root is the
     // host's root, as `docker run --userns=host`.
-    if remapped(m) {
+    if m.namespaces.remapped() {
         flags |= libc::CLONE_NEWUSER;
     }
     if m.namespaces.pid == SharedOrPrivate::Private {
@@ -367,7 +361,7 @@ fn release(
     channel: &Channel,
     sources: Sources,
 ) -> Result<(), SpawnError> {
-    if remapped(req.manifest) {
+    if req.manifest.namespaces.remapped() {
         write_map(pid, "uid_map", req.slice.uid)?;
         write_map(pid, "gid_map", req.slice.gid)?;
     }

@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::problem::Problem;
 use super::source::SpanIndex;
-use crate::model::{Manifest, Network, UserNamespace};
+use crate::model::{Manifest, Network};
 
 fn has_parent_dir(path: &Path) -> bool {
     path.components().any(|c| c == Component::ParentDir)
@@ -74,7 +74,7 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
                 );
             }
         }
-        if mount.idmap && m.namespaces.user == UserNamespace::Host {
+        if mount.idmap && !m.namespaces.remapped() {
             problems.push(
                 Problem::error(
                     at(&format!("/mounts/{i}/idmap")),

@@ -122,12 +122,13 @@ impl Attachments {
         }
         // A new attachment (the old one undone first), on a thread.
         self.views.remove(name);
-        let (events, name, manifest) = (self.events.clone(), name.clone(), manifest.clone());
+        let (events, name, manifest, retries) =
+            (self.events.clone(), name.clone(), manifest.clone(), self.retries.clone());
         self.workers.submit(move || {
-            let mut guard = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut guard = lock(&slot);
             let outcome = match guard.take() {
                 Some(a) if reusable(&a, fingerprint) => Ok(a),
-                Some(old) => match networks.detach(&name, &old) {
+                Some(old) => match networks.detach(&name, &old).inspect(|()| drop(lock(&retries).remove(&name))) {
                     // Its record would be overwritten by the new one: what
                     // the old one made is undone first, or nothing is made.
                     Err(e) => {
@@ -180,7 +181,7 @@ impl Attachments {
             self.views.remove(&name);
             let (networks, retries) = (self.networks.clone(), self.retries.clone());
             self.workers.submit(move || {
-                let mut guard = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut guard = lock(&slot);
                 // Only what it was queued for: a start that came meanwhile
                 // may have reused or replaced it.
                 if guard.as_ref().is_none_or(|a| a.container_id != id) {

@@ -15,7 +15,16 @@ use crate::sandbox::source::Sources;
 /// the manifest's, or every one for a privileged workload.
 pub(in crate::sandbox) fn capability_mask(manifest: &Manifest) -> u64 {
     if manifest.security.privileged {
-        return Capability::ALL.iter().fold(0, |m, c| m | 1 << c.number());
+        // Every capability this kernel and this process can give: in a
+        // user namespace of its own, all of them (the namespace's bounding
+        // set is full); in the host's, those of paddock's own bounding set
+        // (a daemon whose unit or container dropped some cannot pass them on).
+        let own = |c: &&Capability| {
+            manifest.namespaces.remapped()
+                // SAFETY: prctl with integer arguments only; it reads this thread's bounding set.
+                || unsafe { libc::prctl(libc::PR_CAPBSET_READ, c.number() as libc::c_ulong, 0, 0, 0) } == 1
+        };
+        return Capability::ALL.iter().filter(own).fold(0, |m, c| m | 1 << c.number());
     }
     Capability::DEFAULT_SET.iter().chain(&manifest.security.capabilities).fold(0, |m, c| m | 1 << c.number())
 }
@@ -44,6 +53,8 @@ pub(super) fn init_config(req: &SpawnRequest<'_>, sources: &Sources) -> InitConf
         seccomp: m.security.seccomp == Seccomp::Default && !m.security.privileged,
         mask_paths: !m.security.privileged,
         host_devices: m.security.privileged,
+        nodev: !m.security.privileged,
+        readonly_proc: !m.security.privileged && !m.namespaces.remapped(),
         nofile: workload_nofile(m),
         supervised: req.supervised,
     }
