@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::Mounted;
-use common::sandbox::{World, busybox_rootfs, stderr, stdout};
+use common::sandbox::{World, busybox_manifest, busybox_rootfs, stderr, stdout};
 
 /// A busybox root holding `/bin` and `dirs`, readable by the remapped root.
 fn rootfs(w: &World, name: &str, dirs: &[&str]) -> PathBuf {
@@ -306,9 +306,55 @@ fn the_hosts_kernel_details_are_masked_in_proc_and_sys() {
         ("hostnet", "[namespaces]\nnetwork = \"host\"\n", "privileged", format!("{covered}intact\n")),
         ("privileged", "[security]\nprivileged = true\n", "privileged", "intact\n".to_owned()),
     ] {
-        let manifest = w.manifest(name, &common::sandbox::busybox_manifest(&script, extra));
+        let manifest = w.manifest(name, &busybox_manifest(&script, extra));
         let out = w.run(&["--policy", policy], &manifest, &[]);
         assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
         assert_eq!(stdout(&out), want, "{name}");
     }
+}
+
+#[test]
+fn in_the_hosts_user_namespace_a_device_node_in_the_image_stays_inert_on_every_kind_of_root() {
+    // Its root is the host's root: a node the image carries (as `tar x`
+    // run as root makes them) must not open, whichever way the root is
+    // built: the overlay (a mount point missing), the rootfs's own mount
+    // (read-only with every mount point), or a writable one.
+    let w = World::new();
+    let script = "head -c 1 /node > /dev/null 2>&1 && echo opened || echo inert";
+    for (name, dirs, readonly) in [
+        ("overlay", &["proc", "dev", "tmp"][..], true),
+        ("bind", &["proc", "dev", "tmp", "sys"][..], true),
+        ("writable", &["proc", "dev", "tmp", "sys"][..], false),
+    ] {
+        let root = rootfs(&w, name, dirs);
+        nix::sys::stat::mknod(
+            &root.join("node"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        readable(&root);
+        let text = manifest(&root, script, "[namespaces]\nuser = \"host\"\n")
+            .replace("rootfs = {", &format!("rootfs = {{ readonly = {readonly},"));
+        let out = w.run(&["--policy", "privileged"], &w.manifest(name, &text), &[]);
+        assert_eq!(stdout(&out), "inert\n", "{name}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn in_the_hosts_user_and_pid_namespaces_the_hosts_proc_is_masked_too() {
+    // The host's own /proc, bound in: its root is the host's root, which
+    // could read the kernel's timers and keys there.
+    assert!(std::fs::exists("/proc/timer_list").unwrap(), "this test needs the host's /proc/timer_list");
+    let w = World::new();
+    let script = "wc -c < /proc/timer_list; ls /proc | grep -c '^[0-9]'";
+    let text = busybox_manifest(script, "[namespaces]\nuser = \"host\"\npid = \"host\"\n");
+    let out = w.run(&["--policy", "privileged"], &w.manifest("hostproc", &text), &[]);
+    let lines: Vec<String> = stdout(&out).lines().map(|l| l.trim().to_owned()).collect();
+    assert_eq!(lines.first().map(String::as_str), Some("0"), "masked: {}", stderr(&out));
+    assert!(
+        lines.get(1).and_then(|n| n.parse::<usize>().ok()).is_some_and(|n| n > 10),
+        "the host's processes: {lines:?}"
+    );
 }

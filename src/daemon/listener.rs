@@ -71,7 +71,7 @@ impl Listener {
         // Adopted: if the end was read by a predecessor that died before it
         // acknowledged it, the init says it again.
         if adopted {
-            let _ = sandbox.send(&InitCommand::Query, &[]);
+            let _ = sandbox.try_send(&InitCommand::Query, &[]);
         }
         let reported = loop {
             if readable(sandbox.channel_fd()).await.is_err() {
@@ -91,7 +91,7 @@ impl Listener {
                     let exit = sandbox::end_of(Some(&end), None);
                     let _ = self.events.send(SandboxEvent::Ending { name: self.name.clone(), exit, heard });
                     let _ = kept.await;
-                    let _ = sandbox.send(&InitCommand::Ack, &[]);
+                    let _ = sandbox.try_send(&InitCommand::Ack, &[]);
                     break Some(end);
                 }
                 Ok(other) => {
@@ -119,12 +119,18 @@ impl Listener {
     /// while a rotation was on its way, come after it and are not rotations.
     fn rotate(&self, sandbox: &Sandbox) {
         let path = log_path(&self.state_dir, &self.name);
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() < logline::LOG_MAX_BYTES) {
-            return;
-        }
-        match logline::rotate(&path, logline::LOG_KEEP) {
+        // Not full (an ask that queued behind one answered already, or a
+        // log an operator truncated): the init is pointed at the file as
+        // it is, in case an answer was lost and it writes an older one.
+        let opened = if std::fs::metadata(&path).is_ok_and(|m| m.len() < logline::LOG_MAX_BYTES) {
+            logline::open(&path)
+        } else {
+            logline::rotate(&path, logline::LOG_KEEP)
+        };
+        match opened {
+            // Not waited for: an init that does not read cannot stall this task.
             Ok(file) => {
-                let _ = sandbox.send(&InitCommand::NewLog, &[file.as_raw_fd()]);
+                let _ = sandbox.try_send(&InitCommand::NewLog, &[file.as_raw_fd()]);
             }
             Err(e) => tracing::error!(workload = %self.name, error = %e, "cannot rotate the log"),
         }

@@ -227,7 +227,8 @@ pub enum SharedOrPrivate {
 #[serde(deny_unknown_fields)]
 pub struct Security {
     /// Every capability, no seccomp filter, nothing masked or read-only in
-    /// /proc and /sys, device nodes it makes usable, and the host's device
+    /// /proc and /sys, device nodes it makes usable in /dev and a writable
+    /// rootfs, and the host's device
     /// nodes in /dev, down three directories (not its symlinks, nor
     /// /dev/pts, ptmx, shm, mqueue and hugepages, which stay the
     /// sandbox's own). Refused by the baseline policy whenever the user

@@ -112,8 +112,8 @@ impl NetworkError {
             NetworkError::Cni(CniError::Missing { .. } | CniError::Config { .. } | CniError::Untrusted { .. }) => true,
             NetworkError::Cni(CniError::Run { .. } | CniError::Timeout { .. } | CniError::Failed { .. }) => false,
             // A host service may let its port go: tried again, with backoff.
+            NetworkError::NotUndone(n) => n.error.needs_the_operator(),
             NetworkError::Netns(_)
-            | NetworkError::NotUndone(_)
             | NetworkError::Write { .. }
             | NetworkError::Unreadable(_)
             | NetworkError::PortInUse(_) => false,

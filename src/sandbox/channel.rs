@@ -59,6 +59,17 @@ impl Channel {
     }
 
     pub fn send<T: Serialize>(&self, message: &T, fds: &[RawFd]) -> Result<(), ChannelError> {
+        self.send_with(message, fds, MsgFlags::empty())
+    }
+
+    /// As `send`, or `Err(Io(EAGAIN))` at once when the other side's
+    /// queue is full (it does not read): for what may be dropped, so that
+    /// a peer that stops reading cannot stall the sender.
+    pub fn try_send<T: Serialize>(&self, message: &T, fds: &[RawFd]) -> Result<(), ChannelError> {
+        self.send_with(message, fds, MsgFlags::MSG_DONTWAIT)
+    }
+
+    fn send_with<T: Serialize>(&self, message: &T, fds: &[RawFd], flags: MsgFlags) -> Result<(), ChannelError> {
         let json = serde_json::to_vec(message)?;
         let memfd = if json.len() > INLINE { Some(to_memfd(&json)?) } else { None };
         let all: Vec<RawFd> = memfd.iter().map(AsRawFd::as_raw_fd).chain(fds.iter().copied()).collect();
@@ -70,7 +81,7 @@ impl Channel {
         let iov = [IoSlice::new(&tag), IoSlice::new(body)];
         let cmsg = [ControlMessage::ScmRights(&all)];
         let cmsgs: &[ControlMessage<'_>] = if all.is_empty() { &[] } else { &cmsg };
-        sendmsg::<()>(self.0.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)?;
+        sendmsg::<()>(self.0.as_raw_fd(), &iov, cmsgs, flags, None)?;
         Ok(())
     }
 
@@ -100,7 +111,9 @@ impl Channel {
         let flags = flags | MsgFlags::MSG_CMSG_CLOEXEC;
         let msg = recvmsg::<()>(self.0.as_raw_fd(), &mut iov, Some(&mut space), flags)?;
         let mut fds = Vec::new();
-        for c in msg.cmsgs()? {
+        // Descriptors cut short (this process near its limit): nix will not
+        // read them; the message is unreadable, not the other side's end.
+        for c in msg.cmsgs().map_err(|_| ChannelError::Truncated)? {
             if let ControlMessageOwned::ScmRights(received) = c {
                 // SAFETY: SCM_RIGHTS installed these descriptors in our table just now; we own them.
                 fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));

@@ -76,7 +76,9 @@ impl Output {
 
     /// Asks for a rotation when it is time to (`ask_now`).
     fn ask(&mut self, channel: &Channel) {
-        if self.ask_now() && channel.send(&InitReport::LogFull, &[]).is_ok() {
+        // Not waited for: while no daemon reads, its queue fills, and the
+        // init must go on reading the workload's output and reaping.
+        if self.ask_now() && channel.try_send(&InitReport::LogFull, &[]).is_ok() {
             self.asked = Some(self.offered);
         }
     }
@@ -90,7 +92,7 @@ impl Output {
             self.lost += bytes.len() as u64;
             if !std::mem::replace(&mut self.capped, true) {
                 let error = format!("the log is at {} MiB and no daemon has rotated it", LOG_CAP >> 20);
-                let _ = channel.send(&InitReport::LogFailing { error }, &[]);
+                let _ = channel.try_send(&InitReport::LogFailing { error }, &[]);
             }
             self.ask(channel);
             return;
@@ -100,7 +102,7 @@ impl Output {
             Ok(()) => {
                 self.size += bytes.len() as u64;
                 if std::mem::take(&mut self.failing) && self.lost > 0 {
-                    let _ = channel.send(&InitReport::LogWritten { lost: std::mem::take(&mut self.lost) }, &[]);
+                    let _ = channel.try_send(&InitReport::LogWritten { lost: std::mem::take(&mut self.lost) }, &[]);
                 }
                 self.ask(channel);
             }
@@ -108,7 +110,7 @@ impl Output {
                 self.lost += bytes.len() as u64;
                 if !self.failing && self.told.is_none_or(|t| t.elapsed() >= COMPLAINT_INTERVAL) {
                     self.told = Some(Instant::now());
-                    let _ = channel.send(&InitReport::LogFailing { error: e.to_string() }, &[]);
+                    let _ = channel.try_send(&InitReport::LogFailing { error: e.to_string() }.bounded(), &[]);
                 }
                 self.failing = true;
             }
@@ -358,5 +360,16 @@ mod tests {
         // a daemon that adopts it later and was never asked).
         out.write(&vec![b'x'; (LOG_MAX_BYTES / 4) as usize], &init);
         assert!(matches!(daemon.try_recv_report::<InitReport>(), Ok(InitReport::LogFull)));
+        // And never waits for a daemon that does not read: with its queue
+        // full, the asks are dropped, and the init goes on.
+        while init.try_send(&InitReport::LogFull, &[]).is_ok() {}
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for _ in 0..8 {
+                out.write(&vec![b'x'; (LOG_MAX_BYTES / 4) as usize], &init);
+            }
+            let _ = done.send(());
+        });
+        assert!(finished.recv_timeout(Duration::from_secs(10)).is_ok(), "a write waited for the daemon");
     }
 }

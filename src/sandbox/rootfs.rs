@@ -49,9 +49,10 @@ const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 /// tables, timers). A file is covered by `/dev/null`, a directory by an
 /// empty read-only tmpfs; what this kernel does not have is skipped. Not
 /// for a privileged workload (`InitConfig::mask_paths`), nor in the host's
-/// /proc of a sandbox in the host's pid namespace (it sees the host's
-/// processes anyway). Before the manifest's mounts: one of its own over
-/// these paths is what the operator asked for, and shows them.
+/// /proc of a remapped sandbox in the host's pid namespace (it sees the
+/// host's processes anyway, and its root reads none of these). Before the
+/// manifest's mounts: one of its own over these paths is what the
+/// operator asked for, and shows them.
 const MASKED_PROC: &[&str] =
     &["acpi", "asound", "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "scsi"];
 
@@ -77,12 +78,15 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     if cfg.private_pid {
         mount(Some("proc"), &proc_dir, Some("proc"), nosuid_nodev | MsFlags::MS_NOEXEC, None::<&str>)
             .step("mount proc", &proc_dir)?;
-        for name in MASKED_PROC.iter().filter(|_| cfg.mask_paths) {
-            mask(&proc_dir.join(name))?;
-        }
     } else {
         // A user namespace that does not own the pid namespace cannot mount proc.
         attach_host_tree("/proc", &proc_dir, false)?;
+    }
+    // In the host's /proc of a sandbox in the host's pid namespace, only
+    // for one in the host's user namespace too (whose root is the host's):
+    // a remapped one sees the host's processes anyway, and reads none of these.
+    for name in MASKED_PROC.iter().filter(|_| cfg.mask_paths && (cfg.private_pid || cfg.readonly_proc)) {
+        mask(&proc_dir.join(name))?;
     }
     for name in READONLY_PROC.iter().filter(|_| cfg.readonly_proc) {
         readonly(&proc_dir.join(name))?;
@@ -156,7 +160,9 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     }
 
     if overlay {
-        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+        // A bind remount sets every per-mount flag anew: nodev is said again.
+        let nodev = if cfg.nodev { MsFlags::MS_NODEV } else { MsFlags::empty() };
+        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nodev;
         mount(None::<&str>, &root, None::<&str>, flags, None::<&str>).step("make the rootfs read-only", &root)?;
     }
 

@@ -59,9 +59,11 @@ impl Sandbox {
         self.channel.try_recv_report()
     }
 
-    /// Tells a supervised init something (a new log, that its end was heard).
-    pub fn send(&self, command: &InitCommand, fds: &[RawFd]) -> Result<(), ChannelError> {
-        self.channel.send(command, fds)
+    /// Tells a supervised init something (a new log, that its end was
+    /// heard), or `Err(Io(EAGAIN))` at once when it does not read: an init
+    /// that stops reading cannot stall the daemon.
+    pub fn try_send(&self, command: &InitCommand, fds: &[RawFd]) -> Result<(), ChannelError> {
+        self.channel.try_send(command, fds)
     }
 
     /// Blocks until the init exits, then kills whatever is left in the

@@ -332,4 +332,20 @@ mod tests {
             NetworkError::Cni(CniError::Failed { plugin: "bridge".into(), command: "ADD", message: "x".into() });
         assert_eq!(AttachError::from(failed).blame, Blame::Workload);
     }
+
+    #[test]
+    fn what_could_not_be_undone_is_blamed_as_its_cause_is() {
+        let not_undone = |error| {
+            NetworkError::NotUndone(Box::new(crate::network::NotUndone {
+                error,
+                undo: CniError::Failed { plugin: "bridge".into(), command: "DEL", message: "stuck".into() },
+                leftover: None,
+            }))
+        };
+        let port: crate::model::PortMapping = "[::1]:8080:80".parse().unwrap();
+        let family = not_undone(NetworkError::PortFamily { port, network: "lan".into() });
+        assert_eq!(AttachError::from(family).blame, Blame::Host, "the operator's to mend, undone or not");
+        let failed = CniError::Failed { plugin: "bridge".into(), command: "ADD", message: "x".into() };
+        assert_eq!(AttachError::from(not_undone(NetworkError::Cni(failed))).blame, Blame::Workload);
+    }
 }

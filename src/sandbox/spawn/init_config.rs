@@ -16,15 +16,15 @@ use crate::sandbox::source::Sources;
 pub(in crate::sandbox) fn capability_mask(manifest: &Manifest) -> u64 {
     if manifest.security.privileged {
         // Every capability this kernel and this process can give: in a
-        // user namespace of its own, all of them (the namespace's bounding
-        // set is full); in the host's, those of paddock's own bounding set
-        // (a daemon whose unit or container dropped some cannot pass them on).
-        let own = |c: &&Capability| {
-            manifest.namespaces.remapped()
-                // SAFETY: prctl with integer arguments only; it reads this thread's bounding set.
-                || unsafe { libc::prctl(libc::PR_CAPBSET_READ, c.number() as libc::c_ulong, 0, 0, 0) } == 1
+        // user namespace of its own, all of them (the namespace's are
+        // full); in the host's, those paddock holds itself (a daemon whose
+        // unit or container dropped some cannot pass them on).
+        let all = Capability::ALL.iter().fold(0, |m, c| m | 1 << c.number());
+        return if manifest.namespaces.remapped() {
+            all
+        } else {
+            all & crate::sandbox::sys::cap_permitted().unwrap_or(0)
         };
-        return Capability::ALL.iter().filter(own).fold(0, |m, c| m | 1 << c.number());
     }
     Capability::DEFAULT_SET.iter().chain(&manifest.security.capabilities).fold(0, |m, c| m | 1 << c.number())
 }
