@@ -17,18 +17,8 @@ pub enum UnsafeInput {
     Stat { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a directory")]
     NotADirectory { path: PathBuf },
-    #[error(
-        "{path} is owned by uid {uid}, not root: whoever owns it chooses what paddock runs as root; run `chown root {path}`"
-    )]
-    NotRootOwned { path: PathBuf, uid: u32 },
-    #[error(
-        "{path} is writable by {who} (mode {mode:04o}): anyone who can write it chooses what paddock runs as root; run `chmod go-w {path}`"
-    )]
-    Writable { path: PathBuf, who: &'static str, mode: u32 },
-    #[error("{path} is owned by uid {uid}, not root: whoever owns it {}; run `chown root {path}`", .kept.risk())]
-    GuardedNotRootOwned { path: PathBuf, uid: u32, kept: Kept },
-    #[error("{path} is writable by {who} (mode {mode:04o}): whoever can write it {}; run `chmod go-w {path}`", .kept.risk())]
-    GuardedWritable { path: PathBuf, who: &'static str, mode: u32, kept: Kept },
+    #[error(transparent)]
+    NotRootsAlone(#[from] NotRootsAlone),
     #[error(
         "volumes_root {path} can be entered by others (mode {mode:04o}): a workload can create set-user-ID files owned by the host's root in an idmapped volume, which any host user could then run; run `chmod o-rwx {path}`"
     )]
@@ -54,10 +44,42 @@ pub enum UntrustedFile {
     NotAFile { path: PathBuf },
     #[error("{path} is larger than {limit} bytes")]
     TooLarge { path: PathBuf, limit: u64 },
+    #[error(transparent)]
+    NotRootsAlone(#[from] NotRootsAlone),
+}
+
+/// What someone other than root could change, and what they could do
+/// with it (`risk`, one of the `*_RISK` texts, ends the sentence "whoever
+/// owns it ...").
+#[derive(Debug, thiserror::Error)]
+pub enum NotRootsAlone {
     #[error("{path} is owned by uid {uid}, not root: whoever owns it {risk}; run `chown root {path}`")]
-    NotRootOwned { path: PathBuf, uid: u32, risk: &'static str },
+    Owner { path: PathBuf, uid: u32, risk: &'static str },
     #[error("{path} is writable by {who} (mode {mode:04o}): whoever can write it {risk}; run `chmod go-w {path}`")]
     Writable { path: PathBuf, who: &'static str, mode: u32, risk: &'static str },
+}
+
+/// The workloads and policies directories.
+pub const RUNS_RISK: &str = "chooses what paddock runs as root";
+/// volumes_root and its parents.
+pub const VOLUMES_RISK: &str = "can swap what workloads mount as volumes";
+/// A program run as root (a CNI plugin), its directory and their parents.
+pub const PROGRAMS_RISK: &str = "can replace a program paddock runs as root";
+/// The state directory, the run directory, the control socket's, and their parents.
+pub const STATE_RISK: &str = "can swap the records, logs and network namespaces paddock keeps there as root for links to any file (a log appended to, a namespace unmounted, a recorded process killed)";
+
+/// Refuses what is not root's (owner `uid`), or what others may write
+/// (`mode`): whoever could change it would choose what paddock does as
+/// root, as `risk` says.
+pub fn roots_alone(path: &Path, uid: u32, mode: u32, risk: &'static str) -> Result<(), NotRootsAlone> {
+    if uid != 0 {
+        return Err(NotRootsAlone::Owner { path: path.to_owned(), uid, risk });
+    }
+    let mode = mode & 0o7777;
+    match writers(mode) {
+        Some(who) => Err(NotRootsAlone::Writable { path: path.to_owned(), who, mode, risk }),
+        None => Ok(()),
+    }
 }
 
 /// Reads a file that decides what paddock does as root (a policy, a
@@ -71,7 +93,8 @@ pub enum UntrustedFile {
 pub fn read_trusted(path: &Path, risk: &'static str, limit: u64) -> Result<String, UntrustedFile> {
     use std::io::Read;
     let io = |source: std::io::Error| UntrustedFile::Io { path: path.to_owned(), source };
-    let (file, found) = if nix::unistd::geteuid().is_root() {
+    let as_root = nix::unistd::geteuid().is_root();
+    let (file, found) = if as_root {
         crate::sandbox::open_trusted(path).map_err(|e| match e {
             crate::sandbox::Untrusted::Io(source) => io(source),
             link => UntrustedFile::Link(link),
@@ -83,8 +106,8 @@ pub fn read_trusted(path: &Path, risk: &'static str, limit: u64) -> Result<Strin
     if !meta.is_file() {
         return Err(UntrustedFile::NotAFile { path: found });
     }
-    if nix::unistd::geteuid().is_root() {
-        roots_alone(&found, &meta, risk)?;
+    if as_root {
+        roots_alone(&found, meta.uid(), meta.mode(), risk)?;
     }
     let mut text = String::new();
     file.take(limit + 1).read_to_string(&mut text).map_err(io)?;
@@ -92,45 +115,6 @@ pub fn read_trusted(path: &Path, risk: &'static str, limit: u64) -> Result<Strin
         return Err(UntrustedFile::TooLarge { path: found, limit });
     }
     Ok(text)
-}
-
-/// Refuses a file that is not root's, or that others may write: whoever
-/// could change it would choose what paddock does as root (`risk` says
-/// what, for the error). `meta` is the file that was read (its open
-/// descriptor's), `shown` the path it was found at.
-pub fn roots_alone(shown: &Path, meta: &std::fs::Metadata, risk: &'static str) -> Result<(), UntrustedFile> {
-    if meta.uid() != 0 {
-        return Err(UntrustedFile::NotRootOwned { path: shown.to_owned(), uid: meta.uid(), risk });
-    }
-    let mode = meta.mode() & 0o7777;
-    match writers(mode) {
-        Some(who) => Err(UntrustedFile::Writable { path: shown.to_owned(), who, mode, risk }),
-        None => Ok(()),
-    }
-}
-
-/// What a directory that only root may change holds, for its errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kept {
-    /// volumes_root: what workloads mount as volumes.
-    Volumes,
-    /// A program run as root (a CNI plugin) and its directory.
-    Programs,
-    /// The state directory, the run directory or the control socket's:
-    /// records, logs, network namespaces, the socket.
-    State,
-}
-
-impl Kept {
-    fn risk(self) -> &'static str {
-        match self {
-            Kept::Volumes => "can swap what workloads mount as volumes",
-            Kept::Programs => "can replace a program paddock runs as root",
-            Kept::State => {
-                "can swap the records, logs and network namespaces paddock keeps there as root for links to any file (a log appended to, a namespace unmounted, a recorded process killed)"
-            }
-        }
-    }
 }
 
 /// Who besides the owner may write, by the mode's bits.
@@ -151,14 +135,7 @@ pub fn check_directory(path: &Path) -> Result<(), UnsafeInput> {
     if !meta.is_dir() {
         return Err(UnsafeInput::NotADirectory { path: path.to_owned() });
     }
-    if meta.uid() != 0 {
-        return Err(UnsafeInput::NotRootOwned { path: path.to_owned(), uid: meta.uid() });
-    }
-    let mode = meta.mode() & 0o7777;
-    match writers(mode) {
-        Some(who) => Err(UnsafeInput::Writable { path: path.to_owned(), who, mode }),
-        None => Ok(()),
-    }
+    Ok(roots_alone(path, meta.uid(), meta.mode(), RUNS_RISK)?)
 }
 
 /// Whether any user can reach files in `dir` by name: it and each of its
@@ -181,7 +158,7 @@ pub fn reachable_by_others(dir: &Path) -> bool {
 /// is walked from `/` one component at a time without following symlinks,
 /// so what was checked is what is returned.
 pub fn open_volumes_root(path: &Path) -> Result<OwnedFd, UnsafeInput> {
-    let (dir, real) = open_root_only(path, Kept::Volumes)?;
+    let (dir, real) = open_root_only(path, VOLUMES_RISK)?;
     let meta =
         nix::sys::stat::fstat(&dir).map_err(|e| UnsafeInput::Stat { path: path.to_owned(), source: e.into() })?;
     let mode = meta.st_mode & 0o7777;
@@ -203,7 +180,7 @@ pub fn open_volumes_root(path: &Path) -> Result<OwnedFd, UnsafeInput> {
 /// ones it creates 0700.
 pub fn check_state_dir(path: &Path) -> Result<(), UnsafeInput> {
     trusted_links(path)?;
-    open_root_only(path, Kept::State).map(drop)
+    open_root_only(path, STATE_RISK).map(drop)
 }
 
 /// Refuses a path that goes through a symlink someone other than root
@@ -227,18 +204,11 @@ pub fn check_root_program(path: &Path) -> Result<(), UnsafeInput> {
     trusted_links(path)?;
     let stat_err = |source: std::io::Error| UnsafeInput::Stat { path: path.to_owned(), source };
     let real = std::fs::canonicalize(path).map_err(stat_err)?;
-    let (dir, _) = open_root_only(real.parent().unwrap_or(Path::new("/")), Kept::Programs)?;
+    let (dir, _) = open_root_only(real.parent().unwrap_or(Path::new("/")), PROGRAMS_RISK)?;
     let name = real.file_name().ok_or_else(|| stat_err(std::io::ErrorKind::InvalidInput.into()))?;
     let st = nix::sys::stat::fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
         .map_err(|e| stat_err(e.into()))?;
-    let mode = st.st_mode & 0o7777;
-    if st.st_uid != 0 {
-        return Err(UnsafeInput::GuardedNotRootOwned { path: real, uid: st.st_uid, kept: Kept::Programs });
-    }
-    match writers(mode) {
-        Some(who) => Err(UnsafeInput::GuardedWritable { path: real, who, mode, kept: Kept::Programs }),
-        None => Ok(()),
-    }
+    Ok(roots_alone(&real, st.st_uid, st.st_mode, PROGRAMS_RISK)?)
 }
 
 /// Opens a directory that only root may change: itself and each of its
@@ -246,7 +216,7 @@ pub fn check_root_program(path: &Path) -> Result<(), UnsafeInput> {
 /// sticky, as /tmp is: no one else can move root's entry in it). The path
 /// is walked from `/` one component at a time without following symlinks,
 /// so what was checked is what is returned, with the path it resolved to.
-fn open_root_only(path: &Path, kept: Kept) -> Result<(OwnedFd, PathBuf), UnsafeInput> {
+fn open_root_only(path: &Path, risk: &'static str) -> Result<(OwnedFd, PathBuf), UnsafeInput> {
     let stat_err = |source: std::io::Error| UnsafeInput::Stat { path: path.to_owned(), source };
     // A configured path may go through symlinks (/var/lib -> /data/lib):
     // resolve them once, then walk the result refusing any symlink.
@@ -257,7 +227,7 @@ fn open_root_only(path: &Path, kept: Kept) -> Result<(OwnedFd, PathBuf), UnsafeI
     let parts: Vec<Component<'_>> = real.components().filter(|c| matches!(c, Component::Normal(_))).collect();
     for part in &parts {
         let meta = nix::sys::stat::fstat(&dir).map_err(|e| stat_err(e.into()))?;
-        check_ancestor(&walked, meta.st_uid, meta.st_mode, kept)?;
+        check_ancestor(&walked, meta.st_uid, meta.st_mode, risk)?;
         walked.push(part);
         // canonicalize resolved every symlink: one now is a swap since.
         dir = openat(&dir, part.as_os_str(), flags, Mode::empty()).map_err(|e| match e {
@@ -266,26 +236,15 @@ fn open_root_only(path: &Path, kept: Kept) -> Result<(OwnedFd, PathBuf), UnsafeI
         })?;
     }
     let meta = nix::sys::stat::fstat(&dir).map_err(|e| stat_err(e.into()))?;
-    let mode = meta.st_mode & 0o7777;
-    if meta.st_uid != 0 {
-        return Err(UnsafeInput::GuardedNotRootOwned { path: real, uid: meta.st_uid, kept });
-    }
-    if let Some(who) = writers(mode) {
-        return Err(UnsafeInput::GuardedWritable { path: real, who, mode, kept });
-    }
+    roots_alone(&real, meta.st_uid, meta.st_mode, risk)?;
     Ok((dir, real))
 }
 
-/// An ancestor of a root-only directory: root's, and writable by no one else unless sticky.
-fn check_ancestor(path: &Path, uid: u32, mode: u32, kept: Kept) -> Result<(), UnsafeInput> {
-    if uid != 0 {
-        return Err(UnsafeInput::GuardedNotRootOwned { path: path.to_owned(), uid, kept });
-    }
-    let mode = mode & 0o7777;
-    match writers(mode) {
-        Some(who) if mode & 0o1000 == 0 => Err(UnsafeInput::GuardedWritable { path: path.to_owned(), who, mode, kept }),
-        _ => Ok(()),
-    }
+/// An ancestor of a root-only directory: root's, and writable by no one
+/// else unless sticky (as /tmp: no one else can move root's entry in it).
+fn check_ancestor(path: &Path, uid: u32, mode: u32, risk: &'static str) -> Result<(), UnsafeInput> {
+    let sticky = mode & 0o1000 != 0;
+    Ok(roots_alone(path, uid, if sticky { mode & !0o022 } else { mode }, risk)?)
 }
 
 /// Creates `path` and any missing parent with mode 0700: state directories

@@ -39,6 +39,27 @@ fn prepared() -> Daemon {
     d
 }
 
+/// An operator's network `name` in the daemon's networks directory: the
+/// bridge plugin (bridge `NAME0`, gateway, host-local addresses from
+/// `subnet` and a default route), then `more` plugins.
+fn bridged_network(d: &Daemon, name: &str, subnet: &str, more: &[serde_json::Value]) {
+    std::fs::create_dir_all(d.path("networks")).unwrap();
+    let bridge = serde_json::json!({
+        "type": "bridge",
+        "bridge": format!("{name}0"),
+        "isGateway": true,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": subnet}]],
+            "routes": [{"dst": "0.0.0.0/0"}],
+            "dataDir": d.path(&format!("{name}-ipam")).display().to_string(),
+        },
+    });
+    let plugins: Vec<serde_json::Value> = std::iter::once(bridge).chain(more.iter().cloned()).collect();
+    let conflist = serde_json::json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins});
+    std::fs::write(d.path(&format!("networks/{name}.conflist")), conflist.to_string()).unwrap();
+}
+
 /// busybox httpd on `port`, serving the test's web root, with `extra` TOML.
 fn web(d: &Daemon, port: u16, extra: &str) -> String {
     format!(
@@ -486,24 +507,14 @@ fn a_workloads_root_cannot_change_its_interfaces_or_routes() {
 #[test]
 fn a_port_on_an_address_family_the_network_does_not_give_fails_and_leaves_nothing() {
     let d = prepared();
-    std::fs::create_dir(d.path("networks")).unwrap();
     // An IPv4-only network of the operator's, with portmap: a port on an
     // IPv6 host address would be listed and not published.
-    let conflist = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "lan4",
-        "plugins": [{
-            "type": "bridge",
-            "bridge": "lan4",
-            "isGateway": true,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": "10.98.0.0/24"}]],
-                "dataDir": d.path("lan4-ipam").display().to_string(),
-            },
-        }, {"type": "portmap", "capabilities": {"portMappings": true}}],
-    });
-    std::fs::write(d.path("networks/lan4.conflist"), conflist.to_string()).unwrap();
+    bridged_network(
+        &d,
+        "lan4",
+        "10.98.0.0/24",
+        &[serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}})],
+    );
     let d = d.start(&[]);
     d.write("six.toml", &sleeper("ports = [\"[::1]:8080:80\"]\n[namespaces]\nnetwork = \"lan4\""));
     d.wait_for("six to fail", |d| d.workload("six").is_some_and(|w| w["state"] == "failed"));
@@ -544,23 +555,7 @@ fn a_network_configuration_others_could_change_is_refused() {
 #[test]
 fn a_network_from_the_networks_directory_is_used_by_name() {
     let d = prepared();
-    std::fs::create_dir(d.path("networks")).unwrap();
-    let conflist = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "lan",
-        "plugins": [{
-            "type": "bridge",
-            "bridge": "lan0",
-            "isGateway": true,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": "10.99.0.0/24"}]],
-                "routes": [{"dst": "0.0.0.0/0"}],
-                "dataDir": d.path("lan-ipam").display().to_string(),
-            },
-        }],
-    });
-    std::fs::write(d.path("networks/lan.conflist"), conflist.to_string()).unwrap();
+    bridged_network(&d, "lan", "10.99.0.0/24", &[]);
     let d = d.start(&[]);
     d.write("web.toml", &web(&d, 80, "[namespaces]\nnetwork = \"lan\""));
     let ip = address(&d, "web");
@@ -737,17 +732,7 @@ fn a_plugin_that_fails_once_is_tried_again_with_the_workloads_backoff() {
     );
     std::fs::write(d.path("plugins/flaky"), script).unwrap();
     std::fs::set_permissions(d.path("plugins/flaky"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::create_dir(d.path("networks")).unwrap();
-    let conflist = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "flaky",
-        "plugins": [
-            {"type": "bridge", "bridge": "flaky0", "isGateway": true,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.98.0.0/24"}]], "dataDir": d.path("flaky-ipam").display().to_string()}},
-            {"type": "flaky"},
-        ],
-    });
-    std::fs::write(d.path("networks/flaky.conflist"), conflist.to_string()).unwrap();
+    bridged_network(&d, "flaky", "10.98.0.0/24", &[serde_json::json!({"type": "flaky"})]);
     d.configure(
         "[network]\n",
         &format!("[network]\nplugin_dirs = [{:?}, \"/usr/lib/cni\"]\n", d.path("plugins").display().to_string()),

@@ -86,7 +86,7 @@ fn version_of(text: &str) -> Version {
 /// would let whoever can swap the file the path leads to (a link into a
 /// directory they own) pass the check with root's file and have theirs read.
 fn owner_refusal(shown: &Path, meta: &std::fs::Metadata) -> Option<String> {
-    crate::fsutil::roots_alone(shown, meta, "chooses what paddock runs").err().map(|e| e.to_string())
+    crate::fsutil::roots_alone(shown, meta.uid(), meta.mode(), "chooses what paddock runs").err().map(|e| e.to_string())
 }
 
 /// Scans `dir`. `Err` only when the directory itself cannot be listed.

@@ -130,10 +130,8 @@ impl Networks {
     pub fn attach(&self, workload: &WorkloadName, m: &Manifest) -> Result<Attachment, NetworkError> {
         let name = m.namespaces.network.cni().ok_or_else(|| NetworkError::Unknown("private".into()))?;
         let list = self.lists.get(name).ok_or_else(|| NetworkError::Unknown(name.to_owned()))?;
-        // Every plugin is there before anything is made.
-        for t in list.types() {
-            self.dirs.find(t)?;
-        }
+        // Every plugin is there (and root's alone) before anything is made.
+        let programs = self.dirs.programs(list)?;
         let fingerprint = self.fingerprint(workload, m).expect("a CNI network");
         // portmap's rules would take a host service's port over, for the
         // host's own connections too: a port in use is not published.
@@ -169,7 +167,7 @@ impl Networks {
         }
         let caps = capabilities(&m.ports);
         let runtime = cni::Runtime { dirs: &self.dirs };
-        let result = match runtime.add(list, attachment.target(&caps)).map_err(|failed| *failed) {
+        let result = match runtime.add(list, &programs, attachment.target(&caps)).map_err(|failed| *failed) {
             Ok(result) => result,
             Err(cni::AddFailed { error, undone: Ok(()) }) => {
                 netns::remove(&netns_path);

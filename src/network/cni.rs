@@ -50,6 +50,11 @@ fn kill_group(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
+/// A plugin's `type` (checked present when its list was parsed).
+fn type_of(plugin: &Map<String, Value>) -> &str {
+    plugin.get("type").and_then(Value::as_str).unwrap_or_default()
+}
+
 /// Where plugin programs are found.
 #[derive(Debug, Clone)]
 pub struct PluginDirs(pub Vec<PathBuf>);
@@ -69,6 +74,12 @@ impl PluginDirs {
         crate::fsutil::check_root_program(&program)
             .map_err(|reason| CniError::Untrusted { plugin: plugin.to_owned(), reason })?;
         Ok(program)
+    }
+
+    /// Every program of `list`, in order, each found and checked once:
+    /// found before any runs, a missing one changes nothing.
+    pub fn programs(&self, list: &ConfList) -> Result<Vec<PathBuf>, CniError> {
+        list.types().map(|t| self.find(t)).collect()
     }
 
     fn cni_path(&self) -> String {
@@ -119,7 +130,7 @@ impl ConfList {
 
     /// The plugin types, in order.
     pub fn types(&self) -> impl Iterator<Item = &str> {
-        self.plugins.iter().filter_map(|p| p.get("type").and_then(Value::as_str))
+        self.plugins.iter().map(type_of)
     }
 }
 
@@ -170,14 +181,12 @@ impl Runtime<'_> {
     /// result is the attachment's. If a plugin fails, what the ones before
     /// it did is undone (DEL, in reverse) before the error is returned,
     /// with whether that worked (`AddFailed::undone`).
-    pub fn add(&self, list: &ConfList, target: Target<'_>) -> Result<Value, Box<AddFailed>> {
-        // Every program is found before any runs: a missing one changes nothing.
-        for t in list.types() {
-            self.dirs.find(t).map_err(|error| Box::new(AddFailed { error, undone: Ok(()) }))?;
-        }
+    /// `programs` are the list's, as `PluginDirs::programs` found them
+    /// (before anything was made for the attachment).
+    pub fn add(&self, list: &ConfList, programs: &[PathBuf], target: Target<'_>) -> Result<Value, Box<AddFailed>> {
         let mut result: Option<Value> = None;
-        for plugin in &list.plugins {
-            match self.invoke(Verb::Add, list, plugin, target, result.as_ref()) {
+        for (plugin, program) in list.plugins.iter().zip(programs) {
+            match self.invoke(Verb::Add, list, plugin, program, target, result.as_ref()) {
                 Ok(Some(next)) => result = Some(next),
                 // A plugin with nothing to say passes the previous result on.
                 Ok(None) => {}
@@ -194,8 +203,8 @@ impl Runtime<'_> {
         if list.disable_check {
             return Ok(());
         }
-        for plugin in &list.plugins {
-            self.invoke(Verb::Check, list, plugin, target, Some(cached))?;
+        for (plugin, program) in list.plugins.iter().zip(self.dirs.programs(list)?) {
+            self.invoke(Verb::Check, list, plugin, &program, target, Some(cached))?;
         }
         Ok(())
     }
@@ -206,7 +215,9 @@ impl Runtime<'_> {
     pub fn del(&self, list: &ConfList, target: Target<'_>, cached: Option<&Value>) -> Result<(), CniError> {
         let mut first = None;
         for plugin in list.plugins.iter().rev() {
-            if let Err(e) = self.invoke(Verb::Del, list, plugin, target, cached) {
+            // Each found on its own: one that is missing keeps none of the others from undoing.
+            let program = self.dirs.find(type_of(plugin));
+            if let Err(e) = program.and_then(|program| self.invoke(Verb::Del, list, plugin, &program, target, cached)) {
                 first.get_or_insert(e);
             }
         }
@@ -218,11 +229,11 @@ impl Runtime<'_> {
         verb: Verb,
         list: &ConfList,
         plugin: &Map<String, Value>,
+        program: &Path,
         target: Target<'_>,
         prev: Option<&Value>,
     ) -> Result<Option<Value>, CniError> {
-        let kind = plugin.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let program = self.dirs.find(&kind)?;
+        let kind = type_of(plugin).to_owned();
         let mut config = plugin.clone();
         config.insert("name".into(), Value::String(list.name.clone()));
         config.insert("cniVersion".into(), Value::String(list.cni_version.clone()));
@@ -246,7 +257,7 @@ impl Runtime<'_> {
         let stdin = serde_json::to_vec(&Value::Object(config)).expect("JSON values serialize");
         // A process group of its own: a plugin that times out is killed
         // with what it started (iptables, ip), not just itself.
-        let mut child = Command::new(&program)
+        let mut child = Command::new(program)
             .process_group(0)
             .env_clear()
             // Plugins run iptables, ip and the like.
@@ -395,7 +406,7 @@ mod tests {
         .unwrap();
         let caps = Map::new();
         let target = Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
-        let failed = *Runtime { dirs: &dirs }.add(&list, target).unwrap_err();
+        let failed = *Runtime { dirs: &dirs }.add(&list, &dirs.programs(&list).unwrap(), target).unwrap_err();
         assert!(matches!(failed.error, CniError::Timeout { .. }), "{:?}", failed.error);
         let helper: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
         // Killed with the plugin (a zombie until init reaps it, at most).
@@ -454,7 +465,7 @@ mod tests {
         let caps = Map::new();
         let target = Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
         let runtime = Runtime { dirs: &dirs };
-        let result = runtime.add(&chain(), target).unwrap();
+        let result = runtime.add(&chain(), &dirs.programs(&chain()).unwrap(), target).unwrap();
         runtime.del(&chain(), target, Some(&result)).unwrap();
         let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
         assert_eq!(
@@ -477,7 +488,7 @@ mod tests {
         let dirs = fakes(dir.path(), "three");
         let caps = Map::new();
         let target = Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
-        let failed = *Runtime { dirs: &dirs }.add(&chain(), target).unwrap_err();
+        let failed = *Runtime { dirs: &dirs }.add(&chain(), &dirs.programs(&chain()).unwrap(), target).unwrap_err();
         let e = failed.error.to_string();
         assert!(e.contains("no (code 7)"), "{e}");
         assert!(failed.undone.is_ok());
@@ -502,7 +513,7 @@ mod tests {
         std::fs::set_permissions(&two, std::fs::Permissions::from_mode(0o755)).unwrap();
         let caps = Map::new();
         let target = Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
-        let failed = *Runtime { dirs: &dirs }.add(&chain(), target).unwrap_err();
+        let failed = *Runtime { dirs: &dirs }.add(&chain(), &dirs.programs(&chain()).unwrap(), target).unwrap_err();
         assert!(failed.error.to_string().contains("no (code 7)"), "{:?}", failed.error);
         let undo = failed.undone.unwrap_err().to_string();
         assert!(undo.contains("stuck (code 11)"), "{undo}");
