@@ -358,3 +358,59 @@ fn in_the_hosts_user_and_pid_namespaces_the_hosts_proc_is_masked_too() {
         "the host's processes: {lines:?}"
     );
 }
+
+/// Someone else who can write a writable rootfs (another workload given
+/// the same directory, a host user) swaps its directories while the init
+/// builds the root: `proc` with a plain `decoy`, or `dev` with a
+/// `decoy-dev` whose `null` is a link to a host file. Every mount, mask
+/// and device is made through a descriptor of what was checked, never by
+/// its path again: every start succeeds, wherever /proc lands it is
+/// masked, and no device node is made through the link (as the host's
+/// root, in the host's user namespace, that emptied the file). Before,
+/// most starts failed, and a run of them showed the host's timers or
+/// emptied the file.
+#[test]
+fn a_rootfs_swapped_under_the_init_neither_unmasks_proc_nor_redirects_dev() {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let w = World::new();
+    assert!(std::fs::exists("/proc/timer_list").unwrap(), "this test needs the host's /proc/timer_list");
+    // Not under /tmp, which the init's staging covers.
+    let victim = PathBuf::from(format!("/var/tmp/paddock-test-victim-{}", std::process::id()));
+    std::fs::write(&victim, "the host's file\n").unwrap();
+    let _gone = common::Removed(victim.clone());
+    let variants = [("host-user", "[namespaces]\nuser = \"host\"\n"), ("remapped", "")];
+    for ((name, user), (a, b)) in variants.iter().flat_map(|v| [(*v, ("dev", "decoy-dev")), (*v, ("proc", "decoy"))]) {
+        let label = format!("{name}, {a} swapped");
+        let root = rootfs(&w, &format!("{name}-{a}"), &["proc", "dev", "tmp", "sys", "decoy", "decoy-dev"]);
+        std::os::unix::fs::symlink(&victim, root.join("decoy-dev/null")).unwrap();
+        readable(&root);
+        let script = "for d in /proc /decoy; do test -e $d/timer_list && wc -c < $d/timer_list; done; true";
+        let text = manifest(&root, script, user).replace("rootfs = {", "rootfs = { readonly = false,");
+        let manifest = w.manifest(name, &text);
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, a, b) = (stop.clone(), root.join(a), root.join(b));
+            std::thread::spawn(move || {
+                let mut swaps = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    renameat2(AT_FDCWD, &a, AT_FDCWD, &b, RenameFlags::RENAME_EXCHANGE).unwrap();
+                    swaps += 1;
+                }
+                swaps
+            })
+        };
+        let outs: Vec<_> = (0..16).map(|_| w.run(&["--policy", "privileged"], &manifest, &[])).collect();
+        stop.store(true, Ordering::Relaxed);
+        assert!(swapper.join().unwrap() > 1000, "{label}: the swapper hardly ran");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "the host's file\n", "{label}: a host file was written");
+        for out in &outs {
+            let o = stdout(out);
+            let sizes: Vec<&str> = o.lines().map(str::trim).collect();
+            assert!(sizes.iter().all(|n| *n == "0"), "{label}: the host's timers were readable: {sizes:?}");
+        }
+        for out in outs {
+            assert_eq!(out.status.code(), Some(0), "{label}: {}", stderr(&out));
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! mount created by paddock, so no host path is resolved in here with the
 //! sandbox's credentials except /dev's device nodes and /sys.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
@@ -12,7 +12,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, open, openat, openat2};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, fstatat, mkdirat};
-use nix::unistd::{chdir, pivot_root, sethostname};
+use nix::unistd::{chdir, fchdir, pivot_root, sethostname, symlinkat};
 
 use super::config::InitConfig;
 use super::sys;
@@ -61,6 +61,15 @@ const MASKED_PROC: &[&str] =
 const READONLY_PROC: &[&str] = &["bus", "fs", "irq", "sys", "sysrq-trigger"];
 
 /// Builds the root and enters it. On return, `/` is the sandbox's root.
+///
+/// Every mount is attached onto a descriptor of the directory or file the
+/// walk checked (`make_dir`, `make_file`), never onto a path resolved
+/// again, and what is done inside `/proc`, `/dev` and `/sys` (masks,
+/// read-only knobs, device nodes) is done through the descriptor of that
+/// very mount: someone else who can write a writable rootfs (another
+/// workload given the same directory) and renames its directories while
+/// this runs, or swaps in a link, moves where a mount lands at worst,
+/// never what it masks nor where a device node is made.
 pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<(), StepError> {
     // Nothing we mount may propagate back to the host.
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
@@ -73,54 +82,42 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     let root_fd =
         open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).step("open root", &root)?;
 
-    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    let proc_dir = make_dir(&root_fd, &root, Path::new("/proc"))?;
-    if cfg.private_pid {
-        mount(Some("proc"), &proc_dir, Some("proc"), nosuid_nodev | MsFlags::MS_NOEXEC, None::<&str>)
-            .step("mount proc", &proc_dir)?;
+    let (nosuid, nodev, noexec) = (sys::MOUNT_ATTR_NOSUID, sys::MOUNT_ATTR_NODEV, sys::MOUNT_ATTR_NOEXEC);
+    let at = make_dir(&root_fd, Path::new("/proc"))?;
+    let proc = if cfg.private_pid {
+        attach(sys::fs_mount(c"proc", &[], nosuid | nodev | noexec), &at, "mount proc", "/proc")?
     } else {
         // A user namespace that does not own the pid namespace cannot mount proc.
-        attach_host_tree("/proc", &proc_dir, false)?;
-    }
+        attach_host_tree(c"/proc", &at, false, "/proc")?
+    };
     // In the host's /proc of a sandbox in the host's pid namespace, only
     // for one in the host's user namespace too (whose root is the host's):
     // a remapped one sees the host's processes anyway, and reads none of these.
     for name in MASKED_PROC.iter().filter(|_| cfg.mask_paths && (cfg.private_pid || cfg.readonly_proc)) {
-        mask(&proc_dir.join(name))?;
+        mask(&proc, name, Path::new("/proc"))?;
     }
     for name in READONLY_PROC.iter().filter(|_| cfg.readonly_proc) {
-        readonly(&proc_dir.join(name))?;
+        readonly(&proc, name, Path::new("/proc"))?;
     }
 
-    let dev = make_dir(&root_fd, &root, Path::new("/dev"))?;
+    let at = make_dir(&root_fd, Path::new("/dev"))?;
     // nodev: a node made in it stays inert; the ones bound in are mounts
     // of their own, with the host's /dev's flags.
-    let dev_flags =
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | if cfg.nodev { MsFlags::MS_NODEV } else { MsFlags::empty() };
-    mount(Some("tmpfs"), &dev, Some("tmpfs"), dev_flags, Some("mode=0755,size=64k")).step("mount /dev", &dev)?;
+    let dev_attrs = nosuid | noexec | if cfg.nodev { nodev } else { 0 };
+    let dev_options: &[_] = &[(c"mode", Some(c"0755")), (c"size", Some(c"64k"))];
+    let dev = attach(sys::fs_mount(c"tmpfs", dev_options, dev_attrs), &at, "mount /dev", "/dev")?;
     for name in DEVICES {
-        let node = dev.join(name);
-        std::fs::File::create(&node).map_err(errno).step("create", &node)?;
-        let host = Path::new("/dev").join(name);
-        mount(Some(&host), &node, None::<&str>, MsFlags::MS_BIND, None::<&str>).step("bind device", &host)?;
+        bind_device(&Path::new("/dev").join(name), &dev, Path::new(name))?;
     }
     if cfg.host_devices {
-        bind_host_devices(Path::new("/dev"), &dev, 0)?;
+        bind_host_devices(Path::new("/dev"), &dev, Path::new("/dev"), 0)?;
     }
-    let pts = dev.join("pts");
-    std::fs::create_dir(&pts).map_err(errno).step("mkdir", &pts)?;
-    mount(
-        Some("devpts"),
-        &pts,
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
-    )
-    .step("mount devpts", &pts)?;
-    let shm = dev.join("shm");
-    std::fs::create_dir(&shm).map_err(errno).step("mkdir", &shm)?;
-    mount(Some("shm"), &shm, Some("tmpfs"), nosuid_nodev | MsFlags::MS_NOEXEC, Some("mode=1777,size=65536k"))
-        .step("mount /dev/shm", &shm)?;
+    let pts_options: &[_] = &[(c"newinstance", None), (c"ptmxmode", Some(c"0666")), (c"mode", Some(c"0620"))];
+    let at = make_dir_in(&dev, "pts", Path::new("/dev/pts"))?;
+    attach(sys::fs_mount(c"devpts", pts_options, nosuid | noexec), &at, "mount devpts", "/dev/pts")?;
+    let shm_options: &[_] = &[(c"mode", Some(c"1777")), (c"size", Some(c"65536k"))];
+    let at = make_dir_in(&dev, "shm", Path::new("/dev/shm"))?;
+    attach(sys::fs_mount(c"tmpfs", shm_options, nosuid | nodev | noexec), &at, "mount /dev/shm", "/dev/shm")?;
     for (link, to) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -128,29 +125,28 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        std::os::unix::fs::symlink(to, dev.join(link)).map_err(errno).step("symlink", dev.join(link))?;
+        symlinkat(to, &dev, link).step("symlink", Path::new("/dev").join(link))?;
     }
 
-    let tmp = make_dir(&root_fd, &root, Path::new("/tmp"))?;
-    mount(Some("tmpfs"), &tmp, Some("tmpfs"), nosuid_nodev, Some("mode=1777")).step("mount /tmp", &tmp)?;
+    let at = make_dir(&root_fd, Path::new("/tmp"))?;
+    attach(sys::fs_mount(c"tmpfs", &[(c"mode", Some(c"1777"))], nosuid | nodev), &at, "mount /tmp", "/tmp")?;
 
-    let sys_dir = make_dir(&root_fd, &root, Path::new("/sys"))?;
-    if cfg.own_network {
-        let ro = nosuid_nodev | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY;
-        mount(Some("sysfs"), &sys_dir, Some("sysfs"), ro, None::<&str>).step("mount sysfs", &sys_dir)?;
+    let at = make_dir(&root_fd, Path::new("/sys"))?;
+    let sys_mount = if cfg.own_network {
+        let attrs = nosuid | nodev | noexec | sys::MOUNT_ATTR_RDONLY;
+        attach(sys::fs_mount(c"sysfs", &[], attrs), &at, "mount sysfs", "/sys")?
     } else {
         // sysfs can only be mounted by a user namespace that owns the
         // network namespace (as runc, the host's is bound read-only instead).
-        attach_host_tree("/sys", &sys_dir, true)?;
-    }
+        attach_host_tree(c"/sys", &at, true, "/sys")?
+    };
     // The host's firmware (EFI variables, DMI and ACPI tables), as runc masks it.
     if cfg.mask_paths {
-        mask(&sys_dir.join("firmware"))?;
+        mask(&sys_mount, "firmware", Path::new("/sys"))?;
     }
 
     for (m, fd) in cfg.mounts.iter().zip(mounts) {
-        let target =
-            if m.is_dir { open_path(&make_dir(&root_fd, &root, &m.target)?)? } else { make_file(&root_fd, &m.target)? };
+        let target = if m.is_dir { make_dir(&root_fd, &m.target)? } else { make_file(&root_fd, &m.target)? };
         sys::move_mount_onto(fd.as_fd(), target.as_fd()).step("attach mount", &m.target)?;
     }
 
@@ -160,18 +156,31 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     }
 
     if overlay {
-        // A bind remount sets every per-mount flag anew: nodev is said again.
-        let nodev = if cfg.nodev { MsFlags::MS_NODEV } else { MsFlags::empty() };
-        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nodev;
-        mount(None::<&str>, &root, None::<&str>, flags, None::<&str>).step("make the rootfs read-only", &root)?;
+        // The overlay's own mount (`root_fd` is its root), and only it:
+        // the flags it was mounted with (nodev) stay as they are.
+        sys::mount_setattr(root_fd.as_fd(), sys::MOUNT_ATTR_RDONLY, None, false)
+            .step("make the rootfs read-only", "/")?;
     }
 
     // pivot_root(".", ".") stacks the old root on the new one; detaching it
     // leaves only the new root, with no path back to the host's.
-    chdir(&root).step("chdir", &root)?;
+    fchdir(&root_fd).step("chdir", &root)?;
     pivot_root(".", ".").step("pivot_root", &root)?;
     umount2(".", MntFlags::MNT_DETACH).step("detach the old root", "/")?;
     chdir("/").step("chdir", "/")
+}
+
+/// Attaches `tree` (a new filesystem, or a step's failure to make one)
+/// onto `target`; returns the attached mount, to reach into.
+fn attach(
+    tree: Result<OwnedFd, Errno>,
+    target: &OwnedFd,
+    step: &'static str,
+    shown: &str,
+) -> Result<OwnedFd, StepError> {
+    let tree = tree.step(step, shown)?;
+    sys::move_mount_onto(tree.as_fd(), target.as_fd()).step(step, shown)?;
+    Ok(tree)
 }
 
 /// Where the init makes a mount of its own: a mount point beneath one of
@@ -315,9 +324,10 @@ const PRIVATE_IN_DEV: &[&str] = &["pts", "ptmx", "shm", "mqueue", "hugepages"];
 /// A privileged workload's host devices (as Docker's `--privileged`): each
 /// character and block device under the host's `host` (its /dev, and
 /// three directories down, as /dev/bus/usb/001/002), bound at the same place
-/// under `dev`; what the sandbox has already is kept. Symlinks are not
-/// followed (a device is bound where it is).
-fn bind_host_devices(host: &Path, dev: &Path, depth: usize) -> Result<(), StepError> {
+/// in the sandbox's /dev (`dev`, the directory there, `shown` its path);
+/// what the sandbox has already is kept. Symlinks are not followed (a
+/// device is bound where it is).
+fn bind_host_devices(host: &Path, dev: &OwnedFd, shown: &Path, depth: usize) -> Result<(), StepError> {
     use std::os::unix::fs::FileTypeExt;
     let entries = match std::fs::read_dir(host) {
         // A directory gone since its parent was listed.
@@ -327,27 +337,55 @@ fn bind_host_devices(host: &Path, dev: &Path, depth: usize) -> Result<(), StepEr
     for entry in entries {
         let entry = entry.map_err(errno).step("read", host)?;
         let Ok(kind) = entry.file_type() else { continue };
-        let (from, to) = (entry.path(), dev.join(entry.file_name()));
-        if depth == 0 && PRIVATE_IN_DEV.contains(&&*entry.file_name().to_string_lossy()) {
+        let name = entry.file_name();
+        if depth == 0 && PRIVATE_IN_DEV.contains(&&*name.to_string_lossy()) {
             continue;
         }
         if kind.is_dir() && depth < 3 {
-            match std::fs::create_dir(&to) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(errno(e)).step("mkdir", &to),
-            }
-            bind_host_devices(&from, &to, depth + 1)?;
-        } else if (kind.is_char_device() || kind.is_block_device()) && !to.exists() {
-            std::fs::File::create(&to).map_err(errno).step("create", &to)?;
-            match mount(Some(&from), &to, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
-                // Gone since it was listed (a device unplugged): not there.
-                Err(Errno::ENOENT | Errno::ENODEV) => drop(std::fs::remove_file(&to)),
-                bound => bound.step("bind device", &from)?,
-            }
+            let inside = shown.join(&name);
+            let dir = make_dir_in(dev, &name, &inside)?;
+            bind_host_devices(&entry.path(), &dir, &inside, depth + 1)?;
+        } else if kind.is_char_device() || kind.is_block_device() {
+            bind_device(&entry.path(), dev, Path::new(&name))?;
         }
     }
     Ok(())
+}
+
+/// Binds the host's device node `host` at `name` in `dev` (a directory of
+/// the sandbox's /dev), unless something is there already; one gone from
+/// the host since it was listed (unplugged) is not there either.
+fn bind_device(host: &Path, dev: &OwnedFd, name: &Path) -> Result<(), StepError> {
+    let create = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match openat(dev, name, create, Mode::from_bits_truncate(0o644)) {
+        Ok(fd) => drop(fd),
+        Err(Errno::EEXIST) => return Ok(()),
+        Err(e) => return Err(e).step("create", host),
+    }
+    let target =
+        openat(dev, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).step("open", host)?;
+    let source =
+        CString::new(host.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL).step("bind device", host)?;
+    match sys::open_tree_clone(None, &source, false) {
+        Err(Errno::ENOENT | Errno::ENODEV) => {
+            // Only our own empty mount point, in our own tmpfs: nothing to report.
+            let _ = nix::unistd::unlinkat(dev, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+            Ok(())
+        }
+        tree => sys::move_mount_onto(tree.step("bind device", host)?.as_fd(), target.as_fd()).step("bind device", host),
+    }
+}
+
+/// The directory `name` in `dir` (made if missing; `shown` is its path in
+/// the sandbox), never through a symlink.
+fn make_dir_in(dir: &OwnedFd, name: impl AsRef<Path>, shown: &Path) -> Result<OwnedFd, StepError> {
+    let name = name.as_ref();
+    match mkdirat(dir, name, Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e).step("mkdir", shown),
+    }
+    openat(dir, name, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+        .step("open", shown)
 }
 
 fn errno(e: std::io::Error) -> Errno {
@@ -358,46 +396,53 @@ fn open_path(path: &Path) -> Result<OwnedFd, StepError> {
     open(path, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).step("open", path)
 }
 
-/// Covers `path` (see `MASKED_PROC`): a file with `/dev/null` (the
-/// host's, as /dev's nodes are bound), a directory with an empty
-/// read-only tmpfs. Nothing there is nothing to hide.
-fn mask(path: &Path) -> Result<(), StepError> {
-    let is_dir = match nix::sys::stat::lstat(path) {
-        Ok(st) => SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR,
-        Err(Errno::ENOENT) => return Ok(()),
-        Err(e) => return Err(e).step("mask", path),
-    };
-    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    if is_dir {
-        mount(Some("tmpfs"), path, Some("tmpfs"), flags | MsFlags::MS_RDONLY, Some("size=0,mode=0555"))
+/// Covers `name` in `dir` (see `MASKED_PROC`; `shown` is `dir`'s path in
+/// the sandbox): a file with `/dev/null` (the host's, as /dev's nodes are
+/// bound), a directory with an empty read-only tmpfs. Nothing there is
+/// nothing to hide.
+fn mask(dir: &OwnedFd, name: &str, shown: &Path) -> Result<(), StepError> {
+    let shown = shown.join(name);
+    let Some(target) = open_in(dir, name, "mask", &shown)? else { return Ok(()) };
+    let is_dir = nix::sys::stat::fstat(&target).step("mask", &shown)?.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    let cover = if is_dir {
+        let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC;
+        sys::fs_mount(c"tmpfs", &[(c"size", Some(c"0")), (c"mode", Some(c"0555"))], attrs)
     } else {
-        mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-    }
-    .step("mask", path)
+        sys::open_tree_clone(None, c"/dev/null", false)
+    };
+    attach(cover, &target, "mask", &shown.display().to_string()).map(drop)
 }
 
-/// Makes `path` read-only where it is, with whatever is mounted below it
-/// (the host's binfmt_misc under /proc/sys, say): a read-only copy of
-/// the tree attached over itself. What this kernel does not have is skipped.
-fn readonly(path: &Path) -> Result<(), StepError> {
-    match nix::sys::stat::lstat(path) {
-        Ok(_) => {}
-        Err(Errno::ENOENT) => return Ok(()),
-        Err(e) => return Err(e).step("make read-only", path),
+/// Makes `name` in `dir` read-only where it is (`shown` is `dir`'s path
+/// in the sandbox), with whatever is mounted below it (the host's
+/// binfmt_misc under /proc/sys, say): a read-only copy of the tree
+/// attached over itself. What this kernel does not have is skipped.
+fn readonly(dir: &OwnedFd, name: &str, shown: &Path) -> Result<(), StepError> {
+    let shown = shown.join(name);
+    let Some(target) = open_in(dir, name, "make read-only", &shown)? else { return Ok(()) };
+    let tree = sys::open_tree_clone(Some(target.as_fd()), c"", true).step("make read-only", &shown)?;
+    sys::mount_setattr(tree.as_fd(), sys::MOUNT_ATTR_RDONLY, None, true).step("make read-only", &shown)?;
+    sys::move_mount_onto(tree.as_fd(), target.as_fd()).step("make read-only", &shown)
+}
+
+/// `name` in `dir`, not following a symlink; `None` when it is not there.
+fn open_in(dir: &OwnedFd, name: &str, step: &'static str, shown: &Path) -> Result<Option<OwnedFd>, StepError> {
+    match openat(dir, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e).step(step, shown),
     }
-    let source = path.to_str().ok_or(Errno::EINVAL).step("make read-only", path)?;
-    attach_host_tree(source, path, true)
 }
 
 /// Clones a tree of the host's (visible in our mount namespace until the
-/// pivot) onto `target`, read-only when asked, keeping its submounts.
-fn attach_host_tree(source: &str, target: &Path, readonly: bool) -> Result<(), StepError> {
-    let c = CString::new(source).map_err(|_| Errno::EINVAL).step("open_tree", source)?;
-    let tree = sys::open_tree_clone(None, &c, true).step("open_tree", source)?;
+/// pivot) onto `target`, read-only when asked, keeping its submounts;
+/// returns the attached copy, to reach into.
+fn attach_host_tree(source: &CStr, target: &OwnedFd, readonly: bool, shown: &str) -> Result<OwnedFd, StepError> {
+    let tree = sys::open_tree_clone(None, source, true).step("open_tree", shown)?;
     if readonly {
-        sys::mount_setattr(tree.as_fd(), sys::MOUNT_ATTR_RDONLY, None, true).step("make read-only", source)?;
+        sys::mount_setattr(tree.as_fd(), sys::MOUNT_ATTR_RDONLY, None, true).step("make read-only", shown)?;
     }
-    sys::move_mount_onto(tree.as_fd(), open_path(target)?.as_fd()).step("attach", target)
+    attach(Ok(tree), target, "attach", shown)
 }
 
 /// Walks `inside` (an absolute path in the sandbox) from the root one
@@ -428,24 +473,22 @@ fn walk_parents(root_fd: &OwnedFd, inside: &Path) -> Result<(OwnedFd, Option<CSt
     Ok((dir, Some(last)))
 }
 
-/// A directory at `inside`, created if missing; returns its host-side path.
-fn make_dir(root_fd: &OwnedFd, root: &Path, inside: &Path) -> Result<PathBuf, StepError> {
+/// A directory at `inside`, created if missing, as a descriptor (the
+/// mount point to attach onto).
+fn make_dir(root_fd: &OwnedFd, inside: &Path) -> Result<OwnedFd, StepError> {
     let (parent, last) = walk_parents(root_fd, inside)?;
-    if let Some(last) = &last {
-        match mkdirat(&parent, last.as_c_str(), Mode::from_bits_truncate(0o755)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(e).step("mkdir", inside),
-        }
-        let fd = openat(
-            &parent,
-            last.as_c_str(),
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .step("resolve mount target (symlinks are not followed)", inside)?;
-        drop(fd);
+    let Some(last) = &last else { return Ok(parent) };
+    match mkdirat(&parent, last.as_c_str(), Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e).step("mkdir", inside),
     }
-    Ok(join_inside(root, inside))
+    openat(
+        &parent,
+        last.as_c_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .step("resolve mount target (symlinks are not followed)", inside)
 }
 
 /// The mount point of a file mount at `inside`, created if missing. One
@@ -478,8 +521,4 @@ fn make_file(root_fd: &OwnedFd, inside: &Path) -> Result<OwnedFd, StepError> {
         }
         Err(e) => Err(e).step("look at the mount point", inside),
     }
-}
-
-fn join_inside(root: &Path, inside: &Path) -> PathBuf {
-    root.join(inside.strip_prefix("/").unwrap_or(inside))
 }

@@ -1,5 +1,5 @@
 //! Thin wrappers over system calls that nix does not cover: the new mount
-//! API (open_tree, move_mount, mount_setattr), capset, and loading a seccomp
+//! API (fsopen and fsmount, open_tree, move_mount, mount_setattr), capset, and loading a seccomp
 //! program without forcing no_new_privs.
 
 use std::ffi::CStr;
@@ -14,6 +14,7 @@ pub const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 pub const MOUNT_ATTR_IDMAP: u64 = 0x10_0000;
 
 #[repr(C)]
@@ -83,6 +84,44 @@ fn set_mount_attr(tree: BorrowedFd<'_>, attr: MountAttr, recursive: bool) -> Res
         )
     };
     Errno::result(rc).map(drop)
+}
+
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+
+/// A new filesystem of type `fstype`, as a detached mount with the mount
+/// attributes `attrs` (`MOUNT_ATTR_*`): each option is a flag (no value)
+/// or a key and its value, as mount(2)'s data would say `key=value`.
+/// Nothing is resolved by path: the caller attaches it onto a descriptor
+/// (`move_mount_onto`) and reaches into it through the one returned.
+pub fn fs_mount(fstype: &CStr, options: &[(&CStr, Option<&CStr>)], attrs: u64) -> Result<OwnedFd, Errno> {
+    // SAFETY: `fstype` is a valid C string; the kernel returns a new fd or -1.
+    let context =
+        Errno::result(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) }).map(|fd| {
+            // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+            unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+        })?;
+    let config = |command: libc::c_uint, key: Option<&CStr>, value: Option<&CStr>| {
+        let (key, value) = (key.map_or(std::ptr::null(), CStr::as_ptr), value.map_or(std::ptr::null(), CStr::as_ptr));
+        // SAFETY: `context` is open; key and value are valid C strings or
+        // null where the command takes none.
+        Errno::result(unsafe { libc::syscall(libc::SYS_fsconfig, context.as_raw_fd(), command, key, value, 0) })
+    };
+    for (key, value) in options {
+        let command = if value.is_some() { FSCONFIG_SET_STRING } else { FSCONFIG_SET_FLAG };
+        config(command, Some(key), *value)?;
+    }
+    config(FSCONFIG_CMD_CREATE, None, None)?;
+    // SAFETY: `context` is open and holds a created superblock; the kernel
+    // returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_fsmount, context.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) };
+    Errno::result(fd).map(|fd| {
+        // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+        unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+    })
 }
 
 /// Attaches a detached mount onto the object `target` refers to.

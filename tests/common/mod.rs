@@ -58,6 +58,16 @@ impl Drop for Mounted {
     }
 }
 
+/// A file a test made outside its temporary directory, removed when
+/// dropped (also when the test fails first).
+pub struct Removed(pub std::path::PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A child's output, line by line (without the newline), read beside the
 /// test, so a child that prints nothing fails a `recv_timeout` instead of
 /// hanging the test.
