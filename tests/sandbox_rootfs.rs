@@ -371,8 +371,16 @@ fn in_the_hosts_user_and_pid_namespaces_the_hosts_proc_is_masked_too() {
 /// emptied the file.
 #[test]
 fn a_rootfs_swapped_under_the_init_neither_unmasks_proc_nor_redirects_dev() {
-    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    use std::os::unix::ffi::OsStrExt;
     use std::sync::atomic::{AtomicBool, Ordering};
+    // renameat2(RENAME_EXCHANGE), by number: neither nix nor libc has it for musl.
+    let exchange = |a: &std::ffi::CString, b: &std::ffi::CString| {
+        // SAFETY: both are valid C strings that outlive the call; no memory is handed over.
+        let rc =
+            unsafe { libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), 2) };
+        assert_eq!(rc, 0, "renameat2: {}", std::io::Error::last_os_error());
+    };
+    let c_path = |p: PathBuf| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
     let w = World::new();
     assert!(std::fs::exists("/proc/timer_list").unwrap(), "this test needs the host's /proc/timer_list");
     // Not under /tmp, which the init's staging covers.
@@ -390,11 +398,11 @@ fn a_rootfs_swapped_under_the_init_neither_unmasks_proc_nor_redirects_dev() {
         let manifest = w.manifest(name, &text);
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let swapper = {
-            let (stop, a, b) = (stop.clone(), root.join(a), root.join(b));
+            let (stop, a, b) = (stop.clone(), c_path(root.join(a)), c_path(root.join(b)));
             std::thread::spawn(move || {
                 let mut swaps = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    renameat2(AT_FDCWD, &a, AT_FDCWD, &b, RenameFlags::RENAME_EXCHANGE).unwrap();
+                    exchange(&a, &b);
                     swaps += 1;
                 }
                 swaps
