@@ -79,7 +79,18 @@ impl PluginDirs {
     /// Every program of `list`, in order, each found and checked once:
     /// found before any runs, a missing one changes nothing.
     pub fn programs(&self, list: &ConfList) -> Result<Vec<PathBuf>, CniError> {
-        list.types().map(|t| self.find(t)).collect()
+        list.plugins.iter().map(|p| self.program(p)).collect()
+    }
+
+    /// `plugin`'s program, found and checked, and the IPAM plugin it
+    /// delegates to (`ipam.type`), checked too: the plugin finds and runs
+    /// that one, as root, from the same directories (`CNI_PATH`).
+    pub fn program(&self, plugin: &Map<String, Value>) -> Result<PathBuf, CniError> {
+        let program = self.find(type_of(plugin))?;
+        if let Some(ipam) = plugin.get("ipam").and_then(|ipam| ipam.get("type")).and_then(Value::as_str) {
+            self.find(ipam)?;
+        }
+        Ok(program)
     }
 
     fn cni_path(&self) -> String {
@@ -216,7 +227,7 @@ impl Runtime<'_> {
         let mut first = None;
         for plugin in list.plugins.iter().rev() {
             // Each found on its own: one that is missing keeps none of the others from undoing.
-            let program = self.dirs.find(type_of(plugin));
+            let program = self.dirs.program(plugin);
             if let Err(e) = program.and_then(|program| self.invoke(Verb::Del, list, plugin, &program, target, cached)) {
                 first.get_or_insert(e);
             }
@@ -387,6 +398,34 @@ mod tests {
         assert!(e.contains("`bridge` is not in /nonexistent") && e.contains("containernetworking-plugins"), "{e}");
         let bin = PluginDirs(vec![PathBuf::from("/bin")]);
         assert!(bin.find("../bin/sh").is_err() && bin.find("..").is_err());
+    }
+
+    #[test]
+    fn the_ipam_plugin_a_plugin_runs_is_checked_as_the_plugin_is() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for plugin in ["bridge", "host-local"] {
+            std::fs::write(dir.path().join(plugin), "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(dir.path().join(plugin), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let dirs = PluginDirs(vec![dir.path().to_owned()]);
+        let plugins = serde_json::json!([{"type": "bridge", "ipam": {"type": "host-local"}}]);
+        let list =
+            ConfList::parse(serde_json::json!({"cniVersion": "1.0.0", "name": "t", "plugins": plugins}), "t").unwrap();
+        assert_eq!(dirs.programs(&list).unwrap(), [dir.path().join("bridge")]);
+        // Anyone could replace it: bridge would run it as root.
+        std::fs::set_permissions(dir.path().join("host-local"), std::fs::Permissions::from_mode(0o757)).unwrap();
+        let e = dirs.programs(&list).unwrap_err();
+        assert!(matches!(&e, CniError::Untrusted { plugin, .. } if plugin == "host-local"), "{e}");
+        std::fs::remove_file(dir.path().join("host-local")).unwrap();
+        let e = dirs.programs(&list).unwrap_err();
+        assert!(matches!(&e, CniError::Missing { plugin, .. } if plugin == "host-local"), "{e}");
+        // DEL does not run a plugin whose IPAM plugin is not trusted either.
+        let caps = Map::new();
+        let target = Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
+        let e = Runtime { dirs: &dirs }.del(&list, target, None).unwrap_err();
+        assert!(matches!(&e, CniError::Missing { plugin, .. } if plugin == "host-local"), "{e}");
     }
 
     #[test]
