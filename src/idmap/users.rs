@@ -3,6 +3,7 @@
 //! for `dockremap`. Every path is injectable so tests use temp copies.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::subid::{self, IdRange, SubIdEntry};
 use crate::fsutil::write_atomic;
@@ -52,6 +53,12 @@ pub enum AccountError {
     NoSystemId { user: String, passwd: PathBuf, group: PathBuf },
     #[error("no free range of {count} ids is left in {subuid} and {subgid}")]
     NoFreeRange { count: u32, subuid: PathBuf, subgid: PathBuf },
+    #[error(
+        "{path} is held{}: another tool (useradd, usermod, vipw) is changing the account files, and paddock waited {}s to add its user; try again when it is done, or, if no such tool runs, remove {path}",
+        holder.map(|pid| format!(" by process {pid}")).unwrap_or_default(),
+        waited.as_secs()
+    )]
+    Locked { path: PathBuf, holder: Option<i32>, waited: Duration },
 }
 
 /// The remap user's ranges: uids and gids, each in file order.
@@ -118,10 +125,38 @@ fn add_line(path: &Path, text: &str, line: &str, before_nis: bool) -> Result<(),
     write_atomic(path, new.as_bytes(), 0o644).map_err(|source| AccountError::Write { path: path.to_owned(), source })
 }
 
+/// How long paddock waits for the account files' locks (`AccountLock`),
+/// as lckpwdf waits.
+const LOCK_WAIT: Duration = Duration::from_secs(15);
+
 /// Finds the remap user's ranges. For the default user, creates the user
 /// and its ranges when they are missing; for any other user, missing ones
 /// are an error (paddock does not change other accounts).
 pub fn remap_ranges(files: &AccountFiles, configured: &str) -> Result<RemapRanges, AccountError> {
+    ranges_waiting(files, configured, LOCK_WAIT)
+}
+
+/// `remap_ranges`, waiting at most `wait` for the account files' locks.
+/// They are taken only when something is to be added, and then every
+/// file is read again under them: a useradd that finished meanwhile is
+/// seen, and none running can lose its edit to ours or ours to its.
+fn ranges_waiting(files: &AccountFiles, configured: &str, wait: Duration) -> Result<RemapRanges, AccountError> {
+    let mut lock = None;
+    loop {
+        if let Some(found) = find_or_add(files, configured, lock.as_ref())? {
+            return Ok(found);
+        }
+        lock = Some(AccountLock::take(files, wait)?);
+    }
+}
+
+/// The ranges; `None` when something is to be added and `lock` (the
+/// account files' locks, needed to add it) is not held.
+fn find_or_add(
+    files: &AccountFiles,
+    configured: &str,
+    lock: Option<&AccountLock>,
+) -> Result<Option<RemapRanges>, AccountError> {
     let create = configured == "default";
     let user = if create { DEFAULT_REMAP_USER } else { configured };
 
@@ -129,6 +164,7 @@ pub fn remap_ranges(files: &AccountFiles, configured: &str) -> Result<RemapRange
     let accounts = parse_accounts(&files.passwd, &passwd_text)?;
     let uid = match accounts.iter().find(|(n, _, _)| n == user) {
         Some((_, uid, _)) => *uid,
+        None if create && lock.is_none() => return Ok(None),
         None if create => create_system_user(files, user, &passwd_text, &accounts)?,
         None => return Err(AccountError::NoSuchUser { user: user.to_owned(), path: files.passwd.clone() }),
     };
@@ -143,6 +179,9 @@ pub fn remap_ranges(files: &AccountFiles, configured: &str) -> Result<RemapRange
     let mut uids = subid::ranges_of(&uid_entries, user, uid);
     let mut gids = subid::ranges_of(&gid_entries, user, uid);
     if create && (uids.is_empty() || gids.is_empty()) {
+        if lock.is_none() {
+            return Ok(None);
+        }
         // Not over a host account's id: a workload would run as that user.
         // (A group line without a number, a NIS `+` line say, adds nothing.)
         let group_text = read_optional(&files.group)?;
@@ -172,7 +211,124 @@ pub fn remap_ranges(files: &AccountFiles, configured: &str) -> Result<RemapRange
     if gids.is_empty() {
         return Err(AccountError::NoRanges { user: user.to_owned(), path: files.subgid.clone() });
     }
-    Ok(RemapRanges { user: user.to_owned(), uids, gids })
+    Ok(Some(RemapRanges { user: user.to_owned(), uids, gids }))
+}
+
+/// The locks shadow-utils' tools (useradd, usermod, vipw) take before they
+/// change an account file, taken the same way, so that neither side loses
+/// the other's edit: lckpwdf's, a write lock on `.pwd.lock` beside passwd
+/// (taken by hand: musl's lckpwdf takes none), then each file's own
+/// `FILE.lock`, a hard link to a file holding the holder's pid (link(2)
+/// fails when it exists; one whose process is gone is stale, and
+/// removed). Released when dropped.
+struct AccountLock {
+    /// Holds lckpwdf's lock while open.
+    _pwd: std::fs::File,
+    held: Vec<PathBuf>,
+}
+
+/// How often a held lock is tried again.
+const LOCK_RETRY: Duration = Duration::from_millis(50);
+
+impl AccountLock {
+    fn take(files: &AccountFiles, wait: Duration) -> Result<Self, AccountError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let deadline = Instant::now() + wait;
+        let path = files.passwd.parent().unwrap_or(Path::new("/")).join(".pwd.lock");
+        let write_err = |path: &Path, source: std::io::Error| AccountError::Write { path: path.to_owned(), source };
+        let pwd = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| write_err(&path, e))?;
+        // An open file description's lock: glibc's lckpwdf (a process's
+        // lock) conflicts with it, and no other descriptor of ours drops it.
+        let whole = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        loop {
+            match nix::fcntl::fcntl(&pwd, nix::fcntl::FcntlArg::F_OFD_SETLK(&whole)) {
+                Ok(_) => break,
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) if Instant::now() < deadline => {
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
+                    return Err(AccountError::Locked { path, holder: None, waited: wait });
+                }
+                Err(e) => return Err(write_err(&path, e.into())),
+            }
+        }
+        let mut lock = AccountLock { _pwd: pwd, held: Vec::new() };
+        // On an error, the ones already held are released as `lock` drops.
+        for file in [&files.passwd, &files.group, &files.subuid, &files.subgid] {
+            lock.lock_file(file, deadline, wait)?;
+        }
+        Ok(lock)
+    }
+
+    /// `FILE.lock`, as shadow-utils' commonio makes it.
+    fn lock_file(&mut self, file: &Path, deadline: Instant, wait: Duration) -> Result<(), AccountError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let beside = |suffix: &str| {
+            let mut name = file.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        let pid = std::process::id();
+        let (lock, mine) = (beside(".lock"), beside(&format!(".{pid}")));
+        let write_err = |path: &Path, source: std::io::Error| AccountError::Write { path: path.to_owned(), source };
+        let mut made = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&mine)
+            .map_err(|e| write_err(&mine, e))?;
+        let linked =
+            std::io::Write::write_all(&mut made, pid.to_string().as_bytes()).map_err(|e| write_err(&mine, e)).and_then(
+                |()| loop {
+                    match std::fs::hard_link(&mine, &lock) {
+                        Ok(()) => break Ok(()),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => break Err(write_err(&lock, e)),
+                    }
+                    let holder = std::fs::read_to_string(&lock).ok().and_then(|pid| pid.trim().parse::<i32>().ok());
+                    let gone = holder.filter(|pid| *pid > 0).is_some_and(|pid| {
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH)
+                    });
+                    if gone {
+                        // Stale: its holder ended without removing it.
+                        if let Err(e) = std::fs::remove_file(&lock) {
+                            break Err(write_err(&lock, e));
+                        }
+                    } else if Instant::now() < deadline {
+                        std::thread::sleep(LOCK_RETRY);
+                    } else {
+                        break Err(AccountError::Locked { path: lock.clone(), holder, waited: wait });
+                    }
+                },
+            );
+        let _ = std::fs::remove_file(&mine);
+        linked?;
+        self.held.push(lock);
+        Ok(())
+    }
+}
+
+impl Drop for AccountLock {
+    fn drop(&mut self) {
+        for lock in self.held.drain(..).rev() {
+            let _ = std::fs::remove_file(lock);
+        }
+    }
 }
 
 /// Adds a system user and its group (no home, no login shell, no password),
@@ -244,6 +400,70 @@ mod tests {
         let before = std::fs::read_to_string(&f.passwd).unwrap();
         assert_eq!(remap_ranges(&f, "default").unwrap(), ranges);
         assert_eq!(std::fs::read_to_string(&f.passwd).unwrap(), before);
+    }
+
+    /// What is in `dir` besides the four account files (lock files left
+    /// behind, our pid's temporary files).
+    fn leftovers(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !["passwd", "group", "subuid", "subgid", ".pwd.lock"].contains(&n.as_str()))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn adding_the_user_waits_for_the_locks_shadow_utils_takes_and_clears_a_stale_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        std::fs::write(&f.passwd, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+        let wait = Duration::from_millis(300);
+        // A running useradd's passwd.lock (our own pid: a live process).
+        std::fs::write(dir.path().join("passwd.lock"), std::process::id().to_string()).unwrap();
+        let e = ranges_waiting(&f, "default", wait).unwrap_err();
+        assert!(
+            matches!(&e, AccountError::Locked { holder: Some(pid), .. } if *pid == std::process::id() as i32),
+            "{e}"
+        );
+        assert!(e.to_string().contains("passwd.lock is held by process"), "{e}");
+        assert_eq!(std::fs::read_to_string(&f.passwd).unwrap(), "root:x:0:0:root:/root:/bin/bash\n");
+        assert_eq!(leftovers(dir.path()), ["passwd.lock"], "only the tool's own lock");
+        // One whose process is gone is stale: cleared, and the user added.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        std::fs::write(dir.path().join("passwd.lock"), gone.id().to_string()).unwrap();
+        let ranges = ranges_waiting(&f, "default", wait).unwrap();
+        assert!(std::fs::read_to_string(&f.passwd).unwrap().contains("paddock:*:999:999:"));
+        assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "every lock released");
+
+        // lckpwdf's lock, held by another tool: waited for, then taken.
+        let other = files(&dir.path().join("other"));
+        std::fs::create_dir(dir.path().join("other")).unwrap();
+        let pwd = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.path().join("other/.pwd.lock"))
+            .unwrap();
+        let whole =
+            libc::flock { l_type: libc::F_WRLCK as _, l_whence: libc::SEEK_SET as _, l_start: 0, l_len: 0, l_pid: 0 };
+        nix::fcntl::fcntl(&pwd, nix::fcntl::FcntlArg::F_OFD_SETLK(&whole)).unwrap();
+        let e = ranges_waiting(&other, "default", wait).unwrap_err();
+        assert!(matches!(e, AccountError::Locked { holder: None, .. }), "{e}");
+        assert!(!other.passwd.exists(), "nothing written while it was held");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(pwd);
+        });
+        assert_eq!(ranges_waiting(&other, "default", Duration::from_secs(10)).unwrap().uids, ranges.uids);
+        release.join().unwrap();
+
+        // The user there already: nothing is locked (an /etc that cannot be
+        // written, with the user made when the image was, still works).
+        std::fs::write(dir.path().join("passwd.lock"), std::process::id().to_string()).unwrap();
+        assert_eq!(ranges_waiting(&f, "default", wait).unwrap(), ranges);
     }
 
     #[test]
