@@ -394,7 +394,12 @@ fn a_rootfs_swapped_under_the_init_neither_unmasks_proc_nor_redirects_dev() {
         std::os::unix::fs::symlink(&victim, root.join("decoy-dev/null")).unwrap();
         readable(&root);
         let script = "for d in /proc /decoy; do test -e $d/timer_list && wc -c < $d/timer_list; done; true";
-        let text = manifest(&root, script, user).replace("rootfs = {", "rootfs = { readonly = false,");
+        // And a mount beneath /dev, which is made in the init's /dev, never
+        // through the rootfs's entry of that name.
+        let extra = w.path(&format!("extra-{name}-{a}"));
+        std::fs::create_dir(&extra).unwrap();
+        let text = manifest(&root, script, &format!("{user}{}", mount(&extra, "/dev/extra")))
+            .replace("rootfs = {", "rootfs = { readonly = false,");
         let manifest = w.manifest(name, &text);
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let swapper = {
@@ -420,5 +425,50 @@ fn a_rootfs_swapped_under_the_init_neither_unmasks_proc_nor_redirects_dev() {
         for out in outs {
             assert_eq!(out.status.code(), Some(0), "{label}: {}", stderr(&out));
         }
+        for dir in ["dev", "decoy-dev"] {
+            assert!(!root.join(dir).join("extra").exists(), "{label}: a mount point was made in the rootfs's {dir}");
+        }
     }
+}
+
+/// The init's own filesystems are named as mount(8) names them (their
+/// mountinfo source), and a read-only sysfs is read-only down to its
+/// superblock, as a mount with `-o ro` is.
+#[test]
+fn the_inits_own_mounts_are_named_and_a_read_only_sysfs_is_so_to_its_superblock() {
+    let w = World::new();
+    let script =
+        "awk '{ for (i = 7; $i != \"-\"; i++); print $5, $(i+1), $(i+2), substr($(i+3), 1, 2) }' /proc/self/mountinfo";
+    let out = w.run(&[], &w.manifest("named", &busybox_manifest(script, "")), &[]);
+    let o = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}{}", stderr(&out));
+    for line in [
+        "/proc proc proc rw",
+        "/dev tmpfs tmpfs rw",
+        "/dev/pts devpts devpts rw",
+        "/dev/shm tmpfs shm rw",
+        "/tmp tmpfs tmpfs rw",
+        "/sys sysfs sysfs ro",
+    ] {
+        assert!(o.lines().any(|l| l == line), "no `{line}` in:\n{o}");
+    }
+}
+
+/// A file mount's target that is a symlink in a writable rootfs is
+/// resolved inside the root and within its filesystem: one that leads onto
+/// the init's own mounts (its /dev/null, its /proc) is refused, not
+/// covered with the mount.
+#[test]
+fn a_file_mount_target_leading_into_the_inits_own_mounts_is_refused() {
+    let w = World::new();
+    let root = rootfs(&w, "xdev", &["proc", "dev", "tmp", "sys", "etc"]);
+    std::os::unix::fs::symlink("/dev/null", root.join("etc/hosts")).unwrap();
+    readable(&root);
+    let source = w.path("hosts");
+    std::fs::write(&source, "127.0.0.1 here\n").unwrap();
+    let text = manifest(&root, "cat /dev/null", &mount(&source, "/etc/hosts"))
+        .replace("rootfs = {", "rootfs = { readonly = false,");
+    let out = w.run(&["--policy", "privileged"], &w.manifest("xdev", &text), &[]);
+    assert_eq!(out.status.code(), Some(125), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("within its filesystem) to mount on: /etc/hosts"), "{}", stderr(&out));
 }

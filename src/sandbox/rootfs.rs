@@ -2,7 +2,9 @@
 //! recipe. Runs in the init (root of the new user namespace), after
 //! paddock has written the id maps. Every source arrives as a detached
 //! mount created by paddock, so no host path is resolved in here with the
-//! sandbox's credentials except /dev's device nodes and /sys.
+//! sandbox's credentials except the host's /dev nodes, /dev/null, and
+//! /proc and /sys where they are bound; and every mount is attached onto
+//! a descriptor, never a path (see `build`).
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, OwnedFd};
@@ -83,9 +85,9 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
         open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).step("open root", &root)?;
 
     let (nosuid, nodev, noexec) = (sys::MOUNT_ATTR_NOSUID, sys::MOUNT_ATTR_NODEV, sys::MOUNT_ATTR_NOEXEC);
-    let at = make_dir(&root_fd, Path::new("/proc"))?;
+    let at = make_dir(&root_fd, Path::new("/proc"), 0)?;
     let proc = if cfg.private_pid {
-        attach(sys::fs_mount(c"proc", &[], nosuid | nodev | noexec), &at, "mount proc", "/proc")?
+        attach(sys::fs_mount(c"proc", c"proc", &[], nosuid | nodev | noexec), &at, "mount proc", "/proc")?
     } else {
         // A user namespace that does not own the pid namespace cannot mount proc.
         attach_host_tree(c"/proc", &at, false, "/proc")?
@@ -100,24 +102,24 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
         readonly(&proc, name, Path::new("/proc"))?;
     }
 
-    let at = make_dir(&root_fd, Path::new("/dev"))?;
+    let at = make_dir(&root_fd, Path::new("/dev"), 0)?;
     // nodev: a node made in it stays inert; the ones bound in are mounts
     // of their own, with the host's /dev's flags.
     let dev_attrs = nosuid | noexec | if cfg.nodev { nodev } else { 0 };
     let dev_options: &[_] = &[(c"mode", Some(c"0755")), (c"size", Some(c"64k"))];
-    let dev = attach(sys::fs_mount(c"tmpfs", dev_options, dev_attrs), &at, "mount /dev", "/dev")?;
+    let dev = attach(sys::fs_mount(c"tmpfs", c"tmpfs", dev_options, dev_attrs), &at, "mount /dev", "/dev")?;
     for name in DEVICES {
-        bind_device(&Path::new("/dev").join(name), &dev, Path::new(name))?;
+        bind_device(&Path::new("/dev").join(name), &dev, Path::new(name), true)?;
     }
     if cfg.host_devices {
         bind_host_devices(Path::new("/dev"), &dev, Path::new("/dev"), 0)?;
     }
     let pts_options: &[_] = &[(c"newinstance", None), (c"ptmxmode", Some(c"0666")), (c"mode", Some(c"0620"))];
     let at = make_dir_in(&dev, "pts", Path::new("/dev/pts"))?;
-    attach(sys::fs_mount(c"devpts", pts_options, nosuid | noexec), &at, "mount devpts", "/dev/pts")?;
+    attach(sys::fs_mount(c"devpts", c"devpts", pts_options, nosuid | noexec), &at, "mount devpts", "/dev/pts")?;
     let shm_options: &[_] = &[(c"mode", Some(c"1777")), (c"size", Some(c"65536k"))];
     let at = make_dir_in(&dev, "shm", Path::new("/dev/shm"))?;
-    attach(sys::fs_mount(c"tmpfs", shm_options, nosuid | nodev | noexec), &at, "mount /dev/shm", "/dev/shm")?;
+    attach(sys::fs_mount(c"tmpfs", c"shm", shm_options, nosuid | nodev | noexec), &at, "mount /dev/shm", "/dev/shm")?;
     for (link, to) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -128,13 +130,18 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
         symlinkat(to, &dev, link).step("symlink", Path::new("/dev").join(link))?;
     }
 
-    let at = make_dir(&root_fd, Path::new("/tmp"))?;
-    attach(sys::fs_mount(c"tmpfs", &[(c"mode", Some(c"1777"))], nosuid | nodev), &at, "mount /tmp", "/tmp")?;
+    let at = make_dir(&root_fd, Path::new("/tmp"), 0)?;
+    let tmp = attach(
+        sys::fs_mount(c"tmpfs", c"tmpfs", &[(c"mode", Some(c"1777"))], nosuid | nodev),
+        &at,
+        "mount /tmp",
+        "/tmp",
+    )?;
 
-    let at = make_dir(&root_fd, Path::new("/sys"))?;
+    let at = make_dir(&root_fd, Path::new("/sys"), 0)?;
     let sys_mount = if cfg.own_network {
         let attrs = nosuid | nodev | noexec | sys::MOUNT_ATTR_RDONLY;
-        attach(sys::fs_mount(c"sysfs", &[], attrs), &at, "mount sysfs", "/sys")?
+        attach(sys::fs_mount(c"sysfs", c"sysfs", &[], attrs), &at, "mount sysfs", "/sys")?
     } else {
         // sysfs can only be mounted by a user namespace that owns the
         // network namespace (as runc, the host's is bound read-only instead).
@@ -145,8 +152,18 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
         mask(&sys_mount, "firmware", Path::new("/sys"))?;
     }
 
+    // A target beneath one of the init's own mounts is made in that mount,
+    // through its descriptor: the rootfs's entry of that name may have been
+    // renamed since the mount was attached.
+    let own = [("proc", &proc), ("dev", &dev), ("tmp", &tmp), ("sys", &sys_mount)];
     for (m, fd) in cfg.mounts.iter().zip(mounts) {
-        let target = if m.is_dir { make_dir(&root_fd, &m.target)? } else { make_file(&root_fd, &m.target)? };
+        let mut parts = m.target.components().filter(|c| matches!(c, Component::Normal(_)));
+        let (first, beneath) = (parts.next(), parts.next().is_some());
+        let (base, skip) = match own.iter().find(|(name, _)| beneath && first.is_some_and(|c| c.as_os_str() == *name)) {
+            Some((_, mount)) => (*mount, 1),
+            None => (&root_fd, 0),
+        };
+        let target = if m.is_dir { make_dir(base, &m.target, skip)? } else { make_file(base, &m.target, skip)? };
         sys::move_mount_onto(fd.as_fd(), target.as_fd()).step("attach mount", &m.target)?;
     }
 
@@ -164,8 +181,8 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
 
     // pivot_root(".", ".") stacks the old root on the new one; detaching it
     // leaves only the new root, with no path back to the host's.
-    fchdir(&root_fd).step("chdir", &root)?;
-    pivot_root(".", ".").step("pivot_root", &root)?;
+    fchdir(&root_fd).step("chdir", "/")?;
+    pivot_root(".", ".").step("pivot_root", "/")?;
     umount2(".", MntFlags::MNT_DETACH).step("detach the old root", "/")?;
     chdir("/").step("chdir", "/")
 }
@@ -346,16 +363,17 @@ fn bind_host_devices(host: &Path, dev: &OwnedFd, shown: &Path, depth: usize) -> 
             let dir = make_dir_in(dev, &name, &inside)?;
             bind_host_devices(&entry.path(), &dir, &inside, depth + 1)?;
         } else if kind.is_char_device() || kind.is_block_device() {
-            bind_device(&entry.path(), dev, Path::new(&name))?;
+            bind_device(&entry.path(), dev, Path::new(&name), false)?;
         }
     }
     Ok(())
 }
 
 /// Binds the host's device node `host` at `name` in `dev` (a directory of
-/// the sandbox's /dev), unless something is there already; one gone from
-/// the host since it was listed (unplugged) is not there either.
-fn bind_device(host: &Path, dev: &OwnedFd, name: &Path) -> Result<(), StepError> {
+/// the sandbox's /dev), unless something is there already. One gone from
+/// the host (unplugged since it was listed) is not there either, unless
+/// it is `required` (every sandbox's own, `DEVICES`).
+fn bind_device(host: &Path, dev: &OwnedFd, name: &Path, required: bool) -> Result<(), StepError> {
     let create = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     match openat(dev, name, create, Mode::from_bits_truncate(0o644)) {
         Ok(fd) => drop(fd),
@@ -367,7 +385,7 @@ fn bind_device(host: &Path, dev: &OwnedFd, name: &Path) -> Result<(), StepError>
     let source =
         CString::new(host.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL).step("bind device", host)?;
     match sys::open_tree_clone(None, &source, false) {
-        Err(Errno::ENOENT | Errno::ENODEV) => {
+        Err(Errno::ENOENT | Errno::ENODEV) if !required => {
             // Only our own empty mount point, in our own tmpfs: nothing to report.
             let _ = nix::unistd::unlinkat(dev, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
             Ok(())
@@ -406,7 +424,7 @@ fn mask(dir: &OwnedFd, name: &str, shown: &Path) -> Result<(), StepError> {
     let is_dir = nix::sys::stat::fstat(&target).step("mask", &shown)?.st_mode & libc::S_IFMT == libc::S_IFDIR;
     let cover = if is_dir {
         let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC;
-        sys::fs_mount(c"tmpfs", &[(c"size", Some(c"0")), (c"mode", Some(c"0555"))], attrs)
+        sys::fs_mount(c"tmpfs", c"tmpfs", &[(c"size", Some(c"0")), (c"mode", Some(c"0555"))], attrs)
     } else {
         sys::open_tree_clone(None, c"/dev/null", false)
     };
@@ -445,13 +463,14 @@ fn attach_host_tree(source: &CStr, target: &OwnedFd, readonly: bool, shown: &str
     attach(Ok(tree), target, "attach", shown)
 }
 
-/// Walks `inside` (an absolute path in the sandbox) from the root one
-/// component at a time, creating missing directories. A component that is
-/// a symlink is refused: followed, it could lead out of the root.
-fn walk_parents(root_fd: &OwnedFd, inside: &Path) -> Result<(OwnedFd, Option<CString>), StepError> {
-    let mut dir = openat(root_fd, ".", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+/// Walks `inside` (an absolute path in the sandbox) one component at a
+/// time from `base`, the root or, past its first `skip` components, one
+/// of the init's own mounts, creating missing directories. A component
+/// that is a symlink is refused: followed, it could lead out of the root.
+fn walk_parents(base: &OwnedFd, inside: &Path, skip: usize) -> Result<(OwnedFd, Option<CString>), StepError> {
+    let mut dir = openat(base, ".", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .step("open root", "/")?;
-    let parts: Vec<_> = inside.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    let parts: Vec<_> = inside.components().filter(|c| matches!(c, Component::Normal(_))).skip(skip).collect();
     let Some((last, parents)) = parts.split_last() else { return Ok((dir, None)) };
     for part in parents {
         let name =
@@ -474,9 +493,9 @@ fn walk_parents(root_fd: &OwnedFd, inside: &Path) -> Result<(OwnedFd, Option<CSt
 }
 
 /// A directory at `inside`, created if missing, as a descriptor (the
-/// mount point to attach onto).
-fn make_dir(root_fd: &OwnedFd, inside: &Path) -> Result<OwnedFd, StepError> {
-    let (parent, last) = walk_parents(root_fd, inside)?;
+/// mount point to attach onto); `base` and `skip` as `walk_parents`.
+fn make_dir(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepError> {
+    let (parent, last) = walk_parents(base, inside, skip)?;
     let Some(last) = &last else { return Ok(parent) };
     match mkdirat(&parent, last.as_c_str(), Mode::from_bits_truncate(0o755)) {
         Ok(()) | Err(Errno::EEXIST) => {}
@@ -496,16 +515,21 @@ fn make_dir(root_fd: &OwnedFd, inside: &Path) -> Result<OwnedFd, StepError> {
 /// to open it for writing (a file of the host's root, seen through a
 /// read-only view of it), and needs not. A symlink there (a writable
 /// rootfs's `/etc/resolv.conf` often is one) is resolved inside the root,
-/// never beyond it, as runc does, and what it names must exist.
-fn make_file(root_fd: &OwnedFd, inside: &Path) -> Result<OwnedFd, StepError> {
-    let (parent, last) = walk_parents(root_fd, inside)?;
+/// never beyond it, as runc does, and never into another mount (the
+/// sandbox's /dev/null or /proc/sys, which a file mount would cover); what
+/// it names must exist. `base` and `skip` as `walk_parents`.
+fn make_file(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepError> {
+    let (parent, last) = walk_parents(base, inside, skip)?;
     let last = last.ok_or(Errno::EISDIR).step("mount a file on", inside)?;
     let o_path = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     match fstatat(&parent, last.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFLNK => {
-            let relative = inside.strip_prefix("/").unwrap_or(inside);
-            let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
-            openat2(root_fd, relative, how).step("resolve the symlink (inside the root) to mount on", inside)
+            let relative: PathBuf =
+                inside.components().filter(|c| matches!(c, Component::Normal(_))).skip(skip).collect();
+            let resolve = ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_XDEV;
+            let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(resolve);
+            openat2(base, relative.as_path(), how)
+                .step("resolve the symlink (inside the root, within its filesystem) to mount on", inside)
         }
         Ok(_) => openat(&parent, last.as_c_str(), o_path, Mode::empty()).step("open the mount point", inside),
         Err(Errno::ENOENT) => {

@@ -92,12 +92,19 @@ const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 
-/// A new filesystem of type `fstype`, as a detached mount with the mount
-/// attributes `attrs` (`MOUNT_ATTR_*`): each option is a flag (no value)
-/// or a key and its value, as mount(2)'s data would say `key=value`.
+/// A new filesystem of type `fstype` named `source` (mountinfo's source
+/// field, as mount(2)'s first argument), as a detached mount with the
+/// mount attributes `attrs` (`MOUNT_ATTR_*`; a read-only one is made so
+/// down to its superblock, as `MS_RDONLY` does): each option is a flag (no
+/// value) or a key and its value, as mount(2)'s data would say `key=value`.
 /// Nothing is resolved by path: the caller attaches it onto a descriptor
 /// (`move_mount_onto`) and reaches into it through the one returned.
-pub fn fs_mount(fstype: &CStr, options: &[(&CStr, Option<&CStr>)], attrs: u64) -> Result<OwnedFd, Errno> {
+pub fn fs_mount(
+    fstype: &CStr,
+    source: &CStr,
+    options: &[(&CStr, Option<&CStr>)],
+    attrs: u64,
+) -> Result<OwnedFd, Errno> {
     // SAFETY: `fstype` is a valid C string; the kernel returns a new fd or -1.
     let context =
         Errno::result(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) }).map(|fd| {
@@ -110,9 +117,11 @@ pub fn fs_mount(fstype: &CStr, options: &[(&CStr, Option<&CStr>)], attrs: u64) -
         // null where the command takes none.
         Errno::result(unsafe { libc::syscall(libc::SYS_fsconfig, context.as_raw_fd(), command, key, value, 0) })
     };
-    for (key, value) in options {
+    config(FSCONFIG_SET_STRING, Some(c"source"), Some(source))?;
+    let readonly = (attrs & MOUNT_ATTR_RDONLY != 0).then_some((c"ro", None));
+    for (key, value) in options.iter().copied().chain(readonly) {
         let command = if value.is_some() { FSCONFIG_SET_STRING } else { FSCONFIG_SET_FLAG };
-        config(command, Some(key), *value)?;
+        config(command, Some(key), value)?;
     }
     config(FSCONFIG_CMD_CREATE, None, None)?;
     // SAFETY: `context` is open and holds a created superblock; the kernel
