@@ -300,19 +300,27 @@ impl AccountLock {
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                         Err(e) => break Err(write_err(&lock, e)),
                     }
-                    let holder = std::fs::read_to_string(&lock).ok().and_then(|pid| pid.trim().parse::<i32>().ok());
-                    let gone = holder.filter(|pid| *pid > 0).is_some_and(|pid| {
-                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH)
+                    // shadow-utils writes the pid with its C string's NUL.
+                    let holder = std::fs::read_to_string(&lock)
+                        .ok()
+                        .and_then(|pid| pid.trim_matches(|c: char| c == '\0' || c.is_whitespace()).parse::<i32>().ok());
+                    // Stale: its holder ended without removing it, or it
+                    // names this process, which holds none (a pid reused
+                    // since a holder that died).
+                    let stale = holder.filter(|pid| *pid > 0).is_some_and(|pid| {
+                        pid as u32 == std::process::id()
+                            || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                                == Err(nix::errno::Errno::ESRCH)
                     });
-                    if gone {
-                        // Stale: its holder ended without removing it.
-                        if let Err(e) = std::fs::remove_file(&lock) {
-                            break Err(write_err(&lock, e));
-                        }
-                    } else if Instant::now() < deadline {
-                        std::thread::sleep(LOCK_RETRY);
-                    } else {
+                    if Instant::now() >= deadline {
                         break Err(AccountError::Locked { path: lock.clone(), holder, waited: wait });
+                    }
+                    match stale.then(|| std::fs::remove_file(&lock)) {
+                        // Cleared (by us, or by another who found it stale too): try again.
+                        Some(Ok(())) => {}
+                        Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Some(Err(e)) => break Err(write_err(&lock, e)),
+                        None => std::thread::sleep(LOCK_RETRY),
                     }
                 },
             );
@@ -420,20 +428,19 @@ mod tests {
         let f = files(dir.path());
         std::fs::write(&f.passwd, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
         let wait = Duration::from_millis(300);
-        // A running useradd's passwd.lock (our own pid: a live process).
-        std::fs::write(dir.path().join("passwd.lock"), std::process::id().to_string()).unwrap();
+        // A running useradd's passwd.lock, its pid written as shadow-utils
+        // writes it (with the C string's NUL).
+        let mut useradd = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        std::fs::write(dir.path().join("passwd.lock"), format!("{}\0", useradd.id())).unwrap();
         let e = ranges_waiting(&f, "default", wait).unwrap_err();
-        assert!(
-            matches!(&e, AccountError::Locked { holder: Some(pid), .. } if *pid == std::process::id() as i32),
-            "{e}"
-        );
+        useradd.kill().unwrap();
+        assert!(matches!(&e, AccountError::Locked { holder: Some(pid), .. } if *pid == useradd.id() as i32), "{e}");
         assert!(e.to_string().contains("passwd.lock is held by process"), "{e}");
         assert_eq!(std::fs::read_to_string(&f.passwd).unwrap(), "root:x:0:0:root:/root:/bin/bash\n");
         assert_eq!(leftovers(dir.path()), ["passwd.lock"], "only the tool's own lock");
         // One whose process is gone is stale: cleared, and the user added.
-        let mut gone = std::process::Command::new("true").spawn().unwrap();
-        gone.wait().unwrap();
-        std::fs::write(dir.path().join("passwd.lock"), gone.id().to_string()).unwrap();
+        useradd.wait().unwrap();
+        std::fs::write(dir.path().join("passwd.lock"), format!("{}\0", useradd.id())).unwrap();
         let ranges = ranges_waiting(&f, "default", wait).unwrap();
         assert!(std::fs::read_to_string(&f.passwd).unwrap().contains("paddock:*:999:999:"));
         assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "every lock released");
@@ -459,6 +466,14 @@ mod tests {
         });
         assert_eq!(ranges_waiting(&other, "default", Duration::from_secs(10)).unwrap().uids, ranges.uids);
         release.join().unwrap();
+
+        // One naming this process, which holds none (its pid reused since
+        // a holder died): stale too.
+        let third = files(&dir.path().join("third"));
+        std::fs::create_dir(dir.path().join("third")).unwrap();
+        std::fs::write(dir.path().join("third/group.lock"), std::process::id().to_string()).unwrap();
+        assert_eq!(ranges_waiting(&third, "default", wait).unwrap().uids, ranges.uids);
+        assert_eq!(leftovers(&dir.path().join("third")), Vec::<String>::new());
 
         // The user there already: nothing is locked (an /etc that cannot be
         // written, with the user made when the image was, still works).
