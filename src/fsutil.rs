@@ -211,6 +211,16 @@ pub fn check_root_program(path: &Path) -> Result<(), UnsafeInput> {
     Ok(roots_alone(&real, st.st_uid, st.st_mode, PROGRAMS_RISK)?)
 }
 
+/// Refuses a directory paddock's root programs search for programs they
+/// run in turn (a CNI plugin directory, where a plugin finds its IPAM
+/// plugin), unless it and each of its ancestors are root's and writable
+/// by no one else (a sticky ancestor aside): whoever could add a program
+/// there, ahead of the real one, would run it as root.
+pub fn check_program_dir(path: &Path) -> Result<(), UnsafeInput> {
+    trusted_links(path)?;
+    open_root_only(path, PROGRAMS_RISK).map(drop)
+}
+
 /// Opens a directory that only root may change: itself and each of its
 /// ancestors root's and writable by no one else (an ancestor may be
 /// sticky, as /tmp is: no one else can move root's entry in it). The path

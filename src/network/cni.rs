@@ -33,6 +33,8 @@ pub enum CniError {
     Config { origin: String, message: String },
     #[error("the CNI plugin `{plugin}` is not run: {reason}")]
     Untrusted { plugin: String, reason: crate::fsutil::UnsafeInput },
+    #[error("no CNI plugin is run: the plugins search {dir} for the plugins they run in turn, and {reason}")]
+    UntrustedDir { dir: PathBuf, reason: crate::fsutil::UnsafeInput },
     #[error("running the CNI plugin {plugin}: {source}")]
     Run { plugin: String, source: std::io::Error },
     #[error("the CNI plugin {plugin} ({command}) did not finish within {}s and was killed", PLUGIN_TIMEOUT.as_secs())]
@@ -76,26 +78,66 @@ impl PluginDirs {
         Ok(program)
     }
 
-    /// Every program of `list`, in order, each found and checked once:
+    /// Every program of `list`, in order, each found and checked once,
+    /// with the IPAM plugin each runs, and the `CNI_PATH` they run with:
     /// found before any runs, a missing one changes nothing.
-    pub fn programs(&self, list: &ConfList) -> Result<Vec<PathBuf>, CniError> {
-        list.plugins.iter().map(|p| self.program(p)).collect()
+    pub fn programs(&self, list: &ConfList) -> Result<Programs, CniError> {
+        let cni_path = self.cni_path()?;
+        let paths = list
+            .plugins
+            .iter()
+            .map(|plugin| {
+                let program = self.find(type_of(plugin))?;
+                self.check_ipam(plugin)?;
+                Ok(program)
+            })
+            .collect::<Result<_, CniError>>()?;
+        Ok(Programs { paths, cni_path })
     }
 
-    /// `plugin`'s program, found and checked, and the IPAM plugin it
-    /// delegates to (`ipam.type`), checked too: the plugin finds and runs
-    /// that one, as root, from the same directories (`CNI_PATH`).
-    pub fn program(&self, plugin: &Map<String, Value>) -> Result<PathBuf, CniError> {
-        let program = self.find(type_of(plugin))?;
-        if let Some(ipam) = plugin.get("ipam").and_then(|ipam| ipam.get("type")).and_then(Value::as_str) {
-            self.find(ipam)?;
+    /// The IPAM plugin `plugin` runs (`ipam.type`), if it names one,
+    /// found and checked as a plugin is: the plugin finds it in the same
+    /// directories and runs it as root.
+    fn check_ipam(&self, plugin: &Map<String, Value>) -> Result<(), CniError> {
+        match plugin.get("ipam").and_then(|ipam| ipam.get("type")).and_then(Value::as_str) {
+            Some(ipam) => self.find(ipam).map(drop),
+            None => Ok(()),
         }
-        Ok(program)
     }
 
-    fn cni_path(&self) -> String {
-        self.0.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
+    /// `CNI_PATH`: the directories that exist, each checked (root's and
+    /// writable by no one else, and so are its parents). A plugin searches
+    /// them itself, first match first, for the plugins it runs (its IPAM
+    /// plugin, a delegate), so one that others could write would let them
+    /// put a program it runs as root ahead of the real one. One that is
+    /// missing is left out: made later, it is not searched.
+    fn cni_path(&self) -> Result<String, CniError> {
+        let mut dirs = Vec::new();
+        for dir in &self.0 {
+            if std::fs::symlink_metadata(dir).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+                continue;
+            }
+            crate::fsutil::check_program_dir(dir)
+                .map_err(|reason| CniError::UntrustedDir { dir: dir.clone(), reason })?;
+            dirs.push(dir.display().to_string());
+        }
+        Ok(dirs.join(":"))
     }
+}
+
+/// A list's programs, found and checked (`PluginDirs::programs`), and the
+/// checked `CNI_PATH` they run with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Programs {
+    pub paths: Vec<PathBuf>,
+    pub cni_path: String,
+}
+
+/// A plugin's program and the `CNI_PATH` it runs with, both checked.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    program: &'a Path,
+    cni_path: &'a str,
 }
 
 /// A network configuration list (`.conflist`): a name, a version and the
@@ -194,10 +236,11 @@ impl Runtime<'_> {
     /// with whether that worked (`AddFailed::undone`).
     /// `programs` are the list's, as `PluginDirs::programs` found them
     /// (before anything was made for the attachment).
-    pub fn add(&self, list: &ConfList, programs: &[PathBuf], target: Target<'_>) -> Result<Value, Box<AddFailed>> {
+    pub fn add(&self, list: &ConfList, programs: &Programs, target: Target<'_>) -> Result<Value, Box<AddFailed>> {
         let mut result: Option<Value> = None;
-        for (plugin, program) in list.plugins.iter().zip(programs) {
-            match self.invoke(Verb::Add, list, plugin, program, target, result.as_ref()) {
+        for (plugin, program) in list.plugins.iter().zip(&programs.paths) {
+            let run = Run { program, cni_path: &programs.cni_path };
+            match self.invoke(Verb::Add, list, plugin, run, target, result.as_ref()) {
                 Ok(Some(next)) => result = Some(next),
                 // A plugin with nothing to say passes the previous result on.
                 Ok(None) => {}
@@ -214,8 +257,10 @@ impl Runtime<'_> {
         if list.disable_check {
             return Ok(());
         }
-        for (plugin, program) in list.plugins.iter().zip(self.dirs.programs(list)?) {
-            self.invoke(Verb::Check, list, plugin, &program, target, Some(cached))?;
+        let programs = self.dirs.programs(list)?;
+        for (plugin, program) in list.plugins.iter().zip(&programs.paths) {
+            let run = Run { program, cni_path: &programs.cni_path };
+            self.invoke(Verb::Check, list, plugin, run, target, Some(cached))?;
         }
         Ok(())
     }
@@ -224,11 +269,20 @@ impl Runtime<'_> {
     /// ADD got that far). Every plugin is run even after one fails, so each
     /// undoes what it can; the first error is returned.
     pub fn del(&self, list: &ConfList, target: Target<'_>, cached: Option<&Value>) -> Result<(), CniError> {
+        let cni_path = self.dirs.cni_path()?;
         let mut first = None;
         for plugin in list.plugins.iter().rev() {
-            // Each found on its own: one that is missing keeps none of the others from undoing.
-            let program = self.dirs.program(plugin);
-            if let Err(e) = program.and_then(|program| self.invoke(Verb::Del, list, plugin, &program, target, cached)) {
+            // Each found on its own: one that is missing keeps none of the
+            // others from undoing. One whose IPAM plugin is missing still
+            // undoes what it made itself (links, rules) before it fails.
+            let program = self.dirs.find(type_of(plugin)).and_then(|program| match self.dirs.check_ipam(plugin) {
+                Ok(()) | Err(CniError::Missing { .. }) => Ok(program),
+                Err(e) => Err(e),
+            });
+            let run = |program: PathBuf| {
+                self.invoke(Verb::Del, list, plugin, Run { program: &program, cni_path: &cni_path }, target, cached)
+            };
+            if let Err(e) = program.and_then(run) {
                 first.get_or_insert(e);
             }
         }
@@ -240,7 +294,7 @@ impl Runtime<'_> {
         verb: Verb,
         list: &ConfList,
         plugin: &Map<String, Value>,
-        program: &Path,
+        run: Run<'_>,
         target: Target<'_>,
         prev: Option<&Value>,
     ) -> Result<Option<Value>, CniError> {
@@ -268,7 +322,7 @@ impl Runtime<'_> {
         let stdin = serde_json::to_vec(&Value::Object(config)).expect("JSON values serialize");
         // A process group of its own: a plugin that times out is killed
         // with what it started (iptables, ip), not just itself.
-        let mut child = Command::new(program)
+        let mut child = Command::new(run.program)
             .process_group(0)
             .env_clear()
             // Plugins run iptables, ip and the like.
@@ -277,7 +331,7 @@ impl Runtime<'_> {
             .env("CNI_CONTAINERID", target.container_id)
             .env("CNI_NETNS", target.netns)
             .env("CNI_IFNAME", target.ifname)
-            .env("CNI_PATH", self.dirs.cni_path())
+            .env("CNI_PATH", run.cni_path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -401,31 +455,54 @@ mod tests {
     }
 
     #[test]
-    fn the_ipam_plugin_a_plugin_runs_is_checked_as_the_plugin_is() {
+    fn the_ipam_plugin_a_plugin_runs_and_the_directories_it_searches_are_checked() {
         use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |path: &Path, mode: u32| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        mode(dir.path(), 0o755);
+        let (good, missing) = (dir.path().join("good"), dir.path().join("missing"));
+        std::fs::create_dir(&good).unwrap();
         for plugin in ["bridge", "host-local"] {
-            std::fs::write(dir.path().join(plugin), "#!/bin/sh\n").unwrap();
-            std::fs::set_permissions(dir.path().join(plugin), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::write(good.join(plugin), "#!/bin/sh\n").unwrap();
+            mode(&good.join(plugin), 0o755);
         }
-        let dirs = PluginDirs(vec![dir.path().to_owned()]);
+        let dirs = PluginDirs(vec![missing.clone(), good.clone()]);
         let plugins = serde_json::json!([{"type": "bridge", "ipam": {"type": "host-local"}}]);
         let list =
             ConfList::parse(serde_json::json!({"cniVersion": "1.0.0", "name": "t", "plugins": plugins}), "t").unwrap();
-        assert_eq!(dirs.programs(&list).unwrap(), [dir.path().join("bridge")]);
-        // Anyone could replace it: bridge would run it as root.
-        std::fs::set_permissions(dir.path().join("host-local"), std::fs::Permissions::from_mode(0o757)).unwrap();
-        let e = dirs.programs(&list).unwrap_err();
-        assert!(matches!(&e, CniError::Untrusted { plugin, .. } if plugin == "host-local"), "{e}");
-        std::fs::remove_file(dir.path().join("host-local")).unwrap();
-        let e = dirs.programs(&list).unwrap_err();
-        assert!(matches!(&e, CniError::Missing { plugin, .. } if plugin == "host-local"), "{e}");
-        // DEL does not run a plugin whose IPAM plugin is not trusted either.
+        // A directory that is not there is not searched.
+        let programs = dirs.programs(&list).unwrap();
+        assert_eq!(programs, Programs { paths: vec![good.join("bridge")], cni_path: good.display().to_string() });
         let caps = Map::new();
         let target = Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
-        let e = Runtime { dirs: &dirs }.del(&list, target, None).unwrap_err();
+        let runtime = Runtime { dirs: &dirs };
+
+        // Anyone could replace the IPAM plugin: bridge would run it as root.
+        mode(&good.join("host-local"), 0o757);
+        let e = dirs.programs(&list).unwrap_err();
+        assert!(matches!(&e, CniError::Untrusted { plugin, .. } if plugin == "host-local"), "{e}");
+        let e = runtime.del(&list, target, None).unwrap_err();
+        assert!(matches!(&e, CniError::Untrusted { plugin, .. } if plugin == "host-local"), "{e}");
+        // Missing: no ADD; a DEL still runs bridge, which undoes its own part.
+        std::fs::remove_file(good.join("host-local")).unwrap();
+        let e = dirs.programs(&list).unwrap_err();
         assert!(matches!(&e, CniError::Missing { plugin, .. } if plugin == "host-local"), "{e}");
+        runtime.del(&list, target, None).unwrap();
+
+        // A directory searched first that others may write: they could put
+        // a host-local there that bridge finds first. Nothing is run.
+        std::fs::write(good.join("host-local"), "#!/bin/sh\n").unwrap();
+        mode(&good.join("host-local"), 0o755);
+        std::fs::create_dir(&missing).unwrap();
+        mode(&missing, 0o777);
+        let e = dirs.programs(&list).unwrap_err();
+        assert!(matches!(&e, CniError::UntrustedDir { dir, .. } if *dir == missing), "{e}");
+        assert!(e.to_string().contains("writable by"), "{e}");
+        let e = runtime.del(&list, target, None).unwrap_err();
+        assert!(matches!(&e, CniError::UntrustedDir { .. }), "{e}");
+        mode(&missing, 0o755);
+        assert_eq!(dirs.programs(&list).unwrap().cni_path, format!("{}:{}", missing.display(), good.display()));
     }
 
     #[test]

@@ -109,7 +109,12 @@ impl NetworkError {
     /// may pass, and trying again is worth it.
     pub fn needs_the_operator(&self) -> bool {
         match self {
-            NetworkError::Cni(CniError::Missing { .. } | CniError::Config { .. } | CniError::Untrusted { .. }) => true,
+            NetworkError::Cni(
+                CniError::Missing { .. }
+                | CniError::Config { .. }
+                | CniError::Untrusted { .. }
+                | CniError::UntrustedDir { .. },
+            ) => true,
             NetworkError::Cni(CniError::Run { .. } | CniError::Timeout { .. } | CniError::Failed { .. }) => false,
             // A host service may let its port go: tried again, with backoff.
             NetworkError::NotUndone(n) => n.error.needs_the_operator(),
