@@ -71,3 +71,54 @@ fn a_replaced_binary_is_taken_on_reload_and_on_upgrade_with_every_workload_kept(
     assert!(gone(web));
     assert_eq!(d.terminate(), 0);
 }
+
+/// The children of `pid` (every thread's), from /proc.
+fn children(pid: u32) -> Vec<i64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|c| c.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i64>>())
+        .collect()
+}
+
+#[test]
+fn an_exec_session_cut_by_an_upgrade_ends_and_is_reaped_by_the_new_image() {
+    // The old image's `__enter` hangs its command up when the exec closes
+    // its channel, and ends: still the daemon's child, it is the new
+    // image's to reap, or it stays a zombie as long as the daemon runs.
+    let mut d = Daemon::setup();
+    std::fs::create_dir(d.path("bin")).unwrap();
+    let binary = d.path("bin/paddock");
+    install(&binary);
+    d.binary = Some(binary.clone());
+    let d = d.start(&[]);
+    d.write("web.toml", SLEEPER);
+    d.running_pid("web");
+    let daemon = d.child.as_ref().unwrap().id();
+    let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["exec", "--socket"])
+        .arg(d.path("paddock.sock"))
+        .args(["web", "--", "/bin/sleep", "779"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    d.wait_for("the entered sleep", |_| !common::daemon::processes(&["/bin/sleep", "779"]).is_empty());
+    let sleep = common::daemon::processes(&["/bin/sleep", "779"])[0];
+    let is_enter =
+        |pid: &i64| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.ends_with(b"__enter\x003\x00"));
+    let entered: Vec<i64> = children(daemon).into_iter().filter(is_enter).collect();
+    assert_eq!(entered.len(), 1, "one __enter: {:?}", children(daemon));
+    install(&binary);
+    let out = d.paddock(&["upgrade"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while common::daemon::alive(entered[0]) {
+        assert!(Instant::now() < deadline, "__enter {} was not reaped (gone: {})", entered[0], gone(entered[0]));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(gone(sleep), "its command ended with it");
+    let _ = client.wait();
+    let mut d = d;
+    assert_eq!(d.terminate(), 0);
+}

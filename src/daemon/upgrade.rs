@@ -63,6 +63,12 @@ pub fn reexec(binary: &std::path::Path, listener: &OwnedFd) -> ExecError {
     if let Some(zygote) = crate::sandbox::zygote::running() {
         command.env(crate::sandbox::zygote::PREDECESSOR, zygote.to_string());
     }
+    // So are the exec sessions' `__enter`s, once they have hung up.
+    let entered = crate::sandbox::enter::unreaped();
+    if !entered.is_empty() {
+        let pids: Vec<String> = entered.iter().map(u32::to_string).collect();
+        command.env(crate::sandbox::enter::PREDECESSORS, pids.join(","));
+    }
     let source = command.exec();
     // SAFETY: as above; the exec failed, so close-on-exec again.
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
