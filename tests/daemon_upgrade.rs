@@ -82,10 +82,12 @@ fn children(pid: u32) -> Vec<i64> {
 }
 
 #[test]
-fn an_exec_session_cut_by_an_upgrade_ends_and_is_reaped_by_the_new_image() {
+fn an_exec_session_cut_by_two_upgrades_ends_and_is_reaped_by_the_last_image() {
     // The old image's `__enter` hangs its command up when the exec closes
     // its channel, and ends: still the daemon's child, it is the new
     // image's to reap, or it stays a zombie as long as the daemon runs.
+    // Its command ignores the hang-up, so `__enter` lives on for its
+    // grace (10 s) past a second upgrade, which hands it on again.
     let mut d = Daemon::setup();
     std::fs::create_dir(d.path("bin")).unwrap();
     let binary = d.path("bin/paddock");
@@ -98,7 +100,7 @@ fn an_exec_session_cut_by_an_upgrade_ends_and_is_reaped_by_the_new_image() {
     let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
         .args(["exec", "--socket"])
         .arg(d.path("paddock.sock"))
-        .args(["web", "--", "/bin/sleep", "779"])
+        .args(["web", "--", "/bin/sh", "-c", "trap '' HUP; exec /bin/sleep 779"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -109,10 +111,13 @@ fn an_exec_session_cut_by_an_upgrade_ends_and_is_reaped_by_the_new_image() {
         |pid: &i64| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.ends_with(b"__enter\x003\x00"));
     let entered: Vec<i64> = children(daemon).into_iter().filter(is_enter).collect();
     assert_eq!(entered.len(), 1, "one __enter: {:?}", children(daemon));
-    install(&binary);
-    let out = d.paddock(&["upgrade"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let deadline = Instant::now() + Duration::from_secs(15);
+    for _ in 0..2 {
+        install(&binary);
+        let out = d.paddock(&["upgrade"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(!gone(entered[0]), "__enter waits out its grace");
+    let deadline = Instant::now() + Duration::from_secs(25);
     while common::daemon::alive(entered[0]) {
         assert!(Instant::now() < deadline, "__enter {} was not reaped (gone: {})", entered[0], gone(entered[0]));
         std::thread::sleep(Duration::from_millis(20));

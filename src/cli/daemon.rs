@@ -112,7 +112,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     // runtime) and has read no manifest, and after it moved into its
     // delegated cgroup's leaf, which the zygote must share (a v2 cgroup
     // with a process in it cannot enable controllers for its children).
-    let entered = crate::sandbox::enter::Predecessors::take();
+    let inherited = crate::sandbox::unreaped::Inherited::take();
     let zygote = match crate::sandbox::zygote::Zygote::start() {
         Ok(zygote) => Some(std::sync::Arc::new(zygote)),
         Err(e) => {
@@ -120,7 +120,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
             None
         }
     };
-    entered.reap();
+    inherited.reap();
     let options = event_loop::Options {
         workloads: workloads.clone(),
         state_dir: state_dir.clone(),

@@ -64,10 +64,8 @@ pub fn reexec(binary: &std::path::Path, listener: &OwnedFd) -> ExecError {
         command.env(crate::sandbox::zygote::PREDECESSOR, zygote.to_string());
     }
     // So are the exec sessions' `__enter`s, once they have hung up.
-    let entered = crate::sandbox::enter::unreaped();
-    if !entered.is_empty() {
-        let pids: Vec<String> = entered.iter().map(u32::to_string).collect();
-        command.env(crate::sandbox::enter::PREDECESSORS, pids.join(","));
+    if let Some(pidfds) = crate::sandbox::unreaped::hand_over() {
+        command.env(crate::sandbox::unreaped::INHERITED, pidfds);
     }
     let source = command.exec();
     // SAFETY: as above; the exec failed, so close-on-exec again.

@@ -90,68 +90,12 @@ const NOT_FOUND: i32 = 127;
 /// end closes (the daemon died, or re-executed itself for an upgrade and
 /// so cannot wait for it), `__enter` hangs its command up and ends, and
 /// the command ends with it. Derefs to the process. Counted among this
-/// process's unreaped children (`unreaped`) until dropped, which is after
-/// it is waited for.
+/// process's unreaped children (`super::unreaped`) until dropped.
 #[derive(Debug)]
 pub struct Entered {
     pub child: std::process::Child,
     _tie: Channel,
-}
-
-/// The `__enter` processes this process started and has not dropped.
-static UNREAPED: std::sync::Mutex<std::collections::BTreeSet<u32>> =
-    std::sync::Mutex::new(std::collections::BTreeSet::new());
-
-/// Names the `__enter` processes a re-executed daemon's previous image
-/// started (pids, comma-separated): still its children, and reaped by
-/// the new image as they end (`Predecessors`), else they would stay
-/// zombies of it.
-pub const PREDECESSORS: &str = "PADDOCK_ENTERED";
-
-/// The pids of the `__enter` processes running now, for `PREDECESSORS`.
-pub fn unreaped() -> Vec<u32> {
-    UNREAPED.lock().map(|set| set.iter().copied().collect()).unwrap_or_default()
-}
-
-impl Drop for Entered {
-    fn drop(&mut self) {
-        if let Ok(mut set) = UNREAPED.lock() {
-            set.remove(&self.child.id());
-        }
-    }
-}
-
-/// The `__enter` processes of this process's previous image
-/// (`PREDECESSORS`), taken from the environment while it is one thread.
-pub struct Predecessors(Vec<i32>);
-
-impl Predecessors {
-    /// Reads and unsets `PREDECESSORS`. The caller must be one thread.
-    pub fn take() -> Self {
-        let Ok(list) = std::env::var(PREDECESSORS) else { return Predecessors(Vec::new()) };
-        // SAFETY: the caller is single-threaded (no other thread reads the
-        // environment meanwhile), and the variable is read once.
-        unsafe { std::env::remove_var(PREDECESSORS) };
-        Predecessors(list.split(',').filter_map(|pid| pid.parse().ok()).filter(|pid| *pid > 0).collect())
-    }
-
-    /// Waits for each on a thread of its own, as each ends (within
-    /// `ORPHAN_GRACE` of the exec that closed their channels). Only these
-    /// pids are waited for, so no other child's exit is taken; one that is
-    /// not this process's child is not waited for at all.
-    pub fn reap(self) {
-        if self.0.is_empty() {
-            return;
-        }
-        let spawned = std::thread::Builder::new().name("reap-entered".into()).spawn(move || {
-            for pid in self.0 {
-                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-            }
-        });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot wait for the previous image's exec sessions; they stay zombies");
-        }
-    }
+    _counted: Option<super::unreaped::Counted>,
 }
 
 impl std::ops::Deref for Entered {
@@ -205,10 +149,8 @@ pub fn start(config: &EnterConfig, init: &OwnedFd, stdio: [OwnedFd; 3]) -> std::
         let _ = child.wait();
         return Err(std::io::Error::other(e.to_string()));
     }
-    if let Ok(mut set) = UNREAPED.lock() {
-        set.insert(child.id());
-    }
-    Ok(Entered { child, _tie: channel })
+    let counted = super::unreaped::count(child.id());
+    Ok(Entered { child, _tie: channel, _counted: counted })
 }
 
 /// The namespaces of `pid` that differ from ours (joining one's own user

@@ -19,6 +19,7 @@ pub mod seccomp;
 mod source;
 mod spawn;
 mod sys;
+pub mod unreaped;
 pub mod zygote;
 
 pub use crate::model::Exit;

@@ -1,0 +1,160 @@
+//! The daemon's helper children that an upgrade would orphan: the
+//! `paddock __enter` processes of exec sessions and probes. The daemon's
+//! re-executed image is still their parent, but knows nothing of them:
+//! they end once the exec closes their channels, and would stay zombies
+//! for as long as the daemon runs. So each is known here by a pidfd while
+//! it runs, the pidfds cross the exec (`hand_over`), and the new image
+//! reaps each as it ends (`Inherited`).
+//!
+//! A pidfd names one process, never a pid that was reused: one already
+//! reaped by the old image (between its wait and its drop) answers ECHILD
+//! to the new image's wait, and no other child's exit can be taken.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
+
+use super::sys;
+
+/// Names the inherited pidfds (descriptor numbers, comma-separated) for a
+/// re-executed daemon's new image.
+pub const INHERITED: &str = "PADDOCK_UNREAPED";
+
+/// This process's helper children that are not reaped yet, by pid, each
+/// with a pidfd; inherited ones stay here until reaped, so that a second
+/// upgrade hands them on too.
+static UNREAPED: Mutex<BTreeMap<u32, Arc<OwnedFd>>> = Mutex::new(BTreeMap::new());
+
+/// `pid` counted among the unreaped, until this is dropped.
+#[derive(Debug)]
+pub struct Counted {
+    pid: u32,
+    pidfd: Arc<OwnedFd>,
+}
+
+/// Counts `pid` (a child just started) until the answer is dropped.
+/// Without a pidfd to be had (out of descriptors), it is not counted: an
+/// upgrade meanwhile would leave it a zombie, nothing worse.
+pub fn count(pid: u32) -> Option<Counted> {
+    let pidfd = Arc::new(sys::pidfd_open(pid as i32).ok()?);
+    UNREAPED.lock().ok()?.insert(pid, pidfd.clone());
+    Some(Counted { pid, pidfd })
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        forget(self.pid, &self.pidfd);
+    }
+}
+
+/// No longer counts `pid`, if it is still counted with `pidfd` (its pid
+/// may be another child's by now, counted anew).
+fn forget(pid: u32, pidfd: &Arc<OwnedFd>) {
+    if let Ok(mut unreaped) = UNREAPED.lock()
+        && unreaped.get(&pid).is_some_and(|counted| Arc::ptr_eq(counted, pidfd))
+    {
+        unreaped.remove(&pid);
+    }
+}
+
+/// The value of `INHERITED` for the image about to be executed, with each
+/// pidfd made to cross the exec; `None` when there are none.
+pub fn hand_over() -> Option<String> {
+    let unreaped = UNREAPED.lock().ok()?;
+    let fds: Vec<String> = unreaped
+        .values()
+        .filter(|pidfd| {
+            // SAFETY: fcntl on a descriptor the map owns, open while it is held.
+            unsafe { libc::fcntl(pidfd.as_raw_fd(), libc::F_SETFD, 0) == 0 }
+        })
+        .map(|pidfd| pidfd.as_raw_fd().to_string())
+        .collect();
+    (!fds.is_empty()).then(|| fds.join(","))
+}
+
+/// The pid a pidfd names, from its fdinfo; `None` for a descriptor that is
+/// not a pidfd.
+fn pid_of(fd: RawFd) -> Option<u32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    info.lines().find_map(|l| l.strip_prefix("Pid:")).and_then(|pid| pid.trim().parse().ok())
+}
+
+/// The helper children of this process's previous image (`INHERITED`).
+pub struct Inherited(Vec<(u32, Arc<OwnedFd>)>);
+
+impl Inherited {
+    /// Takes the inherited pidfds (close-on-exec again, so no sandbox gets
+    /// one) and unsets `INHERITED`. The caller must be one thread: the
+    /// variable is removed only then (else it is left, harmless: the
+    /// descriptors are taken once, and a process started later gets none).
+    pub fn take() -> Self {
+        let Ok(list) = std::env::var(INHERITED) else { return Inherited(Vec::new()) };
+        if sys::thread_count() == 1 {
+            // SAFETY: this process has one thread, so nothing reads the
+            // environment meanwhile.
+            unsafe { std::env::remove_var(INHERITED) };
+        }
+        let mut taken = Vec::new();
+        for fd in list.split(',').filter_map(|fd| fd.parse::<RawFd>().ok()) {
+            // Only a pidfd is taken (a number that names anything else is
+            // left alone); the ones already taken are not taken twice.
+            let Some(pid) = pid_of(fd).filter(|_| fd > 2 && !taken.iter().any(|(_, f): &(u32, RawFd)| *f == fd)) else {
+                continue;
+            };
+            taken.push((pid, fd));
+        }
+        let inherited: Vec<(u32, Arc<OwnedFd>)> = taken
+            .into_iter()
+            .map(|(pid, fd)| {
+                // SAFETY: the previous image left this pidfd open for us, and
+                // it is taken once (duplicates were dropped above).
+                let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
+                // SAFETY: fcntl on a descriptor we own.
+                unsafe { libc::fcntl(pidfd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+                (pid, Arc::new(pidfd))
+            })
+            .collect();
+        if let Ok(mut unreaped) = UNREAPED.lock() {
+            unreaped.extend(inherited.iter().cloned());
+        }
+        Inherited(inherited)
+    }
+
+    /// Reaps each as it ends, on a thread of their own (all are watched
+    /// at once: one that never ends keeps no other unreaped).
+    pub fn reap(self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let spawned = std::thread::Builder::new().name("reap-inherited".into()).spawn(move || reap_all(self.0));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot wait for the previous image's exec sessions; they stay zombies");
+        }
+    }
+}
+
+fn reap_all(mut pending: Vec<(u32, Arc<OwnedFd>)>) {
+    while !pending.is_empty() {
+        let mut fds: Vec<PollFd<'_>> =
+            pending.iter().map(|(_, pidfd)| PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)).collect();
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+        let ended: Vec<bool> = fds.iter().map(|fd| fd.any().unwrap_or(true)).collect();
+        drop(fds);
+        let mut ended = ended.into_iter();
+        pending.retain(|(pid, pidfd)| {
+            if !ended.next().unwrap_or(false) {
+                return true;
+            }
+            // Reaped already by the old image (ECHILD), or now.
+            let _ = waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED);
+            forget(*pid, pidfd);
+            false
+        });
+    }
+}
