@@ -64,15 +64,20 @@ pub struct PluginDirs(pub Vec<PathBuf>);
 impl PluginDirs {
     /// The program for a plugin `type`, in the first directory that has it.
     pub fn find(&self, plugin: &str) -> Result<PathBuf, CniError> {
+        self.find_in(&self.0, plugin)
+    }
+
+    /// The program for a plugin `type`, in the first of `searched` (some
+    /// of these directories) that has it, checked.
+    fn find_in(&self, searched: &[PathBuf], plugin: &str) -> Result<PathBuf, CniError> {
         let missing = || CniError::Missing {
             plugin: plugin.to_owned(),
             dirs: self.0.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
         };
-        // A type is a program's name, never a path.
-        if plugin.is_empty() || plugin.contains('/') || plugin.starts_with('.') {
+        if !is_program_name(plugin) {
             return Err(missing());
         }
-        let program = self.0.iter().map(|d| d.join(plugin)).find(|p| p.is_file()).ok_or_else(missing)?;
+        let program = searched.iter().map(|d| d.join(plugin)).find(|p| p.is_file()).ok_or_else(missing)?;
         crate::fsutil::check_root_program(&program)
             .map_err(|reason| CniError::Untrusted { plugin: plugin.to_owned(), reason })?;
         Ok(program)
@@ -80,49 +85,72 @@ impl PluginDirs {
 
     /// Every program of `list`, in order, each found and checked once,
     /// with the IPAM plugin each runs, and the `CNI_PATH` they run with:
-    /// found before any runs, a missing one changes nothing.
+    /// found before any runs, a missing one changes nothing. A directory
+    /// that fails its check refuses them all.
     pub fn programs(&self, list: &ConfList) -> Result<Programs, CniError> {
-        let cni_path = self.cni_path()?;
+        let searched = self.searched(true)?;
         let paths = list
             .plugins
             .iter()
             .map(|plugin| {
-                let program = self.find(type_of(plugin))?;
-                self.check_ipam(plugin)?;
+                let program = self.find_in(&searched, type_of(plugin))?;
+                self.check_ipam(&searched, plugin)?;
                 Ok(program)
             })
             .collect::<Result<_, CniError>>()?;
-        Ok(Programs { paths, cni_path })
+        Ok(Programs { paths, cni_path: cni_path(&searched) })
     }
 
     /// The IPAM plugin `plugin` runs (`ipam.type`), if it names one,
     /// found and checked as a plugin is: the plugin finds it in the same
     /// directories and runs it as root.
-    fn check_ipam(&self, plugin: &Map<String, Value>) -> Result<(), CniError> {
-        match plugin.get("ipam").and_then(|ipam| ipam.get("type")).and_then(Value::as_str) {
-            Some(ipam) => self.find(ipam).map(drop),
+    fn check_ipam(&self, searched: &[PathBuf], plugin: &Map<String, Value>) -> Result<(), CniError> {
+        match ipam_of(plugin) {
+            Some(ipam) => self.find_in(searched, ipam).map(drop),
             None => Ok(()),
         }
     }
 
-    /// `CNI_PATH`: the directories that exist, each checked (root's and
+    /// The directories searched, for `CNI_PATH` and for the plugins: the
+    /// ones that exist (after their links), each checked (root's and
     /// writable by no one else, and so are its parents). A plugin searches
     /// them itself, first match first, for the plugins it runs (its IPAM
     /// plugin, a delegate), so one that others could write would let them
     /// put a program it runs as root ahead of the real one. One that is
-    /// missing is left out: made later, it is not searched.
-    fn cni_path(&self) -> Result<String, CniError> {
-        let mut dirs = Vec::new();
+    /// missing is left out: made later, it is not searched. One that fails
+    /// its check refuses everything when `strict` (ADD, CHECK); an undoing
+    /// (DEL) leaves it out and says so, so that what the plugins made is
+    /// still undone.
+    fn searched(&self, strict: bool) -> Result<Vec<PathBuf>, CniError> {
+        let mut searched = Vec::new();
         for dir in &self.0 {
-            if std::fs::symlink_metadata(dir).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+            if std::fs::metadata(dir).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
                 continue;
             }
-            crate::fsutil::check_program_dir(dir)
-                .map_err(|reason| CniError::UntrustedDir { dir: dir.clone(), reason })?;
-            dirs.push(dir.display().to_string());
+            match crate::fsutil::check_program_dir(dir) {
+                Ok(()) => searched.push(dir.clone()),
+                Err(reason) if strict => return Err(CniError::UntrustedDir { dir: dir.clone(), reason }),
+                Err(reason) => {
+                    tracing::warn!(dir = %dir.display(), %reason, "a CNI plugin directory is left out of the undoing's search");
+                }
+            }
         }
-        Ok(dirs.join(":"))
+        Ok(searched)
     }
+}
+
+/// A plugin's or an IPAM plugin's `type` names a program, never a path.
+fn is_program_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('/') && !name.starts_with('.')
+}
+
+/// A plugin's IPAM plugin (`ipam.type`), if it names one.
+fn ipam_of(plugin: &Map<String, Value>) -> Option<&str> {
+    plugin.get("ipam").and_then(|ipam| ipam.get("type")).and_then(Value::as_str)
+}
+
+fn cni_path(dirs: &[PathBuf]) -> String {
+    dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
 }
 
 /// A list's programs, found and checked (`PluginDirs::programs`), and the
@@ -172,7 +200,14 @@ impl ConfList {
             .enumerate()
             .map(|(i, p)| match p {
                 Value::Object(p) if p.get("type").and_then(Value::as_str).is_some_and(|t| !t.is_empty()) => {
-                    Ok(p.clone())
+                    // An `ipam.type` that is not a string names nothing.
+                    let ipam = p.get("ipam").and_then(|ipam| ipam.get("type")).map(|t| t.as_str().unwrap_or_default());
+                    match [Some(type_of(p)), ipam].into_iter().flatten().find(|name| !is_program_name(name)) {
+                        Some(name) => Err(bad(format!(
+                            "plugins[{i}]: `{name}` cannot name a plugin (its `type` or `ipam.type`): a program's name, without `/`, not starting with `.`"
+                        ))),
+                        None => Ok(p.clone()),
+                    }
                 }
                 _ => Err(bad(format!("plugins[{i}] must be an object with a `type`"))),
             })
@@ -269,15 +304,19 @@ impl Runtime<'_> {
     /// ADD got that far). Every plugin is run even after one fails, so each
     /// undoes what it can; the first error is returned.
     pub fn del(&self, list: &ConfList, target: Target<'_>, cached: Option<&Value>) -> Result<(), CniError> {
-        let cni_path = self.dirs.cni_path()?;
+        let searched = self.dirs.searched(false)?;
+        let cni_path = cni_path(&searched);
         let mut first = None;
         for plugin in list.plugins.iter().rev() {
             // Each found on its own: one that is missing keeps none of the
-            // others from undoing. One whose IPAM plugin is missing still
-            // undoes what it made itself (links, rules) before it fails.
-            let program = self.dirs.find(type_of(plugin)).and_then(|program| match self.dirs.check_ipam(plugin) {
-                Ok(()) | Err(CniError::Missing { .. }) => Ok(program),
-                Err(e) => Err(e),
+            // others from undoing. One whose IPAM plugin is missing is run
+            // still: it may undo some of what it made (bridge removes its
+            // link) before it fails, and the DEL is tried again anyway.
+            let program = self.dirs.find_in(&searched, type_of(plugin)).and_then(|program| {
+                match self.dirs.check_ipam(&searched, plugin) {
+                    Ok(()) | Err(CniError::Missing { .. }) => Ok(program),
+                    Err(e) => Err(e),
+                }
             });
             let run = |program: PathBuf| {
                 self.invoke(Verb::Del, list, plugin, Run { program: &program, cni_path: &cni_path }, target, cached)
@@ -439,6 +478,11 @@ mod tests {
             (serde_json::json!({"name": "a", "plugins": [{"type": "x"}]}), "`cniVersion`"),
             (serde_json::json!({"name": "a", "cniVersion": "1.0.0", "plugins": []}), "at least one"),
             (serde_json::json!({"name": "a", "cniVersion": "1.0.0", "plugins": [{"type": ""}]}), "plugins[0]"),
+            (serde_json::json!({"name": "a", "cniVersion": "1.0.0", "plugins": [{"type": "../x"}]}), "`../x` cannot"),
+            (
+                serde_json::json!({"name": "a", "cniVersion": "1.0.0", "plugins": [{"type": "x", "ipam": {"type": "a/b"}}]}),
+                "plugins[0]: `a/b` cannot name a plugin",
+            ),
         ] {
             let e = ConfList::parse(bad, "f").unwrap_err().to_string();
             assert!(e.starts_with("f: ") && e.contains(says), "{e}");
@@ -464,14 +508,18 @@ mod tests {
         let (good, missing) = (dir.path().join("good"), dir.path().join("missing"));
         std::fs::create_dir(&good).unwrap();
         for plugin in ["bridge", "host-local"] {
-            std::fs::write(good.join(plugin), "#!/bin/sh\n").unwrap();
+            std::fs::write(good.join(plugin), "#!/bin/sh\ncat > /dev/null\n").unwrap();
             mode(&good.join(plugin), 0o755);
         }
-        let dirs = PluginDirs(vec![missing.clone(), good.clone()]);
+        // A link to a directory that is gone is missing too.
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("gone"), &dangling).unwrap();
+        let dirs = PluginDirs(vec![missing.clone(), dangling, good.clone()]);
         let plugins = serde_json::json!([{"type": "bridge", "ipam": {"type": "host-local"}}]);
         let list =
             ConfList::parse(serde_json::json!({"cniVersion": "1.0.0", "name": "t", "plugins": plugins}), "t").unwrap();
         // A directory that is not there is not searched.
+        assert_eq!(list.types().collect::<Vec<_>>(), ["bridge"]);
         let programs = dirs.programs(&list).unwrap();
         assert_eq!(programs, Programs { paths: vec![good.join("bridge")], cni_path: good.display().to_string() });
         let caps = Map::new();
@@ -484,24 +532,27 @@ mod tests {
         assert!(matches!(&e, CniError::Untrusted { plugin, .. } if plugin == "host-local"), "{e}");
         let e = runtime.del(&list, target, None).unwrap_err();
         assert!(matches!(&e, CniError::Untrusted { plugin, .. } if plugin == "host-local"), "{e}");
-        // Missing: no ADD; a DEL still runs bridge, which undoes its own part.
+        // Missing: no ADD; a DEL still runs bridge, which may undo its own part.
         std::fs::remove_file(good.join("host-local")).unwrap();
         let e = dirs.programs(&list).unwrap_err();
         assert!(matches!(&e, CniError::Missing { plugin, .. } if plugin == "host-local"), "{e}");
         runtime.del(&list, target, None).unwrap();
 
         // A directory searched first that others may write: they could put
-        // a host-local there that bridge finds first. Nothing is run.
-        std::fs::write(good.join("host-local"), "#!/bin/sh\n").unwrap();
+        // a host-local there that bridge finds first. Nothing is added; an
+        // undoing leaves that directory out of its search and runs.
+        std::fs::write(good.join("host-local"), "#!/bin/sh\ncat > /dev/null\n").unwrap();
         mode(&good.join("host-local"), 0o755);
         std::fs::create_dir(&missing).unwrap();
         mode(&missing, 0o777);
         let e = dirs.programs(&list).unwrap_err();
         assert!(matches!(&e, CniError::UntrustedDir { dir, .. } if *dir == missing), "{e}");
         assert!(e.to_string().contains("writable by"), "{e}");
-        let e = runtime.del(&list, target, None).unwrap_err();
-        assert!(matches!(&e, CniError::UntrustedDir { .. }), "{e}");
+        std::fs::write(missing.join("bridge"), "#!/bin/sh\ncat > /dev/null; exit 1\n").unwrap();
+        mode(&missing.join("bridge"), 0o755);
+        runtime.del(&list, target, None).unwrap();
         mode(&missing, 0o755);
+        std::fs::remove_file(missing.join("bridge")).unwrap();
         assert_eq!(dirs.programs(&list).unwrap().cni_path, format!("{}:{}", missing.display(), good.display()));
     }
 
