@@ -312,15 +312,13 @@ impl AccountLock {
                             || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
                                 == Err(nix::errno::Errno::ESRCH)
                     });
-                    if Instant::now() >= deadline {
-                        break Err(AccountError::Locked { path: lock.clone(), holder, waited: wait });
-                    }
                     match stale.then(|| std::fs::remove_file(&lock)) {
                         // Cleared (by us, or by another who found it stale too): try again.
                         Some(Ok(())) => {}
                         Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Some(Err(e)) => break Err(write_err(&lock, e)),
-                        None => std::thread::sleep(LOCK_RETRY),
+                        None if Instant::now() < deadline => std::thread::sleep(LOCK_RETRY),
+                        None => break Err(AccountError::Locked { path: lock.clone(), holder, waited: wait }),
                     }
                 },
             );

@@ -515,9 +515,10 @@ fn make_dir(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepE
 /// to open it for writing (a file of the host's root, seen through a
 /// read-only view of it), and needs not. A symlink there (a writable
 /// rootfs's `/etc/resolv.conf` often is one) is resolved inside the root,
-/// never beyond it, as runc does, and never into another mount (the
-/// sandbox's /dev/null or /proc/sys, which a file mount would cover); what
-/// it names must exist. `base` and `skip` as `walk_parents`.
+/// never beyond it, as runc does, and must not lead onto what the init
+/// made of /dev, /proc and /sys (a device node, such as the /dev/null a
+/// mask is, or a file of proc, sysfs or devpts), which the mount would
+/// cover; what it names must exist. `base` and `skip` as `walk_parents`.
 fn make_file(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepError> {
     let (parent, last) = walk_parents(base, inside, skip)?;
     let last = last.ok_or(Errno::EISDIR).step("mount a file on", inside)?;
@@ -526,10 +527,14 @@ fn make_file(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, Step
         Ok(st) if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFLNK => {
             let relative: PathBuf =
                 inside.components().filter(|c| matches!(c, Component::Normal(_))).skip(skip).collect();
-            let resolve = ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_XDEV;
-            let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(resolve);
-            openat2(base, relative.as_path(), how)
-                .step("resolve the symlink (inside the root, within its filesystem) to mount on", inside)
+            let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
+            let fd = openat2(base, relative.as_path(), how)
+                .step("resolve the symlink (inside the root) to mount on", inside)?;
+            if leads_into_own(&fd) {
+                return Err(Errno::EXDEV)
+                    .step("mount on a symlink leading into the sandbox's /dev, /proc or /sys", inside);
+            }
+            Ok(fd)
         }
         Ok(_) => openat(&parent, last.as_c_str(), o_path, Mode::empty()).step("open the mount point", inside),
         Err(Errno::ENOENT) => {
@@ -545,4 +550,18 @@ fn make_file(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, Step
         }
         Err(e) => Err(e).step("look at the mount point", inside),
     }
+}
+
+/// Whether `fd` is a device node or a file of proc, sysfs or devpts: what
+/// the init made of /dev, /proc and /sys (nothing of a rootfs or a volume
+/// is: a device node there cannot be opened).
+fn leads_into_own(fd: &OwnedFd) -> bool {
+    use nix::sys::statfs::{DEVPTS_SUPER_MAGIC, PROC_SUPER_MAGIC, SYSFS_MAGIC, fstatfs};
+    let device =
+        nix::sys::stat::fstat(fd).map_or(true, |st| matches!(st.st_mode & libc::S_IFMT, libc::S_IFCHR | libc::S_IFBLK));
+    device
+        || fstatfs(fd).map_or(true, |fs| {
+            let kind = fs.filesystem_type();
+            kind == PROC_SUPER_MAGIC || kind == SYSFS_MAGIC || kind == DEVPTS_SUPER_MAGIC
+        })
 }
