@@ -237,14 +237,17 @@ fn filter_and_bound(seccomp: &[BpfProgram], capabilities: u64) -> Result<(), (St
 }
 
 /// Drops the capabilities `drop` from the bounding set. Before setuid:
-/// after it the capability to drop them is gone.
+/// after it the capability to drop them is gone. The first this kernel
+/// does not know (EINVAL) ends it: capabilities are numbered without gaps.
 fn bound(drop: u64) -> Result<(), (Step, Errno)> {
     for cap in 0..64 {
         if drop & (1 << cap) != 0 {
             // SAFETY: prctl with integer arguments only.
             let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
-            if rc != 0 && Errno::last() != Errno::EINVAL {
-                return Err((Step::BoundingSet, Errno::last()));
+            match Errno::result(rc) {
+                Ok(_) => {}
+                Err(Errno::EINVAL) => break,
+                Err(e) => return Err((Step::BoundingSet, e)),
             }
         }
     }

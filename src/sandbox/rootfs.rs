@@ -80,9 +80,12 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     // rootfs's own mount, made read-only; otherwise it is an overlay, so
     // that the missing ones can be made without writing to the host.
     let overlay = cfg.rootfs_readonly && !has_every_mount_point(&rootfs, cfg);
-    let root = if overlay { overlay_root(cfg, rootfs)? } else { attach_root(cfg, rootfs)? };
-    let root_fd =
-        open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).step("open root", &root)?;
+    let root_fd = if overlay {
+        let root = overlay_root(cfg, rootfs)?;
+        open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).step("open root", &root)?
+    } else {
+        attach_root(cfg, rootfs)?
+    };
 
     let (nosuid, nodev, noexec) = (sys::MOUNT_ATTR_NOSUID, sys::MOUNT_ATTR_NODEV, sys::MOUNT_ATTR_NOEXEC);
     let at = make_dir(&root_fd, Path::new("/proc"), 0)?;
@@ -245,7 +248,8 @@ fn has_every_mount_point(rootfs: &OwnedFd, cfg: &InitConfig) -> bool {
 /// it, so nothing of the host's is written while the root is built; and
 /// `nodev`, as devices already are on the overlay (a filesystem mounted in
 /// a user namespace honours none): a device node in the rootfs stays inert.
-fn attach_root(cfg: &InitConfig, rootfs: OwnedFd) -> Result<PathBuf, StepError> {
+/// Returns the rootfs's mount, attached: its descriptor is the root's.
+fn attach_root(cfg: &InitConfig, rootfs: OwnedFd) -> Result<OwnedFd, StepError> {
     let root = PathBuf::from(STAGING);
     let at = open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).step("open", &root)?;
     // Private already (`sys::open_tree_clone`): nothing the init mounts on
@@ -260,7 +264,7 @@ fn attach_root(cfg: &InitConfig, rootfs: OwnedFd) -> Result<PathBuf, StepError> 
     if attrs != 0 {
         sys::mount_setattr(rootfs.as_fd(), attrs, None, false).step("set the rootfs's attributes", &root)?;
     }
-    Ok(root)
+    Ok(rootfs)
 }
 
 /// A read-only root as an overlay: the rootfs below, a tmpfs upper layer
@@ -374,17 +378,16 @@ fn bind_host_devices(host: &Path, dev: &OwnedFd, shown: &Path, depth: usize) -> 
 /// the host (unplugged since it was listed) is not there either, unless
 /// it is `required` (every sandbox's own, `DEVICES`).
 fn bind_device(host: &Path, dev: &OwnedFd, name: &Path, required: bool) -> Result<(), StepError> {
+    // The descriptor that made the mount point is the one mounted on.
     let create = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    match openat(dev, name, create, Mode::from_bits_truncate(0o644)) {
-        Ok(fd) => drop(fd),
+    let target = match openat(dev, name, create, Mode::from_bits_truncate(0o644)) {
+        Ok(fd) => fd,
         Err(Errno::EEXIST) => return Ok(()),
         Err(e) => return Err(e).step("create", host),
-    }
-    let target =
-        openat(dev, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).step("open", host)?;
+    };
     let source =
         CString::new(host.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL).step("bind device", host)?;
-    match sys::open_tree_clone(None, &source, false) {
+    match sys::open_tree_shared(None, &source, false) {
         Err(Errno::ENOENT | Errno::ENODEV) if !required => {
             // Only our own empty mount point, in our own tmpfs: nothing to report.
             let _ = nix::unistd::unlinkat(dev, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
@@ -426,7 +429,7 @@ fn mask(dir: &OwnedFd, name: &str, shown: &Path) -> Result<(), StepError> {
         let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC;
         sys::fs_mount(c"tmpfs", c"tmpfs", &[(c"size", Some(c"0")), (c"mode", Some(c"0555"))], attrs)
     } else {
-        sys::open_tree_clone(None, c"/dev/null", false)
+        sys::open_tree_shared(None, c"/dev/null", false)
     };
     attach(cover, &target, "mask", &shown.display().to_string()).map(drop)
 }
@@ -438,7 +441,7 @@ fn mask(dir: &OwnedFd, name: &str, shown: &Path) -> Result<(), StepError> {
 fn readonly(dir: &OwnedFd, name: &str, shown: &Path) -> Result<(), StepError> {
     let shown = shown.join(name);
     let Some(target) = open_in(dir, name, "make read-only", &shown)? else { return Ok(()) };
-    let tree = sys::open_tree_clone(Some(target.as_fd()), c"", true).step("make read-only", &shown)?;
+    let tree = sys::open_tree_shared(Some(target.as_fd()), c"", true).step("make read-only", &shown)?;
     sys::mount_setattr(tree.as_fd(), sys::MOUNT_ATTR_RDONLY, None, true).step("make read-only", &shown)?;
     sys::move_mount_onto(tree.as_fd(), target.as_fd()).step("make read-only", &shown)
 }
@@ -453,10 +456,11 @@ fn open_in(dir: &OwnedFd, name: &str, step: &'static str, shown: &Path) -> Resul
 }
 
 /// Clones a tree of the host's (visible in our mount namespace until the
-/// pivot) onto `target`, read-only when asked, keeping its submounts;
-/// returns the attached copy, to reach into.
+/// pivot, private there like every mount of it) onto `target`, read-only
+/// when asked, keeping its submounts; returns the attached copy, to reach
+/// into.
 fn attach_host_tree(source: &CStr, target: &OwnedFd, readonly: bool, shown: &str) -> Result<OwnedFd, StepError> {
-    let tree = sys::open_tree_clone(None, source, true).step("open_tree", shown)?;
+    let tree = sys::open_tree_shared(None, source, true).step("open_tree", shown)?;
     if readonly {
         sys::mount_setattr(tree.as_fd(), sys::MOUNT_ATTR_RDONLY, None, true).step("make read-only", shown)?;
     }
@@ -467,26 +471,28 @@ fn attach_host_tree(source: &CStr, target: &OwnedFd, readonly: bool, shown: &str
 /// time from `base`, the root or, past its first `skip` components, one
 /// of the init's own mounts, creating missing directories. A component
 /// that is a symlink is refused: followed, it could lead out of the root.
-fn walk_parents(base: &OwnedFd, inside: &Path, skip: usize) -> Result<(OwnedFd, Option<CString>), StepError> {
-    let mut dir = openat(base, ".", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .step("open root", "/")?;
+fn walk_parents(base: &OwnedFd, inside: &Path, skip: usize) -> Result<(Option<OwnedFd>, Option<CString>), StepError> {
     let parts: Vec<_> = inside.components().filter(|c| matches!(c, Component::Normal(_))).skip(skip).collect();
-    let Some((last, parents)) = parts.split_last() else { return Ok((dir, None)) };
+    let Some((last, parents)) = parts.split_last() else { return Ok((None, None)) };
+    // `None`: `base` itself, with no descriptor of its own.
+    let mut dir: Option<OwnedFd> = None;
     for part in parents {
         let name =
             CString::new(part.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL).step("mkdir", inside)?;
-        match mkdirat(&dir, name.as_c_str(), Mode::from_bits_truncate(0o755)) {
+        let at = dir.as_ref().unwrap_or(base);
+        match mkdirat(at, name.as_c_str(), Mode::from_bits_truncate(0o755)) {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(e).step("mkdir", inside),
         }
-        dir = openat(
-            &dir,
+        let next = openat(
+            at,
             name.as_c_str(),
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| if e == Errno::ENOTDIR || e == Errno::ELOOP { Errno::ELOOP } else { e })
         .step("resolve mount target (symlinks are not followed)", inside)?;
+        dir = Some(next);
     }
     let last = CString::new(last.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL).step("open", inside)?;
     Ok((dir, Some(last)))
@@ -496,17 +502,20 @@ fn walk_parents(base: &OwnedFd, inside: &Path, skip: usize) -> Result<(OwnedFd, 
 /// mount point to attach onto); `base` and `skip` as `walk_parents`.
 fn make_dir(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepError> {
     let (parent, last) = walk_parents(base, inside, skip)?;
-    let Some(last) = &last else { return Ok(parent) };
-    match mkdirat(&parent, last.as_c_str(), Mode::from_bits_truncate(0o755)) {
-        Ok(()) | Err(Errno::EEXIST) => {}
-        Err(e) => return Err(e).step("mkdir", inside),
+    let parent = parent.as_ref().unwrap_or(base);
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let Some(last) = &last else {
+        return openat(parent, ".", flags, Mode::empty()).step("open root", "/");
+    };
+    let open = || openat(parent, last.as_c_str(), flags, Mode::empty());
+    // Most are there already (a rootfs's /proc): opened without a mkdir.
+    match open() {
+        Err(Errno::ENOENT) => match mkdirat(parent, last.as_c_str(), Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => open(),
+            Err(e) => return Err(e).step("mkdir", inside),
+        },
+        opened => opened,
     }
-    openat(
-        &parent,
-        last.as_c_str(),
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
     .step("resolve mount target (symlinks are not followed)", inside)
 }
 
@@ -521,9 +530,10 @@ fn make_dir(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepE
 /// cover; what it names must exist. `base` and `skip` as `walk_parents`.
 fn make_file(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepError> {
     let (parent, last) = walk_parents(base, inside, skip)?;
+    let parent = parent.as_ref().unwrap_or(base);
     let last = last.ok_or(Errno::EISDIR).step("mount a file on", inside)?;
     let o_path = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    match fstatat(&parent, last.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+    match fstatat(parent, last.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFLNK => {
             let relative: PathBuf =
                 inside.components().filter(|c| matches!(c, Component::Normal(_))).skip(skip).collect();
@@ -536,17 +546,17 @@ fn make_file(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, Step
             }
             Ok(fd)
         }
-        Ok(_) => openat(&parent, last.as_c_str(), o_path, Mode::empty()).step("open the mount point", inside),
+        Ok(_) => openat(parent, last.as_c_str(), o_path, Mode::empty()).step("open the mount point", inside),
         Err(Errno::ENOENT) => {
             let fd = openat(
-                &parent,
+                parent,
                 last.as_c_str(),
                 OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                 Mode::from_bits_truncate(0o644),
             )
             .step("create the mount point", inside)?;
             drop(fd);
-            openat(&parent, last.as_c_str(), o_path, Mode::empty()).step("open the mount point", inside)
+            openat(parent, last.as_c_str(), o_path, Mode::empty()).step("open the mount point", inside)
         }
         Err(e) => Err(e).step("look at the mount point", inside),
     }

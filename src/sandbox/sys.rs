@@ -37,8 +37,11 @@ pub fn open_tree_clone(dirfd: Option<BorrowedFd<'_>>, path: &CStr, recursive: bo
     Ok(tree)
 }
 
-/// open_tree(OPEN_TREE_CLONE) itself: the copy keeps the source's propagation.
-fn open_tree_shared(dirfd: Option<BorrowedFd<'_>>, path: &CStr, recursive: bool) -> Result<OwnedFd, Errno> {
+/// open_tree(OPEN_TREE_CLONE) itself: the copy keeps the source's
+/// propagation. For a source in a mount namespace whose every mount was
+/// made private (the init's, once `rootfs::build` began), where
+/// `open_tree_clone`'s second call would change nothing.
+pub fn open_tree_shared(dirfd: Option<BorrowedFd<'_>>, path: &CStr, recursive: bool) -> Result<OwnedFd, Errno> {
     let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
     if recursive {
         flags |= AT_RECURSIVE;
