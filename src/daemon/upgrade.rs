@@ -70,5 +70,6 @@ pub fn reexec(binary: &std::path::Path, listener: &OwnedFd) -> ExecError {
     let source = command.exec();
     // SAFETY: as above; the exec failed, so close-on-exec again.
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    crate::sandbox::unreaped::take_back();
     ExecError { binary: binary.to_owned(), source }
 }

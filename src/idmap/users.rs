@@ -59,6 +59,11 @@ pub enum AccountError {
         waited.as_secs()
     )]
     Locked { path: PathBuf, holder: Option<i32>, waited: Duration },
+    #[error(
+        "{path} is locked (lckpwdf): another tool (useradd, usermod, vipw) is changing the account files, and paddock waited {}s to add its user; try again when it is done (the lock is its process's: it ends with it, and removing the file releases nothing)",
+        waited.as_secs()
+    )]
+    PwdLocked { path: PathBuf, waited: Duration },
 }
 
 /// The remap user's ranges: uids and gids, each in file order.
@@ -232,18 +237,10 @@ const LOCK_RETRY: Duration = Duration::from_millis(50);
 
 impl AccountLock {
     fn take(files: &AccountFiles, wait: Duration) -> Result<Self, AccountError> {
-        use std::os::unix::fs::OpenOptionsExt;
         let deadline = Instant::now() + wait;
         let path = files.passwd.parent().unwrap_or(Path::new("/")).join(".pwd.lock");
         let write_err = |path: &Path, source: std::io::Error| AccountError::Write { path: path.to_owned(), source };
-        let pwd = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| write_err(&path, e))?;
+        let pwd = open_lock(&path, false)?;
         // An open file description's lock: glibc's lckpwdf (a process's
         // lock) conflicts with it, and no other descriptor of ours drops it.
         let whole = libc::flock {
@@ -260,7 +257,7 @@ impl AccountLock {
                     std::thread::sleep(LOCK_RETRY);
                 }
                 Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
-                    return Err(AccountError::Locked { path, holder: None, waited: wait });
+                    return Err(AccountError::PwdLocked { path, waited: wait });
                 }
                 Err(e) => return Err(write_err(&path, e.into())),
             }
@@ -275,7 +272,6 @@ impl AccountLock {
 
     /// `FILE.lock`, as shadow-utils' commonio makes it.
     fn lock_file(&mut self, file: &Path, deadline: Instant, wait: Duration) -> Result<(), AccountError> {
-        use std::os::unix::fs::OpenOptionsExt;
         let beside = |suffix: &str| {
             let mut name = file.as_os_str().to_owned();
             name.push(suffix);
@@ -284,14 +280,7 @@ impl AccountLock {
         let pid = std::process::id();
         let (lock, mine) = (beside(".lock"), beside(&format!(".{pid}")));
         let write_err = |path: &Path, source: std::io::Error| AccountError::Write { path: path.to_owned(), source };
-        let mut made = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&mine)
-            .map_err(|e| write_err(&mine, e))?;
+        let mut made = open_lock(&mine, true)?;
         let linked =
             std::io::Write::write_all(&mut made, pid.to_string().as_bytes()).map_err(|e| write_err(&mine, e)).and_then(
                 |()| loop {
@@ -327,6 +316,20 @@ impl AccountLock {
         self.held.push(lock);
         Ok(())
     }
+}
+
+/// A lock file, root's alone (0600), opened for writing (emptied with
+/// `truncate`), never through a link.
+fn open_lock(path: &Path, truncate: bool) -> Result<std::fs::File, AccountError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| AccountError::Write { path: path.to_owned(), source })
 }
 
 impl Drop for AccountLock {
@@ -456,7 +459,8 @@ mod tests {
             libc::flock { l_type: libc::F_WRLCK as _, l_whence: libc::SEEK_SET as _, l_start: 0, l_len: 0, l_pid: 0 };
         nix::fcntl::fcntl(&pwd, nix::fcntl::FcntlArg::F_OFD_SETLK(&whole)).unwrap();
         let e = ranges_waiting(&other, "default", wait).unwrap_err();
-        assert!(matches!(e, AccountError::Locked { holder: None, .. }), "{e}");
+        assert!(matches!(e, AccountError::PwdLocked { .. }), "{e}");
+        assert!(e.to_string().contains("removing the file releases nothing"), "{e}");
         assert!(!other.passwd.exists(), "nothing written while it was held");
         let release = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
@@ -474,9 +478,17 @@ mod tests {
         assert_eq!(leftovers(&dir.path().join("third")), Vec::<String>::new());
 
         // The user there already: nothing is locked (an /etc that cannot be
-        // written, with the user made when the image was, still works).
-        std::fs::write(dir.path().join("passwd.lock"), std::process::id().to_string()).unwrap();
-        assert_eq!(ranges_waiting(&f, "default", wait).unwrap(), ranges);
+        // written, with the user made when the image was, still works):
+        // a live tool's lock is neither waited for nor touched.
+        let mut useradd = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let held = format!("{}\0", useradd.id());
+        std::fs::write(dir.path().join("passwd.lock"), &held).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(ranges_waiting(&f, "default", Duration::from_secs(10)).unwrap(), ranges);
+        assert!(started.elapsed() < Duration::from_secs(5), "it waited for the lock");
+        assert_eq!(std::fs::read_to_string(dir.path().join("passwd.lock")).unwrap(), held);
+        useradd.kill().unwrap();
+        useradd.wait().unwrap();
     }
 
     #[test]

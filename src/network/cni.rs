@@ -62,8 +62,11 @@ fn type_of(plugin: &Map<String, Value>) -> &str {
 pub struct PluginDirs(pub Vec<PathBuf>);
 
 impl PluginDirs {
-    /// The program for a plugin `type`, in the first directory that has it.
-    pub fn find(&self, plugin: &str) -> Result<PathBuf, CniError> {
+    /// The program for a plugin `type`, in the first directory that has
+    /// it, the directories unchecked (`programs` and DEL search only the
+    /// checked ones).
+    #[cfg(test)]
+    fn find(&self, plugin: &str) -> Result<PathBuf, CniError> {
         self.find_in(&self.0, plugin)
     }
 
@@ -144,9 +147,14 @@ fn is_program_name(name: &str) -> bool {
     !name.is_empty() && !name.contains('/') && !name.starts_with('.')
 }
 
+/// A plugin's `ipam.type`, whatever it is.
+fn ipam_type(plugin: &Map<String, Value>) -> Option<&Value> {
+    plugin.get("ipam").and_then(|ipam| ipam.get("type"))
+}
+
 /// A plugin's IPAM plugin (`ipam.type`), if it names one.
 fn ipam_of(plugin: &Map<String, Value>) -> Option<&str> {
-    plugin.get("ipam").and_then(|ipam| ipam.get("type")).and_then(Value::as_str)
+    ipam_type(plugin).and_then(Value::as_str)
 }
 
 fn cni_path(dirs: &[PathBuf]) -> String {
@@ -201,7 +209,7 @@ impl ConfList {
             .map(|(i, p)| match p {
                 Value::Object(p) if p.get("type").and_then(Value::as_str).is_some_and(|t| !t.is_empty()) => {
                     // An `ipam.type` that is not a string names nothing.
-                    let ipam = p.get("ipam").and_then(|ipam| ipam.get("type")).map(|t| t.as_str().unwrap_or_default());
+                    let ipam = ipam_type(p).map(|t| t.as_str().unwrap_or_default());
                     match [Some(type_of(p)), ipam].into_iter().flatten().find(|name| !is_program_name(name)) {
                         Some(name) => Err(bad(format!(
                             "plugins[{i}]: `{name}` cannot name a plugin (its `type` or `ipam.type`): a program's name, without `/`, not starting with `.`"

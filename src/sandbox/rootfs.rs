@@ -3,8 +3,10 @@
 //! paddock has written the id maps. Every source arrives as a detached
 //! mount created by paddock, so no host path is resolved in here with the
 //! sandbox's credentials except the host's /dev nodes, /dev/null, and
-//! /proc and /sys where they are bound; and every mount is attached onto
-//! a descriptor, never a path (see `build`).
+//! /proc and /sys where they are bound. Every mount in the root is
+//! attached onto a descriptor, never a path (see `build`); only the
+//! overlay's staging tmpfs and the overlay itself are mounted by path, in
+//! the init's own tmpfs over `/tmp`, which no one else can reach.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, OwnedFd};
@@ -387,7 +389,7 @@ fn bind_device(host: &Path, dev: &OwnedFd, name: &Path, required: bool) -> Resul
     };
     let source =
         CString::new(host.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL).step("bind device", host)?;
-    match sys::open_tree_shared(None, &source, false) {
+    match sys::open_tree_as_is(None, &source, false) {
         Err(Errno::ENOENT | Errno::ENODEV) if !required => {
             // Only our own empty mount point, in our own tmpfs: nothing to report.
             let _ = nix::unistd::unlinkat(dev, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
@@ -400,13 +402,20 @@ fn bind_device(host: &Path, dev: &OwnedFd, name: &Path, required: bool) -> Resul
 /// The directory `name` in `dir` (made if missing; `shown` is its path in
 /// the sandbox), never through a symlink.
 fn make_dir_in(dir: &OwnedFd, name: impl AsRef<Path>, shown: &Path) -> Result<OwnedFd, StepError> {
-    let name = name.as_ref();
-    match mkdirat(dir, name, Mode::from_bits_truncate(0o755)) {
-        Ok(()) | Err(Errno::EEXIST) => {}
-        Err(e) => return Err(e).step("mkdir", shown),
+    dir_at(dir, name.as_ref()).step("make the directory", shown)
+}
+
+/// The directory `name` in `at`, never through a symlink (ENOTDIR): the
+/// one there, or one made (0755) when there is none.
+fn dir_at<P: ?Sized + nix::NixPath>(at: &OwnedFd, name: &P) -> Result<OwnedFd, Errno> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match openat(at, name, flags, Mode::empty()) {
+        Err(Errno::ENOENT) => match mkdirat(at, name, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => openat(at, name, flags, Mode::empty()),
+            Err(e) => Err(e),
+        },
+        opened => opened,
     }
-    openat(dir, name, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-        .step("open", shown)
 }
 
 fn errno(e: std::io::Error) -> Errno {
@@ -429,7 +438,7 @@ fn mask(dir: &OwnedFd, name: &str, shown: &Path) -> Result<(), StepError> {
         let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC;
         sys::fs_mount(c"tmpfs", c"tmpfs", &[(c"size", Some(c"0")), (c"mode", Some(c"0555"))], attrs)
     } else {
-        sys::open_tree_shared(None, c"/dev/null", false)
+        sys::open_tree_as_is(None, c"/dev/null", false)
     };
     attach(cover, &target, "mask", &shown.display().to_string()).map(drop)
 }
@@ -441,7 +450,7 @@ fn mask(dir: &OwnedFd, name: &str, shown: &Path) -> Result<(), StepError> {
 fn readonly(dir: &OwnedFd, name: &str, shown: &Path) -> Result<(), StepError> {
     let shown = shown.join(name);
     let Some(target) = open_in(dir, name, "make read-only", &shown)? else { return Ok(()) };
-    let tree = sys::open_tree_shared(Some(target.as_fd()), c"", true).step("make read-only", &shown)?;
+    let tree = sys::open_tree_as_is(Some(target.as_fd()), c"", true).step("make read-only", &shown)?;
     sys::mount_setattr(tree.as_fd(), sys::MOUNT_ATTR_RDONLY, None, true).step("make read-only", &shown)?;
     sys::move_mount_onto(tree.as_fd(), target.as_fd()).step("make read-only", &shown)
 }
@@ -460,7 +469,7 @@ fn open_in(dir: &OwnedFd, name: &str, step: &'static str, shown: &Path) -> Resul
 /// when asked, keeping its submounts; returns the attached copy, to reach
 /// into.
 fn attach_host_tree(source: &CStr, target: &OwnedFd, readonly: bool, shown: &str) -> Result<OwnedFd, StepError> {
-    let tree = sys::open_tree_shared(None, source, true).step("open_tree", shown)?;
+    let tree = sys::open_tree_as_is(None, source, true).step("open_tree", shown)?;
     if readonly {
         sys::mount_setattr(tree.as_fd(), sys::MOUNT_ATTR_RDONLY, None, true).step("make read-only", shown)?;
     }
@@ -479,19 +488,9 @@ fn walk_parents(base: &OwnedFd, inside: &Path, skip: usize) -> Result<(Option<Ow
     for part in parents {
         let name =
             CString::new(part.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL).step("mkdir", inside)?;
-        let at = dir.as_ref().unwrap_or(base);
-        match mkdirat(at, name.as_c_str(), Mode::from_bits_truncate(0o755)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(e).step("mkdir", inside),
-        }
-        let next = openat(
-            at,
-            name.as_c_str(),
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| if e == Errno::ENOTDIR || e == Errno::ELOOP { Errno::ELOOP } else { e })
-        .step("resolve mount target (symlinks are not followed)", inside)?;
+        let next = dir_at(dir.as_ref().unwrap_or(base), name.as_c_str())
+            .map_err(|e| if e == Errno::ENOTDIR || e == Errno::ELOOP { Errno::ELOOP } else { e })
+            .step("resolve mount target (symlinks are not followed)", inside)?;
         dir = Some(next);
     }
     let last = CString::new(last.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL).step("open", inside)?;
@@ -503,18 +502,9 @@ fn walk_parents(base: &OwnedFd, inside: &Path, skip: usize) -> Result<(Option<Ow
 fn make_dir(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepError> {
     let (parent, last) = walk_parents(base, inside, skip)?;
     let parent = parent.as_ref().unwrap_or(base);
-    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let Some(last) = &last else {
-        return openat(parent, ".", flags, Mode::empty()).step("open root", "/");
-    };
-    let open = || openat(parent, last.as_c_str(), flags, Mode::empty());
-    // Most are there already (a rootfs's /proc): opened without a mkdir.
-    match open() {
-        Err(Errno::ENOENT) => match mkdirat(parent, last.as_c_str(), Mode::from_bits_truncate(0o755)) {
-            Ok(()) | Err(Errno::EEXIST) => open(),
-            Err(e) => return Err(e).step("mkdir", inside),
-        },
-        opened => opened,
+    match &last {
+        Some(last) => dir_at(parent, last.as_c_str()),
+        None => openat(parent, ".", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()),
     }
     .step("resolve mount target (symlinks are not followed)", inside)
 }
@@ -547,17 +537,15 @@ fn make_file(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, Step
             Ok(fd)
         }
         Ok(_) => openat(parent, last.as_c_str(), o_path, Mode::empty()).step("open the mount point", inside),
-        Err(Errno::ENOENT) => {
-            let fd = openat(
-                parent,
-                last.as_c_str(),
-                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::from_bits_truncate(0o644),
-            )
-            .step("create the mount point", inside)?;
-            drop(fd);
-            openat(parent, last.as_c_str(), o_path, Mode::empty()).step("open the mount point", inside)
-        }
+        // The descriptor that made it is the one mounted on: nothing
+        // swapped in there since is.
+        Err(Errno::ENOENT) => openat(
+            parent,
+            last.as_c_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .step("create the mount point", inside),
         Err(e) => Err(e).step("look at the mount point", inside),
     }
 }

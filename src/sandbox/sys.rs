@@ -1,6 +1,9 @@
-//! Thin wrappers over system calls that nix does not cover: the new mount
-//! API (fsopen and fsmount, open_tree, move_mount, mount_setattr), capset, and loading a seccomp
-//! program without forcing no_new_privs.
+//! Thin wrappers over system calls that nix does not cover, or not as
+//! paddock needs them: the new mount API (fsopen and fsmount, open_tree,
+//! move_mount, mount_setattr), capabilities (capset, the permitted set),
+//! loading a seccomp program without forcing no_new_privs, pidfds (open,
+//! getfd, send_signal), close_range, signal dispositions, loopback up,
+//! and this process's thread count.
 
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -32,7 +35,7 @@ struct MountAttr {
 /// `[[mounts]]` target below another) would appear on the host, and the
 /// host's later mounts there would appear inside.
 pub fn open_tree_clone(dirfd: Option<BorrowedFd<'_>>, path: &CStr, recursive: bool) -> Result<OwnedFd, Errno> {
-    let tree = open_tree_shared(dirfd, path, recursive)?;
+    let tree = open_tree_as_is(dirfd, path, recursive)?;
     set_mount_attr(tree.as_fd(), MountAttr { propagation: libc::MS_PRIVATE, ..MountAttr::default() }, recursive)?;
     Ok(tree)
 }
@@ -41,7 +44,7 @@ pub fn open_tree_clone(dirfd: Option<BorrowedFd<'_>>, path: &CStr, recursive: bo
 /// propagation. For a source in a mount namespace whose every mount was
 /// made private (the init's, once `rootfs::build` began), where
 /// `open_tree_clone`'s second call would change nothing.
-pub fn open_tree_shared(dirfd: Option<BorrowedFd<'_>>, path: &CStr, recursive: bool) -> Result<OwnedFd, Errno> {
+pub fn open_tree_as_is(dirfd: Option<BorrowedFd<'_>>, path: &CStr, recursive: bool) -> Result<OwnedFd, Errno> {
     let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
     if recursive {
         flags |= AT_RECURSIVE;

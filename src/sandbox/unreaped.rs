@@ -7,8 +7,9 @@
 //! reaps each as it ends (`Inherited`).
 //!
 //! A pidfd names one process, never a pid that was reused: one already
-//! reaped by the old image (between its wait and its drop) answers ECHILD
-//! to the new image's wait, and no other child's exit can be taken.
+//! reaped by the old image (between its wait and its drop) says so (its
+//! fdinfo's pid is -1) and is closed, and no other child's exit can be
+//! taken.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -75,9 +76,21 @@ pub fn hand_over() -> Option<String> {
     (!fds.is_empty()).then(|| fds.join(","))
 }
 
-/// The pid a pidfd names, from its fdinfo; `None` for a descriptor that is
-/// not a pidfd.
-fn pid_of(fd: RawFd) -> Option<u32> {
+/// Puts back close-on-exec on every counted pidfd, after an exec that
+/// `hand_over` prepared failed: the daemon runs on, and no child of its
+/// may inherit them.
+pub fn take_back() {
+    if let Ok(unreaped) = UNREAPED.lock() {
+        for pidfd in unreaped.values() {
+            // SAFETY: fcntl on a descriptor the map owns, open while it is held.
+            unsafe { libc::fcntl(pidfd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+}
+
+/// The pid a pidfd names, from its fdinfo (-1 once its process was
+/// reaped); `None` for a descriptor that is not a pidfd.
+fn pid_of(fd: RawFd) -> Option<i32> {
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
     info.lines().find_map(|l| l.strip_prefix("Pid:")).and_then(|pid| pid.trim().parse().ok())
 }
@@ -97,26 +110,32 @@ impl Inherited {
             // environment meanwhile.
             unsafe { std::env::remove_var(INHERITED) };
         }
-        let mut taken = Vec::new();
+        Self::take_from(&list)
+    }
+
+    /// The pidfds `list` names (`INHERITED`'s value), taken.
+    fn take_from(list: &str) -> Self {
+        let mut taken: Vec<(i32, RawFd)> = Vec::new();
         for fd in list.split(',').filter_map(|fd| fd.parse::<RawFd>().ok()) {
             // Only a pidfd is taken (a number that names anything else is
             // left alone); the ones already taken are not taken twice.
-            let Some(pid) = pid_of(fd).filter(|_| fd > 2 && !taken.iter().any(|(_, f): &(u32, RawFd)| *f == fd)) else {
+            let Some(pid) = pid_of(fd).filter(|_| fd > 2 && !taken.iter().any(|(_, f)| *f == fd)) else {
                 continue;
             };
             taken.push((pid, fd));
         }
-        let inherited: Vec<(u32, Arc<OwnedFd>)> = taken
-            .into_iter()
-            .map(|(pid, fd)| {
-                // SAFETY: the previous image left this pidfd open for us, and
-                // it is taken once (duplicates were dropped above).
-                let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
-                // SAFETY: fcntl on a descriptor we own.
-                unsafe { libc::fcntl(pidfd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-                (pid, Arc::new(pidfd))
-            })
-            .collect();
+        let mut inherited: Vec<(u32, Arc<OwnedFd>)> = Vec::new();
+        for (pid, fd) in taken {
+            // SAFETY: the previous image left this pidfd open for us, and
+            // it is taken once (duplicates were dropped above).
+            let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
+            // SAFETY: fcntl on a descriptor we own.
+            unsafe { libc::fcntl(pidfd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+            // One whose process the old image reaped already (-1): closed.
+            if let Ok(pid) = u32::try_from(pid) {
+                inherited.push((pid, Arc::new(pidfd)));
+            }
+        }
         if let Ok(mut unreaped) = UNREAPED.lock() {
             unreaped.extend(inherited.iter().cloned());
         }
@@ -142,7 +161,10 @@ fn reap_all(mut pending: Vec<(u32, Arc<OwnedFd>)>) {
             pending.iter().map(|(_, pidfd)| PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)).collect();
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot wait for the previous image's exec sessions; they stay zombies");
+                return;
+            }
         }
         let ended: Vec<bool> = fds.iter().map(|fd| fd.any().unwrap_or(true)).collect();
         drop(fds);
@@ -156,5 +178,41 @@ fn reap_all(mut pending: Vec<(u32, Arc<OwnedFd>)>) {
             forget(*pid, pidfd);
             false
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inherited_pidfd_is_counted_until_reaped_and_one_reaped_already_is_closed() {
+        let mut running = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut reaped = std::process::Command::new("true").spawn().unwrap();
+        let (live, done) =
+            (sys::pidfd_open(running.id() as i32).unwrap(), sys::pidfd_open(reaped.id() as i32).unwrap());
+        reaped.wait().unwrap();
+        let (live_fd, done_fd) = (std::os::fd::IntoRawFd::into_raw_fd(live), std::os::fd::IntoRawFd::into_raw_fd(done));
+        // As the previous image left them: open across the exec, and a
+        // number that is not a pidfd (stdin) beside them.
+        let inherited = Inherited::take_from(&format!("{live_fd},{done_fd},0,{live_fd}"));
+        assert_eq!(inherited.0.iter().map(|(pid, _)| *pid).collect::<Vec<_>>(), [running.id()], "the live one, once");
+        // SAFETY: fcntl on descriptor numbers only, to ask whether they are open.
+        let (closed, stdin) = unsafe { (libc::fcntl(done_fd, libc::F_GETFD), libc::fcntl(0, libc::F_GETFD)) };
+        assert_eq!(closed, -1, "the reaped one's pidfd is closed");
+        assert_ne!(stdin, -1, "a number that is no pidfd is left alone");
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::fcntl(live_fd, libc::F_GETFD) }, libc::FD_CLOEXEC, "close-on-exec again");
+        assert!(hand_over().is_some_and(|fds| fds.split(',').any(|fd| fd == live_fd.to_string())), "handed on");
+        take_back();
+        running.kill().unwrap();
+        // Reaped by the thread, then no longer counted.
+        inherited.reap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while UNREAPED.lock().unwrap().contains_key(&running.id()) {
+            assert!(std::time::Instant::now() < deadline, "never reaped");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(running.try_wait().is_err(), "reaped by the new image's thread, not here");
     }
 }
