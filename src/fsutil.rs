@@ -171,16 +171,22 @@ pub fn open_volumes_root(path: &Path) -> Result<OwnedFd, UnsafeInput> {
     Ok(dir)
 }
 
-/// Refuses a directory where the daemon keeps what it acts on as root
-/// (the state directory, the run directory, the control socket's): unless
-/// it and each of its ancestors are root's and writable by no one else
-/// (a sticky ancestor such as /tmp aside), a user who could change it
-/// could swap a log, a record or a namespace's mount point for a link to
-/// any file. Others may read it (status tools do); the daemon makes the
-/// ones it creates 0700.
-pub fn check_state_dir(path: &Path) -> Result<(), UnsafeInput> {
+/// Refuses a directory that only root may be able to change, unless it
+/// and each of its ancestors are root's and writable by no one else (a
+/// sticky ancestor such as /tmp aside), and every symlink on the way is
+/// one only root could have made; `risk` says what someone else could do
+/// with it. For the directories where the daemon keeps what it acts on as
+/// root (`STATE_RISK`: the state directory, the run directory, the
+/// control socket's; a user who could change one could swap a log, a
+/// record or a namespace's mount point for a link to any file; others may
+/// read them, as status tools do, and the daemon makes the ones it creates
+/// 0700), and for the directories root's programs search for programs they
+/// run in turn (`PROGRAMS_RISK`: a CNI plugin directory, where a plugin
+/// finds its IPAM plugin; whoever could add one there, ahead of the real
+/// one, would run it as root).
+pub fn check_root_dir(path: &Path, risk: &'static str) -> Result<(), UnsafeInput> {
     trusted_links(path)?;
-    open_root_only(path, STATE_RISK).map(drop)
+    open_root_only(path, risk).map(drop)
 }
 
 /// Refuses a path that goes through a symlink someone other than root
@@ -209,16 +215,6 @@ pub fn check_root_program(path: &Path) -> Result<(), UnsafeInput> {
     let st = nix::sys::stat::fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
         .map_err(|e| stat_err(e.into()))?;
     Ok(roots_alone(&real, st.st_uid, st.st_mode, PROGRAMS_RISK)?)
-}
-
-/// Refuses a directory paddock's root programs search for programs they
-/// run in turn (a CNI plugin directory, where a plugin finds its IPAM
-/// plugin), unless it and each of its ancestors are root's and writable
-/// by no one else (a sticky ancestor aside): whoever could add a program
-/// there, ahead of the real one, would run it as root.
-pub fn check_program_dir(path: &Path) -> Result<(), UnsafeInput> {
-    trusted_links(path)?;
-    open_root_only(path, PROGRAMS_RISK).map(drop)
 }
 
 /// Opens a directory that only root may change: itself and each of its
@@ -416,12 +412,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         std::fs::create_dir(&state).unwrap();
-        check_state_dir(&state).unwrap();
+        check_root_dir(&state, STATE_RISK).unwrap();
         let shared = dir.path().join("shared");
         std::fs::create_dir(&shared).unwrap();
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
         std::os::unix::fs::symlink(&state, shared.join("state")).unwrap();
-        let e = check_state_dir(&shared.join("state")).unwrap_err().to_string();
+        let e = check_root_dir(&shared.join("state"), STATE_RISK).unwrap_err().to_string();
         assert!(e.contains("a symlink that someone other than root could have made"), "{e}");
     }
 

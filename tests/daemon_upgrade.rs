@@ -11,10 +11,27 @@ use common::daemon::{Daemon, SLEEPER, gone};
 
 /// Installs the build's binary at `path` as a package manager does: a new
 /// file renamed over the old one (whose inode the running daemon keeps).
+/// Copied by `cp`, not by this process: a descriptor open for writing in
+/// here would be inherited by whatever another test's thread forks
+/// meanwhile, and the binary's exec would fail (ETXTBSY) until that child
+/// execs.
 fn install(path: &Path) {
     let tmp = path.with_extension("new");
-    std::fs::copy(env!("CARGO_BIN_EXE_paddock"), &tmp).unwrap();
+    let copied = std::process::Command::new("cp").arg(env!("CARGO_BIN_EXE_paddock")).arg(&tmp).status().unwrap();
+    assert!(copied.success(), "cp to {}", tmp.display());
     std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A daemon started from a copy of the build installed under its test
+/// directory (so that a test can replace it, as a package upgrade does),
+/// and the copy's path.
+fn upgradable() -> (Daemon, std::path::PathBuf) {
+    let mut d = Daemon::setup();
+    std::fs::create_dir(d.path("bin")).unwrap();
+    let binary = d.path("bin/paddock");
+    install(&binary);
+    d.binary = Some(binary.clone());
+    (d.start(&[]), binary)
 }
 
 fn exe_of(pid: u32) -> String {
@@ -23,12 +40,7 @@ fn exe_of(pid: u32) -> String {
 
 #[test]
 fn a_replaced_binary_is_taken_on_reload_and_on_upgrade_with_every_workload_kept() {
-    let mut d = Daemon::setup();
-    std::fs::create_dir(d.path("bin")).unwrap();
-    let binary = d.path("bin/paddock");
-    install(&binary);
-    d.binary = Some(binary.clone());
-    let mut d = d.start(&[]);
+    let (mut d, binary) = upgradable();
     d.write("web.toml", SLEEPER);
     d.write(
         "db.toml",
@@ -88,12 +100,7 @@ fn an_exec_session_cut_by_two_upgrades_ends_and_is_reaped_by_the_last_image() {
     // image's to reap, or it stays a zombie as long as the daemon runs.
     // Its command ignores the hang-up, so `__enter` lives on for its
     // grace (10 s) past a second upgrade, which hands it on again.
-    let mut d = Daemon::setup();
-    std::fs::create_dir(d.path("bin")).unwrap();
-    let binary = d.path("bin/paddock");
-    install(&binary);
-    d.binary = Some(binary.clone());
-    let d = d.start(&[]);
+    let (d, binary) = upgradable();
     d.write("web.toml", SLEEPER);
     d.running_pid("web");
     let daemon = d.child.as_ref().unwrap().id();

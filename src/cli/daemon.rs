@@ -83,7 +83,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     ] {
         crate::fsutil::create_private_dir(dir)
             .map_err(|e| CliError::new(1, format!("cannot create {what} {}: {e}", dir.display())))?;
-        crate::fsutil::check_state_dir(dir).or_fail(CONFIG_ERROR)?;
+        crate::fsutil::check_root_dir(dir, crate::fsutil::STATE_RISK).or_fail(CONFIG_ERROR)?;
     }
     if !config.volumes_root.exists() {
         crate::fsutil::create_private_dir(&config.volumes_root).map_err(|e| {

@@ -130,7 +130,7 @@ impl PluginDirs {
             if std::fs::metadata(dir).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
                 continue;
             }
-            match crate::fsutil::check_program_dir(dir) {
+            match crate::fsutil::check_root_dir(dir, crate::fsutil::PROGRAMS_RISK) {
                 Ok(()) => searched.push(dir.clone()),
                 Err(reason) if strict => return Err(CniError::UntrustedDir { dir: dir.clone(), reason }),
                 Err(reason) => {

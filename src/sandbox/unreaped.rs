@@ -205,6 +205,8 @@ mod tests {
         assert_eq!(unsafe { libc::fcntl(live_fd, libc::F_GETFD) }, libc::FD_CLOEXEC, "close-on-exec again");
         assert!(hand_over().is_some_and(|fds| fds.split(',').any(|fd| fd == live_fd.to_string())), "handed on");
         take_back();
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::fcntl(live_fd, libc::F_GETFD) }, libc::FD_CLOEXEC, "taken back after a failed exec");
         running.kill().unwrap();
         // Reaped by the thread, then no longer counted.
         inherited.reap();
