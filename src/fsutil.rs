@@ -57,6 +57,12 @@ pub enum NotRootsAlone {
     Owner { path: PathBuf, uid: u32, risk: &'static str },
     #[error("{path} is writable by {who} (mode {mode:04o}): whoever can write it {risk}; run `chmod go-w {path}`")]
     Writable { path: PathBuf, who: &'static str, mode: u32, risk: &'static str },
+    /// A directory everyone shares (sticky and writable by others, as
+    /// /tmp): not one to make root's, but the wrong place.
+    #[error(
+        "{path} is a directory others share (mode {mode:04o}, as /tmp is): whoever can write in it {risk}; name a directory of root's instead (as /run/paddock or /var/lib/paddock are), not this one"
+    )]
+    Shared { path: PathBuf, mode: u32, risk: &'static str },
 }
 
 /// The workloads and policies directories.
@@ -77,6 +83,7 @@ pub fn roots_alone(path: &Path, uid: u32, mode: u32, risk: &'static str) -> Resu
     }
     let mode = mode & 0o7777;
     match writers(mode) {
+        Some(_) if mode & 0o1002 == 0o1002 => Err(NotRootsAlone::Shared { path: path.to_owned(), mode, risk }),
         Some(who) => Err(NotRootsAlone::Writable { path: path.to_owned(), who, mode, risk }),
         None => Ok(()),
     }
@@ -100,7 +107,14 @@ pub fn read_trusted(path: &Path, risk: &'static str, limit: u64) -> Result<Strin
             link => UntrustedFile::Link(link),
         })?
     } else {
-        (std::fs::File::open(path).map_err(io)?, path.to_owned())
+        // Non-blocking, as open_trusted opens: a FIFO named as a policy
+        // or a conflist is refused below, not waited on.
+        let file = std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(io)?;
+        (file, path.to_owned())
     };
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {

@@ -168,6 +168,28 @@ fn a_policy_file_others_could_change_is_refused_when_root_reads_it() {
     cmd.args(["check", "--policy-dir", dir_arg, "--policy", "open"]).arg(&file).env("NO_COLOR", "1");
     let out = cmd.uid(65534).gid(65534).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // A FIFO named as a policy is refused for them too, not waited on
+    // (nothing would ever write to it).
+    nix::unistd::mkfifo(&policies.path().join("fifo.json"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("paddock"));
+    cmd.args(["check", "--policy-dir", dir_arg, "--policy", "fifo"]).arg(&file).env("NO_COLOR", "1");
+    let mut child = cmd.uid(65534).gid(65534).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("paddock check waited on a FIFO named as a policy");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("fifo.json is not a regular file"), "{err}");
 }
 
 #[test]

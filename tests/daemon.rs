@@ -212,7 +212,27 @@ fn state_run_and_socket_directories_others_could_change_are_refused() {
     let (code, err) = run(&d);
     assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("shared is writable by its group (mode 0775)") && err.contains("chmod go-w"), "{err}");
-    assert!(!d.path("paddock.sock").exists(), "nothing was started");
+    assert!(err.contains("run_dir "), "the setting is named: {err}");
+    std::fs::set_permissions(d.path("shared"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The socket in a directory everyone shares (as /tmp): the advice is
+    // another directory, never to chmod a shared one.
+    std::fs::create_dir(d.path("tmp")).unwrap();
+    std::fs::set_permissions(d.path("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    d.configure(
+        &format!("socket = {:?}", d.path("paddock.sock").display().to_string()),
+        &format!("socket = {:?}", d.path("tmp/paddock.sock").display().to_string()),
+    );
+    let (code, err) = run(&d);
+    assert_eq!(code, Some(78), "{err}");
+    let err = err.lines().find(|l| l.starts_with("paddock daemon:")).unwrap_or_default();
+    assert!(
+        err.contains("the control socket's directory ")
+            && err.contains("is a directory others share (mode 1777, as /tmp is)")
+            && err.contains("name a directory of root's instead")
+            && !err.contains("chmod"),
+        "{err}"
+    );
+    assert!(!d.path("paddock.sock").exists() && !d.path("tmp/paddock.sock").exists(), "nothing was started");
 }
 
 #[test]

@@ -76,14 +76,21 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     // acts on as root (records, logs, namespaces' mount points): only root
     // may change them, or their ancestors.
     let socket_dir = socket.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut checked: Vec<&Path> = Vec::new();
     for (what, dir) in [
         ("the state directory", &*state_dir),
         ("run_dir", &*config.run_dir),
         ("the control socket's directory", socket_dir),
     ] {
+        // run_dir and the socket's are one directory by default.
+        if checked.contains(&dir) {
+            continue;
+        }
+        checked.push(dir);
         crate::fsutil::create_private_dir(dir)
             .map_err(|e| CliError::new(1, format!("cannot create {what} {}: {e}", dir.display())))?;
-        crate::fsutil::check_root_dir(dir, crate::fsutil::STATE_RISK).or_fail(CONFIG_ERROR)?;
+        crate::fsutil::check_root_dir(dir, crate::fsutil::STATE_RISK)
+            .map_err(|e| CliError::new(CONFIG_ERROR, format!("{what} {}: {e}", dir.display())))?;
     }
     if !config.volumes_root.exists() {
         crate::fsutil::create_private_dir(&config.volumes_root).map_err(|e| {
