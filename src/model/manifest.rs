@@ -226,7 +226,8 @@ pub enum SharedOrPrivate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Security {
-    /// Every capability, no seccomp filter, nothing masked or read-only in
+    /// Every capability (with namespaces.user = "host", every one paddock
+    /// itself holds), no seccomp filter, nothing masked or read-only in
     /// /proc and /sys, device nodes it makes usable in /dev and a writable
     /// rootfs, and the host's device
     /// nodes in /dev, down three directories (not its symlinks, nor
