@@ -1,5 +1,5 @@
 //! A workload's attachment to a network: a network namespace of its own,
-//! the network's CNI plugins run on it (ADD, DEL, CHECK) with its
+//! the network's CNI plugins run on it (ADD, DEL) with its
 //! published ports, and the `/etc/hosts` and `/etc/resolv.conf` mounted
 //! into its sandbox. Made once and reused while the settings that decide
 //! it (its fingerprint) stay the same.
@@ -228,14 +228,6 @@ impl Networks {
         deleted?;
         let _ = std::fs::remove_file(self.record_path(workload));
         Ok(())
-    }
-
-    /// CHECK: the plugins confirm the attachment is as they made it.
-    pub fn check(&self, a: &Attachment) -> Result<(), NetworkError> {
-        let list = ConfList::parse(a.config.clone(), "a recorded network")?;
-        let caps = capabilities(&a.ports);
-        let Some(result) = &a.result else { return Ok(()) };
-        Ok(cni::Runtime { dirs: &self.dirs }.check(&list, a.target(&caps), result)?)
     }
 
     fn write_etc(

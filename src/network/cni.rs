@@ -1,7 +1,7 @@
 //! A CNI runtime, specification 1.0: it runs the plugins of a network
 //! configuration list for ADD (in order, each given the previous plugin's
-//! result as `prevResult`), CHECK (in order, with the cached result) and
-//! DEL (in reverse order, with the cached result), as kubelet, containerd
+//! result as `prevResult`) and DEL (in reverse order, with the cached
+//! result), as kubelet, containerd
 //! and CRI-O do through libcni. Capability arguments (`portMappings`)
 //! reach the plugins that declare them, in `runtimeConfig`.
 
@@ -121,7 +121,7 @@ impl PluginDirs {
     /// plugin, a delegate), so one that others could write would let them
     /// put a program it runs as root ahead of the real one. One that is
     /// missing is left out: made later, it is not searched. One that fails
-    /// its check refuses everything when `strict` (ADD, CHECK); an undoing
+    /// its check refuses everything when `strict` (ADD); an undoing
     /// (DEL) leaves it out and says so, so that what the plugins made is
     /// still undone.
     fn searched(&self, strict: bool) -> Result<Vec<PathBuf>, CniError> {
@@ -182,7 +182,6 @@ struct Run<'a> {
 pub struct ConfList {
     pub name: String,
     pub cni_version: String,
-    pub disable_check: bool,
     pub plugins: Vec<Map<String, Value>>,
     /// The whole list as read: what is cached, to undo an attachment with.
     pub raw: Value,
@@ -220,8 +219,7 @@ impl ConfList {
                 _ => Err(bad(format!("plugins[{i}] must be an object with a `type`"))),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let disable_check = top.get("disableCheck").and_then(Value::as_bool).unwrap_or(false);
-        Ok(ConfList { name, cni_version, disable_check, plugins, raw })
+        Ok(ConfList { name, cni_version, plugins, raw })
     }
 
     /// The plugin types, in order.
@@ -243,7 +241,6 @@ pub struct Target<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verb {
     Add,
-    Check,
     Del,
 }
 
@@ -251,7 +248,6 @@ impl Verb {
     fn as_str(self) -> &'static str {
         match self {
             Verb::Add => "ADD",
-            Verb::Check => "CHECK",
             Verb::Del => "DEL",
         }
     }
@@ -293,19 +289,6 @@ impl Runtime<'_> {
             }
         }
         Ok(result.unwrap_or_else(|| serde_json::json!({ "cniVersion": list.cni_version })))
-    }
-
-    /// CHECK: each plugin in order, with the cached result.
-    pub fn check(&self, list: &ConfList, target: Target<'_>, cached: &Value) -> Result<(), CniError> {
-        if list.disable_check {
-            return Ok(());
-        }
-        let programs = self.dirs.programs(list)?;
-        for (plugin, program) in list.plugins.iter().zip(&programs.paths) {
-            let run = Run { program, cni_path: &programs.cni_path };
-            self.invoke(Verb::Check, list, plugin, run, target, Some(cached))?;
-        }
-        Ok(())
     }
 
     /// DEL: each plugin in reverse order, with the cached result (if the
