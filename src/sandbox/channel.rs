@@ -69,6 +69,17 @@ impl Channel {
         self.send_with(message, fds, MsgFlags::MSG_DONTWAIT)
     }
 
+    /// Sends an init's report, its texts cut to fit the one packet the
+    /// daemon reads it from (`InitReport::bounded`, `recv_report`).
+    pub fn report(&self, report: super::config::InitReport) -> Result<(), ChannelError> {
+        self.send(&report.bounded(), &[])
+    }
+
+    /// `report`, without waiting for room (`try_send`).
+    pub fn try_report(&self, report: super::config::InitReport) -> Result<(), ChannelError> {
+        self.try_send(&report.bounded(), &[])
+    }
+
     fn send_with<T: Serialize>(&self, message: &T, fds: &[RawFd], flags: MsgFlags) -> Result<(), ChannelError> {
         let json = serde_json::to_vec(message)?;
         let memfd = if json.len() > INLINE { Some(to_memfd(&json)?) } else { None };

@@ -72,7 +72,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
     let expected = cfg.mounts.len() + 1 + usize::from(cfg.supervised);
     if fds.len() != expected {
         let error = format!("expected {expected} descriptors, got {}", fds.len());
-        let _ = channel.send(&InitReport::SetupFailed { step: "receive mounts".to_owned(), error }, &[]);
+        let _ = channel.report(InitReport::SetupFailed { step: "receive mounts".to_owned(), error });
         return 125;
     }
     // Supervised: the daemon's end came first; it is kept, never read, at
@@ -84,7 +84,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
             Ok(daemon_end) => Some(daemon_end),
             Err(e) => {
                 let error = format!("placing the daemon's end at descriptor {DAEMON_END_FD}: {e}");
-                let _ = channel.send(&InitReport::SetupFailed { step: "receive the channel".to_owned(), error }, &[]);
+                let _ = channel.report(InitReport::SetupFailed { step: "receive the channel".to_owned(), error });
                 return 125;
             }
         }
@@ -92,7 +92,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
         None
     };
     let fail = |step: &str, error: String| {
-        let _ = channel.send(&InitReport::SetupFailed { step: step.to_owned(), error }.bounded(), &[]);
+        let _ = channel.report(InitReport::SetupFailed { step: step.to_owned(), error });
         125
     };
     // Our cgroup was set before we were released, so the namespace is rooted at it.
@@ -122,7 +122,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
     let mut prepared = match exec::prepare(&cfg, programs) {
         Ok(p) => p,
         Err((command, errno)) => {
-            let _ = channel.send(&InitReport::ExecFailed { command, errno: errno as i32 }.bounded(), &[]);
+            let _ = channel.report(InitReport::ExecFailed { command, errno: errno as i32 });
             return if errno == Errno::ENOENT { 127 } else { 126 };
         }
     };
@@ -212,7 +212,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     }
-    let _ = channel.send(&report.bounded(), &[]);
+    let _ = channel.report(report);
     match failed {
         Some((exec::Step::Execve, libc::ENOENT)) => return 127,
         Some((exec::Step::Execve, _)) => return 126,

@@ -78,7 +78,7 @@ impl Output {
     fn ask(&mut self, channel: &Channel) {
         // Not waited for: while no daemon reads, its queue fills, and the
         // init must go on reading the workload's output and reaping.
-        if self.ask_now() && channel.try_send(&InitReport::LogFull, &[]).is_ok() {
+        if self.ask_now() && channel.try_report(InitReport::LogFull).is_ok() {
             self.asked = Some(self.offered);
         }
     }
@@ -92,7 +92,7 @@ impl Output {
             self.lost += bytes.len() as u64;
             if !std::mem::replace(&mut self.capped, true) {
                 let error = format!("the log is at {} MiB and no daemon has rotated it", LOG_CAP >> 20);
-                let _ = channel.try_send(&InitReport::LogFailing { error }, &[]);
+                let _ = channel.try_report(InitReport::LogFailing { error });
             }
             self.ask(channel);
             return;
@@ -102,7 +102,7 @@ impl Output {
             Ok(()) => {
                 self.size += bytes.len() as u64;
                 if std::mem::take(&mut self.failing) && self.lost > 0 {
-                    let _ = channel.try_send(&InitReport::LogWritten { lost: std::mem::take(&mut self.lost) }, &[]);
+                    let _ = channel.try_report(InitReport::LogWritten { lost: std::mem::take(&mut self.lost) });
                 }
                 self.ask(channel);
             }
@@ -110,7 +110,7 @@ impl Output {
                 self.lost += bytes.len() as u64;
                 if !self.failing && self.told.is_none_or(|t| t.elapsed() >= COMPLAINT_INTERVAL) {
                     self.told = Some(Instant::now());
-                    let _ = channel.try_send(&InitReport::LogFailing { error: e.to_string() }.bounded(), &[]);
+                    let _ = channel.try_report(InitReport::LogFailing { error: e.to_string() });
                 }
                 self.failing = true;
             }
@@ -196,7 +196,7 @@ impl Keeper {
         }
         self.reap_all();
         // An exit status alone cannot tell `exit 143` from death by SIGTERM.
-        let _ = self.channel.send(&end, &[]);
+        let _ = self.channel.report(end.clone());
         if self.supervised {
             self.until_heard(&end);
         }
@@ -307,7 +307,7 @@ impl Keeper {
             match self.channel.recv::<InitCommand>() {
                 Ok((InitCommand::Ack, _)) => return,
                 Ok((InitCommand::Query, _)) => {
-                    let _ = self.channel.send(end, &[]);
+                    let _ = self.channel.report(end.clone());
                 }
                 Ok((InitCommand::NewLog, _)) => {}
                 // The daemon's end is held by this init too (for adoption),
