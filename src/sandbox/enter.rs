@@ -93,7 +93,7 @@ const NOT_FOUND: i32 = 127;
 /// process's unreaped children (`super::unreaped`) until dropped.
 #[derive(Debug)]
 pub struct Entered {
-    pub child: std::process::Child,
+    child: std::process::Child,
     _tie: Channel,
     _counted: Option<super::unreaped::Counted>,
 }
