@@ -476,3 +476,51 @@ fn a_file_mount_target_leading_into_the_inits_own_mounts_is_refused() {
         stderr(&out)
     );
 }
+
+/// A file mount's target that is a dangling symlink in a writable rootfs
+/// (as `/etc/resolv.conf` is, linking into a `/run` the image leaves
+/// empty) gets what the link names made inside the root, directories and
+/// all, as runc does; a `..` too many stays at the root. Where the
+/// workload's root may not make it, the start fails naming the file and
+/// the step.
+#[test]
+fn a_file_mount_target_that_is_a_dangling_symlink_gets_its_file_made_inside_the_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new();
+    let root = rootfs(&w, "dangling", &["proc", "dev", "tmp", "sys", "etc", "run"]);
+    // Relative, as systemd-resolved's link is, with one `..` too many:
+    // beyond the root it would name this test's own `run`.
+    std::os::unix::fs::symlink("../../run/x/y/hosts", root.join("etc/hosts")).unwrap();
+    readable(&root);
+    let source = w.path("hosts");
+    std::fs::write(&source, "127.0.0.1 here\n").unwrap();
+    let text = manifest(&root, "cat /etc/hosts", &mount(&source, "/etc/hosts"))
+        .replace("rootfs = {", "rootfs = { readonly = false,");
+    let manifest = w.manifest("dangling", &text);
+
+    // The image's /run is the host root's: the workload's root may not
+    // make anything in it.
+    let out = w.run(&["--policy", "privileged"], &manifest, &[]);
+    assert_eq!(out.status.code(), Some(125), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "make what the symlink names (inside the root, following no other symlink): /etc/hosts: Permission denied"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!root.join("run/x").exists());
+
+    std::fs::set_permissions(root.join("run"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = w.run(&["--policy", "privileged"], &manifest, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), "127.0.0.1 here\n", "the mount covers the file the link names");
+    let made = std::fs::symlink_metadata(root.join("run/x/y/hosts")).unwrap();
+    assert!(made.is_file() && made.len() == 0, "an empty file was made for the mount: {made:?}");
+    assert!(!w.path("run").exists(), "the `..` too many climbed out of the root");
+    assert_eq!(std::fs::read_link(root.join("etc/hosts")).unwrap(), Path::new("../../run/x/y/hosts"));
+
+    // Made once: the next start finds it there.
+    let out = w.run(&["--policy", "privileged"], &manifest, &[]);
+    assert_eq!(stdout(&out), "127.0.0.1 here\n", "{}", stderr(&out));
+}

@@ -517,7 +517,8 @@ fn make_dir(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepE
 /// never beyond it, as runc does, and must not lead onto what the init
 /// made of /dev, /proc and /sys (a device node, such as the /dev/null a
 /// mask is, or a file of proc, sysfs or devpts), which the mount would
-/// cover; what it names must exist. `base` and `skip` as `walk_parents`.
+/// cover. What it names is made when missing (`make_link_target`).
+/// `base` and `skip` as `walk_parents`.
 fn make_file(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepError> {
     let (parent, last) = walk_parents(base, inside, skip)?;
     let parent = parent.as_ref().unwrap_or(base);
@@ -528,8 +529,15 @@ fn make_file(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, Step
             let relative: PathBuf =
                 inside.components().filter(|c| matches!(c, Component::Normal(_))).skip(skip).collect();
             let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
-            let fd = openat2(base, relative.as_path(), how)
-                .step("resolve the symlink (inside the root) to mount on", inside)?;
+            let fd = match openat2(base, relative.as_path(), how) {
+                Err(Errno::ENOENT) => {
+                    make_link_target(base, &relative, parent, &last)
+                        .step("make what the symlink names (inside the root, following no other symlink)", inside)?;
+                    openat2(base, relative.as_path(), how)
+                }
+                resolved => resolved,
+            }
+            .step("resolve the symlink (inside the root) to mount on", inside)?;
             if leads_into_own(&fd) {
                 return Err(Errno::EXDEV)
                     .step("mount on a symlink leading into the sandbox's /dev, /proc or /sys", inside);
@@ -547,6 +555,38 @@ fn make_file(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, Step
         )
         .step("create the mount point", inside),
         Err(e) => Err(e).step("look at the mount point", inside),
+    }
+}
+
+/// Makes what the dangling symlink `name` in `dir` names, `link` being
+/// its path from `base`: the directories missing on the way and an empty
+/// file, as runc makes a bind mount's target (a writable rootfs's
+/// `/etc/resolv.conf` links into `/run`, which an image leaves empty).
+/// Walked one component at a time from `base` (an absolute link) or the
+/// link's own directory, never following a symlink; `..` goes back one
+/// directory of the walk, never above `base`, as RESOLVE_IN_ROOT does. An
+/// existing file is left as it is, and the caller resolves the link again.
+fn make_link_target(base: &OwnedFd, link: &Path, dir: &OwnedFd, name: &CStr) -> Result<(), Errno> {
+    let text = nix::fcntl::readlinkat(dir, name)?;
+    let text = Path::new(&text);
+    let from = if text.is_absolute() { None } else { link.parent() };
+    let parts: Vec<Component> = from.into_iter().flat_map(Path::components).chain(text.components()).collect();
+    let Some((Component::Normal(file), parents)) = parts.split_last() else { return Err(Errno::ENOENT) };
+    let mut walked: Vec<OwnedFd> = Vec::new();
+    for part in parents {
+        match part {
+            Component::Normal(part) => {
+                let next = dir_at(walked.last().unwrap_or(base), *part)?;
+                walked.push(next);
+            }
+            Component::ParentDir => drop(walked.pop()),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match openat(walked.last().unwrap_or(base), *file, flags, Mode::from_bits_truncate(0o644)) {
+        Ok(_) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
