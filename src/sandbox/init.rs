@@ -109,7 +109,8 @@ pub fn main(channel_fd: RawFd) -> i32 {
     let mut fds = fds.into_iter();
     let rootfs_fd = fds.next().expect("length checked above");
     if let Err(e) = rootfs::build(&cfg, rootfs_fd, fds.collect()) {
-        return fail(e.step, format!("{}: {}", e.target, e.errno.desc()));
+        let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
+        return fail(e.step, format!("{}: {}{hint}", e.target, e.errno.desc()));
     }
     let programs = if cfg.seccomp {
         match seccomp::default_programs(cfg.capabilities) {

@@ -30,6 +30,22 @@ pub struct StepError {
     pub errno: Errno,
 }
 
+impl StepError {
+    /// What to do, where the kernel's answer alone does not say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match (self.step, self.errno) {
+            // mount_too_revealing: a new proc or sysfs in a user namespace
+            // must not show what mounts over the host's hide.
+            ("mount proc", Errno::EPERM) | ("mount sysfs", Errno::EPERM) => Some(
+                "the kernel refuses a sandbox its own /proc and /sys while mounts cover parts of the host's \
+                 (a container's masked paths, systemd's ProtectKernelTunables= or ProtectKernelLogs=): \
+                 run paddock where they are whole, as the paddock unit does",
+            ),
+            _ => None,
+        }
+    }
+}
+
 trait Step<T> {
     fn step(self, step: &'static str, target: impl AsRef<Path>) -> Result<T, StepError>;
 }
