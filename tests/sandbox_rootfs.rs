@@ -504,7 +504,7 @@ fn a_file_mount_target_that_is_a_dangling_symlink_gets_its_file_made_inside_the_
     assert_eq!(out.status.code(), Some(125), "{}{}", stdout(&out), stderr(&out));
     assert!(
         stderr(&out).contains(
-            "make what the symlink names (inside the root, following no other symlink): /etc/hosts: Permission denied"
+            "make what the symlink names (inside the root, following no other symlink): /etc/hosts -> /run/x/y/hosts: Permission denied"
         ),
         "{}",
         stderr(&out)
@@ -522,7 +522,95 @@ fn a_file_mount_target_that_is_a_dangling_symlink_gets_its_file_made_inside_the_
 
     // Made once: the next start finds it there.
     let out = w.run(&["--policy", "privileged"], &manifest, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(stdout(&out), "127.0.0.1 here\n", "{}", stderr(&out));
+}
+
+/// A writable root whose `/etc/hosts`, a file mount's target, is a
+/// symlink whose text is `link`, with `/run` open to the workload's root;
+/// `prepare` changes the root before the run, and the manifest gets
+/// `before` and `after` around that mount. Returns the root and the run.
+fn dangling(
+    w: &World,
+    name: &str,
+    link: &str,
+    prepare: impl FnOnce(&Path),
+    (before, after): (&str, &str),
+) -> (PathBuf, std::process::Output) {
+    use std::os::unix::fs::PermissionsExt;
+    let root = rootfs(w, name, &["proc", "dev", "tmp", "sys", "etc", "run", "srv"]);
+    std::os::unix::fs::symlink(link, root.join("etc/hosts")).unwrap();
+    prepare(&root);
+    readable(&root);
+    std::fs::set_permissions(root.join("run"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let source = w.path(&format!("{name}-hosts"));
+    std::fs::write(&source, "127.0.0.1 here\n").unwrap();
+    let mounts = format!("{before}{}{after}", mount(&source, "/etc/hosts"));
+    let text = manifest(&root, "cat /etc/hosts", &mounts).replace("rootfs = {", "rootfs = { readonly = false,");
+    let out = w.run(&["--policy", "privileged"], &w.manifest(name, &text), &[]);
+    (root, out)
+}
+
+/// What a dangling symlink names is made only where the mount shows as
+/// the workload reads the link, and refused, with nothing made,
+/// otherwise: a text naming a directory, a link to another link, and a
+/// link beneath a mount listed after it (which would cover the file).
+/// Listed before it, that mount is where the link leads, and the file is
+/// made in it.
+#[test]
+fn a_dangling_symlink_mount_target_is_refused_where_the_mount_would_not_show() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new();
+    let refused = |name: &str, out: &std::process::Output, says: &str| {
+        assert_eq!(out.status.code(), Some(125), "{name}: {}{}", stdout(out), stderr(out));
+        assert!(stderr(out).contains(says), "{name}: {}", stderr(out));
+    };
+
+    let (root, out) = dangling(&w, "slash", "/run/dir/", |_| {}, ("", ""));
+    refused("slash", &out, "mount a file on a symlink naming a directory: /etc/hosts");
+    assert!(!root.join("run/dir").exists(), "made before it was refused");
+
+    let (root, out) =
+        dangling(&w, "chain", "/run/a", |root| std::os::unix::fs::symlink("b", root.join("run/a")).unwrap(), ("", ""));
+    refused(
+        "chain",
+        &out,
+        "make what the symlink names (inside the root, following no other symlink): /etc/hosts -> /run/a: Too many symbolic links encountered",
+    );
+    assert!(!root.join("run/b").exists());
+
+    let volume = w.path("srv");
+    std::fs::create_dir(&volume).unwrap();
+    std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let srv = format!("[[mounts]]\nsource = {:?}\ntarget = \"/srv\"\nreadonly = false\n", volume.display().to_string());
+    let (root, out) = dangling(&w, "after", "../srv/hosts", |_| {}, ("", &srv));
+    refused(
+        "after",
+        &out,
+        "mount on a symlink leading beneath a mount listed after it (list that mount first): /etc/hosts",
+    );
+    assert!(!root.join("srv/hosts").exists() && !volume.join("hosts").exists(), "made before it was refused");
+
+    let (root, out) = dangling(&w, "before", "../srv/hosts", |_| {}, (&srv, ""));
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), "127.0.0.1 here\n");
+    assert!(volume.join("hosts").is_file(), "the file was made in the volume the link leads into");
+    assert!(!root.join("srv/hosts").exists(), "the file was made in the rootfs, under the volume");
+}
+
+/// In the host's user namespace the init is the host's root: a link whose
+/// text climbs out with `..`, or names the host's paths, still makes its
+/// file inside the root, never in the host's `/run`.
+#[test]
+fn a_dangling_symlink_made_by_the_hosts_root_stays_inside_the_root() {
+    let w = World::new();
+    let unique = format!("paddock-test-{}", std::process::id());
+    let link = format!("../../../../run/{unique}/hosts");
+    let (root, out) = dangling(&w, "hostroot", &link, |_| {}, ("[namespaces]\nuser = \"host\"\n", ""));
+    assert!(!Path::new("/run").join(&unique).exists(), "made in the host's /run");
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), "127.0.0.1 here\n");
+    assert!(root.join("run").join(&unique).join("hosts").is_file());
 }
 
 /// Where mounts cover parts of the host's `/proc` (a container's masked

@@ -177,14 +177,19 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     // through its descriptor: the rootfs's entry of that name may have been
     // renamed since the mount was attached.
     let own = [("proc", &proc), ("dev", &dev), ("tmp", &tmp), ("sys", &sys_mount)];
-    for (m, fd) in cfg.mounts.iter().zip(mounts) {
+    for (i, (m, fd)) in cfg.mounts.iter().zip(mounts).enumerate() {
         let mut parts = m.target.components().filter(|c| matches!(c, Component::Normal(_)));
         let (first, beneath) = (parts.next(), parts.next().is_some());
         let (base, skip) = match own.iter().find(|(name, _)| beneath && first.is_some_and(|c| c.as_os_str() == *name)) {
             Some((_, mount)) => (*mount, 1),
             None => (&root_fd, 0),
         };
-        let target = if m.is_dir { make_dir(base, &m.target, skip)? } else { make_file(base, &m.target, skip)? };
+        let target = if m.is_dir {
+            make_dir(base, &m.target, skip)?
+        } else {
+            let later: Vec<&Path> = cfg.mounts[i + 1..].iter().map(|m| m.target.as_path()).collect();
+            make_file(base, &m.target, skip, &later)?
+        };
         sys::move_mount_onto(fd.as_fd(), target.as_fd()).step("attach mount", &m.target)?;
     }
 
@@ -533,9 +538,10 @@ fn make_dir(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepE
 /// never beyond it, as runc does, and must not lead onto what the init
 /// made of /dev, /proc and /sys (a device node, such as the /dev/null a
 /// mask is, or a file of proc, sysfs or devpts), which the mount would
-/// cover. What it names is made when missing (`make_link_target`).
-/// `base` and `skip` as `walk_parents`.
-fn make_file(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepError> {
+/// cover. What it names is made when missing (`make_link_target`; `later`
+/// are the targets of the mounts after this one). `base` and `skip` as
+/// `walk_parents`.
+fn make_file(base: &OwnedFd, inside: &Path, skip: usize, later: &[&Path]) -> Result<OwnedFd, StepError> {
     let (parent, last) = walk_parents(base, inside, skip)?;
     let parent = parent.as_ref().unwrap_or(base);
     let last = last.ok_or(Errno::EISDIR).step("mount a file on", inside)?;
@@ -546,9 +552,11 @@ fn make_file(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, Step
                 inside.components().filter(|c| matches!(c, Component::Normal(_))).skip(skip).collect();
             let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
             let fd = match openat2(base, relative.as_path(), how) {
-                Err(Errno::ENOENT) => {
-                    make_link_target(base, &relative, parent, &last)
-                        .step("make what the symlink names (inside the root, following no other symlink)", inside)?;
+                // Only from the root: beneath one of the init's own mounts
+                // the link would be read from that mount, not as the
+                // workload reads it.
+                Err(Errno::ENOENT) if skip == 0 => {
+                    make_link_target(base, &relative, parent, &last, later)?;
                     openat2(base, relative.as_path(), how)
                 }
                 resolved => resolved,
@@ -575,36 +583,76 @@ fn make_file(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, Step
 }
 
 /// Makes what the dangling symlink `name` in `dir` names, `link` being
-/// its path from `base`: the directories missing on the way and an empty
-/// file, as runc makes a bind mount's target (a writable rootfs's
+/// its path from the root: the directories missing on the way and an
+/// empty file, as runc makes a missing mount target (a writable rootfs's
 /// `/etc/resolv.conf` links into `/run`, which an image leaves empty).
-/// Walked one component at a time from `base` (an absolute link) or the
-/// link's own directory, never following a symlink; `..` goes back one
-/// directory of the walk, never above `base`, as RESOLVE_IN_ROOT does. An
-/// existing file is left as it is, and the caller resolves the link again.
-fn make_link_target(base: &OwnedFd, link: &Path, dir: &OwnedFd, name: &CStr) -> Result<(), Errno> {
-    let text = nix::fcntl::readlinkat(dir, name)?;
+/// The link's text is read as RESOLVE_IN_ROOT would, from the root (an
+/// absolute link) or the link's own directory, `..` never above the root;
+/// then walked from the root one component at a time, never following a
+/// symlink, so the path made is the one read. Refused before anything is
+/// made: a text naming a directory (a trailing `/`), more than
+/// `MAX_LINK_DEPTH` directories deep, or leading to or beneath a mount
+/// listed after this one (`later`), which would cover what is made here.
+/// An existing file is left as it is (another symlink is refused), and
+/// the caller resolves the link again.
+fn make_link_target(root: &OwnedFd, link: &Path, dir: &OwnedFd, name: &CStr, later: &[&Path]) -> Result<(), StepError> {
+    let refused = |errno: Errno, why: &'static str| Err(errno).step(why, Path::new("/").join(link));
+    let text = nix::fcntl::readlinkat(dir, name).step("read the symlink", Path::new("/").join(link))?;
+    let bytes = text.as_encoded_bytes();
+    if bytes.ends_with(b"/") || bytes.ends_with(b"/.") || bytes.ends_with(b"/..") || bytes == b"." || bytes == b".." {
+        return refused(Errno::EISDIR, "mount a file on a symlink naming a directory");
+    }
     let text = Path::new(&text);
     let from = if text.is_absolute() { None } else { link.parent() };
-    let parts: Vec<Component> = from.into_iter().flat_map(Path::components).chain(text.components()).collect();
-    let Some((Component::Normal(file), parents)) = parts.split_last() else { return Err(Errno::ENOENT) };
-    let mut walked: Vec<OwnedFd> = Vec::new();
-    for part in parents {
+    let mut path: Vec<&std::ffi::OsStr> = Vec::new();
+    for part in from.into_iter().flat_map(Path::components).chain(text.components()) {
         match part {
-            Component::Normal(part) => {
-                let next = dir_at(walked.last().unwrap_or(base), *part)?;
-                walked.push(next);
-            }
-            Component::ParentDir => drop(walked.pop()),
+            Component::Normal(part) => path.push(part),
+            Component::ParentDir => drop(path.pop()),
             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
         }
     }
+    let Some((file, parents)) = path.split_last() else {
+        return refused(Errno::EISDIR, "mount a file on a symlink naming a directory");
+    };
+    if parents.len() > MAX_LINK_DEPTH {
+        return refused(Errno::ENAMETOOLONG, "make what the symlink names (too deep)");
+    }
+    let made: PathBuf = path.iter().collect();
+    let normal = |p: &Path| p.components().filter(|c| matches!(c, Component::Normal(_))).collect::<PathBuf>();
+    if later
+        .iter()
+        .map(|target| normal(target))
+        .any(|target| !target.as_os_str().is_empty() && made.starts_with(target))
+    {
+        return refused(
+            Errno::EXDEV,
+            "mount on a symlink leading beneath a mount listed after it (list that mount first)",
+        );
+    }
+    let shown = format!("/{} -> /{}", link.display(), made.display());
+    let step = "make what the symlink names (inside the root, following no other symlink)";
+    let mut at: Option<OwnedFd> = None;
+    for part in parents {
+        let next = dir_at(at.as_ref().unwrap_or(root), *part)
+            .map_err(|e| if e == Errno::ENOTDIR { Errno::ELOOP } else { e })
+            .step(step, &shown)?;
+        at = Some(next);
+    }
+    let at = at.as_ref().unwrap_or(root);
     let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    match openat(walked.last().unwrap_or(base), *file, flags, Mode::from_bits_truncate(0o644)) {
-        Ok(_) | Err(Errno::EEXIST) => Ok(()),
-        Err(e) => Err(e),
+    match openat(at, *file, flags, Mode::from_bits_truncate(0o644)) {
+        Ok(_) => Ok(()),
+        Err(Errno::EEXIST) => match fstatat(at, *file, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => Err(Errno::ELOOP).step(step, &shown),
+            _ => Ok(()),
+        },
+        Err(e) => Err(e).step(step, &shown),
     }
 }
+
+/// How many directories deep `make_link_target` makes a path.
+const MAX_LINK_DEPTH: usize = 64;
 
 /// Whether `fd` is a device node or a file of proc, sysfs or devpts: what
 /// the init made of /dev, /proc and /sys (nothing of a rootfs or a volume
