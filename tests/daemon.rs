@@ -702,17 +702,25 @@ fn a_shutdown_says_what_it_waits_for() {
 fn a_full_log_is_rotated_and_an_ask_that_finds_it_truncated_rotates_nothing() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
+    use std::io::{Read, Seek};
+    /// The daemon, stopped until this is dropped (a failed assertion
+    /// must not leave it stopped: its Drop's SIGTERM would wait).
+    struct Stopped(Pid);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGCONT);
+        }
+    }
     let d = Daemon::setup().start(&[]);
     std::fs::create_dir(d.path("go")).unwrap();
     // 110,000 lines of 71 bytes, stamped (28 bytes each): past 10 MiB once.
     let burst = "yes 0123456789012345678901234567890123456789012345678901234567890123456789 | head -n 110000";
     let gate = |n: u32| format!("while [ ! -e /go/{n} ]; do sleep 0.05; done");
-    let script = format!(
-        "{}; {burst}; echo first done; {}; {burst}; echo second done; {}; echo marker; exec sleep 1000",
-        gate(1),
-        gate(2),
-        gate(3)
-    );
+    // Between the bursts, ticks: one in the new file shows the init
+    // writes it (the rotation is made while the first burst goes on).
+    let ticks = "while [ ! -e /go/2 ]; do echo tick; sleep 0.05; done";
+    let script =
+        format!("{}; {burst}; {ticks}; {burst}; echo second done; {}; echo marker; exec sleep 1000", gate(1), gate(3));
     d.write(
         "chatty.toml",
         &format!(
@@ -723,38 +731,42 @@ fn a_full_log_is_rotated_and_an_ask_that_finds_it_truncated_rotates_nothing() {
     d.running_pid("chatty");
     let (log, first, second) =
         (d.path("state/logs/chatty.log"), d.path("state/logs/chatty.log.1"), d.path("state/logs/chatty.log.2"));
-    let has = |path: &std::path::Path, text: &str| std::fs::read_to_string(path).is_ok_and(|t| t.contains(text));
+    // Its last 64 KiB: the files are 10 MiB, read every few milliseconds.
+    let ends_with = |path: &std::path::Path, text: &str| {
+        let Ok(mut file) = std::fs::File::open(path) else { return false };
+        let size = file.metadata().map_or(0, |m| m.len());
+        let mut tail = Vec::new();
+        file.seek(std::io::SeekFrom::Start(size.saturating_sub(64 << 10))).unwrap();
+        file.read_to_end(&mut tail).unwrap();
+        String::from_utf8_lossy(&tail).contains(text)
+    };
     let size = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len());
 
     std::fs::write(d.path("go/1"), "").unwrap();
-    // The rotation is asked for at 10 MiB and made while the burst goes
-    // on: its last line is in one file or the other.
-    d.wait_for("the first burst written and rotated", |_| {
-        first.exists() && (has(&log, "first done") || has(&first, "first done"))
-    });
+    d.wait_for("the first burst rotated away, and ticks in the new log", |_| first.exists() && ends_with(&log, "tick"));
     let rotated = size(&first);
     assert!(rotated >= 10 << 20, "the rotated log is the full one: {rotated} bytes");
     assert!(size(&log) < 10 << 20, "the init writes a new log: {} bytes", size(&log));
 
     // The daemon cannot answer: the init's ask waits in its channel.
-    let daemon = Pid::from_raw(d.child.as_ref().unwrap().id() as i32);
-    kill(daemon, Signal::SIGSTOP).unwrap();
+    let stopped = Stopped(Pid::from_raw(d.child.as_ref().unwrap().id() as i32));
+    kill(stopped.0, Signal::SIGSTOP).unwrap();
     std::fs::write(d.path("go/2"), "").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !has(&log, "second done") {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ends_with(&log, "second done") {
         assert!(Instant::now() < deadline, "the second burst was not written");
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(size(&log) >= 10 << 20, "full again: {} bytes", size(&log));
     // As `truncate -s 0` (or logrotate's copytruncate) would.
     std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
-    kill(daemon, Signal::SIGCONT).unwrap();
+    drop(stopped);
     std::fs::write(d.path("go/3"), "").unwrap();
-    d.wait_for("the marker logged", |_| has(&log, "marker"));
-    // The ask was waiting in the channel when the daemon went on, before
-    // the marker was asked for, and the status goes through the same
-    // event loop: by now it was answered, and a rotation would have
-    // pushed the first file down.
+    d.wait_for("the marker logged", |_| ends_with(&log, "marker"));
+    // The ask was in the channel before the daemon went on, and the
+    // status is answered on the same (one-threaded) event loop after it:
+    // by now it was answered, and a rotation would have pushed the first
+    // file down.
     d.running_pid("chatty");
     assert!(!second.exists(), "a log that was not full was rotated");
     assert_eq!(size(&first), rotated, "the first rotation's file was replaced");

@@ -504,7 +504,7 @@ fn a_file_mount_target_that_is_a_dangling_symlink_gets_its_file_made_inside_the_
     assert_eq!(out.status.code(), Some(125), "{}{}", stdout(&out), stderr(&out));
     assert!(
         stderr(&out).contains(
-            "make what the symlink names (inside the root, following no other symlink): /etc/hosts -> /run/x/y/hosts: Permission denied"
+            "make what the symlink names (inside the root, following no other symlink): /etc/hosts -> /run/x/y/hosts: Permission denied (the workload's root may not write there"
         ),
         "{}",
         stderr(&out)
@@ -570,6 +570,12 @@ fn a_dangling_symlink_mount_target_is_refused_where_the_mount_would_not_show() {
     refused("slash", &out, "mount a file on a symlink naming a directory: /etc/hosts");
     assert!(!root.join("run/dir").exists(), "made before it was refused");
 
+    // `sub` could be a symlink: read lexically, `..` would undo a step
+    // the kernel takes through it.
+    let (root, out) = dangling(&w, "back", "/run/sub/../hosts", |_| {}, ("", ""));
+    refused("back", &out, "make what a symlink names when its text goes back up (`a/../b`): /etc/hosts");
+    assert!(!root.join("run/sub").exists() && !root.join("run/hosts").exists(), "made before it was refused");
+
     let (root, out) =
         dangling(&w, "chain", "/run/a", |root| std::os::unix::fs::symlink("b", root.join("run/a")).unwrap(), ("", ""));
     refused(
@@ -587,7 +593,7 @@ fn a_dangling_symlink_mount_target_is_refused_where_the_mount_would_not_show() {
     refused(
         "after",
         &out,
-        "mount on a symlink leading beneath a mount listed after it (list that mount first): /etc/hosts",
+        "mount on a symlink leading beneath a mount listed after it (list that mount first): /etc/hosts -> /srv/hosts, beneath the mount on /srv:",
     );
     assert!(!root.join("srv/hosts").exists() && !volume.join("hosts").exists(), "made before it was refused");
 

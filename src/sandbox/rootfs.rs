@@ -36,6 +36,10 @@ impl StepError {
         match (self.step, self.errno) {
             // mount_too_revealing: a new proc or sysfs in a user namespace
             // must not show what mounts over the host's hide.
+            (MAKE_LINK_TARGET, Errno::EACCES) => Some(
+                "the workload's root may not write there: make the file in the rootfs, or chown that directory \
+                 to the workload's first host uid (HOST UIDS in `paddock status`)",
+            ),
             ("mount proc", Errno::EPERM) | ("mount sysfs", Errno::EPERM) => Some(
                 "the kernel refuses a sandbox its own /proc and /sys while mounts cover parts of the host's \
                  (a container's masked paths, systemd's ProtectKernelTunables= or ProtectKernelLogs=): \
@@ -603,6 +607,20 @@ fn make_link_target(root: &OwnedFd, link: &Path, dir: &OwnedFd, name: &CStr, lat
         return refused(Errno::EISDIR, "mount a file on a symlink naming a directory");
     }
     let text = Path::new(&text);
+    // A `..` after a name of the text would undo a step the kernel takes
+    // through that name, which may be a symlink (`/var/run/../x`, with
+    // Debian's `/var/run -> /run`): read lexically it would name another
+    // file. The link's own directories were walked without symlinks.
+    let mut named = false;
+    for part in text.components() {
+        match part {
+            Component::Normal(_) => named = true,
+            Component::ParentDir if named => {
+                return refused(Errno::EINVAL, "make what a symlink names when its text goes back up (`a/../b`)");
+            }
+            _ => {}
+        }
+    }
     let from = if text.is_absolute() { None } else { link.parent() };
     let mut path: Vec<&std::ffi::OsStr> = Vec::new();
     for part in from.into_iter().flat_map(Path::components).chain(text.components()) {
@@ -619,19 +637,19 @@ fn make_link_target(root: &OwnedFd, link: &Path, dir: &OwnedFd, name: &CStr, lat
         return refused(Errno::ENAMETOOLONG, "make what the symlink names (too deep)");
     }
     let made: PathBuf = path.iter().collect();
+    let shown = format!("/{} -> /{}", link.display(), made.display());
     let normal = |p: &Path| p.components().filter(|c| matches!(c, Component::Normal(_))).collect::<PathBuf>();
-    if later
+    if let Some(covering) = later
         .iter()
         .map(|target| normal(target))
-        .any(|target| !target.as_os_str().is_empty() && made.starts_with(target))
+        .find(|target| !target.as_os_str().is_empty() && made.starts_with(target))
     {
-        return refused(
-            Errno::EXDEV,
+        return Err(Errno::EXDEV).step(
             "mount on a symlink leading beneath a mount listed after it (list that mount first)",
+            format!("{shown}, beneath the mount on /{}", covering.display()),
         );
     }
-    let shown = format!("/{} -> /{}", link.display(), made.display());
-    let step = "make what the symlink names (inside the root, following no other symlink)";
+    let step = MAKE_LINK_TARGET;
     let mut at: Option<OwnedFd> = None;
     for part in parents {
         let next = dir_at(at.as_ref().unwrap_or(root), *part)
@@ -650,6 +668,8 @@ fn make_link_target(root: &OwnedFd, link: &Path, dir: &OwnedFd, name: &CStr, lat
         Err(e) => Err(e).step(step, &shown),
     }
 }
+
+const MAKE_LINK_TARGET: &str = "make what the symlink names (inside the root, following no other symlink)";
 
 /// How many directories deep `make_link_target` makes a path.
 const MAX_LINK_DEPTH: usize = 64;
