@@ -619,41 +619,36 @@ fn a_dangling_symlink_made_by_the_hosts_root_stays_inside_the_root() {
     assert!(root.join("run").join(&unique).join("hosts").is_file());
 }
 
-/// Where mounts cover parts of the host's `/proc` (a container's masked
-/// paths, systemd's ProtectKernelTunables=), the kernel refuses a sandbox
-/// its own `/proc`: the error says why and what to do.
+/// Where mounts cover parts of the host's `/proc` or `/sys` (a
+/// container's masked paths, systemd's ProtectKernelTunables=), the
+/// kernel refuses a sandbox its own: the error says why and what to do.
 #[test]
-fn a_hosts_proc_with_covered_parts_fails_saying_why_and_what_to_do() {
+fn a_hosts_proc_or_sys_with_covered_parts_fails_saying_why_and_what_to_do() {
     use std::os::unix::process::CommandExt;
     let w = World::new();
     let manifest = w.manifest("covered", &busybox_manifest("true", ""));
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"));
-    cmd.args(w.run_args()).arg(&manifest).stdin(std::process::Stdio::null());
-    let (root, null, covered) = (c"/", c"/dev/null", c"/proc/cmdline");
-    // SAFETY: unshare and mount are system calls, async-signal-safe as
-    // pre_exec requires, on strings made before the fork. paddock runs in
-    // a mount namespace of its own, where a file of /proc is covered.
-    unsafe {
-        cmd.pre_exec(move || {
-            let ok = libc::unshare(libc::CLONE_NEWNS) == 0
-                && libc::mount(
-                    std::ptr::null(),
-                    root.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) == 0
-                && libc::mount(null.as_ptr(), covered.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) == 0;
-            if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-        })
-    };
-    let out = cmd.output().unwrap();
-    assert_eq!(out.status.code(), Some(125), "{}{}", stdout(&out), stderr(&out));
-    assert!(
-        stderr(&out).contains(
-            "mount proc: /proc: Operation not permitted (the kernel refuses a sandbox its own /proc and /sys while mounts cover parts of the host's"
-        ),
-        "{}",
-        stderr(&out)
-    );
+    for (covered, step) in [(c"/proc/cmdline", "mount proc: /proc"), (c"/sys/kernel/notes", "mount sysfs: /sys")] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"));
+        cmd.args(w.run_args()).arg(&manifest).stdin(std::process::Stdio::null());
+        let (root, null) = (c"/", c"/dev/null");
+        // SAFETY: unshare and mount are system calls, async-signal-safe as
+        // pre_exec requires, on strings made before the fork. paddock runs
+        // in a mount namespace of its own, where one file is covered.
+        unsafe {
+            cmd.pre_exec(move || {
+                let private = libc::MS_REC | libc::MS_PRIVATE;
+                let ok = libc::unshare(libc::CLONE_NEWNS) == 0
+                    && libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), private, std::ptr::null()) == 0
+                    && libc::mount(null.as_ptr(), covered.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null())
+                        == 0;
+                if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            })
+        };
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(125), "{step}: {}{}", stdout(&out), stderr(&out));
+        let says = format!(
+            "{step}: Operation not permitted (the kernel refuses a sandbox its own /proc and /sys while mounts cover parts of the host's"
+        );
+        assert!(stderr(&out).contains(&says), "{}", stderr(&out));
+    }
 }
