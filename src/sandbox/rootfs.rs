@@ -18,7 +18,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, fstatat, mkdirat};
 use nix::unistd::{chdir, fchdir, pivot_root, sethostname, symlinkat};
 
-use super::config::InitConfig;
+use super::config::{InitConfig, InitMount};
 use super::sys;
 
 /// A failed step: which one, on what, and the kernel's answer.
@@ -34,13 +34,13 @@ impl StepError {
     /// What to do, where the kernel's answer alone does not say.
     pub fn hint(&self) -> Option<&'static str> {
         match (self.step, self.errno) {
-            // mount_too_revealing: a new proc or sysfs in a user namespace
-            // must not show what mounts over the host's hide.
             (MAKE_LINK_TARGET, Errno::EACCES) => Some(
                 "the workload's root may not write there: make the file in the rootfs, or chown that directory \
                  to the workload's first host uid (HOST UIDS in `paddock status`)",
             ),
-            ("mount proc", Errno::EPERM) | ("mount sysfs", Errno::EPERM) => Some(
+            // mount_too_revealing: a new proc or sysfs in a user namespace
+            // must not show what mounts over the host's hide.
+            (MOUNT_PROC, Errno::EPERM) | (MOUNT_SYSFS, Errno::EPERM) => Some(
                 "the kernel refuses a sandbox its own /proc and /sys while mounts cover parts of the host's \
                  (a container's masked paths, systemd's ProtectKernelTunables= or ProtectKernelLogs=): \
                  run paddock where they are whole, as the paddock unit does",
@@ -48,6 +48,16 @@ impl StepError {
             _ => None,
         }
     }
+}
+
+/// Steps `StepError::hint` knows.
+const MOUNT_PROC: &str = "mount proc";
+const MOUNT_SYSFS: &str = "mount sysfs";
+const MAKE_LINK_TARGET: &str = "make what the symlink names (inside the root, following no other symlink)";
+
+/// A path's names: no root, `.` or `..` (a mount target has no `..`).
+fn names(path: &Path) -> impl Iterator<Item = Component<'_>> {
+    path.components().filter(|c| matches!(c, Component::Normal(_)))
 }
 
 trait Step<T> {
@@ -112,7 +122,7 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     let (nosuid, nodev, noexec) = (sys::MOUNT_ATTR_NOSUID, sys::MOUNT_ATTR_NODEV, sys::MOUNT_ATTR_NOEXEC);
     let at = make_dir(&root_fd, Path::new("/proc"), 0)?;
     let proc = if cfg.private_pid {
-        attach(sys::fs_mount(c"proc", c"proc", &[], nosuid | nodev | noexec), &at, "mount proc", "/proc")?
+        attach(sys::fs_mount(c"proc", c"proc", &[], nosuid | nodev | noexec), &at, MOUNT_PROC, "/proc")?
     } else {
         // A user namespace that does not own the pid namespace cannot mount proc.
         attach_host_tree(c"/proc", &at, false, "/proc")?
@@ -166,7 +176,7 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     let at = make_dir(&root_fd, Path::new("/sys"), 0)?;
     let sys_mount = if cfg.own_network {
         let attrs = nosuid | nodev | noexec | sys::MOUNT_ATTR_RDONLY;
-        attach(sys::fs_mount(c"sysfs", c"sysfs", &[], attrs), &at, "mount sysfs", "/sys")?
+        attach(sys::fs_mount(c"sysfs", c"sysfs", &[], attrs), &at, MOUNT_SYSFS, "/sys")?
     } else {
         // sysfs can only be mounted by a user namespace that owns the
         // network namespace (as runc, the host's is bound read-only instead).
@@ -182,7 +192,7 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     // renamed since the mount was attached.
     let own = [("proc", &proc), ("dev", &dev), ("tmp", &tmp), ("sys", &sys_mount)];
     for (i, (m, fd)) in cfg.mounts.iter().zip(mounts).enumerate() {
-        let mut parts = m.target.components().filter(|c| matches!(c, Component::Normal(_)));
+        let mut parts = names(&m.target);
         let (first, beneath) = (parts.next(), parts.next().is_some());
         let (base, skip) = match own.iter().find(|(name, _)| beneath && first.is_some_and(|c| c.as_os_str() == *name)) {
             Some((_, mount)) => (*mount, 1),
@@ -191,8 +201,7 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
         let target = if m.is_dir {
             make_dir(base, &m.target, skip)?
         } else {
-            let later: Vec<&Path> = cfg.mounts[i + 1..].iter().map(|m| m.target.as_path()).collect();
-            make_file(base, &m.target, skip, &later)?
+            make_file(base, &m.target, skip, &cfg.mounts[i + 1..])?
         };
         sys::move_mount_onto(fd.as_fd(), target.as_fd()).step("attach mount", &m.target)?;
     }
@@ -249,7 +258,7 @@ fn has_every_mount_point(rootfs: &OwnedFd, cfg: &InitConfig) -> bool {
     }
     let own = OWN_MOUNTS.iter().map(|d| (PathBuf::from(d), true));
     let targets = cfg.mounts.iter().filter_map(|m| {
-        let parts: PathBuf = m.target.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+        let parts: PathBuf = names(&m.target).collect();
         // A target beneath /proc, /dev, /tmp or /sys is made in the init's
         // own mount there, not in the rootfs.
         let beneath_own = parts.components().count() > 1
@@ -330,7 +339,7 @@ fn overlay_root(cfg: &InitConfig, rootfs: OwnedFd) -> Result<PathBuf, StepError>
 /// directory on the way that is a symlink is left alone (the walk that
 /// follows refuses it, as it never follows symlinks).
 fn prepare_upper(lower: &Path, upper: &Path, target: &Path, is_dir: bool) -> Result<(), StepError> {
-    let parts: Vec<_> = target.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    let parts: Vec<_> = names(target).collect();
     let Some((last, parents)) = parts.split_last() else { return Ok(()) };
     let (mut below, mut above) = (lower.to_path_buf(), upper.to_path_buf());
     for part in parents {
@@ -506,7 +515,7 @@ fn attach_host_tree(source: &CStr, target: &OwnedFd, readonly: bool, shown: &str
 /// of the init's own mounts, creating missing directories. A component
 /// that is a symlink is refused: followed, it could lead out of the root.
 fn walk_parents(base: &OwnedFd, inside: &Path, skip: usize) -> Result<(Option<OwnedFd>, Option<CString>), StepError> {
-    let parts: Vec<_> = inside.components().filter(|c| matches!(c, Component::Normal(_))).skip(skip).collect();
+    let parts: Vec<_> = names(inside).skip(skip).collect();
     let Some((last, parents)) = parts.split_last() else { return Ok((None, None)) };
     // `None`: `base` itself, with no descriptor of its own.
     let mut dir: Option<OwnedFd> = None;
@@ -545,15 +554,14 @@ fn make_dir(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepE
 /// cover. What it names is made when missing (`make_link_target`; `later`
 /// are the targets of the mounts after this one). `base` and `skip` as
 /// `walk_parents`.
-fn make_file(base: &OwnedFd, inside: &Path, skip: usize, later: &[&Path]) -> Result<OwnedFd, StepError> {
+fn make_file(base: &OwnedFd, inside: &Path, skip: usize, later: &[InitMount]) -> Result<OwnedFd, StepError> {
     let (parent, last) = walk_parents(base, inside, skip)?;
     let parent = parent.as_ref().unwrap_or(base);
     let last = last.ok_or(Errno::EISDIR).step("mount a file on", inside)?;
     let o_path = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     match fstatat(parent, last.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFLNK => {
-            let relative: PathBuf =
-                inside.components().filter(|c| matches!(c, Component::Normal(_))).skip(skip).collect();
+            let relative: PathBuf = names(inside).skip(skip).collect();
             let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
             let fd = match openat2(base, relative.as_path(), how) {
                 // Only from the root: beneath one of the init's own mounts
@@ -594,32 +602,35 @@ fn make_file(base: &OwnedFd, inside: &Path, skip: usize, later: &[&Path]) -> Res
 /// absolute link) or the link's own directory, `..` never above the root;
 /// then walked from the root one component at a time, never following a
 /// symlink, so the path made is the one read. Refused before anything is
-/// made: a text naming a directory (a trailing `/`), more than
-/// `MAX_LINK_DEPTH` directories deep, or leading to or beneath a mount
-/// listed after this one (`later`), which would cover what is made here.
-/// An existing file is left as it is (another symlink is refused), and
-/// the caller resolves the link again.
-fn make_link_target(root: &OwnedFd, link: &Path, dir: &OwnedFd, name: &CStr, later: &[&Path]) -> Result<(), StepError> {
+/// made: a text naming a directory, one going back up after a name, and
+/// one leading to or beneath a mount listed after this one (`later`),
+/// which would cover what is made here. An existing file is left as it
+/// is (another symlink is refused), and the caller resolves the link
+/// again.
+fn make_link_target(
+    root: &OwnedFd,
+    link: &Path,
+    dir: &OwnedFd,
+    name: &CStr,
+    later: &[InitMount],
+) -> Result<(), StepError> {
     let refused = |errno: Errno, why: &'static str| Err(errno).step(why, Path::new("/").join(link));
     let text = nix::fcntl::readlinkat(dir, name).step("read the symlink", Path::new("/").join(link))?;
+    // Path::components drops a trailing `/` and `.`: looked at here.
     let bytes = text.as_encoded_bytes();
-    if bytes.ends_with(b"/") || bytes.ends_with(b"/.") || bytes.ends_with(b"/..") || bytes == b"." || bytes == b".." {
+    let text = Path::new(&text);
+    if bytes.ends_with(b"/")
+        || bytes.ends_with(b"/.")
+        || !matches!(text.components().next_back(), Some(Component::Normal(_)))
+    {
         return refused(Errno::EISDIR, "mount a file on a symlink naming a directory");
     }
-    let text = Path::new(&text);
     // A `..` after a name of the text would undo a step the kernel takes
     // through that name, which may be a symlink (`/var/run/../x`, with
     // Debian's `/var/run -> /run`): read lexically it would name another
     // file. The link's own directories were walked without symlinks.
-    let mut named = false;
-    for part in text.components() {
-        match part {
-            Component::Normal(_) => named = true,
-            Component::ParentDir if named => {
-                return refused(Errno::EINVAL, "make what a symlink names when its text goes back up (`a/../b`)");
-            }
-            _ => {}
-        }
+    if text.components().skip_while(|c| !matches!(c, Component::Normal(_))).any(|c| c == Component::ParentDir) {
+        return refused(Errno::EINVAL, "make what a symlink names when its text goes back up (`a/../b`)");
     }
     let from = if text.is_absolute() { None } else { link.parent() };
     let mut path: Vec<&std::ffi::OsStr> = Vec::new();
@@ -630,31 +641,20 @@ fn make_link_target(root: &OwnedFd, link: &Path, dir: &OwnedFd, name: &CStr, lat
             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
         }
     }
-    let Some((file, parents)) = path.split_last() else {
-        return refused(Errno::EISDIR, "mount a file on a symlink naming a directory");
-    };
-    if parents.len() > MAX_LINK_DEPTH {
-        return refused(Errno::ENAMETOOLONG, "make what the symlink names (too deep)");
-    }
     let made: PathBuf = path.iter().collect();
     let shown = format!("/{} -> /{}", link.display(), made.display());
-    let normal = |p: &Path| p.components().filter(|c| matches!(c, Component::Normal(_))).collect::<PathBuf>();
-    if let Some(covering) = later
-        .iter()
-        .map(|target| normal(target))
-        .find(|target| !target.as_os_str().is_empty() && made.starts_with(target))
-    {
+    if let Some(covering) = later.iter().map(|m| names(&m.target).collect::<PathBuf>()).find(|t| made.starts_with(t)) {
         return Err(Errno::EXDEV).step(
             "mount on a symlink leading beneath a mount listed after it (list that mount first)",
             format!("{shown}, beneath the mount on /{}", covering.display()),
         );
     }
-    let step = MAKE_LINK_TARGET;
+    let (file, parents) = path.split_last().expect("the text ends in a name (checked above)");
     let mut at: Option<OwnedFd> = None;
     for part in parents {
         let next = dir_at(at.as_ref().unwrap_or(root), *part)
             .map_err(|e| if e == Errno::ENOTDIR { Errno::ELOOP } else { e })
-            .step(step, &shown)?;
+            .step(MAKE_LINK_TARGET, &shown)?;
         at = Some(next);
     }
     let at = at.as_ref().unwrap_or(root);
@@ -662,17 +662,12 @@ fn make_link_target(root: &OwnedFd, link: &Path, dir: &OwnedFd, name: &CStr, lat
     match openat(at, *file, flags, Mode::from_bits_truncate(0o644)) {
         Ok(_) => Ok(()),
         Err(Errno::EEXIST) => match fstatat(at, *file, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => Err(Errno::ELOOP).step(step, &shown),
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => Err(Errno::ELOOP).step(MAKE_LINK_TARGET, &shown),
             _ => Ok(()),
         },
-        Err(e) => Err(e).step(step, &shown),
+        Err(e) => Err(e).step(MAKE_LINK_TARGET, &shown),
     }
 }
-
-const MAKE_LINK_TARGET: &str = "make what the symlink names (inside the root, following no other symlink)";
-
-/// How many directories deep `make_link_target` makes a path.
-const MAX_LINK_DEPTH: usize = 64;
 
 /// Whether `fd` is a device node or a file of proc, sysfs or devpts: what
 /// the init made of /dev, /proc and /sys (nothing of a rootfs or a volume
