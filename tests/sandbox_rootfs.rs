@@ -454,6 +454,47 @@ fn the_inits_own_mounts_are_named_and_a_read_only_sysfs_is_so_to_its_superblock(
     }
 }
 
+/// A writable root whose `/etc/hosts`, a file mount's target, is a
+/// symlink whose text is `link`; `prepare` changes the root first, and the
+/// manifest (`cat /etc/hosts`, named `name`) gets `before` and `after`
+/// around that mount. Returns the root and the manifest.
+fn linked_hosts(
+    w: &World,
+    name: &str,
+    link: &str,
+    prepare: impl FnOnce(&Path),
+    (before, after): (&str, &str),
+) -> (PathBuf, PathBuf) {
+    let root = rootfs(w, name, &["proc", "dev", "tmp", "sys", "etc", "run", "srv"]);
+    std::os::unix::fs::symlink(link, root.join("etc/hosts")).unwrap();
+    prepare(&root);
+    readable(&root);
+    let source = w.path(&format!("{name}-hosts"));
+    std::fs::write(&source, "127.0.0.1 here\n").unwrap();
+    let mounts = format!("{before}{}{after}", mount(&source, "/etc/hosts"));
+    let text = manifest(&root, "cat /etc/hosts", &mounts).replace("rootfs = {", "rootfs = { readonly = false,");
+    (root, w.manifest(name, &text))
+}
+
+/// `paddock run` under the privileged policy (a writable root).
+fn run_privileged(w: &World, manifest: &Path) -> std::process::Output {
+    w.run(&["--policy", "privileged"], manifest, &[])
+}
+
+/// `linked_hosts`, with `/run` open to the workload's root, run.
+fn dangling(
+    w: &World,
+    name: &str,
+    link: &str,
+    prepare: impl FnOnce(&Path),
+    around: (&str, &str),
+) -> (PathBuf, std::process::Output) {
+    use std::os::unix::fs::PermissionsExt;
+    let (root, manifest) = linked_hosts(w, name, link, prepare, around);
+    std::fs::set_permissions(root.join("run"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    (root, run_privileged(w, &manifest))
+}
+
 /// A file mount's target that is a symlink in a writable rootfs is
 /// resolved inside the root, and one that leads onto what the init made
 /// of /dev, /proc or /sys (its /dev/null here) is refused, not covered
@@ -461,14 +502,8 @@ fn the_inits_own_mounts_are_named_and_a_read_only_sysfs_is_so_to_its_superblock(
 #[test]
 fn a_file_mount_target_leading_into_the_inits_own_mounts_is_refused() {
     let w = World::new();
-    let root = rootfs(&w, "xdev", &["proc", "dev", "tmp", "sys", "etc"]);
-    std::os::unix::fs::symlink("/dev/null", root.join("etc/hosts")).unwrap();
-    readable(&root);
-    let source = w.path("hosts");
-    std::fs::write(&source, "127.0.0.1 here\n").unwrap();
-    let text = manifest(&root, "cat /dev/null", &mount(&source, "/etc/hosts"))
-        .replace("rootfs = {", "rootfs = { readonly = false,");
-    let out = w.run(&["--policy", "privileged"], &w.manifest("xdev", &text), &[]);
+    let (_, manifest) = linked_hosts(&w, "xdev", "/dev/null", |_| {}, ("", ""));
+    let out = run_privileged(&w, &manifest);
     assert_eq!(out.status.code(), Some(125), "{}{}", stdout(&out), stderr(&out));
     assert!(
         stderr(&out).contains("mount on a symlink leading into the sandbox's /dev, /proc or /sys: /etc/hosts"),
@@ -487,20 +522,13 @@ fn a_file_mount_target_leading_into_the_inits_own_mounts_is_refused() {
 fn a_file_mount_target_that_is_a_dangling_symlink_gets_its_file_made_inside_the_root() {
     use std::os::unix::fs::PermissionsExt;
     let w = World::new();
-    let root = rootfs(&w, "dangling", &["proc", "dev", "tmp", "sys", "etc", "run"]);
     // Relative, as systemd-resolved's link is, with one `..` too many:
     // beyond the root it would name this test's own `run`.
-    std::os::unix::fs::symlink("../../run/x/y/hosts", root.join("etc/hosts")).unwrap();
-    readable(&root);
-    let source = w.path("hosts");
-    std::fs::write(&source, "127.0.0.1 here\n").unwrap();
-    let text = manifest(&root, "cat /etc/hosts", &mount(&source, "/etc/hosts"))
-        .replace("rootfs = {", "rootfs = { readonly = false,");
-    let manifest = w.manifest("dangling", &text);
+    let (root, manifest) = linked_hosts(&w, "dangling", "../../run/x/y/hosts", |_| {}, ("", ""));
 
     // The image's /run is the host root's: the workload's root may not
     // make anything in it.
-    let out = w.run(&["--policy", "privileged"], &manifest, &[]);
+    let out = run_privileged(&w, &manifest);
     assert_eq!(out.status.code(), Some(125), "{}{}", stdout(&out), stderr(&out));
     assert!(
         stderr(&out).contains(
@@ -512,7 +540,7 @@ fn a_file_mount_target_that_is_a_dangling_symlink_gets_its_file_made_inside_the_
     assert!(!root.join("run/x").exists());
 
     std::fs::set_permissions(root.join("run"), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = w.run(&["--policy", "privileged"], &manifest, &[]);
+    let out = run_privileged(&w, &manifest);
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(stdout(&out), "127.0.0.1 here\n", "the mount covers the file the link names");
     let made = std::fs::symlink_metadata(root.join("run/x/y/hosts")).unwrap();
@@ -521,34 +549,9 @@ fn a_file_mount_target_that_is_a_dangling_symlink_gets_its_file_made_inside_the_
     assert_eq!(std::fs::read_link(root.join("etc/hosts")).unwrap(), Path::new("../../run/x/y/hosts"));
 
     // Made once: the next start finds it there.
-    let out = w.run(&["--policy", "privileged"], &manifest, &[]);
+    let out = run_privileged(&w, &manifest);
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(stdout(&out), "127.0.0.1 here\n", "{}", stderr(&out));
-}
-
-/// A writable root whose `/etc/hosts`, a file mount's target, is a
-/// symlink whose text is `link`, with `/run` open to the workload's root;
-/// `prepare` changes the root before the run, and the manifest gets
-/// `before` and `after` around that mount. Returns the root and the run.
-fn dangling(
-    w: &World,
-    name: &str,
-    link: &str,
-    prepare: impl FnOnce(&Path),
-    (before, after): (&str, &str),
-) -> (PathBuf, std::process::Output) {
-    use std::os::unix::fs::PermissionsExt;
-    let root = rootfs(w, name, &["proc", "dev", "tmp", "sys", "etc", "run", "srv"]);
-    std::os::unix::fs::symlink(link, root.join("etc/hosts")).unwrap();
-    prepare(&root);
-    readable(&root);
-    std::fs::set_permissions(root.join("run"), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let source = w.path(&format!("{name}-hosts"));
-    std::fs::write(&source, "127.0.0.1 here\n").unwrap();
-    let mounts = format!("{before}{}{after}", mount(&source, "/etc/hosts"));
-    let text = manifest(&root, "cat /etc/hosts", &mounts).replace("rootfs = {", "rootfs = { readonly = false,");
-    let out = w.run(&["--policy", "privileged"], &w.manifest(name, &text), &[]);
-    (root, out)
 }
 
 /// What a dangling symlink names is made only where the mount shows as
