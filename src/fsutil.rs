@@ -81,9 +81,14 @@ pub fn roots_alone(path: &Path, uid: u32, mode: u32, risk: &'static str) -> Resu
     if uid != 0 {
         return Err(NotRootsAlone::Owner { path: path.to_owned(), uid, risk });
     }
+    // Sticky and others-writable means shared only for a directory: a file
+    // with those bits is simply writable by others.
+    let directory = mode & libc::S_IFMT == libc::S_IFDIR;
     let mode = mode & 0o7777;
     match writers(mode) {
-        Some(_) if mode & 0o1002 == 0o1002 => Err(NotRootsAlone::Shared { path: path.to_owned(), mode, risk }),
+        Some(_) if directory && mode & 0o1002 == 0o1002 => {
+            Err(NotRootsAlone::Shared { path: path.to_owned(), mode, risk })
+        }
         Some(who) => Err(NotRootsAlone::Writable { path: path.to_owned(), who, mode, risk }),
         None => Ok(()),
     }
@@ -379,6 +384,15 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_directory_is_refused_as_shared_a_file_with_the_same_bits_is_writable() {
+        let shared = roots_alone(Path::new("/x"), 0, libc::S_IFDIR | 0o1777, RUNS_RISK);
+        assert!(matches!(shared, Err(NotRootsAlone::Shared { .. })), "{shared:?}");
+        let file = roots_alone(Path::new("/x"), 0, libc::S_IFREG | 0o1666, RUNS_RISK);
+        assert!(matches!(file, Err(NotRootsAlone::Writable { .. })), "{file:?}");
+        assert!(file.unwrap_err().to_string().contains("chmod go-w /x"));
+    }
 
     #[test]
     fn a_program_run_as_root_must_be_roots_alone_and_so_must_its_directory() {
