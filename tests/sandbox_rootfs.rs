@@ -97,15 +97,17 @@ fn a_rootfs_lacking_a_mount_point_gets_an_overlay_and_stays_untouched() {
     let data = w.path("data-source");
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("f"), "volume\n").unwrap();
-    let script = format!("{ROOT_LINE}touch /x 2>&1; cat /data/f; ls /sys/class/net");
-    let out = w.run(&[], &w.manifest("partial", &manifest(&root, &script, &mount(&data, "/data"))), &[]);
+    // And one beneath /tmp: made in the init's own /tmp, not the overlay's.
+    let script = format!("{ROOT_LINE}touch /x 2>&1; cat /data/f /tmp/sub/f; ls /sys/class/net");
+    let mounts = mount(&data, "/data") + &mount(&data, "/tmp/sub");
+    let out = w.run(&[], &w.manifest("partial", &manifest(&root, &script, &mounts)), &[]);
     let o = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{o}{}", stderr(&out));
     let (fstype, options) = root_mount(&o);
     assert_eq!(fstype, "overlay", "{o}");
     assert!(options.contains(&"ro".into()), "{o}");
     assert!(o.contains("touch: /x: Read-only file system"), "{o}");
-    assert!(o.contains("volume\n") && o.contains("lo\n"), "{o}");
+    assert!(o.contains("volume\nvolume\n") && o.contains("lo\n"), "{o}");
     for made in ["sys", "tmp", "data"] {
         assert!(!root.join(made).exists(), "/{made} was made in the overlay, not in the host's rootfs");
     }

@@ -190,12 +190,11 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     // A target beneath one of the init's own mounts is made in that mount,
     // through its descriptor: the rootfs's entry of that name may have been
     // renamed since the mount was attached.
-    let own = [("proc", &proc), ("dev", &dev), ("tmp", &tmp), ("sys", &sys_mount)];
+    // In `OWN_MOUNTS`' order.
+    let own = [&proc, &dev, &tmp, &sys_mount];
     for (i, (m, fd)) in cfg.mounts.iter().zip(mounts).enumerate() {
-        let mut parts = names(&m.target);
-        let (first, beneath) = (parts.next(), parts.next().is_some());
-        let (base, skip) = match own.iter().find(|(name, _)| beneath && first.is_some_and(|c| c.as_os_str() == *name)) {
-            Some((_, mount)) => (*mount, 1),
+        let (base, skip) = match own_mount_of(&m.target) {
+            Some(n) => (own[n], 1),
             None => (&root_fd, 0),
         };
         let target = if m.is_dir {
@@ -243,6 +242,14 @@ fn attach(
 /// them is resolved in that mount, never in the rootfs.
 const OWN_MOUNTS: &[&str] = &["proc", "dev", "tmp", "sys"];
 
+/// Which of `OWN_MOUNTS` a mount target lies beneath, if any: such a
+/// target is made in the init's own mount there, never in the rootfs.
+fn own_mount_of(target: &Path) -> Option<usize> {
+    let mut parts = names(target);
+    let (first, beneath) = (parts.next()?, parts.next().is_some());
+    OWN_MOUNTS.iter().position(|d| first.as_os_str() == *d).filter(|_| beneath)
+}
+
 /// Whether the rootfs already holds every mount point the sandbox needs
 /// (`/proc`, `/dev`, `/tmp`, `/sys` and each mount's target, a directory
 /// or a regular file as its source is), each reached without a symlink.
@@ -257,14 +264,11 @@ fn has_every_mount_point(rootfs: &OwnedFd, cfg: &InitConfig) -> bool {
         return false;
     }
     let own = OWN_MOUNTS.iter().map(|d| (PathBuf::from(d), true));
-    let targets = cfg.mounts.iter().filter_map(|m| {
-        let parts: PathBuf = names(&m.target).collect();
-        // A target beneath /proc, /dev, /tmp or /sys is made in the init's
-        // own mount there, not in the rootfs.
-        let beneath_own = parts.components().count() > 1
-            && parts.components().next().is_some_and(|c| OWN_MOUNTS.iter().any(|d| c.as_os_str() == *d));
-        (!beneath_own).then_some((parts, m.is_dir))
-    });
+    let targets = cfg
+        .mounts
+        .iter()
+        .filter(|m| own_mount_of(&m.target).is_none())
+        .map(|m| (names(&m.target).collect::<PathBuf>(), m.is_dir));
     own.chain(targets).all(|(relative, is_dir)| {
         if relative.as_os_str().is_empty() {
             return false;
@@ -318,7 +322,7 @@ fn overlay_root(cfg: &InitConfig, rootfs: OwnedFd) -> Result<PathBuf, StepError>
     for d in [&upper, &work, &merged] {
         std::fs::create_dir(d).map_err(errno).step("mkdir", d)?;
     }
-    for m in &cfg.mounts {
+    for m in cfg.mounts.iter().filter(|m| own_mount_of(&m.target).is_none()) {
         prepare_upper(&lower, &upper, &m.target, m.is_dir)?;
     }
     let options =
@@ -681,4 +685,18 @@ fn leads_into_own(fd: &OwnedFd) -> bool {
             let kind = fs.filesystem_type();
             kind == PROC_SUPER_MAGIC || kind == SYSFS_MAGIC || kind == DEVPTS_SUPER_MAGIC
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_beneath_proc_dev_tmp_or_sys_is_the_inits_own_mounts() {
+        assert_eq!(own_mount_of(Path::new("/dev/extra")), Some(1));
+        assert_eq!(own_mount_of(Path::new("/tmp/a/b")), Some(2));
+        assert_eq!(own_mount_of(Path::new("/dev")), None, "the mount point itself is the rootfs's");
+        assert_eq!(own_mount_of(Path::new("/devices/x")), None);
+        assert_eq!(own_mount_of(Path::new("/etc/hosts")), None);
+    }
 }
