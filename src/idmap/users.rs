@@ -281,41 +281,63 @@ impl AccountLock {
         let (lock, mine) = (beside(".lock"), beside(&format!(".{pid}")));
         let write_err = |path: &Path, source: std::io::Error| AccountError::Write { path: path.to_owned(), source };
         let mut made = open_lock(&mine, true)?;
-        let linked =
-            std::io::Write::write_all(&mut made, pid.to_string().as_bytes()).map_err(|e| write_err(&mine, e)).and_then(
-                |()| loop {
-                    match std::fs::hard_link(&mine, &lock) {
-                        Ok(()) => break Ok(()),
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                        Err(e) => break Err(write_err(&lock, e)),
-                    }
-                    // shadow-utils writes the pid with its C string's NUL.
-                    let holder = std::fs::read_to_string(&lock)
-                        .ok()
-                        .and_then(|pid| pid.trim_matches(|c: char| c == '\0' || c.is_whitespace()).parse::<i32>().ok());
-                    // Stale: its holder ended without removing it, or it
-                    // names this process, which holds none (a pid reused
-                    // since a holder that died).
-                    let stale = holder.filter(|pid| *pid > 0).is_some_and(|pid| {
-                        pid as u32 == std::process::id()
-                            || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-                                == Err(nix::errno::Errno::ESRCH)
-                    });
-                    match stale.then(|| std::fs::remove_file(&lock)) {
-                        // Cleared (by us, or by another who found it stale too): try again.
-                        Some(Ok(())) => {}
-                        Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Some(Err(e)) => break Err(write_err(&lock, e)),
-                        None if Instant::now() < deadline => std::thread::sleep(LOCK_RETRY),
-                        None => break Err(AccountError::Locked { path: lock.clone(), holder, waited: wait }),
-                    }
-                },
-            );
+        let linked = std::io::Write::write_all(&mut made, pid.to_string().as_bytes())
+            .map_err(|e| write_err(&mine, e))
+            .and_then(|()| link_lock(&mine, &lock, deadline, wait));
         let _ = std::fs::remove_file(&mine);
         linked?;
         self.held.push(lock);
         Ok(())
     }
+}
+
+/// Takes `lock` by linking `mine` (holding our pid) to it, as commonio
+/// does; a lock whose holder is gone is cleared, and one held by a live
+/// process is waited for until `deadline`.
+fn link_lock(mine: &Path, lock: &Path, deadline: Instant, wait: Duration) -> Result<(), AccountError> {
+    let write_err = |source: std::io::Error| AccountError::Write { path: lock.to_owned(), source };
+    loop {
+        match std::fs::hard_link(mine, lock) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(write_err(e)),
+        }
+        let holder = lock_holder(lock);
+        // Stale: its holder ended without removing it, or it names this
+        // process, which holds none (a pid reused since a holder that died).
+        let stale = holder.filter(|pid| *pid > 0).is_some_and(|pid| {
+            pid as u32 == std::process::id()
+                || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH)
+        });
+        match stale.then(|| std::fs::remove_file(lock)) {
+            // Cleared (by us, or by another who found it stale too): try again.
+            Some(Ok(())) => {}
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Some(Err(e)) => return Err(write_err(e)),
+            None if Instant::now() < deadline => std::thread::sleep(LOCK_RETRY),
+            None => return Err(AccountError::Locked { path: lock.to_owned(), holder, waited: wait }),
+        }
+    }
+}
+
+/// The pid a lock file names. Read as a small regular file only, never
+/// through a link nor waiting on a FIFO: anything else names no one (and
+/// is waited out as a live holder's lock would be).
+fn lock_holder(lock: &Path) -> Option<i32> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(lock)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(32).read_to_string(&mut text).ok()?;
+    // shadow-utils writes the pid with its C string's NUL.
+    text.trim_matches(|c: char| c == '\0' || c.is_whitespace()).parse().ok()
 }
 
 /// A lock file, root's alone (0600), opened for writing (emptied with
@@ -421,6 +443,21 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_lock_names_its_holder_only_as_a_small_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |name: &str| dir.path().join(name);
+        std::fs::write(p("file"), "4242\0").unwrap();
+        assert_eq!(lock_holder(&p("file")), Some(4242));
+        std::os::unix::fs::symlink(p("file"), p("link")).unwrap();
+        assert_eq!(lock_holder(&p("link")), None, "read through a link");
+        // Opened blocking, a FIFO with no writer would hang this test.
+        nix::unistd::mkfifo(&p("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert_eq!(lock_holder(&p("fifo")), None);
+        std::fs::write(p("long"), format!("{}1", " ".repeat(40))).unwrap();
+        assert_eq!(lock_holder(&p("long")), None, "read past 32 bytes");
     }
 
     #[test]
