@@ -120,6 +120,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     // delegated cgroup's leaf, which the zygote must share (a v2 cgroup
     // with a process in it cannot enable controllers for its children).
     let inherited = crate::sandbox::unreaped::Inherited::take();
+    let inherited_listener = crate::daemon::upgrade::inherited_listener();
     let zygote = match crate::sandbox::zygote::Zygote::start() {
         Ok(zygote) => Some(std::sync::Arc::new(zygote)),
         Err(e) => {
@@ -144,6 +145,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
             zygote,
         },
         store: DiskStore::new(state_dir, ranges, remap.isolation, remap.slice_size),
+        inherited_listener,
     };
     match crate::sandbox::raise_nofile_limit() {
         Ok(n) => tracing::debug!(nofile = n, "raised the open-files limit"),

@@ -70,6 +70,9 @@ pub struct Options {
     pub metrics: Option<std::net::SocketAddr>,
     pub executor: super::executor::Settings,
     pub store: DiskStore,
+    /// The control socket a previous image handed over (an upgrade),
+    /// taken while the daemon was one thread.
+    pub inherited_listener: Option<std::os::fd::OwnedFd>,
 }
 
 type Daemon = Supervisor<SandboxExecutor, DiskStore>;
@@ -139,8 +142,18 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let (job_tx, mut jobs) = mpsc::unbounded_channel::<Job>();
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
         ^ u64::from(std::process::id());
-    let Options { workloads, state_dir, socket, resync, start_timeout, shutdown_timeout, metrics, executor, store } =
-        options;
+    let Options {
+        workloads,
+        state_dir,
+        socket,
+        resync,
+        start_timeout,
+        shutdown_timeout,
+        metrics,
+        executor,
+        store,
+        inherited_listener,
+    } = options;
     let cgroups = executor.cgroups.clone();
     let mut daemon: Daemon =
         Supervisor::new(SandboxExecutor::new(executor, sandbox_tx), store, workloads.clone(), state_dir.clone(), seed)
@@ -148,7 +161,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // Before anything starts, and before the socket says a daemon is here.
     let _lock = recover(&state_dir, &cgroups, &mut daemon)?;
     let mut watch = Watch::new(&workloads)?;
-    let listener = server::bind(&socket)?;
+    let listener = server::bind(&socket, inherited_listener)?;
     if let Some(addr) = metrics {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| LoopError::Metrics { addr, source })?;

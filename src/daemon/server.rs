@@ -47,12 +47,13 @@ pub enum BindError {
     AlreadyRunning(PathBuf),
 }
 
-/// The control socket: mode 0600 in a directory paddock creates. A stale
-/// socket from a daemon that died is replaced; a live one is an error.
-pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+/// The control socket: mode 0600 in a directory paddock creates, or the
+/// one `inherited` from this process's previous image (an in-place
+/// upgrade). A stale socket from a daemon that died is replaced; a live
+/// one is an error.
+pub fn bind(path: &Path, inherited: Option<OwnedFd>) -> Result<UnixListener, BindError> {
     let err = |source| BindError::Socket { path: path.to_owned(), source };
-    // Handed over by this process's previous image (an in-place upgrade).
-    if let Some(fd) = super::upgrade::inherited_listener() {
+    if let Some(fd) = inherited {
         let listener = std::os::unix::net::UnixListener::from(fd);
         listener.set_nonblocking(true).map_err(err)?;
         return UnixListener::from_std(listener).map_err(err);

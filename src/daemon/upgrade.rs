@@ -27,13 +27,11 @@ pub fn installed() -> Option<(PathBuf, bool)> {
 }
 
 /// The listening socket a previous image of this process handed over, if
-/// any (the variable is removed, so workloads never see it).
+/// any (the variable is unset: `take_env`, at the daemon's start).
 pub fn inherited_listener() -> Option<OwnedFd> {
-    let fd: RawFd = std::env::var(LISTEN_FD).ok()?.parse().ok()?;
-    // SAFETY: only paddock sets this, and only when it exec'd itself; unset
-    // at once, so the value is read by one process and only once.
-    unsafe { std::env::remove_var(LISTEN_FD) };
-    // SAFETY: the previous image left this descriptor open for us to own.
+    let fd: RawFd = crate::sandbox::take_env(LISTEN_FD)?.parse().ok()?;
+    // SAFETY: only paddock sets this, and only when it exec'd itself, for
+    // this image to own; taken once (the variable is read only here).
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // Close-on-exec again: no sandbox may inherit it.
     // SAFETY: fcntl on a descriptor we own.

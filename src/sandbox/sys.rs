@@ -303,6 +303,21 @@ pub fn cloexec_from(first: u32) -> Result<(), Errno> {
 
 /// Threads of this process, from /proc/self/stat (field 20); `usize::MAX`
 /// when it cannot be read.
+/// Takes a variable a previous image of this process set for this one
+/// (an upgrade's hand-over): its value, unset so that no child sees it.
+/// Unset only while this process is one thread (its callers run at the
+/// daemon's start, before any other); otherwise left, and harmless: what
+/// it names is taken once, and close-on-exec again.
+pub fn take_env(name: &str) -> Option<String> {
+    let value = std::env::var(name).ok()?;
+    if thread_count() == 1 {
+        // SAFETY: this process has one thread, so nothing reads the
+        // environment meanwhile.
+        unsafe { std::env::remove_var(name) };
+    }
+    Some(value)
+}
+
 pub fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/stat")
         .ok()

@@ -100,16 +100,9 @@ pub struct Inherited(Vec<(u32, Arc<OwnedFd>)>);
 
 impl Inherited {
     /// Takes the inherited pidfds (close-on-exec again, so no sandbox gets
-    /// one) and unsets `INHERITED`. The caller must be one thread: the
-    /// variable is removed only then (else it is left, harmless: the
-    /// descriptors are taken once, and a process started later gets none).
+    /// one) and unsets `INHERITED` (`sys::take_env`).
     pub fn take() -> Self {
-        let Ok(list) = std::env::var(INHERITED) else { return Inherited(Vec::new()) };
-        if sys::thread_count() == 1 {
-            // SAFETY: this process has one thread, so nothing reads the
-            // environment meanwhile.
-            unsafe { std::env::remove_var(INHERITED) };
-        }
+        let Some(list) = sys::take_env(INHERITED) else { return Inherited(Vec::new()) };
         Self::take_from(&list)
     }
 

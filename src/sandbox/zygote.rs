@@ -193,10 +193,7 @@ impl Drop for Zygote {
 /// found by its name (a process chooses its own name), and not for long:
 /// one that does not exit within a second is killed.
 fn reap_predecessor() {
-    let Some(pid) = std::env::var(PREDECESSOR).ok().and_then(|p| p.parse::<i32>().ok()) else { return };
-    // SAFETY: called while this process is one thread (before the check in
-    // `start`, which refuses otherwise, nothing here has started one).
-    unsafe { std::env::remove_var(PREDECESSOR) };
+    let Some(pid) = sys::take_env(PREDECESSOR).and_then(|p| p.parse::<i32>().ok()) else { return };
     let pid = Pid::from_raw(pid);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
