@@ -102,6 +102,12 @@ fn semantic_checks_point_at_the_value() {
         "command = [\"x\"]\n[[mounts]]\nsource = \"/a\"\ntarget = \"/\"\n",
         &["4:10: error: a mount cannot replace the sandbox's `/`"],
     );
+    expect(
+        "command = [\"x\"]\n[[mounts]]\nsource = \"/a\"\ntarget = \"/data/x\"\n[[mounts]]\nsource = \"/b\"\ntarget = \"/data/\"\n[[mounts]]\nsource = \"/c\"\ntarget = \"/data/x/y\"\n[[mounts]]\nsource = \"/d\"\ntarget = \"/database\"\n",
+        &[
+            "4:10: error: /data/x lies beneath /data/, the target of mounts[1], which is mounted after it and would hide it",
+        ],
+    );
     expect("command = [\"a\\u0000b\"]\n", &["1:12: error: a command argument cannot contain a NUL byte"]);
 }
 

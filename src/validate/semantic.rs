@@ -102,6 +102,30 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
             targets.insert(target, i);
         }
     }
+    // Mounts are made in the order listed: one whose target lies beneath a
+    // later one's would be hidden by it (Docker sorts them silently; here
+    // the manifest's order is what happens, so it is refused).
+    for (i, mount) in m.mounts.iter().enumerate() {
+        let target = normalized(&mount.target);
+        let hiding = target
+            .ancestors()
+            .skip(1)
+            .filter(|above| above.parent().is_some()) // a mount on `/` is refused above
+            .find_map(|above| targets.get(above).filter(|&&j| j > i));
+        if let Some(&j) = hiding {
+            problems.push(
+                Problem::error(
+                    at(&format!("/mounts/{i}/target")),
+                    format!(
+                        "{} lies beneath {}, the target of mounts[{j}], which is mounted after it and would hide it",
+                        mount.target.display(),
+                        m.mounts[j].target.display()
+                    ),
+                )
+                .with_help(format!("list mounts[{j}] before mounts[{i}]: mounts are made in the order listed")),
+            );
+        }
+    }
 
     match &m.namespaces.network {
         Network::Private if !m.ports.is_empty() => problems.push(
