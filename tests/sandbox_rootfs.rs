@@ -609,6 +609,52 @@ fn a_dangling_symlink_mount_target_is_refused_where_the_mount_would_not_show() {
     assert!(!root.join("srv/hosts").exists(), "the file was made in the rootfs, under the volume");
 }
 
+/// A file mount on a symlink that already leads to a file is refused where
+/// a mount listed after it covers that file (a volume on the directory the
+/// link leads into, or a second file mount whose link leads to the same
+/// file): the workload would not see what it was given. Listed before
+/// it, the volume is where the link leads, and the mount lands there.
+#[test]
+fn an_existing_symlink_mount_target_beneath_a_later_mount_is_refused() {
+    let w = World::new();
+    let refused = |name: &str, out: &std::process::Output, says: &str| {
+        assert_eq!(out.status.code(), Some(125), "{name}: {}{}", stdout(out), stderr(out));
+        assert!(stderr(out).contains(says), "{name}: {}", stderr(out));
+    };
+    let in_root = |root: &Path| std::fs::write(root.join("srv/hosts"), "rootfs\n").unwrap();
+    let volume = w.path("srv");
+    std::fs::create_dir(&volume).unwrap();
+    std::fs::write(volume.join("hosts"), "volume\n").unwrap();
+    let srv = mount(&volume, "/srv");
+
+    let (_, manifest) = linked_hosts(&w, "after", "../srv/hosts", in_root, ("", &srv));
+    refused(
+        "after",
+        &run_privileged(&w, &manifest),
+        "mount on a symlink leading beneath a mount listed after it (list that mount first): /etc/hosts, beneath the mount on /srv:",
+    );
+
+    let other = w.path("other");
+    std::fs::write(&other, "other\n").unwrap();
+    let both = |root: &Path| {
+        in_root(root);
+        std::os::unix::fs::symlink("/srv/hosts", root.join("etc/other")).unwrap();
+    };
+    let (_, manifest) = linked_hosts(&w, "same", "../srv/hosts", both, ("", &mount(&other, "/etc/other")));
+    refused(
+        "same",
+        &run_privileged(&w, &manifest),
+        "mount on a symlink leading beneath a mount listed after it (list that mount first): /etc/hosts, beneath the mount on /etc/other:",
+    );
+
+    let (root, manifest) = linked_hosts(&w, "before", "../srv/hosts", in_root, (&srv, ""));
+    let out = run_privileged(&w, &manifest);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), "127.0.0.1 here\n", "the mount shows where the link leads");
+    assert_eq!(std::fs::read_to_string(root.join("srv/hosts")).unwrap(), "rootfs\n");
+    assert_eq!(std::fs::read_to_string(volume.join("hosts")).unwrap(), "volume\n");
+}
+
 /// In the host's user namespace the init is the host's root: a link whose
 /// text climbs out with `..`, or names the host's paths, still makes its
 /// file inside the root, never in the host's `/run`.

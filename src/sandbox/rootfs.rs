@@ -192,6 +192,9 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     // renamed since the mount was attached.
     // In `OWN_MOUNTS`' order.
     let own = [&proc, &dev, &tmp, &sys_mount];
+    // Each mount's id, and the file mounts made on a symlink from the root.
+    let mut ids = Vec::with_capacity(cfg.mounts.len());
+    let mut through_links = Vec::new();
     for (i, (m, fd)) in cfg.mounts.iter().zip(mounts).enumerate() {
         let (base, skip) = match own_mount_of(&m.target) {
             Some(n) => (own[n], 1),
@@ -200,9 +203,20 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
         let target = if m.is_dir {
             make_dir(base, &m.target, skip)?
         } else {
-            make_file(base, &m.target, skip, &cfg.mounts[i + 1..])?
+            let (target, through_link) = make_file(base, &m.target, skip, &cfg.mounts[i + 1..])?;
+            if through_link && skip == 0 {
+                through_links.push(i);
+            }
+            target
         };
+        ids.push(sys::mount_id(fd.as_fd()).step("attach mount", &m.target)?);
         sys::move_mount_onto(fd.as_fd(), target.as_fd()).step("attach mount", &m.target)?;
+    }
+    // A symlink's target may lie beneath a mount listed after it (a volume
+    // on the directory it leads into), which covered the file mount made
+    // there: the link, resolved again now, must still lead to it.
+    for i in through_links {
+        uncovered(&root_fd, &cfg.mounts, &ids, i)?;
     }
 
     sethostname(&cfg.hostname).step("sethostname", &cfg.hostname)?;
@@ -557,8 +571,9 @@ fn make_dir(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepE
 /// mask is, or a file of proc, sysfs or devpts), which the mount would
 /// cover. What it names is made when missing (`make_link_target`; `later`
 /// are the targets of the mounts after this one). `base` and `skip` as
-/// `walk_parents`.
-fn make_file(base: &OwnedFd, inside: &Path, skip: usize, later: &[InitMount]) -> Result<OwnedFd, StepError> {
+/// `walk_parents`. Also returns whether the mount point was reached
+/// through a symlink.
+fn make_file(base: &OwnedFd, inside: &Path, skip: usize, later: &[InitMount]) -> Result<(OwnedFd, bool), StepError> {
     let (parent, last) = walk_parents(base, inside, skip)?;
     let parent = parent.as_ref().unwrap_or(base);
     let last = last.ok_or(Errno::EISDIR).step("mount a file on", inside)?;
@@ -582,9 +597,11 @@ fn make_file(base: &OwnedFd, inside: &Path, skip: usize, later: &[InitMount]) ->
                 return Err(Errno::EXDEV)
                     .step("mount on a symlink leading into the sandbox's /dev, /proc or /sys", inside);
             }
-            Ok(fd)
+            Ok((fd, true))
         }
-        Ok(_) => openat(parent, last.as_c_str(), o_path, Mode::empty()).step("open the mount point", inside),
+        Ok(_) => openat(parent, last.as_c_str(), o_path, Mode::empty())
+            .step("open the mount point", inside)
+            .map(|fd| (fd, false)),
         // The descriptor that made it is the one mounted on: nothing
         // swapped in there since is.
         Err(Errno::ENOENT) => openat(
@@ -593,9 +610,28 @@ fn make_file(base: &OwnedFd, inside: &Path, skip: usize, later: &[InitMount]) ->
             OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(0o644),
         )
-        .step("create the mount point", inside),
+        .step("create the mount point", inside)
+        .map(|fd| (fd, false)),
         Err(e) => Err(e).step("look at the mount point", inside),
     }
+}
+
+/// Whether the file mount `mounts[i]`, made on a symlink, is still what
+/// its path leads to now that every mount is attached; refused, naming
+/// the mount listed after it that covers it where one does.
+fn uncovered(root: &OwnedFd, mounts: &[InitMount], ids: &[u64], i: usize) -> Result<(), StepError> {
+    let relative: PathBuf = names(&mounts[i].target).collect();
+    let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    let now = openat2(root, relative.as_path(), how).and_then(|fd| sys::mount_id(fd.as_fd()));
+    if now == Ok(ids[i]) {
+        return Ok(());
+    }
+    let shown = mounts[i].target.display();
+    let shown = match now.ok().and_then(|now| ids.iter().rposition(|&id| id == now)).filter(|&j| j > i) {
+        Some(j) => format!("{shown}, beneath the mount on {}", mounts[j].target.display()),
+        None => shown.to_string(),
+    };
+    Err(Errno::EXDEV).step("mount on a symlink leading beneath a mount listed after it (list that mount first)", shown)
 }
 
 /// Makes what the dangling symlink `name` in `dir` names, `link` being

@@ -155,6 +155,25 @@ pub fn move_mount_onto(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> Result<(
     Errno::result(rc).map(drop)
 }
 
+/// The id of the mount `fd` lies on (statx's STATX_MNT_ID, Linux 5.8):
+/// a mount keeps its id when it is moved, so a tree's id before
+/// `move_mount_onto` is the id of what a path leads to while nothing
+/// covers it.
+pub fn mount_id(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
+    // SAFETY: statx is plain data, for which all zeroes is a valid value.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open, "" is a valid C string and `st` is a statx
+    // the kernel may write whole.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_statx, fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_MNT_ID, &mut st)
+    };
+    Errno::result(rc)?;
+    if st.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(Errno::ENOSYS);
+    }
+    Ok(st.stx_mnt_id)
+}
+
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 #[repr(C)]
