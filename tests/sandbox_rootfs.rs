@@ -655,6 +655,70 @@ fn an_existing_symlink_mount_target_beneath_a_later_mount_is_refused() {
     assert_eq!(std::fs::read_to_string(volume.join("hosts")).unwrap(), "volume\n");
 }
 
+/// Mounts and unmounts a tmpfs in a loop, in a mount namespace of its
+/// own, until dropped: any mount anywhere on the host moves the kernel's
+/// mount sequence count, which a resolution through `..` inside a root
+/// checks (and answers EAGAIN when it moved).
+struct MountStorm {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl MountStorm {
+    fn start(dir: PathBuf) -> MountStorm {
+        use nix::mount::{MntFlags, MsFlags, mount, umount2};
+        use std::sync::atomic::Ordering;
+        std::fs::create_dir(&dir).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("a mount namespace for the storm");
+            mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).unwrap();
+            let mut mounts = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                mount(Some("tmpfs"), &dir, Some("tmpfs"), MsFlags::empty(), None::<&str>).unwrap();
+                umount2(&dir, MntFlags::empty()).unwrap();
+                mounts += 1;
+            }
+            mounts
+        });
+        MountStorm { stop, thread: Some(thread) }
+    }
+
+    /// Stops the storm; returns how many mounts it made.
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map_or(0, |thread| thread.join().expect("the storm panicked"))
+    }
+}
+
+impl Drop for MountStorm {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A file mount on a link whose text has `..` (systemd-resolved's
+/// `/etc/resolv.conf` has) starts while mounts happen elsewhere on the
+/// host, as they do all the time while other sandboxes start: the
+/// kernel's EAGAIN for a raced `..` is retried, not a failed start.
+#[test]
+fn a_symlink_with_dotdot_resolves_while_the_host_mounts_beside_it() {
+    let w = World::new();
+    let in_root = |root: &Path| std::fs::write(root.join("srv/hosts"), "").unwrap();
+    let (_, manifest) = linked_hosts(&w, "storm", "../srv/hosts", in_root, ("", ""));
+    let storm = MountStorm::start(w.path("mount-storm"));
+    for i in 0..40 {
+        let out = run_privileged(&w, &manifest);
+        assert_eq!(out.status.code(), Some(0), "start {i}: {}{}", stdout(&out), stderr(&out));
+        assert_eq!(stdout(&out), "127.0.0.1 here\n");
+    }
+    assert!(storm.stop() > 0, "the storm made no mount: the starts were not raced");
+}
+
 /// In the host's user namespace the init is the host's root: a link whose
 /// text climbs out with `..`, or names the host's paths, still makes its
 /// file inside the root, never in the host's `/run`.

@@ -581,14 +581,13 @@ fn make_file(base: &OwnedFd, inside: &Path, skip: usize, later: &[InitMount]) ->
     match fstatat(parent, last.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFLNK => {
             let relative: PathBuf = names(inside).skip(skip).collect();
-            let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
-            let fd = match openat2(base, relative.as_path(), how) {
+            let fd = match resolve_in_root(base, &relative) {
                 // Only from the root: beneath one of the init's own mounts
                 // the link would be read from that mount, not as the
                 // workload reads it.
                 Err(Errno::ENOENT) if skip == 0 => {
                     make_link_target(base, &relative, parent, &last, later)?;
-                    openat2(base, relative.as_path(), how)
+                    resolve_in_root(base, &relative)
                 }
                 resolved => resolved,
             }
@@ -616,13 +615,28 @@ fn make_file(base: &OwnedFd, inside: &Path, skip: usize, later: &[InitMount]) ->
     }
 }
 
+/// `relative` opened (O_PATH) from `root` as the workload would resolve
+/// it, symlinks followed and `..` never above `root`. The kernel answers
+/// EAGAIN when a rename or a mount anywhere on the host raced a `..` of
+/// the walk (as other sandboxes starting beside this one mount all the
+/// time), and asks to be called again: it is, a bounded number of times.
+fn resolve_in_root(root: &OwnedFd, relative: &Path) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    let mut tries = 0;
+    loop {
+        match openat2(root, relative, how) {
+            Err(Errno::EAGAIN) if tries < 128 => tries += 1,
+            resolved => return resolved,
+        }
+    }
+}
+
 /// Whether the file mount `mounts[i]`, made on a symlink, is still what
 /// its path leads to now that every mount is attached; refused, naming
 /// the mount listed after it that covers it where one does.
 fn uncovered(root: &OwnedFd, mounts: &[InitMount], ids: &[u64], i: usize) -> Result<(), StepError> {
     let relative: PathBuf = names(&mounts[i].target).collect();
-    let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
-    let now = openat2(root, relative.as_path(), how).and_then(|fd| sys::mount_id(fd.as_fd()));
+    let now = resolve_in_root(root, &relative).and_then(|fd| sys::mount_id(fd.as_fd()));
     if now == Ok(ids[i]) {
         return Ok(());
     }
