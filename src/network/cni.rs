@@ -23,6 +23,10 @@ const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
 #[cfg(test)]
 const PLUGIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The most of a plugin's stdout, and of its stderr, that is read: a
+/// result or an error is a few KiB.
+const OUTPUT_LIMIT: u64 = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CniError {
     #[error(
@@ -371,12 +375,15 @@ impl Runtime<'_> {
         // The configuration is small: it fits the pipe, and the plugin reads it first.
         let wrote = child.stdin.take().map(|mut s| s.write_all(&stdin));
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-        // Each stream on a thread of its own: neither can fill up and block the plugin.
+        // Each stream on a thread of its own: neither can fill up and block
+        // the plugin. At most OUTPUT_LIMIT of each is kept: past it, the
+        // stream is closed, and a plugin still writing gets EPIPE rather
+        // than the daemon's memory.
         let drain = |stream: Option<Box<dyn Read + Send>>| {
             std::thread::Builder::new().spawn(move || {
                 let mut bytes = Vec::new();
-                if let Some(mut s) = stream {
-                    let _ = s.read_to_end(&mut bytes);
+                if let Some(s) = stream {
+                    let _ = s.take(OUTPUT_LIMIT + 1).read_to_end(&mut bytes);
                 }
                 bytes
             })
@@ -412,6 +419,14 @@ impl Runtime<'_> {
         {
             return Err(CniError::Run { plugin: kind, source });
         }
+        // Whatever its status: closing its stdout may be what ended it.
+        if out.len() as u64 > OUTPUT_LIMIT {
+            return Err(CniError::Failed {
+                plugin: kind,
+                command: verb.as_str(),
+                message: format!("it wrote more than {} KiB to its stdout (a result is a few KiB)", OUTPUT_LIMIT >> 10),
+            });
+        }
         if !status.success() {
             return Err(CniError::Failed {
                 plugin: kind,
@@ -422,6 +437,7 @@ impl Runtime<'_> {
         if verb != Verb::Add || out.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
+
         serde_json::from_slice(&out).map(Some).map_err(|e| CniError::Failed {
             plugin: kind,
             command: verb.as_str(),
@@ -441,7 +457,9 @@ fn failure(out: &[u8], err: &[u8], status: std::process::ExitStatus) -> String {
             None => format!("{msg}{code}"),
         };
     }
-    let said = String::from_utf8_lossy(if err.is_empty() { out } else { err }).trim().to_owned();
+    let said = if err.is_empty() { out } else { err };
+    let cut = if said.len() as u64 > OUTPUT_LIMIT { " (cut)" } else { "" };
+    let said = String::from_utf8_lossy(&said[..said.len().min(OUTPUT_LIMIT as usize)]).trim().to_owned() + cut;
     if said.is_empty() { format!("it exited with {status}") } else { said }
 }
 
@@ -578,6 +596,37 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the plugin's helper {helper} outlived it");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A plugin that writes without end, to its stdout or its stderr, is
+    /// read up to OUTPUT_LIMIT and no further: its stream is closed, it
+    /// ends on EPIPE, and the error says so, instead of the daemon holding
+    /// all it wrote until the timeout.
+    #[test]
+    fn a_plugin_that_writes_without_end_is_cut_off_at_the_limit() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, script) in [("chatty", "cat > /dev/null; exec yes"), ("loud", "cat > /dev/null; yes >&2; exit 1")] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let dirs = PluginDirs(vec![dir.path().to_owned()]);
+        let caps = Map::new();
+        let target = Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
+        let add = |plugin: &str| {
+            let list = serde_json::json!({"cniVersion": "1.0.0", "name": "t", "plugins": [{"type": plugin}]});
+            let list = ConfList::parse(list, "t.conflist").unwrap();
+            Runtime { dirs: &dirs }.add(&list, &dirs.programs(&list).unwrap(), target).unwrap_err().error
+        };
+        let e = add("chatty");
+        assert!(
+            matches!(&e, CniError::Failed { message, .. } if message == "it wrote more than 1024 KiB to its stdout (a result is a few KiB)"),
+            "{e:?}"
+        );
+        let e = add("loud");
+        let CniError::Failed { message, .. } = &e else { panic!("{e:?}") };
+        assert!(message.len() <= OUTPUT_LIMIT as usize + 6 && message.ends_with("y (cut)"), "{} bytes", message.len());
     }
 
     #[test]
