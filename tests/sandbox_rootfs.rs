@@ -497,6 +497,14 @@ fn dangling(
     (root, run_privileged(w, &manifest))
 }
 
+/// That the start named `name` failed before the workload (125), its
+/// error saying `says`.
+#[track_caller]
+fn refused(name: &str, out: &std::process::Output, says: &str) {
+    assert_eq!(out.status.code(), Some(125), "{name}: {}{}", stdout(out), stderr(out));
+    assert!(stderr(out).contains(says), "{name}: {}", stderr(out));
+}
+
 /// A file mount's target that is a symlink in a writable rootfs is
 /// resolved inside the root, and one that leads onto what the init made
 /// of /dev, /proc or /sys (its /dev/null here) is refused, not covered
@@ -506,12 +514,7 @@ fn a_file_mount_target_leading_into_the_inits_own_mounts_is_refused() {
     let w = World::new();
     let (_, manifest) = linked_hosts(&w, "xdev", "/dev/null", |_| {}, ("", ""));
     let out = run_privileged(&w, &manifest);
-    assert_eq!(out.status.code(), Some(125), "{}{}", stdout(&out), stderr(&out));
-    assert!(
-        stderr(&out).contains("mount on a symlink leading into the sandbox's /dev, /proc or /sys: /etc/hosts"),
-        "{}",
-        stderr(&out)
-    );
+    refused("xdev", &out, "mount on a symlink leading into the sandbox's /dev, /proc or /sys: /etc/hosts");
 }
 
 /// A file mount's target that is a dangling symlink in a writable rootfs
@@ -566,10 +569,6 @@ fn a_file_mount_target_that_is_a_dangling_symlink_gets_its_file_made_inside_the_
 fn a_dangling_symlink_mount_target_is_refused_where_the_mount_would_not_show() {
     use std::os::unix::fs::PermissionsExt;
     let w = World::new();
-    let refused = |name: &str, out: &std::process::Output, says: &str| {
-        assert_eq!(out.status.code(), Some(125), "{name}: {}{}", stdout(out), stderr(out));
-        assert!(stderr(out).contains(says), "{name}: {}", stderr(out));
-    };
 
     let (root, out) = dangling(&w, "slash", "/run/dir/", |_| {}, ("", ""));
     refused("slash", &out, "mount a file on a symlink naming a directory: /etc/hosts");
@@ -617,10 +616,6 @@ fn a_dangling_symlink_mount_target_is_refused_where_the_mount_would_not_show() {
 #[test]
 fn an_existing_symlink_mount_target_beneath_a_later_mount_is_refused() {
     let w = World::new();
-    let refused = |name: &str, out: &std::process::Output, says: &str| {
-        assert_eq!(out.status.code(), Some(125), "{name}: {}{}", stdout(out), stderr(out));
-        assert!(stderr(out).contains(says), "{name}: {}", stderr(out));
-    };
     let in_root = |root: &Path| std::fs::write(root.join("srv/hosts"), "rootfs\n").unwrap();
     let volume = w.path("srv");
     std::fs::create_dir(&volume).unwrap();
