@@ -50,33 +50,19 @@ pub struct Entry {
 
 /// The workload `name` as its manifest makes it, running `entry`.
 pub fn workload(name: &crate::model::WorkloadName, m: &crate::model::Manifest, entry: &Entry) -> InitConfig {
-    use crate::model::{Network, Seccomp, SharedOrPrivate};
     let mut env: Vec<(String, String)> = m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     for (k, v) in &entry.env {
         env.retain(|(existing, _)| existing != k);
         env.push((k.clone(), v.clone()));
     }
+    // An entered command joins the sandbox's mounts; it makes none.
     InitConfig {
-        hostname: m.hostname.clone().unwrap_or_else(|| name.to_string()),
         command: entry.command.clone(),
         env,
         workdir: entry.workdir.clone().unwrap_or_else(|| m.workdir.clone()),
         user: entry.user.unwrap_or(m.user),
         group: entry.group.unwrap_or(m.group),
-        rootfs_readonly: m.rootfs.readonly,
-        mounts: Vec::new(),
-        own_network: m.namespaces.network == Network::Private,
-        private_pid: m.namespaces.pid == SharedOrPrivate::Private,
-        capabilities: super::spawn::capability_mask(m),
-        no_new_privileges: m.security.no_new_privileges,
-        seccomp: m.security.seccomp == Seccomp::Default && !m.security.privileged,
-        // An entered command joins the sandbox's mounts; it makes none.
-        mask_paths: !m.security.privileged,
-        host_devices: m.security.privileged,
-        nodev: !m.security.privileged,
-        readonly_proc: !m.security.privileged && !m.namespaces.remapped(),
-        nofile: super::spawn::workload_nofile(m),
-        supervised: false,
+        ..super::spawn::from_manifest(name, m)
     }
 }
 

@@ -36,7 +36,7 @@ use crate::idmap::Slice;
 use crate::model::{Manifest, Network, SharedOrPrivate, WorkloadName};
 pub use init_config::raise_nofile_limit;
 use init_config::{INIT_NOFILE, init_config};
-pub(super) use init_config::{capability_mask, workload_nofile};
+pub(super) use init_config::{from_manifest, workload_nofile};
 use pending::discard_cgroup;
 pub use pending::{Leftover, Pending};
 

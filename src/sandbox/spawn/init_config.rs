@@ -7,7 +7,7 @@
 use nix::errno::Errno;
 
 use super::SpawnRequest;
-use crate::model::{Capability, Manifest, Network, Seccomp, SharedOrPrivate};
+use crate::model::{Capability, Manifest, Network, Seccomp, SharedOrPrivate, WorkloadName};
 use crate::sandbox::config::{InitConfig, InitMount};
 use crate::sandbox::source::Sources;
 
@@ -31,21 +31,28 @@ pub(in crate::sandbox) fn capability_mask(manifest: &Manifest) -> u64 {
 
 /// The configuration sent to the sandbox's init.
 pub(super) fn init_config(req: &SpawnRequest<'_>, sources: &Sources) -> InitConfig {
-    let m = req.manifest;
+    let mounts = req.manifest.mounts.iter().zip(&sources.mounts);
     InitConfig {
-        hostname: m.hostname.clone().unwrap_or_else(|| req.name.to_string()),
+        mounts: mounts.map(|(mt, src)| InitMount { target: mt.target.clone(), is_dir: src.is_dir }).collect(),
+        supervised: req.supervised,
+        ..from_manifest(req.name, req.manifest)
+    }
+}
+
+/// What the manifest of the workload `name` makes of a sandbox, with no
+/// mounts and not supervised: the start's configuration (`init_config`)
+/// and the one of a command entering the sandbox (`enter::workload`) are
+/// both this, and differ only where they say so.
+pub(in crate::sandbox) fn from_manifest(name: &WorkloadName, m: &Manifest) -> InitConfig {
+    InitConfig {
+        hostname: m.hostname.clone().unwrap_or_else(|| name.to_string()),
         command: m.command.clone(),
         env: m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         workdir: m.workdir.clone(),
         user: m.user,
         group: m.group,
         rootfs_readonly: m.rootfs.readonly,
-        mounts: m
-            .mounts
-            .iter()
-            .zip(&sources.mounts)
-            .map(|(mt, src)| InitMount { target: mt.target.clone(), is_dir: src.is_dir })
-            .collect(),
+        mounts: Vec::new(),
         own_network: m.namespaces.network == Network::Private,
         private_pid: m.namespaces.pid == SharedOrPrivate::Private,
         capabilities: capability_mask(m),
@@ -56,7 +63,7 @@ pub(super) fn init_config(req: &SpawnRequest<'_>, sources: &Sources) -> InitConf
         nodev: !m.security.privileged,
         readonly_proc: !m.security.privileged && !m.namespaces.remapped(),
         nofile: workload_nofile(m),
-        supervised: req.supervised,
+        supervised: false,
     }
 }
 
