@@ -188,15 +188,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // none of them wants can go.
     daemon.executor.release_from_now_on();
     daemon.reconcile(Clock::read());
-    let settled = tokio::time::Instant::now() + start_timeout;
-    while daemon.core().workloads().any(|w| matches!(w.state, crate::reconcile::State::Starting { .. })) {
-        match tokio::time::timeout_at(settled, sandbox_rx.recv()).await {
-            Ok(Some(event)) => {
-                daemon.on_sandbox(event, Clock::read());
-            }
-            _ => break,
-        }
-    }
+    settle(&mut daemon, &mut sandbox_rx, start_timeout).await;
     let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
 
     let mut resync = tokio::time::interval(resync);
@@ -394,6 +386,21 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     Ok(())
 }
 
+/// Handles the sandboxes' events until no workload is starting, for at
+/// most `start_timeout`: what the first READY=1, and an upgrade's
+/// hand-over, wait for.
+async fn settle(daemon: &mut Daemon, sandbox_rx: &mut mpsc::UnboundedReceiver<SandboxEvent>, start_timeout: Duration) {
+    let settled = tokio::time::Instant::now() + start_timeout;
+    while daemon.core().workloads().any(|w| matches!(w.state, crate::reconcile::State::Starting { .. })) {
+        match tokio::time::timeout_at(settled, sandbox_rx.recv()).await {
+            Ok(Some(event)) => {
+                daemon.on_sandbox(event, Clock::read());
+            }
+            _ => break,
+        }
+    }
+}
+
 /// Re-executes the installed binary in place: starts under way are let
 /// finish, kept state written, the client told, then the exec; the new
 /// image adopts every sandbox. On failure the daemon goes on as it was.
@@ -414,15 +421,7 @@ async fn reexec(
         return;
     };
     let _ = notifier.notify("RELOADING=1");
-    let settled = tokio::time::Instant::now() + start_timeout;
-    while daemon.core().workloads().any(|w| matches!(w.state, crate::reconcile::State::Starting { .. })) {
-        match tokio::time::timeout_at(settled, sandbox_rx.recv()).await {
-            Ok(Some(event)) => {
-                daemon.on_sandbox(event, Clock::read());
-            }
-            _ => break,
-        }
-    }
+    settle(daemon, sandbox_rx, start_timeout).await;
     daemon.store.flush(Duration::from_secs(5));
     // Detachments under way finish; attachments in use are recorded, and
     // the new image takes them over.
