@@ -610,9 +610,10 @@ fn a_dangling_symlink_mount_target_is_refused_where_the_mount_would_not_show() {
 
 /// A file mount on a symlink that already leads to a file is refused where
 /// a mount listed after it covers that file (a volume on the directory the
-/// link leads into, or a second file mount whose link leads to the same
-/// file): the workload would not see what it was given. Listed before
-/// it, the volume is where the link leads, and the mount lands there.
+/// link leads into), and so are two file mounts whose targets lead to one
+/// file, through a link or not: the workload would not see what it was
+/// given. Listed before it, the volume is where the link leads, and the
+/// mount lands there.
 #[test]
 fn an_existing_symlink_mount_target_beneath_a_later_mount_is_refused() {
     let w = World::new();
@@ -626,21 +627,24 @@ fn an_existing_symlink_mount_target_beneath_a_later_mount_is_refused() {
     refused(
         "after",
         &run_privileged(&w, &manifest),
-        "mount on a symlink leading beneath a mount listed after it (list that mount first): /etc/hosts, beneath the mount on /srv:",
+        "mount covered by a mount listed after it (list that mount first): /etc/hosts, beneath the mount on /srv:",
     );
 
     let other = w.path("other");
     std::fs::write(&other, "other\n").unwrap();
+    let one_file = "mount two targets that lead to one file (through a symlink of the rootfs): ";
     let both = |root: &Path| {
         in_root(root);
         std::os::unix::fs::symlink("/srv/hosts", root.join("etc/other")).unwrap();
     };
     let (_, manifest) = linked_hosts(&w, "same", "../srv/hosts", both, ("", &mount(&other, "/etc/other")));
-    refused(
-        "same",
-        &run_privileged(&w, &manifest),
-        "mount on a symlink leading beneath a mount listed after it (list that mount first): /etc/hosts, beneath the mount on /etc/other:",
-    );
+    let out = run_privileged(&w, &manifest);
+    refused("same", &out, &format!("{one_file}/etc/hosts and /etc/other:"));
+    assert!(stderr(&out).contains("mount the file at one of them only"), "no hint: {}", stderr(&out));
+
+    // The first of the two on the file itself, the second through a link.
+    let (_, manifest) = linked_hosts(&w, "plain", "../srv/hosts", in_root, (&mount(&other, "/srv/hosts"), ""));
+    refused("plain", &run_privileged(&w, &manifest), &format!("{one_file}/srv/hosts and /etc/hosts:"));
 
     let (root, manifest) = linked_hosts(&w, "before", "../srv/hosts", in_root, (&srv, ""));
     let out = run_privileged(&w, &manifest);
@@ -648,6 +652,25 @@ fn an_existing_symlink_mount_target_beneath_a_later_mount_is_refused() {
     assert_eq!(stdout(&out), "127.0.0.1 here\n", "the mount shows where the link leads");
     assert_eq!(std::fs::read_to_string(root.join("srv/hosts")).unwrap(), "rootfs\n");
     assert_eq!(std::fs::read_to_string(volume.join("hosts")).unwrap(), "volume\n");
+}
+
+/// A directory mounted on `/tmp` (or `/dev`, `/proc`, `/sys`) covers the
+/// init's own mount there: a mount listed after it beneath it lands in
+/// it, where the workload sees it, not in the covered one.
+#[test]
+fn a_mount_beneath_a_volume_on_tmp_is_seen() {
+    let w = World::new();
+    let root = rootfs(&w, "tmpvol", &["proc", "dev", "tmp", "sys"]);
+    readable(&root);
+    let (outer, inner) = (w.path("outer"), w.path("inner"));
+    std::fs::create_dir_all(outer.join("x")).unwrap();
+    std::fs::create_dir(&inner).unwrap();
+    std::fs::write(inner.join("f"), "inner\n").unwrap();
+    let mounts = format!("{}{}", mount(&outer, "/tmp"), mount(&inner, "/tmp/x"));
+    let manifest = w.manifest("tmpvol", &manifest(&root, "cat /tmp/x/f", &mounts));
+    let out = w.run(&[], &manifest, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), "inner\n");
 }
 
 /// Mounts and unmounts a tmpfs in a loop, in a mount namespace of its

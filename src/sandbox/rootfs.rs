@@ -45,6 +45,10 @@ impl StepError {
                  (a container's masked paths, systemd's ProtectKernelTunables= or ProtectKernelLogs=): \
                  run paddock where they are whole, as the paddock unit does",
             ),
+            (ONE_FILE, Errno::EXDEV) => Some(
+                "the second mount would hide the first: mount the file at one of them only (on a network, paddock \
+                 mounts its own /etc/hosts and /etc/resolv.conf unless the manifest mounts a file there)",
+            ),
             _ => None,
         }
     }
@@ -54,6 +58,8 @@ impl StepError {
 const MOUNT_PROC: &str = "mount proc";
 const MOUNT_SYSFS: &str = "mount sysfs";
 const MAKE_LINK_TARGET: &str = "make what the symlink names (inside the root, following no other symlink)";
+const COVERED: &str = "mount covered by a mount listed after it (list that mount first)";
+const ONE_FILE: &str = "mount two targets that lead to one file (through a symlink of the rootfs)";
 
 /// A path's names: no root, `.` or `..` (a mount target has no `..`).
 fn names(path: &Path) -> impl Iterator<Item = Component<'_>> {
@@ -192,29 +198,45 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     // renamed since the mount was attached.
     // In `OWN_MOUNTS`' order.
     let own = [&proc, &dev, &tmp, &sys_mount];
-    // Each mount's id, and the file mounts made on a symlink from the root.
-    let mut ids = Vec::with_capacity(cfg.mounts.len());
-    let mut through_links = Vec::new();
+    // A directory mounted on /proc, /dev, /tmp or /sys itself covers the
+    // init's mount there: targets beneath it are made in it, through its
+    // own descriptor, as the workload will see them.
+    let mut covering: [Option<OwnedFd>; 4] = Default::default();
+    // Each mount's id, and the file mounts made on a symlink.
+    let (mut ids, mut through_links) = (Vec::with_capacity(cfg.mounts.len()), Vec::new());
     for (i, (m, fd)) in cfg.mounts.iter().zip(mounts).enumerate() {
         let (base, skip) = match own_mount_of(&m.target) {
-            Some(n) => (own[n], 1),
+            Some(n) => (covering[n].as_ref().unwrap_or(own[n]), 1),
             None => (&root_fd, 0),
         };
         let target = if m.is_dir {
             make_dir(base, &m.target, skip)?
         } else {
             let (target, through_link) = make_file(base, &m.target, skip, &cfg.mounts[i + 1..])?;
-            if through_link && skip == 0 {
+            // Two targets leading to one file (through a link): this mount
+            // point is an earlier file mount, which this one would hide.
+            let on = sys::mount_id(target.as_fd()).step("look at the mount point", &m.target)?;
+            if let Some(k) = ids.iter().position(|&id| id == on).filter(|&k| !cfg.mounts[k].is_dir) {
+                let both = format!("{} and {}", cfg.mounts[k].target.display(), m.target.display());
+                return Err(Errno::EXDEV).step(ONE_FILE, both);
+            }
+            if through_link {
                 through_links.push(i);
             }
             target
         };
-        ids.push(sys::mount_id(fd.as_fd()).step("attach mount", &m.target)?);
+        ids.push(sys::mount_id(fd.as_fd()).step("look at the mount", &m.target)?);
         sys::move_mount_onto(fd.as_fd(), target.as_fd()).step("attach mount", &m.target)?;
+        if let Some(n) = own_mount_at(&m.target).filter(|_| m.is_dir) {
+            covering[n] = Some(fd);
+        }
     }
-    // A symlink's target may lie beneath a mount listed after it (a volume
-    // on the directory it leads into), which covered the file mount made
-    // there: the link, resolved again now, must still lead to it.
+    // A file mount made on a symlink lands where the link leads, which a
+    // directory mounted after it may cover (a volume on the directory the
+    // link leads into): the link, resolved again now as the workload will
+    // resolve it, must still lead to its mount. (Only those: a path is
+    // what someone renaming the rootfs's directories makes it, and every
+    // other target was checked by its place, descriptor by descriptor.)
     for i in through_links {
         uncovered(&root_fd, &cfg.mounts, &ids, i)?;
     }
@@ -259,9 +281,20 @@ const OWN_MOUNTS: &[&str] = &["proc", "dev", "tmp", "sys"];
 /// Which of `OWN_MOUNTS` a mount target lies beneath, if any: such a
 /// target is made in the init's own mount there, never in the rootfs.
 fn own_mount_of(target: &Path) -> Option<usize> {
+    own_mount(target).filter(|&(_, beneath)| beneath).map(|(n, _)| n)
+}
+
+/// Which of `OWN_MOUNTS` a mount target is, if any: a directory mounted
+/// there covers the init's own mount.
+fn own_mount_at(target: &Path) -> Option<usize> {
+    own_mount(target).filter(|&(_, beneath)| !beneath).map(|(n, _)| n)
+}
+
+/// Which of `OWN_MOUNTS` a mount target is or lies beneath (true).
+fn own_mount(target: &Path) -> Option<(usize, bool)> {
     let mut parts = names(target);
     let (first, beneath) = (parts.next()?, parts.next().is_some());
-    OWN_MOUNTS.iter().position(|d| first.as_os_str() == *d).filter(|_| beneath)
+    OWN_MOUNTS.iter().position(|d| first.as_os_str() == *d).map(|n| (n, beneath))
 }
 
 /// Whether the rootfs already holds every mount point the sandbox needs
@@ -571,8 +604,8 @@ fn make_dir(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepE
 /// mask is, or a file of proc, sysfs or devpts), which the mount would
 /// cover. What it names is made when missing (`make_link_target`; `later`
 /// are the targets of the mounts after this one). `base` and `skip` as
-/// `walk_parents`. Also returns whether the mount point was reached
-/// through a symlink.
+/// `walk_parents`. Also says whether the mount point was reached through
+/// a symlink.
 fn make_file(base: &OwnedFd, inside: &Path, skip: usize, later: &[InitMount]) -> Result<(OwnedFd, bool), StepError> {
     let (parent, last) = walk_parents(base, inside, skip)?;
     let parent = parent.as_ref().unwrap_or(base);
@@ -615,37 +648,35 @@ fn make_file(base: &OwnedFd, inside: &Path, skip: usize, later: &[InitMount]) ->
     }
 }
 
-/// `relative` opened (O_PATH) from `root` as the workload would resolve
-/// it, symlinks followed and `..` never above `root`. The kernel answers
-/// EAGAIN when a rename or a mount anywhere on the host raced a `..` of
-/// the walk (as other sandboxes starting beside this one mount all the
-/// time), and asks to be called again: it is, a bounded number of times.
-fn resolve_in_root(root: &OwnedFd, relative: &Path) -> Result<OwnedFd, Errno> {
-    let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
-    let mut tries = 0;
-    loop {
-        match openat2(root, relative, how) {
-            Err(Errno::EAGAIN) if tries < 128 => tries += 1,
-            resolved => return resolved,
+/// Whether `mounts[i]` is what its target leads to now that every mount
+/// is attached (`ids`: each mount's id); refused otherwise, naming the
+/// mount listed after it that covers it where one does.
+fn uncovered(root: &OwnedFd, mounts: &[InitMount], ids: &[u64], i: usize) -> Result<(), StepError> {
+    let target = &mounts[i].target;
+    let relative: PathBuf = names(target).collect();
+    let now = resolve_in_root(root, &relative)
+        .and_then(|fd| sys::mount_id(fd.as_fd()))
+        .step("resolve the mount target again, every mount attached", target)?;
+    if now == ids[i] {
+        return Ok(());
+    }
+    let shown = target.display();
+    match ids.iter().rposition(|&id| id == now).filter(|&j| j > i).map(|j| &mounts[j]) {
+        Some(other) if !other.is_dir => {
+            Err(Errno::EXDEV).step(ONE_FILE, format!("{shown} and {}", other.target.display()))
         }
+        Some(other) => {
+            Err(Errno::EXDEV).step(COVERED, format!("{shown}, beneath the mount on {}", other.target.display()))
+        }
+        None => Err(Errno::EXDEV).step(COVERED, target),
     }
 }
 
-/// Whether the file mount `mounts[i]`, made on a symlink, is still what
-/// its path leads to now that every mount is attached; refused, naming
-/// the mount listed after it that covers it where one does.
-fn uncovered(root: &OwnedFd, mounts: &[InitMount], ids: &[u64], i: usize) -> Result<(), StepError> {
-    let relative: PathBuf = names(&mounts[i].target).collect();
-    let now = resolve_in_root(root, &relative).and_then(|fd| sys::mount_id(fd.as_fd()));
-    if now == Ok(ids[i]) {
-        return Ok(());
-    }
-    let shown = mounts[i].target.display();
-    let shown = match now.ok().and_then(|now| ids.iter().rposition(|&id| id == now)).filter(|&j| j > i) {
-        Some(j) => format!("{shown}, beneath the mount on {}", mounts[j].target.display()),
-        None => shown.to_string(),
-    };
-    Err(Errno::EXDEV).step("mount on a symlink leading beneath a mount listed after it (list that mount first)", shown)
+/// `relative` opened (O_PATH) from `root` as the workload would resolve
+/// it: symlinks followed, `..` never above `root`.
+fn resolve_in_root(root: &OwnedFd, relative: &Path) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    sys::openat2_retrying(root, relative, how)
 }
 
 /// Makes what the dangling symlink `name` in `dir` names, `link` being

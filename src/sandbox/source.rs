@@ -22,7 +22,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
 use super::sys;
@@ -192,13 +192,14 @@ fn open_host(path: &Path, volumes: Option<(u64, u64)>) -> Result<OwnedFd, HostPa
 }
 
 /// Resolves `relative` beneath `root`, refusing every symlink and `..`
-/// that would leave it.
+/// that would leave it (a `..` that stays beneath, from the text of a
+/// root's link that led here, is walked).
 fn open_beneath(root: &OwnedFd, relative: &Path) -> Result<OwnedFd, Errno> {
     let relative = if relative.as_os_str().is_empty() { Path::new(".") } else { relative };
     let how = OpenHow::new()
         .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-    openat2(root, relative, how)
+    sys::openat2_retrying(root, relative, how)
 }
 
 /// Whether `path` is written as the host's root (`/` and its spellings,
@@ -242,7 +243,8 @@ fn below<'a>(path: &'a Path, root: &Path) -> Option<&'a Path> {
 }
 
 /// What is left of `path` once it reaches volumes_root (`relative`),
-/// resolved beneath it after volumes_root's own checks: no link, no `..`.
+/// resolved beneath it after volumes_root's own checks: no link, and no
+/// `..` out of it.
 fn beneath_volumes(
     path: &Path,
     relative: &Path,

@@ -155,6 +155,22 @@ pub fn move_mount_onto(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> Result<(
     Errno::result(rc).map(drop)
 }
 
+/// openat2(2), called again while the kernel answers EAGAIN: with
+/// RESOLVE_IN_ROOT or RESOLVE_BENEATH, a `..` of the walk that a mount or
+/// a rename anywhere on the host raced (as sandboxes starting beside this
+/// one mount all the time) is refused that way, and the kernel asks to be
+/// called again. At most 128 times: each try is microseconds, and fails
+/// only when it is raced.
+pub fn openat2_retrying<Fd: AsFd>(dir: Fd, path: &std::path::Path, how: nix::fcntl::OpenHow) -> Result<OwnedFd, Errno> {
+    let mut tries = 0;
+    loop {
+        match nix::fcntl::openat2(dir.as_fd(), path, how) {
+            Err(Errno::EAGAIN) if tries < 128 => tries += 1,
+            opened => return opened,
+        }
+    }
+}
+
 /// The id of the mount `fd` lies on (statx's STATX_MNT_ID, Linux 5.8):
 /// a mount keeps its id when it is moved, so a tree's id before
 /// `move_mount_onto` is the id of what a path leads to while nothing
