@@ -720,14 +720,20 @@ impl Drop for MountStorm {
 }
 
 /// A file mount on a link whose text has `..` (systemd-resolved's
-/// `/etc/resolv.conf` has) starts while mounts happen elsewhere on the
-/// host, as they do all the time while other sandboxes start: the
-/// kernel's EAGAIN for a raced `..` is retried, not a failed start.
+/// `/etc/resolv.conf` has), and a mount source reaching volumes_root
+/// through a root's link whose text has `..`, start while mounts happen
+/// elsewhere on the host, as they do all the time while other sandboxes
+/// start: the kernel's EAGAIN for a raced `..` is retried, not a failed
+/// start.
 #[test]
-fn a_symlink_with_dotdot_resolves_while_the_host_mounts_beside_it() {
+fn links_with_dotdot_resolve_while_the_host_mounts_beside_them() {
     let w = World::new();
     let in_root = |root: &Path| std::fs::write(root.join("srv/hosts"), "").unwrap();
-    let (_, manifest) = linked_hosts(&w, "storm", "../srv/hosts", in_root, ("", ""));
+    std::fs::create_dir_all(w.path("volumes/b")).unwrap();
+    let into_volumes = w.path("into-volumes");
+    std::os::unix::fs::symlink(w.path("volumes/a/../b"), &into_volumes).unwrap();
+    std::fs::create_dir(w.path("volumes/a")).unwrap();
+    let (_, manifest) = linked_hosts(&w, "storm", "../srv/hosts", in_root, ("", &mount(&into_volumes, "/run")));
     let storm = MountStorm::start(w.path("mount-storm"));
     for i in 0..40 {
         let out = run_privileged(&w, &manifest);
