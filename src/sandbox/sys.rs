@@ -178,8 +178,9 @@ pub fn openat2_retrying<Fd: AsFd>(dir: Fd, path: &std::path::Path, how: nix::fcn
 pub fn mount_id(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
     // SAFETY: statx is plain data, for which all zeroes is a valid value.
     let mut st: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: `fd` is open, "" is a valid C string and `st` is a statx
-    // the kernel may write whole.
+    // SAFETY: `fd` is open, "" is a valid C string, and `st` is libc's
+    // statx, the kernel's struct of 256 bytes (padding included), which
+    // the kernel writes at most whole.
     let rc = unsafe {
         libc::syscall(libc::SYS_statx, fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_MNT_ID, &mut st)
     };
