@@ -632,7 +632,7 @@ fn an_existing_symlink_mount_target_beneath_a_later_mount_is_refused() {
 
     let other = w.path("other");
     std::fs::write(&other, "other\n").unwrap();
-    let one_file = "mount two targets that lead to one file (through a symlink of the rootfs): ";
+    let one_file = "mount two targets that lead to one file (through a symlink): ";
     let both = |root: &Path| {
         in_root(root);
         std::os::unix::fs::symlink("/srv/hosts", root.join("etc/other")).unwrap();
@@ -654,23 +654,39 @@ fn an_existing_symlink_mount_target_beneath_a_later_mount_is_refused() {
     assert_eq!(std::fs::read_to_string(volume.join("hosts")).unwrap(), "volume\n");
 }
 
-/// A directory mounted on `/tmp` (or `/dev`, `/proc`, `/sys`) covers the
-/// init's own mount there: a mount listed after it beneath it lands in
-/// it, where the workload sees it, not in the covered one.
+/// A directory mounted on `/tmp` covers the init's own mount there (as
+/// one on `/dev`, `/proc` or `/sys` would): a mount listed after it
+/// beneath it lands in it, where the workload sees it, not in the covered
+/// one; its mount point is made in the volume's host directory when
+/// missing; and a symlink in that volume is read from the root, as the
+/// workload reads it.
 #[test]
 fn a_mount_beneath_a_volume_on_tmp_is_seen() {
     let w = World::new();
-    let root = rootfs(&w, "tmpvol", &["proc", "dev", "tmp", "sys"]);
+    let root = rootfs(&w, "tmpvol", &["proc", "dev", "tmp", "sys", "etc"]);
+    std::fs::write(root.join("etc/app.conf"), "rootfs\n").unwrap();
     readable(&root);
-    let (outer, inner) = (w.path("outer"), w.path("inner"));
-    std::fs::create_dir_all(outer.join("x")).unwrap();
+    let (outer, inner, conf) = (w.path("outer"), w.path("inner"), w.path("conf"));
+    std::fs::create_dir(&outer).unwrap();
+    std::os::unix::fs::symlink("/etc/app.conf", outer.join("app.conf")).unwrap();
     std::fs::create_dir(&inner).unwrap();
     std::fs::write(inner.join("f"), "inner\n").unwrap();
-    let mounts = format!("{}{}", mount(&outer, "/tmp"), mount(&inner, "/tmp/x"));
-    let manifest = w.manifest("tmpvol", &manifest(&root, "cat /tmp/x/f", &mounts));
+    std::fs::write(&conf, "mounted\n").unwrap();
+    let writable = "readonly = false\n";
+    let mounts =
+        format!("{}{writable}{}{}", mount(&outer, "/tmp"), mount(&inner, "/tmp/x"), mount(&conf, "/tmp/app.conf"));
+    let manifest = w.manifest("tmpvol", &manifest(&root, "cat /tmp/x/f /tmp/app.conf", &mounts));
+    // The volume is the host root's: the workload's root may not make the
+    // mount point in it.
+    let out = w.run(&[], &manifest, &[]);
+    refused("not theirs", &out, "resolve mount target (symlinks are not followed): /tmp/x: Permission denied");
+    assert!(stderr(&out).contains("make it in the rootfs or the volume it lies in"), "{}", stderr(&out));
+    std::fs::set_permissions(&outer, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let out = w.run(&[], &manifest, &[]);
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
-    assert_eq!(stdout(&out), "inner\n");
+    assert_eq!(stdout(&out), "inner\nmounted\n");
+    assert!(outer.join("x").is_dir(), "the mount point was not made in the volume");
+    assert_eq!(std::fs::read_to_string(root.join("etc/app.conf")).unwrap(), "rootfs\n");
 }
 
 /// Mounts and unmounts a tmpfs in a loop, in a mount namespace of its

@@ -38,6 +38,11 @@ impl StepError {
                 "the workload's root may not write there: make the file in the rootfs, or chown that directory \
                  to the workload's first host uid (HOST UIDS in `paddock status`)",
             ),
+            // A mount point missing in a volume (a mount beneath another).
+            (RESOLVE_MOUNT_TARGET, Errno::EACCES) => Some(
+                "the workload's root may not make the mount point there: make it in the rootfs or the volume \
+                 it lies in, or chown that directory to the workload's first host uid (HOST UIDS in `paddock status`)",
+            ),
             // mount_too_revealing: a new proc or sysfs in a user namespace
             // must not show what mounts over the host's hide.
             (MOUNT_PROC, Errno::EPERM) | (MOUNT_SYSFS, Errno::EPERM) => Some(
@@ -58,8 +63,10 @@ impl StepError {
 const MOUNT_PROC: &str = "mount proc";
 const MOUNT_SYSFS: &str = "mount sysfs";
 const MAKE_LINK_TARGET: &str = "make what the symlink names (inside the root, following no other symlink)";
+const RESOLVE_MOUNT_TARGET: &str = "resolve mount target (symlinks are not followed)";
 const COVERED: &str = "mount covered by a mount listed after it (list that mount first)";
-const ONE_FILE: &str = "mount two targets that lead to one file (through a symlink of the rootfs)";
+const LEADS_ELSEWHERE: &str = "mount on a symlink that leads elsewhere once every mount is attached";
+const ONE_FILE: &str = "mount two targets that lead to one file (through a symlink)";
 
 /// A path's names: no root, `.` or `..` (a mount target has no `..`).
 fn names(path: &Path) -> impl Iterator<Item = Component<'_>> {
@@ -205,14 +212,20 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     // Each mount's id, and the file mounts made on a symlink.
     let (mut ids, mut through_links) = (Vec::with_capacity(cfg.mounts.len()), Vec::new());
     for (i, (m, fd)) in cfg.mounts.iter().zip(mounts).enumerate() {
-        let (base, skip) = match own_mount_of(&m.target) {
-            Some(n) => (covering[n].as_ref().unwrap_or(own[n]), 1),
-            None => (&root_fd, 0),
+        // Where the target is walked from, and where a symlink at its end
+        // is resolved from: beneath a directory mounted over the init's
+        // own, from the root, as the workload reads it.
+        let (base, skip, links) = match own_mount_of(&m.target) {
+            Some(n) => match &covering[n] {
+                Some(covering) => (covering, 1, (&root_fd, 0)),
+                None => (own[n], 1, (own[n], 1)),
+            },
+            None => (&root_fd, 0, (&root_fd, 0)),
         };
         let target = if m.is_dir {
             make_dir(base, &m.target, skip)?
         } else {
-            let (target, through_link) = make_file(base, &m.target, skip, &cfg.mounts[i + 1..])?;
+            let (target, through_link) = make_file(base, &m.target, skip, links, &cfg.mounts[i + 1..])?;
             // Two targets leading to one file (through a link): this mount
             // point is an earlier file mount, which this one would hide.
             let on = sys::mount_id(target.as_fd()).step("look at the mount point", &m.target)?;
@@ -575,7 +588,7 @@ fn walk_parents(base: &OwnedFd, inside: &Path, skip: usize) -> Result<(Option<Ow
             CString::new(part.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL).step("mkdir", inside)?;
         let next = dir_at(dir.as_ref().unwrap_or(base), name.as_c_str())
             .map_err(|e| if e == Errno::ENOTDIR || e == Errno::ELOOP { Errno::ELOOP } else { e })
-            .step("resolve mount target (symlinks are not followed)", inside)?;
+            .step(RESOLVE_MOUNT_TARGET, inside)?;
         dir = Some(next);
     }
     let last = CString::new(last.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL).step("open", inside)?;
@@ -591,7 +604,7 @@ fn make_dir(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepE
         Some(last) => dir_at(parent, last.as_c_str()),
         None => openat(parent, ".", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()),
     }
-    .step("resolve mount target (symlinks are not followed)", inside)
+    .step(RESOLVE_MOUNT_TARGET, inside)
 }
 
 /// The mount point of a file mount at `inside`, created if missing. One
@@ -604,23 +617,29 @@ fn make_dir(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepE
 /// mask is, or a file of proc, sysfs or devpts), which the mount would
 /// cover. What it names is made when missing (`make_link_target`; `later`
 /// are the targets of the mounts after this one). `base` and `skip` as
-/// `walk_parents`. Also says whether the mount point was reached through
-/// a symlink.
-fn make_file(base: &OwnedFd, inside: &Path, skip: usize, later: &[InitMount]) -> Result<(OwnedFd, bool), StepError> {
+/// `walk_parents`; `links`, the same for resolving a symlink at the end.
+/// Also says whether the mount point was reached through a symlink.
+fn make_file(
+    base: &OwnedFd,
+    inside: &Path,
+    skip: usize,
+    (link_base, link_skip): (&OwnedFd, usize),
+    later: &[InitMount],
+) -> Result<(OwnedFd, bool), StepError> {
     let (parent, last) = walk_parents(base, inside, skip)?;
     let parent = parent.as_ref().unwrap_or(base);
     let last = last.ok_or(Errno::EISDIR).step("mount a file on", inside)?;
     let o_path = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     match fstatat(parent, last.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFLNK => {
-            let relative: PathBuf = names(inside).skip(skip).collect();
-            let fd = match resolve_in_root(base, &relative) {
+            let relative: PathBuf = names(inside).skip(link_skip).collect();
+            let fd = match resolve_in_root(link_base, &relative) {
                 // Only from the root: beneath one of the init's own mounts
                 // the link would be read from that mount, not as the
                 // workload reads it.
-                Err(Errno::ENOENT) if skip == 0 => {
-                    make_link_target(base, &relative, parent, &last, later)?;
-                    resolve_in_root(base, &relative)
+                Err(Errno::ENOENT) if link_skip == 0 => {
+                    make_link_target(link_base, &relative, parent, &last, later)?;
+                    resolve_in_root(link_base, &relative)
                 }
                 resolved => resolved,
             }
@@ -668,7 +687,7 @@ fn uncovered(root: &OwnedFd, mounts: &[InitMount], ids: &[u64], i: usize) -> Res
         Some(other) => {
             Err(Errno::EXDEV).step(COVERED, format!("{shown}, beneath the mount on {}", other.target.display()))
         }
-        None => Err(Errno::EXDEV).step(COVERED, target),
+        None => Err(Errno::EXDEV).step(LEADS_ELSEWHERE, target),
     }
 }
 
