@@ -627,7 +627,7 @@ fn an_existing_symlink_mount_target_beneath_a_later_mount_is_refused() {
     refused(
         "after",
         &run_privileged(&w, &manifest),
-        "mount covered by a mount listed after it (list that mount first): /etc/hosts, beneath the mount on /srv:",
+        "mount on a symlink leading beneath a mount listed after it (list that mount first): /etc/hosts, beneath the mount on /srv:",
     );
 
     let other = w.path("other");
@@ -657,9 +657,10 @@ fn an_existing_symlink_mount_target_beneath_a_later_mount_is_refused() {
 /// A directory mounted on `/tmp` covers the init's own mount there (as
 /// one on `/dev`, `/proc` or `/sys` would): a mount listed after it
 /// beneath it lands in it, where the workload sees it, not in the covered
-/// one; its mount point is made in the volume's host directory when
-/// missing; and a symlink in that volume is read from the root, as the
-/// workload reads it.
+/// one; its mount point is made in that directory on the host when
+/// missing (refused, with a hint, while the workload's root may not
+/// write there); and a symlink in that directory is read from the root,
+/// as the workload reads it.
 #[test]
 fn a_mount_beneath_a_volume_on_tmp_is_seen() {
     let w = World::new();
@@ -672,15 +673,25 @@ fn a_mount_beneath_a_volume_on_tmp_is_seen() {
     std::fs::create_dir(&inner).unwrap();
     std::fs::write(inner.join("f"), "inner\n").unwrap();
     std::fs::write(&conf, "mounted\n").unwrap();
-    let writable = "readonly = false\n";
-    let mounts =
-        format!("{}{writable}{}{}", mount(&outer, "/tmp"), mount(&inner, "/tmp/x"), mount(&conf, "/tmp/app.conf"));
-    let manifest = w.manifest("tmpvol", &manifest(&root, "cat /tmp/x/f /tmp/app.conf", &mounts));
-    // The volume is the host root's: the workload's root may not make the
-    // mount point in it.
+    let text = |outer_options: &str| {
+        let mounts = format!(
+            "{}{outer_options}{}{}",
+            mount(&outer, "/tmp"),
+            mount(&inner, "/tmp/x"),
+            mount(&conf, "/tmp/app.conf")
+        );
+        manifest(&root, "cat /tmp/x/f /tmp/app.conf", &mounts)
+    };
+    let hint = "make it beforehand in the rootfs or in the directory mounted there";
+    // Mounted read-only (the default), then writable but the host root's:
+    // the workload's root may not make the mount point in it.
+    let out = w.run(&[], &w.manifest("tmpvol-ro", &text("")), &[]);
+    refused("read-only", &out, "resolve mount target (symlinks are not followed): /tmp/x: Read-only file system");
+    assert!(stderr(&out).contains(hint), "{}", stderr(&out));
+    let manifest = w.manifest("tmpvol", &text("readonly = false\n"));
     let out = w.run(&[], &manifest, &[]);
     refused("not theirs", &out, "resolve mount target (symlinks are not followed): /tmp/x: Permission denied");
-    assert!(stderr(&out).contains("make it in the rootfs or the volume it lies in"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(hint), "{}", stderr(&out));
     std::fs::set_permissions(&outer, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let out = w.run(&[], &manifest, &[]);
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));

@@ -23,9 +23,13 @@ const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
 #[cfg(test)]
 const PLUGIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The most of a plugin's stdout, and of its stderr, that is read: a
-/// result or an error is a few KiB.
+/// The most of a plugin's stdout, and of its stderr, that is kept (one
+/// byte more is read, to tell a longer stream): a result or an error is a
+/// few KiB.
 const OUTPUT_LIMIT: u64 = 1 << 20;
+
+/// The most of what a failed plugin said that goes into its error.
+const MESSAGE_LIMIT: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CniError {
@@ -424,7 +428,7 @@ impl Runtime<'_> {
             return Err(CniError::Failed {
                 plugin: kind,
                 command: verb.as_str(),
-                message: format!("it wrote more than {} KiB to its stdout (a result is a few KiB)", OUTPUT_LIMIT >> 10),
+                message: format!("it wrote more than {} MiB to its stdout (a result is a few KiB)", OUTPUT_LIMIT >> 20),
             });
         }
         if !status.success() {
@@ -437,7 +441,6 @@ impl Runtime<'_> {
         if verb != Verb::Add || out.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-
         serde_json::from_slice(&out).map(Some).map_err(|e| CniError::Failed {
             plugin: kind,
             command: verb.as_str(),
@@ -458,8 +461,8 @@ fn failure(out: &[u8], err: &[u8], status: std::process::ExitStatus) -> String {
         };
     }
     let said = if err.is_empty() { out } else { err };
-    let cut = if said.len() as u64 > OUTPUT_LIMIT { " (cut)" } else { "" };
-    let said = String::from_utf8_lossy(&said[..said.len().min(OUTPUT_LIMIT as usize)]).trim().to_owned() + cut;
+    let cut = if said.len() > MESSAGE_LIMIT { " (cut)" } else { "" };
+    let said = String::from_utf8_lossy(&said[..said.len().min(MESSAGE_LIMIT)]).trim().to_owned() + cut;
     if said.is_empty() { format!("it exited with {status}") } else { said }
 }
 
@@ -600,8 +603,9 @@ mod tests {
 
     /// A plugin that writes without end, to its stdout or its stderr, is
     /// read up to OUTPUT_LIMIT and no further: its stream is closed, it
-    /// ends on EPIPE, and the error says so, instead of the daemon holding
-    /// all it wrote until the timeout.
+    /// ends on EPIPE, and the error says so (stdout) or holds the first
+    /// MESSAGE_LIMIT of what it said, cut (stderr), instead of the daemon
+    /// holding all it wrote until the timeout.
     #[test]
     fn a_plugin_that_writes_without_end_is_cut_off_at_the_limit() {
         use std::os::unix::fs::PermissionsExt;
@@ -621,12 +625,12 @@ mod tests {
         };
         let e = add("chatty");
         assert!(
-            matches!(&e, CniError::Failed { message, .. } if message == "it wrote more than 1024 KiB to its stdout (a result is a few KiB)"),
+            matches!(&e, CniError::Failed { message, .. } if message == "it wrote more than 1 MiB to its stdout (a result is a few KiB)"),
             "{e:?}"
         );
         let e = add("loud");
         let CniError::Failed { message, .. } = &e else { panic!("{e:?}") };
-        assert!(message.len() <= OUTPUT_LIMIT as usize + 6 && message.ends_with("y (cut)"), "{} bytes", message.len());
+        assert!(message.len() <= MESSAGE_LIMIT + 6 && message.ends_with("y (cut)"), "{} bytes", message.len());
     }
 
     #[test]

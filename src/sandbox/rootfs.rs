@@ -38,10 +38,12 @@ impl StepError {
                 "the workload's root may not write there: make the file in the rootfs, or chown that directory \
                  to the workload's first host uid (HOST UIDS in `paddock status`)",
             ),
-            // A mount point missing in a volume (a mount beneath another).
-            (RESOLVE_MOUNT_TARGET, Errno::EACCES) => Some(
-                "the workload's root may not make the mount point there: make it in the rootfs or the volume \
-                 it lies in, or chown that directory to the workload's first host uid (HOST UIDS in `paddock status`)",
+            // A mount point missing in a writable rootfs, or in a directory
+            // mounted before it (a mount beneath another).
+            (RESOLVE_MOUNT_TARGET | CREATE_MOUNT_POINT, Errno::EACCES | Errno::EROFS) => Some(
+                "the workload's root may not make the mount point there: make it beforehand in the rootfs or in \
+                 the directory mounted there, or mount that directory with readonly = false and chown it to the \
+                 workload's first host uid (HOST UIDS in `paddock status`)",
             ),
             // mount_too_revealing: a new proc or sysfs in a user namespace
             // must not show what mounts over the host's hide.
@@ -64,9 +66,13 @@ const MOUNT_PROC: &str = "mount proc";
 const MOUNT_SYSFS: &str = "mount sysfs";
 const MAKE_LINK_TARGET: &str = "make what the symlink names (inside the root, following no other symlink)";
 const RESOLVE_MOUNT_TARGET: &str = "resolve mount target (symlinks are not followed)";
-const COVERED: &str = "mount covered by a mount listed after it (list that mount first)";
-const LEADS_ELSEWHERE: &str = "mount on a symlink that leads elsewhere once every mount is attached";
+const CREATE_MOUNT_POINT: &str = "create the mount point";
 const ONE_FILE: &str = "mount two targets that lead to one file (through a symlink)";
+
+/// Refusals of a file mount on a symlink that the mounts around it would
+/// hide.
+const BENEATH_LATER: &str = "mount on a symlink leading beneath a mount listed after it (list that mount first)";
+const LEADS_ELSEWHERE: &str = "mount on a symlink that leads elsewhere once every mount is attached";
 
 /// A path's names: no root, `.` or `..` (a mount target has no `..`).
 fn names(path: &Path) -> impl Iterator<Item = Component<'_>> {
@@ -212,9 +218,10 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     // Each mount's id, and the file mounts made on a symlink.
     let (mut ids, mut through_links) = (Vec::with_capacity(cfg.mounts.len()), Vec::new());
     for (i, (m, fd)) in cfg.mounts.iter().zip(mounts).enumerate() {
-        // Where the target is walked from, and where a symlink at its end
-        // is resolved from: beneath a directory mounted over the init's
-        // own, from the root, as the workload reads it.
+        // The target is walked in the mount it lies in. A symlink at its
+        // end is read from the root, as the workload reads it, except in
+        // one of the init's own mounts that nothing covers (which holds
+        // only the init's links, into /proc: refused either way).
         let (base, skip, links) = match own_mount_of(&m.target) {
             Some(n) => match &covering[n] {
                 Some(covering) => (covering, 1, (&root_fd, 0)),
@@ -247,11 +254,12 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     // A file mount made on a symlink lands where the link leads, which a
     // directory mounted after it may cover (a volume on the directory the
     // link leads into): the link, resolved again now as the workload will
-    // resolve it, must still lead to its mount. (Only those: a path is
-    // what someone renaming the rootfs's directories makes it, and every
-    // other target was checked by its place, descriptor by descriptor.)
+    // resolve it, must still lead to its mount. Only those: a target that
+    // is not a link cannot lie beneath a later one (`check` refuses that
+    // by the targets' names), and a path is what someone renaming the
+    // rootfs's directories makes it, so none is resolved again needlessly.
     for i in through_links {
-        uncovered(&root_fd, &cfg.mounts, &ids, i)?;
+        refuse_if_covered(&root_fd, &cfg.mounts, &ids, i)?;
     }
 
     sethostname(&cfg.hostname).step("sethostname", &cfg.hostname)?;
@@ -288,11 +296,13 @@ fn attach(
 }
 
 /// Where the init makes a mount of its own: a mount point beneath one of
-/// them is resolved in that mount, never in the rootfs.
+/// them is resolved in that mount (or in the directory the manifest
+/// mounts over it), never in the rootfs.
 const OWN_MOUNTS: &[&str] = &["proc", "dev", "tmp", "sys"];
 
 /// Which of `OWN_MOUNTS` a mount target lies beneath, if any: such a
-/// target is made in the init's own mount there, never in the rootfs.
+/// target is made in the init's own mount there (or in the directory
+/// mounted over it), never in the rootfs.
 fn own_mount_of(target: &Path) -> Option<usize> {
     own_mount(target).filter(|&(_, beneath)| beneath).map(|(n, _)| n)
 }
@@ -576,7 +586,8 @@ fn attach_host_tree(source: &CStr, target: &OwnedFd, readonly: bool, shown: &str
 
 /// Walks `inside` (an absolute path in the sandbox) one component at a
 /// time from `base`, the root or, past its first `skip` components, one
-/// of the init's own mounts, creating missing directories. A component
+/// of the init's own mounts (or the directory mounted over it), creating
+/// missing directories. A component
 /// that is a symlink is refused: followed, it could lead out of the root.
 fn walk_parents(base: &OwnedFd, inside: &Path, skip: usize) -> Result<(Option<OwnedFd>, Option<CString>), StepError> {
     let parts: Vec<_> = names(inside).skip(skip).collect();
@@ -615,8 +626,9 @@ fn make_dir(base: &OwnedFd, inside: &Path, skip: usize) -> Result<OwnedFd, StepE
 /// never beyond it, as runc does, and must not lead onto what the init
 /// made of /dev, /proc and /sys (a device node, such as the /dev/null a
 /// mask is, or a file of proc, sysfs or devpts), which the mount would
-/// cover. What it names is made when missing (`make_link_target`; `later`
-/// are the targets of the mounts after this one). `base` and `skip` as
+/// cover. What it names is made when missing, where the link is read from
+/// the root (`make_link_target`; `later` are the targets of the mounts
+/// after this one). `base` and `skip` as
 /// `walk_parents`; `links`, the same for resolving a symlink at the end.
 /// Also says whether the mount point was reached through a symlink.
 fn make_file(
@@ -661,16 +673,18 @@ fn make_file(
             OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(0o644),
         )
-        .step("create the mount point", inside)
+        .step(CREATE_MOUNT_POINT, inside)
         .map(|fd| (fd, false)),
         Err(e) => Err(e).step("look at the mount point", inside),
     }
 }
 
-/// Whether `mounts[i]` is what its target leads to now that every mount
-/// is attached (`ids`: each mount's id); refused otherwise, naming the
-/// mount listed after it that covers it where one does.
-fn uncovered(root: &OwnedFd, mounts: &[InitMount], ids: &[u64], i: usize) -> Result<(), StepError> {
+/// Refuses `mounts[i]`, a file mount made on a symlink, when its target,
+/// resolved again now that every mount is attached (`ids`: each mount's
+/// id), leads elsewhere: beneath a directory mounted after it, which it
+/// names where it can. (A later file mount on the same file was refused
+/// when it was made.)
+fn refuse_if_covered(root: &OwnedFd, mounts: &[InitMount], ids: &[u64], i: usize) -> Result<(), StepError> {
     let target = &mounts[i].target;
     let relative: PathBuf = names(target).collect();
     let now = resolve_in_root(root, &relative)
@@ -679,14 +693,9 @@ fn uncovered(root: &OwnedFd, mounts: &[InitMount], ids: &[u64], i: usize) -> Res
     if now == ids[i] {
         return Ok(());
     }
-    let shown = target.display();
-    match ids.iter().rposition(|&id| id == now).filter(|&j| j > i).map(|j| &mounts[j]) {
-        Some(other) if !other.is_dir => {
-            Err(Errno::EXDEV).step(ONE_FILE, format!("{shown} and {}", other.target.display()))
-        }
-        Some(other) => {
-            Err(Errno::EXDEV).step(COVERED, format!("{shown}, beneath the mount on {}", other.target.display()))
-        }
+    match ids.iter().rposition(|&id| id == now).filter(|&j| j > i) {
+        Some(j) => Err(Errno::EXDEV)
+            .step(BENEATH_LATER, format!("{}, beneath the mount on {}", target.display(), mounts[j].target.display())),
         None => Err(Errno::EXDEV).step(LEADS_ELSEWHERE, target),
     }
 }
@@ -748,10 +757,7 @@ fn make_link_target(
     let made: PathBuf = path.iter().collect();
     let shown = format!("/{} -> /{}", link.display(), made.display());
     if let Some(covering) = later.iter().map(|m| names(&m.target).collect::<PathBuf>()).find(|t| made.starts_with(t)) {
-        return Err(Errno::EXDEV).step(
-            "mount on a symlink leading beneath a mount listed after it (list that mount first)",
-            format!("{shown}, beneath the mount on /{}", covering.display()),
-        );
+        return Err(Errno::EXDEV).step(BENEATH_LATER, format!("{shown}, beneath the mount on /{}", covering.display()));
     }
     let (file, parents) = path.split_last().expect("the text ends in a name (checked above)");
     let mut at: Option<OwnedFd> = None;
@@ -798,5 +804,9 @@ mod tests {
         assert_eq!(own_mount_of(Path::new("/dev")), None, "the mount point itself is the rootfs's");
         assert_eq!(own_mount_of(Path::new("/devices/x")), None);
         assert_eq!(own_mount_of(Path::new("/etc/hosts")), None);
+        assert_eq!(own_mount_at(Path::new("/tmp")), Some(2), "a mount there covers the init's");
+        assert_eq!(own_mount_at(Path::new("/sys/")), Some(3));
+        assert_eq!(own_mount_at(Path::new("/tmp/a")), None);
+        assert_eq!(own_mount_at(Path::new("/tmpx")), None);
     }
 }

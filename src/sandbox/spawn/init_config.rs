@@ -13,7 +13,7 @@ use crate::sandbox::source::Sources;
 
 /// The capabilities the workload keeps, as a mask: the default set and
 /// the manifest's, or every one for a privileged workload.
-pub(in crate::sandbox) fn capability_mask(manifest: &Manifest) -> u64 {
+fn capability_mask(manifest: &Manifest) -> u64 {
     if manifest.security.privileged {
         // Every capability this kernel and this process can give: in a
         // user namespace of its own, all of them (the namespace's are
@@ -73,7 +73,7 @@ pub(super) const INIT_NOFILE: u64 = 64;
 
 /// The workload's RLIMIT_NOFILE (soft, hard): the manifest's, or the one
 /// the daemon was started with (it raised its own, see `raise_nofile_limit`).
-pub(in crate::sandbox) fn workload_nofile(m: &Manifest) -> Option<(u64, u64)> {
+pub(super) fn workload_nofile(m: &Manifest) -> Option<(u64, u64)> {
     match (m.resources.nofile, INHERITED_NOFILE.get()) {
         (Some(n), _) => Some((u64::from(n), u64::from(n))),
         (None, Some(inherited)) => Some((inherited.rlim_cur, inherited.rlim_max)),
