@@ -514,7 +514,7 @@ fn a_file_mount_target_leading_into_the_inits_own_mounts_is_refused() {
     let w = World::new();
     let (_, manifest) = linked_hosts(&w, "xdev", "/dev/null", |_| {}, ("", ""));
     let out = run_privileged(&w, &manifest);
-    refused("xdev", &out, "mount on a symlink leading into the sandbox's /dev, /proc or /sys: /etc/hosts");
+    refused("xdev", &out, "mount on a symlink leading into the sandbox's /dev, /proc or /sys: /etc/hosts: refused");
 }
 
 /// A file mount's target that is a dangling symlink in a writable rootfs
@@ -571,13 +571,13 @@ fn a_dangling_symlink_mount_target_is_refused_where_the_mount_would_not_show() {
     let w = World::new();
 
     let (root, out) = dangling(&w, "slash", "/run/dir/", |_| {}, ("", ""));
-    refused("slash", &out, "mount a file on a symlink naming a directory: /etc/hosts");
+    refused("slash", &out, "mount a file on a symlink naming a directory: /etc/hosts: refused");
     assert!(!root.join("run/dir").exists(), "made before it was refused");
 
     // `sub` could be a symlink: read lexically, `..` would undo a step
     // the kernel takes through it.
     let (root, out) = dangling(&w, "back", "/run/sub/../hosts", |_| {}, ("", ""));
-    refused("back", &out, "make what a symlink names when its text goes back up (`a/../b`): /etc/hosts");
+    refused("back", &out, "make what a symlink names when its text goes back up (`a/../b`): /etc/hosts: refused");
     assert!(!root.join("run/sub").exists() && !root.join("run/hosts").exists(), "made before it was refused");
 
     let (root, out) =
@@ -597,7 +597,7 @@ fn a_dangling_symlink_mount_target_is_refused_where_the_mount_would_not_show() {
     refused(
         "after",
         &out,
-        "mount on a symlink leading beneath a mount listed after it (list that mount first): /etc/hosts -> /srv/hosts, beneath the mount on /srv:",
+        "mount on a symlink leading beneath a mount listed after it (list that mount first): /etc/hosts -> /srv/hosts, beneath the mount on /srv: refused",
     );
     assert!(!root.join("srv/hosts").exists() && !volume.join("hosts").exists(), "made before it was refused");
 
@@ -627,7 +627,7 @@ fn an_existing_symlink_mount_target_beneath_a_later_mount_is_refused() {
     refused(
         "after",
         &run_privileged(&w, &manifest),
-        "mount on a symlink leading beneath a mount listed after it (list that mount first): /etc/hosts, beneath the mount on /srv:",
+        "mount on a symlink leading beneath a mount listed after it (list that mount first): /etc/hosts, beneath the mount on /srv: refused",
     );
 
     let other = w.path("other");
@@ -639,12 +639,12 @@ fn an_existing_symlink_mount_target_beneath_a_later_mount_is_refused() {
     };
     let (_, manifest) = linked_hosts(&w, "same", "../srv/hosts", both, ("", &mount(&other, "/etc/other")));
     let out = run_privileged(&w, &manifest);
-    refused("same", &out, &format!("{one_file}/etc/hosts and /etc/other:"));
+    refused("same", &out, &format!("{one_file}/etc/hosts and /etc/other: refused ("));
     assert!(stderr(&out).contains("mount the file at one of them only"), "no hint: {}", stderr(&out));
 
     // The first of the two on the file itself, the second through a link.
     let (_, manifest) = linked_hosts(&w, "plain", "../srv/hosts", in_root, (&mount(&other, "/srv/hosts"), ""));
-    refused("plain", &run_privileged(&w, &manifest), &format!("{one_file}/srv/hosts and /etc/hosts:"));
+    refused("plain", &run_privileged(&w, &manifest), &format!("{one_file}/srv/hosts and /etc/hosts: refused ("));
 
     let (root, manifest) = linked_hosts(&w, "before", "../srv/hosts", in_root, (&srv, ""));
     let out = run_privileged(&w, &manifest);

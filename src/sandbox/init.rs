@@ -110,7 +110,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
     let rootfs_fd = fds.next().expect("length checked above");
     if let Err(e) = rootfs::build(&cfg, rootfs_fd, fds.collect()) {
         let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
-        return fail(e.step, format!("{}: {}{hint}", e.target, e.errno.desc()));
+        return fail(e.step, format!("{}: {}{hint}", e.target, e.reason()));
     }
     let programs = if cfg.seccomp {
         match seccomp::default_programs(cfg.capabilities) {

@@ -23,14 +23,22 @@ use super::sys;
 
 /// A failed step: which one, on what, and the kernel's answer.
 #[derive(Debug, thiserror::Error)]
-#[error("{step} {target}: {errno}")]
+#[error("{step} {target}: {}", self.reason())]
 pub struct StepError {
     pub step: &'static str,
     pub target: String,
     pub errno: Errno,
+    /// paddock's own refusal (`refuse`), not the kernel's: `errno` only
+    /// says what kind.
+    pub refused: bool,
 }
 
 impl StepError {
+    /// The kernel's answer, or "refused" for paddock's own refusal.
+    pub fn reason(&self) -> &'static str {
+        if self.refused { "refused" } else { self.errno.desc() }
+    }
+
     /// What to do, where the kernel's answer alone does not say.
     pub fn hint(&self) -> Option<&'static str> {
         match (self.step, self.errno) {
@@ -85,8 +93,15 @@ trait Step<T> {
 
 impl<T> Step<T> for Result<T, Errno> {
     fn step(self, step: &'static str, target: impl AsRef<Path>) -> Result<T, StepError> {
-        self.map_err(|errno| StepError { step, target: target.as_ref().display().to_string(), errno })
+        self.map_err(|errno| StepError { step, target: target.as_ref().display().to_string(), errno, refused: false })
     }
+}
+
+/// paddock refuses `step` on `target`, the kernel not asked: `kind` is
+/// the errno the kernel would give such a case (EXDEV for a mount that
+/// would land where it does not show), for `StepError::hint`.
+fn refuse<T>(kind: Errno, step: &'static str, target: impl AsRef<Path>) -> Result<T, StepError> {
+    Err(StepError { step, target: target.as_ref().display().to_string(), errno: kind, refused: true })
 }
 
 /// Where the new root is assembled, in the sandbox's private mount
@@ -238,7 +253,7 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
             let on = sys::mount_id(target.as_fd()).step("look at the mount point", &m.target)?;
             if let Some(k) = ids.iter().position(|&id| id == on).filter(|&k| !cfg.mounts[k].is_dir) {
                 let both = format!("{} and {}", cfg.mounts[k].target.display(), m.target.display());
-                return Err(Errno::EXDEV).step(ONE_FILE, both);
+                return refuse(Errno::EXDEV, ONE_FILE, both);
             }
             if through_link {
                 through_links.push(i);
@@ -640,7 +655,7 @@ fn make_file(
 ) -> Result<(OwnedFd, bool), StepError> {
     let (parent, last) = walk_parents(base, inside, skip)?;
     let parent = parent.as_ref().unwrap_or(base);
-    let last = last.ok_or(Errno::EISDIR).step("mount a file on", inside)?;
+    let Some(last) = last else { return refuse(Errno::EISDIR, "mount a file on", inside) };
     let o_path = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     match fstatat(parent, last.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFLNK => {
@@ -657,8 +672,11 @@ fn make_file(
             }
             .step("resolve the symlink (inside the root) to mount on", inside)?;
             if leads_into_own(&fd) {
-                return Err(Errno::EXDEV)
-                    .step("mount on a symlink leading into the sandbox's /dev, /proc or /sys", inside);
+                return refuse(
+                    Errno::EXDEV,
+                    "mount on a symlink leading into the sandbox's /dev, /proc or /sys",
+                    inside,
+                );
             }
             Ok((fd, true))
         }
@@ -694,9 +712,12 @@ fn refuse_if_covered(root: &OwnedFd, mounts: &[InitMount], ids: &[u64], i: usize
         return Ok(());
     }
     match ids.iter().rposition(|&id| id == now).filter(|&j| j > i) {
-        Some(j) => Err(Errno::EXDEV)
-            .step(BENEATH_LATER, format!("{}, beneath the mount on {}", target.display(), mounts[j].target.display())),
-        None => Err(Errno::EXDEV).step(LEADS_ELSEWHERE, target),
+        Some(j) => refuse(
+            Errno::EXDEV,
+            BENEATH_LATER,
+            format!("{}, beneath the mount on {}", target.display(), mounts[j].target.display()),
+        ),
+        None => refuse(Errno::EXDEV, LEADS_ELSEWHERE, target),
     }
 }
 
@@ -727,7 +748,7 @@ fn make_link_target(
     name: &CStr,
     later: &[InitMount],
 ) -> Result<(), StepError> {
-    let refused = |errno: Errno, why: &'static str| Err(errno).step(why, Path::new("/").join(link));
+    let refused = |kind: Errno, why: &'static str| refuse(kind, why, Path::new("/").join(link));
     let text = nix::fcntl::readlinkat(dir, name).step("read the symlink", Path::new("/").join(link))?;
     // Path::components drops a trailing `/` and `.`: looked at here.
     let bytes = text.as_encoded_bytes();
@@ -757,7 +778,7 @@ fn make_link_target(
     let made: PathBuf = path.iter().collect();
     let shown = format!("/{} -> /{}", link.display(), made.display());
     if let Some(covering) = later.iter().map(|m| names(&m.target).collect::<PathBuf>()).find(|t| made.starts_with(t)) {
-        return Err(Errno::EXDEV).step(BENEATH_LATER, format!("{shown}, beneath the mount on /{}", covering.display()));
+        return refuse(Errno::EXDEV, BENEATH_LATER, format!("{shown}, beneath the mount on /{}", covering.display()));
     }
     let (file, parents) = path.split_last().expect("the text ends in a name (checked above)");
     let mut at: Option<OwnedFd> = None;
