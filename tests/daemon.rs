@@ -172,13 +172,8 @@ fn a_shutdown_kills_what_outlasts_shutdown_timeout() {
 fn a_world_writable_workloads_directory_is_refused() {
     let d = Daemon::setup();
     std::fs::set_permissions(d.path("wl"), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
-        .args(["daemon", "--config"])
-        .arg(d.path("paddock.toml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = d.run_refused(&[]);
+    assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("is writable by group and others (mode 0777)") && err.contains("chmod go-w"), "{err}");
 }
 
@@ -187,29 +182,23 @@ fn state_run_and_socket_directories_others_could_change_are_refused() {
     // Whoever could change these could swap a log for a link to
     // /etc/ld.so.preload, or a record for one naming any process.
     let d = Daemon::setup();
-    let run = |d: &Daemon| {
-        let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
-            .args(["daemon", "--config"])
-            .arg(d.path("paddock.toml"))
-            .output()
-            .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    // The setting `key` moved from the file `from` to `to`, and the daemon run.
+    let moved = |key: &str, from: &str, to: &str| {
+        let quoted = |file: &str| format!("{key} = {:?}", d.path(file).display().to_string());
+        d.configure(&quoted(from), &quoted(to));
+        d.run_refused(&[])
     };
     // A state directory a user owns.
     std::fs::create_dir(d.path("state")).unwrap();
     std::os::unix::fs::chown(d.path("state"), Some(1000), None).unwrap();
-    let (code, err) = run(&d);
+    let (code, err) = d.run_refused(&[]);
     assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("is owned by uid 1000, not root") && err.contains("a log appended to"), "{err}");
     std::os::unix::fs::chown(d.path("state"), Some(0), None).unwrap();
     // A run directory under a directory its group may write.
     std::fs::create_dir(d.path("shared")).unwrap();
     std::fs::set_permissions(d.path("shared"), std::fs::Permissions::from_mode(0o775)).unwrap();
-    d.configure(
-        &format!("run_dir = {:?}", d.path("run").display().to_string()),
-        &format!("run_dir = {:?}", d.path("shared/run").display().to_string()),
-    );
-    let (code, err) = run(&d);
+    let (code, err) = moved("run_dir", "run", "shared/run");
     assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("shared is writable by its group (mode 0775)") && err.contains("chmod go-w"), "{err}");
     assert!(err.contains("run_dir "), "the setting is named: {err}");
@@ -218,11 +207,7 @@ fn state_run_and_socket_directories_others_could_change_are_refused() {
     // another directory, never to chmod a shared one.
     std::fs::create_dir(d.path("tmp")).unwrap();
     std::fs::set_permissions(d.path("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    d.configure(
-        &format!("socket = {:?}", d.path("paddock.sock").display().to_string()),
-        &format!("socket = {:?}", d.path("tmp/paddock.sock").display().to_string()),
-    );
-    let (code, err) = run(&d);
+    let (code, err) = moved("socket", "paddock.sock", "tmp/paddock.sock");
     assert_eq!(code, Some(78), "{err}");
     let err = err.lines().find(|l| l.starts_with("paddock daemon:")).unwrap_or_default();
     assert!(
@@ -245,13 +230,8 @@ fn the_state_directory_and_volumes_root_are_made_roots_alone_and_an_open_volumes
     assert_eq!(d.terminate(), 0);
     std::fs::create_dir_all(d.path("volumes")).unwrap();
     std::fs::set_permissions(d.path("volumes"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
-        .args(["daemon", "--config"])
-        .arg(d.path("paddock.toml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = d.run_refused(&[]);
+    assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("can be entered by others (mode 0755)") && err.contains("chmod o-rwx"), "{err}");
 }
 
@@ -495,15 +475,9 @@ fn a_second_daemon_on_the_same_state_directory_is_refused() {
     let d = Daemon::setup().start(&[]);
     d.write("held.toml", "command = [\"/bin/sleep\", \"1004\"]\n");
     let pid = d.running_pid("held");
-    let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
-        .args(["daemon", "--config"])
-        .arg(d.path("paddock.toml"))
-        .arg("--socket")
-        .arg(d.path("other.sock"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let other = d.path("other.sock").display().to_string();
+    let (code, stderr) = d.run_refused(&["--socket", &other]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("another paddock daemon uses the state directory"), "{stderr}");
     assert_eq!(d.running_pid("held"), pid, "the first daemon's sandbox is untouched");
 }

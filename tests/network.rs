@@ -539,13 +539,8 @@ fn a_network_configuration_others_could_change_is_refused() {
     std::fs::write(d.path("networks/lan.conflist"), conflist.to_string()).unwrap();
     std::fs::set_permissions(d.path("networks/lan.conflist"), std::os::unix::fs::PermissionsExt::from_mode(0o664))
         .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
-        .args(["daemon", "--config"])
-        .arg(d.path("paddock.toml"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{err}");
+    let (code, err) = d.run_refused(&[]);
+    assert_eq!(code, Some(78), "{err}");
     assert!(
         err.contains("lan.conflist is writable by its group (mode 0664): whoever can write it chooses what the CNI plugins paddock runs as root are told to do"),
         "{err}"

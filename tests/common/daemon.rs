@@ -84,6 +84,18 @@ impl Daemon {
         std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
     }
 
+    /// `paddock daemon` with this configuration and `args`, run to its
+    /// end (for a start that is refused): its exit status and stderr.
+    pub fn run_refused(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(["daemon", "--config"])
+            .arg(self.path("paddock.toml"))
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
     /// Gives the daemon a network namespace of its own as its "host": its
     /// bridge, addresses, routes and firewall rules are made there.
     pub fn with_own_network(mut self) -> Self {
