@@ -5,7 +5,7 @@
 //! after a crash, except that the inits are still its children.
 
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
@@ -34,8 +34,7 @@ pub fn inherited_listener() -> Option<OwnedFd> {
     // this image to own; taken once (the variable is read only here).
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // Close-on-exec again: no sandbox may inherit it.
-    // SAFETY: fcntl on a descriptor we own.
-    unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    let _ = crate::sandbox::set_cloexec(owned.as_fd(), true);
     Some(owned)
 }
 
@@ -51,11 +50,16 @@ pub struct ExecError {
 pub fn reexec(binary: &std::path::Path, listener: &OwnedFd) -> ExecError {
     use std::os::unix::process::CommandExt;
     let fd = listener.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we hold: it stays open across the exec.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    // It stays open across the exec.
+    if let Err(e) = crate::sandbox::set_cloexec(listener.as_fd(), false) {
+        return ExecError { binary: binary.to_owned(), source: e.into() };
+    }
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let mut command = std::process::Command::new(binary);
     command.args(args).env(LISTEN_FD, fd.to_string());
+    // What this image was handed (left set where it could not be unset,
+    // `take_env`) never reaches the next one: only what is set below.
+    command.env_remove(crate::sandbox::zygote::PREDECESSOR).env_remove(crate::sandbox::unreaped::INHERITED);
     // The zygote reads end-of-file at the exec and exits: the new image
     // reaps it, by the pid given here (see `zygote::reap_predecessor`).
     if let Some(zygote) = crate::sandbox::zygote::running() {
@@ -66,8 +70,8 @@ pub fn reexec(binary: &std::path::Path, listener: &OwnedFd) -> ExecError {
         command.env(crate::sandbox::unreaped::INHERITED, pidfds);
     }
     let source = command.exec();
-    // SAFETY: as above; the exec failed, so close-on-exec again.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // The exec failed: close-on-exec again.
+    let _ = crate::sandbox::set_cloexec(listener.as_fd(), true);
     crate::sandbox::unreaped::take_back();
     ExecError { binary: binary.to_owned(), source }
 }

@@ -19,7 +19,7 @@ pub mod seccomp;
 mod source;
 mod spawn;
 mod sys;
-pub use sys::take_env;
+pub use sys::{set_cloexec, take_env};
 pub mod unreaped;
 pub mod zygote;
 

@@ -328,6 +328,14 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> Result<(
     Errno::result(rc).map(drop)
 }
 
+/// Sets or clears `fd`'s close-on-exec flag: a descriptor handed to the
+/// next image across an exec is cleared, then set again once taken (or
+/// once the exec failed).
+pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<(), Errno> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    fcntl(fd, FcntlArg::F_SETFD(if on { FdFlag::FD_CLOEXEC } else { FdFlag::empty() })).map(drop)
+}
+
 /// Marks every descriptor from `first` up close-on-exec (close_range(2)
 /// with CLOSE_RANGE_CLOEXEC, Linux 5.11): whatever the init or the daemon
 /// held, even without O_CLOEXEC, does not reach the workload, while a
@@ -337,8 +345,6 @@ pub fn cloexec_from(first: u32) -> Result<(), Errno> {
     Errno::result(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) }).map(drop)
 }
 
-/// Threads of this process, from /proc/self/stat (field 20); `usize::MAX`
-/// when it cannot be read.
 /// Takes a variable a previous image of this process set for this one
 /// (an upgrade's hand-over): its value, unset so that no child sees it.
 /// Unset only while this process is one thread (its callers run at the
@@ -354,6 +360,8 @@ pub fn take_env(name: &str) -> Option<String> {
     Some(value)
 }
 
+/// Threads of this process, from /proc/self/stat (field 20); `usize::MAX`
+/// when it cannot be read.
 pub fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/stat")
         .ok()

@@ -67,10 +67,7 @@ pub fn hand_over() -> Option<String> {
     let unreaped = UNREAPED.lock().ok()?;
     let fds: Vec<String> = unreaped
         .values()
-        .filter(|pidfd| {
-            // SAFETY: fcntl on a descriptor the map owns, open while it is held.
-            unsafe { libc::fcntl(pidfd.as_raw_fd(), libc::F_SETFD, 0) == 0 }
-        })
+        .filter(|pidfd| sys::set_cloexec(pidfd.as_fd(), false).is_ok())
         .map(|pidfd| pidfd.as_raw_fd().to_string())
         .collect();
     (!fds.is_empty()).then(|| fds.join(","))
@@ -82,8 +79,7 @@ pub fn hand_over() -> Option<String> {
 pub fn take_back() {
     if let Ok(unreaped) = UNREAPED.lock() {
         for pidfd in unreaped.values() {
-            // SAFETY: fcntl on a descriptor the map owns, open while it is held.
-            unsafe { libc::fcntl(pidfd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+            let _ = sys::set_cloexec(pidfd.as_fd(), true);
         }
     }
 }
@@ -122,8 +118,7 @@ impl Inherited {
             // SAFETY: the previous image left this pidfd open for us, and
             // it is taken once (duplicates were dropped above).
             let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
-            // SAFETY: fcntl on a descriptor we own.
-            unsafe { libc::fcntl(pidfd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+            let _ = sys::set_cloexec(pidfd.as_fd(), true);
             // One whose process the old image reaped already (-1): closed.
             if let Ok(pid) = u32::try_from(pid) {
                 inherited.push((pid, Arc::new(pidfd)));
