@@ -79,11 +79,12 @@ impl PluginDirs {
     }
 
     /// The program for a plugin `type`, in the first of `searched` (some
-    /// of these directories) that has it, checked.
+    /// of these directories) that has it, checked; missing, it names the
+    /// directories searched.
     fn find_in(&self, searched: &[PathBuf], plugin: &str) -> Result<PathBuf, CniError> {
         let missing = || CniError::Missing {
             plugin: plugin.to_owned(),
-            dirs: self.0.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+            dirs: searched.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
         };
         if !is_program_name(plugin) {
             return Err(missing());
@@ -215,8 +216,10 @@ impl ConfList {
             .enumerate()
             .map(|(i, p)| match p {
                 Value::Object(p) if p.get("type").and_then(Value::as_str).is_some_and(|t| !t.is_empty()) => {
-                    // An `ipam.type` that is not a string names nothing.
-                    let ipam = ipam_type(p).map(|t| t.as_str().unwrap_or_default());
+                    let ipam = match ipam_type(p).map(Value::as_str) {
+                        Some(None) => return Err(bad(format!("plugins[{i}]: `ipam.type` must be a string"))),
+                        ipam => ipam.flatten(),
+                    };
                     match [Some(type_of(p)), ipam].into_iter().flatten().find(|name| !is_program_name(name)) {
                         Some(name) => Err(bad(format!(
                             "plugins[{i}]: `{name}` cannot name a plugin (its `type` or `ipam.type`): a program's name, without `/`, not starting with `.`"
@@ -496,6 +499,10 @@ mod tests {
                 serde_json::json!({"name": "a", "cniVersion": "1.0.0", "plugins": [{"type": "x", "ipam": {"type": "a/b"}}]}),
                 "plugins[0]: `a/b` cannot name a plugin",
             ),
+            (
+                serde_json::json!({"name": "a", "cniVersion": "1.0.0", "plugins": [{"type": "x", "ipam": {"type": 7}}]}),
+                "plugins[0]: `ipam.type` must be a string",
+            ),
         ] {
             let e = ConfList::parse(bad, "f").unwrap_err().to_string();
             assert!(e.starts_with("f: ") && e.contains(says), "{e}");
@@ -507,6 +514,11 @@ mod tests {
         let dirs = PluginDirs(vec![PathBuf::from("/nonexistent")]);
         let e = dirs.find("bridge").unwrap_err().to_string();
         assert!(e.contains("`bridge` is not in /nonexistent") && e.contains("containernetworking-plugins"), "{e}");
+        // Only the directories searched are named (an undoing leaves out
+        // one that fails its check).
+        let two = PluginDirs(vec![PathBuf::from("/nonexistent"), PathBuf::from("/also-not")]);
+        let e = two.find_in(&two.0[1..], "bridge").unwrap_err().to_string();
+        assert!(e.contains("`bridge` is not in /also-not: install"), "{e}");
         let bin = PluginDirs(vec![PathBuf::from("/bin")]);
         assert!(bin.find("../bin/sh").is_err() && bin.find("..").is_err());
     }
