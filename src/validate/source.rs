@@ -82,8 +82,18 @@ pub struct Parsed<'i> {
 /// the parser stopped: what a recovering parser says after it is guesswork
 /// that sends readers after problems that are not there.
 pub fn parse(text: &str) -> Result<Parsed<'_>, Vec<Problem>> {
-    let table = DeTable::parse(text)
-        .map_err(|e| vec![Problem::error(e.span(), format!("TOML syntax: {}", e.message().trim_end()))])?;
+    let table = DeTable::parse(text).map_err(|e| {
+        let message = e.message().trim_end();
+        let problem = Problem::error(e.span(), format!("TOML syntax: {message}"));
+        // toml says this one without a place: say what it counts.
+        vec![match message {
+            "recursion limit" => problem.with_help(format!(
+                "a key or table header of 80 or more dotted parts, or arrays and inline tables nested 80 deep; \
+                 a manifest nests at most {MAX_DEPTH}"
+            )),
+            _ => problem,
+        }]
+    })?;
     let mut spans = SpanIndex::default();
     let mut problems = Vec::new();
     let json = {
@@ -190,6 +200,30 @@ mod tests {
         let problems = parse(text).err().unwrap();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].span.as_ref().map(|s| s.start), Some(text.rfind("= ").unwrap() + 2));
+    }
+
+    #[test]
+    fn a_long_dotted_key_is_refused_without_overflow() {
+        // A header or a dotted key of 200,000 parts would be a tree
+        // 200,000 tables deep, too deep to walk or drop by recursion: toml
+        // refuses one of 80 parts or more, without a place, so the help
+        // says what it counted. Past our own limit and under toml's, ours.
+        let path = vec!["a"; 200_000].join(".");
+        for text in [format!("[{path}]\n"), format!("{path} = 1\n")] {
+            let problems = parse(&text).err().unwrap();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].message, "TOML syntax: recursion limit");
+            assert!(
+                problems[0].help.as_deref().is_some_and(|h| h.contains("80 or more dotted parts")),
+                "{:?}",
+                problems[0]
+            );
+        }
+        let path = vec!["a"; 79].join(".");
+        for text in [format!("[{path}]\nb.c = 1\n"), format!("{path} = 1\n")] {
+            let problems = parse(&text).err().unwrap();
+            assert!(problems[0].message.contains("nested more than 32 levels"), "{:?}", problems[0]);
+        }
     }
 
     #[test]
