@@ -286,6 +286,31 @@ fn hostile_input_gives_an_error_never_a_panic_or_a_hang() {
     );
 }
 
+/// A generated file gone wrong (a command of 250,000 empty strings, on one
+/// line or one a line) is refused with its first problems, each quoting
+/// at most a window of its line, and a count of the rest: not gigabytes
+/// of output, nor minutes of work.
+#[test]
+fn a_file_with_thousands_of_problems_is_shown_in_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let items = vec!["\"\""; 250_000];
+    let head = |s: &str| s.chars().take(4096).collect::<String>();
+    let one_line = write(dir.path(), "one-line.toml", format!("command = [{}]\n", items.join(",")));
+    let many_lines = write(dir.path(), "many-lines.toml", format!("command = [\n{}\n]\n", items.join(",\n")));
+    for (path, line) in [(&one_line, "1:12"), (&many_lines, "2:1")] {
+        let run = check(&["--policy-dir", "/nonexistent"], &[path]);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(run.stdout.len() < 64 << 10, "{} bytes of output", run.stdout.len());
+        assert_eq!(run.stdout.matches(": error: ").count(), 50, "{}", head(&run.stdout));
+        assert!(run.stdout.contains(&format!("{line}: error: ")), "{}", head(&run.stdout));
+        assert!(run.stdout.contains(": error: 249951 more problems from here on, not shown"), "{}", run.stdout);
+    }
+    // The long line is cut around each caret, and says so.
+    let run = check(&["--policy-dir", "/nonexistent"], &[&one_line]);
+    let quoted = run.stdout.lines().find(|l| l.starts_with("1 | ")).unwrap();
+    assert!(quoted.chars().count() < 130 && quoted.ends_with('…'), "{quoted}");
+}
+
 /// A manifest's bytes (a raw escape in a comment, a decoded one in a
 /// value) never reach the terminal of whoever checks it.
 #[test]

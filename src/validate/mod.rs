@@ -286,10 +286,12 @@ impl Validator {
     }
 }
 
-/// In the order of the file, whole-file problems first; once each.
+/// In the order of the file, whole-file problems first; once each; at most
+/// `problem::MAX_PER_FILE`.
 fn sort(problems: &mut Vec<Problem>) {
     problems.sort_by_key(|p| p.span.as_ref().map(|s| (s.start, s.end)));
     problems.dedup();
+    problem::cap(problems);
 }
 
 /// Compiles the policies named, from the built-in ones and those in `dir`.

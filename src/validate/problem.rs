@@ -46,6 +46,30 @@ impl Problem {
     }
 }
 
+/// At most this many problems are kept for one file, in the file's order:
+/// a file with more (a generated one gone wrong) is no better shown in
+/// full, and each shown quotes its line.
+pub const MAX_PER_FILE: usize = 50;
+
+/// Keeps the first `MAX_PER_FILE - 1` problems of a sorted list and, in
+/// place of the rest, one that says how many there were, where the first
+/// of them is, and is an error when any of them was.
+pub fn cap(problems: &mut Vec<Problem>) {
+    if problems.len() <= MAX_PER_FILE {
+        return;
+    }
+    let rest = problems.split_off(MAX_PER_FILE - 1);
+    let severity = if rest.iter().any(Problem::is_error) { Severity::Error } else { Severity::Warning };
+    problems.push(Problem {
+        severity,
+        span: rest[0].span.clone(),
+        message: format!("{} more problems from here on, not shown", rest.len()),
+        policy: None,
+        rule: None,
+        help: Some("mend the ones above and check the file again".to_owned()),
+    });
+}
+
 /// Line and column (both from 1; the column counts characters) of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = floor_char_boundary(text, offset.min(text.len()));
@@ -116,6 +140,11 @@ impl Color {
     }
 }
 
+/// A source line longer than this many characters is shown in part: this
+/// many from `SHOWN_BEFORE` before the caret.
+const SHOWN_LINE: usize = 120;
+const SHOWN_BEFORE: usize = 40;
+
 /// `FILE:LINE:COL: error: MESSAGE`, the source line with a caret under the
 /// span, then the policy, rule and help lines.
 pub fn render(problem: &Problem, file: &str, text: &str, color: Color) -> String {
@@ -144,14 +173,26 @@ pub fn render(problem: &Problem, file: &str, text: &str, color: Color) -> String
             })
             .unwrap_or(0)
             .max(1);
-        let source_line = source_line.replace('\t', " ");
-        // The caret stays under its text once the line before it is escaped.
-        let before: String = source_line.chars().take(at.column - 1).collect();
-        let spanned: String = source_line.chars().skip(at.column - 1).take(width).collect();
-        let width = (escape(&spanned).chars().count() + width.saturating_sub(spanned.chars().count())).max(1);
+        let chars: Vec<char> = source_line.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
+        let column = (at.column - 1).min(chars.len());
+        // A long line is shown around the caret only, cut where marked.
+        let (from, to) = match chars.len() > SHOWN_LINE {
+            true => {
+                let from = column.saturating_sub(SHOWN_BEFORE);
+                (from, (from + SHOWN_LINE).min(chars.len()))
+            }
+            false => (0, chars.len()),
+        };
+        let cut = |a: usize, b: usize| escape(&chars[a..b].iter().collect::<String>()).into_owned();
+        let (lead, tail) = (if from > 0 { "…" } else { "" }, if to < chars.len() { "…" } else { "" });
+        // The caret stays under its text once the line before it is escaped;
+        // a span past the line's end (its newline) gets the carets it had.
+        let spanned = (column + width).min(to);
+        let past = if to < chars.len() { 0 } else { (column + width).saturating_sub(chars.len()) };
+        let width = (cut(column, spanned).chars().count() + past).max(1);
         let _ = writeln!(out, "{pad} {bar}");
-        let _ = writeln!(out, "{} {bar} {}", color.paint("1;34", &number), escape(&source_line));
-        let caret = " ".repeat(escape(&before).chars().count()) + &"^".repeat(width);
+        let _ = writeln!(out, "{} {bar} {lead}{}{tail}", color.paint("1;34", &number), cut(from, to));
+        let caret = " ".repeat(lead.chars().count() + cut(from, column).chars().count()) + &"^".repeat(width);
         let _ = writeln!(out, "{pad} {bar} {}", color.paint(code, &caret));
     }
     let pad = " ".repeat(at.line.to_string().len());
@@ -193,6 +234,42 @@ mod tests {
             shown,
             "web.toml:3:14: error: refused\n  |\n3 | privileged = true\n  |              ^^^^\n  = policy: baseline, rule: no-privileged\n  = help: set it to false\n"
         );
+    }
+
+    #[test]
+    fn a_long_line_is_shown_around_its_caret() {
+        let text = format!("command = [\"{}\", 1, \"{}\"]\n", "a".repeat(200), "b".repeat(200));
+        let start = text.find(", 1,").unwrap() + 2;
+        let shown = render(&Problem::error(Some(start..start + 1), "not a string"), "w.toml", &text, Color::Never);
+        let lines: Vec<&str> = shown.lines().collect();
+        let (quoted, caret) = (lines[2].strip_prefix("1 | ").unwrap(), lines[3].strip_prefix("  | ").unwrap());
+        assert!(quoted.starts_with('…') && quoted.ends_with('…'), "{quoted}");
+        assert_eq!(quoted.chars().count(), SHOWN_LINE + 2);
+        let at = caret.chars().position(|c| c == '^').unwrap();
+        assert_eq!(quoted.chars().nth(at), Some('1'), "\n{quoted}\n{caret}");
+        assert_eq!(at, SHOWN_BEFORE + 1);
+        // Near the start, nothing is cut before it.
+        let shown = render(&Problem::error(Some(0..7), "x"), "w.toml", &text, Color::Never);
+        assert!(shown.contains("1 | command = [\"aaa") && shown.contains("\n  | ^^^^^^^\n"), "{shown}");
+    }
+
+    #[test]
+    fn past_fifty_problems_one_says_how_many_more() {
+        let at = |i: usize| Some(i..i + 1);
+        let mut warnings: Vec<Problem> = (0..80).map(|i| Problem::warning(at(i), "w")).collect();
+        cap(&mut warnings);
+        assert_eq!(warnings.len(), MAX_PER_FILE);
+        let last = warnings.last().unwrap();
+        assert_eq!((last.severity, last.span.clone()), (Severity::Warning, at(49)));
+        assert_eq!(last.message, "31 more problems from here on, not shown");
+        // An error among those not shown keeps the file refused.
+        let mut mixed: Vec<Problem> = (0..80).map(|i| Problem::warning(at(i), "w")).collect();
+        mixed[70] = Problem::error(at(70), "e");
+        cap(&mut mixed);
+        assert!(mixed.last().unwrap().is_error());
+        let mut few: Vec<Problem> = (0..MAX_PER_FILE).map(|i| Problem::error(at(i), "e")).collect();
+        cap(&mut few);
+        assert!(few.iter().all(|p| p.message == "e"));
     }
 
     #[test]
