@@ -291,6 +291,84 @@ fn every_client_command_says_when_the_daemon_is_down() {
     }
 }
 
+/// A socket root does not listen on (PADDOCK_SOCKET naming a path another
+/// user made first, in /tmp after a reboot) is sent nothing: no request,
+/// no environment, none of the streams or the terminal `exec` hands over.
+#[test]
+fn a_socket_root_does_not_listen_on_is_sent_nothing() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = dir.path().join("paddock.sock");
+    let clients: [&[&str]; 3] =
+        [&["status"], &["status", "--watch"], &["exec", "web", "--env", "TOKEN=secret", "--", "true"]];
+    let (ready, listening) = std::sync::mpsc::channel();
+    let path = socket.clone();
+    let listener = std::thread::spawn(move || {
+        // SAFETY: system calls with integer arguments. Made raw, they change
+        // this thread's credentials only (libc's wrappers would change every
+        // thread's), and listen() records the caller's.
+        let dropped = unsafe {
+            libc::syscall(libc::SYS_setresgid, 65534, 65534, 65534) == 0
+                && libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) == 0
+        };
+        assert!(dropped, "dropping this thread's ids: {}", std::io::Error::last_os_error());
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        ready.send(()).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..clients.len() {
+            let (stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let (mut bytes, mut fds) = (0, 0);
+            loop {
+                let mut buf = [0u8; 4096];
+                let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 8]);
+                let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+                let Ok(msg) = nix::sys::socket::recvmsg::<()>(
+                    stream.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg),
+                    nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+                ) else {
+                    break;
+                };
+                for c in msg.cmsgs().into_iter().flatten() {
+                    if let nix::sys::socket::ControlMessageOwned::ScmRights(received) = c {
+                        fds += received.len();
+                    }
+                }
+                if msg.bytes == 0 {
+                    break;
+                }
+                bytes += msg.bytes;
+            }
+            got.push((bytes, fds));
+        }
+        got
+    });
+    listening.recv().unwrap();
+    for args in clients {
+        let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .arg(args[0])
+            .arg("--socket")
+            .arg(&socket)
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        let expected = if args[0] == "exec" { 125 } else { 1 };
+        assert_eq!(out.status.code(), Some(expected), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!(
+                "the socket at {} is not the daemon's: it is listened on by uid 65534, not root; nothing was sent to it",
+                socket.display()
+            )),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(listener.join().unwrap(), vec![(0, 0); 3], "what the listener received, (bytes, descriptors) a client");
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -56,6 +56,12 @@ pub enum AskError {
     Unreachable { socket: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Request(serde_json::Error),
+    #[error(
+        "the socket at {} is not the daemon's: it is listened on by uid {uid}, not root; nothing was sent to it \
+         (paddock's daemon runs as root: check --socket and PADDOCK_SOCKET)",
+        .socket.display()
+    )]
+    NotTheDaemon { socket: PathBuf, uid: u32 },
     #[error("the daemon at {} closed the connection without an answer", .0.display())]
     NoAnswer(PathBuf),
     #[error("the daemon's answer is not understood: {0}")]
@@ -73,10 +79,26 @@ fn hint(e: &std::io::Error) -> &'static str {
     }
 }
 
+/// Connects to the daemon's socket, and sends nothing until it is sure
+/// that root listens there: a socket path may be in a directory others
+/// can write (PADDOCK_SOCKET left naming /tmp/paddock-try after a reboot),
+/// and a request can carry environment values and a terminal.
+pub fn connect(socket: &Path) -> Result<UnixStream, AskError> {
+    let unreachable = |source| AskError::Unreachable { socket: socket.to_owned(), source };
+    let stream = UnixStream::connect(socket).map_err(unreachable)?;
+    // The listener's credentials, as they were when it called listen().
+    let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|errno| unreachable(errno.into()))?;
+    match peer.uid() {
+        0 => Ok(stream),
+        uid => Err(AskError::NotTheDaemon { socket: socket.to_owned(), uid }),
+    }
+}
+
 /// Sends one request to the daemon and reads its answer.
 pub fn ask(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, AskError> {
     let unreachable = |source| AskError::Unreachable { socket: socket.to_owned(), source };
-    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+    let mut stream = connect(socket)?;
     stream.set_read_timeout(Some(timeout)).map_err(unreachable)?;
     let mut line = serde_json::to_vec(request).map_err(AskError::Request)?;
     line.push(b'\n');

@@ -121,9 +121,7 @@ pub fn run(args: ExecArgs) -> Result<ExitCode, CliError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let socket = args.client.socket().or_fail(125)?;
-    let stream = UnixStream::connect(&socket).map_err(|e| {
-        usage(format!("cannot reach the daemon at {}: {e} (is it running? use sudo?)", socket.display()))
-    })?;
+    let stream = super::client::connect(&socket).map_err(|e| usage(e.to_string()))?;
     // Signals arrive at a thread of ours (blocked here before any thread starts).
     let mut forwarded = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGWINCH] {

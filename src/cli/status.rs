@@ -210,9 +210,7 @@ fn watch(args: &StatusArgs) -> Result<super::ExitCode, CliError> {
     use super::OrFail;
     use std::io::BufRead;
     let socket = args.client.socket().or_fail(1)?;
-    let stream = std::os::unix::net::UnixStream::connect(&socket).map_err(|source| {
-        CliError::new(1, super::client::AskError::Unreachable { socket: socket.clone(), source }.to_string())
-    })?;
+    let stream = super::client::connect(&socket).map_err(|e| CliError::new(1, e.to_string()))?;
     let mut request = serde_json::to_vec(&Request::Watch).map_err(std::io::Error::from)?;
     request.push(b'\n');
     (&stream).write_all(&request)?;
