@@ -172,6 +172,37 @@ fn notified_until(sock: &UnixDatagram, until: &str) -> Vec<String> {
     said
 }
 
+/// `status --watch` clients hold their connection for as long as they
+/// watch: past 16 they are told so and let go, so that as many watchers
+/// as there are connection slots still leave room for `status`.
+#[test]
+fn watchers_never_take_every_connection() {
+    let d = Daemon::setup().start(&[]);
+    d.write("one.toml", SLEEPER);
+    d.running_pid("one");
+    let request = format!("{}\n", serde_json::to_string(&paddock::protocol::Request::Watch).unwrap());
+    let watchers: Vec<UnixStream> = (0..64)
+        .map(|_| {
+            let mut s = UnixStream::connect(d.path("paddock.sock")).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s
+        })
+        .collect();
+    let mut refused = 0;
+    for s in &watchers {
+        let mut first = String::new();
+        BufReader::new(s).read_line(&mut first).unwrap();
+        if first.contains("16 status --watch clients are served already: end one") {
+            refused += 1;
+        } else {
+            assert!(first.contains("\"one\""), "{first}");
+        }
+    }
+    assert_eq!(refused, 48);
+    assert!(d.timed_status().1.contains("\"one\""), "status answers beside 16 watchers");
+}
+
 #[test]
 fn the_control_socket_outlives_idle_huge_and_many_clients() {
     let d = Daemon::setup().start(&[]);

@@ -214,7 +214,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let (mut out_of_time, mut killed) = (tokio::time::Instant::now(), false);
     let mut last_status = String::new();
     // `status --watch` clients, each with what it was sent last.
-    let mut watchers: Vec<(mpsc::UnboundedSender<Response>, String)> = Vec::new();
+    let mut watchers: Vec<(tokio::sync::watch::Sender<Response>, String)> = Vec::new();
     loop {
         let wake = daemon.wake_at();
         tokio::select! {

@@ -35,8 +35,9 @@ pub enum Control {
     /// `paddock exec`: the request, its stdin, stdout and stderr, and where
     /// to send the process that entered the sandbox (or why not).
     Exec(crate::protocol::ExecRequest, [OwnedFd; 3], oneshot::Sender<Result<crate::sandbox::enter::Entered, String>>),
-    /// `status --watch`: each change of what status shows is sent here.
-    Watch(mpsc::UnboundedSender<Response>),
+    /// `status --watch`: each change of what status shows is put here, in
+    /// place of what its client has not taken yet.
+    Watch(tokio::sync::watch::Sender<Response>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,19 +213,36 @@ async fn answer(stream: UnixStream, tx: mpsc::UnboundedSender<Control>) {
     }
 }
 
+/// `status --watch` clients served at once, so that they never hold every
+/// connection slot (each holds one for as long as it watches).
+const MAX_WATCHERS: usize = 16;
+static WATCHERS: Semaphore = Semaphore::const_new(MAX_WATCHERS);
+
 /// `status --watch`: the status now and at each change, one line each,
-/// until the client goes (or stops reading for `WRITE_TIMEOUT`).
+/// until the client goes (or stops reading for `WRITE_TIMEOUT`). A client
+/// that reads slowly gets the latest status, never a queue of old ones.
 async fn watch(stream: UnixStream, tx: mpsc::UnboundedSender<Control>) {
     let (mut read, mut write) = stream.into_split();
-    let (changes, mut receive) = mpsc::unbounded_channel();
+    let Ok(_watching) = WATCHERS.try_acquire() else {
+        let refused = Response::Error(format!("{MAX_WATCHERS} status --watch clients are served already: end one"));
+        if let Ok(mut bytes) = serde_json::to_vec(&refused) {
+            bytes.push(b'\n');
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&bytes)).await;
+        }
+        return;
+    };
+    // Nothing is sent until the loop's first pass puts the status now.
+    let (changes, mut receive) = tokio::sync::watch::channel(Response::Status(Vec::new()));
+    receive.mark_unchanged();
     if tx.send(Control::Watch(changes)).is_err() {
         return;
     }
     let mut ignored = [0u8; 64];
     loop {
         tokio::select! {
-            response = receive.recv() => {
-                let Some(response) = response else { return };
+            changed = receive.changed() => {
+                if changed.is_err() { return };
+                let response = receive.borrow_and_update().clone();
                 let Ok(mut bytes) = serde_json::to_vec(&response) else { return };
                 bytes.push(b'\n');
                 if !matches!(tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&bytes)).await, Ok(Ok(()))) {
