@@ -49,6 +49,12 @@ pub enum AccountError {
     NoSuchUser { user: String, path: PathBuf },
     #[error("user `{user}` has no range in {path}; add a line `{user}:START:COUNT` (65536 ids per workload)")]
     NoRanges { user: String, path: PathBuf },
+    #[error(
+        "{path}: `{user}:0:{count}` maps workload ids onto id 0, the host's root, which a workload must never be; \
+         give `{user}` a range of unprivileged ids instead (such as `{user}:100000:65536`, or remove its lines and \
+         set remap.user = \"default\" for paddock to add one)"
+    )]
+    HostRoot { user: String, path: PathBuf, count: u32 },
     #[error("no free system uid/gid below 1000 in {passwd} and {group} for user `{user}`")]
     NoSystemId { user: String, passwd: PathBuf, group: PathBuf },
     #[error("no free range of {count} ids is left in {subuid} and {subgid}")]
@@ -208,6 +214,12 @@ fn find_or_add(
         if gids.is_empty() {
             add_line(&files.subgid, &gid_text, &line, false)?;
             gids.push(range);
+        }
+    }
+    // Root in a workload is never root on the host, whatever the files say.
+    for (ranges, path) in [(&uids, &files.subuid), (&gids, &files.subgid)] {
+        if let Some(range) = ranges.iter().find(|r| r.start == 0 && r.count > 0) {
+            return Err(AccountError::HostRoot { user: user.to_owned(), path: path.clone(), count: range.count });
         }
     }
     if uids.is_empty() {
@@ -431,6 +443,26 @@ mod tests {
         let before = std::fs::read_to_string(&f.passwd).unwrap();
         assert_eq!(remap_ranges(&f, "default").unwrap(), ranges);
         assert_eq!(std::fs::read_to_string(&f.passwd).unwrap(), before);
+    }
+
+    #[test]
+    fn a_range_holding_id_0_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        std::fs::write(&f.passwd, "root:x:0:0:root:/root:/bin/bash\nops:x:999:999::/:/bin/false\n").unwrap();
+        std::fs::write(&f.group, "root:x:0:\n").unwrap();
+        for (uids, gids, refused) in [
+            ("ops:0:65536\n", "ops:100000:65536\n", &f.subuid),
+            ("ops:100000:65536\n", "ops:200000:65536\nops:0:1\n", &f.subgid),
+        ] {
+            std::fs::write(&f.subuid, uids).unwrap();
+            std::fs::write(&f.subgid, gids).unwrap();
+            let err = remap_ranges(&f, "ops").unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{}: `ops:0:", refused.display())), "{err}");
+            assert!(err.contains("onto id 0, the host's root"), "{err}");
+        }
+        std::fs::write(&f.subgid, "ops:100000:65536\n").unwrap();
+        assert!(remap_ranges(&f, "ops").is_ok());
     }
 
     /// What is in `dir` besides the four account files (lock files left
