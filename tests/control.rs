@@ -236,6 +236,27 @@ fn reload_rescans_and_reports_what_changed() {
     assert!(last == "nothing changed\n" || last.is_empty(), "{last}");
 }
 
+/// A file invalid because of the host (its mount source missing) is
+/// validated again at each full rescan: logged once while nothing changes,
+/// and started by the reload after the source is made.
+#[test]
+fn a_reload_starts_what_the_host_has_since_made_valid() {
+    let d = Daemon::setup().start(&[]);
+    let data = d.path("data");
+    let manifest = format!("command = [\"/bin/sleep\", \"1000\"]\n[[mounts]]\nsource = {data:?}\ntarget = \"/data\"\n");
+    d.write("needs.toml", &manifest);
+    let logged =
+        |d: &Daemon| std::fs::read_to_string(d.path("out/daemon.log")).unwrap().matches("invalid manifest").count();
+    d.wait_for("needs.toml refused", |d| logged(d) == 1);
+    let out = stdout(&d.paddock(&["reload"]));
+    assert!(out.starts_with("invalid: ") && out.contains("mount source"), "{out}");
+    assert_eq!(logged(&d), 1, "validated again and unchanged: not logged again");
+    std::fs::create_dir(&data).unwrap();
+    let out = stdout(&d.paddock(&["reload"]));
+    assert!(out.starts_with("started needs"), "{out}");
+    d.running_pid("needs");
+}
+
 #[test]
 fn plan_shows_what_a_directory_would_do_and_does_nothing() {
     let d = Daemon::setup().start(&[]);

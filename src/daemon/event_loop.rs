@@ -319,9 +319,10 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             scans.hup_current |= std::mem::take(&mut scans.hup_next);
             let (dir, previous, validator, tx) =
                 (workloads.clone(), daemon.snapshot().clone(), validator.clone(), job_tx.clone());
-            let (settled, running) = (daemon.claims(), daemon.running_files());
+            let (settled, running, invalid) = (daemon.claims(), daemon.running_files(), daemon.invalid_files());
             tokio::task::spawn_blocking(move || {
-                let _ = tx.send(Job::Scan(scan::run_job(&dir, &previous, rescan, &validator, &settled, &running)));
+                let outcome = scan::run_job(&dir, &previous, rescan, &validator, &settled, &running, &invalid);
+                let _ = tx.send(Job::Scan(outcome));
             });
         }
         again = false;
@@ -448,13 +449,15 @@ async fn scan_now(
     running: Vec<String>,
 ) -> scan::Outcome {
     let (dir, previous, validator) = (dir.to_owned(), previous.clone(), validator.clone());
-    tokio::task::spawn_blocking(move || scan::run_job(&dir, &previous, rescan, &validator, &[], &running))
-        .await
-        .unwrap_or_else(|e| scan::Outcome {
-            snapshot: Snapshot::new(),
-            changes: Vec::new(),
-            refused: Some(e.to_string()),
-        })
+    tokio::task::spawn_blocking(move || {
+        scan::run_job(&dir, &previous, rescan, &validator, &[], &running, &Default::default())
+    })
+    .await
+    .unwrap_or_else(|e| scan::Outcome {
+        snapshot: Snapshot::new(),
+        changes: Vec::new(),
+        refused: Some(e.to_string()),
+    })
 }
 
 /// How many of the workloads a shutdown still waits for are named in its

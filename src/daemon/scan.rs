@@ -159,8 +159,11 @@ pub enum Rescan {
     Everything,
 }
 
-/// Scans `dir` and validates the files that changed since `previous`.
-/// Blocking: run it on a blocking thread.
+/// Scans `dir` and validates the files that changed since `previous`; on
+/// a full rescan, also those `invalid` now (file, problems as rendered),
+/// which the host may have made valid since (a mount source or rootfs
+/// created, a CNI network added, a port freed), reported only when what
+/// they are differs. Blocking: run it on a blocking thread.
 pub fn run_job(
     dir: &Path,
     previous: &Snapshot,
@@ -168,6 +171,7 @@ pub fn run_job(
     validator: &Validator,
     settled: &[(String, Arc<Manifest>)],
     running: &[String],
+    invalid: &BTreeMap<String, String>,
 ) -> Outcome {
     let full = rescan == Rescan::Everything;
     if let Err(e) = check_directory(dir) {
@@ -188,6 +192,20 @@ pub fn run_job(
             event: event(dir, file, snapshot.get(file), validator),
         })
         .collect();
+    let again: Vec<&str> = match full {
+        true => invalid
+            .keys()
+            .map(String::as_str)
+            .filter(|file| matches!(snapshot.get(*file), Some(Found::Read { .. })))
+            .filter(|file| !changes.iter().any(|c| c.file == *file))
+            .collect(),
+        false => Vec::new(),
+    };
+    changes.extend(again.iter().map(|file| FileChange {
+        file: (*file).to_owned(),
+        name: WorkloadName::stem_of_manifest_file(file).and_then(|s| WorkloadName::try_from(s).ok()),
+        event: event(dir, file, snapshot.get(*file), validator),
+    }));
     // What runs keeps its ports; a change that wants one is refused.
     let settled: Vec<(&str, &Manifest)> = settled
         .iter()
@@ -200,6 +218,11 @@ pub fn run_job(
         .collect();
     let running: Vec<&str> = running.iter().map(String::as_str).collect();
     refuse_port_conflicts(dir, &snapshot, &mut changes, &settled, &running);
+    // Validated again and still invalid for the same reasons: no change.
+    changes.retain(|c| {
+        !again.contains(&c.file.as_str())
+            || !matches!(&c.event, ManifestEvent::Invalid(now) if invalid.get(&c.file) == Some(now))
+    });
     Outcome { snapshot, changes, refused: None }
 }
 

@@ -272,6 +272,11 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             .collect()
     }
 
+    /// Every file that is invalid now, by name, with its problems.
+    pub fn invalid_files(&self) -> std::collections::BTreeMap<String, String> {
+        self.invalid.clone()
+    }
+
     /// Every file that is invalid now, with its problems.
     pub fn invalid_now(&self) -> Vec<String> {
         self.invalid.values().cloned().collect()
