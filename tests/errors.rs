@@ -99,6 +99,14 @@ fn semantic_checks_point_at_the_value() {
         &["3:11: error: backoff (1m) is longer than backoff_max (10s)"],
     );
     expect(
+        "command = [\"x\"]\n[health]\ntcp = 80\ninterval = \"0s\"\ntimeout = \"0ms\"\n",
+        &[
+            "4:12: error: a probe every 0ms would probe without pause",
+            "5:11: error: a probe given no time has failed before it starts",
+        ],
+    );
+    expect("command = [\"x\"]\n[health]\ntcp = 80\ninterval = \"100ms\"\ntimeout = \"1ms\"\n", &[]);
+    expect(
         "command = [\"x\"]\n[[mounts]]\nsource = \"/a\"\ntarget = \"/\"\n",
         &["4:10: error: a mount cannot replace the sandbox's `/`"],
     );

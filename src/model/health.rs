@@ -28,11 +28,13 @@ pub struct Health {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpProbe>,
 
-    /// Time between two probes (and from the start to the first).
+    /// Time between two probes (and from the start to the first); at
+    /// least 100ms.
     #[serde(default = "default_interval")]
     pub interval: Duration,
 
-    /// A probe that takes longer has failed (a command is killed).
+    /// A probe that takes longer has failed (a command is killed); more
+    /// than 0.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
 

@@ -21,6 +21,9 @@ fn normalized(path: &Path) -> PathBuf {
 /// the exec with E2BIG.
 pub const MAX_ARG_BYTES: usize = 131_071;
 
+/// The shortest time between two probes of a health check.
+const MIN_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
     let mut problems = Vec::new();
     let at = |pointer: &str| spans.value_span(pointer).or_else(|| spans.locate(pointer));
@@ -193,6 +196,23 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
         }
     }
 
+    if let Some(health) = &m.health {
+        if health.interval.as_std() < MIN_PROBE_INTERVAL {
+            problems.push(
+                Problem::error(
+                    at("/health/interval"),
+                    format!("a probe every {} would probe without pause", health.interval),
+                )
+                .with_help("probe at most every 100ms (the kubelet's finest period is 1s)"),
+            );
+        }
+        if health.timeout.as_std().is_zero() {
+            problems.push(
+                Problem::error(at("/health/timeout"), "a probe given no time has failed before it starts")
+                    .with_help("give it time to answer, such as \"1s\""),
+            );
+        }
+    }
     if m.restart.backoff > m.restart.backoff_max {
         problems.push(
             Problem::error(
