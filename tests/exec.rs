@@ -252,6 +252,29 @@ fn without_a_tty_signals_to_paddock_exec_reach_the_command() {
 }
 
 #[test]
+fn a_client_gone_hangs_up_what_its_command_started() {
+    // A shell's background job is in the shell's process group: hung up
+    // with it when the client goes, not left running in the workload.
+    let mut d = Daemon::setup().start(&[]);
+    sleeper(&d, "exec-gone");
+    let mut client = exec(&d, &["exec-gone", "--", "sh", "-c", "sleep 779 & wait"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    d.wait_for("the background sleep", |_| !processes(&["sleep", "779"]).is_empty());
+    let background = processes(&["sleep", "779"])[0];
+    client.kill().unwrap();
+    client.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gone(background) {
+        assert!(Instant::now() < deadline, "the background sleep {background} outlived its exec's client");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(d.terminate(), 0);
+}
+
+#[test]
 fn an_exec_ends_with_the_daemon_that_served_it() {
     // The daemon is killed while a command it entered runs: nothing waits
     // for that command any more, so it is hung up (and killed if it stays).

@@ -318,6 +318,12 @@ fn wait_forwarding(child: Pid, watched: &SigSet, channel: &Channel) -> i32 {
         }
         match wait_signal(watched, left.unwrap_or(std::time::Duration::from_secs(3600))) {
             Some(Signal::SIGCHLD | Signal::SIGIO) | None => {}
+            // A hang-up (the client gone, or sent on by it) reaches the
+            // command's process group, as a closed terminal's would: what
+            // the command started in the background too.
+            Some(Signal::SIGHUP) => {
+                let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGHUP);
+            }
             Some(signal) => {
                 let _ = kill(child, signal);
             }
