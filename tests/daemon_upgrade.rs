@@ -84,6 +84,36 @@ fn a_replaced_binary_is_taken_on_reload_and_on_upgrade_with_every_workload_kept(
     assert_eq!(d.terminate(), 0);
 }
 
+/// The daemon raises its own open-files limit; its workloads get the one
+/// it was started with, and still do after an upgrade, whose image starts
+/// with the raised one.
+#[test]
+fn an_upgrade_keeps_the_open_files_limit_workloads_get() {
+    let mut d = Daemon::setup();
+    std::fs::create_dir(d.path("bin")).unwrap();
+    let binary = d.path("bin/paddock");
+    install(&binary);
+    d.binary = Some(binary.clone());
+    d.nofile_soft = Some(256);
+    let d = d.start(&[]);
+    let soft_of = |pid: i64| {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_owned();
+        line.split_whitespace().nth(3).unwrap().to_owned()
+    };
+    d.write("before.toml", SLEEPER);
+    assert_eq!(soft_of(d.running_pid("before")), "256");
+    install(&binary);
+    let out = d.paddock(&["upgrade"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d.write("after.toml", SLEEPER);
+    assert_eq!(soft_of(d.running_pid("after")), "256", "a workload started by the upgraded image");
+    install(&binary);
+    assert!(d.paddock(&["upgrade"]).status.success());
+    d.write("later.toml", SLEEPER);
+    assert_eq!(soft_of(d.running_pid("later")), "256", "and by the one after it");
+}
+
 /// The children of `pid` (every thread's), from /proc.
 fn children(pid: u32) -> Vec<i64> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };

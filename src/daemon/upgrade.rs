@@ -59,7 +59,15 @@ pub fn reexec(binary: &std::path::Path, listener: &OwnedFd) -> ExecError {
     command.args(args).env(LISTEN_FD, fd.to_string());
     // What this image was handed (left set where it could not be unset,
     // `take_env`) never reaches the next one: only what is set below.
-    command.env_remove(crate::sandbox::zygote::PREDECESSOR).env_remove(crate::sandbox::unreaped::INHERITED);
+    command
+        .env_remove(crate::sandbox::zygote::PREDECESSOR)
+        .env_remove(crate::sandbox::unreaped::INHERITED)
+        .env_remove(crate::sandbox::INHERITED_NOFILE_ENV);
+    // Workloads and execs get the open-files limit the first image was
+    // started with, not the one it raised its own to.
+    if let Some(soft) = crate::sandbox::inherited_nofile_env() {
+        command.env(crate::sandbox::INHERITED_NOFILE_ENV, soft);
+    }
     // The zygote reads end-of-file at the exec and exits: the new image
     // reaps it, by the pid given here (see `zygote::reap_predecessor`).
     if let Some(zygote) = crate::sandbox::zygote::running() {

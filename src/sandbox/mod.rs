@@ -28,7 +28,10 @@ pub use channel::ChannelError;
 pub use config::{InitCommand, InitReport};
 pub use running::{AdoptError, Sandbox, adopt, end_of};
 pub use source::{SourceError, Untrusted, open_trusted};
-pub use spawn::{Cloned, InitMode, Leftover, Pending, SpawnError, SpawnRequest, begin, raise_nofile_limit, spawn};
+pub use spawn::{
+    Cloned, INHERITED_NOFILE_ENV, InitMode, Leftover, Pending, SpawnError, SpawnRequest, begin, inherited_nofile_env,
+    raise_nofile_limit, spawn,
+};
 pub use sys::{is_exhausted, pidfd_open, pidfd_send_signal};
 
 /// A child whose pid is chosen (clone3's set_tid; root only), which execs

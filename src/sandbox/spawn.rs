@@ -35,7 +35,7 @@ use super::zygote::{CloneFds, Cloned as ZygoteCloned, Zygote, ZygoteError};
 use crate::idmap::Slice;
 use crate::model::{Manifest, Network, SharedOrPrivate, WorkloadName};
 pub(super) use init_config::from_manifest;
-pub use init_config::raise_nofile_limit;
+pub use init_config::{INHERITED_NOFILE_ENV, inherited_nofile_env, raise_nofile_limit};
 use init_config::{INIT_NOFILE, init_config, workload_nofile};
 use pending::discard_cgroup;
 pub use pending::{Leftover, Pending};

@@ -86,6 +86,15 @@ pub(super) fn workload_nofile(m: &Manifest) -> Option<(u64, u64)> {
 /// sets `resources.nofile`.
 static INHERITED_NOFILE: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
 
+/// The environment variable that hands the soft open-files limit the
+/// daemon was started with to its next image (an in-place upgrade).
+pub const INHERITED_NOFILE_ENV: &str = "PADDOCK_INHERITED_NOFILE";
+
+/// What to set `INHERITED_NOFILE_ENV` to for the next image, if anything.
+pub fn inherited_nofile_env() -> Option<String> {
+    INHERITED_NOFILE.get().map(|limit| limit.rlim_cur.to_string())
+}
+
 /// Raises this process's soft RLIMIT_NOFILE to its hard limit. A
 /// supervisor holds a few descriptors per sandbox (pidfd, report channel,
 /// log pipe), so 1000 workloads outgrow the usual soft 1024. Sandboxes
@@ -95,6 +104,12 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the rlimit we pass.
     Errno::result(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    // An upgraded image was started by a raised one: the limit the first
+    // was started with comes in the environment (`inherited_nofile_env`).
+    let handed = crate::sandbox::take_env(INHERITED_NOFILE_ENV).and_then(|soft| soft.parse().ok());
+    if let Some(soft) = handed.filter(|soft| *soft <= limit.rlim_max) {
+        limit.rlim_cur = soft;
+    }
     let _ = INHERITED_NOFILE.set(limit);
     let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
     // SAFETY: a valid rlimit, read just above.
