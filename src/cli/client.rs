@@ -62,6 +62,12 @@ pub enum AskError {
         .socket.display()
     )]
     NotTheDaemon { socket: PathBuf, uid: u32 },
+    #[error(
+        "the daemon at {} did not answer within {} s (it is busy or hung: `systemctl status paddock`, and its log)",
+        .socket.display(),
+        .waited.as_secs()
+    )]
+    NoAnswerWithin { socket: PathBuf, waited: Duration },
     #[error("the daemon at {} closed the connection without an answer", .0.display())]
     NoAnswer(PathBuf),
     #[error("the daemon's answer is not understood: {0}")]
@@ -104,7 +110,13 @@ pub fn ask(socket: &Path, request: &Request, timeout: Duration) -> Result<Respon
     line.push(b'\n');
     stream.write_all(&line).map_err(unreachable)?;
     let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer).map_err(unreachable)?;
+    BufReader::new(stream).read_line(&mut answer).map_err(|source| match source.kind() {
+        // The read timeout, as the kernel says it (EAGAIN).
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            AskError::NoAnswerWithin { socket: socket.to_owned(), waited: timeout }
+        }
+        _ => unreachable(source),
+    })?;
     if answer.is_empty() {
         return Err(AskError::NoAnswer(socket.to_owned()));
     }
@@ -117,4 +129,27 @@ pub fn terminal_width() -> Option<usize> {
     // SAFETY: TIOCGWINSZ writes a winsize into `size`; fd 1 is only queried.
     let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) };
     (rc == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daemon_that_does_not_answer_is_said_to_be_busy_not_unreachable() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("paddock.sock");
+        // Root's (these tests run as root), accepting and never answering.
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let silent = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+        let err = ask(&socket, &Request::Reload, Duration::from_millis(200)).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "the daemon at {} did not answer within 0 s (it is busy or hung: `systemctl status paddock`, and its log)",
+                socket.display()
+            )
+        );
+        drop(silent.join());
+    }
 }

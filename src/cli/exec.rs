@@ -31,7 +31,8 @@ pub struct ExecArgs {
     /// Give the command a pseudo-terminal (window size, Ctrl-C, job control).
     #[arg(short, long)]
     pub tty: bool,
-    /// Run as this uid (or UID:GID) inside the sandbox instead of the manifest's.
+    /// Run as this uid inside the sandbox instead of the manifest's user;
+    /// with :GID, as this gid instead of its group (else its group stays).
     #[arg(short, long, value_name = "UID[:GID]")]
     pub user: Option<String>,
     /// Set an environment variable (repeatable), on top of the manifest's.

@@ -195,7 +195,13 @@ pub fn main(channel_fd: RawFd) -> i32 {
     }
     let joined = differing(cfg.pid);
     if let Err(e) = setns(&init, joined) {
-        return fail("joining the sandbox's namespaces", e);
+        return match e {
+            // Through the init's pidfd: the init has exited since.
+            Errno::ESRCH => {
+                fail("joining the sandbox's namespaces", "the workload stopped meanwhile (`paddock status`)")
+            }
+            e => fail("joining the sandbox's namespaces", e),
+        };
     }
     drop(init);
     let programs = if cfg.workload.seccomp {
