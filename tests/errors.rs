@@ -22,6 +22,44 @@ fn toml_syntax_errors_point_at_the_byte_where_parsing_stopped() {
     expect("command = [\"x\"]\ncommand = [\"y\"]\n", &["2:1: error: TOML syntax: duplicate key"]);
 }
 
+/// An optional table is `anyOf` it or null in the schema, a port a string
+/// or a table, a network one of paddock's or a CNI network's name: what is
+/// wrong is said of the form that was written, not of the `anyOf`.
+#[test]
+fn a_value_of_several_forms_is_described_in_the_form_written() {
+    let got = common::check(&["baseline"], "t.toml", "command = [\"x\"]\n[health]\ntcp = 80\nintervall = \"5s\"\n");
+    let shown: Vec<(String, Option<String>)> =
+        got.problems.iter().map(|p| (p.message.clone(), p.help.clone())).collect();
+    assert_eq!(
+        shown,
+        [("unknown key `intervall` in [health]".to_owned(), Some("did you mean `interval`?".to_owned()))]
+    );
+    expect(
+        "command = [\"x\"]\n[health]\nhttp = { port = 80, pth = \"/\" }\n",
+        &["3:21: error: unknown key `pth` in [health.http]"],
+    );
+    expect(
+        "command = [\"x\"]\nports = [\"80:80\", 5]\n",
+        &["2:19: error: `ports[1]` must be a string or a table, not an integer"],
+    );
+    expect(
+        "command = [\"x\"]\nports = [{ host_port = 80, containerport = 80 }]\n",
+        &[
+            "2:10: error: missing required key `ports[0].container_port`",
+            "2:28: error: unknown key `containerport` in [ports[0]]",
+        ],
+    );
+    let got = common::check(&["baseline"], "t.toml", "command = [\"x\"]\n[namespaces]\nnetwork = \"my net\"\n");
+    assert_eq!(got.problems.len(), 1);
+    assert_eq!(got.problems[0].message, "`namespaces.network` cannot be \"my net\"");
+    assert_eq!(
+        got.problems[0].help.as_deref(),
+        Some(
+            "expected one of \"private\", \"bridge\", \"host\", or a CNI network's name: letters, digits, `_`, `.` and `-`, at most 64 characters, starting with a letter or digit"
+        )
+    );
+}
+
 #[test]
 fn missing_keys_point_at_their_table() {
     expect("user = 0\n", &["1:1: error: missing required key `command`"]);

@@ -77,6 +77,9 @@ fn pattern_meaning(pattern: &str) -> Option<&'static str> {
         SIZE_PATTERN => "a size: a whole number and one unit of KiB, MiB, GiB or TiB, e.g. \"256MiB\"",
         "^/" => "an absolute path (starting with /)",
         "^[^=]+$" => "a variable name without `=`",
+        "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$" => {
+            "a CNI network's name: letters, digits, `_`, `.` and `-`, at most 64 characters, starting with a letter or digit"
+        }
         p if p.starts_with("^[A-Za-z0-9]([A-Za-z0-9.-]") => {
             "a hostname: letters, digits, `-` and `.`, at most 64 characters, starting and ending with a letter or digit"
         }
@@ -128,14 +131,23 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// Known keys at an instance location, read from the schema that refused it.
 pub fn known_keys<'s>(schema: &'s Value, pointer: &str) -> Vec<&'s str> {
     let resolve = |mut node: &'s Value| {
-        // Follow local `$ref`s (schemars puts tables under `$defs`).
         for _ in 0..8 {
-            match node.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix('#')) {
-                Some(target) => match schema.pointer(target) {
+            // Follow local `$ref`s (schemars puts tables under `$defs`).
+            if let Some(target) = node.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix('#')) {
+                match schema.pointer(target) {
                     Some(n) => node = n,
                     None => break,
-                },
-                None => break,
+                }
+                continue;
+            }
+            // An optional table is `anyOf` it or null; a port, a string or
+            // a table: the branch that is a table.
+            let table = node.get("anyOf").and_then(Value::as_array).and_then(|branches| {
+                branches.iter().find(|b| b.get("$ref").is_some() || b.get("properties").is_some())
+            });
+            match table {
+                Some(branch) if node.get("properties").is_none() => node = branch,
+                _ => break,
             }
         }
         node
@@ -252,6 +264,70 @@ pub fn describe(error: &ValidationError<'_>, spans: &SpanIndex, schema: &Value) 
         ValidationErrorKind::Not { .. } => single(format!("`{key} = {}` is not allowed", toml_value(instance))),
         ValidationErrorKind::FalseSchema => single(format!("`{key}` is not allowed")),
         ValidationErrorKind::UniqueItems => single(format!("`{key}` lists the same item twice")),
+        ValidationErrorKind::AnyOf { context } => {
+            // A branch whose only complaint is the value's type is one the
+            // value was not written for (the `null` of an optional table,
+            // the string form of a port written as a table): what the
+            // others say is what is wrong.
+            let type_only = |branch: &Vec<ValidationError<'_>>| {
+                branch.iter().all(|e| {
+                    matches!(e.kind(), ValidationErrorKind::Type { .. }) && e.instance_path().as_str() == pointer
+                })
+            };
+            let meant: Vec<&Vec<ValidationError<'_>>> = context.iter().filter(|b| !type_only(b)).collect();
+            match meant.as_slice() {
+                [branch] => branch.iter().flat_map(|e| describe(e, spans, schema)).collect(),
+                [] => {
+                    let mut expected: Vec<&str> = context
+                        .iter()
+                        .flatten()
+                        .flat_map(|e| match e.kind() {
+                            ValidationErrorKind::Type { kind: TypeKind::Single(t) } => {
+                                vec![json_type_name(&t.to_string())]
+                            }
+                            ValidationErrorKind::Type { kind: TypeKind::Multiple(set) } => {
+                                set.iter().map(|t| json_type_name(&t.to_string())).collect()
+                            }
+                            _ => Vec::new(),
+                        })
+                        .filter(|t| *t != json_type_name("null"))
+                        .collect();
+                    expected.dedup();
+                    single(format!("`{key}` must be {}, not {}", expected.join(" or "), toml_type(instance)))
+                }
+                // Each branch a list of names or a shape (a network: one of
+                // paddock's or a CNI network's name): say them all.
+                branches => {
+                    let each: Option<Vec<String>> = branches
+                        .iter()
+                        .map(|branch| match branch.as_slice() {
+                            [e] => match e.kind() {
+                                ValidationErrorKind::Enum { options } => Some(format!(
+                                    "one of {}",
+                                    options
+                                        .as_array()
+                                        .into_iter()
+                                        .flatten()
+                                        .map(toml_value)
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )),
+                                ValidationErrorKind::Pattern { pattern } => pattern_meaning(pattern).map(str::to_owned),
+                                _ => None,
+                            },
+                            _ => None,
+                        })
+                        .collect();
+                    match each {
+                        Some(each) => vec![
+                            Problem::error(at_value(), format!("`{key}` cannot be {}", toml_value(instance)))
+                                .with_help(format!("expected {}", each.join(", or "))),
+                        ],
+                        None => single(format!("`{key}`: {error}")),
+                    }
+                }
+            }
+        }
         _ => {
             let where_ = if key.is_empty() { "the manifest".to_owned() } else { format!("`{key}`") };
             single(format!("{where_}: {error}"))
