@@ -122,6 +122,35 @@ fn an_untouched_workload_keeps_its_pid_through_edits_of_others() {
     assert_eq!(d.workload("steady").unwrap()["restarts"], 0);
 }
 
+/// A save that renames the old file away before it writes the new one
+/// (vim's, keeping a backup) leaves the manifest missing for a moment:
+/// its workload is neither stopped nor released from its hold for that,
+/// even while other saves follow.
+#[test]
+fn a_save_that_renames_the_file_away_first_disturbs_nothing() {
+    let d = Daemon::setup().start(&[]);
+    d.write("kept.toml", SLEEPER);
+    d.write("held.toml", SLEEPER);
+    let kept = d.running_pid("kept");
+    d.running_pid("held");
+    assert!(d.paddock(&["stop", "held"]).status.success());
+    for name in ["kept", "held"] {
+        let path = d.path(&format!("wl/{name}.toml"));
+        std::fs::rename(&path, d.path(&format!("wl/{name}.toml~"))).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::write(&path, SLEEPER).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.running_pid("kept"), kept);
+    assert_eq!(d.workload("kept").unwrap()["restarts"], 0);
+    let held = d.workload("held").unwrap();
+    assert_eq!((&held["state"], &held["held"]), (&Value::from("stopped"), &Value::from(true)), "{held}");
+    // Gone for good: removed once it stays gone.
+    std::fs::remove_file(d.path("wl/kept.toml")).unwrap();
+    d.wait_for("kept removed", |d| d.workload("kept").is_none());
+    assert!(gone(kept));
+}
+
 #[test]
 fn sigterm_stops_every_workload_and_exits_0() {
     let mut d = Daemon::setup().start(&[]);

@@ -149,6 +149,12 @@ pub struct Outcome {
     pub refused: Option<String>,
 }
 
+/// How long a file seen gone is given to come back before it counts as
+/// removed.
+const REMOVAL_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+/// At most this many looks again, while files keep going.
+const REMOVAL_LOOKS: usize = 10;
+
 /// How much a rescan reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Rescan {
@@ -177,13 +183,37 @@ pub fn run_job(
     if let Err(e) = check_directory(dir) {
         return Outcome { snapshot: previous.clone(), changes: Vec::new(), refused: Some(e.to_string()) };
     }
-    let snapshot = match scan(dir, (!full).then_some(previous)) {
-        Ok(s) => s,
-        Err(e) => {
-            let refused = format!("cannot scan {}: {e}", dir.display());
-            return Outcome { snapshot: previous.clone(), changes: Vec::new(), refused: Some(refused) };
-        }
+    let refused = |e: std::io::Error| {
+        let refused = format!("cannot scan {}: {e}", dir.display());
+        Outcome { snapshot: previous.clone(), changes: Vec::new(), refused: Some(refused) }
     };
+    let mut snapshot = match scan(dir, (!full).then_some(previous)) {
+        Ok(s) => s,
+        Err(e) => return refused(e),
+    };
+    // A file gone may be a save under way (an editor renames the old file
+    // away, then writes the new one): it counts as removed, stopping its
+    // workload and ending its hold, only once it was gone in two looks a
+    // moment apart (a few more looks while saves follow each other).
+    let gone = |snapshot: &Snapshot| -> Vec<String> {
+        previous.keys().filter(|file| !snapshot.contains_key(*file)).cloned().collect()
+    };
+    let mut missing = gone(&snapshot);
+    for _ in 0..REMOVAL_LOOKS {
+        if missing.is_empty() {
+            break;
+        }
+        std::thread::sleep(REMOVAL_SETTLE);
+        snapshot = match scan(dir, Some(&snapshot)) {
+            Ok(s) => s,
+            Err(e) => return refused(e),
+        };
+        let now = gone(&snapshot);
+        if now.iter().all(|file| missing.contains(file)) {
+            break;
+        }
+        missing = now;
+    }
     let mut changes: Vec<FileChange> = changed(previous, &snapshot)
         .into_iter()
         .map(|file| FileChange {
