@@ -330,9 +330,17 @@ pub enum ConfigError {
     /// The file's problems, to be shown with `validate::render` against `text`.
     #[error("{path} is not a valid configuration ({} problems)", problems.len())]
     Invalid { path: PathBuf, text: String, problems: Vec<Problem> },
+    #[error("the configuration: {0}")]
+    Untrusted(crate::fsutil::UntrustedFile),
     #[error(transparent)]
     Schema(#[from] SchemaError),
 }
+
+/// What whoever could change the configuration could do (`read_trusted`).
+const CONFIG_RISK: &str = "chooses the policies, the remap user and the directories every workload runs with";
+
+/// The largest configuration read (the commented default is about 5 KiB).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// The JSON Schema of the configuration file.
 pub fn schema() -> serde_json::Value {
@@ -348,10 +356,16 @@ impl Config {
             Some(p) => (p.to_owned(), true),
             None => (PathBuf::from(DEFAULT_CONFIG), false),
         };
-        let text = match std::fs::read_to_string(&path) {
+        // As root, as the policies are: a file only root can change, read
+        // through no link anyone else made, regular and at most 1 MiB.
+        use crate::fsutil::UntrustedFile;
+        let text = match crate::fsutil::read_trusted(&path, CONFIG_RISK, MAX_CONFIG_BYTES) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(Self::default()),
-            Err(source) => return Err(ConfigError::Read { path, source }),
+            Err(UntrustedFile::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Self::default());
+            }
+            Err(UntrustedFile::Io { source, .. }) => return Err(ConfigError::Read { path, source }),
+            Err(untrusted) => return Err(ConfigError::Untrusted(untrusted)),
         };
         Self::parse(&path, text)
     }
@@ -410,5 +424,32 @@ mod tests {
     #[test]
     fn a_named_file_must_exist_the_default_one_need_not() {
         assert!(matches!(Config::load(Some(Path::new("/nonexistent/paddock.toml"))), Err(ConfigError::Read { .. })));
+    }
+
+    /// Read as root (these tests are), the configuration is trusted as the
+    /// policies are: root's alone, a regular file, at most 1 MiB.
+    #[test]
+    fn a_configuration_others_could_change_is_refused_as_root() {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(nix::unistd::geteuid().is_root(), "this test needs root (the checks are made for root only)");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("paddock.toml");
+        std::fs::write(&path, "policies = [\"privileged\"]\n").unwrap();
+        assert!(Config::load(Some(&path)).is_ok());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("the configuration: {} is writable by its group (mode 0664)", path.display()))
+                && err.contains("chooses the policies"),
+            "{err}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert_eq!(err, format!("the configuration: {} is not a regular file", path.display()));
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, vec![b'#'; (MAX_CONFIG_BYTES + 1) as usize]).unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert_eq!(err, format!("the configuration: {} is larger than 1048576 bytes", path.display()));
     }
 }
