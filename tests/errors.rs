@@ -22,6 +22,29 @@ fn toml_syntax_errors_point_at_the_byte_where_parsing_stopped() {
     expect("command = [\"x\"]\ncommand = [\"y\"]\n", &["2:1: error: TOML syntax: duplicate key"]);
 }
 
+/// A setting that would do nothing as written is said, not ignored.
+#[test]
+fn settings_that_would_do_nothing_are_warned_of() {
+    expect(
+        "command = [\"x\"]\nuser = 1000\n[security]\ncapabilities = [\"NET_BIND_SERVICE\"]\n",
+        &["4:16: warning: user 1000 gets none of these capabilities: only root in the workload holds them"],
+    );
+    // Root holds them; and without no_new_privileges a file capability can give them.
+    expect("command = [\"x\"]\n[security]\ncapabilities = [\"NET_BIND_SERVICE\"]\n", &[]);
+    expect(
+        "command = [\"x\"]\nuser = 1000\n[security]\ncapabilities = [\"NET_BIND_SERVICE\"]\nno_new_privileges = false\n",
+        &[],
+    );
+    let privileged =
+        "command = [\"x\"]\n[namespaces]\nuser = \"host\"\n[security]\nprivileged = true\nseccomp = \"default\"\n";
+    let checked = common::check(&["privileged"], "t.toml", privileged);
+    assert_eq!(
+        common::lines("t.toml", privileged, &checked),
+        ["6:11: warning: a privileged workload runs with no seccomp filter"]
+    );
+    assert!(checked.spec.is_some(), "a warning refuses nothing");
+}
+
 /// An optional table is `anyOf` it or null in the schema, a port a string
 /// or a table, a network one of paddock's or a CNI network's name: what is
 /// wrong is said of the form that was written, not of the `anyOf`.

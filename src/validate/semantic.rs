@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::problem::Problem;
 use super::source::SpanIndex;
-use crate::model::{Manifest, Network};
+use crate::model::{Manifest, Network, Seccomp};
 
 fn has_parent_dir(path: &Path) -> bool {
     path.components().any(|c| c == Component::ParentDir)
@@ -170,6 +170,25 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
         }
     }
 
+    // Settings that would do nothing as written: said, not silently ignored.
+    if m.user != 0 && !m.security.capabilities.is_empty() && m.security.no_new_privileges {
+        problems.push(
+            Problem::warning(
+                at("/security/capabilities"),
+                format!("user {} gets none of these capabilities: only root in the workload holds them", m.user),
+            )
+            .with_help(
+                "run as user 0, or set no_new_privileges = false and give the program a file capability \
+                 (setcap), which no_new_privileges would ignore",
+            ),
+        );
+    }
+    if m.security.privileged && spans.get("/security/seccomp").is_some() && m.security.seccomp == Seccomp::Default {
+        problems.push(
+            Problem::warning(at("/security/seccomp"), "a privileged workload runs with no seccomp filter")
+                .with_help("remove `seccomp`, or `privileged` if the filter is wanted"),
+        );
+    }
     if let Some(health) = &m.health {
         let written = [health.command.is_some(), health.tcp.is_some(), health.http.is_some()];
         if written.iter().filter(|w| **w).count() != 1 {
