@@ -112,14 +112,9 @@ pub fn read_trusted(path: &Path, risk: &'static str, limit: u64) -> Result<Strin
             link => UntrustedFile::Link(link),
         })?
     } else {
-        // Non-blocking, as open_trusted opens: a FIFO named as a policy
-        // or a conflist is refused below, not waited on.
-        let file = std::fs::File::options()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(io)?;
-        (file, path.to_owned())
+        // As open_trusted opens: a FIFO or a device named as a policy or
+        // a conflist is refused below, not opened.
+        (open_if_regular(path).map_err(io)?, path.to_owned())
     };
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
@@ -134,6 +129,28 @@ pub fn read_trusted(path: &Path, risk: &'static str, limit: u64) -> Result<Strin
         return Err(UntrustedFile::TooLarge { path: found, limit });
     }
     Ok(text)
+}
+
+/// `file`, a descriptor of any kind (O_PATH too), opened again for reading,
+/// non-blocking, when it is a regular file; anything else is handed back
+/// as it is, unopened, for the caller to refuse by its type: opening a
+/// device can act (a watchdog's starts its timer, a terminal becomes the
+/// caller's), and a FIFO's open could block.
+pub fn reopen_if_regular(file: std::fs::File) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    if !file.metadata()?.is_file() {
+        return Ok(file);
+    }
+    std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// Opens `path` for reading if it is a regular file (`reopen_if_regular`).
+pub fn open_if_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let found = std::fs::File::options().read(true).custom_flags(libc::O_PATH | libc::O_CLOEXEC).open(path)?;
+    reopen_if_regular(found)
 }
 
 /// Who besides the owner may write, by the mode's bits.

@@ -270,6 +270,12 @@ fn hostile_input_gives_an_error_never_a_panic_or_a_hang() {
     ];
     std::fs::create_dir(d.join("dir.toml")).unwrap();
     nix_mkfifo(&d.join("fifo.toml"));
+    // A device no driver answers (major 240, for local use): its open would
+    // fail, or act; it is refused by its type, never opened.
+    let dev = std::ffi::CString::new(d.join("dev.toml").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path; mknod has no other preconditions.
+    let made = unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(240, 0)) };
+    assert_eq!(made, 0, "mknod (this test needs root): {}", std::io::Error::last_os_error());
     for (path, expected) in &cases {
         let run = check(&["--policy-dir", "/nonexistent"], &[path]);
         assert_eq!(run.code, 1, "{}: {}{}", path.display(), run.stdout, run.stderr);
@@ -279,8 +285,9 @@ fn hostile_input_gives_an_error_never_a_panic_or_a_hang() {
     assert_eq!(run.code, 1);
     assert!(run.stdout.contains("dir.toml:1:1: error: a directory is not a manifest"), "{}", run.stdout);
     assert!(run.stdout.contains("fifo.toml:1:1: error: a FIFO is not a manifest"), "{}", run.stdout);
+    assert!(run.stdout.contains("dev.toml:1:1: error: a device is not a manifest"), "{}", run.stdout);
     assert!(
-        run.stdout.ends_with(&format!("{} files, 0 valid, {} invalid\n", cases.len() + 2, cases.len() + 2)),
+        run.stdout.ends_with(&format!("{} files, 0 valid, {} invalid\n", cases.len() + 3, cases.len() + 3)),
         "{}",
         run.stdout
     );

@@ -388,10 +388,25 @@ mod tests {
         let d = dir();
         std::fs::write(d.path().join("big.toml"), vec![b'#'; 2 << 20]).unwrap();
         std::fs::create_dir(d.path().join("dir.toml")).unwrap();
+        // A device no driver answers (major 240, for local use), linked to
+        // as root could: refused by its type, never opened.
+        let dev = d.path().join("dev");
+        nix::sys::stat::mknod(
+            &dev,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            nix::sys::stat::makedev(240, 0),
+        )
+        .expect("mknod (this test needs root)");
+        std::os::unix::fs::symlink(&dev, d.path().join("dev.toml")).unwrap();
         let s = scan(d.path(), None).unwrap();
         assert!(matches!(&s["big.toml"], Found::Refused { message } if message.contains("limited to 1048576 bytes")));
         assert!(
             matches!(&s["dir.toml"], Found::Refused { message } if message.contains("a directory is not a manifest"))
+        );
+        assert!(
+            matches!(&s["dev.toml"], Found::Refused { message } if message.contains("a device is not a manifest")),
+            "{s:?}"
         );
     }
 

@@ -18,7 +18,6 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -322,11 +321,9 @@ pub fn open_trusted(path: &Path) -> Result<(std::fs::File, PathBuf), Untrusted> 
         Err(HostPathError::Errno(errno)) => return Err(std::io::Error::from(errno).into()),
         Err(HostPathError::ReachesVolumes(_)) => return Err(std::io::Error::from(Errno::EXDEV).into()),
     };
-    // The O_PATH descriptor opened for reading, through its /proc link.
-    let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-    let found = std::fs::read_link(&link)?;
-    let file = std::fs::File::options().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(&link)?;
-    Ok((file, found))
+    let found = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))?;
+    // The O_PATH descriptor opened for reading, if a regular file.
+    Ok((crate::fsutil::reopen_if_regular(std::fs::File::from(fd))?, found))
 }
 
 /// Opens every source of `manifest` once and detaches its copy.

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use super::problem::Problem;
@@ -66,12 +66,13 @@ fn kind_of(ft: std::fs::FileType) -> &'static str {
     }
 }
 
-/// Reads a manifest. The file is opened non-blocking so that a FIFO named
-/// `x.toml` cannot hang the reader, and checked on the open descriptor
-/// (not the path) so it cannot be swapped in between.
+/// Reads a manifest. The file is opened only if it is a regular file (a
+/// FIFO named `x.toml` cannot hang the reader, a device is not opened),
+/// and checked on the open descriptor (not the path) so it cannot be
+/// swapped in between.
 pub fn read_manifest(path: &Path) -> Result<String, LoadError> {
     let io = |source| LoadError::Io { path: path.to_owned(), source };
-    let file = File::options().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).map_err(io)?;
+    let file = crate::fsutil::open_if_regular(path).map_err(io)?;
     read_open_manifest(file, path).map(|(text, _)| text)
 }
 
