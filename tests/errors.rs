@@ -22,6 +22,16 @@ fn toml_syntax_errors_point_at_the_byte_where_parsing_stopped() {
     expect("command = [\"x\"]\ncommand = [\"y\"]\n", &["2:1: error: TOML syntax: duplicate key"]);
 }
 
+/// JSON has no dates: an unquoted one passes the schema as the string it
+/// reads as, and is refused by the types, saying to quote it.
+#[test]
+fn an_unquoted_date_is_said_to_need_quotes() {
+    let text = "command = [\"x\"]\n[env]\nBUILD = 2024-05-01\n";
+    expect(text, &["3:9: error: a TOML date-time, where a string is expected"]);
+    let checked = common::check(&["baseline"], "t.toml", text);
+    assert_eq!(checked.problems[0].help.as_deref(), Some("quote it: \"2024-05-01\""));
+}
+
 /// A setting that would do nothing as written is said, not ignored.
 #[test]
 fn settings_that_would_do_nothing_are_warned_of() {

@@ -139,7 +139,18 @@ impl Schema {
             Ok(value) => Ok((value, parsed.spans)),
             // The schema and the types agree (a property test checks it), so
             // this is a value the schema cannot bound, such as 2^40 for a u32.
-            Err(e) => Err(vec![Problem::error(e.span(), e.message().trim_end().to_owned())]),
+            Err(e) => {
+                // An unquoted date: JSON has no dates, so the schema saw it
+                // as the string it reads as; the types see a TOML date-time.
+                let written = e.span().and_then(|s| text.get(s)).map(str::trim);
+                if let Some(date) = written.filter(|w| w.parse::<toml::value::Datetime>().is_ok()) {
+                    return Err(vec![
+                        Problem::error(e.span(), "a TOML date-time, where a string is expected")
+                            .with_help(format!("quote it: \"{date}\"")),
+                    ]);
+                }
+                Err(vec![Problem::error(e.span(), e.message().trim_end().to_owned())])
+            }
         }
     }
 }
