@@ -42,25 +42,41 @@ pub enum AllocError {
     Write { path: PathBuf, source: std::io::Error },
 }
 
-/// Cuts ranges into slices of `size` ids; a range smaller than `size` is one
-/// slice of its own size.
-fn cut(ranges: &[IdRange], size: u32) -> Vec<IdRange> {
-    let mut out = Vec::new();
+/// How many slices of `size` ids a range is cut into: one of its own size
+/// when it is smaller.
+fn slices_in(r: &IdRange, size: u32) -> usize {
+    if r.count < size { 1 } else { (r.count / size) as usize }
+}
+
+/// Cuts ranges into slices of `size` ids (`slices_in`), as they are needed:
+/// a small `slice_size` over large ranges is billions of slices.
+fn cut(ranges: &[IdRange], size: u32) -> impl Iterator<Item = IdRange> + '_ {
+    ranges.iter().flat_map(move |r| {
+        let size = if r.count < size { r.count } else { size };
+        (0..slices_in(r, size) as u32).map(move |i| IdRange { start: r.start + i * size, count: size })
+    })
+}
+
+/// Which slice of `ranges` (cut as `cut` cuts them) `slice` is, if it is one.
+fn index_of(ranges: &[IdRange], size: u32, slice: &IdRange) -> Option<usize> {
+    let mut before = 0;
     for r in ranges {
-        if r.count < size {
-            out.push(*r);
-            continue;
+        let step = if r.count < size { r.count } else { size };
+        let offset = slice.start.checked_sub(r.start);
+        if let Some(offset) = offset.filter(|o| slice.count == step && step > 0 && o % step == 0)
+            && (offset / step) < slices_in(r, size) as u32
+        {
+            return Some(before + (offset / step) as usize);
         }
-        for i in 0..r.count / size {
-            out.push(IdRange { start: r.start + i * size, count: size });
-        }
+        before += slices_in(r, size);
     }
-    out
+    None
 }
 
 /// How many slices the ranges hold (uids and gids are cut alike).
 pub fn slice_count(uids: &[IdRange], gids: &[IdRange], size: u32) -> usize {
-    cut(uids, size).len().min(cut(gids, size).len())
+    let count = |ranges: &[IdRange]| ranges.iter().map(|r| slices_in(r, size)).sum::<usize>();
+    count(uids).min(count(gids))
 }
 
 /// Ranges in use, for overlap queries in O(log n): a thousand workloads
@@ -161,25 +177,27 @@ impl Allocations {
         size: u32,
         isolation: Isolation,
     ) -> Result<Slice, AllocError> {
-        let (uid_slices, gid_slices) = (cut(uids, size), cut(gids, size));
-        let candidates: Vec<Slice> =
-            uid_slices.iter().zip(&gid_slices).map(|(u, g)| Slice { uid: *u, gid: *g }).collect();
+        let mut candidates = cut(uids, size).zip(cut(gids, size)).map(|(uid, gid)| Slice { uid, gid });
         if isolation == Isolation::Shared {
-            let first = *candidates.first().ok_or(AllocError::Exhausted { total: 0, size })?;
+            let first = candidates.next().ok_or(AllocError::Exhausted { total: 0, size })?;
             self.slices.insert(name.to_owned(), first);
             return Ok(first);
         }
-        if let Some(existing) = self.slices.get(name).filter(|s| candidates.contains(s)) {
+        // Still slice i of the uids and slice i of the gids, as cut now.
+        let total = slice_count(uids, gids, size);
+        let kept = |s: &&Slice| match (index_of(uids, size, &s.uid), index_of(gids, size, &s.gid)) {
+            (Some(u), Some(g)) => u == g && u < total,
+            _ => false,
+        };
+        if let Some(existing) = self.slices.get(name).filter(kept) {
             return Ok(*existing);
         }
         let others = || self.slices.iter().filter(|(n, _)| n.as_str() != name);
         let (uids_used, gids_used) =
             (Taken::new(others().map(|(_, s)| s.uid)), Taken::new(others().map(|(_, s)| s.gid)));
         let free = candidates
-            .iter()
             .find(|c| !uids_used.overlaps(&c.uid) && !gids_used.overlaps(&c.gid))
-            .copied()
-            .ok_or(AllocError::Exhausted { total: candidates.len(), size })?;
+            .ok_or(AllocError::Exhausted { total, size })?;
         self.slices.insert(name.to_owned(), free);
         Ok(free)
     }
@@ -211,6 +229,31 @@ mod tests {
             }
         }
         assert!(!Taken::new(std::iter::empty()).overlaps(&IdRange { start: 0, count: 10 }));
+    }
+
+    #[test]
+    fn slices_are_found_without_cutting_every_range() {
+        let ranges = [
+            IdRange { start: 100000, count: 70000 },
+            IdRange { start: 1_000_000, count: 10 },
+            IdRange { start: 2_000_000, count: 1 << 20 },
+        ];
+        for size in [1, 7, 10, 65536, 100000] {
+            for (i, slice) in cut(&ranges, size).take(5000).enumerate() {
+                assert_eq!(index_of(&ranges, size, &slice), Some(i), "size {size}: {slice:?}");
+            }
+        }
+        assert_eq!(index_of(&ranges, 7, &IdRange { start: 100001, count: 7 }), None, "not on a slice's start");
+        assert_eq!(index_of(&ranges, 7, &IdRange { start: 100000, count: 8 }), None, "not a slice's size");
+        assert_eq!(index_of(&ranges, 65536, &IdRange { start: 100000 + 65536, count: 65536 }), None, "past the end");
+        // One id a slice over 2^31 ids: allocated, kept and counted at once.
+        let big = [IdRange { start: 1 << 20, count: 1 << 31 }];
+        let mut table = Allocations::default();
+        let a = table.allocate("a", &big, &big, 1, Isolation::PerWorkload).unwrap();
+        let b = table.allocate("b", &big, &big, 1, Isolation::PerWorkload).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(table.allocate("a", &big, &big, 1, Isolation::PerWorkload).unwrap(), a);
+        assert_eq!(slice_count(&big, &big, 1), 1 << 31);
     }
 
     const R: IdRange = IdRange { start: 100000, count: 65536 * 3 };
@@ -246,7 +289,7 @@ mod tests {
     #[test]
     fn a_small_range_is_one_slice_of_its_size() {
         let small = IdRange { start: 500000, count: 1000 };
-        assert_eq!(cut(&[small, R], 65536).len(), 4);
+        assert_eq!(cut(&[small, R], 65536).count(), 4);
     }
 
     #[test]
