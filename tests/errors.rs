@@ -22,6 +22,12 @@ fn toml_syntax_errors_point_at_the_byte_where_parsing_stopped() {
     expect("command = [\"x\"]\ncommand = [\"y\"]\n", &["2:1: error: TOML syntax: duplicate key"]);
 }
 
+#[test]
+fn a_float_past_f64_is_too_large_and_inf_is_refused() {
+    expect("command = [\"x\"]\n[resources]\ncpu = 1e400\n", &["3:7: error: this number is too large (past 1.8e308)"]);
+    expect("command = [\"x\"]\n[resources]\ncpu = inf\n", &["3:7: error: inf and nan are not allowed here"]);
+}
+
 /// JSON has no dates: an unquoted one passes the schema as the string it
 /// reads as, and is refused by the types, saying to quote it.
 #[test]

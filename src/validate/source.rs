@@ -140,7 +140,12 @@ impl Walk<'_> {
             DeValue::Float(f) => match f.as_str().parse::<f64>().ok().and_then(Number::from_f64) {
                 Some(n) => Value::Number(n),
                 None => {
-                    self.problems.push(Problem::error(Some(v.span()), "inf and nan are not allowed here"));
+                    let written = f.as_str();
+                    let message = match written.contains("inf") || written.contains("nan") {
+                        true => "inf and nan are not allowed here",
+                        false => "this number is too large (past 1.8e308)",
+                    };
+                    self.problems.push(Problem::error(Some(v.span()), message));
                     Value::Null
                 }
             },
