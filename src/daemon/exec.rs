@@ -1,7 +1,9 @@
 //! `paddock exec` in the daemon: the request is checked against what
 //! runs, the command entered into the sandbox (`sandbox::enter`), and the
 //! connection kept until it ends, passing the client's signals on and
-//! answering with its exit status. Every exec is logged, with who asked.
+//! answering with its exit status. Every exec is logged (the workload, the
+//! command, the entered process's pid) and so is its end; only root may
+//! ask (the control socket's peer check).
 
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
