@@ -178,8 +178,8 @@ fn semantic_checks_point_at_the_value() {
     expect(
         "command = [\"x\"]\n[health]\ntcp = 80\ninterval = \"0s\"\ntimeout = \"0ms\"\n",
         &[
-            "4:12: error: a probe every 0ms would probe without pause",
-            "5:11: error: a probe given no time has failed before it starts",
+            "4:12: warning: an interval of 0ms is probed every 100ms",
+            "5:11: warning: a probe given no time fails every time",
         ],
     );
     expect("command = [\"x\"]\n[health]\ntcp = 80\ninterval = \"100ms\"\ntimeout = \"1ms\"\n", &[]);

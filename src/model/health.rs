@@ -28,13 +28,12 @@ pub struct Health {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpProbe>,
 
-    /// Time between two probes (and from the start to the first); at
-    /// least 100ms.
+    /// Time between two probes (and from the start to the first); a
+    /// shorter one than 100ms is 100ms.
     #[serde(default = "default_interval")]
     pub interval: Duration,
 
-    /// A probe that takes longer has failed (a command is killed); more
-    /// than 0.
+    /// A probe that takes longer has failed (a command is killed).
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
 
@@ -86,6 +85,11 @@ pub enum Probe {
 }
 
 impl Health {
+    /// The time between two probes: `interval`, at least `MIN_PROBE_INTERVAL`.
+    pub fn period(&self) -> std::time::Duration {
+        self.interval.as_std().max(MIN_PROBE_INTERVAL)
+    }
+
     /// The probe, when exactly one is written (the validator refuses the rest).
     pub fn probe(&self) -> Option<Probe> {
         match (&self.command, self.tcp, &self.http) {
@@ -107,6 +111,10 @@ impl std::fmt::Display for Probe {
     }
 }
 
+/// The shortest time between two probes: a shorter `interval` is probed
+/// this often (and `check` warns of it).
+pub const MIN_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 const fn default_interval() -> Duration {
     Duration::from_secs(10)
 }
@@ -118,4 +126,18 @@ const fn default_retries() -> u32 {
 }
 fn default_path() -> String {
     "/".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interval_under_100ms_is_probed_every_100ms() {
+        let health =
+            |interval: &str| -> Health { toml::from_str(&format!("tcp = 80\ninterval = \"{interval}\"\n")).unwrap() };
+        assert_eq!(health("0s").period(), MIN_PROBE_INTERVAL);
+        assert_eq!(health("50ms").period(), MIN_PROBE_INTERVAL);
+        assert_eq!(health("250ms").period(), std::time::Duration::from_millis(250));
+    }
 }

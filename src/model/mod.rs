@@ -28,7 +28,7 @@ mod network;
 mod units;
 
 pub use exit::Exit;
-pub use health::{Health, HttpProbe, OnUnhealthy, Probe};
+pub use health::{Health, HttpProbe, MIN_PROBE_INTERVAL, OnUnhealthy, Probe};
 pub use manifest::{
     Manifest, Mount, Namespaces, Resources, Restart, RestartPolicy, Rootfs, Seccomp, Security, SharedOrPrivate, Stop,
     UserNamespace,

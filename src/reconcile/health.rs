@@ -67,8 +67,7 @@ impl Health {
 impl Workload {
     /// A run begins (started, or adopted): its checks begin afresh.
     pub(super) fn begin_health(&mut self, since: Instant) {
-        self.health =
-            self.running_manifest().and_then(|m| m.health.as_ref()).map(|h| Health::new(since, h.interval.as_std()));
+        self.health = self.running_manifest().and_then(|m| m.health.as_ref()).map(|h| Health::new(since, h.period()));
     }
 
     /// Whether a workload `after` it may start: it runs, and is healthy
@@ -117,7 +116,7 @@ impl Core {
             h.results.pop_front();
         }
         h.results.push_back(ProbeResult { at: at.wall, ok, output });
-        h.next = Some(at.now + spec.interval.as_std());
+        h.next = Some(at.now + spec.period());
         let before = h.status;
         if ok {
             h.streak = 0;

@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::problem::Problem;
 use super::source::SpanIndex;
-use crate::model::{Manifest, Network, Seccomp};
+use crate::model::{MIN_PROBE_INTERVAL, Manifest, Network, Seccomp};
 
 fn has_parent_dir(path: &Path) -> bool {
     path.components().any(|c| c == Component::ParentDir)
@@ -20,9 +20,6 @@ fn normalized(path: &Path) -> PathBuf {
 /// 32 pages), its NUL included: a longer argument or `KEY=VALUE` fails
 /// the exec with E2BIG.
 pub const MAX_ARG_BYTES: usize = 131_071;
-
-/// The shortest time between two probes of a health check.
-const MIN_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
     let mut problems = Vec::new();
@@ -189,45 +186,21 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
                 .with_help("remove `seccomp`, or `privileged` if the filter is wanted"),
         );
     }
-    if let Some(health) = &m.health {
-        let written = [health.command.is_some(), health.tcp.is_some(), health.http.is_some()];
-        if written.iter().filter(|w| **w).count() != 1 {
-            problems.push(
-                Problem::error(at("/health"), "a health check needs exactly one probe: `command`, `tcp` or `http`")
-                    .with_help("e.g. tcp = 8080, or http = { port = 8080, path = \"/healthz\" }, or command = [\"pg_isready\"]"),
-            );
-        }
-        for (i, arg) in health.command.iter().flatten().enumerate() {
-            if arg.contains('\0') {
-                problems.push(Problem::error(
-                    at(&format!("/health/command/{i}")),
-                    "a command argument cannot contain a NUL byte",
-                ));
-            }
-        }
-    }
-    for (i, name) in m.after.iter().enumerate() {
-        if let Some(first) = m.after[..i].iter().position(|n| n == name) {
-            problems.push(
-                Problem::error(at(&format!("/after/{i}")), format!("`{name}` is already after[{first}]"))
-                    .with_help("name each workload once"),
-            );
-        }
-    }
-
+    // Warnings, not errors: a manifest that ran before these were checked
+    // must not be refused by the next daemon, which would stop it.
     if let Some(health) = &m.health {
         if health.interval.as_std() < MIN_PROBE_INTERVAL {
             problems.push(
-                Problem::error(
+                Problem::warning(
                     at("/health/interval"),
-                    format!("a probe every {} would probe without pause", health.interval),
+                    format!("an interval of {} is probed every 100ms", health.interval),
                 )
-                .with_help("probe at most every 100ms (the kubelet's finest period is 1s)"),
+                .with_help("set interval to 100ms or more (the kubelet's shortest period is 1s)"),
             );
         }
         if health.timeout.as_std().is_zero() {
             problems.push(
-                Problem::error(at("/health/timeout"), "a probe given no time has failed before it starts")
+                Problem::warning(at("/health/timeout"), "a probe given no time fails every time")
                     .with_help("give it time to answer, such as \"1s\""),
             );
         }
