@@ -352,6 +352,17 @@ impl Config {
     /// without, `/etc/paddock/paddock.toml` is read when it exists and the
     /// defaults apply when it does not.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::read(path, true)
+    }
+
+    /// `load` for a command that only reads where the daemon is (its
+    /// socket, its state directory) and does nothing as root with it: the
+    /// file's owner is not checked (a client's peer check stands in for it).
+    pub fn load_for_client(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::read(path, false)
+    }
+
+    fn read(path: Option<&Path>, trusted: bool) -> Result<Self, ConfigError> {
         let (path, required) = match path {
             Some(p) => (p.to_owned(), true),
             None => (PathBuf::from(DEFAULT_CONFIG), false),
@@ -359,7 +370,11 @@ impl Config {
         // As root, as the policies are: a file only root can change, read
         // through no link anyone else made, regular and at most 1 MiB.
         use crate::fsutil::UntrustedFile;
-        let text = match crate::fsutil::read_trusted(&path, CONFIG_RISK, MAX_CONFIG_BYTES) {
+        let read = match trusted {
+            true => crate::fsutil::read_trusted(&path, CONFIG_RISK, MAX_CONFIG_BYTES),
+            false => crate::fsutil::read_bounded(&path, MAX_CONFIG_BYTES),
+        };
+        let text = match read {
             Ok(text) => text,
             Err(UntrustedFile::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && !required => {
                 return Ok(Self::default());
@@ -443,6 +458,8 @@ mod tests {
                 && err.contains("chooses the policies"),
             "{err}"
         );
+        // A client command only looks for the daemon's socket in it.
+        assert!(Config::load_for_client(Some(&path)).is_ok());
         std::fs::remove_file(&path).unwrap();
         nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let err = Config::load(Some(&path)).unwrap_err().to_string();

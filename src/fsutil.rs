@@ -103,9 +103,21 @@ pub fn roots_alone(path: &Path, uid: u32, mode: u32, risk: &'static str) -> Resu
 /// a user's checkout) nothing runs as root, and the file is read as it is.
 /// `risk` says what its owner could do, for the errors.
 pub fn read_trusted(path: &Path, risk: &'static str, limit: u64) -> Result<String, UntrustedFile> {
+    read_limited(path, Some(risk), limit)
+}
+
+/// Reads a regular file of at most `limit` bytes, whoever owns it: for
+/// what decides nothing paddock does as root (the configuration a client
+/// command reads for the daemon's socket).
+pub fn read_bounded(path: &Path, limit: u64) -> Result<String, UntrustedFile> {
+    read_limited(path, None, limit)
+}
+
+fn read_limited(path: &Path, risk: Option<&'static str>, limit: u64) -> Result<String, UntrustedFile> {
     use std::io::Read;
     let io = |source: std::io::Error| UntrustedFile::Io { path: path.to_owned(), source };
-    let as_root = nix::unistd::geteuid().is_root();
+    let trusting = risk.filter(|_| nix::unistd::geteuid().is_root());
+    let as_root = trusting.is_some();
     let (file, found) = if as_root {
         crate::sandbox::open_trusted(path).map_err(|e| match e {
             crate::sandbox::Untrusted::Io(source) => io(source),
@@ -120,7 +132,7 @@ pub fn read_trusted(path: &Path, risk: &'static str, limit: u64) -> Result<Strin
     if !meta.is_file() {
         return Err(UntrustedFile::NotAFile { path: found });
     }
-    if as_root {
+    if let Some(risk) = trusting {
         roots_alone(&found, meta.uid(), meta.mode(), risk)?;
     }
     let mut text = String::new();
@@ -148,9 +160,23 @@ pub fn reopen_if_regular(file: std::fs::File) -> std::io::Result<std::fs::File> 
 }
 
 /// Opens `path` for reading if it is a regular file (`reopen_if_regular`).
+/// Without /proc (`check` in a bare container), the path is opened again
+/// and must still be the file looked at.
 pub fn open_if_regular(path: &Path) -> std::io::Result<std::fs::File> {
     let found = std::fs::File::options().read(true).custom_flags(libc::O_PATH | libc::O_CLOEXEC).open(path)?;
-    reopen_if_regular(found)
+    let seen = found.metadata()?;
+    match reopen_if_regular(found) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && seen.is_file() => {
+            let file =
+                std::fs::File::options().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)?;
+            let now = file.metadata()?;
+            if (now.dev(), now.ino()) != (seen.dev(), seen.ino()) {
+                return Err(std::io::Error::other("the file was replaced while it was opened; try again"));
+            }
+            Ok(file)
+        }
+        opened => opened,
+    }
 }
 
 /// Who besides the owner may write, by the mode's bits.

@@ -29,7 +29,7 @@ impl ClientArgs {
     pub fn socket(&self) -> Result<PathBuf, LoadConfigError> {
         match &self.socket {
             Some(s) => Ok(s.clone()),
-            None => super::load_config(self.config.as_deref()).map(|c| c.socket),
+            None => super::load_client_config(self.config.as_deref()).map(|c| c.socket),
         }
     }
 
@@ -63,9 +63,9 @@ pub enum AskError {
     )]
     NotTheDaemon { socket: PathBuf, uid: u32 },
     #[error(
-        "the daemon at {} did not answer within {} s (it is busy or hung: `systemctl status paddock`, and its log)",
+        "the daemon at {} did not answer within {:?} (it is busy or hung: `systemctl status paddock`, and its log)",
         .socket.display(),
-        .waited.as_secs()
+        .waited
     )]
     NoAnswerWithin { socket: PathBuf, waited: Duration },
     #[error("the daemon at {} closed the connection without an answer", .0.display())]
@@ -146,7 +146,7 @@ mod tests {
         assert_eq!(
             err,
             format!(
-                "the daemon at {} did not answer within 0 s (it is busy or hung: `systemctl status paddock`, and its log)",
+                "the daemon at {} did not answer within 200ms (it is busy or hung: `systemctl status paddock`, and its log)",
                 socket.display()
             )
         );

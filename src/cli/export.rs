@@ -148,7 +148,7 @@ pub fn run(args: ExportArgs) -> Result<super::ExitCode, CliError> {
 
 fn kubernetes(args: KubernetesArgs) -> Result<super::ExitCode, CliError> {
     let config = match &args.config {
-        Some(path) => super::load_config(Some(path)).or_fail(USAGE_OR_IO)?,
+        Some(path) => super::load_client_config(Some(path)).or_fail(USAGE_OR_IO)?,
         None => crate::config::Config::default(),
     };
     let validator = args.policy.validator(&config, true).or_fail(USAGE_OR_IO)?;

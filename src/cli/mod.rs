@@ -172,7 +172,17 @@ pub enum ValidatorError {
 /// Loads the daemon's configuration for a command; an invalid file's
 /// problems are printed (as `check` prints a manifest's) before the error.
 pub fn load_config(path: Option<&Path>) -> Result<Config, LoadConfigError> {
-    match Config::load(path) {
+    report_config(Config::load(path))
+}
+
+/// `load_config` for the commands that only look for the daemon
+/// (`Config::load_for_client`).
+pub fn load_client_config(path: Option<&Path>) -> Result<Config, LoadConfigError> {
+    report_config(Config::load_for_client(path))
+}
+
+fn report_config(loaded: Result<Config, ConfigError>) -> Result<Config, LoadConfigError> {
+    match loaded {
         Ok(c) => Ok(c),
         Err(ConfigError::Invalid { path, text, problems }) => {
             let shown = path.display().to_string();
