@@ -121,6 +121,12 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     // with a process in it cannot enable controllers for its children).
     let inherited = crate::sandbox::unreaped::Inherited::take();
     let inherited_listener = crate::daemon::upgrade::inherited_listener();
+    // Here too while one thread: it takes the limit an upgraded image was
+    // handed from the environment.
+    match crate::sandbox::raise_nofile_limit() {
+        Ok(n) => tracing::debug!(nofile = n, "raised the open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit; many workloads may not start"),
+    }
     let zygote = match crate::sandbox::zygote::Zygote::start() {
         Ok(zygote) => Some(std::sync::Arc::new(zygote)),
         Err(e) => {
@@ -147,10 +153,6 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
         store: DiskStore::new(state_dir, ranges, remap.isolation, remap.slice_size),
         inherited_listener,
     };
-    match crate::sandbox::raise_nofile_limit() {
-        Ok(n) => tracing::debug!(nofile = n, "raised the open-files limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit; many workloads may not start"),
-    }
     tracing::info!(workloads = %workloads.display(), socket = %socket.display(), "paddock daemon starting");
     event_loop::run(options, validator, notifier).or_fail(1)?;
     tracing::info!("every workload stopped; exiting");

@@ -68,8 +68,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "MODE", value_parser = parse_isolation)]
     pub isolation: Option<Isolation>,
 
-    /// Ids per workload slice [default: 65536].
-    #[arg(long, value_name = "N")]
+    /// Ids per workload slice, at least 1 [default: 65536].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub slice_size: Option<u32>,
 
     /// The cgroup filesystem root: v2 when it is a cgroup2 mount, else v1

@@ -319,7 +319,9 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             scans.hup_current |= std::mem::take(&mut scans.hup_next);
             let (dir, previous, validator, tx) =
                 (workloads.clone(), daemon.snapshot().clone(), validator.clone(), job_tx.clone());
-            let (settled, running, invalid) = (daemon.claims(), daemon.running_files(), daemon.invalid_files());
+            let (settled, running) = (daemon.claims(), daemon.running_files());
+            // Validated again on a full rescan only.
+            let invalid = if rescan == Rescan::Everything { daemon.invalid_files() } else { Default::default() };
             tokio::task::spawn_blocking(move || {
                 let outcome = scan::run_job(&dir, &previous, rescan, &validator, &settled, &running, &invalid);
                 let _ = tx.send(Job::Scan(outcome));

@@ -140,6 +140,17 @@ pub struct FileChange {
     pub event: ManifestEvent,
 }
 
+impl FileChange {
+    /// What `file` of `snapshot` means now (`event`), for the workload it names.
+    pub fn of(dir: &Path, file: &str, snapshot: &Snapshot, validator: &Validator) -> Self {
+        FileChange {
+            file: file.to_owned(),
+            name: WorkloadName::stem_of_manifest_file(file).and_then(|s| WorkloadName::try_from(s).ok()),
+            event: event(dir, file, snapshot.get(file), validator),
+        }
+    }
+}
+
 /// A rescan's result, made off the event loop.
 #[derive(Debug)]
 pub struct Outcome {
@@ -214,14 +225,8 @@ pub fn run_job(
         }
         missing = now;
     }
-    let mut changes: Vec<FileChange> = changed(previous, &snapshot)
-        .into_iter()
-        .map(|file| FileChange {
-            file: file.to_owned(),
-            name: WorkloadName::stem_of_manifest_file(file).and_then(|s| WorkloadName::try_from(s).ok()),
-            event: event(dir, file, snapshot.get(file), validator),
-        })
-        .collect();
+    let mut changes: Vec<FileChange> =
+        changed(previous, &snapshot).into_iter().map(|file| FileChange::of(dir, file, &snapshot, validator)).collect();
     let again: Vec<&str> = match full {
         true => invalid
             .keys()
@@ -231,11 +236,7 @@ pub fn run_job(
             .collect(),
         false => Vec::new(),
     };
-    changes.extend(again.iter().map(|file| FileChange {
-        file: (*file).to_owned(),
-        name: WorkloadName::stem_of_manifest_file(file).and_then(|s| WorkloadName::try_from(s).ok()),
-        event: event(dir, file, snapshot.get(*file), validator),
-    }));
+    changes.extend(again.iter().map(|file| FileChange::of(dir, file, &snapshot, validator)));
     // What runs keeps its ports; a change that wants one is refused.
     let settled: Vec<(&str, &Manifest)> = settled
         .iter()

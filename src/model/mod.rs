@@ -35,6 +35,7 @@ pub use manifest::{
 };
 pub use name::{MAX_NAME_LEN, NameError, WorkloadName, is_ignored_file_name};
 pub use named::{Capability, Signal, UnknownName};
+pub(crate) use network::NETWORK_NAME_PATTERN;
 pub use network::{BRIDGE, Network, NetworkError, PortError, PortMapping, Protocol, is_network_name};
 pub use units::{DURATION_PATTERN, Duration, SIZE_PATTERN, Size, UnitError};
 

@@ -51,7 +51,7 @@ pub fn is_network_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-const NETWORK_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$";
+pub(crate) const NETWORK_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$";
 
 #[derive(Debug, thiserror::Error)]
 #[error("`{0}` is not a network: use \"private\", \"host\", \"bridge\" or the name of a CNI network")]

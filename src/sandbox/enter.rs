@@ -328,7 +328,11 @@ fn wait_forwarding(child: Pid, watched: &SigSet, channel: &Channel) -> i32 {
             // command's process group, as a closed terminal's would: what
             // the command started in the background too.
             Some(Signal::SIGHUP) => {
-                let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGHUP);
+                // Before the command's setsid its group is not there yet:
+                // the command alone, then.
+                if kill(Pid::from_raw(-child.as_raw()), Signal::SIGHUP) == Err(Errno::ESRCH) {
+                    let _ = kill(child, Signal::SIGHUP);
+                }
             }
             Some(signal) => {
                 let _ = kill(child, signal);

@@ -77,7 +77,7 @@ fn pattern_meaning(pattern: &str) -> Option<&'static str> {
         SIZE_PATTERN => "a size: a whole number and one unit of KiB, MiB, GiB or TiB, e.g. \"256MiB\"",
         "^/" => "an absolute path (starting with /)",
         "^[^=]+$" => "a variable name without `=`",
-        "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$" => {
+        crate::model::NETWORK_NAME_PATTERN => {
             "a CNI network's name: letters, digits, `_`, `.` and `-`, at most 64 characters, starting with a letter or digit"
         }
         p if p.starts_with("^[A-Za-z0-9]([A-Za-z0-9.-]") => {

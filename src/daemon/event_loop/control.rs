@@ -99,14 +99,8 @@ fn preview_scan(
     validator: &Validator,
 ) -> Result<(BTreeMap<WorkloadName, ManifestEvent>, Vec<String>), String> {
     let snapshot = scan::scan(dir, None).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    let mut changes: Vec<scan::FileChange> = snapshot
-        .keys()
-        .map(|file| scan::FileChange {
-            file: file.clone(),
-            name: WorkloadName::stem_of_manifest_file(file).and_then(|s| WorkloadName::try_from(s).ok()),
-            event: scan::event(dir, file, snapshot.get(file), validator),
-        })
-        .collect();
+    let mut changes: Vec<scan::FileChange> =
+        snapshot.keys().map(|file| scan::FileChange::of(dir, file, &snapshot, validator)).collect();
     // The directory as a whole: every file is new to it.
     scan::refuse_port_conflicts(dir, &snapshot, &mut changes, &[], &[]);
     let mut events = BTreeMap::new();
