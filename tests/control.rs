@@ -286,6 +286,18 @@ fn plan_shows_what_a_directory_would_do_and_does_nothing() {
     let after: Vec<i64> = ["keep", "edit", "drop"].iter().map(|n| d.running_pid(n)).collect();
     assert_eq!(after, pids, "plan changes nothing");
     assert!(d.workload("add").is_none());
+
+    // Asked while a save renames a file away and writes it again, plan
+    // waits for it, as the daemon's rescan does: nothing to do.
+    let kept = d.path("wl/keep.toml");
+    std::fs::rename(&kept, d.path("wl/keep.toml~")).unwrap();
+    let back = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::write(kept, SLEEPER).unwrap();
+    });
+    let during = d.paddock(&["plan"]);
+    back.join().unwrap();
+    assert_eq!(stdout(&during), "nothing to do\n", "{}", stderr(&during));
 }
 
 #[test]

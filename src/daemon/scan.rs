@@ -131,6 +131,32 @@ pub fn scan(dir: &Path, previous: Option<&Snapshot>) -> std::io::Result<Snapshot
     Ok(snapshot)
 }
 
+/// `scan`, looked at again while files of `previous` are missing: a file
+/// gone may be a save under way (an editor renames the old file away,
+/// then writes the new one), so it counts as removed, stopping its
+/// workload and ending its hold, only once it was gone in two looks a
+/// moment apart (a few more looks while saves follow each other).
+pub fn scan_settled(dir: &Path, previous: &Snapshot, cache: Option<&Snapshot>) -> std::io::Result<Snapshot> {
+    let mut snapshot = scan(dir, cache)?;
+    let gone = |snapshot: &Snapshot| -> Vec<String> {
+        previous.keys().filter(|file| !snapshot.contains_key(*file)).cloned().collect()
+    };
+    let mut missing = gone(&snapshot);
+    for _ in 0..REMOVAL_LOOKS {
+        if missing.is_empty() {
+            break;
+        }
+        std::thread::sleep(REMOVAL_SETTLE);
+        snapshot = scan(dir, Some(&snapshot))?;
+        let now = gone(&snapshot);
+        if now.iter().all(|file| missing.contains(file)) {
+            break;
+        }
+        missing = now;
+    }
+    Ok(snapshot)
+}
+
 /// What a rescan found for one changed file.
 #[derive(Debug)]
 pub struct FileChange {
@@ -198,33 +224,10 @@ pub fn run_job(
         let refused = format!("cannot scan {}: {e}", dir.display());
         Outcome { snapshot: previous.clone(), changes: Vec::new(), refused: Some(refused) }
     };
-    let mut snapshot = match scan(dir, (!full).then_some(previous)) {
+    let snapshot = match scan_settled(dir, previous, (!full).then_some(previous)) {
         Ok(s) => s,
         Err(e) => return refused(e),
     };
-    // A file gone may be a save under way (an editor renames the old file
-    // away, then writes the new one): it counts as removed, stopping its
-    // workload and ending its hold, only once it was gone in two looks a
-    // moment apart (a few more looks while saves follow each other).
-    let gone = |snapshot: &Snapshot| -> Vec<String> {
-        previous.keys().filter(|file| !snapshot.contains_key(*file)).cloned().collect()
-    };
-    let mut missing = gone(&snapshot);
-    for _ in 0..REMOVAL_LOOKS {
-        if missing.is_empty() {
-            break;
-        }
-        std::thread::sleep(REMOVAL_SETTLE);
-        snapshot = match scan(dir, Some(&snapshot)) {
-            Ok(s) => s,
-            Err(e) => return refused(e),
-        };
-        let now = gone(&snapshot);
-        if now.iter().all(|file| missing.contains(file)) {
-            break;
-        }
-        missing = now;
-    }
     let mut changes: Vec<FileChange> =
         changed(previous, &snapshot).into_iter().map(|file| FileChange::of(dir, file, &snapshot, validator)).collect();
     let again: Vec<&str> = match full {

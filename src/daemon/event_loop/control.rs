@@ -85,8 +85,11 @@ pub(super) fn answer(
         Answered::Plan(dir) => {
             let dir = dir.map_or_else(|| workloads.to_owned(), PathBuf::from);
             let (validator, jobs) = (validator.clone(), jobs.clone());
+            // The daemon's own directory: a file it has and finds gone is
+            // waited for, as a rescan waits (`scan_settled`).
+            let known = if dir == workloads { daemon.snapshot().clone() } else { Default::default() };
             tokio::task::spawn_blocking(move || {
-                let _ = jobs.send(Job::Preview(reply, preview_scan(&dir, &validator)));
+                let _ = jobs.send(Job::Preview(reply, preview_scan(&dir, &known, &validator)));
             });
             false
         }
@@ -96,9 +99,10 @@ pub(super) fn answer(
 /// Validates every file of `dir`, as a rescan would (blocking).
 fn preview_scan(
     dir: &Path,
+    known: &scan::Snapshot,
     validator: &Validator,
 ) -> Result<(BTreeMap<WorkloadName, ManifestEvent>, Vec<String>), String> {
-    let snapshot = scan::scan(dir, None).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let snapshot = scan::scan_settled(dir, known, None).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mut changes: Vec<scan::FileChange> =
         snapshot.keys().map(|file| scan::FileChange::of(dir, file, &snapshot, validator)).collect();
     // The directory as a whole: every file is new to it.
