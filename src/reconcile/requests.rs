@@ -15,14 +15,9 @@ impl Core {
     ) -> Result<(Answer, Vec<Effect>), Unknown> {
         let w = match self.workloads.get_mut(name) {
             Some(w) if w.desired.is_some() => w,
-            // Adopted and left running while its file is invalid: it can
-            // still be stopped (and is held at the version it ran).
-            Some(w) if command == Command::Stop && w.state.has_sandbox() => w,
             _ => return Err(Unknown(name.to_string())),
         };
-        let Some(version) = w.desired_version().or(w.state.version()) else {
-            return Err(Unknown(name.to_string()));
-        };
+        let version = w.desired_version().expect("checked above");
         let mut effects = Vec::new();
         let answer = match command {
             Command::Stop => {
