@@ -378,31 +378,3 @@ fn ends_while_no_daemon_runs_get_their_restart_policy_and_their_real_status() {
     assert_ne!(d.running_pid("victim"), victim, "a new run");
     assert_eq!(d.terminate(), 0);
 }
-
-/// A bad edit made while no daemon ran (before an upgrade's exec, after a
-/// crash) does not take down the version that runs: the next daemon
-/// adopts it and leaves it running, shows the file invalid, and takes it
-/// over when the file is valid again.
-#[test]
-fn a_bad_edit_found_by_the_next_daemon_leaves_the_running_version_running() {
-    let mut d = Daemon::setup().start(&[]);
-    d.write("steady.toml", SLEEPER);
-    let pid = d.running_pid("steady");
-    d.kill();
-    d.write("steady.toml", "command = \"not a list\"\n");
-    let d = d.start(&[]);
-    d.wait_for("the file seen invalid", |d| {
-        d.workload("steady").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("must be an array")))
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let w = d.workload("steady").unwrap();
-    assert_eq!((&w["state"], &w["pid"]), (&serde_json::json!("running"), &serde_json::json!(pid)), "{w}");
-    // The version it runs, valid again: taken over, not restarted.
-    d.write("steady.toml", SLEEPER);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(d.running_pid("steady"), pid);
-    assert_eq!(d.workload("steady").unwrap()["restarts"], 0);
-    // Removed: stopped.
-    std::fs::remove_file(d.path("wl/steady.toml")).unwrap();
-    d.wait_for("steady stopped", |d| d.workload("steady").is_none());
-}

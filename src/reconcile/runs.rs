@@ -60,12 +60,6 @@ impl Core {
             let desired = w.desired_version();
             let action = match (desired, w.state) {
                 (None, State::Stopping { .. }) => None,
-                // Adopted by a daemon that found its file invalid (a bad
-                // edit made before an upgrade or a crash): it runs on, as a
-                // bad edit never takes a running version down. A valid
-                // version takes it over, or restarts it; removing the file
-                // stops it.
-                (None, s) if s.has_sandbox() && matches!(w.file, File::Invalid(_)) => None,
                 (None, s) if s.has_sandbox() => Some((Verb::Stop, Cause::Removed)),
                 (None, _) if w.file == File::Absent => {
                     forgotten.push(name.clone());
