@@ -114,7 +114,8 @@ fn log_file(args: &LogsArgs) -> Result<PathBuf, CliError> {
         .map_err(|e| CliError::new(1, format!("no workload {:?}: {e}", args.name)))?;
     let state_dir = match &args.state_dir {
         Some(dir) => dir.clone(),
-        None => super::load_client_config(args.client.config.as_deref()).or_fail(1)?.state_dir,
+        // Files read as root and printed: from a directory only a trusted configuration names.
+        None => super::load_config(args.client.config.as_deref()).or_fail(1)?.state_dir,
     };
     let path = crate::daemon::executor::log_path(&state_dir, &name);
     if files_oldest_first(&path, LOG_KEEP).is_empty() && !path.exists() {

@@ -255,29 +255,6 @@ async fn watch(stream: UnixStream, tx: mpsc::UnboundedSender<Control>) {
     }
 }
 
-/// The metrics as last rendered by the event loop, answered again for
-/// `REUSE`: however many clients ask, the loop renders them at most ten
-/// times a second (each rendering walks every workload).
-struct Rendered {
-    at: Option<std::time::Instant>,
-    text: String,
-}
-
-impl Rendered {
-    const REUSE: Duration = Duration::from_millis(100);
-
-    fn get(&self, now: std::time::Instant) -> Option<String> {
-        self.at.filter(|at| now.saturating_duration_since(*at) < Self::REUSE).map(|_| self.text.clone())
-    }
-
-    fn put(&mut self, now: std::time::Instant, text: &str) {
-        self.at = Some(now);
-        text.clone_into(&mut self.text);
-    }
-}
-
-static RENDERED: std::sync::Mutex<Rendered> = std::sync::Mutex::new(Rendered { at: None, text: String::new() });
-
 /// A minimal HTTP/1.1 server for one resource: `GET /metrics` answers the
 /// Prometheus text format; anything else is 404 (or 405 for other methods).
 pub async fn serve_metrics(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSender<Control>) {
@@ -311,24 +288,16 @@ async fn answer_metrics(stream: tokio::net::TcpStream, tx: mpsc::UnboundedSender
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     let (status, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => match RENDERED.lock().ok().and_then(|r| r.get(std::time::Instant::now())) {
-            Some(text) => ("200 OK", text),
-            None => {
-                let (reply, receive) = oneshot::channel();
-                if tx.send(Control::Metrics(reply)).is_err() {
-                    return;
-                }
-                match receive.await {
-                    Ok(text) => {
-                        if let Ok(mut rendered) = RENDERED.lock() {
-                            rendered.put(std::time::Instant::now(), &text);
-                        }
-                        ("200 OK", text)
-                    }
-                    Err(_) => ("503 Service Unavailable", "the daemon is shutting down\n".to_owned()),
-                }
+        ("GET" | "HEAD", "/metrics") => {
+            let (reply, receive) = oneshot::channel();
+            if tx.send(Control::Metrics(reply)).is_err() {
+                return;
             }
-        },
+            match receive.await {
+                Ok(text) => ("200 OK", text),
+                Err(_) => ("503 Service Unavailable", "the daemon is shutting down\n".to_owned()),
+            }
+        }
         (_, "/metrics") => ("405 Method Not Allowed", "GET /metrics\n".to_owned()),
         _ => ("404 Not Found", "paddock serves /metrics only\n".to_owned()),
     };
@@ -344,19 +313,4 @@ async fn answer_metrics(stream: tokio::net::TcpStream, tx: mpsc::UnboundedSender
         write.shutdown().await
     };
     let _ = tokio::time::timeout(WRITE_TIMEOUT, send).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metrics_are_rendered_again_only_after_a_tenth_of_a_second() {
-        let start = std::time::Instant::now();
-        let mut rendered = Rendered { at: None, text: String::new() };
-        assert_eq!(rendered.get(start), None, "nothing rendered yet");
-        rendered.put(start, "up 1\n");
-        assert_eq!(rendered.get(start + Duration::from_millis(99)).as_deref(), Some("up 1\n"));
-        assert_eq!(rendered.get(start + Rendered::REUSE), None, "rendered again");
-    }
 }

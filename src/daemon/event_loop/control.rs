@@ -28,6 +28,29 @@ pub(super) struct Context<'a> {
     pub(super) notifier: &'a Notifier,
 }
 
+/// The metrics as last rendered by the event loop, answered again for
+/// `REUSE`: however many clients ask, the loop renders them at most ten
+/// times a second (each rendering walks every workload).
+struct Rendered {
+    at: Option<std::time::Instant>,
+    text: String,
+}
+
+impl Rendered {
+    const REUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+    fn get(&self, now: std::time::Instant) -> Option<String> {
+        self.at.filter(|at| now.saturating_duration_since(*at) < Self::REUSE).map(|_| self.text.clone())
+    }
+
+    fn put(&mut self, now: std::time::Instant, text: &str) {
+        self.at = Some(now);
+        text.clone_into(&mut self.text);
+    }
+}
+
+static RENDERED: std::sync::Mutex<Rendered> = std::sync::Mutex::new(Rendered { at: None, text: String::new() });
+
 /// Answers a request; returns whether what should run may have changed.
 pub(super) fn answer(
     control: Control,
@@ -39,7 +62,14 @@ pub(super) fn answer(
     let Context { validator, jobs, workloads, notifier } = *cx;
     let (request, reply) = match control {
         Control::Metrics(reply) => {
-            let _ = reply.send(daemon.metrics());
+            let now = std::time::Instant::now();
+            let mut rendered = RENDERED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let text = rendered.get(now).unwrap_or_else(|| {
+                let text = daemon.metrics();
+                rendered.put(now, &text);
+                text
+            });
+            let _ = reply.send(text);
             return false;
         }
         Control::Ask(request, reply) => (request, reply),
@@ -145,5 +175,20 @@ pub(super) fn preview(daemon: &Daemon, events: BTreeMap<WorkloadName, ManifestEv
         invalid,
         queued: 0,
         warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_rendered_again_only_after_a_tenth_of_a_second() {
+        let start = std::time::Instant::now();
+        let mut rendered = Rendered { at: None, text: String::new() };
+        assert_eq!(rendered.get(start), None, "nothing rendered yet");
+        rendered.put(start, "up 1\n");
+        assert_eq!(rendered.get(start + std::time::Duration::from_millis(99)).as_deref(), Some("up 1\n"));
+        assert_eq!(rendered.get(start + Rendered::REUSE), None, "rendered again");
     }
 }
