@@ -38,6 +38,25 @@ fn an_unquoted_date_is_said_to_need_quotes() {
     assert_eq!(checked.problems[0].help.as_deref(), Some("quote it: \"2024-05-01\""));
 }
 
+/// Checks the types cannot make: one probe a health check, no NUL in a
+/// probe's command, each workload once in `after`.
+#[test]
+fn health_probes_and_after_are_checked_beyond_their_types() {
+    expect(
+        "command = [\"x\"]\n[health]\ninterval = \"1s\"\n",
+        &["2:1: error: a health check needs exactly one probe: `command`, `tcp` or `http`"],
+    );
+    expect(
+        "command = [\"x\"]\n[health]\ntcp = 80\ncommand = [\"true\"]\n",
+        &["2:1: error: a health check needs exactly one probe: `command`, `tcp` or `http`"],
+    );
+    expect(
+        "command = [\"x\"]\n[health]\ncommand = [\"a\\u0000b\"]\n",
+        &["3:12: error: a command argument cannot contain a NUL byte"],
+    );
+    expect("command = [\"x\"]\nafter = [\"db\", \"db\"]\n", &["2:16: error: `db` is already after[0]"]);
+}
+
 /// A setting that would do nothing as written is said, not ignored.
 #[test]
 fn settings_that_would_do_nothing_are_warned_of() {

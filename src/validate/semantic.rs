@@ -186,9 +186,24 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
                 .with_help("remove `seccomp`, or `privileged` if the filter is wanted"),
         );
     }
-    // Warnings, not errors: a manifest that ran before these were checked
-    // must not be refused by the next daemon, which would stop it.
     if let Some(health) = &m.health {
+        let written = [health.command.is_some(), health.tcp.is_some(), health.http.is_some()];
+        if written.iter().filter(|w| **w).count() != 1 {
+            problems.push(
+                Problem::error(at("/health"), "a health check needs exactly one probe: `command`, `tcp` or `http`")
+                    .with_help("e.g. tcp = 8080, or http = { port = 8080, path = \"/healthz\" }, or command = [\"pg_isready\"]"),
+            );
+        }
+        for (i, arg) in health.command.iter().flatten().enumerate() {
+            if arg.contains('\0') {
+                problems.push(Problem::error(
+                    at(&format!("/health/command/{i}")),
+                    "a command argument cannot contain a NUL byte",
+                ));
+            }
+        }
+        // Warnings, not errors: a manifest that ran before these were
+        // checked must not be refused by the next daemon, which would stop it.
         if health.interval.as_std() < MIN_PROBE_INTERVAL {
             problems.push(
                 Problem::warning(
@@ -205,6 +220,15 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
             );
         }
     }
+    for (i, name) in m.after.iter().enumerate() {
+        if let Some(first) = m.after[..i].iter().position(|n| n == name) {
+            problems.push(
+                Problem::error(at(&format!("/after/{i}")), format!("`{name}` is already after[{first}]"))
+                    .with_help("name each workload once"),
+            );
+        }
+    }
+
     if m.restart.backoff > m.restart.backoff_max {
         problems.push(
             Problem::error(
