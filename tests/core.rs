@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use paddock::model::{Exit, Manifest, WorkloadName};
+use paddock::model::{Exit, Manifest, Signal, WorkloadName};
 use paddock::reconcile::{
-    Answer, Blame, Cause, Clock, Command, Core, Effect, Ended, ManifestEvent, START_TIMEOUT, StartFailure, State,
-    Version,
+    Answer, Blame, Cause, Clock, Command, Core, Desired, Effect, Ended, ManifestEvent, START_TIMEOUT, StartFailure,
+    State, Version,
 };
 
 fn name() -> WorkloadName {
@@ -68,7 +68,8 @@ impl Story {
         let n = name();
         let effects = match step {
             Valid(v, extra) => {
-                let event = ManifestEvent::Valid { version: Version(*v), manifest: manifest(extra) };
+                let event =
+                    ManifestEvent::Valid { version: Version(*v), manifest: manifest(extra), source: Arc::from("") };
                 self.core.on_manifest(&n, event, self.at)
             }
             Invalid => self.core.on_manifest(&n, ManifestEvent::Invalid("bad".into()), self.at),
@@ -183,7 +184,11 @@ fn a_workload_kept_in_doubt_is_held_at_whatever_version_appears() {
     let mut core = Core::default();
     let at = Clock::read();
     core.doubt(&name(), "unreadable".into());
-    let effects = core.on_manifest(&name(), ManifestEvent::Valid { version: Version(9), manifest: manifest("") }, at);
+    let effects = core.on_manifest(
+        &name(),
+        ManifestEvent::Valid { version: Version(9), manifest: manifest(""), source: Arc::from("") },
+        at,
+    );
     assert_eq!(effects.iter().map(kind).collect::<Vec<_>>(), ["persist"]);
     assert!(core.reconcile(at, 16).effects.is_empty(), "nothing starts while in doubt");
     assert_eq!(core.get(&name()).unwrap().hold, Some(Version(9)));
@@ -198,7 +203,11 @@ fn no_more_than_the_limit_starts_at_once() {
     let at = Clock::read();
     for i in 0..40 {
         let n = WorkloadName::try_from(format!("w{i}").as_str()).unwrap();
-        core.on_manifest(&n, ManifestEvent::Valid { version: Version(1), manifest: manifest("") }, at);
+        core.on_manifest(
+            &n,
+            ManifestEvent::Valid { version: Version(1), manifest: manifest(""), source: Arc::from("") },
+            at,
+        );
     }
     let first = core.reconcile(at, 16);
     assert_eq!((first.effects.len(), first.queued), (16, 24));
@@ -233,7 +242,11 @@ fn named(n: &str) -> WorkloadName {
 /// Adds workloads, each `(name, extra TOML)`.
 fn with(core: &mut Core, workloads: &[(&str, &str)], at: Clock) {
     for (n, extra) in workloads {
-        core.on_manifest(&named(n), ManifestEvent::Valid { version: Version(1), manifest: manifest(extra) }, at);
+        core.on_manifest(
+            &named(n),
+            ManifestEvent::Valid { version: Version(1), manifest: manifest(extra), source: Arc::from("") },
+            at,
+        );
     }
 }
 
@@ -305,7 +318,11 @@ fn removing_a_dependency_leaves_the_dependent_waiting_with_a_reason() {
         core.preview(
             std::collections::BTreeMap::from([(
                 named("app"),
-                ManifestEvent::Valid { version: Version(1), manifest: manifest("after = [\"db\"]") }
+                ManifestEvent::Valid {
+                    version: Version(1),
+                    manifest: manifest("after = [\"db\"]"),
+                    source: Arc::from("")
+                }
             )]),
             at
         )
@@ -353,4 +370,67 @@ fn a_start_this_host_could_not_make_is_tried_again_on_reload_and_only_that() {
     let pass = core.reconcile(at, 16);
     let said: Vec<String> = pass.actions.iter().map(|a| format!("{} ({})", a.name, a.cause)).collect();
     assert_eq!(said, ["web (paddock reload: tried again)"]);
+}
+
+/// A core rebuilt after a daemon restart, with the sandbox of version 1
+/// adopted (pid 4242).
+fn adopted(at: Clock) -> Core {
+    let mut core = Core::default();
+    core.adopt(&name(), Version(1), 4242, at.now, at);
+    core
+}
+
+#[test]
+fn an_adopted_sandbox_whose_file_is_invalid_runs_on_with_its_recorded_manifest() {
+    let at = Clock::read();
+    let kinds = |effects: &[Effect]| effects.iter().map(kind).collect::<Vec<_>>();
+    // Without the manifest it was started from: stopped, as nothing says how to run it.
+    let mut core = adopted(at);
+    core.on_manifest(&name(), ManifestEvent::Invalid("bad".into()), at);
+    assert_eq!(kinds(&core.reconcile(at, 16).effects), ["stop (manifest removed)"]);
+
+    // With it: left running, and supervised by that manifest.
+    let recorded = "stop.signal = \"SIGINT\"\n[restart]\npolicy = \"on-failure\"\nmax_retries = 1\n[health]\ntcp = 80";
+    let desired = || Desired { version: Version(1), manifest: manifest(recorded), source: Arc::from(recorded) };
+    let mut core = adopted(at);
+    core.keep_adopted(&name(), desired(), at);
+    core.on_manifest(&name(), ManifestEvent::Invalid("bad".into()), at);
+    assert!(core.reconcile(at, 16).effects.is_empty(), "it runs on");
+    let w = core.get(&name()).unwrap();
+    assert_eq!((w.state_name(), w.running_manifest()), ("running", Some(&*manifest(recorded))));
+    assert!(w.health.is_some(), "its health checks begin");
+    // Its stop signal.
+    let (_, effects) = core.on_request(&name(), Command::Restart, at).unwrap();
+    assert!(matches!(&effects[..], [Effect::Stop { signal: Signal::Int, .. }]), "{effects:?}");
+    // Its restart policy: a failure is retried with the same version and source.
+    let mut core = adopted(at);
+    core.keep_adopted(&name(), desired(), at);
+    core.on_manifest(&name(), ManifestEvent::Invalid("bad".into()), at);
+    core.on_exit(&name(), Exit::Code(1), at, 0.0);
+    let later = at.after(Duration::from_secs(2));
+    core.on_timer(later);
+    let effects = core.reconcile(later, 16).effects;
+    assert!(
+        matches!(&effects[..], [Effect::Start { version: Version(1), source, .. }] if &**source == recorded),
+        "{effects:?}"
+    );
+    // A success ends it under on-failure: exited, not restarted.
+    let mut core = adopted(at);
+    core.keep_adopted(&name(), desired(), at);
+    core.on_exit(&name(), Exit::Code(0), at, 0.0);
+    assert!(core.reconcile(at.after(SEC), 16).effects.is_empty());
+    assert_eq!(core.get(&name()).unwrap().state_name(), "exited");
+
+    // Only for the version that runs, and only where no manifest is known yet.
+    let mut core = adopted(at);
+    core.keep_adopted(&name(), Desired { version: Version(2), ..desired() }, at);
+    assert!(core.get(&name()).unwrap().desired.is_none(), "another version is not kept");
+    let mut core = adopted(at);
+    core.on_manifest(
+        &name(),
+        ManifestEvent::Valid { version: Version(1), manifest: manifest(""), source: Arc::from("") },
+        at,
+    );
+    core.keep_adopted(&name(), desired(), at);
+    assert_eq!(core.get(&name()).unwrap().running_manifest(), Some(&*manifest("")), "the file's own manifest stays");
 }

@@ -360,14 +360,7 @@ fn ends_while_no_daemon_runs_get_their_restart_policy_and_their_real_status() {
     d.kill();
     // With no daemon: flaky exits 3 on its own, victim's command (the
     // init's child; the init stays to keep its end) is killed.
-    let command: i32 = std::fs::read_to_string(format!("/proc/{victim}/task/{victim}/children"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .expect("the init has its command as a child")
-        .parse()
-        .unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(command), nix::sys::signal::SIGKILL).unwrap();
+    kill_command_of(victim);
     std::thread::sleep(Duration::from_millis(1500));
     d = d.start(&[]);
     for (name, exit) in [("flaky", serde_json::json!(3)), ("victim", serde_json::json!("SIGKILL"))] {
@@ -377,4 +370,52 @@ fn ends_while_no_daemon_runs_get_their_restart_policy_and_their_real_status() {
     }
     assert_ne!(d.running_pid("victim"), victim, "a new run");
     assert_eq!(d.terminate(), 0);
+}
+
+/// Kills the command of the sandbox whose init is `init` (the init's child).
+fn kill_command_of(init: i64) {
+    let command: i32 = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("the init has its command as a child")
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(command), nix::sys::signal::SIGKILL).unwrap();
+}
+
+/// A bad edit made while no daemon ran (before an upgrade's exec, after a
+/// crash) does not take down the version that runs: the next daemon runs
+/// it on with the manifest its sandbox was started from (kept in the
+/// sandbox's record), restarts it by that manifest when it ends, takes it
+/// over when the file is valid again and stops it when the file is removed.
+#[test]
+fn a_bad_edit_found_by_the_next_daemon_leaves_the_running_version_running() {
+    let steady = "command = [\"/bin/sleep\", \"1000\"]\n[restart]\nbackoff = \"0s\"\n";
+    let mut d = Daemon::setup().start(&[]);
+    d.write("steady.toml", steady);
+    let pid = d.running_pid("steady");
+    d.kill();
+    d.write("steady.toml", "command = \"not a list\"\n");
+    let d = d.start(&[]);
+    d.wait_for("the file seen invalid", |d| {
+        d.workload("steady").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("must be an array")))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let w = d.workload("steady").unwrap();
+    assert_eq!((&w["state"], &w["pid"]), (&serde_json::json!("running"), &serde_json::json!(pid)), "{w}");
+    // Its end: restarted by the manifest it runs.
+    kill_command_of(pid);
+    d.wait_for("steady restarted", |d| {
+        d.workload("steady").is_some_and(|w| w["state"] == "running" && w["restarts"] == 1 && w["pid"] != pid)
+    });
+    let restarted = d.running_pid("steady");
+    // The version it runs, valid again: taken over, not restarted.
+    d.write("steady.toml", steady);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.running_pid("steady"), restarted);
+    assert_eq!(d.workload("steady").unwrap()["restarts"], 1);
+    // Removed: stopped.
+    std::fs::remove_file(d.path("wl/steady.toml")).unwrap();
+    d.wait_for("steady stopped", |d| d.workload("steady").is_none());
 }

@@ -851,6 +851,29 @@ fn after_a_daemon_restart_the_running_workload_keeps_its_port_against_a_refused_
     assert!(error.contains("already published by web.toml"), "{error}");
 }
 
+/// A bad edit made while no daemon ran: the next daemon runs the web
+/// server on with the manifest it was started from, so it keeps its
+/// address and its published port, which a newcomer is refused.
+#[test]
+fn a_bad_edit_found_by_the_next_daemon_keeps_the_running_version_its_network_and_its_port() {
+    let mut d = daemon();
+    d.write("web.toml", &web(&d, 80, "ports = [\"8094:80\"]"));
+    let pid = d.running_pid("web");
+    let ip = address(&d, "web");
+    d.kill();
+    d.write("web.toml", &web(&d, 80, "ports = [\"8094:80\"]\nhostname = 7"));
+    d.write("api.toml", &sleeper("ports = [\"8094:81\"]"));
+    d = d.start(&[]);
+    d.wait_for("api refused", |d| d.workload("api").is_some_and(|w| w["state"] == "invalid"));
+    let error = d.workload("api").unwrap()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("host port 8094/tcp is already published by web.toml"), "{error}");
+    let web = d.workload("web").unwrap();
+    assert_eq!((web["state"].as_str(), web["pid"].as_i64()), (Some("running"), Some(pid)), "{web}");
+    assert!(web["error"].as_str().is_some_and(|e| e.contains("hostname")), "{web}");
+    assert_eq!(address(&d, "web"), ip);
+    assert_eq!(get_soon(&d, "127.0.0.1:8094".parse().unwrap()), "hello from paddock\n");
+}
+
 #[test]
 fn http_and_tcp_probes_reach_a_bridge_networked_workload_from_inside_its_namespace() {
     let d = daemon();

@@ -105,11 +105,12 @@ fn scan(changes: Vec<(&str, ManifestEvent)>) -> Outcome {
             .map(|(name, event)| FileChange { file: format!("{name}.toml"), name: Some(n(name)), event })
             .collect(),
         refused: None,
+        kept: Vec::new(),
     }
 }
 
 fn valid(version: u64) -> ManifestEvent {
-    ManifestEvent::Valid { version: Version(version), manifest: manifest(version) }
+    ManifestEvent::Valid { version: Version(version), manifest: manifest(version), source: Arc::from("") }
 }
 
 struct Rig {
@@ -302,7 +303,13 @@ fn a_shutdown_lists_what_it_is_stopping_before_what_waits_its_turn() {
     let mut r = Rig::new();
     // "b" starts after "a", so it stops first and "a" waits for it.
     let b = Arc::new(toml::from_str("command = [\"/bin/sleep\", \"1\"]\nafter = [\"a\"]\n").unwrap());
-    r.sup.apply(scan(vec![("a", valid(1)), ("b", ManifestEvent::Valid { version: Version(1), manifest: b })]), r.at);
+    r.sup.apply(
+        scan(vec![
+            ("a", valid(1)),
+            ("b", ManifestEvent::Valid { version: Version(1), manifest: b, source: Arc::from("") }),
+        ]),
+        r.at,
+    );
     for _ in 0..2 {
         r.sup.reconcile(r.at);
         let calls = r.take_calls();

@@ -108,7 +108,13 @@ pub fn run(options: Options, validator: Validator, notifier: Notifier) -> Result
 
 /// Before anything starts: one daemon per state directory, the sandboxes
 /// a dead predecessor left stopped, its kept state and id table read back.
-fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<records::Lock, LoopError> {
+/// Returns the lock, and the manifest text each adopted sandbox was
+/// started from, by file (for the first scan).
+fn recover(
+    state_dir: &Path,
+    cgroups: &Layout,
+    daemon: &mut Daemon,
+) -> Result<(records::Lock, BTreeMap<String, Arc<str>>), LoopError> {
     let lock = records::lock(state_dir).map_err(LoopError::State)?;
     let loaded = KeptStore::new(state_dir).load(state_dir);
     let mut known: Vec<String> = loaded.kept.keys().map(ToString::to_string).collect();
@@ -123,7 +129,12 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<re
     daemon.store.refresh();
     daemon.restore(loaded, doubtful);
     let at = Clock::read();
+    let mut recorded = BTreeMap::new();
     for (name, sandbox, record) in found.adopted {
+        // Only a text whose hash is the version the record names.
+        if let Some(source) = record.source.filter(|s| Some(scan::version_of(s)) == record.version) {
+            recorded.insert(format!("{name}.toml"), Arc::from(source));
+        }
         // Its uptime goes on from when it was started, not from now.
         let ran = record.started.and_then(|t| at.wall.duration_since(t).ok()).unwrap_or_default();
         let since = at.now.checked_sub(ran).unwrap_or(at.now);
@@ -131,7 +142,7 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<re
         daemon.executor.adopt(&name, sandbox);
     }
     daemon.executor.restore_networks();
-    Ok(lock)
+    Ok((lock, recorded))
 }
 
 async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) -> Result<(), LoopError> {
@@ -159,7 +170,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         Supervisor::new(SandboxExecutor::new(executor, sandbox_tx), store, workloads.clone(), state_dir.clone(), seed)
             .with_start_timeout(start_timeout);
     // Before anything starts, and before the socket says a daemon is here.
-    let _lock = recover(&state_dir, &cgroups, &mut daemon)?;
+    let (_lock, recorded) = recover(&state_dir, &cgroups, &mut daemon)?;
     let mut watch = Watch::new(&workloads)?;
     let listener = server::bind(&socket, inherited_listener)?;
     if let Some(addr) = metrics {
@@ -181,8 +192,10 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // The first scan and reconcile, and the outcome of its starts, before
     // READY=1: `systemctl start paddock` returns with the workloads up.
     // Workloads adopted from a predecessor keep their ports against files
-    // that do not run (both are read anew by this first scan).
-    let first = scan_now(&workloads, &Snapshot::new(), Rescan::Everything, &validator, daemon.running_files()).await;
+    // that do not run (both are read anew by this first scan); one whose
+    // file is invalid now runs on with the manifest it was started from.
+    let held = scan::Held { running: daemon.running_files(), recorded, ..Default::default() };
+    let first = scan_now(&workloads, &Snapshot::new(), Rescan::Everything, &validator, held).await;
     daemon.apply(first, Clock::read());
     // The first scan said which workloads exist: recorded networks that
     // none of them wants can go.
@@ -319,11 +332,15 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             scans.hup_current |= std::mem::take(&mut scans.hup_next);
             let (dir, previous, validator, tx) =
                 (workloads.clone(), daemon.snapshot().clone(), validator.clone(), job_tx.clone());
-            let (settled, running) = (daemon.claims(), daemon.running_files());
-            // Validated again on a full rescan only.
-            let invalid = if rescan == Rescan::Everything { daemon.invalid_files() } else { Default::default() };
+            let held = scan::Held {
+                settled: daemon.claims(),
+                running: daemon.running_files(),
+                // Validated again on a full rescan only.
+                invalid: if rescan == Rescan::Everything { daemon.invalid_files() } else { Default::default() },
+                recorded: BTreeMap::new(),
+            };
             tokio::task::spawn_blocking(move || {
-                let outcome = scan::run_job(&dir, &previous, rescan, &validator, &settled, &running, &invalid);
+                let outcome = scan::run_job(&dir, &previous, rescan, &validator, &held);
                 let _ = tx.send(Job::Scan(outcome));
             });
         }
@@ -448,18 +465,12 @@ async fn scan_now(
     previous: &Snapshot,
     rescan: Rescan,
     validator: &Arc<Validator>,
-    running: Vec<String>,
+    held: scan::Held,
 ) -> scan::Outcome {
     let (dir, previous, validator) = (dir.to_owned(), previous.clone(), validator.clone());
-    tokio::task::spawn_blocking(move || {
-        scan::run_job(&dir, &previous, rescan, &validator, &[], &running, &Default::default())
-    })
-    .await
-    .unwrap_or_else(|e| scan::Outcome {
-        snapshot: Snapshot::new(),
-        changes: Vec::new(),
-        refused: Some(e.to_string()),
-    })
+    tokio::task::spawn_blocking(move || scan::run_job(&dir, &previous, rescan, &validator, &held))
+        .await
+        .unwrap_or_else(|e| scan::Outcome::refused(Snapshot::new(), e.to_string()))
 }
 
 /// How many of the workloads a shutdown still waits for are named in its

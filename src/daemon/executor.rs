@@ -108,10 +108,19 @@ pub struct Settings {
     pub zygote: Option<Arc<Zygote>>,
 }
 
+/// What one sandbox is started from.
+struct Run<'a> {
+    version: Version,
+    manifest: &'a Manifest,
+    source: &'a Arc<str>,
+    slice: Slice,
+}
+
 /// A start waiting for its network to be attached.
 struct Preparing {
     version: Version,
     manifest: Manifest,
+    source: Arc<str>,
     slice: Slice,
     /// A stop or kill came meanwhile: the start is abandoned.
     cancelled: bool,
@@ -149,12 +158,14 @@ pub fn log_path(state_dir: &Path, name: &WorkloadName) -> PathBuf {
 
 impl Executor for SandboxExecutor {
     fn start(&mut self, request: StartRequest<'_>) -> Result<(), StartFailure> {
-        let StartRequest { name, version, manifest, slice } = request;
+        let StartRequest { name, version, manifest, source, slice } = request;
+        let run = Run { version, manifest, source, slice };
         match self.attachments.prepare(name, manifest) {
-            Prepared::NoNetwork => self.spawn(name, version, manifest, slice, None),
-            Prepared::Ready(a) => self.spawn(name, version, manifest, slice, Some(&a)),
+            Prepared::NoNetwork => self.spawn(name, run, None),
+            Prepared::Ready(a) => self.spawn(name, run, Some(&a)),
             Prepared::Underway => {
-                let start = Preparing { version, manifest: manifest.clone(), slice, cancelled: false };
+                let start =
+                    Preparing { version, manifest: manifest.clone(), source: source.clone(), slice, cancelled: false };
                 self.preparing.insert(name.clone(), start);
                 Ok(())
             }
@@ -175,7 +186,8 @@ impl Executor for SandboxExecutor {
         if start.cancelled {
             return Err(StartFailure::new(Blame::Workload, NetworkFailed("stopped while its network was made".into())));
         }
-        self.spawn(name, start.version, &start.manifest, start.slice, Some(&attachment))
+        let run = Run { version: start.version, manifest: &start.manifest, source: &start.source, slice: start.slice };
+        self.spawn(name, run, Some(&attachment))
     }
 
     fn release_networks(&mut self, wanted: &dyn Fn(&WorkloadName) -> bool) {
@@ -266,11 +278,10 @@ impl SandboxExecutor {
     fn spawn(
         &mut self,
         name: &WorkloadName,
-        version: Version,
-        manifest: &Manifest,
-        slice: Slice,
+        run: Run<'_>,
         attachment: Option<&Attachment>,
     ) -> Result<(), StartFailure> {
+        let Run { version, manifest, source, slice } = run;
         let state_dir = self.settings.state_dir.clone();
         // Its output, across runs, in STATE_DIR/logs/NAME.log: the init writes it.
         let log = crate::fsutil::create_private_dir(&state_dir.join("logs"))
@@ -308,6 +319,7 @@ impl SandboxExecutor {
                 version: Some(version),
                 started: Some(SystemTime::now()),
                 boot: records::boot_id(),
+                source: Some(source.to_string()),
             };
             records::write(&state_dir, name, &record)
         };

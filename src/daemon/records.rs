@@ -1,15 +1,15 @@
 //! What the daemon records of each sandbox it runs, in
 //! `STATE_DIR/sandboxes/NAME.json`, before the sandbox may run anything:
 //! the init's pid and start time, the boot, its cgroup, its id slice, the
-//! manifest version it runs and when it started. A daemon that starts after its
-//! predecessor died (a crash, `kill -9`, an upgrade's exec) reads them and
-//! adopts every sandbox still running; it stops what it cannot adopt and
-//! cleans up after what is gone, before it starts anything: never two
-//! sandboxes of one workload, never an orphan. A record of an earlier
-//! boot, or one whose init is not in the sandbox's cgroup, names a
-//! process that is not the sandbox's: it is forgotten, and nothing is
-//! adopted or killed by its pid (the workload's cgroup, where paddock
-//! puts it, is still emptied).
+//! manifest version it runs (and the file's text) and when it started. A
+//! daemon that starts after its predecessor died (a crash, `kill -9`, an
+//! upgrade's exec) reads them and adopts every sandbox still running; it
+//! stops what it cannot adopt and cleans up after what is gone, before it
+//! starts anything: never two sandboxes of one workload, never an orphan.
+//! A record of an earlier boot, or one whose init is not in the sandbox's
+//! cgroup, names a process that is not the sandbox's: it is forgotten, and
+//! nothing is adopted or killed by its pid (the workload's cgroup, where
+//! paddock puts it, is still emptied).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,6 +49,12 @@ pub struct Record {
     /// None in records written before paddock recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<String>,
+    /// The manifest file's text it was started from (its hash is
+    /// `version`): a successor daemon that finds the file invalid runs
+    /// this on, as a daemon does after a bad edit, if it still passes
+    /// validation. None in records written before paddock kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// This boot's id, read once; None where the kernel does not say.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 pub use crate::fsutil::{UnsafeInput, check_directory};
 use crate::model::{Manifest, WorkloadName};
-use crate::reconcile::{ManifestEvent, Version};
+use crate::reconcile::{Desired, ManifestEvent, Version};
 use crate::sandbox::Untrusted;
 use crate::validate::load::{self, LoadError, list_manifests};
 use crate::validate::{Color, HostChecks, Validator, across, render};
@@ -25,7 +25,7 @@ use crate::validate::{Color, HostChecks, Validator, across, render};
 pub enum Found {
     /// Read: its text, the version (content hash) it stands for, and the
     /// file's stamp when it was read (None for a symlink: always read).
-    Read { text: String, version: Version, stamp: Option<Stamp> },
+    Read { text: Arc<str>, version: Version, stamp: Option<Stamp> },
     /// Present but not usable; the message says why (too large, not UTF-8,
     /// not a regular file, an unsafe symlink, unreadable).
     Refused { message: String },
@@ -70,7 +70,7 @@ pub type Snapshot = BTreeMap<String, Found>;
 /// FNV-1a, 64 bits: stable across builds and Rust releases, since a
 /// version is persisted (a workload held by `paddock stop` stays held
 /// until its manifest's version changes, across daemon restarts).
-fn version_of(text: &str) -> Version {
+pub fn version_of(text: &str) -> Version {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         h ^= u64::from(b);
@@ -118,7 +118,7 @@ pub fn scan(dir: &Path, previous: Option<&Snapshot>) -> std::io::Result<Snapshot
         let found = match read {
             Ok(((text, meta), found)) => match owner_refusal(&found, &meta) {
                 Some(message) => Found::Refused { message },
-                None => Found::Read { version: version_of(&text), text, stamp },
+                None => Found::Read { version: version_of(&text), text: text.into(), stamp },
             },
             Err(LoadError::Invalid(e)) => Found::Refused { message: e.to_string() },
             // Gone between listing and reading (an editor's rename): as if
@@ -184,6 +184,31 @@ pub struct Outcome {
     pub changes: Vec<FileChange>,
     /// The directory is unsafe (or cannot be listed): nothing is applied.
     pub refused: Option<String>,
+    /// Adopted sandboxes whose file is invalid, with the manifest each was
+    /// started from (its record's, valid still): they run on with it.
+    pub kept: Vec<(WorkloadName, Desired)>,
+}
+
+impl Outcome {
+    /// Nothing applied, for why.
+    pub fn refused(snapshot: Snapshot, why: String) -> Self {
+        Outcome { snapshot, changes: Vec::new(), refused: Some(why), kept: Vec::new() }
+    }
+}
+
+/// What the daemon holds when it asks for a rescan.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// The manifests that keep their ports and start order (`claims`).
+    pub settled: Vec<(String, Arc<Manifest>)>,
+    /// The files of the workloads that run now.
+    pub running: Vec<String>,
+    /// The files invalid now, with their problems as rendered: validated
+    /// again on a full rescan.
+    pub invalid: BTreeMap<String, String>,
+    /// Only for the first scan after adopting sandboxes: the text each
+    /// was started from (its record's), by file.
+    pub recorded: BTreeMap<String, Arc<str>>,
 }
 
 /// How long a file seen gone is given to come back before it counts as
@@ -203,27 +228,20 @@ pub enum Rescan {
 }
 
 /// Scans `dir` and validates the files that changed since `previous`; on
-/// a full rescan, also those `invalid` now (file, problems as rendered),
-/// which the host may have made valid since (a mount source or rootfs
-/// created, a CNI network added, a port freed), reported only when what
-/// they are differs. Blocking: run it on a blocking thread.
-pub fn run_job(
-    dir: &Path,
-    previous: &Snapshot,
-    rescan: Rescan,
-    validator: &Validator,
-    settled: &[(String, Arc<Manifest>)],
-    running: &[String],
-    invalid: &BTreeMap<String, String>,
-) -> Outcome {
+/// a full rescan, also those invalid now (`held.invalid`), which the host
+/// may have made valid since (a mount source or rootfs created, a CNI
+/// network added, a port freed), reported only when what they are
+/// differs. An adopted sandbox whose file is invalid is `kept` with the
+/// manifest it was started from (`held.recorded`), if that is valid
+/// still; it keeps its ports against the other files. Blocking: run it
+/// on a blocking thread.
+pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Validator, held: &Held) -> Outcome {
+    let Held { settled, running, invalid, recorded } = held;
     let full = rescan == Rescan::Everything;
     if let Err(e) = check_directory(dir) {
-        return Outcome { snapshot: previous.clone(), changes: Vec::new(), refused: Some(e.to_string()) };
+        return Outcome::refused(previous.clone(), e.to_string());
     }
-    let refused = |e: std::io::Error| {
-        let refused = format!("cannot scan {}: {e}", dir.display());
-        Outcome { snapshot: previous.clone(), changes: Vec::new(), refused: Some(refused) }
-    };
+    let refused = |e: std::io::Error| Outcome::refused(previous.clone(), format!("cannot scan {}: {e}", dir.display()));
     let snapshot = match scan_settled(dir, previous, (!full).then_some(previous)) {
         Ok(s) => s,
         Err(e) => return refused(e),
@@ -240,6 +258,8 @@ pub fn run_job(
         false => Vec::new(),
     };
     changes.extend(again.iter().map(|file| FileChange::of(dir, file, &snapshot, validator)));
+    // An adopted sandbox whose file is invalid runs on with its own manifest.
+    let mut kept = keep_recorded(&changes, recorded, validator, &[]);
     // What runs keeps its ports; a change that wants one is refused.
     let settled: Vec<(&str, &Manifest)> = settled
         .iter()
@@ -249,15 +269,60 @@ pub fn run_job(
                 .any(|c| c.file == *file && matches!(c.event, ManifestEvent::Valid { .. } | ManifestEvent::Removed))
         })
         .map(|(file, m)| (file.as_str(), &**m))
+        .chain(kept.iter().map(|(file, _, d)| (file.as_str(), &*d.manifest)))
         .collect();
     let running: Vec<&str> = running.iter().map(String::as_str).collect();
     refuse_port_conflicts(dir, &snapshot, &mut changes, &settled, &running);
+    // And so does one whose file was just refused for the ports or order
+    // of another (they ran side by side, so no check between them again).
+    let more = keep_recorded(&changes, recorded, validator, &kept);
+    kept.extend(more);
     // Validated again and still invalid for the same reasons: no change.
     changes.retain(|c| {
         !again.contains(&c.file.as_str())
             || !matches!(&c.event, ManifestEvent::Invalid(now) if invalid.get(&c.file) == Some(now))
     });
-    Outcome { snapshot, changes, refused: None }
+    let kept = kept.into_iter().map(|(_, name, desired)| (name, desired)).collect();
+    Outcome { snapshot, changes, refused: None, kept }
+}
+
+/// For each change that finds the file of an adopted sandbox invalid, the
+/// manifest the sandbox was started from (`recorded`, by file), validated
+/// as the file would be: kept if it passes, so the version that runs is
+/// not taken down by a bad edit made while no daemon ran. `done` are
+/// those kept already.
+fn keep_recorded(
+    changes: &[FileChange],
+    recorded: &BTreeMap<String, Arc<str>>,
+    validator: &Validator,
+    done: &[(String, WorkloadName, Desired)],
+) -> Vec<(String, WorkloadName, Desired)> {
+    let mut kept = Vec::new();
+    for change in changes.iter().filter(|c| matches!(c.event, ManifestEvent::Invalid(_))) {
+        let (Some(name), Some(source)) = (&change.name, recorded.get(&change.file)) else { continue };
+        if done.iter().any(|(file, ..)| *file == change.file) {
+            continue;
+        }
+        let checked = validator.validate(&change.file, source, HostChecks::Require);
+        match checked.spec {
+            Some(spec) => {
+                let version = version_of(source);
+                let desired = Desired { version, manifest: Arc::new(spec.manifest), source: source.clone() };
+                kept.push((change.file.clone(), name.clone(), desired));
+            }
+            None => {
+                let shown = format!("the manifest its sandbox was started from ({})", change.file);
+                let rendered: String =
+                    checked.problems.iter().map(|p| render(p, &shown, source, Color::Never)).collect();
+                tracing::warn!(
+                    workload = %name,
+                    "its file is invalid, and so is the manifest its sandbox was started from: it is stopped\n{}",
+                    rendered.trim_end()
+                );
+            }
+        }
+    }
+    kept
 }
 
 /// Turns the valid changes whose published ports collide with another's
@@ -303,7 +368,9 @@ pub fn event(dir: &Path, file: &str, found: Option<&Found>, validator: &Validato
         Some(Found::Read { text, version, .. }) => {
             let checked = validator.validate(file, text, HostChecks::Require);
             match checked.spec {
-                Some(spec) => ManifestEvent::Valid { version: *version, manifest: Arc::new(spec.manifest) },
+                Some(spec) => {
+                    ManifestEvent::Valid { version: *version, manifest: Arc::new(spec.manifest), source: text.clone() }
+                }
                 None => {
                     let rendered: String =
                         checked.problems.iter().map(|p| render(p, &shown, text, Color::Never)).collect();
@@ -381,7 +448,10 @@ mod tests {
         }
         std::fs::write(d.path().join("b.toml"), "command = [\"B\"]\n").unwrap();
         let second = scan(d.path(), Some(&first)).unwrap();
-        assert!(matches!(&second["a.toml"], Found::Read { text, .. } if text == "remembered"), "a.toml was not read");
+        assert!(
+            matches!(&second["a.toml"], Found::Read { text, .. } if &**text == "remembered"),
+            "a.toml was not read"
+        );
         assert!(matches!(&second["b.toml"], Found::Read { text, .. } if text.contains("\"B\"")), "b.toml was");
         // Without a previous scan (the periodic resync), everything is read.
         assert!(matches!(&scan(d.path(), None).unwrap()["a.toml"], Found::Read { text, .. } if text.contains("\"a\"")));
@@ -544,5 +614,60 @@ mod tests {
         let err = check_directory(d.path()).unwrap_err().to_string();
         assert!(err.contains("is owned by uid 1000, not root") && err.contains("chown root"), "{err}");
         assert!(matches!(check_directory(&d.path().join("missing")), Err(UnsafeInput::Stat { .. })));
+    }
+
+    #[test]
+    fn the_first_scan_keeps_an_adopted_sandbox_with_an_invalid_file_on_its_recorded_manifest() {
+        let (d, root) = (dir(), tempfile::tempdir().unwrap());
+        let manifest =
+            |extra: &str| format!("command = [\"/bin/sleep\"]\nrootfs = {{ path = {:?} }}\n{extra}\n", root.path());
+        let running = manifest("ports = [\"8080:80\"]");
+        std::fs::write(d.path().join("web.toml"), "command = \"not a list\"\n").unwrap();
+        std::fs::write(d.path().join("api.toml"), manifest("ports = [\"8080:81\"]")).unwrap();
+        std::fs::write(d.path().join("ok.toml"), manifest("")).unwrap();
+        let validator = Validator::new(Vec::new());
+        let first = |recorded: &[(&str, &str)]| {
+            let held = Held {
+                running: vec!["web.toml".into(), "ok.toml".into(), "gone.toml".into()],
+                recorded: recorded.iter().map(|(f, s)| (f.to_string(), Arc::from(*s))).collect(),
+                ..Held::default()
+            };
+            run_job(d.path(), &Snapshot::new(), Rescan::Everything, &validator, &held)
+        };
+        let event = |o: &Outcome, file: &str| o.changes.iter().find(|c| c.file == file).map(|c| c.event.clone());
+
+        // Kept, with its version, and its port held against a newcomer.
+        let outcome = first(&[("web.toml", &running), ("ok.toml", "command = [\"/x\"]"), ("gone.toml", &running)]);
+        let kept: Vec<_> = outcome.kept.iter().map(|(n, d)| (n.to_string(), d.version, d.source.to_string())).collect();
+        assert_eq!(kept, [("web".to_owned(), version_of(&running), running.clone())], "only the invalid file's");
+        assert_eq!(outcome.kept[0].1.manifest.ports.len(), 1);
+        assert!(
+            matches!(event(&outcome, "web.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("must be an array"))
+        );
+        assert!(
+            matches!(event(&outcome, "api.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("host port 8080/tcp is already published by web.toml")),
+            "{:?}",
+            event(&outcome, "api.toml")
+        );
+        assert!(matches!(event(&outcome, "ok.toml"), Some(ManifestEvent::Valid { .. })));
+
+        // A recorded manifest that is not valid now (here: no command) is not kept.
+        let outcome = first(&[("web.toml", "rootfs = { path = \"/\" }\n")]);
+        assert!(outcome.kept.is_empty());
+        assert!(matches!(event(&outcome, "api.toml"), Some(ManifestEvent::Valid { .. })), "nothing holds the port");
+
+        // Without records (a daemon's later scans), nothing is kept.
+        assert!(first(&[]).kept.is_empty());
+
+        // A running one whose edited file wants the port the kept one holds
+        // is refused for it, and kept on its own recorded manifest too.
+        let before = manifest("ports = [\"9090:80\"]");
+        std::fs::write(d.path().join("ok.toml"), manifest("ports = [\"8080:82\"]")).unwrap();
+        let outcome = first(&[("web.toml", &running), ("ok.toml", &before)]);
+        let kept: Vec<_> = outcome.kept.iter().map(|(n, d)| (n.to_string(), d.version)).collect();
+        assert_eq!(kept, [("web".to_owned(), version_of(&running)), ("ok".to_owned(), version_of(&before))]);
+        assert!(
+            matches!(event(&outcome, "ok.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("already published by web.toml"))
+        );
     }
 }

@@ -144,6 +144,10 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         if self.refused.take().is_some() {
             tracing::warn!(dir = %self.workloads.display(), "the workloads directory is safe again: changes apply");
         }
+        for (name, desired) in outcome.kept {
+            tracing::warn!(workload = %name, "its file is invalid: it runs on with the manifest its sandbox was started from");
+            self.core.keep_adopted(&name, desired, at);
+        }
         let mut invalid = Vec::new();
         for change in outcome.changes {
             let effects = match change.event {
@@ -337,13 +341,19 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         }
         for effect in effects {
             match effect {
-                Effect::Start { name, version, manifest, cause } => {
+                Effect::Start { name, version, manifest, source, cause } => {
                     tracing::info!(workload = %name, action = "start", %cause, "starting");
                     let slice = slices.remove(&name).unwrap_or_else(|| {
                         Err(StartFailure::new(Blame::Daemon, std::io::Error::other("no id slice was allocated")))
                     });
                     let started = slice.and_then(|slice| {
-                        self.executor.start(StartRequest { name: &name, version, manifest: &manifest, slice })
+                        self.executor.start(StartRequest {
+                            name: &name,
+                            version,
+                            manifest: &manifest,
+                            source: &source,
+                            slice,
+                        })
                     });
                     if let Err(failure) = started {
                         tracing::error!(workload = %name, action = "start", error = %failure.error, "start failed");

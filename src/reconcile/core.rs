@@ -33,6 +33,10 @@ pub enum ManifestEvent {
     Valid {
         version: Version,
         manifest: Arc<Manifest>,
+        /// The file's text: kept with the sandbox's record, so that a
+        /// successor daemon can run this version on while the file is
+        /// invalid.
+        source: Arc<str>,
     },
     /// Invalid or unusable; the problems as `check` shows them.
     Invalid(String),
@@ -44,7 +48,7 @@ pub enum ManifestEvent {
 pub enum Effect {
     /// Begin a sandbox for this version; its outcome comes back through
     /// `on_started` or `on_start_failed`.
-    Start { name: WorkloadName, version: Version, manifest: Arc<Manifest>, cause: Cause },
+    Start { name: WorkloadName, version: Version, manifest: Arc<Manifest>, source: Arc<str>, cause: Cause },
     /// Send the stop signal (`on_timer` kills at the deadline).
     Stop { name: WorkloadName, signal: Signal, cause: Cause },
     /// Kill every process of the sandbox.
@@ -212,11 +216,28 @@ impl Core {
         w.health = None;
     }
 
+    /// An adopted sandbox whose file is invalid runs on with `desired`,
+    /// the manifest it was started from (its record's): as after a bad
+    /// edit, its stop signal, restart policy, health checks, ports and
+    /// order are that manifest's. Only for a sandbox of that version that
+    /// has no manifest yet.
+    pub fn keep_adopted(&mut self, name: &WorkloadName, desired: Desired, at: Clock) {
+        let w = self.entry(name);
+        if w.desired.is_some() || !w.state.has_sandbox() || w.state.version() != Some(desired.version) {
+            return;
+        }
+        w.runs = Some(desired.clone());
+        if let State::Running { since, .. } = w.state {
+            w.begin_health(since.max(at.now));
+        }
+        w.desired = Some(desired);
+    }
+
     pub fn on_manifest(&mut self, name: &WorkloadName, event: ManifestEvent, at: Clock) -> Vec<Effect> {
         let w = self.entry(name);
         let mut effects = Vec::new();
         match event {
-            ManifestEvent::Valid { version, manifest } => {
+            ManifestEvent::Valid { version, manifest, source } => {
                 let before = w.desired.take();
                 w.file = File::Valid;
                 if before.as_ref().is_none_or(|d| d.version != version) {
@@ -251,12 +272,12 @@ impl Core {
                 // An adopted sandbox runs this version: its stop signal and
                 // restart policy are this manifest's.
                 if w.runs.is_none() && w.state.has_sandbox() && w.state.version() == Some(version) {
-                    w.runs = Some(Desired { version, manifest: manifest.clone() });
+                    w.runs = Some(Desired { version, manifest: manifest.clone(), source: source.clone() });
                     if let State::Running { since, .. } = w.state {
                         w.begin_health(since.max(at.now));
                     }
                 }
-                w.desired = Some(Desired { version, manifest });
+                w.desired = Some(Desired { version, manifest, source });
             }
             ManifestEvent::Invalid(problems) => {
                 if w.file != File::Invalid(problems.clone()) {

@@ -42,6 +42,7 @@ impl Core {
             name: w.name.clone(),
             version: desired.version,
             manifest: desired.manifest,
+            source: desired.source,
             cause,
         });
     }

@@ -91,6 +91,8 @@ impl fmt::Display for Cause {
 pub struct Desired {
     pub version: Version,
     pub manifest: Arc<Manifest>,
+    /// The file's text it was read from.
+    pub source: Arc<str>,
 }
 
 /// What the workload's manifest file says now.

@@ -2,6 +2,7 @@
 //! back (`SandboxEvent`): the seam at which unit tests put their fakes.
 
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::attachments::{AttachError, NetworkView};
@@ -53,6 +54,8 @@ pub struct StartRequest<'a> {
     pub name: &'a WorkloadName,
     pub version: Version,
     pub manifest: &'a Manifest,
+    /// The manifest file's text, for the sandbox's record.
+    pub source: &'a Arc<str>,
     pub slice: Slice,
 }
 
