@@ -434,3 +434,24 @@ fn an_adopted_sandbox_whose_file_is_invalid_runs_on_with_its_recorded_manifest()
     core.keep_adopted(&name(), desired(), at);
     assert_eq!(core.get(&name()).unwrap().running_manifest(), Some(&*manifest("")), "the file's own manifest stays");
 }
+
+/// `paddock stop` asked of a daemon that died before the sandbox ended:
+/// the successor finds it held, and running, and carries the stop out.
+#[test]
+fn a_held_workload_adopted_running_is_stopped_and_stays_held() {
+    let at = Clock::read();
+    let kinds = |effects: &[Effect]| effects.iter().map(kind).collect::<Vec<_>>();
+    let mut core = Core::default();
+    core.restore(&name(), Some(Version(1)), None);
+    core.adopt(&name(), Version(1), 4242, at.now, at);
+    core.on_manifest(
+        &name(),
+        ManifestEvent::Valid { version: Version(1), manifest: manifest(""), source: Arc::from("") },
+        at,
+    );
+    assert_eq!(kinds(&core.reconcile(at, 16).effects), ["stop (paddock stop)"]);
+    assert!(kinds(&core.on_exit(&name(), Exit::Code(143), at, 0.0)).is_empty());
+    assert!(core.reconcile(at, 16).effects.is_empty());
+    assert_eq!(core.get(&name()).unwrap().state_name(), "stopped");
+    assert_eq!(core.get(&name()).unwrap().hold, Some(Version(1)));
+}

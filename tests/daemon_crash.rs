@@ -419,3 +419,26 @@ fn a_bad_edit_found_by_the_next_daemon_leaves_the_running_version_running() {
     std::fs::remove_file(d.path("wl/steady.toml")).unwrap();
     d.wait_for("steady stopped", |d| d.workload("steady").is_none());
 }
+
+/// `paddock stop` asked of a daemon killed before the sandbox ended (its
+/// command ignores the stop signal): the next daemon adopts the sandbox,
+/// finds it held, and carries the stop out, with the stop signal and
+/// then the kill at `stop.timeout`.
+#[test]
+fn a_stop_left_unfinished_by_a_killed_daemon_is_carried_out_by_the_next() {
+    let stubborn =
+        "command = [\"/bin/sh\", \"-c\", \"trap '' TERM; while :; do sleep 1; done\"]\n[stop]\ntimeout = \"2s\"\n";
+    let mut d = Daemon::setup().start(&[]);
+    d.write("stubborn.toml", stubborn);
+    let pid = d.running_pid("stubborn");
+    let out = d.paddock(&["stop", "--no-block", "stubborn"]);
+    assert!(out.status.success(), "{out:?}");
+    d.wait_for("held", |d| d.workload("stubborn").is_some_and(|w| w["state"] == "stopping"));
+    d.kill();
+    assert!(common::daemon::alive(pid), "it ignored its stop signal and outlived the daemon");
+    let d = d.start(&[]);
+    d.wait_for("stubborn stopped and held", |d| {
+        d.workload("stubborn").is_some_and(|w| w["state"] == "stopped" && w["held"] == true)
+    });
+    assert!(common::daemon::gone(pid), "its sandbox is gone");
+}

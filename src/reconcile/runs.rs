@@ -69,6 +69,10 @@ impl Core {
                 (None, _) => None,
                 (Some(_), State::Idle) => Some((Verb::Start, w.cause.clone().unwrap_or(Cause::New))),
                 (Some(_), State::Stopping { .. }) => None,
+                // Held, and yet it runs: `paddock stop` was asked of a daemon
+                // that died (or re-executed itself) before the sandbox ended,
+                // and this one adopted it. The stop is carried out.
+                (Some(_), s) if w.hold.is_some() && s.has_sandbox() => Some((Verb::Stop, Cause::StopAsked)),
                 (Some(v), s) if s.version() != Some(v) => {
                     let cause = w.cause.clone().unwrap_or(Cause::Changed(Vec::new()));
                     Some((if s.has_sandbox() { Verb::Restart } else { Verb::Start }, cause))
