@@ -203,6 +203,50 @@ fn watchers_never_take_every_connection() {
     assert!(d.timed_status().1.contains("\"one\""), "status answers beside 16 watchers");
 }
 
+/// A watcher that reads slowly is sent the latest status once it reads
+/// again, not every one it missed (which would pile up in the daemon
+/// without bound): beside a watcher that reads at once, it gets fewer
+/// lines, and the same last one.
+#[test]
+fn a_slow_watcher_gets_the_latest_status_not_every_one_it_missed() {
+    const WORKLOADS: usize = 100;
+    let d = Daemon::setup().start(&[]);
+    let request = format!("{}\n", serde_json::to_string(&paddock::protocol::Request::Watch).unwrap());
+    let watcher = || {
+        let mut s = UnixStream::connect(d.path("paddock.sock")).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        BufReader::new(s)
+    };
+    let all_running = |line: &str| line.matches("\"state\":\"running\"").count() == WORKLOADS;
+    // Each reads up to the line that shows every workload running.
+    let read = move |mut watcher: BufReader<UnixStream>| {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(watcher.read_line(&mut line).unwrap() > 0, "the daemon let the watcher go");
+            let done = all_running(&line);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    };
+    let (fast, slow) = (watcher(), watcher());
+    let fast = std::thread::spawn(move || read(fast));
+    // About a hundred changes, each line of status some 30 KB: far more
+    // than the socket holds for the watcher that does not read.
+    for i in 0..WORKLOADS {
+        d.write(&format!("a-workload-with-a-rather-long-name-{i:03}.toml"), SLEEPER);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let fast = fast.join().unwrap();
+    let slow = read(slow);
+    assert!(fast.len() > 20, "few changes were sent: {}", fast.len());
+    assert!(slow.len() < fast.len(), "the slow watcher got every line: {} of {}", slow.len(), fast.len());
+    assert_eq!(slow.last(), fast.last(), "both end at the status now");
+}
+
 #[test]
 fn the_control_socket_outlives_idle_huge_and_many_clients() {
     let d = Daemon::setup().start(&[]);
