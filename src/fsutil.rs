@@ -428,6 +428,35 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// Without /proc (a tmpfs over it, in a mount namespace of this test's
+    /// thread alone), a regular file is opened by its path again, and a
+    /// FIFO is handed back unopened (an open would block).
+    #[test]
+    fn without_proc_a_regular_file_is_opened_by_its_path_and_a_fifo_is_not_opened() {
+        use std::io::Read;
+        use std::os::unix::fs::FileTypeExt;
+
+        use nix::mount::{MsFlags, mount};
+        assert!(nix::unistd::geteuid().is_root(), "this test makes a mount namespace and must run as root");
+        let dir = tempfile::tempdir().unwrap();
+        let (file, fifo) = (dir.path().join("m.toml"), dir.path().join("fifo.toml"));
+        std::fs::write(&file, "command = [\"x\"]\n").unwrap();
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let read = std::thread::spawn(move || {
+            // This thread's own mount namespace, and nothing of it seen outside.
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS | nix::sched::CloneFlags::CLONE_FS).unwrap();
+            mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).unwrap();
+            mount(Some("none"), "/proc", Some("tmpfs"), MsFlags::empty(), None::<&str>).unwrap();
+            assert!(!Path::new("/proc/self").exists(), "/proc is still there");
+            let mut text = String::new();
+            open_if_regular(&file).unwrap().read_to_string(&mut text).unwrap();
+            let fifo = open_if_regular(&fifo).unwrap();
+            (text, fifo.metadata().unwrap().file_type().is_fifo())
+        });
+        assert_eq!(read.join().unwrap(), ("command = [\"x\"]\n".to_owned(), true));
+        assert!(Path::new("/proc/self").exists(), "the test's /proc stayed its own");
+    }
+
     #[test]
     fn only_a_directory_is_refused_as_shared_a_file_with_the_same_bits_is_writable() {
         let shared = roots_alone(Path::new("/x"), 0, libc::S_IFDIR | 0o1777, RUNS_RISK);
