@@ -231,6 +231,32 @@ fn find_or_add(
     Ok(Some(RemapRanges { user: user.to_owned(), uids, gids }))
 }
 
+/// The host accounts (users in passwd, groups in group) whose id lies in
+/// one of the remap user's ranges, as warnings: a workload given that id
+/// runs as that account on the host (it owns its files), which is not
+/// root but is not what a remapped workload should be either. Not an
+/// error: such a range may have served for years; the daemon says so at
+/// its start. Unreadable files give no warning (the ranges were read).
+pub fn account_overlaps(files: &AccountFiles, ranges: &RemapRanges) -> Vec<String> {
+    let holds = |ranges: &[IdRange], id: u32| ranges.iter().any(|r| r.start <= id && u64::from(id) < r.end());
+    let mut found = Vec::new();
+    let passwd = read_optional(&files.passwd).unwrap_or_default();
+    for (name, uid, _) in parse_accounts(&files.passwd, &passwd).unwrap_or_default() {
+        if name != ranges.user && holds(&ranges.uids, uid) {
+            found.push(format!("uid {uid} (user {name}) lies in {}'s subordinate uids", ranges.user));
+        }
+    }
+    let group = read_optional(&files.group).unwrap_or_default();
+    for line in group.lines().filter(|l| !l.starts_with('#') && !is_nis_compat(l)) {
+        let mut f = line.split(':');
+        let (Some(name), Some(gid)) = (f.next(), f.nth(1).and_then(|g| g.parse::<u32>().ok())) else { continue };
+        if name != ranges.user && holds(&ranges.gids, gid) {
+            found.push(format!("gid {gid} (group {name}) lies in {}'s subordinate gids", ranges.user));
+        }
+    }
+    found
+}
+
 /// The locks shadow-utils' tools (useradd, usermod, vipw) take before they
 /// change an account file, taken the same way, so that neither side loses
 /// the other's edit: lckpwdf's, a write lock on `.pwd.lock` beside passwd
@@ -463,6 +489,33 @@ mod tests {
         }
         std::fs::write(&f.subgid, "ops:100000:65536\n").unwrap();
         assert!(remap_ranges(&f, "ops").is_ok());
+    }
+
+    #[test]
+    fn host_accounts_inside_the_ranges_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        std::fs::write(
+            &f.passwd,
+            "root:x:0:0:root:/root:/bin/bash\nops:x:999:999::/:/bin/false\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(&f.group, "root:x:0:\nops:x:999:\nalice:x:1000:\nlate:x:70000:\n+:::\n").unwrap();
+        std::fs::write(&f.subuid, "ops:900:65536\n").unwrap();
+        std::fs::write(&f.subgid, "ops:1000:70000\n").unwrap();
+        let ranges = remap_ranges(&f, "ops").unwrap();
+        assert_eq!(
+            account_overlaps(&f, &ranges),
+            [
+                "uid 1000 (user alice) lies in ops's subordinate uids",
+                "gid 1000 (group alice) lies in ops's subordinate gids",
+                "gid 70000 (group late) lies in ops's subordinate gids",
+            ],
+            "the remap user's own ids are not named"
+        );
+        std::fs::write(&f.subuid, "ops:100000:65536\n").unwrap();
+        std::fs::write(&f.subgid, "ops:100000:65536\n").unwrap();
+        assert!(account_overlaps(&f, &remap_ranges(&f, "ops").unwrap()).is_empty());
     }
 
     /// What is in `dir` besides the four account files (lock files left
