@@ -7,7 +7,7 @@
 //! its target). A scan and its validation run off the event loop
 //! (`run_job`), so a large file never keeps the daemon from answering.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -238,13 +238,19 @@ pub enum Rescan {
 pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Validator, held: &Held) -> Outcome {
     let Held { settled, running, invalid, recorded } = held;
     let full = rescan == Rescan::Everything;
+    // Nothing is applied, and what runs keeps running: an adopted sandbox
+    // with the manifest it was started from.
+    let refused = |why: String| {
+        let kept = keep_recorded(recorded.keys().map(String::as_str), recorded, validator, &mut BTreeSet::new());
+        let kept = kept.into_iter().map(|(_, name, desired)| (name, desired)).collect();
+        Outcome { kept, ..Outcome::refused(previous.clone(), why) }
+    };
     if let Err(e) = check_directory(dir) {
-        return Outcome::refused(previous.clone(), e.to_string());
+        return refused(e.to_string());
     }
-    let refused = |e: std::io::Error| Outcome::refused(previous.clone(), format!("cannot scan {}: {e}", dir.display()));
     let snapshot = match scan_settled(dir, previous, (!full).then_some(previous)) {
         Ok(s) => s,
-        Err(e) => return refused(e),
+        Err(e) => return refused(format!("cannot scan {}: {e}", dir.display())),
     };
     let mut changes: Vec<FileChange> =
         changed(previous, &snapshot).into_iter().map(|file| FileChange::of(dir, file, &snapshot, validator)).collect();
@@ -258,25 +264,37 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
         false => Vec::new(),
     };
     changes.extend(again.iter().map(|file| FileChange::of(dir, file, &snapshot, validator)));
-    // An adopted sandbox whose file is invalid runs on with its own manifest.
-    let mut kept = keep_recorded(&changes, recorded, validator, &[]);
-    // What runs keeps its ports; a change that wants one is refused.
-    let settled: Vec<(&str, &Manifest)> = settled
-        .iter()
-        .filter(|(file, _)| {
-            !changes
-                .iter()
-                .any(|c| c.file == *file && matches!(c.event, ManifestEvent::Valid { .. } | ManifestEvent::Removed))
-        })
-        .map(|(file, m)| (file.as_str(), &**m))
-        .chain(kept.iter().map(|(file, _, d)| (file.as_str(), &*d.manifest)))
-        .collect();
+    // What runs keeps its ports and its place in the start order; a change
+    // that wants them is refused. What runs on is: each workload whose
+    // change is not valid, with the version it had (`settled`), or, for an
+    // adopted sandbox, the manifest it was started from (`recorded`). A
+    // change refused here leaves its old version running on, holding what
+    // it held: looked at again until nothing more is refused.
     let running: Vec<&str> = running.iter().map(String::as_str).collect();
-    refuse_port_conflicts(dir, &snapshot, &mut changes, &settled, &running);
-    // And so does one whose file was just refused for the ports or order
-    // of another (they ran side by side, so no check between them again).
-    let more = keep_recorded(&changes, recorded, validator, &kept);
-    kept.extend(more);
+    let (mut kept, mut tried) = (Vec::new(), BTreeSet::new());
+    loop {
+        let refused_now =
+            changes.iter().filter(|c| matches!(c.event, ManifestEvent::Invalid(_))).map(|c| c.file.as_str());
+        let more = keep_recorded(refused_now, recorded, validator, &mut tried);
+        kept.extend(more);
+        let holding: Vec<(&str, &Manifest)> = settled
+            .iter()
+            .filter(|(file, _)| {
+                !changes
+                    .iter()
+                    .any(|c| c.file == *file && matches!(c.event, ManifestEvent::Valid { .. } | ManifestEvent::Removed))
+            })
+            .map(|(file, m)| (file.as_str(), &**m))
+            .chain(kept.iter().map(|(file, _, d)| (file.as_str(), &*d.manifest)))
+            .collect();
+        let valid =
+            |changes: &[FileChange]| changes.iter().filter(|c| matches!(c.event, ManifestEvent::Valid { .. })).count();
+        let before = valid(&changes);
+        refuse_port_conflicts(dir, &snapshot, &mut changes, &holding, &running);
+        if valid(&changes) == before {
+            break;
+        }
+    }
     // Validated again and still invalid for the same reasons: no change.
     changes.retain(|c| {
         !again.contains(&c.file.as_str())
@@ -286,37 +304,40 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
     Outcome { snapshot, changes, refused: None, kept }
 }
 
-/// For each change that finds the file of an adopted sandbox invalid, the
-/// manifest the sandbox was started from (`recorded`, by file), validated
-/// as the file would be: kept if it passes, so the version that runs is
-/// not taken down by a bad edit made while no daemon ran. `done` are
-/// those kept already.
-fn keep_recorded(
-    changes: &[FileChange],
+/// For each of `files` that is an adopted sandbox's (and was not `tried`
+/// before), the manifest the sandbox was started from (`recorded`, by
+/// file), validated as the file would be: kept if it passes, so the
+/// version that runs is not taken down by a bad edit made while no daemon
+/// ran.
+fn keep_recorded<'a>(
+    files: impl Iterator<Item = &'a str>,
     recorded: &BTreeMap<String, Arc<str>>,
     validator: &Validator,
-    done: &[(String, WorkloadName, Desired)],
+    tried: &mut BTreeSet<String>,
 ) -> Vec<(String, WorkloadName, Desired)> {
     let mut kept = Vec::new();
-    for change in changes.iter().filter(|c| matches!(c.event, ManifestEvent::Invalid(_))) {
-        let (Some(name), Some(source)) = (&change.name, recorded.get(&change.file)) else { continue };
-        if done.iter().any(|(file, ..)| *file == change.file) {
+    for file in files {
+        let Some(source) = recorded.get(file) else { continue };
+        let Some(name) = WorkloadName::stem_of_manifest_file(file).and_then(|s| WorkloadName::try_from(s).ok()) else {
+            continue;
+        };
+        if !tried.insert(file.to_owned()) {
             continue;
         }
-        let checked = validator.validate(&change.file, source, HostChecks::Require);
+        let checked = validator.validate(file, source, HostChecks::Require);
         match checked.spec {
             Some(spec) => {
                 let version = version_of(source);
                 let desired = Desired { version, manifest: Arc::new(spec.manifest), source: source.clone() };
-                kept.push((change.file.clone(), name.clone(), desired));
+                kept.push((file.to_owned(), name, desired));
             }
             None => {
-                let shown = format!("the manifest its sandbox was started from ({})", change.file);
+                let shown = format!("the manifest its sandbox was started from ({file}, kept in its record)");
                 let rendered: String =
                     checked.problems.iter().map(|p| render(p, &shown, source, Color::Never)).collect();
                 tracing::warn!(
                     workload = %name,
-                    "its file is invalid, and so is the manifest its sandbox was started from: it is stopped\n{}",
+                    "{file} cannot be used, and the manifest its sandbox was started from does not pass today's checks: it is stopped; fix {file} to start it again\n{}",
                     rendered.trim_end()
                 );
             }
@@ -668,6 +689,62 @@ mod tests {
         assert_eq!(kept, [("web".to_owned(), version_of(&running)), ("ok".to_owned(), version_of(&before))]);
         assert!(
             matches!(event(&outcome, "ok.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("already published by web.toml"))
+        );
+
+        // Whose old version, running on, holds port 9090 in turn: a
+        // newcomer that wants it, accepted while ok's edit looked valid,
+        // is refused once ok's edit is.
+        std::fs::write(d.path().join("new.toml"), manifest("ports = [\"9090:80\"]")).unwrap();
+        let outcome = first(&[("web.toml", &running), ("ok.toml", &before)]);
+        assert_eq!(outcome.kept.len(), 2);
+        assert!(
+            matches!(event(&outcome, "new.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("host port 9090/tcp is already published by ok.toml")),
+            "{:?}",
+            event(&outcome, "new.toml")
+        );
+        std::fs::remove_file(d.path().join("new.toml")).unwrap();
+
+        // A directory refused (others may write it; made so after the
+        // daemon's start checked it): nothing is applied, and what was
+        // adopted runs on with what it was started from.
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let outcome = first(&[("web.toml", &running), ("ok.toml", &before)]);
+        assert!(outcome.refused.is_some() && outcome.changes.is_empty());
+        let kept: Vec<_> = outcome.kept.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(kept, ["ok", "web"]);
+    }
+
+    /// A running daemon's own gap, closed by the same loop: an edit
+    /// refused leaves the old version running, holding its port; a
+    /// newcomer that wants that port is refused, though the refused edit
+    /// gave the port up.
+    #[test]
+    fn an_edit_refused_leaves_its_old_version_holding_its_ports() {
+        let (d, root) = (dir(), tempfile::tempdir().unwrap());
+        let manifest =
+            |extra: &str| format!("command = [\"/bin/sleep\"]\nrootfs = {{ path = {:?} }}\n{extra}\n", root.path());
+        let validator = Validator::new(Vec::new());
+        let parse = |text: &str| Arc::new(validator.validate("x.toml", text, HostChecks::Skip).spec.unwrap().manifest);
+        // a ran on 8080; its edit wants 7000, which k holds; n wants 8080.
+        std::fs::write(d.path().join("a.toml"), manifest("ports = [\"7000:80\"]")).unwrap();
+        std::fs::write(d.path().join("n.toml"), manifest("ports = [\"8080:80\"]")).unwrap();
+        let held = Held {
+            settled: vec![
+                ("a.toml".into(), parse(&manifest("ports = [\"8080:80\"]"))),
+                ("k.toml".into(), parse(&manifest("ports = [\"7000:80\"]"))),
+            ],
+            running: vec!["a.toml".into(), "k.toml".into()],
+            ..Held::default()
+        };
+        let outcome = run_job(d.path(), &Snapshot::new(), Rescan::Changed, &validator, &held);
+        let event = |file: &str| outcome.changes.iter().find(|c| c.file == file).map(|c| c.event.clone());
+        assert!(
+            matches!(event("a.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("already published by k.toml"))
+        );
+        assert!(
+            matches!(event("n.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("host port 8080/tcp is already published by a.toml")),
+            "{:?}",
+            event("n.toml")
         );
     }
 }

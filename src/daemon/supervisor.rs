@@ -134,6 +134,10 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
     /// Applies a rescan's outcome. Returns the problems of the files found
     /// invalid in it.
     pub fn apply(&mut self, outcome: scan::Outcome, at: Clock) -> Vec<String> {
+        for (name, desired) in outcome.kept {
+            tracing::warn!(workload = %name, "its file cannot be used: it runs on with the manifest its sandbox was started from");
+            self.core.keep_adopted(&name, desired, at);
+        }
         if let Some(why) = outcome.refused {
             if self.refused.as_ref() != Some(&why) {
                 tracing::error!(dir = %self.workloads.display(), error = %why, "the workloads directory is refused: no change is applied until it is fixed; what runs keeps running");
@@ -143,10 +147,6 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         }
         if self.refused.take().is_some() {
             tracing::warn!(dir = %self.workloads.display(), "the workloads directory is safe again: changes apply");
-        }
-        for (name, desired) in outcome.kept {
-            tracing::warn!(workload = %name, "its file is invalid: it runs on with the manifest its sandbox was started from");
-            self.core.keep_adopted(&name, desired, at);
         }
         let mut invalid = Vec::new();
         for change in outcome.changes {
