@@ -442,3 +442,32 @@ fn a_stop_left_unfinished_by_a_killed_daemon_is_carried_out_by_the_next() {
     });
     assert!(common::daemon::gone(pid), "its sandbox is gone");
 }
+
+/// A record written before paddock kept the manifest's text (as an
+/// upgrade from an older paddock finds it) gains the text when the
+/// sandbox is adopted with its file at the version it runs: a bad edit
+/// before the next daemon restart leaves it running too.
+#[test]
+fn an_older_record_gains_the_manifest_text_at_adoption() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("steady.toml", SLEEPER);
+    let pid = d.running_pid("steady");
+    d.kill();
+    let path = d.path("state/sandboxes/steady.json");
+    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(record["source"], SLEEPER, "a record keeps the text");
+    record.as_object_mut().unwrap().remove("source");
+    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let mut d = d.start(&[]);
+    assert_eq!(d.running_pid("steady"), pid);
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(record["source"], SLEEPER, "the text was added");
+    d.kill();
+    d.write("steady.toml", "command = \"not a list\"\n");
+    let d = d.start(&[]);
+    d.wait_for("the file seen invalid", |d| {
+        d.workload("steady").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("must be an array")))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.running_pid("steady"), pid, "still running");
+}

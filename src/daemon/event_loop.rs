@@ -108,13 +108,8 @@ pub fn run(options: Options, validator: Validator, notifier: Notifier) -> Result
 
 /// Before anything starts: one daemon per state directory, the sandboxes
 /// a dead predecessor left stopped, its kept state and id table read back.
-/// Returns the lock, and the manifest text each adopted sandbox was
-/// started from, by file (for the first scan).
-fn recover(
-    state_dir: &Path,
-    cgroups: &Layout,
-    daemon: &mut Daemon,
-) -> Result<(records::Lock, BTreeMap<String, Arc<str>>), LoopError> {
+/// Returns the lock, and what the adopted sandboxes' records say.
+fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<(records::Lock, Adopted), LoopError> {
     let lock = records::lock(state_dir).map_err(LoopError::State)?;
     let loaded = KeptStore::new(state_dir).load(state_dir);
     let mut known: Vec<String> = loaded.kept.keys().map(ToString::to_string).collect();
@@ -129,11 +124,12 @@ fn recover(
     daemon.store.refresh();
     daemon.restore(loaded, doubtful);
     let at = Clock::read();
-    let mut recorded = BTreeMap::new();
+    let mut adopted = Adopted::default();
     for (name, sandbox, record) in found.adopted {
         // Only a text whose hash is the version the record names.
-        if let Some(source) = record.source.filter(|s| Some(scan::version_of(s)) == record.version) {
-            recorded.insert(format!("{name}.toml"), Arc::from(source));
+        match record.source.as_deref().filter(|s| Some(scan::version_of(s)) == record.version) {
+            Some(source) => drop(adopted.recorded.insert(format!("{name}.toml"), Arc::from(source))),
+            None => adopted.without_text.push((name.clone(), record.clone())),
         }
         // Its uptime goes on from when it was started, not from now.
         let ran = record.started.and_then(|t| at.wall.duration_since(t).ok()).unwrap_or_default();
@@ -142,7 +138,32 @@ fn recover(
         daemon.executor.adopt(&name, sandbox);
     }
     daemon.executor.restore_networks();
-    Ok((lock, recorded))
+    Ok((lock, adopted))
+}
+
+/// What the records of the adopted sandboxes say.
+#[derive(Default)]
+struct Adopted {
+    /// The manifest text each was started from, by file (for the first scan).
+    recorded: BTreeMap<String, Arc<str>>,
+    /// The records without it (written by an older paddock).
+    without_text: Vec<(WorkloadName, records::Record)>,
+}
+
+/// Records written before paddock kept the manifest's text gain it from
+/// the file, where the first scan read the version the sandbox runs: a
+/// bad edit before the next daemon restart leaves it running too.
+fn add_texts(state_dir: &Path, snapshot: &Snapshot, without_text: Vec<(WorkloadName, records::Record)>) {
+    for (name, mut record) in without_text {
+        let Some(scan::Found::Read { text, version, .. }) = snapshot.get(&format!("{name}.toml")) else { continue };
+        if record.version != Some(*version) {
+            continue;
+        }
+        record.source = Some(text.to_string());
+        if let Err(e) = records::write(state_dir, &name, &record) {
+            tracing::warn!(workload = %name, error = %e, "cannot add the manifest's text to a sandbox record");
+        }
+    }
 }
 
 async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) -> Result<(), LoopError> {
@@ -170,7 +191,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         Supervisor::new(SandboxExecutor::new(executor, sandbox_tx), store, workloads.clone(), state_dir.clone(), seed)
             .with_start_timeout(start_timeout);
     // Before anything starts, and before the socket says a daemon is here.
-    let (_lock, recorded) = recover(&state_dir, &cgroups, &mut daemon)?;
+    let (_lock, adopted) = recover(&state_dir, &cgroups, &mut daemon)?;
     let mut watch = Watch::new(&workloads)?;
     let listener = server::bind(&socket, inherited_listener)?;
     if let Some(addr) = metrics {
@@ -194,9 +215,11 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // Workloads adopted from a predecessor keep their ports against files
     // that do not run (both are read anew by this first scan); one whose
     // file is invalid now runs on with the manifest it was started from.
-    let held = scan::Held { running: daemon.running_files(), recorded, ..Default::default() };
+    let held = scan::Held { running: daemon.running_files(), recorded: adopted.recorded, ..Default::default() };
     let first = scan_now(&workloads, &Snapshot::new(), Rescan::Everything, &validator, held).await;
     daemon.apply(first, Clock::read());
+    // Before any of them can end (their ends are heard after this).
+    add_texts(&state_dir, daemon.snapshot(), adopted.without_text);
     // The first scan said which workloads exist: recorded networks that
     // none of them wants can go.
     daemon.executor.release_from_now_on();
