@@ -300,6 +300,32 @@ fn plan_shows_what_a_directory_would_do_and_does_nothing() {
     assert_eq!(stdout(&during), "nothing to do\n", "{}", stderr(&during));
 }
 
+/// `plan` refuses what the daemon would: a workload whose file in the
+/// planned directory is invalid runs on with the version it has, and
+/// keeps its place in the start order against the other files.
+#[test]
+fn plan_refuses_what_a_running_version_holds_as_the_daemon_does() {
+    let d = Daemon::setup().start(&[]);
+    d.write("b.toml", SLEEPER);
+    d.write("a.toml", &format!("{SLEEPER}after = [\"b\"]\n"));
+    d.running_pid("a");
+    let next = d.path("next");
+    std::fs::create_dir(&next).unwrap();
+    std::fs::write(next.join("a.toml"), "command = \"not a list\"\n").unwrap();
+    std::fs::write(next.join("b.toml"), format!("{SLEEPER}after = [\"a\"]\n")).unwrap();
+    let out = d.paddock(&["plan", next.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!text.contains("would restart b"), "b's edit closes a cycle through a, which runs on: {text}");
+    assert!(text.contains("b.toml:2:10: error: start order goes round in a circle"), "{text}");
+    // And the daemon, given that directory's files, does the same.
+    std::fs::copy(next.join("a.toml"), d.path("wl/a.toml")).unwrap();
+    std::fs::copy(next.join("b.toml"), d.path("wl/b.toml")).unwrap();
+    d.wait_for("b refused", |d| {
+        d.workload("b").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("goes round in a circle")))
+    });
+}
+
 #[test]
 fn every_client_command_says_when_the_daemon_is_down() {
     let dir = tempfile::tempdir().unwrap();

@@ -264,13 +264,34 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
         false => Vec::new(),
     };
     changes.extend(again.iter().map(|file| FileChange::of(dir, file, &snapshot, validator)));
-    // What runs keeps its ports and its place in the start order; a change
-    // that wants them is refused. What runs on is: each workload whose
-    // change is not valid, with the version it had (`settled`), or, for an
-    // adopted sandbox, the manifest it was started from (`recorded`). A
-    // change refused here leaves its old version running on, holding what
-    // it held: looked at again until nothing more is refused.
+    let kept = refuse_conflicts(dir, &snapshot, &mut changes, settled, running, recorded, validator);
+    // Validated again and still invalid for the same reasons: no change.
+    changes.retain(|c| {
+        !again.contains(&c.file.as_str())
+            || !matches!(&c.event, ManifestEvent::Invalid(now) if invalid.get(&c.file) == Some(now))
+    });
+    Outcome { snapshot, changes, refused: None, kept }
+}
+
+/// Refuses the valid changes that want what runs keeps: its ports and its
+/// place in the start order. What runs on is each workload whose change
+/// is not valid, with the version it had (`settled`, by file), or, for an
+/// adopted sandbox, the manifest it was started from (`recorded`), which
+/// is returned when it is kept. A change refused here leaves its old
+/// version running on, holding what it held: looked at again until
+/// nothing more is refused.
+pub fn refuse_conflicts(
+    dir: &Path,
+    snapshot: &Snapshot,
+    changes: &mut [FileChange],
+    settled: &[(String, Arc<Manifest>)],
+    running: &[String],
+    recorded: &BTreeMap<String, Arc<str>>,
+    validator: &Validator,
+) -> Vec<(WorkloadName, Desired)> {
     let running: Vec<&str> = running.iter().map(String::as_str).collect();
+    let valid =
+        |changes: &[FileChange]| changes.iter().filter(|c| matches!(c.event, ManifestEvent::Valid { .. })).count();
     let (mut kept, mut tried) = (Vec::new(), BTreeSet::new());
     loop {
         let refused_now =
@@ -287,21 +308,13 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
             .map(|(file, m)| (file.as_str(), &**m))
             .chain(kept.iter().map(|(file, _, d)| (file.as_str(), &*d.manifest)))
             .collect();
-        let valid =
-            |changes: &[FileChange]| changes.iter().filter(|c| matches!(c.event, ManifestEvent::Valid { .. })).count();
-        let before = valid(&changes);
-        refuse_port_conflicts(dir, &snapshot, &mut changes, &holding, &running);
-        if valid(&changes) == before {
+        let before = valid(changes);
+        refuse_port_conflicts(dir, snapshot, changes, &holding, &running);
+        if valid(changes) == before {
             break;
         }
     }
-    // Validated again and still invalid for the same reasons: no change.
-    changes.retain(|c| {
-        !again.contains(&c.file.as_str())
-            || !matches!(&c.event, ManifestEvent::Invalid(now) if invalid.get(&c.file) == Some(now))
-    });
-    let kept = kept.into_iter().map(|(_, name, desired)| (name, desired)).collect();
-    Outcome { snapshot, changes, refused: None, kept }
+    kept.into_iter().map(|(_, name, desired)| (name, desired)).collect()
 }
 
 /// For each of `files` that is an adopted sandbox's (and was not `tried`

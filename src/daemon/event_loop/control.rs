@@ -15,7 +15,7 @@ use crate::daemon::scan::{self, Rescan};
 use crate::daemon::server::Control;
 use crate::daemon::supervisor::Answered;
 use crate::daemon::upgrade;
-use crate::model::WorkloadName;
+use crate::model::{Manifest, WorkloadName};
 use crate::protocol::{Report, Response};
 use crate::reconcile::{Clock, ManifestEvent};
 use crate::validate::Validator;
@@ -118,25 +118,33 @@ pub(super) fn answer(
             // The daemon's own directory: a file it has and finds gone is
             // waited for, as a rescan waits (`scan_settled`).
             let known = if dir == workloads { daemon.snapshot().clone() } else { Default::default() };
+            let held = (daemon.claims(), daemon.running_files());
             tokio::task::spawn_blocking(move || {
-                let _ = jobs.send(Job::Preview(reply, preview_scan(&dir, &known, &validator)));
+                let _ = jobs.send(Job::Preview(reply, preview_scan(&dir, &known, &held, &validator)));
             });
             false
         }
     }
 }
 
-/// Validates every file of `dir`, as a rescan would (blocking).
+/// Validates every file of `dir`, as a rescan would (blocking). `held`
+/// are the daemon's claims and the files of what runs: a workload whose
+/// file there is invalid runs on with the version it has, holding its
+/// ports and its place in the start order.
 fn preview_scan(
     dir: &Path,
     known: &scan::Snapshot,
+    held: &(Vec<(String, Arc<Manifest>)>, Vec<String>),
     validator: &Validator,
 ) -> Result<(BTreeMap<WorkloadName, ManifestEvent>, Vec<String>), String> {
     let snapshot = scan::scan_settled(dir, known, None).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mut changes: Vec<scan::FileChange> =
         snapshot.keys().map(|file| scan::FileChange::of(dir, file, &snapshot, validator)).collect();
-    // The directory as a whole: every file is new to it.
-    scan::refuse_port_conflicts(dir, &snapshot, &mut changes, &[], &[]);
+    // The directory as a whole: every file is new to it, and a workload
+    // without a file there is removed (its claims go with it).
+    let (claims, running) = held;
+    let settled: Vec<_> = claims.iter().filter(|(file, _)| snapshot.contains_key(file)).cloned().collect();
+    scan::refuse_conflicts(dir, &snapshot, &mut changes, &settled, running, &BTreeMap::new(), validator);
     let mut events = BTreeMap::new();
     let mut invalid = Vec::new();
     for change in changes {
