@@ -324,13 +324,10 @@ fn a_record_without_a_boot_is_adopted_and_gains_it() {
     d.write("old.toml", SLEEPER);
     let pid = d.running_pid("old");
     d.kill();
-    let file = d.path("state/sandboxes/old.json");
-    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert!(record.as_object_mut().unwrap().remove("boot").is_some(), "a record names its boot: {record}");
-    std::fs::write(&file, serde_json::to_vec(&record).unwrap()).unwrap();
+    assert!(strip_record(&d, "old", "boot").is_some(), "a record names its boot");
     d = d.start(&[]);
     assert_eq!(d.running_pid("old"), pid, "adopted");
-    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let record = record_of(&d, "old");
     let now = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     assert_eq!(record["boot"], now.trim(), "{record}");
     assert_eq!(d.terminate(), 0);
@@ -398,9 +395,7 @@ fn a_bad_edit_found_by_the_next_daemon_leaves_the_running_version_running() {
     d.kill();
     d.write("steady.toml", "command = \"not a list\"\n");
     let d = d.start(&[]);
-    d.wait_for("the file seen invalid", |d| {
-        d.workload("steady").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("must be an array")))
-    });
+    wait_invalid(&d, "steady");
     std::thread::sleep(Duration::from_millis(300));
     let w = d.workload("steady").unwrap();
     assert_eq!((&w["state"], &w["pid"]), (&serde_json::json!("running"), &serde_json::json!(pid)), "{w}");
@@ -453,21 +448,36 @@ fn an_older_record_gains_the_manifest_text_at_adoption() {
     d.write("steady.toml", SLEEPER);
     let pid = d.running_pid("steady");
     d.kill();
-    let path = d.path("state/sandboxes/steady.json");
-    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    assert_eq!(record["source"], SLEEPER, "a record keeps the text");
-    record.as_object_mut().unwrap().remove("source");
-    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    assert_eq!(strip_record(&d, "steady", "source"), Some(SLEEPER.into()), "a record keeps the text");
     let mut d = d.start(&[]);
     assert_eq!(d.running_pid("steady"), pid);
-    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    assert_eq!(record["source"], SLEEPER, "the text was added");
+    assert_eq!(record_of(&d, "steady")["source"], SLEEPER, "the text was added");
     d.kill();
     d.write("steady.toml", "command = \"not a list\"\n");
     let d = d.start(&[]);
-    d.wait_for("the file seen invalid", |d| {
-        d.workload("steady").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("must be an array")))
-    });
+    wait_invalid(&d, "steady");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(d.running_pid("steady"), pid, "still running");
+}
+
+/// The record of `name`'s sandbox.
+fn record_of(d: &Daemon, name: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(d.path(&format!("state/sandboxes/{name}.json"))).unwrap()).unwrap()
+}
+
+/// Removes `key` from `name`'s sandbox record, as an older paddock wrote
+/// it; what it held.
+fn strip_record(d: &Daemon, name: &str, key: &str) -> Option<serde_json::Value> {
+    let mut record = record_of(d, name);
+    let value = record.as_object_mut().unwrap().remove(key);
+    std::fs::write(d.path(&format!("state/sandboxes/{name}.json")), serde_json::to_vec(&record).unwrap()).unwrap();
+    value
+}
+
+/// Waits until the daemon shows `name`'s file invalid (written as
+/// `command = "not a list"`).
+fn wait_invalid(d: &Daemon, name: &str) {
+    d.wait_for(&format!("{name}'s file seen invalid"), |d| {
+        d.workload(name).is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("must be an array")))
+    });
 }
