@@ -134,7 +134,16 @@ fn an_exec_gets_the_workloads_environment_and_nothing_of_the_callers() {
 fn exit_statuses_are_the_commands_and_refusals_are_clear() {
     let mut d = Daemon::setup().start(&[]);
     sleeper(&d, "exec-codes");
-    assert_eq!(run(&d, &["exec-codes", "--", "sh", "-c", "exit 7"]).status.code(), Some(7));
+    let client = exec(&d, &["exec-codes", "--", "sh", "-c", "exit 7"]).stdin(Stdio::null()).spawn().unwrap();
+    let pid = client.id();
+    assert_eq!(client.wait_with_output().unwrap().status.code(), Some(7));
+    // The daemon's log says who asked, and for what.
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    let said = |what: &str| {
+        log.lines()
+            .any(|l| l.contains(&format!(" {what} workload=exec-codes ")) && l.contains(&format!(" client={pid} ")))
+    };
+    assert!(said("exec") && said("exec ended"), "{log}");
     assert_eq!(run(&d, &["exec-codes", "--", "sh", "-c", "kill -TERM $$"]).status.code(), Some(143));
     let out = run(&d, &["exec-codes", "--", "/no/such/thing"]);
     assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));

@@ -71,7 +71,6 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             .executor
             .enter(&name, &manifest, &entry, request.tty, stdio)
             .map_err(|e| format!("cannot enter {name}: {e}"))?;
-        tracing::info!(workload = %name, action = "exec", pid = child.id(), command = ?request.command, tty = request.tty, "exec");
         Ok(child)
     }
 }
@@ -97,6 +96,8 @@ fn is_stream(fd: &OwnedFd) -> bool {
 
 /// One `exec` connection, from the request to the command's end.
 pub async fn serve(stream: UnixStream, request: ExecRequest, fds: Vec<OwnedFd>, tx: mpsc::UnboundedSender<Control>) {
+    // Who asked, for the log (the `paddock exec` process, or another root client).
+    let client = stream.peer_cred().ok().and_then(|c| c.pid());
     let (read, mut write) = stream.into_split();
     let mut say = async |response: &Response| {
         if let Ok(mut bytes) = serde_json::to_vec(response) {
@@ -122,7 +123,7 @@ pub async fn serve(stream: UnixStream, request: ExecRequest, fds: Vec<OwnedFd>, 
         say(&Response::Error("exec needs a command".to_owned())).await;
         return;
     }
-    let name = request.name.clone();
+    let (name, command, tty) = (request.name.clone(), request.command.clone(), request.tty);
     let (reply, answer) = oneshot::channel();
     if tx.send(Control::Exec(request, stdio, reply)).is_err() {
         return;
@@ -133,6 +134,7 @@ pub async fn serve(stream: UnixStream, request: ExecRequest, fds: Vec<OwnedFd>, 
         Err(_) => return say(&Response::Error("the daemon is shutting down".to_owned())).await,
     };
     let pid = child.id() as i32;
+    tracing::info!(workload = %name, action = "exec", pid, client, ?command, tty, "exec");
     say(&Response::Entered { pid }).await;
     let ended = match crate::sandbox::pidfd_open(pid) {
         Ok(pidfd) => wait(pidfd, read, pid).await,
@@ -143,7 +145,7 @@ pub async fn serve(stream: UnixStream, request: ExecRequest, fds: Vec<OwnedFd>, 
         Ok(Ok(status)) => status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(libc::SIGKILL)),
         _ => 125,
     };
-    tracing::info!(workload = %name, action = "exec", pid, code, "exec ended");
+    tracing::info!(workload = %name, action = "exec", pid, client, code, "exec ended");
     if ended.is_ok() {
         say(&Response::Ended { code }).await;
     }
