@@ -151,6 +151,46 @@ fn a_save_that_renames_the_file_away_first_disturbs_nothing() {
     assert!(gone(kept));
 }
 
+/// A manifest written in parts (its writer keeps it open between them)
+/// is read once its writer closes it, never half-written: here the first
+/// part alone is a valid manifest of its own, and an edit's first part
+/// alone is invalid. One kept open past the patience is read as it is then.
+#[test]
+fn a_file_written_in_parts_is_applied_whole() {
+    use std::io::Write;
+    let d = Daemon::setup().start(&[]);
+    let path = d.path("wl/parts.toml");
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(b"command = [\"/bin/sleep\", \"1000\"]\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.workload("parts").is_none(), "a half-written new file was applied");
+    file.write_all(b"hostname = \"whole\"\n").unwrap();
+    drop(file);
+    let pid = d.running_pid("parts");
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert_eq!(log.matches("starting workload=parts").count(), 1, "{log}");
+
+    // An edit in place: its first part (a truncated file) is not seen.
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(b"command = [\"/bin/sleep\", ").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let w = d.workload("parts").unwrap();
+    assert_eq!((&w["pid"], &w["error"]), (&Value::from(pid), &Value::Null), "{w}");
+    file.write_all(b"\"1000\"]\nhostname = \"whole\"\n").unwrap();
+    drop(file);
+    std::thread::sleep(Duration::from_millis(300));
+    let w = d.workload("parts").unwrap();
+    assert_eq!((&w["pid"], &w["restarts"]), (&Value::from(pid), &Value::from(0)), "the same text: untouched: {w}");
+
+    // A writer that keeps it open: read after WRITE_PATIENCE (2 s).
+    let mut slow = std::fs::File::create(d.path("wl/slow.toml")).unwrap();
+    slow.write_all(SLEEPER.as_bytes()).unwrap();
+    let begun = Instant::now();
+    d.running_pid("slow");
+    assert!(begun.elapsed() >= Duration::from_millis(1500), "read at once: {:?}", begun.elapsed());
+    drop(slow);
+}
+
 #[test]
 fn sigterm_stops_every_workload_and_exits_0() {
     let mut d = Daemon::setup().start(&[]);

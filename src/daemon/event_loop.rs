@@ -245,6 +245,8 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // wake the loop: go round again at once.
     let mut again = false;
     let mut debounce: Option<tokio::time::Instant> = None;
+    // When a file still being written at the last scan is read anyway.
+    let mut write_wait: Option<tokio::time::Instant> = None;
     let mut told: Vec<String> = Vec::new();
     // When a shutdown must be over, and whether what was left was killed.
     let (mut out_of_time, mut killed) = (tokio::time::Instant::now(), false);
@@ -321,6 +323,10 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                 debounce = None;
                 scans.wanted = Some(scans.wanted.unwrap_or(Rescan::Changed));
             }
+            _ = async { tokio::time::sleep_until(write_wait.unwrap()).await }, if write_wait.is_some() && !shutting_down => {
+                write_wait = None;
+                scans.wanted = Some(scans.wanted.unwrap_or(Rescan::Changed));
+            }
             _ = hup.recv(), if !shutting_down => {
                 let _ = notifier.notify("RELOADING=1");
                 if upgrade::installed().is_some_and(|(_, replaced)| replaced) {
@@ -355,12 +361,17 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             scans.hup_current |= std::mem::take(&mut scans.hup_next);
             let (dir, previous, validator, tx) =
                 (workloads.clone(), daemon.snapshot().clone(), validator.clone(), job_tx.clone());
+            // A file being written is read once its writer closes it (or
+            // after WRITE_PATIENCE): looked at again then.
+            let (writing, until) = watch.writing();
+            write_wait = until.map(Into::into);
             let held = scan::Held {
                 settled: daemon.claims(),
                 running: daemon.running_files(),
                 // Validated again on a full rescan only.
                 invalid: if rescan == Rescan::Everything { daemon.invalid_files() } else { Default::default() },
                 recorded: BTreeMap::new(),
+                writing,
             };
             tokio::task::spawn_blocking(move || {
                 let outcome = scan::run_job(&dir, &previous, rescan, &validator, &held);

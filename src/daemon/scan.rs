@@ -209,6 +209,10 @@ pub struct Held {
     /// Only for the first scan after adopting sandboxes: the text each
     /// was started from (its record's), by file.
     pub recorded: BTreeMap<String, Arc<str>>,
+    /// Files being written now (a write seen, not yet closed by its
+    /// writer): taken as they were before, and a new one not yet, so that
+    /// a file written in parts is never applied half-written.
+    pub writing: BTreeSet<String>,
 }
 
 /// How long a file seen gone is given to come back before it counts as
@@ -236,7 +240,7 @@ pub enum Rescan {
 /// still; it keeps its ports against the other files. Blocking: run it
 /// on a blocking thread.
 pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Validator, held: &Held) -> Outcome {
-    let Held { settled, running, invalid, recorded } = held;
+    let Held { settled, running, invalid, recorded, writing } = held;
     let full = rescan == Rescan::Everything;
     // Nothing is applied, and what runs keeps running: an adopted sandbox
     // with the manifest it was started from.
@@ -248,10 +252,17 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
     if let Err(e) = check_directory(dir) {
         return refused(e.to_string());
     }
-    let snapshot = match scan_settled(dir, previous, (!full).then_some(previous)) {
+    let mut snapshot = match scan_settled(dir, previous, (!full).then_some(previous)) {
         Ok(s) => s,
         Err(e) => return refused(format!("cannot scan {}: {e}", dir.display())),
     };
+    for file in writing {
+        match (snapshot.contains_key(file), previous.get(file)) {
+            (false, _) => {}
+            (true, Some(before)) => drop(snapshot.insert(file.clone(), before.clone())),
+            (true, None) => drop(snapshot.remove(file)),
+        }
+    }
     let mut changes: Vec<FileChange> =
         changed(previous, &snapshot).into_iter().map(|file| FileChange::of(dir, file, &snapshot, validator)).collect();
     let again: Vec<&str> = match full {

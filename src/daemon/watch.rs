@@ -7,10 +7,14 @@
 //! whole files), once per event batch, and nothing wakes while nothing
 //! happens; the event loop debounces.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
@@ -31,7 +35,14 @@ pub struct Watch {
     target: PathBuf,
     identity: (u64, u64),
     pub changes: mpsc::UnboundedReceiver<Change>,
+    /// Files of the directory written to (or created) and not yet closed
+    /// by their writer, by name, with when that was last seen.
+    writing: Arc<Mutex<BTreeMap<OsString, Instant>>>,
 }
+
+/// How long a file being written is read as it was before the write: a
+/// writer that keeps it open longer has it read as it is then.
+pub const WRITE_PATIENCE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 #[error("watching {path}: {source}")]
@@ -54,10 +65,21 @@ impl Watch {
         let entry: Option<OsString> = dir.file_name().map(ToOwned::to_owned);
         let (tx, changes) = mpsc::unbounded_channel();
         let parent_of_entry = parent.clone();
+        let writing: Arc<Mutex<BTreeMap<OsString, Instant>>> = Arc::default();
+        let writes = writing.clone();
         let handler = move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = &event {
+                note_writes(&writes, event, parent_of_entry.as_deref());
+            }
             let change = match event {
-                // The daemon's own reads of manifests: not a change.
-                Ok(event) if matches!(event.kind, EventKind::Access(_)) => None,
+                // The daemon's own reads of manifests: not a change; a
+                // writer done with a file is one (it is read now).
+                Ok(event)
+                    if matches!(event.kind, EventKind::Access(_))
+                        && !matches!(event.kind, EventKind::Access(AccessKind::Close(AccessMode::Write))) =>
+                {
+                    None
+                }
                 Ok(event) if event.need_rescan() => Some(Change::Lost),
                 // In the parent only the directory's own entry matters (a
                 // log, a socket or a configuration beside it does not).
@@ -83,7 +105,17 @@ impl Watch {
         if let Some(parent) = &parent {
             watcher.watch(parent, RecursiveMode::NonRecursive).map_err(|e| err(e.into()))?;
         }
-        Ok(Watch { watcher, dir: dir.to_owned(), target, identity, changes })
+        Ok(Watch { watcher, dir: dir.to_owned(), target, identity, changes, writing })
+    }
+
+    /// The files being written now (by name), to be read as they were
+    /// before, and when the first of them is to be read anyway.
+    pub fn writing(&self) -> (BTreeSet<String>, Option<Instant>) {
+        let now = Instant::now();
+        let mut writing = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        writing.retain(|_, seen| now.saturating_duration_since(*seen) < WRITE_PATIENCE);
+        let until = writing.values().min().map(|seen| *seen + WRITE_PATIENCE);
+        (writing.keys().map(|name| name.to_string_lossy().into_owned()).collect(), until)
     }
 
     /// After a rescan: if the directory now resolves elsewhere (a swapped
@@ -106,5 +138,33 @@ impl Watch {
         }
         self.target = target;
         self.identity = identity;
+    }
+}
+
+/// Keeps `writing` up to date with `event`: a file of the directory (not
+/// of its parent) written to or created is being written until its
+/// writer closes it, or it is removed or renamed away.
+fn note_writes(writing: &Mutex<BTreeMap<OsString, Instant>>, event: &notify::Event, parent: Option<&Path>) {
+    let begun = matches!(event.kind, EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(CreateKind::File));
+    let ended = matches!(
+        event.kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Name(_))
+    );
+    if !begun && !ended {
+        return;
+    }
+    let mut writing = writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for path in &event.paths {
+        // The parent's files (its configuration, the directory's own entry) are none of its.
+        if parent.is_some() && path.parent() == parent {
+            continue;
+        }
+        let Some(name) = path.file_name() else { continue };
+        match begun {
+            true => drop(writing.insert(name.to_owned(), Instant::now())),
+            false => drop(writing.remove(name)),
+        }
     }
 }
