@@ -288,9 +288,12 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
 /// place in the start order. What runs on is each workload whose change
 /// is not valid, with the version it had (`settled`, by file), or, for an
 /// adopted sandbox, the manifest it was started from (`recorded`), which
-/// is returned when it is kept. A change refused here leaves its old
-/// version running on, holding what it held: looked at again until
-/// nothing more is refused.
+/// is returned when it is kept. A change refused here whose workload has
+/// such a version leaves it running on, holding what it held: the check
+/// is made again, from the changes as they were, with those versions
+/// among what holds, until no more of them is refused. (A refusal that
+/// only another change's new version caused is made again each time, so
+/// it does not outlast that change's own refusal.)
 pub fn refuse_conflicts(
     dir: &Path,
     snapshot: &Snapshot,
@@ -301,10 +304,15 @@ pub fn refuse_conflicts(
     validator: &Validator,
 ) -> Vec<(WorkloadName, Desired)> {
     let running: Vec<&str> = running.iter().map(String::as_str).collect();
-    let valid =
-        |changes: &[FileChange]| changes.iter().filter(|c| matches!(c.event, ManifestEvent::Valid { .. })).count();
+    let original: Vec<ManifestEvent> = changes.iter().map(|c| c.event.clone()).collect();
+    let has_old = |file: &str| settled.iter().any(|(f, _)| f == file) || recorded.contains_key(file);
+    // Refused, with an old version that runs on instead: by file, the refusal.
+    let mut held_back: BTreeMap<String, ManifestEvent> = BTreeMap::new();
     let (mut kept, mut tried) = (Vec::new(), BTreeSet::new());
     loop {
+        for (change, event) in changes.iter_mut().zip(&original) {
+            change.event = held_back.get(&change.file).unwrap_or(event).clone();
+        }
         let refused_now =
             changes.iter().filter(|c| matches!(c.event, ManifestEvent::Invalid(_))).map(|c| c.file.as_str());
         let more = keep_recorded(refused_now, recorded, validator, &mut tried);
@@ -319,11 +327,20 @@ pub fn refuse_conflicts(
             .map(|(file, m)| (file.as_str(), &**m))
             .chain(kept.iter().map(|(file, _, d)| (file.as_str(), &*d.manifest)))
             .collect();
-        let before = valid(changes);
         refuse_port_conflicts(dir, snapshot, changes, &holding, &running);
-        if valid(changes) == before {
+        let newly: Vec<(String, ManifestEvent)> = changes
+            .iter()
+            .zip(&original)
+            .filter(|(c, was)| {
+                matches!(was, ManifestEvent::Valid { .. }) && matches!(c.event, ManifestEvent::Invalid(_))
+            })
+            .filter(|(c, _)| !held_back.contains_key(&c.file) && has_old(&c.file))
+            .map(|(c, _)| (c.file.clone(), c.event.clone()))
+            .collect();
+        if newly.is_empty() {
             break;
         }
+        held_back.extend(newly);
     }
     kept.into_iter().map(|(_, name, desired)| (name, desired)).collect()
 }
@@ -770,5 +787,32 @@ mod tests {
             "{:?}",
             event("n.toml")
         );
+
+        // A refusal caused only by another change's new version does not
+        // outlast that change's own refusal: c's edit is refused for k's
+        // 7000, so c's old version keeps 9000, which refuses r's edit;
+        // n, refused at first for r's new 6000, is then valid.
+        let d = dir();
+        std::fs::write(d.path().join("c.toml"), manifest("ports = [\"7000:80\"]")).unwrap();
+        std::fs::write(d.path().join("r.toml"), manifest("ports = [\"6000:80\", \"9000:81\"]")).unwrap();
+        std::fs::write(d.path().join("n.toml"), manifest("ports = [\"6000:80\"]")).unwrap();
+        let held = Held {
+            settled: vec![
+                ("k.toml".into(), parse(&manifest("ports = [\"7000:80\"]"))),
+                ("c.toml".into(), parse(&manifest("ports = [\"9000:80\"]"))),
+                ("r.toml".into(), parse(&manifest("ports = [\"8000:80\"]"))),
+            ],
+            running: vec!["k.toml".into(), "c.toml".into(), "r.toml".into()],
+            ..Held::default()
+        };
+        let outcome = run_job(d.path(), &Snapshot::new(), Rescan::Changed, &validator, &held);
+        let event = |file: &str| outcome.changes.iter().find(|c| c.file == file).map(|c| c.event.clone());
+        assert!(
+            matches!(event("c.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("7000/tcp is already published by k.toml"))
+        );
+        assert!(
+            matches!(event("r.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("9000/tcp is already published by c.toml"))
+        );
+        assert!(matches!(event("n.toml"), Some(ManifestEvent::Valid { .. })), "{:?}", event("n.toml"));
     }
 }
