@@ -874,6 +874,34 @@ fn a_bad_edit_found_by_the_next_daemon_keeps_the_running_version_its_network_and
     assert_eq!(get_soon(&d, "127.0.0.1:8094".parse().unwrap()), "hello from paddock\n");
 }
 
+/// `plan` says what the daemon does: an unchanged file keeps its port
+/// (here a workload held by `paddock stop`), and an edit of a running
+/// workload that wants it is refused, not planned as a restart.
+#[test]
+fn plan_and_the_daemon_refuse_an_edit_that_wants_a_port_an_unchanged_file_holds() {
+    let d = daemon();
+    d.write("x.toml", &sleeper("ports = [\"8095:80\"]"));
+    d.write("y.toml", &sleeper("ports = [\"8096:80\"]"));
+    d.running_pid("x");
+    let y = d.running_pid("y");
+    assert!(d.paddock(&["stop", "x"]).status.success());
+    let next = d.path("next");
+    std::fs::create_dir(&next).unwrap();
+    std::fs::copy(d.path("wl/x.toml"), next.join("x.toml")).unwrap();
+    std::fs::write(next.join("y.toml"), sleeper("ports = [\"8095:81\"]")).unwrap();
+    let out = d.paddock(&["plan", next.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!text.contains("would restart y"), "{text}");
+    assert!(text.contains("y.toml:3:10: error: host port 8095/tcp is already published by x.toml"), "{text}");
+    assert!(!text.contains("x.toml:3"), "the unchanged file is not refused: {text}");
+    // The daemon, given the same edit.
+    d.write("y.toml", &sleeper("ports = [\"8095:81\"]"));
+    d.wait_for("y's edit refused", |d| {
+        d.workload("y").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("already published by x.toml")))
+    });
+    assert_eq!(d.running_pid("y"), y, "y's old version runs on");
+}
+
 #[test]
 fn http_and_tcp_probes_reach_a_bridge_networked_workload_from_inside_its_namespace() {
     let d = daemon();

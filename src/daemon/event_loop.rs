@@ -29,7 +29,7 @@ use super::upgrade;
 use super::watch::{Change, Watch, WatchError};
 use crate::model::WorkloadName;
 use crate::protocol::Response;
-use crate::reconcile::{Clock, ManifestEvent};
+use crate::reconcile::Clock;
 use crate::sandbox::cgroup::Layout;
 use crate::validate::Validator;
 use control::{Context, answer, preview};
@@ -80,7 +80,7 @@ type Daemon = Supervisor<SandboxExecutor, DiskStore>;
 /// A result from a blocking thread.
 enum Job {
     Scan(scan::Outcome),
-    Preview(oneshot::Sender<Response>, Result<(BTreeMap<WorkloadName, ManifestEvent>, Vec<String>), String>),
+    Preview(oneshot::Sender<Response>, Result<control::Preview, String>),
 }
 
 /// Rescans: one at a time; what asks meanwhile is served by the next.
@@ -307,7 +307,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                 }
                 Job::Preview(reply, result) => {
                     let _ = reply.send(match result {
-                        Ok((events, invalid)) => Response::Plan(preview(&daemon, events, invalid)),
+                        Ok(planned) => Response::Plan(preview(&daemon, planned)),
                         Err(e) => Response::Error(e),
                     });
                 }

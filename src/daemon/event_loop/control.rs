@@ -17,7 +17,7 @@ use crate::daemon::supervisor::Answered;
 use crate::daemon::upgrade;
 use crate::model::{Manifest, WorkloadName};
 use crate::protocol::{Report, Response};
-use crate::reconcile::{Clock, ManifestEvent};
+use crate::reconcile::{Clock, File, ManifestEvent};
 use crate::validate::Validator;
 
 /// What answering a request needs besides the supervisor.
@@ -117,8 +117,10 @@ pub(super) fn answer(
             let (validator, jobs) = (validator.clone(), jobs.clone());
             // The daemon's own directory: a file it has and finds gone is
             // waited for, as a rescan waits (`scan_settled`).
-            let known = if dir == workloads { daemon.snapshot().clone() } else { Default::default() };
-            let held = (daemon.claims(), daemon.running_files());
+            let current = daemon.snapshot().clone();
+            let known = if dir == workloads { current.clone() } else { Default::default() };
+            let invalid = daemon.invalid_files().into_keys().collect();
+            let held = Held { claims: daemon.claims(), running: daemon.running_files(), current, invalid };
             tokio::task::spawn_blocking(move || {
                 let _ = jobs.send(Job::Preview(reply, preview_scan(&dir, &known, &held, &validator)));
             });
@@ -127,39 +129,73 @@ pub(super) fn answer(
     }
 }
 
-/// Validates every file of `dir`, as a rescan would (blocking). `held`
-/// are the daemon's claims and the files of what runs: a workload whose
-/// file there is invalid runs on with the version it has, holding its
-/// ports and its place in the start order.
-fn preview_scan(
-    dir: &Path,
-    known: &scan::Snapshot,
-    held: &(Vec<(String, Arc<Manifest>)>, Vec<String>),
-    validator: &Validator,
-) -> Result<(BTreeMap<WorkloadName, ManifestEvent>, Vec<String>), String> {
+/// What the daemon has, for a preview.
+struct Held {
+    /// Its claims and the files of what runs (see `scan::Held`).
+    claims: Vec<(String, Arc<Manifest>)>,
+    running: Vec<String>,
+    /// The files it read last: one the planned directory has unchanged is
+    /// no change, and keeps what it holds as a rescan would...
+    current: scan::Snapshot,
+    /// ...unless it is invalid: validated again, as a reload does (the
+    /// host may have made it valid).
+    invalid: std::collections::BTreeSet<String>,
+}
+
+/// Validates the files of `dir` as a reload would (blocking): a valid
+/// file whose text is the one the daemon has is no change; a workload
+/// whose file is invalid there runs on with the version it has, holding
+/// its ports and its place in the start order.
+fn preview_scan(dir: &Path, known: &scan::Snapshot, held: &Held, validator: &Validator) -> Result<Preview, String> {
     let snapshot = scan::scan_settled(dir, known, None).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let changed = scan::changed(&held.current, &snapshot);
+    let (changed, unchanged): (Vec<&String>, Vec<&String>) =
+        snapshot.keys().partition(|file| changed.contains(&file.as_str()) || held.invalid.contains(*file));
     let mut changes: Vec<scan::FileChange> =
-        snapshot.keys().map(|file| scan::FileChange::of(dir, file, &snapshot, validator)).collect();
-    // The directory as a whole: every file is new to it, and a workload
-    // without a file there is removed (its claims go with it).
-    let (claims, running) = held;
-    let settled: Vec<_> = claims.iter().filter(|(file, _)| snapshot.contains_key(file)).cloned().collect();
-    scan::refuse_conflicts(dir, &snapshot, &mut changes, &settled, running, &BTreeMap::new(), validator);
-    let mut events = BTreeMap::new();
-    let mut invalid = Vec::new();
+        changed.into_iter().map(|file| scan::FileChange::of(dir, file, &snapshot, validator)).collect();
+    // A workload without a file there is removed (its claims go with it).
+    let settled: Vec<_> = held.claims.iter().filter(|(file, _)| snapshot.contains_key(file)).cloned().collect();
+    scan::refuse_conflicts(dir, &snapshot, &mut changes, &settled, &held.running, &BTreeMap::new(), validator);
+    let mut preview = Preview::default();
     for change in changes {
         if let ManifestEvent::Invalid(problems) = &change.event {
-            invalid.push(problems.clone());
+            preview.invalid.push(problems.clone());
         }
         if let Some(name) = change.name {
-            events.insert(name, change.event);
+            preview.events.insert(name, change.event);
         }
     }
-    Ok((events, invalid))
+    preview.unchanged = unchanged
+        .into_iter()
+        .filter_map(|file| WorkloadName::stem_of_manifest_file(file).and_then(|s| WorkloadName::try_from(s).ok()))
+        .collect();
+    Ok(preview)
+}
+
+/// What a planned directory holds, as the daemon would take it.
+#[derive(Debug, Default)]
+pub(super) struct Preview {
+    /// The files that differ from what the daemon has, by workload.
+    events: BTreeMap<WorkloadName, ManifestEvent>,
+    /// Their problems, as rendered.
+    invalid: Vec<String>,
+    /// The workloads whose file is the one the daemon has.
+    unchanged: Vec<WorkloadName>,
 }
 
 /// `paddock plan`: what the core would do with those manifests.
-pub(super) fn preview(daemon: &Daemon, events: BTreeMap<WorkloadName, ManifestEvent>, invalid: Vec<String>) -> Report {
+pub(super) fn preview(daemon: &Daemon, preview: Preview) -> Report {
+    let Preview { mut events, invalid, unchanged } = preview;
+    // An unchanged valid file is what the daemon made of it, as a reload leaves it.
+    for name in unchanged {
+        if let Some(w) = daemon.core().get(&name)
+            && let (File::Valid, Some(d)) = (&w.file, &w.desired)
+        {
+            let event =
+                ManifestEvent::Valid { version: d.version, manifest: d.manifest.clone(), source: d.source.clone() };
+            events.insert(name, event);
+        }
+    }
     // What this host cannot give a valid manifest, said before it fails.
     let mut warnings = Vec::new();
     for (name, event) in &events {
