@@ -163,7 +163,11 @@ pub fn reopen_if_regular(file: std::fs::File) -> std::io::Result<std::fs::File> 
 /// Without /proc (`check` in a bare container), the path is opened again
 /// and must still be the file looked at.
 pub fn open_if_regular(path: &Path) -> std::io::Result<std::fs::File> {
-    let found = std::fs::File::options().read(true).custom_flags(libc::O_PATH | libc::O_CLOEXEC).open(path)?;
+    // Not std's `custom_flags`: on musl, std masks O_PATH out with the
+    // access mode (musl's O_ACCMODE holds it), which made this a plain
+    // open, blocking on a FIFO and acting on a device.
+    let flags = nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC;
+    let found = std::fs::File::from(nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty())?);
     let seen = found.metadata()?;
     match reopen_if_regular(found) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && seen.is_file() => {
@@ -427,6 +431,24 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A FIFO is never opened, on either C library (musl's std masked
+    /// O_PATH out, and the open blocked for a writer): the handle is O_PATH.
+    #[test]
+    fn a_fifo_is_looked_at_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            done.send(
+                open_if_regular(&fifo)
+                    .map(|f| nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL).unwrap() & libc::O_PATH),
+            )
+        });
+        let flags = finished.recv_timeout(std::time::Duration::from_secs(10)).expect("the open of a FIFO blocked");
+        assert_eq!(flags.unwrap(), libc::O_PATH);
+    }
 
     /// Without /proc (a tmpfs over it, in a mount namespace of this test's
     /// thread alone), a regular file is opened by its path again, and a
