@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use paddock::daemon::executor::{Executor, SandboxEvent, StartRequest};
 use paddock::daemon::kept::Kept;
-use paddock::daemon::scan::{FileChange, Outcome, Snapshot};
+use paddock::daemon::scan::{FileChange, Found, Outcome, Snapshot};
 use paddock::daemon::store::Store;
 use paddock::daemon::supervisor::Supervisor;
 use paddock::idmap::{IdRange, Slice};
 use paddock::model::{Exit, Manifest, Signal, WorkloadName};
-use paddock::reconcile::{Blame, Clock, Command, ManifestEvent, StartFailure, Version};
+use paddock::reconcile::{Blame, Clock, Command, Desired, ManifestEvent, StartFailure, Version};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,4 +321,29 @@ fn a_shutdown_lists_what_it_is_stopping_before_what_waits_its_turn() {
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(left[0].starts_with("b: SIGTERM"), "{left:?}");
     assert_eq!(left[1], "a: after what comes after it");
+}
+
+/// Adopted sandboxes kept on their recorded manifests by a first scan that
+/// was refused: the first scan taken stops the one whose file is gone,
+/// and leaves the one whose file is there.
+#[test]
+fn a_kept_sandbox_whose_file_is_gone_by_the_first_scan_taken_is_stopped() {
+    let mut r = Rig::new();
+    let desired = |v| Desired { version: Version(v), manifest: manifest(v), source: Arc::from("") };
+    for (name, v) in [("here", 1), ("gone", 2)] {
+        r.sup.adopt(&n(name), Version(v), 100 + v as i32, r.at.now, r.at);
+    }
+    let refused = Outcome {
+        kept: vec![(n("here"), desired(1)), (n("gone"), desired(2))],
+        ..Outcome::refused(Snapshot::new(), "unsafe".into())
+    };
+    r.sup.apply(refused, r.at);
+    r.sup.reconcile(r.at);
+    assert!(r.take_calls().is_empty(), "both run on while the directory is refused");
+    let mut taken = scan(Vec::new());
+    let text: Arc<str> = Arc::from("");
+    taken.snapshot.insert("here.toml".into(), Found::Read { text, version: Version(1), stamp: None });
+    r.sup.apply(taken, r.at);
+    r.sup.reconcile(r.at);
+    assert_eq!(r.take_calls(), [Call::Signal("gone".into())]);
 }

@@ -48,6 +48,9 @@ pub struct Supervisor<E: Executor, S: Store> {
     /// Why the workloads directory is refused (unsafe); changes are not
     /// applied meanwhile.
     pub(super) refused: Option<String>,
+    /// Workloads kept from their records by a scan that was refused: the
+    /// first scan taken removes those whose file is gone.
+    kept_unseen: std::collections::BTreeSet<WorkloadName>,
     /// Kept state that could not be written (a full disk), written again
     /// at every pass until it is.
     unwritten: BTreeSet<WorkloadName>,
@@ -66,6 +69,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             snapshot: Snapshot::new(),
             invalid: BTreeMap::new(),
             refused: None,
+            kept_unseen: Default::default(),
             unwritten: BTreeSet::new(),
             stats: Stats::default(),
             seed: seed | 1,
@@ -137,6 +141,11 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         for (name, desired) in outcome.kept {
             tracing::warn!(workload = %name, "its file cannot be used: it runs on with the manifest its sandbox was started from");
             self.core.keep_adopted(&name, desired, at);
+            if outcome.refused.is_some() {
+                // No file of it was read: whether it still has one is
+                // looked at in the first scan taken.
+                self.kept_unseen.insert(name);
+            }
         }
         if let Some(why) = outcome.refused {
             if self.refused.as_ref() != Some(&why) {
@@ -169,6 +178,14 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 }
             };
             self.execute(effects, at);
+        }
+        // Kept from its record while no scan was taken, and its file gone
+        // by the first scan taken: removed.
+        for name in std::mem::take(&mut self.kept_unseen) {
+            if !outcome.snapshot.contains_key(&format!("{name}.toml")) {
+                let effects = self.core.on_manifest(&name, crate::reconcile::ManifestEvent::Removed, at);
+                self.execute(effects, at);
+            }
         }
         self.snapshot = outcome.snapshot;
         invalid
