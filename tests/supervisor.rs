@@ -54,6 +54,8 @@ impl Executor for Fake {
 struct Memory {
     slices: Rc<RefCell<BTreeMap<WorkloadName, Slice>>>,
     kept: Rc<RefCell<BTreeMap<WorkloadName, Kept>>>,
+    /// What was written durably (`keep_now`), in order.
+    durable: Rc<RefCell<Vec<(WorkloadName, Kept)>>>,
 }
 
 impl Store for Memory {
@@ -77,6 +79,10 @@ impl Store for Memory {
     fn keep(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
         self.kept.borrow_mut().insert(name.clone(), kept.clone());
         Ok(())
+    }
+    fn keep_now(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
+        self.durable.borrow_mut().push((name.clone(), kept.clone()));
+        self.keep(name, kept)
     }
     fn forget(&mut self, name: &WorkloadName) -> std::io::Result<()> {
         self.slices.borrow_mut().remove(name);
@@ -169,6 +175,9 @@ fn a_hold_ends_with_its_manifest_even_when_the_exit_comes_after_the_removal() {
     r.answer(&calls);
     r.sup.request("web", Command::Stop, r.at).unwrap();
     assert_eq!(r.store.kept.borrow()[&n("web")].hold, Some(Version(1)));
+    // On disk before the stop signal went: a daemon that dies meanwhile leaves it held.
+    let durable: Vec<_> = r.store.durable.borrow().iter().map(|(n, k)| (n.to_string(), k.hold)).collect();
+    assert_eq!(durable, [("web".to_owned(), Some(Version(1)))]);
     let stop = r.take_calls();
     assert_eq!(stop, [Call::Signal("web".into())]);
     r.sup.apply(scan(vec![("web", ManifestEvent::Removed)]), r.at);

@@ -156,7 +156,9 @@ struct Adopted {
 fn add_texts(state_dir: &Path, snapshot: &Snapshot, without_text: Vec<(WorkloadName, records::Record)>) {
     for (name, mut record) in without_text {
         let Some(scan::Found::Read { text, version, .. }) = snapshot.get(&format!("{name}.toml")) else { continue };
-        if record.version != Some(*version) {
+        // Still the sandbox's record: one whose init died meanwhile was
+        // removed by its listener (on this thread, so not while this runs).
+        if record.version != Some(*version) || records::read(state_dir, &name).as_ref() != Some(&record) {
             continue;
         }
         record.source = Some(text.to_string());
@@ -218,7 +220,6 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let held = scan::Held { running: daemon.running_files(), recorded: adopted.recorded, ..Default::default() };
     let first = scan_now(&workloads, &Snapshot::new(), Rescan::Everything, &validator, held).await;
     daemon.apply(first, Clock::read());
-    // Before any of them can end (their ends are heard after this).
     add_texts(&state_dir, daemon.snapshot(), adopted.without_text);
     // The first scan said which workloads exist: recorded networks that
     // none of them wants can go.

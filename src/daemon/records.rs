@@ -127,6 +127,11 @@ pub fn write(state_dir: &Path, name: &WorkloadName, record: &Record) -> std::io:
     write_replace(&path(state_dir, name), &json, 0o600)
 }
 
+/// The record of `name`'s sandbox, if there is one that can be read.
+pub fn read(state_dir: &Path, name: &WorkloadName) -> Option<Record> {
+    serde_json::from_slice(&std::fs::read(path(state_dir, name)).ok()?).ok()
+}
+
 /// Forgets a sandbox that ended.
 pub fn remove(state_dir: &Path, name: &WorkloadName) {
     match std::fs::remove_file(path(state_dir, name)) {

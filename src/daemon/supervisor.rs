@@ -310,8 +310,16 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             )
         };
         let parsed = WorkloadName::try_from(name).map_err(|_| unknown())?;
-        let (answer, effects) = self.core.on_request(&parsed, command, at).map_err(|_| unknown())?;
+        let (answer, mut effects) = self.core.on_request(&parsed, command, at).map_err(|_| unknown())?;
         tracing::info!(workload = %parsed, action = ?command, "asked on the control socket");
+        // A hold is on disk before the stop signal goes: a daemon that dies
+        // while the workload stops leaves it held, and the next one carries
+        // the stop out.
+        if command == Command::Stop && effects.iter().any(|e| matches!(e, Effect::Persist { name } if *name == parsed))
+        {
+            effects.retain(|e| !matches!(e, Effect::Persist { name } if *name == parsed));
+            self.persist_with(&parsed, true);
+        }
         self.execute(effects, at);
         Ok(super::view::answer_text(&parsed, &answer))
     }
@@ -416,12 +424,21 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
     /// Writes what is kept of a workload; a failure is said once and
     /// tried again at every pass until it succeeds.
     fn persist(&mut self, name: &WorkloadName) {
+        self.persist_with(name, false);
+    }
+
+    /// `persist`, on disk before it returns when `durable`.
+    fn persist_with(&mut self, name: &WorkloadName, durable: bool) {
         let kept = Kept {
             slice: self.store.slice(name),
             hold: self.core.get(name).and_then(|w| w.hold),
             ended: self.core.get(name).and_then(|w| w.ended),
         };
-        match self.store.keep(name, &kept) {
+        let written = match durable {
+            true => self.store.keep_now(name, &kept),
+            false => self.store.keep(name, &kept),
+        };
+        match written {
             Ok(()) => {
                 if self.unwritten.remove(name) {
                     tracing::warn!(workload = %name, "its kept state is written again");
