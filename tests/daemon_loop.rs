@@ -233,15 +233,26 @@ fn a_slow_watcher_gets_the_latest_status_not_every_one_it_missed() {
         }
     };
     let (fast, slow) = (watcher(), watcher());
-    let fast = std::thread::spawn(move || read(fast));
+    let (done, finished) = std::sync::mpsc::channel();
+    let fast = std::thread::spawn(move || {
+        let lines = read(fast);
+        let _ = done.send(());
+        lines
+    });
+    // The slow one reads once the fast one has seen everything running,
+    // or after 5 s on a slow machine: well within the 10 s the daemon
+    // gives a write to be taken before it lets a watcher go.
+    let slow = std::thread::spawn(move || {
+        let _ = finished.recv_timeout(Duration::from_secs(5));
+        read(slow)
+    });
     // About a hundred changes, each line of status some 30 KB: far more
     // than the socket holds for the watcher that does not read.
     for i in 0..WORKLOADS {
         d.write(&format!("a-workload-with-a-rather-long-name-{i:03}.toml"), SLEEPER);
         std::thread::sleep(Duration::from_millis(10));
     }
-    let fast = fast.join().unwrap();
-    let slow = read(slow);
+    let (fast, slow) = (fast.join().unwrap(), slow.join().unwrap());
     assert!(fast.len() > 20, "few changes were sent: {}", fast.len());
     assert!(slow.len() < fast.len(), "the slow watcher got every line: {} of {}", slow.len(), fast.len());
     assert_eq!(slow.last(), fast.last(), "both end at the status now");
