@@ -107,14 +107,8 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     let remap = &config.remap;
     let accounts = remap.accounts();
     let ranges = remap_ranges(&accounts, &remap.user).or_fail(CONFIG_ERROR)?;
-    for overlap in crate::idmap::account_overlaps(&accounts, &ranges) {
-        tracing::warn!(
-            "{overlap}: a workload given that id runs as it on the host and owns its files; give {} ranges above every account's id (such as {}:100000:65536 in {} and {})",
-            ranges.user,
-            ranges.user,
-            accounts.subuid.display(),
-            accounts.subgid.display()
-        );
+    for warning in crate::idmap::account_overlaps(&accounts, &ranges) {
+        tracing::warn!("{warning}");
     }
     let metrics = metrics_address(&config.metrics_listen).or_fail(CONFIG_ERROR)?;
     let notifier = Notifier::from_env().or_fail(1)?;

@@ -231,30 +231,58 @@ fn find_or_add(
     Ok(Some(RemapRanges { user: user.to_owned(), uids, gids }))
 }
 
-/// The host accounts (users in passwd, groups in group) whose id lies in
-/// one of the remap user's ranges, as warnings: a workload given that id
-/// runs as that account on the host (it owns its files), which is not
-/// root but is not what a remapped workload should be either. Not an
-/// error: such a range may have served for years; the daemon says so at
-/// its start. Unreadable files give no warning (the ranges were read).
+/// Warnings for the host accounts (users of passwd, groups of group)
+/// whose id lies in one of the remap user's ranges: a workload given that
+/// id runs as that account on the host (it owns its files), which is not
+/// root but is not what a remapped workload should be either. Each names
+/// a range of the same size that no subordinate range and no local
+/// account uses now. Not an error: such a range may have served for
+/// years; the daemon says so at its start. Accounts the files do not list
+/// (LDAP, sssd) are not seen; unreadable files give no warning.
 pub fn account_overlaps(files: &AccountFiles, ranges: &RemapRanges) -> Vec<String> {
     let holds = |ranges: &[IdRange], id: u32| ranges.iter().any(|r| r.start <= id && u64::from(id) < r.end());
+    let user = &ranges.user;
     let mut found = Vec::new();
+    let mut ids = Vec::new();
     let passwd = read_optional(&files.passwd).unwrap_or_default();
-    for (name, uid, _) in parse_accounts(&files.passwd, &passwd).unwrap_or_default() {
-        if name != ranges.user && holds(&ranges.uids, uid) {
-            found.push(format!("uid {uid} (user {name}) lies in {}'s subordinate uids", ranges.user));
+    for (name, uid, gid) in parse_accounts(&files.passwd, &passwd).unwrap_or_default() {
+        ids.extend([uid, gid]);
+        if name != *user && holds(&ranges.uids, uid) {
+            found.push(format!("uid {uid} (user {name}) lies in {user}'s subordinate uids"));
         }
     }
     let group = read_optional(&files.group).unwrap_or_default();
     for line in group.lines().filter(|l| !l.starts_with('#') && !is_nis_compat(l)) {
         let mut f = line.split(':');
         let (Some(name), Some(gid)) = (f.next(), f.nth(1).and_then(|g| g.parse::<u32>().ok())) else { continue };
-        if name != ranges.user && holds(&ranges.gids, gid) {
-            found.push(format!("gid {gid} (group {name}) lies in {}'s subordinate gids", ranges.user));
+        ids.push(gid);
+        if name != *user && holds(&ranges.gids, gid) {
+            found.push(format!("gid {gid} (group {name}) lies in {user}'s subordinate gids"));
         }
     }
+    if found.is_empty() {
+        return found;
+    }
+    let entries = |path: &Path| subid::parse(&read_optional(path).unwrap_or_default()).unwrap_or_default();
+    let (uid_entries, gid_entries) = (entries(&files.subuid), entries(&files.subgid));
+    let total = |ranges: &[IdRange]| ranges.iter().map(|r| r.count).sum::<u32>();
+    let count = total(&ranges.uids).max(total(&ranges.gids));
+    let instead = match subid::free_start(&[&uid_entries, &gid_entries], &ids, count) {
+        Some(start) => format!(
+            "give {user} a range no account's id lies in instead: `{user}:{start}:{count}` (free now) in place of its lines in {} and {} (each workload then gets new ids; files its volumes hold keep the old owners)",
+            files.subuid.display(),
+            files.subgid.display()
+        ),
+        None => format!("give {user} a range no account's id lies in instead (none of {count} ids is free now)"),
+    };
     found
+        .into_iter()
+        .map(|overlap| {
+            format!(
+                "{overlap}: a workload given that id runs as that account on the host and owns its files; {instead}"
+            )
+        })
+        .collect()
 }
 
 /// The locks shadow-utils' tools (useradd, usermod, vipw) take before they
@@ -504,8 +532,10 @@ mod tests {
         std::fs::write(&f.subuid, "ops:900:65536\n").unwrap();
         std::fs::write(&f.subgid, "ops:1000:70000\n").unwrap();
         let ranges = remap_ranges(&f, "ops").unwrap();
+        let warnings = account_overlaps(&f, &ranges);
+        let named: Vec<&str> = warnings.iter().map(|w| w.split(':').next().unwrap()).collect();
         assert_eq!(
-            account_overlaps(&f, &ranges),
+            named,
             [
                 "uid 1000 (user alice) lies in ops's subordinate uids",
                 "gid 1000 (group alice) lies in ops's subordinate gids",
@@ -513,6 +543,13 @@ mod tests {
             ],
             "the remap user's own ids are not named"
         );
+        // A range of the same size (70000 ids, the larger) clear of every
+        // range and account: 131072, the first aligned start past 71000.
+        assert!(warnings[0].ends_with(&format!(
+            "runs as that account on the host and owns its files; give ops a range no account's id lies in instead: `ops:131072:70000` (free now) in place of its lines in {} and {} (each workload then gets new ids; files its volumes hold keep the old owners)",
+            f.subuid.display(),
+            f.subgid.display()
+        )), "{}", warnings[0]);
         std::fs::write(&f.subuid, "ops:100000:65536\n").unwrap();
         std::fs::write(&f.subgid, "ops:100000:65536\n").unwrap();
         assert!(account_overlaps(&f, &remap_ranges(&f, "ops").unwrap()).is_empty());
