@@ -114,19 +114,25 @@ pub(super) fn answer(
         }
         Answered::Plan(dir) => {
             let dir = dir.map_or_else(|| workloads.to_owned(), PathBuf::from);
-            let (validator, jobs) = (validator.clone(), jobs.clone());
-            // The daemon's own directory: a file it has and finds gone is
-            // waited for, as a rescan waits (`scan_settled`).
+            let (validator, jobs, workloads) = (validator.clone(), jobs.clone(), workloads.to_owned());
             let current = daemon.snapshot().clone();
-            let known = if dir == workloads { current.clone() } else { Default::default() };
             let invalid = daemon.invalid_files().into_keys().collect();
             let held = Held { claims: daemon.claims(), running: daemon.running_files(), current, invalid };
             tokio::task::spawn_blocking(move || {
+                // The daemon's own directory, however it is spelled: a file
+                // it has and finds gone is waited for, as a rescan waits
+                // (`scan_settled`).
+                let known = if same_dir(&dir, &workloads) { held.current.clone() } else { Default::default() };
                 let _ = jobs.send(Job::Preview(reply, preview_scan(&dir, &known, &held, &validator)));
             });
             false
         }
     }
+}
+
+/// Whether `a` and `b` name one directory, however they are spelled.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a == b || std::fs::canonicalize(a).is_ok_and(|a| std::fs::canonicalize(b).is_ok_and(|b| a == b))
 }
 
 /// What the daemon has, for a preview.
@@ -234,5 +240,19 @@ mod tests {
         rendered.put(start, "up 1\n");
         assert_eq!(rendered.get(start + std::time::Duration::from_millis(99)).as_deref(), Some("up 1\n"));
         assert_eq!(rendered.get(start + Rendered::REUSE), None, "rendered again");
+    }
+
+    #[test]
+    fn the_workloads_directory_is_known_however_it_is_spelled() {
+        let root = tempfile::tempdir().unwrap();
+        let wl = root.path().join("wl");
+        std::fs::create_dir(&wl).unwrap();
+        std::os::unix::fs::symlink(&wl, root.path().join("link")).unwrap();
+        std::fs::create_dir(root.path().join("next")).unwrap();
+        for spelled in [wl.join("."), root.path().join("next/../wl/"), root.path().join("link")] {
+            assert!(same_dir(&spelled, &wl), "{}", spelled.display());
+        }
+        assert!(!same_dir(&root.path().join("next"), &wl));
+        assert!(!same_dir(&root.path().join("missing"), &wl));
     }
 }
