@@ -145,7 +145,14 @@ impl Watch {
 /// of its parent) written to or created is being written until its
 /// writer closes it, or it is removed or renamed away.
 fn note_writes(writing: &Mutex<BTreeMap<OsString, Instant>>, event: &notify::Event, parent: Option<&Path>) {
-    let begun = matches!(event.kind, EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(CreateKind::File));
+    // A file just made empty is about to be written; a link made to a
+    // file with content (`ln`), a symlink or a FIFO is not being written.
+    let made_empty = |path: &Path| std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0);
+    let begun = match event.kind {
+        EventKind::Modify(ModifyKind::Data(_)) => true,
+        EventKind::Create(CreateKind::File) => event.paths.iter().any(|p| made_empty(p)),
+        _ => false,
+    };
     let ended = matches!(
         event.kind,
         EventKind::Access(AccessKind::Close(AccessMode::Write))
@@ -166,5 +173,40 @@ fn note_writes(writing: &Mutex<BTreeMap<OsString, Instant>>, event: &notify::Eve
             true => drop(writing.insert(name.to_owned(), Instant::now())),
             false => drop(writing.remove(name)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{RemoveKind, RenameMode};
+
+    use super::*;
+
+    #[test]
+    fn a_file_is_being_written_from_its_first_write_or_empty_creation_to_its_close() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("wl");
+        std::fs::create_dir(&dir).unwrap();
+        let writing: Mutex<BTreeMap<OsString, Instant>> = Mutex::new(BTreeMap::new());
+        let names = || writing.lock().unwrap().keys().map(|n| n.to_string_lossy().into_owned()).collect::<Vec<_>>();
+        let event = |kind, path: &Path| notify::Event::new(kind).add_path(path.to_owned());
+        let note = |kind, path: &Path| note_writes(&writing, &event(kind, path), Some(root.path()));
+
+        std::fs::write(dir.join("new.toml"), "").unwrap();
+        note(EventKind::Create(CreateKind::File), &dir.join("new.toml"));
+        std::fs::write(dir.join("full.toml"), "command = [\"x\"]\n").unwrap();
+        note(EventKind::Create(CreateKind::File), &dir.join("full.toml"));
+        std::os::unix::fs::symlink(dir.join("full.toml"), dir.join("link.toml")).unwrap();
+        note(EventKind::Create(CreateKind::File), &dir.join("link.toml"));
+        note(EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any)), &dir.join("edit.toml"));
+        // The parent's own files are not the directory's.
+        note(EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any)), &root.path().join("paddock.toml"));
+        assert_eq!(names(), ["edit.toml", "new.toml"], "made empty, or written to; not a link or a linked file");
+
+        note(EventKind::Access(AccessKind::Close(AccessMode::Write)), &dir.join("new.toml"));
+        note(EventKind::Remove(RemoveKind::File), &dir.join("gone.toml"));
+        assert_eq!(names(), ["edit.toml"]);
+        note(EventKind::Modify(ModifyKind::Name(RenameMode::From)), &dir.join("edit.toml"));
+        assert!(names().is_empty(), "renamed away");
     }
 }
