@@ -191,6 +191,33 @@ fn a_file_written_in_parts_is_applied_whole() {
     drop(slow);
 }
 
+/// A write that begins while a scan is under way (here a scan that waits
+/// 100 ms for a file renamed away, as an editor's save does) is not read
+/// half-written by that scan: what was written is looked at once the
+/// scan has read every file.
+#[test]
+fn a_write_begun_during_a_scan_is_not_read_half_written() {
+    use std::io::Write;
+    let d = Daemon::setup().start(&[]);
+    d.write("x.toml", SLEEPER);
+    let x = d.running_pid("x");
+    std::fs::rename(d.path("wl/x.toml"), d.path("wl/x.toml~")).unwrap();
+    // The scan began 20 ms after the rename, and looks again 100 ms later.
+    std::thread::sleep(Duration::from_millis(60));
+    let mut b = std::fs::File::create(d.path("wl/b.toml")).unwrap();
+    b.write_all(b"command = [\"/bin/sleep\", \"1000\"]\n").unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    std::fs::rename(d.path("wl/x.toml~"), d.path("wl/x.toml")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.workload("b").is_none(), "a half-written file was applied");
+    assert_eq!(d.running_pid("x"), x);
+    // Taken away before its writer is done: never applied.
+    std::fs::remove_file(d.path("wl/b.toml")).unwrap();
+    drop(b);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(d.workload("b").is_none());
+}
+
 #[test]
 fn sigterm_stops_every_workload_and_exits_0() {
     let mut d = Daemon::setup().start(&[]);

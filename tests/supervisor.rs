@@ -112,6 +112,7 @@ fn scan(changes: Vec<(&str, ManifestEvent)>) -> Outcome {
             .collect(),
         refused: None,
         kept: Vec::new(),
+        withheld: Default::default(),
     }
 }
 
@@ -349,10 +350,18 @@ fn a_kept_sandbox_whose_file_is_gone_by_the_first_scan_taken_is_stopped() {
     r.sup.apply(refused, r.at);
     r.sup.reconcile(r.at);
     assert!(r.take_calls().is_empty(), "both run on while the directory is refused");
-    let mut taken = scan(Vec::new());
-    let text: Arc<str> = Arc::from("");
-    taken.snapshot.insert("here.toml".into(), Found::Read { text, version: Version(1), stamp: None });
-    r.sup.apply(taken, r.at);
+    let taken = |withheld: &[&str]| {
+        let mut taken = scan(Vec::new());
+        let text: Arc<str> = Arc::from("");
+        taken.snapshot.insert("here.toml".into(), Found::Read { text, version: Version(1), stamp: None });
+        taken.withheld = withheld.iter().map(|f| f.to_string()).collect();
+        taken
+    };
+    // Its file being written (so taken as it was: not at all): not yet.
+    r.sup.apply(taken(&["gone.toml"]), r.at);
+    r.sup.reconcile(r.at);
+    assert!(r.take_calls().is_empty(), "a file being written is not a file gone");
+    r.sup.apply(taken(&[]), r.at);
     r.sup.reconcile(r.at);
     assert_eq!(r.take_calls(), [Call::Signal("gone".into())]);
 }

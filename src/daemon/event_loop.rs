@@ -217,7 +217,12 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // Workloads adopted from a predecessor keep their ports against files
     // that do not run (both are read anew by this first scan); one whose
     // file is invalid now runs on with the manifest it was started from.
-    let held = scan::Held { running: daemon.running_files(), recorded: adopted.recorded, ..Default::default() };
+    let held = scan::Held {
+        running: daemon.running_files(),
+        recorded: adopted.recorded,
+        writes: Some(watch.writes.clone()),
+        ..Default::default()
+    };
     let first = scan_now(&workloads, &Snapshot::new(), Rescan::Everything, &validator, held).await;
     daemon.apply(first, Clock::read());
     add_texts(&state_dir, daemon.snapshot(), adopted.without_text);
@@ -247,7 +252,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let mut again = false;
     let mut debounce: Option<tokio::time::Instant> = None;
     // When a file still being written at the last scan is read anyway.
-    let mut write_wait: Option<tokio::time::Instant> = None;
+    let mut write_wait: Option<tokio::time::Instant> = watch.writes.patience_ends().map(Into::into);
     let mut told: Vec<String> = Vec::new();
     // When a shutdown must be over, and whether what was left was killed.
     let (mut out_of_time, mut killed) = (tokio::time::Instant::now(), false);
@@ -294,6 +299,9 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                     scans.running = false;
                     daemon.apply(outcome, Clock::read());
                     watch.rearm();
+                    // A file being written is read once its writer closes
+                    // it, or after WRITE_PATIENCE: looked at again then.
+                    write_wait = watch.writes.patience_ends().map(Into::into);
                     if (!scans.current.is_empty() || scans.hup_current) && !shutting_down {
                         // A reload: answered once what it found is under way.
                         let mut report = daemon.reconcile(Clock::read());
@@ -362,17 +370,13 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             scans.hup_current |= std::mem::take(&mut scans.hup_next);
             let (dir, previous, validator, tx) =
                 (workloads.clone(), daemon.snapshot().clone(), validator.clone(), job_tx.clone());
-            // A file being written is read once its writer closes it (or
-            // after WRITE_PATIENCE): looked at again then.
-            let (writing, until) = watch.writing();
-            write_wait = until.map(Into::into);
             let held = scan::Held {
                 settled: daemon.claims(),
                 running: daemon.running_files(),
                 // Validated again on a full rescan only.
                 invalid: if rescan == Rescan::Everything { daemon.invalid_files() } else { Default::default() },
                 recorded: BTreeMap::new(),
-                writing,
+                writes: Some(watch.writes.clone()),
             };
             tokio::task::spawn_blocking(move || {
                 let outcome = scan::run_job(&dir, &previous, rescan, &validator, &held);

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use std::sync::Arc;
 
+use super::watch::Writes;
 pub use crate::fsutil::{UnsafeInput, check_directory};
 use crate::model::{Manifest, WorkloadName};
 use crate::reconcile::{Desired, ManifestEvent, Version};
@@ -187,12 +188,14 @@ pub struct Outcome {
     /// Adopted sandboxes whose file is invalid, with the manifest each was
     /// started from (its record's, valid still): they run on with it.
     pub kept: Vec<(WorkloadName, Desired)>,
+    /// Files being written, taken as they were before (a new one not yet).
+    pub withheld: BTreeSet<String>,
 }
 
 impl Outcome {
     /// Nothing applied, for why.
     pub fn refused(snapshot: Snapshot, why: String) -> Self {
-        Outcome { snapshot, changes: Vec::new(), refused: Some(why), kept: Vec::new() }
+        Outcome { snapshot, changes: Vec::new(), refused: Some(why), kept: Vec::new(), withheld: BTreeSet::new() }
     }
 }
 
@@ -209,10 +212,11 @@ pub struct Held {
     /// Only for the first scan after adopting sandboxes: the text each
     /// was started from (its record's), by file.
     pub recorded: BTreeMap<String, Arc<str>>,
-    /// Files being written now (a write seen, not yet closed by its
-    /// writer): taken as they were before, and a new one not yet, so that
-    /// a file written in parts is never applied half-written.
-    pub writing: BTreeSet<String>,
+    /// What the watcher saw of writes: a file being written, or written
+    /// to while the scan read it, is taken as it was before (a new one
+    /// not yet), so that a file written in parts is never applied
+    /// half-written.
+    pub writes: Option<Arc<Writes>>,
 }
 
 /// How long a file seen gone is given to come back before it counts as
@@ -240,7 +244,8 @@ pub enum Rescan {
 /// still; it keeps its ports against the other files. Blocking: run it
 /// on a blocking thread.
 pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Validator, held: &Held) -> Outcome {
-    let Held { settled, running, invalid, recorded, writing } = held;
+    let Held { settled, running, invalid, recorded, writes } = held;
+    let begun = std::time::Instant::now();
     let full = rescan == Rescan::Everything;
     // Nothing is applied, and what runs keeps running: an adopted sandbox
     // with the manifest it was started from.
@@ -256,7 +261,9 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
         Ok(s) => s,
         Err(e) => return refused(format!("cannot scan {}: {e}", dir.display())),
     };
-    for file in writing {
+    // Looked at once every file was read: a write that began meanwhile counts.
+    let withheld: BTreeSet<String> = writes.as_ref().map(|w| w.withheld(begun)).unwrap_or_default();
+    for file in &withheld {
         match (snapshot.contains_key(file), previous.get(file)) {
             (false, _) => {}
             (true, Some(before)) => drop(snapshot.insert(file.clone(), before.clone())),
@@ -281,7 +288,7 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
         !again.contains(&c.file.as_str())
             || !matches!(&c.event, ManifestEvent::Invalid(now) if invalid.get(&c.file) == Some(now))
     });
-    Outcome { snapshot, changes, refused: None, kept }
+    Outcome { snapshot, changes, refused: None, kept, withheld }
 }
 
 /// Refuses the valid changes that want what runs keeps: its ports and its

@@ -180,9 +180,13 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             self.execute(effects, at);
         }
         // Kept from its record while no scan was taken, and its file gone
-        // by the first scan taken: removed.
+        // by the first scan taken: removed. One whose file is being
+        // written is looked at again in the next.
         for name in std::mem::take(&mut self.kept_unseen) {
-            if !outcome.snapshot.contains_key(&format!("{name}.toml")) {
+            let file = format!("{name}.toml");
+            if outcome.withheld.contains(&file) {
+                self.kept_unseen.insert(name);
+            } else if !outcome.snapshot.contains_key(&file) {
                 let effects = self.core.on_manifest(&name, crate::reconcile::ManifestEvent::Removed, at);
                 self.execute(effects, at);
             }

@@ -35,14 +35,80 @@ pub struct Watch {
     target: PathBuf,
     identity: (u64, u64),
     pub changes: mpsc::UnboundedReceiver<Change>,
-    /// Files of the directory written to (or created) and not yet closed
-    /// by their writer, by name, with when that was last seen.
-    writing: Arc<Mutex<BTreeMap<OsString, Instant>>>,
+    /// What was seen of writes to the directory's files.
+    pub writes: Arc<Writes>,
 }
 
 /// How long a file being written is read as it was before the write: a
 /// writer that keeps it open longer has it read as it is then.
 pub const WRITE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// What the watcher saw of writes to the directory's files, by name:
+/// whether one is being written (a write seen, or the file made empty,
+/// and no close by its writer yet) and when it was last written to or
+/// closed.
+#[derive(Debug, Default)]
+pub struct Writes(Mutex<BTreeMap<OsString, Seen>>);
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    open: bool,
+    last: Instant,
+}
+
+/// How long a closed file's last write is remembered (longer than any scan).
+const REMEMBERED: Duration = Duration::from_secs(60);
+
+impl Writes {
+    fn seen(&self) -> std::sync::MutexGuard<'_, BTreeMap<OsString, Seen>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The files a scan that began at `since` must not take as it read
+    /// them: being written now (for up to WRITE_PATIENCE after their last
+    /// write), or written to or closed since it began (it may have read
+    /// them between two writes; their close brings another scan).
+    pub fn withheld(&self, since: Instant) -> BTreeSet<String> {
+        let now = Instant::now();
+        let mut seen = self.seen();
+        seen.retain(|_, s| now.saturating_duration_since(s.last) < REMEMBERED);
+        seen.iter()
+            .filter(|(_, s)| (s.open && now.saturating_duration_since(s.last) < WRITE_PATIENCE) || s.last >= since)
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// When the first file being written now is to be read anyway.
+    pub fn patience_ends(&self) -> Option<Instant> {
+        self.seen().values().filter(|s| s.open).map(|s| s.last + WRITE_PATIENCE).min()
+    }
+
+    /// Takes in `event`: a file of the directory (not of its parent)
+    /// written to, or made empty, is being written until its writer
+    /// closes it, or it is removed or renamed away.
+    fn note(&self, event: &notify::Event, parent: Option<&Path>) {
+        // A file just made empty is about to be written; a link made to a
+        // file with content (`ln`), a symlink or a FIFO is not being written.
+        let made_empty = |path: &Path| std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0);
+        let open = match event.kind {
+            EventKind::Modify(ModifyKind::Data(_)) => true,
+            EventKind::Create(CreateKind::File) if event.paths.iter().any(|p| made_empty(p)) => true,
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Name(_)) => false,
+            _ => return,
+        };
+        let mut seen = self.seen();
+        for path in &event.paths {
+            // The parent's files (its configuration, the directory's own entry) are none of its.
+            if parent.is_some() && path.parent() == parent {
+                continue;
+            }
+            let Some(name) = path.file_name() else { continue };
+            seen.insert(name.to_owned(), Seen { open, last: Instant::now() });
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("watching {path}: {source}")]
@@ -65,11 +131,11 @@ impl Watch {
         let entry: Option<OsString> = dir.file_name().map(ToOwned::to_owned);
         let (tx, changes) = mpsc::unbounded_channel();
         let parent_of_entry = parent.clone();
-        let writing: Arc<Mutex<BTreeMap<OsString, Instant>>> = Arc::default();
-        let writes = writing.clone();
+        let writes = Arc::new(Writes::default());
+        let noted = writes.clone();
         let handler = move |event: notify::Result<notify::Event>| {
             if let Ok(event) = &event {
-                note_writes(&writes, event, parent_of_entry.as_deref());
+                noted.note(event, parent_of_entry.as_deref());
             }
             let change = match event {
                 // The daemon's own reads of manifests: not a change; a
@@ -105,17 +171,7 @@ impl Watch {
         if let Some(parent) = &parent {
             watcher.watch(parent, RecursiveMode::NonRecursive).map_err(|e| err(e.into()))?;
         }
-        Ok(Watch { watcher, dir: dir.to_owned(), target, identity, changes, writing })
-    }
-
-    /// The files being written now (by name), to be read as they were
-    /// before, and when the first of them is to be read anyway.
-    pub fn writing(&self) -> (BTreeSet<String>, Option<Instant>) {
-        let now = Instant::now();
-        let mut writing = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        writing.retain(|_, seen| now.saturating_duration_since(*seen) < WRITE_PATIENCE);
-        let until = writing.values().min().map(|seen| *seen + WRITE_PATIENCE);
-        (writing.keys().map(|name| name.to_string_lossy().into_owned()).collect(), until)
+        Ok(Watch { watcher, dir: dir.to_owned(), target, identity, changes, writes })
     }
 
     /// After a rescan: if the directory now resolves elsewhere (a swapped
@@ -141,41 +197,6 @@ impl Watch {
     }
 }
 
-/// Keeps `writing` up to date with `event`: a file of the directory (not
-/// of its parent) written to or created is being written until its
-/// writer closes it, or it is removed or renamed away.
-fn note_writes(writing: &Mutex<BTreeMap<OsString, Instant>>, event: &notify::Event, parent: Option<&Path>) {
-    // A file just made empty is about to be written; a link made to a
-    // file with content (`ln`), a symlink or a FIFO is not being written.
-    let made_empty = |path: &Path| std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0);
-    let begun = match event.kind {
-        EventKind::Modify(ModifyKind::Data(_)) => true,
-        EventKind::Create(CreateKind::File) => event.paths.iter().any(|p| made_empty(p)),
-        _ => false,
-    };
-    let ended = matches!(
-        event.kind,
-        EventKind::Access(AccessKind::Close(AccessMode::Write))
-            | EventKind::Remove(_)
-            | EventKind::Modify(ModifyKind::Name(_))
-    );
-    if !begun && !ended {
-        return;
-    }
-    let mut writing = writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    for path in &event.paths {
-        // The parent's files (its configuration, the directory's own entry) are none of its.
-        if parent.is_some() && path.parent() == parent {
-            continue;
-        }
-        let Some(name) = path.file_name() else { continue };
-        match begun {
-            true => drop(writing.insert(name.to_owned(), Instant::now())),
-            false => drop(writing.remove(name)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use notify::event::{RemoveKind, RenameMode};
@@ -187,10 +208,18 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("wl");
         std::fs::create_dir(&dir).unwrap();
-        let writing: Mutex<BTreeMap<OsString, Instant>> = Mutex::new(BTreeMap::new());
-        let names = || writing.lock().unwrap().keys().map(|n| n.to_string_lossy().into_owned()).collect::<Vec<_>>();
-        let event = |kind, path: &Path| notify::Event::new(kind).add_path(path.to_owned());
-        let note = |kind, path: &Path| note_writes(&writing, &event(kind, path), Some(root.path()));
+        let writes = Writes::default();
+        let begun = Instant::now();
+        let open = || {
+            writes
+                .seen()
+                .iter()
+                .filter(|(_, s)| s.open)
+                .map(|(n, _)| n.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        let note =
+            |kind, path: &Path| writes.note(&notify::Event::new(kind).add_path(path.to_owned()), Some(root.path()));
 
         std::fs::write(dir.join("new.toml"), "").unwrap();
         note(EventKind::Create(CreateKind::File), &dir.join("new.toml"));
@@ -201,12 +230,20 @@ mod tests {
         note(EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any)), &dir.join("edit.toml"));
         // The parent's own files are not the directory's.
         note(EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any)), &root.path().join("paddock.toml"));
-        assert_eq!(names(), ["edit.toml", "new.toml"], "made empty, or written to; not a link or a linked file");
+        assert_eq!(open(), ["edit.toml", "new.toml"], "made empty, or written to; not a link or a linked file");
+        assert!(writes.patience_ends().is_some_and(|end| end >= begun + WRITE_PATIENCE));
 
         note(EventKind::Access(AccessKind::Close(AccessMode::Write)), &dir.join("new.toml"));
         note(EventKind::Remove(RemoveKind::File), &dir.join("gone.toml"));
-        assert_eq!(names(), ["edit.toml"]);
+        assert_eq!(open(), ["edit.toml"]);
         note(EventKind::Modify(ModifyKind::Name(RenameMode::From)), &dir.join("edit.toml"));
-        assert!(names().is_empty(), "renamed away");
+        assert!(open().is_empty(), "renamed away");
+        assert_eq!(writes.patience_ends(), None);
+
+        // A scan that began before those events withholds what they
+        // touched; one that begins after them, none (all are closed).
+        let names: Vec<String> = writes.withheld(begun).into_iter().collect();
+        assert_eq!(names, ["edit.toml", "gone.toml", "new.toml"]);
+        assert!(writes.withheld(Instant::now()).is_empty());
     }
 }
