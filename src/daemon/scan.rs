@@ -298,9 +298,12 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
 /// is returned when it is kept. A change refused here whose workload has
 /// such a version leaves it running on, holding what it held: the check
 /// is made again, from the changes as they were, with those versions
-/// among what holds, until no more of them is refused. (A refusal that
-/// only another change's new version caused is made again each time, so
-/// it does not outlast that change's own refusal.)
+/// among what holds, until no more of them is refused. Each round checks
+/// the changes against what holds first, and against each other only
+/// once that refuses no more: a refusal that only another change's new
+/// version caused is made again each round, so it does not outlast that
+/// change's own refusal. (One such refusal of a change with an old
+/// version stands; it fails closed: the old version runs on.)
 pub fn refuse_conflicts(
     dir: &Path,
     snapshot: &Snapshot,
@@ -334,20 +337,34 @@ pub fn refuse_conflicts(
             .map(|(file, m)| (file.as_str(), &**m))
             .chain(kept.iter().map(|(file, _, d)| (file.as_str(), &*d.manifest)))
             .collect();
+        let newly = |changes: &[FileChange], held_back: &BTreeMap<String, ManifestEvent>| {
+            changes
+                .iter()
+                .zip(&original)
+                .filter(|(c, was)| {
+                    matches!(was, ManifestEvent::Valid { .. }) && matches!(c.event, ManifestEvent::Invalid(_))
+                })
+                .filter(|(c, _)| !held_back.contains_key(&c.file) && has_old(&c.file))
+                .map(|(c, _)| (c.file.clone(), c.event.clone()))
+                .collect::<Vec<_>>()
+        };
+        // First each change against what holds alone: such a refusal
+        // stands whatever the other changes come to.
+        for change in changes.iter_mut().filter(|c| matches!(c.event, ManifestEvent::Valid { .. })) {
+            refuse_port_conflicts(dir, snapshot, std::slice::from_mut(change), &holding, &running);
+        }
+        let first = newly(changes, &held_back);
+        if !first.is_empty() {
+            held_back.extend(first);
+            continue;
+        }
+        // Then the changes against each other.
         refuse_port_conflicts(dir, snapshot, changes, &holding, &running);
-        let newly: Vec<(String, ManifestEvent)> = changes
-            .iter()
-            .zip(&original)
-            .filter(|(c, was)| {
-                matches!(was, ManifestEvent::Valid { .. }) && matches!(c.event, ManifestEvent::Invalid(_))
-            })
-            .filter(|(c, _)| !held_back.contains_key(&c.file) && has_old(&c.file))
-            .map(|(c, _)| (c.file.clone(), c.event.clone()))
-            .collect();
-        if newly.is_empty() {
+        let then = newly(changes, &held_back);
+        if then.is_empty() {
             break;
         }
-        held_back.extend(newly);
+        held_back.extend(then);
     }
     kept.into_iter().map(|(_, name, desired)| (name, desired)).collect()
 }
@@ -821,5 +838,27 @@ mod tests {
             matches!(event("r.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("9000/tcp is already published by c.toml"))
         );
         assert!(matches!(event("n.toml"), Some(ManifestEvent::Valid { .. })), "{:?}", event("n.toml"));
+
+        // Refusals by what holds come first: a's and c's edits both want
+        // port 80, and c's also wants d's 8443. c is refused for d's port
+        // alone, its old version runs on, and a's edit is then valid.
+        let d = dir();
+        std::fs::write(d.path().join("a.toml"), manifest("ports = [\"80:80\"]")).unwrap();
+        std::fs::write(d.path().join("c.toml"), manifest("ports = [\"80:80\", \"8443:443\"]")).unwrap();
+        let held = Held {
+            settled: vec![
+                ("a.toml".into(), parse(&manifest("ports = [\"8081:80\"]"))),
+                ("c.toml".into(), parse(&manifest("ports = [\"8082:80\"]"))),
+                ("d.toml".into(), parse(&manifest("ports = [\"8443:443\"]"))),
+            ],
+            running: vec!["a.toml".into(), "c.toml".into(), "d.toml".into()],
+            ..Held::default()
+        };
+        let outcome = run_job(d.path(), &Snapshot::new(), Rescan::Changed, &validator, &held);
+        let event = |file: &str| outcome.changes.iter().find(|c| c.file == file).map(|c| c.event.clone());
+        assert!(
+            matches!(event("c.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("8443/tcp is already published by d.toml"))
+        );
+        assert!(matches!(event("a.toml"), Some(ManifestEvent::Valid { .. })), "{:?}", event("a.toml"));
     }
 }
