@@ -28,11 +28,20 @@ pub trait Store {
     fn keep_now(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
         self.keep(name, kept)
     }
+    /// `keep_now`, but waiting a moment at most (an operator's request
+    /// waits on it, and so does the event loop): past it, the write goes
+    /// on behind, as `keep`'s.
+    fn keep_soon(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
+        self.keep_now(name, kept)
+    }
     /// Frees a workload's slice and drops what was kept of it.
     fn forget(&mut self, name: &WorkloadName) -> std::io::Result<()>;
     /// How many slices are in use, and how many there are.
     fn slice_counts(&self) -> (usize, usize);
 }
+
+/// How long `keep_soon` waits for the disk.
+const SOON: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The state directory's id table and kept files.
 pub struct DiskStore {
@@ -244,6 +253,22 @@ impl Store for DiskStore {
         KeptStore::new(&self.state_dir).write(name, kept)
     }
 
+    fn keep_soon(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
+        let Some(writer) = &self.writer else { return self.keep_now(name, kept) };
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        if writer.queue.send(Write::Now(name.clone(), kept.clone(), done)).is_err() {
+            return self.keep_now(name, kept);
+        }
+        match wait.recv_timeout(SOON) {
+            Ok(written) => written,
+            // Still the writer's latest for this workload: written when the disk answers.
+            Err(_) => {
+                tracing::warn!(workload = %name, "the disk is slow: its hold is written behind");
+                Ok(())
+            }
+        }
+    }
+
     fn forget(&mut self, name: &WorkloadName) -> std::io::Result<()> {
         self.known.remove(name);
         self.send(name, None);
@@ -306,5 +331,10 @@ mod tests {
         store.keep_now(&name, &held(2)).unwrap();
         let kept = KeptStore::new(dir.path()).load(dir.path()).kept;
         assert_eq!(kept[&name].hold, Some(Version(2)));
+        // So is what is kept soon, on a disk that answers.
+        store.keep(&name, &held(3)).unwrap();
+        store.keep_soon(&name, &held(4)).unwrap();
+        let kept = KeptStore::new(dir.path()).load(dir.path()).kept;
+        assert_eq!(kept[&name].hold, Some(Version(4)));
     }
 }

@@ -431,7 +431,8 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         self.persist_with(name, false);
     }
 
-    /// `persist`, on disk before it returns when `durable`.
+    /// `persist`, on disk before it returns when `durable` (unless the
+    /// disk takes longer than `keep_soon` waits).
     fn persist_with(&mut self, name: &WorkloadName, durable: bool) {
         let kept = Kept {
             slice: self.store.slice(name),
@@ -439,7 +440,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             ended: self.core.get(name).and_then(|w| w.ended),
         };
         let written = match durable {
-            true => self.store.keep_now(name, &kept),
+            true => self.store.keep_soon(name, &kept),
             false => self.store.keep(name, &kept),
         };
         match written {
