@@ -318,6 +318,13 @@ fn plan_refuses_what_a_running_version_holds_as_the_daemon_does() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(!text.contains("would restart b"), "b's edit closes a cycle through a, which runs on: {text}");
     assert!(text.contains("b.toml:2:10: error: start order goes round in a circle"), "{text}");
+    // A directory the daemon would refuse (its group may write it): nothing of it planned.
+    std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let out = d.paddock(&["plan", next.to_str().unwrap()]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("writable by") && said.contains("nothing of it would be applied"), "{said}");
+    std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).unwrap();
     // And the daemon, given that directory's files, does the same.
     std::fs::copy(next.join("a.toml"), d.path("wl/a.toml")).unwrap();
     std::fs::copy(next.join("b.toml"), d.path("wl/b.toml")).unwrap();

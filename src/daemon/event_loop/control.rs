@@ -153,6 +153,9 @@ struct Held {
 /// whose file is invalid there runs on with the version it has, holding
 /// its ports and its place in the start order.
 fn preview_scan(dir: &Path, known: &scan::Snapshot, held: &Held, validator: &Validator) -> Result<Preview, String> {
+    // As the daemon refuses it: nothing of it would be applied.
+    scan::check_directory(dir)
+        .map_err(|e| format!("{e}; as the workloads directory, nothing of it would be applied"))?;
     let snapshot = scan::scan_settled(dir, known, None).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let changed = scan::changed(&held.current, &snapshot);
     let (changed, unchanged): (Vec<&String>, Vec<&String>) =
