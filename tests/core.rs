@@ -19,6 +19,11 @@ fn manifest(extra: &str) -> Arc<Manifest> {
     Arc::new(toml::from_str(&format!("command = [\"/bin/sleep\", \"1\"]\n{extra}")).unwrap())
 }
 
+/// A valid manifest of version `v`, with `extra` TOML.
+fn valid(v: u64, extra: &str) -> ManifestEvent {
+    ManifestEvent::Valid(Desired { version: Version(v), manifest: manifest(extra), source: Arc::from("") })
+}
+
 /// One step of a story.
 #[derive(Debug, Clone)]
 enum Step {
@@ -68,8 +73,7 @@ impl Story {
         let n = name();
         let effects = match step {
             Valid(v, extra) => {
-                let event =
-                    ManifestEvent::Valid { version: Version(*v), manifest: manifest(extra), source: Arc::from("") };
+                let event = valid(*v, extra);
                 self.core.on_manifest(&n, event, self.at)
             }
             Invalid => self.core.on_manifest(&n, ManifestEvent::Invalid("bad".into()), self.at),
@@ -184,11 +188,7 @@ fn a_workload_kept_in_doubt_is_held_at_whatever_version_appears() {
     let mut core = Core::default();
     let at = Clock::read();
     core.doubt(&name(), "unreadable".into());
-    let effects = core.on_manifest(
-        &name(),
-        ManifestEvent::Valid { version: Version(9), manifest: manifest(""), source: Arc::from("") },
-        at,
-    );
+    let effects = core.on_manifest(&name(), valid(9, ""), at);
     assert_eq!(effects.iter().map(kind).collect::<Vec<_>>(), ["persist"]);
     assert!(core.reconcile(at, 16).effects.is_empty(), "nothing starts while in doubt");
     assert_eq!(core.get(&name()).unwrap().hold, Some(Version(9)));
@@ -203,11 +203,7 @@ fn no_more_than_the_limit_starts_at_once() {
     let at = Clock::read();
     for i in 0..40 {
         let n = WorkloadName::try_from(format!("w{i}").as_str()).unwrap();
-        core.on_manifest(
-            &n,
-            ManifestEvent::Valid { version: Version(1), manifest: manifest(""), source: Arc::from("") },
-            at,
-        );
+        core.on_manifest(&n, valid(1, ""), at);
     }
     let first = core.reconcile(at, 16);
     assert_eq!((first.effects.len(), first.queued), (16, 24));
@@ -242,11 +238,7 @@ fn named(n: &str) -> WorkloadName {
 /// Adds workloads, each `(name, extra TOML)`.
 fn with(core: &mut Core, workloads: &[(&str, &str)], at: Clock) {
     for (n, extra) in workloads {
-        core.on_manifest(
-            &named(n),
-            ManifestEvent::Valid { version: Version(1), manifest: manifest(extra), source: Arc::from("") },
-            at,
-        );
+        core.on_manifest(&named(n), valid(1, extra), at);
     }
 }
 
@@ -315,18 +307,7 @@ fn removing_a_dependency_leaves_the_dependent_waiting_with_a_reason() {
     assert!(core.reconcile(at, 16).actions.is_empty(), "said once, not at every pass");
     // The plan says it again.
     assert_eq!(
-        core.preview(
-            std::collections::BTreeMap::from([(
-                named("app"),
-                ManifestEvent::Valid {
-                    version: Version(1),
-                    manifest: manifest("after = [\"db\"]"),
-                    source: Arc::from("")
-                }
-            )]),
-            at
-        )
-        .len(),
+        core.preview(std::collections::BTreeMap::from([(named("app"), valid(1, "after = [\"db\"]"))]), at).len(),
         1
     );
 }
@@ -411,7 +392,7 @@ fn an_adopted_sandbox_whose_file_is_invalid_runs_on_with_its_recorded_manifest()
     core.on_timer(later);
     let effects = core.reconcile(later, 16).effects;
     assert!(
-        matches!(&effects[..], [Effect::Start { version: Version(1), source, .. }] if &**source == recorded),
+        matches!(&effects[..], [Effect::Start { desired, .. }] if desired.version == Version(1) && &*desired.source == recorded),
         "{effects:?}"
     );
     // A success ends it under on-failure: exited, not restarted.
@@ -426,11 +407,7 @@ fn an_adopted_sandbox_whose_file_is_invalid_runs_on_with_its_recorded_manifest()
     core.keep_adopted(&name(), Desired { version: Version(2), ..desired() }, at);
     assert!(core.get(&name()).unwrap().desired.is_none(), "another version is not kept");
     let mut core = adopted(at);
-    core.on_manifest(
-        &name(),
-        ManifestEvent::Valid { version: Version(1), manifest: manifest(""), source: Arc::from("") },
-        at,
-    );
+    core.on_manifest(&name(), valid(1, ""), at);
     core.keep_adopted(&name(), desired(), at);
     assert_eq!(core.get(&name()).unwrap().running_manifest(), Some(&*manifest("")), "the file's own manifest stays");
 }
@@ -444,11 +421,7 @@ fn a_held_workload_adopted_running_is_stopped_and_stays_held() {
     let mut core = Core::default();
     core.restore(&name(), Some(Version(1)), None);
     core.adopt(&name(), Version(1), 4242, at.now, at);
-    core.on_manifest(
-        &name(),
-        ManifestEvent::Valid { version: Version(1), manifest: manifest(""), source: Arc::from("") },
-        at,
-    );
+    core.on_manifest(&name(), valid(1, ""), at);
     assert_eq!(kinds(&core.reconcile(at, 16).effects), ["stop (paddock stop)"]);
     assert!(kinds(&core.on_exit(&name(), Exit::Code(143), at, 0.0)).is_empty());
     assert!(core.reconcile(at, 16).effects.is_empty());

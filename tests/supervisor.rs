@@ -117,7 +117,7 @@ fn scan(changes: Vec<(&str, ManifestEvent)>) -> Outcome {
 }
 
 fn valid(version: u64) -> ManifestEvent {
-    ManifestEvent::Valid { version: Version(version), manifest: manifest(version), source: Arc::from("") }
+    ManifestEvent::Valid(Desired { version: Version(version), manifest: manifest(version), source: Arc::from("") })
 }
 
 struct Rig {
@@ -316,7 +316,7 @@ fn a_shutdown_lists_what_it_is_stopping_before_what_waits_its_turn() {
     r.sup.apply(
         scan(vec![
             ("a", valid(1)),
-            ("b", ManifestEvent::Valid { version: Version(1), manifest: b, source: Arc::from("") }),
+            ("b", ManifestEvent::Valid(Desired { version: Version(1), manifest: b, source: Arc::from("") })),
         ]),
         r.at,
     );

@@ -30,7 +30,7 @@ use crate::idmap::Slice;
 use crate::logline;
 use crate::model::{Manifest, Signal, WorkloadName};
 use crate::network::{Attachment, Networks};
-use crate::reconcile::{Blame, StartFailure, Version};
+use crate::reconcile::{Blame, Desired, StartFailure};
 use crate::sandbox::cgroup::{Cgroup, CgroupError, Layout};
 use crate::sandbox::zygote::Zygote;
 use crate::sandbox::{self, ChannelError, InitMode, Sandbox, SpawnError, SpawnRequest, process};
@@ -108,19 +108,9 @@ pub struct Settings {
     pub zygote: Option<Arc<Zygote>>,
 }
 
-/// What one sandbox is started from.
-struct Run<'a> {
-    version: Version,
-    manifest: &'a Manifest,
-    source: &'a Arc<str>,
-    slice: Slice,
-}
-
 /// A start waiting for its network to be attached.
 struct Preparing {
-    version: Version,
-    manifest: Manifest,
-    source: Arc<str>,
+    desired: Desired,
     slice: Slice,
     /// A stop or kill came meanwhile: the start is abandoned.
     cancelled: bool,
@@ -158,14 +148,12 @@ pub fn log_path(state_dir: &Path, name: &WorkloadName) -> PathBuf {
 
 impl Executor for SandboxExecutor {
     fn start(&mut self, request: StartRequest<'_>) -> Result<(), StartFailure> {
-        let StartRequest { name, version, manifest, source, slice } = request;
-        let run = Run { version, manifest, source, slice };
-        match self.attachments.prepare(name, manifest) {
-            Prepared::NoNetwork => self.spawn(name, run, None),
-            Prepared::Ready(a) => self.spawn(name, run, Some(&a)),
+        let StartRequest { name, desired, slice } = request;
+        match self.attachments.prepare(name, &desired.manifest) {
+            Prepared::NoNetwork => self.spawn(request, None),
+            Prepared::Ready(a) => self.spawn(request, Some(&a)),
             Prepared::Underway => {
-                let start =
-                    Preparing { version, manifest: manifest.clone(), source: source.clone(), slice, cancelled: false };
+                let start = Preparing { desired: desired.clone(), slice, cancelled: false };
                 self.preparing.insert(name.clone(), start);
                 Ok(())
             }
@@ -186,8 +174,7 @@ impl Executor for SandboxExecutor {
         if start.cancelled {
             return Err(StartFailure::new(Blame::Workload, NetworkFailed("stopped while its network was made".into())));
         }
-        let run = Run { version: start.version, manifest: &start.manifest, source: &start.source, slice: start.slice };
-        self.spawn(name, run, Some(&attachment))
+        self.spawn(StartRequest { name, desired: &start.desired, slice: start.slice }, Some(&attachment))
     }
 
     fn release_networks(&mut self, wanted: &dyn Fn(&WorkloadName) -> bool) {
@@ -275,13 +262,9 @@ impl SandboxExecutor {
 
 impl SandboxExecutor {
     /// Begins a sandbox now, in `attachment`'s network namespace if given.
-    fn spawn(
-        &mut self,
-        name: &WorkloadName,
-        run: Run<'_>,
-        attachment: Option<&Attachment>,
-    ) -> Result<(), StartFailure> {
-        let Run { version, manifest, source, slice } = run;
+    fn spawn(&mut self, request: StartRequest<'_>, attachment: Option<&Attachment>) -> Result<(), StartFailure> {
+        let StartRequest { name, desired: Desired { version, manifest, source }, slice } = request;
+        let (version, manifest) = (*version, &**manifest);
         let state_dir = self.settings.state_dir.clone();
         // Its output, across runs, in STATE_DIR/logs/NAME.log: the init writes it.
         let log = crate::fsutil::create_private_dir(&state_dir.join("logs"))

@@ -332,7 +332,7 @@ pub fn refuse_conflicts(
             .filter(|(file, _)| {
                 !changes
                     .iter()
-                    .any(|c| c.file == *file && matches!(c.event, ManifestEvent::Valid { .. } | ManifestEvent::Removed))
+                    .any(|c| c.file == *file && matches!(c.event, ManifestEvent::Valid(_) | ManifestEvent::Removed))
             })
             .map(|(file, m)| (file.as_str(), &**m))
             .chain(kept.iter().map(|(file, _, d)| (file.as_str(), &*d.manifest)))
@@ -342,7 +342,7 @@ pub fn refuse_conflicts(
                 .iter()
                 .zip(&original)
                 .filter(|(c, was)| {
-                    matches!(was, ManifestEvent::Valid { .. }) && matches!(c.event, ManifestEvent::Invalid(_))
+                    matches!(was, ManifestEvent::Valid(_)) && matches!(c.event, ManifestEvent::Invalid(_))
                 })
                 .filter(|(c, _)| !held_back.contains_key(&c.file) && has_old(&c.file))
                 .map(|(c, _)| (c.file.clone(), c.event.clone()))
@@ -350,7 +350,7 @@ pub fn refuse_conflicts(
         };
         // First each change against what holds alone: such a refusal
         // stands whatever the other changes come to.
-        for change in changes.iter_mut().filter(|c| matches!(c.event, ManifestEvent::Valid { .. })) {
+        for change in changes.iter_mut().filter(|c| matches!(c.event, ManifestEvent::Valid(_))) {
             refuse_port_conflicts(dir, snapshot, std::slice::from_mut(change), &holding, &running);
         }
         let first = newly(changes, &held_back);
@@ -424,8 +424,8 @@ pub fn refuse_port_conflicts(
     let candidates: Vec<across::Candidate<'_>> = changes
         .iter()
         .filter_map(|c| match (&c.event, snapshot.get(&c.file)) {
-            (ManifestEvent::Valid { manifest, .. }, Some(Found::Read { text, .. })) => {
-                Some(across::Candidate { file: &c.file, text, manifest })
+            (ManifestEvent::Valid(desired), Some(Found::Read { text, .. })) => {
+                Some(across::Candidate { file: &c.file, text, manifest: &desired.manifest })
             }
             _ => None,
         })
@@ -454,9 +454,11 @@ pub fn event(dir: &Path, file: &str, found: Option<&Found>, validator: &Validato
         Some(Found::Read { text, version, .. }) => {
             let checked = validator.validate(file, text, HostChecks::Require);
             match checked.spec {
-                Some(spec) => {
-                    ManifestEvent::Valid { version: *version, manifest: Arc::new(spec.manifest), source: text.clone() }
-                }
+                Some(spec) => ManifestEvent::Valid(Desired {
+                    version: *version,
+                    manifest: Arc::new(spec.manifest),
+                    source: text.clone(),
+                }),
                 None => {
                     let rendered: String =
                         checked.problems.iter().map(|p| render(p, &shown, text, Color::Never)).collect();
@@ -735,12 +737,12 @@ mod tests {
             "{:?}",
             event(&outcome, "api.toml")
         );
-        assert!(matches!(event(&outcome, "ok.toml"), Some(ManifestEvent::Valid { .. })));
+        assert!(matches!(event(&outcome, "ok.toml"), Some(ManifestEvent::Valid(_))));
 
         // A recorded manifest that is not valid now (here: no command) is not kept.
         let outcome = first(&[("web.toml", "rootfs = { path = \"/\" }\n")]);
         assert!(outcome.kept.is_empty());
-        assert!(matches!(event(&outcome, "api.toml"), Some(ManifestEvent::Valid { .. })), "nothing holds the port");
+        assert!(matches!(event(&outcome, "api.toml"), Some(ManifestEvent::Valid(_))), "nothing holds the port");
 
         // Without records (a daemon's later scans), nothing is kept.
         assert!(first(&[]).kept.is_empty());
@@ -837,7 +839,7 @@ mod tests {
         assert!(
             matches!(event("r.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("9000/tcp is already published by c.toml"))
         );
-        assert!(matches!(event("n.toml"), Some(ManifestEvent::Valid { .. })), "{:?}", event("n.toml"));
+        assert!(matches!(event("n.toml"), Some(ManifestEvent::Valid(_))), "{:?}", event("n.toml"));
 
         // Refusals by what holds come first: a's and c's edits both want
         // port 80, and c's also wants d's 8443. c is refused for d's port
@@ -859,6 +861,6 @@ mod tests {
         assert!(
             matches!(event("c.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("8443/tcp is already published by d.toml"))
         );
-        assert!(matches!(event("a.toml"), Some(ManifestEvent::Valid { .. })), "{:?}", event("a.toml"));
+        assert!(matches!(event("a.toml"), Some(ManifestEvent::Valid(_))), "{:?}", event("a.toml"));
     }
 }

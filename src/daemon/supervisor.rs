@@ -370,20 +370,13 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         }
         for effect in effects {
             match effect {
-                Effect::Start { name, version, manifest, source, cause } => {
+                Effect::Start { name, desired, cause } => {
                     tracing::info!(workload = %name, action = "start", %cause, "starting");
                     let slice = slices.remove(&name).unwrap_or_else(|| {
                         Err(StartFailure::new(Blame::Daemon, std::io::Error::other("no id slice was allocated")))
                     });
-                    let started = slice.and_then(|slice| {
-                        self.executor.start(StartRequest {
-                            name: &name,
-                            version,
-                            manifest: &manifest,
-                            source: &source,
-                            slice,
-                        })
-                    });
+                    let started = slice
+                        .and_then(|slice| self.executor.start(StartRequest { name: &name, desired: &desired, slice }));
                     if let Err(failure) = started {
                         tracing::error!(workload = %name, action = "start", error = %failure.error, "start failed");
                         let jitter = self.jitter();

@@ -30,14 +30,8 @@ pub const DAEMON_RETRY: Duration = Duration::from_secs(2);
 /// What a scan found for one workload's manifest file.
 #[derive(Debug, Clone)]
 pub enum ManifestEvent {
-    Valid {
-        version: Version,
-        manifest: Arc<Manifest>,
-        /// The file's text: kept with the sandbox's record, so that a
-        /// successor daemon can run this version on while the file is
-        /// invalid.
-        source: Arc<str>,
-    },
+    /// Valid: its version, manifest and text.
+    Valid(Desired),
     /// Invalid or unusable; the problems as `check` shows them.
     Invalid(String),
     Removed,
@@ -48,7 +42,7 @@ pub enum ManifestEvent {
 pub enum Effect {
     /// Begin a sandbox for this version; its outcome comes back through
     /// `on_started` or `on_start_failed`.
-    Start { name: WorkloadName, version: Version, manifest: Arc<Manifest>, source: Arc<str>, cause: Cause },
+    Start { name: WorkloadName, desired: Desired, cause: Cause },
     /// Send the stop signal (`on_timer` kills at the deadline).
     Stop { name: WorkloadName, signal: Signal, cause: Cause },
     /// Kill every process of the sandbox.
@@ -226,23 +220,30 @@ impl Core {
         if w.desired.is_some() || !w.state.has_sandbox() || w.state.version() != Some(desired.version) {
             return;
         }
+        Self::take_over(w, &desired, at);
+        w.desired = Some(desired);
+    }
+
+    /// An adopted sandbox runs `desired`: its stop signal, restart policy
+    /// and health checks are that manifest's from now on.
+    fn take_over(w: &mut Workload, desired: &Desired, at: Clock) {
         w.runs = Some(desired.clone());
         if let State::Running { since, .. } = w.state {
             w.begin_health(since.max(at.now));
         }
-        w.desired = Some(desired);
     }
 
     pub fn on_manifest(&mut self, name: &WorkloadName, event: ManifestEvent, at: Clock) -> Vec<Effect> {
         let w = self.entry(name);
         let mut effects = Vec::new();
         match event {
-            ManifestEvent::Valid { version, manifest, source } => {
+            ManifestEvent::Valid(desired) => {
+                let version = desired.version;
                 let before = w.desired.take();
                 w.file = File::Valid;
                 if before.as_ref().is_none_or(|d| d.version != version) {
                     let cause = match &before {
-                        Some(old) => Cause::Changed(changed_keys(&old.manifest, &manifest)),
+                        Some(old) => Cause::Changed(changed_keys(&old.manifest, &desired.manifest)),
                         None => Cause::New,
                     };
                     w.note(
@@ -272,12 +273,9 @@ impl Core {
                 // An adopted sandbox runs this version: its stop signal and
                 // restart policy are this manifest's.
                 if w.runs.is_none() && w.state.has_sandbox() && w.state.version() == Some(version) {
-                    w.runs = Some(Desired { version, manifest: manifest.clone(), source: source.clone() });
-                    if let State::Running { since, .. } = w.state {
-                        w.begin_health(since.max(at.now));
-                    }
+                    Self::take_over(w, &desired, at);
                 }
-                w.desired = Some(Desired { version, manifest, source });
+                w.desired = Some(desired);
             }
             ManifestEvent::Invalid(problems) => {
                 if w.file != File::Invalid(problems.clone()) {

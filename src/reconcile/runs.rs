@@ -38,13 +38,7 @@ impl Core {
         w.runs = Some(desired.clone());
         w.cause = None;
         w.note(at.wall, Happening::Starting(cause.clone()));
-        effects.push(Effect::Start {
-            name: w.name.clone(),
-            version: desired.version,
-            manifest: desired.manifest,
-            source: desired.source,
-            cause,
-        });
+        effects.push(Effect::Start { name: w.name.clone(), desired, cause });
     }
 
     /// Plans and begins what brings every workload in line with its

@@ -200,16 +200,14 @@ pub(super) fn preview(daemon: &Daemon, preview: Preview) -> Report {
         if let Some(w) = daemon.core().get(&name)
             && let (File::Valid, Some(d)) = (&w.file, &w.desired)
         {
-            let event =
-                ManifestEvent::Valid { version: d.version, manifest: d.manifest.clone(), source: d.source.clone() };
-            events.insert(name, event);
+            events.insert(name, ManifestEvent::Valid(d.clone()));
         }
     }
     // What this host cannot give a valid manifest, said before it fails.
     let mut warnings = Vec::new();
     for (name, event) in &events {
-        if let ManifestEvent::Valid { manifest, .. } = event {
-            let r = &manifest.resources;
+        if let ManifestEvent::Valid(desired) = event {
+            let r = &desired.manifest.resources;
             let limits =
                 crate::sandbox::cgroup::Limits { memory: r.memory.map(|s| s.bytes()), pids: r.pids, cpu: r.cpu };
             warnings.extend(daemon.executor.cgroups().lacks(&limits).iter().map(|lack| format!("{name}.toml: {lack}")));

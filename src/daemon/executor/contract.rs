@@ -2,14 +2,13 @@
 //! back (`SandboxEvent`): the seam at which unit tests put their fakes.
 
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::attachments::{AttachError, NetworkView};
 use crate::idmap::Slice;
 use crate::model::{Exit, Manifest, Signal, WorkloadName};
 use crate::network::Attachment;
-use crate::reconcile::{StartFailure, Version};
+use crate::reconcile::{Desired, StartFailure};
 
 /// What a sandbox did, reported to the event loop.
 #[derive(Debug)]
@@ -52,10 +51,9 @@ pub enum SandboxEvent {
 /// One start to begin.
 pub struct StartRequest<'a> {
     pub name: &'a WorkloadName,
-    pub version: Version,
-    pub manifest: &'a Manifest,
-    /// The manifest file's text, for the sandbox's record.
-    pub source: &'a Arc<str>,
+    /// Its version, manifest and the manifest file's text (for the
+    /// sandbox's record).
+    pub desired: &'a Desired,
     pub slice: Slice,
 }
 
