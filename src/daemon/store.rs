@@ -55,6 +55,24 @@ pub struct DiskStore {
 }
 
 impl DiskStore {
+    /// Hands `kept` to the writer as the workload's latest and waits up to
+    /// `wait` for it to be written (without a writer, writes it here):
+    /// None when the disk did not answer in time.
+    fn written_within(
+        &self,
+        name: &WorkloadName,
+        kept: &Kept,
+        wait: std::time::Duration,
+    ) -> Option<std::io::Result<()>> {
+        let here = || KeptStore::new(&self.state_dir).write(name, kept);
+        let Some(writer) = &self.writer else { return Some(here()) };
+        let (done, written) = std::sync::mpsc::sync_channel(1);
+        if writer.queue.send(Write::Now(name.clone(), kept.clone(), done)).is_err() {
+            return Some(here());
+        }
+        written.recv_timeout(wait).ok()
+    }
+
     pub fn new(state_dir: PathBuf, ranges: RemapRanges, isolation: Isolation, slice_size: u32) -> Self {
         let writer = Writer::start(KeptStore::new(&state_dir));
         let known = Allocations::load(&state_dir)
@@ -242,27 +260,17 @@ impl Store for DiskStore {
         // Waited for 5 s at most (a hung disk must not hold the event loop
         // for good); then written here too. That is safe now: the writer
         // holds this state as the latest, so what it writes later is this.
-        if let Some(writer) = &self.writer {
-            let (done, wait) = std::sync::mpsc::sync_channel(1);
-            if writer.queue.send(Write::Now(name.clone(), kept.clone(), done)).is_ok()
-                && let Ok(written) = wait.recv_timeout(std::time::Duration::from_secs(5))
-            {
-                return written;
-            }
+        match self.written_within(name, kept, std::time::Duration::from_secs(5)) {
+            Some(written) => written,
+            None => KeptStore::new(&self.state_dir).write(name, kept),
         }
-        KeptStore::new(&self.state_dir).write(name, kept)
     }
 
     fn keep_soon(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
-        let Some(writer) = &self.writer else { return self.keep_now(name, kept) };
-        let (done, wait) = std::sync::mpsc::sync_channel(1);
-        if writer.queue.send(Write::Now(name.clone(), kept.clone(), done)).is_err() {
-            return self.keep_now(name, kept);
-        }
-        match wait.recv_timeout(SOON) {
-            Ok(written) => written,
-            // Still the writer's latest for this workload: written when the disk answers.
-            Err(_) => {
+        match self.written_within(name, kept, SOON) {
+            Some(written) => written,
+            // The writer's latest for this workload: written when the disk answers.
+            None => {
                 tracing::warn!(workload = %name, "the disk is slow: its hold is written behind");
                 Ok(())
             }
