@@ -787,80 +787,59 @@ mod tests {
     /// gave the port up.
     #[test]
     fn an_edit_refused_leaves_its_old_version_holding_its_ports() {
-        let (d, root) = (dir(), tempfile::tempdir().unwrap());
-        let manifest =
-            |extra: &str| format!("command = [\"/bin/sleep\"]\nrootfs = {{ path = {:?} }}\n{extra}\n", root.path());
-        let validator = Validator::new(Vec::new());
-        let parse = |text: &str| Arc::new(validator.validate("x.toml", text, HostChecks::Skip).spec.unwrap().manifest);
-        // a ran on 8080; its edit wants 7000, which k holds; n wants 8080.
-        std::fs::write(d.path().join("a.toml"), manifest("ports = [\"7000:80\"]")).unwrap();
-        std::fs::write(d.path().join("n.toml"), manifest("ports = [\"8080:80\"]")).unwrap();
-        let held = Held {
-            settled: vec![
-                ("a.toml".into(), parse(&manifest("ports = [\"8080:80\"]"))),
-                ("k.toml".into(), parse(&manifest("ports = [\"7000:80\"]"))),
-            ],
-            running: vec!["a.toml".into(), "k.toml".into()],
-            ..Held::default()
+        let root = tempfile::tempdir().unwrap();
+        let manifest = |ports: &str| {
+            format!("command = [\"/bin/sleep\"]\nrootfs = {{ path = {:?} }}\nports = {ports}\n", root.path())
         };
-        let outcome = run_job(d.path(), &Snapshot::new(), Rescan::Changed, &validator, &held);
-        let event = |file: &str| outcome.changes.iter().find(|c| c.file == file).map(|c| c.event.clone());
-        assert!(
-            matches!(event("a.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("already published by k.toml"))
+        let validator = Validator::new(Vec::new());
+        // A rescan of `edits` (file, ports) while `running` (file, ports)
+        // run with their versions: what it makes of each edit.
+        let rescan = |edits: &[(&str, &str)], running: &[(&str, &str)]| {
+            let d = dir();
+            for (file, ports) in edits {
+                std::fs::write(d.path().join(file), manifest(ports)).unwrap();
+            }
+            let parse = |ports| {
+                Arc::new(validator.validate("x.toml", &manifest(ports), HostChecks::Skip).spec.unwrap().manifest)
+            };
+            let held = Held {
+                settled: running.iter().map(|(file, ports)| (file.to_string(), parse(ports))).collect(),
+                running: running.iter().map(|(file, _)| file.to_string()).collect(),
+                ..Held::default()
+            };
+            let outcome = run_job(d.path(), &Snapshot::new(), Rescan::Changed, &validator, &held);
+            outcome.changes.into_iter().map(|c| (c.file, c.event)).collect::<BTreeMap<_, _>>()
+        };
+        let refused = |event: &ManifestEvent, why: &str| matches!(event, ManifestEvent::Invalid(p) if p.contains(why));
+
+        // a ran on 8080; its edit wants 7000, which k holds; n wants 8080.
+        let events = rescan(
+            &[("a.toml", r#"["7000:80"]"#), ("n.toml", r#"["8080:80"]"#)],
+            &[("a.toml", r#"["8080:80"]"#), ("k.toml", r#"["7000:80"]"#)],
         );
-        assert!(
-            matches!(event("n.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("host port 8080/tcp is already published by a.toml")),
-            "{:?}",
-            event("n.toml")
-        );
+        assert!(refused(&events["a.toml"], "already published by k.toml"), "{events:?}");
+        assert!(refused(&events["n.toml"], "host port 8080/tcp is already published by a.toml"), "{events:?}");
 
         // A refusal caused only by another change's new version does not
         // outlast that change's own refusal: c's edit is refused for k's
         // 7000, so c's old version keeps 9000, which refuses r's edit;
         // n, refused at first for r's new 6000, is then valid.
-        let d = dir();
-        std::fs::write(d.path().join("c.toml"), manifest("ports = [\"7000:80\"]")).unwrap();
-        std::fs::write(d.path().join("r.toml"), manifest("ports = [\"6000:80\", \"9000:81\"]")).unwrap();
-        std::fs::write(d.path().join("n.toml"), manifest("ports = [\"6000:80\"]")).unwrap();
-        let held = Held {
-            settled: vec![
-                ("k.toml".into(), parse(&manifest("ports = [\"7000:80\"]"))),
-                ("c.toml".into(), parse(&manifest("ports = [\"9000:80\"]"))),
-                ("r.toml".into(), parse(&manifest("ports = [\"8000:80\"]"))),
-            ],
-            running: vec!["k.toml".into(), "c.toml".into(), "r.toml".into()],
-            ..Held::default()
-        };
-        let outcome = run_job(d.path(), &Snapshot::new(), Rescan::Changed, &validator, &held);
-        let event = |file: &str| outcome.changes.iter().find(|c| c.file == file).map(|c| c.event.clone());
-        assert!(
-            matches!(event("c.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("7000/tcp is already published by k.toml"))
+        let events = rescan(
+            &[("c.toml", r#"["7000:80"]"#), ("r.toml", r#"["6000:80", "9000:81"]"#), ("n.toml", r#"["6000:80"]"#)],
+            &[("k.toml", r#"["7000:80"]"#), ("c.toml", r#"["9000:80"]"#), ("r.toml", r#"["8000:80"]"#)],
         );
-        assert!(
-            matches!(event("r.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("9000/tcp is already published by c.toml"))
-        );
-        assert!(matches!(event("n.toml"), Some(ManifestEvent::Valid(_))), "{:?}", event("n.toml"));
+        assert!(refused(&events["c.toml"], "7000/tcp is already published by k.toml"), "{events:?}");
+        assert!(refused(&events["r.toml"], "9000/tcp is already published by c.toml"), "{events:?}");
+        assert!(matches!(events["n.toml"], ManifestEvent::Valid(_)), "{events:?}");
 
         // Refusals by what holds come first: a's and c's edits both want
         // port 80, and c's also wants d's 8443. c is refused for d's port
         // alone, its old version runs on, and a's edit is then valid.
-        let d = dir();
-        std::fs::write(d.path().join("a.toml"), manifest("ports = [\"80:80\"]")).unwrap();
-        std::fs::write(d.path().join("c.toml"), manifest("ports = [\"80:80\", \"8443:443\"]")).unwrap();
-        let held = Held {
-            settled: vec![
-                ("a.toml".into(), parse(&manifest("ports = [\"8081:80\"]"))),
-                ("c.toml".into(), parse(&manifest("ports = [\"8082:80\"]"))),
-                ("d.toml".into(), parse(&manifest("ports = [\"8443:443\"]"))),
-            ],
-            running: vec!["a.toml".into(), "c.toml".into(), "d.toml".into()],
-            ..Held::default()
-        };
-        let outcome = run_job(d.path(), &Snapshot::new(), Rescan::Changed, &validator, &held);
-        let event = |file: &str| outcome.changes.iter().find(|c| c.file == file).map(|c| c.event.clone());
-        assert!(
-            matches!(event("c.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("8443/tcp is already published by d.toml"))
+        let events = rescan(
+            &[("a.toml", r#"["80:80"]"#), ("c.toml", r#"["80:80", "8443:443"]"#)],
+            &[("a.toml", r#"["8081:80"]"#), ("c.toml", r#"["8082:80"]"#), ("d.toml", r#"["8443:443"]"#)],
         );
-        assert!(matches!(event("a.toml"), Some(ManifestEvent::Valid(_))), "{:?}", event("a.toml"));
+        assert!(refused(&events["c.toml"], "8443/tcp is already published by d.toml"), "{events:?}");
+        assert!(matches!(events["a.toml"], ManifestEvent::Valid(_)), "{events:?}");
     }
 }
