@@ -49,8 +49,11 @@ pub struct UpgradeArgs {
 /// (command changed)", "would stop old-job", and every problem.
 ///
 /// DIR is validated with the daemon's own policies and planned against
-/// what runs now, by the same planner the daemon uses. Exit status 0 when
-/// every file is valid, 1 when some are not (or the daemon is down).
+/// what runs now, by the same planner the daemon uses, as a reload would
+/// take it: a valid file the daemon already has unchanged is no change.
+/// Exit status 0 when every file is valid, 1 when some are not, when DIR
+/// is one the daemon would refuse (not root's, or writable by others), or
+/// when the daemon is down.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// A directory of manifests [default: the workloads directory as it is now].
