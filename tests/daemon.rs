@@ -176,11 +176,14 @@ fn a_file_written_in_parts_is_applied_whole() {
     std::thread::sleep(Duration::from_millis(500));
     let w = d.workload("parts").unwrap();
     assert_eq!((&w["pid"], &w["error"]), (&Value::from(pid), &Value::Null), "{w}");
-    file.write_all(b"\"1000\"]\nhostname = \"whole\"\n").unwrap();
+    file.write_all(b"\"1000\"]\nhostname = \"edited\"\n").unwrap();
     drop(file);
-    std::thread::sleep(Duration::from_millis(300));
-    let w = d.workload("parts").unwrap();
-    assert_eq!((&w["pid"], &w["restarts"]), (&Value::from(pid), &Value::from(0)), "the same text: untouched: {w}");
+    // Applied whole, once: one restart, for the hostname.
+    d.wait_for("the edit applied", |d| d.workload("parts").is_some_and(|w| w["pid"] != pid && w["state"] == "running"));
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    let starts: Vec<&str> = log.lines().filter(|l| l.contains("starting workload=parts")).collect();
+    assert_eq!(starts.len(), 2, "{log}");
+    assert!(starts[1].contains("manifest changed: hostname"), "{}", starts[1]);
 
     // A writer that keeps it open: read after WRITE_PATIENCE (2 s).
     let mut slow = std::fs::File::create(d.path("wl/slow.toml")).unwrap();
