@@ -15,7 +15,7 @@ use crate::daemon::scan::{self, Rescan};
 use crate::daemon::server::Control;
 use crate::daemon::supervisor::Answered;
 use crate::daemon::upgrade;
-use crate::model::{Manifest, WorkloadName};
+use crate::model::WorkloadName;
 use crate::protocol::{Report, Response};
 use crate::reconcile::{Clock, File, ManifestEvent};
 use crate::validate::Validator;
@@ -115,15 +115,21 @@ pub(super) fn answer(
         Answered::Plan(dir) => {
             let dir = dir.map_or_else(|| workloads.to_owned(), PathBuf::from);
             let (validator, jobs, workloads) = (validator.clone(), jobs.clone(), workloads.to_owned());
+            // What a reload would hold against the files (`scan::Held`),
+            // and the files the daemon read last.
+            let held = scan::Held {
+                settled: daemon.claims(),
+                running: daemon.running_files(),
+                invalid: daemon.invalid_files(),
+                ..Default::default()
+            };
             let current = daemon.snapshot().clone();
-            let invalid = daemon.invalid_files().into_keys().collect();
-            let held = Held { claims: daemon.claims(), running: daemon.running_files(), current, invalid };
             tokio::task::spawn_blocking(move || {
                 // The daemon's own directory, however it is spelled: a file
                 // it has and finds gone is waited for, as a rescan waits
                 // (`scan_settled`).
-                let known = if same_dir(&dir, &workloads) { held.current.clone() } else { Default::default() };
-                let _ = jobs.send(Job::Preview(reply, preview_scan(&dir, &known, &held, &validator)));
+                let known = if same_dir(&dir, &workloads) { current.clone() } else { Default::default() };
+                let _ = jobs.send(Job::Preview(reply, preview_scan(&dir, &known, &current, &held, &validator)));
             });
             false
         }
@@ -135,35 +141,30 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     a == b || std::fs::canonicalize(a).is_ok_and(|a| std::fs::canonicalize(b).is_ok_and(|b| a == b))
 }
 
-/// What the daemon has, for a preview.
-struct Held {
-    /// Its claims and the files of what runs (see `scan::Held`).
-    claims: Vec<(String, Arc<Manifest>)>,
-    running: Vec<String>,
-    /// The files it read last: one the planned directory has unchanged is
-    /// no change, and keeps what it holds as a rescan would...
-    current: scan::Snapshot,
-    /// ...unless it is invalid: validated again, as a reload does (the
-    /// host may have made it valid).
-    invalid: std::collections::BTreeSet<String>,
-}
-
 /// Validates the files of `dir` as a reload would (blocking): a valid
-/// file whose text is the one the daemon has is no change; a workload
-/// whose file is invalid there runs on with the version it has, holding
-/// its ports and its place in the start order.
-fn preview_scan(dir: &Path, known: &scan::Snapshot, held: &Held, validator: &Validator) -> Result<Preview, String> {
+/// file whose text is the one the daemon read last (`current`) is no
+/// change and keeps what it holds; an invalid one is validated again (the
+/// host may have made it valid); a workload whose file is invalid there
+/// runs on with the version it has, holding its ports and its place in
+/// the start order.
+fn preview_scan(
+    dir: &Path,
+    known: &scan::Snapshot,
+    current: &scan::Snapshot,
+    held: &scan::Held,
+    validator: &Validator,
+) -> Result<Preview, String> {
     // As the daemon refuses it: nothing of it would be applied.
     scan::check_directory(dir)
         .map_err(|e| format!("{e}; as the workloads directory, nothing of it would be applied"))?;
     let snapshot = scan::scan_settled(dir, known, None).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    let changed = scan::changed(&held.current, &snapshot);
+    let changed = scan::changed(current, &snapshot);
     let (changed, unchanged): (Vec<&String>, Vec<&String>) =
-        snapshot.keys().partition(|file| changed.contains(&file.as_str()) || held.invalid.contains(*file));
+        snapshot.keys().partition(|file| changed.contains(&file.as_str()) || held.invalid.contains_key(*file));
     let mut changes: Vec<scan::FileChange> =
         changed.into_iter().map(|file| scan::FileChange::of(dir, file, &snapshot, validator)).collect();
     // A workload without a file there is removed (its claims go with it).
-    let settled: Vec<_> = held.claims.iter().filter(|(file, _)| snapshot.contains_key(file)).cloned().collect();
+    let settled: Vec<_> = held.settled.iter().filter(|(file, _)| snapshot.contains_key(file)).cloned().collect();
     scan::refuse_conflicts(dir, &snapshot, &mut changes, &settled, &held.running, &BTreeMap::new(), validator);
     let mut preview = Preview::default();
     for change in changes {
