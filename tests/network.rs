@@ -387,6 +387,22 @@ fn removal_a_stopped_daemon_and_a_killed_one_leave_nothing_behind() {
 }
 
 #[test]
+fn a_daemon_in_a_mount_namespace_of_its_own_warns_that_its_networks_die_with_it() {
+    let mut d = prepared();
+    d.own_mounts = true;
+    let mut d = d.start(&[]);
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("mount namespace other than its parent's"), "{log}");
+    assert!(log.contains("ProtectKernelModules="), "names the unit options: {log}");
+    assert_eq!(d.terminate(), 0);
+    // The same daemon in the test's own mount namespace says nothing of it.
+    let mut d = daemon();
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(!log.contains("mount namespace"), "{log}");
+    assert_eq!(d.terminate(), 0);
+}
+
+#[test]
 fn a_killed_daemon_adopts_the_workload_and_its_network() {
     let mut d = daemon();
     d.write("web.toml", &web(&d, 80, "ports = [\"8085:80\"]"));

@@ -254,6 +254,14 @@ fn paddock_under_systemd_keeps_its_workloads_through_kills_upgrades_and_watchdog
     let c = Container::boot();
     c.ok("systemctl daemon-reload && systemctl enable --now paddock");
     assert_eq!(c.ok("systemctl is-active paddock"), "active");
+    // The daemon shares systemd's mount namespace: the network namespaces
+    // it keeps mounted under RUN_DIR/netns outlive it, so a restarted
+    // daemon finds them (a unit option that gives it a namespace of its
+    // own, such as ProtectKernelModules=, would lose them at every crash).
+    let namespaces = c.ok("readlink /proc/1/ns/mnt /proc/$(systemctl show -p MainPID --value paddock)/ns/mnt");
+    let namespaces: Vec<&str> = namespaces.lines().collect();
+    assert_eq!(namespaces.len(), 2, "{namespaces:?}");
+    assert_eq!(namespaces[0], namespaces[1], "paddock.service runs in a mount namespace of its own");
     std::fs::write(c.root().join("etc/paddock/workloads/web.toml"), "command = [\"/bin/sleep\", \"100000\"]\n")
         .unwrap();
     let web = c.running("web");

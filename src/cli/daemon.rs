@@ -100,6 +100,12 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     crate::fsutil::open_volumes_root(&config.volumes_root).or_fail(CONFIG_ERROR)?;
     let networks =
         crate::network::Networks::load(&config.network, &state_dir, &config.run_dir).or_fail(CONFIG_ERROR)?;
+    if !networks.names().is_empty() && crate::sandbox::netns::mounts_die_with_us() {
+        tracing::warn!(
+            "paddock runs in a mount namespace other than its parent's (a unit option such as ProtectSystem=, PrivateTmp= or ProtectKernelModules= gives it one): the network namespaces it keeps mounted under {} die with this daemon, so after a crash its successor finds the running workloads' networks gone; remove that option (`systemctl edit paddock`)",
+            config.run_dir.join("netns").display()
+        );
+    }
     let validator = super::validator(&config.policies, &config.policy_dir, &config.volumes_root, true)
         .or_fail(CONFIG_ERROR)?
         .with_restart_defaults(config.restart.clone())

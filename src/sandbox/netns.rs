@@ -31,6 +31,19 @@ pub enum NetnsError {
     Thread(std::io::Error),
 }
 
+/// Whether this process runs in a mount namespace other than its
+/// parent's: systemd (PID 1, the parent of a service) gives a unit one of
+/// its own for ProtectSystem=, PrivateTmp=, ProtectKernelModules= and the
+/// like. The bind mounts that keep the namespaces then live in that
+/// namespace alone and die with this process, and a successor finds empty
+/// files. False when either cannot be read.
+pub fn mounts_die_with_us() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |path: &str| std::fs::metadata(path).map(|m| (m.dev(), m.ino())).ok();
+    let parent = format!("/proc/{}/ns/mnt", nix::unistd::getppid());
+    matches!((id("/proc/self/ns/mnt"), id(&parent)), (Some(ours), Some(theirs)) if ours != theirs)
+}
+
 /// Makes a network namespace, with loopback up, kept at `path` (a file
 /// that must not exist) until `remove`.
 pub fn create(path: &Path) -> Result<(), NetnsError> {

@@ -29,6 +29,9 @@ pub struct Daemon {
     /// A network namespace made by the test to be the daemon's "host"
     /// network: networking tests touch nothing of the real host's.
     pub host_netns: Option<PathBuf>,
+    /// Start the daemon in a mount namespace of its own (a slave of the
+    /// test's), as a unit's ProtectSystem= or PrivateTmp= would.
+    pub own_mounts: bool,
 }
 
 impl Daemon {
@@ -48,6 +51,7 @@ impl Daemon {
             stray_fd: false,
             binary: None,
             host_netns: None,
+            own_mounts: false,
         };
         std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::create_dir(d.path("wl")).unwrap();
@@ -150,6 +154,27 @@ impl Daemon {
                     l.rlim_max = hard.unwrap_or(l.rlim_max);
                     l.rlim_cur = soft.min(l.rlim_max);
                     libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+                    Ok(())
+                })
+            };
+        }
+        if self.own_mounts {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: unshare(2) and mount(2) are async-signal-safe, as
+            // pre_exec requires; the strings are static.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::unshare(libc::CLONE_NEWNS) != 0
+                        || libc::mount(
+                            c"none".as_ptr(),
+                            c"/".as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_REC | libc::MS_SLAVE,
+                            std::ptr::null(),
+                        ) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
                     Ok(())
                 })
             };
