@@ -760,19 +760,41 @@ fn a_plugin_that_fails_once_is_tried_again_with_the_workloads_backoff() {
     assert_eq!(get_soon(&d, format!("{ip}:80").parse().unwrap()), "hello from paddock\n");
 }
 
+/// Plugins written by the test (`plugins`: name and shell script) in the
+/// daemon's plugin directory, before /usr/lib/cni, and networks of them
+/// (`networks`: name and the plugins' types, in order).
+fn fake_networks(d: &Daemon, plugins: &[(&str, String)], networks: &[(&str, &[&str])]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(d.path("plugins")).unwrap();
+    for (name, script) in plugins {
+        std::fs::write(d.path(&format!("plugins/{name}")), script).unwrap();
+        std::fs::set_permissions(d.path(&format!("plugins/{name}")), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::create_dir_all(d.path("networks")).unwrap();
+    for (name, types) in networks {
+        let plugins: Vec<serde_json::Value> = types.iter().map(|t| serde_json::json!({"type": t})).collect();
+        let conflist = serde_json::json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins});
+        std::fs::write(d.path(&format!("networks/{name}.conflist")), conflist.to_string()).unwrap();
+    }
+    d.configure(
+        "[network]\n",
+        &format!("[network]\nplugin_dirs = [{:?}, \"/usr/lib/cni\"]\n", d.path("plugins").display().to_string()),
+    );
+}
+
 #[test]
 fn what_a_plugin_could_not_undo_is_kept_and_undone_once_it_can_be() {
-    use std::os::unix::fs::PermissionsExt;
     let d = prepared();
-    // `sticky` attaches, and cannot undo while out/stuck exists; `refuse`
-    // fails every ADD while out/refuse exists.
-    std::fs::create_dir(d.path("plugins")).unwrap();
+    // `sticky` attaches, and cannot undo while out/stuck exists, nor
+    // without the network namespace it was given (as the bridge plugin
+    // needs it to find the rules it made); `refuse` fails every ADD while
+    // out/refuse exists.
     let (stuck, refuse) = (d.path("out/stuck"), d.path("out/refuse"));
     let plugins = [
         (
             "sticky",
             format!(
-                "#!/bin/sh\ncat > /dev/null\ncase $CNI_COMMAND in\nADD) echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.96.0.2/24\"}}]}}' ;;\nDEL) [ -e {} ] && {{ echo '{{\"code\":11,\"msg\":\"stuck\"}}'; exit 1; }} ;;\nesac\nexit 0\n",
+                "#!/bin/sh\ncat > /dev/null\ncase $CNI_COMMAND in\nADD) echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.96.0.2/24\"}}]}}' ;;\nDEL) [ -e {} ] && {{ echo '{{\"code\":11,\"msg\":\"stuck\"}}'; exit 1; }}\n nsenter --net=\"$CNI_NETNS\" true || {{ echo '{{\"code\":11,\"msg\":\"no namespace\"}}'; exit 1; }} ;;\nesac\nexit 0\n",
                 stuck.display()
             ),
         ),
@@ -784,18 +806,7 @@ fn what_a_plugin_could_not_undo_is_kept_and_undone_once_it_can_be() {
             ),
         ),
     ];
-    for (name, script) in plugins {
-        std::fs::write(d.path(&format!("plugins/{name}")), script).unwrap();
-        std::fs::set_permissions(d.path(&format!("plugins/{name}")), std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    std::fs::create_dir(d.path("networks")).unwrap();
-    let conflist =
-        serde_json::json!({"cniVersion": "1.0.0", "name": "fake", "plugins": [{"type": "sticky"}, {"type": "refuse"}]});
-    std::fs::write(d.path("networks/fake.conflist"), conflist.to_string()).unwrap();
-    d.configure(
-        "[network]\n",
-        &format!("[network]\nplugin_dirs = [{:?}, \"/usr/lib/cni\"]\n", d.path("plugins").display().to_string()),
-    );
+    fake_networks(&d, &plugins, &[("fake", &["sticky", "refuse"])]);
     d.configure("policy_dir", "resync_interval = \"1s\"\npolicy_dir");
     std::fs::write(&stuck, "").unwrap();
     std::fs::write(&refuse, "").unwrap();
@@ -812,6 +823,9 @@ fn what_a_plugin_could_not_undo_is_kept_and_undone_once_it_can_be() {
     d.wait_for("w gone", |d| d.workload("w").is_none());
     std::thread::sleep(Duration::from_secs(2));
     assert!(record.exists(), "not undone while sticky cannot");
+    let run = d.path("run/netns").display().to_string();
+    let kept = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(&run)).count();
+    assert_eq!(kept, 1, "the namespace is kept for the next DEL");
     std::fs::remove_file(&stuck).unwrap();
     d.wait_for("the record undone", |_| !record.exists());
     let left: Vec<_> = std::fs::read_dir(d.path("run/netns"))
@@ -820,6 +834,88 @@ fn what_a_plugin_could_not_undo_is_kept_and_undone_once_it_can_be() {
     assert!(left.is_empty(), "its namespace went with it: {left:?}");
     let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
     assert!(log.contains("tried again later"), "{log}");
+
+    // An attachment whose undoing began is never taken again, by a
+    // successor either: half undone, it would run the workload without
+    // what the DELs that did run removed.
+    std::fs::remove_file(&refuse).unwrap();
+    d.write("w.toml", &sleeper("[namespaces]\nnetwork = \"fake\"\n[restart]\nbackoff = \"1s\""));
+    d.running_pid("w");
+    let first: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    std::fs::write(&stuck, "").unwrap();
+    std::fs::remove_file(d.path("wl/w.toml")).unwrap();
+    d.wait_for("w gone", |d| d.workload("w").is_none());
+    d.wait_for("the undoing recorded", |_| {
+        std::fs::read(&record)
+            .is_ok_and(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap()["undoing"] == true)
+    });
+    let mut d = d;
+    d.kill();
+    d.write("w.toml", &sleeper("[namespaces]\nnetwork = \"fake\"\n[restart]\nbackoff = \"1s\""));
+    let d = d.start(&[]);
+    d.wait_for("the start refused until the old attachment is undone", |d| {
+        d.workload("w")
+            .is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("undoing its previous network attachment")))
+    });
+    std::fs::remove_file(&stuck).unwrap();
+    d.running_pid("w");
+    let second: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_ne!(first["container_id"], second["container_id"], "a new attachment");
+    assert!(second.get("undoing").is_none(), "{second}");
+}
+
+/// `paddock stop` queues the network's release; a `paddock start` before
+/// it ran (the network workers busy) makes a new attachment, and the
+/// release never undoes the one the new run is in.
+#[test]
+fn a_start_before_the_stops_release_ran_is_never_left_without_its_network() {
+    let d = prepared();
+    let (hold, log) = (d.path("out/hold"), d.path("out/cni.log"));
+    let plugins = [
+        (
+            "logged",
+            format!(
+                "#!/bin/sh\ncat > /dev/null\necho \"$CNI_COMMAND $CNI_CONTAINERID\" >> {}\n[ \"$CNI_COMMAND\" = ADD ] && echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.96.0.2/24\"}}]}}'\nexit 0\n",
+                log.display()
+            ),
+        ),
+        (
+            "slow",
+            format!(
+                "#!/bin/sh\ncat > /dev/null\nwhile [ -e {} ]; do sleep 0.05; done\n[ \"$CNI_COMMAND\" = ADD ] && echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.97.0.2/24\"}}]}}'\nexit 0\n",
+                hold.display()
+            ),
+        ),
+    ];
+    fake_networks(&d, &plugins, &[("logged", &["logged"]), ("slow", &["slow"])]);
+    let d = d.start(&[]);
+    d.write("web.toml", &sleeper("[namespaces]\nnetwork = \"logged\""));
+    d.running_pid("web");
+    // Every network worker busy with a start that waits for out/hold.
+    std::fs::write(&hold, "").unwrap();
+    for i in 0..4 {
+        d.write(&format!("b{i}.toml"), &sleeper("[namespaces]\nnetwork = \"slow\""));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.paddock(&["stop", "web"]).status.success());
+    assert!(d.paddock(&["start", "--no-block", "web"]).status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(&hold).unwrap();
+    d.wait_for("web running and the workers idle", |d| {
+        d.workload("web").is_some_and(|w| w["state"] == "running")
+            && (0..4).all(|i| d.workload(&format!("b{i}")).is_some_and(|w| w["state"] == "running"))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.path("state/networks/web.json")).expect("web's attachment is recorded"),
+    )
+    .unwrap();
+    let id = record["container_id"].as_str().unwrap();
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.contains(&format!("ADD {id}")), "{calls}");
+    assert!(!calls.contains(&format!("DEL {id}")), "the running web's attachment was undone:\n{calls}");
+    let web = d.workload("web").unwrap();
+    assert_eq!(web["addresses"], serde_json::json!(["10.96.0.2/24"]), "status shows its network: {web}");
 }
 
 #[test]

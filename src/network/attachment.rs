@@ -35,6 +35,11 @@ pub struct Attachment {
     pub hosts: Option<PathBuf>,
     #[serde(default)]
     pub resolv_conf: Option<PathBuf>,
+    /// Its undoing has begun (recorded before the first DEL): whatever of
+    /// it is left is never reused, by this daemon or a successor, only
+    /// undone again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub undoing: bool,
 }
 
 impl Attachment {
@@ -158,6 +163,7 @@ impl Networks {
             result: None,
             hosts: None,
             resolv_conf: None,
+            undoing: false,
         };
         // Recorded before any plugin runs: whatever happens next, a
         // successor can undo it.
@@ -216,16 +222,20 @@ impl Networks {
 
     /// Undoes an attachment: the plugins' DEL (in reverse, with the cached
     /// result), the namespace, the files and the record. Blocking. The
-    /// record goes only once every plugin's DEL succeeded, so what failed
-    /// is tried again by the next daemon to start.
+    /// namespace and the record go only once every plugin's DEL succeeded,
+    /// so what failed is tried again (by this daemon or the next) in the
+    /// namespace the plugins made it in: the bridge plugin finds the rules
+    /// it must remove from the addresses in there.
     pub fn detach(&self, workload: &WorkloadName, a: &Attachment) -> Result<(), NetworkError> {
         let list = ConfList::parse(a.config.clone(), &format!("the recorded network of {workload}"))?;
         let caps = capabilities(&a.ports);
         let runtime = cni::Runtime { dirs: &self.dirs };
-        let deleted = runtime.del(&list, a.target(&caps), a.result.as_ref());
+        if !a.undoing {
+            self.record(workload, &Attachment { undoing: true, ..a.clone() })?;
+        }
+        runtime.del(&list, a.target(&caps), a.result.as_ref())?;
         netns::remove(&a.netns);
         let _ = std::fs::remove_dir_all(self.etc_dir(workload));
-        deleted?;
         let _ = std::fs::remove_file(self.record_path(workload));
         Ok(())
     }
@@ -383,6 +393,7 @@ mod tests {
             result: None,
             hosts: Some("/run/paddock/etc/web/hosts".into()),
             resolv_conf: Some("/run/paddock/etc/web/resolv.conf".into()),
+            undoing: false,
         };
         let m: crate::model::Manifest =
             toml::from_str("command = [\"x\"]\n[[mounts]]\nsource = \"/srv/hosts\"\ntarget = \"/etc//./hosts\"\n")

@@ -114,11 +114,18 @@ impl Attachments {
             return Prepared::NoNetwork;
         };
         let slot = self.slots.entry(name.clone()).or_default().clone();
+        // The attachment a release was queued for (the workload stopped,
+        // and started again before the release ran) is not reused: the
+        // release would undo it under the new run.
+        let released = self.detaching.get(name).cloned();
+        let reusable = move |a: &Attachment| reusable(a, fingerprint) && released.as_ref() != Some(&a.container_id);
         // A restart in the namespace it had: nothing to wait for.
         if let Ok(guard) = slot.try_lock()
-            && let Some(a) = guard.as_ref().filter(|a| reusable(a, fingerprint))
+            && let Some(a) = guard.as_ref().filter(|a| reusable(a))
         {
-            return Prepared::Ready(Box::new(a.clone()));
+            let a = a.clone();
+            self.made(name, &a);
+            return Prepared::Ready(Box::new(a));
         }
         // A new attachment (the old one undone first), on a thread.
         self.views.remove(name);
@@ -127,7 +134,7 @@ impl Attachments {
         self.workers.submit(move || {
             let mut guard = lock(&slot);
             let outcome = match guard.take() {
-                Some(a) if reusable(&a, fingerprint) => Ok(a),
+                Some(a) if reusable(&a) => Ok(a),
                 Some(old) => match networks.detach(&name, &old).inspect(|()| drop(lock(&retries).remove(&name))) {
                     // Its record would be overwritten by the new one: what
                     // the old one made is undone first, or nothing is made.
@@ -292,7 +299,7 @@ fn attach(
 
 /// Whether an attachment can take a start with these settings as it is.
 fn reusable(a: &Attachment, fingerprint: u64) -> bool {
-    a.fingerprint == fingerprint && a.result.is_some() && crate::sandbox::netns::exists(&a.netns)
+    a.fingerprint == fingerprint && a.result.is_some() && !a.undoing && crate::sandbox::netns::exists(&a.netns)
 }
 
 fn view(a: &Attachment) -> NetworkView {
