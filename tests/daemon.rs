@@ -845,3 +845,43 @@ fn a_full_log_is_rotated_and_an_ask_that_finds_it_truncated_rotates_nothing() {
     assert_eq!(size(&first), rotated, "the first rotation's file was replaced");
     assert!(size(&log) < 1 << 20, "{} bytes", size(&log));
 }
+
+/// `paddock run` of a manifest named as a running workload (its limits
+/// give both a cgroup) runs in a cgroup of its own: its end never kills
+/// the workload, and its limits never replace the workload's.
+#[test]
+fn a_paddock_run_named_as_a_workload_leaves_the_workloads_cgroup_alone() {
+    let d = Daemon::setup().start(&[]);
+    let limits = "[resources]\nmemory = \"64MiB\"\npids = 64\n";
+    d.write("cg-shared.toml", &common::sandbox::busybox_manifest("exec sleep 1000", limits));
+    let pid = d.running_pid("cg-shared");
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let memory = cgroup.lines().find(|l| l.contains(":memory:")).expect("a v1 memory cgroup, or v2's").to_owned();
+    std::fs::write(
+        d.path("out/cg-shared.toml"),
+        common::sandbox::busybox_manifest("exit 0", "[resources]\nmemory = \"32MiB\"\n"),
+    )
+    .unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["run", "--config"])
+        .arg(d.path("paddock.toml"))
+        .arg(d.path("out/cg-shared.toml"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(pid), "the run's end killed the workload");
+    assert_eq!(d.running_pid("cg-shared"), pid);
+    let dir = memory.rsplit(':').next().unwrap();
+    let limit = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
+        .iter()
+        .find_map(|root| {
+            let base = std::path::Path::new(root).join(dir.trim_start_matches('/'));
+            std::fs::read_to_string(base.join("memory.limit_in_bytes"))
+                .or_else(|_| std::fs::read_to_string(base.join("memory.max")))
+                .ok()
+        })
+        .expect("the workload's memory limit");
+    assert_eq!(limit.trim(), (64u64 << 20).to_string(), "the workload's limit is its own");
+}

@@ -11,7 +11,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::{CliError, OrFail};
 use crate::idmap::{AccountFiles, Allocations, Isolation, remap_ranges};
-use crate::sandbox::{self, Exit, InitMode, SpawnRequest, cgroup::Layout};
+use crate::sandbox::cgroup::{Layout, Place};
+use crate::sandbox::{self, Exit, InitMode, SpawnRequest};
 use crate::validate::{Color, HostChecks, render};
 
 /// paddock itself failed (bad manifest, sandbox setup), as docker run's 125.
@@ -198,6 +199,9 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     .or_fail(PADDOCK_FAILED)?;
 
     let layout = Layout::detect(&cgroup_root);
+    // Its own cgroup, apart from the daemon's workload of that name and
+    // from other runs of this manifest.
+    let cgroup_leaf = format!("{}-{}", spec.name, std::process::id());
     let netns = match &attachment {
         Some(n) => Some(crate::sandbox::netns::open_ns(&n.attachment.netns).or_fail(PADDOCK_FAILED)?),
         None => None,
@@ -211,6 +215,7 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
         manifest: &manifest,
         slice,
         cgroups: &layout,
+        cgroup_place: Place::run(&cgroup_leaf),
         volumes_root: &volumes_root,
         die_with_parent: true,
         // Attached to this process, which no daemon supervises.

@@ -31,7 +31,7 @@ use crate::logline;
 use crate::model::{Manifest, Signal, WorkloadName};
 use crate::network::{Attachment, Networks};
 use crate::reconcile::{Blame, Desired, StartFailure};
-use crate::sandbox::cgroup::{Cgroup, CgroupError, Layout};
+use crate::sandbox::cgroup::{Cgroup, CgroupError, Layout, Place};
 use crate::sandbox::zygote::Zygote;
 use crate::sandbox::{self, ChannelError, InitMode, Sandbox, SpawnError, SpawnRequest, process};
 pub use attachments::{AttachError, NetworkView};
@@ -312,6 +312,7 @@ impl SandboxExecutor {
             manifest,
             slice,
             cgroups: &self.settings.cgroups,
+            cgroup_place: Place::workload(name.as_str()),
             volumes_root: &self.settings.volumes_root,
             // While it is set up: a daemon that dies takes the half-built sandbox with it.
             die_with_parent: true,

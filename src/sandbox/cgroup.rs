@@ -141,6 +141,8 @@ pub enum CgroupError {
     EnableController { what: &'static str, controller: &'static str, path: PathBuf, source: std::io::Error },
     #[error("creating cgroup {path}: {source}")]
     Create { path: PathBuf, source: std::io::Error },
+    #[error("cgroup {} already holds processes: another sandbox of that name runs there; stop it first", .path.display())]
+    Occupied { path: PathBuf },
     #[error("writing {value:?} to {path}: {source}")]
     Write { path: PathBuf, value: String, source: std::io::Error },
 }
@@ -164,14 +166,60 @@ fn mkdir(path: &Path) -> Result<(), CgroupError> {
     std::fs::create_dir_all(path).map_err(|source| CgroupError::Create { path: path.to_owned(), source })
 }
 
+/// Makes a sandbox's own cgroup `dir` (its parents as needed). One left
+/// by an earlier sandbox is never shared: refused while it holds a
+/// process, else made anew, since its limit files may hold limits this
+/// manifest does not declare.
+fn make_leaf(dir: &Path) -> Result<(), CgroupError> {
+    let failed = |source| CgroupError::Create { path: dir.to_owned(), source };
+    if let Some(parent) = dir.parent() {
+        mkdir(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).map_err(failed)?;
+            if procs.lines().any(|l| !l.trim().is_empty()) {
+                return Err(CgroupError::Occupied { path: dir.to_owned() });
+            }
+            std::fs::remove_dir(dir).and_then(|()| std::fs::create_dir(dir)).map_err(failed)
+        }
+        made => made.map_err(failed),
+    }
+}
+
+/// Where under a layout's root a sandbox's cgroup is: `GROUP/LEAF`.
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    group: &'a str,
+    leaf: &'a str,
+}
+
+impl<'a> Place<'a> {
+    /// A daemon's workload: `paddock/NAME`, which a successor finds again.
+    pub fn workload(name: &'a str) -> Self {
+        Place { group: WORKLOADS, leaf: name }
+    }
+
+    /// A `paddock run`: `paddock-run/LEAF` (the name and the run's pid),
+    /// apart from the daemon's, which never touches it, and from other
+    /// runs of the same manifest.
+    pub fn run(leaf: &'a str) -> Self {
+        Place { group: RUNS, leaf }
+    }
+}
+
+/// The directories the daemon's workloads' and `paddock run`'s cgroups are in.
+const WORKLOADS: &str = "paddock";
+const RUNS: &str = "paddock-run";
+
 impl Cgroup {
-    /// Creates `paddock/<name>` and writes the limits. Any failure removes
-    /// what was created.
-    pub fn create(layout: &Layout, name: &str, limits: Limits) -> Result<Self, CgroupError> {
+    /// Creates the cgroup at `place` and writes the limits. Any failure
+    /// removes what was created (never a cgroup that was there before).
+    pub fn create(layout: &Layout, place: Place<'_>, limits: Limits) -> Result<Self, CgroupError> {
         let mut cgroup = Cgroup { layout: layout.clone(), dirs: Vec::new() };
         let result = match layout {
-            Layout::V1 { root } => cgroup.create_v1(root, name, limits),
-            Layout::V2 { root } => cgroup.create_v2(root, name, limits),
+            Layout::V1 { root } => cgroup.create_v1(root, place, limits),
+            Layout::V2 { root } => cgroup.create_v2(root, place, limits),
         };
         if result.is_err() {
             cgroup.remove();
@@ -179,7 +227,7 @@ impl Cgroup {
         result.map(|()| cgroup)
     }
 
-    fn create_v1(&mut self, root: &Path, name: &str, limits: Limits) -> Result<(), CgroupError> {
+    fn create_v1(&mut self, root: &Path, place: Place<'_>, limits: Limits) -> Result<(), CgroupError> {
         let wanted = [
             ("memory", "memory", limits.memory.is_some()),
             ("pids", "pids", limits.pids.is_some()),
@@ -193,8 +241,8 @@ impl Cgroup {
                 }
                 continue;
             }
-            let dir = hierarchy.join("paddock").join(name);
-            mkdir(&dir)?;
+            let dir = hierarchy.join(place.group).join(place.leaf);
+            make_leaf(&dir)?;
             self.dirs.push(dir.clone());
             match controller {
                 "memory" => {
@@ -231,8 +279,8 @@ impl Cgroup {
         Ok(())
     }
 
-    fn create_v2(&mut self, root: &Path, name: &str, limits: Limits) -> Result<(), CgroupError> {
-        let parent = root.join("paddock");
+    fn create_v2(&mut self, root: &Path, place: Place<'_>, limits: Limits) -> Result<(), CgroupError> {
+        let parent = root.join(place.group);
         mkdir(&parent)?;
         // Controllers must be enabled on every level above the workload's cgroup.
         let needed = [
@@ -262,8 +310,8 @@ impl Cgroup {
                 }
             }
         }
-        let dir = parent.join(name);
-        mkdir(&dir)?;
+        let dir = parent.join(place.leaf);
+        make_leaf(&dir)?;
         self.dirs.push(dir.clone());
         if let Some(bytes) = limits.memory {
             write(&dir.join("memory.max"), &bytes.to_string())?;
@@ -289,7 +337,7 @@ impl Cgroup {
             Layout::V2 { root } => vec![root.clone()],
         };
         let dirs: Vec<PathBuf> =
-            hierarchies.into_iter().map(|h| h.join("paddock").join(name)).filter(|d| d.is_dir()).collect();
+            hierarchies.into_iter().map(|h| h.join(WORKLOADS).join(name)).filter(|d| d.is_dir()).collect();
         (!dirs.is_empty()).then(|| Cgroup { layout: layout.clone(), dirs })
     }
 
@@ -460,7 +508,7 @@ mod tests {
         let layout = Layout::detect(root.path());
         assert_eq!(layout, Layout::V2 { root: root.path().to_owned() });
         let limits = Limits { memory: Some(256 << 20), pids: Some(512), cpu: Some(0.5) };
-        let cg = Cgroup::create(&layout, "web", limits).unwrap();
+        let cg = Cgroup::create(&layout, Place::workload("web"), limits).unwrap();
         let dir = root.path().join("paddock/web");
         assert_eq!(cg.dirs(), std::slice::from_ref(&dir));
         let read = |p: &Path| std::fs::read_to_string(p).unwrap();
@@ -507,7 +555,9 @@ mod tests {
         let delegated = layout().for_daemon(line).unwrap();
         assert_eq!(delegated, Layout::V2 { root: own.clone() });
         assert_eq!(read(&own.join("supervisor/cgroup.procs")), std::process::id().to_string());
-        let cg = Cgroup::create(&delegated, "web", Limits { memory: Some(1 << 20), ..Limits::default() }).unwrap();
+        let cg =
+            Cgroup::create(&delegated, Place::workload("web"), Limits { memory: Some(1 << 20), ..Limits::default() })
+                .unwrap();
         assert_eq!(cg.dirs(), [own.join("paddock/web")]);
         // Controllers are enabled from the delegated cgroup down, never above it.
         assert_eq!(read(&own.join("cgroup.subtree_control")), "+cpu", "the fake keeps the last write");
@@ -524,9 +574,12 @@ mod tests {
     fn a_missing_controller_is_named_in_the_error() {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("cgroup.controllers"), "cpu pids\n").unwrap();
-        let err =
-            Cgroup::create(&Layout::detect(root.path()), "web", Limits { memory: Some(1 << 20), ..Limits::default() })
-                .unwrap_err();
+        let err = Cgroup::create(
+            &Layout::detect(root.path()),
+            Place::workload("web"),
+            Limits { memory: Some(1 << 20), ..Limits::default() },
+        )
+        .unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("memory limit needs the memory cgroup controller, which this host does not have"),
@@ -539,6 +592,25 @@ mod tests {
     }
 
     #[test]
+    fn a_cgroup_left_with_processes_in_it_is_refused_and_left_as_it_is() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("memory")).unwrap();
+        std::fs::write(root.path().join("memory/cgroup.procs"), "").unwrap();
+        let left = root.path().join("memory/paddock/web");
+        std::fs::create_dir_all(&left).unwrap();
+        std::fs::write(left.join("cgroup.procs"), "4242\n").unwrap();
+        let limits = Limits { memory: Some(1 << 20), ..Limits::default() };
+        let err = Cgroup::create(&Layout::detect(root.path()), Place::workload("web"), limits).unwrap_err();
+        assert!(matches!(&err, CgroupError::Occupied { path } if *path == left), "{err:?}");
+        assert!(err.to_string().contains("already holds processes") && err.to_string().contains("stop it first"));
+        assert_eq!(std::fs::read_to_string(left.join("cgroup.procs")).unwrap(), "4242\n");
+        assert!(!left.join("memory.limit_in_bytes").exists(), "no limit written over the other sandbox's");
+        // A run's cgroup is elsewhere, and its own.
+        let run = Cgroup::create(&Layout::detect(root.path()), Place::run("web-77"), limits).unwrap();
+        assert_eq!(run.dirs(), [root.path().join("memory/paddock-run/web-77")]);
+    }
+
+    #[test]
     fn v1_writes_one_directory_per_controller() {
         let root = tempfile::tempdir().unwrap();
         for c in ["memory", "pids", "cpu"] {
@@ -547,7 +619,7 @@ mod tests {
         }
         let cg = Cgroup::create(
             &Layout::detect(root.path()),
-            "job",
+            Place::workload("job"),
             Limits { memory: Some(32 << 20), pids: Some(5), cpu: Some(1.5) },
         )
         .unwrap();

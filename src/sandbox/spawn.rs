@@ -25,7 +25,7 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::cgroup::{Cgroup, CgroupError, Layout, Limits};
+use super::cgroup::{Cgroup, CgroupError, Layout, Limits, Place};
 use super::channel::{Channel, ChannelError};
 use super::clone::{Child, Stdio, clone_sandbox};
 use super::running::Sandbox;
@@ -47,6 +47,8 @@ pub struct SpawnRequest<'a> {
     pub manifest: &'a Manifest,
     pub slice: Slice,
     pub cgroups: &'a Layout,
+    /// Where in it the sandbox's cgroup goes (when it needs one).
+    pub cgroup_place: Place<'a>,
     /// Idmapped mounts whose source is under this directory are resolved
     /// beneath it without following symlinks; it must be root's alone.
     pub volumes_root: &'a Path,
@@ -171,7 +173,7 @@ pub fn begin(req: &SpawnRequest<'_>) -> Result<Pending, SpawnError> {
     let m = req.manifest;
     let limits = Limits { memory: m.resources.memory.map(|s| s.bytes()), pids: m.resources.pids, cpu: m.resources.cpu };
     let cgroup = if needs_cgroup(req.cgroups, &limits, m) {
-        Some(Cgroup::create(req.cgroups, req.name.as_str(), limits)?)
+        Some(Cgroup::create(req.cgroups, req.cgroup_place, limits)?)
     } else {
         None
     };
