@@ -481,3 +481,41 @@ fn wait_invalid(d: &Daemon, name: &str) {
         d.workload(name).is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("must be an array")))
     });
 }
+
+/// A successor that would put cgroups elsewhere (its `cgroup_root`
+/// changed, or an upgrade moved workloads into the unit's delegated
+/// cgroup) adopts a sandbox in the cgroup it was started in: it stops it
+/// through that cgroup, which goes with it.
+#[test]
+fn a_sandbox_adopted_after_the_cgroup_layout_changed_keeps_its_cgroup() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write(
+        "cg-moved.toml",
+        &common::sandbox::busybox_manifest("exec sleep 1000", "[resources]\nmemory = \"64MiB\"\n"),
+    );
+    let pid = d.running_pid("cg-moved");
+    let memory = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_suffix("/paddock/cg-moved").map(|_| l.to_owned()))
+        .expect("a cgroup paddock/cg-moved");
+    let dir = memory.splitn(3, ':').nth(2).unwrap().trim_start_matches('/').to_owned();
+    let controller = memory.splitn(3, ':').nth(1).unwrap().to_owned();
+    let on_host = if controller.is_empty() {
+        Path::new("/sys/fs/cgroup/unified").join(&dir)
+    } else {
+        Path::new("/sys/fs/cgroup").join(controller.split(',').next().unwrap()).join(&dir)
+    };
+    assert!(on_host.is_dir(), "{}", on_host.display());
+    d.kill();
+    std::fs::create_dir(d.path("other-cgroups")).unwrap();
+    d.configure(
+        "policy_dir",
+        &format!("cgroup_root = {:?}\npolicy_dir", d.path("other-cgroups").display().to_string()),
+    );
+    let d = d.start(&[]);
+    assert_eq!(d.running_pid("cg-moved"), pid, "adopted");
+    assert!(d.paddock(&["stop", "cg-moved"]).status.success());
+    assert!(common::daemon::gone(pid));
+    d.wait_for("its cgroup removed", |_| !on_host.exists());
+}

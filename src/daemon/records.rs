@@ -214,7 +214,17 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
             }
             Ok(mut record) => {
                 out.slices.push((stem.to_owned(), record.slice));
-                match crate::sandbox::adopt(record.pid, record.start_time, Cgroup::existing(layout, stem)) {
+                // Where this daemon would put it, or else (the layout
+                // changed: another cgroup_root, a unit that now
+                // delegates) where it was put: stopped through it, with
+                // `paddock exec` and probes joining it.
+                let cgroup = match Cgroup::existing(layout, stem) {
+                    Some(here) if record.cgroup.is_empty() || here.dirs().iter().any(|d| holds(d, record.pid)) => {
+                        Some(here)
+                    }
+                    _ => Cgroup::recorded(&record.cgroup, stem),
+                };
+                match crate::sandbox::adopt(record.pid, record.start_time, cgroup) {
                     Ok(sandbox) => {
                         tracing::info!(
                             workload = stem,

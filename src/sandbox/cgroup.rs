@@ -341,6 +341,26 @@ impl Cgroup {
         (!dirs.is_empty()).then(|| Cgroup { layout: layout.clone(), dirs })
     }
 
+    /// The cgroup a sandbox record names (`dirs`, absolute, as
+    /// `dirs()` gave them), wherever a layout put it then: those that
+    /// exist and are `paddock/<name>` directories. v2 when they hold
+    /// `cgroup.controllers`. None when none is left.
+    pub fn recorded(dirs: &[PathBuf], name: &str) -> Option<Self> {
+        let dirs: Vec<PathBuf> = dirs
+            .iter()
+            .filter(|d| d.is_absolute() && d.ends_with(Path::new(WORKLOADS).join(name)) && d.is_dir())
+            .cloned()
+            .collect();
+        let first = dirs.first()?;
+        let root = |up: usize| first.ancestors().nth(up).unwrap_or(Path::new("/")).to_owned();
+        let layout = if first.join("cgroup.controllers").exists() {
+            Layout::V2 { root: root(2) }
+        } else {
+            Layout::V1 { root: root(3) }
+        };
+        Some(Cgroup { layout, dirs })
+    }
+
     /// Whether any process is in the cgroup.
     pub fn occupied(&self) -> bool {
         !self.pids().is_empty()
@@ -589,6 +609,24 @@ mod tests {
         let lacks = Layout::detect(root.path()).lacks(&Limits { memory: Some(1), pids: Some(1), ..Limits::default() });
         assert_eq!(lacks.len(), 1, "pids is there, memory is not: {lacks:?}");
         assert!(!root.path().join("paddock/web").exists(), "nothing is left behind");
+    }
+
+    #[test]
+    fn a_recorded_cgroup_is_taken_only_as_a_sandboxs_own_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let v1 = root.path().join("v1/memory/paddock/web");
+        let v2 = root.path().join("v2/paddock/web");
+        let other = root.path().join("v1/memory/paddock/api");
+        for d in [&v1, &v2, &other] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(v2.join("cgroup.controllers"), "memory\n").unwrap();
+        let cg = Cgroup::recorded(&[other.clone(), root.path().join("gone/paddock/web"), v1.clone()], "web").unwrap();
+        assert_eq!(cg.dirs(), [v1.clone()], "another's, and one that is gone, are left out");
+        assert_eq!(cg.layout, Layout::V1 { root: root.path().join("v1") });
+        let cg = Cgroup::recorded(std::slice::from_ref(&v2), "web").unwrap();
+        assert_eq!(cg.v2_dir(), Some(v2.as_path()));
+        assert!(Cgroup::recorded(&[other, PathBuf::from("paddock/web")], "web").is_none());
     }
 
     #[test]
