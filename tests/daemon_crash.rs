@@ -500,7 +500,7 @@ fn a_sandbox_adopted_after_the_cgroup_layout_changed_keeps_its_cgroup() {
         .find_map(|l| l.strip_suffix("/paddock/cg-moved").map(|_| l.to_owned()))
         .expect("a cgroup paddock/cg-moved");
     let dir = memory.splitn(3, ':').nth(2).unwrap().trim_start_matches('/').to_owned();
-    let controller = memory.splitn(3, ':').nth(1).unwrap().to_owned();
+    let controller = memory.split(':').nth(1).unwrap().to_owned();
     let on_host = if controller.is_empty() {
         Path::new("/sys/fs/cgroup/unified").join(&dir)
     } else {
