@@ -598,6 +598,16 @@ fn a_network_from_the_networks_directory_is_used_by_name() {
     d.wait_for("typo refused", |d| d.workload("typo").is_some_and(|w| w["state"] == "invalid"));
     let error = d.workload("typo").unwrap()["error"].as_str().unwrap().to_owned();
     assert!(error.contains("lna") && error.contains("lan"), "{error}");
+    // `lan` has no portmap: ports on it would never be published.
+    d.write("ported.toml", &sleeper("ports = [\"8091:80\"]\n[namespaces]\nnetwork = \"lan\""));
+    d.wait_for("ported refused", |d| d.workload("ported").is_some_and(|w| w["state"] == "invalid"));
+    let error = d.workload("ported").unwrap()["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains("ported.toml:3:1:")
+            && error.contains("network `lan` publishes no ports")
+            && error.contains("portmap"),
+        "{error}"
+    );
     std::fs::remove_file(d.path("wl/web.toml")).unwrap();
     d.wait_for("the lan allocation to go", |d| {
         std::fs::read_dir(d.path("lan-ipam/lan"))

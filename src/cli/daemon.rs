@@ -109,7 +109,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     let validator = super::validator(&config.policies, &config.policy_dir, &config.volumes_root, true)
         .or_fail(CONFIG_ERROR)?
         .with_restart_defaults(config.restart.clone())
-        .with_networks(networks.names());
+        .with_networks(networks.names(), networks.publishing());
     let remap = &config.remap;
     let accounts = remap.accounts();
     let ranges = remap_ranges(&accounts, &remap.user).or_fail(CONFIG_ERROR)?;

@@ -197,6 +197,14 @@ pub struct ConfList {
 }
 
 impl ConfList {
+    /// Whether one of its plugins declares the capability `cap`
+    /// (`"capabilities": {"portMappings": true}`).
+    pub fn declares(&self, cap: &str) -> bool {
+        self.plugins
+            .iter()
+            .any(|p| p.get("capabilities").and_then(|c| c.get(cap)).and_then(Value::as_bool) == Some(true))
+    }
+
     /// Parses a list; `origin` names it in errors.
     pub fn parse(raw: Value, origin: &str) -> Result<Self, CniError> {
         let bad = |message: String| CniError::Config { origin: origin.to_owned(), message };

@@ -257,6 +257,12 @@ impl Networks {
         self.lists.keys().cloned().collect()
     }
 
+    /// Those that can publish a manifest's `ports`: a plugin of theirs
+    /// takes portMappings.
+    pub fn publishing(&self) -> Vec<String> {
+        self.lists.iter().filter(|(_, l)| l.declares("portMappings")).map(|(n, _)| n.clone()).collect()
+    }
+
     pub fn get(&self, name: &str) -> Option<&ConfList> {
         self.lists.get(name)
     }

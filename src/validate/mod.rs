@@ -164,6 +164,8 @@ pub struct Validator {
     /// The CNI networks a manifest may name (the built-in `bridge` and
     /// the daemon's networks directory).
     networks: Vec<String>,
+    /// Those of them that publish `ports` (a plugin declares portMappings).
+    publishing: Vec<String>,
     /// This host's cgroup layout, for `check` to warn of limits it cannot apply.
     cgroups: Option<crate::sandbox::cgroup::Layout>,
 }
@@ -175,6 +177,7 @@ impl Validator {
             policies,
             restart_defaults: RestartDefaults::default(),
             networks: vec![crate::model::BRIDGE.to_owned()],
+            publishing: vec![crate::model::BRIDGE.to_owned()],
             cgroups: None,
         }
     }
@@ -185,9 +188,11 @@ impl Validator {
         self
     }
 
-    /// The networks a manifest may name besides "private" and "host".
-    pub fn with_networks(mut self, networks: Vec<String>) -> Self {
+    /// The networks a manifest may name besides "private" and "host",
+    /// and those of them that can publish its `ports`.
+    pub fn with_networks(mut self, networks: Vec<String>, publishing: Vec<String>) -> Self {
         self.networks = networks;
+        self.publishing = publishing;
         self
     }
 
@@ -240,7 +245,7 @@ impl Validator {
             Err(e) => problems.push(Problem::error(None, format!("cannot apply policies: {e}"))),
         }
         problems.extend(semantic::host_checks(&effective, &spans, host));
-        problems.extend(semantic::network_checks(&effective, &spans, host, &self.networks));
+        problems.extend(semantic::network_checks(&effective, &spans, host, &self.networks, &self.publishing));
         if let (Some(layout), HostChecks::Warn) = (&self.cgroups, host) {
             let r = &effective.resources;
             let limits =
@@ -276,7 +281,13 @@ impl Validator {
             }
             Err(e) => problems.push(Problem::error(None, format!("cannot apply policies: {e}"))),
         }
-        problems.extend(semantic::network_checks(manifest, &spans, HostChecks::Require, &self.networks));
+        problems.extend(semantic::network_checks(
+            manifest,
+            &spans,
+            HostChecks::Require,
+            &self.networks,
+            &self.publishing,
+        ));
         problems
     }
 

@@ -280,7 +280,13 @@ pub fn host_checks(m: &Manifest, spans: &SpanIndex, mode: HostChecks) -> Vec<Pro
 }
 
 /// The network a manifest names must be one the daemon knows.
-pub fn network_checks(m: &Manifest, spans: &SpanIndex, mode: HostChecks, known: &[String]) -> Vec<Problem> {
+pub fn network_checks(
+    m: &Manifest,
+    spans: &SpanIndex,
+    mode: HostChecks,
+    known: &[String],
+    publishing: &[String],
+) -> Vec<Problem> {
     let make = match mode {
         HostChecks::Skip => return Vec::new(),
         HostChecks::Warn => Problem::warning,
@@ -288,6 +294,16 @@ pub fn network_checks(m: &Manifest, spans: &SpanIndex, mode: HostChecks, known: 
     };
     let Some(name) = m.namespaces.network.cni() else { return Vec::new() };
     if known.iter().any(|k| k == name) {
+        // Capability arguments go only to plugins that declare them: on a
+        // network none of whose plugins takes portMappings, ports would be
+        // listed and never published.
+        if !m.ports.is_empty() && !publishing.iter().any(|p| p == name) {
+            let at = spans.locate("/ports");
+            return vec![
+                make(at, format!("network `{name}` publishes no ports: none of its plugins declares the portMappings capability"))
+                    .with_help("add the portmap plugin to the network's plugins, with \"capabilities\": {\"portMappings\": true}, or remove `ports`"),
+            ];
+        }
         return Vec::new();
     }
     let at = spans.value_span("/namespaces/network").or_else(|| spans.locate("/namespaces/network"));
