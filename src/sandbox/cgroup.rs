@@ -85,8 +85,11 @@ impl Layout {
 }
 
 /// systemd marks a cgroup it delegates (`Delegate=yes`) with this extended
-/// attribute (`user.delegate` for user services).
-const DELEGATE_XATTRS: [&str; 2] = ["trusted.delegate", "user.delegate"];
+/// attribute. Only root can set a `trusted.` one; `user.delegate`, which
+/// systemd's user managers set, is any owner's to set on a cgroup of its
+/// own, and is not taken: a root daemon's workloads are never put in a
+/// cgroup an unprivileged user controls.
+const DELEGATE_XATTR: &str = "trusted.delegate";
 
 /// The leaf the daemon moves itself into, so that its delegated cgroup has
 /// no processes of its own and may enable controllers for the workloads
@@ -121,16 +124,19 @@ impl Layout {
     }
 }
 
+/// Whether systemd delegated `dir`: root's, and marked so by root.
 fn delegated(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if !std::fs::metadata(dir).is_ok_and(|m| m.uid() == 0) {
+        return false;
+    }
     let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else { return false };
-    DELEGATE_XATTRS.iter().any(|name| {
-        let name = std::ffi::CString::new(*name).expect("no NUL in a constant");
-        let mut value = [0u8; 8];
-        // SAFETY: both strings are NUL-terminated and live across the call;
-        // the buffer is writable for its whole length.
-        let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
-        n > 0 && value[..n as usize] == *b"1"
-    })
+    let name = std::ffi::CString::new(DELEGATE_XATTR).expect("no NUL in a constant");
+    let mut value = [0u8; 8];
+    // SAFETY: both strings are NUL-terminated and live across the call;
+    // the buffer is writable for its whole length.
+    let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+    n > 0 && value[..n as usize] == *b"1"
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -559,19 +565,24 @@ mod tests {
         // Not delegated: the root, as for `paddock run`; nothing moved.
         assert_eq!(layout().for_daemon(line).unwrap(), layout());
         assert!(!own.join(SUPERVISOR_LEAF).exists());
-        // Delegated, as systemd marks it.
         let c = |s: &str| std::ffi::CString::new(s).unwrap();
-        // SAFETY: NUL-terminated strings and a one-byte value that outlive the call.
-        let set = unsafe {
-            libc::setxattr(
-                c(own.to_str().unwrap()).as_ptr(),
-                c("trusted.delegate").as_ptr(),
-                b"1".as_ptr().cast(),
-                1,
-                0,
-            )
+        let mark = |name: &str| {
+            // SAFETY: NUL-terminated strings and a one-byte value that outlive the call.
+            let set = unsafe {
+                libc::setxattr(c(own.to_str().unwrap()).as_ptr(), c(name).as_ptr(), b"1".as_ptr().cast(), 1, 0)
+            };
+            assert_eq!(set, 0, "setting {name} needs root: {}", std::io::Error::last_os_error());
         };
-        assert_eq!(set, 0, "setting trusted.delegate needs root: {}", std::io::Error::last_os_error());
+        // user.delegate, which any owner may set on its own cgroup: not taken.
+        mark("user.delegate");
+        assert_eq!(layout().for_daemon(line).unwrap(), layout());
+        // trusted.delegate on a cgroup another user owns: not taken either.
+        mark("trusted.delegate");
+        std::os::unix::fs::chown(&own, Some(1000), None).unwrap();
+        assert_eq!(layout().for_daemon(line).unwrap(), layout());
+        assert!(!own.join(SUPERVISOR_LEAF).exists());
+        // Delegated, as systemd marks it: root's, trusted.delegate.
+        std::os::unix::fs::chown(&own, Some(0), None).unwrap();
         let delegated = layout().for_daemon(line).unwrap();
         assert_eq!(delegated, Layout::V2 { root: own.clone() });
         assert_eq!(read(&own.join("supervisor/cgroup.procs")), std::process::id().to_string());
