@@ -166,6 +166,30 @@ fn ipam_of(plugin: &Map<String, Value>) -> Option<&str> {
     ipam_type(plugin).and_then(Value::as_str)
 }
 
+/// The directories plugins find `iptables`, `ip` and the like in, run as
+/// root: those of the usual list that are root's and writable by no one
+/// else (as a plugin directory must be), so that no one else can put a
+/// program there ahead of the real one. One left out is said once.
+fn plugins_path() -> String {
+    const USUAL: [&str; 6] = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+    checked_path(&USUAL)
+}
+
+fn checked_path(dirs: &[&str]) -> String {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let mut kept = Vec::new();
+    for &dir in dirs {
+        match crate::fsutil::check_root_dir(Path::new(dir), crate::fsutil::PROGRAMS_RISK) {
+            Ok(()) => kept.push(dir),
+            Err(crate::fsutil::UnsafeInput::Stat { .. }) => {}
+            Err(reason) => WARNED.call_once(|| {
+                tracing::warn!(%dir, %reason, "left out of the PATH CNI plugins run with");
+            }),
+        }
+    }
+    kept.join(":")
+}
+
 fn cni_path(dirs: &[PathBuf]) -> String {
     dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
 }
@@ -376,7 +400,7 @@ impl Runtime<'_> {
             .process_group(0)
             .env_clear()
             // Plugins run iptables, ip and the like.
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("PATH", plugins_path())
             .env("CNI_COMMAND", verb.as_str())
             .env("CNI_CONTAINERID", target.container_id)
             .env("CNI_NETNS", target.netns)
@@ -489,6 +513,16 @@ pub fn addresses(result: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_path_plugins_run_with_leaves_out_a_directory_others_could_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let open = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let open = open.path().to_str().unwrap();
+        assert_eq!(checked_path(&[open, "/usr/bin", "/nonexistent"]), "/usr/bin");
+        assert!(plugins_path().split(':').any(|d| d == "/usr/sbin"), "{}", plugins_path());
+    }
 
     #[test]
     fn a_list_needs_a_name_a_version_and_typed_plugins() {
