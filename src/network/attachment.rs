@@ -285,14 +285,15 @@ fn has_family(addresses: &[String], ip: std::net::IpAddr) -> bool {
 
 /// Whether a process on this host already has `port`: a TCP socket
 /// listening on it, or an unconnected UDP socket bound to it, on its
-/// address or on every address (from /proc/net, this network namespace's
-/// tables). Binding it to find out would also trip on other sockets that
+/// address or on every address (from the calling thread's network
+/// namespace's tables: /proc/net is the main thread's, which joins a
+/// workload's namespace for a moment when it clones without the zygote). Binding it to find out would also trip on other sockets that
 /// merely use the port (an outgoing connection's, or one in TIME_WAIT).
 fn in_use(port: &PortMapping) -> bool {
     use crate::model::Protocol;
     let (tables, state) = match port.protocol {
-        Protocol::Tcp => (["/proc/net/tcp", "/proc/net/tcp6"], "0A"),
-        Protocol::Udp => (["/proc/net/udp", "/proc/net/udp6"], "07"),
+        Protocol::Tcp => (["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"], "0A"),
+        Protocol::Udp => (["/proc/thread-self/net/udp", "/proc/thread-self/net/udp6"], "07"),
         Protocol::Sctp => return sctp_in_use(port),
     };
     tables.iter().filter_map(|t| std::fs::read_to_string(t).ok()).any(|table| {
@@ -314,7 +315,7 @@ fn in_use(port: &PortMapping) -> bool {
 /// ENDPT SOCK STY SST HBKT LPORT UID INODE LADDRS..., the port in decimal
 /// and the addresses as text.
 fn sctp_in_use(port: &PortMapping) -> bool {
-    let Ok(table) = std::fs::read_to_string("/proc/net/sctp/eps") else { return false };
+    let Ok(table) = std::fs::read_to_string("/proc/thread-self/net/sctp/eps") else { return false };
     sctp_table_has(&table, port)
 }
 
