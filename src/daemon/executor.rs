@@ -60,7 +60,11 @@ pub fn blame(error: &SpawnError) -> Blame {
         {
             Blame::Daemon
         }
-        SpawnError::Cgroup(CgroupError::MissingController { .. } | CgroupError::EnableController { .. }) => Blame::Host,
+        SpawnError::Cgroup(
+            CgroupError::MissingController { .. }
+            | CgroupError::EnableController { .. }
+            | CgroupError::NoSwapAccounting { .. },
+        ) => Blame::Host,
         SpawnError::OutsideSlice { .. } | SpawnError::Source(_) => Blame::Host,
         _ => Blame::Workload,
     }

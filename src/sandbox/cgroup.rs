@@ -149,6 +149,8 @@ pub enum CgroupError {
     Create { path: PathBuf, source: std::io::Error },
     #[error("cgroup {} already holds processes: another sandbox of that name runs there; stop it first", .path.display())]
     Occupied { path: PathBuf },
+    #[error("the memory limit cannot hold: this host has swap, and its kernel does not count swap against a cgroup's limit ({} is missing), so the workload could swap past it; boot with swap accounting (remove swapaccount=0 or cgroup.memory=noswap from the kernel's command line) or turn swap off", .path.display())]
+    NoSwapAccounting { path: PathBuf },
     #[error("writing {value:?} to {path}: {source}")]
     Write { path: PathBuf, value: String, source: std::io::Error },
 }
@@ -193,6 +195,11 @@ fn make_leaf(dir: &Path) -> Result<(), CgroupError> {
     }
 }
 
+/// Whether the host has swap on (/proc/swaps lists an area).
+fn swap_in_use() -> bool {
+    std::fs::read_to_string("/proc/swaps").is_ok_and(|t| t.lines().skip(1).any(|l| !l.trim().is_empty()))
+}
+
 /// Where under a layout's root a sandbox's cgroup is: `GROUP/LEAF`.
 #[derive(Debug, Clone, Copy)]
 pub struct Place<'a> {
@@ -222,10 +229,15 @@ impl Cgroup {
     /// Creates the cgroup at `place` and writes the limits. Any failure
     /// removes what was created (never a cgroup that was there before).
     pub fn create(layout: &Layout, place: Place<'_>, limits: Limits) -> Result<Self, CgroupError> {
+        Self::create_with(layout, place, limits, swap_in_use())
+    }
+
+    /// `create`, told whether the host has swap.
+    fn create_with(layout: &Layout, place: Place<'_>, limits: Limits, swap: bool) -> Result<Self, CgroupError> {
         let mut cgroup = Cgroup { layout: layout.clone(), dirs: Vec::new() };
         let result = match layout {
-            Layout::V1 { root } => cgroup.create_v1(root, place, limits),
-            Layout::V2 { root } => cgroup.create_v2(root, place, limits),
+            Layout::V1 { root } => cgroup.create_v1(root, place, limits, swap),
+            Layout::V2 { root } => cgroup.create_v2(root, place, limits, swap),
         };
         if result.is_err() {
             cgroup.remove();
@@ -233,7 +245,7 @@ impl Cgroup {
         result.map(|()| cgroup)
     }
 
-    fn create_v1(&mut self, root: &Path, place: Place<'_>, limits: Limits) -> Result<(), CgroupError> {
+    fn create_v1(&mut self, root: &Path, place: Place<'_>, limits: Limits, swap: bool) -> Result<(), CgroupError> {
         let wanted = [
             ("memory", "memory", limits.memory.is_some()),
             ("pids", "pids", limits.pids.is_some()),
@@ -259,6 +271,9 @@ impl Cgroup {
                         // memsw at or above the memory limit: lifted first (a
                         // cgroup left from before may hold a lower one), set last.
                         let memsw = dir.join("memory.memsw.limit_in_bytes");
+                        if swap && !memsw.exists() {
+                            return Err(CgroupError::NoSwapAccounting { path: memsw });
+                        }
                         let memsw = memsw.exists().then_some(memsw);
                         if let Some(memsw) = &memsw {
                             write(memsw, "-1")?;
@@ -285,7 +300,7 @@ impl Cgroup {
         Ok(())
     }
 
-    fn create_v2(&mut self, root: &Path, place: Place<'_>, limits: Limits) -> Result<(), CgroupError> {
+    fn create_v2(&mut self, root: &Path, place: Place<'_>, limits: Limits, swap: bool) -> Result<(), CgroupError> {
         let parent = root.join(place.group);
         mkdir(&parent)?;
         // Controllers must be enabled on every level above the workload's cgroup.
@@ -320,10 +335,14 @@ impl Cgroup {
         make_leaf(&dir)?;
         self.dirs.push(dir.clone());
         if let Some(bytes) = limits.memory {
+            // Without memory.swap.max = 0 the limit would only move the excess to swap.
+            let swap_max = dir.join("memory.swap.max");
+            if swap && !swap_max.exists() {
+                return Err(CgroupError::NoSwapAccounting { path: swap_max });
+            }
             write(&dir.join("memory.max"), &bytes.to_string())?;
-            // Without this the limit would only move the excess to swap.
-            if dir.join("memory.swap.max").exists() {
-                write(&dir.join("memory.swap.max"), "0")?;
+            if swap_max.exists() {
+                write(&swap_max, "0")?;
             }
         }
         if let Some(max) = limits.pids {
@@ -638,6 +657,27 @@ mod tests {
         let cg = Cgroup::recorded(std::slice::from_ref(&v2), "web").unwrap();
         assert_eq!(cg.v2_dir(), Some(v2.as_path()));
         assert!(Cgroup::recorded(&[other, PathBuf::from("paddock/web")], "web").is_none());
+    }
+
+    #[test]
+    fn a_memory_limit_swap_would_get_past_is_refused_on_v1_and_v2() {
+        let limits = Limits { memory: Some(1 << 20), ..Limits::default() };
+        let v1 = tempfile::tempdir().unwrap();
+        std::fs::create_dir(v1.path().join("memory")).unwrap();
+        std::fs::write(v1.path().join("memory/cgroup.procs"), "").unwrap();
+        let err = Cgroup::create_with(&Layout::detect(v1.path()), Place::workload("web"), limits, true).unwrap_err();
+        assert!(
+            matches!(&err, CgroupError::NoSwapAccounting { path } if path.ends_with("memory.memsw.limit_in_bytes")),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("swapaccount=0"), "{err}");
+        assert!(!v1.path().join("memory/paddock/web").exists(), "nothing left");
+        let v2 = tempfile::tempdir().unwrap();
+        std::fs::write(v2.path().join("cgroup.controllers"), "memory").unwrap();
+        let err = Cgroup::create_with(&Layout::detect(v2.path()), Place::workload("web"), limits, true).unwrap_err();
+        assert!(matches!(&err, CgroupError::NoSwapAccounting { path } if path.ends_with("memory.swap.max")), "{err:?}");
+        // Without swap there is nothing to account.
+        Cgroup::create_with(&Layout::detect(v1.path()), Place::workload("web"), limits, false).unwrap();
     }
 
     #[test]
