@@ -444,6 +444,18 @@ impl Cgroup {
         let deadline = Instant::now() + timeout;
         let pinned_at_once = pinned_at_once();
         let mut warned = false;
+        // Without cgroup.kill (v1, and v2 before 5.14) processes are killed
+        // a round at a time: no fork may add more meanwhile, or a fork loop
+        // could outrun the rounds. (A workload in its own pid namespace
+        // dies with its init anyway; this is for `pid = "host"`.)
+        if !self.dirs.iter().any(|d| d.join("cgroup.kill").exists()) {
+            for dir in &self.dirs {
+                let max = dir.join("pids.max");
+                if max.exists() {
+                    let _ = std::fs::write(&max, "0");
+                }
+            }
+        }
         loop {
             let pids = self.pids();
             if pids.is_empty() {
@@ -470,16 +482,38 @@ impl Cgroup {
         }
     }
 
-    /// Removes the cgroup's directories (they must be empty of processes).
+    /// Removes the cgroup's directories (they must be empty of processes);
+    /// one that stays is logged.
     pub fn remove(&self) {
         for dir in &self.dirs {
+            let mut result = std::fs::remove_dir(dir);
             for _ in 0..50 {
-                match std::fs::remove_dir(dir) {
+                match &result {
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(Duration::from_millis(2)),
                     _ => break,
                 }
+                result = std::fs::remove_dir(dir);
+            }
+            match result {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove a sandbox's cgroup");
+                }
+                _ => {}
             }
         }
+    }
+
+    /// Kills what is left in the cgroup (for up to 5 s) and removes it.
+    /// Processes that do not die are logged, and keep the cgroup: a start
+    /// of its workload is refused until it is empty.
+    pub fn discard(&self) {
+        if !self.kill_all(Duration::from_secs(5)) {
+            tracing::error!(
+                cgroup = %self.dirs.first().map_or_else(String::new, |d| d.display().to_string()),
+                "processes of a sandbox's cgroup do not die; the cgroup stays"
+            );
+        }
+        self.remove();
     }
 }
 
@@ -795,9 +829,13 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let mut member = Stranger::new();
         fake_cgroup(root.path(), "memory/paddock/job", member.pid());
+        std::fs::create_dir_all(root.path().join("pids/paddock/job")).unwrap();
+        std::fs::write(root.path().join("pids/paddock/job/pids.max"), "max\n").unwrap();
         let cg = Cgroup::existing(&Layout::V1 { root: root.path().to_owned() }, "job").expect("the cgroup exists");
         assert!(!cg.kill_all(Duration::from_millis(20)), "the fake cgroup.procs never empties");
         assert_eq!(member.ended_by(), Some(libc::SIGKILL), "the listed process was not killed");
+        let max = std::fs::read_to_string(root.path().join("pids/paddock/job/pids.max")).unwrap();
+        assert_eq!(max, "0", "no fork while the rounds of kills run");
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! and taking over one that a daemon started before this one (adoption).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -89,8 +88,7 @@ impl Sandbox {
         let oom = self.cgroup.as_ref().is_some_and(Cgroup::oom_killed);
         let exit = if exit == Exit::Signal(libc::SIGKILL) && oom { Exit::OomKilled } else { exit };
         if let Some(cgroup) = &self.cgroup {
-            cgroup.kill_all(Duration::from_secs(5));
-            cgroup.remove();
+            cgroup.discard();
         }
         exit
     }

@@ -4,7 +4,6 @@
 //! removed, and so is a pending sandbox that is dropped unfinished.
 
 use std::os::fd::RawFd;
-use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
@@ -118,8 +117,7 @@ fn abandon(sandbox: &Sandbox) {
 /// Kills what is left in a cgroup and removes it.
 pub(super) fn discard_cgroup(cgroup: Option<&Cgroup>) {
     if let Some(cgroup) = cgroup {
-        cgroup.kill_all(Duration::from_secs(5));
-        cgroup.remove();
+        cgroup.discard();
     }
 }
 
