@@ -172,7 +172,9 @@ pub fn main(channel_fd: RawFd) -> i32 {
     // which holds the host's uid 0 and paddock's binary, nor open its
     // /proc files (as runc's setns process does).
     // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if let Err(e) = Errno::result(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }) {
+        return fail("PR_SET_DUMPABLE", e);
+    }
     // SAFETY: the daemon passed this descriptor across exec for exactly this use.
     let channel = Channel::new(unsafe { OwnedFd::from_raw_fd(channel_fd) });
     let (cfg, fds) = match channel.recv::<EnterConfig>() {
@@ -242,9 +244,13 @@ pub fn main(channel_fd: RawFd) -> i32 {
             // workload may be done as that (not even the workdir's chdir).
             if joined.contains(CloneFlags::CLONE_NEWUSER) {
                 let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+                // The id change resets dumpability to fs.suid_dumpable's:
+                // not dumpable again, before anything else.
+                // SAFETY: prctl with integer arguments only.
                 if nix::unistd::setgroups(&[]).is_err()
                     || nix::unistd::setresgid(root.0, root.0, root.0).is_err()
                     || nix::unistd::setresuid(root.1, root.1, root.1).is_err()
+                    || unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0
                 {
                     // SAFETY: _exit ends the process without running atexit handlers.
                     unsafe { libc::_exit(SETUP_FAILED) }

@@ -196,6 +196,12 @@ fn setup(p: &Prepared) -> Result<std::convert::Infallible, (Step, Errno)> {
     if [gids.real, gids.effective, gids.saved].iter().any(|g| g.as_raw() != p.gid) {
         return Err((Step::Setresgid, Errno::EPERM));
     }
+    // The id change made this process dumpable again where the host's
+    // fs.suid_dumpable says so: until its execve it still holds the
+    // init's descriptors (close-on-exec, not closed), which the
+    // workload's other processes of its uid must not reach by ptrace.
+    // SAFETY: prctl with integer arguments only.
+    Errno::result(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }).at(Step::Setresuid)?;
     // A non-root user lost every capability in setresuid (no KEEPCAPS), as in Docker.
     sys::capset(if p.uid == 0 { p.capabilities } else { 0 }).at(Step::Capset)?;
     // SAFETY: prctl with integer arguments only.
