@@ -246,10 +246,10 @@ pub fn main(channel_fd: RawFd) -> i32 {
                 let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
                 // The id change resets dumpability to fs.suid_dumpable's:
                 // not dumpable again, before anything else.
-                // SAFETY: prctl with integer arguments only.
                 if nix::unistd::setgroups(&[]).is_err()
                     || nix::unistd::setresgid(root.0, root.0, root.0).is_err()
                     || nix::unistd::setresuid(root.1, root.1, root.1).is_err()
+                    // SAFETY: prctl with integer arguments only.
                     || unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0
                 {
                     // SAFETY: _exit ends the process without running atexit handlers.
