@@ -304,3 +304,39 @@ fn an_exec_ends_with_the_daemon_that_served_it() {
     // A successor adopts the workload, and stops it with itself.
     let _d = d.start(&[]);
 }
+
+/// Without -t, what the command writes reaches the caller's terminal with
+/// its control characters escaped (it cannot set the clipboard or the
+/// title, or erase what was shown); --raw, or a pipe, passes them on.
+#[test]
+fn on_a_terminal_without_tty_the_commands_control_characters_are_escaped() {
+    let d = Daemon::setup().start(&[]);
+    sleeper(&d, "exec-escape");
+    let shown = |extra: &[&str]| {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let mut args = extra.to_vec();
+        args.extend(["exec-escape", "--", "printf", "title\\033]0;pwned\\007 clip\\033]52;c;aGk=\\007\\n"]);
+        let status =
+            exec(&d, &args).stdin(Stdio::null()).stdout(Stdio::from(pty.slave.try_clone().unwrap())).status().unwrap();
+        assert!(status.success());
+        drop(pty.slave);
+        let mut master = std::fs::File::from(pty.master);
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        // Read until the terminal has nothing more (EIO once its other end is closed).
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    };
+    let escaped = shown(&[]);
+    assert!(escaped.contains("title\\x1b]0;pwned\\x07 clip\\x1b]52;c;aGk=\\x07"), "{escaped:?}");
+    assert!(!escaped.contains('\x1b'), "{escaped:?}");
+    let raw = shown(&["--raw"]);
+    assert!(raw.contains("title\x1b]0;pwned\x07"), "{raw:?}");
+    let piped = run(&d, &["exec-escape", "--", "printf", "a\\033[2Kb"]);
+    assert_eq!(piped.stdout, b"a\x1b[2Kb", "a pipe gets the bytes as they are");
+}

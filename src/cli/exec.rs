@@ -19,6 +19,11 @@ use crate::protocol::{ExecInput, ExecRequest, Request, Response};
 /// Run a command inside a running workload, as the workload runs: its
 /// namespaces, ids, capabilities, seccomp filter, cgroup and environment.
 ///
+/// Without -t, on a terminal, control characters the command writes are
+/// shown escaped (`\x1b`), as `paddock logs` shows them, so that what the
+/// workload wrote (a file it planted for you to `cat`) cannot drive your
+/// terminal; --raw passes them as they are (output to a pipe always is).
+///
 /// The exit status is the command's (128+N when killed by signal N; 126
 /// when it cannot be executed, 127 when it is not found, 125 when paddock
 /// could not run it). The command is killed when its workload stops.
@@ -41,6 +46,9 @@ pub struct ExecArgs {
     /// The working directory inside the sandbox instead of the manifest's.
     #[arg(short, long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
+    /// Without -t, pass control characters to this terminal as they are.
+    #[arg(long)]
+    pub raw: bool,
     #[command(flatten)]
     pub client: ClientArgs,
     /// The workload.
@@ -90,6 +98,56 @@ fn window_size(from: i32) -> Option<libc::winsize> {
     let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCGWINSZ writes a winsize into the struct we pass.
     (unsafe { libc::ioctl(from, libc::TIOCGWINSZ, &mut size) } == 0).then_some(size)
+}
+
+/// `copy`, each control character written as `paddock logs` shows it
+/// (`text::escape_controls`), and each byte that is not UTF-8 as `\xNN`;
+/// a character split between two reads is held until it is whole.
+fn copy_escaped(mut from: impl Read, mut to: impl Write) {
+    let mut buf = [0u8; 8192];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => 0,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let (shown, held) = escape_bytes(&pending, n == 0);
+        if to.write_all(shown.as_bytes()).is_err() || to.flush().is_err() || n == 0 {
+            return;
+        }
+        pending.drain(..pending.len() - held);
+    }
+}
+
+/// `bytes` escaped, and how many bytes at its end (an unfinished UTF-8
+/// character) are held back for the next read, unless `last`.
+fn escape_bytes(bytes: &[u8], last: bool) -> (String, usize) {
+    use std::fmt::Write as _;
+    let mut shown = String::new();
+    let mut rest = bytes;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(text) => {
+                shown.push_str(&crate::text::escape_controls(text));
+                return (shown, 0);
+            }
+            Err(e) => {
+                let (valid, after) = rest.split_at(e.valid_up_to());
+                shown.push_str(&crate::text::escape_controls(std::str::from_utf8(valid).expect("valid up to here")));
+                let bad = match e.error_len() {
+                    Some(len) => len,
+                    None if !last => return (shown, after.len()),
+                    None => after.len(),
+                };
+                for b in &after[..bad] {
+                    let _ = write!(shown, "\\x{b:02x}");
+                }
+                rest = &after[bad..];
+            }
+        }
+    }
 }
 
 fn copy(mut from: impl Read, mut to: impl Write) {
@@ -199,11 +257,21 @@ pub fn run(args: ExecArgs) -> Result<ExitCode, CliError> {
         let mut control = stream.try_clone().or_fail(125)?;
         std::thread::spawn(move || forward(&forwarded, &mut control, Some(resize)));
     } else {
+        // What the command writes reaches this terminal escaped (see --raw).
+        let escape = |terminal: bool| !args.raw && terminal;
         if let Some(out) = out_read {
-            outputs.push(std::thread::spawn(move || copy(std::fs::File::from(out), std::io::stdout())));
+            let escaped = escape(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+            outputs.push(std::thread::spawn(move || match escaped {
+                true => copy_escaped(std::fs::File::from(out), std::io::stdout()),
+                false => copy(std::fs::File::from(out), std::io::stdout()),
+            }));
         }
         if let Some(err) = err_read {
-            outputs.push(std::thread::spawn(move || copy(std::fs::File::from(err), std::io::stderr())));
+            let escaped = escape(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+            outputs.push(std::thread::spawn(move || match escaped {
+                true => copy_escaped(std::fs::File::from(err), std::io::stderr()),
+                false => copy(std::fs::File::from(err), std::io::stderr()),
+            }));
         }
         if let Some(input) = in_write {
             std::thread::spawn(move || copy(std::io::stdin(), std::fs::File::from(input)));
@@ -245,5 +313,21 @@ fn forward(signals: &SigSet, control: &mut UnixStream, pty: Option<i32>) {
         if control.write_all(&line).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_for_a_terminal_is_escaped_and_a_split_character_waits_for_its_end() {
+        assert_eq!(escape_bytes(b"ok\x1b]52;c;aGk=\x07\n", false), ("ok\\x1b]52;c;aGk=\\x07\n".to_owned(), 0));
+        // "é" is 0xc3 0xa9: its first byte is held for the next read...
+        assert_eq!(escape_bytes(b"caf\xc3", false), ("caf".to_owned(), 1));
+        assert_eq!(escape_bytes(b"caf\xc3\xa9", false), ("café".to_owned(), 0));
+        // ...unless the stream ended; a byte that is no UTF-8 is shown as such.
+        assert_eq!(escape_bytes(b"caf\xc3", true), ("caf\\xc3".to_owned(), 0));
+        assert_eq!(escape_bytes(b"a\xffb\xc2\x9b", false), ("a\\xffb\\u{9b}".to_owned(), 0));
     }
 }
