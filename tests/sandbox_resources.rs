@@ -125,10 +125,12 @@ fn on_cgroup_v2_the_sandbox_is_born_in_its_cgroup() {
         .unwrap();
     let pids = common::sandbox::wait_for_descendants(child.id(), 2);
     assert!(!pids.is_empty());
+    // A run's own cgroup: paddock-run/NAME-PID, the pid paddock run's.
+    let own = format!("paddock-run/born-in-{}", child.id());
     for pid in &pids {
         let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        assert!(cgroups.lines().any(|l| l == "0::/paddock/born-in"), "pid {pid} is in {cgroups}");
+        assert!(cgroups.lines().any(|l| l == format!("0::/{own}")), "pid {pid} is in {cgroups}");
     }
     assert!(child.wait_with_output().unwrap().status.success());
-    assert!(!std::path::Path::new(root).join("paddock/born-in").exists(), "the cgroup is removed");
+    assert!(!std::path::Path::new(root).join(&own).exists(), "the cgroup is removed");
 }

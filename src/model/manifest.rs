@@ -273,7 +273,10 @@ pub enum Seccomp {
 pub struct Resources {
     /// Memory limit for the whole sandbox, e.g. "256MiB"; past it the
     /// kernel's OOM killer ends the workload. Swap counts against it (no
-    /// swap on cgroup v2; memory and swap together on v1).
+    /// swap on cgroup v2; memory and swap together on v1); on a host with
+    /// swap whose kernel does not account it (`swapaccount=0`,
+    /// `cgroup.memory=noswap`) the start fails saying so, rather than let
+    /// the workload swap past the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Size")]
     pub memory: Option<Size>,

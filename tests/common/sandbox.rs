@@ -144,12 +144,20 @@ pub fn busybox_manifest(command: &str, extra: &str) -> String {
     )
 }
 
-/// The host's cgroup directories for a workload (v1 here, v2 elsewhere).
+/// The host's cgroup directories of a `paddock run` of the manifest
+/// `name` (`paddock-run/NAME-PID`; v1 here, v2 elsewhere).
 pub fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    let ours = |file: &std::ffi::OsStr| {
+        file.to_str()
+            .and_then(|f| f.strip_prefix(name)?.strip_prefix('-'))
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    };
     ["memory", "pids", "cpu", "unified", ""]
         .iter()
-        .map(|c| Path::new("/sys/fs/cgroup").join(c).join("paddock").join(name))
-        .filter(|p| p.exists())
+        .flat_map(|c| std::fs::read_dir(Path::new("/sys/fs/cgroup").join(c).join("paddock-run")).into_iter().flatten())
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(ours) && p.is_dir())
         .collect()
 }
 
