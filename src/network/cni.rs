@@ -54,6 +54,22 @@ pub enum CniError {
 /// Kills a plugin and every process of its group (what it started), then
 /// reaps it. Its group id cannot have been given to another group: the
 /// plugin, its leader, is not reaped until here.
+/// How long, after a plugin ended, the threads that relay its streams may
+/// take to see them close before what holds them open is killed.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
+
+/// Whether `finished` (every relaying thread ended) holds within `grace`.
+fn finished_within(finished: impl Fn() -> bool, grace: Duration) -> bool {
+    let deadline = std::time::Instant::now() + grace;
+    while !finished() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
+
 fn kill_group(child: &mut std::process::Child) {
     // SAFETY: kill takes a process group (negative) and a signal; no memory is involved.
     unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
@@ -411,9 +427,7 @@ impl Runtime<'_> {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|source| CniError::Run { plugin: kind.clone(), source })?;
-        // The configuration is small: it fits the pipe, and the plugin reads it first.
-        let wrote = child.stdin.take().map(|mut s| s.write_all(&stdin));
-        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let (input, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
         // Each stream on a thread of its own: neither can fill up and block
         // the plugin. At most OUTPUT_LIMIT of each is kept: past it, the
         // stream is closed, and a plugin still writing gets EPIPE rather
@@ -429,19 +443,17 @@ impl Runtime<'_> {
         };
         let out_reader = drain(stdout.map(|s| Box::new(s) as Box<dyn Read + Send>));
         let err_reader = drain(stderr.map(|s| Box::new(s) as Box<dyn Read + Send>));
+        // The configuration (up to a conflist's 1 MiB, more than a pipe
+        // holds) is written on a thread too: a plugin that does not read
+        // it is timed out below like any other, not waited for here.
+        let writer = std::thread::Builder::new().spawn(move || input.map(|mut s| s.write_all(&stdin)));
         // No thread to be had (the host is out of processes): the plugin
         // is killed, and the drain that did start ends with its output.
-        let (out_reader, err_reader) = match (out_reader, err_reader) {
-            (Ok(out), Ok(err)) => (out, err),
-            (out, err) => {
+        let (out_reader, err_reader, writer) = match (out_reader, err_reader, writer) {
+            (Ok(out), Ok(err), Ok(writer)) => (out, err, writer),
+            (out, err, writer) => {
                 kill_group(&mut child);
-                let mut failed = None;
-                for reader in [out, err] {
-                    match reader {
-                        Ok(started) => drop(started.join()),
-                        Err(e) => failed = failed.or(Some(e)),
-                    }
-                }
+                let failed = [out.err(), err.err(), writer.err()].into_iter().flatten().next();
                 let source = failed.unwrap_or_else(|| std::io::Error::other("a drain thread did not start"));
                 return Err(CniError::Run { plugin: kind.clone(), source });
             }
@@ -451,9 +463,25 @@ impl Runtime<'_> {
             kill_group(&mut child);
             return Err(CniError::Timeout { plugin: kind, command: verb.as_str() });
         }
+        // It ended, and is a zombie until reaped below, which keeps its
+        // process group's id its own: what it started and left behind
+        // holding its streams open goes with that group, as at a timeout.
+        let relayed = || out_reader.is_finished() && err_reader.is_finished() && writer.is_finished();
+        if !finished_within(relayed, LEFTOVER_GRACE) {
+            // SAFETY: kill takes a process group (negative) and a signal; no memory is involved.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+        }
         let status = child.wait().map_err(|source| CniError::Run { plugin: kind.clone(), source })?;
+        // One that left its process group keeps them open still.
+        if !finished_within(relayed, LEFTOVER_GRACE) {
+            return Err(CniError::Failed {
+                plugin: kind,
+                command: verb.as_str(),
+                message: "it ended, but a process it started outside its process group holds its stdin, stdout or stderr open".into(),
+            });
+        }
         let (out, err) = (out_reader.join().unwrap_or_default(), err_reader.join().unwrap_or_default());
-        if let Some(Err(source)) = wrote
+        if let Ok(Some(Err(source))) = writer.join()
             && status.success()
         {
             return Err(CniError::Run { plugin: kind, source });
@@ -653,6 +681,66 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the plugin's helper {helper} outlived it");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A plugin that never reads its configuration (larger than a pipe
+    /// holds) is timed out like any other, not waited on at the write; one
+    /// that ends leaving a helper holding its output gets that helper
+    /// killed with its group and its result read; one whose helper left
+    /// the group is an error that says so, not a wait without end.
+    #[test]
+    fn a_plugin_is_never_waited_on_for_its_streams_past_its_end_or_timeout() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let helper = dir.path().join("helper.pid");
+        let result = r#"{"cniVersion":"1.0.0","ips":[{"address":"10.1.0.2/24"}]}"#;
+        for (name, script) in [
+            ("deaf", "sleep 1000".to_owned()),
+            ("leaves", format!("cat > /dev/null\nsleep 1000 &\necho $! > {}\necho '{result}'", helper.display())),
+            (
+                "escapes",
+                format!("cat > /dev/null\nsetsid sleep 1000 &\necho $! > {}\necho '{result}'", helper.display()),
+            ),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let dirs = PluginDirs(vec![dir.path().to_owned()]);
+        let add = move |plugin: &'static str| {
+            let dirs = dirs.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let caps = Map::new();
+                let target =
+                    Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
+                let padding = "x".repeat(200 << 10);
+                let list = serde_json::json!({"cniVersion": "1.0.0", "name": "t", "plugins": [{"type": plugin, "padding": padding}]});
+                let list = ConfList::parse(list, "t.conflist").unwrap();
+                let _ = tx.send(
+                    Runtime { dirs: &dirs }.add(&list, &dirs.programs(&list).unwrap(), target).map_err(|f| f.error),
+                );
+            });
+            rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("{plugin}: still waited on after 20 s"))
+        };
+        let e = add("deaf").unwrap_err();
+        assert!(matches!(e, CniError::Timeout { .. }), "{e:?}");
+        let kill_helper = || {
+            let pid: i32 = std::fs::read_to_string(&helper).unwrap().trim().parse().unwrap();
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')));
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            alive
+        };
+        let got = add("leaves").unwrap();
+        assert_eq!(got["ips"][0]["address"], "10.1.0.2/24");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!kill_helper(), "the helper went with the plugin's group");
+        let e = add("escapes").unwrap_err();
+        let message = e.to_string();
+        assert!(message.contains("outside its process group holds its stdin, stdout or stderr open"), "{message}");
+        kill_helper();
     }
 
     /// A plugin that writes without end, to its stdout or its stderr, is
