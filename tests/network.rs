@@ -874,6 +874,39 @@ fn what_a_plugin_could_not_undo_is_kept_and_undone_once_it_can_be() {
     assert!(second.get("undoing").is_none(), "{second}");
 }
 
+/// A detachment that failed and is not due again yet when the daemon
+/// stops is tried once more before it exits.
+#[test]
+fn a_stopping_daemon_tries_a_failed_detachment_again_before_it_exits() {
+    let d = prepared();
+    let stuck = d.path("out/stuck");
+    let plugins = [(
+        "sticky",
+        format!(
+            "#!/bin/sh\ncat > /dev/null\ncase $CNI_COMMAND in\nADD) echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.96.0.2/24\"}}]}}' ;;\nDEL) [ -e {} ] && {{ echo '{{\"code\":11,\"msg\":\"stuck\"}}'; exit 1; }} ;;\nesac\nexit 0\n",
+            stuck.display()
+        ),
+    )];
+    fake_networks(&d, &plugins, &[("fake", &["sticky"])]);
+    let mut d = d.start(&[]);
+    d.write("w.toml", &sleeper("[namespaces]\nnetwork = \"fake\""));
+    d.running_pid("w");
+    let record = d.path("state/networks/w.json");
+    std::fs::write(&stuck, "").unwrap();
+    std::fs::remove_file(d.path("wl/w.toml")).unwrap();
+    // It failed; the next try is due a second later, at a later pass
+    // (the rescan, every 30 s here).
+    let failures = |d: &Daemon| {
+        std::fs::read_to_string(d.path("out/daemon.log")).unwrap().matches("cannot undo its network attachment").count()
+    };
+    d.wait_for("the failed detachment", |d| failures(d) == 1);
+    std::fs::remove_file(&stuck).unwrap();
+    assert!(record.exists(), "not undone yet");
+    assert_eq!(d.terminate(), 0);
+    assert!(!record.exists(), "undone at the exit");
+    assert_eq!(failures(&d), 1);
+}
+
 /// `paddock stop` queues the network's release; a `paddock start` before
 /// it ran (the network workers busy) makes a new attachment, and the
 /// release never undoes the one the new run is in.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
-use super::executor::{Executor, SandboxEvent, SandboxExecutor};
+use super::executor::{SandboxEvent, SandboxExecutor};
 use super::kept::{KeptStore, repair_allocations};
 use super::notify::{self, Notifier};
 use super::records;
@@ -438,8 +438,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         }
     }
     // Nothing runs: every network attachment is undone before the exit.
-    daemon.executor.release_networks(&|_| false);
-    daemon.executor.settle_networks();
+    daemon.executor.release_all_networks();
     notifier.settle(SETTLE_NOTIFY).await;
     let _ = std::fs::remove_file(&socket);
     Ok(())

@@ -382,6 +382,12 @@ impl SandboxExecutor {
         self.attachments.settle();
     }
 
+    /// Undoes every network attachment, once nothing runs, and waits for
+    /// it: the daemon's last act before it exits.
+    pub fn release_all_networks(&mut self) {
+        self.attachments.release_all();
+    }
+
     /// Takes over a sandbox a predecessor (or this process, before an
     /// exec) left running; from then on it is as if this daemon had
     /// started it. Its end, if it came while no daemon listened, arrives

@@ -254,6 +254,18 @@ impl Attachments {
     pub(super) fn settle(&mut self) {
         self.workers.settle();
     }
+
+    /// At the daemon's exit, nothing running: every attachment undone,
+    /// those in use a moment ago (once their work is done) and those whose
+    /// undoing failed and is not due again yet included; waited for. What
+    /// fails still stays recorded, for the next daemon.
+    pub(super) fn release_all(&mut self) {
+        self.workers.settle();
+        lock(&self.retries).clear();
+        self.detaching.clear();
+        self.release(|_| true);
+        self.workers.settle();
+    }
 }
 
 /// A detachment that failed, tried again from `at` on.
