@@ -681,6 +681,61 @@ fn paddock_run_publishes_a_port_like_docker_run_p_and_undoes_it_at_the_end() {
     let _ = bystander.wait();
 }
 
+/// The daemon's workloads and `paddock run`s never publish one host port
+/// twice (portmap would send it to one of them): each refuses the port
+/// the other holds, naming it. A run killed with -9 holds nothing, and
+/// the daemon undoes what it left at its next rescan.
+#[test]
+fn a_port_the_daemon_or_a_run_publishes_is_refused_to_the_other() {
+    let d = prepared();
+    d.configure("policy_dir", "resync_interval = \"1s\"\npolicy_dir");
+    let d = d.start(&[]);
+    d.write("web.toml", &web(&d, 80, "ports = [\"8097:80\"]"));
+    d.running_pid("web");
+    std::fs::write(d.path("out/other.toml"), sleeper("")).unwrap();
+    let ns = d.host_netns.clone().unwrap();
+    let run = |port: &str| {
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.arg(format!("--net={}", ns.display()))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_paddock"))
+            .args(["run", "--config"])
+            .arg(d.path("paddock.toml"))
+            .args(["-p", port])
+            .arg(d.path("out/other.toml"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let refused = run("8097:80").output().unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("host port 8097:80/tcp is published already by the workload web"), "{said}");
+    // A run that holds a port: the daemon's workload that wants it waits.
+    let mut holder = run("8098:80").spawn().unwrap();
+    let records = d.path("state/networks/run");
+    d.wait_for("the run's attachment", |_| std::fs::read_dir(&records).is_ok_and(|mut e| e.next().is_some()));
+    d.write("taker.toml", &sleeper("ports = [\"8098:80\"]"));
+    let pid = holder.id().to_string();
+    d.wait_for("taker refused, naming the run", |d| {
+        d.workload("taker").is_some_and(|w| {
+            w["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("published already by `paddock run` (pid ") && e.contains(&pid))
+        })
+    });
+    assert_ne!(d.workload("taker").unwrap()["state"], "running");
+    // Killed with -9, it holds nothing: the workload starts, and the
+    // daemon undoes what the run left.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    d.running_pid("taker");
+    d.wait_for("the killed run's record undone", |_| std::fs::read_dir(&records).is_ok_and(|mut e| e.next().is_none()));
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("undid the network of a `paddock run` that was killed"), "{log}");
+}
+
 #[test]
 fn the_web_example_answers_curl_on_localhost_8080() {
     assert!(Path::new("/bin/busybox").exists(), "the example runs the host's busybox: apt-get install busybox-static");

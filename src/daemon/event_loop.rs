@@ -349,7 +349,10 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                     scans.wanted = Some(Rescan::Everything);
                 }
             }
-            _ = resync.tick(), if !shutting_down => { scans.wanted = Some(Rescan::Everything); }
+            _ = resync.tick(), if !shutting_down => {
+                scans.wanted = Some(Rescan::Everything);
+                daemon.executor.undo_abandoned_runs();
+            }
             _ = async { tokio::time::sleep_until(wake.unwrap().into()).await }, if wake.is_some() => {
                 daemon.on_timer(Clock::read());
                 stale = !shutting_down;

@@ -382,6 +382,11 @@ impl SandboxExecutor {
         self.attachments.settle();
     }
 
+    /// Undoes what killed `paddock run`s left of their networks (on a thread).
+    pub fn undo_abandoned_runs(&mut self) {
+        self.attachments.undo_abandoned_runs();
+    }
+
     /// Undoes every network attachment, once nothing runs, and waits for
     /// it: the daemon's last act before it exits.
     pub fn release_all_networks(&mut self) {

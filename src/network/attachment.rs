@@ -145,6 +145,9 @@ impl Networks {
                 return Err(NetworkError::PortInUse(*port));
             }
         }
+        if let Some((port, holder)) = self.published_elsewhere(workload, &m.ports) {
+            return Err(NetworkError::PortPublished { port, holder });
+        }
         let netns_path = self.netns_path(workload);
         crate::fsutil::create_private_dir(&self.run_dir.join("netns"))
             .and_then(|()| crate::fsutil::create_private_dir(&self.records))

@@ -19,6 +19,7 @@ mod attachment;
 pub mod cni;
 mod dns;
 mod records;
+pub use records::run_gone;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -64,6 +65,10 @@ pub enum NetworkError {
         family = if port.host_ip.is_some_and(|ip| ip.is_ipv6()) { 6 } else { 4 }
     )]
     PortFamily { port: crate::model::PortMapping, network: String },
+    #[error(
+        "host port {port} is published already by {holder}: portmap would send it to one of the two; publish another port, or stop that one first"
+    )]
+    PortPublished { port: crate::model::PortMapping, holder: String },
     #[error(transparent)]
     NotUndone(Box<NotUndone>),
 }
@@ -121,7 +126,8 @@ impl NetworkError {
             NetworkError::Netns(_)
             | NetworkError::Write { .. }
             | NetworkError::Unreadable(_)
-            | NetworkError::PortInUse(_) => false,
+            | NetworkError::PortInUse(_)
+            | NetworkError::PortPublished { .. } => false,
             NetworkError::Subnet(_)
             | NetworkError::Directory { .. }
             | NetworkError::Twice { .. }
@@ -142,6 +148,8 @@ pub struct Networks {
     run_dir: PathBuf,
     /// `STATE_DIR/networks`: one record per attachment.
     records: PathBuf,
+    /// These are `paddock run`'s (`for_runs`).
+    runs: bool,
 }
 
 /// An IPv4 subnet, `a.b.c.d/n`.
@@ -239,6 +247,7 @@ impl Networks {
             lists,
             run_dir: run_dir.to_owned(),
             records: state_dir.join("networks"),
+            runs: false,
         })
     }
 
@@ -248,6 +257,7 @@ impl Networks {
     pub fn for_runs(mut self) -> Self {
         self.run_dir = self.run_dir.join("run");
         self.records = self.records.join("run");
+        self.runs = true;
         self
     }
 

@@ -24,21 +24,38 @@ impl Networks {
     /// Every recorded attachment, by workload (a record that cannot be
     /// read is returned as such, to be reported).
     pub fn recorded(&self) -> Vec<(WorkloadName, Result<Attachment, String>)> {
-        let Ok(entries) = std::fs::read_dir(&self.records) else { return Vec::new() };
-        let mut found = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some(stem) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else {
-                continue;
-            };
-            let Ok(name) = WorkloadName::try_from(stem) else { continue };
-            let read = std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Attachment>(&b).map_err(|e| e.to_string()));
-            found.push((name, read));
+        read_records(&self.records)
+    }
+
+    /// Who else publishes one of `ports` (the first found): the daemon's
+    /// workloads and `paddock run`s keep their records apart, and neither
+    /// sees the other's ports as sockets (portmap's rules are none), so
+    /// each looks at the other's records; a run also at the other runs'.
+    /// A run that is gone holds nothing (its leftovers are being undone).
+    pub(super) fn published_elsewhere(
+        &self,
+        workload: &WorkloadName,
+        ports: &[crate::model::PortMapping],
+    ) -> Option<(crate::model::PortMapping, String)> {
+        if ports.is_empty() {
+            return None;
         }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
-        found
+        let runs = if self.runs { self.records.clone() } else { self.records.join("run") };
+        let mut holders: Vec<(String, Attachment)> = Vec::new();
+        if self.runs
+            && let Some(daemons) = self.records.parent()
+        {
+            holders.extend(
+                read_records(daemons).into_iter().filter_map(|(n, a)| Some((format!("the workload {n}"), a.ok()?))),
+            );
+        }
+        holders.extend(read_records(&runs).into_iter().filter_map(|(n, a)| {
+            let pid = n.as_str().strip_prefix("run")?.split('-').next()?.to_owned();
+            (!(self.runs && n == *workload) && !run_gone(&n)).then_some((format!("`paddock run` (pid {pid})"), a.ok()?))
+        }));
+        ports.iter().find_map(|port| {
+            holders.iter().find(|(_, a)| a.ports.iter().any(|p| p.collides_with(port))).map(|(h, _)| (*port, h.clone()))
+        })
     }
 
     /// Forgets a record that cannot be read (its attachment cannot be
@@ -58,28 +75,13 @@ impl Networks {
             .collect()
     }
 
-    /// The attachments of `paddock run`s that are gone (each is recorded
-    /// as `run<PID>-<START>`, its pid and start time; a run that ended
-    /// normally undid its own), undone now. A pid alone is not enough: one
-    /// reused (or after a reboot) would keep a dead run's attachment for as
-    /// long as the new process lives. Records of older paddocks (`run<PID>`)
-    /// are judged by the pid. For `for_runs()` networks.
+    /// The attachments of `paddock run`s that are gone (`run_gone`; a run
+    /// that ended normally undid its own), undone now. For `for_runs()`
+    /// networks.
     pub fn undo_abandoned_runs(&self) -> Vec<(WorkloadName, Result<(), NetworkError>)> {
-        let gone = |name: &WorkloadName| {
-            let Some(run) = name.as_str().strip_prefix("run") else { return false };
-            let (pid, started) = match run.split_once('-') {
-                Some((pid, started)) => (pid, started.parse::<u64>().ok()),
-                None => (run, None),
-            };
-            let Ok(pid) = pid.parse::<i32>() else { return false };
-            match started {
-                Some(started) => crate::sandbox::process::start_time(pid) != Some(started),
-                None => !Path::new(&format!("/proc/{pid}")).exists(),
-            }
-        };
         self.recorded()
             .into_iter()
-            .filter(|(name, _)| gone(name))
+            .filter(|(name, _)| run_gone(name))
             .map(|(name, read)| {
                 let undone = match read {
                     Ok(a) => self.detach(&name, &a),
@@ -91,5 +93,43 @@ impl Networks {
                 (name, undone)
             })
             .collect()
+    }
+}
+
+/// The records in `dir`, by workload (one that cannot be read is returned
+/// as such, to be reported).
+fn read_records(dir: &Path) -> Vec<(WorkloadName, Result<Attachment, String>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(stem) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        let Ok(name) = WorkloadName::try_from(stem) else { continue };
+        let read = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Attachment>(&b).map_err(|e| e.to_string()));
+        found.push((name, read));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+/// Whether the `paddock run` a record is named after (`run<PID>-<START>`,
+/// its pid and start time) is gone. A pid alone is not enough: one reused
+/// (or after a reboot) would keep a dead run's attachment for as long as
+/// the new process lives. Records of older paddocks (`run<PID>`) are
+/// judged by the pid. Not a run's record: false.
+pub fn run_gone(name: &WorkloadName) -> bool {
+    let Some(run) = name.as_str().strip_prefix("run") else { return false };
+    let (pid, started) = match run.split_once('-') {
+        Some((pid, started)) => (pid, started.parse::<u64>().ok()),
+        None => (run, None),
+    };
+    let Ok(pid) = pid.parse::<i32>() else { return false };
+    match started {
+        Some(started) => crate::sandbox::process::start_time(pid) != Some(started),
+        None => !Path::new(&format!("/proc/{pid}")).exists(),
     }
 }

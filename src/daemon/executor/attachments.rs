@@ -222,6 +222,7 @@ impl Attachments {
     /// undone otherwise once the first scan has said what is wanted. An
     /// unreadable record, and a namespace with no record, are undone now.
     pub(super) fn restore(&mut self) {
+        self.undo_abandoned_runs();
         let networks = self.networks.clone();
         let recorded = networks.recorded();
         let names: Vec<WorkloadName> = recorded.iter().map(|(n, _)| n.clone()).collect();
@@ -243,6 +244,24 @@ impl Attachments {
                 }
             }
         }
+    }
+
+    /// Undoes, on a thread, what `paddock run`s that were killed left
+    /// (their namespaces, addresses and published ports' rules), as the
+    /// next networked run would: at the daemon's start and at each rescan.
+    pub(super) fn undo_abandoned_runs(&mut self) {
+        let runs = (*self.networks).clone().for_runs();
+        if !runs.recorded().iter().any(|(name, _)| crate::network::run_gone(name)) {
+            return;
+        }
+        self.workers.submit(move || {
+            for (run, undone) in runs.undo_abandoned_runs() {
+                match undone {
+                    Ok(()) => tracing::info!(run = %run, "undid the network of a `paddock run` that was killed"),
+                    Err(e) => tracing::warn!(run = %run, error = %e, "cannot undo the network of a `paddock run` that was killed"),
+                }
+            }
+        });
     }
 
     /// From now on, attachments no workload wants are undone.
