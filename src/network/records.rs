@@ -51,7 +51,7 @@ impl Networks {
         }
         holders.extend(read_records(&runs).into_iter().filter_map(|(n, a)| {
             let pid = n.as_str().strip_prefix("run")?.split('-').next()?.to_owned();
-            (!(self.runs && n == *workload) && !run_gone(&n)).then_some((format!("`paddock run` (pid {pid})"), a.ok()?))
+            (!(run_gone(&n) || self.runs && n == *workload)).then_some((format!("`paddock run` (pid {pid})"), a.ok()?))
         }));
         ports.iter().find_map(|port| {
             holders.iter().find(|(_, a)| a.ports.iter().any(|p| p.collides_with(port))).map(|(h, _)| (*port, h.clone()))
