@@ -929,6 +929,47 @@ fn what_a_plugin_could_not_undo_is_kept_and_undone_once_it_can_be() {
     assert!(second.get("undoing").is_none(), "{second}");
 }
 
+/// An attachment whose undoing failed is never taken again by the same
+/// daemon either: an edit that needed a new one, reverted, does not bring
+/// the half-undone one back.
+#[test]
+fn a_half_undone_attachment_is_not_reused_when_an_edit_is_reverted() {
+    let d = prepared();
+    let stuck = d.path("out/stuck");
+    let plugins = [(
+        "sticky",
+        format!(
+            "#!/bin/sh\ncat > /dev/null\ncase $CNI_COMMAND in\nADD) echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.96.0.2/24\"}}]}}' ;;\nDEL) [ -e {} ] && {{ echo '{{\"code\":11,\"msg\":\"stuck\"}}'; exit 1; }} ;;\nesac\nexit 0\n",
+            stuck.display()
+        ),
+    )];
+    fake_networks(&d, &plugins, &[("fake", &["sticky"])]);
+    let d = d.start(&[]);
+    let original =
+        |hostname: &str| sleeper(&format!("{hostname}[namespaces]\nnetwork = \"fake\"\n[restart]\nbackoff = \"1s\""));
+    d.write("w.toml", &original(""));
+    d.running_pid("w");
+    let record = d.path("state/networks/w.json");
+    let id = |path: &Path| -> String {
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        r["container_id"].as_str().unwrap().to_owned()
+    };
+    let first = id(&record);
+    std::fs::write(&stuck, "").unwrap();
+    // Another hostname: another attachment, and the old one cannot be undone.
+    d.write("w.toml", &original("hostname = \"other\"\n"));
+    d.wait_for("the edit's start refused", |d| {
+        d.workload("w")
+            .is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("undoing its previous network attachment")))
+    });
+    d.write("w.toml", &original(""));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ne!(d.workload("w").unwrap()["state"], "running", "not in the half-undone attachment");
+    std::fs::remove_file(&stuck).unwrap();
+    d.running_pid("w");
+    assert_ne!(id(&record), first, "a new attachment");
+}
+
 /// A detachment that failed and is not due again yet when the daemon
 /// stops is tried once more before it exits.
 #[test]

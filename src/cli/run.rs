@@ -289,7 +289,7 @@ struct RunNetwork {
 
 impl Drop for RunNetwork {
     fn drop(&mut self) {
-        if let Err(e) = self.networks.detach(&self.key, &self.attachment) {
+        if let Err(e) = self.networks.detach(&self.key, &mut self.attachment) {
             eprintln!("paddock run: undoing the network: {e}");
         }
     }

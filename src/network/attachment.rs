@@ -213,8 +213,8 @@ impl Networks {
 
     /// Undoes an attachment made in vain, for `error`. What cannot be
     /// undone is kept, record and all, to be tried again (`NotUndone`).
-    fn undo(&self, workload: &WorkloadName, attachment: Attachment, error: NetworkError) -> NetworkError {
-        match self.detach(workload, &attachment) {
+    fn undo(&self, workload: &WorkloadName, mut attachment: Attachment, error: NetworkError) -> NetworkError {
+        match self.detach(workload, &mut attachment) {
             Ok(()) => error,
             Err(NetworkError::Cni(undo)) => {
                 NetworkError::NotUndone(Box::new(super::NotUndone { error, undo, leftover: Some(attachment) }))
@@ -229,12 +229,20 @@ impl Networks {
     /// so what failed is tried again (by this daemon or the next) in the
     /// namespace the plugins made it in: the bridge plugin finds the rules
     /// it must remove from the addresses in there.
-    pub fn detach(&self, workload: &WorkloadName, a: &Attachment) -> Result<(), NetworkError> {
+    ///
+    /// `a` is marked undoing first, and so is its record: what is left of
+    /// it after a DEL that failed is never reused, by this daemon (which
+    /// keeps `a`) or the next. The record's mark is best effort: a state
+    /// disk that cannot take it does not keep the DELs from running.
+    pub fn detach(&self, workload: &WorkloadName, a: &mut Attachment) -> Result<(), NetworkError> {
         let list = ConfList::parse(a.config.clone(), &format!("the recorded network of {workload}"))?;
         let caps = capabilities(&a.ports);
         let runtime = cni::Runtime { dirs: &self.dirs };
         if !a.undoing {
-            self.record(workload, &Attachment { undoing: true, ..a.clone() })?;
+            a.undoing = true;
+            if let Err(e) = self.record(workload, a) {
+                tracing::warn!(workload = %workload, error = %e, "cannot record that its network is being undone; undoing it anyway");
+            }
         }
         runtime.del(&list, a.target(&caps), a.result.as_ref())?;
         netns::remove(&a.netns);

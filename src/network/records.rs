@@ -84,7 +84,7 @@ impl Networks {
             .filter(|(name, _)| run_gone(name))
             .map(|(name, read)| {
                 let undone = match read {
-                    Ok(a) => self.detach(&name, &a),
+                    Ok(mut a) => self.detach(&name, &mut a),
                     Err(e) => {
                         self.drop_record(&name);
                         Err(NetworkError::Unreadable(e))

@@ -135,18 +135,20 @@ impl Attachments {
             let mut guard = lock(&slot);
             let outcome = match guard.take() {
                 Some(a) if reusable(&a) => Ok(a),
-                Some(old) => match networks.detach(&name, &old).inspect(|()| drop(lock(&retries).remove(&name))) {
-                    // Its record would be overwritten by the new one: what
-                    // the old one made is undone first, or nothing is made.
-                    Err(e) => {
-                        *guard = Some(old);
-                        Err(AttachError {
-                            message: format!("undoing its previous network attachment: {e}"),
-                            blame: Blame::Workload,
-                        })
+                Some(mut old) => {
+                    match networks.detach(&name, &mut old).inspect(|()| drop(lock(&retries).remove(&name))) {
+                        // Its record would be overwritten by the new one: what
+                        // the old one made is undone first, or nothing is made.
+                        Err(e) => {
+                            *guard = Some(old);
+                            Err(AttachError {
+                                message: format!("undoing its previous network attachment: {e}"),
+                                blame: Blame::Workload,
+                            })
+                        }
+                        Ok(()) => attach(&networks, &name, &manifest, &mut guard),
                     }
-                    Ok(()) => attach(&networks, &name, &manifest, &mut guard),
-                },
+                }
                 None => attach(&networks, &name, &manifest, &mut guard),
             };
             if guard.is_none() || outcome.is_ok() {
@@ -194,8 +196,8 @@ impl Attachments {
                 if guard.as_ref().is_none_or(|a| a.container_id != id) {
                     return;
                 }
-                let Some(a) = guard.take() else { return };
-                match networks.detach(&name, &a) {
+                let Some(mut a) = guard.take() else { return };
+                match networks.detach(&name, &mut a) {
                     Ok(()) => {
                         lock(&retries).remove(&name);
                         tracing::info!(workload = %name, network = %a.network, "network detached");
