@@ -32,8 +32,9 @@ pub struct Record {
     /// name one process, even after the pid is recycled.
     pub start_time: u64,
     /// The cgroup's directories (one per hierarchy on v1), empty for none.
-    /// For the record only: recovery looks where this daemon puts a
-    /// workload's cgroup, never at a path a record names.
+    /// Recovery looks where this daemon puts a workload's cgroup; a record's
+    /// paths are taken only for an adopted sandbox whose init they hold,
+    /// when this daemon's layout puts cgroups elsewhere (`Cgroup::recorded`).
     pub cgroup: Vec<PathBuf>,
     pub slice: Slice,
     /// The manifest version it runs.
@@ -161,10 +162,13 @@ pub struct Recovery {
 /// that no record claims: a daemon killed between making a cgroup and
 /// recording the sandbox leaves one. Runs before the first start.
 ///
-/// A record's own cgroup paths are not trusted (a record is a file, and
-/// recovery kills what it names): only this daemon's layout is searched
-/// for what to kill. They are only read, to tell whether the recorded init
-/// is still in its cgroup.
+/// A record's own cgroup paths are trusted only as far as the kernel
+/// bears them out (a record is a file, and recovery kills what it names):
+/// this daemon's layout is searched for what to kill. They are read to
+/// tell whether the recorded init is still in its cgroup, and an adopted
+/// sandbox whose cgroup is not in this daemon's layout keeps those of its
+/// recorded directories that are `paddock/NAME` on a cgroup filesystem and
+/// hold its init (its pid and start time checked), and no other.
 pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery {
     let mut out = Recovery::default();
     let entries = match std::fs::read_dir(dir(state_dir)) {
@@ -222,7 +226,7 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
                     Some(here) if record.cgroup.is_empty() || here.dirs().iter().any(|d| holds(d, record.pid)) => {
                         Some(here)
                     }
-                    _ => Cgroup::recorded(&record.cgroup, stem),
+                    _ => Cgroup::recorded(&record.cgroup, stem, record.pid),
                 };
                 match crate::sandbox::adopt(record.pid, record.start_time, cgroup) {
                     Ok(sandbox) => {

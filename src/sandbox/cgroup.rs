@@ -189,7 +189,7 @@ fn make_leaf(dir: &Path) -> Result<(), CgroupError> {
             if procs.lines().any(|l| !l.trim().is_empty()) {
                 return Err(CgroupError::Occupied { path: dir.to_owned() });
             }
-            std::fs::remove_dir(dir).and_then(|()| std::fs::create_dir(dir)).map_err(failed)
+            remove_dir_patiently(dir).and_then(|()| std::fs::create_dir(dir)).map_err(failed)
         }
         made => made.map_err(failed),
     }
@@ -198,6 +198,29 @@ fn make_leaf(dir: &Path) -> Result<(), CgroupError> {
 /// Whether the host has swap on (/proc/swaps lists an area).
 fn swap_in_use() -> bool {
     std::fs::read_to_string("/proc/swaps").is_ok_and(|t| t.lines().skip(1).any(|l| !l.trim().is_empty()))
+}
+
+/// Whether `dir` is on a cgroup (v1) or cgroup2 filesystem.
+fn on_cgroup_fs(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir).is_ok_and(|fs| {
+        let kind = fs.filesystem_type();
+        kind == nix::sys::statfs::CGROUP_SUPER_MAGIC || kind == nix::sys::statfs::CGROUP2_SUPER_MAGIC
+    })
+}
+
+/// Removes a cgroup directory. One whose last process has just died may
+/// refuse for a moment (EBUSY, as at a quick restart): tried again for up
+/// to 100 ms.
+fn remove_dir_patiently(dir: &Path) -> std::io::Result<()> {
+    let mut removed = std::fs::remove_dir(dir);
+    for _ in 0..50 {
+        match &removed {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(Duration::from_millis(2)),
+            _ => break,
+        }
+        removed = std::fs::remove_dir(dir);
+    }
+    removed
 }
 
 /// Where under a layout's root a sandbox's cgroup is: `GROUP/LEAF`.
@@ -366,14 +389,23 @@ impl Cgroup {
         (!dirs.is_empty()).then(|| Cgroup { layout: layout.clone(), dirs })
     }
 
-    /// The cgroup a sandbox record names (`dirs`, absolute, as
-    /// `dirs()` gave them), wherever a layout put it then: those that
-    /// exist and are `paddock/<name>` directories. v2 when they hold
-    /// `cgroup.controllers`. None when none is left.
-    pub fn recorded(dirs: &[PathBuf], name: &str) -> Option<Self> {
+    /// The cgroup a sandbox record names (`dirs`, absolute, as `dirs()`
+    /// gave them), wherever a layout put it then, as the sandbox's init
+    /// `pid` (pinned by the caller) shows it: those of the directories that
+    /// are `paddock/<name>` on a cgroup filesystem and hold the init. v2
+    /// when they hold `cgroup.controllers`. None when none is left.
+    pub fn recorded(dirs: &[PathBuf], name: &str, pid: i32) -> Option<Self> {
+        let holds = |d: &Path| {
+            std::fs::read_to_string(d.join("cgroup.procs"))
+                .is_ok_and(|procs| procs.lines().any(|l| l.trim().parse() == Ok(pid)))
+        };
+        Self::recorded_where(dirs, name, |d| on_cgroup_fs(d) && holds(d))
+    }
+
+    fn recorded_where(dirs: &[PathBuf], name: &str, trusted: impl Fn(&Path) -> bool) -> Option<Self> {
         let dirs: Vec<PathBuf> = dirs
             .iter()
-            .filter(|d| d.is_absolute() && d.ends_with(Path::new(WORKLOADS).join(name)) && d.is_dir())
+            .filter(|d| d.is_absolute() && d.ends_with(Path::new(WORKLOADS).join(name)) && d.is_dir() && trusted(d))
             .cloned()
             .collect();
         let first = dirs.first()?;
@@ -486,15 +518,7 @@ impl Cgroup {
     /// one that stays is logged.
     pub fn remove(&self) {
         for dir in &self.dirs {
-            let mut result = std::fs::remove_dir(dir);
-            for _ in 0..50 {
-                match &result {
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(Duration::from_millis(2)),
-                    _ => break,
-                }
-                result = std::fs::remove_dir(dir);
-            }
-            match result {
+            match remove_dir_patiently(dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove a sandbox's cgroup");
                 }
@@ -587,7 +611,7 @@ mod tests {
         let layout = Layout::detect(root.path());
         assert_eq!(layout, Layout::V2 { root: root.path().to_owned() });
         let limits = Limits { memory: Some(256 << 20), pids: Some(512), cpu: Some(0.5) };
-        let cg = Cgroup::create(&layout, Place::workload("web"), limits).unwrap();
+        let cg = Cgroup::create_with(&layout, Place::workload("web"), limits, false).unwrap();
         let dir = root.path().join("paddock/web");
         assert_eq!(cg.dirs(), std::slice::from_ref(&dir));
         let read = |p: &Path| std::fs::read_to_string(p).unwrap();
@@ -639,9 +663,13 @@ mod tests {
         let delegated = layout().for_daemon(line).unwrap();
         assert_eq!(delegated, Layout::V2 { root: own.clone() });
         assert_eq!(read(&own.join("supervisor/cgroup.procs")), std::process::id().to_string());
-        let cg =
-            Cgroup::create(&delegated, Place::workload("web"), Limits { memory: Some(1 << 20), ..Limits::default() })
-                .unwrap();
+        let cg = Cgroup::create_with(
+            &delegated,
+            Place::workload("web"),
+            Limits { memory: Some(1 << 20), ..Limits::default() },
+            false,
+        )
+        .unwrap();
         assert_eq!(cg.dirs(), [own.join("paddock/web")]);
         // Controllers are enabled from the delegated cgroup down, never above it.
         assert_eq!(read(&own.join("cgroup.subtree_control")), "+cpu", "the fake keeps the last write");
@@ -658,10 +686,11 @@ mod tests {
     fn a_missing_controller_is_named_in_the_error() {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("cgroup.controllers"), "cpu pids\n").unwrap();
-        let err = Cgroup::create(
+        let err = Cgroup::create_with(
             &Layout::detect(root.path()),
             Place::workload("web"),
             Limits { memory: Some(1 << 20), ..Limits::default() },
+            false,
         )
         .unwrap_err();
         assert!(
@@ -685,12 +714,22 @@ mod tests {
             std::fs::create_dir_all(d).unwrap();
         }
         std::fs::write(v2.join("cgroup.controllers"), "memory\n").unwrap();
-        let cg = Cgroup::recorded(&[other.clone(), root.path().join("gone/paddock/web"), v1.clone()], "web").unwrap();
+        let any = |_: &Path| true;
+        let dirs = [other.clone(), root.path().join("gone/paddock/web"), v1.clone()];
+        let cg = Cgroup::recorded_where(&dirs, "web", any).unwrap();
         assert_eq!(cg.dirs(), std::slice::from_ref(&v1), "another's, and one that is gone, are left out");
         assert_eq!(cg.layout, Layout::V1 { root: root.path().join("v1") });
-        let cg = Cgroup::recorded(std::slice::from_ref(&v2), "web").unwrap();
+        let cg = Cgroup::recorded_where(std::slice::from_ref(&v2), "web", any).unwrap();
         assert_eq!(cg.v2_dir(), Some(v2.as_path()));
-        assert!(Cgroup::recorded(&[other, PathBuf::from("paddock/web")], "web").is_none());
+        assert!(Cgroup::recorded_where(&[other, PathBuf::from("paddock/web")], "web", any).is_none());
+        // Not on a cgroup filesystem, or not holding the init: not taken.
+        assert!(Cgroup::recorded(&[v1.clone()], "web", std::process::id() as i32).is_none());
+        assert!(!on_cgroup_fs(&v1));
+        let cgroup2 = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .find(|r| Path::new(r).join("cgroup.controllers").exists())
+            .expect("a cgroup2 mount at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+        assert!(on_cgroup_fs(Path::new(cgroup2)));
     }
 
     #[test]
@@ -723,13 +762,13 @@ mod tests {
         std::fs::create_dir_all(&left).unwrap();
         std::fs::write(left.join("cgroup.procs"), "4242\n").unwrap();
         let limits = Limits { memory: Some(1 << 20), ..Limits::default() };
-        let err = Cgroup::create(&Layout::detect(root.path()), Place::workload("web"), limits).unwrap_err();
+        let err = Cgroup::create_with(&Layout::detect(root.path()), Place::workload("web"), limits, false).unwrap_err();
         assert!(matches!(&err, CgroupError::Occupied { path } if *path == left), "{err:?}");
         assert!(err.to_string().contains("already holds processes") && err.to_string().contains("stop it first"));
         assert_eq!(std::fs::read_to_string(left.join("cgroup.procs")).unwrap(), "4242\n");
         assert!(!left.join("memory.limit_in_bytes").exists(), "no limit written over the other sandbox's");
         // A run's cgroup is elsewhere, and its own.
-        let run = Cgroup::create(&Layout::detect(root.path()), Place::run("web-77"), limits).unwrap();
+        let run = Cgroup::create_with(&Layout::detect(root.path()), Place::run("web-77"), limits, false).unwrap();
         assert_eq!(run.dirs(), [root.path().join("memory/paddock-run/web-77")]);
     }
 
@@ -740,10 +779,11 @@ mod tests {
             std::fs::create_dir(root.path().join(c)).unwrap();
             std::fs::write(root.path().join(c).join("cgroup.procs"), "").unwrap();
         }
-        let cg = Cgroup::create(
+        let cg = Cgroup::create_with(
             &Layout::detect(root.path()),
             Place::workload("job"),
             Limits { memory: Some(32 << 20), pids: Some(5), cpu: Some(1.5) },
+            false,
         )
         .unwrap();
         assert_eq!(cg.dirs().len(), 3);
