@@ -723,7 +723,7 @@ mod tests {
         assert_eq!(cg.v2_dir(), Some(v2.as_path()));
         assert!(Cgroup::recorded_where(&[other, PathBuf::from("paddock/web")], "web", any).is_none());
         // Not on a cgroup filesystem, or not holding the init: not taken.
-        assert!(Cgroup::recorded(&[v1.clone()], "web", std::process::id() as i32).is_none());
+        assert!(Cgroup::recorded(std::slice::from_ref(&v1), "web", std::process::id() as i32).is_none());
         assert!(!on_cgroup_fs(&v1));
         let cgroup2 = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
             .into_iter()
