@@ -688,8 +688,10 @@ fn paddock_run_publishes_a_port_like_docker_run_p_and_undoes_it_at_the_end() {
 #[test]
 fn a_port_the_daemon_or_a_run_publishes_is_refused_to_the_other() {
     let d = prepared();
-    d.configure("policy_dir", "resync_interval = \"1s\"\npolicy_dir");
-    let d = d.start(&[]);
+    // No rescan meanwhile: what undoes the killed runs' networks below is
+    // the start that wants a port, and the next daemon's start.
+    d.configure("policy_dir", "resync_interval = \"1h\"\npolicy_dir");
+    let mut d = d.start(&[]);
     d.write("web.toml", &web(&d, 80, "ports = [\"8097:80\"]"));
     d.running_pid("web");
     std::fs::write(d.path("out/other.toml"), sleeper("")).unwrap();
@@ -726,14 +728,25 @@ fn a_port_the_daemon_or_a_run_publishes_is_refused_to_the_other() {
         })
     });
     assert_ne!(d.workload("taker").unwrap()["state"], "running");
-    // Killed with -9, it holds nothing: the workload starts, and the
-    // daemon undoes what the run left.
+    // Killed with -9, it holds nothing: the workload starts once what the
+    // run left for its port is undone. Another killed run, on a port no
+    // workload wants, is left to the daemon's next start.
+    let mut bystander = run("8099:80").spawn().unwrap();
+    let count = |_: &Daemon| std::fs::read_dir(&records).map_or(0, |e| e.count());
+    d.wait_for("both runs' attachments", |d| count(d) == 2);
     holder.kill().unwrap();
     holder.wait().unwrap();
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
     d.running_pid("taker");
-    d.wait_for("the killed run's record undone", |_| std::fs::read_dir(&records).is_ok_and(|mut e| e.next().is_none()));
     let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
-    assert!(log.contains("undid the network of a `paddock run` that was killed"), "{log}");
+    assert!(log.contains("which published a port this workload publishes"), "{log}");
+    assert_eq!(count(&d), 1, "the bystander's is left");
+    d.kill();
+    let d = d.start(&[]);
+    d.wait_for("the bystander's undone by the next daemon", |d| count(d) == 0);
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("undid the network of a `paddock run` that was killed run="), "{log}");
 }
 
 #[test]

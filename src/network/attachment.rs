@@ -145,6 +145,21 @@ impl Networks {
                 return Err(NetworkError::PortInUse(*port));
             }
         }
+        // A `paddock run` killed with -9 holds nothing, but its rules for
+        // these ports would come before the workload's: undone first.
+        if !self.runs && !m.ports.is_empty() {
+            let collides = |a: &Attachment| a.ports.iter().any(|p| m.ports.iter().any(|q| p.collides_with(q)));
+            for (run, undone) in self.clone().for_runs().undo_gone_runs(collides) {
+                match undone {
+                    Ok(()) => {
+                        tracing::info!(run = %run, workload = %workload, "undid the network of a `paddock run` that was killed, which published a port this workload publishes")
+                    }
+                    Err(e) => {
+                        tracing::warn!(run = %run, error = %e, "cannot undo the network of a `paddock run` that was killed")
+                    }
+                }
+            }
+        }
         if let Some((port, holder)) = self.published_elsewhere(workload, &m.ports) {
             return Err(NetworkError::PortPublished { port, holder });
         }

@@ -79,9 +79,21 @@ impl Networks {
     /// that ended normally undid its own), undone now. For `for_runs()`
     /// networks.
     pub fn undo_abandoned_runs(&self) -> Vec<(WorkloadName, Result<(), NetworkError>)> {
+        self.undo_gone_runs(|_| true)
+    }
+
+    /// Those of them that `wanted` picks (an unreadable record is always
+    /// forgotten), one caller at a time in this process: the daemon's
+    /// rescans and its starts both undo them.
+    pub(super) fn undo_gone_runs(
+        &self,
+        wanted: impl Fn(&Attachment) -> bool,
+    ) -> Vec<(WorkloadName, Result<(), NetworkError>)> {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.recorded()
             .into_iter()
-            .filter(|(name, _)| run_gone(name))
+            .filter(|(name, read)| run_gone(name) && read.as_ref().map_or(true, &wanted))
             .map(|(name, read)| {
                 let undone = match read {
                     Ok(mut a) => self.detach(&name, &mut a),

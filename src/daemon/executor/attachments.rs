@@ -89,6 +89,11 @@ pub(super) struct Attachments {
     /// said which workloads exist (a recorded attachment is reused by a
     /// workload that starts again with the same network settings).
     releasing: bool,
+    /// Killed `paddock run`s' networks: whether an undoing is queued or
+    /// under way (one at a time), and the runs whose failure was said
+    /// (said once, not at every rescan).
+    runs_undoing: Arc<std::sync::atomic::AtomicBool>,
+    runs_failed: Arc<Mutex<std::collections::BTreeSet<WorkloadName>>>,
 }
 
 impl Attachments {
@@ -102,6 +107,8 @@ impl Attachments {
             views: BTreeMap::new(),
             workers: Workers::new(NETWORK_WORKERS),
             releasing: false,
+            runs_undoing: Arc::default(),
+            runs_failed: Arc::default(),
         }
     }
 
@@ -252,17 +259,29 @@ impl Attachments {
     /// (their namespaces, addresses and published ports' rules), as the
     /// next networked run would: at the daemon's start and at each rescan.
     pub(super) fn undo_abandoned_runs(&mut self) {
+        use std::sync::atomic::Ordering;
         let runs = (*self.networks).clone().for_runs();
-        if !runs.recorded().iter().any(|(name, _)| crate::network::run_gone(name)) {
+        if self.runs_undoing.load(Ordering::Acquire)
+            || !runs.recorded().iter().any(|(name, _)| crate::network::run_gone(name))
+        {
             return;
         }
+        self.runs_undoing.store(true, Ordering::Release);
+        let (undoing, failed) = (self.runs_undoing.clone(), self.runs_failed.clone());
         self.workers.submit(move || {
             for (run, undone) in runs.undo_abandoned_runs() {
                 match undone {
-                    Ok(()) => tracing::info!(run = %run, "undid the network of a `paddock run` that was killed"),
-                    Err(e) => tracing::warn!(run = %run, error = %e, "cannot undo the network of a `paddock run` that was killed"),
+                    Ok(()) => {
+                        lock(&failed).remove(&run);
+                        tracing::info!(run = %run, "undid the network of a `paddock run` that was killed");
+                    }
+                    Err(e) if lock(&failed).insert(run.clone()) => {
+                        tracing::warn!(run = %run, error = %e, "cannot undo the network of a `paddock run` that was killed; tried again at each rescan");
+                    }
+                    Err(e) => tracing::debug!(run = %run, error = %e, "cannot undo the network of a `paddock run` that was killed"),
                 }
             }
+            undoing.store(false, Ordering::Release);
         });
     }
 
