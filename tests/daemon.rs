@@ -855,8 +855,7 @@ fn a_paddock_run_named_as_a_workload_leaves_the_workloads_cgroup_alone() {
     let limits = "[resources]\nmemory = \"64MiB\"\npids = 64\n";
     d.write("cg-shared.toml", &common::sandbox::busybox_manifest("exec sleep 1000", limits));
     let pid = d.running_pid("cg-shared");
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let memory = cgroup.lines().find(|l| l.contains(":memory:")).expect("a v1 memory cgroup, or v2's").to_owned();
+    let memory = common::sandbox::memory_cgroup_dir(pid).expect("a v1 memory cgroup, or v2's");
     std::fs::write(
         d.path("out/cg-shared.toml"),
         common::sandbox::busybox_manifest("exit 0", "[resources]\nmemory = \"32MiB\"\n"),
@@ -873,15 +872,8 @@ fn a_paddock_run_named_as_a_workload_leaves_the_workloads_cgroup_alone() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(alive(pid), "the run's end killed the workload");
     assert_eq!(d.running_pid("cg-shared"), pid);
-    let dir = memory.rsplit(':').next().unwrap();
-    let limit = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
-        .iter()
-        .find_map(|root| {
-            let base = std::path::Path::new(root).join(dir.trim_start_matches('/'));
-            std::fs::read_to_string(base.join("memory.limit_in_bytes"))
-                .or_else(|_| std::fs::read_to_string(base.join("memory.max")))
-                .ok()
-        })
+    let limit = std::fs::read_to_string(memory.join("memory.limit_in_bytes"))
+        .or_else(|_| std::fs::read_to_string(memory.join("memory.max")))
         .expect("the workload's memory limit");
     assert_eq!(limit.trim(), (64u64 << 20).to_string(), "the workload's limit is its own");
 }

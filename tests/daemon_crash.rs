@@ -494,18 +494,8 @@ fn a_sandbox_adopted_after_the_cgroup_layout_changed_keeps_its_cgroup() {
         &common::sandbox::busybox_manifest("exec sleep 1000", "[resources]\nmemory = \"64MiB\"\n"),
     );
     let pid = d.running_pid("cg-moved");
-    let memory = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_suffix("/paddock/cg-moved").map(|_| l.to_owned()))
-        .expect("a cgroup paddock/cg-moved");
-    let dir = memory.splitn(3, ':').nth(2).unwrap().trim_start_matches('/').to_owned();
-    let controller = memory.split(':').nth(1).unwrap().to_owned();
-    let on_host = if controller.is_empty() {
-        Path::new("/sys/fs/cgroup/unified").join(&dir)
-    } else {
-        Path::new("/sys/fs/cgroup").join(controller.split(',').next().unwrap()).join(&dir)
-    };
+    let on_host = common::sandbox::memory_cgroup_dir(pid).expect("its memory cgroup");
+    assert!(on_host.ends_with("paddock/cg-moved"), "{}", on_host.display());
     assert!(on_host.is_dir(), "{}", on_host.display());
     d.kill();
     std::fs::create_dir(d.path("other-cgroups")).unwrap();

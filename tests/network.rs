@@ -1034,7 +1034,8 @@ fn a_start_before_the_stops_release_ran_is_never_left_without_its_network() {
         (
             "slow",
             format!(
-                "#!/bin/sh\ncat > /dev/null\nwhile [ -e {} ]; do sleep 0.05; done\n[ \"$CNI_COMMAND\" = ADD ] && echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.97.0.2/24\"}}]}}'\nexit 0\n",
+                "#!/bin/sh\ncat > /dev/null\ntouch {}/slow-$CNI_COMMAND-$CNI_CONTAINERID\nwhile [ -e {} ]; do sleep 0.05; done\n[ \"$CNI_COMMAND\" = ADD ] && echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.97.0.2/24\"}}]}}'\nexit 0\n",
+                d.path("out").display(),
                 hold.display()
             ),
         ),
@@ -1048,7 +1049,12 @@ fn a_start_before_the_stops_release_ran_is_never_left_without_its_network() {
     for i in 0..4 {
         d.write(&format!("b{i}.toml"), &sleeper("[namespaces]\nnetwork = \"slow\""));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    let waiting = |d: &Daemon| {
+        std::fs::read_dir(d.path("out")).map_or(0, |e| {
+            e.flatten().filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("slow-ADD-"))).count()
+        })
+    };
+    d.wait_for("the four workers busy", |d| waiting(d) == 4);
     assert!(d.paddock(&["stop", "web"]).status.success());
     assert!(d.paddock(&["start", "--no-block", "web"]).status.success());
     std::thread::sleep(Duration::from_millis(300));

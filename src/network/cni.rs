@@ -51,9 +51,6 @@ pub enum CniError {
     Failed { plugin: String, command: &'static str, message: String },
 }
 
-/// Kills a plugin and every process of its group (what it started), then
-/// reaps it. Its group id cannot have been given to another group: the
-/// plugin, its leader, is not reaped until here.
 /// How long, after a plugin ended, the threads that relay its streams may
 /// take to see them close before what holds them open is killed.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
@@ -70,6 +67,9 @@ fn finished_within(finished: impl Fn() -> bool, grace: Duration) -> bool {
     true
 }
 
+/// Kills a plugin and every process of its group (what it started), then
+/// reaps it. Its group id cannot have been given to another group: the
+/// plugin, its leader, is not reaped until here.
 fn kill_group(child: &mut std::process::Child) {
     // SAFETY: kill takes a process group (negative) and a signal; no memory is involved.
     unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
@@ -185,7 +185,8 @@ fn ipam_of(plugin: &Map<String, Value>) -> Option<&str> {
 /// The directories plugins find `iptables`, `ip` and the like in, run as
 /// root: those of the usual list that are root's and writable by no one
 /// else (as a plugin directory must be), so that no one else can put a
-/// program there ahead of the real one. One left out is said once.
+/// program there ahead of the real one. The first left out is logged,
+/// once per process.
 fn plugins_path() -> String {
     const USUAL: [&str; 6] = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
     checked_path(&USUAL)

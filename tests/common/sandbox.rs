@@ -195,3 +195,23 @@ pub fn wait_for_descendants(pid: u32, n: usize) -> Vec<u32> {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// The host directory of the cgroup that holds `pid`'s memory limit: its
+/// v1 memory cgroup (under /sys/fs/cgroup/memory), or on a pure v2 host
+/// its cgroup under /sys/fs/cgroup. None when it has neither.
+pub fn memory_cgroup_dir(pid: i64) -> Option<PathBuf> {
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    cgroup.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let path = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "memory") {
+            Some(Path::new("/sys/fs/cgroup/memory").join(path))
+        } else if controllers.is_empty() && v2 {
+            Some(Path::new("/sys/fs/cgroup").join(path))
+        } else {
+            None
+        }
+    })
+}
