@@ -418,6 +418,26 @@ impl Cgroup {
         Some(Cgroup { layout, dirs })
     }
 
+    /// Removes the cgroups `paddock run`s killed with -9 left (theirs is
+    /// `paddock-run/NAME-PID`, removed at a normal end): those whose run's
+    /// pid is gone and that are empty (an occupied one refuses).
+    pub fn sweep_runs(layout: &Layout) {
+        let groups: Vec<PathBuf> = match layout {
+            Layout::V1 { root } => ["memory", "pids", "cpu"].iter().map(|c| root.join(c).join(RUNS)).collect(),
+            Layout::V2 { root } => vec![root.join(RUNS)],
+        };
+        for entry in groups.iter().filter_map(|g| std::fs::read_dir(g).ok()).flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.rsplit_once('-')).and_then(|(_, pid)| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+    }
+
     /// Whether any process is in the cgroup.
     pub fn occupied(&self) -> bool {
         !self.pids().is_empty()
@@ -730,6 +750,23 @@ mod tests {
             .find(|r| Path::new(r).join("cgroup.controllers").exists())
             .expect("a cgroup2 mount at /sys/fs/cgroup or /sys/fs/cgroup/unified");
         assert!(on_cgroup_fs(Path::new(cgroup2)));
+    }
+
+    #[test]
+    fn the_cgroups_killed_runs_left_are_swept_and_a_live_runs_kept() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "memory").unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let dead = gone.id();
+        gone.wait().unwrap();
+        let left = root.path().join(format!("paddock-run/web-{dead}"));
+        let live = root.path().join(format!("paddock-run/web-{}", std::process::id()));
+        for d in [&left, &live] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        Cgroup::sweep_runs(&Layout::detect(root.path()));
+        assert!(!left.exists(), "a killed run's is removed");
+        assert!(live.exists(), "a live run's is kept");
     }
 
     #[test]
