@@ -39,6 +39,25 @@ impl Layout {
     /// The limits of `limits` this host has no controller for, each as the
     /// error a start would meet (`check` warns of them beforehand).
     pub fn lacks(&self, limits: &Limits) -> Vec<CgroupError> {
+        self.lacks_with(limits, swap_in_use())
+    }
+
+    /// `lacks`, told whether the host has swap. On v1, a memory limit on a
+    /// host with swap its kernel does not account (no memsw file in the
+    /// memory hierarchy's root) is a start that fails too. (On v2 the root
+    /// cgroup has no memory.swap.max to look at: that start says so.)
+    fn lacks_with(&self, limits: &Limits, swap: bool) -> Vec<CgroupError> {
+        let mut lacking = self.lacks_controllers(limits);
+        if let Layout::V1 { root } = self {
+            let memsw = root.join("memory/memory.memsw.limit_in_bytes");
+            if swap && limits.memory.is_some() && root.join("memory/cgroup.procs").exists() && !memsw.exists() {
+                lacking.push(CgroupError::NoSwapAccounting { path: memsw });
+            }
+        }
+        lacking
+    }
+
+    fn lacks_controllers(&self, limits: &Limits) -> Vec<CgroupError> {
         let wanted = [
             ("memory", "memory", limits.memory.is_some()),
             ("pids", "pids", limits.pids.is_some()),
@@ -767,6 +786,20 @@ mod tests {
         Cgroup::sweep_runs(&Layout::detect(root.path()));
         assert!(!left.exists(), "a killed run's is removed");
         assert!(live.exists(), "a live run's is kept");
+    }
+
+    #[test]
+    fn check_knows_a_memory_limit_unaccounted_swap_would_get_past_on_v1() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("memory")).unwrap();
+        std::fs::write(root.path().join("memory/cgroup.procs"), "").unwrap();
+        let layout = Layout::detect(root.path());
+        let limits = Limits { memory: Some(1 << 20), ..Limits::default() };
+        let lacking = layout.lacks_with(&limits, true);
+        assert!(matches!(lacking.as_slice(), [CgroupError::NoSwapAccounting { .. }]), "{lacking:?}");
+        assert!(layout.lacks_with(&limits, false).is_empty(), "no swap, nothing to account");
+        std::fs::write(root.path().join("memory/memory.memsw.limit_in_bytes"), "").unwrap();
+        assert!(layout.lacks_with(&limits, true).is_empty(), "accounted");
     }
 
     #[test]

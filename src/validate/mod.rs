@@ -251,12 +251,17 @@ impl Validator {
             let limits =
                 crate::sandbox::cgroup::Limits { memory: r.memory.map(|s| s.bytes()), pids: r.pids, cpu: r.cpu };
             for lack in layout.lacks(&limits) {
-                let crate::sandbox::cgroup::CgroupError::MissingController { what, .. } = &lack else { continue };
+                use crate::sandbox::cgroup::CgroupError;
+                let (what, help) = match &lack {
+                    CgroupError::MissingController { what, .. } => (
+                        *what,
+                        "on this host the workload would fail to start: remove the limit, or enable the controller (on cgroup v2, in the parent's cgroup.subtree_control)",
+                    ),
+                    CgroupError::NoSwapAccounting { .. } => ("memory", "on this host the workload would fail to start"),
+                    _ => continue,
+                };
                 let at = spans.value_span(&format!("/resources/{what}"));
-                problems.push(
-                    Problem::warning(at, lack.to_string())
-                        .with_help("on this host the workload would fail to start: remove the limit, or enable the controller (on cgroup v2, in the parent's cgroup.subtree_control)"),
-                );
+                problems.push(Problem::warning(at, lack.to_string()).with_help(help));
             }
         }
         sort(&mut problems);
