@@ -942,6 +942,16 @@ fn what_a_plugin_could_not_undo_is_kept_and_undone_once_it_can_be() {
     assert!(second.get("undoing").is_none(), "{second}");
 }
 
+/// A plugin `sticky` that attaches (10.96.0.2), and cannot undo while
+/// `stuck` exists.
+fn sticky(stuck: &Path) -> (&'static str, String) {
+    let script = format!(
+        "#!/bin/sh\ncat > /dev/null\ncase $CNI_COMMAND in\nADD) echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.96.0.2/24\"}}]}}' ;;\nDEL) [ -e {} ] && {{ echo '{{\"code\":11,\"msg\":\"stuck\"}}'; exit 1; }} ;;\nesac\nexit 0\n",
+        stuck.display()
+    );
+    ("sticky", script)
+}
+
 /// An attachment whose undoing failed is never taken again by the same
 /// daemon either: an edit that needed a new one, reverted, does not bring
 /// the half-undone one back.
@@ -949,14 +959,7 @@ fn what_a_plugin_could_not_undo_is_kept_and_undone_once_it_can_be() {
 fn a_half_undone_attachment_is_not_reused_when_an_edit_is_reverted() {
     let d = prepared();
     let stuck = d.path("out/stuck");
-    let plugins = [(
-        "sticky",
-        format!(
-            "#!/bin/sh\ncat > /dev/null\ncase $CNI_COMMAND in\nADD) echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.96.0.2/24\"}}]}}' ;;\nDEL) [ -e {} ] && {{ echo '{{\"code\":11,\"msg\":\"stuck\"}}'; exit 1; }} ;;\nesac\nexit 0\n",
-            stuck.display()
-        ),
-    )];
-    fake_networks(&d, &plugins, &[("fake", &["sticky"])]);
+    fake_networks(&d, &[sticky(&stuck)], &[("fake", &["sticky"])]);
     let d = d.start(&[]);
     let original =
         |hostname: &str| sleeper(&format!("{hostname}[namespaces]\nnetwork = \"fake\"\n[restart]\nbackoff = \"1s\""));
@@ -989,14 +992,7 @@ fn a_half_undone_attachment_is_not_reused_when_an_edit_is_reverted() {
 fn a_stopping_daemon_tries_a_failed_detachment_again_before_it_exits() {
     let d = prepared();
     let stuck = d.path("out/stuck");
-    let plugins = [(
-        "sticky",
-        format!(
-            "#!/bin/sh\ncat > /dev/null\ncase $CNI_COMMAND in\nADD) echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.96.0.2/24\"}}]}}' ;;\nDEL) [ -e {} ] && {{ echo '{{\"code\":11,\"msg\":\"stuck\"}}'; exit 1; }} ;;\nesac\nexit 0\n",
-            stuck.display()
-        ),
-    )];
-    fake_networks(&d, &plugins, &[("fake", &["sticky"])]);
+    fake_networks(&d, &[sticky(&stuck)], &[("fake", &["sticky"])]);
     let mut d = d.start(&[]);
     d.write("w.toml", &sleeper("[namespaces]\nnetwork = \"fake\""));
     d.running_pid("w");
