@@ -276,6 +276,10 @@ impl Cgroup {
 
     /// `create`, told whether the host has swap.
     fn create_with(layout: &Layout, place: Place<'_>, limits: Limits, swap: bool) -> Result<Self, CgroupError> {
+        // A run's: first, those that runs killed with -9 left beside it.
+        if place.group == RUNS {
+            Self::sweep_runs(layout);
+        }
         let mut cgroup = Cgroup { layout: layout.clone(), dirs: Vec::new() };
         let result = match layout {
             Layout::V1 { root } => cgroup.create_v1(root, place, limits, swap),
@@ -439,8 +443,9 @@ impl Cgroup {
 
     /// Removes the cgroups `paddock run`s killed with -9 left (theirs is
     /// `paddock-run/NAME-PID`, removed at a normal end): those whose run's
-    /// pid is gone and that are empty (an occupied one refuses).
-    pub fn sweep_runs(layout: &Layout) {
+    /// pid is gone and that are empty (an occupied one refuses). Done by
+    /// each run that makes a cgroup, before it makes its own.
+    fn sweep_runs(layout: &Layout) {
         let groups: Vec<PathBuf> = match layout {
             Layout::V1 { root } => ["memory", "pids", "cpu"].iter().map(|c| root.join(c).join(RUNS)).collect(),
             Layout::V2 { root } => vec![root.join(RUNS)],
