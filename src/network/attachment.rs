@@ -253,11 +253,11 @@ impl Networks {
         let list = ConfList::parse(a.config.clone(), &format!("the recorded network of {workload}"))?;
         let caps = capabilities(&a.ports);
         let runtime = cni::Runtime { dirs: &self.dirs };
-        if !a.undoing {
-            a.undoing = true;
-            if let Err(e) = self.record(workload, a) {
-                tracing::warn!(workload = %workload, error = %e, "cannot record that its network is being undone; undoing it anyway");
-            }
+        // Marked in the record at each try: in memory it may have been
+        // marked when its release was queued.
+        a.undoing = true;
+        if let Err(e) = self.record(workload, a) {
+            tracing::warn!(workload = %workload, error = %e, "cannot record that its network is being undone; undoing it anyway");
         }
         runtime.del(&list, a.target(&caps), a.result.as_ref())?;
         netns::remove(&a.netns);

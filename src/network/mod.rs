@@ -19,7 +19,6 @@ mod attachment;
 pub mod cni;
 mod dns;
 mod records;
-pub use records::run_gone;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

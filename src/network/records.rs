@@ -133,7 +133,7 @@ fn read_records(dir: &Path) -> Vec<(WorkloadName, Result<Attachment, String>)> {
 /// (or after a reboot) would keep a dead run's attachment for as long as
 /// the new process lives. Records of older paddocks (`run<PID>`) are
 /// judged by the pid. Not a run's record: false.
-pub fn run_gone(name: &WorkloadName) -> bool {
+fn run_gone(name: &WorkloadName) -> bool {
     let Some(run) = name.as_str().strip_prefix("run") else { return false };
     let (pid, started) = match run.split_once('-') {
         Some((pid, started)) => (pid, started.parse::<u64>().ok()),

@@ -121,14 +121,11 @@ impl Attachments {
             return Prepared::NoNetwork;
         };
         let slot = self.slots.entry(name.clone()).or_default().clone();
-        // The attachment a release was queued for (the workload stopped,
-        // and started again before the release ran) is not reused: the
-        // release would undo it under the new run.
-        let released = self.detaching.get(name).cloned();
-        let reusable = move |a: &Attachment| reusable(a, fingerprint) && released.as_ref() != Some(&a.container_id);
-        // A restart in the namespace it had: nothing to wait for.
+        // A restart in the namespace it had: nothing to wait for. (One a
+        // release is queued for is marked undoing, and never reused: the
+        // release would undo it under the new run.)
         if let Ok(guard) = slot.try_lock()
-            && let Some(a) = guard.as_ref().filter(|a| reusable(a))
+            && let Some(a) = guard.as_ref().filter(|a| reusable(a, fingerprint))
         {
             let a = a.clone();
             self.made(name, &a);
@@ -141,7 +138,7 @@ impl Attachments {
         self.workers.submit(move || {
             let mut guard = lock(&slot);
             let outcome = match guard.take() {
-                Some(a) if reusable(&a) => Ok(a),
+                Some(a) if reusable(&a, fingerprint) => Ok(a),
                 Some(mut old) => {
                     match networks.detach(&name, &mut old).inspect(|()| drop(lock(&retries).remove(&name))) {
                         // Its record would be overwritten by the new one: what
@@ -183,16 +180,20 @@ impl Attachments {
         for (name, slot) in unwanted {
             // A slot in use (an attachment being made or undone) is looked
             // at again on a later pass.
-            let Ok(guard) = slot.try_lock() else { continue };
-            let Some(id) = guard.as_ref().map(|a| a.container_id.clone()) else {
+            let Ok(mut guard) = slot.try_lock() else { continue };
+            let Some(a) = guard.as_mut() else {
                 self.detaching.remove(&name);
                 continue;
             };
-            drop(guard);
+            let id = a.container_id.clone();
             // Queued already, or failed and not yet due again.
             if self.detaching.get(&name) == Some(&id) && !lock(&self.retries).get(&name).is_some_and(|r| r.due(&id)) {
                 continue;
             }
+            // From now on it is being undone: a start before the release
+            // runs makes a new attachment (`reusable`).
+            a.undoing = true;
+            drop(guard);
             self.detaching.insert(name.clone(), id.clone());
             self.views.remove(&name);
             let (networks, retries) = (self.networks.clone(), self.retries.clone());
@@ -260,13 +261,11 @@ impl Attachments {
     /// next networked run would: at the daemon's start and at each rescan.
     pub(super) fn undo_abandoned_runs(&mut self) {
         use std::sync::atomic::Ordering;
-        let runs = (*self.networks).clone().for_runs();
-        if self.runs_undoing.load(Ordering::Acquire)
-            || !runs.recorded().iter().any(|(name, _)| crate::network::run_gone(name))
-        {
+        // The records are read on the worker, not on the event loop.
+        if self.runs_undoing.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.runs_undoing.store(true, Ordering::Release);
+        let runs = (*self.networks).clone().for_runs();
         let (undoing, failed) = (self.runs_undoing.clone(), self.runs_failed.clone());
         self.workers.submit(move || {
             for (run, undone) in runs.undo_abandoned_runs() {
