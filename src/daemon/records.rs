@@ -20,7 +20,7 @@ use crate::fsutil::write_replace;
 use crate::idmap::Slice;
 use crate::model::WorkloadName;
 use crate::reconcile::Version;
-use crate::sandbox::cgroup::{Cgroup, Layout};
+use crate::sandbox::cgroup::{self, Cgroup, Layout};
 use crate::sandbox::process::{self, Killed};
 use crate::sandbox::{AdoptError, Sandbox};
 
@@ -208,7 +208,9 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
             // there is another process with the recorded pid and start time.
             // The record's own paths, only read here: where an older
             // paddock put the cgroup, the sandbox it left is still there.
-            Ok(record) if !record.cgroup.is_empty() && !record.cgroup.iter().any(|dir| holds(dir, record.pid)) => {
+            Ok(record)
+                if !record.cgroup.is_empty() && !record.cgroup.iter().any(|dir| cgroup::holds(dir, record.pid)) =>
+            {
                 out.slices.push((stem.to_owned(), record.slice));
                 tracing::info!(
                     workload = stem,
@@ -223,7 +225,9 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
                 // delegates) where it was put: stopped through it, with
                 // `paddock exec` and probes joining it.
                 let cgroup = match Cgroup::existing(layout, stem) {
-                    Some(here) if record.cgroup.is_empty() || here.dirs().iter().any(|d| holds(d, record.pid)) => {
+                    Some(here)
+                        if record.cgroup.is_empty() || here.dirs().iter().any(|d| cgroup::holds(d, record.pid)) =>
+                    {
                         Some(here)
                     }
                     _ => Cgroup::recorded(&record.cgroup, stem, record.pid),
@@ -290,20 +294,11 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
     out
 }
 
-/// Whether the cgroup directory `dir` holds the process `pid`.
-fn holds(dir: &Path, pid: i32) -> bool {
-    std::fs::read_to_string(dir.join("cgroup.procs"))
-        .is_ok_and(|procs| procs.lines().any(|line| line.trim().parse() == Ok(pid)))
-}
-
 /// Kills what is left in the workload's cgroup and removes it; returns
 /// whether processes were found.
 fn empty_cgroup(layout: &Layout, name: &WorkloadName) -> bool {
     let Some(cgroup) = Cgroup::existing(layout, name.as_str()) else { return false };
     let occupied = cgroup.occupied();
-    if occupied && !cgroup.kill_all(Duration::from_secs(5)) {
-        tracing::error!(workload = %name, "processes of a predecessor's sandbox do not die");
-    }
-    cgroup.remove();
+    cgroup.discard();
     occupied
 }

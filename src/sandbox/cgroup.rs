@@ -219,6 +219,12 @@ fn swap_in_use() -> bool {
     std::fs::read_to_string("/proc/swaps").is_ok_and(|t| t.lines().skip(1).any(|l| !l.trim().is_empty()))
 }
 
+/// Whether the cgroup directory `dir` holds the process `pid`.
+pub fn holds(dir: &Path, pid: i32) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .is_ok_and(|procs| procs.lines().any(|line| line.trim().parse() == Ok(pid)))
+}
+
 /// Whether `dir` is on a cgroup (v1) or cgroup2 filesystem.
 fn on_cgroup_fs(dir: &Path) -> bool {
     nix::sys::statfs::statfs(dir).is_ok_and(|fs| {
@@ -418,11 +424,7 @@ impl Cgroup {
     /// are `paddock/<name>` on a cgroup filesystem and hold the init. v2
     /// when they hold `cgroup.controllers`. None when none is left.
     pub fn recorded(dirs: &[PathBuf], name: &str, pid: i32) -> Option<Self> {
-        let holds = |d: &Path| {
-            std::fs::read_to_string(d.join("cgroup.procs"))
-                .is_ok_and(|procs| procs.lines().any(|l| l.trim().parse() == Ok(pid)))
-        };
-        Self::recorded_where(dirs, name, |d| on_cgroup_fs(d) && holds(d))
+        Self::recorded_where(dirs, name, |d| on_cgroup_fs(d) && holds(d, pid))
     }
 
     fn recorded_where(dirs: &[PathBuf], name: &str, trusted: impl Fn(&Path) -> bool) -> Option<Self> {
@@ -520,22 +522,24 @@ impl Cgroup {
         let deadline = Instant::now() + timeout;
         let pinned_at_once = pinned_at_once();
         let mut warned = false;
-        // Without cgroup.kill (v1, and v2 before 5.14) processes are killed
-        // a round at a time: no fork may add more meanwhile, or a fork loop
-        // could outrun the rounds. (A workload in its own pid namespace
-        // dies with its init anyway; this is for `pid = "host"`.)
-        if !self.dirs.iter().any(|d| d.join("cgroup.kill").exists()) {
-            for dir in &self.dirs {
-                let max = dir.join("pids.max");
-                if max.exists() {
-                    let _ = std::fs::write(&max, "0");
-                }
-            }
-        }
+        let mut frozen = false;
         loop {
             let pids = self.pids();
             if pids.is_empty() {
                 return true;
+            }
+            // Without cgroup.kill (v1, and v2 before 5.14) processes are
+            // killed a round at a time: no fork may add more meanwhile, or
+            // a fork loop could outrun the rounds. (A workload in its own
+            // pid namespace dies with its init anyway; this is for `pid =
+            // "host"`.) Not for a cgroup already empty, as at each end.
+            if !std::mem::replace(&mut frozen, true) && !self.dirs.iter().any(|d| d.join("cgroup.kill").exists()) {
+                for dir in &self.dirs {
+                    let max = dir.join("pids.max");
+                    if max.exists() {
+                        let _ = std::fs::write(&max, "0");
+                    }
+                }
             }
             let killed = self
                 .dirs
