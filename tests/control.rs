@@ -528,16 +528,7 @@ fn on_a_terminal(d: &Daemon, args: &[&str], columns: u16, no_color: bool) -> Str
     assert!(status.success());
     // The Command held our copy of the slave: with it gone, reading ends in EIO.
     drop(cmd);
-    let mut master = std::fs::File::from(pty.master);
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = master.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8(out).unwrap().replace("\r\n", "\n")
+    String::from_utf8(common::read_until_hangup(pty.master)).unwrap().replace("\r\n", "\n")
 }
 
 /// A workload's output and a manifest's bytes never drive the terminal of

@@ -320,17 +320,7 @@ fn on_a_terminal_without_tty_the_commands_control_characters_are_escaped() {
             exec(&d, &args).stdin(Stdio::null()).stdout(Stdio::from(pty.slave.try_clone().unwrap())).status().unwrap();
         assert!(status.success());
         drop(pty.slave);
-        let mut master = std::fs::File::from(pty.master);
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 256];
-        // Read until the terminal has nothing more (EIO once its other end is closed).
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            seen.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8_lossy(&seen).into_owned()
+        String::from_utf8_lossy(&common::read_until_hangup(pty.master)).into_owned()
     };
     let escaped = shown(&[]);
     assert!(escaped.contains("title\\x1b]0;pwned\\x07 clip\\x1b]52;c;aGk=\\x07"), "{escaped:?}");

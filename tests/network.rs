@@ -860,22 +860,25 @@ fn fake_networks(d: &Daemon, plugins: &[(&str, String)], networks: &[(&str, &[&s
     );
 }
 
+/// A plugin `sticky` that attaches (10.96.0.2), and cannot undo while
+/// `stuck` exists, nor without the network namespace it was given (as the
+/// bridge plugin needs it to find the rules it made).
+fn sticky(stuck: &Path) -> (&'static str, String) {
+    let script = format!(
+        "#!/bin/sh\ncat > /dev/null\ncase $CNI_COMMAND in\nADD) echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.96.0.2/24\"}}]}}' ;;\nDEL) [ -e {} ] && {{ echo '{{\"code\":11,\"msg\":\"stuck\"}}'; exit 1; }}\n nsenter --net=\"$CNI_NETNS\" true || {{ echo '{{\"code\":11,\"msg\":\"no namespace\"}}'; exit 1; }} ;;\nesac\nexit 0\n",
+        stuck.display()
+    );
+    ("sticky", script)
+}
+
 #[test]
 fn what_a_plugin_could_not_undo_is_kept_and_undone_once_it_can_be() {
     let d = prepared();
-    // `sticky` attaches, and cannot undo while out/stuck exists, nor
-    // without the network namespace it was given (as the bridge plugin
-    // needs it to find the rules it made); `refuse` fails every ADD while
-    // out/refuse exists.
+    // `sticky` (see there) attaches and cannot undo while out/stuck exists;
+    // `refuse` fails every ADD while out/refuse exists.
     let (stuck, refuse) = (d.path("out/stuck"), d.path("out/refuse"));
     let plugins = [
-        (
-            "sticky",
-            format!(
-                "#!/bin/sh\ncat > /dev/null\ncase $CNI_COMMAND in\nADD) echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.96.0.2/24\"}}]}}' ;;\nDEL) [ -e {} ] && {{ echo '{{\"code\":11,\"msg\":\"stuck\"}}'; exit 1; }}\n nsenter --net=\"$CNI_NETNS\" true || {{ echo '{{\"code\":11,\"msg\":\"no namespace\"}}'; exit 1; }} ;;\nesac\nexit 0\n",
-                stuck.display()
-            ),
-        ),
+        sticky(&stuck),
         (
             "refuse",
             format!(
@@ -940,16 +943,6 @@ fn what_a_plugin_could_not_undo_is_kept_and_undone_once_it_can_be() {
     let second: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
     assert_ne!(first["container_id"], second["container_id"], "a new attachment");
     assert!(second.get("undoing").is_none(), "{second}");
-}
-
-/// A plugin `sticky` that attaches (10.96.0.2), and cannot undo while
-/// `stuck` exists.
-fn sticky(stuck: &Path) -> (&'static str, String) {
-    let script = format!(
-        "#!/bin/sh\ncat > /dev/null\ncase $CNI_COMMAND in\nADD) echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.96.0.2/24\"}}]}}' ;;\nDEL) [ -e {} ] && {{ echo '{{\"code\":11,\"msg\":\"stuck\"}}'; exit 1; }} ;;\nesac\nexit 0\n",
-        stuck.display()
-    );
-    ("sticky", script)
 }
 
 /// An attachment whose undoing failed is never taken again by the same

@@ -81,3 +81,18 @@ pub fn output_lines(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver
     });
     rx
 }
+
+/// What a pseudo-terminal's master reads until its slave side is closed
+/// everywhere (the read then fails with EIO).
+pub fn read_until_hangup(master: std::os::fd::OwnedFd) -> Vec<u8> {
+    use std::io::Read;
+    let mut master = std::fs::File::from(master);
+    let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    seen
+}
