@@ -285,8 +285,9 @@ fn a_writable_host_root_by_another_name_is_refused() {
 /// daemon's keyring shows, ACPI tables) and /sys/firmware, covered inside
 /// (each a mount point in the sandbox's mountinfo, its content empty),
 /// with /proc and /sys themselves intact: in a sandbox with its own
-/// network (a fresh sysfs) and in one on the host's (its /sys bound). A
-/// privileged workload is not masked, as Docker's --privileged is not.
+/// network (a fresh sysfs) and in one on the host's (its /sys bound, the
+/// host's mounts beneath it covered). A privileged workload is not
+/// masked, as Docker's --privileged is not.
 #[test]
 fn the_hosts_kernel_details_are_masked_in_proc_and_sys() {
     let w = World::new();
@@ -303,6 +304,19 @@ fn the_hosts_kernel_details_are_masked_in_proc_and_sys() {
         masked.join(" ")
     );
     let covered: String = masked.iter().map(|p| format!("{p} covered 0\n")).collect();
+    // What the host mounts beneath /sys (its cgroup tree at least): empty
+    // inside, as in a fresh sysfs, also where /sys is the host's, bound.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let beneath: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with("/sys/") && !p.starts_with("/sys/firmware") && !p.contains('\\'))
+        .collect();
+    assert!(beneath.iter().any(|p| p.starts_with("/sys/fs/cgroup")), "this host mounts no cgroup tree under /sys");
+    let empty = format!(
+        "for p in {}; do [ -d $p ] && [ -n \"$(ls -A $p 2>/dev/null)\" ] && echo \"$p shows\"; done; echo looked",
+        beneath.join(" ")
+    );
     for (name, extra, policy, want) in [
         ("own", "", "baseline", format!("{covered}intact\n")),
         ("hostnet", "[namespaces]\nnetwork = \"host\"\n", "privileged", format!("{covered}intact\n")),
@@ -312,6 +326,12 @@ fn the_hosts_kernel_details_are_masked_in_proc_and_sys() {
         let out = w.run(&["--policy", policy], &manifest, &[]);
         assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
         assert_eq!(stdout(&out), want, "{name}");
+        if name != "privileged" {
+            let manifest = w.manifest(&format!("{name}-sys"), &busybox_manifest(&empty, extra));
+            let out = w.run(&["--policy", policy], &manifest, &[]);
+            assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+            assert_eq!(stdout(&out), "looked\n", "{name}: the host's mounts beneath /sys");
+        }
     }
 }
 

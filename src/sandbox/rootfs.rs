@@ -2,8 +2,9 @@
 //! recipe. Runs in the init (root of the new user namespace), after
 //! paddock has written the id maps. Every source arrives as a detached
 //! mount created by paddock, so no host path is resolved in here with the
-//! sandbox's credentials except the host's /dev nodes, /dev/null, and
-//! /proc and /sys where they are bound. Every mount in the root is
+//! sandbox's credentials except the host's /dev nodes, /dev/null, the
+//! init's own mountinfo, and /proc and /sys where they are bound. Every
+//! mount in the root is
 //! attached onto a descriptor, never a path (see `build`); only the
 //! overlay's staging tmpfs and the overlay itself are mounted by path, in
 //! the init's own tmpfs over `/tmp`, which no one else can reach.
@@ -219,6 +220,22 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     // The host's firmware (EFI variables, DMI and ACPI tables), as runc masks it.
     if cfg.mask_paths {
         mask(&sys_mount, "firmware", Path::new("/sys"))?;
+        // The host's /sys came with what the host mounts beneath it (its
+        // cgroup tree, securityfs, debugfs, bpf): each is covered, so the
+        // sandbox sees the empty directories a fresh sysfs has there.
+        if !cfg.own_network {
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+                .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+                .step("read mountinfo", "/sys")?;
+            for beneath in mounted_beneath(&mountinfo, "/sys") {
+                match mask(&sys_mount, &beneath, Path::new("/sys")) {
+                    // Beneath a directory of the host's root alone (debugfs's
+                    // 0700): the workload cannot reach it either.
+                    Err(e) if e.errno == Errno::EACCES && !e.refused => {}
+                    other => other?,
+                }
+            }
+        }
     }
 
     // A target beneath one of the init's own mounts is made in that mount,
@@ -566,6 +583,50 @@ fn mask(dir: &OwnedFd, name: &str, shown: &Path) -> Result<(), StepError> {
     attach(cover, &target, "mask", &shown.display().to_string()).map(drop)
 }
 
+/// The mount points in `mountinfo` (`/proc/self/mountinfo`'s text)
+/// beneath `top`, relative to it, outermost only (what lies beneath one of
+/// them goes with it), in mountinfo's order.
+fn mounted_beneath(mountinfo: &str, top: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for line in mountinfo.lines() {
+        let Some(point) = line.split(' ').nth(4).map(unescape_octal) else { continue };
+        let Some(rest) = point.strip_prefix(top).and_then(|r| r.strip_prefix('/')) else { continue };
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() {
+            continue;
+        }
+        let under = |outer: &str, inner: &str| inner.strip_prefix(outer).is_some_and(|r| r.starts_with('/'));
+        if found.iter().any(|f| f == rest || under(f, rest)) {
+            continue;
+        }
+        found.retain(|f| !under(rest, f));
+        found.push(rest.to_owned());
+    }
+    found
+}
+
+/// mountinfo's escapes undone: the kernel writes a space, a tab, a
+/// newline and a backslash in a path as `\040`, `\011`, `\012`, `\134`.
+fn unescape_octal(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let digits = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], digits) {
+            (b'\\', Some(d)) => {
+                out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8).wrapping_add(b - b'0')));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Makes `name` in `dir` read-only where it is (`shown` is `dir`'s path
 /// in the sandbox), with whatever is mounted below it (the host's
 /// binfmt_misc under /proc/sys, say): a read-only copy of the tree
@@ -829,5 +890,23 @@ mod tests {
         assert_eq!(own_mount_at(Path::new("/sys/")), Some(3));
         assert_eq!(own_mount_at(Path::new("/tmp/a")), None);
         assert_eq!(own_mount_at(Path::new("/tmpx")), None);
+    }
+
+    #[test]
+    fn the_mounts_beneath_sys_are_its_outermost_ones_unescaped() {
+        let mountinfo = "\
+22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw
+23 22 0:22 / /sys/fs/cgroup ro - tmpfs tmpfs ro
+24 23 0:23 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+25 22 0:7 / /sys/kernel/debug rw - debugfs debugfs rw
+26 25 0:12 / /sys/kernel/debug/tracing rw - tracefs tracefs rw
+27 1 0:5 / /system rw - tmpfs tmpfs rw
+28 22 0:30 / /sys/fs/odd\\040name rw - tmpfs tmpfs rw
+29 1 0:31 / /sys rw - sysfs sysfs rw
+30 22 0:32 / /sys/kernel rw - tmpfs tmpfs rw
+";
+        assert_eq!(mounted_beneath(mountinfo, "/sys"), ["fs/cgroup", "fs/odd name", "kernel"]);
+        assert_eq!(mounted_beneath("short line\n\n", "/sys"), Vec::<String>::new());
+        assert_eq!(unescape_octal("a\\134b\\011\\8"), "a\\b\t\\8");
     }
 }
