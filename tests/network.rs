@@ -945,6 +945,37 @@ fn what_a_plugin_could_not_undo_is_kept_and_undone_once_it_can_be() {
     assert!(second.get("undoing").is_none(), "{second}");
 }
 
+/// A daemon killed while a plugin of the chain runs its ADD: the record
+/// holds what the plugins before it returned, and the successor's DEL
+/// gives it to them as prevResult (the firewall plugin finds the rules it
+/// made by the addresses in it; given none, it removes none).
+#[test]
+fn a_daemon_killed_in_the_middle_of_an_add_leaves_its_successor_the_result_so_far() {
+    let d = prepared();
+    let (hold, adding, log) = (d.path("out/hold"), d.path("out/adding"), d.path("out/dels"));
+    let slow = format!(
+        "#!/bin/sh\nin=$(cat)\ncase $CNI_COMMAND in\nADD) touch {adding}; while [ -e {hold} ]; do sleep 0.05; done ;;\nDEL) printf '%s\\n' \"$in\" >> {log} ;;\nesac\nexit 0\n",
+        adding = adding.display(),
+        hold = hold.display(),
+        log = log.display()
+    );
+    fake_networks(&d, &[sticky(&d.path("out/never")), ("slow", slow)], &[("fake", &["sticky", "slow"])]);
+    std::fs::write(&hold, "").unwrap();
+    let mut d = d.start(&[]);
+    d.write("w.toml", &sleeper("[namespaces]\nnetwork = \"fake\""));
+    d.wait_for("slow's ADD under way", |_| adding.exists());
+    d.kill();
+    std::fs::remove_file(&hold).unwrap();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path("state/networks/w.json")).unwrap()).unwrap();
+    assert_eq!(record["so_far"]["ips"][0]["address"], "10.96.0.2/24", "{record}");
+    let d = d.start(&[]);
+    d.running_pid("w");
+    let dels = std::fs::read_to_string(&log).unwrap();
+    let first: serde_json::Value = serde_json::from_str(dels.lines().next().unwrap()).unwrap();
+    assert_eq!(first["prevResult"]["ips"][0]["address"], "10.96.0.2/24", "the successor's DEL: {dels}");
+}
+
 /// An attachment whose undoing failed is never taken again by the same
 /// daemon either: an edit that needed a new one, reverted, does not bring
 /// the half-undone one back.

@@ -30,6 +30,11 @@ pub struct Attachment {
     pub fingerprint: u64,
     /// The last plugin's result; None while the ADD has not finished.
     pub result: Option<Value>,
+    /// While the ADD has not finished (or its undoing failed): the result
+    /// of the plugins that ran, recorded before the next one runs, for the
+    /// DEL to give them. A daemon killed while a plugin runs leaves this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub so_far: Option<Value>,
     /// The files mounted over the workload's /etc/hosts and /etc/resolv.conf.
     #[serde(default)]
     pub hosts: Option<PathBuf>,
@@ -179,6 +184,7 @@ impl Networks {
             ports: m.ports.clone(),
             fingerprint,
             result: None,
+            so_far: None,
             hosts: None,
             resolv_conf: None,
             undoing: false,
@@ -191,9 +197,20 @@ impl Networks {
         }
         let caps = capabilities(&m.ports);
         let runtime = cni::Runtime { dirs: &self.dirs };
-        let result = match runtime.add(list, &programs, attachment.target(&caps)).map_err(|failed| *failed) {
+        // Best effort, as the undoing mark: a state disk that fails now
+        // loses only what a crash in this ADD would leave (the firewall
+        // plugin's rules).
+        let mut recording = attachment.clone();
+        let mut before = |so_far: &Value| {
+            recording.so_far = Some(so_far.clone());
+            if let Err(e) = self.record(workload, &recording) {
+                tracing::warn!(workload = %workload, error = %e, "cannot record the network's result so far");
+            }
+        };
+        let added = runtime.add(list, &programs, attachment.target(&caps), &mut before).map_err(|failed| *failed);
+        let result = match added {
             Ok(result) => result,
-            Err(cni::AddFailed { error, undone: Ok(()) }) => {
+            Err(cni::AddFailed { error, undone: Ok(()), .. }) => {
                 netns::remove(&netns_path);
                 let _ = std::fs::remove_file(self.record_path(workload));
                 return Err(error.into());
@@ -201,7 +218,11 @@ impl Networks {
             // What the plugins before the failing one did stays until a
             // DEL succeeds: the record (and the namespace it names) are
             // kept, for `detach` to be tried again.
-            Err(cni::AddFailed { error, undone: Err(undo) }) => {
+            Err(cni::AddFailed { error, undone: Err(undo), so_far }) => {
+                attachment.so_far = so_far;
+                if let Err(e) = self.record(workload, &attachment) {
+                    tracing::warn!(workload = %workload, error = %e, "cannot record the network's result so far");
+                }
                 let (error, leftover) = (NetworkError::Cni(error), Some(attachment));
                 return Err(NetworkError::NotUndone(Box::new(super::NotUndone { error, undo, leftover })));
             }
@@ -259,7 +280,7 @@ impl Networks {
         if let Err(e) = self.record(workload, a) {
             tracing::warn!(workload = %workload, error = %e, "cannot record that its network is being undone; undoing it anyway");
         }
-        runtime.del(&list, a.target(&caps), a.result.as_ref())?;
+        runtime.del(&list, a.target(&caps), a.result.as_ref().or(a.so_far.as_ref()))?;
         netns::remove(&a.netns);
         let _ = std::fs::remove_dir_all(self.etc_dir(workload));
         let _ = std::fs::remove_file(self.record_path(workload));
@@ -418,6 +439,7 @@ mod tests {
             ports: Vec::new(),
             fingerprint: 0,
             result: None,
+            so_far: None,
             hosts: Some("/run/paddock/etc/web/hosts".into()),
             resolv_conf: Some("/run/paddock/etc/web/resolv.conf".into()),
             undoing: false,

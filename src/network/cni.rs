@@ -322,6 +322,9 @@ impl Verb {
 pub struct AddFailed {
     pub error: CniError,
     pub undone: Result<(), CniError>,
+    /// The result of the plugins before the failing one, for a DEL tried
+    /// again later to give them (`prevResult`).
+    pub so_far: Option<Value>,
 }
 
 /// The plugins of a list, run against one target.
@@ -335,17 +338,31 @@ impl Runtime<'_> {
     /// it did is undone (DEL, in reverse) before the error is returned,
     /// with whether that worked (`AddFailed::undone`).
     /// `programs` are the list's, as `PluginDirs::programs` found them
-    /// (before anything was made for the attachment).
-    pub fn add(&self, list: &ConfList, programs: &Programs, target: Target<'_>) -> Result<Value, Box<AddFailed>> {
+    /// (before anything was made for the attachment). `before` is given
+    /// the result so far before each plugin that gets one runs, to record:
+    /// should the caller die while that plugin runs, a DEL given it undoes
+    /// what that plugin and the ones before it did (the firewall plugin
+    /// finds its rules by the addresses in it; without one it removes none).
+    pub fn add(
+        &self,
+        list: &ConfList,
+        programs: &Programs,
+        target: Target<'_>,
+        before: &mut dyn FnMut(&Value),
+    ) -> Result<Value, Box<AddFailed>> {
         let mut result: Option<Value> = None;
         for (plugin, program) in list.plugins.iter().zip(&programs.paths) {
+            if let Some(so_far) = &result {
+                before(so_far);
+            }
             let run = Run { program, cni_path: &programs.cni_path };
             match self.invoke(Verb::Add, list, plugin, run, target, result.as_ref()) {
                 Ok(Some(next)) => result = Some(next),
                 // A plugin with nothing to say passes the previous result on.
                 Ok(None) => {}
                 Err(error) => {
-                    return Err(Box::new(AddFailed { error, undone: self.del(list, target, result.as_ref()) }));
+                    let undone = self.del(list, target, result.as_ref());
+                    return Err(Box::new(AddFailed { error, undone, so_far: result }));
                 }
             }
         }
@@ -669,7 +686,8 @@ mod tests {
         .unwrap();
         let caps = Map::new();
         let target = Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
-        let failed = *Runtime { dirs: &dirs }.add(&list, &dirs.programs(&list).unwrap(), target).unwrap_err();
+        let failed =
+            *Runtime { dirs: &dirs }.add(&list, &dirs.programs(&list).unwrap(), target, &mut |_| {}).unwrap_err();
         assert!(matches!(failed.error, CniError::Timeout { .. }), "{:?}", failed.error);
         let helper: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
         // Killed with the plugin (a zombie until init reaps it, at most).
@@ -719,7 +737,9 @@ mod tests {
                 let list = serde_json::json!({"cniVersion": "1.0.0", "name": "t", "plugins": [{"type": plugin, "padding": padding}]});
                 let list = ConfList::parse(list, "t.conflist").unwrap();
                 let _ = tx.send(
-                    Runtime { dirs: &dirs }.add(&list, &dirs.programs(&list).unwrap(), target).map_err(|f| f.error),
+                    Runtime { dirs: &dirs }
+                        .add(&list, &dirs.programs(&list).unwrap(), target, &mut |_| {})
+                        .map_err(|f| f.error),
                 );
             });
             rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("{plugin}: still waited on after 20 s"))
@@ -764,7 +784,7 @@ mod tests {
         let add = |plugin: &str| {
             let list = serde_json::json!({"cniVersion": "1.0.0", "name": "t", "plugins": [{"type": plugin}]});
             let list = ConfList::parse(list, "t.conflist").unwrap();
-            Runtime { dirs: &dirs }.add(&list, &dirs.programs(&list).unwrap(), target).unwrap_err().error
+            Runtime { dirs: &dirs }.add(&list, &dirs.programs(&list).unwrap(), target, &mut |_| {}).unwrap_err().error
         };
         let e = add("chatty");
         assert!(
@@ -820,7 +840,11 @@ mod tests {
         let caps = Map::new();
         let target = Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
         let runtime = Runtime { dirs: &dirs };
-        let result = runtime.add(&chain(), &dirs.programs(&chain()).unwrap(), target).unwrap();
+        let mut recorded = Vec::new();
+        let mut before = |so_far: &Value| recorded.push(addresses(so_far).join(","));
+        let result = runtime.add(&chain(), &dirs.programs(&chain()).unwrap(), target, &mut before).unwrap();
+        // (Each fake's address names every plugin so far.)
+        assert_eq!(recorded, ["one-ip", "one-ip two-ip"], "the result so far, before each plugin given one");
         runtime.del(&chain(), target, Some(&result)).unwrap();
         let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
         assert_eq!(
@@ -843,7 +867,8 @@ mod tests {
         let dirs = fakes(dir.path(), "three");
         let caps = Map::new();
         let target = Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
-        let failed = *Runtime { dirs: &dirs }.add(&chain(), &dirs.programs(&chain()).unwrap(), target).unwrap_err();
+        let failed =
+            *Runtime { dirs: &dirs }.add(&chain(), &dirs.programs(&chain()).unwrap(), target, &mut |_| {}).unwrap_err();
         let e = failed.error.to_string();
         assert!(e.contains("no (code 7)"), "{e}");
         assert!(failed.undone.is_ok());
@@ -868,9 +893,11 @@ mod tests {
         std::fs::set_permissions(&two, std::fs::Permissions::from_mode(0o755)).unwrap();
         let caps = Map::new();
         let target = Target { container_id: "c1", netns: Path::new("/run/x"), ifname: "eth0", capabilities: &caps };
-        let failed = *Runtime { dirs: &dirs }.add(&chain(), &dirs.programs(&chain()).unwrap(), target).unwrap_err();
+        let failed =
+            *Runtime { dirs: &dirs }.add(&chain(), &dirs.programs(&chain()).unwrap(), target, &mut |_| {}).unwrap_err();
         assert!(failed.error.to_string().contains("no (code 7)"), "{:?}", failed.error);
         let undo = failed.undone.unwrap_err().to_string();
         assert!(undo.contains("stuck (code 11)"), "{undo}");
+        assert_eq!(addresses(&failed.so_far.unwrap()), ["one-ip two-ip"], "two's result, for the DEL tried again");
     }
 }
