@@ -749,6 +749,65 @@ fn a_port_the_daemon_or_a_run_publishes_is_refused_to_the_other() {
     assert!(log.contains("undid the network of a `paddock run` that was killed run="), "{log}");
 }
 
+/// Two `paddock run`s publishing one port, started at one instant: the
+/// check that no one else publishes it and the record that says this one
+/// does are made under one lock (the daemon's starts take it too), so one
+/// runs and the other is refused, naming it.
+#[test]
+fn two_runs_started_at_one_instant_never_both_publish_one_port() {
+    use std::os::unix::fs::DirBuilderExt;
+    let d = prepared();
+    std::fs::write(d.path("out/other.toml"), sleeper("")).unwrap();
+    let ns = d.host_netns.clone().unwrap();
+    let run = || {
+        std::process::Command::new("nsenter")
+            .arg(format!("--net={}", ns.display()))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_paddock"))
+            .args(["run", "--config"])
+            .arg(d.path("paddock.toml"))
+            .args(["-p", "8093:80"])
+            .arg(d.path("out/other.toml"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The lock held by the test: neither run gets past the check, so both
+    // are at it when it is released.
+    let networks = d.path("state/networks");
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&networks).unwrap();
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(networks.join("ports.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let mut runs = vec![run(), run()];
+    std::thread::sleep(Duration::from_millis(500));
+    let records = d.path("state/networks/run");
+    let count = || std::fs::read_dir(&records).map_or(0, |e| e.count());
+    assert_eq!(count(), 0, "nothing recorded while the lock is held");
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        if let Some(i) = runs.iter_mut().position(|r| r.try_wait().unwrap().is_some()) {
+            break runs.remove(i);
+        }
+        assert!(std::time::Instant::now() < deadline, "neither run was refused");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut kept = runs.pop().unwrap();
+    let out = refused.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    let holder = format!("host port 8093:80/tcp is published already by `paddock run` (pid {})", kept.id());
+    assert!(said.contains(&holder), "{said}");
+    assert_eq!(count(), 1, "the other's attachment");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(kept.id() as i32, libc::SIGTERM) };
+    kept.wait().unwrap();
+    assert_eq!(count(), 0, "undone at its end");
+}
+
 #[test]
 fn the_web_example_answers_curl_on_localhost_8080() {
     assert!(Path::new("/bin/busybox").exists(), "the example runs the host's busybox: apt-get install busybox-static");

@@ -165,13 +165,15 @@ impl Networks {
                 }
             }
         }
-        if let Some((port, holder)) = self.published_elsewhere(workload, &m.ports) {
-            return Err(NetworkError::PortPublished { port, holder });
-        }
         let netns_path = self.netns_path(workload);
         crate::fsutil::create_private_dir(&self.run_dir.join("netns"))
             .and_then(|()| crate::fsutil::create_private_dir(&self.records))
             .map_err(|source| NetworkError::Write { path: self.records.clone(), source })?;
+        // Held until the record says this attachment publishes its ports.
+        let ports_lock = if m.ports.is_empty() { None } else { Some(self.lock_ports()?) };
+        if let Some((port, holder)) = self.published_elsewhere(workload, &m.ports) {
+            return Err(NetworkError::PortPublished { port, holder });
+        }
         // What a predecessor left at this path, unrecorded, goes.
         netns::remove(&netns_path);
         netns::create(&netns_path)?;
@@ -195,6 +197,7 @@ impl Networks {
             netns::remove(&netns_path);
             return Err(e);
         }
+        drop(ports_lock);
         let caps = capabilities(&m.ports);
         let runtime = cni::Runtime { dirs: &self.dirs };
         // Best effort, as the undoing mark: a state disk that fails now

@@ -58,6 +58,19 @@ impl Networks {
         })
     }
 
+    /// The lock (`STATE_DIR/networks/ports.lock`, the daemon's and every
+    /// run's) held from the check that no one else publishes a port
+    /// (`published_elsewhere`) to the record that says this attachment
+    /// does: two starts at one instant, a workload's and a `paddock run`'s
+    /// or two runs', cannot both pass the check.
+    pub(super) fn lock_ports(&self) -> Result<nix::fcntl::Flock<std::fs::File>, NetworkError> {
+        let daemons = if self.runs { self.records.parent().unwrap_or(&self.records) } else { &self.records };
+        let path = daemons.join("ports.lock");
+        let io = |source: std::io::Error| NetworkError::Write { path: path.clone(), source };
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io(e.into()))
+    }
+
     /// Forgets a record that cannot be read (its attachment cannot be
     /// undone by paddock: the caller says so).
     pub fn drop_record(&self, workload: &WorkloadName) {
