@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, gone, own_processes, processes};
-use common::sandbox::busybox_manifest;
+use common::sandbox::{busybox_manifest, memory_cgroup_dir};
 
 fn exec(d: &Daemon, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
@@ -89,6 +89,28 @@ fn an_exec_is_a_process_of_the_workload_in_every_respect() {
     assert!(gone(entered), "the exec'd process outlived its workload");
     assert_eq!(status.code(), Some(137), "killed with its sandbox: {status:?}");
     assert_eq!(d.terminate(), 0);
+}
+
+/// Fail closed: a sandbox whose init is in a cgroup the daemon does not
+/// know of (here moved there from outside) is not entered, rather than
+/// entered outside its limits.
+#[test]
+fn an_exec_where_the_init_is_in_a_cgroup_the_daemon_does_not_know_is_refused() {
+    let mut d = Daemon::setup().start(&[]);
+    let init = sleeper(&d, "exec-apart");
+    let own = memory_cgroup_dir(init).expect("the workload's memory cgroup");
+    let elsewhere = own.parent().unwrap().join(format!("exec-apart-elsewhere-{}", std::process::id()));
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("cgroup.procs"), init.to_string()).unwrap();
+    let out = run(&d, &["exec-apart", "--", "true"]);
+    std::fs::write(own.join("cgroup.procs"), init.to_string()).unwrap();
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{said}");
+    assert!(said.contains("outside its limits") && said.contains("exec-apart-elsewhere"), "{said}");
+    let out = run(&d, &["exec-apart", "--", "true"]);
+    assert!(out.status.success(), "back in its cgroup, entered again: {}", text(&out.stderr));
+    assert_eq!(d.terminate(), 0);
+    std::fs::remove_dir(&elsewhere).unwrap();
 }
 
 #[test]

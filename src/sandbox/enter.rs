@@ -161,6 +161,34 @@ fn differing(pid: i32) -> CloneFlags {
     flags
 }
 
+/// Where `pid`'s cgroups (/proc/PID/cgroup, one line per hierarchy)
+/// differ from ours, said for the error; None where they are the same.
+fn cgroups_apart(pid: i32) -> Option<String> {
+    let read = |path: String| std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"));
+    let (theirs, ours) = match (read(format!("/proc/{pid}/cgroup")), read("/proc/self/cgroup".to_owned())) {
+        (Ok(theirs), Ok(ours)) => (theirs, ours),
+        (Err(e), _) | (_, Err(e)) => return Some(e),
+    };
+    differing_lines(&theirs, &ours).map(|(theirs, ours)| {
+        format!(
+            "the workload runs in cgroup {theirs:?} and this command would run in {ours:?}, outside its limits; \
+             `paddock restart NAME` starts it again where this daemon puts it"
+        )
+    })
+}
+
+/// The first line of /proc/PID/cgroup where `theirs` and `ours` differ.
+fn differing_lines(theirs: &str, ours: &str) -> Option<(String, String)> {
+    let (mut a, mut b) = (theirs.lines(), ours.lines());
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return None,
+            (x, y) if x == y => continue,
+            (x, y) => return Some((x.unwrap_or("").to_owned(), y.unwrap_or("").to_owned())),
+        }
+    }
+}
+
 fn fail(what: &str, error: impl std::fmt::Display) -> i32 {
     eprintln!("paddock exec: {what}: {error}");
     SETUP_FAILED
@@ -194,6 +222,13 @@ pub fn main(channel_fd: RawFd) -> i32 {
         if let Err(e) = std::fs::write(dir.join("cgroup.procs"), "0") {
             return fail(&format!("joining cgroup {}", dir.display()), e);
         }
+    }
+    // Fail closed: where the init is in a cgroup this entry did not join
+    // (one the daemon does not know of), the command would run outside
+    // the workload's limits. Read by pid; the setns below, through the
+    // pidfd, fails if the init is gone, so the pid was the init's.
+    if let Some(apart) = cgroups_apart(cfg.pid) {
+        return fail("joining the sandbox's cgroups", apart);
     }
     let joined = differing(cfg.pid);
     if let Err(e) = setns(&init, joined) {
@@ -354,4 +389,21 @@ fn wait_signal(watched: &SigSet, timeout: std::time::Duration) -> Option<Signal>
     // SAFETY: a valid signal set and timespec; no siginfo is asked for.
     let signal = unsafe { libc::sigtimedwait(watched.as_ref(), std::ptr::null_mut(), &limit) };
     Signal::try_from(signal).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_hierarchy_whose_cgroups_differ_is_named() {
+        let ours = "12:pids:/paddock/w\n11:memory:/paddock/w\n0::/user.slice\n";
+        assert_eq!(differing_lines(ours, ours), None);
+        let theirs = "12:pids:/paddock/w\n11:memory:/elsewhere\n0::/user.slice\n";
+        assert_eq!(
+            differing_lines(theirs, ours),
+            Some(("11:memory:/elsewhere".to_owned(), "11:memory:/paddock/w".to_owned()))
+        );
+        assert_eq!(differing_lines("0::/a\n", ""), Some(("0::/a".to_owned(), String::new())));
+    }
 }
