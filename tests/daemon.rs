@@ -766,6 +766,33 @@ fn a_shutdown_says_what_it_waits_for() {
     assert!(log.contains("stopping: slow: SIGINT, 8 s"), "{log}");
 }
 
+/// Any signal a manifest's `stop.signal` names reaches the workload, not
+/// only the usual few (the kernel gives a pid namespace's init only what it
+/// handles: the init blocks and passes on every one that can be caught).
+#[test]
+fn a_stop_signal_of_any_kind_reaches_the_workload() {
+    let mut d = Daemon::setup().start(&[]);
+    std::fs::create_dir(d.path("said")).unwrap();
+    std::fs::set_permissions(d.path("said"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    for (name, signal, trap) in [("pwr", "SIGPWR", "PWR"), ("segv", "SIGSEGV", "SEGV"), ("alrm", "SIGALRM", "ALRM")] {
+        let script = format!("trap 'echo {signal} > /said/{name}; exit 0' {trap}; while :; do sleep 0.1; done");
+        let extra = format!(
+            "[stop]\nsignal = \"{signal}\"\ntimeout = \"30s\"\n[[mounts]]\nsource = {:?}\ntarget = \"/said\"\nreadonly = false\n",
+            d.path("said").display().to_string()
+        );
+        d.write(&format!("{name}.toml"), &common::sandbox::busybox_manifest(&script, &extra));
+        d.running_pid(name);
+        // The shell's trap is set once it runs its loop.
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let out = d.paddock(&["stop", name]);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(started.elapsed() < Duration::from_secs(15), "{name}: killed at the timeout, not stopped by {signal}");
+        assert_eq!(std::fs::read_to_string(d.path(&format!("said/{name}"))).unwrap(), format!("{signal}\n"));
+    }
+    assert_eq!(d.terminate(), 0);
+}
+
 /// A log past 10 MiB is rotated (`NAME.log.1`) and the init writes a new
 /// one; an ask for a rotation that finds the log no longer full (an
 /// operator truncated it while the daemon could not answer) rotates

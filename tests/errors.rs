@@ -78,6 +78,20 @@ fn settings_that_would_do_nothing_are_warned_of() {
         ["6:11: warning: a privileged workload runs with no seccomp filter"]
     );
     assert!(checked.spec.is_some(), "a warning refuses nothing");
+    // Every other signal is passed on by the init.
+    expect(
+        "command = [\"x\"]\n[stop]\nsignal = \"SIGSTOP\"\n",
+        &[
+            "3:10: warning: SIGSTOP never reaches the workload: it would stop the sandbox's init, not the workload; a stop kills it after stop.timeout",
+        ],
+    );
+    expect(
+        "command = [\"x\"]\nstop.signal = \"SIGCHLD\"\n",
+        &[
+            "2:15: warning: SIGCHLD never reaches the workload: it is the sandbox's init's own, never passed on; a stop kills it after stop.timeout",
+        ],
+    );
+    expect("command = [\"x\"]\n[stop]\nsignal = \"SIGPWR\"\n", &[]);
 }
 
 /// An optional table is `anyOf` it or null in the schema, a port a string

@@ -362,7 +362,9 @@ pub enum RestartPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stop {
-    /// The signal sent to the command first.
+    /// The signal sent to the command first (through the sandbox's init,
+    /// which passes on every signal but SIGSTOP and SIGCHLD: `check` warns
+    /// of those two).
     #[serde(default = "default_stop_signal")]
     pub signal: Signal,
 

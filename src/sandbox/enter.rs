@@ -261,7 +261,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
     let mut watched = SigSet::empty();
     watched.add(Signal::SIGCHLD);
     watched.add(Signal::SIGIO);
-    super::init::FORWARDED.iter().for_each(|s| watched.add(*s));
+    super::init::RELAYED.iter().for_each(|s| watched.add(*s));
     if let Err(e) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&watched), None) {
         return fail("blocking signals", e);
     }

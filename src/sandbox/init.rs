@@ -15,8 +15,47 @@ use super::config::{DAEMON_END_FD, INIT_END_FD, InitConfig, InitReport};
 use super::keeper::{Keeper, Output, signalfd};
 use super::{exec, rootfs, seccomp};
 
-/// Signals the init (and `paddock __enter`) passes on to the workload.
+/// Signals the init passes on to the workload: every one a manifest's
+/// `stop.signal` may name (the kernel gives a pid namespace's init only
+/// the signals it handles: one not passed on would be lost). Not SIGKILL
+/// and SIGSTOP, which cannot be caught, nor SIGCHLD, the init's own. One
+/// the kernel raises in the init for what the init itself does (a write
+/// to a closed pipe, say) is not passed on (`Keeper::signal`); a fault
+/// kills the init whatever its mask.
 pub(super) const FORWARDED: &[Signal] = &[
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGILL,
+    Signal::SIGTRAP,
+    Signal::SIGABRT,
+    Signal::SIGBUS,
+    Signal::SIGFPE,
+    Signal::SIGUSR1,
+    Signal::SIGSEGV,
+    Signal::SIGUSR2,
+    Signal::SIGPIPE,
+    Signal::SIGALRM,
+    Signal::SIGTERM,
+    Signal::SIGSTKFLT,
+    Signal::SIGCONT,
+    Signal::SIGTSTP,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGURG,
+    Signal::SIGXCPU,
+    Signal::SIGXFSZ,
+    Signal::SIGVTALRM,
+    Signal::SIGPROF,
+    Signal::SIGWINCH,
+    Signal::SIGIO,
+    Signal::SIGPWR,
+    Signal::SIGSYS,
+];
+
+/// Signals `paddock __enter` passes on to an entered command: those
+/// `paddock exec` relays from its caller.
+pub(super) const RELAYED: &[Signal] = &[
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGHUP,

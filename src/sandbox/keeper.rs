@@ -263,7 +263,10 @@ impl Keeper {
         let Ok(Some(info)) = self.signals.read_signal() else { return None };
         let signal = Signal::try_from(info.ssi_signo as i32).ok()?;
         if signal != Signal::SIGCHLD {
-            if self.forwarded.contains(&signal) {
+            // Raised by the kernel in this process for what it did itself
+            // (SIGPIPE, SIGXFSZ: the sender is this process), not sent.
+            let raised_here = info.ssi_code == libc::SI_USER && info.ssi_pid == std::process::id();
+            if self.forwarded.contains(&signal) && !raised_here {
                 let _ = kill(self.workload, signal);
             }
             return None;

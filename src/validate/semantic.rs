@@ -220,6 +220,22 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
             );
         }
     }
+    // A warning, not an error, as above: a manifest that ran with it
+    // before must not be stopped by the next daemon.
+    let lost = match m.stop.signal {
+        crate::model::Signal::Stop => Some("it would stop the sandbox's init, not the workload"),
+        crate::model::Signal::Chld => Some("it is the sandbox's init's own, never passed on"),
+        _ => None,
+    };
+    if let Some(why) = lost {
+        problems.push(
+            Problem::warning(
+                at("/stop/signal"),
+                format!("{} never reaches the workload: {why}; a stop kills it after stop.timeout", m.stop.signal),
+            )
+            .with_help("name the signal the command stops on, such as SIGTERM, SIGINT or SIGQUIT"),
+        );
+    }
     for (i, name) in m.after.iter().enumerate() {
         if let Some(first) = m.after[..i].iter().position(|n| n == name) {
             problems.push(
