@@ -95,6 +95,31 @@ fn an_init_that_hangs_blocks_neither_status_nor_the_watchdog_and_is_killed_at_it
     assert!(w["error"].as_str().unwrap().contains("did not start within 4s (start_timeout)"), "{w}");
 }
 
+/// An upgrade asked while a start hangs waits for that start's deadline,
+/// which kills it, as the loop would: the new image never adopts a
+/// half-built sandbox as running.
+#[test]
+fn an_upgrade_during_a_hung_start_kills_it_at_its_deadline_and_never_adopts_it() {
+    let hang = HungFuse::new();
+    let d = Daemon::setup();
+    d.configure("policy_dir", "start_timeout = \"3s\"\npolicy_dir");
+    std::fs::write(d.path("out/file"), "x").unwrap();
+    let d = d.start(&[]);
+    let hung = format!(
+        "command = [\"/bin/sleep\", \"100\"]\nrootfs = {{ path = {:?} }}\n[restart]\nbackoff = \"60s\"\nbackoff_max = \"60s\"\n[[mounts]]\nsource = {:?}\ntarget = \"/mnt\"\n[[mounts]]\nsource = {:?}\ntarget = \"/mnt/hang/file\"\n",
+        busybox_rootfs().display().to_string(),
+        hang.dir.path().display().to_string(),
+        d.path("out/file").display().to_string()
+    );
+    d.write("hung.toml", &hung);
+    d.wait_for("hung starting", |d| d.workload("hung").is_some_and(|w| w["state"] == "starting"));
+    let out = d.paddock(&["upgrade"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let w = d.workload("hung").unwrap();
+    assert_eq!(w["state"], "backoff", "killed at its deadline, not adopted as running: {w}");
+    assert!(w["error"].as_str().unwrap().contains("did not start within 3s (start_timeout)"), "{w}");
+}
+
 /// systemd reads its notify socket in its own loop; while it does not
 /// (PID 1 busy), the socket's queue fills (10 datagrams) and paddock's
 /// messages wait for room, while the daemon goes on; once read again, the

@@ -447,20 +447,42 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     Ok(())
 }
 
-/// Handles the sandboxes' events until no workload is starting, for at
-/// most `start_timeout`: what the first READY=1, and an upgrade's
-/// hand-over, wait for.
-async fn settle(daemon: &mut Daemon, sandbox_rx: &mut mpsc::UnboundedReceiver<SandboxEvent>, start_timeout: Duration) {
-    let settled = tokio::time::Instant::now() + start_timeout;
-    while daemon.core().workloads().any(|w| matches!(w.state, crate::reconcile::State::Starting { .. })) {
-        match tokio::time::timeout_at(settled, sandbox_rx.recv()).await {
-            Ok(Some(event)) => {
-                daemon.on_sandbox(event, Clock::read());
+/// Handles the sandboxes' events, and the deadlines (a start that misses
+/// its own is killed, as the loop would), until no workload is starting:
+/// what the first READY=1, and an upgrade's hand-over, wait for. Every
+/// start under way has its deadline within `start_timeout`; past it, and
+/// a moment for the last kill to be heard, it gives up. Returns whether
+/// no workload is starting.
+async fn settle(
+    daemon: &mut Daemon,
+    sandbox_rx: &mut mpsc::UnboundedReceiver<SandboxEvent>,
+    start_timeout: Duration,
+) -> bool {
+    let settled = tokio::time::Instant::now() + start_timeout + KILL_HEARD;
+    loop {
+        if !daemon.core().workloads().any(|w| matches!(w.state, crate::reconcile::State::Starting { .. })) {
+            return true;
+        }
+        let wake = daemon.wake_at().map(tokio::time::Instant::from_std).filter(|w| *w < settled);
+        tokio::select! {
+            event = sandbox_rx.recv() => match event {
+                Some(event) => {
+                    daemon.on_sandbox(event, Clock::read());
+                }
+                None => return false,
+            },
+            () = tokio::time::sleep_until(wake.unwrap_or(settled)) => {
+                if wake.is_none() {
+                    return false;
+                }
+                daemon.on_timer(Clock::read());
             }
-            _ => break,
         }
     }
 }
+
+/// How long after its deadline a start's kill may take to be heard.
+const KILL_HEARD: Duration = Duration::from_secs(2);
 
 /// Re-executes the installed binary in place: starts under way are let
 /// finish, kept state written, the client told, then the exec; the new
@@ -482,7 +504,17 @@ async fn reexec(
         return;
     };
     let _ = notifier.notify("RELOADING=1");
-    settle(daemon, sandbox_rx, start_timeout).await;
+    // A start still under way would be adopted by the new image as if
+    // running, half built, with no deadline: no exec then.
+    if !settle(daemon, sandbox_rx, start_timeout).await {
+        let message = "a workload is still starting, past its start_timeout: not upgraded; try again";
+        tracing::error!(message);
+        if let Some(reply) = reply {
+            let _ = reply.send(Response::Error(message.to_owned()));
+        }
+        let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
+        return;
+    }
     daemon.store.flush(Duration::from_secs(5));
     // Detachments under way finish; attachments in use are recorded, and
     // the new image takes them over.
