@@ -56,6 +56,11 @@ pub enum LoopError {
     State(std::io::Error),
     #[error("signals: {0}")]
     Signals(std::io::Error),
+    #[error(
+        "cannot tell whether a predecessor's sandboxes still run ({}); nothing is started, lest a workload run twice, and their records are kept for the next start: free what the host lacks (descriptors, memory) and start paddock again",
+        .0.join("; ")
+    )]
+    Recovery(Vec<String>),
 }
 
 /// Everything the loop is told at start.
@@ -117,6 +122,9 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<(r
         known.extend(table.iter().map(|(n, _)| n.to_owned()));
     }
     let found = records::recover(state_dir, cgroups, &known);
+    if !found.unknown.is_empty() {
+        return Err(LoopError::Recovery(found.unknown));
+    }
     if !found.stopped.is_empty() {
         tracing::warn!(workloads = ?found.stopped, "stopped the sandboxes of a daemon that died that could not be adopted; they start anew");
     }

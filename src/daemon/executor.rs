@@ -298,9 +298,16 @@ impl SandboxExecutor {
         // Written before the sandbox may run anything: a successor daemon
         // finds every sandbox that ever ran, whenever this one dies.
         let record = |cloned: &sandbox::Cloned<'_>| {
+            // Without it, no successor could tell the init from another
+            // process: the start fails instead.
+            let start_time = match process::start_time_checked(cloned.pid.as_raw()) {
+                Ok(Some(t)) => t,
+                Ok(None) => return Err(std::io::Error::other("the init's start time: no such process")),
+                Err(e) => return Err(std::io::Error::other(format!("reading the init's start time: {e}"))),
+            };
             let record = Record {
                 pid: cloned.pid.as_raw(),
-                start_time: process::start_time(cloned.pid.as_raw()).unwrap_or(0),
+                start_time,
                 cgroup: cloned.cgroup.map(|c| c.dirs().to_vec()).unwrap_or_default(),
                 slice,
                 version: Some(version),

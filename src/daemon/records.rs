@@ -154,6 +154,10 @@ pub struct Recovery {
     pub slices: Vec<(String, Slice)>,
     /// Sandboxes still running, taken over (their records stay).
     pub adopted: Vec<(WorkloadName, Sandbox, Record)>,
+    /// Records of sandboxes that could be neither adopted nor stopped, as
+    /// whether they run could not be told (out of descriptors or memory):
+    /// kept, and the daemon starts nothing, lest a workload run twice.
+    pub unknown: Vec<String>,
 }
 
 /// Stops every sandbox a dead predecessor recorded, empties and removes
@@ -254,6 +258,12 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
                         continue;
                     }
                     Err(AdoptError::Gone(_)) => {}
+                    // Neither adopted nor stopped: the record is kept, and
+                    // nothing may start (`Recovery::unknown`).
+                    Err(e @ AdoptError::Unknown { .. }) => {
+                        out.unknown.push(format!("{stem}: {e}"));
+                        continue;
+                    }
                     Err(e) => {
                         tracing::warn!(workload = stem, error = %e, "cannot adopt a predecessor's sandbox: stopping it")
                     }
@@ -264,6 +274,12 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
                     Killed::Stuck => {
                         found = true;
                         tracing::error!(workload = stem, pid = record.pid, "a predecessor's sandbox does not die");
+                    }
+                    Killed::Unknown(errno) => {
+                        let pid = record.pid;
+                        out.unknown
+                            .push(format!("{stem}: whether its init (pid {pid}) still runs cannot be told: {errno}"));
+                        continue;
                     }
                 }
             }

@@ -5,17 +5,33 @@
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::sys;
 
 /// The start time of `pid` in clock ticks after boot (field 22 of
-/// /proc/PID/stat), or None when there is no such process.
+/// /proc/PID/stat), or None when there is no such process (or it cannot
+/// be read: where that matters, `start_time_checked`).
 pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    start_time_checked(pid).ok().flatten()
+}
+
+/// As `start_time`, telling "no such process" (`Ok(None)`) from "cannot
+/// tell" (an error reading /proc: out of descriptors or memory, say),
+/// for what decides that a process is gone: taking the one for the other
+/// would forget a sandbox that runs on.
+pub fn start_time_checked(pid: i32) -> Result<Option<u64>, Errno> {
+    from_stat(std::fs::read_to_string(format!("/proc/{pid}/stat")))
+}
+
+fn from_stat(read: std::io::Result<String>) -> Result<Option<u64>, Errno> {
+    match read {
+        // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+        Ok(stat) => Ok(stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(19)?.parse().ok())),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => Ok(None),
+        Err(e) => Err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+    }
 }
 
 /// The parent pid of `pid` (field 4 of /proc/PID/stat).
@@ -34,19 +50,30 @@ pub enum Killed {
     Killed,
     /// It was there and did not end within the timeout.
     Stuck,
+    /// Whether it is there cannot be told (reading /proc or opening a
+    /// pidfd failed otherwise than for a missing process); nothing was sent.
+    Unknown(Errno),
 }
 
 /// SIGKILLs the process `pid` if it is still the one that started at
 /// `started`, and waits up to `timeout` for it to end. The check and the
 /// signal go through a pidfd, so a recycled pid is never hit.
 pub fn kill(pid: i32, started: u64, timeout: Duration) -> Killed {
-    if start_time(pid) != Some(started) {
-        return Killed::Gone;
+    match start_time_checked(pid) {
+        Err(e) => return Killed::Unknown(e),
+        Ok(t) if t != Some(started) => return Killed::Gone,
+        Ok(_) => {}
     }
-    let Ok(pidfd) = sys::pidfd_open(pid) else { return Killed::Gone };
+    let pidfd = match sys::pidfd_open(pid) {
+        Ok(pidfd) => pidfd,
+        Err(Errno::ESRCH) => return Killed::Gone,
+        Err(e) => return Killed::Unknown(e),
+    };
     // The pidfd now pins this pid: if the start time still matches, it is ours.
-    if start_time(pid) != Some(started) {
-        return Killed::Gone;
+    match start_time_checked(pid) {
+        Err(e) => return Killed::Unknown(e),
+        Ok(t) if t != Some(started) => return Killed::Gone,
+        Ok(_) => {}
     }
     let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
     if ended_within(pidfd.as_fd(), timeout) { Killed::Killed } else { Killed::Stuck }
@@ -95,6 +122,18 @@ mod tests {
         let status = child.wait().unwrap();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
         assert_eq!(start_time(i32::MAX), None);
+    }
+
+    #[test]
+    fn a_process_that_cannot_be_read_is_not_taken_for_gone() {
+        let err = |errno| Err(std::io::Error::from_raw_os_error(errno));
+        assert_eq!(from_stat(err(libc::ENOENT)), Ok(None));
+        assert_eq!(from_stat(err(libc::ESRCH)), Ok(None));
+        assert_eq!(from_stat(err(libc::EMFILE)), Err(Errno::EMFILE));
+        assert_eq!(from_stat(err(libc::ENOMEM)), Err(Errno::ENOMEM));
+        let stat = "7 (a) b) S 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 4242 0 0".to_owned();
+        assert_eq!(from_stat(Ok(stat)), Ok(Some(4242)));
+        assert_eq!(start_time_checked(i32::MAX), Ok(None));
     }
 
     #[test]

@@ -116,6 +116,10 @@ pub enum AdoptError {
     Gone(i32),
     #[error("its init (pid {pid}) cannot be reached: pidfd_getfd: {errno}{}", unreachable_hint(*.errno))]
     Unreachable { pid: i32, errno: Errno },
+    /// Whether its init runs cannot be told (reading its /proc entry or
+    /// opening a pidfd failed otherwise than for a missing process).
+    #[error("whether its init (pid {pid}) still runs cannot be told: {errno}")]
+    Unknown { pid: i32, errno: Errno },
 }
 
 fn unreachable_hint(errno: Errno) -> &'static str {
@@ -136,14 +140,18 @@ fn unreachable_hint(errno: Errno) -> &'static str {
 /// end the init keeps (`DAEMON_END_FD`), taken with pidfd_getfd. Whatever
 /// the init said while no daemon listened is still there to read.
 pub fn adopt(pid: i32, start_time: u64, cgroup: Option<Cgroup>) -> Result<Sandbox, AdoptError> {
-    if super::process::start_time(pid) != Some(start_time) {
-        return Err(AdoptError::Gone(pid));
-    }
-    let pidfd = sys::pidfd_open(pid).map_err(|_| AdoptError::Gone(pid))?;
+    let is_it = || match super::process::start_time_checked(pid) {
+        Ok(t) if t == Some(start_time) => Ok(()),
+        Ok(_) => Err(AdoptError::Gone(pid)),
+        Err(errno) => Err(AdoptError::Unknown { pid, errno }),
+    };
+    is_it()?;
+    let pidfd = sys::pidfd_open(pid).map_err(|errno| match errno {
+        Errno::ESRCH => AdoptError::Gone(pid),
+        errno => AdoptError::Unknown { pid, errno },
+    })?;
     // The pidfd pins the pid: if the start time still matches, it is the init.
-    if super::process::start_time(pid) != Some(start_time) {
-        return Err(AdoptError::Gone(pid));
-    }
+    is_it()?;
     let end = sys::pidfd_getfd(pidfd.as_fd(), DAEMON_END_FD).map_err(|errno| AdoptError::Unreachable { pid, errno })?;
     let child = super::process::parent(pid) == Some(std::process::id() as i32);
     Ok(Sandbox { pid: Pid::from_raw(pid), pidfd: Some(pidfd), cgroup, channel: Channel::new(end), child })
