@@ -48,9 +48,29 @@ pub(super) struct Listener {
 impl Listener {
     /// The init's report on the start, then its life.
     pub(super) async fn start(self, pending: sandbox::Pending, begun: Instant) {
-        let _ = readable(pending.channel_fd()).await;
-        // Readable: the report (or the init's death) is there; this does not block.
-        let sandbox = match pending.report() {
+        // Readable: the report (or the init's death) is there, and reading
+        // it does not block. Where it cannot be watched (epoll refused it,
+        // out of memory), the read waits, off the loop.
+        let reported = match readable(pending.channel_fd()).await {
+            Ok(()) => pending.report(),
+            Err(e) => {
+                tracing::warn!(workload = %self.name, error = %e, "cannot watch the init's channel; its report is waited for on a thread");
+                match tokio::task::spawn_blocking(move || pending.report()).await {
+                    Ok(reported) => reported,
+                    // The thread panicked: the sandbox went with it (its Drop kills it).
+                    Err(_) => {
+                        records::remove(&self.state_dir, &self.name);
+                        let failure = StartFailure::new(
+                            crate::reconcile::Blame::Host,
+                            std::io::Error::other("waiting for the init's report failed"),
+                        );
+                        let _ = self.events.send(SandboxEvent::StartFailed { name: self.name, failure });
+                        return;
+                    }
+                }
+            }
+        };
+        let sandbox = match reported {
             Ok(sandbox) => sandbox,
             Err((e, leftover)) => {
                 // Killing and reaping what is left may wait: not on the loop.
