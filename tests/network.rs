@@ -544,7 +544,7 @@ fn a_port_on_an_address_family_the_network_does_not_give_fails_and_leaves_nothin
 }
 
 #[test]
-fn a_network_configuration_others_could_change_is_refused() {
+fn a_network_configuration_others_could_change_is_refused_and_the_daemon_runs_without_it() {
     // Whoever can write a .conflist chooses what the plugins, run as root, do.
     let d = Daemon::setup();
     std::fs::create_dir(d.path("networks")).unwrap();
@@ -555,12 +555,64 @@ fn a_network_configuration_others_could_change_is_refused() {
     std::fs::write(d.path("networks/lan.conflist"), conflist.to_string()).unwrap();
     std::fs::set_permissions(d.path("networks/lan.conflist"), std::os::unix::fs::PermissionsExt::from_mode(0o664))
         .unwrap();
-    let (code, err) = d.run_refused(&[]);
-    assert_eq!(code, Some(78), "{err}");
-    assert!(
-        err.contains("lan.conflist is writable by its group (mode 0664): whoever can write it chooses what the CNI plugins paddock runs as root are told to do"),
-        "{err}"
-    );
+    let d = d.start(&[]);
+    let risk = "lan.conflist is writable by its group (mode 0664): whoever can write it chooses what the CNI plugins paddock runs as root are told to do";
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("a network definition is refused") && log.contains(risk), "{log}");
+    // A workload on it is not started, and says why; the others run.
+    d.write("w.toml", &sleeper("[namespaces]\nnetwork = \"lan\""));
+    d.write("plain.toml", &sleeper(""));
+    d.running_pid("plain");
+    d.wait_for("w refused", |d| d.workload("w").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains(risk))));
+    assert_ne!(d.workload("w").unwrap()["state"], "running");
+}
+
+/// A bad edit of a network's definition, read by the next daemon (here an
+/// upgrade's), takes no network away: the workload on it runs on, and
+/// restarts in the attachment it has; a new one cannot be made until the
+/// definition is mended, and the error says which file and what to do.
+#[test]
+fn a_bad_edit_of_a_networks_definition_keeps_the_workloads_on_it_running_with_their_network() {
+    let d = prepared();
+    fake_networks(&d, &[sticky(&d.path("out/never"))], &[("fake", &["sticky"])]);
+    let d = d.start(&[]);
+    let on_fake = sleeper("[namespaces]\nnetwork = \"fake\"\n[restart]\npolicy = \"always\"\nbackoff = \"0s\"");
+    d.write("w.toml", &on_fake);
+    let pid = d.running_pid("w");
+    let id = |d: &Daemon| -> serde_json::Value {
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.path("state/networks/w.json")).unwrap()).unwrap();
+        r["container_id"].clone()
+    };
+    let attached = id(&d);
+    let good = std::fs::read_to_string(d.path("networks/fake.conflist")).unwrap();
+    std::fs::write(d.path("networks/fake.conflist"), "{ \"cniVersion\": \"1.0.0\",\n  \"name\": }").unwrap();
+    let out = d.paddock(&["upgrade"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("fake.conflist:2:11: not valid JSON"), "{log}");
+    assert_eq!(d.running_pid("w"), pid, "adopted, running on");
+    // Its workload dies: restarted in the attachment it has.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    d.wait_for("w restarted", |d| d.workload("w").is_some_and(|w| w["state"] == "running" && w["pid"] != pid));
+    assert_eq!(id(&d), attached, "the same attachment");
+    // A workload that has none cannot get one, and is told why.
+    d.write("new.toml", &on_fake);
+    d.wait_for("new refused", |d| {
+        d.workload("new").is_some_and(|w| {
+            w["error"].as_str().is_some_and(|e| {
+                e.contains("the network `fake` cannot be attached to: its definition is refused")
+                    && e.contains("fake.conflist:2:11")
+                    && e.contains("paddock upgrade")
+            })
+        })
+    });
+    // Mended and read again: it starts.
+    std::fs::write(d.path("networks/fake.conflist"), good).unwrap();
+    assert!(d.paddock(&["upgrade"]).status.success());
+    assert!(d.paddock(&["restart", "new"]).status.success());
+    d.running_pid("new");
+    assert_eq!(id(&d), attached, "w's attachment still the same");
 }
 
 #[test]

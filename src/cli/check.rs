@@ -71,7 +71,9 @@ pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
     // The networks a manifest may name: the built-in one, and this host's
     // networks directory when it can be read.
     let validator = match crate::network::Networks::load(&config.network, &config.state_dir, &config.run_dir) {
-        Ok(networks) => validator.with_networks(networks.names(), networks.publishing()),
+        Ok(networks) => validator
+            .with_networks(networks.names(), networks.publishing())
+            .with_refused_networks(networks.refused_for_validation()),
         Err(_) => validator,
     };
     let host = if args.no_host_checks { HostChecks::Skip } else { HostChecks::Warn };

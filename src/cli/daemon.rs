@@ -100,6 +100,12 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     crate::fsutil::open_volumes_root(&config.volumes_root).or_fail(CONFIG_ERROR)?;
     let networks =
         crate::network::Networks::load(&config.network, &state_dir, &config.run_dir).or_fail(CONFIG_ERROR)?;
+    for refused in networks.refusals() {
+        tracing::error!(
+            file = %refused.path.display(),
+            "a network definition is refused: {refused}; workloads on that network keep the network they have and cannot get a new one until it is mended (`paddock upgrade` reads the networks directory again, every workload kept running)"
+        );
+    }
     if !networks.names().is_empty() && crate::sandbox::netns::mounts_die_with_us() {
         tracing::warn!(
             "paddock runs in a mount namespace other than its parent's (a unit option such as ProtectSystem=, PrivateTmp= or ProtectKernelModules= gives it one): the network namespaces it keeps mounted under {} die with this daemon, so after a crash its successor finds the running workloads' networks gone; remove that option (`systemctl edit paddock`)",
@@ -109,7 +115,8 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     let validator = super::validator(&config.policies, &config.policy_dir, &config.volumes_root, true)
         .or_fail(CONFIG_ERROR)?
         .with_restart_defaults(config.restart.clone())
-        .with_networks(networks.names(), networks.publishing());
+        .with_networks(networks.names(), networks.publishing())
+        .with_refused_networks(networks.refused_for_validation());
     let remap = &config.remap;
     let accounts = remap.accounts();
     let ranges = remap_ranges(&accounts, &remap.user).or_fail(CONFIG_ERROR)?;

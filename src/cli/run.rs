@@ -119,11 +119,16 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     // The networks a manifest may name; an error in their definitions
     // matters only to a manifest that asks for one.
     let networks = crate::network::Networks::load(&config.network, &state_dir, &config.run_dir);
-    let (names, publishing) = networks.as_ref().map_or_else(
-        |_| (vec![crate::model::BRIDGE.to_owned()], vec![crate::model::BRIDGE.to_owned()]),
-        |n| (n.names(), n.publishing()),
+    let (names, publishing, refused) = networks.as_ref().map_or_else(
+        |_| (vec![crate::model::BRIDGE.to_owned()], vec![crate::model::BRIDGE.to_owned()], Default::default()),
+        |n| (n.names(), n.publishing(), n.refused_for_validation()),
     );
-    let validator = args.policy.validator(&config, false).or_fail(PADDOCK_FAILED)?.with_networks(names, publishing);
+    let validator = args
+        .policy
+        .validator(&config, false)
+        .or_fail(PADDOCK_FAILED)?
+        .with_networks(names, publishing)
+        .with_refused_networks(refused);
     let (text, checked) = validator.validate_file(&args.file, HostChecks::Require).or_fail(PADDOCK_FAILED)?;
     let file = args.file.display().to_string();
     for p in &checked.problems {

@@ -102,6 +102,14 @@ fn capabilities(ports: &[PortMapping]) -> Map<String, Value> {
     caps
 }
 
+/// What decides a workload's attachment to the network `name`, defined
+/// by `list` (its text), hashed.
+fn settings(workload: &WorkloadName, m: &Manifest, name: &str, list: &str) -> u64 {
+    let ports: Vec<String> = m.ports.iter().map(ToString::to_string).collect();
+    let hostname = m.hostname.as_deref().unwrap_or(workload.as_str());
+    fingerprint(&[name.as_bytes(), list.as_bytes(), ports.join(",").as_bytes(), hostname.as_bytes()])
+}
+
 /// FNV-1a, 64 bits, over what decides an attachment.
 fn fingerprint(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -128,9 +136,22 @@ impl Networks {
     pub fn fingerprint(&self, workload: &WorkloadName, m: &Manifest) -> Option<u64> {
         let name = m.namespaces.network.cni()?;
         let list = self.lists.get(name).map(|l| l.raw.to_string()).unwrap_or_default();
-        let ports: Vec<String> = m.ports.iter().map(ToString::to_string).collect();
-        let hostname = m.hostname.as_deref().unwrap_or(workload.as_str());
-        Some(fingerprint(&[name.as_bytes(), list.as_bytes(), ports.join(",").as_bytes(), hostname.as_bytes()]))
+        Some(settings(workload, m, name, &list))
+    }
+
+    /// Whether `a` is the attachment `m` wants now: made for the same
+    /// settings. While the network's definition is refused (a bad edit of
+    /// its file), the definition `a` was made with stands for it: the
+    /// workload keeps the network it has, as a bad edit of its manifest
+    /// keeps the running version.
+    pub fn fits(&self, workload: &WorkloadName, m: &Manifest, a: &Attachment) -> bool {
+        let Some(name) = m.namespaces.network.cni() else { return false };
+        let list = match self.lists.get(name) {
+            Some(list) => list.raw.to_string(),
+            None if a.network == name && self.refusal(name).is_some() => a.config.to_string(),
+            None => return false,
+        };
+        settings(workload, m, name, &list) == a.fingerprint
     }
 
     /// Attaches a workload to the network its manifest names: a network
@@ -139,7 +160,10 @@ impl Networks {
     /// left: no namespace, no record, and the plugins' work undone.
     pub fn attach(&self, workload: &WorkloadName, m: &Manifest) -> Result<Attachment, NetworkError> {
         let name = m.namespaces.network.cni().ok_or_else(|| NetworkError::Unknown("private".into()))?;
-        let list = self.lists.get(name).ok_or_else(|| NetworkError::Unknown(name.to_owned()))?;
+        let list = self.lists.get(name).ok_or_else(|| match self.refusal(name) {
+            Some(refused) => NetworkError::Refused(Box::new(refused.clone()), name.to_owned()),
+            None => NetworkError::Unknown(name.to_owned()),
+        })?;
         // Every plugin is there (and root's alone) before anything is made.
         let programs = self.dirs.programs(list)?;
         let fingerprint = self.fingerprint(workload, m).expect("a CNI network");

@@ -70,6 +70,40 @@ pub enum NetworkError {
     PortPublished { port: crate::model::PortMapping, holder: String },
     #[error(transparent)]
     NotUndone(Box<NotUndone>),
+    #[error("the network `{network}` cannot be attached to: its definition is refused ({0}); mend it, then `paddock upgrade` reads it again, every workload kept running", network = .1)]
+    Refused(Box<Refused>, String),
+}
+
+/// A definition in the networks directory that paddock refused (or the
+/// whole directory, `network` None and `path` the directory): the daemon
+/// runs without it, and says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub path: PathBuf,
+    /// The network it defines (or, unreadable, its file's stem): the one
+    /// refused. None for a file whose network is another's (one named
+    /// `bridge`), and for the directory.
+    pub network: Option<String>,
+    pub reason: String,
+    /// The whole directory was refused (it could not be read, or others
+    /// could write it): it stands for every network it could define.
+    pub directory: bool,
+}
+
+impl std::fmt::Display for Refused {
+    /// The reason, which names the file (or the directory).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// A `.conflist`, read and parsed; or why it is refused (naming it).
+fn read_conflist(path: &Path) -> Result<ConfList, String> {
+    let origin = path.display().to_string();
+    let text = crate::fsutil::read_trusted(path, CONFLIST_RISK, MAX_CONFLIST_BYTES).map_err(|e| e.to_string())?;
+    let raw: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{origin}:{}:{}: not valid JSON: {e}", e.line(), e.column()))?;
+    ConfList::parse(raw, &origin).map_err(|e| e.to_string())
 }
 
 /// An attachment that failed (its ADD, or a check after it) and could not
@@ -132,6 +166,7 @@ impl NetworkError {
             | NetworkError::Twice { .. }
             | NetworkError::ShadowsBuiltIn { .. }
             | NetworkError::Unknown(_)
+            | NetworkError::Refused(..)
             | NetworkError::PortFamily { .. } => true,
         }
     }
@@ -149,6 +184,8 @@ pub struct Networks {
     records: PathBuf,
     /// These are `paddock run`'s (`for_runs`).
     runs: bool,
+    /// What `load` refused in the networks directory.
+    refused: Vec<Refused>,
 }
 
 /// An IPv4 subnet, `a.b.c.d/n`.
@@ -203,51 +240,113 @@ impl Networks {
     /// The built-in network and every `*.conflist` in the networks
     /// directory (which may be missing; when present it must be root's
     /// and writable by root alone: its files choose what runs as root).
+    /// A file that is not a valid list, a list called `bridge`, a name two
+    /// files define, or the whole directory when it cannot be trusted, is
+    /// refused (`refusals`) and the rest is loaded: one bad edit does not
+    /// keep the daemon from starting, nor take away the networks of the
+    /// workloads on it (`fits`). Only the built-in network's settings, in
+    /// the configuration, are an error.
     pub fn load(config: &NetworkConfig, state_dir: &Path, run_dir: &Path) -> Result<Self, NetworkError> {
         let mut lists = BTreeMap::new();
         lists.insert(BRIDGE.to_owned(), builtin(config, state_dir)?);
-        let mut origins: BTreeMap<String, PathBuf> = BTreeMap::new();
-        let dir = &config.networks_dir;
-        let dir_error = |message: String| NetworkError::Directory { path: dir.clone(), message };
-        match std::fs::read_dir(dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(dir_error(e.to_string())),
-            Ok(entries) => {
-                crate::fsutil::check_directory(dir).map_err(|e| dir_error(e.to_string()))?;
-                let mut paths: Vec<PathBuf> = entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "conflist"))
-                    .collect();
-                paths.sort();
-                for path in paths {
-                    let origin = path.display().to_string();
-                    let text = crate::fsutil::read_trusted(&path, CONFLIST_RISK, MAX_CONFLIST_BYTES)
-                        .map_err(|e| dir_error(e.to_string()))?;
-                    let raw: Value = serde_json::from_str(&text).map_err(|e| {
-                        NetworkError::Cni(CniError::Config {
-                            origin: format!("{origin}:{}:{}", e.line(), e.column()),
-                            message: format!("not valid JSON: {e}"),
-                        })
-                    })?;
-                    let list = ConfList::parse(raw, &origin)?;
-                    if list.name == BRIDGE {
-                        return Err(NetworkError::ShadowsBuiltIn { path });
-                    }
-                    if let Some(other) = origins.get(&list.name) {
-                        return Err(NetworkError::Twice { path, name: list.name, other: other.clone() });
-                    }
-                    origins.insert(list.name.clone(), path);
-                    lists.insert(list.name.clone(), list);
-                }
-            }
-        }
-        Ok(Networks {
+        let mut networks = Networks {
             dirs: PluginDirs(config.plugin_dirs.clone()),
-            lists,
+            lists: BTreeMap::new(),
+            refused: Vec::new(),
             run_dir: run_dir.to_owned(),
             records: state_dir.join("networks"),
             runs: false,
-        })
+        };
+        let dir = &config.networks_dir;
+        let refuse_dir = |e: String| Refused {
+            path: dir.clone(),
+            network: None,
+            reason: NetworkError::Directory { path: dir.clone(), message: e }.to_string(),
+            directory: true,
+        };
+        let paths = match std::fs::read_dir(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                networks.refused.push(refuse_dir(e.to_string()));
+                Vec::new()
+            }
+            Ok(entries) => match crate::fsutil::check_directory(dir) {
+                Err(e) => {
+                    networks.refused.push(refuse_dir(e.to_string()));
+                    Vec::new()
+                }
+                Ok(()) => {
+                    let mut paths: Vec<PathBuf> = entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.extension().is_some_and(|x| x == "conflist"))
+                        .collect();
+                    paths.sort();
+                    paths
+                }
+            },
+        };
+        // Each network's definitions: one is loaded, two are refused.
+        let mut defined: BTreeMap<String, Vec<(PathBuf, ConfList)>> = BTreeMap::new();
+        for path in paths {
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+            match read_conflist(&path) {
+                Ok(list) if list.name == BRIDGE => networks.refused.push(Refused {
+                    reason: NetworkError::ShadowsBuiltIn { path: path.clone() }.to_string(),
+                    path,
+                    network: None,
+                    directory: false,
+                }),
+                Ok(list) => defined.entry(list.name.clone()).or_default().push((path, list)),
+                Err(reason) => networks.refused.push(Refused { path, network: stem, reason, directory: false }),
+            }
+        }
+        for (name, mut found) in defined {
+            if found.len() == 1 {
+                let (_, list) = found.remove(0);
+                lists.insert(name, list);
+                continue;
+            }
+            let paths: Vec<PathBuf> = found.into_iter().map(|(p, _)| p).collect();
+            for path in &paths {
+                let other = paths.iter().find(|p| *p != path).cloned().unwrap_or_default();
+                let reason = NetworkError::Twice { path: path.clone(), name: name.clone(), other }.to_string();
+                let refused = Refused { path: path.clone(), network: Some(name.clone()), reason, directory: false };
+                networks.refused.push(refused);
+            }
+        }
+        networks.lists = lists;
+        Ok(networks)
+    }
+
+    /// What was refused in the networks directory (see `load`).
+    pub fn refusals(&self) -> &[Refused] {
+        &self.refused
+    }
+
+    /// Why the network `name` is refused, when it is: its definition was
+    /// (or the whole directory was, which stands for every name it could
+    /// hold).
+    pub fn refusal(&self, name: &str) -> Option<&Refused> {
+        if self.lists.contains_key(name) {
+            return None;
+        }
+        let by_name = self.refused.iter().find(|r| r.network.as_deref() == Some(name));
+        by_name.or_else(|| self.refused.iter().find(|r| r.directory))
+    }
+
+    /// For the validator (`Validator::with_refused_networks`).
+    pub fn refused_for_validation(&self) -> crate::validate::RefusedNetworks {
+        let mut by_name: Vec<(String, String)> = Vec::new();
+        let mut all = None;
+        for r in &self.refused {
+            match &r.network {
+                Some(name) if !self.lists.contains_key(name) => by_name.push((name.clone(), r.to_string())),
+                Some(_) => {}
+                None if r.directory => all = Some(r.to_string()),
+                None => {}
+            }
+        }
+        crate::validate::RefusedNetworks { by_name, all }
     }
 
     /// The same networks for `paddock run`: its attachments are kept apart
@@ -287,6 +386,70 @@ mod tests {
         for bad in ["10.77.0.1/16", "10.77.0.0", "10.77.0.0/30", "fd00::/64", "10.77.0.0/x"] {
             assert_eq!(parse_subnet(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_bad_definition_is_refused_alone_and_the_rest_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let list =
+            |name: &str| json!({"cniVersion": "1.0.0", "name": name, "plugins": [{"type": "bridge"}]}).to_string();
+        for (file, text) in [
+            ("lan.conflist", list("lan")),
+            ("typo.conflist", "{ \"cniVersion\": \"1.0.0\",\n  \"name\": }".to_owned()),
+            ("mine.conflist", list("bridge")),
+            ("a.conflist", list("dup")),
+            ("b.conflist", list("dup")),
+            ("notes.txt", "not a network".to_owned()),
+        ] {
+            std::fs::write(dir.path().join(file), text).unwrap();
+        }
+        let config = NetworkConfig { networks_dir: dir.path().to_owned(), ..NetworkConfig::default() };
+        let networks = Networks::load(&config, Path::new("/s"), Path::new("/r")).unwrap();
+        assert_eq!(networks.names(), ["bridge", "lan"]);
+        let refused: Vec<(Option<&str>, &str)> =
+            networks.refusals().iter().map(|r| (r.network.as_deref(), r.reason.as_str())).collect();
+        let at = |file: &str| dir.path().join(file).display().to_string();
+        assert_eq!(refused.len(), 4, "{refused:?}");
+        assert!(
+            refused.contains(&(
+                None,
+                &*format!(
+                    "{}: `bridge` is the built-in network's name; give this network another",
+                    at("mine.conflist")
+                )
+            )),
+            "{refused:?}"
+        );
+        assert!(
+            refused
+                .iter()
+                .any(|(n, r)| *n == Some("typo")
+                    && r.starts_with(&format!("{}:2:11: not valid JSON", at("typo.conflist")))),
+            "{refused:?}"
+        );
+        for (file, other) in [("a.conflist", "b.conflist"), ("b.conflist", "a.conflist")] {
+            let reason = format!("{}: the network `dup` is defined twice (also in {})", at(file), at(other));
+            assert!(refused.contains(&(Some("dup"), &*reason)), "{refused:?}");
+        }
+        assert!(networks.refusal("lan").is_none() && networks.refusal("bridge").is_none());
+        assert!(networks.refusal("dup").is_some() && networks.refusal("typo").is_some());
+        assert!(networks.refusal("other").is_none(), "a name no file defines is unknown, not refused");
+        let validation = networks.refused_for_validation();
+        assert_eq!(validation.all, None);
+        assert!(validation.reason("dup").is_some_and(|r| r.contains("defined twice")));
+
+        // A directory others could write: every definition in it refused,
+        // each name it could define standing refused with it.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let networks = Networks::load(&config, Path::new("/s"), Path::new("/r")).unwrap();
+        assert_eq!(networks.names(), ["bridge"]);
+        let refusal = networks.refusal("lan").expect("refused with its directory");
+        assert!(refusal.directory && refusal.reason.contains("writable by group and others"), "{refusal:?}");
+        assert!(networks.refused_for_validation().reason("anything").is_some());
+        // The built-in network's own settings are the configuration's: an error.
+        let bad = NetworkConfig { subnet: "10.77.0.1/16".into(), ..config };
+        assert!(Networks::load(&bad, Path::new("/s"), Path::new("/r")).is_err());
     }
 
     #[test]

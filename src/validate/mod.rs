@@ -155,6 +155,23 @@ impl Schema {
     }
 }
 
+/// Networks the host's networks directory defines and paddock refused
+/// (a file that is no valid list, a name used twice), by name, with why;
+/// and whether the whole directory was (it could not be read, or others
+/// could write it), which stands for every name.
+#[derive(Debug, Clone, Default)]
+pub struct RefusedNetworks {
+    pub by_name: Vec<(String, String)>,
+    pub all: Option<String>,
+}
+
+impl RefusedNetworks {
+    /// Why the network `name` is refused, if it is.
+    pub fn reason(&self, name: &str) -> Option<&str> {
+        self.by_name.iter().find(|(n, _)| n == name).map(|(_, why)| why.as_str()).or(self.all.as_deref())
+    }
+}
+
 /// The compiled schema and policies, built once and used for every file.
 #[derive(Debug)]
 pub struct Validator {
@@ -166,6 +183,9 @@ pub struct Validator {
     networks: Vec<String>,
     /// Those of them that publish `ports` (a plugin declares portMappings).
     publishing: Vec<String>,
+    /// Networks whose definition the host's networks directory holds and
+    /// paddock refused.
+    refused: RefusedNetworks,
     /// This host's cgroup layout, for `check` to warn of limits it cannot apply.
     cgroups: Option<crate::sandbox::cgroup::Layout>,
 }
@@ -178,6 +198,7 @@ impl Validator {
             restart_defaults: RestartDefaults::default(),
             networks: vec![crate::model::BRIDGE.to_owned()],
             publishing: vec![crate::model::BRIDGE.to_owned()],
+            refused: RefusedNetworks::default(),
             cgroups: None,
         }
     }
@@ -193,6 +214,14 @@ impl Validator {
     pub fn with_networks(mut self, networks: Vec<String>, publishing: Vec<String>) -> Self {
         self.networks = networks;
         self.publishing = publishing;
+        self
+    }
+
+    /// Networks whose definition was refused: a manifest naming one is
+    /// valid (a workload on it keeps the network it has; a start that
+    /// needs a new one fails, saying why), and `check` warns.
+    pub fn with_refused_networks(mut self, refused: RefusedNetworks) -> Self {
+        self.refused = refused;
         self
     }
 
@@ -245,7 +274,9 @@ impl Validator {
             Err(e) => problems.push(Problem::error(None, format!("cannot apply policies: {e}"))),
         }
         problems.extend(semantic::host_checks(&effective, &spans, host));
-        problems.extend(semantic::network_checks(&effective, &spans, host, &self.networks, &self.publishing));
+        let networks =
+            semantic::Networks { known: &self.networks, publishing: &self.publishing, refused: &self.refused };
+        problems.extend(semantic::network_checks(&effective, &spans, host, &networks));
         if let (Some(layout), HostChecks::Warn) = (&self.cgroups, host) {
             let r = &effective.resources;
             let limits =
@@ -286,13 +317,9 @@ impl Validator {
             }
             Err(e) => problems.push(Problem::error(None, format!("cannot apply policies: {e}"))),
         }
-        problems.extend(semantic::network_checks(
-            manifest,
-            &spans,
-            HostChecks::Require,
-            &self.networks,
-            &self.publishing,
-        ));
+        let networks =
+            semantic::Networks { known: &self.networks, publishing: &self.publishing, refused: &self.refused };
+        problems.extend(semantic::network_checks(manifest, &spans, HostChecks::Require, &networks));
         problems
     }
 

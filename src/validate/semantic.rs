@@ -295,20 +295,38 @@ pub fn host_checks(m: &Manifest, spans: &SpanIndex, mode: HostChecks) -> Vec<Pro
     problems
 }
 
+/// The networks a manifest may name (see `Validator::with_networks`).
+pub struct Networks<'a> {
+    pub known: &'a [String],
+    pub publishing: &'a [String],
+    pub refused: &'a super::RefusedNetworks,
+}
+
 /// The network a manifest names must be one the daemon knows.
-pub fn network_checks(
-    m: &Manifest,
-    spans: &SpanIndex,
-    mode: HostChecks,
-    known: &[String],
-    publishing: &[String],
-) -> Vec<Problem> {
+pub fn network_checks(m: &Manifest, spans: &SpanIndex, mode: HostChecks, networks: &Networks<'_>) -> Vec<Problem> {
     let make = match mode {
         HostChecks::Skip => return Vec::new(),
         HostChecks::Warn => Problem::warning,
         HostChecks::Require => Problem::error,
     };
+    let Networks { known, publishing, refused } = *networks;
     let Some(name) = m.namespaces.network.cni() else { return Vec::new() };
+    // Defined, and refused: valid (a running workload on it keeps its
+    // network, which a bad edit of the definition must not take away);
+    // `check` says so.
+    if !known.iter().any(|k| k == name)
+        && let Some(why) = refused.reason(name)
+    {
+        if mode != HostChecks::Warn {
+            return Vec::new();
+        }
+        let at = spans.value_span("/namespaces/network").or_else(|| spans.locate("/namespaces/network"));
+        return vec![Problem::warning(at, format!("the network `{name}` is refused on this host: {why}")).with_help(
+            "a workload on it keeps the network it has, and cannot start anew until the definition is mended; \
+                 the daemon reads the networks directory when it starts (`paddock upgrade` reads it again, \
+                 every workload kept running)",
+        )];
+    }
     if known.iter().any(|k| k == name) {
         // Capability arguments go only to plugins that declare them: on a
         // network none of whose plugins takes portMappings, ports would be

@@ -117,15 +117,15 @@ impl Attachments {
     /// on a thread and reported as `SandboxEvent::Attached`.
     pub(super) fn prepare(&mut self, name: &WorkloadName, manifest: &Manifest) -> Prepared {
         let networks = self.networks.clone();
-        let Some(fingerprint) = networks.fingerprint(name, manifest) else {
+        if manifest.namespaces.network.cni().is_none() {
             return Prepared::NoNetwork;
-        };
+        }
         let slot = self.slots.entry(name.clone()).or_default().clone();
         // A restart in the namespace it had: nothing to wait for. (One a
         // release is queued for is marked undoing, and never reused: the
         // release would undo it under the new run.)
         if let Ok(guard) = slot.try_lock()
-            && let Some(a) = guard.as_ref().filter(|a| reusable(a, fingerprint))
+            && let Some(a) = guard.as_ref().filter(|a| reusable(a, networks.fits(name, manifest, a)))
         {
             let a = a.clone();
             self.made(name, &a);
@@ -138,7 +138,7 @@ impl Attachments {
         self.workers.submit(move || {
             let mut guard = lock(&slot);
             let outcome = match guard.take() {
-                Some(a) if reusable(&a, fingerprint) => Ok(a),
+                Some(a) if reusable(&a, networks.fits(&name, &manifest, &a)) => Ok(a),
                 Some(mut old) => {
                     match networks.detach(&name, &mut old).inspect(|()| drop(lock(&retries).remove(&name))) {
                         // Its record would be overwritten by the new one: what
@@ -349,8 +349,9 @@ fn attach(
 }
 
 /// Whether an attachment can take a start with these settings as it is.
-fn reusable(a: &Attachment, fingerprint: u64) -> bool {
-    a.fingerprint == fingerprint && a.result.is_some() && !a.undoing && crate::sandbox::netns::exists(&a.netns)
+/// `fits`: it was made for what the workload wants now (`Networks::fits`).
+fn reusable(a: &Attachment, fits: bool) -> bool {
+    fits && a.result.is_some() && !a.undoing && crate::sandbox::netns::exists(&a.netns)
 }
 
 fn view(a: &Attachment) -> NetworkView {
