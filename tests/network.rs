@@ -585,12 +585,15 @@ fn a_bad_edit_of_a_networks_definition_keeps_the_workloads_on_it_running_with_th
         r["container_id"].clone()
     };
     let attached = id(&d);
+    // Named as in /etc/cni/net.d, and no longer JSON: which network it
+    // defines cannot be read.
     let good = std::fs::read_to_string(d.path("networks/fake.conflist")).unwrap();
-    std::fs::write(d.path("networks/fake.conflist"), "{ \"cniVersion\": \"1.0.0\",\n  \"name\": }").unwrap();
+    std::fs::remove_file(d.path("networks/fake.conflist")).unwrap();
+    std::fs::write(d.path("networks/10-fake.conflist"), "{ \"cniVersion\": \"1.0.0\",\n  \"name\": }").unwrap();
     let out = d.paddock(&["upgrade"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
-    assert!(log.contains("fake.conflist:2:11: not valid JSON"), "{log}");
+    assert!(log.contains("10-fake.conflist:2:11: not valid JSON"), "{log}");
     assert_eq!(d.running_pid("w"), pid, "adopted, running on");
     // Its workload dies: restarted in the attachment it has.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
@@ -602,13 +605,13 @@ fn a_bad_edit_of_a_networks_definition_keeps_the_workloads_on_it_running_with_th
         d.workload("new").is_some_and(|w| {
             w["error"].as_str().is_some_and(|e| {
                 e.contains("the network `fake` cannot be attached to: its definition is refused")
-                    && e.contains("fake.conflist:2:11")
+                    && e.contains("10-fake.conflist:2:11")
                     && e.contains("paddock upgrade")
             })
         })
     });
     // Mended and read again: it starts.
-    std::fs::write(d.path("networks/fake.conflist"), good).unwrap();
+    std::fs::write(d.path("networks/10-fake.conflist"), good).unwrap();
     assert!(d.paddock(&["upgrade"]).status.success());
     assert!(d.paddock(&["restart", "new"]).status.success());
     d.running_pid("new");

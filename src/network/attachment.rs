@@ -161,7 +161,9 @@ impl Networks {
     pub fn attach(&self, workload: &WorkloadName, m: &Manifest) -> Result<Attachment, NetworkError> {
         let name = m.namespaces.network.cni().ok_or_else(|| NetworkError::Unknown("private".into()))?;
         let list = self.lists.get(name).ok_or_else(|| match self.refusal(name) {
-            Some(refused) => NetworkError::Refused(Box::new(refused.clone()), name.to_owned()),
+            Some(refused) => {
+                NetworkError::Refused { refused: Box::new(refused.clone()), network: name.to_owned(), run: self.runs }
+            }
             None => NetworkError::Unknown(name.to_owned()),
         })?;
         // Every plugin is there (and root's alone) before anything is made.

@@ -70,24 +70,28 @@ pub enum NetworkError {
     PortPublished { port: crate::model::PortMapping, holder: String },
     #[error(transparent)]
     NotUndone(Box<NotUndone>),
-    #[error("the network `{network}` cannot be attached to: its definition is refused ({0}); mend it, then `paddock upgrade` reads it again, every workload kept running", network = .1)]
-    Refused(Box<Refused>, String),
+    #[error(
+        "the network `{network}` cannot be attached to: its definition is refused ({refused}); mend it{}",
+        if *.run { "" } else { ", then `paddock upgrade` reads it again, every workload kept running" }
+    )]
+    Refused { refused: Box<Refused>, network: String, run: bool },
 }
 
 /// A definition in the networks directory that paddock refused (or the
-/// whole directory, `network` None and `path` the directory): the daemon
-/// runs without it, and says so.
+/// whole directory): the daemon runs without it, and says so.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
+    /// The file, or the directory.
     pub path: PathBuf,
-    /// The network it defines (or, unreadable, its file's stem): the one
-    /// refused. None for a file whose network is another's (one named
-    /// `bridge`), and for the directory.
+    /// The network it defines, the one refused: named by the file's
+    /// `name`, as far as it can be read. None for a file whose network is
+    /// another's (one named `bridge`), and where no name can be read.
     pub network: Option<String>,
     pub reason: String,
-    /// The whole directory was refused (it could not be read, or others
-    /// could write it): it stands for every network it could define.
-    pub directory: bool,
+    /// Which network it defines cannot be told (the whole directory was
+    /// refused, or a file's `name` cannot be read): it stands for every
+    /// name no other file defines.
+    pub unnamed: bool,
 }
 
 impl std::fmt::Display for Refused {
@@ -97,13 +101,16 @@ impl std::fmt::Display for Refused {
     }
 }
 
-/// A `.conflist`, read and parsed; or why it is refused (naming it).
-fn read_conflist(path: &Path) -> Result<ConfList, String> {
+/// A `.conflist`, read and parsed; or why it is refused (naming it), with
+/// the network it names when its `name` can be read.
+fn read_conflist(path: &Path) -> Result<ConfList, (Option<String>, String)> {
     let origin = path.display().to_string();
-    let text = crate::fsutil::read_trusted(path, CONFLIST_RISK, MAX_CONFLIST_BYTES).map_err(|e| e.to_string())?;
+    let text =
+        crate::fsutil::read_trusted(path, CONFLIST_RISK, MAX_CONFLIST_BYTES).map_err(|e| (None, e.to_string()))?;
     let raw: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{origin}:{}:{}: not valid JSON: {e}", e.line(), e.column()))?;
-    ConfList::parse(raw, &origin).map_err(|e| e.to_string())
+        .map_err(|e| (None, format!("{origin}:{}:{}: not valid JSON: {e}", e.line(), e.column())))?;
+    let name = raw.get("name").and_then(Value::as_str).map(str::to_owned);
+    ConfList::parse(raw, &origin).map_err(|e| (name, e.to_string()))
 }
 
 /// An attachment that failed (its ADD, or a check after it) and could not
@@ -166,7 +173,7 @@ impl NetworkError {
             | NetworkError::Twice { .. }
             | NetworkError::ShadowsBuiltIn { .. }
             | NetworkError::Unknown(_)
-            | NetworkError::Refused(..)
+            | NetworkError::Refused { .. }
             | NetworkError::PortFamily { .. } => true,
         }
     }
@@ -262,7 +269,7 @@ impl Networks {
             path: dir.clone(),
             network: None,
             reason: NetworkError::Directory { path: dir.clone(), message: e }.to_string(),
-            directory: true,
+            unnamed: true,
         };
         let paths = match std::fs::read_dir(dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -288,16 +295,18 @@ impl Networks {
         // Each network's definitions: one is loaded, two are refused.
         let mut defined: BTreeMap<String, Vec<(PathBuf, ConfList)>> = BTreeMap::new();
         for path in paths {
-            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
             match read_conflist(&path) {
                 Ok(list) if list.name == BRIDGE => networks.refused.push(Refused {
                     reason: NetworkError::ShadowsBuiltIn { path: path.clone() }.to_string(),
                     path,
                     network: None,
-                    directory: false,
+                    unnamed: false,
                 }),
                 Ok(list) => defined.entry(list.name.clone()).or_default().push((path, list)),
-                Err(reason) => networks.refused.push(Refused { path, network: stem, reason, directory: false }),
+                Err((network, reason)) => {
+                    let unnamed = network.is_none();
+                    networks.refused.push(Refused { path, network, reason, unnamed });
+                }
             }
         }
         for (name, mut found) in defined {
@@ -310,7 +319,7 @@ impl Networks {
             for path in &paths {
                 let other = paths.iter().find(|p| *p != path).cloned().unwrap_or_default();
                 let reason = NetworkError::Twice { path: path.clone(), name: name.clone(), other }.to_string();
-                let refused = Refused { path: path.clone(), network: Some(name.clone()), reason, directory: false };
+                let refused = Refused { path: path.clone(), network: Some(name.clone()), reason, unnamed: false };
                 networks.refused.push(refused);
             }
         }
@@ -323,15 +332,15 @@ impl Networks {
         &self.refused
     }
 
-    /// Why the network `name` is refused, when it is: its definition was
-    /// (or the whole directory was, which stands for every name it could
-    /// hold).
+    /// Why the network `name` is refused, when it is: its definition was,
+    /// or one whose name cannot be read (or the whole directory) was,
+    /// which stands for every name no other file defines.
     pub fn refusal(&self, name: &str) -> Option<&Refused> {
         if self.lists.contains_key(name) {
             return None;
         }
         let by_name = self.refused.iter().find(|r| r.network.as_deref() == Some(name));
-        by_name.or_else(|| self.refused.iter().find(|r| r.directory))
+        by_name.or_else(|| self.refused.iter().find(|r| r.unnamed))
     }
 
     /// For the validator (`Validator::with_refused_networks`).
@@ -342,7 +351,7 @@ impl Networks {
             match &r.network {
                 Some(name) if !self.lists.contains_key(name) => by_name.push((name.clone(), r.to_string())),
                 Some(_) => {}
-                None if r.directory => all = Some(r.to_string()),
+                None if r.unnamed => all = Some(r.to_string()),
                 None => {}
             }
         }
@@ -393,9 +402,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let list =
             |name: &str| json!({"cniVersion": "1.0.0", "name": name, "plugins": [{"type": "bridge"}]}).to_string();
+        // Files named as in /etc/cni/net.d: the network is the list's name.
         for (file, text) in [
-            ("lan.conflist", list("lan")),
-            ("typo.conflist", "{ \"cniVersion\": \"1.0.0\",\n  \"name\": }".to_owned()),
+            ("10-lan.conflist", list("lan")),
+            ("20-wan.conflist", json!({"cniVersion": "1.0.0", "name": "wan", "plugins": []}).to_string()),
             ("mine.conflist", list("bridge")),
             ("a.conflist", list("dup")),
             ("b.conflist", list("dup")),
@@ -410,33 +420,33 @@ mod tests {
             networks.refusals().iter().map(|r| (r.network.as_deref(), r.reason.as_str())).collect();
         let at = |file: &str| dir.path().join(file).display().to_string();
         assert_eq!(refused.len(), 4, "{refused:?}");
-        assert!(
-            refused.contains(&(
-                None,
-                &*format!(
-                    "{}: `bridge` is the built-in network's name; give this network another",
-                    at("mine.conflist")
-                )
-            )),
-            "{refused:?}"
-        );
-        assert!(
-            refused
-                .iter()
-                .any(|(n, r)| *n == Some("typo")
-                    && r.starts_with(&format!("{}:2:11: not valid JSON", at("typo.conflist")))),
-            "{refused:?}"
-        );
+        let shadows =
+            format!("{}: `bridge` is the built-in network's name; give this network another", at("mine.conflist"));
+        assert!(refused.contains(&(None, &*shadows)), "{refused:?}");
+        assert!(refused.iter().any(|(n, r)| *n == Some("wan") && r.starts_with(&at("20-wan.conflist"))), "{refused:?}");
         for (file, other) in [("a.conflist", "b.conflist"), ("b.conflist", "a.conflist")] {
             let reason = format!("{}: the network `dup` is defined twice (also in {})", at(file), at(other));
             assert!(refused.contains(&(Some("dup"), &*reason)), "{refused:?}");
         }
         assert!(networks.refusal("lan").is_none() && networks.refusal("bridge").is_none());
-        assert!(networks.refusal("dup").is_some() && networks.refusal("typo").is_some());
+        assert!(networks.refusal("dup").is_some() && networks.refusal("wan").is_some());
         assert!(networks.refusal("other").is_none(), "a name no file defines is unknown, not refused");
         let validation = networks.refused_for_validation();
         assert_eq!(validation.all, None);
         assert!(validation.reason("dup").is_some_and(|r| r.contains("defined twice")));
+
+        // A file whose name cannot be read (not JSON): which network it
+        // defines cannot be told, so it stands for every name no other
+        // file defines.
+        std::fs::write(dir.path().join("30-typo.conflist"), "{ \"cniVersion\": \"1.0.0\",\n  \"name\": }").unwrap();
+        let networks = Networks::load(&config, Path::new("/s"), Path::new("/r")).unwrap();
+        let refusal = networks.refusal("other").expect("an unnamed refusal stands for it");
+        assert!(
+            refusal.unnamed && refusal.reason.starts_with(&format!("{}:2:11: not valid JSON", at("30-typo.conflist")))
+        );
+        assert!(networks.refusal("lan").is_none(), "a network defined is not refused");
+        assert!(networks.refusal("wan").is_some_and(|r| !r.unnamed), "named, its own reason");
+        assert!(networks.refused_for_validation().reason("other").is_some());
 
         // A directory others could write: every definition in it refused,
         // each name it could define standing refused with it.
@@ -445,7 +455,7 @@ mod tests {
         let networks = Networks::load(&config, Path::new("/s"), Path::new("/r")).unwrap();
         assert_eq!(networks.names(), ["bridge"]);
         let refusal = networks.refusal("lan").expect("refused with its directory");
-        assert!(refusal.directory && refusal.reason.contains("writable by group and others"), "{refusal:?}");
+        assert!(refusal.unnamed && refusal.reason.contains("writable by group and others"), "{refusal:?}");
         assert!(networks.refused_for_validation().reason("anything").is_some());
         // The built-in network's own settings are the configuration's: an error.
         let bad = NetworkConfig { subnet: "10.77.0.1/16".into(), ..config };

@@ -157,8 +157,9 @@ impl Schema {
 
 /// Networks the host's networks directory defines and paddock refused
 /// (a file that is no valid list, a name used twice), by name, with why;
-/// and whether the whole directory was (it could not be read, or others
-/// could write it), which stands for every name.
+/// and why one whose name cannot be read was (or the whole directory,
+/// which could not be read or others could write): that one stands for
+/// every name.
 #[derive(Debug, Clone, Default)]
 pub struct RefusedNetworks {
     pub by_name: Vec<(String, String)>,
