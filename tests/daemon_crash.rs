@@ -242,6 +242,45 @@ fn torn_stale_and_dead_records_harm_no_one_and_are_cleaned_up() {
     let _ = std::fs::remove_dir(&outside);
 }
 
+/// A record whose cgroup cannot be read (here its cgroup.procs is a
+/// directory, standing for a host out of descriptors or memory) is not
+/// taken for one whose init is gone: recovery looks again, and goes on
+/// once it can tell.
+#[test]
+fn a_record_that_cannot_be_read_for_a_moment_is_looked_at_again_not_forgotten() {
+    let d = Daemon::setup();
+    std::fs::create_dir_all(d.path("state/sandboxes")).unwrap();
+    let slice = r#"{"uid": {"start": 100000, "count": 65536}, "gid": {"start": 100000, "count": 65536}}"#;
+    let cgroup = d.path("out/cgroup");
+    std::fs::create_dir_all(cgroup.join("cgroup.procs")).unwrap();
+    let other = Bystander::start();
+    let record = format!(
+        r#"{{"pid": {}, "start_time": {}, "cgroup": [{:?}], "slice": {slice}}}"#,
+        other.pid(),
+        other.start_time(),
+        cgroup.display().to_string()
+    );
+    std::fs::write(d.path("state/sandboxes/doubt.json"), record).unwrap();
+    let readable = cgroup.clone();
+    let mend = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        std::fs::remove_dir(readable.join("cgroup.procs")).unwrap();
+        std::fs::write(readable.join("cgroup.procs"), "").unwrap();
+    });
+    let mut d = d.start(&[]);
+    mend.join().unwrap();
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(
+        log.contains("cannot tell whether a predecessor's sandboxes still run; looking again")
+            && log.contains("doubt: its cgroup"),
+        "{log}"
+    );
+    // Readable again: its init is not in it, so the record names no one.
+    assert!(!d.path("state/sandboxes/doubt.json").exists());
+    assert!(other.alive(), "the process at its pid is left alone");
+    assert_eq!(d.terminate(), 0);
+}
+
 /// Pids and start times (clock ticks after boot) begin again at each
 /// boot, so after a reboot another process can have a record's pid and
 /// start time both. A record of an earlier boot, or one (from a paddock

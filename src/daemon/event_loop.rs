@@ -111,6 +111,16 @@ pub fn run(options: Options, validator: Validator, notifier: Notifier) -> Result
     runtime.block_on(async move { serve(options, Arc::new(validator), notifier).await })
 }
 
+/// How long recovery waits before looking again at records it could not
+/// read (`recover`): 31 s in all, within systemd's start timeout.
+const RECOVERY_RETRIES: [Duration; 5] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(16),
+];
+
 /// Before anything starts: one daemon per state directory, the sandboxes
 /// a dead predecessor left stopped, its kept state and id table read back.
 /// Returns the lock, and what the adopted sandboxes' records say.
@@ -121,7 +131,19 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<(r
     if let Ok(table) = crate::idmap::Allocations::load(state_dir) {
         known.extend(table.iter().map(|(n, _)| n.to_owned()));
     }
-    let found = records::recover(state_dir, cgroups, &known);
+    // What cannot be told now (the host out of descriptors or memory for a
+    // moment) is looked at again, for half a minute, before giving up: a
+    // daemon that exits at once would be restarted by systemd until its
+    // start limit, and then never again.
+    let mut found = records::recover(state_dir, cgroups, &known);
+    for wait in RECOVERY_RETRIES {
+        if found.unknown.is_empty() {
+            break;
+        }
+        tracing::warn!(records = ?found.unknown, "cannot tell whether a predecessor's sandboxes still run; looking again in {wait:?}");
+        std::thread::sleep(wait);
+        found = records::recover(state_dir, cgroups, &known);
+    }
     if !found.unknown.is_empty() {
         return Err(LoopError::Recovery(found.unknown));
     }

@@ -196,9 +196,31 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
             continue;
         };
         recorded.insert(stem.to_owned());
-        let record = std::fs::read(&file)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|e| e.to_string()));
+        let bytes = match std::fs::read(&file) {
+            Ok(bytes) => bytes,
+            // Gone meanwhile: nothing to recover.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // Not corrupt: unread (out of descriptors or memory). Kept.
+            Err(e) => {
+                out.unknown.push(format!("{stem}: reading {}: {e}", file.display()));
+                continue;
+            }
+        };
+        let record = serde_json::from_slice::<Record>(&bytes).map_err(|e| e.to_string());
+        // Whether the recorded init is in its recorded cgroup: None where
+        // that cannot be read, and no directory was found to hold it.
+        let in_its_cgroup = |record: &Record| {
+            let mut unread = false;
+            for dir in &record.cgroup {
+                match cgroup::holds_checked(dir, record.pid) {
+                    Ok(true) => return Some(true),
+                    Ok(false) => {}
+                    Err(_) => unread = true,
+                }
+            }
+            (!unread).then_some(false)
+        };
+        let in_cgroup = record.as_ref().ok().filter(|r| !r.cgroup.is_empty()).map(in_its_cgroup);
         let mut found = false;
         match record {
             Ok(record) if record.boot.as_ref().is_some_and(|then| boot_id().is_some_and(|now| *then != now)) => {
@@ -212,9 +234,12 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
             // there is another process with the recorded pid and start time.
             // The record's own paths, only read here: where an older
             // paddock put the cgroup, the sandbox it left is still there.
-            Ok(record)
-                if !record.cgroup.is_empty() && !record.cgroup.iter().any(|dir| cgroup::holds(dir, record.pid)) =>
-            {
+            Ok(record) if in_cgroup == Some(None) => {
+                let dirs: Vec<String> = record.cgroup.iter().map(|d| d.display().to_string()).collect();
+                out.unknown.push(format!("{stem}: its cgroup ({}) cannot be read", dirs.join(", ")));
+                continue;
+            }
+            Ok(record) if in_cgroup == Some(Some(false)) => {
                 out.slices.push((stem.to_owned(), record.slice));
                 tracing::info!(
                     workload = stem,

@@ -219,10 +219,21 @@ fn swap_in_use() -> bool {
     std::fs::read_to_string("/proc/swaps").is_ok_and(|t| t.lines().skip(1).any(|l| !l.trim().is_empty()))
 }
 
-/// Whether the cgroup directory `dir` holds the process `pid`.
+/// Whether the cgroup directory `dir` holds the process `pid` (false
+/// where that cannot be read: where it matters, `holds_checked`).
 pub fn holds(dir: &Path, pid: i32) -> bool {
-    std::fs::read_to_string(dir.join("cgroup.procs"))
-        .is_ok_and(|procs| procs.lines().any(|line| line.trim().parse() == Ok(pid)))
+    holds_checked(dir, pid).unwrap_or(false)
+}
+
+/// As `holds`, telling "not there" (no such cgroup: `Ok(false)`) from
+/// "cannot tell" (reading it failed otherwise: out of descriptors or
+/// memory, say).
+pub fn holds_checked(dir: &Path, pid: i32) -> std::io::Result<bool> {
+    match std::fs::read_to_string(dir.join("cgroup.procs")) {
+        Ok(procs) => Ok(procs.lines().any(|line| line.trim().parse() == Ok(pid))),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENODEV | libc::ENOTDIR)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether `dir` is on a cgroup (v1) or cgroup2 filesystem.
@@ -651,6 +662,20 @@ fn enable(subtree_control: &Path, controller: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_that_cannot_be_read_is_not_taken_for_one_without_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id() as i32;
+        assert!(!holds_checked(&dir.path().join("missing"), me).unwrap(), "no such cgroup: not there");
+        std::fs::write(dir.path().join("cgroup.procs"), format!("1\n{me}\n")).unwrap();
+        assert!(holds_checked(dir.path(), me).unwrap());
+        assert!(!holds_checked(dir.path(), me + 1).unwrap());
+        let odd = dir.path().join("odd");
+        std::fs::create_dir_all(odd.join("cgroup.procs")).unwrap();
+        assert!(holds_checked(&odd, me).is_err(), "unreadable: cannot tell");
+        assert!(!holds(&odd, me));
+    }
 
     #[test]
     fn v2_writes_limits_and_enables_controllers_in_a_fake_tree() {
