@@ -97,14 +97,18 @@ fn an_init_that_hangs_blocks_neither_status_nor_the_watchdog_and_is_killed_at_it
 
 /// An upgrade asked while a start hangs waits for that start's deadline,
 /// which kills it, as the loop would: the new image never adopts a
-/// half-built sandbox as running.
+/// half-built sandbox as running. The watchdog is pinged meanwhile.
 #[test]
 fn an_upgrade_during_a_hung_start_kills_it_at_its_deadline_and_never_adopts_it() {
     let hang = HungFuse::new();
+    let notify = tempfile::tempdir().unwrap();
+    let sock_path = notify.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let d = Daemon::setup();
     d.configure("policy_dir", "start_timeout = \"3s\"\npolicy_dir");
     std::fs::write(d.path("out/file"), "x").unwrap();
-    let d = d.start(&[]);
+    let d = d.start(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap()), ("WATCHDOG_USEC", "200000")]);
     let hung = format!(
         "command = [\"/bin/sleep\", \"100\"]\nrootfs = {{ path = {:?} }}\n[restart]\nbackoff = \"60s\"\nbackoff_max = \"60s\"\n[[mounts]]\nsource = {:?}\ntarget = \"/mnt\"\n[[mounts]]\nsource = {:?}\ntarget = \"/mnt/hang/file\"\n",
         busybox_rootfs().display().to_string(),
@@ -112,8 +116,42 @@ fn an_upgrade_during_a_hung_start_kills_it_at_its_deadline_and_never_adopts_it()
         d.path("out/file").display().to_string()
     );
     d.write("hung.toml", &hung);
+    // One that fails at once and is restarted without delay: in its backoff
+    // when the upgrade comes, whose end only the loop acts on.
+    d.write(
+        "flaky.toml",
+        &format!(
+            "command = [\"/bin/false\"]\nrootfs = {{ path = {:?} }}\n[restart]\nbackoff = \"0s\"\n",
+            busybox_rootfs().display().to_string()
+        ),
+    );
     d.wait_for("hung starting", |d| d.workload("hung").is_some_and(|w| w["state"] == "starting"));
-    let out = d.paddock(&["upgrade"]);
+    let cpu = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let daemon = d.child.as_ref().unwrap().id();
+    let socket = d.path("paddock.sock");
+    let upgrade = std::thread::spawn(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_paddock")).args(["upgrade", "--socket"]).arg(socket).output()
+    });
+    // While the upgrade waits for the start's deadline: pinged (every 100 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    let mut buf = [0u8; 256];
+    while sock.recv(&mut buf).is_ok() {}
+    let (mut pings, until) = (0, std::time::Instant::now() + Duration::from_millis(1500));
+    let before = cpu(daemon);
+    while std::time::Instant::now() < until {
+        if let Ok(n) = sock.recv(&mut buf) {
+            pings += usize::from(&buf[..n] == b"WATCHDOG=1");
+        }
+    }
+    let ticks = cpu(daemon) - before;
+    assert!(pings >= 5, "{pings} watchdog pings in 1.5 s while the upgrade waited");
+    // Clock ticks are 10 ms: a wait that spun would take most of the 150.
+    assert!(ticks < 50, "the daemon used {ticks} ticks of CPU in 1.5 s of waiting");
+    let out = upgrade.join().unwrap().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let w = d.workload("hung").unwrap();
     assert_eq!(w["state"], "backoff", "killed at its deadline, not adopted as running: {w}");

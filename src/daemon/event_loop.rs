@@ -260,7 +260,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // none of them wants can go.
     daemon.executor.release_from_now_on();
     daemon.reconcile(Clock::read());
-    settle(&mut daemon, &mut sandbox_rx, start_timeout).await;
+    settle(&mut daemon, &mut sandbox_rx, start_timeout, &notifier).await;
     let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
 
     let mut resync = tokio::time::interval(resync);
@@ -477,23 +477,38 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     Ok(())
 }
 
-/// Handles the sandboxes' events, and the deadlines (a start that misses
-/// its own is killed, as the loop would), until no workload is starting:
-/// what the first READY=1, and an upgrade's hand-over, wait for. Every
-/// start under way has its deadline within `start_timeout`; past it, and
-/// a moment for the last kill to be heard, it gives up. Returns whether
-/// no workload is starting.
+/// Handles the sandboxes' events, and the starts' deadlines (a start that
+/// misses its own is killed, as the loop would), until no workload is
+/// starting: what the first READY=1, and an upgrade's hand-over, wait for.
+/// Every start under way has its deadline within `start_timeout`; past
+/// it, and a moment for the last kill to be heard, it gives up. The
+/// watchdog is pinged meanwhile. Returns whether no workload is starting.
 async fn settle(
     daemon: &mut Daemon,
     sandbox_rx: &mut mpsc::UnboundedReceiver<SandboxEvent>,
     start_timeout: Duration,
+    notifier: &Notifier,
 ) -> bool {
+    use crate::reconcile::State;
     let settled = tokio::time::Instant::now() + start_timeout + KILL_HEARD;
+    let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
     loop {
-        if !daemon.core().workloads().any(|w| matches!(w.state, crate::reconcile::State::Starting { .. })) {
+        let starting: Vec<Option<std::time::Instant>> = daemon
+            .core()
+            .workloads()
+            .filter_map(|w| match w.state {
+                State::Starting { deadline, .. } => Some(deadline),
+                _ => None,
+            })
+            .collect();
+        if starting.is_empty() {
             return true;
         }
-        let wake = daemon.wake_at().map(tokio::time::Instant::from_std).filter(|w| *w < settled);
+        // Only the starts' own deadlines (None once killed, its end awaited):
+        // the others (a backoff's end) are the loop's, which reconciles;
+        // woken for them here, nothing would change, and the wait would spin.
+        let deadline = starting.into_iter().flatten().min();
+        let wake = deadline.map(tokio::time::Instant::from_std).filter(|w| *w < settled);
         tokio::select! {
             event = sandbox_rx.recv() => match event {
                 Some(event) => {
@@ -506,6 +521,9 @@ async fn settle(
                     return false;
                 }
                 daemon.on_timer(Clock::read());
+            }
+            _ = async { watchdog.as_mut().unwrap().tick().await }, if watchdog.is_some() => {
+                let _ = notifier.notify("WATCHDOG=1");
             }
         }
     }
@@ -536,7 +554,7 @@ async fn reexec(
     let _ = notifier.notify("RELOADING=1");
     // A start still under way would be adopted by the new image as if
     // running, half built, with no deadline: no exec then.
-    if !settle(daemon, sandbox_rx, start_timeout).await {
+    if !settle(daemon, sandbox_rx, start_timeout, notifier).await {
         let message = "a workload is still starting, past its start_timeout: not upgraded; try again";
         tracing::error!(message);
         if let Some(reply) = reply {
