@@ -99,9 +99,16 @@ fn an_exec_where_the_init_is_in_a_cgroup_the_daemon_does_not_know_is_refused() {
     let mut d = Daemon::setup().start(&[]);
     let init = sleeper(&d, "exec-apart");
     let own = memory_cgroup_dir(init).expect("the workload's memory cgroup");
-    let elsewhere = own.parent().unwrap().join(format!("exec-apart-elsewhere-{}", std::process::id()));
-    std::fs::create_dir(&elsewhere).unwrap();
-    std::fs::write(elsewhere.join("cgroup.procs"), init.to_string()).unwrap();
+    /// The host's cgroup made for the test, removed whatever happens.
+    struct Made(std::path::PathBuf);
+    impl Drop for Made {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let elsewhere = Made(own.parent().unwrap().join(format!("exec-apart-elsewhere-{}", std::process::id())));
+    std::fs::create_dir(&elsewhere.0).unwrap();
+    std::fs::write(elsewhere.0.join("cgroup.procs"), init.to_string()).unwrap();
     let out = run(&d, &["exec-apart", "--", "true"]);
     std::fs::write(own.join("cgroup.procs"), init.to_string()).unwrap();
     let said = text(&out.stderr);
@@ -110,7 +117,7 @@ fn an_exec_where_the_init_is_in_a_cgroup_the_daemon_does_not_know_is_refused() {
     let out = run(&d, &["exec-apart", "--", "true"]);
     assert!(out.status.success(), "back in its cgroup, entered again: {}", text(&out.stderr));
     assert_eq!(d.terminate(), 0);
-    std::fs::remove_dir(&elsewhere).unwrap();
+    drop(elsewhere);
 }
 
 #[test]

@@ -162,12 +162,18 @@ fn differing(pid: i32) -> CloneFlags {
 }
 
 /// Where `pid`'s cgroups (/proc/PID/cgroup, one line per hierarchy)
-/// differ from ours, said for the error; None where they are the same.
+/// differ from ours, said for the error; None where they agree.
 fn cgroups_apart(pid: i32) -> Option<String> {
-    let read = |path: String| std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"));
-    let (theirs, ours) = match (read(format!("/proc/{pid}/cgroup")), read("/proc/self/cgroup".to_owned())) {
-        (Ok(theirs), Ok(ours)) => (theirs, ours),
-        (Err(e), _) | (_, Err(e)) => return Some(e),
+    let theirs = match std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some("the workload stopped meanwhile (`paddock status`)".to_owned());
+        }
+        Err(e) => return Some(format!("reading /proc/{pid}/cgroup: {e}")),
+    };
+    let ours = match std::fs::read_to_string("/proc/self/cgroup") {
+        Ok(text) => text,
+        Err(e) => return Some(format!("reading /proc/self/cgroup: {e}")),
     };
     differing_lines(&theirs, &ours).map(|(theirs, ours)| {
         format!(
@@ -177,16 +183,24 @@ fn cgroups_apart(pid: i32) -> Option<String> {
     })
 }
 
-/// The first line of /proc/PID/cgroup where `theirs` and `ours` differ.
+/// The first hierarchy in which `theirs` or `ours` (/proc/PID/cgroup's
+/// text) is in a cgroup paddock made (a `paddock` or `paddock-run`
+/// directory on its path) and the other is not in the same one. The
+/// hierarchies paddock makes none in (systemd's, devices, freezer; all of
+/// them for a v1 workload without limits) are both the daemon's, where
+/// they may differ harmlessly (a sandbox adopted from a daemon run
+/// elsewhere) and hold no limit of the workload's.
 fn differing_lines(theirs: &str, ours: &str) -> Option<(String, String)> {
-    let (mut a, mut b) = (theirs.lines(), ours.lines());
-    loop {
-        match (a.next(), b.next()) {
-            (None, None) => return None,
-            (x, y) if x == y => continue,
-            (x, y) => return Some((x.unwrap_or("").to_owned(), y.unwrap_or("").to_owned())),
+    let split = |line: &str| line.rsplit_once(':').map(|(hierarchy, path)| (hierarchy.to_owned(), path.to_owned()));
+    let ours: Vec<(String, String)> = ours.lines().filter_map(split).collect();
+    let made = |path: &str| path.split('/').any(|c| c == "paddock" || c == "paddock-run");
+    for (hierarchy, path) in theirs.lines().filter_map(split) {
+        let mine = ours.iter().find(|(h, _)| *h == hierarchy).map(|(_, p)| p.as_str());
+        if mine != Some(path.as_str()) && (made(&path) || mine.is_some_and(made)) {
+            return Some((format!("{hierarchy}:{path}"), mine.map(|p| format!("{hierarchy}:{p}")).unwrap_or_default()));
         }
     }
+    None
 }
 
 fn fail(what: &str, error: impl std::fmt::Display) -> i32 {
@@ -397,13 +411,28 @@ mod tests {
 
     #[test]
     fn the_first_hierarchy_whose_cgroups_differ_is_named() {
-        let ours = "12:pids:/paddock/w\n11:memory:/paddock/w\n0::/user.slice\n";
+        let ours =
+            "12:pids:/paddock/w\n11:memory:/paddock/w\n1:name=systemd:/system.slice/paddock.service\n0::/user.slice\n";
         assert_eq!(differing_lines(ours, ours), None);
-        let theirs = "12:pids:/paddock/w\n11:memory:/elsewhere\n0::/user.slice\n";
+        let theirs =
+            "12:pids:/paddock/w\n11:memory:/elsewhere\n1:name=systemd:/system.slice/paddock.service\n0::/user.slice\n";
         assert_eq!(
             differing_lines(theirs, ours),
-            Some(("11:memory:/elsewhere".to_owned(), "11:memory:/paddock/w".to_owned()))
+            Some(("11:memory:/elsewhere".to_owned(), "11:memory:/paddock/w".to_owned())),
+            "we joined a cgroup of paddock's that the init is not in"
         );
-        assert_eq!(differing_lines("0::/a\n", ""), Some(("0::/a".to_owned(), String::new())));
+        // The init in a cgroup of paddock's that was not joined (none recorded).
+        let daemons = "11:memory:/system.slice/paddock.service\n0::/\n";
+        let theirs = "11:memory:/system.slice/paddock.service/paddock/w\n0::/\n";
+        assert!(differing_lines(theirs, daemons).is_some());
+        // Hierarchies paddock makes nothing in may differ: both the daemon's.
+        let moved = "12:pids:/paddock/w\n11:memory:/paddock/w\n1:name=systemd:/user.slice/session-1.scope\n0::/other\n";
+        assert_eq!(differing_lines(moved, ours), None);
+        let v1_no_limits = "11:memory:/user.slice\n0::/user.slice\n";
+        assert_eq!(differing_lines(v1_no_limits, "11:memory:/system.slice\n0::/system.slice\n"), None);
+        // A delegated v2 unit: paddock's leaf, not the unit's supervisor.
+        let unit = "0::/system.slice/paddock.service/paddock/w\n";
+        assert_eq!(differing_lines(unit, unit), None);
+        assert!(differing_lines(unit, "0::/system.slice/paddock.service/supervisor\n").is_some());
     }
 }
