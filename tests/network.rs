@@ -861,6 +861,16 @@ fn two_runs_started_at_one_instant_never_both_publish_one_port() {
     unsafe { libc::kill(kept.id() as i32, libc::SIGTERM) };
     kept.wait().unwrap();
     assert_eq!(count(), 0, "undone at its end");
+    // A holder that never lets go (a run stopped with Ctrl-Z): waited for
+    // 10 s, then the start fails saying so.
+    let file = std::fs::OpenOptions::new().write(true).open(networks.join("ports.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let begun = std::time::Instant::now();
+    let out = run().wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("ports.lock is held by another start for 10 s"), "{said}");
+    assert!(begun.elapsed() >= Duration::from_secs(10), "{:?}", begun.elapsed());
+    drop(held);
 }
 
 #[test]

@@ -68,6 +68,11 @@ pub enum NetworkError {
         "host port {port} is published already by {holder}: portmap would send it to one of the two; publish another port, or stop that one first"
     )]
     PortPublished { port: crate::model::PortMapping, holder: String },
+    #[error(
+        "{} is held by another start for 10 s (a `paddock run -p` stopped with Ctrl-Z, say): its ports cannot be checked now",
+        .path.display()
+    )]
+    PortsLocked { path: PathBuf },
     #[error(transparent)]
     NotUndone(Box<NotUndone>),
     #[error(
@@ -167,7 +172,8 @@ impl NetworkError {
             | NetworkError::Write { .. }
             | NetworkError::Unreadable(_)
             | NetworkError::PortInUse(_)
-            | NetworkError::PortPublished { .. } => false,
+            | NetworkError::PortPublished { .. }
+            | NetworkError::PortsLocked { .. } => false,
             NetworkError::Subnet(_)
             | NetworkError::Directory { .. }
             | NetworkError::Twice { .. }

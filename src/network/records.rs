@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use super::{Attachment, NetworkError, Networks};
 use crate::model::WorkloadName;
 
+/// How long a start that publishes ports waits for `ports.lock`.
+const PORTS_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Networks {
     /// Where a workload's attachment is recorded.
     pub(super) fn record_path(&self, workload: &WorkloadName) -> PathBuf {
@@ -63,12 +66,26 @@ impl Networks {
     /// (`published_elsewhere`) to the record that says this attachment
     /// does: two starts at one instant, a workload's and a `paddock run`'s
     /// or two runs', cannot both pass the check.
+    /// Waited for `PORTS_LOCK_PATIENCE` at most: its holder may be a run
+    /// stopped (Ctrl-Z) between the two, and no start waits on it for good.
     pub(super) fn lock_ports(&self) -> Result<nix::fcntl::Flock<std::fs::File>, NetworkError> {
+        use nix::fcntl::{Flock, FlockArg};
         let daemons = if self.runs { self.records.parent().unwrap_or(&self.records) } else { &self.records };
         let path = daemons.join("ports.lock");
         let io = |source: std::io::Error| NetworkError::Write { path: path.clone(), source };
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io(e.into()))
+        let mut file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+        let deadline = std::time::Instant::now() + PORTS_LOCK_PATIENCE;
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(lock),
+                Err((back, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                    file = back;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Err(NetworkError::PortsLocked { path }),
+                Err((_, e)) => return Err(io(e.into())),
+            }
+        }
     }
 
     /// Forgets a record that cannot be read (its attachment cannot be
