@@ -775,15 +775,16 @@ fn a_stop_signal_of_any_kind_reaches_the_workload() {
     std::fs::create_dir(d.path("said")).unwrap();
     std::fs::set_permissions(d.path("said"), std::fs::Permissions::from_mode(0o777)).unwrap();
     for (name, signal, trap) in [("pwr", "SIGPWR", "PWR"), ("segv", "SIGSEGV", "SEGV"), ("alrm", "SIGALRM", "ALRM")] {
-        let script = format!("trap 'echo {signal} > /said/{name}; exit 0' {trap}; while :; do sleep 0.1; done");
+        let script = format!(
+            "trap 'echo {signal} > /said/{name}; exit 0' {trap}; touch /said/{name}.trapped; while :; do sleep 0.1; done"
+        );
         let extra = format!(
             "[stop]\nsignal = \"{signal}\"\ntimeout = \"30s\"\n[[mounts]]\nsource = {:?}\ntarget = \"/said\"\nreadonly = false\n",
             d.path("said").display().to_string()
         );
         d.write(&format!("{name}.toml"), &common::sandbox::busybox_manifest(&script, &extra));
         d.running_pid(name);
-        // The shell's trap is set once it runs its loop.
-        std::thread::sleep(Duration::from_millis(300));
+        d.wait_for("the trap set", |d| d.path(&format!("said/{name}.trapped")).exists());
         let started = Instant::now();
         let out = d.paddock(&["stop", name]);
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));

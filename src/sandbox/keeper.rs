@@ -264,8 +264,10 @@ impl Keeper {
         let signal = Signal::try_from(info.ssi_signo as i32).ok()?;
         if signal != Signal::SIGCHLD {
             // Raised by the kernel in this process for what it did itself
-            // (SIGPIPE, SIGXFSZ: the sender is this process), not sent.
-            let raised_here = info.ssi_code == libc::SI_USER && info.ssi_pid == std::process::id();
+            // (SIGPIPE, SIGXFSZ: the sender is this process; SIGXCPU at its
+            // own CPU limit: the kernel), not sent.
+            let raised_here = (info.ssi_code == libc::SI_USER && info.ssi_pid == std::process::id())
+                || info.ssi_code == libc::SI_KERNEL;
             if self.forwarded.contains(&signal) && !raised_here {
                 let _ = kill(self.workload, signal);
             }
