@@ -335,6 +335,29 @@ fn the_hosts_kernel_details_are_masked_in_proc_and_sys() {
     }
 }
 
+/// A manifest's mount beneath a host mount that /sys brings (the host's
+/// cgroup tree) shows it, as a mount over any masked path does: the
+/// cover is left off there, and the file is mounted where the host has it.
+#[test]
+fn a_mount_beneath_what_the_host_mounts_under_sys_is_made_there() {
+    let w = World::new();
+    // A file the host has in its cgroup tree (v1: a controller's; v2: the root's).
+    let host_file = ["/sys/fs/cgroup/cgroup.controllers", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("this host has neither /sys/fs/cgroup/cgroup.controllers nor a v1 memory controller's files");
+    let source = w.dir.path().join("shown");
+    std::fs::write(&source, "mine\n").unwrap();
+    let extra = format!(
+        "[namespaces]\nnetwork = \"host\"\n[[mounts]]\nsource = {:?}\ntarget = {host_file:?}\n",
+        source.display().to_string()
+    );
+    let manifest = w.manifest("beneath", &busybox_manifest(&format!("cat {host_file}"), &extra));
+    let out = w.run(&["--policy", "privileged"], &manifest, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "mine\n");
+}
+
 #[test]
 fn in_the_hosts_user_namespace_a_device_node_in_the_image_stays_inert_on_every_kind_of_root() {
     // Its root is the host's root: a node the image carries (as `tar x`

@@ -166,10 +166,10 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     // for one in the host's user namespace too (whose root is the host's):
     // a remapped one sees the host's processes anyway, and reads none of these.
     for name in MASKED_PROC.iter().filter(|_| cfg.mask_paths && (cfg.private_pid || cfg.readonly_proc)) {
-        mask(&proc, name, Path::new("/proc"))?;
+        mask(&proc, Path::new(name), Path::new("/proc"))?;
     }
     for name in READONLY_PROC.iter().filter(|_| cfg.readonly_proc) {
-        readonly(&proc, name, Path::new("/proc"))?;
+        readonly(&proc, Path::new(name), Path::new("/proc"))?;
     }
 
     let at = make_dir(&root_fd, Path::new("/dev"), 0)?;
@@ -219,16 +219,20 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     };
     // The host's firmware (EFI variables, DMI and ACPI tables), as runc masks it.
     if cfg.mask_paths {
-        mask(&sys_mount, "firmware", Path::new("/sys"))?;
+        mask(&sys_mount, Path::new("firmware"), Path::new("/sys"))?;
         // The host's /sys came with what the host mounts beneath it (its
         // cgroup tree, securityfs, debugfs, bpf): each is covered, so the
         // sandbox sees the empty directories a fresh sysfs has there.
+        // A manifest's mount there, or beneath, shows it, as it would any
+        // masked path.
         if !cfg.own_network {
-            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            let mountinfo = std::fs::read("/proc/self/mountinfo")
                 .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
                 .step("read mountinfo", "/sys")?;
-            for beneath in mounted_beneath(&mountinfo, "/sys") {
-                match mask(&sys_mount, &beneath, Path::new("/sys")) {
+            let wanted =
+                |beneath: &Path| cfg.mounts.iter().any(|m| m.target.starts_with(Path::new("/sys").join(beneath)));
+            for beneath in mounted_beneath(&mountinfo, b"/sys").iter().filter(|b| !wanted(b)) {
+                match mask(&sys_mount, beneath, Path::new("/sys")) {
                     // Beneath a directory of the host's root alone (debugfs's
                     // 0700): the workload cannot reach it either.
                     Err(e) if e.errno == Errno::EACCES && !e.refused => {}
@@ -570,7 +574,7 @@ fn open_path(path: &Path) -> Result<OwnedFd, StepError> {
 /// the sandbox): a file with `/dev/null` (the host's, as /dev's nodes are
 /// bound), a directory with an empty read-only tmpfs. Nothing there is
 /// nothing to hide.
-fn mask(dir: &OwnedFd, name: &str, shown: &Path) -> Result<(), StepError> {
+fn mask(dir: &OwnedFd, name: &Path, shown: &Path) -> Result<(), StepError> {
     let shown = shown.join(name);
     let Some(target) = open_in(dir, name, "mask", &shown)? else { return Ok(()) };
     let is_dir = nix::sys::stat::fstat(&target).step("mask", &shown)?.st_mode & libc::S_IFMT == libc::S_IFDIR;
@@ -583,37 +587,33 @@ fn mask(dir: &OwnedFd, name: &str, shown: &Path) -> Result<(), StepError> {
     attach(cover, &target, "mask", &shown.display().to_string()).map(drop)
 }
 
-/// The mount points in `mountinfo` (`/proc/self/mountinfo`'s text)
-/// beneath `top`, relative to it, outermost only (what lies beneath one of
-/// them goes with it), in mountinfo's order.
-fn mounted_beneath(mountinfo: &str, top: &str) -> Vec<String> {
-    let mut found: Vec<String> = Vec::new();
-    for line in mountinfo.lines() {
-        let Some(point) = line.split(' ').nth(4).map(unescape_octal) else { continue };
-        let Some(rest) = point.strip_prefix(top).and_then(|r| r.strip_prefix('/')) else { continue };
-        let rest = rest.trim_end_matches('/');
-        if rest.is_empty() {
+/// The mount points in `mountinfo` (`/proc/self/mountinfo`'s bytes: a
+/// path need not be UTF-8) beneath `top`, relative to it, outermost only
+/// (what lies beneath one of them goes with it), in mountinfo's order.
+fn mounted_beneath(mountinfo: &[u8], top: &[u8]) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut found: Vec<PathBuf> = Vec::new();
+    for line in mountinfo.split(|b| *b == b'\n') {
+        let Some(point) = line.split(|b| *b == b' ').nth(4).map(unescape_octal) else { continue };
+        let Some(rest) = point.strip_prefix(top).and_then(|r| r.strip_prefix(b"/")) else { continue };
+        let rest = Path::new(std::ffi::OsStr::from_bytes(rest)).to_path_buf();
+        if rest.as_os_str().is_empty() || found.iter().any(|f| rest.starts_with(f)) {
             continue;
         }
-        let under = |outer: &str, inner: &str| inner.strip_prefix(outer).is_some_and(|r| r.starts_with('/'));
-        if found.iter().any(|f| f == rest || under(f, rest)) {
-            continue;
-        }
-        found.retain(|f| !under(rest, f));
-        found.push(rest.to_owned());
+        found.retain(|f| !f.starts_with(&rest));
+        found.push(rest);
     }
     found
 }
 
 /// mountinfo's escapes undone: the kernel writes a space, a tab, a
 /// newline and a backslash in a path as `\040`, `\011`, `\012`, `\134`.
-fn unescape_octal(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+fn unescape_octal(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
-    while i < bytes.len() {
-        let digits = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], digits) {
+    while i < field.len() {
+        let digits = field.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (field[i], digits) {
             (b'\\', Some(d)) => {
                 out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8).wrapping_add(b - b'0')));
                 i += 4;
@@ -624,14 +624,14 @@ fn unescape_octal(field: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// Makes `name` in `dir` read-only where it is (`shown` is `dir`'s path
 /// in the sandbox), with whatever is mounted below it (the host's
 /// binfmt_misc under /proc/sys, say): a read-only copy of the tree
 /// attached over itself. What this kernel does not have is skipped.
-fn readonly(dir: &OwnedFd, name: &str, shown: &Path) -> Result<(), StepError> {
+fn readonly(dir: &OwnedFd, name: &Path, shown: &Path) -> Result<(), StepError> {
     let shown = shown.join(name);
     let Some(target) = open_in(dir, name, "make read-only", &shown)? else { return Ok(()) };
     let tree = sys::open_tree_as_is(Some(target.as_fd()), c"", true).step("make read-only", &shown)?;
@@ -640,7 +640,7 @@ fn readonly(dir: &OwnedFd, name: &str, shown: &Path) -> Result<(), StepError> {
 }
 
 /// `name` in `dir`, not following a symlink; `None` when it is not there.
-fn open_in(dir: &OwnedFd, name: &str, step: &'static str, shown: &Path) -> Result<Option<OwnedFd>, StepError> {
+fn open_in(dir: &OwnedFd, name: &Path, step: &'static str, shown: &Path) -> Result<Option<OwnedFd>, StepError> {
     match openat(dir, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
         Ok(fd) => Ok(Some(fd)),
         Err(Errno::ENOENT) => Ok(None),
@@ -894,7 +894,7 @@ mod tests {
 
     #[test]
     fn the_mounts_beneath_sys_are_its_outermost_ones_unescaped() {
-        let mountinfo = "\
+        let mountinfo = b"\
 22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw
 23 22 0:22 / /sys/fs/cgroup ro - tmpfs tmpfs ro
 24 23 0:23 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
@@ -902,11 +902,17 @@ mod tests {
 26 25 0:12 / /sys/kernel/debug/tracing rw - tracefs tracefs rw
 27 1 0:5 / /system rw - tmpfs tmpfs rw
 28 22 0:30 / /sys/fs/odd\\040name rw - tmpfs tmpfs rw
-29 1 0:31 / /sys rw - sysfs sysfs rw
-30 22 0:32 / /sys/kernel rw - tmpfs tmpfs rw
+29 22 0:31 / /sys/fs/caf\xe9 rw - tmpfs tmpfs rw
+30 1 0:31 / /sys rw - sysfs sysfs rw
+31 22 0:32 / /sys/kernel rw - tmpfs tmpfs rw
 ";
-        assert_eq!(mounted_beneath(mountinfo, "/sys"), ["fs/cgroup", "fs/odd name", "kernel"]);
-        assert_eq!(mounted_beneath("short line\n\n", "/sys"), Vec::<String>::new());
-        assert_eq!(unescape_octal("a\\134b\\011\\8"), "a\\b\t\\8");
+        use std::os::unix::ffi::OsStrExt;
+        let latin1 = PathBuf::from(std::ffi::OsStr::from_bytes(b"fs/caf\xe9"));
+        assert_eq!(
+            mounted_beneath(mountinfo, b"/sys"),
+            [PathBuf::from("fs/cgroup"), PathBuf::from("fs/odd name"), latin1, PathBuf::from("kernel")]
+        );
+        assert_eq!(mounted_beneath(b"short line\n\n", b"/sys"), Vec::<PathBuf>::new());
+        assert_eq!(unescape_octal(b"a\\134b\\011\\8"), b"a\\b\t\\8");
     }
 }
