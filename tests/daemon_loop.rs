@@ -48,6 +48,28 @@ impl Drop for HungFuse {
     }
 }
 
+/// A notify socket the test reads, as systemd's (its directory, kept
+/// while it is used; its path; the socket, reading 50 ms at most).
+fn notify_socket() -> (tempfile::TempDir, std::path::PathBuf, UnixDatagram) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    (dir, path, sock)
+}
+
+/// A manifest whose start hangs for good in `hang` (its second mount's
+/// target lies in the FUSE filesystem), with `extra` tables.
+fn hung_manifest(d: &Daemon, hang: &HungFuse, extra: &str) -> String {
+    std::fs::write(d.path("out/file"), "x").unwrap();
+    format!(
+        "command = [\"/bin/sleep\", \"100\"]\nrootfs = {{ path = {:?} }}\n{extra}[[mounts]]\nsource = {:?}\ntarget = \"/mnt\"\n[[mounts]]\nsource = {:?}\ntarget = \"/mnt/hang/file\"\n",
+        busybox_rootfs().display().to_string(),
+        hang.dir.path().display().to_string(),
+        d.path("out/file").display().to_string()
+    )
+}
+
 #[test]
 fn an_init_that_hangs_blocks_neither_status_nor_the_watchdog_and_is_killed_at_its_timeout() {
     // An init that hangs for good, as on a dead network mount: the root has
@@ -55,21 +77,11 @@ fn an_init_that_hangs_blocks_neither_status_nor_the_watchdog_and_is_killed_at_it
     // target lies inside it, so the init's lookup there waits (killably)
     // for an answer that never comes.
     let hang = HungFuse::new();
-    let notify = tempfile::tempdir().unwrap();
-    let sock_path = notify.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let (_notify, sock_path, sock) = notify_socket();
     let d = Daemon::setup();
     d.configure("policy_dir", "start_timeout = \"4s\"\npolicy_dir");
-    std::fs::write(d.path("out/file"), "x").unwrap();
     let d = d.start(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap()), ("WATCHDOG_USEC", "200000")]);
-    let hung = format!(
-        "command = [\"/bin/sleep\", \"100\"]\nrootfs = {{ path = {:?} }}\n[[mounts]]\nsource = {:?}\ntarget = \"/mnt\"\n[[mounts]]\nsource = {:?}\ntarget = \"/mnt/hang/file\"\n",
-        busybox_rootfs().display().to_string(),
-        hang.dir.path().display().to_string(),
-        d.path("out/file").display().to_string()
-    );
-    d.write("hung.toml", &hung);
+    d.write("hung.toml", &hung_manifest(&d, &hang, ""));
     d.wait_for("hung starting", |d| d.workload("hung").is_some_and(|w| w["state"] == "starting"));
     // While it hangs: every status answer at once (a loop blocked on the
     // init would take its whole start_timeout), the watchdog pinged.
@@ -101,21 +113,11 @@ fn an_init_that_hangs_blocks_neither_status_nor_the_watchdog_and_is_killed_at_it
 #[test]
 fn an_upgrade_during_a_hung_start_kills_it_at_its_deadline_and_never_adopts_it() {
     let hang = HungFuse::new();
-    let notify = tempfile::tempdir().unwrap();
-    let sock_path = notify.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let (_notify, sock_path, sock) = notify_socket();
     let d = Daemon::setup();
     d.configure("policy_dir", "start_timeout = \"3s\"\npolicy_dir");
-    std::fs::write(d.path("out/file"), "x").unwrap();
     let d = d.start(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap()), ("WATCHDOG_USEC", "200000")]);
-    let hung = format!(
-        "command = [\"/bin/sleep\", \"100\"]\nrootfs = {{ path = {:?} }}\n[restart]\nbackoff = \"60s\"\nbackoff_max = \"60s\"\n[[mounts]]\nsource = {:?}\ntarget = \"/mnt\"\n[[mounts]]\nsource = {:?}\ntarget = \"/mnt/hang/file\"\n",
-        busybox_rootfs().display().to_string(),
-        hang.dir.path().display().to_string(),
-        d.path("out/file").display().to_string()
-    );
-    d.write("hung.toml", &hung);
+    d.write("hung.toml", &hung_manifest(&d, &hang, "[restart]\nbackoff = \"60s\"\nbackoff_max = \"60s\"\n"));
     // One that fails at once and is restarted without delay: in its backoff
     // when the upgrade comes, whose end only the loop acts on.
     d.write(

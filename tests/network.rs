@@ -630,18 +630,7 @@ fn a_network_from_the_networks_directory_is_used_by_name() {
     assert_eq!(get_soon(&d, format!("{ip}:80").parse().unwrap()), "hello from paddock\n");
     // `paddock run` knows the same networks.
     std::fs::write(d.path("out/lan.toml"), sleeper("[namespaces]\nnetwork = \"lan\"")).unwrap();
-    let ns = d.host_netns.clone().unwrap();
-    let run = std::process::Command::new("nsenter")
-        .arg(format!("--net={}", ns.display()))
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_paddock"))
-        .args(["run", "--config"])
-        .arg(d.path("paddock.toml"))
-        .arg(d.path("out/lan.toml"))
-        .args(["--", "/bin/sh", "-c", "hostname -i"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let run = paddock_run(&d, &[], &d.path("out/lan.toml"), &["--", "/bin/sh", "-c", "hostname -i"]).output().unwrap();
     let said = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success() && said.trim().starts_with("10.99.0."),
@@ -675,18 +664,7 @@ fn a_network_from_the_networks_directory_is_used_by_name() {
 fn paddock_run_publishes_a_port_like_docker_run_p_and_undoes_it_at_the_end() {
     let d = prepared();
     d.write("web.toml", &web(&d, 80, ""));
-    let ns = d.host_netns.clone().unwrap();
-    let mut run = std::process::Command::new("nsenter")
-        .arg(format!("--net={}", ns.display()))
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_paddock"))
-        .args(["run", "--config"])
-        .arg(d.path("paddock.toml"))
-        .args(["-p", "8090:80"])
-        .arg(d.path("wl/web.toml"))
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = paddock_run(&d, &["-p", "8090:80"], &d.path("wl/web.toml"), &[]).spawn().unwrap();
     assert_eq!(get_soon(&d, "127.0.0.1:8090".parse().unwrap()), "hello from paddock\n");
     assert_eq!(leftovers(&d).veths, 1);
     // SAFETY: kill has no memory-safety preconditions.
@@ -697,15 +675,7 @@ fn paddock_run_publishes_a_port_like_docker_run_p_and_undoes_it_at_the_end() {
     assert!(std::fs::read_dir(d.path("state/networks/run")).is_ok_and(|mut e| e.next().is_none()), "no record left");
     // A run killed with -9 cannot undo its network; the next run does.
     let run_web = |port: &str| {
-        std::process::Command::new("nsenter")
-            .arg(format!("--net={}", ns.display()))
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_paddock"))
-            .args(["run", "--config"])
-            .arg(d.path("paddock.toml"))
-            .args(["-p", port])
-            .arg(d.path("wl/web.toml"))
-            .stdin(std::process::Stdio::null())
+        paddock_run(&d, &["-p", port], &d.path("wl/web.toml"), &[])
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
@@ -750,19 +720,9 @@ fn a_port_the_daemon_or_a_run_publishes_is_refused_to_the_other() {
     d.write("web.toml", &web(&d, 80, "ports = [\"8097:80\"]"));
     d.running_pid("web");
     std::fs::write(d.path("out/other.toml"), sleeper("")).unwrap();
-    let ns = d.host_netns.clone().unwrap();
     let run = |port: &str| {
-        let mut cmd = std::process::Command::new("nsenter");
-        cmd.arg(format!("--net={}", ns.display()))
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_paddock"))
-            .args(["run", "--config"])
-            .arg(d.path("paddock.toml"))
-            .args(["-p", port])
-            .arg(d.path("out/other.toml"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
+        let mut cmd = paddock_run(&d, &["-p", port], &d.path("out/other.toml"), &[]);
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
         cmd
     };
     let refused = run("8097:80").output().unwrap();
@@ -813,17 +773,8 @@ fn two_runs_started_at_one_instant_never_both_publish_one_port() {
     use std::os::unix::fs::DirBuilderExt;
     let d = prepared();
     std::fs::write(d.path("out/other.toml"), sleeper("")).unwrap();
-    let ns = d.host_netns.clone().unwrap();
     let run = || {
-        std::process::Command::new("nsenter")
-            .arg(format!("--net={}", ns.display()))
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_paddock"))
-            .args(["run", "--config"])
-            .arg(d.path("paddock.toml"))
-            .args(["-p", "8093:80"])
-            .arg(d.path("out/other.toml"))
-            .stdin(std::process::Stdio::null())
+        paddock_run(&d, &["-p", "8093:80"], &d.path("out/other.toml"), &[])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -960,6 +911,23 @@ fn a_plugin_that_fails_once_is_tried_again_with_the_workloads_backoff() {
     let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
     assert!(log.contains("try again"), "the failure was said: {log}");
     assert_eq!(get_soon(&d, format!("{ip}:80").parse().unwrap()), "hello from paddock\n");
+}
+
+/// `paddock run` with the daemon's configuration, in the network
+/// namespace the test made the daemon's host: `args` before the manifest,
+/// `after` it (`--` and a command); stdin empty.
+fn paddock_run(d: &Daemon, args: &[&str], manifest: &Path, after: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net={}", d.host_netns.as_ref().expect("a host namespace of the test's").display()))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_paddock"))
+        .args(["run", "--config"])
+        .arg(d.path("paddock.toml"))
+        .args(args)
+        .arg(manifest)
+        .args(after)
+        .stdin(std::process::Stdio::null());
+    cmd
 }
 
 /// Plugins written by the test (`plugins`: name and shell script) in the
