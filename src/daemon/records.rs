@@ -198,8 +198,11 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
         recorded.insert(stem.to_owned());
         let bytes = match std::fs::read(&file) {
             Ok(bytes) => bytes,
-            // Gone meanwhile: nothing to recover.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // Gone meanwhile: its cgroup is swept with the unrecorded ones.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                recorded.remove(stem);
+                continue;
+            }
             // Not corrupt: unread (out of descriptors or memory). Kept.
             Err(e) => {
                 out.unknown.push(format!("{stem}: reading {}: {e}", file.display()));
