@@ -319,6 +319,35 @@ fn check_ancestor(path: &Path, uid: u32, mode: u32, risk: &'static str) -> Resul
     Ok(roots_alone(path, uid, if sticky { mode & !0o022 } else { mode }, risk)?)
 }
 
+/// An exclusive lock (flock) on `path`, created if missing, tried every
+/// `every` for up to `patience`: `Ok(None)` when another held it all that
+/// time. `waiting` is called once, the first time it is found held.
+pub fn lock_within(
+    path: &Path,
+    patience: std::time::Duration,
+    every: std::time::Duration,
+    mut waiting: impl FnMut(),
+) -> std::io::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let mut file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    let deadline = std::time::Instant::now() + patience;
+    let mut said = false;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(Some(lock)),
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                if !std::mem::replace(&mut said, true) {
+                    waiting();
+                }
+                file = back;
+                std::thread::sleep(every);
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
+            Err((_, e)) => return Err(e.into()),
+        }
+    }
+}
+
 /// Creates `path` and any missing parent with mode 0700: state directories
 /// (ids, records, logs) are root's alone. Existing directories are left as
 /// they are.

@@ -93,28 +93,15 @@ pub type Lock = nix::fcntl::Flock<std::fs::File>;
 pub fn lock(state_dir: &Path) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
     crate::fsutil::create_private_dir(state_dir)?;
     let path = state_dir.join("daemon.lock");
-    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
-    let mut said = false;
-    loop {
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(lock),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
-                if !said {
-                    tracing::info!(lock = %path.display(), "the state directory is locked; waiting a moment for its holder to go");
-                    said = true;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                return Err(std::io::Error::other(format!(
-                    "another paddock daemon uses the state directory {}; stop it first, or give this one its own --state-dir",
-                    state_dir.display()
-                )));
-            }
-            Err((_, e)) => return Err(e.into()),
-        }
-    }
+    let waiting = || {
+        tracing::info!(lock = %path.display(), "the state directory is locked; waiting a moment for its holder to go");
+    };
+    crate::fsutil::lock_within(&path, LOCK_PATIENCE, Duration::from_millis(10), waiting)?.ok_or_else(|| {
+        std::io::Error::other(format!(
+            "another paddock daemon uses the state directory {}; stop it first, or give this one its own --state-dir",
+            state_dir.display()
+        ))
+    })
 }
 
 /// How long a held state-directory lock is waited for.

@@ -69,22 +69,13 @@ impl Networks {
     /// Waited for `PORTS_LOCK_PATIENCE` at most: its holder may be a run
     /// stopped (Ctrl-Z) between the two, and no start waits on it for good.
     pub(super) fn lock_ports(&self) -> Result<nix::fcntl::Flock<std::fs::File>, NetworkError> {
-        use nix::fcntl::{Flock, FlockArg};
         let daemons = if self.runs { self.records.parent().unwrap_or(&self.records) } else { &self.records };
         let path = daemons.join("ports.lock");
-        let io = |source: std::io::Error| NetworkError::Write { path: path.clone(), source };
-        let mut file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
-        let deadline = std::time::Instant::now() + PORTS_LOCK_PATIENCE;
-        loop {
-            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => return Ok(lock),
-                Err((back, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
-                    file = back;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Err(NetworkError::PortsLocked { path }),
-                Err((_, e)) => return Err(io(e.into())),
-            }
+        let every = std::time::Duration::from_millis(20);
+        match crate::fsutil::lock_within(&path, PORTS_LOCK_PATIENCE, every, || {}) {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => Err(NetworkError::PortsLocked { path }),
+            Err(source) => Err(NetworkError::Write { path, source }),
         }
     }
 
