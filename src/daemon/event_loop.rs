@@ -420,8 +420,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         if stale && sandbox_rx.is_empty() && control.is_empty() && !shutting_down {
             stale = false;
             let report = daemon.reconcile(Clock::read());
-            again = report.queued > 0
-                && !daemon.core().workloads().any(|w| matches!(w.state, crate::reconcile::State::Starting { .. }));
+            again = report.queued > 0 && daemon.core().starting().is_none();
             let summary = daemon.summary();
             if summary != last_status {
                 let _ = notifier.notify(&format!("STATUS={summary}"));
@@ -489,25 +488,12 @@ async fn settle(
     start_timeout: Duration,
     notifier: &Notifier,
 ) -> bool {
-    use crate::reconcile::State;
     let settled = tokio::time::Instant::now() + start_timeout + KILL_HEARD;
     let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
     loop {
-        let starting: Vec<Option<std::time::Instant>> = daemon
-            .core()
-            .workloads()
-            .filter_map(|w| match w.state {
-                State::Starting { deadline, .. } => Some(deadline),
-                _ => None,
-            })
-            .collect();
-        if starting.is_empty() {
-            return true;
-        }
-        // Only the starts' own deadlines (None once killed, its end awaited):
-        // the others (a backoff's end) are the loop's, which reconciles;
-        // woken for them here, nothing would change, and the wait would spin.
-        let deadline = starting.into_iter().flatten().min();
+        // Only the starts' own deadlines: woken for a backoff's end, which
+        // only the loop's reconcile acts on, the wait would spin.
+        let Some(deadline) = daemon.core().starting() else { return true };
         let wake = deadline.map(tokio::time::Instant::from_std).filter(|w| *w < settled);
         tokio::select! {
             event = sandbox_rx.recv() => match event {

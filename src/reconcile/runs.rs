@@ -307,6 +307,22 @@ impl Core {
         effects
     }
 
+    /// Whether a start is under way, and the earliest deadline of those
+    /// under way (None once each has been killed, its end awaited): what
+    /// a wait for the starts to settle wakes for. Not a backoff's end,
+    /// which only `reconcile` acts on.
+    pub fn starting(&self) -> Option<Option<Instant>> {
+        let deadlines: Vec<Option<Instant>> = self
+            .workloads
+            .values()
+            .filter_map(|w| match w.state {
+                State::Starting { deadline, .. } => Some(deadline),
+                _ => None,
+            })
+            .collect();
+        (!deadlines.is_empty()).then(|| deadlines.into_iter().flatten().min())
+    }
+
     /// When `on_timer` or `reconcile` next has something to do.
     pub fn wake_at(&self) -> Option<Instant> {
         self.workloads
