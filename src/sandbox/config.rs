@@ -32,6 +32,11 @@ pub struct InitConfig {
     /// Docker's `--privileged` is not masked (nested sandboxes need a
     /// /proc without covered entries to mount their own).
     pub mask_paths: bool,
+    /// What the host mounts beneath /sys (relative to it, as bytes), to
+    /// cover in a /sys that is the host's (`host_mounts`): found by the
+    /// process that starts the sandbox; None for the init to read its own.
+    #[serde(default)]
+    pub sys_beneath: Option<Vec<Vec<u8>>>,
     /// The host's device nodes in the sandbox's /dev (a privileged
     /// workload's, as Docker's `--privileged`); else only null, zero,
     /// full, random, urandom and tty.

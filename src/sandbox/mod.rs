@@ -9,6 +9,7 @@ mod clone;
 pub mod config;
 pub mod enter;
 mod exec;
+mod host_mounts;
 pub mod init;
 mod keeper;
 pub mod netns;

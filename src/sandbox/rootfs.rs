@@ -3,14 +3,15 @@
 //! paddock has written the id maps. Every source arrives as a detached
 //! mount created by paddock, so no host path is resolved in here with the
 //! sandbox's credentials except the host's /dev nodes, /dev/null, the
-//! init's own mountinfo, and /proc and /sys where they are bound. Every
-//! mount in the root is
-//! attached onto a descriptor, never a path (see `build`); only the
+//! init's own mountinfo (where it was not given what is mounted beneath
+//! /sys), and /proc and /sys where they are bound. Every mount in the
+//! root is attached onto a descriptor, never a path (see `build`); only the
 //! overlay's staging tmpfs and the overlay itself are mounted by path, in
 //! the init's own tmpfs over `/tmp`, which no one else can reach.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -226,12 +227,18 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
         // A manifest's mount there, or beneath, shows it, as it would any
         // masked path.
         if !cfg.own_network {
-            let mountinfo = std::fs::read("/proc/self/mountinfo")
-                .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
-                .step("read mountinfo", "/sys")?;
+            let found = match &cfg.sys_beneath {
+                Some(found) => found.iter().map(|b| PathBuf::from(std::ffi::OsStr::from_bytes(b))).collect(),
+                None => {
+                    let mountinfo = std::fs::read("/proc/self/mountinfo")
+                        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+                        .step("read mountinfo", "/sys")?;
+                    super::host_mounts::mounted_beneath(&mountinfo, b"/sys")
+                }
+            };
             let wanted =
                 |beneath: &Path| cfg.mounts.iter().any(|m| m.target.starts_with(Path::new("/sys").join(beneath)));
-            for beneath in mounted_beneath(&mountinfo, b"/sys").iter().filter(|b| !wanted(b)) {
+            for beneath in found.iter().filter(|b| !wanted(b)) {
                 match mask(&sys_mount, beneath, Path::new("/sys")) {
                     // Beneath a directory of the host's root alone (debugfs's
                     // 0700): the workload cannot reach it either.
@@ -587,46 +594,6 @@ fn mask(dir: &OwnedFd, name: &Path, shown: &Path) -> Result<(), StepError> {
     attach(cover, &target, "mask", &shown.display().to_string()).map(drop)
 }
 
-/// The mount points in `mountinfo` (`/proc/self/mountinfo`'s bytes: a
-/// path need not be UTF-8) beneath `top`, relative to it, outermost only
-/// (what lies beneath one of them goes with it), in mountinfo's order.
-fn mounted_beneath(mountinfo: &[u8], top: &[u8]) -> Vec<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut found: Vec<PathBuf> = Vec::new();
-    for line in mountinfo.split(|b| *b == b'\n') {
-        let Some(point) = line.split(|b| *b == b' ').nth(4).map(unescape_octal) else { continue };
-        let Some(rest) = point.strip_prefix(top).and_then(|r| r.strip_prefix(b"/")) else { continue };
-        let rest = Path::new(std::ffi::OsStr::from_bytes(rest)).to_path_buf();
-        if rest.as_os_str().is_empty() || found.iter().any(|f| rest.starts_with(f)) {
-            continue;
-        }
-        found.retain(|f| !f.starts_with(&rest));
-        found.push(rest);
-    }
-    found
-}
-
-/// mountinfo's escapes undone: the kernel writes a space, a tab, a
-/// newline and a backslash in a path as `\040`, `\011`, `\012`, `\134`.
-fn unescape_octal(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        let digits = field.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (field[i], digits) {
-            (b'\\', Some(d)) => {
-                out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8).wrapping_add(b - b'0')));
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
 /// Makes `name` in `dir` read-only where it is (`shown` is `dir`'s path
 /// in the sandbox), with whatever is mounted below it (the host's
 /// binfmt_misc under /proc/sys, say): a read-only copy of the tree
@@ -890,29 +857,5 @@ mod tests {
         assert_eq!(own_mount_at(Path::new("/sys/")), Some(3));
         assert_eq!(own_mount_at(Path::new("/tmp/a")), None);
         assert_eq!(own_mount_at(Path::new("/tmpx")), None);
-    }
-
-    #[test]
-    fn the_mounts_beneath_sys_are_its_outermost_ones_unescaped() {
-        let mountinfo = b"\
-22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw
-23 22 0:22 / /sys/fs/cgroup ro - tmpfs tmpfs ro
-24 23 0:23 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
-25 22 0:7 / /sys/kernel/debug rw - debugfs debugfs rw
-26 25 0:12 / /sys/kernel/debug/tracing rw - tracefs tracefs rw
-27 1 0:5 / /system rw - tmpfs tmpfs rw
-28 22 0:30 / /sys/fs/odd\\040name rw - tmpfs tmpfs rw
-29 22 0:31 / /sys/fs/caf\xe9 rw - tmpfs tmpfs rw
-30 1 0:31 / /sys rw - sysfs sysfs rw
-31 22 0:32 / /sys/kernel rw - tmpfs tmpfs rw
-";
-        use std::os::unix::ffi::OsStrExt;
-        let latin1 = PathBuf::from(std::ffi::OsStr::from_bytes(b"fs/caf\xe9"));
-        assert_eq!(
-            mounted_beneath(mountinfo, b"/sys"),
-            [PathBuf::from("fs/cgroup"), PathBuf::from("fs/odd name"), latin1, PathBuf::from("kernel")]
-        );
-        assert_eq!(mounted_beneath(b"short line\n\n", b"/sys"), Vec::<PathBuf>::new());
-        assert_eq!(unescape_octal(b"a\\134b\\011\\8"), b"a\\b\t\\8");
     }
 }

@@ -32,10 +32,13 @@ fn capability_mask(manifest: &Manifest) -> u64 {
 /// The configuration sent to the sandbox's init.
 pub(super) fn init_config(req: &SpawnRequest<'_>, sources: &Sources) -> InitConfig {
     let mounts = req.manifest.mounts.iter().zip(&sources.mounts);
+    let cfg = from_manifest(req.name, req.manifest);
+    let sys_beneath = (cfg.mask_paths && !cfg.own_network).then(crate::sandbox::host_mounts::beneath_sys).flatten();
     InitConfig {
         mounts: mounts.map(|(mt, src)| InitMount { target: mt.target.clone(), is_dir: src.is_dir }).collect(),
         supervised: req.supervised,
-        ..from_manifest(req.name, req.manifest)
+        sys_beneath,
+        ..cfg
     }
 }
 
@@ -59,6 +62,7 @@ pub(in crate::sandbox) fn from_manifest(name: &WorkloadName, m: &Manifest) -> In
         no_new_privileges: m.security.no_new_privileges,
         seccomp: m.security.seccomp == Seccomp::Default && !m.security.privileged,
         mask_paths: !m.security.privileged,
+        sys_beneath: None,
         host_devices: m.security.privileged,
         nodev: !m.security.privileged,
         readonly_proc: !m.security.privileged && !m.namespaces.remapped(),
