@@ -310,14 +310,14 @@ fn a_daemon_without_its_workloads_directory_says_how_to_get_one() {
 }
 
 /// A network whose definition the host refused (a bad edit of its file):
-/// `check` warns at the line; the daemon takes the manifest as valid, so a
-/// workload on it keeps the network it has. A name no file defines is
-/// still an error.
+/// `check` warns at the line; to the daemon, a workload with no attachment
+/// to it to keep is refused at the same line (its attachment kept: the
+/// unit test in network::attachment). A name no file defines is an error.
 #[test]
-fn a_network_whose_definition_is_refused_is_warned_of_not_refused() {
+fn a_network_whose_definition_is_refused_is_warned_of_by_check() {
     use paddock::validate::{HostChecks, RefusedNetworks};
     let why = "/etc/paddock/networks/lan.conflist:2:11: not valid JSON: expected value at line 2 column 11";
-    let refused = RefusedNetworks { by_name: vec![("lan".into(), why.into())], all: None };
+    let refused = RefusedNetworks { by_name: vec![("lan".into(), why.into())], all: None, kept: Vec::new() };
     let validator = common::validator(&["baseline"])
         .with_networks(vec!["bridge".into()], vec!["bridge".into()])
         .with_refused_networks(refused);
@@ -329,7 +329,10 @@ fn a_network_whose_definition_is_refused_is_warned_of_not_refused() {
     );
     assert!(checked.spec.is_some(), "a warning refuses nothing");
     let checked = validator.validate("t.toml", text, HostChecks::Require);
-    assert!(checked.problems.is_empty() && checked.spec.is_some(), "{:?}", checked.problems);
+    assert_eq!(
+        common::lines("t.toml", text, &checked),
+        [format!("3:11: error: the network `lan` is refused on this host: {why}")]
+    );
     let text = "command = [\"x\"]\n[namespaces]\nnetwork = \"wan\"\n";
     let checked = validator.validate("t.toml", text, HostChecks::Require);
     assert_eq!(common::lines("t.toml", text, &checked), ["3:11: error: no network `wan` on this host"]);

@@ -599,12 +599,33 @@ fn a_bad_edit_of_a_networks_definition_keeps_the_workloads_on_it_running_with_th
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     d.wait_for("w restarted", |d| d.workload("w").is_some_and(|w| w["state"] == "running" && w["pid"] != pid));
     assert_eq!(id(&d), attached, "the same attachment");
+    let pid = d.running_pid("w");
+    // An edit that needs a new attachment (another hostname) is refused,
+    // saying why, and the running version runs on; one that fits the
+    // attachment it has restarts in it.
+    d.write("w.toml", &format!("hostname = \"elsewhere\"\n{on_fake}"));
+    d.wait_for("the edit refused", |d| {
+        d.workload("w").is_some_and(|w| {
+            w["error"].as_str().is_some_and(|e| {
+                e.contains("w.toml:5:11: error: the network `fake` is refused on this host")
+                    && e.contains("10-fake.conflist:2:11")
+                    && e.contains("undo that change")
+            })
+        })
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(d.running_pid("w"), pid, "the running version runs on");
+    d.write("w.toml", &format!("{on_fake}\n[env]\nEDITED = \"1\"\n"));
+    d.wait_for("w restarted with the edit", |d| {
+        d.workload("w").is_some_and(|w| w["state"] == "running" && w["pid"] != pid && w["error"].is_null())
+    });
+    assert_eq!(id(&d), attached, "the same attachment");
     // A workload that has none cannot get one, and is told why.
     d.write("new.toml", &on_fake);
     d.wait_for("new refused", |d| {
         d.workload("new").is_some_and(|w| {
             w["error"].as_str().is_some_and(|e| {
-                e.contains("the network `fake` cannot be attached to: its definition is refused")
+                e.contains("the network `fake` is refused on this host")
                     && e.contains("10-fake.conflist:2:11")
                     && e.contains("paddock upgrade")
             })

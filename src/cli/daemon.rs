@@ -116,7 +116,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
         .or_fail(CONFIG_ERROR)?
         .with_restart_defaults(config.restart.clone())
         .with_networks(networks.names(), networks.publishing())
-        .with_refused_networks(networks.refused_for_validation());
+        .with_refused_networks(networks.refused_for_daemon());
     let remap = &config.remap;
     let accounts = remap.accounts();
     let ranges = remap_ranges(&accounts, &remap.user).or_fail(CONFIG_ERROR)?;

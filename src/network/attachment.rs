@@ -122,6 +122,14 @@ fn fingerprint(parts: &[&[u8]]) -> u64 {
     h
 }
 
+/// Whether `a` was made for the settings `m` gives, with the definition
+/// it was made with standing for its network's: what `Networks::fits`
+/// says of an attachment to a network whose definition is refused.
+pub fn fits_as_made(workload: &WorkloadName, m: &Manifest, a: &Attachment) -> bool {
+    m.namespaces.network.cni() == Some(a.network.as_str())
+        && settings(workload, m, &a.network, &a.config.to_string()) == a.fingerprint
+}
+
 impl Networks {
     fn netns_path(&self, workload: &WorkloadName) -> PathBuf {
         self.run_dir.join("netns").join(workload.as_str())
@@ -146,12 +154,11 @@ impl Networks {
     /// keeps the running version.
     pub fn fits(&self, workload: &WorkloadName, m: &Manifest, a: &Attachment) -> bool {
         let Some(name) = m.namespaces.network.cni() else { return false };
-        let list = match self.lists.get(name) {
-            Some(list) => list.raw.to_string(),
-            None if a.network == name && self.refusal(name).is_some() => a.config.to_string(),
-            None => return false,
-        };
-        settings(workload, m, name, &list) == a.fingerprint
+        match self.lists.get(name) {
+            Some(list) => settings(workload, m, name, &list.raw.to_string()) == a.fingerprint,
+            None if self.refusal(name).is_some() => fits_as_made(workload, m, a),
+            None => false,
+        }
     }
 
     /// Attaches a workload to the network its manifest names: a network
@@ -435,6 +442,59 @@ mod tests {
     }
 
     use super::*;
+
+    /// To the daemon, a manifest on a network whose definition is refused
+    /// is valid only while it fits the attachment its workload has: an
+    /// edit that needs a new one is refused (the running version runs
+    /// on), and so is a workload that has none. `check` only warns.
+    #[test]
+    fn on_a_refused_network_only_a_manifest_that_fits_its_attachment_is_valid_to_the_daemon() {
+        use crate::validate::{HostChecks, RefusedNetworks, Validator};
+        let why = "/etc/paddock/networks/lan.conflist:2:11: not valid JSON";
+        let config = serde_json::json!({"cniVersion": "1.0.0", "name": "lan", "plugins": [{"type": "bridge"}]});
+        let text = "command = [\"x\"]\nports = [\"8080:80\"]\n[namespaces]\nnetwork = \"lan\"\n";
+        let w = WorkloadName::try_from("w").unwrap();
+        let validator = Validator::new(Vec::new()).with_networks(vec!["bridge".into()], vec!["bridge".into()]);
+        let m = validator.validate("w.toml", text, HostChecks::Skip).spec.expect("valid").manifest;
+        let attachment = Attachment {
+            network: "lan".into(),
+            fingerprint: settings(&w, &m, "lan", &config.to_string()),
+            config,
+            container_id: "paddock-w".into(),
+            ifname: "eth0".into(),
+            netns: "/run/paddock/netns/w".into(),
+            ports: m.ports.clone(),
+            result: Some(serde_json::json!({})),
+            so_far: None,
+            hosts: None,
+            resolv_conf: None,
+            undoing: false,
+        };
+        let refused =
+            RefusedNetworks { by_name: vec![("lan".into(), why.into())], all: None, kept: vec![(w, attachment)] };
+        let validator = validator.with_refused_networks(refused);
+        let errors = |file: &str, text: &str, mode| -> Vec<String> {
+            validator.validate(file, text, mode).problems.iter().map(|p| format!("{p:?}")).collect()
+        };
+        assert_eq!(errors("w.toml", text, HostChecks::Require), Vec::<String>::new(), "it fits: valid");
+        let other_command = text.replace("[\"x\"]", "[\"y\"]");
+        assert!(
+            errors("w.toml", &other_command, HostChecks::Require).is_empty(),
+            "a new command fits the same attachment"
+        );
+        for changed in [text.replace("8080:80", "8081:80"), format!("hostname = \"elsewhere\"\n{text}")] {
+            let checked = validator.validate("w.toml", &changed, HostChecks::Require);
+            assert!(checked.spec.is_none(), "{changed}");
+            let [problem] = &checked.problems[..] else { panic!("{:?}", checked.problems) };
+            assert!(problem.is_error() && problem.message.contains(why), "{problem:?}");
+            assert!(problem.help.as_deref().is_some_and(|h| h.contains("undo that change")), "{problem:?}");
+        }
+        let checked = validator.validate("v.toml", text, HostChecks::Require);
+        assert!(checked.spec.is_none(), "another workload has no attachment to keep");
+        assert!(checked.problems[0].help.as_deref().is_some_and(|h| h.contains("cannot be made until")));
+        let checked = validator.validate("v.toml", text, HostChecks::Warn);
+        assert!(checked.spec.is_some() && !checked.problems[0].is_error(), "`check` warns");
+    }
 
     #[test]
     fn an_sctp_endpoint_on_the_port_is_seen_on_its_address_or_every_address() {

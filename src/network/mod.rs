@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use crate::config::NetworkConfig;
 use crate::model::BRIDGE;
 use crate::sandbox::netns;
-pub use attachment::Attachment;
+pub use attachment::{Attachment, fits_as_made};
 pub use cni::{CniError, ConfList, PluginDirs};
 
 /// The interface a workload sees its network on.
@@ -361,7 +361,30 @@ impl Networks {
                 None => {}
             }
         }
-        crate::validate::RefusedNetworks { by_name, all }
+        crate::validate::RefusedNetworks { by_name, all, kept: Vec::new() }
+    }
+
+    /// For the daemon's validator: as `refused_for_validation`, with the
+    /// attachments its workloads have to those networks, made before
+    /// their definition was refused. Read once, when the daemon starts:
+    /// none can be made while the definition stays refused, so this only
+    /// errs on the side of one undone since (a start that then fails,
+    /// saying why, where nothing of the workload's runs).
+    pub fn refused_for_daemon(&self) -> crate::validate::RefusedNetworks {
+        let mut refused = self.refused_for_validation();
+        if self.refused.is_empty() || self.runs {
+            return refused;
+        }
+        refused.kept = self
+            .recorded()
+            .into_iter()
+            .filter_map(|(workload, a)| {
+                let a = a.ok()?;
+                let usable = a.result.is_some() && !a.undoing && crate::sandbox::netns::exists(&a.netns);
+                (usable && self.refusal(&a.network).is_some()).then_some((workload, a))
+            })
+            .collect();
+        refused
     }
 
     /// The same networks for `paddock run`: its attachments are kept apart

@@ -160,16 +160,30 @@ impl Schema {
 /// and why one whose name cannot be read was (or the whole directory,
 /// which could not be read or others could write): that one stands for
 /// every name.
+///
+/// For the daemon, also the attachments its workloads have to those
+/// networks (`kept`): a manifest is valid on one only while it fits the
+/// attachment its workload has, since no new one can be made. An edit
+/// that needs one (other ports, another hostname) is refused, and the
+/// running version runs on, as for any bad edit.
 #[derive(Debug, Clone, Default)]
 pub struct RefusedNetworks {
     pub by_name: Vec<(String, String)>,
     pub all: Option<String>,
+    pub kept: Vec<(WorkloadName, crate::network::Attachment)>,
 }
 
 impl RefusedNetworks {
     /// Why the network `name` is refused, if it is.
     pub fn reason(&self, name: &str) -> Option<&str> {
         self.by_name.iter().find(|(n, _)| n == name).map(|(_, why)| why.as_str()).or(self.all.as_deref())
+    }
+
+    /// The attachment `workload` has to a refused network, if any, and
+    /// whether `m` fits it.
+    pub fn kept(&self, workload: &WorkloadName, m: &Manifest) -> Option<bool> {
+        let (_, a) = self.kept.iter().find(|(w, _)| w == workload)?;
+        Some(crate::network::fits_as_made(workload, m, a))
     }
 }
 
@@ -277,7 +291,7 @@ impl Validator {
         problems.extend(semantic::host_checks(&effective, &spans, host));
         let networks =
             semantic::Networks { known: &self.networks, publishing: &self.publishing, refused: &self.refused };
-        problems.extend(semantic::network_checks(&effective, &spans, host, &networks));
+        problems.extend(semantic::network_checks(&effective, name.as_ref(), &spans, host, &networks));
         if let (Some(layout), HostChecks::Warn) = (&self.cgroups, host) {
             let r = &effective.resources;
             let limits =
@@ -320,7 +334,7 @@ impl Validator {
         }
         let networks =
             semantic::Networks { known: &self.networks, publishing: &self.publishing, refused: &self.refused };
-        problems.extend(semantic::network_checks(manifest, &spans, HostChecks::Require, &networks));
+        problems.extend(semantic::network_checks(manifest, None, &spans, HostChecks::Require, &networks));
         problems
     }
 

@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::problem::Problem;
 use super::source::SpanIndex;
-use crate::model::{MIN_PROBE_INTERVAL, Manifest, Network, Seccomp};
+use crate::model::{MIN_PROBE_INTERVAL, Manifest, Network, Seccomp, WorkloadName};
 
 fn has_parent_dir(path: &Path) -> bool {
     path.components().any(|c| c == Component::ParentDir)
@@ -302,8 +302,15 @@ pub struct Networks<'a> {
     pub refused: &'a super::RefusedNetworks,
 }
 
-/// The network a manifest names must be one the daemon knows.
-pub fn network_checks(m: &Manifest, spans: &SpanIndex, mode: HostChecks, networks: &Networks<'_>) -> Vec<Problem> {
+/// The network a manifest names must be one the daemon knows. `workload`
+/// is the manifest's (from its file name), when known.
+pub fn network_checks(
+    m: &Manifest,
+    workload: Option<&WorkloadName>,
+    spans: &SpanIndex,
+    mode: HostChecks,
+    networks: &Networks<'_>,
+) -> Vec<Problem> {
     let make = match mode {
         HostChecks::Skip => return Vec::new(),
         HostChecks::Warn => Problem::warning,
@@ -311,21 +318,30 @@ pub fn network_checks(m: &Manifest, spans: &SpanIndex, mode: HostChecks, network
     };
     let Networks { known, publishing, refused } = *networks;
     let Some(name) = m.namespaces.network.cni() else { return Vec::new() };
-    // Defined, and refused: valid (a running workload on it keeps its
-    // network, which a bad edit of the definition must not take away);
-    // `check` says so.
+    // Defined, and refused: `check` warns. To the daemon, valid while it
+    // fits the attachment the workload has (which a bad edit of the
+    // definition must not take away); a version that needs a new one is
+    // refused, so the running version runs on rather than be stopped for
+    // a start that cannot be made.
     if !known.iter().any(|k| k == name)
         && let Some(why) = refused.reason(name)
     {
-        if mode != HostChecks::Warn {
-            return Vec::new();
-        }
         let at = spans.value_span("/namespaces/network").or_else(|| spans.locate("/namespaces/network"));
-        return vec![Problem::warning(at, format!("the network `{name}` is refused on this host: {why}")).with_help(
-            "a workload on it keeps the network it has, and cannot start anew until the definition is mended; \
-                 the daemon reads the networks directory when it starts (`paddock upgrade` reads it again, \
-                 every workload kept running)",
-        )];
+        let upgrade = "the daemon reads the networks directory when it starts (`paddock upgrade` reads it again, \
+                       every workload kept running)";
+        let help = match (mode, workload.and_then(|w| refused.kept(w, m))) {
+            (HostChecks::Warn, _) => {
+                format!(
+                    "a workload on it keeps the network it has, and cannot start anew until the definition is mended; {upgrade}"
+                )
+            }
+            (_, Some(true)) => return Vec::new(),
+            (_, Some(false)) => format!(
+                "its sandbox keeps the network it has, made for the ports and hostname it runs with: this version changes them, which needs a new attachment; undo that change, or mend the definition ({upgrade})"
+            ),
+            (_, None) => format!("a new attachment cannot be made until the definition is mended; {upgrade}"),
+        };
+        return vec![make(at, format!("the network `{name}` is refused on this host: {why}")).with_help(help)];
     }
     if known.iter().any(|k| k == name) {
         // Capability arguments go only to plugins that declare them: on a
