@@ -98,6 +98,15 @@ impl Channel {
 
     /// The next message; blocks until there is one.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<(T, Vec<OwnedFd>), ChannelError> {
+        let (message, fds) = self.receive(MsgFlags::empty(), true)?;
+        Ok((message, fds.ok_or(ChannelError::Truncated)?))
+    }
+
+    /// As `recv`, for an answer that must not be lost when this process
+    /// cannot take its descriptors (it is at its limit: the kernel
+    /// installs none and marks them cut): the message, and None for them.
+    /// A message that is itself in a memfd is cut short with them.
+    pub fn recv_or_cut<T: DeserializeOwned>(&self) -> Result<(T, Option<Vec<OwnedFd>>), ChannelError> {
         self.receive(MsgFlags::empty(), true)
     }
 
@@ -115,30 +124,43 @@ impl Channel {
         self.receive(MsgFlags::MSG_DONTWAIT, false).map(|(message, _)| message)
     }
 
-    fn receive<T: DeserializeOwned>(&self, flags: MsgFlags, memfd: bool) -> Result<(T, Vec<OwnedFd>), ChannelError> {
+    /// A message, with its descriptors, or None for them when they were
+    /// cut short.
+    fn receive<T: DeserializeOwned>(
+        &self,
+        flags: MsgFlags,
+        memfd: bool,
+    ) -> Result<(T, Option<Vec<OwnedFd>>), ChannelError> {
         let mut buf = vec![0u8; INLINE + 1];
         let mut iov = [IoSliceMut::new(&mut buf)];
         let mut space = cmsg_space!([RawFd; MAX_FDS]);
         let flags = flags | MsgFlags::MSG_CMSG_CLOEXEC;
         let msg = recvmsg::<()>(self.0.as_raw_fd(), &mut iov, Some(&mut space), flags)?;
-        let mut fds = Vec::new();
-        // Descriptors cut short (this process near its limit): nix will not
-        // read them; the message is unreadable, not the other side's end.
-        for c in msg.cmsgs().map_err(|_| ChannelError::Truncated)? {
-            if let ControlMessageOwned::ScmRights(received) = c {
-                // SAFETY: SCM_RIGHTS installed these descriptors in our table just now; we own them.
-                fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
-            }
-        }
-        if msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
+        if msg.flags.contains(MsgFlags::MSG_TRUNC) {
             return Err(ChannelError::Truncated);
         }
+        // Descriptors cut short (this process near its limit): nix will not
+        // read them.
+        let mut fds = match msg.cmsgs() {
+            Ok(cmsgs) if !msg.flags.contains(MsgFlags::MSG_CTRUNC) => {
+                let mut fds = Vec::new();
+                for c in cmsgs {
+                    if let ControlMessageOwned::ScmRights(received) = c {
+                        // SAFETY: SCM_RIGHTS installed these descriptors in our table just now; we own them.
+                        fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                    }
+                }
+                Some(fds)
+            }
+            _ => None,
+        };
         let len = msg.bytes;
         match buf.first() {
             _ if len == 0 => Err(ChannelError::Closed),
             Some(&INLINE_TAG) => Ok((serde_json::from_slice(&buf[1..len])?, fds)),
             Some(&MEMFD_TAG) if !memfd => Err(ChannelError::NotInline),
-            Some(&MEMFD_TAG) if !fds.is_empty() => {
+            Some(&MEMFD_TAG) if fds.as_ref().is_some_and(|fds| !fds.is_empty()) => {
+                let mut fds = fds.take().unwrap_or_default();
                 let memfd = std::fs::File::from(fds.remove(0));
                 let size = memfd.metadata().map_err(ChannelError::Memfd)?.len();
                 if size > MAX_MESSAGE {
@@ -146,7 +168,7 @@ impl Channel {
                 }
                 let mut json = vec![0u8; size as usize];
                 memfd.read_exact_at(&mut json, 0).map_err(ChannelError::Memfd)?;
-                Ok((serde_json::from_slice(&json)?, fds))
+                Ok((serde_json::from_slice(&json)?, Some(fds)))
             }
             _ => Err(ChannelError::Truncated),
         }

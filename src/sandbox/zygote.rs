@@ -65,8 +65,6 @@ pub enum ZygoteError {
     Pidfd(Errno),
     #[error("the zygote cannot be reached: {0}")]
     Gone(ChannelError),
-    #[error("the zygote answered without a pidfd")]
-    NoPidfd,
 }
 
 /// The daemon's handle on its zygote.
@@ -165,13 +163,22 @@ impl Zygote {
                 .collect();
         let channel = self.channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         channel.send(&request, &sent).map_err(ZygoteError::Gone)?;
-        let (reply, mut pidfds) = channel.recv::<Reply>().map_err(ZygoteError::Gone)?;
-        match reply {
-            Reply::Cloned { pid, placed } => {
-                let pidfd = pidfds.pop().ok_or(ZygoteError::NoPidfd)?;
-                Ok(Cloned::Child(Pid::from_raw(pid), pidfd, placed))
+        // Read even when its pidfd cannot be taken (this process at its
+        // descriptor limit): the child is ours, and must not be lost.
+        let (reply, pidfds) = channel.recv_or_cut::<Reply>().map_err(ZygoteError::Gone)?;
+        match (reply, pidfds.and_then(|mut fds| fds.pop())) {
+            (Reply::Cloned { pid, placed }, Some(pidfd)) => Ok(Cloned::Child(Pid::from_raw(pid), pidfd, placed)),
+            (Reply::Cloned { pid, .. }, None) => {
+                // Our unreaped child (CLONE_PARENT): its pid is its own
+                // until we reap it. Without a pidfd it could not be
+                // signalled safely once it runs: it goes now, and the
+                // start fails as a clone out of descriptors would.
+                let pid = Pid::from_raw(pid);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                Ok(Cloned::Failed(Errno::EMFILE))
             }
-            Reply::Failed { errno } => Ok(Cloned::Failed(Errno::from_raw(errno))),
+            (Reply::Failed { errno }, _) => Ok(Cloned::Failed(Errno::from_raw(errno))),
         }
     }
 }
@@ -252,24 +259,31 @@ fn serve(channel: Channel, daemon: OwnedFd) -> ! {
             // SAFETY: as above.
             Err(_) => unsafe { libc::_exit(0) },
         };
-        let (reply, pidfd) = clone_one(&request, fds, &daemon, home.as_ref(), &title);
+        let (reply, pidfd, away) = clone_one(&request, fds, &daemon, &title);
         let sent: Vec<RawFd> = pidfd.iter().map(AsRawFd::as_raw_fd).collect();
+        // Answered before anything else can fail: a child cloned is the
+        // daemon's (CLONE_PARENT), which must learn its pid to reap it.
         if channel.send(&reply, &sent).is_err() {
             // SAFETY: as above.
             unsafe { libc::_exit(0) };
         }
+        if away {
+            // Back home, or every later sandbox would start in that namespace.
+            let back = home.as_ref().map_or(Err(Errno::ENOENT), |home| setns(home.as_fd(), CloneFlags::CLONE_NEWNET));
+            if back.is_err() {
+                // SAFETY: _exit only; the daemon sees the zygote gone at its
+                // next request and executes inits from then on.
+                unsafe { libc::_exit(1) };
+            }
+        }
     }
 }
 
-/// One request: the clone, and in the child the init.
-fn clone_one(
-    request: &Request,
-    fds: Vec<OwnedFd>,
-    daemon: &OwnedFd,
-    home: Option<&OwnedFd>,
-    title: &Title,
-) -> (Reply, Option<OwnedFd>) {
-    let failed = |errno: Errno| (Reply::Failed { errno: errno as i32 }, None);
+/// One request: the clone, and in the child the init. Also whether this
+/// process is left in the request's network namespace, to leave once the
+/// reply is sent.
+fn clone_one(request: &Request, fds: Vec<OwnedFd>, daemon: &OwnedFd, title: &Title) -> (Reply, Option<OwnedFd>, bool) {
+    let failed = |errno: Errno| (Reply::Failed { errno: errno as i32 }, None, false);
     let wanted = 1 + [request.input, request.output, request.netns, request.cgroup].iter().filter(|x| **x).count();
     if fds.len() != wanted {
         return failed(Errno::EBADF);
@@ -304,18 +318,11 @@ fn clone_one(
         unsafe { child.run_init() }
     }
     title.set(ZYGOTE_NAME);
-    if netns.is_some() {
-        // Back home, or every later sandbox would start in that namespace.
-        let back = home.map_or(Err(Errno::ENOENT), |home| setns(home.as_fd(), CloneFlags::CLONE_NEWNET));
-        if back.is_err() {
-            // SAFETY: _exit only; the daemon sees the zygote gone and executes inits from now on.
-            unsafe { libc::_exit(1) };
-        }
-    }
+    let away = netns.is_some();
     match Errno::result(ret) {
         // SAFETY: CLONE_PIDFD stored a new descriptor in `pidfd`, which we now own.
-        Ok(pid) => (Reply::Cloned { pid: pid as i32, placed }, Some(unsafe { OwnedFd::from_raw_fd(pidfd) })),
-        Err(errno) => failed(errno),
+        Ok(pid) => (Reply::Cloned { pid: pid as i32, placed }, Some(unsafe { OwnedFd::from_raw_fd(pidfd) }), away),
+        Err(errno) => (Reply::Failed { errno: errno as i32 }, None, away),
     }
 }
 
@@ -387,5 +394,85 @@ impl Title {
                 std::ptr::write_bytes((start + n) as *mut u8, 0, len - n);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// Set in the process the test below runs itself in, alone.
+    const ALONE: &str = "PADDOCK_TEST_ZYGOTE_ALONE";
+
+    /// A reply whose pidfd the daemon cannot take (it is at its descriptor
+    /// limit) still names the child, which is the daemon's (CLONE_PARENT):
+    /// it is killed and reaped, the start fails as a clone out of
+    /// descriptors would, and the zygote is kept. (It was taken for the
+    /// zygote gone: the child was left unreaped and the zygote dropped.)
+    /// A zygote stands in on a thread. Run in a process of its own: it
+    /// lowers the process's descriptor limit.
+    #[test]
+    fn a_reply_whose_pidfd_cannot_be_taken_still_reaps_the_child() {
+        let name = "sandbox::zygote::tests::a_reply_whose_pidfd_cannot_be_taken_still_reaps_the_child";
+        if std::env::var_os(ALONE).is_none() {
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args([name, "--exact", "--test-threads=1", "--nocapture"])
+                .env(ALONE, "1")
+                .output()
+                .unwrap();
+            let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success() && said.contains("1 passed"), "{said}");
+            return;
+        }
+        let (ours, theirs) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).unwrap();
+        let (_child_end, child_channel) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).unwrap();
+        // Our children: one the zygote's handle reaps when dropped, and
+        // one the stand-in says it cloned.
+        let mut stand_in = Command::new("/bin/true").spawn().unwrap();
+        let mut cloned = Command::new("/bin/sleep")
+            .arg("100")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pidfd = sys::pidfd_open(cloned.id() as i32).unwrap();
+        let zygote = Zygote { pid: Pid::from_raw(stand_in.id() as i32), channel: Mutex::new(Channel::new(ours)) };
+        let pid = cloned.id() as i32;
+        let answers = std::thread::spawn(move || {
+            let channel = Channel::new(theirs);
+            let _request = channel.recv_or_cut::<Request>();
+            channel.send(&Reply::Cloned { pid, placed: false }, &[pidfd.as_raw_fd()]).unwrap();
+            // Kept open until joined, so that no descriptor is freed meanwhile.
+            (channel, pidfd)
+        });
+        // No descriptor can be opened from here on: the lowest free one is the limit.
+        let free = std::fs::File::open("/dev/null").unwrap();
+        let limit = free.as_raw_fd() as libc::rlim_t;
+        drop(free);
+        let mut before = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit and setrlimit on this process, with rlimits on our stack.
+        unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut before);
+            let lowered = libc::rlimit { rlim_cur: limit, rlim_max: before.rlim_max };
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lowered), 0);
+        }
+        let fds = CloneFds { channel: child_channel.as_raw_fd(), input: None, output: None, netns: None, cgroup: None };
+        let outcome = zygote.clone_sandbox(0, false, &fds);
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &before) };
+        let _kept = answers.join().unwrap();
+        let shown = match &outcome {
+            Ok(Cloned::Child(pid, pidfd, _)) => format!("a child {pid} with pidfd {pidfd:?} (limit {limit})"),
+            Ok(Cloned::Failed(errno)) => format!("failed: {errno}"),
+            Err(e) => format!("{e}"),
+        };
+        assert!(matches!(outcome, Ok(Cloned::Failed(Errno::EMFILE))), "{shown}");
+        let reaped = cloned.try_wait().map_err(|e| e.raw_os_error());
+        assert_eq!(reaped.err(), Some(Some(libc::ECHILD)), "the child was killed and reaped");
+        drop(zygote);
+        assert!(stand_in.try_wait().is_err(), "reaped by the zygote's handle");
     }
 }
