@@ -107,6 +107,43 @@ fn a_limit_the_host_cannot_enforce_is_a_clear_start_error() {
     );
 }
 
+/// On cgroup v2, a sandbox sees its own cgroup at /sys/fs/cgroup,
+/// read-only, as Docker shows a container its own: where JVMs and Go
+/// runtimes read the limits they size themselves to. On a private network
+/// (a sysfs of its own) and on the host's (the host's /sys, bound, whose
+/// cgroup tree is covered): the same. (On a v1 host, /sys/fs/cgroup stays
+/// empty: sandbox_rootfs's masking test.)
+#[test]
+fn on_cgroup_v2_a_sandbox_sees_its_own_cgroup_read_only_at_sys_fs_cgroup() {
+    let w = World::new();
+    let root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .find(|r| std::path::Path::new(r).join("cgroup.controllers").exists())
+        .expect("this test needs a cgroup2 mount at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+    // The last mount there is the one seen (on the host's /sys, the
+    // host's tree and its cover lie beneath).
+    let script = "grep ' /sys/fs/cgroup ' /proc/self/mountinfo | tail -n 1 | cut -d' ' -f4,5,6,9; \
+                  grep '^0::' /proc/self/cgroup; echo procs $(cat /sys/fs/cgroup/cgroup.procs); \
+                  touch /sys/fs/cgroup/x 2>/dev/null || echo read-only";
+    for (name, extra, policy) in
+        [("own", "", "baseline"), ("hostnet", "[namespaces]\nnetwork = \"host\"\n", "privileged")]
+    {
+        let manifest = w.manifest(name, &busybox_manifest(script, extra));
+        let out = w.run(&["--policy", policy, "--cgroup-root", root], &manifest, &[]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        let said = stdout(&out);
+        let lines: Vec<&str> = said.lines().collect();
+        assert_eq!(lines.len(), 4, "{name}: {said}");
+        assert!(lines[0].starts_with("/ /sys/fs/cgroup ro,") && lines[0].ends_with(" cgroup2"), "{name}: {said}");
+        assert_eq!(lines[1], "0::/", "{name}: the namespace is rooted at its cgroup");
+        // Its own processes only (the init, the shell, the cat), by their
+        // pids in its pid namespace.
+        let procs: Vec<u32> = lines[2].strip_prefix("procs ").unwrap().split(' ').map(|p| p.parse().unwrap()).collect();
+        assert!(procs.contains(&1) && procs.len() <= 4 && procs.iter().all(|p| *p < 20), "{name}: {said}");
+        assert_eq!(lines[3], "read-only", "{name}");
+    }
+}
+
 /// The real cgroup v2 path: the sandbox is born in its cgroup (clone3 with
 /// CLONE_INTO_CGROUP). Uses the host's cgroup2 mount: /sys/fs/cgroup on a
 /// pure-v2 host, /sys/fs/cgroup/unified on a hybrid one like this.

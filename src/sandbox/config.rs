@@ -37,6 +37,12 @@ pub struct InitConfig {
     /// process that starts the sandbox; None for the init to read its own.
     #[serde(default)]
     pub sys_beneath: Option<Vec<Vec<u8>>>,
+    /// The sandbox was born in a cgroup v2 of its own, at which the cgroup
+    /// namespace the init unshares is rooted: it is mounted at
+    /// /sys/fs/cgroup, read-only (as Docker and runc show a container its
+    /// cgroup), where runtimes read the limits they size themselves to.
+    #[serde(default)]
+    pub cgroup2: bool,
     /// The host's device nodes in the sandbox's /dev (a privileged
     /// workload's, as Docker's `--privileged`); else only null, zero,
     /// full, random, urandom and tty.

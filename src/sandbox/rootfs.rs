@@ -74,6 +74,7 @@ impl StepError {
 /// Steps `StepError::hint` knows.
 const MOUNT_PROC: &str = "mount proc";
 const MOUNT_SYSFS: &str = "mount sysfs";
+const MOUNT_CGROUP: &str = "mount its cgroup";
 const MAKE_LINK_TARGET: &str = "make what the symlink names (inside the root, following no other symlink)";
 const RESOLVE_MOUNT_TARGET: &str = "resolve mount target (symlinks are not followed)";
 const CREATE_MOUNT_POINT: &str = "create the mount point";
@@ -247,6 +248,21 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
                 }
             }
         }
+    }
+
+    // Its own cgroup (the root of the cgroup namespace the init unshared)
+    // at /sys/fs/cgroup, read-only, as Docker shows a container its own:
+    // where JVMs and Go runtimes read the limits they size themselves to.
+    // Only for a sandbox born in a cgroup v2 of its own: otherwise the
+    // namespace's root is the starting process's cgroup, not the
+    // workload's to see. A manifest's mount there or beneath comes instead.
+    if cfg.cgroup2 && !cfg.mounts.iter().any(|m| m.target.starts_with("/sys/fs/cgroup")) {
+        let shown = Path::new("/sys/fs/cgroup");
+        let at = make_dir(&sys_mount, shown, 1)?;
+        // Read-only on the mount, not the superblock: that one is the host's too.
+        let tree = sys::fs_mount(c"cgroup2", c"cgroup2", &[], nosuid | nodev | noexec)
+            .and_then(|tree| sys::mount_setattr(tree.as_fd(), sys::MOUNT_ATTR_RDONLY, None, false).map(|()| tree));
+        attach(tree, &at, MOUNT_CGROUP, "/sys/fs/cgroup")?;
     }
 
     // A target beneath one of the init's own mounts is made in that mount,

@@ -396,7 +396,7 @@ fn release(
         record(&Cloned { pid, cgroup }).map_err(SpawnError::Record)?;
     }
     nix::unistd::write(channel.fd(), &[1u8]).map_err(ChannelError::Io)?;
-    let config = init_config(req, &sources);
+    let config = init_config(req, &sources, cgroup.and_then(Cgroup::v2_dir).is_some());
     // A supervised init keeps a copy of the daemon's own end, sent first,
     // through which a successor adopts it (see `adopt`).
     let daemon_end = req.supervised.then(|| channel.fd().as_raw_fd());

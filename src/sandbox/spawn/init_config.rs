@@ -29,8 +29,9 @@ fn capability_mask(manifest: &Manifest) -> u64 {
     Capability::DEFAULT_SET.iter().chain(&manifest.security.capabilities).fold(0, |m, c| m | 1 << c.number())
 }
 
-/// The configuration sent to the sandbox's init.
-pub(super) fn init_config(req: &SpawnRequest<'_>, sources: &Sources) -> InitConfig {
+/// The configuration sent to the sandbox's init; `cgroup2`: it was born
+/// in a cgroup v2 of its own (`InitConfig::cgroup2`).
+pub(super) fn init_config(req: &SpawnRequest<'_>, sources: &Sources, cgroup2: bool) -> InitConfig {
     let mounts = req.manifest.mounts.iter().zip(&sources.mounts);
     let cfg = from_manifest(req.name, req.manifest);
     let sys_beneath = (cfg.mask_paths && !cfg.own_network).then(crate::sandbox::host_mounts::beneath_sys).flatten();
@@ -38,6 +39,7 @@ pub(super) fn init_config(req: &SpawnRequest<'_>, sources: &Sources) -> InitConf
         mounts: mounts.map(|(mt, src)| InitMount { target: mt.target.clone(), is_dir: src.is_dir }).collect(),
         supervised: req.supervised,
         sys_beneath,
+        cgroup2,
         ..cfg
     }
 }
@@ -63,6 +65,7 @@ pub(in crate::sandbox) fn from_manifest(name: &WorkloadName, m: &Manifest) -> In
         seccomp: m.security.seccomp == Seccomp::Default && !m.security.privileged,
         mask_paths: !m.security.privileged,
         sys_beneath: None,
+        cgroup2: false,
         host_devices: m.security.privileged,
         nodev: !m.security.privileged,
         readonly_proc: !m.security.privileged && !m.namespaces.remapped(),
