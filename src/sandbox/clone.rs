@@ -44,9 +44,40 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// CLONE_INTO_CGROUP), else with plain clone. Returns clone's result (0 in
 /// the child) and whether the child was born in the cgroup.
 ///
+/// The child starts with the signals its init passes on to the workload
+/// blocked (`init::FORWARDED`; this thread's mask is as it was after).
+/// The init handles them only once its sandbox is built; until then a
+/// signal with its default action, sent to a pid namespace's init from
+/// outside (a stop right after the start), would be discarded, and the
+/// workload would start and never get it. Blocked, it waits for the init.
+///
 /// # Safety
 /// As fork: the caller's child side must only run async-signal-safe code.
 pub unsafe fn clone_sandbox(flags: u64, cgroup_dir: Option<&OwnedFd>, pidfd: &mut libc::c_int) -> (libc::c_long, bool) {
+    // SAFETY: sigset_t is plain data, filled by sigemptyset below.
+    let (mut held, mut before): (libc::sigset_t, libc::sigset_t) = unsafe { std::mem::zeroed() };
+    // SAFETY: sigemptyset, sigaddset and pthread_sigmask on sigsets on our stack.
+    unsafe {
+        libc::sigemptyset(&mut held);
+        for signal in super::init::FORWARDED {
+            libc::sigaddset(&mut held, *signal as libc::c_int);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &held, &mut before);
+    }
+    // SAFETY: the caller's contract, passed on.
+    let cloned = unsafe { clone_raw(flags, cgroup_dir, pidfd) };
+    if cloned.0 != 0 {
+        // SAFETY: as above; the mask this thread had.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut()) };
+    }
+    cloned
+}
+
+/// `clone_sandbox`'s clone.
+///
+/// # Safety
+/// As `clone_sandbox`.
+unsafe fn clone_raw(flags: u64, cgroup_dir: Option<&OwnedFd>, pidfd: &mut libc::c_int) -> (libc::c_long, bool) {
     if let Some(dir) = cgroup_dir {
         // With CLONE_PARENT the child signals its parent's parent as its
         // parent would, and clone3 wants no exit signal of its own.
@@ -247,5 +278,44 @@ impl Child {
             let code = if raised { super::init::main(self.channel) } else { 125 };
             libc::_exit(code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The clone child starts with the signals the init passes on blocked
+    /// (a stop sent before the init handles them waits for it), and the
+    /// cloning thread's own mask is left as it was.
+    #[test]
+    fn the_child_starts_with_the_forwarded_signals_blocked() {
+        let mut pidfd: libc::c_int = -1;
+        // SAFETY: the child runs only pthread_sigmask, sigismember and
+        // _exit, all async-signal-safe.
+        let (pid, _) = unsafe { clone_sandbox(libc::CLONE_PIDFD as u64, None, &mut pidfd) };
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe {
+                let mut now: libc::sigset_t = std::mem::zeroed();
+                libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut now);
+                let blocked =
+                    super::super::init::FORWARDED.iter().all(|s| libc::sigismember(&now, *s as libc::c_int) == 1);
+                libc::_exit(if blocked { 0 } else { 1 });
+            }
+        }
+        assert!(pid > 0, "clone: {}", Errno::last());
+        // SAFETY: the pidfd CLONE_PIDFD gave us.
+        drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd) });
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).unwrap();
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid as i32), 0));
+        // SAFETY: reads this thread's mask into a zeroed sigset on our
+        // stack, and asks it of SIGTERM.
+        let term_blocked = unsafe {
+            let mut mine: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mine);
+            libc::sigismember(&mine, libc::SIGTERM)
+        };
+        assert_eq!(term_blocked, 0, "this thread's mask is as it was");
     }
 }
