@@ -454,6 +454,31 @@ fn a_bad_edit_found_by_the_next_daemon_leaves_the_running_version_running() {
     d.wait_for("steady stopped", |d| d.workload("steady").is_none());
 }
 
+/// A manifest edited (still valid) or removed while no daemon ran: the
+/// next daemon stops the adopted sandbox as the version it runs says, with
+/// its stop signal and timeout (here SIGINT, the only one it heeds), not
+/// SIGTERM and the default 10 s.
+#[test]
+fn an_adopted_sandbox_whose_file_changed_meanwhile_is_stopped_with_its_own_stop_signal() {
+    let heeds_int = "command = [\"/bin/sh\", \"-c\", \"trap 'exit 0' INT; trap '' TERM; while :; do sleep 0.1; done\"]\n\
+                     [stop]\nsignal = \"SIGINT\"\ntimeout = \"60s\"\n";
+    let mut d = Daemon::setup().start(&[]);
+    d.write("edited.toml", heeds_int);
+    d.write("removed.toml", heeds_int);
+    let (edited, removed) = (d.running_pid("edited"), d.running_pid("removed"));
+    d.kill();
+    d.write("edited.toml", &format!("{heeds_int}[env]\nEDITED = \"1\"\n"));
+    std::fs::remove_file(d.path("wl/removed.toml")).unwrap();
+    let started = std::time::Instant::now();
+    let d = d.start(&[]);
+    d.wait_for("both stopped", |_| common::daemon::gone(edited) && common::daemon::gone(removed));
+    assert!(started.elapsed() < Duration::from_secs(8), "stopped by SIGINT, not killed after a timeout");
+    d.wait_for("the edit runs", |d| {
+        d.workload("edited").is_some_and(|w| w["state"] == "running" && w["pid"] != edited)
+    });
+    assert!(d.workload("removed").is_none());
+}
+
 /// `paddock stop` asked of a daemon killed before the sandbox ended (its
 /// command ignores the stop signal): the next daemon adopts the sandbox,
 /// finds it held, and carries the stop out, with the stop signal and

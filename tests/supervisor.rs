@@ -113,6 +113,7 @@ fn scan(changes: Vec<(&str, ManifestEvent)>) -> Outcome {
         refused: None,
         kept: Vec::new(),
         withheld: Default::default(),
+        adopted_runs: Vec::new(),
     }
 }
 

@@ -249,6 +249,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // file is invalid now runs on with the manifest it was started from.
     let held = scan::Held {
         running: daemon.running_files(),
+        restored: daemon.restored_files(),
         recorded: adopted.recorded,
         writes: Some(watch.writes.clone()),
         ..Default::default()
@@ -409,6 +410,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                 // Validated again on a full rescan only.
                 invalid: if rescan == Rescan::Everything { daemon.invalid_files() } else { Default::default() },
                 recorded: BTreeMap::new(),
+                restored: Vec::new(),
                 writes: Some(watch.writes.clone()),
             };
             tokio::task::spawn_blocking(move || {

@@ -137,10 +137,10 @@ pub fn scan(dir: &Path, previous: Option<&Snapshot>) -> std::io::Result<Snapshot
 /// then writes the new one), so it counts as removed, stopping its
 /// workload and ending its hold, only once it was gone in two looks a
 /// moment apart (a few more looks while saves follow each other).
-pub fn scan_settled(dir: &Path, previous: &Snapshot, cache: Option<&Snapshot>) -> std::io::Result<Snapshot> {
+pub fn scan_settled(dir: &Path, previous: &BTreeSet<&str>, cache: Option<&Snapshot>) -> std::io::Result<Snapshot> {
     let mut snapshot = scan(dir, cache)?;
     let gone = |snapshot: &Snapshot| -> Vec<String> {
-        previous.keys().filter(|file| !snapshot.contains_key(*file)).cloned().collect()
+        previous.iter().filter(|file| !snapshot.contains_key(**file)).map(|file| file.to_string()).collect()
     };
     let mut missing = gone(&snapshot);
     for _ in 0..REMOVAL_LOOKS {
@@ -190,12 +190,23 @@ pub struct Outcome {
     pub kept: Vec<(WorkloadName, Desired)>,
     /// Files being written, taken as they were before (a new one not yet).
     pub withheld: BTreeSet<String>,
+    /// Adopted sandboxes whose file is now another version, or gone, with
+    /// the manifest each was started from (its record's): the version that
+    /// runs, whose stop signal and timeout stop it.
+    pub adopted_runs: Vec<(WorkloadName, Desired)>,
 }
 
 impl Outcome {
     /// Nothing applied, for why.
     pub fn refused(snapshot: Snapshot, why: String) -> Self {
-        Outcome { snapshot, changes: Vec::new(), refused: Some(why), kept: Vec::new(), withheld: BTreeSet::new() }
+        Outcome {
+            snapshot,
+            changes: Vec::new(),
+            refused: Some(why),
+            kept: Vec::new(),
+            withheld: BTreeSet::new(),
+            adopted_runs: Vec::new(),
+        }
     }
 }
 
@@ -212,6 +223,10 @@ pub struct Held {
     /// Only for the first scan after adopting sandboxes: the text each
     /// was started from (its record's), by file.
     pub recorded: BTreeMap<String, Arc<str>>,
+    /// Only for the first scan: the files of the workloads whose kept
+    /// state (a hold, how a run ended) was restored, looked for again
+    /// when missing, as any file of the scan before is.
+    pub restored: Vec<String>,
     /// What the watcher saw of writes: a file being written, or written
     /// to while the scan read it, is taken as it was before (a new one
     /// not yet), so that a file written in parts is never applied
@@ -244,7 +259,7 @@ pub enum Rescan {
 /// still; it keeps its ports against the other files. Blocking: run it
 /// on a blocking thread.
 pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Validator, held: &Held) -> Outcome {
-    let Held { settled, running, invalid, recorded, writes } = held;
+    let Held { settled, running, invalid, recorded, restored, writes } = held;
     let begun = std::time::Instant::now();
     let full = rescan == Rescan::Everything;
     // Nothing is applied, and what runs keeps running: an adopted sandbox
@@ -257,16 +272,36 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
     if let Err(e) = check_directory(dir) {
         return refused(e.to_string());
     }
-    let mut snapshot = match scan_settled(dir, previous, (!full).then_some(previous)) {
+    // After a daemon's start, what its predecessor ran (and kept) stands
+    // for the scan before: a file of it briefly gone (an editor's save)
+    // is looked for again, and one being written is taken as the version
+    // that runs, as in any later scan.
+    let before: Snapshot = recorded
+        .iter()
+        .map(|(file, text)| {
+            let found = Found::Read { text: text.clone(), version: version_of(text), stamp: None };
+            (file.clone(), found)
+        })
+        .chain(previous.iter().map(|(file, found)| (file.clone(), found.clone())))
+        .collect();
+    let expected: BTreeSet<&str> =
+        before.keys().map(String::as_str).chain(restored.iter().map(String::as_str)).collect();
+    let mut snapshot = match scan_settled(dir, &expected, (!full).then_some(previous)) {
         Ok(s) => s,
         Err(e) => return refused(format!("cannot scan {}: {e}", dir.display())),
     };
     // Looked at once every file was read: a write that began meanwhile counts.
     let withheld: BTreeSet<String> = writes.as_ref().map(|w| w.withheld(begun)).unwrap_or_default();
     for file in &withheld {
-        match (snapshot.contains_key(file), previous.get(file)) {
+        match (snapshot.contains_key(file), before.get(file)) {
             (false, _) => {}
             (true, Some(before)) => drop(snapshot.insert(file.clone(), before.clone())),
+            // A workload known only from kept state (held, or its run
+            // ended): not taken as gone, which would forget that state.
+            (true, None) if restored.contains(file) => {
+                let message = "being written: read again once the write ends".to_owned();
+                drop(snapshot.insert(file.clone(), Found::Refused { message }));
+            }
             (true, None) => drop(snapshot.remove(file)),
         }
     }
@@ -288,7 +323,37 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
         !again.contains(&c.file.as_str())
             || !matches!(&c.event, ManifestEvent::Invalid(now) if invalid.get(&c.file) == Some(now))
     });
-    Outcome { snapshot, changes, refused: None, kept, withheld }
+    let adopted_runs = adopted_runs(recorded, &snapshot, validator);
+    Outcome { snapshot, changes, refused: None, kept, withheld, adopted_runs }
+}
+
+/// The manifests the adopted sandboxes whose file is now another version
+/// (or gone) run: their records', checked as a file would be (or, no
+/// longer passing today's host checks, without them: what matters is how
+/// the version that runs is stopped).
+fn adopted_runs(
+    recorded: &BTreeMap<String, Arc<str>>,
+    snapshot: &Snapshot,
+    validator: &Validator,
+) -> Vec<(WorkloadName, Desired)> {
+    let mut runs = Vec::new();
+    for (file, source) in recorded {
+        let version = version_of(source);
+        if matches!(snapshot.get(file), Some(Found::Read { version: now, .. }) if *now == version) {
+            continue;
+        }
+        let Some(name) = WorkloadName::stem_of_manifest_file(file).and_then(|s| WorkloadName::try_from(s).ok()) else {
+            continue;
+        };
+        let spec = validator
+            .validate(file, source, HostChecks::Require)
+            .spec
+            .or_else(|| validator.validate(file, source, HostChecks::Skip).spec);
+        if let Some(spec) = spec {
+            runs.push((name, Desired { version, manifest: Arc::new(spec.manifest), source: source.clone() }));
+        }
+    }
+    runs
 }
 
 /// Refuses the valid changes that want what runs keeps: its ports and its
@@ -702,6 +767,73 @@ mod tests {
         let err = check_directory(d.path()).unwrap_err().to_string();
         assert!(err.contains("is owned by uid 1000, not root") && err.contains("chown root"), "{err}");
         assert!(matches!(check_directory(&d.path().join("missing")), Err(UnsafeInput::Stat { .. })));
+    }
+
+    /// The first scan after a daemon's start: an adopted sandbox whose
+    /// file is now another version, or gone, is stopped as the version it
+    /// runs says (its record's manifest: `adopted_runs`), not with the
+    /// defaults; a file of it being written is taken as the version that
+    /// runs, and one of a workload known only from kept state is not
+    /// taken as gone (which would forget a hold, or let a one-shot run
+    /// again).
+    #[test]
+    fn the_first_scan_knows_what_adopted_sandboxes_run_and_what_is_being_written() {
+        let (d, root) = (dir(), tempfile::tempdir().unwrap());
+        let manifest =
+            |extra: &str| format!("command = [\"/bin/sleep\"]\nrootfs = {{ path = {:?} }}\n{extra}\n", root.path());
+        let running = manifest("[stop]\nsignal = \"SIGINT\"\ntimeout = \"120s\"");
+        let same = manifest("env = { SAME = \"1\" }");
+        std::fs::write(d.path().join("web.toml"), manifest("")).unwrap();
+        std::fs::write(d.path().join("same.toml"), &same).unwrap();
+        let validator = Validator::new(Vec::new());
+        let recorded: BTreeMap<String, Arc<str>> =
+            [("web.toml", &running), ("gone.toml", &running), ("same.toml", &same)]
+                .into_iter()
+                .map(|(f, s)| (f.to_owned(), Arc::from(s.as_str())))
+                .collect();
+        let first = |writes: Option<Arc<Writes>>| {
+            let held = Held {
+                running: vec!["web.toml".into(), "gone.toml".into(), "same.toml".into()],
+                recorded: recorded.clone(),
+                restored: vec!["web.toml".into(), "gone.toml".into(), "same.toml".into(), "held.toml".into()],
+                writes,
+                ..Held::default()
+            };
+            run_job(d.path(), &Snapshot::new(), Rescan::Everything, &validator, &held)
+        };
+        let event = |o: &Outcome, file: &str| o.changes.iter().find(|c| c.file == file).map(|c| c.event.clone());
+
+        let outcome = first(None);
+        let runs: Vec<_> =
+            outcome.adopted_runs.iter().map(|(n, d)| (n.to_string(), d.version, d.manifest.stop.signal)).collect();
+        let int = crate::model::Signal::Int;
+        assert_eq!(
+            runs,
+            [("gone".to_owned(), version_of(&running), int), ("web".to_owned(), version_of(&running), int)]
+        );
+        assert!(
+            matches!(event(&outcome, "web.toml"), Some(ManifestEvent::Valid(d)) if d.version == version_of(&manifest("")))
+        );
+        assert!(event(&outcome, "gone.toml").is_none() && !outcome.snapshot.contains_key("gone.toml"));
+
+        // Being written while the scan reads: web as the version that runs
+        // (no restart), held.toml (a held workload's) as not yet readable.
+        std::fs::write(d.path().join("held.toml"), "command = [").unwrap();
+        let writes = Arc::new(Writes::default());
+        writes.being_written("web.toml");
+        writes.being_written("held.toml");
+        let outcome = first(Some(writes));
+        assert!(
+            matches!(event(&outcome, "web.toml"), Some(ManifestEvent::Valid(d)) if d.version == version_of(&running)),
+            "{:?}",
+            event(&outcome, "web.toml")
+        );
+        assert!(!outcome.adopted_runs.iter().any(|(n, _)| n.as_str() == "web"));
+        assert!(
+            matches!(event(&outcome, "held.toml"), Some(ManifestEvent::Invalid(p)) if p.contains("being written")),
+            "{:?}",
+            event(&outcome, "held.toml")
+        );
     }
 
     #[test]

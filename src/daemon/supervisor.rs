@@ -138,6 +138,11 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
     /// Applies a rescan's outcome. Returns the problems of the files found
     /// invalid in it.
     pub fn apply(&mut self, outcome: scan::Outcome, at: Clock) -> Vec<String> {
+        // Before the files' versions: stopped or replaced, an adopted
+        // sandbox is stopped as the version it runs says.
+        for (name, desired) in outcome.adopted_runs {
+            self.core.runs_adopted(&name, desired, at);
+        }
         for (name, desired) in outcome.kept {
             tracing::warn!(workload = %name, "its file cannot be used: it runs on with the manifest its sandbox was started from");
             self.core.keep_adopted(&name, desired, at);

@@ -257,6 +257,12 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             .collect()
     }
 
+    /// The manifest files of the workloads known from the daemon's kept
+    /// state and records, before the first scan: every one of them.
+    pub fn restored_files(&self) -> Vec<String> {
+        self.core.workloads().map(|w| format!("{}.toml", w.name)).collect()
+    }
+
     /// The manifest files of the workloads that run now (or are about to),
     /// with or without a manifest yet (adopted ones before the first scan).
     pub fn running_files(&self) -> Vec<String> {

@@ -78,6 +78,12 @@ impl Writes {
             .collect()
     }
 
+    /// `name` is being written, as an open for writing shows it (tests).
+    #[cfg(test)]
+    pub fn being_written(&self, name: &str) {
+        self.seen().insert(name.into(), Seen { open: true, last: Instant::now() });
+    }
+
     /// When the first file being written now is to be read anyway.
     pub fn patience_ends(&self) -> Option<Instant> {
         self.seen().values().filter(|s| s.open).map(|s| s.last + WRITE_PATIENCE).min()

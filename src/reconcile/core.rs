@@ -224,6 +224,17 @@ impl Core {
         w.desired = Some(desired);
     }
 
+    /// An adopted sandbox whose file is another version now (or gone)
+    /// runs `desired`, the manifest it was started from (its record's):
+    /// the restart or stop that follows uses its stop signal and timeout.
+    /// Only for a sandbox of that version whose run is not known yet.
+    pub fn runs_adopted(&mut self, name: &WorkloadName, desired: Desired, at: Clock) {
+        let Some(w) = self.workloads.get_mut(name) else { return };
+        if w.runs.is_none() && w.state.has_sandbox() && w.state.version() == Some(desired.version) {
+            Self::take_over(w, &desired, at);
+        }
+    }
+
     /// An adopted sandbox runs `desired`: its stop signal, restart policy
     /// and health checks are that manifest's from now on.
     fn take_over(w: &mut Workload, desired: &Desired, at: Clock) {

@@ -157,7 +157,8 @@ fn preview_scan(
     // As the daemon refuses it: nothing of it would be applied.
     scan::check_directory(dir)
         .map_err(|e| format!("{e}; as the workloads directory, nothing of it would be applied"))?;
-    let snapshot = scan::scan_settled(dir, known, None).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let known: std::collections::BTreeSet<&str> = known.keys().map(String::as_str).collect();
+    let snapshot = scan::scan_settled(dir, &known, None).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let changed = scan::changed(current, &snapshot);
     let (changed, unchanged): (Vec<&String>, Vec<&String>) =
         snapshot.keys().partition(|file| changed.contains(&file.as_str()) || held.invalid.contains_key(*file));
