@@ -306,8 +306,10 @@ pub struct Restart {
     #[serde(default)]
     pub policy: RestartPolicy,
 
-    /// With on-failure, give up after this many consecutive failures
-    /// (0: never give up). A workload that gives up is shown as failed.
+    /// With on-failure, restart at most this many times in a row after
+    /// failures: the failure that follows the last of them gives up, so
+    /// max_retries + 1 consecutive failures in all (0: never give up). A
+    /// workload that gives up is shown as failed.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
 
