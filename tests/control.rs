@@ -448,6 +448,26 @@ fn get(port: u16, path: &str) -> (String, String) {
     (head.to_owned(), body.to_owned())
 }
 
+/// Metrics never stop supervision: a port another process holds when the
+/// daemon starts (at boot, or in an upgrade's moment between two images)
+/// is logged, the workloads run, and the port is taken once it is free.
+#[test]
+fn a_metrics_port_held_by_another_process_is_waited_for_not_fatal() {
+    let d = Daemon::setup();
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    d.configure("policy_dir", &format!("metrics_listen = \"{port}\"\npolicy_dir"));
+    let d = d.start(&[]);
+    d.write("up.toml", SLEEPER);
+    d.running_pid("up");
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("cannot serve metrics at metrics_listen; trying again"), "{log}");
+    drop(squatter);
+    d.wait_for("metrics served", |_| {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && get(port, "/metrics").0.starts_with("HTTP/1.1 200")
+    });
+}
+
 #[test]
 fn metrics_parse_as_prometheus_text_and_match_status() {
     let d = Daemon::setup();

@@ -50,8 +50,6 @@ pub enum LoopError {
     Watch(#[from] WatchError),
     #[error(transparent)]
     Bind(#[from] server::BindError),
-    #[error("metrics_listen {addr}: {source}")]
-    Metrics { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("state directory: {0}")]
     State(std::io::Error),
     #[error("signals: {0}")]
@@ -227,10 +225,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let mut watch = Watch::new(&workloads)?;
     let listener = server::bind(&socket, inherited_listener)?;
     if let Some(addr) = metrics {
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.map_err(|source| LoopError::Metrics { addr, source })?;
-        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
-        tokio::spawn(server::serve_metrics(listener, control_tx.clone()));
+        tokio::spawn(server::metrics(addr, control_tx.clone()));
     }
     // A copy of the listening socket, handed to this process's next image
     // on an upgrade (so no client is refused across it).

@@ -257,7 +257,32 @@ async fn watch(stream: UnixStream, tx: mpsc::UnboundedSender<Control>) {
 
 /// A minimal HTTP/1.1 server for one resource: `GET /metrics` answers the
 /// Prometheus text format; anything else is 404 (or 405 for other methods).
-pub async fn serve_metrics(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSender<Control>) {
+/// How long the metrics address is left before another try to listen on it.
+const METRICS_RETRY: Duration = Duration::from_secs(5);
+
+/// Serves Prometheus metrics at `addr`. Metrics never stop supervision:
+/// an address that cannot be listened on (another process holds the
+/// port: at boot, or in the moment an upgrade's exec frees it) is logged
+/// and tried again every few seconds while the daemon runs.
+pub async fn metrics(addr: std::net::SocketAddr, tx: mpsc::UnboundedSender<Control>) {
+    let mut said = None;
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(e) => {
+                if said.as_ref() != Some(&e.kind()) {
+                    tracing::error!(%addr, error = %e, "cannot serve metrics at metrics_listen; trying again every {}s (workloads are supervised meanwhile)", METRICS_RETRY.as_secs());
+                    said = Some(e.kind());
+                }
+                tokio::time::sleep(METRICS_RETRY).await;
+            }
+        }
+    };
+    tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    serve_metrics(listener, tx).await;
+}
+
+async fn serve_metrics(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSender<Control>) {
     accept_loop(
         "metrics",
         || async { listener.accept().await.map(|(s, _)| s) },
