@@ -244,6 +244,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "WatchdogSec=",
         "Delegate=yes",
         "KillMode=process",
+        "TasksMax=infinity",
         "RestartPreventExitStatus=78",
     ] {
         assert!(unit.lines().any(|l| l.starts_with(key)), "the unit sets {key}");

@@ -262,6 +262,8 @@ fn paddock_under_systemd_keeps_its_workloads_through_kills_upgrades_and_watchdog
     let namespaces: Vec<&str> = namespaces.lines().collect();
     assert_eq!(namespaces.len(), 2, "{namespaces:?}");
     assert_eq!(namespaces[0], namespaces[1], "paddock.service runs in a mount namespace of its own");
+    // No task limit shared by the workloads and the daemon.
+    assert_eq!(c.ok("systemctl show -p TasksMax --value paddock"), "infinity");
     std::fs::write(c.root().join("etc/paddock/workloads/web.toml"), "command = [\"/bin/sleep\", \"100000\"]\n")
         .unwrap();
     let web = c.running("web");
