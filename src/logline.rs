@@ -76,11 +76,29 @@ pub fn open(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW).open(path)
 }
 
+/// The file a workload's init is to write its log into when it asks for
+/// a new one: the log rotated when full (`max` bytes, `keep` older files);
+/// as it is when not (an ask that queued behind one answered already, or
+/// a log an operator truncated: in case an answer was lost and the init
+/// writes an older one); made anew when missing (an operator removed it,
+/// and the init writes into the removed file, which no one can read).
+pub fn for_new_log(path: &Path, max: u64, keep: usize) -> std::io::Result<File> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => open(path),
+        Ok(m) if m.len() < max => open(path),
+        _ => rotate(path, keep),
+    }
+}
+
 /// Rotates a full log: `path.1` becomes `path.2` (... up to `keep`), `path`
 /// becomes `path.1`, and a new, empty `path` is opened and returned. A
 /// writer that still holds the old file writes into `path.1`: nothing is
 /// lost, and lines stay in order.
 pub fn rotate(path: &Path, keep: usize) -> std::io::Result<File> {
+    // Nothing moves down for a log that is not there (an operator removed
+    // it): each ask would push the older files one further, and the
+    // oldest out.
+    std::fs::symlink_metadata(path)?;
     if keep == 0 {
         std::fs::remove_file(path)?;
     } else {
@@ -98,6 +116,34 @@ pub fn rotate(path: &Path, keep: usize) -> std::io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log an operator removed is made anew, and no older file moves
+    /// (each ask used to push them one further, the oldest out, and fail).
+    #[test]
+    fn a_removed_log_is_made_anew_and_the_older_files_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("web.log");
+        for n in 1..=3 {
+            std::fs::write(numbered(&log, n), format!("{n}\n")).unwrap();
+        }
+        assert_eq!(rotate(&log, 4).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+        for _ in 0..3 {
+            for_new_log(&log, 10, 4).unwrap();
+        }
+        assert!(log.exists());
+        for n in 1..=3 {
+            assert_eq!(std::fs::read_to_string(numbered(&log, n)).unwrap(), format!("{n}\n"));
+        }
+        // Full: rotated; not full: as it is.
+        std::fs::write(&log, "0123456789\n").unwrap();
+        for_new_log(&log, 10, 4).unwrap();
+        assert_eq!(std::fs::read_to_string(numbered(&log, 1)).unwrap(), "0123456789\n");
+        assert_eq!(std::fs::read_to_string(numbered(&log, 4)).unwrap(), "3\n");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
+        std::fs::write(&log, "short\n").unwrap();
+        for_new_log(&log, 10, 4).unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "short\n");
+    }
 
     #[test]
     fn a_log_that_is_a_symlink_is_not_followed() {

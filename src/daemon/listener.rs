@@ -139,15 +139,7 @@ impl Listener {
     /// while a rotation was on its way, come after it and are not rotations.
     fn rotate(&self, sandbox: &Sandbox) {
         let path = log_path(&self.state_dir, &self.name);
-        // Not full (an ask that queued behind one answered already, or a
-        // log an operator truncated): the init is pointed at the file as
-        // it is, in case an answer was lost and it writes an older one.
-        let opened = if std::fs::metadata(&path).is_ok_and(|m| m.len() < logline::LOG_MAX_BYTES) {
-            logline::open(&path)
-        } else {
-            logline::rotate(&path, logline::LOG_KEEP)
-        };
-        match opened {
+        match logline::for_new_log(&path, logline::LOG_MAX_BYTES, logline::LOG_KEEP) {
             // Not waited for: an init that does not read cannot stall this task.
             Ok(file) => {
                 let _ = sandbox.try_send(&InitCommand::NewLog, &[file.as_raw_fd()]);
