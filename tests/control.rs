@@ -82,13 +82,15 @@ fn logs_prints_the_last_lines_and_follows_across_a_restart() {
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(stdout(&d.paddock(&["logs", "chatty", "--since", "1s"])), "", "older lines are left out");
 
-    let mut follower = Command::new(env!("CARGO_BIN_EXE_paddock"))
-        .args(["logs", "chatty", "-f", "-n", "1", "--socket"])
-        .arg(d.path("paddock.sock"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let followed = common::output_lines(follower.stdout.take().unwrap());
+    let mut follower = common::Killed(
+        Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(["logs", "chatty", "-f", "-n", "1", "--socket"])
+            .arg(d.path("paddock.sock"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let followed = common::output_lines(follower.0.stdout.take().unwrap());
     let line = || followed.recv_timeout(Duration::from_secs(15)).expect("the follower printed a line within 15 s");
     // The follower has printed the last line before the restart begins, so
     // what it prints next is the next run's.
@@ -98,8 +100,15 @@ fn logs_prints_the_last_lines_and_follows_across_a_restart() {
     d.wait_for("a second run", |d| d.workload("chatty").is_some_and(|w| w["restarts"] == 1 && w["state"] == "running"));
     let next: Vec<String> = (0..3).map(|_| line()).collect();
     assert_eq!(next, ["one", "two", "three"], "then the next run's");
-    follower.kill().unwrap();
-    follower.wait().unwrap();
+    // Truncated in place (`truncate -s 0`, logrotate's copytruncate): read
+    // from its start again, though the next run writes less than was read.
+    std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
+    let second = d.running_pid("chatty");
+    // SAFETY: as above.
+    unsafe { libc::kill(second as i32, libc::SIGKILL) };
+    let next: Vec<String> = (0..3).map(|_| line()).collect();
+    assert_eq!(next, ["one", "two", "three"], "the run after the truncation");
+    drop(follower);
 
     let none = d.paddock(&["logs", "nobody"]);
     assert_eq!(none.status.code(), Some(1));

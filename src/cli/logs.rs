@@ -182,14 +182,42 @@ fn complete_len(buf: &[u8]) -> usize {
     buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)
 }
 
+/// How long a rotated-away log is still read: its writer switches to the
+/// new one a moment after the new one is made, and what it wrote in that
+/// moment is in the old one.
+const ROTATED_GRACE: Duration = Duration::from_secs(2);
+
+/// The longest line `follow` holds while waiting for its end: longer, it
+/// is shown as it is (a writer that never ends a line cannot grow this
+/// process without bound).
+const PENDING_MAX: usize = 1 << 20;
+
 /// Prints what is appended to the log, reopening it when it is rotated
-/// (or created, for a workload that has not written yet).
+/// (or created, for a workload that has not written yet), and from its
+/// start when it is truncated (`truncate -s 0`, logrotate's copytruncate).
 fn follow(path: &Path, mut current: Option<File>, mut pending: Vec<u8>, mut printer: Printer) -> std::io::Result<u8> {
+    // The file rotated away, read on for a moment (`ROTATED_GRACE`).
+    let mut rotated: Option<(File, std::time::Instant)> = None;
     loop {
+        if let Some((old, since)) = &mut rotated {
+            old.read_to_end(&mut pending)?;
+            if since.elapsed() > ROTATED_GRACE {
+                rotated = None;
+            }
+        }
         if let Some(f) = &mut current {
+            // Truncated below what was read: read again from its start.
+            if f.metadata().is_ok_and(|m| m.len() < f.stream_position().unwrap_or(0)) {
+                f.rewind()?;
+                pending.clear();
+            }
             f.read_to_end(&mut pending)?;
         }
-        let complete = complete_len(&pending);
+        let mut complete = complete_len(&pending);
+        if complete == 0 && pending.len() > PENDING_MAX {
+            pending.push(b'\n');
+            complete = pending.len();
+        }
         if complete > 0 {
             let mut out = std::io::stdout().lock();
             for line in pending[..complete - 1].split(|b| *b == b'\n') {
@@ -200,13 +228,14 @@ fn follow(path: &Path, mut current: Option<File>, mut pending: Vec<u8>, mut prin
             out.flush()?;
             pending.drain(..complete);
         }
-        // Rotated: the name now holds a new file. What the old one still had was read above.
+        // Rotated: the name now holds a new file. The old one is read on
+        // for a moment: its writer may not have switched yet.
         let now = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
         let held = current.as_ref().and_then(|f| f.metadata().ok()).map(|m| (m.dev(), m.ino()));
         if now.is_some() && now != held {
-            current = File::open(path).ok();
-            if let Some(f) = &mut current {
-                f.rewind()?;
+            let new = File::open(path).ok();
+            if let Some(old) = std::mem::replace(&mut current, new) {
+                rotated = Some((old, std::time::Instant::now()));
             }
             continue;
         }

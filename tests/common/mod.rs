@@ -68,6 +68,17 @@ impl Drop for Removed {
     }
 }
 
+/// A child process a test started, killed and reaped when dropped (also
+/// when the test fails first, which would otherwise wait for it).
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A child's output, line by line (without the newline), read beside the
 /// test, so a child that prints nothing fails a `recv_timeout` instead of
 /// hanging the test.
