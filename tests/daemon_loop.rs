@@ -160,6 +160,53 @@ fn an_upgrade_during_a_hung_start_kills_it_at_its_deadline_and_never_adopts_it()
     assert!(w["error"].as_str().unwrap().contains("did not start within 3s (start_timeout)"), "{w}");
 }
 
+/// A stop (SIGTERM) asked while an upgrade settles (here: waiting out a
+/// hung start's deadline) is not lost at the exec: the new image hears it
+/// once its loop listens, stops every workload, and exits. (This image's
+/// handler heard it, and its loop never acted on it.)
+#[test]
+fn a_stop_asked_during_an_upgrade_is_carried_out_by_the_new_image() {
+    let hang = HungFuse::new();
+    let d = Daemon::setup();
+    d.configure("policy_dir", "start_timeout = \"2s\"\npolicy_dir");
+    let mut d = d.start(&[]);
+    d.write("steady.toml", SLEEPER);
+    let steady = d.running_pid("steady");
+    d.write("hung.toml", &hung_manifest(&d, &hang, "[restart]\nbackoff = \"60s\"\nbackoff_max = \"60s\"\n"));
+    d.wait_for("hung starting", |d| d.workload("hung").is_some_and(|w| w["state"] == "starting"));
+    // (The client may wait a while for the new image, which stops: not
+    // waited for.)
+    let _upgrade = common::Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(["upgrade", "--socket"])
+            .arg(d.path("paddock.sock"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let daemon = d.child.as_ref().unwrap().id();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let child = d.child.as_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon still runs 20 s after SIGTERM\n{}",
+            std::fs::read_to_string(d.path("out/daemon.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(common::daemon::gone(steady), "its workloads stopped");
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("heard while upgrading"), "{log}");
+}
+
 /// systemd reads its notify socket in its own loop; while it does not
 /// (PID 1 busy), the socket's queue fills (10 datagrams) and paddock's
 /// messages wait for room, while the daemon goes on; once read again, the

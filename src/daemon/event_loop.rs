@@ -23,6 +23,7 @@ use super::notify::{self, Notifier};
 use super::records;
 use super::scan::{self, Rescan, Snapshot};
 use super::server::{self, Control};
+use super::signals;
 use super::store::DiskStore;
 use super::supervisor::Supervisor;
 use super::upgrade;
@@ -236,6 +237,8 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         signal(SignalKind::terminate()).map_err(LoopError::Signals)?,
         signal(SignalKind::interrupt()).map_err(LoopError::Signals)?,
     );
+    // Heard from now on, what came since the daemon's start first.
+    let taker = signals::Taker::start().map_err(LoopError::Signals)?;
 
     // The first scan and reconcile, and the outcome of its starts, before
     // READY=1: `systemctl start paddock` returns with the workloads up.
@@ -428,7 +431,8 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             tokio::task::yield_now().await;
         }
         if !shutting_down && let Some(reply) = scans.upgrade.take() {
-            reexec(&mut daemon, &mut sandbox_rx, &handover, reply, start_timeout, &notifier).await;
+            let heard = Heard { taker: &taker, streams: [&mut term, &mut int, &mut hup] };
+            reexec(&mut daemon, &mut sandbox_rx, &handover, reply, start_timeout, &notifier, heard).await;
         }
         // Each pass tries what systemd had no room for (the arm above does
         // while nothing else happens: a busy loop would never let it fire).
@@ -525,6 +529,7 @@ async fn reexec(
     reply: Option<oneshot::Sender<Response>>,
     start_timeout: Duration,
     notifier: &Notifier,
+    heard: Heard<'_>,
 ) {
     let Some((binary, _)) = upgrade::installed() else {
         let message = "cannot find the installed binary (/proc/self/exe) to re-execute";
@@ -558,9 +563,29 @@ async fn reexec(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     notifier.settle(SETTLE_NOTIFY).await;
+    // From here no thread takes a stop or reload: one asked now is pending
+    // across the exec, for the next image. One this image heard while the
+    // upgrade settled, which its loop will not act on, is sent again.
+    heard.taker.taking(false);
+    let mut noticed = std::task::Context::from_waker(std::task::Waker::noop());
+    for (stream, signal) in heard.streams.into_iter().zip(signals::HANDLED) {
+        if stream.poll_recv(&mut noticed).is_ready() {
+            tracing::info!(%signal, "heard while upgrading: for the new image");
+            let _ = nix::sys::signal::kill(nix::unistd::getpid(), signal);
+        }
+    }
     let error = upgrade::reexec(&binary, handover);
+    heard.taker.taking(true);
     tracing::error!(%error, "the upgrade failed; this daemon goes on");
     let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
+}
+
+/// The loop's signal streams and the thread that takes the signals, for
+/// an upgrade to hand what they heard to the next image.
+struct Heard<'a> {
+    taker: &'a signals::Taker,
+    /// SIGTERM, SIGINT, SIGHUP: in `signals::HANDLED`'s order.
+    streams: [&'a mut tokio::signal::unix::Signal; 3],
 }
 
 /// A scan and its validation on a blocking thread, awaited.

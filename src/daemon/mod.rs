@@ -12,6 +12,7 @@ mod probe;
 pub mod records;
 pub mod scan;
 pub mod server;
+pub mod signals;
 pub mod store;
 pub mod supervisor;
 pub mod upgrade;
