@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use paddock::model::{Exit, Manifest, Signal, WorkloadName};
 use paddock::reconcile::{
-    Answer, Blame, Cause, Clock, Command, Core, Desired, Effect, Ended, ManifestEvent, START_TIMEOUT, StartFailure,
-    State, Version,
+    Answer, Blame, Cause, Clock, Command, Core, Desired, Effect, Ended, ManifestEvent, Replacing, START_TIMEOUT,
+    StartFailure, State, Version,
 };
 
 fn name() -> WorkloadName {
@@ -96,10 +96,13 @@ impl Story {
             Probe(ok) => self.core.on_probe(&n, 4242, *ok, String::new(), self.at),
             Restart => {
                 // What the shell keeps of it, and nothing else.
-                let kept = self.core.get(&n).map(|w| (w.hold, w.ended));
+                let kept = self.core.get(&n).map(|w| (w.hold, w.ended, w.replacing));
                 self.core = Core::default();
-                if let Some((hold, ended)) = kept {
+                if let Some((hold, ended, replacing)) = kept {
                     self.core.restore(&n, hold, ended);
+                    if let Some(replacing) = replacing {
+                        self.core.restore_replacing(&n, replacing);
+                    }
                 }
                 Vec::new()
             }
@@ -157,7 +160,7 @@ fn every_story_ends_where_it_should() {
         ("and counts as a failure when it dies", vec![Valid(1, ""), Reconcile, Wait(START_TIMEOUT + SEC), StartFailed(Blame::Workload)], "backoff", vec![]),
         ("the daemon's trouble is retried, not counted", vec![Valid(1, ""), Reconcile, StartFailed(Blame::Daemon)], "backoff", vec![]),
         ("a host that cannot run it: failed at once", vec![Valid(1, ""), Reconcile, StartFailed(Blame::Host)], "failed", vec![]),
-        ("restart asked while running", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Restart), Exit(143), Reconcile], "starting", vec!["start (paddock restart)"]),
+        ("restart asked while running (kept until the sandbox ends)", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Restart), Exit(143), Reconcile], "starting", vec!["persist", "start (paddock restart)"]),
         // Health: probed every interval from the start; `retries` failures in a row.
         ("a checked workload starts unchecked", vec![Valid(1, TCP), Reconcile, Started], "running starting", vec![]),
         ("and is probed after its interval", vec![Valid(1, TCP), Reconcile, Started, Wait(SEC)], "running starting", vec!["probe (tcp 127.0.0.1:80)"]),
@@ -165,12 +168,12 @@ fn every_story_ends_where_it_should() {
         ("a passing probe makes it healthy", vec![Valid(1, TCP), Reconcile, Started, Wait(SEC), Probe(true)], "running healthy", vec![]),
         ("two failures of three are not enough", vec![Valid(1, TCP), Reconcile, Started, Probe(true), Probe(false), Probe(false)], "running healthy", vec![]),
         ("a pass resets the count", vec![Valid(1, TCP), Reconcile, Started, Probe(false), Probe(false), Probe(true), Probe(false), Probe(false)], "running healthy", vec![]),
-        ("the third in a row restarts it", vec![Valid(1, TCP), Reconcile, Started, Probe(true), Probe(false), Probe(false), Probe(false)], "stopping", vec!["stop (unhealthy: its health check failed)"]),
+        ("the third in a row restarts it", vec![Valid(1, TCP), Reconcile, Started, Probe(true), Probe(false), Probe(false), Probe(false)], "stopping", vec!["persist", "stop (unhealthy: its health check failed)"]),
         ("through its restart policy and backoff", vec![Valid(1, TCP), Reconcile, Started, Probe(false), Probe(false), Probe(false), Exit(0)], "backoff", vec![]),
-        ("never: it stays down", vec![Valid(1, NEVER), Reconcile, Started, Probe(false), Probe(false), Probe(false), Exit(143), Reconcile], "failed", vec![]),
+        ("never: it stays down", vec![Valid(1, NEVER), Reconcile, Started, Probe(false), Probe(false), Probe(false), Exit(143), Reconcile], "failed", vec!["persist"]),
         ("mark: shown unhealthy, left running", vec![Valid(1, MARK), Reconcile, Started, Probe(false), Probe(false), Probe(false)], "running unhealthy", vec![]),
         ("failures in the start period do not count", vec![Valid(1, SLOW), Reconcile, Started, Probe(false), Probe(false), Probe(false), Probe(false)], "running starting", vec![]),
-        ("after it, they do", vec![Valid(1, SLOW), Reconcile, Started, Probe(false), Wait(Duration::from_secs(60)), Probe(false), Probe(false), Probe(false)], "stopping", vec!["stop (unhealthy: its health check failed)"]),
+        ("after it, they do", vec![Valid(1, SLOW), Reconcile, Started, Probe(false), Wait(Duration::from_secs(60)), Probe(false), Probe(false), Probe(false)], "stopping", vec!["persist", "stop (unhealthy: its health check failed)"]),
         ("a stop asked of an unhealthy one holds it", vec![Valid(1, TCP), Reconcile, Started, Probe(false), Probe(false), Probe(false), Ask(Command::Stop), Exit(143), Reconcile], "stopped held", vec![]),
     ];
     for (story, steps, state, effects) in rows {
@@ -382,7 +385,7 @@ fn an_adopted_sandbox_whose_file_is_invalid_runs_on_with_its_recorded_manifest()
     assert!(w.health.is_some(), "its health checks begin");
     // Its stop signal.
     let (_, effects) = core.on_request(&name(), Command::Restart, at).unwrap();
-    assert!(matches!(&effects[..], [Effect::Stop { signal: Signal::Int, .. }]), "{effects:?}");
+    assert!(matches!(&effects[..], [Effect::Persist { .. }, Effect::Stop { signal: Signal::Int, .. }]), "{effects:?}");
     // Its restart policy: a failure is retried with the same version and source.
     let mut core = adopted(at);
     core.keep_adopted(&name(), desired(), at);
@@ -410,6 +413,63 @@ fn an_adopted_sandbox_whose_file_is_invalid_runs_on_with_its_recorded_manifest()
     core.on_manifest(&name(), valid(1, ""), at);
     core.keep_adopted(&name(), desired(), at);
     assert_eq!(core.get(&name()).unwrap().running_manifest(), Some(&*manifest("")), "the file's own manifest stays");
+}
+
+/// `paddock restart` (or an unhealthy run's restart) asked of a daemon
+/// that died or upgraded before the sandbox ended: kept before the stop
+/// signal goes, and carried out by the successor that adopts the sandbox
+/// still running, or whose end it hears (a restart, not an end the
+/// policy judges); dropped once the sandbox is gone.
+#[test]
+fn a_restart_under_way_when_the_daemon_died_is_carried_out_by_the_next() {
+    let at = Clock::read();
+    let kinds = |effects: &[Effect]| effects.iter().map(kind).collect::<Vec<_>>();
+    let mut core = Core::default();
+    core.on_manifest(&name(), valid(1, ""), at);
+    core.reconcile(at, 16);
+    core.on_started(&name(), 4242, Duration::ZERO, at);
+    let (_, effects) = core.on_request(&name(), Command::Restart, at).unwrap();
+    assert_eq!(kinds(&effects), ["persist", "stop (paddock restart)"], "kept before the signal");
+    let replacing = core.get(&name()).unwrap().replacing.expect("kept");
+    assert_eq!(replacing, Replacing { version: Version(1), unhealthy: false });
+    let successor = |replacing: Replacing| {
+        let mut core = Core::default();
+        core.restore(&name(), None, None);
+        core.restore_replacing(&name(), replacing);
+        core.adopt(&name(), Version(1), 4242, at.now, at);
+        core.on_manifest(&name(), valid(1, ""), at);
+        core
+    };
+    // Adopted running: stopped, then started again (exit 0 is no end).
+    let mut core = successor(replacing);
+    assert_eq!(kinds(&core.reconcile(at, 16).effects), ["stop (paddock restart)"]);
+    core.on_exit(&name(), Exit::Code(0), at, 0.0);
+    let effects = kinds(&core.reconcile(at, 16).effects);
+    assert!(
+        effects.contains(&"start (paddock restart)".to_owned()) && effects.contains(&"persist".to_owned()),
+        "{effects:?}"
+    );
+    core.on_started(&name(), 4343, Duration::ZERO, at);
+    assert!(core.reconcile(at, 16).effects.is_empty(), "restarted once, not again");
+    assert_eq!(core.get(&name()).unwrap().replacing, None);
+    // Its end heard first (it ended while no daemon ran): restarted too.
+    let mut core = successor(replacing);
+    assert_eq!(core.would_end(&name(), Exit::Code(0), at), None, "no end to keep");
+    core.on_exit(&name(), Exit::Code(0), at, 0.0);
+    assert!(kinds(&core.reconcile(at, 16).effects).contains(&"start (paddock restart)".to_owned()));
+    // An unhealthy run's: its end is a failure, restarted after its backoff.
+    let mut core = successor(Replacing { version: Version(1), unhealthy: true });
+    assert_eq!(kinds(&core.reconcile(at, 16).effects), ["stop (unhealthy: its health check failed)"]);
+    core.on_exit(&name(), Exit::Code(0), at, 0.0);
+    assert_eq!(core.get(&name()).unwrap().state_name(), "backoff");
+    // Not adopted (the sandbox is gone): dropped, and started as usual.
+    let mut core = Core::default();
+    core.restore(&name(), None, None);
+    core.restore_replacing(&name(), replacing);
+    core.on_manifest(&name(), valid(1, ""), at);
+    let effects = kinds(&core.reconcile(at, 16).effects);
+    assert!(effects.contains(&"persist".to_owned()), "{effects:?}");
+    assert_eq!(core.get(&name()).unwrap().replacing, None);
 }
 
 /// `paddock stop` asked of a daemon that died before the sandbox ended:

@@ -479,6 +479,38 @@ fn an_adopted_sandbox_whose_file_changed_meanwhile_is_stopped_with_its_own_stop_
     assert!(d.workload("removed").is_none());
 }
 
+/// `paddock restart` asked of a daemon killed before the sandbox ended
+/// (its command ignores the stop signal): the next daemon adopts the
+/// sandbox, finds the restart under way, and carries it out (the stop
+/// signal, the kill at `stop.timeout`, a new run), rather than leave the
+/// old run going unstopped.
+#[test]
+fn a_restart_left_unfinished_by_a_killed_daemon_is_carried_out_by_the_next() {
+    let stubborn =
+        "command = [\"/bin/sh\", \"-c\", \"trap '' TERM; while :; do sleep 1; done\"]\n[stop]\ntimeout = \"2s\"\n";
+    let mut d = Daemon::setup().start(&[]);
+    d.write("stubborn.toml", stubborn);
+    let pid = d.running_pid("stubborn");
+    let out = d.paddock(&["restart", "--no-block", "stubborn"]);
+    assert!(out.status.success(), "{out:?}");
+    d.wait_for("stopping", |d| d.workload("stubborn").is_some_and(|w| w["state"] == "stopping"));
+    d.kill();
+    let d = d.start(&[]);
+    d.wait_for("stubborn restarted", |d| {
+        d.workload("stubborn").is_some_and(|w| w["state"] == "running" && w["pid"] != pid)
+    });
+    assert!(common::daemon::gone(pid), "the old run is gone");
+    std::thread::sleep(Duration::from_millis(300));
+    let again = d.running_pid("stubborn");
+    let d = {
+        let mut d = d;
+        d.kill();
+        d.start(&[])
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.running_pid("stubborn"), again, "restarted once: nothing left to carry out");
+}
+
 /// `paddock stop` asked of a daemon killed before the sandbox ended (its
 /// command ignores the stop signal): the next daemon adopts the sandbox,
 /// finds it held, and carries the stop out, with the stop signal and

@@ -303,7 +303,7 @@ mod tests {
     }
 
     fn held(version: u64) -> Kept {
-        Kept { slice: None, hold: Some(Version(version)), ended: None }
+        Kept { slice: None, hold: Some(Version(version)), ended: None, replacing: None }
     }
 
     #[test]

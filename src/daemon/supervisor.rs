@@ -102,6 +102,9 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
     pub fn restore(&mut self, loaded: Loaded, doubtful: Vec<WorkloadName>) {
         for (name, kept) in loaded.kept {
             self.core.restore(&name, kept.hold, kept.ended);
+            if let Some(replacing) = kept.replacing {
+                self.core.restore_replacing(&name, replacing);
+            }
         }
         for (name, why) in loaded.unreadable {
             tracing::error!(workload = %name, error = %why, "what was kept of this workload is unreadable; it is held until `paddock start {name}`");
@@ -245,6 +248,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                         slice: self.store.slice(&name),
                         hold: self.core.get(&name).and_then(|w| w.hold),
                         ended: Some(ended),
+                        replacing: None,
                     };
                     if let Err(e) = self.store.keep_now(&name, &kept) {
                         tracing::error!(workload = %name, error = %e, "cannot write how it ended; if the daemon died now, it would run again");
@@ -321,10 +325,11 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         let parsed = WorkloadName::try_from(name).map_err(|_| unknown())?;
         let (answer, mut effects) = self.core.on_request(&parsed, command, at).map_err(|_| unknown())?;
         tracing::info!(workload = %parsed, action = ?command, "asked on the control socket");
-        // A hold is on disk before the stop signal goes: a daemon that dies
-        // while the workload stops leaves it held, and the next one carries
-        // the stop out.
-        if command == Command::Stop && effects.iter().any(|e| matches!(e, Effect::Persist { name } if *name == parsed))
+        // A hold (a restart) is on disk before the stop signal goes: a
+        // daemon that dies while the workload stops leaves it held (being
+        // restarted), and the next one carries the stop (restart) out.
+        if matches!(command, Command::Stop | Command::Restart)
+            && effects.iter().any(|e| matches!(e, Effect::Persist { name } if *name == parsed))
         {
             effects.retain(|e| !matches!(e, Effect::Persist { name } if *name == parsed));
             self.persist_with(&parsed, true);
@@ -436,6 +441,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             slice: self.store.slice(name),
             hold: self.core.get(name).and_then(|w| w.hold),
             ended: self.core.get(name).and_then(|w| w.ended),
+            replacing: self.core.get(name).and_then(|w| w.replacing),
         };
         let written = match durable {
             true => self.store.keep_soon(name, &kept),

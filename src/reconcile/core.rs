@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::state::State;
-use super::workload::{Cause, Clock, Desired, Ended, File, Happening, Version, Workload};
+use super::workload::{Cause, Clock, Desired, Ended, File, Happening, Replacing, Version, Workload};
 use crate::model::{Manifest, Signal, WorkloadName};
 
 /// How long a start may take by default, from the clone to the init's
@@ -199,6 +199,13 @@ impl Core {
             }
             (None, None) => State::Idle,
         };
+    }
+
+    /// Puts back a restart that was under way when a daemon died or
+    /// upgraded (`Replacing`): carried out if its sandbox is adopted
+    /// running that version, dropped otherwise.
+    pub fn restore_replacing(&mut self, name: &WorkloadName, replacing: Replacing) {
+        self.entry(name).replacing = Some(replacing);
     }
 
     /// A sandbox that ran on while no daemon watched (or across this

@@ -132,6 +132,11 @@ impl Core {
             w.note(at.wall, Happening::Health(now));
         }
         if now == Status::Unhealthy && before != Status::Unhealthy && spec.on_unhealthy == OnUnhealthy::Restart {
+            // Kept while the sandbox stops, as `paddock restart`'s is.
+            if let Some(version) = w.state.version() {
+                w.replacing = Some(super::workload::Replacing { version, unhealthy: true });
+                effects.push(Effect::Persist { name: name.clone() });
+            }
             let then = Then::Unhealthy { failures, since };
             Self::stop(w, Cause::Unhealthy, then, at, &mut effects);
         }

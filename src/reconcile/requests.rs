@@ -3,7 +3,7 @@
 
 use super::core::{Answer, Command, Core, Effect, Unknown};
 use super::state::{State, Then};
-use super::workload::{Cause, Clock, Happening, Workload};
+use super::workload::{Cause, Clock, Happening, Replacing, Workload};
 use crate::model::WorkloadName;
 
 impl Core {
@@ -21,6 +21,8 @@ impl Core {
         let mut effects = Vec::new();
         let answer = match command {
             Command::Stop => {
+                // A restart under way is held instead.
+                w.replacing = None;
                 let newly = w.hold.replace(version).is_none();
                 if newly {
                     effects.push(Effect::Persist { name: name.clone() });
@@ -71,6 +73,13 @@ impl Core {
                 }
                 w.restarts = 0;
                 w.cause = Some(Cause::RestartAsked);
+                // Kept (before the stop signal goes) while the sandbox
+                // stops: a successor that adopts it still running carries
+                // the restart out.
+                if let Some(version) = w.state.version().filter(|_| w.state.has_sandbox()) {
+                    w.replacing = Some(Replacing { version, unhealthy: false });
+                    effects.push(Effect::Persist { name: name.clone() });
+                }
                 match w.state {
                     State::Stopping { .. } => Self::redirect_stop(w, Then::Replace),
                     s if s.has_sandbox() => Self::stop(w, Cause::RestartAsked, Then::Replace, at, &mut effects),

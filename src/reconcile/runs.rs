@@ -52,6 +52,11 @@ impl Core {
         let timeout = self.start_timeout;
         let mut waits = super::order::waits(&self.workloads);
         for (name, w) in &mut self.workloads {
+            // A restart under way ends with its sandbox: kept no longer.
+            if w.replacing.is_some() && !w.state.has_sandbox() {
+                w.replacing = None;
+                pass.effects.push(Effect::Persist { name: name.clone() });
+            }
             let desired = w.desired_version();
             let action = match (desired, w.state) {
                 (None, State::Stopping { .. }) => None,
@@ -67,6 +72,14 @@ impl Core {
                 // that died (or re-executed itself) before the sandbox ended,
                 // and this one adopted it. The stop is carried out.
                 (Some(_), s) if w.hold.is_some() && s.has_sandbox() => Some((Verb::Stop, Cause::StopAsked)),
+                // A restart asked of a daemon that died (or re-executed
+                // itself) before the sandbox ended: carried out.
+                (Some(v), State::Running { version, .. })
+                    if v == version && w.replacing.is_some_and(|r| r.version == version) =>
+                {
+                    let unhealthy = w.replacing.is_some_and(|r| r.unhealthy);
+                    Some((Verb::Restart, if unhealthy { Cause::Unhealthy } else { Cause::RestartAsked }))
+                }
                 (Some(v), s) if s.version() != Some(v) => {
                     let cause = w.cause.clone().unwrap_or(Cause::Changed(Vec::new()));
                     Some((if s.has_sandbox() { Verb::Restart } else { Verb::Start }, cause))
@@ -104,7 +117,17 @@ impl Core {
                     starts += 1;
                     Self::start(w, cause.clone(), timeout, at, &mut pass.effects);
                 }
-                Verb::Restart => Self::stop(w, cause.clone(), Then::Replace, at, &mut pass.effects),
+                Verb::Restart => {
+                    let then = match (&cause, w.state) {
+                        (Cause::Unhealthy, State::Running { failures, since, .. }) => {
+                            Then::Unhealthy { failures, since }
+                        }
+                        _ => Then::Replace,
+                    };
+                    // And why it starts again.
+                    w.cause = Some(cause.clone());
+                    Self::stop(w, cause.clone(), then, at, &mut pass.effects)
+                }
                 Verb::Stop => Self::stop(w, cause.clone(), Then::Forget, at, &mut pass.effects),
                 Verb::Wait => continue,
             }
@@ -193,6 +216,15 @@ impl Core {
         w.health = None;
         let runs = w.runs.take();
         let restart = runs.map(|d| d.manifest.restart.clone()).unwrap_or_default();
+        // A run a restart was asked of (of a daemon that died before its
+        // sandbox ended) ends as that restart's stop would have.
+        if let (State::Running { version, since, failures, .. }, Some(r)) = (w.state, w.replacing)
+            && r.version == version
+        {
+            let then = if r.unhealthy { Then::Unhealthy { failures, since } } else { Then::Replace };
+            w.state = State::Stopping { version, then, deadline: None };
+            w.cause = Some(if r.unhealthy { Cause::Unhealthy } else { Cause::RestartAsked });
+        }
         match w.state {
             State::Running { version, since, failures, .. }
             | State::Stopping { version, then: Then::Unhealthy { failures, since }, .. } => {
@@ -231,6 +263,10 @@ impl Core {
     pub fn would_end(&self, name: &WorkloadName, exit: Exit, at: Clock) -> Option<Ended> {
         let w = self.workloads.get(name)?;
         let State::Running { version, since, failures, .. } = w.state else { return None };
+        // Its end is a restart's (`on_exit`): nothing to keep now.
+        if w.replacing.is_some_and(|r| r.version == version) {
+            return None;
+        }
         let restart = w.runs.as_ref().map(|d| d.manifest.restart.clone()).unwrap_or_default();
         match decide(&restart, exit, at.now.saturating_duration_since(since), failures, 0.0) {
             Decision::Restart { .. } => None,

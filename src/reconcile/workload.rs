@@ -155,6 +155,17 @@ pub struct Ended {
     pub exit: Option<Exit>,
 }
 
+/// A restart asked of the run of a version (by `paddock restart`, or by
+/// its health checks), carried out by its sandbox's end. Persisted: a
+/// daemon that dies or upgrades while the sandbox stops leaves it to the
+/// next, which adopts the sandbox still running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replacing {
+    pub version: Version,
+    /// Stopped for being unhealthy: its end counts as a failed run.
+    pub unhealthy: bool,
+}
+
 /// One thing that happened to a workload, for `paddock status NAME`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Happening {
@@ -252,6 +263,8 @@ pub struct Workload {
     pub hold: Option<Version>,
     /// What its last run came to, when it is not to run again. Persisted.
     pub ended: Option<Ended>,
+    /// A restart of its run under way (see `Replacing`). Persisted.
+    pub replacing: Option<Replacing>,
     /// Why what the daemon kept of it is in doubt (an unreadable file):
     /// then it is held at whatever version its manifest has, until an
     /// operator starts it.
@@ -282,6 +295,7 @@ impl Workload {
             state: State::Idle,
             hold: None,
             ended: None,
+            replacing: None,
             doubt: None,
             restarts: 0,
             last_exit: None,
