@@ -285,6 +285,39 @@ fn a_chain_and_a_diamond_start_in_order_and_say_whom_they_wait_for() {
     assert_eq!(starts(&mut core, at), ["web"]);
 }
 
+/// An edit that adds `after` naming a workload not ready (or no one: a
+/// misspelt name) leaves the running version running until its restart
+/// need not wait; it was stopped at once, and the new version waited,
+/// down, for good after a misspelt name.
+#[test]
+fn an_edit_that_must_wait_leaves_the_running_version_running_until_it_need_not() {
+    let mut core = Core::default();
+    let at = Clock::read();
+    let stops = |effects: &[Effect]| effects.iter().filter(|e| matches!(e, Effect::Stop { .. })).count();
+    with(&mut core, &[("app", "")], at);
+    assert_eq!(starts(&mut core, at), ["app"]);
+    core.on_started(&named("app"), 10, Duration::ZERO, at);
+    let edited = ManifestEvent::Valid(Desired {
+        version: Version(2),
+        manifest: manifest("after = [\"db\"]"),
+        source: Arc::from(""),
+    });
+    core.on_manifest(&named("app"), edited, at);
+    assert_eq!(stops(&core.reconcile(at, 16).effects), 0, "not stopped while the new version would wait");
+    let app = core.get(&named("app")).unwrap();
+    assert_eq!(app.state_name(), "running");
+    assert_eq!(app.waiting.iter().map(|w| w.to_string()).collect::<Vec<_>>(), ["db (no manifest defines it)"]);
+    with(&mut core, &[("db", "")], at);
+    assert_eq!(starts(&mut core, at), ["db"], "app runs on while db starts");
+    assert_eq!(core.get(&named("app")).unwrap().state_name(), "running");
+    core.on_started(&named("db"), 11, Duration::ZERO, at);
+    let effects = core.reconcile(at, 16).effects;
+    assert!(
+        matches!(&effects[..], [Effect::Stop { name, cause: Cause::Changed(_), .. }] if name.as_str() == "app"),
+        "{effects:?}"
+    );
+}
+
 #[test]
 fn a_dependency_with_a_health_check_must_be_healthy() {
     let mut core = Core::default();

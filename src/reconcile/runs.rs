@@ -91,9 +91,13 @@ impl Core {
             };
             let Some((verb, cause)) = action else { continue };
             // A start (not a retry: its delay is over, and waiting would
-            // leave it past due) waits for what it comes `after`.
+            // leave it past due) waits for what it comes `after`; so does
+            // the restart an edit makes, the running version running on
+            // meanwhile (stopped first, it would be down for as long as
+            // the new one waits: for good, after a misspelt name).
             let wait = match verb {
                 Verb::Start => waits.remove(name).unwrap_or_default(),
+                Verb::Restart if w.state.version() != desired => waits.remove(name).unwrap_or_default(),
                 _ => Vec::new(),
             };
             // Said when whom it waits for changes; the reasons are kept fresh.
