@@ -7,9 +7,14 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
-/// Whether `c` would be interpreted by a terminal rather than shown.
+/// Whether `c` would be interpreted by a terminal rather than shown, or
+/// would reorder what is shown around it: the bidirectional embeddings,
+/// overrides and isolates, with which a line can show other than it
+/// reads ("Trojan Source").
 fn is_control(c: char) -> bool {
-    c != '\n' && c != '\t' && (c.is_control() || c == '\u{7f}')
+    c != '\n'
+        && c != '\t'
+        && (c.is_control() || c == '\u{7f}' || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
 }
 
 /// `s` with every control character written as `\xNN` (or `\u{NNNN}`
@@ -47,5 +52,9 @@ mod tests {
         assert_eq!(escape_controls("a\x1b[2Kb\r"), "a\\x1b[2Kb\\x0d");
         assert_eq!(escape_controls("\u{9b}31m\u{7f}"), "\\u{9b}31m\\x7f");
         assert_eq!(escape_controls("é ✓"), "é ✓");
+        // Bidirectional overrides and isolates reorder a line; the marks
+        // and joiners that right-to-left text and emoji use stay.
+        assert_eq!(escape_controls("ok\u{202e}kO\u{2066}"), "ok\\u{202e}kO\\u{2066}");
+        assert_eq!(escape_controls("\u{200f}\u{200d}"), "\u{200f}\u{200d}");
     }
 }

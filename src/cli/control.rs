@@ -86,7 +86,14 @@ fn wait_until_done(act: Act, args: &NameArgs, before: Option<i32>) -> Result<sup
         let Some(w) = status_of(args)? else {
             return Err(CliError::new(1, format!("{} is gone: its manifest was removed", args.name)));
         };
-        let why = || w.error.clone().unwrap_or_else(|| "see `paddock status NAME`".to_owned());
+        // Escaped, as `status` shows it: an error may quote a plugin's or
+        // a manifest's text.
+        let why = || {
+            w.error.as_deref().map_or_else(
+                || "see `paddock status NAME`".to_owned(),
+                |e| crate::text::escape_controls(e).into_owned(),
+            )
+        };
         let done = match (act, w.state.as_str()) {
             (Act::Stop, "stopped" | "exited" | "failed" | "invalid") => Some(Ok(format!("{} {}", w.name, w.state))),
             (Act::Stop, _) => None,
