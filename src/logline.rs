@@ -76,6 +76,28 @@ pub fn open(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW).open(path)
 }
 
+/// Opens a workload's log for a new run (`open`), ending a line the last
+/// run left unfinished (its init killed in the middle of one: a stop's
+/// SIGKILL, the OOM killer), so that the new run's first line is not
+/// filed under the old one's time.
+pub fn open_for_run(path: &Path) -> std::io::Result<File> {
+    use std::io::Write;
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let mut file = OpenOptions::new()
+        .read(true)
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)?;
+    let size = file.metadata()?.len();
+    let mut last = [0u8; 1];
+    if size > 0 && file.read_at(&mut last, size - 1).is_ok_and(|n| n == 1) && last[0] != b'\n' {
+        file.write_all(b"\n")?;
+    }
+    Ok(file)
+}
+
 /// The file a workload's init is to write its log into when it asks for
 /// a new one: the log rotated when full (`max` bytes, `keep` older files);
 /// as it is when not (an ask that queued behind one answered already, or
@@ -143,6 +165,20 @@ mod tests {
         std::fs::write(&log, "short\n").unwrap();
         for_new_log(&log, 10, 4).unwrap();
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "short\n");
+    }
+
+    #[test]
+    fn a_line_a_killed_run_left_unfinished_is_ended_before_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("web.log");
+        open_for_run(&log).unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "", "nothing added to an empty log");
+        std::fs::write(&log, "2026-12-06T07:00:00.000000Z done\n2026-12-06T07:00:01.000000Z half").unwrap();
+        open_for_run(&log).unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.ends_with(" half\n"), "{text:?}");
+        open_for_run(&log).unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), text, "an ended line is left as it is");
     }
 
     #[test]

@@ -272,7 +272,7 @@ impl SandboxExecutor {
         let state_dir = self.settings.state_dir.clone();
         // Its output, across runs, in STATE_DIR/logs/NAME.log: the init writes it.
         let log = crate::fsutil::create_private_dir(&state_dir.join("logs"))
-            .and_then(|()| logline::open(&self.log_path(name)));
+            .and_then(|()| logline::open_for_run(&self.log_path(name)));
         let log = match log {
             Ok(file) => file,
             Err(e) => {
