@@ -505,6 +505,33 @@ fn a_restart_under_way_when_the_daemon_died_is_carried_out_by_the_next() {
     assert_eq!(core.get(&name()).unwrap().replacing, None);
 }
 
+/// The end of a run stopped for being unhealthy, under `never` (or at
+/// its last retry), is kept before its sandbox is let go, as a failure:
+/// a daemon that died right after must not run it again.
+#[test]
+fn an_unhealthy_run_that_is_not_restarted_is_kept_failed_before_it_is_let_go() {
+    let at = Clock::read();
+    let mut core = Core::default();
+    core.on_manifest(&name(), valid(1, NEVER), at);
+    core.reconcile(at, 16);
+    core.on_started(&name(), 4242, Duration::ZERO, at);
+    for _ in 0..3 {
+        core.on_probe(&name(), 4242, false, String::new(), at.after(Duration::from_secs(60)));
+    }
+    assert_eq!(core.get(&name()).unwrap().state_name(), "stopping");
+    let ended = core.would_end(&name(), Exit::Code(0), at);
+    assert_eq!(ended, Some(Ended { version: Version(1), failed: true, exit: Some(Exit::Code(0)) }));
+    // Restarted under the default policy: nothing to keep.
+    let mut core = Core::default();
+    core.on_manifest(&name(), valid(1, TCP), at);
+    core.reconcile(at, 16);
+    core.on_started(&name(), 4242, Duration::ZERO, at);
+    for _ in 0..3 {
+        core.on_probe(&name(), 4242, false, String::new(), at.after(Duration::from_secs(60)));
+    }
+    assert_eq!(core.would_end(&name(), Exit::Code(0), at), None);
+}
+
 /// `paddock stop` asked of a daemon that died before the sandbox ended:
 /// the successor finds it held, and running, and carries the stop out.
 #[test]

@@ -327,8 +327,10 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         tracing::info!(workload = %parsed, action = ?command, "asked on the control socket");
         // A hold (a restart) is on disk before the stop signal goes: a
         // daemon that dies while the workload stops leaves it held (being
-        // restarted), and the next one carries the stop (restart) out.
-        if matches!(command, Command::Stop | Command::Restart)
+        // restarted), and the next one carries the stop (restart) out. A
+        // release is on disk before the start: the next one does not hold
+        // again, and stop, what it started.
+        if matches!(command, Command::Stop | Command::Restart | Command::Start)
             && effects.iter().any(|e| matches!(e, Effect::Persist { name } if *name == parsed))
         {
             effects.retain(|e| !matches!(e, Effect::Persist { name } if *name == parsed));

@@ -266,16 +266,29 @@ impl Core {
     /// is let go: a daemon that dies right after must not run it again.
     pub fn would_end(&self, name: &WorkloadName, exit: Exit, at: Clock) -> Option<Ended> {
         let w = self.workloads.get(name)?;
-        let State::Running { version, since, failures, .. } = w.state else { return None };
-        // Its end is a restart's (`on_exit`): nothing to keep now.
-        if w.replacing.is_some_and(|r| r.version == version) {
-            return None;
-        }
+        let replacing = |version: Version| w.replacing.filter(|r| r.version == version);
+        // As `on_exit` judges it: a run stopped for being unhealthy failed,
+        // whatever its exit; one a restart was asked of is no end.
+        let (version, since, failures, unhealthy) = match w.state {
+            State::Running { version, since, failures, .. } => match replacing(version) {
+                Some(r) if !r.unhealthy => return None,
+                Some(_) => (version, since, failures, true),
+                None => (version, since, failures, false),
+            },
+            State::Stopping { version, then: Then::Unhealthy { failures, since }, .. } => {
+                (version, since, failures, true)
+            }
+            _ => return None,
+        };
+        let judged = match (unhealthy, exit) {
+            (true, Exit::Code(0)) => Exit::Code(1),
+            _ => exit,
+        };
         let restart = w.runs.as_ref().map(|d| d.manifest.restart.clone()).unwrap_or_default();
-        match decide(&restart, exit, at.now.saturating_duration_since(since), failures, 0.0) {
+        match decide(&restart, judged, at.now.saturating_duration_since(since), failures, 0.0) {
             Decision::Restart { .. } => None,
             Decision::GiveUp { .. } => Some(Ended { version, failed: true, exit: Some(exit) }),
-            Decision::Done => Some(Ended { version, failed: false, exit: Some(exit) }),
+            Decision::Done => Some(Ended { version, failed: unhealthy, exit: Some(exit) }),
         }
     }
 
