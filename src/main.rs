@@ -24,6 +24,12 @@ fn main() -> ExitCode {
         let code = paddock::sandbox::enter::main(fd);
         return ExitCode::from(u8::try_from(code).unwrap_or(125));
     }
+    // The daemon's stop and reload signals wait from its first
+    // instructions on (an upgrade's new image too), rather than end it
+    // before it listens (`daemon::signals`).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "daemon") {
+        paddock::daemon::signals::hold();
+    }
     let cli = Cli::parse();
     // The daemon tells its story at info; the other commands speak for themselves.
     match &cli.command {

@@ -161,9 +161,9 @@ fn an_upgrade_during_a_hung_start_kills_it_at_its_deadline_and_never_adopts_it()
 }
 
 /// A stop (SIGTERM) asked while an upgrade settles (here: waiting out a
-/// hung start's deadline) is not lost at the exec: the new image hears it
-/// once its loop listens, stops every workload, and exits. (This image's
-/// handler heard it, and its loop never acted on it.)
+/// hung start's deadline) is not lost at the exec: the upgrade is
+/// abandoned and the daemon stops every workload and exits. (It was heard
+/// by the old image's handler, which its loop never acted on.)
 #[test]
 fn a_stop_asked_during_an_upgrade_is_carried_out_by_the_new_image() {
     let hang = HungFuse::new();
@@ -204,7 +204,7 @@ fn a_stop_asked_during_an_upgrade_is_carried_out_by_the_new_image() {
     assert!(status.success(), "{status:?}");
     assert!(common::daemon::gone(steady), "its workloads stopped");
     let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
-    assert!(log.contains("heard while upgrading"), "{log}");
+    assert!(log.contains("asked to stop while upgrading: not upgraded"), "{log}");
 }
 
 /// systemd reads its notify socket in its own loop; while it does not

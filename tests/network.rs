@@ -984,6 +984,29 @@ fn sticky(stuck: &Path) -> (&'static str, String) {
     ("sticky", script)
 }
 
+/// The daemon keeps SIGTERM, SIGINT and SIGHUP blocked in its threads
+/// (taken by one of its own); a CNI plugin it runs, and what the plugin
+/// leaves running, gets them unblocked.
+#[test]
+fn a_plugin_runs_with_the_stop_signals_unblocked() {
+    let d = prepared();
+    let record = d.path("out/sigblk");
+    // In Python: a shell empties its signal mask when it starts; Python,
+    // as the Go of the real plugins, keeps the one it was given.
+    let plugin = format!(
+        "#!/usr/bin/python3\nimport os, sys\nsys.stdin.read()\nif os.environ.get('CNI_COMMAND') == 'ADD':\n    status = open('/proc/self/status').read().splitlines()\n    open({:?}, 'w').write([l for l in status if l.startswith('SigBlk')][0])\n    print('{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.96.0.2/24\"}}]}}')\n",
+        record.display().to_string()
+    );
+    fake_networks(&d, &[("masks", plugin)], &[("fake", &["masks"])]);
+    let d = d.start(&[]);
+    d.write("w.toml", &sleeper("[namespaces]\nnetwork = \"fake\""));
+    d.running_pid("w");
+    let line = std::fs::read_to_string(&record).unwrap();
+    let mask = u64::from_str_radix(line.trim().trim_start_matches("SigBlk:").trim(), 16).unwrap();
+    let stops = (1 << (libc::SIGHUP - 1)) | (1 << (libc::SIGINT - 1)) | (1 << (libc::SIGTERM - 1));
+    assert_eq!(mask & stops, 0, "blocked in the plugin: {line}");
+}
+
 #[test]
 fn what_a_plugin_could_not_undo_is_kept_and_undone_once_it_can_be() {
     let d = prepared();

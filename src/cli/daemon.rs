@@ -45,8 +45,8 @@ pub const CONFIG_ERROR: super::ExitCode = 78;
 
 pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     // A stop or reload asked before the loop listens waits for it, rather
-    // than end the daemon (`daemon::signals`); here while one thread, so
-    // that every thread made from now on blocks them too.
+    // than end the daemon (`daemon::signals`): here too (main holds them
+    // first), while one thread, so that every thread made blocks them.
     crate::daemon::signals::hold();
     let config = super::load_config(args.config.as_deref()).or_fail(CONFIG_ERROR)?;
     let workloads = args.workloads.unwrap_or_else(|| config.workloads.clone());

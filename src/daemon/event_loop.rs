@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{SignalKind, signal};
+use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 
 use super::executor::{SandboxEvent, SandboxExecutor};
@@ -232,13 +232,10 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // on an upgrade (so no client is refused across it).
     let handover = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned().map_err(LoopError::State)?;
     tokio::spawn(server::serve(listener, control_tx));
-    let (mut hup, mut term, mut int) = (
-        signal(SignalKind::hangup()).map_err(LoopError::Signals)?,
-        signal(SignalKind::terminate()).map_err(LoopError::Signals)?,
-        signal(SignalKind::interrupt()).map_err(LoopError::Signals)?,
-    );
     // Heard from now on, what came since the daemon's start first.
-    let taker = signals::Taker::start().map_err(LoopError::Signals)?;
+    let (signal_tx, mut heard) = mpsc::unbounded_channel::<Signal>();
+    let requeue = signal_tx.clone();
+    let taker = signals::Taker::start(signal_tx).map_err(LoopError::Signals)?;
 
     // The first scan and reconcile, and the outcome of its starts, before
     // READY=1: `systemctl start paddock` returns with the workloads up.
@@ -292,20 +289,28 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         let wake = daemon.wake_at();
         tokio::select! {
             biased;
-            _ = term.recv(), if !shutting_down => {
-                tracing::info!("SIGTERM: stopping every workload");
-                shutting_down = true;
-                out_of_time = tokio::time::Instant::now() + shutdown_timeout;
-                let _ = notifier.notify("STOPPING=1");
-                daemon.shutdown(Clock::read());
-            }
-            _ = int.recv(), if !shutting_down => {
-                tracing::info!("SIGINT: stopping every workload");
-                shutting_down = true;
-                out_of_time = tokio::time::Instant::now() + shutdown_timeout;
-                let _ = notifier.notify("STOPPING=1");
-                daemon.shutdown(Clock::read());
-            }
+            Some(signal) = heard.recv(), if !shutting_down => match signal {
+                Signal::SIGHUP => {
+                    let _ = notifier.notify("RELOADING=1");
+                    if upgrade::installed().is_some_and(|(_, replaced)| replaced) {
+                        // `systemctl reload paddock` after a package upgrade: take the new binary.
+                        tracing::info!("SIGHUP: the binary was replaced; re-executing it, workloads keep running");
+                        scans.upgrade = Some(None);
+                    } else {
+                        tracing::info!("SIGHUP: rescanning");
+                        daemon.retry_host_failures(Clock::read());
+                        scans.hup_next = true;
+                        scans.wanted = Some(Rescan::Everything);
+                    }
+                }
+                _ => {
+                    tracing::info!("{signal}: stopping every workload");
+                    shutting_down = true;
+                    out_of_time = tokio::time::Instant::now() + shutdown_timeout;
+                    let _ = notifier.notify("STOPPING=1");
+                    daemon.shutdown(Clock::read());
+                }
+            },
             _ = tokio::time::sleep_until(out_of_time), if shutting_down && !killed => {
                 killed = true;
                 let n = daemon.kill_all();
@@ -365,19 +370,6 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                 write_wait = None;
                 scans.wanted = Some(scans.wanted.unwrap_or(Rescan::Changed));
             }
-            _ = hup.recv(), if !shutting_down => {
-                let _ = notifier.notify("RELOADING=1");
-                if upgrade::installed().is_some_and(|(_, replaced)| replaced) {
-                    // `systemctl reload paddock` after a package upgrade: take the new binary.
-                    tracing::info!("SIGHUP: the binary was replaced; re-executing it, workloads keep running");
-                    scans.upgrade = Some(None);
-                } else {
-                    tracing::info!("SIGHUP: rescanning");
-                    daemon.retry_host_failures(Clock::read());
-                    scans.hup_next = true;
-                    scans.wanted = Some(Rescan::Everything);
-                }
-            }
             _ = resync.tick(), if !shutting_down => {
                 scans.wanted = Some(Rescan::Everything);
                 daemon.executor.undo_abandoned_runs();
@@ -431,7 +423,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             tokio::task::yield_now().await;
         }
         if !shutting_down && let Some(reply) = scans.upgrade.take() {
-            let heard = Heard { taker: &taker, streams: [&mut term, &mut int, &mut hup] };
+            let heard = Heard { taker: &taker, channel: &mut heard, again: &requeue };
             reexec(&mut daemon, &mut sandbox_rx, &handover, reply, start_timeout, &notifier, heard).await;
         }
         // Each pass tries what systemd had no room for (the arm above does
@@ -563,29 +555,44 @@ async fn reexec(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     notifier.settle(SETTLE_NOTIFY).await;
-    // From here no thread takes a stop or reload: one asked now is pending
-    // across the exec, for the next image. One this image heard while the
-    // upgrade settled, which its loop will not act on, is sent again.
-    heard.taker.taking(false);
-    let mut noticed = std::task::Context::from_waker(std::task::Waker::noop());
-    for (stream, signal) in heard.streams.into_iter().zip(signals::HANDLED) {
-        if stream.poll_recv(&mut noticed).is_ready() {
-            tracing::info!(%signal, "heard while upgrading: for the new image");
-            let _ = nix::sys::signal::kill(nix::unistd::getpid(), signal);
-        }
+    // From here no thread takes a stop or reload: each is in the loop's
+    // channel, or pending. A stop asked while the upgrade settled
+    // abandons it: this image stops every workload, as asked, rather
+    // than hand the stop across the exec. (A reload is dropped: the new
+    // image reads everything.)
+    heard.taker.pause();
+    let mut asked = Vec::new();
+    while let Ok(signal) = heard.channel.try_recv() {
+        asked.push(signal);
     }
+    while let Some(signal) = signals::take_pending() {
+        asked.push(signal);
+    }
+    if asked.iter().any(|s| *s != nix::sys::signal::Signal::SIGHUP) {
+        tracing::warn!(signals = ?asked, "asked to stop while upgrading: not upgraded; stopping every workload");
+        for signal in asked {
+            let _ = heard.again.send(signal);
+        }
+        heard.taker.resume();
+        return;
+    }
+    // Unblocked for the next image: a paddock older than this one never
+    // unblocks them itself (a newer one holds them again at once).
+    signals::release();
     let error = upgrade::reexec(&binary, handover);
-    heard.taker.taking(true);
+    signals::hold();
+    heard.taker.resume();
     tracing::error!(%error, "the upgrade failed; this daemon goes on");
     let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
 }
 
-/// The loop's signal streams and the thread that takes the signals, for
-/// an upgrade to hand what they heard to the next image.
+/// The signals the loop heard, and the thread that takes them, for an
+/// upgrade to look at before it execs.
 struct Heard<'a> {
     taker: &'a signals::Taker,
-    /// SIGTERM, SIGINT, SIGHUP: in `signals::HANDLED`'s order.
-    streams: [&'a mut tokio::signal::unix::Signal; 3],
+    channel: &'a mut mpsc::UnboundedReceiver<nix::sys::signal::Signal>,
+    /// To hand the loop again what an abandoned upgrade took.
+    again: &'a mpsc::UnboundedSender<nix::sys::signal::Signal>,
 }
 
 /// A scan and its validation on a blocking thread, awaited.

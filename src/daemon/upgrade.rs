@@ -4,8 +4,7 @@
 //! workload: the new image adopts each running sandbox from its record, as
 //! after a crash, except that the inits are still its children.
 
-use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
@@ -48,69 +47,39 @@ pub struct ExecError {
 
 /// Replaces this process with `binary`, with the same arguments, handing
 /// it `listener`. Returns only on failure, having changed nothing.
-///
-/// execve(2) itself, not `Command::exec`, which empties the signal mask
-/// first: the signals the loop handles are blocked here, and one pending
-/// (a stop asked during the upgrade) must stay so for the next image
-/// (`daemon::signals`), not reach this image's handler in the moment
-/// before the exec and be lost.
 pub fn reexec(binary: &std::path::Path, listener: &OwnedFd) -> ExecError {
+    use std::os::unix::process::CommandExt;
     let fd = listener.as_raw_fd();
-    let failed = |source: std::io::Error| ExecError { binary: binary.to_owned(), source };
     // It stays open across the exec.
     if let Err(e) = crate::sandbox::set_cloexec(listener.as_fd(), false) {
-        return failed(e.into());
+        return ExecError { binary: binary.to_owned(), source: e.into() };
     }
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let mut command = std::process::Command::new(binary);
+    command.args(args).env(LISTEN_FD, fd.to_string());
     // What this image was handed (left set where it could not be unset,
     // `take_env`) never reaches the next one: only what is set below.
-    let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
-    for handed in
-        [crate::sandbox::zygote::PREDECESSOR, crate::sandbox::unreaped::INHERITED, crate::sandbox::INHERITED_NOFILE_ENV]
-    {
-        env.remove(OsStr::new(handed));
-    }
-    env.insert(LISTEN_FD.into(), fd.to_string().into());
+    command
+        .env_remove(crate::sandbox::zygote::PREDECESSOR)
+        .env_remove(crate::sandbox::unreaped::INHERITED)
+        .env_remove(crate::sandbox::INHERITED_NOFILE_ENV);
     // Workloads and execs get the open-files limit the first image was
     // started with, not the one it raised its own to.
     if let Some(soft) = crate::sandbox::inherited_nofile_env() {
-        env.insert(crate::sandbox::INHERITED_NOFILE_ENV.into(), soft.into());
+        command.env(crate::sandbox::INHERITED_NOFILE_ENV, soft);
     }
     // The zygote reads end-of-file at the exec and exits: the new image
     // reaps it, by the pid given here (see `zygote::reap_predecessor`).
     if let Some(zygote) = crate::sandbox::zygote::running() {
-        env.insert(crate::sandbox::zygote::PREDECESSOR.into(), zygote.to_string().into());
+        command.env(crate::sandbox::zygote::PREDECESSOR, zygote.to_string());
     }
     // So are the exec sessions' `__enter`s, once they have hung up.
     if let Some(pidfds) = crate::sandbox::unreaped::hand_over() {
-        env.insert(crate::sandbox::unreaped::INHERITED.into(), pidfds.into());
+        command.env(crate::sandbox::unreaped::INHERITED, pidfds);
     }
-    let c = |s: OsString| CString::new(s.into_vec()).map_err(|e| failed(std::io::Error::other(e)));
-    let prepared = (|| {
-        let path = c(binary.as_os_str().to_owned())?;
-        let argv = std::iter::once(binary.as_os_str().to_owned())
-            .chain(std::env::args_os().skip(1))
-            .map(c)
-            .collect::<Result<Vec<_>, _>>()?;
-        let envp = env
-            .into_iter()
-            .map(|(k, v)| {
-                let mut pair = k;
-                pair.push("=");
-                pair.push(v);
-                c(pair)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((path, argv, envp))
-    })();
-    let error = match prepared {
-        Ok((path, argv, envp)) => {
-            let Err(errno) = nix::unistd::execve(&path, &argv, &envp);
-            failed(errno.into())
-        }
-        Err(e) => e,
-    };
+    let source = command.exec();
     // The exec failed: close-on-exec again.
     let _ = crate::sandbox::set_cloexec(listener.as_fd(), true);
     crate::sandbox::unreaped::take_back();
-    error
+    ExecError { binary: binary.to_owned(), source }
 }

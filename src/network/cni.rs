@@ -430,7 +430,16 @@ impl Runtime<'_> {
         let stdin = serde_json::to_vec(&Value::Object(config)).expect("JSON values serialize");
         // A process group of its own: a plugin that times out is killed
         // with what it started (iptables, ip), not just itself.
-        let mut child = Command::new(run.program)
+        let mut command = Command::new(run.program);
+        // SAFETY: runs in the forked child before exec and only unblocks
+        // signals, which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                crate::sandbox::unblock_daemon_signals();
+                Ok(())
+            });
+        }
+        let mut child = command
             .process_group(0)
             .env_clear()
             // Plugins run iptables, ip and the like.

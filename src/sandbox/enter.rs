@@ -119,6 +119,9 @@ pub fn start(config: &EnterConfig, init: &OwnedFd, stdio: [OwnedFd; 3]) -> std::
     // until spawn returns.
     unsafe {
         command.pre_exec(move || {
+            // Not the daemon's blocked stop signals (`__enter` sets its own
+            // mask once it runs; this is for the moment before).
+            super::sys::unblock_daemon_signals();
             // dup2 clears O_CLOEXEC on the copy, so only this one crosses the exec.
             if libc::dup2(channel_fd, 3) < 0 {
                 return Err(std::io::Error::last_os_error());

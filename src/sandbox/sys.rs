@@ -382,3 +382,21 @@ pub fn ignore_stray_abort() {
     // SAFETY: installs SIG_IGN, no code; nothing else is changed.
     unsafe { libc::signal(libc::SIGABRT, libc::SIG_IGN) };
 }
+
+/// Unblocks SIGTERM, SIGINT and SIGHUP, which the daemon keeps blocked in
+/// every thread (`daemon::signals`) and a child would inherit so (std's
+/// `Command` keeps the parent's mask): for a child before its exec (a
+/// CNI plugin, and what it leaves running, would otherwise never take
+/// them). Async-signal-safe.
+pub fn unblock_daemon_signals() {
+    // SAFETY: sigemptyset, sigaddset and pthread_sigmask on a set on our
+    // stack: async-signal-safe, as a `pre_exec` closure must be.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
