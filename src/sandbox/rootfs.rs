@@ -256,13 +256,16 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     // Only for a sandbox born in a cgroup v2 of its own: otherwise the
     // namespace's root is the starting process's cgroup, not the
     // workload's to see. A manifest's mount there or beneath comes instead.
+    // Where the kernel refuses it (a host that is itself a container, a
+    // security module's policy), the directory stays empty, as on v1: the
+    // sandbox starts as it did without it.
     if cfg.cgroup2 && !cfg.mounts.iter().any(|m| m.target.starts_with("/sys/fs/cgroup")) {
         let shown = Path::new("/sys/fs/cgroup");
         let at = make_dir(&sys_mount, shown, 1)?;
         // Read-only on the mount, not the superblock: that one is the host's too.
         let tree = sys::fs_mount(c"cgroup2", c"cgroup2", &[], nosuid | nodev | noexec)
             .and_then(|tree| sys::mount_setattr(tree.as_fd(), sys::MOUNT_ATTR_RDONLY, None, false).map(|()| tree));
-        attach(tree, &at, MOUNT_CGROUP, "/sys/fs/cgroup")?;
+        let _ = attach(tree, &at, MOUNT_CGROUP, "/sys/fs/cgroup");
     }
 
     // A target beneath one of the init's own mounts is made in that mount,
