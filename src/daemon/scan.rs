@@ -345,12 +345,16 @@ fn adopted_runs(
         let Some(name) = WorkloadName::stem_of_manifest_file(file).and_then(|s| WorkloadName::try_from(s).ok()) else {
             continue;
         };
-        let spec = validator
+        // Read as a file would be; else without today's host checks; else
+        // (today's policies refuse it) as it reads, for its `[stop]`.
+        let manifest = validator
             .validate(file, source, HostChecks::Require)
             .spec
-            .or_else(|| validator.validate(file, source, HostChecks::Skip).spec);
-        if let Some(spec) = spec {
-            runs.push((name, Desired { version, manifest: Arc::new(spec.manifest), source: source.clone() }));
+            .or_else(|| validator.validate(file, source, HostChecks::Skip).spec)
+            .map(|spec| spec.manifest)
+            .or_else(|| toml::from_str::<Manifest>(source).ok());
+        if let Some(manifest) = manifest {
+            runs.push((name, Desired { version, manifest: Arc::new(manifest), source: source.clone() }));
         }
     }
     runs
@@ -815,6 +819,22 @@ mod tests {
             matches!(event(&outcome, "web.toml"), Some(ManifestEvent::Valid(d)) if d.version == version_of(&manifest("")))
         );
         assert!(event(&outcome, "gone.toml").is_none() && !outcome.snapshot.contains_key("gone.toml"));
+
+        // One today's policies refuse (privileged, under baseline): still
+        // stopped as it says.
+        let policies =
+            crate::validate::load_policies(&["baseline".to_owned()], None, Path::new("/var/lib/paddock/volumes"))
+                .expect("built-in policies load");
+        let strict = Validator::new(policies);
+        let privileged = manifest("[security]\nprivileged = true\n[stop]\nsignal = \"SIGINT\"");
+        let held = Held {
+            running: vec!["gone.toml".into()],
+            recorded: [("gone.toml".to_owned(), Arc::from(privileged.as_str()))].into_iter().collect(),
+            ..Held::default()
+        };
+        let outcome = run_job(d.path(), &Snapshot::new(), Rescan::Everything, &strict, &held);
+        let runs: Vec<_> = outcome.adopted_runs.iter().map(|(n, d)| (n.to_string(), d.manifest.stop.signal)).collect();
+        assert_eq!(runs, [("gone".to_owned(), int)]);
 
         // Being written while the scan reads: web as the version that runs
         // (no restart), held.toml (a held workload's) as not yet readable.
