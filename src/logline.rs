@@ -83,17 +83,16 @@ pub fn open(path: &Path) -> std::io::Result<File> {
 pub fn open_for_run(path: &Path) -> std::io::Result<File> {
     use std::io::Write;
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let mut file = OpenOptions::new()
-        .read(true)
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(path)?;
+    let mut file = open(path)?;
     let size = file.metadata()?.len();
-    let mut last = [0u8; 1];
-    if size > 0 && file.read_at(&mut last, size - 1).is_ok_and(|n| n == 1) && last[0] != b'\n' {
-        file.write_all(b"\n")?;
+    if size > 0 {
+        // Read through a descriptor of its own: the one returned, the
+        // init's stdout, only writes.
+        let reader = OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW).open(path)?;
+        let mut last = [0u8; 1];
+        if reader.read_at(&mut last, size - 1).is_ok_and(|n| n == 1) && last[0] != b'\n' {
+            file.write_all(b"\n")?;
+        }
     }
     Ok(file)
 }
