@@ -307,6 +307,20 @@ fn an_edit_that_must_wait_leaves_the_running_version_running_until_it_need_not()
     let app = core.get(&named("app")).unwrap();
     assert_eq!(app.state_name(), "running");
     assert_eq!(app.waiting.iter().map(|w| w.to_string()).collect::<Vec<_>>(), ["db (no manifest defines it)"]);
+    // Reverted: it waits for no one.
+    core.on_manifest(&named("app"), valid(1, ""), at);
+    assert!(core.reconcile(at, 16).effects.is_empty());
+    assert!(core.get(&named("app")).unwrap().waiting.is_empty(), "nothing to wait for");
+    core.on_manifest(
+        &named("app"),
+        ManifestEvent::Valid(Desired {
+            version: Version(2),
+            manifest: manifest("after = [\"db\"]"),
+            source: Arc::from(""),
+        }),
+        at,
+    );
+    core.reconcile(at, 16);
     with(&mut core, &[("db", "")], at);
     assert_eq!(starts(&mut core, at), ["db"], "app runs on while db starts");
     assert_eq!(core.get(&named("app")).unwrap().state_name(), "running");
@@ -464,7 +478,7 @@ fn a_restart_under_way_when_the_daemon_died_is_carried_out_by_the_next() {
     let (_, effects) = core.on_request(&name(), Command::Restart, at).unwrap();
     assert_eq!(kinds(&effects), ["persist", "stop (paddock restart)"], "kept before the signal");
     let replacing = core.get(&name()).unwrap().replacing.expect("kept");
-    assert_eq!(replacing, Replacing { version: Version(1), unhealthy: false });
+    assert_eq!(replacing, Replacing { version: Version(1), unhealthy: false, pid: Some(4242) });
     let successor = |replacing: Replacing| {
         let mut core = Core::default();
         core.restore(&name(), None, None);
@@ -491,10 +505,19 @@ fn a_restart_under_way_when_the_daemon_died_is_carried_out_by_the_next() {
     core.on_exit(&name(), Exit::Code(0), at, 0.0);
     assert!(kinds(&core.reconcile(at, 16).effects).contains(&"start (paddock restart)".to_owned()));
     // An unhealthy run's: its end is a failure, restarted after its backoff.
-    let mut core = successor(Replacing { version: Version(1), unhealthy: true });
+    let mut core = successor(Replacing { version: Version(1), unhealthy: true, pid: Some(4242) });
     assert_eq!(kinds(&core.reconcile(at, 16).effects), ["stop (unhealthy: its health check failed)"]);
     core.on_exit(&name(), Exit::Code(0), at, 0.0);
     assert_eq!(core.get(&name()).unwrap().state_name(), "backoff");
+    // Done already (the daemon died before writing so): the run adopted
+    // is the new one, left alone, and what was kept is dropped.
+    let mut core = Core::default();
+    core.restore(&name(), None, None);
+    core.restore_replacing(&name(), replacing);
+    core.adopt(&name(), Version(1), 4343, at.now, at);
+    core.on_manifest(&name(), valid(1, ""), at);
+    assert_eq!(kinds(&core.reconcile(at, 16).effects), ["persist"]);
+    assert_eq!(core.get(&name()).unwrap().replacing, None);
     // Not adopted (the sandbox is gone): dropped, and started as usual.
     let mut core = Core::default();
     core.restore(&name(), None, None);

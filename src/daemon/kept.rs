@@ -18,8 +18,10 @@ use crate::idmap::{Allocations, Slice};
 use crate::model::WorkloadName;
 use crate::reconcile::{Ended, Version};
 
+/// What a daemon keeps of a workload. A field it does not know (written
+/// by a newer paddock, before a downgrade) is ignored, not taken for a
+/// torn file: the file is read for what this daemon knows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Kept {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slice: Option<Slice>,
@@ -271,12 +273,14 @@ mod tests {
             slice: Some(slice(100_000)),
             hold: Some(Version(7)),
             ended: Some(Ended { version: Version(7), failed: false, exit: Some(crate::model::Exit::Code(0)) }),
-            replacing: Some(crate::reconcile::Replacing { version: Version(7), unhealthy: true }),
+            replacing: Some(crate::reconcile::Replacing { version: Version(7), unhealthy: true, pid: Some(42) }),
         };
         store.write(&n("web"), &kept).unwrap();
         std::fs::write(dir.path().join("workloads/bad.json"), "{torn").unwrap();
+        std::fs::write(dir.path().join("workloads/newer.json"), r#"{"hold": 3, "from_the_future": true}"#).unwrap();
         let loaded = store.load(dir.path());
         assert_eq!(loaded.kept[&n("web")], kept);
+        assert_eq!(loaded.kept[&n("newer")].hold, Some(Version(3)), "a field it does not know is ignored");
         assert_eq!(loaded.unreadable.len(), 1);
         assert_eq!(loaded.unreadable[0].0, n("bad"));
         assert!(dir.path().join("workloads/bad.json.corrupt").exists());

@@ -380,6 +380,16 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 self.persist(&name);
             }
         }
+        // What is kept before a stop signal goes (a hold, a restart under
+        // way) is on disk first: a daemon that dies right after leaves it
+        // to the next, which adopts the sandbox still running.
+        let stopping: Vec<WorkloadName> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Stop { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
         for effect in effects {
             match effect {
                 Effect::Start { name, desired, cause } => {
@@ -404,7 +414,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                     tracing::warn!(workload = %name, action = "kill", "missed its deadline: killing every process of the sandbox");
                     self.executor.kill(&name);
                 }
-                Effect::Persist { name } => self.persist(&name),
+                Effect::Persist { name } => self.persist_with(&name, stopping.contains(&name)),
                 Effect::Probe { name, pid, manifest, probe, timeout } => {
                     self.executor.probe(&name, pid, &manifest, probe, timeout)
                 }

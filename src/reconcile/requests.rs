@@ -77,7 +77,7 @@ impl Core {
                 // stops: a successor that adopts it still running carries
                 // the restart out.
                 if let Some(version) = w.state.version().filter(|_| w.state.has_sandbox()) {
-                    w.replacing = Some(Replacing { version, unhealthy: false });
+                    w.replacing = Some(Replacing { version, unhealthy: false, pid: w.state.pid() });
                     effects.push(Effect::Persist { name: name.clone() });
                 }
                 match w.state {

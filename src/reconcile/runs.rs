@@ -52,8 +52,14 @@ impl Core {
         let timeout = self.start_timeout;
         let mut waits = super::order::waits(&self.workloads);
         for (name, w) in &mut self.workloads {
-            // A restart under way ends with its sandbox: kept no longer.
-            if w.replacing.is_some() && !w.state.has_sandbox() {
+            // A restart under way ends with its sandbox (or was done, by a
+            // daemon that died before writing so): kept no longer.
+            let done = match (w.replacing, w.state) {
+                (None, _) => false,
+                (Some(r), State::Running { version, pid, .. }) => !r.of(version, pid),
+                (Some(_), state) => !state.has_sandbox(),
+            };
+            if done {
                 w.replacing = None;
                 pass.effects.push(Effect::Persist { name: name.clone() });
             }
@@ -74,8 +80,8 @@ impl Core {
                 (Some(_), s) if w.hold.is_some() && s.has_sandbox() => Some((Verb::Stop, Cause::StopAsked)),
                 // A restart asked of a daemon that died (or re-executed
                 // itself) before the sandbox ended: carried out.
-                (Some(v), State::Running { version, .. })
-                    if v == version && w.replacing.is_some_and(|r| r.version == version) =>
+                (Some(v), State::Running { version, pid, .. })
+                    if v == version && w.replacing.is_some_and(|r| r.of(version, pid)) =>
                 {
                     let unhealthy = w.replacing.is_some_and(|r| r.unhealthy);
                     Some((Verb::Restart, if unhealthy { Cause::Unhealthy } else { Cause::RestartAsked }))
@@ -89,7 +95,15 @@ impl Core {
                 }
                 (Some(_), _) => None,
             };
-            let Some((verb, cause)) = action else { continue };
+            let Some((verb, cause)) = action else {
+                // Nothing to do (an edit that waited, reverted): it waits
+                // for no one.
+                if !w.waiting.is_empty() {
+                    w.waiting.clear();
+                    w.note(at.wall, Happening::Waiting(Vec::new()));
+                }
+                continue;
+            };
             // A start (not a retry: its delay is over, and waiting would
             // leave it past due) waits for what it comes `after`; so does
             // the restart an edit makes, the running version running on
@@ -222,8 +236,8 @@ impl Core {
         let restart = runs.map(|d| d.manifest.restart.clone()).unwrap_or_default();
         // A run a restart was asked of (of a daemon that died before its
         // sandbox ended) ends as that restart's stop would have.
-        if let (State::Running { version, since, failures, .. }, Some(r)) = (w.state, w.replacing)
-            && r.version == version
+        if let (State::Running { version, since, failures, pid }, Some(r)) = (w.state, w.replacing)
+            && r.of(version, pid)
         {
             let then = if r.unhealthy { Then::Unhealthy { failures, since } } else { Then::Replace };
             w.state = State::Stopping { version, then, deadline: None };
@@ -266,11 +280,10 @@ impl Core {
     /// is let go: a daemon that dies right after must not run it again.
     pub fn would_end(&self, name: &WorkloadName, exit: Exit, at: Clock) -> Option<Ended> {
         let w = self.workloads.get(name)?;
-        let replacing = |version: Version| w.replacing.filter(|r| r.version == version);
         // As `on_exit` judges it: a run stopped for being unhealthy failed,
         // whatever its exit; one a restart was asked of is no end.
         let (version, since, failures, unhealthy) = match w.state {
-            State::Running { version, since, failures, .. } => match replacing(version) {
+            State::Running { version, since, failures, pid } => match w.replacing.filter(|r| r.of(version, pid)) {
                 Some(r) if !r.unhealthy => return None,
                 Some(_) => (version, since, failures, true),
                 None => (version, since, failures, false),

@@ -164,6 +164,18 @@ pub struct Replacing {
     pub version: Version,
     /// Stopped for being unhealthy: its end counts as a failed run.
     pub unhealthy: bool,
+    /// The run's init, when known: a successor carries the restart out
+    /// on that run only, not on the one that replaced it (a daemon that
+    /// died before writing that the restart was done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+}
+
+impl Replacing {
+    /// Whether this is a restart of the run of `version` whose init is `pid`.
+    pub fn of(&self, version: Version, pid: i32) -> bool {
+        self.version == version && self.pid.is_none_or(|p| p == pid)
+    }
 }
 
 /// One thing that happened to a workload, for `paddock status NAME`.
