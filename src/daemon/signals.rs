@@ -5,53 +5,64 @@
 //! They are blocked from the daemon's start (`hold`, in `main` before
 //! anything else, while it is one thread: every thread it makes inherits
 //! the mask), and no handler is installed: one thread of their own takes
-//! them from the kernel (`sigtimedwait`) and hands them to the loop
-//! (`Taker`). What comes before the loop listens (the recovery of a
+//! them from the kernel (`sigwaitinfo`, sleeping until one comes) and
+//! hands them to the loop (`Taker`). What comes before the loop listens (the recovery of a
 //! predecessor's sandboxes) waits, pending. An upgrade has that thread
 //! stop taking them (`Taker::pause`): from then on each is either in the
 //! loop's channel or pending in the kernel, and the upgrade looks at both
 //! before it execs (a stop asked meanwhile abandons the upgrade).
 
+use std::os::unix::thread::JoinHandleExt;
 use std::sync::mpsc;
-use std::time::Duration;
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::signal::Signal;
+
+use crate::sandbox::{daemon_signals, daemon_wake_signal};
 
 /// The signals the loop handles.
 pub const HANDLED: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
-/// How long the taking thread waits for a signal before it looks for a
-/// pause asked of it: the most a pause waits.
-const LOOK: Duration = Duration::from_millis(50);
-
-fn handled() -> SigSet {
-    let mut set = SigSet::empty();
-    HANDLED.iter().for_each(|s| set.add(*s));
-    set
-}
-
-/// Blocks the handled signals in the calling thread, and so in every
-/// thread it makes from now on.
+/// Blocks the daemon's signals (`sys::daemon_signals`) in the calling
+/// thread, and so in every thread it makes from now on.
 pub fn hold() {
-    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&handled()), None);
+    let set = daemon_signals();
+    // SAFETY: pthread_sigmask on a set on our stack.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 }
 
-/// Unblocks them in the calling thread: before an upgrade's exec, for a
-/// next image that does not hold them itself (a paddock older than this,
-/// whose handlers would never run with them blocked; a newer one holds
-/// them again in the first instructions of `main`).
+/// Unblocks the handled ones in the calling thread: before an upgrade's
+/// exec, for a next image that does not hold them itself (a paddock older
+/// than this, whose handlers would never run with them blocked; a newer
+/// one holds them again in the first instructions of `main`). The wake
+/// signal stays blocked: its default action would end the process.
 pub fn release() {
-    let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&handled()), None);
+    let mut set = nix::sys::signal::SigSet::empty();
+    HANDLED.iter().for_each(|s| set.add(*s));
+    let _ = nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+}
+
+/// Waits for one of the daemon's signals (none: `take_pending`'s zero
+/// timeout), and takes it.
+fn take(timeout: Option<&libc::timespec>) -> Option<libc::c_int> {
+    let set = daemon_signals();
+    let timeout = timeout.map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: sigtimedwait on a set on our stack, with no info asked, and
+    // a timeout that lives across the call or none (wait until one comes).
+    let signal = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), timeout) };
+    (signal > 0).then_some(signal)
 }
 
 /// One of the handled signals pending for the process or this thread,
 /// taken (none waits).
 pub fn take_pending() -> Option<Signal> {
     let none = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: sigtimedwait on a valid set, with no info asked and a zero
-    // timeout on our stack.
-    let signal = unsafe { libc::sigtimedwait(handled().as_ref(), std::ptr::null_mut(), &none) };
-    Signal::try_from(signal).ok()
+    loop {
+        let signal = take(Some(&none))?;
+        // A stale wake-up is no signal of the operator's.
+        if signal != daemon_wake_signal() {
+            return Signal::try_from(signal).ok();
+        }
+    }
 }
 
 enum Ask {
@@ -62,17 +73,20 @@ enum Ask {
 /// The thread that takes the handled signals and hands them to the loop.
 pub struct Taker {
     asks: mpsc::Sender<Ask>,
+    thread: libc::pthread_t,
 }
 
 impl Taker {
     /// Starts the thread: what is pending is handed over first.
     pub fn start(to: tokio::sync::mpsc::UnboundedSender<Signal>) -> std::io::Result<Self> {
         let (asks, asked) = mpsc::channel::<Ask>();
-        std::thread::Builder::new().name("paddock-signals".into()).spawn(move || {
-            let wait = libc::timespec { tv_sec: 0, tv_nsec: LOOK.as_nanos() as libc::c_long };
+        let thread = std::thread::Builder::new().name("paddock-signals".into()).spawn(move || {
             loop {
-                match asked.try_recv() {
-                    Ok(Ask::Pause(done)) => {
+                let Some(signal) = take(None) else { continue };
+                if signal == daemon_wake_signal() {
+                    // Asked to pause (or a stale wake-up): until resumed,
+                    // nothing takes them, and they stay pending.
+                    if let Ok(Ask::Pause(done)) = asked.try_recv() {
                         let _ = done.send(());
                         loop {
                             match asked.recv() {
@@ -81,15 +95,9 @@ impl Taker {
                                 Err(_) => return,
                             }
                         }
-                        continue;
                     }
-                    Ok(Ask::Resume) => {}
-                    Err(mpsc::TryRecvError::Disconnected) => return,
-                    Err(mpsc::TryRecvError::Empty) => {}
+                    continue;
                 }
-                // SAFETY: sigtimedwait on a valid set, with no info asked
-                // and a timeout on our stack.
-                let signal = unsafe { libc::sigtimedwait(handled().as_ref(), std::ptr::null_mut(), &wait) };
                 if let Ok(signal) = Signal::try_from(signal)
                     && to.send(signal).is_err()
                 {
@@ -97,7 +105,7 @@ impl Taker {
                 }
             }
         })?;
-        Ok(Self { asks })
+        Ok(Self { asks, thread: thread.as_pthread_t() })
     }
 
     /// Stops taking them; returns once the thread has stopped (what it
@@ -105,6 +113,10 @@ impl Taker {
     pub fn pause(&self) {
         let (done, answered) = mpsc::channel();
         if self.asks.send(Ask::Pause(done)).is_ok() {
+            // SAFETY: the thread is ours, and runs while the loop can
+            // pause it: it returns only once the loop's receiver is gone
+            // (the loop is over) or, paused, once this handle is.
+            unsafe { libc::pthread_kill(self.thread, daemon_wake_signal()) };
             let _ = answered.recv();
         }
     }

@@ -20,7 +20,7 @@ pub mod seccomp;
 mod source;
 mod spawn;
 mod sys;
-pub use sys::{set_cloexec, take_env, unblock_daemon_signals};
+pub use sys::{daemon_signals, daemon_wake_signal, set_cloexec, take_env, unblock_daemon_signals};
 pub mod unreaped;
 pub mod zygote;
 

@@ -383,20 +383,35 @@ pub fn ignore_stray_abort() {
     unsafe { libc::signal(libc::SIGABRT, libc::SIG_IGN) };
 }
 
-/// Unblocks SIGTERM, SIGINT and SIGHUP, which the daemon keeps blocked in
-/// every thread (`daemon::signals`) and a child would inherit so (std's
-/// `Command` keeps the parent's mask): for a child before its exec (a
-/// CNI plugin, and what it leaves running, would otherwise never take
-/// them). Async-signal-safe.
-pub fn unblock_daemon_signals() {
-    // SAFETY: sigemptyset, sigaddset and pthread_sigmask on a set on our
-    // stack: async-signal-safe, as a `pre_exec` closure must be.
+/// The signals the daemon keeps blocked in every thread and takes on a
+/// thread of its own (`daemon::signals`): SIGTERM, SIGINT and SIGHUP,
+/// which its loop acts on, and the real-time signal that wakes that
+/// thread (`daemon_wake_signal`).
+pub fn daemon_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset and sigaddset on a set on our stack (both
+    // async-signal-safe).
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, daemon_wake_signal()] {
             libc::sigaddset(&mut set, signal);
         }
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        set
     }
+}
+
+/// The real-time signal that wakes the daemon's signal-taking thread.
+pub fn daemon_wake_signal() -> libc::c_int {
+    libc::SIGRTMIN()
+}
+
+/// Unblocks `daemon_signals` in the calling thread: in a child before its
+/// exec (std's `Command` keeps the parent's mask, and a CNI plugin, and
+/// what it leaves running, would otherwise never take them).
+/// Async-signal-safe.
+pub fn unblock_daemon_signals() {
+    let set = daemon_signals();
+    // SAFETY: pthread_sigmask on a set on our stack: async-signal-safe, as
+    // a `pre_exec` closure must be.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
 }
