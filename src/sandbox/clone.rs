@@ -54,21 +54,14 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// # Safety
 /// As fork: the caller's child side must only run async-signal-safe code.
 pub unsafe fn clone_sandbox(flags: u64, cgroup_dir: Option<&OwnedFd>, pidfd: &mut libc::c_int) -> (libc::c_long, bool) {
-    // SAFETY: sigset_t is plain data, filled by sigemptyset below.
-    let (mut held, mut before): (libc::sigset_t, libc::sigset_t) = unsafe { std::mem::zeroed() };
-    // SAFETY: sigemptyset, sigaddset and pthread_sigmask on sigsets on our stack.
-    unsafe {
-        libc::sigemptyset(&mut held);
-        for signal in super::init::FORWARDED {
-            libc::sigaddset(&mut held, *signal as libc::c_int);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &held, &mut before);
-    }
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    let mut before = SigSet::empty();
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&super::init::forwarded()), Some(&mut before));
     // SAFETY: the caller's contract, passed on.
     let cloned = unsafe { clone_raw(flags, cgroup_dir, pidfd) };
     if cloned.0 != 0 {
-        // SAFETY: as above; the mask this thread had.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut()) };
+        // The mask this thread had.
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&before), None);
     }
     cloned
 }

@@ -53,6 +53,13 @@ pub(super) const FORWARDED: &[Signal] = &[
     Signal::SIGSYS,
 ];
 
+/// `FORWARDED`, as a set.
+pub(super) fn forwarded() -> SigSet {
+    let mut set = SigSet::empty();
+    FORWARDED.iter().for_each(|s| set.add(*s));
+    set
+}
+
 /// Signals `paddock __enter` passes on to an entered command: those
 /// `paddock exec` relays from its caller.
 pub(super) const RELAYED: &[Signal] = &[
@@ -171,9 +178,8 @@ pub fn main(channel_fd: RawFd) -> i32 {
     if let Err((step, errno)) = prepared.apply_before_fork() {
         return fail(step.name(), errno.desc().to_owned());
     }
-    let mut watched = SigSet::empty();
+    let mut watched = forwarded();
     watched.add(Signal::SIGCHLD);
-    FORWARDED.iter().for_each(|s| watched.add(*s));
     // Blocked, not handled: a blocked signal is never discarded, even for a
     // PID 1, and the keeper reads it from a signalfd.
     if let Err(e) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&watched), None) {
