@@ -323,7 +323,7 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
         !again.contains(&c.file.as_str())
             || !matches!(&c.event, ManifestEvent::Invalid(now) if invalid.get(&c.file) == Some(now))
     });
-    let adopted_runs = adopted_runs(recorded, &snapshot, validator);
+    let adopted_runs = adopted_runs(recorded, &snapshot, &kept, validator);
     Outcome { snapshot, changes, refused: None, kept, withheld, adopted_runs }
 }
 
@@ -331,9 +331,11 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
 /// (or gone) run: their records', checked as a file would be (or, no
 /// longer passing today's host checks, without them: what matters is how
 /// the version that runs is stopped).
+/// (Those `kept` on their recorded manifest already are not read again.)
 fn adopted_runs(
     recorded: &BTreeMap<String, Arc<str>>,
     snapshot: &Snapshot,
+    kept: &[(WorkloadName, Desired)],
     validator: &Validator,
 ) -> Vec<(WorkloadName, Desired)> {
     let mut runs = Vec::new();
@@ -345,6 +347,9 @@ fn adopted_runs(
         let Some(name) = WorkloadName::stem_of_manifest_file(file).and_then(|s| WorkloadName::try_from(s).ok()) else {
             continue;
         };
+        if kept.iter().any(|(k, _)| *k == name) {
+            continue;
+        }
         // Read as a file would be; else without today's host checks; else
         // (today's policies refuse it) as it reads, for its `[stop]`.
         let manifest = validator
