@@ -325,14 +325,12 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         let parsed = WorkloadName::try_from(name).map_err(|_| unknown())?;
         let (answer, mut effects) = self.core.on_request(&parsed, command, at).map_err(|_| unknown())?;
         tracing::info!(workload = %parsed, action = ?command, "asked on the control socket");
-        // A hold (a restart) is on disk before the stop signal goes: a
-        // daemon that dies while the workload stops leaves it held (being
-        // restarted), and the next one carries the stop (restart) out. A
-        // release is on disk before the start: the next one does not hold
-        // again, and stop, what it started.
-        if matches!(command, Command::Stop | Command::Restart | Command::Start)
-            && effects.iter().any(|e| matches!(e, Effect::Persist { name } if *name == parsed))
-        {
+        // What an operator asked is on disk before it is carried out: a
+        // hold or a restart before the stop signal (or while a stop is
+        // under way already), a release before the start. A daemon that
+        // dies meanwhile leaves it to the next. (`execute` does the same
+        // for what other paths keep before a stop signal.)
+        if effects.iter().any(|e| matches!(e, Effect::Persist { name } if *name == parsed)) {
             effects.retain(|e| !matches!(e, Effect::Persist { name } if *name == parsed));
             self.persist_with(&parsed, true);
         }
