@@ -161,11 +161,11 @@ fn an_upgrade_during_a_hung_start_kills_it_at_its_deadline_and_never_adopts_it()
 }
 
 /// A stop (SIGTERM) asked while an upgrade settles (here: waiting out a
-/// hung start's deadline) is not lost at the exec: the upgrade is
-/// abandoned and the daemon stops every workload and exits. (It was heard
-/// by the old image's handler, which its loop never acted on.)
+/// hung start's deadline) is not lost at the exec (it was, heard and never
+/// acted on), nor kept waiting for the start: the upgrade is abandoned,
+/// its client told, and the daemon stops every workload and exits.
 #[test]
-fn a_stop_asked_during_an_upgrade_is_carried_out_by_the_new_image() {
+fn a_stop_asked_during_an_upgrade_abandons_it_and_stops_every_workload() {
     let hang = HungFuse::new();
     let d = Daemon::setup();
     d.configure("policy_dir", "start_timeout = \"2s\"\npolicy_dir");
@@ -181,7 +181,7 @@ fn a_stop_asked_during_an_upgrade_is_carried_out_by_the_new_image() {
             .args(["upgrade", "--socket"])
             .arg(d.path("paddock.sock"))
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(d.path("out/upgrade.err")).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -204,7 +204,13 @@ fn a_stop_asked_during_an_upgrade_is_carried_out_by_the_new_image() {
     assert!(status.success(), "{status:?}");
     assert!(common::daemon::gone(steady), "its workloads stopped");
     let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
-    assert!(log.contains("asked to stop while upgrading: not upgraded"), "{log}");
+    assert!(log.contains("the daemon was asked to stop: not upgraded"), "{log}");
+    let told = || std::fs::read_to_string(d.path("out/upgrade.err")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !told().contains("not upgraded") {
+        assert!(Instant::now() < deadline, "the client was not told: {}", told());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// systemd reads its notify socket in its own loop; while it does not

@@ -256,7 +256,12 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // none of them wants can go.
     daemon.executor.release_from_now_on();
     daemon.reconcile(Clock::read());
-    settle(&mut daemon, &mut sandbox_rx, start_timeout, &notifier).await;
+    // A stop asked meanwhile does not wait for the starts: the loop has it.
+    let mut asked = Vec::new();
+    settle(&mut daemon, &mut sandbox_rx, start_timeout, &notifier, &mut heard, &mut asked).await;
+    for signal in asked {
+        let _ = requeue.send(signal);
+    }
     let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
 
     let mut resync = tokio::time::interval(resync);
@@ -480,6 +485,8 @@ async fn settle(
     sandbox_rx: &mut mpsc::UnboundedReceiver<SandboxEvent>,
     start_timeout: Duration,
     notifier: &Notifier,
+    heard: &mut mpsc::UnboundedReceiver<Signal>,
+    asked: &mut Vec<Signal>,
 ) -> bool {
     let settled = tokio::time::Instant::now() + start_timeout + KILL_HEARD;
     let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
@@ -503,6 +510,13 @@ async fn settle(
             }
             _ = async { watchdog.as_mut().unwrap().tick().await }, if watchdog.is_some() => {
                 let _ = notifier.notify("WATCHDOG=1");
+            }
+            // A stop is not kept waiting for the starts: the upgrade is off.
+            Some(signal) = heard.recv() => {
+                asked.push(signal);
+                if signal != Signal::SIGHUP {
+                    return false;
+                }
             }
         }
     }
@@ -532,21 +546,41 @@ async fn reexec(
         return;
     };
     let _ = notifier.notify("RELOADING=1");
+    // What the loop is asked meanwhile (a stop abandons the upgrade).
+    let mut asked = Vec::new();
     // A start still under way would be adopted by the new image as if
     // running, half built, with no deadline: no exec then.
-    if !settle(daemon, sandbox_rx, start_timeout, notifier).await {
-        let message = "a workload is still starting, past its start_timeout: not upgraded; try again";
-        tracing::error!(message);
+    let settled = settle(daemon, sandbox_rx, start_timeout, notifier, heard.channel, &mut asked).await;
+    if settled {
+        daemon.store.flush(Duration::from_secs(5));
+        // Detachments under way finish; attachments in use are recorded,
+        // and the new image takes them over.
+        daemon.executor.settle_networks();
+        // From here no thread takes a stop or reload: each is in the
+        // loop's channel, or pending, until the exec.
+        heard.taker.pause();
+        take_asked(heard.channel, &mut asked);
+    }
+    let stop = asked.iter().any(|s| *s != Signal::SIGHUP);
+    let refusal = match (settled, stop) {
+        (_, true) => Some("the daemon was asked to stop: not upgraded; every workload is being stopped"),
+        (false, false) => Some("a workload is still starting, past its start_timeout: not upgraded; try again"),
+        (true, false) => None,
+    };
+    if let Some(message) = refusal {
+        tracing::error!(signals = ?asked, message);
         if let Some(reply) = reply {
             let _ = reply.send(Response::Error(message.to_owned()));
         }
+        // A stop for the loop to carry out (a reload is moot beside it).
+        asked.retain(|s| !stop || *s != Signal::SIGHUP);
+        for signal in asked {
+            let _ = heard.again.send(signal);
+        }
+        heard.taker.resume();
         let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
         return;
     }
-    daemon.store.flush(Duration::from_secs(5));
-    // Detachments under way finish; attachments in use are recorded, and
-    // the new image takes them over.
-    daemon.executor.settle_networks();
     tracing::info!(binary = %binary.display(), "upgrading in place: re-executing the binary; every workload keeps running");
     if let Some(reply) = reply {
         let text = format!("re-executing {}; every workload keeps running", binary.display());
@@ -555,44 +589,51 @@ async fn reexec(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     notifier.settle(SETTLE_NOTIFY).await;
-    // From here no thread takes a stop or reload: each is in the loop's
-    // channel, or pending. A stop asked while the upgrade settled
-    // abandons it: this image stops every workload, as asked, rather
-    // than hand the stop across the exec. (A reload is dropped: the new
-    // image reads everything.)
-    heard.taker.pause();
-    let mut asked = Vec::new();
-    while let Ok(signal) = heard.channel.try_recv() {
-        asked.push(signal);
-    }
-    while let Some(signal) = signals::take_pending() {
-        asked.push(signal);
-    }
-    if asked.iter().any(|s| *s != nix::sys::signal::Signal::SIGHUP) {
+    take_asked(heard.channel, &mut asked);
+    if asked.iter().any(|s| *s != Signal::SIGHUP) {
+        // Asked in these last milliseconds, the client told already.
         tracing::warn!(signals = ?asked, "asked to stop while upgrading: not upgraded; stopping every workload");
+        asked.retain(|s| *s != Signal::SIGHUP);
         for signal in asked {
             let _ = heard.again.send(signal);
         }
         heard.taker.resume();
         return;
     }
-    // Unblocked for the next image: a paddock older than this one never
-    // unblocks them itself (a newer one holds them again at once).
+    // Ignored, then unblocked, for the next image: a paddock older than
+    // this one never unblocks them itself, and one that comes in the
+    // moment before the exec must not end the daemon (a newer image holds
+    // them again, and takes them back, at once).
     signals::release();
     let error = upgrade::reexec(&binary, handover);
     signals::hold();
+    // A reload asked meanwhile is the loop's again.
+    for signal in asked {
+        let _ = heard.again.send(signal);
+    }
     heard.taker.resume();
     tracing::error!(%error, "the upgrade failed; this daemon goes on");
     let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
+}
+
+/// Adds to `asked` what the loop's channel holds and what is pending
+/// (the signal thread paused).
+fn take_asked(channel: &mut mpsc::UnboundedReceiver<Signal>, asked: &mut Vec<Signal>) {
+    while let Ok(signal) = channel.try_recv() {
+        asked.push(signal);
+    }
+    while let Some(signal) = signals::take_pending() {
+        asked.push(signal);
+    }
 }
 
 /// The signals the loop heard, and the thread that takes them, for an
 /// upgrade to look at before it execs.
 struct Heard<'a> {
     taker: &'a signals::Taker,
-    channel: &'a mut mpsc::UnboundedReceiver<nix::sys::signal::Signal>,
+    channel: &'a mut mpsc::UnboundedReceiver<Signal>,
     /// To hand the loop again what an abandoned upgrade took.
-    again: &'a mpsc::UnboundedSender<nix::sys::signal::Signal>,
+    again: &'a mpsc::UnboundedSender<Signal>,
 }
 
 /// A scan and its validation on a blocking thread, awaited.

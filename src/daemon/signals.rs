@@ -23,21 +23,37 @@ use crate::sandbox::{daemon_signals, daemon_wake_signal};
 pub const HANDLED: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
 /// Blocks the daemon's signals (`sys::daemon_signals`) in the calling
-/// thread, and so in every thread it makes from now on.
+/// thread, and so in every thread it makes from now on, and gives the
+/// handled ones back their default action (`release` ignored them, and
+/// an ignored disposition outlives an exec); blocked, they wait to be
+/// taken.
 pub fn hold() {
     let set = daemon_signals();
-    // SAFETY: pthread_sigmask on a set on our stack.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    // SAFETY: pthread_sigmask on a set on our stack; signal(2) with the
+    // default disposition.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        for signal in HANDLED {
+            libc::signal(signal as libc::c_int, libc::SIG_DFL);
+        }
+    }
 }
 
-/// Unblocks the handled ones in the calling thread: before an upgrade's
-/// exec, for a next image that does not hold them itself (a paddock older
-/// than this, whose handlers would never run with them blocked; a newer
-/// one holds them again in the first instructions of `main`). The wake
-/// signal stays blocked: its default action would end the process.
+/// Ignores, then unblocks, the handled ones in the calling thread: right
+/// before an upgrade's exec, for a next image that does not hold them
+/// itself (a paddock older than this one, which never unblocks them);
+/// one that comes before the next image holds them is dropped, not fatal.
+/// The wake signal stays blocked: its default action would end the
+/// process.
 pub fn release() {
     let mut set = nix::sys::signal::SigSet::empty();
     HANDLED.iter().for_each(|s| set.add(*s));
+    // SAFETY: signal(2) with SIG_IGN.
+    unsafe {
+        for signal in HANDLED {
+            libc::signal(signal as libc::c_int, libc::SIG_IGN);
+        }
+    }
     let _ = nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_UNBLOCK, Some(&set), None);
 }
 
@@ -73,7 +89,7 @@ enum Ask {
 /// The thread that takes the handled signals and hands them to the loop.
 pub struct Taker {
     asks: mpsc::Sender<Ask>,
-    thread: libc::pthread_t,
+    thread: std::os::unix::thread::RawPthread,
 }
 
 impl Taker {
@@ -116,7 +132,8 @@ impl Taker {
             // SAFETY: the thread is ours, and runs while the loop can
             // pause it: it returns only once the loop's receiver is gone
             // (the loop is over) or, paused, once this handle is.
-            unsafe { libc::pthread_kill(self.thread, daemon_wake_signal()) };
+            // (A pthread_t is an integer to glibc and a pointer to musl.)
+            unsafe { libc::pthread_kill(self.thread as libc::pthread_t, daemon_wake_signal()) };
             let _ = answered.recv();
         }
     }
