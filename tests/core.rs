@@ -479,14 +479,19 @@ fn a_restart_under_way_when_the_daemon_died_is_carried_out_by_the_next() {
     assert_eq!(kinds(&effects), ["persist", "stop (paddock restart)"], "kept before the signal");
     let replacing = core.get(&name()).unwrap().replacing.expect("kept");
     assert_eq!(replacing, Replacing { version: Version(1), unhealthy: false, pid: Some(4242) });
-    let successor = |replacing: Replacing| {
+    // The next daemon: what was kept restored, the sandbox of version 1
+    // adopted with its init's pid (none: gone), the file read.
+    let successor_adopting = |replacing: Replacing, pid: Option<i32>| {
         let mut core = Core::default();
         core.restore(&name(), None, None);
         core.restore_replacing(&name(), replacing);
-        core.adopt(&name(), Version(1), 4242, at.now, at);
+        if let Some(pid) = pid {
+            core.adopt(&name(), Version(1), pid, at.now, at);
+        }
         core.on_manifest(&name(), valid(1, ""), at);
         core
     };
+    let successor = |replacing: Replacing| successor_adopting(replacing, Some(4242));
     // Adopted running: stopped, then started again (exit 0 is no end).
     let mut core = successor(replacing);
     assert_eq!(kinds(&core.reconcile(at, 16).effects), ["stop (paddock restart)"]);
@@ -511,18 +516,11 @@ fn a_restart_under_way_when_the_daemon_died_is_carried_out_by_the_next() {
     assert_eq!(core.get(&name()).unwrap().state_name(), "backoff");
     // Done already (the daemon died before writing so): the run adopted
     // is the new one, left alone, and what was kept is dropped.
-    let mut core = Core::default();
-    core.restore(&name(), None, None);
-    core.restore_replacing(&name(), replacing);
-    core.adopt(&name(), Version(1), 4343, at.now, at);
-    core.on_manifest(&name(), valid(1, ""), at);
+    let mut core = successor_adopting(replacing, Some(4343));
     assert_eq!(kinds(&core.reconcile(at, 16).effects), ["persist"]);
     assert_eq!(core.get(&name()).unwrap().replacing, None);
     // Not adopted (the sandbox is gone): dropped, and started as usual.
-    let mut core = Core::default();
-    core.restore(&name(), None, None);
-    core.restore_replacing(&name(), replacing);
-    core.on_manifest(&name(), valid(1, ""), at);
+    let mut core = successor_adopting(replacing, None);
     let effects = kinds(&core.reconcile(at, 16).effects);
     assert!(effects.contains(&"persist".to_owned()), "{effects:?}");
     assert_eq!(core.get(&name()).unwrap().replacing, None);
@@ -534,25 +532,27 @@ fn a_restart_under_way_when_the_daemon_died_is_carried_out_by_the_next() {
 #[test]
 fn an_unhealthy_run_that_is_not_restarted_is_kept_failed_before_it_is_let_go() {
     let at = Clock::read();
-    let mut core = Core::default();
-    core.on_manifest(&name(), valid(1, NEVER), at);
-    core.reconcile(at, 16);
-    core.on_started(&name(), 4242, Duration::ZERO, at);
-    for _ in 0..3 {
-        core.on_probe(&name(), 4242, false, String::new(), at.after(Duration::from_secs(60)));
-    }
-    assert_eq!(core.get(&name()).unwrap().state_name(), "stopping");
-    let ended = core.would_end(&name(), Exit::Code(0), at);
+    // Running with `extra`, then found unhealthy (three failed probes).
+    let unhealthy = |extra: &'static str| {
+        let mut core = Core::default();
+        core.on_manifest(&name(), valid(1, extra), at);
+        core.reconcile(at, 16);
+        core.on_started(&name(), 4242, Duration::ZERO, at);
+        for _ in 0..3 {
+            core.on_probe(&name(), 4242, false, String::new(), at.after(Duration::from_secs(60)));
+        }
+        assert_eq!(core.get(&name()).unwrap().state_name(), "stopping");
+        core
+    };
+    let ended = unhealthy(NEVER).would_end(&name(), Exit::Code(0), at);
     assert_eq!(ended, Some(Ended { version: Version(1), failed: true, exit: Some(Exit::Code(0)) }));
     // Restarted under the default policy: nothing to keep.
-    let mut core = Core::default();
-    core.on_manifest(&name(), valid(1, TCP), at);
-    core.reconcile(at, 16);
-    core.on_started(&name(), 4242, Duration::ZERO, at);
-    for _ in 0..3 {
-        core.on_probe(&name(), 4242, false, String::new(), at.after(Duration::from_secs(60)));
-    }
-    assert_eq!(core.would_end(&name(), Exit::Code(0), at), None);
+    assert_eq!(unhealthy(TCP).would_end(&name(), Exit::Code(0), at), None);
+    // `paddock restart` asked while it stops keeps naming its run's init.
+    let mut core = unhealthy(TCP);
+    core.on_request(&name(), Command::Restart, at).unwrap();
+    let replacing = core.get(&name()).unwrap().replacing;
+    assert_eq!(replacing, Some(Replacing { version: Version(1), unhealthy: false, pid: Some(4242) }));
 }
 
 /// `paddock stop` asked of a daemon that died before the sandbox ended:

@@ -77,7 +77,10 @@ impl Core {
                 // stops: a successor that adopts it still running carries
                 // the restart out.
                 if let Some(version) = w.state.version().filter(|_| w.state.has_sandbox()) {
-                    w.replacing = Some(Replacing { version, unhealthy: false, pid: w.state.pid() });
+                    // Its run's init: known while it runs, or from a
+                    // restart (an unhealthy run's) already under way.
+                    let pid = w.state.pid().or(w.replacing.and_then(|r| r.pid));
+                    w.replacing = Some(Replacing { version, unhealthy: false, pid });
                     effects.push(Effect::Persist { name: name.clone() });
                 }
                 match w.state {
