@@ -82,17 +82,21 @@ pub fn open(path: &Path) -> std::io::Result<File> {
 /// filed under the old one's time.
 pub fn open_for_run(path: &Path) -> std::io::Result<File> {
     use std::io::Write;
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::FileExt;
     let mut file = open(path)?;
     let size = file.metadata()?.len();
-    if size > 0 {
-        // Read through a descriptor of its own: the one returned, the
-        // init's stdout, only writes.
-        let reader = OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW).open(path)?;
-        let mut last = [0u8; 1];
-        if reader.read_at(&mut last, size - 1).is_ok_and(|n| n == 1) && last[0] != b'\n' {
-            file.write_all(b"\n")?;
-        }
+    // Read through a descriptor of its own (the one returned, the init's
+    // stdout, only writes), opened again through this one, not the path;
+    // at best: a start never fails for it.
+    let reader = (size > 0)
+        .then(|| std::fs::File::open(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file))).ok())
+        .flatten();
+    let mut last = [0u8; 1];
+    if let Some(reader) = reader
+        && reader.read_at(&mut last, size - 1).is_ok_and(|n| n == 1)
+        && last[0] != b'\n'
+    {
+        file.write_all(b"\n")?;
     }
     Ok(file)
 }

@@ -357,7 +357,8 @@ fn adopted_runs(
             .spec
             .or_else(|| validator.validate(file, source, HostChecks::Skip).spec)
             .map(|spec| spec.manifest)
-            .or_else(|| toml::from_str::<Manifest>(source).ok());
+            // (Only its stop is wanted: no health checks for it meanwhile.)
+            .or_else(|| toml::from_str::<Manifest>(source).ok().map(|m| Manifest { health: None, ..m }));
         if let Some(manifest) = manifest {
             runs.push((name, Desired { version, manifest: Arc::new(manifest), source: source.clone() }));
         }

@@ -265,7 +265,10 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
         // Read-only on the mount, not the superblock: that one is the host's too.
         let tree = sys::fs_mount(c"cgroup2", c"cgroup2", &[], nosuid | nodev | noexec)
             .and_then(|tree| sys::mount_setattr(tree.as_fd(), sys::MOUNT_ATTR_RDONLY, None, false).map(|()| tree));
-        let _ = attach(tree, &at, MOUNT_CGROUP, "/sys/fs/cgroup");
+        match attach(tree, &at, MOUNT_CGROUP, "/sys/fs/cgroup") {
+            Err(e) if matches!(e.errno, Errno::EPERM | Errno::EACCES | Errno::EINVAL | Errno::ENODEV) => {}
+            other => drop(other?),
+        }
     }
 
     // A target beneath one of the init's own mounts is made in that mount,
