@@ -62,13 +62,20 @@ pub fn parse(text: &str) -> Result<Vec<SubIdEntry>, SubIdParseError> {
         let count: u32 =
             count.parse().map_err(|_| bad(format!("count {count:?} is not a number from 1 to 4294967295")))?;
         let range = IdRange { start, count };
-        if count == 0 || range.end() > 1 << 32 {
-            return Err(bad(format!("the range {start}:{count} is empty or runs past 4294967295")));
+        // The kernel maps no range that holds (uid_t)-1 or wraps past it.
+        if count == 0 || range.end() > LAST_ID_END {
+            return Err(bad(format!(
+                "the range {start}:{count} is empty or runs past 4294967294, the last id a user namespace can map"
+            )));
         }
         entries.push(SubIdEntry { owner: owner.to_owned(), range });
     }
     Ok(entries)
 }
+
+/// Where a range may end at most: 4294967295, (uid_t)-1, is no id, and a
+/// user namespace's map (`map_write`) refuses a range that holds it.
+const LAST_ID_END: u64 = u32::MAX as u64;
 
 /// The ranges of a user, named either way, in file order.
 pub fn ranges_of(entries: &[SubIdEntry], name: &str, uid: u32) -> Vec<IdRange> {
@@ -91,7 +98,7 @@ pub fn free_start(files: &[&[SubIdEntry]], ids: &[u32], count: u32) -> Option<u3
         .collect();
     loop {
         let candidate = IdRange { start: u32::try_from(start).ok()?, count };
-        if candidate.end() > 1 << 32 {
+        if candidate.end() > LAST_ID_END {
             return None;
         }
         match taken.iter().filter(|t| t.overlaps(&candidate)).map(IdRange::end).max() {
@@ -119,11 +126,18 @@ mod tests {
 
     #[test]
     fn reports_the_bad_line() {
-        for (text, line) in
-            [("a:1:2\nb:1\n", 2), ("a:x:2\n", 1), ("\n\na:1:0\n", 3), (":1:2", 1), ("a:4294967295:2", 1)]
-        {
+        for (text, line) in [
+            ("a:1:2\nb:1\n", 2),
+            ("a:x:2\n", 1),
+            ("\n\na:1:0\n", 3),
+            (":1:2", 1),
+            ("a:4294967295:2", 1),
+            ("a:1:2\nb:4294901760:65536\n", 2),
+        ] {
             assert_eq!(parse(text).unwrap_err().line, line, "{text:?}");
         }
+        // The last range a map takes ends just before (uid_t)-1.
+        assert_eq!(parse("a:4294901759:65536").unwrap()[0].range.end(), u64::from(u32::MAX));
     }
 
     #[test]
@@ -134,6 +148,9 @@ mod tests {
         assert_eq!(free_start(&[&a, &b], &[], 65536), Some(196608));
         let full = parse("x:0:4294967295\n").unwrap();
         assert_eq!(free_start(&[&full], &[], 65536), None);
+        // The last aligned start, 4294901760, would hold (uid_t)-1.
+        let below_last = parse("x:0:4294901760\n").unwrap();
+        assert_eq!(free_start(&[&below_last], &[], 65536), None);
     }
 
     #[test]
