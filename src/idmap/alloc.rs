@@ -110,6 +110,11 @@ impl Taken {
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Allocations {
     slices: BTreeMap<String, Slice>,
+    /// Those given the first slice by `shared` isolation: they share it by
+    /// their own settings, so it is not theirs alone, and a workload's own
+    /// slice is not taken from it for sharing with them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    shared: std::collections::BTreeSet<String>,
 }
 
 impl Allocations {
@@ -166,9 +171,12 @@ impl Allocations {
         self.slices.iter().map(|(n, s)| (n.as_str(), s))
     }
 
-    /// The workload's slice: the one it had if that is still inside the
-    /// ranges, else the first free one. uids and gids are allocated
-    /// together (slice i of the uid ranges with slice i of the gid ranges).
+    /// The workload's slice: the one it had if that is still its own (a
+    /// slice of the ranges as they are now cut, uids and gids each, that
+    /// no other workload's slice overlaps), else the first free one, uids
+    /// and gids allocated together (slice i of the uid ranges with slice i
+    /// of the gid ranges). With `shared` isolation, the first slice,
+    /// whoever has it.
     pub fn allocate(
         &mut self,
         name: &str,
@@ -181,17 +189,26 @@ impl Allocations {
         if isolation == Isolation::Shared {
             let first = candidates.next().ok_or(AllocError::Exhausted { total: 0, size })?;
             self.slices.insert(name.to_owned(), first);
+            self.shared.insert(name.to_owned());
             return Ok(first);
         }
-        // Still slice i of the uids and slice i of the gids, as cut now.
-        let total = slice_count(uids, gids, size);
-        let kept = |s: &&Slice| match (index_of(uids, size, &s.uid), index_of(gids, size, &s.gid)) {
-            (Some(u), Some(g)) => u == g && u < total,
-            _ => false,
+        // Kept across changes of the files that leave it inside them (a
+        // range added to one file only moves no one), but never shared:
+        // not one given by `shared` isolation, nor one another workload's
+        // overlaps (as tables written before shared ones were marked have).
+        let own = |s: &Slice| {
+            index_of(uids, size, &s.uid).is_some()
+                && index_of(gids, size, &s.gid).is_some()
+                && !self.slices.iter().any(|(n, o)| {
+                    n != name && !self.shared.contains(n) && (o.uid.overlaps(&s.uid) || o.gid.overlaps(&s.gid))
+                })
         };
-        if let Some(existing) = self.slices.get(name).filter(kept) {
+        if !self.shared.contains(name)
+            && let Some(existing) = self.slices.get(name).filter(|s| own(s))
+        {
             return Ok(*existing);
         }
+        let total = slice_count(uids, gids, size);
         let others = || self.slices.iter().filter(|(n, _)| n.as_str() != name);
         let (uids_used, gids_used) =
             (Taken::new(others().map(|(_, s)| s.uid)), Taken::new(others().map(|(_, s)| s.gid)));
@@ -199,6 +216,7 @@ impl Allocations {
             .find(|c| !uids_used.overlaps(&c.uid) && !gids_used.overlaps(&c.gid))
             .ok_or(AllocError::Exhausted { total, size })?;
         self.slices.insert(name.to_owned(), free);
+        self.shared.remove(name);
         Ok(free)
     }
 
@@ -210,6 +228,7 @@ impl Allocations {
 
     /// Frees a workload's slice (its manifest was deleted).
     pub fn free(&mut self, name: &str) -> Option<Slice> {
+        self.shared.remove(name);
         self.slices.remove(name)
     }
 }
@@ -284,6 +303,62 @@ mod tests {
         let mut a = Allocations::default();
         let one = a.allocate("a", &[R], &[R], 65536, Isolation::Shared).unwrap();
         assert_eq!(a.allocate("b", &[R], &[R], 65536, Isolation::Shared).unwrap(), one);
+    }
+
+    #[test]
+    fn workloads_that_shared_a_slice_each_get_their_own_once_isolated() {
+        let per = Isolation::PerWorkload;
+        // The daemon ran with `shared`, then `per-workload`.
+        let mut a = Allocations::default();
+        for name in ["a", "b", "c"] {
+            a.allocate(name, &[R], &[R], 65536, Isolation::Shared).unwrap();
+        }
+        let slices: Vec<Slice> = ["a", "b", "c"].map(|n| a.allocate(n, &[R], &[R], 65536, per).unwrap()).into();
+        assert!(slices[0] != slices[1] && slices[1] != slices[2] && slices[0] != slices[2], "{slices:?}");
+        // A table written before shared slices were marked: each entry an
+        // other overlaps is given up, until none is shared.
+        let mut legacy: Allocations =
+            serde_json::from_value(serde_json::json!({ "slices": { "a": slices[0], "b": slices[0], "c": slices[0] } }))
+                .unwrap();
+        let slices: Vec<Slice> = ["a", "b", "c"].map(|n| legacy.allocate(n, &[R], &[R], 65536, per).unwrap()).into();
+        assert!(slices[0] != slices[1] && slices[1] != slices[2] && slices[0] != slices[2], "{slices:?}");
+    }
+
+    #[test]
+    fn a_run_with_shared_isolation_takes_no_workloads_slice_from_it() {
+        let per = Isolation::PerWorkload;
+        let mut a = Allocations::default();
+        let web = a.allocate("web", &[R], &[R], 65536, per).unwrap();
+        // `paddock run --isolation shared x.toml`: the first slice, web's.
+        assert_eq!(a.allocate("x", &[R], &[R], 65536, Isolation::Shared).unwrap(), web);
+        assert_eq!(a.allocate("web", &[R], &[R], 65536, per).unwrap(), web, "web keeps its slice");
+        // x as a workload of its own: a slice of its own.
+        let x = a.allocate("x", &[R], &[R], 65536, per).unwrap();
+        assert!(!x.uid.overlaps(&web.uid) && !x.gid.overlaps(&web.gid), "{x:?} {web:?}");
+        assert_eq!(a.allocate("web", &[R], &[R], 65536, per).unwrap(), web);
+        // What the table says of it is written, and read back.
+        let dir = tempfile::tempdir().unwrap();
+        a.allocate("y", &[R], &[R], 65536, Isolation::Shared).unwrap();
+        a.save(dir.path()).unwrap();
+        assert_eq!(Allocations::load(dir.path()).unwrap(), a);
+        a.free("y");
+        assert_eq!(serde_json::to_value(&a).unwrap().get("shared"), None, "none shared: the table as before");
+    }
+
+    #[test]
+    fn a_range_added_to_one_file_moves_no_one() {
+        let per = Isolation::PerWorkload;
+        let mut a = Allocations::default();
+        let first = a.allocate("a", &[R], &[R], 65536, per).unwrap();
+        let second = a.allocate("b", &[R], &[R], 65536, per).unwrap();
+        let before = IdRange { start: 50_000_000, count: 65536 };
+        for (uids, gids) in [(vec![before, R], vec![R]), (vec![R], vec![before, R])] {
+            assert_eq!(a.allocate("a", &uids, &gids, 65536, per).unwrap(), first);
+            assert_eq!(a.allocate("b", &uids, &gids, 65536, per).unwrap(), second);
+        }
+        // A slice no longer inside the ranges is not kept.
+        let later = IdRange { start: R.start + 65536, count: 65536 * 2 };
+        assert_ne!(a.allocate("a", &[later], &[later], 65536, per).unwrap(), first);
     }
 
     #[test]
