@@ -391,6 +391,24 @@ pub fn is_temporary(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(".tmp")
 }
 
+/// Removes the temporary files in `dir` (`stage`'s) whose writer is gone:
+/// a process killed mid-write leaves its own for good. Those of a live
+/// process (a `paddock run` or a daemon beside this one, writing now) are
+/// left alone, as are those of a pid reused since (removed by the next
+/// sweep after it ends).
+pub fn remove_abandoned_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str().filter(|n| is_temporary(n)) else { continue };
+        // `.NAME.PID.N.tmp`: the writer's pid is the third field from the end.
+        let Some(pid) = name.rsplit('.').nth(2).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// A file written in full beside its destination, not yet in its place:
 /// `write_atomic` in halves, for a batch that stages each file, commits
 /// each, then syncs their directory once. Dropped uncommitted, the
@@ -594,6 +612,22 @@ mod tests {
         });
         assert!(String::from_utf8(std::fs::read(&path).unwrap()).unwrap().ends_with(".49"));
         assert!(is_temporary(".table.json.7.3.tmp") && !is_temporary("table.json"));
+    }
+
+    #[test]
+    fn only_the_temporary_files_of_writers_that_are_gone_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A pid above pid_max's ceiling (2^22) is no process's.
+        let gone = format!(".run1-2.json.{}.0.tmp", 1 << 23);
+        let live = format!(".run1-2.json.{}.0.tmp", std::process::id());
+        for name in [gone.as_str(), live.as_str(), "run1-2.json", ".hidden", ".x.notapid.0.tmp"] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        remove_abandoned_temporaries(dir.path());
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, [".hidden", live.as_str(), ".x.notapid.0.tmp", "run1-2.json"]);
     }
 
     fn private(dir: &Path) {

@@ -765,8 +765,16 @@ fn a_port_the_daemon_or_a_run_publishes_is_refused_to_the_other() {
     // run left for its port is undone. Another killed run, on a port no
     // workload wants, is left to the daemon's next start.
     let mut bystander = run("8099:80").spawn().unwrap();
+    // The records (not a write's temporary file), once each is complete.
+    let complete = |_: &Daemon| {
+        let records = std::fs::read_dir(&records).into_iter().flatten().flatten();
+        records
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json") && !n.starts_with('.')))
+            .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| !t.contains("\"result\": null")))
+            .count()
+    };
     let count = |_: &Daemon| std::fs::read_dir(&records).map_or(0, |e| e.count());
-    d.wait_for("both runs' attachments", |d| count(d) == 2);
+    d.wait_for("both runs' attachments", |d| complete(d) == 2);
     holder.kill().unwrap();
     holder.wait().unwrap();
     bystander.kill().unwrap();
@@ -775,9 +783,12 @@ fn a_port_the_daemon_or_a_run_publishes_is_refused_to_the_other() {
     let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
     assert!(log.contains("which published a port this workload publishes"), "{log}");
     assert_eq!(count(&d), 1, "the bystander's is left");
+    // And what a run killed while it wrote its record leaves: the write's
+    // temporary file, whose writer is gone.
+    std::fs::write(records.join(format!(".run1-2.json.{}.0.tmp", 1 << 23)), "{").unwrap();
     d.kill();
     let d = d.start(&[]);
-    d.wait_for("the bystander's undone by the next daemon", |d| count(d) == 0);
+    d.wait_for("the bystander's undone by the next daemon, and the temporary file removed", |d| count(d) == 0);
     let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
     assert!(log.contains("undid the network of a `paddock run` that was killed run="), "{log}");
 }

@@ -125,6 +125,10 @@ const RECOVERY_RETRIES: [Duration; 5] = [
 /// Returns the lock, and what the adopted sandboxes' records say.
 fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<(records::Lock, Adopted), LoopError> {
     let lock = records::lock(state_dir).map_err(LoopError::State)?;
+    // Writes a killed daemon or `paddock run` left half done (the files
+    // themselves are intact): the id table's, the sandbox records'.
+    crate::fsutil::remove_abandoned_temporaries(state_dir);
+    crate::fsutil::remove_abandoned_temporaries(&state_dir.join("sandboxes"));
     let loaded = KeptStore::new(state_dir).load(state_dir);
     let mut known: Vec<String> = loaded.kept.keys().map(ToString::to_string).collect();
     if let Ok(table) = crate::idmap::Allocations::load(state_dir) {

@@ -30,6 +30,12 @@ impl Networks {
         read_records(&self.records)
     }
 
+    /// Removes the temporary files of record writes whose writer is gone: a
+    /// daemon or run killed while it wrote a record leaves one for good.
+    pub fn remove_abandoned_writes(&self) {
+        crate::fsutil::remove_abandoned_temporaries(&self.records);
+    }
+
     /// Who else publishes one of `ports` (the first found): the daemon's
     /// workloads and `paddock run`s keep their records apart, and neither
     /// sees the other's ports as sockets (portmap's rules are none), so
@@ -112,6 +118,7 @@ impl Networks {
     ) -> Vec<(WorkloadName, Result<(), NetworkError>)> {
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.remove_abandoned_writes();
         self.recorded()
             .into_iter()
             .filter(|(name, read)| run_gone(name) && read.as_ref().map_or(true, &wanted))

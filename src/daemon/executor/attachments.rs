@@ -234,6 +234,7 @@ impl Attachments {
     pub(super) fn restore(&mut self) {
         self.undo_abandoned_runs();
         let networks = self.networks.clone();
+        networks.remove_abandoned_writes();
         let recorded = networks.recorded();
         let names: Vec<WorkloadName> = recorded.iter().map(|(n, _)| n.clone()).collect();
         for stray in networks.stray_namespaces(&names) {
