@@ -53,7 +53,8 @@ if [ "$(id -u)" != 0 ]; then
 		exit 1
 	fi
 	echo "install.sh: installing as root (sudo)" >&2
-	exec sudo PADDOCK_BIN="$bin" "$0" "$@"
+	# ./install.sh, not $0: a relative $0 would be looked up again from here.
+	exec sudo PADDOCK_BIN="$bin" ./install.sh "$@"
 fi
 
 generated=$(mktemp -d)

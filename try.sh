@@ -21,7 +21,8 @@ bin=${CARGO_TARGET_DIR:-target}/debug/paddock
 if [ "$(id -u)" != 0 ]; then
 	cargo build --quiet
 	echo "try.sh: built $bin; the daemon needs root (namespaces, cgroups): running it with sudo" >&2
-	exec sudo PADDOCK_TRY_DIR="$try" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}" "$0" "$@"
+	# ./try.sh, not $0: a relative $0 would be looked up again from here.
+	exec sudo PADDOCK_TRY_DIR="$try" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}" ./try.sh "$@"
 fi
 if [ ! -x "$bin" ]; then
 	if ! command -v cargo >/dev/null; then
@@ -45,9 +46,15 @@ chmod 700 "$try/workloads"
 cp examples/workloads/*.toml "$try/workloads/"
 chown -R root:root "$try/workloads"
 chmod 644 "$try/workloads/"*.toml
-# Id ranges of its own: the daemon adds the `paddock` user's range to these, not to /etc.
-[ -e "$try/subuid" ] || : > "$try/subuid"
-[ -e "$try/subgid" ] || : > "$try/subgid"
+# Id ranges of its own: the daemon adds the `paddock` user's range to these,
+# not to /etc. They begin as the host's ranges under other names
+# (`host-OWNER`), so the range it picks is no one's on this host: not a
+# user's rootless containers', nor an installed paddock's, whose workloads
+# would otherwise share host ids with these.
+for file in subuid subgid; do
+	[ -e "$try/$file" ] || awk -F: 'NF == 3 && $1 !~ /^[ \t]*#/ { sub(/^[ \t]+/, ""); print "host-" $0 }' \
+		"/etc/$file" > "$try/$file" 2>/dev/null || : > "$try/$file"
+done
 [ -e "$try/passwd" ] || cp /etc/passwd "$try/passwd"
 [ -e "$try/group" ] || cp /etc/group "$try/group"
 cat > "$try/paddock.toml" <<CONF

@@ -18,8 +18,18 @@ fn try_sh_runs_the_examples_and_the_clients_find_it_through_paddock_socket() {
     let dir = tempfile::Builder::new().prefix("paddock-try").tempdir().unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_paddock"));
     let target = bin.parent().unwrap().parent().unwrap();
+    // The host's ranges, as this test's mount namespace shows them: a
+    // user's rootless containers' and an installed paddock's.
+    let host = tempfile::tempdir().unwrap();
+    let host_ranges = "# a comment\nalice:131072:65536\n  paddock:300000:65536\n";
+    for file in ["subuid", "subgid"] {
+        std::fs::write(host.path().join(file), host_ranges).unwrap();
+    }
+    let script = "mount --bind \"$1/subuid\" /etc/subuid && mount --bind \"$1/subgid\" /etc/subgid \
+        && ip link set lo up && exec ./try.sh";
     let mut daemon = Command::new("unshare")
-        .args(["--net", "sh", "-c", "ip link set lo up && exec ./try.sh"])
+        .args(["--net", "--mount", "sh", "-c", script, "sh"])
+        .arg(host.path())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("PADDOCK_TRY_DIR", dir.path())
         .env("CARGO_TARGET_DIR", target)
@@ -44,8 +54,20 @@ fn try_sh_runs_the_examples_and_the_clients_find_it_through_paddock_socket() {
     // The client commands need nothing but PADDOCK_SOCKET.
     let logs = Command::new(bin).args(["logs", "nightly-report"]).env("PADDOCK_SOCKET", &socket).output().unwrap();
     assert!(logs.status.success(), "{}", String::from_utf8_lossy(&logs.stderr));
-    // Nothing under /etc was written: its own id files are in the try directory.
-    assert!(std::fs::read_to_string(dir.path().join("subuid")).unwrap().contains("paddock:"));
+    // Nothing under /etc was written: its own id files are in the try
+    // directory, where the host's ranges are taken already, so its range
+    // is none of theirs.
+    for file in ["subuid", "subgid"] {
+        let ranges = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        let lines: Vec<&str> = ranges.lines().collect();
+        assert!(lines.starts_with(&["host-alice:131072:65536", "host-paddock:300000:65536"]), "{ranges}");
+        let own = lines.iter().find_map(|l| l.strip_prefix("paddock:")).expect(&ranges);
+        let (start, count) = own.split_once(':').unwrap();
+        let (start, count): (u64, u64) = (start.parse().unwrap(), count.parse().unwrap());
+        for (host_start, host_count) in [(131072, 65536), (300000, 65536)] {
+            assert!(start >= host_start + host_count || start + count <= host_start, "{ranges}");
+        }
+    }
     // Ctrl-C stops it and every workload.
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
