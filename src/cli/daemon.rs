@@ -170,7 +170,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
             networks: std::sync::Arc::new(networks),
             zygote,
         },
-        store: DiskStore::new(state_dir, ranges, remap.isolation, remap.slice_size),
+        store: DiskStore::new(state_dir, ranges, remap.isolation, remap.slice_size).following(accounts, &remap.user),
         inherited_listener,
     };
     tracing::info!(workloads = %workloads.display(), socket = %socket.display(), "paddock daemon starting");

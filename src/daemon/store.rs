@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::kept::{Kept, KeptStore};
-use crate::idmap::{AllocError, Allocations, Isolation, RemapRanges, Slice};
+use crate::idmap::{AccountFiles, AllocError, Allocations, Isolation, RemapRanges, Slice, read_remap_ranges};
 use crate::model::WorkloadName;
 use crate::reconcile::{Blame, StartFailure};
 
@@ -52,6 +52,33 @@ pub struct DiskStore {
     writer: Option<Writer>,
     /// The slices handed out, so `status` reads no file.
     known: BTreeMap<WorkloadName, Slice>,
+    /// Where `ranges` were read from, to follow edits of the files.
+    following: Option<Following>,
+}
+
+/// The account files the ranges come from, and what they were when last
+/// read: a workload given a slice after an edit of /etc/subuid gets it
+/// from the ranges the files hold then, as after a restart of the daemon,
+/// never from ranges taken away (and perhaps given to another user since).
+struct Following {
+    files: AccountFiles,
+    user: String,
+    seen: Vec<Option<FileStamp>>,
+}
+
+/// What tells a file's edit: its inode (an atomic replace makes a new
+/// one), length and change time.
+type FileStamp = (u64, u64, i64, i64);
+
+fn stamp(path: &std::path::Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.ino(), m.len(), m.ctime(), m.ctime_nsec()))
+}
+
+impl Following {
+    fn stamps(&self) -> Vec<Option<FileStamp>> {
+        [&self.files.passwd, &self.files.subuid, &self.files.subgid].map(|p| stamp(p)).into()
+    }
 }
 
 impl DiskStore {
@@ -78,7 +105,53 @@ impl DiskStore {
         let known = Allocations::load(&state_dir)
             .map(|t| t.iter().filter_map(|(n, s)| Some((WorkloadName::try_from(n).ok()?, *s))).collect())
             .unwrap_or_default();
-        DiskStore { state_dir, ranges, isolation, slice_size, writer: Some(writer), known }
+        DiskStore { state_dir, ranges, isolation, slice_size, writer: Some(writer), known, following: None }
+    }
+
+    /// Reads the ranges again from `files` whenever they change (the
+    /// ranges given to `new` are what they held at the daemon's start).
+    pub fn following(mut self, files: AccountFiles, user: &str) -> Self {
+        let mut following = Following { files, user: user.to_owned(), seen: Vec::new() };
+        following.seen = following.stamps();
+        self.following = Some(following);
+        self
+    }
+
+    /// The ranges as the files hold them now, if they changed; when they
+    /// cannot be read, or lost the user's range, those read last are kept,
+    /// and that is said once per edit.
+    fn follow_ranges(&mut self) {
+        let Some(following) = &mut self.following else { return };
+        let now = following.stamps();
+        if now == following.seen {
+            return;
+        }
+        following.seen = now;
+        match read_remap_ranges(&following.files, &following.user) {
+            Ok(Some(ranges)) if ranges != self.ranges => {
+                tracing::info!(
+                    user = %ranges.user,
+                    uids = ?ranges.uids,
+                    gids = ?ranges.gids,
+                    "the remap ranges changed: slices are given from them from now on (a workload whose slice is no longer inside them gets a new one at its next start)"
+                );
+                for warning in crate::idmap::account_overlaps(&following.files, &ranges) {
+                    tracing::warn!("{warning}");
+                }
+                self.ranges = ranges;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::warn!(
+                user = %following.user,
+                subuid = %following.files.subuid.display(),
+                subgid = %following.files.subgid.display(),
+                "the remap user or its ranges are gone from the account files: slices are given from the ranges read before; add them back (a daemon's start adds the default user's)"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot read the remap ranges after an edit of the account files: slices are given from the ranges read before; mend the file"
+            ),
+        }
     }
 
     /// Reads the id table again (after recovery rebuilt it).
@@ -223,6 +296,7 @@ impl Store for DiskStore {
         if names.is_empty() {
             return out;
         }
+        self.follow_ranges();
         let (ranges, size, isolation) = (&self.ranges, self.slice_size, self.isolation);
         let result = Allocations::update(&self.state_dir, |t| {
             for name in names {
@@ -344,5 +418,45 @@ mod tests {
         store.keep_soon(&name, &held(4)).unwrap();
         let kept = KeptStore::new(dir.path()).load(dir.path()).kept;
         assert_eq!(kept[&name].hold, Some(Version(4)));
+    }
+
+    #[test]
+    fn slices_are_given_from_the_ranges_the_files_hold_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = AccountFiles {
+            passwd: dir.path().join("passwd"),
+            group: dir.path().join("group"),
+            subuid: dir.path().join("subuid"),
+            subgid: dir.path().join("subgid"),
+        };
+        std::fs::write(&files.passwd, "ops:x:999:999::/:/usr/sbin/nologin\n").unwrap();
+        std::fs::write(&files.group, "ops:x:999:\n").unwrap();
+        let set = |text: &str| {
+            // Replaced as the shadow tools do: a new file, renamed over.
+            for path in [&files.subuid, &files.subgid] {
+                let tmp = path.with_extension("new");
+                std::fs::write(&tmp, text).unwrap();
+                std::fs::rename(&tmp, path).unwrap();
+            }
+        };
+        set("ops:200000:131072\n");
+        let ranges = crate::idmap::read_remap_ranges(&files, "ops").unwrap().unwrap();
+        let mut store = DiskStore::new(dir.path().join("state"), ranges, Isolation::default(), 65536)
+            .following(files.clone(), "ops");
+        let name = |n: &str| WorkloadName::try_from(n).unwrap();
+        let (a, b, c) = (name("a"), name("b"), name("c"));
+        let uid = |store: &mut DiskStore, n: &WorkloadName| store.slices(&[n])[n].as_ref().unwrap().uid.start;
+        assert_eq!(uid(&mut store, &a), 200000);
+        // The range cut down and another given to someone else: a new
+        // workload's slice is in what is left, and one outside moves in.
+        set("ops:265536:65536\nbob:200000:65536\n");
+        assert_eq!(uid(&mut store, &b), 265536);
+        assert_eq!(store.slice_counts().1, 1);
+        store.forget(&b).unwrap();
+        assert_eq!(uid(&mut store, &a), 265536, "a's slice is bob's now: a moves");
+        // A bad edit: the ranges read last stay.
+        set("ops:265536\n");
+        assert!(matches!(store.slices(&[&c])[&c], Err(_)), "the one slice is a's");
+        assert_eq!(uid(&mut store, &a), 265536);
     }
 }

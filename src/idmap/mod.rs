@@ -8,5 +8,6 @@ mod users;
 pub use alloc::{AllocError, Allocations, Isolation, Slice, slice_count};
 pub use subid::{IdRange, SubIdEntry, SubIdParseError, free_start, parse as parse_subid, ranges_of};
 pub use users::{
-    AccountError, AccountFiles, DEFAULT_REMAP_USER, NEW_RANGE_SIZE, RemapRanges, account_overlaps, remap_ranges,
+    AccountError, AccountFiles, DEFAULT_REMAP_USER, NEW_RANGE_SIZE, RemapRanges, account_overlaps, read_remap_ranges,
+    remap_ranges,
 };

@@ -147,6 +147,13 @@ pub fn remap_ranges(files: &AccountFiles, configured: &str) -> Result<RemapRange
     ranges_waiting(files, configured, LOCK_WAIT)
 }
 
+/// The remap user's ranges as the files say now, read only: `None` when
+/// the user or a range is missing (which `remap_ranges` would add for the
+/// default user, and which only a daemon's start or a `paddock run` adds).
+pub fn read_remap_ranges(files: &AccountFiles, configured: &str) -> Result<Option<RemapRanges>, AccountError> {
+    find_or_add(files, configured, None)
+}
+
 /// `remap_ranges`, waiting at most `wait` for the account files' locks.
 /// They are taken only when something is to be added, and then every
 /// file is read again under them: a useradd that finished meanwhile is
