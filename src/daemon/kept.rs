@@ -183,24 +183,19 @@ pub fn repair_allocations(
     kept: &BTreeMap<WorkloadName, Kept>,
     recorded: &[(String, Slice)],
 ) -> Vec<WorkloadName> {
-    let Err(e) = Allocations::load(state_dir) else { return Vec::new() };
     let path = state_dir.join(Allocations::FILE);
     let aside = state_dir.join(format!("{}.corrupt", Allocations::FILE));
-    tracing::error!(file = %path.display(), error = %e, kept = %aside.display(), "the id table is unreadable; rebuilding it from the workloads' kept state and the sandbox records");
-    if let Err(e) = std::fs::rename(&path, &aside) {
-        tracing::error!(file = %path.display(), error = %e, "cannot move the unreadable id table aside");
-        return Vec::new();
-    }
     let mut known: BTreeMap<String, Slice> = kept.iter().filter_map(|(n, k)| Some((n.to_string(), k.slice?))).collect();
     known.extend(recorded.iter().cloned());
-    let result = Allocations::update(state_dir, |t| {
-        for (name, slice) in &known {
-            t.restore(name, *slice);
+    match Allocations::rebuild_if_unreadable(state_dir, &aside, known.clone()) {
+        Ok(None) => return Vec::new(),
+        Ok(Some(e)) => {
+            tracing::error!(file = %path.display(), error = %e, kept = %aside.display(), "the id table was unreadable; rebuilt it from the workloads' kept state and the sandbox records");
         }
-        Ok(())
-    });
-    if let Err(e) = result {
-        tracing::error!(error = %e, "cannot rebuild the id table");
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "the id table is unreadable and cannot be rebuilt");
+            return Vec::new();
+        }
     }
     // Workloads that ran here (their logs say so) with no slice on record.
     let logs = std::fs::read_dir(state_dir.join("logs")).into_iter().flatten().flatten();
@@ -314,6 +309,24 @@ mod tests {
         let table = Allocations::load(dir.path()).unwrap();
         assert_eq!(table.get("stopped"), Some(&slice(100_000)));
         assert_eq!(table.get("running"), Some(&slice(165_536)));
+        assert!(dir.path().join("idmap.json.corrupt").exists());
+    }
+
+    #[test]
+    fn the_id_table_is_rebuilt_under_the_lock_a_paddock_run_takes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(Allocations::FILE), "{not json").unwrap();
+        // A `paddock run` between its look at the table and its write.
+        let lock = std::fs::File::create(dir.path().join("idmap.lock")).unwrap();
+        let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+        let state = dir.path().to_owned();
+        let kept = BTreeMap::from([(n("web"), Kept { slice: Some(slice(100_000)), ..Kept::default() })]);
+        let repair = std::thread::spawn(move || repair_allocations(&state, &kept, &[]));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!dir.path().join("idmap.json.corrupt").exists(), "nothing moved while the lock is held");
+        drop(held);
+        assert!(repair.join().unwrap().is_empty());
+        assert_eq!(Allocations::load(dir.path()).unwrap().get("web"), Some(&slice(100_000)));
         assert!(dir.path().join("idmap.json.corrupt").exists());
     }
 }

@@ -147,12 +147,7 @@ impl Allocations {
     /// change it, and saves it before the lock is released, so two paddock
     /// processes never hand out one slice twice.
     pub fn update<T>(state_dir: &Path, f: impl FnOnce(&mut Self) -> Result<T, AllocError>) -> Result<T, AllocError> {
-        let lock_path = state_dir.join("idmap.lock");
-        let io = |source| AllocError::Write { path: lock_path.clone(), source };
-        crate::fsutil::create_private_dir(state_dir).map_err(io)?;
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io)?;
-        let _lock =
-            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io(e.into()))?;
+        let _lock = Self::lock(state_dir)?;
         let mut table = Self::load(state_dir)?;
         let before = table.clone();
         let out = f(&mut table)?;
@@ -161,6 +156,33 @@ impl Allocations {
             table.save(state_dir)?;
         }
         Ok(out)
+    }
+
+    /// The lock every change of the table is made under (`idmap.lock`).
+    fn lock(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, AllocError> {
+        let lock_path = state_dir.join("idmap.lock");
+        let io = |source| AllocError::Write { path: lock_path.clone(), source };
+        crate::fsutil::create_private_dir(state_dir).map_err(io)?;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io)?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io(e.into()))
+    }
+
+    /// When the table cannot be read: moves it aside (to `aside`) and
+    /// writes `known` in its place, all under the lock, so no `paddock
+    /// run` takes a slice from an empty table in between. Returns why it
+    /// could not be read, or `None` when it can (nothing is done).
+    pub fn rebuild_if_unreadable(
+        state_dir: &Path,
+        aside: &Path,
+        known: impl IntoIterator<Item = (String, Slice)>,
+    ) -> Result<Option<AllocError>, AllocError> {
+        let _lock = Self::lock(state_dir)?;
+        let Err(unreadable) = Self::load(state_dir) else { return Ok(None) };
+        let path = state_dir.join(Self::FILE);
+        std::fs::rename(&path, aside).map_err(|source| AllocError::Write { path, source })?;
+        let table = Self { slices: known.into_iter().collect(), shared: Default::default() };
+        table.save(state_dir)?;
+        Ok(Some(unreadable))
     }
 
     pub fn get(&self, name: &str) -> Option<&Slice> {
