@@ -272,7 +272,8 @@ pub fn account_overlaps(files: &AccountFiles, ranges: &RemapRanges) -> Vec<Strin
     }
     let entries = |path: &Path| subid::parse(&read_optional(path).unwrap_or_default()).unwrap_or_default();
     let (uid_entries, gid_entries) = (entries(&files.subuid), entries(&files.subgid));
-    let total = |ranges: &[IdRange]| ranges.iter().map(|r| r.count).sum::<u32>();
+    // Lines of the user that repeat each other may add up past 2^32.
+    let total = |ranges: &[IdRange]| ranges.iter().map(|r| r.count).fold(0u32, u32::saturating_add);
     let count = total(&ranges.uids).max(total(&ranges.gids));
     let instead = match subid::free_start(&[&uid_entries, &gid_entries], &ids, count) {
         Some(start) => format!(
@@ -560,6 +561,11 @@ mod tests {
         std::fs::write(&f.subuid, "ops:100000:65536\n").unwrap();
         std::fs::write(&f.subgid, "ops:100000:65536\n").unwrap();
         assert!(account_overlaps(&f, &remap_ranges(&f, "ops").unwrap()).is_empty());
+        // Lines that repeat each other, adding up past 2^32 ids: no range
+        // that large is free, and that is said (no overflow).
+        std::fs::write(&f.subuid, "ops:900:4000000000\nops:900:4000000000\n").unwrap();
+        let warnings = account_overlaps(&f, &remap_ranges(&f, "ops").unwrap());
+        assert!(warnings[0].ends_with("(none of 4294967295 ids is free now)"), "{}", warnings[0]);
     }
 
     /// What is in `dir` besides the four account files (lock files left
