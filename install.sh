@@ -10,7 +10,8 @@
 #   PADDOCK_BIN=path/to/paddock ./install.sh
 #
 # An existing /etc/paddock/paddock.toml is kept (the new default is put
-# beside it as paddock.toml.new); existing manifests and policies are kept.
+# beside it as paddock.toml.new when they differ); existing manifests and
+# policies are kept.
 # Installs and enables nothing in systemd: run
 #   systemctl daemon-reload && systemctl enable --now paddock
 set -eu
@@ -76,8 +77,13 @@ file packaging/tmpfiles.d/paddock.conf /usr/lib/tmpfiles.d/paddock.conf 0644
 
 dir /etc/paddock 0755
 if [ -e "$destdir/etc/paddock/paddock.toml" ]; then
-	file packaging/paddock.toml /etc/paddock/paddock.toml.new 0644
-	echo "install.sh: kept /etc/paddock/paddock.toml; the new default is /etc/paddock/paddock.toml.new" >&2
+	if cmp -s packaging/paddock.toml "$destdir/etc/paddock/paddock.toml"; then
+		# The default, unchanged: nothing to put beside it (and an old .new is stale).
+		rm -f "$destdir/etc/paddock/paddock.toml.new"
+	else
+		file packaging/paddock.toml /etc/paddock/paddock.toml.new 0644
+		echo "install.sh: kept /etc/paddock/paddock.toml; the new default is /etc/paddock/paddock.toml.new" >&2
+	fi
 else
 	file packaging/paddock.toml /etc/paddock/paddock.toml 0644
 fi

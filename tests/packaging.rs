@@ -164,6 +164,9 @@ fn install_sh_produces_the_documented_layout_owners_and_modes() {
     assert_eq!(std::fs::read_dir(dest.path().join("etc/paddock/workloads")).unwrap().count(), 0);
     let config = dest.path().join("etc/paddock/paddock.toml");
     assert_eq!(read(&config), read(&repo("packaging/paddock.toml")));
+    // Again, the default unchanged: nothing beside it.
+    install(dest.path());
+    assert!(!dest.path().join("etc/paddock/paddock.toml.new").exists(), "the default is the default");
 
     // Again over an installed host: the operator's files stay.
     std::fs::write(&config, "resync_interval = \"10s\"\n").unwrap();
