@@ -10,7 +10,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::{CliError, OrFail};
-use crate::idmap::{AccountFiles, Allocations, Isolation, remap_ranges};
+use crate::idmap::{AccountFiles, Allocations, Isolation, RunProcess, remap_ranges};
 use crate::sandbox::cgroup::{Layout, Place};
 use crate::sandbox::{self, Exit, InitMode, SpawnRequest};
 use crate::validate::{Color, HostChecks, render};
@@ -202,7 +202,14 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     };
     let ranges = remap_ranges(&accounts, &remap_user).or_fail(PADDOCK_FAILED)?;
     let slice = Allocations::update(&state_dir, |table| {
-        table.allocate(spec.name.as_str(), &ranges.uids, &ranges.gids, slice_size, isolation)
+        table.allocate_for_run(
+            spec.name.as_str(),
+            &ranges.uids,
+            &ranges.gids,
+            slice_size,
+            isolation,
+            RunProcess::this(),
+        )
     })
     .or_fail(PADDOCK_FAILED)?;
 

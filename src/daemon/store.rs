@@ -284,7 +284,7 @@ impl Writer {
 /// trouble, not the workload's: the start is tried again shortly.
 fn failure(e: AllocError) -> StartFailure {
     let blame = match &e {
-        AllocError::Exhausted { .. } => Blame::Host,
+        AllocError::Exhausted { .. } | AllocError::DaemonsSlice { .. } => Blame::Host,
         AllocError::Read { .. } | AllocError::Write { .. } => Blame::Daemon,
     };
     StartFailure::new(blame, e)

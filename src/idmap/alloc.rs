@@ -36,6 +36,10 @@ pub enum AllocError {
         "no id slice is free: the ranges hold {total} slices of {size} ids and all are in use; free some, or add ranges to /etc/subuid and /etc/subgid"
     )]
     Exhausted { total: usize, size: u32 },
+    #[error(
+        "the id slice of {name} is the daemon's workload's ({slice} ids from {start}), which a `paddock run` may share but not change; this run's settings would give it another (slice size {size}, or other ranges): run it with the daemon's settings, or name its manifest otherwise"
+    )]
+    DaemonsSlice { name: String, start: u32, slice: u32, size: u32 },
     #[error("cannot read the id allocations {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write the id allocations {path}: {source}")]
@@ -115,6 +119,33 @@ pub struct Allocations {
     /// slice is not taken from it for sharing with them.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     shared: std::collections::BTreeSet<String>,
+    /// Those whose slice a `paddock run` was given (the daemon never): by
+    /// the last run's process. Once it is gone, the slice is kept for the
+    /// next run of that manifest, but given to another when none is free.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    runs: BTreeMap<String, RunProcess>,
+}
+
+/// A `paddock run`'s process, by pid and start time (a pid alone may be
+/// reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunProcess {
+    pub pid: u32,
+    pub started: u64,
+}
+
+impl RunProcess {
+    /// This process, when its start time can be read.
+    pub fn this() -> Option<Self> {
+        let pid = std::process::id();
+        let started = crate::sandbox::process::start_time_checked(pid as i32).ok().flatten()?;
+        Some(Self { pid, started })
+    }
+
+    /// Whether it has ended (what cannot be told counts as running).
+    fn gone(&self) -> bool {
+        crate::sandbox::process::start_time_checked(self.pid as i32).is_ok_and(|s| s != Some(self.started))
+    }
 }
 
 impl Allocations {
@@ -180,7 +211,7 @@ impl Allocations {
         let Err(unreadable) = Self::load(state_dir) else { return Ok(None) };
         let path = state_dir.join(Self::FILE);
         std::fs::rename(&path, aside).map_err(|source| AllocError::Write { path, source })?;
-        let table = Self { slices: known.into_iter().collect(), shared: Default::default() };
+        let table = Self { slices: known.into_iter().collect(), ..Self::default() };
         table.save(state_dir)?;
         Ok(Some(unreadable))
     }
@@ -193,13 +224,59 @@ impl Allocations {
         self.slices.iter().map(|(n, s)| (n.as_str(), s))
     }
 
-    /// The workload's slice: the one it had if that is still its own (a
-    /// slice of the ranges as they are now cut, uids and gids each, that
-    /// no other workload's slice overlaps), else the first free one, uids
-    /// and gids allocated together (slice i of the uid ranges with slice i
-    /// of the gid ranges). With `shared` isolation, the first slice,
-    /// whoever has it.
+    /// The daemon's workload's slice: the one it had if that is still its
+    /// own (a slice of the ranges as they are now cut, uids and gids each,
+    /// that no other workload's slice overlaps), else the first free one,
+    /// uids and gids allocated together (slice i of the uid ranges with
+    /// slice i of the gid ranges). With `shared` isolation, the first
+    /// slice, whoever has it. A slice a `paddock run` of this name was
+    /// given is the daemon's from now on.
     pub fn allocate(
+        &mut self,
+        name: &str,
+        uids: &[IdRange],
+        gids: &[IdRange],
+        size: u32,
+        isolation: Isolation,
+    ) -> Result<Slice, AllocError> {
+        let slice = self.slice_for(name, uids, gids, size, isolation)?;
+        self.runs.remove(name);
+        Ok(slice)
+    }
+
+    /// A `paddock run`'s slice (`me`, its process), as `allocate` gives
+    /// one, but a daemon's workload's slice is never changed by it: shared
+    /// if it fits, else refused.
+    pub fn allocate_for_run(
+        &mut self,
+        name: &str,
+        uids: &[IdRange],
+        gids: &[IdRange],
+        size: u32,
+        isolation: Isolation,
+        me: Option<RunProcess>,
+    ) -> Result<Slice, AllocError> {
+        let daemons = self.slices.get(name).filter(|_| !self.runs.contains_key(name)).copied();
+        let before = daemons.is_some().then(|| self.clone());
+        let slice = self.slice_for(name, uids, gids, size, isolation)?;
+        match (daemons, before) {
+            (Some(d), Some(before)) if d != slice => {
+                *self = before;
+                Err(AllocError::DaemonsSlice { name: name.to_owned(), start: d.uid.start, slice: d.uid.count, size })
+            }
+            (Some(_), _) => Ok(slice),
+            (None, _) => {
+                match me {
+                    Some(me) => drop(self.runs.insert(name.to_owned(), me)),
+                    // Its process cannot be named: kept as a workload's is.
+                    None => drop(self.runs.remove(name)),
+                }
+                Ok(slice)
+            }
+        }
+    }
+
+    fn slice_for(
         &mut self,
         name: &str,
         uids: &[IdRange],
@@ -230,16 +307,28 @@ impl Allocations {
         {
             return Ok(*existing);
         }
-        let total = slice_count(uids, gids, size);
-        let others = || self.slices.iter().filter(|(n, _)| n.as_str() != name);
-        let (uids_used, gids_used) =
-            (Taken::new(others().map(|(_, s)| s.uid)), Taken::new(others().map(|(_, s)| s.gid)));
-        let free = candidates
-            .find(|c| !uids_used.overlaps(&c.uid) && !gids_used.overlaps(&c.gid))
-            .ok_or(AllocError::Exhausted { total, size })?;
-        self.slices.insert(name.to_owned(), free);
-        self.shared.remove(name);
-        Ok(free)
+        loop {
+            let others = || self.slices.iter().filter(|(n, _)| n.as_str() != name);
+            let (uids_used, gids_used) =
+                (Taken::new(others().map(|(_, s)| s.uid)), Taken::new(others().map(|(_, s)| s.gid)));
+            let free = cut(uids, size)
+                .zip(cut(gids, size))
+                .map(|(uid, gid)| Slice { uid, gid })
+                .find(|c| !uids_used.overlaps(&c.uid) && !gids_used.overlaps(&c.gid));
+            if let Some(free) = free {
+                self.slices.insert(name.to_owned(), free);
+                self.shared.remove(name);
+                return Ok(free);
+            }
+            // None is free: the slice kept for a manifest whose `paddock
+            // run` has ended goes to this one.
+            let ended = self.runs.iter().find(|(n, r)| n.as_str() != name && r.gone()).map(|(n, _)| n.clone());
+            let Some(ended) = ended else {
+                return Err(AllocError::Exhausted { total: slice_count(uids, gids, size), size });
+            };
+            tracing::info!(run = %ended, workload = %name, "no id slice is free: the one kept for a `paddock run` that has ended is given to this workload");
+            self.free(&ended);
+        }
     }
 
     /// Puts back a slice known from elsewhere (a sandbox record), when the
@@ -251,6 +340,7 @@ impl Allocations {
     /// Frees a workload's slice (its manifest was deleted).
     pub fn free(&mut self, name: &str) -> Option<Slice> {
         self.shared.remove(name);
+        self.runs.remove(name);
         self.slices.remove(name)
     }
 }
@@ -381,6 +471,46 @@ mod tests {
         // A slice no longer inside the ranges is not kept.
         let later = IdRange { start: R.start + 65536, count: 65536 * 2 };
         assert_ne!(a.allocate("a", &[later], &[later], 65536, per).unwrap(), first);
+    }
+
+    /// A `paddock run` that has ended: no process has a pid past pid_max's ceiling.
+    const ENDED: RunProcess = RunProcess { pid: 1 << 23, started: 1 };
+
+    #[test]
+    fn the_slice_of_a_run_that_ended_is_given_to_another_when_none_is_free() {
+        let per = Isolation::PerWorkload;
+        let two = IdRange { start: 100000, count: 65536 * 2 };
+        let mut a = Allocations::default();
+        let kept = a.allocate_for_run("once", &[two], &[two], 65536, per, Some(ENDED)).unwrap();
+        assert_eq!(a.allocate_for_run("once", &[two], &[two], 65536, per, Some(ENDED)).unwrap(), kept, "kept for it");
+        let live = a.allocate_for_run("live", &[two], &[two], 65536, per, RunProcess::this()).unwrap();
+        assert_eq!(a.allocate("web", &[two], &[two], 65536, per).unwrap(), kept, "the ended run's, none being free");
+        assert_eq!(a.get("once"), None);
+        assert!(matches!(a.allocate("db", &[two], &[two], 65536, per), Err(AllocError::Exhausted { .. })));
+        assert_eq!(a.get("live"), Some(&live), "a run that runs keeps its slice");
+        // A slice the daemon took over from a run's name is the daemon's.
+        a.free("web");
+        a.allocate_for_run("db", &[two], &[two], 65536, per, Some(ENDED)).unwrap();
+        a.allocate("db", &[two], &[two], 65536, per).unwrap();
+        assert!(a.allocate_for_run("other", &[two], &[two], 65536, per, Some(ENDED)).is_err());
+    }
+
+    #[test]
+    fn a_run_shares_a_daemons_workloads_slice_but_never_changes_it() {
+        let per = Isolation::PerWorkload;
+        let mut a = Allocations::default();
+        let web = a.allocate("web", &[R], &[R], 65536, per).unwrap();
+        assert_eq!(a.allocate_for_run("web", &[R], &[R], 65536, per, Some(ENDED)).unwrap(), web);
+        let before = a.clone();
+        let err = a.allocate_for_run("web", &[R], &[R], 131072, per, Some(ENDED)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the id slice of web is the daemon's workload's (65536 ids from 100000), which a `paddock run` may share but not change; this run's settings would give it another (slice size 131072, or other ranges): run it with the daemon's settings, or name its manifest otherwise"
+        );
+        assert_eq!(a, before, "nothing changed");
+        // Not the run's: never given to another.
+        let one = IdRange { start: 100000, count: 65536 };
+        assert!(matches!(a.allocate("db", &[one], &[one], 65536, per), Err(AllocError::Exhausted { .. })));
     }
 
     #[test]
