@@ -111,8 +111,23 @@ fn exhausted_ranges_are_a_clear_error() {
     // Room for exactly one workload.
     std::fs::write(w.path("subuid"), "paddock:300000:65536\n").unwrap();
     std::fs::write(w.path("subgid"), "paddock:300000:65536\n").unwrap();
-    let out = w.run(&["--slice-size", "65536"], &w.manifest("first", &busybox_manifest("true", "")), &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    // The first runs on while the second asks.
+    let mut args = w.run_args();
+    args.extend(["--slice-size".to_owned(), "65536".to_owned()]);
+    let first = w.manifest("first", &busybox_manifest("sleep 60", ""));
+    let mut first = common::Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(&args)
+            .arg(&first)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(w.path("state/idmap.json")).map_or(true, |t| !t.contains("\"first\"")) {
+        assert!(std::time::Instant::now() < deadline, "the first run never took its slice");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let out = w.run(&["--slice-size", "65536"], &w.manifest("second", &busybox_manifest("true", "")), &[]);
     assert_eq!(out.status.code(), Some(125));
     assert!(
@@ -120,6 +135,14 @@ fn exhausted_ranges_are_a_clear_error() {
         "{}",
         stderr(&out)
     );
+    // Once it has ended, the slice kept for it is given to the second.
+    let start = w.slice_start("first");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(first.0.id() as i32, libc::SIGTERM) };
+    first.0.wait().unwrap();
+    let out = w.run(&["--slice-size", "65536"], &w.path("second.toml"), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(w.slice_start("second"), start);
 }
 
 #[test]
