@@ -267,30 +267,44 @@ pub fn account_overlaps(files: &AccountFiles, ranges: &RemapRanges) -> Vec<Strin
             found.push(format!("gid {gid} (group {name}) lies in {user}'s subordinate gids"));
         }
     }
-    if found.is_empty() {
-        return found;
-    }
+    const RUNS_AS: &str = "a workload given that id runs as that account on the host and owns its files";
+    let mut found: Vec<(String, &str)> = found.into_iter().map(|f| (f, RUNS_AS)).collect();
     let entries = |path: &Path| subid::parse(&read_optional(path).unwrap_or_default()).unwrap_or_default();
     let (uid_entries, gid_entries) = (entries(&files.subuid), entries(&files.subgid));
+    // Another user's subordinate range over the remap user's: its rootless
+    // containers (or another paddock's workloads) share host ids with these.
+    let own_uid = parse_accounts(&files.passwd, &passwd)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(n, _, _)| n == user)
+        .map(|(_, uid, _)| uid.to_string());
+    for (entries, ours, kind) in [(&uid_entries, &ranges.uids, "uids"), (&gid_entries, &ranges.gids, "gids")] {
+        for e in entries.iter().filter(|e| e.owner != *user && Some(&e.owner) != own_uid.as_ref()) {
+            if ours.iter().any(|r| r.overlaps(&e.range)) {
+                found.push((
+                    format!("{}'s subordinate {kind} {} overlap {user}'s", e.owner, e.range),
+                    "a workload given those ids shares them with that user's containers, which can then reach its processes and files",
+                ));
+            }
+        }
+    }
+    if found.is_empty() {
+        return Vec::new();
+    }
     // Lines of the user that repeat each other may add up past 2^32.
     let total = |ranges: &[IdRange]| ranges.iter().map(|r| r.count).fold(0u32, u32::saturating_add);
     let count = total(&ranges.uids).max(total(&ranges.gids));
     let instead = match subid::free_start(&[&uid_entries, &gid_entries], &ids, count) {
         Some(start) => format!(
-            "give {user} a range no account's id lies in instead: `{user}:{start}:{count}` (free now) in place of its lines in {} and {} (each workload then gets new ids; files its volumes hold keep the old owners)",
+            "give {user} a range that holds no account's id and no other user's range instead: `{user}:{start}:{count}` (free now) in place of its lines in {} and {} (each workload then gets new ids; files its volumes hold keep the old owners)",
             files.subuid.display(),
             files.subgid.display()
         ),
-        None => format!("give {user} a range no account's id lies in instead (none of {count} ids is free now)"),
+        None => format!(
+            "give {user} a range that holds no account's id and no other user's range instead (none of {count} ids is free now)"
+        ),
     };
-    found
-        .into_iter()
-        .map(|overlap| {
-            format!(
-                "{overlap}: a workload given that id runs as that account on the host and owns its files; {instead}"
-            )
-        })
-        .collect()
+    found.into_iter().map(|(overlap, meaning)| format!("{overlap}: {meaning}; {instead}")).collect()
 }
 
 /// The locks shadow-utils' tools (useradd, usermod, vipw) take before they
@@ -554,13 +568,24 @@ mod tests {
         // A range of the same size (70000 ids, the larger) clear of every
         // range and account: 131072, the first aligned start past 71000.
         assert!(warnings[0].ends_with(&format!(
-            "runs as that account on the host and owns its files; give ops a range no account's id lies in instead: `ops:131072:70000` (free now) in place of its lines in {} and {} (each workload then gets new ids; files its volumes hold keep the old owners)",
+            "runs as that account on the host and owns its files; give ops a range that holds no account's id and no other user's range instead: `ops:131072:70000` (free now) in place of its lines in {} and {} (each workload then gets new ids; files its volumes hold keep the old owners)",
             f.subuid.display(),
             f.subgid.display()
         )), "{}", warnings[0]);
         std::fs::write(&f.subuid, "ops:100000:65536\n").unwrap();
         std::fs::write(&f.subgid, "ops:100000:65536\n").unwrap();
         assert!(account_overlaps(&f, &remap_ranges(&f, "ops").unwrap()).is_empty());
+        // Another user's subordinate range over ops's (its own lines, by
+        // name or uid, are not named).
+        std::fs::write(&f.subuid, "ops:100000:65536\nalice:150000:65536\n999:165536:10\n").unwrap();
+        let warnings = account_overlaps(&f, &remap_ranges(&f, "ops").unwrap());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("alice's subordinate uids 150000-215535 overlap ops's: a workload given those ids shares them with that user's containers"),
+            "{}",
+            warnings[0]
+        );
+        assert!(warnings[0].contains("instead: `ops:262144:65546`"), "{}", warnings[0]);
         // Lines that repeat each other, adding up past 2^32 ids: no range
         // that large is free, and that is said (no overflow).
         std::fs::write(&f.subuid, "ops:900:4000000000\nops:900:4000000000\n").unwrap();
