@@ -190,7 +190,7 @@ pub fn repair_allocations(
     match Allocations::rebuild_if_unreadable(state_dir, &aside, known.clone()) {
         Ok(None) => return Vec::new(),
         Ok(Some(e)) => {
-            tracing::error!(file = %path.display(), error = %e, kept = %aside.display(), "the id table was unreadable; rebuilt it from the workloads' kept state and the sandbox records");
+            tracing::error!(file = %path.display(), error = %e, kept = %aside.display(), "the id table is unreadable; rebuilt it from the workloads' kept state and the sandbox records");
         }
         Err(e) => {
             tracing::error!(file = %path.display(), error = %e, "the id table is unreadable and cannot be rebuilt");
