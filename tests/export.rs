@@ -250,3 +250,40 @@ fn the_readmes_example_is_what_export_writes() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(format!("{}{}", run.stdout, run.stderr), format!("{shown}\n"));
 }
+
+/// Text a user writes reaches the YAML's comments (a mount source, the
+/// file's path): a line break there, of any kind YAML knows, would end the
+/// comment and let the rest be read as objects of the stream.
+#[test]
+fn line_breaks_in_a_path_or_a_value_never_leave_their_comment() {
+    let dir = tempfile::tempdir().unwrap();
+    let inject = |kind: &str, brk: &str| {
+        format!("{brk}--- {{apiVersion: v1, kind: {kind}, metadata: {{name: x}}}}{brk}---{brk}#")
+    };
+    // The directory's name is in the header comment, the mount source in two items.
+    let host = dir.path().join(format!("hosts{}", inject("ConfigMap", "\u{2028}")));
+    std::fs::create_dir(&host).unwrap();
+    let source = format!("/srv/x{}\u{1b}[2K{}", inject("Secret", "\r"), inject("ServiceAccount", "\u{85}"));
+    let manifest = format!(
+        "command = [\"/bin/sh\", \"-c\", \"a\\u2029--- b\\r\\n--- c\"]\nenv = {{ A = \"x\\u0085--- {{kind: Y}}\" }}\n[[mounts]]\nsource = \"{source}\"\ntarget = \"/x\"\n",
+        source = source.replace('\r', "\\r").replace('\u{1b}', "\\u001b").replace('\u{85}', "\\u0085"),
+    );
+    std::fs::write(host.join("web.toml"), manifest).unwrap();
+    let run = export(&[host.to_str().unwrap(), "--image", IMAGE]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let kinds: Vec<Value> = documents(&run.stdout).iter().map(|d| d["kind"].clone()).collect();
+    assert_eq!(kinds, ["Namespace", "Pod", "NetworkPolicy"], "{}", run.stdout);
+    for brk in ['\r', '\u{85}', '\u{2028}', '\u{2029}', '\u{1b}'] {
+        assert!(!run.stdout.contains(brk), "{brk:?} in\n{}", run.stdout);
+        assert!(!run.stderr.contains(brk), "{brk:?} on stderr\n{}", run.stderr);
+    }
+    // Every line of stderr is one item of one file, as on any run.
+    assert!(
+        run.stderr.lines().all(|l| l.contains("/web.toml: web: not expressible in Kubernetes: ")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("# paddock: not expressible in Kubernetes: mount \"/srv/x\\r--- "), "{}", run.stdout);
+    // PyYAML, a YAML 1.1 parser, reads U+2028 as a line break: it sees the same three objects.
+    validate_offline(&run.stdout);
+}

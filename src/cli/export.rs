@@ -187,7 +187,8 @@ fn kubernetes(args: KubernetesArgs) -> Result<super::ExitCode, CliError> {
         let image = &images[spec.name.as_str()];
         let exported: Exported = export::export(spec, image, &options);
         for item in &exported.unsupported {
-            eprintln!("{}: {}: {}{item}", f.file, spec.name, export::NOT_EXPRESSIBLE);
+            let line = format!("{}: {}: {}{item}", f.file, spec.name, export::NOT_EXPRESSIBLE);
+            eprintln!("{}", export::one_line(&line));
         }
         levels.push(exported.level);
         let comments = export::comments(&f.file, spec.name.as_str(), &exported);

@@ -90,14 +90,31 @@ pub fn render(documents: &[(Vec<String>, Object)]) -> Result<String, serde_yaml_
     for (comments, object) in documents {
         out.push_str("---\n");
         for line in comments {
-            // One item is one comment line: a line break in it would end the comment.
             out.push_str("# ");
-            out.push_str(&line.replace('\n', " "));
+            out.push_str(&one_line(line));
             out.push('\n');
         }
         out.push_str(&object.to_yaml()?);
     }
     Ok(out)
+}
+
+/// `text` as one line that stays one line, in a YAML comment or on a
+/// terminal: each control character (`\r` and `\n` among them, and
+/// U+0085) and U+2028 and U+2029 (line breaks to YAML 1.1 parsers, PyYAML's
+/// among them) is written as Rust escapes it (`\r`, `\u{2028}`). A break
+/// left in a comment would end it, and what follows would be read as YAML:
+/// a mount source or a directory's name could add objects to the stream.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The comment lines at the top of a workload's object.

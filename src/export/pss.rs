@@ -104,7 +104,7 @@ impl fmt::Display for Violation {
             Violation::HostNamespace(which) => write!(f, "{which} shares a host namespace"),
             Violation::Privileged => f.write_str("a privileged container"),
             Violation::CapabilitiesBeyondBaseline(caps) => write!(f, "capabilities beyond baseline's: {}", caps.join(", ")),
-            Violation::HostPath(path) => write!(f, "a hostPath volume ({path})"),
+            Violation::HostPath(path) => write!(f, "a hostPath volume ({path:?})"),
             Violation::HostPort(port) => write!(f, "a hostPort ({port})"),
             Violation::SeccompUnconfined => f.write_str("seccomp Unconfined"),
             Violation::RunAsRoot => f.write_str(
