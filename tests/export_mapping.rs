@@ -131,6 +131,21 @@ fn each_field_maps_as_the_readme_says() {
     }
 }
 
+/// The kubelet expands `$(VAR)` and turns `$$` into `$` in a command, an
+/// env value and an exec probe; paddock expands nothing, so each `$` is
+/// written `$$` and the kubelet gives back what the manifest said.
+#[test]
+fn every_dollar_the_kubelet_would_expand_is_escaped() {
+    let text = "command = [\"/bin/sh\", \"-c\", \"echo $$ $(HOME) $PATH\"]\nenv = { A = \"$(HOME)/x\", B = \"$$\" }\n[health]\ncommand = [\"/bin/sh\", \"-c\", \"test $$ -gt 1 || echo $(HOME)\"]\n";
+    let spec = pod(&["baseline"], text, Kind::Pod);
+    let c = &spec["containers"][0];
+    assert_eq!(c["command"], json!(["/bin/sh", "-c", "echo $$$$ $$(HOME) $$PATH"]));
+    assert_eq!(c["env"], json!([{"name": "A", "value": "$$(HOME)/x"}, {"name": "B", "value": "$$$$"}]));
+    assert_eq!(c["livenessProbe"]["exec"]["command"], json!(["/bin/sh", "-c", "test $$$$ -gt 1 || echo $$(HOME)"]));
+    // What expands nothing is written as it is.
+    assert_eq!(c["workingDir"], json!("/"));
+}
+
 #[test]
 fn a_deployment_is_one_replica_replaced_never_doubled_and_always_restarts() {
     let exported = export_text(&["baseline"], &format!("{CMD}[restart]\npolicy = \"never\"\n"), Kind::Deployment);

@@ -55,11 +55,11 @@ pub fn pod_spec(spec: &WorkloadSpec, image: &str, kind: Kind) -> (PodSpec, Vec<U
     let mut container = Container {
         name: spec.name.to_string(),
         image: Some(image.to_owned()),
-        command: Some(m.command.clone()),
+        command: Some(literal_all(&m.command)),
         env: (!m.env.is_empty()).then(|| {
             m.env
                 .iter()
-                .map(|(k, v)| EnvVar { name: k.clone(), value: Some(v.clone()), ..Default::default() })
+                .map(|(k, v)| EnvVar { name: k.clone(), value: Some(literal(v)), ..Default::default() })
                 .collect()
         }),
         working_dir: Some(m.workdir.display().to_string()),
@@ -110,6 +110,18 @@ pub fn pod_spec(spec: &WorkloadSpec, image: &str, kind: Kind) -> (PodSpec, Vec<U
         ..Default::default()
     };
     (pod, lost)
+}
+
+/// A string the kubelet expands (a container's command, an env value, an
+/// exec probe's command) that means what it meant to paddock, which
+/// expands nothing: the kubelet turns `$(VAR)` into VAR's value and `$$`
+/// into `$`, so each `$` is written `$$` and comes back as itself.
+fn literal(s: &str) -> String {
+    s.replace('$', "$$")
+}
+
+fn literal_all(argv: &[String]) -> Vec<String> {
+    argv.iter().map(|a| literal(a)).collect()
 }
 
 fn restart_name(policy: RestartPolicy) -> &'static str {
@@ -282,7 +294,7 @@ fn probes(container: &mut Container, health: &Health, lost: &mut Vec<Unsupported
     let retries = i32::try_from(health.retries).unwrap_or(i32::MAX);
     let mut action = Probe::default();
     match probe {
-        PaddockProbe::Command(argv) => action.exec = Some(ExecAction { command: Some(argv) }),
+        PaddockProbe::Command(argv) => action.exec = Some(ExecAction { command: Some(literal_all(&argv)) }),
         PaddockProbe::Tcp(port) => {
             action.tcp_socket = Some(TCPSocketAction { port: IntOrString::Int(i32::from(port)), host: None });
             lost.push(Unsupported::ProbeAddress);
