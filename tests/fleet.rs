@@ -261,4 +261,34 @@ fn check_keeps_the_old_version_whole_and_a_relative_repository_path_works() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() == Some(2) && said.contains("lead out of the repository"), "{said}");
     assert_eq!(std::fs::read_link(dir.path().join("etc/workloads")).unwrap(), good);
+    // Through another link: on paper s/s/../.. stays in hosts/h1; on disk,
+    // with s -> ., each .. climbs, out of the checkout to /etc/passwd.
+    std::fs::remove_file(repo.join("hosts/h1/leak.toml")).unwrap();
+    std::os::unix::fs::symlink(".", repo.join("hosts/h1/s")).unwrap();
+    let climb = format!("{}{}etc/passwd", "s/".repeat(10), "../".repeat(10));
+    std::os::unix::fs::symlink(&climb, repo.join("hosts/h1/x.toml")).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "a link through a link"]);
+    let out = sync();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2)
+            && said.contains("lead out of the repository")
+            && said.contains("hosts/h1/x.toml")
+            && !said.contains("hosts/h1/s "),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_link(dir.path().join("etc/workloads")).unwrap(), good);
+    // Links through links that stay inside are synced.
+    std::fs::remove_file(repo.join("hosts/h1/x.toml")).unwrap();
+    std::fs::create_dir(repo.join("common")).unwrap();
+    std::fs::write(repo.join("common/shared.toml"), app(3)).unwrap();
+    std::os::unix::fs::symlink("../../common", repo.join("hosts/h1/c")).unwrap();
+    std::os::unix::fs::symlink("s/s/c/shared.toml", repo.join("hosts/h1/shared.toml")).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "links that stay inside"]);
+    let out = sync();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let synced = dir.path().join("etc/workloads/shared.toml");
+    assert_eq!(std::fs::read_to_string(synced).unwrap(), app(3));
 }
