@@ -1,6 +1,6 @@
 //! `paddock export kubernetes`'s errors and flags through the real
 //! binary: no image, the image map, invalid manifests, one workload
-//! twice, the namespace, nothing to export.
+//! twice, two objects of one name, the namespace, nothing to export.
 
 mod common;
 
@@ -124,4 +124,35 @@ fn one_workload_twice_an_empty_directory_and_a_bad_namespace() {
     let run = export(&[&empty.display().to_string(), "--image", IMAGE]);
     assert_eq!((run.code, run.stdout.as_str()), (0, ""));
     assert!(run.stderr.contains("no manifest in"), "{}", run.stderr);
+}
+
+#[test]
+fn two_workloads_whose_services_would_have_one_name_are_refused_naming_both_files() {
+    let ports = "command = [\"/web\"]\nports = [\"8080:80\"]\n";
+    let long = |end: char| format!("1{}{end}", "a".repeat(61));
+    let cases: [([String; 2], String); 2] = [
+        // A Service's name starts with a letter: 1web's is w-1web, as is w-1web's.
+        (["1web".into(), "w-1web".into()], "Service `w-1web`".into()),
+        // Cut to 63 characters, two names that differ only at their end are one.
+        ([long('b'), long('c')], format!("Service `w-1{}`", "a".repeat(60))),
+    ];
+    for (names, said) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let port = |i: usize| ports.replace("8080", &(8080 + i).to_string());
+        for (i, name) in names.iter().enumerate() {
+            std::fs::write(dir.path().join(format!("{name}.toml")), port(i)).unwrap();
+        }
+        let run = export(&[dir.path().to_str().unwrap(), "--image", IMAGE]);
+        assert_eq!((run.code, run.stdout.as_str()), (2, ""), "{}", run.stderr);
+        for name in &names {
+            assert!(run.stderr.contains(&format!("/{name}.toml")), "{name} not named: {}", run.stderr);
+        }
+        assert!(run.stderr.contains(&said) && run.stderr.contains("rename one of the files"), "{}", run.stderr);
+        // Each alone is exported.
+        for name in &names {
+            let file = dir.path().join(format!("{name}.toml"));
+            let run = export(&[file.to_str().unwrap(), "--image", IMAGE]);
+            assert_eq!(run.code, 0, "{}", run.stderr);
+        }
+    }
 }

@@ -132,6 +132,37 @@ fn one_file_per_workload(files: &[CheckedFile]) -> Result<(), SameWorkload> {
     Ok(())
 }
 
+/// Two objects of one kind that two workloads' names made equal (a
+/// Service's name starts with a letter, so the Service of `1web` is
+/// `w-1web`, as is `w-1web`'s; a long name is cut to 63 characters).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{first} and {second} would both write the {kind} `{name}`, and one namespace holds one {kind} of a name: rename one of the files (a workload's Service is named after it, with `w-` before a name that starts with a digit, cut to 63 characters)"
+)]
+pub struct SameObjectName {
+    kind: &'static str,
+    name: String,
+    first: String,
+    second: String,
+}
+
+/// Each object's kind and name once among the files' objects.
+fn one_name_per_object<'a>(objects: impl IntoIterator<Item = (&'a str, &'a Object)>) -> Result<(), SameObjectName> {
+    let mut seen: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    for (file, object) in objects {
+        let Some(name) = object.name() else { continue };
+        if let Some(first) = seen.insert((object.kind(), name), file) {
+            return Err(SameObjectName {
+                kind: object.kind(),
+                name: name.to_owned(),
+                first: first.to_owned(),
+                second: file.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// `--namespace`: a Namespace's name is a DNS label.
 fn namespace_name(s: &str) -> Result<String, String> {
     if export::kubernetes::is_dns_label(s) {
@@ -181,11 +212,18 @@ fn kubernetes(args: KubernetesArgs) -> Result<super::ExitCode, CliError> {
         policy_level,
         shared_slice: config.remap.isolation == crate::idmap::Isolation::Shared,
     };
+    let exports: Vec<(&CheckedFile, &validate::WorkloadSpec, Exported)> = files
+        .iter()
+        .filter_map(|f| Some((f, f.spec.as_ref()?)))
+        .map(|(f, spec)| (f, spec, export::export(spec, &images[spec.name.as_str()], &options)))
+        .collect();
+    one_name_per_object(
+        exports.iter().flat_map(|(f, _, exported)| exported.objects.iter().map(|o| (f.file.as_str(), o))),
+    )
+    .or_fail(USAGE_OR_IO)?;
     let mut documents = Vec::new();
     let mut levels = Vec::new();
-    for (f, spec) in files.iter().filter_map(|f| Some((f, f.spec.as_ref()?))) {
-        let image = &images[spec.name.as_str()];
-        let exported: Exported = export::export(spec, image, &options);
+    for (f, spec, exported) in exports {
         for item in &exported.unsupported {
             let line = format!("{}: {}: {}{item}", f.file, spec.name, export::NOT_EXPRESSIBLE);
             eprintln!("{}", export::one_line(&line));

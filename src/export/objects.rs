@@ -41,6 +41,28 @@ impl Object {
         }
     }
 
+    /// The object's kind, as its YAML names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Namespace(_) => "Namespace",
+            Object::Pod(_) => "Pod",
+            Object::Deployment(_) => "Deployment",
+            Object::Service(_) => "Service",
+            Object::NetworkPolicy(_) => "NetworkPolicy",
+        }
+    }
+
+    /// The object's name (`metadata.name`).
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Object::Namespace(o) => o.metadata.name.as_deref(),
+            Object::Pod(o) => o.metadata.name.as_deref(),
+            Object::Deployment(o) => o.metadata.name.as_deref(),
+            Object::Service(o) => o.metadata.name.as_deref(),
+            Object::NetworkPolicy(o) => o.metadata.name.as_deref(),
+        }
+    }
+
     /// The pod spec of a Pod or a Deployment's template.
     pub fn pod_spec(&self) -> Option<&PodSpec> {
         match self {
