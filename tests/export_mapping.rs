@@ -194,6 +194,27 @@ fn published_ports_become_a_cluster_ip_service_and_the_network_a_policy() {
     );
 }
 
+/// One host port on two host addresses is one port of the Service's one
+/// address: a second target is not carried, and is said to be lost.
+#[test]
+fn a_host_port_on_two_addresses_with_two_targets_lists_the_second_as_lost() {
+    let text = format!("{CMD}ports = [\"127.0.0.1:8080:80\", \"127.0.0.2:8080:81\", \"127.0.0.3:8080:80\"]\n");
+    let exported = export_text(&["baseline"], &text, Kind::Pod);
+    let service = json_of(&exported.objects[1]);
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "tcp-8080", "port": 8080, "targetPort": 80, "protocol": "TCP"}])
+    );
+    let port = |s: &str| -> paddock::model::PortMapping { s.parse().unwrap() };
+    let lost = Unsupported::PortMerged { lost: port("127.0.0.2:8080:81"), kept: port("127.0.0.1:8080:80") };
+    let found = &exported.unsupported;
+    assert!(found.contains(&lost), "{found:?}");
+    assert!(!found.contains(&Unsupported::Published(port("127.0.0.2:8080:81"))), "{found:?}");
+    // The same target again is carried: the Service reaches it.
+    assert!(found.contains(&Unsupported::Published(port("127.0.0.3:8080:80"))), "{found:?}");
+    assert!(lost.to_string().contains("port 127.0.0.2:8080:81/tcp is not in the Service"), "{lost}");
+}
+
 #[test]
 fn the_namespace_is_labelled_with_a_level_and_pinned_to_the_version() {
     let ns = serde_json::to_value(export::namespace("team", Level::Baseline)).unwrap();

@@ -143,30 +143,40 @@ fn service_name(workload: &str, unsupported: &mut Vec<Unsupported>) -> String {
 }
 
 /// Each published port as the Service's port: the host port is the
-/// Service's, the workload's port its target.
+/// Service's, the workload's port its target. A Service has one address,
+/// so two host addresses on one port and protocol are one Service port,
+/// with the first one's target; another target on it is listed as lost.
 fn service_ports(ports: &[PortMapping], unsupported: &mut Vec<Unsupported>) -> Vec<ServicePort> {
-    let mut out: Vec<ServicePort> = Vec::new();
+    let mut carried: Vec<PortMapping> = Vec::new();
     for p in ports {
         // 0.0.0.0 (or ::) is every address, as no address is (the portmap plugin is given none).
         if p.host_ip.is_some_and(|ip| !ip.is_unspecified()) {
             unsupported.push(Unsupported::HostIp(*p));
         }
-        unsupported.push(Unsupported::Published(*p));
-        let protocol = protocol_name(p.protocol);
-        // One Service port per host port and protocol (two host addresses
-        // on one port are one port of the cluster address).
-        if out.iter().any(|s| s.port == i32::from(p.host_port) && s.protocol.as_deref() == Some(protocol)) {
-            continue;
+        match carried.iter().find(|c| c.host_port == p.host_port && c.protocol == p.protocol) {
+            Some(kept) if kept.container_port != p.container_port => {
+                unsupported.push(Unsupported::PortMerged { lost: *p, kept: *kept });
+            }
+            Some(_) => unsupported.push(Unsupported::Published(*p)),
+            None => {
+                unsupported.push(Unsupported::Published(*p));
+                carried.push(*p);
+            }
         }
-        out.push(ServicePort {
-            name: Some(format!("{}-{}", protocol.to_ascii_lowercase(), p.host_port)),
-            port: i32::from(p.host_port),
-            target_port: Some(IntOrString::Int(i32::from(p.container_port))),
-            protocol: Some(protocol.to_owned()),
-            ..Default::default()
-        });
     }
-    out
+    carried
+        .iter()
+        .map(|p| {
+            let protocol = protocol_name(p.protocol);
+            ServicePort {
+                name: Some(format!("{}-{}", protocol.to_ascii_lowercase(), p.host_port)),
+                port: i32::from(p.host_port),
+                target_port: Some(IntOrString::Int(i32::from(p.container_port))),
+                protocol: Some(protocol.to_owned()),
+                ..Default::default()
+            }
+        })
+        .collect()
 }
 
 /// paddock's private network reaches nothing and is reached from nowhere;

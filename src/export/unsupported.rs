@@ -44,6 +44,9 @@ pub enum Unsupported {
     /// Published on the host: exported as a ClusterIP Service (a hostPort
     /// would fail the Pod Security Standards' baseline).
     Published(PortMapping),
+    /// A second target on one host port and protocol (published on two
+    /// host addresses): the Service's one port leads to the first's target.
+    PortMerged { lost: PortMapping, kept: PortMapping },
     /// A Service's name must start with a letter.
     ServiceName { workload: String, service: String },
     /// tcp and http probes: paddock connects to 127.0.0.1 inside the
@@ -116,6 +119,14 @@ impl fmt::Display for Unsupported {
             Unsupported::Published(port) => write!(
                 f,
                 "port {port} was published on the host; it is a ClusterIP Service port, reachable inside the cluster (a hostPort would break the baseline Pod Security Standard; add a NodePort or LoadBalancer Service, or an Ingress, to reach it from outside)"
+            ),
+            Unsupported::PortMerged { lost, kept } => write!(
+                f,
+                "port {lost} is not in the Service: a Service has one address, so its port {port}/{protocol} is one port, which leads to port {target} as {kept} asked; port {lost_target} is reachable only at the pod's own address (give it a host port of its own to have it in the Service)",
+                port = lost.host_port,
+                protocol = lost.protocol,
+                target = kept.container_port,
+                lost_target = lost.container_port,
             ),
             Unsupported::ServiceName { workload, service } => {
                 write!(f, "a Service's name must start with a letter: the Service of {workload} is named {service}")
