@@ -120,6 +120,7 @@ fn each_examples_unsupported_list() {
         items(&["baseline"], "api.toml"),
         [
             rootfs.clone(),
+            U::UserNamespaces,
             not_idmapped("/usr/share/doc"),
             U::MountFlags,
             U::PidsLimit(32),
@@ -131,6 +132,7 @@ fn each_examples_unsupported_list() {
         items(&["restricted"], "api.toml"),
         [
             rootfs.clone(),
+            U::UserNamespaces,
             not_idmapped("/usr/share/doc"),
             U::MountFlags,
             U::PidsLimit(32),
@@ -140,11 +142,12 @@ fn each_examples_unsupported_list() {
             pss(Level::Restricted, Violation::CapabilitiesNotDropped),
         ]
     );
-    assert_eq!(items(&["baseline"], "nightly-report.toml"), std::slice::from_ref(&rootfs));
+    assert_eq!(items(&["baseline"], "nightly-report.toml"), [rootfs.clone(), U::UserNamespaces]);
     assert_eq!(
         items(&["baseline"], "web.toml"),
         [
             rootfs.clone(),
+            U::UserNamespaces,
             not_idmapped("/usr/share/doc"),
             U::MountFlags,
             backoff("200ms", "10s", "1m"),
@@ -156,6 +159,7 @@ fn each_examples_unsupported_list() {
         items(&["baseline"], "worker.toml"),
         [
             rootfs,
+            U::UserNamespaces,
             not_idmapped("/usr/share/common-licenses"),
             U::MountFlags,
             U::PidsLimit(64),
@@ -176,7 +180,7 @@ fn the_list_is_at_the_top_of_the_object_and_on_stderr_naming_file_and_workload()
     let comments: Vec<&str> = pod.lines().take_while(|l| l.starts_with('#')).collect();
     let items: Vec<&str> =
         comments.iter().filter_map(|l| l.strip_prefix("# paddock: not expressible in Kubernetes: ")).collect();
-    assert_eq!(items.len(), 9, "{pod}");
+    assert_eq!(items.len(), 10, "{pod}");
     let stderr: Vec<&str> = run
         .stderr
         .lines()

@@ -242,6 +242,10 @@ fn what_cannot_be_expressed_is_listed_item_by_item() {
     has(&["baseline"], "hostname = \"Db.example\"\n", U::Hostname("Db.example".into()));
     has(&["baseline"], "after = [\"db\", \"cache\"]\n", U::After(vec!["db".into(), "cache".into()]));
     has(&["baseline"], "[health]\ntcp = 80\n", U::ProbeAddress);
+    // hostUsers: false is kept only where the cluster has user namespaces: said for every remapped workload.
+    has(&["baseline"], "", U::UserNamespaces);
+    let found = items(&["privileged"], "[namespaces]\nuser = \"host\"\n");
+    assert!(!found.contains(&U::UserNamespaces), "{found:?}");
     has(&["baseline"], "[namespaces]\nnetwork = \"lan\"\n", U::CniNetwork("lan".into()));
     has(&["privileged"], "[namespaces]\npid = \"host\"\n", U::HostNamespaceWithRemap("pid"));
     has(&["baseline"], "ports = [\"127.0.0.1:8080:80\"]\n", U::HostIp("127.0.0.1:8080:80".parse().unwrap()));

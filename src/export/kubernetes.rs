@@ -29,6 +29,9 @@ pub fn pod_spec(spec: &WorkloadSpec, image: &str, kind: Kind) -> (PodSpec, Vec<U
     let mut lost = Vec::new();
     lost.push(Unsupported::Rootfs { path: m.rootfs.path.clone(), image: image.to_owned() });
     let remap = m.namespaces.remapped();
+    if remap {
+        lost.push(Unsupported::UserNamespaces);
+    }
     // Kubernetes refuses host namespaces beside hostUsers: false; of the
     // two, the remap is the guarantee that must move with the workload.
     let host_network = m.namespaces.network == Network::Host;

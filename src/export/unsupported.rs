@@ -30,6 +30,10 @@ pub enum Unsupported {
     /// `stop.signal` other than SIGTERM: `lifecycle.stopSignal` is honoured
     /// only where the ContainerStopSignals feature gate is on (alpha).
     StopSignal(Signal),
+    /// A remapped root: `hostUsers: false` is kept only where the
+    /// UserNamespacesSupport feature gate is on (by default since 1.33);
+    /// elsewhere the API server drops it and the pod's root is the node's.
+    UserNamespaces,
     /// A duration written finer than Kubernetes' whole seconds.
     Rounded { key: &'static str, written: Duration, seconds: i64 },
     /// A hostname Kubernetes refuses (not a DNS label).
@@ -97,6 +101,9 @@ impl fmt::Display for Unsupported {
                 f,
                 "stop.signal = {signal:?}: set as lifecycle.stopSignal, which only a cluster with the ContainerStopSignals feature gate (alpha since 1.33) honours; elsewhere the image's STOPSIGNAL or SIGTERM is sent",
                 signal = signal.name()
+            ),
+            Unsupported::UserNamespaces => f.write_str(
+                "namespaces.user = \"remap\": set as hostUsers: false, which only a cluster with user namespaces keeps (Kubernetes 1.33 or later, or the UserNamespacesSupport feature gate on); elsewhere the API server drops it and root in the pod is the node's root",
             ),
             Unsupported::Rounded { key, written, seconds } => {
                 write!(f, "{key} = {:?}: Kubernetes counts whole seconds; exported as {seconds}s", written.to_string())
