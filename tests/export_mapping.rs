@@ -89,9 +89,12 @@ fn each_field_maps_as_the_readme_says() {
         (&["privileged"], "[namespaces]\nuser = \"host\"\n", "/hostUsers", Value::Null),
         (&["privileged"], "[namespaces]\nuser = \"host\"\nnetwork = \"host\"\npid = \"host\"\n", "/hostNetwork", json!(true)),
         (&["privileged"], "[namespaces]\nuser = \"host\"\nnetwork = \"host\"\npid = \"host\"\n", "/hostPID", json!(true)),
+        // A pod on the node's network has the node's hostname: none is written.
+        (&["privileged"], "hostname = \"db-1\"\n[namespaces]\nuser = \"host\"\nnetwork = \"host\"\n", "/hostname", Value::Null),
         // A remapped root keeps its remap; the host namespace is what gives.
         (&["privileged"], "[namespaces]\nnetwork = \"host\"\n", "/hostNetwork", Value::Null),
         (&["privileged"], "[namespaces]\nnetwork = \"host\"\n", "/hostUsers", json!(false)),
+        (&["privileged"], "[namespaces]\nnetwork = \"host\"\n", "/hostname", json!("t")),
         // Resources as limits.
         (&["baseline"], "[resources]\nmemory = \"256MiB\"\ncpu = 0.5\n", &format!("{c}/resources"), json!({"limits": {"memory": "256Mi", "cpu": "500m"}})),
         (&["baseline"], "[resources]\nmemory = \"1536MiB\"\ncpu = 2\n", &format!("{c}/resources"), json!({"limits": {"memory": "1536Mi", "cpu": "2"}})),
@@ -247,6 +250,12 @@ fn what_cannot_be_expressed_is_listed_item_by_item() {
     let found = items(&["privileged"], "[namespaces]\nuser = \"host\"\n");
     assert!(!found.contains(&U::UserNamespaces), "{found:?}");
     has(&["baseline"], "[namespaces]\nnetwork = \"lan\"\n", U::CniNetwork("lan".into()));
+    let host_network = "[namespaces]\nuser = \"host\"\nnetwork = \"host\"\n";
+    has(&["privileged"], host_network, U::HostnameOfTheNode("t".into()));
+    has(&["privileged"], &format!("hostname = \"db-1\"\n{host_network}"), U::HostnameOfTheNode("db-1".into()));
+    // With a remapped root the pod keeps a network of its own, and its hostname.
+    let found = items(&["privileged"], "[namespaces]\nnetwork = \"host\"\n");
+    assert!(!found.iter().any(|u| matches!(u, U::HostnameOfTheNode(_))), "{found:?}");
     has(&["privileged"], "[namespaces]\npid = \"host\"\n", U::HostNamespaceWithRemap("pid"));
     has(&["baseline"], "ports = [\"127.0.0.1:8080:80\"]\n", U::HostIp("127.0.0.1:8080:80".parse().unwrap()));
     let found = items(&["baseline"], "ports = [\"0.0.0.0:8080:80\"]\n");

@@ -47,7 +47,12 @@ pub fn pod_spec(spec: &WorkloadSpec, image: &str, kind: Kind) -> (PodSpec, Vec<U
         lost.push(Unsupported::CniNetwork(name.clone()));
     }
     let hostname = m.hostname.clone().unwrap_or_else(|| spec.name.to_string());
-    let hostname = if is_dns_label(&hostname) {
+    // paddock gives every workload a UTS namespace of its own; a pod on the
+    // node's network shares the node's, hostname included.
+    let hostname = if host_network && !remap {
+        lost.push(Unsupported::HostnameOfTheNode(hostname));
+        None
+    } else if is_dns_label(&hostname) {
         Some(hostname)
     } else {
         lost.push(Unsupported::Hostname(hostname));

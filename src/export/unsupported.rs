@@ -38,6 +38,9 @@ pub enum Unsupported {
     Rounded { key: &'static str, written: Duration, seconds: i64 },
     /// A hostname Kubernetes refuses (not a DNS label).
     Hostname(String),
+    /// The workload's own hostname beside the host's network: a
+    /// `hostNetwork` pod shares the node's UTS namespace, and its hostname.
+    HostnameOfTheNode(String),
     /// A CNI network of this host other than the bridge.
     CniNetwork(String),
     /// The host's network or pid namespace with a remapped root, which
@@ -111,6 +114,10 @@ impl fmt::Display for Unsupported {
             Unsupported::Hostname(name) => write!(
                 f,
                 "hostname = {name:?} is not a lowercase DNS label, which Kubernetes requires; the pod's hostname is its name"
+            ),
+            Unsupported::HostnameOfTheNode(name) => write!(
+                f,
+                "hostname = {name:?}: paddock gave the workload a UTS namespace of its own, but a pod on the node's network (hostNetwork) shares the node's, and has the node's hostname; not written"
             ),
             Unsupported::CniNetwork(name) => write!(
                 f,
