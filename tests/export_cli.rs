@@ -156,3 +156,30 @@ fn two_workloads_whose_services_would_have_one_name_are_refused_naming_both_file
         }
     }
 }
+
+/// What paddock runs and the API server would refuse: the file is invalid
+/// for the export, each problem at its key with what to do, and the
+/// others are exported.
+#[test]
+fn a_value_the_api_server_refuses_is_an_error_at_its_key_and_its_file_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = "command = [\"/x\"]\nuser = 3000000000\ngroup = 2147483648\n[env]\n\"é\" = \"1\"\n\"A\\nB\" = \"2\"\nOK = \"3\"\n";
+    std::fs::write(dir.path().join("big.toml"), big).unwrap();
+    std::fs::write(dir.path().join("ok.toml"), "command = [\"/x\"]\nuser = 2147483647\ngroup = 2147483647\n").unwrap();
+    let run = export(&[dir.path().to_str().unwrap(), "--image", IMAGE]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let file = dir.path().join("big.toml").display().to_string();
+    for said in [
+        format!("{file}:2:8: error: Kubernetes refuses user = 3000000000: runAsUser is at most 2147483647"),
+        "help: give the workload a user of at most 2147483647".to_owned(),
+        format!("{file}:3:9: error: Kubernetes refuses group = 2147483648: runAsGroup is at most 2147483647"),
+        format!("{file}:5:1: error: Kubernetes refuses the env name \"é\": a name is printable ASCII without `=`"),
+        format!("{file}:6:1: error: Kubernetes refuses the env name \"A\\nB\""),
+        "help: rename the variable".to_owned(),
+    ] {
+        assert!(run.stderr.contains(&said), "{said} not in\n{}", run.stderr);
+    }
+    assert!(!run.stderr.contains("\"OK\""), "{}", run.stderr);
+    assert!(run.stdout.contains("name: ok") && !run.stdout.contains("name: big"), "{}", run.stdout);
+    validate_offline(&run.stdout);
+}

@@ -18,7 +18,7 @@ use crate::model::{
     Health, Manifest, Network, OnUnhealthy, Probe as PaddockProbe, Protocol, RestartPolicy, Seccomp, SharedOrPrivate,
     Signal,
 };
-use crate::validate::WorkloadSpec;
+use crate::validate::{Problem, SpanIndex, WorkloadSpec};
 
 /// The volume that stands for paddock's private `/tmp`.
 const TMP_VOLUME: &str = "tmp";
@@ -346,6 +346,46 @@ fn seconds(key: &'static str, d: crate::model::Duration, min: i64, lost: &mut Ve
         lost.push(Unsupported::Rounded { key, written: d, seconds: whole });
     }
     i32::try_from(whole).unwrap_or(i32::MAX)
+}
+
+/// The largest uid or gid the API server takes (`runAsUser`, `runAsGroup`).
+pub const MAX_ID: u32 = i32::MAX as u32;
+
+/// What a valid manifest says that the API server would refuse, so that
+/// no object can be written for it (each a problem at its key, as `check`
+/// shows one): env names outside printable ASCII or with `=`, and ids
+/// above `MAX_ID`.
+pub fn refused(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for name in m.env.keys() {
+        if !name.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'=') {
+            let at = spans.key_span(&crate::validate::push_pointer("/env", name));
+            problems.push(
+                Problem::error(
+                    at,
+                    format!("Kubernetes refuses the env name {name:?}: a name is printable ASCII without `=`"),
+                )
+                .with_help("rename the variable (letters, digits and `_`), or leave this file out of the export"),
+            );
+        }
+    }
+    for (key, id) in [("user", m.user), ("group", m.group)] {
+        if id > MAX_ID {
+            let field = if key == "user" { "runAsUser" } else { "runAsGroup" };
+            problems.push(
+                Problem::error(
+                    spans.value_span(&format!("/{key}")),
+                    format!("Kubernetes refuses {key} = {id}: {field} is at most {MAX_ID}"),
+                )
+                .with_help(format!(
+                    "give the workload a {key} of at most {MAX_ID}, or leave this file out of the export"
+                )),
+            );
+        }
+    }
+    // In the file's order, as `check` shows a file's problems.
+    problems.sort_by_key(|p| p.span.as_ref().map(|s| (s.start, s.end)));
+    problems
 }
 
 /// RFC 1123 label, as a pod's hostname must be.

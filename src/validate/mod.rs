@@ -19,7 +19,7 @@ pub use describe::{did_you_mean, key_name};
 pub use policy::{BUILT_IN, Policy, PolicyCatalog, PolicyError, PolicySource, VOLUMES_ROOT_PLACEHOLDER};
 pub use problem::{Color, Located, Problem, Severity, line_col, render};
 pub use semantic::HostChecks;
-pub use source::SpanIndex;
+pub use source::{SpanIndex, push_pointer};
 
 /// The workload JSON Schema, as committed in `schemas/` (a test keeps it
 /// equal to what the Rust types generate).
@@ -153,6 +153,12 @@ impl Schema {
             }
         }
     }
+}
+
+/// Where each key and value of a manifest's text is, for a check made
+/// after validation (`export`'s); empty for text that does not parse.
+pub fn spans_of(text: &str) -> SpanIndex {
+    source::parse(text).map(|p| p.spans).unwrap_or_default()
 }
 
 /// Networks the host's networks directory defines and paddock refused
