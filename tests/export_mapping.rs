@@ -104,6 +104,8 @@ fn each_field_maps_as_the_readme_says() {
         (&["baseline"], "[restart]\npolicy = \"never\"\n", "/restartPolicy", json!("Never")),
         (&["baseline"], "[stop]\ntimeout = \"30s\"\n", "/terminationGracePeriodSeconds", json!(30)),
         (&["baseline"], "[stop]\ntimeout = \"1.5s\"\n", "/terminationGracePeriodSeconds", json!(2)),
+        // The grace period is 64 bits: a long one is written whole.
+        (&["baseline"], "[stop]\ntimeout = \"1000000h\"\n", "/terminationGracePeriodSeconds", json!(3_600_000_000_i64)),
         (&["baseline"], "[stop]\nsignal = \"SIGINT\"\n", &format!("{c}/lifecycle"), json!({"stopSignal": "SIGINT"})),
         (&["baseline"], "[stop]\nsignal = \"SIGINT\"\n", "/os", json!({"name": "linux"})),
         // Mounts as hostPath volumes, read-only where paddock made them so.
@@ -123,6 +125,7 @@ fn each_field_maps_as_the_readme_says() {
         (&["baseline"], "[health]\ncommand = [\"/bin/check\"]\nstart_period = \"30s\"\n", &format!("{c}/startupProbe"), json!({"exec": {"command": ["/bin/check"]}, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6, "initialDelaySeconds": 10})),
         (&["baseline"], "[health]\ncommand = [\"/bin/check\"]\nstart_period = \"30s\"\n", &format!("{c}/livenessProbe"), json!({"exec": {"command": ["/bin/check"]}, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3})),
         (&["baseline"], "[health]\ntcp = 80\ninterval = \"500ms\"\n", &format!("{c}/livenessProbe/periodSeconds"), json!(1)),
+        (&["baseline"], "[health]\ntcp = 80\ninterval = \"1000000h\"\n", &format!("{c}/livenessProbe/periodSeconds"), json!(i32::MAX)),
         // Start order is a documented gap: no init container.
         (&["baseline"], "after = [\"db\"]\n", "/initContainers", Value::Null),
     ];
@@ -242,6 +245,14 @@ fn what_cannot_be_expressed_is_listed_item_by_item() {
         "[health]\ntcp = 80\ninterval = \"500ms\"\n",
         U::Rounded { key: "health.interval", written: "500ms".parse().unwrap(), seconds: 1 },
     );
+    // A probe's seconds are 32 bits: a longer interval is cut, and said; the grace period is not cut.
+    has(
+        &["baseline"],
+        "[health]\ntcp = 80\ninterval = \"1000000h\"\n",
+        U::Clamped { key: "health.interval", written: "1000000h".parse().unwrap(), seconds: i32::MAX },
+    );
+    let found = items(&["baseline"], "[stop]\ntimeout = \"1000000h\"\n");
+    assert!(!found.iter().any(|u| matches!(u, U::Clamped { .. } | U::Rounded { .. })), "{found:?}");
     has(&["baseline"], "hostname = \"Db.example\"\n", U::Hostname("Db.example".into()));
     has(&["baseline"], "after = [\"db\", \"cache\"]\n", U::After(vec!["db".into(), "cache".into()]));
     has(&["baseline"], "[health]\ntcp = 80\n", U::ProbeAddress);

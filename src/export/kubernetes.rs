@@ -110,7 +110,7 @@ pub fn pod_spec(spec: &WorkloadSpec, image: &str, kind: Kind) -> (PodSpec, Vec<U
         host_pid: (host_pid && !remap).then_some(true),
         hostname,
         restart_policy: Some(restart_policy.to_owned()),
-        termination_grace_period_seconds: Some(i64::from(grace)),
+        termination_grace_period_seconds: Some(grace),
         volumes: Some(volumes),
         os,
         // paddock hands a workload no credentials; neither should the pod.
@@ -297,8 +297,8 @@ pub fn protocol_name(protocol: Protocol) -> &'static str {
 /// not killed and the first pass ends it, as in paddock.
 fn probes(container: &mut Container, health: &Health, lost: &mut Vec<Unsupported>) {
     let Some(probe) = health.probe() else { return };
-    let period = seconds("health.interval", health.interval, 1, lost);
-    let timeout = seconds("health.timeout", health.timeout, 1, lost);
+    let period = probe_seconds("health.interval", health.interval, lost);
+    let timeout = probe_seconds("health.timeout", health.timeout, lost);
     let retries = i32::try_from(health.retries).unwrap_or(i32::MAX);
     let mut action = Probe::default();
     match probe {
@@ -337,7 +337,7 @@ fn probes(container: &mut Container, health: &Health, lost: &mut Vec<Unsupported
 }
 
 /// A duration in whole seconds, at least `min`, rounded up; said when that changed it.
-fn seconds(key: &'static str, d: crate::model::Duration, min: i64, lost: &mut Vec<Unsupported>) -> i32 {
+fn seconds(key: &'static str, d: crate::model::Duration, min: i64, lost: &mut Vec<Unsupported>) -> i64 {
     let std = d.as_std();
     let whole = i64::try_from(std.as_secs()).unwrap_or(i64::MAX / 2) + i64::from(std.subsec_nanos() > 0);
     let whole = whole.max(min);
@@ -345,7 +345,17 @@ fn seconds(key: &'static str, d: crate::model::Duration, min: i64, lost: &mut Ve
     if !exact {
         lost.push(Unsupported::Rounded { key, written: d, seconds: whole });
     }
-    i32::try_from(whole).unwrap_or(i32::MAX)
+    whole
+}
+
+/// A probe's seconds, at least 1, in the 32 bits its fields have: a
+/// longer duration (some 68 years) is cut to the most they hold, and said.
+fn probe_seconds(key: &'static str, d: crate::model::Duration, lost: &mut Vec<Unsupported>) -> i32 {
+    let whole = seconds(key, d, 1, lost);
+    i32::try_from(whole).unwrap_or_else(|_| {
+        lost.push(Unsupported::Clamped { key, written: d, seconds: i32::MAX });
+        i32::MAX
+    })
 }
 
 /// The largest uid or gid the API server takes (`runAsUser`, `runAsGroup`).

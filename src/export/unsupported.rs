@@ -36,6 +36,8 @@ pub enum Unsupported {
     UserNamespaces,
     /// A duration written finer than Kubernetes' whole seconds.
     Rounded { key: &'static str, written: Duration, seconds: i64 },
+    /// A duration longer than a 32-bit field of seconds holds (a probe's).
+    Clamped { key: &'static str, written: Duration, seconds: i32 },
     /// A hostname Kubernetes refuses (not a DNS label).
     Hostname(String),
     /// The workload's own hostname beside the host's network: a
@@ -111,6 +113,11 @@ impl fmt::Display for Unsupported {
             Unsupported::Rounded { key, written, seconds } => {
                 write!(f, "{key} = {:?}: Kubernetes counts whole seconds; exported as {seconds}s", written.to_string())
             }
+            Unsupported::Clamped { key, written, seconds } => write!(
+                f,
+                "{key} = {:?}: a probe's seconds are 32 bits; exported as {seconds}s, the most they hold",
+                written.to_string()
+            ),
             Unsupported::Hostname(name) => write!(
                 f,
                 "hostname = {name:?} is not a lowercase DNS label, which Kubernetes requires; the pod's hostname is its name"
