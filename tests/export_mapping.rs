@@ -115,6 +115,9 @@ fn each_field_maps_as_the_readme_says() {
         (&["baseline"], "[[mounts]]\nsource = \"/var/lib/paddock/volumes/d\"\ntarget = \"/d\"\nreadonly = false\nidmap = true\n", &format!("{c}/volumeMounts/1/recursiveReadOnly"), Value::Null),
         // A mount on /tmp replaces paddock's private tmpfs.
         (&["baseline"], "[[mounts]]\nsource = \"/srv/t\"\ntarget = \"/tmp\"\n", "/volumes/0/name", json!("mount-0")),
+        // The same path however written: one volume at /tmp, not an emptyDir under a hostPath.
+        (&["baseline"], "[[mounts]]\nsource = \"/srv/t\"\ntarget = \"/tmp/\"\n", "/volumes", json!([{"name": "mount-0", "hostPath": {"path": "/srv/t"}}])),
+        (&["baseline"], "[[mounts]]\nsource = \"/srv/t\"\ntarget = \"//tmp/.\"\n", "/volumes", json!([{"name": "mount-0", "hostPath": {"path": "/srv/t"}}])),
         // Published ports: container ports (never hostPort: baseline forbids it).
         (&["baseline"], "ports = [\"8080:80\", \"8081:80\", \"127.0.0.1:5353:53/udp\"]\n", &format!("{c}/ports"), json!([{"containerPort": 80, "protocol": "TCP"}, {"containerPort": 53, "protocol": "UDP"}])),
         // Health: restart is liveness, mark is readiness, a start period a startup probe.

@@ -193,7 +193,8 @@ fn security_context(m: &Manifest) -> SecurityContext {
 fn volumes(m: &Manifest, remap: bool, lost: &mut Vec<Unsupported>) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
-    if !m.mounts.iter().any(|mt| mt.target.as_os_str() == "/tmp") {
+    // Compared as paths, not text: "/tmp/" is /tmp too.
+    if !m.mounts.iter().any(|mt| mt.target == std::path::Path::new("/tmp")) {
         volumes.push(Volume {
             name: TMP_VOLUME.to_owned(),
             empty_dir: Some(EmptyDirVolumeSource { medium: Some("Memory".to_owned()), size_limit: None }),
