@@ -51,6 +51,11 @@ const BASELINE_CASES: &[(&str, &str, &str)] = &[
         "[[mounts]]\nsource = \"/srv/x\"\ntarget = \"/x\"\ndevices = false\n",
     ),
     (
+        "no-host-kernel-filesystem-mounts",
+        "[[mounts]]\nsource = \"/proc\"\ntarget = \"/host/proc\"\nkernel_filesystems = true\n",
+        "[[mounts]]\nsource = \"/proc\"\ntarget = \"/host/proc\"\nkernel_filesystems = false\n",
+    ),
+    (
         "no-writable-host-root",
         "[rootfs]\npath = \"/\"\nreadonly = false\n",
         "[rootfs]\npath = \"/srv/root\"\nreadonly = false\n",

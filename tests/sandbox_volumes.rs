@@ -271,6 +271,43 @@ fn a_source_goes_through_a_link_only_where_no_one_but_root_could_have_made_it() 
     }
 }
 
+/// The host's /proc, /sys and the other kernel filesystems are no mount
+/// source unless the manifest says so (and baseline refuses that): a mount
+/// of one, or of `/` (which takes the host's /proc along), fails the start
+/// saying where. A rootfs on one is refused whatever the manifest says.
+#[test]
+fn the_hosts_kernel_filesystems_are_mounted_only_when_the_manifest_says_so() {
+    let w = World::new();
+    let run = |policy: &str, source: &str, extra: &str| {
+        let mounts = format!("[[mounts]]\nsource = {source:?}\ntarget = \"/h\"\n{extra}");
+        let m = w.manifest("kfs", &busybox_manifest("test -e /h/1/cmdline && echo seen", &mounts));
+        w.run(&["--policy", policy], &m, &[])
+    };
+    let sees_host = "it shows the workload the host's processes, network and kernel settings";
+    refused(
+        &run("baseline", "/proc", ""),
+        "/proc",
+        &format!("mount source /proc is on the host's proc filesystem: {sees_host}"),
+    );
+    refused(&run("baseline", "/proc/1", ""), "/proc/1", "mount source /proc/1 is on the host's proc filesystem");
+    refused(
+        &run("baseline", "/sys/kernel", ""),
+        "/sys/kernel",
+        "mount source /sys/kernel is on the host's sysfs filesystem",
+    );
+    let out = run("baseline", "/", "");
+    refused(&out, "/", "mount source / holds the host's ");
+    assert!(stderr(&out).contains(" filesystem at /"), "{}", stderr(&out));
+    // Asked for, where a policy allows it: the host's processes are seen.
+    let out = run("privileged", "/proc", "kernel_filesystems = true\n");
+    assert_eq!(stdout(&out), "seen\n", "{}", stderr(&out));
+    let out = run("baseline", "/proc", "kernel_filesystems = true\n");
+    assert!(stderr(&out).contains("no-host-kernel-filesystem-mounts"), "{}", stderr(&out));
+    let m = w.manifest("kfsroot", "command = [\"/bin/true\"]\n[rootfs]\npath = \"/proc\"\n");
+    let out = w.run(&["--policy", "privileged"], &m, &[]);
+    refused(&out, "rootfs /proc", "rootfs /proc is on the host's proc filesystem");
+}
+
 /// Swaps two paths (renameat2 with RENAME_EXCHANGE), by the system call
 /// itself: nix offers it only with glibc, and these tests also run against
 /// the musl build that ships.

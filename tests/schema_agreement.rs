@@ -36,16 +36,16 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         proptest::option::of("[a-z0-9]([a-z0-9.-]{0,20}[a-z0-9])?"),
         (abs_path(), any::<bool>()).prop_map(|(path, readonly)| Rootfs { path, readonly }),
         proptest::collection::vec(
-            (abs_path(), abs_path(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
-                |(source, target, readonly, idmap, setuid, devices)| Mount {
+            (abs_path(), abs_path(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>())
+                .prop_map(|(source, target, readonly, idmap, setuid, devices, kernel_filesystems)| Mount {
                     source,
                     target,
                     readonly,
                     idmap,
                     setuid,
                     devices,
-                },
-            ),
+                    kernel_filesystems,
+                }),
             0..3,
         ),
     );

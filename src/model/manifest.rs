@@ -169,6 +169,16 @@ pub struct Mount {
     /// is `nodev`); the baseline policy refuses it.
     #[serde(default)]
     pub devices: bool,
+
+    /// Allow the source to be, or to hold (a mount of `/`, say), the
+    /// host's /proc, /sys or another kernel filesystem (cgroup, debugfs,
+    /// tracefs, securityfs, bpf, ...), as a monitoring agent may need. Off
+    /// by default: such a mount fails the start, saying where, since it
+    /// shows the workload the host's processes, network and kernel
+    /// settings, as a host pid namespace would. The baseline policy
+    /// refuses it.
+    #[serde(default)]
+    pub kernel_filesystems: bool,
 }
 
 /// Namespaces. The defaults isolate everything.

@@ -65,6 +65,7 @@ impl Attachment {
                 idmap: false,
                 setuid: false,
                 devices: false,
+                kernel_filesystems: false,
             });
         }
         m

@@ -17,7 +17,7 @@
 //! the sandbox ever sees it.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -58,6 +58,14 @@ pub enum SourceError {
         "mount source {path} is the host's root directory, reached through a link, and writable: the policies read a mount source as written, so write it as \"/\" (and keep readonly = true, as baseline requires), or mount only the directory the workload needs"
     )]
     WritableHostRootMount { path: PathBuf },
+    #[error(
+        "rootfs {path} is on the host's {fstype} filesystem, a kernel interface and no root directory: name a root directory of the workload's own"
+    )]
+    KernelFilesystemRoot { path: PathBuf, fstype: String },
+    #[error(
+        "mount source {path} {is} the host's {fstype} filesystem{where_}: it shows the workload the host's processes, network and kernel settings, as a host pid namespace would; mount only the directories the workload needs, or, for an agent that must see the host, set kernel_filesystems = true on the mount under a policy that allows it (baseline does not)"
+    )]
+    KernelFilesystem { path: PathBuf, is: &'static str, fstype: String, where_: String },
     #[error(transparent)]
     VolumesRoot(#[from] UnsafeInput),
 }
@@ -326,6 +334,75 @@ pub fn open_trusted(path: &Path) -> Result<(std::fs::File, PathBuf), Untrusted> 
     Ok((crate::fsutil::reopen_if_regular(std::fs::File::from(fd))?, found))
 }
 
+/// The kernel's own filesystems, as /proc/self/mountinfo names them: a
+/// host's mount of one shows a workload the host's processes, network
+/// namespace and kernel settings whatever its namespaces are.
+const KERNEL_FILESYSTEMS: &[&str] = &[
+    "proc",
+    "sysfs",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "efivarfs",
+    "pstore",
+    "binfmt_misc",
+    "fusectl",
+    "selinuxfs",
+];
+
+/// A kernel filesystem (`KERNEL_FILESYSTEMS`) that the mount `fd` is on,
+/// or, with `beneath`, that is mounted anywhere below it (what a
+/// recursive copy of it takes along): where it is mounted, which it is,
+/// and whether it is the one `fd` is on.
+fn kernel_filesystem(fd: &OwnedFd, beneath: bool) -> Result<Option<(PathBuf, String, bool)>, Errno> {
+    let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    let raw = std::os::fd::AsRawFd::as_raw_fd(fd);
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}")).map_err(errno)?;
+    let mount_id = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or(Errno::EIO)?;
+    let at = std::fs::read_link(format!("/proc/self/fd/{raw}")).map_err(errno)?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(errno)?;
+    Ok(mountinfo.lines().find_map(|line| {
+        let (mount, fs) = line.split_once(" - ")?;
+        let fstype = fs.split(' ').next().filter(|t| KERNEL_FILESYSTEMS.contains(t))?;
+        let mut fields = mount.split(' ');
+        let id = fields.next()?.parse::<u64>().ok()?;
+        let point = PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(fields.nth(3)?)));
+        let own = id == mount_id;
+        (own || (beneath && point != at && point.starts_with(&at))).then(|| (point, fstype.to_owned(), own))
+    }))
+}
+
+/// A mountinfo field as it is: `\040` (space), `\011`, `\012` and `\134`
+/// are octal escapes.
+fn unescape_mountinfo(field: &str) -> Vec<u8> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal =
+            bytes.get(i + 1..i + 4).filter(|o| bytes[i] == b'\\' && o.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(o) => {
+                out.push(o.iter().fold(0u8, |n, d| n.wrapping_mul(8).wrapping_add(d - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Opens every source of `manifest` once and detaches its copy.
 pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, SourceError> {
     let path = &manifest.rootfs.path;
@@ -340,6 +417,10 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, Sour
     if !manifest.rootfs.readonly && !spells_root(path) && is_host_root(&rootfs).map_err(rootfs_err)? {
         return Err(SourceError::WritableHostRoot { path: path.clone() });
     }
+    // Copied alone (no mount below it comes along), so only its own.
+    if let Some((_, fstype, _)) = kernel_filesystem(&rootfs, false).map_err(rootfs_err)? {
+        return Err(SourceError::KernelFilesystemRoot { path: path.clone(), fstype });
+    }
     let rootfs = sys::open_tree_clone(Some(rootfs.as_fd()), c"", false).map_err(rootfs_err)?;
     let mut mounts = Vec::with_capacity(manifest.mounts.len());
     for mount in &manifest.mounts {
@@ -349,6 +430,14 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, Sour
         // As the rootfs's, above: the policies read a source as written.
         if !mount.readonly && !spells_root(source) && is_host_root(&fd).map_err(err)? {
             return Err(SourceError::WritableHostRootMount { path: source.clone() });
+        }
+        // Copied with every mount below it: a mount of `/` takes the host's
+        // /proc and /sys along.
+        if !mount.kernel_filesystems
+            && let Some((at, fstype, own)) = kernel_filesystem(&fd, true).map_err(err)?
+        {
+            let (is, where_) = if own { ("is on", String::new()) } else { ("holds", format!(" at {}", at.display())) };
+            return Err(SourceError::KernelFilesystem { path: source.clone(), is, fstype, where_ });
         }
         let is_dir = is_dir(&fd).map_err(err)?;
         let tree = sys::open_tree_clone(Some(fd.as_fd()), c"", true).map_err(err)?;
