@@ -33,6 +33,11 @@ fn daemon() -> Daemon {
 fn prepared() -> Daemon {
     require_plugins();
     let d = Daemon::setup().with_own_network();
+    // As systemd-tmpfiles makes /run/paddock: root's alone. The files a
+    // network gives its workloads (/etc/hosts) are mounted from it all the
+    // same, as paddock's own.
+    std::fs::create_dir(d.path("run")).unwrap();
+    std::fs::set_permissions(d.path("run"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     std::fs::create_dir(d.path("www")).unwrap();
     std::fs::write(d.path("www/index.html"), "hello from paddock\n").unwrap();
     std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(d.path("www")).status().unwrap();

@@ -308,6 +308,43 @@ fn the_hosts_kernel_filesystems_are_mounted_only_when_the_manifest_says_so() {
     refused(&out, "rootfs /proc", "rootfs /proc is on the host's proc filesystem");
 }
 
+/// A mount gives a workload what lies below its source without the walk
+/// from `/` that the host's permissions guard: a source below a directory
+/// others may not enter (a 0644 manifest in the 0700 workloads directory)
+/// is refused, saying which directory and what to do, by whatever path it
+/// is reached. volumes_root (root's alone) is the place for such data.
+#[test]
+fn a_source_below_a_directory_others_may_not_enter_is_refused() {
+    use std::os::unix::fs::symlink;
+    let w = World::new();
+    let locked = w.path("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::write(locked.join("db.toml"), "env = { PASSWORD = \"hunter2\" }\n").unwrap();
+    std::fs::set_permissions(locked.join("db.toml"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // A link of root's, in a directory of root's, that leads there.
+    let safe = w.path("safe");
+    std::fs::create_dir(&safe).unwrap();
+    symlink(&locked, safe.join("link")).unwrap();
+    let run =
+        |source: &Path| w.run(&[], &w.manifest("peek", &busybox_manifest("cat /m", &plain_mount(source, "/m"))), &[]);
+    for source in [locked.join("db.toml"), safe.join("link/db.toml")] {
+        let out = run(&source);
+        let said = format!(
+            "mount source {} lies below {}, a directory others may not enter (mode 0700)",
+            source.display(),
+            locked.display()
+        );
+        refused(&out, &source.display().to_string(), &said);
+        assert!(stderr(&out).contains("move the data under volumes_root"), "{}", stderr(&out));
+        assert!(!stdout(&out).contains("hunter2"));
+    }
+    // Others may enter: mounted.
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let out = run(&locked.join("db.toml"));
+    assert!(stdout(&out).contains("hunter2"), "{}", stderr(&out));
+}
+
 /// Swaps two paths (renameat2 with RENAME_EXCHANGE), by the system call
 /// itself: nix offers it only with glibc, and these tests also run against
 /// the musl build that ships.

@@ -225,6 +225,7 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
         Some(n) => n.attachment.mounted_into(&spec.manifest),
         None => spec.manifest.clone(),
     };
+    let own_files = attachment.as_ref().map(|n| n.attachment.files()).unwrap_or_default();
     let request = SpawnRequest {
         name: &spec.name,
         manifest: &manifest,
@@ -232,6 +233,7 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
         cgroups: &layout,
         cgroup_place: Place::run(&cgroup_leaf),
         volumes_root: &volumes_root,
+        own_files: &own_files,
         die_with_parent: true,
         // Attached to this process, which no daemon supervises.
         supervised: false,

@@ -295,6 +295,7 @@ impl SandboxExecutor {
             }
             None => manifest,
         };
+        let own_files = attachment.map(|a| a.files()).unwrap_or_default();
         // Written before the sandbox may run anything: a successor daemon
         // finds every sandbox that ever ran, whenever this one dies.
         let record = |cloned: &sandbox::Cloned<'_>| {
@@ -325,6 +326,7 @@ impl SandboxExecutor {
             cgroups: &self.settings.cgroups,
             cgroup_place: Place::workload(name.as_str()),
             volumes_root: &self.settings.volumes_root,
+            own_files: &own_files,
             // While it is set up: a daemon that dies takes the half-built sandbox with it.
             die_with_parent: true,
             // Once it runs, it outlives the daemon, which adopts it again.

@@ -48,6 +48,12 @@ pub struct Attachment {
 }
 
 impl Attachment {
+    /// The files paddock wrote for it (/etc/hosts, /etc/resolv.conf), which
+    /// `mounted_into` mounts.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.hosts.iter().chain(&self.resolv_conf).cloned().collect()
+    }
+
     /// `manifest` with this attachment's /etc/hosts and /etc/resolv.conf
     /// mounted read-only, unless it mounts its own there (paths compare
     /// by their components: `/etc//hosts` is `/etc/hosts`).

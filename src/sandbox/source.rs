@@ -59,6 +59,10 @@ pub enum SourceError {
     )]
     WritableHostRootMount { path: PathBuf },
     #[error(
+        "mount source {path} lies below {dir}, a directory others may not enter (mode {mode:04o}): the host keeps what is there from every user but root, and a mount would give it to the workload (a file others may read there, such as a 0644 manifest in a 0700 directory); move the data under volumes_root ({volumes_root}) or to a directory others may enter"
+    )]
+    Unenterable { path: PathBuf, dir: PathBuf, mode: u32, volumes_root: PathBuf },
+    #[error(
         "rootfs {path} is on the host's {fstype} filesystem, a kernel interface and no root directory: name a root directory of the workload's own"
     )]
     KernelFilesystemRoot { path: PathBuf, fstype: String },
@@ -109,6 +113,9 @@ enum HostPathError {
     /// The path reached volumes_root by another name: what is left of it,
     /// to be resolved beneath volumes_root as a path spelled under it is.
     ReachesVolumes(PathBuf),
+    /// It goes through a directory others may not enter: the directory,
+    /// and its mode.
+    Unenterable(PathBuf, u32),
 }
 
 impl From<Errno> for HostPathError {
@@ -133,7 +140,13 @@ const MAX_SYMLINKS: usize = 40;
 /// `volumes` is volumes_root's identity (device, inode): a path that
 /// reaches it by another name (a link to it, say) goes on beneath it as a
 /// path spelled under it does (`open_beneath`).
-fn open_host(path: &Path, volumes: Option<(u64, u64)>) -> Result<OwnedFd, HostPathError> {
+///
+/// With `enterable`, every directory it goes through must be one others
+/// may enter (search): a mount gives a workload what lies below it
+/// without the walk from `/` that the host's permissions guard, so a file
+/// others may read in a directory they may not enter (a 0644 manifest in
+/// the 0700 workloads directory) would be the workload's to read.
+fn open_host(path: &Path, volumes: Option<(u64, u64)>, enterable: bool) -> Result<OwnedFd, HostPathError> {
     use std::collections::VecDeque;
     use std::ffi::OsString;
     let root = || nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty());
@@ -150,6 +163,15 @@ fn open_host(path: &Path, volumes: Option<(u64, u64)>) -> Result<OwnedFd, HostPa
         return Err(Errno::EINVAL.into());
     }
     let (mut dir, mut at, mut todo, mut links) = (root()?, PathBuf::from("/"), parts(path), 0);
+    // Looked at once it is known that the walk goes on through it (not
+    // when it reaches volumes_root, whose own checks then apply).
+    let must_enter = |dir: &OwnedFd, at: &Path| -> Result<(), HostPathError> {
+        let mode = nix::sys::stat::fstat(dir)?.st_mode;
+        match enterable && mode & 0o001 == 0 {
+            true => Err(HostPathError::Unenterable(at.to_owned(), mode & 0o7777)),
+            false => Ok(()),
+        }
+    };
     while let Some(name) = todo.pop_front() {
         let fd = nix::fcntl::openat(
             &dir,
@@ -159,17 +181,19 @@ fn open_host(path: &Path, volumes: Option<(u64, u64)>) -> Result<OwnedFd, HostPa
         )?;
         let stat = nix::sys::stat::fstat(&fd)?;
         if stat.st_mode & libc::S_IFMT != libc::S_IFLNK {
+            if volumes == Some((stat.st_dev, stat.st_ino)) {
+                return Err(HostPathError::ReachesVolumes(todo.iter().collect()));
+            }
+            must_enter(&dir, &at)?;
             if name == ".." {
                 at.pop();
             } else {
                 at.push(&name);
             }
-            if volumes == Some((stat.st_dev, stat.st_ino)) {
-                return Err(HostPathError::ReachesVolumes(todo.iter().collect()));
-            }
             dir = fd;
             continue;
         }
+        must_enter(&dir, &at)?;
         // In a directory others may write (sticky or not: where hard links
         // to others' files are allowed, a root's link can be linked into
         // /tmp), anyone could have put it.
@@ -283,6 +307,7 @@ fn beneath_volumes(
 fn resolve(
     path: &Path,
     idmap: bool,
+    enterable: bool,
     volumes_root: &Path,
     identity: Option<(u64, u64)>,
     volumes: &mut Option<OwnedFd>,
@@ -297,11 +322,17 @@ fn resolve(
         }
         Some(None) => Err(SourceError::VolumeSymlink { path: path.to_owned(), root: volumes_root.to_owned() }),
         Some(Some(relative)) => beneath(relative, volumes),
-        None => match open_host(path, identity) {
+        None => match open_host(path, identity, enterable) {
             Ok(fd) => Ok(fd),
             Err(HostPathError::ReachesVolumes(rest)) => beneath(&rest, volumes),
             Err(HostPathError::Errno(errno)) => Err(errno_error(errno)),
             Err(HostPathError::UnsafeSymlink(link)) => Err(SourceError::UnsafeSymlink { path: path.to_owned(), link }),
+            Err(HostPathError::Unenterable(dir, mode)) => Err(SourceError::Unenterable {
+                path: path.to_owned(),
+                dir,
+                mode,
+                volumes_root: volumes_root.to_owned(),
+            }),
         },
     }
 }
@@ -323,11 +354,13 @@ pub enum Untrusted {
 /// For what paddock trusts as root's: the daemon's manifests. With the
 /// file, the path it was found at (what was opened, for messages).
 pub fn open_trusted(path: &Path) -> Result<(std::fs::File, PathBuf), Untrusted> {
-    let fd = match open_host(&std::path::absolute(path)?, None) {
+    let fd = match open_host(&std::path::absolute(path)?, None, false) {
         Ok(fd) => fd,
         Err(HostPathError::UnsafeSymlink(link)) => return Err(Untrusted::Symlink { path: path.to_owned(), link }),
         Err(HostPathError::Errno(errno)) => return Err(std::io::Error::from(errno).into()),
-        Err(HostPathError::ReachesVolumes(_)) => return Err(std::io::Error::from(Errno::EXDEV).into()),
+        Err(HostPathError::ReachesVolumes(_) | HostPathError::Unenterable(..)) => {
+            return Err(std::io::Error::from(Errno::EXDEV).into());
+        }
     };
     let found = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))?;
     // The O_PATH descriptor opened for reading, if a regular file.
@@ -403,15 +436,19 @@ fn unescape_mountinfo(field: &str) -> Vec<u8> {
     out
 }
 
-/// Opens every source of `manifest` once and detaches its copy.
-pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, SourceError> {
+/// Opens every source of `manifest` once and detaches its copy. `own` are
+/// files paddock made for the sandbox (its network's /etc/hosts and
+/// /etc/resolv.conf), which need not be where others may enter.
+pub fn prepare(manifest: &Manifest, volumes_root: &Path, own: &[PathBuf]) -> Result<Sources, SourceError> {
     let path = &manifest.rootfs.path;
     // volumes_root by what it is, for a path that reaches it by another name.
     let identity = nix::sys::stat::stat(volumes_root).ok().map(|st| (st.st_dev, st.st_ino));
     // Opened (and checked) once per start, and only when a path under it needs it.
     let mut volumes: Option<OwnedFd> = None;
     let rootfs_err = |errno| SourceError::Rootfs { path: path.clone(), errno };
-    let rootfs = resolve(path, false, volumes_root, identity, &mut volumes, &rootfs_err)?;
+    // A root directory is its workload's, whatever holds it (machines'
+    // trees live in /var/lib/machines, 0700): no walk from `/` to guard.
+    let rootfs = resolve(path, false, false, volumes_root, identity, &mut volumes, &rootfs_err)?;
     // The policies read a rootfs path as written (`/` and its spellings):
     // a writable host root reached by another path would pass them unseen.
     if !manifest.rootfs.readonly && !spells_root(path) && is_host_root(&rootfs).map_err(rootfs_err)? {
@@ -426,7 +463,10 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path) -> Result<Sources, Sour
     for mount in &manifest.mounts {
         let source = &mount.source;
         let err = |errno| SourceError::Mount { path: source.clone(), errno };
-        let fd = resolve(source, mount.idmap, volumes_root, identity, &mut volumes, &err)?;
+        // paddock's own files (a network's /etc/hosts, in a directory only
+        // root may enter) are given as they are.
+        let enterable = !own.contains(source);
+        let fd = resolve(source, mount.idmap, enterable, volumes_root, identity, &mut volumes, &err)?;
         // As the rootfs's, above: the policies read a source as written.
         if !mount.readonly && !spells_root(source) && is_host_root(&fd).map_err(err)? {
             return Err(SourceError::WritableHostRootMount { path: source.clone() });

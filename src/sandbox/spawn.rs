@@ -52,6 +52,10 @@ pub struct SpawnRequest<'a> {
     /// Idmapped mounts whose source is under this directory are resolved
     /// beneath it without following symlinks; it must be root's alone.
     pub volumes_root: &'a Path,
+    /// Host files paddock made for the sandbox (its network's /etc/hosts
+    /// and /etc/resolv.conf), mounted as its manifest says: they need not
+    /// lie where others may enter (see `source::prepare`).
+    pub own_files: &'a [PathBuf],
     /// Kill the sandbox if the thread that spawned it dies: always while it
     /// is set up; for `paddock run`, for its whole life.
     pub die_with_parent: bool,
@@ -205,7 +209,7 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
     let m = req.manifest;
     check_ids(req)?;
     // Every host path, resolved once, before anything else.
-    let sources = source::prepare(m, req.volumes_root)?;
+    let sources = source::prepare(m, req.volumes_root, req.own_files)?;
     // In place only while this process has one thread (see `InitMode::InPlace`).
     let init = match req.init {
         InitMode::InPlace if sys::thread_count() != 1 => InitMode::Exec,
