@@ -878,6 +878,38 @@ fn a_full_log_is_rotated_and_an_ask_that_finds_it_truncated_rotates_nothing() {
 /// give both a cgroup) runs in a cgroup of its own: its end never kills
 /// the workload, and its limits never replace the workload's.
 #[test]
+fn a_paddock_run_never_changes_a_workloads_slice_even_in_an_older_daemons_table() {
+    let d = Daemon::setup();
+    d.configure("policy_dir", "resync_interval = \"1h\"\npolicy_dir");
+    let mut d = d.start(&[]);
+    d.write("keep.toml", &common::sandbox::busybox_manifest("exec sleep 1000", ""));
+    let pid = d.running_pid("keep");
+    // Adopted by the next daemon, so never given a slice by it.
+    d.kill();
+    // As an older daemon wrote it: whose each entry is, it does not say.
+    let table = d.path("state/idmap.json");
+    let mut old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&table).unwrap()).unwrap();
+    assert!(old.as_object_mut().unwrap().remove("daemons").is_some(), "{old}");
+    std::fs::write(&table, old.to_string()).unwrap();
+    let d = d.start(&[]);
+    assert_eq!(d.running_pid("keep"), pid);
+    let before = std::fs::read_to_string(&table).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["run", "--slice-size", "131072", "--config"])
+        .arg(d.path("paddock.toml"))
+        .arg(d.path("wl/keep.toml"))
+        // Run, were it not refused, it would end at once.
+        .args(["--", "/bin/true"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(125), "{said}");
+    assert!(said.contains("the id slice of keep is the daemon's workload's"), "{said}");
+    assert_eq!(std::fs::read_to_string(&table).unwrap(), before, "nothing changed");
+}
+
+#[test]
 fn a_paddock_run_named_as_a_workload_leaves_the_workloads_cgroup_alone() {
     let d = Daemon::setup().start(&[]);
     let limits = "[resources]\nmemory = \"64MiB\"\npids = 64\n";

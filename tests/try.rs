@@ -10,6 +10,20 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The try-it daemon, stopped as Ctrl-C stops it (it and its workloads)
+/// however the test ends.
+struct Interrupted(std::process::Child);
+
+impl Drop for Interrupted {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn try_sh_runs_the_examples_and_the_clients_find_it_through_paddock_socket() {
     common::sandbox::require_root();
@@ -27,16 +41,18 @@ fn try_sh_runs_the_examples_and_the_clients_find_it_through_paddock_socket() {
     }
     let script = "mount --bind \"$1/subuid\" /etc/subuid && mount --bind \"$1/subgid\" /etc/subgid \
         && ip link set lo up && exec ./try.sh";
-    let mut daemon = Command::new("unshare")
-        .args(["--net", "--mount", "sh", "-c", script, "sh"])
-        .arg(host.path())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("PADDOCK_TRY_DIR", dir.path())
-        .env("CARGO_TARGET_DIR", target)
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(dir.path().join("try.log")).unwrap()))
-        .spawn()
-        .unwrap();
+    let mut daemon = Interrupted(
+        Command::new("unshare")
+            .args(["--net", "--mount", "sh", "-c", script, "sh"])
+            .arg(host.path())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("PADDOCK_TRY_DIR", dir.path())
+            .env("CARGO_TARGET_DIR", target)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.path().join("try.log")).unwrap()))
+            .spawn()
+            .unwrap(),
+    );
     let socket = dir.path().join("paddock.sock");
     let status = || Command::new(bin).args(["status", "--json"]).env("PADDOCK_SOCKET", &socket).output().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -48,7 +64,7 @@ fn try_sh_runs_the_examples_and_the_clients_find_it_through_paddock_socket() {
         }
         let log = std::fs::read_to_string(dir.path().join("try.log")).unwrap_or_default();
         assert!(Instant::now() < deadline, "the try-it daemon never ran the examples:\n{text}\n{log}");
-        assert!(daemon.try_wait().unwrap().is_none(), "try.sh exited:\n{log}");
+        assert!(daemon.0.try_wait().unwrap().is_none(), "try.sh exited:\n{log}");
         std::thread::sleep(Duration::from_millis(200));
     }
     // The client commands need nothing but PADDOCK_SOCKET.
@@ -70,8 +86,8 @@ fn try_sh_runs_the_examples_and_the_clients_find_it_through_paddock_socket() {
     }
     // Ctrl-C stops it and every workload.
     // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
-    let code = daemon.wait().unwrap();
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGINT) };
+    let code = daemon.0.wait().unwrap();
     assert!(code.success(), "{code:?}: {}", std::fs::read_to_string(dir.path().join("try.log")).unwrap_or_default());
     assert!(!socket.exists(), "the socket is removed at exit");
 }

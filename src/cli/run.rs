@@ -201,15 +201,13 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
         subgid: args.subgid.unwrap_or(defaults.subgid),
     };
     let ranges = remap_ranges(&accounts, &remap_user).or_fail(PADDOCK_FAILED)?;
+    // This process, by pid and start time: the slice is kept for it while
+    // it runs.
+    let pid = std::process::id();
+    let me = crate::sandbox::process::start_time(pid as i32).map(|started| RunProcess { pid, started });
+    let ended = |r: &RunProcess| crate::sandbox::process::has_ended(r.pid, r.started);
     let slice = Allocations::update(&state_dir, |table| {
-        table.allocate_for_run(
-            spec.name.as_str(),
-            &ranges.uids,
-            &ranges.gids,
-            slice_size,
-            isolation,
-            RunProcess::this(),
-        )
+        table.allocate_for_run(spec.name.as_str(), &ranges.uids, &ranges.gids, slice_size, isolation, me, &ended)
     })
     .or_fail(PADDOCK_FAILED)?;
 

@@ -154,6 +154,15 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<(r
         tracing::warn!(workloads = ?found.stopped, "stopped the sandboxes of a daemon that died that could not be adopted; they start anew");
     }
     let doubtful = repair_allocations(state_dir, &loaded.kept, &found.slices);
+    // The names of this daemon's workloads are its own in the id table (a
+    // table an older daemon wrote does not say whose each entry is).
+    let claimed = crate::idmap::Allocations::update(state_dir, |t| {
+        t.claim(loaded.kept.keys().map(|n| n.as_str()));
+        Ok(())
+    });
+    if let Err(e) = claimed {
+        tracing::warn!(error = %e, "cannot mark the daemon's workloads in the id table");
+    }
     daemon.store.refresh();
     daemon.restore(loaded, doubtful);
     let at = Clock::read();

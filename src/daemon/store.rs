@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::kept::{Kept, KeptStore};
-use crate::idmap::{AccountFiles, AllocError, Allocations, Isolation, RemapRanges, Slice, read_remap_ranges};
+use crate::idmap::{
+    AccountFiles, AllocError, Allocations, Isolation, RemapRanges, RunProcess, Slice, read_remap_ranges,
+};
 use crate::model::WorkloadName;
 use crate::reconcile::{Blame, StartFailure};
 
@@ -285,9 +287,14 @@ impl Writer {
 fn failure(e: AllocError) -> StartFailure {
     let blame = match &e {
         AllocError::Exhausted { .. } | AllocError::DaemonsSlice { .. } => Blame::Host,
-        AllocError::Read { .. } | AllocError::Write { .. } => Blame::Daemon,
+        AllocError::Read { .. } | AllocError::Write { .. } | AllocError::MoveAside { .. } => Blame::Daemon,
     };
     StartFailure::new(blame, e)
+}
+
+/// Whether a `paddock run` whose slice the table keeps has ended.
+fn run_ended(run: &RunProcess) -> bool {
+    crate::sandbox::process::has_ended(run.pid, run.started)
 }
 
 impl Store for DiskStore {
@@ -300,7 +307,7 @@ impl Store for DiskStore {
         let (ranges, size, isolation) = (&self.ranges, self.slice_size, self.isolation);
         let result = Allocations::update(&self.state_dir, |t| {
             for name in names {
-                let slice = t.allocate(name.as_str(), &ranges.uids, &ranges.gids, size, isolation);
+                let slice = t.allocate(name.as_str(), &ranges.uids, &ranges.gids, size, isolation, &run_ended);
                 out.insert((*name).clone(), slice.map_err(failure));
             }
             Ok(())

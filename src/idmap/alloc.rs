@@ -2,7 +2,7 @@
 //! as long as its manifest exists, across restarts of the workload and of
 //! the daemon, because the allocation is persisted in the state directory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -37,11 +37,13 @@ pub enum AllocError {
     )]
     Exhausted { total: usize, size: u32 },
     #[error(
-        "the id slice of {name} is the daemon's workload's ({slice} ids from {start}), which a `paddock run` may share but not change; this run's settings would give it another (slice size {size}, or other ranges): run it with the daemon's settings, or name its manifest otherwise"
+        "the id slice of {name} is the daemon's workload's ({slice} ids from {start}), which a `paddock run` may share but not change; this run's settings would give it another (slice size {size}, its isolation, or other ranges): run it with the daemon's settings, or name its manifest otherwise"
     )]
     DaemonsSlice { name: String, start: u32, slice: u32, size: u32 },
     #[error("cannot read the id allocations {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot move the unreadable id table {path} aside to {aside}: {source}")]
+    MoveAside { path: PathBuf, aside: PathBuf, source: std::io::Error },
     #[error("cannot write the id allocations {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 }
@@ -117,13 +119,20 @@ pub struct Allocations {
     /// Those given the first slice by `shared` isolation: they share it by
     /// their own settings, so it is not theirs alone, and a workload's own
     /// slice is not taken from it for sharing with them.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
-    shared: std::collections::BTreeSet<String>,
-    /// Those whose slice a `paddock run` was given (the daemon never): by
-    /// the last run's process. Once it is gone, the slice is kept for the
-    /// next run of that manifest, but given to another when none is free.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    shared: BTreeSet<String>,
+    /// The names of the daemon's workloads: a `paddock run` never changes
+    /// their slices, and an entry that overlaps one and is not the
+    /// daemon's gives way to it.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    daemons: BTreeSet<String>,
+    /// The `paddock run`s a name's slice was given to, by process (runs of
+    /// one manifest side by side share it). Once all have ended, the slice
+    /// is kept for the next run of that manifest, but given to another
+    /// when none is free. An entry that is neither the daemon's nor a
+    /// run's (an older paddock's) is kept for good.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    runs: BTreeMap<String, RunProcess>,
+    runs: BTreeMap<String, Vec<RunProcess>>,
 }
 
 /// A `paddock run`'s process, by pid and start time (a pid alone may be
@@ -134,19 +143,9 @@ pub struct RunProcess {
     pub started: u64,
 }
 
-impl RunProcess {
-    /// This process, when its start time can be read.
-    pub fn this() -> Option<Self> {
-        let pid = std::process::id();
-        let started = crate::sandbox::process::start_time_checked(pid as i32).ok().flatten()?;
-        Some(Self { pid, started })
-    }
-
-    /// Whether it has ended (what cannot be told counts as running).
-    fn gone(&self) -> bool {
-        crate::sandbox::process::start_time_checked(self.pid as i32).is_ok_and(|s| s != Some(self.started))
-    }
-}
+/// Whether a run's process has ended (what cannot be told counts as
+/// running): the caller's to tell, from /proc.
+pub type Ended<'a> = &'a dyn Fn(&RunProcess) -> bool;
 
 impl Allocations {
     pub const FILE: &str = "idmap.json";
@@ -210,8 +209,14 @@ impl Allocations {
         let _lock = Self::lock(state_dir)?;
         let Err(unreadable) = Self::load(state_dir) else { return Ok(None) };
         let path = state_dir.join(Self::FILE);
-        std::fs::rename(&path, aside).map_err(|source| AllocError::Write { path, source })?;
-        let table = Self { slices: known.into_iter().collect(), ..Self::default() };
+        std::fs::rename(&path, aside).map_err(|source| AllocError::MoveAside {
+            path,
+            aside: aside.to_owned(),
+            source,
+        })?;
+        let slices: BTreeMap<String, Slice> = known.into_iter().collect();
+        let daemons = slices.keys().cloned().collect();
+        let table = Self { slices, daemons, ..Self::default() };
         table.save(state_dir)?;
         Ok(Some(unreadable))
     }
@@ -226,11 +231,11 @@ impl Allocations {
 
     /// The daemon's workload's slice: the one it had if that is still its
     /// own (a slice of the ranges as they are now cut, uids and gids each,
-    /// that no other workload's slice overlaps), else the first free one,
-    /// uids and gids allocated together (slice i of the uid ranges with
-    /// slice i of the gid ranges). With `shared` isolation, the first
-    /// slice, whoever has it. A slice a `paddock run` of this name was
-    /// given is the daemon's from now on.
+    /// that no other of the daemon's workloads overlaps), else the first
+    /// free one, uids and gids allocated together (slice i of the uid
+    /// ranges with slice i of the gid ranges). With `shared` isolation, the
+    /// first slice, whoever has it. A slice a `paddock run` of this name
+    /// was given is the daemon's from now on.
     pub fn allocate(
         &mut self,
         name: &str,
@@ -238,15 +243,19 @@ impl Allocations {
         gids: &[IdRange],
         size: u32,
         isolation: Isolation,
+        ended: Ended<'_>,
     ) -> Result<Slice, AllocError> {
-        let slice = self.slice_for(name, uids, gids, size, isolation)?;
+        let slice = self.slice_for(name, uids, gids, size, isolation, true, ended)?;
         self.runs.remove(name);
+        self.daemons.insert(name.to_owned());
         Ok(slice)
     }
 
     /// A `paddock run`'s slice (`me`, its process), as `allocate` gives
-    /// one, but a daemon's workload's slice is never changed by it: shared
-    /// if it fits, else refused.
+    /// one; but a daemon's workload's slice is shared as it is, never
+    /// changed: a run whose settings would give that name another is
+    /// refused, changing nothing.
+    #[allow(clippy::too_many_arguments)]
     pub fn allocate_for_run(
         &mut self,
         name: &str,
@@ -255,27 +264,42 @@ impl Allocations {
         size: u32,
         isolation: Isolation,
         me: Option<RunProcess>,
+        ended: Ended<'_>,
     ) -> Result<Slice, AllocError> {
-        let daemons = self.slices.get(name).filter(|_| !self.runs.contains_key(name)).copied();
-        let before = daemons.is_some().then(|| self.clone());
-        let slice = self.slice_for(name, uids, gids, size, isolation)?;
-        match (daemons, before) {
-            (Some(d), Some(before)) if d != slice => {
-                *self = before;
-                Err(AllocError::DaemonsSlice { name: name.to_owned(), start: d.uid.start, slice: d.uid.count, size })
+        if let Some(&daemons) = self.slices.get(name).filter(|_| self.daemons.contains(name)) {
+            let before = self.clone();
+            let slice = self.slice_for(name, uids, gids, size, isolation, false, ended);
+            *self = before;
+            return match slice? {
+                slice if slice == daemons => Ok(slice),
+                _ => Err(AllocError::DaemonsSlice {
+                    name: name.to_owned(),
+                    start: daemons.uid.start,
+                    slice: daemons.uid.count,
+                    size,
+                }),
+            };
+        }
+        let slice = self.slice_for(name, uids, gids, size, isolation, false, ended)?;
+        match me {
+            Some(me) => {
+                let runs = self.runs.entry(name.to_owned()).or_default();
+                runs.retain(|r| !ended(r));
+                runs.push(me);
             }
-            (Some(_), _) => Ok(slice),
-            (None, _) => {
-                match me {
-                    Some(me) => drop(self.runs.insert(name.to_owned(), me)),
-                    // Its process cannot be named: kept as a workload's is.
-                    None => drop(self.runs.remove(name)),
-                }
-                Ok(slice)
+            // Its process cannot be named: kept for good, as an older
+            // paddock's entry is.
+            None => {
+                self.runs.remove(name);
             }
         }
+        Ok(slice)
     }
 
+    /// Gives `name` a slice: its own kept, else a free one, else one kept
+    /// for runs that have all ended. For the daemon (`for_daemon`), only
+    /// the daemon's other workloads' slices make it give its own up.
+    #[allow(clippy::too_many_arguments)]
     fn slice_for(
         &mut self,
         name: &str,
@@ -283,24 +307,30 @@ impl Allocations {
         gids: &[IdRange],
         size: u32,
         isolation: Isolation,
+        for_daemon: bool,
+        ended: Ended<'_>,
     ) -> Result<Slice, AllocError> {
-        let mut candidates = cut(uids, size).zip(cut(gids, size)).map(|(uid, gid)| Slice { uid, gid });
         if isolation == Isolation::Shared {
-            let first = candidates.next().ok_or(AllocError::Exhausted { total: 0, size })?;
+            let first = cut(uids, size)
+                .zip(cut(gids, size))
+                .map(|(uid, gid)| Slice { uid, gid })
+                .next()
+                .ok_or(AllocError::Exhausted { total: 0, size })?;
             self.slices.insert(name.to_owned(), first);
             self.shared.insert(name.to_owned());
             return Ok(first);
         }
         // Kept across changes of the files that leave it inside them (a
         // range added to one file only moves no one), but never shared:
-        // not one given by `shared` isolation, nor one another workload's
-        // overlaps (as tables written before shared ones were marked have).
+        // not one given by `shared` isolation, nor one another's overlaps
+        // (as tables written before shared ones were marked have), unless
+        // that other gives way to the daemon's workload.
+        let rival =
+            |n: &String| n != name && !self.shared.contains(n) && (!for_daemon || self.daemons.contains(n.as_str()));
         let own = |s: &Slice| {
             index_of(uids, size, &s.uid).is_some()
                 && index_of(gids, size, &s.gid).is_some()
-                && !self.slices.iter().any(|(n, o)| {
-                    n != name && !self.shared.contains(n) && (o.uid.overlaps(&s.uid) || o.gid.overlaps(&s.gid))
-                })
+                && !self.slices.iter().any(|(n, o)| rival(n) && (o.uid.overlaps(&s.uid) || o.gid.overlaps(&s.gid)))
         };
         if !self.shared.contains(name)
             && let Some(existing) = self.slices.get(name).filter(|s| own(s))
@@ -321,25 +351,32 @@ impl Allocations {
                 return Ok(free);
             }
             // None is free: the slice kept for a manifest whose `paddock
-            // run` has ended goes to this one.
-            let ended = self.runs.iter().find(|(n, r)| n.as_str() != name && r.gone()).map(|(n, _)| n.clone());
-            let Some(ended) = ended else {
+            // run`s have all ended goes to this one.
+            let done =
+                self.runs.iter().find(|(n, runs)| n.as_str() != name && runs.iter().all(ended)).map(|(n, _)| n.clone());
+            let Some(done) = done else {
                 return Err(AllocError::Exhausted { total: slice_count(uids, gids, size), size });
             };
-            tracing::info!(run = %ended, workload = %name, "no id slice is free: the one kept for a `paddock run` that has ended is given to this workload");
-            self.free(&ended);
+            tracing::info!(run = %done, workload = %name, "no id slice is free: the one kept for a `paddock run` that has ended is given to this workload");
+            self.free(&done);
         }
     }
 
-    /// Puts back a slice known from elsewhere (a sandbox record), when the
-    /// table itself was lost.
-    pub fn restore(&mut self, name: &str, slice: Slice) {
-        self.slices.insert(name.to_owned(), slice);
+    /// Marks the names as the daemon's workloads' (those it knows from its
+    /// kept state, in a table an older daemon wrote).
+    pub fn claim<'n>(&mut self, names: impl IntoIterator<Item = &'n str>) {
+        for name in names {
+            if self.slices.contains_key(name) {
+                self.runs.remove(name);
+                self.daemons.insert(name.to_owned());
+            }
+        }
     }
 
     /// Frees a workload's slice (its manifest was deleted).
     pub fn free(&mut self, name: &str) -> Option<Slice> {
         self.shared.remove(name);
+        self.daemons.remove(name);
         self.runs.remove(name);
         self.slices.remove(name)
     }
@@ -348,6 +385,10 @@ impl Allocations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn never(_: &RunProcess) -> bool {
+        false
+    }
 
     #[test]
     fn taken_ranges_answer_as_overlaps_does() {
@@ -380,10 +421,10 @@ mod tests {
         // One id a slice over 2^31 ids: allocated, kept and counted at once.
         let big = [IdRange { start: 1 << 20, count: 1 << 31 }];
         let mut table = Allocations::default();
-        let a = table.allocate("a", &big, &big, 1, Isolation::PerWorkload).unwrap();
-        let b = table.allocate("b", &big, &big, 1, Isolation::PerWorkload).unwrap();
+        let a = table.allocate("a", &big, &big, 1, Isolation::PerWorkload, &never).unwrap();
+        let b = table.allocate("b", &big, &big, 1, Isolation::PerWorkload, &never).unwrap();
         assert_ne!(a, b);
-        assert_eq!(table.allocate("a", &big, &big, 1, Isolation::PerWorkload).unwrap(), a);
+        assert_eq!(table.allocate("a", &big, &big, 1, Isolation::PerWorkload, &never).unwrap(), a);
         assert_eq!(slice_count(&big, &big, 1), 1 << 31);
     }
 
@@ -393,28 +434,28 @@ mod tests {
     fn slices_are_disjoint_stable_and_persisted() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Allocations::default();
-        let web = a.allocate("web", &[R], &[R], 65536, Isolation::PerWorkload).unwrap();
-        let db = a.allocate("db", &[R], &[R], 65536, Isolation::PerWorkload).unwrap();
+        let web = a.allocate("web", &[R], &[R], 65536, Isolation::PerWorkload, &never).unwrap();
+        let db = a.allocate("db", &[R], &[R], 65536, Isolation::PerWorkload, &never).unwrap();
         assert_eq!(web.uid, IdRange { start: 100000, count: 65536 });
         assert_eq!(db.uid, IdRange { start: 165536, count: 65536 });
         a.save(dir.path()).unwrap();
         let mut b = Allocations::load(dir.path()).unwrap();
-        assert_eq!(b.allocate("db", &[R], &[R], 65536, Isolation::PerWorkload).unwrap(), db);
-        b.allocate("x", &[R], &[R], 65536, Isolation::PerWorkload).unwrap();
-        let err = b.allocate("y", &[R], &[R], 65536, Isolation::PerWorkload).unwrap_err();
+        assert_eq!(b.allocate("db", &[R], &[R], 65536, Isolation::PerWorkload, &never).unwrap(), db);
+        b.allocate("x", &[R], &[R], 65536, Isolation::PerWorkload, &never).unwrap();
+        let err = b.allocate("y", &[R], &[R], 65536, Isolation::PerWorkload, &never).unwrap_err();
         assert_eq!(
             err.to_string(),
             "no id slice is free: the ranges hold 3 slices of 65536 ids and all are in use; free some, or add ranges to /etc/subuid and /etc/subgid"
         );
         b.free("web");
-        assert_eq!(b.allocate("y", &[R], &[R], 65536, Isolation::PerWorkload).unwrap(), web);
+        assert_eq!(b.allocate("y", &[R], &[R], 65536, Isolation::PerWorkload, &never).unwrap(), web);
     }
 
     #[test]
     fn shared_isolation_maps_everyone_to_the_first_range() {
         let mut a = Allocations::default();
-        let one = a.allocate("a", &[R], &[R], 65536, Isolation::Shared).unwrap();
-        assert_eq!(a.allocate("b", &[R], &[R], 65536, Isolation::Shared).unwrap(), one);
+        let one = a.allocate("a", &[R], &[R], 65536, Isolation::Shared, &never).unwrap();
+        assert_eq!(a.allocate("b", &[R], &[R], 65536, Isolation::Shared, &never).unwrap(), one);
     }
 
     #[test]
@@ -423,16 +464,17 @@ mod tests {
         // The daemon ran with `shared`, then `per-workload`.
         let mut a = Allocations::default();
         for name in ["a", "b", "c"] {
-            a.allocate(name, &[R], &[R], 65536, Isolation::Shared).unwrap();
+            a.allocate(name, &[R], &[R], 65536, Isolation::Shared, &never).unwrap();
         }
-        let slices: Vec<Slice> = ["a", "b", "c"].map(|n| a.allocate(n, &[R], &[R], 65536, per).unwrap()).into();
+        let slices: Vec<Slice> = ["a", "b", "c"].map(|n| a.allocate(n, &[R], &[R], 65536, per, &never).unwrap()).into();
         assert!(slices[0] != slices[1] && slices[1] != slices[2] && slices[0] != slices[2], "{slices:?}");
         // A table written before shared slices were marked: each entry an
         // other overlaps is given up, until none is shared.
         let mut legacy: Allocations =
             serde_json::from_value(serde_json::json!({ "slices": { "a": slices[0], "b": slices[0], "c": slices[0] } }))
                 .unwrap();
-        let slices: Vec<Slice> = ["a", "b", "c"].map(|n| legacy.allocate(n, &[R], &[R], 65536, per).unwrap()).into();
+        let slices: Vec<Slice> =
+            ["a", "b", "c"].map(|n| legacy.allocate(n, &[R], &[R], 65536, per, &never).unwrap()).into();
         assert!(slices[0] != slices[1] && slices[1] != slices[2] && slices[0] != slices[2], "{slices:?}");
     }
 
@@ -440,17 +482,17 @@ mod tests {
     fn a_run_with_shared_isolation_takes_no_workloads_slice_from_it() {
         let per = Isolation::PerWorkload;
         let mut a = Allocations::default();
-        let web = a.allocate("web", &[R], &[R], 65536, per).unwrap();
+        let web = a.allocate("web", &[R], &[R], 65536, per, &never).unwrap();
         // `paddock run --isolation shared x.toml`: the first slice, web's.
-        assert_eq!(a.allocate("x", &[R], &[R], 65536, Isolation::Shared).unwrap(), web);
-        assert_eq!(a.allocate("web", &[R], &[R], 65536, per).unwrap(), web, "web keeps its slice");
+        assert_eq!(a.allocate("x", &[R], &[R], 65536, Isolation::Shared, &never).unwrap(), web);
+        assert_eq!(a.allocate("web", &[R], &[R], 65536, per, &never).unwrap(), web, "web keeps its slice");
         // x as a workload of its own: a slice of its own.
-        let x = a.allocate("x", &[R], &[R], 65536, per).unwrap();
+        let x = a.allocate("x", &[R], &[R], 65536, per, &never).unwrap();
         assert!(!x.uid.overlaps(&web.uid) && !x.gid.overlaps(&web.gid), "{x:?} {web:?}");
-        assert_eq!(a.allocate("web", &[R], &[R], 65536, per).unwrap(), web);
+        assert_eq!(a.allocate("web", &[R], &[R], 65536, per, &never).unwrap(), web);
         // What the table says of it is written, and read back.
         let dir = tempfile::tempdir().unwrap();
-        a.allocate("y", &[R], &[R], 65536, Isolation::Shared).unwrap();
+        a.allocate("y", &[R], &[R], 65536, Isolation::Shared, &never).unwrap();
         a.save(dir.path()).unwrap();
         assert_eq!(Allocations::load(dir.path()).unwrap(), a);
         a.free("y");
@@ -461,56 +503,125 @@ mod tests {
     fn a_range_added_to_one_file_moves_no_one() {
         let per = Isolation::PerWorkload;
         let mut a = Allocations::default();
-        let first = a.allocate("a", &[R], &[R], 65536, per).unwrap();
-        let second = a.allocate("b", &[R], &[R], 65536, per).unwrap();
+        let first = a.allocate("a", &[R], &[R], 65536, per, &never).unwrap();
+        let second = a.allocate("b", &[R], &[R], 65536, per, &never).unwrap();
         let before = IdRange { start: 50_000_000, count: 65536 };
         for (uids, gids) in [(vec![before, R], vec![R]), (vec![R], vec![before, R])] {
-            assert_eq!(a.allocate("a", &uids, &gids, 65536, per).unwrap(), first);
-            assert_eq!(a.allocate("b", &uids, &gids, 65536, per).unwrap(), second);
+            assert_eq!(a.allocate("a", &uids, &gids, 65536, per, &never).unwrap(), first);
+            assert_eq!(a.allocate("b", &uids, &gids, 65536, per, &never).unwrap(), second);
         }
         // A slice no longer inside the ranges is not kept.
         let later = IdRange { start: R.start + 65536, count: 65536 * 2 };
-        assert_ne!(a.allocate("a", &[later], &[later], 65536, per).unwrap(), first);
+        assert_ne!(a.allocate("a", &[later], &[later], 65536, per, &never).unwrap(), first);
     }
 
-    /// A `paddock run` that has ended: no process has a pid past pid_max's ceiling.
-    const ENDED: RunProcess = RunProcess { pid: 1 << 23, started: 1 };
+    /// A `paddock run` that has ended, and one that runs on.
+    const ENDED: RunProcess = RunProcess { pid: 7, started: 1 };
+    const LIVE: RunProcess = RunProcess { pid: 8, started: 1 };
+
+    fn ended(r: &RunProcess) -> bool {
+        *r == ENDED
+    }
 
     #[test]
     fn the_slice_of_a_run_that_ended_is_given_to_another_when_none_is_free() {
         let per = Isolation::PerWorkload;
         let two = IdRange { start: 100000, count: 65536 * 2 };
         let mut a = Allocations::default();
-        let kept = a.allocate_for_run("once", &[two], &[two], 65536, per, Some(ENDED)).unwrap();
-        assert_eq!(a.allocate_for_run("once", &[two], &[two], 65536, per, Some(ENDED)).unwrap(), kept, "kept for it");
-        let live = a.allocate_for_run("live", &[two], &[two], 65536, per, RunProcess::this()).unwrap();
-        assert_eq!(a.allocate("web", &[two], &[two], 65536, per).unwrap(), kept, "the ended run's, none being free");
+        let kept = a.allocate_for_run("once", &[two], &[two], 65536, per, Some(ENDED), &ended).unwrap();
+        assert_eq!(
+            a.allocate_for_run("once", &[two], &[two], 65536, per, Some(ENDED), &ended).unwrap(),
+            kept,
+            "kept for it"
+        );
+        let live = a.allocate_for_run("live", &[two], &[two], 65536, per, Some(LIVE), &ended).unwrap();
+        assert_eq!(
+            a.allocate("web", &[two], &[two], 65536, per, &ended).unwrap(),
+            kept,
+            "the ended run's, none being free"
+        );
         assert_eq!(a.get("once"), None);
-        assert!(matches!(a.allocate("db", &[two], &[two], 65536, per), Err(AllocError::Exhausted { .. })));
+        assert!(matches!(a.allocate("db", &[two], &[two], 65536, per, &ended), Err(AllocError::Exhausted { .. })));
         assert_eq!(a.get("live"), Some(&live), "a run that runs keeps its slice");
         // A slice the daemon took over from a run's name is the daemon's.
         a.free("web");
-        a.allocate_for_run("db", &[two], &[two], 65536, per, Some(ENDED)).unwrap();
-        a.allocate("db", &[two], &[two], 65536, per).unwrap();
-        assert!(a.allocate_for_run("other", &[two], &[two], 65536, per, Some(ENDED)).is_err());
+        a.allocate_for_run("db", &[two], &[two], 65536, per, Some(ENDED), &ended).unwrap();
+        a.allocate("db", &[two], &[two], 65536, per, &ended).unwrap();
+        assert!(a.allocate_for_run("other", &[two], &[two], 65536, per, Some(ENDED), &ended).is_err());
     }
 
     #[test]
     fn a_run_shares_a_daemons_workloads_slice_but_never_changes_it() {
         let per = Isolation::PerWorkload;
         let mut a = Allocations::default();
-        let web = a.allocate("web", &[R], &[R], 65536, per).unwrap();
-        assert_eq!(a.allocate_for_run("web", &[R], &[R], 65536, per, Some(ENDED)).unwrap(), web);
+        let web = a.allocate("web", &[R], &[R], 65536, per, &never).unwrap();
+        assert_eq!(a.allocate_for_run("web", &[R], &[R], 65536, per, Some(ENDED), &ended).unwrap(), web);
         let before = a.clone();
-        let err = a.allocate_for_run("web", &[R], &[R], 131072, per, Some(ENDED)).unwrap_err();
+        let err = a.allocate_for_run("web", &[R], &[R], 131072, per, Some(ENDED), &ended).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "the id slice of web is the daemon's workload's (65536 ids from 100000), which a `paddock run` may share but not change; this run's settings would give it another (slice size 131072, or other ranges): run it with the daemon's settings, or name its manifest otherwise"
+            "the id slice of web is the daemon's workload's (65536 ids from 100000), which a `paddock run` may share but not change; this run's settings would give it another (slice size 131072, its isolation, or other ranges): run it with the daemon's settings, or name its manifest otherwise"
         );
         assert_eq!(a, before, "nothing changed");
         // Not the run's: never given to another.
         let one = IdRange { start: 100000, count: 65536 };
-        assert!(matches!(a.allocate("db", &[one], &[one], 65536, per), Err(AllocError::Exhausted { .. })));
+        assert!(matches!(a.allocate("db", &[one], &[one], 65536, per, &ended), Err(AllocError::Exhausted { .. })));
+    }
+
+    #[test]
+    fn runs_of_one_manifest_side_by_side_keep_its_slice_until_the_last_ends() {
+        let per = Isolation::PerWorkload;
+        let one = IdRange { start: 100000, count: 65536 };
+        let mut a = Allocations::default();
+        let x = a.allocate_for_run("x", &[one], &[one], 65536, per, Some(LIVE), &ended).unwrap();
+        assert_eq!(a.allocate_for_run("x", &[one], &[one], 65536, per, Some(ENDED), &ended).unwrap(), x);
+        // The second has ended, the first runs on: its slice is not free.
+        assert!(matches!(a.allocate("web", &[one], &[one], 65536, per, &ended), Err(AllocError::Exhausted { .. })));
+        assert_eq!(a.get("x"), Some(&x));
+        // Both ended.
+        let gone = |_: &RunProcess| true;
+        assert_eq!(a.allocate("web", &[one], &[one], 65536, per, &gone).unwrap(), x);
+    }
+
+    #[test]
+    fn a_run_with_shared_isolation_marks_nothing_of_a_daemons_workload() {
+        let per = Isolation::PerWorkload;
+        let mut a = Allocations::default();
+        let web = a.allocate("web", &[R], &[R], 65536, per, &never).unwrap();
+        a.allocate_for_run("x", &[R], &[R], 65536, Isolation::Shared, Some(LIVE), &ended).unwrap();
+        let before = a.clone();
+        assert_eq!(a.allocate_for_run("web", &[R], &[R], 65536, Isolation::Shared, Some(LIVE), &ended).unwrap(), web);
+        assert_eq!(a, before, "nothing of web's changed");
+        assert_eq!(a.allocate("web", &[R], &[R], 65536, per, &never).unwrap(), web, "web keeps its slice");
+    }
+
+    #[test]
+    fn a_table_an_older_paddock_wrote_keeps_its_entries_and_the_daemons_keep_their_slices() {
+        let per = Isolation::PerWorkload;
+        let s0 = Slice { uid: IdRange { start: 100000, count: 65536 }, gid: IdRange { start: 100000, count: 65536 } };
+        // web, the daemon's; x, a shared run's on web's slice; old, a run's.
+        let old = |names: &[&str]| -> Allocations {
+            let slices: serde_json::Map<String, serde_json::Value> =
+                names.iter().map(|n| (n.to_string(), serde_json::to_value(s0).unwrap())).collect();
+            serde_json::from_value(serde_json::json!({ "slices": slices })).unwrap()
+        };
+        let mut a = old(&["web", "x"]);
+        assert_eq!(a.allocate("web", &[R], &[R], 65536, per, &never).unwrap(), s0, "the daemon's keeps its own");
+        let x = a.allocate_for_run("x", &[R], &[R], 65536, per, Some(LIVE), &ended).unwrap();
+        assert!(!x.uid.overlaps(&s0.uid), "{x:?}");
+        // An older run's entry is never given away (its runs are unknown),
+        // and a run may change it.
+        let one = IdRange { start: 100000, count: 65536 };
+        let mut a = old(&["once"]);
+        let gone = |_: &RunProcess| true;
+        assert!(matches!(a.allocate("web", &[one], &[one], 65536, per, &gone), Err(AllocError::Exhausted { .. })));
+        assert!(a.allocate_for_run("once", &[R], &[R], 131072, per, Some(LIVE), &ended).is_ok());
+        // Names the daemon knows are claimed as its own.
+        let mut a = old(&["web"]);
+        a.claim(["web", "unknown"]);
+        let refused = a.allocate_for_run("web", &[R], &[R], 131072, per, Some(LIVE), &ended);
+        assert!(matches!(refused, Err(AllocError::DaemonsSlice { .. })), "{refused:?}");
+        assert_eq!(a.get("unknown"), None);
     }
 
     #[test]

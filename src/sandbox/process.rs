@@ -17,6 +17,12 @@ pub fn start_time(pid: i32) -> Option<u64> {
     start_time_checked(pid).ok().flatten()
 }
 
+/// Whether the process `pid` that started at `started` has ended (another
+/// of that pid, or none). What cannot be told counts as running.
+pub fn has_ended(pid: u32, started: u64) -> bool {
+    i32::try_from(pid).is_ok_and(|pid| start_time_checked(pid).is_ok_and(|now| now != Some(started)))
+}
+
 /// As `start_time`, telling "no such process" (`Ok(None)`) from "cannot
 /// tell" (an error reading /proc: out of descriptors or memory, say),
 /// for what decides that a process is gone: taking the one for the other
