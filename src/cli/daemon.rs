@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{CliError, OrFail};
-use crate::daemon::{event_loop, executor, notify::Notifier, scan::check_directory, store::DiskStore};
+use crate::daemon::{
+    event_loop, executor, notify::Notifier, scan::check_directory, store::AccountStamps, store::DiskStore,
+};
 use crate::idmap::remap_ranges;
 use crate::sandbox::cgroup::Layout;
 
@@ -123,6 +125,8 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
         .with_refused_networks(networks.refused_for_daemon());
     let remap = &config.remap;
     let accounts = remap.accounts();
+    // Before they are read: an edit meanwhile is seen by the store.
+    let stamps = AccountStamps::of(&accounts);
     let ranges = remap_ranges(&accounts, &remap.user).or_fail(CONFIG_ERROR)?;
     for warning in crate::idmap::account_overlaps(&accounts, &ranges) {
         tracing::warn!("{warning}");
@@ -170,7 +174,11 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
             networks: std::sync::Arc::new(networks),
             zygote,
         },
-        store: DiskStore::new(state_dir, ranges, remap.isolation, remap.slice_size).following(accounts, &remap.user),
+        store: DiskStore::new(state_dir, ranges, remap.isolation, remap.slice_size).following(
+            accounts,
+            &remap.user,
+            stamps,
+        ),
         inherited_listener,
     };
     tracing::info!(workloads = %workloads.display(), socket = %socket.display(), "paddock daemon starting");

@@ -65,21 +65,32 @@ pub struct DiskStore {
 struct Following {
     files: AccountFiles,
     user: String,
-    seen: Vec<Option<FileStamp>>,
+    seen: AccountStamps,
 }
 
-/// What tells a file's edit: its inode (an atomic replace makes a new
-/// one), length and change time.
-type FileStamp = (u64, u64, i64, i64);
+/// What tells an edit of the account files the ranges come from: each
+/// file's inode (an atomic replace makes a new one), length and change
+/// time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountStamps(Vec<Option<FileStamp>>);
 
-fn stamp(path: &std::path::Path) -> Option<FileStamp> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.ino(), m.len(), m.ctime(), m.ctime_nsec()))
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    inode: u64,
+    len: u64,
+    changed: (i64, i64),
 }
 
-impl Following {
-    fn stamps(&self) -> Vec<Option<FileStamp>> {
-        [&self.files.passwd, &self.files.subuid, &self.files.subgid].map(|p| stamp(p)).into()
+impl AccountStamps {
+    /// The files as they are now: taken before the ranges are read, so an
+    /// edit in between is seen.
+    pub fn of(files: &AccountFiles) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = |path: &PathBuf| {
+            let m = std::fs::metadata(path).ok()?;
+            Some(FileStamp { inode: m.ino(), len: m.len(), changed: (m.ctime(), m.ctime_nsec()) })
+        };
+        Self([&files.passwd, &files.subuid, &files.subgid].map(stamp).into())
     }
 }
 
@@ -110,12 +121,10 @@ impl DiskStore {
         DiskStore { state_dir, ranges, isolation, slice_size, writer: Some(writer), known, following: None }
     }
 
-    /// Reads the ranges again from `files` whenever they change (the
-    /// ranges given to `new` are what they held at the daemon's start).
-    pub fn following(mut self, files: AccountFiles, user: &str) -> Self {
-        let mut following = Following { files, user: user.to_owned(), seen: Vec::new() };
-        following.seen = following.stamps();
-        self.following = Some(following);
+    /// Reads the ranges again from `files` whenever they change from
+    /// `seen` (taken before the ranges given to `new` were read).
+    pub fn following(mut self, files: AccountFiles, user: &str, seen: AccountStamps) -> Self {
+        self.following = Some(Following { files, user: user.to_owned(), seen });
         self
     }
 
@@ -124,7 +133,7 @@ impl DiskStore {
     /// and that is said once per edit.
     fn follow_ranges(&mut self) {
         let Some(following) = &mut self.following else { return };
-        let now = following.stamps();
+        let now = AccountStamps::of(&following.files);
         if now == following.seen {
             return;
         }
@@ -448,8 +457,11 @@ mod tests {
         };
         set("ops:200000:131072\n");
         let ranges = crate::idmap::read_remap_ranges(&files, "ops").unwrap().unwrap();
-        let mut store = DiskStore::new(dir.path().join("state"), ranges, Isolation::default(), 65536)
-            .following(files.clone(), "ops");
+        let mut store = DiskStore::new(dir.path().join("state"), ranges, Isolation::default(), 65536).following(
+            files.clone(),
+            "ops",
+            AccountStamps::of(&files),
+        );
         let name = |n: &str| WorkloadName::try_from(n).unwrap();
         let (a, b, c) = (name("a"), name("b"), name("c"));
         let uid = |store: &mut DiskStore, n: &WorkloadName| store.slices(&[n])[n].as_ref().unwrap().uid.start;
@@ -465,5 +477,14 @@ mod tests {
         set("ops:265536\n");
         assert!(store.slices(&[&c])[&c].is_err(), "the one slice is a's");
         assert_eq!(uid(&mut store, &a), 265536);
+        // An edit between the look at the files and the read of the ranges
+        // (the daemon's start) is seen at the first slice given.
+        set("ops:265536:65536\n");
+        let seen = AccountStamps::of(&files);
+        let ranges = crate::idmap::read_remap_ranges(&files, "ops").unwrap().unwrap();
+        set("ops:400000:65536\n");
+        let mut store = DiskStore::new(dir.path().join("state2"), ranges, Isolation::default(), 65536)
+            .following(files, "ops", seen);
+        assert_eq!(uid(&mut store, &c), 400000);
     }
 }

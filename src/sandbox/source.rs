@@ -55,7 +55,7 @@ pub enum SourceError {
     )]
     WritableHostRoot { path: PathBuf },
     #[error(
-        "mount source {path} is the host's root directory, reached through a link, and writable: the policies read a mount source as written, so write it as \"/\" (and keep readonly = true, as baseline requires), or mount only the directory the workload needs"
+        "mount source {path} is the host's root directory, reached through a link, and writable: the policies read a mount source as written, and it would give the workload the host's world-writable directories; mount only the directory the workload needs"
     )]
     WritableHostRootMount { path: PathBuf },
     #[error(
@@ -67,11 +67,23 @@ pub enum SourceError {
     )]
     KernelFilesystemRoot { path: PathBuf, fstype: String },
     #[error(
-        "mount source {path} {is} the host's {fstype} filesystem{where_}: it shows the workload the host's processes, network and kernel settings, as a host pid namespace would; mount only the directories the workload needs, or, for an agent that must see the host, set kernel_filesystems = true on the mount under a policy that allows it (baseline does not)"
+        "mount source {path} {}: it shows the workload the host's processes, network and kernel settings, as a host pid namespace would; mount only the directories the workload needs, or, for an agent that must see the host, set kernel_filesystems = true on the mount under a policy that allows it (baseline does not)",
+        kernel_place(.fstype, .below.as_deref())
     )]
-    KernelFilesystem { path: PathBuf, is: &'static str, fstype: String, where_: String },
+    KernelFilesystem { path: PathBuf, fstype: String, below: Option<PathBuf> },
+    #[error("mount source {path}: cannot read {file}, which says what is mounted below it: {errno}")]
+    MountTable { path: PathBuf, file: PathBuf, errno: Errno },
     #[error(transparent)]
     VolumesRoot(#[from] UnsafeInput),
+}
+
+/// Where a kernel filesystem is, for `SourceError::KernelFilesystem`: the
+/// source itself is on it, or it is mounted below the source.
+fn kernel_place(fstype: &str, below: Option<&Path>) -> String {
+    match below {
+        None => format!("is on the host's {fstype} filesystem"),
+        Some(at) => format!("holds the host's {fstype} filesystem at {}", at.display()),
+    }
 }
 
 impl SourceError {
@@ -82,7 +94,8 @@ impl SourceError {
         match self {
             SourceError::Rootfs { errno, .. }
             | SourceError::Mount { errno, .. }
-            | SourceError::IdmapOutside { errno, .. } => Some(*errno),
+            | SourceError::IdmapOutside { errno, .. }
+            | SourceError::MountTable { errno, .. } => Some(*errno),
             _ => None,
         }
     }
@@ -167,10 +180,10 @@ fn open_host(path: &Path, volumes: Option<(u64, u64)>, enterable: bool) -> Resul
     // when it reaches volumes_root, whose own checks then apply).
     let must_enter = |dir: &OwnedFd, at: &Path| -> Result<(), HostPathError> {
         let mode = nix::sys::stat::fstat(dir)?.st_mode;
-        match enterable && mode & 0o001 == 0 {
-            true => Err(HostPathError::Unenterable(at.to_owned(), mode & 0o7777)),
-            false => Ok(()),
+        if enterable && mode & 0o001 == 0 {
+            return Err(HostPathError::Unenterable(at.to_owned(), mode & 0o7777));
         }
+        Ok(())
     };
     while let Some(name) = todo.pop_front() {
         let fd = nix::fcntl::openat(
@@ -387,30 +400,55 @@ const KERNEL_FILESYSTEMS: &[&str] = &[
     "selinuxfs",
 ];
 
-/// A kernel filesystem (`KERNEL_FILESYSTEMS`) that the mount `fd` is on,
-/// or, with `beneath`, that is mounted anywhere below it (what a
-/// recursive copy of it takes along): where it is mounted, which it is,
-/// and whether it is the one `fd` is on.
-fn kernel_filesystem(fd: &OwnedFd, beneath: bool) -> Result<Option<(PathBuf, String, bool)>, Errno> {
-    let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
-    let raw = std::os::fd::AsRawFd::as_raw_fd(fd);
-    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}")).map_err(errno)?;
-    let mount_id = fdinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("mnt_id:"))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .ok_or(Errno::EIO)?;
-    let at = std::fs::read_link(format!("/proc/self/fd/{raw}")).map_err(errno)?;
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(errno)?;
-    Ok(mountinfo.lines().find_map(|line| {
-        let (mount, fs) = line.split_once(" - ")?;
-        let fstype = fs.split(' ').next().filter(|t| KERNEL_FILESYSTEMS.contains(t))?;
-        let mut fields = mount.split(' ');
-        let id = fields.next()?.parse::<u64>().ok()?;
-        let point = PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(fields.nth(3)?)));
-        let own = id == mount_id;
-        (own || (beneath && point != at && point.starts_with(&at))).then(|| (point, fstype.to_owned(), own))
-    }))
+/// The kernel's own filesystems by their magic numbers (statfs(2)), for
+/// what a descriptor is on.
+const KERNEL_MAGIC: &[(i64, &str)] = &[
+    (0x9fa0, "proc"),
+    (0x6265_6572, "sysfs"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0xcafe_4a11, "bpf"),
+    (0x0027_e0eb, "cgroup"),
+    (0x6367_7270, "cgroup2"),
+    (0x6265_6570, "configfs"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x6165_676c, "pstore"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0x6573_5543, "fusectl"),
+    (0xf97c_ff8c, "selinuxfs"),
+];
+
+/// The kernel filesystem `fd` is on, if it is on one.
+fn kernel_filesystem_of(fd: &OwnedFd) -> Result<Option<&'static str>, Errno> {
+    let magic = nix::sys::statfs::fstatfs(fd)?.filesystem_type().0 as i64;
+    Ok(KERNEL_MAGIC.iter().find(|(m, _)| *m == magic).map(|(_, name)| *name))
+}
+
+/// The kernel filesystems mounted on the host, by mount point, from
+/// /proc/self/mountinfo: read once per start, and only for a mount that
+/// may not hold one.
+struct KernelMounts(Vec<(PathBuf, String)>);
+
+impl KernelMounts {
+    const FILE: &str = "/proc/self/mountinfo";
+
+    fn read() -> std::io::Result<Self> {
+        let mountinfo = std::fs::read_to_string(Self::FILE)?;
+        let found = mountinfo.lines().filter_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            let fstype = fs.split(' ').next().filter(|t| KERNEL_FILESYSTEMS.contains(t))?;
+            let point = mount.split(' ').nth(4)?;
+            Some((PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(point))), fstype.to_owned()))
+        });
+        Ok(Self(found.collect()))
+    }
+
+    /// One mounted strictly below `at` (what a recursive copy of `at`
+    /// takes along).
+    fn below(&self, at: &Path) -> Option<&(PathBuf, String)> {
+        self.0.iter().find(|(point, _)| point != at && point.starts_with(at))
+    }
 }
 
 /// A mountinfo field as it is: `\040` (space), `\011`, `\012` and `\134`
@@ -436,6 +474,10 @@ fn unescape_mountinfo(field: &str) -> Vec<u8> {
     out
 }
 
+fn io_errno(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
 /// Opens every source of `manifest` once and detaches its copy. `own` are
 /// files paddock made for the sandbox (its network's /etc/hosts and
 /// /etc/resolv.conf), which need not be where others may enter.
@@ -455,9 +497,10 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path, own: &[PathBuf]) -> Res
         return Err(SourceError::WritableHostRoot { path: path.clone() });
     }
     // Copied alone (no mount below it comes along), so only its own.
-    if let Some((_, fstype, _)) = kernel_filesystem(&rootfs, false).map_err(rootfs_err)? {
-        return Err(SourceError::KernelFilesystemRoot { path: path.clone(), fstype });
+    if let Some(fstype) = kernel_filesystem_of(&rootfs).map_err(rootfs_err)? {
+        return Err(SourceError::KernelFilesystemRoot { path: path.clone(), fstype: fstype.to_owned() });
     }
+    let mut kernel_mounts: Option<KernelMounts> = None;
     let rootfs = sys::open_tree_clone(Some(rootfs.as_fd()), c"", false).map_err(rootfs_err)?;
     let mut mounts = Vec::with_capacity(manifest.mounts.len());
     for mount in &manifest.mounts {
@@ -473,11 +516,29 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path, own: &[PathBuf]) -> Res
         }
         // Copied with every mount below it: a mount of `/` takes the host's
         // /proc and /sys along.
-        if !mount.kernel_filesystems
-            && let Some((at, fstype, own)) = kernel_filesystem(&fd, true).map_err(err)?
-        {
-            let (is, where_) = if own { ("is on", String::new()) } else { ("holds", format!(" at {}", at.display())) };
-            return Err(SourceError::KernelFilesystem { path: source.clone(), is, fstype, where_ });
+        if !mount.kernel_filesystems {
+            let fstype = kernel_filesystem_of(&fd).map_err(err)?;
+            let below = match fstype {
+                Some(fstype) => Some((None, fstype.to_owned())),
+                None => {
+                    let table = |errno| SourceError::MountTable {
+                        path: source.clone(),
+                        file: KernelMounts::FILE.into(),
+                        errno,
+                    };
+                    if kernel_mounts.is_none() {
+                        let read = KernelMounts::read().map_err(|e| table(io_errno(&e)))?;
+                        kernel_mounts = Some(read);
+                    }
+                    let at = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))
+                        .map_err(|e| table(io_errno(&e)))?;
+                    let mounts = kernel_mounts.as_ref().expect("read just above");
+                    mounts.below(&at).map(|(point, fstype)| (Some(point.clone()), fstype.clone()))
+                }
+            };
+            if let Some((below, fstype)) = below {
+                return Err(SourceError::KernelFilesystem { path: source.clone(), fstype, below });
+            }
         }
         let is_dir = is_dir(&fd).map_err(err)?;
         let tree = sys::open_tree_clone(Some(fd.as_fd()), c"", true).map_err(err)?;
