@@ -409,3 +409,31 @@ fn check_warns_of_a_limit_this_hosts_cgroups_cannot_apply() {
     assert!(said.contains("cgroup.controllers does not list it"), "{said}");
     assert!(!said.contains("pids limit"), "pids is there: {said}");
 }
+
+/// What a start on this host would refuse of a mount source (the host's
+/// /proc, a file below a directory others may not enter) is a warning of
+/// `check`'s, at the source's line; with --no-host-checks, nothing.
+#[test]
+fn a_mount_source_a_start_here_would_refuse_is_warned_of_at_its_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::write(locked.join("secret"), "").unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let text = format!(
+        "command = [\"/bin/true\"]\n[[mounts]]\nsource = \"/proc\"\ntarget = \"/h\"\n[[mounts]]\nsource = {:?}\ntarget = \"/s\"\n",
+        locked.join("secret").display().to_string()
+    );
+    let manifest = write(dir.path(), "agent.toml", text);
+    let run = check(&[], &[&manifest]);
+    assert_eq!(run.code, 0, "warnings only: {}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("agent.toml:3:10: warning: on this host the workload would not start: mount source /proc is on the host's proc filesystem"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("a directory others may not enter (mode 0700)"), "{}", run.stdout);
+    let run = check(&["--no-host-checks"], &[&manifest]);
+    assert!(!run.stdout.contains("warning"), "{}", run.stdout);
+}

@@ -78,7 +78,9 @@ pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
     };
     let host = if args.no_host_checks { HostChecks::Skip } else { HostChecks::Warn };
     let cgroup_root = args.cgroup_root.as_ref().unwrap_or(&config.cgroup_root);
-    let validator = validator.with_cgroups(crate::sandbox::cgroup::Layout::detect(cgroup_root));
+    let validator = validator
+        .with_cgroups(crate::sandbox::cgroup::Layout::detect(cgroup_root))
+        .with_source_checks(&args.policy.volumes_root(&config));
     let color = Color::for_stdout();
 
     let Validated { files: checked, errors } = validate_paths(&validator, &args.paths, host);

@@ -28,7 +28,7 @@ pub use crate::model::Exit;
 pub use channel::ChannelError;
 pub use config::{InitCommand, InitReport};
 pub use running::{AdoptError, Sandbox, adopt, end_of};
-pub use source::{SourceError, Untrusted, open_trusted};
+pub use source::{SourceError, Untrusted, check_mount, open_trusted};
 pub use spawn::{
     Cloned, INHERITED_NOFILE_ENV, InitMode, Leftover, Pending, SpawnError, SpawnRequest, begin, inherited_nofile_env,
     raise_nofile_limit, spawn,

@@ -500,52 +500,83 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path, own: &[PathBuf]) -> Res
     if let Some(fstype) = kernel_filesystem_of(&rootfs).map_err(rootfs_err)? {
         return Err(SourceError::KernelFilesystemRoot { path: path.clone(), fstype: fstype.to_owned() });
     }
-    let mut kernel_mounts: Option<KernelMounts> = None;
     let rootfs = sys::open_tree_clone(Some(rootfs.as_fd()), c"", false).map_err(rootfs_err)?;
+    let mut looked = Looked { identity, volumes, kernel_mounts: None };
     let mut mounts = Vec::with_capacity(manifest.mounts.len());
     for mount in &manifest.mounts {
-        let source = &mount.source;
-        let err = |errno| SourceError::Mount { path: source.clone(), errno };
+        let err = |errno| SourceError::Mount { path: mount.source.clone(), errno };
         // paddock's own files (a network's /etc/hosts, in a directory only
         // root may enter) are given as they are.
-        let enterable = !own.contains(source);
-        let fd = resolve(source, mount.idmap, enterable, volumes_root, identity, &mut volumes, &err)?;
-        // As the rootfs's, above: the policies read a source as written.
-        if !mount.readonly && !spells_root(source) && is_host_root(&fd).map_err(err)? {
-            return Err(SourceError::WritableHostRootMount { path: source.clone() });
-        }
-        // Copied with every mount below it: a mount of `/` takes the host's
-        // /proc and /sys along.
-        if !mount.kernel_filesystems {
-            let fstype = kernel_filesystem_of(&fd).map_err(err)?;
-            let below = match fstype {
-                Some(fstype) => Some((None, fstype.to_owned())),
-                None => {
-                    let table = |errno| SourceError::MountTable {
-                        path: source.clone(),
-                        file: KernelMounts::FILE.into(),
-                        errno,
-                    };
-                    if kernel_mounts.is_none() {
-                        let read = KernelMounts::read().map_err(|e| table(io_errno(&e)))?;
-                        kernel_mounts = Some(read);
-                    }
-                    let at = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))
-                        .map_err(|e| table(io_errno(&e)))?;
-                    let mounts = kernel_mounts.as_ref().expect("read just above");
-                    mounts.below(&at).map(|(point, fstype)| (Some(point.clone()), fstype.clone()))
-                }
-            };
-            if let Some((below, fstype)) = below {
-                return Err(SourceError::KernelFilesystem { path: source.clone(), fstype, below });
-            }
-        }
+        let fd = open_source(mount, volumes_root, !own.contains(&mount.source), &mut looked)?;
         let is_dir = is_dir(&fd).map_err(err)?;
         let tree = sys::open_tree_clone(Some(fd.as_fd()), c"", true).map_err(err)?;
         sys::mount_setattr(tree.as_fd(), attributes(mount), None, true).map_err(err)?;
         mounts.push(Source { tree, is_dir });
     }
     Ok(Sources { rootfs, mounts })
+}
+
+/// What one start looks at once, for all its mounts.
+struct Looked {
+    /// volumes_root by what it is, for a path that reaches it by another name.
+    identity: Option<(u64, u64)>,
+    /// volumes_root, opened (and checked) only when a path under it needs it.
+    volumes: Option<OwnedFd>,
+    /// Read only when a mount may not hold a kernel filesystem.
+    kernel_mounts: Option<KernelMounts>,
+}
+
+/// Resolves a mount's source once and checks what the start refuses of
+/// it: a writable host root by another name, a kernel filesystem the
+/// manifest did not ask for, and (with `enterable`) a directory on the way
+/// that others may not enter.
+fn open_source(
+    mount: &Mount,
+    volumes_root: &Path,
+    enterable: bool,
+    looked: &mut Looked,
+) -> Result<OwnedFd, SourceError> {
+    let source = &mount.source;
+    let err = |errno| SourceError::Mount { path: source.clone(), errno };
+    let fd = resolve(source, mount.idmap, enterable, volumes_root, looked.identity, &mut looked.volumes, &err)?;
+    // As the rootfs's: the policies read a source as written.
+    if !mount.readonly && !spells_root(source) && is_host_root(&fd).map_err(err)? {
+        return Err(SourceError::WritableHostRootMount { path: source.clone() });
+    }
+    // Copied with every mount below it: a mount of `/` takes the host's
+    // /proc and /sys along.
+    if mount.kernel_filesystems {
+        return Ok(fd);
+    }
+    if let Some(fstype) = kernel_filesystem_of(&fd).map_err(err)? {
+        return Err(SourceError::KernelFilesystem { path: source.clone(), fstype: fstype.to_owned(), below: None });
+    }
+    let table = |e: std::io::Error| SourceError::MountTable {
+        path: source.clone(),
+        file: KernelMounts::FILE.into(),
+        errno: io_errno(&e),
+    };
+    if looked.kernel_mounts.is_none() {
+        looked.kernel_mounts = Some(KernelMounts::read().map_err(table)?);
+    }
+    let at = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd))).map_err(table)?;
+    let mounts = looked.kernel_mounts.as_ref().expect("read just above");
+    match mounts.below(&at) {
+        Some((point, fstype)) => Err(SourceError::KernelFilesystem {
+            path: source.clone(),
+            fstype: fstype.clone(),
+            below: Some(point.clone()),
+        }),
+        None => Ok(fd),
+    }
+}
+
+/// What a start would refuse of `mount`'s source on this host, told
+/// without making anything: for `paddock check`, which warns of it.
+pub fn check_mount(mount: &Mount, volumes_root: &Path) -> Result<(), SourceError> {
+    let identity = nix::sys::stat::stat(volumes_root).ok().map(|st| (st.st_dev, st.st_ino));
+    let mut looked = Looked { identity, volumes: None, kernel_mounts: None };
+    open_source(mount, volumes_root, true, &mut looked).map(drop)
 }
 
 #[cfg(test)]

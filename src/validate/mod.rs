@@ -209,6 +209,9 @@ pub struct Validator {
     refused: RefusedNetworks,
     /// This host's cgroup layout, for `check` to warn of limits it cannot apply.
     cgroups: Option<crate::sandbox::cgroup::Layout>,
+    /// The daemon's volumes_root, for `check` to warn of mount sources a
+    /// start on this host would refuse.
+    sources: Option<std::path::PathBuf>,
 }
 
 impl Validator {
@@ -221,12 +224,20 @@ impl Validator {
             publishing: vec![crate::model::BRIDGE.to_owned()],
             refused: RefusedNetworks::default(),
             cgroups: None,
+            sources: None,
         }
     }
 
     /// Warn (in `check`) of limits this cgroup layout has no controller for.
     pub fn with_cgroups(mut self, layout: crate::sandbox::cgroup::Layout) -> Self {
         self.cgroups = Some(layout);
+        self
+    }
+
+    /// Warn (with host checks) of mount sources a start on this host would
+    /// refuse, as a daemon with this volumes_root resolves them.
+    pub fn with_source_checks(mut self, volumes_root: &Path) -> Self {
+        self.sources = Some(volumes_root.to_owned());
         self
     }
 
@@ -298,6 +309,20 @@ impl Validator {
         let networks =
             semantic::Networks { known: &self.networks, publishing: &self.publishing, refused: &self.refused };
         problems.extend(semantic::network_checks(&effective, name.as_ref(), &spans, host, &networks));
+        if let (Some(volumes_root), HostChecks::Warn) = (&self.sources, host) {
+            for (i, mount) in effective.mounts.iter().enumerate() {
+                use crate::sandbox::SourceError;
+                match crate::sandbox::check_mount(mount, volumes_root) {
+                    // Not there (warned of above), or not to be told now.
+                    Ok(()) | Err(SourceError::Mount { .. } | SourceError::MountTable { .. }) => {}
+                    Err(refused) => {
+                        let at = spans.value_span(&format!("/mounts/{i}/source"));
+                        let said = format!("on this host the workload would not start: {refused}");
+                        problems.push(Problem::warning(at, said));
+                    }
+                }
+            }
+        }
         if let (Some(layout), HostChecks::Warn) = (&self.cgroups, host) {
             let r = &effective.resources;
             let limits =
