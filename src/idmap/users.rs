@@ -252,7 +252,8 @@ pub fn account_overlaps(files: &AccountFiles, ranges: &RemapRanges) -> Vec<Strin
     let mut found = Vec::new();
     let mut ids = Vec::new();
     let passwd = read_optional(&files.passwd).unwrap_or_default();
-    for (name, uid, gid) in parse_accounts(&files.passwd, &passwd).unwrap_or_default() {
+    let accounts = parse_accounts(&files.passwd, &passwd).unwrap_or_default();
+    for (name, uid, gid) in accounts.iter().cloned() {
         ids.extend([uid, gid]);
         if name != *user && holds(&ranges.uids, uid) {
             found.push(format!("uid {uid} (user {name}) lies in {user}'s subordinate uids"));
@@ -273,11 +274,7 @@ pub fn account_overlaps(files: &AccountFiles, ranges: &RemapRanges) -> Vec<Strin
     let (uid_entries, gid_entries) = (entries(&files.subuid), entries(&files.subgid));
     // Another user's subordinate range over the remap user's: its rootless
     // containers (or another paddock's workloads) share host ids with these.
-    let own_uid = parse_accounts(&files.passwd, &passwd)
-        .unwrap_or_default()
-        .into_iter()
-        .find(|(n, _, _)| n == user)
-        .map(|(_, uid, _)| uid.to_string());
+    let own_uid = accounts.iter().find(|(n, _, _)| n == user).map(|(_, uid, _)| uid.to_string());
     for (entries, ours, kind) in [(&uid_entries, &ranges.uids, "uids"), (&gid_entries, &ranges.gids, "gids")] {
         for e in entries.iter().filter(|e| e.owner != *user && Some(&e.owner) != own_uid.as_ref()) {
             if ours.iter().any(|r| r.overlaps(&e.range)) {
