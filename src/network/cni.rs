@@ -721,13 +721,20 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let helper = dir.path().join("helper.pid");
+        let escaped = dir.path().join("escaped");
         let result = r#"{"cniVersion":"1.0.0","ips":[{"address":"10.1.0.2/24"}]}"#;
         for (name, script) in [
             ("deaf", "sleep 1000".to_owned()),
             ("leaves", format!("cat > /dev/null\nsleep 1000 &\necho $! > {}\necho '{result}'", helper.display())),
             (
                 "escapes",
-                format!("cat > /dev/null\nsetsid sleep 1000 &\necho $! > {}\necho '{result}'", helper.display()),
+                // Run for the ADD and again for the DEL that undoes it: each
+                // run's helper writes its own pid, before the plugin goes on,
+                // into a file of that run's.
+                format!(
+                    "cat > /dev/null\npids={0}.$CNI_COMMAND\nsetsid sh -c 'echo $$ > \"$0\"; exec sleep 1000' \"$pids\" &\nwhile [ ! -s \"$pids\" ]; do sleep 0.01; done\necho '{result}'",
+                    escaped.display()
+                ),
             ),
         ] {
             let path = dir.path().join(name);
@@ -755,8 +762,8 @@ mod tests {
         };
         let e = add("deaf").unwrap_err();
         assert!(matches!(e, CniError::Timeout { .. }), "{e:?}");
-        let kill_helper = || {
-            let pid: i32 = std::fs::read_to_string(&helper).unwrap().trim().parse().unwrap();
+        let kill_helper = |helper: &Path| {
+            let pid: i32 = std::fs::read_to_string(helper).unwrap().trim().parse().unwrap();
             let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')));
             // SAFETY: kill has no memory-safety preconditions.
@@ -766,11 +773,14 @@ mod tests {
         let got = add("leaves").unwrap();
         assert_eq!(got["ips"][0]["address"], "10.1.0.2/24");
         std::thread::sleep(Duration::from_millis(100));
-        assert!(!kill_helper(), "the helper went with the plugin's group");
+        assert!(!kill_helper(&helper), "the helper went with the plugin's group");
         let e = add("escapes").unwrap_err();
         let message = e.to_string();
         assert!(message.contains("outside its process group holds its stdin, stdout or stderr open"), "{message}");
-        kill_helper();
+        for run in ["ADD", "DEL"] {
+            let pids = escaped.with_extension(run);
+            assert!(kill_helper(&pids), "{run}: the helper that left the group ran on, until killed here");
+        }
     }
 
     /// A plugin that writes without end, to its stdout or its stderr, is
