@@ -9,38 +9,78 @@
 
 use std::io::{Read, Seek};
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+pub const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// The kernel's own filesystems, as mountinfo names them: a host's mount
+/// of one shows a workload the host's processes, network namespace and
+/// kernel settings whatever its namespaces are.
+pub const KERNEL_FILESYSTEMS: &[&str] = &[
+    "proc",
+    "sysfs",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "efivarfs",
+    "pstore",
+    "binfmt_misc",
+    "fusectl",
+    "selinuxfs",
+];
+
+/// This process's mount table as last read, under a lock.
+fn watched<T>(f: impl FnOnce(&Watched) -> T) -> std::io::Result<T> {
+    static WATCHED: Mutex<Option<Watched>> = Mutex::new(None);
+    let mut watched = WATCHED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if watched.is_none() {
+        *watched = Some(Watched::open(Path::new(MOUNTINFO), b"/sys")?);
+    }
+    let current = watched.as_mut().expect("opened just above").current();
+    match current {
+        Ok(()) => Ok(f(watched.as_ref().expect("opened just above"))),
+        Err(e) => {
+            *watched = None;
+            Err(e)
+        }
+    }
+}
+
 /// The outermost mounts beneath /sys, relative to it, as bytes (a mount
 /// point's path need not be UTF-8); None when mountinfo cannot be read
 /// (the init then reads its own).
 pub fn beneath_sys() -> Option<Vec<Vec<u8>>> {
-    static WATCHED: Mutex<Option<Watched>> = Mutex::new(None);
-    let mut watched = WATCHED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if watched.is_none() {
-        *watched = Watched::open(Path::new("/proc/self/mountinfo"), b"/sys").ok();
-    }
-    let list = watched.as_mut()?.current();
-    if list.is_none() {
-        *watched = None;
-    }
-    list
+    watched(|w| w.beneath.clone()).ok()
 }
 
-/// A mountinfo descriptor and what it last said beneath `top`.
+/// A kernel filesystem (`KERNEL_FILESYSTEMS`) mounted strictly below
+/// `at` (what a recursive copy of `at` takes along): its mount point and
+/// type.
+pub fn kernel_filesystem_below(at: &Path) -> std::io::Result<Option<(PathBuf, String)>> {
+    watched(|w| w.kernel.iter().find(|(point, _)| point != at && point.starts_with(at)).cloned())
+}
+
+/// A mountinfo descriptor and what it last said: the mounts beneath
+/// `top`, and every kernel filesystem's.
 struct Watched {
     file: std::fs::File,
     top: Vec<u8>,
     beneath: Vec<Vec<u8>>,
+    kernel: Vec<(PathBuf, String)>,
 }
 
 impl Watched {
     fn open(mountinfo: &Path, top: &[u8]) -> std::io::Result<Self> {
-        let mut watched = Watched { file: std::fs::File::open(mountinfo)?, top: top.to_vec(), beneath: Vec::new() };
+        let file = std::fs::File::open(mountinfo)?;
+        let mut watched = Watched { file, top: top.to_vec(), beneath: Vec::new(), kernel: Vec::new() };
         watched.read()?;
         Ok(watched)
     }
@@ -51,23 +91,38 @@ impl Watched {
         self.file.read_to_end(&mut text)?;
         self.beneath =
             mounted_beneath(&text, &self.top).into_iter().map(|p| p.into_os_string().into_encoded_bytes()).collect();
+        self.kernel = kernel_mounts(&text);
         Ok(())
     }
 
-    /// The list, read again if the mount table changed since (the poll
-    /// that says so also clears the mark).
-    fn current(&mut self) -> Option<Vec<Vec<u8>>> {
+    /// Reads the table again if it changed since (the poll that says so
+    /// also clears the mark).
+    fn current(&mut self) -> std::io::Result<()> {
         let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLPRI)];
         let changed = match poll(&mut fds, PollTimeout::ZERO) {
             Ok(0) => false,
             Ok(_) => fds[0].revents().is_some_and(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR)),
             Err(_) => true,
         };
-        if changed && self.read().is_err() {
-            return None;
+        if changed {
+            self.read()?;
         }
-        Some(self.beneath.clone())
+        Ok(())
     }
+}
+
+/// The kernel filesystems in `mountinfo`: each mount point, and its type.
+fn kernel_mounts(mountinfo: &[u8]) -> Vec<(PathBuf, String)> {
+    mountinfo
+        .split(|b| *b == b'\n')
+        .filter_map(|line| {
+            let separator = line.windows(3).position(|w| w == b" - ")?;
+            let fstype = line[separator + 3..].split(|b| *b == b' ').next()?;
+            let fstype = std::str::from_utf8(fstype).ok().filter(|t| KERNEL_FILESYSTEMS.contains(t))?;
+            let point = line[..separator].split(|b| *b == b' ').nth(4).map(unescape_octal)?;
+            Some((PathBuf::from(std::ffi::OsString::from_vec(point)), fstype.to_owned()))
+        })
+        .collect()
 }
 
 /// The mount points in `mountinfo` (`/proc/self/mountinfo`'s bytes)
@@ -133,6 +188,19 @@ mod tests {
             [PathBuf::from("fs/cgroup"), PathBuf::from("fs/odd name"), latin1, PathBuf::from("kernel")]
         );
         assert_eq!(mounted_beneath(b"short line\n\n", b"/sys"), Vec::<PathBuf>::new());
+        let kernel: Vec<(String, String)> =
+            kernel_mounts(mountinfo).into_iter().map(|(p, t)| (p.display().to_string(), t)).collect();
+        let named = |p: &str, t: &str| (p.to_owned(), t.to_owned());
+        assert_eq!(
+            kernel,
+            [
+                named("/sys", "sysfs"),
+                named("/sys/fs/cgroup/memory", "cgroup"),
+                named("/sys/kernel/debug", "debugfs"),
+                named("/sys/kernel/debug/tracing", "tracefs"),
+                named("/sys", "sysfs"),
+            ]
+        );
         assert_eq!(unescape_octal(b"a\\134b\\011\\8"), b"a\\b\t\\8");
     }
 
@@ -141,15 +209,16 @@ mod tests {
     fn the_list_follows_the_mount_table() {
         let dir = tempfile::tempdir().unwrap();
         let top = dir.path().as_os_str().as_bytes().to_vec();
-        let mut watched = Watched::open(Path::new("/proc/self/mountinfo"), &top).unwrap();
-        assert_eq!(watched.current(), Some(Vec::new()));
+        let mut watched = Watched::open(Path::new(MOUNTINFO), &top).unwrap();
+        let mut current = || watched.current().map(|()| watched.beneath.clone()).ok();
+        assert_eq!(current(), Some(Vec::new()));
         std::fs::create_dir(dir.path().join("x")).unwrap();
         let x = dir.path().join("x");
         nix::mount::mount(Some("tmpfs"), &x, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>)
             .expect("mount a tmpfs (this test needs root)");
-        let seen = watched.current();
+        let seen = current();
         nix::mount::umount(&x).unwrap();
         assert_eq!(seen, Some(vec![b"x".to_vec()]));
-        assert_eq!(watched.current(), Some(Vec::new()), "read again once it is gone");
+        assert_eq!(current(), Some(Vec::new()), "read again once it is gone");
     }
 }

@@ -591,7 +591,7 @@ fn dir_at<P: ?Sized + nix::NixPath>(at: &OwnedFd, name: &P) -> Result<OwnedFd, E
     }
 }
 
-fn errno(e: std::io::Error) -> Errno {
+pub(super) fn errno(e: std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 

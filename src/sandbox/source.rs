@@ -17,7 +17,7 @@
 //! the sandbox ever sees it.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -380,26 +380,6 @@ pub fn open_trusted(path: &Path) -> Result<(std::fs::File, PathBuf), Untrusted> 
     Ok((crate::fsutil::reopen_if_regular(std::fs::File::from(fd))?, found))
 }
 
-/// The kernel's own filesystems, as /proc/self/mountinfo names them: a
-/// host's mount of one shows a workload the host's processes, network
-/// namespace and kernel settings whatever its namespaces are.
-const KERNEL_FILESYSTEMS: &[&str] = &[
-    "proc",
-    "sysfs",
-    "debugfs",
-    "tracefs",
-    "securityfs",
-    "bpf",
-    "cgroup",
-    "cgroup2",
-    "configfs",
-    "efivarfs",
-    "pstore",
-    "binfmt_misc",
-    "fusectl",
-    "selinuxfs",
-];
-
 /// The kernel's own filesystems by their magic numbers (statfs(2)), for
 /// what a descriptor is on.
 const KERNEL_MAGIC: &[(i64, &str)] = &[
@@ -425,59 +405,6 @@ fn kernel_filesystem_of(fd: &OwnedFd) -> Result<Option<&'static str>, Errno> {
     Ok(KERNEL_MAGIC.iter().find(|(m, _)| *m == magic).map(|(_, name)| *name))
 }
 
-/// The kernel filesystems mounted on the host, by mount point, from
-/// /proc/self/mountinfo: read once per start, and only for a mount that
-/// may not hold one.
-struct KernelMounts(Vec<(PathBuf, String)>);
-
-impl KernelMounts {
-    const FILE: &str = "/proc/self/mountinfo";
-
-    fn read() -> std::io::Result<Self> {
-        let mountinfo = std::fs::read_to_string(Self::FILE)?;
-        let found = mountinfo.lines().filter_map(|line| {
-            let (mount, fs) = line.split_once(" - ")?;
-            let fstype = fs.split(' ').next().filter(|t| KERNEL_FILESYSTEMS.contains(t))?;
-            let point = mount.split(' ').nth(4)?;
-            Some((PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(point))), fstype.to_owned()))
-        });
-        Ok(Self(found.collect()))
-    }
-
-    /// One mounted strictly below `at` (what a recursive copy of `at`
-    /// takes along).
-    fn below(&self, at: &Path) -> Option<&(PathBuf, String)> {
-        self.0.iter().find(|(point, _)| point != at && point.starts_with(at))
-    }
-}
-
-/// A mountinfo field as it is: `\040` (space), `\011`, `\012` and `\134`
-/// are octal escapes.
-fn unescape_mountinfo(field: &str) -> Vec<u8> {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal =
-            bytes.get(i + 1..i + 4).filter(|o| bytes[i] == b'\\' && o.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match octal {
-            Some(o) => {
-                out.push(o.iter().fold(0u8, |n, d| n.wrapping_mul(8).wrapping_add(d - b'0')));
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-fn io_errno(e: &std::io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
-}
-
 /// Opens every source of `manifest` once and detaches its copy. `own` are
 /// files paddock made for the sandbox (its network's /etc/hosts and
 /// /etc/resolv.conf), which need not be where others may enter.
@@ -501,7 +428,7 @@ pub fn prepare(manifest: &Manifest, volumes_root: &Path, own: &[PathBuf]) -> Res
         return Err(SourceError::KernelFilesystemRoot { path: path.clone(), fstype: fstype.to_owned() });
     }
     let rootfs = sys::open_tree_clone(Some(rootfs.as_fd()), c"", false).map_err(rootfs_err)?;
-    let mut looked = Looked { identity, volumes, kernel_mounts: None };
+    let mut looked = Looked { identity, volumes };
     let mut mounts = Vec::with_capacity(manifest.mounts.len());
     for mount in &manifest.mounts {
         let err = |errno| SourceError::Mount { path: mount.source.clone(), errno };
@@ -522,8 +449,6 @@ struct Looked {
     identity: Option<(u64, u64)>,
     /// volumes_root, opened (and checked) only when a path under it needs it.
     volumes: Option<OwnedFd>,
-    /// Read only when a mount may not hold a kernel filesystem.
-    kernel_mounts: Option<KernelMounts>,
 }
 
 /// Resolves a mount's source once and checks what the start refuses of
@@ -553,20 +478,14 @@ fn open_source(
     }
     let table = |e: std::io::Error| SourceError::MountTable {
         path: source.clone(),
-        file: KernelMounts::FILE.into(),
-        errno: io_errno(&e),
+        file: super::host_mounts::MOUNTINFO.into(),
+        errno: super::rootfs::errno(e),
     };
-    if looked.kernel_mounts.is_none() {
-        looked.kernel_mounts = Some(KernelMounts::read().map_err(table)?);
-    }
     let at = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd))).map_err(table)?;
-    let mounts = looked.kernel_mounts.as_ref().expect("read just above");
-    match mounts.below(&at) {
-        Some((point, fstype)) => Err(SourceError::KernelFilesystem {
-            path: source.clone(),
-            fstype: fstype.clone(),
-            below: Some(point.clone()),
-        }),
+    match super::host_mounts::kernel_filesystem_below(&at).map_err(table)? {
+        Some((point, fstype)) => {
+            Err(SourceError::KernelFilesystem { path: source.clone(), fstype, below: Some(point) })
+        }
         None => Ok(fd),
     }
 }
@@ -575,7 +494,7 @@ fn open_source(
 /// without making anything: for `paddock check`, which warns of it.
 pub fn check_mount(mount: &Mount, volumes_root: &Path) -> Result<(), SourceError> {
     let identity = nix::sys::stat::stat(volumes_root).ok().map(|st| (st.st_dev, st.st_ino));
-    let mut looked = Looked { identity, volumes: None, kernel_mounts: None };
+    let mut looked = Looked { identity, volumes: None };
     open_source(mount, volumes_root, true, &mut looked).map(drop)
 }
 
