@@ -31,7 +31,9 @@ pub struct CheckArgs {
 
     /// Do not look for mount sources, the rootfs and the cgroup controllers
     /// of limits on this host (for files meant for another machine). By
-    /// default a missing one is a warning.
+    /// default a missing one is a warning, as is a mount source a start
+    /// here would refuse (a kernel filesystem, a directory others may not
+    /// enter).
     #[arg(long)]
     pub no_host_checks: bool,
     /// Where this host's cgroups are, for the host checks [default: /sys/fs/cgroup].

@@ -169,7 +169,9 @@ fn run_gone(name: &WorkloadName) -> bool {
     };
     let Ok(pid) = pid.parse::<i32>() else { return false };
     match started {
-        Some(started) => crate::sandbox::process::start_time(pid) != Some(started),
+        // What cannot be told counts as running: a run's network is not
+        // undone for a moment's error reading /proc.
+        Some(started) => crate::sandbox::process::has_ended(pid as u32, started),
         None => !Path::new(&format!("/proc/{pid}")).exists(),
     }
 }
