@@ -547,6 +547,13 @@ fn a_new_daemon_adopts_what_runs_cleans_up_what_does_not_and_keeps_the_slices() 
     // State damaged as a crash might leave it: the id table and one record unreadable.
     std::fs::write(d.path("state/idmap.json"), "{\"slices\": {\"heir\"").unwrap();
     std::fs::write(d.path("state/sandboxes/ghost.json"), "garbage").unwrap();
+    // And writes a killed process left half done (no process has a pid
+    // past pid_max's ceiling).
+    let abandoned =
+        [format!("state/.idmap.json.{}.0.tmp", 1 << 23), format!("state/sandboxes/.heir.json.{}.0.tmp", 1 << 23)];
+    for file in &abandoned {
+        std::fs::write(d.path(file), "{").unwrap();
+    }
 
     let d = d.start(&[]);
     assert_eq!(d.running_pid("heir"), heir, "heir was adopted, not restarted");
@@ -563,6 +570,9 @@ fn a_new_daemon_adopts_what_runs_cleans_up_what_does_not_and_keeps_the_slices() 
     assert!(log.contains("corrupt sandbox record"), "{log}");
     assert!(d.path("state/idmap.json.corrupt").exists(), "the bad table is kept for a post-mortem");
     assert!(!d.path("state/sandboxes/ghost.json").exists());
+    for file in &abandoned {
+        assert!(!d.path(file).exists(), "{file} is removed at the start");
+    }
     // Stopped, not killed: a killed daemon would leave the stray behind again.
     let mut d = d;
     assert_eq!(d.terminate(), 0);
