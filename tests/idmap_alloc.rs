@@ -2,7 +2,7 @@
 //! keeps its slice (also across save and load), and no id is handed out
 //! outside the ranges.
 
-use paddock::idmap::{Allocations, IdRange, Isolation};
+use paddock::idmap::{Allocations, Cutting, IdRange, Isolation};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -44,7 +44,7 @@ proptest! {
             match op {
                 Op::Allocate(n) => {
                     let name = format!("w{n}");
-                    if let Ok(slice) = table.allocate(&name, &uids, &gids, size, Isolation::PerWorkload, &|_| false) {
+                    if let Ok(slice) = table.allocate(&name, Cutting { uids: &uids, gids: &gids, size, isolation: Isolation::PerWorkload }, &|_| false) {
                         if let Some(before) = held.insert(name.clone(), slice) {
                             prop_assert_eq!(before, slice, "{} changed slice", name);
                         }

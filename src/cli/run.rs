@@ -10,7 +10,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::{CliError, OrFail};
-use crate::idmap::{AccountFiles, Allocations, Isolation, RunProcess, remap_ranges};
+use crate::idmap::{AccountFiles, Allocations, Cutting, Isolation, RunProcess, remap_ranges};
 use crate::sandbox::cgroup::{Layout, Place};
 use crate::sandbox::{self, Exit, InitMode, SpawnRequest};
 use crate::validate::{Color, HostChecks, render};
@@ -207,7 +207,12 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     let me = crate::sandbox::process::start_time(pid as i32).map(|started| RunProcess { pid, started });
     let ended = |r: &RunProcess| crate::sandbox::process::has_ended(r.pid, r.started);
     let slice = Allocations::update(&state_dir, |table| {
-        table.allocate_for_run(spec.name.as_str(), &ranges.uids, &ranges.gids, slice_size, isolation, me, &ended)
+        table.allocate_for_run(
+            spec.name.as_str(),
+            Cutting { uids: &ranges.uids, gids: &ranges.gids, size: slice_size, isolation },
+            me,
+            &ended,
+        )
     })
     .or_fail(PADDOCK_FAILED)?;
 

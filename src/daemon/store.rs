@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use super::kept::{Kept, KeptStore};
 use crate::idmap::{
-    AccountFiles, AllocError, Allocations, Isolation, RemapRanges, RunProcess, Slice, read_remap_ranges,
+    AccountFiles, AllocError, Allocations, Cutting, Isolation, RemapRanges, RunProcess, Slice, read_remap_ranges,
 };
 use crate::model::WorkloadName;
 use crate::reconcile::{Blame, StartFailure};
@@ -316,7 +316,11 @@ impl Store for DiskStore {
         let (ranges, size, isolation) = (&self.ranges, self.slice_size, self.isolation);
         let result = Allocations::update(&self.state_dir, |t| {
             for name in names {
-                let slice = t.allocate(name.as_str(), &ranges.uids, &ranges.gids, size, isolation, &run_ended);
+                let slice = t.allocate(
+                    name.as_str(),
+                    Cutting { uids: &ranges.uids, gids: &ranges.gids, size, isolation },
+                    &run_ended,
+                );
                 out.insert((*name).clone(), slice.map_err(failure));
             }
             Ok(())

@@ -143,6 +143,16 @@ pub struct RunProcess {
     pub started: u64,
 }
 
+/// How slices are cut from the remap ranges and shared: the ranges, the
+/// slice size, and the isolation.
+#[derive(Debug, Clone, Copy)]
+pub struct Cutting<'a> {
+    pub uids: &'a [IdRange],
+    pub gids: &'a [IdRange],
+    pub size: u32,
+    pub isolation: Isolation,
+}
+
 /// Whether a run's process has ended (what cannot be told counts as
 /// running): the caller's to tell, from /proc.
 pub type Ended<'a> = &'a dyn Fn(&RunProcess) -> bool;
@@ -236,16 +246,8 @@ impl Allocations {
     /// ranges with slice i of the gid ranges). With `shared` isolation, the
     /// first slice, whoever has it. A slice a `paddock run` of this name
     /// was given is the daemon's from now on.
-    pub fn allocate(
-        &mut self,
-        name: &str,
-        uids: &[IdRange],
-        gids: &[IdRange],
-        size: u32,
-        isolation: Isolation,
-        ended: Ended<'_>,
-    ) -> Result<Slice, AllocError> {
-        let slice = self.slice_for(name, uids, gids, size, isolation, true, ended)?;
+    pub fn allocate(&mut self, name: &str, cutting: Cutting<'_>, ended: Ended<'_>) -> Result<Slice, AllocError> {
+        let slice = self.slice_for(name, cutting, true, ended)?;
         self.runs.remove(name);
         self.daemons.insert(name.to_owned());
         Ok(slice)
@@ -255,20 +257,16 @@ impl Allocations {
     /// one; but a daemon's workload's slice is shared as it is, never
     /// changed: a run whose settings would give that name another is
     /// refused, changing nothing.
-    #[allow(clippy::too_many_arguments)]
     pub fn allocate_for_run(
         &mut self,
         name: &str,
-        uids: &[IdRange],
-        gids: &[IdRange],
-        size: u32,
-        isolation: Isolation,
+        cutting: Cutting<'_>,
         me: Option<RunProcess>,
         ended: Ended<'_>,
     ) -> Result<Slice, AllocError> {
         if let Some(&daemons) = self.slices.get(name).filter(|_| self.daemons.contains(name)) {
             let before = self.clone();
-            let slice = self.slice_for(name, uids, gids, size, isolation, false, ended);
+            let slice = self.slice_for(name, cutting, false, ended);
             *self = before;
             return match slice? {
                 slice if slice == daemons => Ok(slice),
@@ -276,11 +274,11 @@ impl Allocations {
                     name: name.to_owned(),
                     start: daemons.uid.start,
                     slice: daemons.uid.count,
-                    size,
+                    size: cutting.size,
                 }),
             };
         }
-        let slice = self.slice_for(name, uids, gids, size, isolation, false, ended)?;
+        let slice = self.slice_for(name, cutting, false, ended)?;
         match me {
             Some(me) => {
                 let runs = self.runs.entry(name.to_owned()).or_default();
@@ -299,17 +297,14 @@ impl Allocations {
     /// Gives `name` a slice: its own kept, else a free one, else one kept
     /// for runs that have all ended. For the daemon (`for_daemon`), only
     /// the daemon's other workloads' slices make it give its own up.
-    #[allow(clippy::too_many_arguments)]
     fn slice_for(
         &mut self,
         name: &str,
-        uids: &[IdRange],
-        gids: &[IdRange],
-        size: u32,
-        isolation: Isolation,
+        cutting: Cutting<'_>,
         for_daemon: bool,
         ended: Ended<'_>,
     ) -> Result<Slice, AllocError> {
+        let Cutting { uids, gids, size, isolation } = cutting;
         if isolation == Isolation::Shared {
             let first = cut(uids, size)
                 .zip(cut(gids, size))
@@ -421,10 +416,19 @@ mod tests {
         // One id a slice over 2^31 ids: allocated, kept and counted at once.
         let big = [IdRange { start: 1 << 20, count: 1 << 31 }];
         let mut table = Allocations::default();
-        let a = table.allocate("a", &big, &big, 1, Isolation::PerWorkload, &never).unwrap();
-        let b = table.allocate("b", &big, &big, 1, Isolation::PerWorkload, &never).unwrap();
+        let a = table
+            .allocate("a", Cutting { uids: &big, gids: &big, size: 1, isolation: Isolation::PerWorkload }, &never)
+            .unwrap();
+        let b = table
+            .allocate("b", Cutting { uids: &big, gids: &big, size: 1, isolation: Isolation::PerWorkload }, &never)
+            .unwrap();
         assert_ne!(a, b);
-        assert_eq!(table.allocate("a", &big, &big, 1, Isolation::PerWorkload, &never).unwrap(), a);
+        assert_eq!(
+            table
+                .allocate("a", Cutting { uids: &big, gids: &big, size: 1, isolation: Isolation::PerWorkload }, &never)
+                .unwrap(),
+            a
+        );
         assert_eq!(slice_count(&big, &big, 1), 1 << 31);
     }
 
@@ -434,28 +438,53 @@ mod tests {
     fn slices_are_disjoint_stable_and_persisted() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Allocations::default();
-        let web = a.allocate("web", &[R], &[R], 65536, Isolation::PerWorkload, &never).unwrap();
-        let db = a.allocate("db", &[R], &[R], 65536, Isolation::PerWorkload, &never).unwrap();
+        let web = a
+            .allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload }, &never)
+            .unwrap();
+        let db = a
+            .allocate("db", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload }, &never)
+            .unwrap();
         assert_eq!(web.uid, IdRange { start: 100000, count: 65536 });
         assert_eq!(db.uid, IdRange { start: 165536, count: 65536 });
         a.save(dir.path()).unwrap();
         let mut b = Allocations::load(dir.path()).unwrap();
-        assert_eq!(b.allocate("db", &[R], &[R], 65536, Isolation::PerWorkload, &never).unwrap(), db);
-        b.allocate("x", &[R], &[R], 65536, Isolation::PerWorkload, &never).unwrap();
-        let err = b.allocate("y", &[R], &[R], 65536, Isolation::PerWorkload, &never).unwrap_err();
+        assert_eq!(
+            b.allocate(
+                "db",
+                Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload },
+                &never
+            )
+            .unwrap(),
+            db
+        );
+        b.allocate("x", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload }, &never)
+            .unwrap();
+        let err = b
+            .allocate("y", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload }, &never)
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "no id slice is free: the ranges hold 3 slices of 65536 ids and all are in use; free some, or add ranges to /etc/subuid and /etc/subgid"
         );
         b.free("web");
-        assert_eq!(b.allocate("y", &[R], &[R], 65536, Isolation::PerWorkload, &never).unwrap(), web);
+        assert_eq!(
+            b.allocate("y", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload }, &never)
+                .unwrap(),
+            web
+        );
     }
 
     #[test]
     fn shared_isolation_maps_everyone_to_the_first_range() {
         let mut a = Allocations::default();
-        let one = a.allocate("a", &[R], &[R], 65536, Isolation::Shared, &never).unwrap();
-        assert_eq!(a.allocate("b", &[R], &[R], 65536, Isolation::Shared, &never).unwrap(), one);
+        let one = a
+            .allocate("a", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &never)
+            .unwrap();
+        assert_eq!(
+            a.allocate("b", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &never)
+                .unwrap(),
+            one
+        );
     }
 
     #[test]
@@ -464,17 +493,23 @@ mod tests {
         // The daemon ran with `shared`, then `per-workload`.
         let mut a = Allocations::default();
         for name in ["a", "b", "c"] {
-            a.allocate(name, &[R], &[R], 65536, Isolation::Shared, &never).unwrap();
+            a.allocate(name, Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &never)
+                .unwrap();
         }
-        let slices: Vec<Slice> = ["a", "b", "c"].map(|n| a.allocate(n, &[R], &[R], 65536, per, &never).unwrap()).into();
+        let slices: Vec<Slice> = ["a", "b", "c"]
+            .map(|n| a.allocate(n, Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap())
+            .into();
         assert!(slices[0] != slices[1] && slices[1] != slices[2] && slices[0] != slices[2], "{slices:?}");
         // A table written before shared slices were marked: each entry an
         // other overlaps is given up, until none is shared.
         let mut legacy: Allocations =
             serde_json::from_value(serde_json::json!({ "slices": { "a": slices[0], "b": slices[0], "c": slices[0] } }))
                 .unwrap();
-        let slices: Vec<Slice> =
-            ["a", "b", "c"].map(|n| legacy.allocate(n, &[R], &[R], 65536, per, &never).unwrap()).into();
+        let slices: Vec<Slice> = ["a", "b", "c"]
+            .map(|n| {
+                legacy.allocate(n, Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap()
+            })
+            .into();
         assert!(slices[0] != slices[1] && slices[1] != slices[2] && slices[0] != slices[2], "{slices:?}");
     }
 
@@ -482,17 +517,28 @@ mod tests {
     fn a_run_with_shared_isolation_takes_no_workloads_slice_from_it() {
         let per = Isolation::PerWorkload;
         let mut a = Allocations::default();
-        let web = a.allocate("web", &[R], &[R], 65536, per, &never).unwrap();
+        let web = a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap();
         // `paddock run --isolation shared x.toml`: the first slice, web's.
-        assert_eq!(a.allocate("x", &[R], &[R], 65536, Isolation::Shared, &never).unwrap(), web);
-        assert_eq!(a.allocate("web", &[R], &[R], 65536, per, &never).unwrap(), web, "web keeps its slice");
+        assert_eq!(
+            a.allocate("x", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &never)
+                .unwrap(),
+            web
+        );
+        assert_eq!(
+            a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap(),
+            web,
+            "web keeps its slice"
+        );
         // x as a workload of its own: a slice of its own.
-        let x = a.allocate("x", &[R], &[R], 65536, per, &never).unwrap();
+        let x = a.allocate("x", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap();
         assert!(!x.uid.overlaps(&web.uid) && !x.gid.overlaps(&web.gid), "{x:?} {web:?}");
-        assert_eq!(a.allocate("web", &[R], &[R], 65536, per, &never).unwrap(), web);
+        assert_eq!(
+            a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap(),
+            web
+        );
         // What the table says of it is written, and read back.
         let dir = tempfile::tempdir().unwrap();
-        a.allocate("y", &[R], &[R], 65536, Isolation::Shared, &never).unwrap();
+        a.allocate("y", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &never).unwrap();
         a.save(dir.path()).unwrap();
         assert_eq!(Allocations::load(dir.path()).unwrap(), a);
         a.free("y");
@@ -503,16 +549,25 @@ mod tests {
     fn a_range_added_to_one_file_moves_no_one() {
         let per = Isolation::PerWorkload;
         let mut a = Allocations::default();
-        let first = a.allocate("a", &[R], &[R], 65536, per, &never).unwrap();
-        let second = a.allocate("b", &[R], &[R], 65536, per, &never).unwrap();
+        let first = a.allocate("a", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap();
+        let second = a.allocate("b", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap();
         let before = IdRange { start: 50_000_000, count: 65536 };
         for (uids, gids) in [(vec![before, R], vec![R]), (vec![R], vec![before, R])] {
-            assert_eq!(a.allocate("a", &uids, &gids, 65536, per, &never).unwrap(), first);
-            assert_eq!(a.allocate("b", &uids, &gids, 65536, per, &never).unwrap(), second);
+            assert_eq!(
+                a.allocate("a", Cutting { uids: &uids, gids: &gids, size: 65536, isolation: per }, &never).unwrap(),
+                first
+            );
+            assert_eq!(
+                a.allocate("b", Cutting { uids: &uids, gids: &gids, size: 65536, isolation: per }, &never).unwrap(),
+                second
+            );
         }
         // A slice no longer inside the ranges is not kept.
         let later = IdRange { start: R.start + 65536, count: 65536 * 2 };
-        assert_ne!(a.allocate("a", &[later], &[later], 65536, per, &never).unwrap(), first);
+        assert_ne!(
+            a.allocate("a", Cutting { uids: &[later], gids: &[later], size: 65536, isolation: per }, &never).unwrap(),
+            first
+        );
     }
 
     /// A `paddock run` that has ended, and one that runs on.
@@ -528,36 +583,89 @@ mod tests {
         let per = Isolation::PerWorkload;
         let two = IdRange { start: 100000, count: 65536 * 2 };
         let mut a = Allocations::default();
-        let kept = a.allocate_for_run("once", &[two], &[two], 65536, per, Some(ENDED), &ended).unwrap();
+        let kept = a
+            .allocate_for_run(
+                "once",
+                Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per },
+                Some(ENDED),
+                &ended,
+            )
+            .unwrap();
         assert_eq!(
-            a.allocate_for_run("once", &[two], &[two], 65536, per, Some(ENDED), &ended).unwrap(),
+            a.allocate_for_run(
+                "once",
+                Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per },
+                Some(ENDED),
+                &ended
+            )
+            .unwrap(),
             kept,
             "kept for it"
         );
-        let live = a.allocate_for_run("live", &[two], &[two], 65536, per, Some(LIVE), &ended).unwrap();
+        let live = a
+            .allocate_for_run(
+                "live",
+                Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per },
+                Some(LIVE),
+                &ended,
+            )
+            .unwrap();
         assert_eq!(
-            a.allocate("web", &[two], &[two], 65536, per, &ended).unwrap(),
+            a.allocate("web", Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per }, &ended).unwrap(),
             kept,
             "the ended run's, none being free"
         );
         assert_eq!(a.get("once"), None);
-        assert!(matches!(a.allocate("db", &[two], &[two], 65536, per, &ended), Err(AllocError::Exhausted { .. })));
+        assert!(matches!(
+            a.allocate("db", Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per }, &ended),
+            Err(AllocError::Exhausted { .. })
+        ));
         assert_eq!(a.get("live"), Some(&live), "a run that runs keeps its slice");
         // A slice the daemon took over from a run's name is the daemon's.
         a.free("web");
-        a.allocate_for_run("db", &[two], &[two], 65536, per, Some(ENDED), &ended).unwrap();
-        a.allocate("db", &[two], &[two], 65536, per, &ended).unwrap();
-        assert!(a.allocate_for_run("other", &[two], &[two], 65536, per, Some(ENDED), &ended).is_err());
+        a.allocate_for_run(
+            "db",
+            Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per },
+            Some(ENDED),
+            &ended,
+        )
+        .unwrap();
+        a.allocate("db", Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per }, &ended).unwrap();
+        assert!(
+            a.allocate_for_run(
+                "other",
+                Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per },
+                Some(ENDED),
+                &ended
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn a_run_shares_a_daemons_workloads_slice_but_never_changes_it() {
         let per = Isolation::PerWorkload;
         let mut a = Allocations::default();
-        let web = a.allocate("web", &[R], &[R], 65536, per, &never).unwrap();
-        assert_eq!(a.allocate_for_run("web", &[R], &[R], 65536, per, Some(ENDED), &ended).unwrap(), web);
+        let web = a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap();
+        assert_eq!(
+            a.allocate_for_run(
+                "web",
+                Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per },
+                Some(ENDED),
+                &ended
+            )
+            .unwrap(),
+            web
+        );
         let before = a.clone();
-        let err = a.allocate_for_run("web", &[R], &[R], 131072, per, Some(ENDED), &ended).unwrap_err();
+        let err = a
+            .allocate_for_run(
+                "web",
+                Cutting { uids: &[R], gids: &[R], size: 131072, isolation: per },
+                Some(ENDED),
+                &ended,
+            )
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "the id slice of web is the daemon's workload's (65536 ids from 100000), which a `paddock run` may share but not change; this run's settings would give it another (slice size 131072, its isolation, or other ranges): run it with the daemon's settings, or name its manifest otherwise"
@@ -565,7 +673,10 @@ mod tests {
         assert_eq!(a, before, "nothing changed");
         // Not the run's: never given to another.
         let one = IdRange { start: 100000, count: 65536 };
-        assert!(matches!(a.allocate("db", &[one], &[one], 65536, per, &ended), Err(AllocError::Exhausted { .. })));
+        assert!(matches!(
+            a.allocate("db", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &ended),
+            Err(AllocError::Exhausted { .. })
+        ));
     }
 
     #[test]
@@ -573,26 +684,67 @@ mod tests {
         let per = Isolation::PerWorkload;
         let one = IdRange { start: 100000, count: 65536 };
         let mut a = Allocations::default();
-        let x = a.allocate_for_run("x", &[one], &[one], 65536, per, Some(LIVE), &ended).unwrap();
-        assert_eq!(a.allocate_for_run("x", &[one], &[one], 65536, per, Some(ENDED), &ended).unwrap(), x);
+        let x = a
+            .allocate_for_run(
+                "x",
+                Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per },
+                Some(LIVE),
+                &ended,
+            )
+            .unwrap();
+        assert_eq!(
+            a.allocate_for_run(
+                "x",
+                Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per },
+                Some(ENDED),
+                &ended
+            )
+            .unwrap(),
+            x
+        );
         // The second has ended, the first runs on: its slice is not free.
-        assert!(matches!(a.allocate("web", &[one], &[one], 65536, per, &ended), Err(AllocError::Exhausted { .. })));
+        assert!(matches!(
+            a.allocate("web", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &ended),
+            Err(AllocError::Exhausted { .. })
+        ));
         assert_eq!(a.get("x"), Some(&x));
         // Both ended.
         let gone = |_: &RunProcess| true;
-        assert_eq!(a.allocate("web", &[one], &[one], 65536, per, &gone).unwrap(), x);
+        assert_eq!(
+            a.allocate("web", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &gone).unwrap(),
+            x
+        );
     }
 
     #[test]
     fn a_run_with_shared_isolation_marks_nothing_of_a_daemons_workload() {
         let per = Isolation::PerWorkload;
         let mut a = Allocations::default();
-        let web = a.allocate("web", &[R], &[R], 65536, per, &never).unwrap();
-        a.allocate_for_run("x", &[R], &[R], 65536, Isolation::Shared, Some(LIVE), &ended).unwrap();
+        let web = a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap();
+        a.allocate_for_run(
+            "x",
+            Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared },
+            Some(LIVE),
+            &ended,
+        )
+        .unwrap();
         let before = a.clone();
-        assert_eq!(a.allocate_for_run("web", &[R], &[R], 65536, Isolation::Shared, Some(LIVE), &ended).unwrap(), web);
+        assert_eq!(
+            a.allocate_for_run(
+                "web",
+                Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared },
+                Some(LIVE),
+                &ended
+            )
+            .unwrap(),
+            web
+        );
         assert_eq!(a, before, "nothing of web's changed");
-        assert_eq!(a.allocate("web", &[R], &[R], 65536, per, &never).unwrap(), web, "web keeps its slice");
+        assert_eq!(
+            a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap(),
+            web,
+            "web keeps its slice"
+        );
     }
 
     #[test]
@@ -606,20 +758,42 @@ mod tests {
             serde_json::from_value(serde_json::json!({ "slices": slices })).unwrap()
         };
         let mut a = old(&["web", "x"]);
-        assert_eq!(a.allocate("web", &[R], &[R], 65536, per, &never).unwrap(), s0, "the daemon's keeps its own");
-        let x = a.allocate_for_run("x", &[R], &[R], 65536, per, Some(LIVE), &ended).unwrap();
+        assert_eq!(
+            a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap(),
+            s0,
+            "the daemon's keeps its own"
+        );
+        let x = a
+            .allocate_for_run("x", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, Some(LIVE), &ended)
+            .unwrap();
         assert!(!x.uid.overlaps(&s0.uid), "{x:?}");
         // An older run's entry is never given away (its runs are unknown),
         // and a run may change it.
         let one = IdRange { start: 100000, count: 65536 };
         let mut a = old(&["once"]);
         let gone = |_: &RunProcess| true;
-        assert!(matches!(a.allocate("web", &[one], &[one], 65536, per, &gone), Err(AllocError::Exhausted { .. })));
-        assert!(a.allocate_for_run("once", &[R], &[R], 131072, per, Some(LIVE), &ended).is_ok());
+        assert!(matches!(
+            a.allocate("web", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &gone),
+            Err(AllocError::Exhausted { .. })
+        ));
+        assert!(
+            a.allocate_for_run(
+                "once",
+                Cutting { uids: &[R], gids: &[R], size: 131072, isolation: per },
+                Some(LIVE),
+                &ended
+            )
+            .is_ok()
+        );
         // Names the daemon knows are claimed as its own.
         let mut a = old(&["web"]);
         a.claim(["web", "unknown"]);
-        let refused = a.allocate_for_run("web", &[R], &[R], 131072, per, Some(LIVE), &ended);
+        let refused = a.allocate_for_run(
+            "web",
+            Cutting { uids: &[R], gids: &[R], size: 131072, isolation: per },
+            Some(LIVE),
+            &ended,
+        );
         assert!(matches!(refused, Err(AllocError::DaemonsSlice { .. })), "{refused:?}");
         assert_eq!(a.get("unknown"), None);
     }
