@@ -100,9 +100,16 @@ fn two_workloads_get_disjoint_slices_and_keep_them() {
     }
     let (one, two) = (w.slice_start("one"), w.slice_start("two"));
     assert!(one.abs_diff(two) >= 65536, "slices overlap: {one} and {two}");
+    use std::os::unix::fs::MetadataExt as _;
+    let table = || std::fs::metadata(w.path("state/idmap.json")).unwrap().ino();
+    let before = table();
     let out = w.run(&[], &w.path("one.toml"), &[]);
     assert!(out.status.success());
     assert_eq!(w.slice_start("one"), one, "the same workload gets the same slice after the state is reloaded");
+    // Nor is the table written again (a durable write at every run cost
+    // `paddock run` half a millisecond); the run held its name's lock.
+    assert_eq!(table(), before, "the id table was replaced by a run that kept its slice");
+    assert!(w.path("state/runs/one.lock").exists());
 }
 
 #[test]

@@ -10,7 +10,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::{CliError, OrFail};
-use crate::idmap::{AccountFiles, Allocations, Cutting, Isolation, RunProcess, remap_ranges};
+use crate::idmap::{AccountFiles, Allocations, Cutting, Isolation, RunHold, remap_ranges};
 use crate::sandbox::cgroup::{Layout, Place};
 use crate::sandbox::{self, Exit, InitMode, SpawnRequest};
 use crate::validate::{Color, HostChecks, render};
@@ -20,15 +20,15 @@ pub const PADDOCK_FAILED: u8 = 125;
 
 /// Run one manifest once in the foreground, in its sandbox.
 ///
-/// stdin, stdout and stderr are attached; Ctrl-C, SIGTERM and SIGHUP are
-/// forwarded to the workload; everything is torn down when it exits. Exit
+/// stdin, stdout and stderr are attached; Ctrl-C, SIGTERM, SIGHUP and
+/// SIGQUIT are forwarded to the workload; everything is torn down when it exits. Exit
 /// status: the workload's (128+N when killed by signal N, 137 when
 /// OOM-killed), 126/127 when the command cannot be executed or is not
 /// found, 125 when paddock itself failed.
 ///
 /// It writes on the host what the daemon would: the workload's id slice in
-/// STATE_DIR/idmap.json (kept, so the same name gets the same host ids);
-/// with remap.user = "default" and no range yet, the `paddock` user and its
+/// STATE_DIR/idmap.json (kept, so the same name gets the same host ids),
+/// and STATE_DIR/runs/NAME.lock, an empty file locked while it runs; with remap.user = "default" and no range yet, the `paddock` user and its
 /// ranges in /etc/passwd, /etc/subuid and /etc/subgid; a cgroup while it
 /// runs; with -p, a network attachment undone at the end. --state-dir,
 /// --subuid, --subgid, --passwd and --group-file keep all of it elsewhere.
@@ -201,16 +201,15 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
         subgid: args.subgid.unwrap_or(defaults.subgid),
     };
     let ranges = remap_ranges(&accounts, &remap_user).or_fail(PADDOCK_FAILED)?;
-    // This process, by pid and start time: the slice is kept for it while
-    // it runs.
-    let pid = std::process::id();
-    let me = crate::sandbox::process::start_time(pid as i32).map(|started| RunProcess { pid, started });
-    let ended = |r: &RunProcess| crate::sandbox::process::has_ended(r.pid, r.started);
+    // Held while this process lives: the slice is kept for the manifest's
+    // runs until the last ends. Taken first, so no other process gives the
+    // slice away between the allocation and the hold.
+    let _hold = RunHold::take(&state_dir, spec.name.as_str()).or_fail(PADDOCK_FAILED)?;
+    let ended = |name: &str| RunHold::all_ended(&state_dir, name);
     let slice = Allocations::update(&state_dir, |table| {
         table.allocate_for_run(
             spec.name.as_str(),
             Cutting { uids: &ranges.uids, gids: &ranges.gids, size: slice_size, isolation },
-            me,
             &ended,
         )
     })

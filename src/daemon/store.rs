@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use super::kept::{Kept, KeptStore};
 use crate::idmap::{
-    AccountFiles, AllocError, Allocations, Cutting, Isolation, RemapRanges, RunProcess, Slice, read_remap_ranges,
+    AccountFiles, AllocError, Allocations, Cutting, Isolation, RemapRanges, RunHold, Slice, read_remap_ranges,
 };
 use crate::model::WorkloadName;
 use crate::reconcile::{Blame, StartFailure};
@@ -301,11 +301,6 @@ fn failure(e: AllocError) -> StartFailure {
     StartFailure::new(blame, e)
 }
 
-/// Whether a `paddock run` whose slice the table keeps has ended.
-fn run_ended(run: &RunProcess) -> bool {
-    crate::sandbox::process::has_ended(run.pid, run.started)
-}
-
 impl Store for DiskStore {
     fn slices(&mut self, names: &[&WorkloadName]) -> BTreeMap<WorkloadName, Result<Slice, StartFailure>> {
         let mut out = BTreeMap::new();
@@ -314,12 +309,14 @@ impl Store for DiskStore {
         }
         self.follow_ranges();
         let (ranges, size, isolation) = (&self.ranges, self.slice_size, self.isolation);
-        let result = Allocations::update(&self.state_dir, |t| {
+        let state_dir = &self.state_dir;
+        let runs_ended = |name: &str| RunHold::all_ended(state_dir, name);
+        let result = Allocations::update(state_dir, |t| {
             for name in names {
                 let slice = t.allocate(
                     name.as_str(),
                     Cutting { uids: &ranges.uids, gids: &ranges.gids, size, isolation },
-                    &run_ended,
+                    &runs_ended,
                 );
                 out.insert((*name).clone(), slice.map_err(failure));
             }
@@ -397,7 +394,7 @@ mod tests {
     }
 
     fn held(version: u64) -> Kept {
-        Kept { slice: None, hold: Some(Version(version)), ended: None, replacing: None }
+        Kept { hold: Some(Version(version)), ..Kept::default() }
     }
 
     #[test]

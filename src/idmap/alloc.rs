@@ -126,21 +126,79 @@ pub struct Allocations {
     /// daemon's gives way to it.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     daemons: BTreeSet<String>,
-    /// The `paddock run`s a name's slice was given to, by process (runs of
-    /// one manifest side by side share it). Once all have ended, the slice
-    /// is kept for the next run of that manifest, but given to another
-    /// when none is free. An entry that is neither the daemon's nor a
-    /// run's (an older paddock's) is kept for good.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    runs: BTreeMap<String, Vec<RunProcess>>,
+    /// The names whose slices `paddock run`s were given (runs of one
+    /// manifest side by side share it). Once no run of a name holds it (a
+    /// `RunHold`), its slice is kept for the next run of that manifest,
+    /// but given to another when none is free. An entry that is neither
+    /// the daemon's nor a run's (an older paddock's) is kept for good.
+    /// Which runs live is not written here: the table is written only when
+    /// a slice changes hands, not at every run.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "run_names")]
+    runs: BTreeSet<String>,
 }
 
-/// A `paddock run`'s process, by pid and start time (a pid alone may be
-/// reused).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunProcess {
-    pub pid: u32,
-    pub started: u64,
+/// `runs` as written, or as a paddock of 2026-12-06 wrote it (each name's
+/// runs by pid and start time): the names are kept.
+fn run_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeSet<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Runs {
+        Names(BTreeSet<String>),
+        ByProcess(BTreeMap<String, serde::de::IgnoredAny>),
+    }
+    Ok(match Runs::deserialize(d)? {
+        Runs::Names(names) => names,
+        Runs::ByProcess(runs) => runs.into_keys().collect(),
+    })
+}
+
+/// A `paddock run`'s hold on its manifest name's slice: a shared lock on
+/// `STATE/runs/NAME.lock`, taken before the slice and held while the run
+/// lives; the kernel drops it when the process ends, however it ends, and
+/// a pid reused meanwhile holds nothing. The lock files are kept (empty).
+pub struct RunHold {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl RunHold {
+    const DIR: &str = "runs";
+
+    fn path(state_dir: &Path, name: &str) -> PathBuf {
+        state_dir.join(Self::DIR).join(format!("{name}.lock"))
+    }
+
+    /// Holds `name` for this process (waiting while another tells whether
+    /// its runs have ended, a moment at most).
+    pub fn take(state_dir: &Path, name: &str) -> Result<Self, AllocError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = Self::path(state_dir, name);
+        let io = |source| AllocError::Write { path: path.clone(), source };
+        crate::fsutil::create_private_dir(state_dir).map_err(io)?;
+        crate::fsutil::create_private_dir(&state_dir.join(Self::DIR)).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io)?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockShared).map_err(|(_, e)| io(e.into()))?;
+        Ok(Self { _lock: lock })
+    }
+
+    /// Whether every run of `name` has ended: none holds it. What cannot
+    /// be told counts as running; a name without a lock file (one an
+    /// older paddock's run was given) has no run that holds it.
+    pub fn all_ended(state_dir: &Path, name: &str) -> bool {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file =
+            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(Self::path(state_dir, name));
+        match file {
+            Ok(file) => nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok(),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
 }
 
 /// How slices are cut from the remap ranges and shared: the ranges, the
@@ -153,9 +211,9 @@ pub struct Cutting<'a> {
     pub isolation: Isolation,
 }
 
-/// Whether a run's process has ended (what cannot be told counts as
-/// running): the caller's to tell, from /proc.
-pub type Ended<'a> = &'a dyn Fn(&RunProcess) -> bool;
+/// Whether every `paddock run` of a name has ended (what cannot be told
+/// counts as running): the caller's to tell, by `RunHold::all_ended`.
+pub type Ended<'a> = &'a dyn Fn(&str) -> bool;
 
 impl Allocations {
     pub const FILE: &str = "idmap.json";
@@ -253,15 +311,14 @@ impl Allocations {
         Ok(slice)
     }
 
-    /// A `paddock run`'s slice (`me`, its process), as `allocate` gives
-    /// one; but a daemon's workload's slice is shared as it is, never
-    /// changed: a run whose settings would give that name another is
-    /// refused, changing nothing.
+    /// A `paddock run`'s slice (the run holds its name: `RunHold`), as
+    /// `allocate` gives one; but a daemon's workload's slice is shared as
+    /// it is, never changed: a run whose settings would give that name
+    /// another is refused, changing nothing.
     pub fn allocate_for_run(
         &mut self,
         name: &str,
         cutting: Cutting<'_>,
-        me: Option<RunProcess>,
         ended: Ended<'_>,
     ) -> Result<Slice, AllocError> {
         if let Some(&daemons) = self.slices.get(name).filter(|_| self.daemons.contains(name)) {
@@ -279,18 +336,7 @@ impl Allocations {
             };
         }
         let slice = self.slice_for(name, cutting, false, ended)?;
-        match me {
-            Some(me) => {
-                let runs = self.runs.entry(name.to_owned()).or_default();
-                runs.retain(|r| !ended(r));
-                runs.push(me);
-            }
-            // Its process cannot be named: kept for good, as an older
-            // paddock's entry is.
-            None => {
-                self.runs.remove(name);
-            }
-        }
+        self.runs.insert(name.to_owned());
         Ok(slice)
     }
 
@@ -347,8 +393,7 @@ impl Allocations {
             }
             // None is free: the slice kept for a manifest whose `paddock
             // run`s have all ended goes to this one.
-            let done =
-                self.runs.iter().find(|(n, runs)| n.as_str() != name && runs.iter().all(ended)).map(|(n, _)| n.clone());
+            let done = self.runs.iter().find(|n| n.as_str() != name && ended(n)).cloned();
             let Some(done) = done else {
                 return Err(AllocError::Exhausted { total: slice_count(uids, gids, size), size });
             };
@@ -381,7 +426,7 @@ impl Allocations {
 mod tests {
     use super::*;
 
-    fn never(_: &RunProcess) -> bool {
+    fn never(_: &str) -> bool {
         false
     }
 
@@ -570,12 +615,10 @@ mod tests {
         );
     }
 
-    /// A `paddock run` that has ended, and one that runs on.
-    const ENDED: RunProcess = RunProcess { pid: 7, started: 1 };
-    const LIVE: RunProcess = RunProcess { pid: 8, started: 1 };
-
-    fn ended(r: &RunProcess) -> bool {
-        *r == ENDED
+    /// Every name's runs have ended but those of `live` and `x`, which
+    /// run on.
+    fn ended(name: &str) -> bool {
+        !["live", "x"].contains(&name)
     }
 
     #[test]
@@ -584,31 +627,16 @@ mod tests {
         let two = IdRange { start: 100000, count: 65536 * 2 };
         let mut a = Allocations::default();
         let kept = a
-            .allocate_for_run(
-                "once",
-                Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per },
-                Some(ENDED),
-                &ended,
-            )
+            .allocate_for_run("once", Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per }, &ended)
             .unwrap();
         assert_eq!(
-            a.allocate_for_run(
-                "once",
-                Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per },
-                Some(ENDED),
-                &ended
-            )
-            .unwrap(),
+            a.allocate_for_run("once", Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per }, &ended)
+                .unwrap(),
             kept,
             "kept for it"
         );
         let live = a
-            .allocate_for_run(
-                "live",
-                Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per },
-                Some(LIVE),
-                &ended,
-            )
+            .allocate_for_run("live", Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per }, &ended)
             .unwrap();
         assert_eq!(
             a.allocate("web", Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per }, &ended).unwrap(),
@@ -623,22 +651,11 @@ mod tests {
         assert_eq!(a.get("live"), Some(&live), "a run that runs keeps its slice");
         // A slice the daemon took over from a run's name is the daemon's.
         a.free("web");
-        a.allocate_for_run(
-            "db",
-            Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per },
-            Some(ENDED),
-            &ended,
-        )
-        .unwrap();
+        a.allocate_for_run("db", Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per }, &ended).unwrap();
         a.allocate("db", Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per }, &ended).unwrap();
         assert!(
-            a.allocate_for_run(
-                "other",
-                Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per },
-                Some(ENDED),
-                &ended
-            )
-            .is_err()
+            a.allocate_for_run("other", Cutting { uids: &[two], gids: &[two], size: 65536, isolation: per }, &ended)
+                .is_err()
         );
     }
 
@@ -648,23 +665,12 @@ mod tests {
         let mut a = Allocations::default();
         let web = a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap();
         assert_eq!(
-            a.allocate_for_run(
-                "web",
-                Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per },
-                Some(ENDED),
-                &ended
-            )
-            .unwrap(),
+            a.allocate_for_run("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &ended).unwrap(),
             web
         );
         let before = a.clone();
         let err = a
-            .allocate_for_run(
-                "web",
-                Cutting { uids: &[R], gids: &[R], size: 131072, isolation: per },
-                Some(ENDED),
-                &ended,
-            )
+            .allocate_for_run("web", Cutting { uids: &[R], gids: &[R], size: 131072, isolation: per }, &ended)
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -680,36 +686,28 @@ mod tests {
     }
 
     #[test]
-    fn runs_of_one_manifest_side_by_side_keep_its_slice_until_the_last_ends() {
+    fn a_runs_slice_goes_to_another_only_once_no_run_holds_its_name() {
         let per = Isolation::PerWorkload;
         let one = IdRange { start: 100000, count: 65536 };
         let mut a = Allocations::default();
         let x = a
-            .allocate_for_run(
-                "x",
-                Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per },
-                Some(LIVE),
-                &ended,
-            )
+            .allocate_for_run("x", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &ended)
             .unwrap();
+        let before = a.clone();
         assert_eq!(
-            a.allocate_for_run(
-                "x",
-                Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per },
-                Some(ENDED),
-                &ended
-            )
-            .unwrap(),
+            a.allocate_for_run("x", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &ended)
+                .unwrap(),
             x
         );
-        // The second has ended, the first runs on: its slice is not free.
+        assert_eq!(a, before, "a run of a name that has its slice changes nothing: the table is not written again");
+        // A run of x holds it: its slice is not free.
         assert!(matches!(
             a.allocate("web", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &ended),
             Err(AllocError::Exhausted { .. })
         ));
         assert_eq!(a.get("x"), Some(&x));
-        // Both ended.
-        let gone = |_: &RunProcess| true;
+        // None does.
+        let gone = |_: &str| true;
         assert_eq!(
             a.allocate("web", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &gone).unwrap(),
             x
@@ -717,23 +715,48 @@ mod tests {
     }
 
     #[test]
+    fn runs_of_one_manifest_side_by_side_hold_it_until_the_last_ends() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = state.path();
+        assert!(RunHold::all_ended(dir, "x"), "no run ever held it");
+        let first = RunHold::take(dir, "x").unwrap();
+        let second = RunHold::take(dir, "x").unwrap();
+        assert!(!RunHold::all_ended(dir, "x"));
+        assert!(RunHold::all_ended(dir, "y"), "another name's runs are not x's");
+        drop(second);
+        assert!(!RunHold::all_ended(dir, "x"), "the first runs on");
+        drop(first);
+        assert!(RunHold::all_ended(dir, "x"));
+        // Asking takes no hold.
+        assert!(RunHold::all_ended(dir, "x"));
+        let _again = RunHold::take(dir, "x").unwrap();
+        assert!(!RunHold::all_ended(dir, "x"));
+    }
+
+    #[test]
+    fn a_table_that_named_runs_by_process_keeps_their_names() {
+        let table: Allocations = serde_json::from_value(serde_json::json!({
+            "slices": {},
+            "runs": { "x": [{ "pid": 7, "started": 1 }], "y": [] },
+        }))
+        .unwrap();
+        assert_eq!(table.runs, BTreeSet::from(["x".to_owned(), "y".to_owned()]));
+        let again: Allocations = serde_json::from_slice(&serde_json::to_vec(&table).unwrap()).unwrap();
+        assert_eq!(again, table);
+    }
+
+    #[test]
     fn a_run_with_shared_isolation_marks_nothing_of_a_daemons_workload() {
         let per = Isolation::PerWorkload;
         let mut a = Allocations::default();
         let web = a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap();
-        a.allocate_for_run(
-            "x",
-            Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared },
-            Some(LIVE),
-            &ended,
-        )
-        .unwrap();
+        a.allocate_for_run("x", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &ended)
+            .unwrap();
         let before = a.clone();
         assert_eq!(
             a.allocate_for_run(
                 "web",
                 Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared },
-                Some(LIVE),
                 &ended
             )
             .unwrap(),
@@ -763,37 +786,27 @@ mod tests {
             s0,
             "the daemon's keeps its own"
         );
-        let x = a
-            .allocate_for_run("x", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, Some(LIVE), &ended)
-            .unwrap();
+        let x =
+            a.allocate_for_run("x", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &ended).unwrap();
         assert!(!x.uid.overlaps(&s0.uid), "{x:?}");
         // An older run's entry is never given away (its runs are unknown),
         // and a run may change it.
         let one = IdRange { start: 100000, count: 65536 };
         let mut a = old(&["once"]);
-        let gone = |_: &RunProcess| true;
+        let gone = |_: &str| true;
         assert!(matches!(
             a.allocate("web", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &gone),
             Err(AllocError::Exhausted { .. })
         ));
         assert!(
-            a.allocate_for_run(
-                "once",
-                Cutting { uids: &[R], gids: &[R], size: 131072, isolation: per },
-                Some(LIVE),
-                &ended
-            )
-            .is_ok()
+            a.allocate_for_run("once", Cutting { uids: &[R], gids: &[R], size: 131072, isolation: per }, &ended)
+                .is_ok()
         );
         // Names the daemon knows are claimed as its own.
         let mut a = old(&["web"]);
         a.claim(["web", "unknown"]);
-        let refused = a.allocate_for_run(
-            "web",
-            Cutting { uids: &[R], gids: &[R], size: 131072, isolation: per },
-            Some(LIVE),
-            &ended,
-        );
+        let refused =
+            a.allocate_for_run("web", Cutting { uids: &[R], gids: &[R], size: 131072, isolation: per }, &ended);
         assert!(matches!(refused, Err(AllocError::DaemonsSlice { .. })), "{refused:?}");
         assert_eq!(a.get("unknown"), None);
     }
