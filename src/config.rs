@@ -386,10 +386,38 @@ impl Config {
     }
 
     pub fn parse(path: &Path, text: String) -> Result<Self, ConfigError> {
-        match Schema::new(schema())?.parse::<Config>(&text) {
-            Ok((config, _)) => Ok(config),
-            Err(problems) => Err(ConfigError::Invalid { path: path.to_owned(), text, problems }),
+        let problems = match Schema::new(schema())?.parse::<Config>(&text) {
+            Ok((config, spans)) => match config.problems(&spans) {
+                problems if problems.is_empty() => return Ok(config),
+                problems => problems,
+            },
+            Err(problems) => problems,
+        };
+        Err(ConfigError::Invalid { path: path.to_owned(), text, problems })
+    }
+
+    /// What the schema cannot say: values that agree with each other.
+    fn problems(&self, spans: &crate::validate::SpanIndex) -> Vec<Problem> {
+        let at = |pointer: &str| spans.value_span(pointer).or_else(|| spans.locate(pointer));
+        let mut problems = Vec::new();
+        if self.resync_interval.as_std().is_zero() {
+            problems.push(
+                Problem::error(at("/resync_interval"), "resync_interval cannot be 0").with_help(
+                    "give how often the workloads directory is read again in full, e.g. \"30s\" (the default)",
+                ),
+            );
         }
+        let r = &self.restart;
+        if r.backoff > r.backoff_max {
+            problems.push(
+                Problem::error(
+                    at("/restart/backoff"),
+                    format!("backoff ({}) is longer than backoff_max ({})", r.backoff, r.backoff_max),
+                )
+                .with_help("make backoff at most backoff_max, which caps the doubling delay (every manifest that sets neither takes both)"),
+            );
+        }
+        problems
     }
 }
 
@@ -434,6 +462,29 @@ mod tests {
                 "p.toml:5:1: error: unknown key `slice` in [remap]",
             ]
         );
+    }
+
+    #[test]
+    fn values_that_would_stop_the_daemon_later_are_errors_at_their_lines() {
+        let text = "resync_interval = \"0s\"\n[restart]\nbackoff = \"2m\"\nbackoff_max = \"1m\"\n";
+        let Err(ConfigError::Invalid { problems, text, .. }) = Config::parse(Path::new("p.toml"), text.to_owned())
+        else {
+            panic!("a zero resync interval and a backoff over its maximum accepted")
+        };
+        let shown: Vec<String> = problems
+            .iter()
+            .map(|p| crate::validate::render(p, "p.toml", &text, crate::validate::Color::Never))
+            .collect();
+        let firsts: Vec<&str> = shown.iter().map(|s| s.lines().next().unwrap()).collect();
+        assert_eq!(
+            firsts,
+            [
+                "p.toml:1:19: error: resync_interval cannot be 0",
+                "p.toml:3:11: error: backoff (2m) is longer than backoff_max (1m)",
+            ]
+        );
+        let fine = "resync_interval = \"1ms\"\n[restart]\nbackoff = \"1m\"\nbackoff_max = \"1m\"\n";
+        Config::parse(Path::new("p.toml"), fine.to_owned()).unwrap();
     }
 
     #[test]
