@@ -133,6 +133,31 @@ fn policies_are_chosen_by_name_and_from_a_directory() {
 }
 
 #[test]
+fn the_daemons_configuration_chooses_the_policies_and_restart_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "w.toml", VALID);
+    let restricted = write(dir.path(), "restricted.toml", "policies = [\"restricted\"]\n");
+    let run = check(&["--config", restricted.to_str().unwrap()], &[&file]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("rule: memory-limit-required"), "{}", run.stdout);
+    // A flag beats the configuration.
+    let run = check(&["--config", restricted.to_str().unwrap(), "--policy", "baseline"], &[&file]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+
+    // A manifest's backoff over the configuration's backoff_max, as the daemon refuses it.
+    let slow = write(dir.path(), "slow.toml", "command = [\"/bin/true\"]\n[restart]\nbackoff = \"5s\"\n");
+    let capped = write(dir.path(), "capped.toml", "[restart]\nbackoff_max = \"2s\"\n");
+    let run = check(&["--config", capped.to_str().unwrap()], &[&slow]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("error: backoff (5s) is longer than backoff_max (2s)"), "{}", run.stdout);
+    assert_eq!(check(&[], &[&slow]).code, 0, "the built-in backoff_max is 30s");
+
+    let run = check(&["--config", dir.path().join("missing.toml").to_str().unwrap()], &[&file]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("missing.toml"), "{}", run.stderr);
+}
+
+#[test]
 fn a_policy_file_others_could_change_is_refused_when_root_reads_it() {
     assert!(nix::unistd::geteuid().is_root(), "this test gives a policy file to another user and must run as root");
     let dir = tempfile::tempdir().unwrap();

@@ -29,6 +29,14 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub policy: super::PolicyArgs,
 
+    /// The daemon's configuration the manifests run under: its policies,
+    /// policy_dir, volumes_root, restart defaults, networks and cgroup_root
+    /// apply, as the daemon applies them (the flags above beat it)
+    /// [default: /etc/paddock/paddock.toml when it exists, else the
+    /// built-in defaults].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Do not look for mount sources, the rootfs and the cgroup controllers
     /// of limits on this host (for files meant for another machine). By
     /// default a missing one is a warning, as is a mount source a start
@@ -68,8 +76,9 @@ struct JsonReport<'a> {
 }
 
 pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
-    let config = crate::config::Config::default();
-    let validator = super::OrFail::or_fail(args.policy.validator(&config, true), USAGE_OR_IO)?;
+    let config = super::OrFail::or_fail(super::load_client_config(args.config.as_deref()), USAGE_OR_IO)?;
+    let validator = super::OrFail::or_fail(args.policy.validator(&config, true), USAGE_OR_IO)?
+        .with_restart_defaults(config.restart.clone());
     // The networks a manifest may name: the built-in one, and this host's
     // networks directory when it can be read.
     let validator = match crate::network::Networks::load(&config.network, &config.state_dir, &config.run_dir) {

@@ -75,7 +75,8 @@ pub struct KubernetesArgs {
 
     /// The daemon's configuration the manifests run under: its policies,
     /// policy_dir, volumes_root, restart defaults and id isolation apply,
-    /// as the daemon applies them [default: the built-in defaults, as `check`].
+    /// as the daemon applies them [default: the built-in defaults: the
+    /// files are meant for another host].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
