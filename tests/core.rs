@@ -96,10 +96,10 @@ impl Story {
             Probe(ok) => self.core.on_probe(&n, 4242, *ok, String::new(), self.at),
             Restart => {
                 // What the shell keeps of it, and nothing else.
-                let kept = self.core.get(&n).map(|w| (w.hold, w.ended, w.replacing));
+                let kept = self.core.get(&n).map(|w| (w.hold, w.ended, w.replacing, w.counts()));
                 self.core = Core::default();
-                if let Some((hold, ended, replacing)) = kept {
-                    self.core.restore(&n, hold, ended);
+                if let Some((hold, ended, replacing, counts)) = kept {
+                    self.core.restore(&n, hold, ended, counts);
                     if let Some(replacing) = replacing {
                         self.core.restore_replacing(&n, replacing);
                     }
@@ -135,8 +135,8 @@ fn every_story_ends_where_it_should() {
         // (story, steps, final state, effects of the last step)
         ("a new manifest starts", vec![Valid(1, ""), Reconcile], "starting", vec!["start (manifest added)"]),
         ("it runs once its init reports", vec![Valid(1, ""), Reconcile, Started], "running", vec![]),
-        ("a failure waits, then retries", vec![Valid(1, ""), Reconcile, Started, Exit(1)], "backoff", vec![]),
-        ("the retry after the delay", vec![Valid(1, ""), Reconcile, Started, Exit(1), Wait(SEC), Reconcile], "starting", vec!["start (its restart delay is over)"]),
+        ("a failure waits, then retries", vec![Valid(1, ""), Reconcile, Started, Exit(1)], "backoff", vec!["persist"]),
+        ("the retry after the delay", vec![Valid(1, ""), Reconcile, Started, Exit(1), Wait(SEC), Reconcile], "starting", vec!["start (its restart delay is over)", "persist"]),
         ("a changed manifest stops the old run", vec![Valid(1, ""), Reconcile, Started, Valid(2, "hostname = \"h\""), Reconcile], "stopping", vec!["stop (manifest changed: hostname)"]),
         ("and starts the new one after", vec![Valid(1, ""), Reconcile, Started, Valid(2, ""), Reconcile, Exit(143), Reconcile], "starting", vec!["start (manifest changed (formatting or comments only))"]),
         ("an invalid edit keeps the old run", vec![Valid(1, ""), Reconcile, Started, Invalid, Reconcile], "running", vec![]),
@@ -157,7 +157,7 @@ fn every_story_ends_where_it_should() {
         ("restart revives a failed one", vec![Valid(1, "[restart]\nmax_retries = 1"), Reconcile, Started, Exit(1), Wait(SEC), Reconcile, Started, Exit(1), Ask(Command::Restart), Reconcile], "starting", vec!["start (paddock restart)"]),
         ("a stop that times out is a kill", vec![Valid(1, ""), Reconcile, Started, Removed, Reconcile, Wait(Duration::from_secs(11))], "stopping", vec!["kill"]),
         ("a start whose init never reports is killed", vec![Valid(1, ""), Reconcile, Wait(START_TIMEOUT + SEC)], "starting", vec!["kill"]),
-        ("and counts as a failure when it dies", vec![Valid(1, ""), Reconcile, Wait(START_TIMEOUT + SEC), StartFailed(Blame::Workload)], "backoff", vec![]),
+        ("and counts as a failure when it dies", vec![Valid(1, ""), Reconcile, Wait(START_TIMEOUT + SEC), StartFailed(Blame::Workload)], "backoff", vec!["persist"]),
         ("the daemon's trouble is retried, not counted", vec![Valid(1, ""), Reconcile, StartFailed(Blame::Daemon)], "backoff", vec![]),
         ("a host that cannot run it: failed at once", vec![Valid(1, ""), Reconcile, StartFailed(Blame::Host)], "failed", vec![]),
         ("restart asked while running (kept until the sandbox ends)", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Restart), Exit(143), Reconcile], "starting", vec!["persist", "start (paddock restart)"]),
@@ -169,7 +169,7 @@ fn every_story_ends_where_it_should() {
         ("two failures of three are not enough", vec![Valid(1, TCP), Reconcile, Started, Probe(true), Probe(false), Probe(false)], "running healthy", vec![]),
         ("a pass resets the count", vec![Valid(1, TCP), Reconcile, Started, Probe(false), Probe(false), Probe(true), Probe(false), Probe(false)], "running healthy", vec![]),
         ("the third in a row restarts it", vec![Valid(1, TCP), Reconcile, Started, Probe(true), Probe(false), Probe(false), Probe(false)], "stopping", vec!["persist", "stop (unhealthy: its health check failed)"]),
-        ("through its restart policy and backoff", vec![Valid(1, TCP), Reconcile, Started, Probe(false), Probe(false), Probe(false), Exit(0)], "backoff", vec![]),
+        ("through its restart policy and backoff", vec![Valid(1, TCP), Reconcile, Started, Probe(false), Probe(false), Probe(false), Exit(0)], "backoff", vec!["persist"]),
         ("never: it stays down", vec![Valid(1, NEVER), Reconcile, Started, Probe(false), Probe(false), Probe(false), Exit(143), Reconcile], "failed", vec!["persist"]),
         ("mark: shown unhealthy, left running", vec![Valid(1, MARK), Reconcile, Started, Probe(false), Probe(false), Probe(false)], "running unhealthy", vec![]),
         ("failures in the start period do not count", vec![Valid(1, SLOW), Reconcile, Started, Probe(false), Probe(false), Probe(false), Probe(false)], "running starting", vec![]),
@@ -222,7 +222,7 @@ fn no_more_than_the_limit_starts_at_once() {
 fn restored_state_is_what_was_kept() {
     let mut core = Core::default();
     let ended = Ended { version: Version(3), failed: false, exit: Some(Exit::Code(0)) };
-    core.restore(&name(), None, Some(ended));
+    core.restore(&name(), None, Some(ended), None);
     let w = core.get(&name()).unwrap();
     assert_eq!((w.state, w.last_exit), (State::Exited { version: Version(3) }, Some(Exit::Code(0))));
     assert_eq!(Cause::RestartAsked.to_string(), "paddock restart");
@@ -442,7 +442,7 @@ fn an_adopted_sandbox_whose_file_is_invalid_runs_on_with_its_recorded_manifest()
     core.on_timer(later);
     let effects = core.reconcile(later, 16).effects;
     assert!(
-        matches!(&effects[..], [Effect::Start { desired, .. }] if desired.version == Version(1) && &*desired.source == recorded),
+        matches!(&effects[..], [Effect::Start { desired, .. }, Effect::Persist { .. }] if desired.version == Version(1) && &*desired.source == recorded),
         "{effects:?}"
     );
     // A success ends it under on-failure: exited, not restarted.
@@ -483,7 +483,7 @@ fn a_restart_under_way_when_the_daemon_died_is_carried_out_by_the_next() {
     // adopted with its init's pid (none: gone), the file read.
     let successor_adopting = |replacing: Replacing, pid: Option<i32>| {
         let mut core = Core::default();
-        core.restore(&name(), None, None);
+        core.restore(&name(), None, None, None);
         core.restore_replacing(&name(), replacing);
         if let Some(pid) = pid {
             core.adopt(&name(), Version(1), pid, at.now, at);
@@ -562,7 +562,7 @@ fn a_held_workload_adopted_running_is_stopped_and_stays_held() {
     let at = Clock::read();
     let kinds = |effects: &[Effect]| effects.iter().map(kind).collect::<Vec<_>>();
     let mut core = Core::default();
-    core.restore(&name(), Some(Version(1)), None);
+    core.restore(&name(), Some(Version(1)), None, None);
     core.adopt(&name(), Version(1), 4242, at.now, at);
     core.on_manifest(&name(), valid(1, ""), at);
     assert_eq!(kinds(&core.reconcile(at, 16).effects), ["stop (paddock stop)"]);
@@ -570,4 +570,47 @@ fn a_held_workload_adopted_running_is_stopped_and_stays_held() {
     assert!(core.reconcile(at, 16).effects.is_empty());
     assert_eq!(core.get(&name()).unwrap().state_name(), "stopped");
     assert_eq!(core.get(&name()).unwrap().hold, Some(Version(1)));
+}
+
+#[test]
+fn a_daemon_restart_goes_on_counting_failures_and_restarts() {
+    const GIVES_UP: &str = "[restart]\npolicy = \"on-failure\"\nmax_retries = 2\nbackoff = \"1s\"";
+    let restarts = |s: &Story| s.core.get(&name()).unwrap().restarts;
+    let mut s = Story::new();
+    for step in [Valid(1, GIVES_UP), Reconcile, Started, Exit(1), Wait(SEC * 2), Reconcile, Started, Exit(1)] {
+        s.step(&step);
+    }
+    assert_eq!((s.state().as_str(), restarts(&s)), ("backoff", 1));
+    assert_eq!(s.effects, ["persist"], "its count is kept at each failure");
+    // The daemon restarts while it waits: the next goes on from its count.
+    for step in [Restart, Valid(1, GIVES_UP), Reconcile] {
+        s.step(&step);
+    }
+    assert_eq!((s.state().as_str(), restarts(&s)), ("starting", 2));
+    for step in [Started, Exit(1)] {
+        s.step(&step);
+    }
+    assert_eq!(s.state(), "failed", "the third failure in a row gives up, as if the daemon had never gone");
+
+    // Adopted running: the same.
+    let mut s = Story::new();
+    for step in [Valid(1, GIVES_UP), Reconcile, Started, Exit(1), Wait(SEC * 2), Reconcile, Started, Exit(1)] {
+        s.step(&step);
+    }
+    for step in [Wait(SEC * 3), Reconcile, Started, Restart] {
+        s.step(&step);
+    }
+    s.core.adopt(&name(), Version(1), 4242, s.at.now, s.at);
+    s.step(&Valid(1, GIVES_UP));
+    assert_eq!((s.state().as_str(), restarts(&s)), ("running", 2));
+    s.step(&Exit(1));
+    assert_eq!(s.state(), "failed");
+
+    // Another version starts its count afresh.
+    let mut s = Story::new();
+    for step in [Valid(1, GIVES_UP), Reconcile, Started, Exit(1), Restart, Valid(2, GIVES_UP), Reconcile] {
+        s.step(&step);
+    }
+    assert_eq!((s.state().as_str(), restarts(&s)), ("starting", 0));
+    assert!(s.core.get(&name()).unwrap().counts().is_none());
 }

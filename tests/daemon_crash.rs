@@ -408,6 +408,33 @@ fn ends_while_no_daemon_runs_get_their_restart_policy_and_their_real_status() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// A killed daemon's successor goes on counting a workload's failures and
+/// restarts (kept beside its hold): `max_retries` gives up as if the
+/// daemon had never gone, and `restarts` does not drop to 0.
+#[test]
+fn a_killed_daemons_successor_goes_on_counting_failures_and_restarts() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write(
+        "flaky.toml",
+        "command = [\"/bin/sh\", \"-c\", \"sleep 2; exit 3\"]\n[restart]\nmax_retries = 2\nbackoff = \"0s\"\n",
+    );
+    d.wait_for("flaky's second run", |d| {
+        d.workload("flaky").is_some_and(|w| w["state"] == "running" && w["restarts"] == 1)
+    });
+    // Written behind the restart, within milliseconds.
+    d.wait_for("flaky's count kept", |d| {
+        std::fs::read_to_string(d.path("state/workloads/flaky.json")).is_ok_and(|t| t.contains("\"restarts\": 1"))
+    });
+    d.kill();
+    d = d.start(&[]);
+    let w = d.workload("flaky").unwrap();
+    assert_eq!((&w["state"], &w["restarts"]), (&serde_json::json!("running"), &serde_json::json!(1)), "{w}");
+    // Its second failure restarts it once more; its third gives up.
+    d.wait_for("flaky gave up", |d| d.workload("flaky").is_some_and(|w| w["state"] == "failed"));
+    assert_eq!(d.workload("flaky").unwrap()["restarts"], 2);
+    assert_eq!(d.terminate(), 0);
+}
+
 /// Kills the command of the sandbox whose init is `init` (the init's child).
 fn kill_command_of(init: i64) {
     let command: i32 = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))

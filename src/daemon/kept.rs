@@ -31,6 +31,8 @@ pub struct Kept {
     pub ended: Option<Ended>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacing: Option<crate::reconcile::Replacing>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<crate::reconcile::Counts>,
 }
 
 /// What `load` found.
@@ -228,7 +230,7 @@ mod tests {
     fn a_batch_is_written_removed_and_failed_per_workload_and_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let store = KeptStore::new(dir.path());
-        let held = |v| Kept { slice: Some(slice(100_000)), hold: Some(Version(v)), ended: None, replacing: None };
+        let held = |v| Kept { slice: Some(slice(100_000)), hold: Some(Version(v)), ..Kept::default() };
         store.write(&n("gone"), &held(1)).unwrap();
         store.write(&n("idle"), &held(1)).unwrap();
         store.write(&n("web"), &held(1)).unwrap();
@@ -269,6 +271,7 @@ mod tests {
             hold: Some(Version(7)),
             ended: Some(Ended { version: Version(7), failed: false, exit: Some(crate::model::Exit::Code(0)) }),
             replacing: Some(crate::reconcile::Replacing { version: Version(7), unhealthy: true, pid: Some(42) }),
+            counts: Some(crate::reconcile::Counts { version: Version(7), failures: 3, restarts: 5 }),
         };
         store.write(&n("web"), &kept).unwrap();
         std::fs::write(dir.path().join("workloads/bad.json"), "{torn").unwrap();

@@ -101,7 +101,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
     /// What a predecessor kept: holds, ends, and doubts.
     pub fn restore(&mut self, loaded: Loaded, doubtful: Vec<WorkloadName>) {
         for (name, kept) in loaded.kept {
-            self.core.restore(&name, kept.hold, kept.ended);
+            self.core.restore(&name, kept.hold, kept.ended, kept.counts);
             if let Some(replacing) = kept.replacing {
                 self.core.restore_replacing(&name, replacing);
             }
@@ -249,6 +249,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                         hold: self.core.get(&name).and_then(|w| w.hold),
                         ended: Some(ended),
                         replacing: None,
+                        counts: self.core.get(&name).and_then(|w| w.counts()),
                     };
                     if let Err(e) = self.store.keep_now(&name, &kept) {
                         tracing::error!(workload = %name, error = %e, "cannot write how it ended; if the daemon died now, it would run again");
@@ -452,6 +453,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             hold: self.core.get(name).and_then(|w| w.hold),
             ended: self.core.get(name).and_then(|w| w.ended),
             replacing: self.core.get(name).and_then(|w| w.replacing),
+            counts: self.core.get(name).and_then(|w| w.counts()),
         };
         let written = match durable {
             true => self.store.keep_soon(name, &kept),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::state::State;
-use super::workload::{Cause, Clock, Desired, Ended, File, Happening, Replacing, Version, Workload};
+use super::workload::{Cause, Clock, Counts, Desired, Ended, File, Happening, Replacing, Version, Workload};
 use crate::model::{Manifest, Signal, WorkloadName};
 
 /// How long a start may take by default, from the clone to the init's
@@ -186,10 +186,17 @@ impl Core {
     /// Puts back what a daemon kept of a workload across its restart: a
     /// hold, or how its last run ended. The manifest that follows decides
     /// whether it still applies (the same version keeps it).
-    pub fn restore(&mut self, name: &WorkloadName, hold: Option<Version>, ended: Option<Ended>) {
+    pub fn restore(
+        &mut self,
+        name: &WorkloadName,
+        hold: Option<Version>,
+        ended: Option<Ended>,
+        counts: Option<Counts>,
+    ) {
         let w = self.entry(name);
         w.hold = hold;
         w.ended = ended;
+        w.carried = counts;
         w.state = match (hold, ended) {
             (Some(version), _) => State::Held { version },
             (None, Some(Ended { version, failed: true, .. })) => State::Failed { version, failures: 0 },
@@ -212,7 +219,10 @@ impl Core {
     /// daemon's exec) is this workload's, running `version` since `since`.
     pub fn adopt(&mut self, name: &WorkloadName, version: Version, pid: i32, since: std::time::Instant, at: Clock) {
         let w = self.entry(name);
-        w.state = State::Running { version, since, failures: 0, pid };
+        let carried = w.take_carried(version);
+        let failures = carried.map_or(0, |c| c.failures);
+        w.restarts = carried.map_or(w.restarts, |c| c.restarts);
+        w.state = State::Running { version, since, failures, pid };
         w.note(at.wall, Happening::Adopted { pid });
         w.health = None;
     }
@@ -271,7 +281,16 @@ impl Core {
                             _ => Happening::ManifestAdded,
                         },
                     );
-                    w.restarts = 0;
+                    // Counted on when a predecessor's count of this
+                    // version was taken over (its sandbox adopted) or is
+                    // still to be (its start).
+                    let counted_on = before.is_none()
+                        && (w.carried.is_some_and(|c| c.version == version)
+                            || (w.state.has_sandbox() && w.state.version() == Some(version)));
+                    if !counted_on {
+                        w.restarts = 0;
+                        w.carried = None;
+                    }
                     w.error = None;
                     w.cause = Some(cause);
                     // Another manifest releases a hold and revives what ended.

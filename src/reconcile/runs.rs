@@ -26,19 +26,29 @@ impl Core {
 
     fn start(w: &mut Workload, cause: Cause, timeout: Duration, at: Clock, effects: &mut Vec<Effect>) {
         let Some(desired) = w.desired.clone() else { return };
-        let failures = match w.state {
-            State::Backoff { version, failures, .. } if version == desired.version => {
-                w.restarts += 1;
-                failures
-            }
-            _ => 0,
+        // A restart; or the first start of a version a predecessor daemon
+        // ran, which goes on from its count.
+        let counted = match w.state {
+            State::Backoff { version, failures, .. } if version == desired.version => Some(failures),
+            _ => w.take_carried(desired.version).map(|c| {
+                w.restarts = c.restarts;
+                c.failures
+            }),
         };
+        if counted.is_some() {
+            w.restarts += 1;
+        }
+        let failures = counted.unwrap_or(0);
         w.state =
             State::Starting { version: desired.version, failures, begun: at.now, deadline: Some(at.now + timeout) };
         w.runs = Some(desired.clone());
         w.cause = None;
         w.note(at.wall, Happening::Starting(cause.clone()));
         effects.push(Effect::Start { name: w.name.clone(), desired, cause });
+        // Its count, for a daemon that follows (written behind the start).
+        if counted.is_some() {
+            effects.push(Effect::Persist { name: w.name.clone() });
+        }
     }
 
     /// Plans and begins what brings every workload in line with its
@@ -322,6 +332,8 @@ impl Core {
             Decision::Restart { delay, failures } => {
                 w.state = State::Backoff { version, until: at.now + delay, failures };
                 w.note(at.wall, Happening::RestartIn(delay));
+                // Its count, for a daemon that follows (written behind).
+                effects.push(Effect::Persist { name: w.name.clone() });
             }
             Decision::GiveUp { failures } => {
                 w.state = State::Failed { version, failures };

@@ -100,6 +100,18 @@ impl State {
         }
     }
 
+    /// Its consecutive failed runs (0 where the state counts none).
+    pub fn failures(&self) -> u32 {
+        match *self {
+            State::Starting { failures, .. }
+            | State::Running { failures, .. }
+            | State::Backoff { failures, .. }
+            | State::Failed { failures, .. }
+            | State::Stopping { then: Then::Unhealthy { failures, .. }, .. } => failures,
+            _ => 0,
+        }
+    }
+
     /// Whether a sandbox exists for it (so it must be stopped before it is forgotten).
     pub fn has_sandbox(&self) -> bool {
         matches!(self, State::Starting { .. } | State::Running { .. } | State::Stopping { .. })

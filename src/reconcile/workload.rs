@@ -155,6 +155,17 @@ pub struct Ended {
     pub exit: Option<Exit>,
 }
 
+/// How a version's runs have gone, kept across daemon restarts (a crash,
+/// an upgrade): its consecutive failures, from which the backoff and
+/// `max_retries` go on, and its restarts, which `status` and the metrics
+/// count since the manifest last changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub version: Version,
+    pub failures: u32,
+    pub restarts: u32,
+}
+
 /// A restart asked of the run of a version (by `paddock restart`, or by
 /// its health checks), carried out by its sandbox's end. Persisted: a
 /// daemon that dies or upgrades while the sandbox stops leaves it to the
@@ -283,6 +294,9 @@ pub struct Workload {
     pub doubt: Option<String>,
     /// Restarts since its manifest last changed.
     pub restarts: u32,
+    /// What a predecessor daemon counted of a version's runs, until that
+    /// version's run takes it over (its adoption, or its start).
+    pub carried: Option<Counts>,
     pub last_exit: Option<Exit>,
     /// The current start error, until a start succeeds or the manifest changes.
     pub error: Option<StartFailure>,
@@ -310,6 +324,7 @@ impl Workload {
             replacing: None,
             doubt: None,
             restarts: 0,
+            carried: None,
             last_exit: None,
             error: None,
             cause: None,
@@ -318,6 +333,19 @@ impl Workload {
             health: None,
             waiting: Vec::new(),
         }
+    }
+
+    /// What is kept of its runs' counts (None when there is nothing to
+    /// count).
+    pub fn counts(&self) -> Option<Counts> {
+        let version = self.state.version()?;
+        let failures = self.state.failures();
+        (failures > 0 || self.restarts > 0).then_some(Counts { version, failures, restarts: self.restarts })
+    }
+
+    /// What a predecessor counted of `version`'s runs, taken (once).
+    pub fn take_carried(&mut self, version: Version) -> Option<Counts> {
+        self.carried.take().filter(|c| c.version == version)
     }
 
     pub fn note(&mut self, at: SystemTime, what: Happening) {
