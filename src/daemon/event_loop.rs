@@ -156,8 +156,10 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<(r
     let doubtful = repair_allocations(state_dir, &loaded.kept, &found.slices);
     // The names of this daemon's workloads are its own in the id table (a
     // table an older daemon wrote does not say whose each entry is).
+    // Those it adopts too: a kept file is written behind a start, so a
+    // daemon killed at once may have left none.
     let claimed = crate::idmap::Allocations::update(state_dir, |t| {
-        t.claim(loaded.kept.keys().map(|n| n.as_str()));
+        t.claim(loaded.kept.keys().chain(found.adopted.iter().map(|(name, ..)| name)).map(|n| n.as_str()));
         Ok(())
     });
     if let Err(e) = claimed {

@@ -23,7 +23,8 @@ pub trait Store {
     fn slices(&mut self, names: &[&WorkloadName]) -> BTreeMap<WorkloadName, Result<Slice, StartFailure>>;
     /// A workload's slice, when it has one.
     fn slice(&self, name: &WorkloadName) -> Option<Slice>;
-    /// Writes what is kept of a workload (its slice, hold and end).
+    /// Writes what is kept of a workload (its slice, hold, end and
+    /// counts), behind: within `SETTLE` on a disk that answers.
     fn keep(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()>;
     /// Writes what is kept of a workload now, durably, before returning
     /// (an end that must survive a daemon that dies next).
@@ -44,6 +45,9 @@ pub trait Store {
 
 /// How long `keep_soon` waits for the disk.
 const SOON: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How long a `keep` waits, at most, to be written with what follows it.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The state directory's id table and kept files.
 pub struct DiskStore {
@@ -229,20 +233,30 @@ impl Writer {
                 let mut flushes = Vec::new();
                 let mut nows = Vec::new();
                 let mut failing = false;
+                // When what `Keep` queued is written; the daemon's end.
+                let (mut due, mut closed) = (None::<std::time::Instant>, false);
                 loop {
                     let next = if pending.is_empty() {
                         receive.recv().ok()
                     } else {
-                        match receive.recv_timeout(std::time::Duration::from_secs(1)) {
+                        let wait = match (failing, due) {
+                            (false, Some(due)) => due.saturating_duration_since(std::time::Instant::now()),
+                            _ => std::time::Duration::from_secs(1),
+                        };
+                        match receive.recv_timeout(wait) {
                             Ok(item) => Some(item),
                             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
                             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) if failing => return,
-                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                                closed = true;
+                                None
+                            }
                         }
                     };
                     let mut take = |item: Write| match item {
                         Write::Keep(name, kept) => {
                             pending.insert(name, kept);
+                            due.get_or_insert_with(|| std::time::Instant::now() + SETTLE);
                         }
                         Write::Flush(done) => flushes.push(done),
                         Write::Now(name, kept, done) => {
@@ -258,6 +272,15 @@ impl Writer {
                         None if pending.is_empty() => return,
                         None => {}
                     }
+                    // What `Keep` queued waits a moment for more (a restart
+                    // queues its count twice), and is not written while the
+                    // restart it follows runs; unless something is asked
+                    // for now, or the daemon ends.
+                    let settling = due.is_some_and(|d| std::time::Instant::now() < d);
+                    if settling && nows.is_empty() && flushes.is_empty() && !failing && !closed {
+                        continue;
+                    }
+                    due = None;
                     // All that is pending, with one fsync of the directory.
                     let mut batch = std::mem::take(&mut pending);
                     let mut unwritten = BTreeMap::new();
