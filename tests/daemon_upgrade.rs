@@ -164,3 +164,38 @@ fn an_exec_session_cut_by_two_upgrades_ends_and_is_reaped_by_the_last_image() {
     let mut d = d;
     assert_eq!(d.terminate(), 0);
 }
+
+/// A control socket moved in the configuration is taken at an upgrade (the
+/// new image reads the configuration again): it listens where the
+/// configuration says, the old path is gone, and `paddock upgrade` asked
+/// at the old one finds it there.
+#[test]
+fn an_upgrade_listens_where_the_configuration_puts_the_socket_now() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("web.toml", SLEEPER);
+    let web = d.running_pid("web");
+    let (old, new) = (d.path("paddock.sock"), d.path("ctl/paddock.sock"));
+    d.configure(
+        &format!("socket = {:?}", old.display().to_string()),
+        &format!("socket = {:?}", new.display().to_string()),
+    );
+    let config = d.path("paddock.toml");
+    let out = d.paddock(&["upgrade", "--config", config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("the daemon answers again: 1 workloads running"), "{text}");
+    assert!(!old.exists(), "the old socket is left");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["status", "--json", "--socket"])
+        .arg(&new)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let workloads: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(workloads[0]["pid"], web, "web kept running: {workloads}");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(d.child.as_ref().unwrap().id() as i32, libc::SIGTERM) };
+    assert!(d.child.as_mut().unwrap().wait().unwrap().success());
+    assert!(!new.exists(), "the daemon removes the socket it listens on");
+    assert!(gone(web));
+}

@@ -216,11 +216,19 @@ pub fn upgrade(args: UpgradeArgs) -> Result<super::ExitCode, CliError> {
     wait_for_the_daemon(&args.client)
 }
 
-/// After an upgrade: until the re-executed daemon answers (30 s at most).
+/// After an upgrade: until the re-executed daemon answers (30 s at most),
+/// at the socket asked, or at the one the configuration names now (the
+/// new image listens there when it changed).
 fn wait_for_the_daemon(client: &ClientArgs) -> Result<super::ExitCode, CliError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let configured = ClientArgs { socket: None, config: client.config.clone() };
+    let mut asked = client;
     loop {
-        match client.ask(&Request::Status { name: None }) {
+        let answer = asked.ask(&Request::Status { name: None });
+        if answer.is_err() && client.socket.is_some() {
+            asked = if std::ptr::eq(asked, client) { &configured } else { client };
+        }
+        match answer {
             Ok(Response::Status(workloads)) => {
                 let running = workloads.iter().filter(|w| w.state == "running").count();
                 println!("the daemon answers again: {running} workloads running");

@@ -5,7 +5,7 @@
 //! request must arrive within `READ_TIMEOUT` and fit in
 //! `protocol::MAX_REQUEST` bytes.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,8 +56,21 @@ pub fn bind(path: &Path, inherited: Option<OwnedFd>) -> Result<UnixListener, Bin
     let err = |source| BindError::Socket { path: path.to_owned(), source };
     if let Some(fd) = inherited {
         let listener = std::os::unix::net::UnixListener::from(fd);
-        listener.set_nonblocking(true).map_err(err)?;
-        return UnixListener::from_std(listener).map_err(err);
+        let was = listener.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_path_buf));
+        if was.as_deref() == Some(path) {
+            listener.set_nonblocking(true).map_err(err)?;
+            return UnixListener::from_std(listener).map_err(err);
+        }
+        // The configuration names another socket now (read again by this
+        // image): clients that read it look there, so the daemon listens
+        // there, and the old path goes with the old listener.
+        tracing::warn!(was = ?was, socket = %path.display(), "the configuration names another control socket: listening on it instead");
+        drop(listener);
+        if let Some(was) = was
+            && std::fs::symlink_metadata(&was).is_ok_and(|m| m.file_type().is_socket())
+        {
+            let _ = std::fs::remove_file(was);
+        }
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
