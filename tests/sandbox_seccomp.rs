@@ -74,7 +74,17 @@ fn the_default_filter_refuses_what_dockers_current_profile_refuses() {
 #[test]
 fn unconfined_lifts_the_filter() {
     let w = World::new();
+    // Keyrings are not namespaced: the session keyring of whoever started
+    // it (the daemon's, an operator's) is not the workload's to use. This
+    // thread, which starts the run, joins one of its own first (a test
+    // run without a login session has none).
+    // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) takes no memory but
+    // the null name.
+    let ours = unsafe { libc::syscall(libc::SYS_keyctl, 1, std::ptr::null::<libc::c_char>()) };
+    assert!(ours > 0, "cannot join a session keyring: {}", std::io::Error::last_os_error());
     let r = results(&w, "privileged", "[security]\nseccomp = \"unconfined\"\n");
     assert_eq!(r["socket_vsock"], "ok", "{r:?}");
     assert_ne!(r["io_uring_setup"], "EPERM", "{r:?}");
+    let theirs: i64 = r["session_keyring"].parse().unwrap_or_else(|_| panic!("{r:?}"));
+    assert_ne!(theirs, ours, "the workload has its starter's session keyring");
 }

@@ -308,6 +308,11 @@ pub fn main(channel_fd: RawFd) -> i32 {
                     unsafe { libc::_exit(SETUP_FAILED) }
                 }
             }
+            // No filter keeps it from keyrings: not the daemon's session keyring.
+            if !cfg.workload.seccomp && exec::join_own_session_keyring().is_err() {
+                // SAFETY: _exit ends the process without running atexit handlers.
+                unsafe { libc::_exit(SETUP_FAILED) }
+            }
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
             // A session of its own; with a terminal, the terminal is its
             // controlling one, so Ctrl-C and job control work inside.

@@ -298,6 +298,25 @@ impl Prepared {
 
 /// In the forked child, after `exec` failed: says which step and why on
 /// `to` (a CLOEXEC pipe, so a successful exec says nothing), then exits.
+/// Joins a new anonymous session keyring, as runc gives each container:
+/// keyrings are not namespaced, and the one this process came with is its
+/// starter's (the daemon's, or the operator's under `paddock run`), whose
+/// keys it would possess. For processes the seccomp filter does not keep
+/// from keyrings; the keyring counts against the quota of the host user
+/// the namespace's root is (`kernel.keys.maxkeys`). A kernel without
+/// keyrings (ENOSYS) has nothing to share.
+pub fn join_own_session_keyring() -> Result<(), Errno> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) takes no memory
+    // but the null name (a new anonymous keyring).
+    let joined =
+        unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, std::ptr::null::<libc::c_char>()) };
+    match Errno::result(joined) {
+        Ok(_) | Err(Errno::ENOSYS) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn report_failure(to: &std::os::fd::OwnedFd, (step, errno): (Step, Errno)) -> ! {
     let mut failed = [0u8; 8];
     failed[..4].copy_from_slice(&(step as u32).to_ne_bytes());

@@ -164,6 +164,14 @@ pub fn main(channel_fd: RawFd) -> i32 {
             Err(e) => return fail("seccomp", e.to_string()),
         }
     } else {
+        // No filter keeps it from keyrings: a session keyring of its own.
+        if let Err(e) = exec::join_own_session_keyring() {
+            let hint = match e {
+                Errno::EDQUOT => " (each unconfined workload's root holds one: raise the sysctl kernel.keys.maxkeys)",
+                _ => "",
+            };
+            return fail("join a session keyring of its own", format!("{}{hint}", e.desc()));
+        }
         Vec::new()
     };
     let mut prepared = match exec::prepare(&cfg, programs) {

@@ -41,6 +41,9 @@ int main(void) {
     report("unshare_user", syscall(SYS_unshare, CLONE_NEWUSER));
     report("clone3", syscall(SYS_clone3, NULL, 0));
     report("keyctl", syscall(SYS_keyctl, 0, 0, 0, 0, 0));
+    /* KEYCTL_GET_KEYRING_ID of KEY_SPEC_SESSION_KEYRING: whose session keyring it has. */
+    long ring = syscall(SYS_keyctl, 0, -3, 0);
+    if (ring >= 0) printf("session_keyring %ld\n", ring); else report("session_keyring", ring);
     report("bpf", syscall(SYS_bpf, 0, NULL, 0));
     report("getpid", syscall(SYS_getpid));
 #ifdef __x86_64__
