@@ -222,6 +222,9 @@ pub fn build(cfg: &InitConfig, rootfs: OwnedFd, mounts: Vec<OwnedFd>) -> Result<
     // The host's firmware (EFI variables, DMI and ACPI tables), as runc masks it.
     if cfg.mask_paths {
         mask(&sys_mount, Path::new("firmware"), Path::new("/sys"))?;
+        // RAPL energy counters: a power side channel (CVE-2020-8694), as
+        // runc masks them; only a workload run as the host's root could read them.
+        mask(&sys_mount, Path::new("devices/virtual/powercap"), Path::new("/sys"))?;
         // The host's /sys came with what the host mounts beneath it (its
         // cgroup tree, securityfs, debugfs, bpf): each is covered, so the
         // sandbox sees the empty directories a fresh sysfs has there.
