@@ -218,3 +218,19 @@ fn in_the_hosts_user_namespace_the_kernels_knobs_and_new_device_nodes_stay_out_o
     let out = w.run(&["--policy", "privileged"], &w.manifest("knobs-privileged", &text), &[]);
     assert_eq!(stdout(&out), "sysctl-written\ndev-opened\ndone\n", "{}", stderr(&out));
 }
+
+/// What only the daemon does is said at its line, not silently ignored;
+/// the run goes ahead.
+#[test]
+fn a_run_says_which_keys_apply_under_the_daemon_only() {
+    let w = World::new();
+    let extra = "after = [\"db\"]\n[restart]\npolicy = \"always\"\n[health]\ntcp = 80\n";
+    let out = w.run(&[], &w.manifest("once", &busybox_manifest("true", extra)), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stderr(&out);
+    for key in ["after", "restart", "health"] {
+        assert!(said.contains(&format!("warning: `{key}` applies under the daemon only")), "{key}: {said}");
+    }
+    assert!(said.contains("once.toml:4:2: warning: `restart`"), "{said}");
+    assert!(!said.contains("`stop`"), "{said}");
+}

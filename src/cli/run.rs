@@ -137,6 +137,21 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     let Some(mut spec) = checked.spec else {
         return Err(CliError::new(PADDOCK_FAILED, format!("{file} is invalid; nothing was started")));
     };
+    // What only the daemon does, said rather than ignored.
+    let spans = crate::validate::spans_of(&text);
+    for (key, what) in [
+        ("restart", "`run` runs it once and exits with its status"),
+        ("health", "`run` runs no health checks"),
+        ("after", "`run` waits for no other workload"),
+        ("stop", "`run` passes on the signals it is sent, and ends when the workload does"),
+    ] {
+        let pointer = format!("/{key}");
+        if let Some(span) = spans.key_span(&pointer).or_else(|| spans.value_span(&pointer)) {
+            let note = crate::validate::Problem::warning(Some(span), format!("`{key}` applies under the daemon only"))
+                .with_help(what);
+            eprint!("{}", render(&note, &file, &text, Color::Never));
+        }
+    }
     if !args.command.is_empty() {
         spec.manifest.command = args.command.clone();
     }
