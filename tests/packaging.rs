@@ -302,12 +302,23 @@ fn the_default_configuration_file_states_the_built_in_defaults() {
     let shown = paddock::config::Config::parse(Path::new("paddock.toml"), uncommented.clone()).unwrap();
     assert_eq!(shown, defaults, "{uncommented}");
     let table: toml::Table = toml::from_str(&uncommented).unwrap();
-    for key in ["workloads", "state_dir", "socket", "policies", "policy_dir", "volumes_root", "resync_interval"] {
-        assert!(table.contains_key(key), "{key} is shown");
+    // Every key the configuration has, each table's too.
+    let schema = paddock::config::schema();
+    let properties = |s: &serde_json::Value| -> Vec<String> {
+        s["properties"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default()
+    };
+    let defs = &schema["$defs"];
+    for key in properties(&schema) {
+        assert!(table.contains_key(&key), "{key} is not shown");
+        let nested = &schema["properties"][&key];
+        let reference = nested["$ref"].as_str().or_else(|| nested["allOf"][0]["$ref"].as_str());
+        if let Some(name) = reference.and_then(|r| r.strip_prefix("#/$defs/")) {
+            for inner in properties(&defs[name]) {
+                assert!(table[&key].as_table().unwrap().contains_key(&inner), "{key}.{inner} is not shown");
+            }
+        }
     }
-    for (section, key) in [("remap", "user"), ("remap", "isolation"), ("restart", "max_retries")] {
-        assert!(table[section].as_table().unwrap().contains_key(key), "{section}.{key} is shown");
-    }
+    assert!(table["remap"].as_table().unwrap().contains_key("subuid"), "tables' keys are looked at");
 }
 
 #[test]

@@ -238,7 +238,8 @@ pub enum SharedOrPrivate {
 pub struct Security {
     /// Every capability (with namespaces.user = "host", every one paddock
     /// itself holds), no seccomp filter, nothing masked or read-only in
-    /// /proc and /sys, device nodes it makes usable in /dev and a writable
+    /// /proc, nothing masked in /sys (which stays read-only), device nodes
+    /// it makes usable in /dev and a writable
     /// rootfs, and the host's device
     /// nodes in /dev, down three directories (not its symlinks, nor
     /// /dev/pts, ptmx, shm, mqueue and hugepages, which stay the
