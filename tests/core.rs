@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use paddock::model::{Exit, Manifest, Signal, WorkloadName};
 use paddock::reconcile::{
-    Answer, Blame, Cause, Clock, Command, Core, Desired, Effect, Ended, ManifestEvent, Replacing, START_TIMEOUT,
-    StartFailure, State, Version,
+    Answer, Blame, Cause, Clock, Command, Core, Counts, Desired, Effect, Ended, ManifestEvent, Replacing,
+    START_TIMEOUT, StartFailure, State, Version,
 };
 
 fn name() -> WorkloadName {
@@ -51,6 +51,9 @@ struct Story {
     at: Clock,
     /// The effects of the last step, by kind.
     effects: Vec<String>,
+    /// The counts as the last `Persist` wrote them (what a daemon's
+    /// successor finds on disk).
+    kept_counts: Option<Counts>,
 }
 
 fn kind(e: &Effect) -> String {
@@ -66,7 +69,7 @@ fn kind(e: &Effect) -> String {
 
 impl Story {
     fn new() -> Self {
-        Story { core: Core::default(), at: Clock::read(), effects: Vec::new() }
+        Story { core: Core::default(), at: Clock::read(), effects: Vec::new(), kept_counts: None }
     }
 
     fn step(&mut self, step: &Step) {
@@ -96,10 +99,10 @@ impl Story {
             Probe(ok) => self.core.on_probe(&n, 4242, *ok, String::new(), self.at),
             Restart => {
                 // What the shell keeps of it, and nothing else.
-                let kept = self.core.get(&n).map(|w| (w.hold, w.ended, w.replacing, w.counts()));
+                let kept = self.core.get(&n).map(|w| (w.hold, w.ended, w.replacing));
                 self.core = Core::default();
-                if let Some((hold, ended, replacing, counts)) = kept {
-                    self.core.restore(&n, hold, ended, counts);
+                if let Some((hold, ended, replacing)) = kept {
+                    self.core.restore(&n, hold, ended, self.kept_counts);
                     if let Some(replacing) = replacing {
                         self.core.restore_replacing(&n, replacing);
                     }
@@ -107,6 +110,9 @@ impl Story {
                 Vec::new()
             }
         };
+        if effects.iter().any(|e| matches!(e, Effect::Persist { .. })) {
+            self.kept_counts = self.core.get(&n).and_then(|w| w.counts());
+        }
         self.effects = effects.iter().map(kind).collect();
     }
 
@@ -154,7 +160,7 @@ fn every_story_ends_where_it_should() {
         ("a one-shot that finished is not run again", vec![Valid(1, "[restart]\npolicy = \"never\""), Reconcile, Started, Exit(0), Restart, Valid(1, "[restart]\npolicy = \"never\""), Reconcile], "exited", vec![]),
         ("until its manifest changes", vec![Valid(1, "[restart]\npolicy = \"never\""), Reconcile, Started, Exit(0), Restart, Valid(2, "[restart]\npolicy = \"never\""), Reconcile], "starting", vec!["start (manifest added)"]),
         ("one that gave up stays failed across a restart", vec![Valid(1, "[restart]\nmax_retries = 1"), Reconcile, Started, Exit(1), Wait(SEC), Reconcile, Started, Exit(1), Restart, Valid(1, "[restart]\nmax_retries = 1"), Reconcile], "failed", vec![]),
-        ("restart revives a failed one", vec![Valid(1, "[restart]\nmax_retries = 1"), Reconcile, Started, Exit(1), Wait(SEC), Reconcile, Started, Exit(1), Ask(Command::Restart), Reconcile], "starting", vec!["start (paddock restart)"]),
+        ("restart revives a failed one", vec![Valid(1, "[restart]\nmax_retries = 1"), Reconcile, Started, Exit(1), Wait(SEC), Reconcile, Started, Exit(1), Ask(Command::Restart), Reconcile], "starting", vec!["start (paddock restart)", "persist"]),
         ("a stop that times out is a kill", vec![Valid(1, ""), Reconcile, Started, Removed, Reconcile, Wait(Duration::from_secs(11))], "stopping", vec!["kill"]),
         ("a start whose init never reports is killed", vec![Valid(1, ""), Reconcile, Wait(START_TIMEOUT + SEC)], "starting", vec!["kill"]),
         ("and counts as a failure when it dies", vec![Valid(1, ""), Reconcile, Wait(START_TIMEOUT + SEC), StartFailed(Blame::Workload)], "backoff", vec!["persist"]),
@@ -613,4 +619,48 @@ fn a_daemon_restart_goes_on_counting_failures_and_restarts() {
     }
     assert_eq!((s.state().as_str(), restarts(&s)), ("starting", 0));
     assert!(s.core.get(&name()).unwrap().counts().is_none());
+}
+
+/// A count reset (`paddock start`, `restart`, a manifest change) is kept
+/// too: no count it dropped comes back after a daemon's restart.
+#[test]
+fn a_reset_count_stays_reset_across_a_daemon_restart() {
+    const GIVES_UP: &str = "[restart]\npolicy = \"on-failure\"\nmax_retries = 2\nbackoff = \"1s\"";
+    let restarts = |s: &Story| s.core.get(&name()).unwrap().restarts;
+    // Restarted by an operator while it waits after a failure, then the
+    // daemon restarts.
+    let mut s = Story::new();
+    for step in [Valid(1, GIVES_UP), Reconcile, Started, Exit(1)] {
+        s.step(&step);
+    }
+    assert_eq!(s.kept_counts.map(|c| c.failures), Some(1));
+    for step in [Ask(Command::Restart), Reconcile, Started, Restart, Valid(1, GIVES_UP), Reconcile] {
+        s.step(&step);
+    }
+    assert_eq!((s.state().as_str(), restarts(&s)), ("starting", 0));
+    for step in [Started, Exit(1), Wait(SEC * 2), Reconcile, Started, Exit(1)] {
+        s.step(&step);
+    }
+    assert_eq!(s.state(), "backoff", "two failures since the operator's restart, not three: {:?}", s.kept_counts);
+
+    // Given up, the daemon restarts, then `paddock start`: from nothing.
+    let mut s = Story::new();
+    for step in [Valid(1, GIVES_UP), Reconcile, Started, Exit(1)] {
+        s.step(&step);
+    }
+    for _ in 0..2 {
+        for step in [Wait(SEC * 3), Reconcile, Started, Exit(1)] {
+            s.step(&step);
+        }
+    }
+    assert_eq!((s.state().as_str(), restarts(&s)), ("failed", 2));
+    for step in [Restart, Valid(1, GIVES_UP)] {
+        s.step(&step);
+    }
+    assert_eq!((s.state().as_str(), restarts(&s)), ("failed", 2), "shown as before the restart");
+    for step in [Ask(Command::Start), Reconcile] {
+        s.step(&step);
+    }
+    let w = s.core.get(&name()).unwrap();
+    assert_eq!((w.state_name(), w.state.failures(), w.restarts), ("starting", 0, 0));
 }

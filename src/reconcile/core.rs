@@ -197,15 +197,23 @@ impl Core {
         w.hold = hold;
         w.ended = ended;
         w.carried = counts;
+        w.kept_counts = counts;
+        let of = |version: Version| counts.filter(|c| c.version == version);
         w.state = match (hold, ended) {
             (Some(version), _) => State::Held { version },
-            (None, Some(Ended { version, failed: true, .. })) => State::Failed { version, failures: 0 },
+            (None, Some(Ended { version, failed: true, .. })) => {
+                State::Failed { version, failures: of(version).map_or(0, |c| c.failures) }
+            }
             (None, Some(Ended { version, failed: false, exit })) => {
                 w.last_exit = exit;
                 State::Exited { version }
             }
             (None, None) => State::Idle,
         };
+        // Shown while it does not run (`status`, the metrics), as before.
+        if let Some(c) = w.state.version().and_then(of) {
+            w.restarts = c.restarts;
+        }
     }
 
     /// Puts back a restart that was under way when a daemon died or
@@ -288,8 +296,7 @@ impl Core {
                         && (w.carried.is_some_and(|c| c.version == version)
                             || (w.state.has_sandbox() && w.state.version() == Some(version)));
                     if !counted_on {
-                        w.restarts = 0;
-                        w.carried = None;
+                        w.reset_counts();
                     }
                     w.error = None;
                     w.cause = Some(cause);
@@ -299,6 +306,7 @@ impl Core {
                     if released || revived {
                         effects.push(Effect::Persist { name: name.clone() });
                     }
+                    w.keep_counts(&mut effects);
                 }
                 // In doubt: held at this version (failing closed), never started.
                 if w.doubt.is_some() && w.hold != Some(version) && !w.state.has_sandbox() {

@@ -54,7 +54,8 @@ impl Core {
                 match w.state {
                     State::Held { .. } | State::Exited { .. } | State::Failed { .. } => {
                         w.state = State::Idle;
-                        w.restarts = 0;
+                        w.reset_counts();
+                        w.keep_counts(&mut effects);
                         w.cause = Some(Cause::StartAsked);
                         Answer::Starting
                     }
@@ -71,7 +72,7 @@ impl Core {
                 if w.hold.take().is_some() | w.ended.take().is_some() {
                     effects.push(Effect::Persist { name: name.clone() });
                 }
-                w.restarts = 0;
+                w.reset_counts();
                 w.cause = Some(Cause::RestartAsked);
                 // Kept (before the stop signal goes) while the sandbox
                 // stops: a successor that adopts it still running carries
@@ -104,7 +105,7 @@ impl Core {
             let host = w.error.as_ref().is_some_and(|e| e.blame == super::workload::Blame::Host);
             if matches!(w.state, State::Failed { .. }) && host && w.desired.is_some() && w.hold.is_none() {
                 w.state = State::Idle;
-                w.restarts = 0;
+                w.reset_counts();
                 w.cause = Some(Cause::Reloaded);
                 w.note(at.wall, Happening::Released(Cause::Reloaded));
                 retried.push(w.name.clone());

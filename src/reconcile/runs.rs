@@ -46,9 +46,7 @@ impl Core {
         w.note(at.wall, Happening::Starting(cause.clone()));
         effects.push(Effect::Start { name: w.name.clone(), desired, cause });
         // Its count, for a daemon that follows (written behind the start).
-        if counted.is_some() {
-            effects.push(Effect::Persist { name: w.name.clone() });
-        }
+        w.keep_counts(effects);
     }
 
     /// Plans and begins what brings every workload in line with its
@@ -333,7 +331,7 @@ impl Core {
                 w.state = State::Backoff { version, until: at.now + delay, failures };
                 w.note(at.wall, Happening::RestartIn(delay));
                 // Its count, for a daemon that follows (written behind).
-                effects.push(Effect::Persist { name: w.name.clone() });
+                w.keep_counts(effects);
             }
             Decision::GiveUp { failures } => {
                 w.state = State::Failed { version, failures };

@@ -297,6 +297,10 @@ pub struct Workload {
     /// What a predecessor daemon counted of a version's runs, until that
     /// version's run takes it over (its adoption, or its start).
     pub carried: Option<Counts>,
+    /// The counts last given to be kept (`counts` as a `Persist` wrote
+    /// them): a change from these is written, so no count a reset
+    /// dropped comes back after a daemon's restart.
+    pub kept_counts: Option<Counts>,
     pub last_exit: Option<Exit>,
     /// The current start error, until a start succeeds or the manifest changes.
     pub error: Option<StartFailure>,
@@ -325,6 +329,7 @@ impl Workload {
             doubt: None,
             restarts: 0,
             carried: None,
+            kept_counts: None,
             last_exit: None,
             error: None,
             cause: None,
@@ -338,9 +343,29 @@ impl Workload {
     /// What is kept of its runs' counts (None when there is nothing to
     /// count).
     pub fn counts(&self) -> Option<Counts> {
-        let version = self.state.version()?;
+        // Not started yet by this daemon: what a predecessor counted.
+        let Some(version) = self.state.version() else { return self.carried };
         let failures = self.state.failures();
         (failures > 0 || self.restarts > 0).then_some(Counts { version, failures, restarts: self.restarts })
+    }
+
+    /// Restarts and failures begin again (a manifest change, `paddock
+    /// start` or `restart`): nothing a predecessor counted applies.
+    pub fn reset_counts(&mut self) {
+        self.restarts = 0;
+        self.carried = None;
+    }
+
+    /// Asks for its kept state to be written when its counts differ from
+    /// what was last kept.
+    pub(super) fn keep_counts(&mut self, effects: &mut Vec<super::Effect>) {
+        let now = self.counts();
+        if now != self.kept_counts {
+            self.kept_counts = now;
+            if !effects.iter().any(|e| matches!(e, super::Effect::Persist { name } if *name == self.name)) {
+                effects.push(super::Effect::Persist { name: self.name.clone() });
+            }
+        }
     }
 
     /// What a predecessor counted of `version`'s runs, taken (once).
