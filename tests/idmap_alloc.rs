@@ -44,7 +44,7 @@ proptest! {
             match op {
                 Op::Allocate(n) => {
                     let name = format!("w{n}");
-                    if let Ok(slice) = table.allocate(&name, Cutting { uids: &uids, gids: &gids, size, isolation: Isolation::PerWorkload }, &|_| false) {
+                    if let Ok(slice) = table.allocate(&name, Cutting { uids: &uids, gids: &gids, size, isolation: Isolation::PerWorkload }, &|_, _| false) {
                         if let Some(before) = held.insert(name.clone(), slice) {
                             prop_assert_eq!(before, slice, "{} changed slice", name);
                         }

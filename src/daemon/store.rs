@@ -13,7 +13,8 @@ use std::path::PathBuf;
 
 use super::kept::{Kept, KeptStore};
 use crate::idmap::{
-    AccountFiles, AllocError, Allocations, Cutting, Isolation, RemapRanges, RunHold, Slice, read_remap_ranges,
+    AccountFiles, AllocError, Allocations, Cutting, Isolation, RemapRanges, RunHold, RunProcess, Slice,
+    read_remap_ranges,
 };
 use crate::model::WorkloadName;
 use crate::reconcile::{Blame, StartFailure};
@@ -333,7 +334,7 @@ impl Store for DiskStore {
         self.follow_ranges();
         let (ranges, size, isolation) = (&self.ranges, self.slice_size, self.isolation);
         let state_dir = &self.state_dir;
-        let runs_ended = |name: &str| RunHold::all_ended(state_dir, name);
+        let runs_ended = |name: &str, older: &[RunProcess]| RunHold::all_ended(state_dir, name, older);
         let result = Allocations::update(state_dir, |t| {
             for name in names {
                 let slice = t.allocate(

@@ -132,24 +132,24 @@ pub struct Allocations {
     /// but given to another when none is free. An entry that is neither
     /// the daemon's nor a run's (an older paddock's) is kept for good.
     /// Which runs live is not written here: the table is written only when
-    /// a slice changes hands, not at every run.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "run_names")]
-    runs: BTreeSet<String>,
+    /// a slice changes hands, not at every run. (A key of its own: a
+    /// paddock that knows only `runs` reads these as its own older
+    /// entries, kept for good.)
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    run_names: BTreeSet<String>,
+    /// Runs as a paddock of 2026-12-06 marked them, by process: kept as
+    /// read (that paddock reads them), and a name's slice is not given
+    /// away while one of these runs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    runs: BTreeMap<String, Vec<RunProcess>>,
 }
 
-/// `runs` as written, or as a paddock of 2026-12-06 wrote it (each name's
-/// runs by pid and start time): the names are kept.
-fn run_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeSet<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Runs {
-        Names(BTreeSet<String>),
-        ByProcess(BTreeMap<String, serde::de::IgnoredAny>),
-    }
-    Ok(match Runs::deserialize(d)? {
-        Runs::Names(names) => names,
-        Runs::ByProcess(runs) => runs.into_keys().collect(),
-    })
+/// A `paddock run`'s process, by pid and start time (a pid alone may be
+/// reused), as an older paddock marked its runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunProcess {
+    pub pid: u32,
+    pub started: u64,
 }
 
 /// A `paddock run`'s hold on its manifest name's slice: a shared lock on
@@ -187,17 +187,19 @@ impl RunHold {
         Ok(Self { _lock: lock })
     }
 
-    /// Whether every run of `name` has ended: none holds it. What cannot
-    /// be told counts as running; a name without a lock file (one an
-    /// older paddock's run was given) has no run that holds it.
-    pub fn all_ended(state_dir: &Path, name: &str) -> bool {
+    /// Whether every run of `name` has ended: none holds it, and none of
+    /// `older` (runs an older paddock marked by process) runs. What
+    /// cannot be told counts as running; a name without a lock file has
+    /// no run that holds it.
+    pub fn all_ended(state_dir: &Path, name: &str, older: &[RunProcess]) -> bool {
         use std::os::unix::fs::OpenOptionsExt;
         let file =
             std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(Self::path(state_dir, name));
-        match file {
+        let unheld = match file {
             Ok(file) => nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok(),
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        }
+        };
+        unheld && older.iter().all(|r| crate::sandbox::process::has_ended(r.pid, r.started))
     }
 }
 
@@ -211,9 +213,10 @@ pub struct Cutting<'a> {
     pub isolation: Isolation,
 }
 
-/// Whether every `paddock run` of a name has ended (what cannot be told
-/// counts as running): the caller's to tell, by `RunHold::all_ended`.
-pub type Ended<'a> = &'a dyn Fn(&str) -> bool;
+/// Whether every `paddock run` of a name has ended, given the runs an
+/// older paddock marked by process (what cannot be told counts as
+/// running): the caller's to tell, by `RunHold::all_ended`.
+pub type Ended<'a> = &'a dyn Fn(&str, &[RunProcess]) -> bool;
 
 impl Allocations {
     pub const FILE: &str = "idmap.json";
@@ -306,6 +309,7 @@ impl Allocations {
     /// was given is the daemon's from now on.
     pub fn allocate(&mut self, name: &str, cutting: Cutting<'_>, ended: Ended<'_>) -> Result<Slice, AllocError> {
         let slice = self.slice_for(name, cutting, true, ended)?;
+        self.run_names.remove(name);
         self.runs.remove(name);
         self.daemons.insert(name.to_owned());
         Ok(slice)
@@ -336,7 +340,7 @@ impl Allocations {
             };
         }
         let slice = self.slice_for(name, cutting, false, ended)?;
-        self.runs.insert(name.to_owned());
+        self.run_names.insert(name.to_owned());
         Ok(slice)
     }
 
@@ -393,7 +397,13 @@ impl Allocations {
             }
             // None is free: the slice kept for a manifest whose `paddock
             // run`s have all ended goes to this one.
-            let done = self.runs.iter().find(|n| n.as_str() != name && ended(n)).cloned();
+            let older = |n: &str| self.runs.get(n).map_or(&[][..], Vec::as_slice);
+            let done = self
+                .run_names
+                .iter()
+                .chain(self.runs.keys())
+                .find(|n| n.as_str() != name && ended(n, older(n)))
+                .cloned();
             let Some(done) = done else {
                 return Err(AllocError::Exhausted { total: slice_count(uids, gids, size), size });
             };
@@ -407,6 +417,7 @@ impl Allocations {
     pub fn claim<'n>(&mut self, names: impl IntoIterator<Item = &'n str>) {
         for name in names {
             if self.slices.contains_key(name) {
+                self.run_names.remove(name);
                 self.runs.remove(name);
                 self.daemons.insert(name.to_owned());
             }
@@ -417,6 +428,7 @@ impl Allocations {
     pub fn free(&mut self, name: &str) -> Option<Slice> {
         self.shared.remove(name);
         self.daemons.remove(name);
+        self.run_names.remove(name);
         self.runs.remove(name);
         self.slices.remove(name)
     }
@@ -426,7 +438,7 @@ impl Allocations {
 mod tests {
     use super::*;
 
-    fn never(_: &str) -> bool {
+    fn never(_: &str, _: &[RunProcess]) -> bool {
         false
     }
 
@@ -617,7 +629,7 @@ mod tests {
 
     /// Every name's runs have ended but those of `live` and `x`, which
     /// run on.
-    fn ended(name: &str) -> bool {
+    fn ended(name: &str, _: &[RunProcess]) -> bool {
         !["live", "x"].contains(&name)
     }
 
@@ -707,7 +719,7 @@ mod tests {
         ));
         assert_eq!(a.get("x"), Some(&x));
         // None does.
-        let gone = |_: &str| true;
+        let gone = |_: &str, _: &[RunProcess]| true;
         assert_eq!(
             a.allocate("web", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &gone).unwrap(),
             x
@@ -718,31 +730,53 @@ mod tests {
     fn runs_of_one_manifest_side_by_side_hold_it_until_the_last_ends() {
         let state = tempfile::tempdir().unwrap();
         let dir = state.path();
-        assert!(RunHold::all_ended(dir, "x"), "no run ever held it");
+        assert!(RunHold::all_ended(dir, "x", &[]), "no run ever held it");
         let first = RunHold::take(dir, "x").unwrap();
         let second = RunHold::take(dir, "x").unwrap();
-        assert!(!RunHold::all_ended(dir, "x"));
-        assert!(RunHold::all_ended(dir, "y"), "another name's runs are not x's");
+        assert!(!RunHold::all_ended(dir, "x", &[]));
+        assert!(RunHold::all_ended(dir, "y", &[]), "another name's runs are not x's");
         drop(second);
-        assert!(!RunHold::all_ended(dir, "x"), "the first runs on");
+        assert!(!RunHold::all_ended(dir, "x", &[]), "the first runs on");
         drop(first);
-        assert!(RunHold::all_ended(dir, "x"));
+        assert!(RunHold::all_ended(dir, "x", &[]));
         // Asking takes no hold.
-        assert!(RunHold::all_ended(dir, "x"));
+        assert!(RunHold::all_ended(dir, "x", &[]));
         let _again = RunHold::take(dir, "x").unwrap();
-        assert!(!RunHold::all_ended(dir, "x"));
+        assert!(!RunHold::all_ended(dir, "x", &[]));
     }
 
     #[test]
-    fn a_table_that_named_runs_by_process_keeps_their_names() {
-        let table: Allocations = serde_json::from_value(serde_json::json!({
-            "slices": {},
-            "runs": { "x": [{ "pid": 7, "started": 1 }], "y": [] },
-        }))
-        .unwrap();
-        assert_eq!(table.runs, BTreeSet::from(["x".to_owned(), "y".to_owned()]));
-        let again: Allocations = serde_json::from_slice(&serde_json::to_vec(&table).unwrap()).unwrap();
-        assert_eq!(again, table);
+    fn runs_an_older_paddock_marked_by_process_are_kept_and_hold_their_slice_while_they_run() {
+        let per = Isolation::PerWorkload;
+        let one = IdRange { start: 100000, count: 65536 };
+        let s0 = Slice { uid: one, gid: one };
+        let older = |started: u64| -> Allocations {
+            serde_json::from_value(serde_json::json!({
+                "slices": { "x": s0 },
+                "runs": { "x": [{ "pid": std::process::id(), "started": started }] },
+            }))
+            .unwrap()
+        };
+        let me = crate::sandbox::process::start_time(std::process::id() as i32).unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let ended = |n: &str, older: &[RunProcess]| RunHold::all_ended(state.path(), n, older);
+        // This process, as the older paddock's run that runs on: not given away.
+        let mut a = older(me);
+        assert!(matches!(
+            a.allocate("web", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &ended),
+            Err(AllocError::Exhausted { .. })
+        ));
+        // Written back as read, for that paddock; the new marks under their own key.
+        a.allocate_for_run("y", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &ended).unwrap();
+        let written = serde_json::to_value(&a).unwrap();
+        assert_eq!(written["runs"], serde_json::json!({ "x": [{ "pid": std::process::id(), "started": me }] }));
+        assert_eq!(written["run_names"], serde_json::json!(["y"]));
+        // A run that has ended (another start time): its slice is given away.
+        let mut a = older(me + 1);
+        assert_eq!(
+            a.allocate("web", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &ended).unwrap(),
+            s0
+        );
     }
 
     #[test]
@@ -793,7 +827,7 @@ mod tests {
         // and a run may change it.
         let one = IdRange { start: 100000, count: 65536 };
         let mut a = old(&["once"]);
-        let gone = |_: &str| true;
+        let gone = |_: &str, _: &[RunProcess]| true;
         assert!(matches!(
             a.allocate("web", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &gone),
             Err(AllocError::Exhausted { .. })
