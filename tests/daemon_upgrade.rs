@@ -199,3 +199,27 @@ fn an_upgrade_listens_where_the_configuration_puts_the_socket_now() {
     assert!(!new.exists(), "the daemon removes the socket it listens on");
     assert!(gone(web));
 }
+
+/// Where the socket the configuration names now cannot be listened on
+/// (another listens there), the upgraded daemon keeps the old one.
+#[test]
+fn an_upgrade_keeps_the_old_socket_when_the_new_one_cannot_be_listened_on() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("web.toml", SLEEPER);
+    let web = d.running_pid("web");
+    let (old, taken) = (d.path("paddock.sock"), d.path("taken.sock"));
+    let other = std::os::unix::net::UnixListener::bind(&taken).unwrap();
+    d.configure(
+        &format!("socket = {:?}", old.display().to_string()),
+        &format!("socket = {:?}", taken.display().to_string()),
+    );
+    let out = d.paddock(&["upgrade"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("the daemon answers again: 1 workloads running"), "{text}");
+    assert_eq!(d.running_pid("web"), web);
+    assert!(std::os::unix::net::UnixStream::connect(&taken).is_ok(), "the other listener's socket is left alone");
+    drop(other);
+    assert_eq!(d.terminate(), 0);
+    assert!(!old.exists(), "the daemon removes the socket it listens on");
+}

@@ -217,15 +217,16 @@ pub fn upgrade(args: UpgradeArgs) -> Result<super::ExitCode, CliError> {
 }
 
 /// After an upgrade: until the re-executed daemon answers (30 s at most),
-/// at the socket asked, or at the one the configuration names now (the
-/// new image listens there when it changed).
+/// at the socket asked, or, given both `--socket` and `--config`, at the
+/// one that configuration names now (the new image listens there when it
+/// changed).
 fn wait_for_the_daemon(client: &ClientArgs) -> Result<super::ExitCode, CliError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let configured = ClientArgs { socket: None, config: client.config.clone() };
     let mut asked = client;
     loop {
         let answer = asked.ask(&Request::Status { name: None });
-        if answer.is_err() && client.socket.is_some() {
+        if answer.is_err() && client.socket.is_some() && client.config.is_some() {
             asked = if std::ptr::eq(asked, client) { &configured } else { client };
         }
         match answer {

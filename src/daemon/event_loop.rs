@@ -239,7 +239,9 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // Before anything starts, and before the socket says a daemon is here.
     let (_lock, adopted) = recover(&state_dir, &cgroups, &mut daemon)?;
     let mut watch = Watch::new(&workloads)?;
-    let listener = server::bind(&socket, inherited_listener)?;
+    // Where it listens: the configured path, or the inherited one when
+    // an upgrade could not move it there.
+    let (listener, socket) = server::bind(&socket, inherited_listener)?;
     if let Some(addr) = metrics {
         tokio::spawn(server::metrics(addr, control_tx.clone()));
     }

@@ -51,27 +51,44 @@ pub enum BindError {
 /// The control socket: mode 0600 in a directory paddock creates, or the
 /// one `inherited` from this process's previous image (an in-place
 /// upgrade). A stale socket from a daemon that died is replaced; a live
-/// one is an error.
-pub fn bind(path: &Path, inherited: Option<OwnedFd>) -> Result<UnixListener, BindError> {
+/// one is an error. Returns the listener and the path it listens at.
+pub fn bind(path: &Path, inherited: Option<OwnedFd>) -> Result<(UnixListener, PathBuf), BindError> {
     let err = |source| BindError::Socket { path: path.to_owned(), source };
-    if let Some(fd) = inherited {
-        let listener = std::os::unix::net::UnixListener::from(fd);
-        let was = listener.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_path_buf));
-        if was.as_deref() == Some(path) {
-            listener.set_nonblocking(true).map_err(err)?;
-            return UnixListener::from_std(listener).map_err(err);
+    let Some(fd) = inherited else { return Ok((bind_path(path)?, path.to_owned())) };
+    let listener = std::os::unix::net::UnixListener::from(fd);
+    let was = listener.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    let inherit = |listener: std::os::unix::net::UnixListener, at: PathBuf| {
+        listener.set_nonblocking(true).map_err(err)?;
+        Ok((UnixListener::from_std(listener).map_err(err)?, at))
+    };
+    let Some(was) = was.filter(|was| !same_place(was, path)) else { return inherit(listener, path.to_owned()) };
+    // The configuration names another socket now (read again by this
+    // image): clients that read it look there. Listened on before the old
+    // one goes; where it cannot be, the old one stays.
+    match bind_path(path) {
+        Ok(moved) => {
+            tracing::warn!(was = %was.display(), socket = %path.display(), "the configuration names another control socket: listening on it instead");
+            drop(listener);
+            if std::fs::symlink_metadata(&was).is_ok_and(|m| m.file_type().is_socket()) {
+                let _ = std::fs::remove_file(&was);
+            }
+            Ok((moved, path.to_owned()))
         }
-        // The configuration names another socket now (read again by this
-        // image): clients that read it look there, so the daemon listens
-        // there, and the old path goes with the old listener.
-        tracing::warn!(was = ?was, socket = %path.display(), "the configuration names another control socket: listening on it instead");
-        drop(listener);
-        if let Some(was) = was
-            && std::fs::symlink_metadata(&was).is_ok_and(|m| m.file_type().is_socket())
-        {
-            let _ = std::fs::remove_file(was);
+        Err(e) => {
+            tracing::error!(socket = %was.display(), error = %e, "the configuration names another control socket, which cannot be listened on: listening on the old one until the daemon restarts");
+            inherit(listener, was)
         }
     }
+}
+
+/// Whether two socket paths name one place (their directories resolved).
+fn same_place(a: &Path, b: &Path) -> bool {
+    let dir = |p: &Path| p.parent().and_then(|d| std::fs::canonicalize(d).ok());
+    a == b || (a.file_name() == b.file_name() && dir(a).is_some() && dir(a) == dir(b))
+}
+
+fn bind_path(path: &Path) -> Result<UnixListener, BindError> {
+    let err = |source| BindError::Socket { path: path.to_owned(), source };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
