@@ -66,6 +66,7 @@ pub fn blame(error: &SpawnError) -> Blame {
             | CgroupError::NoSwapAccounting { .. },
         ) => Blame::Host,
         SpawnError::OutsideSlice { .. } | SpawnError::Source(_) => Blame::Host,
+        SpawnError::Setup { step, .. } if step == sandbox::KEYRING_STEP => Blame::Host,
         _ => Blame::Workload,
     }
 }
@@ -455,6 +456,8 @@ mod tests {
         assert_eq!(blame(&SpawnError::Record(full)), Blame::Daemon);
         // What the workload asked for is its own.
         assert_eq!(blame(&SpawnError::Clone(Errno::EINVAL)), Blame::Workload);
+        let keyring = SpawnError::Setup { step: sandbox::KEYRING_STEP.to_owned(), error: "Disk quota exceeded".into() };
+        assert_eq!(blame(&keyring), Blame::Host, "the host's key quota");
         // A rootfs the daemon had no descriptor left to open (what CI saw
         // once in daemon_loop's test of a daemon out of descriptors: the
         // workload was marked failed) is the daemon's; a missing one is the host's.

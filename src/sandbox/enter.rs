@@ -309,9 +309,10 @@ pub fn main(channel_fd: RawFd) -> i32 {
                 }
             }
             // No filter keeps it from keyrings: not the daemon's session keyring.
-            if !cfg.workload.seccomp && exec::join_own_session_keyring().is_err() {
-                // SAFETY: _exit ends the process without running atexit handlers.
-                unsafe { libc::_exit(SETUP_FAILED) }
+            if !cfg.workload.seccomp
+                && let Err(e) = exec::join_own_session_keyring()
+            {
+                exec::report_failure(&err_write, (exec::Step::Keyring, e))
             }
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
             // A session of its own; with a terminal, the terminal is its

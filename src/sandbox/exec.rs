@@ -106,10 +106,11 @@ pub enum Step {
     Ambient,
     NoNewPrivs,
     Execve,
+    Keyring,
 }
 
 impl Step {
-    const ALL: [Step; 12] = [
+    const ALL: [Step; 13] = [
         Step::CloseDescriptors,
         Step::Chdir,
         Step::Rlimit,
@@ -122,6 +123,7 @@ impl Step {
         Step::Ambient,
         Step::NoNewPrivs,
         Step::Execve,
+        Step::Keyring,
     ];
 
     pub fn from_u32(n: u32) -> Option<Step> {
@@ -129,7 +131,7 @@ impl Step {
     }
 
     /// The step as a report names it.
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Step::CloseDescriptors => "close the init's descriptors",
             Step::Chdir => "chdir to the workdir",
@@ -143,6 +145,7 @@ impl Step {
             Step::Ambient => "clear ambient capabilities",
             Step::NoNewPrivs => "set no_new_privs",
             Step::Execve => "execute the command",
+            Step::Keyring => "join a session keyring of its own",
         }
     }
 }
@@ -296,15 +299,14 @@ impl Prepared {
     }
 }
 
-/// In the forked child, after `exec` failed: says which step and why on
-/// `to` (a CLOEXEC pipe, so a successful exec says nothing), then exits.
 /// Joins a new anonymous session keyring, as runc gives each container:
 /// keyrings are not namespaced, and the one this process came with is its
 /// starter's (the daemon's, or the operator's under `paddock run`), whose
 /// keys it would possess. For processes the seccomp filter does not keep
 /// from keyrings; the keyring counts against the quota of the host user
 /// the namespace's root is (`kernel.keys.maxkeys`). A kernel without
-/// keyrings (ENOSYS) has nothing to share.
+/// keyrings (ENOSYS), or a filter of the host's that refuses them (EPERM,
+/// paddock itself in a container), has nothing to share.
 pub fn join_own_session_keyring() -> Result<(), Errno> {
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
     // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) takes no memory
@@ -312,11 +314,13 @@ pub fn join_own_session_keyring() -> Result<(), Errno> {
     let joined =
         unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, std::ptr::null::<libc::c_char>()) };
     match Errno::result(joined) {
-        Ok(_) | Err(Errno::ENOSYS) => Ok(()),
+        Ok(_) | Err(Errno::ENOSYS | Errno::EPERM) => Ok(()),
         Err(e) => Err(e),
     }
 }
 
+/// In the forked child, after `exec` failed: says which step and why on
+/// `to` (a CLOEXEC pipe, so a successful exec says nothing), then exits.
 pub fn report_failure(to: &std::os::fd::OwnedFd, (step, errno): (Step, Errno)) -> ! {
     let mut failed = [0u8; 8];
     failed[..4].copy_from_slice(&(step as u32).to_ne_bytes());

@@ -170,7 +170,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
                 Errno::EDQUOT => " (each unconfined workload's root holds one: raise the sysctl kernel.keys.maxkeys)",
                 _ => "",
             };
-            return fail("join a session keyring of its own", format!("{}{hint}", e.desc()));
+            return fail(exec::Step::Keyring.name(), format!("{}{hint}", e.desc()));
         }
         Vec::new()
     };

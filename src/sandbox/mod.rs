@@ -35,6 +35,10 @@ pub use spawn::{
 };
 pub use sys::{is_exhausted, pidfd_open, pidfd_send_signal};
 
+/// The step a sandbox reports when it cannot join a session keyring of its
+/// own: the host's quota (`kernel.keys.maxkeys`), not the workload's fault.
+pub const KEYRING_STEP: &str = exec::Step::Keyring.name();
+
 /// A child whose pid is chosen (clone3's set_tid; root only), which execs
 /// `sleep 1000`: for tests that a pid given to another process is never
 /// signalled in the place of the one that had it.
