@@ -76,7 +76,20 @@ struct JsonReport<'a> {
 }
 
 pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
-    let config = super::OrFail::or_fail(super::load_client_config(args.config.as_deref()), USAGE_OR_IO)?;
+    let loaded = crate::config::Config::load_for_client(args.config.as_deref());
+    let config = match loaded {
+        // The host's, which this user may not read: said, and not needed.
+        Err(crate::config::ConfigError::Read { path, source })
+            if args.config.is_none() && source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            eprintln!(
+                "paddock check: warning: cannot read {} ({source}): checking with the built-in defaults (give the configuration with --config FILE)",
+                path.display()
+            );
+            crate::config::Config::default()
+        }
+        loaded => super::OrFail::or_fail(super::report_config(loaded), USAGE_OR_IO)?,
+    };
     let validator = super::OrFail::or_fail(args.policy.validator(&config, true), USAGE_OR_IO)?
         .with_restart_defaults(config.restart.clone());
     // The networks a manifest may name: the built-in one, and this host's

@@ -19,6 +19,7 @@ pub use describe::{did_you_mean, key_name};
 pub use policy::{BUILT_IN, Policy, PolicyCatalog, PolicyError, PolicySource, VOLUMES_ROOT_PLACEHOLDER};
 pub use problem::{Color, Located, Problem, Severity, line_col, render};
 pub use semantic::HostChecks;
+pub(crate) use semantic::backoff_over_its_max;
 pub use source::{SpanIndex, push_pointer};
 
 /// The workload JSON Schema, as committed in `schemas/` (a test keeps it

@@ -245,16 +245,21 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
         }
     }
 
-    if m.restart.backoff > m.restart.backoff_max {
-        problems.push(
-            Problem::error(
-                at("/restart/backoff"),
-                format!("backoff ({}) is longer than backoff_max ({})", m.restart.backoff, m.restart.backoff_max),
-            )
-            .with_help("make backoff at most backoff_max, which caps the doubling delay"),
-        );
-    }
+    problems.extend(backoff_over_its_max(m.restart.backoff, m.restart.backoff_max, at("/restart/backoff")));
     problems
+}
+
+/// A first restart delay longer than the cap on it (a manifest's
+/// `[restart]`, or the configuration's defaults for it), at `span`.
+pub(crate) fn backoff_over_its_max(
+    backoff: crate::model::Duration,
+    backoff_max: crate::model::Duration,
+    span: Option<std::ops::Range<usize>>,
+) -> Option<Problem> {
+    (backoff > backoff_max).then(|| {
+        Problem::error(span, format!("backoff ({backoff}) is longer than backoff_max ({backoff_max})"))
+            .with_help("make backoff at most backoff_max, which caps the doubling delay")
+    })
 }
 
 /// What to do when the manifest names host paths that are not there.
