@@ -341,6 +341,15 @@ impl Allocations {
         }
         let slice = self.slice_for(name, cutting, false, ended)?;
         self.run_names.insert(name.to_owned());
+        // Runs an older paddock marked that have ended go (and the name
+        // with them once none is left: that paddock then keeps the slice
+        // for good, never giving away one this run holds).
+        if let Some(older) = self.runs.get_mut(name) {
+            older.retain(|r| !crate::sandbox::process::has_ended(r.pid, r.started));
+            if older.is_empty() {
+                self.runs.remove(name);
+            }
+        }
         Ok(slice)
     }
 
@@ -771,6 +780,10 @@ mod tests {
         let written = serde_json::to_value(&a).unwrap();
         assert_eq!(written["runs"], serde_json::json!({ "x": [{ "pid": std::process::id(), "started": me }] }));
         assert_eq!(written["run_names"], serde_json::json!(["y"]));
+        // A run of x itself: the older paddock's runs of x that have ended go.
+        let mut a = older(me + 1);
+        a.allocate_for_run("x", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &ended).unwrap();
+        assert_eq!(serde_json::to_value(&a).unwrap().get("runs"), None, "{a:?}");
         // A run that has ended (another start time): its slice is given away.
         let mut a = older(me + 1);
         assert_eq!(
