@@ -160,7 +160,7 @@ fn every_story_ends_where_it_should() {
         ("a one-shot that finished is not run again", vec![Valid(1, "[restart]\npolicy = \"never\""), Reconcile, Started, Exit(0), Restart, Valid(1, "[restart]\npolicy = \"never\""), Reconcile], "exited", vec![]),
         ("until its manifest changes", vec![Valid(1, "[restart]\npolicy = \"never\""), Reconcile, Started, Exit(0), Restart, Valid(2, "[restart]\npolicy = \"never\""), Reconcile], "starting", vec!["start (manifest added)"]),
         ("one that gave up stays failed across a restart", vec![Valid(1, "[restart]\nmax_retries = 1"), Reconcile, Started, Exit(1), Wait(SEC), Reconcile, Started, Exit(1), Restart, Valid(1, "[restart]\nmax_retries = 1"), Reconcile], "failed", vec![]),
-        ("restart revives a failed one", vec![Valid(1, "[restart]\nmax_retries = 1"), Reconcile, Started, Exit(1), Wait(SEC), Reconcile, Started, Exit(1), Ask(Command::Restart), Reconcile], "starting", vec!["start (paddock restart)", "persist"]),
+        ("restart revives a failed one", vec![Valid(1, "[restart]\nmax_retries = 1"), Reconcile, Started, Exit(1), Wait(SEC), Reconcile, Started, Exit(1), Ask(Command::Restart), Reconcile], "starting", vec!["start (paddock restart)"]),
         ("a stop that times out is a kill", vec![Valid(1, ""), Reconcile, Started, Removed, Reconcile, Wait(Duration::from_secs(11))], "stopping", vec!["kill"]),
         ("a start whose init never reports is killed", vec![Valid(1, ""), Reconcile, Wait(START_TIMEOUT + SEC)], "starting", vec!["kill"]),
         ("and counts as a failure when it dies", vec![Valid(1, ""), Reconcile, Wait(START_TIMEOUT + SEC), StartFailed(Blame::Workload)], "backoff", vec!["persist"]),
@@ -403,7 +403,7 @@ fn a_start_this_host_could_not_make_is_tried_again_on_reload_and_only_that() {
     core.on_start_failed(&named("crash"), StartFailure::new(Blame::Workload, std::io::Error::other("no")), at, 0.0);
     assert_eq!(core.get(&named("web")).unwrap().state_name(), "failed", "not a backoff loop");
     assert!(starts(&mut core, at).is_empty());
-    assert_eq!(core.retry_host_failures(at), [named("web")]);
+    assert_eq!(core.retry_host_failures(at).0, [named("web")]);
     let pass = core.reconcile(at, 16);
     let said: Vec<String> = pass.actions.iter().map(|a| format!("{} ({})", a.name, a.cause)).collect();
     assert_eq!(said, ["web (paddock reload: tried again)"]);
@@ -663,4 +663,29 @@ fn a_reset_count_stays_reset_across_a_daemon_restart() {
     }
     let w = s.core.get(&name()).unwrap();
     assert_eq!((w.state_name(), w.state.failures(), w.restarts), ("starting", 0, 0));
+}
+
+/// A restart asked while it waits out a backoff is kept at once, not at
+/// its next start (which an `after` may hold back); a start the daemon
+/// could not make is tried again without counting as a restart.
+#[test]
+fn a_restart_asked_in_a_backoff_is_kept_and_a_daemons_retry_is_no_restart() {
+    const GIVES_UP: &str = "[restart]\npolicy = \"on-failure\"\nmax_retries = 2\nbackoff = \"1s\"";
+    let mut s = Story::new();
+    for step in [Valid(1, GIVES_UP), Reconcile, Started, Exit(1), Ask(Command::Restart)] {
+        s.step(&step);
+    }
+    assert!(s.effects.contains(&"persist".to_owned()), "{:?}", s.effects);
+    for step in [Restart, Valid(1, GIVES_UP), Reconcile] {
+        s.step(&step);
+    }
+    let w = s.core.get(&name()).unwrap();
+    assert_eq!((w.state_name(), w.state.failures(), w.restarts), ("starting", 0, 0));
+
+    let mut s = Story::new();
+    for step in [Valid(1, ""), Reconcile, StartFailed(Blame::Daemon), Wait(SEC * 3), Reconcile] {
+        s.step(&step);
+    }
+    assert_eq!((s.state().as_str(), s.core.get(&name()).unwrap().restarts), ("starting", 0));
+    assert_eq!(s.effects, ["start (its restart delay is over)"], "nothing to keep");
 }

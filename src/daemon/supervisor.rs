@@ -482,8 +482,10 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
 
     /// `paddock reload`: what failed because this host could not run it is tried again.
     pub fn retry_host_failures(&mut self, at: Clock) {
-        for name in self.core.retry_host_failures(at) {
+        let (retried, effects) = self.core.retry_host_failures(at);
+        for name in retried {
             tracing::info!(workload = %name, action = "start", "failed on this host before: trying again (reload)");
         }
+        self.execute(effects, at);
     }
 }

@@ -90,6 +90,7 @@ impl Core {
                     // Ended, failed, held or waiting: start at once.
                     _ => w.state = State::Idle,
                 }
+                w.keep_counts(&mut effects);
                 Answer::Restarting
             }
         };
@@ -99,19 +100,20 @@ impl Core {
     /// `paddock reload` (or SIGHUP): what failed because this host could
     /// not run it (a missing controller or plugin, fixed since, perhaps)
     /// is tried again. Returns their names.
-    pub fn retry_host_failures(&mut self, at: Clock) -> Vec<WorkloadName> {
-        let mut retried = Vec::new();
+    pub fn retry_host_failures(&mut self, at: Clock) -> (Vec<WorkloadName>, Vec<Effect>) {
+        let (mut retried, mut effects) = (Vec::new(), Vec::new());
         for w in self.workloads.values_mut() {
             let host = w.error.as_ref().is_some_and(|e| e.blame == super::workload::Blame::Host);
             if matches!(w.state, State::Failed { .. }) && host && w.desired.is_some() && w.hold.is_none() {
                 w.state = State::Idle;
                 w.reset_counts();
+                w.keep_counts(&mut effects);
                 w.cause = Some(Cause::Reloaded);
                 w.note(at.wall, Happening::Released(Cause::Reloaded));
                 retried.push(w.name.clone());
             }
         }
-        retried
+        (retried, effects)
     }
 
     /// A stop already under way ends otherwise than first decided.

@@ -28,17 +28,20 @@ impl Core {
         let Some(desired) = w.desired.clone() else { return };
         // A restart; or the first start of a version a predecessor daemon
         // ran, which goes on from its count.
-        let counted = match w.state {
-            State::Backoff { version, failures, .. } if version == desired.version => Some(failures),
-            _ => w.take_carried(desired.version).map(|c| {
-                w.restarts = c.restarts;
+        let failures = match w.state {
+            // A start the daemon could not make (out of descriptors, say)
+            // is tried again, not restarted.
+            State::Backoff { version, failures, .. } if version == desired.version => {
+                if !w.error.as_ref().is_some_and(|e| e.blame == Blame::Daemon) {
+                    w.restarts += 1;
+                }
+                failures
+            }
+            _ => w.take_carried(desired.version).map_or(0, |c| {
+                w.restarts = c.restarts + 1;
                 c.failures
             }),
         };
-        if counted.is_some() {
-            w.restarts += 1;
-        }
-        let failures = counted.unwrap_or(0);
         w.state =
             State::Starting { version: desired.version, failures, begun: at.now, deadline: Some(at.now + timeout) };
         w.runs = Some(desired.clone());
