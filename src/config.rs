@@ -44,7 +44,7 @@ pub struct Config {
     #[serde(default = "defaults::volumes_root")]
     pub volumes_root: PathBuf,
     /// A full rescan of the workloads directory at least this often, in
-    /// case a change was missed (at least 1s).
+    /// case a change was missed (more than 0).
     #[serde(default = "defaults::resync_interval")]
     pub resync_interval: Duration,
     /// How long a workload's start may take, from the clone to its
@@ -400,8 +400,8 @@ impl Config {
     fn problems(&self, spans: &crate::validate::SpanIndex) -> Vec<Problem> {
         let at = |pointer: &str| spans.value_span(pointer).or_else(|| spans.locate(pointer));
         let mut problems = Vec::new();
-        if self.resync_interval.as_std() < std::time::Duration::from_secs(1) {
-            problems.push(Problem::error(at("/resync_interval"), "resync_interval must be at least 1s").with_help(
+        if self.resync_interval.as_std().is_zero() {
+            problems.push(Problem::error(at("/resync_interval"), "resync_interval cannot be 0").with_help(
                 "it is how often the whole workloads directory is read again in case a change was missed \
                      (changes are seen at once anyway); e.g. \"30s\", the default",
             ));
@@ -470,11 +470,11 @@ mod tests {
         assert_eq!(
             firsts,
             [
-                "p.toml:1:19: error: resync_interval must be at least 1s",
+                "p.toml:1:19: error: resync_interval cannot be 0",
                 "p.toml:3:11: error: backoff (2m) is longer than backoff_max (1m)",
             ]
         );
-        let fine = "resync_interval = \"1s\"\n[restart]\nbackoff = \"1m\"\nbackoff_max = \"1m\"\n";
+        let fine = "resync_interval = \"500ms\"\n[restart]\nbackoff = \"1m\"\nbackoff_max = \"1m\"\n";
         Config::parse(Path::new("p.toml"), fine.to_owned()).unwrap();
     }
 
