@@ -432,21 +432,25 @@ mod tests {
         assert_eq!(c.remap.slice_size, 65536);
     }
 
+    /// The first line of each problem `text` has, as paddock shows it.
+    fn first_lines(text: &str) -> Vec<String> {
+        let Err(ConfigError::Invalid { problems, text, .. }) = Config::parse(Path::new("p.toml"), text.to_owned())
+        else {
+            panic!("invalid config accepted: {text}")
+        };
+        problems
+            .iter()
+            .map(|p| crate::validate::render(p, "p.toml", &text, crate::validate::Color::Never))
+            .map(|shown| shown.lines().next().unwrap().to_owned())
+            .collect()
+    }
+
     #[test]
     fn errors_point_like_manifest_errors() {
         let text =
             "state_dir = \"/srv/paddock\"\nresync_interval = \"30\"\n[remap]\nisolation = \"per-host\"\nslice = 1\n";
-        let Err(ConfigError::Invalid { problems, text, .. }) = Config::parse(Path::new("p.toml"), text.to_owned())
-        else {
-            panic!("invalid config accepted")
-        };
-        let shown: Vec<String> = problems
-            .iter()
-            .map(|p| crate::validate::render(p, "p.toml", &text, crate::validate::Color::Never))
-            .collect();
-        let firsts: Vec<&str> = shown.iter().map(|s| s.lines().next().unwrap()).collect();
         assert_eq!(
-            firsts,
+            first_lines(text),
             [
                 "p.toml:2:19: error: `resync_interval` must be a duration: a number and one unit of ms, s, m or h, e.g. \"100ms\", \"1.5s\", \"2m\", not \"30\"",
                 "p.toml:4:13: error: `remap.isolation` cannot be \"per-host\"",
@@ -458,17 +462,8 @@ mod tests {
     #[test]
     fn values_that_would_stop_the_daemon_later_are_errors_at_their_lines() {
         let text = "resync_interval = \"0s\"\n[restart]\nbackoff = \"2m\"\nbackoff_max = \"1m\"\n";
-        let Err(ConfigError::Invalid { problems, text, .. }) = Config::parse(Path::new("p.toml"), text.to_owned())
-        else {
-            panic!("a zero resync interval and a backoff over its maximum accepted")
-        };
-        let shown: Vec<String> = problems
-            .iter()
-            .map(|p| crate::validate::render(p, "p.toml", &text, crate::validate::Color::Never))
-            .collect();
-        let firsts: Vec<&str> = shown.iter().map(|s| s.lines().next().unwrap()).collect();
         assert_eq!(
-            firsts,
+            first_lines(text),
             [
                 "p.toml:1:19: error: resync_interval cannot be 0",
                 "p.toml:3:11: error: backoff (2m) is longer than backoff_max (1m)",

@@ -114,6 +114,7 @@ fn scan(changes: Vec<(&str, ManifestEvent)>) -> Outcome {
         kept: Vec::new(),
         withheld: Default::default(),
         adopted_runs: Vec::new(),
+        gone: Default::default(),
     }
 }
 

@@ -102,6 +102,9 @@ struct Scans {
     /// An upgrade was asked (by `paddock upgrade`, whose answer waits here,
     /// or by SIGHUP after the binary was replaced).
     upgrade: Option<Option<oneshot::Sender<Response>>>,
+    /// Files the last scan saw gone, since when: taken as they were, and
+    /// looked at again once they may count as removed (`gone_wait`).
+    gone: BTreeMap<String, std::time::Instant>,
 }
 
 /// Runs until SIGTERM or SIGINT, then stops every workload and returns.
@@ -266,7 +269,9 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         writes: Some(watch.writes.clone()),
         ..Default::default()
     };
-    let first = scan_now(&workloads, &Snapshot::new(), Rescan::Everything, &validator, held).await;
+    let mut first = scan_now(&workloads, &Snapshot::new(), Rescan::Everything, &validator, held).await;
+    let first_gone_until = first.gone_until();
+    let first_gone = std::mem::take(&mut first.gone);
     daemon.apply(first, Clock::read());
     add_texts(&state_dir, daemon.snapshot(), adopted.without_text);
     // The first scan said which workloads exist: recorded networks that
@@ -289,7 +294,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks
     });
-    let mut scans = Scans::default();
+    let mut scans = Scans { gone: first_gone, ..Scans::default() };
     let mut shutting_down = false;
     // Events only mark the plan stale; one reconcile runs once the queues
     // are drained (level-triggered: it looks at everything anyway). The
@@ -301,6 +306,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let mut debounce: Option<tokio::time::Instant> = None;
     // When a file still being written at the last scan is read anyway.
     let mut write_wait: Option<tokio::time::Instant> = watch.writes.patience_ends().map(Into::into);
+    let mut gone_wait: Option<tokio::time::Instant> = first_gone_until.map(Into::into);
     let mut told: Vec<String> = Vec::new();
     // When a shutdown must be over, and whether what was left was killed.
     let (mut out_of_time, mut killed) = (tokio::time::Instant::now(), false);
@@ -351,8 +357,10 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                 stale |= changes && !shutting_down;
             }
             Some(job) = jobs.recv() => match job {
-                Job::Scan(outcome) => {
+                Job::Scan(mut outcome) => {
                     scans.running = false;
+                    gone_wait = outcome.gone_until().map(Into::into);
+                    scans.gone = std::mem::take(&mut outcome.gone);
                     daemon.apply(outcome, Clock::read());
                     watch.rearm();
                     // A file being written is read once its writer closes
@@ -392,6 +400,10 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                 write_wait = None;
                 scans.wanted = Some(scans.wanted.unwrap_or(Rescan::Changed));
             }
+            _ = async { tokio::time::sleep_until(gone_wait.unwrap()).await }, if gone_wait.is_some() && !shutting_down => {
+                gone_wait = None;
+                scans.wanted = Some(scans.wanted.unwrap_or(Rescan::Changed));
+            }
             _ = resync.tick(), if !shutting_down => {
                 scans.wanted = Some(Rescan::Everything);
                 daemon.executor.undo_abandoned_runs();
@@ -424,6 +436,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                 recorded: BTreeMap::new(),
                 restored: Vec::new(),
                 writes: Some(watch.writes.clone()),
+                gone: scans.gone.clone(),
             };
             tokio::task::spawn_blocking(move || {
                 let outcome = scan::run_job(&dir, &previous, rescan, &validator, &held);

@@ -194,6 +194,16 @@ pub struct Outcome {
     /// the manifest each was started from (its record's): the version that
     /// runs, whose stop signal and timeout stop it.
     pub adopted_runs: Vec<(WorkloadName, Desired)>,
+    /// Files seen gone, since when, taken as they were until they have
+    /// stayed gone `REMOVAL_SETTLE`: to be looked at again then (`gone_until`).
+    pub gone: BTreeMap<String, std::time::Instant>,
+}
+
+impl Outcome {
+    /// When the files seen gone are to be looked at again, if any are.
+    pub fn gone_until(&self) -> Option<std::time::Instant> {
+        self.gone.values().min().map(|since| *since + REMOVAL_SETTLE)
+    }
 }
 
 impl Outcome {
@@ -206,6 +216,7 @@ impl Outcome {
             kept: Vec::new(),
             withheld: BTreeSet::new(),
             adopted_runs: Vec::new(),
+            gone: BTreeMap::new(),
         }
     }
 }
@@ -232,6 +243,8 @@ pub struct Held {
     /// not yet), so that a file written in parts is never applied
     /// half-written.
     pub writes: Option<Arc<Writes>>,
+    /// Files a scan before saw gone, since when (`Outcome::gone`).
+    pub gone: BTreeMap<String, std::time::Instant>,
 }
 
 /// How long a file seen gone is given to come back before it counts as
@@ -259,7 +272,7 @@ pub enum Rescan {
 /// still; it keeps its ports against the other files. Blocking: run it
 /// on a blocking thread.
 pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Validator, held: &Held) -> Outcome {
-    let Held { settled, running, invalid, recorded, restored, writes } = held;
+    let Held { settled, running, invalid, recorded, restored, writes, gone } = held;
     let begun = std::time::Instant::now();
     let full = rescan == Rescan::Everything;
     // Nothing is applied, and what runs keeps running: an adopted sandbox
@@ -286,10 +299,28 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
         .collect();
     let expected: BTreeSet<&str> =
         before.keys().map(String::as_str).chain(restored.iter().map(String::as_str)).collect();
-    let mut snapshot = match scan_settled(dir, &expected, (!full).then_some(previous)) {
+    // A file seen gone may be a save that renames the old file away
+    // before it writes the new one: taken as it was until it has stayed
+    // gone REMOVAL_SETTLE, and looked at again then, while the other
+    // files' changes apply now. A full rescan (the daemon's first, a
+    // reload, SIGHUP, the resync) waits here instead: what it finds is
+    // what it reports, and what READY=1 says runs.
+    let cache = (!full).then_some(previous);
+    let waited = full;
+    let scanned = if waited { scan_settled(dir, &expected, cache) } else { scan(dir, cache) };
+    let mut snapshot = match scanned {
         Ok(s) => s,
         Err(e) => return refused(format!("cannot scan {}: {e}", dir.display())),
     };
+    let now = std::time::Instant::now();
+    let mut still_gone = BTreeMap::new();
+    for (file, found) in before.iter().filter(|_| !waited) {
+        let since = gone.get(file).copied().unwrap_or(now);
+        if !snapshot.contains_key(file) && now.saturating_duration_since(since) < REMOVAL_SETTLE {
+            snapshot.insert(file.clone(), found.clone());
+            still_gone.insert(file.clone(), since);
+        }
+    }
     // Looked at once every file was read: a write that began meanwhile counts.
     let withheld: BTreeSet<String> = writes.as_ref().map(|w| w.withheld(begun)).unwrap_or_default();
     for file in &withheld {
@@ -324,7 +355,7 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
             || !matches!(&c.event, ManifestEvent::Invalid(now) if invalid.get(&c.file) == Some(now))
     });
     let adopted_runs = adopted_runs(recorded, &snapshot, &kept, validator);
-    Outcome { snapshot, changes, refused: None, kept, withheld, adopted_runs }
+    Outcome { snapshot, changes, refused: None, kept, withheld, adopted_runs, gone: still_gone }
 }
 
 /// The manifests the adopted sandboxes whose file is now another version
@@ -777,6 +808,43 @@ mod tests {
         let err = check_directory(d.path()).unwrap_err().to_string();
         assert!(err.contains("is owned by uid 1000, not root") && err.contains("chown root"), "{err}");
         assert!(matches!(check_directory(&d.path().join("missing")), Err(UnsafeInput::Stat { .. })));
+    }
+
+    /// A file seen gone is taken as it was until it has stayed gone
+    /// REMOVAL_SETTLE (a save that renames it away first), without holding
+    /// back the other files' changes: a removal and an addition made
+    /// together apply the addition at once.
+    #[test]
+    fn a_file_seen_gone_waits_to_count_as_removed_and_holds_back_nothing_else() {
+        let d = dir();
+        let validator = Validator::new(Vec::new());
+        std::fs::write(d.path().join("old.toml"), "command = [\"/bin/true\"]\n").unwrap();
+        let scan_with = |previous: &Snapshot, gone: BTreeMap<String, std::time::Instant>| {
+            let held = Held { gone, ..Held::default() };
+            run_job(d.path(), previous, Rescan::Changed, &validator, &held)
+        };
+        let first = scan_with(&Snapshot::new(), BTreeMap::new());
+        std::fs::remove_file(d.path().join("old.toml")).unwrap();
+        std::fs::write(d.path().join("new.toml"), "command = [\"/bin/true\"]\n").unwrap();
+        let began = std::time::Instant::now();
+        let second = scan_with(&first.snapshot, BTreeMap::new());
+        assert!(began.elapsed() < REMOVAL_SETTLE, "the scan waited: {:?}", began.elapsed());
+        let files: Vec<&str> = second.changes.iter().map(|c| c.file.as_str()).collect();
+        assert_eq!(files, ["new.toml"], "the addition applies, the removal waits");
+        assert!(second.snapshot.contains_key("old.toml"));
+        let until = second.gone_until().expect("looked at again");
+        assert!(until > began && until <= std::time::Instant::now() + REMOVAL_SETTLE);
+        // Back in time: nothing changed, nothing waits.
+        std::fs::write(d.path().join("old.toml"), "command = [\"/bin/true\"]\n").unwrap();
+        let back = scan_with(&second.snapshot, second.gone.clone());
+        assert!(back.changes.is_empty() && back.gone.is_empty(), "{:?}", back.changes);
+        // Gone for REMOVAL_SETTLE: removed.
+        std::fs::remove_file(d.path().join("old.toml")).unwrap();
+        let long_ago = std::time::Instant::now() - REMOVAL_SETTLE;
+        let third = scan_with(&back.snapshot, BTreeMap::from([("old.toml".to_owned(), long_ago)]));
+        let files: Vec<&str> = third.changes.iter().map(|c| c.file.as_str()).collect();
+        assert_eq!(files, ["old.toml"]);
+        assert!(!third.snapshot.contains_key("old.toml") && third.gone.is_empty());
     }
 
     /// The first scan after a daemon's start: an adopted sandbox whose
