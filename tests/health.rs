@@ -149,9 +149,12 @@ fn a_chain_starts_in_order_waiting_for_health_and_a_cycle_is_refused_naming_both
     let lone = d.workload("olone").unwrap();
     assert_eq!(lone["state"], "waiting");
     assert_eq!(lone["waiting_for"][0], "nobody (no manifest defines it)");
-    // Removing a dependency leaves its dependent waiting, with the reason.
+    // Removing a dependency leaves its dependent waiting, with the reason
+    // (once the removals count: a file gone counts as removed after 100 ms,
+    // and a change meanwhile does not wait for it).
     std::fs::remove_file(d.path("wl/oweb.toml")).unwrap();
     std::fs::remove_file(d.path("wl/oapp.toml")).unwrap();
+    d.wait_for("oweb and oapp removed", |d| d.workload("oweb").is_none() && d.workload("oapp").is_none());
     d.write("oweb.toml", &busybox_manifest("exec sleep 1000 ", "after = [\"oapp\"]\n"));
     d.wait_for("oweb waits for oapp", |d| {
         d.workload("oweb").is_some_and(|w| w["waiting_for"][0] == "oapp (no manifest defines it)")

@@ -204,9 +204,7 @@ impl Outcome {
     pub fn gone_until(&self) -> Option<std::time::Instant> {
         self.gone.values().min().map(|since| *since + REMOVAL_SETTLE)
     }
-}
 
-impl Outcome {
     /// Nothing applied, for why.
     pub fn refused(snapshot: Snapshot, why: String) -> Self {
         Outcome {
