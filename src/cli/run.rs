@@ -137,8 +137,10 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     let Some(mut spec) = checked.spec else {
         return Err(CliError::new(PADDOCK_FAILED, format!("{file} is invalid; nothing was started")));
     };
-    // What only the daemon does, said rather than ignored.
-    let spans = crate::validate::spans_of(&text);
+    // What only the daemon does, said rather than ignored (the text is
+    // parsed again for the keys' lines only when it may name one).
+    let named = ["restart", "health", "after", "stop"].iter().any(|key| text.contains(key));
+    let spans = if named { crate::validate::spans_of(&text) } else { Default::default() };
     for (key, what) in [
         ("restart", "`run` runs it once and exits with its status"),
         ("health", "`run` runs no health checks"),
