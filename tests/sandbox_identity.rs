@@ -110,6 +110,13 @@ fn two_workloads_get_disjoint_slices_and_keep_them() {
     // `paddock run` half a millisecond); the run held its name's lock.
     assert_eq!(table(), before, "the id table was replaced by a run that kept its slice");
     assert!(w.path("state/runs/one.lock").exists());
+    // A link planted at a run's lock file is not followed: refused, saying where.
+    std::fs::remove_file(w.path("state/runs/one.lock")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", w.path("state/runs/one.lock")).unwrap();
+    let out = w.run(&[], &w.path("one.toml"), &[]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot hold this run's id slice by its lock file"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("runs/one.lock"), "{}", stderr(&out));
 }
 
 #[test]

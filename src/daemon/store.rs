@@ -320,7 +320,9 @@ impl Writer {
 fn failure(e: AllocError) -> StartFailure {
     let blame = match &e {
         AllocError::Exhausted { .. } | AllocError::DaemonsSlice { .. } => Blame::Host,
-        AllocError::Read { .. } | AllocError::Write { .. } | AllocError::MoveAside { .. } => Blame::Daemon,
+        AllocError::Read { .. } | AllocError::Write { .. } | AllocError::MoveAside { .. } | AllocError::Hold { .. } => {
+            Blame::Daemon
+        }
     };
     StartFailure::new(blame, e)
 }

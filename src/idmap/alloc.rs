@@ -46,6 +46,10 @@ pub enum AllocError {
     MoveAside { path: PathBuf, aside: PathBuf, source: std::io::Error },
     #[error("cannot write the id allocations {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot hold this run's id slice by its lock file {path}: {source} (it must be a regular file in a directory of root's; remove what is there)"
+    )]
+    Hold { path: PathBuf, source: std::io::Error },
 }
 
 /// How many slices of `size` ids a range is cut into: one of its own size
@@ -172,7 +176,7 @@ impl RunHold {
     pub fn take(state_dir: &Path, name: &str) -> Result<Self, AllocError> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = Self::path(state_dir, name);
-        let io = |source| AllocError::Write { path: path.clone(), source };
+        let io = |source| AllocError::Hold { path: path.clone(), source };
         crate::fsutil::create_private_dir(state_dir).map_err(io)?;
         crate::fsutil::create_private_dir(&state_dir.join(Self::DIR)).map_err(io)?;
         let file = std::fs::OpenOptions::new()
