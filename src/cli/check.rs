@@ -77,18 +77,12 @@ struct JsonReport<'a> {
 
 pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
     let loaded = crate::config::Config::load_for_client(args.config.as_deref());
-    let config = match loaded {
-        // The host's, which this user may not read: said, and not needed.
-        Err(crate::config::ConfigError::Read { path, source })
-            if args.config.is_none() && source.kind() == std::io::ErrorKind::PermissionDenied =>
-        {
-            eprintln!(
-                "paddock check: warning: cannot read {} ({source}): checking with the built-in defaults (give the configuration with --config FILE)",
-                path.display()
-            );
+    let config = match unreadable_hosts(&loaded, args.config.is_some()) {
+        Some(warning) => {
+            eprintln!("paddock check: warning: {warning}");
             crate::config::Config::default()
         }
-        loaded => super::OrFail::or_fail(super::report_config(loaded), USAGE_OR_IO)?,
+        None => super::OrFail::or_fail(super::report_config(loaded), USAGE_OR_IO)?,
     };
     let validator = super::OrFail::or_fail(args.policy.validator(&config, true), USAGE_OR_IO)?
         .with_restart_defaults(config.restart.clone());
@@ -142,6 +136,22 @@ pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
     } else {
         VALID
     })
+}
+
+/// The host's configuration (none `named`), which this user may not read:
+/// said, and checked without (the warning to show), rather than failed.
+fn unreadable_hosts(loaded: &Result<crate::config::Config, crate::config::ConfigError>, named: bool) -> Option<String> {
+    match loaded {
+        Err(crate::config::ConfigError::Read { path, source })
+            if !named && source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Some(format!(
+                "cannot read {} ({source}): checking with the built-in defaults (give the configuration with --config FILE)",
+                path.display()
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// A manifest file as `check` saw it: its text, every problem, and the
@@ -221,5 +231,29 @@ fn expand(path: &Path) -> std::io::Result<Vec<PathBuf>> {
         load::list_manifests(path)
     } else {
         Ok(vec![path.to_owned()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigError;
+
+    #[test]
+    fn a_host_configuration_this_user_may_not_read_is_warned_of_a_named_one_fails() {
+        let denied = || {
+            Err(ConfigError::Read {
+                path: "/etc/paddock/paddock.toml".into(),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            })
+        };
+        let warning = unreadable_hosts(&denied(), false).expect("warned of");
+        assert!(warning.starts_with("cannot read /etc/paddock/paddock.toml (permission denied)"), "{warning}");
+        assert!(warning.contains("--config FILE"), "{warning}");
+        assert_eq!(unreadable_hosts(&denied(), true), None, "a file named with --config must be read");
+        let missing =
+            Err(ConfigError::Read { path: "/x".into(), source: std::io::Error::from(std::io::ErrorKind::Other) });
+        assert_eq!(unreadable_hosts(&missing, false), None, "other errors fail");
+        assert_eq!(unreadable_hosts(&Ok(crate::config::Config::default()), false), None);
     }
 }

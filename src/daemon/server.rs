@@ -369,3 +369,20 @@ async fn answer_metrics(stream: tokio::net::TcpStream, tx: mpsc::UnboundedSender
     };
     let _ = tokio::time::timeout(WRITE_TIMEOUT, send).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_socket_paths_are_one_place_when_their_directories_resolve_to_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("run")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("run"), dir.path().join("var-run")).unwrap();
+        let at = |p: &str| dir.path().join(p);
+        assert!(same_place(&at("run/p.sock"), &at("run/p.sock")));
+        assert!(same_place(&at("var-run/p.sock"), &at("run/p.sock")), "through a link to the directory");
+        assert!(!same_place(&at("run/p.sock"), &at("run/q.sock")));
+        assert!(!same_place(&at("gone/p.sock"), &at("other/p.sock")), "directories that do not resolve");
+    }
+}
