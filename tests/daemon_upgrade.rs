@@ -165,20 +165,32 @@ fn an_exec_session_cut_by_two_upgrades_ends_and_is_reaped_by_the_last_image() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// A daemon running `web`, its pid, and the socket it listens on.
+fn running_web() -> (Daemon, i64, std::path::PathBuf) {
+    let d = Daemon::setup().start(&[]);
+    d.write("web.toml", SLEEPER);
+    let web = d.running_pid("web");
+    let socket = d.path("paddock.sock");
+    (d, web, socket)
+}
+
+/// Names another control socket in the daemon's configuration.
+fn move_socket(d: &Daemon, from: &std::path::Path, to: &std::path::Path) {
+    d.configure(
+        &format!("socket = {:?}", from.display().to_string()),
+        &format!("socket = {:?}", to.display().to_string()),
+    );
+}
+
 /// A control socket moved in the configuration is taken at an upgrade (the
 /// new image reads the configuration again): it listens where the
 /// configuration says, the old path is gone, and `paddock upgrade` asked
 /// at the old one finds it there.
 #[test]
 fn an_upgrade_listens_where_the_configuration_puts_the_socket_now() {
-    let mut d = Daemon::setup().start(&[]);
-    d.write("web.toml", SLEEPER);
-    let web = d.running_pid("web");
-    let (old, new) = (d.path("paddock.sock"), d.path("ctl/paddock.sock"));
-    d.configure(
-        &format!("socket = {:?}", old.display().to_string()),
-        &format!("socket = {:?}", new.display().to_string()),
-    );
+    let (mut d, web, old) = running_web();
+    let new = d.path("ctl/paddock.sock");
+    move_socket(&d, &old, &new);
     let config = d.path("paddock.toml");
     let out = d.paddock(&["upgrade", "--config", config.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -204,15 +216,10 @@ fn an_upgrade_listens_where_the_configuration_puts_the_socket_now() {
 /// (another listens there), the upgraded daemon keeps the old one.
 #[test]
 fn an_upgrade_keeps_the_old_socket_when_the_new_one_cannot_be_listened_on() {
-    let mut d = Daemon::setup().start(&[]);
-    d.write("web.toml", SLEEPER);
-    let web = d.running_pid("web");
-    let (old, taken) = (d.path("paddock.sock"), d.path("taken.sock"));
+    let (mut d, web, old) = running_web();
+    let taken = d.path("taken.sock");
     let other = std::os::unix::net::UnixListener::bind(&taken).unwrap();
-    d.configure(
-        &format!("socket = {:?}", old.display().to_string()),
-        &format!("socket = {:?}", taken.display().to_string()),
-    );
+    move_socket(&d, &old, &taken);
     let out = d.paddock(&["upgrade"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
