@@ -177,7 +177,7 @@ impl RunHold {
         use std::os::unix::fs::OpenOptionsExt;
         let path = Self::path(state_dir, name);
         let io = |source| AllocError::Hold { path: path.clone(), source };
-        crate::fsutil::create_private_dir(state_dir).map_err(io)?;
+        // (Its parents too: the state directory, if new.)
         crate::fsutil::create_private_dir(&state_dir.join(Self::DIR)).map_err(io)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
