@@ -334,6 +334,45 @@ fn the_state_directory_and_volumes_root_are_made_roots_alone_and_an_open_volumes
     assert!(err.contains("can be entered by others (mode 0755)") && err.contains("chmod o-rwx"), "{err}");
 }
 
+/// `paddock daemon --validate` says what a start would refuse, with the
+/// same exit status, and changes nothing: no directory made, no remap
+/// user added, no socket.
+#[test]
+fn validate_refuses_what_a_start_would_and_changes_nothing() {
+    let d = Daemon::setup();
+    let validate = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(["daemon", "--validate", "--config"])
+            .arg(d.path("paddock.toml"))
+            .output()
+            .unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), said)
+    };
+    let (code, said) = validate();
+    assert_eq!(code, Some(0), "{said}");
+    let config = d.path("paddock.toml").display().to_string();
+    assert!(said.contains(&format!("the daemon would start with this configuration: {config}")), "{said}");
+    for made in ["state", "run", "volumes", "paddock.sock"] {
+        assert!(!d.path(made).exists(), "--validate made {made}");
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    assert_eq!(std::fs::read_to_string(d.path("passwd")).unwrap(), passwd, "--validate added the remap user");
+    assert_eq!(std::fs::read_to_string(d.path("subuid")).unwrap(), "", "--validate added a range");
+    // What a start refuses, with its status: an unsafe directory, an
+    // invalid file (named at its line).
+    std::fs::set_permissions(d.path("wl"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, said) = validate();
+    assert_eq!(code, Some(78), "{said}");
+    assert!(said.contains("is writable by group and others (mode 0777)"), "{said}");
+    std::fs::set_permissions(d.path("wl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d.configure("[remap]\n", "resync_interval = \"0s\"\n[remap]\n");
+    let (code, said) = validate();
+    assert_eq!(code, Some(78), "{said}");
+    assert!(said.contains(&format!("{config}:7:")) && said.contains("resync_interval"), "{said}");
+    assert_eq!(d.run_refused(&[]).0, Some(78), "a start refuses it too");
+}
+
 #[test]
 fn sd_notify_messages_arrive_in_order() {
     let dir = tempfile::tempdir().unwrap();

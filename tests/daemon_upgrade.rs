@@ -230,3 +230,59 @@ fn an_upgrade_keeps_the_old_socket_when_the_new_one_cannot_be_listened_on() {
     assert_eq!(d.terminate(), 0);
     assert!(!old.exists(), "the daemon removes the socket it listens on");
 }
+
+/// A configuration the new binary would not start with (edited since the
+/// daemon read it) refuses the upgrade with what the binary said: the
+/// daemon goes on as it was, its workloads running, rather than exit.
+/// Once mended, the upgrade goes through.
+#[test]
+fn an_upgrade_is_refused_when_the_new_binary_would_not_start_with_the_configuration() {
+    let (mut d, web, _) = running_web();
+    let daemon = d.child.as_ref().unwrap().id();
+    d.configure("[remap]\n", "resync_interval = \"0s\"\n[remap]\n");
+    let out = d.paddock(&["upgrade"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not upgraded") && err.contains("every workload keeps running"), "{err}");
+    let config = d.path("paddock.toml").display().to_string();
+    assert!(err.contains(&format!("{config}:7:")) && err.contains("resync_interval"), "what the binary said: {err}");
+    assert!(d.child.as_mut().unwrap().try_wait().unwrap().is_none(), "the daemon exited");
+    assert_eq!(d.running_pid("web"), web);
+    d.configure("resync_interval = \"0s\"\n", "");
+    let out = d.paddock(&["upgrade"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("the daemon answers again: 1 workloads running"), "{text}");
+    assert_eq!(d.child.as_ref().unwrap().id(), daemon);
+    assert_eq!(d.running_pid("web"), web);
+    assert_eq!(d.terminate(), 0);
+}
+
+/// A binary older than `paddock daemon --validate` (clap refuses the flag)
+/// is re-executed unchecked, with a warning: a downgrade works as before.
+#[test]
+fn an_upgrade_to_a_binary_older_than_the_check_goes_through_with_a_warning() {
+    let (mut d, binary) = upgradable();
+    d.write("web.toml", SLEEPER);
+    let web = d.running_pid("web");
+    let daemon = d.child.as_ref().unwrap().id();
+    // The older binary: refuses the flag as clap does, runs the rest.
+    let real = d.path("bin/paddock.old");
+    install(&real);
+    let script = format!(
+        "#!/bin/sh\ncase \"$*\" in *--validate*) echo \"error: unexpected argument '--validate' found\" >&2; exit 2;; esac\nexec {} \"$@\"\n",
+        real.display()
+    );
+    let tmp = d.path("bin/paddock.new");
+    std::fs::write(&tmp, script).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, &binary).unwrap();
+    let out = d.paddock(&["upgrade"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(exe_of(daemon), real.display().to_string(), "the older binary runs");
+    assert_eq!(d.running_pid("web"), web);
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("the new binary cannot check the configuration"), "{log}");
+    assert_eq!(d.terminate(), 0);
+}

@@ -575,6 +575,20 @@ async fn reexec(
         }
         return;
     };
+    let checked = binary.clone();
+    let valid =
+        tokio::task::spawn_blocking(move || upgrade::validate(&checked)).await.unwrap_or_else(|e| Err(e.to_string()));
+    if let Err(said) = valid {
+        let message = format!(
+            "not upgraded: {} would not start with this daemon's configuration; every workload keeps running under this daemon; mend what it says and upgrade again (`paddock daemon --validate` checks it):\n{said}",
+            binary.display()
+        );
+        tracing::error!(message);
+        if let Some(reply) = reply {
+            let _ = reply.send(Response::Error(message));
+        }
+        return;
+    }
     let _ = notifier.notify("RELOADING=1");
     // What the loop is asked meanwhile (a stop abandons the upgrade).
     let mut asked = Vec::new();

@@ -38,6 +38,68 @@ pub fn inherited_listener() -> Option<OwnedFd> {
     Some(owned)
 }
 
+/// How long the new binary may take to check the configuration.
+const VALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// At most this much of what the check wrote is kept for the refusal.
+const VALIDATE_OUTPUT: u64 = 8 * 1024;
+
+/// Asks `binary` whether it would start with this daemon's arguments
+/// (`paddock daemon --validate`, which changes nothing): after the exec
+/// there is no going back, and a new image that refused the configuration
+/// (edited since this one read it, or a rule the new version adds) would
+/// end the daemon. Blocking; `Err` holds why not, as the binary said it.
+/// A binary older than the check (it does not know the flag) is let
+/// through, with a warning: a downgrade works as it did.
+pub fn validate(binary: &std::path::Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut command = std::process::Command::new(binary);
+    command
+        .args(std::env::args_os().skip(1))
+        .arg("--validate")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // Nothing of this daemon's: it must not speak to systemd or take a socket.
+    for variable in ["NOTIFY_SOCKET", "JOURNAL_STREAM", LISTEN_FD] {
+        command.env_remove(variable);
+    }
+    let mut child =
+        command.spawn().map_err(|e| format!("cannot run {} to check the configuration: {e}", binary.display()))?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = (&mut stderr).take(VALIDATE_OUTPUT).read_to_end(&mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let deadline = std::time::Instant::now() + VALIDATE_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(2)),
+            // Not yet reaped: the kill reaches the child, no other process.
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let said = reader.join().unwrap_or_default();
+    let said = said.trim();
+    match status {
+        Some(status) if status.success() => Ok(()),
+        // clap's usage error: a paddock from before `--validate`.
+        Some(status) if status.code() == Some(2) && said.contains("'--validate'") => {
+            tracing::warn!(binary = %binary.display(), "the new binary cannot check the configuration (it is older than `paddock daemon --validate`): re-executing it unchecked");
+            Ok(())
+        }
+        Some(status) if said.is_empty() => Err(format!("it exited with {status}")),
+        Some(_) => Err(said.to_owned()),
+        None => Err(format!("it did not answer within {} s", VALIDATE_TIMEOUT.as_secs())),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot re-execute {binary}: {source}")]
 pub struct ExecError {
