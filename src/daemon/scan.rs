@@ -346,7 +346,31 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
         false => Vec::new(),
     };
     changes.extend(again.iter().map(|file| FileChange::of(dir, file, &snapshot, validator)));
+    let valid: Vec<bool> = changes.iter().map(|c| matches!(c.event, ManifestEvent::Valid(_))).collect();
     let kept = refuse_conflicts(dir, &snapshot, &mut changes, settled, running, recorded, validator);
+    // A file refused for what another holds, while a file is seen gone,
+    // waits with it (a rename: web.toml moved to web2.toml, its ports
+    // with it): taken as it was until the gone one is looked at again,
+    // and validated then, rather than refused until the next full rescan.
+    if !still_gone.is_empty() {
+        let deferred: BTreeSet<String> = changes
+            .iter()
+            .zip(valid)
+            .filter(|(c, valid)| *valid && matches!(c.event, ManifestEvent::Invalid(_)))
+            .filter(|(c, _)| {
+                let name = WorkloadName::stem_of_manifest_file(&c.file);
+                !kept.iter().any(|(kept, _)| Some(kept.as_str()) == name)
+            })
+            .map(|(c, _)| c.file.clone())
+            .collect();
+        for file in &deferred {
+            match before.get(file) {
+                Some(before) => drop(snapshot.insert(file.clone(), before.clone())),
+                None => drop(snapshot.remove(file)),
+            }
+        }
+        changes.retain(|c| !deferred.contains(&c.file));
+    }
     // Validated again and still invalid for the same reasons: no change.
     changes.retain(|c| {
         !again.contains(&c.file.as_str())
@@ -843,6 +867,48 @@ mod tests {
         let files: Vec<&str> = third.changes.iter().map(|c| c.file.as_str()).collect();
         assert_eq!(files, ["old.toml"]);
         assert!(!third.snapshot.contains_key("old.toml") && third.gone.is_empty());
+    }
+
+    /// A rename (web.toml moved to web2.toml, its ports with it): while the
+    /// gone file is taken as it was, the new one is not refused for the
+    /// ports it holds but waits with it, and is valid once the gone one
+    /// counts as removed (not refused until the next full rescan). A
+    /// conflict with a file that is not gone is refused at once.
+    #[test]
+    fn a_renamed_file_waits_for_the_file_it_left_rather_than_conflict_with_it() {
+        let (d, root) = (dir(), tempfile::tempdir().unwrap());
+        let manifest = |port: u16| {
+            format!("command = [\"/bin/sleep\"]\nrootfs = {{ path = {:?} }}\nports = [\"{port}:80\"]\n", root.path())
+        };
+        std::fs::write(d.path().join("web.toml"), manifest(8080)).unwrap();
+        let validator = Validator::new(Vec::new());
+        let first = run_job(d.path(), &Snapshot::new(), Rescan::Changed, &validator, &Held::default());
+        let Some(ManifestEvent::Valid(web)) = first.changes.first().map(|c| c.event.clone()) else {
+            panic!("{:?}", first.changes)
+        };
+        let settled = vec![("web.toml".to_owned(), web.manifest.clone())];
+        let scan_with = |previous: &Snapshot, gone: BTreeMap<String, std::time::Instant>| {
+            let held = Held { settled: settled.clone(), gone, ..Held::default() };
+            run_job(d.path(), previous, Rescan::Changed, &validator, &held)
+        };
+        let events = |o: &Outcome| -> Vec<(String, bool)> {
+            o.changes.iter().map(|c| (c.file.clone(), matches!(c.event, ManifestEvent::Valid(_)))).collect()
+        };
+        // Not gone: refused at once.
+        std::fs::write(d.path().join("api.toml"), manifest(8080)).unwrap();
+        let refused = scan_with(&first.snapshot, BTreeMap::new());
+        assert_eq!(events(&refused), [("api.toml".to_owned(), false)]);
+        std::fs::remove_file(d.path().join("api.toml")).unwrap();
+
+        std::fs::rename(d.path().join("web.toml"), d.path().join("web2.toml")).unwrap();
+        let second = scan_with(&first.snapshot, BTreeMap::new());
+        assert!(second.changes.is_empty(), "web2.toml waits for web.toml: {:?}", second.changes);
+        assert!(second.snapshot.contains_key("web.toml") && !second.snapshot.contains_key("web2.toml"));
+        assert!(second.gone_until().is_some(), "looked at again");
+        let long_ago = std::time::Instant::now() - REMOVAL_SETTLE;
+        let third = scan_with(&second.snapshot, BTreeMap::from([("web.toml".to_owned(), long_ago)]));
+        assert_eq!(events(&third), [("web.toml".to_owned(), false), ("web2.toml".to_owned(), true)]);
+        assert!(matches!(third.changes[0].event, ManifestEvent::Removed));
     }
 
     /// The first scan after a daemon's start: an adopted sandbox whose
