@@ -40,6 +40,8 @@ enum Step {
     Wait(Duration),
     /// A daemon restart: the core is rebuilt from what was kept.
     Restart,
+    /// The daemon's own stop (SIGTERM): every sandbox is stopped.
+    Shutdown,
     /// A health probe's result for the run (pid 4242).
     Probe(bool),
 }
@@ -97,6 +99,7 @@ impl Story {
                 self.core.on_timer(self.at)
             }
             Probe(ok) => self.core.on_probe(&n, 4242, *ok, String::new(), self.at),
+            Shutdown => self.core.shutdown(self.at),
             Restart => {
                 // What the shell keeps of it, and nothing else.
                 let kept = self.core.get(&n).map(|w| (w.hold, w.ended, w.replacing));
@@ -663,6 +666,41 @@ fn a_reset_count_stays_reset_across_a_daemon_restart() {
     }
     let w = s.core.get(&name()).unwrap();
     assert_eq!((w.state_name(), w.state.failures(), w.restarts), ("starting", 0, 0));
+}
+
+/// A workload the daemon stopped at its own stop (`systemctl stop`, a
+/// reboot) begins again at the next daemon's start: its failures are not
+/// carried (`max_retries` counts from none) and that start is no restart;
+/// its restarts are shown as they were. (A daemon that died carries both:
+/// the tests above.)
+#[test]
+fn a_workload_the_daemons_stop_stopped_begins_again_at_the_next_daemons_start() {
+    const GIVES_UP: &str = "[restart]\npolicy = \"on-failure\"\nmax_retries = 2\nbackoff = \"1s\"";
+    let mut s = Story::new();
+    for step in [Valid(1, GIVES_UP), Reconcile, Started, Exit(1), Wait(SEC * 2), Reconcile, Started] {
+        s.step(&step);
+    }
+    assert_eq!(s.kept_counts.map(|c| (c.failures, c.restarts)), Some((1, 1)));
+    for step in [Shutdown, Exit(0)] {
+        s.step(&step);
+    }
+    assert!(s.effects.contains(&"persist".to_owned()), "{:?}", s.effects);
+    for step in [Restart, Valid(1, GIVES_UP), Reconcile] {
+        s.step(&step);
+    }
+    let w = s.core.get(&name()).unwrap();
+    assert_eq!((w.state_name(), w.state.failures(), w.restarts), ("starting", 0, 1));
+    // Two failures in a row are within max_retries = 2 again.
+    for step in [Started, Exit(1), Wait(SEC * 2), Reconcile, Started, Exit(1)] {
+        s.step(&step);
+    }
+    assert_eq!(s.state(), "backoff", "{:?}", s.kept_counts);
+    // Never counted: nothing is kept for it.
+    let mut s = Story::new();
+    for step in [Valid(1, GIVES_UP), Reconcile, Started, Shutdown, Exit(0)] {
+        s.step(&step);
+    }
+    assert!(!s.effects.contains(&"persist".to_owned()), "{:?}", s.effects);
 }
 
 /// A restart asked while it waits out a backoff is kept at once, not at

@@ -435,6 +435,33 @@ fn a_killed_daemons_successor_goes_on_counting_failures_and_restarts() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// A daemon stopped cleanly (`systemctl stop`, a reboot) stops its
+/// workloads; its successor starts each again from no failures, and that
+/// start is no restart: `restarts` is shown as it was.
+#[test]
+fn a_stopped_daemons_successor_starts_workloads_again_from_no_failures() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write(
+        "flaky.toml",
+        "command = [\"/bin/sh\", \"-c\", \"sleep 1; exit 3\"]\n[restart]\nmax_retries = 1\nbackoff = \"0s\"\n",
+    );
+    d.wait_for("flaky's second run", |d| {
+        d.workload("flaky").is_some_and(|w| w["state"] == "running" && w["restarts"] == 1)
+    });
+    assert_eq!(d.terminate(), 0);
+    let kept = std::fs::read_to_string(d.path("state/workloads/flaky.json")).unwrap();
+    assert!(kept.contains("\"halted\": true") && kept.contains("\"failures\": 0"), "{kept}");
+    d = d.start(&[]);
+    let w = d.workload("flaky").unwrap();
+    assert_eq!((&w["state"], &w["restarts"]), (&serde_json::json!("running"), &serde_json::json!(1)), "{w}");
+    // max_retries = 1: its failure carried, the next would give up.
+    d.wait_for("flaky restarted after its first failure", |d| {
+        d.workload("flaky").is_some_and(|w| w["state"] == "running" && w["restarts"] == 2)
+    });
+    d.wait_for("flaky gave up after its second", |d| d.workload("flaky").is_some_and(|w| w["state"] == "failed"));
+    assert_eq!(d.terminate(), 0);
+}
+
 /// Kills the command of the sandbox whose init is `init` (the init's child).
 fn kill_command_of(init: i64) {
     let command: i32 = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))

@@ -271,7 +271,7 @@ mod tests {
             hold: Some(Version(7)),
             ended: Some(Ended { version: Version(7), failed: false, exit: Some(crate::model::Exit::Code(0)) }),
             replacing: Some(crate::reconcile::Replacing { version: Version(7), unhealthy: true, pid: Some(42) }),
-            counts: Some(crate::reconcile::Counts { version: Version(7), failures: 3, restarts: 5 }),
+            counts: Some(crate::reconcile::Counts { version: Version(7), failures: 3, restarts: 5, halted: false }),
         };
         store.write(&n("web"), &kept).unwrap();
         std::fs::write(dir.path().join("workloads/bad.json"), "{torn").unwrap();

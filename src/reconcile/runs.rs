@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use super::core::{Action, Core, DAEMON_RETRY, Effect, Pass, Verb};
 use super::restart::{Decision, decide};
 use super::state::{State, Then};
-use super::workload::{Blame, Cause, Clock, Ended, File, Happening, StartFailure, StartTimedOut, Version, Workload};
+use super::workload::{
+    Blame, Cause, Clock, Counts, Ended, File, Happening, StartFailure, StartTimedOut, Version, Workload,
+};
 use crate::model::{Exit, WorkloadName};
 
 impl Core {
@@ -33,13 +35,14 @@ impl Core {
             // is tried again, not restarted.
             State::Backoff { version, failures, .. } if version == desired.version => {
                 if !w.error.as_ref().is_some_and(|e| e.blame == Blame::Daemon) {
-                    w.restarts += 1;
+                    w.restarts = w.restarts.saturating_add(1);
                 }
                 failures
             }
+            // One the predecessor stopped at its own stop begins again.
             _ => w.take_carried(desired.version).map_or(0, |c| {
-                w.restarts = c.restarts + 1;
-                c.failures
+                w.restarts = c.restarts.saturating_add(u32::from(!c.halted));
+                if c.halted { 0 } else { c.failures }
             }),
         };
         w.state =
@@ -213,7 +216,7 @@ impl Core {
         match w.state {
             State::Starting { version, failures, .. } => match blame {
                 Blame::Daemon => w.state = State::Backoff { version, until: at.now + DAEMON_RETRY, failures },
-                Blame::Host => w.state = State::Failed { version, failures: failures + 1 },
+                Blame::Host => w.state = State::Failed { version, failures: failures.saturating_add(1) },
                 // A start that failed is a run of no length that failed.
                 Blame::Workload => {
                     let restart = runs.map(|d| d.manifest.restart.clone()).unwrap_or_default();
@@ -270,7 +273,7 @@ impl Core {
                     // Not restarted (`never`): it failed, whatever the policy calls an end.
                     if let (true, State::Exited { version }, Some(ended)) = (unhealthy, w.state, &mut w.ended) {
                         ended.failed = true;
-                        w.state = State::Failed { version, failures: failures + 1 };
+                        w.state = State::Failed { version, failures: failures.saturating_add(1) };
                     }
                 } else {
                     self.after_stop(name, Then::Replace, &mut effects);
@@ -354,6 +357,14 @@ impl Core {
     /// decides what follows, whatever the stop was first for.
     fn after_stop(&mut self, name: &WorkloadName, then: Then, effects: &mut Vec<Effect>) {
         let Some(w) = self.workloads.get_mut(name) else { return };
+        // Stopped by the daemon's own stop: its run did not fail, and the
+        // next daemon's start of it is no restart (kept as `halted`).
+        let halted = match (then, w.state.version()) {
+            (Then::Halt, Some(version)) if w.restarts > 0 || w.kept_counts.is_some() => {
+                Some(Counts { version, failures: 0, restarts: w.restarts, halted: true })
+            }
+            _ => None,
+        };
         w.state = match (w.desired.is_some(), w.hold, then) {
             (false, _, _) if w.file == File::Absent => {
                 self.workloads.remove(name);
@@ -363,6 +374,10 @@ impl Core {
             (_, Some(version), _) => State::Held { version },
             _ => State::Idle,
         };
+        if halted.is_some() && w.state == State::Idle {
+            w.carried = halted;
+            w.keep_counts(effects);
+        }
     }
 
     /// Kills what missed its deadline: a stop past its timeout, a start

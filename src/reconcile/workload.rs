@@ -164,6 +164,11 @@ pub struct Counts {
     pub version: Version,
     pub failures: u32,
     pub restarts: u32,
+    /// The daemon stopped its last run at its own stop (`systemctl stop`,
+    /// a reboot): the next daemon's start of it begins again (no failures
+    /// carried, no restart counted); its restarts are shown as they were.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub halted: bool,
 }
 
 /// A restart asked of the run of a version (by `paddock restart`, or by
@@ -346,7 +351,12 @@ impl Workload {
         // Not started yet by this daemon: what a predecessor counted.
         let Some(version) = self.state.version() else { return self.carried };
         let failures = self.state.failures();
-        (failures > 0 || self.restarts > 0).then_some(Counts { version, failures, restarts: self.restarts })
+        (failures > 0 || self.restarts > 0).then_some(Counts {
+            version,
+            failures,
+            restarts: self.restarts,
+            halted: false,
+        })
     }
 
     /// Restarts and failures begin again (a manifest change, `paddock
