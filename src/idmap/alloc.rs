@@ -167,25 +167,38 @@ pub struct RunHold {
 impl RunHold {
     const DIR: &str = "runs";
 
-    fn path(state_dir: &Path, name: &str) -> PathBuf {
-        state_dir.join(Self::DIR).join(format!("{name}.lock"))
+    /// `None` for what is no workload's name (one read from a damaged
+    /// table, `../x` say): it names no file.
+    fn path(state_dir: &Path, name: &str) -> Option<PathBuf> {
+        crate::model::WorkloadName::try_from(name.to_owned()).ok()?;
+        Some(state_dir.join(Self::DIR).join(format!("{name}.lock")))
+    }
+
+    /// Opens the lock file at `path` as it is: never through a link, never
+    /// a FIFO's open that would wait for a writer, and only a regular file.
+    fn open(options: &mut std::fs::OpenOptions, path: &Path) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        let file = options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+        let kind = file.metadata()?.file_type();
+        if !kind.is_file() {
+            let what = if kind.is_fifo() { "a FIFO" } else { "not a regular file" };
+            return Err(std::io::Error::other(format!("it is {what}")));
+        }
+        Ok(file)
     }
 
     /// Holds `name` for this process (waiting while another tells whether
     /// its runs have ended, a moment at most).
     pub fn take(state_dir: &Path, name: &str) -> Result<Self, AllocError> {
         use std::os::unix::fs::OpenOptionsExt;
-        let path = Self::path(state_dir, name);
+        let Some(path) = Self::path(state_dir, name) else {
+            let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, "it is no workload's name");
+            return Err(AllocError::Hold { path: state_dir.join(Self::DIR).join(name), source });
+        };
         let io = |source| AllocError::Hold { path: path.clone(), source };
         // (Its parents too: the state directory, if new.)
         crate::fsutil::create_private_dir(&state_dir.join(Self::DIR)).map_err(io)?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
+        let file = Self::open(std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600), &path)
             .map_err(io)?;
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockShared).map_err(|(_, e)| io(e.into()))?;
         Ok(Self { _lock: lock })
@@ -196,10 +209,8 @@ impl RunHold {
     /// cannot be told counts as running; a name without a lock file has
     /// no run that holds it.
     pub fn all_ended(state_dir: &Path, name: &str, older: &[RunProcess]) -> bool {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file =
-            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(Self::path(state_dir, name));
-        let unheld = match file {
+        let Some(path) = Self::path(state_dir, name) else { return false };
+        let unheld = match Self::open(std::fs::OpenOptions::new().read(true), &path) {
             Ok(file) => nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok(),
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         };
@@ -756,6 +767,33 @@ mod tests {
         assert!(RunHold::all_ended(dir, "x", &[]));
         let _again = RunHold::take(dir, "x").unwrap();
         assert!(!RunHold::all_ended(dir, "x", &[]));
+    }
+
+    /// What is planted at a lock file's place, or a name from a damaged
+    /// table, counts as a run still holding the name (never freed in
+    /// doubt) and is never waited on: a FIFO's open would block the
+    /// daemon's starts under the table's lock.
+    #[test]
+    fn a_lock_file_that_is_no_regular_file_or_no_names_holds_and_never_blocks() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = state.path();
+        std::fs::create_dir(dir.join("runs")).unwrap();
+        nix::unistd::mkfifo(&dir.join("runs/fifo.lock"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::create_dir(dir.join("runs/dir.lock")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir_owned = dir.to_owned();
+        std::thread::spawn(move || {
+            let _ = tx.send((RunHold::all_ended(&dir_owned, "fifo", &[]), RunHold::take(&dir_owned, "fifo").err()));
+        });
+        let (ended, taken) = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("the FIFO's open blocked");
+        assert!(!ended, "a FIFO counts as a run's hold");
+        // (For writing, a FIFO with no reader is ENXIO at once.)
+        assert!(taken.is_some_and(|e| e.to_string().contains("runs/fifo.lock")));
+        assert!(!RunHold::all_ended(dir, "dir", &[]));
+        assert!(RunHold::take(dir, "dir").err().is_some_and(|e| e.to_string().contains("runs/dir.lock")));
+        std::fs::write(dir.join("escape.lock"), "").unwrap();
+        assert!(!RunHold::all_ended(dir, "../escape", &[]), "a name that is no workload's names no file");
+        assert!(RunHold::take(dir, "../escape").err().is_some_and(|e| e.to_string().contains("no workload's name")));
     }
 
     #[test]
