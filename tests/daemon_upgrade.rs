@@ -212,6 +212,50 @@ fn an_upgrade_listens_where_the_configuration_puts_the_socket_now() {
     assert!(gone(web));
 }
 
+/// `--pid` asks the daemon at the socket that process listens on: after
+/// `socket` moved in the configuration, `paddock reload` by the file finds
+/// no one, by the pid (as the unit's ExecReload asks) it does, and so does
+/// an upgrade, which waits for the daemon at its new socket.
+#[test]
+fn a_daemon_is_found_by_its_pid_wherever_its_socket_is() {
+    let (mut d, web, old) = running_web();
+    let new = d.path("ctl/paddock.sock");
+    move_socket(&d, &old, &new);
+    let pid = d.child.as_ref().unwrap().id().to_string();
+    let config = d.path("paddock.toml").display().to_string();
+    let paddock = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(args)
+            .env_remove("PADDOCK_SOCKET")
+            .output()
+            .unwrap()
+    };
+    let said = |out: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let by_file = paddock(&["reload", "--config", &config]);
+    assert_eq!(by_file.status.code(), Some(1), "{}", said(&by_file));
+    assert!(said(&by_file).contains(&format!("cannot reach the daemon at {}", new.display())), "{}", said(&by_file));
+    let by_pid = paddock(&["reload", "--pid", &pid]);
+    assert!(by_pid.status.success(), "{}", said(&by_pid));
+    let up = paddock(&["upgrade", "--pid", &pid]);
+    assert!(up.status.success(), "{}", said(&up));
+    assert!(said(&up).contains("the daemon answers again: 1 workloads running"), "{}", said(&up));
+    assert!(new.exists() && !old.exists());
+    let status = paddock(&["status", "--json", "--pid", &pid]);
+    let workloads: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(workloads[0]["pid"], web, "web kept running: {workloads}");
+    // A process that listens on no socket of paddock's.
+    let me = std::process::id().to_string();
+    let none = paddock(&["status", "--pid", &me]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(said(&none).contains(&format!("cannot find the control socket of process {me}")), "{}", said(&none));
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(d.child.as_ref().unwrap().id() as i32, libc::SIGTERM) };
+    assert!(d.child.as_mut().unwrap().wait().unwrap().success());
+    assert!(gone(web));
+}
+
 /// Where the socket the configuration names now cannot be listened on
 /// (another listens there), the upgraded daemon keeps the old one.
 #[test]

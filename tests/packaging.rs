@@ -242,7 +242,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     let unit = read(&repo("packaging/paddock.service"));
     for key in [
         "Type=notify",
-        "ExecReload=/usr/bin/paddock reload",
+        "ExecReload=/usr/bin/paddock reload --pid $MAINPID",
         "Restart=on-failure",
         "WatchdogSec=",
         "Delegate=yes",

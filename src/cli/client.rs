@@ -22,14 +22,31 @@ pub struct ClientArgs {
     /// /etc/paddock/paddock.toml, if it exists].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The daemon by its pid, asked at the socket it listens on, wherever
+    /// that is (beats --socket and --config). The unit's ExecReload gives
+    /// $MAINPID: a socket moved in the configuration is found until an
+    /// upgrade moves the daemon there.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+}
+
+/// Where the daemon cannot be looked for.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error(transparent)]
+    Config(#[from] LoadConfigError),
+    #[error("cannot find the control socket of process {pid}: {source}")]
+    Pid { pid: u32, source: std::io::Error },
 }
 
 impl ClientArgs {
-    /// The flag, else the configuration's socket, else the default.
-    pub fn socket(&self) -> Result<PathBuf, LoadConfigError> {
-        match &self.socket {
-            Some(s) => Ok(s.clone()),
-            None => super::load_client_config(self.config.as_deref()).map(|c| c.socket),
+    /// The socket the process `--pid` listens on, else the flag, else the
+    /// configuration's socket, else the default.
+    pub fn socket(&self) -> Result<PathBuf, SocketError> {
+        match (self.pid, &self.socket) {
+            (Some(pid), _) => listening_socket_of(pid).map_err(|source| SocketError::Pid { pid, source }),
+            (None, Some(s)) => Ok(s.clone()),
+            (None, None) => Ok(super::load_client_config(self.config.as_deref()).map(|c| c.socket)?),
         }
     }
 
@@ -42,6 +59,35 @@ impl ClientArgs {
             answer => Ok(answer),
         }
     }
+}
+
+/// The Unix socket with a path that process `pid` listens on (the
+/// daemon's control socket: its only one): the inodes of its descriptors'
+/// sockets, looked up in /proc/net/unix among the listening ones.
+pub fn listening_socket_of(pid: u32) -> std::io::Result<PathBuf> {
+    let mut inodes = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(link) = std::fs::read_link(entry?.path()) else { continue };
+        let inode = link.to_str().and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok());
+        inodes.extend(inode);
+    }
+    // Num RefCount Protocol Flags Type St Inode Path; __SO_ACCEPTCON
+    // (0x10000) in Flags is a listening socket.
+    let table = std::fs::read_to_string("/proc/net/unix")?;
+    for line in table.lines().skip(1) {
+        let mut words = line.split_whitespace();
+        let fields: Vec<&str> = words.by_ref().take(7).collect();
+        let &[_, _, _, flags, _, _, inode] = fields.as_slice() else { continue };
+        let path = words.collect::<Vec<_>>().join(" ");
+        let listening = u32::from_str_radix(flags, 16).is_ok_and(|f| f & 0x10000 != 0);
+        if listening && path.starts_with('/') && inode.parse().is_ok_and(|i: u64| inodes.contains(&i)) {
+            return Ok(PathBuf::from(path));
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "it listens on no Unix socket with a path (is it paddock's daemon?)",
+    ))
 }
 
 /// An answer the command did not ask for: exit status 1.

@@ -222,7 +222,7 @@ pub fn upgrade(args: UpgradeArgs) -> Result<super::ExitCode, CliError> {
 /// changed).
 fn wait_for_the_daemon(client: &ClientArgs) -> Result<super::ExitCode, CliError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let configured = ClientArgs { socket: None, config: client.config.clone() };
+    let configured = ClientArgs { socket: None, config: client.config.clone(), pid: None };
     let mut asked = client;
     loop {
         let answer = asked.ask(&Request::Status { name: None });
