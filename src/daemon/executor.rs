@@ -66,7 +66,14 @@ pub fn blame(error: &SpawnError) -> Blame {
             | CgroupError::NoSwapAccounting { .. },
         ) => Blame::Host,
         SpawnError::OutsideSlice { .. } | SpawnError::Source(_) => Blame::Host,
-        SpawnError::Setup { step, .. } if step == sandbox::KEYRING_STEP => Blame::Host,
+        // The key quota, full, may free (a shared slice's other workload
+        // stops): retried with the backoff, as the workload's failure.
+        SpawnError::Setup { step, error } if step == sandbox::KEYRING_STEP => {
+            match error.starts_with(Errno::EDQUOT.desc()) {
+                true => Blame::Workload,
+                false => Blame::Host,
+            }
+        }
         _ => Blame::Workload,
     }
 }
@@ -456,8 +463,13 @@ mod tests {
         assert_eq!(blame(&SpawnError::Record(full)), Blame::Daemon);
         // What the workload asked for is its own.
         assert_eq!(blame(&SpawnError::Clone(Errno::EINVAL)), Blame::Workload);
-        let keyring = SpawnError::Setup { step: sandbox::KEYRING_STEP.to_owned(), error: "Disk quota exceeded".into() };
-        assert_eq!(blame(&keyring), Blame::Host, "the host's key quota");
+        let keyring = |error: &str| SpawnError::Setup { step: sandbox::KEYRING_STEP.to_owned(), error: error.into() };
+        assert_eq!(
+            blame(&keyring(&format!("{} (raise ...)", Errno::EDQUOT.desc()))),
+            Blame::Workload,
+            "a key quota may free"
+        );
+        assert_eq!(blame(&keyring(Errno::EPERM.desc())), Blame::Host, "keyrings refused");
         // A rootfs the daemon had no descriptor left to open (what CI saw
         // once in daemon_loop's test of a daemon out of descriptors: the
         // workload was marked failed) is the daemon's; a missing one is the host's.

@@ -306,15 +306,28 @@ impl Prepared {
 /// from keyrings; the keyring counts against the quota of the host user
 /// the namespace's root is (`kernel.keys.maxkeys`). A kernel without
 /// keyrings (ENOSYS), or a filter of the host's that refuses them (EPERM,
-/// paddock itself in a container), has nothing to share.
+/// paddock itself in a container), has nothing to share; but a refused
+/// join with the starter's keyring still in reach (an LSM that denies
+/// making a keyring, not using one) fails, rather than share it.
 pub fn join_own_session_keyring() -> Result<(), Errno> {
+    const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
     // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) takes no memory
     // but the null name (a new anonymous keyring).
     let joined =
         unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, std::ptr::null::<libc::c_char>()) };
     match Errno::result(joined) {
-        Ok(_) | Err(Errno::ENOSYS | Errno::EPERM) => Ok(()),
+        Ok(_) | Err(Errno::ENOSYS) => Ok(()),
+        Err(Errno::EPERM) => {
+            // SAFETY: keyctl(KEYCTL_GET_KEYRING_ID, id, 0) takes integers only (and creates nothing).
+            let reached =
+                unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0) };
+            match Errno::result(reached) {
+                Ok(_) => Err(Errno::EPERM),
+                Err(_) => Ok(()),
+            }
+        }
         Err(e) => Err(e),
     }
 }
@@ -339,4 +352,66 @@ pub fn read_failure(from: &std::os::fd::OwnedFd) -> Option<(Step, Errno)> {
         let errno = i32::from_ne_bytes(buf[4..].try_into().expect("4 bytes"));
         (Step::from_u32(step).unwrap_or(Step::Execve), Errno::from_raw(errno))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `join_own_session_keyring` in a child under a filter that refuses
+    /// keyctl's operation `op` with EPERM (every operation with `None`):
+    /// Ok, or the errno.
+    fn join_under_filter(op: Option<u32>) -> Result<(), Errno> {
+        const LD: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+        const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+        const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+        let f = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+        let op_check = match op {
+            // args[0]'s low word (little-endian), then: this operation?
+            Some(op) => f(JEQ, 0, 1, op),
+            None => f((libc::BPF_JMP | libc::BPF_JA) as u16, 0, 0, 0),
+        };
+        let program = [
+            f(LD, 0, 0, 0),
+            f(JEQ, 0, 3, libc::SYS_keyctl as u32),
+            f(LD, 0, 0, 16),
+            op_check,
+            f(RET, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+            f(RET, 0, 0, libc::SECCOMP_RET_ALLOW),
+        ];
+        // SAFETY: the child makes only system calls (no allocation, no
+        // lock another thread may hold) and leaves by _exit.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                // SAFETY: prctl with integer arguments only.
+                let code = if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0
+                    || crate::sandbox::sys::seccomp_load(&program).is_err()
+                {
+                    255
+                } else {
+                    match join_own_session_keyring() {
+                        Ok(()) => 0,
+                        Err(e) => e as i32,
+                    }
+                };
+                // SAFETY: _exit ends the child without the parent's atexit handlers.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None).unwrap() {
+                nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+                nix::sys::wait::WaitStatus::Exited(_, 255) => panic!("the filter could not be loaded"),
+                nix::sys::wait::WaitStatus::Exited(_, errno) => Err(Errno::from_raw(errno)),
+                other => panic!("{other:?}"),
+            },
+        }
+    }
+
+    /// A filter that refuses keyrings outright leaves nothing to share; one
+    /// that refuses only making one leaves the starter's in reach: refused.
+    #[test]
+    fn a_refused_join_passes_only_when_no_keyring_is_in_reach() {
+        assert_eq!(join_under_filter(None), Ok(()));
+        assert_eq!(join_under_filter(Some(1)), Err(Errno::EPERM), "KEYCTL_JOIN_SESSION_KEYRING alone refused");
+        assert_eq!(join_under_filter(Some(99)), Ok(()), "joined");
+    }
 }
