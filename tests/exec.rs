@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, gone, own_processes, processes};
-use common::sandbox::{busybox_manifest, memory_cgroup_dir};
+use common::sandbox::{busybox_manifest, memory_cgroup_dir, syscall_probe};
 
 fn exec(d: &Daemon, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
@@ -358,4 +358,33 @@ fn on_a_terminal_without_tty_the_commands_control_characters_are_escaped() {
     assert!(raw.contains("title\x1b]0;pwned\x07"), "{raw:?}");
     let piped = run(&d, &["exec-escape", "--", "printf", "a\\033[2Kb"]);
     assert_eq!(piped.stdout, b"a\x1b[2Kb", "a pipe gets the bytes as they are");
+}
+
+/// Keyrings are not namespaced: an exec into an unconfined workload (no
+/// filter keeps it from keyrings) joins a session keyring of its own,
+/// never the daemon's, which /proc/keys would list it possessing.
+#[test]
+fn an_exec_into_an_unconfined_workload_has_a_session_keyring_of_its_own() {
+    // The daemon's: one this thread joins first, which the daemon started
+    // from it inherits (a test run without a login session has none).
+    // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) takes no memory but
+    // the null name.
+    let daemons = unsafe { libc::syscall(libc::SYS_keyctl, 1, std::ptr::null::<libc::c_char>()) };
+    assert!(daemons > 0, "cannot join a session keyring: {}", std::io::Error::last_os_error());
+    let d = Daemon::setup();
+    d.configure("policy_dir", "policies = [\"privileged\"]\npolicy_dir");
+    let d = d.start(&[]);
+    let probe = syscall_probe(&d.path("probe"));
+    let mount = format!("[[mounts]]\nsource = {:?}\ntarget = \"/probe\"\n", probe.display().to_string());
+    d.write(
+        "keyring.toml",
+        &busybox_manifest("exec sleep 1000", &format!("{mount}[security]\nseccomp = \"unconfined\"\n")),
+    );
+    d.running_pid("keyring");
+    let out = run(&d, &["keyring", "--", "/probe/syscalls"]);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    let line = said.lines().find_map(|l| l.strip_prefix("session_keyring ")).unwrap_or_else(|| panic!("{said}"));
+    let ring: i64 = line.parse().unwrap_or_else(|_| panic!("no session keyring: {line}"));
+    assert_ne!(ring, daemons, "the exec has the daemon's session keyring");
 }

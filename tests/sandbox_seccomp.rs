@@ -5,28 +5,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 
-use common::sandbox::{World, busybox_manifest, stderr, stdout};
-
-/// tests/probes/syscalls.c, built static (it runs in a busybox root).
-fn probe(w: &World) -> PathBuf {
-    let dir = w.path("probe");
-    std::fs::create_dir(&dir).unwrap();
-    let out = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(dir.join("syscalls"))
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/probes/syscalls.c"))
-        .output()
-        .expect("gcc builds the seccomp probe: apt-get install gcc libc6-dev (.ci/run does)");
-    assert!(out.status.success(), "building the probe: {}", String::from_utf8_lossy(&out.stderr));
-    dir
-}
+use common::sandbox::{World, busybox_manifest, stderr, stdout, syscall_probe};
 
 /// Runs the probe in a sandbox with `extra` manifest TOML; returns NAME -> RESULT.
 fn results(w: &World, policy: &str, extra: &str) -> BTreeMap<String, String> {
-    let dir = probe(w);
+    let dir = syscall_probe(&w.path("probe"));
     let mount = format!("[[mounts]]\nsource = {:?}\ntarget = \"/probe\"\n{extra}", dir.display().to_string());
     let m = w.manifest("probe", &busybox_manifest("/probe/syscalls", &mount));
     let out = w.run(&["--policy", policy], &m, &[]);

@@ -15,6 +15,22 @@ pub fn require_root() {
     assert!(max.trim() != "0", "user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)");
 }
 
+/// tests/probes/syscalls.c, built static (it runs in a busybox root) in
+/// the new directory `dir` as `dir/syscalls`; returns `dir`. It prints
+/// `NAME RESULT` lines: each system call's errno or `ok`, and the id of
+/// its session keyring.
+pub fn syscall_probe(dir: &Path) -> std::path::PathBuf {
+    std::fs::create_dir(dir).unwrap();
+    let out = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(dir.join("syscalls"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/probes/syscalls.c"))
+        .output()
+        .expect("gcc builds the seccomp probe: apt-get install gcc libc6-dev (.ci/run does)");
+    assert!(out.status.success(), "building the probe: {}", String::from_utf8_lossy(&out.stderr));
+    dir.to_owned()
+}
+
 /// A busybox-static root filesystem, built once per test binary.
 pub fn busybox_rootfs() -> &'static Path {
     static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
