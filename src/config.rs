@@ -25,7 +25,8 @@ pub struct Config {
     /// Where id allocations, workload state and logs are kept.
     #[serde(default = "defaults::state_dir")]
     pub state_dir: PathBuf,
-    /// The control socket (mode 0600, root only).
+    /// The control socket (mode 0600, root only). One a daemon that died
+    /// left is replaced; anything else at the path is refused, not removed.
     #[serde(default = "defaults::socket")]
     pub socket: PathBuf,
     /// Runtime state that ends with the boot: the network namespaces of

@@ -630,6 +630,47 @@ fn a_second_daemon_on_the_same_state_directory_is_refused() {
     assert_eq!(d.running_pid("held"), pid, "the first daemon's sandbox is untouched");
 }
 
+/// A `socket` that names a file other than a socket (a typo naming the
+/// configuration, say) is refused, and the file left as it was: only a
+/// socket no one listens on is replaced.
+#[test]
+fn a_socket_path_naming_something_else_is_refused_and_left_alone() {
+    let d = Daemon::setup();
+    // The daemon with `--socket path`, given 10 s to refuse it.
+    let refused = |path: &std::path::Path| {
+        let mut daemon = Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(["daemon", "--config"])
+            .arg(d.path("paddock.toml"))
+            .arg("--socket")
+            .arg(path)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while daemon.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = daemon.kill();
+                let _ = daemon.wait();
+                panic!("the daemon listened at {}", path.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = daemon.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let file = d.path("out/notes.txt");
+    std::fs::write(&file, "mine").unwrap();
+    let (code, stderr) = refused(&file);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("something other than a socket is there") && stderr.contains("remove it"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+    let link = d.path("out/link.sock");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let (code, stderr) = refused(&link);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(std::fs::symlink_metadata(&link).is_ok() && file.exists(), "the link and its file are left");
+}
+
 #[test]
 fn an_inotify_overflow_converges() {
     let d = Daemon::setup().start(&[]);

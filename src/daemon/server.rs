@@ -46,6 +46,10 @@ pub enum BindError {
     Socket { path: PathBuf, source: std::io::Error },
     #[error("another paddock daemon is listening on {0}")]
     AlreadyRunning(PathBuf),
+    #[error(
+        "control socket {0}: something other than a socket is there (paddock replaces only a socket no one listens on); remove it, or name another path for `socket`"
+    )]
+    NotASocket(PathBuf),
 }
 
 /// The control socket: mode 0600 in a directory paddock creates, or the
@@ -92,11 +96,19 @@ fn bind_path(path: &Path) -> Result<UnixListener, BindError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(BindError::AlreadyRunning(path.to_owned()));
+    // What is there itself (a link is not followed): only a socket is ours to replace.
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(BindError::NotASocket(path.to_owned()));
         }
-        std::fs::remove_file(path).map_err(err)?;
+        Ok(_) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(BindError::AlreadyRunning(path.to_owned()));
+            }
+            std::fs::remove_file(path).map_err(err)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
     }
     let listener = UnixListener::bind(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
