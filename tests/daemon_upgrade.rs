@@ -270,9 +270,10 @@ fn an_upgrade_keeps_the_old_socket_when_the_new_one_cannot_be_listened_on() {
     assert!(text.contains("the daemon answers again: 1 workloads running"), "{text}");
     assert_eq!(d.running_pid("web"), web);
     assert!(std::os::unix::net::UnixStream::connect(&taken).is_ok(), "the other listener's socket is left alone");
-    drop(other);
     assert_eq!(d.terminate(), 0);
     assert!(!old.exists(), "the daemon removes the socket it listens on");
+    assert!(taken.exists(), "and never the other listener's");
+    drop(other);
 }
 
 /// A configuration the new binary would not start with (edited since the
