@@ -60,6 +60,20 @@ fn health_probes_and_after_are_checked_beyond_their_types() {
 /// A setting that would do nothing as written is said, not ignored.
 #[test]
 fn settings_that_would_do_nothing_are_warned_of() {
+    // Restart settings the policy never reads.
+    expect(
+        "command = [\"x\"]\n[restart]\npolicy = \"always\"\nmax_retries = 3\nbackoff = \"1s\"\n",
+        &["4:15: warning: `max_retries` does nothing: policy = \"always\" restarts for ever"],
+    );
+    expect(
+        "command = [\"x\"]\n[restart]\npolicy = \"never\"\nbackoff = \"1s\"\n",
+        &["4:11: warning: `backoff` does nothing: policy = \"never\" runs it once"],
+    );
+    expect("command = [\"x\"]\n[restart]\nmax_retries = 3\nbackoff = \"1s\"\n", &[]);
+    expect(
+        "command = [\"x\"]\n[resources]\nmemory = \"0MiB\"\n",
+        &["3:10: error: a memory limit of 0 leaves the workload no memory at all"],
+    );
     expect(
         "command = [\"x\"]\nuser = 1000\n[security]\ncapabilities = [\"NET_BIND_SERVICE\"]\n",
         &["4:16: warning: user 1000 gets none of these capabilities: only root in the workload holds them"],
@@ -148,6 +162,21 @@ fn unknown_keys_point_at_the_key_with_a_suggestion() {
     let checked = common::check(&["baseline"], "t.toml", "command = [\"x\"]\n[security]\nprivilege = false\n");
     assert_eq!(checked.problems[0].help.as_deref(), Some("did you mean `privileged`?"));
     expect("command = [\"x\"]\n[resource]\n", &["2:2: error: unknown key `resource` at the top level"]);
+    // A signal as kill(1) takes it.
+    let checked = common::check(&["baseline"], "t.toml", "command = [\"x\"]\n[stop]\nsignal = \"TERM\"\n");
+    assert_eq!(checked.problems[0].message, "`stop.signal` cannot be \"TERM\"");
+    assert_eq!(checked.problems[0].help.as_deref(), Some("did you mean \"SIGTERM\"?"));
+    // A top-level key written after a table's header (TOML's commonest slip).
+    let text = "command = [\"x\"]\n[restart]\npolicy = \"always\"\nports = [\"8080:80\"]\n";
+    let checked = common::check(&["baseline"], "t.toml", text);
+    assert_eq!(checked.problems.len(), 1, "{:?}", checked.problems);
+    assert_eq!(checked.problems[0].message, "unknown key `ports` in [restart]");
+    assert_eq!(
+        checked.problems[0].help.as_deref(),
+        Some(
+            "`ports` is a top-level key: in TOML every key after a `[table]` header belongs to that table, so move it above the first one"
+        )
+    );
 }
 
 #[test]

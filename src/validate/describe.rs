@@ -180,6 +180,7 @@ pub fn describe(error: &ValidationError<'_>, spans: &SpanIndex, schema: &Value) 
         ValidationErrorKind::AdditionalProperties { unexpected }
         | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
             let known = known_keys(schema, pointer);
+            let top = if pointer.is_empty() { Vec::new() } else { known_keys(schema, "") };
             unexpected
                 .iter()
                 .map(|name| {
@@ -188,7 +189,12 @@ pub fn describe(error: &ValidationError<'_>, spans: &SpanIndex, schema: &Value) 
                         spans.key_span(&child).or_else(|| spans.locate(&child)),
                         format!("unknown key `{name}` {}", table_name(&child)),
                     );
-                    if let Some(best) = did_you_mean(name, known.iter().copied()) {
+                    if top.contains(&name.as_str()) {
+                        // The commonest TOML slip: written after a `[table]` header.
+                        p = p.with_help(format!(
+                            "`{name}` is a top-level key: in TOML every key after a `[table]` header belongs to that table, so move it above the first one"
+                        ));
+                    } else if let Some(best) = did_you_mean(name, known.iter().copied()) {
                         p = p.with_help(format!("did you mean `{best}`?"));
                     } else if !known.is_empty() {
                         p = p.with_help(format!("known keys here: {}", known.join(", ")));
@@ -214,7 +220,10 @@ pub fn describe(error: &ValidationError<'_>, spans: &SpanIndex, schema: &Value) 
             let shown: Vec<String> = options.as_array().into_iter().flatten().map(toml_value).collect();
             let mut p = Problem::error(at_value(), format!("`{key}` cannot be {}", toml_value(instance)));
             let found = instance.as_str().unwrap_or_default();
-            p = match did_you_mean(found.strip_prefix("CAP_").unwrap_or(found), choices) {
+            // A signal written without its prefix, as kill(1) takes it: TERM.
+            let prefixed = format!("SIG{}", found.to_ascii_uppercase());
+            let named = choices.iter().copied().find(|c| *c == prefixed);
+            p = match named.or_else(|| did_you_mean(found.strip_prefix("CAP_").unwrap_or(found), choices)) {
                 Some(best) => p.with_help(format!("did you mean {best:?}?")),
                 None if shown.len() <= 12 => p.with_help(format!("expected one of {}", shown.join(", "))),
                 None => p.with_help("see `paddock schema` for the accepted names"),

@@ -180,6 +180,29 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
             ),
         );
     }
+    if m.resources.memory.is_some_and(|size| size.bytes() == 0) {
+        problems.push(
+            Problem::error(at("/resources/memory"), "a memory limit of 0 leaves the workload no memory at all")
+                .with_help("give it room, such as \"64MiB\", or remove `memory` for no limit"),
+        );
+    }
+    // Restart settings the policy never reads (systemd's StartLimitBurst
+    // gives up under Restart=always; paddock's max_retries does not).
+    let written: Vec<&str> = match m.restart.policy {
+        crate::model::RestartPolicy::OnFailure => Vec::new(),
+        crate::model::RestartPolicy::Always => vec!["max_retries"],
+        crate::model::RestartPolicy::Never => vec!["max_retries", "backoff", "backoff_max", "reset_after"],
+    };
+    for key in written.into_iter().filter(|key| spans.get(&format!("/restart/{key}")).is_some()) {
+        let policy = match m.restart.policy {
+            crate::model::RestartPolicy::Always => "\"always\" restarts for ever",
+            _ => "\"never\" runs it once",
+        };
+        problems.push(
+            Problem::warning(at(&format!("/restart/{key}")), format!("`{key}` does nothing: policy = {policy}"))
+                .with_help("give up after failures in a row with policy = \"on-failure\", or remove it"),
+        );
+    }
     if m.security.privileged && spans.get("/security/seccomp").is_some() && m.security.seccomp == Seccomp::Default {
         problems.push(
             Problem::warning(at("/security/seccomp"), "a privileged workload runs with no seccomp filter")
