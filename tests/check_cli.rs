@@ -469,3 +469,27 @@ fn a_mount_source_a_start_here_would_refuse_is_warned_of_at_its_line() {
     let run = check(&["--no-host-checks"], &[&manifest]);
     assert!(!run.stdout.contains("warning"), "{}", run.stdout);
 }
+
+/// An `after` that names no manifest: an error when the directory is
+/// checked; of files named one by one, a warning unless a manifest beside
+/// them is it (the Quick start checks one file, a shell glob many).
+#[test]
+fn an_after_naming_no_manifest_is_an_error_of_a_directory_and_a_warning_of_named_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = write(dir.path(), "app.toml", "command = [\"/bin/true\"]\nafter = [\"db\", \"nosuch\"]\n");
+    let db = write(dir.path(), "db.toml", VALID);
+    let run = check(&[], &[dir.path()]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stdout.contains("app.toml:2:16: error: no manifest defines `nosuch`"), "{}", run.stdout);
+    assert!(!run.stdout.contains("`db`"), "{}", run.stdout);
+    for named in [vec![app.as_path()], vec![app.as_path(), db.as_path()]] {
+        let run = check(&[], &named);
+        assert_eq!(run.code, 0, "a warning: {}", run.stdout);
+        assert!(
+            run.stdout.contains("app.toml:2:16: warning: no manifest checked, or beside those, defines `nosuch`"),
+            "{}",
+            run.stdout
+        );
+        assert!(!run.stdout.contains("`db`"), "db.toml is beside it: {}", run.stdout);
+    }
+}

@@ -205,18 +205,36 @@ pub fn validate_paths(validator: &validate::Validator, paths: &[PathBuf], host: 
         })
         .collect();
     let mut conflicts = validate::across::port_conflicts(&candidates, &[], &[]);
-    // Start order: a cycle anywhere; a name no manifest defines, when the
-    // whole directory is checked (of single files, the others are not known).
+    // Start order: a cycle anywhere; a name no manifest defines, an error
+    // when whole directories are checked; of files named one by one, a
+    // warning unless a manifest beside them (not checked) is it.
     let whole_dirs = paths.iter().all(|p| p.is_dir());
-    for (file, mut more) in validate::across::order_problems(&candidates, &[], whole_dirs) {
+    let beside: Vec<String> = match whole_dirs {
+        true => Vec::new(),
+        false => found
+            .iter()
+            .filter_map(|f| f.parent())
+            .flat_map(|dir| {
+                load::list_manifests(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }).unwrap_or_default()
+            })
+            .filter_map(|f| Some(f.file_stem()?.to_str()?.to_owned()))
+            .collect(),
+    };
+    let unknown = match whole_dirs {
+        true => validate::across::UnknownAfter::Refused,
+        false => validate::across::UnknownAfter::Warned { beside: &beside },
+    };
+    for (file, mut more) in validate::across::order_problems(&candidates, &[], unknown) {
         conflicts.entry(file).or_default().append(&mut more);
     }
     let conflicts: Vec<(String, Vec<validate::Problem>)> =
         conflicts.into_iter().map(|(file, problems)| (file.to_owned(), problems)).collect();
     for (file, mut more) in conflicts {
         if let Some(f) = files.iter_mut().find(|f| f.file == file) {
+            if more.iter().any(|p| p.severity == validate::Severity::Error) {
+                f.spec = None;
+            }
             f.problems.append(&mut more);
-            f.spec = None;
         }
     }
     Validated { files, errors }

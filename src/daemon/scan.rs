@@ -559,7 +559,7 @@ pub fn refuse_port_conflicts(
         })
         .collect();
     let mut conflicts = across::port_conflicts(&candidates, settled, running);
-    for (file, mut found) in across::order_problems(&candidates, settled, false) {
+    for (file, mut found) in across::order_problems(&candidates, settled, across::UnknownAfter::Waits) {
         conflicts.entry(file).or_default().append(&mut found);
     }
     for change in changes.iter_mut() {

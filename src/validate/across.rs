@@ -69,15 +69,27 @@ fn name_of(file: &str) -> &str {
     base.strip_suffix(".toml").unwrap_or(base)
 }
 
+/// What an `after` entry that no manifest defines is.
+#[derive(Debug, Clone, Copy)]
+pub enum UnknownAfter<'a> {
+    /// Nothing: the daemon lets such a workload wait, as it waits for one
+    /// whose file was removed.
+    Waits,
+    /// An error: `check DIR`, every manifest there known.
+    Refused,
+    /// A warning, unless one of `beside` (the manifests beside the files,
+    /// by name) is it: `check FILE...`, the others not all known.
+    Warned { beside: &'a [String] },
+}
+
 /// Start order across the files: each candidate that lies on a cycle of
 /// `after` (through candidates or settled manifests) gets an error that
-/// shows the cycle with its files; with `unknown`, so does each `after`
-/// entry that no manifest defines (`check DIR`: the daemon lets such a
-/// workload wait instead, as it waits for one whose file was removed).
+/// shows the cycle with its files; each `after` entry that no manifest
+/// defines, as `unknown` says.
 pub fn order_problems(
     candidates: &[Candidate<'_>],
     settled: &[(&str, &Manifest)],
-    unknown: bool,
+    unknown: UnknownAfter<'_>,
 ) -> BTreeMap<String, Vec<Problem>> {
     let mut found: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
     // A candidate is the newer version of a settled manifest of the same name.
@@ -88,15 +100,19 @@ pub fn order_problems(
         let me = name_of(c.file);
         let spans = super::source::parse(c.text).map(|p| p.spans).ok();
         let at = |i: usize| spans.as_ref().and_then(|s| s.value_span(&format!("/after/{i}")));
-        if unknown {
-            for (i, dep) in c.manifest.after.iter().enumerate() {
-                if !graph.contains_key(dep.as_str()) {
-                    found.entry(c.file.to_owned()).or_default().push(
-                        Problem::error(at(i), format!("no manifest defines `{dep}`"))
-                            .with_help(format!("add {dep}.toml, or remove `{dep}` from `after`; until then the daemon starts this workload only once {dep} runs")),
-                    );
+        for (i, dep) in c.manifest.after.iter().enumerate().filter(|(_, dep)| !graph.contains_key(dep.as_str())) {
+            let waits = format!("until then the daemon starts this workload only once {dep} runs");
+            let problem = match unknown {
+                UnknownAfter::Waits => continue,
+                UnknownAfter::Refused => Problem::error(at(i), format!("no manifest defines `{dep}`"))
+                    .with_help(format!("add {dep}.toml, or remove `{dep}` from `after`; {waits}")),
+                UnknownAfter::Warned { beside } if beside.iter().any(|b| b == dep) => continue,
+                UnknownAfter::Warned { .. } => {
+                    Problem::warning(at(i), format!("no manifest checked, or beside those, defines `{dep}`"))
+                        .with_help(format!("check the whole directory to be sure (`paddock check DIR`); {waits}"))
                 }
-            }
+            };
+            found.entry(c.file.to_owned()).or_default().push(problem);
         }
         // Breadth first from each of its own entries, back to itself: the shortest cycle.
         let mut came_from: HashMap<&str, &str> = HashMap::new();
@@ -151,6 +167,7 @@ fn name_file(file: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validate::problem::Severity;
 
     fn m(ports: &[&str]) -> Manifest {
         let mut m: Manifest = toml::from_str("command = [\"x\"]").unwrap();
@@ -176,7 +193,7 @@ mod tests {
                 Candidate { file: "wl/d.toml", text: "", manifest: &d },
             ],
             &[],
-            true,
+            UnknownAfter::Refused,
         );
         assert_eq!(
             found.keys().collect::<Vec<_>>(),
@@ -196,22 +213,31 @@ mod tests {
         let app = after(&["db", "cache"]);
         let db = after(&[]);
         let candidates = [Candidate { file: "app.toml", text: "", manifest: &app }];
-        let found = order_problems(&candidates, &[("db.toml", &db)], true);
+        let found = order_problems(&candidates, &[("db.toml", &db)], UnknownAfter::Refused);
         assert_eq!(found["app.toml"].len(), 1);
         assert_eq!(found["app.toml"][0].message, "no manifest defines `cache`");
-        assert!(order_problems(&candidates, &[("db.toml", &db)], false).is_empty());
+        assert!(order_problems(&candidates, &[("db.toml", &db)], UnknownAfter::Waits).is_empty());
+        // Files named one by one: a warning, unless a manifest beside them is it.
+        let found = order_problems(&candidates, &[("db.toml", &db)], UnknownAfter::Warned { beside: &[] });
+        let p = &found["app.toml"][0];
+        assert_eq!(
+            (p.message.as_str(), p.severity),
+            ("no manifest checked, or beside those, defines `cache`", Severity::Warning)
+        );
+        let beside = ["cache".to_owned()];
+        assert!(order_problems(&candidates, &[("db.toml", &db)], UnknownAfter::Warned { beside: &beside }).is_empty());
     }
 
     #[test]
     fn a_workload_after_itself_is_a_cycle_and_a_settled_manifest_closes_one() {
         let me = after(&["me"]);
-        let found = order_problems(&[Candidate { file: "me.toml", text: "", manifest: &me }], &[], false);
+        let found = order_problems(&[Candidate { file: "me.toml", text: "", manifest: &me }], &[], UnknownAfter::Waits);
         assert!(found["me.toml"][0].message.contains("me (me.toml) after me (me.toml)"));
         let (new, settled) = (after(&["db"]), after(&["app"]));
         let found = order_problems(
             &[Candidate { file: "app.toml", text: "", manifest: &new }],
             &[("db.toml", &settled)],
-            false,
+            UnknownAfter::Waits,
         );
         assert_eq!(found.keys().collect::<Vec<_>>(), ["app.toml"], "the settled one keeps running");
     }
