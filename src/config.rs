@@ -407,8 +407,48 @@ impl Config {
                      (changes are seen at once anyway); e.g. \"30s\", the default",
             ));
         }
+        if self.start_timeout.as_std().is_zero() {
+            problems.push(
+                Problem::error(at("/start_timeout"), "start_timeout cannot be 0").with_help(
+                    "every start would be killed before its sandbox could report; e.g. \"30s\", the default",
+                ),
+            );
+        }
         let r = &self.restart;
         problems.extend(crate::validate::backoff_over_its_max(r.backoff, r.backoff_max, at("/restart/backoff")));
+        // Relative to the daemon's working directory (systemd's is /), a
+        // path would name one place for `check` and another for the daemon.
+        let (n, m) = (&self.network, &self.remap);
+        let paths = [
+            ("/workloads", &self.workloads),
+            ("/state_dir", &self.state_dir),
+            ("/socket", &self.socket),
+            ("/run_dir", &self.run_dir),
+            ("/policy_dir", &self.policy_dir),
+            ("/volumes_root", &self.volumes_root),
+            ("/cgroup_root", &self.cgroup_root),
+            ("/network/networks_dir", &n.networks_dir),
+            ("/remap/subuid", &m.subuid),
+            ("/remap/subgid", &m.subgid),
+            ("/remap/passwd", &m.passwd),
+            ("/remap/group", &m.group),
+        ];
+        let named = paths.into_iter().map(|(p, path)| (p.to_owned(), p[1..].replace('/', "."), path));
+        let plugins = (n.plugin_dirs.iter().enumerate())
+            .map(|(i, dir)| (format!("/network/plugin_dirs/{i}"), format!("network.plugin_dirs[{i}]"), dir));
+        for (pointer, key, path) in named.chain(plugins) {
+            if path.is_relative() {
+                problems.push(
+                    Problem::error(
+                        at(&pointer),
+                        format!("`{key}` must be an absolute path, not {:?}", path.display().to_string()),
+                    )
+                    .with_help(
+                        "the daemon runs from / (systemd's working directory): write the whole path, starting with /",
+                    ),
+                );
+            }
+        }
         problems
     }
 }
@@ -472,6 +512,16 @@ mod tests {
         );
         let fine = "resync_interval = \"500ms\"\n[restart]\nbackoff = \"1m\"\nbackoff_max = \"1m\"\n";
         Config::parse(Path::new("p.toml"), fine.to_owned()).unwrap();
+        // Every start killed at once; a path that means another place from /.
+        let text = "start_timeout = \"0s\"\nworkloads = \"wl\"\n[network]\nplugin_dirs = [\"/usr/lib/cni\", \"cni\"]\n";
+        assert_eq!(
+            first_lines(text),
+            [
+                "p.toml:1:17: error: start_timeout cannot be 0",
+                "p.toml:2:13: error: `workloads` must be an absolute path, not \"wl\"",
+                "p.toml:4:32: error: `network.plugin_dirs[1]` must be an absolute path, not \"cni\"",
+            ]
+        );
     }
 
     #[test]
