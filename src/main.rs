@@ -27,10 +27,27 @@ fn main() -> ExitCode {
     // The daemon's stop and reload signals wait from its first
     // instructions on (an upgrade's new image too), rather than end it
     // before it listens (`daemon::signals`).
-    if std::env::args_os().nth(1).is_some_and(|a| a == "daemon") {
+    let daemon = std::env::args_os().nth(1).is_some_and(|a| a == "daemon");
+    if daemon {
         paddock::daemon::signals::hold();
     }
-    let cli = Cli::parse();
+    // An empty PADDOCK_SOCKET (`PADDOCK_SOCKET= paddock status`) is unset,
+    // not an empty --socket the user never wrote.
+    if std::env::var_os("PADDOCK_SOCKET").is_some_and(|v| v.is_empty()) {
+        // SAFETY: no other thread runs yet (none is started before this).
+        unsafe { std::env::remove_var("PADDOCK_SOCKET") };
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // The daemon's arguments are its unit's: a flag it does not know is
+        // a configuration error a restart cannot fix (78, which the unit
+        // does not restart on), not clap's usage status 2.
+        Err(e) if daemon && e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(cli::daemon::CONFIG_ERROR);
+        }
+        Err(e) => e.exit(),
+    };
     // The daemon tells its story at info; the other commands speak for themselves.
     match &cli.command {
         Command::Daemon(args) => init_logging("info", args.log_format == cli::daemon::LogFormat::Json),

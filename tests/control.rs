@@ -658,3 +658,21 @@ fn status_watch_gets_a_line_at_each_change_and_none_without_one() {
     watch.kill().unwrap();
     watch.wait().unwrap();
 }
+
+/// An empty PADDOCK_SOCKET is unset (the configuration's socket is
+/// looked for), not an empty `--socket` the user never wrote.
+#[test]
+fn an_empty_paddock_socket_is_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("paddock.sock");
+    let config = dir.path().join("paddock.toml");
+    std::fs::write(&config, format!("socket = {:?}\n", socket.display().to_string())).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["status", "--config"])
+        .arg(&config)
+        .env("PADDOCK_SOCKET", "")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("cannot reach the daemon at {}", socket.display())), "{}", stderr(&out));
+}

@@ -371,6 +371,17 @@ fn validate_refuses_what_a_start_would_and_changes_nothing() {
     assert_eq!(code, Some(78), "{said}");
     assert!(said.contains(&format!("{config}:7:")) && said.contains("resync_interval"), "{said}");
     assert_eq!(d.run_refused(&[]).0, Some(78), "a start refuses it too");
+    d.configure("resync_interval = \"0s\"\n", "cgroup_root = \"/nonexistent\"\n");
+    let (code, said) = validate();
+    assert_eq!(code, Some(78), "{said}");
+    assert!(said.contains("cgroup_root /nonexistent is not a directory"), "{said}");
+    // A network definition refused is said, and no reason to refuse a start.
+    d.configure("cgroup_root = \"/nonexistent\"\n", "");
+    std::fs::create_dir(d.path("networks")).unwrap();
+    std::fs::write(d.path("networks/lan.conflist"), "not json").unwrap();
+    let (code, said) = validate();
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("but 1 network definition(s) are refused"), "{said}");
 }
 
 #[test]
@@ -628,6 +639,21 @@ fn a_second_daemon_on_the_same_state_directory_is_refused() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("another paddock daemon uses the state directory"), "{stderr}");
     assert_eq!(d.running_pid("held"), pid, "the first daemon's sandbox is untouched");
+}
+
+/// The daemon's arguments are its unit's: a flag it does not know (a typo
+/// in a drop-in) is a configuration error a restart cannot fix (78, which
+/// the unit does not restart on), not clap's usage status 2.
+#[test]
+fn a_flag_the_daemon_does_not_know_is_a_configuration_error() {
+    let d = Daemon::setup();
+    let (code, stderr) = d.run_refused(&["--log-format", "xml"]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("invalid value 'xml'"), "{stderr}");
+    let (code, _) = d.run_refused(&["--bogus"]);
+    assert_eq!(code, Some(78));
+    let help = Command::new(env!("CARGO_BIN_EXE_paddock")).args(["daemon", "--help"]).output().unwrap();
+    assert_eq!(help.status.code(), Some(0), "--help is no error");
 }
 
 /// A `socket` that names a file other than a socket (a typo naming the

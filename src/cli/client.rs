@@ -18,7 +18,8 @@ pub struct ClientArgs {
     /// try-it daemon (./try.sh) tells you to set.
     #[arg(long, value_name = "PATH", env = "PADDOCK_SOCKET")]
     pub socket: Option<PathBuf>,
-    /// The daemon's configuration, read for its `socket` [default:
+    /// The daemon's configuration, read for its `socket` (and by `logs`, its
+    /// `state_dir`) [default:
     /// /etc/paddock/paddock.toml, if it exists].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

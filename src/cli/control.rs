@@ -26,7 +26,9 @@ pub struct NameArgs {
 }
 
 /// Rescan the workloads directory now (as SIGHUP does), wait until it is
-/// done, and print what changed.
+/// done, and print what changed. After a package upgrade replaced the
+/// binary, re-execute it in place instead, as `upgrade` does. Exit status
+/// 1 when the daemon cannot be reached or refuses.
 #[derive(Debug, Args)]
 pub struct ReloadArgs {
     #[command(flatten)]
@@ -37,7 +39,10 @@ pub struct ReloadArgs {
 /// installed now (after a package upgrade replaced it), keeping its pid and
 /// every workload running; the new daemon adopts them. Waits until it
 /// answers again. `systemctl reload paddock` does the same when the binary
-/// was replaced.
+/// was replaced. The new binary is asked first (`paddock daemon
+/// --validate`): a configuration it would not start with refuses the
+/// upgrade, and the daemon goes on. Exit status 1 when refused, or when the
+/// daemon does not answer within 30 s.
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {
     #[command(flatten)]

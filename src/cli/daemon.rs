@@ -15,6 +15,8 @@ use crate::sandbox::cgroup::Layout;
 ///
 /// Every valid manifest runs in its sandbox; changes apply as files are
 /// saved; SIGHUP rescans; SIGTERM or SIGINT stops every workload and exits 0.
+/// Exit status 78 for a configuration error a restart cannot fix (the unit
+/// does not restart on it), 1 for anything else.
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
     /// The configuration file [default: /etc/paddock/paddock.toml, if it exists].
@@ -80,6 +82,15 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     }
     if config.policy_dir.exists() {
         check_directory(&config.policy_dir).or_fail(CONFIG_ERROR)?;
+    }
+    if !config.cgroup_root.is_dir() {
+        return Err(CliError::new(
+            CONFIG_ERROR,
+            format!(
+                "cgroup_root {} is not a directory: it names the cgroup filesystem (/sys/fs/cgroup, the default)",
+                config.cgroup_root.display()
+            ),
+        ));
     }
     // The state directory (ids, records, logs) and volumes_root are root's
     // alone: made 0700 when missing, and volumes_root refused when others
@@ -148,6 +159,13 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
             None => format!("the defaults ({} is absent)", default.display()),
         };
         println!("the daemon would start with this configuration: {file}");
+        // Said, though no reason to refuse a start (or an upgrade).
+        let refused = networks.refusals().len();
+        if refused > 0 {
+            println!(
+                "but {refused} network definition(s) are refused (above): workloads on them cannot get a new network until mended"
+            );
+        }
         return Ok(0);
     }
     // Before they are read: an edit meanwhile is seen by the store.

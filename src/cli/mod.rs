@@ -96,11 +96,14 @@ pub enum Command {
     Status(status::StatusArgs),
     Logs(logs::LogsArgs),
     Exec(exec::ExecArgs),
-    /// Start a workload held by `stop`, or one that ended or failed.
+    /// Start a workload held by `stop`, or one that ended or failed; waits
+    /// until it runs (exit status 1 when it does not within --timeout).
     Start(control::NameArgs),
-    /// Stop a workload and hold it stopped until `start` or a change to its manifest.
+    /// Stop a workload and hold it stopped until `start` or a change to its
+    /// manifest; waits until it has stopped (exit status 1 past --timeout).
     Stop(control::NameArgs),
-    /// Stop a workload and start it again; also revives a failed one.
+    /// Stop a workload and start it again; also revives a failed one; waits
+    /// until it runs again (exit status 1 past --timeout).
     Restart(control::NameArgs),
     Reload(control::ReloadArgs),
     Upgrade(control::UpgradeArgs),
@@ -128,12 +131,13 @@ pub struct PolicyArgs {
     #[arg(long = "policy", value_name = "NAME")]
     pub policies: Vec<String>,
 
-    /// Where operators' policies (NAME.json) are found [default: /etc/paddock/policies].
+    /// Where operators' policies (NAME.json) are found [default: the
+    /// configuration's policy_dir, /etc/paddock/policies].
     #[arg(long, value_name = "DIR")]
     pub policy_dir: Option<PathBuf>,
 
     /// The daemon's volumes_root: idmapped mounts must come from under it
-    /// [default: /var/lib/paddock/volumes].
+    /// [default: the configuration's volumes_root, /var/lib/paddock/volumes].
     #[arg(long, value_name = "DIR")]
     pub volumes_root: Option<PathBuf>,
 }

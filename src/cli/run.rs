@@ -51,8 +51,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub policy: super::PolicyArgs,
 
-    /// The daemon's configuration file, for its policies, volumes_root,
-    /// state_dir, cgroup_root and [remap] settings [default: /etc/paddock/paddock.toml, if it exists].
+    /// The daemon's configuration file, for its policies and policy_dir,
+    /// volumes_root, state_dir, run_dir, cgroup_root, [remap] and [network]
+    /// settings [default: /etc/paddock/paddock.toml, if it exists].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
