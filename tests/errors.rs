@@ -162,6 +162,29 @@ fn unknown_keys_point_at_the_key_with_a_suggestion() {
     let checked = common::check(&["baseline"], "t.toml", "command = [\"x\"]\n[security]\nprivilege = false\n");
     assert_eq!(checked.problems[0].help.as_deref(), Some("did you mean `privileged`?"));
     expect("command = [\"x\"]\n[resource]\n", &["2:2: error: unknown key `resource` at the top level"]);
+    // A wrong type says how to write the right one.
+    let helped = |text: &str| {
+        let checked = common::check(&["baseline"], "t.toml", text);
+        checked.problems.iter().map(|p| (p.message.clone(), p.help.clone().unwrap_or_default())).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        helped("command = [\"x\"]\n[stop]\ntimeout = 10\n"),
+        [(
+            "`stop.timeout` must be a string, not an integer".to_owned(),
+            "write a duration: a number and one unit of ms, s, m or h, e.g. \"100ms\", \"1.5s\", \"2m\"".to_owned()
+        )]
+    );
+    assert_eq!(
+        helped("command = [\"x\"]\n[mounts]\nsource = \"/srv\"\ntarget = \"/srv\"\n"),
+        [(
+            "`mounts` must be an array, not a table".to_owned(),
+            "each `[[mounts]]` header adds one entry; `[mounts]` makes a single table".to_owned()
+        )]
+    );
+    assert_eq!(
+        helped("command = [\"x\"]\n[health]\ncommand = \"pg_isready\"\n")[0].0,
+        "`health.command` must be an array, not a string"
+    );
     // A signal as kill(1) takes it.
     let checked = common::check(&["baseline"], "t.toml", "command = [\"x\"]\n[stop]\nsignal = \"TERM\"\n");
     assert_eq!(checked.problems[0].message, "`stop.signal` cannot be \"TERM\"");

@@ -130,6 +130,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Known keys at an instance location, read from the schema that refused it.
 pub fn known_keys<'s>(schema: &'s Value, pointer: &str) -> Vec<&'s str> {
+    schema_node(schema, pointer)
+        .and_then(|node| node.get("properties"))
+        .and_then(Value::as_object)
+        .map(|p| p.keys().map(String::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// The schema of the value at an instance location (`$ref`s followed, an
+/// optional one's non-null branch taken).
+fn schema_node<'s>(schema: &'s Value, pointer: &str) -> Option<&'s Value> {
     let resolve = |mut node: &'s Value| {
         for _ in 0..8 {
             // Follow local `$ref`s (schemars puts tables under `$defs`).
@@ -158,15 +168,9 @@ pub fn known_keys<'s>(schema: &'s Value, pointer: &str) -> Vec<&'s str> {
             .get("properties")
             .and_then(|p| p.get(segment))
             .or_else(|| node.get("items").filter(|_| segment.parse::<usize>().is_ok()));
-        match next {
-            Some(n) => node = resolve(n),
-            None => return Vec::new(),
-        }
+        node = resolve(next?);
     }
-    node.get("properties")
-        .and_then(Value::as_object)
-        .map(|p| p.keys().map(String::as_str).collect())
-        .unwrap_or_default()
+    Some(node)
 }
 
 /// One JSON Schema error as problems (an unknown-keys error yields one per key).
@@ -213,7 +217,22 @@ pub fn describe(error: &ValidationError<'_>, spans: &SpanIndex, schema: &Value) 
                 TypeKind::Single(t) => vec![json_type_name(&t.to_string())],
                 TypeKind::Multiple(set) => set.iter().map(|t| json_type_name(&t.to_string())).collect(),
             };
-            single(format!("`{key}` must be {}, not {}", expected.join(" or "), toml_type(instance)))
+            // An optional value left out is no form to write: not "nothing or an array".
+            let expected: Vec<&str> = match expected.len() {
+                1 => expected,
+                _ => expected.into_iter().filter(|t| *t != "nothing").collect(),
+            };
+            let mut p = Problem::error(
+                at_value(),
+                format!("`{key}` must be {}, not {}", expected.join(" or "), toml_type(instance)),
+            );
+            let written = schema_node(schema, pointer).and_then(|n| n.get("pattern")).and_then(Value::as_str);
+            if let Some(meaning) = written.and_then(pattern_meaning) {
+                p = p.with_help(format!("write {meaning}"));
+            } else if expected == ["an array"] && instance.is_object() {
+                p = p.with_help(format!("each `[[{key}]]` header adds one entry; `[{key}]` makes a single table"));
+            }
+            vec![p]
         }
         ValidationErrorKind::Enum { options } => {
             let choices: Vec<&str> = options.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
