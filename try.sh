@@ -16,6 +16,8 @@
 set -eu
 cd "$(dirname "$0")"
 try=${PADDOCK_TRY_DIR:-/tmp/paddock-try}
+# The daemon's paths are absolute (it refuses others).
+case $try in /*) ;; *) try=$PWD/$try ;; esac
 bin=${CARGO_TARGET_DIR:-target}/debug/paddock
 
 if [ "$(id -u)" != 0 ]; then

@@ -454,7 +454,8 @@ fn a_stopped_daemons_successor_starts_workloads_again_from_no_failures() {
     d = d.start(&[]);
     let w = d.workload("flaky").unwrap();
     assert_eq!((&w["state"], &w["restarts"]), (&serde_json::json!("running"), &serde_json::json!(1)), "{w}");
-    // max_retries = 1: its failure carried, the next would give up.
+    // max_retries = 1: with its failure carried, the next would give up;
+    // none carried, the next is retried once more.
     d.wait_for("flaky restarted after its first failure", |d| {
         d.workload("flaky").is_some_and(|w| w["state"] == "running" && w["restarts"] == 2)
     });

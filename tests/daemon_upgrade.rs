@@ -331,3 +331,51 @@ fn an_upgrade_to_a_binary_older_than_the_check_goes_through_with_a_warning() {
     assert!(log.contains("the new binary cannot check the configuration"), "{log}");
     assert_eq!(d.terminate(), 0);
 }
+
+/// A SIGHUP after a package upgrade whose binary would not start with the
+/// configuration: refused, and the daemon does what a reload does instead
+/// (it rescans and says READY=1 after its RELOADING=1, as systemd waits
+/// for), its workloads running.
+#[test]
+fn a_sighup_whose_upgrade_is_refused_rescans_and_says_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut d = Daemon::setup();
+    std::fs::create_dir(d.path("bin")).unwrap();
+    let binary = d.path("bin/paddock");
+    install(&binary);
+    d.binary = Some(binary.clone());
+    let mut d = d.start(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    d.write("web.toml", SLEEPER);
+    let web = d.running_pid("web");
+    let mut buf = [0u8; 512];
+    loop {
+        let n = sock.recv(&mut buf).expect("READY=1 within 10 s");
+        if buf[..n].starts_with(b"READY=1") {
+            break;
+        }
+    }
+    install(&binary);
+    d.configure("[remap]\n", "resync_interval = \"0s\"\n[remap]\n");
+    let daemon = d.child.as_ref().unwrap().id();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(daemon as i32, libc::SIGHUP) };
+    let mut seen: Vec<String> = Vec::new();
+    while !seen.last().is_some_and(|m| m.starts_with("READY=1")) {
+        let n = sock.recv(&mut buf).unwrap_or_else(|e| {
+            let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap_or_default();
+            panic!("no READY=1 after the SIGHUP ({e}): {seen:?}\n{log}")
+        });
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let lifecycle: Vec<&str> = seen.iter().map(String::as_str).filter(|m| !m.starts_with("STATUS=")).collect();
+    assert_eq!(lifecycle.first(), Some(&"RELOADING=1"), "{seen:?}");
+    assert!(exe_of(daemon).ends_with("(deleted)"), "not re-executed");
+    assert_eq!(d.running_pid("web"), web);
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("not upgraded"), "{log}");
+    d.configure("resync_interval = \"0s\"\n", "");
+    assert_eq!(d.terminate(), 0);
+}

@@ -73,16 +73,20 @@ pub fn listening_socket_of(pid: u32) -> std::io::Result<PathBuf> {
         inodes.extend(inode);
     }
     // Num RefCount Protocol Flags Type St Inode Path; __SO_ACCEPTCON
-    // (0x10000) in Flags is a listening socket.
-    let table = std::fs::read_to_string("/proc/net/unix")?;
+    // (0x10000) in Flags is a listening socket. The table of the process's
+    // network namespace, which need not be this one's.
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/unix"))?;
     for line in table.lines().skip(1) {
         let mut words = line.split_whitespace();
         let fields: Vec<&str> = words.by_ref().take(7).collect();
         let &[_, _, _, flags, _, _, inode] = fields.as_slice() else { continue };
         let path = words.collect::<Vec<_>>().join(" ");
         let listening = u32::from_str_radix(flags, 16).is_ok_and(|f| f & 0x10000 != 0);
-        if listening && path.starts_with('/') && inode.parse().is_ok_and(|i: u64| inodes.contains(&i)) {
-            return Ok(PathBuf::from(path));
+        // Not an abstract socket (`@name`), nor an unbound one.
+        let named = !path.is_empty() && !path.starts_with('@');
+        if listening && named && inode.parse().is_ok_and(|i: u64| inodes.contains(&i)) {
+            // A relative path is the process's working directory's.
+            return Ok(std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default().join(path));
         }
     }
     Err(std::io::Error::new(

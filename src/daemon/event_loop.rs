@@ -459,7 +459,17 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         }
         if !shutting_down && let Some(reply) = scans.upgrade.take() {
             let heard = Heard { taker: &taker, channel: &mut heard, again: &requeue };
-            reexec(&mut daemon, &mut sandbox_rx, &handover, reply, start_timeout, &notifier, heard).await;
+            let checked = reexec(&mut daemon, &mut sandbox_rx, &handover, reply, start_timeout, &notifier, heard).await;
+            if checked == Reexec::NotBegun {
+                // As a reload would have: rescanned, and READY=1 said after
+                // it (a SIGHUP said RELOADING=1); what it asks again tries
+                // the binary again.
+                daemon.retry_host_failures(Clock::read());
+                scans.hup_next = true;
+                scans.wanted = Some(Rescan::Everything);
+                // Begun at once, not at the loop's next event.
+                again = true;
+            }
         }
         // Each pass tries what systemd had no room for (the arm above does
         // while nothing else happens: a busy loop would never let it fire).
@@ -555,6 +565,16 @@ async fn settle(
 /// How long after its deadline a start's kill may take to be heard.
 const KILL_HEARD: Duration = Duration::from_secs(2);
 
+/// How an upgrade that returned ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Reexec {
+    /// Not begun (no binary to run, or it would not start with the
+    /// configuration): nothing was paused or told to systemd.
+    NotBegun,
+    /// Abandoned, or the exec failed: the daemon goes on, said READY=1.
+    Failed,
+}
+
 /// Re-executes the installed binary in place: starts under way are let
 /// finish, kept state written, the client told, then the exec; the new
 /// image adopts every sandbox. On failure the daemon goes on as it was.
@@ -566,14 +586,14 @@ async fn reexec(
     start_timeout: Duration,
     notifier: &Notifier,
     heard: Heard<'_>,
-) {
+) -> Reexec {
     let Some((binary, _)) = upgrade::installed() else {
         let message = "cannot find the installed binary (/proc/self/exe) to re-execute";
         tracing::error!(message);
         if let Some(reply) = reply {
             let _ = reply.send(Response::Error(message.to_owned()));
         }
-        return;
+        return Reexec::NotBegun;
     };
     let checked = binary.clone();
     let valid =
@@ -587,7 +607,7 @@ async fn reexec(
         if let Some(reply) = reply {
             let _ = reply.send(Response::Error(message));
         }
-        return;
+        return Reexec::NotBegun;
     }
     let _ = notifier.notify("RELOADING=1");
     // What the loop is asked meanwhile (a stop abandons the upgrade).
@@ -623,7 +643,7 @@ async fn reexec(
         }
         heard.taker.resume();
         let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
-        return;
+        return Reexec::Failed;
     }
     tracing::info!(binary = %binary.display(), "upgrading in place: re-executing the binary; every workload keeps running");
     if let Some(reply) = reply {
@@ -642,7 +662,7 @@ async fn reexec(
             let _ = heard.again.send(signal);
         }
         heard.taker.resume();
-        return;
+        return Reexec::Failed;
     }
     // Ignored, then unblocked, for the next image: a paddock older than
     // this one never unblocks them itself, and one that comes in the
@@ -658,6 +678,7 @@ async fn reexec(
     heard.taker.resume();
     tracing::error!(%error, "the upgrade failed; this daemon goes on");
     let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
+    Reexec::Failed
 }
 
 /// Adds to `asked` what the loop's channel holds and what is pending

@@ -66,14 +66,9 @@ pub fn blame(error: &SpawnError) -> Blame {
             | CgroupError::NoSwapAccounting { .. },
         ) => Blame::Host,
         SpawnError::OutsideSlice { .. } | SpawnError::Source(_) => Blame::Host,
-        // The key quota, full, may free (a shared slice's other workload
-        // stops): retried with the backoff, as the workload's failure.
-        SpawnError::Setup { step, error } if step == sandbox::KEYRING_STEP => {
-            match error.starts_with(Errno::EDQUOT.desc()) {
-                true => Blame::Workload,
-                false => Blame::Host,
-            }
-        }
+        // The host's key quota (`kernel.keys.maxkeys`): raised, `paddock
+        // reload` tries the workload again, as any host failure.
+        SpawnError::Setup { step, .. } if step == sandbox::KEYRING_STEP => Blame::Host,
         _ => Blame::Workload,
     }
 }
@@ -466,8 +461,8 @@ mod tests {
         let keyring = |error: &str| SpawnError::Setup { step: sandbox::KEYRING_STEP.to_owned(), error: error.into() };
         assert_eq!(
             blame(&keyring(&format!("{} (raise ...)", Errno::EDQUOT.desc()))),
-            Blame::Workload,
-            "a key quota may free"
+            Blame::Host,
+            "the host's key quota: a reload tries it again once raised"
         );
         assert_eq!(blame(&keyring(Errno::EPERM.desc())), Blame::Host, "keyrings refused");
         // A rootfs the daemon had no descriptor left to open (what CI saw

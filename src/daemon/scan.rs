@@ -159,7 +159,7 @@ pub fn scan_settled(dir: &Path, previous: &BTreeSet<&str>, cache: Option<&Snapsh
 }
 
 /// What a rescan found for one changed file.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FileChange {
     pub file: String,
     /// The workload it names (None: the file name is not a valid name).
@@ -346,17 +346,22 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
         false => Vec::new(),
     };
     changes.extend(again.iter().map(|file| FileChange::of(dir, file, &snapshot, validator)));
-    let valid: Vec<bool> = changes.iter().map(|c| matches!(c.event, ManifestEvent::Valid(_))).collect();
+    // Judged as if the files seen gone were removed too, when any are.
+    let mut without_gone = (!still_gone.is_empty()).then(|| changes.clone());
     let kept = refuse_conflicts(dir, &snapshot, &mut changes, settled, running, recorded, validator);
-    // A file refused for what another holds, while a file is seen gone,
-    // waits with it (a rename: web.toml moved to web2.toml, its ports
-    // with it): taken as it was until the gone one is looked at again,
-    // and validated then, rather than refused until the next full rescan.
-    if !still_gone.is_empty() {
+    // A file refused for what a file seen gone holds waits with it (a
+    // rename: web.toml moved to web2.toml, its ports with it): taken as it
+    // was until the gone one is looked at again, and validated then,
+    // rather than refused until the next full rescan. One refused for what
+    // another holds is refused at once.
+    if let Some(trial) = &mut without_gone {
+        let others: Vec<(String, Arc<Manifest>)> =
+            settled.iter().filter(|(file, _)| !still_gone.contains_key(file)).cloned().collect();
+        refuse_conflicts(dir, &snapshot, trial, &others, running, recorded, validator);
         let deferred: BTreeSet<String> = changes
             .iter()
-            .zip(valid)
-            .filter(|(c, valid)| *valid && matches!(c.event, ManifestEvent::Invalid(_)))
+            .zip(trial.iter())
+            .filter(|(c, t)| matches!(c.event, ManifestEvent::Invalid(_)) && matches!(t.event, ManifestEvent::Valid(_)))
             .filter(|(c, _)| {
                 let name = WorkloadName::stem_of_manifest_file(&c.file);
                 !kept.iter().any(|(kept, _)| Some(kept.as_str()) == name)
@@ -881,12 +886,18 @@ mod tests {
             format!("command = [\"/bin/sleep\"]\nrootfs = {{ path = {:?} }}\nports = [\"{port}:80\"]\n", root.path())
         };
         std::fs::write(d.path().join("web.toml"), manifest(8080)).unwrap();
+        std::fs::write(d.path().join("db.toml"), manifest(9090)).unwrap();
         let validator = Validator::new(Vec::new());
         let first = run_job(d.path(), &Snapshot::new(), Rescan::Changed, &validator, &Held::default());
-        let Some(ManifestEvent::Valid(web)) = first.changes.first().map(|c| c.event.clone()) else {
-            panic!("{:?}", first.changes)
-        };
-        let settled = vec![("web.toml".to_owned(), web.manifest.clone())];
+        let settled: Vec<(String, Arc<Manifest>)> = first
+            .changes
+            .iter()
+            .map(|c| match &c.event {
+                ManifestEvent::Valid(desired) => (c.file.clone(), desired.manifest.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(settled.len(), 2);
         let scan_with = |previous: &Snapshot, gone: BTreeMap<String, std::time::Instant>| {
             let held = Held { settled: settled.clone(), gone, ..Held::default() };
             run_job(d.path(), previous, Rescan::Changed, &validator, &held)
@@ -900,7 +911,16 @@ mod tests {
         assert_eq!(events(&refused), [("api.toml".to_owned(), false)]);
         std::fs::remove_file(d.path().join("api.toml")).unwrap();
 
+        // Renamed, and beside it a file that wants what db.toml (not gone) holds.
         std::fs::rename(d.path().join("web.toml"), d.path().join("web2.toml")).unwrap();
+        std::fs::write(d.path().join("api.toml"), manifest(9090)).unwrap();
+        let second = scan_with(&first.snapshot, BTreeMap::new());
+        assert_eq!(
+            events(&second),
+            [("api.toml".to_owned(), false)],
+            "web2.toml waits for web.toml, api.toml does not"
+        );
+        std::fs::remove_file(d.path().join("api.toml")).unwrap();
         let second = scan_with(&first.snapshot, BTreeMap::new());
         assert!(second.changes.is_empty(), "web2.toml waits for web.toml: {:?}", second.changes);
         assert!(second.snapshot.contains_key("web.toml") && !second.snapshot.contains_key("web2.toml"));

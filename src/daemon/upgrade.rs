@@ -53,13 +53,17 @@ const VALIDATE_OUTPUT: u64 = 8 * 1024;
 /// through, with a warning: a downgrade works as it did.
 pub fn validate(binary: &std::path::Path) -> Result<(), String> {
     use std::io::Read;
+    use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new(binary);
     command
         .args(std::env::args_os().skip(1))
         .arg("--validate")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
+        .stderr(std::process::Stdio::piped())
+        // A group of its own: whatever it starts (a wrapper script's
+        // paddock) ends with it, and its stderr with them.
+        .process_group(0);
     // Nothing of this daemon's: it must not speak to systemd or take a socket.
     for variable in ["NOTIFY_SOCKET", "JOURNAL_STREAM", LISTEN_FD] {
         command.env_remove(variable);
@@ -73,18 +77,25 @@ pub fn validate(binary: &std::path::Path) -> Result<(), String> {
         String::from_utf8_lossy(&text).into_owned()
     });
     let deadline = std::time::Instant::now() + VALIDATE_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(2)),
-            // Not yet reaped: the kill reaches the child, no other process.
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Its end seen but the child not reaped (WNOWAIT), so that its group,
+    // named by its pid, is still its own when what is left of it is killed.
+    let ended = || {
+        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        !matches!(waitid(Id::Pid(pid), flags), Ok(WaitStatus::StillAlive))
     };
+    let timed_out = loop {
+        if ended() {
+            break false;
+        }
+        if std::time::Instant::now() >= deadline {
+            break true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+    let status = child.wait().ok().filter(|_| !timed_out);
     let said = reader.join().unwrap_or_default();
     let said = said.trim();
     match status {

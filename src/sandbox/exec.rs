@@ -320,7 +320,8 @@ pub fn join_own_session_keyring() -> Result<(), Errno> {
     match Errno::result(joined) {
         Ok(_) | Err(Errno::ENOSYS) => Ok(()),
         Err(Errno::EPERM) => {
-            // SAFETY: keyctl(KEYCTL_GET_KEYRING_ID, id, 0) takes integers only (and creates nothing).
+            // SAFETY: keyctl(KEYCTL_GET_KEYRING_ID, id, 0) takes integers only.
+            // (Without a session keyring it may make the user's; harmless.)
             let reached =
                 unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0) };
             match Errno::result(reached) {
