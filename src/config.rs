@@ -416,6 +416,15 @@ impl Config {
         }
         let r = &self.restart;
         problems.extend(crate::validate::backoff_over_its_max(r.backoff, r.backoff_max, at("/restart/backoff")));
+        if let Err(e) = metrics_address(&self.metrics_listen) {
+            problems.push(Problem::error(at("/metrics_listen"), e.to_string()));
+        }
+        if crate::network::parse_subnet(&self.network.subnet).is_none() {
+            problems.push(Problem::error(
+                at("/network/subnet"),
+                crate::network::NetworkError::Subnet(self.network.subnet.clone()).to_string(),
+            ));
+        }
         // Relative to the daemon's working directory (systemd's is /), a
         // path would name one place for `check` and another for the daemon.
         let (n, m) = (&self.network, &self.remap);
@@ -452,6 +461,24 @@ impl Config {
         problems
     }
 }
+
+/// `metrics_listen`: "" is off; a bare port listens on loopback only;
+/// otherwise an address and port, e.g. "127.0.0.1:9464" or "[::1]:9464".
+pub fn metrics_address(text: &str) -> Result<Option<std::net::SocketAddr>, MetricsAddressError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))));
+    }
+    text.parse().map(Some).map_err(|_| MetricsAddressError(text.to_owned()))
+}
+
+/// `metrics_listen` is neither empty, a port, nor an address and port.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("metrics_listen = {0:?} is not an address and port; write it as \"127.0.0.1:9464\" (or \"\" for no metrics)")]
+pub struct MetricsAddressError(String);
 
 #[cfg(test)]
 mod tests {
@@ -522,6 +549,24 @@ mod tests {
                 "p.toml:4:32: error: `network.plugin_dirs[1]` must be an absolute path, not \"cni\"",
             ]
         );
+        // Refused at the start before, with no line.
+        let text = "metrics_listen = \"localhost:9464\"\n[network]\nsubnet = \"10.77.0.0/33\"\n";
+        assert_eq!(
+            first_lines(text),
+            [
+                "p.toml:1:18: error: metrics_listen = \"localhost:9464\" is not an address and port; write it as \"127.0.0.1:9464\" (or \"\" for no metrics)",
+                "p.toml:3:10: error: [network] subnet = \"10.77.0.0/33\" is not an IPv4 subnet with room for workloads (such as \"10.77.0.0/16\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn metrics_addresses() {
+        use super::metrics_address as m;
+        assert_eq!(m(""), Ok(None));
+        assert_eq!(m("9464").unwrap().unwrap().to_string(), "127.0.0.1:9464");
+        assert_eq!(m("[::1]:9464").unwrap().unwrap().to_string(), "[::1]:9464");
+        assert!(m("localhost:9464").unwrap_err().to_string().contains("write it as \"127.0.0.1:9464\""));
     }
 
     #[test]

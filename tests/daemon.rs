@@ -687,13 +687,15 @@ fn a_socket_path_naming_something_else_is_refused_and_left_alone() {
     let file = d.path("out/notes.txt");
     std::fs::write(&file, "mine").unwrap();
     let (code, stderr) = refused(&file);
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(78), "a restart cannot mend it: {stderr}");
     assert!(stderr.contains("something other than a socket is there") && stderr.contains("remove it"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
     let link = d.path("out/link.sock");
     std::os::unix::fs::symlink(&file, &link).unwrap();
     let (code, stderr) = refused(&link);
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(78), "{stderr}");
+    let (code, stderr) = d.run_refused(&["--validate", "--socket", &file.display().to_string()]);
+    assert_eq!(code, Some(78), "--validate says so too: {stderr}");
     assert!(std::fs::symlink_metadata(&link).is_ok() && file.exists(), "the link and its file are left");
 }
 

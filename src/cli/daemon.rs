@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{CliError, OrFail};
+use crate::config::metrics_address;
 use crate::daemon::{
     event_loop, executor, notify::Notifier, scan::check_directory, store::AccountStamps, store::DiskStore,
 };
@@ -52,6 +53,21 @@ pub enum LogFormat {
 /// wrong: a restart cannot fix it, so the unit does not retry it
 /// (`RestartPreventExitStatus=78`). 78 is EX_CONFIG (sysexits.h).
 pub const CONFIG_ERROR: super::ExitCode = 78;
+
+/// Refuses what is at the control socket's path and is no socket (a
+/// file, a link: a typo naming another file), which a start never replaces:
+/// a configuration error a restart cannot fix. (An upgrade that moved the
+/// socket onto one keeps its old socket instead: `server::bind`.)
+fn socket_path_free(socket: &Path) -> Result<(), CliError> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(socket) {
+        Ok(meta) if !meta.file_type().is_socket() => Err(CliError::new(
+            CONFIG_ERROR,
+            crate::daemon::server::BindError::NotASocket(socket.to_owned()).to_string(),
+        )),
+        _ => Ok(()),
+    }
+}
 
 pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     // A stop or reload asked before the loop listens waits for it, rather
@@ -149,6 +165,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     let remap = &config.remap;
     let accounts = remap.accounts();
     if args.validate {
+        socket_path_free(&socket)?;
         // Read only: the default user's ranges, missing, are added by a start.
         crate::idmap::read_remap_ranges(&accounts, &remap.user).or_fail(CONFIG_ERROR)?;
         metrics_address(&config.metrics_listen).or_fail(CONFIG_ERROR)?;
@@ -188,6 +205,9 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     // with a process in it cannot enable controllers for its children).
     let inherited = crate::sandbox::unreaped::Inherited::take();
     let inherited_listener = crate::daemon::upgrade::inherited_listener();
+    if inherited_listener.is_none() {
+        socket_path_free(&socket)?;
+    }
     // Here too while one thread: it takes the limit an upgraded image was
     // handed from the environment.
     match crate::sandbox::raise_nofile_limit() {
@@ -228,34 +248,4 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     event_loop::run(options, validator, notifier).or_fail(1)?;
     tracing::info!("every workload stopped; exiting");
     Ok(0)
-}
-
-/// `metrics_listen`: "" is off; a bare port listens on loopback only;
-/// otherwise an address and port, e.g. "127.0.0.1:9464" or "[::1]:9464".
-pub fn metrics_address(text: &str) -> Result<Option<std::net::SocketAddr>, MetricsAddressError> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    if let Ok(port) = text.parse::<u16>() {
-        return Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))));
-    }
-    text.parse().map(Some).map_err(|_| MetricsAddressError(text.to_owned()))
-}
-
-/// `metrics_listen` is neither empty, a port, nor an address and port.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("metrics_listen = {0:?} is not an address and port; write it as \"127.0.0.1:9464\" (or \"\" for no metrics)")]
-pub struct MetricsAddressError(String);
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn metrics_addresses() {
-        use super::metrics_address as m;
-        assert_eq!(m(""), Ok(None));
-        assert_eq!(m("9464").unwrap().unwrap().to_string(), "127.0.0.1:9464");
-        assert_eq!(m("[::1]:9464").unwrap().unwrap().to_string(), "[::1]:9464");
-        assert!(m("localhost:9464").unwrap_err().to_string().contains("write it as \"127.0.0.1:9464\""));
-    }
 }

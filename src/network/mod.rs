@@ -202,7 +202,7 @@ pub struct Networks {
 }
 
 /// An IPv4 subnet, `a.b.c.d/n`.
-fn parse_subnet(s: &str) -> Option<(Ipv4Addr, u8)> {
+pub fn parse_subnet(s: &str) -> Option<(Ipv4Addr, u8)> {
     let (addr, len) = s.split_once('/')?;
     let addr: Ipv4Addr = addr.parse().ok()?;
     let len: u8 = len.parse().ok().filter(|l| (8..=29).contains(l))?;
