@@ -108,7 +108,16 @@ fn a_directory_means_its_manifests_with_the_daemons_ignore_rules() {
         write(dir.path(), ignored, "not = [valid");
     }
     let run = check(&[], &[dir.path()]);
-    assert_eq!((run.code, run.stdout.as_str()), (0, "2 files, 2 valid, 0 invalid\n"));
+    // What the daemon ignores on purpose is not mentioned; a file that is
+    // no manifest is said to be not read.
+    let not_read = |f: &str| {
+        format!(
+            "{}: not read: only *.toml files are manifests (the daemon does not read it either)\n",
+            dir.path().join(f).display()
+        )
+    };
+    let expected = format!("{}{}2 files, 2 valid, 0 invalid\n", not_read("README"), not_read("notes.txt"));
+    assert_eq!((run.code, run.stdout.as_str()), (0, expected.as_str()));
 }
 
 #[test]
@@ -132,6 +141,18 @@ fn policies_are_chosen_by_name_and_from_a_directory() {
         run.stdout.contains("policy no-root refuses this: `user` must be at least 1, not 0 (the default)"),
         "{}",
         run.stdout
+    );
+
+    assert!(!run.stderr.contains("never applies"), "{}", run.stderr);
+    // A rule on a key no manifest has (a typo) never applies: said.
+    write(policies.path(), "typo.json", r#"{"properties": {"usr": {"minimum": 1}}}"#);
+    let run = check(&["--policy-dir", dir_arg, "--policy", "typo"], &[&file]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("policy typo: the rule on `/usr` never applies: no manifest has that key (did you mean `user`?)"),
+        "{}",
+        run.stderr
     );
 
     let run = check(&["--policy", "nope"], &[&file]);
@@ -492,4 +513,24 @@ fn an_after_naming_no_manifest_is_an_error_of_a_directory_and_a_warning_of_named
         );
         assert!(!run.stdout.contains("`db`"), "db.toml is beside it: {}", run.stdout);
     }
+}
+
+/// A file of a checked directory that is no manifest (`web.yaml`) is said
+/// to be not read, as the daemon does not read it; what the daemon ignores
+/// on purpose (dotfiles, editors' temporaries) is not.
+#[test]
+fn a_file_of_a_directory_that_is_no_manifest_is_said_to_be_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "web.toml", VALID);
+    let yaml = write(dir.path(), "web.yaml", "command: [/bin/true]\n");
+    write(dir.path(), ".hidden", "");
+    write(dir.path(), "web.toml~", VALID);
+    let run = check(&[], &[dir.path()]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let said = format!("{}: not read: only *.toml files are manifests", yaml.display());
+    assert!(run.stdout.contains(&said), "{}", run.stdout);
+    assert_eq!(run.stdout.lines().filter(|l| l.contains(": not read:")).count(), 1, "{}", run.stdout);
+    let run = check(&["--format", "json"], &[dir.path()]);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["not_read"], serde_json::json!([yaml.display().to_string()]), "{report}");
 }

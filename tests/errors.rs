@@ -92,6 +92,12 @@ fn settings_that_would_do_nothing_are_warned_of() {
         ["6:11: warning: a privileged workload runs with no seccomp filter"]
     );
     assert!(checked.spec.is_some(), "a warning refuses nothing");
+    let privileged = "command = [\"x\"]\n[namespaces]\nuser = \"host\"\n[security]\nprivileged = true\ncapabilities = [\"SYS_ADMIN\"]\n";
+    let checked = common::check(&["privileged"], "t.toml", privileged);
+    assert_eq!(
+        common::lines("t.toml", privileged, &checked),
+        ["6:16: warning: a privileged workload holds every capability already"]
+    );
     // Every other signal is passed on by the init.
     expect(
         "command = [\"x\"]\n[stop]\nsignal = \"SIGSTOP\"\n",

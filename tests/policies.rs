@@ -13,6 +13,8 @@ fn broken(policy: &str, text: &str) -> Vec<String> {
     checked
         .problems
         .iter()
+        // Warnings refuse nothing (`capabilities` on a privileged one, say).
+        .filter(|p| p.severity == paddock::validate::Severity::Error)
         .map(|p| match (&p.policy, &p.rule) {
             (Some(policy), Some(rule)) => format!("{policy}/{rule}"),
             _ => panic!("not a policy problem: {p:?}\n{text}"),

@@ -73,6 +73,9 @@ struct JsonReport<'a> {
     problems: &'a [Located<'a>],
     /// Files that could not be read, and other failures that are not the file's fault.
     errors: &'a [String],
+    /// Files of a directory checked that are not manifests (not `*.toml`),
+    /// which the daemon does not read either.
+    not_read: &'a [String],
 }
 
 pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
@@ -101,7 +104,7 @@ pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
         .with_source_checks(&args.policy.volumes_root(&config));
     let color = Color::for_stdout();
 
-    let Validated { files: checked, errors } = validate_paths(&validator, &args.paths, host);
+    let Validated { files: checked, errors, not_read } = validate_paths(&validator, &args.paths, host);
     let summary = Summary {
         files: checked.len(),
         valid: checked.iter().filter(|f| f.spec.is_some()).count(),
@@ -119,12 +122,18 @@ pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
             for e in &errors {
                 eprintln!("paddock check: {e}");
             }
+            for file in &not_read {
+                writeln!(
+                    out,
+                    "{file}: not read: only *.toml files are manifests (the daemon does not read it either)"
+                )?;
+            }
             writeln!(out, "{} files, {} valid, {} invalid", summary.files, summary.valid, summary.invalid)?;
         }
         Format::Json => {
             let located: Vec<Located<'_>> =
                 checked.iter().flat_map(|f| f.problems.iter().map(|p| p.locate(&f.file, &f.text))).collect();
-            let report = JsonReport { summary: &summary, problems: &located, errors: &errors };
+            let report = JsonReport { summary: &summary, problems: &located, errors: &errors, not_read: &not_read };
             serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
@@ -165,11 +174,13 @@ pub struct CheckedFile {
 }
 
 /// The files of `paths`, each validated as the daemon would, then the
-/// checks across them; `errors` are the paths that could not be read.
+/// checks across them; `errors` are the paths that could not be read, and
+/// `not_read` the files of its directories that are not manifests.
 #[derive(Debug)]
 pub struct Validated {
     pub files: Vec<CheckedFile>,
     pub errors: Vec<String>,
+    pub not_read: Vec<String>,
 }
 
 /// What `check` does to its PATHs (and `export` before it writes anything):
@@ -178,10 +189,14 @@ pub struct Validated {
 pub fn validate_paths(validator: &validate::Validator, paths: &[PathBuf], host: HostChecks) -> Validated {
     let mut errors = Vec::new();
     let mut found = Vec::new();
+    let mut not_read = Vec::new();
     for path in paths {
         match expand(path) {
             Ok(more) => found.extend(more),
             Err(e) => errors.push(format!("cannot read {}: {e}", path.display())),
+        }
+        if path.is_dir() && path.extension().is_none_or(|e| e != "toml") {
+            not_read.extend(load::not_manifests(path).iter().map(|f| f.display().to_string()));
         }
     }
     let mut files = Vec::with_capacity(found.len());
@@ -211,14 +226,18 @@ pub fn validate_paths(validator: &validate::Validator, paths: &[PathBuf], host: 
     let whole_dirs = paths.iter().all(|p| p.is_dir());
     let beside: Vec<String> = match whole_dirs {
         true => Vec::new(),
-        false => found
-            .iter()
-            .filter_map(|f| f.parent())
-            .flat_map(|dir| {
-                load::list_manifests(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }).unwrap_or_default()
-            })
-            .filter_map(|f| Some(f.file_stem()?.to_str()?.to_owned()))
-            .collect(),
+        false => {
+            // Each directory once (`check wl/*.toml`).
+            let dirs: std::collections::BTreeSet<&Path> = found
+                .iter()
+                .filter_map(|f| f.parent())
+                .map(|dir| if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
+                .collect();
+            dirs.into_iter()
+                .flat_map(|dir| load::list_manifests(dir).unwrap_or_default())
+                .filter_map(|f| Some(f.file_stem()?.to_str()?.to_owned()))
+                .collect()
+        }
     };
     let unknown = match whole_dirs {
         true => validate::across::UnknownAfter::Refused,
@@ -237,7 +256,7 @@ pub fn validate_paths(validator: &validate::Validator, paths: &[PathBuf], host: 
             f.problems.append(&mut more);
         }
     }
-    Validated { files, errors }
+    Validated { files, errors, not_read }
 }
 
 /// A path on the command line: a directory stands for its manifests, and

@@ -187,7 +187,7 @@ fn kubernetes(args: KubernetesArgs) -> Result<super::ExitCode, CliError> {
     let validator = validator.with_restart_defaults(config.restart.clone());
     let policy_level = Level::of_policies(validator.policies().iter().map(|p| p.name.as_str()));
     // The files are meant for a cluster's nodes, not this host.
-    let Validated { mut files, errors } = validate_paths(&validator, &args.paths, HostChecks::Skip);
+    let Validated { mut files, errors, .. } = validate_paths(&validator, &args.paths, HostChecks::Skip);
     // What the API server would refuse makes a file invalid here, as a problem at its key.
     for f in &mut files {
         let Some(spec) = &f.spec else { continue };

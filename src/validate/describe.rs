@@ -76,7 +76,7 @@ fn pattern_meaning(pattern: &str) -> Option<&'static str> {
         DURATION_PATTERN => "a duration: a number and one unit of ms, s, m or h, e.g. \"100ms\", \"1.5s\", \"2m\"",
         SIZE_PATTERN => "a size: a whole number and one unit of KiB, MiB, GiB or TiB, e.g. \"256MiB\"",
         "^/" => "an absolute path (starting with /)",
-        "^[^=]+$" => "a variable name without `=`",
+        "^[^=]+$" => "a variable name: not empty, and without `=`",
         crate::model::NETWORK_NAME_PATTERN => {
             "a CNI network's name: letters, digits, `_`, `.` and `-`, at most 64 characters, starting with a letter or digit"
         }

@@ -105,6 +105,25 @@ pub fn read_open_manifest(mut file: File, path: &Path) -> Result<(String, std::f
 /// The manifest files in a directory, sorted: every `*.toml` entry whose
 /// name the daemon does not ignore, whatever its type (a directory named
 /// `x.toml` is listed, so that it is reported rather than skipped).
+/// The files of `dir` that are neither manifests nor what the daemon
+/// ignores on purpose (dotfiles, editors' and dpkg's temporaries): a
+/// `web.yaml` or `web.conf` an operator may take for one.
+pub fn not_manifests(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            !name.ends_with(".toml") && !crate::model::is_ignored_file_name(&name)
+        })
+        .map(|e| e.path())
+        .filter(|path| path.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
 pub fn list_manifests(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {

@@ -100,6 +100,15 @@ impl Policy {
         (field("title"), field("description"))
     }
 
+    /// The keys this policy's rules name that no manifest has (a typo such
+    /// as `usr`): a rule on one never applies. Each as the key's path in a
+    /// manifest (`/security/privilegd`), with the key it is closest to.
+    pub fn unknown_keys(&self, manifest: &Value) -> Vec<(String, Option<String>)> {
+        let mut found = Vec::new();
+        unknown_keys(&self.document, "", manifest, &mut found);
+        found
+    }
+
     /// Every refusal of this policy, located in the source.
     pub fn check(&self, effective: &Value, spans: &SpanIndex) -> Vec<Problem> {
         let mut problems = Vec::new();
@@ -120,6 +129,39 @@ impl Policy {
             }
         }
         problems
+    }
+}
+
+/// `Policy::unknown_keys` of the subschema `node`, which applies to the
+/// manifest's value at `pointer`.
+fn unknown_keys(node: &Value, pointer: &str, manifest: &Value, found: &mut Vec<(String, Option<String>)>) {
+    let Some(node) = node.as_object() else { return };
+    if let Some(properties) = node.get("properties").and_then(Value::as_object) {
+        // None known: a table of the user's own keys (`env`), or no table.
+        let known = super::describe::known_keys(manifest, pointer);
+        for (key, rule) in properties {
+            let child = format!("{pointer}/{key}");
+            match known.is_empty() || known.contains(&key.as_str()) {
+                true => unknown_keys(rule, &child, manifest, found),
+                false => {
+                    let closest = super::describe::did_you_mean(key, known.iter().copied()).map(str::to_owned);
+                    found.push((child, closest));
+                }
+            }
+        }
+    }
+    if let Some(items) = node.get("items") {
+        unknown_keys(items, &format!("{pointer}/0"), manifest, found);
+    }
+    for each in ["allOf", "anyOf", "oneOf"] {
+        for rule in node.get(each).and_then(Value::as_array).into_iter().flatten() {
+            unknown_keys(rule, pointer, manifest, found);
+        }
+    }
+    for one in ["not", "if", "then", "else"] {
+        if let Some(rule) = node.get(one) {
+            unknown_keys(rule, pointer, manifest, found);
+        }
     }
 }
 
@@ -244,6 +286,33 @@ fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rule on a key no manifest has (a typo) is found, with the key it
+    /// was meant for; the built-in policies name none, and a table of the
+    /// user's own keys (`env`) is not judged.
+    #[test]
+    fn a_rule_on_a_key_no_manifest_has_is_found() {
+        let manifest: Value = serde_json::from_str(super::super::WORKLOAD_SCHEMA).unwrap();
+        let catalog = PolicyCatalog::load(None, Path::new("/var/lib/paddock/volumes")).unwrap();
+        for name in catalog.names().map(str::to_owned).collect::<Vec<_>>() {
+            let policy = catalog.select(std::slice::from_ref(&name)).unwrap().remove(0);
+            assert_eq!(policy.unknown_keys(&manifest), [], "{name}");
+        }
+        let text = r#"{"allOf": [
+            {"properties": {"usr": {"minimum": 1}, "env": {"properties": {"ANY": {"type": "string"}}}}},
+            {"properties": {"security": {"properties": {"privilegd": {"const": false}}}}},
+            {"properties": {"mounts": {"items": {"properties": {"readonly": {"const": true}, "sorce": {}}}}}}
+        ]}"#;
+        let policy = Policy::compile("mine", PolicySource::BuiltIn, text, Path::new("/v")).unwrap();
+        assert_eq!(
+            policy.unknown_keys(&manifest),
+            [
+                ("/usr".to_owned(), Some("user".to_owned())),
+                ("/security/privilegd".to_owned(), Some("privileged".to_owned())),
+                ("/mounts/0/sorce".to_owned(), Some("source".to_owned())),
+            ]
+        );
+    }
 
     #[test]
     fn built_in_policies_compile_and_describe_themselves() {

@@ -203,6 +203,12 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
                 .with_help("give up after failures in a row with policy = \"on-failure\", or remove it"),
         );
     }
+    if m.security.privileged && !m.security.capabilities.is_empty() {
+        problems.push(
+            Problem::warning(at("/security/capabilities"), "a privileged workload holds every capability already")
+                .with_help("remove `capabilities`, or `privileged` if only these are wanted"),
+        );
+    }
     if m.security.privileged && spans.get("/security/seccomp").is_some() && m.security.seccomp == Seccomp::Default {
         problems.push(
             Problem::warning(at("/security/seccomp"), "a privileged workload runs with no seccomp filter")
