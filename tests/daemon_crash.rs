@@ -408,19 +408,28 @@ fn ends_while_no_daemon_runs_get_their_restart_policy_and_their_real_status() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// A daemon running `flaky`, which fails after `seconds` with
+/// `max_retries`, once it runs a second time (one failure, one restart).
+fn flaky_in_its_second_run(seconds: u32, max_retries: u32) -> Daemon {
+    let d = Daemon::setup().start(&[]);
+    d.write(
+        "flaky.toml",
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", \"sleep {seconds}; exit 3\"]\n[restart]\nmax_retries = {max_retries}\nbackoff = \"0s\"\n"
+        ),
+    );
+    d.wait_for("flaky's second run", |d| {
+        d.workload("flaky").is_some_and(|w| w["state"] == "running" && w["restarts"] == 1)
+    });
+    d
+}
+
 /// A killed daemon's successor goes on counting a workload's failures and
 /// restarts (kept beside its hold): `max_retries` gives up as if the
 /// daemon had never gone, and `restarts` does not drop to 0.
 #[test]
 fn a_killed_daemons_successor_goes_on_counting_failures_and_restarts() {
-    let mut d = Daemon::setup().start(&[]);
-    d.write(
-        "flaky.toml",
-        "command = [\"/bin/sh\", \"-c\", \"sleep 2; exit 3\"]\n[restart]\nmax_retries = 2\nbackoff = \"0s\"\n",
-    );
-    d.wait_for("flaky's second run", |d| {
-        d.workload("flaky").is_some_and(|w| w["state"] == "running" && w["restarts"] == 1)
-    });
+    let mut d = flaky_in_its_second_run(2, 2);
     // Written behind the restart, within milliseconds.
     d.wait_for("flaky's count kept", |d| {
         std::fs::read_to_string(d.path("state/workloads/flaky.json")).is_ok_and(|t| t.contains("\"restarts\": 1"))
@@ -440,14 +449,7 @@ fn a_killed_daemons_successor_goes_on_counting_failures_and_restarts() {
 /// start is no restart: `restarts` is shown as it was.
 #[test]
 fn a_stopped_daemons_successor_starts_workloads_again_from_no_failures() {
-    let mut d = Daemon::setup().start(&[]);
-    d.write(
-        "flaky.toml",
-        "command = [\"/bin/sh\", \"-c\", \"sleep 1; exit 3\"]\n[restart]\nmax_retries = 1\nbackoff = \"0s\"\n",
-    );
-    d.wait_for("flaky's second run", |d| {
-        d.workload("flaky").is_some_and(|w| w["state"] == "running" && w["restarts"] == 1)
-    });
+    let mut d = flaky_in_its_second_run(1, 1);
     assert_eq!(d.terminate(), 0);
     let kept = std::fs::read_to_string(d.path("state/workloads/flaky.json")).unwrap();
     assert!(kept.contains("\"halted\": true") && kept.contains("\"failures\": 0"), "{kept}");

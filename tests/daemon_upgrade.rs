@@ -26,12 +26,17 @@ fn install(path: &Path) {
 /// directory (so that a test can replace it, as a package upgrade does),
 /// and the copy's path.
 fn upgradable() -> (Daemon, std::path::PathBuf) {
+    upgradable_with(&[])
+}
+
+/// `upgradable`, the daemon started with `env`.
+fn upgradable_with(env: &[(&str, &str)]) -> (Daemon, std::path::PathBuf) {
     let mut d = Daemon::setup();
     std::fs::create_dir(d.path("bin")).unwrap();
     let binary = d.path("bin/paddock");
     install(&binary);
     d.binary = Some(binary.clone());
-    (d.start(&[]), binary)
+    (d.start(env), binary)
 }
 
 fn exe_of(pid: u32) -> String {
@@ -342,12 +347,7 @@ fn a_sighup_whose_upgrade_is_refused_rescans_and_says_ready() {
     let sock_path = dir.path().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut d = Daemon::setup();
-    std::fs::create_dir(d.path("bin")).unwrap();
-    let binary = d.path("bin/paddock");
-    install(&binary);
-    d.binary = Some(binary.clone());
-    let mut d = d.start(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    let (mut d, binary) = upgradable_with(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
     d.write("web.toml", SLEEPER);
     let web = d.running_pid("web");
     let mut buf = [0u8; 512];
