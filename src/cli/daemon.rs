@@ -54,21 +54,6 @@ pub enum LogFormat {
 /// (`RestartPreventExitStatus=78`). 78 is EX_CONFIG (sysexits.h).
 pub const CONFIG_ERROR: super::ExitCode = 78;
 
-/// Refuses what is at the control socket's path and is no socket (a
-/// file, a link: a typo naming another file), which a start never replaces:
-/// a configuration error a restart cannot fix. (An upgrade that moved the
-/// socket onto one keeps its old socket instead: `server::bind`.)
-fn socket_path_free(socket: &Path) -> Result<(), CliError> {
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::symlink_metadata(socket) {
-        Ok(meta) if !meta.file_type().is_socket() => Err(CliError::new(
-            CONFIG_ERROR,
-            crate::daemon::server::BindError::NotASocket(socket.to_owned()).to_string(),
-        )),
-        _ => Ok(()),
-    }
-}
-
 pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     // A stop or reload asked before the loop listens waits for it, rather
     // than end the daemon (`daemon::signals`): here too (main holds them
@@ -165,10 +150,10 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     let remap = &config.remap;
     let accounts = remap.accounts();
     if args.validate {
-        socket_path_free(&socket)?;
+        // What a start would refuse there (a file a typo names), not a stale socket.
+        crate::daemon::server::socket_at(&socket).or_fail(CONFIG_ERROR)?;
         // Read only: the default user's ranges, missing, are added by a start.
         crate::idmap::read_remap_ranges(&accounts, &remap.user).or_fail(CONFIG_ERROR)?;
-        metrics_address(&config.metrics_listen).or_fail(CONFIG_ERROR)?;
         let default = Path::new(crate::config::DEFAULT_CONFIG);
         let file = match args.config.as_deref() {
             Some(file) => file.display().to_string(),
@@ -205,8 +190,10 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     // with a process in it cannot enable controllers for its children).
     let inherited = crate::sandbox::unreaped::Inherited::take();
     let inherited_listener = crate::daemon::upgrade::inherited_listener();
+    // (An upgrade that moved the socket onto one keeps its old socket
+    // instead: `server::bind`.)
     if inherited_listener.is_none() {
-        socket_path_free(&socket)?;
+        crate::daemon::server::socket_at(&socket).or_fail(CONFIG_ERROR)?;
     }
     // Here too while one thread: it takes the limit an upgraded image was
     // handed from the environment.

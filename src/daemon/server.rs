@@ -91,24 +91,28 @@ fn same_place(a: &Path, b: &Path) -> bool {
     a == b || (a.file_name() == b.file_name() && dir(a).is_some() && dir(a) == dir(b))
 }
 
+/// Whether a socket is at `path` (to be replaced when no one listens),
+/// nothing, or something else, which is refused: only a socket is ours to
+/// replace (what is there itself: a link is not followed).
+pub fn socket_at(path: &Path) -> Result<bool, BindError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => Ok(true),
+        Ok(_) => Err(BindError::NotASocket(path.to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(BindError::Socket { path: path.to_owned(), source }),
+    }
+}
+
 fn bind_path(path: &Path) -> Result<UnixListener, BindError> {
     let err = |source| BindError::Socket { path: path.to_owned(), source };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    // What is there itself (a link is not followed): only a socket is ours to replace.
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if !meta.file_type().is_socket() => {
-            return Err(BindError::NotASocket(path.to_owned()));
+    if socket_at(path)? {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(BindError::AlreadyRunning(path.to_owned()));
         }
-        Ok(_) => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(BindError::AlreadyRunning(path.to_owned()));
-            }
-            std::fs::remove_file(path).map_err(err)?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
+        std::fs::remove_file(path).map_err(err)?;
     }
     let listener = UnixListener::bind(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
