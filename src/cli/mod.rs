@@ -165,16 +165,9 @@ pub fn validator(names: &[String], dir: &Path, volumes_root: &Path, strict: bool
     let load = if strict { crate::validate::load_policies_strict } else { crate::validate::load_policies };
     let policies = load(names, Some(dir), volumes_root)?;
     // A rule on a key no manifest has never applies: said, not ignored.
-    // (Of operators' policies: the built-in ones are tested, and a `run`
-    // need not read the schema's text.)
-    let theirs: Vec<_> =
-        policies.iter().filter(|p| !matches!(p.source, crate::validate::PolicySource::BuiltIn)).collect();
-    let manifest: serde_json::Value = match theirs.is_empty() {
-        true => serde_json::Value::Null,
-        false => serde_json::from_str(crate::validate::WORKLOAD_SCHEMA).expect("the built-in schema is JSON"),
-    };
-    for policy in theirs {
-        for (key, closest) in policy.unknown_keys(&manifest) {
+    // (Of operators' policies: the built-in ones are tested.)
+    for policy in policies.iter().filter(|p| !matches!(p.source, crate::validate::PolicySource::BuiltIn)) {
+        for (key, closest) in policy.unknown_keys() {
             let closest = closest.map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
             tracing::warn!(
                 "policy {}: the rule on `{key}` never applies: no manifest has that key{closest}",

@@ -26,6 +26,13 @@ pub use source::{SpanIndex, push_pointer};
 /// equal to what the Rust types generate).
 pub const WORKLOAD_SCHEMA: &str = include_str!("../../schemas/workload.schema.json");
 
+/// `WORKLOAD_SCHEMA` as JSON, read once per process (when an invalid
+/// manifest is described, or an operator's policy is looked over).
+fn workload_document() -> &'static serde_json::Value {
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| serde_json::from_str(WORKLOAD_SCHEMA).expect("the macro compiled this JSON"))
+}
+
 /// A manifest that passed every check: what the supervisor and sandbox run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkloadSpec {
@@ -120,8 +127,7 @@ impl Schema {
             Compiled::BuiltIn { .. } if WorkloadSchema::is_valid(value) => Vec::new(),
             Compiled::BuiltIn { described_by } => described_by
                 .get_or_init(|| {
-                    let doc = serde_json::from_str(WORKLOAD_SCHEMA).expect("the macro compiled this JSON");
-                    Box::new(Runtime::new(doc).expect("the macro compiled this schema"))
+                    Box::new(Runtime::new(workload_document().clone()).expect("the macro compiled this schema"))
                 })
                 .problems(value, spans),
             Compiled::Runtime(runtime) => runtime.problems(value, spans),

@@ -103,9 +103,9 @@ impl Policy {
     /// The keys this policy's rules name that no manifest has (a typo such
     /// as `usr`): a rule on one never applies. Each as the key's path in a
     /// manifest (`/security/privilegd`), with the key it is closest to.
-    pub fn unknown_keys(&self, manifest: &Value) -> Vec<(String, Option<String>)> {
+    pub fn unknown_keys(&self) -> Vec<(String, Option<String>)> {
         let mut found = Vec::new();
-        unknown_keys(&self.document, "", manifest, &mut found);
+        unknown_keys(&self.document, "", super::workload_document(), &mut found);
         found
     }
 
@@ -292,11 +292,10 @@ mod tests {
     /// user's own keys (`env`) is not judged.
     #[test]
     fn a_rule_on_a_key_no_manifest_has_is_found() {
-        let manifest: Value = serde_json::from_str(super::super::WORKLOAD_SCHEMA).unwrap();
         let catalog = PolicyCatalog::load(None, Path::new("/var/lib/paddock/volumes")).unwrap();
         for name in catalog.names().map(str::to_owned).collect::<Vec<_>>() {
             let policy = catalog.select(std::slice::from_ref(&name)).unwrap().remove(0);
-            assert_eq!(policy.unknown_keys(&manifest), [], "{name}");
+            assert_eq!(policy.unknown_keys(), [], "{name}");
         }
         let text = r#"{"allOf": [
             {"properties": {"usr": {"minimum": 1}, "env": {"properties": {"ANY": {"type": "string"}}}}},
@@ -305,7 +304,7 @@ mod tests {
         ]}"#;
         let policy = Policy::compile("mine", PolicySource::BuiltIn, text, Path::new("/v")).unwrap();
         assert_eq!(
-            policy.unknown_keys(&manifest),
+            policy.unknown_keys(),
             [
                 ("/usr".to_owned(), Some("user".to_owned())),
                 ("/security/privilegd".to_owned(), Some("privileged".to_owned())),
