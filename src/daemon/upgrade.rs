@@ -156,3 +156,41 @@ pub fn reexec(binary: &std::path::Path, listener: &OwnedFd) -> ExecError {
     crate::sandbox::unreaped::take_back();
     ExecError { binary: binary.to_owned(), source }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    /// Whether a process runs with this command line.
+    fn running(cmdline: &[u8]) -> bool {
+        std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.strip_suffix(b"\0").unwrap_or(&c) == cmdline)
+        })
+    }
+
+    /// A check that leaves a process holding its stderr (a wrapper script
+    /// that runs paddock without exec) is answered once the check ends, and
+    /// what it left ends with it; what it said is the refusal.
+    #[test]
+    fn a_check_that_leaves_a_process_behind_is_answered_and_takes_it_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("paddock");
+        // Written by another process: a descriptor open for writing in here
+        // could be inherited by a fork of another test's (ETXTBSY).
+        let text = "#!/bin/sh\n/bin/sleep 1001.5 &\necho 'it refuses: because' >&2\nexit 78\n";
+        let made = std::process::Command::new("/bin/sh")
+            .args(["-c", "printf '%s' \"$1\" > \"$2\" && chmod 755 \"$2\"", "sh", text])
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let began = Instant::now();
+        assert_eq!(super::validate(&script), Err("it refuses: because".to_owned()));
+        assert!(began.elapsed() < Duration::from_secs(5), "waited for what it left: {:?}", began.elapsed());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running(b"/bin/sleep\x001001.5") {
+            assert!(Instant::now() < deadline, "what the check left runs on");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
