@@ -1027,6 +1027,48 @@ fn a_paddock_run_never_changes_a_workloads_slice_even_in_an_older_daemons_table(
     assert_eq!(std::fs::read_to_string(&table).unwrap(), before, "nothing changed");
 }
 
+/// A workload's manifest deleted while a `paddock run` of it shares its
+/// id slice: the slice stays that run's, never given to a new workload
+/// while the run's processes have its ids.
+#[test]
+fn a_deleted_workloads_slice_stays_with_a_paddock_run_that_shares_it() {
+    let d = Daemon::setup().start(&[]);
+    d.write("shared.toml", &common::sandbox::busybox_manifest("exec sleep 1000", ""));
+    let pid = d.running_pid("shared");
+    let table = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.path("state/idmap.json")).unwrap()).unwrap()
+    };
+    let slice = table()["slices"]["shared"].clone();
+    assert!(slice.is_object(), "{}", table());
+    std::fs::write(d.path("out/shared.toml"), common::sandbox::busybox_manifest("exec sleep 1000", "")).unwrap();
+    let run = common::Killed(
+        Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(["run", "--config"])
+            .arg(d.path("paddock.toml"))
+            .arg(d.path("out/shared.toml"))
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let sleeping = |p: &u32| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !common::sandbox::descendants(run.0.id()).iter().any(sleeping) {
+        assert!(Instant::now() < deadline, "the run did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The run says which slice it has, for a daemon that must rebuild the table.
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path("state/runs/shared.lock")).unwrap()).unwrap();
+    assert_eq!(recorded, slice);
+    std::fs::remove_file(d.path("wl/shared.toml")).unwrap();
+    d.wait_for("the workload to be stopped", |d| d.workload("shared").is_none() && gone(pid));
+    assert_eq!(table()["slices"]["shared"], slice, "the run's slice was freed under it: {}", table());
+    // A new workload is given another.
+    d.write("next.toml", &common::sandbox::busybox_manifest("exec sleep 1000", ""));
+    d.running_pid("next");
+    assert_ne!(table()["slices"]["next"], slice, "{}", table());
+}
+
 #[test]
 fn a_paddock_run_named_as_a_workload_leaves_the_workloads_cgroup_alone() {
     let d = Daemon::setup().start(&[]);

@@ -222,14 +222,16 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     // Held while this process lives: the slice is kept for the manifest's
     // runs until the last ends. Taken first, so no other process gives the
     // slice away between the allocation and the hold.
-    let _hold = RunHold::take(&state_dir, spec.name.as_str()).or_fail(PADDOCK_FAILED)?;
+    let hold = RunHold::take(&state_dir, spec.name.as_str()).or_fail(PADDOCK_FAILED)?;
     let ended = |name: &str, older: &[RunProcess]| RunHold::all_ended(&state_dir, name, older);
     let slice = Allocations::update(&state_dir, |table| {
-        table.allocate_for_run(
+        let slice = table.allocate_for_run(
             spec.name.as_str(),
             Cutting { uids: &ranges.uids, gids: &ranges.gids, size: slice_size, isolation },
             &ended,
-        )
+        )?;
+        hold.record(&slice)?;
+        Ok(slice)
     })
     .or_fail(PADDOCK_FAILED)?;
 

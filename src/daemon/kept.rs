@@ -316,6 +316,46 @@ mod tests {
     }
 
     #[test]
+    fn a_rebuilt_id_table_keeps_the_slices_of_the_paddock_runs_that_run() {
+        use crate::idmap::{Cutting, Isolation, RunHold};
+        let dir = tempfile::tempdir().unwrap();
+        let (state, three) = (dir.path(), [crate::idmap::IdRange { start: 100_000, count: 3 * 65536 }]);
+        let cutting = Cutting { uids: &three, gids: &three, size: 65536, isolation: Isolation::PerWorkload };
+        let ended = |name: &str, older: &[crate::idmap::RunProcess]| RunHold::all_ended(state, name, older);
+        // Two runs, as `paddock run` takes and records them; one has ended.
+        let mut held = Vec::new();
+        for name in ["runs-on", "ended"] {
+            let hold = RunHold::take(state, name).unwrap();
+            let given = Allocations::update(state, |t| {
+                let slice = t.allocate_for_run(name, cutting, &ended)?;
+                hold.record(&slice)?;
+                Ok(slice)
+            })
+            .unwrap();
+            held.push((hold, given));
+        }
+        let (_, ended_slice) = held.pop().unwrap();
+        let on = held[0].1;
+        // A run of an older paddock, which wrote no slice, and a file that no run holds.
+        let _older = RunHold::take(state, "older").unwrap();
+        std::fs::write(state.join(Allocations::FILE), "{not json").unwrap();
+        let kept = BTreeMap::from([(n("web"), Kept { slice: Some(slice(300_000)), ..Kept::default() })]);
+        assert!(repair_allocations(state, &kept, &[]).is_empty());
+        let mut table = Allocations::load(state).unwrap();
+        assert_eq!(table.get("runs-on"), Some(&on), "the running run's slice is known again");
+        assert_eq!(table.get("ended"), None);
+        assert_eq!(table.get("web"), Some(&slice(300_000)));
+        // A new workload gets neither the run's slice nor the daemon's.
+        let new = table.allocate("new", cutting, &ended).unwrap();
+        assert_eq!(new, ended_slice, "{table:?}");
+        assert_ne!(table.allocate("third", cutting, &ended).unwrap(), on);
+        assert!(matches!(table.allocate("later", cutting, &ended), Err(crate::idmap::AllocError::Exhausted { .. })));
+        // Once the run ends, its slice is given away when none is free.
+        drop(held);
+        assert_eq!(table.allocate("later", cutting, &ended).unwrap(), on);
+    }
+
+    #[test]
     fn the_id_table_is_rebuilt_under_the_lock_a_paddock_run_takes() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(Allocations::FILE), "{not json").unwrap();

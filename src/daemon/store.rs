@@ -397,7 +397,11 @@ impl Store for DiskStore {
     fn forget(&mut self, name: &WorkloadName) -> std::io::Result<()> {
         self.known.remove(name);
         self.send(name, None);
-        Allocations::update(&self.state_dir, |t| Ok(t.free(name.as_str()))).map(drop).map_err(std::io::Error::other)
+        let state_dir = &self.state_dir;
+        let runs_ended = |name: &str, older: &[RunProcess]| RunHold::all_ended(state_dir, name, older);
+        Allocations::update(state_dir, |t| Ok(t.release(name.as_str(), &runs_ended)))
+            .map(drop)
+            .map_err(std::io::Error::other)
     }
 
     fn slice_counts(&self) -> (usize, usize) {

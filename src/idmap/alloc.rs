@@ -159,9 +159,12 @@ pub struct RunProcess {
 /// A `paddock run`'s hold on its manifest name's slice: a shared lock on
 /// `STATE/runs/NAME.lock`, taken before the slice and held while the run
 /// lives; the kernel drops it when the process ends, however it ends, and
-/// a pid reused meanwhile holds nothing. The lock files are kept (empty).
+/// a pid reused meanwhile holds nothing. The lock files are kept; each
+/// holds the slice its runs were given (`record`), for a table rebuilt
+/// while they run.
 pub struct RunHold {
-    _lock: nix::fcntl::Flock<std::fs::File>,
+    lock: nix::fcntl::Flock<std::fs::File>,
+    path: PathBuf,
 }
 
 impl RunHold {
@@ -201,7 +204,44 @@ impl RunHold {
         let file = Self::open(std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600), &path)
             .map_err(io)?;
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockShared).map_err(|(_, e)| io(e.into()))?;
-        Ok(Self { _lock: lock })
+        Ok(Self { lock, path })
+    }
+
+    /// Writes the slice this run was given into its lock file, for a
+    /// daemon that finds the table unreadable and rebuilds it while the
+    /// run goes on (`held_slices`). Called under the table's lock, as the
+    /// table is changed; runs of one manifest write the same slice.
+    pub fn record(&self, slice: &Slice) -> Result<(), AllocError> {
+        use std::os::unix::fs::FileExt;
+        let text = serde_json::to_vec(slice).map_err(std::io::Error::other);
+        text.and_then(|text| {
+            self.lock.write_all_at(&text, 0)?;
+            self.lock.set_len(text.len() as u64)
+        })
+        .map_err(|source| AllocError::Hold { path: self.path.clone(), source })
+    }
+
+    /// The slices runs that still run were given, by manifest name, as
+    /// their lock files say; and the names of those whose file holds no
+    /// slice (a run of an older paddock, which did not write it).
+    fn held_slices(state_dir: &Path) -> (Vec<(String, Slice)>, Vec<String>) {
+        use std::io::Read;
+        let (mut slices, mut unknown) = (Vec::new(), Vec::new());
+        let entries = std::fs::read_dir(state_dir.join(Self::DIR)).into_iter().flatten().flatten();
+        for name in entries.filter_map(|e| e.file_name().to_str()?.strip_suffix(".lock").map(str::to_owned)) {
+            let Some(path) = Self::path(state_dir, &name) else { continue };
+            if Self::all_ended(state_dir, &name, &[]) {
+                continue;
+            }
+            let mut text = Vec::new();
+            let read = Self::open(std::fs::OpenOptions::new().read(true), &path)
+                .and_then(|f| f.take(4096).read_to_end(&mut text));
+            match read.ok().and_then(|_| serde_json::from_slice::<Slice>(&text).ok()) {
+                Some(slice) => slices.push((name, slice)),
+                None => unknown.push(name),
+            }
+        }
+        (slices, unknown)
     }
 
     /// Whether every run of `name` has ended: none holds it, and none of
@@ -284,9 +324,11 @@ impl Allocations {
     }
 
     /// When the table cannot be read: moves it aside (to `aside`) and
-    /// writes `known` in its place, all under the lock, so no `paddock
-    /// run` takes a slice from an empty table in between. Returns why it
-    /// could not be read, or `None` when it can (nothing is done).
+    /// writes `known` (the daemon's workloads') in its place, with the
+    /// slices of the `paddock run`s that still run (their lock files say
+    /// which: `RunHold::record`), all under the lock, so no `paddock run`
+    /// takes a slice from an empty table in between. Returns why it could
+    /// not be read, or `None` when it can (nothing is done).
     pub fn rebuild_if_unreadable(
         state_dir: &Path,
         aside: &Path,
@@ -300,9 +342,20 @@ impl Allocations {
             aside: aside.to_owned(),
             source,
         })?;
-        let slices: BTreeMap<String, Slice> = known.into_iter().collect();
+        let mut slices: BTreeMap<String, Slice> = known.into_iter().collect();
         let daemons = slices.keys().cloned().collect();
-        let table = Self { slices, daemons, ..Self::default() };
+        let (runs, unknown) = RunHold::held_slices(state_dir);
+        let mut run_names = BTreeSet::new();
+        for (name, slice) in runs {
+            if !slices.contains_key(&name) {
+                slices.insert(name.clone(), slice);
+                run_names.insert(name);
+            }
+        }
+        if !unknown.is_empty() {
+            tracing::warn!(runs = ?unknown, "`paddock run`s of these manifests still run, but their lock files do not say which id slices they have (an older paddock's): a new workload may be given one of theirs until they end");
+        }
+        let table = Self { slices, daemons, run_names, ..Self::default() };
         table.save(state_dir)?;
         Ok(Some(unreadable))
     }
@@ -448,7 +501,22 @@ impl Allocations {
         }
     }
 
-    /// Frees a workload's slice (its manifest was deleted).
+    /// The daemon's workload `name` is gone (its manifest was deleted):
+    /// its slice is freed, unless a `paddock run` of that manifest shares
+    /// it (`allocate_for_run`), which keeps it as a run's, given to another
+    /// only once no run holds the name. Freed, it would go to the next new
+    /// workload while that run's processes still have its ids.
+    pub fn release(&mut self, name: &str, ended: Ended<'_>) -> Option<Slice> {
+        let older = self.runs.get(name).map_or(&[][..], Vec::as_slice);
+        if self.daemons.contains(name) && self.slices.contains_key(name) && !ended(name, older) {
+            self.daemons.remove(name);
+            self.run_names.insert(name.to_owned());
+            return None;
+        }
+        self.free(name)
+    }
+
+    /// Frees a slice, whoever has it.
     pub fn free(&mut self, name: &str) -> Option<Slice> {
         self.shared.remove(name);
         self.daemons.remove(name);
@@ -719,6 +787,26 @@ mod tests {
             a.allocate("db", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &ended),
             Err(AllocError::Exhausted { .. })
         ));
+    }
+
+    #[test]
+    fn a_daemons_workload_gone_leaves_its_slice_to_a_run_that_shares_it() {
+        let per = Isolation::PerWorkload;
+        let one = IdRange { start: 100000, count: 65536 };
+        let cutting = Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per };
+        let mut a = Allocations::default();
+        let x = a.allocate("x", cutting, &never).unwrap();
+        assert_eq!(a.allocate_for_run("x", cutting, &ended).unwrap(), x, "the run shares the daemon's slice");
+        // The manifest is deleted while the run of x goes on: its ids stay x's.
+        assert_eq!(a.release("x", &ended), None);
+        assert_eq!(a.get("x"), Some(&x));
+        assert!(matches!(a.allocate("web", cutting, &ended), Err(AllocError::Exhausted { .. })));
+        // Once that run has ended, the slice goes to the next.
+        let gone = |_: &str, _: &[RunProcess]| true;
+        assert_eq!(a.allocate("web", cutting, &gone).unwrap(), x);
+        // With no run of its name, a deleted workload's slice is free at once.
+        assert_eq!(a.release("web", &ended), Some(x));
+        assert_eq!(a.allocate("db", cutting, &ended).unwrap(), x);
     }
 
     #[test]
