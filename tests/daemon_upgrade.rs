@@ -337,6 +337,47 @@ fn an_upgrade_to_a_binary_older_than_the_check_goes_through_with_a_warning() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// The new binary's check of the configuration runs beside the daemon's
+/// loop: while it takes its time, the daemon answers and restarts its
+/// workloads as ever, then the upgrade goes through.
+#[test]
+fn the_daemon_goes_on_while_the_new_binary_checks_the_configuration() {
+    let (mut d, binary) = upgradable();
+    d.write("web.toml", SLEEPER);
+    let web = d.running_pid("web");
+    let daemon = d.child.as_ref().unwrap().id();
+    // The new binary takes 3 s over its check, then runs as itself.
+    let real = d.path("bin/paddock.real");
+    install(&real);
+    let script = format!("#!/bin/sh\ncase \"$*\" in *--validate*) sleep 3;; esac\nexec {} \"$@\"\n", real.display());
+    let tmp = d.path("bin/paddock.new");
+    std::fs::write(&tmp, script).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, &binary).unwrap();
+    std::thread::scope(|scope| {
+        let upgrade = scope.spawn(|| d.paddock(&["upgrade"]));
+        // The check is under way.
+        let checking = |_: &Daemon| {
+            let procs = std::fs::read_dir("/proc").unwrap().flatten();
+            procs.filter_map(|e| std::fs::read(e.path().join("cmdline")).ok()).any(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains(binary.to_str().unwrap()) && c.contains("--validate")
+            })
+        };
+        d.wait_for("the check to begin", checking);
+        let (took, _) = d.timed_status();
+        assert!(took < Duration::from_secs(1), "status waited {took:?} for the check");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(web as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        d.wait_for("web restarted", |d| d.workload("web").is_some_and(|w| w["state"] == "running" && w["pid"] != web));
+        assert!(!upgrade.is_finished(), "the restart waited for the check");
+        let out = upgrade.join().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    });
+    assert_eq!(exe_of(daemon), real.display().to_string(), "upgraded once the check passed");
+    assert_eq!(d.terminate(), 0);
+}
+
 /// A SIGHUP after a package upgrade whose binary would not start with the
 /// configuration: refused, and the daemon does what a reload does instead
 /// (it rescans and says READY=1 after its RELOADING=1, as systemd waits

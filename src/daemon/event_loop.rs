@@ -85,6 +85,17 @@ type Daemon = Supervisor<SandboxExecutor, DiskStore>;
 enum Job {
     Scan(scan::Outcome),
     Preview(oneshot::Sender<Response>, Result<control::Preview, String>),
+    /// The new binary's check of the configuration (`paddock daemon
+    /// --validate`), run beside the loop before an upgrade.
+    Checked(Checked),
+}
+
+/// An upgrade's check, done: the binary, the answer that waits, and what
+/// the check said.
+struct Checked {
+    binary: std::path::PathBuf,
+    reply: Option<oneshot::Sender<Response>>,
+    result: Result<(), String>,
 }
 
 /// Rescans: one at a time; what asks meanwhile is served by the next.
@@ -102,6 +113,9 @@ struct Scans {
     /// An upgrade was asked (by `paddock upgrade`, whose answer waits here,
     /// or by SIGHUP after the binary was replaced).
     upgrade: Option<Option<oneshot::Sender<Response>>>,
+    /// The new binary's check runs (the upgrade waits for `Job::Checked`;
+    /// another asked meanwhile waits for it to end).
+    checking: bool,
     /// Files the last scan saw gone, since when: taken as they were, and
     /// looked at again once they may count as removed (`gone_wait`).
     gone: BTreeMap<String, std::time::Instant>,
@@ -313,6 +327,8 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let mut last_status = String::new();
     // `status --watch` clients, each with what it was sent last.
     let mut watchers: Vec<(tokio::sync::watch::Sender<Response>, String)> = Vec::new();
+    // An upgrade whose check has ended, for the loop to carry out.
+    let mut checked: Option<Checked> = None;
     loop {
         let wake = daemon.wake_at();
         tokio::select! {
@@ -383,6 +399,10 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                         Ok(planned) => Response::Plan(preview(&daemon, planned)),
                         Err(e) => Response::Error(e),
                     });
+                }
+                Job::Checked(outcome) => {
+                    scans.checking = false;
+                    checked = Some(outcome);
                 }
             },
             Some(change) = watch.changes.recv(), if !shutting_down => {
@@ -457,18 +477,48 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             // tasks that read the control socket would never run meanwhile.
             tokio::task::yield_now().await;
         }
-        if !shutting_down && let Some(reply) = scans.upgrade.take() {
-            let heard = Heard { taker: &taker, channel: &mut heard, again: &requeue };
-            let checked = reexec(&mut daemon, &mut sandbox_rx, &handover, reply, start_timeout, &notifier, heard).await;
-            if checked == Reexec::NotBegun {
-                // As a reload would have: rescanned, and READY=1 said after
-                // it (a SIGHUP said RELOADING=1); what it asks again tries
-                // the binary again.
-                daemon.retry_host_failures(Clock::read());
-                scans.hup_next = true;
-                scans.wanted = Some(Rescan::Everything);
-                // Begun at once, not at the loop's next event.
-                again = true;
+        if !shutting_down
+            && !scans.checking
+            && let Some(reply) = scans.upgrade.take()
+        {
+            // The new binary checks the configuration first, beside the
+            // loop: workloads go on being restarted and answered meanwhile.
+            match upgrade::installed() {
+                Some((binary, _)) => {
+                    scans.checking = true;
+                    let tx = job_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let result = upgrade::validate(&binary);
+                        let _ = tx.send(Job::Checked(Checked { binary, reply, result }));
+                    });
+                }
+                None => {
+                    let message = "cannot find the installed binary (/proc/self/exe) to re-execute";
+                    again |= refuse_upgrade(&mut daemon, &mut scans, reply, message.to_owned());
+                }
+            }
+        }
+        if let Some(Checked { binary, reply, result }) = checked.take() {
+            match result {
+                _ if shutting_down => {
+                    let message = "the daemon was asked to stop: not upgraded; every workload is being stopped";
+                    tracing::error!(message);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Response::Error(message.to_owned()));
+                    }
+                }
+                Ok(()) => {
+                    let heard = Heard { taker: &taker, channel: &mut heard, again: &requeue };
+                    reexec(&mut daemon, &mut sandbox_rx, &handover, &binary, reply, start_timeout, &notifier, heard)
+                        .await;
+                }
+                Err(said) => {
+                    let message = format!(
+                        "not upgraded: {} would not start with this daemon's configuration; every workload keeps running under this daemon; mend what it says and upgrade again (`paddock daemon --validate` checks it):\n{said}",
+                        binary.display()
+                    );
+                    again |= refuse_upgrade(&mut daemon, &mut scans, reply, message);
+                }
             }
         }
         // Each pass tries what systemd had no room for (the arm above does
@@ -565,50 +615,43 @@ async fn settle(
 /// How long after its deadline a start's kill may take to be heard.
 const KILL_HEARD: Duration = Duration::from_secs(2);
 
-/// How an upgrade that returned ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Reexec {
-    /// Not begun (no binary to run, or it would not start with the
-    /// configuration): nothing was paused or told to systemd.
-    NotBegun,
-    /// Abandoned, or the exec failed: the daemon goes on, said READY=1.
-    Failed,
+/// An upgrade refused before it began (nothing paused, nothing told to
+/// systemd): the client is told why, and the daemon does what a reload
+/// would have: rescans, and says READY=1 after it (a SIGHUP said
+/// RELOADING=1); what asks again tries the binary again. Returns whether
+/// the loop goes round at once (to begin the rescan).
+fn refuse_upgrade(
+    daemon: &mut Daemon,
+    scans: &mut Scans,
+    reply: Option<oneshot::Sender<Response>>,
+    message: String,
+) -> bool {
+    tracing::error!(message);
+    if let Some(reply) = reply {
+        let _ = reply.send(Response::Error(message));
+    }
+    daemon.retry_host_failures(Clock::read());
+    scans.hup_next = true;
+    scans.wanted = Some(Rescan::Everything);
+    true
 }
 
-/// Re-executes the installed binary in place: starts under way are let
-/// finish, kept state written, the client told, then the exec; the new
-/// image adopts every sandbox. On failure the daemon goes on as it was.
+/// Re-executes `binary` (the installed one, which checked the
+/// configuration) in place: starts under way are let finish, kept state
+/// written, the client told, then the exec; the new image adopts every
+/// sandbox. When it returns, the upgrade was abandoned or the exec failed:
+/// the daemon goes on as it was, and has said READY=1.
+#[allow(clippy::too_many_arguments)]
 async fn reexec(
     daemon: &mut Daemon,
     sandbox_rx: &mut mpsc::UnboundedReceiver<SandboxEvent>,
     handover: &std::os::fd::OwnedFd,
+    binary: &std::path::Path,
     reply: Option<oneshot::Sender<Response>>,
     start_timeout: Duration,
     notifier: &Notifier,
     heard: Heard<'_>,
-) -> Reexec {
-    let Some((binary, _)) = upgrade::installed() else {
-        let message = "cannot find the installed binary (/proc/self/exe) to re-execute";
-        tracing::error!(message);
-        if let Some(reply) = reply {
-            let _ = reply.send(Response::Error(message.to_owned()));
-        }
-        return Reexec::NotBegun;
-    };
-    let checked = binary.clone();
-    let valid =
-        tokio::task::spawn_blocking(move || upgrade::validate(&checked)).await.unwrap_or_else(|e| Err(e.to_string()));
-    if let Err(said) = valid {
-        let message = format!(
-            "not upgraded: {} would not start with this daemon's configuration; every workload keeps running under this daemon; mend what it says and upgrade again (`paddock daemon --validate` checks it):\n{said}",
-            binary.display()
-        );
-        tracing::error!(message);
-        if let Some(reply) = reply {
-            let _ = reply.send(Response::Error(message));
-        }
-        return Reexec::NotBegun;
-    }
+) {
     let _ = notifier.notify("RELOADING=1");
     // What the loop is asked meanwhile (a stop abandons the upgrade).
     let mut asked = Vec::new();
@@ -643,7 +686,7 @@ async fn reexec(
         }
         heard.taker.resume();
         let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
-        return Reexec::Failed;
+        return;
     }
     tracing::info!(binary = %binary.display(), "upgrading in place: re-executing the binary; every workload keeps running");
     if let Some(reply) = reply {
@@ -662,14 +705,14 @@ async fn reexec(
             let _ = heard.again.send(signal);
         }
         heard.taker.resume();
-        return Reexec::Failed;
+        return;
     }
     // Ignored, then unblocked, for the next image: a paddock older than
     // this one never unblocks them itself, and one that comes in the
     // moment before the exec must not end the daemon (a newer image holds
     // them again, and takes them back, at once).
     signals::release();
-    let error = upgrade::reexec(&binary, handover);
+    let error = upgrade::reexec(binary, handover);
     signals::hold();
     // A reload asked meanwhile is the loop's again.
     for signal in asked {
@@ -678,7 +721,6 @@ async fn reexec(
     heard.taker.resume();
     tracing::error!(%error, "the upgrade failed; this daemon goes on");
     let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
-    Reexec::Failed
 }
 
 /// Adds to `asked` what the loop's channel holds and what is pending
