@@ -1059,7 +1059,7 @@ fn a_deleted_workloads_slice_stays_with_a_paddock_run_that_shares_it() {
     // The run says which slice it has, for a daemon that must rebuild the table.
     let recorded: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.path("state/runs/shared.lock")).unwrap()).unwrap();
-    assert_eq!(recorded, slice);
+    assert_eq!(recorded, serde_json::json!([slice]));
     std::fs::remove_file(d.path("wl/shared.toml")).unwrap();
     d.wait_for("the workload to be stopped", |d| d.workload("shared").is_none() && gone(pid));
     assert_eq!(table()["slices"]["shared"], slice, "the run's slice was freed under it: {}", table());
@@ -1067,6 +1067,7 @@ fn a_deleted_workloads_slice_stays_with_a_paddock_run_that_shares_it() {
     d.write("next.toml", &common::sandbox::busybox_manifest("exec sleep 1000", ""));
     d.running_pid("next");
     assert_ne!(table()["slices"]["next"], slice, "{}", table());
+    assert!(common::sandbox::descendants(run.0.id()).iter().any(sleeping), "the run went on");
 }
 
 #[test]

@@ -230,7 +230,7 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
             Cutting { uids: &ranges.uids, gids: &ranges.gids, size: slice_size, isolation },
             &ended,
         )?;
-        hold.record(&slice)?;
+        hold.record(&table.slices_of(spec.name.as_str()))?;
         Ok(slice)
     })
     .or_fail(PADDOCK_FAILED)?;

@@ -319,8 +319,8 @@ mod tests {
     fn a_rebuilt_id_table_keeps_the_slices_of_the_paddock_runs_that_run() {
         use crate::idmap::{Cutting, Isolation, RunHold};
         let dir = tempfile::tempdir().unwrap();
-        let (state, three) = (dir.path(), [crate::idmap::IdRange { start: 100_000, count: 3 * 65536 }]);
-        let cutting = Cutting { uids: &three, gids: &three, size: 65536, isolation: Isolation::PerWorkload };
+        let (state, four) = (dir.path(), [crate::idmap::IdRange { start: 100_000, count: 4 * 65536 }]);
+        let cutting = Cutting { uids: &four, gids: &four, size: 65536, isolation: Isolation::PerWorkload };
         let ended = |name: &str, older: &[crate::idmap::RunProcess]| RunHold::all_ended(state, name, older);
         // Two runs, as `paddock run` takes and records them; one has ended.
         let mut held = Vec::new();
@@ -328,7 +328,7 @@ mod tests {
             let hold = RunHold::take(state, name).unwrap();
             let given = Allocations::update(state, |t| {
                 let slice = t.allocate_for_run(name, cutting, &ended)?;
-                hold.record(&slice)?;
+                hold.record(&t.slices_of(name))?;
                 Ok(slice)
             })
             .unwrap();
@@ -339,12 +339,14 @@ mod tests {
         // A run of an older paddock, which wrote no slice, and a file that no run holds.
         let _older = RunHold::take(state, "older").unwrap();
         std::fs::write(state.join(Allocations::FILE), "{not json").unwrap();
-        let kept = BTreeMap::from([(n("web"), Kept { slice: Some(slice(300_000)), ..Kept::default() })]);
+        // The daemon's web has the fourth slice.
+        let web = slice(100_000 + 3 * 65536);
+        let kept = BTreeMap::from([(n("web"), Kept { slice: Some(web), ..Kept::default() })]);
         assert!(repair_allocations(state, &kept, &[]).is_empty());
         let mut table = Allocations::load(state).unwrap();
         assert_eq!(table.get("runs-on"), Some(&on), "the running run's slice is known again");
         assert_eq!(table.get("ended"), None);
-        assert_eq!(table.get("web"), Some(&slice(300_000)));
+        assert_eq!(table.get("web"), Some(&web));
         // A new workload gets neither the run's slice nor the daemon's.
         let new = table.allocate("new", cutting, &ended).unwrap();
         assert_eq!(new, ended_slice, "{table:?}");
@@ -353,6 +355,30 @@ mod tests {
         // Once the run ends, its slice is given away when none is free.
         drop(held);
         assert_eq!(table.allocate("later", cutting, &ended).unwrap(), on);
+    }
+
+    #[test]
+    fn a_rebuilt_id_table_keeps_what_runs_had_before_their_name_changed_slices_and_skips_stale_files() {
+        use crate::idmap::RunHold;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        // Runs of web go on with the slice web had before the daemon's settings changed it.
+        let web_run = RunHold::take(state, "web").unwrap();
+        web_run.record(&[slice(100_000)]).unwrap();
+        // A run of x waits for the table, its file as an earlier run of x
+        // left it: that slice is the daemon's db's now.
+        let waiting = RunHold::take(state, "x").unwrap();
+        waiting.record(&[slice(231_072)]).unwrap();
+        std::fs::write(state.join(Allocations::FILE), "{not json").unwrap();
+        let kept = BTreeMap::from([
+            (n("web"), Kept { slice: Some(slice(165_536)), ..Kept::default() }),
+            (n("db"), Kept { slice: Some(slice(231_072)), ..Kept::default() }),
+        ]);
+        assert!(repair_allocations(state, &kept, &[]).is_empty());
+        let table = Allocations::load(state).unwrap();
+        assert_eq!(table.slices_of("web"), [slice(165_536), slice(100_000)]);
+        assert_eq!(table.get("x"), None, "db's slice is not x's");
+        assert_eq!(table.slices_of("db"), [slice(231_072)]);
     }
 
     #[test]

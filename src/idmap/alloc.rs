@@ -146,6 +146,12 @@ pub struct Allocations {
     /// away while one of these runs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     runs: BTreeMap<String, Vec<RunProcess>>,
+    /// Slices a name had while `paddock run`s of it went on, and has no
+    /// more (the daemon's settings, or a run's, gave the name another):
+    /// those runs still have their ids, so the slices stay taken until no
+    /// run holds the name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    held: BTreeMap<String, Vec<Slice>>,
 }
 
 /// A `paddock run`'s process, by pid and start time (a pid alone may be
@@ -160,8 +166,8 @@ pub struct RunProcess {
 /// `STATE/runs/NAME.lock`, taken before the slice and held while the run
 /// lives; the kernel drops it when the process ends, however it ends, and
 /// a pid reused meanwhile holds nothing. The lock files are kept; each
-/// holds the slice its runs were given (`record`), for a table rebuilt
-/// while they run.
+/// names the slices its runs have (`record`), for a table rebuilt while
+/// they run.
 pub struct RunHold {
     lock: nix::fcntl::Flock<std::fs::File>,
     path: PathBuf,
@@ -207,13 +213,13 @@ impl RunHold {
         Ok(Self { lock, path })
     }
 
-    /// Writes the slice this run was given into its lock file, for a
-    /// daemon that finds the table unreadable and rebuilds it while the
-    /// run goes on (`held_slices`). Called under the table's lock, as the
-    /// table is changed; runs of one manifest write the same slice.
-    pub fn record(&self, slice: &Slice) -> Result<(), AllocError> {
+    /// Writes the slices the manifest's runs have (this run's first: the
+    /// table's `slices_of`) into the lock file, for a daemon that finds the
+    /// table unreadable and rebuilds it while they go on (`held_slices`).
+    /// Called under the table's lock, as the table is changed.
+    pub fn record(&self, slices: &[Slice]) -> Result<(), AllocError> {
         use std::os::unix::fs::FileExt;
-        let text = serde_json::to_vec(slice).map_err(std::io::Error::other);
+        let text = serde_json::to_vec(slices).map_err(std::io::Error::other);
         text.and_then(|text| {
             self.lock.write_all_at(&text, 0)?;
             self.lock.set_len(text.len() as u64)
@@ -221,10 +227,10 @@ impl RunHold {
         .map_err(|source| AllocError::Hold { path: self.path.clone(), source })
     }
 
-    /// The slices runs that still run were given, by manifest name, as
-    /// their lock files say; and the names of those whose file holds no
-    /// slice (a run of an older paddock, which did not write it).
-    fn held_slices(state_dir: &Path) -> (Vec<(String, Slice)>, Vec<String>) {
+    /// The slices runs that still run have, by manifest name (the name's
+    /// own first), as their lock files say; and the names of those whose
+    /// file holds none (a run of an older paddock, which did not write it).
+    fn held_slices(state_dir: &Path) -> (Vec<(String, Vec<Slice>)>, Vec<String>) {
         use std::io::Read;
         let (mut slices, mut unknown) = (Vec::new(), Vec::new());
         let entries = std::fs::read_dir(state_dir.join(Self::DIR)).into_iter().flatten().flatten();
@@ -236,9 +242,9 @@ impl RunHold {
             let mut text = Vec::new();
             let read = Self::open(std::fs::OpenOptions::new().read(true), &path)
                 .and_then(|f| f.take(4096).read_to_end(&mut text));
-            match read.ok().and_then(|_| serde_json::from_slice::<Slice>(&text).ok()) {
-                Some(slice) => slices.push((name, slice)),
-                None => unknown.push(name),
+            match read.ok().and_then(|_| serde_json::from_slice::<Vec<Slice>>(&text).ok()) {
+                Some(held) if !held.is_empty() => slices.push((name, held)),
+                _ => unknown.push(name),
             }
         }
         (slices, unknown)
@@ -343,19 +349,34 @@ impl Allocations {
             source,
         })?;
         let mut slices: BTreeMap<String, Slice> = known.into_iter().collect();
-        let daemons = slices.keys().cloned().collect();
+        let daemons: BTreeSet<String> = slices.keys().cloned().collect();
         let (runs, unknown) = RunHold::held_slices(state_dir);
-        let mut run_names = BTreeSet::new();
-        for (name, slice) in runs {
-            if !slices.contains_key(&name) {
-                slices.insert(name.clone(), slice);
-                run_names.insert(name);
+        let (mut run_names, mut held) = (BTreeSet::new(), BTreeMap::<String, Vec<Slice>>::new());
+        for (name, had) in runs {
+            for slice in had {
+                // What a daemon's workload of another name has is not this
+                // run's (its file was written before that slice changed
+                // hands, and the run has not been given one yet).
+                let anothers = |(n, s): (&String, &Slice)| {
+                    n != &name && daemons.contains(n) && (s.uid.overlaps(&slice.uid) || s.gid.overlaps(&slice.gid))
+                };
+                if slices.iter().any(anothers) {
+                    continue;
+                }
+                match slices.get(&name) {
+                    None => {
+                        slices.insert(name.clone(), slice);
+                        run_names.insert(name.clone());
+                    }
+                    Some(own) if *own != slice => held.entry(name.clone()).or_default().push(slice),
+                    Some(_) => {}
+                }
             }
         }
         if !unknown.is_empty() {
             tracing::warn!(runs = ?unknown, "`paddock run`s of these manifests still run, but their lock files do not say which id slices they have (an older paddock's): a new workload may be given one of theirs until they end");
         }
-        let table = Self { slices, daemons, run_names, ..Self::default() };
+        let table = Self { slices, daemons, run_names, held, ..Self::default() };
         table.save(state_dir)?;
         Ok(Some(unreadable))
     }
@@ -431,6 +452,7 @@ impl Allocations {
         for_daemon: bool,
         ended: Ended<'_>,
     ) -> Result<Slice, AllocError> {
+        self.held.retain(|n, _| !ended(n, self.runs.get(n).map_or(&[][..], Vec::as_slice)));
         let Cutting { uids, gids, size, isolation } = cutting;
         if isolation == Isolation::Shared {
             let first = cut(uids, size)
@@ -438,7 +460,7 @@ impl Allocations {
                 .map(|(uid, gid)| Slice { uid, gid })
                 .next()
                 .ok_or(AllocError::Exhausted { total: 0, size })?;
-            self.slices.insert(name.to_owned(), first);
+            self.give(name, first, ended);
             self.shared.insert(name.to_owned());
             return Ok(first);
         }
@@ -460,15 +482,19 @@ impl Allocations {
             return Ok(*existing);
         }
         loop {
-            let others = || self.slices.iter().filter(|(n, _)| n.as_str() != name);
-            let (uids_used, gids_used) =
-                (Taken::new(others().map(|(_, s)| s.uid)), Taken::new(others().map(|(_, s)| s.gid)));
+            // Another's slice, or one another's runs still have (a name's
+            // own runs are of one manifest: they may share).
+            let others = || {
+                let held = self.held.iter().filter(|(n, _)| n.as_str() != name).flat_map(|(_, h)| h);
+                self.slices.iter().filter(|(n, _)| n.as_str() != name).map(|(_, s)| s).chain(held)
+            };
+            let (uids_used, gids_used) = (Taken::new(others().map(|s| s.uid)), Taken::new(others().map(|s| s.gid)));
             let free = cut(uids, size)
                 .zip(cut(gids, size))
                 .map(|(uid, gid)| Slice { uid, gid })
                 .find(|c| !uids_used.overlaps(&c.uid) && !gids_used.overlaps(&c.gid));
             if let Some(free) = free {
-                self.slices.insert(name.to_owned(), free);
+                self.give(name, free, ended);
                 self.shared.remove(name);
                 return Ok(free);
             }
@@ -487,6 +513,28 @@ impl Allocations {
             tracing::info!(run = %done, workload = %name, "no id slice is free: the one kept for a `paddock run` that has ended is given to this workload");
             self.free(&done);
         }
+    }
+
+    /// Gives `name` `slice`. The one it had stays taken (`held`) while runs
+    /// of the name go on with its ids.
+    fn give(&mut self, name: &str, slice: Slice, ended: Ended<'_>) {
+        let older = self.runs.get(name).map_or(&[][..], Vec::as_slice);
+        let runs_on = !ended(name, older);
+        if let Some(old) = self.slices.insert(name.to_owned(), slice)
+            && old != slice
+            && runs_on
+        {
+            let held = self.held.entry(name.to_owned()).or_default();
+            if !held.contains(&old) {
+                held.push(old);
+            }
+        }
+    }
+
+    /// The slices the runs of `name` may have: its own, and those it had
+    /// while they ran (`held`), for their lock files (`RunHold::record`).
+    pub fn slices_of(&self, name: &str) -> Vec<Slice> {
+        self.slices.get(name).into_iter().chain(self.held.get(name).into_iter().flatten()).copied().collect()
     }
 
     /// Marks the names as the daemon's workloads' (those it knows from its
@@ -508,16 +556,18 @@ impl Allocations {
     /// workload while that run's processes still have its ids.
     pub fn release(&mut self, name: &str, ended: Ended<'_>) -> Option<Slice> {
         let older = self.runs.get(name).map_or(&[][..], Vec::as_slice);
-        if self.daemons.contains(name) && self.slices.contains_key(name) && !ended(name, older) {
-            self.daemons.remove(name);
-            self.run_names.insert(name.to_owned());
+        if self.slices.contains_key(name) && !ended(name, older) {
+            if self.daemons.remove(name) {
+                self.run_names.insert(name.to_owned());
+            }
             return None;
         }
         self.free(name)
     }
 
-    /// Frees a slice, whoever has it.
+    /// Frees a slice, whoever has it, and those its runs had (`held`).
     pub fn free(&mut self, name: &str) -> Option<Slice> {
+        self.held.remove(name);
         self.shared.remove(name);
         self.daemons.remove(name);
         self.run_names.remove(name);
@@ -532,6 +582,11 @@ mod tests {
 
     fn never(_: &str, _: &[RunProcess]) -> bool {
         false
+    }
+
+    /// No name has a run that goes on.
+    fn no_runs(_: &str, _: &[RunProcess]) -> bool {
+        true
     }
 
     #[test]
@@ -642,11 +697,11 @@ mod tests {
         // The daemon ran with `shared`, then `per-workload`.
         let mut a = Allocations::default();
         for name in ["a", "b", "c"] {
-            a.allocate(name, Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &never)
+            a.allocate(name, Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &no_runs)
                 .unwrap();
         }
         let slices: Vec<Slice> = ["a", "b", "c"]
-            .map(|n| a.allocate(n, Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap())
+            .map(|n| a.allocate(n, Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &no_runs).unwrap())
             .into();
         assert!(slices[0] != slices[1] && slices[1] != slices[2] && slices[0] != slices[2], "{slices:?}");
         // A table written before shared slices were marked: each entry an
@@ -656,7 +711,7 @@ mod tests {
                 .unwrap();
         let slices: Vec<Slice> = ["a", "b", "c"]
             .map(|n| {
-                legacy.allocate(n, Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap()
+                legacy.allocate(n, Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &no_runs).unwrap()
             })
             .into();
         assert!(slices[0] != slices[1] && slices[1] != slices[2] && slices[0] != slices[2], "{slices:?}");
@@ -807,6 +862,65 @@ mod tests {
         // With no run of its name, a deleted workload's slice is free at once.
         assert_eq!(a.release("web", &ended), Some(x));
         assert_eq!(a.allocate("db", cutting, &ended).unwrap(), x);
+    }
+
+    #[test]
+    fn a_file_of_a_runs_name_deleted_before_the_daemon_gave_it_a_slice_leaves_the_runs() {
+        let one = IdRange { start: 100000, count: 65536 };
+        let cutting = Cutting { uids: &[one], gids: &[one], size: 65536, isolation: Isolation::PerWorkload };
+        let mut a = Allocations::default();
+        let x = a.allocate_for_run("x", cutting, &ended).unwrap();
+        assert_eq!(a.release("x", &ended), None, "a run of x goes on");
+        assert_eq!(a.get("x"), Some(&x));
+        assert!(matches!(a.allocate("web", cutting, &ended), Err(AllocError::Exhausted { .. })));
+    }
+
+    /// A name given another slice while runs of it go on (other settings:
+    /// the daemon's, or another run's): the one they have stays taken
+    /// until they end.
+    #[test]
+    fn a_slice_that_runs_have_stays_taken_when_their_name_is_given_another() {
+        let per = Isolation::PerWorkload;
+        let four = IdRange { start: 100000, count: 4 * 65536 };
+        let small = Cutting { uids: &[four], gids: &[four], size: 65536, isolation: per };
+        let big = Cutting { uids: &[four], gids: &[four], size: 131072, isolation: per };
+        let gone = |_: &str, _: &[RunProcess]| true;
+        // The daemon takes over a run's name with other ranges (its
+        // subuid file lost the first slice).
+        let mut a = Allocations::default();
+        let run = a.allocate_for_run("x", small, &ended).unwrap();
+        let later = IdRange { start: 100000 + 65536, count: 3 * 65536 };
+        let daemons = a.allocate("x", Cutting { uids: &[later], gids: &[later], ..small }, &ended).unwrap();
+        assert_ne!(daemons, run);
+        assert_eq!(a.slices_of("x"), [daemons, run]);
+        for name in ["y", "z"] {
+            let other = a.allocate(name, small, &ended).unwrap();
+            assert!(!other.uid.overlaps(&run.uid) && !other.uid.overlaps(&daemons.uid), "{other:?}");
+        }
+        assert!(matches!(a.allocate("w", small, &ended), Err(AllocError::Exhausted { .. })), "{a:?}");
+        // Once they end, it is free again.
+        assert_eq!(a.allocate("w", small, &gone).unwrap(), run);
+        assert_eq!(a.slices_of("x"), [daemons]);
+
+        // The daemon's workload shared with a run, then given another size.
+        let mut a = Allocations::default();
+        let web = a.allocate("x", small, &never).unwrap();
+        assert_eq!(a.allocate_for_run("x", small, &ended).unwrap(), web);
+        let resized = a.allocate("x", big, &ended).unwrap();
+        assert_ne!(resized, web);
+        assert!(!a.allocate("y", small, &ended).unwrap().uid.overlaps(&web.uid));
+
+        // Two runs of one manifest with other settings: the first's stays taken.
+        let mut a = Allocations::default();
+        let first = a.allocate_for_run("x", small, &ended).unwrap();
+        let second = a.allocate_for_run("x", big, &ended).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(a.slices_of("x"), [second, first]);
+        let y = a.allocate("y", small, &ended).unwrap();
+        assert!(!y.uid.overlaps(&first.uid) && !y.uid.overlaps(&second.uid), "{y:?}");
+        // Freed with the name (its runs all ended).
+        a.free("x");
+        assert!(a.slices_of("x").is_empty());
     }
 
     #[test]
