@@ -337,45 +337,88 @@ fn an_upgrade_to_a_binary_older_than_the_check_goes_through_with_a_warning() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// Replaces the daemon's binary with a script that takes `seconds` over
+/// the check (`--validate`), then runs the build as itself; returns the
+/// build's copy it runs.
+fn slow_to_check(d: &Daemon, binary: &Path, seconds: &str) -> std::path::PathBuf {
+    let real = d.path("bin/paddock.real");
+    install(&real);
+    let script =
+        format!("#!/bin/sh\ncase \"$*\" in *--validate*) sleep {seconds};; esac\nexec {} \"$@\"\n", real.display());
+    let tmp = d.path("bin/paddock.new");
+    std::fs::write(&tmp, script).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, binary).unwrap();
+    real
+}
+
+/// Whether the binary at `binary` checks the configuration now.
+fn checking(binary: &Path) -> bool {
+    let procs = std::fs::read_dir("/proc").unwrap().flatten();
+    procs.filter_map(|e| std::fs::read(e.path().join("cmdline")).ok()).any(|c| {
+        let c = String::from_utf8_lossy(&c);
+        c.contains(binary.to_str().unwrap()) && c.contains("--validate")
+    })
+}
+
 /// The new binary's check of the configuration runs beside the daemon's
 /// loop: while it takes its time, the daemon answers and restarts its
-/// workloads as ever, then the upgrade goes through.
+/// workloads as ever, and an upgrade asked meanwhile is served by the
+/// same exec once the check passes.
 #[test]
 fn the_daemon_goes_on_while_the_new_binary_checks_the_configuration() {
     let (mut d, binary) = upgradable();
     d.write("web.toml", SLEEPER);
     let web = d.running_pid("web");
     let daemon = d.child.as_ref().unwrap().id();
-    // The new binary takes 3 s over its check, then runs as itself.
-    let real = d.path("bin/paddock.real");
-    install(&real);
-    let script = format!("#!/bin/sh\ncase \"$*\" in *--validate*) sleep 3;; esac\nexec {} \"$@\"\n", real.display());
-    let tmp = d.path("bin/paddock.new");
-    std::fs::write(&tmp, script).unwrap();
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::rename(&tmp, &binary).unwrap();
+    let real = slow_to_check(&d, &binary, "6");
     std::thread::scope(|scope| {
-        let upgrade = scope.spawn(|| d.paddock(&["upgrade"]));
-        // The check is under way.
-        let checking = |_: &Daemon| {
-            let procs = std::fs::read_dir("/proc").unwrap().flatten();
-            procs.filter_map(|e| std::fs::read(e.path().join("cmdline")).ok()).any(|c| {
-                let c = String::from_utf8_lossy(&c);
-                c.contains(binary.to_str().unwrap()) && c.contains("--validate")
-            })
-        };
-        d.wait_for("the check to begin", checking);
+        let first = scope.spawn(|| d.paddock(&["upgrade"]));
+        d.wait_for("the check to begin", |_| checking(&binary));
+        let second = scope.spawn(|| d.paddock(&["upgrade"]));
         let (took, _) = d.timed_status();
         assert!(took < Duration::from_secs(1), "status waited {took:?} for the check");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(web as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
         d.wait_for("web restarted", |d| d.workload("web").is_some_and(|w| w["state"] == "running" && w["pid"] != web));
-        assert!(!upgrade.is_finished(), "the restart waited for the check");
-        let out = upgrade.join().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(checking(&binary), "the restart waited for the check");
+        for upgrade in [first, second] {
+            let out = upgrade.join().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+            assert!(text.contains("re-executing"), "{text}");
+        }
     });
     assert_eq!(exe_of(daemon), real.display().to_string(), "upgraded once the check passed");
     assert_eq!(d.terminate(), 0);
+}
+
+/// A stop asked while the new binary checks the configuration: the
+/// upgrade is not made, its client is told so, the check is cut short
+/// (with what it started), and the daemon stops as asked.
+#[test]
+fn a_stop_during_the_new_binarys_check_answers_its_client_and_ends_the_check() {
+    let (mut d, binary) = upgradable();
+    d.write("web.toml", SLEEPER);
+    d.running_pid("web");
+    slow_to_check(&d, &binary, "1003.5");
+    std::thread::scope(|scope| {
+        let upgrade = scope.spawn(|| d.paddock(&["upgrade"]));
+        d.wait_for("the check to begin", |_| checking(&binary));
+        let daemon = d.child.as_ref().unwrap().id();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        let out = upgrade.join().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("asked to stop: not upgraded"), "{err}");
+    });
+    let began = Instant::now();
+    assert_eq!(d.terminate(), 0);
+    assert!(began.elapsed() < Duration::from_secs(5), "the exit waited {:?}", began.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while checking(&binary) || !common::daemon::processes(&["sleep", "1003.5"]).is_empty() {
+        assert!(Instant::now() < deadline, "the check runs on");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A SIGHUP after a package upgrade whose binary would not start with the

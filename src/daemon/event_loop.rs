@@ -90,12 +90,18 @@ enum Job {
     Checked(Checked),
 }
 
-/// An upgrade's check, done: the binary, the answer that waits, and what
-/// the check said.
+/// An upgrade's check, done: the binary, and what the check said.
 struct Checked {
     binary: std::path::PathBuf,
-    reply: Option<oneshot::Sender<Response>>,
     result: Result<(), String>,
+}
+
+/// An upgrade's check under way: the clients that wait for its outcome,
+/// and what cancels it.
+#[derive(Default)]
+struct Checking {
+    waiting: Vec<oneshot::Sender<Response>>,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Rescans: one at a time; what asks meanwhile is served by the next.
@@ -110,15 +116,41 @@ struct Scans {
     /// A SIGHUP's READY=1 waits for the scan under way, or for the next one.
     hup_current: bool,
     hup_next: bool,
-    /// An upgrade was asked (by `paddock upgrade`, whose answer waits here,
-    /// or by SIGHUP after the binary was replaced).
-    upgrade: Option<Option<oneshot::Sender<Response>>>,
-    /// The new binary's check runs (the upgrade waits for `Job::Checked`;
-    /// another asked meanwhile waits for it to end).
-    checking: bool,
+    /// An upgrade was asked (by `paddock upgrade` or a reload, whose
+    /// answers wait here, or by SIGHUP after the binary was replaced).
+    upgrade: Option<Vec<oneshot::Sender<Response>>>,
+    /// The new binary's check runs (the upgrade waits for `Job::Checked`).
+    /// One asked meanwhile waits in `upgrade`: served by the exec that
+    /// follows a check that passes, else checked again.
+    checking: Option<Checking>,
     /// Files the last scan saw gone, since when: taken as they were, and
     /// looked at again once they may count as removed (`gone_wait`).
     gone: BTreeMap<String, std::time::Instant>,
+}
+
+impl Scans {
+    /// An upgrade is asked; `reply`, when given, waits for its outcome.
+    fn want_upgrade(&mut self, reply: Option<oneshot::Sender<Response>>) {
+        self.upgrade.get_or_insert_with(Vec::new).extend(reply);
+    }
+
+    /// The daemon is asked to stop: the upgrades asked are not made, and
+    /// a check under way is cancelled (its outcome, if it comes, is moot).
+    fn abandon_upgrade(&mut self) {
+        let message = "the daemon was asked to stop: not upgraded; every workload is being stopped";
+        answer_all(self.upgrade.take().unwrap_or_default(), message);
+        if let Some(checking) = &mut self.checking {
+            checking.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            answer_all(std::mem::take(&mut checking.waiting), message);
+        }
+    }
+}
+
+/// Tells every client that waits `message`, as an error.
+fn answer_all(waiting: Vec<oneshot::Sender<Response>>, message: &str) {
+    for reply in waiting {
+        let _ = reply.send(Response::Error(message.to_owned()));
+    }
 }
 
 /// Runs until SIGTERM or SIGINT, then stops every workload and returns.
@@ -339,7 +371,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                     if upgrade::installed().is_some_and(|(_, replaced)| replaced) {
                         // `systemctl reload paddock` after a package upgrade: take the new binary.
                         tracing::info!("SIGHUP: the binary was replaced; re-executing it, workloads keep running");
-                        scans.upgrade = Some(None);
+                        scans.want_upgrade(None);
                     } else {
                         tracing::info!("SIGHUP: rescanning");
                         daemon.retry_host_failures(Clock::read());
@@ -349,6 +381,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                 }
                 _ => {
                     tracing::info!("{signal}: stopping every workload");
+                    scans.abandon_upgrade();
                     shutting_down = true;
                     out_of_time = tokio::time::Instant::now() + shutdown_timeout;
                     let _ = notifier.notify("STOPPING=1");
@@ -400,10 +433,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                         Err(e) => Response::Error(e),
                     });
                 }
-                Job::Checked(outcome) => {
-                    scans.checking = false;
-                    checked = Some(outcome);
-                }
+                Job::Checked(outcome) => checked = Some(outcome),
             },
             Some(change) = watch.changes.recv(), if !shutting_down => {
                 if change == Change::Lost {
@@ -477,39 +507,16 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             // tasks that read the control socket would never run meanwhile.
             tokio::task::yield_now().await;
         }
-        if !shutting_down
-            && !scans.checking
-            && let Some(reply) = scans.upgrade.take()
-        {
-            // The new binary checks the configuration first, beside the
-            // loop: workloads go on being restarted and answered meanwhile.
-            match upgrade::installed() {
-                Some((binary, _)) => {
-                    scans.checking = true;
-                    let tx = job_tx.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let result = upgrade::validate(&binary);
-                        let _ = tx.send(Job::Checked(Checked { binary, reply, result }));
-                    });
-                }
-                None => {
-                    let message = "cannot find the installed binary (/proc/self/exe) to re-execute";
-                    again |= refuse_upgrade(&mut daemon, &mut scans, reply, message.to_owned());
-                }
-            }
-        }
-        if let Some(Checked { binary, reply, result }) = checked.take() {
+        // The outcome of a check first: a passed one execs, serving the
+        // upgrades asked meanwhile too.
+        if let Some(Checked { binary, result }) = checked.take() {
+            let mut waiting = scans.checking.take().map(|c| c.waiting).unwrap_or_default();
             match result {
-                _ if shutting_down => {
-                    let message = "the daemon was asked to stop: not upgraded; every workload is being stopped";
-                    tracing::error!(message);
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Response::Error(message.to_owned()));
-                    }
-                }
+                _ if shutting_down => answer_all(waiting, "the daemon was asked to stop: not upgraded"),
                 Ok(()) => {
+                    waiting.extend(scans.upgrade.take().into_iter().flatten());
                     let heard = Heard { taker: &taker, channel: &mut heard, again: &requeue };
-                    reexec(&mut daemon, &mut sandbox_rx, &handover, &binary, reply, start_timeout, &notifier, heard)
+                    reexec(&mut daemon, &mut sandbox_rx, &handover, &binary, waiting, start_timeout, &notifier, heard)
                         .await;
                 }
                 Err(said) => {
@@ -517,7 +524,39 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                         "not upgraded: {} would not start with this daemon's configuration; every workload keeps running under this daemon; mend what it says and upgrade again (`paddock daemon --validate` checks it):\n{said}",
                         binary.display()
                     );
-                    again |= refuse_upgrade(&mut daemon, &mut scans, reply, message);
+                    again |= refuse_upgrade(&mut daemon, &mut scans, waiting, message);
+                }
+            }
+        }
+        if !shutting_down
+            && scans.checking.is_none()
+            && let Some(waiting) = scans.upgrade.take()
+        {
+            // The new binary checks the configuration first, beside the
+            // loop: workloads go on being restarted and answered meanwhile.
+            match upgrade::installed() {
+                Some((binary, _)) => {
+                    let checking = Checking { waiting, ..Checking::default() };
+                    let (cancel, tx) = (checking.cancel.clone(), job_tx.clone());
+                    let checker = move || {
+                        let checked = std::panic::catch_unwind(|| upgrade::validate(&binary, &cancel));
+                        let result =
+                            checked.unwrap_or_else(|_| Err("the check failed (a panic in paddock)".to_owned()));
+                        let _ = tx.send(Job::Checked(Checked { binary, result }));
+                    };
+                    // A thread of its own, not the runtime's: the daemon's
+                    // exit never waits for it (a stop cancels it).
+                    match std::thread::Builder::new().name("paddock-upgrade".into()).spawn(checker) {
+                        Ok(_) => scans.checking = Some(checking),
+                        Err(e) => {
+                            let message = format!("not upgraded: cannot start the new binary's check: {e}");
+                            again |= refuse_upgrade(&mut daemon, &mut scans, checking.waiting, message);
+                        }
+                    }
+                }
+                None => {
+                    let message = "cannot find the installed binary (/proc/self/exe) to re-execute";
+                    again |= refuse_upgrade(&mut daemon, &mut scans, waiting, message.to_owned());
                 }
             }
         }
@@ -623,13 +662,11 @@ const KILL_HEARD: Duration = Duration::from_secs(2);
 fn refuse_upgrade(
     daemon: &mut Daemon,
     scans: &mut Scans,
-    reply: Option<oneshot::Sender<Response>>,
+    waiting: Vec<oneshot::Sender<Response>>,
     message: String,
 ) -> bool {
     tracing::error!(message);
-    if let Some(reply) = reply {
-        let _ = reply.send(Response::Error(message));
-    }
+    answer_all(waiting, &message);
     daemon.retry_host_failures(Clock::read());
     scans.hup_next = true;
     scans.wanted = Some(Rescan::Everything);
@@ -647,7 +684,7 @@ async fn reexec(
     sandbox_rx: &mut mpsc::UnboundedReceiver<SandboxEvent>,
     handover: &std::os::fd::OwnedFd,
     binary: &std::path::Path,
-    reply: Option<oneshot::Sender<Response>>,
+    waiting: Vec<oneshot::Sender<Response>>,
     start_timeout: Duration,
     notifier: &Notifier,
     heard: Heard<'_>,
@@ -676,9 +713,7 @@ async fn reexec(
     };
     if let Some(message) = refusal {
         tracing::error!(signals = ?asked, message);
-        if let Some(reply) = reply {
-            let _ = reply.send(Response::Error(message.to_owned()));
-        }
+        answer_all(waiting, message);
         // A stop for the loop to carry out (a reload is moot beside it).
         asked.retain(|s| !stop || *s != Signal::SIGHUP);
         for signal in asked {
@@ -689,10 +724,12 @@ async fn reexec(
         return;
     }
     tracing::info!(binary = %binary.display(), "upgrading in place: re-executing the binary; every workload keeps running");
-    if let Some(reply) = reply {
+    if !waiting.is_empty() {
         let text = format!("re-executing {}; every workload keeps running", binary.display());
-        let _ = reply.send(Response::Done(text));
-        // Let the answer reach its client before this image is gone.
+        for reply in waiting {
+            let _ = reply.send(Response::Done(text.clone()));
+        }
+        // Let the answers reach their clients before this image is gone.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     notifier.settle(SETTLE_NOTIFY).await;

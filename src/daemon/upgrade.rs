@@ -50,8 +50,9 @@ const VALIDATE_OUTPUT: u64 = 8 * 1024;
 /// (edited since this one read it, or a rule the new version adds) would
 /// end the daemon. Blocking; `Err` holds why not, as the binary said it.
 /// A binary older than the check (it does not know the flag) is let
-/// through, with a warning: a downgrade works as it did.
-pub fn validate(binary: &std::path::Path) -> Result<(), String> {
+/// through, with a warning: a downgrade works as it did. Setting `cancel`
+/// ends the check at once (its process group killed): not upgraded.
+pub fn validate(binary: &std::path::Path, cancel: &std::sync::atomic::AtomicBool) -> Result<(), String> {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new(binary);
@@ -71,10 +72,13 @@ pub fn validate(binary: &std::path::Path) -> Result<(), String> {
     let mut child =
         command.spawn().map_err(|e| format!("cannot run {} to check the configuration: {e}", binary.display()))?;
     let mut stderr = child.stderr.take().expect("piped");
-    let reader = std::thread::spawn(move || {
+    let (said_tx, said_rx) = std::sync::mpsc::channel();
+    // Not joined: a process that left the group may hold the pipe for
+    // good, and the check must end anyway (the thread ends with it).
+    let reader = std::thread::Builder::new().name("paddock-check".into()).spawn(move || {
         let mut text = Vec::new();
         let _ = (&mut stderr).take(VALIDATE_OUTPUT).read_to_end(&mut text);
-        String::from_utf8_lossy(&text).into_owned()
+        let _ = said_tx.send(String::from_utf8_lossy(&text).into_owned());
     });
     let deadline = std::time::Instant::now() + VALIDATE_TIMEOUT;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -85,18 +89,25 @@ pub fn validate(binary: &std::path::Path) -> Result<(), String> {
         let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
         !matches!(waitid(Id::Pid(pid), flags), Ok(WaitStatus::StillAlive))
     };
-    let timed_out = loop {
+    let cancelled = || cancel.load(std::sync::atomic::Ordering::Relaxed);
+    let cut = loop {
         if ended() {
             break false;
         }
-        if std::time::Instant::now() >= deadline {
+        if std::time::Instant::now() >= deadline || cancelled() {
             break true;
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     };
     let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-    let status = child.wait().ok().filter(|_| !timed_out);
-    let said = reader.join().unwrap_or_default();
+    let status = child.wait().ok().filter(|_| !cut);
+    if cancelled() {
+        return Err("the daemon was asked to stop".to_owned());
+    }
+    let said = match reader {
+        Ok(_) => said_rx.recv_timeout(std::time::Duration::from_secs(1)).unwrap_or_default(),
+        Err(_) => String::new(),
+    };
     let said = said.trim();
     match status {
         Some(status) if status.success() => Ok(()),
@@ -185,11 +196,45 @@ mod tests {
             .unwrap();
         assert!(made.success());
         let began = Instant::now();
-        assert_eq!(super::validate(&script), Err("it refuses: because".to_owned()));
+        let keep_on = std::sync::atomic::AtomicBool::new(false);
+        assert_eq!(super::validate(&script, &keep_on), Err("it refuses: because".to_owned()));
         assert!(began.elapsed() < Duration::from_secs(5), "waited for what it left: {:?}", began.elapsed());
         let deadline = Instant::now() + Duration::from_secs(5);
         while running(b"/bin/sleep\x001001.5") {
             assert!(Instant::now() < deadline, "what the check left runs on");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A check cancelled (the daemon asked to stop) ends at once, and what
+    /// it started with it.
+    #[test]
+    fn a_cancelled_check_ends_at_once_and_takes_its_processes_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("paddock");
+        let made = std::process::Command::new("/bin/sh")
+            .args(["-c", "printf '%s' \"$1\" > \"$2\" && chmod 755 \"$2\"", "sh", "#!/bin/sh\n/bin/sleep 1002.5\n"])
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let began = Instant::now();
+        let outcome = std::thread::scope(|scope| {
+            let check = scope.spawn(|| super::validate(&script, &cancel));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !running(b"/bin/sleep\x001002.5") {
+                assert!(Instant::now() < deadline, "the check did not begin");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            check.join().unwrap()
+        });
+        assert_eq!(outcome, Err("the daemon was asked to stop".to_owned()));
+        assert!(began.elapsed() < Duration::from_secs(5), "{:?}", began.elapsed());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running(b"/bin/sleep\x001002.5") {
+            assert!(Instant::now() < deadline, "what the check started runs on");
             std::thread::sleep(Duration::from_millis(20));
         }
     }

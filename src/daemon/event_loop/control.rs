@@ -96,7 +96,7 @@ pub(super) fn answer(
         Answered::Reload if upgrade::installed().is_some_and(|(_, replaced)| replaced) => {
             // `systemctl reload paddock` after a package upgrade: take the new binary.
             tracing::info!("reload asked after the binary was replaced: re-executing it, workloads keep running");
-            scans.upgrade = Some(Some(reply));
+            scans.want_upgrade(Some(reply));
             false
         }
         Answered::Reload => {
@@ -109,7 +109,7 @@ pub(super) fn answer(
             false
         }
         Answered::Upgrade => {
-            scans.upgrade = Some(Some(reply));
+            scans.want_upgrade(Some(reply));
             false
         }
         Answered::Plan(dir) => {
