@@ -392,6 +392,38 @@ fn the_daemon_goes_on_while_the_new_binary_checks_the_configuration() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// A binary replaced again while it was checked (a second package
+/// upgrade) is not executed unchecked: the file there now is checked, and
+/// its refusal is the answer.
+#[test]
+fn a_binary_replaced_during_its_check_is_checked_again_before_any_exec() {
+    let (mut d, binary) = upgradable();
+    d.write("web.toml", SLEEPER);
+    let web = d.running_pid("web");
+    let daemon = d.child.as_ref().unwrap().id();
+    let real = slow_to_check(&d, &binary, "3");
+    std::thread::scope(|scope| {
+        let upgrade = scope.spawn(|| d.paddock(&["upgrade"]));
+        d.wait_for("the check to begin", |_| checking(&binary));
+        // The second binary refuses the configuration (and would run were it not checked).
+        let script = format!(
+            "#!/bin/sh\ncase \"$*\" in *--validate*) echo 'the second binary refuses' >&2; exit 78;; esac\nexec {} \"$@\"\n",
+            real.display()
+        );
+        let tmp = d.path("bin/paddock.second");
+        std::fs::write(&tmp, script).unwrap();
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &binary).unwrap();
+        let out = upgrade.join().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("the second binary refuses"), "{err}");
+    });
+    assert!(exe_of(daemon).ends_with("(deleted)"), "executed unchecked: {}", exe_of(daemon));
+    assert_eq!(d.running_pid("web"), web);
+    assert_eq!(d.terminate(), 0);
+}
+
 /// A stop asked while the new binary checks the configuration: the
 /// upgrade is not made, its client is told so, the check is cut short
 /// (with what it started), and the daemon stops as asked.

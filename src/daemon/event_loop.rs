@@ -93,6 +93,8 @@ enum Job {
 /// An upgrade's check, done: the binary, and what the check said.
 struct Checked {
     binary: std::path::PathBuf,
+    /// The file that was checked (`upgrade::identity`), taken before.
+    identity: Option<upgrade::Identity>,
     result: Result<(), String>,
 }
 
@@ -509,10 +511,16 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         }
         // The outcome of a check first: a passed one execs, serving the
         // upgrades asked meanwhile too.
-        if let Some(Checked { binary, result }) = checked.take() {
+        if let Some(Checked { binary, identity, result }) = checked.take() {
             let mut waiting = scans.checking.take().map(|c| c.waiting).unwrap_or_default();
             match result {
                 _ if shutting_down => answer_all(waiting, "the daemon was asked to stop: not upgraded"),
+                // Replaced again while it was checked (a second package
+                // upgrade): the file there now is checked before any exec.
+                Ok(()) if upgrade::identity(&binary) != identity => {
+                    tracing::info!(binary = %binary.display(), "the binary was replaced while it was checked: checking the new one");
+                    scans.upgrade.get_or_insert_with(Vec::new).append(&mut waiting);
+                }
                 Ok(()) => {
                     waiting.extend(scans.upgrade.take().into_iter().flatten());
                     let heard = Heard { taker: &taker, channel: &mut heard, again: &requeue };
@@ -539,10 +547,11 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                     let checking = Checking { waiting, ..Checking::default() };
                     let (cancel, tx) = (checking.cancel.clone(), job_tx.clone());
                     let checker = move || {
+                        let identity = upgrade::identity(&binary);
                         let checked = std::panic::catch_unwind(|| upgrade::validate(&binary, &cancel));
                         let result =
                             checked.unwrap_or_else(|_| Err("the check failed (a panic in paddock)".to_owned()));
-                        let _ = tx.send(Job::Checked(Checked { binary, result }));
+                        let _ = tx.send(Job::Checked(Checked { binary, identity, result }));
                     };
                     // A thread of its own, not the runtime's: the daemon's
                     // exit never waits for it (a stop cancels it).

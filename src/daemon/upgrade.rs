@@ -38,6 +38,18 @@ pub fn inherited_listener() -> Option<OwnedFd> {
     Some(owned)
 }
 
+/// Which file is at a path, and which version of it: device, inode and
+/// change time (a package's new binary is a new file renamed there; one
+/// copied over the old one changes its change time).
+pub type Identity = (u64, u64, i64, i64);
+
+/// The `Identity` of the file at `binary`, if it can be read.
+pub fn identity(binary: &std::path::Path) -> Option<Identity> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(binary).ok()?;
+    Some((m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
+}
+
 /// How long the new binary may take to check the configuration.
 const VALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
