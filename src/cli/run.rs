@@ -10,7 +10,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::{CliError, OrFail};
-use crate::idmap::{AccountFiles, Allocations, Cutting, Isolation, RunHold, RunProcess, remap_ranges};
+use crate::idmap::{AccountFiles, Allocations, Cutting, Isolation, RunHold, remap_ranges};
 use crate::sandbox::cgroup::{Layout, Place};
 use crate::sandbox::{self, Exit, InitMode, SpawnRequest};
 use crate::validate::{Color, HostChecks, render};
@@ -223,7 +223,7 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     // runs until the last ends. Taken first, so no other process gives the
     // slice away between the allocation and the hold.
     let hold = RunHold::take(&state_dir, spec.name.as_str()).or_fail(PADDOCK_FAILED)?;
-    let ended = |name: &str, older: &[RunProcess]| RunHold::all_ended(&state_dir, name, older);
+    let ended = RunHold::ended_under(&state_dir);
     let slice = Allocations::update(&state_dir, |table| {
         let slice = table.allocate_for_run(
             spec.name.as_str(),

@@ -321,7 +321,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (state, four) = (dir.path(), [crate::idmap::IdRange { start: 100_000, count: 4 * 65536 }]);
         let cutting = Cutting { uids: &four, gids: &four, size: 65536, isolation: Isolation::PerWorkload };
-        let ended = |name: &str, older: &[crate::idmap::RunProcess]| RunHold::all_ended(state, name, older);
+        let ended = RunHold::ended_under(state);
         // Two runs, as `paddock run` takes and records them; one has ended.
         let mut held = Vec::new();
         for name in ["runs-on", "ended"] {
@@ -334,7 +334,8 @@ mod tests {
             .unwrap();
             held.push((hold, given));
         }
-        let (_, ended_slice) = held.pop().unwrap();
+        let (ended_hold, ended_slice) = held.pop().unwrap();
+        drop(ended_hold);
         let on = held[0].1;
         // A run of an older paddock, which wrote no slice, and a file that no run holds.
         let _older = RunHold::take(state, "older").unwrap();

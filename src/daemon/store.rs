@@ -13,8 +13,7 @@ use std::path::PathBuf;
 
 use super::kept::{Kept, KeptStore};
 use crate::idmap::{
-    AccountFiles, AllocError, Allocations, Cutting, Isolation, RemapRanges, RunHold, RunProcess, Slice,
-    read_remap_ranges,
+    AccountFiles, AllocError, Allocations, Cutting, Isolation, RemapRanges, RunHold, Slice, read_remap_ranges,
 };
 use crate::model::WorkloadName;
 use crate::reconcile::{Blame, StartFailure};
@@ -320,9 +319,11 @@ impl Writer {
 fn failure(e: AllocError) -> StartFailure {
     let blame = match &e {
         AllocError::Exhausted { .. } | AllocError::DaemonsSlice { .. } => Blame::Host,
-        AllocError::Read { .. } | AllocError::Write { .. } | AllocError::MoveAside { .. } | AllocError::Hold { .. } => {
-            Blame::Daemon
-        }
+        AllocError::Read { .. }
+        | AllocError::Write { .. }
+        | AllocError::MoveAside { .. }
+        | AllocError::Hold { .. }
+        | AllocError::Record { .. } => Blame::Daemon,
     };
     StartFailure::new(blame, e)
 }
@@ -336,7 +337,7 @@ impl Store for DiskStore {
         self.follow_ranges();
         let (ranges, size, isolation) = (&self.ranges, self.slice_size, self.isolation);
         let state_dir = &self.state_dir;
-        let runs_ended = |name: &str, older: &[RunProcess]| RunHold::all_ended(state_dir, name, older);
+        let runs_ended = RunHold::ended_under(state_dir);
         let result = Allocations::update(state_dir, |t| {
             for name in names {
                 let slice = t.allocate(
@@ -398,7 +399,7 @@ impl Store for DiskStore {
         self.known.remove(name);
         self.send(name, None);
         let state_dir = &self.state_dir;
-        let runs_ended = |name: &str, older: &[RunProcess]| RunHold::all_ended(state_dir, name, older);
+        let runs_ended = RunHold::ended_under(state_dir);
         Allocations::update(state_dir, |t| Ok(t.release(name.as_str(), &runs_ended)))
             .map(drop)
             .map_err(std::io::Error::other)

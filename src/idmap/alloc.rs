@@ -50,6 +50,10 @@ pub enum AllocError {
         "cannot hold this run's id slice by its lock file {path}: {source} (it must be a regular file in a directory of root's; remove what is there)"
     )]
     Hold { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot write which id slices this run has into its lock file {path}: {source} (free space on that filesystem, or mend what is there)"
+    )]
+    Record { path: PathBuf, source: std::io::Error },
 }
 
 /// How many slices of `size` ids a range is cut into: one of its own size
@@ -154,6 +158,11 @@ pub struct Allocations {
     held: BTreeMap<String, Vec<Slice>>,
 }
 
+/// The runs of `name` an older paddock marked by process (`Allocations::runs`).
+fn older_of<'a>(runs: &'a BTreeMap<String, Vec<RunProcess>>, name: &str) -> &'a [RunProcess] {
+    runs.get(name).map_or(&[][..], Vec::as_slice)
+}
+
 /// A `paddock run`'s process, by pid and start time (a pid alone may be
 /// reused), as an older paddock marked its runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +181,9 @@ pub struct RunHold {
     lock: nix::fcntl::Flock<std::fs::File>,
     path: PathBuf,
 }
+
+/// The most of a lock file `held_slices` reads (a slice is about 70 bytes).
+const RECORD_MAX: u64 = 64 * 1024;
 
 impl RunHold {
     const DIR: &str = "runs";
@@ -224,7 +236,7 @@ impl RunHold {
             self.lock.write_all_at(&text, 0)?;
             self.lock.set_len(text.len() as u64)
         })
-        .map_err(|source| AllocError::Hold { path: self.path.clone(), source })
+        .map_err(|source| AllocError::Record { path: self.path.clone(), source })
     }
 
     /// The slices runs that still run have, by manifest name (the name's
@@ -241,13 +253,18 @@ impl RunHold {
             }
             let mut text = Vec::new();
             let read = Self::open(std::fs::OpenOptions::new().read(true), &path)
-                .and_then(|f| f.take(4096).read_to_end(&mut text));
+                .and_then(|f| f.take(RECORD_MAX).read_to_end(&mut text));
             match read.ok().and_then(|_| serde_json::from_slice::<Vec<Slice>>(&text).ok()) {
                 Some(held) if !held.is_empty() => slices.push((name, held)),
                 _ => unknown.push(name),
             }
         }
         (slices, unknown)
+    }
+
+    /// `all_ended` for the runs under `state_dir`, as the allocations ask it (`Ended`).
+    pub fn ended_under(state_dir: &Path) -> impl Fn(&str, &[RunProcess]) -> bool + '_ {
+        move |name, older| Self::all_ended(state_dir, name, older)
     }
 
     /// Whether every run of `name` has ended: none holds it, and none of
@@ -374,7 +391,7 @@ impl Allocations {
             }
         }
         if !unknown.is_empty() {
-            tracing::warn!(runs = ?unknown, "`paddock run`s of these manifests still run, but their lock files do not say which id slices they have (an older paddock's): a new workload may be given one of theirs until they end");
+            tracing::warn!(runs = ?unknown, "`paddock run`s of these manifests still run, but their lock files do not say which id slices they have (unreadable, not written yet, or an older paddock's): a new workload may be given one of theirs until they end");
         }
         let table = Self { slices, daemons, run_names, held, ..Self::default() };
         table.save(state_dir)?;
@@ -452,7 +469,8 @@ impl Allocations {
         for_daemon: bool,
         ended: Ended<'_>,
     ) -> Result<Slice, AllocError> {
-        self.held.retain(|n, _| !ended(n, self.runs.get(n).map_or(&[][..], Vec::as_slice)));
+        let runs = &self.runs;
+        self.held.retain(|n, _| !ended(n, older_of(runs, n)));
         let Cutting { uids, gids, size, isolation } = cutting;
         if isolation == Isolation::Shared {
             let first = cut(uids, size)
@@ -500,7 +518,7 @@ impl Allocations {
             }
             // None is free: the slice kept for a manifest whose `paddock
             // run`s have all ended goes to this one.
-            let older = |n: &str| self.runs.get(n).map_or(&[][..], Vec::as_slice);
+            let older = |n: &str| older_of(&self.runs, n);
             let done = self
                 .run_names
                 .iter()
@@ -518,7 +536,7 @@ impl Allocations {
     /// Gives `name` `slice`. The one it had stays taken (`held`) while runs
     /// of the name go on with its ids.
     fn give(&mut self, name: &str, slice: Slice, ended: Ended<'_>) {
-        let older = self.runs.get(name).map_or(&[][..], Vec::as_slice);
+        let older = older_of(&self.runs, name);
         let runs_on = !ended(name, older);
         if let Some(old) = self.slices.insert(name.to_owned(), slice)
             && old != slice
@@ -527,6 +545,13 @@ impl Allocations {
             let held = self.held.entry(name.to_owned()).or_default();
             if !held.contains(&old) {
                 held.push(old);
+            }
+        }
+        // Its own again (settings changed back): not held beside.
+        if let Some(held) = self.held.get_mut(name) {
+            held.retain(|s| *s != slice);
+            if held.is_empty() {
+                self.held.remove(name);
             }
         }
     }
@@ -550,12 +575,12 @@ impl Allocations {
     }
 
     /// The daemon's workload `name` is gone (its manifest was deleted):
-    /// its slice is freed, unless a `paddock run` of that manifest shares
-    /// it (`allocate_for_run`), which keeps it as a run's, given to another
-    /// only once no run holds the name. Freed, it would go to the next new
-    /// workload while that run's processes still have its ids.
+    /// its slice is freed, unless a `paddock run` of that name goes on,
+    /// which keeps it as a run's, given to another only once no run holds
+    /// the name. Freed, it would go to the next new workload while that
+    /// run's processes still have its ids.
     pub fn release(&mut self, name: &str, ended: Ended<'_>) -> Option<Slice> {
-        let older = self.runs.get(name).map_or(&[][..], Vec::as_slice);
+        let older = older_of(&self.runs, name);
         if self.slices.contains_key(name) && !ended(name, older) {
             if self.daemons.remove(name) {
                 self.run_names.insert(name.to_owned());
@@ -580,12 +605,13 @@ impl Allocations {
 mod tests {
     use super::*;
 
-    fn never(_: &str, _: &[RunProcess]) -> bool {
+    /// Every name has a run that goes on.
+    fn runs_go_on(_: &str, _: &[RunProcess]) -> bool {
         false
     }
 
     /// No name has a run that goes on.
-    fn no_runs(_: &str, _: &[RunProcess]) -> bool {
+    fn none_run(_: &str, _: &[RunProcess]) -> bool {
         true
     }
 
@@ -621,15 +647,19 @@ mod tests {
         let big = [IdRange { start: 1 << 20, count: 1 << 31 }];
         let mut table = Allocations::default();
         let a = table
-            .allocate("a", Cutting { uids: &big, gids: &big, size: 1, isolation: Isolation::PerWorkload }, &never)
+            .allocate("a", Cutting { uids: &big, gids: &big, size: 1, isolation: Isolation::PerWorkload }, &runs_go_on)
             .unwrap();
         let b = table
-            .allocate("b", Cutting { uids: &big, gids: &big, size: 1, isolation: Isolation::PerWorkload }, &never)
+            .allocate("b", Cutting { uids: &big, gids: &big, size: 1, isolation: Isolation::PerWorkload }, &runs_go_on)
             .unwrap();
         assert_ne!(a, b);
         assert_eq!(
             table
-                .allocate("a", Cutting { uids: &big, gids: &big, size: 1, isolation: Isolation::PerWorkload }, &never)
+                .allocate(
+                    "a",
+                    Cutting { uids: &big, gids: &big, size: 1, isolation: Isolation::PerWorkload },
+                    &runs_go_on
+                )
                 .unwrap(),
             a
         );
@@ -643,10 +673,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Allocations::default();
         let web = a
-            .allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload }, &never)
+            .allocate(
+                "web",
+                Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload },
+                &runs_go_on,
+            )
             .unwrap();
         let db = a
-            .allocate("db", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload }, &never)
+            .allocate(
+                "db",
+                Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload },
+                &runs_go_on,
+            )
             .unwrap();
         assert_eq!(web.uid, IdRange { start: 100000, count: 65536 });
         assert_eq!(db.uid, IdRange { start: 165536, count: 65536 });
@@ -656,15 +694,23 @@ mod tests {
             b.allocate(
                 "db",
                 Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload },
-                &never
+                &runs_go_on
             )
             .unwrap(),
             db
         );
-        b.allocate("x", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload }, &never)
-            .unwrap();
+        b.allocate(
+            "x",
+            Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload },
+            &runs_go_on,
+        )
+        .unwrap();
         let err = b
-            .allocate("y", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload }, &never)
+            .allocate(
+                "y",
+                Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload },
+                &runs_go_on,
+            )
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -672,8 +718,12 @@ mod tests {
         );
         b.free("web");
         assert_eq!(
-            b.allocate("y", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload }, &never)
-                .unwrap(),
+            b.allocate(
+                "y",
+                Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::PerWorkload },
+                &runs_go_on
+            )
+            .unwrap(),
             web
         );
     }
@@ -682,10 +732,10 @@ mod tests {
     fn shared_isolation_maps_everyone_to_the_first_range() {
         let mut a = Allocations::default();
         let one = a
-            .allocate("a", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &never)
+            .allocate("a", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &runs_go_on)
             .unwrap();
         assert_eq!(
-            a.allocate("b", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &never)
+            a.allocate("b", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &runs_go_on)
                 .unwrap(),
             one
         );
@@ -697,11 +747,11 @@ mod tests {
         // The daemon ran with `shared`, then `per-workload`.
         let mut a = Allocations::default();
         for name in ["a", "b", "c"] {
-            a.allocate(name, Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &no_runs)
+            a.allocate(name, Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &none_run)
                 .unwrap();
         }
         let slices: Vec<Slice> = ["a", "b", "c"]
-            .map(|n| a.allocate(n, Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &no_runs).unwrap())
+            .map(|n| a.allocate(n, Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &none_run).unwrap())
             .into();
         assert!(slices[0] != slices[1] && slices[1] != slices[2] && slices[0] != slices[2], "{slices:?}");
         // A table written before shared slices were marked: each entry an
@@ -711,7 +761,7 @@ mod tests {
                 .unwrap();
         let slices: Vec<Slice> = ["a", "b", "c"]
             .map(|n| {
-                legacy.allocate(n, Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &no_runs).unwrap()
+                legacy.allocate(n, Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &none_run).unwrap()
             })
             .into();
         assert!(slices[0] != slices[1] && slices[1] != slices[2] && slices[0] != slices[2], "{slices:?}");
@@ -721,28 +771,30 @@ mod tests {
     fn a_run_with_shared_isolation_takes_no_workloads_slice_from_it() {
         let per = Isolation::PerWorkload;
         let mut a = Allocations::default();
-        let web = a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap();
+        let web =
+            a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &runs_go_on).unwrap();
         // `paddock run --isolation shared x.toml`: the first slice, web's.
         assert_eq!(
-            a.allocate("x", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &never)
+            a.allocate("x", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &runs_go_on)
                 .unwrap(),
             web
         );
         assert_eq!(
-            a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap(),
+            a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &runs_go_on).unwrap(),
             web,
             "web keeps its slice"
         );
         // x as a workload of its own: a slice of its own.
-        let x = a.allocate("x", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap();
+        let x = a.allocate("x", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &runs_go_on).unwrap();
         assert!(!x.uid.overlaps(&web.uid) && !x.gid.overlaps(&web.gid), "{x:?} {web:?}");
         assert_eq!(
-            a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap(),
+            a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &runs_go_on).unwrap(),
             web
         );
         // What the table says of it is written, and read back.
         let dir = tempfile::tempdir().unwrap();
-        a.allocate("y", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &never).unwrap();
+        a.allocate("y", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &runs_go_on)
+            .unwrap();
         a.save(dir.path()).unwrap();
         assert_eq!(Allocations::load(dir.path()).unwrap(), a);
         a.free("y");
@@ -753,23 +805,28 @@ mod tests {
     fn a_range_added_to_one_file_moves_no_one() {
         let per = Isolation::PerWorkload;
         let mut a = Allocations::default();
-        let first = a.allocate("a", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap();
-        let second = a.allocate("b", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap();
+        let first =
+            a.allocate("a", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &runs_go_on).unwrap();
+        let second =
+            a.allocate("b", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &runs_go_on).unwrap();
         let before = IdRange { start: 50_000_000, count: 65536 };
         for (uids, gids) in [(vec![before, R], vec![R]), (vec![R], vec![before, R])] {
             assert_eq!(
-                a.allocate("a", Cutting { uids: &uids, gids: &gids, size: 65536, isolation: per }, &never).unwrap(),
+                a.allocate("a", Cutting { uids: &uids, gids: &gids, size: 65536, isolation: per }, &runs_go_on)
+                    .unwrap(),
                 first
             );
             assert_eq!(
-                a.allocate("b", Cutting { uids: &uids, gids: &gids, size: 65536, isolation: per }, &never).unwrap(),
+                a.allocate("b", Cutting { uids: &uids, gids: &gids, size: 65536, isolation: per }, &runs_go_on)
+                    .unwrap(),
                 second
             );
         }
         // A slice no longer inside the ranges is not kept.
         let later = IdRange { start: R.start + 65536, count: 65536 * 2 };
         assert_ne!(
-            a.allocate("a", Cutting { uids: &[later], gids: &[later], size: 65536, isolation: per }, &never).unwrap(),
+            a.allocate("a", Cutting { uids: &[later], gids: &[later], size: 65536, isolation: per }, &runs_go_on)
+                .unwrap(),
             first
         );
     }
@@ -822,7 +879,8 @@ mod tests {
     fn a_run_shares_a_daemons_workloads_slice_but_never_changes_it() {
         let per = Isolation::PerWorkload;
         let mut a = Allocations::default();
-        let web = a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap();
+        let web =
+            a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &runs_go_on).unwrap();
         assert_eq!(
             a.allocate_for_run("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &ended).unwrap(),
             web
@@ -850,7 +908,7 @@ mod tests {
         let one = IdRange { start: 100000, count: 65536 };
         let cutting = Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per };
         let mut a = Allocations::default();
-        let x = a.allocate("x", cutting, &never).unwrap();
+        let x = a.allocate("x", cutting, &runs_go_on).unwrap();
         assert_eq!(a.allocate_for_run("x", cutting, &ended).unwrap(), x, "the run shares the daemon's slice");
         // The manifest is deleted while the run of x goes on: its ids stay x's.
         assert_eq!(a.release("x", &ended), None);
@@ -904,7 +962,7 @@ mod tests {
 
         // The daemon's workload shared with a run, then given another size.
         let mut a = Allocations::default();
-        let web = a.allocate("x", small, &never).unwrap();
+        let web = a.allocate("x", small, &runs_go_on).unwrap();
         assert_eq!(a.allocate_for_run("x", small, &ended).unwrap(), web);
         let resized = a.allocate("x", big, &ended).unwrap();
         assert_ne!(resized, web);
@@ -918,6 +976,9 @@ mod tests {
         assert_eq!(a.slices_of("x"), [second, first]);
         let y = a.allocate("y", small, &ended).unwrap();
         assert!(!y.uid.overlaps(&first.uid) && !y.uid.overlaps(&second.uid), "{y:?}");
+        // A third with the first's settings has the first's again, not held beside.
+        assert_eq!(a.allocate_for_run("x", small, &ended).unwrap(), first);
+        assert_eq!(a.slices_of("x"), [first, second]);
         // Freed with the name (its runs all ended).
         a.free("x");
         assert!(a.slices_of("x").is_empty());
@@ -1012,7 +1073,7 @@ mod tests {
         };
         let me = crate::sandbox::process::start_time(std::process::id() as i32).unwrap();
         let state = tempfile::tempdir().unwrap();
-        let ended = |n: &str, older: &[RunProcess]| RunHold::all_ended(state.path(), n, older);
+        let ended = RunHold::ended_under(state.path());
         // This process, as the older paddock's run that runs on: not given away.
         let mut a = older(me);
         assert!(matches!(
@@ -1040,7 +1101,8 @@ mod tests {
     fn a_run_with_shared_isolation_marks_nothing_of_a_daemons_workload() {
         let per = Isolation::PerWorkload;
         let mut a = Allocations::default();
-        let web = a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap();
+        let web =
+            a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &runs_go_on).unwrap();
         a.allocate_for_run("x", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: Isolation::Shared }, &ended)
             .unwrap();
         let before = a.clone();
@@ -1055,7 +1117,7 @@ mod tests {
         );
         assert_eq!(a, before, "nothing of web's changed");
         assert_eq!(
-            a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap(),
+            a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &runs_go_on).unwrap(),
             web,
             "web keeps its slice"
         );
@@ -1073,7 +1135,7 @@ mod tests {
         };
         let mut a = old(&["web", "x"]);
         assert_eq!(
-            a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &never).unwrap(),
+            a.allocate("web", Cutting { uids: &[R], gids: &[R], size: 65536, isolation: per }, &runs_go_on).unwrap(),
             s0,
             "the daemon's keeps its own"
         );
