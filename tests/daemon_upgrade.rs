@@ -323,10 +323,7 @@ fn an_upgrade_to_a_binary_older_than_the_check_goes_through_with_a_warning() {
         "#!/bin/sh\ncase \"$*\" in *--validate*) echo \"error: unexpected argument '--validate' found\" >&2; exit 2;; esac\nexec {} \"$@\"\n",
         real.display()
     );
-    let tmp = d.path("bin/paddock.new");
-    std::fs::write(&tmp, script).unwrap();
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::rename(&tmp, &binary).unwrap();
+    install_script(&binary, &script);
     let out = d.paddock(&["upgrade"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
@@ -337,28 +334,40 @@ fn an_upgrade_to_a_binary_older_than_the_check_goes_through_with_a_warning() {
     assert_eq!(d.terminate(), 0);
 }
 
-/// Replaces the daemon's binary with a script that takes `seconds` over
-/// the check (`--validate`), then runs the build as itself; returns the
-/// build's copy it runs.
-fn slow_to_check(d: &Daemon, binary: &Path, seconds: &str) -> std::path::PathBuf {
+/// Installs `text` as an executable script at `path`, renamed there as
+/// `install` does, and written by another process for the same reason.
+fn install_script(path: &Path, text: &str) {
+    let tmp = path.with_extension("new");
+    let made = std::process::Command::new("/bin/sh")
+        .args(["-c", "printf '%s' \"$1\" > \"$2\" && chmod 755 \"$2\"", "sh", text])
+        .arg(&tmp)
+        .status()
+        .unwrap();
+    assert!(made.success(), "writing {}", tmp.display());
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Replaces the daemon's binary with a script whose check (`--validate`)
+/// adds a line to `out/checks` and waits until `out/go` exists, then runs
+/// the build as itself; returns the build's copy it runs.
+fn gated_check(d: &Daemon, binary: &Path) -> std::path::PathBuf {
     let real = d.path("bin/paddock.real");
     install(&real);
-    let script =
-        format!("#!/bin/sh\ncase \"$*\" in *--validate*) sleep {seconds};; esac\nexec {} \"$@\"\n", real.display());
-    let tmp = d.path("bin/paddock.new");
-    std::fs::write(&tmp, script).unwrap();
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::rename(&tmp, binary).unwrap();
+    let (checks, go) = (d.path("out/checks"), d.path("out/go"));
+    let script = format!(
+        "#!/bin/sh\ncase \"$*\" in *--validate*) echo checked >> {checks:?}; while [ ! -e {go:?} ]; do sleep 0.05; done;; esac\nexec {real:?} \"$@\"\n"
+    );
+    install_script(binary, &script);
     real
 }
 
 /// Whether the binary at `binary` checks the configuration now.
 fn checking(binary: &Path) -> bool {
-    let procs = std::fs::read_dir("/proc").unwrap().flatten();
-    procs.filter_map(|e| std::fs::read(e.path().join("cmdline")).ok()).any(|c| {
-        let c = String::from_utf8_lossy(&c);
-        c.contains(binary.to_str().unwrap()) && c.contains("--validate")
+    let path = binary.to_str().unwrap().as_bytes();
+    !common::daemon::processes_where(|c| {
+        c.windows(path.len()).any(|w| w == path) && c.windows(10).any(|w| w == b"--validate")
     })
+    .is_empty()
 }
 
 /// The new binary's check of the configuration runs beside the daemon's
@@ -371,7 +380,7 @@ fn the_daemon_goes_on_while_the_new_binary_checks_the_configuration() {
     d.write("web.toml", SLEEPER);
     let web = d.running_pid("web");
     let daemon = d.child.as_ref().unwrap().id();
-    let real = slow_to_check(&d, &binary, "6");
+    let real = gated_check(&d, &binary);
     std::thread::scope(|scope| {
         let first = scope.spawn(|| d.paddock(&["upgrade"]));
         d.wait_for("the check to begin", |_| checking(&binary));
@@ -380,7 +389,10 @@ fn the_daemon_goes_on_while_the_new_binary_checks_the_configuration() {
         assert!(took < Duration::from_secs(1), "status waited {took:?} for the check");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(web as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
         d.wait_for("web restarted", |d| d.workload("web").is_some_and(|w| w["state"] == "running" && w["pid"] != web));
-        assert!(checking(&binary), "the restart waited for the check");
+        assert!(checking(&binary), "the check ended");
+        // The second upgrade has been asked (its client is a moment's work).
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(d.path("out/go"), "").unwrap();
         for upgrade in [first, second] {
             let out = upgrade.join().unwrap();
             let text = String::from_utf8_lossy(&out.stdout);
@@ -389,6 +401,8 @@ fn the_daemon_goes_on_while_the_new_binary_checks_the_configuration() {
         }
     });
     assert_eq!(exe_of(daemon), real.display().to_string(), "upgraded once the check passed");
+    let checks = std::fs::read_to_string(d.path("out/checks")).unwrap();
+    assert_eq!(checks.lines().count(), 1, "one check serves both");
     assert_eq!(d.terminate(), 0);
 }
 
@@ -401,7 +415,7 @@ fn a_binary_replaced_during_its_check_is_checked_again_before_any_exec() {
     d.write("web.toml", SLEEPER);
     let web = d.running_pid("web");
     let daemon = d.child.as_ref().unwrap().id();
-    let real = slow_to_check(&d, &binary, "3");
+    let real = gated_check(&d, &binary);
     std::thread::scope(|scope| {
         let upgrade = scope.spawn(|| d.paddock(&["upgrade"]));
         d.wait_for("the check to begin", |_| checking(&binary));
@@ -410,10 +424,9 @@ fn a_binary_replaced_during_its_check_is_checked_again_before_any_exec() {
             "#!/bin/sh\ncase \"$*\" in *--validate*) echo 'the second binary refuses' >&2; exit 78;; esac\nexec {} \"$@\"\n",
             real.display()
         );
-        let tmp = d.path("bin/paddock.second");
-        std::fs::write(&tmp, script).unwrap();
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        std::fs::rename(&tmp, &binary).unwrap();
+        install_script(&binary, &script);
+        // The first check passes, of the file that was there.
+        std::fs::write(d.path("out/go"), "").unwrap();
         let out = upgrade.join().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
@@ -432,7 +445,7 @@ fn a_stop_during_the_new_binarys_check_answers_its_client_and_ends_the_check() {
     let (mut d, binary) = upgradable();
     d.write("web.toml", SLEEPER);
     d.running_pid("web");
-    slow_to_check(&d, &binary, "1003.5");
+    gated_check(&d, &binary);
     std::thread::scope(|scope| {
         let upgrade = scope.spawn(|| d.paddock(&["upgrade"]));
         d.wait_for("the check to begin", |_| checking(&binary));
@@ -447,7 +460,7 @@ fn a_stop_during_the_new_binarys_check_answers_its_client_and_ends_the_check() {
     assert_eq!(d.terminate(), 0);
     assert!(began.elapsed() < Duration::from_secs(5), "the exit waited {:?}", began.elapsed());
     let deadline = Instant::now() + Duration::from_secs(5);
-    while checking(&binary) || !common::daemon::processes(&["sleep", "1003.5"]).is_empty() {
+    while checking(&binary) {
         assert!(Instant::now() < deadline, "the check runs on");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -95,8 +95,19 @@ struct Checked {
     binary: std::path::PathBuf,
     /// The file that was checked (`upgrade::identity`), taken before.
     identity: Option<upgrade::Identity>,
-    result: Result<(), String>,
+    outcome: CheckOutcome,
 }
+
+enum CheckOutcome {
+    Passed,
+    /// What the binary said (or that it could not be run, or did not answer).
+    Refused(String),
+    /// The check itself failed, in this daemon (a panic).
+    Failed,
+}
+
+/// An upgrade a stop came before: its clients are told so.
+const STOPPED_UPGRADE: &str = "the daemon was asked to stop: not upgraded; every workload is being stopped";
 
 /// An upgrade's check under way: the clients that wait for its outcome,
 /// and what cancels it.
@@ -139,11 +150,10 @@ impl Scans {
     /// The daemon is asked to stop: the upgrades asked are not made, and
     /// a check under way is cancelled (its outcome, if it comes, is moot).
     fn abandon_upgrade(&mut self) {
-        let message = "the daemon was asked to stop: not upgraded; every workload is being stopped";
-        answer_all(self.upgrade.take().unwrap_or_default(), message);
+        answer_all(self.upgrade.take().unwrap_or_default(), STOPPED_UPGRADE);
         if let Some(checking) = &mut self.checking {
             checking.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-            answer_all(std::mem::take(&mut checking.waiting), message);
+            answer_all(std::mem::take(&mut checking.waiting), STOPPED_UPGRADE);
         }
     }
 }
@@ -511,28 +521,45 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         }
         // The outcome of a check first: a passed one execs, serving the
         // upgrades asked meanwhile too.
-        if let Some(Checked { binary, identity, result }) = checked.take() {
+        if let Some(Checked { binary, identity, outcome }) = checked.take() {
             let mut waiting = scans.checking.take().map(|c| c.waiting).unwrap_or_default();
-            match result {
-                _ if shutting_down => answer_all(waiting, "the daemon was asked to stop: not upgraded"),
+            if shutting_down {
+                // Its clients were told when the stop came (`abandon_upgrade`).
+            } else if upgrade::identity(&binary) != identity {
                 // Replaced again while it was checked (a second package
-                // upgrade): the file there now is checked before any exec.
-                Ok(()) if upgrade::identity(&binary) != identity => {
-                    tracing::info!(binary = %binary.display(), "the binary was replaced while it was checked: checking the new one");
-                    scans.upgrade.get_or_insert_with(Vec::new).append(&mut waiting);
-                }
-                Ok(()) => {
-                    waiting.extend(scans.upgrade.take().into_iter().flatten());
-                    let heard = Heard { taker: &taker, channel: &mut heard, again: &requeue };
-                    reexec(&mut daemon, &mut sandbox_rx, &handover, &binary, waiting, start_timeout, &notifier, heard)
-                        .await;
-                }
-                Err(said) => {
-                    let message = format!(
-                        "not upgraded: {} would not start with this daemon's configuration; every workload keeps running under this daemon; mend what it says and upgrade again (`paddock daemon --validate` checks it):\n{said}",
-                        binary.display()
-                    );
-                    again |= refuse_upgrade(&mut daemon, &mut scans, waiting, message);
+                // upgrade): the file there now is checked, whatever this said.
+                tracing::info!(binary = %binary.display(), "the binary was replaced while it was checked: checking the new one");
+                scans.upgrade.get_or_insert_with(Vec::new).append(&mut waiting);
+            } else {
+                match outcome {
+                    CheckOutcome::Passed => {
+                        waiting.extend(scans.upgrade.take().into_iter().flatten());
+                        let heard = Heard { taker: &taker, channel: &mut heard, again: &requeue };
+                        let upgrade = Upgrade { binary: &binary, identity, waiting };
+                        let replaced =
+                            reexec(&mut daemon, &mut sandbox_rx, &handover, upgrade, start_timeout, &notifier, heard)
+                                .await;
+                        if let Some(mut waiting) = replaced {
+                            scans.upgrade.get_or_insert_with(Vec::new).append(&mut waiting);
+                            again = true;
+                        }
+                    }
+                    CheckOutcome::Refused(said) => {
+                        let message = format!(
+                            "not upgraded: {} would not start with this daemon's configuration; every workload keeps running under this daemon; mend what it says and upgrade again (`paddock daemon --validate` checks it):\n{said}",
+                            binary.display()
+                        );
+                        refuse_upgrade(&mut daemon, &mut scans, waiting, message);
+                        again = true;
+                    }
+                    CheckOutcome::Failed => {
+                        let message = format!(
+                            "not upgraded: the check of {} failed inside this daemon (its log says more); every workload keeps running; upgrade again",
+                            binary.display()
+                        );
+                        refuse_upgrade(&mut daemon, &mut scans, waiting, message);
+                        again = true;
+                    }
                 }
             }
         }
@@ -548,10 +575,12 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                     let (cancel, tx) = (checking.cancel.clone(), job_tx.clone());
                     let checker = move || {
                         let identity = upgrade::identity(&binary);
-                        let checked = std::panic::catch_unwind(|| upgrade::validate(&binary, &cancel));
-                        let result =
-                            checked.unwrap_or_else(|_| Err("the check failed (a panic in paddock)".to_owned()));
-                        let _ = tx.send(Job::Checked(Checked { binary, identity, result }));
+                        let outcome = match std::panic::catch_unwind(|| upgrade::validate(&binary, &cancel)) {
+                            Ok(Ok(())) => CheckOutcome::Passed,
+                            Ok(Err(said)) => CheckOutcome::Refused(said),
+                            Err(_) => CheckOutcome::Failed,
+                        };
+                        let _ = tx.send(Job::Checked(Checked { binary, identity, outcome }));
                     };
                     // A thread of its own, not the runtime's: the daemon's
                     // exit never waits for it (a stop cancels it).
@@ -559,13 +588,15 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                         Ok(_) => scans.checking = Some(checking),
                         Err(e) => {
                             let message = format!("not upgraded: cannot start the new binary's check: {e}");
-                            again |= refuse_upgrade(&mut daemon, &mut scans, checking.waiting, message);
+                            refuse_upgrade(&mut daemon, &mut scans, checking.waiting, message);
+                            again = true;
                         }
                     }
                 }
                 None => {
                     let message = "cannot find the installed binary (/proc/self/exe) to re-execute";
-                    again |= refuse_upgrade(&mut daemon, &mut scans, waiting, message.to_owned());
+                    refuse_upgrade(&mut daemon, &mut scans, waiting, message.to_owned());
+                    again = true;
                 }
             }
         }
@@ -664,40 +695,44 @@ async fn settle(
 const KILL_HEARD: Duration = Duration::from_secs(2);
 
 /// An upgrade refused before it began (nothing paused, nothing told to
-/// systemd): the client is told why, and the daemon does what a reload
-/// would have: rescans, and says READY=1 after it (a SIGHUP said
-/// RELOADING=1); what asks again tries the binary again. Returns whether
-/// the loop goes round at once (to begin the rescan).
-fn refuse_upgrade(
-    daemon: &mut Daemon,
-    scans: &mut Scans,
-    waiting: Vec<oneshot::Sender<Response>>,
-    message: String,
-) -> bool {
+/// systemd): the clients are told why, and the daemon does what a reload
+/// would have: rescans (the loop is to go round at once to begin it), and
+/// says READY=1 after it (a SIGHUP said RELOADING=1); what asks again
+/// tries the binary again.
+fn refuse_upgrade(daemon: &mut Daemon, scans: &mut Scans, waiting: Vec<oneshot::Sender<Response>>, message: String) {
     tracing::error!(message);
     answer_all(waiting, &message);
     daemon.retry_host_failures(Clock::read());
     scans.hup_next = true;
     scans.wanted = Some(Rescan::Everything);
-    true
 }
 
-/// Re-executes `binary` (the installed one, which checked the
-/// configuration) in place: starts under way are let finish, kept state
-/// written, the client told, then the exec; the new image adopts every
-/// sandbox. When it returns, the upgrade was abandoned or the exec failed:
-/// the daemon goes on as it was, and has said READY=1.
-#[allow(clippy::too_many_arguments)]
+/// An upgrade whose check passed: the binary, the file it was then
+/// (`upgrade::identity`), and the clients that wait.
+struct Upgrade<'a> {
+    binary: &'a std::path::Path,
+    identity: Option<upgrade::Identity>,
+    waiting: Vec<oneshot::Sender<Response>>,
+}
+
+/// Re-executes the upgrade's binary (which checked the configuration)
+/// in place: starts under way are let finish, kept state written, the
+/// clients told, then the exec; the new image adopts every sandbox. When
+/// it returns, the daemon goes on as it was: the upgrade was abandoned or
+/// the exec failed (its clients told, READY=1 said but when a stop came
+/// in the last moment, which the loop carries out); or the binary was
+/// replaced since its check, and the clients are returned, to wait for
+/// the new file's.
 async fn reexec(
     daemon: &mut Daemon,
     sandbox_rx: &mut mpsc::UnboundedReceiver<SandboxEvent>,
     handover: &std::os::fd::OwnedFd,
-    binary: &std::path::Path,
-    waiting: Vec<oneshot::Sender<Response>>,
+    what: Upgrade<'_>,
     start_timeout: Duration,
     notifier: &Notifier,
     heard: Heard<'_>,
-) {
+) -> Option<Vec<oneshot::Sender<Response>>> {
+    let Upgrade { binary, identity, waiting } = what;
     let _ = notifier.notify("RELOADING=1");
     // What the loop is asked meanwhile (a stop abandons the upgrade).
     let mut asked = Vec::new();
@@ -716,10 +751,19 @@ async fn reexec(
     }
     let stop = asked.iter().any(|s| *s != Signal::SIGHUP);
     let refusal = match (settled, stop) {
-        (_, true) => Some("the daemon was asked to stop: not upgraded; every workload is being stopped"),
+        (_, true) => Some(STOPPED_UPGRADE),
         (false, false) => Some("a workload is still starting, past its start_timeout: not upgraded; try again"),
         (true, false) => None,
     };
+    if refusal.is_none() && upgrade::identity(binary) != identity {
+        // Replaced since its check (while the starts settled): checked again.
+        tracing::info!(binary = %binary.display(), "the binary was replaced while upgrading: checking the new one");
+        for signal in asked {
+            let _ = heard.again.send(signal);
+        }
+        heard.taker.resume();
+        return Some(waiting);
+    }
     if let Some(message) = refusal {
         tracing::error!(signals = ?asked, message);
         answer_all(waiting, message);
@@ -730,7 +774,7 @@ async fn reexec(
         }
         heard.taker.resume();
         let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
-        return;
+        return None;
     }
     tracing::info!(binary = %binary.display(), "upgrading in place: re-executing the binary; every workload keeps running");
     if !waiting.is_empty() {
@@ -751,7 +795,7 @@ async fn reexec(
             let _ = heard.again.send(signal);
         }
         heard.taker.resume();
-        return;
+        return None;
     }
     // Ignored, then unblocked, for the next image: a paddock older than
     // this one never unblocks them itself, and one that comes in the
@@ -767,6 +811,7 @@ async fn reexec(
     heard.taker.resume();
     tracing::error!(%error, "the upgrade failed; this daemon goes on");
     let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
+    None
 }
 
 /// Adds to `asked` what the loop's channel holds and what is pending

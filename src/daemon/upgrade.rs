@@ -86,7 +86,8 @@ pub fn validate(binary: &std::path::Path, cancel: &std::sync::atomic::AtomicBool
     let mut stderr = child.stderr.take().expect("piped");
     let (said_tx, said_rx) = std::sync::mpsc::channel();
     // Not joined: a process that left the group may hold the pipe for
-    // good, and the check must end anyway (the thread ends with it).
+    // good, and the check must end anyway (the thread, blocked in its
+    // read, then lasts as long as that process).
     let reader = std::thread::Builder::new().name("paddock-check".into()).spawn(move || {
         let mut text = Vec::new();
         let _ = (&mut stderr).take(VALIDATE_OUTPUT).read_to_end(&mut text);
@@ -191,31 +192,41 @@ mod tests {
         })
     }
 
-    /// A check that leaves a process holding its stderr (a wrapper script
-    /// that runs paddock without exec) is answered once the check ends, and
-    /// what it left ends with it; what it said is the refusal.
-    #[test]
-    fn a_check_that_leaves_a_process_behind_is_answered_and_takes_it_along() {
-        let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("paddock");
-        // Written by another process: a descriptor open for writing in here
-        // could be inherited by a fork of another test's (ETXTBSY).
-        let text = "#!/bin/sh\n/bin/sleep 1001.5 &\necho 'it refuses: because' >&2\nexit 78\n";
+    /// Waits (5 s at most) until no process runs with this command line.
+    fn wait_gone(cmdline: &[u8], what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running(cmdline) {
+            assert!(Instant::now() < deadline, "{what} runs on");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A script `text`, as the new binary, at `dir/paddock`: written by
+    /// another process (a descriptor open for writing in here could be
+    /// inherited by a fork of another test's: ETXTBSY).
+    fn script(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+        let script = dir.join("paddock");
         let made = std::process::Command::new("/bin/sh")
             .args(["-c", "printf '%s' \"$1\" > \"$2\" && chmod 755 \"$2\"", "sh", text])
             .arg(&script)
             .status()
             .unwrap();
         assert!(made.success());
+        script
+    }
+
+    /// A check that leaves a process holding its stderr (a wrapper script
+    /// that runs paddock without exec) is answered once the check ends, and
+    /// what it left ends with it; what it said is the refusal.
+    #[test]
+    fn a_check_that_leaves_a_process_behind_is_answered_and_takes_it_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = script(dir.path(), "#!/bin/sh\n/bin/sleep 1001.5 &\necho 'it refuses: because' >&2\nexit 78\n");
         let began = Instant::now();
         let keep_on = std::sync::atomic::AtomicBool::new(false);
         assert_eq!(super::validate(&script, &keep_on), Err("it refuses: because".to_owned()));
         assert!(began.elapsed() < Duration::from_secs(5), "waited for what it left: {:?}", began.elapsed());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while running(b"/bin/sleep\x001001.5") {
-            assert!(Instant::now() < deadline, "what the check left runs on");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_gone(b"/bin/sleep\x001001.5", "what the check left");
     }
 
     /// A check cancelled (the daemon asked to stop) ends at once, and what
@@ -223,13 +234,7 @@ mod tests {
     #[test]
     fn a_cancelled_check_ends_at_once_and_takes_its_processes_along() {
         let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("paddock");
-        let made = std::process::Command::new("/bin/sh")
-            .args(["-c", "printf '%s' \"$1\" > \"$2\" && chmod 755 \"$2\"", "sh", "#!/bin/sh\n/bin/sleep 1002.5\n"])
-            .arg(&script)
-            .status()
-            .unwrap();
-        assert!(made.success());
+        let script = script(dir.path(), "#!/bin/sh\n/bin/sleep 1002.5\n");
         let cancel = std::sync::atomic::AtomicBool::new(false);
         let began = Instant::now();
         let outcome = std::thread::scope(|scope| {
@@ -244,10 +249,6 @@ mod tests {
         });
         assert_eq!(outcome, Err("the daemon was asked to stop".to_owned()));
         assert!(began.elapsed() < Duration::from_secs(5), "{:?}", began.elapsed());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while running(b"/bin/sleep\x001002.5") {
-            assert!(Instant::now() < deadline, "what the check started runs on");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_gone(b"/bin/sleep\x001002.5", "what the check started");
     }
 }

@@ -387,9 +387,15 @@ pub fn own_processes(d: &Daemon, argv: &[&str]) -> Vec<i64> {
 
 pub fn processes(argv: &[&str]) -> Vec<i64> {
     let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    processes_where(|cmdline| cmdline == wanted)
+}
+
+/// Host pids of the processes whose command line (its arguments each
+/// ended by a NUL) `wanted` accepts.
+pub fn processes_where(wanted: impl Fn(&[u8]) -> bool) -> Vec<i64> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok())
-        .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == wanted))
+        .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| wanted(&c)))
         .collect()
 }
