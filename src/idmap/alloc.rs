@@ -219,8 +219,11 @@ impl RunHold {
         let io = |source| AllocError::Hold { path: path.clone(), source };
         // (Its parents too: the state directory, if new.)
         crate::fsutil::create_private_dir(&state_dir.join(Self::DIR)).map_err(io)?;
-        let file = Self::open(std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600), &path)
-            .map_err(io)?;
+        let file = Self::open(
+            std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).mode(0o600),
+            &path,
+        )
+        .map_err(io)?;
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockShared).map_err(|(_, e)| io(e.into()))?;
         Ok(Self { lock, path })
     }
@@ -229,12 +232,21 @@ impl RunHold {
     /// table's `slices_of`) into the lock file, for a daemon that finds the
     /// table unreadable and rebuilds it while they go on (`held_slices`).
     /// Called under the table's lock, as the table is changed.
+    /// Written only when it says something else: a run of a manifest
+    /// whose slice has not changed writes nothing (as the table).
     pub fn record(&self, slices: &[Slice]) -> Result<(), AllocError> {
         use std::os::unix::fs::FileExt;
         let text = serde_json::to_vec(slices).map_err(std::io::Error::other);
         text.and_then(|text| {
-            self.lock.write_all_at(&text, 0)?;
-            self.lock.set_len(text.len() as u64)
+            let mut was = vec![0; text.len()];
+            let same = self.lock.metadata()?.len() == text.len() as u64
+                && self.lock.read_exact_at(&mut was, 0).is_ok()
+                && was == text;
+            if !same {
+                self.lock.write_all_at(&text, 0)?;
+                self.lock.set_len(text.len() as u64)?;
+            }
+            Ok(())
         })
         .map_err(|source| AllocError::Record { path: self.path.clone(), source })
     }
@@ -536,11 +548,9 @@ impl Allocations {
     /// Gives `name` `slice`. The one it had stays taken (`held`) while runs
     /// of the name go on with its ids.
     fn give(&mut self, name: &str, slice: Slice, ended: Ended<'_>) {
-        let older = older_of(&self.runs, name);
-        let runs_on = !ended(name, older);
         if let Some(old) = self.slices.insert(name.to_owned(), slice)
             && old != slice
-            && runs_on
+            && !ended(name, older_of(&self.runs, name))
         {
             let held = self.held.entry(name.to_owned()).or_default();
             if !held.contains(&old) {
@@ -1011,6 +1021,29 @@ mod tests {
             a.allocate("web", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &gone).unwrap(),
             x
         );
+    }
+
+    /// A run's lock file names its slices, and is written only when they
+    /// change (a run of a manifest whose slice stays writes nothing).
+    #[test]
+    fn a_runs_lock_file_is_written_only_when_its_slices_change() {
+        use std::os::unix::fs::MetadataExt;
+        let state = tempfile::tempdir().unwrap();
+        let path = state.path().join("runs/x.lock");
+        let slice = |start| Slice { uid: IdRange { start, count: 65536 }, gid: IdRange { start, count: 65536 } };
+        let changed = || {
+            let m = std::fs::metadata(&path).unwrap();
+            (m.ctime(), m.ctime_nsec())
+        };
+        let hold = RunHold::take(state.path(), "x").unwrap();
+        hold.record(&[slice(100000), slice(165536)]).unwrap();
+        let written = changed();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        hold.record(&[slice(100000), slice(165536)]).unwrap();
+        assert_eq!(changed(), written, "the same slices written again");
+        hold.record(&[slice(100000)]).unwrap();
+        let read: Vec<Slice> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(read, [slice(100000)], "a shorter list leaves nothing of the longer");
     }
 
     #[test]
