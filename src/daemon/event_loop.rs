@@ -106,6 +106,23 @@ enum CheckOutcome {
     Failed,
 }
 
+impl CheckOutcome {
+    /// What the clients of a check of `binary` that did not pass are told.
+    fn refusal(self, binary: &std::path::Path) -> Option<String> {
+        match self {
+            CheckOutcome::Passed => None,
+            CheckOutcome::Refused(said) => Some(format!(
+                "not upgraded: {} would not start with this daemon's configuration; every workload keeps running under this daemon; mend what it says and upgrade again (`paddock daemon --validate` checks it):\n{said}",
+                binary.display()
+            )),
+            CheckOutcome::Failed => Some(format!(
+                "not upgraded: the check of {} failed inside this daemon (its log says more); every workload keeps running; upgrade again",
+                binary.display()
+            )),
+        }
+    }
+}
+
 /// An upgrade a stop came before: its clients are told so.
 const STOPPED_UPGRADE: &str = "the daemon was asked to stop: not upgraded; every workload is being stopped";
 
@@ -142,9 +159,41 @@ struct Scans {
 }
 
 impl Scans {
-    /// An upgrade is asked; `reply`, when given, waits for its outcome.
-    fn want_upgrade(&mut self, reply: Option<oneshot::Sender<Response>>) {
-        self.upgrade.get_or_insert_with(Vec::new).extend(reply);
+    /// An upgrade is asked; the clients given (none for a SIGHUP) wait
+    /// for its outcome.
+    fn want_upgrade(&mut self, waiting: impl IntoIterator<Item = oneshot::Sender<Response>>) {
+        self.upgrade.get_or_insert_with(Vec::new).extend(waiting);
+    }
+
+    /// Begins the new binary's check of the configuration for the upgrade
+    /// asked, beside the loop (workloads go on being restarted and answered
+    /// meanwhile); its outcome comes as `Job::Checked`. Returns the clients
+    /// and why, when it cannot begin.
+    fn begin_check(&mut self, jobs: &mpsc::UnboundedSender<Job>) -> Option<(Vec<oneshot::Sender<Response>>, String)> {
+        let waiting = self.upgrade.take()?;
+        let Some((binary, _)) = upgrade::installed() else {
+            return Some((waiting, "cannot find the installed binary (/proc/self/exe) to re-execute".to_owned()));
+        };
+        let checking = Checking { waiting, ..Checking::default() };
+        let (cancel, tx) = (checking.cancel.clone(), jobs.clone());
+        let checker = move || {
+            let identity = upgrade::identity(&binary);
+            let outcome = match std::panic::catch_unwind(|| upgrade::validate(&binary, &cancel)) {
+                Ok(Ok(())) => CheckOutcome::Passed,
+                Ok(Err(said)) => CheckOutcome::Refused(said),
+                Err(_) => CheckOutcome::Failed,
+            };
+            let _ = tx.send(Job::Checked(Checked { binary, identity, outcome }));
+        };
+        // A thread of its own, not the runtime's: the daemon's exit never
+        // waits for it (a stop cancels it).
+        match std::thread::Builder::new().name("paddock-upgrade".into()).spawn(checker) {
+            Ok(_) => {
+                self.checking = Some(checking);
+                None
+            }
+            Err(e) => Some((checking.waiting, format!("not upgraded: cannot start the new binary's check: {e}"))),
+        }
     }
 
     /// The daemon is asked to stop: the upgrades asked are not made, and
@@ -522,83 +571,35 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         // The outcome of a check first: a passed one execs, serving the
         // upgrades asked meanwhile too.
         if let Some(Checked { binary, identity, outcome }) = checked.take() {
-            let mut waiting = scans.checking.take().map(|c| c.waiting).unwrap_or_default();
+            let waiting = scans.checking.take().map(|c| c.waiting).unwrap_or_default();
             if shutting_down {
                 // Its clients were told when the stop came (`abandon_upgrade`).
             } else if upgrade::identity(&binary) != identity {
                 // Replaced again while it was checked (a second package
                 // upgrade): the file there now is checked, whatever this said.
                 tracing::info!(binary = %binary.display(), "the binary was replaced while it was checked: checking the new one");
-                scans.upgrade.get_or_insert_with(Vec::new).append(&mut waiting);
+                scans.want_upgrade(waiting);
+            } else if let Some(message) = outcome.refusal(&binary) {
+                refuse_upgrade(&mut daemon, &mut scans, waiting, message);
+                again = true;
             } else {
-                match outcome {
-                    CheckOutcome::Passed => {
-                        waiting.extend(scans.upgrade.take().into_iter().flatten());
-                        let heard = Heard { taker: &taker, channel: &mut heard, again: &requeue };
-                        let upgrade = Upgrade { binary: &binary, identity, waiting };
-                        let replaced =
-                            reexec(&mut daemon, &mut sandbox_rx, &handover, upgrade, start_timeout, &notifier, heard)
-                                .await;
-                        if let Some(mut waiting) = replaced {
-                            scans.upgrade.get_or_insert_with(Vec::new).append(&mut waiting);
-                            again = true;
-                        }
-                    }
-                    CheckOutcome::Refused(said) => {
-                        let message = format!(
-                            "not upgraded: {} would not start with this daemon's configuration; every workload keeps running under this daemon; mend what it says and upgrade again (`paddock daemon --validate` checks it):\n{said}",
-                            binary.display()
-                        );
-                        refuse_upgrade(&mut daemon, &mut scans, waiting, message);
-                        again = true;
-                    }
-                    CheckOutcome::Failed => {
-                        let message = format!(
-                            "not upgraded: the check of {} failed inside this daemon (its log says more); every workload keeps running; upgrade again",
-                            binary.display()
-                        );
-                        refuse_upgrade(&mut daemon, &mut scans, waiting, message);
-                        again = true;
-                    }
+                let waiting = waiting.into_iter().chain(scans.upgrade.take().into_iter().flatten()).collect();
+                let heard = Heard { taker: &taker, channel: &mut heard, again: &requeue };
+                let upgrade = Upgrade { binary: &binary, identity, waiting };
+                let replaced =
+                    reexec(&mut daemon, &mut sandbox_rx, &handover, upgrade, start_timeout, &notifier, heard).await;
+                if let Some(waiting) = replaced {
+                    scans.want_upgrade(waiting);
+                    again = true;
                 }
             }
         }
         if !shutting_down
             && scans.checking.is_none()
-            && let Some(waiting) = scans.upgrade.take()
+            && let Some((waiting, message)) = scans.begin_check(&job_tx)
         {
-            // The new binary checks the configuration first, beside the
-            // loop: workloads go on being restarted and answered meanwhile.
-            match upgrade::installed() {
-                Some((binary, _)) => {
-                    let checking = Checking { waiting, ..Checking::default() };
-                    let (cancel, tx) = (checking.cancel.clone(), job_tx.clone());
-                    let checker = move || {
-                        let identity = upgrade::identity(&binary);
-                        let outcome = match std::panic::catch_unwind(|| upgrade::validate(&binary, &cancel)) {
-                            Ok(Ok(())) => CheckOutcome::Passed,
-                            Ok(Err(said)) => CheckOutcome::Refused(said),
-                            Err(_) => CheckOutcome::Failed,
-                        };
-                        let _ = tx.send(Job::Checked(Checked { binary, identity, outcome }));
-                    };
-                    // A thread of its own, not the runtime's: the daemon's
-                    // exit never waits for it (a stop cancels it).
-                    match std::thread::Builder::new().name("paddock-upgrade".into()).spawn(checker) {
-                        Ok(_) => scans.checking = Some(checking),
-                        Err(e) => {
-                            let message = format!("not upgraded: cannot start the new binary's check: {e}");
-                            refuse_upgrade(&mut daemon, &mut scans, checking.waiting, message);
-                            again = true;
-                        }
-                    }
-                }
-                None => {
-                    let message = "cannot find the installed binary (/proc/self/exe) to re-execute";
-                    refuse_upgrade(&mut daemon, &mut scans, waiting, message.to_owned());
-                    again = true;
-                }
-            }
+            refuse_upgrade(&mut daemon, &mut scans, waiting, message);
+            again = true;
         }
         // Each pass tries what systemd had no room for (the arm above does
         // while nothing else happens: a busy loop would never let it fire).
