@@ -386,10 +386,7 @@ fn validate_refuses_what_a_start_would_and_changes_nothing() {
 
 #[test]
 fn sd_notify_messages_arrive_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock_path = dir.path().join("notify.sock");
-    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (_notify, sock_path, sock) = common::daemon::notify_socket(Duration::from_secs(10));
     let d = Daemon::setup();
     d.write("one.toml", SLEEPER);
     let mut d = d.start(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);

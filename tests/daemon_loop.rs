@@ -48,16 +48,6 @@ impl Drop for HungFuse {
     }
 }
 
-/// A notify socket the test reads, as systemd's (its directory, kept
-/// while it is used; its path; the socket, reading 50 ms at most).
-fn notify_socket() -> (tempfile::TempDir, std::path::PathBuf, UnixDatagram) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    (dir, path, sock)
-}
-
 /// A manifest whose start hangs for good in `hang` (its second mount's
 /// target lies in the FUSE filesystem), with `extra` tables.
 fn hung_manifest(d: &Daemon, hang: &HungFuse, extra: &str) -> String {
@@ -77,7 +67,7 @@ fn an_init_that_hangs_blocks_neither_status_nor_the_watchdog_and_is_killed_at_it
     // target lies inside it, so the init's lookup there waits (killably)
     // for an answer that never comes.
     let hang = HungFuse::new();
-    let (_notify, sock_path, sock) = notify_socket();
+    let (_notify, sock_path, sock) = common::daemon::notify_socket(Duration::from_millis(50));
     let d = Daemon::setup();
     d.configure("policy_dir", "start_timeout = \"4s\"\npolicy_dir");
     let d = d.start(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap()), ("WATCHDOG_USEC", "200000")]);
@@ -113,7 +103,7 @@ fn an_init_that_hangs_blocks_neither_status_nor_the_watchdog_and_is_killed_at_it
 #[test]
 fn an_upgrade_during_a_hung_start_kills_it_at_its_deadline_and_never_adopts_it() {
     let hang = HungFuse::new();
-    let (_notify, sock_path, sock) = notify_socket();
+    let (_notify, sock_path, sock) = common::daemon::notify_socket(Duration::from_millis(50));
     let d = Daemon::setup();
     d.configure("policy_dir", "start_timeout = \"3s\"\npolicy_dir");
     let d = d.start(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap()), ("WATCHDOG_USEC", "200000")]);

@@ -39,6 +39,16 @@ fn upgradable_with(env: &[(&str, &str)]) -> (Daemon, std::path::PathBuf) {
     (d.start(env), binary)
 }
 
+/// `upgradable`, running `web`: the daemon, its binary's copy, web's pid
+/// and the daemon's.
+fn upgradable_web() -> (Daemon, std::path::PathBuf, i64, u32) {
+    let (d, binary) = upgradable();
+    d.write("web.toml", SLEEPER);
+    let web = d.running_pid("web");
+    let daemon = d.child.as_ref().unwrap().id();
+    (d, binary, web, daemon)
+}
+
 fn exe_of(pid: u32) -> String {
     std::fs::read_link(format!("/proc/{pid}/exe")).unwrap().display().to_string()
 }
@@ -135,10 +145,7 @@ fn an_exec_session_cut_by_two_upgrades_ends_and_is_reaped_by_the_last_image() {
     // image's to reap, or it stays a zombie as long as the daemon runs.
     // Its command ignores the hang-up, so `__enter` lives on for its
     // grace (10 s) past a second upgrade, which hands it on again.
-    let (d, binary) = upgradable();
-    d.write("web.toml", SLEEPER);
-    d.running_pid("web");
-    let daemon = d.child.as_ref().unwrap().id();
+    let (d, binary, _, daemon) = upgradable_web();
     let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
         .args(["exec", "--socket"])
         .arg(d.path("paddock.sock"))
@@ -312,10 +319,7 @@ fn an_upgrade_is_refused_when_the_new_binary_would_not_start_with_the_configurat
 /// is re-executed unchecked, with a warning: a downgrade works as before.
 #[test]
 fn an_upgrade_to_a_binary_older_than_the_check_goes_through_with_a_warning() {
-    let (mut d, binary) = upgradable();
-    d.write("web.toml", SLEEPER);
-    let web = d.running_pid("web");
-    let daemon = d.child.as_ref().unwrap().id();
+    let (mut d, binary, web, daemon) = upgradable_web();
     // The older binary: refuses the flag as clap does, runs the rest.
     let real = d.path("bin/paddock.old");
     install(&real);
@@ -376,10 +380,7 @@ fn checking(binary: &Path) -> bool {
 /// same exec once the check passes.
 #[test]
 fn the_daemon_goes_on_while_the_new_binary_checks_the_configuration() {
-    let (mut d, binary) = upgradable();
-    d.write("web.toml", SLEEPER);
-    let web = d.running_pid("web");
-    let daemon = d.child.as_ref().unwrap().id();
+    let (mut d, binary, web, daemon) = upgradable_web();
     let real = gated_check(&d, &binary);
     std::thread::scope(|scope| {
         let first = scope.spawn(|| d.paddock(&["upgrade"]));
@@ -411,10 +412,7 @@ fn the_daemon_goes_on_while_the_new_binary_checks_the_configuration() {
 /// its refusal is the answer.
 #[test]
 fn a_binary_replaced_during_its_check_is_checked_again_before_any_exec() {
-    let (mut d, binary) = upgradable();
-    d.write("web.toml", SLEEPER);
-    let web = d.running_pid("web");
-    let daemon = d.child.as_ref().unwrap().id();
+    let (mut d, binary, web, daemon) = upgradable_web();
     let real = gated_check(&d, &binary);
     std::thread::scope(|scope| {
         let upgrade = scope.spawn(|| d.paddock(&["upgrade"]));
@@ -442,14 +440,11 @@ fn a_binary_replaced_during_its_check_is_checked_again_before_any_exec() {
 /// (with what it started), and the daemon stops as asked.
 #[test]
 fn a_stop_during_the_new_binarys_check_answers_its_client_and_ends_the_check() {
-    let (mut d, binary) = upgradable();
-    d.write("web.toml", SLEEPER);
-    d.running_pid("web");
+    let (mut d, binary, _, daemon) = upgradable_web();
     gated_check(&d, &binary);
     std::thread::scope(|scope| {
         let upgrade = scope.spawn(|| d.paddock(&["upgrade"]));
         d.wait_for("the check to begin", |_| checking(&binary));
-        let daemon = d.child.as_ref().unwrap().id();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
         let out = upgrade.join().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -472,10 +467,7 @@ fn a_stop_during_the_new_binarys_check_answers_its_client_and_ends_the_check() {
 /// for), its workloads running.
 #[test]
 fn a_sighup_whose_upgrade_is_refused_rescans_and_says_ready() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock_path = dir.path().join("notify.sock");
-    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (_notify, sock_path, sock) = common::daemon::notify_socket(Duration::from_secs(10));
     let (mut d, binary) = upgradable_with(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
     d.write("web.toml", SLEEPER);
     let web = d.running_pid("web");

@@ -925,8 +925,7 @@ mod tests {
         assert_eq!(a.get("x"), Some(&x));
         assert!(matches!(a.allocate("web", cutting, &ended), Err(AllocError::Exhausted { .. })));
         // Once that run has ended, the slice goes to the next.
-        let gone = |_: &str, _: &[RunProcess]| true;
-        assert_eq!(a.allocate("web", cutting, &gone).unwrap(), x);
+        assert_eq!(a.allocate("web", cutting, &none_run).unwrap(), x);
         // With no run of its name, a deleted workload's slice is free at once.
         assert_eq!(a.release("web", &ended), Some(x));
         assert_eq!(a.allocate("db", cutting, &ended).unwrap(), x);
@@ -952,7 +951,6 @@ mod tests {
         let four = IdRange { start: 100000, count: 4 * 65536 };
         let small = Cutting { uids: &[four], gids: &[four], size: 65536, isolation: per };
         let big = Cutting { uids: &[four], gids: &[four], size: 131072, isolation: per };
-        let gone = |_: &str, _: &[RunProcess]| true;
         // The daemon takes over a run's name with other ranges (its
         // subuid file lost the first slice).
         let mut a = Allocations::default();
@@ -967,7 +965,7 @@ mod tests {
         }
         assert!(matches!(a.allocate("w", small, &ended), Err(AllocError::Exhausted { .. })), "{a:?}");
         // Once they end, it is free again.
-        assert_eq!(a.allocate("w", small, &gone).unwrap(), run);
+        assert_eq!(a.allocate("w", small, &none_run).unwrap(), run);
         assert_eq!(a.slices_of("x"), [daemons]);
 
         // The daemon's workload shared with a run, then given another size.
@@ -1016,9 +1014,8 @@ mod tests {
         ));
         assert_eq!(a.get("x"), Some(&x));
         // None does.
-        let gone = |_: &str, _: &[RunProcess]| true;
         assert_eq!(
-            a.allocate("web", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &gone).unwrap(),
+            a.allocate("web", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &none_run).unwrap(),
             x
         );
     }
@@ -1179,9 +1176,8 @@ mod tests {
         // and a run may change it.
         let one = IdRange { start: 100000, count: 65536 };
         let mut a = old(&["once"]);
-        let gone = |_: &str, _: &[RunProcess]| true;
         assert!(matches!(
-            a.allocate("web", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &gone),
+            a.allocate("web", Cutting { uids: &[one], gids: &[one], size: 65536, isolation: per }, &none_run),
             Err(AllocError::Exhausted { .. })
         ));
         assert!(

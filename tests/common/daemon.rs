@@ -385,6 +385,17 @@ pub fn own_processes(d: &Daemon, argv: &[&str]) -> Vec<i64> {
         .collect()
 }
 
+/// A notify socket a test reads, as systemd's: its directory (kept while
+/// it is used), its path, and the socket, each read waiting `timeout` at
+/// most.
+pub fn notify_socket(timeout: Duration) -> (tempfile::TempDir, PathBuf, std::os::unix::net::UnixDatagram) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(timeout)).unwrap();
+    (dir, path, sock)
+}
+
 pub fn processes(argv: &[&str]) -> Vec<i64> {
     let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
     processes_where(|cmdline| cmdline == wanted)
