@@ -38,6 +38,11 @@ pub struct Config {
     #[serde(default = "defaults::policies")]
     #[schemars(length(min = 1))]
     pub policies: Vec<String>,
+    /// Where the file names each of `policies`, for the error of one that
+    /// is not found (known only once the policies are loaded).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub policy_lines: Whereabouts,
     /// Where operators' policies (NAME.json) are found.
     #[serde(default = "defaults::policy_dir")]
     pub policy_dir: PathBuf,
@@ -388,8 +393,18 @@ impl Config {
 
     pub fn parse(path: &Path, text: String) -> Result<Self, ConfigError> {
         let problems = match Schema::new(schema())?.parse::<Config>(&text) {
-            Ok((config, spans)) => match config.problems(&spans) {
-                problems if problems.is_empty() => return Ok(config),
+            Ok((mut config, spans)) => match config.problems(&spans) {
+                problems if problems.is_empty() => {
+                    let at = |i: usize| spans.value_span(&format!("/policies/{i}"));
+                    let lines = (0..config.policies.len()).map(|i| {
+                        at(i).map(|span| {
+                            let (line, column) = crate::validate::line_col(&text, span.start);
+                            format!("{}:{line}:{column}", path.display())
+                        })
+                    });
+                    config.policy_lines = Whereabouts(lines.collect());
+                    return Ok(config);
+                }
                 problems => problems,
             },
             Err(problems) => problems,
@@ -459,6 +474,24 @@ impl Config {
             }
         }
         problems
+    }
+}
+
+/// Where a file says what (`PATH:LINE:COLUMN`, by index), kept beside the
+/// values for errors found after parsing. Not part of the value: two
+/// configurations that say the same on other lines are equal.
+#[derive(Debug, Clone, Default)]
+pub struct Whereabouts(Vec<Option<String>>);
+
+impl Whereabouts {
+    pub fn get(&self, index: usize) -> Option<&str> {
+        self.0.get(index).and_then(Option::as_deref)
+    }
+}
+
+impl PartialEq for Whereabouts {
+    fn eq(&self, _: &Self) -> bool {
+        true
     }
 }
 

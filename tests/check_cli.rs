@@ -157,7 +157,11 @@ fn policies_are_chosen_by_name_and_from_a_directory() {
 
     let run = check(&["--policy", "nope"], &[&file]);
     assert_eq!(run.code, 2);
-    assert_eq!(run.stderr, "paddock check: unknown policy `nope`; known policies: baseline, restricted, privileged\n");
+    assert_eq!(
+        run.stderr,
+        "paddock check: unknown policy `nope`; known policies: baseline, restricted, privileged, and NAME.json for \
+         each file in /etc/paddock/policies\n"
+    );
 }
 
 #[test]

@@ -142,7 +142,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
             config.run_dir.join("netns").display()
         );
     }
-    let validator = super::validator(&config.policies, &config.policy_dir, &config.volumes_root, true)
+    let validator = super::config_validator(&config, &config.policy_dir, &config.volumes_root, true)
         .or_fail(CONFIG_ERROR)?
         .with_restart_defaults(config.restart.clone())
         .with_networks(networks.names(), networks.publishing())

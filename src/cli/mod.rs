@@ -150,10 +150,25 @@ impl PolicyArgs {
 
     /// The validator for these policies (see `validator`).
     pub fn validator(&self, config: &Config, strict: bool) -> Result<Validator, ValidatorError> {
-        let names = if self.policies.is_empty() { &config.policies } else { &self.policies };
         let dir = self.policy_dir.as_ref().unwrap_or(&config.policy_dir);
-        validator(names, dir, &self.volumes_root(config), strict)
+        match self.policies.is_empty() {
+            true => config_validator(config, dir, &self.volumes_root(config), strict),
+            false => validator(&self.policies, dir, &self.volumes_root(config), strict),
+        }
     }
+}
+
+/// The validator for the configuration's policies (see `validator`): an
+/// unknown one is an error at its line of the file.
+pub fn config_validator(
+    config: &Config,
+    dir: &Path,
+    volumes_root: &Path,
+    strict: bool,
+) -> Result<Validator, ValidatorError> {
+    validator(&config.policies, dir, volumes_root, strict).map_err(|e| match e {
+        ValidatorError::Policy(e) => ValidatorError::Policy(e.written_at(&config.policy_lines, &config.policies)),
+    })
 }
 
 /// The validator for the policies `names`, built in or found in `dir`,

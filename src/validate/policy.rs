@@ -48,8 +48,39 @@ pub enum PolicyError {
     Name { path: PathBuf, stem: String, reason: crate::model::NameError },
     #[error("{path}: error: `{name}` is the name of a built-in policy; rename the file")]
     ShadowsBuiltIn { path: PathBuf, name: String },
-    #[error("unknown policy `{name}`; known policies: {known}")]
-    Unknown { name: String, known: String },
+    #[error("{}unknown policy `{name}`{}; known policies: {known}{}", at_prefix(.at), closest_hint(.closest), dir_hint(.dir))]
+    Unknown {
+        name: String,
+        known: String,
+        /// A known name this one may be a typo of.
+        closest: Option<String>,
+        /// Where the operators' policies are looked for.
+        dir: Option<PathBuf>,
+        /// Where the name was written (`PATH:LINE:COLUMN`), when a file named it.
+        at: Option<String>,
+    },
+}
+
+impl PolicyError {
+    /// Says where an unknown policy's name was written (see `Whereabouts`).
+    pub fn written_at(mut self, lines: &crate::config::Whereabouts, names: &[String]) -> Self {
+        if let PolicyError::Unknown { name, at, .. } = &mut self {
+            *at = names.iter().position(|n| n == name).and_then(|i| lines.get(i)).map(str::to_owned);
+        }
+        self
+    }
+}
+
+fn at_prefix(at: &Option<String>) -> String {
+    at.as_ref().map(|at| format!("{at}: error: ")).unwrap_or_default()
+}
+
+fn closest_hint(closest: &Option<String>) -> String {
+    closest.as_ref().map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default()
+}
+
+fn dir_hint(dir: &Option<PathBuf>) -> String {
+    dir.as_ref().map(|d| format!(", and NAME.json for each file in {}", d.display())).unwrap_or_default()
 }
 
 /// A compiled policy.
@@ -203,6 +234,8 @@ struct Found {
 pub struct PolicyCatalog {
     found: Vec<Found>,
     volumes_root: PathBuf,
+    /// The operators' policies' directory, when one was read.
+    dir: Option<PathBuf>,
 }
 
 impl PolicyCatalog {
@@ -229,7 +262,7 @@ impl PolicyCatalog {
                 found.push(Found { name: stem, source: PolicySource::File(path), text: text.into() });
             }
         }
-        Ok(Self { found, volumes_root: volumes_root.to_owned() })
+        Ok(Self { found, volumes_root: volumes_root.to_owned(), dir: dir.map(Path::to_owned) })
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -257,6 +290,9 @@ impl PolicyCatalog {
             let found = self.found.iter().find(|p| &p.name == name).ok_or_else(|| PolicyError::Unknown {
                 name: name.clone(),
                 known: self.names().collect::<Vec<_>>().join(", "),
+                closest: super::did_you_mean(name, self.names()).map(str::to_owned),
+                dir: self.dir.clone(),
+                at: None,
             })?;
             chosen.push(self.compile(found)?);
         }
@@ -342,5 +378,28 @@ mod tests {
         let catalog = PolicyCatalog::load(None, Path::new("/v")).unwrap();
         let err = catalog.select(&["nope".to_owned()]).unwrap_err();
         assert_eq!(err.to_string(), "unknown policy `nope`; known policies: baseline, restricted, privileged");
+    }
+
+    /// A name in paddock.toml that is no policy is an error at its line,
+    /// with the name it may be a typo of and where operators' policies are
+    /// looked for. (It had neither file nor line.)
+    #[test]
+    fn an_unknown_policy_in_the_configuration_is_an_error_at_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "# the host's policies\npolicies = [\n  \"baseline\",\n  \"restriced\",\n]\n";
+        let config = crate::config::Config::parse(Path::new("/etc/paddock/paddock.toml"), text.to_owned()).unwrap();
+        let catalog = PolicyCatalog::load(Some(dir.path()), Path::new("/v")).unwrap();
+        let err = catalog.select(&config.policies).unwrap_err().written_at(&config.policy_lines, &config.policies);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "/etc/paddock/paddock.toml:4:3: error: unknown policy `restriced` (did you mean `restricted`?); \
+                 known policies: baseline, restricted, privileged, and NAME.json for each file in {}",
+                dir.path().display()
+            )
+        );
+        // Where the configuration's lines move, it is the same configuration.
+        let moved = crate::config::Config::parse(Path::new("p.toml"), format!("\n\n{text}")).unwrap();
+        assert_eq!(moved, config);
     }
 }
