@@ -45,6 +45,37 @@ fn a_workloads_directory_made_unsafe_while_running_stops_changes_until_fixed() {
     assert!(log(&d).contains("any user can reach the manifests in"), "said at start");
 }
 
+/// A file of the workloads directory that is not a manifest (`web.yaml`,
+/// `api.toml.bak`) is said in the log, once, with what to do; an editor's
+/// temporaries are not. (The daemon ignored them silently.)
+#[test]
+fn files_that_are_not_manifests_are_said_once_not_silently_ignored() {
+    let d = Daemon::setup().start(&[]);
+    for file in ["web.yaml", "api.toml.bak", ".web.toml.swp", "web.toml~", "4913"] {
+        std::fs::write(d.path("wl").join(file), SLEEPER).unwrap();
+    }
+    d.write("one.toml", SLEEPER);
+    d.running_pid("one");
+    assert!(d.paddock(&["reload"]).status.success());
+    let said = |d: &Daemon, file: &str| {
+        let field = format!("file={}", d.path("wl").join(file).display());
+        log(d)
+            .lines()
+            .filter(|l| l.contains("not read: only NAME.toml files are workloads") && l.ends_with(&field))
+            .count()
+    };
+    assert_eq!((said(&d, "web.yaml"), said(&d, "api.toml.bak")), (1, 1), "{}", log(&d));
+    for file in [".web.toml.swp", "web.toml~", "4913"] {
+        assert_eq!(said(&d, file), 0, "{file} is an editor's: {}", log(&d));
+    }
+    assert!(d.workload("web").is_none(), "not run");
+    // Gone and back: said again.
+    std::fs::remove_file(d.path("wl/web.yaml")).unwrap();
+    assert!(d.paddock(&["reload"]).status.success());
+    std::fs::write(d.path("wl/web.yaml"), SLEEPER).unwrap();
+    d.wait_for("web.yaml said again", |d| said(d, "web.yaml") == 2);
+}
+
 #[test]
 fn a_workloads_directory_replaced_whole_is_watched_again() {
     let d = Daemon::setup().start(&[]);

@@ -115,6 +115,7 @@ fn scan(changes: Vec<(&str, ManifestEvent)>) -> Outcome {
         withheld: Default::default(),
         adopted_runs: Vec::new(),
         gone: Default::default(),
+        not_read: Default::default(),
     }
 }
 

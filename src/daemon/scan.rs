@@ -197,6 +197,9 @@ pub struct Outcome {
     /// Files seen gone, since when, taken as they were until they have
     /// stayed gone `REMOVAL_SETTLE`: to be looked at again then (`gone_until`).
     pub gone: BTreeMap<String, std::time::Instant>,
+    /// The directory's files that are not manifests (not `*.toml`), which
+    /// the daemon does not read: said, not silently ignored.
+    pub not_read: BTreeSet<String>,
 }
 
 impl Outcome {
@@ -215,6 +218,7 @@ impl Outcome {
             withheld: BTreeSet::new(),
             adopted_runs: Vec::new(),
             gone: BTreeMap::new(),
+            not_read: BTreeSet::new(),
         }
     }
 }
@@ -382,7 +386,11 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
             || !matches!(&c.event, ManifestEvent::Invalid(now) if invalid.get(&c.file) == Some(now))
     });
     let adopted_runs = adopted_runs(recorded, &snapshot, &kept, validator);
-    Outcome { snapshot, changes, refused: None, kept, withheld, adopted_runs, gone: still_gone }
+    let not_read = crate::validate::load::not_manifests(dir)
+        .into_iter()
+        .filter_map(|path| path.file_name().map(|name| name.to_string_lossy().into_owned()))
+        .collect();
+    Outcome { snapshot, changes, refused: None, kept, withheld, adopted_runs, gone: still_gone, not_read }
 }
 
 /// The manifests the adopted sandboxes whose file is now another version

@@ -54,6 +54,9 @@ pub struct Supervisor<E: Executor, S: Store> {
     /// Kept state that could not be written (a full disk), written again
     /// at every pass until it is.
     unwritten: BTreeSet<WorkloadName>,
+    /// Files of the workloads directory that are not manifests, said once
+    /// each (again if one goes and comes back).
+    not_read: BTreeSet<String>,
     pub(super) stats: Stats,
     seed: u64,
 }
@@ -71,6 +74,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             refused: None,
             kept_unseen: Default::default(),
             unwritten: BTreeSet::new(),
+            not_read: BTreeSet::new(),
             stats: Stats::default(),
             seed: seed | 1,
         }
@@ -165,6 +169,13 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         if self.refused.take().is_some() {
             tracing::warn!(dir = %self.workloads.display(), "the workloads directory is safe again: changes apply");
         }
+        for file in outcome.not_read.difference(&self.not_read) {
+            tracing::warn!(
+                file = %self.workloads.join(file).display(),
+                "not read: only NAME.toml files are workloads (rename it NAME.toml to run it, or move it out of the directory)"
+            );
+        }
+        self.not_read = outcome.not_read;
         let mut invalid = Vec::new();
         for change in outcome.changes {
             let effects = match change.event {

@@ -40,9 +40,11 @@ impl WorkloadName {
 }
 
 /// Names the daemon never reads: dotfiles and the temporaries that editors
-/// and dpkg leave beside a file while it is being written.
+/// and dpkg leave beside a file while it is being written (vim's `4913`
+/// is the file it makes to test that it may write the directory).
 pub fn is_ignored_file_name(file_name: &str) -> bool {
     file_name.starts_with('.')
+        || file_name == "4913"
         || file_name.ends_with('~')
         || file_name.ends_with(".swp")
         || file_name.ends_with(".tmp")
