@@ -102,12 +102,11 @@ pub fn read_open_manifest(mut file: File, path: &Path) -> Result<(String, std::f
     Ok((text, meta))
 }
 
-/// The manifest files in a directory, sorted: every `*.toml` entry whose
-/// name the daemon does not ignore, whatever its type (a directory named
-/// `x.toml` is listed, so that it is reported rather than skipped).
 /// The files of `dir` that are neither manifests nor what the daemon
 /// ignores on purpose (dotfiles, editors' and dpkg's temporaries): a
-/// `web.yaml` or `web.conf` an operator may take for one.
+/// `web.yaml` or `web.conf` an operator may take for one. (Not its
+/// directories: a `disabled/` beside the manifests is an operator's way
+/// to keep files the daemon is not to read.)
 pub fn not_manifests(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut files: Vec<PathBuf> = entries
@@ -124,6 +123,9 @@ pub fn not_manifests(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The manifest files in a directory, sorted: every `*.toml` entry whose
+/// name the daemon does not ignore, whatever its type (a directory named
+/// `x.toml` is listed, so that it is reported rather than skipped).
 pub fn list_manifests(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
