@@ -70,7 +70,12 @@ Notes:
   sandbox can restart the command faster (at p50: its tail is the
   kernel's teardown on a busy VM). Runs differ by as much as paddock's
   own share, so that share is read from bench/restart-trace.py's traced
-  steps (bench/PROFILE.md), not from the difference of two rows. Each
+  steps (bench/PROFILE.md), not from the difference of two rows. Two
+  more floor rows measure, the same way, designs paddock does not have:
+  the sandbox prepared ahead (-p: each run's sandbox built while the run
+  before runs, started at the end's report by a minimal init) and the
+  sandbox kept (-k: one sandbox whose PID 1 runs the command again),
+  for what a supervisor built either way could reach here at best. Each
   run lasts 150 ms, past the 100 ms floor between two starts of a
   workload, which therefore adds nothing. The sandbox's init is cloned by
   the daemon's zygote (forked at the daemon's start, while it is one
@@ -456,9 +461,14 @@ def paddock_latencies(paddock, parts):
             res["floor_ms"] = restart_floor(work)
             # The least of three runs (by p50), as the scale floor's: its
             # namespaces' teardown makes it the noisier of the two.
-            runs = [restart_floor(work, sandboxed=True, run=i) for i in range(3)]
+            runs = [restart_floor(work, design="s", run=i) for i in range(3)]
             res["sandboxed_floor_runs"] = [pct(r, 50) for r in runs]
             res["sandboxed_floor_ms"] = min(runs, key=lambda r: pct(r, 50))
+            # The floors of two designs paddock does not have, measured the same way.
+            for design, key in (("p", "prepared"), ("k", "kept")):
+                runs = [restart_floor(work, design=design, run=i) for i in range(3)]
+                res[f"{key}_floor_runs"] = [pct(r, 50) for r in runs]
+                res[f"{key}_floor_ms"] = min(runs, key=lambda r: pct(r, 50))
     finally:
         stop_daemon(daemon)
         shutil.rmtree(work, ignore_errors=True)
@@ -481,13 +491,16 @@ RestartSec=0
 {sandbox}"""
 SANDBOX = "PrivateUsers=yes\nPrivateNetwork=yes\nProtectSystem=strict\nNoNewPrivileges=yes\nReadWritePaths=/out\n"
 
-def restart_floor(work, sandboxed=False, run=0):
+def restart_floor(work, design=None, run=0):
     """The restart measure's floors (bench/restart-floor.c): the same
     command restarted by a bare fork/exec/wait loop in C, unsandboxed; or,
-    sandboxed, each run cloned by the loop into the sandbox the daemon
-    builds for it (namespaces, id maps, the overlay root and its mounts),
-    with no init, seccomp, cgroup, record or log."""
-    out = os.path.join(work, f"floor-sandboxed-{run}" if sandboxed else "floor")
+    with a design ("s"), each run cloned by the loop into the sandbox the
+    daemon builds for it (namespaces, id maps, the overlay root and its
+    mounts), with no init, seccomp, cgroup, record or log; "p", that
+    sandbox prepared while the run before runs; "k", one sandbox kept for
+    every run."""
+    sandboxed = design is not None
+    out = os.path.join(work, f"floor-{design}-{run}" if sandboxed else "floor")
     os.makedirs(out)
     os.chmod(out, 0o777)
     prog = os.path.join(work, "restart-floor")
@@ -495,7 +508,7 @@ def restart_floor(work, sandboxed=False, run=0):
     at = "/out" if sandboxed else out
     script = f"date +%s%N >> {at}/restarts; sleep 0.15; date +%s%N >> {at}/exits; exit 1"
     # An id range no host account has (the daemon's bench world gives none out).
-    how = ["-s", "/", out, "2000000000"] if sandboxed else []
+    how = [f"-{design}", "/", out, "2000000000"] if sandboxed else []
     subprocess.run([prog, *how, str(TRIALS + 1), "/bin/sh", "-c", script], check=True)
     ts = [int(x) for x in open(os.path.join(out, "restarts")).read().split()]
     exits = [int(x) for x in open(os.path.join(out, "exits")).read().split()]
@@ -782,6 +795,15 @@ def report(res, parts, full):
                     "namespaces, id maps, the overlay root, /proc, /dev, /tmp, sysfs, loopback up; no init, seccomp, "
                     "record, log or supervisor), last instruction to next first; the least of three runs (p50 "
                     + ", ".join(f"{x:.2f}" for x in res["sandboxed_floor_runs"]) + ")", res["sandboxed_floor_ms"])
+        if "prepared_floor_ms" in res:
+            text += row("floor of a design paddock does not have, the sandbox prepared ahead: each run's sandbox built "
+                        "while the run before runs, given its go when the run before reports its end (its PID 1 a "
+                        "minimal init that forks the command and reports; bench/restart-floor.c -p); the least of three "
+                        "(p50 " + ", ".join(f"{x:.2f}" for x in res["prepared_floor_runs"]) + ")",
+                        res["prepared_floor_ms"])
+            text += row("floor of a design paddock does not have, the sandbox kept: one sandbox whose PID 1 forks the "
+                        "command again as it exits, reporting to no one (bench/restart-floor.c -k); the least of three "
+                        "(p50 " + ", ".join(f"{x:.2f}" for x in res["kept_floor_runs"]) + ")", res["kept_floor_ms"])
     sd = res.get("systemd")
     if sd:
         v = sd["version"].split()[1] if len(sd["version"].split()) > 1 else sd["version"]

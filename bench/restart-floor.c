@@ -21,8 +21,22 @@
  * kernel's sandbox costs here, which no supervisor of that sandbox can
  * undercut.
  *
+ * Two designs paddock does not have, as floors of the same kind (-p and
+ * -k take -s's arguments):
+ * - Prepared (-p): each run's sandbox is built while the run before it
+ *   runs, and waits, its root built, for the loop's go. Its PID 1 is a
+ *   minimal init: given the go, it forks the command, and when the
+ *   command exits it reports the end on a pipe, then exits. The loop
+ *   gives the next sandbox its go at that report, before the old
+ *   sandbox is torn down. What a supervisor that keeps a spare sandbox
+ *   ready for each workload could reach at best.
+ * - Kept (-k): one sandbox for every run, its PID 1 forking the command
+ *   again as soon as it exits, as a pod keeps its namespaces while its
+ *   container restarts; no report to anyone. What a supervisor that
+ *   keeps the sandbox across restarts could reach at best.
+ *
  * Usage: restart-floor RUNS PROGRAM [ARG...]
- *        restart-floor -s ROOTFS OUTDIR FIRST_ID RUNS PROGRAM [ARG...]   (root only) */
+ *        restart-floor -s|-p|-k ROOTFS OUTDIR FIRST_ID RUNS PROGRAM [ARG...]   (root only) */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -43,6 +57,12 @@
 
 static char stack[1 << 16];
 static int release[2];
+/* -p: the go (read by the init) and the end's report (written by it). */
+static int go[2] = {-1, -1}, ended[2] = {-1, -1};
+/* The design floored: 's' (a fresh sandbox per run), 'p' or 'k' (above). */
+static char design;
+/* -k: how many times the sandbox's PID 1 runs the command. */
+static int kept_runs;
 static char **cmd;
 static const char *rootfs, *outdir;
 /* The rootfs and OUTDIR as detached trees, cloned by the loop in the
@@ -135,9 +155,27 @@ static int child(void *arg) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL)) die("parent death signal");
     if (unshare(CLONE_NEWCGROUP)) die("cgroup namespace");
     build_root();
-    execv(cmd[0], cmd);
-    die("exec");
-    return 0;
+    if (design == 's') {
+        execv(cmd[0], cmd);
+        die("exec");
+    }
+    if (design == 'p') {
+        close(go[1]);
+        close(ended[0]);
+        if (read(go[0], &c, 1) != 1) die("go");
+    }
+    for (int i = 0; i < (design == 'k' ? kept_runs : 1); i++) {
+        pid_t run = fork();
+        if (run == 0) {
+            execv(cmd[0], cmd);
+            die("exec");
+        }
+        if (run < 0) die("fork");
+        while (waitpid(run, NULL, 0) < 0 && errno == EINTR) {
+        }
+    }
+    if (design == 'p' && write(ended[1], "e", 1) != 1) die("report");
+    _exit(0);
 }
 
 static void write_file(pid_t pid, const char *what, const char *text) {
@@ -181,13 +219,65 @@ static pid_t sandboxed(long first) {
     return pid;
 }
 
+/* -p: a sandbox built and waiting for its go, and where it reports its run's end. */
+struct prepared {
+    pid_t pid;
+    int go, ended;
+};
+
+static struct prepared prepare(long first) {
+    if (pipe2(go, O_CLOEXEC) || pipe2(ended, O_CLOEXEC)) {
+        perror("pipe");
+        exit(1);
+    }
+    pid_t pid = sandboxed(first);
+    close(go[0]);
+    close(ended[1]);
+    return (struct prepared){pid, go[1], ended[0]};
+}
+
+static void wait_for(pid_t pid) {
+    int status;
+    if (waitpid(pid, &status, 0) < 0) {
+        perror("waitpid");
+        exit(1);
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 125) {
+        fprintf(stderr, "restart-floor: the sandbox could not be built (above)\n");
+        exit(1);
+    }
+}
+
+/* -p: each run's sandbox is prepared while the one before runs, and
+ * given its go when the one before reports its end. */
+static int prepared_runs(int runs, long first) {
+    struct prepared now = prepare(first);
+    char c;
+    if (write(now.go, "g", 1) != 1) die("go");
+    for (int i = 1; i <= runs; i++) {
+        struct prepared next = i < runs ? prepare(first) : (struct prepared){-1, -1, -1};
+        if (read(now.ended, &c, 1) != 1) {
+            wait_for(now.pid);
+            fprintf(stderr, "restart-floor: a run's end was not reported\n");
+            return 1;
+        }
+        if (next.pid > 0 && write(next.go, "g", 1) != 1) die("go");
+        wait_for(now.pid);
+        close(now.go);
+        close(now.ended);
+        now = next;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    int sandbox = argc > 1 && strcmp(argv[1], "-s") == 0;
+    design = argc > 1 && argv[1][0] == '-' && strchr("spk", argv[1][1]) && !argv[1][2] ? argv[1][1] : 0;
+    int sandbox = design != 0;
     long first = 0;
     if (sandbox) {
         char *end;
         if (argc < 7 || (first = strtol(argv[4], &end, 10)) < 0 || *end) {
-            fprintf(stderr, "usage: restart-floor -s ROOTFS OUTDIR FIRST_ID RUNS PROGRAM [ARG...]\n");
+            fprintf(stderr, "usage: restart-floor -s|-p|-k ROOTFS OUTDIR FIRST_ID RUNS PROGRAM [ARG...]\n");
             return 2;
         }
         rootfs = argv[2];
@@ -201,6 +291,12 @@ int main(int argc, char **argv) {
     }
     int runs = atoi(argv[1]);
     cmd = argv + 2;
+    if (design == 'p') return prepared_runs(runs, first);
+    if (design == 'k') {
+        kept_runs = runs;
+        wait_for(sandboxed(first));
+        return 0;
+    }
     for (int i = 0; i < runs; i++) {
         pid_t pid;
         if (sandbox) {
@@ -214,13 +310,10 @@ int main(int argc, char **argv) {
             perror("fork");
             return 1;
         }
-        int status;
-        if (waitpid(pid, &status, 0) < 0) {
+        if (sandbox) {
+            wait_for(pid);
+        } else if (waitpid(pid, NULL, 0) < 0) {
             perror("waitpid");
-            return 1;
-        }
-        if (sandbox && WIFEXITED(status) && WEXITSTATUS(status) == 125) {
-            fprintf(stderr, "restart-floor: the sandbox could not be built (above)\n");
             return 1;
         }
     }
