@@ -676,3 +676,28 @@ fn an_empty_paddock_socket_is_unset() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains(&format!("cannot reach the daemon at {}", socket.display())), "{}", stderr(&out));
 }
+
+/// A valid manifest's warnings (what `check` says of it) are the daemon's
+/// too: logged once when that version is read, and in `paddock reload`'s
+/// answer while the file says it; gone once mended. (The daemon dropped
+/// them: only `check` and `run` said them.)
+#[test]
+fn a_valid_manifests_warnings_are_logged_and_in_a_reloads_answer() {
+    let d = Daemon::setup().start(&[]);
+    let warned = "command = [\"/bin/sleep\", \"1000\"]\n[restart]\npolicy = \"always\"\nmax_retries = 3\n";
+    d.write("web.toml", warned);
+    d.running_pid("web");
+    let said = "`max_retries` does nothing: policy = \"always\" restarts for ever";
+    let out = stdout(&d.paddock(&["reload"]));
+    let file = d.path("wl/web.toml");
+    assert!(out.starts_with(&format!("{}:4:15: warning: {said}\n", file.display())), "{out}");
+    assert!(out.ends_with("nothing changed\n"), "{out}");
+    let log = || std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert_eq!(log().matches(said).count(), 1, "logged once, as the version was read: {}", log());
+    // Mended: no longer said.
+    let pid = d.running_pid("web");
+    d.write("web.toml", SLEEPER);
+    d.wait_for("web restarted", |d| d.workload("web").is_some_and(|w| w["state"] == "running" && w["pid"] != pid));
+    assert_eq!(stdout(&d.paddock(&["reload"])), "nothing changed\n");
+    assert_eq!(log().matches(said).count(), 1);
+}

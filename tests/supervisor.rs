@@ -108,7 +108,12 @@ fn scan(changes: Vec<(&str, ManifestEvent)>) -> Outcome {
         snapshot: Snapshot::new(),
         changes: changes
             .into_iter()
-            .map(|(name, event)| FileChange { file: format!("{name}.toml"), name: Some(n(name)), event })
+            .map(|(name, event)| FileChange {
+                file: format!("{name}.toml"),
+                name: Some(n(name)),
+                event,
+                warnings: None,
+            })
             .collect(),
         refused: None,
         kept: Vec::new(),

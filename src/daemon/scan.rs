@@ -165,15 +165,20 @@ pub struct FileChange {
     /// The workload it names (None: the file name is not a valid name).
     pub name: Option<WorkloadName>,
     pub event: ManifestEvent,
+    /// A valid file's warnings, as `check` shows them (an invalid file's
+    /// problems hold its warnings).
+    pub warnings: Option<String>,
 }
 
 impl FileChange {
     /// What `file` of `snapshot` means now (`event`), for the workload it names.
     pub fn of(dir: &Path, file: &str, snapshot: &Snapshot, validator: &Validator) -> Self {
+        let (event, warnings) = event(dir, file, snapshot.get(file), validator);
         FileChange {
             file: file.to_owned(),
             name: WorkloadName::stem_of_manifest_file(file).and_then(|s| WorkloadName::try_from(s).ok()),
-            event: event(dir, file, snapshot.get(file), validator),
+            event,
+            warnings,
         }
     }
 }
@@ -586,25 +591,24 @@ pub fn refuse_port_conflicts(
     }
 }
 
-/// What one file means now.
-pub fn event(dir: &Path, file: &str, found: Option<&Found>, validator: &Validator) -> ManifestEvent {
+/// What one file means now, and a valid one's warnings (rendered as
+/// `check` renders them).
+fn event(dir: &Path, file: &str, found: Option<&Found>, validator: &Validator) -> (ManifestEvent, Option<String>) {
     let shown = dir.join(file).display().to_string();
     match found {
-        None => ManifestEvent::Removed,
-        Some(Found::Refused { message }) => ManifestEvent::Invalid(format!("{shown}: {message}")),
+        None => (ManifestEvent::Removed, None),
+        Some(Found::Refused { message }) => (ManifestEvent::Invalid(format!("{shown}: {message}")), None),
         Some(Found::Read { text, version, .. }) => {
             let checked = validator.validate(file, text, HostChecks::Require);
+            let rendered: String = checked.problems.iter().map(|p| render(p, &shown, text, Color::Never)).collect();
+            let rendered = rendered.trim_end().to_owned();
             match checked.spec {
-                Some(spec) => ManifestEvent::Valid(Desired {
-                    version: *version,
-                    manifest: Arc::new(spec.manifest),
-                    source: text.clone(),
-                }),
-                None => {
-                    let rendered: String =
-                        checked.problems.iter().map(|p| render(p, &shown, text, Color::Never)).collect();
-                    ManifestEvent::Invalid(rendered.trim_end().to_owned())
+                Some(spec) => {
+                    let desired =
+                        Desired { version: *version, manifest: Arc::new(spec.manifest), source: text.clone() };
+                    (ManifestEvent::Valid(desired), Some(rendered).filter(|r| !r.is_empty()))
                 }
+                None => (ManifestEvent::Invalid(rendered), None),
             }
         }
     }

@@ -57,6 +57,9 @@ pub struct Supervisor<E: Executor, S: Store> {
     /// Files of the workloads directory that are not manifests, said once
     /// each (again if one goes and comes back).
     not_read: BTreeSet<String>,
+    /// Valid files' warnings now, by file name (as `check` renders them):
+    /// logged when a file's version is read, and in a reload's answer.
+    pub(super) warnings: BTreeMap<String, String>,
     pub(super) stats: Stats,
     seed: u64,
 }
@@ -75,6 +78,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             kept_unseen: Default::default(),
             unwritten: BTreeSet::new(),
             not_read: BTreeSet::new(),
+            warnings: BTreeMap::new(),
             stats: Stats::default(),
             seed: seed | 1,
         }
@@ -178,6 +182,13 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         self.not_read = outcome.not_read;
         let mut invalid = Vec::new();
         for change in outcome.changes {
+            match (&change.event, &change.warnings) {
+                (crate::reconcile::ManifestEvent::Valid(_), Some(warnings)) => {
+                    tracing::warn!(file = change.file, "valid, with warnings\n{warnings}");
+                    self.warnings.insert(change.file.clone(), warnings.clone());
+                }
+                _ => drop(self.warnings.remove(&change.file)),
+            }
             let effects = match change.event {
                 crate::reconcile::ManifestEvent::Invalid(ref problems) => {
                     tracing::error!(file = change.file, "invalid manifest\n{problems}");

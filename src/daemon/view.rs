@@ -288,6 +288,11 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         self.invalid.values().cloned().collect()
     }
 
+    /// The valid files' warnings now (for a reload's answer).
+    pub fn warnings_now(&self) -> Vec<String> {
+        self.warnings.values().cloned().collect()
+    }
+
     /// "3 running, 1 failed, 0 invalid", for systemd's STATUS=.
     pub fn summary(&self) -> String {
         let count = |state: &str| self.core.workloads().filter(|w| w.state_name() == state).count();

@@ -172,6 +172,9 @@ fn preview_scan(
         if let ManifestEvent::Invalid(problems) = &change.event {
             preview.invalid.push(problems.clone());
         }
+        if let (ManifestEvent::Valid(_), Some(warnings)) = (&change.event, change.warnings) {
+            preview.warnings.push(warnings);
+        }
         if let Some(name) = change.name {
             preview.events.insert(name, change.event);
         }
@@ -190,13 +193,15 @@ pub(super) struct Preview {
     events: BTreeMap<WorkloadName, ManifestEvent>,
     /// Their problems, as rendered.
     invalid: Vec<String>,
+    /// The valid ones' warnings, as rendered.
+    warnings: Vec<String>,
     /// The workloads whose file is the one the daemon has.
     unchanged: Vec<WorkloadName>,
 }
 
 /// `paddock plan`: what the core would do with those manifests.
 pub(super) fn preview(daemon: &Daemon, preview: Preview) -> Report {
-    let Preview { mut events, invalid, unchanged } = preview;
+    let Preview { mut events, invalid, warnings: file_warnings, unchanged } = preview;
     // An unchanged valid file is what the daemon made of it, as a reload leaves it.
     for name in unchanged {
         if let Some(w) = daemon.core().get(&name)
@@ -206,7 +211,7 @@ pub(super) fn preview(daemon: &Daemon, preview: Preview) -> Report {
         }
     }
     // What this host cannot give a valid manifest, said before it fails.
-    let mut warnings = Vec::new();
+    let mut warnings = file_warnings;
     for (name, event) in &events {
         if let ManifestEvent::Valid(desired) = event {
             let r = &desired.manifest.resources;
