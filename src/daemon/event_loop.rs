@@ -29,7 +29,7 @@ use super::supervisor::Supervisor;
 use super::upgrade;
 use super::watch::{Change, Watch, WatchError};
 use crate::model::WorkloadName;
-use crate::protocol::Response;
+use crate::protocol::{Request, Response};
 use crate::reconcile::Clock;
 use crate::sandbox::cgroup::Layout;
 use crate::validate::Validator;
@@ -212,6 +212,38 @@ fn answer_all(waiting: Vec<oneshot::Sender<Response>>, message: &str) {
     for reply in waiting {
         let _ = reply.send(Response::Error(message.to_owned()));
     }
+}
+
+/// Answers, as the daemon is about to re-execute itself, what would
+/// otherwise see its connection closed with no answer: the upgrade's
+/// clients, the reloads waiting for a scan, and every request still queued
+/// for the loop. An upgrade or a reload is served by the exec (the new
+/// image reads every manifest as it starts): it is told so, and its client
+/// waits for the new image as `paddock upgrade`'s does. Anything else is
+/// told to ask again. Returns how many were answered.
+fn answer_before_exec(
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    served: impl IntoIterator<Item = oneshot::Sender<Response>>,
+    text: &str,
+) -> usize {
+    let again = "the daemon is re-executing its binary (an upgrade), every workload running: ask again in a moment";
+    let mut told = 0;
+    for reply in served {
+        told += usize::from(reply.send(Response::Done(text.to_owned())).is_ok());
+    }
+    while let Ok(request) = control.try_recv() {
+        told += 1;
+        match request {
+            Control::Ask(Request::Reload | Request::Upgrade, reply) => {
+                drop(reply.send(Response::Done(text.to_owned())))
+            }
+            Control::Ask(_, reply) => drop(reply.send(Response::Error(again.to_owned()))),
+            Control::Exec(_, _, reply) => drop(reply.send(Err(again.to_owned()))),
+            // A scrape, or a `status --watch`, that the exec ends.
+            Control::Metrics(_) | Control::Watch(_) => told -= 1,
+        }
+    }
+    told
 }
 
 /// Runs until SIGTERM or SIGINT, then stops every workload and returns.
@@ -586,7 +618,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             } else {
                 let waiting = waiting.into_iter().chain(scans.upgrade.take().into_iter().flatten()).collect();
                 let heard = Heard { taker: &taker, channel: &mut heard, again: &requeue };
-                let upgrade = Upgrade { binary: &binary, identity, waiting };
+                let upgrade = Upgrade { binary: &binary, identity, waiting, scans: &mut scans, control: &mut control };
                 let replaced =
                     reexec(&mut daemon, &mut sandbox_rx, &handover, upgrade, start_timeout, &notifier, heard).await;
                 if let Some(waiting) = replaced {
@@ -715,6 +747,10 @@ struct Upgrade<'a> {
     binary: &'a std::path::Path,
     identity: Option<upgrade::Identity>,
     waiting: Vec<oneshot::Sender<Response>>,
+    /// The reloads waiting for a scan, answered by the exec.
+    scans: &'a mut Scans,
+    /// The requests queued for the loop, answered before the exec.
+    control: &'a mut mpsc::UnboundedReceiver<Control>,
 }
 
 /// Re-executes the upgrade's binary (which checked the configuration)
@@ -734,7 +770,7 @@ async fn reexec(
     notifier: &Notifier,
     heard: Heard<'_>,
 ) -> Option<Vec<oneshot::Sender<Response>>> {
-    let Upgrade { binary, identity, waiting } = what;
+    let Upgrade { binary, identity, waiting, scans, control } = what;
     let _ = notifier.notify("RELOADING=1");
     // What the loop is asked meanwhile (a stop abandons the upgrade).
     let mut asked = Vec::new();
@@ -779,15 +815,17 @@ async fn reexec(
         return None;
     }
     tracing::info!(binary = %binary.display(), "upgrading in place: re-executing the binary; every workload keeps running");
-    if !waiting.is_empty() {
-        let text = format!("re-executing {}; every workload keeps running", binary.display());
-        for reply in waiting {
-            let _ = reply.send(Response::Done(text.clone()));
-        }
+    let text = format!("re-executing {}; every workload keeps running", binary.display());
+    let reloads = std::mem::take(&mut scans.current).into_iter().chain(std::mem::take(&mut scans.next));
+    if answer_before_exec(control, waiting.into_iter().chain(reloads), &text) > 0 {
         // Let the answers reach their clients before this image is gone.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     notifier.settle(SETTLE_NOTIFY).await;
+    // And what was asked meanwhile.
+    if answer_before_exec(control, None, &text) > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     take_asked(heard.channel, &mut asked);
     if asked.iter().any(|s| *s != Signal::SIGHUP) {
         // Asked in these last milliseconds, the client told already.
@@ -881,5 +919,45 @@ mod tests {
         assert!(line.len() < 200, "{line}");
         let exactly: Vec<String> = many[..STOPPING_NAMED].to_vec();
         assert!(!waiting_for(&exactly).contains("more"));
+    }
+
+    /// What waits for the loop when the daemon re-executes itself is
+    /// answered first (each had seen its connection closed with no
+    /// answer): an upgrade's and a reload's clients are told the exec
+    /// serves them, others to ask again; a scrape is left to the exec.
+    #[test]
+    fn what_waits_for_the_loop_is_answered_before_an_exec() {
+        let (tx, mut control) = mpsc::unbounded_channel();
+        let ask = |request: Request| {
+            let (reply, answer) = oneshot::channel();
+            tx.send(Control::Ask(request, reply)).unwrap();
+            answer
+        };
+        let (reload, upgrade, status) =
+            (ask(Request::Reload), ask(Request::Upgrade), ask(Request::Status { name: None }));
+        let (exec_reply, mut exec_answer) = oneshot::channel();
+        let null = || std::os::fd::OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let exec = crate::protocol::ExecRequest {
+            name: "web".into(),
+            command: vec!["sh".into()],
+            user: None,
+            group: None,
+            env: Vec::new(),
+            workdir: None,
+            tty: false,
+        };
+        tx.send(Control::Exec(exec, [null(), null(), null()], exec_reply)).unwrap();
+        let (scrape, _scraped) = oneshot::channel();
+        tx.send(Control::Metrics(scrape)).unwrap();
+        let (waiting, mut waited) = oneshot::channel();
+        let text = "re-executing /usr/bin/paddock; every workload keeps running";
+        assert_eq!(answer_before_exec(&mut control, [waiting], text), 5);
+        let done = |answer: Result<Response, _>| matches!(answer, Ok(Response::Done(t)) if t == text);
+        assert!(done(waited.try_recv()), "the upgrade's client");
+        let (mut reload, mut upgrade, mut status) = (reload, upgrade, status);
+        assert!(done(reload.try_recv()) && done(upgrade.try_recv()), "served by the exec");
+        assert!(matches!(status.try_recv(), Ok(Response::Error(e)) if e.contains("ask again")));
+        assert!(matches!(exec_answer.try_recv(), Ok(Err(e)) if e.contains("ask again")));
+        assert!(control.try_recv().is_err(), "nothing left queued");
     }
 }
