@@ -500,3 +500,34 @@ fn a_sighup_whose_upgrade_is_refused_rescans_and_says_ready() {
     d.configure("resync_interval = \"0s\"\n", "");
     assert_eq!(d.terminate(), 0);
 }
+
+/// An edit of the daemon's configuration is taken by a reload (`paddock
+/// reload`, as SIGHUP and `systemctl reload`): the daemon re-executes
+/// itself, as an upgrade does, every workload kept running, and reads it
+/// again. (A reload only rescanned the manifests: the edit was ignored,
+/// silently, until the daemon's next start.)
+#[test]
+fn a_reload_after_the_configuration_changed_reads_it_again_every_workload_kept() {
+    let (mut d, _, web, daemon) = upgradable_web();
+    let reload = |d: &Daemon| {
+        let out = d.paddock(&["reload"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Refused under baseline, the default policy: the host's network.
+    d.write("edge.toml", "command = [\"/bin/sleep\", \"1000\"]\n[namespaces]\nnetwork = \"host\"\n");
+    d.wait_for("edge refused", |d| d.workload("edge").is_some_and(|w| w["state"] == "invalid"));
+    assert!(reload(&d).contains("policy baseline refuses this"), "a rescan");
+    d.configure("policy_dir = ", "policies = [\"privileged\"]\npolicy_dir = ");
+    let out = reload(&d);
+    assert!(out.starts_with("re-executing "), "{out}");
+    d.wait_for("edge running under the new policy", |d| d.workload("edge").is_some_and(|w| w["state"] == "running"));
+    assert_eq!(d.running_pid("web"), web, "kept running");
+    assert_eq!(d.child.as_ref().unwrap().id(), daemon);
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    let why = format!("the configuration changed since it was read ({})", d.path("paddock.toml").display());
+    assert!(log.contains(&why), "{log}");
+    // Read since: a reload rescans again.
+    assert_eq!(reload(&d), "nothing changed\n");
+    assert_eq!(d.terminate(), 0);
+}

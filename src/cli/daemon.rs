@@ -59,7 +59,11 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     // than end the daemon (`daemon::signals`): here too (main holds them
     // first), while one thread, so that every thread made blocks them.
     crate::daemon::signals::hold();
+    // Taken before they are read: an edit meanwhile makes the next reload read them again.
+    let config_path = args.config.clone().unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
+    let config_files = crate::daemon::upgrade::ConfigFiles::new(&config_path);
     let config = super::load_config(args.config.as_deref()).or_fail(CONFIG_ERROR)?;
+    let config_files = config_files.with_dirs(&[&config.policy_dir, &config.network.networks_dir]);
     let workloads = args.workloads.unwrap_or_else(|| config.workloads.clone());
     let state_dir = args.state_dir.unwrap_or_else(|| config.state_dir.clone());
     let socket = args.socket.unwrap_or_else(|| config.socket.clone());
@@ -230,6 +234,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
             stamps,
         ),
         inherited_listener,
+        config_files,
     };
     tracing::info!(workloads = %workloads.display(), socket = %socket.display(), "paddock daemon starting");
     event_loop::run(options, validator, notifier).or_fail(1)?;

@@ -77,6 +77,9 @@ pub struct Options {
     /// The control socket a previous image handed over (an upgrade),
     /// taken while the daemon was one thread.
     pub inherited_listener: Option<std::os::fd::OwnedFd>,
+    /// What the configuration was read from, for a reload to tell whether
+    /// it changed since (`upgrade::reload_reexecutes`).
+    pub config_files: upgrade::ConfigFiles,
 }
 
 type Daemon = Supervisor<SandboxExecutor, DiskStore>;
@@ -112,7 +115,7 @@ impl CheckOutcome {
         match self {
             CheckOutcome::Passed => None,
             CheckOutcome::Refused(said) => Some(format!(
-                "not upgraded: {} would not start with this daemon's configuration; every workload keeps running under this daemon; mend what it says and upgrade again (`paddock daemon --validate` checks it):\n{said}",
+                "not upgraded: {} would not start with this daemon's configuration; every workload keeps running under this daemon; mend what it says, then reload or upgrade again (`paddock daemon --validate` checks it):\n{said}",
                 binary.display()
             )),
             CheckOutcome::Failed => Some(format!(
@@ -373,6 +376,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         executor,
         store,
         inherited_listener,
+        config_files,
     } = options;
     let cgroups = executor.cgroups.clone();
     let mut daemon: Daemon =
@@ -461,9 +465,11 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             Some(signal) = heard.recv(), if !shutting_down => match signal {
                 Signal::SIGHUP => {
                     let _ = notifier.notify("RELOADING=1");
-                    if upgrade::installed().is_some_and(|(_, replaced)| replaced) {
-                        // `systemctl reload paddock` after a package upgrade: take the new binary.
-                        tracing::info!("SIGHUP: the binary was replaced; re-executing it, workloads keep running");
+                    if let Some(why) = upgrade::reload_reexecutes(&config_files) {
+                        // `systemctl reload paddock` after a package upgrade, or
+                        // an edit of paddock.toml: the new binary, or the new
+                        // configuration, taken by re-executing.
+                        tracing::info!("SIGHUP: {why}; re-executing the daemon, workloads keep running");
                         scans.want_upgrade(None);
                     } else {
                         tracing::info!("SIGHUP: rescanning");
@@ -489,7 +495,13 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             Some(control) = control.recv() => match control {
                 Control::Watch(watcher) => watchers.push((watcher, String::new())),
                 control => {
-                    let cx = Context { validator: &validator, jobs: &job_tx, workloads: &workloads, notifier: &notifier };
+                    let cx = Context {
+                        validator: &validator,
+                        jobs: &job_tx,
+                        workloads: &workloads,
+                        notifier: &notifier,
+                        config_files: &config_files,
+                    };
                     stale |= answer(control, &mut daemon, &mut scans, shutting_down, &cx);
                 }
             },

@@ -50,6 +50,70 @@ pub fn identity(binary: &std::path::Path) -> Option<Identity> {
     Some((m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
+/// What the daemon's configuration was read from, as it was then: the
+/// configuration file, and the files of the directories it names for the
+/// operators' policies and the network definitions. The daemon reads them
+/// once, at its start; a reload that finds any of them changed re-executes
+/// the daemon (as `paddock upgrade` does, every workload kept running) so
+/// that the change applies, where it would have been ignored.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigFiles {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    taken: std::collections::BTreeMap<PathBuf, Option<Identity>>,
+}
+
+impl ConfigFiles {
+    /// The file at `path` (which may be absent: the defaults apply), as it is now.
+    pub fn new(path: &std::path::Path) -> Self {
+        let mut files = Self { files: vec![path.to_owned()], ..Self::default() };
+        files.taken = files.now();
+        files
+    }
+
+    /// And the files of `dirs`, as they are now (taken before they are read).
+    pub fn with_dirs(mut self, dirs: &[&std::path::Path]) -> Self {
+        self.dirs.extend(dirs.iter().map(|d| d.to_path_buf()));
+        self.taken = self.now();
+        self
+    }
+
+    fn now(&self) -> std::collections::BTreeMap<PathBuf, Option<Identity>> {
+        use std::os::unix::fs::MetadataExt;
+        // A directory by which one it is (its change time moves with each
+        // entry, and its entries are taken one by one).
+        let dirs =
+            self.dirs.iter().map(|dir| (dir.clone(), std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino(), 0, 0))));
+        let entries = self.dirs.iter().flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten());
+        let files = self.files.iter().cloned().chain(entries.map(|e| e.path()));
+        files.map(|path| (path.clone(), identity(&path))).chain(dirs).collect()
+    }
+
+    /// What differs now from what was taken: files changed, added or removed.
+    pub fn changed(&self) -> Vec<PathBuf> {
+        let now = self.now();
+        let mut changed: Vec<PathBuf> =
+            now.iter().filter(|(p, id)| self.taken.get(*p) != Some(*id)).map(|(p, _)| p.clone()).collect();
+        changed.extend(self.taken.keys().filter(|p| !now.contains_key(*p)).cloned());
+        changed.sort();
+        changed
+    }
+}
+
+/// Why a reload (SIGHUP, `paddock reload`) re-executes the daemon instead
+/// of rescanning: its binary was replaced (a package upgrade), or its
+/// configuration changed since it was read.
+pub fn reload_reexecutes(config: &ConfigFiles) -> Option<String> {
+    if installed().is_some_and(|(_, replaced)| replaced) {
+        return Some("the binary was replaced".to_owned());
+    }
+    let changed = config.changed();
+    let shown: Vec<String> = changed.iter().take(3).map(|p| p.display().to_string()).collect();
+    let more = changed.len().saturating_sub(shown.len());
+    let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+    (!changed.is_empty()).then(|| format!("the configuration changed since it was read ({}{more})", shown.join(", ")))
+}
+
 /// How long the new binary may take to check the configuration.
 const VALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -250,5 +314,34 @@ mod tests {
         assert_eq!(outcome, Err("the daemon was asked to stop".to_owned()));
         assert!(began.elapsed() < Duration::from_secs(5), "{:?}", began.elapsed());
         wait_gone(b"/bin/sleep\x001002.5", "what the check started");
+    }
+
+    /// A reload reads the configuration again when paddock.toml, or a
+    /// file of the policies' or the networks' directory, is written,
+    /// added or removed since it was read (a file replaced by a rename
+    /// is another inode; an edit in place moves its change time).
+    #[test]
+    fn the_configuration_changed_is_any_of_its_files_written_added_or_removed() {
+        use super::ConfigFiles;
+        let dir = tempfile::tempdir().unwrap();
+        let (config, policies, networks) =
+            (dir.path().join("paddock.toml"), dir.path().join("policies"), dir.path().join("networks"));
+        std::fs::create_dir(&policies).unwrap();
+        std::fs::write(policies.join("a.json"), "{}").unwrap();
+        let files = ConfigFiles::new(&config).with_dirs(&[&policies, &networks]);
+        assert!(files.changed().is_empty(), "absent then, absent now");
+        std::fs::write(&config, "").unwrap();
+        assert_eq!(files.changed(), std::slice::from_ref(&config), "made");
+        std::fs::write(policies.join("b.json"), "{}").unwrap();
+        std::fs::write(policies.join(".a.json.tmp"), "{ }").unwrap();
+        std::fs::rename(policies.join(".a.json.tmp"), policies.join("a.json")).unwrap();
+        std::fs::create_dir(&networks).unwrap();
+        assert_eq!(
+            files.changed(),
+            [networks.clone(), config.clone(), policies.join("a.json"), policies.join("b.json")]
+        );
+        let files = ConfigFiles::new(&config).with_dirs(&[&policies, &networks]);
+        std::fs::remove_file(policies.join("b.json")).unwrap();
+        assert_eq!(files.changed(), [policies.join("b.json")], "removed");
     }
 }

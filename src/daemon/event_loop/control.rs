@@ -26,6 +26,7 @@ pub(super) struct Context<'a> {
     pub(super) jobs: &'a mpsc::UnboundedSender<Job>,
     pub(super) workloads: &'a Path,
     pub(super) notifier: &'a Notifier,
+    pub(super) config_files: &'a upgrade::ConfigFiles,
 }
 
 /// The metrics as last rendered by the event loop, answered again for
@@ -59,7 +60,7 @@ pub(super) fn answer(
     shutting_down: bool,
     cx: &Context<'_>,
 ) -> bool {
-    let Context { validator, jobs, workloads, notifier } = *cx;
+    let Context { validator, jobs, workloads, notifier, config_files } = *cx;
     let (request, reply) = match control {
         Control::Metrics(reply) => {
             let now = std::time::Instant::now();
@@ -93,9 +94,10 @@ pub(super) fn answer(
             let _ = reply.send(response);
             changed
         }
-        Answered::Reload if upgrade::installed().is_some_and(|(_, replaced)| replaced) => {
-            // `systemctl reload paddock` after a package upgrade: take the new binary.
-            tracing::info!("reload asked after the binary was replaced: re-executing it, workloads keep running");
+        Answered::Reload if let Some(why) = upgrade::reload_reexecutes(config_files) => {
+            // `systemctl reload paddock` after a package upgrade, or an edit
+            // of paddock.toml: the new binary, or configuration, taken.
+            tracing::info!("reload asked: {why}; re-executing the daemon, workloads keep running");
             scans.want_upgrade(Some(reply));
             false
         }
