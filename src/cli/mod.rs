@@ -189,6 +189,9 @@ pub fn validator(names: &[String], dir: &Path, volumes_root: &Path, strict: bool
                 policy.name
             );
         }
+        for inert in policy.inert_rules() {
+            tracing::warn!("policy {}: {inert}", policy.name);
+        }
     }
     Ok(Validator::new(policies))
 }

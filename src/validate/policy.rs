@@ -140,6 +140,18 @@ impl Policy {
         found
     }
 
+    /// The rules of this policy that check nothing, though each looks as
+    /// if it did: a keyword that applies to another type than the values
+    /// it is written for have (`maximum` on a size, which a policy sees
+    /// as a string such as "256MiB"), `format` (a note in JSON Schema
+    /// 2020-12, not a check), and a word that is no keyword (`minimun`).
+    /// Each said as where it is, and why.
+    pub fn inert_rules(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        inert_rules(&self.document, Some(""), super::workload_document(), &mut found);
+        found
+    }
+
     /// Every refusal of this policy, located in the source.
     pub fn check(&self, effective: &Value, spans: &SpanIndex) -> Vec<Problem> {
         let mut problems = Vec::new();
@@ -193,6 +205,136 @@ fn unknown_keys(node: &Value, pointer: &str, manifest: &Value, found: &mut Vec<(
         if let Some(rule) = node.get(one) {
             unknown_keys(rule, pointer, manifest, found);
         }
+    }
+}
+
+/// JSON Schema 2020-12's keywords, by the type of value each checks
+/// (None: any value, or none: annotations and applicators).
+const KEYWORDS: &[(&str, Option<&str>)] = &[
+    ("minimum", Some("number")),
+    ("maximum", Some("number")),
+    ("exclusiveMinimum", Some("number")),
+    ("exclusiveMaximum", Some("number")),
+    ("multipleOf", Some("number")),
+    ("pattern", Some("string")),
+    ("minLength", Some("string")),
+    ("maxLength", Some("string")),
+    ("items", Some("array")),
+    ("prefixItems", Some("array")),
+    ("contains", Some("array")),
+    ("minContains", Some("array")),
+    ("maxContains", Some("array")),
+    ("minItems", Some("array")),
+    ("maxItems", Some("array")),
+    ("uniqueItems", Some("array")),
+    ("unevaluatedItems", Some("array")),
+    ("properties", Some("object")),
+    ("patternProperties", Some("object")),
+    ("additionalProperties", Some("object")),
+    ("unevaluatedProperties", Some("object")),
+    ("propertyNames", Some("object")),
+    ("required", Some("object")),
+    ("dependentRequired", Some("object")),
+    ("dependentSchemas", Some("object")),
+    ("minProperties", Some("object")),
+    ("maxProperties", Some("object")),
+    ("type", None),
+    ("enum", None),
+    ("const", None),
+    ("allOf", None),
+    ("anyOf", None),
+    ("oneOf", None),
+    ("not", None),
+    ("if", None),
+    ("then", None),
+    ("else", None),
+    ("format", None),
+    ("$schema", None),
+    ("$id", None),
+    ("$ref", None),
+    ("$defs", None),
+    ("$comment", None),
+    ("$anchor", None),
+    ("$dynamicRef", None),
+    ("$dynamicAnchor", None),
+    ("$vocabulary", None),
+    ("title", None),
+    ("description", None),
+    ("default", None),
+    ("examples", None),
+    ("deprecated", None),
+    ("readOnly", None),
+    ("writeOnly", None),
+    ("contentEncoding", None),
+    ("contentMediaType", None),
+    ("contentSchema", None),
+];
+
+/// `Policy::inert_rules` of the subschema `node`, which applies to the
+/// manifest's value at `pointer` (None: a value the walk cannot name,
+/// under `patternProperties` say).
+fn inert_rules(node: &Value, pointer: Option<&str>, manifest: &Value, found: &mut Vec<String>) {
+    let Some(node) = node.as_object() else { return };
+    let at = pointer.map_or_else(|| "a rule".to_owned(), |p| if p.is_empty() { "/".to_owned() } else { p.to_owned() });
+    let is_type = |t: &str, of: &str| t == of || (of == "number" && t == "integer");
+    let value_type = pointer.and_then(|p| super::describe::value_type(manifest, p));
+    for key in node.keys() {
+        match KEYWORDS.iter().find(|(k, _)| k == key) {
+            None => {
+                let closest = super::describe::did_you_mean(key, KEYWORDS.iter().map(|(k, _)| *k));
+                let closest = closest.map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+                found.push(format!("{at}: `{key}` is no JSON Schema keyword{closest}: it checks nothing"));
+            }
+            Some((_, Some(applies))) if value_type.is_some_and(|t| !is_type(t, applies)) => {
+                let t = value_type.unwrap_or_default();
+                let hint = match (t, *applies) {
+                    ("string", "number") => {
+                        " (a size or a duration is a string such as \"256MiB\" or \"10s\" to a policy: write a `pattern`)"
+                    }
+                    _ => "",
+                };
+                let a = if t.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+                found.push(format!(
+                    "{at}: `{key}` checks {applies} values, and this one is {a} {t}: it never refuses{hint}"
+                ));
+            }
+            Some(("format", _)) => found.push(format!(
+                "{at}: `format` is not checked (JSON Schema 2020-12 takes it as a note): write a `pattern`"
+            )),
+            Some(_) => {}
+        }
+    }
+    let child = |key: &str| pointer.map(|p| format!("{p}/{key}"));
+    for (name, sub) in ["properties"].iter().flat_map(|k| node.get(*k).and_then(Value::as_object)).flatten() {
+        inert_rules(sub, child(name).as_deref(), manifest, found);
+    }
+    for map in ["patternProperties", "dependentSchemas", "$defs"] {
+        for sub in node.get(map).and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
+            inert_rules(sub, None, manifest, found);
+        }
+    }
+    for one in ["items", "contains", "unevaluatedItems"] {
+        if let Some(sub) = node.get(one) {
+            inert_rules(sub, child("0").as_deref(), manifest, found);
+        }
+    }
+    for one in ["additionalProperties", "unevaluatedProperties", "propertyNames"] {
+        if let Some(sub) = node.get(one) {
+            inert_rules(sub, None, manifest, found);
+        }
+    }
+    for one in ["not", "if", "then", "else"] {
+        if let Some(sub) = node.get(one) {
+            inert_rules(sub, pointer, manifest, found);
+        }
+    }
+    for each in ["allOf", "anyOf", "oneOf"] {
+        for sub in node.get(each).and_then(Value::as_array).into_iter().flatten() {
+            inert_rules(sub, pointer, manifest, found);
+        }
+    }
+    for sub in node.get("prefixItems").and_then(Value::as_array).into_iter().flatten() {
+        inert_rules(sub, None, manifest, found);
     }
 }
 
@@ -345,6 +487,42 @@ mod tests {
                 ("/usr".to_owned(), Some("user".to_owned())),
                 ("/security/privilegd".to_owned(), Some("privileged".to_owned())),
                 ("/mounts/0/sorce".to_owned(), Some("source".to_owned())),
+            ]
+        );
+    }
+
+    /// A rule that checks nothing though it looks as if it did is found:
+    /// a cap on a size (a string to a policy), `format` (a note in JSON
+    /// Schema 2020-12), a misspelt keyword. (Each compiled and refused
+    /// nothing, silently.) The built-in policies have none.
+    #[test]
+    fn rules_that_check_nothing_are_found() {
+        let catalog = PolicyCatalog::load(None, Path::new("/var/lib/paddock/volumes")).unwrap();
+        for name in catalog.names().map(str::to_owned).collect::<Vec<_>>() {
+            let policy = catalog.select(std::slice::from_ref(&name)).unwrap().remove(0);
+            assert_eq!(policy.inert_rules(), Vec::<String>::new(), "{name}");
+        }
+        let text = r#"{"properties": {
+            "resources": {"properties": {"memory": {"maximum": 1073741824}, "pids": {"maximum": 100}}},
+            "stop": {"properties": {"timeout": {"exclusiveMaximum": 30}}},
+            "user": {"minimun": 1, "pattern": "^1"},
+            "mounts": {"items": {"properties": {"source": {"format": "uri", "maxLength": 64}}}}
+        }}"#;
+        let policy = Policy::compile("mine", PolicySource::BuiltIn, text, Path::new("/v")).unwrap();
+        let size = " (a size or a duration is a string such as \"256MiB\" or \"10s\" to a policy: write a `pattern`)";
+        assert_eq!(
+            policy.inert_rules(),
+            [
+                "/mounts/0/source: `format` is not checked (JSON Schema 2020-12 takes it as a note): write a `pattern`"
+                    .to_owned(),
+                format!(
+                    "/resources/memory: `maximum` checks number values, and this one is a string: it never refuses{size}"
+                ),
+                format!(
+                    "/stop/timeout: `exclusiveMaximum` checks number values, and this one is a string: it never refuses{size}"
+                ),
+                "/user: `minimun` is no JSON Schema keyword (did you mean `minimum`?): it checks nothing".to_owned(),
+                "/user: `pattern` checks string values, and this one is an integer: it never refuses".to_owned(),
             ]
         );
     }
