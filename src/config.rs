@@ -59,9 +59,10 @@ pub struct Config {
     #[serde(default = "defaults::start_timeout")]
     pub start_timeout: Duration,
     /// How long the daemon's own stop (SIGTERM) may take: what is still
-    /// running then is killed, so the daemon exits before its unit's
-    /// `TimeoutStopSec=` (90 s) has systemd kill it and leave sandboxes
-    /// running. A workload's longer `stop.timeout` is cut short by it.
+    /// running then is killed, and the daemon exits. It asks systemd to
+    /// wait that long and 10 s more (EXTEND_TIMEOUT_USEC), past the unit's
+    /// `TimeoutStopSec=` if need be. A workload's longer `stop.timeout`
+    /// is cut short by it.
     #[serde(default = "defaults::shutdown_timeout")]
     pub shutdown_timeout: Duration,
     /// Where to serve Prometheus metrics, e.g. "127.0.0.1:9464"; empty: off.

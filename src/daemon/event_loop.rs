@@ -217,6 +217,20 @@ fn answer_all(waiting: Vec<oneshot::Sender<Response>>, message: &str) {
     }
 }
 
+/// How long past `shutdown_timeout` the daemon's stop may take: the last
+/// kill heard, the networks undone, the exit.
+const STOP_MARGIN: Duration = Duration::from_secs(10);
+
+/// What the daemon tells systemd as it begins to stop: that it stops,
+/// and to wait for it as long as `shutdown_timeout` lets the workloads
+/// stop (EXTEND_TIMEOUT_USEC, systemd 236 on), so that a shutdown_timeout
+/// longer than the unit's `TimeoutStopSec=` is not cut short by systemd
+/// killing the daemon, which would leave the workloads running with no
+/// one to stop them.
+fn stopping(shutdown_timeout: Duration) -> String {
+    format!("STOPPING=1\nEXTEND_TIMEOUT_USEC={}", (shutdown_timeout + STOP_MARGIN).as_micros())
+}
+
 /// Answers, as the daemon is about to re-execute itself, what would
 /// otherwise see its connection closed with no answer: the upgrade's
 /// clients, the reloads waiting for a scan, and every request still queued
@@ -483,7 +497,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                     scans.abandon_upgrade();
                     shutting_down = true;
                     out_of_time = tokio::time::Instant::now() + shutdown_timeout;
-                    let _ = notifier.notify("STOPPING=1");
+                    let _ = notifier.notify(&stopping(shutdown_timeout));
                     daemon.shutdown(Clock::read());
                 }
             },
