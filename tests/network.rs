@@ -683,6 +683,37 @@ fn a_network_from_the_networks_directory_is_used_by_name() {
     });
 }
 
+/// `-p` on a manifest that says `network = "private"` is refused at that
+/// line, with nothing made: the bridge is `-p`'s network only where the
+/// manifest names none. (It was put in place of the written one.)
+#[test]
+fn paddock_run_p_refuses_a_network_the_manifest_says_is_private() {
+    let d = prepared();
+    std::fs::write(d.path("out/private.toml"), sleeper("[namespaces]\nnetwork = \"private\"")).unwrap();
+    let mut run = paddock_run(&d, &["-p", "8097:80"], &d.path("out/private.toml"), &[])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while run.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            run.kill().unwrap();
+            run.wait().unwrap();
+            panic!("started on the bridge in place of its private network");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(125), "{err}");
+    let at = format!(
+        "{}:4:11: error: `-p` publishes ports, and this network is private",
+        d.path("out/private.toml").display()
+    );
+    assert!(err.contains(&at) && err.contains("nothing was started"), "{err}");
+    assert_eq!(leftovers(&d), NOTHING);
+}
+
 #[test]
 fn paddock_run_publishes_a_port_like_docker_run_p_and_undoes_it_at_the_end() {
     let d = prepared();

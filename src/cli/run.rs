@@ -44,7 +44,8 @@ pub struct RunArgs {
     /// Publish a port, as `docker run -p`: HOST_PORT:PORT,
     /// HOST_IP:HOST_PORT:PORT, with /udp or /sctp when not TCP; added to
     /// the manifest's `ports`. The workload gets the bridge network unless
-    /// its manifest names another. Repeat for more ports.
+    /// its manifest names another (`private` is refused). Repeat for more
+    /// ports.
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     pub publish: Vec<crate::model::PortMapping>,
 
@@ -162,6 +163,18 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
         let m = &mut spec.manifest;
         m.ports.extend(args.publish.iter().copied());
         if m.namespaces.network == crate::model::Network::Private {
+            // Private by default, the bridge then; written, it is refused
+            // rather than replaced.
+            let written = crate::validate::spans_of(&text).value_span("/namespaces/network");
+            if let Some(span) = written {
+                let refusal = crate::validate::Problem::error(
+                    Some(span),
+                    "`-p` publishes ports, and this network is private (loopback only): nothing could reach them",
+                )
+                .with_help("remove this line to run it on the bridge network, or name a network that publishes ports");
+                eprint!("{}", render(&refusal, &file, &text, Color::Never));
+                return Err(CliError::new(PADDOCK_FAILED, format!("{file} with -p is invalid; nothing was started")));
+            }
             m.namespaces.network = crate::model::Network::Cni(crate::model::BRIDGE.to_owned());
         }
         let problems = validator.recheck(m);
