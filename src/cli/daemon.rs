@@ -134,6 +134,12 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     }
     let networks =
         crate::network::Networks::load(&config.network, &state_dir, &config.run_dir).or_fail(CONFIG_ERROR)?;
+    for file in networks.not_read() {
+        tracing::warn!(
+            file = %file.display(),
+            "not read: only NAME.conflist files (CNI network lists) are networks; a single plugin's .conf goes in a list's \"plugins\", in a file NAME.conflist"
+        );
+    }
     for refused in networks.refusals() {
         tracing::error!(
             file = %refused.path.display(),

@@ -199,6 +199,9 @@ pub struct Networks {
     runs: bool,
     /// What `load` refused in the networks directory.
     refused: Vec<Refused>,
+    /// The directory's files that are not `*.conflist` (a CNI `.conf` of
+    /// one plugin, say): not read, to be said.
+    not_read: Vec<PathBuf>,
 }
 
 /// An IPv4 subnet, `a.b.c.d/n`.
@@ -266,6 +269,7 @@ impl Networks {
             dirs: PluginDirs(config.plugin_dirs.clone()),
             lists: BTreeMap::new(),
             refused: Vec::new(),
+            not_read: Vec::new(),
             run_dir: run_dir.to_owned(),
             records: state_dir.join("networks"),
             runs: false,
@@ -289,11 +293,16 @@ impl Networks {
                     Vec::new()
                 }
                 Ok(()) => {
-                    let mut paths: Vec<PathBuf> = entries
+                    let (mut paths, mut others): (Vec<PathBuf>, Vec<PathBuf>) = entries
                         .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| p.extension().is_some_and(|x| x == "conflist"))
-                        .collect();
+                        .partition(|p| p.extension().is_some_and(|x| x == "conflist"));
                     paths.sort();
+                    others.retain(|p| {
+                        let name = p.file_name().unwrap_or_default().to_string_lossy();
+                        p.is_file() && !crate::model::is_ignored_file_name(&name)
+                    });
+                    others.sort();
+                    networks.not_read = others;
                     paths
                 }
             },
@@ -336,6 +345,11 @@ impl Networks {
     /// What was refused in the networks directory (see `load`).
     pub fn refusals(&self) -> &[Refused] {
         &self.refused
+    }
+
+    /// The networks directory's files `load` did not read: not `*.conflist`.
+    pub fn not_read(&self) -> &[PathBuf] {
+        &self.not_read
     }
 
     /// Why the network `name` is refused, when it is: its definition was,
@@ -439,12 +453,16 @@ mod tests {
             ("a.conflist", list("dup")),
             ("b.conflist", list("dup")),
             ("notes.txt", "not a network".to_owned()),
+            ("87-podman.conf", list("podman")),
+            (".10-lan.conflist.swp", String::new()),
         ] {
             std::fs::write(dir.path().join(file), text).unwrap();
         }
         let config = NetworkConfig { networks_dir: dir.path().to_owned(), ..NetworkConfig::default() };
         let networks = Networks::load(&config, Path::new("/s"), Path::new("/r")).unwrap();
         assert_eq!(networks.names(), ["bridge", "lan"]);
+        // Not read, and said (an editor's swap file is not).
+        assert_eq!(networks.not_read(), [dir.path().join("87-podman.conf"), dir.path().join("notes.txt")]);
         let refused: Vec<(Option<&str>, &str)> =
             networks.refusals().iter().map(|r| (r.network.as_deref(), r.reason.as_str())).collect();
         let at = |file: &str| dir.path().join(file).display().to_string();
