@@ -98,6 +98,21 @@ fn settings_that_would_do_nothing_are_warned_of() {
         common::lines("t.toml", privileged, &checked),
         ["6:16: warning: a privileged workload holds every capability already"]
     );
+    // A mount's set-user-id bits, which no_new_privileges (the default) makes
+    // the kernel ignore (baseline refuses setuid mounts; privileged lets them).
+    let setuid = "command = [\"x\"]\n[[mounts]]\nsource = \"/srv\"\ntarget = \"/srv\"\nsetuid = true\n";
+    let checked = common::check(&["privileged"], "t.toml", setuid);
+    assert_eq!(
+        common::lines("t.toml", setuid, &checked),
+        [
+            "5:10: warning: `setuid = true` does nothing while no_new_privileges is set (the default): the kernel ignores set-user-id bits and file capabilities then"
+        ]
+    );
+    let honoured = format!("{setuid}[security]\nno_new_privileges = false\n");
+    assert_eq!(
+        common::lines("t.toml", &honoured, &common::check(&["privileged"], "t.toml", &honoured)),
+        [] as [&str; 0]
+    );
     // Every other signal is passed on by the init.
     expect(
         "command = [\"x\"]\n[stop]\nsignal = \"SIGSTOP\"\n",

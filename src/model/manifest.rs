@@ -160,7 +160,8 @@ pub struct Mount {
     pub idmap: bool,
 
     /// Honour set-user-ID and set-group-ID bits and file capabilities of
-    /// the files on this mount. Off by default (the mount is `nosuid`);
+    /// the files on this mount, where no_new_privileges is off (with it,
+    /// the kernel ignores them). Off by default (the mount is `nosuid`);
     /// the baseline policy refuses it.
     #[serde(default)]
     pub setuid: bool,

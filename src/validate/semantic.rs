@@ -180,6 +180,18 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
             ),
         );
     }
+    if m.security.no_new_privileges {
+        for (i, _) in m.mounts.iter().enumerate().filter(|(_, mount)| mount.setuid) {
+            problems.push(
+                Problem::warning(
+                    at(&format!("/mounts/{i}/setuid")),
+                    "`setuid = true` does nothing while no_new_privileges is set (the default): the kernel ignores \
+                     set-user-id bits and file capabilities then",
+                )
+                .with_help("remove it, or set no_new_privileges = false in [security] (which baseline refuses)"),
+            );
+        }
+    }
     if m.resources.memory.is_some_and(|size| size.bytes() == 0) {
         problems.push(
             Problem::error(at("/resources/memory"), "a memory limit of 0 leaves the workload no memory at all")
