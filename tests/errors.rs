@@ -410,3 +410,53 @@ fn a_network_whose_definition_is_refused_is_warned_of_by_check() {
     let checked = validator.validate("t.toml", text, HostChecks::Require);
     assert_eq!(common::lines("t.toml", text, &checked), ["3:11: error: no network `wan` on this host"]);
 }
+
+/// A bind keeps the flags of the host's mount it is made from: asking a
+/// directory the host mounts read-only, nosuid or nodev for writes, set-user-id
+/// bits or devices is warned at the key that asks, for it would be ignored
+/// (the workload's writes would fail, its bits be ignored). (Said nowhere.)
+#[test]
+fn what_the_hosts_own_mount_of_a_source_keeps_from_a_workload_is_warned_of() {
+    use paddock::validate::HostChecks;
+    assert!(nix::unistd::geteuid().is_root(), "this test mounts a tmpfs: run it as root");
+    let dir = tempfile::tempdir().unwrap();
+    let flags = nix::mount::MsFlags::MS_RDONLY | nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV;
+    nix::mount::mount(Some("tmpfs"), dir.path(), Some("tmpfs"), flags, None::<&str>).unwrap();
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(dir.path());
+    let source = dir.path().display();
+    let text = format!(
+        "command = [\"x\"]\n[[mounts]]\nsource = \"{source}\"\ntarget = \"/data\"\nreadonly = false\nsetuid = true\ndevices = true\n"
+    );
+    let checked = common::validator(&["privileged"]).validate("t.toml", &text, HostChecks::Require);
+    let lines = common::lines("t.toml", &text, &checked);
+    let said = |line: &str| lines.iter().any(|l| l == line);
+    assert!(
+        said(&format!(
+            "5:12: warning: this host mounts {source} read-only: `readonly = false` cannot make it writable"
+        )),
+        "{lines:?}"
+    );
+    assert!(
+        said(&format!(
+            "6:10: warning: this host mounts {source} nosuid: `setuid = true` cannot honour set-user-id bits there"
+        )),
+        "{lines:?}"
+    );
+    assert!(
+        said(&format!(
+            "7:11: warning: this host mounts {source} nodev: `devices = true` cannot open device files there"
+        )),
+        "{lines:?}"
+    );
+    assert!(checked.spec.is_some(), "warnings: it may start");
+    // A read-only mount asked of it is no warning.
+    let text = format!("command = [\"x\"]\n[[mounts]]\nsource = \"{source}\"\ntarget = \"/data\"\n");
+    let checked = common::validator(&["privileged"]).validate("t.toml", &text, HostChecks::Require);
+    assert_eq!(common::lines("t.toml", &text, &checked), [] as [&str; 0]);
+}

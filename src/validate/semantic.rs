@@ -324,21 +324,62 @@ pub fn host_checks(m: &Manifest, spans: &SpanIndex, mode: HostChecks) -> Vec<Pro
     let at = |pointer: &str| spans.value_span(pointer).or_else(|| spans.locate(pointer));
     let mut problems = Vec::new();
     match std::fs::metadata(&m.rootfs.path) {
-        Ok(meta) if meta.is_dir() => {}
+        Ok(meta) if meta.is_dir() => {
+            let wanted = Wanted { writable: !m.rootfs.readonly, setuid: false, devices: false };
+            problems.extend(host_mount_refuses(&m.rootfs.path, wanted, &|key| at(&format!("/rootfs/{key}"))));
+        }
         Ok(_) => {
             problems.push(make(at("/rootfs/path"), format!("rootfs {} is not a directory", m.rootfs.path.display())))
         }
         Err(e) => problems.push(make(at("/rootfs/path"), format!("rootfs {}: {e}", m.rootfs.path.display()))),
     }
     for (i, mount) in m.mounts.iter().enumerate() {
-        if let Err(e) = std::fs::metadata(&mount.source) {
-            problems.push(
+        match std::fs::metadata(&mount.source) {
+            Ok(_) => {
+                let wanted = Wanted { writable: !mount.readonly, setuid: mount.setuid, devices: mount.devices };
+                problems.extend(host_mount_refuses(&mount.source, wanted, &|key| at(&format!("/mounts/{i}/{key}"))));
+            }
+            Err(e) => problems.push(
                 make(at(&format!("/mounts/{i}/source")), format!("mount source {}: {e}", mount.source.display()))
                     .with_help("create it on this host before the workload starts"),
-            );
+            ),
         }
     }
     problems
+}
+
+/// What a manifest asks of a host directory's mount.
+#[derive(Clone, Copy)]
+struct Wanted {
+    writable: bool,
+    setuid: bool,
+    devices: bool,
+}
+
+/// What the host's own mount of `path` keeps from what is `wanted` (a
+/// bind keeps the flags of the mount it is made from: it can add
+/// restrictions, never lift them, as Docker's `-v` does): a warning at
+/// the key that asks for it, for it would be ignored.
+fn host_mount_refuses(
+    path: &Path,
+    wanted: Wanted,
+    at: &dyn Fn(&str) -> Option<std::ops::Range<usize>>,
+) -> Vec<Problem> {
+    use nix::sys::statvfs::FsFlags;
+    let Ok(flags) = nix::sys::statvfs::statvfs(path).map(|s| s.flags()) else { return Vec::new() };
+    let shown = path.display();
+    [
+        (wanted.writable, FsFlags::ST_RDONLY, "readonly", "read-only", "`readonly = false` cannot make it writable"),
+        (wanted.setuid, FsFlags::ST_NOSUID, "setuid", "nosuid", "`setuid = true` cannot honour set-user-id bits there"),
+        (wanted.devices, FsFlags::ST_NODEV, "devices", "nodev", "`devices = true` cannot open device files there"),
+    ]
+    .into_iter()
+    .filter(|(asked, flag, ..)| *asked && flags.contains(*flag))
+    .map(|(_, _, key, how, what)| {
+        Problem::warning(at(key), format!("this host mounts {shown} {how}: {what}"))
+            .with_help(format!("mount it on the host without {how}, or use another directory"))
+    })
+    .collect()
 }
 
 /// The networks a manifest may name (see `Validator::with_networks`).
