@@ -63,7 +63,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     let config_path = args.config.clone().unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
     let config_files = crate::daemon::upgrade::ConfigFiles::new(&config_path);
     let config = super::load_config(args.config.as_deref()).or_fail(CONFIG_ERROR)?;
-    let config_files = config_files.with_dirs(&[&config.policy_dir, &config.network.networks_dir]);
+    let config_files = config_files.with_dirs(&config.policy_dir, &config.network.networks_dir);
     let workloads = args.workloads.unwrap_or_else(|| config.workloads.clone());
     let state_dir = args.state_dir.unwrap_or_else(|| config.state_dir.clone());
     let socket = args.socket.unwrap_or_else(|| config.socket.clone());

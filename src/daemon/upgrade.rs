@@ -51,42 +51,63 @@ pub fn identity(binary: &std::path::Path) -> Option<Identity> {
 }
 
 /// What the daemon's configuration was read from, as it was then: the
-/// configuration file, and the files of the directories it names for the
-/// operators' policies and the network definitions. The daemon reads them
-/// once, at its start; a reload that finds any of them changed re-executes
-/// the daemon (as `paddock upgrade` does, every workload kept running) so
-/// that the change applies, where it would have been ignored.
+/// configuration file, the operators' policies (`*.json` in policy_dir)
+/// and the network definitions (`*.conflist` in networks_dir), each taken
+/// before it is read. The daemon reads them once, at its start; a reload
+/// that finds any of them changed re-executes the daemon (as `paddock
+/// upgrade` does, every workload kept running) so that the change applies,
+/// where it would have been ignored. What the daemon does not read (an
+/// editor's swap file, a subdirectory) is no change.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigFiles {
-    files: Vec<PathBuf>,
-    dirs: Vec<PathBuf>,
+    file: PathBuf,
+    /// Each directory, and the ending of the names read from it.
+    dirs: Vec<(PathBuf, &'static str)>,
     taken: std::collections::BTreeMap<PathBuf, Option<Identity>>,
 }
 
 impl ConfigFiles {
-    /// The file at `path` (which may be absent: the defaults apply), as it is now.
+    /// The configuration file at `path` (which may be absent: the
+    /// defaults apply), as it is now.
     pub fn new(path: &std::path::Path) -> Self {
-        let mut files = Self { files: vec![path.to_owned()], ..Self::default() };
+        let mut files = Self { file: path.to_owned(), ..Self::default() };
         files.taken = files.now();
         files
     }
 
-    /// And the files of `dirs`, as they are now (taken before they are read).
-    pub fn with_dirs(mut self, dirs: &[&std::path::Path]) -> Self {
-        self.dirs.extend(dirs.iter().map(|d| d.to_path_buf()));
+    /// And the policies and network definitions, as they are now (taken
+    /// before they are read); the configuration file as it was taken.
+    pub fn with_dirs(mut self, policy_dir: &std::path::Path, networks_dir: &std::path::Path) -> Self {
+        self.dirs = vec![(policy_dir.to_owned(), ".json"), (networks_dir.to_owned(), ".conflist")];
+        let file = self.taken.remove(&self.file).flatten();
         self.taken = self.now();
+        self.taken.insert(self.file.clone(), file);
         self
+    }
+
+    /// The same files taken again, as they are now.
+    pub fn retaken(&self) -> Self {
+        Self { taken: self.now(), ..self.clone() }
     }
 
     fn now(&self) -> std::collections::BTreeMap<PathBuf, Option<Identity>> {
         use std::os::unix::fs::MetadataExt;
-        // A directory by which one it is (its change time moves with each
-        // entry, and its entries are taken one by one).
-        let dirs =
-            self.dirs.iter().map(|dir| (dir.clone(), std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino(), 0, 0))));
-        let entries = self.dirs.iter().flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten());
-        let files = self.files.iter().cloned().chain(entries.map(|e| e.path()));
-        files.map(|path| (path.clone(), identity(&path))).chain(dirs).collect()
+        let mut taken = std::collections::BTreeMap::new();
+        taken.insert(self.file.clone(), identity(&self.file));
+        for (dir, ending) in &self.dirs {
+            // A directory by which one it is (its change time moves with
+            // every entry, read or not).
+            let which = std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino(), 0, 0));
+            taken.insert(dir.clone(), which);
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.ends_with(ending) && !crate::model::is_ignored_file_name(&name) {
+                    taken.insert(entry.path(), identity(&entry.path()));
+                }
+            }
+        }
+        taken
     }
 
     /// What differs now from what was taken: files changed, added or removed.
@@ -316,6 +337,21 @@ mod tests {
         wait_gone(b"/bin/sleep\x001002.5", "what the check started");
     }
 
+    /// The configuration file is as it was taken before it was read: an
+    /// edit between that and the directories' taking is a change.
+    #[test]
+    fn the_configuration_file_is_as_it_was_before_it_was_read() {
+        use super::ConfigFiles;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("paddock.toml");
+        std::fs::write(&config, "").unwrap();
+        let files = ConfigFiles::new(&config);
+        std::fs::write(dir.path().join(".new"), "policies = [\"privileged\"]\n").unwrap();
+        std::fs::rename(dir.path().join(".new"), &config).unwrap();
+        let files = files.with_dirs(&dir.path().join("p"), &dir.path().join("n"));
+        assert_eq!(files.changed(), [config]);
+    }
+
     /// A reload reads the configuration again when paddock.toml, or a
     /// file of the policies' or the networks' directory, is written,
     /// added or removed since it was read (a file replaced by a rename
@@ -328,7 +364,7 @@ mod tests {
             (dir.path().join("paddock.toml"), dir.path().join("policies"), dir.path().join("networks"));
         std::fs::create_dir(&policies).unwrap();
         std::fs::write(policies.join("a.json"), "{}").unwrap();
-        let files = ConfigFiles::new(&config).with_dirs(&[&policies, &networks]);
+        let files = ConfigFiles::new(&config).with_dirs(&policies, &networks);
         assert!(files.changed().is_empty(), "absent then, absent now");
         std::fs::write(&config, "").unwrap();
         assert_eq!(files.changed(), std::slice::from_ref(&config), "made");
@@ -340,8 +376,20 @@ mod tests {
             files.changed(),
             [networks.clone(), config.clone(), policies.join("a.json"), policies.join("b.json")]
         );
-        let files = ConfigFiles::new(&config).with_dirs(&[&policies, &networks]);
+        let files = files.retaken();
+        assert!(files.changed().is_empty(), "taken again");
         std::fs::remove_file(policies.join("b.json")).unwrap();
         assert_eq!(files.changed(), [policies.join("b.json")], "removed");
+        // What the daemon does not read is no change: an editor's swap
+        // file, a subdirectory, a file of another kind.
+        let files = files.retaken();
+        std::fs::write(policies.join(".a.json.swp"), "x").unwrap();
+        std::fs::create_dir(policies.join("old")).unwrap();
+        std::fs::write(networks.join("notes.txt"), "x").unwrap();
+        assert!(files.changed().is_empty(), "{:?}", files.changed());
+        // An edit in place (a later change time; the clock's tick is coarse).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(policies.join("a.json"), "{\"title\": \"a\"}").unwrap();
+        assert_eq!(files.changed(), [policies.join("a.json")], "edited in place");
     }
 }
