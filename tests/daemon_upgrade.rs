@@ -531,3 +531,24 @@ fn a_reload_after_the_configuration_changed_reads_it_again_every_workload_kept()
     assert_eq!(reload(&d), "nothing changed\n");
     assert_eq!(d.terminate(), 0);
 }
+
+/// A policy tightened and taken by a reload applies to what runs: a
+/// workload whose manifest it refuses is stopped, its file `invalid`, as
+/// the README says (an edit of a manifest keeps the running version; a
+/// stricter host does not).
+#[test]
+fn a_reload_after_a_policy_is_tightened_stops_what_it_refuses() {
+    let (mut d, _, web, daemon) = upgradable_web();
+    // restricted wants memory and pids limits, which SLEEPER has not.
+    d.configure("policy_dir = ", "policies = [\"restricted\"]\npolicy_dir = ");
+    let out = d.paddock(&["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("re-executing "));
+    d.wait_for("web refused and stopped", |d| {
+        d.workload("web").is_some_and(|w| w["state"] == "invalid") && gone(web)
+    });
+    assert_eq!(d.child.as_ref().unwrap().id(), daemon);
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("does not pass today's checks: it is stopped"), "{log}");
+    assert_eq!(d.terminate(), 0);
+}
