@@ -544,11 +544,38 @@ fn a_reload_after_a_policy_is_tightened_stops_what_it_refuses() {
     let out = d.paddock(&["reload"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("re-executing "));
-    d.wait_for("web refused and stopped", |d| {
-        d.workload("web").is_some_and(|w| w["state"] == "invalid") && gone(web)
-    });
+    d.wait_for("web refused and stopped", |d| d.workload("web").is_some_and(|w| w["state"] == "invalid") && gone(web));
     assert_eq!(d.child.as_ref().unwrap().id(), daemon);
     let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
     assert!(log.contains("does not pass today's checks: it is stopped"), "{log}");
+    assert_eq!(d.terminate(), 0);
+}
+
+/// What a re-execution cannot change (where the records and id slices
+/// are, and the rest of `Fixed`) is refused by a reload's check, saying
+/// to restart instead, the daemon going on as it was; the next image
+/// would have found no record, left the workloads running unsupervised
+/// and started each again with its slice given anew.
+#[test]
+fn a_reload_refuses_a_state_dir_moved_in_the_configuration() {
+    let (mut d, _, web, daemon) = upgradable_web();
+    d.configure("state_dir = ", &format!("state_dir = {:?}\n#", d.path("state2").display().to_string()));
+    let out = d.paddock(&["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let said = format!(
+        "state_dir is {} here, {} in the running daemon: a re-execution (a reload or an upgrade) cannot change that",
+        d.path("state2").display(),
+        d.path("state").display()
+    );
+    assert!(err.contains(&said) && err.contains("systemctl restart paddock"), "{err}");
+    assert_eq!(d.running_pid("web"), web, "kept running");
+    assert_eq!(d.child.as_ref().unwrap().id(), daemon);
+    assert!(!d.path("state2").exists(), "nothing made there");
+    // Put back: the reload goes through.
+    d.configure(&format!("state_dir = {:?}\n#", d.path("state2").display().to_string()), "state_dir = ");
+    let out = d.paddock(&["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(d.running_pid("web"), web);
     assert_eq!(d.terminate(), 0);
 }

@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::{CliError, OrFail};
 use crate::config::metrics_address;
+use crate::daemon::upgrade::Fixed;
 use crate::daemon::{
     event_loop, executor, notify::Notifier, scan::check_directory, store::AccountStamps, store::DiskStore,
 };
@@ -62,10 +63,40 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     // Taken before they are read: an edit meanwhile makes the next reload read them again.
     let config_path = args.config.clone().unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
     let config_files = crate::daemon::upgrade::ConfigFiles::new(&config_path);
-    let config = super::load_config(args.config.as_deref()).or_fail(CONFIG_ERROR)?;
+    let mut config = super::load_config(args.config.as_deref()).or_fail(CONFIG_ERROR)?;
     let config_files = config_files.with_dirs(&config.policy_dir, &config.network.networks_dir);
     let workloads = args.workloads.unwrap_or_else(|| config.workloads.clone());
-    let state_dir = args.state_dir.unwrap_or_else(|| config.state_dir.clone());
+    let mut state_dir = args.state_dir.unwrap_or_else(|| config.state_dir.clone());
+    // What a re-execution cannot change: refused by the check that comes
+    // first; kept as the running daemon had it, should it change after.
+    let mut fixed = Fixed {
+        state_dir: state_dir.clone(),
+        run_dir: config.run_dir.clone(),
+        cgroup_root: config.cgroup_root.clone(),
+        remap: config.remap.clone(),
+        subnet: config.network.subnet.clone(),
+    };
+    if let Some(running) = Fixed::handed() {
+        let running = running.map_err(|e| CliError::new(CONFIG_ERROR, e))?;
+        let differences = fixed.differences(&running);
+        if !differences.is_empty() {
+            let message = format!(
+                "{}: a re-execution (a reload or an upgrade) cannot change that, for the workloads that run were started with it and are adopted through it; put it back, or apply it with `systemctl restart paddock` (which stops every workload, then starts them)",
+                differences.join("; ")
+            );
+            if args.validate {
+                return Err(CliError::new(CONFIG_ERROR, message));
+            }
+            tracing::error!("{message}; the running daemon's are kept until then");
+            state_dir = running.state_dir.clone();
+            config.run_dir = running.run_dir.clone();
+            config.cgroup_root = running.cgroup_root.clone();
+            config.remap = running.remap.clone();
+            config.network.subnet = running.subnet.clone();
+            fixed = running;
+        }
+    }
+    fixed.hand_on();
     let socket = args.socket.unwrap_or_else(|| config.socket.clone());
     if !workloads.exists() {
         return Err(CliError::new(

@@ -121,6 +121,65 @@ impl ConfigFiles {
     }
 }
 
+/// The environment variable through which a daemon gives what it
+/// executes (its next image, and the check of it first) the settings a
+/// re-execution cannot change (`Fixed`).
+pub const FIXED: &str = "PADDOCK_FIXED_SETTINGS";
+
+/// This daemon's `Fixed`, as its next image and the check of it get it.
+static HANDED_ON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// What a re-executed daemon keeps of its predecessor's configuration:
+/// where the records, id slices, kept state and logs are (`state_dir`),
+/// the network namespaces (`run_dir`), the cgroups (`cgroup_root`), how
+/// ids are remapped (`[remap]`) and the bridge's subnet. The workloads
+/// that run were started with them and are adopted through them: with
+/// another `state_dir`, the new image would find no record, leave them
+/// running unsupervised and start each again, its id slice given anew.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Fixed {
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub cgroup_root: PathBuf,
+    pub remap: crate::config::Remap,
+    pub subnet: String,
+}
+
+impl Fixed {
+    /// How these differ from `running`'s, each as `KEY is NEW here, OLD in the running daemon`.
+    pub fn differences(&self, running: &Fixed) -> Vec<String> {
+        let path = |key: &str, new: &std::path::Path, old: &std::path::Path| {
+            (new != old).then(|| format!("{key} is {} here, {} in the running daemon", new.display(), old.display()))
+        };
+        [
+            path("state_dir", &self.state_dir, &running.state_dir),
+            path("run_dir", &self.run_dir, &running.run_dir),
+            path("cgroup_root", &self.cgroup_root, &running.cgroup_root),
+            (self.remap != running.remap).then(|| "[remap] differs from the running daemon's".to_owned()),
+            (self.subnet != running.subnet)
+                .then(|| format!("[network] subnet is {} here, {} in the running daemon", self.subnet, running.subnet)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Gives these to the next image this daemon executes, and to the
+    /// check of it (`reexec`, `validate`).
+    pub fn hand_on(&self) {
+        if let Ok(text) = serde_json::to_string(self) {
+            let _ = HANDED_ON.set(text);
+        }
+    }
+
+    /// The running daemon's, when this process is its next image or the
+    /// check of it (taken from the environment); `Err` when it cannot be read.
+    pub fn handed() -> Option<Result<Fixed, String>> {
+        let text = crate::sandbox::take_env(FIXED)?;
+        Some(serde_json::from_str(&text).map_err(|e| format!("{FIXED}: {e}")))
+    }
+}
+
 /// Why a reload (SIGHUP, `paddock reload`) re-executes the daemon instead
 /// of rescanning: its binary was replaced (a package upgrade), or its
 /// configuration changed since it was read.
@@ -163,8 +222,12 @@ pub fn validate(binary: &std::path::Path, cancel: &std::sync::atomic::AtomicBool
         // paddock) ends with it, and its stderr with them.
         .process_group(0);
     // Nothing of this daemon's: it must not speak to systemd or take a socket.
-    for variable in ["NOTIFY_SOCKET", "JOURNAL_STREAM", LISTEN_FD] {
+    for variable in ["NOTIFY_SOCKET", "JOURNAL_STREAM", LISTEN_FD, FIXED] {
         command.env_remove(variable);
+    }
+    // What it may not change (refused, as the next image would keep it).
+    if let Some(fixed) = HANDED_ON.get() {
+        command.env(FIXED, fixed);
     }
     let mut child =
         command.spawn().map_err(|e| format!("cannot run {} to check the configuration: {e}", binary.display()))?;
@@ -244,7 +307,11 @@ pub fn reexec(binary: &std::path::Path, listener: &OwnedFd) -> ExecError {
     command
         .env_remove(crate::sandbox::zygote::PREDECESSOR)
         .env_remove(crate::sandbox::unreaped::INHERITED)
-        .env_remove(crate::sandbox::INHERITED_NOFILE_ENV);
+        .env_remove(crate::sandbox::INHERITED_NOFILE_ENV)
+        .env_remove(FIXED);
+    if let Some(fixed) = HANDED_ON.get() {
+        command.env(FIXED, fixed);
+    }
     // Workloads and execs get the open-files limit the first image was
     // started with, not the one it raised its own to.
     if let Some(soft) = crate::sandbox::inherited_nofile_env() {
