@@ -579,3 +579,30 @@ fn a_reload_refuses_a_state_dir_moved_in_the_configuration() {
     assert_eq!(d.running_pid("web"), web);
     assert_eq!(d.terminate(), 0);
 }
+
+/// A configuration edited while the new binary checked it is checked
+/// again before any exec: the new image would read the edit unchecked,
+/// and one that refused it would end the daemon (exit 78, not restarted
+/// by systemd), leaving the workloads unsupervised.
+#[test]
+fn a_configuration_edited_during_the_check_is_checked_again_before_any_exec() {
+    let (mut d, binary, web, daemon) = upgradable_web();
+    gated_check(&d, &binary);
+    std::thread::scope(|scope| {
+        let upgrade = scope.spawn(|| d.paddock(&["upgrade"]));
+        d.wait_for("the check to begin", |_| checking(&binary));
+        d.configure("policy_dir = ", "resync_interval = \"0s\"\npolicy_dir = ");
+        std::fs::write(d.path("out/go"), "").unwrap();
+        let out = upgrade.join().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("resync_interval cannot be 0"), "{err}");
+    });
+    let checks = std::fs::read_to_string(d.path("out/checks")).unwrap();
+    assert_eq!(checks.lines().count(), 2, "checked again");
+    assert!(exe_of(daemon).ends_with("(deleted)"), "not re-executed: {}", exe_of(daemon));
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("the configuration was edited while it was checked: checking again"), "{log}");
+    assert_eq!(d.running_pid("web"), web);
+    assert_eq!(d.terminate(), 0);
+}

@@ -98,7 +98,29 @@ struct Checked {
     binary: std::path::PathBuf,
     /// The file that was checked (`upgrade::identity`), taken before.
     identity: Option<upgrade::Identity>,
+    /// The configuration's files as they were checked, taken before.
+    config: upgrade::ConfigFiles,
     outcome: CheckOutcome,
+}
+
+impl Checked {
+    /// Whether the binary or the configuration changed since they were
+    /// checked (a second package upgrade, an edit): the exec would run
+    /// what no check saw, and a new image that refused it would end the
+    /// daemon. What changed, in words.
+    fn changed_since(
+        binary: &std::path::Path,
+        identity: Option<upgrade::Identity>,
+        config: &upgrade::ConfigFiles,
+    ) -> Option<&'static str> {
+        if upgrade::identity(binary) != identity {
+            Some("the binary was replaced")
+        } else if !config.changed().is_empty() {
+            Some("the configuration was edited")
+        } else {
+            None
+        }
+    }
 }
 
 enum CheckOutcome {
@@ -172,21 +194,26 @@ impl Scans {
     /// asked, beside the loop (workloads go on being restarted and answered
     /// meanwhile); its outcome comes as `Job::Checked`. Returns the clients
     /// and why, when it cannot begin.
-    fn begin_check(&mut self, jobs: &mpsc::UnboundedSender<Job>) -> Option<(Vec<oneshot::Sender<Response>>, String)> {
+    fn begin_check(
+        &mut self,
+        jobs: &mpsc::UnboundedSender<Job>,
+        config: &upgrade::ConfigFiles,
+    ) -> Option<(Vec<oneshot::Sender<Response>>, String)> {
         let waiting = self.upgrade.take()?;
         let Some((binary, _)) = upgrade::installed() else {
             return Some((waiting, "cannot find the installed binary (/proc/self/exe) to re-execute".to_owned()));
         };
         let checking = Checking { waiting, ..Checking::default() };
-        let (cancel, tx) = (checking.cancel.clone(), jobs.clone());
+        let (cancel, tx, config) = (checking.cancel.clone(), jobs.clone(), config.clone());
         let checker = move || {
             let identity = upgrade::identity(&binary);
+            let config = config.retaken();
             let outcome = match std::panic::catch_unwind(|| upgrade::validate(&binary, &cancel)) {
                 Ok(Ok(())) => CheckOutcome::Passed,
                 Ok(Err(said)) => CheckOutcome::Refused(said),
                 Err(_) => CheckOutcome::Failed,
             };
-            let _ = tx.send(Job::Checked(Checked { binary, identity, outcome }));
+            let _ = tx.send(Job::Checked(Checked { binary, identity, config, outcome }));
         };
         // A thread of its own, not the runtime's: the daemon's exit never
         // waits for it (a stop cancels it).
@@ -629,14 +656,15 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         }
         // The outcome of a check first: a passed one execs, serving the
         // upgrades asked meanwhile too.
-        if let Some(Checked { binary, identity, outcome }) = checked.take() {
+        if let Some(Checked { binary, identity, config, outcome }) = checked.take() {
             let waiting = scans.checking.take().map(|c| c.waiting).unwrap_or_default();
             if shutting_down {
                 // Its clients were told when the stop came (`abandon_upgrade`).
-            } else if upgrade::identity(&binary) != identity {
+            } else if let Some(what) = Checked::changed_since(&binary, identity, &config) {
                 // Replaced again while it was checked (a second package
-                // upgrade): the file there now is checked, whatever this said.
-                tracing::info!(binary = %binary.display(), "the binary was replaced while it was checked: checking the new one");
+                // upgrade), or the configuration edited: what is there now
+                // is checked, whatever this said.
+                tracing::info!(binary = %binary.display(), "{what} while it was checked: checking again");
                 scans.want_upgrade(waiting);
             } else if let Some(message) = outcome.refusal(&binary) {
                 refuse_upgrade(&mut daemon, &mut scans, waiting, message);
@@ -644,7 +672,8 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             } else {
                 let waiting = waiting.into_iter().chain(scans.upgrade.take().into_iter().flatten()).collect();
                 let heard = Heard { taker: &taker, channel: &mut heard, again: &requeue };
-                let upgrade = Upgrade { binary: &binary, identity, waiting, scans: &mut scans, control: &mut control };
+                let upgrade =
+                    Upgrade { binary: &binary, identity, config, waiting, scans: &mut scans, control: &mut control };
                 let replaced =
                     reexec(&mut daemon, &mut sandbox_rx, &handover, upgrade, start_timeout, &notifier, heard).await;
                 if let Some(waiting) = replaced {
@@ -655,7 +684,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         }
         if !shutting_down
             && scans.checking.is_none()
-            && let Some((waiting, message)) = scans.begin_check(&job_tx)
+            && let Some((waiting, message)) = scans.begin_check(&job_tx, &config_files)
         {
             refuse_upgrade(&mut daemon, &mut scans, waiting, message);
             again = true;
@@ -772,6 +801,8 @@ fn refuse_upgrade(daemon: &mut Daemon, scans: &mut Scans, waiting: Vec<oneshot::
 struct Upgrade<'a> {
     binary: &'a std::path::Path,
     identity: Option<upgrade::Identity>,
+    /// The configuration's files as they were checked.
+    config: upgrade::ConfigFiles,
     waiting: Vec<oneshot::Sender<Response>>,
     /// The reloads waiting for a scan, answered by the exec.
     scans: &'a mut Scans,
@@ -796,7 +827,7 @@ async fn reexec(
     notifier: &Notifier,
     heard: Heard<'_>,
 ) -> Option<Vec<oneshot::Sender<Response>>> {
-    let Upgrade { binary, identity, waiting, scans, control } = what;
+    let Upgrade { binary, identity, config, waiting, scans, control } = what;
     let _ = notifier.notify("RELOADING=1");
     // What the loop is asked meanwhile (a stop abandons the upgrade).
     let mut asked = Vec::new();
@@ -819,9 +850,10 @@ async fn reexec(
         (false, false) => Some("a workload is still starting, past its start_timeout: not upgraded; try again"),
         (true, false) => None,
     };
-    if refusal.is_none() && upgrade::identity(binary) != identity {
-        // Replaced since its check (while the starts settled): checked again.
-        tracing::info!(binary = %binary.display(), "the binary was replaced while upgrading: checking the new one");
+    let changed = refusal.is_none().then(|| Checked::changed_since(binary, identity, &config)).flatten();
+    if let Some(what) = changed {
+        // Since its check (while the starts settled): checked again.
+        tracing::info!(binary = %binary.display(), "{what} while upgrading: checking again");
         for signal in asked {
             let _ = heard.again.send(signal);
         }
