@@ -271,7 +271,7 @@ static int prepared_runs(int runs, long first) {
 }
 
 int main(int argc, char **argv) {
-    design = argc > 1 && argv[1][0] == '-' && strchr("spk", argv[1][1]) && !argv[1][2] ? argv[1][1] : 0;
+    design = argc > 1 && argv[1][0] == '-' && argv[1][1] && strchr("spk", argv[1][1]) && !argv[1][2] ? argv[1][1] : 0;
     int sandbox = design != 0;
     long first = 0;
     if (sandbox) {

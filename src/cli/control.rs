@@ -189,10 +189,8 @@ fn tell(report: &Report, past: bool) -> String {
     for warning in &report.warnings {
         // A manifest's own come rendered as `check` shows them, saying so.
         let rendered = warning.lines().next().is_some_and(|first| first.contains(": warning: "));
-        match rendered {
-            true => out += &format!("{warning}\n"),
-            false => out += &format!("warning: {warning}\n"),
-        }
+        let prefix = if rendered { "" } else { "warning: " };
+        out += &format!("{prefix}{warning}\n");
     }
     if report.actions.is_empty() && report.invalid.is_empty() {
         out += if past { "nothing changed\n" } else { "nothing to do\n" };

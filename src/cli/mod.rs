@@ -151,9 +151,10 @@ impl PolicyArgs {
     /// The validator for these policies (see `validator`).
     pub fn validator(&self, config: &Config, strict: bool) -> Result<Validator, ValidatorError> {
         let dir = self.policy_dir.as_ref().unwrap_or(&config.policy_dir);
-        match self.policies.is_empty() {
-            true => config_validator(config, dir, &self.volumes_root(config), strict),
-            false => validator(&self.policies, dir, &self.volumes_root(config), strict),
+        if self.policies.is_empty() {
+            config_validator(config, dir, &self.volumes_root(config), strict)
+        } else {
+            validator(&self.policies, dir, &self.volumes_root(config), strict)
         }
     }
 }

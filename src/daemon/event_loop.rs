@@ -271,21 +271,17 @@ fn answer_before_exec(
     text: &str,
 ) -> usize {
     let again = "the daemon is re-executing its binary (an upgrade), every workload running: ask again in a moment";
-    let mut told = 0;
-    for reply in served {
-        told += usize::from(reply.send(Response::Done(text.to_owned())).is_ok());
-    }
+    let done = || Response::Done(text.to_owned());
+    let mut told = served.into_iter().map(|reply| reply.send(done()).is_ok()).filter(|ok| *ok).count();
     while let Ok(request) = control.try_recv() {
-        told += 1;
-        match request {
-            Control::Ask(Request::Reload | Request::Upgrade, reply) => {
-                drop(reply.send(Response::Done(text.to_owned())))
-            }
-            Control::Ask(_, reply) => drop(reply.send(Response::Error(again.to_owned()))),
-            Control::Exec(_, _, reply) => drop(reply.send(Err(again.to_owned()))),
+        let answered = match request {
+            Control::Ask(Request::Reload | Request::Upgrade, reply) => reply.send(done()).is_ok(),
+            Control::Ask(_, reply) => reply.send(Response::Error(again.to_owned())).is_ok(),
+            Control::Exec(_, _, reply) => reply.send(Err(again.to_owned())).is_ok(),
             // A scrape, or a `status --watch`, that the exec ends.
-            Control::Metrics(_) | Control::Watch(_) => told -= 1,
-        }
+            Control::Metrics(_) | Control::Watch(_) => false,
+        };
+        told += usize::from(answered);
     }
     told
 }

@@ -137,14 +137,14 @@ pub fn known_keys<'s>(schema: &'s Value, pointer: &str) -> Vec<&'s str> {
         .unwrap_or_default()
 }
 
-/// The schema of the value at an instance location (`$ref`s followed, an
-/// optional one's non-null branch taken).
 /// The one JSON type of the values at an instance location, when the
 /// schema gives exactly one (`"string"` for a size or a duration).
 pub fn value_type<'s>(schema: &'s Value, pointer: &str) -> Option<&'s str> {
     schema_node(schema, pointer)?.get("type")?.as_str()
 }
 
+/// The schema of the value at an instance location (`$ref`s followed, an
+/// optional one's non-null branch taken).
 fn schema_node<'s>(schema: &'s Value, pointer: &str) -> Option<&'s Value> {
     let resolve = |mut node: &'s Value| {
         for _ in 0..8 {

@@ -253,6 +253,8 @@ const KEYWORDS: &[(&str, Option<&str>)] = &[
     ("$id", None),
     ("$ref", None),
     ("$defs", None),
+    // Draft 7's place for them, which a `$ref` still reaches in 2020-12.
+    ("definitions", None),
     ("$comment", None),
     ("$anchor", None),
     ("$dynamicRef", None),
@@ -308,7 +310,7 @@ fn inert_rules(node: &Value, pointer: Option<&str>, manifest: &Value, found: &mu
     for (name, sub) in ["properties"].iter().flat_map(|k| node.get(*k).and_then(Value::as_object)).flatten() {
         inert_rules(sub, child(name).as_deref(), manifest, found);
     }
-    for map in ["patternProperties", "dependentSchemas", "$defs"] {
+    for map in ["patternProperties", "dependentSchemas", "$defs", "definitions"] {
         for sub in node.get(map).and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
             inert_rules(sub, None, manifest, found);
         }
@@ -502,12 +504,13 @@ mod tests {
             let policy = catalog.select(std::slice::from_ref(&name)).unwrap().remove(0);
             assert_eq!(policy.inert_rules(), Vec::<String>::new(), "{name}");
         }
-        let text = r#"{"properties": {
-            "resources": {"properties": {"memory": {"maximum": 1073741824}, "pids": {"maximum": 100}}},
+        // (`definitions`, draft 7's `$defs`, is reached by a `$ref` still.)
+        let text = r##"{"definitions": {"small": {"maximum": 100}}, "properties": {
+            "resources": {"properties": {"memory": {"maximum": 1073741824}, "pids": {"$ref": "#/definitions/small"}}},
             "stop": {"properties": {"timeout": {"exclusiveMaximum": 30}}},
             "user": {"minimun": 1, "pattern": "^1"},
             "mounts": {"items": {"properties": {"source": {"format": "uri", "maxLength": 64}}}}
-        }}"#;
+        }}"##;
         let policy = Policy::compile("mine", PolicySource::BuiltIn, text, Path::new("/v")).unwrap();
         let size = " (a size or a duration is a string such as \"256MiB\" or \"10s\" to a policy: write a `pattern`)";
         assert_eq!(
