@@ -538,3 +538,36 @@ fn a_file_of_a_directory_that_is_no_manifest_is_said_to_be_not_read() {
     let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(report["not_read"], serde_json::json!([yaml.display().to_string()]), "{report}");
 }
+
+/// `paddock run FILE -- CMD` is checked against the policies as it will
+/// run: a rule on `command` refuses the command given after `--`, and
+/// nothing is started. (Only the file's own command was checked.)
+#[test]
+fn run_checks_the_command_given_after_the_double_dash_against_the_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let rule = r#"{"title": "no-shell", "properties": {"command": {"prefixItems": [{"not": {"const": "/bin/sh"}}]}}}"#;
+    write(&policies, "no-shell.json", rule);
+    let manifest = write(dir.path(), "t.toml", VALID);
+    let config = write(dir.path(), "paddock.toml", "");
+    let out = paddock()
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--state-dir"])
+        .arg(dir.path().join("state"))
+        .args(["--policy", "baseline", "--policy", "no-shell", "--policy-dir"])
+        .arg(&policies)
+        .arg(&manifest)
+        .args(["--", "/bin/sh", "-c", "echo ran"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(125), "{stdout}{stderr}");
+    assert!(!stdout.contains("ran"), "{stdout}");
+    assert!(stderr.contains("policy no-shell refuses this"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} with -- CMD is invalid; nothing was started", manifest.display())),
+        "{stderr}"
+    );
+}

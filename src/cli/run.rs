@@ -136,6 +136,7 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     for p in &checked.problems {
         eprint!("{}", render(p, &file, &text, Color::Never));
     }
+    let said: Vec<String> = checked.problems.iter().map(|p| p.message.clone()).collect();
     let Some(mut spec) = checked.spec else {
         return Err(CliError::new(PADDOCK_FAILED, format!("{file} is invalid; nothing was started")));
     };
@@ -159,10 +160,10 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     if !args.command.is_empty() {
         spec.manifest.command = args.command.clone();
     }
-    if !args.publish.is_empty() {
+    if !args.publish.is_empty() || !args.command.is_empty() {
         let m = &mut spec.manifest;
         m.ports.extend(args.publish.iter().copied());
-        if m.namespaces.network == crate::model::Network::Private {
+        if !args.publish.is_empty() && m.namespaces.network == crate::model::Network::Private {
             // Private by default, the bridge then; written, it is refused
             // rather than replaced.
             let written = crate::validate::spans_of(&text).value_span("/namespaces/network");
@@ -177,15 +178,20 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
             }
             m.namespaces.network = crate::model::Network::Cni(crate::model::BRIDGE.to_owned());
         }
+        // The manifest as it will run, checked again: the policies see
+        // the command and the ports given here too.
+        let with = match (args.publish.is_empty(), args.command.is_empty()) {
+            (false, true) => "-p",
+            (true, false) => "-- CMD",
+            _ => "-p and -- CMD",
+        };
         let problems = validator.recheck(m);
-        for p in &problems {
-            eprint!("{}", render(p, &format!("{file} with -p"), "", Color::Never));
+        // (What the file's own check said is not said twice.)
+        for p in problems.iter().filter(|p| !said.contains(&p.message)) {
+            eprint!("{}", render(p, &format!("{file} with {with}"), "", Color::Never));
         }
         if problems.iter().any(crate::validate::Problem::is_error) {
-            return Err(CliError::new(
-                PADDOCK_FAILED,
-                format!("{file} with these ports is invalid; nothing was started"),
-            ));
+            return Err(CliError::new(PADDOCK_FAILED, format!("{file} with {with} is invalid; nothing was started")));
         }
     }
     // Blocked before anything is made (a network, the sandbox), so none is
