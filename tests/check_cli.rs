@@ -571,3 +571,14 @@ fn run_checks_the_command_given_after_the_double_dash_against_the_policies() {
         "{stderr}"
     );
 }
+
+/// `--cgroup-root` is for the host checks: with `--no-host-checks` it
+/// would do nothing, and is refused as a usage error. (It was ignored.)
+#[test]
+fn check_refuses_a_cgroup_root_with_no_host_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "t.toml", VALID);
+    let run = check(&["--no-host-checks", "--cgroup-root", "/sys/fs/cgroup"], &[&file]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("cannot be used with"), "{}", run.stderr);
+}

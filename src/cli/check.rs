@@ -45,7 +45,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub no_host_checks: bool,
     /// Where this host's cgroups are, for the host checks [default: /sys/fs/cgroup].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "no_host_checks")]
     pub cgroup_root: Option<PathBuf>,
 
     /// Output format.
