@@ -26,9 +26,12 @@ pub struct NameArgs {
 }
 
 /// Rescan the workloads directory now (as SIGHUP does), wait until it is
-/// done, and print what changed. After a package upgrade replaced the
-/// binary, re-execute it in place instead, as `upgrade` does. Exit status
-/// 1 when the daemon cannot be reached or refuses.
+/// done, and print what changed, and every file's errors and warnings.
+/// After a package upgrade replaced the binary, or when the daemon's
+/// configuration changed since it read it (paddock.toml, a policy, a
+/// network definition), re-execute it in place instead, as `upgrade`
+/// does, every workload kept running. Exit status 1 when the daemon
+/// cannot be reached or refuses.
 #[derive(Debug, Args)]
 pub struct ReloadArgs {
     #[command(flatten)]
@@ -41,8 +44,10 @@ pub struct ReloadArgs {
 /// answers again. `systemctl reload paddock` does the same when the binary
 /// was replaced. The new binary is asked first (`paddock daemon
 /// --validate`): a configuration it would not start with refuses the
-/// upgrade, and the daemon goes on. Exit status 1 when refused, or when the
-/// daemon does not answer within 30 s.
+/// upgrade, and the daemon goes on; so does one that moves state_dir,
+/// run_dir, cgroup_root, [remap] or the bridge's subnet, which only a
+/// restart can change. Exit status 1 when refused, or when the daemon does
+/// not answer within 30 s.
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {
     #[command(flatten)]
