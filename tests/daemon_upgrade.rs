@@ -606,3 +606,41 @@ fn a_configuration_edited_during_the_check_is_checked_again_before_any_exec() {
     assert_eq!(d.running_pid("web"), web);
     assert_eq!(d.terminate(), 0);
 }
+
+/// The settings a running daemon hands its next image (and the check of
+/// it) come through the environment: a value that cannot be read (another
+/// version's form, or anyone's) is said and not compared, never a reason
+/// to refuse a start; one that can be read and differs is refused by the
+/// check.
+#[test]
+fn settings_handed_on_that_cannot_be_read_are_said_not_fatal() {
+    let d = Daemon::setup();
+    let validate = |fixed: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(["daemon", "--validate", "--config"])
+            .arg(d.path("paddock.toml"))
+            .env("PADDOCK_FIXED_SETTINGS", fixed)
+            .output()
+            .unwrap()
+    };
+    let out = validate("{\"state_dir\": ");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("PADDOCK_FIXED_SETTINGS") && err.contains("cannot be compared"), "{err}");
+    let moved = serde_json::json!({
+        "state_dir": "/elsewhere", "run_dir": d.path("run"), "cgroup_root": "/sys/fs/cgroup",
+        "remap": toml::from_str::<paddock::config::Remap>(&format!(
+            "subuid = {:?}\nsubgid = {:?}\npasswd = {:?}\ngroup = {:?}\n",
+            d.path("subuid"), d.path("subgid"), d.path("passwd"), d.path("group")
+        )).unwrap(),
+        "subnet": "10.77.0.0/16",
+    });
+    let out = validate(&moved.to_string());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains(&format!("state_dir is {} here, /elsewhere in the running daemon", d.path("state").display())),
+        "{err}"
+    );
+    assert!(!err.contains("[remap]") && !err.contains("subnet"), "only what differs: {err}");
+}

@@ -76,8 +76,12 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
         remap: config.remap.clone(),
         subnet: config.network.subnet.clone(),
     };
-    if let Some(running) = Fixed::handed() {
-        let running = running.map_err(|e| CliError::new(CONFIG_ERROR, e))?;
+    // What cannot be read (another version's form) is no reason to end a
+    // daemon whose workloads run: said, and not compared.
+    let handed = Fixed::handed().and_then(|running| {
+        running.map_err(|e| tracing::warn!("{e}: the running daemon's settings cannot be compared")).ok()
+    });
+    if let Some(running) = handed {
         let differences = fixed.differences(&running);
         if !differences.is_empty() {
             let message = format!(
