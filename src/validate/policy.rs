@@ -135,9 +135,7 @@ impl Policy {
     /// as `usr`): a rule on one never applies. Each as the key's path in a
     /// manifest (`/security/privilegd`), with the key it is closest to.
     pub fn unknown_keys(&self) -> Vec<(String, Option<String>)> {
-        let mut found = Vec::new();
-        unknown_keys(&self.document, "", super::workload_document(), &mut found);
-        found
+        self.never_applies().unknown
     }
 
     /// The rules of this policy that check nothing, though each looks as
@@ -147,8 +145,12 @@ impl Policy {
     /// 2020-12, not a check), and a word that is no keyword (`minimun`).
     /// Each said as where it is, and why.
     pub fn inert_rules(&self) -> Vec<String> {
-        let mut found = Vec::new();
-        inert_rules(&self.document, Some(""), super::workload_document(), &mut found);
+        self.never_applies().inert
+    }
+
+    fn never_applies(&self) -> NeverApplies {
+        let mut found = NeverApplies::default();
+        never_applies(&self.document, Some(""), super::workload_document(), &mut found);
         found
     }
 
@@ -172,39 +174,6 @@ impl Policy {
             }
         }
         problems
-    }
-}
-
-/// `Policy::unknown_keys` of the subschema `node`, which applies to the
-/// manifest's value at `pointer`.
-fn unknown_keys(node: &Value, pointer: &str, manifest: &Value, found: &mut Vec<(String, Option<String>)>) {
-    let Some(node) = node.as_object() else { return };
-    if let Some(properties) = node.get("properties").and_then(Value::as_object) {
-        // None known: a table of the user's own keys (`env`), or no table.
-        let known = super::describe::known_keys(manifest, pointer);
-        for (key, rule) in properties {
-            let child = format!("{pointer}/{key}");
-            match known.is_empty() || known.contains(&key.as_str()) {
-                true => unknown_keys(rule, &child, manifest, found),
-                false => {
-                    let closest = super::describe::did_you_mean(key, known.iter().copied()).map(str::to_owned);
-                    found.push((child, closest));
-                }
-            }
-        }
-    }
-    if let Some(items) = node.get("items") {
-        unknown_keys(items, &format!("{pointer}/0"), manifest, found);
-    }
-    for each in ["allOf", "anyOf", "oneOf"] {
-        for rule in node.get(each).and_then(Value::as_array).into_iter().flatten() {
-            unknown_keys(rule, pointer, manifest, found);
-        }
-    }
-    for one in ["not", "if", "then", "else"] {
-        if let Some(rule) = node.get(one) {
-            unknown_keys(rule, pointer, manifest, found);
-        }
     }
 }
 
@@ -272,10 +241,19 @@ const KEYWORDS: &[(&str, Option<&str>)] = &[
     ("contentSchema", None),
 ];
 
-/// `Policy::inert_rules` of the subschema `node`, which applies to the
+/// A policy's rules that never apply: on keys no manifest has
+/// (`Policy::unknown_keys`), and those that check nothing
+/// (`Policy::inert_rules`).
+#[derive(Default)]
+struct NeverApplies {
+    unknown: Vec<(String, Option<String>)>,
+    inert: Vec<String>,
+}
+
+/// `NeverApplies` of the subschema `node`, which applies to the
 /// manifest's value at `pointer` (None: a value the walk cannot name,
 /// under `patternProperties` say).
-fn inert_rules(node: &Value, pointer: Option<&str>, manifest: &Value, found: &mut Vec<String>) {
+fn never_applies(node: &Value, pointer: Option<&str>, manifest: &Value, found: &mut NeverApplies) {
     let Some(node) = node.as_object() else { return };
     let at = pointer.map_or_else(|| "a rule".to_owned(), |p| if p.is_empty() { "/".to_owned() } else { p.to_owned() });
     let is_type = |t: &str, of: &str| t == of || (of == "number" && t == "integer");
@@ -285,7 +263,7 @@ fn inert_rules(node: &Value, pointer: Option<&str>, manifest: &Value, found: &mu
             None => {
                 let closest = super::describe::did_you_mean(key, KEYWORDS.iter().map(|(k, _)| *k));
                 let closest = closest.map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
-                found.push(format!("{at}: `{key}` is no JSON Schema keyword{closest}: it checks nothing"));
+                found.inert.push(format!("{at}: `{key}` is no JSON Schema keyword{closest}: it checks nothing"));
             }
             Some((_, Some(applies))) if value_type.is_some_and(|t| !is_type(t, applies)) => {
                 let t = value_type.unwrap_or_default();
@@ -296,47 +274,54 @@ fn inert_rules(node: &Value, pointer: Option<&str>, manifest: &Value, found: &mu
                     _ => "",
                 };
                 let a = if t.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
-                found.push(format!(
+                found.inert.push(format!(
                     "{at}: `{key}` checks {applies} values, and this one is {a} {t}: it never refuses{hint}"
                 ));
             }
-            Some(("format", _)) => found.push(format!(
+            Some(("format", _)) => found.inert.push(format!(
                 "{at}: `format` is not checked (JSON Schema 2020-12 takes it as a note): write a `pattern`"
             )),
             Some(_) => {}
         }
     }
     let child = |key: &str| pointer.map(|p| format!("{p}/{key}"));
-    for (name, sub) in ["properties"].iter().flat_map(|k| node.get(*k).and_then(Value::as_object)).flatten() {
-        inert_rules(sub, child(name).as_deref(), manifest, found);
+    // None known: a table of the user's own keys (`env`), or no table.
+    let known = pointer.map(|p| super::describe::known_keys(manifest, p)).unwrap_or_default();
+    for (key, sub) in node.get("properties").and_then(Value::as_object).into_iter().flatten() {
+        if known.is_empty() || known.contains(&key.as_str()) {
+            never_applies(sub, child(key).as_deref(), manifest, found);
+        } else {
+            let closest = super::describe::did_you_mean(key, known.iter().copied()).map(str::to_owned);
+            found.unknown.push((child(key).unwrap_or_default(), closest));
+        }
     }
     for map in ["patternProperties", "dependentSchemas", "$defs", "definitions"] {
         for sub in node.get(map).and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
-            inert_rules(sub, None, manifest, found);
+            never_applies(sub, None, manifest, found);
         }
     }
     for one in ["items", "contains", "unevaluatedItems"] {
         if let Some(sub) = node.get(one) {
-            inert_rules(sub, child("0").as_deref(), manifest, found);
+            never_applies(sub, child("0").as_deref(), manifest, found);
         }
     }
     for one in ["additionalProperties", "unevaluatedProperties", "propertyNames"] {
         if let Some(sub) = node.get(one) {
-            inert_rules(sub, None, manifest, found);
+            never_applies(sub, None, manifest, found);
         }
     }
     for one in ["not", "if", "then", "else"] {
         if let Some(sub) = node.get(one) {
-            inert_rules(sub, pointer, manifest, found);
+            never_applies(sub, pointer, manifest, found);
         }
     }
     for each in ["allOf", "anyOf", "oneOf"] {
         for sub in node.get(each).and_then(Value::as_array).into_iter().flatten() {
-            inert_rules(sub, pointer, manifest, found);
+            never_applies(sub, pointer, manifest, found);
         }
     }
     for sub in node.get("prefixItems").and_then(Value::as_array).into_iter().flatten() {
-        inert_rules(sub, None, manifest, found);
+        never_applies(sub, None, manifest, found);
     }
 }
 
