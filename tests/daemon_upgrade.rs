@@ -177,6 +177,39 @@ fn an_exec_session_cut_by_two_upgrades_ends_and_is_reaped_by_the_last_image() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// Every request made while the daemon re-executes itself is answered:
+/// by this image before its exec, or by the next one, which inherits the
+/// listening socket. None sees its connection closed with no answer.
+#[test]
+fn no_request_made_during_an_upgrade_goes_unanswered() {
+    let (mut d, binary, web, _) = upgradable_web();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (asked, unanswered) = std::thread::scope(|s| {
+        let asker = s.spawn(|| {
+            let (mut asked, mut unanswered) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                asked += 1;
+                match common::daemon::ask_status(&d, Duration::from_secs(10)) {
+                    Ok(answer) if answer.starts_with('{') => {}
+                    other => unanswered.push(format!("{other:?}")),
+                }
+            }
+            (asked, unanswered)
+        });
+        for _ in 0..3 {
+            install(&binary);
+            let out = d.paddock(&["upgrade"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        asker.join().unwrap()
+    });
+    assert!(asked > 30, "asked {asked} times");
+    assert!(unanswered.is_empty(), "{} of {asked} requests unanswered: {unanswered:?}", unanswered.len());
+    assert_eq!(d.running_pid("web"), web);
+    assert_eq!(d.terminate(), 0);
+}
+
 /// A daemon running `web`, its pid, and the socket it listens on.
 fn running_web() -> (Daemon, i64, std::path::PathBuf) {
     let d = Daemon::setup().start(&[]);

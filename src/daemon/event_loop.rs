@@ -286,6 +286,32 @@ fn answer_before_exec(
     told
 }
 
+/// How long an exec waits for the connections accepted before it to be
+/// answered: a client that has sent no request by then is cut off.
+const ANSWERED_WAIT: Duration = Duration::from_millis(200);
+
+/// `answer_before_exec` until every connection the control socket
+/// accepted has its answer written (the gate closed, none comes after),
+/// or `ANSWERED_WAIT` has passed.
+async fn answer_everyone_before_exec(control: &mut mpsc::UnboundedReceiver<Control>, gate: &server::Gate, text: &str) {
+    let deadline = tokio::time::Instant::now() + ANSWERED_WAIT;
+    loop {
+        answer_before_exec(control, None, text);
+        if gate.unanswered() == 0 || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        // The answers' tasks write them meanwhile.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let cut = gate.unanswered();
+    if cut > 0 {
+        tracing::warn!(
+            connections = cut,
+            "clients that sent no request within {ANSWERED_WAIT:?} are cut off by the exec"
+        );
+    }
+}
+
 /// Runs until SIGTERM or SIGINT, then stops every workload and returns.
 pub fn run(options: Options, validator: Validator, notifier: Notifier) -> Result<(), LoopError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(LoopError::Runtime)?;
@@ -431,7 +457,8 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // A copy of the listening socket, handed to this process's next image
     // on an upgrade (so no client is refused across it).
     let handover = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned().map_err(LoopError::State)?;
-    tokio::spawn(server::serve(listener, control_tx));
+    let gate = server::Gate::default();
+    tokio::spawn(server::serve(listener, control_tx, gate.clone()));
     // Heard from now on, what came since the daemon's start first.
     let (signal_tx, mut heard) = mpsc::unbounded_channel::<Signal>();
     let requeue = signal_tx.clone();
@@ -668,8 +695,15 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             } else {
                 let waiting = waiting.into_iter().chain(scans.upgrade.take().into_iter().flatten()).collect();
                 let heard = Heard { taker: &taker, channel: &mut heard, again: &requeue };
-                let upgrade =
-                    Upgrade { binary: &binary, identity, config, waiting, scans: &mut scans, control: &mut control };
+                let upgrade = Upgrade {
+                    binary: &binary,
+                    identity,
+                    config,
+                    waiting,
+                    scans: &mut scans,
+                    control: &mut control,
+                    gate: &gate,
+                };
                 let replaced =
                     reexec(&mut daemon, &mut sandbox_rx, &handover, upgrade, start_timeout, &notifier, heard).await;
                 if let Some(waiting) = replaced {
@@ -804,6 +838,8 @@ struct Upgrade<'a> {
     scans: &'a mut Scans,
     /// The requests queued for the loop, answered before the exec.
     control: &'a mut mpsc::UnboundedReceiver<Control>,
+    /// The control socket's, closed for the exec.
+    gate: &'a server::Gate,
 }
 
 /// Re-executes the upgrade's binary (which checked the configuration)
@@ -823,7 +859,7 @@ async fn reexec(
     notifier: &Notifier,
     heard: Heard<'_>,
 ) -> Option<Vec<oneshot::Sender<Response>>> {
-    let Upgrade { binary, identity, config, waiting, scans, control } = what;
+    let Upgrade { binary, identity, config, waiting, scans, control, gate } = what;
     let _ = notifier.notify("RELOADING=1");
     // What the loop is asked meanwhile (a stop abandons the upgrade).
     let mut asked = Vec::new();
@@ -870,19 +906,18 @@ async fn reexec(
     }
     tracing::info!(binary = %binary.display(), "upgrading in place: re-executing the binary; every workload keeps running");
     let text = format!("re-executing {}; every workload keeps running", binary.display());
+    // Connections from now on wait for the next image.
+    gate.close();
     let reloads = std::mem::take(&mut scans.current).into_iter().chain(std::mem::take(&mut scans.next));
-    if answer_before_exec(control, waiting.into_iter().chain(reloads), &text) > 0 {
-        // Let the answers reach their clients before this image is gone.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    answer_before_exec(control, waiting.into_iter().chain(reloads), &text);
     notifier.settle(SETTLE_NOTIFY).await;
-    // And what was asked meanwhile.
-    if answer_before_exec(control, None, &text) > 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // And what the connections accepted before asked meanwhile: each
+    // answer reaches its client before this image is gone.
+    answer_everyone_before_exec(control, gate, &text).await;
     take_asked(heard.channel, &mut asked);
     if asked.iter().any(|s| *s != Signal::SIGHUP) {
         // Asked in these last milliseconds, the client told already.
+        gate.open();
         tracing::warn!(signals = ?asked, "asked to stop while upgrading: not upgraded; stopping every workload");
         asked.retain(|s| *s != Signal::SIGHUP);
         for signal in asked {
@@ -898,6 +933,7 @@ async fn reexec(
     signals::release();
     let error = upgrade::reexec(binary, handover);
     signals::hold();
+    gate.open();
     // A reload asked meanwhile is the loop's again.
     for signal in asked {
         let _ = heard.again.send(signal);

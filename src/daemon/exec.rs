@@ -95,7 +95,13 @@ fn is_stream(fd: &OwnedFd) -> bool {
 }
 
 /// One `exec` connection, from the request to the command's end.
-pub async fn serve(stream: UnixStream, request: ExecRequest, fds: Vec<OwnedFd>, tx: mpsc::UnboundedSender<Control>) {
+pub async fn serve(
+    stream: UnixStream,
+    request: ExecRequest,
+    fds: Vec<OwnedFd>,
+    tx: mpsc::UnboundedSender<Control>,
+    unanswered: super::server::Unanswered,
+) {
     // Who asked, for the log (the `paddock exec` process, or another root client).
     let client = stream.peer_cred().ok().and_then(|c| c.pid());
     let (read, mut write) = stream.into_split();
@@ -136,6 +142,8 @@ pub async fn serve(stream: UnixStream, request: ExecRequest, fds: Vec<OwnedFd>, 
     let pid = child.id() as i32;
     tracing::info!(workload = %name, action = "exec", pid, client, ?command, tty, "exec");
     say(&Response::Entered { pid }).await;
+    // The session goes on; an upgrade's exec ends it.
+    drop(unanswered);
     let ended = match crate::sandbox::pidfd_open(pid) {
         Ok(pidfd) => wait(pidfd, read, pid).await,
         Err(_) => Ok(()),

@@ -8,6 +8,7 @@
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -27,6 +28,63 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After an accept error, the pause before the next accept (so a daemon
 /// out of descriptors does not spin).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// The control socket's door, closed just before the daemon re-executes
+/// itself (an upgrade): connections made after that wait in the kernel's
+/// backlog for the next image, which inherits the listening socket. And
+/// the count of connections accepted but not yet answered, for the exec
+/// to wait on: a connection the exec closes would have no answer at all.
+#[derive(Clone)]
+pub struct Gate(Arc<GateState>);
+
+struct GateState {
+    closed: tokio::sync::watch::Sender<bool>,
+    unanswered: AtomicUsize,
+}
+
+/// A connection accepted and not answered yet (see `Gate`).
+pub struct Unanswered(Gate);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        self.0.0.unanswered.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Open, no connection yet.
+impl Default for Gate {
+    fn default() -> Self {
+        Gate(Arc::new(GateState { closed: tokio::sync::watch::Sender::new(false), unanswered: AtomicUsize::new(0) }))
+    }
+}
+
+impl Gate {
+    /// No connection accepted from now on (until `open`).
+    pub fn close(&self) {
+        self.0.closed.send_replace(true);
+    }
+
+    pub fn open(&self) {
+        self.0.closed.send_replace(false);
+    }
+
+    /// The connections accepted that are not answered yet.
+    pub fn unanswered(&self) -> usize {
+        self.0.unanswered.load(Ordering::Relaxed)
+    }
+
+    fn accepted(&self) -> Unanswered {
+        self.0.unanswered.fetch_add(1, Ordering::Relaxed);
+        Unanswered(self.clone())
+    }
+
+    /// Returns once the gate is `closed` (true) or open (false).
+    async fn until(&self, closed: bool) {
+        let mut seen = self.0.closed.subscribe();
+        // The sender lives in `self`: the wait cannot fail.
+        let _ = seen.wait_for(|now| *now == closed).await;
+    }
+}
 
 /// What reaches the loop from the listeners.
 pub enum Control {
@@ -119,9 +177,13 @@ fn bind_path(path: &Path) -> Result<UnixListener, BindError> {
     Ok(listener)
 }
 
-/// Accepts forever; see the module's comment.
-async fn accept_loop<S, F, Fut>(what: &'static str, mut accept: impl FnMut() -> F, mut serve: impl FnMut(S) -> Fut)
-where
+/// Accepts forever, but while `gate` is closed; see the module's comment.
+async fn accept_loop<S, F, Fut>(
+    what: &'static str,
+    gate: Option<&Gate>,
+    mut accept: impl FnMut() -> F,
+    mut serve: impl FnMut(S) -> Fut,
+) where
     F: std::future::Future<Output = std::io::Result<S>>,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
@@ -129,7 +191,19 @@ where
     let mut failing = false;
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        match accept().await {
+        let accepted = match gate {
+            None => accept().await,
+            Some(gate) => {
+                gate.until(false).await;
+                tokio::select! {
+                    biased;
+                    // Not accepted: what waits in the backlog is the next image's.
+                    () = gate.until(true) => continue,
+                    accepted = accept() => accepted,
+                }
+            }
+        };
+        match accepted {
             Ok(stream) => {
                 if std::mem::take(&mut failing) {
                     tracing::warn!(listener = what, "accepting connections again");
@@ -152,11 +226,12 @@ where
     }
 }
 
-pub async fn serve(listener: UnixListener, tx: mpsc::UnboundedSender<Control>) {
+pub async fn serve(listener: UnixListener, tx: mpsc::UnboundedSender<Control>, gate: Gate) {
     accept_loop(
         "control socket",
+        Some(&gate),
         || async { listener.accept().await.map(|(s, _)| s) },
-        |stream| answer(stream, tx.clone()),
+        |stream| answer(stream, tx.clone(), gate.accepted()),
     )
     .await
 }
@@ -234,14 +309,18 @@ async fn read_request(stream: &UnixStream) -> Result<(Request, Vec<OwnedFd>), Re
 
 /// One JSON request line, one JSON response line. Only root may ask
 /// (checked on the peer's credentials, beside the socket's mode).
-async fn answer(stream: UnixStream, tx: mpsc::UnboundedSender<Control>) {
+async fn answer(stream: UnixStream, tx: mpsc::UnboundedSender<Control>, unanswered: Unanswered) {
     let root = stream.peer_cred().is_ok_and(|c| c.uid() == 0);
     let response = if !root {
         Response::Error("permission denied: the control socket is root's".to_owned())
     } else {
         match read_request(&stream).await {
-            Ok((Request::Exec(request), fds)) => return super::exec::serve(stream, request, fds, tx).await,
-            Ok((Request::Watch, _)) => return watch(stream, tx).await,
+            Ok((Request::Exec(request), fds)) => return super::exec::serve(stream, request, fds, tx, unanswered).await,
+            Ok((Request::Watch, _)) => {
+                // Watched until the client goes: an exec ends it, as a restart would.
+                drop(unanswered);
+                return watch(stream, tx).await;
+            }
             Ok((request, _)) => {
                 let (reply, receive) = oneshot::channel();
                 if tx.send(Control::Ask(request, reply)).is_err() {
@@ -331,6 +410,7 @@ pub async fn metrics(addr: std::net::SocketAddr, tx: mpsc::UnboundedSender<Contr
 async fn serve_metrics(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSender<Control>) {
     accept_loop(
         "metrics",
+        None,
         || async { listener.accept().await.map(|(s, _)| s) },
         |stream| answer_metrics(stream, tx.clone()),
     )

@@ -344,7 +344,7 @@ fn answers(d: &Daemon) -> bool {
 
 /// A status request on the daemon's socket and its answer's line, read
 /// for `timeout` at most.
-fn ask_status(d: &Daemon, timeout: Duration) -> std::io::Result<String> {
+pub fn ask_status(d: &Daemon, timeout: Duration) -> std::io::Result<String> {
     use std::io::{BufRead, Write};
     let mut s = std::os::unix::net::UnixStream::connect(d.path("paddock.sock"))?;
     s.set_read_timeout(Some(timeout))?;
