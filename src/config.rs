@@ -102,8 +102,9 @@ pub struct NetworkConfig {
     /// The built-in network's CNI plugins after `bridge` (which comes
     /// first, with host-local addresses): `portmap` publishes ports,
     /// `firewall` lets the workloads' traffic through a FORWARD chain
-    /// that drops by default (as Docker's does); `tuning` and `bandwidth`
-    /// may be added.
+    /// that drops by default (as Docker's does). `tuning` and `bandwidth`
+    /// are refused here (the built-in network has no settings to give
+    /// them): a network of one's own in `networks_dir` can chain them.
     #[serde(default = "defaults::chain")]
     pub chain: Vec<ChainPlugin>,
     /// Where CNI plugin programs are looked for, in order.
@@ -435,6 +436,27 @@ impl Config {
         if let Err(e) = metrics_address(&self.metrics_listen) {
             problems.push(Problem::error(at("/metrics_listen"), e.to_string()));
         }
+        // Run with nothing to set, either would change nothing.
+        for (i, plugin) in self.network.chain.iter().enumerate() {
+            let settings = match plugin {
+                ChainPlugin::Tuning => "sysctls, a MAC address or an MTU",
+                ChainPlugin::Bandwidth => "rates",
+                ChainPlugin::Portmap | ChainPlugin::Firewall => continue,
+            };
+            let name = plugin.name();
+            problems.push(
+                Problem::error(
+                    at(&format!("/network/chain/{i}")),
+                    format!(
+                        "`{name}` in network.chain would do nothing: the built-in network has no {settings} to give it"
+                    ),
+                )
+                .with_help(format!(
+                    "leave it out; or write a network of your own in networks_dir (a *.conflist whose `{name}` plugin \
+                     says what to set) and name it in the manifests that need it"
+                )),
+            );
+        }
         if crate::network::parse_subnet(&self.network.subnet).is_none() {
             problems.push(Problem::error(
                 at("/network/subnet"),
@@ -583,6 +605,16 @@ mod tests {
                 "p.toml:4:32: error: `network.plugin_dirs[1]` must be an absolute path, not \"cni\"",
             ]
         );
+        // Plugins the built-in network has nothing to give.
+        let text = "[network]\nchain = [\"portmap\", \"tuning\", \"firewall\", \"bandwidth\"]\n";
+        assert_eq!(
+            first_lines(text),
+            [
+                "p.toml:2:21: error: `tuning` in network.chain would do nothing: the built-in network has no sysctls, a MAC address or an MTU to give it",
+                "p.toml:2:43: error: `bandwidth` in network.chain would do nothing: the built-in network has no rates to give it",
+            ]
+        );
+        Config::parse(Path::new("p.toml"), "[network]\nchain = [\"firewall\", \"portmap\"]\n".to_owned()).unwrap();
         // Refused at the start before, with no line.
         let text = "metrics_listen = \"localhost:9464\"\n[network]\nsubnet = \"10.77.0.0/33\"\n";
         assert_eq!(
