@@ -683,6 +683,27 @@ fn a_network_from_the_networks_directory_is_used_by_name() {
     });
 }
 
+/// A network's own DNS settings (its conflist's `dns`, which the bridge
+/// plugin returns) are the workload's resolv.conf, in place of the host's.
+#[test]
+fn a_networks_dns_settings_are_the_workloads_resolvers() {
+    let d = prepared();
+    bridged_network(&d, "corp", "10.98.0.0/24", &[]);
+    let path = d.path("networks/corp.conflist");
+    let mut list: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    list["plugins"][0]["dns"] = serde_json::json!({"nameservers": ["198.51.100.53"], "search": ["corp.example"]});
+    std::fs::write(&path, list.to_string()).unwrap();
+    let d = d.start(&[]);
+    std::fs::write(d.path("out/corp.toml"), sleeper("[namespaces]\nnetwork = \"corp\"")).unwrap();
+    let run =
+        paddock_run(&d, &[], &d.path("out/corp.toml"), &["--", "/bin/cat", "/etc/resolv.conf"]).output().unwrap();
+    let said = String::from_utf8_lossy(&run.stdout);
+    let servers: Vec<&str> = said.lines().filter(|l| l.starts_with("nameserver")).collect();
+    assert!(run.status.success(), "{said}{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(servers, ["nameserver 198.51.100.53"], "{said}");
+    assert!(said.contains("\nsearch corp.example\n"), "{said}");
+}
+
 /// `-p` on a manifest that says `network = "private"` is refused at that
 /// line, with nothing made: the bridge is `-p`'s network only where the
 /// manifest names none. (It was put in place of the written one.)

@@ -347,7 +347,11 @@ impl Networks {
         let addresses: Vec<String> =
             a.addresses().iter().map(|cidr| cidr.split('/').next().unwrap_or(cidr).to_owned()).collect();
         write(&hosts, &dns::hosts(hostname, &addresses))?;
-        write(&resolv, &dns::resolv_conf())?;
+        let (text, left_out) = dns::resolv_conf(a.result.as_ref());
+        for value in left_out {
+            tracing::warn!(workload = %workload, %value, "left out of /etc/resolv.conf: the network's DNS settings name what is not one word, or not an address");
+        }
+        write(&resolv, &text)?;
         Ok((hosts, resolv))
     }
 }
