@@ -695,8 +695,7 @@ fn a_networks_dns_settings_are_the_workloads_resolvers() {
     std::fs::write(&path, list.to_string()).unwrap();
     let d = d.start(&[]);
     std::fs::write(d.path("out/corp.toml"), sleeper("[namespaces]\nnetwork = \"corp\"")).unwrap();
-    let run =
-        paddock_run(&d, &[], &d.path("out/corp.toml"), &["--", "/bin/cat", "/etc/resolv.conf"]).output().unwrap();
+    let run = paddock_run(&d, &[], &d.path("out/corp.toml"), &["--", "/bin/cat", "/etc/resolv.conf"]).output().unwrap();
     let said = String::from_utf8_lossy(&run.stdout);
     let servers: Vec<&str> = said.lines().filter(|l| l.starts_with("nameserver")).collect();
     assert!(run.status.success(), "{said}{}", String::from_utf8_lossy(&run.stderr));

@@ -315,6 +315,48 @@ mod tests {
         assert!(dir.path().join("idmap.json.corrupt").exists());
     }
 
+    /// A table that cannot be read at all is left as it is (a read error
+    /// says nothing of what it holds); one that is not a table stays in
+    /// place until the rebuilt one is written over it, so a full disk
+    /// leaves a table every allocation refuses, never an empty one that
+    /// would give a running workload's slice again.
+    #[test]
+    fn an_id_table_is_replaced_only_by_its_rebuilt_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join(Allocations::FILE);
+        std::fs::create_dir(&table).unwrap();
+        let kept = BTreeMap::from([(n("web"), Kept { slice: Some(slice(100_000)), ..Kept::default() })]);
+        assert!(repair_allocations(dir.path(), &kept, &[]).is_empty());
+        assert!(table.is_dir() && !dir.path().join("idmap.json.corrupt").exists(), "left alone");
+
+        // A full state directory: the copy aside, or the rebuilt table, cannot be written.
+        assert!(nix::unistd::geteuid().is_root(), "this test needs root (it mounts a small tmpfs)");
+        let full = tempfile::tempdir().unwrap();
+        nix::mount::mount(Some("tmpfs"), full.path(), Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=64k"))
+            .unwrap();
+        let unmount = scopeguard(full.path());
+        let table = full.path().join(Allocations::FILE);
+        std::fs::write(&table, "{not json").unwrap();
+        use std::io::Write;
+        let mut filler = std::fs::File::create(full.path().join("filler")).unwrap();
+        while filler.write_all(&[0u8; 4096]).is_ok() {}
+        let _ = repair_allocations(full.path(), &kept, &[("running".to_owned(), slice(165_536))]);
+        assert_eq!(std::fs::read_to_string(&table).unwrap(), "{not json", "the bad table is in place");
+        assert!(Allocations::load(full.path()).is_err(), "and still refused, not read as empty");
+        drop(unmount);
+    }
+
+    /// Unmounts its path when dropped (a failed assertion included).
+    fn scopeguard(path: &Path) -> impl Drop + '_ {
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        Unmount(path)
+    }
+
     #[test]
     fn a_rebuilt_id_table_keeps_the_slices_of_the_paddock_runs_that_run() {
         use crate::idmap::{Cutting, Isolation, RunHold};

@@ -42,7 +42,7 @@ pub enum AllocError {
     DaemonsSlice { name: String, start: u32, slice: u32, size: u32 },
     #[error("cannot read the id allocations {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("cannot move the unreadable id table {path} aside to {aside}: {source}")]
+    #[error("cannot copy the unreadable id table {path} aside to {aside}: {source}")]
     MoveAside { path: PathBuf, aside: PathBuf, source: std::io::Error },
     #[error("cannot write the id allocations {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
@@ -358,12 +358,17 @@ impl Allocations {
         nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io(e.into()))
     }
 
-    /// When the table cannot be read: moves it aside (to `aside`) and
-    /// writes `known` (the daemon's workloads') in its place, with the
-    /// slices of the `paddock run`s that still run (their lock files say
-    /// which: `RunHold::record`), all under the lock, so no `paddock run`
-    /// takes a slice from an empty table in between. Returns why it could
-    /// not be read, or `None` when it can (nothing is done).
+    /// When the table is not one (read, but not JSON of a table): copies it
+    /// aside (to `aside`) and writes `known` (the daemon's workloads') in
+    /// its place, with the slices of the `paddock run`s that still run
+    /// (their lock files say which: `RunHold::record`), all under the lock,
+    /// so no `paddock run` takes a slice from an empty table in between.
+    /// The bad table stays in place until the rebuilt one replaces it: a
+    /// failure on the way (a full disk) leaves a table every start refuses,
+    /// never no table, which would be an empty one. A table that could not
+    /// be read at all (out of descriptors, an I/O error) says nothing of
+    /// its content and is left alone: that error is returned. Returns why
+    /// the table was rebuilt, or `None` when it can be read (nothing done).
     pub fn rebuild_if_unreadable(
         state_dir: &Path,
         aside: &Path,
@@ -371,12 +376,13 @@ impl Allocations {
     ) -> Result<Option<AllocError>, AllocError> {
         let _lock = Self::lock(state_dir)?;
         let Err(unreadable) = Self::load(state_dir) else { return Ok(None) };
+        match &unreadable {
+            AllocError::Read { source, .. } if source.kind() == std::io::ErrorKind::InvalidData => {}
+            _ => return Err(unreadable),
+        }
         let path = state_dir.join(Self::FILE);
-        std::fs::rename(&path, aside).map_err(|source| AllocError::MoveAside {
-            path,
-            aside: aside.to_owned(),
-            source,
-        })?;
+        let copy_aside = std::fs::read(&path).and_then(|bad| write_atomic(aside, &bad, 0o600));
+        copy_aside.map_err(|source| AllocError::MoveAside { path, aside: aside.to_owned(), source })?;
         let mut slices: BTreeMap<String, Slice> = known.into_iter().collect();
         let daemons: BTreeSet<String> = slices.keys().cloned().collect();
         let (runs, unknown) = RunHold::held_slices(state_dir);
