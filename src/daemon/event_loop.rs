@@ -337,26 +337,34 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<(r
     // themselves are intact): the id table's, the sandbox records'.
     crate::fsutil::remove_abandoned_temporaries(state_dir);
     crate::fsutil::remove_abandoned_temporaries(&state_dir.join("sandboxes"));
-    let loaded = KeptStore::new(state_dir).load(state_dir);
-    let mut known: Vec<String> = loaded.kept.keys().map(ToString::to_string).collect();
-    if let Ok(table) = crate::idmap::Allocations::load(state_dir) {
-        known.extend(table.iter().map(|(n, _)| n.to_owned()));
-    }
     // What cannot be told now (the host out of descriptors or memory for a
     // moment) is looked at again, for half a minute, before giving up: a
     // daemon that exits at once would be restarted by systemd until its
-    // start limit, and then never again.
-    let mut found = records::recover(state_dir, cgroups, &known);
+    // start limit, and then never again. Unread kept state is not "none":
+    // the holds and one-shots' ends in it would be lost.
+    let look = || {
+        let loaded = KeptStore::new(state_dir).load(state_dir);
+        if !loaded.unread.is_empty() {
+            return (loaded.unread.clone(), loaded, records::Recovery::default());
+        }
+        let mut known: Vec<String> = loaded.kept.keys().map(ToString::to_string).collect();
+        if let Ok(table) = crate::idmap::Allocations::load(state_dir) {
+            known.extend(table.iter().map(|(n, _)| n.to_owned()));
+        }
+        let found = records::recover(state_dir, cgroups, &known);
+        (found.unknown.clone(), loaded, found)
+    };
+    let (mut unknown, mut loaded, mut found) = look();
     for wait in RECOVERY_RETRIES {
-        if found.unknown.is_empty() {
+        if unknown.is_empty() {
             break;
         }
-        tracing::warn!(records = ?found.unknown, "cannot tell whether a predecessor's sandboxes still run; looking again in {wait:?}");
+        tracing::warn!(records = ?unknown, "cannot tell whether a predecessor's sandboxes still run, or what it kept; looking again in {wait:?}");
         std::thread::sleep(wait);
-        found = records::recover(state_dir, cgroups, &known);
+        (unknown, loaded, found) = look();
     }
-    if !found.unknown.is_empty() {
-        return Err(LoopError::Recovery(found.unknown));
+    if !unknown.is_empty() {
+        return Err(LoopError::Recovery(unknown));
     }
     if !found.stopped.is_empty() {
         tracing::warn!(workloads = ?found.stopped, "stopped the sandboxes of a daemon that died that could not be adopted; they start anew");

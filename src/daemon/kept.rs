@@ -45,6 +45,10 @@ pub struct Loaded {
     /// An older daemon's held list that could not be read: which workloads
     /// it held is unknown, so every one is held until an operator starts it.
     pub all_in_doubt: Option<String>,
+    /// What could not be read at all (out of descriptors or memory, an I/O
+    /// error): the directory, or a file, which is left as it is. Nothing
+    /// is known of those workloads: the caller reads again.
+    pub unread: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -127,7 +131,13 @@ impl KeptStore {
     /// becomes holds).
     pub fn load(&self, state_dir: &Path) -> Loaded {
         let mut loaded = Loaded::default();
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+        let listed = std::fs::read_dir(&self.dir);
+        if let Err(e) = &listed
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            loaded.unread.push(format!("{}: {e}", self.dir.display()));
+        }
+        if let Ok(entries) = listed {
             for entry in entries.flatten() {
                 let file = entry.path();
                 // A write a killed daemon left half done (the file itself is intact).
@@ -143,9 +153,15 @@ impl KeptStore {
                 else {
                     continue;
                 };
-                let read = std::fs::read(&file)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| serde_json::from_slice::<Kept>(&b).map_err(|e| e.to_string()));
+                let bytes = match std::fs::read(&file) {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        loaded.unread.push(format!("{}: {e}", file.display()));
+                        continue;
+                    }
+                };
+                let read = serde_json::from_slice::<Kept>(&bytes).map_err(|e| e.to_string());
                 match read {
                     Ok(kept) => {
                         loaded.kept.insert(name, kept);
@@ -285,6 +301,30 @@ mod tests {
         // Nothing to keep: no file.
         store.write(&n("web"), &Kept::default()).unwrap();
         assert!(!dir.path().join("workloads/web.json").exists());
+    }
+
+    /// What cannot be read at all is not "nothing kept", nor corrupt: it is
+    /// left as it is and said, for the caller to read again.
+    #[test]
+    fn kept_state_that_cannot_be_read_is_unread_not_lost_nor_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeptStore::new(dir.path());
+        store.write(&n("web"), &Kept { hold: Some(Version(7)), ..Kept::default() }).unwrap();
+        // A file that cannot be read (a directory: EISDIR, as EMFILE would be).
+        std::fs::create_dir(dir.path().join("workloads/db.json")).unwrap();
+        let loaded = store.load(dir.path());
+        assert_eq!(loaded.kept[&n("web")].hold, Some(Version(7)));
+        assert!(loaded.unreadable.is_empty(), "{:?}", loaded.unreadable);
+        assert!(loaded.unread.len() == 1 && loaded.unread[0].contains("db.json"), "{:?}", loaded.unread);
+        assert!(dir.path().join("workloads/db.json").is_dir(), "not moved aside as corrupt");
+        // A directory that cannot be listed.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("workloads"), "").unwrap();
+        let loaded = KeptStore::new(other.path()).load(other.path());
+        assert!(loaded.kept.is_empty() && loaded.unread.len() == 1, "{:?}", loaded.unread);
+        // Not there at all: nothing kept yet, which is no error.
+        let fresh = tempfile::tempdir().unwrap();
+        assert!(KeptStore::new(fresh.path()).load(fresh.path()).unread.is_empty());
     }
 
     #[test]

@@ -165,9 +165,10 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
     let entries = match std::fs::read_dir(dir(state_dir)) {
         Ok(entries) => entries.flatten().collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        // Not "none": every sandbox would be taken for unrecorded.
         Err(e) => {
-            tracing::error!(dir = %dir(state_dir).display(), error = %e, "cannot read the sandbox records");
-            Vec::new()
+            out.unknown.push(format!("the sandbox records: reading {}: {e}", dir(state_dir).display()));
+            return out;
         }
     };
     let mut recorded = std::collections::BTreeSet::new();
@@ -332,4 +333,24 @@ fn empty_cgroup(layout: &Layout, name: &WorkloadName) -> bool {
     let occupied = cgroup.occupied();
     cgroup.discard();
     occupied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records that cannot be listed are not "no record": every sandbox a
+    /// predecessor left would be taken for unrecorded, and started again
+    /// beside the one that runs.
+    #[test]
+    fn records_that_cannot_be_listed_are_unknown_not_none() {
+        let (state, cgroups) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // Not a directory: listing it fails, as it does out of descriptors.
+        std::fs::write(dir(state.path()), "").unwrap();
+        let layout = Layout::V1 { root: cgroups.path().to_owned() };
+        let found = recover(state.path(), &layout, &["web".to_owned()]);
+        assert!(found.unknown.len() == 1 && found.unknown[0].contains("sandbox records"), "{:?}", found.unknown);
+        std::fs::remove_file(dir(state.path())).unwrap();
+        assert!(recover(state.path(), &layout, &["web".to_owned()]).unknown.is_empty());
+    }
 }

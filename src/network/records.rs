@@ -30,6 +30,13 @@ impl Networks {
         read_records(&self.records)
     }
 
+    /// `recorded`, but a directory that cannot be listed (out of
+    /// descriptors, an I/O error) is an error, not "no record": what has
+    /// no record is undone.
+    pub fn recorded_checked(&self) -> std::io::Result<Vec<(WorkloadName, Result<Attachment, String>)>> {
+        try_read_records(&self.records)
+    }
+
     /// Removes the temporary files of record writes whose writer is gone: a
     /// daemon or run killed while it wrote a record leaves one for good.
     pub fn remove_abandoned_writes(&self) {
@@ -139,7 +146,16 @@ impl Networks {
 /// The records in `dir`, by workload (one that cannot be read is returned
 /// as such, to be reported).
 fn read_records(dir: &Path) -> Vec<(WorkloadName, Result<Attachment, String>)> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    try_read_records(dir).unwrap_or_default()
+}
+
+/// `read_records`; a directory that is not there has none.
+fn try_read_records(dir: &Path) -> std::io::Result<Vec<(WorkloadName, Result<Attachment, String>)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
@@ -153,7 +169,7 @@ fn read_records(dir: &Path) -> Vec<(WorkloadName, Result<Attachment, String>)> {
         found.push((name, read));
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
-    found
+    Ok(found)
 }
 
 /// Whether the `paddock run` a record is named after (`run<PID>-<START>`,

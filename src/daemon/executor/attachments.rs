@@ -235,7 +235,14 @@ impl Attachments {
         self.undo_abandoned_runs();
         let networks = self.networks.clone();
         networks.remove_abandoned_writes();
-        let recorded = networks.recorded();
+        let recorded = match networks.recorded_checked() {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                // Every namespace would be a stray: none is removed.
+                tracing::error!(error = %e, "cannot read the network records: the workloads' networks are not taken over (a restart of the daemon tries again), and no namespace is removed");
+                return;
+            }
+        };
         let names: Vec<WorkloadName> = recorded.iter().map(|(n, _)| n.clone()).collect();
         for stray in networks.stray_namespaces(&names) {
             tracing::warn!(netns = %stray.display(), "removing a network namespace no record accounts for");
@@ -368,6 +375,28 @@ mod tests {
     use super::*;
     use crate::network::cni::CniError;
     use crate::sandbox::netns::NetnsError;
+
+    /// Records that cannot be listed are not "no record": every workload's
+    /// namespace would be a stray, and removed.
+    #[test]
+    fn network_records_that_cannot_be_listed_leave_every_namespace() {
+        let (state, run) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // Not a directory: listing it fails, as it does out of descriptors.
+        std::fs::write(state.path().join("networks"), "").unwrap();
+        std::fs::create_dir(run.path().join("netns")).unwrap();
+        let web = run.path().join("netns/web");
+        std::fs::write(&web, "").unwrap();
+        let networks = Networks::load(&crate::config::NetworkConfig::default(), state.path(), run.path()).unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        Attachments::new(Arc::new(networks), tx).restore();
+        assert!(web.exists(), "web's namespace was taken for a stray");
+        // Listed, with no record for it: a stray, removed.
+        std::fs::remove_file(state.path().join("networks")).unwrap();
+        let networks = Networks::load(&crate::config::NetworkConfig::default(), state.path(), run.path()).unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        Attachments::new(Arc::new(networks), tx).restore();
+        assert!(!web.exists());
+    }
 
     #[test]
     fn a_host_out_of_processes_is_the_daemons_failure_on_the_network_path_too() {
