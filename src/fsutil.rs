@@ -363,6 +363,13 @@ pub fn write_atomic(path: &Path, contents: &[u8], default_mode: u32) -> std::io:
     replace(path, contents, default_mode, true)
 }
 
+/// Whether a read failed for want of something the host may have again
+/// in a moment (descriptors, memory), not for what the file is: what
+/// failed so says nothing of the file, and is read again.
+pub fn for_a_moment(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN | libc::EINTR))
+}
+
 /// As `write_atomic`, without the fsyncs: for records that only matter
 /// while the machine stays up (what a crash of the machine loses, it also
 /// made moot, such as the processes a record describes).

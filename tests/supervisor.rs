@@ -373,3 +373,24 @@ fn a_kept_sandbox_whose_file_is_gone_by_the_first_scan_taken_is_stopped() {
     r.sup.reconcile(r.at);
     assert_eq!(r.take_calls(), [Call::Signal("gone".into())]);
 }
+
+/// What a predecessor kept (here a hold) is not forgotten by a first scan
+/// that was refused (the directory unreadable for a moment, out of
+/// descriptors): only a scan that read the directory says a workload has
+/// no file.
+#[test]
+fn kept_state_outlives_a_refused_first_scan_and_goes_with_one_that_read() {
+    let mut r = Rig::new();
+    let held = Kept { hold: Some(Version(1)), ..Kept::default() };
+    r.store.kept.borrow_mut().insert(n("held"), held.clone());
+    let mut loaded = paddock::daemon::kept::Loaded::default();
+    loaded.kept.insert(n("held"), held);
+    r.sup.restore(loaded, Vec::new());
+    r.sup.apply(Outcome::refused(Snapshot::new(), "Too many open files (os error 24)".into()), r.at);
+    r.sup.reconcile(r.at);
+    assert!(r.store.kept.borrow().contains_key(&n("held")), "the hold was forgotten");
+    r.sup.apply(scan(Vec::new()), r.at);
+    r.sup.reconcile(r.at);
+    assert!(!r.store.kept.borrow().contains_key(&n("held")), "no file: forgotten");
+    assert!(r.take_calls().is_empty());
+}

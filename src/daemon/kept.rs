@@ -45,9 +45,9 @@ pub struct Loaded {
     /// An older daemon's held list that could not be read: which workloads
     /// it held is unknown, so every one is held until an operator starts it.
     pub all_in_doubt: Option<String>,
-    /// What could not be read at all (out of descriptors or memory, an I/O
-    /// error): the directory, or a file, which is left as it is. Nothing
-    /// is known of those workloads: the caller reads again.
+    /// What could not be read for a moment (out of descriptors or memory,
+    /// `fsutil::for_a_moment`): the directory, or a file, which is left as
+    /// it is. Nothing is known of those workloads: the caller reads again.
     pub unread: Vec<String>,
 }
 
@@ -132,10 +132,12 @@ impl KeptStore {
     pub fn load(&self, state_dir: &Path) -> Loaded {
         let mut loaded = Loaded::default();
         let listed = std::fs::read_dir(&self.dir);
-        if let Err(e) = &listed
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            loaded.unread.push(format!("{}: {e}", self.dir.display()));
+        match &listed {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if crate::fsutil::for_a_moment(e) => loaded.unread.push(format!("{}: {e}", self.dir.display())),
+            // Not "nothing kept": whatever was held is not known.
+            Err(e) => loaded.all_in_doubt = Some(format!("{}: {e}", self.dir.display())),
+            Ok(_) => {}
         }
         if let Ok(entries) = listed {
             for entry in entries.flatten() {
@@ -154,14 +156,16 @@ impl KeptStore {
                     continue;
                 };
                 let bytes = match std::fs::read(&file) {
-                    Ok(bytes) => bytes,
+                    Ok(bytes) => Ok(bytes),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => {
+                    Err(e) if crate::fsutil::for_a_moment(&e) => {
                         loaded.unread.push(format!("{}: {e}", file.display()));
                         continue;
                     }
+                    // What it is (a directory, say) is in the way: as corrupt.
+                    Err(e) => Err(e.to_string()),
                 };
-                let read = serde_json::from_slice::<Kept>(&bytes).map_err(|e| e.to_string());
+                let read = bytes.and_then(|b| serde_json::from_slice::<Kept>(&b).map_err(|e| e.to_string()));
                 match read {
                     Ok(kept) => {
                         loaded.kept.insert(name, kept);
@@ -303,28 +307,32 @@ mod tests {
         assert!(!dir.path().join("workloads/web.json").exists());
     }
 
-    /// What cannot be read at all is not "nothing kept", nor corrupt: it is
-    /// left as it is and said, for the caller to read again.
+    /// A kept directory that cannot be listed is not "nothing kept": which
+    /// workloads were held is not known, so each is (until `paddock start`).
     #[test]
-    fn kept_state_that_cannot_be_read_is_unread_not_lost_nor_corrupt() {
+    fn a_kept_directory_that_cannot_be_listed_puts_every_workload_in_doubt() {
         let dir = tempfile::tempdir().unwrap();
-        let store = KeptStore::new(dir.path());
-        store.write(&n("web"), &Kept { hold: Some(Version(7)), ..Kept::default() }).unwrap();
-        // A file that cannot be read (a directory: EISDIR, as EMFILE would be).
-        std::fs::create_dir(dir.path().join("workloads/db.json")).unwrap();
-        let loaded = store.load(dir.path());
-        assert_eq!(loaded.kept[&n("web")].hold, Some(Version(7)));
-        assert!(loaded.unreadable.is_empty(), "{:?}", loaded.unreadable);
-        assert!(loaded.unread.len() == 1 && loaded.unread[0].contains("db.json"), "{:?}", loaded.unread);
-        assert!(dir.path().join("workloads/db.json").is_dir(), "not moved aside as corrupt");
-        // A directory that cannot be listed.
-        let other = tempfile::tempdir().unwrap();
-        std::fs::write(other.path().join("workloads"), "").unwrap();
-        let loaded = KeptStore::new(other.path()).load(other.path());
-        assert!(loaded.kept.is_empty() && loaded.unread.len() == 1, "{:?}", loaded.unread);
+        // Not a directory (ENOTDIR): for good, not for a moment.
+        std::fs::write(dir.path().join("workloads"), "").unwrap();
+        let loaded = KeptStore::new(dir.path()).load(dir.path());
+        assert!(loaded.kept.is_empty() && loaded.unread.is_empty(), "{:?}", loaded.unread);
+        assert!(loaded.all_in_doubt.as_deref().is_some_and(|why| why.contains("Not a directory")), "{loaded:?}");
         // Not there at all: nothing kept yet, which is no error.
         let fresh = tempfile::tempdir().unwrap();
-        assert!(KeptStore::new(fresh.path()).load(fresh.path()).unread.is_empty());
+        let loaded = KeptStore::new(fresh.path()).load(fresh.path());
+        assert!(loaded.unread.is_empty() && loaded.all_in_doubt.is_none());
+    }
+
+    /// What failed for want of descriptors or memory says nothing of the
+    /// file: read again, never moved aside as corrupt.
+    #[test]
+    fn only_a_want_of_descriptors_or_memory_is_for_a_moment() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::EAGAIN, libc::EINTR] {
+            assert!(crate::fsutil::for_a_moment(&std::io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+        for errno in [libc::EISDIR, libc::ENOTDIR, libc::EACCES, libc::EIO, libc::ENOENT] {
+            assert!(!crate::fsutil::for_a_moment(&std::io::Error::from_raw_os_error(errno)), "{errno}");
+        }
     }
 
     #[test]

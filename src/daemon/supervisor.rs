@@ -108,6 +108,8 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
 
     /// What a predecessor kept: holds, ends, and doubts.
     pub fn restore(&mut self, loaded: Loaded, doubtful: Vec<WorkloadName>) {
+        // Kept until a scan says which have no file (the first may be refused).
+        self.core.files_unread();
         for (name, kept) in loaded.kept {
             self.core.restore(&name, kept.hold, kept.ended, kept.counts);
             if let Some(replacing) = kept.replacing {
@@ -173,6 +175,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         if self.refused.take().is_some() {
             tracing::warn!(dir = %self.workloads.display(), "the workloads directory is safe again: changes apply");
         }
+        self.core.files_read();
         for file in outcome.not_read.difference(&self.not_read) {
             tracing::warn!(
                 file = %self.workloads.join(file).display(),

@@ -121,11 +121,22 @@ pub struct Core {
     pub(super) start_timeout: Duration,
     /// The daemon is stopping: what exits lets the next layer stop.
     pub(super) halting: bool,
+    /// Whether the workloads directory has been read since what the daemon
+    /// kept was restored: until it has, a workload with no file may have
+    /// one (a scan refused at the start, out of descriptors), and what was
+    /// kept of it (a hold, a one-shot's end) is not forgotten.
+    pub(super) files_seen: bool,
 }
 
 impl Default for Core {
     fn default() -> Self {
-        Core { workloads: BTreeMap::new(), doubt_all: None, start_timeout: START_TIMEOUT, halting: false }
+        Core {
+            workloads: BTreeMap::new(),
+            doubt_all: None,
+            start_timeout: START_TIMEOUT,
+            halting: false,
+            files_seen: true,
+        }
     }
 }
 
@@ -167,6 +178,17 @@ impl Core {
             w.doubt = doubt.clone();
             w
         })
+    }
+
+    /// Kept state is restored: no workload is forgotten for want of a file
+    /// until the workloads directory is read (`files_read`).
+    pub fn files_unread(&mut self) {
+        self.files_seen = false;
+    }
+
+    /// The workloads directory was read: a workload with no file has none.
+    pub fn files_read(&mut self) {
+        self.files_seen = true;
     }
 
     /// What the daemon kept of `name` could not be read: it is held, at

@@ -81,7 +81,7 @@ impl Core {
             let action = match (desired, w.state) {
                 (None, State::Stopping { .. }) => None,
                 (None, s) if s.has_sandbox() => Some((Verb::Stop, Cause::Removed)),
-                (None, _) if w.file == File::Absent => {
+                (None, _) if w.file == File::Absent && self.files_seen => {
                     forgotten.push(name.clone());
                     None
                 }
@@ -366,7 +366,7 @@ impl Core {
             _ => None,
         };
         w.state = match (w.desired.is_some(), w.hold, then) {
-            (false, _, _) if w.file == File::Absent => {
+            (false, _, _) if w.file == File::Absent && self.files_seen => {
                 self.workloads.remove(name);
                 effects.push(Effect::Forget { name: name.clone() });
                 return;
