@@ -102,6 +102,29 @@ fn a_command_probe_that_closes_its_output_and_lingers_times_out() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// A command probe that times out takes what it started with it (its
+/// process group): they do not pile up in the workload, using its pids.
+#[test]
+fn a_command_probe_that_times_out_leaves_none_of_its_processes() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write(
+        "hpile.toml",
+        &busybox_manifest(
+            "exec sleep 1000",
+            "[health]\ncommand = [\"sh\", \"-c\", \"sleep 7731; true\"]\ninterval = \"200ms\"\ntimeout = \"300ms\"\nretries = 1\non_unhealthy = \"mark\"\n",
+        ),
+    );
+    d.wait_for("hpile unhealthy", |d| d.workload("hpile").is_some_and(|w| w["health"] == "unhealthy"));
+    let timed_out = |d: &Daemon| {
+        let probes = detail(d, "hpile")["probes"].as_array().cloned().unwrap_or_default();
+        probes.iter().filter(|p| p["output"].as_str().unwrap_or("").contains("timed out after 300ms")).count()
+    };
+    d.wait_for("four probes timed out", |d| timed_out(d) >= 4);
+    let left = common::daemon::processes(&["sleep", "7731"]);
+    assert!(left.len() <= 1, "the probes' sleeps live on: {left:?}");
+    assert_eq!(d.terminate(), 0);
+}
+
 #[test]
 fn a_chain_starts_in_order_waiting_for_health_and_a_cycle_is_refused_naming_both_files() {
     let mut d = Daemon::setup().start(&[]);

@@ -41,14 +41,32 @@ pub fn enter(
     tty: bool,
     stdio: [OwnedFd; 3],
 ) -> std::io::Result<enter::Entered> {
+    enter_for(name, target, manifest, entry, tty, stdio, None)
+}
+
+/// `enter`, the command's process group killed once `time_limit` passes.
+fn enter_for(
+    name: &WorkloadName,
+    target: &Target,
+    manifest: &Manifest,
+    entry: &Entry,
+    tty: bool,
+    stdio: [OwnedFd; 3],
+    time_limit: Option<Duration>,
+) -> std::io::Result<enter::Entered> {
     let config = EnterConfig {
         pid: target.pid,
         workload: enter::workload(name, manifest, entry),
         cgroup: target.cgroup.clone(),
         tty,
+        time_limit,
     };
     enter::start(&config, &target.pidfd, stdio)
 }
+
+/// How long past a command probe's timeout `__enter` is given to kill the
+/// command's group and end, before it is killed itself.
+const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Makes one probe; its result is sent as `SandboxEvent::Probed`.
 pub fn start(
@@ -83,7 +101,7 @@ pub fn start(
                 let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
                 let null = OwnedFd::from(std::fs::File::open("/dev/null")?);
                 let stdio = [null, write.try_clone()?, write];
-                let child = enter(&who, &target, manifest, &entry, false, stdio)?;
+                let child = enter_for(&who, &target, manifest, &entry, false, stdio, Some(timeout))?;
                 Ok::<_, std::io::Error>((child, read))
             })();
             match started {
@@ -100,7 +118,10 @@ pub fn start(
 /// Waits for a command probe: its output (the end of it), and whether it
 /// exited 0 within `timeout` (else it is killed).
 fn finish(child: &mut std::process::Child, read: OwnedFd, timeout: Duration) -> Result<String, String> {
-    let deadline = Instant::now() + timeout;
+    let begun = Instant::now();
+    // `__enter` kills the command's group at the timeout and ends.
+    let deadline = begun + timeout + KILL_GRACE;
+    let too_long = || format!("timed out after {}", crate::model::Duration::from_millis(timeout.as_millis() as u64));
     let mut pipe = std::fs::File::from(read);
     let mut output = Vec::new();
     let mut buf = [0u8; 4096];
@@ -135,10 +156,12 @@ fn finish(child: &mut std::process::Child, read: OwnedFd, timeout: Duration) -> 
         // Its command dies with it (PR_SET_PDEATHSIG).
         let _ = child.kill();
         let _ = child.wait();
-        return Err(format!("timed out after {}", crate::model::Duration::from_millis(timeout.as_millis() as u64)));
+        return Err(too_long());
     }
     match child.wait() {
         Ok(status) if status.success() => Ok(text),
+        // Killed by `__enter` at the timeout.
+        Ok(status) if begun.elapsed() >= timeout && status.code() == Some(128 + libc::SIGKILL) => Err(too_long()),
         Ok(status) => {
             let code = status.code().map_or_else(|| "killed".to_owned(), |c| format!("exit {c}"));
             Err(if text.is_empty() { code } else { format!("{code}: {text}") })

@@ -34,6 +34,11 @@ pub struct EnterConfig {
     pub cgroup: Vec<PathBuf>,
     /// Its stdin is a terminal: the command gets it as its controlling one.
     pub tty: bool,
+    /// A probe's timeout: once it has passed, the command's process group
+    /// (what it started that did not leave it) is killed, not the command
+    /// alone, whose children would live on in the workload.
+    #[serde(default)]
+    pub time_limit: Option<std::time::Duration>,
 }
 
 /// What to run in the sandbox, beside what the manifest says.
@@ -337,7 +342,8 @@ pub fn main(channel_fd: RawFd) -> i32 {
             step => fail(step.name(), errno.desc()),
         };
     }
-    wait_forwarding(child, &watched, &channel)
+    let deadline = cfg.time_limit.map(|limit| std::time::Instant::now() + limit);
+    wait_forwarding(child, &watched, &channel, deadline)
 }
 
 /// Has SIGIO sent to this process when the daemon's end of `channel`
@@ -365,7 +371,7 @@ fn hung_up(channel: &Channel) -> bool {
 /// the daemon is gone, the command's session is hung up (SIGHUP, as a
 /// closed terminal would), and after `ORPHAN_GRACE` this process ends,
 /// taking the command with it (its parent-death signal).
-fn wait_forwarding(child: Pid, watched: &SigSet, channel: &Channel) -> i32 {
+fn wait_forwarding(child: Pid, watched: &SigSet, channel: &Channel, mut deadline: Option<std::time::Instant>) -> i32 {
     let mut orphaned: Option<std::time::Instant> = None;
     loop {
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
@@ -386,7 +392,17 @@ fn wait_forwarding(child: Pid, watched: &SigSet, channel: &Channel) -> i32 {
             eprintln!("paddock exec: the daemon is gone; the command is killed");
             return 128 + libc::SIGKILL;
         }
-        match wait_signal(watched, left.unwrap_or(std::time::Duration::from_secs(3600))) {
+        let limit = deadline.map(|deadline| deadline.saturating_duration_since(std::time::Instant::now()));
+        if limit.is_some_and(|l| l.is_zero()) {
+            // Its group, then (before its setsid, it has none yet) the command.
+            if kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL) == Err(Errno::ESRCH) {
+                let _ = kill(child, Signal::SIGKILL);
+            }
+            deadline = None;
+            continue;
+        }
+        let wait = [left, limit].into_iter().flatten().min();
+        match wait_signal(watched, wait.unwrap_or(std::time::Duration::from_secs(3600))) {
             Some(Signal::SIGCHLD | Signal::SIGIO) | None => {}
             // A hang-up (the client gone, or sent on by it) reaches the
             // command's process group, as a closed terminal's would: what
