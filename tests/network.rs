@@ -1072,6 +1072,34 @@ fn a_plugin_runs_with_the_stop_signals_unblocked() {
     assert_eq!(mask & stops, 0, "blocked in the plugin: {line}");
 }
 
+/// A plugin under way dies with the daemon that ran it (a crash, kill -9):
+/// left running, it would go on making rules and addresses after the
+/// next daemon has undone what the record says, with nothing to undo them.
+#[test]
+fn a_plugin_under_way_dies_with_a_killed_daemon() {
+    let d = prepared();
+    let pid_file = d.path("out/plugin.pid");
+    let plugin = format!("#!/bin/sh\ncat > /dev/null\necho $$ > {}\nexec sleep 6127\n", pid_file.display());
+    fake_networks(&d, &[("slow", plugin)], &[("fake", &["slow"])]);
+    let mut d = d.start(&[]);
+    d.write("w.toml", &sleeper("[namespaces]\nnetwork = \"fake\""));
+    d.wait_for("the plugin to run", |d| {
+        std::fs::read_to_string(d.path("out/plugin.pid")).is_ok_and(|p| p.ends_with('\n'))
+    });
+    let plugin: i64 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert!(common::daemon::alive(plugin));
+    d.kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !common::daemon::gone(plugin) {
+        if Instant::now() > deadline {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(plugin as i32, libc::SIGKILL) };
+            panic!("the plugin {plugin} outlived its daemon");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn what_a_plugin_could_not_undo_is_kept_and_undone_once_it_can_be() {
     let d = prepared();

@@ -431,11 +431,23 @@ impl Runtime<'_> {
         // A process group of its own: a plugin that times out is killed
         // with what it started (iptables, ip), not just itself.
         let mut command = Command::new(run.program);
+        let parent = std::process::id() as libc::pid_t;
         // SAFETY: runs in the forked child before exec and only unblocks
-        // signals, which is async-signal-safe.
+        // signals and calls prctl and getppid, which are async-signal-safe.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 crate::sandbox::unblock_daemon_signals();
+                // It dies with the thread that waits for it (the daemon's, or
+                // `paddock run`'s, killed or re-executed): left running, it
+                // would go on making rules and addresses after the next daemon
+                // has undone what the record says, with nothing to undo them.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Gone before the prctl: no signal will come.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
                 Ok(())
             });
         }
