@@ -210,6 +210,34 @@ fn no_request_made_during_an_upgrade_goes_unanswered() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// An upgrade waits for what is kept (a hold here) to be on disk: the new
+/// image reads it back. When it cannot be written (a full disk; here a
+/// directory in its file's place), the upgrade is refused, saying so, and
+/// the hold holds across the upgrade taken once it is written.
+#[test]
+fn an_upgrade_is_refused_while_what_is_kept_cannot_be_written() {
+    let (mut d, binary, web, _) = upgradable_web();
+    let kept = d.path("state/workloads/web.json");
+    let _ = std::fs::remove_file(&kept);
+    std::fs::create_dir_all(&kept).unwrap();
+    let out = d.paddock(&["stop", "web"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("warning: this could not be written"), "{said}");
+    d.wait_for("web stopped", |d| d.workload("web").is_some_and(|w| w["state"] == "stopped"));
+    assert!(gone(web));
+    install(&binary);
+    let out = d.paddock(&["upgrade"]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && said.contains("cannot be written"), "{said}");
+    std::fs::remove_dir(&kept).unwrap();
+    d.wait_for("the hold written", |_| kept.is_file());
+    let out = d.paddock(&["upgrade"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.workload("web").unwrap()["state"], "stopped", "the hold held");
+    assert_eq!(d.terminate(), 0);
+}
+
 /// A daemon running `web`, its pid, and the socket it listens on.
 fn running_web() -> (Daemon, i64, std::path::PathBuf) {
     let d = Daemon::setup().start(&[]);

@@ -874,8 +874,10 @@ async fn reexec(
     // A start still under way would be adopted by the new image as if
     // running, half built, with no deadline: no exec then.
     let settled = settle(daemon, sandbox_rx, start_timeout, notifier, heard.channel, &mut asked).await;
+    // What the new image reads back: a hold or an end not on disk would
+    // be lost (a stopped workload started again, a one-shot run twice).
+    let kept = settled && daemon.store.flush(Duration::from_secs(5));
     if settled {
-        daemon.store.flush(Duration::from_secs(5));
         // Detachments under way finish; attachments in use are recorded,
         // and the new image takes them over.
         daemon.executor.settle_networks();
@@ -888,6 +890,9 @@ async fn reexec(
     let refusal = match (settled, stop) {
         (_, true) => Some(STOPPED_UPGRADE),
         (false, false) => Some("a workload is still starting, past its start_timeout: not upgraded; try again"),
+        (true, false) if !kept => Some(
+            "what is kept of the workloads (holds, ends, restart counts) cannot be written (the daemon's log says why: a full disk?): not upgraded, as the new daemon would not know it; try again once it can be",
+        ),
         (true, false) => None,
     };
     let changed = refusal.is_none().then(|| Checked::changed_since(binary, identity, &config)).flatten();

@@ -183,14 +183,12 @@ impl DiskStore {
     }
 
     /// Waits (up to `timeout`) until everything queued is written: before
-    /// the daemon re-executes itself.
-    pub fn flush(&self, timeout: std::time::Duration) {
-        if let Some(writer) = &self.writer {
-            let (done, wait) = std::sync::mpsc::sync_channel(1);
-            if writer.queue.send(Write::Flush(done)).is_ok() {
-                let _ = wait.recv_timeout(timeout);
-            }
-        }
+    /// the daemon re-executes itself. Returns whether it all was (not when
+    /// a write fails, a full disk, or the time is up).
+    pub fn flush(&self, timeout: std::time::Duration) -> bool {
+        let Some(writer) = &self.writer else { return true };
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        writer.queue.send(Write::Flush(done)).is_ok() && wait.recv_timeout(timeout).unwrap_or(false)
     }
 }
 
@@ -217,8 +215,8 @@ struct Writer {
 enum Write {
     /// Write (or, with None, remove) a workload's kept file.
     Keep(WorkloadName, Option<Kept>),
-    /// Say when everything before this is written.
-    Flush(std::sync::mpsc::SyncSender<()>),
+    /// Say when everything before this is written (true), or could not be.
+    Flush(std::sync::mpsc::SyncSender<bool>),
     /// Write a workload's kept file with what is pending, and say how that went.
     Now(WorkloadName, Kept, std::sync::mpsc::SyncSender<std::io::Result<()>>),
 }
@@ -246,7 +244,11 @@ impl Writer {
                         match receive.recv_timeout(wait) {
                             Ok(item) => Some(item),
                             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) if failing => return,
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) if failing => {
+                                let lost: Vec<&WorkloadName> = pending.keys().collect();
+                                tracing::error!(workloads = ?lost, "the daemon ends with what is kept of these workloads unwritten (a full disk?): their holds, ends or restart counts are lost");
+                                return;
+                            }
                             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                                 closed = true;
                                 None
@@ -305,7 +307,7 @@ impl Writer {
                     failing = !unwritten.is_empty();
                     pending = unwritten;
                     for done in flushes.drain(..) {
-                        let _ = done.send(());
+                        let _ = done.send(!failing);
                     }
                 }
             })
@@ -438,7 +440,7 @@ mod tests {
         let file = dir.path().join("workloads/once.json");
         std::fs::create_dir_all(&file).unwrap();
         store.keep(&name, &held(1)).unwrap();
-        store.flush(std::time::Duration::from_secs(5));
+        assert!(!store.flush(std::time::Duration::from_secs(5)), "a flush that could not write is said");
         assert!(store.keep_now(&name, &held(2)).is_err(), "a write that failed is said");
         std::fs::remove_dir(&file).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -447,7 +449,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         // Then nothing is left to write: what is there stays.
-        store.flush(std::time::Duration::from_secs(5));
+        assert!(store.flush(std::time::Duration::from_secs(5)));
         let kept = KeptStore::new(dir.path()).load(dir.path()).kept;
         assert_eq!(kept[&name].hold, Some(Version(2)), "an older write landed after what was kept now");
     }

@@ -356,12 +356,21 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         // under way already), a release before the start. A daemon that
         // dies meanwhile leaves it to the next. (`execute` does the same
         // for what other paths keep before a stop signal.)
+        let mut unwritten = None;
         if effects.iter().any(|e| matches!(e, Effect::Persist { name } if *name == parsed)) {
             effects.retain(|e| !matches!(e, Effect::Persist { name } if *name == parsed));
-            self.persist_with(&parsed, true);
+            unwritten = self.persist_with(&parsed, true).err();
         }
         self.execute(effects, at);
-        Ok(super::view::answer_text(&parsed, &answer))
+        let mut text = super::view::answer_text(&parsed, &answer);
+        // Carried out all the same; the operator is told what a daemon
+        // that dies (or a restart of it) would not know.
+        if let Some(e) = unwritten {
+            text.push_str(&format!(
+                "\nwarning: this could not be written to the daemon's state ({e}): it holds while this daemon runs, and is written once it can be (the daemon's log says when); until then an upgrade is refused, and a daemon that dies loses it"
+            ));
+        }
+        Ok(text)
     }
 
     /// Stops every sandbox (its own signal, then a kill at its timeout).
@@ -438,7 +447,9 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                     tracing::warn!(workload = %name, action = "kill", "missed its deadline: killing every process of the sandbox");
                     self.executor.kill(&name);
                 }
-                Effect::Persist { name } => self.persist_with(&name, stopping.contains(&name)),
+                Effect::Persist { name } => {
+                    let _ = self.persist_with(&name, stopping.contains(&name));
+                }
                 Effect::Probe { name, pid, manifest, probe, timeout } => {
                     self.executor.probe(&name, pid, &manifest, probe, timeout)
                 }
@@ -467,12 +478,13 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
     /// Writes what is kept of a workload; a failure is said once and
     /// tried again at every pass until it succeeds.
     fn persist(&mut self, name: &WorkloadName) {
-        self.persist_with(name, false);
+        let _ = self.persist_with(name, false);
     }
 
     /// `persist`, on disk before it returns when `durable` (unless the
-    /// disk takes longer than `keep_soon` waits).
-    fn persist_with(&mut self, name: &WorkloadName, durable: bool) {
+    /// disk takes longer than `keep_soon` waits). Returns why a durable
+    /// write failed (the writer goes on trying).
+    fn persist_with(&mut self, name: &WorkloadName, durable: bool) -> std::io::Result<()> {
         let kept = Kept {
             slice: self.store.slice(name),
             hold: self.core.get(name).and_then(|w| w.hold),
@@ -485,17 +497,20 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             false => self.store.keep(name, &kept),
         };
         match written {
+            // Queued: the writer says when it fails, and when it writes again.
+            Ok(()) if !durable => drop(self.unwritten.remove(name)),
             Ok(()) => {
                 if self.unwritten.remove(name) {
                     tracing::warn!(workload = %name, "its kept state is written again");
                 }
             }
-            Err(e) => {
+            Err(ref e) => {
                 if self.unwritten.insert(name.clone()) {
                     tracing::error!(workload = %name, error = %e, "cannot write its kept state (hold, end); retrying at every pass");
                 }
             }
         }
+        written
     }
 
     fn write_unwritten(&mut self) {
