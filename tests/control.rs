@@ -192,6 +192,25 @@ fn restart_revives_a_failed_workload() {
     assert!(!alive(before));
 }
 
+/// A restart whose run begins and ends before the client looks again
+/// says how it ended and where its output is (its name, not a
+/// placeholder), not that it did not start.
+#[test]
+fn a_restart_whose_run_ends_says_how_it_ended() {
+    let d = Daemon::setup().start(&[]);
+    d.write("crash.toml", "command = [\"/bin/sh\", \"-c\", \"exit 3\"]\n[restart]\nbackoff = \"5s\"\n");
+    d.wait_for("crash in backoff", |d| d.workload("crash").is_some_and(|w| w["state"] == "backoff"));
+    let out = d.paddock(&["restart", "crash"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "crash did not stay up: its run ended (3); `paddock logs crash` shows its output (it will be tried again)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// Mounts `from` over `onto` for the guard's life: changes that inotify
 /// on `onto` cannot see, as on NFS, where `paddock reload` is the way.
 fn bind_mount(from: &std::path::Path, onto: &std::path::Path) -> common::Mounted {

@@ -98,11 +98,14 @@ fn wait_until_done(act: Act, args: &NameArgs, before: Option<i32>) -> Result<sup
         };
         // Escaped, as `status` shows it: an error may quote a plugin's or
         // a manifest's text.
-        let why = || {
-            w.error.as_deref().map_or_else(
-                || "see `paddock status NAME`".to_owned(),
-                |e| crate::text::escape_controls(e).into_owned(),
-            )
+        let why = || match (&w.error, &w.last_exit) {
+            (Some(e), _) => crate::text::escape_controls(e).into_owned(),
+            (None, Some(exit)) => {
+                let exit = exit.to_string();
+                let exit = exit.trim_matches('"');
+                format!("its run ended ({exit}); `paddock logs {}` shows its output", w.name)
+            }
+            (None, None) => format!("see `paddock status {}`", w.name),
         };
         let done = match (act, w.state.as_str()) {
             (Act::Stop, "stopped" | "exited" | "failed" | "invalid") => Some(Ok(format!("{} {}", w.name, w.state))),
@@ -112,6 +115,10 @@ fn wait_until_done(act: Act, args: &NameArgs, before: Option<i32>) -> Result<sup
             }
             (_, "exited") if before.is_none() || w.pid != before => Some(Ok(format!("{} ran and exited", w.name))),
             (_, "failed") => Some(Err(format!("{} failed: {}", w.name, why()))),
+            // Its run may have begun and ended already (no error then).
+            (_, "backoff") if w.error.is_none() && w.last_exit.is_some() => {
+                Some(Err(format!("{} did not stay up: {} (it will be tried again)", w.name, why())))
+            }
             (_, "backoff") => Some(Err(format!("{} did not start: {} (it will be tried again)", w.name, why()))),
             _ => None,
         };
