@@ -235,6 +235,13 @@ fn restored_state_is_what_was_kept() {
     let w = core.get(&name()).unwrap();
     assert_eq!((w.state, w.last_exit), (State::Exited { version: Version(3) }, Some(Exit::Code(0))));
     assert_eq!(Cause::RestartAsked.to_string(), "paddock restart");
+    // A failed run's exit is shown too, and so is one a hold came after.
+    let failed = Ended { version: Version(3), failed: true, exit: Some(Exit::Code(3)) };
+    core.restore(&name(), None, Some(failed), None);
+    let w = core.get(&name()).unwrap();
+    assert_eq!((w.state, w.last_exit), (State::Failed { version: Version(3), failures: 0 }, Some(Exit::Code(3))));
+    core.restore(&name(), Some(Version(3)), Some(failed), None);
+    assert_eq!(core.get(&name()).unwrap().last_exit, Some(Exit::Code(3)));
 }
 
 #[test]

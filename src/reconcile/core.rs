@@ -221,15 +221,14 @@ impl Core {
         w.carried = counts;
         w.kept_counts = counts;
         let of = |version: Version| counts.filter(|c| c.version == version);
+        // How its last run ended, shown whatever came after (a hold, a failure).
+        w.last_exit = ended.and_then(|e| e.exit);
         w.state = match (hold, ended) {
             (Some(version), _) => State::Held { version },
             (None, Some(Ended { version, failed: true, .. })) => {
                 State::Failed { version, failures: of(version).map_or(0, |c| c.failures) }
             }
-            (None, Some(Ended { version, failed: false, exit })) => {
-                w.last_exit = exit;
-                State::Exited { version }
-            }
+            (None, Some(Ended { version, failed: false, .. })) => State::Exited { version },
             (None, None) => State::Idle,
         };
         // Shown while it does not run (`status`, the metrics), as before.
