@@ -248,3 +248,26 @@ fn the_status_json_fields_are_the_readmes() {
     documented.sort();
     assert_eq!(fields, documented, "status --json fields against README's table");
 }
+
+/// The README's `paddock check` example is what `paddock check` prints.
+#[test]
+fn the_check_example_in_the_readme_is_what_check_prints() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let shown = "$ paddock check examples/invalid/host-network.toml\n";
+    let start = readme.find(shown).expect("the example is in the README") + shown.len();
+    let example = &readme[start..start + readme[start..].find("```").unwrap()];
+    // The built-in defaults, whatever this host's configuration says.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("paddock.toml");
+    std::fs::write(&config, "").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .arg("examples/invalid/host-network.toml")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(printed.trim_end(), example.trim_end());
+}

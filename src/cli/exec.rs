@@ -28,7 +28,7 @@ use crate::protocol::{ExecInput, ExecRequest, Request, Response};
 /// when it cannot be executed, 127 when it is not found, 125 when paddock
 /// could not run it). The command is killed when its workload stops.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  paddock exec web -- cat /etc/hostname\n  paddock exec -it web -- sh")]
+#[command(after_help = "Examples:\n  paddock exec web -- hostname\n  paddock exec -it web -- sh")]
 pub struct ExecArgs {
     /// Pass stdin on to the command (without it, the command's stdin is empty).
     #[arg(short, long)]
