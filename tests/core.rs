@@ -483,6 +483,22 @@ fn an_adopted_sandbox_whose_file_is_invalid_runs_on_with_its_recorded_manifest()
 /// signal goes, and carried out by the successor that adopts the sandbox
 /// still running, or whose end it hears (a restart, not an end the
 /// policy judges); dropped once the sandbox is gone.
+/// A sandbox being stopped still runs: its init's pid is shown until it
+/// ends.
+#[test]
+fn a_stopping_workload_keeps_its_pid_until_it_ends() {
+    let at = Clock::read();
+    let mut core = Core::default();
+    core.on_manifest(&name(), valid(1, ""), at);
+    core.reconcile(at, 16);
+    core.on_started(&name(), 4242, Duration::ZERO, at);
+    core.on_request(&name(), Command::Stop, at).unwrap();
+    let w = core.get(&name()).unwrap();
+    assert_eq!((w.state.name(), w.state.pid()), ("stopping", Some(4242)));
+    core.on_exit(&name(), Exit::Signal(15), at, 0.0);
+    assert_eq!(core.get(&name()).unwrap().state.pid(), None);
+}
+
 #[test]
 fn a_restart_under_way_when_the_daemon_died_is_carried_out_by_the_next() {
     let at = Clock::read();

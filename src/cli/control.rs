@@ -55,8 +55,9 @@ pub struct UpgradeArgs {
 }
 
 /// Show what the daemon would do if the workloads directory looked like
-/// DIR, without doing it: "would start web", "would restart worker
-/// (command changed)", "would stop old-job", and every problem.
+/// DIR, without doing it: "would start web (manifest added)", "would restart
+/// worker (manifest changed: command)", "would stop old-job (manifest
+/// removed)", and every problem.
 ///
 /// DIR is validated with the daemon's own policies and planned against
 /// what runs now, by the same planner the daemon uses, as a reload would

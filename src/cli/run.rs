@@ -28,7 +28,7 @@ pub const PADDOCK_FAILED: u8 = 125;
 ///
 /// It writes on the host what the daemon would: the workload's id slice in
 /// STATE_DIR/idmap.json (kept, so the same name gets the same host ids),
-/// and STATE_DIR/runs/NAME.lock, an empty file locked while it runs; with remap.user = "default" and no range yet, the `paddock` user and its
+/// and STATE_DIR/runs/NAME.lock, locked while it runs and naming its slices; with remap.user = "default" and no range yet, the `paddock` user and its
 /// ranges in /etc/passwd, /etc/subuid and /etc/subgid; a cgroup while it
 /// runs; with -p, a network attachment undone at the end. --state-dir,
 /// --subuid, --subgid, --passwd and --group-file keep all of it elsewhere.

@@ -21,7 +21,7 @@ impl Core {
         }
         .unwrap_or_default();
         let deadline = Some(at.now + stop.timeout.as_std());
-        w.state = State::Stopping { version, then, deadline };
+        w.state = State::Stopping { version, then, deadline, pid: w.state.pid() };
         w.note(at.wall, Happening::Stopping { signal: stop.signal, cause: cause.clone() });
         effects.push(Effect::Stop { name: w.name.clone(), signal: stop.signal, cause });
     }
@@ -254,7 +254,7 @@ impl Core {
             && r.of(version, pid)
         {
             let then = if r.unhealthy { Then::Unhealthy { failures, since } } else { Then::Replace };
-            w.state = State::Stopping { version, then, deadline: None };
+            w.state = State::Stopping { version, then, deadline: None, pid: Some(pid) };
             w.cause = Some(if r.unhealthy { Cause::Unhealthy } else { Cause::RestartAsked });
         }
         match w.state {

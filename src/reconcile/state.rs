@@ -40,11 +40,14 @@ pub enum State {
         failures: u32,
         pid: i32,
     },
-    /// Being stopped; killed at `deadline` (None once killed).
+    /// Being stopped; killed at `deadline` (None once killed). Its
+    /// sandbox's init runs until it ends (`pid`, unless it was stopped
+    /// while starting).
     Stopping {
         version: Version,
         then: Then,
         deadline: Option<Instant>,
+        pid: Option<i32>,
     },
     /// Waiting to be started again.
     Backoff {
@@ -121,6 +124,7 @@ impl State {
     pub fn pid(&self) -> Option<i32> {
         match self {
             State::Running { pid, .. } => Some(*pid),
+            State::Stopping { pid, .. } => *pid,
             _ => None,
         }
     }
