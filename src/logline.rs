@@ -38,6 +38,12 @@ impl Stamper {
         }
     }
 
+    /// What follows begins a line of its own, stamped (the rest of the
+    /// line it was in could not be written).
+    pub fn break_line(&mut self) {
+        self.mid_line = false;
+    }
+
     /// At the end of a run: a last line without its newline gets one, so
     /// the next run's first line starts a line of its own.
     pub fn finish(&mut self, out: &mut Vec<u8>) {

@@ -6,7 +6,6 @@
 //! ends it reports how, and a supervised init stays until the daemon (or
 //! a successor that adopts it) has heard it.
 
-use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -48,6 +47,10 @@ pub struct Output {
     failing: bool,
     told: Option<Instant>,
     lost: u64,
+    /// The log's last byte written is not a newline.
+    mid_line: bool,
+    /// A write failed part way: the next output begins a line of its own.
+    broken: bool,
 }
 
 impl Output {
@@ -63,6 +66,8 @@ impl Output {
             failing: false,
             told: None,
             lost: 0,
+            mid_line: false,
+            broken: false,
         }
     }
 
@@ -84,6 +89,11 @@ impl Output {
     }
 
     fn write(&mut self, bytes: &[u8], channel: &Channel) {
+        self.write_into(std::io::stdout().as_fd(), bytes, channel);
+    }
+
+    /// `write`, into `log` (the init's stdout: the log file).
+    fn write_into(&mut self, log: BorrowedFd<'_>, bytes: &[u8], channel: &Channel) {
         self.offered += bytes.len() as u64;
         // No daemon rotates it: the rest is dropped, and counted, rather
         // than fill the disk; a rotation is still asked for, for a daemon
@@ -97,17 +107,33 @@ impl Output {
             self.ask(channel);
             return;
         }
-        let mut log = std::io::stdout().lock();
-        match log.write_all(bytes).and_then(|()| log.flush()) {
+        // After a write that failed part way (a full disk), the line it
+        // tore is ended first: the next line is not glued onto it.
+        let mended;
+        let bytes = match self.broken && self.mid_line {
+            true => {
+                mended = [b"\n".as_slice(), bytes].concat();
+                &mended[..]
+            }
+            false => bytes,
+        };
+        let (written, result) = write_counted(log, bytes);
+        self.size += written as u64;
+        if written > 0 {
+            self.mid_line = bytes[written - 1] != b'\n';
+        }
+        match result {
             Ok(()) => {
-                self.size += bytes.len() as u64;
+                self.broken = false;
                 if std::mem::take(&mut self.failing) && self.lost > 0 {
                     let _ = channel.try_report(InitReport::LogWritten { lost: std::mem::take(&mut self.lost) });
                 }
                 self.ask(channel);
             }
             Err(e) => {
-                self.lost += bytes.len() as u64;
+                self.lost += (bytes.len() - written) as u64;
+                self.broken = true;
+                self.stamper.break_line();
                 if !self.failing && self.told.is_none_or(|t| t.elapsed() >= COMPLAINT_INTERVAL) {
                     self.told = Some(Instant::now());
                     let _ = channel.try_report(InitReport::LogFailing { error: e.to_string() });
@@ -153,6 +179,21 @@ impl Output {
         // What was dropped at the cap is said once the log is written again.
         self.failing |= std::mem::take(&mut self.capped);
     }
+}
+
+/// Writes all of `data` to `fd` (unbuffered), or as much as it can:
+/// returns how much was written, and why it stopped short.
+fn write_counted(fd: BorrowedFd<'_>, data: &[u8]) -> (usize, std::io::Result<()>) {
+    let mut done = 0;
+    while done < data.len() {
+        match nix::unistd::write(fd, &data[done..]) {
+            Ok(0) => return (done, Err(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return (done, Err(e.into())),
+        }
+    }
+    (done, Ok(()))
 }
 
 pub struct Keeper {
@@ -376,5 +417,46 @@ mod tests {
             let _ = done.send(());
         });
         assert!(finished.recv_timeout(Duration::from_secs(10)).is_ok(), "a write waited for the daemon");
+    }
+
+    /// A write cut short by a full disk leaves half a line: the next line
+    /// written is not glued onto it.
+    #[test]
+    fn a_line_a_full_disk_tore_is_ended_before_the_next() {
+        assert!(nix::unistd::geteuid().is_root(), "this test needs root (it mounts a small tmpfs)");
+        let dir = tempfile::tempdir().unwrap();
+        let tmpfs = |options: &str, flags| {
+            nix::mount::mount(Some("tmpfs"), dir.path(), Some("tmpfs"), flags, Some(options)).unwrap()
+        };
+        tmpfs("size=8k", nix::mount::MsFlags::empty());
+        struct Unmount<'a>(&'a std::path::Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let _unmount = Unmount(dir.path());
+        let log = std::fs::File::create(dir.path().join("w.log")).unwrap();
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        let mut out = Output::new(read);
+        let (ours, _theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let init = Channel::new(ours);
+        let whole = [b"w".repeat(4095), b"\n".to_vec()].concat();
+        out.write_into(log.as_fd(), &whole, &init);
+        let long = [b"x".repeat(8000), b"\n".to_vec()].concat();
+        out.write_into(log.as_fd(), &long, &init);
+        assert!(out.failing && out.lost > 0, "the disk was full");
+        tmpfs("size=64k", nix::mount::MsFlags::MS_REMOUNT);
+        out.write_into(log.as_fd(), b"next\n", &init);
+        let text = std::fs::read_to_string(dir.path().join("w.log")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{:?}", lines.iter().map(|l| l.len()).collect::<Vec<_>>());
+        assert!(lines[1].chars().all(|c| c == 'x') && lines[2] == "next", "{:?}", &lines[1..]);
     }
 }
