@@ -125,6 +125,29 @@ fn a_command_probe_that_times_out_leaves_none_of_its_processes() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// The daemon's thread that makes probes' sockets in their workloads'
+/// network namespaces does not keep the last one alive once its workload
+/// is gone.
+#[test]
+fn a_probed_workloads_network_namespace_goes_with_it() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("hprobed.toml", &busybox_manifest(&server(9100, "wait"), "[health]\ntcp = 9100\ninterval = \"200ms\"\n"));
+    d.wait_for("hprobed healthy", |d| d.workload("hprobed").is_some_and(|w| w["health"] == "healthy"));
+    let init = d.running_pid("hprobed");
+    let netns = std::fs::read_link(format!("/proc/{init}/ns/net")).unwrap();
+    std::fs::remove_file(d.path("wl/hprobed.toml")).unwrap();
+    d.wait_for("hprobed gone", |d| d.workload("hprobed").is_none());
+    let daemon = d.child.as_ref().unwrap().id();
+    let holders: Vec<String> = std::fs::read_dir(format!("/proc/{daemon}/task"))
+        .unwrap()
+        .flatten()
+        .filter(|t| std::fs::read_link(t.path().join("ns/net")).is_ok_and(|ns| ns == netns))
+        .map(|t| t.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(holders.is_empty(), "daemon threads {holders:?} are in the removed workload's {}", netns.display());
+    assert_eq!(d.terminate(), 0);
+}
+
 #[test]
 fn a_chain_starts_in_order_waiting_for_health_and_a_cycle_is_refused_naming_both_files() {
     let mut d = Daemon::setup().start(&[]);

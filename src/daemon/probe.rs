@@ -215,8 +215,15 @@ async fn socket_in(init: Arc<OwnedFd>) -> std::io::Result<tokio::net::TcpSocket>
         std::thread::Builder::new()
             .name("probe-sockets".into())
             .spawn(move || {
+                // Gone back to after each socket: the namespace it was in
+                // last would otherwise live on with it, its workload gone.
+                let home = std::fs::File::open("/proc/thread-self/ns/net").map(OwnedFd::from);
                 for (init, reply) in rx {
-                    let _ = reply.send(make_socket(&init));
+                    let made = make_socket(&init);
+                    if let Ok(home) = &home {
+                        let _ = nix::sched::setns(home, nix::sched::CloneFlags::CLONE_NEWNET);
+                    }
+                    let _ = reply.send(made);
                 }
             })
             .expect("a thread for probe sockets");
