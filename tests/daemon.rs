@@ -1096,3 +1096,47 @@ fn a_paddock_run_named_as_a_workload_leaves_the_workloads_cgroup_alone() {
         .expect("the workload's memory limit");
     assert_eq!(limit.trim(), (64u64 << 20).to_string(), "the workload's limit is its own");
 }
+
+/// With no thread to be had (the daemon's pids limit reached: a host out
+/// of processes), the work that needs one waits for it instead of taking
+/// down the task that asked: a workload stopped meanwhile is seen to end
+/// once threads can be started again (it stayed `stopping` for good).
+#[test]
+fn a_host_out_of_threads_delays_a_stop_but_does_not_lose_it() {
+    let pids = std::path::PathBuf::from(format!("/sys/fs/cgroup/pids/paddock-test-threads-{}", std::process::id()));
+    assert!(
+        std::path::Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists(),
+        "this test needs the v1 pids hierarchy at /sys/fs/cgroup/pids (this host has none)"
+    );
+    std::fs::create_dir(&pids).unwrap();
+    // Lifted and removed however the test ends.
+    struct Limited(std::path::PathBuf);
+    impl Drop for Limited {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0.join("pids.max"), "max");
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let limited = Limited(pids.clone());
+    let mut d = Daemon::setup();
+    // No rescan meanwhile: the daemon's blocking threads end once idle.
+    d.configure("policy_dir", "resync_interval = \"10m\"\npolicy_dir");
+    d.cgroup_procs = Some(std::fs::OpenOptions::new().write(true).open(pids.join("cgroup.procs")).unwrap());
+    let mut d = d.start(&[]);
+    d.write("w.toml", SLEEPER);
+    let sleeper = d.running_pid("w");
+    // tokio lets an idle blocking thread go after 10 s.
+    std::thread::sleep(Duration::from_secs(12));
+    // Its sandbox (an init and the sleeper) is in the cgroup too: what it
+    // frees as it ends is not room for a thread either.
+    let now: u32 = std::fs::read_to_string(pids.join("pids.current")).unwrap().trim().parse().unwrap();
+    std::fs::write(pids.join("pids.max"), (now - 2).to_string()).unwrap();
+    let out = d.paddock(&["stop", "--no-block", "w"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(pids.join("pids.max"), "max").unwrap();
+    d.wait_for("w stopped", |d| d.workload("w").is_some_and(|w| w["state"] == "stopped"));
+    assert!(gone(sleeper));
+    assert_eq!(d.terminate(), 0);
+    drop(limited);
+}

@@ -666,10 +666,10 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                 writes: Some(watch.writes.clone()),
                 gone: scans.gone.clone(),
             };
-            tokio::task::spawn_blocking(move || {
+            tokio::spawn(super::workers::blocking(move || {
                 let outcome = scan::run_job(&dir, &previous, rescan, &validator, &held);
                 let _ = tx.send(Job::Scan(outcome));
-            });
+            }));
         }
         again = false;
         if stale && sandbox_rx.is_empty() && control.is_empty() && !shutting_down {
@@ -986,7 +986,7 @@ async fn scan_now(
     held: scan::Held,
 ) -> scan::Outcome {
     let (dir, previous, validator) = (dir.to_owned(), previous.clone(), validator.clone());
-    tokio::task::spawn_blocking(move || scan::run_job(&dir, &previous, rescan, &validator, &held))
+    super::workers::blocking(move || scan::run_job(&dir, &previous, rescan, &validator, &held))
         .await
         .unwrap_or_else(|e| scan::Outcome::refused(Snapshot::new(), e.to_string()))
 }

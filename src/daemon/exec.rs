@@ -148,7 +148,7 @@ pub async fn serve(
         Ok(pidfd) => wait(pidfd, read, pid).await,
         Err(_) => Ok(()),
     };
-    let status = tokio::task::spawn_blocking(move || child.wait()).await;
+    let status = super::workers::blocking(move || child.wait()).await;
     let code = match status {
         Ok(Ok(status)) => status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(libc::SIGKILL)),
         _ => 125,

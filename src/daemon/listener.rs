@@ -55,7 +55,7 @@ impl Listener {
             Ok(()) => pending.report(),
             Err(e) => {
                 tracing::warn!(workload = %self.name, error = %e, "cannot watch the init's channel; its report is waited for on a thread");
-                match tokio::task::spawn_blocking(move || pending.report()).await {
+                match super::workers::blocking(move || pending.report()).await {
                     Ok(reported) => reported,
                     // The thread panicked: the sandbox went with it (its Drop kills it).
                     Err(_) => {
@@ -74,7 +74,7 @@ impl Listener {
             Ok(sandbox) => sandbox,
             Err((e, leftover)) => {
                 // Killing and reaping what is left may wait: not on the loop.
-                let _ = tokio::task::spawn_blocking(move || leftover.clean()).await;
+                let _ = super::workers::blocking(move || leftover.clean()).await;
                 records::remove(&self.state_dir, &self.name);
                 let failure = StartFailure::new(blame(&e), e);
                 let _ = self.events.send(SandboxEvent::StartFailed { name: self.name, failure });
@@ -128,8 +128,7 @@ impl Listener {
             }
         };
         // The init's exit and the cgroup's emptying may take a while: not on the loop.
-        let exit =
-            tokio::task::spawn_blocking(move || sandbox.reap(reported.as_ref())).await.unwrap_or(Exit::Code(125));
+        let exit = super::workers::blocking(move || sandbox.reap(reported.as_ref())).await.unwrap_or(Exit::Code(125));
         records::remove(&self.state_dir, &self.name);
         let _ = self.events.send(SandboxEvent::Exited { name: self.name, exit });
     }

@@ -108,7 +108,7 @@ pub fn start(
                 Err(e) => report(Err(format!("cannot start the probe: {e}"))),
                 // Held until the probe is heard: while it is, `__enter` runs on.
                 Ok((mut entered, read)) => {
-                    tokio::task::spawn_blocking(move || report(finish(&mut entered, read, timeout)));
+                    tokio::spawn(super::workers::blocking(move || report(finish(&mut entered, read, timeout))));
                 }
             }
         }

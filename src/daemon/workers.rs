@@ -119,6 +119,50 @@ impl Drop for Workers {
     }
 }
 
+/// How long a blocking job waits before it asks for a thread again.
+const THREAD_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `tokio::task::spawn_blocking`, which panics where no thread can be had
+/// (the host out of processes or threads, and none of tokio's idle), made
+/// to wait instead: a thread is asked for again every `THREAD_PAUSE`
+/// until one starts. A panic there would end the task that asked: a
+/// sandbox's end never heard, or the event loop itself. `f` runs once.
+pub async fn blocking<F, T>(f: F) -> Result<T, tokio::task::JoinError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    // Where `f` waits until a thread takes it: a spawn that panics drops
+    // the closure it was given, not this.
+    let slot = Arc::new(Mutex::new(Some(f)));
+    loop {
+        let taken = slot.clone();
+        let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tokio::task::spawn_blocking(move || {
+                let f = taken.lock().unwrap_or_else(PoisonError::into_inner).take();
+                f.expect("a blocking job runs once")()
+            })
+        }));
+        match spawned {
+            Ok(handle) => {
+                if SAID.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!("threads can be started again");
+                }
+                return handle.await;
+            }
+            Err(_) => {
+                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::error!(
+                        "no thread can be started (the host is out of processes or threads): the work that needs one waits, and is tried again every second"
+                    );
+                }
+                tokio::time::sleep(THREAD_PAUSE).await;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

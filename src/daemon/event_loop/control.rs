@@ -126,13 +126,13 @@ pub(super) fn answer(
                 ..Default::default()
             };
             let current = daemon.snapshot().clone();
-            tokio::task::spawn_blocking(move || {
+            tokio::spawn(crate::daemon::workers::blocking(move || {
                 // The daemon's own directory, however it is spelled: a file
                 // it has and finds gone is waited for, as a rescan waits
                 // (`scan_settled`).
                 let known = if same_dir(&dir, &workloads) { current.clone() } else { Default::default() };
                 let _ = jobs.send(Job::Preview(reply, preview_scan(&dir, &known, &current, &held, &validator)));
-            });
+            }));
             false
         }
     }
