@@ -662,3 +662,33 @@ fn a_sandbox_adopted_after_the_cgroup_layout_changed_keeps_its_cgroup() {
     assert!(common::daemon::gone(pid));
     d.wait_for("its cgroup removed", |_| !on_host.exists());
 }
+
+/// A sandbox record left unreadable (a crash of the machine can leave one
+/// empty) for a workload with no cgroup (cgroup v1, no limits): its
+/// sandbox cannot be found by its cgroup, but its processes run as its
+/// ids. The workload is held, saying why, not started beside it.
+#[test]
+fn an_unreadable_record_of_a_sandbox_that_still_runs_holds_its_workload() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("w.toml", "command = [\"/bin/sleep\", \"4177\"]\n");
+    d.running_pid("w");
+    let sleeping = common::daemon::processes(&["/bin/sleep", "4177"]);
+    assert_eq!(sleeping.len(), 1);
+    d.kill();
+    std::fs::write(d.path("state/sandboxes/w.json"), "").unwrap();
+    let d = d.start(&[]);
+    d.wait_for("w held", |d| {
+        d.workload("w").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("unreadable")))
+    });
+    let w = d.workload("w").unwrap();
+    assert_eq!(w["state"], "stopped", "{w}");
+    assert!(w["error"].as_str().unwrap().contains("processes run as its ids"), "{w}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(common::daemon::processes(&["/bin/sleep", "4177"]), sleeping, "none started beside it");
+    // Once it is gone, a start is the operator's.
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(sleeping[0] as i32, libc::SIGKILL) };
+    d.wait_for("the old sleeper gone", |_| common::daemon::gone(sleeping[0]));
+    assert!(d.paddock(&["start", "w"]).status.success());
+    d.running_pid("w");
+}

@@ -383,6 +383,9 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<(r
     }
     daemon.store.refresh();
     daemon.restore(loaded, doubtful);
+    for (name, why) in found.doubted {
+        daemon.doubt(&name, why);
+    }
     let at = Clock::read();
     let mut adopted = Adopted::default();
     for (name, sandbox, record) in found.adopted {

@@ -145,6 +145,11 @@ pub struct Recovery {
     /// whether they run could not be told (out of descriptors or memory):
     /// kept, and the daemon starts nothing, lest a workload run twice.
     pub unknown: Vec<String>,
+    /// Workloads whose record could not be read and which have no cgroup
+    /// to be found by, while processes run as their ids: a sandbox of
+    /// theirs may run on, so they are held (and say why) rather than
+    /// started beside it.
+    pub doubted: Vec<(WorkloadName, String)>,
 }
 
 /// Stops every sandbox a dead predecessor recorded, empties and removes
@@ -302,6 +307,30 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
             Err(e) => {
                 tracing::warn!(record = %file.display(), error = %e, "corrupt sandbox record; its cgroup is still searched");
                 out.corrupt.push(file.clone());
+                // No cgroup to search (cgroup v1 and no limits): what it
+                // named is found by the ids its sandbox runs as.
+                if Cgroup::existing(layout, stem).is_none() {
+                    let table = crate::idmap::Allocations::load(state_dir);
+                    let running = match table.as_ref().map(|t| t.get(stem)) {
+                        Ok(Some(slice)) => running_as(&slice.uid),
+                        Ok(None) => Vec::new(),
+                        Err(_) => vec![0],
+                    };
+                    if !running.is_empty() {
+                        let why = match table {
+                            Ok(_) => format!(
+                                "its sandbox record {} was unreadable ({e}) and processes run as its ids (pids {running:?}): a sandbox of it may still run; held until `paddock start {stem}`, once they are gone",
+                                file.display()
+                            ),
+                            Err(_) => format!(
+                                "its sandbox record {} was unreadable ({e}), and so is the id table: whether a sandbox of it still runs cannot be told; held until `paddock start {stem}`",
+                                file.display()
+                            ),
+                        };
+                        tracing::error!(workload = stem, "{why}");
+                        out.doubted.push((name.clone(), why));
+                    }
+                }
             }
         }
         found |= empty_cgroup(layout, &name);
@@ -324,6 +353,22 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
         }
     }
     out
+}
+
+/// The host's processes whose real uid is in `range`: a sandbox's, whose
+/// root and users are mapped there.
+fn running_as(range: &crate::idmap::IdRange) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let uid =
+                status.lines().find_map(|l| l.strip_prefix("Uid:")?.split_whitespace().next()?.parse::<u32>().ok());
+            uid.is_some_and(|uid| uid >= range.start && u64::from(uid) < range.end())
+        })
+        .collect()
 }
 
 /// Kills what is left in the workload's cgroup and removes it; returns

@@ -136,6 +136,12 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         }
     }
 
+    /// Whether it may run beside what is there cannot be told: it is
+    /// held, saying `why`, until an operator starts it.
+    pub fn doubt(&mut self, name: &WorkloadName, why: String) {
+        self.core.doubt(name, why);
+    }
+
     /// A sandbox that ran on without a daemon is this workload's again.
     pub fn adopt(
         &mut self,
