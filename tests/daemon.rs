@@ -1137,6 +1137,10 @@ fn a_host_out_of_threads_delays_a_stop_but_does_not_lose_it() {
     std::fs::write(pids.join("pids.max"), "max").unwrap();
     d.wait_for("w stopped", |d| d.workload("w").is_some_and(|w| w["state"] == "stopped"));
     assert!(gone(sleeper));
+    // Its end as it was: the sandbox's report reached the daemon.
+    assert_eq!(d.workload("w").unwrap()["last_exit"], "SIGTERM");
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("no thread can be started") && log.contains("threads can be started again"), "{log}");
     assert_eq!(d.terminate(), 0);
     drop(limited);
 }

@@ -126,41 +126,49 @@ const THREAD_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 /// (the host out of processes or threads, and none of tokio's idle), made
 /// to wait instead: a thread is asked for again every `THREAD_PAUSE`
 /// until one starts. A panic there would end the task that asked: a
-/// sandbox's end never heard, or the event loop itself. `f` runs once.
-pub async fn blocking<F, T>(f: F) -> Result<T, tokio::task::JoinError>
+/// sandbox's end never heard, or the event loop itself. `f` runs once,
+/// on whichever of the tasks queued gets a thread first (tokio queues
+/// the task before it finds it can start no thread), and its result is
+/// this future's. An error: `f` panicked.
+pub async fn blocking<F, T>(f: F) -> Result<T, tokio::sync::oneshot::error::RecvError>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    // Where `f` waits until a thread takes it: a spawn that panics drops
-    // the closure it was given, not this.
-    let slot = Arc::new(Mutex::new(Some(f)));
+    let (result, answer) = tokio::sync::oneshot::channel();
+    // Where `f` waits until a thread takes it: the task of a spawn that
+    // panicked may still run later, and takes it then (the others find
+    // nothing to do).
+    let slot = Arc::new(Mutex::new(Some((f, result))));
     loop {
         let taken = slot.clone();
         let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             tokio::task::spawn_blocking(move || {
-                let f = taken.lock().unwrap_or_else(PoisonError::into_inner).take();
-                f.expect("a blocking job runs once")()
+                let job = taken.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some((f, result)) = job {
+                    let _ = result.send(f());
+                }
             })
         }));
-        match spawned {
-            Ok(handle) => {
-                if SAID.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                    tracing::warn!("threads can be started again");
-                }
-                return handle.await;
+        if spawned.is_ok() {
+            if SAID.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!("threads can be started again");
             }
-            Err(_) => {
-                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    tracing::error!(
-                        "no thread can be started (the host is out of processes or threads): the work that needs one waits, and is tried again every second"
-                    );
-                }
-                tokio::time::sleep(THREAD_PAUSE).await;
-            }
+            break;
+        }
+        if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(
+                "no thread can be started (the host is out of processes or threads): the work that needs one waits, and is tried again every second"
+            );
+        }
+        tokio::time::sleep(THREAD_PAUSE).await;
+        // Taken meanwhile by a task queued before.
+        if slot.lock().unwrap_or_else(PoisonError::into_inner).is_none() {
+            break;
         }
     }
+    answer.await
 }
 
 #[cfg(test)]
