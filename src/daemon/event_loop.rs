@@ -340,31 +340,44 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<(r
     // What cannot be told now (the host out of descriptors or memory for a
     // moment) is looked at again, for half a minute, before giving up: a
     // daemon that exits at once would be restarted by systemd until its
-    // start limit, and then never again. Unread kept state is not "none":
-    // the holds and one-shots' ends in it would be lost.
-    let look = || {
-        let loaded = KeptStore::new(state_dir).load(state_dir);
-        if !loaded.unread.is_empty() {
-            return (loaded.unread.clone(), loaded, records::Recovery::default());
+    // start limit, and then never again. First what is only read: the kept
+    // state (its holds and one-shots' ends) and the network records.
+    let unread = || {
+        let mut unread = KeptStore::new(state_dir).unread_now();
+        let networks = state_dir.join("networks");
+        if let Err(e) = std::fs::read_dir(&networks)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            unread.push(format!("{}: {e}", networks.display()));
         }
-        let mut known: Vec<String> = loaded.kept.keys().map(ToString::to_string).collect();
-        if let Ok(table) = crate::idmap::Allocations::load(state_dir) {
-            known.extend(table.iter().map(|(n, _)| n.to_owned()));
-        }
-        let found = records::recover(state_dir, cgroups, &known);
-        (found.unknown.clone(), loaded, found)
+        unread
     };
-    let (mut unknown, mut loaded, mut found) = look();
-    for wait in RECOVERY_RETRIES {
-        if unknown.is_empty() {
+    let mut waits = RECOVERY_RETRIES.iter();
+    let mut now = unread();
+    while !now.is_empty() {
+        let Some(wait) = waits.next() else { return Err(LoopError::Recovery(now)) };
+        tracing::warn!(files = ?now, "cannot read what a predecessor kept; looking again in {wait:?}");
+        std::thread::sleep(*wait);
+        now = unread();
+    }
+    // Read once (a load moves corrupt files aside): what fails to be read
+    // in this moment holds its workload in doubt.
+    let loaded = KeptStore::new(state_dir).load(state_dir);
+    let mut known: Vec<String> = loaded.kept.keys().map(ToString::to_string).collect();
+    if let Ok(table) = crate::idmap::Allocations::load(state_dir) {
+        known.extend(table.iter().map(|(n, _)| n.to_owned()));
+    }
+    let mut found = records::recover(state_dir, cgroups, &known);
+    for wait in waits {
+        if found.unknown.is_empty() {
             break;
         }
-        tracing::warn!(records = ?unknown, "cannot tell whether a predecessor's sandboxes still run, or what it kept; looking again in {wait:?}");
-        std::thread::sleep(wait);
-        (unknown, loaded, found) = look();
+        tracing::warn!(records = ?found.unknown, "cannot tell whether a predecessor's sandboxes still run; looking again in {wait:?}");
+        std::thread::sleep(*wait);
+        found = found.then(records::recover(state_dir, cgroups, &known));
     }
-    if !unknown.is_empty() {
-        return Err(LoopError::Recovery(unknown));
+    if !found.unknown.is_empty() {
+        return Err(LoopError::Recovery(found.unknown));
     }
     if !found.stopped.is_empty() {
         tracing::warn!(workloads = ?found.stopped, "stopped the sandboxes of a daemon that died that could not be adopted; they start anew");

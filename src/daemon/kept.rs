@@ -47,7 +47,9 @@ pub struct Loaded {
     pub all_in_doubt: Option<String>,
     /// What could not be read for a moment (out of descriptors or memory,
     /// `fsutil::for_a_moment`): the directory, or a file, which is left as
-    /// it is. Nothing is known of those workloads: the caller reads again.
+    /// it is; its workload is held in doubt (`unreadable`), or every one
+    /// (`all_in_doubt`). The caller waits first (`unread_now`), as a load
+    /// changes files (moves corrupt ones aside, migrates `held.json`).
     pub unread: Vec<String>,
 }
 
@@ -127,6 +129,23 @@ impl KeptStore {
         }
     }
 
+    /// What of the kept state cannot be read for a moment now (out of
+    /// descriptors or memory): the directory, or files. Changes nothing.
+    pub fn unread_now(&self) -> Vec<String> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if crate::fsutil::for_a_moment(&e) => return vec![format!("{}: {e}", self.dir.display())],
+            Err(_) => return Vec::new(),
+        };
+        let files = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json"));
+        files
+            .filter_map(|file| match std::fs::read(&file) {
+                Err(e) if crate::fsutil::for_a_moment(&e) => Some(format!("{}: {e}", file.display())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Reads every workload's file (and `held.json` of older daemons, which
     /// becomes holds).
     pub fn load(&self, state_dir: &Path) -> Loaded {
@@ -134,9 +153,13 @@ impl KeptStore {
         let listed = std::fs::read_dir(&self.dir);
         match &listed {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) if crate::fsutil::for_a_moment(e) => loaded.unread.push(format!("{}: {e}", self.dir.display())),
             // Not "nothing kept": whatever was held is not known.
-            Err(e) => loaded.all_in_doubt = Some(format!("{}: {e}", self.dir.display())),
+            Err(e) => {
+                if crate::fsutil::for_a_moment(e) {
+                    loaded.unread.push(format!("{}: {e}", self.dir.display()));
+                }
+                loaded.all_in_doubt = Some(format!("{}: {e}", self.dir.display()));
+            }
             Ok(_) => {}
         }
         if let Ok(entries) = listed {
@@ -158,8 +181,10 @@ impl KeptStore {
                 let bytes = match std::fs::read(&file) {
                     Ok(bytes) => Ok(bytes),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    // Left as it is (not corrupt), its workload in doubt.
                     Err(e) if crate::fsutil::for_a_moment(&e) => {
                         loaded.unread.push(format!("{}: {e}", file.display()));
+                        loaded.unreadable.push((name, format!("{}: {e}", file.display())));
                         continue;
                     }
                     // What it is (a directory, say) is in the way: as corrupt.

@@ -152,6 +152,20 @@ pub struct Recovery {
     pub doubted: Vec<(WorkloadName, String)>,
 }
 
+impl Recovery {
+    /// A later pass (`recover` again, for what it could not tell), after
+    /// this one: what this one stopped, removed or doubted is not there to
+    /// be found again, and is kept; what can be adopted and what is still
+    /// unknown are the later pass's.
+    pub fn then(mut self, next: Recovery) -> Recovery {
+        self.stopped.extend(next.stopped);
+        self.corrupt.extend(next.corrupt);
+        self.slices.extend(next.slices);
+        self.doubted.extend(next.doubted);
+        Recovery { adopted: next.adopted, unknown: next.unknown, ..self }
+    }
+}
+
 /// Stops every sandbox a dead predecessor recorded, empties and removes
 /// its cgroup, and removes the record; then empties and removes the
 /// cgroups of the workloads in `known` (names the daemon allocated ids to)
@@ -397,5 +411,25 @@ mod tests {
         assert!(found.unknown.len() == 1 && found.unknown[0].contains("sandbox records"), "{:?}", found.unknown);
         std::fs::remove_file(dir(state.path())).unwrap();
         assert!(recover(state.path(), &layout, &["web".to_owned()]).unknown.is_empty());
+    }
+
+    /// A pass that had to be made again keeps what it did (a corrupt
+    /// record it removed, and the hold that called for, are not there for
+    /// the next pass to find); the next pass says what is adopted and what
+    /// is still unknown.
+    #[test]
+    fn what_a_pass_did_is_kept_across_the_next() {
+        let name = WorkloadName::try_from("w").unwrap();
+        let first = Recovery {
+            stopped: vec!["a".into()],
+            doubted: vec![(name.clone(), "processes run as its ids".into())],
+            unknown: vec!["b: its cgroup cannot be read".into()],
+            ..Recovery::default()
+        };
+        let next = Recovery { stopped: vec!["b".into()], ..Recovery::default() };
+        let both = first.then(next);
+        assert_eq!(both.stopped, ["a", "b"]);
+        assert_eq!(both.doubted.len(), 1);
+        assert!(both.unknown.is_empty(), "what is unknown is the last pass's");
     }
 }
