@@ -122,6 +122,19 @@ fn a_command_probe_that_times_out_leaves_none_of_its_processes() {
     d.wait_for("four probes timed out", |d| timed_out(d) >= 4);
     let left = common::daemon::processes(&["sleep", "7731"]);
     assert!(left.len() <= 1, "the probes' sleeps live on: {left:?}");
+    // A command that ends at once, leaving what it started holding its
+    // output: that goes with it, and the probe passes.
+    d.write(
+        "hquick.toml",
+        &busybox_manifest(
+            "exec sleep 1000",
+            "[health]\ncommand = [\"sh\", \"-c\", \"sleep 7732 & true\"]\ninterval = \"200ms\"\ntimeout = \"300ms\"\n",
+        ),
+    );
+    d.wait_for("hquick healthy", |d| d.workload("hquick").is_some_and(|w| w["health"] == "healthy"));
+    std::thread::sleep(Duration::from_millis(1000));
+    let left = common::daemon::processes(&["sleep", "7732"]);
+    assert!(left.len() <= 1, "the probes' sleeps live on: {left:?}");
     assert_eq!(d.terminate(), 0);
 }
 

@@ -373,10 +373,21 @@ fn hung_up(channel: &Channel) -> bool {
 /// taking the command with it (its parent-death signal).
 fn wait_forwarding(child: Pid, watched: &SigSet, channel: &Channel, mut deadline: Option<std::time::Instant>) -> i32 {
     let mut orphaned: Option<std::time::Instant> = None;
+    // A probe's: what the command left in its group goes with it, however
+    // it ends (one left holding the output would keep the probe waiting,
+    // and live on in the workload). Its group id stays its own while any
+    // of the group lives, even once the command is reaped.
+    let probe = deadline.is_some();
+    let ended = |code: i32| {
+        if probe {
+            let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+        }
+        code
+    };
     loop {
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return code,
-            Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
+            Ok(WaitStatus::Exited(_, code)) => return ended(code),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return ended(128 + signal as i32),
             Ok(_) => {}
             Err(Errno::EINTR) => continue,
             Err(e) => return fail("waiting for the command", e),
