@@ -151,7 +151,8 @@ impl Output {
             Ok(0) | Err(_) => {
                 let mut out = Vec::new();
                 self.stamper.finish(&mut out);
-                if !out.is_empty() {
+                // A line a failed write tore is ended too (`write` does).
+                if !out.is_empty() || (self.broken && self.mid_line) {
                     self.write(&out, channel);
                 }
                 self.pipe = None;
@@ -176,6 +177,8 @@ impl Output {
         self.size = nix::sys::stat::fstat(fd.as_fd()).map_or(0, |s| s.st_size as u64);
         self.offered = self.size;
         self.asked = None;
+        // A new file: no line of it is torn.
+        (self.mid_line, self.broken) = (false, false);
         // What was dropped at the cap is said once the log is written again.
         self.failing |= std::mem::take(&mut self.capped);
     }
@@ -453,6 +456,12 @@ mod tests {
         out.write_into(log.as_fd(), &long, &init);
         assert!(out.failing && out.lost > 0, "the disk was full");
         tmpfs("size=64k", nix::mount::MsFlags::MS_REMOUNT);
+        // At the run's end, with nothing more to write, the torn line is ended too.
+        let mut twin =
+            Output { mid_line: out.mid_line, broken: out.broken, ..Output::new(nix::unistd::pipe().unwrap().0) };
+        let copy = std::fs::File::create(dir.path().join("copy.log")).unwrap();
+        twin.write_into(copy.as_fd(), b"", &init);
+        assert_eq!(std::fs::read(dir.path().join("copy.log")).unwrap(), b"\n");
         out.write_into(log.as_fd(), b"next\n", &init);
         let text = std::fs::read_to_string(dir.path().join("w.log")).unwrap();
         let lines: Vec<&str> = text.lines().collect();
