@@ -394,3 +394,19 @@ fn kept_state_outlives_a_refused_first_scan_and_goes_with_one_that_read() {
     assert!(!r.store.kept.borrow().contains_key(&n("held")), "no file: forgotten");
     assert!(r.take_calls().is_empty());
 }
+
+/// An adopted sandbox whose record has no manifest text (an older
+/// paddock's) is not stopped as removed by a first scan that was refused:
+/// only one that read the directory says its file is gone.
+#[test]
+fn an_adopted_sandbox_outlives_a_refused_first_scan_and_goes_with_one_that_read() {
+    let mut r = Rig::new();
+    r.sup.restore(paddock::daemon::kept::Loaded::default(), Vec::new());
+    r.sup.adopt(&n("old"), Version(1), 101, r.at.now, r.at);
+    r.sup.apply(Outcome::refused(Snapshot::new(), "Too many open files (os error 24)".into()), r.at);
+    r.sup.reconcile(r.at);
+    assert!(r.take_calls().is_empty(), "stopped while the directory could not be read");
+    r.sup.apply(scan(Vec::new()), r.at);
+    r.sup.reconcile(r.at);
+    assert_eq!(r.take_calls(), [Call::Signal("old".into())]);
+}

@@ -80,7 +80,7 @@ impl Core {
             let desired = w.desired_version();
             let action = match (desired, w.state) {
                 (None, State::Stopping { .. }) => None,
-                (None, s) if s.has_sandbox() => Some((Verb::Stop, Cause::Removed)),
+                (None, s) if s.has_sandbox() && self.files_seen => Some((Verb::Stop, Cause::Removed)),
                 (None, _) if w.file == File::Absent && self.files_seen => {
                     forgotten.push(name.clone());
                     None
