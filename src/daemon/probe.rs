@@ -8,7 +8,7 @@
 use std::io::Read;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, mpsc as std_mpsc};
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -209,12 +209,15 @@ type SocketRequest = (Arc<OwnedFd>, oneshot::Sender<std::io::Result<OwnedFd>>);
 /// A TCP socket made in the network namespace of the init `init` (a
 /// socket stays in the namespace it was made in, whichever thread uses it).
 async fn socket_in(init: Arc<OwnedFd>) -> std::io::Result<tokio::net::TcpSocket> {
-    static MAKER: OnceLock<Mutex<std_mpsc::Sender<SocketRequest>>> = OnceLock::new();
-    let maker = MAKER.get_or_init(|| {
-        let (tx, rx) = std_mpsc::channel::<SocketRequest>();
-        std::thread::Builder::new()
-            .name("probe-sockets".into())
-            .spawn(move || {
+    // Started at the first probe that needs it; when no thread can be had
+    // (the host out of processes), that probe fails, and the next tries again.
+    static MAKER: Mutex<Option<std_mpsc::Sender<SocketRequest>>> = Mutex::new(None);
+    let gone = || std::io::Error::other("the probe socket thread is gone");
+    let maker = {
+        let mut maker = MAKER.lock().map_err(|_| gone())?;
+        if maker.is_none() {
+            let (tx, rx) = std_mpsc::channel::<SocketRequest>();
+            std::thread::Builder::new().name("probe-sockets".into()).spawn(move || {
                 // Gone back to after each socket: the namespace it was in
                 // last would otherwise live on with it, its workload gone.
                 let home = std::fs::File::open("/proc/thread-self/ns/net").map(OwnedFd::from);
@@ -225,17 +228,14 @@ async fn socket_in(init: Arc<OwnedFd>) -> std::io::Result<tokio::net::TcpSocket>
                     }
                     let _ = reply.send(made);
                 }
-            })
-            .expect("a thread for probe sockets");
-        Mutex::new(tx)
-    });
+            })?;
+            *maker = Some(tx);
+        }
+        maker.clone().ok_or_else(gone)?
+    };
     let (reply, answer) = oneshot::channel();
-    maker
-        .lock()
-        .map_err(|_| std::io::Error::other("the probe socket thread is gone"))?
-        .send((init, reply))
-        .map_err(|_| std::io::Error::other("the probe socket thread is gone"))?;
-    let fd = answer.await.map_err(|_| std::io::Error::other("the probe socket thread is gone"))??;
+    maker.send((init, reply)).map_err(|_| gone())?;
+    let fd = answer.await.map_err(|_| gone())??;
     // SAFETY: a TCP socket just made, owned by nothing else.
     let socket = unsafe { tokio::net::TcpSocket::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
     Ok(socket)
