@@ -43,6 +43,12 @@ pub struct Config {
     #[serde(skip)]
     #[schemars(skip)]
     pub policy_lines: Whereabouts,
+    /// What the file says that does nothing, as `check` shows a manifest's
+    /// warnings (`PATH:LINE:COL: warning: ...`): said by the commands
+    /// that use the configuration, not refused.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub warnings: Vec<String>,
     /// Where operators' policies (NAME.json) are found.
     #[serde(default = "defaults::policy_dir")]
     pub policy_dir: PathBuf,
@@ -396,7 +402,10 @@ impl Config {
     pub fn parse(path: &Path, text: String) -> Result<Self, ConfigError> {
         let problems = match Schema::new(schema())?.parse::<Config>(&text) {
             Ok((mut config, spans)) => match config.problems(&spans) {
-                problems if problems.is_empty() => {
+                problems if !problems.iter().any(Problem::is_error) => {
+                    let shown = path.display().to_string();
+                    let render = |p: &Problem| crate::validate::render(p, &shown, &text, crate::validate::Color::Never);
+                    config.warnings = problems.iter().map(render).collect();
                     let at = |i: usize| spans.value_span(&format!("/policies/{i}"));
                     let lines = (0..config.policies.len()).map(|i| {
                         at(i).map(|span| {
@@ -436,7 +445,8 @@ impl Config {
         if let Err(e) = metrics_address(&self.metrics_listen) {
             problems.push(Problem::error(at("/metrics_listen"), e.to_string()));
         }
-        // Run with nothing to set, either would change nothing.
+        // Run with nothing to set, either changes nothing (a warning: a
+        // configuration that had one before still starts the daemon).
         for (i, plugin) in self.network.chain.iter().enumerate() {
             let settings = match plugin {
                 ChainPlugin::Tuning => "sysctls, a MAC address or an MTU",
@@ -445,10 +455,10 @@ impl Config {
             };
             let name = plugin.name();
             problems.push(
-                Problem::error(
+                Problem::warning(
                     at(&format!("/network/chain/{i}")),
                     format!(
-                        "`{name}` in network.chain would do nothing: the built-in network has no {settings} to give it"
+                        "`{name}` in network.chain does nothing: the built-in network has no {settings} to give it"
                     ),
                 )
                 .with_help(format!(
@@ -605,16 +615,22 @@ mod tests {
                 "p.toml:4:32: error: `network.plugin_dirs[1]` must be an absolute path, not \"cni\"",
             ]
         );
-        // Plugins the built-in network has nothing to give.
+        // Plugins the built-in network has nothing to give: warned, at their lines.
         let text = "[network]\nchain = [\"portmap\", \"tuning\", \"firewall\", \"bandwidth\"]\n";
+        let warned = Config::parse(Path::new("p.toml"), text.to_owned()).unwrap().warnings;
+        let first: Vec<&str> = warned.iter().map(|w| w.lines().next().unwrap()).collect();
         assert_eq!(
-            first_lines(text),
+            first,
             [
-                "p.toml:2:21: error: `tuning` in network.chain would do nothing: the built-in network has no sysctls, a MAC address or an MTU to give it",
-                "p.toml:2:43: error: `bandwidth` in network.chain would do nothing: the built-in network has no rates to give it",
+                "p.toml:2:21: warning: `tuning` in network.chain does nothing: the built-in network has no sysctls, a MAC address or an MTU to give it",
+                "p.toml:2:43: warning: `bandwidth` in network.chain does nothing: the built-in network has no rates to give it",
             ]
         );
-        Config::parse(Path::new("p.toml"), "[network]\nchain = [\"firewall\", \"portmap\"]\n".to_owned()).unwrap();
+        let fine = Config::parse(Path::new("p.toml"), "[network]\nchain = [\"firewall\", \"portmap\"]\n".to_owned());
+        assert!(fine.unwrap().warnings.is_empty());
+        // Beside an error, a warning is shown with it.
+        let text = "resync_interval = \"0s\"\n[network]\nchain = [\"tuning\"]\n";
+        assert_eq!(first_lines(text).len(), 2);
         // Refused at the start before, with no line.
         let text = "metrics_listen = \"localhost:9464\"\n[network]\nsubnet = \"10.77.0.0/33\"\n";
         assert_eq!(

@@ -85,7 +85,7 @@ pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
             eprintln!("paddock check: warning: {warning}");
             crate::config::Config::default()
         }
-        None => super::OrFail::or_fail(super::report_config(loaded), USAGE_OR_IO)?,
+        None => super::OrFail::or_fail(super::report_config(loaded, true), USAGE_OR_IO)?,
     };
     let validator = super::OrFail::or_fail(args.policy.validator(&config, true), USAGE_OR_IO)?
         .with_restart_defaults(config.restart.clone());

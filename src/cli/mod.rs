@@ -207,18 +207,25 @@ pub enum ValidatorError {
 /// Loads the daemon's configuration for a command; an invalid file's
 /// problems are printed (as `check` prints a manifest's) before the error.
 pub fn load_config(path: Option<&Path>) -> Result<Config, LoadConfigError> {
-    report_config(Config::load(path))
+    report_config(Config::load(path), true)
 }
 
 /// `load_config` for the commands that only look for the daemon
 /// (`Config::load_for_client`).
 pub fn load_client_config(path: Option<&Path>) -> Result<Config, LoadConfigError> {
-    report_config(Config::load_for_client(path))
+    report_config(Config::load_for_client(path), false)
 }
 
-fn report_config(loaded: Result<Config, ConfigError>) -> Result<Config, LoadConfigError> {
+/// The configuration, its problems printed; its warnings too, with `warn`
+/// (not for a command that only looks for the daemon's socket).
+fn report_config(loaded: Result<Config, ConfigError>, warn: bool) -> Result<Config, LoadConfigError> {
     match loaded {
-        Ok(c) => Ok(c),
+        Ok(c) => {
+            if warn {
+                c.warnings.iter().for_each(|w| eprint!("{w}"));
+            }
+            Ok(c)
+        }
         Err(ConfigError::Invalid { path, text, problems }) => {
             let shown = path.display().to_string();
             for p in &problems {
