@@ -491,9 +491,20 @@ fn a_metrics_port_held_by_another_process_is_waited_for_not_fatal() {
     let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
     assert!(log.contains("cannot serve metrics at metrics_listen; trying again"), "{log}");
     drop(squatter);
-    d.wait_for("metrics served", |_| {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && get(port, "/metrics").0.starts_with("HTTP/1.1 200")
-    });
+    // Not `get`, which fails the test on a refused connection: until the
+    // daemon listens, a connection to the freed port may even be made to
+    // itself (an ephemeral source port that is this port), and the next
+    // one refused.
+    let served = || -> std::io::Result<bool> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        // Connected to itself, it would read its own request, for good.
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok(answer.starts_with("HTTP/1.1 200"))
+    };
+    d.wait_for("metrics served", |_| served().unwrap_or(false));
 }
 
 #[test]
