@@ -241,7 +241,7 @@ impl Executor for SandboxExecutor {
         stdio: [OwnedFd; 3],
     ) -> std::io::Result<crate::sandbox::enter::Entered> {
         let target = self.target(name).ok_or_else(|| std::io::Error::other("its sandbox is not running"))?;
-        super::probe::enter(name, &target, manifest, entry, tty, stdio)
+        super::probe::enter(name, &target, manifest, entry, tty, stdio, None)
     }
 }
 

@@ -31,21 +31,11 @@ pub struct Target {
 const OUTPUT: usize = 1024;
 
 /// Starts `entry` inside the sandbox, with `stdio` as its stdin, stdout
-/// and stderr. The process returned is `paddock __enter`, outside the
-/// sandbox's pid namespace; it exits as the command does.
+/// and stderr; with a `time_limit` (a probe's), the command's process
+/// group is killed once it passes, and when the command ends. The process
+/// returned is `paddock __enter`, outside the sandbox's pid namespace; it
+/// exits as the command does.
 pub fn enter(
-    name: &WorkloadName,
-    target: &Target,
-    manifest: &Manifest,
-    entry: &Entry,
-    tty: bool,
-    stdio: [OwnedFd; 3],
-) -> std::io::Result<enter::Entered> {
-    enter_for(name, target, manifest, entry, tty, stdio, None)
-}
-
-/// `enter`, the command's process group killed once `time_limit` passes.
-fn enter_for(
     name: &WorkloadName,
     target: &Target,
     manifest: &Manifest,
@@ -101,7 +91,7 @@ pub fn start(
                 let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
                 let null = OwnedFd::from(std::fs::File::open("/dev/null")?);
                 let stdio = [null, write.try_clone()?, write];
-                let child = enter_for(&who, &target, manifest, &entry, false, stdio, Some(timeout))?;
+                let child = enter(&who, &target, manifest, &entry, false, stdio, Some(timeout))?;
                 Ok::<_, std::io::Error>((child, read))
             })();
             match started {
