@@ -482,6 +482,41 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// A tmpfs of a few pages, for tests of a full disk (root only); unmounted
+/// when dropped, a failed assertion included.
+#[cfg(test)]
+pub struct SmallTmpfs(tempfile::TempDir);
+
+#[cfg(test)]
+impl SmallTmpfs {
+    pub fn mount(size: &str) -> Self {
+        assert!(nix::unistd::geteuid().is_root(), "this test needs root (it mounts a small tmpfs)");
+        let dir = tempfile::tempdir().unwrap();
+        let options = format!("size={size}");
+        nix::mount::mount(Some("tmpfs"), dir.path(), Some("tmpfs"), nix::mount::MsFlags::empty(), Some(&*options))
+            .unwrap();
+        SmallTmpfs(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Room again (or less).
+    pub fn resize(&self, size: &str) {
+        let options = format!("size={size}");
+        let flags = nix::mount::MsFlags::MS_REMOUNT;
+        nix::mount::mount(Some("tmpfs"), self.path(), Some("tmpfs"), flags, Some(&*options)).unwrap();
+    }
+}
+
+#[cfg(test)]
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -403,11 +403,7 @@ mod tests {
         assert!(table.is_dir() && !dir.path().join("idmap.json.corrupt").exists(), "left alone");
 
         // A full state directory: the copy aside, or the rebuilt table, cannot be written.
-        assert!(nix::unistd::geteuid().is_root(), "this test needs root (it mounts a small tmpfs)");
-        let full = tempfile::tempdir().unwrap();
-        nix::mount::mount(Some("tmpfs"), full.path(), Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=64k"))
-            .unwrap();
-        let unmount = scopeguard(full.path());
+        let full = crate::fsutil::SmallTmpfs::mount("64k");
         let table = full.path().join(Allocations::FILE);
         std::fs::write(&table, "{not json").unwrap();
         use std::io::Write;
@@ -416,18 +412,6 @@ mod tests {
         let _ = repair_allocations(full.path(), &kept, &[("running".to_owned(), slice(165_536))]);
         assert_eq!(std::fs::read_to_string(&table).unwrap(), "{not json", "the bad table is in place");
         assert!(Allocations::load(full.path()).is_err(), "and still refused, not read as empty");
-        drop(unmount);
-    }
-
-    /// Unmounts its path when dropped (a failed assertion included).
-    fn scopeguard(path: &Path) -> impl Drop + '_ {
-        struct Unmount<'a>(&'a Path);
-        impl Drop for Unmount<'_> {
-            fn drop(&mut self) {
-                let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-        Unmount(path)
     }
 
     #[test]

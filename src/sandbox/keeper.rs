@@ -371,6 +371,14 @@ impl Keeper {
 mod tests {
     use super::*;
 
+    /// An init's end of a channel, and the daemon's.
+    fn channels() -> (Channel, Channel) {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let (ours, theirs) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).unwrap();
+        (Channel::new(ours), Channel::new(theirs))
+    }
+
     #[test]
     fn a_rotation_is_asked_again_while_none_comes_and_the_log_stops_at_its_cap() {
         let (read, _write) = nix::unistd::pipe().unwrap();
@@ -385,14 +393,7 @@ mod tests {
         out.offered += 1;
         assert!(out.ask_now(), "no answer (the daemon that was asked died): asked again");
         // At the cap nothing is written (this test's stdout is untouched), and it is counted.
-        let (ours, theirs) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::SeqPacket,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
-        let (init, daemon) = (Channel::new(ours), Channel::new(theirs));
+        let (init, daemon) = channels();
         out.size = LOG_CAP;
         out.offered = LOG_CAP;
         out.asked = Some(LOG_CAP);
@@ -426,36 +427,17 @@ mod tests {
     /// written is not glued onto it.
     #[test]
     fn a_line_a_full_disk_tore_is_ended_before_the_next() {
-        assert!(nix::unistd::geteuid().is_root(), "this test needs root (it mounts a small tmpfs)");
-        let dir = tempfile::tempdir().unwrap();
-        let tmpfs = |options: &str, flags| {
-            nix::mount::mount(Some("tmpfs"), dir.path(), Some("tmpfs"), flags, Some(options)).unwrap()
-        };
-        tmpfs("size=8k", nix::mount::MsFlags::empty());
-        struct Unmount<'a>(&'a std::path::Path);
-        impl Drop for Unmount<'_> {
-            fn drop(&mut self) {
-                let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-        let _unmount = Unmount(dir.path());
+        let dir = crate::fsutil::SmallTmpfs::mount("8k");
         let log = std::fs::File::create(dir.path().join("w.log")).unwrap();
         let (read, _write) = nix::unistd::pipe().unwrap();
         let mut out = Output::new(read);
-        let (ours, _theirs) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::SeqPacket,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
-        let init = Channel::new(ours);
+        let (init, _daemon) = channels();
         let whole = [b"w".repeat(4095), b"\n".to_vec()].concat();
         out.write_into(log.as_fd(), &whole, &init);
         let long = [b"x".repeat(8000), b"\n".to_vec()].concat();
         out.write_into(log.as_fd(), &long, &init);
         assert!(out.failing && out.lost > 0, "the disk was full");
-        tmpfs("size=64k", nix::mount::MsFlags::MS_REMOUNT);
+        dir.resize("64k");
         // At the run's end, with nothing more to write, the torn line is ended too.
         let mut twin =
             Output { mid_line: out.mid_line, broken: out.broken, ..Output::new(nix::unistd::pipe().unwrap().0) };
