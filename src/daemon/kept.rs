@@ -130,7 +130,9 @@ impl KeptStore {
     }
 
     /// What of the kept state cannot be read for a moment now (out of
-    /// descriptors or memory): the directory, or files. Changes nothing.
+    /// descriptors or memory): the directory, or files. Changes nothing,
+    /// and reads nothing: each file is opened (where a want of descriptors
+    /// shows), not read twice at every start.
     pub fn unread_now(&self) -> Vec<String> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
@@ -139,7 +141,7 @@ impl KeptStore {
         };
         let files = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json"));
         files
-            .filter_map(|file| match std::fs::read(&file) {
+            .filter_map(|file| match std::fs::File::open(&file) {
                 Err(e) if crate::fsutil::for_a_moment(&e) => Some(format!("{}: {e}", file.display())),
                 _ => None,
             })
