@@ -187,6 +187,13 @@ fn the_daemons_configuration_chooses_the_policies_and_restart_defaults() {
     let run = check(&["--config", dir.path().join("missing.toml").to_str().unwrap()], &[&file]);
     assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("missing.toml"), "{}", run.stderr);
+
+    // What the configuration says that does nothing is warned of at its line; the check goes on.
+    let tuned = write(dir.path(), "tuned.toml", "[network]\nchain = [\"portmap\", \"tuning\"]\n");
+    let run = check(&["--config", tuned.to_str().unwrap()], &[&file]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let said = format!("{}:2:21: warning: `tuning` in network.chain does nothing", tuned.display());
+    assert!(run.stderr.contains(&said), "{}", run.stderr);
 }
 
 #[test]

@@ -210,6 +210,27 @@ fn no_request_made_during_an_upgrade_goes_unanswered() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// A client that connects and sends nothing holds an upgrade up for
+/// 200 ms at most: its connection is then cut, and the upgrade goes on.
+#[test]
+fn a_client_that_sends_nothing_does_not_hold_up_an_upgrade() {
+    use std::io::Read;
+    let (mut d, binary, web, _) = upgradable_web();
+    let mut silent = std::os::unix::net::UnixStream::connect(d.path("paddock.sock")).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    install(&binary);
+    let asked = Instant::now();
+    let out = d.paddock(&["upgrade"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
+    let mut got = Vec::new();
+    assert_eq!(silent.read_to_end(&mut got).unwrap(), 0, "cut, with nothing said: {got:?}");
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("are cut off by the exec"), "{log}");
+    assert_eq!(d.running_pid("web"), web);
+    assert_eq!(d.terminate(), 0);
+}
+
 /// An upgrade waits for what is kept (a hold here) to be on disk: the new
 /// image reads it back. When it cannot be written (a full disk; here a
 /// directory in its file's place), the upgrade is refused, saying so, and
