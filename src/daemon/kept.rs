@@ -44,13 +44,11 @@ pub struct Loaded {
     pub unreadable: Vec<(WorkloadName, String)>,
     /// An older daemon's held list that could not be read: which workloads
     /// it held is unknown, so every one is held until an operator starts it.
+    /// (A directory or file that could not be read for a moment, out of
+    /// descriptors or memory, is in doubt too: left as it is, its workload
+    /// held, or every one. The caller waits first, `unread_now`, as a load
+    /// changes files: it moves corrupt ones aside, migrates `held.json`.)
     pub all_in_doubt: Option<String>,
-    /// What could not be read for a moment (out of descriptors or memory,
-    /// `fsutil::for_a_moment`): the directory, or a file, which is left as
-    /// it is; its workload is held in doubt (`unreadable`), or every one
-    /// (`all_in_doubt`). The caller waits first (`unread_now`), as a load
-    /// changes files (moves corrupt ones aside, migrates `held.json`).
-    pub unread: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -156,12 +154,7 @@ impl KeptStore {
         match &listed {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             // Not "nothing kept": whatever was held is not known.
-            Err(e) => {
-                if crate::fsutil::for_a_moment(e) {
-                    loaded.unread.push(format!("{}: {e}", self.dir.display()));
-                }
-                loaded.all_in_doubt = Some(format!("{}: {e}", self.dir.display()));
-            }
+            Err(e) => loaded.all_in_doubt = Some(format!("{}: {e}", self.dir.display())),
             Ok(_) => {}
         }
         if let Ok(entries) = listed {
@@ -185,7 +178,6 @@ impl KeptStore {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     // Left as it is (not corrupt), its workload in doubt.
                     Err(e) if crate::fsutil::for_a_moment(&e) => {
-                        loaded.unread.push(format!("{}: {e}", file.display()));
                         loaded.unreadable.push((name, format!("{}: {e}", file.display())));
                         continue;
                     }
@@ -341,13 +333,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Not a directory (ENOTDIR): for good, not for a moment.
         std::fs::write(dir.path().join("workloads"), "").unwrap();
-        let loaded = KeptStore::new(dir.path()).load(dir.path());
-        assert!(loaded.kept.is_empty() && loaded.unread.is_empty(), "{:?}", loaded.unread);
+        let store = KeptStore::new(dir.path());
+        assert!(store.unread_now().is_empty(), "not waited for: {:?}", store.unread_now());
+        let loaded = store.load(dir.path());
+        assert!(loaded.kept.is_empty());
         assert!(loaded.all_in_doubt.as_deref().is_some_and(|why| why.contains("Not a directory")), "{loaded:?}");
         // Not there at all: nothing kept yet, which is no error.
         let fresh = tempfile::tempdir().unwrap();
+        assert!(KeptStore::new(fresh.path()).unread_now().is_empty());
         let loaded = KeptStore::new(fresh.path()).load(fresh.path());
-        assert!(loaded.unread.is_empty() && loaded.all_in_doubt.is_none());
+        assert!(loaded.all_in_doubt.is_none());
     }
 
     /// What failed for want of descriptors or memory says nothing of the
