@@ -324,23 +324,19 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
                 // No cgroup to search (cgroup v1 and no limits): what it
                 // named is found by the ids its sandbox runs as.
                 if Cgroup::existing(layout, stem).is_none() {
-                    let table = crate::idmap::Allocations::load(state_dir);
-                    let running = match table.as_ref().map(|t| t.get(stem)) {
-                        Ok(Some(slice)) => running_as(&slice.uid),
-                        Ok(None) => Vec::new(),
-                        Err(_) => vec![0],
+                    let record = file.display();
+                    let why = match crate::idmap::Allocations::load(state_dir) {
+                        Ok(table) => {
+                            let running = table.get(stem).map(|slice| running_as(&slice.uid)).unwrap_or_default();
+                            (!running.is_empty()).then(|| format!(
+                                "its sandbox record {record} was unreadable ({e}) and processes run as its ids (pids {running:?}): a sandbox of it may still run; held until `paddock start {stem}`, once they are gone"
+                            ))
+                        }
+                        Err(_) => Some(format!(
+                            "its sandbox record {record} was unreadable ({e}), and so is the id table: whether a sandbox of it still runs cannot be told; held until `paddock start {stem}`"
+                        )),
                     };
-                    if !running.is_empty() {
-                        let why = match table {
-                            Ok(_) => format!(
-                                "its sandbox record {} was unreadable ({e}) and processes run as its ids (pids {running:?}): a sandbox of it may still run; held until `paddock start {stem}`, once they are gone",
-                                file.display()
-                            ),
-                            Err(_) => format!(
-                                "its sandbox record {} was unreadable ({e}), and so is the id table: whether a sandbox of it still runs cannot be told; held until `paddock start {stem}`",
-                                file.display()
-                            ),
-                        };
+                    if let Some(why) = why {
                         tracing::error!(workload = stem, "{why}");
                         out.doubted.push((name.clone(), why));
                     }
