@@ -144,6 +144,8 @@ where
     loop {
         let taken = slot.clone();
         let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // The one place it is called: its panic is caught here.
+            #[allow(clippy::disallowed_methods)]
             tokio::task::spawn_blocking(move || {
                 let job = taken.lock().unwrap_or_else(PoisonError::into_inner).take();
                 if let Some((f, result)) = job {
