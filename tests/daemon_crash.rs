@@ -692,3 +692,39 @@ fn an_unreadable_record_of_a_sandbox_that_still_runs_holds_its_workload() {
     assert!(d.paddock(&["start", "w"]).status.success());
     d.running_pid("w");
 }
+
+/// That workload's manifest removed while the processes of its unreadable
+/// record's sandbox still run: it is forgotten, but its id slice is given
+/// to no other workload while processes run as those ids (a new workload
+/// given it would share host ids with a sandbox no one supervises).
+#[test]
+fn a_workload_in_doubt_forgotten_keeps_its_ids_while_processes_run_as_them() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("w.toml", "command = [\"/bin/sleep\", \"4178\"]\n");
+    d.running_pid("w");
+    let sleeping = common::daemon::processes(&["/bin/sleep", "4178"]);
+    assert_eq!(sleeping.len(), 1);
+    d.kill();
+    std::fs::write(d.path("state/sandboxes/w.json"), "").unwrap();
+    let d = d.start(&[]);
+    d.wait_for("w held", |d| {
+        d.workload("w").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("processes run as its ids")))
+    });
+    let slice_of = |name: &str| -> Option<u64> {
+        let table: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.path("state/idmap.json")).unwrap()).unwrap();
+        table["slices"][name]["uid"]["start"].as_u64()
+    };
+    let held = slice_of("w").expect("w has a slice");
+    std::fs::remove_file(d.path("wl/w.toml")).unwrap();
+    d.wait_for("w forgotten", |d| d.workload("w").is_none());
+    d.write("x.toml", "command = [\"/bin/sleep\", \"4179\"]\n");
+    d.running_pid("x");
+    assert_ne!(slice_of("x"), Some(held), "x was given the ids w's sandbox still runs as");
+    assert_eq!(slice_of("w"), Some(held), "w's slice stays taken");
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(log.contains("its id slice stays taken"), "{log}");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(sleeping[0] as i32, libc::SIGKILL) };
+    d.wait_for("the old sleeper gone", |_| common::daemon::gone(sleeping[0]));
+}

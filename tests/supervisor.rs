@@ -84,8 +84,10 @@ impl Store for Memory {
         self.durable.borrow_mut().push((name.clone(), kept.clone()));
         self.keep(name, kept)
     }
-    fn forget(&mut self, name: &WorkloadName) -> std::io::Result<()> {
-        self.slices.borrow_mut().remove(name);
+    fn forget(&mut self, name: &WorkloadName, free_slice: bool) -> std::io::Result<()> {
+        if free_slice {
+            self.slices.borrow_mut().remove(name);
+        }
         self.kept.borrow_mut().remove(name);
         Ok(())
     }

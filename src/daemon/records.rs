@@ -327,7 +327,10 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
                     let record = file.display();
                     let why = match crate::idmap::Allocations::load(state_dir) {
                         Ok(table) => {
-                            let running = table.get(stem).map(|slice| running_as(&slice.uid)).unwrap_or_default();
+                            let running = table
+                                .get(stem)
+                                .map(|slice| crate::sandbox::process::running_as(&slice.uid))
+                                .unwrap_or_default();
                             (!running.is_empty()).then(|| format!(
                                 "its sandbox record {record} was unreadable ({e}) and processes run as its ids (pids {running:?}): a sandbox of it may still run; held until `paddock start {stem}`, once they are gone"
                             ))
@@ -363,22 +366,6 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
         }
     }
     out
-}
-
-/// The host's processes whose real uid is in `range`: a sandbox's, whose
-/// root and users are mapped there.
-fn running_as(range: &crate::idmap::IdRange) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let uid =
-                status.lines().find_map(|l| l.strip_prefix("Uid:")?.split_whitespace().next()?.parse::<u32>().ok());
-            uid.is_some_and(|uid| uid >= range.start && u64::from(uid) < range.end())
-        })
-        .collect()
 }
 
 /// Kills what is left in the workload's cgroup and removes it; returns

@@ -37,8 +37,9 @@ pub trait Store {
     fn keep_soon(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
         self.keep_now(name, kept)
     }
-    /// Frees a workload's slice and drops what was kept of it.
-    fn forget(&mut self, name: &WorkloadName) -> std::io::Result<()>;
+    /// Drops what was kept of a workload, and frees its slice unless
+    /// told to keep it (`free_slice`: processes may still run as its ids).
+    fn forget(&mut self, name: &WorkloadName, free_slice: bool) -> std::io::Result<()>;
     /// How many slices are in use, and how many there are.
     fn slice_counts(&self) -> (usize, usize);
 }
@@ -397,9 +398,12 @@ impl Store for DiskStore {
         }
     }
 
-    fn forget(&mut self, name: &WorkloadName) -> std::io::Result<()> {
-        self.known.remove(name);
+    fn forget(&mut self, name: &WorkloadName, free_slice: bool) -> std::io::Result<()> {
         self.send(name, None);
+        if !free_slice {
+            return Ok(());
+        }
+        self.known.remove(name);
         let state_dir = &self.state_dir;
         let runs_ended = RunHold::ended_under(state_dir);
         Allocations::update(state_dir, |t| Ok(t.release(name.as_str(), &runs_ended)))
@@ -505,7 +509,7 @@ mod tests {
         set("ops:265536:65536\nbob:200000:65536\n");
         assert_eq!(uid(&mut store, &b), 265536);
         assert_eq!(store.slice_counts().1, 1);
-        store.forget(&b).unwrap();
+        store.forget(&b, true).unwrap();
         assert_eq!(uid(&mut store, &a), 265536, "a's slice is bob's now: a moves");
         // A bad edit: the ranges read last stay.
         set("ops:265536\n");

@@ -459,10 +459,25 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 Effect::Probe { name, pid, manifest, probe, timeout } => {
                     self.executor.probe(&name, pid, &manifest, probe, timeout)
                 }
-                Effect::Forget { name } => {
-                    tracing::info!(workload = %name, action = "forget", "forgotten: its ids are free");
+                Effect::Forget { name, in_doubt } => {
                     self.unwritten.remove(&name);
-                    if let Err(e) = self.store.forget(&name) {
+                    // In doubt, a sandbox of it may run on unseen (its
+                    // record unreadable, no cgroup): while processes run as
+                    // its ids, they are given to no other workload.
+                    let running = match self.store.slice(&name) {
+                        Some(slice) if in_doubt => crate::sandbox::process::running_as(&slice.uid),
+                        _ => Vec::new(),
+                    };
+                    if running.is_empty() {
+                        tracing::info!(workload = %name, action = "forget", "forgotten: its ids are free");
+                    } else {
+                        tracing::error!(
+                            workload = %name,
+                            action = "forget",
+                            "its manifest is gone, but processes run as its ids (pids {running:?}), perhaps a sandbox of it a daemon that died left: its id slice stays taken, given to no other workload; stop them, and a manifest of that name added and removed again frees it"
+                        );
+                    }
+                    if let Err(e) = self.store.forget(&name, running.is_empty()) {
                         tracing::error!(workload = %name, error = %e, "cannot free its id slice");
                     }
                 }

@@ -49,8 +49,10 @@ pub enum Effect {
     Kill { name: WorkloadName },
     /// Its kept state (hold, ended) changed: write it.
     Persist { name: WorkloadName },
-    /// Gone for good: free its ids, drop its kept state.
-    Forget { name: WorkloadName },
+    /// Gone for good: free its ids, drop its kept state. One `in_doubt`
+    /// (what was kept of it unreadable) keeps its ids while processes
+    /// run as them: a sandbox of it may run on.
+    Forget { name: WorkloadName, in_doubt: bool },
     /// Make one health probe of the run whose init is `pid`; its result
     /// comes back through `on_probe`.
     Probe { name: WorkloadName, pid: i32, manifest: Arc<Manifest>, probe: crate::model::Probe, timeout: Duration },

@@ -82,7 +82,7 @@ impl Core {
                 (None, State::Stopping { .. }) => None,
                 (None, s) if s.has_sandbox() && self.files_seen => Some((Verb::Stop, Cause::Removed)),
                 (None, _) if w.file == File::Absent && self.files_seen => {
-                    forgotten.push(name.clone());
+                    forgotten.push((name.clone(), w.doubt.is_some()));
                     None
                 }
                 (None, _) => None,
@@ -176,9 +176,9 @@ impl Core {
                 }
             }
         }
-        for name in forgotten {
+        for (name, in_doubt) in forgotten {
             self.workloads.remove(&name);
-            pass.effects.push(Effect::Forget { name });
+            pass.effects.push(Effect::Forget { name, in_doubt });
         }
         pass
     }
@@ -367,8 +367,9 @@ impl Core {
         };
         w.state = match (w.desired.is_some(), w.hold, then) {
             (false, _, _) if w.file == File::Absent && self.files_seen => {
+                let in_doubt = w.doubt.is_some();
                 self.workloads.remove(name);
-                effects.push(Effect::Forget { name: name.clone() });
+                effects.push(Effect::Forget { name: name.clone(), in_doubt });
                 return;
             }
             (_, Some(version), _) => State::Held { version },

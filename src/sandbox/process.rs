@@ -111,6 +111,22 @@ fn ended_within(pidfd: std::os::fd::BorrowedFd<'_>, limit: Duration) -> bool {
     }
 }
 
+/// The host's processes with a uid (real, effective, saved or for the
+/// filesystem) in `range`: a sandbox's, whose root and users are mapped
+/// there. A scan of /proc: for the rare moments that must know.
+pub fn running_as(range: &crate::idmap::IdRange) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let within = |uid: &str| uid.parse::<u32>().is_ok_and(|uid| uid >= range.start && u64::from(uid) < range.end());
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            status.lines().find_map(|l| l.strip_prefix("Uid:")).is_some_and(|uids| uids.split_whitespace().any(within))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
