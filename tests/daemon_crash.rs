@@ -685,10 +685,15 @@ fn an_unreadable_record_of_a_sandbox_that_still_runs_holds_its_workload() {
     assert!(w["error"].as_str().unwrap().contains("processes run as its ids"), "{w}");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(common::daemon::processes(&["/bin/sleep", "4177"]), sleeping, "none started beside it");
-    // Once it is gone, a start is the operator's.
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(sleeping[0] as i32, libc::SIGKILL) };
-    d.wait_for("the old sleeper gone", |_| common::daemon::gone(sleeping[0]));
+    // Once they are gone (the workload, and its init that waits for its
+    // end to be heard), a start is the operator's.
+    let left = [sleeping[0], common::daemon::parent(sleeping[0]).unwrap()];
+    assert_eq!(std::fs::read_to_string(format!("/proc/{}/comm", left[1])).unwrap(), "paddock-init\n");
+    for pid in &left {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    d.wait_for("the old sandbox gone", |_| left.iter().all(|p| common::daemon::gone(*p)));
     assert!(d.paddock(&["start", "w"]).status.success());
     d.running_pid("w");
 }
@@ -724,7 +729,46 @@ fn a_workload_in_doubt_forgotten_keeps_its_ids_while_processes_run_as_them() {
     assert_eq!(slice_of("w"), Some(held), "w's slice stays taken");
     let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
     assert!(log.contains("its id slice stays taken"), "{log}");
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(sleeping[0] as i32, libc::SIGKILL) };
-    d.wait_for("the old sleeper gone", |_| common::daemon::gone(sleeping[0]));
+    let left = [sleeping[0], common::daemon::parent(sleeping[0]).unwrap()];
+    assert_eq!(std::fs::read_to_string(format!("/proc/{}/comm", left[1])).unwrap(), "paddock-init\n");
+    for pid in &left {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    d.wait_for("the old sandbox gone", |_| left.iter().all(|p| common::daemon::gone(*p)));
+}
+
+/// What a `paddock run` in the host's pid namespace killed with -9 left
+/// running (its cgroup's processes) is killed when a daemon starts.
+#[test]
+fn a_daemon_start_kills_what_a_host_pid_run_killed_with_sigkill_left() {
+    let d = Daemon::setup();
+    std::fs::write(
+        d.path("out/leaver.toml"),
+        "command = [\"/bin/sh\", \"-c\", \"/bin/sleep 4184 & exec /bin/sleep 4185\"]\n[namespaces]\npid = \"host\"\n",
+    )
+    .unwrap();
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["run", "--policy", "privileged", "--config"])
+        .arg(d.path("paddock.toml"))
+        .arg(d.path("out/leaver.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let left = loop {
+        let left = common::daemon::processes(&["/bin/sleep", "4184"]);
+        if !left.is_empty() {
+            break left;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    run.kill().unwrap();
+    run.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(common::daemon::alive(left[0]), "the run's workload died with it: nothing to sweep");
+    let d = d.start(&[]);
+    d.wait_for("what the run left killed", |_| left.iter().all(|p| common::daemon::gone(*p)));
 }

@@ -224,3 +224,66 @@ fn a_user_outside_the_slice_is_named_as_such() {
     let e = stderr(&out);
     assert!(e.contains("user 65536 is outside the workload's 65536 ids (0-65535)"), "{e}");
 }
+
+/// In the host's pid namespace (a policy that allows it) the init's death
+/// does not end what the workload started: a run killed with -9 leaves it
+/// in the run's cgroup. The next run kills it and removes that cgroup (as
+/// the daemon does at its start).
+#[test]
+fn what_a_host_pid_run_killed_with_sigkill_left_is_killed_by_the_next_run() {
+    let w = World::new();
+    let text = busybox_manifest("sleep 4182 & exec sleep 4183", "[namespaces]\npid = \"host\"\n");
+    // Its output not this test's: what it leaves would hold the pipe.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(w.run_args())
+        .args(["--policy", "privileged"])
+        .arg(w.manifest("leaver", &text))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let procs = || -> Vec<u32> {
+        let mut pids: Vec<u32> = cgroup_dirs("leaver")
+            .iter()
+            .flat_map(|d| {
+                std::fs::read_to_string(d.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        pids.sort();
+        pids.dedup();
+        pids
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // The init, the workload and the sleep it left in the background.
+    while procs().len() < 3 {
+        assert!(Instant::now() < deadline, "the sandbox did not start: {:?}", procs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The init dies with the run; what its workload started does not.
+    let init = |pid: &u32| std::fs::read(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with(b"paddock"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let left = loop {
+        let pids = procs();
+        if !pids.iter().any(init) {
+            break pids;
+        }
+        assert!(Instant::now() < deadline, "the run's init outlived it: {pids:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!left.is_empty(), "the workload left nothing to sweep");
+    let out = w.run(&[], &w.manifest("next", &busybox_manifest("true", "")), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let gone = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+    };
+    assert!(left.iter().all(gone), "what the killed run left still runs: {left:?}");
+    assert!(cgroup_dirs("leaver").is_empty(), "{:?}", cgroup_dirs("leaver"));
+}

@@ -255,6 +255,9 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     .or_fail(PADDOCK_FAILED)?;
 
     let layout = Layout::detect(&cgroup_root);
+    // What runs killed with -9 left (in the host's pid namespace, what
+    // their workloads started goes on until swept).
+    crate::sandbox::cgroup::Cgroup::sweep_runs(&layout);
     // Its own cgroup, apart from the daemon's workload of that name and
     // from other runs of this manifest.
     let cgroup_leaf = format!("{}-{}", spec.name, std::process::id());

@@ -337,6 +337,8 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<(r
     // themselves are intact): the id table's, the sandbox records'.
     crate::fsutil::remove_abandoned_temporaries(state_dir);
     crate::fsutil::remove_abandoned_temporaries(&state_dir.join("sandboxes"));
+    // What `paddock run`s killed with -9 left in the host's pid namespace.
+    crate::sandbox::cgroup::Cgroup::sweep_runs(cgroups);
     // What cannot be told now (the host out of descriptors or memory for a
     // moment) is looked at again, for half a minute, before giving up: a
     // daemon that exits at once would be restarted by systemd until its

@@ -3,6 +3,7 @@
 //! unified tree, as on most production hosts). The root is injectable, so
 //! the v2 backend is tested against a fake tree in a temp dir.
 
+use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -293,10 +294,6 @@ impl Cgroup {
 
     /// `create`, told whether the host has swap.
     fn create_with(layout: &Layout, place: Place<'_>, limits: Limits, swap: bool) -> Result<Self, CgroupError> {
-        // A run's: first, those that runs killed with -9 left beside it.
-        if place.group == RUNS {
-            Self::sweep_runs(layout);
-        }
         let mut cgroup = Cgroup { layout: layout.clone(), dirs: Vec::new() };
         let result = match layout {
             Layout::V1 { root } => cgroup.create_v1(root, place, limits, swap),
@@ -454,24 +451,42 @@ impl Cgroup {
         Some(Cgroup { layout, dirs })
     }
 
-    /// Removes the cgroups `paddock run`s killed with -9 left (theirs is
-    /// `paddock-run/NAME-PID`, removed at a normal end): those whose run's
-    /// pid is gone and that are empty (an occupied one refuses). Done by
-    /// each run that makes a cgroup, before it makes its own.
-    fn sweep_runs(layout: &Layout) {
+    /// Empties and removes the cgroups `paddock run`s killed with -9 left
+    /// (theirs is `paddock-run/NAME-PID`, removed at a normal end): those
+    /// whose run's pid is gone. A sandbox in its own pid namespace died
+    /// with its init; one in the host's (`pid = "host"`) leaves what its
+    /// workload started, which is killed here. Done by each run before it
+    /// starts its sandbox, and by the daemon at its start.
+    pub fn sweep_runs(layout: &Layout) {
         let groups: Vec<PathBuf> = match layout {
             Layout::V1 { root } => ["memory", "pids", "cpu"].iter().map(|c| root.join(c).join(RUNS)).collect(),
             Layout::V2 { root } => vec![root.join(RUNS)],
         };
+        // A run's leaf, in each hierarchy that has it.
+        let mut left: BTreeMap<std::ffi::OsString, Vec<PathBuf>> = BTreeMap::new();
         for entry in groups.iter().filter_map(|g| std::fs::read_dir(g).ok()).flatten().flatten() {
             let name = entry.file_name();
             let Some(pid) = name.to_str().and_then(|n| n.rsplit_once('-')).and_then(|(_, pid)| pid.parse::<u32>().ok())
             else {
                 continue;
             };
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = std::fs::remove_dir(entry.path());
+            if !Path::new(&format!("/proc/{pid}")).exists() && entry.path().is_dir() {
+                left.entry(name).or_default().push(entry.path());
             }
+        }
+        for dirs in left.into_values() {
+            let cgroup = Cgroup { layout: layout.clone(), dirs };
+            let pids = cgroup.pids();
+            // Its init still there (named as the run's executable): a run
+            // this process cannot see, in another pid namespace, alive.
+            let init = |pid: &Pid| std::fs::read(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with(b"paddock"));
+            if pids.iter().any(init) {
+                continue;
+            }
+            if !pids.is_empty() {
+                tracing::warn!(cgroup = %cgroup.dirs[0].display(), "killing what a `paddock run` killed with -9 left running");
+            }
+            cgroup.discard();
         }
     }
 

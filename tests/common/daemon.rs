@@ -396,6 +396,12 @@ pub fn notify_socket(timeout: Duration) -> (tempfile::TempDir, PathBuf, std::os:
     (dir, path, sock)
 }
 
+/// The parent of `pid`, by /proc.
+pub fn parent(pid: i64) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
 pub fn processes(argv: &[&str]) -> Vec<i64> {
     let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
     processes_where(|cmdline| cmdline == wanted)
