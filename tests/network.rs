@@ -767,6 +767,12 @@ fn paddock_run_publishes_a_port_like_docker_run_p_and_undoes_it_at_the_end() {
     let name = record.file_name().unwrap().to_str().unwrap().to_owned();
     let (_, started) = name.strip_suffix(".json").unwrap().split_once('-').expect("run<PID>-<START>.json");
     std::fs::rename(&record, records.join(format!("run{}-{started}.json", bystander.id()))).unwrap();
+    // A run killed between making its namespace and recording it left one
+    // no record names.
+    let mut ended = std::process::Command::new("true").spawn().unwrap();
+    ended.wait().unwrap();
+    let unrecorded = d.path(&format!("run/run/netns/run{}-1", ended.id()));
+    paddock::sandbox::netns::create(&unrecorded).unwrap();
     let next = run_web("8095:80");
     assert_eq!(get_soon(&d, "127.0.0.1:8095".parse().unwrap()), "hello from paddock\n");
     // SAFETY: kill has no memory-safety preconditions.
@@ -774,6 +780,7 @@ fn paddock_run_publishes_a_port_like_docker_run_p_and_undoes_it_at_the_end() {
     let out = next.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("undid the network of an earlier run that was killed"), "{said}");
+    assert!(!unrecorded.exists(), "the unrecorded namespace of a run that is gone stays");
     // The killed run's sandbox died with it (die_with_parent): nothing is left.
     nothing_left_soon(&d);
     let _ = bystander.kill();

@@ -138,7 +138,7 @@ pub fn fits_as_made(workload: &WorkloadName, m: &Manifest, a: &Attachment) -> bo
 }
 
 impl Networks {
-    fn netns_path(&self, workload: &WorkloadName) -> PathBuf {
+    pub(super) fn netns_path(&self, workload: &WorkloadName) -> PathBuf {
         self.run_dir.join("netns").join(workload.as_str())
     }
 

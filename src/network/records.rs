@@ -126,7 +126,22 @@ impl Networks {
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.remove_abandoned_writes();
-        self.recorded()
+        let recorded = self.recorded();
+        // A namespace its run made and was killed before recording: no
+        // record names it, so nothing else would remove it. (One a record
+        // names is undone with it, its plugins' DEL run in it first.)
+        let named: Vec<PathBuf> = recorded
+            .iter()
+            .map(|(name, read)| read.as_ref().map_or_else(|_| self.netns_path(name), |a| a.netns.clone()))
+            .collect();
+        let netns = std::fs::read_dir(self.run_dir.join("netns")).into_iter().flatten().flatten();
+        for stray in netns.map(|e| e.path()).filter(|p| self.runs && !named.contains(p)) {
+            let run = stray.file_name().and_then(|n| n.to_str()).and_then(|n| WorkloadName::try_from(n).ok());
+            if run.as_ref().is_some_and(run_gone) {
+                crate::sandbox::netns::remove(&stray);
+            }
+        }
+        recorded
             .into_iter()
             .filter(|(name, read)| run_gone(name) && read.as_ref().map_or(true, &wanted))
             .map(|(name, read)| {
