@@ -370,6 +370,20 @@ pub fn for_a_moment(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN | libc::EINTR))
 }
 
+/// Where an unreadable state file at `path` is kept for a post-mortem:
+/// `PATH.corrupt`, or the first of `PATH.corrupt.1` to `.9` not taken, so
+/// a later corruption does not overwrite an earlier one's copy (past
+/// those, the latest replaces the ninth: a file corrupted again and again
+/// does not fill the disk).
+pub fn aside(path: &Path) -> PathBuf {
+    let name = |n: u32| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(if n == 0 { ".corrupt".to_owned() } else { format!(".corrupt.{n}") });
+        PathBuf::from(name)
+    };
+    (0..9).map(name).find(|p| std::fs::symlink_metadata(p).is_err()).unwrap_or_else(|| name(9))
+}
+
 /// As `write_atomic`, without the fsyncs: for records that only matter
 /// while the machine stays up (what a crash of the machine loses, it also
 /// made moot, such as the processes a record describes).
@@ -520,6 +534,25 @@ impl Drop for SmallTmpfs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Copies of corrupt files are kept side by side, at most ten.
+    #[test]
+    fn aside_takes_the_first_free_name_and_stops_at_ten() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.json");
+        for n in 0..12 {
+            let aside = aside(&file);
+            let expected = match n {
+                0 => "t.json.corrupt".to_owned(),
+                1..=9 => format!("t.json.corrupt.{n}"),
+                _ => "t.json.corrupt.9".to_owned(),
+            };
+            assert_eq!(aside, dir.path().join(expected));
+            std::fs::write(aside, n.to_string()).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 10);
+        assert_eq!(std::fs::read_to_string(dir.path().join("t.json.corrupt")).unwrap(), "0");
+    }
 
     /// A FIFO is never opened, on either C library (musl's std masked
     /// O_PATH out, and the open blocked for a writer): the handle is O_PATH.

@@ -40,7 +40,7 @@ pub struct Kept {
 pub struct Loaded {
     pub kept: BTreeMap<WorkloadName, Kept>,
     /// Workloads whose file could not be read: to be held, in doubt. The
-    /// file is kept aside as NAME.json.corrupt.
+    /// file is kept aside as NAME.json.corrupt (`fsutil::aside`).
     pub unreadable: Vec<(WorkloadName, String)>,
     /// An older daemon's held list that could not be read: which workloads
     /// it held is unknown, so every one is held until an operator starts it.
@@ -190,7 +190,7 @@ impl KeptStore {
                         loaded.kept.insert(name, kept);
                     }
                     Err(e) => {
-                        let _ = std::fs::rename(&file, file.with_extension("json.corrupt"));
+                        let _ = std::fs::rename(&file, crate::fsutil::aside(&file));
                         loaded.unreadable.push((name, format!("{}: {e}", file.display())));
                     }
                 }
@@ -225,7 +225,7 @@ pub fn repair_allocations(
     recorded: &[(String, Slice)],
 ) -> Vec<WorkloadName> {
     let path = state_dir.join(Allocations::FILE);
-    let aside = state_dir.join(format!("{}.corrupt", Allocations::FILE));
+    let aside = crate::fsutil::aside(&path);
     let mut known: BTreeMap<String, Slice> = kept.iter().filter_map(|(n, k)| Some((n.to_string(), k.slice?))).collect();
     known.extend(recorded.iter().cloned());
     match Allocations::rebuild_if_unreadable(state_dir, &aside, known.clone()) {
@@ -382,7 +382,12 @@ mod tests {
         let table = Allocations::load(dir.path()).unwrap();
         assert_eq!(table.get("stopped"), Some(&slice(100_000)));
         assert_eq!(table.get("running"), Some(&slice(165_536)));
-        assert!(dir.path().join("idmap.json.corrupt").exists());
+        assert_eq!(std::fs::read_to_string(dir.path().join("idmap.json.corrupt")).unwrap(), "{not json");
+        // Corrupt again: the first copy is kept, the second beside it.
+        std::fs::write(dir.path().join(Allocations::FILE), "{again").unwrap();
+        repair_allocations(dir.path(), &kept, &recorded);
+        assert_eq!(std::fs::read_to_string(dir.path().join("idmap.json.corrupt")).unwrap(), "{not json");
+        assert_eq!(std::fs::read_to_string(dir.path().join("idmap.json.corrupt.1")).unwrap(), "{again");
     }
 
     /// A table that cannot be read at all is left as it is (a read error
