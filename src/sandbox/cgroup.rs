@@ -458,13 +458,18 @@ impl Cgroup {
     /// workload started, which is killed here. Done by each run before it
     /// starts its sandbox, and by the daemon at its start.
     pub fn sweep_runs(layout: &Layout) {
+        use std::os::unix::fs::MetadataExt;
         let groups: Vec<PathBuf> = match layout {
             Layout::V1 { root } => ["memory", "pids", "cpu"].iter().map(|c| root.join(c).join(RUNS)).collect(),
             Layout::V2 { root } => vec![root.join(RUNS)],
         };
         // A run's leaf, in each hierarchy that has it.
         let mut left: BTreeMap<std::ffi::OsString, Vec<PathBuf>> = BTreeMap::new();
-        for entry in groups.iter().filter_map(|g| std::fs::read_dir(g).ok()).flatten().flatten() {
+        // A directory's link count is 2 and one per subdirectory (on
+        // cgroupfs as on disk): with no run's leaf, nothing is listed (the
+        // common case, at every run's start).
+        let with_leaves = |g: &&PathBuf| std::fs::metadata(g).is_ok_and(|m| m.nlink() > 2);
+        for entry in groups.iter().filter(with_leaves).filter_map(|g| std::fs::read_dir(g).ok()).flatten().flatten() {
             let name = entry.file_name();
             let Some(pid) = name.to_str().and_then(|n| n.rsplit_once('-')).and_then(|(_, pid)| pid.parse::<u32>().ok())
             else {
