@@ -291,3 +291,53 @@ fn line_breaks_in_a_path_or_a_value_never_leave_their_comment() {
     // PyYAML, a YAML 1.1 parser, reads U+2028 as a line break: it sees the same three objects.
     validate_offline(&run.stdout);
 }
+
+/// Strings a YAML 1.1 reader takes for something else (kubectl's go-yaml
+/// v2 reads `on`, `yes`, `y` as booleans; PyYAML, kubernetes-validate's,
+/// also `1_000` as a number, `2001-12-14` as a date) are quoted: each
+/// reads back as the string it was, in a name, a label, an argument and
+/// an environment value.
+#[test]
+fn strings_a_yaml_1_1_reader_would_take_for_booleans_numbers_or_dates_are_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let tricky = ["yes", "No", "on", "OFF", "y", "n", "~", "=", "1_000", "2001-12-14", "1:20", "0x_1F", "+.5", "0b101"];
+    let args: Vec<String> = tricky.iter().map(|t| format!("{t:?}")).collect();
+    let env: Vec<String> = tricky.iter().enumerate().map(|(i, t)| format!("V{i} = {t:?}")).collect();
+    let manifest = format!("command = [\"/bin/app\", {}]\n[env]\n{}\n", args.join(", "), env.join("\n"));
+    for name in ["on", "no", "y"] {
+        std::fs::write(dir.path().join(format!("{name}.toml")), &manifest).unwrap();
+    }
+    let run = export(&[dir.path().to_str().unwrap(), "--image", IMAGE, "--namespace", "yes"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    validate_offline(&run.stdout);
+    // Read back by PyYAML (YAML 1.1), as JSON.
+    let python = common::export::kubernetes_validate().with_file_name("python");
+    let read = std::process::Command::new(&python)
+        .args(["-c", "import sys, json, yaml; print(json.dumps(list(yaml.safe_load_all(sys.stdin)), default=repr))"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(run.stdout.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    let docs: Vec<Value> = serde_json::from_slice(&read.stdout).unwrap();
+    let pods: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Pod").collect();
+    assert_eq!(pods.len(), 3, "{}", run.stdout);
+    for pod in pods {
+        let name = pod["metadata"]["name"].as_str().expect("the name reads as a string");
+        assert!(["on", "no", "y"].contains(&name), "{name}");
+        assert_eq!(pod["metadata"]["namespace"], "yes");
+        assert_eq!(pod["metadata"]["labels"]["app.kubernetes.io/name"], name);
+        let container = &pod["spec"]["containers"][0];
+        let command: Vec<&str> = container["command"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        assert_eq!(command[1..], tricky, "{}", run.stdout);
+        for (i, t) in tricky.iter().enumerate() {
+            let value = container["env"].as_array().unwrap().iter().find(|e| e["name"] == format!("V{i}")).unwrap();
+            assert_eq!(value["value"], *t, "{}", run.stdout);
+        }
+    }
+}

@@ -32,13 +32,14 @@ pub enum Object {
 
 impl Object {
     pub fn to_yaml(&self) -> Result<String, serde_yaml_ng::Error> {
-        match self {
+        let yaml = match self {
             Object::Namespace(o) => serde_yaml_ng::to_string(o),
             Object::Pod(o) => serde_yaml_ng::to_string(o),
             Object::Deployment(o) => serde_yaml_ng::to_string(o),
             Object::Service(o) => serde_yaml_ng::to_string(o),
             Object::NetworkPolicy(o) => serde_yaml_ng::to_string(o),
-        }
+        };
+        yaml.map(|y| quote_for_yaml_1_1(&y))
     }
 
     /// The object's kind, as its YAML names it.
@@ -71,6 +72,84 @@ impl Object {
             _ => None,
         }
     }
+}
+
+/// serde_yaml_ng quotes the strings a YAML 1.2 reader would take for
+/// something else, not those a YAML 1.1 reader would: kubectl's (go-yaml
+/// v2) reads `on`, `yes` and `y` as booleans, and PyYAML (kubernetes-
+/// validate's) `1_000` as a number, `2001-12-14` as a date and `=` as a
+/// value key. Those plain values of its block output are quoted here;
+/// the rest is left as written. (Its output never folds a plain scalar
+/// across lines; the lines of a block scalar, `|-`, are left alone.)
+fn quote_for_yaml_1_1(yaml: &str) -> String {
+    let mut out = String::with_capacity(yaml.len());
+    // The indentation of a block scalar's header, while in its lines.
+    let mut block: Option<usize> = None;
+    for line in yaml.split_inclusive('\n') {
+        let text = line.strip_suffix('\n').unwrap_or(line);
+        let indent = text.len() - text.trim_start_matches(' ').len();
+        if let Some(header) = block {
+            if text.trim().is_empty() || indent > header {
+                out.push_str(line);
+                continue;
+            }
+            block = None;
+        }
+        let mut rest = &text[indent..];
+        let mut item = false;
+        while let Some(after) = rest.strip_prefix("- ") {
+            (rest, item) = (after, true);
+        }
+        // `key: value`, or a sequence's `- value` (a plain value holds no
+        // `: `); a quoted value is the serializer's, and right.
+        let value = match rest.find(": ") {
+            _ if rest.starts_with(['\'', '"', '#']) => None,
+            Some(at) => Some(&rest[at + 2..]),
+            None if item => Some(rest),
+            None => None,
+        };
+        match value {
+            Some(v) if v.starts_with(['|', '>']) => {
+                block = Some(indent);
+                out.push_str(line);
+            }
+            Some(v) if yaml_1_1_reads_otherwise(v) => {
+                out.push_str(&text[..text.len() - v.len()]);
+                out.push('\'');
+                out.push_str(&v.replace('\'', "''"));
+                out.push('\'');
+                out.push_str(&line[text.len()..]);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// Whether a plain value the serializer left unquoted (a string, or a
+/// number or boolean of the object) is one a YAML 1.1 reader takes for
+/// something it is not: a string that looks like a YAML 1.1 boolean,
+/// null, value key, number, or date (over-quoting such a string changes
+/// nothing).
+fn yaml_1_1_reads_otherwise(v: &str) -> bool {
+    // The object's own numbers and booleans, as YAML 1.2 writes them.
+    if v.parse::<i64>().is_ok() || v.parse::<f64>().is_ok() || matches!(v, "true" | "false" | "null") {
+        return false;
+    }
+    let word = v.to_ascii_lowercase();
+    if matches!(word.as_str(), "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null" | "~" | "=" | "<<") {
+        return true;
+    }
+    // Numbers with `_`, sexagesimals (`1:20`), 0b/0x/octal, floats, and
+    // dates and times: a digit (or a sign or dot before one) first, then
+    // only what those are written with.
+    let mut chars = v.chars();
+    let numeric_start = match chars.next() {
+        Some(c) if c.is_ascii_digit() => true,
+        Some('+' | '-' | '.') => chars.next().is_some_and(|c| c.is_ascii_digit() || c == '.'),
+        _ => false,
+    };
+    numeric_start && v.chars().all(|c| c.is_ascii_hexdigit() || "_:.+-xXoObBtTzZ ".contains(c))
 }
 
 /// The workload's objects, its Pod or Deployment first.
@@ -217,5 +296,20 @@ fn network_policy(
             })
         }
         Network::Cni(_) | Network::Host => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only plain values are quoted: not the object's numbers and
+    /// booleans, not keys, not what is already quoted, not the lines of a
+    /// block scalar.
+    #[test]
+    fn yaml_1_1_quoting_touches_plain_values_only() {
+        let yaml = "a: yes\nport: 80\nratio: 0.5\nflag: true\nlist:\n- on\n- - 1_000\n- name: y\n  value: |-\n    yes\n    on: no\n- 'no'\nb: 10m\nc: 2001-12-14\nd: don't\n";
+        let want = "a: 'yes'\nport: 80\nratio: 0.5\nflag: true\nlist:\n- 'on'\n- - '1_000'\n- name: 'y'\n  value: |-\n    yes\n    on: no\n- 'no'\nb: 10m\nc: '2001-12-14'\nd: don't\n";
+        assert_eq!(quote_for_yaml_1_1(yaml), want);
     }
 }
