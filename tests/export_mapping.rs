@@ -385,3 +385,30 @@ fn paddocks_default_capabilities_are_containerds() {
     containerd.sort_unstable();
     assert_eq!(paddock, containerd);
 }
+
+/// What paddock enforces and a pod cannot say is listed, never dropped: a
+/// privileged workload's no_new_privileges (the API refuses it beside
+/// privileged), and a mount of the host's /, /proc or /sys that paddock
+/// refuses to start without `kernel_filesystems`.
+#[test]
+fn no_new_privileges_beside_privileged_and_kernel_filesystems_are_listed() {
+    let items = |extra: &str| export_text(&["privileged"], &format!("{CMD}{extra}"), Kind::Pod).unsupported;
+    let privileged = "[namespaces]\nuser = \"host\"\n[security]\nprivileged = true\n";
+    assert!(items(privileged).contains(&Unsupported::PrivilegedEscalation), "{:?}", items(privileged));
+    let said = items(&format!("{privileged}no_new_privileges = false\n"));
+    assert!(!said.contains(&Unsupported::PrivilegedEscalation), "{said:?}");
+    assert!(!items("").contains(&Unsupported::PrivilegedEscalation));
+    let mount = |source: &str, extra: &str| format!("[[mounts]]\nsource = {source:?}\ntarget = \"/m\"\n{extra}");
+    for source in ["/", "/proc", "/sys/fs/cgroup", "/proc/"] {
+        let kernel = Unsupported::KernelFilesystems(source.into());
+        let listed = items(&mount(source, ""));
+        assert!(listed.iter().any(|u| matches!(u, Unsupported::KernelFilesystems(_))), "{source}: {listed:?}");
+        assert!(kernel.to_string().contains("kernel_filesystems = true"), "{kernel}");
+        let meant = items(&mount(source, "kernel_filesystems = true\n"));
+        assert!(!meant.iter().any(|u| matches!(u, Unsupported::KernelFilesystems(_))), "{source}: {meant:?}");
+    }
+    for source in ["/srv/data", "/process", "/system"] {
+        let listed = items(&mount(source, ""));
+        assert!(!listed.iter().any(|u| matches!(u, Unsupported::KernelFilesystems(_))), "{source}: {listed:?}");
+    }
+}

@@ -71,7 +71,7 @@ pub fn pod_spec(spec: &WorkloadSpec, image: &str, kind: Kind) -> (PodSpec, Vec<U
                 .collect()
         }),
         working_dir: Some(m.workdir.display().to_string()),
-        security_context: Some(security_context(m)),
+        security_context: Some(security_context(m, &mut lost)),
         resources: resources(m, &mut lost),
         volume_mounts: Some(volume_mounts),
         ports: container_ports(m),
@@ -155,8 +155,11 @@ fn restart_limits(m: &Manifest, lost: &mut Vec<Unsupported>) {
 /// keeps the runtime's default set (Docker's, which containerd shares)
 /// plus what the manifest adds; a non-root one under no_new_privileges
 /// holds none and can gain none, which `drop: [ALL]` says exactly.
-fn security_context(m: &Manifest) -> SecurityContext {
+fn security_context(m: &Manifest, lost: &mut Vec<Unsupported>) -> SecurityContext {
     let s = &m.security;
+    if s.privileged && s.no_new_privileges {
+        lost.push(Unsupported::PrivilegedEscalation);
+    }
     let mut added: Vec<String> = s.capabilities.iter().map(|c| c.name().to_owned()).collect();
     added.sort();
     added.dedup();
@@ -219,6 +222,13 @@ fn volumes(m: &Manifest, remap: bool, lost: &mut Vec<Unsupported>) -> (Vec<Volum
             recursive_read_only: mt.readonly.then(|| "Enabled".to_owned()),
             ..Default::default()
         });
+        // What paddock's start checks on the host (`SourceError::
+        // KernelFilesystem`), said here for the paths that always are.
+        let kernel =
+            mt.source == std::path::Path::new("/") || mt.source.starts_with("/proc") || mt.source.starts_with("/sys");
+        if kernel && !mt.kernel_filesystems {
+            lost.push(Unsupported::KernelFilesystems(mt.source.clone()));
+        }
         if remap && !mt.idmap {
             lost.push(Unsupported::NotIdmapped { source: mt.source.clone(), writable: !mt.readonly });
         }

@@ -72,6 +72,12 @@ pub enum Unsupported {
     NotIdmapped { source: PathBuf, writable: bool },
     /// `remap.isolation = "shared"`: every workload had the same id slice.
     SharedSlice,
+    /// A privileged workload under no_new_privileges: the API refuses
+    /// `allowPrivilegeEscalation: false` beside `privileged: true`.
+    PrivilegedEscalation,
+    /// A mount of the host's /, /proc or /sys without `kernel_filesystems`,
+    /// which paddock refuses to start and a hostPath volume does not.
+    KernelFilesystems(PathBuf),
     /// A rule of the Pod Security Standards level the manifest's policy
     /// stands for that the exported pod breaks.
     Pss { claimed: Level, violation: Violation },
@@ -174,6 +180,14 @@ impl fmt::Display for Unsupported {
             Unsupported::SharedSlice => write!(
                 f,
                 "remap.isolation = \"shared\": every workload had the same host ids; each pod gets a range of its own"
+            ),
+            Unsupported::PrivilegedEscalation => f.write_str(
+                "security.privileged = true under no_new_privileges (the default): paddock kept its processes from gaining privileges (setuid binaries, file capabilities), but the API refuses allowPrivilegeEscalation: false beside privileged: true, so the pod's processes can; set no_new_privileges = false to say so, or drop privileged",
+            ),
+            Unsupported::KernelFilesystems(source) => write!(
+                f,
+                "mount {:?} is or holds the host's /proc or /sys, which paddock refuses to start without kernel_filesystems = true on the mount; a hostPath volume shows them to the pod: mount only the directories the workload needs, or set kernel_filesystems = true to say it is meant",
+                source.display().to_string()
             ),
             Unsupported::Pss { claimed, violation } => write!(
                 f,
