@@ -55,6 +55,7 @@ fn each_field_maps_as_the_readme_says() {
         (&["baseline"], "", "/restartPolicy", json!("OnFailure")),
         (&["baseline"], "", "/terminationGracePeriodSeconds", json!(10)),
         (&["baseline"], "", "/automountServiceAccountToken", json!(false)),
+        (&["baseline"], "", "/enableServiceLinks", json!(false)),
         (&["baseline"], "", "/volumes/0", json!({"name": "tmp", "emptyDir": {"medium": "Memory"}})),
         (&["baseline"], "", &format!("{c}/volumeMounts/0"), json!({"name": "tmp", "mountPath": "/tmp"})),
         (&["baseline"], "", &format!("{sc}/allowPrivilegeEscalation"), json!(false)),

@@ -115,6 +115,9 @@ pub fn pod_spec(spec: &WorkloadSpec, image: &str, kind: Kind) -> (PodSpec, Vec<U
         os,
         // paddock hands a workload no credentials; neither should the pod.
         automount_service_account_token: Some(false),
+        // Nor an environment it did not declare: no `SVC_SERVICE_HOST`
+        // and `SVC_PORT_*` for each Service of the namespace.
+        enable_service_links: Some(false),
         ..Default::default()
     };
     (pod, lost)
