@@ -413,3 +413,19 @@ fn no_new_privileges_beside_privileged_and_kernel_filesystems_are_listed() {
         assert!(!listed.iter().any(|u| matches!(u, Unsupported::KernelFilesystems(_))), "{source}: {listed:?}");
     }
 }
+
+/// A CPU limit finer than a millicore is rounded, and said to be.
+#[test]
+fn a_cpu_limit_finer_than_a_millicore_is_listed_as_rounded() {
+    let items =
+        |cpu: &str| export_text(&["baseline"], &format!("{CMD}[resources]\ncpu = {cpu}\n"), Kind::Pod).unsupported;
+    let rounded: Vec<String> = items("0.0125")
+        .iter()
+        .filter(|u| matches!(u, Unsupported::CpuRounded { .. }))
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(rounded, ["resources.cpu = 0.0125: Kubernetes counts thousandths of a core; exported as 13m"]);
+    for exact in ["0.5", "2", "0.25", "0.01", "1.5", "0.333"] {
+        assert!(!items(exact).iter().any(|u| matches!(u, Unsupported::CpuRounded { .. })), "{exact}");
+    }
+}

@@ -251,6 +251,10 @@ fn resources(m: &Manifest, lost: &mut Vec<Unsupported>) -> Option<ResourceRequir
     }
     if let Some(cpu) = r.cpu {
         limits.insert("cpu".to_owned(), Quantity(cpu_quantity(cpu)));
+        let milli = (cpu * 1000.0).round();
+        if (cpu * 1000.0 - milli).abs() > 1e-6 {
+            lost.push(Unsupported::CpuRounded { written: cpu, milli: milli as u64 });
+        }
     }
     if let Some(pids) = r.pids {
         lost.push(Unsupported::PidsLimit(pids));

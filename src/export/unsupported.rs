@@ -36,6 +36,9 @@ pub enum Unsupported {
     UserNamespaces,
     /// A duration written finer than Kubernetes' whole seconds.
     Rounded { key: &'static str, written: Duration, seconds: i64 },
+    /// `resources.cpu` finer than the thousandths of a core (millicores)
+    /// a Kubernetes quantity holds.
+    CpuRounded { written: f64, milli: u64 },
     /// A duration longer than a 32-bit field of seconds holds (a probe's).
     Clamped { key: &'static str, written: Duration, seconds: i32 },
     /// A hostname Kubernetes refuses (not a DNS label).
@@ -119,6 +122,10 @@ impl fmt::Display for Unsupported {
             Unsupported::Rounded { key, written, seconds } => {
                 write!(f, "{key} = {:?}: Kubernetes counts whole seconds; exported as {seconds}s", written.to_string())
             }
+            Unsupported::CpuRounded { written, milli } => write!(
+                f,
+                "resources.cpu = {written}: Kubernetes counts thousandths of a core; exported as {milli}m"
+            ),
             Unsupported::Clamped { key, written, seconds } => write!(
                 f,
                 "{key} = {:?}: a probe's seconds are 32 bits; exported as {seconds}s, the most they hold",
