@@ -188,13 +188,24 @@ fn published_ports_become_a_cluster_ip_service_and_the_network_a_policy() {
             ]
         })
     );
-    // The bridge is reached only at the published ports.
+    // The bridge is reached from anywhere at the published ports, and at
+    // every port from the other pods on the bridge, as on paddock's.
+    let bridge = json!({"podSelector": {"matchLabels": {"paddock/network": "bridge"}}});
     let policy = json_of(&exported.objects[2]);
     assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
     assert_eq!(
         policy["spec"]["ingress"],
-        json!([{"ports": [{"port": 80, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]}])
+        json!([{"ports": [{"port": 80, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]}, {"from": [bridge]}])
     );
+    let pod = json_of(&exported.objects[0]);
+    assert_eq!(pod["metadata"]["labels"], json!({"app.kubernetes.io/name": "t", "paddock/network": "bridge"}));
+    assert_eq!(policy["spec"]["podSelector"], json!({"matchLabels": {"app.kubernetes.io/name": "t"}}));
+    // With no port published, only from the bridge.
+    let quiet = export_text(&["baseline"], &format!("{CMD}[namespaces]\nnetwork = \"bridge\"\n"), Kind::Deployment);
+    let policy = json_of(&quiet.objects[1]);
+    assert_eq!(policy["spec"]["ingress"], json!([{"from": [bridge]}]));
+    let template = &json_of(&quiet.objects[0])["spec"]["template"];
+    assert_eq!(template["metadata"]["labels"]["paddock/network"], "bridge");
     // The private network (the default) reaches nothing and is reached from nowhere.
     let private = export_text(&["baseline"], CMD, Kind::Pod);
     let policy = json_of(&private.objects[1]);

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -17,6 +19,9 @@ use crate::validate::WorkloadSpec;
 
 /// The label that ties a workload's objects to its pod.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// The label of the pods on paddock's bridge network: on the bridge,
+/// workloads reach each other on every port.
+pub const BRIDGE_LABEL: &str = "paddock/network";
 /// The annotation on a workload's object naming the level it claims.
 pub const LEVEL_ANNOTATION: &str = "paddock/pod-security";
 
@@ -162,6 +167,11 @@ pub fn for_workload(
 ) -> Vec<Object> {
     let name = spec.name.to_string();
     let selector: BTreeMap<String, String> = [(NAME_LABEL.to_owned(), name.clone())].into();
+    // A pod on the bridge says so, for the other bridge pods' policies.
+    let mut pod_labels = selector.clone();
+    if spec.manifest.namespaces.network.cni() == Some(crate::model::BRIDGE) {
+        pod_labels.insert(BRIDGE_LABEL.to_owned(), crate::model::BRIDGE.to_owned());
+    }
     let meta = |annotations: Option<BTreeMap<String, String>>| ObjectMeta {
         name: Some(name.clone()),
         namespace: Some(options.namespace.clone()),
@@ -169,9 +179,10 @@ pub fn for_workload(
         annotations,
         ..Default::default()
     };
+    let pod_meta = |annotations| ObjectMeta { labels: Some(pod_labels.clone()), ..meta(annotations) };
     let claim = Some([(LEVEL_ANNOTATION.to_owned(), level.name().to_owned())].into());
     let mut objects = vec![match options.kind {
-        Kind::Pod => Object::Pod(Box::new(Pod { metadata: meta(claim), spec: Some(pod), ..Default::default() })),
+        Kind::Pod => Object::Pod(Box::new(Pod { metadata: pod_meta(claim), spec: Some(pod), ..Default::default() })),
         Kind::Deployment => Object::Deployment(Box::new(Deployment {
             metadata: meta(claim),
             spec: Some(DeploymentSpec {
@@ -181,7 +192,7 @@ pub fn for_workload(
                 // starts: never two at once, whatever their volumes.
                 strategy: Some(DeploymentStrategy { type_: Some("Recreate".to_owned()), rolling_update: None }),
                 template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta { labels: Some(selector.clone()), ..Default::default() }),
+                    metadata: Some(ObjectMeta { labels: Some(pod_labels.clone()), ..Default::default() }),
                     spec: Some(pod),
                 },
                 ..Default::default()
@@ -286,12 +297,23 @@ fn network_policy(
                     allowed.push(port);
                 }
             }
-            let ingress =
-                (!allowed.is_empty()).then(|| vec![NetworkPolicyIngressRule { ports: Some(allowed), from: None }]);
+            // From anywhere to the published ports; from the other pods
+            // on the bridge (of this namespace) to every port, as on
+            // paddock's bridge.
+            let bridge = LabelSelector {
+                match_labels: Some([(BRIDGE_LABEL.to_owned(), crate::model::BRIDGE.to_owned())].into()),
+                ..Default::default()
+            };
+            let from_bridge = NetworkPolicyIngressRule {
+                ports: None,
+                from: Some(vec![NetworkPolicyPeer { pod_selector: Some(bridge), ..Default::default() }]),
+            };
+            let published =
+                (!allowed.is_empty()).then(|| NetworkPolicyIngressRule { ports: Some(allowed), from: None });
             Some(NetworkPolicySpec {
                 pod_selector,
                 policy_types: Some(vec!["Ingress".to_owned()]),
-                ingress,
+                ingress: Some(published.into_iter().chain([from_bridge]).collect()),
                 egress: None,
             })
         }
