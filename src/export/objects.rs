@@ -309,7 +309,7 @@ fn network_policy(
                 from: Some(vec![NetworkPolicyPeer { pod_selector: Some(bridge), ..Default::default() }]),
             };
             let published =
-                (!allowed.is_empty()).then(|| NetworkPolicyIngressRule { ports: Some(allowed), from: None });
+                (!allowed.is_empty()).then_some(NetworkPolicyIngressRule { ports: Some(allowed), from: None });
             Some(NetworkPolicySpec {
                 pod_selector,
                 policy_types: Some(vec!["Ingress".to_owned()]),
