@@ -687,13 +687,7 @@ fn an_unreadable_record_of_a_sandbox_that_still_runs_holds_its_workload() {
     assert_eq!(common::daemon::processes(&["/bin/sleep", "4177"]), sleeping, "none started beside it");
     // Once they are gone (the workload, and its init that waits for its
     // end to be heard), a start is the operator's.
-    let left = [sleeping[0], common::daemon::parent(sleeping[0]).unwrap()];
-    assert_eq!(std::fs::read_to_string(format!("/proc/{}/comm", left[1])).unwrap(), "paddock-init\n");
-    for pid in &left {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
-    }
-    d.wait_for("the old sandbox gone", |_| left.iter().all(|p| common::daemon::gone(*p)));
+    kill_with_its_init(&d, sleeping[0]);
     assert!(d.paddock(&["start", "w"]).status.success());
     d.running_pid("w");
 }
@@ -711,31 +705,43 @@ fn a_workload_in_doubt_forgotten_keeps_its_ids_while_processes_run_as_them() {
     assert_eq!(sleeping.len(), 1);
     d.kill();
     std::fs::write(d.path("state/sandboxes/w.json"), "").unwrap();
-    let d = d.start(&[]);
+    let mut d = d.start(&[]);
     d.wait_for("w held", |d| {
         d.workload("w").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("processes run as its ids")))
     });
-    let slice_of = |name: &str| -> Option<u64> {
+    let slice_of = |d: &Daemon, name: &str| -> Option<u64> {
         let table: serde_json::Value =
             serde_json::from_slice(&std::fs::read(d.path("state/idmap.json")).unwrap()).unwrap();
         table["slices"][name]["uid"]["start"].as_u64()
     };
-    let held = slice_of("w").expect("w has a slice");
+    let held = slice_of(&d, "w").expect("w has a slice");
     std::fs::remove_file(d.path("wl/w.toml")).unwrap();
     d.wait_for("w forgotten", |d| d.workload("w").is_none());
     d.write("x.toml", "command = [\"/bin/sleep\", \"4179\"]\n");
     d.running_pid("x");
-    assert_ne!(slice_of("x"), Some(held), "x was given the ids w's sandbox still runs as");
-    assert_eq!(slice_of("w"), Some(held), "w's slice stays taken");
+    assert_ne!(slice_of(&d, "x"), Some(held), "x was given the ids w's sandbox still runs as");
+    assert_eq!(slice_of(&d, "w"), Some(held), "w's slice stays taken");
     let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
     assert!(log.contains("its id slice stays taken"), "{log}");
-    let left = [sleeping[0], common::daemon::parent(sleeping[0]).unwrap()];
-    assert_eq!(std::fs::read_to_string(format!("/proc/{}/comm", left[1])).unwrap(), "paddock-init\n");
-    for pid in &left {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
-    }
-    d.wait_for("the old sandbox gone", |_| left.iter().all(|p| common::daemon::gone(*p)));
+    // Its manifest back while they run: held again, not started beside them.
+    let held_again = |d: &Daemon, why: &str| {
+        d.write("w.toml", "command = [\"/bin/sleep\", \"4178\"]\n");
+        d.wait_for("w held again", |d| {
+            d.workload("w").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains(why)))
+        });
+        assert_eq!(d.workload("w").unwrap()["state"], "stopped");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(common::daemon::processes(&["/bin/sleep", "4178"]), sleeping, "none started beside it");
+    };
+    held_again(&d, "came back");
+    // So after a restart of the daemon too, which no longer knows why the
+    // slice was kept.
+    std::fs::remove_file(d.path("wl/w.toml")).unwrap();
+    d.wait_for("w forgotten again", |d| d.workload("w").is_none());
+    d.kill();
+    let d = d.start(&[]);
+    held_again(&d, "run as its ids");
+    kill_with_its_init(&d, sleeping[0]);
 }
 
 /// What a `paddock run` in the host's pid namespace killed with -9 left
@@ -767,8 +773,19 @@ fn a_daemon_start_kills_what_a_host_pid_run_killed_with_sigkill_left() {
     };
     run.kill().unwrap();
     run.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(common::daemon::alive(left[0]), "the run's workload died with it: nothing to sweep");
+    // (Another test's daemon may sweep it first: no matter.)
     let d = d.start(&[]);
     d.wait_for("what the run left killed", |_| left.iter().all(|p| common::daemon::gone(*p)));
+}
+
+/// Kills a workload's process and its sandbox's init (its parent), which
+/// no record names and no daemon will hear, and waits until both are gone.
+fn kill_with_its_init(d: &Daemon, workload: i64) {
+    let left = [workload, common::daemon::parent(workload).unwrap()];
+    assert_eq!(std::fs::read_to_string(format!("/proc/{}/comm", left[1])).unwrap(), "paddock-init\n");
+    for pid in &left {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    d.wait_for("the old sandbox gone", |_| left.iter().all(|p| common::daemon::gone(*p)));
 }

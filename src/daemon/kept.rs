@@ -33,6 +33,11 @@ pub struct Kept {
     pub replacing: Option<crate::reconcile::Replacing>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<crate::reconcile::Counts>,
+    /// Forgotten in doubt while processes ran as its ids: its slice was
+    /// kept, and its name is held in doubt while they run (after a restart
+    /// of the daemon too).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reserved: bool,
 }
 
 /// What `load` found.
@@ -311,6 +316,7 @@ mod tests {
             ended: Some(Ended { version: Version(7), failed: false, exit: Some(crate::model::Exit::Code(0)) }),
             replacing: Some(crate::reconcile::Replacing { version: Version(7), unhealthy: true, pid: Some(42) }),
             counts: Some(crate::reconcile::Counts { version: Version(7), failures: 3, restarts: 5, halted: false }),
+            reserved: true,
         };
         store.write(&n("web"), &kept).unwrap();
         std::fs::write(dir.path().join("workloads/bad.json"), "{torn").unwrap();

@@ -38,10 +38,16 @@ pub trait Store {
         self.keep_now(name, kept)
     }
     /// Drops what was kept of a workload, and frees its slice unless
-    /// told to keep it (`free_slice`: processes may still run as its ids).
+    /// told to keep it (`free_slice`: processes may still run as its ids;
+    /// then what is kept says so, `Kept::reserved`).
     fn forget(&mut self, name: &WorkloadName, free_slice: bool) -> std::io::Result<()>;
     /// How many slices are in use, and how many there are.
     fn slice_counts(&self) -> (usize, usize);
+    /// Whether workloads share one slice (`isolation = "shared"`): a
+    /// process running as its ids is then no sign of any one workload.
+    fn slices_shared(&self) -> bool {
+        false
+    }
 }
 
 /// How long `keep_soon` waits for the disk.
@@ -399,16 +405,22 @@ impl Store for DiskStore {
     }
 
     fn forget(&mut self, name: &WorkloadName, free_slice: bool) -> std::io::Result<()> {
-        self.send(name, None);
         if !free_slice {
-            return Ok(());
+            // Durably: a daemon that died next must still hold the name.
+            let slice = self.known.get(name).copied();
+            return self.keep_now(name, &Kept { slice, reserved: true, ..Kept::default() });
         }
+        self.send(name, None);
         self.known.remove(name);
         let state_dir = &self.state_dir;
         let runs_ended = RunHold::ended_under(state_dir);
         Allocations::update(state_dir, |t| Ok(t.release(name.as_str(), &runs_ended)))
             .map(drop)
             .map_err(std::io::Error::other)
+    }
+
+    fn slices_shared(&self) -> bool {
+        self.isolation == Isolation::Shared
     }
 
     fn slice_counts(&self) -> (usize, usize) {

@@ -51,6 +51,10 @@ pub struct Supervisor<E: Executor, S: Store> {
     /// Workloads kept from their records by a scan that was refused: the
     /// first scan taken removes those whose file is gone.
     kept_unseen: std::collections::BTreeSet<WorkloadName>,
+    /// Workloads forgotten in doubt whose id slice was kept, processes
+    /// running as its ids: held in doubt again if a manifest of that name
+    /// comes back while they run.
+    reserved: BTreeSet<WorkloadName>,
     /// Kept state that could not be written (a full disk), written again
     /// at every pass until it is.
     unwritten: BTreeSet<WorkloadName>,
@@ -65,6 +69,31 @@ pub struct Supervisor<E: Executor, S: Store> {
 }
 
 impl<E: Executor, S: Store> Supervisor<E, S> {
+    /// The host's processes running as `name`'s ids (its slice's); none
+    /// when every workload shares one slice, which tells nothing of `name`.
+    fn running_as(&self, name: &WorkloadName) -> Vec<i32> {
+        match self.store.slice(name) {
+            Some(slice) if !self.store.slices_shared() => crate::sandbox::process::running_as(&slice.uid),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A manifest of a workload forgotten in doubt, whose slice was kept
+    /// (`reserved`), is back: held in doubt while processes still run as
+    /// its ids, rather than started beside them.
+    fn doubt_if_reserved(&mut self, name: &WorkloadName) {
+        if !self.reserved.remove(name) {
+            return;
+        }
+        let running = self.running_as(name);
+        if !running.is_empty() {
+            self.core.doubt(
+                name,
+                format!("its manifest came back while processes still run as its ids (pids {running:?}), perhaps a sandbox of it a daemon that died left: held until `paddock start {name}`, once they are gone"),
+            );
+        }
+    }
+
     pub fn new(executor: E, store: S, workloads: PathBuf, state_dir: PathBuf, seed: u64) -> Self {
         Supervisor {
             core: Core::default(),
@@ -76,6 +105,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             invalid: BTreeMap::new(),
             refused: None,
             kept_unseen: Default::default(),
+            reserved: BTreeSet::new(),
             unwritten: BTreeSet::new(),
             not_read: BTreeSet::new(),
             warnings: BTreeMap::new(),
@@ -211,7 +241,12 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 event => {
                     self.invalid.remove(&change.file);
                     match &change.name {
-                        Some(name) => self.core.on_manifest(name, event, at),
+                        Some(name) => {
+                            if matches!(event, crate::reconcile::ManifestEvent::Valid(_)) {
+                                self.doubt_if_reserved(name);
+                            }
+                            self.core.on_manifest(name, event, at)
+                        }
                         None => Vec::new(),
                     }
                 }
@@ -281,6 +316,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                         ended: Some(ended),
                         replacing: None,
                         counts: self.core.get(&name).and_then(|w| w.counts()),
+                        reserved: false,
                     };
                     if let Err(e) = self.store.keep_now(&name, &kept) {
                         tracing::error!(workload = %name, error = %e, "cannot write how it ended; if the daemon died now, it would run again");
@@ -464,10 +500,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                     // In doubt, a sandbox of it may run on unseen (its
                     // record unreadable, no cgroup): while processes run as
                     // its ids, they are given to no other workload.
-                    let running = match self.store.slice(&name) {
-                        Some(slice) if in_doubt => crate::sandbox::process::running_as(&slice.uid),
-                        _ => Vec::new(),
-                    };
+                    let running = if in_doubt { self.running_as(&name) } else { Vec::new() };
                     if running.is_empty() {
                         tracing::info!(workload = %name, action = "forget", "forgotten: its ids are free");
                     } else {
@@ -476,9 +509,12 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                             action = "forget",
                             "its manifest is gone, but processes run as its ids (pids {running:?}), perhaps a sandbox of it a daemon that died left: its id slice stays taken, given to no other workload; stop them, and a manifest of that name added and removed again frees it"
                         );
+                        self.reserved.insert(name.clone());
                     }
                     if let Err(e) = self.store.forget(&name, running.is_empty()) {
-                        tracing::error!(workload = %name, error = %e, "cannot free its id slice");
+                        let what =
+                            if running.is_empty() { "free its id slice" } else { "write that its id slice is kept" };
+                        tracing::error!(workload = %name, error = %e, "cannot {what}");
                     }
                 }
             }
@@ -512,6 +548,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             ended: self.core.get(name).and_then(|w| w.ended),
             replacing: self.core.get(name).and_then(|w| w.replacing),
             counts: self.core.get(name).and_then(|w| w.counts()),
+            reserved: false,
         };
         let written = match durable {
             true => self.store.keep_soon(name, &kept),

@@ -122,7 +122,16 @@ pub fn running_as(range: &crate::idmap::IdRange) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            status.lines().find_map(|l| l.strip_prefix("Uid:")).is_some_and(|uids| uids.split_whitespace().any(within))
+            // A zombie (ended, not yet reaped) runs nothing.
+            let ended = status
+                .lines()
+                .find_map(|l| l.strip_prefix("State:"))
+                .is_some_and(|s| s.trim_start().starts_with(['Z', 'X']));
+            !ended
+                && status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .is_some_and(|uids| uids.split_whitespace().any(within))
         })
         .collect()
 }
