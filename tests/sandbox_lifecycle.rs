@@ -264,20 +264,18 @@ fn what_a_host_pid_run_killed_with_sigkill_left_is_killed_by_the_next_run() {
         assert!(Instant::now() < deadline, "the sandbox did not start: {:?}", procs());
         std::thread::sleep(Duration::from_millis(20));
     }
+    let init = |pid: &u32| std::fs::read(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with(b"paddock"));
+    // The workload's (another test's run may sweep them first: no matter).
+    let left: Vec<u32> = procs().into_iter().filter(|p| !init(p)).collect();
+    assert_eq!(left.len(), 2, "{left:?}");
     child.kill().unwrap();
     child.wait().unwrap();
     // The init dies with the run; what its workload started does not.
-    let init = |pid: &u32| std::fs::read(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with(b"paddock"));
     let deadline = Instant::now() + Duration::from_secs(5);
-    let left = loop {
-        let pids = procs();
-        if !pids.iter().any(init) {
-            break pids;
-        }
-        assert!(Instant::now() < deadline, "the run's init outlived it: {pids:?}");
+    while procs().iter().any(init) {
+        assert!(Instant::now() < deadline, "the run's init outlived it: {:?}", procs());
         std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!left.is_empty(), "the workload left nothing to sweep");
+    }
     let out = w.run(&[], &w.manifest("next", &busybox_manifest("true", "")), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let gone = |pid: &u32| {

@@ -466,9 +466,10 @@ impl Cgroup {
         // A run's leaf, in each hierarchy that has it.
         let mut left: BTreeMap<std::ffi::OsString, Vec<PathBuf>> = BTreeMap::new();
         // A directory's link count is 2 and one per subdirectory (on
-        // cgroupfs as on disk): with no run's leaf, nothing is listed (the
-        // common case, at every run's start).
-        let with_leaves = |g: &&PathBuf| std::fs::metadata(g).is_ok_and(|m| m.nlink() > 2);
+        // cgroupfs, ext4, tmpfs): with no run's leaf, nothing is listed
+        // (the common case, at every run's start). Where it says nothing
+        // (btrfs counts 1), the directory is listed.
+        let with_leaves = |g: &&PathBuf| std::fs::metadata(g).is_ok_and(|m| m.nlink() != 2);
         for entry in groups.iter().filter(with_leaves).filter_map(|g| std::fs::read_dir(g).ok()).flatten().flatten() {
             let name = entry.file_name();
             let Some(pid) = name.to_str().and_then(|n| n.rsplit_once('-')).and_then(|(_, pid)| pid.parse::<u32>().ok())
@@ -483,9 +484,11 @@ impl Cgroup {
             let cgroup = Cgroup { layout: layout.clone(), dirs };
             let pids = cgroup.pids();
             // Its init still there (named as the run's executable): a run
-            // this process cannot see, in another pid namespace, alive.
+            // this process cannot see, in another pid namespace, alive. A
+            // process of a pid namespace this one cannot see at all is
+            // listed as 0 (v2): it may be such a run's; left alone too.
             let init = |pid: &Pid| std::fs::read(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with(b"paddock"));
-            if pids.iter().any(init) {
+            if pids.iter().any(|p| p.as_raw() == 0 || init(p)) {
                 continue;
             }
             if !pids.is_empty() {
@@ -837,9 +840,17 @@ mod tests {
         for d in [&left, &live] {
             std::fs::create_dir_all(d).unwrap();
         }
+        // A run of another pid namespace, its pid in the name not one this
+        // process sees: its init (named paddock*, as this test's binary
+        // is) is in it, and so it is kept (else this process is killed).
+        let elsewhere = root.path().join(format!("paddock-run/db-{dead}"));
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("cgroup.procs"), format!("{}\n", std::process::id())).unwrap();
+        assert!(std::fs::read("/proc/self/comm").unwrap().starts_with(b"paddock"), "this test needs its name");
         Cgroup::sweep_runs(&Layout::detect(root.path()));
         assert!(!left.exists(), "a killed run's is removed");
         assert!(live.exists(), "a live run's is kept");
+        assert!(elsewhere.exists(), "a run of another pid namespace is kept");
     }
 
     #[test]
