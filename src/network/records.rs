@@ -126,19 +126,22 @@ impl Networks {
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.remove_abandoned_writes();
-        let recorded = self.recorded();
+        // Records that cannot be listed are not "none": every gone run's
+        // namespace would look unrecorded, and go before its DEL.
+        let Ok(recorded) = self.recorded_checked() else { return Vec::new() };
         // A namespace its run made and was killed before recording: no
         // record names it, so nothing else would remove it. (One a record
         // names is undone with it, its plugins' DEL run in it first.)
-        let named: Vec<PathBuf> = recorded
-            .iter()
-            .map(|(name, read)| read.as_ref().map_or_else(|_| self.netns_path(name), |a| a.netns.clone()))
-            .collect();
-        let netns = std::fs::read_dir(self.run_dir.join("netns")).into_iter().flatten().flatten();
-        for stray in netns.map(|e| e.path()).filter(|p| self.runs && !named.contains(p)) {
-            let run = stray.file_name().and_then(|n| n.to_str()).and_then(|n| WorkloadName::try_from(n).ok());
-            if run.as_ref().is_some_and(run_gone) {
-                crate::sandbox::netns::remove(&stray);
+        if self.runs {
+            let named: Vec<PathBuf> = recorded
+                .iter()
+                .map(|(name, read)| read.as_ref().map_or_else(|_| self.netns_path(name), |a| a.netns.clone()))
+                .collect();
+            for stray in self.stray_namespaces(&[]).into_iter().filter(|p| !named.contains(p)) {
+                let run = stray.file_name().and_then(|n| n.to_str()).and_then(|n| WorkloadName::try_from(n).ok());
+                if run.as_ref().is_some_and(run_gone) {
+                    crate::sandbox::netns::remove(&stray);
+                }
             }
         }
         recorded
