@@ -101,10 +101,11 @@ fn quote_for_yaml_1_1(yaml: &str) -> String {
             block = None;
         }
         let mut rest = &text[indent..];
-        let mut item = false;
+        let mut dashes = 0;
         while let Some(after) = rest.strip_prefix("- ") {
-            (rest, item) = (after, true);
+            (rest, dashes) = (after, dashes + 1);
         }
+        let item = dashes > 0;
         // `key: value`, or a sequence's `- value` (a plain value holds no
         // `: `); a quoted value is the serializer's, and right.
         let value = match rest.find(": ") {
@@ -115,7 +116,9 @@ fn quote_for_yaml_1_1(yaml: &str) -> String {
         };
         match value {
             Some(v) if v.starts_with(['|', '>']) => {
-                block = Some(indent);
+                // Its lines are indented past its key's (`- key: |-`
+                // puts the key two columns past the dash).
+                block = Some(indent + 2 * dashes);
                 out.push_str(line);
             }
             Some(v) if yaml_1_1_reads_otherwise(v) => {
@@ -137,8 +140,11 @@ fn quote_for_yaml_1_1(yaml: &str) -> String {
 /// null, value key, number, or date (over-quoting such a string changes
 /// nothing).
 fn yaml_1_1_reads_otherwise(v: &str) -> bool {
-    // The object's own numbers and booleans, as YAML 1.2 writes them.
-    if v.parse::<i64>().is_ok() || v.parse::<f64>().is_ok() || matches!(v, "true" | "false" | "null") {
+    // The object's own numbers and booleans, as YAML 1.2 writes them (a
+    // string that reads as a finite number serde_yaml_ng quotes itself;
+    // one it leaves plain, such as `1.0e+400`, is quoted below).
+    let number = v.parse::<i64>().is_ok() || v.parse::<f64>().is_ok_and(f64::is_finite);
+    if number || matches!(v, "true" | "false" | "null") {
         return false;
     }
     let word = v.to_ascii_lowercase();
@@ -330,8 +336,8 @@ mod tests {
     /// block scalar.
     #[test]
     fn yaml_1_1_quoting_touches_plain_values_only() {
-        let yaml = "a: yes\nport: 80\nratio: 0.5\nflag: true\nlist:\n- on\n- - 1_000\n- name: y\n  value: |-\n    yes\n    on: no\n- 'no'\nb: 10m\nc: 2001-12-14\nd: don't\n";
-        let want = "a: 'yes'\nport: 80\nratio: 0.5\nflag: true\nlist:\n- 'on'\n- - '1_000'\n- name: 'y'\n  value: |-\n    yes\n    on: no\n- 'no'\nb: 10m\nc: '2001-12-14'\nd: don't\n";
+        let yaml = "a: yes\nport: 80\nratio: 0.5\nflag: true\nlist:\n- on\n- - 1_000\n- name: y\n  value: |-\n    yes\n    on: no\n- 'no'\n- key: |-\n    x\n  mode: on\nb: 10m\nc: 2001-12-14\nd: don't\ne: 1.0e+400\n";
+        let want = "a: 'yes'\nport: 80\nratio: 0.5\nflag: true\nlist:\n- 'on'\n- - '1_000'\n- name: 'y'\n  value: |-\n    yes\n    on: no\n- 'no'\n- key: |-\n    x\n  mode: 'on'\nb: 10m\nc: '2001-12-14'\nd: don't\ne: '1.0e+400'\n";
         assert_eq!(quote_for_yaml_1_1(yaml), want);
     }
 }
