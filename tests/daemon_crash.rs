@@ -669,14 +669,7 @@ fn a_sandbox_adopted_after_the_cgroup_layout_changed_keeps_its_cgroup() {
 /// ids. The workload is held, saying why, not started beside it.
 #[test]
 fn an_unreadable_record_of_a_sandbox_that_still_runs_holds_its_workload() {
-    let mut d = Daemon::setup().start(&[]);
-    d.write("w.toml", "command = [\"/bin/sleep\", \"4177\"]\n");
-    d.running_pid("w");
-    let sleeping = common::daemon::processes(&["/bin/sleep", "4177"]);
-    assert_eq!(sleeping.len(), 1);
-    d.kill();
-    std::fs::write(d.path("state/sandboxes/w.json"), "").unwrap();
-    let d = d.start(&[]);
+    let (d, sleeping) = with_an_unreadable_record("4177");
     d.wait_for("w held", |d| {
         d.workload("w").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("unreadable")))
     });
@@ -698,14 +691,7 @@ fn an_unreadable_record_of_a_sandbox_that_still_runs_holds_its_workload() {
 /// given it would share host ids with a sandbox no one supervises).
 #[test]
 fn a_workload_in_doubt_forgotten_keeps_its_ids_while_processes_run_as_them() {
-    let mut d = Daemon::setup().start(&[]);
-    d.write("w.toml", "command = [\"/bin/sleep\", \"4178\"]\n");
-    d.running_pid("w");
-    let sleeping = common::daemon::processes(&["/bin/sleep", "4178"]);
-    assert_eq!(sleeping.len(), 1);
-    d.kill();
-    std::fs::write(d.path("state/sandboxes/w.json"), "").unwrap();
-    let mut d = d.start(&[]);
+    let (mut d, sleeping) = with_an_unreadable_record("4178");
     d.wait_for("w held", |d| {
         d.workload("w").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("processes run as its ids")))
     });
@@ -788,4 +774,18 @@ fn kill_with_its_init(d: &Daemon, workload: i64) {
         unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
     }
     d.wait_for("the old sandbox gone", |_| left.iter().all(|p| common::daemon::gone(*p)));
+}
+
+/// A daemon whose workload `w` (`/bin/sleep SECONDS`, on no cgroup) ran
+/// on after its predecessor was killed and its record emptied; and the
+/// sleeper's pid.
+fn with_an_unreadable_record(seconds: &str) -> (Daemon, Vec<i64>) {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("w.toml", &format!("command = [\"/bin/sleep\", \"{seconds}\"]\n"));
+    d.running_pid("w");
+    let sleeping = common::daemon::processes(&["/bin/sleep", seconds]);
+    assert_eq!(sleeping.len(), 1);
+    d.kill();
+    std::fs::write(d.path("state/sandboxes/w.json"), "").unwrap();
+    (d.start(&[]), sleeping)
 }
