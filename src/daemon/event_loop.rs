@@ -397,23 +397,8 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<(r
         tracing::warn!(error = %e, "cannot mark the daemon's workloads in the id table");
     }
     daemon.store.refresh();
-    // A slice kept when its workload was forgotten in doubt, processes
-    // running on as its ids: its name is held in doubt while they run.
-    let shared = super::store::Store::slices_shared(&daemon.store);
-    let doubted_too: Vec<(WorkloadName, String)> = loaded
-        .kept
-        .iter()
-        .filter(|(_, kept)| kept.reserved && !shared)
-        .filter_map(|(name, kept)| {
-            let running = crate::sandbox::process::running_as(&kept.slice?.uid);
-            (!running.is_empty()).then(|| {
-                let why = format!("its id slice was kept when it was forgotten, and processes still run as its ids (pids {running:?}), perhaps a sandbox of it a daemon that died left: held until `paddock start {name}`, once they are gone");
-                (name.clone(), why)
-            })
-        })
-        .collect();
     daemon.restore(loaded, doubtful);
-    for (name, why) in found.doubted.into_iter().chain(doubted_too) {
+    for (name, why) in found.doubted {
         daemon.doubt(&name, why);
     }
     let at = Clock::read();

@@ -52,8 +52,8 @@ pub struct Supervisor<E: Executor, S: Store> {
     /// first scan taken removes those whose file is gone.
     kept_unseen: std::collections::BTreeSet<WorkloadName>,
     /// Workloads forgotten in doubt whose id slice was kept, processes
-    /// running as its ids: held in doubt again if a manifest of that name
-    /// comes back while they run.
+    /// running as its ids (`Kept::reserved`, restored across a restart):
+    /// held in doubt if a manifest of that name comes back while they run.
     reserved: BTreeSet<WorkloadName>,
     /// Kept state that could not be written (a full disk), written again
     /// at every pass until it is.
@@ -141,6 +141,13 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         // Kept until a scan says which have no file (the first may be refused).
         self.core.files_unread();
         for (name, kept) in loaded.kept {
+            // Forgotten, its slice kept for processes that ran on as its
+            // ids: no workload, but its name is held if its manifest comes
+            // back while they run.
+            if kept.reserved {
+                self.reserved.insert(name);
+                continue;
+            }
             self.core.restore(&name, kept.hold, kept.ended, kept.counts);
             if let Some(replacing) = kept.replacing {
                 self.core.restore_replacing(&name, replacing);
