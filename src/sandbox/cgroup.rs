@@ -483,12 +483,7 @@ impl Cgroup {
         for dirs in left.into_values() {
             let cgroup = Cgroup { layout: layout.clone(), dirs };
             let pids = cgroup.pids();
-            // Its init still there (named as the run's executable): a run
-            // this process cannot see, in another pid namespace, alive. A
-            // process of a pid namespace this one cannot see at all is
-            // listed as 0 (v2): it may be such a run's; left alone too.
-            let init = |pid: &Pid| std::fs::read(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with(b"paddock"));
-            if pids.iter().any(|p| p.as_raw() == 0 || init(p)) {
+            if a_live_runs(&pids) {
                 continue;
             }
             if !pids.is_empty() {
@@ -621,6 +616,23 @@ impl Cgroup {
         }
         self.remove();
     }
+}
+
+/// Whether a run's cgroup, its processes `pids`, holds that run's init
+/// still: a run this process cannot see (in another pid namespace, so the
+/// pid in the cgroup's name tells nothing) is alive. The init's parent is
+/// the run itself, a paddock process outside the cgroup. A workload
+/// cannot pass for it (whatever it names itself): its processes' parents
+/// are in the cgroup, or, once theirs died, the host's init or a
+/// subreaper. A process of a pid namespace this one cannot see at all is
+/// listed as 0 (v2): it may be such a run's, and is left alone too.
+fn a_live_runs(pids: &[Pid]) -> bool {
+    let members: std::collections::BTreeSet<i32> = pids.iter().map(|p| p.as_raw()).collect();
+    let paddock = |pid: i32| std::fs::read(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with(b"paddock"));
+    pids.iter().any(|p| {
+        p.as_raw() == 0
+            || crate::sandbox::process::parent(p.as_raw()).is_some_and(|up| !members.contains(&up) && paddock(up))
+    })
 }
 
 /// How many pidfds `kill_all` holds at a time: a quarter of this
@@ -841,16 +853,47 @@ mod tests {
             std::fs::create_dir_all(d).unwrap();
         }
         // A run of another pid namespace, its pid in the name not one this
-        // process sees: its init (named paddock*, as this test's binary
-        // is) is in it, and so it is kept (else this process is killed).
+        // process sees: its init (a child of a paddock process, as this
+        // test's child is of this test's binary) is in it: kept (else the
+        // child is killed).
+        assert!(std::fs::read("/proc/self/comm").unwrap().starts_with(b"paddock"), "this test needs its name");
+        let mut init = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         let elsewhere = root.path().join(format!("paddock-run/db-{dead}"));
         std::fs::create_dir_all(&elsewhere).unwrap();
-        std::fs::write(elsewhere.join("cgroup.procs"), format!("{}\n", std::process::id())).unwrap();
-        assert!(std::fs::read("/proc/self/comm").unwrap().starts_with(b"paddock"), "this test needs its name");
+        std::fs::write(elsewhere.join("cgroup.procs"), format!("{}\n", init.id())).unwrap();
         Cgroup::sweep_runs(&Layout::detect(root.path()));
         assert!(!left.exists(), "a killed run's is removed");
         assert!(live.exists(), "a live run's is kept");
         assert!(elsewhere.exists(), "a run of another pid namespace is kept");
+        assert!(init.try_wait().unwrap().is_none(), "its init was killed");
+        init.kill().unwrap();
+        init.wait().unwrap();
+    }
+
+    /// A live run is told by its init's parent, a paddock process outside
+    /// the cgroup, never by a name a workload can give itself.
+    #[test]
+    fn a_workload_named_paddock_passes_for_no_live_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("paddock-init");
+        std::fs::copy("/bin/sleep", &fake).unwrap();
+        // Orphaned (its shell gone), as what a killed run left is.
+        let shell = format!("{} 30 >/dev/null 2>&1 & echo $!", fake.display());
+        let out = std::process::Command::new("sh").args(["-c", &shell]).output().unwrap();
+        let orphan: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert!(std::fs::read(format!("/proc/{orphan}/comm")).unwrap().starts_with(b"paddock"));
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = |p: i32| Pid::from_raw(p);
+        let live = a_live_runs(&[pid(orphan), pid(child.id() as i32)]);
+        let left = a_live_runs(&[pid(orphan)]);
+        let unseen = a_live_runs(&[pid(0)]);
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(orphan, libc::SIGKILL) };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(live, "a child of this paddock-named process, with a parent outside the cgroup, is a live run's init");
+        assert!(!left, "an orphan that named itself paddock-init is no run's");
+        assert!(unseen, "a process of a pid namespace not seen may be a live run's");
     }
 
     #[test]
