@@ -69,12 +69,15 @@ pub struct Supervisor<E: Executor, S: Store> {
 }
 
 impl<E: Executor, S: Store> Supervisor<E, S> {
-    /// The host's processes running as `name`'s ids (its slice's); none
-    /// when every workload shares one slice, which tells nothing of `name`.
-    fn running_as(&self, name: &WorkloadName) -> Vec<i32> {
+    /// The host's processes running as `name`'s ids (its slice's), or why
+    /// they cannot be told; none when every workload shares one slice,
+    /// which tells nothing of `name`.
+    fn running_as(&self, name: &WorkloadName) -> Result<Vec<i32>, String> {
         match self.store.slice(name) {
-            Some(slice) if !self.store.slices_shared() => crate::sandbox::process::running_as(&slice.uid),
-            _ => Vec::new(),
+            Some(slice) if !self.store.slices_shared() => {
+                crate::sandbox::process::running_as(&slice.uid).map_err(|e| format!("reading /proc: {e}"))
+            }
+            _ => Ok(Vec::new()),
         }
     }
 
@@ -85,13 +88,15 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         if !self.reserved.remove(name) {
             return;
         }
-        let running = self.running_as(name);
-        if !running.is_empty() {
-            self.core.doubt(
-                name,
-                format!("its manifest came back while processes still run as its ids (pids {running:?}), perhaps a sandbox of it a daemon that died left: held until `paddock start {name}`, once they are gone"),
-            );
-        }
+        let why = match self.running_as(name) {
+            Ok(running) if running.is_empty() => return,
+            Ok(running) => format!("processes still run as its ids (pids {running:?})"),
+            Err(e) => format!("which processes run as its ids cannot be told ({e})"),
+        };
+        self.core.doubt(
+            name,
+            format!("its manifest came back while {why}, perhaps a sandbox of it a daemon that died left: held until `paddock start {name}`, once they are gone"),
+        );
     }
 
     pub fn new(executor: E, store: S, workloads: PathBuf, state_dir: PathBuf, seed: u64) -> Self {
@@ -507,20 +512,27 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                     // In doubt, a sandbox of it may run on unseen (its
                     // record unreadable, no cgroup): while processes run as
                     // its ids, they are given to no other workload.
-                    let running = if in_doubt { self.running_as(&name) } else { Vec::new() };
-                    if running.is_empty() {
-                        tracing::info!(workload = %name, action = "forget", "forgotten: its ids are free");
-                    } else {
-                        tracing::error!(
-                            workload = %name,
-                            action = "forget",
-                            "its manifest is gone, but processes run as its ids (pids {running:?}), perhaps a sandbox of it a daemon that died left: its id slice stays taken, given to no other workload; stop them, and a manifest of that name added and removed again frees it"
-                        );
-                        self.reserved.insert(name.clone());
+                    let running = if in_doubt { self.running_as(&name) } else { Ok(Vec::new()) };
+                    let free = running.as_ref().is_ok_and(Vec::is_empty);
+                    match running {
+                        Ok(running) if running.is_empty() => {
+                            tracing::info!(workload = %name, action = "forget", "forgotten: its ids are free")
+                        }
+                        running => {
+                            let which = match running {
+                                Ok(pids) => format!("processes run as its ids (pids {pids:?})"),
+                                Err(e) => format!("which processes run as its ids cannot be told ({e})"),
+                            };
+                            tracing::error!(
+                                workload = %name,
+                                action = "forget",
+                                "its manifest is gone, but {which}, perhaps a sandbox of it a daemon that died left: its id slice stays taken, given to no other workload; stop them, and a manifest of that name added and removed again frees it"
+                            );
+                            self.reserved.insert(name.clone());
+                        }
                     }
-                    if let Err(e) = self.store.forget(&name, running.is_empty()) {
-                        let what =
-                            if running.is_empty() { "free its id slice" } else { "write that its id slice is kept" };
+                    if let Err(e) = self.store.forget(&name, free) {
+                        let what = if free { "free its id slice" } else { "write that its id slice is kept" };
                         tracing::error!(workload = %name, error = %e, "cannot {what}");
                     }
                 }

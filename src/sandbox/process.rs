@@ -113,27 +113,28 @@ fn ended_within(pidfd: std::os::fd::BorrowedFd<'_>, limit: Duration) -> bool {
 
 /// The host's processes with a uid (real, effective, saved or for the
 /// filesystem) in `range`: a sandbox's, whose root and users are mapped
-/// there. A scan of /proc: for the rare moments that must know.
-pub fn running_as(range: &crate::idmap::IdRange) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+/// there. A scan of /proc: for the rare moments that must know. What
+/// cannot be read (/proc itself, or a process's status for another
+/// reason than its end) is an error: "none" would free ids still in use.
+pub fn running_as(range: &crate::idmap::IdRange) -> std::io::Result<Vec<i32>> {
     let within = |uid: &str| uid.parse::<u32>().is_ok_and(|uid| uid >= range.start && u64::from(uid) < range.end());
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            // A zombie (ended, not yet reaped) runs nothing.
-            let ended = status
-                .lines()
-                .find_map(|l| l.strip_prefix("State:"))
-                .is_some_and(|s| s.trim_start().starts_with(['Z', 'X']));
-            !ended
-                && status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Uid:"))
-                    .is_some_and(|uids| uids.split_whitespace().any(within))
-        })
-        .collect()
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Some(pid) = entry?.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let status = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            Ok(status) => status,
+            // Ended meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => continue,
+            Err(e) => return Err(e),
+        };
+        // A zombie (ended, not yet reaped) runs nothing.
+        let state = status.lines().find_map(|l| l.strip_prefix("State:")).unwrap_or_default();
+        let uids = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap_or_default();
+        if !state.trim_start().starts_with(['Z', 'X']) && uids.split_whitespace().any(within) {
+            found.push(pid);
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
