@@ -144,7 +144,8 @@ impl KeptStore {
         };
         let files = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json"));
         files
-            .filter_map(|file| match std::fs::File::open(&file) {
+            // Never a FIFO's open, which would wait for a writer.
+            .filter_map(|file| match crate::fsutil::open_if_regular(&file) {
                 Err(e) if crate::fsutil::for_a_moment(&e) => Some(format!("{}: {e}", file.display())),
                 _ => None,
             })
@@ -178,7 +179,11 @@ impl KeptStore {
                 else {
                     continue;
                 };
-                let bytes = match std::fs::read(&file) {
+                let read = crate::fsutil::open_if_regular(&file).and_then(|mut f| {
+                    let mut bytes = Vec::new();
+                    std::io::Read::read_to_end(&mut f, &mut bytes).map(|_| bytes)
+                });
+                let bytes = match read {
                     Ok(bytes) => Ok(bytes),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     // Left as it is (not corrupt), its workload in doubt.
@@ -330,6 +335,27 @@ mod tests {
         // Nothing to keep: no file.
         store.write(&n("web"), &Kept::default()).unwrap();
         assert!(!dir.path().join("workloads/web.json").exists());
+    }
+
+    /// A FIFO in the kept files' place is never opened to wait for a
+    /// writer (the daemon's start would hang there): taken for a corrupt
+    /// file, put aside, its workload in doubt.
+    #[test]
+    fn a_fifo_among_the_kept_files_holds_up_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("workloads")).unwrap();
+        nix::unistd::mkfifo(&dir.path().join("workloads/web.json"), nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .unwrap();
+        let path = dir.path().to_owned();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let store = KeptStore::new(&path);
+            let _ = done.send((store.unread_now(), store.load(&path)));
+        });
+        let (unread, loaded) = finished.recv_timeout(std::time::Duration::from_secs(5)).expect("it waited on the FIFO");
+        assert!(unread.is_empty(), "{unread:?}");
+        assert_eq!(loaded.unreadable.len(), 1, "{loaded:?}");
+        assert!(dir.path().join("workloads/web.json.corrupt").exists());
     }
 
     /// A kept directory that cannot be listed is not "nothing kept": which
