@@ -50,8 +50,15 @@ impl Settings {
     fn of(result: Option<&Value>) -> (Self, Vec<String>) {
         let dns = result.and_then(|r| r.get("dns"));
         let mut left_out = Vec::new();
+        if let Some(other) = result.and_then(|r| r.get("dns")).filter(|d| !d.is_object()) {
+            left_out.push(format!("dns: {other}"));
+        }
         let mut words = |key: &str, valid: fn(&str) -> bool| -> Vec<String> {
-            let list = dns.and_then(|d| d.get(key)).and_then(Value::as_array);
+            let value = dns.and_then(|d| d.get(key));
+            if let Some(other) = value.filter(|v| !v.is_array()) {
+                left_out.push(format!("{key}: {other}"));
+            }
+            let list = value.and_then(Value::as_array);
             let (kept, bad): (Vec<&Value>, _) = list.into_iter().flatten().partition(|v| word(v).is_some_and(valid));
             left_out.extend(bad.into_iter().map(|v| format!("{key}: {v}")));
             kept.into_iter().filter_map(word).map(str::to_owned).collect()
@@ -173,6 +180,12 @@ mod tests {
             assert_eq!(with_network(host.clone(), &Settings::of(Some(&result)).0), host);
         }
         assert_eq!(with_network(host.clone(), &Settings::of(None).0), host);
+        // Not a list where the spec says one: left out, and said.
+        let result = serde_json::json!({"dns": {"nameservers": "198.51.100.1", "search": ["lab.example"]}});
+        let (network, left_out) = Settings::of(Some(&result));
+        assert_eq!(left_out, ["nameservers: \"198.51.100.1\""]);
+        assert!(network.nameservers.is_empty() && network.search == ["lab.example"]);
+        assert_eq!(Settings::of(Some(&serde_json::json!({"dns": "8.8.8.8"}))).1, ["dns: \"8.8.8.8\""]);
         let result = serde_json::json!({"dns": {"domain": "corp.example", "options": ["ndots:5", "edns0"]}});
         let r = with_network(host, &Settings::of(Some(&result)).0);
         assert!(r.contains("nameserver 192.0.2.53\nsearch example.org\n"), "{r}");
