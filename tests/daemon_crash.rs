@@ -728,6 +728,9 @@ fn a_workload_in_doubt_forgotten_keeps_its_ids_while_processes_run_as_them() {
     let d = d.start(&[]);
     held_again(&d, "run as its ids");
     kill_with_its_init(&d, sleeping[0]);
+    // They gone, its manifest removed again frees the slice.
+    std::fs::remove_file(d.path("wl/w.toml")).unwrap();
+    d.wait_for("w forgotten, its slice free", |d| d.workload("w").is_none() && slice_of(d, "w").is_none());
 }
 
 /// What a `paddock run` in the host's pid namespace killed with -9 left
@@ -780,7 +783,15 @@ fn kill_with_its_init(d: &Daemon, workload: i64) {
 /// on after its predecessor was killed and its record emptied; and the
 /// sleeper's pid.
 fn with_an_unreadable_record(seconds: &str) -> (Daemon, Vec<i64>) {
-    let mut d = Daemon::setup().start(&[]);
+    let d = Daemon::setup();
+    // Two slices of ids of their own (one per test, by its sleeper): the
+    // other tests' daemons' workloads, running meanwhile, would otherwise
+    // run as the ids these tests look at.
+    let first = 900_000_000 + 131_072 * (seconds.parse::<u64>().unwrap() % 100);
+    for file in ["subuid", "subgid"] {
+        std::fs::write(d.path(file), format!("paddock:{first}:131072\n")).unwrap();
+    }
+    let mut d = d.start(&[]);
     d.write("w.toml", &format!("command = [\"/bin/sleep\", \"{seconds}\"]\n"));
     d.running_pid("w");
     let sleeping = common::daemon::processes(&["/bin/sleep", seconds]);
