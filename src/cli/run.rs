@@ -260,7 +260,7 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
     crate::sandbox::cgroup::Cgroup::sweep_runs(&layout);
     // Its own cgroup, apart from the daemon's workload of that name and
     // from other runs of this manifest.
-    let cgroup_leaf = format!("{}-{}", spec.name, std::process::id());
+    let cgroup_leaf = crate::sandbox::cgroup::run_leaf(spec.name.as_str());
     let netns = match &attachment {
         Some(n) => Some(crate::sandbox::netns::open_ns(&n.attachment.netns).or_fail(PADDOCK_FAILED)?),
         None => None,

@@ -273,13 +273,40 @@ impl<'a> Place<'a> {
         Place { group: WORKLOADS, leaf: name }
     }
 
-    /// A `paddock run`: `paddock-run/LEAF` (the name and the run's pid),
-    /// apart from the daemon's, which never touches it, and from other
-    /// runs of the same manifest.
+    /// A `paddock run`: `paddock-run/LEAF` (`run_leaf`), apart from the
+    /// daemon's, which never touches it, and from other runs of the same
+    /// manifest.
     pub fn run(leaf: &'a str) -> Self {
         Place { group: RUNS, leaf }
     }
 }
+
+/// The leaf of this process's run of `name`: `NAME-PID.START`, its pid
+/// and start time (clock ticks after boot), which together name the run
+/// after its pid is reused (a name has no dot). `NAME-PID` when the start
+/// time cannot be read, as older paddocks named every run's.
+pub fn run_leaf(name: &str) -> String {
+    let pid = std::process::id();
+    match crate::sandbox::process::start_time(pid as i32) {
+        Some(started) => format!("{name}-{pid}.{started}"),
+        None => format!("{name}-{pid}"),
+    }
+}
+
+/// The run a leaf `run_leaf` made names: its pid, and its start time if
+/// the leaf has one.
+fn run_of_leaf(leaf: &str) -> Option<(u32, Option<u64>)> {
+    let (rest, started) = match leaf.rsplit_once('.') {
+        Some((rest, started)) => (rest, Some(started.parse().ok()?)),
+        None => (leaf, None),
+    };
+    let pid = rest.rsplit_once('-')?.1.parse().ok()?;
+    Some((pid, started))
+}
+
+/// How long a sweep waits for what a killed run left to die: a process
+/// blocked in the kernel (D state) is not waited for by every run's start.
+const SWEEP_WAIT: Duration = Duration::from_millis(250);
 
 /// The directories the daemon's workloads' and `paddock run`'s cgroups are in.
 const WORKLOADS: &str = "paddock";
@@ -452,8 +479,8 @@ impl Cgroup {
     }
 
     /// Empties and removes the cgroups `paddock run`s killed with -9 left
-    /// (theirs is `paddock-run/NAME-PID`, removed at a normal end): those
-    /// whose run's pid is gone. A sandbox in its own pid namespace died
+    /// (theirs is `paddock-run/NAME-PID.START`, removed at a normal end):
+    /// those whose run is gone. A sandbox in its own pid namespace died
     /// with its init; one in the host's (`pid = "host"`) leaves what its
     /// workload started, which is killed here. Done by each run before it
     /// starts its sandbox, and by the daemon at its start.
@@ -472,11 +499,15 @@ impl Cgroup {
         let with_leaves = |g: &&PathBuf| std::fs::metadata(g).is_ok_and(|m| m.nlink() != 2);
         for entry in groups.iter().filter(with_leaves).filter_map(|g| std::fs::read_dir(g).ok()).flatten().flatten() {
             let name = entry.file_name();
-            let Some(pid) = name.to_str().and_then(|n| n.rsplit_once('-')).and_then(|(_, pid)| pid.parse::<u32>().ok())
-            else {
-                continue;
+            let Some((pid, started)) = name.to_str().and_then(run_of_leaf) else { continue };
+            // Gone: no such process, or (where the leaf says when the run
+            // started) another that has its pid now. What cannot be told
+            // is left for a later sweep.
+            let gone = match started {
+                Some(started) => crate::sandbox::process::has_ended(pid, started),
+                None => !Path::new(&format!("/proc/{pid}")).exists(),
             };
-            if !Path::new(&format!("/proc/{pid}")).exists() && entry.path().is_dir() {
+            if gone && entry.path().is_dir() {
                 left.entry(name).or_default().push(entry.path());
             }
         }
@@ -489,7 +520,16 @@ impl Cgroup {
             if !pids.is_empty() {
                 tracing::warn!(cgroup = %cgroup.dirs[0].display(), "killing what a `paddock run` killed with -9 left running");
             }
-            cgroup.discard();
+            // Not `discard`'s 5 s: every run's start waits for this.
+            if cgroup.kill_all(SWEEP_WAIT) {
+                cgroup.remove();
+            } else {
+                tracing::error!(
+                    cgroup = %cgroup.dirs[0].display(),
+                    "processes a `paddock run` killed with -9 left do not die (blocked in the kernel?); \
+                     the cgroup stays, and the next run or daemon start tries again"
+                );
+            }
         }
     }
 
@@ -847,9 +887,16 @@ mod tests {
         let mut gone = std::process::Command::new("true").spawn().unwrap();
         let dead = gone.id();
         gone.wait().unwrap();
+        let me = std::process::id();
+        let started = crate::sandbox::process::start_time(me as i32).unwrap();
         let left = root.path().join(format!("paddock-run/web-{dead}"));
-        let live = root.path().join(format!("paddock-run/web-{}", std::process::id()));
-        for d in [&left, &live] {
+        let live = root.path().join(format!("paddock-run/web-{me}"));
+        // Named by pid and start time: this process's pid is alive, but a
+        // run that started at another time had it before.
+        let reused = root.path().join(format!("paddock-run/my-app-{me}.{}", started + 1));
+        let live_timed = root.path().join(format!("paddock-run/my-app-{me}.{started}"));
+        assert_eq!(Path::new(&run_leaf("my-app")), live_timed.strip_prefix(root.path().join(RUNS)).unwrap());
+        for d in [&left, &live, &reused, &live_timed] {
             std::fs::create_dir_all(d).unwrap();
         }
         // A run of another pid namespace, its pid in the name not one this
@@ -863,11 +910,43 @@ mod tests {
         std::fs::write(elsewhere.join("cgroup.procs"), format!("{}\n", init.id())).unwrap();
         Cgroup::sweep_runs(&Layout::detect(root.path()));
         assert!(!left.exists(), "a killed run's is removed");
+        assert!(!reused.exists(), "a killed run's whose pid another process has now is removed");
         assert!(live.exists(), "a live run's is kept");
+        assert!(live_timed.exists(), "a live run's, named by pid and start time, is kept");
         assert!(elsewhere.exists(), "a run of another pid namespace is kept");
         assert!(init.try_wait().unwrap().is_none(), "its init was killed");
         init.kill().unwrap();
         init.wait().unwrap();
+    }
+
+    /// A process that does not die when killed (here a pid that cannot
+    /// exist, listed in a fake tree) keeps its cgroup, and the sweep,
+    /// which each run's start waits for, does not wait `discard`'s 5 s.
+    #[test]
+    fn a_sweep_does_not_wait_long_for_what_does_not_die() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "memory").unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let dead = gone.id();
+        gone.wait().unwrap();
+        let stuck = root.path().join(format!("paddock-run/web-{dead}.1"));
+        std::fs::create_dir_all(&stuck).unwrap();
+        // Above the kernel's largest pid_max (2^22): no process has it.
+        std::fs::write(stuck.join("cgroup.procs"), "99999999\n").unwrap();
+        let began = Instant::now();
+        Cgroup::sweep_runs(&Layout::detect(root.path()));
+        let took = began.elapsed();
+        assert!(stuck.exists(), "a cgroup whose processes do not die stays");
+        assert!(took < Duration::from_secs(3), "the sweep waited {took:?}");
+    }
+
+    #[test]
+    fn a_run_leaf_names_its_pid_and_start_time() {
+        assert_eq!(run_of_leaf("web-12-3456"), Some((3456, None)));
+        assert_eq!(run_of_leaf("web-12-3456.789"), Some((3456, Some(789))));
+        assert_eq!(run_of_leaf("web.789"), None);
+        assert_eq!(run_of_leaf("web-12.x"), None);
+        assert_eq!(run_of_leaf("web"), None);
     }
 
     /// A live run is told by its init's parent, a paddock process outside
