@@ -427,3 +427,41 @@ fn a_daemon_out_of_descriptors_keeps_answering_and_stops_on_sigterm() {
     assert_eq!(d.terminate(), 0);
     assert!(asked.elapsed() < Duration::from_secs(20), "SIGTERM took {:?}", asked.elapsed());
 }
+
+/// A manifest the daemon cannot read for want of a descriptor (its limit
+/// lowered under it to what it holds) is read again a moment later, not
+/// left unread until the next full rescan (an hour away here). (The
+/// file-by-file case: tests/scan_out_of_descriptors.rs.)
+#[test]
+fn a_manifest_unread_for_want_of_descriptors_is_read_again_in_a_moment() {
+    let d = Daemon::setup();
+    d.configure("[remap]\n", "resync_interval = \"1h\"\n[remap]\n");
+    let d = d.start(&[]);
+    let pid = d.child.as_ref().unwrap().id() as libc::pid_t;
+    let limit = |soft: Option<u64>| {
+        let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: prlimit with a valid pid and pointers to live rlimits.
+        assert_eq!(unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut now) }, 0);
+        let new = libc::rlimit { rlim_cur: soft.unwrap_or(now.rlim_max), rlim_max: now.rlim_max };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) }, 0);
+    };
+    let open = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+    // Idle (its first scan done, the status client gone): none to spare.
+    d.wait_for("the daemon idle", |_| {
+        let before = open();
+        std::thread::sleep(Duration::from_millis(200));
+        before == open()
+    });
+    limit(Some(open()));
+    d.write("late.toml", SLEEPER);
+    let said = "cannot read manifests for want of descriptors or memory";
+    let log = || std::fs::read_to_string(d.path("out/daemon.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log().contains(said) {
+        assert!(Instant::now() < deadline, "the daemon did not say it could not read late.toml: {}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    limit(None);
+    d.running_pid("late");
+}

@@ -123,6 +123,7 @@ fn scan(changes: Vec<(&str, ManifestEvent)>) -> Outcome {
         adopted_runs: Vec::new(),
         gone: Default::default(),
         not_read: Default::default(),
+        unread: Default::default(),
     }
 }
 

@@ -431,6 +431,22 @@ struct Adopted {
 /// Records written before paddock kept the manifest's text gain it from
 /// the file, where the first scan read the version the sandbox runs: a
 /// bad edit before the next daemon restart leaves it running too.
+/// Logs the files a scan could not read for want of descriptors or
+/// memory (one line a scan, not one a file: a daemon out of descriptors
+/// reads them again every `UNREAD_RETRY`), and says when to read them again.
+fn unread_said(outcome: &scan::Outcome) -> Option<std::time::Instant> {
+    let (first, why) = outcome.unread.iter().next()?;
+    let first = if first.is_empty() { "the workloads directory".to_owned() } else { first.clone() };
+    tracing::warn!(
+        files = outcome.unread.len(),
+        first = %first,
+        error = %why,
+        "cannot read manifests for want of descriptors or memory: the versions before stand; read again in {:?}",
+        scan::UNREAD_RETRY
+    );
+    outcome.retry_at(std::time::Instant::now())
+}
+
 fn add_texts(state_dir: &Path, snapshot: &Snapshot, without_text: Vec<(WorkloadName, records::Record)>) {
     for (name, mut record) in without_text {
         let Some(scan::Found::Read { text, version, .. }) = snapshot.get(&format!("{name}.toml")) else { continue };
@@ -505,6 +521,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let mut first = scan_now(&workloads, &Snapshot::new(), Rescan::Everything, &validator, held).await;
     let first_gone_until = first.gone_until();
     let first_gone = std::mem::take(&mut first.gone);
+    let first_retry_at = unread_said(&first);
     daemon.apply(first, Clock::read());
     add_texts(&state_dir, daemon.snapshot(), adopted.without_text);
     // The first scan said which workloads exist: recorded networks that
@@ -540,6 +557,8 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // When a file still being written at the last scan is read anyway.
     let mut write_wait: Option<tokio::time::Instant> = watch.writes.patience_ends().map(Into::into);
     let mut gone_wait: Option<tokio::time::Instant> = first_gone_until.map(Into::into);
+    // When files that could not be read for want of descriptors or memory are read again.
+    let mut unread_wait: Option<tokio::time::Instant> = first_retry_at.map(Into::into);
     let mut told: Vec<String> = Vec::new();
     // When a shutdown must be over, and whether what was left was killed.
     let (mut out_of_time, mut killed) = (tokio::time::Instant::now(), false);
@@ -605,6 +624,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                     scans.running = false;
                     gone_wait = outcome.gone_until().map(Into::into);
                     scans.gone = std::mem::take(&mut outcome.gone);
+                    unread_wait = unread_said(&outcome).map(Into::into);
                     daemon.apply(outcome, Clock::read());
                     watch.rearm();
                     // A file being written is read once its writer closes
@@ -648,6 +668,10 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             }
             _ = async { tokio::time::sleep_until(gone_wait.unwrap()).await }, if gone_wait.is_some() && !shutting_down => {
                 gone_wait = None;
+                scans.wanted = Some(scans.wanted.unwrap_or(Rescan::Changed));
+            }
+            _ = async { tokio::time::sleep_until(unread_wait.unwrap()).await }, if unread_wait.is_some() && !shutting_down => {
+                unread_wait = None;
                 scans.wanted = Some(scans.wanted.unwrap_or(Rescan::Changed));
             }
             _ = resync.tick(), if !shutting_down => {

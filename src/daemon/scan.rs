@@ -30,6 +30,10 @@ pub enum Found {
     /// Present but not usable; the message says why (too large, not UTF-8,
     /// not a regular file, an unsafe symlink, unreadable).
     Refused { message: String },
+    /// Present, and its read failed for want of what the host may have
+    /// again in a moment (descriptors, memory): it says nothing of the
+    /// file. `run_job` takes it as it was before and reads it again soon.
+    Unread { message: String },
 }
 
 impl Found {
@@ -37,7 +41,7 @@ impl Found {
     fn content(&self) -> (Option<Version>, Option<&str>) {
         match self {
             Found::Read { version, .. } => (Some(*version), None),
-            Found::Refused { message } => (None, Some(message)),
+            Found::Refused { message } | Found::Unread { message } => (None, Some(message)),
         }
     }
 }
@@ -125,6 +129,9 @@ pub fn scan(dir: &Path, previous: Option<&Snapshot>) -> std::io::Result<Snapshot
             // Gone between listing and reading (an editor's rename): as if
             // it had not been listed; the event that follows rescans.
             Err(LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(LoadError::Io { source, .. }) if crate::fsutil::for_a_moment(&source) => {
+                Found::Unread { message: format!("cannot be read for now ({source}): read again in a moment") }
+            }
             Err(e) => Found::Refused { message: e.to_string() },
         };
         snapshot.insert(name, found);
@@ -205,9 +212,18 @@ pub struct Outcome {
     /// The directory's files that are not manifests (not `*.toml`), which
     /// the daemon does not read: said, not silently ignored.
     pub not_read: BTreeSet<String>,
+    /// Files (or, named "", the directory) whose read failed for want of
+    /// descriptors or memory, with why: taken as they were, and read again
+    /// `UNREAD_RETRY` later (`retry_at`).
+    pub unread: BTreeMap<String, String>,
 }
 
 impl Outcome {
+    /// When the files that could not be read for now are read again, if any.
+    pub fn retry_at(&self, now: std::time::Instant) -> Option<std::time::Instant> {
+        (!self.unread.is_empty()).then_some(now + UNREAD_RETRY)
+    }
+
     /// When the files seen gone are to be looked at again, if any are.
     pub fn gone_until(&self) -> Option<std::time::Instant> {
         self.gone.values().min().map(|since| *since + REMOVAL_SETTLE)
@@ -224,6 +240,7 @@ impl Outcome {
             adopted_runs: Vec::new(),
             gone: BTreeMap::new(),
             not_read: BTreeSet::new(),
+            unread: BTreeMap::new(),
         }
     }
 }
@@ -259,6 +276,10 @@ pub struct Held {
 const REMOVAL_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
 /// At most this many looks again, while files keep going.
 const REMOVAL_LOOKS: usize = 10;
+
+/// How long a file that could not be read for want of descriptors or
+/// memory waits to be read again.
+pub const UNREAD_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How much a rescan reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -317,7 +338,11 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
     let scanned = if waited { scan_settled(dir, &expected, cache) } else { scan(dir, cache) };
     let mut snapshot = match scanned {
         Ok(s) => s,
-        Err(e) => return refused(format!("cannot scan {}: {e}", dir.display())),
+        Err(e) => {
+            let why = format!("cannot scan {}: {e}", dir.display());
+            let unread = crate::fsutil::for_a_moment(&e).then(|| (String::new(), why.clone())).into_iter().collect();
+            return Outcome { unread, ..refused(why) };
+        }
     };
     let now = std::time::Instant::now();
     let mut still_gone = BTreeMap::new();
@@ -341,6 +366,22 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
                 drop(snapshot.insert(file.clone(), Found::Refused { message }));
             }
             (true, None) => drop(snapshot.remove(file)),
+        }
+    }
+    // A file whose read failed for want of descriptors or memory is taken
+    // as it was (a new one is said so, as a file that cannot be read) and
+    // read again in a moment (`Outcome::unread`), not left invalid until
+    // the next full rescan.
+    let unread: BTreeMap<String, String> = snapshot
+        .iter()
+        .filter_map(|(file, found)| match found {
+            Found::Unread { message } => Some((file.clone(), message.clone())),
+            _ => None,
+        })
+        .collect();
+    for file in unread.keys() {
+        if let Some(before) = before.get(file) {
+            snapshot.insert(file.clone(), before.clone());
         }
     }
     let mut changes: Vec<FileChange> =
@@ -395,7 +436,7 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
         .into_iter()
         .filter_map(|path| path.file_name().map(|name| name.to_string_lossy().into_owned()))
         .collect();
-    Outcome { snapshot, changes, refused: None, kept, withheld, adopted_runs, gone: still_gone, not_read }
+    Outcome { snapshot, changes, refused: None, kept, withheld, adopted_runs, gone: still_gone, not_read, unread }
 }
 
 /// The manifests the adopted sandboxes whose file is now another version
@@ -597,7 +638,9 @@ fn event(dir: &Path, file: &str, found: Option<&Found>, validator: &Validator) -
     let shown = dir.join(file).display().to_string();
     match found {
         None => (ManifestEvent::Removed, None),
-        Some(Found::Refused { message }) => (ManifestEvent::Invalid(format!("{shown}: {message}")), None),
+        Some(Found::Refused { message } | Found::Unread { message }) => {
+            (ManifestEvent::Invalid(format!("{shown}: {message}")), None)
+        }
         Some(Found::Read { text, version, .. }) => {
             let checked = validator.validate(file, text, HostChecks::Require);
             let rendered: String = checked.problems.iter().map(|p| render(p, &shown, text, Color::Never)).collect();
@@ -797,6 +840,7 @@ mod tests {
                     assert!(message.contains("owned by uid 65534"), "{message}");
                     refused += 1;
                 }
+                Found::Unread { message } => panic!("{message}"),
             }
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
