@@ -428,9 +428,6 @@ struct Adopted {
     without_text: Vec<(WorkloadName, records::Record)>,
 }
 
-/// Records written before paddock kept the manifest's text gain it from
-/// the file, where the first scan read the version the sandbox runs: a
-/// bad edit before the next daemon restart leaves it running too.
 /// Logs the files a scan could not read for want of descriptors or
 /// memory (one line a scan, not one a file: a daemon out of descriptors
 /// reads them again every `UNREAD_RETRY`), and says when to read them again.
@@ -447,6 +444,9 @@ fn unread_said(outcome: &scan::Outcome) -> Option<std::time::Instant> {
     outcome.retry_at(std::time::Instant::now())
 }
 
+/// Records written before paddock kept the manifest's text gain it from
+/// the file, where the first scan read the version the sandbox runs: a
+/// bad edit before the next daemon restart leaves it running too.
 fn add_texts(state_dir: &Path, snapshot: &Snapshot, without_text: Vec<(WorkloadName, records::Record)>) {
     for (name, mut record) in without_text {
         let Some(scan::Found::Read { text, version, .. }) = snapshot.get(&format!("{name}.toml")) else { continue };
