@@ -349,7 +349,7 @@ impl Networks {
         write(&hosts, &dns::hosts(hostname, &addresses))?;
         let (text, left_out) = dns::resolv_conf(a.result.as_ref());
         for value in left_out {
-            tracing::warn!(workload = %workload, %value, "left out of /etc/resolv.conf: the network's DNS settings name what is not one word, or not an address");
+            tracing::warn!(workload = %workload, %value, "left out of /etc/resolv.conf: the network's DNS settings name what is not one word, not an address, or a nameserver past the third (which resolvers never read)");
         }
         write(&resolv, &text)?;
         Ok((hosts, resolv))

@@ -30,6 +30,9 @@ pub fn resolv_conf(result: Option<&Value>) -> (String, Vec<String>) {
     (with_network(from_host(&host, upstream), &network), left_out)
 }
 
+/// The nameservers a resolver reads (MAXNS in glibc's and musl's resolv.h).
+const MAX_NAMESERVERS: usize = 3;
+
 /// A CNI result's `dns`: each field the spec gives it.
 #[derive(Debug, Default, PartialEq)]
 struct Settings {
@@ -46,7 +49,8 @@ fn word(v: &Value) -> Option<&str> {
 
 impl Settings {
     /// The settings, and what was left out: a value that is not one word
-    /// of resolv.conf, a nameserver that is not an address.
+    /// of resolv.conf, a nameserver that is not an address, or one past
+    /// the third.
     fn of(result: Option<&Value>) -> (Self, Vec<String>) {
         let dns = result.and_then(|r| r.get("dns"));
         let mut left_out = Vec::new();
@@ -70,12 +74,12 @@ impl Settings {
         if let Some(bad) = domain.filter(|d| word(d).is_none()) {
             left_out.push(format!("domain: {bad}"));
         }
-        let settings = Settings {
-            nameservers: nameservers.iter().filter_map(|a| a.parse().ok()).collect(),
-            domain: domain.and_then(word).map(str::to_owned),
-            search,
-            options,
-        };
+        let mut nameservers: Vec<IpAddr> = nameservers.iter().filter_map(|a| a.parse().ok()).collect();
+        // glibc's and musl's resolvers read the first MAXNS (3) and ignore the rest.
+        for past in nameservers.split_off(nameservers.len().min(MAX_NAMESERVERS)) {
+            left_out.push(format!("nameservers: \"{past}\" (past the third: resolvers read {MAX_NAMESERVERS})"));
+        }
+        let settings = Settings { nameservers, domain: domain.and_then(word).map(str::to_owned), search, options };
         (settings, left_out)
     }
 }
@@ -186,6 +190,11 @@ mod tests {
         assert_eq!(left_out, ["nameservers: \"198.51.100.1\""]);
         assert!(network.nameservers.is_empty() && network.search == ["lab.example"]);
         assert_eq!(Settings::of(Some(&serde_json::json!({"dns": "8.8.8.8"}))).1, ["dns: \"8.8.8.8\""]);
+        // A fourth nameserver no resolver reads: left out, and said.
+        let four = serde_json::json!({"dns": {"nameservers": ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"]}});
+        let (network, left_out) = Settings::of(Some(&four));
+        assert_eq!(network.nameservers.len(), 3);
+        assert_eq!(left_out, ["nameservers: \"192.0.2.4\" (past the third: resolvers read 3)"]);
         let result = serde_json::json!({"dns": {"domain": "corp.example", "options": ["ndots:5", "edns0"]}});
         let r = with_network(host, &Settings::of(Some(&result)).0);
         assert!(r.contains("nameserver 192.0.2.53\nsearch example.org\n"), "{r}");
