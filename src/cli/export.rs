@@ -234,8 +234,14 @@ fn kubernetes(args: KubernetesArgs) -> Result<super::ExitCode, CliError> {
     let mut documents = Vec::new();
     let mut levels = Vec::new();
     for (f, spec, exported) in exports {
+        let spans = validate::spans_of(&f.text);
         for item in &exported.unsupported {
-            let line = format!("{}: {}: {}{item}", f.file, spec.name, export::NOT_EXPRESSIBLE);
+            // FILE:LINE where the manifest says it, as a problem is shown.
+            let at = match item.pointer(&spec.manifest).and_then(|p| spans.locate(&p)) {
+                Some(span) => format!("{}:{}", f.file, validate::line_col(&f.text, span.start).0),
+                None => f.file.clone(),
+            };
+            let line = format!("{at}: {}: {}{item}", spec.name, export::NOT_EXPRESSIBLE);
             eprintln!("{}", export::one_line(&line));
         }
         levels.push(exported.level);

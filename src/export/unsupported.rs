@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::model::{Duration, PortMapping, RestartPolicy, Signal};
+use crate::model::{Duration, Manifest, PortMapping, RestartPolicy, Signal};
 
 use super::pss::{Level, Violation};
 
@@ -96,15 +96,21 @@ impl fmt::Display for Unsupported {
             ),
             Unsupported::PidsLimit(n) => write!(
                 f,
-                "resources.pids = {n}: Kubernetes has no per-pod task limit (only the kubelet's podPidsLimit for every pod of a node)"
+                "resources.pids = {n}: Kubernetes has no per-pod task limit, only the kubelet's podPidsLimit for every pod of a node: set that in the nodes' kubelet configuration to bound it"
             ),
-            Unsupported::Nofile(n) => write!(f, "resources.nofile = {n}: no field sets a container's RLIMIT_NOFILE"),
+            Unsupported::Nofile(n) => write!(
+                f,
+                "resources.nofile = {n}: no field sets a container's RLIMIT_NOFILE, so the container runtime's default applies; to keep the limit, set it in the image's entrypoint (`ulimit -n {n}`)"
+            ),
             Unsupported::Backoff { backoff, backoff_max, reset_after } => write!(
                 f,
                 "restart backoff {backoff} doubling to {backoff_max}, reset after {reset_after}: the kubelet's is fixed (10s doubling to 5m, reset after 10m)"
             ),
             Unsupported::MaxRetries(n) => {
-                write!(f, "restart.max_retries = {n}: a pod never gives up restarting")
+                write!(
+                    f,
+                    "restart.max_retries = {n}: a pod never gives up restarting; for a task that should stop after failures, a Job's backoffLimit counts them"
+                )
             }
             Unsupported::DeploymentRestarts(policy) => write!(
                 f,
@@ -200,6 +206,43 @@ impl fmt::Display for Unsupported {
                 f,
                 "the policy passed stands for the {claimed} Pod Security Standard, which this pod breaks: {violation}; the namespace is labelled with the level it passes"
             ),
+        }
+    }
+}
+
+impl Unsupported {
+    /// Where in the manifest (a JSON pointer, as a problem's) the item was
+    /// written, for its line: None for what no one key says (the
+    /// configuration's, a policy's, the Service's name from the file's).
+    pub fn pointer(&self, manifest: &Manifest) -> Option<String> {
+        let port = |p: &PortMapping| manifest.ports.iter().position(|q| q == p).map(|i| format!("/ports/{i}"));
+        let mount = |source: &PathBuf| {
+            manifest.mounts.iter().position(|m| &m.source == source).map(|i| format!("/mounts/{i}/source"))
+        };
+        let fixed = |p: &str| Some(p.to_owned());
+        match self {
+            Unsupported::Rootfs { .. } => fixed("/rootfs/path"),
+            Unsupported::PidsLimit(_) => fixed("/resources/pids"),
+            Unsupported::Nofile(_) => fixed("/resources/nofile"),
+            Unsupported::Backoff { .. } => fixed("/restart/backoff"),
+            Unsupported::MaxRetries(_) => fixed("/restart/max_retries"),
+            Unsupported::DeploymentRestarts(_) => fixed("/restart/policy"),
+            Unsupported::StopSignal(_) => fixed("/stop/signal"),
+            Unsupported::UserNamespaces => fixed("/namespaces/user"),
+            Unsupported::Rounded { key, .. } | Unsupported::Clamped { key, .. } => {
+                Some(format!("/{}", key.replace('.', "/")))
+            }
+            Unsupported::CpuRounded { .. } => fixed("/resources/cpu"),
+            Unsupported::Hostname(_) | Unsupported::HostnameOfTheNode(_) => fixed("/hostname"),
+            Unsupported::CniNetwork(_) => fixed("/namespaces/network"),
+            Unsupported::HostNamespaceWithRemap(which) => Some(format!("/namespaces/{which}")),
+            Unsupported::HostIp(p) | Unsupported::Published(p) | Unsupported::PortMerged { lost: p, .. } => port(p),
+            Unsupported::ProbeAddress => fixed("/health"),
+            Unsupported::After(_) => fixed("/after"),
+            Unsupported::MountFlags => fixed("/mounts"),
+            Unsupported::NotIdmapped { source, .. } | Unsupported::KernelFilesystems(source) => mount(source),
+            Unsupported::PrivilegedEscalation => fixed("/security/privileged"),
+            Unsupported::ServiceName { .. } | Unsupported::SharedSlice | Unsupported::Pss { .. } => None,
         }
     }
 }
