@@ -122,6 +122,27 @@ impl Drop for Workers {
 /// How long a blocking job waits before it asks for a thread again.
 const THREAD_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
+thread_local! {
+    /// Set while `blocking` asks tokio for a thread: its panic there (no
+    /// thread to be had) is caught and said once in the log, not printed
+    /// by the panic hook at every try.
+    static SPAWNING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs, once, a panic hook that passes every panic to the one before
+/// but those raised while `SPAWNING`.
+fn quiet_spawn_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let before = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !SPAWNING.get() {
+                before(info);
+            }
+        }));
+    });
+}
+
 /// `tokio::task::spawn_blocking`, which panics where no thread can be had
 /// (the host out of processes or threads, and none of tokio's idle), made
 /// to wait instead: a thread is asked for again every `THREAD_PAUSE`
@@ -141,8 +162,10 @@ where
     // panicked may still run later, and takes it then (the others find
     // nothing to do).
     let slot = Arc::new(Mutex::new(Some((f, result))));
+    quiet_spawn_panics();
     loop {
         let taken = slot.clone();
+        SPAWNING.set(true);
         let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // The one place it is called: its panic is caught here.
             #[allow(clippy::disallowed_methods)]
@@ -153,6 +176,7 @@ where
                 }
             })
         }));
+        SPAWNING.set(false);
         if spawned.is_ok() {
             if SAID.swap(false, std::sync::atomic::Ordering::Relaxed) {
                 tracing::warn!("threads can be started again");
