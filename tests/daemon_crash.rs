@@ -281,6 +281,65 @@ fn a_record_that_cannot_be_read_for_a_moment_is_looked_at_again_not_forgotten() 
     assert_eq!(d.terminate(), 0);
 }
 
+/// A daemon that cannot read what its predecessor kept looks again (for
+/// half a minute) rather than exit or start what may run already, and
+/// adopts the running sandbox once it can: the recovery's own loop, in
+/// real starts. First out of descriptors (the limit that gets a start
+/// that far, past the lock and the runtime and short of the kept files,
+/// is looked for: a lower one ends the start, a higher one gets past);
+/// this VM's root cannot raise a hard limit (no CAP_SYS_RESOURCE), so the
+/// way on is shown with a cause a test can end: the networks' records a
+/// file, not a directory.
+#[test]
+fn a_daemon_that_cannot_read_the_kept_state_looks_again_and_then_adopts() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("w.toml", SLEEPER);
+    let pid = d.running_pid("w");
+    let sleepers = |d: &Daemon| own_processes(d, &["/bin/sleep", "1000"]);
+    let sleeper = sleepers(&d);
+    assert_eq!(sleeper.len(), 1);
+    d.kill();
+    let log = |d: &Daemon| std::fs::read_to_string(d.path("out/daemon.log")).unwrap_or_default();
+    let waited = |d: &mut Daemon, said: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !log(d).contains(said)
+            && d.child.as_mut().unwrap().try_wait().unwrap().is_none()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        log(d).contains(said)
+    };
+    let mut limit = None;
+    for n in 6..=32 {
+        (d.nofile_soft, d.nofile_hard) = (Some(n), Some(n));
+        d = d.launch(&[], &[]);
+        if waited(&mut d, "cannot read what a predecessor kept; looking again in 1s") {
+            limit = Some(n);
+            break;
+        }
+        // Ended, or past it: killed (its workloads run on).
+        d.kill();
+    }
+    assert!(limit.is_some(), "no limit made the start wait for the kept state: {}", log(&d));
+    assert!(waited(&mut d, "looking again in 2s"), "it did not look again: {}", log(&d));
+    assert!(d.child.as_mut().unwrap().try_wait().unwrap().is_none(), "it gave up: {}", log(&d));
+    assert_eq!(sleepers(&d), sleeper, "nothing started meanwhile, nothing stopped");
+    d.kill();
+
+    (d.nofile_soft, d.nofile_hard) = (None, None);
+    std::fs::write(d.path("state/networks"), "").unwrap();
+    d = d.launch(&[], &[]);
+    assert!(waited(&mut d, "cannot read what a predecessor kept; looking again in 1s"), "{}", log(&d));
+    std::fs::remove_file(d.path("state/networks")).unwrap();
+    std::fs::create_dir(d.path("state/networks")).unwrap();
+    d.wait_for("the control socket", |d| common::daemon::ask_status(d, Duration::from_millis(500)).is_ok());
+    assert_eq!(d.running_pid("w"), pid, "the sandbox is adopted, not started again: {}", log(&d));
+    assert_eq!(sleepers(&d), sleeper);
+    let code = d.terminate();
+    assert_eq!(code, 0, "{}", log(&d));
+}
+
 /// Pids and start times (clock ticks after boot) begin again at each
 /// boot, so after a reboot another process can have a record's pid and
 /// start time both. A record of an earlier boot, or one (from a paddock

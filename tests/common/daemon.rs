@@ -135,7 +135,15 @@ impl Daemon {
         self.start_with(&[], env)
     }
 
-    pub fn start_with(mut self, args: &[&str], env: &[(&str, &str)]) -> Self {
+    pub fn start_with(self, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let d = self.launch(args, env);
+        d.wait_for("the control socket", answers);
+        d
+    }
+
+    /// Starts `paddock daemon` and returns at once, not waiting for its
+    /// control socket (for a start that is meant to stall or fail).
+    pub fn launch(mut self, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(self.binary.clone().unwrap_or_else(|| env!("CARGO_BIN_EXE_paddock").into()));
         cmd.args(["daemon"])
             .args(args)
@@ -207,7 +215,6 @@ impl Daemon {
             };
             self.child = Some(cmd.spawn().unwrap());
             drop(ns);
-            self.wait_for("the control socket", answers);
             return self;
         }
         if self.stray_fd {
@@ -221,7 +228,6 @@ impl Daemon {
             };
         }
         self.child = Some(cmd.spawn().unwrap());
-        self.wait_for("the control socket", answers);
         self
     }
 
