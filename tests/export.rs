@@ -115,7 +115,7 @@ fn each_examples_unsupported_list() {
     };
     let pss = |claimed, violation| U::Pss { claimed, violation };
     let host_path = |p: &str| Violation::HostPath(p.into());
-    let not_idmapped = |p: &str| U::NotIdmapped { source: p.into(), writable: false };
+    let not_idmapped = |p: &str| U::NotIdmapped { source: p.into(), writable: false, mount: 0 };
     assert_eq!(
         items(&["baseline"], "api.toml"),
         [
@@ -195,9 +195,40 @@ fn the_list_is_at_the_top_of_the_object_and_on_stderr_naming_file_and_workload()
     assert_eq!(at("resources.pids = 64"), Some(line_of("pids = 64").as_str()), "{}", run.stderr);
     assert_eq!(at("restart.max_retries = 5"), Some(line_of("max_retries").as_str()));
     assert_eq!(at("mount \"/usr/share/common-licenses\""), Some(line_of("source = \"/usr/share").as_str()));
+    // The first written of the backoff's keys.
+    assert_eq!(at("restart backoff"), Some(line_of("reset_after").as_str()));
     // Not written (the host's / is the default root), or no one key's: the file alone.
     assert_eq!(at("rootfs.path"), Some(""));
     assert_eq!(at("the policy passed"), Some(""));
+}
+
+/// Two mounts of one source are each listed at their own line, and a
+/// default (a table written, its key not) at none.
+#[test]
+fn each_mount_is_listed_at_its_own_line_and_a_default_at_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = "command = [\"/bin/true\"]\n\
+        [[mounts]]\nsource = \"/usr/share/doc\"\ntarget = \"/a\"\n\
+        [[mounts]]\nsource = \"/usr/share/doc\"\ntarget = \"/b\"\n\
+        [restart]\nreset_after = \"1m\"\n\
+        [resources]\npids = 8\n";
+    let file = dir.path().join("web.toml");
+    std::fs::write(&file, manifest).unwrap();
+    let run = export(&[file.to_str().unwrap(), "--image", IMAGE, "--kind", "deployment"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let at = |item: &str| -> Vec<String> {
+        run.stderr
+            .lines()
+            .filter(|l| l.contains(item))
+            .map(|l| l.split_once(": web: ").unwrap().0.rsplit_once("web.toml").unwrap().1.to_owned())
+            .collect()
+    };
+    assert_eq!(at("is not idmapped"), [":3", ":6"], "{}", run.stderr);
+    // The restart policy is not written (a Deployment restarts even its
+    // default, on-failure): no line, though [restart] is.
+    assert_eq!(at("restart.policy"), [""], "{}", run.stderr);
+    assert_eq!(at("restart backoff"), [":9"], "{}", run.stderr);
+    assert_eq!(at("resources.pids"), [":11"], "{}", run.stderr);
 }
 
 /// Every kind of setting the mapping has a branch for, in manifests only

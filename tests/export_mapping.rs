@@ -288,7 +288,7 @@ fn what_cannot_be_expressed_is_listed_item_by_item() {
     assert!(!found.iter().any(|u| matches!(u, U::HostIp(_))), "every address is no one address: {found:?}");
     // Every volume of a hostUsers: false pod is idmapped: a plain mount of a remapped workload gains its owners' rights.
     let plain = "[[mounts]]\nsource = \"/srv/a\"\ntarget = \"/a\"\nreadonly = false\n";
-    has(&["privileged"], plain, U::NotIdmapped { source: "/srv/a".into(), writable: true });
+    has(&["privileged"], plain, U::NotIdmapped { source: "/srv/a".into(), writable: true, mount: 0 });
     let unlisted = |policies: &[&str], extra: &str| {
         let found = items(policies, extra);
         assert!(!found.iter().any(|u| matches!(u, U::NotIdmapped { .. })), "{extra}: {found:?}");
@@ -412,16 +412,16 @@ fn no_new_privileges_beside_privileged_and_kernel_filesystems_are_listed() {
     assert!(!items("").contains(&Unsupported::PrivilegedEscalation));
     let mount = |source: &str, extra: &str| format!("[[mounts]]\nsource = {source:?}\ntarget = \"/m\"\n{extra}");
     for source in ["/", "/proc", "/sys/fs/cgroup", "/proc/"] {
-        let kernel = Unsupported::KernelFilesystems(source.into());
+        let kernel = Unsupported::KernelFilesystems { source: source.into(), mount: 0 };
         let listed = items(&mount(source, ""));
-        assert!(listed.iter().any(|u| matches!(u, Unsupported::KernelFilesystems(_))), "{source}: {listed:?}");
+        assert!(listed.iter().any(|u| matches!(u, Unsupported::KernelFilesystems { .. })), "{source}: {listed:?}");
         assert!(kernel.to_string().contains("kernel_filesystems = true"), "{kernel}");
         let meant = items(&mount(source, "kernel_filesystems = true\n"));
-        assert!(!meant.iter().any(|u| matches!(u, Unsupported::KernelFilesystems(_))), "{source}: {meant:?}");
+        assert!(!meant.iter().any(|u| matches!(u, Unsupported::KernelFilesystems { .. })), "{source}: {meant:?}");
     }
     for source in ["/srv/data", "/process", "/system"] {
         let listed = items(&mount(source, ""));
-        assert!(!listed.iter().any(|u| matches!(u, Unsupported::KernelFilesystems(_))), "{source}: {listed:?}");
+        assert!(!listed.iter().any(|u| matches!(u, Unsupported::KernelFilesystems { .. })), "{source}: {listed:?}");
     }
 }
 

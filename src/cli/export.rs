@@ -237,7 +237,8 @@ fn kubernetes(args: KubernetesArgs) -> Result<super::ExitCode, CliError> {
         let spans = validate::spans_of(&f.text);
         for item in &exported.unsupported {
             // FILE:LINE where the manifest says it, as a problem is shown.
-            let at = match item.pointer(&spec.manifest).and_then(|p| spans.locate(&p)) {
+            let written = item.pointers(&spec.manifest).into_iter().find_map(|p| spans.get(&p).cloned());
+            let at = match written.map(|node| node.key.unwrap_or(node.value)) {
                 Some(span) => format!("{}:{}", f.file, validate::line_col(&f.text, span.start).0),
                 None => f.file.clone(),
             };

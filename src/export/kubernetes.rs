@@ -230,10 +230,10 @@ fn volumes(m: &Manifest, remap: bool, lost: &mut Vec<Unsupported>) -> (Vec<Volum
         let kernel =
             mt.source == std::path::Path::new("/") || mt.source.starts_with("/proc") || mt.source.starts_with("/sys");
         if kernel && !mt.kernel_filesystems {
-            lost.push(Unsupported::KernelFilesystems(mt.source.clone()));
+            lost.push(Unsupported::KernelFilesystems { source: mt.source.clone(), mount: i });
         }
         if remap && !mt.idmap {
-            lost.push(Unsupported::NotIdmapped { source: mt.source.clone(), writable: !mt.readonly });
+            lost.push(Unsupported::NotIdmapped { source: mt.source.clone(), writable: !mt.readonly, mount: i });
         }
     }
     if m.mounts.iter().any(|mt| !mt.setuid || !mt.devices) {

@@ -72,15 +72,16 @@ pub enum Unsupported {
     /// A mount without `idmap` of a remapped workload: its host files
     /// belonged to none of the workload's ids; the kubelet idmaps every
     /// volume of a hostUsers: false pod, which makes them its own.
-    NotIdmapped { source: PathBuf, writable: bool },
+    NotIdmapped { source: PathBuf, writable: bool, mount: usize },
     /// `remap.isolation = "shared"`: every workload had the same id slice.
     SharedSlice,
     /// A privileged workload under no_new_privileges: the API refuses
     /// `allowPrivilegeEscalation: false` beside `privileged: true`.
     PrivilegedEscalation,
-    /// A mount of the host's /, /proc or /sys without `kernel_filesystems`,
-    /// which paddock refuses to start and a hostPath volume does not.
-    KernelFilesystems(PathBuf),
+    /// A mount (the manifest's `mount`th) of the host's /, /proc or /sys
+    /// without `kernel_filesystems`, which paddock refuses to start and a
+    /// hostPath volume does not.
+    KernelFilesystems { source: PathBuf, mount: usize },
     /// A rule of the Pod Security Standards level the manifest's policy
     /// stands for that the exported pod breaks.
     Pss { claimed: Level, violation: Violation },
@@ -184,7 +185,7 @@ impl fmt::Display for Unsupported {
                 f,
                 "mounts are nosuid and nodev in paddock; a hostPath volume has no such option (allowPrivilegeEscalation: false and the runtime's device rules cover most of it)"
             ),
-            Unsupported::NotIdmapped { source, writable } => write!(
+            Unsupported::NotIdmapped { source, writable, .. } => write!(
                 f,
                 "mount {:?} is not idmapped: in paddock its files' owners were not the workload's ids, so its root could not {}; the kubelet idmaps every volume of a hostUsers: false pod, where uid N inside acts as the files' owner N on the node (root as root)",
                 source.display().to_string(),
@@ -197,7 +198,7 @@ impl fmt::Display for Unsupported {
             Unsupported::PrivilegedEscalation => f.write_str(
                 "security.privileged = true under no_new_privileges (the default): paddock kept its processes from gaining privileges (setuid binaries, file capabilities), but the API refuses allowPrivilegeEscalation: false beside privileged: true, so the pod's processes can; set no_new_privileges = false to say so, or drop privileged",
             ),
-            Unsupported::KernelFilesystems(source) => write!(
+            Unsupported::KernelFilesystems { source, .. } => write!(
                 f,
                 "mount {:?} is or holds the host's /proc or /sys, which paddock refuses to start without kernel_filesystems = true on the mount; a hostPath volume shows them to the pod: mount only the directories the workload needs, or set kernel_filesystems = true to say it is meant",
                 source.display().to_string()
@@ -211,38 +212,42 @@ impl fmt::Display for Unsupported {
 }
 
 impl Unsupported {
-    /// Where in the manifest (a JSON pointer, as a problem's) the item was
-    /// written, for its line: None for what no one key says (the
-    /// configuration's, a policy's, the Service's name from the file's).
-    pub fn pointer(&self, manifest: &Manifest) -> Option<String> {
+    /// Where in the manifest the item is written (JSON pointers, as a
+    /// problem's, the first written of them counting): empty for what no
+    /// key says (the configuration's, a policy's, the Service's name from
+    /// the file's). A default not written is at none of them.
+    pub fn pointers(&self, manifest: &Manifest) -> Vec<String> {
         let port = |p: &PortMapping| manifest.ports.iter().position(|q| q == p).map(|i| format!("/ports/{i}"));
-        let mount = |source: &PathBuf| {
-            manifest.mounts.iter().position(|m| &m.source == source).map(|i| format!("/mounts/{i}/source"))
-        };
-        let fixed = |p: &str| Some(p.to_owned());
+        let one = |p: &str| vec![p.to_owned()];
         match self {
-            Unsupported::Rootfs { .. } => fixed("/rootfs/path"),
-            Unsupported::PidsLimit(_) => fixed("/resources/pids"),
-            Unsupported::Nofile(_) => fixed("/resources/nofile"),
-            Unsupported::Backoff { .. } => fixed("/restart/backoff"),
-            Unsupported::MaxRetries(_) => fixed("/restart/max_retries"),
-            Unsupported::DeploymentRestarts(_) => fixed("/restart/policy"),
-            Unsupported::StopSignal(_) => fixed("/stop/signal"),
-            Unsupported::UserNamespaces => fixed("/namespaces/user"),
-            Unsupported::Rounded { key, .. } | Unsupported::Clamped { key, .. } => {
-                Some(format!("/{}", key.replace('.', "/")))
+            Unsupported::Rootfs { .. } => one("/rootfs/path"),
+            Unsupported::PidsLimit(_) => one("/resources/pids"),
+            Unsupported::Nofile(_) => one("/resources/nofile"),
+            Unsupported::Backoff { .. } => {
+                ["backoff", "backoff_max", "reset_after"].map(|k| format!("/restart/{k}")).into()
             }
-            Unsupported::CpuRounded { .. } => fixed("/resources/cpu"),
-            Unsupported::Hostname(_) | Unsupported::HostnameOfTheNode(_) => fixed("/hostname"),
-            Unsupported::CniNetwork(_) => fixed("/namespaces/network"),
-            Unsupported::HostNamespaceWithRemap(which) => Some(format!("/namespaces/{which}")),
-            Unsupported::HostIp(p) | Unsupported::Published(p) | Unsupported::PortMerged { lost: p, .. } => port(p),
-            Unsupported::ProbeAddress => fixed("/health"),
-            Unsupported::After(_) => fixed("/after"),
-            Unsupported::MountFlags => fixed("/mounts"),
-            Unsupported::NotIdmapped { source, .. } | Unsupported::KernelFilesystems(source) => mount(source),
-            Unsupported::PrivilegedEscalation => fixed("/security/privileged"),
-            Unsupported::ServiceName { .. } | Unsupported::SharedSlice | Unsupported::Pss { .. } => None,
+            Unsupported::MaxRetries(_) => one("/restart/max_retries"),
+            Unsupported::DeploymentRestarts(_) => one("/restart/policy"),
+            Unsupported::StopSignal(_) => one("/stop/signal"),
+            Unsupported::UserNamespaces => one("/namespaces/user"),
+            Unsupported::Rounded { key, .. } | Unsupported::Clamped { key, .. } => {
+                one(&format!("/{}", key.replace('.', "/")))
+            }
+            Unsupported::CpuRounded { .. } => one("/resources/cpu"),
+            Unsupported::Hostname(_) | Unsupported::HostnameOfTheNode(_) => one("/hostname"),
+            Unsupported::CniNetwork(_) => one("/namespaces/network"),
+            Unsupported::HostNamespaceWithRemap(which) => one(&format!("/namespaces/{which}")),
+            Unsupported::HostIp(p) | Unsupported::Published(p) | Unsupported::PortMerged { lost: p, .. } => {
+                port(p).into_iter().collect()
+            }
+            Unsupported::ProbeAddress => one("/health"),
+            Unsupported::After(_) => one("/after"),
+            Unsupported::MountFlags => one("/mounts"),
+            Unsupported::NotIdmapped { mount, .. } | Unsupported::KernelFilesystems { mount, .. } => {
+                one(&format!("/mounts/{mount}/source"))
+            }
+            Unsupported::PrivilegedEscalation => one("/security/privileged"),
+            Unsupported::ServiceName { .. } | Unsupported::SharedSlice | Unsupported::Pss { .. } => Vec::new(),
         }
     }
 }
