@@ -162,11 +162,12 @@ fn on_cgroup_v2_the_sandbox_is_born_in_its_cgroup() {
         .unwrap();
     let pids = common::sandbox::wait_for_descendants(child.id(), 2);
     assert!(!pids.is_empty());
-    // A run's own cgroup: paddock-run/NAME-PID.START, paddock run's pid
-    // and start time.
+    // A run's own cgroup: paddock-run/NAME-PID.START.PIDNS, paddock run's
+    // pid, start time and pid namespace.
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
     let started = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().to_owned();
-    let own = format!("paddock-run/born-in-{}.{started}", child.id());
+    let ns = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/proc/self/ns/pid").unwrap());
+    let own = format!("paddock-run/born-in-{}.{started}.{ns}", child.id());
     for pid in &pids {
         let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
         assert!(cgroups.lines().any(|l| l == format!("0::/{own}")), "pid {pid} is in {cgroups}");

@@ -281,27 +281,43 @@ impl<'a> Place<'a> {
     }
 }
 
-/// The leaf of this process's run of `name`: `NAME-PID.START`, its pid
-/// and start time (clock ticks after boot), which together name the run
-/// after its pid is reused (a name has no dot). `NAME-PID` when the start
-/// time cannot be read, as older paddocks named every run's.
+/// The leaf of this process's run of `name`: `NAME-PID.START.PIDNS`, its
+/// pid, start time (clock ticks after boot) and pid namespace (its inode),
+/// which together name the run after its pid is reused, and say which
+/// pid namespace the pid is of (a name has no dot). `NAME-PID` when they
+/// cannot be read, as older paddocks named every run's.
 pub fn run_leaf(name: &str) -> String {
     let pid = std::process::id();
-    match crate::sandbox::process::start_time(pid as i32) {
-        Some(started) => format!("{name}-{pid}.{started}"),
-        None => format!("{name}-{pid}"),
+    match (crate::sandbox::process::start_time(pid as i32), own_pid_namespace()) {
+        (Some(started), Some(ns)) => format!("{name}-{pid}.{started}.{ns}"),
+        _ => format!("{name}-{pid}"),
     }
 }
 
-/// The run a leaf `run_leaf` made names: its pid, and its start time if
-/// the leaf has one.
-fn run_of_leaf(leaf: &str) -> Option<(u32, Option<u64>)> {
-    let (rest, started) = match leaf.rsplit_once('.') {
-        Some((rest, started)) => (rest, Some(started.parse().ok()?)),
+/// The inode of this process's pid namespace.
+fn own_pid_namespace() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+}
+
+/// What a run's leaf (`run_leaf`) names.
+#[derive(Debug, PartialEq, Eq)]
+struct RunLeaf {
+    pid: u32,
+    /// The run's start time and pid namespace, if the leaf has them.
+    started: Option<(u64, u64)>,
+}
+
+fn run_of_leaf(leaf: &str) -> Option<RunLeaf> {
+    let (rest, started) = match leaf.split_once('.') {
+        Some((rest, tail)) => {
+            let (started, ns) = tail.split_once('.')?;
+            (rest, Some((started.parse().ok()?, ns.parse().ok()?)))
+        }
         None => (leaf, None),
     };
     let pid = rest.rsplit_once('-')?.1.parse().ok()?;
-    Some((pid, started))
+    Some(RunLeaf { pid, started })
 }
 
 /// How long a sweep waits for what a killed run left to die: a process
@@ -479,8 +495,8 @@ impl Cgroup {
     }
 
     /// Empties and removes the cgroups `paddock run`s killed with -9 left
-    /// (theirs is `paddock-run/NAME-PID.START`, removed at a normal end):
-    /// those whose run is gone. A sandbox in its own pid namespace died
+    /// (theirs is `paddock-run/NAME-PID.START.PIDNS`, removed at a normal
+    /// end): those whose run is gone. A sandbox in its own pid namespace died
     /// with its init; one in the host's (`pid = "host"`) leaves what its
     /// workload started, which is killed here. Done by each run before it
     /// starts its sandbox, and by the daemon at its start.
@@ -497,14 +513,17 @@ impl Cgroup {
         // (the common case, at every run's start). Where it says nothing
         // (btrfs counts 1), the directory is listed.
         let with_leaves = |g: &&PathBuf| std::fs::metadata(g).is_ok_and(|m| m.nlink() != 2);
+        let own_ns = own_pid_namespace();
         for entry in groups.iter().filter(with_leaves).filter_map(|g| std::fs::read_dir(g).ok()).flatten().flatten() {
             let name = entry.file_name();
-            let Some((pid, started)) = name.to_str().and_then(run_of_leaf) else { continue };
+            let Some(RunLeaf { pid, started }) = name.to_str().and_then(run_of_leaf) else { continue };
             // Gone: no such process, or (where the leaf says when the run
-            // started) another that has its pid now. What cannot be told
-            // is left for a later sweep.
+            // started) another that has its pid now. A run of another pid
+            // namespace is judged there (its pid means nothing here), and
+            // what cannot be told is left for a later sweep.
             let gone = match started {
-                Some(started) => crate::sandbox::process::has_ended(pid, started),
+                Some((started, ns)) if Some(ns) == own_ns => crate::sandbox::process::has_ended(pid, started),
+                Some(_) => false,
                 None => !Path::new(&format!("/proc/{pid}")).exists(),
             };
             if gone && entry.path().is_dir() {
@@ -524,9 +543,9 @@ impl Cgroup {
             if cgroup.kill_all(SWEEP_WAIT) {
                 cgroup.remove();
             } else {
-                tracing::error!(
+                tracing::warn!(
                     cgroup = %cgroup.dirs[0].display(),
-                    "processes a `paddock run` killed with -9 left do not die (blocked in the kernel?); \
+                    "processes a `paddock run` killed with -9 left did not end within {SWEEP_WAIT:?} of SIGKILL; \
                      the cgroup stays, and the next run or daemon start tries again"
                 );
             }
@@ -893,10 +912,15 @@ mod tests {
         let live = root.path().join(format!("paddock-run/web-{me}"));
         // Named by pid and start time: this process's pid is alive, but a
         // run that started at another time had it before.
-        let reused = root.path().join(format!("paddock-run/my-app-{me}.{}", started + 1));
-        let live_timed = root.path().join(format!("paddock-run/my-app-{me}.{started}"));
+        let ns = own_pid_namespace().unwrap();
+        let reused = root.path().join(format!("paddock-run/my-app-{me}.{}.{ns}", started + 1));
+        let live_timed = root.path().join(format!("paddock-run/my-app-{me}.{started}.{ns}"));
         assert_eq!(Path::new(&run_leaf("my-app")), live_timed.strip_prefix(root.path().join(RUNS)).unwrap());
-        for d in [&left, &live, &reused, &live_timed] {
+        // A run of another pid namespace, its pid and start time not this
+        // one's to judge (here a pid gone in this one): kept, even empty
+        // (its run may not have cloned its init yet).
+        let other_ns = root.path().join(format!("paddock-run/web-{dead}.{started}.{}", ns + 1));
+        for d in [&left, &live, &reused, &live_timed, &other_ns] {
             std::fs::create_dir_all(d).unwrap();
         }
         // A run of another pid namespace, its pid in the name not one this
@@ -913,6 +937,7 @@ mod tests {
         assert!(!reused.exists(), "a killed run's whose pid another process has now is removed");
         assert!(live.exists(), "a live run's is kept");
         assert!(live_timed.exists(), "a live run's, named by pid and start time, is kept");
+        assert!(other_ns.exists(), "a run of another pid namespace is judged there");
         assert!(elsewhere.exists(), "a run of another pid namespace is kept");
         assert!(init.try_wait().unwrap().is_none(), "its init was killed");
         init.kill().unwrap();
@@ -929,7 +954,7 @@ mod tests {
         let mut gone = std::process::Command::new("true").spawn().unwrap();
         let dead = gone.id();
         gone.wait().unwrap();
-        let stuck = root.path().join(format!("paddock-run/web-{dead}.1"));
+        let stuck = root.path().join(format!("paddock-run/web-{dead}.1.{}", own_pid_namespace().unwrap()));
         std::fs::create_dir_all(&stuck).unwrap();
         // Above the kernel's largest pid_max (2^22): no process has it.
         std::fs::write(stuck.join("cgroup.procs"), "99999999\n").unwrap();
@@ -942,10 +967,12 @@ mod tests {
 
     #[test]
     fn a_run_leaf_names_its_pid_and_start_time() {
-        assert_eq!(run_of_leaf("web-12-3456"), Some((3456, None)));
-        assert_eq!(run_of_leaf("web-12-3456.789"), Some((3456, Some(789))));
-        assert_eq!(run_of_leaf("web.789"), None);
-        assert_eq!(run_of_leaf("web-12.x"), None);
+        let leaf = |pid, started| Some(RunLeaf { pid, started });
+        assert_eq!(run_of_leaf("web-12-3456"), leaf(3456, None));
+        assert_eq!(run_of_leaf("web-12-3456.789.4026531836"), leaf(3456, Some((789, 4026531836))));
+        assert_eq!(run_of_leaf("web-12-3456.789"), None);
+        assert_eq!(run_of_leaf("web.789.1"), None);
+        assert_eq!(run_of_leaf("web-12.x.1"), None);
         assert_eq!(run_of_leaf("web"), None);
     }
 

@@ -161,15 +161,13 @@ pub fn busybox_manifest(command: &str, extra: &str) -> String {
 }
 
 /// The host's cgroup directories of a `paddock run` of the manifest
-/// `name` (`paddock-run/NAME-PID.START`; v1 here, v2 elsewhere).
+/// `name` (`paddock-run/NAME-PID.START.PIDNS`; v1 here, v2 elsewhere).
 pub fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
     let ours = |file: &std::ffi::OsStr| {
-        file.to_str()
-            .and_then(|f| f.strip_prefix(name)?.strip_prefix('-'))
-            .and_then(|run| run.split_once('.'))
-            .is_some_and(|(pid, started)| {
-                [pid, started].iter().all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            })
+        file.to_str().and_then(|f| f.strip_prefix(name)?.strip_prefix('-')).is_some_and(|run| {
+            let parts: Vec<&str> = run.split('.').collect();
+            parts.len() == 3 && parts.iter().all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
     };
     ["memory", "pids", "cpu", "unified", ""]
         .iter()
