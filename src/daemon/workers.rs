@@ -123,24 +123,34 @@ impl Drop for Workers {
 const THREAD_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 thread_local! {
-    /// Set while `blocking` asks tokio for a thread: its panic there (no
-    /// thread to be had) is caught and said once in the log, not printed
-    /// by the panic hook at every try.
+    /// Set while `blocking` asks tokio for a thread: its panic there for
+    /// want of one is caught and said once in the log, not printed by the
+    /// panic hook at every try.
     static SPAWNING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// What tokio's `spawn_blocking` panics with when no thread can be started.
+const NO_THREAD: &str = "OS can't spawn worker thread";
+
 /// Installs, once, a panic hook that passes every panic to the one before
-/// but those raised while `SPAWNING`.
+/// but tokio's for want of a thread while `SPAWNING` (any other panic
+/// there is printed, and ends the task as it would have).
 fn quiet_spawn_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let before = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if !SPAWNING.get() {
+            if !(SPAWNING.get() && no_thread(info.payload())) {
                 before(info);
             }
         }));
     });
+}
+
+/// Whether a panic's payload is tokio's for want of a thread.
+fn no_thread(payload: &(dyn std::any::Any + Send)) -> bool {
+    let text = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
+    text.is_some_and(|t| t.starts_with(NO_THREAD))
 }
 
 /// `tokio::task::spawn_blocking`, which panics where no thread can be had
@@ -177,11 +187,15 @@ where
             })
         }));
         SPAWNING.set(false);
-        if spawned.is_ok() {
-            if SAID.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                tracing::warn!("threads can be started again");
+        match spawned {
+            Err(payload) if !no_thread(&*payload) => std::panic::resume_unwind(payload),
+            Err(_) => {}
+            Ok(_) => {
+                if SAID.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!("threads can be started again");
+                }
+                break;
             }
-            break;
         }
         if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::error!(
@@ -202,6 +216,16 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+
+    /// Only tokio's panic for want of a thread is kept quiet and tried
+    /// again; any other is passed on.
+    #[test]
+    fn only_tokios_panic_for_want_of_a_thread_is_taken_for_one() {
+        let payload = |text: &str| std::panic::catch_unwind(|| panic!("{text}")).unwrap_err();
+        assert!(no_thread(&*payload("OS can't spawn worker thread: Resource temporarily unavailable (os error 11)")));
+        assert!(no_thread(&*std::panic::catch_unwind(|| std::panic::panic_any(NO_THREAD)).unwrap_err()));
+        assert!(!no_thread(&*payload("must be called from the context of a Tokio 1.x runtime")));
+    }
 
     #[test]
     fn never_more_than_the_limit_at_once_and_settle_waits_for_all() {
