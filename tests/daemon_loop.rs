@@ -446,16 +446,23 @@ fn a_manifest_unread_for_want_of_descriptors_is_read_again_in_a_moment() {
         // SAFETY: as above.
         assert_eq!(unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) }, 0);
     };
-    let open = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+    // The lowest descriptor number free: the next one opened would take it.
+    let lowest_free = || {
+        let open: std::collections::BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        (0..).find(|n| !open.contains(n)).unwrap()
+    };
     // Idle (its first scan done, the status client gone): none to spare.
     d.wait_for("the daemon idle", |_| {
-        let before = open();
+        let before = lowest_free();
         std::thread::sleep(Duration::from_millis(200));
-        before == open()
+        before == lowest_free()
     });
-    limit(Some(open()));
+    limit(Some(lowest_free()));
     d.write("late.toml", SLEEPER);
-    let said = "cannot read manifests for want of descriptors or memory";
+    let said = "cannot read the manifests for want of descriptors or memory";
     let log = || std::fs::read_to_string(d.path("out/daemon.log")).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !log().contains(said) {
@@ -464,4 +471,8 @@ fn a_manifest_unread_for_want_of_descriptors_is_read_again_in_a_moment() {
     }
     limit(None);
     d.running_pid("late");
+    assert!(log().contains("the manifests can be read again"), "{}", log());
+    assert_eq!(log().matches(said).count(), 1, "said once, not at every try: {}", log());
+    // Not unsafe: the directory is not said to be refused.
+    assert!(!log().contains("the workloads directory is refused"), "{}", log());
 }

@@ -124,6 +124,7 @@ fn scan(changes: Vec<(&str, ManifestEvent)>) -> Outcome {
         gone: Default::default(),
         not_read: Default::default(),
         unread: Default::default(),
+        again: None,
     }
 }
 

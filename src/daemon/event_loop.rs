@@ -163,6 +163,8 @@ struct Checking {
 #[derive(Default)]
 struct Scans {
     running: bool,
+    /// How much the scan under way (or the last) reads.
+    kind: Rescan,
     /// Another scan is wanted, and how much it must read.
     wanted: Option<Rescan>,
     /// Reloads waiting for the scan under way, and for the next one.
@@ -428,20 +430,61 @@ struct Adopted {
     without_text: Vec<(WorkloadName, records::Record)>,
 }
 
-/// Logs the files a scan could not read for want of descriptors or
-/// memory (one line a scan, not one a file: a daemon out of descriptors
-/// reads them again every `UNREAD_RETRY`), and says when to read them again.
-fn unread_said(outcome: &scan::Outcome) -> Option<std::time::Instant> {
-    let (first, why) = outcome.unread.iter().next()?;
-    let first = if first.is_empty() { "the workloads directory".to_owned() } else { first.clone() };
-    tracing::warn!(
-        files = outcome.unread.len(),
-        first = %first,
-        error = %why,
-        "cannot read manifests for want of descriptors or memory: the versions before stand; read again in {:?}",
-        scan::UNREAD_RETRY
-    );
-    outcome.retry_at(std::time::Instant::now())
+/// Reads that failed for want of descriptors or memory (a scan's
+/// `again`): tried again after a pause that doubles while they keep
+/// failing (1 s to 16 s), said when what fails changes and when they
+/// succeed again, not at every try.
+struct Rereads {
+    pause: Duration,
+    /// What was said last, while reads fail.
+    said: Option<String>,
+    /// The rescan to take again: as much as the largest that failed, until
+    /// one as large succeeds.
+    wanted: Option<Rescan>,
+    at: Option<tokio::time::Instant>,
+}
+
+const REREAD_FIRST: Duration = Duration::from_secs(1);
+const REREAD_MOST: Duration = Duration::from_secs(16);
+
+impl Rereads {
+    fn new() -> Self {
+        Rereads { pause: REREAD_FIRST, said: None, wanted: None, at: None }
+    }
+
+    /// After a scan of kind `ran` ended with `outcome`.
+    fn after(&mut self, outcome: &scan::Outcome, ran: Rescan) {
+        let Some(kind) = outcome.again else {
+            if self.wanted.is_none_or(|wanted| wanted <= ran) {
+                if self.said.take().is_some() {
+                    tracing::info!("the manifests can be read again");
+                }
+                *self = Rereads::new();
+            }
+            return;
+        };
+        let pause = self.pause;
+        let what = match (&outcome.refused, outcome.unread.iter().next()) {
+            (Some(why), _) => why.clone(),
+            (None, Some((file, why))) => format!("{} files, {file} first: {why}", outcome.unread.len()),
+            (None, None) => String::new(),
+        };
+        if self.said.as_ref() != Some(&what) {
+            tracing::warn!(
+                "cannot read the manifests for want of descriptors or memory ({what}): what was read before stands; looking again in {pause:?}, then less often while it lasts"
+            );
+        }
+        self.said = Some(what);
+        self.wanted = Some(self.wanted.map_or(kind, |wanted| wanted.max(kind)));
+        self.at = Some(tokio::time::Instant::now() + pause);
+        self.pause = (pause * 2).min(REREAD_MOST);
+    }
+
+    /// The rescan to take now that the pause is over.
+    fn due(&mut self) -> Option<Rescan> {
+        self.at = None;
+        self.wanted
+    }
 }
 
 /// Records written before paddock kept the manifest's text gain it from
@@ -521,7 +564,8 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let mut first = scan_now(&workloads, &Snapshot::new(), Rescan::Everything, &validator, held).await;
     let first_gone_until = first.gone_until();
     let first_gone = std::mem::take(&mut first.gone);
-    let first_retry_at = unread_said(&first);
+    let mut rereads = Rereads::new();
+    rereads.after(&first, Rescan::Everything);
     daemon.apply(first, Clock::read());
     add_texts(&state_dir, daemon.snapshot(), adopted.without_text);
     // The first scan said which workloads exist: recorded networks that
@@ -557,8 +601,6 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // When a file still being written at the last scan is read anyway.
     let mut write_wait: Option<tokio::time::Instant> = watch.writes.patience_ends().map(Into::into);
     let mut gone_wait: Option<tokio::time::Instant> = first_gone_until.map(Into::into);
-    // When files that could not be read for want of descriptors or memory are read again.
-    let mut unread_wait: Option<tokio::time::Instant> = first_retry_at.map(Into::into);
     let mut told: Vec<String> = Vec::new();
     // When a shutdown must be over, and whether what was left was killed.
     let (mut out_of_time, mut killed) = (tokio::time::Instant::now(), false);
@@ -624,7 +666,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                     scans.running = false;
                     gone_wait = outcome.gone_until().map(Into::into);
                     scans.gone = std::mem::take(&mut outcome.gone);
-                    unread_wait = unread_said(&outcome).map(Into::into);
+                    rereads.after(&outcome, scans.kind);
                     daemon.apply(outcome, Clock::read());
                     watch.rearm();
                     // A file being written is read once its writer closes
@@ -670,9 +712,10 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                 gone_wait = None;
                 scans.wanted = Some(scans.wanted.unwrap_or(Rescan::Changed));
             }
-            _ = async { tokio::time::sleep_until(unread_wait.unwrap()).await }, if unread_wait.is_some() && !shutting_down => {
-                unread_wait = None;
-                scans.wanted = Some(scans.wanted.unwrap_or(Rescan::Changed));
+            _ = async { tokio::time::sleep_until(rereads.at.unwrap()).await }, if rereads.at.is_some() && !shutting_down => {
+                if let Some(kind) = rereads.due() {
+                    scans.wanted = Some(scans.wanted.map_or(kind, |wanted| wanted.max(kind)));
+                }
             }
             _ = resync.tick(), if !shutting_down => {
                 scans.wanted = Some(Rescan::Everything);
@@ -694,6 +737,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             && let Some(rescan) = scans.wanted.take()
         {
             scans.running = true;
+            scans.kind = rescan;
             scans.current.append(&mut scans.next);
             scans.hup_current |= std::mem::take(&mut scans.hup_next);
             let (dir, previous, validator, tx) =

@@ -212,18 +212,16 @@ pub struct Outcome {
     /// The directory's files that are not manifests (not `*.toml`), which
     /// the daemon does not read: said, not silently ignored.
     pub not_read: BTreeSet<String>,
-    /// Files (or, named "", the directory) whose read failed for want of
-    /// descriptors or memory, with why: taken as they were, and read again
-    /// `UNREAD_RETRY` later (`retry_at`).
+    /// Files whose read failed for want of descriptors or memory, with
+    /// why: taken as they were (`Found::Unread`).
     pub unread: BTreeMap<String, String>,
+    /// A read of this scan (a file's, or the directory's: then `refused`
+    /// says why) failed for want of descriptors or memory: the rescan to
+    /// take again in a moment (as much as this one read).
+    pub again: Option<Rescan>,
 }
 
 impl Outcome {
-    /// When the files that could not be read for now are read again, if any.
-    pub fn retry_at(&self, now: std::time::Instant) -> Option<std::time::Instant> {
-        (!self.unread.is_empty()).then_some(now + UNREAD_RETRY)
-    }
-
     /// When the files seen gone are to be looked at again, if any are.
     pub fn gone_until(&self) -> Option<std::time::Instant> {
         self.gone.values().min().map(|since| *since + REMOVAL_SETTLE)
@@ -241,6 +239,7 @@ impl Outcome {
             gone: BTreeMap::new(),
             not_read: BTreeSet::new(),
             unread: BTreeMap::new(),
+            again: None,
         }
     }
 }
@@ -277,14 +276,11 @@ const REMOVAL_SETTLE: std::time::Duration = std::time::Duration::from_millis(100
 /// At most this many looks again, while files keep going.
 const REMOVAL_LOOKS: usize = 10;
 
-/// How long a file that could not be read for want of descriptors or
-/// memory waits to be read again.
-pub const UNREAD_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// How much a rescan reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Rescan {
     /// Files whose stamp (inode, size, times) moved: after a file event.
+    #[default]
     Changed,
     /// Every file: the periodic resync, SIGHUP, `paddock reload`, an
     /// inotify overflow (a safety net for changes no stamp shows).
@@ -339,9 +335,8 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
     let mut snapshot = match scanned {
         Ok(s) => s,
         Err(e) => {
-            let why = format!("cannot scan {}: {e}", dir.display());
-            let unread = crate::fsutil::for_a_moment(&e).then(|| (String::new(), why.clone())).into_iter().collect();
-            return Outcome { unread, ..refused(why) };
+            let again = crate::fsutil::for_a_moment(&e).then_some(rescan);
+            return Outcome { again, ..refused(format!("cannot scan {}: {e}", dir.display())) };
         }
     };
     let now = std::time::Instant::now();
@@ -370,7 +365,7 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
     }
     // A file whose read failed for want of descriptors or memory is taken
     // as it was (a new one is said so, as a file that cannot be read) and
-    // read again in a moment (`Outcome::unread`), not left invalid until
+    // read again in a moment (`Outcome::again`), not left invalid until
     // the next full rescan.
     let unread: BTreeMap<String, String> = snapshot
         .iter()
@@ -436,7 +431,19 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
         .into_iter()
         .filter_map(|path| path.file_name().map(|name| name.to_string_lossy().into_owned()))
         .collect();
-    Outcome { snapshot, changes, refused: None, kept, withheld, adopted_runs, gone: still_gone, not_read, unread }
+    let again = (!unread.is_empty()).then_some(rescan);
+    Outcome {
+        snapshot,
+        changes,
+        refused: None,
+        kept,
+        withheld,
+        adopted_runs,
+        gone: still_gone,
+        not_read,
+        unread,
+        again,
+    }
 }
 
 /// The manifests the adopted sandboxes whose file is now another version

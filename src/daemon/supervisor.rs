@@ -214,6 +214,11 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             }
         }
         if let Some(why) = outcome.refused {
+            if outcome.again.is_some() {
+                // Not read for want of descriptors or memory, not unsafe:
+                // said by the event loop, which looks again in a moment.
+                return Vec::new();
+            }
             if self.refused.as_ref() != Some(&why) {
                 tracing::error!(dir = %self.workloads.display(), error = %why, "the workloads directory is refused: no change is applied until it is fixed; what runs keeps running");
             }
