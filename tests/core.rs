@@ -510,7 +510,7 @@ fn a_restart_under_way_when_the_daemon_died_is_carried_out_by_the_next() {
     let (_, effects) = core.on_request(&name(), Command::Restart, at).unwrap();
     assert_eq!(kinds(&effects), ["persist", "stop (paddock restart)"], "kept before the signal");
     let replacing = core.get(&name()).unwrap().replacing.expect("kept");
-    assert_eq!(replacing, Replacing { version: Version(1), unhealthy: false, pid: Some(4242) });
+    assert_eq!(replacing, Replacing { version: Version(1), unhealthy: false, halted: false, pid: Some(4242) });
     // The next daemon: what was kept restored, the sandbox of version 1
     // adopted with its init's pid (none: gone), the file read.
     let successor_adopting = |replacing: Replacing, pid: Option<i32>| {
@@ -542,7 +542,7 @@ fn a_restart_under_way_when_the_daemon_died_is_carried_out_by_the_next() {
     core.on_exit(&name(), Exit::Code(0), at, 0.0);
     assert!(kinds(&core.reconcile(at, 16).effects).contains(&"start (paddock restart)".to_owned()));
     // An unhealthy run's: its end is a failure, restarted after its backoff.
-    let mut core = successor(Replacing { version: Version(1), unhealthy: true, pid: Some(4242) });
+    let mut core = successor(Replacing { version: Version(1), unhealthy: true, halted: false, pid: Some(4242) });
     assert_eq!(kinds(&core.reconcile(at, 16).effects), ["stop (unhealthy: its health check failed)"]);
     core.on_exit(&name(), Exit::Code(0), at, 0.0);
     assert_eq!(core.get(&name()).unwrap().state_name(), "backoff");
@@ -555,6 +555,55 @@ fn a_restart_under_way_when_the_daemon_died_is_carried_out_by_the_next() {
     let mut core = successor_adopting(replacing, None);
     let effects = kinds(&core.reconcile(at, 16).effects);
     assert!(effects.contains(&"persist".to_owned()), "{effects:?}");
+    assert_eq!(core.get(&name()).unwrap().replacing, None);
+}
+
+/// A daemon that dies during its own stop (`systemctl stop` cut short by
+/// a kill) kept, before each signal, that the stop was its own: the next
+/// daemon, adopting the run (or hearing its end), starts it again as
+/// after a stop that ended, never taking the end the signal caused for
+/// the workload's own (under `never` or `on-failure` an exit 0 would have
+/// left it down for good).
+#[test]
+fn a_stop_at_the_daemons_own_stop_cut_short_is_started_again_by_the_next() {
+    let at = Clock::read();
+    let kinds = |effects: &[Effect]| effects.iter().map(kind).collect::<Vec<_>>();
+    let never = "[restart]\npolicy = \"never\"";
+    let mut core = Core::default();
+    core.on_manifest(&name(), valid(1, never), at);
+    core.reconcile(at, 16);
+    core.on_started(&name(), 4242, Duration::ZERO, at);
+    let effects = core.shutdown(at);
+    assert_eq!(kinds(&effects), ["persist", "stop (the daemon is stopping)"], "kept before the signal");
+    let replacing = core.get(&name()).unwrap().replacing.expect("kept");
+    assert_eq!(replacing, Replacing { version: Version(1), unhealthy: false, halted: true, pid: Some(4242) });
+    let successor = || {
+        let mut core = Core::default();
+        core.restore(&name(), None, None, None);
+        core.restore_replacing(&name(), replacing);
+        core.adopt(&name(), Version(1), 4242, at.now, at);
+        core.on_manifest(&name(), valid(1, never), at);
+        core
+    };
+    let cut = "the daemon before stopped it at its own stop, and died before it was over";
+    // Its end heard first (exit 0 on the signal): no end kept, started again.
+    let mut core = successor();
+    assert_eq!(core.would_end(&name(), Exit::Code(0), at), None, "no end to keep");
+    core.on_exit(&name(), Exit::Code(0), at, 0.0);
+    assert!(kinds(&core.reconcile(at, 16).effects).contains(&format!("start ({cut})")));
+    assert_eq!(core.get(&name()).unwrap().restarts, 0, "no restart counted");
+    // Adopted running (the signal not yet taken): stopped, then started again.
+    let mut core = successor();
+    assert_eq!(kinds(&core.reconcile(at, 16).effects), [format!("stop ({cut})")]);
+    core.on_exit(&name(), Exit::Code(0), at, 0.0);
+    assert!(kinds(&core.reconcile(at, 16).effects).contains(&format!("start ({cut})")));
+    // A held workload's stop is its hold's: nothing more is kept.
+    let mut core = Core::default();
+    core.on_manifest(&name(), valid(1, never), at);
+    core.reconcile(at, 16);
+    core.on_started(&name(), 4242, Duration::ZERO, at);
+    core.on_request(&name(), Command::Stop, at).unwrap();
+    core.shutdown(at);
     assert_eq!(core.get(&name()).unwrap().replacing, None);
 }
 
@@ -584,7 +633,7 @@ fn an_unhealthy_run_that_is_not_restarted_is_kept_failed_before_it_is_let_go() {
     let mut core = unhealthy(TCP);
     core.on_request(&name(), Command::Restart, at).unwrap();
     let replacing = core.get(&name()).unwrap().replacing;
-    assert_eq!(replacing, Some(Replacing { version: Version(1), unhealthy: false, pid: Some(4242) }));
+    assert_eq!(replacing, Some(Replacing { version: Version(1), unhealthy: false, halted: false, pid: Some(4242) }));
 }
 
 /// `paddock stop` asked of a daemon that died before the sandbox ended:

@@ -340,6 +340,38 @@ fn a_daemon_that_cannot_read_the_kept_state_looks_again_and_then_adopts() {
     assert_eq!(code, 0, "{}", log(&d));
 }
 
+/// A daemon killed during its own stop (after the stop signal went, its
+/// workload's trap still running) leaves a workload that would not be
+/// restarted (`never`; an exit 0 on the signal) to be started again by
+/// the next daemon, not taken for done.
+#[test]
+fn a_daemon_killed_during_its_own_stop_leaves_its_workloads_to_start_again() {
+    let mut d = Daemon::setup().start(&[]);
+    let script = "trap 'sleep 1; exit 0' TERM; while :; do sleep 0.1; done";
+    d.write("oneshot.toml", &format!("command = [\"/bin/sh\", \"-c\", {script:?}]\n[restart]\npolicy = \"never\"\n"));
+    let first = d.running_pid("oneshot");
+    let shell = |d: &Daemon| own_processes(d, &["/bin/sh", "-c", script]);
+    d.wait_for("its shell", |d| !shell(d).is_empty());
+    let log = |d: &Daemon| std::fs::read_to_string(d.path("out/daemon.log")).unwrap_or_default();
+    let daemon = d.child.as_ref().unwrap().id() as i32;
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(daemon, libc::SIGTERM) };
+    d.wait_for("the stop signal sent", |d| log(d).contains("action=\"stop\""));
+    d.kill();
+    // Its workload ends (exit 0) while no daemon runs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !shell(&d).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the workload did not end on its stop signal");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d = d.start(&[]);
+    let second = d.running_pid("oneshot");
+    assert_ne!(second, first);
+    let w = d.workload("oneshot").unwrap();
+    assert_eq!(w["restarts"], 0, "no restart counted: {w}");
+    assert_eq!(d.terminate(), 0);
+}
+
 /// Pids and start times (clock ticks after boot) begin again at each
 /// boot, so after a reboot another process can have a record's pid and
 /// start time both. A record of an earlier boot, or one (from a paddock

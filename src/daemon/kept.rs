@@ -319,7 +319,12 @@ mod tests {
             slice: Some(slice(100_000)),
             hold: Some(Version(7)),
             ended: Some(Ended { version: Version(7), failed: false, exit: Some(crate::model::Exit::Code(0)) }),
-            replacing: Some(crate::reconcile::Replacing { version: Version(7), unhealthy: true, pid: Some(42) }),
+            replacing: Some(crate::reconcile::Replacing {
+                version: Version(7),
+                unhealthy: true,
+                halted: false,
+                pid: Some(42),
+            }),
             counts: Some(crate::reconcile::Counts { version: Version(7), failures: 3, restarts: 5, halted: false }),
             reserved: true,
         };

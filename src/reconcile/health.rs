@@ -134,7 +134,8 @@ impl Core {
         if now == Status::Unhealthy && before != Status::Unhealthy && spec.on_unhealthy == OnUnhealthy::Restart {
             // Kept while the sandbox stops, as `paddock restart`'s is.
             if let Some(version) = w.state.version() {
-                w.replacing = Some(super::workload::Replacing { version, unhealthy: true, pid: Some(pid) });
+                w.replacing =
+                    Some(super::workload::Replacing { version, unhealthy: true, halted: false, pid: Some(pid) });
                 effects.push(Effect::Persist { name: name.clone() });
             }
             let then = Then::Unhealthy { failures, since };

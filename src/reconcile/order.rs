@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::core::{Core, Effect};
 use super::state::{State, Then};
-use super::workload::{Cause, Clock, Workload};
+use super::workload::{Cause, Clock, Replacing, Workload};
 use crate::model::WorkloadName;
 
 /// A workload that waits for another: whom, and why that one is not ready.
@@ -71,7 +71,17 @@ impl Core {
             match w.state {
                 State::Stopping { then: Then::Halt, .. } => {}
                 State::Stopping { .. } => Self::redirect_stop(w, Then::Halt),
-                s if s.has_sandbox() => Self::stop(w, Cause::Shutdown, Then::Halt, at, effects),
+                s if s.has_sandbox() => {
+                    // Kept before the signal goes: a daemon that dies
+                    // before the stop is over leaves the next one to start
+                    // it again, not to take the end the signal caused for
+                    // its own (`never` and `on-failure` would stay down).
+                    if let (None, None, Some(version)) = (w.replacing, w.hold, s.version()) {
+                        w.replacing = Some(Replacing { version, unhealthy: false, halted: true, pid: s.pid() });
+                        effects.push(Effect::Persist { name: w.name.clone() });
+                    }
+                    Self::stop(w, Cause::Shutdown, Then::Halt, at, effects)
+                }
                 _ => {}
             }
         }

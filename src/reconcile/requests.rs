@@ -81,7 +81,7 @@ impl Core {
                     // Its run's init: known while it runs, or from a
                     // restart (an unhealthy run's) already under way.
                     let pid = w.state.pid().or(w.replacing.and_then(|r| r.pid));
-                    w.replacing = Some(Replacing { version, unhealthy: false, pid });
+                    w.replacing = Some(Replacing { version, unhealthy: false, halted: false, pid });
                     effects.push(Effect::Persist { name: name.clone() });
                 }
                 match w.state {

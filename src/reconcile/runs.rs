@@ -97,8 +97,12 @@ impl Core {
                 (Some(v), State::Running { version, pid, .. })
                     if v == version && w.replacing.is_some_and(|r| r.of(version, pid)) =>
                 {
-                    let unhealthy = w.replacing.is_some_and(|r| r.unhealthy);
-                    Some((Verb::Restart, if unhealthy { Cause::Unhealthy } else { Cause::RestartAsked }))
+                    let cause = match w.replacing {
+                        Some(r) if r.unhealthy => Cause::Unhealthy,
+                        Some(r) if r.halted => Cause::ShutdownCut,
+                        _ => Cause::RestartAsked,
+                    };
+                    Some((Verb::Restart, cause))
                 }
                 (Some(v), s) if s.version() != Some(v) => {
                     let cause = w.cause.clone().unwrap_or(Cause::Changed(Vec::new()));
@@ -154,6 +158,8 @@ impl Core {
                         (Cause::Unhealthy, State::Running { failures, since, .. }) => {
                             Then::Unhealthy { failures, since }
                         }
+                        // As the stop the daemon before began would have ended.
+                        (Cause::ShutdownCut, _) => Then::Halt,
                         _ => Then::Replace,
                     };
                     // And why it starts again.
@@ -253,9 +259,13 @@ impl Core {
         if let (State::Running { version, since, failures, pid }, Some(r)) = (w.state, w.replacing)
             && r.of(version, pid)
         {
-            let then = if r.unhealthy { Then::Unhealthy { failures, since } } else { Then::Replace };
+            let (then, cause) = match r {
+                _ if r.unhealthy => (Then::Unhealthy { failures, since }, Cause::Unhealthy),
+                _ if r.halted => (Then::Halt, Cause::ShutdownCut),
+                _ => (Then::Replace, Cause::RestartAsked),
+            };
             w.state = State::Stopping { version, then, deadline: None, pid: Some(pid) };
-            w.cause = Some(if r.unhealthy { Cause::Unhealthy } else { Cause::RestartAsked });
+            w.cause = Some(cause);
         }
         match w.state {
             State::Running { version, since, failures, .. }

@@ -55,6 +55,9 @@ pub enum Cause {
     StopAsked,
     /// The daemon is stopping.
     Shutdown,
+    /// The daemon before stopped it at its own stop, and died before the
+    /// stop was over (`Replacing::halted`).
+    ShutdownCut,
     /// Its health check failed `retries` times in a row.
     Unhealthy,
     /// It waits for these (`after`).
@@ -78,6 +81,9 @@ impl fmt::Display for Cause {
             Cause::StartAsked => f.write_str("paddock start"),
             Cause::StopAsked => f.write_str("paddock stop"),
             Cause::Shutdown => f.write_str("the daemon is stopping"),
+            Cause::ShutdownCut => {
+                f.write_str("the daemon before stopped it at its own stop, and died before it was over")
+            }
             Cause::Unhealthy => f.write_str("unhealthy: its health check failed"),
             Cause::Waiting(waits) => write!(f, "after {}", waits.join(", ")),
             Cause::Reloaded => f.write_str("paddock reload: tried again"),
@@ -180,6 +186,13 @@ pub struct Replacing {
     pub version: Version,
     /// Stopped for being unhealthy: its end counts as a failed run.
     pub unhealthy: bool,
+    /// Stopped at the daemon's own stop (`systemctl stop`, a reboot), kept
+    /// before the signal went: a successor that adopts the run (the
+    /// daemon died before the stop was over) starts it again as the next
+    /// daemon's start of it would (no failure, no restart counted), never
+    /// taking the end the signal caused for the workload's own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub halted: bool,
     /// The run's init, when known: a successor carries the restart out
     /// on that run only, not on the one that replaced it (a daemon that
     /// died before writing that the restart was done).
