@@ -37,6 +37,11 @@ pub trait Store {
     fn keep_soon(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
         self.keep_now(name, kept)
     }
+    /// `keep_soon` of many at once (the daemon's own stop writes one for
+    /// every workload before their signals go): one batch, one wait.
+    fn keep_all_soon(&mut self, all: &[(WorkloadName, Kept)]) -> Vec<std::io::Result<()>> {
+        all.iter().map(|(name, kept)| self.keep_soon(name, kept)).collect()
+    }
     /// Drops what was kept of a workload, and frees its slice unless
     /// told to keep it (`free_slice`: processes may still run as its ids;
     /// then what is kept says so, `Kept::reserved`).
@@ -402,6 +407,34 @@ impl Store for DiskStore {
                 Ok(())
             }
         }
+    }
+
+    fn keep_all_soon(&mut self, all: &[(WorkloadName, Kept)]) -> Vec<std::io::Result<()>> {
+        let Some(writer) = &self.writer else {
+            return all.iter().map(|(name, kept)| KeptStore::new(&self.state_dir).write(name, kept)).collect();
+        };
+        // All queued before any is waited for: the writer takes them in one batch.
+        let waits: Vec<_> = all
+            .iter()
+            .map(|(name, kept)| {
+                let (done, written) = std::sync::mpsc::sync_channel(1);
+                writer.queue.send(Write::Now(name.clone(), kept.clone(), done)).ok().map(|()| written)
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + SOON;
+        all.iter()
+            .zip(waits)
+            .map(|((name, kept), written)| match written {
+                None => KeptStore::new(&self.state_dir).write(name, kept),
+                Some(written) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    written.recv_timeout(left).unwrap_or_else(|_| {
+                        tracing::warn!(workload = %name, "the disk is slow: what is kept of it is written behind");
+                        Ok(())
+                    })
+                }
+            })
+            .collect()
     }
 
     fn forget(&mut self, name: &WorkloadName, free_slice: bool) -> std::io::Result<()> {

@@ -482,6 +482,16 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 _ => None,
             })
             .collect();
+        // Written first, in one batch (the daemon's own stop stops every
+        // workload at once), and on disk before any of those signals goes.
+        let before_stops: Vec<WorkloadName> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Persist { name } if stopping.contains(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        self.persist_all_durably(&before_stops);
         for effect in effects {
             match effect {
                 Effect::Start { name, desired, cause } => {
@@ -506,9 +516,9 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                     tracing::warn!(workload = %name, action = "kill", "missed its deadline: killing every process of the sandbox");
                     self.executor.kill(&name);
                 }
-                Effect::Persist { name } => {
-                    let _ = self.persist_with(&name, stopping.contains(&name));
-                }
+                // Written above, as the core has it after these effects.
+                Effect::Persist { name } if before_stops.contains(&name) => {}
+                Effect::Persist { name } => self.persist(&name),
                 Effect::Probe { name, pid, manifest, probe, timeout } => {
                     self.executor.probe(&name, pid, &manifest, probe, timeout)
                 }
@@ -566,18 +576,44 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
     /// disk takes longer than `keep_soon` waits). Returns why a durable
     /// write failed (the writer goes on trying).
     fn persist_with(&mut self, name: &WorkloadName, durable: bool) -> std::io::Result<()> {
-        let kept = Kept {
+        let kept = self.kept_of(name);
+        let written = match durable {
+            true => self.store.keep_soon(name, &kept),
+            false => self.store.keep(name, &kept),
+        };
+        self.said_written(name, durable, written)
+    }
+
+    /// `persist_with(.., true)` of each of `names`, in one batch.
+    fn persist_all_durably(&mut self, names: &[WorkloadName]) {
+        if names.is_empty() {
+            return;
+        }
+        let all: Vec<(WorkloadName, Kept)> = names.iter().map(|n| (n.clone(), self.kept_of(n))).collect();
+        for (name, written) in names.iter().zip(self.store.keep_all_soon(&all)) {
+            let _ = self.said_written(name, true, written);
+        }
+    }
+
+    fn kept_of(&self, name: &WorkloadName) -> Kept {
+        Kept {
             slice: self.store.slice(name),
             hold: self.core.get(name).and_then(|w| w.hold),
             ended: self.core.get(name).and_then(|w| w.ended),
             replacing: self.core.get(name).and_then(|w| w.replacing),
             counts: self.core.get(name).and_then(|w| w.counts()),
             reserved: false,
-        };
-        let written = match durable {
-            true => self.store.keep_soon(name, &kept),
-            false => self.store.keep(name, &kept),
-        };
+        }
+    }
+
+    /// Notes how a write of what is kept went (`unwritten`), and says
+    /// when it fails and when it succeeds again.
+    fn said_written(
+        &mut self,
+        name: &WorkloadName,
+        durable: bool,
+        written: std::io::Result<()>,
+    ) -> std::io::Result<()> {
         match written {
             // Queued: the writer says when it fails, and when it writes again.
             Ok(()) if !durable => drop(self.unwritten.remove(name)),
