@@ -769,6 +769,14 @@ fn an_unreadable_record_of_a_sandbox_that_still_runs_holds_its_workload() {
     assert!(w["error"].as_str().unwrap().contains("processes run as its ids"), "{w}");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(common::daemon::processes(&["/bin/sleep", "4177"]), sleeping, "none started beside it");
+    // Nor by the operator while they run: `start` (and `restart`) say which.
+    for asked in ["start", "restart"] {
+        let out = d.paddock(&[asked, "w"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("processes still run as its ids"), "{asked}: {err}");
+        assert!(err.contains(&sleeping[0].to_string()), "{err}");
+    }
+    assert_eq!(common::daemon::processes(&["/bin/sleep", "4177"]), sleeping, "none started beside it");
     // Once they are gone (the workload, and its init that waits for its
     // end to be heard), a start is the operator's.
     kill_with_its_init(&d, sleeping[0]);

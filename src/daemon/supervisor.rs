@@ -408,6 +408,26 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             )
         };
         let parsed = WorkloadName::try_from(name).map_err(|_| unknown())?;
+        // Held in doubt with no sandbox of its own (a record unreadable): a
+        // start beside processes still running as its ids would be a
+        // second sandbox of it, sharing its ids. Asked again once they are gone.
+        let doubted = self.core.get(&parsed).is_some_and(|w| w.doubt.is_some() && !w.state.has_sandbox());
+        if doubted && matches!(command, Command::Start | Command::Restart) {
+            match self.running_as(&parsed) {
+                Ok(running) if running.is_empty() => {}
+                Ok(running) => {
+                    return Err(format!(
+                        "{parsed} is held: processes still run as its ids (pids {running:?}), perhaps a sandbox of it a daemon that died left; stop them (`kill {}`), then `paddock start {parsed}` again",
+                        running.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+                    ));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "{parsed} is held: which processes run as its ids cannot be told ({e}); try again once /proc can be read"
+                    ));
+                }
+            }
+        }
         let (answer, mut effects) = self.core.on_request(&parsed, command, at).map_err(|_| unknown())?;
         tracing::info!(workload = %parsed, action = ?command, "asked on the control socket");
         // What an operator asked is on disk before it is carried out: a
