@@ -607,6 +607,22 @@ fn a_stop_at_the_daemons_own_stop_cut_short_is_started_again_by_the_next() {
     assert_eq!(core.get(&name()).unwrap().replacing, None);
 }
 
+/// A manifest changed while no daemon ran: the successor, adopting the
+/// sandbox of the version before (its record's manifest), says what
+/// changed, as for an edit it saw, not that the manifest was added.
+#[test]
+fn an_edit_made_while_no_daemon_ran_is_said_to_be_a_change() {
+    let at = Clock::read();
+    let kinds = |effects: &[Effect]| effects.iter().map(kind).collect::<Vec<_>>();
+    let mut core = Core::default();
+    core.restore(&name(), None, None, None);
+    core.adopt(&name(), Version(1), 4242, at.now, at);
+    let ManifestEvent::Valid(desired) = valid(1, "env = { A = \"1\" }") else { unreachable!() };
+    core.runs_adopted(&name(), desired, at);
+    core.on_manifest(&name(), valid(2, "env = { A = \"2\" }"), at);
+    assert_eq!(kinds(&core.reconcile(at, 16).effects), ["stop (manifest changed: env)"]);
+}
+
 /// The end of a run stopped for being unhealthy, under `never` (or at
 /// its last retry), is kept before its sandbox is let go, as a failure:
 /// a daemon that died right after must not run it again.

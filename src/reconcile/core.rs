@@ -301,9 +301,14 @@ impl Core {
                 let before = w.desired.take();
                 w.file = File::Valid;
                 if before.as_ref().is_none_or(|d| d.version != version) {
-                    let cause = match &before {
-                        Some(old) => Cause::Changed(changed_keys(&old.manifest, &desired.manifest)),
-                        None => Cause::New,
+                    let cause = match (&before, &w.runs) {
+                        (Some(old), _) => Cause::Changed(changed_keys(&old.manifest, &desired.manifest)),
+                        // Its adopted sandbox runs another version (its
+                        // record's): the file changed while no daemon ran.
+                        (None, Some(runs)) if w.state.has_sandbox() && runs.version != version => {
+                            Cause::Changed(changed_keys(&runs.manifest, &desired.manifest))
+                        }
+                        (None, _) => Cause::New,
                     };
                     w.note(
                         at.wall,
