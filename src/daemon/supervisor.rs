@@ -163,7 +163,8 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             self.core.doubt(&name, format!("its kept state is unreadable ({why}); held until `paddock start {name}`"));
         }
         for name in doubtful {
-            tracing::error!(workload = %name, "its id slice was lost with the id table; it is held until `paddock start {name}` gives it a new one");
+            // Before the first scan: whether it still has a manifest is not known yet.
+            tracing::error!(workload = %name, "its id slice was lost with the id table (its log says it ran here): if its manifest is still there, it is held until `paddock start {name}` gives it a new one; if not, it is forgotten");
             self.core.doubt(
                 &name,
                 format!(
