@@ -597,6 +597,26 @@ fn a_stop_at_the_daemons_own_stop_cut_short_is_started_again_by_the_next() {
     assert_eq!(kinds(&core.reconcile(at, 16).effects), [format!("stop ({cut})")]);
     core.on_exit(&name(), Exit::Code(0), at, 0.0);
     assert!(kinds(&core.reconcile(at, 16).effects).contains(&format!("start ({cut})")));
+    // Not adopted (its sandbox gone too): started as after a stop that
+    // ended, its failures not carried, its start no restart.
+    let mut core = Core::default();
+    core.restore(&name(), None, None, Some(Counts { version: Version(1), failures: 3, restarts: 2, halted: false }));
+    core.restore_replacing(&name(), replacing);
+    core.on_manifest(&name(), valid(1, never), at);
+    let effects = kinds(&core.reconcile(at, 16).effects);
+    assert!(effects.contains(&"start (manifest added)".to_owned()), "{effects:?}");
+    let w = core.get(&name()).unwrap();
+    assert_eq!(w.restarts, 2, "no restart counted");
+    assert!(format!("{:?}", w.state).contains("failures: 0"), "{:?}", w.state);
+    // A stop at the daemon's own stop that ends drops what it kept: no
+    // later run of the version is taken for it.
+    let mut core = Core::default();
+    core.on_manifest(&name(), valid(1, never), at);
+    core.reconcile(at, 16);
+    core.on_started(&name(), 4242, Duration::ZERO, at);
+    core.shutdown(at);
+    assert_eq!(kinds(&core.on_exit(&name(), Exit::Code(0), at, 0.0)), ["persist"]);
+    assert_eq!(core.get(&name()).unwrap().replacing, None);
     // A held workload's stop is its hold's: nothing more is kept.
     let mut core = Core::default();
     core.on_manifest(&name(), valid(1, never), at);
@@ -788,7 +808,8 @@ fn a_workload_the_daemons_stop_stopped_begins_again_at_the_next_daemons_start() 
     for step in [Valid(1, GIVES_UP), Reconcile, Started, Shutdown, Exit(0)] {
         s.step(&step);
     }
-    assert!(!s.effects.contains(&"persist".to_owned()), "{:?}", s.effects);
+    // (What the stop kept before its signal is dropped: no counts.)
+    assert_eq!(s.kept_counts, None, "{:?}", s.effects);
 }
 
 /// A restart asked while it waits out a backoff is kept at once, not at

@@ -456,7 +456,8 @@ impl Rereads {
     fn after(&mut self, outcome: &scan::Outcome, ran: Rescan) {
         let Some(kind) = outcome.again else {
             if self.wanted.is_none_or(|wanted| wanted <= ran) {
-                if self.said.take().is_some() {
+                // (Not when the directory is refused for a lasting reason: that is said.)
+                if self.said.take().is_some() && outcome.refused.is_none() {
                     tracing::info!("the manifests can be read again");
                 }
                 *self = Rereads::new();

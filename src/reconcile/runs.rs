@@ -74,6 +74,15 @@ impl Core {
                 (Some(_), state) => !state.has_sandbox(),
             };
             if done {
+                // A stop at the daemon's own stop whose sandbox is gone
+                // (not adopted): its next start is the next daemon's, as
+                // after a stop that ended (no failures, no restart).
+                if let (Some(r), false) = (w.replacing, w.state.has_sandbox())
+                    && r.halted
+                {
+                    let restarts = w.carried.filter(|c| c.version == r.version).map_or(0, |c| c.restarts);
+                    w.carried = Some(Counts { version: r.version, failures: 0, restarts, halted: true });
+                }
                 w.replacing = None;
                 pass.effects.push(Effect::Persist { name: name.clone() });
             }
@@ -375,6 +384,11 @@ impl Core {
             }
             _ => None,
         };
+        // The stop the daemon's own stop kept before its signal is over:
+        // dropped, lest a later run of the version be taken for it.
+        if then == Then::Halt && w.replacing.take_if(|r| r.halted).is_some() {
+            effects.push(Effect::Persist { name: name.clone() });
+        }
         w.state = match (w.desired.is_some(), w.hold, then) {
             (false, _, _) if w.file == File::Absent && self.files_seen => {
                 let in_doubt = w.doubt.is_some();
