@@ -899,13 +899,19 @@ mod tests {
         assert!(on_cgroup_fs(Path::new(cgroup2)));
     }
 
-    #[test]
-    fn the_cgroups_killed_runs_left_are_swept_and_a_live_runs_kept() {
+    /// A fake v2 tree, and the pid of a process that has ended.
+    fn fake_tree_and_a_gone_pid() -> (tempfile::TempDir, u32) {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("cgroup.controllers"), "memory").unwrap();
         let mut gone = std::process::Command::new("true").spawn().unwrap();
         let dead = gone.id();
         gone.wait().unwrap();
+        (root, dead)
+    }
+
+    #[test]
+    fn the_cgroups_killed_runs_left_are_swept_and_a_live_runs_kept() {
+        let (root, dead) = fake_tree_and_a_gone_pid();
         let me = std::process::id();
         let started = crate::sandbox::process::start_time(me as i32).unwrap();
         let left = root.path().join(format!("paddock-run/web-{dead}"));
@@ -949,11 +955,7 @@ mod tests {
     /// which each run's start waits for, does not wait `discard`'s 5 s.
     #[test]
     fn a_sweep_does_not_wait_long_for_what_does_not_die() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::write(root.path().join("cgroup.controllers"), "memory").unwrap();
-        let mut gone = std::process::Command::new("true").spawn().unwrap();
-        let dead = gone.id();
-        gone.wait().unwrap();
+        let (root, dead) = fake_tree_and_a_gone_pid();
         let stuck = root.path().join(format!("paddock-run/web-{dead}.1.{}", own_pid_namespace().unwrap()));
         std::fs::create_dir_all(&stuck).unwrap();
         // Above the kernel's largest pid_max (2^22): no process has it.
