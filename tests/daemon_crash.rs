@@ -773,7 +773,7 @@ fn an_unreadable_record_of_a_sandbox_that_still_runs_holds_its_workload() {
     for asked in ["start", "restart"] {
         let out = d.paddock(&[asked, "w"]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains("processes still run as its ids"), "{asked}: {err}");
+        assert!(!out.status.success() && err.contains("processes run as its ids"), "{asked}: {err}");
         assert!(err.contains(&sleeping[0].to_string()), "{err}");
     }
     assert_eq!(common::daemon::processes(&["/bin/sleep", "4177"]), sleeping, "none started beside it");

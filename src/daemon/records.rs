@@ -326,15 +326,9 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
                 if Cgroup::existing(layout, stem).is_none() {
                     let record = file.display();
                     let why = match crate::idmap::Allocations::load(state_dir) {
-                        Ok(table) => match table.get(stem).map(|slice| crate::sandbox::process::running_as(&slice.uid)) {
-                            Some(Ok(running)) => (!running.is_empty()).then(|| format!(
-                                "its sandbox record {record} was unreadable ({e}) and processes run as its ids (pids {running:?}): a sandbox of it may still run; held until `paddock start {stem}`, once they are gone"
-                            )),
-                            Some(Err(proc)) => Some(format!(
-                                "its sandbox record {record} was unreadable ({e}), and which processes run as its ids cannot be read ({proc}): a sandbox of it may still run; held until `paddock start {stem}`"
-                            )),
-                            None => None,
-                        },
+                        Ok(table) => table.get(stem).and_then(|slice| crate::sandbox::process::in_use(&slice.uid)).map(|in_use| format!(
+                            "its sandbox record {record} was unreadable ({e}), and {in_use}: a sandbox of it may still run; held until `paddock start {stem}`, once they are gone"
+                        )),
                         Err(_) => Some(format!(
                             "its sandbox record {record} was unreadable ({e}), and so is the id table: whether a sandbox of it still runs cannot be told; held until `paddock start {stem}`"
                         )),

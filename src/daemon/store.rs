@@ -111,22 +111,34 @@ impl AccountStamps {
 }
 
 impl DiskStore {
-    /// Hands `kept` to the writer as the workload's latest and waits up to
-    /// `wait` for it to be written (without a writer, writes it here):
-    /// None when the disk did not answer in time.
+    /// Hands each `kept` to the writer as its workload's latest, all
+    /// before any is waited for (the writer takes them in one batch), and
+    /// waits up to `wait` in all for them to be written (without a writer,
+    /// writes them here): None for each the disk did not answer in time.
     fn written_within(
         &self,
-        name: &WorkloadName,
-        kept: &Kept,
+        all: &[(WorkloadName, Kept)],
         wait: std::time::Duration,
-    ) -> Option<std::io::Result<()>> {
-        let here = || KeptStore::new(&self.state_dir).write(name, kept);
-        let Some(writer) = &self.writer else { return Some(here()) };
-        let (done, written) = std::sync::mpsc::sync_channel(1);
-        if writer.queue.send(Write::Now(name.clone(), kept.clone(), done)).is_err() {
-            return Some(here());
-        }
-        written.recv_timeout(wait).ok()
+    ) -> Vec<Option<std::io::Result<()>>> {
+        let here = |name: &WorkloadName, kept: &Kept| KeptStore::new(&self.state_dir).write(name, kept);
+        let queued: Vec<_> = all
+            .iter()
+            .map(|(name, kept)| {
+                let writer = self.writer.as_ref()?;
+                let (done, written) = std::sync::mpsc::sync_channel(1);
+                writer.queue.send(Write::Now(name.clone(), kept.clone(), done)).ok().map(|()| written)
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + wait;
+        all.iter()
+            .zip(queued)
+            .map(|((name, kept), written)| match written {
+                None => Some(here(name, kept)),
+                Some(written) => {
+                    written.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).ok()
+                }
+            })
+            .collect()
     }
 
     pub fn new(state_dir: PathBuf, ranges: RemapRanges, isolation: Isolation, slice_size: u32) -> Self {
@@ -392,47 +404,27 @@ impl Store for DiskStore {
         // Waited for 5 s at most (a hung disk must not hold the event loop
         // for good); then written here too. That is safe now: the writer
         // holds this state as the latest, so what it writes later is this.
-        match self.written_within(name, kept, std::time::Duration::from_secs(5)) {
+        let all = [(name.clone(), kept.clone())];
+        match self.written_within(&all, std::time::Duration::from_secs(5)).pop().flatten() {
             Some(written) => written,
             None => KeptStore::new(&self.state_dir).write(name, kept),
         }
     }
 
     fn keep_soon(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
-        match self.written_within(name, kept, SOON) {
-            Some(written) => written,
-            // The writer's latest for this workload: written when the disk answers.
-            None => {
-                tracing::warn!(workload = %name, "the disk is slow: its hold is written behind");
-                Ok(())
-            }
-        }
+        self.keep_all_soon(&[(name.clone(), kept.clone())]).pop().unwrap_or(Ok(()))
     }
 
     fn keep_all_soon(&mut self, all: &[(WorkloadName, Kept)]) -> Vec<std::io::Result<()>> {
-        let Some(writer) = &self.writer else {
-            return all.iter().map(|(name, kept)| KeptStore::new(&self.state_dir).write(name, kept)).collect();
-        };
-        // All queued before any is waited for: the writer takes them in one batch.
-        let waits: Vec<_> = all
-            .iter()
-            .map(|(name, kept)| {
-                let (done, written) = std::sync::mpsc::sync_channel(1);
-                writer.queue.send(Write::Now(name.clone(), kept.clone(), done)).ok().map(|()| written)
-            })
-            .collect();
-        let deadline = std::time::Instant::now() + SOON;
+        let written = self.written_within(all, SOON);
         all.iter()
-            .zip(waits)
-            .map(|((name, kept), written)| match written {
-                None => KeptStore::new(&self.state_dir).write(name, kept),
-                Some(written) => {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    written.recv_timeout(left).unwrap_or_else(|_| {
-                        tracing::warn!(workload = %name, "the disk is slow: what is kept of it is written behind");
-                        Ok(())
-                    })
-                }
+            .zip(written)
+            .map(|((name, _), written)| {
+                // The writer's latest for this workload: written when the disk answers.
+                written.unwrap_or_else(|| {
+                    tracing::warn!(workload = %name, "the disk is slow: what is kept of it is written behind");
+                    Ok(())
+                })
             })
             .collect()
     }

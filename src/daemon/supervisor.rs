@@ -4,6 +4,7 @@
 //! kept state). Synchronous and generic over both, so unit tests drive the
 //! real supervisor with fakes; the event loop (`event_loop.rs`) feeds it.
 
+use crate::sandbox::process::InUse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -69,15 +70,13 @@ pub struct Supervisor<E: Executor, S: Store> {
 }
 
 impl<E: Executor, S: Store> Supervisor<E, S> {
-    /// The host's processes running as `name`'s ids (its slice's), or why
-    /// they cannot be told; none when every workload shares one slice,
-    /// which tells nothing of `name`.
-    fn running_as(&self, name: &WorkloadName) -> Result<Vec<i32>, String> {
+    /// Who runs as `name`'s ids (its slice's), if anyone, or that it
+    /// cannot be told; no one when every workload shares one slice, which
+    /// tells nothing of `name`.
+    fn ids_in_use(&self, name: &WorkloadName) -> Option<InUse> {
         match self.store.slice(name) {
-            Some(slice) if !self.store.slices_shared() => {
-                crate::sandbox::process::running_as(&slice.uid).map_err(|e| format!("reading /proc: {e}"))
-            }
-            _ => Ok(Vec::new()),
+            Some(slice) if !self.store.slices_shared() => crate::sandbox::process::in_use(&slice.uid),
+            _ => None,
         }
     }
 
@@ -88,14 +87,10 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         if !self.reserved.remove(name) {
             return;
         }
-        let why = match self.running_as(name) {
-            Ok(running) if running.is_empty() => return,
-            Ok(running) => format!("processes still run as its ids (pids {running:?})"),
-            Err(e) => format!("which processes run as its ids cannot be told ({e})"),
-        };
+        let Some(in_use) = self.ids_in_use(name) else { return };
         self.core.doubt(
             name,
-            format!("its manifest came back while {why}, perhaps a sandbox of it a daemon that died left: held until `paddock start {name}`, once they are gone"),
+            format!("its manifest came back while {in_use}, perhaps a sandbox of it a daemon that died left: held until `paddock start {name}`, once they are gone"),
         );
     }
 
@@ -413,21 +408,20 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         // start beside processes still running as its ids would be a
         // second sandbox of it, sharing its ids. Asked again once they are gone.
         let doubted = self.core.get(&parsed).is_some_and(|w| w.doubt.is_some() && !w.state.has_sandbox());
-        if doubted && matches!(command, Command::Start | Command::Restart) {
-            match self.running_as(&parsed) {
-                Ok(running) if running.is_empty() => {}
-                Ok(running) => {
-                    return Err(format!(
-                        "{parsed} is held: processes still run as its ids (pids {running:?}), perhaps a sandbox of it a daemon that died left; stop them (`kill {}`), then `paddock start {parsed}` again",
-                        running.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
-                    ));
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "{parsed} is held: which processes run as its ids cannot be told ({e}); try again once /proc can be read"
-                    ));
-                }
-            }
+        if doubted
+            && matches!(command, Command::Start | Command::Restart)
+            && let Some(in_use) = self.ids_in_use(&parsed)
+        {
+            let what_to_do = match &in_use {
+                InUse::By(pids) => format!(
+                    "stop them (`kill {}`), then `paddock start {parsed}` again",
+                    pids.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+                ),
+                InUse::Unknown(_) => "try again once /proc can be read".to_owned(),
+            };
+            return Err(format!(
+                "{parsed} is held: {in_use}, perhaps a sandbox of it a daemon that died left; {what_to_do}"
+            ));
         }
         let (answer, mut effects) = self.core.on_request(&parsed, command, at).map_err(|_| unknown())?;
         tracing::info!(workload = %parsed, action = ?command, "asked on the control socket");
@@ -548,21 +542,15 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                     // In doubt, a sandbox of it may run on unseen (its
                     // record unreadable, no cgroup): while processes run as
                     // its ids, they are given to no other workload.
-                    let running = if in_doubt { self.running_as(&name) } else { Ok(Vec::new()) };
-                    let free = running.as_ref().is_ok_and(Vec::is_empty);
-                    match running {
-                        Ok(running) if running.is_empty() => {
-                            tracing::info!(workload = %name, action = "forget", "forgotten: its ids are free")
-                        }
-                        running => {
-                            let which = match running {
-                                Ok(pids) => format!("processes run as its ids (pids {pids:?})"),
-                                Err(e) => format!("which processes run as its ids cannot be told ({e})"),
-                            };
+                    let in_use = if in_doubt { self.ids_in_use(&name) } else { None };
+                    let free = in_use.is_none();
+                    match in_use {
+                        None => tracing::info!(workload = %name, action = "forget", "forgotten: its ids are free"),
+                        Some(in_use) => {
                             tracing::error!(
                                 workload = %name,
                                 action = "forget",
-                                "its manifest is gone, but {which}, perhaps a sandbox of it a daemon that died left: its id slice stays taken, given to no other workload; stop them, and a manifest of that name added and removed again frees it"
+                                "its manifest is gone, but {in_use}, perhaps a sandbox of it a daemon that died left: its id slice stays taken, given to no other workload; stop them, and a manifest of that name added and removed again frees it"
                             );
                             self.reserved.insert(name.clone());
                         }

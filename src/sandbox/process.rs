@@ -137,6 +137,33 @@ pub fn running_as(range: &crate::idmap::IdRange) -> std::io::Result<Vec<i32>> {
     Ok(found)
 }
 
+/// Who runs as a sandbox's ids, as an operator is told it.
+#[derive(Debug)]
+pub enum InUse {
+    /// These processes do.
+    By(Vec<i32>),
+    /// Which do cannot be told.
+    Unknown(std::io::Error),
+}
+
+impl std::fmt::Display for InUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InUse::By(pids) => write!(f, "processes run as its ids (pids {pids:?})"),
+            InUse::Unknown(e) => write!(f, "which processes run as its ids cannot be told (reading /proc: {e})"),
+        }
+    }
+}
+
+/// `running_as`, for telling: None when no process runs as `range`.
+pub fn in_use(range: &crate::idmap::IdRange) -> Option<InUse> {
+    match running_as(range) {
+        Ok(pids) if pids.is_empty() => None,
+        Ok(pids) => Some(InUse::By(pids)),
+        Err(e) => Some(InUse::Unknown(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
