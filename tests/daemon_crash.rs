@@ -832,6 +832,30 @@ fn a_workload_in_doubt_forgotten_keeps_its_ids_while_processes_run_as_them() {
     d.wait_for("w forgotten, its slice free", |d| d.workload("w").is_none() && slice_of(d, "w").is_none());
 }
 
+/// A slice kept for a forgotten workload (`reserved`) whose manifest came
+/// back once its processes were gone: the mark is done with. Left on disk
+/// (or found beside a sandbox of it that a daemon adopts), it must not
+/// hold that sandbox in doubt for running as its own ids.
+#[test]
+fn a_reserved_mark_beside_an_adopted_sandbox_of_its_own_holds_nothing() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("w.toml", SLEEPER);
+    let pid = d.running_pid("w");
+    d.kill();
+    // What a forget kept (a first run of it keeps nothing of its own).
+    let table: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path("state/idmap.json")).unwrap()).unwrap();
+    let kept = d.path("state/workloads/w.json");
+    std::fs::create_dir_all(d.path("state/workloads")).unwrap();
+    std::fs::write(&kept, serde_json::json!({"slice": table["slices"]["w"], "reserved": true}).to_string()).unwrap();
+    let d = d.start(&[]);
+    assert_eq!(d.running_pid("w"), pid, "adopted");
+    std::thread::sleep(Duration::from_millis(300));
+    let w = d.workload("w").unwrap();
+    assert_eq!((w["state"].as_str(), w["pid"].as_i64()), (Some("running"), Some(pid)), "{w}");
+    assert!(w["error"].is_null(), "held in doubt for its own sandbox: {w}");
+    d.wait_for("the mark gone from disk", |_| !std::fs::read_to_string(&kept).unwrap().contains("reserved"));
+}
+
 /// What a `paddock run` in the host's pid namespace killed with -9 left
 /// running (its cgroup's processes) is killed when a daemon starts.
 #[test]

@@ -94,6 +94,14 @@ fn owner_refusal(shown: &Path, meta: &std::fs::Metadata) -> Option<String> {
     crate::fsutil::roots_alone(shown, meta.uid(), meta.mode(), "chooses what paddock runs").err().map(|e| e.to_string())
 }
 
+/// Whether a read failed for want of this process's descriptors or the
+/// host's memory, which it may have again in a moment: it says nothing of
+/// the file. (Not EAGAIN or EINTR: those come from the file's filesystem,
+/// a FUSE or network one, and may never end; such a file is refused.)
+fn short_of_resources(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM))
+}
+
 /// Scans `dir`. `Err` only when the directory itself cannot be listed.
 /// A regular file whose stamp is the one it had in `previous` is not read
 /// again (one edit among a thousand files reads one file); pass None to
@@ -129,7 +137,7 @@ pub fn scan(dir: &Path, previous: Option<&Snapshot>) -> std::io::Result<Snapshot
             // Gone between listing and reading (an editor's rename): as if
             // it had not been listed; the event that follows rescans.
             Err(LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(LoadError::Io { source, .. }) if crate::fsutil::for_a_moment(&source) => {
+            Err(LoadError::Io { source, .. }) if short_of_resources(&source) => {
                 Found::Unread { message: format!("cannot be read for now ({source}): read again in a moment") }
             }
             Err(e) => Found::Refused { message: e.to_string() },
@@ -335,7 +343,7 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
     let mut snapshot = match scanned {
         Ok(s) => s,
         Err(e) => {
-            let again = crate::fsutil::for_a_moment(&e).then_some(rescan);
+            let again = short_of_resources(&e).then_some(rescan);
             return Outcome { again, ..refused(format!("cannot scan {}: {e}", dir.display())) };
         }
     };
@@ -687,6 +695,20 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    /// Only this process's want of descriptors, or the host's of memory,
+    /// keeps a file as it was: EAGAIN and EINTR come from its filesystem
+    /// (a FUSE or network one) and may never end.
+    #[test]
+    fn only_a_want_of_descriptors_or_memory_leaves_a_file_unread() {
+        let e = std::io::Error::from_raw_os_error;
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM] {
+            assert!(short_of_resources(&e(errno)), "{errno}");
+        }
+        for errno in [libc::EAGAIN, libc::EINTR, libc::EIO, libc::EACCES] {
+            assert!(!short_of_resources(&e(errno)), "{errno}");
+        }
+    }
 
     fn dir() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();

@@ -87,7 +87,14 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         if !self.reserved.remove(name) {
             return;
         }
-        let Some(in_use) = self.ids_in_use(name) else { return };
+        // Its own sandbox (adopted: the mark outlived a start of it) is
+        // what runs as its ids; else, no one running as them, the mark is
+        // done with. Either way it leaves the disk.
+        let adopted = self.core.get(name).is_some_and(|w| w.state.has_sandbox());
+        let Some(in_use) = self.ids_in_use(name).filter(|_| !adopted) else {
+            self.persist(name);
+            return;
+        };
         self.core.doubt(
             name,
             format!("its manifest came back while {in_use}, perhaps a sandbox of it a daemon that died left: held until `paddock start {name}`, once they are gone"),
@@ -145,6 +152,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             // ids: no workload, but its name is held if its manifest comes
             // back while they run.
             if kept.reserved {
+                tracing::warn!(workload = %name, "forgotten while processes ran as its ids: its id slice stays kept, given to no other workload, and a manifest of that name is held while they run");
                 self.reserved.insert(name);
                 continue;
             }
@@ -413,10 +421,11 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             && let Some(in_use) = self.ids_in_use(&parsed)
         {
             let what_to_do = match &in_use {
-                InUse::By(pids) => format!(
+                InUse::By(pids) if pids.len() <= crate::sandbox::process::SHOWN => format!(
                     "stop them (`kill {}`), then `paddock start {parsed}` again",
                     pids.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
                 ),
+                InUse::By(_) => format!("stop them, then `paddock start {parsed}` again"),
                 InUse::Unknown(_) => "try again once /proc can be read".to_owned(),
             };
             return Err(format!(

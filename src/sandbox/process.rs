@@ -149,11 +149,18 @@ pub enum InUse {
 impl std::fmt::Display for InUse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            // Bounded: a host may run many.
+            InUse::By(pids) if pids.len() > SHOWN => {
+                write!(f, "processes run as its ids (pids {:?} and {} more)", &pids[..SHOWN], pids.len() - SHOWN)
+            }
             InUse::By(pids) => write!(f, "processes run as its ids (pids {pids:?})"),
             InUse::Unknown(e) => write!(f, "which processes run as its ids cannot be told (reading /proc: {e})"),
         }
     }
 }
+
+/// How many pids `InUse` names.
+pub const SHOWN: usize = 20;
 
 /// `running_as`, for telling: None when no process runs as `range`.
 pub fn in_use(range: &crate::idmap::IdRange) -> Option<InUse> {
@@ -167,6 +174,15 @@ pub fn in_use(range: &crate::idmap::IdRange) -> Option<InUse> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Who runs as a workload's ids is said with at most `SHOWN` pids.
+    #[test]
+    fn in_use_names_a_bounded_list_of_pids() {
+        let few = InUse::By(vec![1, 2]).to_string();
+        assert_eq!(few, "processes run as its ids (pids [1, 2])");
+        let many = InUse::By((1..=25).collect()).to_string();
+        assert!(many.ends_with("20] and 5 more)") && !many.contains("21"), "{many}");
+    }
 
     #[test]
     fn start_time_names_a_process_and_kill_spares_a_recycled_pid() {
