@@ -116,6 +116,10 @@ pub struct Report {
     /// whose cgroup controller the host lacks ("web.toml: memory limit needs ...").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Why the workloads directory is refused (unsafe): nothing of it was
+    /// applied, what runs keeps running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// A request on the control socket: one JSON line.

@@ -33,6 +33,12 @@ fn a_workloads_directory_made_unsafe_while_running_stops_changes_until_fixed() {
     assert!(d.workload("intruder").is_none(), "nothing from an unsafe directory applies");
     assert_eq!(d.workload("web").unwrap()["pid"].as_i64(), Some(pid), "what runs keeps running");
     assert_eq!(log(&d).matches("the workloads directory is refused").count(), 1, "said once, loudly");
+    // A reload applies nothing, and says so: a failure (`systemctl reload` fails), not "nothing changed".
+    let reload = d.paddock(&["reload"]);
+    let said = String::from_utf8_lossy(&reload.stderr);
+    assert_eq!(reload.status.code(), Some(1), "{said}");
+    assert!(said.contains("error: the workloads directory is refused: ") && said.contains("writable"), "{said}");
+    assert!(!String::from_utf8_lossy(&reload.stdout).contains("nothing changed"));
     // Fixed: changes apply again, and the intruder's file (not root's) is refused.
     std::fs::set_permissions(d.path("wl"), std::fs::Permissions::from_mode(0o755)).unwrap();
     d.write("api.toml", SLEEPER);
@@ -69,6 +75,13 @@ fn files_that_are_not_manifests_are_said_once_not_silently_ignored() {
         assert_eq!(said(&d, file), 0, "{file} is an editor's: {}", log(&d));
     }
     assert!(d.workload("web").is_none(), "not run");
+    // A reload's answer says so too, at each reload.
+    for _ in 0..2 {
+        let out = String::from_utf8(d.paddock(&["reload"]).stdout).unwrap();
+        let web = format!("warning: {}: not read: only NAME.toml files are workloads", d.path("wl/web.yaml").display());
+        assert!(out.lines().any(|l| l.starts_with(&web)), "{out}");
+        assert!(!out.contains(".web.toml.swp"), "{out}");
+    }
     // Gone and back: said again.
     std::fs::remove_file(d.path("wl/web.yaml")).unwrap();
     assert!(d.paddock(&["reload"]).status.success());

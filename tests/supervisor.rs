@@ -414,3 +414,47 @@ fn an_adopted_sandbox_outlives_a_refused_first_scan_and_goes_with_one_that_read(
     r.sup.reconcile(r.at);
     assert_eq!(r.take_calls(), [Call::Signal("old".into())]);
 }
+
+/// A reload's answer says what the directory holds that is not applied:
+/// files that are not manifests, files unread for want of descriptors
+/// (each taken as it was), a listing that failed so, and a directory
+/// refused as unsafe. (It said "nothing changed".)
+#[test]
+fn a_reloads_answer_says_what_was_not_read_and_why() {
+    let mut r = Rig::new();
+    let mut outcome = scan(vec![("web", valid(1))]);
+    outcome.not_read.insert("web.yaml".into());
+    outcome.unread.insert(
+        "api.toml".into(),
+        "cannot be read for now (Too many open files (os error 24)): read again in a moment".into(),
+    );
+    r.sup.apply(outcome, r.at);
+    assert_eq!(
+        r.sup.warnings_now(),
+        [
+            "/wl/web.yaml: not read: only NAME.toml files are workloads (rename it NAME.toml to run it, or move it out of the directory)",
+            "/wl/api.toml: cannot be read for now (Too many open files (os error 24)): read again in a moment",
+        ]
+    );
+    assert_eq!(r.sup.refused_now(), None);
+
+    let unlisted = "cannot scan /wl: Too many open files (os error 24)";
+    let mut outcome = Outcome::refused(Snapshot::new(), unlisted.into());
+    outcome.again = Some(paddock::daemon::scan::Rescan::Everything);
+    r.sup.apply(outcome, r.at);
+    assert_eq!(r.sup.refused_now(), None, "not unsafe: read again in a moment");
+    assert!(
+        r.sup
+            .warnings_now()
+            .contains(&format!("{unlisted}: what was read before stands, and it is read again in a moment")),
+        "{:?}",
+        r.sup.warnings_now()
+    );
+
+    let unsafe_dir = "/wl is writable by others";
+    r.sup.apply(Outcome::refused(Snapshot::new(), unsafe_dir.into()), r.at);
+    assert_eq!(r.sup.refused_now().as_deref(), Some(unsafe_dir));
+
+    r.sup.apply(scan(Vec::new()), r.at);
+    assert_eq!((r.sup.refused_now(), r.sup.warnings_now()), (None, Vec::<String>::new()), "read again: all well");
+}

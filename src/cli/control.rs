@@ -205,7 +205,7 @@ fn tell(report: &Report, past: bool) -> String {
         let prefix = if rendered { "" } else { "warning: " };
         out += &format!("{prefix}{warning}\n");
     }
-    if report.actions.is_empty() && report.invalid.is_empty() {
+    if report.actions.is_empty() && report.invalid.is_empty() && report.refused.is_none() {
         out += if past { "nothing changed\n" } else { "nothing to do\n" };
     }
     out
@@ -215,7 +215,16 @@ pub fn reload(args: ReloadArgs) -> Result<super::ExitCode, CliError> {
     match args.client.ask(&Request::Reload)? {
         Response::Reloaded(report) => {
             print!("{}", tell(&report, true));
-            Ok(0)
+            // Nothing of the directory was applied: said last, and a failure.
+            match &report.refused {
+                Some(why) => {
+                    eprintln!(
+                        "error: the workloads directory is refused: {why}: no change is applied until it is fixed; what runs keeps running"
+                    );
+                    Ok(1)
+                }
+                None => Ok(0),
+            }
         }
         // The binary was replaced: the daemon takes it (as `paddock upgrade`).
         Response::Done(text) => {
@@ -298,6 +307,7 @@ mod tests {
             invalid: vec!["/w/bad.toml:1:1: error: x".into()],
             queued: 0,
             warnings: vec!["web.toml: memory limit needs the memory cgroup controller".into()],
+            refused: None,
         };
         assert_eq!(
             tell(&report, false),

@@ -678,6 +678,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                         let mut report = daemon.reconcile(Clock::read());
                         report.invalid = daemon.invalid_now();
                         report.warnings = daemon.warnings_now();
+                        report.refused = daemon.refused_now();
                         let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
                         for reply in scans.current.drain(..) {
                             let _ = reply.send(Response::Reloaded(report.clone()));

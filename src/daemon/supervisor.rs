@@ -61,13 +61,21 @@ pub struct Supervisor<E: Executor, S: Store> {
     unwritten: BTreeSet<WorkloadName>,
     /// Files of the workloads directory that are not manifests, said once
     /// each (again if one goes and comes back).
-    not_read: BTreeSet<String>,
+    pub(super) not_read: BTreeSet<String>,
+    /// Files whose last read failed for want of descriptors or memory (or
+    /// the directory's listing, then alone), each as a reload tells it:
+    /// taken as they were, read again in a moment.
+    pub(super) unread: Vec<String>,
     /// Valid files' warnings now, by file name (as `check` renders them):
     /// logged when a file's version is read, and in a reload's answer.
     pub(super) warnings: BTreeMap<String, String>,
     pub(super) stats: Stats,
     seed: u64,
 }
+
+/// Said of a file of the workloads directory that is not a manifest.
+pub(super) const NOT_READ: &str =
+    "not read: only NAME.toml files are workloads (rename it NAME.toml to run it, or move it out of the directory)";
 
 impl<E: Executor, S: Store> Supervisor<E, S> {
     /// Who runs as `name`'s ids (its slice's), if anyone, or that it
@@ -115,6 +123,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             reserved: BTreeSet::new(),
             unwritten: BTreeSet::new(),
             not_read: BTreeSet::new(),
+            unread: Vec::new(),
             warnings: BTreeMap::new(),
             stats: Stats::default(),
             seed: seed | 1,
@@ -221,8 +230,10 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             if outcome.again.is_some() {
                 // Not read for want of descriptors or memory, not unsafe:
                 // said by the event loop, which looks again in a moment.
+                self.unread = vec![format!("{why}: what was read before stands, and it is read again in a moment")];
                 return Vec::new();
             }
+            self.unread.clear();
             if self.refused.as_ref() != Some(&why) {
                 tracing::error!(dir = %self.workloads.display(), error = %why, "the workloads directory is refused: no change is applied until it is fixed; what runs keeps running");
             }
@@ -234,12 +245,14 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         }
         self.core.files_read();
         for file in outcome.not_read.difference(&self.not_read) {
-            tracing::warn!(
-                file = %self.workloads.join(file).display(),
-                "not read: only NAME.toml files are workloads (rename it NAME.toml to run it, or move it out of the directory)"
-            );
+            tracing::warn!(file = %self.workloads.join(file).display(), "{NOT_READ}");
         }
         self.not_read = outcome.not_read;
+        self.unread = outcome
+            .unread
+            .iter()
+            .map(|(file, why)| format!("{}: {why}", self.workloads.join(file).display()))
+            .collect();
         let mut invalid = Vec::new();
         for change in outcome.changes {
             match (&change.event, &change.warnings) {
@@ -309,6 +322,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             invalid: Vec::new(),
             queued,
             warnings: Vec::new(),
+            refused: None,
         }
     }
 

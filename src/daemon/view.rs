@@ -288,9 +288,19 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         self.invalid.values().cloned().collect()
     }
 
-    /// The valid files' warnings now (for a reload's answer).
+    /// What a reload's answer warns of: the valid files' warnings, the
+    /// files that are not manifests, and those that cannot be read for now.
     pub fn warnings_now(&self) -> Vec<String> {
-        self.warnings.values().cloned().collect()
+        let not_read = self
+            .not_read
+            .iter()
+            .map(|file| format!("{}: {}", self.workloads.join(file).display(), super::supervisor::NOT_READ));
+        self.warnings.values().cloned().chain(not_read).chain(self.unread.iter().cloned()).collect()
+    }
+
+    /// Why the workloads directory is refused (unsafe), if it is.
+    pub fn refused_now(&self) -> Option<String> {
+        self.refused.clone()
     }
 
     /// "3 running, 1 failed, 0 invalid", for systemd's STATUS=.

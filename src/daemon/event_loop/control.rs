@@ -235,6 +235,7 @@ pub(super) fn preview(daemon: &Daemon, preview: Preview) -> Report {
         invalid,
         queued: 0,
         warnings,
+        refused: None,
     }
 }
 
