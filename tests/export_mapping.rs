@@ -51,6 +51,7 @@ fn each_field_maps_as_the_readme_says() {
         (&["baseline"], "", &format!("{c}/name"), json!("t")),
         (&["baseline"], "", &format!("{c}/workingDir"), json!("/")),
         (&["baseline"], "", "/hostUsers", json!(false)),
+        (&["baseline"], "", "/securityContext", json!({"supplementalGroupsPolicy": "Strict"})),
         (&["baseline"], "", "/hostname", json!("t")),
         (&["baseline"], "", "/restartPolicy", json!("OnFailure")),
         (&["baseline"], "", "/terminationGracePeriodSeconds", json!(10)),

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, HTTPGetAction,
-    HostPathVolumeSource, Lifecycle, PodOS, PodSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
-    TCPSocketAction, Volume, VolumeMount,
+    HostPathVolumeSource, Lifecycle, PodOS, PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecurityContext, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -106,6 +106,12 @@ pub fn pod_spec(spec: &WorkloadSpec, image: &str, kind: Kind) -> (PodSpec, Vec<U
     let pod = PodSpec {
         containers: vec![container],
         host_users: remap.then_some(false),
+        // paddock gives a workload no supplementary groups; a pod would get
+        // those the image's /etc/group gives its user.
+        security_context: Some(PodSecurityContext {
+            supplemental_groups_policy: Some("Strict".to_owned()),
+            ..Default::default()
+        }),
         host_network: (host_network && !remap).then_some(true),
         host_pid: (host_pid && !remap).then_some(true),
         hostname,
