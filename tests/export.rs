@@ -211,7 +211,8 @@ fn each_mount_is_listed_at_its_own_line_and_a_default_at_none() {
         [[mounts]]\nsource = \"/usr/share/doc\"\ntarget = \"/a\"\n\
         [[mounts]]\nsource = \"/usr/share/doc\"\ntarget = \"/b\"\n\
         [restart]\nreset_after = \"1m\"\n\
-        [resources]\npids = 8\n";
+        [resources]\npids = 8\n\
+        [[mounts]]\nsource = \"/srv/paddock-test-no-such-source\"\ntarget = \"/c\"\n";
     let file = dir.path().join("web.toml");
     std::fs::write(&file, manifest).unwrap();
     let run = export(&[file.to_str().unwrap(), "--image", IMAGE, "--kind", "deployment"]);
@@ -223,12 +224,13 @@ fn each_mount_is_listed_at_its_own_line_and_a_default_at_none() {
             .map(|l| l.split_once(": web: ").unwrap().0.rsplit_once("web.toml").unwrap().1.to_owned())
             .collect()
     };
-    assert_eq!(at("is not idmapped"), [":3", ":6"], "{}", run.stderr);
+    assert_eq!(at("is not idmapped"), [":3", ":6", ":13"], "{}", run.stderr);
     // The restart policy is not written (a Deployment restarts even its
     // default, on-failure): no line, though [restart] is.
     assert_eq!(at("restart.policy"), [""], "{}", run.stderr);
     assert_eq!(at("restart backoff"), [":9"], "{}", run.stderr);
     assert_eq!(at("resources.pids"), [":11"], "{}", run.stderr);
+    assert_eq!(at("is not on this host"), [":13"], "{}", run.stderr);
 }
 
 /// Every kind of setting the mapping has a branch for, in manifests only

@@ -111,7 +111,10 @@ fn each_field_maps_as_the_readme_says() {
         (&["baseline"], "[stop]\nsignal = \"SIGINT\"\n", &format!("{c}/lifecycle"), json!({"stopSignal": "SIGINT"})),
         (&["baseline"], "[stop]\nsignal = \"SIGINT\"\n", "/os", json!({"name": "linux"})),
         // Mounts as hostPath volumes, read-only where paddock made them so.
-        (&["baseline"], "[[mounts]]\nsource = \"/etc/ssl\"\ntarget = \"/ssl\"\n", "/volumes/1", json!({"name": "mount-0", "hostPath": {"path": "/etc/ssl"}})),
+        (&["baseline"], "[[mounts]]\nsource = \"/etc/ssl\"\ntarget = \"/ssl\"\n", "/volumes/1", json!({"name": "mount-0", "hostPath": {"path": "/etc/ssl", "type": "Directory"}})),
+        // Each typed as its source is here: the kubelet refuses a pod whose source is missing, as paddock refuses the start.
+        (&["baseline"], "[[mounts]]\nsource = \"/etc/passwd\"\ntarget = \"/p\"\n", "/volumes/1/hostPath/type", json!("File")),
+        (&["baseline"], "[[mounts]]\nsource = \"/dev/null\"\ntarget = \"/n\"\n", "/volumes/1/hostPath/type", json!("CharDevice")),
         (&["baseline"], "[[mounts]]\nsource = \"/etc/ssl\"\ntarget = \"/ssl\"\n", &format!("{c}/volumeMounts/1"), json!({"name": "mount-0", "mountPath": "/ssl", "readOnly": true, "recursiveReadOnly": "Enabled"})),
         (&["baseline"], "[[mounts]]\nsource = \"/var/lib/paddock/volumes/d\"\ntarget = \"/d\"\nreadonly = false\nidmap = true\n", &format!("{c}/volumeMounts/1/readOnly"), json!(false)),
         (&["baseline"], "[[mounts]]\nsource = \"/var/lib/paddock/volumes/d\"\ntarget = \"/d\"\nreadonly = false\nidmap = true\n", &format!("{c}/volumeMounts/1/recursiveReadOnly"), Value::Null),
@@ -424,6 +427,24 @@ fn no_new_privileges_beside_privileged_and_kernel_filesystems_are_listed() {
         let listed = items(&mount(source, ""));
         assert!(!listed.iter().any(|u| matches!(u, Unsupported::KernelFilesystems { .. })), "{source}: {listed:?}");
     }
+}
+
+/// A mount whose source is not on the exporting host has an untyped
+/// hostPath, which a runtime would make as an empty directory where it is
+/// missing: listed at the mount's source, with what to do. (It was left
+/// untyped in silence, every mount.)
+#[test]
+fn a_mount_source_missing_here_is_left_untyped_and_listed() {
+    let items = |source: &str| {
+        export_text(&["baseline"], &format!("{CMD}[[mounts]]\nsource = {source:?}\ntarget = \"/m\"\n"), Kind::Pod)
+            .unsupported
+    };
+    let missing = "/srv/paddock-test-no-such-source";
+    let listed = items(missing);
+    let untyped = Unsupported::UntypedSource { source: missing.into(), mount: 0 };
+    assert!(listed.contains(&untyped), "{listed:?}");
+    assert!(untyped.to_string().contains("the runtime makes it an empty directory"), "{untyped}");
+    assert!(!items("/etc").iter().any(|u| matches!(u, Unsupported::UntypedSource { .. })));
 }
 
 /// A CPU limit finer than a millicore is rounded, and said to be.

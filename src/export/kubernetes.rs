@@ -198,6 +198,25 @@ fn security_context(m: &Manifest, lost: &mut Vec<Unsupported>) -> SecurityContex
     }
 }
 
+/// A mount source's hostPath type, as it is on this host (a symlink
+/// followed, as paddock's start follows one it trusts): the kubelet then
+/// refuses the pod where it is missing or of another kind, as paddock
+/// refuses the start. None for one that is not here (or a FIFO, which has
+/// no type).
+fn source_kind(source: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::metadata(source).ok()?.file_type();
+    let name = match () {
+        () if kind.is_dir() => "Directory",
+        () if kind.is_file() => "File",
+        () if kind.is_socket() => "Socket",
+        () if kind.is_char_device() => "CharDevice",
+        () if kind.is_block_device() => "BlockDevice",
+        () => return None,
+    };
+    Some(name.to_owned())
+}
+
 /// Mounts as hostPath volumes, and paddock's private `/tmp` as a
 /// memory-backed emptyDir. Under hostUsers: false the kubelet idmaps every
 /// volume: right for an idmapped mount, but a plain one of a remapped
@@ -216,9 +235,13 @@ fn volumes(m: &Manifest, remap: bool, lost: &mut Vec<Unsupported>) -> (Vec<Volum
     }
     for (i, mt) in m.mounts.iter().enumerate() {
         let name = format!("mount-{i}");
+        let kind = source_kind(&mt.source);
+        if kind.is_none() {
+            lost.push(Unsupported::UntypedSource { source: mt.source.clone(), mount: i });
+        }
         volumes.push(Volume {
             name: name.clone(),
-            host_path: Some(HostPathVolumeSource { path: mt.source.display().to_string(), type_: None }),
+            host_path: Some(HostPathVolumeSource { path: mt.source.display().to_string(), type_: kind.clone() }),
             ..Default::default()
         });
         mounts.push(VolumeMount {

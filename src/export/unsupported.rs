@@ -82,6 +82,11 @@ pub enum Unsupported {
     /// without `kernel_filesystems`, which paddock refuses to start and a
     /// hostPath volume does not.
     KernelFilesystems { source: PathBuf, mount: usize },
+    /// A mount whose source is not a directory, file, socket or device on
+    /// the host that exports (missing): its hostPath has no type, and a
+    /// runtime makes a missing source an empty directory, where paddock
+    /// refuses to start.
+    UntypedSource { source: PathBuf, mount: usize },
     /// A rule of the Pod Security Standards level the manifest's policy
     /// stands for that the exported pod breaks.
     Pss { claimed: Level, violation: Violation },
@@ -203,6 +208,11 @@ impl fmt::Display for Unsupported {
                 "mount {:?} is or holds the host's /proc or /sys, which paddock refuses to start without kernel_filesystems = true on the mount; a hostPath volume shows them to the pod: mount only the directories the workload needs, or set kernel_filesystems = true to say it is meant",
                 source.display().to_string()
             ),
+            Unsupported::UntypedSource { source, .. } => write!(
+                f,
+                "mount {:?} is not on this host, so its hostPath has no type (Directory or File): where it is missing on a node, the runtime makes it an empty directory, where paddock refuses to start; give the volume its type",
+                source.display().to_string()
+            ),
             Unsupported::Pss { claimed, violation } => write!(
                 f,
                 "the policy passed stands for the {claimed} Pod Security Standard, which this pod breaks: {violation}; the namespace is labelled with the level it passes"
@@ -243,9 +253,9 @@ impl Unsupported {
             Unsupported::ProbeAddress => one("/health"),
             Unsupported::After(_) => one("/after"),
             Unsupported::MountFlags => one("/mounts"),
-            Unsupported::NotIdmapped { mount, .. } | Unsupported::KernelFilesystems { mount, .. } => {
-                one(&format!("/mounts/{mount}/source"))
-            }
+            Unsupported::NotIdmapped { mount, .. }
+            | Unsupported::KernelFilesystems { mount, .. }
+            | Unsupported::UntypedSource { mount, .. } => one(&format!("/mounts/{mount}/source")),
             Unsupported::PrivilegedEscalation => one("/security/privileged"),
             Unsupported::ServiceName { .. } | Unsupported::SharedSlice | Unsupported::Pss { .. } => Vec::new(),
         }
