@@ -230,7 +230,7 @@ fn each_mount_is_listed_at_its_own_line_and_a_default_at_none() {
     assert_eq!(at("restart.policy"), [""], "{}", run.stderr);
     assert_eq!(at("restart backoff"), [":9"], "{}", run.stderr);
     assert_eq!(at("resources.pids"), [":11"], "{}", run.stderr);
-    assert_eq!(at("is not on this host"), [":13"], "{}", run.stderr);
+    assert_eq!(at("is no directory, file, socket or device on this host"), [":13"], "{}", run.stderr);
 }
 
 /// Every kind of setting the mapping has a branch for, in manifests only

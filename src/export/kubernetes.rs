@@ -241,7 +241,7 @@ fn volumes(m: &Manifest, remap: bool, lost: &mut Vec<Unsupported>) -> (Vec<Volum
         }
         volumes.push(Volume {
             name: name.clone(),
-            host_path: Some(HostPathVolumeSource { path: mt.source.display().to_string(), type_: kind.clone() }),
+            host_path: Some(HostPathVolumeSource { path: mt.source.display().to_string(), type_: kind }),
             ..Default::default()
         });
         mounts.push(VolumeMount {

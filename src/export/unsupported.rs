@@ -210,7 +210,7 @@ impl fmt::Display for Unsupported {
             ),
             Unsupported::UntypedSource { source, .. } => write!(
                 f,
-                "mount {:?} is not on this host, so its hostPath has no type (Directory or File): where it is missing on a node, the runtime makes it an empty directory, where paddock refuses to start; give the volume its type",
+                "mount {:?} is no directory, file, socket or device on this host, so its hostPath has no type: where it is missing on a node, the runtime makes it an empty directory, where paddock refuses to start; give the volume its type",
                 source.display().to_string()
             ),
             Unsupported::Pss { claimed, violation } => write!(
