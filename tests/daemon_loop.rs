@@ -392,6 +392,69 @@ fn the_control_socket_outlives_idle_huge_and_many_clients() {
     assert!(d.timed_status().1.contains("\"one\""));
 }
 
+/// The daemon's open descriptors now.
+fn descriptors_of(d: &Daemon) -> usize {
+    let pid = d.child.as_ref().unwrap().id();
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+/// A request that carries more descriptors than any may (exec's three)
+/// is refused saying so, and every descriptor the kernel handed the
+/// daemon with it is closed. (The kernel installs as many as the
+/// daemon's room holds, then says the list was cut short: those were
+/// never closed, four a request, until the daemon could start nothing.)
+#[test]
+fn descriptors_past_a_requests_room_are_refused_and_closed() {
+    use std::os::fd::AsRawFd;
+    let d = Daemon::setup().start(&[]);
+    d.write("one.toml", SLEEPER);
+    d.running_pid("one");
+    let before = descriptors_of(&d);
+    let null = std::fs::File::open("/dev/null").unwrap();
+    for _ in 0..50 {
+        let mut client = UnixStream::connect(d.path("paddock.sock")).unwrap();
+        let fds = [null.as_raw_fd(); 5];
+        nix::sys::socket::sendmsg::<()>(
+            client.as_raw_fd(),
+            &[std::io::IoSlice::new(b"{")],
+            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let _ = client.write_all(b"\"cmd\":\"status\"}\n");
+        let mut answer = String::new();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = BufReader::new(&client).read_line(&mut answer);
+        assert!(answer.contains("a request carries at most 3 descriptors"), "{answer}");
+    }
+    let after = descriptors_of(&d);
+    assert!(after <= before + 2, "{} descriptors left open ({before} before, {after} after)", after - before);
+    assert!(d.timed_status().1.contains("\"one\""));
+}
+
+/// Long request lines from many clients at once take turns with the
+/// event loop: a status asked meanwhile is answered at once. (Read a byte
+/// at a time, 60 lines of 64 KB held every other task for seconds.)
+#[test]
+fn long_requests_from_many_clients_do_not_hold_up_the_loop() {
+    let d = Daemon::setup().start(&[]);
+    d.write("one.toml", SLEEPER);
+    d.running_pid("one");
+    let line = vec![b'x'; 65_000];
+    let clients: Vec<UnixStream> = (0..60)
+        .map(|_| {
+            let mut client = UnixStream::connect(d.path("paddock.sock")).unwrap();
+            client.write_all(&line).unwrap();
+            client
+        })
+        .collect();
+    let (took, answer) = d.timed_status();
+    assert!(answer.contains("\"one\""), "{answer}");
+    assert!(took < Duration::from_secs(2), "status took {took:?} behind the long requests");
+    drop(clients);
+}
+
 #[test]
 fn a_daemon_out_of_descriptors_keeps_answering_and_stops_on_sigterm() {
     let mut d = Daemon::setup();

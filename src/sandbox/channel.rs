@@ -5,13 +5,12 @@
 //! manifest's environment may be up to 1 MiB) travels in a memfd passed as
 //! the first descriptor.
 
-use std::io::{IoSlice, IoSliceMut, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{IoSlice, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 
-use nix::cmsg_space;
 use nix::errno::Errno;
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The largest message in a packet; anything larger goes in a memfd.
@@ -132,29 +131,14 @@ impl Channel {
         memfd: bool,
     ) -> Result<(T, Option<Vec<OwnedFd>>), ChannelError> {
         let mut buf = vec![0u8; INLINE + 1];
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let mut space = cmsg_space!([RawFd; MAX_FDS]);
-        let flags = flags | MsgFlags::MSG_CMSG_CLOEXEC;
-        let msg = recvmsg::<()>(self.0.as_raw_fd(), &mut iov, Some(&mut space), flags)?;
-        if msg.flags.contains(MsgFlags::MSG_TRUNC) {
+        let received = super::sys::recv_with_fds(self.0.as_fd(), &mut buf, MAX_FDS, flags.bits())?;
+        if received.truncated {
             return Err(ChannelError::Truncated);
         }
-        // Descriptors cut short (this process near its limit): nix will not
-        // read them.
-        let mut fds = match msg.cmsgs() {
-            Ok(cmsgs) if !msg.flags.contains(MsgFlags::MSG_CTRUNC) => {
-                let mut fds = Vec::new();
-                for c in cmsgs {
-                    if let ControlMessageOwned::ScmRights(received) = c {
-                        // SAFETY: SCM_RIGHTS installed these descriptors in our table just now; we own them.
-                        fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
-                    }
-                }
-                Some(fds)
-            }
-            _ => None,
-        };
-        let len = msg.bytes;
+        // Descriptors cut short (this process near its limit): those the
+        // kernel installed are closed with `received`.
+        let mut fds = (!received.fds_cut).then_some(received.fds);
+        let len = received.bytes;
         match buf.first() {
             _ if len == 0 => Err(ChannelError::Closed),
             Some(&INLINE_TAG) => Ok((serde_json::from_slice(&buf[1..len])?, fds)),

@@ -3,6 +3,7 @@
 //! move_mount, mount_setattr), capabilities (capset, the permitted set),
 //! loading a seccomp program without forcing no_new_privs, pidfds (open,
 //! getfd, send_signal), close_range, signal dispositions, loopback up,
+//! descriptors received over a socket (every one, even a list cut short),
 //! and this process's thread count.
 
 use std::ffi::CStr;
@@ -328,6 +329,74 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> Result<(
     Errno::result(rc).map(drop)
 }
 
+/// What one `recv_with_fds` got.
+#[derive(Debug)]
+pub struct Received {
+    pub bytes: usize,
+    /// Every descriptor the kernel installed with them, owned: closed
+    /// unless kept.
+    pub fds: Vec<OwnedFd>,
+    /// MSG_CTRUNC: more descriptors were sent than `fds` holds (there was
+    /// room for no more, or this process ran out of descriptors).
+    pub fds_cut: bool,
+    /// MSG_TRUNC: a datagram was longer than the buffer.
+    pub truncated: bool,
+}
+
+/// `recvmsg` with room for `max_fds` descriptors (close-on-exec). Unlike
+/// nix's `cmsgs()`, which yields none once the kernel cut the list short
+/// (MSG_CTRUNC), every descriptor it did install is returned, owned, so
+/// none stays open unseen: a client sending more than the room, or one
+/// sending while this process is short of descriptors, leaked each one
+/// the kernel had installed.
+pub fn recv_with_fds(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+    flags: libc::c_int,
+) -> Result<Received, Errno> {
+    let room = (max_fds * std::mem::size_of::<RawFd>()) as libc::c_uint;
+    // SAFETY: CMSG_SPACE is arithmetic on its argument.
+    let space = unsafe { libc::CMSG_SPACE(room) } as usize;
+    // u64s: aligned as a cmsghdr must be.
+    let mut control = vec![0u64; space.div_ceil(8).max(1)];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: msghdr is plain data (musl's has padding fields); all zeros is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: msg points at `iov` (over `buf`) and `control`, both live and
+    // as long as it says, for the length of the call.
+    let got = Errno::result(unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags | libc::MSG_CMSG_CLOEXEC) })?;
+    let mut fds = Vec::new();
+    // SAFETY: msg is the header recvmsg filled: msg_control and the
+    // msg_controllen it set describe what the kernel wrote into `control`.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: CMSG_FIRSTHDR and CMSG_NXTHDR return only headers that lie within msg_controllen.
+        let header = unsafe { cmsg.read_unaligned() };
+        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: arithmetic on a header the kernel wrote (CMSG_LEN of nothing is the header's own length).
+            let (data, len) = unsafe { (libc::CMSG_DATA(cmsg), header.cmsg_len as usize - libc::CMSG_LEN(0) as usize) };
+            for i in 0..len / std::mem::size_of::<RawFd>() {
+                // SAFETY: the kernel wrote `len` bytes of descriptors after the header, within `control`;
+                // each is one it installed in our table just now, which nothing else owns.
+                fds.push(unsafe { OwnedFd::from_raw_fd(data.cast::<RawFd>().add(i).read_unaligned()) });
+            }
+        }
+        // SAFETY: as above: the next header within msg_controllen, or null.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    Ok(Received {
+        bytes: got as usize,
+        fds,
+        fds_cut: msg.msg_flags & libc::MSG_CTRUNC != 0,
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+    })
+}
+
 /// Sets or clears `fd`'s close-on-exec flag: a descriptor handed to the
 /// next image across an exec is cleared, then set again once taken (or
 /// once the exec failed).
@@ -414,4 +483,50 @@ pub fn unblock_daemon_signals() {
     // SAFETY: pthread_sigmask on a set on our stack: async-signal-safe, as
     // a `pre_exec` closure must be.
     unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+    use std::os::fd::AsFd;
+
+    use nix::sys::socket::{AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair};
+
+    use super::*;
+
+    /// More descriptors than the room: those the kernel installed are
+    /// returned, owned (nix's `cmsgs()` gave none, leaving them open).
+    #[test]
+    fn descriptors_cut_short_are_returned_owned() {
+        let (a, b) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::empty()).unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let sent = [null.as_raw_fd(); 5];
+        sendmsg::<()>(
+            a.as_raw_fd(),
+            &[IoSlice::new(b"x")],
+            &[ControlMessage::ScmRights(&sent)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let got = recv_with_fds(b.as_fd(), &mut [0u8; 4], 2, 0).unwrap();
+        assert_eq!((got.bytes, got.fds.len(), got.fds_cut, got.truncated), (1, 2, true, false));
+        let null_rdev = nix::sys::stat::fstat(&null).unwrap().st_rdev;
+        for fd in &got.fds {
+            assert_eq!(nix::sys::stat::fstat(fd).unwrap().st_rdev, null_rdev, "each is /dev/null");
+            let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+            assert_ne!(flags & libc::FD_CLOEXEC, 0, "close-on-exec");
+        }
+        // Room enough: all, none cut.
+        sendmsg::<()>(
+            a.as_raw_fd(),
+            &[IoSlice::new(b"y")],
+            &[ControlMessage::ScmRights(&sent[..3])],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let got = recv_with_fds(b.as_fd(), &mut [0u8; 4], 3, 0).unwrap();
+        assert_eq!((got.bytes, got.fds.len(), got.fds_cut), (1, 3, false));
+    }
 }
