@@ -433,6 +433,38 @@ fn descriptors_past_a_requests_room_are_refused_and_closed() {
     assert!(d.timed_status().1.contains("\"one\""));
 }
 
+/// A request whose client closed its connection before the daemon came
+/// to it (it waited in the backlog behind busy clients, and its client
+/// gave up, told the daemon did not answer) is not carried out: it was
+/// carried out a minute later, unasked.
+#[test]
+fn a_request_whose_client_went_before_it_was_read_is_not_carried_out() {
+    let d = Daemon::setup().start(&[]);
+    d.write("one.toml", SLEEPER);
+    let pid = d.running_pid("one");
+    // Every connection slot held by a client that sends nothing (each is
+    // let go after 5 s).
+    let crowd: Vec<UnixStream> = (0..64).map(|_| UnixStream::connect(d.path("paddock.sock")).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut gone = UnixStream::connect(d.path("paddock.sock")).unwrap();
+    gone.write_all(b"{\"cmd\":\"stop\",\"name\":\"one\"}\n").unwrap();
+    drop(gone);
+    let log = || std::fs::read_to_string(d.path("out/daemon.log")).unwrap_or_default();
+    d.wait_for("the request to be read", |_| log().contains("is not carried out"));
+    assert!(log().contains("request=\"stop\""), "{}", log());
+    drop(crowd);
+    let one = d.workload("one").unwrap();
+    assert_eq!((one["state"].as_str(), one["pid"].as_i64()), (Some("running"), Some(pid)), "{one}");
+    // A client that closes only its writing half still gets its answer.
+    let mut half = UnixStream::connect(d.path("paddock.sock")).unwrap();
+    half.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+    half.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    half.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    half.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("\"one\""), "{answer}");
+}
+
 /// Long request lines from many clients at once take turns with the
 /// event loop: a status asked meanwhile is answered at once. (Read a byte
 /// at a time, 60 lines of 64 KB held every other task for seconds.)

@@ -316,6 +316,16 @@ async fn read_request(stream: &UnixStream) -> Result<(Request, Vec<OwnedFd>), Re
     Ok((request, fds))
 }
 
+/// The client closed its connection (not only its writing half, as a
+/// client that waits for the answer may): a Unix stream socket is hung
+/// up only when its peer is gone.
+fn client_gone(stream: &UnixStream) -> bool {
+    use std::os::fd::AsFd as _;
+    let mut polled = [nix::poll::PollFd::new(stream.as_fd(), nix::poll::PollFlags::empty())];
+    nix::poll::poll(&mut polled, nix::poll::PollTimeout::ZERO).is_ok_and(|n| n > 0)
+        && polled[0].revents().is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP))
+}
+
 /// One JSON request line, one JSON response line. Only root may ask
 /// (checked on the peer's credentials, beside the socket's mode).
 async fn answer(stream: UnixStream, tx: mpsc::UnboundedSender<Control>, unanswered: Unanswered) {
@@ -324,6 +334,17 @@ async fn answer(stream: UnixStream, tx: mpsc::UnboundedSender<Control>, unanswer
         Response::Error("permission denied: the control socket is root's".to_owned())
     } else {
         match read_request(&stream).await {
+            // Sent, then closed before the daemon came to it (it waited in
+            // the backlog behind busy clients): the client has given up,
+            // and was told the daemon did not answer. Not carried out.
+            Ok((request, _)) if client_gone(&stream) => {
+                let asked = serde_json::to_value(&request).ok().and_then(|v| v["cmd"].as_str().map(str::to_owned));
+                tracing::warn!(
+                    request = asked.as_deref().unwrap_or("?"),
+                    "a request whose client closed its connection before it was read is not carried out"
+                );
+                return;
+            }
             Ok((Request::Exec(request), fds)) => return super::exec::serve(stream, request, fds, tx, unanswered).await,
             Ok((Request::Watch, _)) => {
                 // Watched until the client goes: an exec ends it, as a restart would.
