@@ -388,3 +388,37 @@ fn an_exec_into_an_unconfined_workload_has_a_session_keyring_of_its_own() {
     let ring: i64 = line.parse().unwrap_or_else(|_| panic!("no session keyring: {line}"));
     assert_ne!(ring, daemons, "the exec has the daemon's session keyring");
 }
+
+/// Exec clients that never read their answer do not hold every exec
+/// session: a refusal quotes a name only as far as a name may go, and an
+/// answer not taken within the write timeout is let go. (A 64 KiB name
+/// of control characters made a refusal larger than the socket holds,
+/// and 32 such clients held every session for as long as they stayed.)
+#[test]
+fn exec_clients_that_never_read_do_not_hold_the_sessions() {
+    let d = Daemon::setup().start(&[]);
+    sleeper(&d, "exec-unread");
+    let name = "\u{7f}".repeat(65_000 / 2);
+    let request = format!("{}\n", serde_json::json!({"cmd": "exec", "name": name, "command": ["true"]}));
+    let pipes: Vec<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> =
+        (0..3).map(|_| nix::unistd::pipe().unwrap()).collect();
+    let fds = [pipes[0].0.as_raw_fd(), pipes[1].1.as_raw_fd(), pipes[2].1.as_raw_fd()];
+    let stuck: Vec<std::os::unix::net::UnixStream> = (0..32)
+        .map(|_| {
+            let client = std::os::unix::net::UnixStream::connect(d.path("paddock.sock")).unwrap();
+            nix::sys::socket::sendmsg::<()>(
+                client.as_raw_fd(),
+                &[std::io::IoSlice::new(request.as_bytes())],
+                &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+                nix::sys::socket::MsgFlags::empty(),
+                None,
+            )
+            .unwrap();
+            client
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = run(&d, &["exec-unread", "--", "/bin/echo", "in"]);
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), "in\n".to_owned()), "{}", text(&out.stderr));
+    drop(stuck);
+}

@@ -28,8 +28,10 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         request: &ExecRequest,
         stdio: [OwnedFd; 3],
     ) -> Result<crate::sandbox::enter::Entered, String> {
+        // Quoted as far as a name may go: a request's name can be 64 KiB.
+        let asked: String = request.name.chars().take(crate::model::MAX_NAME_LEN + 1).collect();
         let name = WorkloadName::try_from(request.name.as_str())
-            .map_err(|_| format!("no workload {:?}: a workload name is its manifest's file name", request.name))?;
+            .map_err(|_| format!("no workload {asked:?}: a workload name is its manifest's file name"))?;
         let w = self.core.get(&name).filter(|w| w.desired.is_some() || w.state.has_sandbox()).ok_or_else(|| {
             format!(
                 "no workload {:?}: there is no valid manifest {} (see `paddock status`)",
@@ -105,10 +107,12 @@ pub async fn serve(
     // Who asked, for the log (the `paddock exec` process, or another root client).
     let client = stream.peer_cred().ok().and_then(|c| c.pid());
     let (read, mut write) = stream.into_split();
+    // A client that does not read its answer is let go, as any other is:
+    // it would hold an exec session, and a connection, for as long.
     let mut say = async |response: &Response| {
         if let Ok(mut bytes) = serde_json::to_vec(response) {
             bytes.push(b'\n');
-            let _ = write.write_all(&bytes).await;
+            let _ = tokio::time::timeout(super::server::WRITE_TIMEOUT, write.write_all(&bytes)).await;
         }
     };
     let Ok::<[OwnedFd; 3], _>(stdio) = fds.try_into() else {

@@ -24,7 +24,7 @@ pub const MAX_CLIENTS: usize = 64;
 /// How long a client has to send its request.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an answer may take to be taken by its client.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After an accept error, the pause before the next accept (so a daemon
 /// out of descriptors does not spin).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);

@@ -60,7 +60,9 @@ impl TryFrom<&str> for WorkloadName {
             return Err(NameError::Empty);
         };
         if bytes.len() > MAX_NAME_LEN {
-            return Err(NameError::TooLong(s.to_owned()));
+            // Quoted as far as a name may go: a request's name can be 64 KiB.
+            let shown: String = s.chars().take(MAX_NAME_LEN).collect();
+            return Err(NameError::TooLong(format!("{shown}...")));
         }
         let inner_ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
         let edge_ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
@@ -109,6 +111,9 @@ mod tests {
             assert!(matches!(WorkloadName::try_from(bad), Err(NameError::BadCharacters(_))), "{bad}");
         }
         assert!(matches!(WorkloadName::try_from("a".repeat(64)), Err(NameError::TooLong(_))));
+        // Quoted only as far as a name may go.
+        let long = WorkloadName::try_from("b".repeat(65_000)).unwrap_err().to_string();
+        assert!(long.starts_with(&format!("`{}...` is longer than 63", "b".repeat(63))), "{}", &long[..100]);
     }
 
     #[test]
