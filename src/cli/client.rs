@@ -159,7 +159,14 @@ pub fn ask(socket: &Path, request: &Request, timeout: Duration) -> Result<Respon
     stream.set_read_timeout(Some(timeout)).map_err(unreachable)?;
     let mut line = serde_json::to_vec(request).map_err(AskError::Request)?;
     line.push(b'\n');
-    stream.write_all(&line).map_err(unreachable)?;
+    // A daemon that refuses before it reads (a client not root) answers
+    // and closes: the write fails (EPIPE), and the answer is there to read.
+    let written = stream.write_all(&line);
+    if let Err(e) = &written
+        && !matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
+    {
+        return Err(unreachable(written.unwrap_err()));
+    }
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer).map_err(|source| match source.kind() {
         // The read timeout, as the kernel says it (EAGAIN).
@@ -169,7 +176,10 @@ pub fn ask(socket: &Path, request: &Request, timeout: Duration) -> Result<Respon
         _ => unreachable(source),
     })?;
     if answer.is_empty() {
-        return Err(AskError::NoAnswer(socket.to_owned()));
+        return Err(match written {
+            Err(e) => unreachable(e),
+            Ok(()) => AskError::NoAnswer(socket.to_owned()),
+        });
     }
     serde_json::from_str(&answer).map_err(AskError::NotUnderstood)
 }
@@ -185,6 +195,28 @@ pub fn terminal_width() -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A daemon that answers before it reads (refusing a client that is
+    /// not root) and closes: its answer is read, not "Broken pipe".
+    #[test]
+    fn an_answer_given_before_the_request_was_read_is_read() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("paddock.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let refuser = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let refusal = Response::Error("permission denied: the control socket is root's".to_owned());
+            let mut line = serde_json::to_vec(&refusal).unwrap();
+            line.push(b'\n');
+            stream.write_all(&line).unwrap();
+        });
+        // Longer than the socket holds: the write fails once the peer is gone.
+        let request = Request::Logs { name: "x".repeat(4 << 20) };
+        let answer = ask(&socket, &request, Duration::from_secs(5)).unwrap();
+        refuser.join().unwrap();
+        assert_eq!(answer, Response::Error("permission denied: the control socket is root's".to_owned()));
+    }
 
     #[test]
     fn a_daemon_that_does_not_answer_is_said_to_be_busy_not_unreachable() {
