@@ -261,7 +261,27 @@ fn ids_outside_the_slice_are_refused_and_never_leave_the_hosts_root() {
     .unwrap();
     let mut answer = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(&stream), &mut answer).unwrap();
-    assert!(answer.contains("descriptor 0 is not a pipe, socket or terminal"), "{answer}");
+    assert!(answer.contains("descriptor 0 is not a pipe, socket, terminal or /dev/null"), "{answer}");
+    // Nor a device that is the host's (the kernel's log here); /dev/null is fine.
+    let ask = |stdin: &std::fs::File| {
+        let stream = std::os::unix::net::UnixStream::connect(d.path("paddock.sock")).unwrap();
+        let fds = [stdin.as_raw_fd(), 1, 2];
+        nix::sys::socket::sendmsg::<()>(
+            stream.as_raw_fd(),
+            &[std::io::IoSlice::new(request.as_bytes())],
+            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let mut answer = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&stream), &mut answer).unwrap();
+        answer
+    };
+    let answer = ask(&std::fs::File::open("/dev/kmsg").unwrap());
+    assert!(answer.contains("descriptor 0 is not a pipe, socket, terminal or /dev/null"), "{answer}");
+    let answer = ask(&std::fs::File::open("/dev/null").unwrap());
+    assert!(answer.contains("\"entered\""), "{answer}");
     assert_eq!(d.terminate(), 0);
 }
 

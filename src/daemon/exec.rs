@@ -88,11 +88,16 @@ const HANGUP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// The longest line a client may send while its command runs (a signal is a few bytes).
 const MAX_INPUT_LINE: usize = 256;
 
-/// A pipe, a socket or a character device (a terminal, /dev/null).
+/// A pipe, a socket, a terminal, or one of the memory devices that hold
+/// nothing of the host's (/dev/null, zero, full, random, urandom). Any
+/// other character device (/dev/mem, /dev/kmsg, a disk's raw device)
+/// would hand the workload the host's, as a directory would its files.
 fn is_stream(fd: &OwnedFd) -> bool {
-    nix::sys::stat::fstat(fd).is_ok_and(|st| {
-        let kind = st.st_mode & libc::S_IFMT;
-        kind == libc::S_IFIFO || kind == libc::S_IFSOCK || kind == libc::S_IFCHR
+    let harmless = |rdev: libc::dev_t| libc::major(rdev) == 1 && matches!(libc::minor(rdev), 3 | 5 | 7 | 8 | 9);
+    nix::sys::stat::fstat(fd).is_ok_and(|st| match st.st_mode & libc::S_IFMT {
+        libc::S_IFIFO | libc::S_IFSOCK => true,
+        libc::S_IFCHR => harmless(st.st_rdev) || nix::unistd::isatty(fd).unwrap_or(false),
+        _ => false,
     }) && nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).is_ok_and(|flags| flags & libc::O_PATH == 0)
 }
 
@@ -121,7 +126,10 @@ pub async fn serve(
     };
     // Streams only: a directory or an O_PATH handle would be a way out of the sandbox.
     if let Some(bad) = stdio.iter().position(|fd| !is_stream(fd)) {
-        say(&Response::Error(format!("exec's descriptor {bad} is not a pipe, socket or terminal"))).await;
+        say(&Response::Error(format!(
+            "exec's descriptor {bad} is not a pipe, socket, terminal or /dev/null (a device or a file would be the host's, handed to the workload): pipe it in with `cat FILE |`"
+        )))
+        .await;
         return;
     }
     // Sessions that outlive their clients cannot take every connection.
