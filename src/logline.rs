@@ -107,6 +107,43 @@ pub fn open_for_run(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// How long the logs of a workload that is gone (no manifest, nothing
+/// of it kept) stay after their last write: a day to read them, and then
+/// a removed name's 40 MiB at most are the disk's again.
+pub const GONE_LOGS_KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// Removes from `dir` the logs (`NAME.log`, `NAME.log.N`) of the names
+/// `known` does not hold that were last written before `before`, each file
+/// by itself (the rotated ones are older). Anything else there is left.
+/// Returns the names whose files went, each once.
+pub fn sweep_gone(dir: &Path, known: impl Fn(&str) -> bool, before: SystemTime) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut gone = Vec::new();
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(file) = file.to_str() else { continue };
+        let name = match file.rsplit_once(".log") {
+            Some((name, "")) => name,
+            Some((name, n))
+                if n.strip_prefix('.').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+            {
+                name
+            }
+            _ => continue,
+        };
+        if crate::model::WorkloadName::try_from(name).is_err() || known(name) {
+            continue;
+        }
+        // Not followed: a log is never a link, and one is not the daemon's to judge.
+        let old =
+            entry.metadata().ok().filter(|m| m.is_file()).and_then(|m| m.modified().ok()).is_some_and(|t| t < before);
+        if old && std::fs::remove_file(entry.path()).is_ok() && !gone.iter().any(|g| g == name) {
+            gone.push(name.to_owned());
+        }
+    }
+    gone
+}
+
 /// The file a workload's init is to write its log into when it asks for
 /// a new one: the log rotated when full (`max` bytes, `keep` older files);
 /// as it is when not (an ask that queued behind one answered already, or
@@ -147,6 +184,36 @@ pub fn rotate(path: &Path, keep: usize) -> std::io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The logs of a name no workload has are removed a day after their
+    /// last write, rotated ones too; a known name's, a recent one's and
+    /// what is not a log stay. (They stayed for ever: one set per name
+    /// ever used.)
+    #[test]
+    fn logs_of_names_gone_for_a_day_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let day_ago = now - GONE_LOGS_KEPT - std::time::Duration::from_secs(60);
+        let write = |file: &str, at: SystemTime| {
+            std::fs::write(dir.path().join(file), "x\n").unwrap();
+            File::options().write(true).open(dir.path().join(file)).unwrap().set_modified(at).unwrap();
+        };
+        for file in
+            ["old.log", "old.log.1", "old.log.3", "web.log", "web.log.2", "notes.txt", "Bad_Name.log", "old.logx"]
+        {
+            write(file, day_ago);
+        }
+        write("recent.log", now);
+        write("recent.log.1", day_ago);
+        let gone = sweep_gone(dir.path(), |name| name == "web", now - GONE_LOGS_KEPT);
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["Bad_Name.log", "notes.txt", "old.logx", "recent.log", "web.log", "web.log.2"]);
+        let mut gone = gone;
+        gone.sort();
+        assert_eq!(gone, ["old", "recent"]);
+    }
 
     /// A log an operator removed is made anew, and no older file moves
     /// (each ask used to push them one further, the oldest out, and fail).

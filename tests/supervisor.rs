@@ -458,3 +458,21 @@ fn a_reloads_answer_says_what_was_not_read_and_why() {
     r.sup.apply(scan(Vec::new()), r.at);
     assert_eq!((r.sup.refused_now(), r.sup.warnings_now()), (None, Vec::<String>::new()), "read again: all well");
 }
+
+/// The names whose logs stay are the workloads the daemon knows: one
+/// removed and forgotten is no longer among them (its logs go a day on).
+#[test]
+fn a_forgotten_workload_no_longer_owns_its_logs() {
+    let mut r = Rig::new();
+    r.sup.apply(scan(vec![("web", valid(1)), ("api", valid(1))]), r.at);
+    r.sup.reconcile(r.at);
+    let calls = r.take_calls();
+    r.answer(&calls);
+    assert_eq!(r.sup.log_owners().into_iter().collect::<Vec<_>>(), ["api", "web"]);
+    r.sup.apply(scan(vec![("api", ManifestEvent::Removed)]), r.at);
+    r.sup.reconcile(r.at);
+    let calls = r.take_calls();
+    r.answer(&calls);
+    r.sup.reconcile(r.at);
+    assert_eq!(r.sup.log_owners().into_iter().collect::<Vec<_>>(), ["web"]);
+}

@@ -488,6 +488,18 @@ impl Rereads {
     }
 }
 
+/// The logs of names no workload has had for a day (`GONE_LOGS_KEPT`)
+/// are removed, off the event loop: one set a name ever used stayed.
+fn sweep_gone_logs(state_dir: &Path, owners: std::collections::BTreeSet<String>) {
+    let dir = state_dir.join("logs");
+    tokio::spawn(super::workers::blocking(move || {
+        let before = std::time::SystemTime::now() - crate::logline::GONE_LOGS_KEPT;
+        for name in crate::logline::sweep_gone(&dir, |name| owners.contains(name), before) {
+            tracing::info!(workload = %name, "removed its logs: no workload of that name for a day");
+        }
+    }));
+}
+
 /// Records written before paddock kept the manifest's text gain it from
 /// the file, where the first scan read the version the sandbox runs: a
 /// bad edit before the next daemon restart leaves it running too.
@@ -722,6 +734,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             _ = resync.tick(), if !shutting_down => {
                 scans.wanted = Some(Rescan::Everything);
                 daemon.executor.undo_abandoned_runs();
+                sweep_gone_logs(&state_dir, daemon.log_owners());
             }
             _ = async { tokio::time::sleep_until(wake.unwrap().into()).await }, if wake.is_some() => {
                 daemon.on_timer(Clock::read());

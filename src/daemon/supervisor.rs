@@ -55,7 +55,7 @@ pub struct Supervisor<E: Executor, S: Store> {
     /// Workloads forgotten in doubt whose id slice was kept, processes
     /// running as its ids (`Kept::reserved`, restored across a restart):
     /// held in doubt if a manifest of that name comes back while they run.
-    reserved: BTreeSet<WorkloadName>,
+    pub(super) reserved: BTreeSet<WorkloadName>,
     /// Kept state that could not be written (a full disk), written again
     /// at every pass until it is.
     unwritten: BTreeSet<WorkloadName>,

@@ -298,6 +298,14 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         self.warnings.values().cloned().chain(not_read).chain(self.unread.iter().cloned()).collect()
     }
 
+    /// The names whose logs stay: every workload the daemon knows (a
+    /// manifest, a sandbox, kept state), and each name reserved in doubt,
+    /// whose log tells a rebuilt id table the name was in use.
+    pub fn log_owners(&self) -> std::collections::BTreeSet<String> {
+        let known = self.core.workloads().map(|w| w.name.to_string());
+        known.chain(self.reserved.iter().map(ToString::to_string)).collect()
+    }
+
     /// Why the workloads directory is refused (unsafe), if it is.
     pub fn refused_now(&self) -> Option<String> {
         self.refused.clone()
