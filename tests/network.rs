@@ -407,6 +407,45 @@ fn a_daemon_in_a_mount_namespace_of_its_own_warns_that_its_networks_die_with_it(
     assert_eq!(d.terminate(), 0);
 }
 
+/// A daemon in a mount namespace of its own, killed: its network
+/// namespaces' mounts went with it, their mount points left as plain
+/// files. The next daemon adopts the workload, and undoes its attachment
+/// without them when it restarts (a DEL given a file that is no namespace
+/// failed, and every start of the workload with it, for ever); nothing is
+/// left.
+#[test]
+fn attachments_whose_namespace_mounts_went_with_a_killed_daemon_are_undone() {
+    let mut d = prepared();
+    d.own_mounts = true;
+    let mut d = d.start(&[]);
+    d.write("a.toml", &sleeper("ports = [\"8086:80\"]"));
+    let before = address(&d, "a");
+    let first = d.running_pid("a");
+    d.kill();
+    d = d.start(&[]);
+    assert_eq!(d.running_pid("a"), first, "adopted");
+    // Restarted: its old attachment is undone first.
+    let restart = d.paddock(&["restart", "a"]);
+    assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
+    d.wait_for("a started again", |d| {
+        d.workload("a").is_some_and(|w| w["state"] == "running" && w["pid"].as_i64() != Some(first))
+    });
+    assert!(!address(&d, "a").is_empty(), "{before}");
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(!log.contains("unknown FS magic"), "{log}");
+    let said = log.lines().find(|l| l.contains("its network namespace is gone")).unwrap_or_else(|| panic!("{log}"));
+    let id =
+        said.split("container_id=").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap().trim_matches('"');
+    assert_eq!(d.terminate(), 0);
+    // All else undone; the masquerade the bridge plugin finds only by the
+    // namespace's addresses is left, and said.
+    let left = leftovers(&d);
+    assert_eq!((left.veths, left.allocations, left.mounts), (0, 0, 0), "{left:?}");
+    let chain = left.rules.iter().find(|r| r.contains(id)).and_then(|r| r.split("-j ").nth(1)).map(str::to_owned);
+    assert!(left.rules.iter().all(|r| chain.as_deref().is_some_and(|c| r.contains(c))), "{left:?}");
+    // (They go with the test's network namespace.)
+}
+
 #[test]
 fn a_killed_daemon_adopts_the_workload_and_its_network() {
     let mut d = daemon();

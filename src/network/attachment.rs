@@ -323,6 +323,19 @@ impl Networks {
         if let Err(e) = self.record(workload, a) {
             tracing::warn!(workload = %workload, error = %e, "cannot record that its network is being undone; undoing it anyway");
         }
+        // Its namespace went with the mount namespace the mount was made in
+        // (a daemon's own, killed): the plugins are given no file that is
+        // no namespace (they refused it, and the DEL failed for ever), but
+        // none at all, and undo what lies outside it (addresses, rules).
+        if netns::is_left_behind(&a.netns) {
+            tracing::warn!(
+                workload = %workload,
+                netns = %a.netns.display(),
+                container_id = a.container_id,
+                "its network namespace is gone (its mount went with the daemon that made it): undoing the rest of its network; what the bridge plugin finds by the addresses in there (its masquerade rules, commented with this container_id) may be left: `iptables -t nat -S | grep CONTAINER_ID` names them"
+            );
+            let _ = std::fs::remove_file(&a.netns);
+        }
         runtime.del(&list, a.target(&caps), a.result.as_ref().or(a.so_far.as_ref()))?;
         netns::remove(&a.netns);
         let _ = std::fs::remove_dir_all(self.etc_dir(workload));

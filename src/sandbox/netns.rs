@@ -87,6 +87,18 @@ pub fn remove(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
+/// Whether `path` is a mount point left behind by a namespace mount that
+/// went (with the mount namespace it was made in, a daemon's own that
+/// died): a file on its directory's own filesystem. A mount of a
+/// namespace is on nsfs. What cannot be looked at is not said to be.
+pub fn is_left_behind(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(file), Some(Ok(dir))) = (std::fs::symlink_metadata(path), path.parent().map(std::fs::metadata)) else {
+        return false;
+    };
+    file.is_file() && file.dev() == dir.dev()
+}
+
 /// Whether `path` holds a network namespace (a bind mount of one).
 pub fn exists(path: &Path) -> bool {
     open_ns(path).is_ok_and(|fd| {
