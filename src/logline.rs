@@ -112,13 +112,13 @@ pub fn open_for_run(path: &Path) -> std::io::Result<File> {
 /// a removed name's 40 MiB at most are the disk's again.
 pub const GONE_LOGS_KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
-/// Removes from `dir` the logs (`NAME.log`, `NAME.log.N`) of the names
-/// `known` does not hold that were last written before `before`, each file
-/// by itself (the rotated ones are older). Anything else there is left.
-/// Returns the names whose files went, each once.
-pub fn sweep_gone(dir: &Path, known: impl Fn(&str) -> bool, before: SystemTime) -> Vec<String> {
+/// The logs in `dir` (`NAME.log`, `NAME.log.N`) of the names `known` does
+/// not hold, by name, whose newest file was last written before `before`
+/// (a workload that is forgotten has its log's time set then:
+/// `mark_gone`). Anything else there is left, links too.
+pub fn gone_logs(dir: &Path, known: impl Fn(&str) -> bool, before: SystemTime) -> Vec<(String, Vec<PathBuf>)> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut gone = Vec::new();
+    let mut sets: std::collections::BTreeMap<String, (SystemTime, Vec<PathBuf>)> = std::collections::BTreeMap::new();
     for entry in entries.flatten() {
         let file = entry.file_name();
         let Some(file) = file.to_str() else { continue };
@@ -134,14 +134,30 @@ pub fn sweep_gone(dir: &Path, known: impl Fn(&str) -> bool, before: SystemTime) 
         if crate::model::WorkloadName::try_from(name).is_err() || known(name) {
             continue;
         }
-        // Not followed: a log is never a link, and one is not the daemon's to judge.
-        let old =
-            entry.metadata().ok().filter(|m| m.is_file()).and_then(|m| m.modified().ok()).is_some_and(|t| t < before);
-        if old && std::fs::remove_file(entry.path()).is_ok() && !gone.iter().any(|g| g == name) {
-            gone.push(name.to_owned());
-        }
+        // Not followed: a log is never a link.
+        let Some(written) = entry.metadata().ok().filter(|m| m.is_file()).and_then(|m| m.modified().ok()) else {
+            continue;
+        };
+        let set = sets.entry(name.to_owned()).or_insert((SystemTime::UNIX_EPOCH, Vec::new()));
+        set.0 = set.0.max(written);
+        set.1.push(entry.path());
     }
-    gone
+    sets.into_iter().filter(|(_, (newest, _))| *newest < before).map(|(name, (_, files))| (name, files)).collect()
+}
+
+/// A workload is forgotten: its log's time is now, from which its logs
+/// are kept `GONE_LOGS_KEPT` (not from its last line, which may be a
+/// quiet workload's of long ago). A link is not followed; no log is fine.
+pub fn mark_gone(path: &Path) {
+    let now =
+        nix::sys::time::TimeSpec::from(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default());
+    let _ = nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &now,
+        &now,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    );
 }
 
 /// The file a workload's init is to write its log into when it asks for
@@ -185,12 +201,12 @@ pub fn rotate(path: &Path, keep: usize) -> std::io::Result<File> {
 mod tests {
     use super::*;
 
-    /// The logs of a name no workload has are removed a day after their
-    /// last write, rotated ones too; a known name's, a recent one's and
-    /// what is not a log stay. (They stayed for ever: one set per name
-    /// ever used.)
+    /// The logs of a name no workload has go a day after the newest of
+    /// them was written (or its workload forgotten), all of them at once;
+    /// a known name's, a recent one's and what is not a log stay. (They
+    /// stayed for ever: one set per name ever used.)
     #[test]
-    fn logs_of_names_gone_for_a_day_are_removed() {
+    fn logs_of_names_gone_for_a_day_go_together() {
         let dir = tempfile::tempdir().unwrap();
         let now = SystemTime::now();
         let day_ago = now - GONE_LOGS_KEPT - std::time::Duration::from_secs(60);
@@ -205,14 +221,15 @@ mod tests {
         }
         write("recent.log", now);
         write("recent.log.1", day_ago);
-        let gone = sweep_gone(dir.path(), |name| name == "web", now - GONE_LOGS_KEPT);
-        let mut left: Vec<String> =
-            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        left.sort();
-        assert_eq!(left, ["Bad_Name.log", "notes.txt", "old.logx", "recent.log", "web.log", "web.log.2"]);
-        let mut gone = gone;
-        gone.sort();
-        assert_eq!(gone, ["old", "recent"]);
+        write("quiet.log", day_ago);
+        mark_gone(&dir.path().join("quiet.log"));
+        let gone = gone_logs(dir.path(), |name| name == "web", now - GONE_LOGS_KEPT);
+        let names: Vec<&str> = gone.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["old"]);
+        let mut files: Vec<String> =
+            gone[0].1.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        files.sort();
+        assert_eq!(files, ["old.log", "old.log.1", "old.log.3"]);
     }
 
     /// A log an operator removed is made anew, and no older file moves

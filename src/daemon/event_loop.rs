@@ -91,6 +91,8 @@ enum Job {
     /// The new binary's check of the configuration (`paddock daemon
     /// --validate`), run beside the loop before an upgrade.
     Checked(Checked),
+    /// Logs of names gone for a day, each name's files (`look_for_gone_logs`).
+    GoneLogs(Vec<(String, Vec<std::path::PathBuf>)>),
 }
 
 /// An upgrade's check, done: the binary, and what the check said.
@@ -488,14 +490,20 @@ impl Rereads {
     }
 }
 
-/// The logs of names no workload has had for a day (`GONE_LOGS_KEPT`)
-/// are removed, off the event loop: one set a name ever used stayed.
-fn sweep_gone_logs(state_dir: &Path, owners: std::collections::BTreeSet<String>) {
-    let dir = state_dir.join("logs");
+/// The logs of names no workload has had for a day (`GONE_LOGS_KEPT`),
+/// looked for off the event loop, once the directory was read (a daemon
+/// that could not read it knows of no workload of it); removed by the
+/// loop (`Job::GoneLogs`) if no workload has the name by then.
+fn look_for_gone_logs(state_dir: &Path, daemon: &Daemon, jobs: &mpsc::UnboundedSender<Job>) {
+    if !daemon.core().files_seen() {
+        return;
+    }
+    let (dir, owners, jobs) = (state_dir.join("logs"), daemon.log_owners(), jobs.clone());
     tokio::spawn(super::workers::blocking(move || {
         let before = std::time::SystemTime::now() - crate::logline::GONE_LOGS_KEPT;
-        for name in crate::logline::sweep_gone(&dir, |name| owners.contains(name), before) {
-            tracing::info!(workload = %name, "removed its logs: no workload of that name for a day");
+        let gone = crate::logline::gone_logs(&dir, |name| owners.contains(name), before);
+        if !gone.is_empty() {
+            let _ = jobs.send(Job::GoneLogs(gone));
         }
     }));
 }
@@ -689,8 +697,11 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                         // A reload: answered once what it found is under way.
                         let mut report = daemon.reconcile(Clock::read());
                         report.invalid = daemon.invalid_now();
-                        report.warnings = daemon.warnings_now();
                         report.refused = daemon.refused_now();
+                        // Of files not read now: none, while refused.
+                        if report.refused.is_none() {
+                            report.warnings = daemon.warnings_now();
+                        }
                         let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
                         for reply in scans.current.drain(..) {
                             let _ = reply.send(Response::Reloaded(report.clone()));
@@ -706,6 +717,14 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                     });
                 }
                 Job::Checked(outcome) => checked = Some(outcome),
+                Job::GoneLogs(gone) => {
+                    // Named again meanwhile: its workload writes on in them.
+                    let owners = daemon.log_owners();
+                    for (name, files) in gone.into_iter().filter(|(name, _)| !owners.contains(name)) {
+                        files.iter().for_each(|file| drop(std::fs::remove_file(file)));
+                        tracing::info!(workload = %name, "removed its logs: no workload of that name for a day");
+                    }
+                }
             },
             Some(change) = watch.changes.recv(), if !shutting_down => {
                 if change == Change::Lost {
@@ -734,7 +753,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             _ = resync.tick(), if !shutting_down => {
                 scans.wanted = Some(Rescan::Everything);
                 daemon.executor.undo_abandoned_runs();
-                sweep_gone_logs(&state_dir, daemon.log_owners());
+                look_for_gone_logs(&state_dir, &daemon, &job_tx);
             }
             _ = async { tokio::time::sleep_until(wake.unwrap().into()).await }, if wake.is_some() => {
                 daemon.on_timer(Clock::read());

@@ -578,6 +578,8 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                             self.reserved.insert(name.clone());
                         }
                     }
+                    // Its logs are kept a day from now (`logline::GONE_LOGS_KEPT`).
+                    crate::logline::mark_gone(&super::executor::log_path(&self.state_dir, &name));
                     if let Err(e) = self.store.forget(&name, free) {
                         let what = if free { "free its id slice" } else { "write that its id slice is kept" };
                         tracing::error!(workload = %name, error = %e, "cannot {what}");

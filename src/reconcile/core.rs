@@ -188,6 +188,11 @@ impl Core {
         self.files_seen = false;
     }
 
+    /// Whether the workloads directory was read since kept state was restored.
+    pub fn files_seen(&self) -> bool {
+        self.files_seen
+    }
+
     /// The workloads directory was read: a workload with no file has none.
     pub fn files_read(&mut self) {
         self.files_seen = true;
