@@ -379,7 +379,10 @@ pub fn recv_with_fds(
         let header = unsafe { cmsg.read_unaligned() };
         if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
             // SAFETY: arithmetic on a header the kernel wrote (CMSG_LEN of nothing is the header's own length).
-            let (data, len) = unsafe { (libc::CMSG_DATA(cmsg), header.cmsg_len as usize - libc::CMSG_LEN(0) as usize) };
+            let (data, header_len) = unsafe { (libc::CMSG_DATA(cmsg), libc::CMSG_LEN(0) as usize) };
+            // As far as the header says, and never past what the kernel wrote.
+            let end = control.as_ptr().cast::<u8>() as usize + msg.msg_controllen as usize;
+            let len = (header.cmsg_len as usize).saturating_sub(header_len).min(end.saturating_sub(data as usize));
             for i in 0..len / std::mem::size_of::<RawFd>() {
                 // SAFETY: the kernel wrote `len` bytes of descriptors after the header, within `control`;
                 // each is one it installed in our table just now, which nothing else owns.
