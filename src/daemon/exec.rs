@@ -29,7 +29,10 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         stdio: [OwnedFd; 3],
     ) -> Result<crate::sandbox::enter::Entered, String> {
         // Quoted as far as a name may go: a request's name can be 64 KiB.
-        let asked: String = request.name.chars().take(crate::model::MAX_NAME_LEN + 1).collect();
+        let mut asked: String = request.name.chars().take(crate::model::MAX_NAME_LEN + 1).collect();
+        if asked.len() < request.name.len() {
+            asked.push_str("...");
+        }
         let name = WorkloadName::try_from(request.name.as_str())
             .map_err(|_| format!("no workload {asked:?}: a workload name is its manifest's file name"))?;
         let w = self.core.get(&name).filter(|w| w.desired.is_some() || w.state.has_sandbox()).ok_or_else(|| {
@@ -88,15 +91,22 @@ const HANGUP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// The longest line a client may send while its command runs (a signal is a few bytes).
 const MAX_INPUT_LINE: usize = 256;
 
-/// A pipe, a socket, a terminal, or one of the memory devices that hold
-/// nothing of the host's (/dev/null, zero, full, random, urandom). Any
-/// other character device (/dev/mem, /dev/kmsg, a disk's raw device)
-/// would hand the workload the host's, as a directory would its files.
+/// A pipe, a socket, a pseudo-terminal (`paddock exec -t` makes one), or
+/// one of the memory devices that hold nothing of the host's (/dev/null,
+/// zero, full, random, urandom). Any other character device (/dev/mem,
+/// /dev/kmsg, the console, a disk's raw device) would hand the workload
+/// the host's, as a directory would its files. Told by its numbers alone:
+/// no ioctl reaches the driver of a device a client handed in.
 fn is_stream(fd: &OwnedFd) -> bool {
-    let harmless = |rdev: libc::dev_t| libc::major(rdev) == 1 && matches!(libc::minor(rdev), 3 | 5 | 7 | 8 | 9);
+    let allowed = |rdev: libc::dev_t| match libc::major(rdev) {
+        1 => matches!(libc::minor(rdev), 3 | 5 | 7 | 8 | 9),
+        // Unix98 pseudo-terminals' slaves.
+        136..=143 => true,
+        _ => false,
+    };
     nix::sys::stat::fstat(fd).is_ok_and(|st| match st.st_mode & libc::S_IFMT {
         libc::S_IFIFO | libc::S_IFSOCK => true,
-        libc::S_IFCHR => harmless(st.st_rdev) || nix::unistd::isatty(fd).unwrap_or(false),
+        libc::S_IFCHR => allowed(st.st_rdev),
         _ => false,
     }) && nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).is_ok_and(|flags| flags & libc::O_PATH == 0)
 }

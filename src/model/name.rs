@@ -62,7 +62,8 @@ impl TryFrom<&str> for WorkloadName {
         if bytes.len() > MAX_NAME_LEN {
             // Quoted as far as a name may go: a request's name can be 64 KiB.
             let shown: String = s.chars().take(MAX_NAME_LEN).collect();
-            return Err(NameError::TooLong(format!("{shown}...")));
+            let cut = if shown.len() < s.len() { "..." } else { "" };
+            return Err(NameError::TooLong(format!("{shown}{cut}")));
         }
         let inner_ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
         let edge_ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
