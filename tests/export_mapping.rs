@@ -111,7 +111,7 @@ fn each_field_maps_as_the_readme_says() {
         (&["baseline"], "[stop]\nsignal = \"SIGINT\"\n", &format!("{c}/lifecycle"), json!({"stopSignal": "SIGINT"})),
         (&["baseline"], "[stop]\nsignal = \"SIGINT\"\n", "/os", json!({"name": "linux"})),
         // Mounts as hostPath volumes, read-only where paddock made them so.
-        (&["baseline"], "[[mounts]]\nsource = \"/etc/ssl\"\ntarget = \"/ssl\"\n", "/volumes/1", json!({"name": "mount-0", "hostPath": {"path": "/etc/ssl", "type": "Directory"}})),
+        (&["baseline"], "[[mounts]]\nsource = \"/etc\"\ntarget = \"/ssl\"\n", "/volumes/1", json!({"name": "mount-0", "hostPath": {"path": "/etc", "type": "Directory"}})),
         // Each typed as its source is here: the kubelet refuses a pod whose source is missing, as paddock refuses the start.
         (&["baseline"], "[[mounts]]\nsource = \"/etc/passwd\"\ntarget = \"/p\"\n", "/volumes/1/hostPath/type", json!("File")),
         (&["baseline"], "[[mounts]]\nsource = \"/dev/null\"\ntarget = \"/n\"\n", "/volumes/1/hostPath/type", json!("CharDevice")),
@@ -445,6 +445,15 @@ fn a_mount_source_missing_here_is_left_untyped_and_listed() {
     assert!(listed.contains(&untyped), "{listed:?}");
     assert!(untyped.to_string().contains("the runtime makes it an empty directory"), "{untyped}");
     assert!(!items("/etc").iter().any(|u| matches!(u, Unsupported::UntypedSource { .. })));
+    // One that cannot be looked at (a name longer than any) says so, not that it is missing.
+    let unlooked = items(&format!("/{}", "a".repeat(300)));
+    let said: Vec<String> = unlooked
+        .iter()
+        .filter(|u| matches!(u, Unsupported::UnlookedSource { .. } | Unsupported::UntypedSource { .. }))
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("cannot be looked at here (") && said[0].contains("export as root"), "{said:?}");
 }
 
 /// A CPU limit finer than a millicore is rounded, and said to be.

@@ -201,20 +201,26 @@ fn security_context(m: &Manifest, lost: &mut Vec<Unsupported>) -> SecurityContex
 /// A mount source's hostPath type, as it is on this host (a symlink
 /// followed, as paddock's start follows one it trusts): the kubelet then
 /// refuses the pod where it is missing or of another kind, as paddock
-/// refuses the start. None for one that is not here (or a FIFO, which has
-/// no type).
-fn source_kind(source: &std::path::Path) -> Option<String> {
+/// refuses the start. Ok(None) for one of no type (a FIFO) or not here;
+/// Err for one that cannot be looked at (not root: `volumes_root`).
+fn source_kind(source: &std::path::Path) -> Result<Option<String>, std::io::Error> {
     use std::os::unix::fs::FileTypeExt;
-    let kind = std::fs::metadata(source).ok()?.file_type();
+    let kind = match std::fs::metadata(source) {
+        Ok(meta) => meta.file_type(),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     let name = match () {
         () if kind.is_dir() => "Directory",
         () if kind.is_file() => "File",
         () if kind.is_socket() => "Socket",
         () if kind.is_char_device() => "CharDevice",
         () if kind.is_block_device() => "BlockDevice",
-        () => return None,
+        () => return Ok(None),
     };
-    Some(name.to_owned())
+    Ok(Some(name.to_owned()))
 }
 
 /// Mounts as hostPath volumes, and paddock's private `/tmp` as a
@@ -235,8 +241,12 @@ fn volumes(m: &Manifest, remap: bool, lost: &mut Vec<Unsupported>) -> (Vec<Volum
     }
     for (i, mt) in m.mounts.iter().enumerate() {
         let name = format!("mount-{i}");
-        let kind = source_kind(&mt.source);
-        if kind.is_none() {
+        let kind = source_kind(&mt.source).unwrap_or_else(|e| {
+            lost.push(Unsupported::UnlookedSource { source: mt.source.clone(), mount: i, error: e.to_string() });
+            None
+        });
+        if kind.is_none() && !lost.iter().any(|u| matches!(u, Unsupported::UnlookedSource { mount, .. } if *mount == i))
+        {
             lost.push(Unsupported::UntypedSource { source: mt.source.clone(), mount: i });
         }
         volumes.push(Volume {

@@ -87,6 +87,9 @@ pub enum Unsupported {
     /// runtime makes a missing source an empty directory, where paddock
     /// refuses to start.
     UntypedSource { source: PathBuf, mount: usize },
+    /// The same, for a source that could not be looked at (an export not
+    /// run as root, say).
+    UnlookedSource { source: PathBuf, mount: usize, error: String },
     /// A rule of the Pod Security Standards level the manifest's policy
     /// stands for that the exported pod breaks.
     Pss { claimed: Level, violation: Violation },
@@ -213,6 +216,11 @@ impl fmt::Display for Unsupported {
                 "mount {:?} is no directory, file, socket or device on this host, so its hostPath has no type: where it is missing on a node, the runtime makes it an empty directory, where paddock refuses to start; give the volume its type",
                 source.display().to_string()
             ),
+            Unsupported::UnlookedSource { source, error, .. } => write!(
+                f,
+                "mount {:?} cannot be looked at here ({error}), so its hostPath has no type: where it is missing on a node, the runtime makes it an empty directory, where paddock refuses to start; export as root, or give the volume its type",
+                source.display().to_string()
+            ),
             Unsupported::Pss { claimed, violation } => write!(
                 f,
                 "the policy passed stands for the {claimed} Pod Security Standard, which this pod breaks: {violation}; the namespace is labelled with the level it passes"
@@ -255,7 +263,8 @@ impl Unsupported {
             Unsupported::MountFlags => one("/mounts"),
             Unsupported::NotIdmapped { mount, .. }
             | Unsupported::KernelFilesystems { mount, .. }
-            | Unsupported::UntypedSource { mount, .. } => one(&format!("/mounts/{mount}/source")),
+            | Unsupported::UntypedSource { mount, .. }
+            | Unsupported::UnlookedSource { mount, .. } => one(&format!("/mounts/{mount}/source")),
             Unsupported::PrivilegedEscalation => one("/security/privileged"),
             Unsupported::ServiceName { .. } | Unsupported::SharedSlice | Unsupported::Pss { .. } => Vec::new(),
         }
