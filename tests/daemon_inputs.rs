@@ -18,6 +18,7 @@ fn log(d: &Daemon) -> String {
 fn a_workloads_directory_made_unsafe_while_running_stops_changes_until_fixed() {
     let d = Daemon::setup().start(&[]);
     d.write("web.toml", SLEEPER);
+    std::fs::write(d.path("wl/notes.yaml"), "x").unwrap();
     let pid = d.running_pid("web");
     // Made world-writable: uid 65534 drops a manifest; nothing of it applies.
     std::fs::set_permissions(d.path("wl"), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -38,7 +39,8 @@ fn a_workloads_directory_made_unsafe_while_running_stops_changes_until_fixed() {
     let said = String::from_utf8_lossy(&reload.stderr);
     assert_eq!(reload.status.code(), Some(1), "{said}");
     assert!(said.contains("error: the workloads directory is refused: ") && said.contains("writable"), "{said}");
-    assert!(!String::from_utf8_lossy(&reload.stdout).contains("nothing changed"));
+    let out = String::from_utf8_lossy(&reload.stdout);
+    assert!(!out.contains("nothing changed") && !out.contains("notes.yaml"), "nothing of the files, unread: {out}");
     // Fixed: changes apply again, and the intruder's file (not root's) is refused.
     std::fs::set_permissions(d.path("wl"), std::fs::Permissions::from_mode(0o755)).unwrap();
     d.write("api.toml", SLEEPER);
