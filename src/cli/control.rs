@@ -31,7 +31,8 @@ pub struct NameArgs {
 /// configuration changed since it read it (paddock.toml, a policy, a
 /// network definition), re-execute it in place instead, as `upgrade`
 /// does, every workload kept running. Exit status 1 when the daemon
-/// cannot be reached or refuses.
+/// cannot be reached or refuses, or when the workloads directory is
+/// refused (unsafe, or not there: nothing of it is applied).
 #[derive(Debug, Args)]
 pub struct ReloadArgs {
     #[command(flatten)]

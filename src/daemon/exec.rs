@@ -28,13 +28,10 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         request: &ExecRequest,
         stdio: [OwnedFd; 3],
     ) -> Result<crate::sandbox::enter::Entered, String> {
-        // Quoted as far as a name may go: a request's name can be 64 KiB.
-        let mut asked: String = request.name.chars().take(crate::model::MAX_NAME_LEN + 1).collect();
-        if asked.len() < request.name.len() {
-            asked.push_str("...");
-        }
-        let name = WorkloadName::try_from(request.name.as_str())
-            .map_err(|_| format!("no workload {asked:?}: a workload name is its manifest's file name"))?;
+        let name = WorkloadName::try_from(request.name.as_str()).map_err(|_| {
+            let asked = crate::model::quoted(&request.name);
+            format!("no workload {asked:?}: a workload name is its manifest's file name")
+        })?;
         let w = self.core.get(&name).filter(|w| w.desired.is_some() || w.state.has_sandbox()).ok_or_else(|| {
             format!(
                 "no workload {:?}: there is no valid manifest {} (see `paddock status`)",

@@ -241,14 +241,18 @@ fn volumes(m: &Manifest, remap: bool, lost: &mut Vec<Unsupported>) -> (Vec<Volum
     }
     for (i, mt) in m.mounts.iter().enumerate() {
         let name = format!("mount-{i}");
-        let kind = source_kind(&mt.source).unwrap_or_else(|e| {
-            lost.push(Unsupported::UnlookedSource { source: mt.source.clone(), mount: i, error: e.to_string() });
-            None
-        });
-        if kind.is_none() && !lost.iter().any(|u| matches!(u, Unsupported::UnlookedSource { mount, .. } if *mount == i))
-        {
-            lost.push(Unsupported::UntypedSource { source: mt.source.clone(), mount: i });
-        }
+        let (source, mount) = (mt.source.clone(), i);
+        let kind = match source_kind(&mt.source) {
+            Ok(Some(kind)) => Some(kind),
+            Ok(None) => {
+                lost.push(Unsupported::UntypedSource { source, mount });
+                None
+            }
+            Err(e) => {
+                lost.push(Unsupported::UnlookedSource { source, mount, error: e.to_string() });
+                None
+            }
+        };
         volumes.push(Volume {
             name: name.clone(),
             host_path: Some(HostPathVolumeSource { path: mt.source.display().to_string(), type_: kind }),

@@ -33,7 +33,7 @@ pub use manifest::{
     Manifest, Mount, Namespaces, Resources, Restart, RestartPolicy, Rootfs, Seccomp, Security, SharedOrPrivate, Stop,
     UserNamespace,
 };
-pub use name::{MAX_NAME_LEN, NameError, WorkloadName, is_ignored_file_name};
+pub use name::{MAX_NAME_LEN, NameError, WorkloadName, is_ignored_file_name, quoted};
 pub use named::{Capability, Signal, UnknownName};
 pub(crate) use network::NETWORK_NAME_PATTERN;
 pub use network::{BRIDGE, Network, NetworkError, PortError, PortMapping, Protocol, is_network_name};

@@ -23,6 +23,16 @@ pub enum NameError {
     BadCharacters(String),
 }
 
+/// As much of what was given for a name as a name may hold, marked when
+/// cut: what an error quotes of it (a request's can be 64 KiB).
+pub fn quoted(given: &str) -> String {
+    let mut shown: String = given.chars().take(MAX_NAME_LEN).collect();
+    if shown.len() < given.len() {
+        shown.push_str("...");
+    }
+    shown
+}
+
 impl WorkloadName {
     pub fn as_str(&self) -> &str {
         &self.0
@@ -61,9 +71,7 @@ impl TryFrom<&str> for WorkloadName {
         };
         if bytes.len() > MAX_NAME_LEN {
             // Quoted as far as a name may go: a request's name can be 64 KiB.
-            let shown: String = s.chars().take(MAX_NAME_LEN).collect();
-            let cut = if shown.len() < s.len() { "..." } else { "" };
-            return Err(NameError::TooLong(format!("{shown}{cut}")));
+            return Err(NameError::TooLong(quoted(s)));
         }
         let inner_ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
         let edge_ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
