@@ -412,16 +412,7 @@ fn descriptors_past_a_requests_room_are_refused_and_closed() {
     let before = descriptors_of(&d);
     let null = std::fs::File::open("/dev/null").unwrap();
     for _ in 0..50 {
-        let mut client = UnixStream::connect(d.path("paddock.sock")).unwrap();
-        let fds = [null.as_raw_fd(); 5];
-        nix::sys::socket::sendmsg::<()>(
-            client.as_raw_fd(),
-            &[std::io::IoSlice::new(b"{")],
-            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
-            nix::sys::socket::MsgFlags::empty(),
-            None,
-        )
-        .unwrap();
+        let mut client = common::daemon::connect_sending(&d, b"{", &[null.as_raw_fd(); 5]);
         let _ = client.write_all(b"\"cmd\":\"status\"}\n");
         let mut answer = String::new();
         client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -252,16 +252,8 @@ fn ids_outside_the_slice_are_refused_and_never_leave_the_hosts_root() {
     let request = "{\"cmd\":\"exec\",\"name\":\"exec-ids2\",\"command\":[\"true\"]}\n";
     let (out_r, out_w) = nix::unistd::pipe().unwrap();
     let ask = |stdin: &std::fs::File| {
-        let stream = std::os::unix::net::UnixStream::connect(d.path("paddock.sock")).unwrap();
         let fds = [stdin.as_raw_fd(), out_w.as_raw_fd(), out_w.as_raw_fd()];
-        nix::sys::socket::sendmsg::<()>(
-            stream.as_raw_fd(),
-            &[std::io::IoSlice::new(request.as_bytes())],
-            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
-            nix::sys::socket::MsgFlags::empty(),
-            None,
-        )
-        .unwrap();
+        let stream = common::daemon::connect_sending(&d, request.as_bytes(), &fds);
         let mut answer = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(&stream), &mut answer).unwrap();
         answer
@@ -415,20 +407,8 @@ fn exec_clients_that_never_read_do_not_hold_the_sessions() {
     let pipes: Vec<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> =
         (0..3).map(|_| nix::unistd::pipe().unwrap()).collect();
     let fds = [pipes[0].0.as_raw_fd(), pipes[1].1.as_raw_fd(), pipes[2].1.as_raw_fd()];
-    let stuck: Vec<std::os::unix::net::UnixStream> = (0..32)
-        .map(|_| {
-            let client = std::os::unix::net::UnixStream::connect(d.path("paddock.sock")).unwrap();
-            nix::sys::socket::sendmsg::<()>(
-                client.as_raw_fd(),
-                &[std::io::IoSlice::new(request.as_bytes())],
-                &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
-                nix::sys::socket::MsgFlags::empty(),
-                None,
-            )
-            .unwrap();
-            client
-        })
-        .collect();
+    let stuck: Vec<std::os::unix::net::UnixStream> =
+        (0..32).map(|_| common::daemon::connect_sending(&d, request.as_bytes(), &fds)).collect();
     std::thread::sleep(Duration::from_millis(500));
     let out = run(&d, &["exec-unread", "--", "/bin/echo", "in"]);
     assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), "in\n".to_owned()), "{}", text(&out.stderr));

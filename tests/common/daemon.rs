@@ -422,3 +422,20 @@ pub fn processes_where(wanted: impl Fn(&[u8]) -> bool) -> Vec<i64> {
         .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| wanted(&c)))
         .collect()
 }
+
+/// A new client of `d`'s control socket that has sent `bytes` with
+/// descriptors `fds` (as `paddock exec` sends its stdio), as a raw client
+/// would.
+pub fn connect_sending(d: &Daemon, bytes: &[u8], fds: &[std::os::fd::RawFd]) -> std::os::unix::net::UnixStream {
+    use std::os::fd::AsRawFd;
+    let client = std::os::unix::net::UnixStream::connect(d.path("paddock.sock")).unwrap();
+    nix::sys::socket::sendmsg::<()>(
+        client.as_raw_fd(),
+        &[std::io::IoSlice::new(bytes)],
+        &[nix::sys::socket::ControlMessage::ScmRights(fds)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    client
+}
