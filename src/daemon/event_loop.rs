@@ -490,6 +490,9 @@ impl Rereads {
     }
 }
 
+/// How often gone names' logs are looked for (they are kept a day).
+const GONE_LOGS_EVERY: Duration = Duration::from_secs(60 * 60);
+
 /// The logs of names no workload has had for a day (`GONE_LOGS_KEPT`),
 /// looked for off the event loop, once the directory was read (a daemon
 /// that could not read it knows of no workload of it); removed by the
@@ -586,6 +589,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     let first_gone_until = first.gone_until();
     let first_gone = std::mem::take(&mut first.gone);
     let mut rereads = Rereads::new();
+    let mut logs_looked_at: Option<std::time::Instant> = None;
     rereads.after(&first, Rescan::Everything);
     daemon.apply(first, Clock::read());
     add_texts(&state_dir, daemon.snapshot(), adopted.without_text);
@@ -753,7 +757,11 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             _ = resync.tick(), if !shutting_down => {
                 scans.wanted = Some(Rescan::Everything);
                 daemon.executor.undo_abandoned_runs();
-                look_for_gone_logs(&state_dir, &daemon, &job_tx);
+                // Kept a day: looked for hourly, not at each resync.
+                if logs_looked_at.is_none_or(|at| at.elapsed() >= GONE_LOGS_EVERY) {
+                    logs_looked_at = Some(std::time::Instant::now());
+                    look_for_gone_logs(&state_dir, &daemon, &job_tx);
+                }
             }
             _ = async { tokio::time::sleep_until(wake.unwrap().into()).await }, if wake.is_some() => {
                 daemon.on_timer(Clock::read());
