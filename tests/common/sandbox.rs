@@ -31,9 +31,15 @@ pub fn syscall_probe(dir: &Path) -> std::path::PathBuf {
     dir.to_owned()
 }
 
-/// A busybox-static root filesystem, built once per test binary.
+/// A busybox-static root filesystem, built once per test binary and
+/// removed when it exits (a static is never dropped).
 pub fn busybox_rootfs() -> &'static Path {
-    static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    extern "C" fn remove_rootfs() {
+        if let Some(dir) = ROOT.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
     ROOT.get_or_init(|| {
         let busybox = ["/bin/busybox", "/usr/bin/busybox"]
             .into_iter()
@@ -57,9 +63,11 @@ pub fn busybox_rootfs() -> &'static Path {
         std::fs::write(dir.path().join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
         // Readable by the remapped root, which is not the host's root.
         Command::new("chmod").args(["-R", "a+rX"]).arg(dir.path()).status().unwrap();
-        dir
+        // SAFETY: registers a function that takes no arguments and only
+        // reads a static that is set before it can run.
+        assert_eq!(unsafe { libc::atexit(remove_rootfs) }, 0, "atexit");
+        dir.keep()
     })
-    .path()
 }
 
 /// One test's private world: state directory, account files, volumes root.
