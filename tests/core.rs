@@ -348,6 +348,65 @@ fn an_edit_that_must_wait_leaves_the_running_version_running_until_it_need_not()
     );
 }
 
+/// A backoff whose end came while its start cannot go (an edit made
+/// meanwhile waits for a workload not ready, the starts are full, the
+/// daemon stops) is not woken for again: the loop would spin on its past
+/// end, a core busy for as long as it waits (helper-102).
+#[test]
+fn a_backoff_past_its_end_whose_start_waits_is_not_woken_for() {
+    const DELAY: &str = "[restart]\nbackoff = \"1s\"\nbackoff_max = \"1s\"";
+    let backoff_end = |core: &Core| match core.get(&named("app")).unwrap().state {
+        State::Backoff { until, .. } => until,
+        s => panic!("{s:?}"),
+    };
+    let mut core = Core::default();
+    let at = Clock::read();
+    with(&mut core, &[("app", DELAY)], at);
+    assert_eq!(starts(&mut core, at), ["app"]);
+    core.on_started(&named("app"), 10, Duration::ZERO, at);
+    core.on_exit(&named("app"), Exit::Code(1), at, 0.0);
+    let until = backoff_end(&core);
+    assert_eq!(core.wake_at(), Some(until), "woken for its delay's end");
+    // Edited while it waits: the new version comes after one not ready.
+    let edited = ManifestEvent::Valid(Desired {
+        version: Version(2),
+        manifest: manifest(&format!("after = [\"db\"]\n{DELAY}")),
+        source: Arc::from(""),
+    });
+    core.on_manifest(&named("app"), edited, at);
+    assert!(starts(&mut core, at).is_empty());
+    let later = at.after(SEC * 2);
+    core.on_timer(later);
+    assert!(starts(&mut core, later).is_empty(), "it waits for db");
+    assert_eq!(core.get(&named("app")).unwrap().state_name(), "backoff");
+    assert_eq!(core.wake_at(), None, "its past end is not woken for again");
+    with(&mut core, &[("db", "")], later);
+    assert_eq!(starts(&mut core, later), ["db"]);
+    core.on_started(&named("db"), 11, Duration::ZERO, later);
+    assert_eq!(starts(&mut core, later), ["app"], "started once db is");
+
+    // The starts full when its delay ends: the same, until one is over.
+    let mut core = Core::default();
+    with(&mut core, &[("app", DELAY), ("big", "")], at);
+    assert_eq!(starts(&mut core, at), ["app", "big"]);
+    core.on_started(&named("app"), 10, Duration::ZERO, at);
+    core.on_exit(&named("app"), Exit::Code(1), at, 0.0);
+    let pass = core.reconcile(later, 1);
+    assert_eq!(pass.queued, 1, "no room while big starts");
+    assert_eq!(core.wake_at().map(|w| w > later.now), Some(true), "only big's start deadline: {:?}", core.wake_at());
+    core.on_started(&named("big"), 12, Duration::ZERO, later);
+    assert_eq!(starts(&mut core, later), ["app"]);
+
+    // The daemon's own stop starts nothing: its end is not woken for.
+    let mut core = Core::default();
+    with(&mut core, &[("app", DELAY)], at);
+    assert_eq!(starts(&mut core, at), ["app"]);
+    core.on_started(&named("app"), 10, Duration::ZERO, at);
+    core.on_exit(&named("app"), Exit::Code(1), at, 0.0);
+    core.shutdown(at);
+    assert_eq!(core.wake_at(), None, "nothing to wake for while the daemon stops");
+}
+
 #[test]
 fn a_dependency_with_a_health_check_must_be_healthy() {
     let mut core = Core::default();

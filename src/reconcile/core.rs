@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::state::State;
 use super::workload::{Cause, Clock, Counts, Desired, Ended, File, Happening, Replacing, Version, Workload};
@@ -128,6 +128,11 @@ pub struct Core {
     /// one (a scan refused at the start, out of descriptors), and what was
     /// kept of it (a hold, a one-shot's end) is not forgotten.
     pub(super) files_seen: bool,
+    /// When `reconcile` last ran: a backoff whose end it saw and left (its
+    /// start waits for another workload, or for room among the starts)
+    /// is not woken for again, or the loop would spin on its past end.
+    /// What unblocks it (a start's outcome, an edit) reconciles anyway.
+    pub(super) reconciled: Option<Instant>,
 }
 
 impl Default for Core {
@@ -138,6 +143,7 @@ impl Default for Core {
             start_timeout: START_TIMEOUT,
             halting: false,
             files_seen: true,
+            reconciled: None,
         }
     }
 }
@@ -253,7 +259,7 @@ impl Core {
 
     /// A sandbox that ran on while no daemon watched (or across this
     /// daemon's exec) is this workload's, running `version` since `since`.
-    pub fn adopt(&mut self, name: &WorkloadName, version: Version, pid: i32, since: std::time::Instant, at: Clock) {
+    pub fn adopt(&mut self, name: &WorkloadName, version: Version, pid: i32, since: Instant, at: Clock) {
         let w = self.entry(name);
         let carried = w.take_carried(version);
         let failures = carried.map_or(0, |c| c.failures);

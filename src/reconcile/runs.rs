@@ -62,6 +62,7 @@ impl Core {
     pub fn reconcile(&mut self, at: Clock, max_starts: usize) -> Pass {
         let mut pass = Pass::default();
         let mut forgotten = Vec::new();
+        self.reconciled = Some(at.now);
         let mut starts = self.workloads.values().filter(|w| matches!(w.state, State::Starting { .. })).count();
         let timeout = self.start_timeout;
         let mut waits = super::order::waits(&self.workloads);
@@ -442,11 +443,14 @@ impl Core {
         (!deadlines.is_empty()).then(|| deadlines.into_iter().flatten().min())
     }
 
-    /// When `on_timer` or `reconcile` next has something to do.
+    /// When `on_timer` or `reconcile` next has something to do: not a
+    /// backoff's end the last reconcile saw (see `reconciled`), nor any
+    /// while the daemon stops (it starts nothing).
     pub fn wake_at(&self) -> Option<Instant> {
         self.workloads
             .values()
             .filter_map(|w| match w.state {
+                State::Backoff { until, .. } if self.halting || self.reconciled.is_some_and(|r| until <= r) => None,
                 State::Backoff { until, .. } => Some(until),
                 State::Stopping { deadline, .. } | State::Starting { deadline, .. } => deadline,
                 State::Running { .. } => w.health.as_ref().and_then(|h| h.next),
