@@ -605,14 +605,9 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     }
     let _ = notifier.notify(&format!("READY=1\nSTATUS={}", daemon.summary()));
 
-    let mut resync = tokio::time::interval(resync);
+    let mut resync = ticks(resync);
     resync.tick().await;
-    let mut watchdog = notifier.watchdog_interval().map(|every| {
-        let mut ticks = tokio::time::interval(every);
-        // After a stall, one ping, not a burst of the missed ones.
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks
-    });
+    let mut watchdog = notifier.watchdog_interval().map(ticks);
     let mut scans = Scans { gone: first_gone, ..Scans::default() };
     let mut shutting_down = false;
     // Events only mark the plan stale; one reconcile runs once the queues
@@ -898,6 +893,14 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     Ok(())
 }
 
+/// A timer that, after a stall (a busy loop, a paused VM), fires once,
+/// not once for each tick it missed.
+fn ticks(every: Duration) -> tokio::time::Interval {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks
+}
+
 /// Handles the sandboxes' events, and the starts' deadlines (a start that
 /// misses its own is killed, as the loop would), until no workload is
 /// starting: what the first READY=1, and an upgrade's hand-over, wait for.
@@ -913,7 +916,7 @@ async fn settle(
     asked: &mut Vec<Signal>,
 ) -> bool {
     let settled = tokio::time::Instant::now() + start_timeout + KILL_HEARD;
-    let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
+    let mut watchdog = notifier.watchdog_interval().map(ticks);
     loop {
         // Only the starts' own deadlines: woken for a backoff's end, which
         // only the loop's reconcile acts on, the wait would spin.

@@ -92,8 +92,9 @@ impl Notifier {
         let watchdog = watchdog_usec
             .and_then(|u| u.trim().parse::<u64>().ok())
             .filter(|u| *u > 0 && for_us)
-            // Ping at half the timeout, as sd_watchdog_enabled(3) advises.
-            .map(|u| Duration::from_micros(u / 2));
+            // Ping at half the timeout, as sd_watchdog_enabled(3) advises;
+            // at most every millisecond (half of 1 us is no period at all).
+            .map(|u| Duration::from_micros(u / 2).max(Duration::from_millis(1)));
         Ok(Self { target, watchdog, backlog: Mutex::default() })
     }
 
@@ -290,5 +291,8 @@ mod tests {
         );
         assert_eq!(Notifier::new(None, Some("10000000"), Some("7"), 42).unwrap().watchdog_interval(), None);
         assert_eq!(Notifier::new(None, Some("0"), None, 42).unwrap().watchdog_interval(), None);
+        // A timer of no period panics (helper-102).
+        let tiny = Notifier::new(None, Some("1"), None, 42).unwrap().watchdog_interval();
+        assert_eq!(tiny, Some(Duration::from_millis(1)));
     }
 }
