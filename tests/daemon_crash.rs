@@ -463,6 +463,30 @@ fn a_record_without_a_boot_is_adopted_and_gains_it() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// An adopted sandbox's uptime goes on from its start by the boot clock:
+/// a wall clock stepped since (NTP at boot, a host whose RTC was wrong)
+/// made it decades, or nothing (helper-102).
+#[test]
+fn an_adopted_sandboxs_uptime_is_not_moved_by_a_step_of_the_wall_clock() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("steady.toml", SLEEPER);
+    let pid = d.running_pid("steady");
+    std::thread::sleep(Duration::from_millis(1100));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // Started, as the wall clock had it, in 1970, and then a day from now.
+    for started in [100, now + 86_400] {
+        d.kill();
+        let mut record = record_of(&d, "steady");
+        record["started"] = serde_json::json!({"secs_since_epoch": started, "nanos_since_epoch": 0});
+        std::fs::write(d.path("state/sandboxes/steady.json"), serde_json::to_vec(&record).unwrap()).unwrap();
+        d = d.start(&[]);
+        assert_eq!(d.running_pid("steady"), pid, "adopted");
+        let uptime = d.workload("steady").unwrap()["uptime_seconds"].as_u64().unwrap();
+        assert!((1..600).contains(&uptime), "started {started}: uptime {uptime} s");
+    }
+    assert_eq!(d.terminate(), 0);
+}
+
 /// A cgroup beside paddock's (`paddock-outside-PID` next to `paddock`), on
 /// the v2 tree when the host has one with controllers, else in the v1
 /// pids hierarchy.

@@ -413,8 +413,10 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<(r
             Some(source) => drop(adopted.recorded.insert(format!("{name}.toml"), Arc::from(source))),
             None => adopted.without_text.push((name.clone(), record.clone())),
         }
-        // Its uptime goes on from when it was started, not from now.
-        let ran = record.started.and_then(|t| at.wall.duration_since(t).ok()).unwrap_or_default();
+        // Its uptime goes on from when it was started, not from now: by
+        // its init's start on the boot clock, which no step of the wall
+        // clock moves (a step made the uptime decades, or nothing).
+        let ran = crate::sandbox::process::running_for(record.start_time).unwrap_or_default();
         let since = at.now.checked_sub(ran).unwrap_or(at.now);
         daemon.adopt(&name, record.version.unwrap_or(crate::reconcile::Version(0)), sandbox.pid.as_raw(), since, at);
         daemon.executor.adopt(&name, sandbox);

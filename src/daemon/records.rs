@@ -40,7 +40,9 @@ pub struct Record {
     /// The manifest version it runs.
     #[serde(default)]
     pub version: Option<Version>,
-    /// When it was started (for its uptime once adopted).
+    /// When it was started, by the wall clock (older paddocks took an
+    /// adopted sandbox's uptime from it; it is now `start_time`'s, by
+    /// the boot clock, which no step of the wall clock moves).
     #[serde(default)]
     pub started: Option<std::time::SystemTime>,
     /// The boot it was started in (`/proc/sys/kernel/random/boot_id`).

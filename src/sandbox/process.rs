@@ -17,6 +17,24 @@ pub fn start_time(pid: i32) -> Option<u64> {
     start_time_checked(pid).ok().flatten()
 }
 
+/// How long ago a process that started at `start_time` (clock ticks
+/// after boot, as /proc/PID/stat says) began: by the boot clock, which
+/// no step of the wall clock moves (NTP at boot, a host whose RTC was
+/// wrong). None where the clock cannot be read.
+pub fn running_for(start_time: u64) -> Option<std::time::Duration> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|t| *t > 0)?;
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec for the kernel to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) } != 0 {
+        return None;
+    }
+    let now = std::time::Duration::new(u64::try_from(now.tv_sec).ok()?, u32::try_from(now.tv_nsec).ok()?);
+    let started = std::time::Duration::from_secs(start_time / ticks)
+        + std::time::Duration::from_nanos((start_time % ticks) * 1_000_000_000 / ticks);
+    Some(now.saturating_sub(started))
+}
+
 /// Whether the process `pid` that started at `started` has ended (another
 /// of that pid, or none). What cannot be told counts as running.
 pub fn has_ended(pid: u32, started: u64) -> bool {
@@ -174,6 +192,25 @@ pub fn in_use(range: &crate::idmap::IdRange) -> Option<InUse> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A child began when its /proc/PID/stat says: not before this test
+    /// began, nor after now (ticks are 10 ms here).
+    #[test]
+    fn a_process_has_run_since_its_start_time_by_the_boot_clock() {
+        struct Child(std::process::Child);
+        impl Drop for Child {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let began = std::time::Instant::now();
+        let child = Child(std::process::Command::new("sleep").arg("100").spawn().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let ran = running_for(start_time(child.0.id() as i32).unwrap()).unwrap();
+        let bound = began.elapsed() + std::time::Duration::from_millis(20);
+        assert!(ran >= std::time::Duration::from_millis(300) && ran <= bound, "{ran:?}, at most {bound:?}");
+    }
 
     /// Who runs as a workload's ids is said with at most `SHOWN` pids.
     #[test]
