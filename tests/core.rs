@@ -791,6 +791,36 @@ fn a_daemon_restart_goes_on_counting_failures_and_restarts() {
     assert!(s.core.get(&name()).unwrap().counts().is_none());
 }
 
+/// What was left of a restart delay when a daemon went is waited out by
+/// its successor, for the version it was counted for, unless the daemon's
+/// own stop had cut the run (that one begins again at once).
+#[test]
+fn a_successor_waits_out_what_was_left_of_a_restart_delay() {
+    let at = Clock::read();
+    let counts = |halted| Counts { version: Version(1), failures: 2, restarts: 3, halted };
+    let restored = |counts: Counts, v: u64| {
+        let mut core = Core::default();
+        core.restore(&name(), None, None, Some(counts));
+        core.restore_delay(&name(), SEC * 10, at);
+        core.on_manifest(&name(), valid(v, ""), at);
+        core
+    };
+    let mut core = restored(counts(false), 1);
+    assert!(starts(&mut core, at).is_empty(), "it waits");
+    assert_eq!(core.get(&name()).unwrap().state_name(), "backoff");
+    assert_eq!(core.wake_at(), Some(at.now + SEC * 10));
+    let later = at.after(SEC * 10);
+    core.on_timer(later);
+    assert_eq!(starts(&mut core, later), ["web"]);
+    let w = core.get(&name()).unwrap();
+    assert_eq!((w.restarts, w.counts().map(|c| c.failures)), (4, Some(2)), "its count goes on");
+
+    let mut core = restored(counts(true), 1);
+    assert_eq!(starts(&mut core, at), ["web"], "cut by the daemon's own stop: begins again at once");
+    let mut core = restored(counts(false), 2);
+    assert_eq!(starts(&mut core, at), ["web"], "another version starts at once");
+}
+
 /// A count reset (`paddock start`, `restart`, a manifest change) is kept
 /// too: no count it dropped comes back after a daemon's restart.
 #[test]

@@ -559,6 +559,33 @@ fn a_killed_daemons_successor_goes_on_counting_failures_and_restarts() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// A killed daemon's successor waits out what is left of a restart delay
+/// (a crash-looping daemon, or each upgrade, started every workload in a
+/// backoff at once), then restarts it as the first would have, its count
+/// going on (helper-102).
+#[test]
+fn a_killed_daemons_successor_waits_out_what_is_left_of_a_restart_delay() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write(
+        "flaky.toml",
+        "command = [\"/bin/sh\", \"-c\", \"exit 3\"]\n[restart]\nbackoff = \"4s\"\nbackoff_max = \"4s\"\n",
+    );
+    d.wait_for("flaky's delay kept", |d| {
+        d.workload("flaky").is_some_and(|w| w["state"] == "backoff")
+            && std::fs::read_to_string(d.path("state/workloads/flaky.json")).is_ok_and(|t| t.contains("until_ms"))
+    });
+    let failed = std::time::Instant::now();
+    d.kill();
+    d = d.start(&[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let w = d.workload("flaky").unwrap();
+    assert_eq!((&w["state"], &w["restarts"]), (&serde_json::json!("backoff"), &serde_json::json!(0)), "{w}");
+    d.wait_for("flaky restarted", |d| d.workload("flaky").is_some_and(|w| w["restarts"].as_u64() >= Some(1)));
+    let waited = failed.elapsed();
+    assert!(waited >= Duration::from_millis(3500), "restarted {waited:?} after its failure, within its 4 s delay");
+    assert_eq!(d.terminate(), 0);
+}
+
 /// A daemon stopped cleanly (`systemctl stop`, a reboot) stops its
 /// workloads; its successor starts each again from no failures, and that
 /// start is no restart: `restarts` is shown as it was.

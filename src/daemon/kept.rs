@@ -33,11 +33,46 @@ pub struct Kept {
     pub replacing: Option<crate::reconcile::Replacing>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<crate::reconcile::Counts>,
+    /// The end of the restart delay it was waiting out: a successor in
+    /// the same boot waits out what is left of it, rather than start it
+    /// at once (a crash-looping daemon, or each upgrade, would undo
+    /// every delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<Delay>,
     /// Forgotten in doubt while processes ran as its ids: its slice was
     /// kept, and its name is held in doubt while they run (after a restart
     /// of the daemon too).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reserved: bool,
+}
+
+/// When a restart delay ends, on the boot clock of the boot it was
+/// begun in (`records::boot_id`): after a reboot it names nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delay {
+    pub boot: String,
+    /// Milliseconds after that boot began (CLOCK_BOOTTIME).
+    pub until_ms: u64,
+}
+
+impl Delay {
+    /// A delay that ends `left` from now; None where this boot or its
+    /// clock is unknown.
+    pub fn ending_in(left: std::time::Duration) -> Option<Self> {
+        let now = crate::sandbox::process::boot_clock()?;
+        let until_ms = u64::try_from((now + left).as_millis()).ok()?;
+        Some(Delay { boot: crate::daemon::records::boot_id()?, until_ms })
+    }
+
+    /// What is left of it now: None once it is over, or if it was begun
+    /// in another boot.
+    pub fn left(&self) -> Option<std::time::Duration> {
+        if crate::daemon::records::boot_id()? != self.boot {
+            return None;
+        }
+        let now = crate::sandbox::process::boot_clock()?;
+        Some(std::time::Duration::from_millis(self.until_ms).checked_sub(now)?).filter(|d| !d.is_zero())
+    }
 }
 
 /// What `load` found.
@@ -311,6 +346,16 @@ mod tests {
         assert!(left.is_empty(), "{left:?}");
     }
 
+    /// What is left of a delay: in this boot only, and none once over.
+    #[test]
+    fn a_delay_is_left_in_its_own_boot_only() {
+        let delay = Delay::ending_in(std::time::Duration::from_secs(30)).expect("this boot and its clock");
+        let left = delay.left().unwrap();
+        assert!(left > std::time::Duration::from_secs(29) && left <= std::time::Duration::from_secs(30), "{left:?}");
+        assert_eq!(Delay { boot: "another boot".into(), ..delay.clone() }.left(), None);
+        assert_eq!(Delay { until_ms: 1, ..delay }.left(), None, "over");
+    }
+
     #[test]
     fn kept_state_round_trips_and_an_unreadable_file_is_reported_and_put_aside() {
         let dir = tempfile::tempdir().unwrap();
@@ -326,6 +371,7 @@ mod tests {
                 pid: Some(42),
             }),
             counts: Some(crate::reconcile::Counts { version: Version(7), failures: 3, restarts: 5, halted: false }),
+            delay: Some(Delay { boot: "b".into(), until_ms: 1234 }),
             reserved: true,
         };
         store.write(&n("web"), &kept).unwrap();

@@ -169,6 +169,9 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             if let Some(replacing) = kept.replacing {
                 self.core.restore_replacing(&name, replacing);
             }
+            if let Some(left) = kept.delay.as_ref().and_then(|d| d.left()) {
+                self.core.restore_delay(&name, left, Clock::read());
+            }
         }
         for (name, why) in loaded.unreadable {
             tracing::error!(workload = %name, error = %why, "what was kept of this workload is unreadable; it is held until `paddock start {name}`");
@@ -351,6 +354,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                         ended: Some(ended),
                         replacing: None,
                         counts: self.core.get(&name).and_then(|w| w.counts()),
+                        delay: None,
                         reserved: false,
                     };
                     if let Err(e) = self.store.keep_now(&name, &kept) {
@@ -636,6 +640,12 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             ended: self.core.get(name).and_then(|w| w.ended),
             replacing: self.core.get(name).and_then(|w| w.replacing),
             counts: self.core.get(name).and_then(|w| w.counts()),
+            delay: match self.core.get(name).map(|w| w.state) {
+                Some(State::Backoff { until, .. }) => {
+                    crate::daemon::kept::Delay::ending_in(until.saturating_duration_since(Instant::now()))
+                }
+                _ => None,
+            },
             reserved: false,
         }
     }

@@ -250,6 +250,23 @@ impl Core {
         }
     }
 
+    /// Puts back what was `left` of the restart delay a workload was
+    /// waiting out when a daemon died, stopped or upgraded (in this
+    /// boot): it waits out the rest, as if the daemon had never gone,
+    /// rather than start at once. Only for a workload restored to start
+    /// (no hold, no end) from counts of runs that were not cut by the
+    /// daemon's own stop.
+    pub fn restore_delay(&mut self, name: &WorkloadName, left: Duration, at: Clock) {
+        let w = self.entry(name);
+        if let (State::Idle, Some(c)) = (w.state, w.carried)
+            && !c.halted
+        {
+            w.state = State::Backoff { version: c.version, until: at.now + left, failures: c.failures };
+            w.restarts = c.restarts;
+            w.carried = None;
+        }
+    }
+
     /// Puts back a restart that was under way when a daemon died or
     /// upgraded (`Replacing`): carried out if its sandbox is adopted
     /// running that version, dropped otherwise.
@@ -329,11 +346,12 @@ impl Core {
                         },
                     );
                     // Counted on when a predecessor's count of this
-                    // version was taken over (its sandbox adopted) or is
-                    // still to be (its start).
+                    // version was taken over (its sandbox adopted, its
+                    // restart delay restored) or is still to be (its start).
                     let counted_on = before.is_none()
                         && (w.carried.is_some_and(|c| c.version == version)
-                            || (w.state.has_sandbox() && w.state.version() == Some(version)));
+                            || ((w.state.has_sandbox() || matches!(w.state, State::Backoff { .. }))
+                                && w.state.version() == Some(version)));
                     if !counted_on {
                         w.reset_counts();
                     }

@@ -24,15 +24,22 @@ pub fn start_time(pid: i32) -> Option<u64> {
 pub fn running_for(start_time: u64) -> Option<std::time::Duration> {
     // SAFETY: sysconf has no preconditions.
     let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|t| *t > 0)?;
+    let now = boot_clock()?;
+    let started = std::time::Duration::from_secs(start_time / ticks)
+        + std::time::Duration::from_nanos((start_time % ticks) * 1_000_000_000 / ticks);
+    Some(now.saturating_sub(started))
+}
+
+/// The time since this boot began (CLOCK_BOOTTIME: it goes on during a
+/// suspend, and no step of the wall clock moves it). None where it
+/// cannot be read.
+pub fn boot_clock() -> Option<std::time::Duration> {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `now` is a valid timespec for the kernel to fill.
     if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) } != 0 {
         return None;
     }
-    let now = std::time::Duration::new(u64::try_from(now.tv_sec).ok()?, u32::try_from(now.tv_nsec).ok()?);
-    let started = std::time::Duration::from_secs(start_time / ticks)
-        + std::time::Duration::from_nanos((start_time % ticks) * 1_000_000_000 / ticks);
-    Some(now.saturating_sub(started))
+    Some(std::time::Duration::new(u64::try_from(now.tv_sec).ok()?, u32::try_from(now.tv_nsec).ok()?))
 }
 
 /// Whether the process `pid` that started at `started` has ended (another
