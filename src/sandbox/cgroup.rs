@@ -1065,13 +1065,19 @@ mod tests {
         assert_eq!(run.dirs(), [root.path().join("memory/paddock-run/web-77")]);
     }
 
-    #[test]
-    fn v1_writes_one_directory_per_controller() {
+    /// A v1 layout: the memory, pids and cpu hierarchies.
+    fn v1_tree() -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
         for c in ["memory", "pids", "cpu"] {
             std::fs::create_dir(root.path().join(c)).unwrap();
             std::fs::write(root.path().join(c).join("cgroup.procs"), "").unwrap();
         }
+        root
+    }
+
+    #[test]
+    fn v1_writes_one_directory_per_controller() {
+        let root = v1_tree();
         let cg = Cgroup::create_with(
             &Layout::detect(root.path()),
             Place::workload("job"),
@@ -1094,11 +1100,7 @@ mod tests {
 
     #[test]
     fn v1_makes_memory_and_cpu_groups_only_for_their_limits() {
-        let root = tempfile::tempdir().unwrap();
-        for c in ["memory", "pids", "cpu"] {
-            std::fs::create_dir(root.path().join(c)).unwrap();
-            std::fs::write(root.path().join(c).join("cgroup.procs"), "").unwrap();
-        }
+        let root = v1_tree();
         let layout = Layout::detect(root.path());
         let limits = Limits { memory: None, pids: None, cpu: Some(0.5) };
         let cg = Cgroup::create_with(&layout, Place::workload("job"), limits, false).unwrap();
