@@ -819,6 +819,17 @@ fn a_successor_waits_out_what_was_left_of_a_restart_delay() {
     assert_eq!(starts(&mut core, at), ["web"], "cut by the daemon's own stop: begins again at once");
     let mut core = restored(counts(false), 2);
     assert_eq!(starts(&mut core, at), ["web"], "another version starts at once");
+
+    // The daemon died before it wrote that the retry began: the run it
+    // began is adopted, and takes the count over.
+    let mut core = Core::default();
+    core.restore(&name(), None, None, Some(counts(false)));
+    core.restore_delay(&name(), SEC * 10, at);
+    core.adopt(&name(), Version(1), 4242, at.now, at);
+    core.on_manifest(&name(), valid(1, ""), at);
+    assert!(starts(&mut core, at).is_empty());
+    let w = core.get(&name()).unwrap();
+    assert_eq!((w.state_name(), w.restarts, w.counts().map(|c| c.failures)), ("running", 3, Some(2)));
 }
 
 /// A count reset (`paddock start`, `restart`, a manifest change) is kept

@@ -261,9 +261,10 @@ impl Core {
         if let (State::Idle, Some(c)) = (w.state, w.carried)
             && !c.halted
         {
+            // The count stays carried: an adopted run (the daemon died
+            // before it wrote that the retry began) takes it over.
             w.state = State::Backoff { version: c.version, until: at.now + left, failures: c.failures };
             w.restarts = c.restarts;
-            w.carried = None;
         }
     }
 
@@ -346,12 +347,11 @@ impl Core {
                         },
                     );
                     // Counted on when a predecessor's count of this
-                    // version was taken over (its sandbox adopted, its
-                    // restart delay restored) or is still to be (its start).
+                    // version was taken over (its sandbox adopted) or is
+                    // still to be (its start).
                     let counted_on = before.is_none()
                         && (w.carried.is_some_and(|c| c.version == version)
-                            || ((w.state.has_sandbox() || matches!(w.state, State::Backoff { .. }))
-                                && w.state.version() == Some(version)));
+                            || (w.state.has_sandbox() && w.state.version() == Some(version)));
                     if !counted_on {
                         w.reset_counts();
                     }

@@ -37,6 +37,8 @@ impl Core {
                 if !w.error.as_ref().is_some_and(|e| e.blame == Blame::Daemon) {
                     w.restarts = w.restarts.saturating_add(1);
                 }
+                // A delay a predecessor began (`restore_delay`) holds its count.
+                w.carried = None;
                 failures
             }
             // One the predecessor stopped at its own stop begins again.
