@@ -829,9 +829,19 @@ fn an_unreadable_record_of_a_sandbox_that_still_runs_holds_its_workload() {
     }
     assert_eq!(common::daemon::processes(&["/bin/sleep", "4177"]), sleeping, "none started beside it");
     // Once they are gone (the workload, and its init that waits for its
-    // end to be heard), a start is the operator's.
-    kill_with_its_init(&d, sleeping[0]);
-    assert!(d.paddock(&["start", "w"]).status.success());
+    // end to be heard), a start is the operator's. The advice, followed
+    // as said, is enough (helper-101: a `kill` left the init waiting).
+    let out = d.paddock(&["start", "w"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let advice = err.split('`').nth(1).unwrap_or_else(|| panic!("a command to run: {err}"));
+    let init = common::daemon::parent(sleeping[0]).unwrap();
+    assert!(advice.contains(&init.to_string()), "its init is named: {err}");
+    let mut words = advice.split_whitespace();
+    let ran = std::process::Command::new(words.next().unwrap()).args(words).status().unwrap();
+    assert!(ran.success(), "{advice}");
+    d.wait_for("the old sandbox gone", |_| common::daemon::gone(sleeping[0]) && common::daemon::gone(init));
+    let out = d.paddock(&["start", "w"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     d.running_pid("w");
 }
 

@@ -438,9 +438,11 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             && matches!(command, Command::Start | Command::Restart)
             && let Some(in_use) = self.ids_in_use(&parsed)
         {
+            // SIGKILL: a sandbox's init that reported its end waits for a
+            // daemon to hear it, and takes no other signal.
             let what_to_do = match &in_use {
                 InUse::By(pids) if pids.len() <= crate::sandbox::process::SHOWN => format!(
-                    "stop them (`kill {}`), then `paddock start {parsed}` again",
+                    "stop them (`kill -9 {}`), then `paddock start {parsed}` again",
                     pids.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
                 ),
                 InUse::By(_) => format!("stop them, then `paddock start {parsed}` again"),
