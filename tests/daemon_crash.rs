@@ -586,6 +586,30 @@ fn a_killed_daemons_successor_waits_out_what_is_left_of_a_restart_delay() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// A run that ended while no daemon ran lasted until its end, not until
+/// the next daemon heard of it: past `reset_after` that would have
+/// dropped its failures, and `max_retries` would have let it run once
+/// more than it may (helper-101).
+#[test]
+fn a_run_that_ended_while_no_daemon_ran_counts_as_long_as_it_ran() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write(
+        "flaky.toml",
+        "command = [\"/bin/sh\", \"-c\", \"sleep 1; exit 3\"]\n[restart]\npolicy = \"on-failure\"\nmax_retries = 1\nbackoff = \"0s\"\nreset_after = \"3s\"\n",
+    );
+    d.running_pid("flaky");
+    d.kill();
+    // It ends after its second; the next daemon comes 4 s later.
+    std::thread::sleep(Duration::from_secs(4));
+    d = d.start(&[]);
+    d.wait_for("flaky gave up", |d| d.workload("flaky").is_some_and(|w| w["state"] == "failed"));
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    let first = log.lines().find(|l| l.contains("exited") && l.contains("flaky")).unwrap();
+    assert!(first.contains("ran_for=\"1."), "{first}");
+    assert_eq!(d.workload("flaky").unwrap()["restarts"], 1, "one restart: max_retries = 1");
+    assert_eq!(d.terminate(), 0);
+}
+
 /// A daemon stopped cleanly (`systemctl stop`, a reboot) stops its
 /// workloads; its successor starts each again from no failures, and that
 /// start is no restart: `restarts` is shown as it was.

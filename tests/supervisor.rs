@@ -156,7 +156,9 @@ impl Rig {
         for call in calls {
             let event = match call {
                 Call::Start(name) => SandboxEvent::Started { name: n(name), pid: 1, latency: Duration::ZERO },
-                Call::Signal(name) | Call::Kill(name) => SandboxEvent::Exited { name: n(name), exit: Exit::Signal(15) },
+                Call::Signal(name) | Call::Kill(name) => {
+                    SandboxEvent::Exited { name: n(name), exit: Exit::Signal(15), ended: None }
+                }
             };
             self.sup.on_sandbox(event, self.at);
         }
@@ -267,7 +269,7 @@ proptest! {
                 Op::Crash(i) => {
                     let w = format!("w{i}");
                     if running.contains(&w) {
-                        r.sup.on_sandbox(SandboxEvent::Exited { name: n(&w), exit: Exit::Code(1) }, r.at);
+                        r.sup.on_sandbox(SandboxEvent::Exited { name: n(&w), exit: Exit::Code(1), ended: None }, r.at);
                         running.remove(&w);
                     }
                     Some(w)

@@ -127,10 +127,11 @@ impl Listener {
                 }
             }
         };
+        let ended = reported.as_ref().and_then(ended_at);
         // The init's exit and the cgroup's emptying may take a while: not on the loop.
         let exit = super::workers::blocking(move || sandbox.reap(reported.as_ref())).await.unwrap_or(Exit::Code(125));
         records::remove(&self.state_dir, &self.name);
-        let _ = self.events.send(SandboxEvent::Exited { name: self.name, exit });
+        let _ = self.events.send(SandboxEvent::Exited { name: self.name, exit, ended });
     }
 
     /// The init's log is full: the files move down one, and the init gets
@@ -146,4 +147,13 @@ impl Listener {
             Err(e) => tracing::error!(workload = %self.name, error = %e, "cannot rotate the log"),
         }
     }
+}
+
+/// When the workload of an init's end report ended, on this process's
+/// clock: the report says when on the boot clock. None when it does not
+/// (an older init's) or when that is not before now.
+fn ended_at(report: &InitReport) -> Option<std::time::Instant> {
+    let InitReport::Exited { at_us: Some(at), .. } = report else { return None };
+    let ago = crate::sandbox::process::boot_clock()?.checked_sub(std::time::Duration::from_micros(*at))?;
+    std::time::Instant::now().checked_sub(ago)
 }

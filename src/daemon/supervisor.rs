@@ -364,7 +364,15 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 let _ = heard.send(());
                 Vec::new()
             }
-            SandboxEvent::Exited { name, exit } => {
+            SandboxEvent::Exited { name, exit, ended } => {
+                // As of its end: a run that ended while no daemon ran did
+                // not last until this one heard of it (a run past
+                // `reset_after` would drop its failures), and its restart
+                // delay has been running since.
+                let at = match ended.filter(|e| *e < at.now) {
+                    Some(e) => Clock { now: e, wall: at.wall.checked_sub(at.now - e).unwrap_or(at.wall) },
+                    None => at,
+                };
                 let ran_for = self.core.get(&name).and_then(|w| match w.state {
                     State::Running { since, .. } => Some(at.now.saturating_duration_since(since)),
                     _ => None,

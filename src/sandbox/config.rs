@@ -136,10 +136,17 @@ pub enum InitReport {
     LogFailing { error: String },
     /// The log is written again; `lost` bytes were dropped.
     LogWritten { lost: u64 },
-    /// The workload ended: with an exit code, or killed by a signal. A
-    /// supervised init then waits for `InitCommand::Ack` (with no daemon,
-    /// until a successor adopts it and reads this).
-    Exited { code: Option<i32>, signal: Option<i32> },
+    /// The workload ended: with an exit code, or killed by a signal, at
+    /// `at_us` (microseconds of the boot clock, `process::boot_clock`:
+    /// a successor that reads this long after still knows how long the
+    /// run lasted). A supervised init then waits for `InitCommand::Ack`
+    /// (with no daemon, until a successor adopts it and reads this).
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_us: Option<u64>,
+    },
 }
 
 #[cfg(test)]

@@ -318,13 +318,14 @@ impl Keeper {
             return None;
         }
         let mut end = None;
+        let at_us = || super::process::boot_clock().and_then(|t| u64::try_from(t.as_micros()).ok());
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == self.workload => {
-                    end = Some(InitReport::Exited { code: Some(code), signal: None });
+                    end = Some(InitReport::Exited { code: Some(code), signal: None, at_us: at_us() });
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid == self.workload => {
-                    end = Some(InitReport::Exited { code: None, signal: Some(sig as i32) });
+                    end = Some(InitReport::Exited { code: None, signal: Some(sig as i32), at_us: at_us() });
                 }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => {}

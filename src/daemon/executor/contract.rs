@@ -33,6 +33,9 @@ pub enum SandboxEvent {
     Exited {
         name: WorkloadName,
         exit: Exit,
+        /// When the workload ended, as its init said (None: now). Long
+        /// before, when it ended while no daemon ran.
+        ended: Option<std::time::Instant>,
     },
     /// A workload's network is attached (or could not be): its start goes on.
     Attached {
