@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod export;
 pub mod fsutil;
 pub mod idmap;
+pub mod journal;
 pub mod logline;
 pub mod model;
 pub mod network;

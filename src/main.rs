@@ -100,9 +100,8 @@ fn init_logging(default: &str, json: bool) {
     // its fields (WORKLOAD=web), and journald stamps the time.
     if !json
         && on_the_journal()
-        && let Ok(journal) = tracing_journald::layer()
+        && let Some(journal) = paddock::journal::Journal::new(paddock::journal::SOCKET, "paddock")
     {
-        let journal = journal.with_field_prefix(None).with_syslog_identifier("paddock".to_owned());
         tracing_subscriber::registry().with(filter).with(journal).init();
         return;
     }

@@ -292,6 +292,8 @@ fn paddock_under_systemd_keeps_its_workloads_through_kills_upgrades_and_watchdog
     assert_eq!(bad[0]["PRIORITY"], "3", "an error is priority 3");
     let started = c.ok("journalctl -u paddock --no-pager -o cat WORKLOAD=web");
     assert!(started.contains("started"), "WORKLOAD= filters: {started}");
+    // The text says which workload, as stderr does (it said "started").
+    assert!(started.contains("started workload=web action=\"start\" pid="), "{started}");
     std::fs::remove_file(c.root().join("etc/paddock/workloads/bad.toml")).unwrap();
 
     // reload rescans.

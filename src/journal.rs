@@ -1,0 +1,248 @@
+//! The daemon's log under systemd, in journald's native protocol
+//! (<https://systemd.io/JOURNAL_NATIVE_PROTOCOL/>): one datagram of
+//! `KEY=VALUE` fields per event, so an event is one entry however many
+//! lines it has, with its priority. Its fields go twice: into `MESSAGE`,
+//! as the stderr log writes them (`start failed workload=web error=...`),
+//! so that `journalctl -u paddock` and `systemctl status` say which
+//! workload and why; and as fields of their own (`WORKLOAD=web`), for
+//! `journalctl WORKLOAD=web`. (tracing-journald, used before, puts the
+//! fields only into fields of their own: the journal's text said "start
+//! failed" and no more.)
+
+use std::fmt::Write as _;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+
+/// Where journald listens for native entries.
+pub const SOCKET: &str = "/run/systemd/journal/socket";
+
+/// A message longer than this is cut, and its entry sent again without
+/// its other fields, when the whole would not go as one datagram.
+const CUT: usize = 16 * 1024;
+
+pub struct Journal {
+    socket: UnixDatagram,
+    path: PathBuf,
+    identifier: &'static str,
+}
+
+impl Journal {
+    /// A layer that sends to journald's socket at `path`; None where
+    /// there is none to send to.
+    pub fn new(path: impl Into<PathBuf>, identifier: &'static str) -> Option<Self> {
+        let path = path.into();
+        if !path.exists() {
+            return None;
+        }
+        // Unconnected: each entry is sent to the path, which a restarted
+        // journald binds anew.
+        Some(Journal { socket: UnixDatagram::unbound().ok()?, path, identifier })
+    }
+}
+
+/// An event's message and fields, as text and as journal fields.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    /// ` name=value` for each field but the message, as the stderr log has them.
+    shown: String,
+    /// `(NAME, value)` for each field but the message.
+    own: Vec<(String, String)>,
+}
+
+impl Fields {
+    fn add(&mut self, field: &Field, shown: &str, raw: String) {
+        let name = field.name().strip_prefix("r#").unwrap_or(field.name());
+        let _ = write!(self.shown, " {name}={shown}");
+        let own: String = name
+            .bytes()
+            .map(|c| if c == b'.' { b'_' } else { c })
+            .skip_while(|c| *c == b'_')
+            .filter(|c| *c == b'_' || c.is_ascii_alphanumeric())
+            .map(|c| char::from(c.to_ascii_uppercase()))
+            .collect();
+        // Never one of the entry's own (an event's `priority`, say).
+        if !own.is_empty() && !matches!(own.as_str(), "MESSAGE" | "PRIORITY" | "SYSLOG_IDENTIFIER" | "TARGET") {
+            self.own.push((own, raw));
+        }
+    }
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            self.add(field, &format!("{value:?}"), value.to_owned());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            self.message = text;
+        } else {
+            self.add(field, &text, text.clone());
+        }
+    }
+}
+
+/// Appends one field: `NAME=value\n`, or, for a value with a newline,
+/// `NAME\n`, its length (64 bits, little-endian), the value and `\n`.
+fn put(entry: &mut Vec<u8>, name: &str, value: &str) {
+    entry.extend_from_slice(name.as_bytes());
+    if value.contains('\n') {
+        entry.push(b'\n');
+        entry.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    } else {
+        entry.push(b'=');
+    }
+    entry.extend_from_slice(value.as_bytes());
+    entry.push(b'\n');
+}
+
+fn priority(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "3",
+        Level::WARN => "4",
+        Level::INFO => "5",
+        Level::DEBUG => "6",
+        Level::TRACE => "7",
+    }
+}
+
+/// The entry of an event whose `Fields` are `fields`; with its message
+/// cut at `cut` bytes and no fields of their own when `cut` is given.
+fn entry(level: &Level, target: &str, identifier: &str, fields: &Fields, cut: Option<usize>) -> Vec<u8> {
+    let mut message = format!("{}{}", fields.message, fields.shown);
+    if let Some(cut) = cut.filter(|c| message.len() > *c) {
+        let mut at = cut;
+        while !message.is_char_boundary(at) {
+            at -= 1;
+        }
+        message.truncate(at);
+        message.push_str(" (cut: too long for one journal entry)");
+    }
+    let mut entry = Vec::with_capacity(message.len() + 256);
+    put(&mut entry, "PRIORITY", priority(level));
+    put(&mut entry, "SYSLOG_IDENTIFIER", identifier);
+    put(&mut entry, "MESSAGE", &message);
+    put(&mut entry, "TARGET", target);
+    if cut.is_none() {
+        for (name, value) in &fields.own {
+            put(&mut entry, name, value);
+        }
+    }
+    entry
+}
+
+impl<S: Subscriber> Layer<S> for Journal {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let meta = event.metadata();
+        let whole = entry(meta.level(), meta.target(), self.identifier, &fields, None);
+        // Nowhere to say that a log entry could not be sent.
+        if let Err(e) = self.socket.send_to(&whole, &self.path)
+            && e.raw_os_error() == Some(libc::EMSGSIZE)
+        {
+            let cut = entry(meta.level(), meta.target(), self.identifier, &fields, Some(CUT));
+            let _ = self.socket.send_to(&cut, &self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::prelude::*;
+
+    /// The fields of one entry, in order.
+    fn parse(mut entry: &[u8]) -> Vec<(String, String)> {
+        let mut fields = Vec::new();
+        while !entry.is_empty() {
+            let line = entry.iter().position(|b| *b == b'\n').unwrap();
+            let head = std::str::from_utf8(&entry[..line]).unwrap();
+            if let Some((name, value)) = head.split_once('=') {
+                fields.push((name.to_owned(), value.to_owned()));
+                entry = &entry[line + 1..];
+            } else {
+                let len = u64::from_le_bytes(entry[line + 1..line + 9].try_into().unwrap()) as usize;
+                let value = std::str::from_utf8(&entry[line + 9..line + 9 + len]).unwrap();
+                assert_eq!(entry[line + 9 + len], b'\n');
+                fields.push((head.to_owned(), value.to_owned()));
+                entry = &entry[line + 10 + len..];
+            }
+        }
+        fields
+    }
+
+    /// What `log` sends, each entry as its fields.
+    fn sent(log: impl FnOnce()) -> Vec<Vec<(String, String)>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("socket");
+        let journald = UnixDatagram::bind(&path).unwrap();
+        journald.set_nonblocking(true).unwrap();
+        let layer = Journal::new(&path, "paddock").unwrap();
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), log);
+        let mut entries = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        while let Ok(n) = journald.recv(&mut buf) {
+            entries.push(parse(&buf[..n]));
+        }
+        entries
+    }
+
+    fn field<'a>(entry: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        entry.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// `journalctl -u paddock` shows which workload and why, as stderr
+    /// does, and `journalctl WORKLOAD=web` finds it (helper-103).
+    #[test]
+    fn an_entry_says_its_fields_in_its_message_and_as_fields() {
+        let entries = sent(|| {
+            let name = "web";
+            tracing::error!(workload = %name, action = "start", error = %"no plugin\nin /usr/lib/cni", "start failed");
+            tracing::info!("plain");
+        });
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        let failed = &entries[0];
+        assert_eq!(
+            field(failed, "MESSAGE"),
+            Some("start failed workload=web action=\"start\" error=no plugin\nin /usr/lib/cni")
+        );
+        assert_eq!(field(failed, "PRIORITY"), Some("3"));
+        assert_eq!(field(failed, "SYSLOG_IDENTIFIER"), Some("paddock"));
+        assert_eq!(field(failed, "WORKLOAD"), Some("web"));
+        assert_eq!(field(failed, "ACTION"), Some("start"), "the value as it is, not quoted");
+        assert_eq!(field(failed, "ERROR"), Some("no plugin\nin /usr/lib/cni"), "a value of lines, whole");
+        assert_eq!(field(&entries[1], "MESSAGE"), Some("plain"));
+        assert_eq!(field(&entries[1], "PRIORITY"), Some("5"));
+    }
+
+    /// A field named as one of the entry's own does not stand for it.
+    #[test]
+    fn an_events_field_never_replaces_the_entrys_own() {
+        let entries = sent(|| tracing::warn!(priority = 7, message_id = "x", "careful"));
+        let priorities: Vec<_> = entries[0].iter().filter(|(n, _)| n == "PRIORITY").collect();
+        assert_eq!(priorities.len(), 1);
+        assert_eq!(field(&entries[0], "PRIORITY"), Some("4"));
+        assert_eq!(field(&entries[0], "MESSAGE_ID"), Some("x"));
+    }
+
+    /// An entry too long for one datagram goes cut, rather than not at all.
+    #[test]
+    fn an_entry_too_long_for_a_datagram_goes_cut() {
+        let long = "x".repeat(4 << 20);
+        let entries = sent(|| tracing::error!(workload = "web", "{long}"));
+        assert_eq!(entries.len(), 1);
+        let message = field(&entries[0], "MESSAGE").unwrap();
+        assert!(message.len() < CUT + 100 && message.ends_with("(cut: too long for one journal entry)"));
+        assert_eq!(field(&entries[0], "WORKLOAD"), None);
+    }
+}
