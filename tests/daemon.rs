@@ -1146,3 +1146,39 @@ fn a_host_out_of_threads_delays_a_stop_but_does_not_lose_it() {
     assert_eq!(d.terminate(), 0);
     drop(limited);
 }
+
+/// A crash loop and its end say so where an operator looks: each failed
+/// run is a warning, the give-up an error naming what to do, and
+/// `STATUS=` counts what waits out a restart delay (it said "0 running,
+/// 0 failed" of a crash loop) (helper-103).
+#[test]
+fn a_crash_loop_is_warned_of_its_give_up_is_an_error_and_status_counts_it() {
+    let (_notify, sock_path, sock) = common::daemon::notify_socket(Duration::from_secs(10));
+    let d = Daemon::setup();
+    d.write(
+        "crash.toml",
+        "command = [\"/bin/sh\", \"-c\", \"exit 3\"]\n[restart]\npolicy = \"on-failure\"\nmax_retries = 1\nbackoff = \"2s\"\n",
+    );
+    let mut d = d.start(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    let mut buf = [0u8; 512];
+    let mut seen = Vec::new();
+    while !seen.iter().any(|m: &String| m.contains("0 running, 1 restarting, 0 failed, 0 invalid")) {
+        let n = sock.recv(&mut buf).expect("STATUS= says it is restarting");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    d.wait_for("crash gave up", |d| d.workload("crash").is_some_and(|w| w["state"] == "failed"));
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    let exits: Vec<&str> = log.lines().filter(|l| l.contains(" exited ")).collect();
+    assert_eq!(exits.len(), 2, "{log}");
+    assert!(exits.iter().all(|l| l.contains(" WARN ")), "a failed run is a warning: {exits:?}");
+    let gave_up = log.lines().find(|l| l.contains("gave up")).unwrap_or_else(|| panic!("no give-up in {log}"));
+    assert!(gave_up.contains(" ERROR ") && gave_up.contains("`paddock start crash`"), "{gave_up}");
+    // A run ended by a stop is no warning.
+    d.write("calm.toml", SLEEPER);
+    d.running_pid("calm");
+    assert!(d.paddock(&["stop", "calm"]).status.success());
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    let calm = log.lines().find(|l| l.contains(" exited ") && l.contains("calm")).unwrap();
+    assert!(calm.contains(" INFO "), "{calm}");
+    assert_eq!(d.terminate(), 0);
+}

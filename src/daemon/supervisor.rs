@@ -378,10 +378,27 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                     _ => None,
                 });
                 let ran_for = ran_for.map_or_else(|| "-".to_owned(), |d| format!("{:.3}s", d.as_secs_f64()));
-                tracing::info!(workload = %name, action = "exit", %exit, ran_for, "exited");
+                // A run that failed by itself is a warning (as systemd's
+                // "Failed with result"); an end asked for, or a success, is not.
+                let by_itself = self.core.get(&name).is_some_and(|w| matches!(w.state, State::Running { .. }));
+                if by_itself && exit != crate::model::Exit::Code(0) {
+                    tracing::warn!(workload = %name, action = "exit", %exit, ran_for, "exited");
+                } else {
+                    tracing::info!(workload = %name, action = "exit", %exit, ran_for, "exited");
+                }
                 self.executor.reap(&name);
                 let jitter = self.jitter();
-                self.core.on_exit(&name, exit, at, jitter)
+                let effects = self.core.on_exit(&name, exit, at, jitter);
+                // Its restart policy gave up (an unhealthy run's end too):
+                // it had a sandbox, so it was not failed before.
+                if let Some(State::Failed { failures, .. }) = self.core.get(&name).map(|w| w.state) {
+                    tracing::error!(
+                        workload = %name,
+                        failures,
+                        "gave up after {failures} consecutive failures: not restarted until `paddock start {name}` or its manifest changes; `paddock logs {name}` shows its output"
+                    );
+                }
+                effects
             }
             SandboxEvent::Probed { name, pid, ok, output } => {
                 let before = self.core.get(&name).and_then(|w| w.health.as_ref().map(|h| h.status));

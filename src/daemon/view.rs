@@ -315,13 +315,16 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
     pub fn summary(&self) -> String {
         let count = |state: &str| self.core.workloads().filter(|w| w.state_name() == state).count();
         let invalid = self.invalid.len();
+        // Waiting out a restart delay: said while there are any (a crash
+        // loop is neither running nor failed).
+        let restarting = match count("backoff") {
+            0 => String::new(),
+            n => format!("{n} restarting, "),
+        };
+        let counts = format!("{} running, {restarting}{} failed, {invalid} invalid", count("running"), count("failed"));
         match &self.refused {
-            Some(_) => format!(
-                "{} running, {} failed, {invalid} invalid; the workloads directory is refused (unsafe): changes are not applied",
-                count("running"),
-                count("failed")
-            ),
-            None => format!("{} running, {} failed, {invalid} invalid", count("running"), count("failed")),
+            Some(_) => format!("{counts}; the workloads directory is refused (unsafe): changes are not applied"),
+            None => counts,
         }
     }
 
