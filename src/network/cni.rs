@@ -98,9 +98,20 @@ impl PluginDirs {
     /// of these directories) that has it, checked; missing, it names the
     /// directories searched.
     fn find_in(&self, searched: &[PathBuf], plugin: &str) -> Result<PathBuf, CniError> {
+        // Every directory configured is named, a missing one as such (the
+        // list was empty on a host with none of them).
         let missing = || CniError::Missing {
             plugin: plugin.to_owned(),
-            dirs: searched.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+            dirs: self
+                .0
+                .iter()
+                .filter_map(|d| match searched.contains(d) {
+                    true => Some(d.display().to_string()),
+                    false if !d.exists() => Some(format!("{} (missing)", d.display())),
+                    false => None,
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
         };
         if !is_program_name(plugin) {
             return Err(missing());
@@ -623,11 +634,14 @@ mod tests {
         let dirs = PluginDirs(vec![PathBuf::from("/nonexistent")]);
         let e = dirs.find("bridge").unwrap_err().to_string();
         assert!(e.contains("`bridge` is not in /nonexistent") && e.contains("containernetworking-plugins"), "{e}");
-        // Only the directories searched are named (an undoing leaves out
-        // one that fails its check).
-        let two = PluginDirs(vec![PathBuf::from("/nonexistent"), PathBuf::from("/also-not")]);
-        let e = two.find_in(&two.0[1..], "bridge").unwrap_err().to_string();
-        assert!(e.contains("`bridge` is not in /also-not: install"), "{e}");
+        // Those searched, and those missing, are named (an undoing leaves
+        // out one that fails its check; on a host with none of them the
+        // list was empty: helper-103).
+        let two = PluginDirs(vec![PathBuf::from("/nonexistent"), PathBuf::from("/bin")]);
+        let e = two.find_in(&[], "bridge").unwrap_err().to_string();
+        assert!(e.contains("`bridge` is not in /nonexistent (missing): install"), "{e}");
+        let e = two.find_in(&two.0[1..], "no-such-plugin").unwrap_err().to_string();
+        assert!(e.contains("is not in /nonexistent (missing), /bin: install"), "{e}");
         let bin = PluginDirs(vec![PathBuf::from("/bin")]);
         assert!(bin.find("../bin/sh").is_err() && bin.find("..").is_err());
     }
