@@ -502,6 +502,26 @@ fn a_mount_source_a_start_here_would_refuse_is_warned_of_at_its_line() {
     assert!(!run.stdout.contains("warning"), "{}", run.stdout);
 }
 
+/// A networked workload whose CNI plugins this host has not is warned
+/// of: the daemon's start would fail (it said "1 valid": helper-103).
+#[test]
+fn a_network_whose_plugins_this_host_lacks_is_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = write(dir.path(), "web.toml", "command = [\"/bin/true\"]\nports = [\"8080:80\"]\n");
+    let config = write(dir.path(), "paddock.toml", "[network]\nplugin_dirs = [\"/nonexistent/cni\"]\n");
+    let run = check(&["--config", config.to_str().unwrap()], &[&web]);
+    assert_eq!(run.code, 0, "a warning only: {}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(
+            "web.toml:2:9: warning: on this host the workload would fail to start: the CNI plugin `bridge` is not in /nonexistent/cni (missing)"
+        ),
+        "{}",
+        run.stdout
+    );
+    let run = check(&["--config", config.to_str().unwrap(), "--no-host-checks"], &[&web]);
+    assert!(!run.stdout.contains("warning"), "{}", run.stdout);
+}
+
 /// An `after` that names no manifest: an error when the directory is
 /// checked; of files named one by one, a warning unless a manifest beside
 /// them is it (the Quick start checks one file, a shell glob many).

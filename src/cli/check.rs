@@ -94,7 +94,8 @@ pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
     let validator = match crate::network::Networks::load(&config.network, &config.state_dir, &config.run_dir) {
         Ok(networks) => validator
             .with_networks(networks.names(), networks.publishing())
-            .with_refused_networks(networks.refused_for_validation()),
+            .with_refused_networks(networks.refused_for_validation())
+            .with_unavailable_networks(networks.unavailable()),
         Err(_) => validator,
     };
     let host = if args.no_host_checks { HostChecks::Skip } else { HostChecks::Warn };

@@ -426,6 +426,16 @@ impl Networks {
     pub fn get(&self, name: &str) -> Option<&ConfList> {
         self.lists.get(name)
     }
+
+    /// The networks whose plugins this host cannot run (not installed,
+    /// or in a directory others could write), each with why: what a
+    /// start of a workload on it would fail with, for `check` to warn of.
+    pub fn unavailable(&self) -> Vec<(String, String)> {
+        self.lists
+            .iter()
+            .filter_map(|(name, list)| Some((name.clone(), self.dirs.programs(list).err()?.to_string())))
+            .collect()
+    }
 }
 
 #[cfg(test)]

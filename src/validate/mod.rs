@@ -216,6 +216,9 @@ pub struct Validator {
     refused: RefusedNetworks,
     /// This host's cgroup layout, for `check` to warn of limits it cannot apply.
     cgroups: Option<crate::sandbox::cgroup::Layout>,
+    /// Networks whose plugins this host cannot run, with why, for `check`
+    /// to warn of (`Networks::unavailable`).
+    unavailable: Vec<(String, String)>,
     /// The daemon's volumes_root, for `check` to warn of mount sources a
     /// start on this host would refuse.
     sources: Option<std::path::PathBuf>,
@@ -231,6 +234,7 @@ impl Validator {
             publishing: vec![crate::model::BRIDGE.to_owned()],
             refused: RefusedNetworks::default(),
             cgroups: None,
+            unavailable: Vec::new(),
             sources: None,
         }
     }
@@ -261,6 +265,13 @@ impl Validator {
     /// needs a new one fails, saying why), and `check` warns.
     pub fn with_refused_networks(mut self, refused: RefusedNetworks) -> Self {
         self.refused = refused;
+        self
+    }
+
+    /// Networks whose plugins this host cannot run: `check` warns of a
+    /// workload on one.
+    pub fn with_unavailable_networks(mut self, unavailable: Vec<(String, String)>) -> Self {
+        self.unavailable = unavailable;
         self
     }
 
@@ -329,6 +340,12 @@ impl Validator {
                     }
                 }
             }
+        }
+        if let (Some(network), HostChecks::Warn) = (effective.namespaces.network.cni(), host)
+            && let Some((_, why)) = self.unavailable.iter().find(|(n, _)| n == network)
+        {
+            let at = spans.value_span("/namespaces/network").or_else(|| spans.value_span("/ports"));
+            problems.push(Problem::warning(at, format!("on this host the workload would fail to start: {why}")));
         }
         if let (Some(layout), HostChecks::Warn) = (&self.cgroups, host) {
             let r = &effective.resources;
