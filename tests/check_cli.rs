@@ -522,6 +522,39 @@ fn a_network_whose_plugins_this_host_lacks_is_warned_of() {
     assert!(!run.stdout.contains("warning"), "{}", run.stdout);
 }
 
+/// A file of the daemon's workloads directory that the daemon refuses as
+/// it is (writable by others, not root's) is invalid to `check` too, with
+/// the fix; the same file elsewhere (a checkout) is not (helper-103).
+#[test]
+fn a_file_the_daemon_refuses_for_its_owner_or_mode_is_invalid_in_its_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let wl = dir.path().join("wl");
+    std::fs::create_dir(&wl).unwrap();
+    let open = write(&wl, "open.toml", VALID);
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let theirs = write(&wl, "theirs.toml", VALID);
+    std::os::unix::fs::chown(&theirs, Some(1000), None).unwrap();
+    let fine = write(&wl, "fine.toml", VALID);
+    let config = write(dir.path(), "paddock.toml", &format!("workloads = {:?}\n", wl.display().to_string()));
+    let cfg = ["--config", config.to_str().unwrap()];
+    let run = check(&cfg, &[&wl]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("3 files, 1 valid, 2 invalid"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("the daemon refuses this file as it is") && run.stdout.contains("chmod go-w"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("not root") && run.stdout.contains("chown root"), "{}", run.stdout);
+    assert_eq!(check(&cfg, &[&fine]).code, 0);
+    assert_eq!(check(&[&cfg[..], &["--no-host-checks"]].concat(), &[&open]).code, 0);
+    // Elsewhere, the daemon does not read it: no word of its owner or mode.
+    let elsewhere = write(dir.path(), "open.toml", VALID);
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(check(&cfg, &[&elsewhere]).code, 0);
+}
+
 /// An `after` that names no manifest: an error when the directory is
 /// checked; of files named one by one, a warning unless a manifest beside
 /// them is it (the Quick start checks one file, a shell glob many).

@@ -105,7 +105,10 @@ pub fn run(args: CheckArgs) -> Result<super::ExitCode, super::CliError> {
         .with_source_checks(&args.policy.volumes_root(&config));
     let color = Color::for_stdout();
 
-    let Validated { files: checked, errors, not_read } = validate_paths(&validator, &args.paths, host);
+    let Validated { files: mut checked, errors, not_read } = validate_paths(&validator, &args.paths, host);
+    if host != HostChecks::Skip {
+        refused_by_the_daemon(&mut checked, &config.workloads);
+    }
     let summary = Summary {
         files: checked.len(),
         valid: checked.iter().filter(|f| f.spec.is_some()).count(),
@@ -187,6 +190,31 @@ pub struct Validated {
 /// What `check` does to its PATHs (and `export` before it writes anything):
 /// every file validated, then the checks across the files (a host port
 /// published twice, start order), which make a file invalid too.
+/// Files in the daemon's workloads directory that its scan refuses as they
+/// are (not root's, writable by others, reached through a link others
+/// could have made) are invalid as the daemon has them, with its reason
+/// and the fix: `check` said "valid" of them.
+fn refused_by_the_daemon(checked: &mut [CheckedFile], workloads: &Path) {
+    let Ok(workloads) = workloads.canonicalize() else { return };
+    let mut scanned: Option<crate::daemon::scan::Snapshot> = None;
+    for f in checked {
+        let path = Path::new(&f.file);
+        let (Some(name), Some(dir)) = (path.file_name().and_then(|n| n.to_str()), path.parent()) else { continue };
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        if dir.canonicalize().ok().as_ref() != Some(&workloads) {
+            continue;
+        }
+        if scanned.is_none() {
+            scanned = crate::daemon::scan::scan(&workloads, None).ok();
+        }
+        if let Some(crate::daemon::scan::Found::Refused { message }) = scanned.as_ref().and_then(|s| s.get(name)) {
+            f.problems
+                .push(validate::Problem::error(None, format!("the daemon refuses this file as it is: {message}")));
+            f.spec = None;
+        }
+    }
+}
+
 pub fn validate_paths(validator: &validate::Validator, paths: &[PathBuf], host: HostChecks) -> Validated {
     let mut errors = Vec::new();
     let mut found = Vec::new();
