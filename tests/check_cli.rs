@@ -536,7 +536,7 @@ fn a_file_the_daemon_refuses_for_its_owner_or_mode_is_invalid_in_its_directory()
     let theirs = write(&wl, "theirs.toml", VALID);
     std::os::unix::fs::chown(&theirs, Some(1000), None).unwrap();
     let fine = write(&wl, "fine.toml", VALID);
-    let config = write(dir.path(), "paddock.toml", &format!("workloads = {:?}\n", wl.display().to_string()));
+    let config = write(dir.path(), "paddock.toml", format!("workloads = {:?}\n", wl.display().to_string()));
     let cfg = ["--config", config.to_str().unwrap()];
     let run = check(&cfg, &[&wl]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
