@@ -47,6 +47,8 @@ fn commands() -> Vec<String> {
     list.lines()
         .filter_map(|l| l.strip_prefix("  ").filter(|rest| !rest.starts_with(' ')))
         .filter_map(|l| l.split_whitespace().next())
+        // clap's own: `paddock --help`'s list, not a page (the pages say what it does).
+        .filter(|c| *c != "help")
         .map(str::to_owned)
         .collect()
 }
@@ -76,7 +78,20 @@ fn the_man_pages_and_completions_are_generated_and_not_empty() {
             assert!(script.contains(command.as_str()), "{shell} completes {command}");
         }
         assert!(script.contains("timestamps"), "{shell} completes the options of `logs`");
+        // Not the hidden ones: the sandbox's init, the generator (helper-103).
+        assert!(!script.contains("__init") && !script.contains("__generate"), "{shell} offers an internal command");
     }
+    // A page for each command a page names (`paddock-export` names
+    // `paddock-export-kubernetes`), none for clap's `help`.
+    let export = read(&dir.path().join("man/man1/paddock-export.1"));
+    assert!(export.contains("paddock\\-export\\-kubernetes"), "{export}");
+    let kubernetes = read(&dir.path().join("man/man1/paddock-export-kubernetes.1"));
+    assert!(kubernetes.contains(".TH PADDOCK-EXPORT-KUBERNETES 1"), "{kubernetes}");
+    assert!(!dir.path().join("man/man1/paddock-help.1").exists());
+    assert!(
+        main.contains("exec, start, stop, restart, reload, upgrade and plan use"),
+        "FILES names the socket's users"
+    );
     let bash = Command::new("bash").arg("-n").arg(dir.path().join("bash-completion/completions/paddock")).output();
     assert!(bash.unwrap().status.success(), "the bash completion parses");
 }

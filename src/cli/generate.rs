@@ -38,28 +38,64 @@ Operators' policies, beside the built-in baseline, restricted and privileged.
 State: id allocations (idmap.json), sandbox records, held workloads, logs/NAME.log.
 .TP
 /run/paddock/paddock.sock
-The control socket (mode 0600, root only) that status, logs, start, stop, restart, reload and plan use.
+The control socket (mode 0600, root only) that status, logs, exec, start, stop, restart, reload, upgrade and plan use.
 .SH SEE ALSO
 .BR systemctl (1),
 .BR subuid (5),
 .BR user_namespaces (7)
 "#;
 
-/// Writes `paddock.1`, one `paddock-COMMAND.1` per visible command, and
-/// the completions; returns the paths written.
+/// The pages of `command` (named `name`, run as `bin`) and of each of its
+/// visible commands, theirs too (`paddock-export-kubernetes`): not of
+/// the hidden ones, nor of clap's `help`, which says what the pages do.
+fn pages(name: &str, bin: &str, command: &clap::Command, into: &mut Vec<(String, clap::Command)>) {
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+        let (name, bin) = (format!("{name}-{}", sub.get_name()), format!("{bin} {}", sub.get_name()));
+        // The page's title and its usage line name the full command.
+        into.push((name.clone(), sub.clone().display_name(name.clone()).bin_name(bin.clone())));
+        pages(&name, &bin, sub, into);
+    }
+}
+
+/// `command` as completions offer it: without its hidden commands (the
+/// sandbox's init, this generator) and arguments.
+fn visible(command: &clap::Command) -> clap::Command {
+    // Leaked: this process writes the files once and exits, and clap
+    // names a command it builds with a static string.
+    let name: &'static str = Box::leak(command.get_name().to_owned().into_boxed_str());
+    // clap adds --help (and --version, given one) again as it builds.
+    let generated = |a: &clap::Arg| {
+        matches!(
+            a.get_action(),
+            clap::ArgAction::Help | clap::ArgAction::HelpShort | clap::ArgAction::HelpLong | clap::ArgAction::Version
+        )
+    };
+    let mut shown =
+        clap::Command::new(name).args(command.get_arguments().filter(|a| !a.is_hide_set() && !generated(a)).cloned());
+    if command.get_version().is_some() {
+        shown = shown.version(env!("CARGO_PKG_VERSION"));
+    }
+    if let Some(about) = command.get_about() {
+        shown = shown.about(about.clone());
+    }
+    // clap's own `help` is added again too.
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+        shown = shown.subcommand(visible(sub));
+    }
+    shown
+}
+
+/// Writes `paddock.1`, one `paddock-COMMAND.1` per visible command (and
+/// per command of those), and the completions; returns the paths written.
 pub fn write(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     let man = dir.join(MAN_DIR);
     std::fs::create_dir_all(&man)?;
     let mut cli = Cli::command();
     cli.build();
-    let mut pages = vec![("paddock".to_owned(), cli.clone())];
-    for sub in cli.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("paddock-{}", sub.get_name());
-        // The page's title and its usage line name the full command.
-        let sub = sub.clone().display_name(name.clone()).bin_name(format!("paddock {}", sub.get_name()));
-        pages.push((name, sub));
-    }
+    let mut pages_of = vec![("paddock".to_owned(), cli.clone())];
+    pages("paddock", "paddock", &cli, &mut pages_of);
+    let pages = pages_of;
     for (name, command) in pages {
         let mut page = Vec::new();
         clap_mangen::Man::new(command)
@@ -78,7 +114,7 @@ pub fn write(dir: &Path) -> io::Result<Vec<PathBuf>> {
         let path = dir.join(relative);
         std::fs::create_dir_all(path.parent().expect("a relative path with a directory"))?;
         let mut script = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "paddock", &mut script);
+        clap_complete::generate(shell, &mut visible(&cli), "paddock", &mut script);
         std::fs::write(&path, script)?;
         written.push(path);
     }
