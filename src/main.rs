@@ -46,6 +46,13 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::from(cli::daemon::CONFIG_ERROR);
         }
+        // `exec` and `run` exit with their command's status: any other
+        // is 125, a usage error too (as `docker exec` and `docker run`),
+        // never a status the command could have had.
+        Err(e) if e.use_stderr() && std::env::args_os().nth(1).is_some_and(|a| a == "exec" || a == "run") => {
+            let _ = e.print();
+            return ExitCode::from(125);
+        }
         Err(e) => e.exit(),
     };
     // The daemon tells its story at info; the other commands speak for themselves.

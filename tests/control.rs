@@ -395,7 +395,7 @@ fn a_socket_root_does_not_listen_on_is_sent_nothing() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let socket = dir.path().join("paddock.sock");
     let clients: [&[&str]; 3] =
-        [&["status"], &["status", "--watch"], &["exec", "web", "--env", "TOKEN=secret", "--", "true"]];
+        [&["status"], &["status", "--watch"], &["exec", "--env", "TOKEN=secret", "web", "--", "true"]];
     let (ready, listening) = std::sync::mpsc::channel();
     let path = socket.clone();
     let listener = std::thread::spawn(move || {

@@ -174,6 +174,14 @@ fn exit_statuses_are_the_commands_and_refusals_are_clear() {
     };
     assert!(said("exec") && said("exec ended"), "{log}");
     assert_eq!(run(&d, &["exec-codes", "--", "sh", "-c", "kill -TERM $$"]).status.code(), Some(143));
+    // Without `--`, everything after the name is the command's, options
+    // too (it was a usage error, exit 2: helper-103); a mistake in
+    // paddock's own command line is 125, never a status of the command's.
+    assert_eq!(run(&d, &["exec-codes", "sh", "-c", "exit 6"]).status.code(), Some(6));
+    let out = run(&d, &["exec-codes"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("<COMMAND>"), "{}", text(&out.stderr));
+    assert_eq!(run(&d, &["--no-such-flag", "exec-codes", "true"]).status.code(), Some(125));
     let out = run(&d, &["exec-codes", "--", "/no/such/thing"]);
     assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("cannot execute /no/such/thing"), "{}", text(&out.stderr));

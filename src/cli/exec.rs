@@ -28,7 +28,9 @@ use crate::protocol::{ExecInput, ExecRequest, Request, Response};
 /// when it cannot be executed, 127 when it is not found, 125 when paddock
 /// could not run it). The command is killed when its workload stops.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  paddock exec web -- hostname\n  paddock exec -it web -- sh")]
+#[command(
+    after_help = "Examples:\n  paddock exec web -- hostname\n  paddock exec -it web sh\n  paddock exec web ls -l /  (what follows the name is the command's)"
+)]
 pub struct ExecArgs {
     /// Pass stdin on to the command (without it, the command's stdin is empty).
     #[arg(short, long)]
@@ -53,8 +55,9 @@ pub struct ExecArgs {
     pub client: ClientArgs,
     /// The workload.
     pub name: String,
-    /// The command and its arguments (after `--`).
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    /// The command and its arguments: everything after the name (options
+    /// too), or after `--`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 1.., required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
