@@ -157,6 +157,10 @@ pub enum Request {
     /// Every workload now, then again at each change (`status --watch`):
     /// one `Status` answer line per change, until the client goes.
     Watch,
+    /// What `status` says below its table of workloads: what the daemon
+    /// does not apply or read now (the directory refused, files that are
+    /// no workload's), which no row shows.
+    Notes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +193,8 @@ pub struct ExecInput {
 pub enum Response {
     Status(Vec<WorkloadStatus>),
     Detail(Box<WorkloadDetail>),
+    /// `Notes`: one line each.
+    Notes(Vec<String>),
     Logs {
         path: String,
     },

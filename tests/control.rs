@@ -731,3 +731,30 @@ fn a_valid_manifests_warnings_are_logged_and_in_a_reloads_answer() {
     assert_eq!(stdout(&d.paddock(&["reload"])), "nothing changed\n");
     assert_eq!(log().matches(said).count(), 1);
 }
+
+/// `status` says below its table what no row shows and `STATUS=` counts:
+/// a file whose name is no workload's, one that is no manifest, and the
+/// workloads directory refused (it showed an ordinary table: helper-103).
+#[test]
+fn status_says_what_no_row_shows() {
+    let d = Daemon::setup();
+    d.write("My_App.toml", "command = [\"/bin/true\"]\n");
+    d.write("web.yaml", "x\n");
+    d.write("fine.toml", SLEEPER);
+    let d = d.start(&[]);
+    d.running_pid("fine");
+    let status = |d: &Daemon| String::from_utf8(d.paddock(&["status"]).stdout).unwrap();
+    let said = status(&d);
+    assert!(said.contains("My_App.toml:1:1: error: the file name gives the workload name"), "{said}");
+    assert!(said.contains("web.yaml: not read: only NAME.toml files are manifests"), "{said}");
+    assert!(!said.contains("refused"), "{said}");
+    std::fs::set_permissions(d.path("wl"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    d.wait_for("the directory refused", |d| status(d).contains("is refused"));
+    let said = status(&d);
+    assert!(said.contains("chmod go-w") && said.contains("no change is applied until it is fixed"), "{said}");
+    std::fs::set_permissions(d.path("wl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d.wait_for("the directory taken again", |d| !status(d).contains("is refused"));
+    // JSON is the rows alone, as before.
+    let json: serde_json::Value = serde_json::from_slice(&d.paddock(&["status", "--json"]).stdout).unwrap();
+    assert!(json.is_array(), "{json}");
+}

@@ -252,6 +252,12 @@ pub fn run(args: StatusArgs) -> Result<super::ExitCode, CliError> {
         }
         Response::Status(workloads) => {
             out.write_all(table(&workloads, terminal_width(), Color::for_stdout()).as_bytes())?;
+            // What no row shows (a daemon too old to say is not asked twice).
+            if let Ok(Response::Notes(notes)) = args.client.ask(&Request::Notes) {
+                for note in notes {
+                    writeln!(out, "{}", crate::text::escape_controls(&note))?;
+                }
+            }
         }
         Response::Detail(d) if args.json => {
             serde_json::to_writer_pretty(&mut out, &d).map_err(std::io::Error::from)?;

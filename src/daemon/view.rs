@@ -70,7 +70,34 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             // Served apart (it carries descriptors): see `server::answer`.
             Request::Exec(_) => Answered::Now(Response::Error("exec needs its descriptors".to_owned()), false),
             Request::Watch => Answered::Now(Response::Error("watch is served as a stream".to_owned()), false),
+            Request::Notes => Answered::Now(Response::Notes(self.notes()), false),
         }
+    }
+
+    /// What no row of `status` shows: the workloads directory refused,
+    /// invalid files whose name is no workload's, files that are not
+    /// manifests (`STATUS=` counts the invalid ones).
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(why) = &self.refused {
+            notes.push(format!(
+                "the workloads directory {} is refused: {why}; no change is applied until it is fixed, and what runs keeps running",
+                self.workloads.display()
+            ));
+        }
+        for (file, problems) in &self.invalid {
+            let named = file.strip_suffix(".toml").and_then(|stem| WorkloadName::try_from(stem).ok());
+            if named.is_some_and(|n| self.core.get(&n).is_some()) {
+                continue;
+            }
+            // Its first line names the file and the line (`FILE:1:1: error: ...`).
+            let first = problems.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
+            notes.push(if first.contains(file.as_str()) { first.to_owned() } else { format!("{file}: {first}") });
+        }
+        for file in &self.not_read {
+            notes.push(format!("{file}: not read: only NAME.toml files are manifests"));
+        }
+        notes
     }
 
     fn row(&self, w: &Workload, at: Clock) -> WorkloadStatus {
