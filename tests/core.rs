@@ -480,6 +480,25 @@ fn a_start_this_host_could_not_make_is_tried_again_on_reload_and_only_that() {
 
 /// A core rebuilt after a daemon restart, with the sandbox of version 1
 /// adopted (pid 4242).
+/// An adopted run's health is probed at once, not an interval after the
+/// adoption: an upgrade left a healthy workload "starting" for as long,
+/// and what comes after it waiting (helper-101).
+#[test]
+fn an_adopted_runs_health_is_probed_at_once() {
+    let at = Clock::read();
+    let mut core = adopted(at);
+    core.on_manifest(&name(), valid(1, "[health]\ntcp = 80\ninterval = \"10s\""), at);
+    let probes = |effects: &[Effect]| effects.iter().filter(|e| matches!(e, Effect::Probe { .. })).count();
+    assert_eq!(core.wake_at(), Some(at.now), "due now");
+    assert_eq!(probes(&core.on_timer(at)), 1);
+    let started = at.after(SEC);
+    let mut core = Core::default();
+    core.on_manifest(&name(), valid(1, "[health]\ntcp = 80\ninterval = \"10s\""), at);
+    assert_eq!(starts(&mut core, at), ["web"]);
+    core.on_started(&name(), 4242, Duration::ZERO, started);
+    assert_eq!(probes(&core.on_timer(started)), 0, "a run it started is first probed an interval in");
+}
+
 fn adopted(at: Clock) -> Core {
     let mut core = Core::default();
     core.adopt(&name(), Version(1), 4242, at.now, at);

@@ -318,6 +318,12 @@ impl Core {
         w.runs = Some(desired.clone());
         if let State::Running { since, .. } = w.state {
             w.begin_health(since.max(at.now));
+            // Its health is this daemon's to learn, and likely it was
+            // healthy: probed at once, not an interval later (meanwhile
+            // "starting", and what comes `after` it waited: helper-101).
+            if let Some(h) = &mut w.health {
+                h.next = Some(at.now);
+            }
         }
     }
 
