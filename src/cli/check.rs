@@ -248,7 +248,8 @@ pub fn validate_paths(validator: &validate::Validator, paths: &[PathBuf], host: 
             Some(validate::across::Candidate { file: &f.file, text: &f.text, manifest: &s.manifest })
         })
         .collect();
-    let mut conflicts = validate::across::port_conflicts(&candidates, &[], &[]);
+    // No order among files checked: a shared port is said of each.
+    let mut conflicts = validate::across::port_conflicts(&candidates, &[], &|_, _| true);
     // Start order: a cycle anywhere; a name no manifest defines, an error
     // when whole directories are checked; of files named one by one, a
     // warning unless a manifest beside them (not checked) is it.

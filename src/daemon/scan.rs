@@ -58,6 +58,11 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// When the file was last written (seconds, nanoseconds).
+    fn mtime(&self) -> (i64, i64) {
+        self.mtime
+    }
+
     fn of(meta: &std::fs::Metadata) -> Self {
         Stamp {
             dev: meta.dev(),
@@ -553,7 +558,7 @@ pub fn refuse_conflicts(
         // First each change against what holds alone: such a refusal
         // stands whatever the other changes come to.
         for change in changes.iter_mut().filter(|c| matches!(c.event, ManifestEvent::Valid(_))) {
-            refuse_port_conflicts(dir, snapshot, std::slice::from_mut(change), &holding, &running);
+            refuse_port_conflicts(dir, snapshot, std::slice::from_mut(change), &holding, &running, recorded);
         }
         let first = newly(changes, &held_back);
         if !first.is_empty() {
@@ -561,7 +566,7 @@ pub fn refuse_conflicts(
             continue;
         }
         // Then the changes against each other.
-        refuse_port_conflicts(dir, snapshot, changes, &holding, &running);
+        refuse_port_conflicts(dir, snapshot, changes, &holding, &running, recorded);
         let then = newly(changes, &held_back);
         if then.is_empty() {
             break;
@@ -614,15 +619,32 @@ fn keep_recorded<'a>(
 }
 
 /// Turns the valid changes whose published ports collide with another's
-/// (another change's, or a settled workload's) into invalid ones, saying
-/// which file holds the port; and those whose `after` closes a cycle.
+/// (a settled workload's, or a change that comes first) into invalid
+/// ones, saying which file holds the port; and those whose `after`
+/// closes a cycle. Of two changes, the one that comes first keeps the
+/// port: a file whose workload runs what it says (`running`, and, for an
+/// adopted sandbox, its `recorded` text), then the older file, then the
+/// name. Both were refused: after a daemon's restart, a bad edit of one
+/// file took down the workload of the other, which it had not touched.
 pub fn refuse_port_conflicts(
     dir: &Path,
     snapshot: &Snapshot,
     changes: &mut [FileChange],
     settled: &[(&str, &Manifest)],
     running: &[&str],
+    recorded: &BTreeMap<String, Arc<str>>,
 ) {
+    let rank = |file: &str| {
+        let (text, written) = match snapshot.get(file) {
+            Some(Found::Read { text, stamp, .. }) => (Some(text), stamp.as_ref().map(Stamp::mtime)),
+            _ => (None, None),
+        };
+        let runs_as_written =
+            running.contains(&file) && recorded.get(file).is_none_or(|r| text.is_some_and(|t| **r == **t));
+        // A file read through a link has no stamp: taken as the newest.
+        (!runs_as_written, written.unwrap_or((i64::MAX, 0)))
+    };
+    let precedes = |a: &str, b: &str| (rank(a), a) < (rank(b), b);
     let candidates: Vec<across::Candidate<'_>> = changes
         .iter()
         .filter_map(|c| match (&c.event, snapshot.get(&c.file)) {
@@ -632,7 +654,7 @@ pub fn refuse_port_conflicts(
             _ => None,
         })
         .collect();
-    let mut conflicts = across::port_conflicts(&candidates, settled, running);
+    let mut conflicts = across::port_conflicts(&candidates, settled, &precedes);
     for (file, mut found) in across::order_problems(&candidates, settled, across::UnknownAfter::Waits) {
         conflicts.entry(file).or_default().append(&mut found);
     }
@@ -1097,6 +1119,50 @@ mod tests {
             "{:?}",
             event(&outcome, "held.toml")
         );
+    }
+
+    /// Two files that publish one port, both read anew (a daemon's
+    /// start): one keeps it. After a crash, the one whose sandbox runs it
+    /// as written, not the one edited meanwhile; with nothing running (a
+    /// clean restart, a reboot), the older file; both were refused, and
+    /// the untouched workload went down with the edited (helper-104).
+    #[test]
+    fn of_two_files_read_anew_that_publish_one_port_one_keeps_it() {
+        let (d, root) = (dir(), tempfile::tempdir().unwrap());
+        let manifest = |port: &str| {
+            format!("command = [\"/bin/sleep\"]\nrootfs = {{ path = {:?} }}\nports = [\"{port}\"]\n", root.path())
+        };
+        let write = |file: &str, text: &str, age: u64| {
+            let path = d.path().join(file);
+            std::fs::write(&path, text).unwrap();
+            let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age);
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(when).unwrap();
+        };
+        // web runs 18081 as written; edit ran 18083, and its file (the newer) now says 18081.
+        write("web.toml", &manifest("18081:80"), 60);
+        write("edit.toml", &manifest("18081:80"), 10);
+        let validator = Validator::new(Vec::new());
+        let refused = |held: &Held| {
+            let outcome = run_job(d.path(), &Snapshot::new(), Rescan::Everything, &validator, held);
+            let mut refused: Vec<String> = outcome
+                .changes
+                .iter()
+                .filter(|c| matches!(&c.event, ManifestEvent::Invalid(p) if p.contains("already published")))
+                .map(|c| c.file.clone())
+                .collect();
+            refused.sort();
+            refused
+        };
+        let recorded = [("web.toml", manifest("18081:80")), ("edit.toml", manifest("18083:80"))];
+        let adopted = Held {
+            running: vec!["web.toml".into(), "edit.toml".into()],
+            recorded: recorded.iter().map(|(f, s)| (f.to_string(), Arc::from(s.as_str()))).collect(),
+            ..Held::default()
+        };
+        assert_eq!(refused(&adopted), ["edit.toml"], "after a crash: the edit");
+        assert_eq!(refused(&Held::default()), ["edit.toml"], "nothing runs: the newer file");
+        write("web.toml", &manifest("18081:80"), 5);
+        assert_eq!(refused(&Held::default()), ["web.toml"], "now the newer");
     }
 
     #[test]

@@ -19,13 +19,14 @@ pub struct Candidate<'a> {
 /// candidate's or with a settled manifest's (one that is not being
 /// checked again and keeps what it holds), the problems, by file name.
 /// Each names the other file.
-/// `running` names the candidates whose workload runs now (its file is
-/// read again, as after a daemon restart): one of them keeps its ports
-/// against a candidate that does not run, which alone is refused.
+/// `precedes(a, b)` says whether candidate `a`'s claim comes before
+/// candidate `b`'s: `b` alone is then refused. The daemon orders them
+/// (what runs as written first, then the older file: `scan`), so that
+/// one keeps the port; `check`, which knows no order, says it of both.
 pub fn port_conflicts(
     candidates: &[Candidate<'_>],
     settled: &[(&str, &Manifest)],
-    running: &[&str],
+    precedes: &dyn Fn(&str, &str) -> bool,
 ) -> BTreeMap<String, Vec<Problem>> {
     let mut found: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
     let all: Vec<(&str, &Manifest)> =
@@ -36,12 +37,8 @@ pub fn port_conflicts(
             let Some((other, theirs)) = all
                 .iter()
                 .filter(|(f, _)| *f != c.file)
-                .filter(|(f, _)| {
-                    // A running candidate yields only to what also runs or is settled.
-                    !running.contains(&c.file)
-                        || running.contains(f)
-                        || !candidates.iter().any(|other| other.file == *f)
-                })
+                // What is settled holds; another candidate, if it comes first.
+                .filter(|(f, _)| !candidates.iter().any(|other| other.file == *f) || precedes(f, c.file))
                 .find_map(|(f, m)| m.ports.iter().find(|p| p.collides_with(port)).map(|p| (*f, p)))
             else {
                 continue;
@@ -253,7 +250,7 @@ mod tests {
                 Candidate { file: "c.toml", text: "", manifest: &c },
             ],
             &[],
-            &[],
+            &|_, _| true,
         );
         assert_eq!(found.keys().collect::<Vec<_>>(), ["a.toml", "b.toml"]);
         assert!(found["a.toml"][0].message.contains("already published by b.toml (127.0.0.1:8080:81/tcp)"));
@@ -265,8 +262,11 @@ mod tests {
     #[test]
     fn a_settled_workload_keeps_its_port_and_the_newcomer_is_refused() {
         let (running, new) = (m(&["8080:80"]), m(&["8080:80"]));
-        let found =
-            port_conflicts(&[Candidate { file: "new.toml", text: "", manifest: &new }], &[("web.toml", &running)], &[]);
+        let found = port_conflicts(
+            &[Candidate { file: "new.toml", text: "", manifest: &new }],
+            &[("web.toml", &running)],
+            &|_, _| true,
+        );
         assert_eq!(found.keys().collect::<Vec<_>>(), ["new.toml"]);
         assert!(found["new.toml"][0].message.contains("web.toml"));
     }
@@ -278,8 +278,8 @@ mod tests {
             Candidate { file: "api.toml", text: "", manifest: &api },
             Candidate { file: "web.toml", text: "", manifest: &web },
         ];
-        let found = port_conflicts(&candidates, &[], &["web.toml"]);
-        assert_eq!(found.keys().collect::<Vec<_>>(), ["api.toml"], "only the newcomer is refused");
+        let found = port_conflicts(&candidates, &[], &|a, _| a == "web.toml");
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["api.toml"], "only the one that comes after is refused");
         assert!(found["api.toml"][0].message.contains("web.toml"));
     }
 }
