@@ -461,6 +461,70 @@ fn shutdown_stops_dependents_first_and_their_dependencies_after_they_exit() {
     assert_eq!(stopped(&core.on_exit(&named("app"), Exit::Code(0), at, 0.0)), ["db"]);
 }
 
+/// A run heard of long after its end (it ended while no daemon ran) is
+/// judged as of its end: the decision kept before its sandbox goes
+/// agrees with the one made after, its restart delay runs from its end,
+/// and nothing else is dated back: a stop that follows during the
+/// daemon's own stop gets its whole timeout (helper-105).
+#[test]
+fn a_run_heard_of_long_after_its_end_is_judged_as_of_its_end_and_nothing_else_is() {
+    const GIVES_UP: &str = "[restart]\npolicy = \"on-failure\"\nmax_retries = 1\nreset_after = \"60s\"";
+    let at = Clock::read();
+    let (ended, heard) = (at.now + SEC * 5, at.after(SEC * 300));
+    // A run that had failed once before, adopted with its count.
+    let mut core = Core::default();
+    core.restore(&name(), None, None, Some(Counts { version: Version(1), failures: 1, restarts: 1, halted: false }));
+    core.adopt(&name(), Version(1), 4242, at.now, at);
+    core.on_manifest(&name(), valid(1, GIVES_UP), at);
+    assert_eq!(core.would_end(&name(), Exit::Code(1), heard), None, "as of now it ran past reset_after");
+    let kept = core.would_end_ended(&name(), Exit::Code(1), Some(ended), heard);
+    assert!(kept.is_some_and(|e| e.failed), "as of its end, it gave up: {kept:?}");
+    core.on_exit_ended(&name(), Exit::Code(1), Some(ended), heard, 0.0);
+    assert_eq!(core.get(&name()).unwrap().state_name(), "failed", "as was kept");
+
+    let mut core = Core::default();
+    core.on_manifest(&name(), valid(1, "[restart]\nbackoff = \"10s\"\nbackoff_max = \"10s\""), at);
+    starts(&mut core, at);
+    core.on_started(&name(), 4242, Duration::ZERO, at);
+    core.on_exit_ended(&name(), Exit::Code(1), Some(ended), heard, 0.0);
+    let until = match core.get(&name()).unwrap().state {
+        State::Backoff { until, .. } => until,
+        s => panic!("{s:?}"),
+    };
+    assert_eq!(until, ended + SEC * 10, "the delay runs from its end");
+
+    let mut core = Core::default();
+    with(&mut core, &[("db", ""), ("app", "after = [\"db\"]")], at);
+    starts(&mut core, at);
+    core.on_started(&named("db"), 10, Duration::ZERO, at);
+    starts(&mut core, at);
+    core.on_started(&named("app"), 11, Duration::ZERO, at);
+    core.shutdown(heard);
+    core.on_exit_ended(&named("app"), Exit::Code(0), Some(heard.now - SEC * 30), heard, 0.0);
+    match core.get(&named("db")).unwrap().state {
+        State::Stopping { deadline: Some(deadline), .. } => assert!(deadline > heard.now, "db's stop has its timeout"),
+        s => panic!("{s:?}"),
+    }
+}
+
+/// A restart delay of a second or more is written as it begins, whatever
+/// the counts (a run of `always` that exited 0 counts no failure): a
+/// successor that comes within it waits out the rest (helper-105).
+#[test]
+fn a_restart_delay_of_a_second_or_more_is_kept_as_it_begins() {
+    let at = Clock::read();
+    let persisted = |backoff: &str| {
+        let mut core = Core::default();
+        core.on_manifest(&name(), valid(1, &format!("[restart]\npolicy = \"always\"\nbackoff = \"{backoff}\"")), at);
+        starts(&mut core, at);
+        core.on_started(&name(), 4242, Duration::ZERO, at);
+        let later = at.after(SEC * 600);
+        core.on_exit(&name(), Exit::Code(0), later, 0.0).iter().any(|e| matches!(e, Effect::Persist { .. }))
+    };
+    assert!(persisted("5s"));
+    assert!(!persisted("100ms"), "not worth a write at every restart");
+}
+
 #[test]
 fn a_start_this_host_could_not_make_is_tried_again_on_reload_and_only_that() {
     let mut core = Core::default();

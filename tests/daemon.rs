@@ -1173,6 +1173,19 @@ fn a_crash_loop_is_warned_of_its_give_up_is_an_error_and_status_counts_it() {
     assert!(exits.iter().all(|l| l.contains(" WARN ")), "a failed run is a warning: {exits:?}");
     let gave_up = log.lines().find(|l| l.contains("gave up")).unwrap_or_else(|| panic!("no give-up in {log}"));
     assert!(gave_up.contains(" ERROR ") && gave_up.contains("`paddock start crash`"), "{gave_up}");
+    // A start that fails as often gives up too, and says so (helper-105).
+    d.write(
+        "missing.toml",
+        "command = [\"/no/such/program\"]\n[restart]\npolicy = \"on-failure\"\nmax_retries = 1\nbackoff = \"0s\"\n",
+    );
+    d.wait_for("missing gave up", |d| d.workload("missing").is_some_and(|w| w["state"] == "failed"));
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains(" ERROR ")
+            && l.contains("gave up after 2 consecutive failures")
+            && l.contains("workload=missing")),
+        "{log}"
+    );
     // A run ended by a stop is no warning.
     d.write("calm.toml", SLEEPER);
     d.running_pid("calm");

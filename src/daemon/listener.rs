@@ -109,7 +109,8 @@ impl Listener {
                     // Kept first (a one-shot's end), then heard: the init may go.
                     let (heard, kept) = tokio::sync::oneshot::channel();
                     let exit = sandbox::end_of(Some(&end), None);
-                    let _ = self.events.send(SandboxEvent::Ending { name: self.name.clone(), exit, heard });
+                    let ended = ended_at(&end);
+                    let _ = self.events.send(SandboxEvent::Ending { name: self.name.clone(), exit, ended, heard });
                     let _ = kept.await;
                     let _ = sandbox.try_send(&InitCommand::Ack, &[]);
                     break Some(end);

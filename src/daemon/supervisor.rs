@@ -343,11 +343,14 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 tracing::error!(workload = %name, action = "start", error = %failure.error, "start failed");
                 self.executor.reap(&name);
                 let jitter = self.jitter();
-                self.core.on_start_failed(&name, failure, at, jitter)
+                let effects = self.core.on_start_failed(&name, failure, at, jitter);
+                // It was starting, so it was not failed before.
+                self.say_if_failed(&name);
+                effects
             }
-            SandboxEvent::Ending { name, exit, heard } => {
+            SandboxEvent::Ending { name, exit, ended, heard } => {
                 // A one-shot's end, or a give-up, is on disk before the sandbox goes.
-                if let Some(ended) = self.core.would_end(&name, exit, at) {
+                if let Some(ended) = self.core.would_end_ended(&name, exit, ended, at) {
                     let kept = Kept {
                         slice: self.store.slice(&name),
                         hold: self.core.get(&name).and_then(|w| w.hold),
@@ -365,16 +368,11 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 Vec::new()
             }
             SandboxEvent::Exited { name, exit, ended } => {
-                // As of its end: a run that ended while no daemon ran did
-                // not last until this one heard of it (a run past
-                // `reset_after` would drop its failures), and its restart
-                // delay has been running since.
-                let at = match ended.filter(|e| *e < at.now) {
-                    Some(e) => Clock { now: e, wall: at.wall.checked_sub(at.now - e).unwrap_or(at.wall) },
-                    None => at,
-                };
+                // A run that ended while no daemon ran lasted until its
+                // end, not until this one heard of it (`on_exit_ended`).
+                let end = ended.filter(|e| *e <= at.now).unwrap_or(at.now);
                 let ran_for = self.core.get(&name).and_then(|w| match w.state {
-                    State::Running { since, .. } => Some(at.now.saturating_duration_since(since)),
+                    State::Running { since, .. } => Some(end.saturating_duration_since(since)),
                     _ => None,
                 });
                 let ran_for = ran_for.map_or_else(|| "-".to_owned(), |d| format!("{:.3}s", d.as_secs_f64()));
@@ -388,16 +386,9 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 }
                 self.executor.reap(&name);
                 let jitter = self.jitter();
-                let effects = self.core.on_exit(&name, exit, at, jitter);
-                // Its restart policy gave up (an unhealthy run's end too):
-                // it had a sandbox, so it was not failed before.
-                if let Some(State::Failed { failures, .. }) = self.core.get(&name).map(|w| w.state) {
-                    tracing::error!(
-                        workload = %name,
-                        failures,
-                        "gave up after {failures} consecutive failures: not restarted until `paddock start {name}` or its manifest changes; `paddock logs {name}` shows its output"
-                    );
-                }
+                let effects = self.core.on_exit_ended(&name, exit, ended, at, jitter);
+                // It had a sandbox, so it was not failed before.
+                self.say_if_failed(&name);
                 effects
             }
             SandboxEvent::Probed { name, pid, ok, output } => {
@@ -434,6 +425,28 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         };
         self.execute(effects, at);
         changes
+    }
+
+    /// A run's end or a start's failure left `name` failed: said as an
+    /// error with what to do (status and the metrics show it; the log did
+    /// not). A start this host cannot make was said as it failed.
+    fn say_if_failed(&self, name: &WorkloadName) {
+        let Some(w) = self.core.get(name).filter(|w| matches!(w.state, State::Failed { .. })) else { return };
+        let what_to_do = format!(
+            "not restarted until `paddock start {name}` or its manifest changes; `paddock logs {name}` shows its output"
+        );
+        match w.history.back().map(|c| &c.what) {
+            Some(crate::reconcile::Happening::GaveUp { failures }) => {
+                let after = match failures {
+                    1 => "1 failure".to_owned(),
+                    n => format!("{n} consecutive failures"),
+                };
+                tracing::error!(workload = %name, failures, "gave up after {after}: {what_to_do}");
+            }
+            Some(crate::reconcile::Happening::StartFailed(f)) if f.blame == Blame::Host => {}
+            // An unhealthy run its policy does not restart.
+            _ => tracing::error!(workload = %name, "failed: {what_to_do}"),
+        }
     }
 
     /// Deadlines: kills what did not stop (or start) in time.

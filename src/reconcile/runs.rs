@@ -11,6 +11,12 @@ use super::workload::{
 };
 use crate::model::{Exit, WorkloadName};
 
+/// A restart delay at least this long is written with the workload's kept
+/// state as it begins, for a successor that comes within it to wait out
+/// the rest; a shorter one is not worth a write at every restart (a crash
+/// loop at the 100 ms floor), and is over before a successor is up.
+const KEPT_DELAY: Duration = Duration::from_secs(1);
+
 impl Core {
     pub(super) fn stop(w: &mut Workload, cause: Cause, then: Then, at: Clock, effects: &mut Vec<Effect>) {
         let Some(version) = w.state.version() else { return };
@@ -245,7 +251,7 @@ impl Core {
                         Exit::Code(125),
                         Duration::ZERO,
                         &restart,
-                        at,
+                        (at, at.now),
                         jitter,
                         &mut effects,
                     );
@@ -259,6 +265,21 @@ impl Core {
     }
 
     pub fn on_exit(&mut self, name: &WorkloadName, exit: Exit, at: Clock, jitter: f64) -> Vec<Effect> {
+        self.on_exit_ended(name, exit, None, at, jitter)
+    }
+
+    /// As `on_exit`, for a run that `ended` before now, as its init said:
+    /// it lasted until then, and its restart delay runs from then (it
+    /// ended while no daemon ran). Everything else is as of `at`.
+    pub fn on_exit_ended(
+        &mut self,
+        name: &WorkloadName,
+        exit: Exit,
+        ended: Option<Instant>,
+        at: Clock,
+        jitter: f64,
+    ) -> Vec<Effect> {
+        let ended = ended.filter(|e| *e <= at.now).unwrap_or(at.now);
         let mut effects = Vec::new();
         let Some(w) = self.workloads.get_mut(name) else { return effects };
         w.last_exit = Some(exit);
@@ -282,7 +303,7 @@ impl Core {
         match w.state {
             State::Running { version, since, failures, .. }
             | State::Stopping { version, then: Then::Unhealthy { failures, since }, .. } => {
-                let ran_for = at.now.saturating_duration_since(since);
+                let ran_for = ended.saturating_duration_since(since);
                 let unhealthy = matches!(w.state, State::Stopping { .. });
                 // An unhealthy run that the policy would call a success (it
                 // exited 0 on its stop signal) still failed.
@@ -291,7 +312,7 @@ impl Core {
                     _ => exit,
                 };
                 if w.hold.is_none() && w.desired.as_ref().is_some_and(|d| d.version == version) {
-                    Self::decided(w, version, failures, exit, ran_for, &restart, at, jitter, &mut effects);
+                    Self::decided(w, version, failures, exit, ran_for, &restart, (at, ended), jitter, &mut effects);
                     // Not restarted (`never`): it failed, whatever the policy calls an end.
                     if let (true, State::Exited { version }, Some(ended)) = (unhealthy, w.state, &mut w.ended) {
                         ended.failed = true;
@@ -302,7 +323,7 @@ impl Core {
                 }
             }
             State::Starting { version, failures, .. } => {
-                Self::decided(w, version, failures, exit, Duration::ZERO, &restart, at, jitter, &mut effects);
+                Self::decided(w, version, failures, exit, Duration::ZERO, &restart, (at, ended), jitter, &mut effects);
             }
             State::Stopping { then, .. } => self.after_stop(name, then, &mut effects),
             _ => {}
@@ -315,6 +336,13 @@ impl Core {
     /// one-shot done, or given up), and so must be kept before the sandbox
     /// is let go: a daemon that dies right after must not run it again.
     pub fn would_end(&self, name: &WorkloadName, exit: Exit, at: Clock) -> Option<Ended> {
+        self.would_end_ended(name, exit, None, at)
+    }
+
+    /// As `would_end`, for a run that `ended` before now (`on_exit_ended`
+    /// judges it so, and the two must agree).
+    pub fn would_end_ended(&self, name: &WorkloadName, exit: Exit, ended: Option<Instant>, at: Clock) -> Option<Ended> {
+        let ended = ended.filter(|e| *e <= at.now).unwrap_or(at.now);
         let w = self.workloads.get(name)?;
         // As `on_exit` judges it: a run stopped for being unhealthy failed,
         // whatever its exit; one a restart was asked of is no end.
@@ -334,7 +362,7 @@ impl Core {
             _ => exit,
         };
         let restart = w.runs.as_ref().map(|d| d.manifest.restart.clone()).unwrap_or_default();
-        match decide(&restart, judged, at.now.saturating_duration_since(since), failures, 0.0) {
+        match decide(&restart, judged, ended.saturating_duration_since(since), failures, 0.0) {
             Decision::Restart { .. } => None,
             Decision::GiveUp { .. } => Some(Ended { version, failed: true, exit: Some(exit) }),
             Decision::Done => Some(Ended { version, failed: unhealthy, exit: Some(exit) }),
@@ -350,16 +378,24 @@ impl Core {
         exit: Exit,
         ran_for: Duration,
         restart: &crate::model::Restart,
-        at: Clock,
+        (at, ended): (Clock, Instant),
         jitter: f64,
         effects: &mut Vec<Effect>,
     ) {
         match decide(restart, exit, ran_for, failures, jitter) {
             Decision::Restart { delay, failures } => {
-                w.state = State::Backoff { version, until: at.now + delay, failures };
+                // From the run's end (long before, when it ended while no
+                // daemon ran).
+                w.state = State::Backoff { version, until: ended + delay, failures };
                 w.note(at.wall, Happening::RestartIn(delay));
-                // Its count, for a daemon that follows (written behind).
+                // Its count, for a daemon that follows (written behind);
+                // and the delay's end, for one that comes within it.
                 w.keep_counts(effects);
+                if delay >= KEPT_DELAY
+                    && !effects.iter().any(|e| matches!(e, Effect::Persist { name } if *name == w.name))
+                {
+                    effects.push(Effect::Persist { name: w.name.clone() });
+                }
             }
             Decision::GiveUp { failures } => {
                 w.state = State::Failed { version, failures };

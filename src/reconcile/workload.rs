@@ -263,6 +263,7 @@ impl fmt::Display for Happening {
             Happening::RestartIn(delay) => {
                 write!(f, "restart in {}", crate::model::Duration::from_millis(delay.as_millis() as u64))
             }
+            Happening::GaveUp { failures: 1 } => f.write_str("failed: gave up after 1 failure"),
             Happening::GaveUp { failures } => write!(f, "failed: gave up after {failures} consecutive failures"),
             Happening::Stopping { signal, cause } => write!(f, "stopping with {signal} ({cause})"),
             Happening::Killed { starting: false } => f.write_str("stop timeout: killed"),

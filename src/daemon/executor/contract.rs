@@ -28,6 +28,8 @@ pub enum SandboxEvent {
     Ending {
         name: WorkloadName,
         exit: Exit,
+        /// As in `Exited`.
+        ended: Option<std::time::Instant>,
         heard: tokio::sync::oneshot::Sender<()>,
     },
     Exited {
