@@ -20,9 +20,10 @@ use tracing_subscriber::layer::{Context, Layer};
 /// Where journald listens for native entries.
 pub const SOCKET: &str = "/run/systemd/journal/socket";
 
-/// A message longer than this is cut, and its entry sent again without
-/// its other fields, when the whole would not go as one datagram.
+/// When an entry would not go as one datagram, it is sent again with its
+/// message cut to this, and each of its other fields to `CUT_FIELD`.
 const CUT: usize = 16 * 1024;
+const CUT_FIELD: usize = 1024;
 
 pub struct Journal {
     socket: UnixDatagram,
@@ -58,11 +59,15 @@ impl Fields {
     fn add(&mut self, field: &Field, shown: &str, raw: String) {
         let name = field.name().strip_prefix("r#").unwrap_or(field.name());
         let _ = write!(self.shown, " {name}={shown}");
+        // journald drops a field whose name is not upper-case letters,
+        // digits and `_`, starts with `_` (its own) or a digit, or is
+        // longer than 64: cleaned first, then trimmed so.
         let own: String = name
             .bytes()
             .map(|c| if c == b'.' { b'_' } else { c })
-            .skip_while(|c| *c == b'_')
             .filter(|c| *c == b'_' || c.is_ascii_alphanumeric())
+            .skip_while(|c| *c == b'_' || c.is_ascii_digit())
+            .take(64)
             .map(|c| char::from(c.to_ascii_uppercase()))
             .collect();
         // Never one of the entry's own (an event's `priority`, say).
@@ -115,27 +120,31 @@ fn priority(level: &Level) -> &'static str {
     }
 }
 
-/// The entry of an event whose `Fields` are `fields`; with its message
-/// cut at `cut` bytes and no fields of their own when `cut` is given.
-fn entry(level: &Level, target: &str, identifier: &str, fields: &Fields, cut: Option<usize>) -> Vec<u8> {
-    let mut message = format!("{}{}", fields.message, fields.shown);
-    if let Some(cut) = cut.filter(|c| message.len() > *c) {
-        let mut at = cut;
-        while !message.is_char_boundary(at) {
-            at -= 1;
+/// `text`, or its first `max` bytes (at a character's boundary) saying so.
+fn cut_to(text: &str, max: Option<usize>) -> std::borrow::Cow<'_, str> {
+    match max.filter(|m| text.len() > *m) {
+        None => text.into(),
+        Some(mut at) => {
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            format!("{} (cut: too long for one journal entry)", &text[..at]).into()
         }
-        message.truncate(at);
-        message.push_str(" (cut: too long for one journal entry)");
     }
+}
+
+/// The entry of an event whose `Fields` are `fields`; `cut`, its values
+/// cut (`CUT`, `CUT_FIELD`).
+fn entry(level: &Level, target: &str, identifier: &str, fields: &Fields, cut: bool) -> Vec<u8> {
+    let message = format!("{}{}", fields.message, fields.shown);
+    let message = cut_to(&message, cut.then_some(CUT));
     let mut entry = Vec::with_capacity(message.len() + 256);
     put(&mut entry, "PRIORITY", priority(level));
     put(&mut entry, "SYSLOG_IDENTIFIER", identifier);
     put(&mut entry, "MESSAGE", &message);
     put(&mut entry, "TARGET", target);
-    if cut.is_none() {
-        for (name, value) in &fields.own {
-            put(&mut entry, name, value);
-        }
+    for (name, value) in &fields.own {
+        put(&mut entry, name, &cut_to(value, cut.then_some(CUT_FIELD)));
     }
     entry
 }
@@ -145,12 +154,12 @@ impl<S: Subscriber> Layer<S> for Journal {
         let mut fields = Fields::default();
         event.record(&mut fields);
         let meta = event.metadata();
-        let whole = entry(meta.level(), meta.target(), self.identifier, &fields, None);
+        let whole = entry(meta.level(), meta.target(), self.identifier, &fields, false);
         // Nowhere to say that a log entry could not be sent.
         if let Err(e) = self.socket.send_to(&whole, &self.path)
             && e.raw_os_error() == Some(libc::EMSGSIZE)
         {
-            let cut = entry(meta.level(), meta.target(), self.identifier, &fields, Some(CUT));
+            let cut = entry(meta.level(), meta.target(), self.identifier, &fields, true);
             let _ = self.socket.send_to(&cut, &self.path);
         }
     }
@@ -235,14 +244,23 @@ mod tests {
         assert_eq!(field(&entries[0], "MESSAGE_ID"), Some("x"));
     }
 
-    /// An entry too long for one datagram goes cut, rather than not at all.
+    /// An entry too long for one datagram goes cut, its fields kept
+    /// (`journalctl WORKLOAD=web` finds it), rather than not at all.
     #[test]
-    fn an_entry_too_long_for_a_datagram_goes_cut() {
-        let long = "x".repeat(4 << 20);
-        let entries = sent(|| tracing::error!(workload = "web", "{long}"));
+    fn an_entry_too_long_for_a_datagram_goes_cut_with_its_fields() {
+        let long = "é".repeat(2 << 20);
+        let entries = sent(|| tracing::error!(workload = "web", error = %long, "{long}"));
         assert_eq!(entries.len(), 1);
         let message = field(&entries[0], "MESSAGE").unwrap();
         assert!(message.len() < CUT + 100 && message.ends_with("(cut: too long for one journal entry)"));
-        assert_eq!(field(&entries[0], "WORKLOAD"), None);
+        assert_eq!(field(&entries[0], "WORKLOAD"), Some("web"));
+        assert!(field(&entries[0], "ERROR").unwrap().len() < CUT_FIELD + 100);
+    }
+
+    /// A field name journald would drop is made one it keeps.
+    #[test]
+    fn field_names_are_made_ones_journald_keeps() {
+        let entries = sent(|| tracing::info!(_9é_x = 1, "odd"));
+        assert_eq!(field(&entries[0], "X"), Some("1"), "{:?}", entries[0]);
     }
 }

@@ -542,8 +542,6 @@ fn a_start_this_host_could_not_make_is_tried_again_on_reload_and_only_that() {
     assert_eq!(said, ["web (paddock reload: tried again)"]);
 }
 
-/// A core rebuilt after a daemon restart, with the sandbox of version 1
-/// adopted (pid 4242).
 /// An adopted run's health is probed at once, not an interval after the
 /// adoption: an upgrade left a healthy workload "starting" for as long,
 /// and what comes after it waiting (helper-101).
@@ -563,6 +561,8 @@ fn an_adopted_runs_health_is_probed_at_once() {
     assert_eq!(probes(&core.on_timer(started)), 0, "a run it started is first probed an interval in");
 }
 
+/// A core rebuilt after a daemon restart, with the sandbox of version 1
+/// adopted (pid 4242).
 fn adopted(at: Clock) -> Core {
     let mut core = Core::default();
     core.adopt(&name(), Version(1), 4242, at.now, at);
@@ -902,6 +902,12 @@ fn a_successor_waits_out_what_was_left_of_a_restart_delay() {
     assert_eq!(starts(&mut core, at), ["web"], "cut by the daemon's own stop: begins again at once");
     let mut core = restored(counts(false), 2);
     assert_eq!(starts(&mut core, at), ["web"], "another version starts at once");
+    // Its file found invalid: shown so, not as a backoff (helper-105).
+    let mut core = Core::default();
+    core.restore(&name(), None, None, Some(counts(false)));
+    core.restore_delay(&name(), SEC * 10, at);
+    core.on_manifest(&name(), ManifestEvent::Invalid("bad".into()), at);
+    assert_eq!(core.get(&name()).unwrap().state_name(), "invalid");
 
     // The daemon died before it wrote that the retry began: the run it
     // began is adopted, and takes the count over.

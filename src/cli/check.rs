@@ -187,9 +187,6 @@ pub struct Validated {
     pub not_read: Vec<String>,
 }
 
-/// What `check` does to its PATHs (and `export` before it writes anything):
-/// every file validated, then the checks across the files (a host port
-/// published twice, start order), which make a file invalid too.
 /// Files in the daemon's workloads directory that its scan refuses as they
 /// are (not root's, writable by others, reached through a link others
 /// could have made) are invalid as the daemon has them, with its reason
@@ -215,6 +212,9 @@ fn refused_by_the_daemon(checked: &mut [CheckedFile], workloads: &Path) {
     }
 }
 
+/// What `check` does to its PATHs (and `export` before it writes anything):
+/// every file validated, then the checks across the files (a host port
+/// published twice, start order), which make a file invalid too.
 pub fn validate_paths(validator: &validate::Validator, paths: &[PathBuf], host: HostChecks) -> Validated {
     let mut errors = Vec::new();
     let mut found = Vec::new();

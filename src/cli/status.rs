@@ -252,7 +252,8 @@ pub fn run(args: StatusArgs) -> Result<super::ExitCode, CliError> {
         }
         Response::Status(workloads) => {
             out.write_all(table(&workloads, terminal_width(), Color::for_stdout()).as_bytes())?;
-            // What no row shows (a daemon too old to say is not asked twice).
+            // What no row shows; a daemon too old to know the request
+            // answers it with an error, and there is nothing to add.
             if let Ok(Response::Notes(notes)) = args.client.ask(&Request::Notes) {
                 for note in notes {
                     writeln!(out, "{}", crate::text::escape_controls(&note))?;

@@ -407,7 +407,9 @@ impl Workload {
     /// The name `status` shows for its state.
     pub fn state_name(&self) -> &'static str {
         match (&self.state, &self.file) {
-            (State::Idle, File::Invalid(_)) if self.desired.is_none() => "invalid",
+            // (In a backoff with no valid manifest: a restart delay a
+            // predecessor left, the file found invalid since.)
+            (State::Idle | State::Backoff { .. }, File::Invalid(_)) if self.desired.is_none() => "invalid",
             (State::Idle, _) if !self.waiting.is_empty() => "waiting",
             (state, _) => state.name(),
         }
