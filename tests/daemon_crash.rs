@@ -588,25 +588,52 @@ fn a_killed_daemons_successor_waits_out_what_is_left_of_a_restart_delay() {
 
 /// A run that ended while no daemon ran lasted until its end, not until
 /// the next daemon heard of it: past `reset_after` that would have
-/// dropped its failures, and `max_retries` would have let it run once
-/// more than it may (helper-101).
+/// dropped the failure before it, and `max_retries` would have let it run
+/// once more than it may (helper-101). And its restart delay ran from its
+/// end: the next daemon restarts it at once once that is over.
 #[test]
 fn a_run_that_ended_while_no_daemon_ran_counts_as_long_as_it_ran() {
-    let mut d = Daemon::setup().start(&[]);
+    let d = Daemon::setup();
+    std::fs::write(d.path("out/runs"), "").unwrap();
+    // Writable by the sandbox's root, an unprivileged host uid.
+    std::fs::set_permissions(d.path("out/runs"), std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let mounts = format!(
+        "[[mounts]]\nsource = {:?}\ntarget = \"/out\"\nreadonly = false\n",
+        d.path("out").display().to_string()
+    );
+    // Its first run fails at once; its second after a second, while no daemon runs.
+    let script = "echo run >> /out/runs; [ $(wc -l < /out/runs) -ge 2 ] && sleep 1; exit 3";
     d.write(
         "flaky.toml",
-        "command = [\"/bin/sh\", \"-c\", \"sleep 1; exit 3\"]\n[restart]\npolicy = \"on-failure\"\nmax_retries = 1\nbackoff = \"0s\"\nreset_after = \"3s\"\n",
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", {script:?}]\n[restart]\npolicy = \"on-failure\"\nmax_retries = 1\nbackoff = \"0s\"\nreset_after = \"3s\"\n{mounts}"
+        ),
     );
-    d.running_pid("flaky");
+    // Ends after a second, then waits 2 s to be restarted.
+    d.write(
+        "later.toml",
+        "command = [\"/bin/sh\", \"-c\", \"sleep 1; exit 3\"]\n[restart]\nbackoff = \"2s\"\nbackoff_max = \"2s\"\n",
+    );
+    let mut d = d.start(&[]);
+    d.wait_for("flaky's second run, its count kept", |d| {
+        d.workload("flaky").is_some_and(|w| w["state"] == "running" && w["restarts"] == 1)
+            && std::fs::read_to_string(d.path("state/workloads/flaky.json"))
+                .is_ok_and(|t| t.contains("\"restarts\": 1"))
+    });
+    d.running_pid("later");
     d.kill();
-    // It ends after its second; the next daemon comes 4 s later.
+    // Both end after their second; the next daemon comes 4 s later.
     std::thread::sleep(Duration::from_secs(4));
     d = d.start(&[]);
+    let back = std::time::Instant::now();
+    d.wait_for("later restarted", |d| d.workload("later").is_some_and(|w| w["restarts"] == 1));
+    assert!(back.elapsed() < Duration::from_millis(1500), "its delay ended while no daemon ran: {:?}", back.elapsed());
     d.wait_for("flaky gave up", |d| d.workload("flaky").is_some_and(|w| w["state"] == "failed"));
     let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
     let first = log.lines().find(|l| l.contains("exited") && l.contains("flaky")).unwrap();
     assert!(first.contains("ran_for=\"1."), "{first}");
-    assert_eq!(d.workload("flaky").unwrap()["restarts"], 1, "one restart: max_retries = 1");
+    assert_eq!(d.workload("flaky").unwrap()["restarts"], 1, "max_retries = 1: its second failure in a row gave up");
+    assert_eq!(std::fs::read_to_string(d.path("out/runs")).unwrap(), "run\nrun\n");
     assert_eq!(d.terminate(), 0);
 }
 
