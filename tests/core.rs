@@ -507,6 +507,25 @@ fn a_run_heard_of_long_after_its_end_is_judged_as_of_its_end_and_nothing_else_is
     }
 }
 
+/// An end its init dates before the run began (a workload allowed to
+/// trace its init can write the report) counts as at the run's start:
+/// the next start is still the floor's 100 ms after this one, not at once.
+#[test]
+fn an_end_dated_before_its_run_began_counts_from_its_start() {
+    let at = Clock::read();
+    let mut core = Core::default();
+    core.on_manifest(&name(), valid(1, "[restart]\nbackoff = \"0s\""), at);
+    starts(&mut core, at);
+    let started = at.after(SEC * 100);
+    core.on_started(&name(), 4242, Duration::ZERO, started);
+    core.on_exit_ended(&name(), Exit::Code(1), Some(at.now), started, 0.0);
+    let until = match core.get(&name()).unwrap().state {
+        State::Backoff { until, .. } => until,
+        s => panic!("{s:?}"),
+    };
+    assert_eq!(until, started.now + paddock::reconcile::RESTART_FLOOR);
+}
+
 /// A restart delay of a second or more is written as it begins, whatever
 /// the counts (a run of `always` that exited 0 counts no failure): a
 /// successor that comes within it waits out the rest (helper-105).

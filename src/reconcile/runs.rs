@@ -303,6 +303,10 @@ impl Core {
         match w.state {
             State::Running { version, since, failures, .. }
             | State::Stopping { version, then: Then::Unhealthy { failures, since }, .. } => {
+                // Never before the run began: the init says when, and a
+                // workload allowed to trace its init could say "at boot",
+                // to be restarted at once, past the floor between starts.
+                let ended = ended.max(since);
                 let ran_for = ended.saturating_duration_since(since);
                 let unhealthy = matches!(w.state, State::Stopping { .. });
                 // An unhealthy run that the policy would call a success (it
@@ -322,7 +326,8 @@ impl Core {
                     self.after_stop(name, Then::Replace, &mut effects);
                 }
             }
-            State::Starting { version, failures, .. } => {
+            State::Starting { version, failures, begun, .. } => {
+                let ended = ended.max(begun);
                 Self::decided(w, version, failures, exit, Duration::ZERO, &restart, (at, ended), jitter, &mut effects);
             }
             State::Stopping { then, .. } => self.after_stop(name, then, &mut effects),
@@ -391,10 +396,8 @@ impl Core {
                 // Its count, for a daemon that follows (written behind);
                 // and the delay's end, for one that comes within it.
                 w.keep_counts(effects);
-                if delay >= KEPT_DELAY
-                    && !effects.iter().any(|e| matches!(e, Effect::Persist { name } if *name == w.name))
-                {
-                    effects.push(Effect::Persist { name: w.name.clone() });
+                if delay >= KEPT_DELAY {
+                    w.persist(effects);
                 }
             }
             Decision::GiveUp { failures } => {

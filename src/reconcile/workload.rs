@@ -386,9 +386,14 @@ impl Workload {
         let now = self.counts();
         if now != self.kept_counts {
             self.kept_counts = now;
-            if !effects.iter().any(|e| matches!(e, super::Effect::Persist { name } if *name == self.name)) {
-                effects.push(super::Effect::Persist { name: self.name.clone() });
-            }
+            self.persist(effects);
+        }
+    }
+
+    /// Asks for its kept state to be written, once among `effects`.
+    pub(super) fn persist(&self, effects: &mut Vec<super::Effect>) {
+        if !effects.iter().any(|e| matches!(e, super::Effect::Persist { name } if *name == self.name)) {
+            effects.push(super::Effect::Persist { name: self.name.clone() });
         }
     }
 
