@@ -12,7 +12,9 @@ use crate::text::escape_controls as escape;
 use crate::validate::Color;
 
 /// Show the workloads of the running daemon: name, state, pid, host uid
-/// range, restarts, uptime, last exit, and the current error.
+/// range, restarts, uptime, last exit, and the current error; below the
+/// table, what no row shows (a file whose name is no workload's, one that
+/// is no manifest, the workloads directory refused as unsafe).
 ///
 /// With NAME, everything about that workload: its effective manifest (the
 /// defaults filled in, as the policies saw it), its log file and its recent

@@ -155,6 +155,5 @@ impl Listener {
 /// (an older init's) or when that is not before now.
 fn ended_at(report: &InitReport) -> Option<std::time::Instant> {
     let InitReport::Exited { at_us: Some(at), .. } = report else { return None };
-    let ago = crate::sandbox::process::boot_clock()?.checked_sub(std::time::Duration::from_micros(*at))?;
-    std::time::Instant::now().checked_sub(ago)
+    crate::sandbox::process::instant_at(std::time::Duration::from_micros(*at))
 }

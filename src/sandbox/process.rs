@@ -42,6 +42,12 @@ pub fn boot_clock() -> Option<std::time::Duration> {
     Some(std::time::Duration::new(u64::try_from(now.tv_sec).ok()?, u32::try_from(now.tv_nsec).ok()?))
 }
 
+/// The moment, on this process's monotonic clock, that was `at` on the
+/// boot clock (`boot_clock`); None when that is not before now.
+pub fn instant_at(at: std::time::Duration) -> Option<std::time::Instant> {
+    std::time::Instant::now().checked_sub(boot_clock()?.checked_sub(at)?)
+}
+
 /// Whether the process `pid` that started at `started` has ended (another
 /// of that pid, or none). What cannot be told counts as running.
 pub fn has_ended(pid: u32, started: u64) -> bool {
