@@ -184,6 +184,9 @@ pub struct Remap {
     pub group: PathBuf,
 }
 
+/// Where the daemon keeps its state unless the configuration says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/paddock";
+
 mod defaults {
     use std::path::PathBuf;
 
@@ -191,7 +194,7 @@ mod defaults {
         "/etc/paddock/workloads".into()
     }
     pub fn state_dir() -> PathBuf {
-        "/var/lib/paddock".into()
+        super::DEFAULT_STATE_DIR.into()
     }
     pub fn socket() -> PathBuf {
         "/run/paddock/paddock.sock".into()

@@ -765,13 +765,51 @@ fn a_daemon_in_a_delegated_cgroup_keeps_its_workloads_inside_it() {
         .expect("the daemon has a zygote");
     assert_eq!(own_cgroup(zygote.parse().unwrap()), format!("/{unit_name}/supervisor"), "the zygote is in the leaf");
     assert_eq!(std::fs::read_to_string(unit.join("cgroup.procs")).unwrap(), "", "nothing is left in the unit's own");
-    assert_eq!(own_cgroup(pid as u32), format!("/{unit_name}/paddock/inside"), "the workload is inside the unit");
+    let group = paddock::sandbox::cgroup::workloads_group(&d.path("state"));
+    assert_eq!(own_cgroup(pid as u32), format!("/{unit_name}/{group}/inside"), "the workload is inside the unit");
     assert_eq!(d.terminate(), 0);
-    assert!(!unit.join("paddock/inside").exists(), "the workload's cgroup is removed");
+    assert!(!unit.join(&group).exists(), "the workload's cgroup, and the daemon's group, are removed");
 
-    for dir in [unit.join("supervisor"), unit.join("paddock"), unit] {
+    for dir in [unit.join("supervisor"), unit.join(&group), unit] {
         let _ = std::fs::remove_dir(dir);
     }
+}
+
+/// Two daemons on one host (an installed one and try.sh's, say), each
+/// with a workload of the same name: each runs its own, in a cgroup of its
+/// own. They shared `paddock/NAME`: the second's start was refused for
+/// the first's processes in it, and once the second knew the name, its
+/// next start took the first's running workload for one its predecessor
+/// left, and killed it.
+#[test]
+fn two_daemons_with_a_workload_of_one_name_leave_each_other_alone() {
+    let first = Daemon::setup().start(&[]);
+    // A limit: on cgroup v1 a workload without one has no cgroup.
+    let twin = format!("{SLEEPER}[resources]\npids = 16\n");
+    first.write("twin.toml", &twin);
+    let pid = first.running_pid("twin");
+    let second = Daemon::setup();
+    let (group, own) = (
+        paddock::sandbox::cgroup::workloads_group(&first.path("state")),
+        paddock::sandbox::cgroup::workloads_group(&second.path("state")),
+    );
+    assert!(group != own && group.starts_with("paddock-") && own.starts_with("paddock-"), "{group} {own}");
+    let mut second = second.start(&[]);
+    second.write("twin.toml", &twin);
+    let other = second.running_pid("twin");
+    let cgroup = |pid: i64| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cgroup(pid).contains(&format!("/{group}/twin\n")), "{}", cgroup(pid));
+    assert!(cgroup(other).contains(&format!("/{own}/twin\n")), "{}", cgroup(other));
+    assert_eq!(second.terminate(), 0);
+    let second = second.start(&[]);
+    second.running_pid("twin");
+    let twin = first.workload("twin").unwrap();
+    assert_eq!(
+        (twin["pid"].as_i64(), twin["restarts"].as_u64()),
+        (Some(pid), Some(0)),
+        "the first's twin ran on: {twin}"
+    );
+    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok(), "{pid} was killed");
 }
 
 #[test]

@@ -841,7 +841,8 @@ fn a_sandbox_adopted_after_the_cgroup_layout_changed_keeps_its_cgroup() {
     );
     let pid = d.running_pid("cg-moved");
     let on_host = common::sandbox::memory_cgroup_dir(pid).expect("its memory cgroup");
-    assert!(on_host.ends_with("paddock/cg-moved"), "{}", on_host.display());
+    let group = paddock::sandbox::cgroup::workloads_group(&d.path("state"));
+    assert!(on_host.ends_with(format!("{group}/cg-moved")), "{}", on_host.display());
     assert!(on_host.is_dir(), "{}", on_host.display());
     d.kill();
     std::fs::create_dir(d.path("other-cgroups")).unwrap();

@@ -888,8 +888,10 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             break;
         }
     }
-    // Nothing runs: every network attachment is undone before the exit.
+    // Nothing runs: every network attachment is undone before the exit,
+    // and the daemon's cgroup group goes with its last workload's.
     daemon.executor.release_all_networks();
+    crate::sandbox::cgroup::Cgroup::remove_group(&cgroups, &crate::sandbox::cgroup::workloads_group(&state_dir));
     notifier.settle(SETTLE_NOTIFY).await;
     let _ = std::fs::remove_file(&socket);
     Ok(())

@@ -322,12 +322,13 @@ impl SandboxExecutor {
             records::write(&state_dir, name, &record)
         };
         let begun = Instant::now();
+        let group = crate::sandbox::cgroup::workloads_group(&self.settings.state_dir);
         let spawn = SpawnRequest {
             name,
             manifest,
             slice,
             cgroups: &self.settings.cgroups,
-            cgroup_place: Place::workload(name.as_str()),
+            cgroup_place: Place::workload(&group, name.as_str()),
             volumes_root: &self.settings.volumes_root,
             own_files: &own_files,
             // While it is set up: a daemon that dies takes the half-built sandbox with it.

@@ -179,10 +179,13 @@ impl Recovery {
 /// this daemon's layout is searched for what to kill. They are read to
 /// tell whether the recorded init is still in its cgroup, and an adopted
 /// sandbox whose cgroup is not in this daemon's layout keeps those of its
-/// recorded directories that are `paddock/NAME` on a cgroup filesystem and
+/// recorded directories that are `GROUP/NAME` on a cgroup filesystem and
 /// hold its init (its pid and start time checked), and no other.
 pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery {
     let mut out = Recovery::default();
+    // This daemon's: another daemon's workload of a name this one knows is
+    // in another group, never taken for one a predecessor left.
+    let group = cgroup::workloads_group(state_dir);
     let entries = match std::fs::read_dir(dir(state_dir)) {
         Ok(entries) => entries.flatten().collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -265,7 +268,7 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
                 // changed: another cgroup_root, a unit that now
                 // delegates) where it was put: stopped through it, with
                 // `paddock exec` and probes joining it.
-                let cgroup = match Cgroup::existing(layout, stem) {
+                let cgroup = match Cgroup::existing(layout, &group, stem) {
                     Some(here)
                         if record.cgroup.is_empty() || here.dirs().iter().any(|d| cgroup::holds(d, record.pid)) =>
                     {
@@ -325,7 +328,7 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
                 out.corrupt.push(file.clone());
                 // No cgroup to search (cgroup v1 and no limits): what it
                 // named is found by the ids its sandbox runs as.
-                if Cgroup::existing(layout, stem).is_none() {
+                if Cgroup::existing(layout, &group, stem).is_none() {
                     let record = file.display();
                     let why = match crate::idmap::Allocations::load(state_dir) {
                         Ok(table) => table.get(stem).and_then(|slice| crate::sandbox::process::in_use(&slice.uid)).map(|in_use| format!(
@@ -342,7 +345,7 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
                 }
             }
         }
-        found |= empty_cgroup(layout, &name);
+        found |= empty_cgroup(layout, &group, &name);
         if found {
             tracing::warn!(workload = stem, action = "recover", "stopped a sandbox left by a daemon that died");
             out.stopped.push(stem.to_owned());
@@ -351,7 +354,7 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
     }
     for stem in known.iter().filter(|n| !recorded.contains(*n)) {
         if let Ok(name) = WorkloadName::try_from(stem.as_str())
-            && empty_cgroup(layout, &name)
+            && empty_cgroup(layout, &group, &name)
         {
             tracing::warn!(
                 workload = stem,
@@ -366,8 +369,8 @@ pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery 
 
 /// Kills what is left in the workload's cgroup and removes it; returns
 /// whether processes were found.
-fn empty_cgroup(layout: &Layout, name: &WorkloadName) -> bool {
-    let Some(cgroup) = Cgroup::existing(layout, name.as_str()) else { return false };
+fn empty_cgroup(layout: &Layout, group: &str, name: &WorkloadName) -> bool {
+    let Some(cgroup) = Cgroup::existing(layout, group, name.as_str()) else { return false };
     let occupied = cgroup.occupied();
     cgroup.discard();
     occupied

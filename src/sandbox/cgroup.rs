@@ -1,4 +1,5 @@
-//! A cgroup per workload, under a `paddock` subtree, on either cgroup v1
+//! A cgroup per workload, under a `paddock` subtree (the daemon's
+//! `workloads_group`, or `paddock-run` for `paddock run`), on either cgroup v1
 //! (one hierarchy per controller, as on this hybrid host) or v2 (one
 //! unified tree, as on most production hosts). The root is injectable, so
 //! the v2 backend is tested against a fake tree in a temp dir.
@@ -91,6 +92,15 @@ impl Layout {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The trees a cgroup is made in: the v1 hierarchies of the
+    /// controllers paddock uses, or the one v2 tree.
+    fn hierarchies(&self) -> Vec<PathBuf> {
+        match self {
+            Layout::V1 { root } => ["memory", "pids", "cpu"].iter().map(|c| root.join(c)).collect(),
+            Layout::V2 { root } => vec![root.clone()],
+        }
     }
 
     /// The host's layout: v2 when `root` is a cgroup2 mount (it has
@@ -268,9 +278,10 @@ pub struct Place<'a> {
 }
 
 impl<'a> Place<'a> {
-    /// A daemon's workload: `paddock/NAME`, which a successor finds again.
-    pub fn workload(name: &'a str) -> Self {
-        Place { group: WORKLOADS, leaf: name }
+    /// A daemon's workload: `GROUP/NAME`, `group` being the daemon's
+    /// (`workloads_group`), which a successor finds again.
+    pub fn workload(group: &'a str, name: &'a str) -> Self {
+        Place { group, leaf: name }
     }
 
     /// A `paddock run`: `paddock-run/LEAF` (`run_leaf`), apart from the
@@ -279,6 +290,40 @@ impl<'a> Place<'a> {
     pub fn run(leaf: &'a str) -> Self {
         Place { group: RUNS, leaf }
     }
+}
+
+/// The directory a daemon puts its workloads' cgroups in: `paddock` for a
+/// daemon whose state is in the default /var/lib/paddock, and for one whose
+/// state is elsewhere (try.sh's, a test's, a second daemon's) `paddock-`
+/// and sixteen hex digits of its state directory's path. Two daemons on
+/// one host never share a workload's cgroup (each would take the other's
+/// workload of the same name for one its own predecessor left, and kill
+/// it), and a daemon finds its own again after a restart or an upgrade.
+pub fn workloads_group(state_dir: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    // Spelled as the daemon would read it: `//`, `/./` and a trailing `/`
+    // do not make another daemon.
+    let path: PathBuf = state_dir.components().collect();
+    if path == Path::new(crate::config::DEFAULT_STATE_DIR) {
+        return WORKLOADS.to_owned();
+    }
+    // FNV-1a: the same in every build (std's hasher may change between
+    // Rust releases, and an upgraded daemon must find its cgroups).
+    let hash =
+        path.as_os_str().as_bytes().iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("{WORKLOADS}-{hash:016x}")
+}
+
+/// Whether `name` is a directory `workloads_group` names (not `paddock-run`).
+fn is_workloads_group(name: &std::ffi::OsStr) -> bool {
+    name.to_str().is_some_and(|name| {
+        name == WORKLOADS
+            || name
+                .strip_prefix("paddock-")
+                .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
 }
 
 /// The leaf of this process's run of `name`: `NAME-PID.START.PIDNS`, its
@@ -464,22 +509,27 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The cgroup `paddock/<name>` as it exists now (a sandbox left by an
+    /// The cgroup `GROUP/<name>` as it exists now (a sandbox left by an
     /// earlier process), or None when no hierarchy has it.
-    pub fn existing(layout: &Layout, name: &str) -> Option<Self> {
-        let hierarchies: Vec<PathBuf> = match layout {
-            Layout::V1 { root } => ["memory", "pids", "cpu"].iter().map(|c| root.join(c)).collect(),
-            Layout::V2 { root } => vec![root.clone()],
-        };
+    pub fn existing(layout: &Layout, group: &str, name: &str) -> Option<Self> {
         let dirs: Vec<PathBuf> =
-            hierarchies.into_iter().map(|h| h.join(WORKLOADS).join(name)).filter(|d| d.is_dir()).collect();
+            layout.hierarchies().into_iter().map(|h| h.join(group).join(name)).filter(|d| d.is_dir()).collect();
         (!dirs.is_empty()).then(|| Cgroup { layout: layout.clone(), dirs })
+    }
+
+    /// Removes a daemon's `group` where it is empty (at the daemon's end:
+    /// every workload's cgroup is gone by then, unless one would not die).
+    pub fn remove_group(layout: &Layout, group: &str) {
+        for dir in layout.hierarchies().into_iter().map(|h| h.join(group)) {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 
     /// The cgroup a sandbox record names (`dirs`, absolute, as `dirs()`
     /// gave them), wherever a layout put it then, as the sandbox's init
     /// `pid` (pinned by the caller) shows it: those of the directories that
-    /// are `paddock/<name>` on a cgroup filesystem and hold the init. v2
+    /// are `GROUP/<name>` (any daemon's `workloads_group`) on a cgroup
+    /// filesystem and hold the init. v2
     /// when they hold `cgroup.controllers`. None when none is left.
     pub fn recorded(dirs: &[PathBuf], name: &str, pid: i32) -> Option<Self> {
         Self::recorded_where(dirs, name, |d| on_cgroup_fs(d) && holds(d, pid))
@@ -488,7 +538,13 @@ impl Cgroup {
     fn recorded_where(dirs: &[PathBuf], name: &str, trusted: impl Fn(&Path) -> bool) -> Option<Self> {
         let dirs: Vec<PathBuf> = dirs
             .iter()
-            .filter(|d| d.is_absolute() && d.ends_with(Path::new(WORKLOADS).join(name)) && d.is_dir() && trusted(d))
+            .filter(|d| {
+                d.is_absolute()
+                    && d.file_name().is_some_and(|leaf| leaf == name)
+                    && d.parent().and_then(Path::file_name).is_some_and(is_workloads_group)
+                    && d.is_dir()
+                    && trusted(d)
+            })
             .cloned()
             .collect();
         let first = dirs.first()?;
@@ -509,10 +565,7 @@ impl Cgroup {
     /// starts its sandbox, and by the daemon at its start.
     pub fn sweep_runs(layout: &Layout) {
         use std::os::unix::fs::MetadataExt;
-        let groups: Vec<PathBuf> = match layout {
-            Layout::V1 { root } => ["memory", "pids", "cpu"].iter().map(|c| root.join(c).join(RUNS)).collect(),
-            Layout::V2 { root } => vec![root.join(RUNS)],
-        };
+        let groups: Vec<PathBuf> = layout.hierarchies().into_iter().map(|h| h.join(RUNS)).collect();
         // A run's leaf, in each hierarchy that has it.
         let mut left: BTreeMap<std::ffi::OsString, Vec<PathBuf>> = BTreeMap::new();
         // A directory's link count is 2 and one per subdirectory (on
@@ -785,7 +838,7 @@ mod tests {
         let layout = Layout::detect(root.path());
         assert_eq!(layout, Layout::V2 { root: root.path().to_owned() });
         let limits = Limits { memory: Some(256 << 20), pids: Some(512), cpu: Some(0.5) };
-        let cg = Cgroup::create_with(&layout, Place::workload("web"), limits, false).unwrap();
+        let cg = Cgroup::create_with(&layout, Place::workload(WORKLOADS, "web"), limits, false).unwrap();
         let dir = root.path().join("paddock/web");
         assert_eq!(cg.dirs(), std::slice::from_ref(&dir));
         let read = |p: &Path| std::fs::read_to_string(p).unwrap();
@@ -839,7 +892,7 @@ mod tests {
         assert_eq!(read(&own.join("supervisor/cgroup.procs")), std::process::id().to_string());
         let cg = Cgroup::create_with(
             &delegated,
-            Place::workload("web"),
+            Place::workload(WORKLOADS, "web"),
             Limits { memory: Some(1 << 20), ..Limits::default() },
             false,
         )
@@ -862,7 +915,7 @@ mod tests {
         std::fs::write(root.path().join("cgroup.controllers"), "cpu pids\n").unwrap();
         let err = Cgroup::create_with(
             &Layout::detect(root.path()),
-            Place::workload("web"),
+            Place::workload(WORKLOADS, "web"),
             Limits { memory: Some(1 << 20), ..Limits::default() },
             false,
         )
@@ -876,6 +929,27 @@ mod tests {
         let lacks = Layout::detect(root.path()).lacks(&Limits { memory: Some(1), pids: Some(1), ..Limits::default() });
         assert_eq!(lacks.len(), 1, "pids is there, memory is not: {lacks:?}");
         assert!(!root.path().join("paddock/web").exists(), "nothing is left behind");
+    }
+
+    /// The default state directory's daemon keeps `paddock`; any other's
+    /// group is its path's, the same in every build (an upgraded daemon
+    /// must find the cgroups of the sandboxes it adopts, and its
+    /// predecessor's leftovers).
+    #[test]
+    fn a_daemon_s_group_is_named_for_its_state_directory() {
+        for default in ["/var/lib/paddock", "/var/lib/paddock/", "//var/lib/./paddock"] {
+            assert_eq!(workloads_group(Path::new(default)), "paddock", "{default}");
+        }
+        assert_eq!(workloads_group(Path::new("/tmp/me2/a/state")), "paddock-4aea49a07af865b2");
+        assert_eq!(workloads_group(Path::new("/tmp/me2/a/state/")), "paddock-4aea49a07af865b2");
+        assert_eq!(workloads_group(Path::new("/tmp/paddock-try/state")), "paddock-87dc8dca64618c10");
+        for group in ["paddock", "paddock-4aea49a07af865b2"] {
+            assert!(is_workloads_group(group.as_ref()), "{group}");
+        }
+        for other in ["paddock-run", "paddock-4aea49a07af865b", "paddock-4aea49a07af865bz", "paddockx", "system.slice"]
+        {
+            assert!(!is_workloads_group(other.as_ref()), "{other}");
+        }
     }
 
     #[test]
@@ -896,6 +970,13 @@ mod tests {
         let cg = Cgroup::recorded_where(std::slice::from_ref(&v2), "web", any).unwrap();
         assert_eq!(cg.v2_dir(), Some(v2.as_path()));
         assert!(Cgroup::recorded_where(&[other, PathBuf::from("paddock/web")], "web", any).is_none());
+        // Another state directory's daemon's group, but never a run's.
+        let hashed = root.path().join("v1/pids/paddock-4aea49a07af865b2/web");
+        let run = root.path().join("v1/pids/paddock-run/web");
+        for d in [&hashed, &run] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        assert_eq!(Cgroup::recorded_where(&[run, hashed.clone()], "web", any).unwrap().dirs(), [hashed]);
         // Not on a cgroup filesystem, or not holding the init: not taken.
         assert!(Cgroup::recorded(std::slice::from_ref(&v1), "web", std::process::id() as i32).is_none());
         assert!(!on_cgroup_fs(&v1));
@@ -1031,7 +1112,8 @@ mod tests {
         let v1 = tempfile::tempdir().unwrap();
         std::fs::create_dir(v1.path().join("memory")).unwrap();
         std::fs::write(v1.path().join("memory/cgroup.procs"), "").unwrap();
-        let err = Cgroup::create_with(&Layout::detect(v1.path()), Place::workload("web"), limits, true).unwrap_err();
+        let err = Cgroup::create_with(&Layout::detect(v1.path()), Place::workload(WORKLOADS, "web"), limits, true)
+            .unwrap_err();
         assert!(
             matches!(&err, CgroupError::NoSwapAccounting { path } if path.ends_with("memory.memsw.limit_in_bytes")),
             "{err:?}"
@@ -1040,10 +1122,11 @@ mod tests {
         assert!(!v1.path().join("memory/paddock/web").exists(), "nothing left");
         let v2 = tempfile::tempdir().unwrap();
         std::fs::write(v2.path().join("cgroup.controllers"), "memory").unwrap();
-        let err = Cgroup::create_with(&Layout::detect(v2.path()), Place::workload("web"), limits, true).unwrap_err();
+        let err = Cgroup::create_with(&Layout::detect(v2.path()), Place::workload(WORKLOADS, "web"), limits, true)
+            .unwrap_err();
         assert!(matches!(&err, CgroupError::NoSwapAccounting { path } if path.ends_with("memory.swap.max")), "{err:?}");
         // Without swap there is nothing to account.
-        Cgroup::create_with(&Layout::detect(v1.path()), Place::workload("web"), limits, false).unwrap();
+        Cgroup::create_with(&Layout::detect(v1.path()), Place::workload(WORKLOADS, "web"), limits, false).unwrap();
     }
 
     #[test]
@@ -1055,7 +1138,8 @@ mod tests {
         std::fs::create_dir_all(&left).unwrap();
         std::fs::write(left.join("cgroup.procs"), "4242\n").unwrap();
         let limits = Limits { memory: Some(1 << 20), ..Limits::default() };
-        let err = Cgroup::create_with(&Layout::detect(root.path()), Place::workload("web"), limits, false).unwrap_err();
+        let err = Cgroup::create_with(&Layout::detect(root.path()), Place::workload(WORKLOADS, "web"), limits, false)
+            .unwrap_err();
         assert!(matches!(&err, CgroupError::Occupied { path } if *path == left), "{err:?}");
         assert!(err.to_string().contains("already holds processes") && err.to_string().contains("stop it first"));
         assert_eq!(std::fs::read_to_string(left.join("cgroup.procs")).unwrap(), "4242\n");
@@ -1080,7 +1164,7 @@ mod tests {
         let root = v1_tree();
         let cg = Cgroup::create_with(
             &Layout::detect(root.path()),
-            Place::workload("job"),
+            Place::workload(WORKLOADS, "job"),
             Limits { memory: Some(32 << 20), pids: Some(5), cpu: Some(1.5) },
             false,
         )
@@ -1103,11 +1187,11 @@ mod tests {
         let root = v1_tree();
         let layout = Layout::detect(root.path());
         let limits = Limits { memory: None, pids: None, cpu: Some(0.5) };
-        let cg = Cgroup::create_with(&layout, Place::workload("job"), limits, false).unwrap();
+        let cg = Cgroup::create_with(&layout, Place::workload(WORKLOADS, "job"), limits, false).unwrap();
         assert_eq!(cg.dirs(), [root.path().join("pids/paddock/job"), root.path().join("cpu/paddock/job")]);
         assert!(!root.path().join("memory/paddock/job").exists());
         let none = Limits { memory: None, pids: None, cpu: None };
-        let cg = Cgroup::create_with(&layout, Place::workload("other"), none, false).unwrap();
+        let cg = Cgroup::create_with(&layout, Place::workload(WORKLOADS, "other"), none, false).unwrap();
         assert_eq!(cg.dirs(), [root.path().join("pids/paddock/other")], "pids: where kill_all stops forks");
     }
 
@@ -1183,7 +1267,8 @@ mod tests {
         fake_cgroup(root.path(), "memory/paddock/job", member.pid());
         std::fs::create_dir_all(root.path().join("pids/paddock/job")).unwrap();
         std::fs::write(root.path().join("pids/paddock/job/pids.max"), "max\n").unwrap();
-        let cg = Cgroup::existing(&Layout::V1 { root: root.path().to_owned() }, "job").expect("the cgroup exists");
+        let cg = Cgroup::existing(&Layout::V1 { root: root.path().to_owned() }, WORKLOADS, "job")
+            .expect("the cgroup exists");
         assert!(!cg.kill_all(Duration::from_millis(20)), "the fake cgroup.procs never empties");
         assert_eq!(member.ended_by(), Some(libc::SIGKILL), "the listed process was not killed");
         let max = std::fs::read_to_string(root.path().join("pids/paddock/job/pids.max")).unwrap();
@@ -1198,7 +1283,7 @@ mod tests {
         let dir = fake_cgroup(root.path(), "paddock/job", listed.pid());
         std::fs::write(root.path().join("cgroup.controllers"), "").unwrap();
         std::fs::write(dir.join("cgroup.kill"), "").unwrap();
-        let cg = Cgroup::existing(&Layout::detect(root.path()), "job").expect("the cgroup exists");
+        let cg = Cgroup::existing(&Layout::detect(root.path()), WORKLOADS, "job").expect("the cgroup exists");
         assert!(!cg.kill_all(Duration::from_millis(20)), "the fake cgroup.procs never empties");
         assert_eq!(std::fs::read_to_string(dir.join("cgroup.kill")).unwrap(), "1", "cgroup.kill was written");
         assert!(listed.was_spared(), "a pid was signalled beside cgroup.kill");
