@@ -855,6 +855,12 @@ fn a_sandbox_adopted_after_the_cgroup_layout_changed_keeps_its_cgroup() {
     assert!(d.paddock(&["stop", "cg-moved"]).status.success());
     assert!(common::daemon::gone(pid));
     d.wait_for("its cgroup removed", |_| !on_host.exists());
+    // The first daemon's group, which the second (with cgroups elsewhere)
+    // does not remove at its end, in each hierarchy.
+    let first = on_host.parent().unwrap().file_name().unwrap();
+    for hierarchy in ["memory", "pids", "cpu"] {
+        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(hierarchy).join(first));
+    }
 }
 
 /// A sandbox record left unreadable (a crash of the machine can leave one
