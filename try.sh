@@ -5,7 +5,7 @@
 # directory (default /tmp/paddock-try; PADDOCK_TRY_DIR to choose): its
 # configuration, a root-owned copy of examples/workloads, state, socket,
 # logs, and its own subuid/subgid/passwd/group files, so /etc is not
-# touched. The `web` example publishes port 8080 on paddock's bridge (it
+# touched. The `web` example publishes port 8080 on a bridge of its own (it
 # needs the CNI plugins: apt-get install containernetworking-plugins).
 # Ctrl-C stops the daemon and every workload with it.
 #
@@ -74,8 +74,13 @@ subgid = "$try/subgid"
 passwd = "$try/passwd"
 group = "$try/group"
 
+# A bridge and subnet of its own: an installed paddock's (paddock0,
+# 10.77.0.0/16) keeps its addresses in its own state directory, so two
+# daemons on one bridge would hand out the same address.
 [network]
 networks_dir = "$try/networks"
+bridge = "paddocktry0"
+subnet = "10.78.0.0/16"
 CONF
 
 cat >&2 <<MSG

@@ -67,6 +67,21 @@ fn try_sh_runs_the_examples_and_the_clients_find_it_through_paddock_socket() {
         assert!(daemon.0.try_wait().unwrap().is_none(), "try.sh exited:\n{log}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The web example on a bridge and subnet of its own, apart from an
+    // installed paddock's (paddock0, 10.77.0.0/16).
+    loop {
+        let text = String::from_utf8_lossy(&status().stdout).into_owned();
+        let all: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let web = all.as_array().and_then(|a| a.iter().find(|w| w["name"] == "web")).cloned().unwrap_or_default();
+        if web["state"] == "running" {
+            let address = web["addresses"][0].as_str().unwrap_or_default();
+            assert!(address.starts_with("10.78."), "{web}");
+            break;
+        }
+        let log = std::fs::read_to_string(dir.path().join("try.log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "the web example never ran (the CNI plugins are needed):\n{web}\n{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // The client commands need nothing but PADDOCK_SOCKET.
     let logs = Command::new(bin).args(["logs", "nightly-report"]).env("PADDOCK_SOCKET", &socket).output().unwrap();
     assert!(logs.status.success(), "{}", String::from_utf8_lossy(&logs.stderr));
