@@ -1,9 +1,10 @@
 //! The control socket and the metrics listener. Each survives what a
 //! client or the host throws at it: an accept error (out of descriptors)
 //! is logged once and retried, not fatal; at most `MAX_CLIENTS`
-//! connections are served at once (more wait in the kernel's backlog); a
-//! request must arrive within `READ_TIMEOUT` and fit in
-//! `protocol::MAX_REQUEST` bytes.
+//! connections are served at once (more wait in the kernel's backlog; on
+//! the metrics listener, which others may reach, the oldest connection
+//! still sending its request is closed to make room); a request must
+//! arrive within `READ_TIMEOUT` and fit in `protocol::MAX_REQUEST` bytes.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -178,9 +179,12 @@ fn bind_path(path: &Path) -> Result<UnixListener, BindError> {
 }
 
 /// Accepts forever, but while `gate` is closed; see the module's comment.
+/// When every slot is taken, `make_room` may close a connection to free
+/// one (the metrics listener's oldest that still sends its request).
 async fn accept_loop<S, F, Fut>(
     what: &'static str,
     gate: Option<&Gate>,
+    make_room: impl Fn(),
     mut accept: impl FnMut() -> F,
     mut serve: impl FnMut(S) -> Fut,
 ) where
@@ -190,7 +194,15 @@ async fn accept_loop<S, F, Fut>(
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     let mut failing = false;
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(tokio::sync::TryAcquireError::Closed) => return,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                make_room();
+                let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                slot
+            }
+        };
         let accepted = match gate {
             None => accept().await,
             Some(gate) => {
@@ -230,6 +242,7 @@ pub async fn serve(listener: UnixListener, tx: mpsc::UnboundedSender<Control>, g
     accept_loop(
         "control socket",
         Some(&gate),
+        || {},
         || async { listener.accept().await.map(|(s, _)| s) },
         |stream| answer(stream, tx.clone(), gate.accepted()),
     )
@@ -438,16 +451,60 @@ pub async fn metrics(addr: std::net::SocketAddr, tx: mpsc::UnboundedSender<Contr
 }
 
 async fn serve_metrics(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSender<Control>) {
+    let reading = Reading::default();
     accept_loop(
         "metrics",
         None,
+        || reading.close_oldest(),
         || async { listener.accept().await.map(|(s, _)| s) },
-        |stream| answer_metrics(stream, tx.clone()),
+        |stream| answer_metrics(stream, tx.clone(), reading.clone()),
     )
     .await
 }
 
-async fn answer_metrics(stream: tokio::net::TcpStream, tx: mpsc::UnboundedSender<Control>) {
+/// The metrics connections still sending their request, oldest first.
+/// When every slot is taken, the oldest is closed to make room: anyone who
+/// can reach the address could otherwise keep every scrape waiting, with
+/// connections that send nothing, for `READ_TIMEOUT` each (as a slowloris
+/// does a web server's).
+#[derive(Clone, Default)]
+struct Reading(Arc<std::sync::Mutex<ReadingList>>);
+
+#[derive(Default)]
+struct ReadingList {
+    next: u64,
+    list: std::collections::VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+impl Reading {
+    /// A connection begins to read: its number, and what says it is closed.
+    fn begin(&self) -> (u64, oneshot::Receiver<()>) {
+        let (close, closed) = oneshot::channel();
+        let mut reading = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = reading.next;
+        reading.next += 1;
+        reading.list.push_back((id, close));
+        (id, closed)
+    }
+
+    /// It has its request (or has gone).
+    fn done(&self, id: u64) {
+        let mut reading = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        reading.list.retain(|(each, _)| *each != id);
+    }
+
+    fn close_oldest(&self) {
+        let mut reading = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // (One whose task is gone frees nothing: the next is closed.)
+        while let Some((_, close)) = reading.list.pop_front() {
+            if close.send(()).is_ok() {
+                return;
+            }
+        }
+    }
+}
+
+async fn answer_metrics(stream: tokio::net::TcpStream, tx: mpsc::UnboundedSender<Control>, reading: Reading) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(8192));
     let mut request_line = String::new();
@@ -462,7 +519,13 @@ async fn answer_metrics(stream: tokio::net::TcpStream, tx: mpsc::UnboundedSender
             }
         }
     };
-    if !matches!(tokio::time::timeout(READ_TIMEOUT, read_head).await, Ok(Ok(()))) {
+    let (id, closed) = reading.begin();
+    let head = tokio::select! {
+        head = tokio::time::timeout(READ_TIMEOUT, read_head) => head,
+        _ = closed => return,
+    };
+    reading.done(id);
+    if !matches!(head, Ok(Ok(()))) {
         return;
     }
     let mut parts = request_line.split_whitespace();
@@ -499,6 +562,39 @@ async fn answer_metrics(stream: tokio::net::TcpStream, tx: mpsc::UnboundedSender
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Connections that send nothing, as many as are served at once, do
+    /// not keep a scrape waiting until they time out: the oldest is closed
+    /// to make room for it (it waited `READ_TIMEOUT`, 5 s, for each).
+    #[test]
+    fn idle_connections_do_not_keep_a_scrape_out() {
+        use std::io::{Read, Write};
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(async move {
+                tokio::spawn(serve_metrics(listener, tx));
+                while let Some(control) = rx.recv().await {
+                    if let Control::Metrics(reply) = control {
+                        let _ = reply.send("paddock_up 1\n".to_owned());
+                    }
+                }
+            })
+        });
+        let idle: Vec<std::net::TcpStream> =
+            (0..MAX_CLIENTS + 8).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut scrape = std::net::TcpStream::connect(addr).unwrap();
+        scrape.set_read_timeout(Some(READ_TIMEOUT / 2)).unwrap();
+        scrape.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let read = scrape.read_to_string(&mut answer);
+        assert!(read.is_ok() && answer.ends_with("paddock_up 1\n"), "{read:?}: {answer:?}");
+        drop(idle);
+        drop(thread);
+    }
 
     #[test]
     fn two_socket_paths_are_one_place_when_their_directories_resolve_to_one() {
