@@ -317,7 +317,7 @@ pub fn workloads_group(state_dir: &Path) -> String {
 }
 
 /// Whether `name` is a directory `workloads_group` names (not `paddock-run`).
-fn is_workloads_group(name: &std::ffi::OsStr) -> bool {
+pub fn is_workloads_group(name: &std::ffi::OsStr) -> bool {
     name.to_str().is_some_and(|name| {
         name == WORKLOADS
             || name

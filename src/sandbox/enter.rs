@@ -192,8 +192,8 @@ fn cgroups_apart(pid: i32) -> Option<String> {
 }
 
 /// The first hierarchy in which `theirs` or `ours` (/proc/PID/cgroup's
-/// text) is in a cgroup paddock made (a `paddock` or `paddock-run`
-/// directory on its path) and the other is not in the same one. The
+/// text) is in a cgroup paddock made (a daemon's group, `paddock` or
+/// `paddock-HASH`, or `paddock-run` on its path) and the other is not in the same one. The
 /// hierarchies paddock makes none in (systemd's, devices, freezer; all of
 /// them for a v1 workload without limits) are both the daemon's, where
 /// they may differ harmlessly (a sandbox adopted from a daemon run
@@ -201,7 +201,9 @@ fn cgroups_apart(pid: i32) -> Option<String> {
 fn differing_lines(theirs: &str, ours: &str) -> Option<(String, String)> {
     let split = |line: &str| line.rsplit_once(':').map(|(hierarchy, path)| (hierarchy.to_owned(), path.to_owned()));
     let ours: Vec<(String, String)> = ours.lines().filter_map(split).collect();
-    let made = |path: &str| path.split('/').any(|c| c == "paddock" || c == "paddock-run");
+    let made = |path: &str| {
+        path.split('/').any(|c| c == "paddock-run" || super::cgroup::is_workloads_group(std::ffi::OsStr::new(c)))
+    };
     for (hierarchy, path) in theirs.lines().filter_map(split) {
         let mine = ours.iter().find(|(h, _)| *h == hierarchy).map(|(_, p)| p.as_str());
         if mine != Some(path.as_str()) && (made(&path) || mine.is_some_and(made)) {
@@ -470,5 +472,9 @@ mod tests {
         let unit = "0::/system.slice/paddock.service/paddock/w\n";
         assert_eq!(differing_lines(unit, unit), None);
         assert!(differing_lines(unit, "0::/system.slice/paddock.service/supervisor\n").is_some());
+        // The group of a daemon with another state_dir is paddock's too.
+        let hashed = "12:pids:/paddock-4aea49a07af865b2/w\n0::/\n";
+        assert!(differing_lines(hashed, "12:pids:/\n0::/\n").is_some());
+        assert!(differing_lines("12:pids:/\n0::/\n", hashed).is_some());
     }
 }
