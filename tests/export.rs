@@ -344,6 +344,30 @@ fn line_breaks_in_a_path_or_a_value_never_leave_their_comment() {
     validate_offline(&run.stdout);
 }
 
+/// A multi-line argument (a script) and a health check's are written as
+/// blocks and left as they are: a line in them that reads as `key: on` or
+/// `- y` is the script's, not the YAML's, and gets no quotes (it did when
+/// the block was a sequence's item, `- |`: `echo mode: 'on'`).
+#[test]
+fn multi_line_arguments_are_exported_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "set -e\necho mode: on\n- y\nexec sleep 1\n";
+    let check = "grep -q 'state: on' /tmp/s\necho ready: yes\n";
+    let manifest =
+        format!("command = [\"/bin/sh\", \"-c\", {script:?}]\n[health]\ncommand = [\"/bin/sh\", \"-c\", {check:?}]\n");
+    std::fs::write(dir.path().join("script.toml"), manifest).unwrap();
+    for kind in ["pod", "deployment"] {
+        let run = export(&[dir.path().to_str().unwrap(), "--image", IMAGE, "--kind", kind]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let docs = documents(&run.stdout);
+        let object = docs.iter().find(|d| d["kind"] == "Pod" || d["kind"] == "Deployment").unwrap();
+        let spec = if kind == "pod" { &object["spec"] } else { &object["spec"]["template"]["spec"] };
+        let container = &spec["containers"][0];
+        assert_eq!(container["command"], serde_json::json!(["/bin/sh", "-c", script]), "{}", run.stdout);
+        assert_eq!(container["livenessProbe"]["exec"]["command"][2], check, "{}", run.stdout);
+    }
+}
+
 /// Strings a YAML 1.1 reader takes for something else (kubectl's go-yaml
 /// v2 reads `on`, `yes`, `y` as booleans; PyYAML, kubernetes-validate's,
 /// also `1_000` as a number, `2001-12-14` as a date) are quoted: each

@@ -108,17 +108,19 @@ fn quote_for_yaml_1_1(yaml: &str) -> String {
         let item = dashes > 0;
         // `key: value`, or a sequence's `- value` (a plain value holds no
         // `: `); a quoted value is the serializer's, and right.
-        let value = match rest.find(": ") {
-            _ if rest.starts_with(['\'', '"', '#']) => None,
-            Some(at) => Some(&rest[at + 2..]),
-            None if item => Some(rest),
-            None => None,
+        let (value, keyed) = match rest.find(": ") {
+            _ if rest.starts_with(['\'', '"', '#']) => (None, false),
+            Some(at) => (Some(&rest[at + 2..]), true),
+            None if item => (Some(rest), false),
+            None => (None, false),
         };
         match value {
             Some(v) if v.starts_with(['|', '>']) => {
                 // Its lines are indented past its key's (`- key: |-`
-                // puts the key two columns past the dash).
-                block = Some(indent + 2 * dashes);
+                // puts the key two columns past the dash), or, for a
+                // sequence item that is the block itself (`- |-`), past
+                // its dash: the lines start two columns after the dash.
+                block = Some(if keyed { indent + 2 * dashes } else { indent + 2 * (dashes - 1) });
                 out.push_str(line);
             }
             Some(v) if yaml_1_1_reads_otherwise(v) => {
@@ -336,8 +338,8 @@ mod tests {
     /// block scalar.
     #[test]
     fn yaml_1_1_quoting_touches_plain_values_only() {
-        let yaml = "a: yes\nport: 80\nratio: 0.5\nflag: true\nlist:\n- on\n- - 1_000\n- name: y\n  value: |-\n    yes\n    on: no\n- 'no'\n- key: |-\n    x\n  mode: on\nb: 10m\nc: 2001-12-14\nd: don't\ne: 1.0e+400\n";
-        let want = "a: 'yes'\nport: 80\nratio: 0.5\nflag: true\nlist:\n- 'on'\n- - '1_000'\n- name: 'y'\n  value: |-\n    yes\n    on: no\n- 'no'\n- key: |-\n    x\n  mode: 'on'\nb: 10m\nc: '2001-12-14'\nd: don't\ne: '1.0e+400'\n";
+        let yaml = "cmd:\n- |-\n  echo mode: on\n  - y\n- - |\n    a: no\na: yes\nport: 80\nratio: 0.5\nflag: true\nlist:\n- on\n- - 1_000\n- name: y\n  value: |-\n    yes\n    on: no\n- 'no'\n- key: |-\n    x\n  mode: on\nb: 10m\nc: 2001-12-14\nd: don't\ne: 1.0e+400\n";
+        let want = "cmd:\n- |-\n  echo mode: on\n  - y\n- - |\n    a: no\na: 'yes'\nport: 80\nratio: 0.5\nflag: true\nlist:\n- 'on'\n- - '1_000'\n- name: 'y'\n  value: |-\n    yes\n    on: no\n- 'no'\n- key: |-\n    x\n  mode: 'on'\nb: 10m\nc: '2001-12-14'\nd: don't\ne: '1.0e+400'\n";
         assert_eq!(quote_for_yaml_1_1(yaml), want);
     }
 }
