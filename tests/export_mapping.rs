@@ -130,7 +130,7 @@ fn each_field_maps_as_the_readme_says() {
         (&["baseline"], "[health]\ntcp = 80\n", &format!("{c}/readinessProbe"), Value::Null),
         (&["baseline"], "[health]\nhttp = { port = 8080, path = \"/healthz\" }\non_unhealthy = \"mark\"\ninterval = \"2s\"\ntimeout = \"1s\"\nretries = 5\n", &format!("{c}/readinessProbe"), json!({"httpGet": {"port": 8080, "path": "/healthz"}, "periodSeconds": 2, "timeoutSeconds": 1, "failureThreshold": 5, "initialDelaySeconds": 2})),
         (&["baseline"], "[health]\nhttp = { port = 8080 }\non_unhealthy = \"mark\"\n", &format!("{c}/livenessProbe"), Value::Null),
-        (&["baseline"], "[health]\ncommand = [\"/bin/check\"]\nstart_period = \"30s\"\n", &format!("{c}/startupProbe"), json!({"exec": {"command": ["/bin/check"]}, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6, "initialDelaySeconds": 10})),
+        (&["baseline"], "[health]\ncommand = [\"/bin/check\"]\nstart_period = \"30s\"\n", &format!("{c}/startupProbe"), json!({"exec": {"command": ["/bin/check"]}, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 5, "initialDelaySeconds": 10})),
         (&["baseline"], "[health]\ncommand = [\"/bin/check\"]\nstart_period = \"30s\"\n", &format!("{c}/livenessProbe"), json!({"exec": {"command": ["/bin/check"]}, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3})),
         (&["baseline"], "[health]\ntcp = 80\ninterval = \"500ms\"\n", &format!("{c}/livenessProbe/periodSeconds"), json!(1)),
         (&["baseline"], "[health]\ntcp = 80\ninterval = \"1000000h\"\n", &format!("{c}/livenessProbe/periodSeconds"), json!(i32::MAX)),

@@ -384,8 +384,12 @@ fn probes(container: &mut Container, health: &Health, lost: &mut Vec<Unsupported
     let first = Probe { initial_delay_seconds: Some(period), ..base.clone() };
     match health.on_unhealthy {
         OnUnhealthy::Restart if !health.start_period.as_std().is_zero() => {
+            // paddock does not count a failure whose probe comes before
+            // the start period's end: the probes at period, 2 period, ...
+            // strictly before it (30s at 10s: the two at 10s and 20s; the
+            // one at 30s counts), so one fewer than start / period, rounded up.
             let start = health.start_period.as_std().as_secs_f64();
-            let grace_probes = (start / f64::from(period)).ceil() as i32;
+            let grace_probes = ((start / f64::from(period)).ceil() as i32 - 1).max(0);
             container.startup_probe =
                 Some(Probe { failure_threshold: Some(grace_probes.saturating_add(retries)), ..first });
             container.liveness_probe = Some(base);
