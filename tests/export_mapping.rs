@@ -106,6 +106,8 @@ fn each_field_maps_as_the_readme_says() {
         (&["baseline"], "[restart]\npolicy = \"never\"\n", "/restartPolicy", json!("Never")),
         (&["baseline"], "[stop]\ntimeout = \"30s\"\n", "/terminationGracePeriodSeconds", json!(30)),
         (&["baseline"], "[stop]\ntimeout = \"1.5s\"\n", "/terminationGracePeriodSeconds", json!(2)),
+        (&["baseline"], "[stop]\ntimeout = \"0s\"\n", "/terminationGracePeriodSeconds", json!(2)),
+        (&["baseline"], "[stop]\ntimeout = \"1s\"\n", "/terminationGracePeriodSeconds", json!(2)),
         // The grace period is 64 bits: a long one is written whole.
         (&["baseline"], "[stop]\ntimeout = \"1000000h\"\n", "/terminationGracePeriodSeconds", json!(3_600_000_000_i64)),
         (&["baseline"], "[stop]\nsignal = \"SIGINT\"\n", &format!("{c}/lifecycle"), json!({"stopSignal": "SIGINT"})),
@@ -272,6 +274,11 @@ fn what_cannot_be_expressed_is_listed_item_by_item() {
     );
     let found = items(&["baseline"], "[stop]\ntimeout = \"1000000h\"\n");
     assert!(!found.iter().any(|u| matches!(u, U::Clamped { .. } | U::Rounded { .. })), "{found:?}");
+    // Under the kubelet's least grace (and 0 would delete the pod at once): said, not rounded.
+    has(&["baseline"], "[stop]\ntimeout = \"0s\"\n", U::ShortGrace("0s".parse().unwrap()));
+    let found = items(&["baseline"], "[stop]\ntimeout = \"1.5s\"\n");
+    assert!(found.contains(&U::ShortGrace("1.5s".parse().unwrap())), "{found:?}");
+    assert!(!found.iter().any(|u| matches!(u, U::Rounded { .. })), "{found:?}");
     has(&["baseline"], "hostname = \"Db.example\"\n", U::Hostname("Db.example".into()));
     has(&["baseline"], "after = [\"db\", \"cache\"]\n", U::After(vec!["db".into(), "cache".into()]));
     has(&["baseline"], "[health]\ntcp = 80\n", U::ProbeAddress);

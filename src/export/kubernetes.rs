@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Kind;
-use super::unsupported::Unsupported;
+use super::unsupported::{MIN_GRACE_SECONDS, Unsupported};
 use crate::model::{
     Health, Manifest, Network, OnUnhealthy, Probe as PaddockProbe, Protocol, RestartPolicy, Seccomp, SharedOrPrivate,
     Signal,
@@ -84,7 +84,12 @@ pub fn pod_spec(spec: &WorkloadSpec, image: &str, kind: Kind) -> (PodSpec, Vec<U
         lost.push(Unsupported::After(m.after.clone()));
     }
 
-    let grace = seconds("stop.timeout", m.stop.timeout, 0, &mut lost);
+    let grace = if m.stop.timeout.as_std() < std::time::Duration::from_secs(MIN_GRACE_SECONDS as u64) {
+        lost.push(Unsupported::ShortGrace(m.stop.timeout));
+        MIN_GRACE_SECONDS
+    } else {
+        seconds("stop.timeout", m.stop.timeout, 0, &mut lost)
+    };
     let mut os = None;
     if m.stop.signal != Signal::Term {
         container.lifecycle =

@@ -9,6 +9,9 @@ use crate::model::{Duration, Manifest, PortMapping, RestartPolicy, Signal};
 
 use super::pss::{Level, Violation};
 
+/// The least grace period the kubelet gives a stopping container.
+pub const MIN_GRACE_SECONDS: i64 = 2;
+
 /// One thing paddock did that the exported objects do not, or do only on
 /// some clusters.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +37,9 @@ pub enum Unsupported {
     /// UserNamespacesSupport feature gate is on (by default since 1.33);
     /// elsewhere the API server drops it and the pod's root is the node's.
     UserNamespaces,
+    /// `stop.timeout` under the 2 s the kubelet gives a stopping container
+    /// at least (and 0, in a pod's spec, deletes it at once).
+    ShortGrace(Duration),
     /// A duration written finer than Kubernetes' whole seconds.
     Rounded { key: &'static str, written: Duration, seconds: i64 },
     /// `resources.cpu` finer than the thousandths of a core (millicores)
@@ -133,6 +139,11 @@ impl fmt::Display for Unsupported {
             ),
             Unsupported::UserNamespaces => f.write_str(
                 "namespaces.user = \"remap\": set as hostUsers: false, which only a cluster with user namespaces keeps (Kubernetes 1.33 or later, or the UserNamespacesSupport feature gate on); elsewhere the API server drops it and root in the pod is the node's root",
+            ),
+            Unsupported::ShortGrace(written) => write!(
+                f,
+                "stop.timeout = {:?}: the kubelet gives a stopping container at least {MIN_GRACE_SECONDS}s (and 0 deletes the pod at once, its containers still stopping); exported as {MIN_GRACE_SECONDS}s",
+                written.to_string()
             ),
             Unsupported::Rounded { key, written, seconds } => {
                 write!(f, "{key} = {:?}: Kubernetes counts whole seconds; exported as {seconds}s", written.to_string())
@@ -247,6 +258,7 @@ impl Unsupported {
             Unsupported::MaxRetries(_) => one("/restart/max_retries"),
             Unsupported::DeploymentRestarts(_) => one("/restart/policy"),
             Unsupported::StopSignal(_) => one("/stop/signal"),
+            Unsupported::ShortGrace(_) => one("/stop/timeout"),
             Unsupported::UserNamespaces => one("/namespaces/user"),
             Unsupported::Rounded { key, .. } | Unsupported::Clamped { key, .. } => {
                 one(&format!("/{}", key.replace('.', "/")))
