@@ -118,6 +118,11 @@ fn one_workload_twice_an_empty_directory_and_a_bad_namespace() {
     assert!(run.stderr.contains("h2/web.toml are both the workload `web`"), "{}", run.stderr);
     let run = export(&[&h1, "--namespace", "Team A", "--image", IMAGE]);
     assert!(run.code == 2 && run.stderr.contains("a namespace is a DNS label"), "{}", run.stderr);
+    for system in ["kube-system", "default", "kube-node-lease"] {
+        let run = export(&[&h1, "--namespace", system, "--image", IMAGE]);
+        assert!(run.code == 2 && run.stderr.contains("a namespace of the cluster's own"), "{system}: {}", run.stderr);
+        assert_eq!(run.stdout, "", "nothing written for {system}");
+    }
     // Nothing to export is said, not only shown by an empty stdout.
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();

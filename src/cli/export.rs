@@ -166,11 +166,18 @@ fn one_name_per_object<'a>(objects: impl IntoIterator<Item = (&'a str, &'a Objec
 
 /// `--namespace`: a Namespace's name is a DNS label.
 fn namespace_name(s: &str) -> Result<String, String> {
-    if export::kubernetes::is_dns_label(s) {
-        Ok(s.to_owned())
-    } else {
-        Err("a namespace is a DNS label: lowercase letters, digits and `-`, at most 63, starting and ending with a letter or digit".to_owned())
+    if !export::kubernetes::is_dns_label(s) {
+        return Err("a namespace is a DNS label: lowercase letters, digits and `-`, at most 63, starting and ending with a letter or digit".to_owned());
     }
+    // Its Namespace object, with the Pod Security labels, would relabel
+    // the cluster's own: kube-system at `baseline` refuses the privileged
+    // pods (kube-proxy, the network plugin's) as they are next made.
+    if s == "default" || s.starts_with("kube-") {
+        return Err(format!(
+            "{s} is a namespace of the cluster's own, and the objects begin with a Namespace labelled with a Pod Security level, which would change what the cluster lets run there: name one of your own"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 pub fn run(args: ExportArgs) -> Result<super::ExitCode, CliError> {
