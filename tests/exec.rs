@@ -422,3 +422,43 @@ fn exec_clients_that_never_read_do_not_hold_the_sessions() {
     assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), "in\n".to_owned()), "{}", text(&out.stderr));
     drop(stuck);
 }
+
+/// The process that enters holds nothing the daemon inherited: a
+/// descriptor left without FD_CLOEXEC by whatever started the daemon
+/// would be open through the command's chdir and execve, where a workdir
+/// the workload replaced by a link to /proc/self/fd/N leads out of the
+/// sandbox (runc's CVE-2024-21626).
+#[test]
+fn the_entering_process_holds_no_descriptor_the_daemon_inherited() {
+    let mut d = Daemon::setup();
+    d.stray_fd = true;
+    let mut d = d.start(&[]);
+    sleeper(&d, "exec-stray");
+    let daemon = d.child.as_ref().unwrap().id();
+    let stray = std::fs::read_link(format!("/proc/{daemon}/fd/7")).unwrap();
+    assert!(stray.ends_with("out/daemon.log"), "the daemon's stray descriptor: {}", stray.display());
+    let mut child =
+        exec(&d, &["exec-stray", "--", "sleep", "778"]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let entered = loop {
+        if let Some(p) = processes(&["sleep", "778"]).into_iter().next() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the exec'd sleep never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let enter = status_field(entered, "PPid:");
+    let held: Vec<String> = std::fs::read_dir(format!("/proc/{enter}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .map(|l| l.display().to_string())
+        .collect();
+    assert!(
+        !held.iter().any(|f| std::path::Path::new(f) == stray),
+        "`paddock __enter` ({enter}) holds the daemon's {}: {held:?}",
+        stray.display()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(d.terminate(), 0);
+}

@@ -227,6 +227,16 @@ pub fn main(channel_fd: RawFd) -> i32 {
     if let Err(e) = Errno::result(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }) {
         return fail("PR_SET_DUMPABLE", e);
     }
+    // Only stdin, stdout, stderr and the channel stay open. A descriptor
+    // the daemon inherited without O_CLOEXEC (from whatever started it)
+    // came through its exec of this process, and close-on-exec alone
+    // (`exec::setup`) would leave it open in the command until its execve:
+    // through its chdir to the workdir and the lookup of its program, where
+    // a link the workload made to /proc/self/fd/N (its workdir replaced by
+    // one) would lead onto the host's directory (runc's CVE-2024-21626).
+    if let Err(e) = close_all_but_stdio_and(channel_fd) {
+        return fail("closing inherited descriptors", e);
+    }
     // SAFETY: the daemon passed this descriptor across exec for exactly this use.
     let channel = Channel::new(unsafe { OwnedFd::from_raw_fd(channel_fd) });
     let (cfg, fds) = match channel.recv::<EnterConfig>() {
@@ -346,6 +356,20 @@ pub fn main(channel_fd: RawFd) -> i32 {
     }
     let deadline = cfg.time_limit.map(|limit| std::time::Instant::now() + limit);
     wait_forwarding(child, &watched, &channel, deadline)
+}
+
+/// Closes every descriptor above stderr but `keep`.
+fn close_all_but_stdio_and(keep: RawFd) -> nix::Result<()> {
+    let keep = u32::try_from(keep).map_err(|_| Errno::EBADF)?;
+    let close = |first: u32, last: u32| {
+        // SAFETY: close_range with integer arguments only; nothing of this
+        // freshly executed process lives in the range but what it inherited.
+        Errno::result(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) }).map(drop)
+    };
+    if keep > 3 {
+        close(3, keep - 1)?;
+    }
+    close(keep.max(2) + 1, u32::MAX)
 }
 
 /// Has SIGIO sent to this process when the daemon's end of `channel`
