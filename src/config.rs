@@ -184,6 +184,9 @@ pub struct Remap {
     pub group: PathBuf,
 }
 
+/// The ids of a workload's slice unless `[remap] slice_size` says otherwise.
+pub const DEFAULT_SLICE_SIZE: u32 = 65536;
+
 /// Where the daemon keeps its state unless the configuration says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/paddock";
 
@@ -242,7 +245,7 @@ mod defaults {
         "default".into()
     }
     pub fn slice_size() -> u32 {
-        65536
+        super::DEFAULT_SLICE_SIZE
     }
     pub fn subuid() -> PathBuf {
         "/etc/subuid".into()

@@ -184,6 +184,14 @@ fn the_daemons_configuration_chooses_the_policies_and_restart_defaults() {
     assert!(run.stdout.contains("error: backoff (5s) is longer than backoff_max (2s)"), "{}", run.stdout);
     assert_eq!(check(&[], &[&slow]).code, 0, "the built-in backoff_max is 30s");
 
+    // A remapped workload's ids are those of the configuration's slice size.
+    let high = write(dir.path(), "high.toml", "command = [\"/bin/true\"]\nuser = 1000\n");
+    let small = write(dir.path(), "small.toml", "[remap]\nslice_size = 1000\n");
+    let run = check(&["--config", small.to_str().unwrap()], &[&high]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("error: user 1000 is outside the workload's 1000 ids (0-999)"), "{}", run.stdout);
+    assert_eq!(check(&[], &[&high]).code, 0, "the built-in slice is 65536 ids");
+
     let run = check(&["--config", dir.path().join("missing.toml").to_str().unwrap()], &[&file]);
     assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("missing.toml"), "{}", run.stderr);

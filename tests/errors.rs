@@ -300,6 +300,16 @@ fn semantic_checks_point_at_the_value() {
         ],
     );
     expect("command = [\"a\\u0000b\"]\n", &["1:12: error: a command argument cannot contain a NUL byte"]);
+    // A remapped workload's ids are its slice's (65536 by default); the
+    // host's user namespace has them all (the privileged policy's).
+    expect(
+        "command = [\"x\"]\nuser = 65536\ngroup = 70000\n",
+        &[
+            "2:8: error: user 65536 is outside the workload's 65536 ids (0-65535)",
+            "3:9: error: group 70000 is outside the workload's 65536 ids (0-65535)",
+        ],
+    );
+    expect("command = [\"x\"]\nuser = 65535\ngroup = 65535\n", &[]);
 }
 
 #[test]

@@ -155,6 +155,7 @@ impl PolicyArgs {
             config_validator(config, dir, &self.volumes_root(config), strict)
         } else {
             validator(&self.policies, dir, &self.volumes_root(config), strict)
+                .map(|v| v.with_slice_size(config.remap.slice_size))
         }
     }
 }
@@ -167,9 +168,11 @@ pub fn config_validator(
     volumes_root: &Path,
     strict: bool,
 ) -> Result<Validator, ValidatorError> {
-    validator(&config.policies, dir, volumes_root, strict).map_err(|e| match e {
-        ValidatorError::Policy(e) => ValidatorError::Policy(e.written_at(&config.policy_lines, &config.policies)),
-    })
+    validator(&config.policies, dir, volumes_root, strict).map(|v| v.with_slice_size(config.remap.slice_size)).map_err(
+        |e| match e {
+            ValidatorError::Policy(e) => ValidatorError::Policy(e.written_at(&config.policy_lines, &config.policies)),
+        },
+    )
 }
 
 /// The validator for the policies `names`, built in or found in `dir`,

@@ -130,7 +130,8 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
         .validator(&config, false)
         .or_fail(PADDOCK_FAILED)?
         .with_networks(names, publishing)
-        .with_refused_networks(refused);
+        .with_refused_networks(refused)
+        .with_slice_size(slice_size);
     let (text, checked) = validator.validate_file(&args.file, HostChecks::Require).or_fail(PADDOCK_FAILED)?;
     let file = args.file.display().to_string();
     for p in &checked.problems {

@@ -38,12 +38,14 @@ pub struct Manifest {
     pub workdir: PathBuf,
 
     /// The uid the command runs as, inside the sandbox (0 is the sandbox's
-    /// root, which is an unprivileged user on the host).
+    /// root, which is an unprivileged user on the host). Remapped, an id
+    /// below the slice's size (`[remap] slice_size`, 65536 by default).
     #[serde(default)]
     #[schemars(range(max = 4294967294u32))]
     pub user: u32,
 
-    /// The gid the command runs as, inside the sandbox.
+    /// The gid the command runs as, inside the sandbox. Remapped, an id
+    /// below the slice's size (`[remap] slice_size`, 65536 by default).
     #[serde(default)]
     #[schemars(range(max = 4294967294u32))]
     pub group: u32,

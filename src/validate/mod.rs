@@ -222,6 +222,9 @@ pub struct Validator {
     /// The daemon's volumes_root, for `check` to warn of mount sources a
     /// start on this host would refuse.
     sources: Option<std::path::PathBuf>,
+    /// The ids of a remapped workload's slice (`[remap] slice_size`): its
+    /// `user` and `group` must be below.
+    slice_size: u32,
 }
 
 impl Validator {
@@ -236,7 +239,14 @@ impl Validator {
             cgroups: None,
             unavailable: Vec::new(),
             sources: None,
+            slice_size: crate::config::DEFAULT_SLICE_SIZE,
         }
+    }
+
+    /// The ids a remapped workload's slice has (`[remap] slice_size`).
+    pub fn with_slice_size(mut self, slice_size: u32) -> Self {
+        self.slice_size = slice_size;
+        self
     }
 
     /// Warn (in `check`) of limits this cgroup layout has no controller for.
@@ -322,6 +332,23 @@ impl Validator {
                 }
             }
             Err(e) => problems.push(Problem::error(None, format!("cannot apply policies: {e}"))),
+        }
+        // A remapped workload's ids are its slice's: another fails its
+        // start (setresuid inside a namespace that does not map it).
+        if effective.namespaces.remapped() {
+            let last = self.slice_size.saturating_sub(1);
+            for (key, id) in [("user", effective.user), ("group", effective.group)] {
+                if id >= self.slice_size {
+                    let at = spans.value_span(&format!("/{key}"));
+                    problems.push(
+                        Problem::error(at, format!("{key} {id} is outside the workload's {} ids (0-{last})", self.slice_size))
+                            .with_help(format!(
+                                "a remapped workload's ids are those of its slice of the host's ([remap] slice_size): use an id below {}",
+                                self.slice_size
+                            )),
+                    );
+                }
+            }
         }
         problems.extend(semantic::host_checks(&effective, &spans, host));
         let networks =
