@@ -434,6 +434,12 @@ fn no_new_privileges_beside_privileged_and_kernel_filesystems_are_listed() {
         let listed = items(&mount(source, ""));
         assert!(!listed.iter().any(|u| matches!(u, Unsupported::KernelFilesystems { .. })), "{source}: {listed:?}");
     }
+    // A mount that allows device nodes: a container opens the node's
+    // devices only when privileged (or through a device plugin).
+    let device = Unsupported::DeviceMount { source: "/dev/fuse".into(), mount: 0 };
+    assert!(items(&mount("/dev/fuse", "devices = true\n")).contains(&device));
+    assert!(!items(&format!("{}{privileged}", mount("/dev/fuse", "devices = true\n"))).contains(&device));
+    assert!(!items(&mount("/dev/fuse", "")).contains(&device));
 }
 
 /// A mount whose source is not on the exporting host has an untyped

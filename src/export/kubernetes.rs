@@ -280,6 +280,9 @@ fn volumes(m: &Manifest, remap: bool, lost: &mut Vec<Unsupported>) -> (Vec<Volum
         if kernel && !mt.kernel_filesystems {
             lost.push(Unsupported::KernelFilesystems { source: mt.source.clone(), mount: i });
         }
+        if mt.devices && !m.security.privileged {
+            lost.push(Unsupported::DeviceMount { source: mt.source.clone(), mount: i });
+        }
         if remap && !mt.idmap {
             lost.push(Unsupported::NotIdmapped { source: mt.source.clone(), writable: !mt.readonly, mount: i });
         }

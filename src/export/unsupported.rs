@@ -88,6 +88,9 @@ pub enum Unsupported {
     /// without `kernel_filesystems`, which paddock refuses to start and a
     /// hostPath volume does not.
     KernelFilesystems { source: PathBuf, mount: usize },
+    /// `devices = true` on a workload that is not privileged: a container
+    /// opens only the runtime's default devices, whatever it mounts.
+    DeviceMount { source: PathBuf, mount: usize },
     /// A mount whose source is not a directory, file, socket or device on
     /// the host that exports (missing): its hostPath has no type, and a
     /// runtime makes a missing source an empty directory, where paddock
@@ -217,6 +220,11 @@ impl fmt::Display for Unsupported {
             Unsupported::PrivilegedEscalation => f.write_str(
                 "security.privileged = true under no_new_privileges (the default): paddock kept its processes from gaining privileges (setuid binaries, file capabilities), but the API refuses allowPrivilegeEscalation: false beside privileged: true, so the pod's processes can; set no_new_privileges = false to say so, or drop privileged",
             ),
+            Unsupported::DeviceMount { source, .. } => write!(
+                f,
+                "mount {:?} allows device nodes (devices = true): a container that is not privileged may open only the runtime's default devices (/dev/null, /dev/zero, /dev/urandom, a terminal), whatever its volumes hold; a device of the node's needs `privileged` or a device plugin",
+                source.display().to_string()
+            ),
             Unsupported::KernelFilesystems { source, .. } => write!(
                 f,
                 "mount {:?} is or holds the host's /proc or /sys, which paddock refuses to start without kernel_filesystems = true on the mount; a hostPath volume shows them to the pod: mount only the directories the workload needs, or set kernel_filesystems = true to say it is meant",
@@ -275,6 +283,7 @@ impl Unsupported {
             Unsupported::MountFlags => one("/mounts"),
             Unsupported::NotIdmapped { mount, .. }
             | Unsupported::KernelFilesystems { mount, .. }
+            | Unsupported::DeviceMount { mount, .. }
             | Unsupported::UntypedSource { mount, .. }
             | Unsupported::UnlookedSource { mount, .. } => one(&format!("/mounts/{mount}/source")),
             Unsupported::PrivilegedEscalation => one("/security/privileged"),
