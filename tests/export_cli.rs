@@ -116,6 +116,22 @@ fn one_workload_twice_an_empty_directory_and_a_bad_namespace() {
     let run = export(&[&h1, &h2, "--image", IMAGE]);
     assert_eq!((run.code, run.stdout.as_str()), (2, ""));
     assert!(run.stderr.contains("h2/web.toml are both the workload `web`"), "{}", run.stderr);
+    // So they are when each publishes a port (a fleet's node exporter):
+    // said as such, not as two workloads publishing one port of one host.
+    for host in ["h1", "h2"] {
+        std::fs::write(dir.path().join(host).join("web.toml"), "command = [\"/web\"]\nports = [\"9100:9100\"]\n")
+            .unwrap();
+    }
+    let run = export(&[&h1, &h2, "--image", IMAGE]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
+    assert!(run.stderr.contains("are both the workload `web`"), "{}", run.stderr);
+    assert!(!run.stderr.contains("already published"), "{}", run.stderr);
+    // One file named twice is one workload.
+    let web = dir.path().join("h1/web.toml");
+    let again = dir.path().join("h1/../h1/web.toml");
+    let run = export(&[web.to_str().unwrap(), again.to_str().unwrap(), "--image", IMAGE]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.matches("kind: Pod").count(), 1, "{}", run.stdout);
     let run = export(&[&h1, "--namespace", "Team A", "--image", IMAGE]);
     assert!(run.code == 2 && run.stderr.contains("a namespace is a DNS label"), "{}", run.stderr);
     for system in ["kube-system", "default", "kube-node-lease"] {

@@ -228,6 +228,9 @@ pub fn validate_paths(validator: &validate::Validator, paths: &[PathBuf], host: 
             not_read.extend(load::not_manifests(path).iter().map(|f| f.display().to_string()));
         }
     }
+    // A file named twice (`wl wl/web.toml`, `x.toml ./x.toml`) is one file.
+    let mut named = std::collections::BTreeSet::new();
+    found.retain(|path| std::fs::canonicalize(path).map_or(true, |real| named.insert(real)));
     let mut files = Vec::with_capacity(found.len());
     for path in &found {
         match validator.validate_file(path, host) {

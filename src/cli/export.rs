@@ -121,13 +121,18 @@ pub struct SameWorkload {
     second: String,
 }
 
-/// Each valid workload once among `files`.
+/// Each workload once among `files`, valid or not (its name is its
+/// file's): two hosts' directories with one workload each are refused as
+/// such, before the checks across files say that each publishes the
+/// other's ports.
 fn one_file_per_workload(files: &[CheckedFile]) -> Result<(), SameWorkload> {
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     for f in files {
-        let Some(spec) = &f.spec else { continue };
-        if let Some(first) = seen.insert(spec.name.as_str(), &f.file) {
-            return Err(SameWorkload { name: spec.name.to_string(), first: first.to_owned(), second: f.file.clone() });
+        let Some(name) = Path::new(&f.file).file_name().and_then(|n| n.to_str()?.strip_suffix(".toml")) else {
+            continue;
+        };
+        if let Some(first) = seen.insert(name, &f.file) {
+            return Err(SameWorkload { name: name.to_owned(), first: first.to_owned(), second: f.file.clone() });
         }
     }
     Ok(())
@@ -204,6 +209,7 @@ fn kubernetes(args: KubernetesArgs) -> Result<super::ExitCode, CliError> {
             f.spec = None;
         }
     }
+    one_file_per_workload(&files).or_fail(USAGE_OR_IO)?;
     for f in &files {
         for p in &f.problems {
             eprintln!("{}", validate::render(p, &f.file, &f.text, Color::Never));
@@ -216,7 +222,6 @@ fn kubernetes(args: KubernetesArgs) -> Result<super::ExitCode, CliError> {
     if files.is_empty() {
         eprintln!("paddock export: no manifest in {}; nothing written", paths_named(&args.paths));
     }
-    one_file_per_workload(&files).or_fail(USAGE_OR_IO)?;
     let images = images(&args, &files).or_fail(USAGE_OR_IO)?;
 
     let kind = match args.kind {
