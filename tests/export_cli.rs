@@ -184,10 +184,15 @@ fn two_workloads_whose_services_would_have_one_name_are_refused_naming_both_file
 #[test]
 fn a_value_the_api_server_refuses_is_an_error_at_its_key_and_its_file_left_out() {
     let dir = tempfile::tempdir().unwrap();
-    let big = "command = [\"/x\"]\nuser = 3000000000\ngroup = 2147483648\n[env]\n\"é\" = \"1\"\n\"A\\nB\" = \"2\"\nOK = \"3\"\n";
+    // The host's ids (a remapped workload's are its slice's, below 65536).
+    let host = "[namespaces]\nuser = \"host\"\n";
+    let big = format!(
+        "command = [\"/x\"]\nuser = 3000000000\ngroup = 2147483648\n[env]\n\"é\" = \"1\"\n\"A\\nB\" = \"2\"\nOK = \"3\"\n{host}"
+    );
     std::fs::write(dir.path().join("big.toml"), big).unwrap();
-    std::fs::write(dir.path().join("ok.toml"), "command = [\"/x\"]\nuser = 2147483647\ngroup = 2147483647\n").unwrap();
-    let run = export(&[dir.path().to_str().unwrap(), "--image", IMAGE]);
+    let ok = format!("command = [\"/x\"]\nuser = 2147483647\ngroup = 2147483647\n{host}");
+    std::fs::write(dir.path().join("ok.toml"), ok).unwrap();
+    let run = export(&[dir.path().to_str().unwrap(), "--image", IMAGE, "--policy", "privileged"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let file = dir.path().join("big.toml").display().to_string();
     for said in [
