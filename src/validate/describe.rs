@@ -105,10 +105,21 @@ fn literal_prefix(pattern: &str) -> Option<String> {
 /// The closest of `candidates` to `word`, if it is close enough to be a typo.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let word_lower = word.to_ascii_lowercase();
+    let word_chars = word_lower.chars().count();
     candidates
         .into_iter()
-        .map(|c| (edit_distance(&word_lower, &c.to_ascii_lowercase()), c))
-        .filter(|(d, c)| *d <= (c.len() / 3).max(1))
+        .filter_map(|c| {
+            let most = (c.len() / 3).max(1);
+            // Two words differ by at least their difference in length: one
+            // too long or too short to be a typo is not compared, which
+            // also keeps a written value of a megabyte (a capability, a
+            // key) from costing seconds of comparisons.
+            if word_chars.abs_diff(c.chars().count()) > most {
+                return None;
+            }
+            let d = edit_distance(&word_lower, &c.to_ascii_lowercase());
+            (d <= most).then_some((d, c))
+        })
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
@@ -395,6 +406,22 @@ mod tests {
         assert_eq!(did_you_mean("privileges", keys), Some("privileged"));
         assert_eq!(did_you_mean("capabilites", keys), Some("capabilities"));
         assert_eq!(did_you_mean("network", keys), None);
+        assert_eq!(did_you_mean("seccom", keys), Some("seccomp"));
+        assert_eq!(did_you_mean("seccompxxx", keys), None);
+    }
+
+    #[test]
+    fn a_long_word_is_not_compared_letter_by_letter() {
+        // A manifest may hold one string of nearly 1 MiB: as a capability,
+        // a signal or a key it was compared with every name, a million
+        // letters by each name's letters, seconds of work for the daemon's
+        // scan (and minutes unoptimized) before any other file was read.
+        let names: Vec<String> = (0..40).map(|i| format!("SOME_CAPABILITY_{i}")).collect();
+        let word = "K".repeat(1 << 20);
+        let started = std::time::Instant::now();
+        assert_eq!(did_you_mean(&word, names.iter().map(String::as_str)), None);
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(1), "{took:?}");
     }
 
     #[test]
