@@ -80,11 +80,30 @@ pub struct RemapRanges {
     pub gids: Vec<IdRange>,
 }
 
+/// The largest account file read: far more than the accounts and ranges
+/// of any host (a million lines), far less than what would exhaust memory.
+const MAX_ACCOUNT_FILE_BYTES: u64 = 64 << 20;
+
+/// An account file's text (empty when it does not exist). Only a regular
+/// file is read, and only so much of it: the configuration may name any
+/// path, and a FIFO's open would block (the daemon's start, `--validate`)
+/// for good, a device such as /dev/zero never ends.
 fn read_optional(path: &Path) -> Result<String, AccountError> {
-    match std::fs::read_to_string(path) {
+    use crate::fsutil::UntrustedFile;
+    let read = |source: std::io::Error| AccountError::Read { path: path.to_owned(), source };
+    match crate::fsutil::read_bounded(path, MAX_ACCOUNT_FILE_BYTES) {
         Ok(s) => Ok(s),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(source) => Err(AccountError::Read { path: path.to_owned(), source }),
+        Err(UntrustedFile::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(UntrustedFile::Io { source, .. }) => Err(read(source)),
+        Err(UntrustedFile::NotAFile { .. }) => Err(read(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file; name the account file itself (as /etc/subuid) in the configuration",
+        ))),
+        Err(UntrustedFile::TooLarge { limit, .. }) => Err(read(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("larger than {limit} bytes, more than any account file holds"),
+        ))),
+        Err(other) => Err(read(std::io::Error::other(other.to_string()))),
     }
 }
 
@@ -487,6 +506,31 @@ mod tests {
             group: dir.join("group"),
             subuid: dir.join("subuid"),
             subgid: dir.join("subgid"),
+        }
+    }
+
+    #[test]
+    fn an_account_file_that_is_a_fifo_or_a_device_is_refused_not_read() {
+        // Named in the configuration (remap.subuid = "/run/x.fifo"): the
+        // open blocked for good, with the daemon's SIGTERM blocked too; a
+        // device such as /dev/zero was read until memory ran out.
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = files(dir.path());
+        std::fs::write(&f.passwd, "root:x:0:0:root:/root:/bin/bash\npaddock:*:998:998::/:/bin/false\n").unwrap();
+        std::fs::write(&f.group, "root:x:0:\n").unwrap();
+        std::fs::write(&f.subgid, "paddock:100000:65536\n").unwrap();
+        nix::unistd::mkfifo(&dir.path().join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for path in [dir.path().join("fifo"), PathBuf::from("/dev/zero")] {
+            f.subuid = path.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let files = f.clone();
+            std::thread::spawn(move || tx.send(read_remap_ranges(&files, "default").map_err(|e| e.to_string())));
+            let result = rx.recv_timeout(Duration::from_secs(5)).expect("the read returns");
+            let message = result.expect_err("refused");
+            assert!(
+                message.contains(&path.display().to_string()) && message.contains("not a regular file"),
+                "{message}"
+            );
         }
     }
 
