@@ -85,12 +85,15 @@ pub fn parse(text: &str) -> Result<Parsed<'_>, Vec<Problem>> {
     let table = DeTable::parse(text).map_err(|e| {
         let message = e.message().trim_end();
         let problem = Problem::error(e.span(), format!("TOML syntax: {message}"));
-        // toml says this one without a place: say what it counts.
+        // toml says this one without a place: say what it counts, and
+        // find the key it counted.
         vec![match message {
-            "recursion limit" => problem.with_help(format!(
-                "a key or table header of 80 or more dotted parts, or arrays and inline tables nested 80 deep; \
-                 a manifest nests at most {MAX_DEPTH}"
-            )),
+            "recursion limit" => {
+                Problem { span: e.span().or_else(|| long_dotted_key(text)), ..problem }.with_help(format!(
+                    "a key or table header of 80 or more dotted parts, or arrays and inline tables nested 80 deep; \
+                     a manifest nests at most {MAX_DEPTH}"
+                ))
+            }
             _ => problem,
         }]
     })?;
@@ -102,6 +105,30 @@ pub fn parse(text: &str) -> Result<Parsed<'_>, Vec<Problem>> {
         walk.table(&root, String::new(), None, 0)
     };
     if problems.is_empty() { Ok(Parsed { json, spans, table }) } else { Err(problems) }
+}
+
+/// The first key or table header of 79 dots or more (80 parts), outside
+/// quotes: what toml refuses as a "recursion limit" without saying where.
+fn long_dotted_key(text: &str) -> Option<Range<usize>> {
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let (mut dots, mut quote) = (0, None);
+        for c in line.trim_start().chars() {
+            match (quote, c) {
+                (None, '"' | '\'') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                (None, '.') => dots += 1,
+                (None, '=' | ']' | '#') => break,
+                _ => {}
+            }
+        }
+        if dots >= 79 {
+            let key = line.trim_end();
+            return Some(start + (line.len() - line.trim_start().len())..start + key.len());
+        }
+        start += line.len();
+    }
+    None
 }
 
 struct Walk<'a> {
@@ -218,6 +245,11 @@ mod tests {
             let problems = parse(&text).err().unwrap();
             assert_eq!(problems.len(), 1, "{problems:?}");
             assert_eq!(problems[0].message, "TOML syntax: recursion limit");
+            // At the key, not at the file's start: toml gives no place.
+            let text = format!("command = [\"x\"]\n# a.b.c\nhostname = \"a.b\"\n{text}");
+            let problems = parse(&text).err().unwrap();
+            let at = text.find(&path[..10]).map(|i| i - usize::from(text[..i].ends_with('[')));
+            assert_eq!(problems[0].span.as_ref().map(|s| s.start), at, "{:?}", problems[0]);
             assert!(
                 problems[0].help.as_deref().is_some_and(|h| h.contains("80 or more dotted parts")),
                 "{:?}",
