@@ -375,8 +375,17 @@ fn validate_refuses_what_a_start_would_and_changes_nothing() {
     let (code, said) = validate();
     assert_eq!(code, Some(78), "{said}");
     assert!(said.contains("cgroup_root /nonexistent is not a directory"), "{said}");
-    // A network definition refused is said, and no reason to refuse a start.
     d.configure("cgroup_root = \"/nonexistent\"\n", "");
+    // A state directory that is a file: the configuration's fault (78),
+    // said as such, not "cannot create ...: File exists" (exit 1).
+    std::fs::write(d.path("state"), "").unwrap();
+    let (code, said) = validate();
+    assert_eq!(code, Some(78), "{said}");
+    let state = d.path("state").display().to_string();
+    assert!(said.contains(&format!("the state directory {state} is not a directory")), "{said}");
+    assert_eq!(d.run_refused(&[]).0, Some(78), "a start refuses it too");
+    std::fs::remove_file(d.path("state")).unwrap();
+    // A network definition refused is said, and no reason to refuse a start.
     std::fs::create_dir(d.path("networks")).unwrap();
     std::fs::write(d.path("networks/lan.conflist"), "not json").unwrap();
     let (code, said) = validate();

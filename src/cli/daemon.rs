@@ -150,6 +150,14 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
             continue;
         }
         checked.push(dir);
+        // A file (a FIFO, a typo naming the socket) is no directory to
+        // make or use: said so, as the configuration's fault.
+        if dir.exists() && !dir.is_dir() {
+            return Err(CliError::new(
+                CONFIG_ERROR,
+                format!("{what} {} is not a directory: name a directory, or one to be made", dir.display()),
+            ));
+        }
         // One missing is made 0700 by the start, not by a check.
         if args.validate && !dir.exists() {
             continue;
