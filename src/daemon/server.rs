@@ -457,7 +457,9 @@ async fn serve_metrics(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSen
         None,
         || reading.close_oldest(),
         || async { listener.accept().await.map(|(s, _)| s) },
-        |stream| answer_metrics(stream, tx.clone(), reading.clone()),
+        // Listed as it is accepted, before its task first runs: the
+        // accept loop may take every slot before any of them has.
+        |stream| answer_metrics(stream, tx.clone(), reading.clone(), reading.begin()),
     )
     .await
 }
@@ -504,7 +506,12 @@ impl Reading {
     }
 }
 
-async fn answer_metrics(stream: tokio::net::TcpStream, tx: mpsc::UnboundedSender<Control>, reading: Reading) {
+async fn answer_metrics(
+    stream: tokio::net::TcpStream,
+    tx: mpsc::UnboundedSender<Control>,
+    reading: Reading,
+    (id, closed): (u64, oneshot::Receiver<()>),
+) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(8192));
     let mut request_line = String::new();
@@ -519,7 +526,6 @@ async fn answer_metrics(stream: tokio::net::TcpStream, tx: mpsc::UnboundedSender
             }
         }
     };
-    let (id, closed) = reading.begin();
     let head = tokio::select! {
         head = tokio::time::timeout(READ_TIMEOUT, read_head) => head,
         _ = closed => return,
