@@ -223,6 +223,22 @@ fn unknown_keys_point_at_the_key_with_a_suggestion() {
     );
 }
 
+/// A key of any length is named in a message by its first 57 characters
+/// (a megabyte's key made a megabyte's line in the daemon's log and in
+/// `status`); the caret under the file's line says which.
+#[test]
+fn a_long_key_is_named_by_its_start() {
+    let long = "K".repeat(100);
+    let short = format!("{}…", "K".repeat(57));
+    expect(
+        &format!("command = [\"x\"]\n{long} = 1\n[env]\n{long} = 2\n"),
+        &[
+            &format!("2:1: error: unknown key `{short}` at the top level"),
+            &format!("4:104: error: `env.{short}` must be a string, not an integer"),
+        ],
+    );
+}
+
 #[test]
 fn every_problem_of_a_file_is_reported() {
     expect(

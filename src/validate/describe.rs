@@ -21,9 +21,9 @@ pub fn key_name(pointer: &str) -> String {
                 out.push('.');
             }
             if segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                out.push_str(&segment);
+                out.push_str(&shortened(&segment));
             } else {
-                out.push_str(&format!("{segment:?}"));
+                out.push_str(&format!("{:?}", shortened(&segment)));
             }
         }
     }
@@ -37,7 +37,13 @@ pub fn toml_value(v: &Value) -> String {
         Value::Object(_) => "a table".to_owned(),
         other => other.to_string(),
     };
-    if s.chars().count() > 60 { format!("{}…", s.chars().take(57).collect::<String>()) } else { s }
+    shortened(&s)
+}
+
+/// At most 60 characters of `s` for a message (a key or a value may be
+/// a megabyte long; the caret under the file's line says which).
+fn shortened(s: &str) -> String {
+    if s.chars().count() > 60 { format!("{}…", s.chars().take(57).collect::<String>()) } else { s.to_owned() }
 }
 
 fn toml_type(v: &Value) -> &'static str {
@@ -208,7 +214,7 @@ pub fn describe(error: &ValidationError<'_>, spans: &SpanIndex, schema: &Value) 
                     let child = push_pointer(pointer, name);
                     let mut p = Problem::error(
                         spans.key_span(&child).or_else(|| spans.locate(&child)),
-                        format!("unknown key `{name}` {}", table_name(&child)),
+                        format!("unknown key `{}` {}", shortened(name), table_name(&child)),
                     );
                     if top.contains(&name.as_str()) {
                         // The commonest TOML slip: written after a `[table]` header.
@@ -390,6 +396,9 @@ mod tests {
         assert_eq!(key_name("/security/privileged"), "security.privileged");
         assert_eq!(key_name("/mounts/0/source"), "mounts[0].source");
         assert_eq!(key_name("/env/a~1b c"), "env.\"a/b c\"");
+        // A key of a megabyte is named by its start.
+        let long = key_name(&format!("/env/{}", "E".repeat(1 << 20)));
+        assert!(long.starts_with("env.EEE") && long.ends_with('…') && long.chars().count() == 62, "{}", long.len());
     }
 
     #[test]
