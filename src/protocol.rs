@@ -34,6 +34,10 @@ pub struct WorkloadStatus {
     pub last_exit: Option<serde_json::Value>,
     /// The current validation or start error.
     pub error: Option<String>,
+    /// `error` is its manifest's (the file is invalid; what runs, if
+    /// anything, is the last valid version).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub file_invalid: bool,
     /// Seconds since the sandbox started, while it runs.
     pub uptime_seconds: Option<u64>,
     pub manifest: String,

@@ -209,6 +209,16 @@ fn a_restart_whose_run_ends_says_how_it_ended() {
         "{}",
         stderr(&out)
     );
+    // So it does when its file was edited into an invalid one meanwhile:
+    // the last valid version ran, and how it ended is what happened (it
+    // said the file's error, as if that had kept it from starting).
+    d.write("crash.toml", "command = [\"/bin/sh\", \"-c\", \"exit 3\"]\n[restart]\nbackoff = \"5s\"\nuser = \"x\"\n");
+    d.wait_for("crash's file invalid", |d| d.workload("crash").is_some_and(|w| w["file_invalid"] == true));
+    let out = d.paddock(&["restart", "crash"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    assert!(said.contains("crash did not stay up: its run ended (3)"), "{said}");
+    assert!(!said.contains("did not start") && !said.contains("unknown key"), "{said}");
 }
 
 /// Mounts `from` over `onto` for the guard's life: changes that inotify

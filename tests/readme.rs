@@ -210,6 +210,7 @@ fn the_status_json_fields_are_the_readmes() {
         restarts: 0,
         last_exit: None,
         error: None,
+        file_invalid: true,
         uptime_seconds: None,
         manifest: String::new(),
         held: false,

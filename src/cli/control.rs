@@ -100,7 +100,10 @@ fn wait_until_done(act: Act, args: &NameArgs, before: Option<i32>) -> Result<sup
         };
         // Escaped, as `status` shows it: an error may quote a plugin's or
         // a manifest's text.
-        let why = || match (&w.error, &w.last_exit) {
+        // The start's error; not its file's (an edit refused while the
+        // last valid version runs: that version's end is what happened).
+        let start_error = w.error.as_ref().filter(|_| !w.file_invalid);
+        let why = || match (start_error, &w.last_exit) {
             (Some(e), _) => crate::text::escape_controls(e).into_owned(),
             (None, Some(exit)) => {
                 let exit = exit.to_string();
@@ -118,7 +121,7 @@ fn wait_until_done(act: Act, args: &NameArgs, before: Option<i32>) -> Result<sup
             (_, "exited") if before.is_none() || w.pid != before => Some(Ok(format!("{} ran and exited", w.name))),
             (_, "failed") => Some(Err(format!("{} failed: {}", w.name, why()))),
             // Its run may have begun and ended already (no error then).
-            (_, "backoff") if w.error.is_none() && w.last_exit.is_some() => {
+            (_, "backoff") if start_error.is_none() && w.last_exit.is_some() => {
                 Some(Err(format!("{} did not stay up: {} (it will be tried again)", w.name, why())))
             }
             (_, "backoff") => Some(Err(format!("{} did not start: {} (it will be tried again)", w.name, why()))),

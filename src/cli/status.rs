@@ -286,6 +286,7 @@ mod tests {
             restarts: 3,
             last_exit: Some(serde_json::Value::from("SIGKILL")),
             error: error.map(str::to_owned),
+            file_invalid: false,
             uptime_seconds: Some(3725),
             manifest: format!("/etc/paddock/workloads/{name}.toml"),
             held: false,

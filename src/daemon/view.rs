@@ -125,6 +125,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 other => serde_json::Value::from(other.short()),
             }),
             error,
+            file_invalid: matches!(w.file, File::Invalid(_)),
             uptime_seconds: match w.state {
                 State::Running { since, .. } => Some(at.now.saturating_duration_since(since).as_secs()),
                 _ => None,
