@@ -38,6 +38,10 @@ pub struct WorkloadStatus {
     /// anything, is the last valid version).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub file_invalid: bool,
+    /// While `error` is the file's: the last valid version's start error,
+    /// if its start failed (elsewhere it is `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_error: Option<String>,
     /// Seconds since the sandbox started, while it runs.
     pub uptime_seconds: Option<u64>,
     pub manifest: String,

@@ -219,6 +219,25 @@ fn a_restart_whose_run_ends_says_how_it_ended() {
     let said = stderr(&out);
     assert!(said.contains("crash did not stay up: its run ended (3)"), "{said}");
     assert!(!said.contains("did not start") && !said.contains("unknown key"), "{said}");
+    // And when that last valid version could not start (its mount's
+    // source gone), it says why, not the file's error nor an old end.
+    let source = d.path("out/data");
+    std::fs::create_dir(&source).unwrap();
+    let mounted = format!(
+        "command = [\"/bin/sleep\", \"1000\"]\n[[mounts]]\nsource = {:?}\ntarget = \"/data\"\n",
+        source.display().to_string()
+    );
+    d.write("mounted.toml", &mounted);
+    d.running_pid("mounted");
+    d.write("mounted.toml", &format!("{mounted}bogus = 1\n"));
+    d.wait_for("mounted's file invalid", |d| d.workload("mounted").is_some_and(|w| w["file_invalid"] == true));
+    std::fs::remove_dir(&source).unwrap();
+    let out = d.paddock(&["restart", "mounted"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    assert!(said.contains(&source.display().to_string()) && !said.contains("bogus"), "{said}");
+    let w = d.workload("mounted").unwrap();
+    assert!(w["start_error"].as_str().is_some_and(|e| e.contains("out/data")), "{w}");
 }
 
 /// Mounts `from` over `onto` for the guard's life: changes that inotify

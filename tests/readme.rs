@@ -211,6 +211,7 @@ fn the_status_json_fields_are_the_readmes() {
         last_exit: None,
         error: None,
         file_invalid: true,
+        start_error: Some(String::new()),
         uptime_seconds: None,
         manifest: String::new(),
         held: false,

@@ -101,8 +101,9 @@ fn wait_until_done(act: Act, args: &NameArgs, before: Option<i32>) -> Result<sup
         // Escaped, as `status` shows it: an error may quote a plugin's or
         // a manifest's text.
         // The start's error; not its file's (an edit refused while the
-        // last valid version runs: that version's end is what happened).
-        let start_error = w.error.as_ref().filter(|_| !w.file_invalid);
+        // last valid version runs: how that version's start or run ended
+        // is what happened).
+        let start_error = if w.file_invalid { w.start_error.as_ref() } else { w.error.as_ref() };
         let why = || match (start_error, &w.last_exit) {
             (Some(e), _) => crate::text::escape_controls(e).into_owned(),
             (None, Some(exit)) => {

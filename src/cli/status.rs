@@ -287,6 +287,7 @@ mod tests {
             last_exit: Some(serde_json::Value::from("SIGKILL")),
             error: error.map(str::to_owned),
             file_invalid: false,
+            start_error: None,
             uptime_seconds: Some(3725),
             manifest: format!("/etc/paddock/workloads/{name}.toml"),
             held: false,

@@ -107,11 +107,10 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         let remapped = (w.runs.as_ref().or(w.desired.as_ref())).is_none_or(|d| d.manifest.namespaces.remapped());
         let slice = self.store.slice(&w.name).filter(|_| remapped);
         let network = self.executor.network(&w.name);
-        let error = match (&w.file, &w.error, &w.doubt) {
-            (File::Invalid(problems), _, _) => Some(problems.clone()),
-            (_, _, Some(doubt)) => Some(doubt.clone()),
-            (_, Some(failure), _) => Some(failure.error.to_string()),
-            _ => None,
+        let start_error = w.doubt.clone().or_else(|| w.error.as_ref().map(|failure| failure.error.to_string()));
+        let (error, start_error) = match &w.file {
+            File::Invalid(problems) => (Some(problems.clone()), start_error),
+            _ => (start_error, None),
         };
         WorkloadStatus {
             name: w.name.to_string(),
@@ -126,6 +125,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             }),
             error,
             file_invalid: matches!(w.file, File::Invalid(_)),
+            start_error,
             uptime_seconds: match w.state {
                 State::Running { since, .. } => Some(at.now.saturating_duration_since(since).as_secs()),
                 _ => None,
