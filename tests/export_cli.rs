@@ -132,6 +132,17 @@ fn one_workload_twice_an_empty_directory_and_a_bad_namespace() {
     let run = export(&[web.to_str().unwrap(), again.to_str().unwrap(), "--image", IMAGE]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.stdout.matches("kind: Pod").count(), 1, "{}", run.stdout);
+    // Two links to one file are two workloads (named by the links, as the
+    // daemon reads them).
+    let links = dir.path().join("links");
+    std::fs::create_dir(&links).unwrap();
+    std::fs::write(links.join("common"), "command = [\"/web\"]\n").unwrap();
+    for name in ["a.toml", "b.toml"] {
+        std::os::unix::fs::symlink("common", links.join(name)).unwrap();
+    }
+    let run = export(&[links.to_str().unwrap(), "--image", IMAGE]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.matches("kind: Pod").count(), 2, "{}", run.stdout);
     let run = export(&[&h1, "--namespace", "Team A", "--image", IMAGE]);
     assert!(run.code == 2 && run.stderr.contains("a namespace is a DNS label"), "{}", run.stderr);
     for system in ["kube-system", "default", "kube-node-lease"] {

@@ -228,9 +228,17 @@ pub fn validate_paths(validator: &validate::Validator, paths: &[PathBuf], host: 
             not_read.extend(load::not_manifests(path).iter().map(|f| f.display().to_string()));
         }
     }
-    // A file named twice (`wl wl/web.toml`, `x.toml ./x.toml`) is one file.
+    // A file named twice (`wl wl/web.toml`, `x.toml ./x.toml`) is one
+    // file: its directory resolved, its own name kept (two links to one
+    // file are two workloads, named by the links, as the daemon reads them).
     let mut named = std::collections::BTreeSet::new();
-    found.retain(|path| std::fs::canonicalize(path).map_or(true, |real| named.insert(real)));
+    found.retain(|path| {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        match (std::fs::canonicalize(dir), path.file_name()) {
+            (Ok(dir), Some(name)) => named.insert(dir.join(name)),
+            _ => true,
+        }
+    });
     let mut files = Vec::with_capacity(found.len());
     for path in &found {
         match validator.validate_file(path, host) {
