@@ -237,6 +237,12 @@ fn a_long_key_is_named_by_its_start() {
             &format!("4:104: error: `env.{short}` must be a string, not an integer"),
         ],
     );
+    // Past what the kernel passes a program, said by its start too.
+    let huge = "E".repeat(200_000);
+    expect(
+        &format!("command = [\"x\"]\n[env]\n{huge} = \"1\"\n"),
+        &[&format!("3:200004: error: {}…=... is 200002 bytes long", "E".repeat(57))],
+    );
 }
 
 #[test]

@@ -446,7 +446,10 @@ pub fn refused(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
             problems.push(
                 Problem::error(
                     at,
-                    format!("Kubernetes refuses the env name {name:?}: a name is printable ASCII without `=`"),
+                    format!(
+                        "Kubernetes refuses the env name {:?}: a name is printable ASCII without `=`",
+                        crate::validate::shortened(name)
+                    ),
                 )
                 .with_help("rename the variable (letters, digits and `_`), or leave this file out of the export"),
             );

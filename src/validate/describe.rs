@@ -42,7 +42,7 @@ pub fn toml_value(v: &Value) -> String {
 
 /// At most 60 characters of `s` for a message (a key or a value may be
 /// a megabyte long; the caret under the file's line says which).
-fn shortened(s: &str) -> String {
+pub fn shortened(s: &str) -> String {
     if s.chars().count() > 60 { format!("{}…", s.chars().take(57).collect::<String>()) } else { s.to_owned() }
 }
 

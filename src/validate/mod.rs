@@ -4,6 +4,7 @@
 
 pub mod across;
 mod describe;
+pub use describe::shortened;
 pub mod load;
 mod policy;
 mod problem;

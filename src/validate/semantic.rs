@@ -44,8 +44,11 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
         }
         if key.len() + 1 + value.len() > MAX_ARG_BYTES {
             problems.push(
-                Problem::error(at(&pointer), format!("{key}=... is {} bytes long", key.len() + 1 + value.len()))
-                    .with_help(too_long),
+                Problem::error(
+                    at(&pointer),
+                    format!("{}=... is {} bytes long", super::shortened(key), key.len() + 1 + value.len()),
+                )
+                .with_help(too_long),
             );
         }
     }
