@@ -54,7 +54,8 @@ pub struct KubernetesArgs {
 
     /// The namespace of the objects. A Namespace object of this name is
     /// written first, labelled pod-security.kubernetes.io/enforce with the
-    /// level the workloads claim.
+    /// level the workloads claim; so the cluster's own (`default`,
+    /// `kube-*`) are refused.
     #[arg(long, value_name = "NS", default_value = "paddock", value_parser = namespace_name)]
     pub namespace: String,
 
@@ -169,7 +170,8 @@ fn one_name_per_object<'a>(objects: impl IntoIterator<Item = (&'a str, &'a Objec
     Ok(())
 }
 
-/// `--namespace`: a Namespace's name is a DNS label.
+/// `--namespace`: a Namespace's name is a DNS label, and not one of the
+/// cluster's own.
 fn namespace_name(s: &str) -> Result<String, String> {
     if !export::kubernetes::is_dns_label(s) {
         return Err("a namespace is a DNS label: lowercase letters, digits and `-`, at most 63, starting and ending with a letter or digit".to_owned());
@@ -196,7 +198,11 @@ fn kubernetes(args: KubernetesArgs) -> Result<super::ExitCode, CliError> {
         None => crate::config::Config::default(),
     };
     let validator = args.policy.validator(&config, true).or_fail(USAGE_OR_IO)?;
-    let validator = validator.with_restart_defaults(config.restart.clone());
+    // A pod's user namespace maps 65536 ids (the kubelet's default), however
+    // many this host's slices have.
+    let validator = validator
+        .with_restart_defaults(config.restart.clone())
+        .with_slice_size(config.remap.slice_size.min(crate::config::DEFAULT_SLICE_SIZE));
     let policy_level = Level::of_policies(validator.policies().iter().map(|p| p.name.as_str()));
     // The files are meant for a cluster's nodes, not this host.
     let Validated { mut files, errors, .. } = validate_paths(&validator, &args.paths, HostChecks::Skip);
