@@ -359,6 +359,12 @@ fn validate_refuses_what_a_start_would_and_changes_nothing() {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
     assert_eq!(std::fs::read_to_string(d.path("passwd")).unwrap(), passwd, "--validate added the remap user");
     assert_eq!(std::fs::read_to_string(d.path("subuid")).unwrap(), "", "--validate added a range");
+    // A relative --state-dir or --workloads, as a relative path in the file.
+    for flag in ["--state-dir", "--workloads"] {
+        let (code, said) = d.run_refused(&[flag, "state"]);
+        assert_eq!(code, Some(78), "{said}");
+        assert!(said.contains(&format!("{flag} state: give an absolute path")), "{said}");
+    }
     // What a start refuses, with its status: an unsafe directory, an
     // invalid file (named at its line).
     std::fs::set_permissions(d.path("wl"), std::fs::Permissions::from_mode(0o777)).unwrap();

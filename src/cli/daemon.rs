@@ -65,6 +65,15 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     let config_files = crate::daemon::upgrade::ConfigFiles::new(&config_path);
     let mut config = super::load_config(args.config.as_deref()).or_fail(CONFIG_ERROR)?;
     let config_files = config_files.with_dirs(&config.policy_dir, &config.network.networks_dir);
+    // As the configuration's paths: a relative one would name another
+    // directory after an upgrade's re-execution from elsewhere, and its
+    // cgroup group (named by the state directory's path) another daemon's.
+    for (flag, path) in [("--workloads", &args.workloads), ("--state-dir", &args.state_dir)] {
+        if let Some(path) = path.as_ref().filter(|p| p.is_relative()) {
+            let message = format!("{flag} {}: give an absolute path, as the configuration's are", path.display());
+            return Err(CliError::new(CONFIG_ERROR, message));
+        }
+    }
     let workloads = args.workloads.unwrap_or_else(|| config.workloads.clone());
     let mut state_dir = args.state_dir.unwrap_or_else(|| config.state_dir.clone());
     // What a re-execution cannot change: refused by the check that comes
