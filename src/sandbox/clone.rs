@@ -180,17 +180,8 @@ impl Child {
             if !self.tie_to_parent() {
                 libc::_exit(125);
             }
-            // Everything but 0-2 and `keep`, by the gaps between them.
-            let mut next: RawFd = 3;
-            for fd in self.keep() {
-                if fd >= next {
-                    if fd > next {
-                        libc::syscall(libc::SYS_close_range, next as u32, (fd - 1) as u32, 0u32);
-                    }
-                    next = fd + 1;
-                }
-            }
-            libc::syscall(libc::SYS_close_range, next as u32, u32::MAX, 0u32);
+            // Everything but 0-2 and `keep`.
+            let _ = sys::close_all_but(&self.keep());
             // Wait until the parent has written our id maps, placed us in our
             // cgroup and recorded us.
             let mut go = 0u8;
@@ -264,10 +255,7 @@ impl Child {
             let raised = self.become_root(true) && sys::cap_permitted().and_then(sys::capset).is_ok();
             // As after the exec: nothing open but 0-2 and the channel (the
             // init finds the daemon's end at the lowest free number).
-            if self.channel > 3 {
-                libc::syscall(libc::SYS_close_range, 3u32, (self.channel - 1) as u32, 0u32);
-            }
-            libc::syscall(libc::SYS_close_range, (self.channel + 1) as u32, u32::MAX, 0u32);
+            let _ = sys::close_all_but(&[self.channel]);
             let code = if raised { super::init::main(self.channel) } else { 125 };
             libc::_exit(code)
         }

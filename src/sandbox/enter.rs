@@ -193,8 +193,8 @@ fn cgroups_apart(pid: i32) -> Option<String> {
 
 /// The first hierarchy in which `theirs` or `ours` (/proc/PID/cgroup's
 /// text) is in a cgroup paddock made (a daemon's group, `paddock` or
-/// `paddock-HASH`, or `paddock-run` on its path) and the other is not in the same one. The
-/// hierarchies paddock makes none in (systemd's, devices, freezer; all of
+/// `paddock-HASH`, or `paddock-run` on its path) and the other is not in
+/// the same one. The hierarchies paddock makes none in (systemd's, devices, freezer; all of
 /// them for a v1 workload without limits) are both the daemon's, where
 /// they may differ harmlessly (a sandbox adopted from a daemon run
 /// elsewhere) and hold no limit of the workload's.
@@ -234,7 +234,7 @@ pub fn main(channel_fd: RawFd) -> i32 {
     // through its chdir to the workdir and the lookup of its program, where
     // a link the workload made to /proc/self/fd/N (its workdir replaced by
     // one) would lead onto the host's directory (runc's CVE-2024-21626).
-    if let Err(e) = close_all_but_stdio_and(channel_fd) {
+    if let Err(e) = super::sys::close_all_but(&[channel_fd]) {
         return fail("closing inherited descriptors", e);
     }
     // SAFETY: the daemon passed this descriptor across exec for exactly this use.
@@ -356,20 +356,6 @@ pub fn main(channel_fd: RawFd) -> i32 {
     }
     let deadline = cfg.time_limit.map(|limit| std::time::Instant::now() + limit);
     wait_forwarding(child, &watched, &channel, deadline)
-}
-
-/// Closes every descriptor above stderr but `keep`.
-fn close_all_but_stdio_and(keep: RawFd) -> nix::Result<()> {
-    let keep = u32::try_from(keep).map_err(|_| Errno::EBADF)?;
-    let close = |first: u32, last: u32| {
-        // SAFETY: close_range with integer arguments only; nothing of this
-        // freshly executed process lives in the range but what it inherited.
-        Errno::result(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) }).map(drop)
-    };
-    if keep > 3 {
-        close(3, keep - 1)?;
-    }
-    close(keep.max(2) + 1, u32::MAX)
 }
 
 /// Has SIGIO sent to this process when the daemon's end of `channel`

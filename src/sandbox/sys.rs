@@ -408,6 +408,27 @@ pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<(), Errno> {
     fcntl(fd, FcntlArg::F_SETFD(if on { FdFlag::FD_CLOEXEC } else { FdFlag::empty() })).map(drop)
 }
 
+/// Closes every descriptor but 0-2 and `keep` (in ascending order), by
+/// the gaps between them (close_range(2), Linux 5.9). Allocates nothing:
+/// the clone child calls it.
+pub fn close_all_but(keep: &[RawFd]) -> Result<(), Errno> {
+    let close = |first: RawFd, last: u32| {
+        // SAFETY: close_range with integer arguments only; what it closes,
+        // the caller holds nothing of (it keeps what it uses in `keep`).
+        Errno::result(unsafe { libc::syscall(libc::SYS_close_range, first as u32, last, 0u32) }).map(drop)
+    };
+    let mut next: RawFd = 3;
+    for &fd in keep {
+        if fd >= next {
+            if fd > next {
+                close(next, (fd - 1) as u32)?;
+            }
+            next = fd + 1;
+        }
+    }
+    close(next, u32::MAX)
+}
+
 /// Marks every descriptor from `first` up close-on-exec (close_range(2)
 /// with CLOSE_RANGE_CLOEXEC, Linux 5.11): whatever the init or the daemon
 /// held, even without O_CLOEXEC, does not reach the workload, while a

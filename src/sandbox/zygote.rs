@@ -238,8 +238,9 @@ fn serve(channel: Channel, daemon: OwnedFd) -> ! {
     title.set(ZYGOTE_NAME);
     // Nothing of the daemon's but what we were given: its lock, listening
     // socket and logs stay with it, and a successor is never locked out.
-    let keep = [channel.fd().as_raw_fd(), daemon.as_raw_fd()];
-    close_all_but(&keep);
+    let mut keep = [channel.fd().as_raw_fd(), daemon.as_raw_fd()];
+    keep.sort_unstable();
+    let _ = sys::close_all_but(&keep);
     sys::reset_signal_dispositions();
     sys::ignore_stray_abort();
     // SAFETY: single-threaded; sigprocmask and clearenv touch only this process.
@@ -324,22 +325,6 @@ fn clone_one(request: &Request, fds: Vec<OwnedFd>, daemon: &OwnedFd, title: &Tit
         Ok(pid) => (Reply::Cloned { pid: pid as i32, placed }, Some(unsafe { OwnedFd::from_raw_fd(pidfd) }), away),
         Err(errno) => (Reply::Failed { errno: errno as i32 }, None, away),
     }
-}
-
-/// Closes every descriptor but 0-2 and `keep`.
-fn close_all_but(keep: &[RawFd]) {
-    let mut keep = keep.to_vec();
-    keep.sort_unstable();
-    let mut next: RawFd = 3;
-    for fd in keep {
-        if fd > next {
-            // SAFETY: close_range with integer arguments; nothing of ours lives in that range.
-            unsafe { libc::syscall(libc::SYS_close_range, next as u32, (fd - 1) as u32, 0u32) };
-        }
-        next = next.max(fd + 1);
-    }
-    // SAFETY: as above.
-    unsafe { libc::syscall(libc::SYS_close_range, next as u32, u32::MAX, 0u32) };
 }
 
 /// The process's name in `ps`: its comm (PR_SET_NAME) and its command
