@@ -39,6 +39,9 @@ impl Default for AccountFiles {
 pub enum AccountError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    /// Not a regular file of an account file's size (a FIFO, a device).
+    #[error("{0}: name an account file itself (as /etc/subuid) in the configuration")]
+    NotAccounts(crate::fsutil::UntrustedFile),
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
@@ -90,20 +93,11 @@ const MAX_ACCOUNT_FILE_BYTES: u64 = 64 << 20;
 /// for good, a device such as /dev/zero never ends.
 fn read_optional(path: &Path) -> Result<String, AccountError> {
     use crate::fsutil::UntrustedFile;
-    let read = |source: std::io::Error| AccountError::Read { path: path.to_owned(), source };
     match crate::fsutil::read_bounded(path, MAX_ACCOUNT_FILE_BYTES) {
         Ok(s) => Ok(s),
         Err(UntrustedFile::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(UntrustedFile::Io { source, .. }) => Err(read(source)),
-        Err(UntrustedFile::NotAFile { .. }) => Err(read(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file; name the account file itself (as /etc/subuid) in the configuration",
-        ))),
-        Err(UntrustedFile::TooLarge { limit, .. }) => Err(read(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("larger than {limit} bytes, more than any account file holds"),
-        ))),
-        Err(other) => Err(read(std::io::Error::other(other.to_string()))),
+        Err(UntrustedFile::Io { source, .. }) => Err(AccountError::Read { path: path.to_owned(), source }),
+        Err(other) => Err(AccountError::NotAccounts(other)),
     }
 }
 
