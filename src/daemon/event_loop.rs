@@ -31,7 +31,7 @@ use super::watch::{Change, Watch, WatchError};
 use crate::model::WorkloadName;
 use crate::protocol::{Request, Response};
 use crate::reconcile::Clock;
-use crate::sandbox::cgroup::Layout;
+use crate::sandbox::cgroup::{Cgroup, Layout, workloads_group};
 use crate::validate::Validator;
 use control::{Context, answer, preview};
 
@@ -342,7 +342,7 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<(r
     crate::fsutil::remove_abandoned_temporaries(state_dir);
     crate::fsutil::remove_abandoned_temporaries(&state_dir.join("sandboxes"));
     // What `paddock run`s killed with -9 left in the host's pid namespace.
-    crate::sandbox::cgroup::Cgroup::sweep_runs(cgroups);
+    Cgroup::sweep_runs(cgroups);
     // What cannot be told now (the host out of descriptors or memory for a
     // moment) is looked at again, for half a minute, before giving up: a
     // daemon that exits at once would be restarted by systemd until its
@@ -891,7 +891,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // Nothing runs: every network attachment is undone before the exit,
     // and the daemon's cgroup group goes with its last workload's.
     daemon.executor.release_all_networks();
-    crate::sandbox::cgroup::Cgroup::remove_group(&cgroups, &crate::sandbox::cgroup::workloads_group(&state_dir));
+    Cgroup::remove_group(&cgroups, &workloads_group(&state_dir));
     notifier.settle(SETTLE_NOTIFY).await;
     let _ = std::fs::remove_file(&socket);
     Ok(())

@@ -322,7 +322,7 @@ pub fn is_workloads_group(name: &std::ffi::OsStr) -> bool {
         name == WORKLOADS
             || name
                 .strip_prefix("paddock-")
-                .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+                .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
     })
 }
 
@@ -529,8 +529,8 @@ impl Cgroup {
     /// gave them), wherever a layout put it then, as the sandbox's init
     /// `pid` (pinned by the caller) shows it: those of the directories that
     /// are `GROUP/<name>` (any daemon's `workloads_group`) on a cgroup
-    /// filesystem and hold the init. v2
-    /// when they hold `cgroup.controllers`. None when none is left.
+    /// filesystem and hold the init. v2 when they hold
+    /// `cgroup.controllers`. None when none is left.
     pub fn recorded(dirs: &[PathBuf], name: &str, pid: i32) -> Option<Self> {
         Self::recorded_where(dirs, name, |d| on_cgroup_fs(d) && holds(d, pid))
     }
@@ -946,7 +946,7 @@ mod tests {
         for group in ["paddock", "paddock-4aea49a07af865b2"] {
             assert!(is_workloads_group(group.as_ref()), "{group}");
         }
-        for other in ["paddock-run", "paddock-4aea49a07af865b", "paddock-4aea49a07af865bz", "paddockx", "system.slice"]
+        for other in ["paddock-run", "paddock-4aea49a07af865b", "paddock-4AEA49A07AF865B2", "paddockx", "system.slice"]
         {
             assert!(!is_workloads_group(other.as_ref()), "{other}");
         }
