@@ -192,6 +192,20 @@ fn two_workloads_whose_services_would_have_one_name_are_refused_naming_both_file
 /// What paddock runs and the API server would refuse: the file is invalid
 /// for the export, each problem at its key with what to do, and the
 /// others are exported.
+/// A pod's user namespace maps 65536 ids: a remapped workload's user past
+/// them is refused, however many this host's slices hold.
+#[test]
+fn a_remapped_id_past_what_a_pod_maps_is_refused_whatever_the_slice_size() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.toml"), "command = [\"/x\"]\nuser = 100000\n").unwrap();
+    let config = dir.path().join("paddock.toml");
+    std::fs::write(&config, "[remap]\nslice_size = 262144\n").unwrap();
+    let file = dir.path().join("big.toml");
+    let run = export(&[file.to_str().unwrap(), "--image", IMAGE, "--config", config.to_str().unwrap()]);
+    assert_eq!((run.code, run.stdout.as_str()), (1, ""), "{}", run.stderr);
+    assert!(run.stderr.contains("user 100000 is outside the workload's 65536 ids"), "{}", run.stderr);
+}
+
 #[test]
 fn a_value_the_api_server_refuses_is_an_error_at_its_key_and_its_file_left_out() {
     let dir = tempfile::tempdir().unwrap();
