@@ -31,7 +31,7 @@ use super::watch::{Change, Watch, WatchError};
 use crate::model::WorkloadName;
 use crate::protocol::{Request, Response};
 use crate::reconcile::Clock;
-use crate::sandbox::cgroup::{Cgroup, Layout, workloads_group};
+use crate::sandbox::cgroup::{Cgroup, Layout};
 use crate::validate::Validator;
 use control::{Context, answer, preview};
 
@@ -552,7 +552,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         inherited_listener,
         config_files,
     } = options;
-    let cgroups = executor.cgroups.clone();
+    let (cgroups, group) = (executor.cgroups.clone(), executor.cgroup_group.clone());
     let mut daemon: Daemon =
         Supervisor::new(SandboxExecutor::new(executor, sandbox_tx), store, workloads.clone(), state_dir.clone(), seed)
             .with_start_timeout(start_timeout);
@@ -891,7 +891,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // Nothing runs: every network attachment is undone before the exit,
     // and the daemon's cgroup group goes with its last workload's.
     daemon.executor.release_all_networks();
-    Cgroup::remove_group(&cgroups, &workloads_group(&state_dir));
+    Cgroup::remove_group(&cgroups, &group);
     notifier.settle(SETTLE_NOTIFY).await;
     let _ = std::fs::remove_file(&socket);
     Ok(())

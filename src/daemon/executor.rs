@@ -107,6 +107,8 @@ impl Live {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub state_dir: PathBuf,
+    /// Where the workloads' cgroups go: `cgroup::workloads_group(state_dir)`.
+    pub cgroup_group: String,
     pub volumes_root: PathBuf,
     pub cgroups: Layout,
     pub networks: Arc<Networks>,
@@ -322,13 +324,12 @@ impl SandboxExecutor {
             records::write(&state_dir, name, &record)
         };
         let begun = Instant::now();
-        let group = crate::sandbox::cgroup::workloads_group(&self.settings.state_dir);
         let spawn = SpawnRequest {
             name,
             manifest,
             slice,
             cgroups: &self.settings.cgroups,
-            cgroup_place: Place::workload(&group, name.as_str()),
+            cgroup_place: Place::workload(&self.settings.cgroup_group, name.as_str()),
             volumes_root: &self.settings.volumes_root,
             own_files: &own_files,
             // While it is set up: a daemon that dies takes the half-built sandbox with it.
