@@ -24,10 +24,10 @@ pub struct DaemonArgs {
     /// The configuration file [default: /etc/paddock/paddock.toml, if it exists].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The workloads directory (beats the configuration's `workloads`).
+    /// The workloads directory, an absolute path (beats the configuration's `workloads`).
     #[arg(long, value_name = "DIR")]
     pub workloads: Option<PathBuf>,
-    /// The state directory (beats `state_dir`).
+    /// The state directory, an absolute path (beats `state_dir`).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// The control socket (beats `socket`).
@@ -281,6 +281,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
         metrics,
         executor: executor::Settings {
             state_dir: state_dir.clone(),
+            cgroup_group: crate::sandbox::cgroup::workloads_group(&state_dir),
             volumes_root: config.volumes_root.clone(),
             cgroups,
             networks: std::sync::Arc::new(networks),
