@@ -430,7 +430,8 @@ mod tests {
         let started = std::time::Instant::now();
         assert_eq!(did_you_mean(&word, names.iter().map(String::as_str)), None);
         let took = started.elapsed();
-        assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+        // Unfiltered it took 44 s here, unoptimized: a margin no busy machine reaches.
+        assert!(took < std::time::Duration::from_secs(10), "{took:?}");
     }
 
     #[test]
