@@ -29,6 +29,45 @@ pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After an accept error, the pause before the next accept (so a daemon
 /// out of descriptors does not spin).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// A spell of accept errors that begins within this of the last one said
+/// is counted, not said (see `AcceptFailures`).
+const ACCEPT_QUIET: Duration = Duration::from_secs(60);
+
+/// Which of a listener's accept errors are said: the first of a spell,
+/// and the spell's end. Out of descriptors, accepts fail and succeed in
+/// turn as others close theirs: each turn would be two lines. A spell
+/// that begins within `ACCEPT_QUIET` of the last one said is counted and
+/// said with the next one said.
+#[derive(Debug, Default)]
+struct AcceptFailures {
+    failing: bool,
+    /// When a spell was last said, and whether the current one was.
+    said_at: Option<std::time::Instant>,
+    said: bool,
+    unsaid: u32,
+}
+
+impl AcceptFailures {
+    /// An accept failed at `now`: when this is to be said, Some(the
+    /// spells not said since the last one that was).
+    fn failed(&mut self, now: std::time::Instant) -> Option<u32> {
+        if std::mem::replace(&mut self.failing, true) {
+            return None;
+        }
+        self.said = self.said_at.is_none_or(|at| now.saturating_duration_since(at) >= ACCEPT_QUIET);
+        if !self.said {
+            self.unsaid += 1;
+            return None;
+        }
+        self.said_at = Some(now);
+        Some(std::mem::take(&mut self.unsaid))
+    }
+
+    /// One was accepted: whether to say that a spell that was said is over.
+    fn accepted(&mut self) -> bool {
+        std::mem::take(&mut self.failing) && self.said
+    }
+}
 
 /// The control socket's door, closed just before the daemon re-executes
 /// itself (an upgrade): connections made after that wait in the kernel's
@@ -192,7 +231,7 @@ async fn accept_loop<S, F, Fut>(
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
-    let mut failing = false;
+    let mut failures = AcceptFailures::default();
     loop {
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
@@ -217,7 +256,7 @@ async fn accept_loop<S, F, Fut>(
         };
         match accepted {
             Ok(stream) => {
-                if std::mem::take(&mut failing) {
+                if failures.accepted() {
                     tracing::warn!(listener = what, "accepting connections again");
                 }
                 let served = serve(stream);
@@ -227,10 +266,17 @@ async fn accept_loop<S, F, Fut>(
                 });
             }
             Err(error) => {
-                if !failing {
-                    tracing::error!(listener = what, %error, "cannot accept connections; retrying until it can");
+                match failures.failed(std::time::Instant::now()) {
+                    Some(0) => {
+                        tracing::error!(listener = what, %error, "cannot accept connections; retrying until it can")
+                    }
+                    Some(unsaid) => tracing::error!(
+                        listener = what,
+                        %error,
+                        "cannot accept connections; retrying until it can ({unsaid} shorter spells since it was last said)"
+                    ),
+                    None => {}
                 }
-                failing = true;
                 drop(slot);
                 tokio::time::sleep(ACCEPT_PAUSE).await;
             }
@@ -600,6 +646,28 @@ mod tests {
         assert!(read.is_ok() && answer.ends_with("paddock_up 1\n"), "{read:?}: {answer:?}");
         drop(idle);
         drop(thread);
+    }
+
+    /// Accepts that fail and succeed in turn (out of descriptors) are said
+    /// once a minute, with a count of the spells between, not at each turn.
+    #[test]
+    fn accept_errors_that_come_and_go_are_said_once_a_minute() {
+        let start = std::time::Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut f = AcceptFailures::default();
+        assert_eq!(f.failed(at(0)), Some(0), "the first spell is said");
+        assert_eq!(f.failed(at(0)), None, "once");
+        assert!(f.accepted(), "and its end");
+        assert!(!f.accepted(), "once");
+        for s in [1, 2, 30] {
+            assert_eq!(f.failed(at(s)), None, "a spell within the minute is counted");
+            assert!(!f.accepted(), "its end is not said either");
+        }
+        assert_eq!(f.failed(at(61)), Some(3), "said again after a minute, with the spells between");
+        assert!(f.accepted());
+        assert_eq!(f.failed(at(62)), None);
+        assert_eq!(f.failed(at(200)), None, "still the same spell: said at its start");
+        assert!(!f.accepted());
     }
 
     #[test]
