@@ -129,6 +129,11 @@ fn stop_holds_a_workload_until_start_or_a_manifest_change() {
     assert!(w["state"] == "stopped" && w["held"] == true, "{w}");
     assert!(!alive(pid));
     assert!(stdout(&d.paddock(&["status"])).contains("stopped (held)"));
+    assert_eq!(w["last_exit"], "SIGTERM", "{w}");
+    // Its log line says how long the run it stopped ran.
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    let ended = log.lines().find(|l| l.contains("exited") && l.contains("held")).unwrap();
+    assert!(ended.contains("ran_for=\"0.") || ended.contains("ran_for=\"1."), "{ended}");
     // A rescan with no change to the manifest keeps it stopped.
     assert_eq!(stdout(&d.paddock(&["reload"])), "nothing changed\n");
     std::thread::sleep(Duration::from_millis(200));

@@ -372,7 +372,9 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 // end, not until this one heard of it (`on_exit_ended`).
                 let end = ended.filter(|e| *e <= at.now).unwrap_or(at.now);
                 let ran_for = self.core.get(&name).and_then(|w| match w.state {
-                    State::Running { since, .. } => Some(end.saturating_duration_since(since)),
+                    State::Running { since, .. } | State::Stopping { since: Some(since), .. } => {
+                        Some(end.saturating_duration_since(since))
+                    }
                     _ => None,
                 });
                 let ran_for = ran_for.map_or_else(|| "-".to_owned(), |d| format!("{:.3}s", d.as_secs_f64()));

@@ -27,7 +27,12 @@ impl Core {
         }
         .unwrap_or_default();
         let deadline = Some(at.now + stop.timeout.as_std());
-        w.state = State::Stopping { version, then, deadline, pid: w.state.pid() };
+        let since = match w.state {
+            State::Running { since, .. } => Some(since),
+            State::Stopping { since, .. } => since,
+            _ => None,
+        };
+        w.state = State::Stopping { version, then, deadline, pid: w.state.pid(), since };
         w.note(at.wall, Happening::Stopping { signal: stop.signal, cause: cause.clone() });
         effects.push(Effect::Stop { name: w.name.clone(), signal: stop.signal, cause });
     }
@@ -297,7 +302,7 @@ impl Core {
                 _ if r.halted => (Then::Halt, Cause::ShutdownCut),
                 _ => (Then::Replace, Cause::RestartAsked),
             };
-            w.state = State::Stopping { version, then, deadline: None, pid: Some(pid) };
+            w.state = State::Stopping { version, then, deadline: None, pid: Some(pid), since: Some(since) };
             w.cause = Some(cause);
         }
         match w.state {

@@ -48,6 +48,9 @@ pub enum State {
         then: Then,
         deadline: Option<Instant>,
         pid: Option<i32>,
+        /// When the run it stops began, if it had (how long it ran, for
+        /// the log line of its end).
+        since: Option<Instant>,
     },
     /// Waiting to be started again.
     Backoff {
