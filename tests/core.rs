@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use paddock::model::{Exit, Manifest, Signal, WorkloadName};
 use paddock::reconcile::{
-    Answer, Blame, Cause, Clock, Command, Core, Counts, Desired, Effect, Ended, ManifestEvent, Replacing,
-    START_TIMEOUT, StartFailure, State, Version,
+    Answer, Blame, Cause, Clock, Command, Core, Counts, Desired, Effect, Ended, HealthStatus, KeptHealth,
+    ManifestEvent, Replacing, START_TIMEOUT, StartFailure, State, Version,
 };
 
 fn name() -> WorkloadName {
@@ -102,10 +102,10 @@ impl Story {
             Shutdown => self.core.shutdown(self.at),
             Restart => {
                 // What the shell keeps of it, and nothing else.
-                let kept = self.core.get(&n).map(|w| (w.hold, w.ended, w.replacing));
+                let kept = self.core.get(&n).map(|w| (w.hold, w.ended, w.replacing, w.exit_kept()));
                 self.core = Core::default();
-                if let Some((hold, ended, replacing)) = kept {
-                    self.core.restore(&n, hold, ended, self.kept_counts);
+                if let Some((hold, ended, replacing, last_exit)) = kept {
+                    self.core.restore(&n, hold, ended, self.kept_counts, last_exit);
                     if let Some(replacing) = replacing {
                         self.core.restore_replacing(&n, replacing);
                     }
@@ -153,6 +153,7 @@ fn every_story_ends_where_it_should() {
         ("a removed manifest stops its run", vec![Valid(1, ""), Reconcile, Started, Removed, Reconcile], "stopping", vec!["stop (manifest removed)"]),
         ("and is forgotten once it exited", vec![Valid(1, ""), Reconcile, Started, Removed, Reconcile, Exit(143)], "gone", vec!["forget"]),
         ("stop holds a running workload", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Stop)], "stopping held", vec!["persist", "stop (paddock stop)"]),
+        ("its exit kept for status across a daemon restart", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Stop), Exit(143)], "stopped held", vec!["persist"]),
         ("which stays stopped after its exit", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Stop), Exit(143), Reconcile], "stopped held", vec![]),
         ("and across a daemon restart", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Stop), Exit(143), Restart, Valid(1, ""), Reconcile], "stopped held", vec![]),
         ("a new manifest version releases the hold", vec![Valid(1, ""), Ask(Command::Stop), Valid(2, ""), Reconcile], "starting", vec!["start (manifest changed (formatting or comments only))"]),
@@ -174,13 +175,13 @@ fn every_story_ends_where_it_should() {
         ("a checked workload starts unchecked", vec![Valid(1, TCP), Reconcile, Started], "running starting", vec![]),
         ("and is probed after its interval", vec![Valid(1, TCP), Reconcile, Started, Wait(SEC)], "running starting", vec!["probe (tcp 127.0.0.1:80)"]),
         ("not again while the probe is out", vec![Valid(1, TCP), Reconcile, Started, Wait(SEC), Wait(SEC)], "running starting", vec![]),
-        ("a passing probe makes it healthy", vec![Valid(1, TCP), Reconcile, Started, Wait(SEC), Probe(true)], "running healthy", vec![]),
+        ("a passing probe makes it healthy", vec![Valid(1, TCP), Reconcile, Started, Wait(SEC), Probe(true)], "running healthy", vec!["persist"]),
         ("two failures of three are not enough", vec![Valid(1, TCP), Reconcile, Started, Probe(true), Probe(false), Probe(false)], "running healthy", vec![]),
         ("a pass resets the count", vec![Valid(1, TCP), Reconcile, Started, Probe(false), Probe(false), Probe(true), Probe(false), Probe(false)], "running healthy", vec![]),
         ("the third in a row restarts it", vec![Valid(1, TCP), Reconcile, Started, Probe(true), Probe(false), Probe(false), Probe(false)], "stopping", vec!["persist", "stop (unhealthy: its health check failed)"]),
         ("through its restart policy and backoff", vec![Valid(1, TCP), Reconcile, Started, Probe(false), Probe(false), Probe(false), Exit(0)], "backoff", vec!["persist"]),
         ("never: it stays down", vec![Valid(1, NEVER), Reconcile, Started, Probe(false), Probe(false), Probe(false), Exit(143), Reconcile], "failed", vec!["persist"]),
-        ("mark: shown unhealthy, left running", vec![Valid(1, MARK), Reconcile, Started, Probe(false), Probe(false), Probe(false)], "running unhealthy", vec![]),
+        ("mark: shown unhealthy, left running", vec![Valid(1, MARK), Reconcile, Started, Probe(false), Probe(false), Probe(false)], "running unhealthy", vec!["persist"]),
         ("failures in the start period do not count", vec![Valid(1, SLOW), Reconcile, Started, Probe(false), Probe(false), Probe(false), Probe(false)], "running starting", vec![]),
         ("after it, they do", vec![Valid(1, SLOW), Reconcile, Started, Probe(false), Wait(Duration::from_secs(60)), Probe(false), Probe(false), Probe(false)], "stopping", vec!["persist", "stop (unhealthy: its health check failed)"]),
         ("a stop asked of an unhealthy one holds it", vec![Valid(1, TCP), Reconcile, Started, Probe(false), Probe(false), Probe(false), Ask(Command::Stop), Exit(143), Reconcile], "stopped held", vec![]),
@@ -231,17 +232,32 @@ fn no_more_than_the_limit_starts_at_once() {
 fn restored_state_is_what_was_kept() {
     let mut core = Core::default();
     let ended = Ended { version: Version(3), failed: false, exit: Some(Exit::Code(0)) };
-    core.restore(&name(), None, Some(ended), None);
+    core.restore(&name(), None, Some(ended), None, None);
     let w = core.get(&name()).unwrap();
     assert_eq!((w.state, w.last_exit), (State::Exited { version: Version(3) }, Some(Exit::Code(0))));
     assert_eq!(Cause::RestartAsked.to_string(), "paddock restart");
     // A failed run's exit is shown too, and so is one a hold came after.
     let failed = Ended { version: Version(3), failed: true, exit: Some(Exit::Code(3)) };
-    core.restore(&name(), None, Some(failed), None);
+    core.restore(&name(), None, Some(failed), None, None);
     let w = core.get(&name()).unwrap();
     assert_eq!((w.state, w.last_exit), (State::Failed { version: Version(3), failures: 0 }, Some(Exit::Code(3))));
-    core.restore(&name(), Some(Version(3)), Some(failed), None);
+    core.restore(&name(), Some(Version(3)), Some(failed), None, None);
     assert_eq!(core.get(&name()).unwrap().last_exit, Some(Exit::Code(3)));
+    // A run `paddock stop` ended (no end of its own) shows its exit too.
+    core.restore(&name(), Some(Version(3)), None, None, Some(Exit::Signal(15)));
+    let w = core.get(&name()).unwrap();
+    assert_eq!((w.state, w.last_exit), (State::Held { version: Version(3) }, Some(Exit::Signal(15))));
+    // Kept only while it does not run: held, or waiting out a delay.
+    let w = core.get(&name()).unwrap();
+    assert_eq!(w.exit_kept(), Some(Exit::Signal(15)));
+    let mut core = Core::default();
+    core.on_manifest(&name(), valid(1, ""), Clock::read());
+    starts(&mut core, Clock::read());
+    core.on_started(&name(), 4242, Duration::ZERO, Clock::read());
+    assert_eq!(core.get(&name()).unwrap().exit_kept(), None, "running");
+    core.on_exit(&name(), Exit::Code(3), Clock::read(), 0.0);
+    assert_eq!(core.get(&name()).unwrap().state_name(), "backoff");
+    assert_eq!(core.get(&name()).unwrap().exit_kept(), Some(Exit::Code(3)));
 }
 
 #[test]
@@ -473,7 +489,13 @@ fn a_run_heard_of_long_after_its_end_is_judged_as_of_its_end_and_nothing_else_is
     let (ended, heard) = (at.now + SEC * 5, at.after(SEC * 300));
     // A run that had failed once before, adopted with its count.
     let mut core = Core::default();
-    core.restore(&name(), None, None, Some(Counts { version: Version(1), failures: 1, restarts: 1, halted: false }));
+    core.restore(
+        &name(),
+        None,
+        None,
+        Some(Counts { version: Version(1), failures: 1, restarts: 1, halted: false }),
+        None,
+    );
     core.adopt(&name(), Version(1), 4242, at.now, at);
     core.on_manifest(&name(), valid(1, GIVES_UP), at);
     assert_eq!(core.would_end(&name(), Exit::Code(1), heard), None, "as of now it ran past reset_after");
@@ -580,6 +602,38 @@ fn an_adopted_runs_health_is_probed_at_once() {
     assert_eq!(probes(&core.on_timer(started)), 0, "a run it started is first probed an interval in");
 }
 
+/// What a predecessor's probes said of a run is taken up by the daemon
+/// that adopts that run (helper-109): no change noted when the next probe
+/// agrees, and only for that run (version and init).
+#[test]
+fn an_adopted_run_takes_up_the_health_its_predecessor_kept() {
+    let at = Clock::read();
+    let check = "[health]\ntcp = 80\ninterval = \"10s\"";
+    let healthy = KeptHealth { version: Version(1), pid: 4242, status: HealthStatus::Healthy };
+    let health = |core: &Core| core.get(&name()).and_then(|w| w.health.as_ref().map(|h| h.status));
+    let mut core = Core::default();
+    core.restore_health(&name(), healthy);
+    core.adopt(&name(), Version(1), 4242, at.now, at);
+    assert_eq!(core.get(&name()).unwrap().health_kept(), Some(healthy), "kept on while its checks wait");
+    core.on_manifest(&name(), valid(1, check), at);
+    assert_eq!(health(&core), Some(HealthStatus::Healthy));
+    let noted = |core: &Core| core.get(&name()).unwrap().history.len();
+    let before = noted(&core);
+    let effects = core.on_probe(&name(), 4242, true, String::new(), at);
+    assert!(effects.is_empty() && noted(&core) == before, "no change: {effects:?}");
+    // Another init (the run ended, and a later one was adopted): begun afresh.
+    let mut core = Core::default();
+    core.restore_health(&name(), healthy);
+    core.adopt(&name(), Version(1), 4343, at.now, at);
+    core.on_manifest(&name(), valid(1, check), at);
+    assert_eq!(health(&core), Some(HealthStatus::Starting));
+    assert_eq!(core.get(&name()).unwrap().health_kept(), None, "nothing said of this run yet");
+    // A change is kept for the next daemon.
+    let effects = core.on_probe(&name(), 4343, true, String::new(), at);
+    assert_eq!(effects.iter().map(kind).collect::<Vec<_>>(), ["persist"]);
+    assert_eq!(core.get(&name()).unwrap().health_kept(), Some(KeptHealth { pid: 4343, ..healthy }));
+}
+
 /// A core rebuilt after a daemon restart, with the sandbox of version 1
 /// adopted (pid 4242).
 fn adopted(at: Clock) -> Core {
@@ -676,7 +730,7 @@ fn a_restart_under_way_when_the_daemon_died_is_carried_out_by_the_next() {
     // adopted with its init's pid (none: gone), the file read.
     let successor_adopting = |replacing: Replacing, pid: Option<i32>| {
         let mut core = Core::default();
-        core.restore(&name(), None, None, None);
+        core.restore(&name(), None, None, None, None);
         core.restore_replacing(&name(), replacing);
         if let Some(pid) = pid {
             core.adopt(&name(), Version(1), pid, at.now, at);
@@ -740,7 +794,7 @@ fn a_stop_at_the_daemons_own_stop_cut_short_is_started_again_by_the_next() {
     assert_eq!(replacing, Replacing { version: Version(1), unhealthy: false, halted: true, pid: Some(4242) });
     let successor = || {
         let mut core = Core::default();
-        core.restore(&name(), None, None, None);
+        core.restore(&name(), None, None, None, None);
         core.restore_replacing(&name(), replacing);
         core.adopt(&name(), Version(1), 4242, at.now, at);
         core.on_manifest(&name(), valid(1, never), at);
@@ -761,7 +815,13 @@ fn a_stop_at_the_daemons_own_stop_cut_short_is_started_again_by_the_next() {
     // Not adopted (its sandbox gone too): started as after a stop that
     // ended, its failures not carried, its start no restart.
     let mut core = Core::default();
-    core.restore(&name(), None, None, Some(Counts { version: Version(1), failures: 3, restarts: 2, halted: false }));
+    core.restore(
+        &name(),
+        None,
+        None,
+        Some(Counts { version: Version(1), failures: 3, restarts: 2, halted: false }),
+        None,
+    );
     core.restore_replacing(&name(), replacing);
     core.on_manifest(&name(), valid(1, never), at);
     let effects = kinds(&core.reconcile(at, 16).effects);
@@ -796,7 +856,7 @@ fn an_edit_made_while_no_daemon_ran_is_said_to_be_a_change() {
     let at = Clock::read();
     let kinds = |effects: &[Effect]| effects.iter().map(kind).collect::<Vec<_>>();
     let mut core = Core::default();
-    core.restore(&name(), None, None, None);
+    core.restore(&name(), None, None, None, None);
     core.adopt(&name(), Version(1), 4242, at.now, at);
     let ManifestEvent::Valid(desired) = valid(1, "env = { A = \"1\" }") else { unreachable!() };
     core.runs_adopted(&name(), desired, at);
@@ -840,11 +900,12 @@ fn a_held_workload_adopted_running_is_stopped_and_stays_held() {
     let at = Clock::read();
     let kinds = |effects: &[Effect]| effects.iter().map(kind).collect::<Vec<_>>();
     let mut core = Core::default();
-    core.restore(&name(), Some(Version(1)), None, None);
+    core.restore(&name(), Some(Version(1)), None, None, None);
     core.adopt(&name(), Version(1), 4242, at.now, at);
     core.on_manifest(&name(), valid(1, ""), at);
     assert_eq!(kinds(&core.reconcile(at, 16).effects), ["stop (paddock stop)"]);
-    assert!(kinds(&core.on_exit(&name(), Exit::Code(143), at, 0.0)).is_empty());
+    // Its exit is kept, for `status` after a restart of the daemon.
+    assert_eq!(kinds(&core.on_exit(&name(), Exit::Code(143), at, 0.0)), ["persist"]);
     assert!(core.reconcile(at, 16).effects.is_empty());
     assert_eq!(core.get(&name()).unwrap().state_name(), "stopped");
     assert_eq!(core.get(&name()).unwrap().hold, Some(Version(1)));
@@ -902,7 +963,7 @@ fn a_successor_waits_out_what_was_left_of_a_restart_delay() {
     let counts = |halted| Counts { version: Version(1), failures: 2, restarts: 3, halted };
     let restored = |counts: Counts, v: u64| {
         let mut core = Core::default();
-        core.restore(&name(), None, None, Some(counts));
+        core.restore(&name(), None, None, Some(counts), None);
         core.restore_delay(&name(), SEC * 10, at);
         core.on_manifest(&name(), valid(v, ""), at);
         core
@@ -923,7 +984,7 @@ fn a_successor_waits_out_what_was_left_of_a_restart_delay() {
     assert_eq!(starts(&mut core, at), ["web"], "another version starts at once");
     // Its file found invalid: shown so, not as a backoff (helper-105).
     let mut core = Core::default();
-    core.restore(&name(), None, None, Some(counts(false)));
+    core.restore(&name(), None, None, Some(counts(false)), None);
     core.restore_delay(&name(), SEC * 10, at);
     core.on_manifest(&name(), ManifestEvent::Invalid("bad".into()), at);
     assert_eq!(core.get(&name()).unwrap().state_name(), "invalid");
@@ -931,7 +992,7 @@ fn a_successor_waits_out_what_was_left_of_a_restart_delay() {
     // The daemon died before it wrote that the retry began: the run it
     // began is adopted, and takes the count over.
     let mut core = Core::default();
-    core.restore(&name(), None, None, Some(counts(false)));
+    core.restore(&name(), None, None, Some(counts(false)), None);
     core.restore_delay(&name(), SEC * 10, at);
     core.adopt(&name(), Version(1), 4242, at.now, at);
     core.on_manifest(&name(), valid(1, ""), at);

@@ -580,6 +580,7 @@ fn a_killed_daemons_successor_waits_out_what_is_left_of_a_restart_delay() {
     std::thread::sleep(Duration::from_millis(1500));
     let w = d.workload("flaky").unwrap();
     assert_eq!((&w["state"], &w["restarts"]), (&serde_json::json!("backoff"), &serde_json::json!(0)), "{w}");
+    assert_eq!(w["last_exit"], 3, "how the run it waits after ended is still shown: {w}");
     d.wait_for("flaky restarted", |d| d.workload("flaky").is_some_and(|w| w["restarts"].as_u64() >= Some(1)));
     let waited = failed.elapsed();
     assert!(waited >= Duration::from_millis(3500), "restarted {waited:?} after its failure, within its 4 s delay");

@@ -279,3 +279,33 @@ fn at_shutdown_a_workload_is_stopped_before_what_it_comes_after() {
     let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap_or_default();
     assert_eq!(std::fs::read_to_string(d.path("order/log")).unwrap(), "sapp\nsdb\n", "{log}");
 }
+
+/// A daemon that adopts a healthy workload's run (after a crash, as after
+/// an upgrade) takes up its health where the probes left it: not
+/// "starting" until a probe answers again, nor a change logged that it
+/// did not have (helper-109).
+#[test]
+fn an_adopted_run_keeps_the_health_its_probes_gave_it() {
+    let d = Daemon::setup().start(&[]);
+    // Each probe takes 3 s: an adopted run would show "starting" as long.
+    let check = "[health]\ncommand = [\"sleep\", \"3\"]\ninterval = \"200ms\"\ntimeout = \"10s\"\n";
+    d.write("hslow.toml", &busybox_manifest("exec sleep 1000", check));
+    let pid = d.running_pid("hslow");
+    d.wait_for("hslow healthy, and kept so", |d| {
+        d.workload("hslow").is_some_and(|w| w["health"] == "healthy")
+            && std::fs::read_to_string(d.path("state/workloads/hslow.json")).is_ok_and(|t| t.contains("\"healthy\""))
+    });
+    let mut d = d;
+    d.kill();
+    let d = d.start(&[]);
+    let w = d.workload("hslow").unwrap();
+    assert!(w["pid"] == pid && w["health"] == "healthy", "adopted as it was: {w}");
+    // Probed again (at once, on adoption): still healthy, and nothing said changed.
+    d.wait_for("a probe of the adopted run", |d| {
+        detail(d, "hslow")["probes"].as_array().is_some_and(|p| !p.is_empty())
+    });
+    assert_eq!(d.workload("hslow").unwrap()["health"], "healthy");
+    assert!(!events(&d, "hslow").iter().any(|e| e.starts_with("health:")), "{:?}", events(&d, "hslow"));
+    let log = std::fs::read_to_string(d.path("out/daemon.log")).unwrap();
+    assert!(!log.contains("health changed"), "{log}");
+}

@@ -165,9 +165,12 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 self.reserved.insert(name);
                 continue;
             }
-            self.core.restore(&name, kept.hold, kept.ended, kept.counts);
+            self.core.restore(&name, kept.hold, kept.ended, kept.counts, kept.last_exit);
             if let Some(replacing) = kept.replacing {
                 self.core.restore_replacing(&name, replacing);
+            }
+            if let Some(health) = kept.health {
+                self.core.restore_health(&name, health);
             }
             if let Some(left) = kept.delay.as_ref().and_then(|d| d.left()) {
                 self.core.restore_delay(&name, left, Clock::read());
@@ -355,7 +358,9 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                         slice: self.store.slice(&name),
                         hold: self.core.get(&name).and_then(|w| w.hold),
                         ended: Some(ended),
+                        last_exit: None,
                         replacing: None,
+                        health: None,
                         counts: self.core.get(&name).and_then(|w| w.counts()),
                         delay: None,
                         reserved: false,
@@ -680,7 +685,9 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             slice: self.store.slice(name),
             hold: self.core.get(name).and_then(|w| w.hold),
             ended: self.core.get(name).and_then(|w| w.ended),
+            last_exit: self.core.get(name).and_then(|w| w.exit_kept()),
             replacing: self.core.get(name).and_then(|w| w.replacing),
+            health: self.core.get(name).and_then(|w| w.health_kept()),
             counts: self.core.get(name).and_then(|w| w.counts()),
             delay: match self.core.get(name).map(|w| w.state) {
                 Some(State::Backoff { until, .. }) => {

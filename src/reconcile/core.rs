@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::state::State;
 use super::workload::{Cause, Clock, Counts, Desired, Ended, File, Happening, Replacing, Version, Workload};
-use crate::model::{Manifest, Signal, WorkloadName};
+use crate::model::{Exit, Manifest, Signal, WorkloadName};
 
 /// How long a start may take by default, from the clone to the init's
 /// report, before it is killed and counted as failed (an init stuck on a
@@ -219,7 +219,8 @@ impl Core {
     }
 
     /// Puts back what a daemon kept of a workload across its restart: a
-    /// hold, or how its last run ended. The manifest that follows decides
+    /// hold, or how its last run ended (`last_exit` where no `ended` says
+    /// it: `Workload::exit_kept`). The manifest that follows decides
     /// whether it still applies (the same version keeps it).
     pub fn restore(
         &mut self,
@@ -227,6 +228,7 @@ impl Core {
         hold: Option<Version>,
         ended: Option<Ended>,
         counts: Option<Counts>,
+        last_exit: Option<Exit>,
     ) {
         let w = self.entry(name);
         w.hold = hold;
@@ -235,7 +237,7 @@ impl Core {
         w.kept_counts = counts;
         let of = |version: Version| counts.filter(|c| c.version == version);
         // How its last run ended, shown whatever came after (a hold, a failure).
-        w.last_exit = ended.and_then(|e| e.exit);
+        w.last_exit = ended.and_then(|e| e.exit).or(last_exit);
         w.state = match (hold, ended) {
             (Some(version), _) => State::Held { version },
             (None, Some(Ended { version, failed: true, .. })) => {
@@ -273,6 +275,12 @@ impl Core {
     /// running that version, dropped otherwise.
     pub fn restore_replacing(&mut self, name: &WorkloadName, replacing: Replacing) {
         self.entry(name).replacing = Some(replacing);
+    }
+
+    /// Puts back what a predecessor kept of a run's health: taken up if
+    /// this daemon adopts that run.
+    pub fn restore_health(&mut self, name: &WorkloadName, kept: super::health::KeptHealth) {
+        self.entry(name).kept_health = Some(kept);
     }
 
     /// A sandbox that ran on while no daemon watched (or across this
@@ -316,8 +324,13 @@ impl Core {
     /// and health checks are that manifest's from now on.
     fn take_over(w: &mut Workload, desired: &Desired, at: Clock) {
         w.runs = Some(desired.clone());
-        if let State::Running { since, .. } = w.state {
+        if let State::Running { since, version, pid, .. } = w.state {
+            let kept = w.kept_health.take().filter(|k| (k.version, k.pid) == (version, pid));
             w.begin_health(since.max(at.now));
+            // As its predecessor's probes left it: no change to say.
+            if let (Some(k), Some(h)) = (kept, &mut w.health) {
+                h.status = k.status;
+            }
             // Its health is this daemon's to learn, and likely it was
             // healthy: probed at once, not an interval later (meanwhile
             // "starting", and what comes `after` it waited: helper-101).

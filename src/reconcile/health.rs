@@ -7,11 +7,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::core::{Core, Effect};
 use super::state::{State, Then};
-use super::workload::{Cause, Clock, Happening, Workload};
+use super::workload::{Cause, Clock, Happening, Version, Workload};
 use crate::model::{OnUnhealthy, WorkloadName};
 
 /// What the last probes say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// No probe has passed yet.
@@ -58,6 +58,17 @@ pub struct Health {
     pub results: VecDeque<ProbeResult>,
 }
 
+/// What a daemon keeps of a run's health once a probe has said it: a
+/// successor that adopts that run (the same version and init) takes it
+/// up where it was, rather than show a healthy workload "starting" and
+/// log a change it did not have (helper-109).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeptHealth {
+    pub version: Version,
+    pub pid: i32,
+    pub status: Status,
+}
+
 impl Health {
     fn new(since: Instant, interval: Duration) -> Self {
         Health { status: Status::Starting, streak: 0, next: Some(since + interval), since, results: VecDeque::new() }
@@ -67,7 +78,21 @@ impl Health {
 impl Workload {
     /// A run begins (started, or adopted): its checks begin afresh.
     pub(super) fn begin_health(&mut self, since: Instant) {
+        self.kept_health = None;
         self.health = self.running_manifest().and_then(|m| m.health.as_ref()).map(|h| Health::new(since, h.period()));
+    }
+
+    /// What is kept of its run's health: what the probes said of the run
+    /// under way, or what a predecessor kept of an adopted run whose
+    /// checks have not begun yet (its manifest not read yet).
+    pub fn health_kept(&self) -> Option<KeptHealth> {
+        match (self.state, &self.health) {
+            (State::Running { version, pid, .. }, Some(h)) if h.status != Status::Starting => {
+                Some(KeptHealth { version, pid, status: h.status })
+            }
+            (State::Running { .. }, None) => self.kept_health,
+            _ => None,
+        }
     }
 
     /// Whether a workload `after` it may start: it runs, and is healthy
@@ -130,13 +155,15 @@ impl Core {
         let now = h.status;
         if now != before {
             w.note(at.wall, Happening::Health(now));
+            // For a successor that adopts this run (`KeptHealth`).
+            w.persist(&mut effects);
         }
         if now == Status::Unhealthy && before != Status::Unhealthy && spec.on_unhealthy == OnUnhealthy::Restart {
             // Kept while the sandbox stops, as `paddock restart`'s is.
             if let Some(version) = w.state.version() {
                 w.replacing =
                     Some(super::workload::Replacing { version, unhealthy: true, halted: false, pid: Some(pid) });
-                effects.push(Effect::Persist { name: name.clone() });
+                w.persist(&mut effects);
             }
             let then = Then::Unhealthy { failures, since };
             Self::stop(w, Cause::Unhealthy, then, at, &mut effects);

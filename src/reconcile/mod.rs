@@ -15,7 +15,7 @@ pub use core::{
     Action, Answer, Command, Core, DAEMON_RETRY, Effect, ManifestEvent, Pass, START_TIMEOUT, Unknown, Verb,
     changed_keys,
 };
-pub use health::{Health, KEPT_RESULTS, ProbeResult, Status as HealthStatus};
+pub use health::{Health, KEPT_RESULTS, KeptHealth, ProbeResult, Status as HealthStatus};
 pub use order::Wait;
 pub use restart::{Decision, RESTART_FLOOR, decide};
 pub use state::{State, Then};

@@ -443,7 +443,12 @@ impl Core {
                 effects.push(Effect::Forget { name: name.clone(), in_doubt });
                 return;
             }
-            (_, Some(version), _) => State::Held { version },
+            (_, Some(version), _) => {
+                // How the run the hold stopped ended, kept for `status`
+                // after a restart of the daemon.
+                w.persist(effects);
+                State::Held { version }
+            }
             _ => State::Idle,
         };
         if halted.is_some() && w.state == State::Idle {

@@ -330,6 +330,9 @@ pub struct Workload {
     pub start_latency: Option<Duration>,
     /// Its current run's health, when its manifest has a check.
     pub health: Option<super::health::Health>,
+    /// What a predecessor kept of its run's health, until the checks of
+    /// the run it adopted begin (taken up if that is the run it was of).
+    pub kept_health: Option<super::health::KeptHealth>,
     /// Whom it waits for before it starts (`after`).
     pub waiting: Vec<super::order::Wait>,
 }
@@ -355,8 +358,17 @@ impl Workload {
             history: VecDeque::new(),
             start_latency: None,
             health: None,
+            kept_health: None,
             waiting: Vec::new(),
         }
+    }
+
+    /// How its last run ended, kept while it does not run (held, or
+    /// waiting out a restart delay) where no `ended` says it: `status`
+    /// shows it after a restart of the daemon too.
+    pub fn exit_kept(&self) -> Option<Exit> {
+        let idle = self.hold.is_some() || matches!(self.state, State::Backoff { .. });
+        self.last_exit.filter(|_| idle && self.ended.is_none())
     }
 
     /// What is kept of its runs' counts (None when there is nothing to
