@@ -218,12 +218,15 @@ fn bind_path(path: &Path) -> Result<UnixListener, BindError> {
 }
 
 /// Accepts forever, but while `gate` is closed; see the module's comment.
-/// When every slot is taken, `make_room` may close a connection to free
-/// one (the metrics listener's oldest that still sends its request).
+/// With every slot taken, it waits for one before it accepts (what comes
+/// meanwhile waits in the kernel's backlog); with `make_room` (the metrics
+/// listener's: it closes the oldest connection that still sends its
+/// request), it accepts what comes, and only then makes room for it,
+/// never for no one.
 async fn accept_loop<S, F, Fut>(
     what: &'static str,
     gate: Option<&Gate>,
-    make_room: impl Fn(),
+    make_room: Option<&(dyn Fn() + Sync)>,
     mut accept: impl FnMut() -> F,
     mut serve: impl FnMut(S) -> Fut,
 ) where
@@ -234,12 +237,12 @@ async fn accept_loop<S, F, Fut>(
     let mut failures = AcceptFailures::default();
     loop {
         let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
+            Ok(slot) => Some(slot),
             Err(tokio::sync::TryAcquireError::Closed) => return,
+            Err(tokio::sync::TryAcquireError::NoPermits) if make_room.is_some() => None,
             Err(tokio::sync::TryAcquireError::NoPermits) => {
-                make_room();
                 let Ok(slot) = slots.clone().acquire_owned().await else { return };
-                slot
+                Some(slot)
             }
         };
         let accepted = match gate {
@@ -259,6 +262,17 @@ async fn accept_loop<S, F, Fut>(
                 if failures.accepted() {
                     tracing::warn!(listener = what, "accepting connections again");
                 }
+                // Every slot taken: room is made for this one, now it has come.
+                let slot = match slot.map_or_else(|| slots.clone().try_acquire_owned().ok(), Some) {
+                    Some(slot) => slot,
+                    None => {
+                        if let Some(make_room) = make_room {
+                            make_room();
+                        }
+                        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                        slot
+                    }
+                };
                 let served = serve(stream);
                 tokio::spawn(async move {
                     served.await;
@@ -288,7 +302,7 @@ pub async fn serve(listener: UnixListener, tx: mpsc::UnboundedSender<Control>, g
     accept_loop(
         "control socket",
         Some(&gate),
-        || {},
+        None,
         || async { listener.accept().await.map(|(s, _)| s) },
         |stream| answer(stream, tx.clone(), gate.accepted()),
     )
@@ -501,7 +515,7 @@ async fn serve_metrics(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSen
     accept_loop(
         "metrics",
         None,
-        || reading.close_oldest(),
+        Some(&|| reading.close_oldest()),
         || async { listener.accept().await.map(|(s, _)| s) },
         // Listed as it is accepted, before its task first runs: the
         // accept loop may take every slot before any of them has.
@@ -668,6 +682,35 @@ mod tests {
         assert_eq!(f.failed(at(62)), None);
         assert_eq!(f.failed(at(200)), None, "still the same spell: said at its start");
         assert!(!f.accepted());
+    }
+
+    /// As many idle connections as are served at once are all kept: room
+    /// is made only for one more that comes (helper-112: the loop closed
+    /// the oldest as soon as the last slot was taken, for no one).
+    #[test]
+    fn a_full_house_of_idle_connections_is_kept_until_another_comes() {
+        use std::io::Read;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel::<Control>();
+        let _thread = std::thread::spawn(move || runtime.block_on(serve_metrics(listener, tx)));
+        let mut idle: Vec<std::net::TcpStream> =
+            (0..MAX_CLIENTS).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        // Open: a read finds nothing yet (an end would read 0 bytes).
+        let open = |s: &mut std::net::TcpStream| {
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            s.read(&mut [0; 1]).is_err()
+        };
+        let closed: Vec<usize> = (0..idle.len()).filter(|&i| !open(&mut idle[i])).collect();
+        assert!(closed.is_empty(), "closed for no one: {closed:?}");
+        // One more: the oldest makes room for it.
+        let _more = std::net::TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!open(&mut idle[0]), "the oldest closed for the newcomer");
+        assert!((1..idle.len()).all(|i| open(&mut idle[i])), "only the oldest");
+        drop(rx);
     }
 
     #[test]
