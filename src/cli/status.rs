@@ -142,14 +142,24 @@ pub fn table(workloads: &[WorkloadStatus], width: Option<usize>, color: Color) -
             out += &cut(&format!("    waiting for {}", escape(&w.waiting_for.join(", "))));
             out.push('\n');
         }
-        if let Some(error) = &w.error {
-            for l in error.lines() {
-                out += &cut(&format!("    {}", escape(l)));
-                out.push('\n');
-            }
+        for l in error_lines(w) {
+            out += &cut(&format!("    {}", escape(&l)));
+            out.push('\n');
         }
     }
     out
+}
+
+/// The current error's lines: a file's, and then, if the last valid
+/// version did not start (or is held in doubt), why: the file's error is
+/// not the cause.
+fn error_lines(w: &WorkloadStatus) -> Vec<String> {
+    let mut lines: Vec<String> = w.error.iter().flat_map(|e| e.lines()).map(str::to_owned).collect();
+    if let Some(start) = w.start_error.as_ref().filter(|_| w.file_invalid) {
+        lines.push(format!("the last valid version: {}", start.lines().next().unwrap_or("")));
+        lines.extend(start.lines().skip(1).map(str::to_owned));
+    }
+    lines
 }
 
 fn detail(d: &WorkloadDetail, color: Color) -> String {
@@ -184,10 +194,11 @@ fn detail(d: &WorkloadDetail, color: Color) -> String {
             out.push_str(&format!("    {}  {verdict}  {}\n", p.time, escape(said)));
         }
     }
-    if let Some(error) = &w.error {
+    let errors = error_lines(w);
+    if !errors.is_empty() {
         out.push_str("  error:\n");
-        for l in error.lines() {
-            out.push_str(&format!("    {}\n", escape(l)));
+        for l in errors {
+            out.push_str(&format!("    {}\n", escape(&l)));
         }
     }
     if let Some(m) = &d.effective_manifest {
@@ -332,6 +343,29 @@ mod tests {
         );
         let narrow = table(&ws, Some(60), Color::Never);
         assert!(narrow.starts_with("NAME   STATE    PID   ADDRESS    LAST EXIT\n"), "{narrow}");
+    }
+
+    /// A file turned invalid does not hide why the last valid version did
+    /// not start (helper-112: the table and the detail showed only the
+    /// file's error).
+    #[test]
+    fn a_start_error_is_shown_beside_the_files() {
+        let mut web = w("web", Some("/etc/paddock/workloads/web.toml:3:1: error: unknown key `bogus`"));
+        web.file_invalid = true;
+        web.start_error = Some("mount source /srv/data: ENOENT".into());
+        let said = "    the last valid version: mount source /srv/data: ENOENT\n";
+        assert!(table(std::slice::from_ref(&web), None, Color::Never).ends_with(said));
+        let d = WorkloadDetail {
+            status: web,
+            log: "/var/lib/paddock/logs/web.log".into(),
+            start_latency_ms: None,
+            probes: Vec::new(),
+            effective_manifest: None,
+            changes: Vec::new(),
+        };
+        assert!(detail(&d, Color::Never).contains(&format!(
+            "  error:\n    /etc/paddock/workloads/web.toml:3:1: error: unknown key `bogus`\n{said}"
+        )));
     }
 
     #[test]
