@@ -302,9 +302,14 @@ impl<'a> Place<'a> {
 pub fn workloads_group(state_dir: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
     // Spelled as the daemon would read it: `//`, `/./` and a trailing `/`
-    // do not make another daemon.
-    let path: PathBuf = state_dir.components().collect();
-    if path == Path::new(crate::config::DEFAULT_STATE_DIR) {
+    // do not make another daemon; nor, once it exists (the daemon makes
+    // it first), do `..` or a link on the way to it (helper-112: the same
+    // daemon, restarted with another spelling, did not look where its
+    // predecessor's sandboxes were).
+    let lexical: PathBuf = state_dir.components().collect();
+    let default = Path::new(crate::config::DEFAULT_STATE_DIR);
+    let path = std::fs::canonicalize(&lexical).unwrap_or_else(|_| lexical.clone());
+    if lexical == default || std::fs::canonicalize(default).is_ok_and(|d| d == path) {
         return WORKLOADS.to_owned();
     }
     // FNV-1a: the same in every build (std's hasher may change between
@@ -949,6 +954,15 @@ mod tests {
         for other in ["paddock-run", "paddock-4aea49a07af865b", "paddock-4AEA49A07AF865B2", "paddockx", "system.slice"]
         {
             assert!(!is_workloads_group(other.as_ref()), "{other}");
+        }
+        // An existing directory by any way to it: one group.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/state")).unwrap();
+        std::fs::create_dir(dir.path().join("b")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("a"), dir.path().join("link")).unwrap();
+        let group = workloads_group(&dir.path().join("a/state"));
+        for other in ["b/../a/state", "link/state", "link/../a/state/"] {
+            assert_eq!(workloads_group(&dir.path().join(other)), group, "{other}");
         }
     }
 
