@@ -243,6 +243,15 @@ fn a_long_key_is_named_by_its_start() {
         &format!("command = [\"x\"]\n[env]\n{huge} = \"1\"\n"),
         &[&format!("3:200004: error: {}…=... is 200002 bytes long", "E".repeat(57))],
     );
+    // A name the schema refuses (`=` in a variable's name) too.
+    let named = format!("{}=B", "A".repeat(200_000));
+    expect(
+        &format!("command = [\"x\"]\n[env]\n\"{named}\" = \"1\"\n"),
+        &[&format!(
+            "3:1: error: key \"{}…\" in [env] must be a variable name: not empty, and without `=`",
+            "A".repeat(57)
+        )],
+    );
 }
 
 #[test]

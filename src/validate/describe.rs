@@ -291,7 +291,7 @@ pub fn describe(error: &ValidationError<'_>, spans: &SpanIndex, schema: &Value) 
             };
             vec![Problem::error(
                 spans.key_span(&child).or_else(|| spans.locate(pointer)),
-                format!("key {name:?} {} must be {meaning}", table_name(&child)),
+                format!("key {:?} {} must be {meaning}", shortened(&name), table_name(&child)),
             )]
         }
         ValidationErrorKind::MinItems { limit: 1 } => single(format!("`{key}` cannot be empty")),
