@@ -189,23 +189,42 @@ fn two_workloads_whose_services_would_have_one_name_are_refused_naming_both_file
     }
 }
 
+/// A pod's user namespace maps 65536 ids, the kubelet's, whatever this
+/// host's slices hold: a remapped workload's user past them is refused
+/// when the host's slices are larger, and one below them exported when
+/// they are smaller (the pod runs on a cluster's node, not this host).
+#[test]
+fn a_remapped_id_is_checked_against_what_a_pod_maps_not_the_slice_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("paddock.toml");
+    let export_with = |slice_size: u32, user: u32| {
+        std::fs::write(&config, format!("[remap]\nslice_size = {slice_size}\n")).unwrap();
+        let file = dir.path().join("w.toml");
+        std::fs::write(&file, format!("command = [\"/x\"]\nuser = {user}\n")).unwrap();
+        export(&[file.to_str().unwrap(), "--image", IMAGE, "--config", config.to_str().unwrap()])
+    };
+    let run = export_with(262144, 100000);
+    assert_eq!((run.code, run.stdout.as_str()), (1, ""), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("w.toml:2:8: error: user 100000 is outside the workload's 65536 ids"),
+        "{}",
+        run.stderr
+    );
+    // Raising slice_size cannot help: the help says what the limit is.
+    assert!(
+        run.stderr.contains("help: a pod's user namespace maps 65536 ids (the kubelet's): use an id below 65536"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("slice_size"), "{}", run.stderr);
+    let run = export_with(4096, 5000);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("runAsUser: 5000"), "{}", run.stdout);
+}
+
 /// What paddock runs and the API server would refuse: the file is invalid
 /// for the export, each problem at its key with what to do, and the
 /// others are exported.
-/// A pod's user namespace maps 65536 ids: a remapped workload's user past
-/// them is refused, however many this host's slices hold.
-#[test]
-fn a_remapped_id_past_what_a_pod_maps_is_refused_whatever_the_slice_size() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("big.toml"), "command = [\"/x\"]\nuser = 100000\n").unwrap();
-    let config = dir.path().join("paddock.toml");
-    std::fs::write(&config, "[remap]\nslice_size = 262144\n").unwrap();
-    let file = dir.path().join("big.toml");
-    let run = export(&[file.to_str().unwrap(), "--image", IMAGE, "--config", config.to_str().unwrap()]);
-    assert_eq!((run.code, run.stdout.as_str()), (1, ""), "{}", run.stderr);
-    assert!(run.stderr.contains("user 100000 is outside the workload's 65536 ids"), "{}", run.stderr);
-}
-
 #[test]
 fn a_value_the_api_server_refuses_is_an_error_at_its_key_and_its_file_left_out() {
     let dir = tempfile::tempdir().unwrap();

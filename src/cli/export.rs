@@ -198,11 +198,8 @@ fn kubernetes(args: KubernetesArgs) -> Result<super::ExitCode, CliError> {
         None => crate::config::Config::default(),
     };
     let validator = args.policy.validator(&config, true).or_fail(USAGE_OR_IO)?;
-    // A pod's user namespace maps 65536 ids (the kubelet's default), however
-    // many this host's slices have.
-    let validator = validator
-        .with_restart_defaults(config.restart.clone())
-        .with_slice_size(config.remap.slice_size.min(crate::config::DEFAULT_SLICE_SIZE));
+    // A pod's ids are what the kubelet maps, more or fewer than this host's slices.
+    let validator = validator.with_restart_defaults(config.restart.clone()).for_pods();
     let policy_level = Level::of_policies(validator.policies().iter().map(|p| p.name.as_str()));
     // The files are meant for a cluster's nodes, not this host.
     let Validated { mut files, errors, .. } = validate_paths(&validator, &args.paths, HostChecks::Skip);

@@ -223,10 +223,41 @@ pub struct Validator {
     /// The daemon's volumes_root, for `check` to warn of mount sources a
     /// start on this host would refuse.
     sources: Option<std::path::PathBuf>,
-    /// The ids of a remapped workload's slice (`[remap] slice_size`): its
-    /// `user` and `group` must be below.
-    slice_size: u32,
+    /// The ids a remapped workload's `user` and `group` must be below.
+    ids: Ids,
 }
+
+/// What maps a remapped workload's ids, and so bounds them.
+#[derive(Debug, Clone, Copy)]
+enum Ids {
+    /// This host's slice of each workload (`[remap] slice_size`).
+    Slice(u32),
+    /// A pod's user namespace, of the kubelet's 65536 ids: `export`
+    /// writes for a cluster's nodes, whatever this host's slices hold.
+    Pod,
+}
+
+impl Ids {
+    fn count(self) -> u32 {
+        match self {
+            Ids::Slice(size) => size,
+            Ids::Pod => POD_IDS,
+        }
+    }
+
+    fn help(self) -> String {
+        let count = self.count();
+        match self {
+            Ids::Slice(_) => format!(
+                "a remapped workload's ids are those of its slice of the host's ([remap] slice_size): use an id below {count}"
+            ),
+            Ids::Pod => format!("a pod's user namespace maps {count} ids (the kubelet's): use an id below {count}"),
+        }
+    }
+}
+
+/// The ids the kubelet maps into a pod's user namespace (`hostUsers: false`).
+const POD_IDS: u32 = 65536;
 
 impl Validator {
     pub fn new(policies: Vec<Policy>) -> Self {
@@ -240,13 +271,20 @@ impl Validator {
             cgroups: None,
             unavailable: Vec::new(),
             sources: None,
-            slice_size: crate::config::DEFAULT_SLICE_SIZE,
+            ids: Ids::Slice(crate::config::DEFAULT_SLICE_SIZE),
         }
     }
 
     /// The ids a remapped workload's slice has (`[remap] slice_size`).
     pub fn with_slice_size(mut self, slice_size: u32) -> Self {
-        self.slice_size = slice_size;
+        self.ids = Ids::Slice(slice_size);
+        self
+    }
+
+    /// Check a remapped workload's ids against what a pod's user namespace
+    /// maps, not this host's slices (for `export`).
+    pub fn for_pods(mut self) -> Self {
+        self.ids = Ids::Pod;
         self
     }
 
@@ -334,19 +372,18 @@ impl Validator {
             }
             Err(e) => problems.push(Problem::error(None, format!("cannot apply policies: {e}"))),
         }
-        // A remapped workload's ids are its slice's: another fails its
-        // start (setresuid inside a namespace that does not map it).
+        // A remapped workload's ids are those its user namespace maps (its
+        // slice's, or a pod's): another fails its start (setresuid inside
+        // a namespace that does not map it).
         if effective.namespaces.remapped() {
-            let last = self.slice_size.saturating_sub(1);
+            let count = self.ids.count();
+            let last = count.saturating_sub(1);
             for (key, id) in [("user", effective.user), ("group", effective.group)] {
-                if id >= self.slice_size {
+                if id >= count {
                     let at = spans.value_span(&format!("/{key}"));
                     problems.push(
-                        Problem::error(at, format!("{key} {id} is outside the workload's {} ids (0-{last})", self.slice_size))
-                            .with_help(format!(
-                                "a remapped workload's ids are those of its slice of the host's ([remap] slice_size): use an id below {}",
-                                self.slice_size
-                            )),
+                        Problem::error(at, format!("{key} {id} is outside the workload's {count} ids (0-{last})"))
+                            .with_help(self.ids.help()),
                     );
                 }
             }
