@@ -20,6 +20,14 @@ fn a_minimal_manifest_is_valid() {
 fn toml_syntax_errors_point_at_the_byte_where_parsing_stopped() {
     expect("command = [\"/bin/true\"\n", &["1:23: error: TOML syntax: unclosed array, expected `]`"]);
     expect("command = [\"x\"]\ncommand = [\"y\"]\n", &["2:1: error: TOML syntax: duplicate key"]);
+    // toml gives no place for a key of 80 dotted parts or more: it is
+    // found, past a line of dots inside a multi-line string.
+    let key = vec!["a"; 85].join(".");
+    let dots = ".".repeat(85);
+    expect(
+        &format!("command = [\"x\"]\nhostname = \"\"\"\n{dots}\n\"\"\"\n{key} = 1\n"),
+        &["5:1: error: TOML syntax: recursion limit"],
+    );
 }
 
 #[test]

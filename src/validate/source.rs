@@ -109,22 +109,64 @@ pub fn parse(text: &str) -> Result<Parsed<'_>, Vec<Problem>> {
 
 /// The first key or table header of 79 dots or more (80 parts), outside
 /// quotes: what toml refuses as a "recursion limit" without saying where.
+/// toml read the file up to that key, so what comes before is TOML: a
+/// line that begins inside a multi-line string, or inside an array or
+/// inline table written over several lines, is not a key's.
 fn long_dotted_key(text: &str) -> Option<Range<usize>> {
+    // The string open where the scan is, by its closing delimiter.
+    let mut open: Option<&[u8]> = None;
+    // Arrays and inline tables open in a value.
+    let mut depth = 0usize;
     let mut start = 0;
     for line in text.split_inclusive('\n') {
-        let (mut dots, mut quote) = (0, None);
-        for c in line.trim_start().chars() {
-            match (quote, c) {
-                (None, '"' | '\'') => quote = Some(c),
-                (Some(q), c) if c == q => quote = None,
-                (None, '.') => dots += 1,
-                (None, '=' | ']' | '#') => break,
+        let b = line.as_bytes();
+        let (mut dots, mut in_key) = (0, open.is_none() && depth == 0);
+        let mut i = 0;
+        while i < b.len() {
+            if let Some(close) = open {
+                if close[0] == b'"' && b[i] == b'\\' {
+                    i += 2;
+                } else if b[i..].starts_with(close) {
+                    i += close.len();
+                    // A multi-line string may end in one or two of its quotes.
+                    while close.len() == 3 && b.get(i) == Some(&close[0]) {
+                        i += 1;
+                    }
+                    open = None;
+                } else {
+                    i += 1;
+                }
+                continue;
+            }
+            match b[i] {
+                q @ (b'"' | b'\'') => {
+                    let multi = b[i..].starts_with(&[q, q, q]);
+                    let close: &[u8] = match (q, multi) {
+                        (b'"', true) => b"\"\"\"",
+                        (b'"', false) => b"\"",
+                        (_, true) => b"\'\'\'",
+                        (_, false) => b"'",
+                    };
+                    open = Some(close);
+                    i += if multi { 3 } else { 1 };
+                    continue;
+                }
+                b'#' => break,
+                b'.' if in_key => dots += 1,
+                b'=' | b']' if in_key => in_key = false,
+                b'[' | b'{' if !in_key => depth += 1,
+                b']' | b'}' if !in_key => depth = depth.saturating_sub(1),
                 _ => {}
             }
+            i += 1;
         }
         if dots >= 79 {
             let key = line.trim_end();
             return Some(start + (line.len() - line.trim_start().len())..start + key.len());
+        }
+        // A one-line string does not go on to the next line.
+        if open.is_some_and(|close| close.len() == 1) {
+            open = None;
         }
         start += line.len();
     }
@@ -260,6 +302,27 @@ mod tests {
         for text in [format!("[{path}]\nb.c = 1\n"), format!("{path} = 1\n")] {
             let problems = parse(&text).err().unwrap();
             assert!(problems[0].message.contains("nested more than 32 levels"), "{:?}", problems[0]);
+        }
+    }
+
+    #[test]
+    fn a_long_dotted_key_is_found_past_strings_and_arrays_of_many_lines() {
+        // What reads as a long dotted key inside a multi-line string, past
+        // an escaped quote, or on a line of a multi-line array, is not
+        // the key: the caret goes under the key.
+        let dots = ".".repeat(85);
+        let key = vec!["a"; 86].join(".");
+        for (before, key) in [
+            (format!("hostname = \"\"\"\n{dots}\n\"\"\"\n"), key.clone()),
+            (format!("hostname = \"\"\"\n\\\"\"\"\n{dots}\n\"\"\"\n"), key.clone()),
+            (format!("hostname = \'\'\'\n{dots}\n\'\'\'\n"), key.clone()),
+            (format!("x = [\n  \"a\",\n  {}\n]\n", vec!["1.5"; 85].join(", ")), key.clone()),
+            (String::new(), format!("\"a\\\"b\".{key}")),
+        ] {
+            let text = format!("command = [\"x\"]\n{before}{key} = 1\n");
+            let problems = parse(&text).err().unwrap();
+            assert_eq!(problems[0].message, "TOML syntax: recursion limit", "{text}");
+            assert_eq!(problems[0].span.as_ref().map(|s| s.start), text.rfind(&key), "{text}");
         }
     }
 
