@@ -465,3 +465,19 @@ fn the_entering_process_holds_no_descriptor_the_daemon_inherited() {
     let _ = child.wait();
     assert_eq!(d.terminate(), 0);
 }
+
+/// An exec into a workload in the host's pid namespace runs: its entering
+/// process is its command's parent as the command sees it (from a pid
+/// namespace of the workload's own it sees none), checked once the
+/// command's parent-death signal is set.
+#[test]
+fn an_exec_into_a_workload_in_the_hosts_pid_namespace_runs() {
+    let d = Daemon::setup();
+    d.configure("policy_dir", "policies = [\"privileged\"]\npolicy_dir");
+    let mut d = d.start(&[]);
+    d.write("exec-hostpid.toml", "command = [\"/bin/sleep\", \"1014\"]\n[namespaces]\npid = \"host\"\n");
+    d.running_pid("exec-hostpid");
+    let out = run(&d, &["exec-hostpid", "--", "/bin/sh", "-c", "exit 5"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert_eq!(d.terminate(), 0);
+}

@@ -291,7 +291,10 @@ pub fn main(channel_fd: RawFd) -> i32 {
             return if errno == Errno::ENOENT { NOT_FOUND } else { CANNOT_EXECUTE };
         }
     };
-    prepared.die_with_parent = true;
+    // This process as its child sees it: none, from the sandbox's pid
+    // namespace (which this process is not in).
+    prepared.die_with_parent =
+        Some(if joined.contains(CloneFlags::CLONE_NEWPID) { 0 } else { nix::unistd::getpid().as_raw() });
     let mut watched = SigSet::empty();
     watched.add(Signal::SIGCHLD);
     watched.add(Signal::SIGIO);

@@ -31,9 +31,12 @@ pub struct Prepared {
     applied: bool,
     nofile: Option<(u64, u64)>,
     /// Killed when the process that forked it dies (an entered command
-    /// whose `paddock __enter` is killed, say at a probe's timeout). Set
-    /// last: a change of credentials clears it.
-    pub die_with_parent: bool,
+    /// whose `paddock __enter` is killed, say at a probe's timeout): that
+    /// process's pid as this one sees it (0 from a pid namespace it is
+    /// not in). Set last: a change of credentials clears it. A parent that
+    /// died before is never signalled for: the child, reparented, finds
+    /// another parent then, and does not execute.
+    pub die_with_parent: Option<libc::pid_t>,
     /// A pipe's read end the child waits on just before its execve, until
     /// the init that forked it has confined itself (`confine_init`): so the
     /// workload never runs beside an init with more privileges than its own.
@@ -84,7 +87,7 @@ pub fn prepare(cfg: &InitConfig, seccomp: Vec<BpfProgram>) -> Result<Prepared, (
         seccomp,
         applied: false,
         nofile: cfg.nofile,
-        die_with_parent: false,
+        die_with_parent: None,
         go: None,
     })
 }
@@ -214,9 +217,13 @@ fn setup(p: &Prepared) -> Result<std::convert::Infallible, (Step, Errno)> {
         // SAFETY: prctl with integer arguments only.
         Errno::result(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }).at(Step::NoNewPrivs)?;
     }
-    if p.die_with_parent {
+    if let Some(parent) = p.die_with_parent {
         // SAFETY: prctl with integer arguments only.
         Errno::result(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) }).at(Step::Execve)?;
+        // Its parent died before that (helper-106): nothing would kill it.
+        if nix::unistd::getppid().as_raw() != parent {
+            return Err((Step::Execve, Errno::ESRCH));
+        }
     }
     if let Some(go) = p.go {
         let mut byte = [0u8; 1];
@@ -405,6 +412,48 @@ mod tests {
                 other => panic!("{other:?}"),
             },
         }
+    }
+
+    /// A child whose parent is not the one it was to die with (that one
+    /// died before its parent-death signal was set) does not execute.
+    #[test]
+    fn a_child_whose_parent_died_before_its_death_signal_was_set_does_not_execute() {
+        let run = |parent: Option<libc::pid_t>| {
+            let p = Prepared {
+                program: c"/bin/true".into(),
+                argv: vec![c"true".into()],
+                envp: Vec::new(),
+                workdir: "/".into(),
+                uid: 0,
+                gid: 0,
+                capabilities: 0,
+                no_new_privileges: false,
+                seccomp: Vec::new(),
+                applied: true,
+                nofile: None,
+                die_with_parent: parent,
+                go: None,
+            };
+            // SAFETY: the child makes only system calls (no allocation, no
+            // lock another thread may hold) and leaves by execve or _exit.
+            match unsafe { nix::unistd::fork() }.unwrap() {
+                nix::unistd::ForkResult::Child => {
+                    let code = match exec(&p) {
+                        (Step::Execve, Errno::ESRCH) => 3,
+                        _ => 4,
+                    };
+                    // SAFETY: _exit ends the child without the parent's atexit handlers.
+                    unsafe { libc::_exit(code) }
+                }
+                nix::unistd::ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None).unwrap() {
+                    nix::sys::wait::WaitStatus::Exited(_, code) => code,
+                    other => panic!("{other:?}"),
+                },
+            }
+        };
+        assert_eq!(run(Some(nix::unistd::getpid().as_raw())), 0, "its parent: executed");
+        assert_eq!(run(Some(0)), 3, "another parent: not executed");
+        assert_eq!(run(None), 0);
     }
 
     /// A filter that refuses keyrings outright leaves nothing to share; one
