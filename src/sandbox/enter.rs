@@ -390,17 +390,20 @@ fn wait_forwarding(child: Pid, watched: &SigSet, channel: &Channel, mut deadline
     let mut orphaned: Option<std::time::Instant> = None;
     // A probe's: what the command left in its group goes with it, however
     // it ends (one left holding the output would keep the probe waiting,
-    // and live on in the workload). Its group id stays its own while any
-    // of the group lives, even once the command is reaped.
+    // and live on in the workload). Killed before the command is reaped:
+    // until then its pid, the group's id, can be no other's (helper-106).
     let probe = deadline.is_some();
     let ended = |code: i32| {
         if probe {
             let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
         }
+        let _ = waitpid(child, None);
         code
     };
     loop {
-        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+        // Its end seen, not reaped (`ended` reaps it).
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match nix::sys::wait::waitid(nix::sys::wait::Id::Pid(child), flags) {
             Ok(WaitStatus::Exited(_, code)) => return ended(code),
             Ok(WaitStatus::Signaled(_, signal, _)) => return ended(128 + signal as i32),
             Ok(_) => {}
