@@ -836,6 +836,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                     scans: &mut scans,
                     control: &mut control,
                     gate: &gate,
+                    state_dir: &state_dir,
                 };
                 let replaced =
                     reexec(&mut daemon, &mut sandbox_rx, &handover, upgrade, start_timeout, &notifier, heard).await;
@@ -983,6 +984,8 @@ struct Upgrade<'a> {
     control: &'a mut mpsc::UnboundedReceiver<Control>,
     /// The control socket's, closed for the exec.
     gate: &'a server::Gate,
+    /// Where the runs' health is handed on (`upgrade::hand_on_health`).
+    state_dir: &'a std::path::Path,
 }
 
 /// Re-executes the upgrade's binary (which checked the configuration)
@@ -1002,7 +1005,7 @@ async fn reexec(
     notifier: &Notifier,
     heard: Heard<'_>,
 ) -> Option<Vec<oneshot::Sender<Response>>> {
-    let Upgrade { binary, identity, config, waiting, scans, control, gate } = what;
+    let Upgrade { binary, identity, config, waiting, scans, control, gate, state_dir } = what;
     let _ = notifier.notify("RELOADING=1");
     // What the loop is asked meanwhile (a stop abandons the upgrade).
     let mut asked = Vec::new();
@@ -1079,7 +1082,10 @@ async fn reexec(
     // moment before the exec must not end the daemon (a newer image holds
     // them again, and takes them back, at once).
     signals::release();
+    upgrade::hand_on_health(state_dir, daemon.health_to_hand_on());
     let error = upgrade::reexec(binary, handover);
+    // Not to be taken by a daemon that comes later.
+    let _ = upgrade::handed_health(state_dir);
     signals::hold();
     gate.open();
     // A reload asked meanwhile is the loop's again.

@@ -36,10 +36,6 @@ pub struct Kept {
     pub last_exit: Option<crate::model::Exit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacing: Option<crate::reconcile::Replacing>,
-    /// What the probes said of the run under way, for a successor that
-    /// adopts it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<crate::reconcile::KeptHealth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<crate::reconcile::Counts>,
     /// The end of the restart delay it was waiting out: a successor in
@@ -374,11 +370,6 @@ mod tests {
             hold: Some(Version(7)),
             ended: Some(Ended { version: Version(7), failed: false, exit: Some(crate::model::Exit::Code(0)) }),
             last_exit: Some(crate::model::Exit::Signal(15)),
-            health: Some(crate::reconcile::KeptHealth {
-                version: Version(7),
-                pid: 42,
-                status: crate::reconcile::HealthStatus::Healthy,
-            }),
             replacing: Some(crate::reconcile::Replacing {
                 version: Version(7),
                 unhealthy: true,

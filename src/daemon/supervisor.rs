@@ -152,8 +152,18 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         (self.seed % 1_000_000) as f64 / 1_000_000.0
     }
 
-    /// What a predecessor kept: holds, ends, and doubts.
+    /// What the probes said of each run, for the next image at an upgrade
+    /// (`upgrade::hand_on_health`).
+    pub fn health_to_hand_on(&self) -> BTreeMap<String, crate::reconcile::KeptHealth> {
+        self.core.workloads().filter_map(|w| Some((w.name.to_string(), w.health_kept()?))).collect()
+    }
+
+    /// What a predecessor kept: holds, ends, and doubts; and, from the
+    /// image before this one, its runs' health.
     pub fn restore(&mut self, loaded: Loaded, doubtful: Vec<WorkloadName>) {
+        for (name, health) in crate::daemon::upgrade::handed_health(&self.state_dir) {
+            self.core.restore_health(&name, health);
+        }
         // Kept until a scan says which have no file (the first may be refused).
         self.core.files_unread();
         for (name, kept) in loaded.kept {
@@ -168,9 +178,6 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             self.core.restore(&name, kept.hold, kept.ended, kept.counts, kept.last_exit);
             if let Some(replacing) = kept.replacing {
                 self.core.restore_replacing(&name, replacing);
-            }
-            if let Some(health) = kept.health {
-                self.core.restore_health(&name, health);
             }
             if let Some(left) = kept.delay.as_ref().and_then(|d| d.left()) {
                 self.core.restore_delay(&name, left, Clock::read());
@@ -360,7 +367,6 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                         ended: Some(ended),
                         last_exit: None,
                         replacing: None,
-                        health: None,
                         counts: self.core.get(&name).and_then(|w| w.counts()),
                         delay: None,
                         reserved: false,
@@ -687,7 +693,6 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             ended: self.core.get(name).and_then(|w| w.ended),
             last_exit: self.core.get(name).and_then(|w| w.exit_kept()),
             replacing: self.core.get(name).and_then(|w| w.replacing),
-            health: self.core.get(name).and_then(|w| w.health_kept()),
             counts: self.core.get(name).and_then(|w| w.counts()),
             delay: match self.core.get(name).map(|w| w.state) {
                 Some(State::Backoff { until, .. }) => {

@@ -180,6 +180,56 @@ impl Fixed {
     }
 }
 
+/// Where an image hands the next its workloads' health (`hand_on_health`).
+const HEALTH_HANDED: &str = "health.handed.json";
+
+/// How long a hand-over of health is good for: the next image reads it
+/// at once; one that a failed exec left is never taken by a later daemon.
+const HEALTH_HANDED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HandedHealth {
+    until: crate::daemon::kept::Delay,
+    health: std::collections::BTreeMap<String, crate::reconcile::KeptHealth>,
+}
+
+/// Hands the next image what the probes said of the runs it is to adopt:
+/// a file beside the kept state, not synced (only this boot's next image
+/// reads it, within a minute), taken by `handed_health`. Health is not
+/// kept otherwise: a daemon that comes after a crash probes at once.
+pub fn hand_on_health(
+    state_dir: &std::path::Path,
+    health: std::collections::BTreeMap<String, crate::reconcile::KeptHealth>,
+) {
+    let Some(until) = crate::daemon::kept::Delay::ending_in(HEALTH_HANDED_FOR).filter(|_| !health.is_empty()) else {
+        return;
+    };
+    let written = serde_json::to_vec(&HandedHealth { until, health })
+        .map_err(std::io::Error::other)
+        .and_then(|text| crate::fsutil::write_replace(&state_dir.join(HEALTH_HANDED), &text, 0o600));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "cannot hand the workloads' health on; the next image probes them at once");
+    }
+}
+
+/// What the image before this one handed on (`hand_on_health`), taken:
+/// the file is removed. Empty when there is none, or it is stale (not
+/// this boot's, or older than a minute: an exec that failed left it).
+pub fn handed_health(
+    state_dir: &std::path::Path,
+) -> std::collections::BTreeMap<crate::model::WorkloadName, crate::reconcile::KeptHealth> {
+    let path = state_dir.join(HEALTH_HANDED);
+    let text = std::fs::read(&path);
+    let _ = std::fs::remove_file(&path);
+    let handed = text.ok().and_then(|text| serde_json::from_slice::<HandedHealth>(&text).ok());
+    let Some(handed) = handed.filter(|h| h.until.left().is_some()) else { return Default::default() };
+    handed
+        .health
+        .into_iter()
+        .filter_map(|(name, health)| Some((crate::model::WorkloadName::try_from(name.as_str()).ok()?, health)))
+        .collect()
+}
+
 /// Why a reload (SIGHUP, `paddock reload`) re-executes the daemon instead
 /// of rescanning: its binary was replaced (a package upgrade), or its
 /// configuration changed since it was read.
@@ -336,6 +386,33 @@ pub fn reexec(binary: &std::path::Path, listener: &OwnedFd) -> ExecError {
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
+
+    /// The health handed on is taken once, by this boot's next image
+    /// within a minute: one a failed exec left is never taken later.
+    #[test]
+    fn health_handed_on_is_taken_once_and_only_while_fresh() {
+        use crate::reconcile::{HealthStatus, KeptHealth, Version};
+        let dir = tempfile::tempdir().unwrap();
+        let web = KeptHealth { version: Version(3), pid: 4242, status: HealthStatus::Healthy };
+        super::hand_on_health(dir.path(), [("web".to_owned(), web)].into());
+        let name = crate::model::WorkloadName::try_from("web").unwrap();
+        assert_eq!(super::handed_health(dir.path()), [(name, web)].into());
+        assert!(super::handed_health(dir.path()).is_empty(), "taken");
+        // Nothing to hand on: no file.
+        super::hand_on_health(dir.path(), Default::default());
+        assert!(!dir.path().join(super::HEALTH_HANDED).exists());
+        // Stale: over, or of another boot.
+        let mut stale = crate::daemon::kept::Delay::ending_in(Duration::from_secs(60)).unwrap();
+        for until in [crate::daemon::kept::Delay { until_ms: 1, ..stale.clone() }, {
+            stale.boot = "another boot".into();
+            stale
+        }] {
+            let text = serde_json::to_vec(&super::HandedHealth { until, health: [("web".to_owned(), web)].into() });
+            std::fs::write(dir.path().join(super::HEALTH_HANDED), text.unwrap()).unwrap();
+            assert!(super::handed_health(dir.path()).is_empty());
+            assert!(!dir.path().join(super::HEALTH_HANDED).exists(), "removed");
+        }
+    }
 
     /// Whether a process runs with this command line.
     fn running(cmdline: &[u8]) -> bool {

@@ -58,10 +58,12 @@ pub struct Health {
     pub results: VecDeque<ProbeResult>,
 }
 
-/// What a daemon keeps of a run's health once a probe has said it: a
-/// successor that adopts that run (the same version and init) takes it
-/// up where it was, rather than show a healthy workload "starting" and
-/// log a change it did not have (helper-109).
+/// What a daemon hands the next image at an upgrade of a run's health,
+/// once a probe has said it (`upgrade::hand_on_health`): the image that
+/// adopts that run (the same version and init) takes it up where it was,
+/// rather than show a healthy workload "starting" and log a change it did
+/// not have (helper-109). Not kept on disk: a daemon that comes after a
+/// crash probes at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeptHealth {
     pub version: Version,
@@ -155,8 +157,6 @@ impl Core {
         let now = h.status;
         if now != before {
             w.note(at.wall, Happening::Health(now));
-            // For a successor that adopts this run (`KeptHealth`).
-            w.persist(&mut effects);
         }
         if now == Status::Unhealthy && before != Status::Unhealthy && spec.on_unhealthy == OnUnhealthy::Restart {
             // Kept while the sandbox stops, as `paddock restart`'s is.
