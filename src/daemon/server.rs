@@ -37,7 +37,8 @@ const ACCEPT_QUIET: Duration = Duration::from_secs(60);
 /// and the spell's end. Out of descriptors, accepts fail and succeed in
 /// turn as others close theirs: each turn would be two lines. A spell
 /// that begins within `ACCEPT_QUIET` of the last one said is counted and
-/// said with the next one said.
+/// said with the next one said, or once it has lasted past that minute
+/// (it may never end).
 #[derive(Debug, Default)]
 struct AcceptFailures {
     failing: bool,
@@ -51,14 +52,22 @@ impl AcceptFailures {
     /// An accept failed at `now`: when this is to be said, Some(the
     /// spells not said since the last one that was).
     fn failed(&mut self, now: std::time::Instant) -> Option<u32> {
-        if std::mem::replace(&mut self.failing, true) {
-            return None;
+        let quiet = self.said_at.is_some_and(|at| now.saturating_duration_since(at) < ACCEPT_QUIET);
+        match (std::mem::replace(&mut self.failing, true), self.said, quiet) {
+            // A spell said, or one not said while the minute lasts.
+            (true, true, _) | (true, false, true) => return None,
+            // A new spell within the minute: counted.
+            (false, _, true) => {
+                self.said = false;
+                self.unsaid += 1;
+                return None;
+            }
+            // A new spell past it, or one not said that outlasted it
+            // (counted already).
+            (false, _, false) => {}
+            (true, false, false) => self.unsaid = self.unsaid.saturating_sub(1),
         }
-        self.said = self.said_at.is_none_or(|at| now.saturating_duration_since(at) >= ACCEPT_QUIET);
-        if !self.said {
-            self.unsaid += 1;
-            return None;
-        }
+        self.said = true;
         self.said_at = Some(now);
         Some(std::mem::take(&mut self.unsaid))
     }
@@ -679,9 +688,13 @@ mod tests {
         }
         assert_eq!(f.failed(at(61)), Some(3), "said again after a minute, with the spells between");
         assert!(f.accepted());
+        // One within the minute that never ends is said once the minute is over.
         assert_eq!(f.failed(at(62)), None);
-        assert_eq!(f.failed(at(200)), None, "still the same spell: said at its start");
-        assert!(!f.accepted());
+        assert_eq!(f.failed(at(100)), None);
+        assert_eq!(f.failed(at(121)), Some(0), "said, a minute after the last said");
+        assert_eq!(f.failed(at(200)), None, "once");
+        assert_eq!(f.failed(at(3600)), None);
+        assert!(f.accepted(), "and its end");
     }
 
     /// As many idle connections as are served at once are all kept: room
