@@ -31,8 +31,10 @@ pub struct Kept {
     pub ended: Option<Ended>,
     /// How its last run ended, while it does not run and no `ended` says
     /// it (held by `paddock stop`, or waiting out a restart delay):
-    /// `status` shows it after a restart of the daemon, as before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `status` shows it after a restart of the daemon, as before. Only
+    /// shown: an end a newer daemon wrote that this one does not know is
+    /// none, not a torn file.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "or_none")]
     pub last_exit: Option<crate::model::Exit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacing: Option<crate::reconcile::Replacing>,
@@ -49,6 +51,17 @@ pub struct Kept {
     /// of the daemon too).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reserved: bool,
+}
+
+/// A field read for what it says, and as none where it says what this
+/// daemon does not know (written by a newer one, before a downgrade).
+fn or_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 /// When a restart delay ends, on the boot clock of the boot it was
@@ -382,10 +395,15 @@ mod tests {
         };
         store.write(&n("web"), &kept).unwrap();
         std::fs::write(dir.path().join("workloads/bad.json"), "{torn").unwrap();
-        std::fs::write(dir.path().join("workloads/newer.json"), r#"{"hold": 3, "from_the_future": true}"#).unwrap();
+        std::fs::write(
+            dir.path().join("workloads/newer.json"),
+            r#"{"hold": 3, "from_the_future": true, "last_exit": {"frozen": 9}}"#,
+        )
+        .unwrap();
         let loaded = store.load(dir.path());
         assert_eq!(loaded.kept[&n("web")], kept);
         assert_eq!(loaded.kept[&n("newer")].hold, Some(Version(3)), "a field it does not know is ignored");
+        assert_eq!(loaded.kept[&n("newer")].last_exit, None, "and an end it does not know is none");
         assert_eq!(loaded.unreadable.len(), 1);
         assert_eq!(loaded.unreadable[0].0, n("bad"));
         assert!(dir.path().join("workloads/bad.json.corrupt").exists());
