@@ -292,6 +292,10 @@ impl<'a> Place<'a> {
     }
 }
 
+/// The file in a state directory that names its daemon's group, written
+/// the first time (`workloads_group`).
+pub const GROUP_FILE: &str = "cgroup-group";
+
 /// The directory a daemon puts its workloads' cgroups in: `paddock` for a
 /// daemon whose state is in the default /var/lib/paddock, and for one whose
 /// state is elsewhere (try.sh's, a test's, a second daemon's) `paddock-`
@@ -299,19 +303,32 @@ impl<'a> Place<'a> {
 /// one host never share a workload's cgroup (each would take the other's
 /// workload of the same name for one its own predecessor left, and kill
 /// it), and a daemon finds its own again after a restart or an upgrade.
+/// The name is kept in the state directory (`GROUP_FILE`) the first time:
+/// the same directory reached another way later (`..`, a link: helper-112)
+/// is the same group, where its predecessor's sandboxes are.
 pub fn workloads_group(state_dir: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
     // Spelled as the daemon would read it: `//`, `/./` and a trailing `/`
-    // do not make another daemon; nor, once it exists (the daemon makes
-    // it first), do `..` or a link on the way to it (helper-112: the same
-    // daemon, restarted with another spelling, did not look where its
-    // predecessor's sandboxes were).
-    let lexical: PathBuf = state_dir.components().collect();
-    let default = Path::new(crate::config::DEFAULT_STATE_DIR);
-    let path = std::fs::canonicalize(&lexical).unwrap_or_else(|_| lexical.clone());
-    if lexical == default || std::fs::canonicalize(default).is_ok_and(|d| d == path) {
+    // do not make another daemon.
+    let path: PathBuf = state_dir.components().collect();
+    if path == Path::new(crate::config::DEFAULT_STATE_DIR) {
         return WORKLOADS.to_owned();
     }
+    let file = path.join(GROUP_FILE);
+    if let Ok(kept) = std::fs::read_to_string(&file)
+        && is_workloads_group(kept.trim_end().as_ref())
+    {
+        return kept.trim_end().to_owned();
+    }
+    let group = group_of(&path);
+    // Where the directory is not there yet (a test's name for it), or
+    // cannot be written: named by its path again next time.
+    let _ = crate::fsutil::write_atomic(&file, format!("{group}\n").as_bytes(), 0o600);
+    group
+}
+
+/// `paddock-` and the FNV-1a hash of `path`.
+fn group_of(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
     // FNV-1a: the same in every build (std's hasher may change between
     // Rust releases, and an upgraded daemon must find its cgroups).
     let hash =
@@ -955,15 +972,20 @@ mod tests {
         {
             assert!(!is_workloads_group(other.as_ref()), "{other}");
         }
-        // An existing directory by any way to it: one group.
+        // An existing directory keeps the group it was first given, by
+        // whatever way it is reached later.
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("a/state")).unwrap();
         std::fs::create_dir(dir.path().join("b")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("a"), dir.path().join("link")).unwrap();
-        let group = workloads_group(&dir.path().join("a/state"));
-        for other in ["b/../a/state", "link/state", "link/../a/state/"] {
+        let group = workloads_group(&dir.path().join("link/state"));
+        assert_eq!(group, group_of(&dir.path().join("link/state")), "named by its path the first time");
+        for other in ["a/state", "b/../a/state", "link/state", "link/../a/state/"] {
             assert_eq!(workloads_group(&dir.path().join(other)), group, "{other}");
         }
+        // A file that names no group is not taken.
+        std::fs::write(dir.path().join("a/state").join(GROUP_FILE), "paddock-run\n").unwrap();
+        assert_eq!(workloads_group(&dir.path().join("a/state")), group_of(&dir.path().join("a/state")));
     }
 
     #[test]
