@@ -720,7 +720,8 @@ mod tests {
         assert!(closed.is_empty(), "closed for no one: {closed:?}");
         // One more: the oldest makes room for it.
         let _more = std::net::TcpStream::connect(addr).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        let waited = std::time::Instant::now();
+        while open(&mut idle[0]) && waited.elapsed() < READ_TIMEOUT {}
         assert!(!open(&mut idle[0]), "the oldest closed for the newcomer");
         assert!((1..idle.len()).all(|i| open(&mut idle[i])), "only the oldest");
         drop(rx);
