@@ -570,9 +570,14 @@ fn a_killed_daemons_successor_waits_out_what_is_left_of_a_restart_delay() {
         "flaky.toml",
         "command = [\"/bin/sh\", \"-c\", \"exit 3\"]\n[restart]\nbackoff = \"4s\"\nbackoff_max = \"4s\"\n",
     );
-    d.wait_for("flaky's delay kept", |d| {
-        d.workload("flaky").is_some_and(|w| w["state"] == "backoff")
-            && std::fs::read_to_string(d.path("state/workloads/flaky.json")).is_ok_and(|t| t.contains("until_ms"))
+    // One whose start fails: why is shown while it waits, after too.
+    d.write("lost.toml", "command = [\"/no/such/thing\"]\n[restart]\nbackoff = \"4s\"\nbackoff_max = \"4s\"\n");
+    d.wait_for("both delays kept", |d| {
+        ["flaky", "lost"].iter().all(|n| {
+            d.workload(n).is_some_and(|w| w["state"] == "backoff")
+                && std::fs::read_to_string(d.path(&format!("state/workloads/{n}.json")))
+                    .is_ok_and(|t| t.contains("until_ms"))
+        })
     });
     let failed = std::time::Instant::now();
     d.kill();
@@ -581,6 +586,9 @@ fn a_killed_daemons_successor_waits_out_what_is_left_of_a_restart_delay() {
     let w = d.workload("flaky").unwrap();
     assert_eq!((&w["state"], &w["restarts"]), (&serde_json::json!("backoff"), &serde_json::json!(0)), "{w}");
     assert_eq!(w["last_exit"], 3, "how the run it waits after ended is still shown: {w}");
+    let lost = d.workload("lost").unwrap();
+    assert_eq!(lost["state"], "backoff", "{lost}");
+    assert!(lost["error"].as_str().is_some_and(|e| e.contains("cannot execute /no/such/thing")), "{lost}");
     d.wait_for("flaky restarted", |d| d.workload("flaky").is_some_and(|w| w["restarts"].as_u64() >= Some(1)));
     let waited = failed.elapsed();
     assert!(waited >= Duration::from_millis(3500), "restarted {waited:?} after its failure, within its 4 s delay");

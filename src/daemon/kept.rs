@@ -46,6 +46,10 @@ pub struct Kept {
     /// every delay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<Delay>,
+    /// Why the start the delay follows failed, where it did (an exit says
+    /// itself in `last_exit`): shown by `status` with the rest of it.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "or_none")]
+    pub start_error: Option<String>,
     /// Forgotten in doubt while processes ran as its ids: its slice was
     /// kept, and its name is held in doubt while they run (after a restart
     /// of the daemon too).
@@ -391,6 +395,7 @@ mod tests {
             }),
             counts: Some(crate::reconcile::Counts { version: Version(7), failures: 3, restarts: 5, halted: false }),
             delay: Some(Delay { boot: "b".into(), until_ms: 1234 }),
+            start_error: Some("cannot execute /no/such: ENOENT".into()),
             reserved: true,
         };
         store.write(&n("web"), &kept).unwrap();

@@ -181,6 +181,9 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             }
             if let Some(left) = kept.delay.as_ref().and_then(|d| d.left()) {
                 self.core.restore_delay(&name, left, Clock::read());
+                if let Some(error) = kept.start_error {
+                    self.core.restore_start_error(&name, error);
+                }
             }
         }
         for (name, why) in loaded.unreadable {
@@ -366,6 +369,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                         hold: self.core.get(&name).and_then(|w| w.hold),
                         ended: Some(ended),
                         last_exit: None,
+                        start_error: None,
                         replacing: None,
                         counts: self.core.get(&name).and_then(|w| w.counts()),
                         delay: None,
@@ -700,6 +704,12 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 }
                 _ => None,
             },
+            start_error: self
+                .core
+                .get(name)
+                .filter(|w| matches!(w.state, State::Backoff { .. }))
+                .and_then(|w| w.error.as_ref())
+                .map(|e| e.error.to_string()),
             reserved: false,
         }
     }

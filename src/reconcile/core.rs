@@ -270,6 +270,15 @@ impl Core {
         }
     }
 
+    /// Puts back why the start whose restart delay `restore_delay` put
+    /// back failed (shown by `status` while it waits, as before).
+    pub fn restore_start_error(&mut self, name: &WorkloadName, error: String) {
+        let w = self.entry(name);
+        if matches!(w.state, State::Backoff { .. }) {
+            w.error = Some(super::StartFailure::new(super::Blame::Workload, std::io::Error::other(error)));
+        }
+    }
+
     /// Puts back a restart that was under way when a daemon died or
     /// upgraded (`Replacing`): carried out if its sandbox is adopted
     /// running that version, dropped otherwise.
@@ -373,8 +382,10 @@ impl Core {
                             || (w.state.has_sandbox() && w.state.version() == Some(version)));
                     if !counted_on {
                         w.reset_counts();
+                        // Another version's start error (one a predecessor
+                        // left of this version is still why it waits).
+                        w.error = None;
                     }
-                    w.error = None;
                     w.cause = Some(cause);
                     // Another manifest releases a hold and revives what ended.
                     let released = w.hold.take_if(|held| *held != version).is_some();
