@@ -1051,3 +1051,30 @@ fn with_an_unreadable_record(seconds: &str) -> (Daemon, Vec<i64>) {
     std::fs::write(d.path("state/sandboxes/w.json"), "").unwrap();
     (d.start(&[]), sleeping)
 }
+
+/// A stop under way when the daemon died goes on with what was left of
+/// its timeout: the successor that adopts the run signals it again (the
+/// signal may not have gone) but kills it when the first timeout ends,
+/// not a whole timeout after its own start.
+#[test]
+fn a_stop_under_way_when_the_daemon_died_ends_when_its_timeout_does() {
+    let mut d = Daemon::setup().start(&[]);
+    // Deaf to its stop signal: only the timeout's SIGKILL ends it.
+    d.write(
+        "deaf.toml",
+        "command = [\"/bin/sh\", \"-c\", \"trap '' TERM; exec /bin/sleep 4191\"]\n[stop]\ntimeout = \"6s\"\n",
+    );
+    let init = d.running_pid("deaf");
+    d.wait_for("its sleep", |_| !processes(&["/bin/sleep", "4191"]).is_empty());
+    let asked = std::time::Instant::now();
+    assert!(d.paddock(&["stop", "--no-block", "deaf"]).status.success());
+    std::thread::sleep(Duration::from_millis(1500));
+    d.kill();
+    d = d.start(&[]);
+    d.wait_for("deaf stopped", |d| d.workload("deaf").is_some_and(|w| w["state"] == "stopped"));
+    let took = asked.elapsed();
+    assert!(common::daemon::gone(init));
+    assert!(took >= Duration::from_secs(5), "not before its timeout: {took:?}");
+    assert!(took < Duration::from_millis(7200), "its timeout ran on, not again from the start: {took:?}");
+    assert_eq!(d.terminate(), 0);
+}

@@ -46,6 +46,12 @@ pub struct Kept {
     /// every delay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<Delay>,
+    /// A stop under way (`paddock stop`, a restart): the run it stops,
+    /// and when its timeout ends. A successor that adopts that run signals
+    /// it again (the signal may not have gone) but kills it when this
+    /// timeout ends, not a whole timeout later.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "or_none")]
+    pub stopping: Option<Stopping>,
     /// Why the start the delay follows failed, where it did (an exit says
     /// itself in `last_exit`): shown by `status` with the rest of it.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "or_none")]
@@ -55,6 +61,15 @@ pub struct Kept {
     /// of the daemon too).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reserved: bool,
+}
+
+/// A stop under way of the run of `version` whose init is `pid`, killed
+/// when `until` ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stopping {
+    pub version: Version,
+    pub pid: i32,
+    pub until: Delay,
 }
 
 /// A field read for what it says, and as none where it says what this
@@ -396,6 +411,7 @@ mod tests {
             counts: Some(crate::reconcile::Counts { version: Version(7), failures: 3, restarts: 5, halted: false }),
             delay: Some(Delay { boot: "b".into(), until_ms: 1234 }),
             start_error: Some("cannot execute /no/such: ENOENT".into()),
+            stopping: Some(Stopping { version: Version(7), pid: 42, until: Delay { boot: "b".into(), until_ms: 99 } }),
             reserved: true,
         };
         store.write(&n("web"), &kept).unwrap();

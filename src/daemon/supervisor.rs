@@ -179,6 +179,10 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             if let Some(replacing) = kept.replacing {
                 self.core.restore_replacing(&name, replacing);
             }
+            if let Some(stop) = kept.stopping {
+                let left = stop.until.left().unwrap_or_default();
+                self.core.restore_stopping(&name, stop.version, stop.pid, Clock::read().now + left);
+            }
             if let Some(left) = kept.delay.as_ref().and_then(|d| d.left()) {
                 self.core.restore_delay(&name, left, Clock::read());
                 if let Some(error) = kept.start_error {
@@ -370,6 +374,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                         ended: Some(ended),
                         last_exit: None,
                         start_error: None,
+                        stopping: None,
                         replacing: None,
                         counts: self.core.get(&name).and_then(|w| w.counts()),
                         delay: None,
@@ -701,6 +706,13 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             delay: match self.core.get(name).map(|w| w.state) {
                 Some(State::Backoff { until, .. }) => {
                     crate::daemon::kept::Delay::ending_in(until.saturating_duration_since(Instant::now()))
+                }
+                _ => None,
+            },
+            stopping: match self.core.get(name).map(|w| w.state) {
+                Some(State::Stopping { version, deadline: Some(deadline), pid: Some(pid), .. }) => {
+                    crate::daemon::kept::Delay::ending_in(deadline.saturating_duration_since(Instant::now()))
+                        .map(|until| crate::daemon::kept::Stopping { version, pid, until })
                 }
                 _ => None,
             },

@@ -270,6 +270,13 @@ impl Core {
         }
     }
 
+    /// Puts back the end of the timeout of a stop under way when a daemon
+    /// died or upgraded: the stop of that run (`version`, init `pid`),
+    /// if this daemon adopts it and stops it, kills it then.
+    pub fn restore_stopping(&mut self, name: &WorkloadName, version: Version, pid: i32, until: Instant) {
+        self.entry(name).kept_stop = Some((version, pid, until));
+    }
+
     /// Puts back why the start whose restart delay `restore_delay` put
     /// back failed (shown by `status` while it waits, as before).
     pub fn restore_start_error(&mut self, name: &WorkloadName, error: String) {

@@ -26,7 +26,14 @@ impl Core {
             _ => None,
         }
         .unwrap_or_default();
-        let deadline = Some(at.now + stop.timeout.as_std());
+        let mut deadline = at.now + stop.timeout.as_std();
+        // The stop a predecessor began of this run: its timeout goes on.
+        if let Some((_, _, until)) =
+            w.kept_stop.take().filter(|(v, pid, _)| *v == version && Some(*pid) == w.state.pid())
+        {
+            deadline = deadline.min(until.max(at.now));
+        }
+        let deadline = Some(deadline);
         let since = match w.state {
             State::Running { since, .. } => Some(since),
             State::Stopping { since, .. } => since,

@@ -333,6 +333,9 @@ pub struct Workload {
     /// What a predecessor kept of its run's health, until the checks of
     /// the run it adopted begin (taken up if that is the run it was of).
     pub kept_health: Option<super::health::KeptHealth>,
+    /// When a predecessor's stop of a run (its version and init) was to
+    /// kill it: a stop of that run ends then, not a whole timeout later.
+    pub kept_stop: Option<(Version, i32, Instant)>,
     /// Whom it waits for before it starts (`after`).
     pub waiting: Vec<super::order::Wait>,
 }
@@ -359,6 +362,7 @@ impl Workload {
             start_latency: None,
             health: None,
             kept_health: None,
+            kept_stop: None,
             waiting: Vec::new(),
         }
     }
