@@ -633,6 +633,34 @@ fn an_adopted_run_takes_up_the_health_its_predecessor_kept() {
     assert_eq!(core.get(&name()).unwrap().health_kept(), Some(KeptHealth { pid: 4343, ..healthy }));
 }
 
+/// A predecessor's stop deadline ends the stop the successor carries out
+/// in its first pass, and no later one (helper-115: a stop an operator's
+/// start had undone left one that killed a stop weeks later at once).
+#[test]
+fn a_kept_stop_deadline_serves_only_the_stop_carried_out_at_once() {
+    let at = Clock::read();
+    let kinds = |effects: &[Effect]| effects.iter().map(kind).collect::<Vec<_>>();
+    let kills = |effects: &[Effect]| effects.iter().filter(|e| matches!(e, Effect::Kill { .. })).count();
+    let slow = "[stop]\ntimeout = \"30s\"";
+    // Held: carried out, killed when the first stop's timeout ends.
+    let mut core = Core::default();
+    core.restore(&name(), Some(Version(1)), None, None, None);
+    core.restore_stopping(&name(), Version(1), 4242, at.now + SEC);
+    core.adopt(&name(), Version(1), 4242, at.now, at);
+    core.on_manifest(&name(), valid(1, slow), at);
+    assert_eq!(kinds(&core.reconcile(at, 16).effects), ["stop (paddock stop)"]);
+    assert_eq!(kills(&core.on_timer(at.after(SEC * 2))), 1, "at the first stop's deadline");
+    // Nothing to carry out: a later stop has its whole timeout.
+    let mut core = Core::default();
+    core.restore_stopping(&name(), Version(1), 4242, at.now + SEC);
+    core.adopt(&name(), Version(1), 4242, at.now, at);
+    core.on_manifest(&name(), valid(1, slow), at);
+    assert!(core.reconcile(at, 16).effects.is_empty(), "left running");
+    let later = at.after(SEC * 3600);
+    core.on_request(&name(), Command::Stop, later).unwrap();
+    assert_eq!(kills(&core.on_timer(later.after(SEC))), 0, "its own timeout");
+}
+
 /// A core rebuilt after a daemon restart, with the sandbox of version 1
 /// adopted (pid 4242).
 fn adopted(at: Clock) -> Core {

@@ -1068,13 +1068,14 @@ fn a_stop_under_way_when_the_daemon_died_ends_when_its_timeout_does() {
     d.wait_for("its sleep", |_| !processes(&["/bin/sleep", "4191"]).is_empty());
     let asked = std::time::Instant::now();
     assert!(d.paddock(&["stop", "--no-block", "deaf"]).status.success());
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_secs(3));
     d.kill();
     d = d.start(&[]);
     d.wait_for("deaf stopped", |d| d.workload("deaf").is_some_and(|w| w["state"] == "stopped"));
     let took = asked.elapsed();
     assert!(common::daemon::gone(init));
+    // Again from the successor's start, it would be past 9 s.
     assert!(took >= Duration::from_secs(5), "not before its timeout: {took:?}");
-    assert!(took < Duration::from_millis(7200), "its timeout ran on, not again from the start: {took:?}");
+    assert!(took < Duration::from_millis(7500), "its timeout ran on, not again from the start: {took:?}");
     assert_eq!(d.terminate(), 0);
 }

@@ -179,7 +179,10 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             if let Some(replacing) = kept.replacing {
                 self.core.restore_replacing(&name, replacing);
             }
-            if let Some(stop) = kept.stopping {
+            // Only the stop of a hold or a restart the successor carries
+            // out (a stop for anything else, an operator's start since, is
+            // not carried out: helper-115).
+            if let Some(stop) = kept.stopping.filter(|_| kept.hold.is_some() || kept.replacing.is_some()) {
                 let left = stop.until.left().unwrap_or_default();
                 self.core.restore_stopping(&name, stop.version, stop.pid, Clock::read().now + left);
             }
@@ -709,7 +712,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 }
                 _ => None,
             },
-            stopping: match self.core.get(name).map(|w| w.state) {
+            stopping: match self.core.get(name).filter(|w| w.hold.is_some() || w.replacing.is_some()).map(|w| w.state) {
                 Some(State::Stopping { version, deadline: Some(deadline), pid: Some(pid), .. }) => {
                     crate::daemon::kept::Delay::ending_in(deadline.saturating_duration_since(Instant::now()))
                         .map(|until| crate::daemon::kept::Stopping { version, pid, until })

@@ -201,6 +201,11 @@ impl Core {
             }
             pass.actions.push(Action { verb, name: name.clone(), cause });
         }
+        // A predecessor's stop is carried out in the first pass that knows
+        // the manifests, or not at all: never kept for a later stop.
+        if self.files_seen {
+            self.workloads.values_mut().for_each(|w| w.kept_stop = None);
+        }
         // Why each waits, as things stand after this pass's starts.
         if self.workloads.values().any(|w| !w.waiting.is_empty()) {
             for (name, fresh) in super::order::waits(&self.workloads) {
