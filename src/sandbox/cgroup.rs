@@ -293,7 +293,9 @@ impl<'a> Place<'a> {
 }
 
 /// The file in a state directory that names its daemon's group, written
-/// the first time (`workloads_group`).
+/// the first time (`workloads_group`): `GROUP DEV:INODE`, the directory's
+/// own device and inode, so that a copy of the directory (a second
+/// daemon's, made with `cp -a`) is not taken for it (helper-115).
 pub const GROUP_FILE: &str = "cgroup-group";
 
 /// The directory a daemon puts its workloads' cgroups in: `paddock` for a
@@ -307,6 +309,7 @@ pub const GROUP_FILE: &str = "cgroup-group";
 /// the same directory reached another way later (`..`, a link: helper-112)
 /// is the same group, where its predecessor's sandboxes are.
 pub fn workloads_group(state_dir: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
     // Spelled as the daemon would read it: `//`, `/./` and a trailing `/`
     // do not make another daemon.
     let path: PathBuf = state_dir.components().collect();
@@ -314,15 +317,27 @@ pub fn workloads_group(state_dir: &Path) -> String {
         return WORKLOADS.to_owned();
     }
     let file = path.join(GROUP_FILE);
-    if let Ok(kept) = std::fs::read_to_string(&file)
-        && is_workloads_group(kept.trim_end().as_ref())
-    {
-        return kept.trim_end().to_owned();
-    }
     let group = group_of(&path);
-    // Where the directory is not there yet (a test's name for it), or
-    // cannot be written: named by its path again next time.
-    let _ = crate::fsutil::write_atomic(&file, format!("{group}\n").as_bytes(), 0o600);
+    // Not there yet (a test's name for it): named by its path each time.
+    let Ok(this) = std::fs::metadata(&path).map(|m| format!("{}:{}", m.dev(), m.ino())) else { return group };
+    match std::fs::read_to_string(&file) {
+        Ok(kept) => match kept.split_whitespace().collect::<Vec<_>>()[..] {
+            [kept, of] if of == this && kept != WORKLOADS && is_workloads_group(kept.as_ref()) => {
+                return kept.to_owned();
+            }
+            // A copy's, or not a name: this directory's is written.
+            _ => {}
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // Unreadable for now: named by its path, the file left as it is.
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "cannot read the cgroup group's name; naming it by the state directory's path");
+            return group;
+        }
+    }
+    if let Err(e) = crate::fsutil::write_atomic(&file, format!("{group} {this}\n").as_bytes(), 0o600) {
+        tracing::warn!(file = %file.display(), error = %e, "cannot keep the cgroup group's name");
+    }
     group
 }
 
@@ -983,9 +998,20 @@ mod tests {
         for other in ["a/state", "b/../a/state", "link/state", "link/../a/state/"] {
             assert_eq!(workloads_group(&dir.path().join(other)), group, "{other}");
         }
-        // A file that names no group is not taken.
-        std::fs::write(dir.path().join("a/state").join(GROUP_FILE), "paddock-run\n").unwrap();
-        assert_eq!(workloads_group(&dir.path().join("a/state")), group_of(&dir.path().join("a/state")));
+        // A file that names no group is not taken, nor one of another
+        // directory (a copy of this one, a second daemon's).
+        let kept = std::fs::read_to_string(dir.path().join("a/state").join(GROUP_FILE)).unwrap();
+        std::fs::create_dir(dir.path().join("copy")).unwrap();
+        std::fs::write(dir.path().join("copy").join(GROUP_FILE), &kept).unwrap();
+        assert_eq!(workloads_group(&dir.path().join("copy")), group_of(&dir.path().join("copy")), "{kept}");
+        for other in ["paddock-run", "paddock"] {
+            std::fs::write(
+                dir.path().join("a/state").join(GROUP_FILE),
+                format!("{other} {}", kept.split(' ').nth(1).unwrap()),
+            )
+            .unwrap();
+            assert_eq!(workloads_group(&dir.path().join("a/state")), group_of(&dir.path().join("a/state")), "{other}");
+        }
     }
 
     #[test]
