@@ -34,7 +34,7 @@ pub struct Kept {
     /// `status` shows it after a restart of the daemon, as before. Only
     /// shown: an end a newer daemon wrote that this one does not know is
     /// none, not a torn file.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "or_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::reconcile::or_none")]
     pub last_exit: Option<crate::model::Exit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacing: Option<crate::reconcile::Replacing>,
@@ -50,11 +50,11 @@ pub struct Kept {
     /// and when its timeout ends. A successor that adopts that run signals
     /// it again (the signal may not have gone) but kills it when this
     /// timeout ends, not a whole timeout later.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "or_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::reconcile::or_none")]
     pub stopping: Option<Stopping>,
     /// Why the start the delay follows failed, where it did (an exit says
     /// itself in `last_exit`): shown by `status` with the rest of it.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "or_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::reconcile::or_none")]
     pub start_error: Option<String>,
     /// Forgotten in doubt while processes ran as its ids: its slice was
     /// kept, and its name is held in doubt while they run (after a restart
@@ -70,17 +70,6 @@ pub struct Stopping {
     pub version: Version,
     pub pid: i32,
     pub until: Delay,
-}
-
-/// A field read for what it says, and as none where it says what this
-/// daemon does not know (written by a newer one, before a downgrade).
-fn or_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::de::DeserializeOwned,
-{
-    let value = serde_json::Value::deserialize(deserializer)?;
-    Ok(serde_json::from_value(value).ok())
 }
 
 /// When a restart delay ends, on the boot clock of the boot it was
@@ -418,13 +407,15 @@ mod tests {
         std::fs::write(dir.path().join("workloads/bad.json"), "{torn").unwrap();
         std::fs::write(
             dir.path().join("workloads/newer.json"),
-            r#"{"hold": 3, "from_the_future": true, "last_exit": {"frozen": 9}}"#,
+            r#"{"hold": 3, "from_the_future": true, "last_exit": {"frozen": 9},
+                "ended": {"version": 3, "failed": false, "exit": {"frozen": 9}}}"#,
         )
         .unwrap();
         let loaded = store.load(dir.path());
         assert_eq!(loaded.kept[&n("web")], kept);
         assert_eq!(loaded.kept[&n("newer")].hold, Some(Version(3)), "a field it does not know is ignored");
         assert_eq!(loaded.kept[&n("newer")].last_exit, None, "and an end it does not know is none");
+        assert_eq!(loaded.kept[&n("newer")].ended.map(|e| (e.version, e.exit)), Some((Version(3), None)));
         assert_eq!(loaded.unreadable.len(), 1);
         assert_eq!(loaded.unreadable[0].0, n("bad"));
         assert!(dir.path().join("workloads/bad.json.corrupt").exists());

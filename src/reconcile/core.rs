@@ -309,6 +309,8 @@ impl Core {
         w.state = State::Running { version, since, failures, pid };
         w.note(at.wall, Happening::Adopted { pid });
         w.health = None;
+        // It runs: a start error kept of a failure before it is over.
+        w.error = None;
     }
 
     /// An adopted sandbox whose file is invalid runs on with `desired`,

@@ -21,5 +21,5 @@ pub use restart::{Decision, RESTART_FLOOR, decide};
 pub use state::{State, Then};
 pub use workload::{
     Blame, Cause, Change, Clock, Counts, Desired, Ended, File, HISTORY, Happening, Replacing, StartFailure,
-    StartTimedOut, Version, Workload,
+    StartTimedOut, Version, Workload, or_none,
 };

@@ -158,7 +158,21 @@ pub struct StartTimedOut(pub Duration);
 pub struct Ended {
     pub version: Version,
     pub failed: bool,
+    /// Only shown: an exit a newer daemon wrote that this one does not
+    /// know is none, not a torn file (helper-115).
+    #[serde(default, deserialize_with = "or_none")]
     pub exit: Option<Exit>,
+}
+
+/// A kept field read for what it says, and as none where it says what
+/// this daemon does not know (written by a newer one, before a downgrade).
+pub fn or_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 /// How a version's runs have gone, kept across daemon restarts (a crash,
