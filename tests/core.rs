@@ -661,6 +661,24 @@ fn a_kept_stop_deadline_serves_only_the_stop_carried_out_at_once() {
     assert_eq!(kills(&core.on_timer(later.after(SEC))), 0, "its own timeout");
 }
 
+/// A start error kept with a restart delay is shown while it waits, and
+/// no longer once a run of it is adopted (one began before the daemon died).
+#[test]
+fn a_kept_start_error_goes_with_the_wait_it_explains() {
+    let at = Clock::read();
+    let counts = Counts { version: Version(1), failures: 1, restarts: 0, halted: false };
+    let mut core = Core::default();
+    core.restore(&name(), None, None, Some(counts), None);
+    core.restore_delay(&name(), SEC * 10, at);
+    core.restore_start_error(&name(), "cannot execute /x: ENOENT".into());
+    let error = |core: &Core| core.get(&name()).unwrap().error.as_ref().map(|e| e.error.to_string());
+    assert_eq!(error(&core).as_deref(), Some("cannot execute /x: ENOENT"));
+    core.on_manifest(&name(), valid(1, ""), at);
+    assert!(error(&core).is_some(), "the same version's: still why it waits");
+    core.adopt(&name(), Version(1), 4242, at.now, at);
+    assert_eq!(error(&core), None, "it runs");
+}
+
 /// A core rebuilt after a daemon restart, with the sandbox of version 1
 /// adopted (pid 4242).
 fn adopted(at: Clock) -> Core {
