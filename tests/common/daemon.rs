@@ -336,6 +336,21 @@ impl Drop for Daemon {
                 }
             }
         }
+        // What the test mounted in its directory (a small tmpfs for the
+        // state directory): unmounted, deepest first, before the directory
+        // is removed, whose removal would stop at a mount point and leave
+        // the rest in /tmp (the guard's own unmount comes after this).
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<PathBuf> = info
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .map(PathBuf::from)
+            .filter(|point| point.starts_with(self.dir.path()))
+            .collect();
+        points.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
+        for point in points {
+            let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
+        }
     }
 }
 
