@@ -335,7 +335,12 @@ const RECOVERY_RETRIES: [Duration; 5] = [
 /// Before anything starts: one daemon per state directory, the sandboxes
 /// a dead predecessor left stopped, its kept state and id table read back.
 /// Returns the lock, and what the adopted sandboxes' records say.
-fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<(records::Lock, Adopted), LoopError> {
+fn recover(
+    state_dir: &Path,
+    cgroups: &Layout,
+    group: &str,
+    daemon: &mut Daemon,
+) -> Result<(records::Lock, Adopted), LoopError> {
     let lock = records::lock(state_dir).map_err(LoopError::State)?;
     // Writes a killed daemon or `paddock run` left half done (the files
     // themselves are intact): the id table's, the sandbox records'.
@@ -373,14 +378,14 @@ fn recover(state_dir: &Path, cgroups: &Layout, daemon: &mut Daemon) -> Result<(r
     if let Ok(table) = crate::idmap::Allocations::load(state_dir) {
         known.extend(table.iter().map(|(n, _)| n.to_owned()));
     }
-    let mut found = records::recover(state_dir, cgroups, &known);
+    let mut found = records::recover(state_dir, cgroups, group, &known);
     for wait in waits {
         if found.unknown.is_empty() {
             break;
         }
         tracing::warn!(records = ?found.unknown, "cannot tell whether a predecessor's sandboxes still run; looking again in {wait:?}");
         std::thread::sleep(*wait);
-        found = found.then(records::recover(state_dir, cgroups, &known));
+        found = found.then(records::recover(state_dir, cgroups, group, &known));
     }
     if !found.unknown.is_empty() {
         return Err(LoopError::Recovery(found.unknown));
@@ -557,7 +562,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         Supervisor::new(SandboxExecutor::new(executor, sandbox_tx), store, workloads.clone(), state_dir.clone(), seed)
             .with_start_timeout(start_timeout);
     // Before anything starts, and before the socket says a daemon is here.
-    let (_lock, adopted) = recover(&state_dir, &cgroups, &mut daemon)?;
+    let (_lock, adopted) = recover(&state_dir, &cgroups, &group, &mut daemon)?;
     let mut watch = Watch::new(&workloads)?;
     // Where it listens: the configured path, or the inherited one when
     // an upgrade could not move it there.

@@ -181,11 +181,12 @@ impl Recovery {
 /// sandbox whose cgroup is not in this daemon's layout keeps those of its
 /// recorded directories that are `GROUP/NAME` on a cgroup filesystem and
 /// hold its init (its pid and start time checked), and no other.
-pub fn recover(state_dir: &Path, layout: &Layout, known: &[String]) -> Recovery {
+/// `group` is this daemon's (`cgroup::workloads_group`, worked out once
+/// at its start): another daemon's workload of a name this one knows is
+/// in another group, never taken for one a predecessor left.
+pub fn recover(state_dir: &Path, layout: &Layout, group: &str, known: &[String]) -> Recovery {
     let mut out = Recovery::default();
-    // This daemon's: another daemon's workload of a name this one knows is
-    // in another group, never taken for one a predecessor left.
-    let group = cgroup::workloads_group(state_dir);
+    let group = group.to_owned();
     let entries = match std::fs::read_dir(dir(state_dir)) {
         Ok(entries) => entries.flatten().collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -389,10 +390,14 @@ mod tests {
         // Not a directory: listing it fails, as it does out of descriptors.
         std::fs::write(dir(state.path()), "").unwrap();
         let layout = Layout::V1 { root: cgroups.path().to_owned() };
-        let found = recover(state.path(), &layout, &["web".to_owned()]);
+        let found = recover(state.path(), &layout, &cgroup::workloads_group(state.path()), &["web".to_owned()]);
         assert!(found.unknown.len() == 1 && found.unknown[0].contains("sandbox records"), "{:?}", found.unknown);
         std::fs::remove_file(dir(state.path())).unwrap();
-        assert!(recover(state.path(), &layout, &["web".to_owned()]).unknown.is_empty());
+        assert!(
+            recover(state.path(), &layout, &cgroup::workloads_group(state.path()), &["web".to_owned()])
+                .unknown
+                .is_empty()
+        );
     }
 
     /// A pass that had to be made again keeps what it did (a corrupt
