@@ -128,6 +128,9 @@ pub struct Core {
     /// one (a scan refused at the start, out of descriptors), and what was
     /// kept of it (a hold, a one-shot's end) is not forgotten.
     pub(super) files_seen: bool,
+    /// A predecessor's stop deadline was put back (`restore_stopping`):
+    /// the first pass that knows the manifests drops what it did not use.
+    pub(super) kept_stops: bool,
     /// When `reconcile` last ran: a backoff whose end it saw and left (its
     /// start waits for another workload, or for room among the starts)
     /// is not woken for again, or the loop would spin on its past end.
@@ -143,6 +146,7 @@ impl Default for Core {
             start_timeout: START_TIMEOUT,
             halting: false,
             files_seen: true,
+            kept_stops: false,
             reconciled: None,
         }
     }
@@ -275,6 +279,7 @@ impl Core {
     /// if this daemon adopts it and stops it, kills it then.
     pub fn restore_stopping(&mut self, name: &WorkloadName, version: Version, pid: i32, until: Instant) {
         self.entry(name).kept_stop = Some((version, pid, until));
+        self.kept_stops = true;
     }
 
     /// Puts back why the start whose restart delay `restore_delay` put

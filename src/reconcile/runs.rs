@@ -203,7 +203,8 @@ impl Core {
         }
         // A predecessor's stop is carried out in the first pass that knows
         // the manifests, or not at all: never kept for a later stop.
-        if self.files_seen {
+        // (Looked for only while one was put back: not at every pass.)
+        if self.files_seen && std::mem::take(&mut self.kept_stops) {
             self.workloads.values_mut().for_each(|w| w.kept_stop = None);
         }
         // Why each waits, as things stand after this pass's starts.
