@@ -357,3 +357,37 @@ fn install_sh_as_root_without_cargo_says_to_build_as_yourself() {
     assert!(said.contains("root has no cargo: run ./install.sh as yourself"), "{said}");
     assert!(!Path::new("/nonexistent-destdir").exists());
 }
+
+/// packaging/build-release links the release binary with the lld of Rust's
+/// toolchain and hands it packaging/paddock.order, the functions one
+/// `paddock run` executes, to lay out first: its flags name an ld.lld that
+/// runs, and the list is one of function names, the executable's entry and
+/// paddock's own among them. (The layout's effect is measured, not tested:
+/// bench/PROFILE.md.)
+#[test]
+fn the_release_build_links_with_lld_and_the_functions_a_run_executes_listed() {
+    let out = Command::new(repo("packaging/build-release")).arg("--linker").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let flags = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        flags.contains("-C link-arg=-fuse-ld=lld"),
+        "build-release would link without lld (is there no gcc-ld/ld.lld in Rust's toolchain?): {flags:?}"
+    );
+    let dir = flags.split_whitespace().find_map(|f| f.strip_prefix("link-arg=-B")).expect("a -B directory for ld.lld");
+    let version = Command::new(Path::new(dir).join("ld.lld")).arg("--version").output().unwrap();
+    assert!(
+        version.status.success() && String::from_utf8_lossy(&version.stdout).contains("LLD"),
+        "{dir}/ld.lld --version: {}",
+        String::from_utf8_lossy(&version.stderr)
+    );
+
+    let order = read(&repo("packaging/paddock.order"));
+    let names: Vec<&str> = order.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(names.len() > 500, "packaging/paddock.order lists only {} functions", names.len());
+    let bad: Vec<&&str> = names.iter().filter(|n| n.is_empty() || n.contains(char::is_whitespace)).collect();
+    assert!(bad.is_empty(), "not function names: {bad:?}");
+    let unique: std::collections::BTreeSet<&&str> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "a function is listed twice");
+    assert!(names.contains(&"_start_c"), "the executable's entry (musl's _start_c) is not listed");
+    assert!(names.iter().any(|n| n.starts_with("_ZN7paddock")), "none of paddock's own functions is listed");
+}
