@@ -35,14 +35,19 @@
 #define MAXPROC 64
 
 static char exe[4096];
-static uintptr_t base, limit;
 static pid_t procs[MAXPROC];
 static uint8_t *seen[MAXPROC];
 static int nprocs;
 
-// The executable's mappings in pid: its lowest and highest address.
-static void find_image(pid_t pid) {
+// Where the executable is mapped in each process (by pid): its lowest and
+// highest address. A clone shares its parent's; an exec of paddock (the
+// `__init` re-execution) maps it at another, randomized, address.
+static struct image { pid_t pid; uintptr_t base, limit; } images[MAXPROC];
+static int nimages;
+
+static void find_image(pid_t pid, uintptr_t *basep, uintptr_t *limitp) {
 	char path[64], line[8192];
+	uintptr_t base = 0, limit = 0;
 	snprintf(path, sizeof path, "/proc/%d/maps", pid);
 	FILE *f = fopen(path, "r");
 	if (!f) { perror(path); exit(1); }
@@ -57,6 +62,23 @@ static void find_image(pid_t pid) {
 	fclose(f);
 	if (!base) { fprintf(stderr, "steptrace: %s is not mapped in %d\n", exe, pid); exit(1); }
 	if (limit - base > SPAN) { fprintf(stderr, "steptrace: %s is larger than %u bytes\n", exe, SPAN); exit(1); }
+	*basep = base;
+	*limitp = limit;
+}
+
+// pid's image, read again from its maps when fresh (after an exec).
+static struct image *image(pid_t pid, int fresh) {
+	struct image *im = 0;
+	for (int i = 0; i < nimages; i++)
+		if (images[i].pid == pid) im = &images[i];
+	if (im && !fresh) return im;
+	if (!im) {
+		if (nimages == MAXPROC) { fprintf(stderr, "steptrace: more than %d processes\n", MAXPROC); exit(1); }
+		im = &images[nimages++];
+		im->pid = pid;
+	}
+	find_image(pid, &im->base, &im->limit);
+	return im;
 }
 
 static int runs_exe(pid_t pid) {
@@ -82,8 +104,9 @@ static int process(pid_t pid) {
 static void record(pid_t pid) {
 	struct user_regs_struct regs;
 	if (ptrace(PTRACE_GETREGS, pid, 0, &regs) != 0) return;
-	if (regs.rip < base || regs.rip >= limit) return;  // the vDSO, another library
-	uintptr_t off = regs.rip - base;
+	struct image *im = image(pid, 0);
+	if (regs.rip < im->base || regs.rip >= im->limit) return;  // the vDSO, another library
+	uintptr_t off = regs.rip - im->base;
 	int p = process(pid);
 	if (seen[p][off >> 3] & (1u << (off & 7))) return;
 	seen[p][off >> 3] |= 1u << (off & 7);
@@ -131,7 +154,7 @@ int main(int argc, char **argv) {
 				ptrace(PTRACE_DETACH, pid, 0, 0);
 				continue;
 			}
-			if (!base) find_image(pid);
+			image(pid, 1);
 			stepping = 1;
 		} else if (event) {
 			// a clone or fork: the new process starts traced, stopped by a SIGSTOP
