@@ -391,3 +391,57 @@ fn the_release_build_links_with_lld_and_the_functions_a_run_executes_listed() {
     assert!(names.contains(&"_start_c"), "the executable's entry (musl's _start_c) is not listed");
     assert!(names.iter().any(|n| n.starts_with("_ZN7paddock")), "none of paddock's own functions is listed");
 }
+
+/// What packaging/build-release hands cargo (a stand-in `cargo` records its
+/// arguments): `cargo rustc` for the binary alone, the caller's arguments,
+/// then lld and the order file, as a copy named by its content in the target
+/// directory; and on stdout nothing but the binary's path.
+#[test]
+fn the_release_build_passes_lld_and_the_order_file_to_cargo() {
+    let tools = tempfile::tempdir().unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let recorded = tools.path().join("args");
+    let cargo = tools.path().join("cargo");
+    std::fs::write(&cargo, format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\n", recorded.display())).unwrap();
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = std::env::join_paths(
+        std::iter::once(tools.path().to_path_buf()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let out = Command::new(repo("packaging/build-release"))
+        .args(["--quiet", "--features", ""])
+        .env("PATH", path)
+        .env("CARGO_TARGET_DIR", target.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    let tuple =
+        String::from_utf8(Command::new(repo("packaging/build-release")).arg("--tuple").output().unwrap().stdout)
+            .unwrap();
+    let bin = target.path().join(tuple.trim()).join("release/paddock");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{}\n", bin.display()), "stdout: the path alone");
+
+    let args = read(&recorded);
+    let args: Vec<&str> = args.lines().collect();
+    let split = args.iter().position(|a| *a == "--").expect("rustc's arguments after --");
+    let (cargo_args, rustc_args) = (&args[..split], &args[split + 1..]);
+    for expected in ["rustc", "--release", "--locked", "--bin", "paddock", "--quiet", "--features"] {
+        assert!(cargo_args.contains(&expected), "{expected} not passed to cargo: {cargo_args:?}");
+    }
+    assert!(rustc_args.contains(&"link-arg=-fuse-ld=lld"), "not linked with lld: {rustc_args:?}");
+    if cfg!(target_arch = "x86_64") {
+        let order = rustc_args
+            .iter()
+            .find_map(|a| a.strip_prefix("link-arg=-Wl,--symbol-ordering-file="))
+            .unwrap_or_else(|| panic!("no order file: {rustc_args:?}"));
+        assert!(Path::new(order).starts_with(target.path().join("paddock-order")), "{order}");
+        assert_eq!(read(Path::new(order)), read(&repo("packaging/paddock.order")), "the copy is the list");
+        let left: Vec<_> = std::fs::read_dir(target.path().join("paddock-order"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
