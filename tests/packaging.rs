@@ -430,6 +430,11 @@ fn the_release_build_passes_lld_and_the_order_file_to_cargo() {
         assert!(cargo_args.contains(&expected), "{expected} not passed to cargo: {cargo_args:?}");
     }
     assert!(rustc_args.contains(&"link-arg=-fuse-ld=lld"), "not linked with lld: {rustc_args:?}");
+    // CI's musl tests link with what --linker prints: the same flags.
+    let linker = Command::new(repo("packaging/build-release")).arg("--linker").output().unwrap();
+    let linker = String::from_utf8(linker.stdout).unwrap();
+    let linker: Vec<&str> = linker.split_whitespace().collect();
+    assert_eq!(rustc_args[..linker.len()], linker[..], "--linker prints other flags than the build uses");
     if cfg!(target_arch = "x86_64") {
         let order = rustc_args
             .iter()
