@@ -5,7 +5,7 @@
 //     PROCESS OFFSET
 //
 // PROCESS numbers the traced processes in the order they were first
-// stepped (0 is PROGRAM); OFFSET is the instruction's address less the
+// seen (0 is PROGRAM); OFFSET is the instruction's address less the
 // executable's load address, in hex. A process that executes another
 // program is let go. packaging/make-order turns this into
 // packaging/paddock.order.
@@ -35,20 +35,19 @@
 #define MAXPROC 64
 
 static char exe[4096];
-static pid_t procs[MAXPROC];
-static uint8_t *seen[MAXPROC];
+
+// Each traced process, numbered in the order it was first seen (0 is
+// PROGRAM): where the executable is mapped in it, its lowest and highest
+// address (a clone shares its parent's; an exec of paddock, the `__init`
+// re-execution, maps it at another, randomized, address), and which of
+// its instructions have run.
+static struct proc { pid_t pid; uintptr_t base, limit; uint8_t *seen; } procs[MAXPROC];
 static int nprocs;
 
-// Where the executable is mapped in each process (by pid): its lowest and
-// highest address. A clone shares its parent's; an exec of paddock (the
-// `__init` re-execution) maps it at another, randomized, address.
-static struct image { pid_t pid; uintptr_t base, limit; } images[MAXPROC];
-static int nimages;
-
-static void find_image(pid_t pid, uintptr_t *basep, uintptr_t *limitp) {
+static void find_image(struct proc *p) {
 	char path[64], line[8192];
-	uintptr_t base = 0, limit = 0;
-	snprintf(path, sizeof path, "/proc/%d/maps", pid);
+	p->base = p->limit = 0;
+	snprintf(path, sizeof path, "/proc/%d/maps", p->pid);
 	FILE *f = fopen(path, "r");
 	if (!f) { perror(path); exit(1); }
 	while (fgets(line, sizeof line, f)) {
@@ -56,29 +55,29 @@ static void find_image(pid_t pid, uintptr_t *basep, uintptr_t *limitp) {
 		char name[4096] = "";
 		if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %4095s", &lo, &hi, name) < 3) continue;
 		if (strcmp(name, exe) != 0) continue;
-		if (!base || lo < base) base = lo;
-		if (hi > limit) limit = hi;
+		if (!p->base || lo < p->base) p->base = lo;
+		if (hi > p->limit) p->limit = hi;
 	}
 	fclose(f);
-	if (!base) { fprintf(stderr, "steptrace: %s is not mapped in %d\n", exe, pid); exit(1); }
-	if (limit - base > SPAN) { fprintf(stderr, "steptrace: %s is larger than %u bytes\n", exe, SPAN); exit(1); }
-	*basep = base;
-	*limitp = limit;
+	if (!p->base) { fprintf(stderr, "steptrace: %s is not mapped in %d\n", exe, p->pid); exit(1); }
+	if (p->limit - p->base > SPAN) { fprintf(stderr, "steptrace: %s is larger than %u bytes\n", exe, SPAN); exit(1); }
 }
 
-// pid's image, read again from its maps when fresh (after an exec).
-static struct image *image(pid_t pid, int fresh) {
-	struct image *im = 0;
-	for (int i = 0; i < nimages; i++)
-		if (images[i].pid == pid) im = &images[i];
-	if (im && !fresh) return im;
-	if (!im) {
-		if (nimages == MAXPROC) { fprintf(stderr, "steptrace: more than %d processes\n", MAXPROC); exit(1); }
-		im = &images[nimages++];
-		im->pid = pid;
+// pid's entry, made (its image read) the first time; its image read again
+// when fresh (after an exec).
+static struct proc *process(pid_t pid, int fresh) {
+	for (int i = 0; i < nprocs; i++) {
+		if (procs[i].pid != pid) continue;
+		if (fresh) find_image(&procs[i]);
+		return &procs[i];
 	}
-	find_image(pid, &im->base, &im->limit);
-	return im;
+	if (nprocs == MAXPROC) { fprintf(stderr, "steptrace: more than %d processes\n", MAXPROC); exit(1); }
+	struct proc *p = &procs[nprocs++];
+	p->pid = pid;
+	p->seen = calloc(SPAN / 8, 1);
+	if (!p->seen) { perror("calloc"); exit(1); }
+	find_image(p);
+	return p;
 }
 
 static int runs_exe(pid_t pid) {
@@ -90,27 +89,15 @@ static int runs_exe(pid_t pid) {
 	return strcmp(target, exe) == 0;
 }
 
-// The number of a traced process, given the first time it is stepped.
-static int process(pid_t pid) {
-	for (int i = 0; i < nprocs; i++)
-		if (procs[i] == pid) return i;
-	if (nprocs == MAXPROC) { fprintf(stderr, "steptrace: more than %d processes\n", MAXPROC); exit(1); }
-	seen[nprocs] = calloc(SPAN / 8, 1);
-	if (!seen[nprocs]) { perror("calloc"); exit(1); }
-	procs[nprocs] = pid;
-	return nprocs++;
-}
-
 static void record(pid_t pid) {
 	struct user_regs_struct regs;
 	if (ptrace(PTRACE_GETREGS, pid, 0, &regs) != 0) return;
-	struct image *im = image(pid, 0);
-	if (regs.rip < im->base || regs.rip >= im->limit) return;  // the vDSO, another library
-	uintptr_t off = regs.rip - im->base;
-	int p = process(pid);
-	if (seen[p][off >> 3] & (1u << (off & 7))) return;
-	seen[p][off >> 3] |= 1u << (off & 7);
-	printf("%d %lx\n", p, (unsigned long)off);
+	struct proc *p = process(pid, 0);
+	if (regs.rip < p->base || regs.rip >= p->limit) return;  // the vDSO, another library
+	uintptr_t off = regs.rip - p->base;
+	if (p->seen[off >> 3] & (1u << (off & 7))) return;
+	p->seen[off >> 3] |= 1u << (off & 7);
+	printf("%d %lx\n", (int)(p - procs), (unsigned long)off);
 }
 
 int main(int argc, char **argv) {
@@ -154,7 +141,7 @@ int main(int argc, char **argv) {
 				ptrace(PTRACE_DETACH, pid, 0, 0);
 				continue;
 			}
-			image(pid, 1);
+			process(pid, 1);
 			stepping = 1;
 		} else if (event) {
 			// a clone or fork: the new process starts traced, stopped by a SIGSTOP
