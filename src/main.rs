@@ -6,6 +6,8 @@ use clap::Parser;
 use paddock::cli::control::Act;
 use paddock::cli::{self, Cli, CliError, Command};
 
+mod entry;
+
 fn main() -> ExitCode {
     // PID 1 of a sandbox starts here on every workload start: skip building
     // the command line parser and logging (it has neither a user nor a log).
