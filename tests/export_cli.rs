@@ -74,6 +74,30 @@ fn an_image_map_gives_each_workload_its_image_and_refuses_what_it_cannot_be() {
     assert!(run.code == 2 && run.stderr.contains("is empty or has spaces"), "{}", run.stderr);
 }
 
+/// An image map's problems are shown as a manifest's are: FILE:LINE:COL,
+/// the line itself, what to do; every one of them, and nothing written.
+#[test]
+fn an_image_maps_problems_name_its_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("images.toml");
+    let map_arg = map.display().to_string();
+    std::fs::write(&map, "web = \"nginx:1.27\"\n\nworker = \"\"\napi = 3\n").unwrap();
+    let run = export(&["examples/workloads/web.toml", "--image-map", &map_arg]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("{map_arg}:3:10: error: ")), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("{map_arg}:4:7: error: ")), "{}", run.stderr);
+    assert!(run.stderr.contains("3 | worker = \"\""), "{}", run.stderr);
+    // TOML that does not parse is shown so too.
+    std::fs::write(&map, "web = \"nginx\"\nworker = \"busybox\n").unwrap();
+    let run = export(&["examples/workloads/web.toml", "--image-map", &map_arg]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains(&format!("{map_arg}:2:")) && run.stderr.contains("error: TOML syntax"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn an_invalid_manifest_is_reported_as_check_reports_it_and_left_out() {
     let dir = tempfile::tempdir().unwrap();

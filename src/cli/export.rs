@@ -93,10 +93,13 @@ pub enum KindArg {
 pub enum ImageError {
     #[error("cannot read the image map {path}: {reason}")]
     Read { path: PathBuf, reason: String },
-    #[error("{path}: not an image map (TOML lines of WORKLOAD = \"IMAGE\"): {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
-    #[error("{path}: `{name}` in --image-map has an empty image or one with spaces")]
-    BadImage { path: PathBuf, name: String },
+    /// Its problems, to be shown with `validate::render` against `text`,
+    /// each at its line, as a manifest's are.
+    #[error(
+        "{} is not an image map (TOML lines of WORKLOAD = \"IMAGE\"): {} problem(s), shown above; nothing was written",
+        .path.display(), .problems.len()
+    )]
+    Invalid { path: PathBuf, text: String, problems: Vec<validate::Problem> },
     #[error("--image {0:?} is empty or has spaces: give an image reference such as docker.io/library/busybox:1.37")]
     BadFlag(String),
     #[error(
@@ -225,7 +228,16 @@ fn kubernetes(args: KubernetesArgs) -> Result<super::ExitCode, CliError> {
     if files.is_empty() {
         eprintln!("paddock export: no manifest in {}; nothing written", paths_named(&args.paths));
     }
-    let images = images(&args, &files).or_fail(USAGE_OR_IO)?;
+    let images = match images(&args, &files) {
+        Ok(images) => images,
+        Err(e) => {
+            if let ImageError::Invalid { path, text, problems } = &e {
+                let shown = path.display().to_string();
+                problems.iter().for_each(|p| eprintln!("{}", validate::render(p, &shown, text, Color::Never)));
+            }
+            return Err(CliError::new(USAGE_OR_IO, e.to_string()));
+        }
+    };
 
     let kind = match args.kind {
         KindArg::Pod => Kind::Pod,
@@ -327,12 +339,5 @@ pub fn read_image_map(path: &Path) -> Result<BTreeMap<String, String>, ImageErro
         };
         ImageError::Read { path: path.to_owned(), reason }
     })?;
-    let map: BTreeMap<String, String> =
-        toml::from_str(&text).map_err(|source| ImageError::Parse { path: path.to_owned(), source })?;
-    for (name, image) in &map {
-        if image.is_empty() || image.contains(char::is_whitespace) {
-            return Err(ImageError::BadImage { path: path.to_owned(), name: name.clone() });
-        }
-    }
-    Ok(map)
+    export::image::parse_map(&text).map_err(|problems| ImageError::Invalid { path: path.to_owned(), text, problems })
 }

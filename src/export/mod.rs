@@ -2,6 +2,7 @@
 //! typed Kubernetes objects and the list of what they cannot say out. No
 //! I/O: the command (src/cli/export.rs) reads the files and prints.
 
+pub mod image;
 pub mod kubernetes;
 pub mod objects;
 pub mod pss;

@@ -16,7 +16,7 @@ use std::path::Path;
 use crate::config::RestartDefaults;
 use crate::model::{Manifest, WorkloadName};
 
-pub use describe::{did_you_mean, key_name};
+pub use describe::{did_you_mean, key_name, toml_value};
 pub use policy::{BUILT_IN, Policy, PolicyCatalog, PolicyError, PolicySource, VOLUMES_ROOT_PLACEHOLDER};
 pub use problem::{Color, Located, Problem, Severity, line_col, render};
 pub use semantic::HostChecks;
@@ -167,6 +167,14 @@ impl Schema {
 /// after validation (`export`'s); empty for text that does not parse.
 pub fn spans_of(text: &str) -> SpanIndex {
     source::parse(text).map(|p| p.spans).unwrap_or_default()
+}
+
+/// A TOML file that is not a manifest (export's image map) as the JSON
+/// it reads as, with the span of every key and value, so that its
+/// problems are shown at their line as a manifest's are; or its syntax
+/// problems.
+pub fn parse_toml(text: &str) -> Result<(serde_json::Value, SpanIndex), Vec<Problem>> {
+    source::parse(text).map(|parsed| (parsed.json, parsed.spans))
 }
 
 /// Networks the host's networks directory defines and paddock refused

@@ -1,0 +1,89 @@
+//! The image map of `export --image-map FILE`: TOML lines of
+//! `WORKLOAD = "IMAGE"`. It is shown as a manifest is: each of its
+//! problems at its line, all of them at once.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::validate::{Problem, key_name, parse_toml, push_pointer, toml_value};
+
+/// The image reference a help shows.
+pub const EXAMPLE: &str = "docker.io/library/nginx:1.27";
+
+/// Each workload's image, or every problem of the map in the file's order.
+pub fn parse_map(text: &str) -> Result<BTreeMap<String, String>, Vec<Problem>> {
+    let (json, spans) = parse_toml(text)?;
+    let mut map = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (name, value) in json.as_object().into_iter().flatten() {
+        let pointer = push_pointer("", name);
+        let key = key_name(&pointer);
+        let at = spans.value_span(&pointer);
+        match value {
+            Value::String(image) if image.is_empty() || image.contains(char::is_whitespace) => problems.push(
+                Problem::error(at, format!("the image of `{key}` is empty or has spaces"))
+                    .with_help(format!("give an image reference: {key} = \"{EXAMPLE}\"")),
+            ),
+            Value::String(image) => {
+                map.insert(name.clone(), image.clone());
+            }
+            other => problems.push(
+                Problem::error(at, format!("`{key}` is {}, where an image reference is a string", toml_value(other)))
+                    .with_help(format!("write it as {key} = \"{EXAMPLE}\"")),
+            ),
+        }
+    }
+    if problems.is_empty() {
+        return Ok(map);
+    }
+    problems.sort_by_key(|p| p.span.as_ref().map(|s| s.start));
+    Err(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where each problem is, as `LINE:COL`, and its message.
+    fn problems(text: &str) -> Vec<(String, String)> {
+        let problems = parse_map(text).expect_err(text);
+        problems
+            .iter()
+            .map(|p| {
+                let (line, col) = crate::validate::line_col(text, p.span.as_ref().expect("at a place").start);
+                (format!("{line}:{col}"), p.message.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_problem_of_a_map_is_at_its_value() {
+        let text = "web = \"nginx:1.27\"\n\nworker = \"\"\napi = 3\n[db]\nimage = \"postgres\"\n\"a b\" = \"x y\"\n";
+        let want = [
+            ("3:10", "the image of `worker` is empty or has spaces"),
+            ("4:7", "`api` is 3, where an image reference is a string"),
+            ("5:1", "`db` is a table, where an image reference is a string"),
+        ];
+        let got = problems(text);
+        assert_eq!(got[..3], want.map(|(at, m)| (at.to_owned(), m.to_owned())), "{got:?}");
+        // A table's keys are its own: `"a b"` is in [db].
+        assert_eq!(got.len(), 3, "{got:?}");
+        let got = problems("\"a b\" = \"x y\"\n");
+        assert_eq!(got, [("1:9".to_owned(), "the image of `\"a b\"` is empty or has spaces".to_owned())]);
+    }
+
+    #[test]
+    fn a_map_that_is_not_toml_is_shown_at_its_line() {
+        let got = problems("web = \"nginx\"\nworker = \"busybox\n");
+        assert!(got.len() == 1 && got[0].0.starts_with("2:") && got[0].1.starts_with("TOML syntax"), "{got:?}");
+    }
+
+    #[test]
+    fn a_good_map_is_each_workloads_image() {
+        let map = parse_map("web = \"nginx:1.27\"\nworker = \"registry.example.com:5000/w@sha256:00\"\n").unwrap();
+        assert_eq!(map["web"], "nginx:1.27");
+        assert_eq!(map.len(), 2);
+        assert!(parse_map("").unwrap().is_empty());
+    }
+}
