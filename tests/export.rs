@@ -105,7 +105,7 @@ fn each_examples_unsupported_list() {
             policy_level: Level::of_policies(policies.iter().copied()),
             shared_slice: false,
         };
-        paddock::export::export(&checked.spec.unwrap(), IMAGE, &options).unsupported
+        paddock::export::export(&checked.spec.unwrap(), &IMAGE.parse().unwrap(), &options).unsupported
     };
     let rootfs = U::Rootfs { path: "/".into(), image: IMAGE.into() };
     let backoff = |b: &str, m: &str, r: &str| U::Backoff {

@@ -71,7 +71,7 @@ fn an_image_map_gives_each_workload_its_image_and_refuses_what_it_cannot_be() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("cannot be used with"), "{}", run.stderr);
     let run = export(&["examples/workloads/web.toml", "--image", "has space"]);
-    assert!(run.code == 2 && run.stderr.contains("is empty or has spaces"), "{}", run.stderr);
+    assert!(run.code == 2 && run.stderr.contains("not an image reference: it has a space"), "{}", run.stderr);
 }
 
 /// An image map's problems are shown as a manifest's are: FILE:LINE:COL,
@@ -96,6 +96,30 @@ fn an_image_maps_problems_name_its_file_and_line() {
         "{}",
         run.stderr
     );
+}
+
+/// An image reference the kubelet could not pull is refused where it is
+/// written, saying what is wrong and showing one that is right, not
+/// exported to fail at `kubectl apply` or on the node.
+#[test]
+fn an_image_reference_outside_the_grammar_is_refused_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("images.toml");
+    let map_arg = map.display().to_string();
+    std::fs::write(&map, "web = \"Nginx:1.27\"\ndb = \"registry.example.com:port/db\"\n").unwrap();
+    let run = export(&["examples/workloads/web.toml", "--image-map", &map_arg]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("{map_arg}:1:7: error: ")) && run.stderr.contains("lowercase"),
+        "{}",
+        run.stderr
+    );
+    // A map's entry for a workload not exported is checked too: the map is one file.
+    assert!(run.stderr.contains(&format!("{map_arg}:2:6: error: ")) && run.stderr.contains("port"), "{}", run.stderr);
+    assert!(run.stderr.contains("docker.io/library/nginx:1.27"), "{}", run.stderr);
+    let run = export(&["examples/workloads/web.toml", "--image", "nginx:1.27:2"]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""), "{}", run.stderr);
+    assert!(run.stderr.contains("--image") && run.stderr.contains("docker.io/library/nginx:1.27"), "{}", run.stderr);
 }
 
 #[test]

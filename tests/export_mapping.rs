@@ -17,7 +17,7 @@ pub fn export_text(policies: &[&str], text: &str, kind: Kind) -> Exported {
         policy_level: Level::of_policies(policies.iter().copied()),
         shared_slice: false,
     };
-    export::export(&spec, IMAGE, &options)
+    export::export(&spec, &IMAGE.parse().unwrap(), &options)
 }
 
 fn json_of(object: &Object) -> Value {
@@ -373,9 +373,11 @@ fn a_shared_id_slice_is_listed_for_remapped_workloads_only() {
     let spec = |text: &str| common::check(&["privileged"], "t.toml", text).spec.unwrap();
     let options =
         Options { kind: Kind::Pod, namespace: "ns".into(), policy_level: Level::Privileged, shared_slice: true };
-    let remapped = export::export(&spec(CMD), IMAGE, &options).unsupported;
+    let remapped = export::export(&spec(CMD), &IMAGE.parse().unwrap(), &options).unsupported;
     assert!(remapped.contains(&Unsupported::SharedSlice), "{remapped:?}");
-    let host = export::export(&spec(&format!("{CMD}[namespaces]\nuser = \"host\"\n")), IMAGE, &options).unsupported;
+    let host =
+        export::export(&spec(&format!("{CMD}[namespaces]\nuser = \"host\"\n")), &IMAGE.parse().unwrap(), &options)
+            .unsupported;
     assert!(!host.contains(&Unsupported::SharedSlice), "{host:?}");
 }
 

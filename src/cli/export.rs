@@ -10,6 +10,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::check::{CheckedFile, Validated, validate_paths};
 use super::{CliError, OrFail};
+use crate::export::reference::{ImageRef, SHAPE};
 use crate::export::{self, Exported, Kind, Level, Object, Options};
 use crate::model::WorkloadName;
 use crate::validate::{self, Color, HostChecks};
@@ -60,12 +61,14 @@ pub struct KubernetesArgs {
     pub namespace: String,
 
     /// The container image every workload runs (a manifest's root is a
-    /// host directory; a pod's is an image).
-    #[arg(long, value_name = "IMAGE", conflicts_with = "image_map")]
-    pub image: Option<String>,
+    /// host directory; a pod's is an image): a reference the kubelet can
+    /// pull, [REGISTRY[:PORT]/]REPOSITORY[:TAG][@DIGEST].
+    #[arg(long, value_name = "IMAGE", conflicts_with = "image_map", value_parser = image_reference)]
+    pub image: Option<ImageRef>,
 
     /// A TOML file of `WORKLOAD = "IMAGE"` lines: the image of each
-    /// workload. Every workload exported needs one; names of workloads
+    /// workload, every one checked as --image is, and each problem shown
+    /// at its line. Every workload exported needs one; names of workloads
     /// not among the PATHs are left alone, so one map serves every
     /// host's directory.
     #[arg(long, value_name = "FILE")]
@@ -100,8 +103,6 @@ pub enum ImageError {
         .path.display(), .problems.len()
     )]
     Invalid { path: PathBuf, text: String, problems: Vec<validate::Problem> },
-    #[error("--image {0:?} is empty or has spaces: give an image reference such as docker.io/library/busybox:1.37")]
-    BadFlag(String),
     #[error(
         "no image for {}: a pod runs an image, not a host directory; give one with --image IMAGE, or each workload's with --image-map FILE{unmatched}",
         .names.join(", ")
@@ -171,6 +172,11 @@ fn one_name_per_object<'a>(objects: impl IntoIterator<Item = (&'a str, &'a Objec
         }
     }
     Ok(())
+}
+
+/// `--image`: a reference the kubelet can pull.
+fn image_reference(s: &str) -> Result<ImageRef, String> {
+    ImageRef::parse(s).map_err(|e| format!("not an image reference: {e}; {SHAPE}"))
 }
 
 /// `--namespace`: a Namespace's name is a DNS label, and not one of the
@@ -292,12 +298,9 @@ fn kubernetes(args: KubernetesArgs) -> Result<super::ExitCode, CliError> {
 
 /// Each valid workload's image, from --image or --image-map; every one
 /// missing is named at once.
-fn images(args: &KubernetesArgs, files: &[CheckedFile]) -> Result<BTreeMap<String, String>, ImageError> {
+fn images(args: &KubernetesArgs, files: &[CheckedFile]) -> Result<BTreeMap<String, ImageRef>, ImageError> {
     let valid: Vec<&str> = files.iter().filter_map(|f| Some(f.spec.as_ref()?.name.as_str())).collect();
     let map = match (&args.image, &args.image_map) {
-        (Some(image), _) if image.is_empty() || image.contains(char::is_whitespace) => {
-            return Err(ImageError::BadFlag(image.clone()));
-        }
         (Some(image), _) => valid.iter().map(|n| ((*n).to_owned(), image.clone())).collect(),
         (None, Some(path)) => read_image_map(path)?,
         (None, None) => BTreeMap::new(),
@@ -329,7 +332,7 @@ fn stem(file: &str) -> Option<&str> {
 /// An image map: `WORKLOAD = "IMAGE"`. It may name workloads other than
 /// those exported (a fleet's map serves each host's directory); a
 /// misspelt name shows as a workload with no image.
-pub fn read_image_map(path: &Path) -> Result<BTreeMap<String, String>, ImageError> {
+pub fn read_image_map(path: &Path) -> Result<BTreeMap<String, ImageRef>, ImageError> {
     // Read as a manifest is: a regular file of at most 1 MiB of UTF-8, opened
     // without blocking (a FIFO in a fleet's repository cannot hang the gate).
     let text = crate::validate::load::read_manifest(path).map_err(|e| {

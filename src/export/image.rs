@@ -1,18 +1,20 @@
 //! The image map of `export --image-map FILE`: TOML lines of
-//! `WORKLOAD = "IMAGE"`. It is shown as a manifest is: each of its
+//! `WORKLOAD = "IMAGE"`, each image a reference the kubelet can pull
+//! (`super::reference`). It is shown as a manifest is: each of its
 //! problems at its line, all of them at once.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::validate::{Problem, key_name, parse_toml, push_pointer, toml_value};
+use super::reference::{ImageRef, SHAPE};
+use crate::validate::{Problem, key_name, parse_toml, push_pointer, shortened, toml_value};
 
 /// The image reference a help shows.
 pub const EXAMPLE: &str = "docker.io/library/nginx:1.27";
 
 /// Each workload's image, or every problem of the map in the file's order.
-pub fn parse_map(text: &str) -> Result<BTreeMap<String, String>, Vec<Problem>> {
+pub fn parse_map(text: &str) -> Result<BTreeMap<String, ImageRef>, Vec<Problem>> {
     let (json, spans) = parse_toml(text)?;
     let mut map = BTreeMap::new();
     let mut problems = Vec::new();
@@ -21,13 +23,15 @@ pub fn parse_map(text: &str) -> Result<BTreeMap<String, String>, Vec<Problem>> {
         let key = key_name(&pointer);
         let at = spans.value_span(&pointer);
         match value {
-            Value::String(image) if image.is_empty() || image.contains(char::is_whitespace) => problems.push(
-                Problem::error(at, format!("the image of `{key}` is empty or has spaces"))
-                    .with_help(format!("give an image reference: {key} = \"{EXAMPLE}\"")),
-            ),
-            Value::String(image) => {
-                map.insert(name.clone(), image.clone());
-            }
+            Value::String(image) => match ImageRef::parse(image) {
+                Ok(image) => {
+                    map.insert(name.clone(), image);
+                }
+                Err(e) => problems.push(
+                    Problem::error(at, format!("`{key}` = {:?} is not an image reference: {e}", shortened(image)))
+                        .with_help(SHAPE),
+                ),
+            },
             other => problems.push(
                 Problem::error(at, format!("`{key}` is {}, where an image reference is a string", toml_value(other)))
                     .with_help(format!("write it as {key} = \"{EXAMPLE}\"")),
@@ -61,7 +65,7 @@ mod tests {
     fn every_problem_of_a_map_is_at_its_value() {
         let text = "web = \"nginx:1.27\"\n\nworker = \"\"\napi = 3\n[db]\nimage = \"postgres\"\n\"a b\" = \"x y\"\n";
         let want = [
-            ("3:10", "the image of `worker` is empty or has spaces"),
+            ("3:10", "`worker` = \"\" is not an image reference: it is empty"),
             ("4:7", "`api` is 3, where an image reference is a string"),
             ("5:1", "`db` is a table, where an image reference is a string"),
         ];
@@ -69,8 +73,15 @@ mod tests {
         assert_eq!(got[..3], want.map(|(at, m)| (at.to_owned(), m.to_owned())), "{got:?}");
         // A table's keys are its own: `"a b"` is in [db].
         assert_eq!(got.len(), 3, "{got:?}");
-        let got = problems("\"a b\" = \"x y\"\n");
-        assert_eq!(got, [("1:9".to_owned(), "the image of `\"a b\"` is empty or has spaces".to_owned())]);
+        let got = problems("\"a b\" = \"x y\"\nweb = \"Nginx\"\n");
+        let want = [
+            ("1:9", "`\"a b\"` = \"x y\" is not an image reference: it has a space or a control character"),
+            (
+                "2:7",
+                "`web` = \"Nginx\" is not an image reference: the repository `Nginx` has capital letters, and a repository is lowercase (`nginx`)",
+            ),
+        ];
+        assert_eq!(got, want.map(|(at, m)| (at.to_owned(), m.to_owned())));
     }
 
     #[test]
@@ -81,8 +92,10 @@ mod tests {
 
     #[test]
     fn a_good_map_is_each_workloads_image() {
-        let map = parse_map("web = \"nginx:1.27\"\nworker = \"registry.example.com:5000/w@sha256:00\"\n").unwrap();
-        assert_eq!(map["web"], "nginx:1.27");
+        let text =
+            format!("web = \"nginx:1.27\"\nworker = \"registry.example.com:5000/w@sha256:{}\"\n", "0".repeat(64));
+        let map = parse_map(&text).unwrap();
+        assert_eq!(map["web"].as_str(), "nginx:1.27");
         assert_eq!(map.len(), 2);
         assert!(parse_map("").unwrap().is_empty());
     }

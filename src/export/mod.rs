@@ -6,6 +6,7 @@ pub mod image;
 pub mod kubernetes;
 pub mod objects;
 pub mod pss;
+pub mod reference;
 pub mod unsupported;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -13,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 pub use objects::Object;
 pub use pss::{Level, Violation};
+pub use reference::ImageRef;
 pub use unsupported::Unsupported;
 
 use crate::validate::WorkloadSpec;
@@ -53,8 +55,8 @@ pub struct Options {
 }
 
 /// The objects for one valid workload, run from `image`.
-pub fn export(spec: &WorkloadSpec, image: &str, options: &Options) -> Exported {
-    let (pod, mut unsupported) = kubernetes::pod_spec(spec, image, options.kind);
+pub fn export(spec: &WorkloadSpec, image: &ImageRef, options: &Options) -> Exported {
+    let (pod, mut unsupported) = kubernetes::pod_spec(spec, image.as_str(), options.kind);
     if options.shared_slice && spec.manifest.namespaces.remapped() {
         unsupported.push(Unsupported::SharedSlice);
     }
