@@ -113,8 +113,14 @@ fn each_examples_unsupported_list() {
         backoff_max: m.parse().unwrap(),
         reset_after: r.parse().unwrap(),
     };
-    let pss = |claimed, violation| U::Pss { claimed, violation };
-    let host_path = |p: &str| Violation::HostPath(p.into());
+    let pss = |claimed, violation| {
+        let keys = match &violation {
+            Violation::HostPath { .. } => vec!["/mounts/0/source".to_owned()],
+            _ => vec!["/user".to_owned()],
+        };
+        U::Pss { claimed, violation, keys }
+    };
+    let host_path = |p: &str| Violation::HostPath { path: p.into(), volume: "mount-0".into() };
     let not_idmapped = |p: &str| U::NotIdmapped { source: p.into(), writable: false, mount: 0 };
     assert_eq!(
         items(&["baseline"], "api.toml"),
@@ -197,9 +203,71 @@ fn the_list_is_at_the_top_of_the_object_and_on_stderr_naming_file_and_workload()
     assert_eq!(at("mount \"/usr/share/common-licenses\""), Some(line_of("source = \"/usr/share").as_str()));
     // The first written of the backoff's keys.
     assert_eq!(at("restart backoff"), Some(line_of("reset_after").as_str()));
-    // Not written (the host's / is the default root), or no one key's: the file alone.
+    // A Pod Security Standards item, at the key that breaks the rule.
+    assert_eq!(at("the policy passed"), Some(line_of("source = \"/usr/share").as_str()), "{}", run.stderr);
+    // Not written (the host's / is the default root): the file alone.
     assert_eq!(at("rootfs.path"), Some(""));
-    assert_eq!(at("the policy passed"), Some(""));
+}
+
+/// Each Pod Security Standards item names the manifest's key that breaks
+/// the rule, and the line that says it where one does (a default, the
+/// file alone).
+#[test]
+fn each_pod_security_item_names_its_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web.toml");
+    let restricted = |user: &str| {
+        let manifest = format!(
+            "command = [\"/app\"]\n{user}[[mounts]]\nsource = \"/usr/share/doc\"\ntarget = \"/a\"\n\
+             [[mounts]]\nsource = \"/usr/share/doc\"\ntarget = \"/b\"\n[resources]\nmemory = \"64MiB\"\npids = 8\n"
+        );
+        std::fs::write(&file, manifest).unwrap();
+        let run = export(&[file.to_str().unwrap(), "--image", IMAGE, "--policy", "restricted"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let items: Vec<(String, String)> = run
+            .stderr
+            .lines()
+            .filter_map(|l| l.split_once(": web: not expressible in Kubernetes: the policy passed stands for the "))
+            .map(|(at, item)| (at.rsplit_once("web.toml").unwrap().1.to_owned(), item.to_owned()))
+            .collect();
+        let pod = run.stdout.split("---\n").find(|d| d.contains("kind: Pod")).unwrap().to_owned();
+        (items, pod)
+    };
+    let (items, pod) = restricted("user = 0\n");
+    let at: Vec<(&str, &str)> =
+        items.iter().map(|(at, item)| (at.as_str(), item.split_once(": ").unwrap().1)).collect();
+    assert_eq!(
+        at,
+        [
+            (
+                ":4",
+                "a hostPath volume (\"/usr/share/doc\") (from `mounts[0].source`); the namespace is labelled with the level it passes"
+            ),
+            (
+                ":7",
+                "a hostPath volume (\"/usr/share/doc\") (from `mounts[1].source`); the namespace is labelled with the level it passes"
+            ),
+            (
+                ":2",
+                "runAsNonRoot is not true (the container runs as uid 0, remapped under hostUsers: false, which restricted does not count) (from `user`); the namespace is labelled with the level it passes"
+            ),
+            (
+                ":2",
+                "capabilities are not dropped (drop: [ALL]); paddock kept the runtime's default set (from `user`); the namespace is labelled with the level it passes"
+            ),
+        ],
+        "{items:?}"
+    );
+    // The object's comments name the key too.
+    assert!(
+        pod.contains("which this pod breaks: a hostPath volume (\"/usr/share/doc\") (from `mounts[1].source`)"),
+        "{pod}"
+    );
+    // user not written: its items name the key, and the file alone.
+    let (items, _) = restricted("");
+    let lines: Vec<&str> = items.iter().map(|(at, _)| at.as_str()).collect();
+    assert_eq!(lines, [":3", ":6", "", ""], "{items:?}");
+    assert!(items[2].1.ends_with("(from `user`); the namespace is labelled with the level it passes"), "{items:?}");
 }
 
 /// Two mounts of one source are each listed at their own line, and a

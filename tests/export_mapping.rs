@@ -486,3 +486,59 @@ fn a_cpu_limit_finer_than_a_millicore_is_listed_as_rounded() {
         assert!(!items(exact).iter().any(|u| matches!(u, Unsupported::CpuRounded { .. })), "{exact}");
     }
 }
+
+/// Each Pod Security Standards rule a pod breaks is put down to the
+/// manifest's keys that make it so (a stderr item is at the first written
+/// of them): only those whose value is a cause, none where no key sets the field.
+#[test]
+fn each_broken_rule_names_the_keys_that_break_it() {
+    let keys_of = |text: &str| -> Vec<(String, Vec<String>)> {
+        let text = format!("{CMD}{text}");
+        let spec = common::check(&["privileged"], "t.toml", &text).spec.unwrap();
+        let exported = export_text(&["privileged"], &text, Kind::Pod);
+        let pod = exported.objects[0].pod_spec().unwrap();
+        export::pss::violations(pod)
+            .iter()
+            .map(|v| {
+                let kind = format!("{v:?}").split(['(', ' ']).next().unwrap().to_owned();
+                (kind, export::unsupported::causes(v, &spec.manifest))
+            })
+            .collect()
+    };
+    let want = |rows: &[(&str, &[&str])]| -> Vec<(String, Vec<String>)> {
+        rows.iter().map(|(k, keys)| ((*k).to_owned(), keys.iter().map(|k| (*k).to_owned()).collect())).collect()
+    };
+    assert_eq!(
+        keys_of("[security]\nprivileged = true\n[namespaces]\nuser = \"host\"\n"),
+        want(&[
+            ("Privileged", &["/security/privileged"]),
+            ("SeccompUnconfined", &["/security/privileged"]),
+            ("RunAsRoot", &["/user"]),
+            ("PrivilegeEscalation", &["/security/privileged"]),
+            ("CapabilitiesNotDropped", &["/security/privileged", "/user"]),
+        ])
+    );
+    assert_eq!(
+        keys_of(
+            "[namespaces]\nuser = \"host\"\nnetwork = \"host\"\npid = \"host\"\n[security]\ncapabilities = [\"SYS_ADMIN\", \"CHOWN\"]\nseccomp = \"unconfined\"\nno_new_privileges = false\n"
+        ),
+        want(&[
+            ("HostNamespace", &["/namespaces/network"]),
+            ("HostNamespace", &["/namespaces/pid"]),
+            ("SeccompUnconfined", &["/security/seccomp"]),
+            ("CapabilitiesBeyondBaseline", &["/security/capabilities/0"]),
+            ("RunAsRoot", &["/user"]),
+            ("PrivilegeEscalation", &["/security/no_new_privileges"]),
+            ("CapabilitiesNotDropped", &["/security/no_new_privileges", "/user"]),
+            // CHOWN is the first the rule names (the pod's list is sorted), the second in the manifest.
+            ("CapabilitiesBeyondRestricted", &["/security/capabilities/1"]),
+        ])
+    );
+    // Each hostPath volume at its own mount; a non-root user breaks no restricted rule.
+    assert_eq!(
+        keys_of(
+            "user = 1000\n[[mounts]]\nsource = \"/etc\"\ntarget = \"/a\"\n[[mounts]]\nsource = \"/etc\"\ntarget = \"/b\"\n"
+        ),
+        want(&[("HostPath", &["/mounts/0/source"]), ("HostPath", &["/mounts/1/source"])])
+    );
+}

@@ -245,7 +245,7 @@ fn volumes(m: &Manifest, remap: bool, lost: &mut Vec<Unsupported>) -> (Vec<Volum
         mounts.push(VolumeMount { name: TMP_VOLUME.to_owned(), mount_path: "/tmp".to_owned(), ..Default::default() });
     }
     for (i, mt) in m.mounts.iter().enumerate() {
-        let name = format!("mount-{i}");
+        let name = mount_volume(i);
         let (source, mount) = (mt.source.clone(), i);
         let kind = match source_kind(&mt.source) {
             Ok(Some(kind)) => Some(kind),
@@ -291,6 +291,16 @@ fn volumes(m: &Manifest, remap: bool, lost: &mut Vec<Unsupported>) -> (Vec<Volum
         lost.push(Unsupported::MountFlags);
     }
     (volumes, mounts)
+}
+
+/// The volume of the manifest's `i`th mount.
+fn mount_volume(i: usize) -> String {
+    format!("mount-{i}")
+}
+
+/// Which of the manifest's mounts a volume is, by its name (`mount_volume`).
+pub fn mount_of_volume(name: &str) -> Option<usize> {
+    name.strip_prefix("mount-")?.parse().ok()
 }
 
 /// Limits: memory and CPU have fields; pids and nofile have none.

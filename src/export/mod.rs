@@ -65,7 +65,8 @@ pub fn export(spec: &WorkloadSpec, image: &ImageRef, options: &Options) -> Expor
     let level = passes.min(options.policy_level);
     // What the policy promised and the pod does not keep, said rule by rule.
     for violation in violations.into_iter().filter(|v| v.level() <= options.policy_level) {
-        unsupported.push(Unsupported::Pss { claimed: options.policy_level, violation });
+        let keys = unsupported::causes(&violation, &spec.manifest);
+        unsupported.push(Unsupported::Pss { claimed: options.policy_level, violation, keys });
     }
     let objects = objects::for_workload(spec, pod, options, level, &mut unsupported);
     Exported { objects, unsupported, level, passes }

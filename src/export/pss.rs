@@ -70,7 +70,11 @@ pub enum Violation {
     HostNamespace(&'static str),
     Privileged,
     CapabilitiesBeyondBaseline(Vec<String>),
-    HostPath(String),
+    /// A hostPath volume: its path, and the volume's name.
+    HostPath {
+        path: String,
+        volume: String,
+    },
     HostPort(i32),
     SeccompUnconfined,
     /// restricted: runAsNonRoot must be true (even under hostUsers: false,
@@ -87,7 +91,7 @@ impl Violation {
             Violation::HostNamespace(_)
             | Violation::Privileged
             | Violation::CapabilitiesBeyondBaseline(_)
-            | Violation::HostPath(_)
+            | Violation::HostPath { .. }
             | Violation::HostPort(_)
             | Violation::SeccompUnconfined => Level::Baseline,
             Violation::RunAsRoot
@@ -104,7 +108,7 @@ impl fmt::Display for Violation {
             Violation::HostNamespace(which) => write!(f, "{which} shares a host namespace"),
             Violation::Privileged => f.write_str("a privileged container"),
             Violation::CapabilitiesBeyondBaseline(caps) => write!(f, "capabilities beyond baseline's: {}", caps.join(", ")),
-            Violation::HostPath(path) => write!(f, "a hostPath volume ({path:?})"),
+            Violation::HostPath { path, .. } => write!(f, "a hostPath volume ({path:?})"),
             Violation::HostPort(port) => write!(f, "a hostPort ({port})"),
             Violation::SeccompUnconfined => f.write_str("seccomp Unconfined"),
             Violation::RunAsRoot => f.write_str(
@@ -131,7 +135,7 @@ pub fn violations(pod: &PodSpec) -> Vec<Violation> {
     }
     for volume in pod.volumes.iter().flatten() {
         if let Some(host) = &volume.host_path {
-            found.push(Violation::HostPath(host.path.clone()));
+            found.push(Violation::HostPath { path: host.path.clone(), volume: volume.name.clone() });
         }
     }
     let pod_context = pod.security_context.as_ref();

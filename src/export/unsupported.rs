@@ -5,7 +5,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::model::{Duration, Manifest, PortMapping, RestartPolicy, Signal};
+use crate::model::{Duration, Manifest, PortMapping, RestartPolicy, Seccomp, Signal};
+use crate::validate::key_name;
 
 use super::pss::{Level, Violation};
 
@@ -100,8 +101,9 @@ pub enum Unsupported {
     /// run as root, say).
     UnlookedSource { source: PathBuf, mount: usize, error: String },
     /// A rule of the Pod Security Standards level the manifest's policy
-    /// stands for that the exported pod breaks.
-    Pss { claimed: Level, violation: Violation },
+    /// stands for that the exported pod breaks, and the manifest's keys
+    /// (JSON pointers) that break it (`causes`).
+    Pss { claimed: Level, violation: Violation, keys: Vec<String> },
 }
 
 impl fmt::Display for Unsupported {
@@ -240,10 +242,19 @@ impl fmt::Display for Unsupported {
                 "mount {:?} cannot be looked at here ({error}), so its hostPath has no type: where it is missing on a node, the runtime makes it an empty directory, where paddock refuses to start; export as root, or give the volume its type",
                 source.display().to_string()
             ),
-            Unsupported::Pss { claimed, violation } => write!(
-                f,
-                "the policy passed stands for the {claimed} Pod Security Standard, which this pod breaks: {violation}; the namespace is labelled with the level it passes"
-            ),
+            Unsupported::Pss { claimed, violation, keys } => {
+                let from = match keys.as_slice() {
+                    [] => String::new(),
+                    keys => {
+                        let keys: Vec<String> = keys.iter().map(|k| format!("`{}`", key_name(k))).collect();
+                        format!(" (from {})", keys.join(", "))
+                    }
+                };
+                write!(
+                    f,
+                    "the policy passed stands for the {claimed} Pod Security Standard, which this pod breaks: {violation}{from}; the namespace is labelled with the level it passes"
+                )
+            }
         }
     }
 }
@@ -287,8 +298,50 @@ impl Unsupported {
             | Unsupported::UntypedSource { mount, .. }
             | Unsupported::UnlookedSource { mount, .. } => one(&format!("/mounts/{mount}/source")),
             Unsupported::PrivilegedEscalation => one("/security/privileged"),
-            Unsupported::ServiceName { .. } | Unsupported::SharedSlice | Unsupported::Pss { .. } => Vec::new(),
+            Unsupported::Pss { keys, .. } => keys.clone(),
+            Unsupported::ServiceName { .. } | Unsupported::SharedSlice => Vec::new(),
         }
+    }
+}
+
+/// The manifest's keys (JSON pointers) whose values the mapping made into
+/// the fields a Pod Security Standards rule looks at, each only where its
+/// value is a cause (`user` for root, not for a non-root user), in the
+/// order they are named; none for a field no key sets.
+pub fn causes(violation: &Violation, m: &Manifest) -> Vec<String> {
+    let s = &m.security;
+    // The first capability named that the rule refuses, at its place in the list.
+    let capability = |refused: &[String]| {
+        let at = s.capabilities.iter().position(|c| refused.first().is_some_and(|r| r == c.name()));
+        vec![at.map_or_else(|| "/security/capabilities".to_owned(), |i| format!("/security/capabilities/{i}"))]
+    };
+    let when =
+        |pairs: &[(bool, &str)]| pairs.iter().filter(|(cause, _)| *cause).map(|(_, k)| (*k).to_owned()).collect();
+    match violation {
+        Violation::HostNamespace(field) => match *field {
+            "hostNetwork" => vec!["/namespaces/network".to_owned()],
+            "hostPID" => vec!["/namespaces/pid".to_owned()],
+            _ => Vec::new(),
+        },
+        Violation::Privileged => vec!["/security/privileged".to_owned()],
+        Violation::CapabilitiesBeyondBaseline(caps) | Violation::CapabilitiesBeyondRestricted(caps) => capability(caps),
+        Violation::HostPath { volume, .. } => {
+            super::kubernetes::mount_of_volume(volume).map(|i| format!("/mounts/{i}/source")).into_iter().collect()
+        }
+        // export writes no hostPort.
+        Violation::HostPort(_) => Vec::new(),
+        Violation::SeccompUnconfined => {
+            when(&[(s.privileged, "/security/privileged"), (s.seccomp != Seccomp::Default, "/security/seccomp")])
+        }
+        Violation::RunAsRoot => vec!["/user".to_owned()],
+        Violation::PrivilegeEscalation => {
+            when(&[(s.privileged, "/security/privileged"), (!s.no_new_privileges, "/security/no_new_privileges")])
+        }
+        Violation::CapabilitiesNotDropped => when(&[
+            (s.privileged, "/security/privileged"),
+            (!s.no_new_privileges, "/security/no_new_privileges"),
+            (m.user == 0, "/user"),
+        ]),
     }
 }
 
