@@ -97,9 +97,10 @@ fn each_field_maps_as_the_readme_says() {
         (&["privileged"], "[namespaces]\nnetwork = \"host\"\n", "/hostNetwork", Value::Null),
         (&["privileged"], "[namespaces]\nnetwork = \"host\"\n", "/hostUsers", json!(false)),
         (&["privileged"], "[namespaces]\nnetwork = \"host\"\n", "/hostname", json!("t")),
-        // Resources as limits.
-        (&["baseline"], "[resources]\nmemory = \"256MiB\"\ncpu = 0.5\n", &format!("{c}/resources"), json!({"limits": {"memory": "256Mi", "cpu": "500m"}})),
-        (&["baseline"], "[resources]\nmemory = \"1536MiB\"\ncpu = 2\n", &format!("{c}/resources"), json!({"limits": {"memory": "1536Mi", "cpu": "2"}})),
+        // Resources as limits, and requests of as much: paddock's limits are the workload's own.
+        (&["baseline"], "[resources]\nmemory = \"256MiB\"\ncpu = 0.5\n", &format!("{c}/resources"), json!({"limits": {"memory": "256Mi", "cpu": "500m"}, "requests": {"memory": "256Mi", "cpu": "500m"}})),
+        (&["baseline"], "[resources]\nmemory = \"1536MiB\"\ncpu = 2\n", &format!("{c}/resources"), json!({"limits": {"memory": "1536Mi", "cpu": "2"}, "requests": {"memory": "1536Mi", "cpu": "2"}})),
+        (&["baseline"], "[resources]\nmemory = \"64MiB\"\n", &format!("{c}/resources"), json!({"limits": {"memory": "64Mi"}, "requests": {"memory": "64Mi"}})),
         (&["baseline"], "[resources]\npids = 10\nnofile = 64\n", &format!("{c}/resources"), Value::Null),
         // Restart and stop.
         (&["baseline"], "[restart]\npolicy = \"always\"\n", "/restartPolicy", json!("Always")),

@@ -303,7 +303,12 @@ pub fn mount_of_volume(name: &str) -> Option<usize> {
     name.strip_prefix("mount-")?.parse().ok()
 }
 
-/// Limits: memory and CPU have fields; pids and nofile have none.
+/// Limits: memory and CPU have fields; pids and nofile have none. Each
+/// limit is requested too, as paddock's limit was the workload's own. The
+/// API server copies a limit into a Pod's unwritten request anyway, so
+/// what runs is the same; but a Deployment's template is not defaulted,
+/// and a cluster's policy that requires requests (a Kyverno or Gatekeeper
+/// rule, a linter of the YAML) would refuse it without them.
 fn resources(m: &Manifest, lost: &mut Vec<Unsupported>) -> Option<ResourceRequirements> {
     let r = &m.resources;
     let mut limits = BTreeMap::new();
@@ -323,7 +328,11 @@ fn resources(m: &Manifest, lost: &mut Vec<Unsupported>) -> Option<ResourceRequir
     if let Some(nofile) = r.nofile {
         lost.push(Unsupported::Nofile(nofile));
     }
-    (!limits.is_empty()).then_some(ResourceRequirements { limits: Some(limits), ..Default::default() })
+    (!limits.is_empty()).then(|| ResourceRequirements {
+        requests: Some(limits.clone()),
+        limits: Some(limits),
+        ..Default::default()
+    })
 }
 
 /// Bytes in the largest binary suffix that divides them ("64Mi").
