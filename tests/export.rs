@@ -122,6 +122,7 @@ fn each_examples_unsupported_list() {
     };
     let host_path = |p: &str| Violation::HostPath { path: p.into(), volume: "mount-0".into() };
     let not_idmapped = |p: &str| U::NotIdmapped { source: p.into(), writable: false, mount: 0 };
+    let closed = U::NetworkPolicy { bridge: false };
     assert_eq!(
         items(&["baseline"], "api.toml"),
         [
@@ -132,6 +133,7 @@ fn each_examples_unsupported_list() {
             U::PidsLimit(32),
             backoff("100ms", "30s", "1m"),
             pss(Level::Baseline, host_path("/usr/share/doc")),
+            closed.clone(),
         ]
     );
     assert_eq!(
@@ -146,9 +148,10 @@ fn each_examples_unsupported_list() {
             pss(Level::Restricted, host_path("/usr/share/doc")),
             pss(Level::Restricted, Violation::RunAsRoot),
             pss(Level::Restricted, Violation::CapabilitiesNotDropped),
+            closed.clone(),
         ]
     );
-    assert_eq!(items(&["baseline"], "nightly-report.toml"), [rootfs.clone(), U::UserNamespaces]);
+    assert_eq!(items(&["baseline"], "nightly-report.toml"), [rootfs.clone(), U::UserNamespaces, closed.clone()]);
     assert_eq!(
         items(&["baseline"], "web.toml"),
         [
@@ -159,6 +162,7 @@ fn each_examples_unsupported_list() {
             backoff("200ms", "10s", "1m"),
             pss(Level::Baseline, host_path("/usr/share/doc")),
             U::Published("8080:80".parse().unwrap()),
+            U::NetworkPolicy { bridge: true },
         ]
     );
     assert_eq!(
@@ -174,6 +178,7 @@ fn each_examples_unsupported_list() {
             backoff("100ms", "30s", "5m"),
             U::MaxRetries(5),
             pss(Level::Baseline, host_path("/usr/share/common-licenses")),
+            closed,
         ]
     );
 }
@@ -186,7 +191,7 @@ fn the_list_is_at_the_top_of_the_object_and_on_stderr_naming_file_and_workload()
     let comments: Vec<&str> = pod.lines().take_while(|l| l.starts_with('#')).collect();
     let items: Vec<&str> =
         comments.iter().filter_map(|l| l.strip_prefix("# paddock: not expressible in Kubernetes: ")).collect();
-    assert_eq!(items.len(), 10, "{pod}");
+    assert_eq!(items.len(), 11, "{pod}");
     // On stderr each says where the manifest says it (FILE:LINE), when one key does.
     let stderr: Vec<(&str, &str)> = run
         .stderr
@@ -299,6 +304,49 @@ fn each_mount_is_listed_at_its_own_line_and_a_default_at_none() {
     assert_eq!(at("restart backoff"), [":9"], "{}", run.stderr);
     assert_eq!(at("resources.pids"), [":11"], "{}", run.stderr);
     assert_eq!(at("is no directory, file, socket or device on this host"), [":13"], "{}", run.stderr);
+}
+
+/// paddock closes each workload's network; a cluster does so only where
+/// its network plugin enforces NetworkPolicy, and takes the policy without
+/// a word where none does. So the policy is written, and what it needs is
+/// listed, at the key that chose the network.
+#[test]
+fn the_network_policy_is_written_and_what_it_needs_is_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = [
+        ("private", ""),
+        ("bridged", "ports = [\"8080:80\"]\n"),
+        ("closed", "[namespaces]\nnetwork = \"private\"\n"),
+        ("host", "[namespaces]\nuser = \"host\"\nnetwork = \"host\"\n"),
+    ];
+    for (name, extra) in manifests {
+        std::fs::write(dir.path().join(format!("{name}.toml")), format!("command = [\"/bin/app\"]\n{extra}")).unwrap();
+    }
+    let run = export(&[dir.path().to_str().unwrap(), "--image", IMAGE, "--policy", "privileged"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let policies: Vec<&str> = run
+        .stdout
+        .split("---\n")
+        .filter(|d| d.contains("kind: NetworkPolicy"))
+        .filter_map(|d| d.lines().find_map(|l| l.strip_prefix("  name: ")))
+        .collect();
+    assert_eq!(policies, ["bridged", "closed", "private"], "{}", run.stdout);
+    let listed = |name: &str| -> Vec<String> {
+        run.stderr
+            .lines()
+            .filter(|l| {
+                l.contains(&format!(": {name}: not expressible in Kubernetes: ")) && l.contains("NetworkPolicy")
+            })
+            .map(|l| l.split_once(&format!(": {name}: ")).unwrap().0.rsplit_once(".toml").unwrap().1.to_owned())
+            .collect()
+    };
+    // The default, not written: the file alone; the ports that imply the bridge, at their line.
+    assert_eq!(listed("private"), [""], "{}", run.stderr);
+    assert_eq!(listed("closed"), [":3"], "{}", run.stderr);
+    assert_eq!(listed("bridged"), [":2"], "{}", run.stderr);
+    // The node's network: no policy, as paddock kept none, and nothing to list.
+    assert!(listed("host").is_empty(), "{}", run.stderr);
+    assert!(run.stderr.contains("only a network plugin that enforces NetworkPolicy keeps it"), "{}", run.stderr);
 }
 
 /// Every kind of setting the mapping has a branch for, in manifests only

@@ -224,6 +224,8 @@ pub fn for_workload(
     }
     if let Some(policy) = network_policy(&spec.manifest.namespaces.network, ports, &selector) {
         objects.push(Object::NetworkPolicy(Box::new(NetworkPolicy { metadata: meta(None), spec: Some(policy) })));
+        let bridge = spec.manifest.namespaces.network.cni() == Some(crate::model::BRIDGE);
+        unsupported.push(Unsupported::NetworkPolicy { bridge });
     }
     objects
 }

@@ -100,6 +100,11 @@ pub enum Unsupported {
     /// The same, for a source that could not be looked at (an export not
     /// run as root, say).
     UnlookedSource { source: PathBuf, mount: usize, error: String },
+    /// paddock's closed network (`private`, or the `bridge`'s published
+    /// ports), written as a NetworkPolicy, which only a network plugin
+    /// that enforces NetworkPolicy keeps: the API server takes one
+    /// whatever the plugin, and without one the pod network is open.
+    NetworkPolicy { bridge: bool },
     /// A rule of the Pod Security Standards level the manifest's policy
     /// stands for that the exported pod breaks, and the manifest's keys
     /// (JSON pointers) that break it (`causes`).
@@ -242,6 +247,24 @@ impl fmt::Display for Unsupported {
                 "mount {:?} cannot be looked at here ({error}), so its hostPath has no type: where it is missing on a node, the runtime makes it an empty directory, where paddock refuses to start; export as root, or give the volume its type",
                 source.display().to_string()
             ),
+            Unsupported::NetworkPolicy { bridge } => {
+                let (network, kept, open) = match bridge {
+                    false => (
+                        "private",
+                        "nothing reaches it and it reaches nothing",
+                        "the pod reaches, and is reached from, every pod and address",
+                    ),
+                    true => (
+                        "bridge",
+                        "only the published ports and the bridge's other workloads reach it",
+                        "every pod of the cluster reaches every port of this one",
+                    ),
+                };
+                write!(
+                    f,
+                    "namespaces.network = \"{network}\": in paddock {kept}; the NetworkPolicy written says so, but only a network plugin that enforces NetworkPolicy keeps it (Calico, Cilium and Antrea do; flannel alone does not), and the API server takes it without a word where none does: there {open}. Check that the cluster's plugin enforces it"
+                )
+            }
             Unsupported::Pss { claimed, violation, keys } => {
                 let from = match keys.as_slice() {
                     [] => String::new(),
@@ -298,6 +321,11 @@ impl Unsupported {
             | Unsupported::UntypedSource { mount, .. }
             | Unsupported::UnlookedSource { mount, .. } => one(&format!("/mounts/{mount}/source")),
             Unsupported::PrivilegedEscalation => one("/security/privileged"),
+            // The bridge is written, or implied by the ports.
+            Unsupported::NetworkPolicy { bridge } => match bridge {
+                false => one("/namespaces/network"),
+                true => vec!["/namespaces/network".to_owned(), "/ports".to_owned()],
+            },
             Unsupported::Pss { keys, .. } => keys.clone(),
             Unsupported::ServiceName { .. } | Unsupported::SharedSlice => Vec::new(),
         }
