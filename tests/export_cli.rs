@@ -96,6 +96,11 @@ fn an_image_maps_problems_name_its_file_and_line() {
         "{}",
         run.stderr
     );
+    // So is a byte that is not UTF-8, as a manifest's.
+    std::fs::write(&map, b"web = \"nginx\"\nworker = \"b\xffx\"\n").unwrap();
+    let run = export(&["examples/workloads/web.toml", "--image-map", &map_arg]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains(&format!("{map_arg}:2:12: error: the file is not valid UTF-8")), "{}", run.stderr);
 }
 
 /// An image reference the kubelet could not pull is refused where it is

@@ -335,12 +335,16 @@ fn stem(file: &str) -> Option<&str> {
 pub fn read_image_map(path: &Path) -> Result<BTreeMap<String, ImageRef>, ImageError> {
     // Read as a manifest is: a regular file of at most 1 MiB of UTF-8, opened
     // without blocking (a FIFO in a fleet's repository cannot hang the gate).
-    let text = crate::validate::load::read_manifest(path).map_err(|e| {
-        let reason = match e {
-            crate::validate::load::LoadError::Io { source, .. } => source.to_string(),
-            crate::validate::load::LoadError::Invalid(invalid) => invalid.to_string(),
-        };
-        ImageError::Read { path: path.to_owned(), reason }
+    use crate::validate::load::{InvalidFile, LoadError};
+    let text = crate::validate::load::read_manifest(path).map_err(|e| match e {
+        // A byte that is not UTF-8 has a line, shown as a manifest's is.
+        LoadError::Invalid(invalid @ InvalidFile::NotUtf8 { .. }) => ImageError::Invalid {
+            path: path.to_owned(),
+            text: invalid.text().to_owned(),
+            problems: vec![invalid.problem()],
+        },
+        LoadError::Invalid(invalid) => ImageError::Read { path: path.to_owned(), reason: invalid.to_string() },
+        LoadError::Io { source, .. } => ImageError::Read { path: path.to_owned(), reason: source.to_string() },
     })?;
     export::image::parse_map(&text).map_err(|problems| ImageError::Invalid { path: path.to_owned(), text, problems })
 }
