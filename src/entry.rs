@@ -21,9 +21,12 @@ core::arch::global_asm!(
     ".globl paddock_start",
     ".type paddock_start, @function",
     "paddock_start:",
-    // %r8: the ELF header; %r9: its program headers, %r10 bytes each,
-    // %ecx of them.
+    // %r8: the ELF header, also the load address of a PIE (ET_DYN: its
+    // addresses start at 0); an executable at a fixed address has nothing
+    // relocated. %r9: the program headers, %r10 bytes each, %ecx of them.
     "lea __ehdr_start(%rip), %r8",
+    "cmpw $3, 0x10(%r8)",
+    "jne 3f",
     "mov 0x20(%r8), %r9",
     "add %r8, %r9",
     "movzwl 0x36(%r8), %r10d",
