@@ -364,7 +364,7 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// The JSON Schema of the configuration file.
 pub fn schema() -> serde_json::Value {
-    schemars::generate::SchemaSettings::draft2020_12().into_generator().into_root_schema_for::<Config>().to_value()
+    crate::model::schema_settings().into_generator().into_root_schema_for::<Config>().to_value()
 }
 
 impl Config {
@@ -646,6 +646,21 @@ mod tests {
                 "p.toml:3:10: error: [network] subnet = \"10.77.0.0/33\" is not an IPv4 subnet with room for workloads (such as \"10.77.0.0/16\")",
             ]
         );
+    }
+
+    /// An integer past its type is refused at its line with its range, as
+    /// a manifest's is, not in serde's words ("expected u32").
+    #[test]
+    fn integers_past_their_type_say_the_range() {
+        assert_eq!(
+            first_lines("[restart]\nmax_retries = 5000000000\n[remap]\nslice_size = 4294967296\n"),
+            [
+                "p.toml:2:15: error: `restart.max_retries` must be at most 4294967295, not 5000000000",
+                "p.toml:4:14: error: `remap.slice_size` must be at most 4294967295, not 4294967296",
+            ]
+        );
+        let fine = "[restart]\nmax_retries = 4294967295\n[remap]\nslice_size = 4294967295\n";
+        Config::parse(Path::new("p.toml"), fine.to_owned()).unwrap();
     }
 
     #[test]

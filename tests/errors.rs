@@ -275,6 +275,21 @@ fn every_problem_of_a_file_is_reported() {
     );
 }
 
+/// An integer is bounded by its type, and said so as any range is (not
+/// as serde words it, "expected u32").
+#[test]
+fn integers_past_their_type_say_the_range() {
+    expect(
+        "command = [\"x\"]\n[restart]\nmax_retries = 5000000000\n",
+        &["3:15: error: `restart.max_retries` must be at most 4294967295, not 5000000000"],
+    );
+    expect(
+        "command = [\"x\"]\n[resources]\npids = 4294967296\n",
+        &["3:8: error: `resources.pids` must be at most 4294967295, not 4294967296"],
+    );
+    expect("command = [\"x\"]\n[restart]\nmax_retries = 4294967295\n", &[]);
+}
+
 #[test]
 fn wrong_types_say_what_was_expected() {
     expect("command = \"/bin/true\"\n", &["1:11: error: `command` must be an array, not a string"]);

@@ -41,10 +41,31 @@ pub use units::{DURATION_PATTERN, Duration, SIZE_PATTERN, Size, UnitError};
 
 /// The workload JSON Schema, generated from the types above.
 pub fn workload_schema() -> serde_json::Value {
-    let schema = schemars::generate::SchemaSettings::draft2020_12().into_generator().into_root_schema_for::<Manifest>();
+    let schema = schema_settings().into_generator().into_root_schema_for::<Manifest>();
     let mut value = schema.to_value();
     tidy(&mut value);
     value
+}
+
+/// How paddock's schemas (the workload's, the configuration's) are
+/// generated: draft 2020-12, every integer bounded by its Rust type.
+pub(crate) fn schema_settings() -> schemars::generate::SchemaSettings {
+    schemars::generate::SchemaSettings::draft2020_12()
+        .with_transform(schemars::transform::RecursiveTransform(bound_by_type))
+}
+
+/// schemars bounds a u32 below only (`minimum: 0`): one past it passed
+/// the schema and serde refused it in its own words ("invalid value:
+/// integer `5000000000`, expected u32"), not at most what. A range a
+/// field writes (`range(max = ...)`) is kept.
+fn bound_by_type(schema: &mut schemars::Schema) {
+    let max = match schema.get("format").and_then(serde_json::Value::as_str) {
+        Some("uint32") => u32::MAX,
+        _ => return,
+    };
+    if schema.get("maximum").is_none() {
+        schema.insert("maximum".to_owned(), max.into());
+    }
 }
 
 /// Doc comments arrive with their line breaks; editors show descriptions as

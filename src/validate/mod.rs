@@ -146,7 +146,8 @@ impl Schema {
         match T::deserialize(toml::de::Deserializer::from(parsed.table)) {
             Ok(value) => Ok((value, parsed.spans)),
             // The schema and the types agree (a property test checks it), so
-            // this is a value the schema cannot bound, such as 2^40 for a u32.
+            // this is a value the schema cannot bound, such as a duration
+            // too long to hold ("99999999999h").
             Err(e) => {
                 // An unquoted date: JSON has no dates, so the schema saw it
                 // as the string it reads as; the types see a TOML date-time.
