@@ -664,6 +664,14 @@ mod tests {
     }
 
     #[test]
+    fn integers_past_64_bits_say_the_range() {
+        assert_eq!(
+            first_lines("[restart]\nmax_retries = 99999999999999999999\n"),
+            ["p.toml:2:15: error: `restart.max_retries` must be at most 4294967295, not 99999999999999999999"]
+        );
+    }
+
+    #[test]
     fn metrics_addresses() {
         use super::metrics_address as m;
         assert_eq!(m(""), Ok(None));

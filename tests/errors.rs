@@ -290,6 +290,25 @@ fn integers_past_their_type_say_the_range() {
     expect("command = [\"x\"]\n[restart]\nmax_retries = 4294967295\n", &[]);
 }
 
+/// Past what TOML holds (64 bits), the same words, with the rest of the
+/// file's problems.
+#[test]
+fn integers_past_64_bits_say_the_range() {
+    expect(
+        "command = [\"x\"]\n[restart]\nmax_retries = 99999999999999999999\n",
+        &["3:15: error: `restart.max_retries` must be at most 4294967295, not 99999999999999999999"],
+    );
+    expect(
+        "command = []\nuser = -99999999999999999999\n",
+        &["1:11: error: `command` cannot be empty", "2:8: error: `user` must be at least 0, not -99999999999999999999"],
+    );
+    // A key with no range says what it is past.
+    expect(
+        "command = [\"x\"]\n[env]\nA = 99999999999999999999\n",
+        &["3:5: error: `env.A` = 99999999999999999999 does not fit in 64 bits"],
+    );
+}
+
 #[test]
 fn wrong_types_say_what_was_expected() {
     expect("command = \"/bin/true\"\n", &["1:11: error: `command` must be an array, not a string"]);

@@ -196,6 +196,22 @@ fn schema_node<'s>(schema: &'s Value, pointer: &str) -> Option<&'s Value> {
     Some(node)
 }
 
+/// An integer past 64 bits (`source::TooLarge`), said as a value past
+/// its key's range is, in the direction it overflows; a key with no
+/// bound there (or none the schema knows) says what it is past.
+pub fn past_64_bits(schema: &Value, pointer: &str, span: std::ops::Range<usize>, written: &str) -> Problem {
+    let key = key_name(pointer);
+    let written = shortened(written.trim());
+    let negative = written.starts_with('-');
+    let bound = schema_node(schema, pointer).and_then(|n| n.get(if negative { "minimum" } else { "maximum" }));
+    let message = match bound {
+        Some(limit) if negative => format!("`{key}` must be at least {limit}, not {written}"),
+        Some(limit) => format!("`{key}` must be at most {limit}, not {written}"),
+        None => format!("`{key}` = {written} does not fit in 64 bits"),
+    };
+    Problem::error(Some(span), message)
+}
+
 /// One JSON Schema error as problems (an unknown-keys error yields one per key).
 pub fn describe(error: &ValidationError<'_>, spans: &SpanIndex, schema: &Value) -> Vec<Problem> {
     let pointer = error.instance_path().as_str();

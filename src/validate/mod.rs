@@ -122,6 +122,14 @@ impl Schema {
         Self { compiled: Compiled::BuiltIn { described_by: std::sync::OnceLock::new() } }
     }
 
+    /// The schema's document, to describe a value against.
+    fn document(&self) -> &serde_json::Value {
+        match &self.compiled {
+            Compiled::BuiltIn { .. } => workload_document(),
+            Compiled::Runtime(runtime) => &runtime.doc,
+        }
+    }
+
     /// Every way `value` breaks the schema, described against its document.
     fn problems(&self, value: &serde_json::Value, spans: &source::SpanIndex) -> Vec<Problem> {
         match &self.compiled {
@@ -139,6 +147,14 @@ impl Schema {
     pub fn parse<T: serde::de::DeserializeOwned>(&self, text: &str) -> Result<(T, source::SpanIndex), Vec<Problem>> {
         let parsed = source::parse(text)?;
         let mut problems = self.problems(&parsed.json, &parsed.spans);
+        // The schema saw null for an integer past 64 bits: what it says of
+        // that gives way to the key's range.
+        let at_too_large = |p: &Problem| parsed.too_large.iter().any(|t| p.span.as_ref() == Some(&t.span));
+        problems.retain(|p| !at_too_large(p));
+        problems.extend(parsed.too_large.iter().map(|t| {
+            let written = text.get(t.span.clone()).unwrap_or_default();
+            describe::past_64_bits(self.document(), &t.pointer, t.span.clone(), written)
+        }));
         if !problems.is_empty() {
             sort(&mut problems);
             return Err(problems);

@@ -76,6 +76,16 @@ pub struct Parsed<'i> {
     pub json: Value,
     pub spans: SpanIndex,
     pub table: Spanned<DeTable<'i>>,
+    /// Integers past 64 bits, null in `json`: said with their key's range
+    /// by whoever holds the schema (`Schema::parse`).
+    pub too_large: Vec<TooLarge>,
+}
+
+/// An integer TOML allows and no 64-bit number holds, at a JSON pointer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooLarge {
+    pub pointer: String,
+    pub span: Range<usize>,
 }
 
 /// Parses TOML. Only the first syntax error is reported, at the byte where
@@ -99,12 +109,13 @@ pub fn parse(text: &str) -> Result<Parsed<'_>, Vec<Problem>> {
     })?;
     let mut spans = SpanIndex::default();
     let mut problems = Vec::new();
+    let mut too_large = Vec::new();
     let json = {
-        let mut walk = Walk { spans: &mut spans, problems: &mut problems };
+        let mut walk = Walk { spans: &mut spans, problems: &mut problems, too_large: &mut too_large };
         let root = Spanned::new(0..text.len(), table.get_ref());
         walk.table(&root, String::new(), None, 0)
     };
-    if problems.is_empty() { Ok(Parsed { json, spans, table }) } else { Err(problems) }
+    if problems.is_empty() { Ok(Parsed { json, spans, table, too_large }) } else { Err(problems) }
 }
 
 /// The first key or table header of 79 dots or more (80 parts), outside
@@ -176,6 +187,7 @@ fn long_dotted_key(text: &str) -> Option<Range<usize>> {
 struct Walk<'a> {
     spans: &'a mut SpanIndex,
     problems: &'a mut Vec<Problem>,
+    too_large: &'a mut Vec<TooLarge>,
 }
 
 impl Walk<'_> {
@@ -202,7 +214,7 @@ impl Walk<'_> {
             DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
                 Ok(n) => Value::Number(n.into()),
                 Err(_) => {
-                    self.problems.push(Problem::error(Some(v.span()), "integer does not fit in 64 bits"));
+                    self.too_large.push(TooLarge { pointer: pointer.clone(), span: v.span() });
                     Value::Null
                 }
             },
