@@ -182,7 +182,32 @@ pub struct Remap {
     pub passwd: PathBuf,
     #[serde(default = "defaults::group")]
     pub group: PathBuf,
+    /// Where the configuration names each account file, for their errors.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub named_in: NamedIn,
 }
+
+/// The configuration file that was read for `[remap]` (or would have
+/// been: the default one, when absent), and where it writes each of the
+/// account files' keys (`PATH:LINE:COLUMN`). Not part of the value, as
+/// `Whereabouts`: two configurations that say the same on other lines
+/// are equal. Unknown (a running daemon's `[remap]`, handed to its
+/// re-execution) when `file` is `None`.
+#[derive(Debug, Clone, Default)]
+pub struct NamedIn {
+    file: Option<PathBuf>,
+    at: std::collections::BTreeMap<&'static str, String>,
+}
+
+impl PartialEq for NamedIn {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// The `[remap]` keys that name account files.
+const ACCOUNT_KEYS: [&str; 4] = ["passwd", "group", "subuid", "subgid"];
 
 /// The ids of a workload's slice unless `[remap] slice_size` says otherwise.
 pub const DEFAULT_SLICE_SIZE: u32 = 65536;
@@ -262,13 +287,22 @@ mod defaults {
 }
 
 impl Remap {
-    /// The account files this configuration names.
+    /// The account files this configuration names, each with where.
     pub fn accounts(&self) -> crate::idmap::AccountFiles {
+        use crate::idmap::{AccountFile, NamedBy};
+        let file = |key: &'static str, path: &PathBuf| {
+            let named_by = match (self.named_in.at.get(key), &self.named_in.file) {
+                (Some(at), _) => NamedBy::Config { key, at: Some(at.clone()) },
+                (None, Some(config)) => NamedBy::Default { key, config: config.clone() },
+                (None, None) => NamedBy::Config { key, at: None },
+            };
+            AccountFile { path: path.clone(), named_by }
+        };
         crate::idmap::AccountFiles {
-            passwd: self.passwd.clone(),
-            group: self.group.clone(),
-            subuid: self.subuid.clone(),
-            subgid: self.subgid.clone(),
+            passwd: file("passwd", &self.passwd),
+            group: file("group", &self.group),
+            subuid: file("subuid", &self.subuid),
+            subgid: file("subgid", &self.subgid),
         }
     }
 }
@@ -397,7 +431,9 @@ impl Config {
         let text = match read {
             Ok(text) => text,
             Err(UntrustedFile::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && !required => {
-                return Ok(Self::default());
+                let mut config = Self::default();
+                config.remap.named_in.file = Some(path);
+                return Ok(config);
             }
             Err(UntrustedFile::Io { source, .. }) => return Err(ConfigError::Read { path, source }),
             Err(untrusted) => return Err(ConfigError::Untrusted(untrusted)),
@@ -420,6 +456,13 @@ impl Config {
                         })
                     });
                     config.policy_lines = Whereabouts(lines.collect());
+                    let written = |key: &'static str| {
+                        let span = spans.value_span(&format!("/remap/{key}"))?;
+                        let (line, column) = crate::validate::line_col(&text, span.start);
+                        Some((key, format!("{}:{line}:{column}", path.display())))
+                    };
+                    let at = ACCOUNT_KEYS.into_iter().filter_map(written).collect();
+                    config.remap.named_in = NamedIn { file: Some(path.to_owned()), at };
                     return Ok(config);
                 }
                 problems => problems,
@@ -668,6 +711,19 @@ mod tests {
         assert_eq!(
             first_lines("[restart]\nmax_retries = 99999999999999999999\n"),
             ["p.toml:2:15: error: `restart.max_retries` must be at most 4294967295, not 99999999999999999999"]
+        );
+    }
+
+    /// An account file's errors say which key named it, and where.
+    #[test]
+    fn the_account_files_say_where_they_were_named() {
+        let text = "[remap]\nuser = \"ops\"\nsubuid = \"/srv/subuid\"\n";
+        let accounts = Config::parse(Path::new("/etc/p.toml"), text.to_owned()).unwrap().remap.accounts();
+        assert_eq!(accounts.subuid.path, Path::new("/srv/subuid"));
+        assert_eq!(accounts.subuid.named_by.to_string(), "named by `[remap] subuid` at /etc/p.toml:3:10");
+        assert_eq!(
+            accounts.subgid.named_by.to_string(),
+            "the default of `[remap] subgid`, which /etc/p.toml does not set"
         );
     }
 

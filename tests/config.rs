@@ -60,3 +60,33 @@ fn a_bad_configuration_is_reported_with_file_line_and_column() {
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("cannot read the configuration /nonexistent/paddock.toml"), "{}", stderr(&out));
 }
+
+/// An account file a flag names is said to be the flag's, as one the
+/// configuration names is said with its key and line.
+#[test]
+fn an_account_files_error_names_the_flag_or_key_that_named_it() {
+    let w = World::new();
+    let cfg = config(&w, "");
+    let m = w.manifest("any", &busybox_manifest("true", ""));
+    let dir = w.path("state").display().to_string();
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = run(&["--config", cfg.to_str().unwrap(), "--subuid", &dir], &m);
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{dir} is not a regular file (named by --subuid): name an account file itself there, such as /etc/subuid"
+        )),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&format!("{:?}", w.path("subgid").display().to_string()), &format!("{dir:?}"));
+    std::fs::write(&cfg, text).unwrap();
+    let out = run(&["--config", cfg.to_str().unwrap()], &m);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{dir} is not a regular file (named by `[remap] subgid` at {}:7:10)", cfg.display())),
+        "{err}"
+    );
+}

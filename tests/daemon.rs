@@ -399,6 +399,40 @@ fn validate_refuses_what_a_start_would_and_changes_nothing() {
     assert!(said.contains("but 1 network definition(s) are refused"), "{said}");
 }
 
+/// An account file that cannot be read, or is not one, is said with the
+/// configuration's key and line that named it, and what to do.
+#[test]
+fn an_account_files_error_names_the_key_and_line_that_named_it() {
+    let d = Daemon::setup();
+    let config = d.path("paddock.toml").display().to_string();
+    // (The remap user exists: --validate reads no range of one a start would add.)
+    let mut passwd = std::fs::read_to_string(d.path("passwd")).unwrap();
+    passwd.push_str("paddock:*:64998:64998::/:/bin/false\n");
+    std::fs::write(d.path("passwd"), passwd).unwrap();
+    std::fs::write(d.path("subuid"), "paddock:x:1:2\n").unwrap();
+    let (code, said) = d.run_refused(&["--validate"]);
+    assert_eq!(code, Some(78), "{said}");
+    let subuid = d.path("subuid").display().to_string();
+    assert!(
+        said.contains(&format!(
+            "{subuid}:1: expected `name:start:count`, found \"paddock:x:1:2\" (named by `[remap] subuid` at {config}:8:10); mend the line, or name another file there"
+        )),
+        "{said}"
+    );
+    std::fs::write(d.path("subuid"), "").unwrap();
+    let passwd = d.path("passwd").display().to_string();
+    let wl = d.path("wl").display().to_string();
+    d.configure(&format!("passwd = {passwd:?}"), &format!("passwd = {wl:?}"));
+    let (code, said) = d.run_refused(&["--validate"]);
+    assert_eq!(code, Some(78), "{said}");
+    assert!(
+        said.contains(&format!(
+            "{wl} is not a regular file (named by `[remap] passwd` at {config}:10:10): name an account file itself there, such as /etc/passwd"
+        )),
+        "{said}"
+    );
+}
+
 #[test]
 fn sd_notify_messages_arrive_in_order() {
     let (_notify, sock_path, sock) = common::daemon::notify_socket(Duration::from_secs(10));

@@ -10,7 +10,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::{CliError, OrFail};
-use crate::idmap::{AccountFiles, Allocations, Cutting, Isolation, RunHold, remap_ranges};
+use crate::idmap::{AccountFile, AccountFiles, Allocations, Cutting, Isolation, NamedBy, RunHold, remap_ranges};
 use crate::sandbox::cgroup::{Layout, Place};
 use crate::sandbox::{self, Exit, InitMode, SpawnRequest};
 use crate::validate::{Color, HostChecks, render};
@@ -232,11 +232,15 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
 
     // Each account file: the flag, else the configuration's.
     let defaults = remap.accounts();
+    let flag = |path: Option<PathBuf>, flag: &'static str, default: AccountFile| match path {
+        Some(path) => AccountFile { path, named_by: NamedBy::Flag { flag, key: default.named_by.key() } },
+        None => default,
+    };
     let accounts = AccountFiles {
-        passwd: args.passwd.unwrap_or(defaults.passwd),
-        group: args.group_file.unwrap_or(defaults.group),
-        subuid: args.subuid.unwrap_or(defaults.subuid),
-        subgid: args.subgid.unwrap_or(defaults.subgid),
+        passwd: flag(args.passwd, "--passwd", defaults.passwd),
+        group: flag(args.group_file, "--group-file", defaults.group),
+        subuid: flag(args.subuid, "--subuid", defaults.subuid),
+        subgid: flag(args.subgid, "--subgid", defaults.subgid),
     };
     let ranges = remap_ranges(&accounts, &remap_user).or_fail(PADDOCK_FAILED)?;
     // Held while this process lives: the slice is kept for the manifest's

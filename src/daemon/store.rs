@@ -106,7 +106,7 @@ impl AccountStamps {
             let m = std::fs::metadata(path).ok()?;
             Some(FileStamp { inode: m.ino(), len: m.len(), changed: (m.ctime(), m.ctime_nsec()) })
         };
-        Self([&files.passwd, &files.subuid, &files.subgid].map(stamp).into())
+        Self([&files.passwd.path, &files.subuid.path, &files.subgid.path].map(stamp).into())
     }
 }
 
@@ -514,17 +514,21 @@ mod tests {
     #[test]
     fn slices_are_given_from_the_ranges_the_files_hold_now() {
         let dir = tempfile::tempdir().unwrap();
-        let files = AccountFiles {
-            passwd: dir.path().join("passwd"),
-            group: dir.path().join("group"),
-            subuid: dir.path().join("subuid"),
-            subgid: dir.path().join("subgid"),
+        let file = |key| crate::idmap::AccountFile {
+            path: dir.path().join(key),
+            named_by: crate::idmap::NamedBy::Config { key, at: None },
         };
-        std::fs::write(&files.passwd, "ops:x:999:999::/:/usr/sbin/nologin\n").unwrap();
-        std::fs::write(&files.group, "ops:x:999:\n").unwrap();
+        let files = AccountFiles {
+            passwd: file("passwd"),
+            group: file("group"),
+            subuid: file("subuid"),
+            subgid: file("subgid"),
+        };
+        std::fs::write(&files.passwd.path, "ops:x:999:999::/:/usr/sbin/nologin\n").unwrap();
+        std::fs::write(&files.group.path, "ops:x:999:\n").unwrap();
         let set = |text: &str| {
             // Replaced as the shadow tools do: a new file, renamed over.
-            for path in [&files.subuid, &files.subgid] {
+            for path in [&files.subuid.path, &files.subgid.path] {
                 let tmp = path.with_extension("new");
                 std::fs::write(&tmp, text).unwrap();
                 std::fs::rename(&tmp, path).unwrap();

@@ -18,36 +18,90 @@ pub const NEW_RANGE_SIZE: u32 = 65536 * 256;
 /// Where the account files are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountFiles {
-    pub passwd: PathBuf,
-    pub group: PathBuf,
-    pub subuid: PathBuf,
-    pub subgid: PathBuf,
+    pub passwd: AccountFile,
+    pub group: AccountFile,
+    pub subuid: AccountFile,
+    pub subgid: AccountFile,
 }
 
-impl Default for AccountFiles {
-    fn default() -> Self {
-        Self {
-            passwd: "/etc/passwd".into(),
-            group: "/etc/group".into(),
-            subuid: "/etc/subuid".into(),
-            subgid: "/etc/subgid".into(),
+/// An account file, and what named it: its errors say both, so that an
+/// operator knows which file and where to name another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountFile {
+    pub path: PathBuf,
+    pub named_by: NamedBy,
+}
+
+/// What named an account file's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedBy {
+    /// `[remap] KEY` of the configuration, written at `at`
+    /// (`FILE:LINE:COLUMN`) when that is known (a re-executed daemon
+    /// keeps the running one's, whose lines it did not read).
+    Config { key: &'static str, at: Option<String> },
+    /// paddock's default for `[remap] KEY`: the configuration `config`
+    /// (which may not exist) does not set it.
+    Default { key: &'static str, config: PathBuf },
+    /// A flag of `paddock run` (`--subuid`) for `[remap] KEY`.
+    Flag { flag: &'static str, key: &'static str },
+}
+
+impl NamedBy {
+    /// The `[remap]` key the file stands for (`subuid`): its default is
+    /// `/etc/KEY`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            NamedBy::Config { key, .. } | NamedBy::Default { key, .. } | NamedBy::Flag { key, .. } => key,
         }
+    }
+}
+
+impl std::fmt::Display for NamedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NamedBy::Config { key, at: Some(at) } => write!(f, "named by `[remap] {key}` at {at}"),
+            NamedBy::Config { key, at: None } => write!(f, "named by `[remap] {key}` in the configuration"),
+            NamedBy::Default { key, config } => {
+                write!(f, "the default of `[remap] {key}`, which {} does not set", config.display())
+            }
+            NamedBy::Flag { flag, .. } => write!(f, "named by {flag}"),
+        }
+    }
+}
+
+impl AccountFile {
+    pub fn display(&self) -> std::path::Display<'_> {
+        self.path.display()
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot read {} ({}): {source}; make it a text file root can read, or name another file there",
+        file.display(),
+        file.named_by
+    )]
+    Read { file: AccountFile, source: std::io::Error },
     /// Not a regular file of an account file's size (a FIFO, a device).
-    #[error("{0}: name an account file itself (as /etc/subuid) in the configuration")]
-    NotAccounts(crate::fsutil::UntrustedFile),
+    #[error("{source} ({}): name an account file itself there, such as /etc/{}", named_by, named_by.key())]
+    NotAccounts { source: crate::fsutil::UntrustedFile, named_by: NamedBy },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {source}")]
-    Parse { path: PathBuf, source: subid::SubIdParseError },
-    #[error("{path}:{line}: malformed line")]
-    Passwd { path: PathBuf, line: usize },
+    #[error(
+        "{}:{}: {} ({}); mend the line, or name another file there",
+        file.display(),
+        source.line,
+        source.message,
+        file.named_by
+    )]
+    Parse { file: AccountFile, source: subid::SubIdParseError },
+    #[error(
+        "{}:{line}: no numeric id in the third field, as `name:password:ID:...` has ({}); mend the line, or name another file there",
+        file.display(),
+        file.named_by
+    )]
+    Passwd { file: AccountFile, line: usize },
     #[error("remap user `{user}` does not exist in {path}; create it, or set remap.user = \"default\"")]
     NoSuchUser { user: String, path: PathBuf },
     #[error("user `{user}` has no range in {path}; add a line `{user}:START:COUNT` (65536 ids per workload)")]
@@ -91,13 +145,13 @@ const MAX_ACCOUNT_FILE_BYTES: u64 = 64 << 20;
 /// file is read, and only so much of it: the configuration may name any
 /// path, and a FIFO's open would block (the daemon's start, `--validate`)
 /// for good, a device such as /dev/zero never ends.
-fn read_optional(path: &Path) -> Result<String, AccountError> {
+fn read_optional(file: &AccountFile) -> Result<String, AccountError> {
     use crate::fsutil::UntrustedFile;
-    match crate::fsutil::read_bounded(path, MAX_ACCOUNT_FILE_BYTES) {
+    match crate::fsutil::read_bounded(&file.path, MAX_ACCOUNT_FILE_BYTES) {
         Ok(s) => Ok(s),
         Err(UntrustedFile::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(UntrustedFile::Io { source, .. }) => Err(AccountError::Read { path: path.to_owned(), source }),
-        Err(other) => Err(AccountError::NotAccounts(other)),
+        Err(UntrustedFile::Io { source, .. }) => Err(AccountError::Read { file: file.clone(), source }),
+        Err(source) => Err(AccountError::NotAccounts { source, named_by: file.named_by.clone() }),
     }
 }
 
@@ -110,14 +164,14 @@ fn is_nis_compat(line: &str) -> bool {
 /// `name:x:uid:gid:...` lines: the (name, id, primary gid) of each. NIS
 /// compat lines are passed over: their accounts are not in the file (as
 /// with SSSD's, paddock does not see them).
-fn parse_accounts(path: &Path, text: &str) -> Result<Vec<(String, u32, u32)>, AccountError> {
+fn parse_accounts(file: &AccountFile, text: &str) -> Result<Vec<(String, u32, u32)>, AccountError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() || line.starts_with('#') || is_nis_compat(line) {
             continue;
         }
         let f: Vec<&str> = line.split(':').collect();
-        let bad = || AccountError::Passwd { path: path.to_owned(), line: i + 1 };
+        let bad = || AccountError::Passwd { file: file.clone(), line: i + 1 };
         let id: u32 = f.get(2).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
         let gid: u32 = f.get(3).and_then(|s| s.parse().ok()).unwrap_or(id);
         out.push((f[0].to_owned(), id, gid));
@@ -197,12 +251,12 @@ fn find_or_add(
         Some((_, uid, _)) => *uid,
         None if create && lock.is_none() => return Ok(None),
         None if create => create_system_user(files, user, &passwd_text, &accounts)?,
-        None => return Err(AccountError::NoSuchUser { user: user.to_owned(), path: files.passwd.clone() }),
+        None => return Err(AccountError::NoSuchUser { user: user.to_owned(), path: files.passwd.path.clone() }),
     };
 
-    let parse = |path: &Path| -> Result<(String, Vec<SubIdEntry>), AccountError> {
-        let text = read_optional(path)?;
-        let entries = subid::parse(&text).map_err(|source| AccountError::Parse { path: path.to_owned(), source })?;
+    let parse = |file: &AccountFile| -> Result<(String, Vec<SubIdEntry>), AccountError> {
+        let text = read_optional(file)?;
+        let entries = subid::parse(&text).map_err(|source| AccountError::Parse { file: file.clone(), source })?;
         Ok((text, entries))
     };
     let (uid_text, uid_entries) = parse(&files.subuid)?;
@@ -221,32 +275,32 @@ fn find_or_add(
         let start = subid::free_start(&[&uid_entries, &gid_entries], &ids, NEW_RANGE_SIZE).ok_or_else(|| {
             AccountError::NoFreeRange {
                 count: NEW_RANGE_SIZE,
-                subuid: files.subuid.clone(),
-                subgid: files.subgid.clone(),
+                subuid: files.subuid.path.clone(),
+                subgid: files.subgid.path.clone(),
             }
         })?;
         let range = IdRange { start, count: NEW_RANGE_SIZE };
         let line = format!("{user}:{start}:{NEW_RANGE_SIZE}");
         if uids.is_empty() {
-            add_line(&files.subuid, &uid_text, &line, false)?;
+            add_line(&files.subuid.path, &uid_text, &line, false)?;
             uids.push(range);
         }
         if gids.is_empty() {
-            add_line(&files.subgid, &gid_text, &line, false)?;
+            add_line(&files.subgid.path, &gid_text, &line, false)?;
             gids.push(range);
         }
     }
     // Root in a workload is never root on the host, whatever the files say.
-    for (ranges, path) in [(&uids, &files.subuid), (&gids, &files.subgid)] {
+    for (ranges, path) in [(&uids, &files.subuid.path), (&gids, &files.subgid.path)] {
         if let Some(range) = ranges.iter().find(|r| r.start == 0 && r.count > 0) {
             return Err(AccountError::HostRoot { user: user.to_owned(), path: path.clone(), count: range.count });
         }
     }
     if uids.is_empty() {
-        return Err(AccountError::NoRanges { user: user.to_owned(), path: files.subuid.clone() });
+        return Err(AccountError::NoRanges { user: user.to_owned(), path: files.subuid.path.clone() });
     }
     if gids.is_empty() {
-        return Err(AccountError::NoRanges { user: user.to_owned(), path: files.subgid.clone() });
+        return Err(AccountError::NoRanges { user: user.to_owned(), path: files.subgid.path.clone() });
     }
     Ok(Some(RemapRanges { user: user.to_owned(), uids, gids }))
 }
@@ -283,7 +337,7 @@ pub fn account_overlaps(files: &AccountFiles, ranges: &RemapRanges) -> Vec<Strin
     }
     const RUNS_AS: &str = "a workload given that id runs as that account on the host and owns its files";
     let mut found: Vec<(String, &str)> = found.into_iter().map(|f| (f, RUNS_AS)).collect();
-    let entries = |path: &Path| subid::parse(&read_optional(path).unwrap_or_default()).unwrap_or_default();
+    let entries = |file: &AccountFile| subid::parse(&read_optional(file).unwrap_or_default()).unwrap_or_default();
     let (uid_entries, gid_entries) = (entries(&files.subuid), entries(&files.subgid));
     // Another user's subordinate range over the remap user's: its rootless
     // containers (or another paddock's workloads) share host ids with these.
@@ -336,7 +390,7 @@ const LOCK_RETRY: Duration = Duration::from_millis(50);
 impl AccountLock {
     fn take(files: &AccountFiles, wait: Duration) -> Result<Self, AccountError> {
         let deadline = Instant::now() + wait;
-        let path = files.passwd.parent().unwrap_or(Path::new("/")).join(".pwd.lock");
+        let path = files.passwd.path.parent().unwrap_or(Path::new("/")).join(".pwd.lock");
         let write_err = |path: &Path, source: std::io::Error| AccountError::Write { path: path.to_owned(), source };
         let pwd = open_lock(&path, false)?;
         // An open file description's lock: glibc's lckpwdf (a process's
@@ -362,7 +416,7 @@ impl AccountLock {
         }
         let mut lock = AccountLock { _pwd: pwd, held: Vec::new() };
         // On an error, the ones already held are released as `lock` drops.
-        for file in [&files.passwd, &files.group, &files.subuid, &files.subgid] {
+        for file in [&files.passwd.path, &files.group.path, &files.subuid.path, &files.subgid.path] {
             lock.lock_file(file, deadline, wait)?;
         }
         Ok(lock)
@@ -474,19 +528,19 @@ fn create_system_user(
     let free = |id: &u32| !accounts.iter().any(|(_, u, _)| u == id) && !groups.iter().any(|(_, g, _)| g == id);
     let id = (100..1000).rev().find(free).ok_or_else(|| AccountError::NoSystemId {
         user: user.to_owned(),
-        passwd: files.passwd.clone(),
-        group: files.group.clone(),
+        passwd: files.passwd.path.clone(),
+        group: files.group.path.clone(),
     })?;
     let gid = match existing_group {
         Some(gid) => gid,
         None => {
-            add_line(&files.group, &group_text, &format!("{user}:x:{id}:"), true)?;
+            add_line(&files.group.path, &group_text, &format!("{user}:x:{id}:"), true)?;
             id
         }
     };
     // `*` in the password field: no password can match, and no shadow entry is needed.
     let line = format!("{user}:*:{id}:{gid}:paddock user-namespace remap:/nonexistent:/usr/sbin/nologin");
-    add_line(&files.passwd, passwd_text, &line, true)?;
+    add_line(&files.passwd.path, passwd_text, &line, true)?;
     Ok(id)
 }
 
@@ -495,12 +549,8 @@ mod tests {
     use super::*;
 
     fn files(dir: &Path) -> AccountFiles {
-        AccountFiles {
-            passwd: dir.join("passwd"),
-            group: dir.join("group"),
-            subuid: dir.join("subuid"),
-            subgid: dir.join("subgid"),
-        }
+        let file = |key| AccountFile { path: dir.join(key), named_by: NamedBy::Config { key, at: None } };
+        AccountFiles { passwd: file("passwd"), group: file("group"), subuid: file("subuid"), subgid: file("subgid") }
     }
 
     #[test]
@@ -510,12 +560,12 @@ mod tests {
         // device such as /dev/zero was read until memory ran out.
         let dir = tempfile::tempdir().unwrap();
         let mut f = files(dir.path());
-        std::fs::write(&f.passwd, "root:x:0:0:root:/root:/bin/bash\npaddock:*:998:998::/:/bin/false\n").unwrap();
-        std::fs::write(&f.group, "root:x:0:\n").unwrap();
-        std::fs::write(&f.subgid, "paddock:100000:65536\n").unwrap();
+        std::fs::write(&f.passwd.path, "root:x:0:0:root:/root:/bin/bash\npaddock:*:998:998::/:/bin/false\n").unwrap();
+        std::fs::write(&f.group.path, "root:x:0:\n").unwrap();
+        std::fs::write(&f.subgid.path, "paddock:100000:65536\n").unwrap();
         nix::unistd::mkfifo(&dir.path().join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         for path in [dir.path().join("fifo"), PathBuf::from("/dev/zero")] {
-            f.subuid = path.clone();
+            f.subuid.path = path.clone();
             let (tx, rx) = std::sync::mpsc::channel();
             let files = f.clone();
             std::thread::spawn(move || tx.send(read_remap_ranges(&files, "default").map_err(|e| e.to_string())));
@@ -532,47 +582,47 @@ mod tests {
     fn creates_the_default_user_and_a_non_overlapping_range() {
         let dir = tempfile::tempdir().unwrap();
         let f = files(dir.path());
-        std::fs::write(&f.passwd, "root:x:0:0:root:/root:/bin/bash\nsys:x:999:999::/:/bin/false\n").unwrap();
-        std::fs::write(&f.group, "root:x:0:\n").unwrap();
-        std::fs::write(&f.subuid, "alice:100000:65536\n").unwrap();
-        std::fs::write(&f.subgid, "# keep me\nalice:100000:65536\nbob:165536:65536").unwrap();
+        std::fs::write(&f.passwd.path, "root:x:0:0:root:/root:/bin/bash\nsys:x:999:999::/:/bin/false\n").unwrap();
+        std::fs::write(&f.group.path, "root:x:0:\n").unwrap();
+        std::fs::write(&f.subuid.path, "alice:100000:65536\n").unwrap();
+        std::fs::write(&f.subgid.path, "# keep me\nalice:100000:65536\nbob:165536:65536").unwrap();
         let ranges = remap_ranges(&f, "default").unwrap();
         assert_eq!(ranges.user, "paddock");
         assert_eq!(ranges.uids, [IdRange { start: 262144, count: NEW_RANGE_SIZE }]);
         assert_eq!(ranges.gids, ranges.uids);
-        let passwd = std::fs::read_to_string(&f.passwd).unwrap();
+        let passwd = std::fs::read_to_string(&f.passwd.path).unwrap();
         assert!(
             passwd.ends_with("paddock:*:998:998:paddock user-namespace remap:/nonexistent:/usr/sbin/nologin\n"),
             "{passwd}"
         );
-        assert!(std::fs::read_to_string(&f.group).unwrap().ends_with("paddock:x:998:\n"));
+        assert!(std::fs::read_to_string(&f.group.path).unwrap().ends_with("paddock:x:998:\n"));
         assert_eq!(
-            std::fs::read_to_string(&f.subgid).unwrap(),
+            std::fs::read_to_string(&f.subgid.path).unwrap(),
             "# keep me\nalice:100000:65536\nbob:165536:65536\npaddock:262144:16777216\n"
         );
         // The second time, nothing changes.
-        let before = std::fs::read_to_string(&f.passwd).unwrap();
+        let before = std::fs::read_to_string(&f.passwd.path).unwrap();
         assert_eq!(remap_ranges(&f, "default").unwrap(), ranges);
-        assert_eq!(std::fs::read_to_string(&f.passwd).unwrap(), before);
+        assert_eq!(std::fs::read_to_string(&f.passwd.path).unwrap(), before);
     }
 
     #[test]
     fn a_range_holding_id_0_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let f = files(dir.path());
-        std::fs::write(&f.passwd, "root:x:0:0:root:/root:/bin/bash\nops:x:999:999::/:/bin/false\n").unwrap();
-        std::fs::write(&f.group, "root:x:0:\n").unwrap();
+        std::fs::write(&f.passwd.path, "root:x:0:0:root:/root:/bin/bash\nops:x:999:999::/:/bin/false\n").unwrap();
+        std::fs::write(&f.group.path, "root:x:0:\n").unwrap();
         for (uids, gids, refused) in [
-            ("ops:0:65536\n", "ops:100000:65536\n", &f.subuid),
-            ("ops:100000:65536\n", "ops:200000:65536\nops:0:1\n", &f.subgid),
+            ("ops:0:65536\n", "ops:100000:65536\n", &f.subuid.path),
+            ("ops:100000:65536\n", "ops:200000:65536\nops:0:1\n", &f.subgid.path),
         ] {
-            std::fs::write(&f.subuid, uids).unwrap();
-            std::fs::write(&f.subgid, gids).unwrap();
+            std::fs::write(&f.subuid.path, uids).unwrap();
+            std::fs::write(&f.subgid.path, gids).unwrap();
             let err = remap_ranges(&f, "ops").unwrap_err().to_string();
             assert!(err.starts_with(&format!("{}: `ops:0:", refused.display())), "{err}");
             assert!(err.contains("onto id 0, the host's root"), "{err}");
         }
-        std::fs::write(&f.subgid, "ops:100000:65536\n").unwrap();
+        std::fs::write(&f.subgid.path, "ops:100000:65536\n").unwrap();
         assert!(remap_ranges(&f, "ops").is_ok());
     }
 
@@ -581,13 +631,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = files(dir.path());
         std::fs::write(
-            &f.passwd,
+            &f.passwd.path,
             "root:x:0:0:root:/root:/bin/bash\nops:x:999:999::/:/bin/false\nalice:x:1000:1000::/home/alice:/bin/sh\n",
         )
         .unwrap();
-        std::fs::write(&f.group, "root:x:0:\nops:x:999:\nalice:x:1000:\nlate:x:70000:\n+:::\n").unwrap();
-        std::fs::write(&f.subuid, "ops:900:65536\n").unwrap();
-        std::fs::write(&f.subgid, "ops:1000:70000\n").unwrap();
+        std::fs::write(&f.group.path, "root:x:0:\nops:x:999:\nalice:x:1000:\nlate:x:70000:\n+:::\n").unwrap();
+        std::fs::write(&f.subuid.path, "ops:900:65536\n").unwrap();
+        std::fs::write(&f.subgid.path, "ops:1000:70000\n").unwrap();
         let ranges = remap_ranges(&f, "ops").unwrap();
         let warnings = account_overlaps(&f, &ranges);
         let named: Vec<&str> = warnings.iter().map(|w| w.split(':').next().unwrap()).collect();
@@ -604,15 +654,15 @@ mod tests {
         // range and account: 131072, the first aligned start past 71000.
         assert!(warnings[0].ends_with(&format!(
             "runs as that account on the host and owns its files; give ops a range that holds no account's id and no other user's range instead: `ops:131072:70000` (free now) in place of its lines in {} and {} (each workload then gets new ids; files its volumes hold keep the old owners)",
-            f.subuid.display(),
-            f.subgid.display()
+            f.subuid.path.display(),
+            f.subgid.path.display()
         )), "{}", warnings[0]);
-        std::fs::write(&f.subuid, "ops:100000:65536\n").unwrap();
-        std::fs::write(&f.subgid, "ops:100000:65536\n").unwrap();
+        std::fs::write(&f.subuid.path, "ops:100000:65536\n").unwrap();
+        std::fs::write(&f.subgid.path, "ops:100000:65536\n").unwrap();
         assert!(account_overlaps(&f, &remap_ranges(&f, "ops").unwrap()).is_empty());
         // Another user's subordinate range over ops's (its own lines, by
         // name or uid, are not named).
-        std::fs::write(&f.subuid, "ops:100000:65536\nalice:150000:65536\n999:165536:10\n").unwrap();
+        std::fs::write(&f.subuid.path, "ops:100000:65536\nalice:150000:65536\n999:165536:10\n").unwrap();
         let warnings = account_overlaps(&f, &remap_ranges(&f, "ops").unwrap());
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
@@ -623,7 +673,7 @@ mod tests {
         assert!(warnings[0].contains("instead: `ops:262144:65546`"), "{}", warnings[0]);
         // Lines that repeat each other, adding up past 2^32 ids: no range
         // that large is free, and that is said (no overflow).
-        std::fs::write(&f.subuid, "ops:900:4000000000\nops:900:4000000000\n").unwrap();
+        std::fs::write(&f.subuid.path, "ops:900:4000000000\nops:900:4000000000\n").unwrap();
         let warnings = account_overlaps(&f, &remap_ranges(&f, "ops").unwrap());
         assert!(warnings[0].ends_with("(none of 4294967295 ids is free now)"), "{}", warnings[0]);
     }
@@ -659,7 +709,7 @@ mod tests {
     fn adding_the_user_waits_for_the_locks_shadow_utils_takes_and_clears_a_stale_one() {
         let dir = tempfile::tempdir().unwrap();
         let f = files(dir.path());
-        std::fs::write(&f.passwd, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+        std::fs::write(&f.passwd.path, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
         let wait = Duration::from_millis(300);
         // A running useradd's passwd.lock, its pid written as shadow-utils
         // writes it (with the C string's NUL).
@@ -669,13 +719,13 @@ mod tests {
         useradd.kill().unwrap();
         assert!(matches!(&e, AccountError::Locked { holder: Some(pid), .. } if *pid == useradd.id() as i32), "{e}");
         assert!(e.to_string().contains("passwd.lock is held by process"), "{e}");
-        assert_eq!(std::fs::read_to_string(&f.passwd).unwrap(), "root:x:0:0:root:/root:/bin/bash\n");
+        assert_eq!(std::fs::read_to_string(&f.passwd.path).unwrap(), "root:x:0:0:root:/root:/bin/bash\n");
         assert_eq!(leftovers(dir.path()), ["passwd.lock"], "only the tool's own lock");
         // One whose process is gone is stale: cleared, and the user added.
         useradd.wait().unwrap();
         std::fs::write(dir.path().join("passwd.lock"), format!("{}\0", useradd.id())).unwrap();
         let ranges = ranges_waiting(&f, "default", wait).unwrap();
-        assert!(std::fs::read_to_string(&f.passwd).unwrap().contains("paddock:*:999:999:"));
+        assert!(std::fs::read_to_string(&f.passwd.path).unwrap().contains("paddock:*:999:999:"));
         assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "every lock released");
 
         // lckpwdf's lock, held by another tool: waited for, then taken.
@@ -693,7 +743,7 @@ mod tests {
         let e = ranges_waiting(&other, "default", wait).unwrap_err();
         assert!(matches!(e, AccountError::PwdLocked { .. }), "{e}");
         assert!(e.to_string().contains("removing the file releases nothing"), "{e}");
-        assert!(!other.passwd.exists(), "nothing written while it was held");
+        assert!(!other.passwd.path.exists(), "nothing written while it was held");
         let release = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
             drop(pwd);
@@ -733,10 +783,10 @@ mod tests {
             ("alice:x:200000:100::/:/bin/false\n", &[200_000, 300_000][..], 327_680),
             ("alice:x:1000:16900000::/:/bin/false\n", &[300_000, 16_900_000][..], 16_908_288),
         ] {
-            std::fs::write(&f.passwd, format!("root:x:0:0:root:/root:/bin/bash\n{account}")).unwrap();
-            std::fs::write(&f.group, "root:x:0:\nbig:x:300000:\n").unwrap();
-            std::fs::write(&f.subuid, "").unwrap();
-            std::fs::write(&f.subgid, "").unwrap();
+            std::fs::write(&f.passwd.path, format!("root:x:0:0:root:/root:/bin/bash\n{account}")).unwrap();
+            std::fs::write(&f.group.path, "root:x:0:\nbig:x:300000:\n").unwrap();
+            std::fs::write(&f.subuid.path, "").unwrap();
+            std::fs::write(&f.subgid.path, "").unwrap();
             let range = remap_ranges(&f, "default").unwrap().uids[0];
             for &id in ids {
                 assert!(!(u64::from(range.start)..range.end()).contains(&id), "{account}: {range:?} covers {id}");
@@ -750,11 +800,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = files(dir.path());
         // The remap user exists: only its new range reads the group file.
-        std::fs::write(&f.passwd, "root:x:0:0:root:/root:/bin/bash\npaddock:*:998:998::/:/bin/false\n").unwrap();
+        std::fs::write(&f.passwd.path, "root:x:0:0:root:/root:/bin/bash\npaddock:*:998:998::/:/bin/false\n").unwrap();
         // A NIS include and a broken line before a group at 300000.
-        std::fs::write(&f.group, "root:x:0:\npaddock:x:998:\n+\nbroken:x:many:\nbig:x:300000:\n").unwrap();
-        std::fs::write(&f.subuid, "").unwrap();
-        std::fs::write(&f.subgid, "").unwrap();
+        std::fs::write(&f.group.path, "root:x:0:\npaddock:x:998:\n+\nbroken:x:many:\nbig:x:300000:\n").unwrap();
+        std::fs::write(&f.subuid.path, "").unwrap();
+        std::fs::write(&f.subgid.path, "").unwrap();
         let range = remap_ranges(&f, "default").unwrap().uids[0];
         assert_eq!(range.start, 327_680, "{range:?}: the range starts past the group at 300000");
     }
@@ -765,48 +815,48 @@ mod tests {
         let f = files(dir.path());
         let passwd = "root:x:0:0:root:/root:/bin/bash\n+alice::::::\n-bob\n+@ops::::::\n+::::::\n";
         let group = "root:x:0:\n+:::\n";
-        std::fs::write(&f.passwd, passwd).unwrap();
-        std::fs::write(&f.group, group).unwrap();
+        std::fs::write(&f.passwd.path, passwd).unwrap();
+        std::fs::write(&f.group.path, group).unwrap();
         let ranges = remap_ranges(&f, "default").unwrap();
         assert_eq!(ranges.uids, [IdRange { start: 131_072, count: NEW_RANGE_SIZE }]);
         let line = "paddock:*:999:999:paddock user-namespace remap:/nonexistent:/usr/sbin/nologin";
         assert_eq!(
-            std::fs::read_to_string(&f.passwd).unwrap(),
+            std::fs::read_to_string(&f.passwd.path).unwrap(),
             format!("root:x:0:0:root:/root:/bin/bash\n{line}\n+alice::::::\n-bob\n+@ops::::::\n+::::::\n")
         );
-        assert_eq!(std::fs::read_to_string(&f.group).unwrap(), "root:x:0:\npaddock:x:999:\n+:::\n");
+        assert_eq!(std::fs::read_to_string(&f.group.path).unwrap(), "root:x:0:\npaddock:x:999:\n+:::\n");
         // Found again among them, and nothing changes.
-        let before = std::fs::read_to_string(&f.passwd).unwrap();
+        let before = std::fs::read_to_string(&f.passwd.path).unwrap();
         assert_eq!(remap_ranges(&f, "default").unwrap(), ranges);
-        assert_eq!(std::fs::read_to_string(&f.passwd).unwrap(), before);
+        assert_eq!(std::fs::read_to_string(&f.passwd.path).unwrap(), before);
         // A file that is all NIS lines: the new line goes first.
-        std::fs::write(&f.passwd, "+::::::\n").unwrap();
-        std::fs::write(&f.group, "+:::").unwrap();
-        std::fs::write(&f.subuid, "").unwrap();
-        std::fs::write(&f.subgid, "").unwrap();
+        std::fs::write(&f.passwd.path, "+::::::\n").unwrap();
+        std::fs::write(&f.group.path, "+:::").unwrap();
+        std::fs::write(&f.subuid.path, "").unwrap();
+        std::fs::write(&f.subgid.path, "").unwrap();
         remap_ranges(&f, "default").unwrap();
-        assert_eq!(std::fs::read_to_string(&f.passwd).unwrap(), format!("{line}\n+::::::\n"));
-        assert_eq!(std::fs::read_to_string(&f.group).unwrap(), "paddock:x:999:\n+:::");
+        assert_eq!(std::fs::read_to_string(&f.passwd.path).unwrap(), format!("{line}\n+::::::\n"));
+        assert_eq!(std::fs::read_to_string(&f.group.path).unwrap(), "paddock:x:999:\n+:::");
         // An exclusion first, local lines after the NIS block: before the exclusion.
-        std::fs::write(&f.passwd, "root:x:0:0::/:/bin/sh\n-bob\n+::::::\nlocal:x:5:5::/:/bin/sh\n").unwrap();
-        std::fs::write(&f.group, "root:x:0:\n-bob\nlocal:x:5:\n").unwrap();
-        std::fs::write(&f.subuid, "").unwrap();
-        std::fs::write(&f.subgid, "").unwrap();
+        std::fs::write(&f.passwd.path, "root:x:0:0::/:/bin/sh\n-bob\n+::::::\nlocal:x:5:5::/:/bin/sh\n").unwrap();
+        std::fs::write(&f.group.path, "root:x:0:\n-bob\nlocal:x:5:\n").unwrap();
+        std::fs::write(&f.subuid.path, "").unwrap();
+        std::fs::write(&f.subgid.path, "").unwrap();
         remap_ranges(&f, "default").unwrap();
         assert_eq!(
-            std::fs::read_to_string(&f.passwd).unwrap(),
+            std::fs::read_to_string(&f.passwd.path).unwrap(),
             format!("root:x:0:0::/:/bin/sh\n{line}\n-bob\n+::::::\nlocal:x:5:5::/:/bin/sh\n")
         );
-        assert_eq!(std::fs::read_to_string(&f.group).unwrap(), "root:x:0:\npaddock:x:999:\n-bob\nlocal:x:5:\n");
+        assert_eq!(std::fs::read_to_string(&f.group.path).unwrap(), "root:x:0:\npaddock:x:999:\n-bob\nlocal:x:5:\n");
     }
 
     #[test]
     fn honours_every_range_line_of_a_named_user() {
         let dir = tempfile::tempdir().unwrap();
         let f = files(dir.path());
-        std::fs::write(&f.passwd, "ops:x:1000:1000::/home/ops:/bin/sh\n").unwrap();
-        std::fs::write(&f.subuid, "ops:200000:65536\n1000:400000:131072\n").unwrap();
-        std::fs::write(&f.subgid, "ops:200000:65536\n").unwrap();
+        std::fs::write(&f.passwd.path, "ops:x:1000:1000::/home/ops:/bin/sh\n").unwrap();
+        std::fs::write(&f.subuid.path, "ops:200000:65536\n1000:400000:131072\n").unwrap();
+        std::fs::write(&f.subgid.path, "ops:200000:65536\n").unwrap();
         let r = remap_ranges(&f, "ops").unwrap();
         assert_eq!(r.uids.len(), 2);
         assert_eq!(r.gids.len(), 1);
@@ -818,12 +868,15 @@ mod tests {
     fn a_bad_subuid_line_is_reported_with_its_number() {
         let dir = tempfile::tempdir().unwrap();
         let f = files(dir.path());
-        std::fs::write(&f.passwd, "paddock:*:998:998::/:/x\n").unwrap();
-        std::fs::write(&f.subuid, "paddock:100000:65536\npaddock:oops:1\n").unwrap();
+        std::fs::write(&f.passwd.path, "paddock:*:998:998::/:/x\n").unwrap();
+        std::fs::write(&f.subuid.path, "paddock:100000:65536\npaddock:oops:1\n").unwrap();
         let err = remap_ranges(&f, "default").unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("{}: line 2: start \"oops\" is not a number from 0 to 4294967295", f.subuid.display())
+            format!(
+                "{}:2: start \"oops\" is not a number from 0 to 4294967295 (named by `[remap] subuid` in the configuration); mend the line, or name another file there",
+                f.subuid.path.display()
+            )
         );
     }
 }
