@@ -42,14 +42,30 @@ pub struct SubIdParseError {
 }
 
 /// Parses a subid file. Blank lines and `#` comments are allowed.
+///
+/// A line that begins with a byte-order mark (U+FEFF, which some editors
+/// put before UTF-8) is refused: shadow's reader (`subordinate_parse`,
+/// behind newuidmap and getsubids) strips nothing before the owner, so
+/// the mark is part of the owner's name and that line's range is no
+/// user's. Accepted as its user's, paddock would use ids the host's own
+/// tools do not give that user; passed over as theirs do, the user would
+/// have no range, and paddock would add another for its own user (its
+/// workloads' ids moving without a word) or say the user has none while
+/// the line is there.
 pub fn parse(text: &str) -> Result<Vec<SubIdEntry>, SubIdParseError> {
     let mut entries = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
+        let bad = |message: String| SubIdParseError { line: i + 1, message };
+        if line.starts_with('\u{feff}') {
+            return Err(bad("the line begins with a byte-order mark (U+FEFF, which some editors write): \
+                 shadow's tools read it as part of the owner's name, so the range is no user's; \
+                 save the file without it, as plain UTF-8"
+                .to_owned()));
+        }
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = |message: String| SubIdParseError { line: i + 1, message };
         let fields: Vec<&str> = line.split(':').collect();
         let [owner, start, count] = fields[..] else {
             return Err(bad(format!("expected `name:start:count`, found {line:?}")));
@@ -138,6 +154,22 @@ mod tests {
         }
         // The last range a map takes ends just before (uid_t)-1.
         assert_eq!(parse("a:4294901759:65536").unwrap()[0].range.end(), u64::from(u32::MAX));
+    }
+
+    /// A byte-order mark (as some editors save UTF-8) is refused at its
+    /// line: shadow's tools take it as part of the owner's name, so the
+    /// line's range is no user's; read as the user's, paddock would use
+    /// ids the host's tools do not give that user, and passed over, it
+    /// would add another range for its user (or say it has none).
+    #[test]
+    fn a_byte_order_mark_is_refused_at_its_line() {
+        for (text, line) in [("\u{feff}paddock:100000:65536\n", 1), ("a:1:2\n\u{feff}b:3:4\n", 2), ("\u{feff}# c\n", 1)]
+        {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.line, line, "{text:?}");
+            assert!(err.message.starts_with("the line begins with a byte-order mark (U+FEFF"), "{err}");
+            assert!(err.message.contains("save the file without it"), "{err}");
+        }
     }
 
     #[test]

@@ -864,6 +864,23 @@ mod tests {
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 
+    /// A byte-order mark before the user's line: refused, and nothing is
+    /// added (passed over, the user had no range, and got a new one).
+    #[test]
+    fn a_byte_order_mark_before_the_users_line_is_refused_and_nothing_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        std::fs::write(&f.passwd.path, "paddock:*:998:998::/:/x\n").unwrap();
+        std::fs::write(&f.subuid.path, "\u{feff}paddock:100000:65536\n").unwrap();
+        std::fs::write(&f.subgid.path, "paddock:100000:65536\n").unwrap();
+        let err = remap_ranges(&f, "default").unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}:1: the line begins with a byte-order mark", f.subuid.path.display())),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&f.subuid.path).unwrap(), "\u{feff}paddock:100000:65536\n");
+    }
+
     #[test]
     fn a_bad_subuid_line_is_reported_with_its_number() {
         let dir = tempfile::tempdir().unwrap();
