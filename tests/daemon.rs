@@ -433,6 +433,34 @@ fn an_account_files_error_names_the_key_and_line_that_named_it() {
     );
 }
 
+/// A range of the remap user smaller than a slice is refused at its line,
+/// by --validate and a start alike, and nothing is written: a workload
+/// given it would have fewer ids than its manifest was checked against.
+#[test]
+fn a_range_smaller_than_a_slice_is_refused_at_its_line() {
+    let d = Daemon::setup();
+    let mut passwd = std::fs::read_to_string(d.path("passwd")).unwrap();
+    passwd.push_str("paddock:*:64998:64998::/:/bin/false\n");
+    std::fs::write(d.path("passwd"), passwd).unwrap();
+    std::fs::write(d.path("subuid"), "paddock:200000:65536\n").unwrap();
+    std::fs::write(d.path("subgid"), "paddock:200000:65536\npaddock:300000:1000\n").unwrap();
+    let subgid = d.path("subgid").display().to_string();
+    for args in [&["--validate"][..], &[]] {
+        let (code, said) = d.run_refused(args);
+        assert_eq!(code, Some(78), "{said}");
+        assert!(
+            said.contains(&format!("{subgid}:2: paddock's range 300000:1000 holds 1000 ids, fewer than a workload's slice (slice_size = 65536)"))
+                && said.contains("give the range at least 65536 ids, remove it if paddock has others, or set slice_size to 1000 or less"),
+            "{said}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(d.path("subgid")).unwrap(), "paddock:200000:65536\npaddock:300000:1000\n");
+    // A smaller slice_size fits it.
+    d.configure("[remap]\n", "[remap]\nslice_size = 1000\n");
+    let (code, said) = d.run_refused(&["--validate"]);
+    assert_eq!(code, Some(0), "{said}");
+}
+
 #[test]
 fn sd_notify_messages_arrive_in_order() {
     let (_notify, sock_path, sock) = common::daemon::notify_socket(Duration::from_secs(10));

@@ -215,7 +215,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
         // What a start would refuse there (a file a typo names), not a stale socket.
         crate::daemon::server::socket_at(&socket).or_fail(CONFIG_ERROR)?;
         // Read only: the default user's ranges, missing, are added by a start.
-        crate::idmap::read_remap_ranges(&accounts, &remap.user).or_fail(CONFIG_ERROR)?;
+        crate::idmap::read_remap_ranges(&accounts, &remap.user, remap.slice_size).or_fail(CONFIG_ERROR)?;
         let default = Path::new(crate::config::DEFAULT_CONFIG);
         let file = match args.config.as_deref() {
             Some(file) => file.display().to_string(),
@@ -234,7 +234,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     }
     // Before they are read: an edit meanwhile is seen by the store.
     let stamps = AccountStamps::of(&accounts);
-    let ranges = remap_ranges(&accounts, &remap.user).or_fail(CONFIG_ERROR)?;
+    let ranges = remap_ranges(&accounts, &remap.user, remap.slice_size).or_fail(CONFIG_ERROR)?;
     for warning in crate::idmap::account_overlaps(&accounts, &ranges) {
         tracing::warn!("{warning}");
     }

@@ -242,7 +242,7 @@ pub fn run(args: RunArgs) -> Result<super::ExitCode, CliError> {
         subuid: flag(args.subuid, "--subuid", defaults.subuid),
         subgid: flag(args.subgid, "--subgid", defaults.subgid),
     };
-    let ranges = remap_ranges(&accounts, &remap_user).or_fail(PADDOCK_FAILED)?;
+    let ranges = remap_ranges(&accounts, &remap_user, slice_size).or_fail(PADDOCK_FAILED)?;
     // Held while this process lives: the slice is kept for the manifest's
     // runs until the last ends. Taken first, so no other process gives the
     // slice away between the allocation and the hold.

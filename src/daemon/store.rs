@@ -166,7 +166,7 @@ impl DiskStore {
             return;
         }
         following.seen = now;
-        match read_remap_ranges(&following.files, &following.user) {
+        match read_remap_ranges(&following.files, &following.user, self.slice_size) {
             Ok(Some(ranges)) if ranges != self.ranges => {
                 tracing::info!(
                     user = %ranges.user,
@@ -535,7 +535,7 @@ mod tests {
             }
         };
         set("ops:200000:131072\n");
-        let ranges = crate::idmap::read_remap_ranges(&files, "ops").unwrap().unwrap();
+        let ranges = crate::idmap::read_remap_ranges(&files, "ops", 65536).unwrap().unwrap();
         let mut store = DiskStore::new(dir.path().join("state"), ranges, Isolation::default(), 65536).following(
             files.clone(),
             "ops",
@@ -560,7 +560,7 @@ mod tests {
         // (the daemon's start) is seen at the first slice given.
         set("ops:265536:65536\n");
         let seen = AccountStamps::of(&files);
-        let ranges = crate::idmap::read_remap_ranges(&files, "ops").unwrap().unwrap();
+        let ranges = crate::idmap::read_remap_ranges(&files, "ops", 65536).unwrap().unwrap();
         set("ops:400000:65536\n");
         let mut store = DiskStore::new(dir.path().join("state2"), ranges, Isolation::default(), 65536)
             .following(files, "ops", seen);

@@ -32,6 +32,8 @@ impl fmt::Display for IdRange {
 pub struct SubIdEntry {
     pub owner: String,
     pub range: IdRange,
+    /// Its line in the file, from 1.
+    pub line: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,7 +86,7 @@ pub fn parse(text: &str) -> Result<Vec<SubIdEntry>, SubIdParseError> {
                 "the range {start}:{count} is empty or runs past 4294967294, the last id a user namespace can map"
             )));
         }
-        entries.push(SubIdEntry { owner: owner.to_owned(), range });
+        entries.push(SubIdEntry { owner: owner.to_owned(), range, line: i + 1 });
     }
     Ok(entries)
 }
@@ -95,8 +97,13 @@ const LAST_ID_END: u64 = u32::MAX as u64;
 
 /// The ranges of a user, named either way, in file order.
 pub fn ranges_of(entries: &[SubIdEntry], name: &str, uid: u32) -> Vec<IdRange> {
-    let uid = uid.to_string();
-    entries.iter().filter(|e| e.owner == name || e.owner == uid).map(|e| e.range).collect()
+    entries_of(entries, name, uid).map(|e| e.range).collect()
+}
+
+/// The lines of a user, named either way, in file order.
+pub fn entries_of<'e>(entries: &'e [SubIdEntry], name: &str, uid: u32) -> impl Iterator<Item = &'e SubIdEntry> {
+    let (name, uid) = (name.to_owned(), uid.to_string());
+    entries.iter().filter(move |e| e.owner == name || e.owner == uid)
 }
 
 /// The first 65536-aligned start at or above 100000 (as Docker and

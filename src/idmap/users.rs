@@ -112,6 +112,19 @@ pub enum AccountError {
          set remap.user = \"default\" for paddock to add one)"
     )]
     HostRoot { user: String, path: PathBuf, count: u32 },
+    /// A range of the remap user too small for one slice: a workload
+    /// given it would have fewer ids than its manifest was checked
+    /// against (the validator allows any id below the slice size).
+    #[error(
+        "{}:{line}: {user}'s range {}:{} holds {} ids, fewer than a workload's slice (slice_size = {slice_size}), so a workload given it would have fewer ids than its manifest was checked against ({}); give the range at least {slice_size} ids, remove it if {user} has others, or set slice_size to {} or less",
+        file.display(),
+        range.start,
+        range.count,
+        range.count,
+        file.named_by,
+        range.count
+    )]
+    ShortRange { file: AccountFile, line: usize, user: String, range: IdRange, slice_size: u32 },
     #[error("no free system uid/gid below 1000 in {passwd} and {group} for user `{user}`")]
     NoSystemId { user: String, passwd: PathBuf, group: PathBuf },
     #[error("no free range of {count} ids is left in {subuid} and {subgid}")]
@@ -207,28 +220,38 @@ fn add_line(path: &Path, text: &str, line: &str, before_nis: bool) -> Result<(),
 /// as lckpwdf waits.
 const LOCK_WAIT: Duration = Duration::from_secs(15);
 
-/// Finds the remap user's ranges. For the default user, creates the user
-/// and its ranges when they are missing; for any other user, missing ones
-/// are an error (paddock does not change other accounts).
-pub fn remap_ranges(files: &AccountFiles, configured: &str) -> Result<RemapRanges, AccountError> {
-    ranges_waiting(files, configured, LOCK_WAIT)
+/// Finds the remap user's ranges, each of at least one slice of
+/// `slice_size` ids. For the default user, creates the user and its
+/// ranges when they are missing; for any other user, missing ones are an
+/// error (paddock does not change other accounts).
+pub fn remap_ranges(files: &AccountFiles, configured: &str, slice_size: u32) -> Result<RemapRanges, AccountError> {
+    ranges_waiting(files, configured, slice_size, LOCK_WAIT)
 }
 
 /// The remap user's ranges as the files say now, read only: `None` when
 /// the user or a range is missing (which `remap_ranges` would add for the
 /// default user, and which only a daemon's start or a `paddock run` adds).
-pub fn read_remap_ranges(files: &AccountFiles, configured: &str) -> Result<Option<RemapRanges>, AccountError> {
-    find_or_add(files, configured, None)
+pub fn read_remap_ranges(
+    files: &AccountFiles,
+    configured: &str,
+    slice_size: u32,
+) -> Result<Option<RemapRanges>, AccountError> {
+    find_or_add(files, configured, slice_size, None)
 }
 
 /// `remap_ranges`, waiting at most `wait` for the account files' locks.
 /// They are taken only when something is to be added, and then every
 /// file is read again under them: a useradd that finished meanwhile is
 /// seen, and none running can lose its edit to ours or ours to its.
-fn ranges_waiting(files: &AccountFiles, configured: &str, wait: Duration) -> Result<RemapRanges, AccountError> {
+fn ranges_waiting(
+    files: &AccountFiles,
+    configured: &str,
+    slice_size: u32,
+    wait: Duration,
+) -> Result<RemapRanges, AccountError> {
     let mut lock = None;
     loop {
-        if let Some(found) = find_or_add(files, configured, lock.as_ref())? {
+        if let Some(found) = find_or_add(files, configured, slice_size, lock.as_ref())? {
             return Ok(found);
         }
         lock = Some(AccountLock::take(files, wait)?);
@@ -240,6 +263,7 @@ fn ranges_waiting(files: &AccountFiles, configured: &str, wait: Duration) -> Res
 fn find_or_add(
     files: &AccountFiles,
     configured: &str,
+    slice_size: u32,
     lock: Option<&AccountLock>,
 ) -> Result<Option<RemapRanges>, AccountError> {
     let create = configured == "default";
@@ -263,6 +287,26 @@ fn find_or_add(
     let (gid_text, gid_entries) = parse(&files.subgid)?;
     let mut uids = subid::ranges_of(&uid_entries, user, uid);
     let mut gids = subid::ranges_of(&gid_entries, user, uid);
+    // Before anything is added: root in a workload is never root on the
+    // host, whatever the files say; and every range holds one slice at
+    // least (manifests are checked against the slice's size).
+    for (ranges, path) in [(&uids, &files.subuid.path), (&gids, &files.subgid.path)] {
+        if let Some(range) = ranges.iter().find(|r| r.start == 0 && r.count > 0) {
+            return Err(AccountError::HostRoot { user: user.to_owned(), path: path.clone(), count: range.count });
+        }
+    }
+    for (entries, file) in [(&uid_entries, &files.subuid), (&gid_entries, &files.subgid)] {
+        if let Some(short) = subid::entries_of(entries, user, uid).find(|e| e.range.count < slice_size) {
+            let (line, range) = (short.line, short.range);
+            return Err(AccountError::ShortRange {
+                file: file.clone(),
+                line,
+                user: user.to_owned(),
+                range,
+                slice_size,
+            });
+        }
+    }
     if create && (uids.is_empty() || gids.is_empty()) {
         if lock.is_none() {
             return Ok(None);
@@ -272,15 +316,13 @@ fn find_or_add(
         let group_text = read_optional(&files.group)?;
         let group_ids = group_text.lines().filter_map(|line| line.split(':').nth(2)?.parse::<u32>().ok());
         let ids: Vec<u32> = accounts.iter().flat_map(|(_, uid, gid)| [*uid, *gid]).chain(group_ids).collect();
-        let start = subid::free_start(&[&uid_entries, &gid_entries], &ids, NEW_RANGE_SIZE).ok_or_else(|| {
-            AccountError::NoFreeRange {
-                count: NEW_RANGE_SIZE,
-                subuid: files.subuid.path.clone(),
-                subgid: files.subgid.path.clone(),
-            }
+        // One slice at least, should a slice be larger than the range.
+        let count = NEW_RANGE_SIZE.max(slice_size);
+        let start = subid::free_start(&[&uid_entries, &gid_entries], &ids, count).ok_or_else(|| {
+            AccountError::NoFreeRange { count, subuid: files.subuid.path.clone(), subgid: files.subgid.path.clone() }
         })?;
-        let range = IdRange { start, count: NEW_RANGE_SIZE };
-        let line = format!("{user}:{start}:{NEW_RANGE_SIZE}");
+        let range = IdRange { start, count };
+        let line = format!("{user}:{start}:{count}");
         if uids.is_empty() {
             add_line(&files.subuid.path, &uid_text, &line, false)?;
             uids.push(range);
@@ -288,12 +330,6 @@ fn find_or_add(
         if gids.is_empty() {
             add_line(&files.subgid.path, &gid_text, &line, false)?;
             gids.push(range);
-        }
-    }
-    // Root in a workload is never root on the host, whatever the files say.
-    for (ranges, path) in [(&uids, &files.subuid.path), (&gids, &files.subgid.path)] {
-        if let Some(range) = ranges.iter().find(|r| r.start == 0 && r.count > 0) {
-            return Err(AccountError::HostRoot { user: user.to_owned(), path: path.clone(), count: range.count });
         }
     }
     if uids.is_empty() {
@@ -568,7 +604,7 @@ mod tests {
             f.subuid.path = path.clone();
             let (tx, rx) = std::sync::mpsc::channel();
             let files = f.clone();
-            std::thread::spawn(move || tx.send(read_remap_ranges(&files, "default").map_err(|e| e.to_string())));
+            std::thread::spawn(move || tx.send(read_remap_ranges(&files, "default", 65536).map_err(|e| e.to_string())));
             let result = rx.recv_timeout(Duration::from_secs(5)).expect("the read returns");
             let message = result.expect_err("refused");
             assert!(
@@ -586,7 +622,7 @@ mod tests {
         std::fs::write(&f.group.path, "root:x:0:\n").unwrap();
         std::fs::write(&f.subuid.path, "alice:100000:65536\n").unwrap();
         std::fs::write(&f.subgid.path, "# keep me\nalice:100000:65536\nbob:165536:65536").unwrap();
-        let ranges = remap_ranges(&f, "default").unwrap();
+        let ranges = remap_ranges(&f, "default", 65536).unwrap();
         assert_eq!(ranges.user, "paddock");
         assert_eq!(ranges.uids, [IdRange { start: 262144, count: NEW_RANGE_SIZE }]);
         assert_eq!(ranges.gids, ranges.uids);
@@ -602,7 +638,7 @@ mod tests {
         );
         // The second time, nothing changes.
         let before = std::fs::read_to_string(&f.passwd.path).unwrap();
-        assert_eq!(remap_ranges(&f, "default").unwrap(), ranges);
+        assert_eq!(remap_ranges(&f, "default", 65536).unwrap(), ranges);
         assert_eq!(std::fs::read_to_string(&f.passwd.path).unwrap(), before);
     }
 
@@ -618,12 +654,12 @@ mod tests {
         ] {
             std::fs::write(&f.subuid.path, uids).unwrap();
             std::fs::write(&f.subgid.path, gids).unwrap();
-            let err = remap_ranges(&f, "ops").unwrap_err().to_string();
+            let err = remap_ranges(&f, "ops", 65536).unwrap_err().to_string();
             assert!(err.starts_with(&format!("{}: `ops:0:", refused.display())), "{err}");
             assert!(err.contains("onto id 0, the host's root"), "{err}");
         }
         std::fs::write(&f.subgid.path, "ops:100000:65536\n").unwrap();
-        assert!(remap_ranges(&f, "ops").is_ok());
+        assert!(remap_ranges(&f, "ops", 65536).is_ok());
     }
 
     #[test]
@@ -638,7 +674,7 @@ mod tests {
         std::fs::write(&f.group.path, "root:x:0:\nops:x:999:\nalice:x:1000:\nlate:x:70000:\n+:::\n").unwrap();
         std::fs::write(&f.subuid.path, "ops:900:65536\n").unwrap();
         std::fs::write(&f.subgid.path, "ops:1000:70000\n").unwrap();
-        let ranges = remap_ranges(&f, "ops").unwrap();
+        let ranges = remap_ranges(&f, "ops", 65536).unwrap();
         let warnings = account_overlaps(&f, &ranges);
         let named: Vec<&str> = warnings.iter().map(|w| w.split(':').next().unwrap()).collect();
         assert_eq!(
@@ -659,22 +695,22 @@ mod tests {
         )), "{}", warnings[0]);
         std::fs::write(&f.subuid.path, "ops:100000:65536\n").unwrap();
         std::fs::write(&f.subgid.path, "ops:100000:65536\n").unwrap();
-        assert!(account_overlaps(&f, &remap_ranges(&f, "ops").unwrap()).is_empty());
+        assert!(account_overlaps(&f, &remap_ranges(&f, "ops", 65536).unwrap()).is_empty());
         // Another user's subordinate range over ops's (its own lines, by
         // name or uid, are not named).
-        std::fs::write(&f.subuid.path, "ops:100000:65536\nalice:150000:65536\n999:165536:10\n").unwrap();
-        let warnings = account_overlaps(&f, &remap_ranges(&f, "ops").unwrap());
+        std::fs::write(&f.subuid.path, "ops:100000:65536\nalice:150000:65536\n999:165536:65536\n").unwrap();
+        let warnings = account_overlaps(&f, &remap_ranges(&f, "ops", 65536).unwrap());
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
             warnings[0].starts_with("alice's subordinate uids 150000-215535 overlap ops's: a workload given those ids shares them with that user's containers"),
             "{}",
             warnings[0]
         );
-        assert!(warnings[0].contains("instead: `ops:262144:65546`"), "{}", warnings[0]);
+        assert!(warnings[0].contains("instead: `ops:262144:131072`"), "{}", warnings[0]);
         // Lines that repeat each other, adding up past 2^32 ids: no range
         // that large is free, and that is said (no overflow).
         std::fs::write(&f.subuid.path, "ops:900:4000000000\nops:900:4000000000\n").unwrap();
-        let warnings = account_overlaps(&f, &remap_ranges(&f, "ops").unwrap());
+        let warnings = account_overlaps(&f, &remap_ranges(&f, "ops", 65536).unwrap());
         assert!(warnings[0].ends_with("(none of 4294967295 ids is free now)"), "{}", warnings[0]);
     }
 
@@ -715,7 +751,7 @@ mod tests {
         // writes it (with the C string's NUL).
         let mut useradd = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         std::fs::write(dir.path().join("passwd.lock"), format!("{}\0", useradd.id())).unwrap();
-        let e = ranges_waiting(&f, "default", wait).unwrap_err();
+        let e = ranges_waiting(&f, "default", 65536, wait).unwrap_err();
         useradd.kill().unwrap();
         assert!(matches!(&e, AccountError::Locked { holder: Some(pid), .. } if *pid == useradd.id() as i32), "{e}");
         assert!(e.to_string().contains("passwd.lock is held by process"), "{e}");
@@ -724,7 +760,7 @@ mod tests {
         // One whose process is gone is stale: cleared, and the user added.
         useradd.wait().unwrap();
         std::fs::write(dir.path().join("passwd.lock"), format!("{}\0", useradd.id())).unwrap();
-        let ranges = ranges_waiting(&f, "default", wait).unwrap();
+        let ranges = ranges_waiting(&f, "default", 65536, wait).unwrap();
         assert!(std::fs::read_to_string(&f.passwd.path).unwrap().contains("paddock:*:999:999:"));
         assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "every lock released");
 
@@ -740,7 +776,7 @@ mod tests {
         let whole =
             libc::flock { l_type: libc::F_WRLCK as _, l_whence: libc::SEEK_SET as _, l_start: 0, l_len: 0, l_pid: 0 };
         nix::fcntl::fcntl(&pwd, nix::fcntl::FcntlArg::F_OFD_SETLK(&whole)).unwrap();
-        let e = ranges_waiting(&other, "default", wait).unwrap_err();
+        let e = ranges_waiting(&other, "default", 65536, wait).unwrap_err();
         assert!(matches!(e, AccountError::PwdLocked { .. }), "{e}");
         assert!(e.to_string().contains("removing the file releases nothing"), "{e}");
         assert!(!other.passwd.path.exists(), "nothing written while it was held");
@@ -748,7 +784,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(200));
             drop(pwd);
         });
-        assert_eq!(ranges_waiting(&other, "default", Duration::from_secs(10)).unwrap().uids, ranges.uids);
+        assert_eq!(ranges_waiting(&other, "default", 65536, Duration::from_secs(10)).unwrap().uids, ranges.uids);
         release.join().unwrap();
 
         // One naming this process, which holds none (its pid reused since
@@ -756,7 +792,7 @@ mod tests {
         let third = files(&dir.path().join("third"));
         std::fs::create_dir(dir.path().join("third")).unwrap();
         std::fs::write(dir.path().join("third/group.lock"), std::process::id().to_string()).unwrap();
-        assert_eq!(ranges_waiting(&third, "default", wait).unwrap().uids, ranges.uids);
+        assert_eq!(ranges_waiting(&third, "default", 65536, wait).unwrap().uids, ranges.uids);
         assert_eq!(leftovers(&dir.path().join("third")), Vec::<String>::new());
 
         // The user there already: nothing is locked (an /etc that cannot be
@@ -766,7 +802,7 @@ mod tests {
         let held = format!("{}\0", useradd.id());
         std::fs::write(dir.path().join("passwd.lock"), &held).unwrap();
         let started = std::time::Instant::now();
-        assert_eq!(ranges_waiting(&f, "default", Duration::from_secs(10)).unwrap(), ranges);
+        assert_eq!(ranges_waiting(&f, "default", 65536, Duration::from_secs(10)).unwrap(), ranges);
         assert!(started.elapsed() < Duration::from_secs(5), "it waited for the lock");
         assert_eq!(std::fs::read_to_string(dir.path().join("passwd.lock")).unwrap(), held);
         useradd.kill().unwrap();
@@ -787,7 +823,7 @@ mod tests {
             std::fs::write(&f.group.path, "root:x:0:\nbig:x:300000:\n").unwrap();
             std::fs::write(&f.subuid.path, "").unwrap();
             std::fs::write(&f.subgid.path, "").unwrap();
-            let range = remap_ranges(&f, "default").unwrap().uids[0];
+            let range = remap_ranges(&f, "default", 65536).unwrap().uids[0];
             for &id in ids {
                 assert!(!(u64::from(range.start)..range.end()).contains(&id), "{account}: {range:?} covers {id}");
             }
@@ -805,7 +841,7 @@ mod tests {
         std::fs::write(&f.group.path, "root:x:0:\npaddock:x:998:\n+\nbroken:x:many:\nbig:x:300000:\n").unwrap();
         std::fs::write(&f.subuid.path, "").unwrap();
         std::fs::write(&f.subgid.path, "").unwrap();
-        let range = remap_ranges(&f, "default").unwrap().uids[0];
+        let range = remap_ranges(&f, "default", 65536).unwrap().uids[0];
         assert_eq!(range.start, 327_680, "{range:?}: the range starts past the group at 300000");
     }
 
@@ -817,7 +853,7 @@ mod tests {
         let group = "root:x:0:\n+:::\n";
         std::fs::write(&f.passwd.path, passwd).unwrap();
         std::fs::write(&f.group.path, group).unwrap();
-        let ranges = remap_ranges(&f, "default").unwrap();
+        let ranges = remap_ranges(&f, "default", 65536).unwrap();
         assert_eq!(ranges.uids, [IdRange { start: 131_072, count: NEW_RANGE_SIZE }]);
         let line = "paddock:*:999:999:paddock user-namespace remap:/nonexistent:/usr/sbin/nologin";
         assert_eq!(
@@ -827,14 +863,14 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&f.group.path).unwrap(), "root:x:0:\npaddock:x:999:\n+:::\n");
         // Found again among them, and nothing changes.
         let before = std::fs::read_to_string(&f.passwd.path).unwrap();
-        assert_eq!(remap_ranges(&f, "default").unwrap(), ranges);
+        assert_eq!(remap_ranges(&f, "default", 65536).unwrap(), ranges);
         assert_eq!(std::fs::read_to_string(&f.passwd.path).unwrap(), before);
         // A file that is all NIS lines: the new line goes first.
         std::fs::write(&f.passwd.path, "+::::::\n").unwrap();
         std::fs::write(&f.group.path, "+:::").unwrap();
         std::fs::write(&f.subuid.path, "").unwrap();
         std::fs::write(&f.subgid.path, "").unwrap();
-        remap_ranges(&f, "default").unwrap();
+        remap_ranges(&f, "default", 65536).unwrap();
         assert_eq!(std::fs::read_to_string(&f.passwd.path).unwrap(), format!("{line}\n+::::::\n"));
         assert_eq!(std::fs::read_to_string(&f.group.path).unwrap(), "paddock:x:999:\n+:::");
         // An exclusion first, local lines after the NIS block: before the exclusion.
@@ -842,7 +878,7 @@ mod tests {
         std::fs::write(&f.group.path, "root:x:0:\n-bob\nlocal:x:5:\n").unwrap();
         std::fs::write(&f.subuid.path, "").unwrap();
         std::fs::write(&f.subgid.path, "").unwrap();
-        remap_ranges(&f, "default").unwrap();
+        remap_ranges(&f, "default", 65536).unwrap();
         assert_eq!(
             std::fs::read_to_string(&f.passwd.path).unwrap(),
             format!("root:x:0:0::/:/bin/sh\n{line}\n-bob\n+::::::\nlocal:x:5:5::/:/bin/sh\n")
@@ -857,10 +893,10 @@ mod tests {
         std::fs::write(&f.passwd.path, "ops:x:1000:1000::/home/ops:/bin/sh\n").unwrap();
         std::fs::write(&f.subuid.path, "ops:200000:65536\n1000:400000:131072\n").unwrap();
         std::fs::write(&f.subgid.path, "ops:200000:65536\n").unwrap();
-        let r = remap_ranges(&f, "ops").unwrap();
+        let r = remap_ranges(&f, "ops", 65536).unwrap();
         assert_eq!(r.uids.len(), 2);
         assert_eq!(r.gids.len(), 1);
-        let err = remap_ranges(&f, "nobody-here").unwrap_err();
+        let err = remap_ranges(&f, "nobody-here", 65536).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 
@@ -873,12 +909,38 @@ mod tests {
         std::fs::write(&f.passwd.path, "paddock:*:998:998::/:/x\n").unwrap();
         std::fs::write(&f.subuid.path, "\u{feff}paddock:100000:65536\n").unwrap();
         std::fs::write(&f.subgid.path, "paddock:100000:65536\n").unwrap();
-        let err = remap_ranges(&f, "default").unwrap_err().to_string();
+        let err = remap_ranges(&f, "default", 65536).unwrap_err().to_string();
         assert!(
             err.starts_with(&format!("{}:1: the line begins with a byte-order mark", f.subuid.path.display())),
             "{err}"
         );
         assert_eq!(std::fs::read_to_string(&f.subuid.path).unwrap(), "\u{feff}paddock:100000:65536\n");
+    }
+
+    /// Every range of the user holds one slice at least: a shorter one is
+    /// refused at its line (a workload given it would have fewer ids than
+    /// its manifest was checked against), before anything is added.
+    #[test]
+    fn a_range_shorter_than_a_slice_is_refused_and_nothing_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        std::fs::write(&f.passwd.path, "paddock:*:998:998::/:/x\n").unwrap();
+        std::fs::write(&f.subuid.path, "paddock:100000:1000\n").unwrap();
+        let err = remap_ranges(&f, "default", 65536).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}:1: paddock's range 100000:1000 holds 1000 ids, fewer than a workload's slice (slice_size = 65536)",
+                f.subuid.path.display()
+            )) && err.ends_with("or set slice_size to 1000 or less"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&f.subgid.path).ok(), None, "no range was added");
+        assert_eq!(remap_ranges(&f, "default", 1000).unwrap().uids, [IdRange { start: 100000, count: 1000 }]);
+        // A slice larger than the range paddock adds: the range is one slice.
+        std::fs::write(&f.subuid.path, "").unwrap();
+        std::fs::write(&f.subgid.path, "").unwrap();
+        let big = NEW_RANGE_SIZE * 2;
+        assert_eq!(remap_ranges(&f, "default", big).unwrap().uids[0].count, big);
     }
 
     #[test]
@@ -887,7 +949,7 @@ mod tests {
         let f = files(dir.path());
         std::fs::write(&f.passwd.path, "paddock:*:998:998::/:/x\n").unwrap();
         std::fs::write(&f.subuid.path, "paddock:100000:65536\npaddock:oops:1\n").unwrap();
-        let err = remap_ranges(&f, "default").unwrap_err();
+        let err = remap_ranges(&f, "default", 65536).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
