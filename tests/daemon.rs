@@ -107,6 +107,39 @@ fn an_invalid_edit_keeps_the_old_version_running_and_the_fix_applies() {
     d.wait_for("bad shown", |d| d.workload("bad").is_some_and(|w| w["error"].is_string() && w["pid"].is_null()));
 }
 
+/// An edit whose mount the start would refuse (`check` warns of it: "on
+/// this host the workload would not start") is a bad edit: the running
+/// version stays, not stopped for a start that fails at once.
+#[test]
+fn an_edit_whose_mount_source_the_start_refuses_keeps_the_old_version_running() {
+    let d = Daemon::setup().start(&[]);
+    // Data in a directory others may not enter: a mount would hand it out.
+    std::fs::create_dir_all(d.path("secret/data")).unwrap();
+    std::fs::set_permissions(d.path("secret"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    d.write("app.toml", SLEEPER);
+    let pid = d.running_pid("app");
+    let hidden = d.path("secret/data").display().to_string();
+    for (source, said) in [(hidden.as_str(), "a directory others may not enter"), ("/sys/kernel", "sysfs")] {
+        d.write(
+            "app.toml",
+            &format!("command = [\"/bin/sleep\", \"1000\"]\n[[mounts]]\nsource = {source:?}\ntarget = \"/mnt\"\n"),
+        );
+        d.wait_for("the error shown", |d| {
+            d.workload("app").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains(said)))
+        });
+        let w = d.workload("app").unwrap();
+        assert!(
+            w["error"].as_str().unwrap().contains("app.toml:3:10: error: on this host the workload would not start"),
+            "{w}"
+        );
+        assert_eq!(
+            (w["state"].as_str(), w["pid"].as_i64()),
+            (Some("running"), Some(pid)),
+            "the last valid version keeps running"
+        );
+    }
+}
+
 #[test]
 fn an_untouched_workload_keeps_its_pid_through_edits_of_others() {
     let d = Daemon::setup().start(&[]);

@@ -208,7 +208,8 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
         .or_fail(CONFIG_ERROR)?
         .with_restart_defaults(config.restart.clone())
         .with_networks(networks.names(), networks.publishing())
-        .with_refused_networks(networks.refused_for_daemon());
+        .with_refused_networks(networks.refused_for_daemon())
+        .with_source_checks(&config.volumes_root);
     let remap = &config.remap;
     let accounts = remap.accounts();
     if args.validate {

@@ -319,8 +319,9 @@ impl Validator {
         self
     }
 
-    /// Warn (with host checks) of mount sources a start on this host would
-    /// refuse, as a daemon with this volumes_root resolves them.
+    /// Warn (`check`) of mount sources a start on this host would refuse,
+    /// as a daemon with this volumes_root resolves them; for the daemon
+    /// (`HostChecks::Require`) they are errors.
     pub fn with_source_checks(mut self, volumes_root: &Path) -> Self {
         self.sources = Some(volumes_root.to_owned());
         self
@@ -417,16 +418,30 @@ impl Validator {
         let networks =
             semantic::Networks { known: &self.networks, publishing: &self.publishing, refused: &self.refused };
         problems.extend(semantic::network_checks(&effective, name.as_ref(), &spans, host, &networks));
-        if let (Some(volumes_root), HostChecks::Warn) = (&self.sources, host) {
+        // To the daemon an error: its start would fail at once, so an edit
+        // that brings such a mount would stop the running version for
+        // nothing; as invalid, the version that runs runs on.
+        let refused_mount = |at, said: String| match host {
+            HostChecks::Require => Problem::error(at, said),
+            HostChecks::Warn | HostChecks::Skip => Problem::warning(at, said),
+        };
+        if let (Some(volumes_root), false) = (&self.sources, host == HostChecks::Skip) {
             for (i, mount) in effective.mounts.iter().enumerate() {
                 use crate::sandbox::SourceError;
                 match crate::sandbox::check_mount(mount, volumes_root) {
-                    // Not there (warned of above), or not to be told now.
+                    // Not there (said above), or not to be told now.
                     Ok(()) | Err(SourceError::Mount { .. } | SourceError::MountTable { .. }) => {}
+                    // Not for a file's validity: volumes_root's own state
+                    // (its start says so), or a daemon short of descriptors
+                    // or memory, not to be taken for a refusal.
+                    Err(SourceError::VolumesRoot(_)) if host == HostChecks::Require => {}
+                    Err(refused)
+                        if host == HostChecks::Require && refused.errno().is_some_and(crate::sandbox::is_exhausted) => {
+                    }
                     Err(refused) => {
                         let at = spans.value_span(&format!("/mounts/{i}/source"));
                         let said = format!("on this host the workload would not start: {refused}");
-                        problems.push(Problem::warning(at, said));
+                        problems.push(refused_mount(at, said));
                     }
                 }
             }
