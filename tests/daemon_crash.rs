@@ -713,6 +713,28 @@ fn a_bad_edit_found_by_the_next_daemon_leaves_the_running_version_running() {
     d.wait_for("steady stopped", |d| d.workload("steady").is_none());
 }
 
+/// A mount source its start would refuse now (its directory made 0700
+/// while the workload ran) makes the file invalid to the next daemon, but
+/// not the manifest the sandbox was started from, whose mounts are made:
+/// the version that runs runs on, its next start to say why it cannot.
+#[test]
+fn a_mount_source_refused_since_the_start_does_not_stop_the_adopted_sandbox() {
+    let mut d = Daemon::setup().start(&[]);
+    std::fs::create_dir_all(d.path("shared/data")).unwrap();
+    let source = d.path("shared/data").display().to_string();
+    d.write("app.toml", &format!("{SLEEPER}[[mounts]]\nsource = {source:?}\ntarget = \"/mnt\"\n"));
+    let pid = d.running_pid("app");
+    d.kill();
+    std::fs::set_permissions(d.path("shared"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let d = d.start(&[]);
+    d.wait_for("app's file seen invalid", |d| {
+        d.workload("app").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("others may not enter")))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let w = d.workload("app").unwrap();
+    assert_eq!((&w["state"], &w["pid"]), (&serde_json::json!("running"), &serde_json::json!(pid)), "{w}");
+}
+
 /// A manifest edited (still valid) or removed while no daemon ran: the
 /// next daemon stops the adopted sandbox as the version it runs says, with
 /// its stop signal and timeout (here SIGINT, the only one it heeds), not

@@ -596,7 +596,7 @@ fn keep_recorded<'a>(
         if !tried.insert(file.to_owned()) {
             continue;
         }
-        let checked = validator.validate(file, source, HostChecks::Require);
+        let checked = validator.validate_started(file, source);
         match checked.spec {
             Some(spec) => {
                 let version = version_of(source);

@@ -364,6 +364,19 @@ impl Validator {
     /// Validates a manifest's text. `file_name` is the file's name, whose
     /// stem is the workload's name.
     pub fn validate(&self, file_name: &str, text: &str, host: HostChecks) -> Checked {
+        self.validate_with(file_name, text, host, true)
+    }
+
+    /// Validates, for the daemon, the manifest a running sandbox was
+    /// started from (its record's): as `validate` with host checks, but
+    /// its mounts, made already, are not refused for what the start
+    /// checks of their sources now; that is for its next start to say,
+    /// not a reason to stop what runs.
+    pub fn validate_started(&self, file_name: &str, text: &str) -> Checked {
+        self.validate_with(file_name, text, HostChecks::Require, false)
+    }
+
+    fn validate_with(&self, file_name: &str, text: &str, host: HostChecks, sources: bool) -> Checked {
         let mut problems = Vec::new();
         let stem = file_name.strip_suffix(".toml").unwrap_or(file_name);
         let name = WorkloadName::try_from(stem)
@@ -425,7 +438,7 @@ impl Validator {
             HostChecks::Require => Problem::error(at, said),
             HostChecks::Warn | HostChecks::Skip => Problem::warning(at, said),
         };
-        if let (Some(volumes_root), false) = (&self.sources, host == HostChecks::Skip) {
+        if let (Some(volumes_root), true) = (self.sources.as_ref().filter(|_| sources), host != HostChecks::Skip) {
             for (i, mount) in effective.mounts.iter().enumerate() {
                 use crate::sandbox::SourceError;
                 match crate::sandbox::check_mount(mount, volumes_root) {
