@@ -147,6 +147,9 @@ fn ended_within(pidfd: std::os::fd::BorrowedFd<'_>, limit: Duration) -> bool {
 /// there. A scan of /proc: for the rare moments that must know. What
 /// cannot be read (/proc itself, or a process's status for another
 /// reason than its end) is an error: "none" would free ids still in use.
+/// Children come before their parents: `kill -9` of them in this order
+/// never meets one already gone (a sandbox's init killed first takes its
+/// namespace's processes with it).
 pub fn running_as(range: &crate::idmap::IdRange) -> std::io::Result<Vec<i32>> {
     let within = |uid: &str| uid.parse::<u32>().is_ok_and(|uid| uid >= range.start && u64::from(uid) < range.end());
     let mut found = Vec::new();
@@ -162,10 +165,31 @@ pub fn running_as(range: &crate::idmap::IdRange) -> std::io::Result<Vec<i32>> {
         let state = status.lines().find_map(|l| l.strip_prefix("State:")).unwrap_or_default();
         let uids = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap_or_default();
         if !state.trim_start().starts_with(['Z', 'X']) && uids.split_whitespace().any(within) {
-            found.push(pid);
+            let parent = status.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|p| p.trim().parse().ok());
+            found.push((pid, parent.unwrap_or(0)));
         }
     }
-    Ok(found)
+    Ok(children_first(found))
+}
+
+/// The pids of `(pid, parent)`, each before its parent (deepest first,
+/// then the later pid first).
+fn children_first(processes: Vec<(i32, i32)>) -> Vec<i32> {
+    let parents: std::collections::HashMap<i32, i32> = processes.iter().copied().collect();
+    // Bounded by the count: a cycle (pids reused while read) cannot loop.
+    let depth = |mut pid: i32| {
+        (0..processes.len())
+            .take_while(|_| {
+                parents.get(&pid).is_some_and(|p| {
+                    pid = *p;
+                    true
+                })
+            })
+            .count()
+    };
+    let mut ordered: Vec<(usize, i32)> = processes.iter().map(|&(pid, _)| (depth(pid), pid)).collect();
+    ordered.sort_unstable_by(|a, b| b.cmp(a));
+    ordered.into_iter().map(|(_, pid)| pid).collect()
 }
 
 /// Who runs as a sandbox's ids, as an operator is told it.
@@ -223,6 +247,15 @@ mod tests {
         let ran = running_for(start_time(child.0.id() as i32).unwrap()).unwrap();
         let bound = began.elapsed() + std::time::Duration::from_millis(20);
         assert!(ran >= std::time::Duration::from_millis(300) && ran <= bound, "{ran:?}, at most {bound:?}");
+    }
+
+    /// A sandbox's init (1000) and its children: each child before its
+    /// parent, whatever /proc's order.
+    #[test]
+    fn processes_are_listed_children_before_their_parents() {
+        let found = vec![(1000, 1), (1001, 1000), (1002, 1001), (1003, 1000), (900, 1002)];
+        assert_eq!(children_first(found), [900, 1002, 1003, 1001, 1000]);
+        assert_eq!(children_first(vec![(7, 8), (8, 7)]).len(), 2, "a cycle ends");
     }
 
     /// Who runs as a workload's ids is said with at most `SHOWN` pids.
