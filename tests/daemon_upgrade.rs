@@ -99,6 +99,35 @@ fn a_replaced_binary_is_taken_on_reload_and_on_upgrade_with_every_workload_kept(
     assert_eq!(d.terminate(), 0);
 }
 
+/// A running workload's LAST EXIT (how the run before it ended) is still
+/// shown after an upgrade, as before it: the kept state holds none for a
+/// running workload, and the image hands it on to the next.
+#[test]
+fn an_upgrade_keeps_a_running_workloads_last_exit() {
+    let (mut d, _binary) = upgradable();
+    // Written by the first run (which then exits 3), read by the second.
+    std::fs::write(d.path("out/ran"), "").unwrap();
+    std::fs::set_permissions(d.path("out/ran"), std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    d.write(
+        "flaky.toml",
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", \"if [ -s /out/ran ]; then exec sleep 1000; fi; echo x >> /out/ran; exit 3\"]\n[restart]\nbackoff = \"0s\"\n[[mounts]]\nsource = {:?}\ntarget = \"/out\"\nreadonly = false\n",
+            d.path("out").display().to_string()
+        ),
+    );
+    d.wait_for("flaky's second run", |d| {
+        d.workload("flaky").is_some_and(|w| w["state"] == "running" && w["restarts"] == 1)
+    });
+    let pid = d.running_pid("flaky");
+    assert_eq!(d.workload("flaky").unwrap()["last_exit"], 3);
+    let out = d.paddock(&["upgrade"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let w = d.workload("flaky").unwrap();
+    assert_eq!((w["pid"].as_i64(), w["restarts"].as_u64()), (Some(pid), Some(1)), "adopted: {w}");
+    assert_eq!(w["last_exit"], 3, "the previous run's exit, as before the upgrade: {w}");
+    assert_eq!(d.terminate(), 0);
+}
+
 /// The daemon raises its own open-files limit; its workloads get the one
 /// it was started with, and still do after an upgrade, whose image starts
 /// with the raised one.

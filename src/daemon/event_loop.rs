@@ -989,7 +989,7 @@ struct Upgrade<'a> {
     control: &'a mut mpsc::UnboundedReceiver<Control>,
     /// The control socket's, closed for the exec.
     gate: &'a server::Gate,
-    /// Where the runs' health is handed on (`upgrade::hand_on_health`).
+    /// Where the runs' health and last exits are handed on (`upgrade::hand_on_runs`).
     state_dir: &'a std::path::Path,
 }
 
@@ -1087,10 +1087,10 @@ async fn reexec(
     // moment before the exec must not end the daemon (a newer image holds
     // them again, and takes them back, at once).
     signals::release();
-    upgrade::hand_on_health(state_dir, daemon.health_to_hand_on());
+    upgrade::hand_on_runs(state_dir, daemon.runs_to_hand_on());
     let error = upgrade::reexec(binary, handover);
     // Not to be taken by a daemon that comes later.
-    let _ = upgrade::handed_health(state_dir);
+    let _ = upgrade::handed_runs(state_dir);
     signals::hold();
     gate.open();
     // A reload asked meanwhile is the loop's again.

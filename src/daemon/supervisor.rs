@@ -152,16 +152,23 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         (self.seed % 1_000_000) as f64 / 1_000_000.0
     }
 
-    /// What the probes said of each run, for the next image at an upgrade
-    /// (`upgrade::hand_on_health`).
-    pub fn health_to_hand_on(&self) -> BTreeMap<String, crate::reconcile::KeptHealth> {
-        self.core.workloads().filter_map(|w| Some((w.name.to_string(), w.health_kept()?))).collect()
+    /// What the probes said of each run, and how the run before each
+    /// running one ended (which the kept state does not hold), for the
+    /// next image at an upgrade (`upgrade::hand_on_runs`).
+    pub fn runs_to_hand_on(&self) -> crate::daemon::upgrade::Runs<String> {
+        let health = self.core.workloads().filter_map(|w| Some((w.name.to_string(), w.health_kept()?)));
+        let exits = self.core.workloads().filter(|w| w.state.has_sandbox() && w.exit_kept().is_none());
+        crate::daemon::upgrade::Runs {
+            health: health.collect(),
+            exits: exits.filter_map(|w| Some((w.name.to_string(), w.last_exit?))).collect(),
+        }
     }
 
     /// What a predecessor kept: holds, ends, and doubts; and, from the
-    /// image before this one, its runs' health.
+    /// image before this one, its runs' health and previous runs' exits.
     pub fn restore(&mut self, loaded: Loaded, doubtful: Vec<WorkloadName>) {
-        for (name, health) in crate::daemon::upgrade::handed_health(&self.state_dir) {
+        let handed = crate::daemon::upgrade::handed_runs(&self.state_dir);
+        for (name, health) in handed.health {
             self.core.restore_health(&name, health);
         }
         // Kept until a scan says which have no file (the first may be refused).
@@ -192,6 +199,10 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                     self.core.restore_start_error(&name, error);
                 }
             }
+        }
+        // After the kept state, which holds none for a running workload.
+        for (name, exit) in handed.exits {
+            self.core.restore_previous_exit(&name, exit);
         }
         for (name, why) in loaded.unreadable {
             tracing::error!(workload = %name, error = %why, "what was kept of this workload is unreadable; it is held until `paddock start {name}`");

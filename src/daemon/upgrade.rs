@@ -180,10 +180,11 @@ impl Fixed {
     }
 }
 
-/// Where an image hands the next its workloads' health (`hand_on_health`).
+/// Where an image hands the next what it knows of the runs it is to
+/// adopt (`hand_on_runs`).
 const HEALTH_HANDED: &str = "health.handed.json";
 
-/// How long a hand-over of health is good for: the next image reads it
+/// How long a hand-over of the runs is good for: the next image reads it
 /// at once; one that a failed exec left is never taken by a later daemon.
 const HEALTH_HANDED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -191,43 +192,63 @@ const HEALTH_HANDED_FOR: std::time::Duration = std::time::Duration::from_secs(60
 struct HandedHealth {
     until: crate::daemon::kept::Delay,
     health: std::collections::BTreeMap<String, crate::reconcile::KeptHealth>,
+    /// Absent from an older image's file.
+    #[serde(default)]
+    exits: std::collections::BTreeMap<String, crate::model::Exit>,
 }
 
-/// Hands the next image what the probes said of the runs it is to adopt:
-/// a file beside the kept state, not synced (only this boot's next image
-/// reads it, within a minute), taken by `handed_health`. Health is not
-/// kept otherwise: a daemon that comes after a crash probes at once.
-pub fn hand_on_health(
-    state_dir: &std::path::Path,
-    health: std::collections::BTreeMap<String, crate::reconcile::KeptHealth>,
-) {
-    let Some(until) = crate::daemon::kept::Delay::ending_in(HEALTH_HANDED_FOR).filter(|_| !health.is_empty()) else {
-        return;
-    };
-    let written = serde_json::to_vec(&HandedHealth { until, health })
-        .map_err(std::io::Error::other)
-        .and_then(|text| crate::fsutil::write_replace(&state_dir.join(HEALTH_HANDED), &text, 0o600));
-    if let Err(e) = written {
-        tracing::warn!(error = %e, "cannot hand the workloads' health on; the next image probes them at once");
+/// What an image knows of the runs the next is to adopt, and the kept
+/// state does not hold: what the probes said of each, and how the run
+/// before each ended (its LAST EXIT, which the kept state holds only while
+/// a workload does not run).
+#[derive(Debug, PartialEq)]
+pub struct Runs<K> {
+    pub health: std::collections::BTreeMap<K, crate::reconcile::KeptHealth>,
+    pub exits: std::collections::BTreeMap<K, crate::model::Exit>,
+}
+
+impl<K> Default for Runs<K> {
+    fn default() -> Self {
+        Runs { health: Default::default(), exits: Default::default() }
     }
 }
 
-/// What the image before this one handed on (`hand_on_health`), taken:
-/// the file is removed. Empty when there is none, or it is stale (not
-/// this boot's, or older than a minute: an exec that failed left it).
-pub fn handed_health(
-    state_dir: &std::path::Path,
-) -> std::collections::BTreeMap<crate::model::WorkloadName, crate::reconcile::KeptHealth> {
+/// Hands the next image what it knows of the runs it is to adopt: a file
+/// beside the kept state, not synced (only this boot's next image reads
+/// it, within a minute), taken by `handed_runs`. Neither is kept
+/// otherwise: a daemon that comes after a crash probes at once, and shows
+/// no LAST EXIT for a run it adopts.
+pub fn hand_on_runs(state_dir: &std::path::Path, runs: Runs<String>) {
+    let Runs { health, exits } = runs;
+    let something = !health.is_empty() || !exits.is_empty();
+    let Some(until) = crate::daemon::kept::Delay::ending_in(HEALTH_HANDED_FOR).filter(|_| something) else {
+        return;
+    };
+    let written = serde_json::to_vec(&HandedHealth { until, health, exits })
+        .map_err(std::io::Error::other)
+        .and_then(|text| crate::fsutil::write_replace(&state_dir.join(HEALTH_HANDED), &text, 0o600));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "cannot hand the runs' health and last exits on; the next image probes them at once and shows no last exit");
+    }
+}
+
+/// What the image before this one handed on (`hand_on_runs`), taken: the
+/// file is removed. Empty when there is none, or it is stale (not this
+/// boot's, or older than a minute: an exec that failed left it).
+pub fn handed_runs(state_dir: &std::path::Path) -> Runs<crate::model::WorkloadName> {
     let path = state_dir.join(HEALTH_HANDED);
     let text = std::fs::read(&path);
     let _ = std::fs::remove_file(&path);
     let handed = text.ok().and_then(|text| serde_json::from_slice::<HandedHealth>(&text).ok());
-    let Some(handed) = handed.filter(|h| h.until.left().is_some()) else { return Default::default() };
-    handed
-        .health
-        .into_iter()
-        .filter_map(|(name, health)| Some((crate::model::WorkloadName::try_from(name.as_str()).ok()?, health)))
-        .collect()
+    let Some(handed) = handed.filter(|h| h.until.left().is_some()) else { return Runs::default() };
+    fn named<T>(
+        all: std::collections::BTreeMap<String, T>,
+    ) -> std::collections::BTreeMap<crate::model::WorkloadName, T> {
+        all.into_iter()
+            .filter_map(|(name, t)| Some((crate::model::WorkloadName::try_from(name.as_str()).ok()?, t)))
+            .collect()
+    }
+    Runs { health: named(handed.health), exits: named(handed.exits) }
 }
 
 /// Why a reload (SIGHUP, `paddock reload`) re-executes the daemon instead
@@ -387,29 +408,48 @@ pub fn reexec(binary: &std::path::Path, listener: &OwnedFd) -> ExecError {
 mod tests {
     use std::time::{Duration, Instant};
 
-    /// The health handed on is taken once, by this boot's next image
-    /// within a minute: one a failed exec left is never taken later.
+    /// The runs' health and last exits handed on are taken once, by this
+    /// boot's next image within a minute: one a failed exec left is never
+    /// taken later. An older image's file (health alone) is read too.
     #[test]
-    fn health_handed_on_is_taken_once_and_only_while_fresh() {
+    fn runs_handed_on_are_taken_once_and_only_while_fresh() {
+        use super::Runs;
         use crate::reconcile::{HealthStatus, KeptHealth, Version};
         let dir = tempfile::tempdir().unwrap();
         let web = KeptHealth { version: Version(3), pid: 4242, status: HealthStatus::Healthy };
-        super::hand_on_health(dir.path(), [("web".to_owned(), web)].into());
-        let name = crate::model::WorkloadName::try_from("web").unwrap();
-        assert_eq!(super::handed_health(dir.path()), [(name, web)].into());
-        assert!(super::handed_health(dir.path()).is_empty(), "taken");
-        // Nothing to hand on: no file.
-        super::hand_on_health(dir.path(), Default::default());
+        let exit = crate::model::Exit::Code(3);
+        let runs = Runs { health: [("web".to_owned(), web)].into(), exits: [("db".to_owned(), exit)].into() };
+        super::hand_on_runs(dir.path(), runs);
+        let name = |n: &str| crate::model::WorkloadName::try_from(n).unwrap();
+        let taken = super::handed_runs(dir.path());
+        assert_eq!(taken, Runs { health: [(name("web"), web)].into(), exits: [(name("db"), exit)].into() });
+        assert_eq!(super::handed_runs(dir.path()), Runs::default(), "taken");
+        // A last exit alone is handed on; nothing at all: no file.
+        super::hand_on_runs(dir.path(), Runs { health: Default::default(), exits: [("db".to_owned(), exit)].into() });
+        assert_eq!(super::handed_runs(dir.path()).exits, [(name("db"), exit)].into());
+        super::hand_on_runs(dir.path(), Runs::default());
         assert!(!dir.path().join(super::HEALTH_HANDED).exists());
+        // An older image's: health alone.
+        let until = crate::daemon::kept::Delay::ending_in(Duration::from_secs(60)).unwrap();
+        let older = serde_json::json!({ "until": until, "health": { "web": web } });
+        std::fs::write(dir.path().join(super::HEALTH_HANDED), older.to_string()).unwrap();
+        assert_eq!(
+            super::handed_runs(dir.path()),
+            Runs { health: [(name("web"), web)].into(), exits: Default::default() }
+        );
         // Stale: over, or of another boot.
-        let mut stale = crate::daemon::kept::Delay::ending_in(Duration::from_secs(60)).unwrap();
+        let mut stale = until;
         for until in [crate::daemon::kept::Delay { until_ms: 1, ..stale.clone() }, {
             stale.boot = "another boot".into();
             stale
         }] {
-            let text = serde_json::to_vec(&super::HandedHealth { until, health: [("web".to_owned(), web)].into() });
-            std::fs::write(dir.path().join(super::HEALTH_HANDED), text.unwrap()).unwrap();
-            assert!(super::handed_health(dir.path()).is_empty());
+            let handed = super::HandedHealth {
+                until,
+                health: [("web".to_owned(), web)].into(),
+                exits: [("db".to_owned(), exit)].into(),
+            };
+            std::fs::write(dir.path().join(super::HEALTH_HANDED), serde_json::to_vec(&handed).unwrap()).unwrap();
+            assert_eq!(super::handed_runs(dir.path()), Runs::default());
             assert!(!dir.path().join(super::HEALTH_HANDED).exists(), "removed");
         }
     }

@@ -304,6 +304,13 @@ impl Core {
         self.entry(name).kept_health = Some(kept);
     }
 
+    /// How the run before the one the image before this one ran ended,
+    /// handed on at an upgrade (`upgrade::hand_on_runs`): its LAST EXIT,
+    /// unless what was kept says another.
+    pub fn restore_previous_exit(&mut self, name: &WorkloadName, exit: Exit) {
+        self.entry(name).last_exit.get_or_insert(exit);
+    }
+
     /// A sandbox that ran on while no daemon watched (or across this
     /// daemon's exec) is this workload's, running `version` since `since`.
     pub fn adopt(&mut self, name: &WorkloadName, version: Version, pid: i32, since: Instant, at: Clock) {

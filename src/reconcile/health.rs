@@ -59,7 +59,7 @@ pub struct Health {
 }
 
 /// What a daemon hands the next image at an upgrade of a run's health,
-/// once a probe has said it (`upgrade::hand_on_health`): the image that
+/// once a probe has said it (`upgrade::hand_on_runs`): the image that
 /// adopts that run (the same version and init) takes it up where it was,
 /// rather than show a healthy workload "starting" and log a change it did
 /// not have (helper-109). Not kept on disk: a daemon that comes after a
