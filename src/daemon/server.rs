@@ -533,11 +533,13 @@ async fn serve_metrics(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSen
     .await
 }
 
-/// The metrics connections still sending their request, oldest first.
-/// When every slot is taken, the oldest is closed to make room: anyone who
-/// can reach the address could otherwise keep every scrape waiting, with
-/// connections that send nothing, for `READ_TIMEOUT` each (as a slowloris
-/// does a web server's).
+/// The metrics connections not yet answered in full (still sending their
+/// request, or not reading their answer), oldest first. When every slot
+/// is taken, the oldest is closed to make room: anyone who can reach the
+/// address could otherwise keep every scrape waiting, with connections
+/// that send nothing, for `READ_TIMEOUT` each (as a slowloris does a web
+/// server's), or that never read an answer larger than the sockets'
+/// buffers, for `WRITE_TIMEOUT` each.
 #[derive(Clone, Default)]
 struct Reading(Arc<std::sync::Mutex<ReadingList>>);
 
@@ -558,7 +560,7 @@ impl Reading {
         (id, closed)
     }
 
-    /// It has its request (or has gone).
+    /// It is answered (or has gone).
     fn done(&self, id: u64) {
         let mut reading = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         reading.list.retain(|(each, _)| *each != id);
@@ -595,11 +597,19 @@ async fn answer_metrics(
             }
         }
     };
+    // Off the list however this ends.
+    struct Listed(Reading, u64);
+    impl Drop for Listed {
+        fn drop(&mut self) {
+            self.0.done(self.1);
+        }
+    }
+    let _listed = Listed(reading, id);
+    let mut closed = closed;
     let head = tokio::select! {
         head = tokio::time::timeout(READ_TIMEOUT, read_head) => head,
-        _ = closed => return,
+        _ = &mut closed => return,
     };
-    reading.done(id);
     if !matches!(head, Ok(Ok(()))) {
         return;
     }
@@ -631,7 +641,12 @@ async fn answer_metrics(
         }
         write.shutdown().await
     };
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, send).await;
+    // Closed to make room while it writes too: a client that never reads
+    // an answer larger than the sockets' buffers holds its slot otherwise.
+    tokio::select! {
+        _ = tokio::time::timeout(WRITE_TIMEOUT, send) => {}
+        _ = &mut closed => {}
+    }
 }
 
 #[cfg(test)]
@@ -695,6 +710,54 @@ mod tests {
         assert_eq!(f.failed(at(200)), None, "once");
         assert_eq!(f.failed(at(3600)), None);
         assert!(f.accepted(), "and its end");
+    }
+
+    /// Clients that send their request and never read the answer (larger
+    /// than the sockets' buffers: a host of many workloads), as many as are
+    /// served at once, do not keep a scrape out for `WRITE_TIMEOUT` each:
+    /// the oldest is closed to make room (helper-119).
+    #[test]
+    fn clients_that_never_read_their_answer_do_not_keep_a_scrape_out() {
+        use std::io::{Read, Write};
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Past what the server's send buffer (up to tcp_wmem's largest)
+        // and the client's receive buffer (tcp_rmem's default, as it never
+        // reads) hold, else each write ends at once.
+        let sysctl = |name: &str, field: usize| -> usize {
+            let text = std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).unwrap();
+            text.split_whitespace().nth(field).unwrap().parse().unwrap()
+        };
+        let past = sysctl("tcp_wmem", 2) + 2 * sysctl("tcp_rmem", 1) + (1 << 20);
+        let big = format!("{}paddock_up 1\n", "# padding\n".repeat(past / 10));
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(async move {
+                tokio::spawn(serve_metrics(listener, tx));
+                while let Some(control) = rx.recv().await {
+                    if let Control::Metrics(reply) = control {
+                        let _ = reply.send(big.clone());
+                    }
+                }
+            })
+        });
+        let deaf: Vec<std::net::TcpStream> = (0..MAX_CLIENTS)
+            .map(|_| {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let mut scrape = std::net::TcpStream::connect(addr).unwrap();
+        scrape.set_read_timeout(Some(WRITE_TIMEOUT / 2)).unwrap();
+        scrape.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let read = scrape.read_to_string(&mut answer);
+        assert!(read.is_ok() && answer.ends_with("paddock_up 1\n"), "{read:?}: {} bytes", answer.len());
+        drop(deaf);
+        drop(thread);
     }
 
     /// As many idle connections as are served at once are all kept: room
