@@ -271,13 +271,8 @@ fn find_or_add(
 
     let passwd_text = read_optional(&files.passwd)?;
     let accounts = parse_accounts(&files.passwd, &passwd_text)?;
-    let uid = match accounts.iter().find(|(n, _, _)| n == user) {
-        Some((_, uid, _)) => *uid,
-        None if create && lock.is_none() => return Ok(None),
-        None if create => create_system_user(files, user, &passwd_text, &accounts)?,
-        None => return Err(AccountError::NoSuchUser { user: user.to_owned(), path: files.passwd.path.clone() }),
-    };
-
+    // Every file read and checked before anything is added: a user added,
+    // then a bad line found, would be half a change.
     let parse = |file: &AccountFile| -> Result<(String, Vec<SubIdEntry>), AccountError> {
         let text = read_optional(file)?;
         let entries = subid::parse(&text).map_err(|source| AccountError::Parse { file: file.clone(), source })?;
@@ -285,28 +280,49 @@ fn find_or_add(
     };
     let (uid_text, uid_entries) = parse(&files.subuid)?;
     let (gid_text, gid_entries) = parse(&files.subgid)?;
+    // Root in a workload is never root on the host, whatever the files
+    // say; and every range holds one slice at least (manifests are checked
+    // against the slice's size). Of the user's lines, by its name or `uid`.
+    let check = |uid: u32| -> Result<(), AccountError> {
+        for (entries, file) in [(&uid_entries, &files.subuid), (&gid_entries, &files.subgid)] {
+            if let Some(root) = subid::entries_of(entries, user, uid).find(|e| e.range.start == 0 && e.range.count > 0)
+            {
+                return Err(AccountError::HostRoot {
+                    user: user.to_owned(),
+                    path: file.path.clone(),
+                    count: root.range.count,
+                });
+            }
+        }
+        for (entries, file) in [(&uid_entries, &files.subuid), (&gid_entries, &files.subgid)] {
+            if let Some(short) = subid::entries_of(entries, user, uid).find(|e| e.range.count < slice_size) {
+                let (line, range) = (short.line, short.range);
+                return Err(AccountError::ShortRange {
+                    file: file.clone(),
+                    line,
+                    user: user.to_owned(),
+                    range,
+                    slice_size,
+                });
+            }
+        }
+        Ok(())
+    };
+    let uid = match accounts.iter().find(|(n, _, _)| n == user) {
+        Some((_, uid, _)) => *uid,
+        // Checked with the id it would be given, before it is.
+        None if create => {
+            check(system_id(files, user, &accounts)?)?;
+            if lock.is_none() {
+                return Ok(None);
+            }
+            create_system_user(files, user, &passwd_text, &accounts)?
+        }
+        None => return Err(AccountError::NoSuchUser { user: user.to_owned(), path: files.passwd.path.clone() }),
+    };
+    check(uid)?;
     let mut uids = subid::ranges_of(&uid_entries, user, uid);
     let mut gids = subid::ranges_of(&gid_entries, user, uid);
-    // Before anything is added: root in a workload is never root on the
-    // host, whatever the files say; and every range holds one slice at
-    // least (manifests are checked against the slice's size).
-    for (ranges, path) in [(&uids, &files.subuid.path), (&gids, &files.subgid.path)] {
-        if let Some(range) = ranges.iter().find(|r| r.start == 0 && r.count > 0) {
-            return Err(AccountError::HostRoot { user: user.to_owned(), path: path.clone(), count: range.count });
-        }
-    }
-    for (entries, file) in [(&uid_entries, &files.subuid), (&gid_entries, &files.subgid)] {
-        if let Some(short) = subid::entries_of(entries, user, uid).find(|e| e.range.count < slice_size) {
-            let (line, range) = (short.line, short.range);
-            return Err(AccountError::ShortRange {
-                file: file.clone(),
-                line,
-                user: user.to_owned(),
-                range,
-                slice_size,
-            });
-        }
-    }
     if create && (uids.is_empty() || gids.is_empty()) {
         if lock.is_none() {
             return Ok(None);
@@ -552,6 +568,19 @@ impl Drop for AccountLock {
 
 /// Adds a system user and its group (no home, no login shell, no password),
 /// with the highest free id below 1000, as `useradd --system` picks.
+/// The id a new system user gets (`create_system_user`): the highest
+/// below 1000 (from 100) that no user and no group has, as useradd
+/// --system chooses.
+fn system_id(files: &AccountFiles, user: &str, accounts: &[(String, u32, u32)]) -> Result<u32, AccountError> {
+    let groups = parse_accounts(&files.group, &read_optional(&files.group)?)?;
+    let free = |id: &u32| !accounts.iter().any(|(_, u, _)| u == id) && !groups.iter().any(|(_, g, _)| g == id);
+    (100..1000).rev().find(free).ok_or_else(|| AccountError::NoSystemId {
+        user: user.to_owned(),
+        passwd: files.passwd.path.clone(),
+        group: files.group.path.clone(),
+    })
+}
+
 fn create_system_user(
     files: &AccountFiles,
     user: &str,
@@ -561,12 +590,7 @@ fn create_system_user(
     let group_text = read_optional(&files.group)?;
     let groups = parse_accounts(&files.group, &group_text)?;
     let existing_group = groups.iter().find(|(n, _, _)| n == user).map(|(_, gid, _)| *gid);
-    let free = |id: &u32| !accounts.iter().any(|(_, u, _)| u == id) && !groups.iter().any(|(_, g, _)| g == id);
-    let id = (100..1000).rev().find(free).ok_or_else(|| AccountError::NoSystemId {
-        user: user.to_owned(),
-        passwd: files.passwd.path.clone(),
-        group: files.group.path.clone(),
-    })?;
+    let id = system_id(files, user, accounts)?;
     let gid = match existing_group {
         Some(gid) => gid,
         None => {
@@ -915,6 +939,33 @@ mod tests {
             "{err}"
         );
         assert_eq!(std::fs::read_to_string(&f.subuid.path).unwrap(), "\u{feff}paddock:100000:65536\n");
+    }
+
+    /// The default user missing and a range file it would be given a line
+    /// in that cannot be read: refused before anything is added (the user
+    /// was added to passwd and group first, then the line refused), and
+    /// refused too by the read-only look `--validate` takes (it returned
+    /// "to be added" without reading the range files).
+    #[test]
+    fn a_bad_range_line_is_refused_before_the_default_user_is_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        std::fs::write(&f.passwd.path, "root:x:0:0::/:/bin/sh\n").unwrap();
+        std::fs::write(&f.group.path, "root:x:0:\n").unwrap();
+        for (subuid, why) in [
+            ("ops:100000\n", "expected `name:start:count`"),
+            ("paddock:100000:1000\n", "fewer than a workload's slice"),
+            ("paddock:0:65536\n", "the host's root"),
+        ] {
+            std::fs::write(&f.subuid.path, subuid).unwrap();
+            let looked = read_remap_ranges(&f, "default", 65536).unwrap_err().to_string();
+            assert!(looked.contains(why), "{looked}");
+            let err = remap_ranges(&f, "default", 65536).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+            assert_eq!(std::fs::read_to_string(&f.passwd.path).unwrap(), "root:x:0:0::/:/bin/sh\n", "{subuid}");
+            assert_eq!(std::fs::read_to_string(&f.group.path).unwrap(), "root:x:0:\n", "{subuid}");
+            assert_eq!(std::fs::read_to_string(&f.subuid.path).unwrap(), subuid);
+        }
     }
 
     /// Every range of the user holds one slice at least: a shorter one is
