@@ -83,6 +83,12 @@ pub enum AccountError {
         file.named_by
     )]
     Read { file: AccountFile, source: std::io::Error },
+    #[error(
+        "{} does not exist ({}); name the file you meant there, or create it (it may be empty: paddock adds its user and ranges, away from only the ranges it lists)",
+        file.display(),
+        file.named_by
+    )]
+    Missing { file: AccountFile },
     /// Not a regular file of an account file's size (a FIFO, a device).
     #[error("{source} ({}): name an account file itself there, such as /etc/{}", named_by, named_by.key())]
     NotAccounts { source: crate::fsutil::UntrustedFile, named_by: NamedBy },
@@ -154,15 +160,22 @@ pub struct RemapRanges {
 /// of any host (a million lines), far less than what would exhaust memory.
 const MAX_ACCOUNT_FILE_BYTES: u64 = 64 << 20;
 
-/// An account file's text (empty when it does not exist). Only a regular
-/// file is read, and only so much of it: the configuration may name any
-/// path, and a FIFO's open would block (the daemon's start, `--validate`)
-/// for good, a device such as /dev/zero never ends.
+/// An account file's text (empty when the default's does not exist: a
+/// host without /etc/subuid, say). Only a regular file is read, and only
+/// so much of it: the configuration may name any path, and a FIFO's open
+/// would block (the daemon's start, `--validate`) for good, a device such
+/// as /dev/zero never ends. A file the configuration or a flag names that
+/// does not exist is an error: a typo there would have paddock add its
+/// user and a range to a new file, beside the host's own, whose ranges it
+/// would not see (a range it picked could be another user's).
 fn read_optional(file: &AccountFile) -> Result<String, AccountError> {
     use crate::fsutil::UntrustedFile;
     match crate::fsutil::read_bounded(&file.path, MAX_ACCOUNT_FILE_BYTES) {
         Ok(s) => Ok(s),
-        Err(UntrustedFile::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(UntrustedFile::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => match file.named_by {
+            NamedBy::Default { .. } => Ok(String::new()),
+            _ => Err(AccountError::Missing { file: file.clone() }),
+        },
         Err(UntrustedFile::Io { source, .. }) => Err(AccountError::Read { file: file.clone(), source }),
         Err(source) => Err(AccountError::NotAccounts { source, named_by: file.named_by.clone() }),
     }
@@ -608,8 +621,12 @@ fn create_system_user(
 mod tests {
     use super::*;
 
+    /// The four files, named by the configuration, each empty.
     fn files(dir: &Path) -> AccountFiles {
-        let file = |key| AccountFile { path: dir.join(key), named_by: NamedBy::Config { key, at: None } };
+        let file = |key| {
+            std::fs::write(dir.join(key), "").unwrap();
+            AccountFile { path: dir.join(key), named_by: NamedBy::Config { key, at: None } }
+        };
         AccountFiles { passwd: file("passwd"), group: file("group"), subuid: file("subuid"), subgid: file("subgid") }
     }
 
@@ -789,8 +806,8 @@ mod tests {
         assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "every lock released");
 
         // lckpwdf's lock, held by another tool: waited for, then taken.
-        let other = files(&dir.path().join("other"));
         std::fs::create_dir(dir.path().join("other")).unwrap();
+        let other = files(&dir.path().join("other"));
         let pwd = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -803,7 +820,7 @@ mod tests {
         let e = ranges_waiting(&other, "default", 65536, wait).unwrap_err();
         assert!(matches!(e, AccountError::PwdLocked { .. }), "{e}");
         assert!(e.to_string().contains("removing the file releases nothing"), "{e}");
-        assert!(!other.passwd.path.exists(), "nothing written while it was held");
+        assert_eq!(std::fs::read_to_string(&other.passwd.path).unwrap(), "", "nothing written while it was held");
         let release = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
             drop(pwd);
@@ -813,8 +830,8 @@ mod tests {
 
         // One naming this process, which holds none (its pid reused since
         // a holder died): stale too.
-        let third = files(&dir.path().join("third"));
         std::fs::create_dir(dir.path().join("third")).unwrap();
+        let third = files(&dir.path().join("third"));
         std::fs::write(dir.path().join("third/group.lock"), std::process::id().to_string()).unwrap();
         assert_eq!(ranges_waiting(&third, "default", 65536, wait).unwrap().uids, ranges.uids);
         assert_eq!(leftovers(&dir.path().join("third")), Vec::<String>::new());
@@ -941,6 +958,34 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&f.subuid.path).unwrap(), "\u{feff}paddock:100000:65536\n");
     }
 
+    /// A file the configuration (or a flag) names that does not exist is
+    /// refused, and nothing is created: a typo there made paddock write a
+    /// new file with its user and a range picked away from that file's
+    /// ranges alone, not the host's. The default's missing counts as empty.
+    #[test]
+    fn a_named_account_file_that_does_not_exist_is_refused_and_nothing_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = files(dir.path());
+        std::fs::write(&f.passwd.path, "root:x:0:0::/:/bin/sh\n").unwrap();
+        f.subuid.path = dir.path().join("subuids");
+        let err = remap_ranges(&f, "default", 65536).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{} does not exist (named by `[remap] subuid` in the configuration); name the file you meant there",
+                f.subuid.path.display()
+            )),
+            "{err}"
+        );
+        assert!(!f.subuid.path.exists(), "not created");
+        assert_eq!(std::fs::read_to_string(&f.passwd.path).unwrap(), "root:x:0:0::/:/bin/sh\n", "no user added");
+        f.subuid.named_by = NamedBy::Flag { flag: "--subuid", key: "subuid" };
+        assert!(remap_ranges(&f, "default", 65536).unwrap_err().to_string().contains("(named by --subuid)"));
+        // The default's: created, with the user's range.
+        f.subuid.named_by = NamedBy::Default { key: "subuid", config: dir.path().join("paddock.toml") };
+        assert_eq!(remap_ranges(&f, "default", 65536).unwrap().uids.len(), 1);
+        assert!(std::fs::read_to_string(&f.subuid.path).unwrap().starts_with("paddock:"));
+    }
+
     /// The default user missing and a range file it would be given a line
     /// in that cannot be read: refused before anything is added (the user
     /// was added to passwd and group first, then the line refused), and
@@ -985,7 +1030,7 @@ mod tests {
             )) && err.ends_with("or set slice_size to 1000 or less"),
             "{err}"
         );
-        assert_eq!(std::fs::read_to_string(&f.subgid.path).ok(), None, "no range was added");
+        assert_eq!(std::fs::read_to_string(&f.subgid.path).unwrap(), "", "no range was added");
         assert_eq!(remap_ranges(&f, "default", 1000).unwrap().uids, [IdRange { start: 100000, count: 1000 }]);
         // A slice larger than the range paddock adds: the range is one slice.
         std::fs::write(&f.subuid.path, "").unwrap();
