@@ -140,6 +140,41 @@ fn an_edit_whose_mount_source_the_start_refuses_keeps_the_old_version_running() 
     }
 }
 
+/// An edit that brings a limit whose cgroup controller the daemon's
+/// cgroups lack (here the host's cgroup2 mount, with no controller
+/// enabled at its root) is a bad edit: its start would fail at once, so
+/// the running version runs on.
+#[test]
+fn an_edit_with_a_limit_the_host_has_no_controller_for_keeps_the_old_version_running() {
+    let root = cgroup2_mount();
+    let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap();
+    let Some(lacking) =
+        ["cpu", "pids", "memory"].into_iter().find(|c| !controllers.split_whitespace().any(|h| h == *c))
+    else {
+        eprintln!("skipped: {} has every controller", root.display());
+        return;
+    };
+    let d = Daemon::setup();
+    d.configure("policy_dir", &format!("cgroup_root = {:?}\npolicy_dir", root.display().to_string()));
+    let mut d = d.start(&[]);
+    d.write("app.toml", SLEEPER);
+    let pid = d.running_pid("app");
+    let limit = match lacking {
+        "cpu" => "cpu = 0.5",
+        "pids" => "pids = 64",
+        _ => "memory = \"64MiB\"",
+    };
+    d.write("app.toml", &format!("{SLEEPER}[resources]\n{limit}\n"));
+    let said = format!("{lacking} limit needs the {lacking} cgroup controller");
+    d.wait_for("the limit refused at its line", |d| {
+        d.workload("app").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains(&said)))
+    });
+    let w = d.workload("app").unwrap();
+    assert!(w["error"].as_str().unwrap().contains(&format!("app.toml:3:{}: error: {said}", lacking.len() + 4)), "{w}");
+    assert_eq!((w["state"].as_str(), w["pid"].as_i64()), (Some("running"), Some(pid)), "{w}");
+    assert_eq!(d.terminate(), 0);
+}
+
 #[test]
 fn an_untouched_workload_keeps_its_pid_through_edits_of_others() {
     let d = Daemon::setup().start(&[]);

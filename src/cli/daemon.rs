@@ -246,6 +246,9 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
     let cgroups = Layout::detect(&config.cgroup_root)
         .for_daemon(&self_cgroup)
         .map_err(|e| CliError::new(1, format!("cannot use the cgroup systemd delegated to paddock: {e}")))?;
+    // Where its workloads' cgroups are made: a limit with no controller
+    // there makes a file invalid, as its start would fail at once.
+    let validator = validator.with_cgroups(cgroups.clone());
     // The zygote that clones the sandboxes (see sandbox::zygote): forked
     // while this process is one thread (before the store's writer and the
     // runtime) and has read no manifest, and after it moved into its

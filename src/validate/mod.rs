@@ -313,7 +313,9 @@ impl Validator {
         self
     }
 
-    /// Warn (in `check`) of limits this cgroup layout has no controller for.
+    /// Warn (in `check`) of limits this cgroup layout has no controller
+    /// for; for the daemon (`HostChecks::Require`) they are errors, as a
+    /// start would fail at once.
     pub fn with_cgroups(mut self, layout: crate::sandbox::cgroup::Layout) -> Self {
         self.cgroups = Some(layout);
         self
@@ -369,14 +371,16 @@ impl Validator {
 
     /// Validates, for the daemon, the manifest a running sandbox was
     /// started from (its record's): as `validate` with host checks, but
-    /// its mounts, made already, are not refused for what the start
-    /// checks of their sources now; that is for its next start to say,
-    /// not a reason to stop what runs.
+    /// not refused for what only a new start meets (its mounts' sources
+    /// as checked now, its limits' cgroup controllers): the sandbox has
+    /// them already; that is for its
+    /// next start to say, not a reason to stop what runs.
     pub fn validate_started(&self, file_name: &str, text: &str) -> Checked {
         self.validate_with(file_name, text, HostChecks::Require, false)
     }
 
-    fn validate_with(&self, file_name: &str, text: &str, host: HostChecks, sources: bool) -> Checked {
+    /// `start`: with the checks of what only a new start meets.
+    fn validate_with(&self, file_name: &str, text: &str, host: HostChecks, start: bool) -> Checked {
         let mut problems = Vec::new();
         let stem = file_name.strip_suffix(".toml").unwrap_or(file_name);
         let name = WorkloadName::try_from(stem)
@@ -431,14 +435,17 @@ impl Validator {
         let networks =
             semantic::Networks { known: &self.networks, publishing: &self.publishing, refused: &self.refused };
         problems.extend(semantic::network_checks(&effective, name.as_ref(), &spans, host, &networks));
-        // To the daemon an error: its start would fail at once, so an edit
-        // that brings such a mount would stop the running version for
-        // nothing; as invalid, the version that runs runs on.
-        let refused_mount = |at, said: String| match host {
+        // What a start would fail at once for (a mount it refuses, a limit
+        // with no controller): to the
+        // daemon an error, since an edit that brings it would stop the
+        // running version for nothing; as invalid, the version that runs
+        // runs on. `check` warns.
+        let refused_start = |at, said: String| match host {
             HostChecks::Require => Problem::error(at, said),
             HostChecks::Warn | HostChecks::Skip => Problem::warning(at, said),
         };
-        if let (Some(volumes_root), true) = (self.sources.as_ref().filter(|_| sources), host != HostChecks::Skip) {
+        let start = start && host != HostChecks::Skip;
+        if let (Some(volumes_root), true) = (&self.sources, start) {
             for (i, mount) in effective.mounts.iter().enumerate() {
                 use crate::sandbox::SourceError;
                 match crate::sandbox::check_mount(mount, volumes_root) {
@@ -454,7 +461,7 @@ impl Validator {
                     Err(refused) => {
                         let at = spans.value_span(&format!("/mounts/{i}/source"));
                         let said = format!("on this host the workload would not start: {refused}");
-                        problems.push(refused_mount(at, said));
+                        problems.push(refused_start(at, said));
                     }
                 }
             }
@@ -465,7 +472,7 @@ impl Validator {
             let at = spans.value_span("/namespaces/network").or_else(|| spans.value_span("/ports"));
             problems.push(Problem::warning(at, format!("on this host the workload would fail to start: {why}")));
         }
-        if let (Some(layout), HostChecks::Warn) = (&self.cgroups, host) {
+        if let (Some(layout), true) = (&self.cgroups, start) {
             let r = &effective.resources;
             let limits =
                 crate::sandbox::cgroup::Limits { memory: r.memory.map(|s| s.bytes()), pids: r.pids, cpu: r.cpu };
@@ -480,7 +487,7 @@ impl Validator {
                     _ => continue,
                 };
                 let at = spans.value_span(&format!("/resources/{what}"));
-                problems.push(Problem::warning(at, lack.to_string()).with_help(help));
+                problems.push(refused_start(at, lack.to_string()).with_help(help));
             }
         }
         sort(&mut problems);
@@ -552,3 +559,6 @@ pub fn load_policies_strict(
     catalog.compile_all()?;
     catalog.select(names)
 }
+
+#[cfg(test)]
+mod tests;
