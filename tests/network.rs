@@ -219,8 +219,11 @@ const NOTHING: Leftovers = Leftovers { veths: 0, allocations: 0, rules: Vec::new
 
 /// A port a host service listens on is not published over it (portmap's
 /// rules would take it over, for the host's own connections too, as they
-/// would paddock's own metrics port): the start fails, saying why, and is
-/// tried again (with backoff) until the port is free.
+/// would paddock's own metrics port): the file is invalid at the port,
+/// saying why, and is validated again at each full rescan (here a
+/// reload) until the port is free. A start that finds it taken all the
+/// same (the service took it after the file was validated) fails, and is
+/// tried again with backoff.
 #[test]
 fn a_port_a_host_service_has_is_not_taken_over() {
     let d = daemon();
@@ -229,9 +232,92 @@ fn a_port_a_host_service_has_is_not_taken_over() {
     d.wait_for("taker refused, saying why", |d| {
         d.workload("taker").is_some_and(|w| w.to_string().contains("host port 8096:80/tcp is in use on this host"))
     });
-    assert_ne!(d.workload("taker").unwrap()["state"], "running");
+    let w = d.workload("taker").unwrap();
+    assert!(w["error"].as_str().unwrap().contains("taker.toml:3:10: error: host port 8096:80/tcp"), "{w}");
+    assert_ne!(w["state"], "running");
     drop(service);
-    d.running_pid("taker");
+    assert!(d.paddock(&["reload"]).status.success());
+    let pid = d.running_pid("taker");
+
+    // Taken while it was stopped: its start fails, and is tried again.
+    assert!(d.paddock(&["stop", "taker"]).status.success());
+    d.wait_for("taker stopped", |d| d.workload("taker").is_some_and(|w| w["pid"].is_null()));
+    let service = d.on_host(|| std::net::TcpListener::bind("127.0.0.1:8096").unwrap());
+    assert!(d.paddock(&["start", "--no-block", "taker"]).status.success());
+    d.wait_for("its start refused, saying why", |d| {
+        d.workload("taker").is_some_and(|w| w["state"] == "backoff" && w.to_string().contains("8096:80/tcp is in use"))
+    });
+    drop(service);
+    d.wait_for("taker running again", |d| {
+        d.workload("taker").is_some_and(|w| w["pid"].as_i64().is_some_and(|p| p != pid))
+    });
+}
+
+/// An edit to a port a host service has would stop the running version
+/// for a start that fails (and waits in backoff): the file is invalid at
+/// the port, and the running version runs on. A port the workload's own
+/// attachment publishes, which a host service took afterwards, is not
+/// counted against its unchanged file: a daemon's restart adopts it and
+/// finds its file valid.
+#[test]
+fn an_edit_to_a_port_a_host_service_has_keeps_the_running_version() {
+    let mut d = daemon();
+    d.write("web.toml", &sleeper("ports = [\"8098:80\"]"));
+    let pid = d.running_pid("web");
+    let service = d.on_host(|| std::net::TcpListener::bind("0.0.0.0:7070").unwrap());
+    d.write("web.toml", &sleeper("ports = [\"7070:80\"]"));
+    d.wait_for("the port refused at its line", |d| {
+        d.workload("web").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("7070:80/tcp is in use")))
+    });
+    let w = d.workload("web").unwrap();
+    assert!(w["error"].as_str().unwrap().contains("web.toml:3:10: error: host port 7070:80/tcp is in use"), "{w}");
+    assert_eq!((w["state"].as_str(), w["pid"].as_i64()), (Some("running"), Some(pid)), "{w}");
+    drop(service);
+
+    // Its own port, taken by a host service since: not a reason to stop it.
+    d.write("web.toml", &sleeper("ports = [\"8098:80\"]"));
+    d.wait_for("the edit undone", |d| d.workload("web").is_some_and(|w| w["error"].is_null()));
+    let taker = d.on_host(|| std::net::TcpListener::bind("0.0.0.0:8098").unwrap());
+    d.kill();
+    let d = d.start(&[]);
+    d.wait_for("web adopted", |d| d.workload("web").is_some_and(|w| w["pid"].as_i64() == Some(pid)));
+    std::thread::sleep(Duration::from_millis(300));
+    let w = d.workload("web").unwrap();
+    assert_eq!(
+        (w["state"].as_str(), w["pid"].as_i64(), &w["error"]),
+        (Some("running"), Some(pid), &serde_json::Value::Null),
+        "{w}"
+    );
+    drop(taker);
+}
+
+/// An edit onto a network whose plugin this host has not: invalid at its
+/// line (the running version runs on), and valid once the plugin is
+/// installed, looked for again as the file is validated again (a reload),
+/// not only as the daemon starts.
+#[test]
+fn an_edit_onto_a_network_whose_plugin_is_missing_keeps_the_running_version() {
+    let d = prepared();
+    fake_networks(&d, &[], &[("lan", &["nosuchplugin"])]);
+    let d = d.start(&[]);
+    d.write("app.toml", &sleeper(""));
+    let pid = d.running_pid("app");
+    d.write("app.toml", &sleeper("[namespaces]\nnetwork = \"lan\""));
+    d.wait_for("the network refused at its line", |d| {
+        d.workload("app").is_some_and(|w| w["error"].as_str().is_some_and(|e| e.contains("`nosuchplugin` is not in")))
+    });
+    let w = d.workload("app").unwrap();
+    let said = "app.toml:4:11: error: on this host the workload would fail to start: the CNI plugin `nosuchplugin`";
+    assert!(w["error"].as_str().unwrap().contains(said), "{w}");
+    assert_eq!((w["state"].as_str(), w["pid"].as_i64()), (Some("running"), Some(pid)), "{w}");
+    let (_, script) = sticky(&d.path("never"));
+    std::fs::write(d.path("plugins/nosuchplugin"), script).unwrap();
+    std::fs::set_permissions(d.path("plugins/nosuchplugin"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    assert!(d.paddock(&["reload"]).status.success());
+    d.wait_for("the new version on lan", |d| {
+        d.workload("app").is_some_and(|w| w["pid"].as_i64().is_some_and(|p| p != pid) && w["state"] == "running")
+    });
 }
 
 fn sleeper(extra: &str) -> String {
@@ -504,9 +590,17 @@ fn a_missing_plugin_is_refused_with_the_package_to_install() {
     d.configure("[network]\n", &format!("[network]\nplugin_dirs = [{:?}]\n", d.path("empty").display().to_string()));
     let d = d.start(&[]);
     d.write("web.toml", &sleeper("ports = [\"8087:80\"]"));
-    d.wait_for("the start to fail", |d| d.workload("web").is_some_and(|w| w["state"] == "failed"));
-    let error = d.workload("web").unwrap()["error"].as_str().unwrap().to_owned();
-    assert!(error.contains("the CNI plugin `bridge` is not in"), "{error}");
+    // Its file is invalid, at the key that asks for the network.
+    d.wait_for("the file refused", |d| d.workload("web").is_some_and(|w| w["error"].is_string()));
+    let w = d.workload("web").unwrap();
+    assert!(w["pid"].is_null(), "{w}");
+    let error = w["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains(
+            "web.toml:3:9: error: on this host the workload would fail to start: the CNI plugin `bridge` is not in"
+        ),
+        "{error}"
+    );
     assert!(error.contains("apt-get install containernetworking-plugins"), "{error}");
     assert_eq!(leftovers(&d), NOTHING);
 }

@@ -209,6 +209,7 @@ pub fn run(args: DaemonArgs) -> Result<super::ExitCode, CliError> {
         .with_restart_defaults(config.restart.clone())
         .with_networks(networks.names(), networks.publishing())
         .with_refused_networks(networks.refused_for_daemon())
+        .with_attachments(networks.clone())
         .with_source_checks(&config.volumes_root);
     let remap = &config.remap;
     let accounts = remap.accounts();

@@ -168,6 +168,35 @@ impl Networks {
         }
     }
 
+    /// What a start of `m` would be refused on this host now for want of
+    /// a new attachment: a plugin of its network missing or not root's
+    /// alone (`CniError`), a host port a host service has (`PortInUse`).
+    /// Nothing when `m` fits the attachment the workload has (its record,
+    /// usable: a crash or an edit of its command reuses it, and needs
+    /// neither plugins nor ports again), nor when `m` wants no network or
+    /// names one that is unknown or refused (the validator says so).
+    /// Looked up at each call (a record read, a few stats, the socket
+    /// tables), so a plugin installed or a port freed since counts.
+    pub fn refused_now(&self, workload: &WorkloadName, m: &Manifest) -> Vec<NetworkError> {
+        let Some(list) = m.namespaces.network.cni().and_then(|name| self.lists.get(name)) else {
+            return Vec::new();
+        };
+        if self.current(workload).is_some_and(|a| self.fits(workload, m, &a)) {
+            return Vec::new();
+        }
+        let programs = self.dirs.programs(list).err().map(NetworkError::Cni);
+        let ports = m.ports.iter().filter(|p| in_use(p)).map(|p| NetworkError::PortInUse(*p));
+        programs.into_iter().chain(ports).collect()
+    }
+
+    /// The attachment a workload has now, as its record says, if it can be
+    /// reused: made, not being undone, its namespace there.
+    fn current(&self, workload: &WorkloadName) -> Option<Attachment> {
+        let bytes = std::fs::read(self.record_path(workload)).ok()?;
+        let a: Attachment = serde_json::from_slice(&bytes).ok()?;
+        (a.result.is_some() && !a.undoing && netns::exists(&a.netns)).then_some(a)
+    }
+
     /// Attaches a workload to the network its manifest names: a network
     /// namespace, the plugins' ADD, its hosts and resolv.conf. Blocking
     /// (the plugins take tens of milliseconds each). On error nothing is
@@ -518,6 +547,76 @@ mod tests {
         assert!(checked.problems[0].help.as_deref().is_some_and(|h| h.contains("cannot be made until")));
         let checked = validator.validate("v.toml", text, HostChecks::Warn);
         assert!(checked.spec.is_some() && !checked.problems[0].is_error(), "`check` warns");
+    }
+
+    /// To the daemon, a manifest whose new attachment would find a plugin
+    /// missing is invalid, at its network; a plugin installed since is
+    /// found at the next validation, not only at the daemon's start. One
+    /// that fits the attachment its workload has needs no plugin.
+    #[test]
+    fn a_missing_plugin_is_looked_for_at_each_validation_and_only_for_a_new_attachment() {
+        use crate::validate::{HostChecks, Validator, line_col};
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (networks_dir, plugins, state) =
+            (dir.path().join("networks"), dir.path().join("plugins"), dir.path().join("state"));
+        for d in [&networks_dir, &plugins, &state] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let list = json!({"cniVersion": "1.0.0", "name": "lan", "plugins": [{"type": "nosuchplugin"}]});
+        std::fs::write(networks_dir.join("lan.conflist"), list.to_string()).unwrap();
+        let config = crate::config::NetworkConfig {
+            networks_dir,
+            plugin_dirs: vec![plugins.clone()],
+            ..crate::config::NetworkConfig::default()
+        };
+        let networks = Networks::load(&config, &state, &dir.path().join("run")).unwrap();
+        let validator = Validator::new(Vec::new())
+            .with_networks(networks.names(), networks.publishing())
+            .with_attachments(networks.clone());
+        let text = "command = [\"x\"]\n[namespaces]\nnetwork = \"lan\"\n";
+        let checked = validator.validate("w.toml", text, HostChecks::Require);
+        let [problem] = &checked.problems[..] else { panic!("{:?}", checked.problems) };
+        assert!(
+            problem.is_error() && problem.message.contains("the CNI plugin `nosuchplugin` is not in"),
+            "{problem:?}"
+        );
+        assert_eq!(line_col(text, problem.span.clone().unwrap().start), (3, 11));
+        assert!(validator.validate("w.toml", text, HostChecks::Skip).spec.is_some());
+
+        let program = plugins.join("nosuchplugin");
+        std::fs::write(&program, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let checked = validator.validate("w.toml", text, HostChecks::Require);
+        assert!(checked.spec.is_some() && checked.problems.is_empty(), "installed: {:?}", checked.problems);
+
+        // Gone again, while w has an attachment (any network namespace stands for its own).
+        std::fs::remove_file(&program).unwrap();
+        let w = WorkloadName::try_from("w").unwrap();
+        let m = validator.validate("w.toml", text, HostChecks::Skip).spec.unwrap().manifest;
+        let attachment = Attachment {
+            network: "lan".into(),
+            config: networks.get("lan").unwrap().raw.clone(),
+            container_id: "paddock-w".into(),
+            ifname: "eth0".into(),
+            netns: "/proc/self/ns/net".into(),
+            ports: Vec::new(),
+            fingerprint: networks.fingerprint(&w, &m).unwrap(),
+            result: Some(json!({})),
+            so_far: None,
+            hosts: None,
+            resolv_conf: None,
+            undoing: false,
+        };
+        std::fs::create_dir(state.join("networks")).unwrap();
+        networks.record(&w, &attachment).unwrap();
+        assert!(validator.validate("w.toml", text, HostChecks::Require).problems.is_empty(), "it fits: valid");
+        assert!(validator.validate_started("w.toml", &format!("hostname = \"other\"\n{text}")).problems.is_empty());
+        let other = validator.validate("w.toml", &format!("hostname = \"other\"\n{text}"), HostChecks::Require);
+        assert!(other.spec.is_none(), "another hostname needs a new attachment");
+        networks.record(&w, &Attachment { undoing: true, ..attachment }).unwrap();
+        assert!(validator.validate("w.toml", text, HostChecks::Require).spec.is_none(), "one being undone is not kept");
     }
 
     #[test]

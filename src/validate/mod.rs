@@ -248,6 +248,10 @@ pub struct Validator {
     /// The daemon's volumes_root, for `check` to warn of mount sources a
     /// start on this host would refuse.
     sources: Option<std::path::PathBuf>,
+    /// The daemon's networks, for what a new attachment would be refused
+    /// now (`Networks::refused_now`: a plugin missing, a host port a host
+    /// service has), looked up at each validation.
+    attachments: Option<crate::network::Networks>,
     /// The ids a remapped workload's `user` and `group` must be below.
     ids: Ids,
 }
@@ -296,6 +300,7 @@ impl Validator {
             cgroups: None,
             unavailable: Vec::new(),
             sources: None,
+            attachments: None,
             ids: Ids::Slice(crate::config::DEFAULT_SLICE_SIZE),
         }
     }
@@ -326,6 +331,15 @@ impl Validator {
     /// (`HostChecks::Require`) they are errors.
     pub fn with_source_checks(mut self, volumes_root: &Path) -> Self {
         self.sources = Some(volumes_root.to_owned());
+        self
+    }
+
+    /// For the daemon: a manifest whose start would be refused a new
+    /// attachment to one of these networks now (a plugin missing, a host
+    /// port a host service has) is invalid, unless it fits the attachment
+    /// its workload has.
+    pub fn with_attachments(mut self, networks: crate::network::Networks) -> Self {
+        self.attachments = Some(networks);
         self
     }
 
@@ -372,8 +386,8 @@ impl Validator {
     /// Validates, for the daemon, the manifest a running sandbox was
     /// started from (its record's): as `validate` with host checks, but
     /// not refused for what only a new start meets (its mounts' sources
-    /// as checked now, its limits' cgroup controllers): the sandbox has
-    /// them already; that is for its
+    /// as checked now, its limits' cgroup controllers, a new attachment's
+    /// plugins and ports): the sandbox has them already; that is for its
     /// next start to say, not a reason to stop what runs.
     pub fn validate_started(&self, file_name: &str, text: &str) -> Checked {
         self.validate_with(file_name, text, HostChecks::Require, false)
@@ -436,7 +450,7 @@ impl Validator {
             semantic::Networks { known: &self.networks, publishing: &self.publishing, refused: &self.refused };
         problems.extend(semantic::network_checks(&effective, name.as_ref(), &spans, host, &networks));
         // What a start would fail at once for (a mount it refuses, a limit
-        // with no controller): to the
+        // with no controller, a new attachment it cannot make): to the
         // daemon an error, since an edit that brings it would stop the
         // running version for nothing; as invalid, the version that runs
         // runs on. `check` warns.
@@ -472,6 +486,9 @@ impl Validator {
             let at = spans.value_span("/namespaces/network").or_else(|| spans.value_span("/ports"));
             problems.push(Problem::warning(at, format!("on this host the workload would fail to start: {why}")));
         }
+        if let (Some(networks), Some(workload), true) = (&self.attachments, name.as_ref(), start) {
+            problems.extend(self.attachment_refusals(networks, workload, &effective, &spans, &refused_start));
+        }
         if let (Some(layout), true) = (&self.cgroups, start) {
             let r = &effective.resources;
             let limits =
@@ -496,6 +513,40 @@ impl Validator {
             _ => None,
         };
         Checked { spec, problems }
+    }
+
+    /// What a start of `m` would be refused a new attachment for now
+    /// (`Networks::refused_now`), each at its key: a plugin at the
+    /// network's name, a port at its entry.
+    fn attachment_refusals(
+        &self,
+        networks: &crate::network::Networks,
+        workload: &WorkloadName,
+        m: &Manifest,
+        spans: &source::SpanIndex,
+        make: &dyn Fn(Option<std::ops::Range<usize>>, String) -> Problem,
+    ) -> Vec<Problem> {
+        use crate::network::NetworkError;
+        let again = "the daemon looks again each time it validates the file: `paddock reload` (or the next rescan, \
+                     every resync_interval) applies it once mended";
+        networks
+            .refused_now(workload, m)
+            .into_iter()
+            .map(|refused| match &refused {
+                NetworkError::PortInUse(port) => {
+                    let i = m.ports.iter().position(|p| p == port).unwrap_or_default();
+                    let at = spans.value_span(&format!("/ports/{i}")).or_else(|| spans.value_span("/ports"));
+                    make(at, refused.to_string()).with_help(format!(
+                        "this version needs a new attachment to its network, whose start would fail; {again}"
+                    ))
+                }
+                _ => {
+                    let at = spans.value_span("/namespaces/network").or_else(|| spans.value_span("/ports"));
+                    make(at, format!("on this host the workload would fail to start: {refused}"))
+                        .with_help(format!("this version needs a new attachment to its network; {again}"))
+                }
+            })
+            .collect()
     }
 
     /// Checks a manifest changed after its file was validated (`paddock
