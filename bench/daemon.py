@@ -95,8 +95,8 @@ Notes:
   (its "started" event, read from its log as it is written; a `status`
   then confirms all run). Until 2026-12-07 it ended at the first `status
   --json` poll (every 0.1 s) that found all running: up to 0.1 s late,
-  and each poll of 1000 rows took about 25 ms of CPU from the ramp. Each row is the least of three runs, alternated (all three
-  shown). Before paddock's ramp and before each floor run the script
+  and each poll of 1000 rows took about 25 ms of CPU from the ramp.
+  Each row is the least of three runs, alternated (all three shown). Before paddock's ramp and before each floor run the script
   waits until the network namespaces of earlier sandboxes are freed
   (their count in /proc/slabinfo has not fallen for 5 s; at most 2
   minutes, said if so): the kernel frees them in the background, at
