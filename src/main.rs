@@ -112,9 +112,9 @@ fn populate_heap() {
         let at = first.as_mut_ptr().addr();
         let (start, end) = (at.next_multiple_of(4096), (at + FIRST) & !4095);
         // SAFETY: whole pages within `first`'s allocation, owned here and
-        // freed only after the call; populating changes no byte of them
-        // (they stay zero, as mapped). A kernel without
-        // MADV_POPULATE_WRITE (before 5.14) fails it, and nothing changes.
+        // freed only after the call; populating changes no byte of them,
+        // it only faults them in. A kernel without MADV_POPULATE_WRITE
+        // (before 5.14) fails it, and nothing changes.
         unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_POPULATE_WRITE) };
     }
 }
