@@ -176,16 +176,17 @@ pub fn running_as(range: &crate::idmap::IdRange) -> std::io::Result<Vec<i32>> {
 /// then the later pid first).
 fn children_first(processes: Vec<(i32, i32)>) -> Vec<i32> {
     let parents: std::collections::HashMap<i32, i32> = processes.iter().copied().collect();
-    // Bounded by the count: a cycle (pids reused while read) cannot loop.
-    let depth = |mut pid: i32| {
-        (0..processes.len())
-            .take_while(|_| {
-                parents.get(&pid).is_some_and(|p| {
-                    pid = *p;
-                    true
-                })
-            })
-            .count()
+    // How many of its ancestors are listed; bounded by the count, so a
+    // cycle (pids reused while /proc was read) ends.
+    let depth = |pid: i32| {
+        let (mut at, mut depth) = (pid, 0);
+        while depth < processes.len()
+            && let Some(parent) = parents.get(&at)
+        {
+            at = *parent;
+            depth += 1;
+        }
+        depth
     };
     let mut ordered: Vec<(usize, i32)> = processes.iter().map(|&(pid, _)| (depth(pid), pid)).collect();
     ordered.sort_unstable_by(|a, b| b.cmp(a));
