@@ -181,15 +181,16 @@ impl Fixed {
 }
 
 /// Where an image hands the next what it knows of the runs it is to
-/// adopt (`hand_on_runs`).
-const HEALTH_HANDED: &str = "health.handed.json";
+/// adopt (`hand_on_runs`): named for what it held first (the runs'
+/// health), as images before this one write and read it.
+const RUNS_HANDED: &str = "health.handed.json";
 
 /// How long a hand-over of the runs is good for: the next image reads it
 /// at once; one that a failed exec left is never taken by a later daemon.
-const HEALTH_HANDED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+const RUNS_HANDED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(serde::Serialize, serde::Deserialize)]
-struct HandedHealth {
+struct Handed {
     until: crate::daemon::kept::Delay,
     health: std::collections::BTreeMap<String, crate::reconcile::KeptHealth>,
     /// Absent from an older image's file.
@@ -221,12 +222,12 @@ impl<K> Default for Runs<K> {
 pub fn hand_on_runs(state_dir: &std::path::Path, runs: Runs<String>) {
     let Runs { health, exits } = runs;
     let something = !health.is_empty() || !exits.is_empty();
-    let Some(until) = crate::daemon::kept::Delay::ending_in(HEALTH_HANDED_FOR).filter(|_| something) else {
+    let Some(until) = crate::daemon::kept::Delay::ending_in(RUNS_HANDED_FOR).filter(|_| something) else {
         return;
     };
-    let written = serde_json::to_vec(&HandedHealth { until, health, exits })
+    let written = serde_json::to_vec(&Handed { until, health, exits })
         .map_err(std::io::Error::other)
-        .and_then(|text| crate::fsutil::write_replace(&state_dir.join(HEALTH_HANDED), &text, 0o600));
+        .and_then(|text| crate::fsutil::write_replace(&state_dir.join(RUNS_HANDED), &text, 0o600));
     if let Err(e) = written {
         tracing::warn!(error = %e, "cannot hand the runs' health and last exits on; the next image probes them at once and shows no last exit");
     }
@@ -236,10 +237,10 @@ pub fn hand_on_runs(state_dir: &std::path::Path, runs: Runs<String>) {
 /// file is removed. Empty when there is none, or it is stale (not this
 /// boot's, or older than a minute: an exec that failed left it).
 pub fn handed_runs(state_dir: &std::path::Path) -> Runs<crate::model::WorkloadName> {
-    let path = state_dir.join(HEALTH_HANDED);
+    let path = state_dir.join(RUNS_HANDED);
     let text = std::fs::read(&path);
     let _ = std::fs::remove_file(&path);
-    let handed = text.ok().and_then(|text| serde_json::from_slice::<HandedHealth>(&text).ok());
+    let handed = text.ok().and_then(|text| serde_json::from_slice::<Handed>(&text).ok());
     let Some(handed) = handed.filter(|h| h.until.left().is_some()) else { return Runs::default() };
     fn named<T>(
         all: std::collections::BTreeMap<String, T>,
@@ -428,11 +429,11 @@ mod tests {
         super::hand_on_runs(dir.path(), Runs { health: Default::default(), exits: [("db".to_owned(), exit)].into() });
         assert_eq!(super::handed_runs(dir.path()).exits, [(name("db"), exit)].into());
         super::hand_on_runs(dir.path(), Runs::default());
-        assert!(!dir.path().join(super::HEALTH_HANDED).exists());
+        assert!(!dir.path().join(super::RUNS_HANDED).exists());
         // An older image's: health alone.
         let until = crate::daemon::kept::Delay::ending_in(Duration::from_secs(60)).unwrap();
         let older = serde_json::json!({ "until": until, "health": { "web": web } });
-        std::fs::write(dir.path().join(super::HEALTH_HANDED), older.to_string()).unwrap();
+        std::fs::write(dir.path().join(super::RUNS_HANDED), older.to_string()).unwrap();
         assert_eq!(
             super::handed_runs(dir.path()),
             Runs { health: [(name("web"), web)].into(), exits: Default::default() }
@@ -443,14 +444,14 @@ mod tests {
             stale.boot = "another boot".into();
             stale
         }] {
-            let handed = super::HandedHealth {
+            let handed = super::Handed {
                 until,
                 health: [("web".to_owned(), web)].into(),
                 exits: [("db".to_owned(), exit)].into(),
             };
-            std::fs::write(dir.path().join(super::HEALTH_HANDED), serde_json::to_vec(&handed).unwrap()).unwrap();
+            std::fs::write(dir.path().join(super::RUNS_HANDED), serde_json::to_vec(&handed).unwrap()).unwrap();
             assert_eq!(super::handed_runs(dir.path()), Runs::default());
-            assert!(!dir.path().join(super::HEALTH_HANDED).exists(), "removed");
+            assert!(!dir.path().join(super::RUNS_HANDED).exists(), "removed");
         }
     }
 
