@@ -656,9 +656,9 @@ mod tests {
     /// Connections that send nothing, as many as are served at once, do
     /// not keep a scrape waiting until they time out: the oldest is closed
     /// to make room for it (it waited `READ_TIMEOUT`, 5 s, for each).
-    #[test]
-    fn idle_connections_do_not_keep_a_scrape_out() {
-        use std::io::{Read, Write};
+    /// Metrics served on a loopback port by a thread of their own, each
+    /// answer `text`: the address, and the thread.
+    fn serving(text: String) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -668,11 +668,18 @@ mod tests {
                 tokio::spawn(serve_metrics(listener, tx));
                 while let Some(control) = rx.recv().await {
                     if let Control::Metrics(reply) = control {
-                        let _ = reply.send("paddock_up 1\n".to_owned());
+                        let _ = reply.send(text.clone());
                     }
                 }
             })
         });
+        (addr, thread)
+    }
+
+    #[test]
+    fn idle_connections_do_not_keep_a_scrape_out() {
+        use std::io::{Read, Write};
+        let (addr, thread) = serving("paddock_up 1\n".to_owned());
         let idle: Vec<std::net::TcpStream> =
             (0..MAX_CLIENTS + 8).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
         std::thread::sleep(Duration::from_millis(200));
@@ -719,10 +726,6 @@ mod tests {
     #[test]
     fn clients_that_never_read_their_answer_do_not_keep_a_scrape_out() {
         use std::io::{Read, Write};
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel();
         // Past what the server's send buffer (up to tcp_wmem's largest)
         // and the client's receive buffer (tcp_rmem's default, as it never
         // reads) hold, else each write ends at once.
@@ -731,17 +734,7 @@ mod tests {
             text.split_whitespace().nth(field).unwrap().parse().unwrap()
         };
         let past = sysctl("tcp_wmem", 2) + 2 * sysctl("tcp_rmem", 1) + (1 << 20);
-        let big = format!("{}paddock_up 1\n", "# padding\n".repeat(past / 10));
-        let thread = std::thread::spawn(move || {
-            runtime.block_on(async move {
-                tokio::spawn(serve_metrics(listener, tx));
-                while let Some(control) = rx.recv().await {
-                    if let Control::Metrics(reply) = control {
-                        let _ = reply.send(big.clone());
-                    }
-                }
-            })
-        });
+        let (addr, thread) = serving(format!("{}paddock_up 1\n", "# padding\n".repeat(past / 10)));
         let deaf: Vec<std::net::TcpStream> = (0..MAX_CLIENTS)
             .map(|_| {
                 let mut s = std::net::TcpStream::connect(addr).unwrap();
