@@ -325,11 +325,12 @@ fn find_or_add(
         Some((_, uid, _)) => *uid,
         // Checked with the id it would be given, before it is.
         None if create => {
-            check(system_id(files, user, &accounts)?)?;
+            let id = system_id(files, user, &accounts)?;
+            check(id)?;
             if lock.is_none() {
                 return Ok(None);
             }
-            create_system_user(files, user, &passwd_text, &accounts)?
+            create_system_user(files, user, id, &passwd_text)?
         }
         None => return Err(AccountError::NoSuchUser { user: user.to_owned(), path: files.passwd.path.clone() }),
     };
@@ -594,16 +595,13 @@ fn system_id(files: &AccountFiles, user: &str, accounts: &[(String, u32, u32)]) 
     })
 }
 
-fn create_system_user(
-    files: &AccountFiles,
-    user: &str,
-    passwd_text: &str,
-    accounts: &[(String, u32, u32)],
-) -> Result<u32, AccountError> {
+/// Adds `user` as a system user of id `id` (`system_id`'s, from the
+/// files as read under the lock), with a group of that id unless a group
+/// of its name exists.
+fn create_system_user(files: &AccountFiles, user: &str, id: u32, passwd_text: &str) -> Result<u32, AccountError> {
     let group_text = read_optional(&files.group)?;
     let groups = parse_accounts(&files.group, &group_text)?;
     let existing_group = groups.iter().find(|(n, _, _)| n == user).map(|(_, gid, _)| *gid);
-    let id = system_id(files, user, accounts)?;
     let gid = match existing_group {
         Some(gid) => gid,
         None => {
