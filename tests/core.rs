@@ -247,17 +247,24 @@ fn restored_state_is_what_was_kept() {
     core.restore(&name(), Some(Version(3)), None, None, Some(Exit::Signal(15)));
     let w = core.get(&name()).unwrap();
     assert_eq!((w.state, w.last_exit), (State::Held { version: Version(3) }, Some(Exit::Signal(15))));
-    // Kept only while it does not run: held, or waiting out a delay.
+    // Kept where no end says it: held, waiting out a delay, running again.
     let w = core.get(&name()).unwrap();
     assert_eq!(w.exit_kept(), Some(Exit::Signal(15)));
     let mut core = Core::default();
-    core.on_manifest(&name(), valid(1, ""), Clock::read());
-    starts(&mut core, Clock::read());
-    core.on_started(&name(), 4242, Duration::ZERO, Clock::read());
-    assert_eq!(core.get(&name()).unwrap().exit_kept(), None, "running");
-    core.on_exit(&name(), Exit::Code(3), Clock::read(), 0.0);
+    let at = Clock::read();
+    core.on_manifest(&name(), valid(1, ""), at);
+    starts(&mut core, at);
+    core.on_started(&name(), 4242, Duration::ZERO, at);
+    assert_eq!(core.get(&name()).unwrap().exit_kept(), None, "its first run");
+    core.on_exit(&name(), Exit::Code(3), at, 0.0);
     assert_eq!(core.get(&name()).unwrap().state_name(), "backoff");
     assert_eq!(core.get(&name()).unwrap().exit_kept(), Some(Exit::Code(3)));
+    let later = at.after(Duration::from_secs(60));
+    core.on_timer(later);
+    assert_eq!(starts(&mut core, later), ["web"], "restarted after its delay");
+    core.on_started(&name(), 4243, Duration::ZERO, later);
+    let w = core.get(&name()).unwrap();
+    assert_eq!((w.state_name(), w.exit_kept()), ("running", Some(Exit::Code(3))), "the run before, for a successor");
 }
 
 #[test]

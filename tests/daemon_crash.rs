@@ -541,7 +541,8 @@ fn flaky_in_its_second_run(seconds: u32, max_retries: u32) -> Daemon {
 
 /// A killed daemon's successor goes on counting a workload's failures and
 /// restarts (kept beside its hold): `max_retries` gives up as if the
-/// daemon had never gone, and `restarts` does not drop to 0.
+/// daemon had never gone, and `restarts` does not drop to 0. It shows the
+/// running workload's LAST EXIT (how the run before ended) as before.
 #[test]
 fn a_killed_daemons_successor_goes_on_counting_failures_and_restarts() {
     let mut d = flaky_in_its_second_run(2, 2);
@@ -549,10 +550,12 @@ fn a_killed_daemons_successor_goes_on_counting_failures_and_restarts() {
     d.wait_for("flaky's count kept", |d| {
         std::fs::read_to_string(d.path("state/workloads/flaky.json")).is_ok_and(|t| t.contains("\"restarts\": 1"))
     });
+    let pid = d.running_pid("flaky");
     d.kill();
     d = d.start(&[]);
     let w = d.workload("flaky").unwrap();
     assert_eq!((&w["state"], &w["restarts"]), (&serde_json::json!("running"), &serde_json::json!(1)), "{w}");
+    assert_eq!((w["pid"].as_i64(), &w["last_exit"]), (Some(pid), &serde_json::json!(3)), "adopted: {w}");
     // Its second failure restarts it once more; its third gives up.
     d.wait_for("flaky gave up", |d| d.workload("flaky").is_some_and(|w| w["state"] == "failed"));
     assert_eq!(d.workload("flaky").unwrap()["restarts"], 2);

@@ -100,8 +100,7 @@ fn a_replaced_binary_is_taken_on_reload_and_on_upgrade_with_every_workload_kept(
 }
 
 /// A running workload's LAST EXIT (how the run before it ended) is still
-/// shown after an upgrade, as before it: the kept state holds none for a
-/// running workload, and the image hands it on to the next.
+/// shown after an upgrade, as before it (the kept state holds it).
 #[test]
 fn an_upgrade_keeps_a_running_workloads_last_exit() {
     let (mut d, _binary) = upgradable();

@@ -989,7 +989,7 @@ struct Upgrade<'a> {
     control: &'a mut mpsc::UnboundedReceiver<Control>,
     /// The control socket's, closed for the exec.
     gate: &'a server::Gate,
-    /// Where the runs' health and last exits are handed on (`upgrade::hand_on_runs`).
+    /// Where the runs' health is handed on (`upgrade::hand_on_runs`).
     state_dir: &'a std::path::Path,
 }
 

@@ -29,9 +29,9 @@ pub struct Kept {
     pub hold: Option<Version>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<Ended>,
-    /// How its last run ended, while it does not run and no `ended` says
-    /// it (held by `paddock stop`, or waiting out a restart delay):
-    /// `status` shows it after a restart of the daemon, as before. Only
+    /// How its last run ended, where no `ended` says it (held by `paddock
+    /// stop`, waiting out a restart delay, running again): `status` shows
+    /// it after a restart of the daemon, as before. Only
     /// shown: an end a newer daemon wrote that this one does not know is
     /// none, not a torn file.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::reconcile::or_none")]

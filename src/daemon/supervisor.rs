@@ -152,16 +152,12 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         (self.seed % 1_000_000) as f64 / 1_000_000.0
     }
 
-    /// What the probes said of each run, and how the run before each
-    /// running one ended (which the kept state does not hold), for the
-    /// next image at an upgrade (`upgrade::hand_on_runs`).
+    /// What the probes said of each run, for the next image at an upgrade
+    /// (`upgrade::hand_on_runs`). How the run before each ended is in the
+    /// kept state (images before it handed that on too: still read).
     pub fn runs_to_hand_on(&self) -> crate::daemon::upgrade::Runs<String> {
         let health = self.core.workloads().filter_map(|w| Some((w.name.to_string(), w.health_kept()?)));
-        let exits = self.core.workloads().filter(|w| w.state.has_sandbox() && w.exit_kept().is_none());
-        crate::daemon::upgrade::Runs {
-            health: health.collect(),
-            exits: exits.filter_map(|w| Some((w.name.to_string(), w.last_exit?))).collect(),
-        }
+        crate::daemon::upgrade::Runs { health: health.collect(), exits: Default::default() }
     }
 
     /// What a predecessor kept: holds, ends, and doubts; and, from the
@@ -200,7 +196,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 }
             }
         }
-        // After the kept state, which holds none for a running workload.
+        // From an image whose kept state held none for a running workload.
         for (name, exit) in handed.exits {
             self.core.restore_previous_exit(&name, exit);
         }

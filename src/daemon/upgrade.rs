@@ -199,9 +199,10 @@ struct Handed {
 }
 
 /// What an image knows of the runs the next is to adopt, and the kept
-/// state does not hold: what the probes said of each, and how the run
-/// before each ended (its LAST EXIT, which the kept state holds only while
-/// a workload does not run).
+/// state does not hold: what the probes said of each. And how the run
+/// before each ended (its LAST EXIT), which images before this one handed
+/// on here, their kept state holding it only while a workload did not
+/// run; this one keeps it there and hands on none.
 #[derive(Debug, PartialEq)]
 pub struct Runs<K> {
     pub health: std::collections::BTreeMap<K, crate::reconcile::KeptHealth>,
@@ -216,9 +217,8 @@ impl<K> Default for Runs<K> {
 
 /// Hands the next image what it knows of the runs it is to adopt: a file
 /// beside the kept state, not synced (only this boot's next image reads
-/// it, within a minute), taken by `handed_runs`. Neither is kept
-/// otherwise: a daemon that comes after a crash probes at once, and shows
-/// no LAST EXIT for a run it adopts.
+/// it, within a minute), taken by `handed_runs`. The health is not kept
+/// otherwise: a daemon that comes after a crash probes at once.
 pub fn hand_on_runs(state_dir: &std::path::Path, runs: Runs<String>) {
     let Runs { health, exits } = runs;
     let something = !health.is_empty() || !exits.is_empty();
@@ -229,7 +229,7 @@ pub fn hand_on_runs(state_dir: &std::path::Path, runs: Runs<String>) {
         .map_err(std::io::Error::other)
         .and_then(|text| crate::fsutil::write_replace(&state_dir.join(RUNS_HANDED), &text, 0o600));
     if let Err(e) = written {
-        tracing::warn!(error = %e, "cannot hand the runs' health and last exits on; the next image probes them at once and shows no last exit");
+        tracing::warn!(error = %e, "cannot hand the runs' health on; the next image probes them at once");
     }
 }
 

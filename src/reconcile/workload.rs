@@ -381,12 +381,11 @@ impl Workload {
         }
     }
 
-    /// How its last run ended, kept while it does not run (held, or
-    /// waiting out a restart delay) where no `ended` says it: `status`
-    /// shows it after a restart of the daemon too.
+    /// How its last run ended, kept where no `ended` says it (held,
+    /// waiting out a restart delay, or running again): `status` shows it
+    /// after a restart of the daemon too, a crash included.
     pub fn exit_kept(&self) -> Option<Exit> {
-        let idle = self.hold.is_some() || matches!(self.state, State::Backoff { .. });
-        self.last_exit.filter(|_| idle && self.ended.is_none())
+        self.last_exit.filter(|_| self.ended.is_none())
     }
 
     /// What is kept of its runs' counts (None when there is nothing to
