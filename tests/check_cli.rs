@@ -531,6 +531,31 @@ fn a_network_whose_plugins_this_host_lacks_is_warned_of() {
     assert!(!run.stdout.contains("warning"), "{}", run.stdout);
 }
 
+/// A published host port a host service has is warned of, at its entry:
+/// the daemon refuses a new attachment that publishes it.
+#[test]
+fn a_published_port_a_host_service_has_is_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = service.local_addr().unwrap().port();
+    let free = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ports = format!("ports = [\"{free}:53/udp\", \"{port}:80\"]");
+    let web = write(dir.path(), "web.toml", format!("command = [\"/bin/true\"]\n{ports}\n"));
+    let run = check(&[], &[&web]);
+    assert_eq!(run.code, 0, "a warning only: {}{}", run.stdout, run.stderr);
+    let column = ports.find(&format!("\"{port}:")).unwrap() + 1;
+    let said = format!(
+        "web.toml:2:{column}: warning: on this host the workload would fail to start: host port {port}:80/tcp is in use on this host (a host service has it)"
+    );
+    assert!(run.stdout.contains(&said), "{}", run.stdout);
+    assert_eq!(run.stdout.matches("warning").count(), 1, "the free port is not: {}", run.stdout);
+    let run = check(&["--no-host-checks"], &[&web]);
+    assert!(!run.stdout.contains("warning"), "{}", run.stdout);
+    drop(service);
+    let run = check(&[], &[&web]);
+    assert!(!run.stdout.contains("warning"), "free again: {}", run.stdout);
+}
+
 /// A file of the daemon's workloads directory that the daemon refuses as
 /// it is (writable by others, not root's) is invalid to `check` too, with
 /// the fix; the same file elsewhere (a checkout) is not (helper-103).

@@ -425,7 +425,7 @@ fn has_family(addresses: &[String], ip: std::net::IpAddr) -> bool {
 /// namespace's tables: /proc/net is the main thread's, which joins a
 /// workload's namespace for a moment when it clones without the zygote). Binding it to find out would also trip on other sockets that
 /// merely use the port (an outgoing connection's, or one in TIME_WAIT).
-fn in_use(port: &PortMapping) -> bool {
+pub fn in_use(port: &PortMapping) -> bool {
     use crate::model::Protocol;
     let (tables, state) = match port.protocol {
         Protocol::Tcp => (["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"], "0A"),

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use crate::config::NetworkConfig;
 use crate::model::BRIDGE;
 use crate::sandbox::netns;
-pub use attachment::{Attachment, fits_as_made};
+pub use attachment::{Attachment, fits_as_made, in_use as port_in_use};
 pub use cni::{CniError, ConfList, PluginDirs};
 
 /// The interface a workload sees its network on.

@@ -486,6 +486,16 @@ impl Validator {
             let at = spans.value_span("/namespaces/network").or_else(|| spans.value_span("/ports"));
             problems.push(Problem::warning(at, format!("on this host the workload would fail to start: {why}")));
         }
+        // A port a host service has: the daemon refuses a new attachment
+        // that publishes it (`attachment_refusals`); `check` warns.
+        if host == HostChecks::Warn && effective.namespaces.network.cni().is_some() {
+            for (i, port) in effective.ports.iter().enumerate().filter(|(_, p)| crate::network::port_in_use(p)) {
+                let at = spans.value_span(&format!("/ports/{i}")).or_else(|| spans.value_span("/ports"));
+                let refused = crate::network::NetworkError::PortInUse(*port);
+                problems
+                    .push(Problem::warning(at, format!("on this host the workload would fail to start: {refused}")));
+            }
+        }
         if let (Some(networks), Some(workload), true) = (&self.attachments, name.as_ref(), start) {
             problems.extend(self.attachment_refusals(networks, workload, &effective, &spans, &refused_start));
         }
