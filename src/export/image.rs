@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::reference::{ImageRef, SHAPE};
+use crate::model::WorkloadName;
 use crate::validate::{Problem, key_name, parse_toml, push_pointer, shortened, toml_value};
 
 /// The image reference a help shows.
@@ -22,6 +23,16 @@ pub fn parse_map(text: &str) -> Result<BTreeMap<String, ImageRef>, Vec<Problem>>
         let pointer = push_pointer("", name);
         let key = key_name(&pointer);
         let at = spans.value_span(&pointer);
+        // A key that no file name could give would never match: said,
+        // rather than left to look like a workload of another host's.
+        if let Err(e) = WorkloadName::try_from(name.as_str()) {
+            let key_at = spans.key_span(&pointer).or_else(|| at.clone());
+            let shown = if name.is_empty() { "\"\"" } else { key.as_str() };
+            problems.push(
+                Problem::error(key_at, format!("the key `{shown}` is no workload's name: {e}"))
+                    .with_help("a workload's name is its manifest's file name without `.toml` (web.toml's is `web`)"),
+            );
+        }
         match value {
             Value::String(image) => match ImageRef::parse(image) {
                 Ok(image) => {
@@ -75,11 +86,28 @@ mod tests {
         assert_eq!(got.len(), 3, "{got:?}");
         let got = problems("\"a b\" = \"x y\"\nweb = \"Nginx\"\n");
         let want = [
+            (
+                "1:1",
+                "the key `\"a b\"` is no workload's name: `a b` may only contain lowercase letters, digits and `-`, and must start and end with a letter or digit",
+            ),
             ("1:9", "`\"a b\"` = \"x y\" is not an image reference: it has a space or a control character"),
             (
                 "2:7",
                 "`web` = \"Nginx\" is not an image reference: the repository `Nginx` has capital letters, and a repository is lowercase (`nginx`)",
             ),
+        ];
+        assert_eq!(got, want.map(|(at, m)| (at.to_owned(), m.to_owned())));
+    }
+
+    #[test]
+    fn a_key_no_file_name_could_give_is_an_error_at_the_key() {
+        let got = problems("web = \"nginx\"\nMy_App = \"nginx\"\n\"\" = \"nginx\"\n");
+        let want = [
+            (
+                "2:1",
+                "the key `My_App` is no workload's name: `My_App` may only contain lowercase letters, digits and `-`, and must start and end with a letter or digit",
+            ),
+            ("3:1", "the key `\"\"` is no workload's name: a workload name cannot be empty"),
         ];
         assert_eq!(got, want.map(|(at, m)| (at.to_owned(), m.to_owned())));
     }
