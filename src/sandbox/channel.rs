@@ -131,7 +131,15 @@ impl Channel {
         memfd: bool,
     ) -> Result<(T, Option<Vec<OwnedFd>>), ChannelError> {
         let mut buf = vec![0u8; INLINE + 1];
-        let received = super::sys::recv_with_fds(self.0.as_fd(), &mut buf, MAX_FDS, flags.bits())?;
+        let mut receive = || super::sys::recv_with_fds(self.0.as_fd(), &mut buf, MAX_FDS, flags.bits());
+        let received = match receive() {
+            // A peer that closed with a message of ours unread (an init
+            // whose setup failed before it read the daemon's second byte)
+            // resets the channel: the kernel says so once, before what the
+            // peer sent, which is still there to read.
+            Err(nix::errno::Errno::ECONNRESET) => receive()?,
+            other => other?,
+        };
         if received.truncated {
             return Err(ChannelError::Truncated);
         }
@@ -197,6 +205,19 @@ mod tests {
         assert!(matches!(a.send(&"x", &vec![devnull.as_raw_fd(); MAX_FDS + 1]), Err(ChannelError::TooManyFds(_))));
         drop(a);
         assert!(matches!(b.recv::<String>(), Err(ChannelError::Closed)));
+    }
+
+    /// A peer that closed with a message of ours unread still has what it
+    /// sent read (an init that failed before it read the second byte: its
+    /// report said why, and was taken for a reset channel).
+    #[test]
+    fn what_a_peer_sent_before_it_closed_with_ours_unread_is_read() {
+        let (a, b) = pair();
+        a.send(&"the reason", &[]).unwrap();
+        b.send(&"unread", &[]).unwrap();
+        drop(a);
+        assert_eq!(b.recv_report::<String>().unwrap(), "the reason");
+        assert!(matches!(b.recv_report::<String>(), Err(ChannelError::Closed)));
     }
 
     #[test]
