@@ -301,7 +301,7 @@ impl SandboxExecutor {
             None => manifest,
         };
         let own_files = attachment.map(|a| a.files()).unwrap_or_default();
-        // Written before the sandbox may run anything: a successor daemon
+        // Written before the workload may run anything: a successor daemon
         // finds every sandbox that ever ran, whenever this one dies.
         let record = |cloned: &sandbox::Cloned<'_>| {
             // Without it, no successor could tell the init from another

@@ -1,5 +1,5 @@
 //! What the daemon records of each sandbox it runs, in
-//! `STATE_DIR/sandboxes/NAME.json`, before the sandbox may run anything:
+//! `STATE_DIR/sandboxes/NAME.json`, before its workload may run anything:
 //! the init's pid and start time, the boot, its cgroup, its id slice, the
 //! manifest version it runs (and the file's text) and when it started. A
 //! daemon that starts after its predecessor died (a crash, `kill -9`, an

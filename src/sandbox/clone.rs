@@ -10,7 +10,9 @@
 //! 2. close every descriptor but its own few: a child blocked on its
 //!    channel must not hold the daemon's lock, listening socket, logs or
 //!    other sandboxes' channels (a successor daemon would be locked out);
-//! 3. wait for "go" (the parent maps its ids and records it first);
+//! 3. wait for "go" (the parent maps its ids and places it first; it
+//!    records the sandbox while the init builds it, and the init forks
+//!    the workload only once recorded: `spawn::release`);
 //! 4. become the namespace's root (which clears the parent-death signal),
 //!    install stdio, arm the signal again and check the parent again;
 //! 5. execute the init (or, from a single-threaded `paddock run`, run it).
@@ -182,8 +184,8 @@ impl Child {
             }
             // Everything but 0-2 and `keep`.
             let _ = sys::close_all_but(&self.keep());
-            // Wait until the parent has written our id maps, placed us in our
-            // cgroup and recorded us.
+            // Wait until the parent has written our id maps and placed us in
+            // our cgroup.
             let mut go = 0u8;
             if libc::read(self.channel, &mut go as *mut u8 as *mut libc::c_void, 1) != 1 {
                 libc::_exit(125);

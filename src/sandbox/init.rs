@@ -216,6 +216,14 @@ pub fn main(channel_fd: RawFd) -> i32 {
         Ok(s) => s,
         Err(e) => return fail("signalfd", e.to_string()),
     };
+    // The daemon records the sandbox while this init builds it; nothing of
+    // the workload's runs before it has (its second byte: `spawn::release`).
+    let mut recorded = 0u8;
+    match nix::unistd::read(channel.fd(), std::slice::from_mut(&mut recorded)) {
+        Ok(1) => {}
+        Ok(_) => return fail("wait for the record", "the daemon closed the channel".to_owned()),
+        Err(e) => return fail("wait for the record", e.to_string()),
+    }
     // SAFETY: the init is one thread (exec'd, or cloned from a one-threaded process, no runtime), so the child may run any code.
     let workload = match unsafe { fork() } {
         Err(e) => return fail("fork", e.to_string()),

@@ -71,9 +71,10 @@ pub struct SpawnRequest<'a> {
     /// The network namespace to run in, for a workload on a CNI network:
     /// made and attached by the daemon, kept across restarts.
     pub netns: Option<BorrowedFd<'a>>,
-    /// Called once the sandbox exists and before it may run anything (the
-    /// daemon writes its record here, so that a successor finds every
-    /// sandbox that ever ran); an error abandons the start.
+    /// Called once the sandbox exists, while its init builds it and before
+    /// the workload may run (the daemon writes its record here, so that a
+    /// successor finds every sandbox that ever ran); an error abandons the
+    /// start.
     pub on_cloned: Option<&'a OnCloned<'a>>,
 }
 
@@ -394,11 +395,6 @@ fn release(
             }
         }
     }
-    // Recorded before it may run anything: whatever happens to this process
-    // from here on, a successor knows of the sandbox.
-    if let Some(record) = req.on_cloned {
-        record(&Cloned { pid, cgroup }).map_err(SpawnError::Record)?;
-    }
     nix::unistd::write(channel.fd(), &[1u8]).map_err(ChannelError::Io)?;
     let config = init_config(req, &sources, cgroup.and_then(Cgroup::v2_dir).is_some());
     // A supervised init keeps a copy of the daemon's own end, sent first,
@@ -409,5 +405,117 @@ fn release(
         .chain(std::iter::once(&sources.rootfs).chain(sources.mounts.iter().map(|s| &s.tree)).map(|f| f.as_raw_fd()))
         .collect();
     channel.send(&config, &fds)?;
-    Ok(())
+    // Recorded while the init builds the root, and before it may run
+    // anything of the workload's: it forks the workload only once this
+    // second byte comes. Whatever happens to this process from here on, a
+    // successor knows of the sandbox (and one killed before it is written
+    // takes the sandbox with it: the init is tied to it until it reports).
+    if let Some(record) = req.on_cloned {
+        record(&Cloned { pid, cgroup }).map_err(SpawnError::Record)?;
+    }
+    match nix::unistd::write(channel.fd(), &[1u8]) {
+        // An init whose setup failed meanwhile is gone: its report says why.
+        Ok(_) | Err(Errno::EPIPE | Errno::ECONNRESET) => Ok(()),
+        Err(e) => Err(ChannelError::Io(e).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idmap::IdRange;
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    use std::time::Duration;
+
+    /// Set in the process the test below runs itself in, alone.
+    const ALONE: &str = "PADDOCK_TEST_SPAWN_ALONE";
+
+    /// Nothing of the workload's runs before its sandbox is recorded: the
+    /// init builds the root meanwhile and forks the workload only at the
+    /// second byte. A record that fails leaves it never run. Run in a
+    /// process of its own, and there in a child with one thread, so that
+    /// the init runs in place (the test binary cannot be executed as one).
+    #[test]
+    fn the_workload_runs_only_once_its_sandbox_is_recorded() {
+        let test = "sandbox::spawn::tests::the_workload_runs_only_once_its_sandbox_is_recorded";
+        if std::env::var_os(ALONE).is_none() {
+            assert!(nix::unistd::geteuid().is_root(), "this test makes sandboxes and must run as root");
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args([test, "--exact", "--test-threads=1", "--nocapture"])
+                .env(ALONE, "1")
+                .output()
+                .unwrap();
+            let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success() && said.contains("1 passed"), "{said}");
+            return;
+        }
+        // SAFETY: this process runs this test alone; its other thread is
+        // libtest's, waiting for this one, holding no lock the child takes
+        // (and glibc's fork leaves malloc usable in the child).
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let passed = std::panic::catch_unwind(recorded_first).is_ok();
+                // SAFETY: ends the child without running the test harness's exit.
+                unsafe { libc::_exit(if passed { 0 } else { 1 }) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0), "the child's panic says why");
+            }
+        }
+    }
+
+    fn recorded_first() {
+        assert_eq!(sys::thread_count(), 1, "one thread, for an init in place");
+        let out = tempfile::tempdir().unwrap();
+        // Writable by the sandbox's root, an unprivileged host uid.
+        std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let ran = out.path().join("ran");
+        let text = format!(
+            "command = [\"/bin/sh\", \"-c\", \"echo ran >> /out/ran\"]\n[[mounts]]\nsource = {:?}\ntarget = \"/out\"\nreadonly = false\n",
+            out.path().display().to_string()
+        );
+        let manifest = toml::from_str::<Manifest>(&text).unwrap().effective("recorded");
+        let name = WorkloadName::try_from("recorded").unwrap();
+        let layout = Layout::detect(Path::new("/sys/fs/cgroup"));
+        let leaf = super::super::cgroup::run_leaf(name.as_str());
+        let ids = IdRange { start: 6_090_000, count: 65536 };
+        // Long enough for the init to build the root and run the workload,
+        // had it not waited.
+        let slow = |ok: bool| {
+            let ran = ran.clone();
+            move |_: &Cloned<'_>| {
+                std::thread::sleep(Duration::from_millis(300));
+                match (ran.exists(), ok) {
+                    (true, _) => Err(std::io::Error::other("the workload ran before its record")),
+                    (false, true) => Ok(()),
+                    (false, false) => Err(std::io::Error::other("no room")),
+                }
+            }
+        };
+        let (recorded, refused) = (slow(true), slow(false));
+        let request = SpawnRequest {
+            name: &name,
+            manifest: &manifest,
+            slice: Slice { uid: ids, gid: ids },
+            cgroups: &layout,
+            cgroup_place: Place::run(&leaf),
+            volumes_root: Path::new("/nonexistent"),
+            own_files: &[],
+            die_with_parent: true,
+            supervised: false,
+            init: InitMode::InPlace,
+            output: None,
+            netns: None,
+            on_cloned: Some(&recorded),
+        };
+        let sandbox = spawn(&request).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sandbox.wait(), crate::model::Exit::Code(0));
+        assert_eq!(std::fs::read_to_string(&ran).unwrap(), "ran\n", "run once, once recorded");
+        std::fs::remove_file(&ran).unwrap();
+        let failed = spawn(&SpawnRequest { on_cloned: Some(&refused), ..request });
+        assert!(matches!(failed, Err(SpawnError::Record(ref e)) if e.to_string() == "no room"), "{:?}", failed.err());
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!ran.exists(), "a sandbox that could not be recorded never runs its workload");
+    }
 }
