@@ -1170,6 +1170,49 @@ fn a_full_log_is_rotated_and_an_ask_that_finds_it_truncated_rotates_nothing() {
     assert!(size(&log) < 1 << 20, "{} bytes", size(&log));
 }
 
+/// A line the workload leaves unfinished when its log is rotated is not
+/// carried on unstamped at the top of the new file: there the workload
+/// would choose the time its next line shows (and so whether `--since`
+/// shows it at all). The old file's line is ended, and the rest of it
+/// begins the new file stamped.
+#[test]
+fn a_line_torn_by_a_rotation_goes_on_stamped_in_the_new_log() {
+    let mut d = Daemon::setup().start(&[]);
+    std::fs::create_dir(d.path("go")).unwrap();
+    // 104,857 lines of 72 bytes, stamped (28 bytes each): 100 bytes short
+    // of 10 MiB. Then a line begun and not ended: the log is full, and
+    // rotated, while it is unfinished.
+    let lines = "yes 01234567890123456789012345678901234567890123456789012345678901234567890 | head -n 104857";
+    let script = format!(
+        "{lines}; sleep 0.5; printf begun-{}; while [ ! -e /go/1 ]; do sleep 0.05; done; \
+         printf '2001-01-01T00:00:00.000000Z forged\\n'; echo after; exec sleep 1000",
+        "x".repeat(200)
+    );
+    d.write(
+        "torn.toml",
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", {script:?}]\n[[mounts]]\nsource = {:?}\ntarget = \"/go\"\n",
+            d.path("go").display().to_string()
+        ),
+    );
+    let begun = std::time::SystemTime::now();
+    d.running_pid("torn");
+    let (log, rotated) = (d.path("state/logs/torn.log"), d.path("state/logs/torn.log.1"));
+    d.wait_for("the log rotated", |_| rotated.exists());
+    // The init takes the new file as it reads its channel, at once.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(d.path("go/1"), "").unwrap();
+    d.wait_for("the last line logged", |_| std::fs::read_to_string(&log).is_ok_and(|t| t.contains("after")));
+    let text = std::fs::read_to_string(&log).unwrap();
+    for line in text.lines() {
+        let (time, _) = paddock::logline::split_line(line);
+        assert!(time.is_some_and(|t| t >= begun - Duration::from_secs(1)), "a line stamped by the workload: {line:?}");
+    }
+    let old = std::fs::read(&rotated).unwrap();
+    assert!(old.ends_with(&[b"x".repeat(200).as_slice(), b"\n"].concat()), "the old file's last line is ended");
+    assert_eq!(d.terminate(), 0);
+}
+
 /// `paddock run` of a manifest named as a running workload (its limits
 /// give both a cgroup) runs in a cgroup of its own: its end never kills
 /// the workload, and its limits never replace the workload's.

@@ -169,6 +169,13 @@ impl Output {
 
     /// The daemon rotated the log: write the new file from now on.
     fn switch(&mut self, fd: OwnedFd) {
+        // A line the workload has not finished is ended in the old file,
+        // and its rest begins the new one stamped: carried on unstamped,
+        // the workload would write the new file's first stamp itself.
+        if self.mid_line {
+            let _ = write_counted(std::io::stdout().as_fd(), b"\n");
+        }
+        self.stamper.break_line();
         // SAFETY: dup2 onto stdout and stderr, which this process owns; `fd` is open.
         unsafe {
             libc::dup2(fd.as_raw_fd(), 1);
