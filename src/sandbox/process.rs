@@ -59,13 +59,20 @@ pub fn has_ended(pid: u32, started: u64) -> bool {
 /// for what decides that a process is gone: taking the one for the other
 /// would forget a sandbox that runs on.
 pub fn start_time_checked(pid: i32) -> Result<Option<u64>, Errno> {
-    from_stat(std::fs::read_to_string(format!("/proc/{pid}/stat")))
+    from_stat(std::fs::read(format!("/proc/{pid}/stat")))
 }
 
-fn from_stat(read: std::io::Result<String>) -> Result<Option<u64>, Errno> {
+/// The fields of /proc/PID/stat after the command name (field 2), which
+/// may hold spaces, parentheses and bytes that are not UTF-8 (the process
+/// chooses it): what follows its last ')'.
+fn after_name(stat: &[u8]) -> Option<&str> {
+    let end = stat.iter().rposition(|b| *b == b')')?;
+    std::str::from_utf8(&stat[end + 1..]).ok()
+}
+
+fn from_stat(read: std::io::Result<Vec<u8>>) -> Result<Option<u64>, Errno> {
     match read {
-        // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
-        Ok(stat) => Ok(stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(19)?.parse().ok())),
+        Ok(stat) => Ok(after_name(&stat).and_then(|rest| rest.split_whitespace().nth(19)?.parse().ok())),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => Ok(None),
         Err(e) => Err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
     }
@@ -73,9 +80,8 @@ fn from_stat(read: std::io::Result<String>) -> Result<Option<u64>, Errno> {
 
 /// The parent pid of `pid` (field 4 of /proc/PID/stat).
 pub fn parent(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(1)?.parse().ok()
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    after_name(&stat)?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// What `kill` found.
@@ -155,8 +161,10 @@ pub fn running_as(range: &crate::idmap::IdRange) -> std::io::Result<Vec<i32>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc")? {
         let Some(pid) = entry?.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        let status = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            Ok(status) => status,
+        // Read as bytes: its Name line is the process's to choose, and
+        // may be no UTF-8 (the lines read here are the kernel's).
+        let status = match std::fs::read(format!("/proc/{pid}/status")) {
+            Ok(status) => String::from_utf8_lossy(&status).into_owned(),
             // Ended meanwhile.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => continue,
             Err(e) => return Err(e),
@@ -291,8 +299,42 @@ mod tests {
         assert_eq!(from_stat(err(libc::EMFILE)), Err(Errno::EMFILE));
         assert_eq!(from_stat(err(libc::ENOMEM)), Err(Errno::ENOMEM));
         let stat = "7 (a) b) S 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 4242 0 0".to_owned();
-        assert_eq!(from_stat(Ok(stat)), Ok(Some(4242)));
+        assert_eq!(from_stat(Ok(stat.into_bytes())), Ok(Some(4242)));
         assert_eq!(start_time_checked(i32::MAX), Ok(None));
+    }
+
+    /// A command name is the process's to choose, bytes that are not UTF-8
+    /// included (any host user's, or a workload's, `prctl(PR_SET_NAME)`,
+    /// or the name of the file it executes), and /proc shows it as it is:
+    /// such a process is read all the same, not taken for one that cannot
+    /// be read (which held a workload in doubt, and refused its start, for
+    /// as long as any such process ran anywhere on the host).
+    #[test]
+    fn a_process_whose_name_is_not_utf8_is_read_all_the_same() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let named = dir.path().join(std::ffi::OsStr::from_bytes(b"x\xff\xfe"));
+        std::os::unix::fs::symlink("/bin/sleep", &named).unwrap();
+        struct Child(std::process::Child);
+        impl Drop for Child {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let child = Child(std::process::Command::new(&named).arg("100").spawn().unwrap());
+        let pid = child.0.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read(format!("/proc/{pid}/comm")).unwrap() != b"x\xff\xfe\n" {
+            assert!(Instant::now() < deadline, "the child's name is not the link's");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(matches!(start_time_checked(pid), Ok(Some(_))), "{:?}", start_time_checked(pid));
+        assert_eq!(parent(pid), Some(std::process::id() as i32));
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        let found = running_as(&crate::idmap::IdRange { start: uid, count: 1 });
+        assert!(found.as_ref().is_ok_and(|pids| pids.contains(&pid)), "{found:?}");
     }
 
     #[test]
