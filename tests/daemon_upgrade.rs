@@ -378,6 +378,46 @@ fn a_daemon_is_found_by_its_pid_wherever_its_socket_is() {
     assert!(gone(web));
 }
 
+/// The socket `--pid` finds is the one that process listens on, as the
+/// kernel has it, not a line of /proc/net/unix, which anyone can write to:
+/// a socket's path is printed there as it is, so any user's socket whose
+/// path holds a newline adds a line of its making (the daemon's socket's
+/// inode, and a path of its choosing: the request would go there), and
+/// one whose path holds a byte that is not UTF-8 made the table
+/// unreadable. Either stopped `systemctl reload paddock` (`reload --pid
+/// $MAINPID`), by which an upgrade is applied.
+#[test]
+fn a_daemon_found_by_its_pid_is_not_misled_by_anyones_socket_paths() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut d = Daemon::setup().start(&[]);
+    let pid = d.child.as_ref().unwrap().id().to_string();
+    let socket = d.path("paddock.sock");
+    let table = std::fs::read("/proc/net/unix").unwrap();
+    let line = table
+        .split(|b| *b == b'\n')
+        .find(|line| line.ends_with(format!(" {}", socket.display()).as_bytes()))
+        .expect("the daemon's socket is in the table");
+    let inode = String::from_utf8_lossy(line).split_whitespace().nth(6).unwrap().to_owned();
+    // Short: a socket's path holds at most 107 bytes.
+    let dir = tempfile::Builder::new().prefix("p").tempdir().unwrap();
+    let mut bound = Vec::new();
+    for n in 0..30 {
+        let line = format!("{n}\n0000000000000000: 00000002 00000000 00010000 0001 01 {inode} ");
+        std::fs::create_dir(dir.path().join(&line)).unwrap();
+        bound.push(std::os::unix::net::UnixDatagram::bind(dir.path().join(line).join("x")).unwrap());
+    }
+    bound.push(std::os::unix::net::UnixDatagram::bind(dir.path().join(std::ffi::OsStr::from_bytes(b"\xff"))).unwrap());
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["status", "--json", "--pid", &pid])
+        .env_remove("PADDOCK_SOCKET")
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&status.stdout), String::from_utf8_lossy(&status.stderr));
+    assert!(status.status.success(), "{said}");
+    drop(bound);
+    assert_eq!(d.terminate(), 0);
+}
+
 /// Where the socket the configuration names now cannot be listened on
 /// (another listens there), the upgraded daemon keeps the old one.
 #[test]

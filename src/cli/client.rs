@@ -63,36 +63,51 @@ impl ClientArgs {
 }
 
 /// The Unix socket with a path that process `pid` listens on (the
-/// daemon's control socket: its only one): the inodes of its descriptors'
-/// sockets, looked up in /proc/net/unix among the listening ones.
+/// daemon's control socket: its only one): each of its descriptors that
+/// is a socket, copied (pidfd_getfd, which the host's root may) and asked
+/// whether it listens and where it is bound. Not looked up in
+/// /proc/net/unix: a socket's path is printed there as it is, so any
+/// user's socket with a newline in its path adds lines of its making (a
+/// listening socket of the daemon's inode at a path of its choosing), and
+/// one with a byte that is not UTF-8 makes the table no text.
 pub fn listening_socket_of(pid: u32) -> std::io::Result<PathBuf> {
-    let mut inodes = std::collections::HashSet::new();
+    use nix::sys::socket::{UnixAddr, getsockname, getsockopt, sockopt};
+    let process = crate::sandbox::pidfd_open(pid as i32)?;
+    let mut refused = None;
     for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
-        let Ok(link) = std::fs::read_link(entry?.path()) else { continue };
-        let inode = link.to_str().and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok());
-        inodes.extend(inode);
-    }
-    // Num RefCount Protocol Flags Type St Inode Path; __SO_ACCEPTCON
-    // (0x10000) in Flags is a listening socket. The table of the process's
-    // network namespace, which need not be this one's.
-    let table = std::fs::read_to_string(format!("/proc/{pid}/net/unix"))?;
-    for line in table.lines().skip(1) {
-        let mut words = line.split_whitespace();
-        let fields: Vec<&str> = words.by_ref().take(7).collect();
-        let &[_, _, _, flags, _, _, inode] = fields.as_slice() else { continue };
-        let path = words.collect::<Vec<_>>().join(" ");
-        let listening = u32::from_str_radix(flags, 16).is_ok_and(|f| f & 0x10000 != 0);
-        // Not an abstract socket (`@name`), nor an unbound one.
-        let named = !path.is_empty() && !path.starts_with('@');
-        if listening && named && inode.parse().is_ok_and(|i: u64| inodes.contains(&i)) {
-            // A relative path is the process's working directory's.
-            return Ok(std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default().join(path));
+        let entry = entry?;
+        let Ok(link) = std::fs::read_link(entry.path()) else { continue };
+        if !link.to_str().is_some_and(|l| l.starts_with("socket:[")) {
+            continue;
         }
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else { continue };
+        let socket = match crate::sandbox::pidfd_getfd(std::os::fd::AsFd::as_fd(&process), fd) {
+            Ok(socket) => socket,
+            Err(e) => {
+                refused = Some(e);
+                continue;
+            }
+        };
+        if !getsockopt(&socket, sockopt::AcceptConn).unwrap_or(false) {
+            continue;
+        }
+        // Not an abstract socket, nor an unbound one.
+        let Some(path) = getsockname::<UnixAddr>(std::os::fd::AsRawFd::as_raw_fd(&socket))
+            .ok()
+            .and_then(|a| a.path().map(Path::to_path_buf))
+        else {
+            continue;
+        };
+        // A relative path is the process's working directory's.
+        return Ok(std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default().join(path));
     }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::NotFound,
-        "it listens on no Unix socket with a path (is it paddock's daemon?)",
-    ))
+    Err(match refused {
+        Some(errno) => std::io::Error::other(format!("its sockets cannot be looked at (pidfd_getfd: {errno})")),
+        None => std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "it listens on no Unix socket with a path (is it paddock's daemon?)",
+        ),
+    })
 }
 
 /// An answer the command did not ask for: exit status 1.

@@ -33,7 +33,7 @@ pub use spawn::{
     Cloned, INHERITED_NOFILE_ENV, InitMode, Leftover, Pending, SpawnError, SpawnRequest, begin, inherited_nofile_env,
     raise_nofile_limit, spawn,
 };
-pub use sys::{Received, is_exhausted, pidfd_open, pidfd_send_signal, recv_with_fds};
+pub use sys::{Received, is_exhausted, pidfd_getfd, pidfd_open, pidfd_send_signal, recv_with_fds};
 
 /// The step a sandbox reports when it cannot join a session keyring of its
 /// own: the host's quota (`kernel.keys.maxkeys`), not the workload's fault.
