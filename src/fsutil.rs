@@ -113,7 +113,22 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<String, UntrustedFile> {
     read_limited(path, None, limit)
 }
 
+/// `read_bounded`, its bytes as they are, UTF-8 or not (a file others
+/// write lines of, as any user writes their comment field of /etc/passwd).
+pub fn read_bounded_bytes(path: &Path, limit: u64) -> Result<Vec<u8>, UntrustedFile> {
+    read_limited_bytes(path, None, limit)
+}
+
 fn read_limited(path: &Path, risk: Option<&'static str>, limit: u64) -> Result<String, UntrustedFile> {
+    let bytes = read_limited_bytes(path, risk, limit)?;
+    // As read_to_string says it.
+    String::from_utf8(bytes).map_err(|_| UntrustedFile::Io {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8"),
+    })
+}
+
+fn read_limited_bytes(path: &Path, risk: Option<&'static str>, limit: u64) -> Result<Vec<u8>, UntrustedFile> {
     use std::io::Read;
     let io = |source: std::io::Error| UntrustedFile::Io { path: path.to_owned(), source };
     let trusting = risk.filter(|_| nix::unistd::geteuid().is_root());
@@ -135,8 +150,8 @@ fn read_limited(path: &Path, risk: Option<&'static str>, limit: u64) -> Result<S
     if let Some(risk) = trusting {
         roots_alone(&found, meta.uid(), meta.mode(), risk)?;
     }
-    let mut text = String::new();
-    file.take(limit + 1).read_to_string(&mut text).map_err(io)?;
+    let mut text = Vec::new();
+    file.take(limit + 1).read_to_end(&mut text).map_err(io)?;
     if text.len() as u64 > limit {
         return Err(UntrustedFile::TooLarge { path: found, limit });
     }

@@ -168,12 +168,16 @@ const MAX_ACCOUNT_FILE_BYTES: u64 = 64 << 20;
 /// does not exist is an error: a typo there would have paddock add its
 /// user and a range to a new file, beside the host's own, whose ranges it
 /// would not see (a range it picked could be another user's).
-fn read_optional(file: &AccountFile) -> Result<String, AccountError> {
+///
+/// Its bytes, as they are: a line need not be UTF-8 (any user may write
+/// a Latin-1 name into their own comment field with chfn), and a file
+/// paddock adds a line to keeps every other byte.
+fn read_optional(file: &AccountFile) -> Result<Vec<u8>, AccountError> {
     use crate::fsutil::UntrustedFile;
-    match crate::fsutil::read_bounded(&file.path, MAX_ACCOUNT_FILE_BYTES) {
+    match crate::fsutil::read_bounded_bytes(&file.path, MAX_ACCOUNT_FILE_BYTES) {
         Ok(s) => Ok(s),
         Err(UntrustedFile::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => match file.named_by {
-            NamedBy::Default { .. } => Ok(String::new()),
+            NamedBy::Default { .. } => Ok(Vec::new()),
             _ => Err(AccountError::Missing { file: file.clone() }),
         },
         Err(UntrustedFile::Io { source, .. }) => Err(AccountError::Read { file: file.clone(), source }),
@@ -190,10 +194,10 @@ fn is_nis_compat(line: &str) -> bool {
 /// `name:x:uid:gid:...` lines: the (name, id, primary gid) of each. NIS
 /// compat lines are passed over: their accounts are not in the file (as
 /// with SSSD's, paddock does not see them).
-fn parse_accounts(file: &AccountFile, text: &str) -> Result<Vec<(String, u32, u32)>, AccountError> {
+fn parse_accounts(file: &AccountFile, text: &[u8]) -> Result<Vec<(String, u32, u32)>, AccountError> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() || line.starts_with('#') || is_nis_compat(line) {
+    for (i, line) in lines(text).enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') || is_nis_compat(&line) {
             continue;
         }
         let f: Vec<&str> = line.split(':').collect();
@@ -205,11 +209,18 @@ fn parse_accounts(file: &AccountFile, text: &str) -> Result<Vec<(String, u32, u3
     Ok(out)
 }
 
+/// The lines of an account file, as text: a byte that is not UTF-8 (in a
+/// comment field, say) is read as U+FFFD, which no id or name paddock
+/// looks for holds.
+fn lines(text: &[u8]) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
+    text.split(|b| *b == b'\n').map(|line| String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)))
+}
+
 /// Where the first NIS compat line of `text` begins, if it has one.
-fn nis_start(text: &str) -> Option<usize> {
+fn nis_start(text: &[u8]) -> Option<usize> {
     let mut at = 0;
-    for l in text.split_inclusive('\n') {
-        if is_nis_compat(l) {
+    for l in text.split_inclusive(|b| *b == b'\n') {
+        if l.starts_with(b"+") || l.starts_with(b"-") {
             return Some(at);
         }
         at += l.len();
@@ -220,13 +231,14 @@ fn nis_start(text: &str) -> Option<usize> {
 /// Adds `line` to an account file, replaced atomically: at the end, or in
 /// passwd and group (`before_nis`) before the first NIS compat line when
 /// there is one, as useradd does, so that the local entry is found first.
-fn add_line(path: &Path, text: &str, line: &str, before_nis: bool) -> Result<(), AccountError> {
+fn add_line(path: &Path, text: &[u8], line: &str, before_nis: bool) -> Result<(), AccountError> {
+    let line = format!("{line}\n");
     let new = match nis_start(text).filter(|_| before_nis) {
-        Some(at) => format!("{}{line}\n{}", &text[..at], &text[at..]),
-        None if text.is_empty() || text.ends_with('\n') => format!("{text}{line}\n"),
-        None => format!("{text}\n{line}\n"),
+        Some(at) => [&text[..at], line.as_bytes(), &text[at..]].concat(),
+        None if text.is_empty() || text.ends_with(b"\n") => [text, line.as_bytes()].concat(),
+        None => [text, b"\n", line.as_bytes()].concat(),
     };
-    write_atomic(path, new.as_bytes(), 0o644).map_err(|source| AccountError::Write { path: path.to_owned(), source })
+    write_atomic(path, &new, 0o644).map_err(|source| AccountError::Write { path: path.to_owned(), source })
 }
 
 /// How long paddock waits for the account files' locks (`AccountLock`),
@@ -286,9 +298,10 @@ fn find_or_add(
     let accounts = parse_accounts(&files.passwd, &passwd_text)?;
     // Every file read and checked before anything is added: a user added,
     // then a bad line found, would be half a change.
-    let parse = |file: &AccountFile| -> Result<(String, Vec<SubIdEntry>), AccountError> {
+    let parse = |file: &AccountFile| -> Result<(Vec<u8>, Vec<SubIdEntry>), AccountError> {
         let text = read_optional(file)?;
-        let entries = subid::parse(&text).map_err(|source| AccountError::Parse { file: file.clone(), source })?;
+        let entries = subid::parse(&String::from_utf8_lossy(&text))
+            .map_err(|source| AccountError::Parse { file: file.clone(), source })?;
         Ok((text, entries))
     };
     let (uid_text, uid_entries) = parse(&files.subuid)?;
@@ -344,7 +357,7 @@ fn find_or_add(
         // Not over a host account's id: a workload would run as that user.
         // (A group line without a number, a NIS `+` line say, adds nothing.)
         let group_text = read_optional(&files.group)?;
-        let group_ids = group_text.lines().filter_map(|line| line.split(':').nth(2)?.parse::<u32>().ok());
+        let group_ids = lines(&group_text).filter_map(|line| line.split(':').nth(2)?.parse::<u32>().ok());
         let ids: Vec<u32> = accounts.iter().flat_map(|(_, uid, gid)| [*uid, *gid]).chain(group_ids).collect();
         // One slice at least, should a slice be larger than the range.
         let count = NEW_RANGE_SIZE.max(slice_size);
@@ -393,7 +406,7 @@ pub fn account_overlaps(files: &AccountFiles, ranges: &RemapRanges) -> Vec<Strin
         }
     }
     let group = read_optional(&files.group).unwrap_or_default();
-    for line in group.lines().filter(|l| !l.starts_with('#') && !is_nis_compat(l)) {
+    for line in lines(&group).filter(|l| !l.starts_with('#') && !is_nis_compat(l)) {
         let mut f = line.split(':');
         let (Some(name), Some(gid)) = (f.next(), f.nth(1).and_then(|g| g.parse::<u32>().ok())) else { continue };
         ids.push(gid);
@@ -403,7 +416,9 @@ pub fn account_overlaps(files: &AccountFiles, ranges: &RemapRanges) -> Vec<Strin
     }
     const RUNS_AS: &str = "a workload given that id runs as that account on the host and owns its files";
     let mut found: Vec<(String, &str)> = found.into_iter().map(|f| (f, RUNS_AS)).collect();
-    let entries = |file: &AccountFile| subid::parse(&read_optional(file).unwrap_or_default()).unwrap_or_default();
+    let entries = |file: &AccountFile| {
+        subid::parse(&String::from_utf8_lossy(&read_optional(file).unwrap_or_default())).unwrap_or_default()
+    };
     let (uid_entries, gid_entries) = (entries(&files.subuid), entries(&files.subgid));
     // Another user's subordinate range over the remap user's: its rootless
     // containers (or another paddock's workloads) share host ids with these.
@@ -598,7 +613,7 @@ fn system_id(files: &AccountFiles, user: &str, accounts: &[(String, u32, u32)]) 
 /// Adds `user` as a system user of id `id` (`system_id`'s, from the
 /// files as read under the lock), with a group of that id unless a group
 /// of its name exists.
-fn create_system_user(files: &AccountFiles, user: &str, id: u32, passwd_text: &str) -> Result<u32, AccountError> {
+fn create_system_user(files: &AccountFiles, user: &str, id: u32, passwd_text: &[u8]) -> Result<u32, AccountError> {
     let group_text = read_optional(&files.group)?;
     let groups = parse_accounts(&files.group, &group_text)?;
     let existing_group = groups.iter().find(|(n, _, _)| n == user).map(|(_, gid, _)| *gid);
@@ -679,6 +694,28 @@ mod tests {
         let before = std::fs::read_to_string(&f.passwd.path).unwrap();
         assert_eq!(remap_ranges(&f, "default", 65536).unwrap(), ranges);
         assert_eq!(std::fs::read_to_string(&f.passwd.path).unwrap(), before);
+    }
+
+    /// A passwd or group line that is not UTF-8 (a Latin-1 name in the
+    /// comment field, which any user may write into their own with chfn)
+    /// is an account like any other: not a reason to refuse the files,
+    /// which stopped the daemon from starting at all, and kept as it is,
+    /// byte for byte, when paddock adds its user.
+    #[test]
+    fn account_lines_that_are_not_utf8_are_read_and_kept_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        let passwd = b"root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000:Alice,\xe9tage 3,,:/home/alice:/bin/sh\n";
+        let group = b"root:x:0:\nb\xe9b:x:1000:\n";
+        std::fs::write(&f.passwd.path, passwd).unwrap();
+        std::fs::write(&f.group.path, group).unwrap();
+        let ranges = remap_ranges(&f, "default", 65536).unwrap();
+        assert_eq!(ranges.user, "paddock");
+        let line = b"paddock:*:999:999:paddock user-namespace remap:/nonexistent:/usr/sbin/nologin\n";
+        assert_eq!(std::fs::read(&f.passwd.path).unwrap(), [passwd.as_slice(), line].concat());
+        assert_eq!(std::fs::read(&f.group.path).unwrap(), [group.as_slice(), b"paddock:x:999:\n"].concat());
+        assert_eq!(read_remap_ranges(&f, "default", 65536).unwrap(), Some(ranges.clone()));
+        assert_eq!(account_overlaps(&f, &ranges), Vec::<String>::new());
     }
 
     #[test]
