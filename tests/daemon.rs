@@ -64,6 +64,33 @@ fn a_killed_workload_restarts_and_a_crash_loop_ends_in_failed() {
     assert_eq!((w["restarts"].as_u64(), w["last_exit"].as_i64(), w["pid"].is_null()), (Some(2), Some(3), true), "{w}");
 }
 
+/// A run's mount namespace, held from its end until the next start is
+/// under way (its teardown off the restart's path), is let go: restarts
+/// leave at most the last one held, and a removed workload none.
+#[test]
+fn a_restarting_workload_leaves_no_mount_namespace_held() {
+    let mut d = Daemon::setup().start(&[]);
+    let daemon = d.child.as_ref().unwrap().id();
+    let held = || {
+        std::fs::read_dir(format!("/proc/{daemon}/fd"))
+            .unwrap()
+            .flatten()
+            .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|to| to.to_string_lossy().starts_with("mnt:")))
+            .count()
+    };
+    d.write("loop.toml", "command = [\"/bin/sh\", \"-c\", \"exit 1\"]\n[restart]\nbackoff = \"0s\"\n");
+    let most = std::cell::Cell::new(0);
+    d.wait_for("ten restarts", |d| {
+        most.set(most.get().max(held()));
+        d.workload("loop").is_some_and(|w| w["restarts"].as_u64() >= Some(10))
+    });
+    assert!(most.get() <= 1, "{} mount namespaces held at once", most.get());
+    std::fs::remove_file(d.path("wl/loop.toml")).unwrap();
+    d.wait_for("loop gone", |d| d.workload("loop").is_none());
+    d.wait_for("no mount namespace held", |_| held() == 0);
+    assert_eq!(d.terminate(), 0);
+}
+
 #[test]
 fn the_configurations_restart_defaults_fill_what_a_manifest_leaves_out() {
     let d = Daemon::setup();
