@@ -1104,3 +1104,27 @@ fn a_stop_under_way_when_the_daemon_died_ends_when_its_timeout_does() {
     assert!(took < Duration::from_millis(7500), "its timeout ran on, not again from the start: {took:?}");
     assert_eq!(d.terminate(), 0);
 }
+
+/// An id table that is gone (deleted by hand, a state directory restored
+/// without it) while sandboxes run is not a fresh one: it is rebuilt from
+/// the kept files and the records, so a new workload is never given the
+/// host ids a running sandbox has.
+#[test]
+fn a_lost_id_table_gives_no_running_sandboxs_slice_to_another() {
+    let mut d = Daemon::setup().start(&[]);
+    d.write("old.toml", SLEEPER);
+    let pid = d.running_pid("old");
+    let slice = d.workload("old").unwrap()["uid_map"]["host_start"].clone();
+    assert!(slice.is_u64(), "{slice}");
+    d.kill();
+    std::fs::remove_file(d.path("state/idmap.json")).unwrap();
+    d = d.start(&[]);
+    assert_eq!(d.running_pid("old"), pid, "adopted");
+    assert_eq!(d.workload("old").unwrap()["uid_map"]["host_start"], slice, "its slice is still its own");
+    d.write("new.toml", SLEEPER);
+    d.running_pid("new");
+    let new = d.workload("new").unwrap()["uid_map"]["host_start"].clone();
+    assert_ne!(new, slice, "a new workload was given the host ids a running sandbox has");
+    assert!(std::fs::read_to_string(d.path("out/daemon.log")).unwrap().contains("the id table is missing"));
+    assert_eq!(d.terminate(), 0);
+}

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::idmap::{Allocations, Slice};
+use crate::idmap::{AllocError, Allocations, Slice};
 use crate::model::WorkloadName;
 use crate::reconcile::{Ended, Version};
 
@@ -301,6 +301,9 @@ pub fn repair_allocations(
     known.extend(recorded.iter().cloned());
     match Allocations::rebuild_if_unreadable(state_dir, &aside, known.clone()) {
         Ok(None) => return Vec::new(),
+        Ok(Some(AllocError::Read { source, .. })) if source.kind() == std::io::ErrorKind::NotFound => {
+            tracing::error!(file = %path.display(), "the id table is missing; rebuilt it from the workloads' kept state and the sandbox records");
+        }
         Ok(Some(e)) => {
             tracing::error!(file = %path.display(), error = %e, kept = %aside.display(), "the id table is unreadable; rebuilt it from the workloads' kept state and the sandbox records");
         }

@@ -367,23 +367,33 @@ impl Allocations {
     /// failure on the way (a full disk) leaves a table every start refuses,
     /// never no table, which would be an empty one. A table that could not
     /// be read at all (out of descriptors, an I/O error) says nothing of
-    /// its content and is left alone: that error is returned. Returns why
-    /// the table was rebuilt, or `None` when it can be read (nothing done).
+    /// its content and is left alone: that error is returned. A table that
+    /// is gone while `known` is not empty (deleted, a state directory
+    /// restored without it) is no fresh one either: it is rebuilt the same
+    /// way (nothing to copy aside), or the slices of running sandboxes
+    /// would be given again. Returns why the table was rebuilt, or `None`
+    /// when it can be read, or is gone with nothing known (nothing done).
     pub fn rebuild_if_unreadable(
         state_dir: &Path,
         aside: &Path,
         known: impl IntoIterator<Item = (String, Slice)>,
     ) -> Result<Option<AllocError>, AllocError> {
         let _lock = Self::lock(state_dir)?;
-        let Err(unreadable) = Self::load(state_dir) else { return Ok(None) };
+        let path = state_dir.join(Self::FILE);
+        let mut slices: BTreeMap<String, Slice> = known.into_iter().collect();
+        let unreadable = match Self::load(state_dir) {
+            Ok(_) if slices.is_empty() || path.exists() => return Ok(None),
+            Ok(_) => AllocError::Read { path: path.clone(), source: std::io::ErrorKind::NotFound.into() },
+            Err(e) => e,
+        };
         match &unreadable {
-            AllocError::Read { source, .. } if source.kind() == std::io::ErrorKind::InvalidData => {}
+            AllocError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {}
+            AllocError::Read { source, .. } if source.kind() == std::io::ErrorKind::InvalidData => {
+                let copy_aside = std::fs::read(&path).and_then(|bad| write_atomic(aside, &bad, 0o600));
+                copy_aside.map_err(|source| AllocError::MoveAside { path, aside: aside.to_owned(), source })?;
+            }
             _ => return Err(unreadable),
         }
-        let path = state_dir.join(Self::FILE);
-        let copy_aside = std::fs::read(&path).and_then(|bad| write_atomic(aside, &bad, 0o600));
-        copy_aside.map_err(|source| AllocError::MoveAside { path, aside: aside.to_owned(), source })?;
-        let mut slices: BTreeMap<String, Slice> = known.into_iter().collect();
         let daemons: BTreeSet<String> = slices.keys().cloned().collect();
         let (runs, unknown) = RunHold::held_slices(state_dir);
         let (mut run_names, mut held) = (BTreeSet::new(), BTreeMap::<String, Vec<Slice>>::new());
