@@ -78,3 +78,50 @@ fn a_full_state_directory_is_reported_once_and_caught_up_on() {
     assert_eq!(d.workload("steady").unwrap()["state"], "stopped");
     assert!(log(&d).contains("kept state is written again"));
 }
+
+/// Makes a directory immutable (`chattr +i`), or mutable again: nothing
+/// can be created in it, not even by root, for as long as the test wants
+/// (a filled disk gets room back as soon as any file is removed).
+fn immutable(dir: &Path, on: bool) {
+    let out = std::process::Command::new("chattr").arg(if on { "+i" } else { "-i" }).arg(dir).output();
+    let out = out.expect("this test needs chattr (e2fsprogs)");
+    assert!(out.status.success(), "chattr on {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+}
+
+/// A one-shot's end that cannot be written (a disk that stays full; here
+/// the kept files' directory is made immutable) is not acknowledged: its
+/// init keeps it until it is on disk, so a daemon killed meanwhile leaves
+/// it for the next to hear, which does not run the one-shot again for the
+/// same version.
+#[test]
+fn a_one_shots_end_that_cannot_be_written_is_kept_by_its_init_until_it_is() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::setup();
+    let _tmpfs = tmpfs(&d.path("state"), "4m");
+    let data = d.path("data");
+    std::fs::create_dir(&data).unwrap();
+    // Writable by the sandbox's root, an unprivileged host uid.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut d = d.start(&[]);
+    d.write(
+        "once.toml",
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", \"echo run >> /data/runs; sleep 1\"]\n[restart]\npolicy = \"never\"\n[[mounts]]\nsource = {:?}\ntarget = \"/data\"\nreadonly = false\n",
+            data.display().to_string()
+        ),
+    );
+    d.running_pid("once");
+    let kept = d.path("state/workloads");
+    d.wait_for("its kept file", |d| d.path("state/workloads/once.json").exists());
+    immutable(&kept, true);
+    d.wait_for("the end that cannot be written", |d| log(d).contains("cannot write how it ended"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let first = log(&d);
+    d.kill();
+    immutable(&kept, false);
+    let d = d.start(&[]);
+    d.wait_for("the one-shot's end", |d| d.workload("once").is_some_and(|w| w["state"] == "exited"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let runs = std::fs::read_to_string(data.join("runs")).unwrap();
+    assert_eq!(runs, "run\n", "the one-shot ran again for the same version:\n{first}\n{}", log(&d));
+}

@@ -114,7 +114,21 @@ impl Listener {
                     let exit = sandbox::end_of(Some(&end), None);
                     let ended = ended_at(&end);
                     let _ = self.events.send(SandboxEvent::Ending { name: self.name.clone(), exit, ended, heard });
-                    let _ = kept.await;
+                    // Or the init is gone meanwhile (killed by a stop while
+                    // its end waits for room on the disk): no one to tell.
+                    // (A started sandbox's pidfd is the executor's: this
+                    // one, of our unreaped child, opened by its pid, is its own.)
+                    let opened = match &sandbox.pidfd {
+                        Some(_) => None,
+                        None => sandbox::pidfd_open(sandbox.pid.as_raw()).ok(),
+                    };
+                    match sandbox.pidfd.as_ref().or(opened.as_ref()).map(AsRawFd::as_raw_fd) {
+                        Some(pidfd) => tokio::select! {
+                            _ = kept => {}
+                            _ = readable(pidfd) => {}
+                        },
+                        None => drop(kept.await),
+                    }
                     mounts = hold_mounts(&sandbox);
                     let _ = sandbox.try_send(&InitCommand::Ack, &[]);
                     break Some(end);
@@ -173,7 +187,9 @@ const MOUNTS_HELD_AFTER_END: std::time::Duration = std::time::Duration::from_mil
 /// thread, after that start (`MOUNTS_HELD_AFTER_END`). None when it cannot
 /// be opened (the init gone already): its exit tears it down, as it would.
 fn hold_mounts(sandbox: &Sandbox) -> Option<std::fs::File> {
-    // The init waits for the acknowledgment, not yet sent: its pid is its own.
+    // The init waits for the acknowledgment, not yet sent (or is gone,
+    // killed by a stop: then there is nothing to hold, or, for an adopted
+    // init another reaped, another's namespace, held for nothing a moment).
     std::fs::File::open(format!("/proc/{}/ns/mnt", sandbox.pid)).ok()
 }
 

@@ -42,6 +42,13 @@ pub trait Store {
     fn keep_all_soon(&mut self, all: &[(WorkloadName, Kept)]) -> Vec<std::io::Result<()>> {
         all.iter().map(|(name, kept)| self.keep_soon(name, kept)).collect()
     }
+    /// Calls `then` once what is kept of a workload is on disk: at once
+    /// where nothing of it waits to be written (the ack of an end that
+    /// could not be written waits for it, so that its init keeps it for a
+    /// successor until then).
+    fn once_kept(&mut self, _name: &WorkloadName, then: Box<dyn FnOnce() + Send>) {
+        then()
+    }
     /// Drops what was kept of a workload, and frees its slice unless
     /// told to keep it (`free_slice`: processes may still run as its ids;
     /// then what is kept says so, `Kept::reserved`).
@@ -243,6 +250,8 @@ enum Write {
     Flush(std::sync::mpsc::SyncSender<bool>),
     /// Write a workload's kept file with what is pending, and say how that went.
     Now(WorkloadName, Kept, std::sync::mpsc::SyncSender<std::io::Result<()>>),
+    /// Call this once nothing of the workload's waits to be written.
+    Then(WorkloadName, Box<dyn FnOnce() + Send>),
 }
 
 impl Writer {
@@ -254,6 +263,7 @@ impl Writer {
                 let mut pending: BTreeMap<WorkloadName, Option<Kept>> = BTreeMap::new();
                 let mut flushes = Vec::new();
                 let mut nows = Vec::new();
+                let mut waiters: Vec<(WorkloadName, Box<dyn FnOnce() + Send>)> = Vec::new();
                 let mut failing = false;
                 // When what `Keep` queued is written; the daemon's end.
                 let (mut due, mut closed) = (None::<std::time::Instant>, false);
@@ -289,6 +299,7 @@ impl Writer {
                             pending.insert(name.clone(), Some(kept));
                             nows.push((name, done));
                         }
+                        Write::Then(name, then) => waiters.push((name, then)),
                     };
                     match next {
                         Some(item) => {
@@ -330,6 +341,10 @@ impl Writer {
                     }
                     failing = !unwritten.is_empty();
                     pending = unwritten;
+                    let (ready, waiting) =
+                        std::mem::take(&mut waiters).into_iter().partition::<Vec<_>, _>(|(n, _)| !pending.contains_key(n));
+                    waiters = waiting;
+                    ready.into_iter().for_each(|(_, then)| then());
                     for done in flushes.drain(..) {
                         let _ = done.send(!failing);
                     }
@@ -408,6 +423,19 @@ impl Store for DiskStore {
         match self.written_within(&all, std::time::Duration::from_secs(5)).pop().flatten() {
             Some(written) => written,
             None => KeptStore::new(&self.state_dir).write(name, kept),
+        }
+    }
+
+    fn once_kept(&mut self, name: &WorkloadName, then: Box<dyn FnOnce() + Send>) {
+        match &self.writer {
+            Some(writer) => {
+                if let Err(std::sync::mpsc::SendError(Write::Then(_, then))) =
+                    writer.queue.send(Write::Then(name.clone(), then))
+                {
+                    then()
+                }
+            }
+            None => then(),
         }
     }
 

@@ -391,7 +391,16 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                         reserved: false,
                     };
                     if let Err(e) = self.store.keep_now(&name, &kept) {
-                        tracing::error!(workload = %name, error = %e, "cannot write how it ended; if the daemon died now, it would run again");
+                        tracing::error!(workload = %name, error = %e, "cannot write how it ended; its sandbox keeps it until it is written");
+                        // Heard once it is on disk: a daemon that dies before
+                        // leaves the end with the init, for the next to hear.
+                        self.store.once_kept(
+                            &name,
+                            Box::new(move || {
+                                let _ = heard.send(());
+                            }),
+                        );
+                        return true;
                     }
                 }
                 let _ = heard.send(());
