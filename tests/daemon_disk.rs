@@ -125,3 +125,26 @@ fn a_one_shots_end_that_cannot_be_written_is_kept_by_its_init_until_it_is() {
     let runs = std::fs::read_to_string(data.join("runs")).unwrap();
     assert_eq!(runs, "run\n", "the one-shot ran again for the same version:\n{first}\n{}", log(&d));
 }
+
+/// A start whose sandbox cannot be recorded (a full disk) says which file
+/// and what to do, and waits rather than fail.
+#[test]
+fn a_record_that_cannot_be_written_names_its_file() {
+    let d = Daemon::setup();
+    let _tmpfs = tmpfs(&d.path("state"), "1m");
+    let d = d.start(&[]);
+    d.write("steady.toml", SLEEPER);
+    d.running_pid("steady");
+    let filler = fill(&d.path("state"));
+    d.paddock(&["restart", "steady"]);
+    let record = d.path("state/sandboxes/steady.json").display().to_string();
+    d.wait_for("the start to wait for the disk", |d| {
+        d.workload("steady").is_some_and(|w| w["error"].as_str().unwrap_or("").contains("cannot record"))
+    });
+    let w = d.workload("steady").unwrap();
+    let error = w["error"].as_str().unwrap();
+    assert!(error.contains(&record) && error.contains("free space"), "{error}");
+    assert_ne!(w["state"], "failed", "a full disk is not the workload's failure");
+    std::fs::remove_file(filler).unwrap();
+    d.running_pid("steady");
+}

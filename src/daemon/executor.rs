@@ -73,6 +73,17 @@ pub fn blame(error: &SpawnError) -> Blame {
     }
 }
 
+/// A start whose sandbox could not be recorded, with the record's file.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot record the sandbox in {} before releasing it: {source} (free space on that filesystem, or mend what is there)",
+    path.display()
+)]
+struct RecordFailed {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
 /// A sandbox that exists: enough to signal and kill it, through a pidfd
 /// of its init (its clone's, or for an adopted one the predecessor's).
 /// Never by pid alone: an init this process started is reaped on a
@@ -360,7 +371,13 @@ impl SandboxExecutor {
             Ok(p) => p,
             Err(e) => {
                 records::remove(&state_dir, name);
-                return Err(StartFailure::new(blame(&e), e));
+                let blame = blame(&e);
+                return Err(match e {
+                    SpawnError::Record(source) => {
+                        StartFailure::new(blame, RecordFailed { path: records::path(&state_dir, name), source })
+                    }
+                    e => StartFailure::new(blame, e),
+                });
             }
         };
         drop(log);

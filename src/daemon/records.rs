@@ -76,7 +76,8 @@ fn dir(state_dir: &Path) -> PathBuf {
     state_dir.join("sandboxes")
 }
 
-fn path(state_dir: &Path, name: &WorkloadName) -> PathBuf {
+/// The record of `name`'s sandbox.
+pub fn path(state_dir: &Path, name: &WorkloadName) -> PathBuf {
     dir(state_dir).join(format!("{name}.json"))
 }
 
