@@ -139,6 +139,20 @@ pub fn scan(dir: &Path, previous: Option<&Snapshot>) -> std::io::Result<Snapshot
                 None => Found::Read { version: version_of(&text), text: text.into(), stamp },
             },
             Err(LoadError::Invalid(e)) => Found::Refused { message: e.to_string() },
+            // A link still there that leads nowhere is the operator's file,
+            // not a removal: shown, and its running version kept.
+            Err(LoadError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && std::fs::read_link(&path).is_ok() =>
+            {
+                let target = std::fs::read_link(&path).unwrap_or_default();
+                Found::Refused {
+                    message: format!(
+                        "{} is a symbolic link to {}, and no file is there: make it lead to a manifest, or remove it",
+                        path.display(),
+                        target.display()
+                    ),
+                }
+            }
             // Gone between listing and reading (an editor's rename): as if
             // it had not been listed; the event that follows rescans.
             Err(LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
@@ -807,6 +821,23 @@ mod tests {
         );
         assert!(
             matches!(&s["dev.toml"], Found::Refused { message } if message.contains("a device is not a manifest")),
+            "{s:?}"
+        );
+    }
+
+    /// A `NAME.toml` that is a link leading nowhere (its target removed, a
+    /// commit that linked to a file it did not add) is a file the operator
+    /// put there: shown as invalid, saying so, not taken for a removed
+    /// file, which would stop its workload without a word.
+    #[test]
+    fn a_link_that_leads_nowhere_is_refused_not_taken_for_removed() {
+        let d = dir();
+        let target = d.path().join("common").join("web.toml");
+        std::os::unix::fs::symlink(&target, d.path().join("web.toml")).unwrap();
+        let s = scan(d.path(), None).unwrap();
+        assert!(
+            matches!(&s.get("web.toml"), Some(Found::Refused { message })
+                if message.contains(&target.display().to_string()) && message.contains("no file is there")),
             "{s:?}"
         );
     }
