@@ -3,7 +3,8 @@
 //! swapped to a new target (as Kubernetes ConfigMaps do), or a directory
 //! replaced whole (`mv wl.new wl`), changes nothing in the old target,
 //! only in the parent; `rearm` then moves the watch to what the path is
-//! now. notify's thread only says "something changed" (a rescan compares
+//! now (and watches again a directory moved away and back, whose watch
+//! notify dropped as it left). notify's thread only says "something changed" (a rescan compares
 //! whole files), once per event batch, and nothing wakes while nothing
 //! happens; the event loop debounces.
 
@@ -11,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,10 @@ pub struct Watch {
     /// What `dir` resolves to, and its identity, as watched now.
     target: PathBuf,
     identity: (u64, u64),
+    /// The parent saw the directory's entry change (moved away, back, or
+    /// replaced): notify dropped the watch of a directory moved away, so
+    /// `rearm` watches it again even when it is the same directory.
+    entry_changed: Arc<AtomicBool>,
     pub changes: mpsc::UnboundedReceiver<Change>,
     /// What was seen of writes to the directory's files.
     pub writes: Arc<Writes>,
@@ -139,6 +145,8 @@ impl Watch {
         let parent_of_entry = parent.clone();
         let writes = Arc::new(Writes::default());
         let noted = writes.clone();
+        let entry_changed = Arc::new(AtomicBool::new(false));
+        let entry_seen = entry_changed.clone();
         let handler = move |event: notify::Result<notify::Event>| {
             if let Ok(event) = &event {
                 noted.note(event, parent_of_entry.as_deref());
@@ -155,14 +163,17 @@ impl Watch {
                 Ok(event) if event.need_rescan() => Some(Change::Lost),
                 // In the parent only the directory's own entry matters (a
                 // log, a socket or a configuration beside it does not).
-                Ok(event) => event
-                    .paths
-                    .iter()
-                    .any(|p| {
-                        let in_parent = p.parent().map(Path::to_owned) == parent_of_entry;
-                        !in_parent || p.file_name().map(ToOwned::to_owned) == entry
-                    })
-                    .then_some(Change::Files),
+                Ok(event) => {
+                    let in_parent = |p: &PathBuf| p.parent().map(Path::to_owned) == parent_of_entry;
+                    if event.paths.iter().any(|p| in_parent(p) && p.file_name().map(ToOwned::to_owned) == entry) {
+                        entry_seen.store(true, Ordering::Relaxed);
+                    }
+                    event
+                        .paths
+                        .iter()
+                        .any(|p| !in_parent(p) || p.file_name().map(ToOwned::to_owned) == entry)
+                        .then_some(Change::Files)
+                }
                 Err(error) => {
                     tracing::warn!(%error, "watch error; rescanning everything");
                     Some(Change::Lost)
@@ -177,15 +188,20 @@ impl Watch {
         if let Some(parent) = &parent {
             watcher.watch(parent, RecursiveMode::NonRecursive).map_err(|e| err(e.into()))?;
         }
-        Ok(Watch { watcher, dir: dir.to_owned(), target, identity, changes, writes })
+        Ok(Watch { watcher, dir: dir.to_owned(), target, identity, entry_changed, changes, writes })
     }
 
     /// After a rescan: if the directory now resolves elsewhere (a swapped
-    /// symlink) or is another directory (replaced whole), watch that.
+    /// symlink) or is another directory (replaced whole), watch that; if
+    /// it is the same directory moved away and back, watch it again.
     pub fn rearm(&mut self) {
         let Ok(target) = std::fs::canonicalize(&self.dir) else { return };
         let Ok(identity) = identity(&target) else { return };
+        let entry_changed = self.entry_changed.swap(false, Ordering::Relaxed);
         if target == self.target && identity == self.identity {
+            if entry_changed && let Err(e) = self.watcher.watch(&target, RecursiveMode::NonRecursive) {
+                tracing::error!(dir = %target.display(), error = %e, "cannot watch the workloads directory; only the periodic resync will see its changes");
+            }
             return;
         }
         // The old target may be gone already; its watch went with it.
@@ -208,6 +224,42 @@ mod tests {
     use notify::event::{RemoveKind, RenameMode};
 
     use super::*;
+
+    /// Every change `watch` reported until it has said nothing for 200 ms.
+    fn quiet(watch: &mut Watch) -> Vec<Change> {
+        let mut seen = Vec::new();
+        let mut last = Instant::now();
+        while last.elapsed() < Duration::from_millis(200) {
+            match watch.changes.try_recv() {
+                Ok(change) => {
+                    seen.push(change);
+                    last = Instant::now();
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        seen
+    }
+
+    /// A directory moved away and back (`mv wl wl.old`, then `mv wl.old
+    /// wl`) is the same directory, but its watch went when it left: it is
+    /// watched again, or what is saved in it would be seen only by the
+    /// periodic resync.
+    #[test]
+    fn a_directory_moved_away_and_back_is_watched_again() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("wl");
+        std::fs::create_dir(&dir).unwrap();
+        let mut watch = Watch::new(&dir).unwrap();
+        std::fs::rename(&dir, root.path().join("wl.old")).unwrap();
+        assert!(!quiet(&mut watch).is_empty(), "the move is seen, in the parent");
+        watch.rearm();
+        std::fs::rename(root.path().join("wl.old"), &dir).unwrap();
+        assert!(!quiet(&mut watch).is_empty(), "and the move back");
+        watch.rearm();
+        std::fs::write(dir.join("web.toml"), "command = [\"x\"]\n").unwrap();
+        assert!(quiet(&mut watch).contains(&Change::Files), "a file saved in it is seen");
+    }
 
     #[test]
     fn a_file_is_being_written_from_its_first_write_or_empty_creation_to_its_close() {
