@@ -51,9 +51,11 @@ impl WorkloadName {
 
 /// Names the daemon never reads: dotfiles and the temporaries that editors
 /// and dpkg leave beside a file while it is being written (vim's `4913`
-/// is the file it makes to test that it may write the directory).
+/// is the file it makes to test that it may write the directory; Emacs
+/// auto-saves `web.toml` as `#web.toml#`).
 pub fn is_ignored_file_name(file_name: &str) -> bool {
     file_name.starts_with('.')
+        || (file_name.len() > 1 && file_name.starts_with('#') && file_name.ends_with('#'))
         || file_name == "4913"
         || file_name.ends_with('~')
         || file_name.ends_with(".swp")
@@ -132,6 +134,14 @@ mod tests {
             [".web.toml", "web.toml~", "web.toml.swp", "web.toml.tmp", "web.toml.dpkg-new", "web.txt", ".#web.toml"]
         {
             assert_eq!(WorkloadName::stem_of_manifest_file(ignored), None, "{ignored}");
+        }
+        // Ignored, not "not read" (a warning): what editors leave while a
+        // file is edited, Emacs's auto-save (`#web.toml#`) too.
+        for ignored in [".web.toml.swp", "web.toml~", "4913", "#web.toml#", ".#web.toml"] {
+            assert!(is_ignored_file_name(ignored), "{ignored}");
+        }
+        for not_read in ["web.txt", "web.toml.bak", "#web.toml", "web#"] {
+            assert!(!is_ignored_file_name(not_read), "{not_read}");
         }
     }
 }
