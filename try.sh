@@ -90,6 +90,6 @@ try.sh: in another terminal:
     sudo -E $bin status
     sudo -E $bin logs worker
     curl http://localhost:8080/
-try.sh: edit or add manifests in $try/workloads (as root) and watch them apply; Ctrl-C stops everything
+try.sh: edit or add manifests in $try/workloads (as root) and watch them apply; Ctrl-C stops the daemon and every workload (its bridge paddocktry0 stays: ip link delete paddocktry0 removes it)
 MSG
 exec "$bin" daemon --config "$try/paddock.toml"
