@@ -808,6 +808,46 @@ fn a_second_daemon_on_the_same_state_directory_is_refused() {
     assert_eq!(d.running_pid("held"), pid, "the first daemon's sandbox is untouched");
 }
 
+/// A second daemon given a state directory of its own but the first's
+/// run directory (`paddock daemon --state-dir /tmp/x`, with the host's
+/// configuration) would take the first's network namespaces there for
+/// strays of its own and remove them before it found their socket taken:
+/// it is refused before it touches anything.
+#[test]
+fn a_second_daemon_on_the_same_run_directory_is_refused_and_removes_nothing() {
+    let d = Daemon::setup().start(&[]);
+    d.write("held.toml", "command = [\"/bin/sleep\", \"1005\"]\n");
+    let pid = d.running_pid("held");
+    // As the first daemon keeps a networked workload's namespace.
+    let kept = d.path("run/netns/web");
+    std::fs::create_dir_all(kept.parent().unwrap()).unwrap();
+    paddock::sandbox::netns::create(&kept).unwrap();
+    let state = d.path("other-state").display().to_string();
+    let other = d.path("other.sock").display().to_string();
+    // Run to its end, or stopped (as Ctrl-C would) once it is plain it started.
+    let mut second = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["daemon", "--config"])
+        .arg(d.path("paddock.toml"))
+        .args(["--state-dir", &state, "--socket", &other])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while second.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    let out = second.wait_with_output().unwrap();
+    let (code, stderr) = (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let kept_there = paddock::sandbox::netns::exists(&kept);
+    paddock::sandbox::netns::remove(&kept);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("another paddock daemon uses the run directory"), "{stderr}");
+    assert!(kept_there, "the first daemon's network namespace is left where it is: {stderr}");
+    assert_eq!(d.running_pid("held"), pid, "the first daemon's sandbox is untouched");
+}
+
 /// The daemon's arguments are its unit's: a flag it does not know (a typo
 /// in a drop-in) is a configuration error a restart cannot fix (78, which
 /// the unit does not restart on), not clap's usage status 2.

@@ -53,6 +53,8 @@ pub enum LoopError {
     Bind(#[from] server::BindError),
     #[error("state directory: {0}")]
     State(std::io::Error),
+    #[error("run directory: {0}")]
+    RunDir(std::io::Error),
     #[error("signals: {0}")]
     Signals(std::io::Error),
     #[error(
@@ -332,16 +334,19 @@ const RECOVERY_RETRIES: [Duration; 5] = [
     Duration::from_secs(16),
 ];
 
-/// Before anything starts: one daemon per state directory, the sandboxes
-/// a dead predecessor left stopped, its kept state and id table read back.
-/// Returns the lock, and what the adopted sandboxes' records say.
+/// Before anything starts: one daemon per state directory and per run
+/// directory, the sandboxes a dead predecessor left stopped, its kept
+/// state and id table read back. Returns the locks, and what the adopted
+/// sandboxes' records say.
 fn recover(
     state_dir: &Path,
+    run_dir: &Path,
     cgroups: &Layout,
     group: &str,
     daemon: &mut Daemon,
-) -> Result<(records::Lock, Adopted), LoopError> {
+) -> Result<([records::Lock; 2], Adopted), LoopError> {
     let lock = records::lock(state_dir).map_err(LoopError::State)?;
+    let run_lock = records::lock_run_dir(run_dir).map_err(LoopError::RunDir)?;
     // Writes a killed daemon or `paddock run` left half done (the files
     // themselves are intact): the id table's, the sandbox records'.
     crate::fsutil::remove_abandoned_temporaries(state_dir);
@@ -427,7 +432,7 @@ fn recover(
         daemon.executor.adopt(&name, sandbox);
     }
     daemon.executor.restore_networks();
-    Ok((lock, adopted))
+    Ok(([lock, run_lock], adopted))
 }
 
 /// What the records of the adopted sandboxes say.
@@ -558,11 +563,12 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
         config_files,
     } = options;
     let (cgroups, group) = (executor.cgroups.clone(), executor.cgroup_group.clone());
+    let run_dir = executor.networks.run_dir().to_owned();
     let mut daemon: Daemon =
         Supervisor::new(SandboxExecutor::new(executor, sandbox_tx), store, workloads.clone(), state_dir.clone(), seed)
             .with_start_timeout(start_timeout);
     // Before anything starts, and before the socket says a daemon is here.
-    let (_lock, adopted) = recover(&state_dir, &cgroups, &group, &mut daemon)?;
+    let (_locks, adopted) = recover(&state_dir, &run_dir, &cgroups, &group, &mut daemon)?;
     let mut watch = Watch::new(&workloads)?;
     // Where it listens: the configured path, or the inherited one when
     // an upgrade could not move it there.

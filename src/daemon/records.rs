@@ -107,6 +107,24 @@ pub fn lock(state_dir: &Path) -> std::io::Result<nix::fcntl::Flock<std::fs::File
     })
 }
 
+/// Held for the daemon's life too: one daemon per run directory, whose
+/// network namespaces (`RUN_DIR/netns/NAME`) a second daemon, with a state
+/// directory of its own, would take for strays and remove at its start.
+/// (A file of its own: the run and state directories may be one.)
+pub fn lock_run_dir(run_dir: &Path) -> std::io::Result<Lock> {
+    crate::fsutil::create_private_dir(run_dir)?;
+    let path = run_dir.join("daemon-run.lock");
+    let waiting = || {
+        tracing::info!(lock = %path.display(), "the run directory is locked; waiting a moment for its holder to go");
+    };
+    crate::fsutil::lock_within(&path, LOCK_PATIENCE, Duration::from_millis(10), waiting)?.ok_or_else(|| {
+        std::io::Error::other(format!(
+            "another paddock daemon uses the run directory {}; stop it first, or give this one its own `run_dir` in its configuration",
+            run_dir.display()
+        ))
+    })
+}
+
 /// How long a held state-directory lock is waited for.
 const LOCK_PATIENCE: Duration = Duration::from_secs(3);
 

@@ -401,6 +401,11 @@ impl Networks {
         refused
     }
 
+    /// `RUN_DIR`, where the network namespaces are kept.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
     /// The same networks for `paddock run`: its attachments are kept apart
     /// from the daemon's (RUN_DIR/run, STATE_DIR/networks/run), which
     /// never takes them for its own.
