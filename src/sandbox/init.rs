@@ -224,6 +224,14 @@ pub fn main(channel_fd: RawFd) -> i32 {
         Ok(_) => return fail("wait for the record", "the daemon closed the channel".to_owned()),
         Err(e) => return fail("wait for the record", e.to_string()),
     }
+    // Recorded: from here a supervised sandbox outlives a daemon that dies
+    // (a successor adopts it by its record). Tied to the daemon until its
+    // workload had run, it could be killed with it after the workload's
+    // exec, and the workload run again by the successor (helper-123).
+    if cfg.supervised {
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    }
     // SAFETY: the init is one thread (exec'd, or cloned from a one-threaded process, no runtime), so the child may run any code.
     let workload = match unsafe { fork() } {
         Err(e) => return fail("fork", e.to_string()),
@@ -268,12 +276,6 @@ pub fn main(channel_fd: RawFd) -> i32 {
             InitReport::SetupFailed { step: step.name().to_owned(), error: Errno::from_raw(errno).desc().to_owned() }
         }
     };
-    // Running: from here a supervised sandbox outlives a daemon that dies
-    // (it was recorded before it was released; a successor adopts it).
-    if failed.is_none() && cfg.supervised {
-        // SAFETY: prctl with integer arguments only.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
-    }
     let _ = channel.report(report);
     match failed {
         Some((exec::Step::Execve, libc::ENOENT)) => return 127,
