@@ -151,9 +151,8 @@ impl Listener {
         let exit = super::workers::blocking(move || sandbox.reap(reported.as_ref())).await.unwrap_or(Exit::Code(125));
         records::remove(&self.state_dir, &self.name);
         let _ = self.events.send(SandboxEvent::Exited { name: self.name, exit, ended });
-        // Torn down once the next start is under way, off the loop.
+        // Torn down beside the next start, off the loop.
         if let Some(mounts) = mounts {
-            tokio::time::sleep(MOUNTS_HELD_AFTER_END).await;
             let _ = super::workers::blocking(move || drop(mounts)).await;
         }
     }
@@ -173,19 +172,12 @@ impl Listener {
     }
 }
 
-/// How long a run's mount namespace is held after its end is seen: a
-/// restart's next run is under way by then (it starts within a few
-/// milliseconds), and the teardown no longer competes with its start for
-/// the CPUs (`bench/daemon.py`'s restart, alternated: p50 5.47 ms against
-/// 5.69 when let go at once and 5.82 when not held).
-const MOUNTS_HELD_AFTER_END: std::time::Duration = std::time::Duration::from_millis(20);
-
 /// The mount namespace of a sandbox whose init waits for the end's
 /// acknowledgment, held open: its init's exit would otherwise tear it down
 /// (its mounts, with two expedited RCU grace periods) before the exit is
 /// seen and the next start begins; its last holder is then a worker
-/// thread, after that start (`MOUNTS_HELD_AFTER_END`). None when it cannot
-/// be opened (the init gone already): its exit tears it down, as it would.
+/// thread, beside that start. None when it cannot be opened (the init
+/// gone already): its exit tears it down, as it would.
 fn hold_mounts(sandbox: &Sandbox) -> Option<std::fs::File> {
     // The init waits for the acknowledgment, not yet sent (or is gone,
     // killed by a stop: then there is nothing to hold, or, for an adopted
