@@ -67,6 +67,8 @@ fn a_full_state_directory_is_reported_once_and_caught_up_on() {
     let text = log(&d);
     assert_eq!(text.matches("cannot write the log").count(), 1, "said once, not per line:\n{text}");
     assert!(text.contains("cannot write what is kept of it"), "{text}");
+    let file = d.path("state/workloads/steady.json").display().to_string();
+    assert!(text.contains(&file), "the file it cannot write is named: {text}");
 
     // Space returns: everything catches up.
     std::fs::remove_file(filler).unwrap();

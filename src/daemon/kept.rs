@@ -127,7 +127,8 @@ impl KeptStore {
         KeptStore { dir: state_dir.join("workloads") }
     }
 
-    fn path(&self, name: &WorkloadName) -> PathBuf {
+    /// Where `name`'s kept state is.
+    pub fn path(&self, name: &WorkloadName) -> PathBuf {
         self.dir.join(format!("{name}.json"))
     }
 

@@ -167,7 +167,9 @@ impl Listener {
             Ok(file) => {
                 let _ = sandbox.try_send(&InitCommand::NewLog, &[file.as_raw_fd()]);
             }
-            Err(e) => tracing::error!(workload = %self.name, error = %e, "cannot rotate the log"),
+            Err(e) => {
+                tracing::error!(workload = %self.name, file = %path.display(), error = %e, "cannot rotate the log; it is asked again, and past twice its size the output is dropped until it is rotated")
+            }
         }
     }
 }

@@ -330,7 +330,8 @@ impl Writer {
                     }
                     for (name, e) in failed {
                         if !failing {
-                            tracing::error!(workload = %name, error = %e, "cannot write what is kept of it (hold, end); retrying every second");
+                            let file = store.path(&name);
+                            tracing::error!(workload = %name, file = %file.display(), error = %e, "cannot write what is kept of it (hold, end); retrying every second: free space on that filesystem, or mend what keeps it from being written");
                         }
                         if let Some(kept) = batch.remove(&name) {
                             unwritten.insert(name, kept);
