@@ -22,6 +22,9 @@ pub const LOG_KEEP: usize = 3;
 #[derive(Debug, Default)]
 pub struct Stamper {
     mid_line: bool,
+    /// The line was ended for the workload (`end_line`): a newline of its
+    /// that comes next ends nothing more.
+    ended: bool,
 }
 
 impl Stamper {
@@ -29,6 +32,9 @@ impl Stamper {
     pub fn stamp(&mut self, chunk: &[u8], now: SystemTime, out: &mut Vec<u8>) {
         let prefix = rfc3339(now);
         for piece in chunk.split_inclusive(|b| *b == b'\n') {
+            if std::mem::take(&mut self.ended) && piece == b"\n" {
+                continue;
+            }
             if !self.mid_line {
                 out.extend_from_slice(prefix.as_bytes());
                 out.push(b' ');
@@ -42,6 +48,13 @@ impl Stamper {
     /// line it was in could not be written).
     pub fn break_line(&mut self) {
         self.mid_line = false;
+    }
+
+    /// As `break_line`, the line having been ended in the file (a
+    /// rotation): if its rest is only its newline, no empty line follows.
+    pub fn end_line(&mut self) {
+        self.mid_line = false;
+        self.ended = true;
     }
 
     /// At the end of a run: a last line without its newline gets one, so
@@ -301,6 +314,22 @@ mod tests {
         let lines: Vec<_> = text.lines().map(split_line).collect();
         assert_eq!(lines, [(Some(t), "one"), (Some(t), "two"), (Some(t), "three")]);
         assert_eq!(split_line("no stamp here"), (None, "no stamp here"));
+    }
+
+    #[test]
+    fn a_line_ended_for_a_rotation_goes_on_stamped_and_its_lone_newline_adds_no_line() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(86_400);
+        let mut s = Stamper::default();
+        let mut out = Vec::new();
+        s.stamp(b"torn", t, &mut out);
+        s.end_line();
+        s.stamp(b"\nnext\n", t, &mut out);
+        s.stamp(b"torn", t, &mut out);
+        s.end_line();
+        s.stamp(b" rest\n\n", t, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let stamp = "1970-01-02T00:00:00.000000Z";
+        assert_eq!(text, format!("{stamp} torn{stamp} next\n{stamp} torn{stamp}  rest\n{stamp} \n"));
     }
 
     #[test]

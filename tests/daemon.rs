@@ -1252,7 +1252,7 @@ fn a_line_torn_by_a_rotation_goes_on_stamped_in_the_new_log() {
     let lines = "yes 01234567890123456789012345678901234567890123456789012345678901234567890 | head -n 104857";
     let script = format!(
         "{lines}; sleep 0.5; printf begun-{}; while [ ! -e /go/1 ]; do sleep 0.05; done; \
-         printf '2001-01-01T00:00:00.000000Z forged\\n'; echo after; exec sleep 1000",
+         echo; printf '2001-01-01T00:00:00.000000Z forged\\n'; echo after; exec sleep 1000",
         "x".repeat(200)
     );
     d.write(
@@ -1272,8 +1272,10 @@ fn a_line_torn_by_a_rotation_goes_on_stamped_in_the_new_log() {
     d.wait_for("the last line logged", |_| std::fs::read_to_string(&log).is_ok_and(|t| t.contains("after")));
     let text = std::fs::read_to_string(&log).unwrap();
     for line in text.lines() {
-        let (time, _) = paddock::logline::split_line(line);
+        let (time, said) = paddock::logline::split_line(line);
         assert!(time.is_some_and(|t| t >= begun - Duration::from_secs(1)), "a line stamped by the workload: {line:?}");
+        // The torn line's own newline (ended in the old file) adds no empty line.
+        assert!(!said.is_empty(), "an empty line: {text:?}");
     }
     let old = std::fs::read(&rotated).unwrap();
     assert!(old.ends_with(&[b"x".repeat(200).as_slice(), b"\n"].concat()), "the old file's last line is ended");

@@ -174,8 +174,10 @@ impl Output {
         // the workload would write the new file's first stamp itself.
         if self.mid_line {
             let _ = write_counted(std::io::stdout().as_fd(), b"\n");
+            self.stamper.end_line();
+        } else {
+            self.stamper.break_line();
         }
-        self.stamper.break_line();
         // SAFETY: dup2 onto stdout and stderr, which this process owns; `fd` is open.
         unsafe {
             libc::dup2(fd.as_raw_fd(), 1);
