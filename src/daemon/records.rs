@@ -93,18 +93,27 @@ pub type Lock = nix::fcntl::Flock<std::fs::File>;
 /// a child that holds a copy of the lock until its parent-death signal
 /// lands, and a restart (systemd's, or an operator's right after kill -9)
 /// must not be refused for that.
-pub fn lock(state_dir: &Path) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
-    crate::fsutil::create_private_dir(state_dir)?;
-    let path = state_dir.join("daemon.lock");
+pub fn lock(state_dir: &Path) -> std::io::Result<Lock> {
+    lock_dir(state_dir, "daemon.lock", "state directory", "give this one its own --state-dir")
+}
+
+/// Locks `dir/file` for this daemon alone (waiting as `lock` says); the
+/// error names the directory and says what to do.
+fn lock_dir(dir: &Path, file: &str, what: &str, instead: &str) -> std::io::Result<Lock> {
+    let named = |at: &Path, e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", at.display()));
+    crate::fsutil::create_private_dir(dir).map_err(|e| named(dir, e))?;
+    let path = dir.join(file);
     let waiting = || {
-        tracing::info!(lock = %path.display(), "the state directory is locked; waiting a moment for its holder to go");
+        tracing::info!(lock = %path.display(), "the {what} is locked; waiting a moment for its holder to go");
     };
-    crate::fsutil::lock_within(&path, LOCK_PATIENCE, Duration::from_millis(10), waiting)?.ok_or_else(|| {
-        std::io::Error::other(format!(
-            "another paddock daemon uses the state directory {}; stop it first, or give this one its own --state-dir",
-            state_dir.display()
-        ))
-    })
+    crate::fsutil::lock_within(&path, LOCK_PATIENCE, Duration::from_millis(10), waiting)
+        .map_err(|e| named(&path, e))?
+        .ok_or_else(|| {
+            std::io::Error::other(format!(
+                "another paddock daemon uses the {what} {}; stop it first, or {instead}",
+                dir.display()
+            ))
+        })
 }
 
 /// Held for the daemon's life too: one daemon per run directory, whose
@@ -112,17 +121,7 @@ pub fn lock(state_dir: &Path) -> std::io::Result<nix::fcntl::Flock<std::fs::File
 /// directory of its own, would take for strays and remove at its start.
 /// (A file of its own: the run and state directories may be one.)
 pub fn lock_run_dir(run_dir: &Path) -> std::io::Result<Lock> {
-    crate::fsutil::create_private_dir(run_dir)?;
-    let path = run_dir.join("daemon-run.lock");
-    let waiting = || {
-        tracing::info!(lock = %path.display(), "the run directory is locked; waiting a moment for its holder to go");
-    };
-    crate::fsutil::lock_within(&path, LOCK_PATIENCE, Duration::from_millis(10), waiting)?.ok_or_else(|| {
-        std::io::Error::other(format!(
-            "another paddock daemon uses the run directory {}; stop it first, or give this one its own `run_dir` in its configuration",
-            run_dir.display()
-        ))
-    })
+    lock_dir(run_dir, "daemon-run.lock", "run directory", "give this one its own `run_dir` in its configuration")
 }
 
 /// How long a held state-directory lock is waited for.
