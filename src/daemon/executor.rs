@@ -343,9 +343,9 @@ impl SandboxExecutor {
             cgroup_place: Place::workload(&self.settings.cgroup_group, name.as_str()),
             volumes_root: &self.settings.volumes_root,
             own_files: &own_files,
-            // While it is set up: a daemon that dies takes the half-built sandbox with it.
+            // Until it is recorded: a daemon that dies takes the half-built sandbox with it.
             die_with_parent: true,
-            // Once it runs, it outlives the daemon, which adopts it again.
+            // Once recorded, it outlives the daemon, which adopts it again.
             supervised: true,
             // Nothing of the daemon's memory (every manifest's environment)
             // in the sandbox's PID 1: the zygote's clone, or a fresh process.

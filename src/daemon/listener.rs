@@ -2,7 +2,7 @@
 //! start, what it says while the workload runs (a full log, the end), and
 //! its end, turned into events for the supervisor.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -133,6 +133,17 @@ impl Listener {
                     let _ = sandbox.try_send(&InitCommand::Ack, &[]);
                     break Some(end);
                 }
+                // Adopted in the moment between its record and its report
+                // (its init no longer dies with the daemon from its record
+                // on): its start, said to this daemon. A failed one ends it.
+                Ok(InitReport::Started { .. }) if adopted => {}
+                Ok(InitReport::SetupFailed { step, error }) => {
+                    tracing::error!(workload = %self.name, %step, %error, "its start failed (begun by the daemon before this one); its end follows")
+                }
+                Ok(InitReport::ExecFailed { command, errno }) => {
+                    let error = Errno::from_raw(errno).desc();
+                    tracing::error!(workload = %self.name, %command, %error, "cannot execute its command (a start begun by the daemon before this one); its end follows")
+                }
                 Ok(other) => {
                     tracing::warn!(workload = %self.name, report = ?other, "unexpected report from the init")
                 }
@@ -181,10 +192,16 @@ impl Listener {
 /// thread, beside that start. None when it cannot be opened (the init
 /// gone already): its exit tears it down, as it would.
 fn hold_mounts(sandbox: &Sandbox) -> Option<std::fs::File> {
-    // The init waits for the acknowledgment, not yet sent (or is gone,
-    // killed by a stop: then there is nothing to hold, or, for an adopted
-    // init another reaped, another's namespace, held for nothing a moment).
-    std::fs::File::open(format!("/proc/{}/ns/mnt", sandbox.pid)).ok()
+    // The init waits for the acknowledgment, not yet sent; or it is gone,
+    // killed by a stop, and its pid may name another process now (an
+    // adopted init another reaped): what was opened is then let go.
+    let mounts = std::fs::File::open(format!("/proc/{}/ns/mnt", sandbox.pid)).ok()?;
+    // A sandbox this daemon started: its pidfd is the executor's, and its
+    // init, our unreaped child, keeps its pid.
+    let Some(pidfd) = sandbox.pidfd.as_ref() else { return Some(mounts) };
+    let mut poll = [nix::poll::PollFd::new(pidfd.as_fd(), nix::poll::PollFlags::POLLIN)];
+    let gone = nix::poll::poll(&mut poll, nix::poll::PollTimeout::ZERO).map_or(true, |ready| ready > 0);
+    (!gone).then_some(mounts)
 }
 
 /// When the workload of an init's end report ended, on this process's

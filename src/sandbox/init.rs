@@ -230,7 +230,9 @@ pub fn main(channel_fd: RawFd) -> i32 {
     // exec, and the workload run again by the successor (helper-123).
     if cfg.supervised {
         // SAFETY: prctl with integer arguments only.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+        if let Err(e) = Errno::result(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) }) {
+            return fail("drop the parent-death signal", e.desc().to_owned());
+        }
     }
     // SAFETY: the init is one thread (exec'd, or cloned from a one-threaded process, no runtime), so the child may run any code.
     let workload = match unsafe { fork() } {

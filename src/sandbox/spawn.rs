@@ -358,8 +358,9 @@ fn write_map(pid: Pid, file: &str, range: crate::idmap::IdRange) -> Result<(), S
         .map_err(|source| SpawnError::WriteMap { path, source })
 }
 
-/// Maps ids, joins the cgroup, sets rlimits and idmaps, has the sandbox
-/// recorded, then releases the child and sends it its configuration.
+/// Maps ids, joins the cgroup, sets rlimits and idmaps, releases the
+/// child and sends it its configuration, then has the sandbox recorded
+/// (while the init builds it) and sends the second byte.
 fn release(
     req: &SpawnRequest<'_>,
     attach: Option<&Cgroup>,
@@ -409,7 +410,8 @@ fn release(
     // anything of the workload's: it forks the workload only once this
     // second byte comes. Whatever happens to this process from here on, a
     // successor knows of the sandbox (and one killed before it is written
-    // takes the sandbox with it: the init is tied to it until it reports).
+    // takes the sandbox with it: the init is tied to it until it has read
+    // the second byte).
     if let Some(record) = req.on_cloned {
         record(&Cloned { pid, cgroup }).map_err(SpawnError::Record)?;
     }
