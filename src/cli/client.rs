@@ -102,7 +102,9 @@ pub fn listening_socket_of(pid: u32) -> std::io::Result<PathBuf> {
         return Ok(std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default().join(path));
     }
     Err(match refused {
-        Some(errno) => std::io::Error::other(format!("its sockets cannot be looked at (pidfd_getfd: {errno})")),
+        Some(errno) => std::io::Error::other(format!(
+            "its sockets cannot be looked at (pidfd_getfd: {errno}): run this as root, or give the socket with --socket PATH"
+        )),
         None => std::io::Error::new(
             std::io::ErrorKind::NotFound,
             "it listens on no Unix socket with a path (is it paddock's daemon?)",
