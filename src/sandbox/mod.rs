@@ -66,3 +66,23 @@ pub(crate) fn child_with_pid(pid: i32) -> Result<nix::unistd::Pid, nix::errno::E
     }
     nix::errno::Errno::result(ret).map(|pid| nix::unistd::Pid::from_raw(pid as i32))
 }
+
+/// For a test that must run in a process of its own (it changes the
+/// process: its descriptor limit, a fork): in the test binary's run,
+/// runs the test `name` again alone in a new process, with `alone` set in
+/// its environment, checks that it passed, and returns false; in that
+/// process, returns true (the test's body goes on).
+#[cfg(test)]
+pub(crate) fn alone(name: &str, alone: &str) -> bool {
+    if std::env::var_os(alone).is_some() {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(alone, "1")
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.contains("1 passed"), "{said}");
+    false
+}

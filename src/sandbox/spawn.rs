@@ -427,7 +427,6 @@ mod tests {
     use super::*;
     use crate::idmap::IdRange;
     use std::os::unix::fs::PermissionsExt;
-    use std::process::Command;
     use std::time::Duration;
 
     /// Set in the process the test below runs itself in, alone.
@@ -440,16 +439,8 @@ mod tests {
     /// the init runs in place (the test binary cannot be executed as one).
     #[test]
     fn the_workload_runs_only_once_its_sandbox_is_recorded() {
-        let test = "sandbox::spawn::tests::the_workload_runs_only_once_its_sandbox_is_recorded";
-        if std::env::var_os(ALONE).is_none() {
-            assert!(nix::unistd::geteuid().is_root(), "this test makes sandboxes and must run as root");
-            let out = Command::new(std::env::current_exe().unwrap())
-                .args([test, "--exact", "--test-threads=1", "--nocapture"])
-                .env(ALONE, "1")
-                .output()
-                .unwrap();
-            let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-            assert!(out.status.success() && said.contains("1 passed"), "{said}");
+        assert!(nix::unistd::geteuid().is_root(), "this test makes sandboxes and must run as root");
+        if !super::super::alone("sandbox::spawn::tests::the_workload_runs_only_once_its_sandbox_is_recorded", ALONE) {
             return;
         }
         // SAFETY: this process runs this test alone; its other thread is

@@ -399,15 +399,10 @@ mod tests {
     /// lowers the process's descriptor limit.
     #[test]
     fn a_reply_whose_pidfd_cannot_be_taken_still_reaps_the_child() {
-        let name = "sandbox::zygote::tests::a_reply_whose_pidfd_cannot_be_taken_still_reaps_the_child";
-        if std::env::var_os(ALONE).is_none() {
-            let out = Command::new(std::env::current_exe().unwrap())
-                .args([name, "--exact", "--test-threads=1", "--nocapture"])
-                .env(ALONE, "1")
-                .output()
-                .unwrap();
-            let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-            assert!(out.status.success() && said.contains("1 passed"), "{said}");
+        if !super::super::alone(
+            "sandbox::zygote::tests::a_reply_whose_pidfd_cannot_be_taken_still_reaps_the_child",
+            ALONE,
+        ) {
             return;
         }
         let (ours, theirs) =
