@@ -139,23 +139,22 @@ pub fn scan(dir: &Path, previous: Option<&Snapshot>) -> std::io::Result<Snapshot
                 None => Found::Read { version: version_of(&text), text: text.into(), stamp },
             },
             Err(LoadError::Invalid(e)) => Found::Refused { message: e.to_string() },
-            // A link still there that leads nowhere is the operator's file,
-            // not a removal: shown, and its running version kept.
-            Err(LoadError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound && std::fs::read_link(&path).is_ok() =>
-            {
-                let target = std::fs::read_link(&path).unwrap_or_default();
-                Found::Refused {
-                    message: format!(
-                        "{} is a symbolic link to {}, and no file is there: make it lead to a manifest, or remove it",
-                        path.display(),
-                        target.display()
-                    ),
+            Err(LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                match std::fs::read_link(&path) {
+                    // A link still there that leads nowhere is the operator's
+                    // file, not a removal: shown, its running version kept.
+                    Ok(target) => Found::Refused {
+                        message: format!(
+                            "{} is a symbolic link to {}, and no file is there: make it lead to a manifest, or remove it",
+                            path.display(),
+                            target.display()
+                        ),
+                    },
+                    // Gone between listing and reading (an editor's rename):
+                    // as if it had not been listed; the event that follows rescans.
+                    Err(_) => continue,
                 }
             }
-            // Gone between listing and reading (an editor's rename): as if
-            // it had not been listed; the event that follows rescans.
-            Err(LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
             Err(LoadError::Io { source, .. }) if short_of_resources(&source) => {
                 Found::Unread { message: format!("cannot be read for now ({source}): read again in a moment") }
             }
