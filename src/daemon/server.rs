@@ -658,6 +658,18 @@ mod tests {
     /// to make room for it (it waited `READ_TIMEOUT`, 5 s, for each).
     /// Metrics served on a loopback port by a thread of their own, each
     /// answer `text`: the address, and the thread.
+    /// One scrape of `addr`, read until the server closes it or `timeout`
+    /// passes: how the read ended, and what came.
+    fn scrape(addr: std::net::SocketAddr, timeout: Duration) -> (std::io::Result<usize>, String) {
+        use std::io::{Read, Write};
+        let mut scrape = std::net::TcpStream::connect(addr).unwrap();
+        scrape.set_read_timeout(Some(timeout)).unwrap();
+        scrape.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let read = scrape.read_to_string(&mut answer);
+        (read, answer)
+    }
+
     fn serving(text: String) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -678,16 +690,11 @@ mod tests {
 
     #[test]
     fn idle_connections_do_not_keep_a_scrape_out() {
-        use std::io::{Read, Write};
         let (addr, thread) = serving("paddock_up 1\n".to_owned());
         let idle: Vec<std::net::TcpStream> =
             (0..MAX_CLIENTS + 8).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
         std::thread::sleep(Duration::from_millis(200));
-        let mut scrape = std::net::TcpStream::connect(addr).unwrap();
-        scrape.set_read_timeout(Some(READ_TIMEOUT / 2)).unwrap();
-        scrape.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
-        let mut answer = String::new();
-        let read = scrape.read_to_string(&mut answer);
+        let (read, answer) = scrape(addr, READ_TIMEOUT / 2);
         assert!(read.is_ok() && answer.ends_with("paddock_up 1\n"), "{read:?}: {answer:?}");
         drop(idle);
         drop(thread);
@@ -725,7 +732,7 @@ mod tests {
     /// the oldest is closed to make room (helper-119).
     #[test]
     fn clients_that_never_read_their_answer_do_not_keep_a_scrape_out() {
-        use std::io::{Read, Write};
+        use std::io::Write;
         // Past what the server's send buffer (up to tcp_wmem's largest)
         // and the client's receive buffer (tcp_rmem's default, as it never
         // reads) hold, else each write ends at once.
@@ -743,11 +750,7 @@ mod tests {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(500));
-        let mut scrape = std::net::TcpStream::connect(addr).unwrap();
-        scrape.set_read_timeout(Some(WRITE_TIMEOUT / 2)).unwrap();
-        scrape.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
-        let mut answer = String::new();
-        let read = scrape.read_to_string(&mut answer);
+        let (read, answer) = scrape(addr, WRITE_TIMEOUT / 2);
         assert!(read.is_ok() && answer.ends_with("paddock_up 1\n"), "{read:?}: {} bytes", answer.len());
         drop(deaf);
         drop(thread);
