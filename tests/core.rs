@@ -64,6 +64,7 @@ fn kind(e: &Effect) -> String {
         Effect::Stop { cause, .. } => format!("stop ({cause})"),
         Effect::Kill { .. } => "kill".into(),
         Effect::Persist { .. } => "persist".into(),
+        Effect::Reworded { .. } => "reworded".into(),
         Effect::Forget { .. } => "forget".into(),
         Effect::Probe { probe, .. } => format!("probe ({probe})"),
     }
@@ -147,7 +148,12 @@ fn every_story_ends_where_it_should() {
         ("a failure waits, then retries", vec![Valid(1, ""), Reconcile, Started, Exit(1)], "backoff", vec!["persist"]),
         ("the retry after the delay", vec![Valid(1, ""), Reconcile, Started, Exit(1), Wait(SEC), Reconcile], "starting", vec!["start (its restart delay is over)", "persist"]),
         ("a changed manifest stops the old run", vec![Valid(1, ""), Reconcile, Started, Valid(2, "hostname = \"h\""), Reconcile], "stopping", vec!["stop (manifest changed: hostname)"]),
-        ("and starts the new one after", vec![Valid(1, ""), Reconcile, Started, Valid(2, ""), Reconcile, Exit(143), Reconcile], "starting", vec!["start (manifest changed (formatting or comments only))"]),
+        ("and starts the new one after", vec![Valid(1, ""), Reconcile, Started, Valid(2, "hostname = \"h\""), Reconcile, Exit(143), Reconcile], "starting", vec!["start (manifest changed: hostname)"]),
+        // Another version of the file that reads as the same manifest (comments, formatting).
+        ("an edit that reads the same restarts nothing", vec![Valid(1, ""), Reconcile, Started, Valid(2, "")], "running", vec!["reworded", "persist"]),
+        ("nor does a pass after it", vec![Valid(1, ""), Reconcile, Started, Valid(2, ""), Reconcile], "running", vec![]),
+        ("a restart delay goes on", vec![Valid(1, ""), Reconcile, Started, Exit(1), Valid(2, ""), Reconcile], "backoff", vec![]),
+        ("and ends as it would have", vec![Valid(1, ""), Reconcile, Started, Exit(1), Valid(2, ""), Wait(SEC), Reconcile], "starting", vec!["start (its restart delay is over)", "persist"]),
         ("an invalid edit keeps the old run", vec![Valid(1, ""), Reconcile, Started, Invalid, Reconcile], "running", vec![]),
         ("a never-valid file runs nothing", vec![Invalid, Reconcile], "invalid", vec![]),
         ("a removed manifest stops its run", vec![Valid(1, ""), Reconcile, Started, Removed, Reconcile], "stopping", vec!["stop (manifest removed)"]),
@@ -156,13 +162,17 @@ fn every_story_ends_where_it_should() {
         ("its exit kept for status across a daemon restart", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Stop), Exit(143)], "stopped held", vec!["persist"]),
         ("which stays stopped after its exit", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Stop), Exit(143), Reconcile], "stopped held", vec![]),
         ("and across a daemon restart", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Stop), Exit(143), Restart, Valid(1, ""), Reconcile], "stopped held", vec![]),
-        ("a new manifest version releases the hold", vec![Valid(1, ""), Ask(Command::Stop), Valid(2, ""), Reconcile], "starting", vec!["start (manifest changed (formatting or comments only))"]),
+        ("a new manifest version releases the hold", vec![Valid(1, ""), Ask(Command::Stop), Valid(2, "hostname = \"h\""), Reconcile], "starting", vec!["start (manifest changed: hostname)"]),
+        ("one that reads the same does not", vec![Valid(1, ""), Ask(Command::Stop), Valid(2, ""), Reconcile], "stopped held", vec![]),
+        ("across a daemon restart either", vec![Valid(1, ""), Ask(Command::Stop), Valid(2, ""), Restart, Valid(2, ""), Reconcile], "stopped held", vec![]),
         ("start releases it", vec![Valid(1, ""), Ask(Command::Stop), Ask(Command::Start), Reconcile], "starting", vec!["start (paddock start)"]),
         // The bug the old supervisor had: stop, then remove before the exit lands.
         ("held, removed before its exit: forgotten", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Stop), Removed, Exit(143)], "gone", vec!["forget"]),
         ("and the same manifest added again starts", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Stop), Removed, Exit(143), Restart, Valid(1, ""), Reconcile], "starting", vec!["start (manifest added)"]),
         ("a one-shot that finished is not run again", vec![Valid(1, "[restart]\npolicy = \"never\""), Reconcile, Started, Exit(0), Restart, Valid(1, "[restart]\npolicy = \"never\""), Reconcile], "exited", vec![]),
-        ("until its manifest changes", vec![Valid(1, "[restart]\npolicy = \"never\""), Reconcile, Started, Exit(0), Restart, Valid(2, "[restart]\npolicy = \"never\""), Reconcile], "starting", vec!["start (manifest added)"]),
+        ("until its manifest changes", vec![Valid(1, "[restart]\npolicy = \"never\""), Reconcile, Started, Exit(0), Restart, Valid(2, "hostname = \"h\"\n[restart]\npolicy = \"never\""), Reconcile], "starting", vec!["start (manifest added)"]),
+        ("an edit that reads the same does not run it again", vec![Valid(1, "[restart]\npolicy = \"never\""), Reconcile, Started, Exit(0), Valid(2, "[restart]\npolicy = \"never\""), Reconcile], "exited", vec![]),
+        ("nor after a daemon restart", vec![Valid(1, "[restart]\npolicy = \"never\""), Reconcile, Started, Exit(0), Valid(2, "[restart]\npolicy = \"never\""), Restart, Valid(2, "[restart]\npolicy = \"never\""), Reconcile], "exited", vec![]),
         ("one that gave up stays failed across a restart", vec![Valid(1, "[restart]\nmax_retries = 1"), Reconcile, Started, Exit(1), Wait(SEC), Reconcile, Started, Exit(1), Restart, Valid(1, "[restart]\nmax_retries = 1"), Reconcile], "failed", vec![]),
         ("restart revives a failed one", vec![Valid(1, "[restart]\nmax_retries = 1"), Reconcile, Started, Exit(1), Wait(SEC), Reconcile, Started, Exit(1), Ask(Command::Restart), Reconcile], "starting", vec!["start (paddock restart)"]),
         ("a stop that times out is a kill", vec![Valid(1, ""), Reconcile, Started, Removed, Reconcile, Wait(Duration::from_secs(11))], "stopping", vec!["kill"]),
@@ -914,6 +924,31 @@ fn an_edit_made_while_no_daemon_ran_is_said_to_be_a_change() {
     core.runs_adopted(&name(), desired, at);
     core.on_manifest(&name(), valid(2, "env = { A = \"2\" }"), at);
     assert_eq!(kinds(&core.reconcile(at, 16).effects), ["stop (manifest changed: env)"]);
+}
+
+/// One that only reworded it (comments, formatting) leaves the adopted
+/// sandbox running, now of the file's version: its record is rewritten,
+/// its counts carried on.
+#[test]
+fn an_edit_that_reads_the_same_made_while_no_daemon_ran_restarts_nothing() {
+    let at = Clock::read();
+    let kinds = |effects: &[Effect]| effects.iter().map(kind).collect::<Vec<_>>();
+    let mut core = Core::default();
+    let counts = Counts { version: Version(1), failures: 0, restarts: 3, halted: false };
+    core.restore(&name(), None, None, Some(counts), None);
+    core.adopt(&name(), Version(1), 4242, at.now, at);
+    let ManifestEvent::Valid(desired) = valid(1, "env = { A = \"1\" }") else { unreachable!() };
+    core.runs_adopted(&name(), desired, at);
+    let effects = core.on_manifest(&name(), valid(2, "env = { A = \"1\" }"), at);
+    assert_eq!(kinds(&effects), ["reworded", "persist"]);
+    assert!(
+        matches!(&effects[0], Effect::Reworded { from: Version(1), desired, .. } if desired.version == Version(2)),
+        "{effects:?}"
+    );
+    assert!(core.reconcile(at, 16).effects.is_empty());
+    let w = core.get(&name()).unwrap();
+    assert!(matches!(w.state, State::Running { version: Version(2), pid: 4242, .. }), "{:?}", w.state);
+    assert_eq!((w.restarts, w.counts().map(|c| c.version)), (3, Some(Version(2))));
 }
 
 /// The end of a run stopped for being unhealthy, under `never` (or at

@@ -192,10 +192,79 @@ fn an_end_while_no_daemon_runs_is_heard_and_a_one_shot_runs_once_per_version() {
         d.wait_for("once seen as exited", |d| d.workload("once").is_some_and(|w| w["state"] == "exited"));
     }
     assert_eq!(std::fs::read_to_string(d.path("out/runs")).unwrap(), "run\n", "ran once for one version");
-    d.write("once.toml", &format!("{once}# version 2\n"));
+    // A change (a comment alone would read as the same manifest).
+    d.write("once.toml", &format!("hostname = \"v2\"\n{once}"));
     d.wait_for("once's second version to run", |d| {
         std::fs::read_to_string(d.path("out/runs")).unwrap() == "run\nrun\n"
     });
+    assert_eq!(d.terminate(), 0);
+}
+
+/// An edit after which the file reads as the same manifest (comments,
+/// spacing, key order, quoting, a default written out) restarts nothing,
+/// releases no hold and runs no finished one-shot again; the sandbox's
+/// record takes the new text, so a daemon that dies and comes back adopts
+/// the run as the file's version. A real change still restarts.
+#[test]
+fn an_edit_that_reads_the_same_restarts_nothing_across_a_daemon_crash_too() {
+    let mut d = Daemon::setup().start(&[]);
+    std::fs::write(d.path("out/runs"), "").unwrap();
+    // Writable by the sandbox's root, an unprivileged host uid.
+    std::fs::set_permissions(d.path("out/runs"), std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let out = format!(
+        "[[mounts]]\nsource = {:?}\ntarget = \"/out\"\nreadonly = false\n",
+        d.path("out").display().to_string()
+    );
+    let once =
+        format!("command = [\"/bin/sh\", \"-c\", \"echo run >> /out/runs\"]\n[restart]\npolicy = \"never\"\n{out}");
+    d.write("once.toml", &once);
+    d.write("web.toml", "command = [\"/bin/sleep\", \"1000\"]\nhostname = \"web\"\n");
+    d.write("held.toml", SLEEPER);
+    d.wait_for("once to run", |d| d.workload("once").is_some_and(|w| w["state"] == "exited"));
+    let web = d.running_pid("web");
+    d.running_pid("held");
+    let out = d.paddock(&["stop", "held"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d.wait_for("held stopped", |d| d.workload("held").is_some_and(|w| w["state"] == "stopped"));
+
+    // Comments, spacing, key order, quoting, a default written out.
+    let reworded =
+        "# the web server\nhostname = 'web'   # its name\n\ncommand = [ \"/bin/sleep\",\n  \"1000\" ]\nuser = 0\n";
+    d.write("web.toml", reworded);
+    d.write("once.toml", &format!("# reworded\n{once}"));
+    d.write("held.toml", &format!("{SLEEPER}\n# still held\n"));
+    let log = d.path("out/daemon.log");
+    let said = |name: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("manifest edited, the same once read") && l.contains(&format!("workload={name}")))
+    };
+    d.wait_for("the three edits seen", |_| said("web") && said("once") && said("held"));
+    std::thread::sleep(Duration::from_millis(300));
+    let w = d.workload("web").unwrap();
+    assert_eq!((&w["state"], w["pid"].as_i64()), (&serde_json::Value::from("running"), Some(web)), "{w}");
+    assert_eq!(d.workload("held").unwrap()["state"], "stopped");
+    assert_eq!(d.workload("once").unwrap()["state"], "exited");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path("state/sandboxes/web.json")).unwrap()).unwrap();
+    assert_eq!(record["source"], reworded, "the record takes the file's new text");
+
+    // A daemon that dies and comes back adopts the run, as the file's version.
+    d.kill();
+    d = d.start(&[]);
+    d.wait_for("web adopted", |d| d.workload("web").is_some_and(|w| w["state"] == "running"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.workload("web").unwrap()["pid"].as_i64(), Some(web), "adopted, not restarted");
+    assert_eq!(d.workload("held").unwrap()["state"], "stopped");
+    assert_eq!(d.workload("once").unwrap()["state"], "exited");
+    assert_eq!(std::fs::read_to_string(d.path("out/runs")).unwrap(), "run\n", "the one-shot ran once");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(log.matches("starting workload=web").count(), 0, "the new daemon's log: {log}");
+
+    // A change restarts.
+    d.write("web.toml", "command = [\"/bin/sleep\", \"1000\"]\nhostname = \"web2\"\n");
+    d.wait_for("web restarted", |d| d.workload("web").is_some_and(|w| w["state"] == "running" && w["pid"] != web));
     assert_eq!(d.terminate(), 0);
 }
 

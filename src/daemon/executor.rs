@@ -30,7 +30,7 @@ use crate::idmap::Slice;
 use crate::logline;
 use crate::model::{Manifest, Signal, WorkloadName};
 use crate::network::{Attachment, Networks};
-use crate::reconcile::{Blame, Desired, StartFailure};
+use crate::reconcile::{Blame, Desired, StartFailure, Version};
 use crate::sandbox::cgroup::{Cgroup, CgroupError, Layout, Place};
 use crate::sandbox::zygote::Zygote;
 use crate::sandbox::{self, ChannelError, InitMode, Sandbox, SpawnError, SpawnRequest, process};
@@ -204,6 +204,24 @@ impl Executor for SandboxExecutor {
 
     fn network(&self, name: &WorkloadName) -> Option<NetworkView> {
         self.attachments.view(name)
+    }
+
+    fn reworded(&mut self, name: &WorkloadName, from: Version, desired: &Desired) {
+        if let Some(start) = self.preparing.get_mut(name).filter(|s| s.desired.version == from) {
+            start.desired = desired.clone();
+        }
+        let state_dir = &self.settings.state_dir;
+        let Some(mut record) = records::read(state_dir, name).filter(|r| r.version == Some(from)) else { return };
+        record.version = Some(desired.version);
+        record.source = Some(desired.source.to_string());
+        if let Err(e) = records::write(state_dir, name, &record) {
+            tracing::warn!(
+                workload = %name,
+                record = %records::path(state_dir, name).display(),
+                error = %e,
+                "cannot write the manifest's new text into its sandbox's record: a daemon that adopts the sandbox compares the texts again"
+            );
+        }
     }
 
     fn signal(&mut self, name: &WorkloadName, signal: Signal) {

@@ -642,6 +642,10 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 // Written above, as the core has it after these effects.
                 Effect::Persist { name } if before_stops.contains(&name) => {}
                 Effect::Persist { name } => self.persist(&name),
+                Effect::Reworded { name, from, desired } => {
+                    tracing::info!(workload = %name, "manifest edited, the same once read (comments, formatting or defaults): nothing restarted");
+                    self.executor.reworded(&name, from, &desired);
+                }
                 Effect::Probe { name, pid, manifest, probe, timeout } => {
                     self.executor.probe(&name, pid, &manifest, probe, timeout)
                 }

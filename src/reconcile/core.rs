@@ -49,6 +49,11 @@ pub enum Effect {
     Kill { name: WorkloadName },
     /// Its kept state (hold, ended) changed: write it.
     Persist { name: WorkloadName },
+    /// Its file changed, its manifest did not (comments, formatting):
+    /// version `from` is now `desired`'s (`Desired::reworded_as`). Said in the
+    /// log; its sandbox's record, where it names `from`, is rewritten, so
+    /// that a successor adopts the sandbox as running the file's version.
+    Reworded { name: WorkloadName, from: Version, desired: Desired },
     /// Gone for good: free its ids, drop its kept state. One `in_doubt`
     /// (what was kept of it unreadable) keeps its ids while processes
     /// run as them: a sandbox of it may run on.
@@ -376,8 +381,27 @@ impl Core {
         match event {
             ManifestEvent::Valid(desired) => {
                 let version = desired.version;
-                let before = w.desired.take();
+                let mut before = w.desired.take();
                 w.file = File::Valid;
+                // The same manifest written differently: only its version changes,
+                // wherever it is kept (for an adopted sandbox, the version
+                // its record names, the file reworded while no daemon ran).
+                let reworded = match (&before, &w.runs) {
+                    (Some(old), _) => old.reworded_as(&desired).then_some(old.version),
+                    (None, Some(runs)) if w.state.has_sandbox() => runs.reworded_as(&desired).then_some(runs.version),
+                    (None, _) => None,
+                };
+                if let Some(from) = reworded {
+                    w.retag(from, &desired);
+                    w.note(at.wall, Happening::ManifestReworded);
+                    effects.push(Effect::Reworded { name: name.clone(), from, desired: desired.clone() });
+                    // Its counts, hold and end are kept of this version now.
+                    w.kept_counts = w.counts();
+                    w.persist(&mut effects);
+                    if before.is_some() {
+                        before = Some(desired.clone());
+                    }
+                }
                 if before.as_ref().is_none_or(|d| d.version != version) {
                     let cause = match (&before, &w.runs) {
                         (Some(old), _) => Cause::Changed(changed_keys(&old.manifest, &desired.manifest)),

@@ -106,6 +106,25 @@ impl State {
         }
     }
 
+    /// The same state of `to` where it is of `from` (the same manifest in
+    /// other words: `Workload::retag`).
+    pub fn retag(&mut self, from: Version, to: Version) {
+        match self {
+            State::Idle => {}
+            State::Starting { version, .. }
+            | State::Running { version, .. }
+            | State::Stopping { version, .. }
+            | State::Backoff { version, .. }
+            | State::Exited { version }
+            | State::Failed { version, .. }
+            | State::Held { version } => {
+                if *version == from {
+                    *version = to;
+                }
+            }
+        }
+    }
+
     /// Its consecutive failed runs (0 where the state counts none).
     pub fn failures(&self) -> u32 {
         match *self {

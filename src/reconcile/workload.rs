@@ -41,7 +41,8 @@ impl Clock {
 pub enum Cause {
     /// Its manifest appeared.
     New,
-    /// Its manifest changed; these top-level keys differ (none: formatting only).
+    /// Its manifest changed; these top-level keys differ (none named: a
+    /// difference no key's value shows).
     Changed(Vec<String>),
     /// Its manifest was removed.
     Removed,
@@ -71,7 +72,7 @@ impl fmt::Display for Cause {
         match self {
             Cause::New => f.write_str("manifest added"),
             Cause::Changed(keys) => match keys.as_slice() {
-                [] => f.write_str("manifest changed (formatting or comments only)"),
+                [] => f.write_str("manifest changed"),
                 [one] => write!(f, "manifest changed: {one}"),
                 [rest @ .., last] => write!(f, "manifest changed: {} and {last}", rest.join(", ")),
             },
@@ -99,6 +100,17 @@ pub struct Desired {
     pub manifest: Arc<Manifest>,
     /// The file's text it was read from.
     pub source: Arc<str>,
+}
+
+impl Desired {
+    /// Whether `next` is this manifest written differently: another
+    /// version of the file that reads as the same manifest (comments,
+    /// blank lines, spacing, key order or quoting changed; a default
+    /// written out or left out; `1s` for `1000ms`). Nothing that runs
+    /// changes with it (`Core::on_manifest`).
+    pub fn reworded_as(&self, next: &Desired) -> bool {
+        self.version != next.version && self.manifest == next.manifest
+    }
 }
 
 /// What the workload's manifest file says now.
@@ -226,6 +238,8 @@ impl Replacing {
 pub enum Happening {
     ManifestAdded,
     ManifestChanged(Vec<String>),
+    /// Its file changed, its manifest did not (`Desired::reworded_as`).
+    ManifestReworded,
     /// The file became invalid; whether a valid version keeps running.
     ManifestInvalid {
         kept: bool,
@@ -266,6 +280,9 @@ impl fmt::Display for Happening {
         match self {
             Happening::ManifestAdded => f.write_str("manifest added"),
             Happening::ManifestChanged(keys) => Cause::Changed(keys.clone()).fmt(f),
+            Happening::ManifestReworded => {
+                f.write_str("manifest edited, the same once read (comments, formatting or defaults): nothing restarted")
+            }
             Happening::ManifestInvalid { kept: true } => f.write_str("manifest invalid; the last valid version stays"),
             Happening::ManifestInvalid { kept: false } => f.write_str("manifest invalid; nothing runs"),
             Happening::ManifestRemoved => f.write_str("manifest removed"),
@@ -423,6 +440,33 @@ impl Workload {
     pub(super) fn persist(&self, effects: &mut Vec<super::Effect>) {
         if !effects.iter().any(|e| matches!(e, super::Effect::Persist { name } if *name == self.name)) {
             effects.push(super::Effect::Persist { name: self.name.clone() });
+        }
+    }
+
+    /// `to`, the same manifest as version `from` in other words
+    /// (`Desired::reworded_as`), takes its place wherever a version is
+    /// kept: what runs and ran, a hold, an end, counts, a restart under
+    /// way, what a predecessor kept of a run's health and stop. So an
+    /// edit of comments restarts nothing, releases no hold and runs no
+    /// finished one-shot again.
+    pub(super) fn retag(&mut self, from: Version, to: &Desired) {
+        let retag = |version: &mut Version| {
+            if *version == from {
+                *version = to.version;
+            }
+        };
+        self.state.retag(from, to.version);
+        let versions = [
+            self.hold.as_mut(),
+            self.ended.as_mut().map(|e| &mut e.version),
+            self.replacing.as_mut().map(|r| &mut r.version),
+            self.carried.as_mut().map(|c| &mut c.version),
+            self.kept_health.as_mut().map(|k| &mut k.version),
+            self.kept_stop.as_mut().map(|(version, ..)| version),
+        ];
+        versions.into_iter().flatten().for_each(retag);
+        if self.runs.as_ref().is_some_and(|runs| runs.version == from) {
+            self.runs = Some(to.clone());
         }
     }
 

@@ -8,7 +8,7 @@ use super::attachments::{AttachError, NetworkView};
 use crate::idmap::Slice;
 use crate::model::{Exit, Manifest, Signal, WorkloadName};
 use crate::network::Attachment;
-use crate::reconcile::{Desired, StartFailure};
+use crate::reconcile::{Desired, StartFailure, Version};
 
 /// What a sandbox did, reported to the event loop.
 #[derive(Debug)]
@@ -106,6 +106,10 @@ pub trait Executor {
     /// Undoes the network attachments of workloads `wanted` says no
     /// longer want one (removed, stopped, finished, or given up).
     fn release_networks(&mut self, _wanted: &dyn Fn(&WorkloadName) -> bool) {}
+    /// The workload's file changed, its manifest did not
+    /// (`Effect::Reworded`): its sandbox's record, where it names
+    /// version `from`, names `desired` instead.
+    fn reworded(&mut self, _name: &WorkloadName, _from: Version, _desired: &Desired) {}
     /// A workload's network, for status: its network, addresses and ports.
     fn network(&self, _name: &WorkloadName) -> Option<NetworkView> {
         None
