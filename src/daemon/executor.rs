@@ -47,9 +47,15 @@ pub fn blame(error: &SpawnError) -> Blame {
         {
             Blame::Daemon
         }
-        SpawnError::Record(e) if e.raw_os_error().is_some_and(|e| sandbox::is_exhausted(Errno::from_raw(e))) => {
+        SpawnError::Record(e)
+            if e.raw_os_error().is_some_and(|e| sandbox::is_exhausted(Errno::from_raw(e)) || e == libc::EDQUOT) =>
+        {
             Blame::Daemon
         }
+        // The state directory refuses the record (read-only, an I/O
+        // error): nothing the workload did; `paddock reload` tries again
+        // once it is mended, rather than a backoff that gives up on it.
+        SpawnError::Record(e) if e.raw_os_error().is_some() => Blame::Host,
         // Opening the rootfs or a mount source takes descriptors too: a
         // daemon out of them is not a host without the path. (Only these
         // two: a network filesystem may answer ENOMEM or EAGAIN itself, and
@@ -493,6 +499,12 @@ mod tests {
         }
         let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
         assert_eq!(blame(&SpawnError::Record(full)), Blame::Daemon);
+        let quota = std::io::Error::from_raw_os_error(libc::EDQUOT);
+        assert_eq!(blame(&SpawnError::Record(quota)), Blame::Daemon);
+        for errno in [libc::EROFS, libc::EIO, libc::EACCES] {
+            let refused = std::io::Error::from_raw_os_error(errno);
+            assert_eq!(blame(&SpawnError::Record(refused)), Blame::Host, "a state directory that refuses the record");
+        }
         // What the workload asked for is its own.
         assert_eq!(blame(&SpawnError::Clone(Errno::EINVAL)), Blame::Workload);
         let keyring = |error: &str| SpawnError::Setup { step: sandbox::KEYRING_STEP.to_owned(), error: error.into() };
