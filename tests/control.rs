@@ -334,7 +334,8 @@ fn plan_shows_what_a_directory_would_do_and_does_nothing() {
 
     let next = d.path("next");
     std::fs::create_dir(&next).unwrap();
-    std::fs::write(next.join("keep.toml"), SLEEPER).unwrap();
+    // Reworded: comments and spacing only, the same manifest once read.
+    std::fs::write(next.join("keep.toml"), format!("# kept as it is\n{}", SLEEPER.replace(", ", ",\n    "))).unwrap();
     std::fs::write(next.join("edit.toml"), "command = [\"/bin/sleep\", \"5\"]\nhostname = \"e\"\n").unwrap();
     std::fs::write(next.join("add.toml"), SLEEPER).unwrap();
     std::fs::write(next.join("bad.toml"), "command = [\"/bin/sleep\"]\nrestart = { polcy = \"always\" }\n").unwrap();
@@ -343,6 +344,7 @@ fn plan_shows_what_a_directory_would_do_and_does_nothing() {
     let text = stdout(&out);
     let want = "would start add (manifest added)\nwould stop drop (manifest removed)\nwould restart edit (manifest changed: command and hostname)\n";
     assert!(text.starts_with(want), "{text}");
+    assert!(!text.contains("keep"), "reworded, nothing to do: {text}");
     assert!(
         text.contains(&format!("invalid: {}/bad.toml:2:13: error: unknown key `polcy` in [restart]", next.display())),
         "{text}"
