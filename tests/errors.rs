@@ -393,6 +393,38 @@ fn a_port_on_an_ipv6_address_of_the_ipv4_bridge_is_refused() {
     );
 }
 
+/// Each entry of `ports` is judged on its own and said at its own entry,
+/// as a mount is: one that is no port does not hide the next, nor a host
+/// port published twice among the others (the typed manifest stopped at
+/// the first, and pointed at the whole array).
+#[test]
+fn every_bad_port_is_said_at_its_entry() {
+    expect(
+        "command = [\"x\"]\nports = [\"70000:80\", \"8081:81\", \"8082:0\", \"8081:83\"]\n",
+        &[
+            "2:10: error: `70000` in `70000:80` is not a port: ports are 1 to 65535",
+            "2:33: error: `0` in `8082:0` is not a port: ports are 1 to 65535",
+            "2:43: error: host port 8081/tcp is already published by ports[1]",
+        ],
+    );
+    expect(
+        "command = [\"x\"]\nports = [\"8080:80\", \"8081\", \"8080:82\", { host_port = 8081, container_port = 83 }]\n",
+        &[
+            "2:21: error: `8081` gives no host port: paddock publishes on a fixed port, as in \"8080:80\" (host port 8080 to the workload's port 80)",
+            "2:29: error: host port 8080/tcp is already published by ports[0]",
+        ],
+    );
+    // Once every entry is a port, the checks of the typed manifest (two
+    // collisions, each at its entry) as before.
+    expect(
+        "command = [\"x\"]\nports = [\"8080:80\", \"8081:81\", \"8080:82\", \"8081:83\"]\n",
+        &[
+            "2:32: error: host port 8080/tcp is already published by ports[0]",
+            "2:43: error: host port 8081/tcp is already published by ports[1]",
+        ],
+    );
+}
+
 #[test]
 fn an_idmapped_mount_in_the_hosts_user_namespace_is_refused_at_its_idmap() {
     // Only the privileged policy allows the host's user namespace: what is

@@ -145,6 +145,18 @@ impl Schema {
 
     /// TOML syntax, then the schema (every problem), then the typed value.
     pub fn parse<T: serde::de::DeserializeOwned>(&self, text: &str) -> Result<(T, source::SpanIndex), Vec<Problem>> {
+        self.parse_with(text, |_, _| Vec::new())
+    }
+
+    /// As `parse`, with `before_types` looking at the document once it
+    /// has passed the schema: what it finds is every problem (the typed
+    /// value stops at the first of an array's bad entries, and cannot
+    /// always say which it was).
+    fn parse_with<T: serde::de::DeserializeOwned>(
+        &self,
+        text: &str,
+        before_types: impl Fn(&serde_json::Value, &source::SpanIndex) -> Vec<Problem>,
+    ) -> Result<(T, source::SpanIndex), Vec<Problem>> {
         let parsed = source::parse(text)?;
         let mut problems = self.problems(&parsed.json, &parsed.spans);
         // The schema saw null for an integer past 64 bits: what it says of
@@ -155,6 +167,9 @@ impl Schema {
             let written = text.get(t.span.clone()).unwrap_or_default();
             describe::past_64_bits(self.document(), &t.pointer, t.span.clone(), written)
         }));
+        if problems.is_empty() {
+            problems = before_types(&parsed.json, &parsed.spans);
+        }
         if !problems.is_empty() {
             sort(&mut problems);
             return Err(problems);
@@ -405,7 +420,7 @@ impl Validator {
                 )
             })
             .ok();
-        let (mut manifest, spans) = match self.schema.parse::<Manifest>(text) {
+        let (mut manifest, spans) = match self.schema.parse_with::<Manifest>(text, semantic::ports_as_written) {
             Ok(parsed) => parsed,
             Err(mut found) => {
                 // Typed checks and policies need a well-formed manifest.

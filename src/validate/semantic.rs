@@ -1,11 +1,12 @@
 //! Checks no JSON Schema can express, on the typed manifest. Pure: the
 //! host's filesystem is consulted separately (`host_checks`).
 
+use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
 use super::problem::Problem;
 use super::source::SpanIndex;
-use crate::model::{MIN_PROBE_INTERVAL, Manifest, Network, Seccomp, WorkloadName};
+use crate::model::{MIN_PROBE_INTERVAL, Manifest, Network, PortMapping, Seccomp, WorkloadName};
 
 fn has_parent_dir(path: &Path) -> bool {
     path.components().any(|c| c == Component::ParentDir)
@@ -159,16 +160,9 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
                 .with_help("publish it on an IPv4 address (or on every address: leave the address out), or use a CNI network of your own that gives the workload an IPv6 address"),
             );
         }
-        if let Some(first) = m.ports[..i].iter().position(|p| p.collides_with(port)) {
-            problems.push(
-                Problem::error(
-                    at(&format!("/ports/{i}")),
-                    format!("host port {}/{} is already published by ports[{first}]", port.host_port, port.protocol),
-                )
-                .with_help("publish each host port once"),
-            );
-        }
     }
+    let ports: Vec<(usize, PortMapping)> = m.ports.iter().copied().enumerate().collect();
+    problems.extend(published_twice(&ports, &at));
 
     // Settings that would do nothing as written: said, not silently ignored.
     if m.user != 0 && !m.security.capabilities.is_empty() && m.security.no_new_privileges {
@@ -291,6 +285,48 @@ pub fn check(m: &Manifest, spans: &SpanIndex) -> Vec<Problem> {
 
     problems.extend(backoff_over_its_max(m.restart.backoff, m.restart.backoff_max, at("/restart/backoff")));
     problems
+}
+
+/// Each entry of `ports` that cannot be a published port, at its entry,
+/// and then the host ports published twice among the others: the typed
+/// manifest stops at the first bad entry (and names the whole array),
+/// which would hide the rest. Nothing when every entry is a port (the
+/// typed checks say the rest). `json` has passed the schema.
+pub fn ports_as_written(json: &serde_json::Value, spans: &SpanIndex) -> Vec<Problem> {
+    use serde::Deserialize;
+    let Some(entries) = json.get("ports").and_then(serde_json::Value::as_array) else { return Vec::new() };
+    let at = |pointer: &str| spans.value_span(pointer).or_else(|| spans.locate(pointer));
+    let mut problems = Vec::new();
+    let mut ports = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        match PortMapping::deserialize(entry) {
+            Ok(port) => ports.push((i, port)),
+            Err(e) => problems.push(Problem::error(at(&format!("/ports/{i}")), e.to_string())),
+        }
+    }
+    if !problems.is_empty() {
+        problems.extend(published_twice(&ports, &at));
+    }
+    problems
+}
+
+/// Each host port published a second time among `ports` (each with its
+/// index in the manifest's `ports`), at that entry, naming the first.
+fn published_twice(ports: &[(usize, PortMapping)], at: &dyn Fn(&str) -> Option<Range<usize>>) -> Vec<Problem> {
+    ports
+        .iter()
+        .enumerate()
+        .filter_map(|(k, (i, port))| {
+            let (first, _) = ports[..k].iter().find(|(_, p)| p.collides_with(port))?;
+            Some(
+                Problem::error(
+                    at(&format!("/ports/{i}")),
+                    format!("host port {}/{} is already published by ports[{first}]", port.host_port, port.protocol),
+                )
+                .with_help("publish each host port once"),
+            )
+        })
+        .collect()
 }
 
 /// A first restart delay longer than the cap on it (a manifest's
