@@ -365,6 +365,32 @@ fn hostile_input_gives_an_error_never_a_panic_or_a_hang() {
     );
 }
 
+/// A manifest that is a symbolic link leading to no file (its target
+/// removed, a commit that linked to a file it did not add) is an invalid
+/// manifest, as the daemon has it, saying where it leads: not a file that
+/// could not be read (exit 2 is for "could not check at all").
+#[test]
+fn a_manifest_that_is_a_link_leading_nowhere_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "good.toml", VALID);
+    let target = dir.path().join("common").join("web.toml");
+    let link = dir.path().join("web.toml");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let said = format!(
+        "{}:1:1: error: a symbolic link to {}, and no file is there: make it lead to a manifest, or remove it\n",
+        link.display(),
+        target.display()
+    );
+    for named in [dir.path(), link.as_path()] {
+        let run = check(&[], &[named]);
+        assert_eq!(run.code, 1, "{}: {}{}", named.display(), run.stdout, run.stderr);
+        assert!(run.stdout.starts_with(&said), "{}: {}", named.display(), run.stdout);
+        assert_eq!(run.stderr, "", "{}", named.display());
+    }
+    let run = check(&[], &[dir.path()]);
+    assert!(run.stdout.ends_with("2 files, 1 valid, 1 invalid\n"), "{}", run.stdout);
+}
+
 /// A generated file gone wrong (a command of 250,000 empty strings, on one
 /// line or one a line) is refused with its first problems, each quoting
 /// at most a window of its line, and a count of the rest: not gigabytes

@@ -301,10 +301,13 @@ pub fn validate_paths(validator: &validate::Validator, paths: &[PathBuf], host: 
 }
 
 /// A path on the command line: a directory stands for its manifests, and
-/// anything else for itself (so a FIFO or a directory named `x.toml`, given
-/// by name, is reported as what it is).
+/// anything else for itself (so a FIFO, a directory named `x.toml` or a
+/// link leading nowhere, given by name, is reported as what it is).
 fn expand(path: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(path)?;
+    let meta = std::fs::metadata(path).or_else(|e| match std::fs::symlink_metadata(path) {
+        Ok(link) if e.kind() == std::io::ErrorKind::NotFound => Ok(link),
+        _ => Err(e),
+    })?;
     if meta.is_dir() && path.extension().is_none_or(|e| e != "toml") {
         load::list_manifests(path)
     } else {

@@ -144,11 +144,7 @@ pub fn scan(dir: &Path, previous: Option<&Snapshot>) -> std::io::Result<Snapshot
                     // A link still there that leads nowhere is the operator's
                     // file, not a removal: shown, its running version kept.
                     Ok(target) => Found::Refused {
-                        message: format!(
-                            "{} is a symbolic link to {}, and no file is there: make it lead to a manifest, or remove it",
-                            path.display(),
-                            target.display()
-                        ),
+                        message: format!("{} is {}", path.display(), load::InvalidFile::LeadsNowhere { target }),
                     },
                     // Gone between listing and reading (an editor's rename):
                     // as if it had not been listed; the event that follows rescans.

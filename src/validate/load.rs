@@ -31,6 +31,10 @@ pub enum InvalidFile {
     /// `lossy` is the text with bad bytes replaced, to show the line.
     #[error("the file is not valid UTF-8 (at byte {offset})")]
     NotUtf8 { offset: usize, lossy: String },
+    /// A manifest that is a symbolic link whose target is not there
+    /// (removed, or never made): the operator's file, not a missing one.
+    #[error("a symbolic link to {}, and no file is there: make it lead to a manifest, or remove it", target.display())]
+    LeadsNowhere { target: PathBuf },
 }
 
 impl InvalidFile {

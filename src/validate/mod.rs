@@ -598,7 +598,18 @@ impl Validator {
     /// be read); a file that was read but cannot be a manifest is a problem.
     pub fn validate_file(&self, path: &Path, host: HostChecks) -> Result<(String, Checked), load::LoadError> {
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        match load::read_manifest(path) {
+        let read = match load::read_manifest(path) {
+            // A link that leads nowhere is a file the operator put there:
+            // invalid, as the daemon has it, not one that could not be read.
+            Err(load::LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                match std::fs::read_link(path) {
+                    Ok(target) => Err(load::LoadError::Invalid(load::InvalidFile::LeadsNowhere { target })),
+                    Err(_) => Err(load::LoadError::Io { path: path.to_owned(), source }),
+                }
+            }
+            read => read,
+        };
+        match read {
             Ok(text) => {
                 let checked = self.validate(&file_name, &text, host);
                 Ok((text, checked))
