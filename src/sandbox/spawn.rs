@@ -473,12 +473,28 @@ mod tests {
         let layout = Layout::detect(Path::new("/sys/fs/cgroup"));
         let leaf = super::super::cgroup::run_leaf(name.as_str());
         let ids = IdRange { start: 6_090_000, count: 65536 };
-        // Long enough for the init to build the root and run the workload,
-        // had it not waited.
+        let out_name = out.path().file_name().unwrap().to_string_lossy().into_owned();
+        // Once the init is seen waiting for the second byte (a sleep of a
+        // fixed time could end while it still built the root, on a slow
+        // machine, and the check pass for nothing), a while longer: long
+        // enough for it to run the workload, had it not waited.
         let slow = |ok: bool| {
-            let ran = ran.clone();
-            move |_: &Cloned<'_>| {
-                std::thread::sleep(Duration::from_millis(300));
+            let (ran, out_name) = (ran.clone(), out_name.clone());
+            move |cloned: &Cloned<'_>| {
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while !waits_for_its_second_byte(cloned.pid, &out_name) {
+                    if ran.exists() {
+                        return Err(std::io::Error::other("the workload ran before its record"));
+                    }
+                    if std::time::Instant::now() > deadline {
+                        let syscall = std::fs::read_to_string(format!("/proc/{}/syscall", cloned.pid));
+                        return Err(std::io::Error::other(format!(
+                            "the init was not seen waiting for its second byte within 30s (its /proc/PID/syscall: {syscall:?})"
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                std::thread::sleep(Duration::from_millis(200));
                 match (ran.exists(), ok) {
                     (true, _) => Err(std::io::Error::other("the workload ran before its record")),
                     (false, true) => Ok(()),
@@ -510,5 +526,30 @@ mod tests {
         assert!(matches!(failed, Err(SpawnError::Record(ref e)) if e.to_string() == "no room"), "{:?}", failed.err());
         std::thread::sleep(Duration::from_millis(200));
         assert!(!ran.exists(), "a sandbox that could not be recorded never runs its workload");
+    }
+
+    /// Whether the init `pid` waits for its second byte: blocked reading
+    /// one byte of a socket (its channel) with its root built (the test's
+    /// directory, `out_name`, mounted at /out), which the read of the
+    /// first byte, made before it builds the root, is not.
+    fn waits_for_its_second_byte(pid: Pid, out_name: &str) -> bool {
+        let Ok(syscall) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else { return false };
+        // "NR ARG1 ... ARG6 SP PC" while blocked in a system call, in hex but NR.
+        let fields: Vec<&str> = syscall.split_whitespace().collect();
+        let reads_one_byte = fields.first().and_then(|nr| nr.parse::<libc::c_long>().ok()) == Some(libc::SYS_read)
+            && fields.get(3) == Some(&"0x1");
+        let of_a_socket = fields
+            .get(1)
+            .and_then(|fd| i32::from_str_radix(fd.trim_start_matches("0x"), 16).ok())
+            .and_then(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok())
+            .is_some_and(|link| link.to_string_lossy().starts_with("socket:"));
+        // Mount points are as the init sees them, from its own root.
+        let built = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).is_ok_and(|table| {
+            table.lines().any(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                fields.get(4) == Some(&"/out") && fields.get(3).is_some_and(|root| root.ends_with(out_name))
+            })
+        });
+        reads_one_byte && of_a_socket && built
     }
 }
