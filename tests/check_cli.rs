@@ -389,6 +389,13 @@ fn a_manifest_that_is_a_link_leading_nowhere_is_invalid() {
     }
     let run = check(&[], &[dir.path()]);
     assert!(run.stdout.ends_with("2 files, 1 valid, 1 invalid\n"), "{}", run.stdout);
+    // Checked as the daemon's workloads directory, said once (the daemon
+    // refuses it for what `check` said already).
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), format!("workloads = {:?}\n", dir.path().display().to_string())).unwrap();
+    let run = check(&["--config", config.path().to_str().unwrap()], &[dir.path()]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stdout, format!("{said}\n2 files, 1 valid, 1 invalid\n"));
 }
 
 /// A generated file gone wrong (a command of 250,000 empty strings, on one

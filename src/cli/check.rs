@@ -205,6 +205,12 @@ fn refused_by_the_daemon(checked: &mut [CheckedFile], workloads: &Path) {
             scanned = crate::daemon::scan::scan(&workloads, None).ok();
         }
         if let Some(crate::daemon::scan::Found::Refused { message }) = scanned.as_ref().and_then(|s| s.get(name)) {
+            // Refused for what `check` said of it already (a directory, a
+            // link leading nowhere: the same words, the daemon's after the
+            // file's path): said once.
+            if f.problems.iter().any(|p| p.span.is_none() && message.ends_with(&p.message)) {
+                continue;
+            }
             f.problems
                 .push(validate::Problem::error(None, format!("the daemon refuses this file as it is: {message}")));
             f.spec = None;
