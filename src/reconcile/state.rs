@@ -94,7 +94,13 @@ impl State {
 
     /// The manifest version it runs or last ran (None when idle).
     pub fn version(&self) -> Option<Version> {
-        match *self {
+        let mut state = *self;
+        state.version_mut().copied()
+    }
+
+    /// Its version, to be changed in place.
+    fn version_mut(&mut self) -> Option<&mut Version> {
+        match self {
             State::Idle => None,
             State::Starting { version, .. }
             | State::Running { version, .. }
@@ -109,19 +115,8 @@ impl State {
     /// The same state of `to` where it is of `from` (the same manifest in
     /// other words: `Workload::retag`).
     pub fn retag(&mut self, from: Version, to: Version) {
-        match self {
-            State::Idle => {}
-            State::Starting { version, .. }
-            | State::Running { version, .. }
-            | State::Stopping { version, .. }
-            | State::Backoff { version, .. }
-            | State::Exited { version }
-            | State::Failed { version, .. }
-            | State::Held { version } => {
-                if *version == from {
-                    *version = to;
-                }
-            }
+        if let Some(version) = self.version_mut().filter(|v| **v == from) {
+            *version = to;
         }
     }
 
