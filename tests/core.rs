@@ -381,6 +381,43 @@ fn an_edit_that_must_wait_leaves_the_running_version_running_until_it_need_not()
     );
 }
 
+/// The same edit reverted in other words (a comment left where it was):
+/// the file reads as the version that runs, which the edit's restart was
+/// waiting to replace: nothing is restarted, now or once `db` runs, as
+/// for a revert to the very text.
+#[test]
+fn an_edit_that_waits_reverted_in_other_words_restarts_nothing() {
+    let mut core = Core::default();
+    let at = Clock::read();
+    let stops = |effects: &[Effect]| effects.iter().filter(|e| matches!(e, Effect::Stop { .. })).count();
+    with(&mut core, &[("app", "")], at);
+    assert_eq!(starts(&mut core, at), ["app"]);
+    core.on_started(&named("app"), 10, Duration::ZERO, at);
+    let edited = ManifestEvent::Valid(Desired {
+        version: Version(2),
+        manifest: manifest("after = [\"db\"]"),
+        source: Arc::from(""),
+    });
+    core.on_manifest(&named("app"), edited, at);
+    assert_eq!(stops(&core.reconcile(at, 16).effects), 0, "not stopped while the new version would wait");
+    // Version 3: version 1's manifest, with a comment.
+    let effects = core.on_manifest(&named("app"), valid(3, ""), at);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Reworded { from: Version(1), desired, .. } if desired.version == Version(3))),
+        "its record takes the file's text: {effects:?}"
+    );
+    assert!(core.reconcile(at, 16).effects.is_empty());
+    let app = core.get(&named("app")).unwrap();
+    assert!(app.waiting.is_empty(), "nothing to wait for");
+    assert!(matches!(app.state, State::Running { version: Version(3), pid: 10, .. }), "{:?}", app.state);
+    with(&mut core, &[("db", "")], at);
+    assert_eq!(starts(&mut core, at), ["db"]);
+    core.on_started(&named("db"), 11, Duration::ZERO, at);
+    assert_eq!(stops(&core.reconcile(at, 16).effects), 0, "app runs on: its file reads as what runs");
+}
+
 /// A backoff whose end came while its start cannot go (an edit made
 /// meanwhile waits for a workload not ready, the starts are full, the
 /// daemon stops) is not woken for again: the loop would spin on its past

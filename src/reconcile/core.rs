@@ -386,10 +386,13 @@ impl Core {
                 // The same manifest written differently: only its version changes,
                 // wherever it is kept (for an adopted sandbox, the version
                 // its record names, the file reworded while no daemon ran).
+                // Or what its sandbox runs, where that is another version than
+                // the last valid one: an edit whose restart waits (for what it
+                // comes `after`), reverted with a comment left.
                 let reworded = match (&before, &w.runs) {
-                    (Some(old), _) => old.reworded_as(&desired).then_some(old.version),
-                    (None, Some(runs)) if w.state.has_sandbox() => runs.reworded_as(&desired).then_some(runs.version),
-                    (None, _) => None,
+                    (Some(old), _) if old.reworded_as(&desired) => Some(old.version),
+                    (_, Some(runs)) if w.state.has_sandbox() => runs.reworded_as(&desired).then_some(runs.version),
+                    (_, _) => None,
                 };
                 if let Some(from) = reworded {
                     w.retag(from, &desired);
@@ -398,7 +401,7 @@ impl Core {
                     // Its counts, hold and end are kept of this version now.
                     w.kept_counts = w.counts();
                     w.persist(&mut effects);
-                    if before.is_some() {
+                    if before.as_ref().is_some_and(|old| old.version == from) {
                         before = Some(desired.clone());
                     }
                 }
