@@ -31,6 +31,11 @@ struct Fake {
     calls: Rc<RefCell<Vec<Call>>>,
     /// The next starts fail at once, with this blame.
     fail: Rc<RefCell<Option<Blame>>>,
+    /// The store's durable writes (`Memory::durable`), as the executor sees them.
+    durable: Rc<RefCell<Vec<(WorkloadName, Kept)>>>,
+    /// Each record rewritten (`Executor::reworded`): the workload, the
+    /// version it now names, and the hold on disk by then.
+    reworded: Rc<RefCell<Vec<(String, Version, Option<Version>)>>>,
 }
 
 impl Executor for Fake {
@@ -48,6 +53,10 @@ impl Executor for Fake {
         self.calls.borrow_mut().push(Call::Kill(name.to_string()));
     }
     fn reap(&mut self, _: &WorkloadName) {}
+    fn reworded(&mut self, name: &WorkloadName, _: Version, desired: &Desired) {
+        let on_disk = self.durable.borrow().iter().rev().find(|(n, _)| n == name).and_then(|(_, k)| k.hold);
+        self.reworded.borrow_mut().push((name.to_string(), desired.version, on_disk));
+    }
 }
 
 #[derive(Default, Clone)]
@@ -141,7 +150,8 @@ struct Rig {
 
 impl Rig {
     fn new() -> Self {
-        let (fake, store) = (Fake::default(), Memory::default());
+        let store = Memory::default();
+        let fake = Fake { durable: store.durable.clone(), ..Fake::default() };
         let sup = Supervisor::new(fake.clone(), store.clone(), PathBuf::from("/wl"), PathBuf::from("/state"), 7);
         Rig { sup, fake, store, at: Clock::read() }
     }
@@ -201,6 +211,28 @@ fn a_hold_ends_with_its_manifest_even_when_the_exit_comes_after_the_removal() {
     assert!(r.store.kept.borrow().get(&n("web")).is_none(), "nothing is kept of a removed workload");
     assert!(r.store.slices.borrow().get(&n("web")).is_none(), "its slice is free");
     assert!(r.sup.status(r.at).is_empty());
+}
+
+/// A file reworded (comments) while a `paddock stop` is under way: the
+/// hold, now of the file's new version, is on disk before the sandbox's
+/// record names that version. Written the other way round, a daemon that
+/// died between the two writes left a record and a file of one version
+/// and a hold of another, which its successor released: the operator's
+/// stop undone, the workload left running.
+#[test]
+fn a_reworded_hold_is_on_disk_before_the_sandboxs_record_names_the_new_version() {
+    let mut r = Rig::new();
+    r.sup.apply(scan(vec![("web", valid(1))]), r.at);
+    r.sup.reconcile(r.at);
+    let calls = r.take_calls();
+    r.answer(&calls);
+    r.sup.request("web", Command::Stop, r.at).unwrap();
+    assert_eq!(r.take_calls(), [Call::Signal("web".into())]);
+    // Version 2: version 1's manifest, in other words.
+    let reworded = Desired { version: Version(2), manifest: manifest(1), source: Arc::from("# the same\n") };
+    r.sup.apply(scan(vec![("web", ManifestEvent::Valid(reworded))]), r.at);
+    assert!(r.take_calls().is_empty(), "nothing restarted");
+    assert_eq!(*r.fake.reworded.borrow(), [("web".to_owned(), Version(2), Some(Version(2)))]);
 }
 
 #[test]

@@ -615,6 +615,18 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             })
             .collect();
         self.persist_all_durably(&before_stops);
+        // Reworded: what is kept (a hold, an end, counts, a restart under
+        // way, now of the file's new version) is on disk before the
+        // sandbox's record names that version. The other way round, a
+        // daemon that died between the two left a record and a file of
+        // one version and a hold of another, released by its successor.
+        let reworded: Vec<WorkloadName> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Reworded { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
         for effect in effects {
             match effect {
                 Effect::Start { name, desired, cause } => {
@@ -640,11 +652,16 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                     self.executor.kill(&name);
                 }
                 // Written above, as the core has it after these effects.
-                Effect::Persist { name } if before_stops.contains(&name) => {}
+                Effect::Persist { name } if before_stops.contains(&name) || reworded.contains(&name) => {}
                 Effect::Persist { name } => self.persist(&name),
                 Effect::Reworded { name, from, desired } => {
                     tracing::info!(workload = %name, "manifest edited, the same once read (comments, formatting or defaults): nothing restarted");
-                    self.executor.reworded(&name, from, &desired);
+                    // Not written: the record keeps the version kept state
+                    // names, and a successor that adopts the sandbox compares
+                    // its text with the file's again.
+                    if self.persist_with(&name, true).is_ok() {
+                        self.executor.reworded(&name, from, &desired);
+                    }
                 }
                 Effect::Probe { name, pid, manifest, probe, timeout } => {
                     self.executor.probe(&name, pid, &manifest, probe, timeout)

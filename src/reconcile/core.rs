@@ -52,7 +52,8 @@ pub enum Effect {
     /// Its file changed, its manifest did not (comments, formatting):
     /// version `from` is now `desired`'s (`Desired::reworded_as`). Said in the
     /// log; its sandbox's record, where it names `from`, is rewritten, so
-    /// that a successor adopts the sandbox as running the file's version.
+    /// that a successor adopts the sandbox as running the file's version
+    /// (once what is kept of it, now of that version, is on disk).
     Reworded { name: WorkloadName, from: Version, desired: Desired },
     /// Gone for good: free its ids, drop its kept state. One `in_doubt`
     /// (what was kept of it unreadable) keeps its ids while processes
