@@ -531,6 +531,7 @@ pub fn refuse_conflicts(
 ) -> Vec<(WorkloadName, Desired)> {
     let running: Vec<&str> = running.iter().map(String::as_str).collect();
     let original: Vec<ManifestEvent> = changes.iter().map(|c| c.event.clone()).collect();
+    let as_written = reworded_records(snapshot, changes, recorded, validator);
     let has_old = |file: &str| settled.iter().any(|(f, _)| f == file) || recorded.contains_key(file);
     // Refused, with an old version that runs on instead: by file, the refusal.
     let mut held_back: BTreeMap<String, ManifestEvent> = BTreeMap::new();
@@ -567,7 +568,7 @@ pub fn refuse_conflicts(
         // First each change against what holds alone: such a refusal
         // stands whatever the other changes come to.
         for change in changes.iter_mut().filter(|c| matches!(c.event, ManifestEvent::Valid(_))) {
-            refuse_port_conflicts(dir, snapshot, std::slice::from_mut(change), &holding, &running, recorded);
+            refuse_port_conflicts(dir, snapshot, std::slice::from_mut(change), &holding, &running, &as_written);
         }
         let first = newly(changes, &held_back);
         if !first.is_empty() {
@@ -575,7 +576,7 @@ pub fn refuse_conflicts(
             continue;
         }
         // Then the changes against each other.
-        refuse_port_conflicts(dir, snapshot, changes, &holding, &running, recorded);
+        refuse_port_conflicts(dir, snapshot, changes, &holding, &running, &as_written);
         let then = newly(changes, &held_back);
         if then.is_empty() {
             break;
@@ -583,6 +584,35 @@ pub fn refuse_conflicts(
         held_back.extend(then);
     }
     kept.into_iter().map(|(_, name, desired)| (name, desired)).collect()
+}
+
+/// `recorded`, with the file's text for the record's where the file was
+/// reworded while no daemon ran (valid, and the same manifest once read:
+/// `Desired::reworded_as`): its sandbox runs what it says, and keeps its
+/// ports against a newcomer as one whose file is its record's text does.
+fn reworded_records(
+    snapshot: &Snapshot,
+    changes: &[FileChange],
+    recorded: &BTreeMap<String, Arc<str>>,
+    validator: &Validator,
+) -> BTreeMap<String, Arc<str>> {
+    let mut as_written = recorded.clone();
+    for change in changes {
+        let (Some(text), ManifestEvent::Valid(now), Some(Found::Read { text: file_text, .. })) =
+            (as_written.get_mut(&change.file), &change.event, snapshot.get(&change.file))
+        else {
+            continue;
+        };
+        if **text == **file_text {
+            continue;
+        }
+        // Only the manifest is compared: checked as it reads, not against this host.
+        let spec = validator.validate(&change.file, text, HostChecks::Skip).spec;
+        if spec.is_some_and(|spec| spec.manifest == *now.manifest) {
+            *text = file_text.clone();
+        }
+    }
+    as_written
 }
 
 /// For each of `files` that is an adopted sandbox's (and was not `tried`
@@ -1189,6 +1219,11 @@ mod tests {
         assert_eq!(refused(&Held::default()), ["edit.toml"], "nothing runs: the newer file");
         write("web.toml", &manifest("18081:80"), 5);
         assert_eq!(refused(&Held::default()), ["web.toml"], "now the newer");
+        // web's file reworded while no daemon ran (a comment, the same
+        // manifest once read; now newer than edit's): web runs what its
+        // file says all the same, and keeps its port.
+        write("web.toml", &format!("# reworded\n{}", manifest("18081:80")), 5);
+        assert_eq!(refused(&adopted), ["edit.toml"], "after a crash, web's file reworded: the edit");
     }
 
     #[test]
