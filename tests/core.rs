@@ -152,6 +152,8 @@ fn every_story_ends_where_it_should() {
         // Another version of the file that reads as the same manifest (comments, formatting).
         ("an edit that reads the same restarts nothing", vec![Valid(1, ""), Reconcile, Started, Valid(2, "")], "running", vec!["reworded", "persist"]),
         ("nor does a pass after it", vec![Valid(1, ""), Reconcile, Started, Valid(2, ""), Reconcile], "running", vec![]),
+        // The hostname's default (the workload's name) written out.
+        ("so does a default written out", vec![Valid(1, ""), Reconcile, Started, Valid(2, "hostname = \"web\"")], "running", vec!["reworded", "persist"]),
         ("a restart delay goes on", vec![Valid(1, ""), Reconcile, Started, Exit(1), Valid(2, ""), Reconcile], "backoff", vec![]),
         ("and ends as it would have", vec![Valid(1, ""), Reconcile, Started, Exit(1), Valid(2, ""), Wait(SEC), Reconcile], "starting", vec!["start (its restart delay is over)", "persist"]),
         ("an invalid edit keeps the old run", vec![Valid(1, ""), Reconcile, Started, Invalid, Reconcile], "running", vec![]),

@@ -607,8 +607,9 @@ fn reworded_records(
             continue;
         }
         // Only the manifest is compared: checked as it reads, not against this host.
+        let Some(name) = &change.name else { continue };
         let spec = validator.validate(&change.file, text, HostChecks::Skip).spec;
-        if spec.is_some_and(|spec| spec.manifest == *now.manifest) {
+        if spec.is_some_and(|spec| spec.manifest.reads_as(&now.manifest, name.as_str())) {
             *text = file_text.clone();
         }
     }

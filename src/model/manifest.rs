@@ -412,4 +412,12 @@ impl Manifest {
         effective.hostname.get_or_insert_with(|| name.to_owned());
         effective
     }
+
+    /// Whether `other` is this manifest as workload `name` runs it, in
+    /// other words: a default that depends on the name (`hostname`)
+    /// written out or left out is the same (the others are filled in as
+    /// a manifest is read).
+    pub fn reads_as(&self, other: &Manifest, name: &str) -> bool {
+        self == other || self.effective(name) == other.effective(name)
+    }
 }

@@ -391,8 +391,10 @@ impl Core {
                 // the last valid one: an edit whose restart waits (for what it
                 // comes `after`), reverted with a comment left.
                 let reworded = match (&before, &w.runs) {
-                    (Some(old), _) if old.reworded_as(&desired) => Some(old.version),
-                    (_, Some(runs)) if w.state.has_sandbox() => runs.reworded_as(&desired).then_some(runs.version),
+                    (Some(old), _) if old.reworded_as(&desired, name) => Some(old.version),
+                    (_, Some(runs)) if w.state.has_sandbox() => {
+                        runs.reworded_as(&desired, name).then_some(runs.version)
+                    }
                     (_, _) => None,
                 };
                 if let Some(from) = reworded {

@@ -107,9 +107,10 @@ impl Desired {
     /// version of the file that reads as the same manifest (comments,
     /// blank lines, spacing, key order or quoting changed; a default
     /// written out or left out; `1s` for `1000ms`). Nothing that runs
-    /// changes with it (`Core::on_manifest`).
-    pub fn reworded_as(&self, next: &Desired) -> bool {
-        self.version != next.version && self.manifest == next.manifest
+    /// changes with it (`Core::on_manifest`). `name`: the workload's, as
+    /// the hostname's default is.
+    pub fn reworded_as(&self, next: &Desired, name: &WorkloadName) -> bool {
+        self.version != next.version && self.manifest.reads_as(&next.manifest, name.as_str())
     }
 }
 
