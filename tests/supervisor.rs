@@ -35,8 +35,11 @@ struct Fake {
     durable: Rc<RefCell<Vec<(WorkloadName, Kept)>>>,
     /// Each record rewritten (`Executor::reworded`): the workload, the
     /// version it now names, and the hold on disk by then.
-    reworded: Rc<RefCell<Vec<(String, Version, Option<Version>)>>>,
+    reworded: Rc<RefCell<Vec<Reworded>>>,
 }
+
+/// A record rewritten: the workload, the version it names now, the hold on disk then.
+type Reworded = (String, Version, Option<Version>);
 
 impl Executor for Fake {
     fn start(&mut self, request: StartRequest<'_>) -> Result<(), StartFailure> {
