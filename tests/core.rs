@@ -990,6 +990,27 @@ fn an_edit_that_reads_the_same_made_while_no_daemon_ran_restarts_nothing() {
     assert_eq!((w.restarts, w.counts().map(|c| c.version)), (3, Some(Version(2))));
 }
 
+/// A daemon that wrote what it keeps of a reworded file's version (its
+/// counts) and died before the sandbox's record named that version: its
+/// successor adopts the record's version, retags it from the file, and
+/// goes on from the counts kept, as if the record had been rewritten.
+#[test]
+fn counts_kept_of_a_reworded_version_before_the_record_named_it_go_on() {
+    let at = Clock::read();
+    let mut core = Core::default();
+    let counts = Counts { version: Version(2), failures: 1, restarts: 3, halted: false };
+    core.restore(&name(), None, None, Some(counts), None);
+    core.adopt(&name(), Version(1), 4242, at.now, at);
+    let ManifestEvent::Valid(desired) = valid(1, "env = { A = \"1\" }") else { unreachable!() };
+    core.runs_adopted(&name(), desired, at);
+    core.on_manifest(&name(), valid(2, "env = { A = \"1\" }"), at);
+    let effects = core.reconcile(at, 16).effects;
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Stop { .. } | Effect::Start { .. })), "{effects:?}");
+    let w = core.get(&name()).unwrap();
+    assert!(matches!(w.state, State::Running { version: Version(2), failures: 1, .. }), "{:?}", w.state);
+    assert_eq!((w.restarts, w.counts()), (3, Some(counts)));
+}
+
 /// The end of a run stopped for being unhealthy, under `never` (or at
 /// its last retry), is kept before its sandbox is let go, as a failure:
 /// a daemon that died right after must not run it again.

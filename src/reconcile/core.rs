@@ -321,7 +321,13 @@ impl Core {
     /// daemon's exec) is this workload's, running `version` since `since`.
     pub fn adopt(&mut self, name: &WorkloadName, version: Version, pid: i32, since: Instant, at: Clock) {
         let w = self.entry(name);
-        let carried = w.take_carried(version);
+        // One of another version stays: perhaps the file's, kept by a
+        // predecessor that died before the record named it (`Effect::Reworded`),
+        // taken up if the file reads as what runs (`on_manifest`).
+        let carried = w.carried.filter(|c| c.version == version);
+        if carried.is_some() {
+            w.carried = None;
+        }
         let failures = carried.map_or(0, |c| c.failures);
         w.restarts = carried.map_or(w.restarts, |c| c.restarts);
         w.state = State::Running { version, since, failures, pid };
@@ -399,6 +405,16 @@ impl Core {
                 };
                 if let Some(from) = reworded {
                     w.retag(from, &desired);
+                    // Adopted: what a predecessor counted of the file's version
+                    // (it died before the sandbox's record named it) is the run's.
+                    if let (None, State::Running { version, failures, .. }, Some(c)) =
+                        (&before, &mut w.state, w.carried)
+                        && c.version == *version
+                    {
+                        *failures = c.failures;
+                        w.restarts = c.restarts;
+                        w.carried = None;
+                    }
                     w.note(at.wall, Happening::ManifestReworded);
                     effects.push(Effect::Reworded { name: name.clone(), from, desired: desired.clone() });
                     // Its counts, hold and end are kept of this version now.
@@ -407,6 +423,14 @@ impl Core {
                     if before.as_ref().is_some_and(|old| old.version == from) {
                         before = Some(desired.clone());
                     }
+                }
+                // Adopted: a predecessor's count of a version other than the
+                // run's (not taken up above) is of no run.
+                if before.is_none()
+                    && w.state.has_sandbox()
+                    && w.carried.is_some_and(|c| Some(c.version) != w.state.version())
+                {
+                    w.carried = None;
                 }
                 if before.as_ref().is_none_or(|d| d.version != version) {
                     let cause = match (&before, &w.runs) {
