@@ -268,6 +268,35 @@ fn an_edit_that_reads_the_same_restarts_nothing_across_a_daemon_crash_too() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// An edit whose restart waits (for what it comes `after`), reverted with
+/// a comment left: the file reads as what runs, which runs on once the
+/// wait would have ended, its record taking the file's text.
+#[test]
+fn an_edit_that_waits_reverted_in_other_words_restarts_nothing() {
+    let mut d = Daemon::setup().start(&[]);
+    let web = "command = [\"/bin/sleep\", \"1000\"]\n";
+    d.write("web.toml", web);
+    let pid = d.running_pid("web");
+    d.write("web.toml", &format!("{web}after = [\"db\"]\n"));
+    d.wait_for("web's edit to wait for db", |d| {
+        d.workload("web").is_some_and(|w| w["waiting_for"][0] == "db (no manifest defines it)")
+    });
+    let reverted = format!("# waited for db once\n{web}");
+    d.write("web.toml", &reverted);
+    d.wait_for("web to wait no more", |d| {
+        d.workload("web").is_some_and(|w| w["waiting_for"].as_array().is_none_or(|a| a.is_empty()))
+    });
+    d.write("db.toml", "command = [\"/bin/sleep\", \"1001\"]\n");
+    d.running_pid("db");
+    std::thread::sleep(Duration::from_millis(500));
+    let w = d.workload("web").unwrap();
+    assert_eq!((&w["state"], w["pid"].as_i64()), (&serde_json::Value::from("running"), Some(pid)), "{w}");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path("state/sandboxes/web.json")).unwrap()).unwrap();
+    assert_eq!(record["source"], reverted.as_str(), "the record takes the file's text");
+    assert_eq!(d.terminate(), 0);
+}
+
 /// Records a crash may leave: torn, stale (its pid reused by another
 /// program), or naming a sandbox that is gone. None of them costs an
 /// innocent process its life, and each is cleaned up.
