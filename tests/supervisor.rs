@@ -257,6 +257,8 @@ enum Op {
     Crash(u8),
     Stop(u8),
     Start(u8),
+    /// Its file rewritten in other words: a new version, the same manifest.
+    Reword(u8),
 }
 
 fn ops() -> impl Strategy<Value = Vec<Op>> {
@@ -267,6 +269,7 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
             (0u8..5).prop_map(Op::Crash),
             (0u8..5).prop_map(Op::Stop),
             (0u8..5).prop_map(Op::Start),
+            (0u8..5).prop_map(Op::Reword),
         ],
         1..40,
     )
@@ -283,7 +286,10 @@ proptest! {
         let mut files: BTreeMap<String, u64> = BTreeMap::new();
         let mut held: BTreeSet<String> = BTreeSet::new();
         let mut running: BTreeSet<String> = BTreeSet::new();
+        let mut rewordings = 1000;
         for op in ops {
+            // A reword touches nothing: no start, no stop, of it either.
+            let mut reworded = false;
             let touched = match &op {
                 Op::Write(i, v) => {
                     let w = format!("w{i}");
@@ -319,6 +325,16 @@ proptest! {
                     if r.sup.request(&w, Command::Start, r.at).is_ok() { held.remove(&w); }
                     Some(w)
                 }
+                Op::Reword(i) => {
+                    let w = format!("w{i}");
+                    if let Some(v) = files.get(&w) {
+                        rewordings += 1;
+                        let desired = Desired { version: Version(rewordings), manifest: manifest(*v), source: Arc::from("") };
+                        r.sup.apply(scan(vec![(w.as_str(), ManifestEvent::Valid(desired))]), r.at);
+                        reworded = true;
+                    }
+                    Some(w)
+                }
             };
             // Settle: reconcile, let the world answer, until quiet. Only
             // the workload this op touched may start or stop right away;
@@ -330,6 +346,7 @@ proptest! {
                 for call in &calls {
                     let w = match call { Call::Start(w) | Call::Signal(w) | Call::Kill(w) => w };
                     prop_assert!(waited || Some(w) == touched.as_ref(), "{call:?} touched an unchanged workload");
+                    prop_assert!(waited || !reworded, "{call:?} after a reword");
                     match call {
                         Call::Start(w) => {
                             prop_assert!(!running.contains(w), "a second sandbox of {w}");
