@@ -68,6 +68,8 @@ struct Memory {
     kept: Rc<RefCell<BTreeMap<WorkloadName, Kept>>>,
     /// What was written durably (`keep_now`), in order.
     durable: Rc<RefCell<Vec<(WorkloadName, Kept)>>>,
+    /// How many batches were written durably at once (`keep_all_soon`).
+    batches: Rc<RefCell<usize>>,
 }
 
 impl Store for Memory {
@@ -95,6 +97,10 @@ impl Store for Memory {
     fn keep_now(&mut self, name: &WorkloadName, kept: &Kept) -> std::io::Result<()> {
         self.durable.borrow_mut().push((name.clone(), kept.clone()));
         self.keep(name, kept)
+    }
+    fn keep_all_soon(&mut self, all: &[(WorkloadName, Kept)]) -> Vec<std::io::Result<()>> {
+        *self.batches.borrow_mut() += 1;
+        all.iter().map(|(name, kept)| self.keep_now(name, kept)).collect()
     }
     fn forget(&mut self, name: &WorkloadName, free_slice: bool) -> std::io::Result<()> {
         if free_slice {
@@ -236,6 +242,27 @@ fn a_reworded_hold_is_on_disk_before_the_sandboxs_record_names_the_new_version()
     r.sup.apply(scan(vec![("web", ManifestEvent::Valid(reworded))]), r.at);
     assert!(r.take_calls().is_empty(), "nothing restarted");
     assert_eq!(*r.fake.reworded.borrow(), [("web".to_owned(), Version(2), Some(Version(2)))]);
+}
+
+/// Many files reworded at once (a configuration tool that stamps each
+/// with the time it ran): what is kept of them is written in one durable
+/// batch, not one wait on the disk for each, before their records are.
+#[test]
+fn files_reworded_together_are_kept_in_one_batch() {
+    let mut r = Rig::new();
+    let names = ["a", "b", "c"];
+    r.sup.apply(scan(names.iter().map(|n| (*n, valid(1))).collect()), r.at);
+    r.sup.reconcile(r.at);
+    let calls = r.take_calls();
+    r.answer(&calls);
+    let batches = *r.store.batches.borrow();
+    let reworded =
+        |n| (n, ManifestEvent::Valid(Desired { version: Version(2), manifest: manifest(1), source: Arc::from("#") }));
+    r.sup.apply(scan(names.iter().map(|n| reworded(*n)).collect()), r.at);
+    assert!(r.take_calls().is_empty(), "nothing restarted");
+    let rewritten: Vec<String> = r.fake.reworded.borrow().iter().map(|(n, ..)| n.clone()).collect();
+    assert_eq!(rewritten, names);
+    assert_eq!(*r.store.batches.borrow() - batches, 1, "one durable batch");
 }
 
 #[test]

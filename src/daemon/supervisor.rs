@@ -284,6 +284,10 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             .map(|(file, why)| format!("{}: {why}", self.workloads.join(file).display()))
             .collect();
         let mut invalid = Vec::new();
+        // Carried out together (a manifest's effects are only what is kept
+        // and what is reworded): what many files reworded at once keep is
+        // written in one durable batch.
+        let mut effects = Vec::new();
         for change in outcome.changes {
             match (&change.event, &change.warnings) {
                 (crate::reconcile::ManifestEvent::Valid(_), Some(warnings)) => {
@@ -292,7 +296,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 }
                 _ => drop(self.warnings.remove(&change.file)),
             }
-            let effects = match change.event {
+            let more = match change.event {
                 crate::reconcile::ManifestEvent::Invalid(ref problems) => {
                     tracing::error!(file = change.file, "invalid manifest\n{problems}");
                     self.invalid.insert(change.file.clone(), problems.clone());
@@ -315,8 +319,9 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                     }
                 }
             };
-            self.execute(effects, at);
+            effects.extend(more);
         }
+        self.execute(effects, at);
         // Kept from its record while no scan was taken, and its file gone
         // by the first scan taken: removed. One whose file is being
         // written is looked at again in the next.
@@ -607,26 +612,23 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             .collect();
         // Written first, in one batch (the daemon's own stop stops every
         // workload at once), and on disk before any of those signals goes.
-        let before_stops: Vec<WorkloadName> = effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Persist { name } if stopping.contains(name) => Some(name.clone()),
-                _ => None,
-            })
-            .collect();
+        // So is what is kept of a workload whose file was reworded (a
+        // hold, an end, counts, a restart under way, now of the file's new
+        // version), before its sandbox's record names that version: the
+        // other way round, a daemon that died between the two left a
+        // record and a file of one version and a hold of another, released
+        // by its successor.
+        let mut before_stops: Vec<WorkloadName> = Vec::new();
+        for effect in &effects {
+            match effect {
+                Effect::Persist { name } if stopping.contains(name) => before_stops.push(name.clone()),
+                Effect::Reworded { name, .. } => before_stops.push(name.clone()),
+                _ => {}
+            }
+        }
+        before_stops.sort();
+        before_stops.dedup();
         self.persist_all_durably(&before_stops);
-        // Reworded: what is kept (a hold, an end, counts, a restart under
-        // way, now of the file's new version) is on disk before the
-        // sandbox's record names that version. The other way round, a
-        // daemon that died between the two left a record and a file of
-        // one version and a hold of another, released by its successor.
-        let reworded: Vec<WorkloadName> = effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Reworded { name, .. } => Some(name.clone()),
-                _ => None,
-            })
-            .collect();
         for effect in effects {
             match effect {
                 Effect::Start { name, desired, cause } => {
@@ -652,14 +654,14 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                     self.executor.kill(&name);
                 }
                 // Written above, as the core has it after these effects.
-                Effect::Persist { name } if before_stops.contains(&name) || reworded.contains(&name) => {}
+                Effect::Persist { name } if before_stops.contains(&name) => {}
                 Effect::Persist { name } => self.persist(&name),
                 Effect::Reworded { name, from, desired } => {
                     tracing::info!(workload = %name, "manifest edited, the same once read (comments, formatting or defaults): nothing restarted");
-                    // Not written: the record keeps the version kept state
-                    // names, and a successor that adopts the sandbox compares
-                    // its text with the file's again.
-                    if self.persist_with(&name, true).is_ok() {
+                    // Its kept state not written (above): the record keeps
+                    // its version, and a successor that adopts the sandbox
+                    // compares its text with the file's again.
+                    if !self.unwritten.contains(&name) {
                         self.executor.reworded(&name, from, &desired);
                     }
                 }
