@@ -618,17 +618,17 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         // other way round, a daemon that died between the two left a
         // record and a file of one version and a hold of another, released
         // by its successor.
-        let mut before_stops: Vec<WorkloadName> = Vec::new();
+        let mut kept_first: Vec<WorkloadName> = Vec::new();
         for effect in &effects {
             match effect {
-                Effect::Persist { name } if stopping.contains(name) => before_stops.push(name.clone()),
-                Effect::Reworded { name, .. } => before_stops.push(name.clone()),
+                Effect::Persist { name } if stopping.contains(name) => kept_first.push(name.clone()),
+                Effect::Reworded { name, .. } => kept_first.push(name.clone()),
                 _ => {}
             }
         }
-        before_stops.sort();
-        before_stops.dedup();
-        self.persist_all_durably(&before_stops);
+        kept_first.sort();
+        kept_first.dedup();
+        self.persist_all_durably(&kept_first);
         for effect in effects {
             match effect {
                 Effect::Start { name, desired, cause } => {
@@ -654,7 +654,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                     self.executor.kill(&name);
                 }
                 // Written above, as the core has it after these effects.
-                Effect::Persist { name } if before_stops.contains(&name) => {}
+                Effect::Persist { name } if kept_first.contains(&name) => {}
                 Effect::Persist { name } => self.persist(&name),
                 Effect::Reworded { name, from, desired } => {
                     tracing::info!(workload = %name, "manifest edited, the same once read (comments, formatting or defaults): nothing restarted");
