@@ -45,6 +45,8 @@ pub struct Output {
     /// Output is dropped: the log is at `LOG_CAP` and no daemon rotated it.
     capped: bool,
     failing: bool,
+    /// The failing spell's start was said (`LogFailing`): its end is too.
+    said: bool,
     told: Option<Instant>,
     lost: u64,
     /// The log's last byte written is not a newline.
@@ -64,6 +66,7 @@ impl Output {
             asked: None,
             capped: false,
             failing: false,
+            said: false,
             told: None,
             lost: 0,
             mid_line: false,
@@ -102,7 +105,7 @@ impl Output {
             self.lost += bytes.len() as u64;
             if !std::mem::replace(&mut self.capped, true) {
                 let error = format!("the log is at {} MiB and no daemon has rotated it", LOG_CAP >> 20);
-                let _ = channel.try_report(InitReport::LogFailing { error });
+                self.said = channel.try_report(InitReport::LogFailing { error }).is_ok();
             }
             self.ask(channel);
             return;
@@ -125,7 +128,16 @@ impl Output {
         match result {
             Ok(()) => {
                 self.broken = false;
-                if std::mem::take(&mut self.failing) && self.lost > 0 {
+                // The end of a spell whose start was said is said, with what
+                // it lost. A spell begun within a minute of the last word is
+                // not said (below), and what it lost goes into the next word,
+                // or is said a minute after the last at the soonest: a
+                // workload's root can make this process's writes fail and
+                // succeed in turn (prlimit(1, RLIMIT_FSIZE) asks only for its
+                // ids, not its dumpability), and each turn would otherwise be
+                // a line of the daemon's log.
+                let spell_said = std::mem::take(&mut self.failing) && std::mem::take(&mut self.said);
+                if self.lost > 0 && (spell_said || self.told.is_none_or(|t| t.elapsed() >= COMPLAINT_INTERVAL)) {
                     let _ = channel.try_report(InitReport::LogWritten { lost: std::mem::take(&mut self.lost) });
                 }
                 self.ask(channel);
@@ -136,7 +148,7 @@ impl Output {
                 self.stamper.break_line();
                 if !self.failing && self.told.is_none_or(|t| t.elapsed() >= COMPLAINT_INTERVAL) {
                     self.told = Some(Instant::now());
-                    let _ = channel.try_report(InitReport::LogFailing { error: e.to_string() });
+                    self.said = channel.try_report(InitReport::LogFailing { error: e.to_string() }).is_ok();
                 }
                 self.failing = true;
             }
@@ -431,6 +443,36 @@ mod tests {
             let _ = done.send(());
         });
         assert!(finished.recv_timeout(Duration::from_secs(10)).is_ok(), "a write waited for the daemon");
+    }
+
+    /// Writes that fail and succeed in turn (a workload's root can do that
+    /// to its init: prlimit(1, RLIMIT_FSIZE) needs only the init's ids,
+    /// not its dumpability) are said at most a few times a minute, not
+    /// once per turn into the daemon's log; what they lost is counted on
+    /// into the next word, and that word comes once a minute has passed.
+    #[test]
+    fn writes_that_fail_and_succeed_in_turn_are_said_a_few_times_a_minute_not_at_each_turn() {
+        let failing = std::fs::File::open("/dev/null").unwrap();
+        let writing = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        let mut out = Output::new(read);
+        let (init, daemon) = channels();
+        for _ in 0..50 {
+            out.write_into(failing.as_fd(), b"lost\n", &init);
+            out.write_into(writing.as_fd(), b"kept\n", &init);
+        }
+        let said: Vec<InitReport> = std::iter::from_fn(|| daemon.try_recv_report::<InitReport>().ok()).collect();
+        assert!(
+            matches!(said.as_slice(), [InitReport::LogFailing { .. }, InitReport::LogWritten { lost: 5 }]),
+            "{said:?}"
+        );
+        // A minute after the last word, the losses since are said.
+        out.told = Some(Instant::now() - COMPLAINT_INTERVAL);
+        out.write_into(writing.as_fd(), b"kept\n", &init);
+        let said = daemon.try_recv_report::<InitReport>();
+        assert!(matches!(said, Ok(InitReport::LogWritten { lost: 245 })), "{said:?}");
+        out.write_into(writing.as_fd(), b"kept\n", &init);
+        assert!(daemon.try_recv_report::<InitReport>().is_err(), "said once");
     }
 
     /// A write cut short by a full disk leaves half a line: the next line
