@@ -190,6 +190,23 @@ fn the_init_keeps_only_cap_kill_under_the_workloads_filter_in_both_init_modes() 
     }
 }
 
+/// Nor may the workload set (or read) its init's resource limits, which
+/// the kernel allows any process with the init's ids whatever its
+/// dumpability (prlimit): a workload's root has them, and could make the
+/// init's log writes fail at will (RLIMIT_FSIZE), or kill it (RLIMIT_CPU).
+#[test]
+fn the_workloads_root_cannot_set_its_inits_limits_in_both_init_modes() {
+    let w = World::new();
+    let dir = common::sandbox::syscall_probe(&w.path("probe"));
+    let mount = format!("[[mounts]]\nsource = {:?}\ntarget = \"/probe\"\n", dir.display().to_string());
+    let m = w.manifest("limits", &busybox_manifest("/probe/syscalls | grep '^prlimit_init '", &mount));
+    for mode in [&[][..], &["--init-exec"]] {
+        let out = w.run(mode, &m, &[]);
+        assert_eq!(out.status.code(), Some(0), "{mode:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "prlimit_init EPERM\n", "{mode:?}");
+    }
+}
+
 #[test]
 fn only_stdin_stdout_and_stderr_reach_the_workload_in_both_init_modes() {
     // Neither the init's channel to paddock (a workload could forge reports

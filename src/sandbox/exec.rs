@@ -296,6 +296,20 @@ impl Prepared {
         let keep = 1u64 << CAP_KILL;
         // What `apply_before_fork` left in the bounding set, but CAP_KILL.
         bound(if self.applied { self.capabilities & !keep } else { !keep })?;
+        // A saved group apart from its real and effective one, while it may
+        // still change it: the kernel lets a process whose real ids equal
+        // all of another's set that one's resource limits (prlimit), its
+        // dumpability aside, and the workload's root has this init's ids
+        // (with RLIMIT_FSIZE it could make the log's writes fail at will,
+        // with RLIMIT_CPU kill the init). No process has three groups that
+        // differ. Its files and signals go by its effective ids, unchanged.
+        // A slice of one id maps no other group: then it is left as it is.
+        let gids = nix::unistd::getresgid().at(Step::Setresgid)?;
+        let apart = Gid::from_raw(u32::from(gids.effective.as_raw() == 0));
+        match setresgid(gids.real, gids.effective, apart) {
+            Ok(()) | Err(Errno::EINVAL) => {}
+            Err(e) => return Err((Step::Setresgid, e)),
+        }
         sys::capset(keep).at(Step::Capset)?;
         // SAFETY: prctl with integer arguments only.
         Errno::result(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) })

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/personality.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -46,6 +47,10 @@ int main(void) {
     if (ring >= 0) printf("session_keyring %ld\n", ring); else report("session_keyring", ring);
     report("bpf", syscall(SYS_bpf, 0, NULL, 0));
     report("getpid", syscall(SYS_getpid));
+    /* The sandbox's init's resource limits: the kernel lets a process with
+       the same ids as another set (and read) that one's, dumpable or not. */
+    struct rlimit limit;
+    report("prlimit_init", syscall(SYS_prlimit64, 1, RLIMIT_FSIZE, NULL, &limit));
 #ifdef __x86_64__
     /* The x32 ABI's numbers: the filter must refuse them whatever the kernel. */
     report("x32_getpid", syscall(X32_BIT | SYS_getpid));
