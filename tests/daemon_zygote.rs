@@ -28,6 +28,21 @@ fn field(pid: i64, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The host uid that owns the user namespace of `pid` (NS_GET_OWNER_UID),
+/// and the host uid its root is (the first line of its uid_map).
+fn userns_owner_and_root(pid: i64) -> (u32, u32) {
+    use std::os::fd::AsRawFd;
+    const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/user")).unwrap();
+    let mut owner: libc::uid_t = u32::MAX;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t into `owner`.
+    let rc = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_OWNER_UID, &mut owner) };
+    assert_eq!(rc, 0, "NS_GET_OWNER_UID: {}", std::io::Error::last_os_error());
+    let map = read(format!("/proc/{pid}/uid_map"));
+    let root = map.split_whitespace().nth(1).and_then(|r| r.parse().ok()).unwrap_or_else(|| panic!("{map}"));
+    (owner, root)
+}
+
 /// The daemon's children named `comm`, with their states.
 fn children(daemon: u32, comm: &str) -> Vec<(i64, String)> {
     read(format!("/proc/{daemon}/task/{daemon}/children"))
@@ -58,6 +73,12 @@ fn the_zygote_clones_inits_that_are_the_daemons_children_and_its_death_only_cost
     assert_eq!(read(format!("/proc/{init}/comm")).trim_end(), "paddock-init");
     // Not executed (an executed init's command line is `paddock-init __init FD`).
     assert_eq!(cmdline(init), ["paddock-init"]);
+    // Its user namespace is its root's, not the host root's: what it holds
+    // of the kernel's per-user counts (inotify instances: 128 by default)
+    // is counted against its slice's first uid, not against the root of
+    // systemd and every host service.
+    let (owner, root) = userns_owner_and_root(init);
+    assert_eq!(owner, root, "the user namespace's owner");
     // Nothing else shows as the daemon, so `pkill -f 'paddock daemon'` finds only it.
     let argv: Vec<String> = cmdline(i64::from(daemon));
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
@@ -77,6 +98,8 @@ fn the_zygote_clones_inits_that_are_the_daemons_children_and_its_death_only_cost
     let executed = d.running_pid("executed");
     assert_eq!(field(executed, "PPid"), daemon.to_string());
     assert_eq!(cmdline(executed)[..2], ["paddock-init", "__init"]);
+    let (owner, root) = userns_owner_and_root(executed);
+    assert_eq!(owner, root, "the executed init's user namespace's owner");
     let log = read(d.path("out/daemon.log").display().to_string());
     assert!(log.contains("the zygote is gone"), "{log}");
     // The one cloned before still runs, and both stop on SIGTERM.

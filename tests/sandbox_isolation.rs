@@ -207,6 +207,26 @@ fn the_workloads_root_cannot_set_its_inits_limits_in_both_init_modes() {
     }
 }
 
+/// A workload's user namespace is owned by its own root (its slice's first
+/// uid), not by the host's root that made it: the kernel counts what a
+/// namespace's processes hold of its per-user limits (inotify instances,
+/// 128 by default, and watches) against its owner too, and a workload
+/// that held root's 128 left no root process on the host (systemd, a
+/// restarted paddock) able to watch a file. `paddock run`'s both init
+/// modes here; the daemon's zygote in tests/daemon_zygote.rs.
+#[test]
+fn the_workloads_user_namespace_is_its_roots_in_both_init_modes() {
+    let w = World::new();
+    let dir = common::sandbox::syscall_probe(&w.path("probe"));
+    let mount = format!("[[mounts]]\nsource = {:?}\ntarget = \"/probe\"\n", dir.display().to_string());
+    let m = w.manifest("owner", &busybox_manifest("/probe/syscalls | grep '^userns_owner '", &mount));
+    for mode in [&[][..], &["--init-exec"]] {
+        let out = w.run(mode, &m, &[]);
+        assert_eq!(out.status.code(), Some(0), "{mode:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "userns_owner 0\n", "{mode:?}: its owner, as it sees it");
+    }
+}
+
 #[test]
 fn only_stdin_stdout_and_stderr_reach_the_workload_in_both_init_modes() {
     // Neither the init's channel to paddock (a workload could forge reports

@@ -53,19 +53,106 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// outside (a stop right after the start), would be discarded, and the
 /// workload would start and never get it. Blocked, it waits for the init.
 ///
+/// With CLONE_NEWUSER, the new user namespace is owned by `owner` (the
+/// host uid its root is mapped to), not by root: the kernel charges what
+/// the namespace's processes hold of the per-user counts (inotify
+/// instances and watches, namespaces, message queues) to its owner as
+/// well, so a namespace root made would have a workload use up root's
+/// (128 inotify instances by default: after them no root process on the
+/// host, systemd and a restarted paddock among them, could watch a file).
+/// The calling thread acts as `owner` for the clone alone, keeping its
+/// capabilities (SECBIT_NO_SETUID_FIXUP), and the child drops that bit.
+///
 /// # Safety
 /// As fork: the caller's child side must only run async-signal-safe code.
-pub unsafe fn clone_sandbox(flags: u64, cgroup_dir: Option<&OwnedFd>, pidfd: &mut libc::c_int) -> (libc::c_long, bool) {
+pub unsafe fn clone_sandbox(
+    flags: u64,
+    owner: Option<libc::uid_t>,
+    cgroup_dir: Option<&OwnedFd>,
+    pidfd: &mut libc::c_int,
+) -> (libc::c_long, bool) {
     use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    let owner = owner.filter(|_| flags & libc::CLONE_NEWUSER as u64 != 0);
+    // SAFETY: prctl and setresuid with integer arguments, on this thread only.
+    let bits = match owner.map(|owner| unsafe { act_as(owner) }) {
+        Some(Err(errno)) => {
+            Errno::set(errno);
+            return (-1, false);
+        }
+        Some(Ok(bits)) => Some(bits),
+        None => None,
+    };
     let mut before = SigSet::empty();
     let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&super::init::forwarded()), Some(&mut before));
     // SAFETY: the caller's contract, passed on.
     let cloned = unsafe { clone_raw(flags, cgroup_dir, pidfd) };
+    let errno = Errno::last();
+    if let Some(bits) = bits {
+        // SAFETY: prctl and setresuid with integer arguments; in the child,
+        // async-signal-safe system calls and _exit only.
+        unsafe {
+            if cloned.0 == 0 {
+                // Its capabilities are the new namespace's: CAP_SETPCAP there.
+                if libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) != 0 {
+                    libc::_exit(125);
+                }
+            } else {
+                act_as_root(bits);
+            }
+        }
+    }
     if cloned.0 != 0 {
         // The mask this thread had.
         let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&before), None);
     }
+    Errno::set(errno);
     cloned
+}
+
+/// Capabilities are kept across a change of uids (prctl(2)'s securebits).
+const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
+
+/// Makes `owner` this thread's effective uid, its capabilities kept;
+/// returns the securebits to restore. Raw system calls: this thread only.
+///
+/// # Safety
+/// The calling thread must be made root again (`act_as_root`) after its clone.
+unsafe fn act_as(owner: libc::uid_t) -> Result<libc::c_ulong, Errno> {
+    // SAFETY: prctl and setresuid with integer arguments only.
+    unsafe {
+        let bits = libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0);
+        if bits < 0 {
+            return Err(Errno::last());
+        }
+        let bits = bits as libc::c_ulong;
+        if libc::prctl(libc::PR_SET_SECUREBITS, bits | SECBIT_NO_SETUID_FIXUP, 0, 0, 0) != 0 {
+            return Err(Errno::last());
+        }
+        if libc::syscall(libc::SYS_setresuid, -1 as libc::c_int, owner, -1 as libc::c_int) != 0 {
+            let errno = Errno::last();
+            libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0);
+            return Err(errno);
+        }
+        Ok(bits)
+    }
+}
+
+/// The calling thread's effective uid back to 0 and its securebits to
+/// `bits`. A thread left acting as a workload's uid would run on as it:
+/// the process aborts instead (neither call can fail for a process whose
+/// real uid is 0 and that holds CAP_SETPCAP, as `act_as` needed).
+///
+/// # Safety
+/// Raw system calls with integer arguments; async-signal-safe.
+unsafe fn act_as_root(bits: libc::c_ulong) {
+    // SAFETY: setresuid and prctl with integer arguments; abort.
+    unsafe {
+        if libc::syscall(libc::SYS_setresuid, -1 as libc::c_int, 0, -1 as libc::c_int) != 0
+            || libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) != 0
+        {
+            libc::abort();
+        }
+    }
 }
 
 /// `clone_sandbox`'s clone.
@@ -276,7 +363,7 @@ mod tests {
         let mut pidfd: libc::c_int = -1;
         // SAFETY: the child runs only pthread_sigmask, sigismember and
         // _exit, all async-signal-safe.
-        let (pid, _) = unsafe { clone_sandbox(libc::CLONE_PIDFD as u64, None, &mut pidfd) };
+        let (pid, _) = unsafe { clone_sandbox(libc::CLONE_PIDFD as u64, None, None, &mut pidfd) };
         if pid == 0 {
             // SAFETY: as above.
             unsafe {

@@ -141,6 +141,20 @@ pub fn main(channel_fd: RawFd) -> i32 {
         let _ = channel.report(InitReport::SetupFailed { step: step.to_owned(), error });
         125
     };
+    // The workload's open-files limit, with room for this init's own few
+    // descriptors. A remapped init was born with room enough and lowers it
+    // here: the daemon may not set the limits of a process in a user
+    // namespace it does not own (`spawn::release`).
+    if let Some((soft, hard)) = cfg.nofile {
+        let limit = libc::rlimit {
+            rlim_cur: soft.max(super::spawn::INIT_NOFILE),
+            rlim_max: hard.max(super::spawn::INIT_NOFILE),
+        };
+        // SAFETY: a valid rlimit.
+        if let Err(e) = Errno::result(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }) {
+            return fail("set RLIMIT_NOFILE", e.desc().to_owned());
+        }
+    }
     // Our cgroup was set before we were released, so the namespace is rooted at it.
     if let Err(e) = unshare(CloneFlags::CLONE_NEWCGROUP) {
         return fail("unshare cgroup namespace", e.to_string());

@@ -34,9 +34,10 @@ use super::sys;
 use super::zygote::{CloneFds, Cloned as ZygoteCloned, Zygote, ZygoteError};
 use crate::idmap::Slice;
 use crate::model::{Manifest, Network, SharedOrPrivate, WorkloadName};
+pub(super) use init_config::INIT_NOFILE;
 pub(super) use init_config::from_manifest;
 pub use init_config::{INHERITED_NOFILE_ENV, inherited_nofile_env, raise_nofile_limit};
-use init_config::{INIT_NOFILE, init_config, workload_nofile};
+use init_config::{init_config, workload_nofile};
 use pending::discard_cgroup;
 pub use pending::{Leftover, Pending};
 
@@ -266,6 +267,11 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
         ),
         None => None,
     };
+    // Here first, so that a refusal is said as the limit's; the zygote, a
+    // process of its own that clones for this one, raises its own again.
+    if let Some(hard) = nofile_at_birth(req) {
+        room_for_nofile(hard).map_err(SpawnError::Rlimit)?;
+    }
     let (pid, pidfd, placed) = match init {
         InitMode::Zygote(zygote) => {
             let fds = CloneFds {
@@ -275,7 +281,8 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
                 netns: req.netns.map(|f| f.as_raw_fd()),
                 cgroup: cgroup_dir.as_ref(),
             };
-            match zygote.clone_sandbox(flags as u64, req.die_with_parent, &fds)? {
+            let birth = super::zygote::Birth { owner: owner(req), nofile: nofile_at_birth(req) };
+            match zygote.clone_sandbox(flags as u64, birth, req.die_with_parent, &fds)? {
                 ZygoteCloned::Child(pid, pidfd, placed) => (pid, pidfd, placed),
                 ZygoteCloned::Failed(errno) => return Err(SpawnError::Clone(errno)),
             }
@@ -333,7 +340,7 @@ fn clone_here(
     // address space and runs only `Child`'s async-signal-safe code on memory
     // prepared above before it execs (or, in place, this process has one
     // thread, checked in `spawn_in`).
-    let (ret, placed) = unsafe { clone_sandbox(flags as u64, cgroup_dir, &mut pidfd) };
+    let (ret, placed) = unsafe { clone_sandbox(flags as u64, owner(req), cgroup_dir, &mut pidfd) };
     if ret == 0 {
         match init {
             // SAFETY: this process has one thread (checked in `spawn_in`).
@@ -350,6 +357,36 @@ fn clone_here(
     // SAFETY: CLONE_PIDFD stored a new descriptor in `pidfd`, which we now own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok((pid, pidfd, placed))
+}
+
+/// The host uid that owns a remapped sandbox's user namespace: its root's
+/// (`clone_sandbox` says why).
+fn owner(req: &SpawnRequest<'_>) -> Option<libc::uid_t> {
+    req.manifest.namespaces.remapped().then_some(req.slice.uid.start)
+}
+
+/// The hard open-files limit a remapped sandbox must be born with: the
+/// kernel lets no process outside a user namespace it does not own set
+/// the limits of one inside it (`release`), and inside, a hard limit can
+/// only be lowered.
+fn nofile_at_birth(req: &SpawnRequest<'_>) -> Option<u64> {
+    owner(req)?;
+    workload_nofile(req.manifest).map(|(_, hard)| hard.max(INIT_NOFILE))
+}
+
+/// Raises this process's hard RLIMIT_NOFILE to `hard` where it is lower,
+/// so that a child cloned now inherits room for it (a hard limit is a
+/// ceiling: a higher one takes nothing from this process).
+pub(super) fn room_for_nofile(hard: u64) -> Result<(), Errno> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the rlimit we pass.
+    Errno::result(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    if limit.rlim_max >= hard {
+        return Ok(());
+    }
+    limit.rlim_max = hard;
+    // SAFETY: a valid rlimit, its soft limit as it was (below the new hard one).
+    Errno::result(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }).map(drop)
 }
 
 fn write_map(pid: Pid, file: &str, range: crate::idmap::IdRange) -> Result<(), SpawnError> {
@@ -380,7 +417,10 @@ fn release(
     // From outside: inside its user namespace the child could not raise a
     // hard limit. The init gets room for its own few descriptors; the
     // workload's process sets its own limit (lowering it) before its exec.
-    if let Some((soft, hard)) = workload_nofile(req.manifest) {
+    // A remapped child's namespace is not root's (`owner`), and the kernel
+    // lets no one outside it set its limits: it was born with room enough
+    // (`room_for_nofile`), and its workload lowers its own.
+    if let Some((soft, hard)) = workload_nofile(req.manifest).filter(|_| owner(req).is_none()) {
         let limit = libc::rlimit { rlim_cur: soft.max(INIT_NOFILE), rlim_max: hard.max(INIT_NOFILE) };
         // SAFETY: `limit` is a valid rlimit; the old value is not requested.
         Errno::result(unsafe { libc::prlimit(pid.as_raw(), libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) })

@@ -80,6 +80,8 @@ pub struct Zygote {
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
     flags: u64,
+    #[serde(default)]
+    birth: Birth,
     die_with_parent: bool,
     input: bool,
     output: bool,
@@ -97,6 +99,16 @@ enum Reply {
     Failed {
         errno: i32,
     },
+}
+
+/// What a remapped sandbox is born with that no one may give it after.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Birth {
+    /// The host uid that owns its user namespace (`clone_sandbox`).
+    pub owner: Option<u32>,
+    /// The hard open-files limit the zygote must have room for
+    /// (`spawn::room_for_nofile`).
+    pub nofile: Option<u64>,
 }
 
 /// The descriptors a clone needs, borrowed from the daemon's start.
@@ -147,9 +159,16 @@ impl Zygote {
     /// Has the zygote clone a sandbox with `flags`. `Err` means the zygote
     /// is gone (start the init some other way); a failed clone is
     /// `Ok(Cloned::Failed)`.
-    pub fn clone_sandbox(&self, flags: u64, die_with_parent: bool, fds: &CloneFds<'_>) -> Result<Cloned, ZygoteError> {
+    pub fn clone_sandbox(
+        &self,
+        flags: u64,
+        birth: Birth,
+        die_with_parent: bool,
+        fds: &CloneFds<'_>,
+    ) -> Result<Cloned, ZygoteError> {
         let request = Request {
             flags,
+            birth,
             die_with_parent,
             input: fds.input.is_some(),
             output: fds.output.is_some(),
@@ -308,12 +327,18 @@ fn clone_one(request: &Request, fds: Vec<OwnedFd>, daemon: &OwnedFd, title: &Tit
     {
         return failed(errno);
     }
+    if let Some(hard) = request.birth.nofile
+        && let Err(errno) = super::spawn::room_for_nofile(hard)
+    {
+        return (Reply::Failed { errno: errno as i32 }, None, netns.is_some());
+    }
     title.set(INIT_NAME);
     let mut pidfd: libc::c_int = -1;
     // SAFETY: this process is single-threaded, so the child may run any
     // code (`Child::run_init`'s contract); a fork-like clone (no CLONE_VM).
-    let (ret, placed) =
-        unsafe { clone_sandbox(request.flags | libc::CLONE_PARENT as u64, cgroup.as_ref(), &mut pidfd) };
+    let (ret, placed) = unsafe {
+        clone_sandbox(request.flags | libc::CLONE_PARENT as u64, request.birth.owner, cgroup.as_ref(), &mut pidfd)
+    };
     if ret == 0 {
         // SAFETY: as above: a single-threaded process's clone child.
         unsafe { child.run_init() }
@@ -440,7 +465,7 @@ mod tests {
             assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lowered), 0);
         }
         let fds = CloneFds { channel: child_channel.as_raw_fd(), input: None, output: None, netns: None, cgroup: None };
-        let outcome = zygote.clone_sandbox(0, false, &fds);
+        let outcome = zygote.clone_sandbox(0, Birth::default(), false, &fds);
         // SAFETY: as above.
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &before) };
         let _kept = answers.join().unwrap();

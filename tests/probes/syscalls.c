@@ -8,6 +8,8 @@
 #include <string.h>
 #include <sys/personality.h>
 #include <sys/resource.h>
+#include <sys/ioctl.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -51,6 +53,11 @@ int main(void) {
        the same ids as another set (and read) that one's, dumpable or not. */
     struct rlimit limit;
     report("prlimit_init", syscall(SYS_prlimit64, 1, RLIMIT_FSIZE, NULL, &limit));
+    /* NS_GET_OWNER_UID of its own user namespace: 0 if its root owns it,
+       the overflow uid if the host's root does. */
+    unsigned owner = 0;
+    int ns = open("/proc/self/ns/user", O_RDONLY);
+    if (ns >= 0 && ioctl(ns, 0xb704, &owner) == 0) printf("userns_owner %u\n", owner); else report("userns_owner", -1);
 #ifdef __x86_64__
     /* The x32 ABI's numbers: the filter must refuse them whatever the kernel. */
     report("x32_getpid", syscall(X32_BIT | SYS_getpid));

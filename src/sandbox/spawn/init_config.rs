@@ -76,7 +76,7 @@ pub(in crate::sandbox) fn from_manifest(name: &WorkloadName, m: &Manifest) -> In
 
 /// Descriptors the init may hold itself (its channel, the log, a pipe, a
 /// signalfd...), whatever limit its workload has.
-pub(super) const INIT_NOFILE: u64 = 64;
+pub(in crate::sandbox) const INIT_NOFILE: u64 = 64;
 
 /// The workload's RLIMIT_NOFILE (soft, hard): the manifest's, or the one
 /// the daemon was started with (it raised its own, see `raise_nofile_limit`).
