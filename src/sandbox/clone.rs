@@ -74,12 +74,12 @@ pub unsafe fn clone_sandbox(
     use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
     let owner = owner.filter(|_| flags & libc::CLONE_NEWUSER as u64 != 0);
     // SAFETY: prctl and setresuid with integer arguments, on this thread only.
-    let bits = match owner.map(|owner| unsafe { act_as(owner) }) {
+    let acted = match owner.map(|owner| unsafe { act_as(owner) }) {
         Some(Err(errno)) => {
             Errno::set(errno);
             return (-1, false);
         }
-        Some(Ok(bits)) => Some(bits),
+        Some(Ok(acted)) => Some(acted),
         None => None,
     };
     let mut before = SigSet::empty();
@@ -87,17 +87,18 @@ pub unsafe fn clone_sandbox(
     // SAFETY: the caller's contract, passed on.
     let cloned = unsafe { clone_raw(flags, cgroup_dir, pidfd) };
     let errno = Errno::last();
-    if let Some(bits) = bits {
+    if let Some(acted) = acted {
         // SAFETY: prctl and setresuid with integer arguments; in the child,
         // async-signal-safe system calls and _exit only.
         unsafe {
             if cloned.0 == 0 {
                 // Its capabilities are the new namespace's: CAP_SETPCAP there.
-                if libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) != 0 {
+                // (It stays not dumpable: the init makes sure of it anyway.)
+                if libc::prctl(libc::PR_SET_SECUREBITS, acted.bits, 0, 0, 0) != 0 {
                     libc::_exit(125);
                 }
             } else {
-                act_as_root(bits);
+                act_as_root(acted);
             }
         }
     }
@@ -112,43 +113,58 @@ pub unsafe fn clone_sandbox(
 /// Capabilities are kept across a change of uids (prctl(2)'s securebits).
 const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
 
-/// Makes `owner` this thread's effective uid, its capabilities kept;
-/// returns the securebits to restore. Raw system calls: this thread only.
+/// What `act_as` changed, to be put back: the thread's securebits, and
+/// the process's dumpability (which the kernel resets at a change of
+/// effective uid: a daemon that cloned would otherwise dump no core).
+#[derive(Clone, Copy)]
+struct Acted {
+    bits: libc::c_ulong,
+    dumpable: libc::c_ulong,
+}
+
+/// Makes `owner` this thread's effective uid, its capabilities kept.
+/// Raw system calls: this thread only. Its real and saved uids stay 0, so
+/// no process of `owner`'s may signal, trace or set the limits of it.
 ///
 /// # Safety
 /// The calling thread must be made root again (`act_as_root`) after its clone.
-unsafe fn act_as(owner: libc::uid_t) -> Result<libc::c_ulong, Errno> {
+unsafe fn act_as(owner: libc::uid_t) -> Result<Acted, Errno> {
     // SAFETY: prctl and setresuid with integer arguments only.
     unsafe {
-        let bits = libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0);
-        if bits < 0 {
+        let (bits, dumpable) =
+            (libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0), libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0));
+        if bits < 0 || dumpable < 0 {
             return Err(Errno::last());
         }
-        let bits = bits as libc::c_ulong;
-        if libc::prctl(libc::PR_SET_SECUREBITS, bits | SECBIT_NO_SETUID_FIXUP, 0, 0, 0) != 0 {
+        let acted = Acted { bits: bits as libc::c_ulong, dumpable: dumpable as libc::c_ulong };
+        if libc::prctl(libc::PR_SET_SECUREBITS, acted.bits | SECBIT_NO_SETUID_FIXUP, 0, 0, 0) != 0 {
             return Err(Errno::last());
         }
         if libc::syscall(libc::SYS_setresuid, -1 as libc::c_int, owner, -1 as libc::c_int) != 0 {
             let errno = Errno::last();
-            libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0);
+            libc::prctl(libc::PR_SET_SECUREBITS, acted.bits, 0, 0, 0);
             return Err(errno);
         }
-        Ok(bits)
+        Ok(acted)
     }
 }
 
-/// The calling thread's effective uid back to 0 and its securebits to
-/// `bits`. A thread left acting as a workload's uid would run on as it:
-/// the process aborts instead (neither call can fail for a process whose
-/// real uid is 0 and that holds CAP_SETPCAP, as `act_as` needed).
+/// The calling thread's effective uid back to 0, its securebits and the
+/// process's dumpability as they were. A thread left acting as a
+/// workload's uid would run on as it: the process aborts instead (none of
+/// these calls can fail for a process whose real uid is 0 and that holds
+/// CAP_SETPCAP, as `act_as` needed).
 ///
 /// # Safety
 /// Raw system calls with integer arguments; async-signal-safe.
-unsafe fn act_as_root(bits: libc::c_ulong) {
+unsafe fn act_as_root(acted: Acted) {
     // SAFETY: setresuid and prctl with integer arguments; abort.
     unsafe {
         if libc::syscall(libc::SYS_setresuid, -1 as libc::c_int, 0, -1 as libc::c_int) != 0
-            || libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) != 0
+            || libc::prctl(libc::PR_SET_SECUREBITS, acted.bits, 0, 0, 0) != 0
+            // (2, "suidsafe", which a change of ids under fs.suid_dumpable = 2
+            // gives, cannot be set: the reset has left it so already.)
+            || (acted.dumpable <= 1 && libc::prctl(libc::PR_SET_DUMPABLE, acted.dumpable, 0, 0, 0) != 0)
         {
             libc::abort();
         }
