@@ -114,12 +114,15 @@ pub unsafe fn clone_sandbox(
 const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
 
 /// What `act_as` changed, to be put back: the thread's securebits, and
-/// the process's dumpability (which the kernel resets at a change of
-/// effective uid: a daemon that cloned would otherwise dump no core).
+/// what the kernel resets at a change of effective uid: the process's
+/// dumpability (a daemon that cloned would otherwise dump no core) and
+/// the thread's parent-death signal (the zygote's, which ties it to the
+/// daemon, would otherwise be gone after its first remapped clone).
 #[derive(Clone, Copy)]
 struct Acted {
     bits: libc::c_ulong,
     dumpable: libc::c_ulong,
+    parent_death: libc::c_int,
 }
 
 /// Makes `owner` this thread's effective uid, its capabilities kept.
@@ -129,14 +132,16 @@ struct Acted {
 /// # Safety
 /// The calling thread must be made root again (`act_as_root`) after its clone.
 unsafe fn act_as(owner: libc::uid_t) -> Result<Acted, Errno> {
-    // SAFETY: prctl and setresuid with integer arguments only.
+    // SAFETY: prctl and setresuid with integer arguments, but
+    // PR_GET_PDEATHSIG's, a pointer to an int on our stack.
     unsafe {
         let (bits, dumpable) =
             (libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0), libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0));
-        if bits < 0 || dumpable < 0 {
+        let mut parent_death: libc::c_int = 0;
+        if bits < 0 || dumpable < 0 || libc::prctl(libc::PR_GET_PDEATHSIG, &mut parent_death as *mut libc::c_int) != 0 {
             return Err(Errno::last());
         }
-        let acted = Acted { bits: bits as libc::c_ulong, dumpable: dumpable as libc::c_ulong };
+        let acted = Acted { bits: bits as libc::c_ulong, dumpable: dumpable as libc::c_ulong, parent_death };
         if libc::prctl(libc::PR_SET_SECUREBITS, acted.bits | SECBIT_NO_SETUID_FIXUP, 0, 0, 0) != 0 {
             return Err(Errno::last());
         }
@@ -149,8 +154,8 @@ unsafe fn act_as(owner: libc::uid_t) -> Result<Acted, Errno> {
     }
 }
 
-/// The calling thread's effective uid back to 0, its securebits and the
-/// process's dumpability as they were. A thread left acting as a
+/// The calling thread's effective uid back to 0, its securebits, the
+/// process's dumpability and the thread's parent-death signal as they were. A thread left acting as a
 /// workload's uid would run on as it: the process aborts instead (none of
 /// these calls can fail for a process whose real uid is 0 and that holds
 /// CAP_SETPCAP, as `act_as` needed).
@@ -165,6 +170,8 @@ unsafe fn act_as_root(acted: Acted) {
             // (2, "suidsafe", which a change of ids under fs.suid_dumpable = 2
             // gives, cannot be set: the reset has left it so already.)
             || (acted.dumpable <= 1 && libc::prctl(libc::PR_SET_DUMPABLE, acted.dumpable, 0, 0, 0) != 0)
+            || (acted.parent_death != 0
+                && libc::prctl(libc::PR_SET_PDEATHSIG, acted.parent_death as libc::c_ulong, 0, 0, 0) != 0)
         {
             libc::abort();
         }
@@ -370,6 +377,47 @@ impl Child {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Acting as a workload's root for a clone leaves the thread as it was:
+    /// root, its parent-death signal armed (the kernel clears it at a
+    /// change of effective uid, and the zygote's ties it to the daemon).
+    #[test]
+    fn acting_as_a_workloads_root_leaves_the_thread_as_it_was() {
+        assert!(nix::unistd::geteuid().is_root(), "this test changes its effective uid and must run as root");
+        // SAFETY: the child makes only system calls (no allocation, no
+        // lock another thread may hold) and leaves by _exit.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                // SAFETY: prctl and raw system calls with integer arguments
+                // and pointers to our own stack; _exit.
+                unsafe {
+                    let armed = libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR1, 0, 0, 0) == 0;
+                    let acted = act_as(6_900_000);
+                    let acting = libc::geteuid() == 6_900_000;
+                    if let Ok(acted) = acted {
+                        act_as_root(acted);
+                    }
+                    let mut signal: libc::c_int = 0;
+                    libc::prctl(libc::PR_GET_PDEATHSIG, &mut signal as *mut libc::c_int);
+                    let code = match (armed, acting, libc::geteuid(), signal) {
+                        (true, true, 0, libc::SIGUSR1) => 0,
+                        (_, false, ..) => 2,
+                        (_, _, 0, _) => 3,
+                        _ => 4,
+                    };
+                    libc::_exit(code);
+                }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(
+                    status,
+                    nix::sys::wait::WaitStatus::Exited(child, 0),
+                    "2: never acted as the uid; 3: its parent-death signal lost; 4: not root again"
+                );
+            }
+        }
+    }
 
     /// The clone child starts with the signals the init passes on blocked
     /// (a stop sent before the init handles them waits for it), and the
