@@ -103,10 +103,11 @@ impl Story {
             Shutdown => self.core.shutdown(self.at),
             Restart => {
                 // What the shell keeps of it, and nothing else.
-                let kept = self.core.get(&n).map(|w| (w.hold, w.ended, w.replacing, w.exit_kept()));
+                let kept = self.core.get(&n).map(|w| (w.hold, w.ended, w.replacing, w.exit_kept(), w.reads_kept()));
                 self.core = Core::default();
-                if let Some((hold, ended, replacing, last_exit)) = kept {
+                if let Some((hold, ended, replacing, last_exit, reads)) = kept {
                     self.core.restore(&n, hold, ended, self.kept_counts, last_exit);
+                    self.core.restore_reads(&n, reads);
                     if let Some(replacing) = replacing {
                         self.core.restore_replacing(&n, replacing);
                     }
@@ -167,6 +168,10 @@ fn every_story_ends_where_it_should() {
         ("a new manifest version releases the hold", vec![Valid(1, ""), Ask(Command::Stop), Valid(2, "hostname = \"h\""), Reconcile], "starting", vec!["start (manifest changed: hostname)"]),
         ("one that reads the same does not", vec![Valid(1, ""), Ask(Command::Stop), Valid(2, ""), Reconcile], "stopped held", vec![]),
         ("across a daemon restart either", vec![Valid(1, ""), Ask(Command::Stop), Valid(2, ""), Restart, Valid(2, ""), Reconcile], "stopped held", vec![]),
+        // The next daemon never read the text it was held at: what it reads as was kept with the hold.
+        ("nor one made while no daemon ran", vec![Valid(1, ""), Ask(Command::Stop), Restart, Valid(2, ""), Reconcile], "stopped held", vec![]),
+        ("nor one after an invalid edit and a daemon restart", vec![Valid(1, ""), Ask(Command::Stop), Invalid, Restart, Invalid, Valid(2, ""), Reconcile], "stopped held", vec![]),
+        ("but a change after them does", vec![Valid(1, ""), Ask(Command::Stop), Invalid, Restart, Invalid, Valid(2, "hostname = \"h\""), Reconcile], "starting", vec!["start (manifest added)"]),
         ("start releases it", vec![Valid(1, ""), Ask(Command::Stop), Ask(Command::Start), Reconcile], "starting", vec!["start (paddock start)"]),
         // The bug the old supervisor had: stop, then remove before the exit lands.
         ("held, removed before its exit: forgotten", vec![Valid(1, ""), Reconcile, Started, Ask(Command::Stop), Removed, Exit(143)], "gone", vec!["forget"]),
@@ -175,6 +180,8 @@ fn every_story_ends_where_it_should() {
         ("until its manifest changes", vec![Valid(1, "[restart]\npolicy = \"never\""), Reconcile, Started, Exit(0), Restart, Valid(2, "hostname = \"h\"\n[restart]\npolicy = \"never\""), Reconcile], "starting", vec!["start (manifest added)"]),
         ("an edit that reads the same does not run it again", vec![Valid(1, "[restart]\npolicy = \"never\""), Reconcile, Started, Exit(0), Valid(2, "[restart]\npolicy = \"never\""), Reconcile], "exited", vec![]),
         ("nor after a daemon restart", vec![Valid(1, "[restart]\npolicy = \"never\""), Reconcile, Started, Exit(0), Valid(2, "[restart]\npolicy = \"never\""), Restart, Valid(2, "[restart]\npolicy = \"never\""), Reconcile], "exited", vec![]),
+        ("nor one made after an invalid edit and a daemon restart", vec![Valid(1, "[restart]\npolicy = \"never\""), Reconcile, Started, Exit(0), Invalid, Restart, Invalid, Valid(2, "[restart]\npolicy = \"never\""), Reconcile], "exited", vec![]),
+        ("nor one made while no daemon ran", vec![Valid(1, "[restart]\npolicy = \"never\""), Reconcile, Started, Exit(0), Restart, Valid(2, "[restart]\npolicy = \"never\""), Reconcile], "exited", vec![]),
         ("one that gave up stays failed across a restart", vec![Valid(1, "[restart]\nmax_retries = 1"), Reconcile, Started, Exit(1), Wait(SEC), Reconcile, Started, Exit(1), Restart, Valid(1, "[restart]\nmax_retries = 1"), Reconcile], "failed", vec![]),
         ("restart revives a failed one", vec![Valid(1, "[restart]\nmax_retries = 1"), Reconcile, Started, Exit(1), Wait(SEC), Reconcile, Started, Exit(1), Ask(Command::Restart), Reconcile], "starting", vec!["start (paddock restart)"]),
         ("a stop that times out is a kill", vec![Valid(1, ""), Reconcile, Started, Removed, Reconcile, Wait(Duration::from_secs(11))], "stopping", vec!["kill"]),

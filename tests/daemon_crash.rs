@@ -297,6 +297,68 @@ fn an_edit_that_waits_reverted_in_other_words_restarts_nothing() {
     assert_eq!(d.terminate(), 0);
 }
 
+/// A hold and a one-shot's end are kept with what their manifest reads
+/// as: after an invalid edit, a daemon that dies and comes back never
+/// read the text they were kept at, and the file put back in other words
+/// then keeps the hold and runs nothing again, as it would have had the
+/// daemon not died (helper-128: it started the held one and ran the
+/// one-shot again). So does an edit that reads the same made while no
+/// daemon ran.
+#[test]
+fn a_hold_and_an_end_survive_an_invalid_edit_a_crash_and_the_file_put_back_in_other_words() {
+    let mut d = Daemon::setup().start(&[]);
+    std::fs::write(d.path("out/runs"), "").unwrap();
+    std::fs::set_permissions(d.path("out/runs"), std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let out = format!(
+        "[[mounts]]\nsource = {:?}\ntarget = \"/out\"\nreadonly = false\n",
+        d.path("out").display().to_string()
+    );
+    let once =
+        format!("command = [\"/bin/sh\", \"-c\", \"echo run >> /out/runs\"]\n[restart]\npolicy = \"never\"\n{out}");
+    d.write("once.toml", &once);
+    d.write("held.toml", SLEEPER);
+    d.wait_for("once to run", |d| d.workload("once").is_some_and(|w| w["state"] == "exited"));
+    d.running_pid("held");
+    let stopped = d.paddock(&["stop", "held"]);
+    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
+    d.wait_for("held stopped", |d| d.workload("held").is_some_and(|w| w["state"] == "stopped"));
+
+    d.write("once.toml", "command = \"not a list\"\n");
+    d.write("held.toml", "command = \"not a list\"\n");
+    wait_invalid(&d, "once");
+    wait_invalid(&d, "held");
+    d.kill();
+    d = d.start(&[]);
+    wait_invalid(&d, "once");
+    wait_invalid(&d, "held");
+    // Put back in other words.
+    d.write("once.toml", &format!("# put back\n{once}"));
+    d.write("held.toml", &format!("# put back\n{SLEEPER}user = 0\n"));
+    d.wait_for("both files valid again", |d| {
+        ["once", "held"].iter().all(|n| d.workload(n).is_some_and(|w| w["error"].is_null()))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let states = |d: &Daemon| ["once", "held"].map(|n| d.workload(n).unwrap()["state"].as_str().unwrap().to_owned());
+    assert_eq!(states(&d), ["exited", "stopped"]);
+    assert_eq!(d.workload("held").unwrap()["held"], true);
+    assert_eq!(std::fs::read_to_string(d.path("out/runs")).unwrap(), "run\n", "the one-shot ran once");
+
+    // Reworded again while no daemon runs.
+    d.kill();
+    d.write("once.toml", &format!("{once}# while no daemon ran\n"));
+    d.write("held.toml", &format!("{SLEEPER}# while no daemon ran\n"));
+    d = d.start(&[]);
+    d.wait_for("both seen", |d| ["once", "held"].iter().all(|n| d.workload(n).is_some()));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(states(&d), ["exited", "stopped"]);
+    assert_eq!(std::fs::read_to_string(d.path("out/runs")).unwrap(), "run\n", "the one-shot ran once");
+
+    // A change still runs them.
+    d.write("held.toml", &format!("{SLEEPER}hostname = \"h2\"\n"));
+    d.running_pid("held");
+    assert_eq!(d.terminate(), 0);
+}
+
 /// Records a crash may leave: torn, stale (its pid reused by another
 /// program), or naming a sandbox that is gone. None of them costs an
 /// innocent process its life, and each is cleaned up.

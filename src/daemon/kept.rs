@@ -61,6 +61,15 @@ pub struct Kept {
     /// of the daemon too).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reserved: bool,
+    /// What the versions of `hold` and `ended` read as: a successor that
+    /// finds the file at another version reading the same keeps them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "reads_or_none")]
+    pub reads: Vec<crate::reconcile::Reads>,
+}
+
+/// `Kept::reads`, or none where it says what this daemon does not know.
+fn reads_or_none<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<crate::reconcile::Reads>, D::Error> {
+    Ok(crate::reconcile::or_none(deserializer)?.unwrap_or_default())
 }
 
 /// A stop under way of the run of `version` whose init is `pid`, killed
@@ -406,6 +415,7 @@ mod tests {
             start_error: Some("cannot execute /no/such: ENOENT".into()),
             stopping: Some(Stopping { version: Version(7), pid: 42, until: Delay { boot: "b".into(), until_ms: 99 } }),
             reserved: true,
+            reads: vec![crate::reconcile::Reads { version: Version(7), digest: 99 }],
         };
         store.write(&n("web"), &kept).unwrap();
         std::fs::write(dir.path().join("workloads/bad.json"), "{torn").unwrap();

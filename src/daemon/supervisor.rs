@@ -179,6 +179,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 continue;
             }
             self.core.restore(&name, kept.hold, kept.ended, kept.counts, kept.last_exit);
+            self.core.restore_reads(&name, kept.reads);
             if let Some(replacing) = kept.replacing {
                 self.core.restore_replacing(&name, replacing);
             }
@@ -394,6 +395,11 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                         counts: self.core.get(&name).and_then(|w| w.counts()),
                         delay: None,
                         reserved: false,
+                        reads: self
+                            .core
+                            .get(&name)
+                            .map(|w| w.reads_of(w.hold.into_iter().chain([ended.version])))
+                            .unwrap_or_default(),
                     };
                     if let Err(e) = self.store.keep_now(&name, &kept) {
                         tracing::error!(workload = %name, error = %e, "cannot write how it ended; its sandbox keeps it until it is written");
@@ -765,6 +771,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 .and_then(|w| w.error.as_ref())
                 .map(|e| e.error.to_string()),
             reserved: false,
+            reads: self.core.get(name).map(|w| w.reads_kept()).unwrap_or_default(),
         }
     }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::state::State;
-use super::workload::{Cause, Clock, Counts, Desired, Ended, File, Happening, Replacing, Version, Workload};
+use super::workload::{Cause, Clock, Counts, Desired, Ended, File, Happening, Reads, Replacing, Version, Workload};
 use crate::model::{Exit, Manifest, Signal, WorkloadName};
 
 /// How long a start may take by default, from the clone to the init's
@@ -262,6 +262,12 @@ impl Core {
         }
     }
 
+    /// Puts back what its held or ended version reads as (`Reads`), as a
+    /// predecessor kept it.
+    pub fn restore_reads(&mut self, name: &WorkloadName, reads: Vec<Reads>) {
+        self.entry(name).kept_reads = reads;
+    }
+
     /// Puts back what was `left` of the restart delay a workload was
     /// waiting out when a daemon died, stopped or upgraded (in this
     /// boot): it waits out the rest, as if the daemon had never gone,
@@ -401,7 +407,17 @@ impl Core {
                     (_, Some(runs)) if w.state.has_sandbox() => {
                         runs.reworded_as(&desired, name).then_some(runs.version)
                     }
-                    (_, _) => None,
+                    // Held or ended at a version this daemon has not read
+                    // (reworded while no daemon ran, or since an invalid
+                    // edit): what its predecessor kept it reads as.
+                    (None, _) => {
+                        let reads = desired.reads(name);
+                        w.kept_reads
+                            .iter()
+                            .find(|r| r.version != version && r.digest == reads.digest)
+                            .map(|r| r.version)
+                    }
+                    (Some(_), _) => None,
                 };
                 if let Some(from) = reworded {
                     w.retag(from, &desired);
@@ -482,6 +498,8 @@ impl Core {
                 if w.runs.is_none() && w.state.has_sandbox() && w.state.version() == Some(version) {
                     Self::take_over(w, &desired, at);
                 }
+                // What the file reads as is known now.
+                w.kept_reads.clear();
                 w.desired = Some(desired);
             }
             ManifestEvent::Invalid(problems) => {
@@ -495,6 +513,7 @@ impl Core {
                 w.note(at.wall, Happening::ManifestRemoved);
                 w.file = File::Absent;
                 w.desired = None;
+                w.kept_reads.clear();
                 w.cause = Some(Cause::Removed);
                 // Removing the manifest ends a hold (and what a run came to).
                 if w.hold.take().is_some() | w.ended.take().is_some() {

@@ -20,6 +20,6 @@ pub use order::Wait;
 pub use restart::{Decision, RESTART_FLOOR, decide};
 pub use state::{State, Then};
 pub use workload::{
-    Blame, Cause, Change, Clock, Counts, Desired, Ended, File, HISTORY, Happening, Replacing, StartFailure,
+    Blame, Cause, Change, Clock, Counts, Desired, Ended, File, HISTORY, Happening, Reads, Replacing, StartFailure,
     StartTimedOut, Version, Workload, or_none,
 };

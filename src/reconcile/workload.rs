@@ -112,6 +112,28 @@ impl Desired {
     pub fn reworded_as(&self, next: &Desired, name: &WorkloadName) -> bool {
         self.version != next.version && self.manifest.reads_as(&next.manifest, name.as_str())
     }
+
+    /// What its manifest reads as, kept with a hold or an end (`Reads`):
+    /// a hash (FNV-1a) of the manifest as JSON, every default filled in
+    /// (the hostname's, workload `name`'s, too: `Manifest::reads_as`).
+    pub fn reads(&self, name: &WorkloadName) -> Reads {
+        let json = serde_json::to_string(&self.manifest.effective(name.as_str())).unwrap_or_default();
+        let digest =
+            json.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+        Reads { version: self.version, digest }
+    }
+}
+
+/// A version of a workload's file and what its manifest reads as
+/// (`Desired::reads`), kept with a hold or an end: a successor that
+/// finds the file at another version that reads the same (reworded
+/// while no daemon ran, or after an invalid edit, whose version it
+/// never read) keeps the hold and the end, as the daemon that saw the
+/// edit would have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reads {
+    pub version: Version,
+    pub digest: u64,
 }
 
 /// What the workload's manifest file says now.
@@ -370,6 +392,9 @@ pub struct Workload {
     pub kept_stop: Option<(Version, i32, Instant)>,
     /// Whom it waits for before it starts (`after`).
     pub waiting: Vec<super::order::Wait>,
+    /// What a predecessor kept of what its held or ended version reads
+    /// as (`Reads`), until its file is read.
+    pub kept_reads: Vec<Reads>,
 }
 
 impl Workload {
@@ -396,6 +421,7 @@ impl Workload {
             kept_health: None,
             kept_stop: None,
             waiting: Vec::new(),
+            kept_reads: Vec::new(),
         }
     }
 
@@ -466,9 +492,31 @@ impl Workload {
             self.kept_stop.as_mut().map(|(version, ..)| version),
         ];
         versions.into_iter().flatten().for_each(retag);
+        self.kept_reads.iter_mut().map(|r| &mut r.version).for_each(retag);
         if self.runs.as_ref().is_some_and(|runs| runs.version == from) {
             self.runs = Some(to.clone());
         }
+    }
+
+    /// What `versions` read as (`Reads`), where it is known: of the
+    /// manifest that runs or is wanted, or as a predecessor kept it.
+    pub fn reads_of(&self, versions: impl IntoIterator<Item = Version>) -> Vec<Reads> {
+        let mut reads: Vec<Reads> = Vec::new();
+        for version in versions {
+            let known = [self.desired.as_ref(), self.runs.as_ref()]
+                .into_iter()
+                .flatten()
+                .find(|d| d.version == version)
+                .map(|d| d.reads(&self.name))
+                .or_else(|| self.kept_reads.iter().find(|r| r.version == version).copied());
+            reads.extend(known.filter(|r| !reads.contains(r)));
+        }
+        reads
+    }
+
+    /// What its hold and its end are kept with (`Reads`).
+    pub fn reads_kept(&self) -> Vec<Reads> {
+        self.reads_of(self.hold.into_iter().chain(self.ended.map(|e| e.version)))
     }
 
     /// What a predecessor counted of `version`'s runs, taken (once).
