@@ -972,6 +972,27 @@ fn an_edit_made_while_no_daemon_ran_is_said_to_be_a_change() {
     assert_eq!(kinds(&core.reconcile(at, 16).effects), ["stop (manifest changed: env)"]);
 }
 
+/// A hold an older paddock kept, without what its manifest reads as,
+/// gains it once the file is read at its version: it is written, so the
+/// next daemon keeps the hold through an edit that reads the same.
+#[test]
+fn a_hold_kept_without_what_it_reads_as_gains_it_when_its_file_is_read() {
+    let at = Clock::read();
+    let kinds = |effects: &[Effect]| effects.iter().map(kind).collect::<Vec<_>>();
+    let mut core = Core::default();
+    core.restore(&name(), Some(Version(1)), None, None, None);
+    assert_eq!(kinds(&core.on_manifest(&name(), valid(1, ""), at)), ["persist"]);
+    let reads = core.get(&name()).unwrap().reads_kept();
+    assert_eq!(reads.iter().map(|r| r.version).collect::<Vec<_>>(), [Version(1)]);
+    // The next daemon, the file reworded meanwhile: still held.
+    let mut next = Core::default();
+    next.restore(&name(), Some(Version(1)), None, None, None);
+    next.restore_reads(&name(), reads);
+    next.on_manifest(&name(), valid(2, ""), at);
+    assert!(next.reconcile(at, 16).effects.is_empty());
+    assert!(matches!(next.get(&name()).unwrap().state, State::Held { version: Version(2) }));
+}
+
 /// One that only reworded it (comments, formatting) leaves the adopted
 /// sandbox running, now of the file's version: its record is rewritten,
 /// its counts carried on.

@@ -498,9 +498,15 @@ impl Core {
                 if w.runs.is_none() && w.state.has_sandbox() && w.state.version() == Some(version) {
                     Self::take_over(w, &desired, at);
                 }
-                // What the file reads as is known now.
-                w.kept_reads.clear();
+                // What the file reads as is known now: kept with a hold or
+                // an end that a predecessor kept without it (an older
+                // paddock), so that the next daemon has it.
+                let had = std::mem::take(&mut w.kept_reads);
                 w.desired = Some(desired);
+                let reads = w.reads_kept();
+                if !reads.is_empty() && !reads.iter().all(|r| had.contains(r)) {
+                    w.persist(&mut effects);
+                }
             }
             ManifestEvent::Invalid(problems) => {
                 if w.file != File::Invalid(problems.clone()) {
