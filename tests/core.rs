@@ -991,6 +991,13 @@ fn a_hold_kept_without_what_it_reads_as_gains_it_when_its_file_is_read() {
     next.on_manifest(&name(), valid(2, ""), at);
     assert!(next.reconcile(at, 16).effects.is_empty());
     assert!(matches!(next.get(&name()).unwrap().state, State::Held { version: Version(2) }));
+    // And with the workload's name written out as its hostname (the one
+    // default that depends on the name): still the same manifest.
+    let mut third = Core::default();
+    third.restore(&name(), Some(Version(2)), None, None, None);
+    third.restore_reads(&name(), next.get(&name()).unwrap().reads_of([Version(2)]));
+    third.on_manifest(&name(), valid(3, "hostname = \"web\""), at);
+    assert!(matches!(third.get(&name()).unwrap().state, State::Held { version: Version(3) }), "still held");
 }
 
 /// One that only reworded it (comments, formatting) leaves the adopted
