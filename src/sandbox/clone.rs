@@ -61,7 +61,8 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// (128 inotify instances by default: after them no root process on the
 /// host, systemd and a restarted paddock among them, could watch a file).
 /// The calling thread acts as `owner` for the clone alone, keeping its
-/// capabilities (SECBIT_NO_SETUID_FIXUP), and the child drops that bit.
+/// capabilities (SECBIT_NO_SETUID_FIXUP); the child starts from the
+/// default securebits, as the kernel gives every new user namespace.
 ///
 /// # Safety
 /// As fork: the caller's child side must only run async-signal-safe code.
@@ -73,7 +74,8 @@ pub unsafe fn clone_sandbox(
 ) -> (libc::c_long, bool) {
     use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
     let owner = owner.filter(|_| flags & libc::CLONE_NEWUSER as u64 != 0);
-    // SAFETY: prctl and setresuid with integer arguments, on this thread only.
+    // SAFETY: act_as's contract is met below: whatever the clone did, this
+    // thread is made root again (`act_as_root`) before it returns.
     let acted = match owner.map(|owner| unsafe { act_as(owner) }) {
         Some(Err(errno)) => {
             Errno::set(errno);
@@ -87,20 +89,11 @@ pub unsafe fn clone_sandbox(
     // SAFETY: the caller's contract, passed on.
     let cloned = unsafe { clone_raw(flags, cgroup_dir, pidfd) };
     let errno = Errno::last();
-    if let Some(acted) = acted {
-        // SAFETY: prctl and setresuid with integer arguments; in the child,
-        // async-signal-safe system calls and _exit only.
-        unsafe {
-            if cloned.0 == 0 {
-                // Its capabilities are the new namespace's: CAP_SETPCAP there.
-                // (It stays not dumpable: the init makes sure of it anyway.)
-                if libc::prctl(libc::PR_SET_SECUREBITS, acted.bits, 0, 0, 0) != 0 {
-                    libc::_exit(125);
-                }
-            } else {
-                act_as_root(acted);
-            }
-        }
+    // (The child, in its new user namespace, has the default securebits
+    // and every capability there, as the kernel gives it: nothing to undo.)
+    if let Some(acted) = acted.filter(|_| cloned.0 != 0) {
+        // SAFETY: raw system calls with integer arguments, in the caller.
+        unsafe { act_as_root(acted) };
     }
     if cloned.0 != 0 {
         // The mask this thread had.
@@ -161,7 +154,7 @@ unsafe fn act_as(owner: libc::uid_t) -> Result<Acted, Errno> {
 /// CAP_SETPCAP, as `act_as` needed).
 ///
 /// # Safety
-/// Raw system calls with integer arguments; async-signal-safe.
+/// Only after `act_as` on this thread, with what it returned.
 unsafe fn act_as_root(acted: Acted) {
     // SAFETY: setresuid and prctl with integer arguments; abort.
     unsafe {
@@ -310,7 +303,9 @@ impl Child {
     /// # Safety
     /// In the child of a fork-like clone: async-signal-safe calls only.
     unsafe fn become_root(&self, keepcaps: bool) -> bool {
-        // Until now we are still the host's root (kuid 0), which the new
+        // Until now our real and saved uid are still the host's root's
+        // (kuid 0; the effective one is the slice's start when the cloner
+        // acted as it, `act_as`), and our gids all root's, which the new
         // namespace does not map; becoming its uid/gid 0 (the slice's start)
         // is what gives us capabilities in it. (With no user namespace of
         // its own, `user = "host"`, this leaves the host's root as it is.)
@@ -380,7 +375,8 @@ mod tests {
 
     /// Acting as a workload's root for a clone leaves the thread as it was:
     /// root, its parent-death signal armed (the kernel clears it at a
-    /// change of effective uid, and the zygote's ties it to the daemon).
+    /// change of effective uid, and the zygote's ties it to the daemon),
+    /// the process dumpable (the kernel resets that too).
     #[test]
     fn acting_as_a_workloads_root_leaves_the_thread_as_it_was() {
         assert!(nix::unistd::geteuid().is_root(), "this test changes its effective uid and must run as root");
@@ -391,7 +387,11 @@ mod tests {
                 // SAFETY: prctl and raw system calls with integer arguments
                 // and pointers to our own stack; _exit.
                 unsafe {
-                    let armed = libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR1, 0, 0, 0) == 0;
+                    let set = libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR1, 0, 0, 0) == 0
+                        && libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) == 0;
+                    if !set {
+                        libc::_exit(1);
+                    }
                     let acted = act_as(6_900_000);
                     let acting = libc::geteuid() == 6_900_000;
                     if let Ok(acted) = acted {
@@ -399,11 +399,13 @@ mod tests {
                     }
                     let mut signal: libc::c_int = 0;
                     libc::prctl(libc::PR_GET_PDEATHSIG, &mut signal as *mut libc::c_int);
-                    let code = match (armed, acting, libc::geteuid(), signal) {
-                        (true, true, 0, libc::SIGUSR1) => 0,
-                        (_, false, ..) => 2,
-                        (_, _, 0, _) => 3,
-                        _ => 4,
+                    let dumpable = libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0);
+                    let code = match (acting, libc::geteuid(), signal, dumpable) {
+                        (false, ..) => 2,
+                        (_, 1.., ..) => 3,
+                        (_, 0, s, _) if s != libc::SIGUSR1 => 4,
+                        (_, 0, _, d) if d != 1 => 5,
+                        _ => 0,
                     };
                     libc::_exit(code);
                 }
@@ -413,7 +415,7 @@ mod tests {
                 assert_eq!(
                     status,
                     nix::sys::wait::WaitStatus::Exited(child, 0),
-                    "2: never acted as the uid; 3: its parent-death signal lost; 4: not root again"
+                    "1: could not set up; 2: never acted as the uid; 3: not root again; 4: its parent-death signal lost; 5: not dumpable"
                 );
             }
         }
