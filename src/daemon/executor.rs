@@ -71,7 +71,7 @@ pub fn blame(error: &SpawnError) -> Blame {
             | CgroupError::EnableController { .. }
             | CgroupError::NoSwapAccounting { .. },
         ) => Blame::Host,
-        SpawnError::OutsideSlice { .. } | SpawnError::Source(_) => Blame::Host,
+        SpawnError::OutsideSlice { .. } | SpawnError::Source(_) | SpawnError::NoSetpcap => Blame::Host,
         // The host's key quota (`kernel.keys.maxkeys`): raised, `paddock
         // reload` tries the workload again, as any host failure.
         SpawnError::Setup { step, .. } if step == sandbox::KEYRING_STEP => Blame::Host,
@@ -524,6 +524,7 @@ mod tests {
         assert_eq!(blame(&mount), Blame::Daemon);
         let big = SpawnError::OutsideSlice { what: "user", id: 70000, size: 65536 };
         assert_eq!(blame(&big), Blame::Host);
+        assert_eq!(blame(&SpawnError::NoSetpcap), Blame::Host, "a daemon without CAP_SETPCAP");
     }
 
     #[test]

@@ -143,8 +143,8 @@ pub fn main(channel_fd: RawFd) -> i32 {
     };
     // The workload's open-files limit, with room for this init's own few
     // descriptors. A remapped init was born with room enough and lowers it
-    // here: the daemon may not set the limits of a process in a user
-    // namespace it does not own (`spawn::release`).
+    // here: it has not the daemon's ids, and setting them from outside
+    // would take CAP_SYS_RESOURCE (`spawn::nofile_at_birth`).
     if let Some((soft, hard)) = cfg.nofile {
         let limit = libc::rlimit {
             rlim_cur: soft.max(super::spawn::INIT_NOFILE),

@@ -133,6 +133,10 @@ pub enum SpawnError {
     WriteMap { path: String, source: std::io::Error },
     #[error("setting RLIMIT_NOFILE: {0}")]
     Rlimit(Errno),
+    #[error(
+        "paddock lacks CAP_SETPCAP, which a remapped sandbox's start needs (its user namespace is made as the workload's root, with paddock's capabilities kept): give it CAP_SETPCAP (a unit's CapabilityBoundingSet=, a container's --cap-add SETPCAP)"
+    )]
+    NoSetpcap,
     #[error(transparent)]
     Channel(#[from] ChannelError),
     #[error("sandbox setup failed at {step}: {error}")]
@@ -267,10 +271,16 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
         ),
         None => None,
     };
-    // Here first, so that a refusal is said as the limit's; the zygote, a
-    // process of its own that clones for this one, raises its own again.
+    // The clone acts as the workload's root with its capabilities kept
+    // (`clone::act_as`): without CAP_SETPCAP it would fail as a bare EPERM.
+    if owner(req).is_some() && !sys::has_capability(CAP_SETPCAP) {
+        return Err(SpawnError::NoSetpcap);
+    }
+    // Checked here first, so that a refusal is said as the limit's (the
+    // process that clones, this one or the zygote, raises its own hard
+    // limit for the clone alone: `room_for_nofile`).
     if let Some(hard) = nofile_at_birth(req) {
-        room_for_nofile(hard).map_err(SpawnError::Rlimit)?;
+        within_reach(hard).map_err(SpawnError::Rlimit)?;
     }
     let (pid, pidfd, placed) = match init {
         InitMode::Zygote(zygote) => {
@@ -298,7 +308,13 @@ fn spawn_in(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<(Pid, Own
                     output: req.output.map_or(-1, |f| f.as_raw_fd()),
                 },
             };
-            clone_here(req, init, flags, child, cgroup_dir.as_ref(), &argv, &envp)?
+            let raised = match nofile_at_birth(req) {
+                Some(hard) => room_for_nofile(hard).map_err(SpawnError::Rlimit)?,
+                None => None,
+            };
+            let cloned = clone_here(req, init, flags, child, cgroup_dir.as_ref(), &argv, &envp);
+            put_back_nofile(raised);
+            cloned?
         }
     };
     // Our copy must go, so that the init's death reads as end-of-file below.
@@ -365,28 +381,61 @@ fn owner(req: &SpawnRequest<'_>) -> Option<libc::uid_t> {
     req.manifest.namespaces.remapped().then_some(req.slice.uid.start)
 }
 
+/// The capability that keeps the others across a change of uid (prctl's securebits).
+const CAP_SETPCAP: u32 = 8;
+
+/// The capability that raises a hard limit.
+const CAP_SYS_RESOURCE: u32 = 24;
+
 /// The hard open-files limit a remapped sandbox must be born with: the
-/// kernel lets no process outside a user namespace it does not own set
-/// the limits of one inside it (`release`), and inside, a hard limit can
-/// only be lowered.
+/// child no longer has the ids of the process that clones it (its
+/// effective uid is the slice's, `owner`), so setting its limits from
+/// outside would take CAP_SYS_RESOURCE, which a daemon in a container may
+/// lack (`release`); inside, a hard limit can only be lowered.
 fn nofile_at_birth(req: &SpawnRequest<'_>) -> Option<u64> {
     owner(req)?;
     workload_nofile(req.manifest).map(|(_, hard)| hard.max(INIT_NOFILE))
 }
 
+/// A hard open-files limit the process that clones could not make room
+/// for is refused as setrlimit would refuse it: above the kernel's ceiling
+/// (fs.nr_open), or above this process's hard limit without
+/// CAP_SYS_RESOURCE (the zygote has this process's).
+fn within_reach(hard: u64) -> Result<(), Errno> {
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let (_, now) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+    match ceiling {
+        Some(ceiling) if hard > ceiling => Err(Errno::EPERM),
+        _ if hard > now && !sys::has_capability(CAP_SYS_RESOURCE) => Err(Errno::EPERM),
+        _ => Ok(()),
+    }
+}
+
 /// Raises this process's hard RLIMIT_NOFILE to `hard` where it is lower,
-/// so that a child cloned now inherits room for it (a hard limit is a
-/// ceiling: a higher one takes nothing from this process).
-pub(super) fn room_for_nofile(hard: u64) -> Result<(), Errno> {
+/// so that a child cloned now inherits room for it; returns the limit it
+/// had, for `put_back_nofile` once the clone is made (a daemon's raised
+/// limit would be every later workload's, handed on at an upgrade).
+pub(super) fn room_for_nofile(hard: u64) -> Result<Option<libc::rlimit>, Errno> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the rlimit we pass.
     Errno::result(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
     if limit.rlim_max >= hard {
-        return Ok(());
+        return Ok(None);
     }
+    let before = limit;
     limit.rlim_max = hard;
     // SAFETY: a valid rlimit, its soft limit as it was (below the new hard one).
-    Errno::result(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }).map(drop)
+    Errno::result(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })?;
+    Ok(Some(before))
+}
+
+/// This process's open-files limit as it was before `room_for_nofile`
+/// (lowering a hard limit needs no privilege).
+pub(super) fn put_back_nofile(before: Option<libc::rlimit>) {
+    if let Some(before) = before {
+        // SAFETY: a valid rlimit, the one this process had.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &before) };
+    }
 }
 
 fn write_map(pid: Pid, file: &str, range: crate::idmap::IdRange) -> Result<(), SpawnError> {
@@ -417,9 +466,8 @@ fn release(
     // From outside: inside its user namespace the child could not raise a
     // hard limit. The init gets room for its own few descriptors; the
     // workload's process sets its own limit (lowering it) before its exec.
-    // A remapped child's namespace is not root's (`owner`), and the kernel
-    // lets no one outside it set its limits: it was born with room enough
-    // (`room_for_nofile`), and its workload lowers its own.
+    // A remapped child has not our ids (`owner`): it was born with room
+    // enough (`nofile_at_birth`), and its init lowers its own.
     if let Some((soft, hard)) = workload_nofile(req.manifest).filter(|_| owner(req).is_none()) {
         let limit = libc::rlimit { rlim_cur: soft.max(INIT_NOFILE), rlim_max: hard.max(INIT_NOFILE) };
         // SAFETY: `limit` is a valid rlimit; the old value is not requested.
@@ -468,6 +516,43 @@ mod tests {
     use crate::idmap::IdRange;
     use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
+
+    /// The process that clones raises its hard open-files limit for the
+    /// clone alone: put back after, it is not every later workload's (nor
+    /// handed on at an upgrade).
+    #[test]
+    fn room_made_for_a_childs_open_files_limit_is_taken_back() {
+        assert!(nix::unistd::geteuid().is_root(), "this test raises a hard limit and must run as root");
+        // SAFETY: the child makes only system calls and leaves by _exit.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let hard = || nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap().1;
+                let code =
+                    if nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 100, 1000).is_err() {
+                        1
+                    } else {
+                        // Raising a hard limit takes CAP_SYS_RESOURCE, which
+                        // root in a container may lack (as on this VM): then
+                        // refused, and nothing changed.
+                        match (room_for_nofile(2000), sys::has_capability(CAP_SYS_RESOURCE)) {
+                            (Ok(raised), true) if hard() == 2000 => {
+                                put_back_nofile(raised);
+                                if hard() == 1000 { 0 } else { 3 }
+                            }
+                            (Err(Errno::EPERM), false) if hard() == 1000 => 0,
+                            _ => 2,
+                        }
+                    };
+                // SAFETY: _exit ends the child without the parent's atexit handlers.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => assert_eq!(
+                waitpid(child, None).unwrap(),
+                WaitStatus::Exited(child, 0),
+                "1: could not lower it; 2: not raised (or, without CAP_SYS_RESOURCE, changed); 3: not put back"
+            ),
+        }
+    }
 
     /// Set in the process the test below runs itself in, alone.
     const ALONE: &str = "PADDOCK_TEST_SPAWN_ALONE";

@@ -223,6 +223,15 @@ pub fn capset(set: u64) -> Result<(), Errno> {
     Errno::result(rc).map(drop)
 }
 
+/// Whether this thread holds capability `cap` in its effective set.
+pub fn has_capability(cap: u32) -> bool {
+    let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // SAFETY: header and two data structs of the v3 layout, which the kernel fills.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &header as *const CapHeader, data.as_mut_ptr()) };
+    rc == 0 && data[(cap / 32) as usize].effective & (1 << (cap % 32)) != 0
+}
+
 /// Sets every signal, real-time ones included, to its default action.
 /// Raw rt_sigaction: glibc's wrapper refuses the two real-time signals it
 /// keeps for itself, which a parent may nevertheless have left ignored.
@@ -517,6 +526,30 @@ mod tests {
     use nix::sys::socket::{AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair};
 
     use super::*;
+
+    /// A thread without CAP_SETPCAP is told so (a remapped start is then
+    /// refused naming it, not as a bare EPERM of its clone).
+    #[test]
+    fn a_capability_dropped_is_seen_gone() {
+        assert!(nix::unistd::geteuid().is_root(), "this test drops capabilities and must run as root");
+        assert!(has_capability(8), "root holds CAP_SETPCAP");
+        // SAFETY: the child makes only system calls and leaves by _exit.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let code = match capset(1 << 5) {
+                    Ok(()) => u8::from(has_capability(8)) * 2 + u8::from(!has_capability(5)) * 4,
+                    Err(_) => 1,
+                };
+                // SAFETY: _exit ends the child without the parent's atexit handlers.
+                unsafe { libc::_exit(i32::from(code)) }
+            }
+            nix::unistd::ForkResult::Parent { child } => assert_eq!(
+                nix::sys::wait::waitpid(child, None).unwrap(),
+                nix::sys::wait::WaitStatus::Exited(child, 0),
+                "1: capset failed; 2: CAP_SETPCAP still seen; 4: CAP_KILL not seen"
+            ),
+        }
+    }
 
     /// More descriptors than the room: those the kernel installed are
     /// returned, owned (nix's `cmsgs()` gave none, leaving them open).

@@ -327,11 +327,11 @@ fn clone_one(request: &Request, fds: Vec<OwnedFd>, daemon: &OwnedFd, title: &Tit
     {
         return failed(errno);
     }
-    if let Some(hard) = request.birth.nofile
-        && let Err(errno) = super::spawn::room_for_nofile(hard)
-    {
-        return (Reply::Failed { errno: errno as i32 }, None, netns.is_some());
-    }
+    let raised = match request.birth.nofile.map(super::spawn::room_for_nofile) {
+        Some(Err(errno)) => return (Reply::Failed { errno: errno as i32 }, None, netns.is_some()),
+        Some(Ok(raised)) => raised,
+        None => None,
+    };
     title.set(INIT_NAME);
     let mut pidfd: libc::c_int = -1;
     // SAFETY: this process is single-threaded, so the child may run any
@@ -343,6 +343,7 @@ fn clone_one(request: &Request, fds: Vec<OwnedFd>, daemon: &OwnedFd, title: &Tit
         // SAFETY: as above: a single-threaded process's clone child.
         unsafe { child.run_init() }
     }
+    super::spawn::put_back_nofile(raised);
     title.set(ZYGOTE_NAME);
     let away = netns.is_some();
     match Errno::result(ret) {
