@@ -110,10 +110,11 @@ pub enum Step {
     NoNewPrivs,
     Execve,
     Keyring,
+    SavedGroup,
 }
 
 impl Step {
-    const ALL: [Step; 13] = [
+    const ALL: [Step; 14] = [
         Step::CloseDescriptors,
         Step::Chdir,
         Step::Rlimit,
@@ -127,6 +128,7 @@ impl Step {
         Step::NoNewPrivs,
         Step::Execve,
         Step::Keyring,
+        Step::SavedGroup,
     ];
 
     pub fn from_u32(n: u32) -> Option<Step> {
@@ -149,6 +151,9 @@ impl Step {
             Step::NoNewPrivs => "set no_new_privs",
             Step::Execve => "execute the command",
             Step::Keyring => "join a session keyring of its own",
+            Step::SavedGroup => {
+                "keep the init's saved group apart (so that no process of the sandbox may set its limits)"
+            }
         }
     }
 }
@@ -304,11 +309,11 @@ impl Prepared {
         // with RLIMIT_CPU kill the init). No process has three groups that
         // differ. Its files and signals go by its effective ids, unchanged.
         // A slice of one id maps no other group: then it is left as it is.
-        let gids = nix::unistd::getresgid().at(Step::Setresgid)?;
+        let gids = nix::unistd::getresgid().at(Step::SavedGroup)?;
         let apart = Gid::from_raw(u32::from(gids.effective.as_raw() == 0));
         match setresgid(gids.real, gids.effective, apart) {
             Ok(()) | Err(Errno::EINVAL) => {}
-            Err(e) => return Err((Step::Setresgid, e)),
+            Err(e) => return Err((Step::SavedGroup, e)),
         }
         sys::capset(keep).at(Step::Capset)?;
         // SAFETY: prctl with integer arguments only.
