@@ -467,7 +467,7 @@ mod tests {
             "{said:?}"
         );
         // A minute after the last word, the losses since are said.
-        out.told = Some(Instant::now() - COMPLAINT_INTERVAL);
+        out.told = Some(Instant::now().checked_sub(COMPLAINT_INTERVAL).expect("a machine up a minute at least"));
         out.write_into(writing.as_fd(), b"kept\n", &init);
         let said = daemon.try_recv_report::<InitReport>();
         assert!(matches!(said, Ok(InitReport::LogWritten { lost: 245 })), "{said:?}");
