@@ -166,13 +166,7 @@ fn daemon_kills_amid_changes_lose_nothing_and_duplicate_nothing() {
 fn an_end_while_no_daemon_runs_is_heard_and_a_one_shot_runs_once_per_version() {
     let mut d = Daemon::setup().start(&[]);
     d.write("brief.toml", "command = [\"/bin/sh\", \"-c\", \"sleep 1; exit 7\"]\n[restart]\npolicy = \"never\"\n");
-    std::fs::write(d.path("out/runs"), "").unwrap();
-    // Writable by the sandbox's root, an unprivileged host uid.
-    std::fs::set_permissions(d.path("out/runs"), std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
-    let once = format!(
-        "command = [\"/bin/sh\", \"-c\", \"echo run >> /out/runs\"]\n[restart]\npolicy = \"never\"\n[[mounts]]\nsource = {:?}\ntarget = \"/out\"\nreadonly = false\n",
-        d.path("out").display().to_string()
-    );
+    let once = counting_one_shot(&d);
     d.write("once.toml", &once);
     d.running_pid("brief");
     d.kill();
@@ -208,15 +202,7 @@ fn an_end_while_no_daemon_runs_is_heard_and_a_one_shot_runs_once_per_version() {
 #[test]
 fn an_edit_that_reads_the_same_restarts_nothing_across_a_daemon_crash_too() {
     let mut d = Daemon::setup().start(&[]);
-    std::fs::write(d.path("out/runs"), "").unwrap();
-    // Writable by the sandbox's root, an unprivileged host uid.
-    std::fs::set_permissions(d.path("out/runs"), std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
-    let out = format!(
-        "[[mounts]]\nsource = {:?}\ntarget = \"/out\"\nreadonly = false\n",
-        d.path("out").display().to_string()
-    );
-    let once =
-        format!("command = [\"/bin/sh\", \"-c\", \"echo run >> /out/runs\"]\n[restart]\npolicy = \"never\"\n{out}");
+    let once = counting_one_shot(&d);
     d.write("once.toml", &once);
     d.write("web.toml", "command = [\"/bin/sleep\", \"1000\"]\nhostname = \"web\"\n");
     d.write("held.toml", SLEEPER);
@@ -307,14 +293,7 @@ fn an_edit_that_waits_reverted_in_other_words_restarts_nothing() {
 #[test]
 fn a_hold_and_an_end_survive_an_invalid_edit_a_crash_and_the_file_put_back_in_other_words() {
     let mut d = Daemon::setup().start(&[]);
-    std::fs::write(d.path("out/runs"), "").unwrap();
-    std::fs::set_permissions(d.path("out/runs"), std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
-    let out = format!(
-        "[[mounts]]\nsource = {:?}\ntarget = \"/out\"\nreadonly = false\n",
-        d.path("out").display().to_string()
-    );
-    let once =
-        format!("command = [\"/bin/sh\", \"-c\", \"echo run >> /out/runs\"]\n[restart]\npolicy = \"never\"\n{out}");
+    let once = counting_one_shot(&d);
     d.write("once.toml", &once);
     d.write("held.toml", SLEEPER);
     d.wait_for("once to run", |d| d.workload("once").is_some_and(|w| w["state"] == "exited"));
@@ -357,6 +336,18 @@ fn a_hold_and_an_end_survive_an_invalid_edit_a_crash_and_the_file_put_back_in_ot
     d.write("held.toml", &format!("{SLEEPER}hostname = \"h2\"\n"));
     d.running_pid("held");
     assert_eq!(d.terminate(), 0);
+}
+
+/// A one-shot that appends a line to `out/runs` at each run (the file
+/// made here, writable by the sandbox's root, an unprivileged host uid):
+/// its manifest's text.
+fn counting_one_shot(d: &Daemon) -> String {
+    std::fs::write(d.path("out/runs"), "").unwrap();
+    std::fs::set_permissions(d.path("out/runs"), std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    format!(
+        "command = [\"/bin/sh\", \"-c\", \"echo run >> /out/runs\"]\n[restart]\npolicy = \"never\"\n[[mounts]]\nsource = {:?}\ntarget = \"/out\"\nreadonly = false\n",
+        d.path("out").display().to_string()
+    )
 }
 
 /// Records a crash may leave: torn, stale (its pid reused by another
