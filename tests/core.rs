@@ -343,15 +343,16 @@ fn a_chain_and_a_diamond_start_in_order_and_say_whom_they_wait_for() {
     assert_eq!(starts(&mut core, at), ["web"]);
 }
 
-/// An edit that adds `after` naming a workload not ready (or no one: a
-/// misspelt name) leaves the running version running until its restart
-/// need not wait; it was stopped at once, and the new version waited,
-/// down, for good after a misspelt name.
-#[test]
-fn an_edit_that_must_wait_leaves_the_running_version_running_until_it_need_not() {
+/// The stops among `effects`.
+fn stops(effects: &[Effect]) -> usize {
+    effects.iter().filter(|e| matches!(e, Effect::Stop { .. })).count()
+}
+
+/// `app` running (version 1), then edited (version 2) to come `after`
+/// `db`, which no manifest defines yet: not stopped while the new
+/// version would wait.
+fn app_running_with_an_edit_waiting_for_db(at: Clock) -> Core {
     let mut core = Core::default();
-    let at = Clock::read();
-    let stops = |effects: &[Effect]| effects.iter().filter(|e| matches!(e, Effect::Stop { .. })).count();
     with(&mut core, &[("app", "")], at);
     assert_eq!(starts(&mut core, at), ["app"]);
     core.on_started(&named("app"), 10, Duration::ZERO, at);
@@ -362,6 +363,17 @@ fn an_edit_that_must_wait_leaves_the_running_version_running_until_it_need_not()
     });
     core.on_manifest(&named("app"), edited, at);
     assert_eq!(stops(&core.reconcile(at, 16).effects), 0, "not stopped while the new version would wait");
+    core
+}
+
+/// An edit that adds `after` naming a workload not ready (or no one: a
+/// misspelt name) leaves the running version running until its restart
+/// need not wait; it was stopped at once, and the new version waited,
+/// down, for good after a misspelt name.
+#[test]
+fn an_edit_that_must_wait_leaves_the_running_version_running_until_it_need_not() {
+    let at = Clock::read();
+    let mut core = app_running_with_an_edit_waiting_for_db(at);
     let app = core.get(&named("app")).unwrap();
     assert_eq!(app.state_name(), "running");
     assert_eq!(app.waiting.iter().map(|w| w.to_string()).collect::<Vec<_>>(), ["db (no manifest defines it)"]);
@@ -396,19 +408,8 @@ fn an_edit_that_must_wait_leaves_the_running_version_running_until_it_need_not()
 /// for a revert to the very text.
 #[test]
 fn an_edit_that_waits_reverted_in_other_words_restarts_nothing() {
-    let mut core = Core::default();
     let at = Clock::read();
-    let stops = |effects: &[Effect]| effects.iter().filter(|e| matches!(e, Effect::Stop { .. })).count();
-    with(&mut core, &[("app", "")], at);
-    assert_eq!(starts(&mut core, at), ["app"]);
-    core.on_started(&named("app"), 10, Duration::ZERO, at);
-    let edited = ManifestEvent::Valid(Desired {
-        version: Version(2),
-        manifest: manifest("after = [\"db\"]"),
-        source: Arc::from(""),
-    });
-    core.on_manifest(&named("app"), edited, at);
-    assert_eq!(stops(&core.reconcile(at, 16).effects), 0, "not stopped while the new version would wait");
+    let mut core = app_running_with_an_edit_waiting_for_db(at);
     // Version 3: version 1's manifest, with a comment.
     let effects = core.on_manifest(&named("app"), valid(3, ""), at);
     assert!(
