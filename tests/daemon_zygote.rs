@@ -32,7 +32,7 @@ fn field(pid: i64, name: &str) -> String {
 /// and the host uid its root is (the first line of its uid_map).
 fn userns_owner_and_root(pid: i64) -> (u32, u32) {
     use std::os::fd::AsRawFd;
-    const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+    const NS_GET_OWNER_UID: libc::Ioctl = 0xb704;
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/user")).unwrap();
     let mut owner: libc::uid_t = u32::MAX;
     // SAFETY: NS_GET_OWNER_UID writes one uid_t into `owner`.
