@@ -410,13 +410,17 @@ impl Core {
                     // Held or ended at a version this daemon has not read
                     // (reworded while no daemon ran, or since an invalid
                     // edit): what its predecessor kept it reads as.
-                    (None, _) => {
+                    // (The digest, a serialization of the manifest, only
+                    // where one was kept of another version: not for every
+                    // file of a daemon's first scan.)
+                    (None, _) if w.kept_reads.iter().any(|r| r.version != version) => {
                         let reads = desired.reads(name);
                         w.kept_reads
                             .iter()
                             .find(|r| r.version != version && r.digest == reads.digest)
                             .map(|r| r.version)
                     }
+                    (None, _) => None,
                     (Some(_), _) => None,
                 };
                 if let Some(from) = reworded {
