@@ -182,6 +182,14 @@ impl Rig {
             self.sup.on_sandbox(event, self.at);
         }
     }
+
+    /// `web`, version 1, started and running.
+    fn web_running(&mut self) {
+        self.sup.apply(scan(vec![("web", valid(1))]), self.at);
+        self.sup.reconcile(self.at);
+        let calls = self.take_calls();
+        self.answer(&calls);
+    }
 }
 
 #[test]
@@ -203,10 +211,7 @@ fn a_start_that_fails_at_once_waits_and_is_retried_by_a_later_pass() {
 #[test]
 fn a_hold_ends_with_its_manifest_even_when_the_exit_comes_after_the_removal() {
     let mut r = Rig::new();
-    r.sup.apply(scan(vec![("web", valid(1))]), r.at);
-    r.sup.reconcile(r.at);
-    let calls = r.take_calls();
-    r.answer(&calls);
+    r.web_running();
     r.sup.request("web", Command::Stop, r.at).unwrap();
     assert_eq!(r.store.kept.borrow()[&n("web")].hold, Some(Version(1)));
     // On disk before the stop signal went: a daemon that dies meanwhile leaves it held.
@@ -231,10 +236,7 @@ fn a_hold_ends_with_its_manifest_even_when_the_exit_comes_after_the_removal() {
 #[test]
 fn a_reworded_hold_is_on_disk_before_the_sandboxs_record_names_the_new_version() {
     let mut r = Rig::new();
-    r.sup.apply(scan(vec![("web", valid(1))]), r.at);
-    r.sup.reconcile(r.at);
-    let calls = r.take_calls();
-    r.answer(&calls);
+    r.web_running();
     r.sup.request("web", Command::Stop, r.at).unwrap();
     assert_eq!(r.take_calls(), [Call::Signal("web".into())]);
     // Version 2: version 1's manifest, in other words.
