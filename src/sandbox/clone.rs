@@ -111,6 +111,9 @@ const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
 /// dumpability (a daemon that cloned would otherwise dump no core) and
 /// the thread's parent-death signal (the zygote's, which ties it to the
 /// daemon, would otherwise be gone after its first remapped clone).
+/// Dumpability is the process's: two threads acting at once could put
+/// back each other's. None do: sandboxes are cloned one at a time, by
+/// the zygote, the daemon's event loop or `paddock run`'s one thread.
 #[derive(Clone, Copy)]
 struct Acted {
     bits: libc::c_ulong,
