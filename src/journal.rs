@@ -10,8 +10,12 @@
 //! failed" and no more.)
 
 use std::fmt::Write as _;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use nix::sys::socket::{MsgFlags, UnixAddr};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -25,23 +29,49 @@ pub const SOCKET: &str = "/run/systemd/journal/socket";
 const CUT: usize = 16 * 1024;
 const CUT_FIELD: usize = 1024;
 
+/// How long an entry waits for journald to take it (its socket's queue
+/// full). The daemon logs from its event loop: a journald that takes
+/// nothing would otherwise hold every restart, exit and answer with it.
+/// (systemd's PID 1 waits 10 ms, its other programs 10 s.)
+pub const PATIENCE: Duration = Duration::from_millis(100);
+
 pub struct Journal {
     socket: UnixDatagram,
-    path: PathBuf,
+    /// Unconnected: each entry is sent to the path, which a restarted
+    /// journald binds anew.
+    to: UnixAddr,
     identifier: &'static str,
+    /// Entries journald did not take since the last it took. While there
+    /// are any, each entry is preceded by one saying how many were lost,
+    /// sent without waiting: the entry is not sent (and is lost too)
+    /// unless journald takes that.
+    lost: AtomicU64,
 }
 
 impl Journal {
     /// A layer that sends to journald's socket at `path`; None where
     /// there is none to send to.
-    pub fn new(path: impl Into<PathBuf>, identifier: &'static str) -> Option<Self> {
-        let path = path.into();
+    pub fn new(path: impl AsRef<std::path::Path>, identifier: &'static str) -> Option<Self> {
+        let path = path.as_ref();
         if !path.exists() {
             return None;
         }
-        // Unconnected: each entry is sent to the path, which a restarted
-        // journald binds anew.
-        Some(Journal { socket: UnixDatagram::unbound().ok()?, path, identifier })
+        let socket = UnixDatagram::unbound().ok()?;
+        socket.set_write_timeout(Some(PATIENCE)).ok()?;
+        Some(Journal { socket, to: UnixAddr::new(path).ok()?, identifier, lost: AtomicU64::new(0) })
+    }
+
+    fn send(&self, entry: &[u8], wait: bool) -> nix::Result<()> {
+        let flags = if wait { MsgFlags::empty() } else { MsgFlags::MSG_DONTWAIT };
+        nix::sys::socket::sendto(self.socket.as_raw_fd(), entry, &self.to, flags).map(drop)
+    }
+
+    /// Sends an event's entry, cut if it is too long for one datagram.
+    fn send_event(&self, level: &Level, target: &str, fields: &Fields, wait: bool) -> nix::Result<()> {
+        match self.send(&entry(level, target, self.identifier, fields, false), wait) {
+            Err(nix::errno::Errno::EMSGSIZE) => self.send(&entry(level, target, self.identifier, fields, true), wait),
+            sent => sent,
+        }
     }
 }
 
@@ -154,13 +184,27 @@ impl<S: Subscriber> Layer<S> for Journal {
         let mut fields = Fields::default();
         event.record(&mut fields);
         let meta = event.metadata();
-        let whole = entry(meta.level(), meta.target(), self.identifier, &fields, false);
-        // Nowhere to say that a log entry could not be sent.
-        if let Err(e) = self.socket.send_to(&whole, &self.path)
-            && e.raw_os_error() == Some(libc::EMSGSIZE)
-        {
-            let cut = entry(meta.level(), meta.target(), self.identifier, &fields, true);
-            let _ = self.socket.send_to(&cut, &self.path);
+        let lost = self.lost.load(Ordering::Relaxed);
+        if lost > 0 {
+            let said = Fields {
+                message: format!(
+                    "journald did not take {lost} log entries (it took none for {} ms): they are lost",
+                    PATIENCE.as_millis()
+                ),
+                own: vec![("LOST".to_owned(), lost.to_string())],
+                ..Fields::default()
+            };
+            if self.send_event(&Level::WARN, module_path!(), &said, false).is_err() {
+                // Not waited for again: journald still takes nothing.
+                self.lost.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            self.lost.fetch_sub(lost, Ordering::Relaxed);
+        }
+        // Nowhere to say that an entry could not be sent but the next
+        // entry journald takes.
+        if self.send_event(meta.level(), meta.target(), &fields, true).is_err() {
+            self.lost.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -255,6 +299,49 @@ mod tests {
         assert!(message.len() < CUT + 100 && message.ends_with("(cut: too long for one journal entry)"));
         assert_eq!(field(&entries[0], "WORKLOAD"), Some("web"));
         assert!(field(&entries[0], "ERROR").unwrap().len() < CUT_FIELD + 100);
+    }
+
+    /// A journald that takes nothing (its socket's queue full) holds the
+    /// daemon's loop for one entry's `PATIENCE`, not for each entry nor
+    /// forever; the next entry it takes is preceded by one saying how many
+    /// were lost.
+    #[test]
+    fn a_journald_that_takes_nothing_holds_the_daemon_once_and_hears_what_was_lost() {
+        const EVENTS: usize = 1000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("socket");
+        let journald = UnixDatagram::bind(&path).unwrap();
+        journald.set_nonblocking(true).unwrap();
+        let dispatch =
+            tracing::Dispatch::new(tracing_subscriber::registry().with(Journal::new(&path, "paddock").unwrap()));
+        let (done, finished) = std::sync::mpsc::channel();
+        let logging = dispatch.clone();
+        std::thread::spawn(move || {
+            tracing::dispatcher::with_default(&logging, || (0..EVENTS).for_each(|i| tracing::info!(i, "busy")));
+            let _ = done.send(());
+        });
+        // Waiting PATIENCE for each would take 100 s; blocking, forever.
+        finished
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("1000 entries to a journald that takes nothing were not all sent (or given up) in 30 s");
+        let mut buf = vec![0u8; 1 << 16];
+        let mut taken = 0;
+        while journald.recv(&mut buf).is_ok() {
+            taken += 1;
+        }
+        assert!(taken > 0 && taken < EVENTS, "the socket's queue took {taken} of {EVENTS}");
+
+        tracing::dispatcher::with_default(&dispatch, || tracing::info!("after"));
+        let mut next = || {
+            let n = journald.recv(&mut buf).expect("an entry");
+            parse(&buf[..n])
+        };
+        let said = next();
+        let lost = (EVENTS - taken).to_string();
+        assert_eq!(field(&said, "LOST"), Some(lost.as_str()), "{said:?}");
+        assert_eq!(field(&said, "PRIORITY"), Some("4"));
+        assert!(field(&said, "MESSAGE").unwrap().contains(&format!("did not take {lost} log entries")), "{said:?}");
+        assert_eq!(field(&next(), "MESSAGE"), Some("after"));
     }
 
     /// A field name journald would drop is made one it keeps.
