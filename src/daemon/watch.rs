@@ -31,7 +31,9 @@ pub enum Change {
 }
 
 pub struct Watch {
-    watcher: RecommendedWatcher,
+    /// None while it cannot watch (root's inotify instances or watches
+    /// used up by others): tried again after each rescan.
+    watcher: Option<RecommendedWatcher>,
     dir: PathBuf,
     /// What `dir` resolves to, and its identity, as watched now.
     target: PathBuf,
@@ -40,6 +42,7 @@ pub struct Watch {
     /// replaced): notify dropped the watch of a directory moved away, so
     /// `rearm` watches it again even when it is the same directory.
     entry_changed: Arc<AtomicBool>,
+    tx: mpsc::UnboundedSender<Change>,
     pub changes: mpsc::UnboundedReceiver<Change>,
     /// What was seen of writes to the directory's files.
     pub writes: Arc<Writes>,
@@ -135,18 +138,52 @@ fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
 }
 
 impl Watch {
+    /// Watches `dir`. Only a directory that cannot be resolved is an
+    /// error: one that cannot be watched (root's inotify instances or
+    /// watches used up by other processes) is logged, its changes seen by
+    /// the periodic resync alone, and watched once it can be (`rearm`).
+    /// A daemon that stopped at it would leave its workloads unsupervised,
+    /// and a restart would not mend it.
     pub fn new(dir: &Path) -> Result<Self, WatchError> {
         let err = |source: Box<dyn std::error::Error + Send + Sync>| WatchError { path: dir.to_owned(), source };
         let target = std::fs::canonicalize(dir).map_err(|e| err(e.into()))?;
         let identity = identity(&target).map_err(|e| err(e.into()))?;
-        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_owned);
-        let entry: Option<OsString> = dir.file_name().map(ToOwned::to_owned);
         let (tx, changes) = mpsc::unbounded_channel();
+        let mut watch = Watch {
+            watcher: None,
+            dir: dir.to_owned(),
+            target,
+            identity,
+            entry_changed: Arc::new(AtomicBool::new(false)),
+            tx,
+            changes,
+            writes: Arc::new(Writes::default()),
+        };
+        if let Err(error) = watch.arm() {
+            tracing::error!(
+                dir = %watch.target.display(),
+                %error,
+                "cannot watch the workloads directory: root's inotify instances (fs.inotify.max_user_instances) \
+                 or watches (fs.inotify.max_user_watches) may be used up by other processes; raise the limit with \
+                 sysctl or end what holds them. Until then only the periodic resync, SIGHUP and `paddock reload` \
+                 see the directory's changes; it is tried again at each resync"
+            );
+        }
+        Ok(watch)
+    }
+
+    /// Whether the directory is watched now.
+    pub fn watching(&self) -> bool {
+        self.watcher.is_some()
+    }
+
+    /// A new watcher of the target and of `dir`'s parent (for the
+    /// directory's own entry), kept if both are watched.
+    fn arm(&mut self) -> notify::Result<()> {
+        let parent = self.dir.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_owned);
+        let entry: Option<OsString> = self.dir.file_name().map(ToOwned::to_owned);
+        let (tx, noted, entry_seen) = (self.tx.clone(), self.writes.clone(), self.entry_changed.clone());
         let parent_of_entry = parent.clone();
-        let writes = Arc::new(Writes::default());
-        let noted = writes.clone();
-        let entry_changed = Arc::new(AtomicBool::new(false));
-        let entry_seen = entry_changed.clone();
         let handler = move |event: notify::Result<notify::Event>| {
             if let Ok(event) = &event {
                 noted.note(event, parent_of_entry.as_deref());
@@ -183,39 +220,51 @@ impl Watch {
                 let _ = tx.send(change);
             }
         };
-        let mut watcher = notify::recommended_watcher(handler).map_err(|e| err(e.into()))?;
-        watcher.watch(&target, RecursiveMode::NonRecursive).map_err(|e| err(e.into()))?;
+        let mut watcher = notify::recommended_watcher(handler)?;
+        watcher.watch(&self.target, RecursiveMode::NonRecursive)?;
         if let Some(parent) = &parent {
-            watcher.watch(parent, RecursiveMode::NonRecursive).map_err(|e| err(e.into()))?;
+            watcher.watch(parent, RecursiveMode::NonRecursive)?;
         }
-        Ok(Watch { watcher, dir: dir.to_owned(), target, identity, entry_changed, changes, writes })
+        self.watcher = Some(watcher);
+        Ok(())
     }
 
     /// After a rescan: if the directory now resolves elsewhere (a swapped
     /// symlink) or is another directory (replaced whole), watch that; if
-    /// it is the same directory moved away and back, watch it again.
+    /// it is the same directory moved away and back, watch it again; if
+    /// it could not be watched, try again.
     pub fn rearm(&mut self) {
         let Ok(target) = std::fs::canonicalize(&self.dir) else { return };
         let Ok(identity) = identity(&target) else { return };
         let entry_changed = self.entry_changed.swap(false, Ordering::Relaxed);
-        if target == self.target && identity == self.identity {
-            if entry_changed && let Err(e) = self.watcher.watch(&target, RecursiveMode::NonRecursive) {
-                tracing::error!(dir = %target.display(), error = %e, "cannot watch the workloads directory; only the periodic resync will see its changes");
+        let moved = target != self.target || identity != self.identity;
+        let old = std::mem::replace(&mut self.target, target);
+        self.identity = identity;
+        let Some(watcher) = &mut self.watcher else {
+            if self.arm().is_ok() {
+                tracing::info!(dir = %self.target.display(), "watching the workloads directory again");
+                // What changed between the rescan and the watch.
+                let _ = self.tx.send(Change::Lost);
             }
             return;
+        };
+        if !moved && !entry_changed {
+            return;
         }
-        // The old target may be gone already; its watch went with it.
-        let _ = self.watcher.unwatch(&self.target);
-        match self.watcher.watch(&target, RecursiveMode::NonRecursive) {
-            Ok(()) => {
-                tracing::info!(dir = %self.dir.display(), target = %target.display(), "the workloads directory was replaced; watching what it is now")
+        if moved {
+            // The old target may be gone already; its watch went with it.
+            let _ = watcher.unwatch(&old);
+        }
+        match watcher.watch(&self.target, RecursiveMode::NonRecursive) {
+            Ok(()) if moved => {
+                tracing::info!(dir = %self.dir.display(), target = %self.target.display(), "the workloads directory was replaced; watching what it is now")
             }
-            Err(e) => {
-                tracing::error!(dir = %target.display(), error = %e, "cannot watch the workloads directory; only the periodic resync will see its changes")
+            Ok(()) => {}
+            Err(error) => {
+                tracing::error!(dir = %self.target.display(), %error, "cannot watch the workloads directory; until it can be (tried again at each resync), only the periodic resync sees its changes");
+                self.watcher = None;
             }
         }
-        self.target = target;
-        self.identity = identity;
     }
 }
 
@@ -259,6 +308,66 @@ mod tests {
         watch.rearm();
         std::fs::write(dir.join("web.toml"), "command = [\"x\"]\n").unwrap();
         assert!(quiet(&mut watch).contains(&Change::Files), "a file saved in it is seen");
+    }
+
+    /// A directory that cannot be watched at the daemon's start (root's
+    /// inotify instances used up by another process) is no error, which
+    /// would leave the workloads unsupervised: it is watched at the first
+    /// rearm (after a rescan) once it can be, which asks for a rescan of
+    /// what changed meanwhile.
+    #[test]
+    fn a_directory_that_cannot_be_watched_yet_is_watched_once_it_can_be() {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(nix::unistd::geteuid().is_root(), "this test changes its thread's effective uid and must run as root");
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("wl");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // The kernel counts inotify instances by effective uid, and the
+        // raw setresuid changes one thread's: this thread alone acts as a
+        // uid nothing else uses, and uses up its instances.
+        const UID: libc::uid_t = 4_000_000_001;
+        let watched = dir.clone();
+        let acting = std::thread::spawn(move || {
+            // SAFETY: a raw system call with integer arguments; it changes
+            // this thread's effective uid only, keeping the saved uid 0
+            // (so it may go back) and the other threads' ids.
+            let acted = unsafe { libc::syscall(libc::SYS_setresuid, libc::uid_t::MAX, UID, libc::uid_t::MAX) };
+            assert_eq!(acted, 0, "setresuid: {}", std::io::Error::last_os_error());
+            let mut held = Vec::new();
+            let used_up = loop {
+                // SAFETY: inotify_init1 takes a flag and returns a new descriptor, owned here.
+                let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+                if fd < 0 {
+                    break std::io::Error::last_os_error();
+                }
+                // SAFETY: `fd` was just returned to us and is owned by nothing else.
+                held.push(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+                assert!(held.len() < 1 << 20, "no limit to inotify instances");
+            };
+            assert_eq!(used_up.raw_os_error(), Some(libc::EMFILE), "{used_up}");
+            let watch = Watch::new(&watched);
+            drop(held);
+            let watch = watch.map(|mut watch| {
+                let before = watch.watching();
+                watch.rearm();
+                (before, watch.watching(), watch)
+            });
+            // SAFETY: as above; back to root, the saved uid.
+            let back = unsafe { libc::syscall(libc::SYS_setresuid, libc::uid_t::MAX, 0, libc::uid_t::MAX) };
+            assert_eq!(back, 0, "setresuid back to root: {}", std::io::Error::last_os_error());
+            // SAFETY: prctl with integer arguments; the change of effective
+            // uid made the process undumpable, as it was not.
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+            watch
+        });
+        let (before, after, mut watch) =
+            acting.join().unwrap().expect("a directory that cannot be watched is no error");
+        assert!(!before, "watched with its user's inotify instances used up?");
+        assert!(after, "not watched at the rearm after the instances were given back");
+        assert!(quiet(&mut watch).contains(&Change::Lost), "watched again: what changed meanwhile is rescanned");
+        std::fs::write(dir.join("web.toml"), "command = [\"x\"]\n").unwrap();
+        assert!(quiet(&mut watch).contains(&Change::Files), "a file saved after is seen");
     }
 
     #[test]
