@@ -155,6 +155,34 @@ impl Output {
         }
     }
 
+    /// When losses not said yet are to be said, if no write says them
+    /// first: a minute after the last word (writes that fail and succeed
+    /// in turn are said a few times a minute at most, see `write_into`).
+    /// None while nothing is owed, while writes fail (the spell's end says
+    /// it) and at the cap (said once, when reached).
+    fn unsaid_until(&self) -> Option<Instant> {
+        let owed = self.lost > 0 && !self.failing && !self.capped;
+        owed.then(|| self.told.map_or_else(Instant::now, |told| told + COMPLAINT_INTERVAL))
+    }
+
+    /// Says the losses not said yet: at `unsaid_until`, for a workload
+    /// that wrote nothing since, and at the workload's end, whatever the
+    /// interval (once a run), so no loss goes unsaid.
+    fn say_lost(&mut self, channel: &Channel) {
+        if self.lost == 0 || self.capped {
+            return;
+        }
+        let lost = std::mem::take(&mut self.lost);
+        let said = match self.failing {
+            true => {
+                InitReport::LogFailing { error: format!("{lost} bytes of the workload's output could not be written") }
+            }
+            false => InitReport::LogWritten { lost },
+        };
+        self.told = Some(Instant::now());
+        let _ = channel.try_report(said);
+    }
+
     /// Reads what is there; false at the end (every writer gone).
     fn copy(&mut self, channel: &Channel) -> bool {
         let Some(pipe) = &self.pipe else { return false };
@@ -260,6 +288,10 @@ impl Keeper {
             }
         }
         self.reap_all();
+        let channel = &self.channel;
+        if let Some(output) = &mut self.output {
+            output.say_lost(channel);
+        }
         // An exit status alone cannot tell `exit 143` from death by SIGTERM.
         let _ = self.channel.report(end.clone());
         if self.supervised {
@@ -298,7 +330,22 @@ impl Keeper {
                 if self.supervised {
                     fds.push(PollFd::new(channel, PollFlags::POLLIN));
                 }
-                match poll(&mut fds, PollTimeout::NONE) {
+                // Losses owed are said when due, though the workload is quiet.
+                let due = self.output.as_ref().and_then(Output::unsaid_until);
+                let timeout = due.map_or(PollTimeout::NONE, |due| {
+                    let ms = due.saturating_duration_since(Instant::now()).as_millis() + 1;
+                    PollTimeout::try_from(i32::try_from(ms).unwrap_or(i32::MAX)).unwrap_or(PollTimeout::MAX)
+                });
+                match poll(&mut fds, timeout) {
+                    Ok(0) => {
+                        let channel = &self.channel;
+                        if let Some(output) = &mut self.output
+                            && output.unsaid_until().is_some_and(|due| due <= Instant::now())
+                        {
+                            output.say_lost(channel);
+                        }
+                        continue;
+                    }
                     Ok(_) => {}
                     Err(_) => continue,
                 }
@@ -473,6 +520,83 @@ mod tests {
         assert!(matches!(said, Ok(InitReport::LogWritten { lost: 245 })), "{said:?}");
         out.write_into(writing.as_fd(), b"kept\n", &init);
         assert!(daemon.try_recv_report::<InitReport>().is_err(), "said once");
+    }
+
+    /// Losses held back for the minute are said when it is over though
+    /// the workload wrote nothing since (the keeper's poll wakes for it),
+    /// and at the workload's end in any case: a workload that went quiet
+    /// or ended does not take them with it.
+    #[test]
+    fn losses_held_back_are_said_when_due_or_at_the_end_though_nothing_is_written_after() {
+        let failing = std::fs::File::open("/dev/null").unwrap();
+        let writing = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        let mut out = Output::new(read);
+        let (init, daemon) = channels();
+        let said = || std::iter::from_fn(|| daemon.try_recv_report::<InitReport>().ok()).collect::<Vec<_>>();
+        assert_eq!(out.unsaid_until(), None, "nothing owed");
+        out.write_into(failing.as_fd(), b"lost\n", &init);
+        assert_eq!(out.unsaid_until(), None, "owed, but the spell's end says it");
+        out.write_into(writing.as_fd(), b"kept\n", &init);
+        out.write_into(failing.as_fd(), b"lost again\n", &init);
+        out.write_into(writing.as_fd(), b"kept\n", &init);
+        assert!(matches!(said().as_slice(), [InitReport::LogFailing { .. }, InitReport::LogWritten { lost: 5 }]));
+        let told = out.told.unwrap();
+        assert_eq!(out.unsaid_until(), Some(told + COMPLAINT_INTERVAL), "11 bytes held back for the minute");
+        out.say_lost(&init);
+        assert!(matches!(said().as_slice(), [InitReport::LogWritten { lost: 11 }]));
+        assert_eq!(out.unsaid_until(), None);
+
+        // Ended while the writes fail: what the spell lost is said.
+        out.write_into(failing.as_fd(), b"at the end\n", &init);
+        out.say_lost(&init);
+        let end = said();
+        assert!(
+            matches!(end.as_slice(), [InitReport::LogFailing { error }] if error.starts_with("11 bytes")),
+            "{end:?}"
+        );
+        out.say_lost(&init);
+        assert!(said().is_empty(), "said once");
+    }
+
+    /// The keeper's loop wakes to say losses that fall due while the
+    /// workload writes nothing.
+    #[test]
+    fn the_keeper_says_losses_that_fall_due_while_the_workload_is_quiet() {
+        let failing = std::fs::File::open("/dev/null").unwrap();
+        let writing = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let mut out = Output::new(read);
+        let (init, daemon) = channels();
+        out.write_into(failing.as_fd(), b"lost\n", &init);
+        out.write_into(writing.as_fd(), b"kept\n", &init);
+        out.write_into(failing.as_fd(), b"held\n", &init);
+        out.write_into(writing.as_fd(), b"kept\n", &init);
+        while daemon.try_recv_report::<InitReport>().is_ok() {}
+        // Due in a tenth of a second.
+        let due_in = Duration::from_millis(100);
+        out.told =
+            Some(Instant::now().checked_sub(COMPLAINT_INTERVAL - due_in).expect("a machine up a minute at least"));
+        let mut keeper = Keeper {
+            channel: init,
+            workload: Pid::from_raw(i32::MAX),
+            // A signal nothing sends: the loop wakes for the loss alone.
+            signals: signalfd(&SigSet::from(Signal::SIGWINCH)).unwrap(),
+            forwarded: &[],
+            output: Some(out),
+            supervised: false,
+            private_pid: false,
+        };
+        // Left in its loop, which ends only at its workload's end.
+        std::thread::spawn(move || {
+            let _write = write;
+            keeper.until_the_end()
+        });
+        let fd = daemon.fd().as_fd();
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        assert_eq!(poll(&mut fds, PollTimeout::from(10_000u16)), Ok(1), "nothing said in 10 s");
+        let said = daemon.try_recv_report::<InitReport>();
+        assert!(matches!(said, Ok(InitReport::LogWritten { lost: 5 })), "{said:?}");
     }
 
     /// A write cut short by a full disk leaves half a line: the next line
