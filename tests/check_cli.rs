@@ -398,6 +398,30 @@ fn a_manifest_that_is_a_link_leading_nowhere_is_invalid() {
     assert_eq!(run.stdout, format!("{said}\n2 files, 1 valid, 1 invalid\n"));
 }
 
+/// So is one that loops (`web.toml` -> `web.toml`): invalid, saying so,
+/// not exit 2 with "Too many levels of symbolic links".
+#[test]
+fn a_manifest_that_is_a_link_that_loops_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("web.toml");
+    std::os::unix::fs::symlink("web.toml", &link).unwrap();
+    let said = format!(
+        "{}:1:1: error: a symbolic link to web.toml, which loops (too many levels of links): make it lead to a manifest, or remove it\n",
+        link.display()
+    );
+    for named in [dir.path(), link.as_path()] {
+        let run = check(&[], &[named]);
+        assert_eq!(run.code, 1, "{}: {}{}", named.display(), run.stdout, run.stderr);
+        assert!(run.stdout.starts_with(&said), "{}: {}", named.display(), run.stdout);
+        assert_eq!(run.stderr, "", "{}", named.display());
+    }
+    // As the daemon's workloads directory: said once.
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), format!("workloads = {:?}\n", dir.path().display().to_string())).unwrap();
+    let run = check(&["--config", config.path().to_str().unwrap()], &[dir.path()]);
+    assert_eq!(run.stdout, format!("{said}\n1 files, 0 valid, 1 invalid\n"));
+}
+
 /// A generated file gone wrong (a command of 250,000 empty strings, on one
 /// line or one a line) is refused with its first problems, each quoting
 /// at most a window of its line, and a count of the rest: not gigabytes

@@ -308,10 +308,10 @@ pub fn validate_paths(validator: &validate::Validator, paths: &[PathBuf], host: 
 
 /// A path on the command line: a directory stands for its manifests, and
 /// anything else for itself (so a FIFO, a directory named `x.toml` or a
-/// link leading nowhere, given by name, is reported as what it is).
+/// link leading nowhere or looping, given by name, is reported as what it is).
 fn expand(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(path).or_else(|e| match std::fs::symlink_metadata(path) {
-        Ok(link) if e.kind() == std::io::ErrorKind::NotFound => Ok(link),
+        Ok(link) if load::link_problem(path, &e).is_some() => Ok(link),
         _ => Err(e),
     })?;
     if meta.is_dir() && path.extension().is_none_or(|e| e != "toml") {

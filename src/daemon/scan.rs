@@ -139,18 +139,14 @@ pub fn scan(dir: &Path, previous: Option<&Snapshot>) -> std::io::Result<Snapshot
                 None => Found::Read { version: version_of(&text), text: text.into(), stamp },
             },
             Err(LoadError::Invalid(e)) => Found::Refused { message: e.to_string() },
-            Err(LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                match std::fs::read_link(&path) {
-                    // A link still there that leads nowhere is the operator's
-                    // file, not a removal: shown, its running version kept.
-                    Ok(target) => Found::Refused {
-                        message: format!("{} is {}", path.display(), load::InvalidFile::LeadsNowhere { target }),
-                    },
-                    // Gone between listing and reading (an editor's rename):
-                    // as if it had not been listed; the event that follows rescans.
-                    Err(_) => continue,
-                }
+            // A link still there that leads nowhere, or loops, is the
+            // operator's file, not a removal: shown, its running version kept.
+            Err(LoadError::Io { source, .. }) if let Some(invalid) = load::link_problem(&path, &source) => {
+                Found::Refused { message: format!("{} is {invalid}", path.display()) }
             }
+            // Gone between listing and reading (an editor's rename): as if
+            // it had not been listed; the event that follows rescans.
+            Err(LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
             Err(LoadError::Io { source, .. }) if short_of_resources(&source) => {
                 Found::Unread { message: format!("cannot be read for now ({source}): read again in a moment") }
             }
@@ -866,6 +862,23 @@ mod tests {
                 if message.contains(&target.display().to_string()) && message.contains("no file is there")),
             "{s:?}"
         );
+    }
+
+    /// So is one that loops (it leads back to itself): refused saying
+    /// so, not "cannot read ...: Too many levels of symbolic links".
+    #[test]
+    fn a_link_that_loops_is_refused_saying_so() {
+        let d = dir();
+        std::os::unix::fs::symlink("api.toml", d.path().join("web.toml")).unwrap();
+        std::os::unix::fs::symlink("web.toml", d.path().join("api.toml")).unwrap();
+        let s = scan(d.path(), None).unwrap();
+        for (name, target) in [("web.toml", "api.toml"), ("api.toml", "web.toml")] {
+            assert!(
+                matches!(&s.get(name), Some(Found::Refused { message })
+                    if message.ends_with(&format!("is a symbolic link to {target}, which loops (too many levels of links): make it lead to a manifest, or remove it"))),
+                "{s:?}"
+            );
+        }
     }
 
     #[test]

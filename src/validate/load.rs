@@ -35,6 +35,23 @@ pub enum InvalidFile {
     /// (removed, or never made): the operator's file, not a missing one.
     #[error("a symbolic link to {}, and no file is there: make it lead to a manifest, or remove it", target.display())]
     LeadsNowhere { target: PathBuf },
+    /// A manifest that is a symbolic link that never reaches a file (it
+    /// leads back to itself, or through too many links).
+    #[error("a symbolic link to {}, which loops (too many levels of links): make it lead to a manifest, or remove it", target.display())]
+    Loops { target: PathBuf },
+}
+
+/// What a manifest that could not be opened (`source`) is, if the cause
+/// is the link it is: one leading nowhere, or one that loops. Such a file
+/// is the operator's, invalid, not one that could not be read. None for
+/// another error, or a path that is no link (now).
+pub fn link_problem(path: &Path, source: &std::io::Error) -> Option<InvalidFile> {
+    let link = |target| match source.raw_os_error() {
+        Some(libc::ENOENT) => Some(InvalidFile::LeadsNowhere { target }),
+        Some(libc::ELOOP) => Some(InvalidFile::Loops { target }),
+        _ => None,
+    };
+    std::fs::read_link(path).ok().and_then(link)
 }
 
 impl InvalidFile {

@@ -599,13 +599,11 @@ impl Validator {
     pub fn validate_file(&self, path: &Path, host: HostChecks) -> Result<(String, Checked), load::LoadError> {
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let read = match load::read_manifest(path) {
-            // A link that leads nowhere is a file the operator put there:
-            // invalid, as the daemon has it, not one that could not be read.
-            Err(load::LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                match std::fs::read_link(path) {
-                    Ok(target) => Err(load::LoadError::Invalid(load::InvalidFile::LeadsNowhere { target })),
-                    Err(_) => Err(load::LoadError::Io { path: path.to_owned(), source }),
-                }
+            // A link that leads nowhere, or loops, is a file the operator
+            // put there: invalid, as the daemon has it, not one that could
+            // not be read.
+            Err(load::LoadError::Io { source, .. }) if let Some(invalid) = load::link_problem(path, &source) => {
+                Err(load::LoadError::Invalid(invalid))
             }
             read => read,
         };
