@@ -166,8 +166,14 @@ pub enum PortError {
     Range(String),
     #[error("`{port}` in `{spec}` is not a port: ports are 1 to 65535")]
     BadPort { spec: String, port: String },
-    #[error("`{address}` in `{spec}` is not an IP address")]
+    #[error(
+        "`{address}` in `{spec}` is not an IP address: write one, as 127.0.0.1 or [::1] (a host name is not looked up)"
+    )]
     BadAddress { spec: String, address: String },
+    #[error(
+        "host_ip `{0}` is not an IP address: write one, as \"127.0.0.1\" or \"::1\" (a host name is not looked up)"
+    )]
+    BadHostIp(String),
     #[error("`{protocol}` in `{spec}` is not a protocol: use tcp (the default), udp or sctp")]
     BadProtocol { spec: String, protocol: String },
     #[error(
@@ -249,7 +255,9 @@ enum PortSpelling {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LongPort {
-    host_ip: Option<IpAddr>,
+    /// Parsed in `try_from`: a bad one said as such (an untagged enum's
+    /// error says only that no spelling matched).
+    host_ip: Option<String>,
     host_port: u16,
     container_port: u16,
     #[serde(default)]
@@ -267,8 +275,12 @@ impl TryFrom<PortSpelling> for PortMapping {
                         return Err(PortError::BadPort { spec: "0".into(), port: "0".into() });
                     }
                 }
+                let host_ip = l
+                    .host_ip
+                    .map(|a| a.parse::<IpAddr>().map(|ip| ip.to_canonical()).map_err(|_| PortError::BadHostIp(a)))
+                    .transpose()?;
                 Ok(PortMapping {
-                    host_ip: l.host_ip.map(|ip| ip.to_canonical()),
+                    host_ip,
                     host_port: l.host_port,
                     container_port: l.container_port,
                     protocol: l.protocol,
@@ -345,6 +357,28 @@ mod tests {
         assert!(e("300.1.1.1:80:80").contains("not an IP address"));
         assert!(e("8080:80/http").contains("not a protocol"));
         assert!(e("a:b:c:d").contains("is not a published port"));
+        assert!(e("localhost:8080:80").ends_with("(a host name is not looked up)"), "{}", e("localhost:8080:80"));
+    }
+
+    /// A table's bad `host_ip` is said as such, not as "data did not match
+    /// any variant of untagged enum PortSpelling" (the schema lets any
+    /// string through).
+    #[test]
+    fn a_tables_host_ip_that_is_no_address_says_so() {
+        #[derive(Deserialize)]
+        struct Ports {
+            #[allow(dead_code)]
+            ports: Vec<PortMapping>,
+        }
+        let table = |ip: &str| {
+            let text = format!("ports = [{{ host_port = 8080, container_port = 80, host_ip = {ip:?} }}]");
+            toml::from_str::<Ports>(&text).map(|p| p.ports[0]).map_err(|e| e.message().to_owned())
+        };
+        assert_eq!(
+            table("localhost").unwrap_err(),
+            "host_ip `localhost` is not an IP address: write one, as \"127.0.0.1\" or \"::1\" (a host name is not looked up)"
+        );
+        assert_eq!(table("::ffff:127.0.0.1").unwrap(), p("127.0.0.1:8080:80"), "canonical, as the short form");
     }
 
     #[test]
