@@ -63,6 +63,13 @@ fn health_probes_and_after_are_checked_beyond_their_types() {
         &["3:12: error: a command argument cannot contain a NUL byte"],
     );
     expect("command = [\"x\"]\nafter = [\"db\", \"db\"]\n", &["2:16: error: `db` is already after[0]"]);
+    // Said as a name, not as the schema's pattern.
+    expect(
+        "command = [\"x\"]\nafter = [\"Web\"]\n",
+        &[
+            "2:10: error: `after[0]` must be a workload's name (its file's, without .toml): lower-case letters, digits and `-`, at most 63 characters, starting and ending with a letter or digit, not \"Web\"",
+        ],
+    );
 }
 
 /// A setting that would do nothing as written is said, not ignored.
