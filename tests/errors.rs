@@ -225,6 +225,9 @@ fn unknown_keys_point_at_the_key_with_a_suggestion() {
     let checked = common::check(&["baseline"], "t.toml", "command = [\"x\"]\n[stop]\nsignal = \"TERM\"\n");
     assert_eq!(checked.problems[0].message, "`stop.signal` cannot be \"TERM\"");
     assert_eq!(checked.problems[0].help.as_deref(), Some("did you mean \"SIGTERM\"?"));
+    // And a typo in one so written.
+    let checked = common::check(&["baseline"], "t.toml", "command = [\"x\"]\n[stop]\nsignal = \"KILLL\"\n");
+    assert_eq!(checked.problems[0].help.as_deref(), Some("did you mean \"SIGKILL\"?"));
     // A top-level key written after a table's header (TOML's commonest slip).
     let text = "command = [\"x\"]\n[restart]\npolicy = \"always\"\nports = [\"8080:80\"]\n";
     let checked = common::check(&["baseline"], "t.toml", text);

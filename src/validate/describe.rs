@@ -284,7 +284,11 @@ pub fn describe(error: &ValidationError<'_>, spans: &SpanIndex, schema: &Value) 
             // A signal written without its prefix, as kill(1) takes it: TERM.
             let prefixed = format!("SIG{}", found.to_ascii_uppercase());
             let named = choices.iter().copied().find(|c| *c == prefixed);
-            p = match named.or_else(|| did_you_mean(found.strip_prefix("CAP_").unwrap_or(found), choices)) {
+            let near = || {
+                did_you_mean(found.strip_prefix("CAP_").unwrap_or(found), choices.iter().copied())
+                    .or_else(|| did_you_mean(&prefixed, choices.iter().copied()).filter(|c| c.starts_with("SIG")))
+            };
+            p = match named.or_else(near) {
                 Some(best) => p.with_help(format!("did you mean {best:?}?")),
                 None if shown.len() <= 12 => p.with_help(format!("expected one of {}", shown.join(", "))),
                 None => p.with_help("see `paddock schema` for the accepted names"),
