@@ -647,6 +647,27 @@ fn a_start_this_host_could_not_make_is_tried_again_on_reload_and_only_that() {
     assert_eq!(said, ["web (paddock reload: tried again)"]);
 }
 
+/// So is one whose file is edited in words alone (a comment saying the
+/// host is mended): the operator's word, as `reload` is, though the same
+/// edit of a running or workload-failed one restarts nothing.
+#[test]
+fn a_start_this_host_could_not_make_is_tried_again_by_any_edit_of_its_file() {
+    let mut core = Core::default();
+    let at = Clock::read();
+    with(&mut core, &[("web", ""), ("crash", "")], at);
+    starts(&mut core, at);
+    let failure = StartFailure::new(Blame::Host, std::io::Error::other("mount source /srv: No such file"));
+    core.on_start_failed(&named("web"), failure, at, 0.0);
+    core.on_start_failed(&named("crash"), StartFailure::new(Blame::Workload, std::io::Error::other("no")), at, 0.0);
+    for name in ["web", "crash"] {
+        let ManifestEvent::Valid(desired) = valid(2, "") else { unreachable!() };
+        core.on_manifest(&named(name), ManifestEvent::Valid(desired), at);
+    }
+    let pass = core.reconcile(at, 16);
+    let said: Vec<String> = pass.actions.iter().map(|a| format!("{} ({})", a.name, a.cause)).collect();
+    assert_eq!(said, ["web (manifest changed)"], "the workload's own failure waits out its backoff");
+}
+
 /// An adopted run's health is probed at once, not an interval after the
 /// adoption: an upgrade left a healthy workload "starting" for as long,
 /// and what comes after it waiting (helper-101).

@@ -402,7 +402,14 @@ impl Core {
                 // Or what its sandbox runs, where that is another version than
                 // the last valid one: an edit whose restart waits (for what it
                 // comes `after`), reverted with a comment left.
+                // Not for a start this host failed (a controller or a mount
+                // source missing): an edit, of a comment even, is the
+                // operator's word that the host is mended, as `reload` is.
+                let host_failed = matches!(w.state, State::Failed { .. })
+                    && w.error.as_ref().is_some_and(|e| e.blame == super::workload::Blame::Host)
+                    && w.hold.is_none();
                 let reworded = match (&before, &w.runs) {
+                    _ if host_failed => None,
                     (Some(old), _) if old.reworded_as(&desired, name) => Some(old.version),
                     (_, Some(runs)) if w.state.has_sandbox() => {
                         runs.reworded_as(&desired, name).then_some(runs.version)
