@@ -542,6 +542,25 @@ fn a_reloads_answer_says_what_was_not_read_and_why() {
     assert_eq!((r.sup.refused_now(), r.sup.warnings_now()), (None, Vec::<String>::new()), "read again: all well");
 }
 
+/// A directory that cannot be watched is said where the operator looks
+/// when changes seem not to apply: `status` (its notes), a reload's
+/// answer and systemd's STATUS=.
+#[test]
+fn a_workloads_directory_not_watched_is_said_in_status_reload_and_status_line() {
+    let mut r = Rig::new();
+    r.sup.apply(scan(vec![("web", valid(1))]), r.at);
+    assert!(!r.sup.notes().iter().any(|n| n.contains("not watched")));
+    r.sup.unwatched = true;
+    let said = "the workloads directory /wl is not watched (root's inotify instances or watches are used up: raise \
+                fs.inotify.max_user_instances or max_user_watches): its changes are seen at each resync \
+                (`resync_interval`), SIGHUP or `paddock reload`";
+    assert_eq!(r.sup.notes(), [said]);
+    assert_eq!(r.sup.warnings_now(), [said]);
+    assert!(r.sup.summary().ends_with("; the workloads directory is not watched: changes apply at each resync"));
+    r.sup.unwatched = false;
+    assert!(r.sup.notes().is_empty() && r.sup.warnings_now().is_empty());
+}
+
 /// The names whose logs stay are the workloads the daemon knows: one
 /// removed and forgotten is no longer among them (its logs go a day on).
 #[test]

@@ -570,6 +570,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
     // Before anything starts, and before the socket says a daemon is here.
     let (_locks, adopted) = recover(&state_dir, &run_dir, &cgroups, &group, &mut daemon)?;
     let mut watch = Watch::new(&workloads)?;
+    daemon.unwatched = !watch.watching();
     // Where it listens: the configured path, or the inherited one when
     // an upgrade could not move it there.
     let (listener, socket) = server::bind(&socket, inherited_listener)?;
@@ -702,6 +703,7 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
                     rereads.after(&outcome, scans.kind);
                     daemon.apply(outcome, Clock::read());
                     watch.rearm();
+                    daemon.unwatched = !watch.watching();
                     // A file being written is read once its writer closes
                     // it, or after WRITE_PATIENCE: looked at again then.
                     write_wait = watch.writes.patience_ends().map(Into::into);

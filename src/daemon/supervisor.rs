@@ -49,6 +49,9 @@ pub struct Supervisor<E: Executor, S: Store> {
     /// Why the workloads directory is refused (unsafe); changes are not
     /// applied meanwhile.
     pub(super) refused: Option<String>,
+    /// The workloads directory cannot be watched now (inotify used up):
+    /// its changes are seen at each resync alone (`Watch::watching`).
+    pub unwatched: bool,
     /// Workloads kept from their records by a scan that was refused: the
     /// first scan taken removes those whose file is gone.
     kept_unseen: std::collections::BTreeSet<WorkloadName>,
@@ -119,6 +122,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             snapshot: Snapshot::new(),
             invalid: BTreeMap::new(),
             refused: None,
+            unwatched: false,
             kept_unseen: Default::default(),
             reserved: BTreeSet::new(),
             unwritten: BTreeSet::new(),

@@ -85,6 +85,7 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
                 self.workloads.display()
             ));
         }
+        notes.extend(self.unwatched_note());
         for (file, problems) in &self.invalid {
             let named = file.strip_suffix(".toml").and_then(|stem| WorkloadName::try_from(stem).ok());
             if named.is_some_and(|n| self.core.get(&n).is_some()) {
@@ -323,7 +324,20 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
             .not_read
             .iter()
             .map(|file| format!("{}: {}", self.workloads.join(file).display(), super::supervisor::NOT_READ));
-        self.warnings.values().cloned().chain(not_read).chain(self.unread.iter().cloned()).collect()
+        let warnings = self.warnings.values().cloned().chain(not_read).chain(self.unread.iter().cloned());
+        warnings.chain(self.unwatched_note()).collect()
+    }
+
+    /// That the workloads directory cannot be watched now, and what to do.
+    fn unwatched_note(&self) -> Option<String> {
+        self.unwatched.then(|| {
+            format!(
+                "the workloads directory {} is not watched (root's inotify instances or watches are used up: raise \
+                 fs.inotify.max_user_instances or max_user_watches): its changes are seen at each resync \
+                 (`resync_interval`), SIGHUP or `paddock reload`",
+                self.workloads.display()
+            )
+        })
     }
 
     /// The names whose logs stay: every workload the daemon knows (a
@@ -352,6 +366,9 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
         let counts = format!("{} running, {restarting}{} failed, {invalid} invalid", count("running"), count("failed"));
         match &self.refused {
             Some(_) => format!("{counts}; the workloads directory is refused (unsafe): changes are not applied"),
+            None if self.unwatched => {
+                format!("{counts}; the workloads directory is not watched: changes apply at each resync")
+            }
             None => counts,
         }
     }
