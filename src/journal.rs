@@ -188,7 +188,7 @@ impl<S: Subscriber> Layer<S> for Journal {
         if lost > 0 {
             let said = Fields {
                 message: format!(
-                    "journald did not take {lost} log entries (it took none for {} ms): they are lost",
+                    "{lost} log entries were lost: journald did not take them (stopped, restarting, or taking none for {} ms)",
                     PATIENCE.as_millis()
                 ),
                 own: vec![("LOST".to_owned(), lost.to_string())],
@@ -340,8 +340,32 @@ mod tests {
         let lost = (EVENTS - taken).to_string();
         assert_eq!(field(&said, "LOST"), Some(lost.as_str()), "{said:?}");
         assert_eq!(field(&said, "PRIORITY"), Some("4"));
-        assert!(field(&said, "MESSAGE").unwrap().contains(&format!("did not take {lost} log entries")), "{said:?}");
+        assert!(field(&said, "MESSAGE").unwrap().starts_with(&format!("{lost} log entries were lost")), "{said:?}");
         assert_eq!(field(&next(), "MESSAGE"), Some("after"));
+    }
+
+    /// Entries sent while journald is gone (stopped, restarting) are
+    /// counted too, and said when it is back.
+    #[test]
+    fn entries_sent_while_journald_is_gone_are_said_when_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("socket");
+        let journald = UnixDatagram::bind(&path).unwrap();
+        let dispatch =
+            tracing::Dispatch::new(tracing_subscriber::registry().with(Journal::new(&path, "paddock").unwrap()));
+        drop(journald);
+        std::fs::remove_file(&path).unwrap();
+        tracing::dispatcher::with_default(&dispatch, || (0..3).for_each(|i| tracing::info!(i, "while gone")));
+        let journald = UnixDatagram::bind(&path).unwrap();
+        journald.set_nonblocking(true).unwrap();
+        tracing::dispatcher::with_default(&dispatch, || tracing::info!("back"));
+        let mut buf = vec![0u8; 1 << 16];
+        let mut next = || {
+            let n = journald.recv(&mut buf).expect("an entry");
+            parse(&buf[..n])
+        };
+        assert_eq!(field(&next(), "LOST"), Some("3"));
+        assert_eq!(field(&next(), "MESSAGE"), Some("back"));
     }
 
     /// A field name journald would drop is made one it keeps.
