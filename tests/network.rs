@@ -658,6 +658,68 @@ fn a_workloads_root_cannot_change_its_interfaces_or_routes() {
     assert_eq!(get_soon(&d, "127.0.0.1:8088".parse().unwrap()), "hello from paddock\n", "and it still serves");
 }
 
+/// tests/probes/loopback.c, built static in the new directory `dir`.
+fn loopback_probe(dir: &Path) -> std::path::PathBuf {
+    std::fs::create_dir(dir).unwrap();
+    let out = std::process::Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(dir.join("loopback"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/probes/loopback.c"))
+        .output()
+        .expect("gcc builds the probe: apt-get install gcc libc6-dev (.ci/run does)");
+    assert!(out.status.success(), "building the probe: {}", String::from_utf8_lossy(&out.stderr));
+    std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(dir).status().unwrap();
+    dir.to_owned()
+}
+
+/// portmap turns `route_localnet` on for the bridge (the host's own
+/// `localhost:PORT` reaches a published port through it), and with it
+/// the kernel takes a packet for 127.0.0.0/8 that arrives on the bridge
+/// as the host's own: a workload on the bridge, with no capability at
+/// all, would reach what listens on the host's loopback alone (the kind
+/// of CVE-2020-8558, which kube-proxy answers with a DROP rule). Its
+/// datagram leaves by eth0 for the gateway (SO_BINDTODEVICE needs no
+/// capability); what a service there does with one datagram, unanswered,
+/// is enough (a syslog, a statsd, a DNS cache's update).
+#[test]
+fn a_workload_on_the_bridge_cannot_reach_the_hosts_loopback() {
+    let d = prepared();
+    std::fs::write(d.path("subuid"), "paddock:7208960:131072\n").unwrap();
+    std::fs::write(d.path("subgid"), "paddock:7208960:131072\n").unwrap();
+    let d = d.start(&[]);
+    let probe = loopback_probe(&d.path("probe"));
+    std::fs::set_permissions(d.path("www"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let service = d.on_host(|| std::net::UdpSocket::bind("127.0.0.1:9999").unwrap());
+    service.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let command = "httpd -p 80 -h /www; \
+                   while :; do /probe/loopback eth0 9999 from-the-workload >> /www/sent 2>&1; sleep 0.1; done";
+    d.write(
+        "web.toml",
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", {command:?}]\nrootfs = {{ path = {:?} }}\nports = [\"8090:80\"]\n\
+             [[mounts]]\nsource = {:?}\ntarget = \"/www\"\nreadonly = false\n\
+             [[mounts]]\nsource = {:?}\ntarget = \"/probe\"\n",
+            busybox_rootfs().display().to_string(),
+            d.path("www").display().to_string(),
+            probe.display().to_string(),
+        ),
+    );
+    // Published on the host's loopback as before (route_localnet stays on for that).
+    assert_eq!(get_soon(&d, "127.0.0.1:8090".parse().unwrap()), "hello from paddock\n");
+    let localnet = d.on_host(|| std::fs::read_to_string("/proc/sys/net/ipv4/conf/paddock0/route_localnet").unwrap());
+    assert_eq!(localnet.trim(), "1", "portmap turned route_localnet on for the bridge (else this test proves nothing)");
+    d.wait_for("the workload to have sent 10 datagrams", |d| {
+        std::fs::read_to_string(d.path("www/sent")).is_ok_and(|s| s.lines().filter(|l| *l == "sent").count() >= 10)
+    });
+    let mut got = [0u8; 64];
+    let received = service.recv_from(&mut got).map(|(n, from)| (String::from_utf8_lossy(&got[..n]).into_owned(), from));
+    assert!(
+        received.is_err(),
+        "a service on the host's 127.0.0.1 got {received:?} from the workload ({})",
+        std::fs::read_to_string(d.path("www/sent")).unwrap().lines().next().unwrap_or_default()
+    );
+}
+
 #[test]
 fn a_port_on_an_address_family_the_network_does_not_give_fails_and_leaves_nothing() {
     let d = prepared();
