@@ -300,6 +300,10 @@ impl Networks {
             }
         };
         attachment.result = Some(result);
+        // portmap's route_localnet would let the workloads reach the host's loopback.
+        if let Some(Err(e)) = attachment.result.as_ref().map(super::localnet::guard) {
+            return Err(self.undo(workload, attachment, NetworkError::Localnet(e)));
+        }
         // portmap skips a mapping whose host address is of a family the
         // workload was given no address in: listed, and not published.
         let given = attachment.addresses();

@@ -198,7 +198,7 @@ fn ipam_of(plugin: &Map<String, Value>) -> Option<&str> {
 /// else (as a plugin directory must be), so that no one else can put a
 /// program there ahead of the real one. The first left out is logged,
 /// once per process.
-fn plugins_path() -> String {
+pub(super) fn plugins_path() -> String {
     const USUAL: [&str; 6] = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
     checked_path(&USUAL)
 }

@@ -18,6 +18,7 @@
 mod attachment;
 pub mod cni;
 mod dns;
+mod localnet;
 mod records;
 
 use std::collections::BTreeMap;
@@ -73,6 +74,8 @@ pub enum NetworkError {
         .path.display()
     )]
     PortsLocked { path: PathBuf },
+    #[error("{0}")]
+    Localnet(String),
     #[error(transparent)]
     NotUndone(Box<NotUndone>),
     #[error(
@@ -173,7 +176,9 @@ impl NetworkError {
             | NetworkError::Unreadable(_)
             | NetworkError::PortInUse(_)
             | NetworkError::PortPublished { .. }
-            | NetworkError::PortsLocked { .. } => false,
+            | NetworkError::PortsLocked { .. }
+            // iptables busy or failing: tried again, with backoff.
+            | NetworkError::Localnet(_) => false,
             NetworkError::Subnet(_)
             | NetworkError::Directory { .. }
             | NetworkError::Twice { .. }

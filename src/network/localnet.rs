@@ -1,0 +1,146 @@
+//! What portmap's `route_localnet` would open, closed again.
+//!
+//! portmap (with `snat`, as the built-in network has it) turns
+//! `net.ipv4.conf.IF.route_localnet` on for the host interface that leads
+//! to the workload (the bridge), so that the host's own connections to
+//! `localhost:PORT` reach a published port. The kernel then also takes a
+//! packet addressed to 127.0.0.0/8 that *arrives* on that interface as the
+//! host's own: any process of a workload on the bridge, with no capability
+//! (a socket bound to eth0 by SO_BINDTODEVICE), reaches what listens on the
+//! host's loopback alone (CVE-2020-8558's kind; portmap adds no rule
+//! against it, containernetworking/plugins#729). After each ADD, each host
+//! interface the workload is reached through that has `route_localnet` on
+//! gets a rule in the raw table that drops what arrives on it for
+//! 127.0.0.0/8, as kube-proxy drops it. The raw table sees a packet before
+//! connection tracking undoes a NAT, so the replies to the host's own
+//! connections to a published port (addressed to the bridge's address on
+//! the wire) pass. The rule stays, as portmap's setting and its shared
+//! chains do.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use serde_json::Value;
+
+const LOOPBACK: &str = "127.0.0.0/8";
+const COMMENT: &str = "paddock: nothing arriving here reaches the host's loopback (route_localnet)";
+
+/// The host interfaces a result's workload is reached through: those it
+/// names outside the workload's namespace (a bridge, a veth's host end),
+/// and those the host routes the workload's IPv4 addresses through (a
+/// macvlan's parent, for one).
+fn host_interfaces(result: &Value) -> Vec<String> {
+    let mut names: Vec<String> = result
+        .get("interfaces")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|i| i.get("sandbox").and_then(Value::as_str).is_none_or(str::is_empty))
+        .filter_map(|i| i.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    for address in super::cni::addresses(result) {
+        let ip = address.split('/').next().and_then(|ip| ip.parse::<Ipv4Addr>().ok());
+        if let Some(dev) = ip.and_then(|ip| route_of(&routes, ip)) {
+            names.push(dev);
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The interface of the longest prefix of /proc/net/route's text that
+/// holds `ip` (its addresses and masks are hexadecimal, in the host's order).
+fn route_of(routes: &str, ip: Ipv4Addr) -> Option<String> {
+    let ip = u32::from_ne_bytes(ip.octets());
+    routes
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let hex = |i: usize| fields.get(i).and_then(|f| u32::from_str_radix(f, 16).ok());
+            let (dest, mask) = (hex(1)?, hex(7)?);
+            (ip & mask == dest & mask).then(|| (mask.count_ones(), fields[0].to_owned()))
+        })
+        .max_by_key(|(prefix, _)| *prefix)
+        .map(|(_, dev)| dev)
+}
+
+/// Whether packets for 127.0.0.0/8 arriving on `ifname` are taken.
+fn routes_localnet(ifname: &str) -> bool {
+    let on = |conf: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{conf}/route_localnet")).is_ok_and(|v| v.trim() == "1")
+    };
+    !ifname.contains('/') && !ifname.starts_with('.') && ifname != "lo" && (on(ifname) || on("all"))
+}
+
+fn iptables(verb: &str, ifname: &str) -> std::io::Result<std::process::Output> {
+    Command::new("iptables")
+        .env_clear()
+        .env("PATH", super::cni::plugins_path())
+        .args(["-w", "10", "-t", "raw", verb, "PREROUTING", "-i", ifname, "-d", LOOPBACK])
+        .args(["-m", "comment", "--comment", COMMENT, "-j", "DROP"])
+        .output()
+}
+
+/// Drops what arrives for the host's loopback on each interface `result`'s
+/// workload is reached through that `route_localnet` opened; the rule is
+/// added once. An error says which interface, and iptables' words.
+pub fn guard(result: &Value) -> Result<(), String> {
+    for ifname in host_interfaces(result).into_iter().filter(|i| routes_localnet(i)) {
+        let failed = |e: &dyn std::fmt::Display| {
+            format!(
+                "{ifname} takes packets for the host's loopback (route_localnet, which portmap turned on), \
+                 and the rule that drops those from the workloads cannot be added: iptables -t raw: {e}"
+            )
+        };
+        let checked = iptables("-C", &ifname).map_err(|e| failed(&e))?;
+        if checked.status.success() {
+            continue;
+        }
+        let added = iptables("-I", &ifname).map_err(|e| failed(&e))?;
+        if !added.status.success() {
+            return Err(failed(&String::from_utf8_lossy(&added.stderr).trim()));
+        }
+        tracing::info!(interface = %ifname, "dropping packets for 127.0.0.0/8 that arrive on it (route_localnet is on for it)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_to_an_address_is_the_longest_prefix_that_holds_it() {
+        // 10.77.0.0/16 on paddock0, a default route by eth0 (little-endian hex, as x86's /proc shows it).
+        let hex = |ip: [u8; 4]| format!("{:08X}", u32::from_ne_bytes(ip));
+        let routes = format!(
+            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+             eth0\t{}\t{}\t0003\t0\t0\t0\t{}\t0\t0\t0\n\
+             paddock0\t{}\t{}\t0001\t0\t0\t0\t{}\t0\t0\t0\n",
+            hex([0, 0, 0, 0]),
+            hex([192, 0, 2, 1]),
+            hex([0, 0, 0, 0]),
+            hex([10, 77, 0, 0]),
+            hex([0, 0, 0, 0]),
+            hex([255, 255, 0, 0]),
+        );
+        assert_eq!(route_of(&routes, Ipv4Addr::new(10, 77, 0, 5)).as_deref(), Some("paddock0"));
+        assert_eq!(route_of(&routes, Ipv4Addr::new(8, 8, 8, 8)).as_deref(), Some("eth0"));
+        assert_eq!(route_of("Iface\n", Ipv4Addr::new(8, 8, 8, 8)), None);
+    }
+
+    #[test]
+    fn the_interfaces_named_outside_the_workload_are_the_hosts() {
+        let result = serde_json::json!({"interfaces": [
+            {"name": "paddock0", "mac": "aa"},
+            {"name": "veth1234", "mac": "bb"},
+            {"name": "eth0", "mac": "cc", "sandbox": "/run/paddock/netns/w"},
+        ]});
+        let names = host_interfaces(&result);
+        assert!(names.contains(&"paddock0".to_owned()) && names.contains(&"veth1234".to_owned()), "{names:?}");
+        assert!(!names.contains(&"eth0".to_owned()), "{names:?}");
+    }
+}
