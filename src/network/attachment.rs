@@ -219,6 +219,11 @@ impl Networks {
                 return Err(NetworkError::PortInUse(*port));
             }
         }
+        // portmap turns route_localnet on for the bridge: what would reach
+        // the host's loopback through it is dropped first (`localnet`).
+        if !m.ports.is_empty() {
+            super::localnet::guard_bridges(list).map_err(NetworkError::Localnet)?;
+        }
         // A `paddock run` killed with -9 holds nothing, but its rules for
         // these ports would come before the workload's: undone first.
         if !self.runs && !m.ports.is_empty() {

@@ -38,7 +38,8 @@ fn host_interfaces(result: &Value) -> Vec<String> {
         .filter(|i| i.get("sandbox").and_then(Value::as_str).is_none_or(str::is_empty))
         .filter_map(|i| i.get("name").and_then(Value::as_str).map(str::to_owned))
         .collect();
-    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    // This thread's namespace, as the sysctls and iptables below see it.
+    let routes = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
     for address in super::cni::addresses(result) {
         let ip = address.split('/').next().and_then(|ip| ip.parse::<Ipv4Addr>().ok());
         if let Some(dev) = ip.and_then(|ip| route_of(&routes, ip)) {
@@ -88,23 +89,38 @@ fn iptables(verb: &str, ifname: &str) -> std::io::Result<std::process::Output> {
 /// workload is reached through that `route_localnet` opened; the rule is
 /// added once. An error says which interface, and iptables' words.
 pub fn guard(result: &Value) -> Result<(), String> {
-    for ifname in host_interfaces(result).into_iter().filter(|i| routes_localnet(i)) {
-        let failed = |e: &dyn std::fmt::Display| {
-            format!(
-                "{ifname} takes packets for the host's loopback (route_localnet, which portmap turned on), \
-                 and the rule that drops those from the workloads cannot be added: iptables -t raw: {e}"
-            )
-        };
-        let checked = iptables("-C", &ifname).map_err(|e| failed(&e))?;
-        if checked.status.success() {
-            continue;
-        }
-        let added = iptables("-I", &ifname).map_err(|e| failed(&e))?;
-        if !added.status.success() {
-            return Err(failed(&String::from_utf8_lossy(&added.stderr).trim()));
-        }
-        tracing::info!(interface = %ifname, "dropping packets for 127.0.0.0/8 that arrive on it (route_localnet is on for it)");
+    host_interfaces(result).into_iter().filter(|i| routes_localnet(i)).try_for_each(|i| drop_on(&i))
+}
+
+/// The same before the plugins run, for the bridges `list` names (the
+/// `bridge` plugin's, `cni0` by default), whether or not route_localnet
+/// is on yet: the ADD that turns it on for a bridge leaves no moment in
+/// which the workloads already on it reach the host's loopback.
+pub fn guard_bridges(list: &super::cni::ConfList) -> Result<(), String> {
+    list.plugins
+        .iter()
+        .filter(|p| p.get("type").and_then(Value::as_str) == Some("bridge"))
+        .map(|p| p.get("bridge").and_then(Value::as_str).unwrap_or("cni0"))
+        .filter(|name| !name.is_empty() && !name.contains('/') && *name != "lo")
+        .try_for_each(drop_on)
+}
+
+fn drop_on(ifname: &str) -> Result<(), String> {
+    let failed = |e: &dyn std::fmt::Display| {
+        format!(
+            "{ifname} takes packets for the host's loopback (route_localnet, which portmap turns on), \
+             and the rule that drops those from the workloads cannot be added: iptables -t raw: {e}"
+        )
+    };
+    let checked = iptables("-C", ifname).map_err(|e| failed(&e))?;
+    if checked.status.success() {
+        return Ok(());
     }
+    let added = iptables("-I", ifname).map_err(|e| failed(&e))?;
+    if !added.status.success() {
+        return Err(failed(&String::from_utf8_lossy(&added.stderr).trim()));
+    }
+    tracing::info!(interface = %ifname, "dropping packets for 127.0.0.0/8 that arrive on it (route_localnet is or may be on for it)");
     Ok(())
 }
 
