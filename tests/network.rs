@@ -658,20 +658,6 @@ fn a_workloads_root_cannot_change_its_interfaces_or_routes() {
     assert_eq!(get_soon(&d, "127.0.0.1:8088".parse().unwrap()), "hello from paddock\n", "and it still serves");
 }
 
-/// tests/probes/loopback.c, built static in the new directory `dir`.
-fn loopback_probe(dir: &Path) -> std::path::PathBuf {
-    std::fs::create_dir(dir).unwrap();
-    let out = std::process::Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(dir.join("loopback"))
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/probes/loopback.c"))
-        .output()
-        .expect("gcc builds the probe: apt-get install gcc libc6-dev (.ci/run does)");
-    assert!(out.status.success(), "building the probe: {}", String::from_utf8_lossy(&out.stderr));
-    std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(dir).status().unwrap();
-    dir.to_owned()
-}
-
 /// portmap turns `route_localnet` on for the bridge (the host's own
 /// `localhost:PORT` reaches a published port through it), and with it
 /// the kernel takes a packet for 127.0.0.0/8 that arrives on the bridge
@@ -687,7 +673,7 @@ fn a_workload_on_the_bridge_cannot_reach_the_hosts_loopback() {
     std::fs::write(d.path("subuid"), "paddock:7208960:131072\n").unwrap();
     std::fs::write(d.path("subgid"), "paddock:7208960:131072\n").unwrap();
     let d = d.start(&[]);
-    let probe = loopback_probe(&d.path("probe"));
+    let probe = common::sandbox::probe(&d.path("probe"), "loopback");
     std::fs::set_permissions(d.path("www"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let service = d.on_host(|| std::net::UdpSocket::bind("127.0.0.1:9999").unwrap());
     service.set_read_timeout(Some(Duration::from_millis(200))).unwrap();

@@ -20,14 +20,24 @@ pub fn require_root() {
 /// `NAME RESULT` lines: each system call's errno or `ok`, and the id of
 /// its session keyring.
 pub fn syscall_probe(dir: &Path) -> std::path::PathBuf {
+    probe(dir, "syscalls")
+}
+
+/// tests/probes/NAME.c, built static (it runs in a busybox root) in the
+/// new directory `dir` as `dir/NAME`, readable and runnable by all (a
+/// workload's ids are not root's); returns `dir`.
+pub fn probe(dir: &Path, name: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new("gcc")
         .args(["-static", "-O2", "-o"])
-        .arg(dir.join("syscalls"))
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/probes/syscalls.c"))
+        .arg(dir.join(name))
+        .arg(format!("{}/tests/probes/{name}.c", env!("CARGO_MANIFEST_DIR")))
         .output()
-        .expect("gcc builds the seccomp probe: apt-get install gcc libc6-dev (.ci/run does)");
-    assert!(out.status.success(), "building the probe: {}", String::from_utf8_lossy(&out.stderr));
+        .expect("gcc builds the probe: apt-get install gcc libc6-dev (.ci/run does)");
+    assert!(out.status.success(), "building the probe {name}: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir.to_owned()
 }
 
