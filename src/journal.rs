@@ -184,7 +184,10 @@ impl<S: Subscriber> Layer<S> for Journal {
         let mut fields = Fields::default();
         event.record(&mut fields);
         let meta = event.metadata();
-        let lost = self.lost.load(Ordering::Relaxed);
+        // Taken whole, so that of threads logging at once one alone says
+        // it (each saying what it had loaded said it twice, and each
+        // subtracting it wrapped the count round).
+        let lost = self.lost.swap(0, Ordering::Relaxed);
         if lost > 0 {
             let said = Fields {
                 message: format!(
@@ -195,11 +198,11 @@ impl<S: Subscriber> Layer<S> for Journal {
                 ..Fields::default()
             };
             if self.send_event(&Level::WARN, module_path!(), &said, false).is_err() {
-                // Not waited for again: journald still takes nothing.
-                self.lost.fetch_add(1, Ordering::Relaxed);
+                // Not waited for again: journald still takes nothing. Given
+                // back, with this entry.
+                self.lost.fetch_add(lost + 1, Ordering::Relaxed);
                 return;
             }
-            self.lost.fetch_sub(lost, Ordering::Relaxed);
         }
         // Nowhere to say that an entry could not be sent but the next
         // entry journald takes.
@@ -366,6 +369,48 @@ mod tests {
         };
         assert_eq!(field(&next(), "LOST"), Some("3"));
         assert_eq!(field(&next(), "MESSAGE"), Some("back"));
+    }
+
+    /// Entries lost are said once, by one thread, whichever threads log
+    /// when journald is back: the daemon logs from its workers, notify's
+    /// thread and its loop at once.
+    #[test]
+    fn lost_entries_are_said_once_by_threads_logging_at_once() {
+        const THREADS: usize = 4;
+        const LOST: u64 = 5;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("socket");
+        let dispatch = {
+            let _journald = UnixDatagram::bind(&path).unwrap();
+            tracing::Dispatch::new(tracing_subscriber::registry().with(Journal::new(&path, "paddock").unwrap()))
+        };
+        let mut buf = vec![0u8; 1 << 16];
+        for round in 0..200 {
+            let _ = std::fs::remove_file(&path);
+            tracing::dispatcher::with_default(&dispatch, || (0..LOST).for_each(|i| tracing::info!(i, "while gone")));
+            let journald = UnixDatagram::bind(&path).unwrap();
+            journald.set_nonblocking(true).unwrap();
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(THREADS));
+            let threads: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    let (dispatch, barrier) = (dispatch.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        tracing::dispatcher::with_default(&dispatch, || {
+                            barrier.wait();
+                            tracing::info!("back");
+                        })
+                    })
+                })
+                .collect();
+            threads.into_iter().for_each(|t| t.join().unwrap());
+            let mut said = Vec::new();
+            while let Ok(n) = journald.recv(&mut buf) {
+                if let Some(lost) = field(&parse(&buf[..n]), "LOST") {
+                    said.push(lost.to_owned());
+                }
+            }
+            assert_eq!(said, [LOST.to_string()], "round {round}: the losses said");
+        }
     }
 
     /// A field name journald would drop is made one it keeps.
