@@ -743,6 +743,8 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             Some(change) = watch.changes.recv(), if !shutting_down => {
                 if change == Change::Lost {
                     tracing::warn!("the inotify queue overflowed (fs.inotify.max_queued_events): file events were lost; rescanning everything");
+                }
+                if matches!(change, Change::Lost | Change::Rewatched) {
                     scans.wanted = Some(Rescan::Everything);
                 }
                 if debounce.is_none() { debounce = Some(tokio::time::Instant::now() + DEBOUNCE); }

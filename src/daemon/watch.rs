@@ -28,6 +28,10 @@ pub enum Change {
     /// Events were lost (an inotify queue overflow) or the watcher failed:
     /// rescan everything.
     Lost,
+    /// The directory is watched again after a spell unwatched: rescan
+    /// everything (what changed between the last rescan and the watch).
+    /// Not `Lost`, which the loop logs as a queue overflow.
+    Rewatched,
 }
 
 pub struct Watch {
@@ -244,7 +248,7 @@ impl Watch {
             if self.arm().is_ok() {
                 tracing::info!(dir = %self.target.display(), "watching the workloads directory again");
                 // What changed between the rescan and the watch.
-                let _ = self.tx.send(Change::Lost);
+                let _ = self.tx.send(Change::Rewatched);
             }
             return;
         };
@@ -365,7 +369,7 @@ mod tests {
             acting.join().unwrap().expect("a directory that cannot be watched is no error");
         assert!(!before, "watched with its user's inotify instances used up?");
         assert!(after, "not watched at the rearm after the instances were given back");
-        assert!(quiet(&mut watch).contains(&Change::Lost), "watched again: what changed meanwhile is rescanned");
+        assert!(quiet(&mut watch).contains(&Change::Rewatched), "watched again: what changed meanwhile is rescanned");
         std::fs::write(dir.join("web.toml"), "command = [\"x\"]\n").unwrap();
         assert!(quiet(&mut watch).contains(&Change::Files), "a file saved after is seen");
     }
