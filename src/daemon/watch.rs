@@ -38,6 +38,10 @@ pub struct Watch {
     /// None while it cannot watch (root's inotify instances or watches
     /// used up by others): tried again after each rescan.
     watcher: Option<RecommendedWatcher>,
+    /// The watcher is there, but the directory's target could not be
+    /// added to it (a moved target, root's watches used up): tried again
+    /// at each rearm, the watcher and its parent's watch kept.
+    target_unwatched: bool,
     dir: PathBuf,
     /// What `dir` resolves to, and its identity, as watched now.
     target: PathBuf,
@@ -155,6 +159,7 @@ impl Watch {
         let (tx, changes) = mpsc::unbounded_channel();
         let mut watch = Watch {
             watcher: None,
+            target_unwatched: false,
             dir: dir.to_owned(),
             target,
             identity,
@@ -178,7 +183,7 @@ impl Watch {
 
     /// Whether the directory is watched now.
     pub fn watching(&self) -> bool {
-        self.watcher.is_some()
+        self.watcher.is_some() && !self.target_unwatched
     }
 
     /// A new watcher of the target and of `dir`'s parent (for the
@@ -252,7 +257,7 @@ impl Watch {
             }
             return;
         };
-        if !moved && !entry_changed {
+        if !moved && !entry_changed && !self.target_unwatched {
             return;
         }
         if moved {
@@ -260,14 +265,19 @@ impl Watch {
             let _ = watcher.unwatch(&old);
         }
         match watcher.watch(&self.target, RecursiveMode::NonRecursive) {
+            Ok(()) if std::mem::take(&mut self.target_unwatched) => {
+                tracing::info!(dir = %self.target.display(), "watching the workloads directory again");
+                let _ = self.tx.send(Change::Rewatched);
+            }
             Ok(()) if moved => {
                 tracing::info!(dir = %self.dir.display(), target = %self.target.display(), "the workloads directory was replaced; watching what it is now")
             }
             Ok(()) => {}
-            Err(error) => {
-                tracing::error!(dir = %self.target.display(), %error, "cannot watch the workloads directory; until it can be (tried again at each resync), only the periodic resync sees its changes");
-                self.watcher = None;
+            Err(error) if !self.target_unwatched => {
+                tracing::error!(dir = %self.target.display(), %error, "cannot watch the workloads directory; until it can be (tried again after each rescan), only the periodic resync sees its changes");
+                self.target_unwatched = true;
             }
+            Err(_) => {}
         }
     }
 }
@@ -350,6 +360,8 @@ mod tests {
                 assert!(held.len() < 1 << 20, "no limit to inotify instances");
             };
             assert_eq!(used_up.raw_os_error(), Some(libc::EMFILE), "{used_up}");
+            let max = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances").unwrap();
+            assert_eq!(held.len().to_string(), max.trim(), "the process's open-files limit was reached first");
             let watch = Watch::new(&watched);
             drop(held);
             let watch = watch.map(|mut watch| {
@@ -372,6 +384,62 @@ mod tests {
         assert!(quiet(&mut watch).contains(&Change::Rewatched), "watched again: what changed meanwhile is rescanned");
         std::fs::write(dir.join("web.toml"), "command = [\"x\"]\n").unwrap();
         assert!(quiet(&mut watch).contains(&Change::Files), "a file saved after is seen");
+    }
+
+    /// This thread acts as `uid` (its effective uid alone; the saved uid
+    /// stays root's, so it may go back with `act_as(0)`).
+    fn act_as(uid: libc::uid_t) {
+        // SAFETY: a raw system call with integer arguments; it changes this
+        // thread's effective uid only, not the other threads'.
+        let acted = unsafe { libc::syscall(libc::SYS_setresuid, libc::uid_t::MAX, uid, libc::uid_t::MAX) };
+        assert_eq!(acted, 0, "setresuid to {uid}: {}", std::io::Error::last_os_error());
+        if uid == 0 {
+            // SAFETY: prctl with integer arguments; a change of effective
+            // uid made the process undumpable, as it was not.
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+        }
+    }
+
+    /// A directory replaced by one that cannot be watched (here, one the
+    /// watcher's user may not read) is watched once it can be, at a
+    /// rearm: the watcher, and its watch of the parent, kept meanwhile.
+    #[test]
+    fn a_replaced_directory_that_cannot_be_watched_yet_is_watched_once_it_can_be() {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(nix::unistd::geteuid().is_root(), "this test changes its thread's effective uid and must run as root");
+        let root = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = root.path().join("wl");
+        std::fs::create_dir(&dir).unwrap();
+        let (watched, parent) = (dir.clone(), root.path().to_owned());
+        let acting = std::thread::spawn(move || {
+            act_as(4_000_000_002);
+            let mut watch = Watch::new(&watched).unwrap();
+            let first = watch.watching();
+            act_as(0);
+            std::fs::rename(&watched, parent.join("wl.old")).unwrap();
+            std::fs::create_dir(&watched).unwrap();
+            std::fs::set_permissions(&watched, std::fs::Permissions::from_mode(0o711)).unwrap();
+            act_as(4_000_000_002);
+            quiet(&mut watch);
+            watch.rearm();
+            let unreadable = watch.watching();
+            act_as(0);
+            std::fs::set_permissions(&watched, std::fs::Permissions::from_mode(0o755)).unwrap();
+            // Seen meanwhile by the parent's watch, kept: the mend brings a rescan.
+            let meanwhile = quiet(&mut watch);
+            act_as(4_000_000_002);
+            watch.rearm();
+            let readable = watch.watching();
+            act_as(0);
+            (first, unreadable, meanwhile, readable, watch)
+        });
+        let (first, unreadable, meanwhile, readable, mut watch) = acting.join().unwrap();
+        assert!(first && !unreadable && readable, "watched {first}, then {unreadable}, then {readable}");
+        assert!(meanwhile.contains(&Change::Files), "the parent's watch went with the target's: {meanwhile:?}");
+        assert!(quiet(&mut watch).contains(&Change::Rewatched), "watched again: what changed meanwhile is rescanned");
+        std::fs::write(dir.join("web.toml"), "command = [\"x\"]\n").unwrap();
+        assert!(quiet(&mut watch).contains(&Change::Files), "a file saved in the new directory is seen");
     }
 
     #[test]
