@@ -551,8 +551,8 @@ fn a_workloads_directory_not_watched_is_said_in_status_reload_and_status_line() 
     r.sup.apply(scan(vec![("web", valid(1))]), r.at);
     assert!(!r.sup.notes().iter().any(|n| n.contains("not watched")));
     r.sup.unwatched = true;
-    let said = "the workloads directory /wl is not watched (root's inotify instances or watches are used up: raise \
-                fs.inotify.max_user_instances or max_user_watches): its changes are seen at each resync \
+    let said = "the workloads directory /wl is not watched (root's inotify instances or watches may be used up: \
+                raise fs.inotify.max_user_instances or max_user_watches; the log says why): its changes are seen at each resync \
                 (`resync_interval`), SIGHUP or `paddock reload`";
     assert_eq!(r.sup.notes(), [said]);
     assert_eq!(r.sup.warnings_now(), [said]);

@@ -332,8 +332,8 @@ impl<E: Executor, S: Store> Supervisor<E, S> {
     fn unwatched_note(&self) -> Option<String> {
         self.unwatched.then(|| {
             format!(
-                "the workloads directory {} is not watched (root's inotify instances or watches are used up: raise \
-                 fs.inotify.max_user_instances or max_user_watches): its changes are seen at each resync \
+                "the workloads directory {} is not watched (root's inotify instances or watches may be used up: \
+                 raise fs.inotify.max_user_instances or max_user_watches; the log says why): its changes are seen at each resync \
                  (`resync_interval`), SIGHUP or `paddock reload`",
                 self.workloads.display()
             )
