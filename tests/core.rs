@@ -665,7 +665,11 @@ fn a_start_this_host_could_not_make_is_tried_again_by_any_edit_of_its_file() {
     }
     let pass = core.reconcile(at, 16);
     let said: Vec<String> = pass.actions.iter().map(|a| format!("{} ({})", a.name, a.cause)).collect();
-    assert_eq!(said, ["web (manifest changed)"], "the workload's own failure waits out its backoff");
+    assert_eq!(
+        said,
+        ["web (manifest edited, the same once read: a start the host failed, tried again)"],
+        "the workload's own failure waits out its backoff"
+    );
 }
 
 /// An adopted run's health is probed at once, not an interval after the

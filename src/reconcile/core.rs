@@ -461,6 +461,7 @@ impl Core {
                 }
                 if before.as_ref().is_none_or(|d| d.version != version) {
                     let cause = match (&before, &w.runs) {
+                        (Some(old), _) if host_failed && old.reworded_as(&desired, name) => Cause::Edited,
                         (Some(old), _) => Cause::Changed(changed_keys(&old.manifest, &desired.manifest)),
                         // Its adopted sandbox runs another version (its
                         // record's): the file changed while no daemon ran.
@@ -473,6 +474,7 @@ impl Core {
                         at.wall,
                         match &cause {
                             Cause::Changed(keys) => Happening::ManifestChanged(keys.clone()),
+                            Cause::Edited => Happening::Released(Cause::Edited),
                             _ => Happening::ManifestAdded,
                         },
                     );

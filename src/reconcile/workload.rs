@@ -65,6 +65,9 @@ pub enum Cause {
     Waiting(Vec<String>),
     /// `paddock reload`: a start this host could not make is tried again.
     Reloaded,
+    /// Its file edited in words alone (`Desired::reworded_as`) while a
+    /// start this host could not make had left it failed: tried again.
+    Edited,
 }
 
 impl fmt::Display for Cause {
@@ -88,6 +91,7 @@ impl fmt::Display for Cause {
             Cause::Unhealthy => f.write_str("unhealthy: its health check failed"),
             Cause::Waiting(waits) => write!(f, "after {}", waits.join(", ")),
             Cause::Reloaded => f.write_str("paddock reload: tried again"),
+            Cause::Edited => f.write_str("manifest edited, the same once read: a start the host failed, tried again"),
         }
     }
 }
