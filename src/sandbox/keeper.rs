@@ -175,7 +175,7 @@ impl Output {
         let lost = std::mem::take(&mut self.lost);
         let said = match self.failing {
             true => {
-                InitReport::LogFailing { error: format!("{lost} bytes of the workload's output could not be written") }
+                InitReport::LogFailing { error: format!("the run ended; {lost} bytes of its output were not written") }
             }
             false => InitReport::LogWritten { lost },
         };
@@ -552,7 +552,7 @@ mod tests {
         out.say_lost(&init);
         let end = said();
         assert!(
-            matches!(end.as_slice(), [InitReport::LogFailing { error }] if error.starts_with("11 bytes")),
+            matches!(end.as_slice(), [InitReport::LogFailing { error }] if error == "the run ended; 11 bytes of its output were not written"),
             "{end:?}"
         );
         out.say_lost(&init);
