@@ -99,7 +99,7 @@ pub struct Manifest {
     /// where they have a health check), by name. It waits, and `status`
     /// says for whom; at shutdown it is stopped before them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")))]
+    #[schemars(length(max = 64), inner(regex(pattern = super::name::NAME_PATTERN)))]
     pub after: Vec<String>,
 
     /// A health check; without one, a running workload counts as healthy.

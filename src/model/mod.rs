@@ -33,6 +33,7 @@ pub use manifest::{
     Manifest, Mount, Namespaces, Resources, Restart, RestartPolicy, Rootfs, Seccomp, Security, SharedOrPrivate, Stop,
     UserNamespace,
 };
+pub(crate) use name::NAME_PATTERN;
 pub use name::{MAX_NAME_LEN, NameError, WorkloadName, is_ignored_file_name, quoted};
 pub use named::{Capability, Signal, UnknownName};
 pub(crate) use network::NETWORK_NAME_PATTERN;

@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 /// The longest name: a DNS label, so it can be a hostname and a cgroup name.
 pub const MAX_NAME_LEN: usize = 63;
 
-/// A workload's name: the manifest's file stem, matching
-/// `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`.
+/// What a workload's name matches, as the schema says it (`after`).
+pub const NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+
+/// A workload's name: the manifest's file stem, matching `NAME_PATTERN`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct WorkloadName(String);

@@ -83,7 +83,7 @@ fn pattern_meaning(pattern: &str) -> Option<&'static str> {
         SIZE_PATTERN => "a size: a whole number and one unit of KiB, MiB, GiB or TiB, e.g. \"256MiB\"",
         "^/" => "an absolute path (starting with /)",
         "^[^=]+$" => "a variable name: not empty, and without `=`",
-        "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" => {
+        crate::model::NAME_PATTERN => {
             "a workload's name (its file's, without .toml): lower-case letters, digits and `-`, at most 63 characters, starting and ending with a letter or digit"
         }
         crate::model::NETWORK_NAME_PATTERN => {
