@@ -706,6 +706,30 @@ fn a_workload_on_the_bridge_cannot_reach_the_hosts_loopback() {
     );
 }
 
+/// The raw table's rules against the host's loopback (`localnet`), as
+/// `iptables -S` prints them.
+fn loopback_rules(d: &Daemon) -> Vec<String> {
+    let out = d.host_command("iptables", &["-t", "raw", "-S", "PREROUTING"]);
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("127.0.0.0/8")).map(str::to_owned).collect()
+}
+
+/// Workloads that publish ports, started at one instant: the bridge's
+/// rule against the host's loopback is added once (each attachment
+/// looked for it, found none, and added its own).
+#[test]
+fn workloads_started_at_one_instant_add_the_bridges_loopback_rule_once() {
+    let d = daemon();
+    for i in 0..6 {
+        d.write(&format!("w{i}.toml"), &sleeper(&format!("ports = [\"{}:80\"]", 8100 + i)));
+    }
+    for i in 0..6 {
+        d.running_pid(&format!("w{i}"));
+    }
+    let rules = loopback_rules(&d);
+    assert_eq!(rules.len(), 1, "{rules:#?}");
+    assert!(rules[0].contains("-i paddock0"), "{rules:#?}");
+}
+
 #[test]
 fn a_port_on_an_address_family_the_network_does_not_give_fails_and_leaves_nothing() {
     let d = prepared();
