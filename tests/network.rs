@@ -730,6 +730,32 @@ fn workloads_started_at_one_instant_add_the_bridges_loopback_rule_once() {
     assert!(rules[0].contains("-i paddock0"), "{rules:#?}");
 }
 
+/// With `route_localnet` on for every interface (kube-proxy sets
+/// `net.ipv4.conf.all.route_localnet=1` on a node), each attachment's own
+/// host interface (the veth's host end) gets a rule against the host's
+/// loopback too; the rule goes with the interface, or each attachment
+/// ever made left one in the raw table, naming an interface long gone.
+#[test]
+fn a_rule_against_the_hosts_loopback_goes_with_the_interface_it_names() {
+    let d = prepared();
+    // In the daemon's "host" namespace alone, not this machine's.
+    let out = d.host_command("sh", &["-c", "echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = d.start(&[]);
+    let mut pid = 0;
+    for port in [8091, 8092, 8093] {
+        d.write("web.toml", &sleeper(&format!("ports = [\"{port}:80\"]")));
+        d.wait_for("the new version", |d| {
+            d.workload("web").is_some_and(|w| w["state"] == "running" && w["pid"].as_i64().is_some_and(|p| p != pid))
+        });
+        pid = d.running_pid("web");
+    }
+    std::fs::remove_file(d.path("wl/web.toml")).unwrap();
+    nothing_left_soon(&d);
+    let rules = loopback_rules(&d);
+    assert!(rules.len() == 1 && rules[0].contains("-i paddock0"), "{rules:#?}");
+}
+
 #[test]
 fn a_port_on_an_address_family_the_network_does_not_give_fails_and_leaves_nothing() {
     let d = prepared();
