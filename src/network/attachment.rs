@@ -219,11 +219,6 @@ impl Networks {
                 return Err(NetworkError::PortInUse(*port));
             }
         }
-        // portmap turns route_localnet on for the bridge: what would reach
-        // the host's loopback through it is dropped first (`localnet`).
-        if !m.ports.is_empty() {
-            super::localnet::guard_bridges(list).map_err(NetworkError::Localnet)?;
-        }
         // A `paddock run` killed with -9 holds nothing, but its rules for
         // these ports would come before the workload's: undone first.
         if !self.runs && !m.ports.is_empty() {
@@ -243,6 +238,12 @@ impl Networks {
         crate::fsutil::create_private_dir(&self.run_dir.join("netns"))
             .and_then(|()| crate::fsutil::create_private_dir(&self.records))
             .map_err(|source| NetworkError::Write { path: self.records.clone(), source })?;
+        // portmap turns route_localnet on for the bridge: what would reach
+        // the host's loopback through it is dropped first (`localnet`).
+        if !m.ports.is_empty() {
+            let _lock = self.lock_localnet().map_err(NetworkError::Localnet)?;
+            super::localnet::guard_bridges(list).map_err(NetworkError::Localnet)?;
+        }
         // Held until the record says this attachment publishes its ports.
         let ports_lock = if m.ports.is_empty() { None } else { Some(self.lock_ports()?) };
         if let Some((port, holder)) = self.published_elsewhere(workload, &m.ports) {
@@ -306,7 +307,9 @@ impl Networks {
         };
         attachment.result = Some(result);
         // portmap's route_localnet would let the workloads reach the host's loopback.
-        if let Some(Err(e)) = attachment.result.as_ref().map(super::localnet::guard) {
+        let guarded =
+            self.lock_localnet().and_then(|_lock| attachment.result.as_ref().map_or(Ok(()), super::localnet::guard));
+        if let Err(e) = guarded {
             return Err(self.undo(workload, attachment, NetworkError::Localnet(e)));
         }
         // portmap skips a mapping whose host address is of a family the

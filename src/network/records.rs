@@ -92,6 +92,25 @@ impl Networks {
         }
     }
 
+    /// The lock (`STATE_DIR/networks/localnet.lock`, the daemon's and
+    /// every run's) held while the rules against the host's loopback are
+    /// looked for and added or removed (`localnet`): two attachments made
+    /// at one instant would each find no rule for the bridge and each add
+    /// one. Waited for `PORTS_LOCK_PATIENCE` at most.
+    pub(super) fn lock_localnet(&self) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+        let daemons = if self.runs { self.records.parent().unwrap_or(&self.records) } else { &self.records };
+        let path = daemons.join("localnet.lock");
+        let every = std::time::Duration::from_millis(20);
+        match crate::fsutil::lock_within(&path, PORTS_LOCK_PATIENCE, every, || {}) {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => Err(format!(
+                "the rules against the host's loopback (route_localnet) cannot be looked for: {} is held by another process",
+                path.display()
+            )),
+            Err(e) => Err(format!("the rules against the host's loopback (route_localnet): {}: {e}", path.display())),
+        }
+    }
+
     /// Forgets a record that cannot be read (its attachment cannot be
     /// undone by paddock: the caller says so).
     pub fn drop_record(&self, workload: &WorkloadName) {
