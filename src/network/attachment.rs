@@ -378,6 +378,13 @@ impl Networks {
             let _ = std::fs::remove_file(&a.netns);
         }
         runtime.del(&list, a.target(&caps), a.result.as_ref().or(a.so_far.as_ref()))?;
+        // The rules against the host's loopback on what went with it.
+        if let Some(result) = a.result.as_ref().or(a.so_far.as_ref()) {
+            let forgotten = self.lock_localnet().and_then(|_lock| super::localnet::forget(result, &list));
+            if let Err(e) = forgotten {
+                tracing::warn!(workload = %workload, error = %e, "a rule against the host's loopback is left in the raw table");
+            }
+        }
         netns::remove(&a.netns);
         let _ = std::fs::remove_dir_all(self.etc_dir(workload));
         let _ = std::fs::remove_file(self.record_path(workload));

@@ -30,14 +30,7 @@ const COMMENT: &str = "paddock: nothing arriving here reaches the host's loopbac
 /// and those the host routes the workload's IPv4 addresses through (a
 /// macvlan's parent, for one).
 fn host_interfaces(result: &Value) -> Vec<String> {
-    let mut names: Vec<String> = result
-        .get("interfaces")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|i| i.get("sandbox").and_then(Value::as_str).is_none_or(str::is_empty))
-        .filter_map(|i| i.get("name").and_then(Value::as_str).map(str::to_owned))
-        .collect();
+    let mut names = named_outside(result);
     // This thread's namespace, as the sysctls and iptables below see it.
     let routes = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
     for address in super::cni::addresses(result) {
@@ -49,6 +42,18 @@ fn host_interfaces(result: &Value) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// The interfaces a result names outside the workload's namespace.
+fn named_outside(result: &Value) -> Vec<String> {
+    result
+        .get("interfaces")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|i| i.get("sandbox").and_then(Value::as_str).is_none_or(str::is_empty))
+        .filter_map(|i| i.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect()
 }
 
 /// The interface of the longest prefix of /proc/net/route's text that
@@ -97,12 +102,61 @@ pub fn guard(result: &Value) -> Result<(), String> {
 /// is on yet: the ADD that turns it on for a bridge leaves no moment in
 /// which the workloads already on it reach the host's loopback.
 pub fn guard_bridges(list: &super::cni::ConfList) -> Result<(), String> {
+    bridges(list).into_iter().try_for_each(drop_on)
+}
+
+/// The bridges `list`'s `bridge` plugins name (`cni0` by default).
+fn bridges(list: &super::cni::ConfList) -> Vec<&str> {
     list.plugins
         .iter()
         .filter(|p| p.get("type").and_then(Value::as_str) == Some("bridge"))
         .map(|p| p.get("bridge").and_then(Value::as_str).unwrap_or("cni0"))
         .filter(|name| !name.is_empty() && !name.contains('/') && *name != "lo")
-        .try_for_each(drop_on)
+        .collect()
+}
+
+/// The interfaces of this thread's network namespace, or None when
+/// they cannot be read.
+fn interfaces_here() -> Option<Vec<String>> {
+    let dev = std::fs::read_to_string("/proc/thread-self/net/dev").ok()?;
+    Some(dev.lines().skip(2).filter_map(|l| l.split_once(':').map(|(name, _)| name.trim().to_owned())).collect())
+}
+
+/// Once an attachment on `list` is undone: the rules `guard` added for
+/// the host interfaces its `result` names that went with it (a veth's host
+/// end, which has route_localnet on when `all` has it, as kube-proxy sets
+/// it) are removed, or each attachment ever made would leave one behind,
+/// naming an interface long gone. The bridges `list` names, which outlive
+/// their attachments, and any interface still there keep theirs.
+pub fn forget(result: &Value, list: &super::cni::ConfList) -> Result<(), String> {
+    let Some(here) = interfaces_here() else { return Ok(()) };
+    let bridges = bridges(list);
+    let gone = named_outside(result).into_iter().filter(|name| {
+        !name.is_empty()
+            && !name.contains('/')
+            && !name.starts_with('.')
+            && name != "lo"
+            && !bridges.contains(&name.as_str())
+            && !here.contains(name)
+    });
+    for ifname in gone {
+        let failed = |e: &dyn std::fmt::Display| {
+            format!(
+                "the rule against the host's loopback on {ifname}, which is gone, cannot be removed: iptables -t raw: {e}"
+            )
+        };
+        // One copy at a time (a daemon older than the lock could add two).
+        for _ in 0..16 {
+            if !iptables("-C", &ifname).map_err(|e| failed(&e))?.status.success() {
+                break;
+            }
+            let deleted = iptables("-D", &ifname).map_err(|e| failed(&e))?;
+            if !deleted.status.success() {
+                return Err(failed(&String::from_utf8_lossy(&deleted.stderr).trim()));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn drop_on(ifname: &str) -> Result<(), String> {
