@@ -477,6 +477,26 @@ fn removal_a_stopped_daemon_and_a_killed_one_leave_nothing_behind() {
     assert_eq!(leftovers(&d), NOTHING);
 }
 
+/// An edit that takes a workload off its network (`network = "private"`)
+/// undoes the attachment it had, as an edit of its ports does: its
+/// namespace, veth, address and published ports' rules stayed while it ran
+/// on in its private namespace, and status went on showing the old
+/// network, address and ports.
+#[test]
+fn an_edit_to_the_private_network_undoes_the_attachment_it_had() {
+    let d = daemon();
+    d.write("web.toml", &web(&d, 80, "ports = [\"8094:80\"]"));
+    let pid = d.running_pid("web");
+    assert_eq!(get_soon(&d, "127.0.0.1:8094".parse().unwrap()), "hello from paddock\n");
+    d.write("web.toml", &web(&d, 80, "[namespaces]\nnetwork = \"private\""));
+    d.wait_for("the new version", |d| {
+        d.workload("web").is_some_and(|w| w["state"] == "running" && w["pid"].as_i64().is_some_and(|p| p != pid))
+    });
+    nothing_left_soon(&d);
+    let w = d.workload("web").unwrap();
+    assert!(w["network"].is_null() && w["addresses"].is_null() && w["ports"].is_null(), "{w}");
+}
+
 #[test]
 fn a_daemon_in_a_mount_namespace_of_its_own_warns_that_its_networks_die_with_it() {
     let mut d = prepared();
