@@ -94,6 +94,10 @@ pub(super) struct Attachments {
     /// (said once, not at every rescan).
     runs_undoing: Arc<std::sync::atomic::AtomicBool>,
     runs_failed: Arc<Mutex<std::collections::BTreeSet<WorkloadName>>>,
+    /// The workloads whose last start wanted no network (an edit to
+    /// `network = "private"`): the attachment a former version had is
+    /// released though the workload runs.
+    off_network: std::collections::BTreeSet<WorkloadName>,
 }
 
 impl Attachments {
@@ -109,6 +113,7 @@ impl Attachments {
             releasing: false,
             runs_undoing: Arc::default(),
             runs_failed: Arc::default(),
+            off_network: std::collections::BTreeSet::new(),
         }
     }
 
@@ -118,8 +123,14 @@ impl Attachments {
     pub(super) fn prepare(&mut self, name: &WorkloadName, manifest: &Manifest) -> Prepared {
         let networks = self.networks.clone();
         if manifest.namespaces.network.cni().is_none() {
+            // What a former version had is not its network any more.
+            self.views.remove(name);
+            if self.slots.contains_key(name) {
+                self.off_network.insert(name.clone());
+            }
             return Prepared::NoNetwork;
         }
+        self.off_network.remove(name);
         let slot = self.slots.entry(name.clone()).or_default().clone();
         // A restart in the namespace it had: nothing to wait for. (One a
         // release is queued for is marked undoing, and never reused: the
@@ -175,14 +186,19 @@ impl Attachments {
         if !self.releasing {
             return;
         }
-        let unwanted: Vec<(WorkloadName, Slot)> =
-            self.slots.iter().filter(|(n, _)| unwanted(n)).map(|(n, slot)| (n.clone(), slot.clone())).collect();
+        let unwanted: Vec<(WorkloadName, Slot)> = self
+            .slots
+            .iter()
+            .filter(|(n, _)| unwanted(n) || self.off_network.contains(*n))
+            .map(|(n, slot)| (n.clone(), slot.clone()))
+            .collect();
         for (name, slot) in unwanted {
             // A slot in use (an attachment being made or undone) is looked
             // at again on a later pass.
             let Ok(mut guard) = slot.try_lock() else { continue };
             let Some(a) = guard.as_mut() else {
                 self.detaching.remove(&name);
+                self.off_network.remove(&name);
                 continue;
             };
             let id = a.container_id.clone();
