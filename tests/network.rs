@@ -552,6 +552,29 @@ fn attachments_whose_namespace_mounts_went_with_a_killed_daemon_are_undone() {
     // (They go with the test's network namespace.)
 }
 
+/// A daemon killed with -9 while the bridge plugin's DEL runs kills the
+/// plugin with it (as it should): here, the plugin had removed the
+/// workload's interface and not yet its masquerade rules, which it finds
+/// by that interface's addresses. The next daemon's DEL finds no
+/// addresses; the rules (commented with the attachment's container id,
+/// whose addresses its record keeps) must go all the same. (A soak that
+/// killed the daemon at random moments of a removal left them 2 times
+/// in 25.)
+#[test]
+fn a_del_cut_by_a_killed_daemon_leaves_no_masquerade_rules() {
+    let mut d = daemon();
+    d.write("w.toml", &sleeper("ports = [\"8095:80\"]"));
+    address(&d, "w");
+    d.kill();
+    // What the cut DEL had done: the workload's interface is gone.
+    let netns = format!("--net={}", d.path("run/netns/w").display());
+    let out = std::process::Command::new("nsenter").args([&netns, "ip", "link", "del", "eth0"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_file(d.path("wl/w.toml")).unwrap();
+    let d = d.start(&[]);
+    nothing_left_soon(&d);
+}
+
 #[test]
 fn a_killed_daemon_adopts_the_workload_and_its_network() {
     let mut d = daemon();
