@@ -518,7 +518,7 @@ fn a_daemon_in_a_mount_namespace_of_its_own_warns_that_its_networks_die_with_it(
 /// files. The next daemon adopts the workload, and undoes its attachment
 /// without them when it restarts (a DEL given a file that is no namespace
 /// failed, and every start of the workload with it, for ever); nothing is
-/// left.
+/// left, the masquerade rules the bridge plugin could not find included.
 #[test]
 fn attachments_whose_namespace_mounts_went_with_a_killed_daemon_are_undone() {
     let mut d = prepared();
@@ -543,13 +543,10 @@ fn attachments_whose_namespace_mounts_went_with_a_killed_daemon_are_undone() {
     let id =
         said.split("container_id=").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap().trim_matches('"');
     assert_eq!(d.terminate(), 0);
-    // All else undone; the masquerade the bridge plugin finds only by the
-    // namespace's addresses is left, and said.
-    let left = leftovers(&d);
-    assert_eq!((left.veths, left.allocations, left.mounts), (0, 0, 0), "{left:?}");
-    let chain = left.rules.iter().find(|r| r.contains(id)).and_then(|r| r.split("-j ").nth(1)).map(str::to_owned);
-    assert!(left.rules.iter().all(|r| chain.as_deref().is_some_and(|c| r.contains(c))), "{left:?}");
-    // (They go with the test's network namespace.)
+    // All undone, the masquerade the bridge plugin finds only by the
+    // namespace's addresses too (by the container id it is commented with).
+    assert!(!id.is_empty(), "{said}");
+    assert_eq!(leftovers(&d), NOTHING);
 }
 
 /// A daemon killed with -9 while the bridge plugin's DEL runs kills the

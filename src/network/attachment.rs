@@ -373,11 +373,18 @@ impl Networks {
                 workload = %workload,
                 netns = %a.netns.display(),
                 container_id = a.container_id,
-                "its network namespace is gone (its mount went with the daemon that made it): undoing the rest of its network; what the bridge plugin finds by the addresses in there (its masquerade rules, commented with this container_id) may be left: `iptables -t nat -S | grep CONTAINER_ID` names them"
+                "its network namespace is gone (its mount went with the daemon that made it): undoing the rest of its network (the masquerade rules the bridge plugin finds by the addresses in there, commented with this container_id, by that id)"
             );
             let _ = std::fs::remove_file(&a.netns);
         }
         runtime.del(&list, a.target(&caps), a.result.as_ref().or(a.so_far.as_ref()))?;
+        // What a DEL cut short (a daemon killed with -9 kills its plugins)
+        // left for a later DEL to miss: the bridge plugin finds its
+        // masquerade rules by the workload's interface's addresses, gone
+        // by then. Those rules carry this attachment's container id.
+        if let Err(e) = remove_commented_nat_rules(&a.container_id) {
+            tracing::warn!(workload = %workload, container_id = a.container_id, error = %e, "rules of its network may be left in the nat table: `iptables -t nat -S | grep CONTAINER_ID` names them");
+        }
         // The rules against the host's loopback on what went with it.
         if let Some(result) = a.result.as_ref().or(a.so_far.as_ref()) {
             let forgotten = self.lock_localnet().and_then(|_lock| super::localnet::forget(result, &list));
@@ -415,6 +422,68 @@ impl Networks {
         write(&resolv, &text)?;
         Ok((hosts, resolv))
     }
+}
+
+/// Removes the nat table's rules commented with `container_id` (as the
+/// CNI plugins comment theirs: `name: "NET" id: "ID"`), and the chains of
+/// its own they jump to or live in (`CNI-...`, not the plugins' shared
+/// ones). Nothing when there are none.
+fn remove_commented_nat_rules(container_id: &str) -> Result<(), String> {
+    let run = |program: &str, args: &[&str], input: Option<&str>| -> Result<String, String> {
+        use std::io::Write;
+        let mut child = std::process::Command::new(program)
+            .env_clear()
+            .env("PATH", super::cni::plugins_path())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{program}: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.unwrap_or_default().as_bytes()).map_err(|e| format!("{program}: {e}"))?;
+        }
+        let out = child.wait_with_output().map_err(|e| format!("{program}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("{program}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let rules = run("iptables", &["-w", "10", "-t", "nat", "-S"], None)?;
+    let restore = commented_rules_undone(&rules, container_id);
+    if restore.is_empty() {
+        return Ok(());
+    }
+    let input = format!("*nat\n{}COMMIT\n", restore.concat());
+    run("iptables-restore", &["-w", "10", "--noflush"], Some(&input)).map(|_| ())
+}
+
+/// The iptables-restore lines that undo `rules`' (the nat table's `-S`)
+/// rules commented with `container_id` and the chains of its own.
+fn commented_rules_undone(rules: &str, container_id: &str) -> Vec<String> {
+    const SHARED: [&str; 3] = ["CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK"];
+    let marker = format!("id: \\\"{container_id}\\\"");
+    let commented: Vec<&str> = rules.lines().filter(|l| l.starts_with("-A ") && l.contains(&marker)).collect();
+    let own = |chain: &str| chain.starts_with("CNI-") && !SHARED.contains(&chain);
+    let mut chains: Vec<&str> = commented
+        .iter()
+        .flat_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let target = words.iter().position(|w| *w == "-j").and_then(|i| words.get(i + 1).copied());
+            [words.get(1).copied(), target]
+        })
+        .flatten()
+        .filter(|c| own(c))
+        .collect();
+    chains.sort_unstable();
+    chains.dedup();
+    // The rules elsewhere (a built-in chain's jump) go one by one; the
+    // chains of its own are flushed and removed whole.
+    let outside = commented.iter().filter(|l| l.split_whitespace().nth(1).is_none_or(|c| !chains.contains(&c)));
+    let mut lines: Vec<String> = outside.map(|l| format!("-D {}\n", &l[3..])).collect();
+    lines.extend(chains.iter().map(|c| format!("-F {c}\n")));
+    lines.extend(chains.iter().map(|c| format!("-X {c}\n")));
+    lines
 }
 
 /// 32 random bits, for container ids (no dependency).
@@ -649,6 +718,28 @@ mod tests {
         assert!(!sctp_table_has(table, &port("127.0.0.1:3868:1/sctp")), "another address is free");
         assert!(sctp_table_has(table, &port("127.0.0.1:9899:1/sctp")), "bound to every address");
         assert!(!sctp_table_has(table, &port("3869:1/sctp")));
+    }
+
+    #[test]
+    fn the_nat_rules_commented_with_a_container_id_and_its_chains_are_undone() {
+        let rules = "-P POSTROUTING ACCEPT\n\
+            -N CNI-HOSTPORT-MASQ\n\
+            -N CNI-aa\n\
+            -N CNI-bb\n\
+            -A POSTROUTING -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ\n\
+            -A POSTROUTING -s 10.77.0.2/32 -m comment --comment \"name: \\\"bridge\\\" id: \\\"paddock-w-1\\\"\" -j CNI-aa\n\
+            -A POSTROUTING -s 10.77.0.3/32 -m comment --comment \"name: \\\"bridge\\\" id: \\\"paddock-w-12\\\"\" -j CNI-bb\n\
+            -A CNI-aa -d 10.77.0.0/16 -m comment --comment \"name: \\\"bridge\\\" id: \\\"paddock-w-1\\\"\" -j ACCEPT\n\
+            -A CNI-bb -d 10.77.0.0/16 -m comment --comment \"name: \\\"bridge\\\" id: \\\"paddock-w-12\\\"\" -j ACCEPT\n";
+        assert_eq!(
+            commented_rules_undone(rules, "paddock-w-1"),
+            [
+                "-D POSTROUTING -s 10.77.0.2/32 -m comment --comment \"name: \\\"bridge\\\" id: \\\"paddock-w-1\\\"\" -j CNI-aa\n",
+                "-F CNI-aa\n",
+                "-X CNI-aa\n"
+            ]
+        );
+        assert!(commented_rules_undone(rules, "paddock-w-9").is_empty());
     }
 
     #[test]
