@@ -620,6 +620,12 @@ fn a_host_port_published_twice_is_refused_naming_the_other_file() {
         )),
         "{text}"
     );
+    // The first removed: the second, validated again, takes the port at
+    // once, not at the next full rescan (the test daemon's is 30 s away).
+    std::fs::remove_file(d.path("wl/first.toml")).unwrap();
+    let waited = std::time::Instant::now();
+    d.running_pid("second");
+    assert!(waited.elapsed() < Duration::from_secs(20), "{:?}", waited.elapsed());
 }
 
 #[test]

@@ -799,8 +799,9 @@ async fn serve(options: Options, validator: Arc<Validator>, notifier: Notifier) 
             let held = scan::Held {
                 settled: daemon.claims(),
                 running: daemon.running_files(),
-                // Validated again on a full rescan only.
-                invalid: if rescan == Rescan::Everything { daemon.invalid_files() } else { Default::default() },
+                // Validated again on a full rescan, or when a file one was
+                // refused for changes (`run_job`).
+                invalid: daemon.invalid_files(),
                 recorded: BTreeMap::new(),
                 restored: Vec::new(),
                 writes: Some(watch.writes.clone()),

@@ -270,7 +270,7 @@ pub struct Held {
     /// The files of the workloads that run now.
     pub running: Vec<String>,
     /// The files invalid now, with their problems as rendered: validated
-    /// again on a full rescan.
+    /// again on a full rescan, or when a file they name changes.
     pub invalid: BTreeMap<String, String>,
     /// Only for the first scan after adopting sandboxes: the text each
     /// was started from (its record's), by file.
@@ -399,15 +399,18 @@ pub fn run_job(dir: &Path, previous: &Snapshot, rescan: Rescan, validator: &Vali
     }
     let mut changes: Vec<FileChange> =
         changed(previous, &snapshot).into_iter().map(|file| FileChange::of(dir, file, &snapshot, validator)).collect();
-    let again: Vec<&str> = match full {
-        true => invalid
-            .keys()
-            .map(String::as_str)
-            .filter(|file| matches!(snapshot.get(*file), Some(Found::Read { .. })))
-            .filter(|file| !changes.iter().any(|c| c.file == *file))
-            .collect(),
-        false => Vec::new(),
-    };
+    // Validated again: every invalid file on a full rescan; on any scan,
+    // one refused for a port a changed file published (removed, or its
+    // ports edited), which was left refused until the next full rescan.
+    let refused_for_a_change =
+        |problems: &str| changes.iter().any(|c| problems.contains(&format!("is already published by {} (", c.file)));
+    let again: Vec<&str> = invalid
+        .iter()
+        .filter(|(_, problems)| full || refused_for_a_change(problems))
+        .map(|(file, _)| file.as_str())
+        .filter(|file| matches!(snapshot.get(*file), Some(Found::Read { .. })))
+        .filter(|file| !changes.iter().any(|c| c.file == *file))
+        .collect();
     changes.extend(again.iter().map(|file| FileChange::of(dir, file, &snapshot, validator)));
     // Judged as if the files seen gone were removed too, when any are.
     let mut without_gone = (!still_gone.is_empty()).then(|| changes.clone());
@@ -1238,6 +1241,42 @@ mod tests {
         // file says all the same, and keeps its port.
         write("web.toml", &format!("# reworded\n{}", manifest("18081:80")), 5);
         assert_eq!(refused(&adopted), ["edit.toml"], "after a crash, web's file reworded: the edit");
+    }
+
+    /// A file refused for a port another file published is validated
+    /// again once that file is removed, not left refused (its error naming
+    /// a file that is gone) until the next full rescan (helper-132).
+    #[test]
+    fn a_file_refused_for_a_port_is_validated_again_when_its_holder_goes() {
+        let (d, root) = (dir(), tempfile::tempdir().unwrap());
+        let manifest =
+            |extra: &str| format!("command = [\"/bin/sleep\"]\nrootfs = {{ path = {:?} }}\n{extra}\n", root.path());
+        let validator = Validator::new(Vec::new());
+        let event = |o: &Outcome, file: &str| o.changes.iter().find(|c| c.file == file).map(|c| c.event.clone());
+        std::fs::write(d.path().join("web.toml"), manifest("ports = [\"8080:80\"]")).unwrap();
+        let first = run_job(d.path(), &Snapshot::new(), Rescan::Everything, &validator, &Held::default());
+        let Some(ManifestEvent::Valid(web)) = event(&first, "web.toml") else { panic!("{:?}", first.changes) };
+        let settled = vec![("web.toml".to_owned(), web.manifest.clone())];
+
+        std::fs::write(d.path().join("api.toml"), manifest("ports = [\"8080:81\"]")).unwrap();
+        let held = Held { settled: settled.clone(), running: vec!["web.toml".into()], ..Held::default() };
+        let second = run_job(d.path(), &first.snapshot, Rescan::Changed, &validator, &held);
+        let Some(ManifestEvent::Invalid(problems)) = event(&second, "api.toml") else { panic!("{:?}", second.changes) };
+        assert!(problems.contains("is already published by web.toml ("), "{problems}");
+
+        // web.toml removed, and gone long enough to be taken as removed.
+        std::fs::remove_file(d.path().join("web.toml")).unwrap();
+        let long_ago = std::time::Instant::now().checked_sub(REMOVAL_SETTLE * 2).expect("a machine up a while");
+        let held = Held {
+            settled,
+            running: vec!["web.toml".into()],
+            invalid: [("api.toml".to_owned(), problems)].into(),
+            gone: [("web.toml".to_owned(), long_ago)].into(),
+            ..Held::default()
+        };
+        let third = run_job(d.path(), &second.snapshot, Rescan::Changed, &validator, &held);
+        assert!(matches!(event(&third, "web.toml"), Some(ManifestEvent::Removed)), "{:?}", third.changes);
+        assert!(matches!(event(&third, "api.toml"), Some(ManifestEvent::Valid(_))), "{:?}", third.changes);
     }
 
     #[test]
