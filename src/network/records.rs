@@ -82,14 +82,23 @@ impl Networks {
     /// Waited for `PORTS_LOCK_PATIENCE` at most: its holder may be a run
     /// stopped (Ctrl-Z) between the two, and no start waits on it for good.
     pub(super) fn lock_ports(&self) -> Result<nix::fcntl::Flock<std::fs::File>, NetworkError> {
-        let daemons = if self.runs { self.records.parent().unwrap_or(&self.records) } else { &self.records };
-        let path = daemons.join("ports.lock");
-        let every = std::time::Duration::from_millis(20);
-        match crate::fsutil::lock_within(&path, PORTS_LOCK_PATIENCE, every, || {}) {
+        let (path, locked) = self.shared_lock("ports.lock");
+        match locked {
             Ok(Some(lock)) => Ok(lock),
             Ok(None) => Err(NetworkError::PortsLocked { path }),
             Err(source) => Err(NetworkError::Write { path, source }),
         }
+    }
+
+    /// The daemon's and every run's lock `name` in the daemon's records
+    /// directory, waited for `PORTS_LOCK_PATIENCE` at most (None when
+    /// another holds it that long); and its path.
+    fn shared_lock(&self, name: &str) -> (PathBuf, std::io::Result<Option<nix::fcntl::Flock<std::fs::File>>>) {
+        let daemons = if self.runs { self.records.parent().unwrap_or(&self.records) } else { &self.records };
+        let path = daemons.join(name);
+        let every = std::time::Duration::from_millis(20);
+        let locked = crate::fsutil::lock_within(&path, PORTS_LOCK_PATIENCE, every, || {});
+        (path, locked)
     }
 
     /// The lock (`STATE_DIR/networks/localnet.lock`, the daemon's and
@@ -98,10 +107,8 @@ impl Networks {
     /// at one instant would each find no rule for the bridge and each add
     /// one. Waited for `PORTS_LOCK_PATIENCE` at most.
     pub(super) fn lock_localnet(&self) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
-        let daemons = if self.runs { self.records.parent().unwrap_or(&self.records) } else { &self.records };
-        let path = daemons.join("localnet.lock");
-        let every = std::time::Duration::from_millis(20);
-        match crate::fsutil::lock_within(&path, PORTS_LOCK_PATIENCE, every, || {}) {
+        let (path, locked) = self.shared_lock("localnet.lock");
+        match locked {
             Ok(Some(lock)) => Ok(lock),
             Ok(None) => Err(format!(
                 "the rules against the host's loopback (route_localnet) cannot be looked for: {} is held by another process",
