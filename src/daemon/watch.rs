@@ -343,11 +343,7 @@ mod tests {
         const UID: libc::uid_t = 4_000_000_001;
         let watched = dir.clone();
         let acting = std::thread::spawn(move || {
-            // SAFETY: a raw system call with integer arguments; it changes
-            // this thread's effective uid only, keeping the saved uid 0
-            // (so it may go back) and the other threads' ids.
-            let acted = unsafe { libc::syscall(libc::SYS_setresuid, libc::uid_t::MAX, UID, libc::uid_t::MAX) };
-            assert_eq!(acted, 0, "setresuid: {}", std::io::Error::last_os_error());
+            act_as(UID);
             let mut held = Vec::new();
             let used_up = loop {
                 // SAFETY: inotify_init1 takes a flag and returns a new descriptor, owned here.
@@ -369,12 +365,7 @@ mod tests {
                 watch.rearm();
                 (before, watch.watching(), watch)
             });
-            // SAFETY: as above; back to root, the saved uid.
-            let back = unsafe { libc::syscall(libc::SYS_setresuid, libc::uid_t::MAX, 0, libc::uid_t::MAX) };
-            assert_eq!(back, 0, "setresuid back to root: {}", std::io::Error::last_os_error());
-            // SAFETY: prctl with integer arguments; the change of effective
-            // uid made the process undumpable, as it was not.
-            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+            act_as(0);
             watch
         });
         let (before, after, mut watch) =
