@@ -137,8 +137,8 @@ impl Output {
                 // ids, not its dumpability), and each turn would otherwise be
                 // a line of the daemon's log.
                 let spell_said = std::mem::take(&mut self.failing) && std::mem::take(&mut self.said);
-                if self.lost > 0 && (spell_said || self.told.is_none_or(|t| t.elapsed() >= COMPLAINT_INTERVAL)) {
-                    let _ = channel.try_report(InitReport::LogWritten { lost: std::mem::take(&mut self.lost) });
+                if spell_said || self.unsaid_until().is_some_and(|due| due <= Instant::now()) {
+                    self.say_lost(channel);
                 }
                 self.ask(channel);
             }
