@@ -429,33 +429,20 @@ impl Networks {
 /// its own they jump to or live in (`CNI-...`, not the plugins' shared
 /// ones). Nothing when there are none.
 fn remove_commented_nat_rules(container_id: &str) -> Result<(), String> {
-    let run = |program: &str, args: &[&str], input: Option<&str>| -> Result<String, String> {
-        use std::io::Write;
-        let mut child = std::process::Command::new(program)
-            .env_clear()
-            .env("PATH", super::cni::plugins_path())
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("{program}: {e}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(input.unwrap_or_default().as_bytes()).map_err(|e| format!("{program}: {e}"))?;
-        }
-        let out = child.wait_with_output().map_err(|e| format!("{program}: {e}"))?;
+    let run = |program: &str, args: &[&str], input: &str| -> Result<String, String> {
+        let out = super::localnet::xtables(program, args, input).map_err(|e| format!("{program}: {e}"))?;
         if !out.status.success() {
             return Err(format!("{program}: {}", String::from_utf8_lossy(&out.stderr).trim()));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    let rules = run("iptables", &["-w", "10", "-t", "nat", "-S"], None)?;
+    let rules = run("iptables", &["-w", "10", "-t", "nat", "-S"], "")?;
     let restore = commented_rules_undone(&rules, container_id);
     if restore.is_empty() {
         return Ok(());
     }
     let input = format!("*nat\n{}COMMIT\n", restore.concat());
-    run("iptables-restore", &["-w", "10", "--noflush"], Some(&input)).map(|_| ())
+    run("iptables-restore", &["-w", "10", "--noflush"], &input).map(|_| ())
 }
 
 /// The iptables-restore lines that undo `rules`' (the nat table's `-S`)

@@ -81,13 +81,30 @@ fn routes_localnet(ifname: &str) -> bool {
     !ifname.contains('/') && !ifname.starts_with('.') && ifname != "lo" && (on(ifname) || on("all"))
 }
 
+/// `verb` (-C, -I, -D) of the rule that drops what arrives on `ifname` for the loopback.
 fn iptables(verb: &str, ifname: &str) -> std::io::Result<std::process::Output> {
-    Command::new("iptables")
+    let rule = ["-w", "10", "-t", "raw", verb, "PREROUTING", "-i", ifname, "-d", LOOPBACK];
+    xtables("iptables", &[&rule[..], &["-m", "comment", "--comment", COMMENT, "-j", "DROP"]].concat(), "")
+}
+
+/// Runs `program` (iptables, iptables-restore) with `args` and `input` on
+/// its stdin, with nothing of the daemon's environment but the PATH the
+/// plugins are given (directories only root may write).
+pub(super) fn xtables(program: &str, args: &[&str], input: &str) -> std::io::Result<std::process::Output> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(program)
         .env_clear()
         .env("PATH", super::cni::plugins_path())
-        .args(["-w", "10", "-t", "raw", verb, "PREROUTING", "-i", ifname, "-d", LOOPBACK])
-        .args(["-m", "comment", "--comment", COMMENT, "-j", "DROP"])
-        .output()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes())?;
+    }
+    child.wait_with_output()
 }
 
 /// Drops what arrives for the host's loopback on each interface `result`'s
