@@ -277,7 +277,11 @@ impl TryFrom<PortSpelling> for PortMapping {
                 }
                 let host_ip = l
                     .host_ip
-                    .map(|a| a.parse::<IpAddr>().map(|ip| ip.to_canonical()).map_err(|_| PortError::BadHostIp(a)))
+                    .map(|a| {
+                        a.parse::<IpAddr>()
+                            .map(|ip| ip.to_canonical())
+                            .map_err(|_| PortError::BadHostIp(super::name::quoted(&a)))
+                    })
                     .transpose()?;
                 Ok(PortMapping {
                     host_ip,
@@ -379,6 +383,9 @@ mod tests {
             "host_ip `localhost` is not an IP address: write one, as \"127.0.0.1\" or \"::1\" (a host name is not looked up)"
         );
         assert_eq!(table("::ffff:127.0.0.1").unwrap(), p("127.0.0.1:8080:80"), "canonical, as the short form");
+        // The schema bounds no string here: what is quoted of one is.
+        let long = table(&"x".repeat(100_000)).unwrap_err();
+        assert!(long.len() < 300 && long.contains(&format!("{}...`", "x".repeat(63))), "{} bytes", long.len());
     }
 
     #[test]
